@@ -37,3 +37,26 @@ bench: $(STAMP)
 
 clean:
 	rm -rf runs .pytest_cache
+
+# Hotel search benchmark: Kaggle "Personalize Expedia Hotel Searches" (ICDM 2013), see README.
+#   make benchmark-setup DATA=<folder with train.csv>   validate the download, write Parquet to $(BENCH_DIR)
+#   make benchmark-train                                 train ESMM, report NDCG@38 (booking = 5, click = 1)
+#   make benchmark-clean                                 remove $(BENCH_DIR)
+BENCH_DIR ?= runs/expedia
+DATA ?=
+BENCH_SETUP_ARGS ?=
+BENCH_TRAIN_ARGS ?=
+
+.PHONY: benchmark-setup benchmark-train benchmark-clean
+
+benchmark-setup: $(STAMP)
+	$(VPY) -m tfrs_recsys.data.expedia setup --data "$(DATA)" --work-dir "$(BENCH_DIR)" $(BENCH_SETUP_ARGS)
+
+benchmark-train: $(STAMP)
+	$(VPY) -m tfrs_recsys.train esmm --dataset expedia --data-dir "$(BENCH_DIR)" --output-dir "$(BENCH_DIR)/esmm" \
+		--progress false $(BENCH_TRAIN_ARGS)
+	$(VPY) -m tfrs_recsys.evaluate --run-dir "$(BENCH_DIR)/esmm" --ndcg-k 38 --gains booking=5,click=1 \
+		--json "$(BENCH_DIR)/esmm/competition_metrics.json"
+
+benchmark-clean:
+	test -n "$(BENCH_DIR)" && rm -rf -- "$(BENCH_DIR)"

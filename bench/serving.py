@@ -9,8 +9,12 @@ latency p50/p99 and throughput of
 
 Both start from the same numpy inputs and end with numpy outputs: the baseline converts to
 tensors and back, the gRPC path builds the PredictRequest and reads the response tensors.
-All twelve configurations run interleaved in shuffled rounds (both servers up throughout), so
-load from other processes on a shared machine falls on all of them alike.
+All twelve configurations, and a bare GetModelStatus round trip (the transport floor: no
+gRPC call can beat in-process p50 + this), run interleaved in shuffled rounds (both servers
+up throughout), so load from other processes on a shared machine falls on all of them alike.
+TensorFlow's thread pools are set alike in this process and in the servers
+(``--intra-op-threads`` / ``--inter-op-threads``, 0 = TensorFlow's default), so the ratio
+compares serving overhead, not thread settings.
 
 It prints each figure and the ratios against the baseline of the same run, with the targets:
 gRPC p50 <= 1.2 x in-process p50 (concurrency 1) and gRPC p99 <= 3 x p50 at concurrency 8.
@@ -22,6 +26,7 @@ a 1,682-item catalog through one Transformer block; ranker: ids, 8 categorical a
 raw features -> ctr, cvr, ctcvr [B] from hashed embeddings and two MLP towers).
 
     .venv/bin/python bench/serving.py --requests 300
+    .venv/bin/python bench/serving.py --requests 300 --intra-op-threads 1 --inter-op-threads 1
     .venv/bin/python bench/serving.py --export-base exports --retrieval-name retrieval_portable --ranker-name esmm
 """
 from __future__ import annotations
@@ -209,6 +214,11 @@ def grpc_call(client: ServingClient, model: str, inputs: dict[str, np.ndarray]):
     return lambda: client.predict(model, inputs)
 
 
+def status_call(client: ServingClient, model: str):
+    """A bare GetModelStatus round trip (``ServingClient.status``): gRPC and a near-empty handler, no model."""
+    return lambda: client.status(model)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--export-base", default=None, help="serve these exports instead of building bench models")
@@ -218,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the calls are spread over")
     p.add_argument("--max-batch-size", type=int, default=512)
     p.add_argument("--batch-timeout-micros", type=int, default=0)
+    p.add_argument("--intra-op-threads", type=int, default=0, help="TensorFlow intra-op threads, here and in the servers")
+    p.add_argument("--inter-op-threads", type=int, default=0, help="TensorFlow inter-op threads, here and in the servers")
     args = p.parse_args(argv)
     print("command:", " ".join([".venv/bin/python", "bench/serving.py", *(argv if argv is not None else sys.argv[1:])]))
+    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         tmp = Path(tmp)
@@ -242,9 +256,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n"
                           "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 100 }\n")
 
-        # TensorFlow's default thread pools in the servers, as in this process (the test helper pins 1)
+        # the servers' thread pools as this process's (the test helper pins 1)
         common = [f"--model_config_file={config}", "--file_system_poll_wait_seconds=0",
-                  "--tensorflow_intra_op_parallelism=0", "--tensorflow_inter_op_parallelism=0"]
+                  f"--tensorflow_intra_op_parallelism={args.intra_op_threads}",
+                  f"--tensorflow_inter_op_parallelism={args.inter_op_threads}"]
         servers = {
             "grpc": fx.start_server(tmp, common),
             "grpc+batching": fx.start_server(tmp, [*common, "--enable_batching", f"--batching_parameters_file={params}"]),
@@ -258,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                     configs[(kind, "in-process", c)] = (local, c)
                     for mode, client in clients.items():
                         configs[(kind, mode, c)] = (grpc_call(client, names[kind], inputs[kind]), c)
+            configs[("transport", "status rtt", 1)] = (status_call(clients["grpc"], names["ranker"]), 1)
             table = measure_interleaved(configs, args.requests, args.rounds)
         finally:
             for client in clients.values():
@@ -265,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers.values():
                 server.stop()
 
+    print(f"\nTensorFlow threads (intra, inter) here and in the servers: "
+          f"({args.intra_op_threads or 'default'}, {args.inter_op_threads or 'default'})")
     print(f"\n{'model':<10} {'mode':<14} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
     for (kind, mode, c), m in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
         print(f"{kind:<10} {mode:<14} {c:>4} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['qps']:>8.1f}")
@@ -278,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
             gain = m8["qps"] / table[(kind, "in-process", 8)]["qps"]
             print(f"  {kind:<10} {mode:<14} p50 vs in-process {r1:5.2f}x [{'OK' if r1 <= 1.2 else 'MISS'}]   "
                   f"c=8 p99/p50 {r8:5.2f}x [{'OK' if r8 <= 3 else 'MISS'}]   c=8 throughput vs in-process {gain:4.2f}x")
+        floor = (base_p50 + table[("transport", "status rtt", 1)]["p50"]) / base_p50
+        local8 = table[(kind, "in-process", 8)]
+        print(f"  {kind:<10} {'(context)':<14} floor {floor:5.2f}x = in-process + bare GetModelStatus round trip;"
+              f"   in-process c=8 p99/p50 {local8['p99'] / local8['p50']:5.2f}x")
     return 0
 
 

@@ -46,3 +46,16 @@ def test_evaluator_logs_stops_early_and_restores_best(tmp_path):
     png = plot_curves(run_dir)
     assert png == run_dir / CURVES_PNG and png.stat().st_size > 1000
     assert (run_dir / TRAIN_LOG).read_text().count("\n") == 5
+
+
+def test_evaluator_survives_a_metric_that_is_never_finite(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
+    model.compile(optimizer="sgd", loss="mse")
+    evaluator = EpochEvaluator(lambda m: {"score": float("nan"), "note": "text"}, run_dir, monitor="score",
+                               patience=2)
+    model.fit(np.zeros((8, 2), "float32"), np.zeros((8, 1), "float32"), epochs=4, verbose=0, callbacks=[evaluator])
+    rows = read_train_log(run_dir)
+    assert len(rows) == 2 and rows[0]["val_score"] is None and rows[0]["val_note"] == "text"
+    assert evaluator.best_epoch is None

@@ -97,14 +97,16 @@ class ESMMConfig(TrainConfig):
     epochs: int = 10
     batch_size: int = 512
     embedding_dim: int = 16
-    tower_units: tuple[int, ...] = (128, 64)
+    tower_units: tuple[int, ...] = (32,)  # user / item towers: ReLU layers, then a linear output of the last width
     hidden_units: tuple[int, ...] = (256, 128, 64)
     ctr_loss_weight: float = 1.0
     ctcvr_loss_weight: float = 1.0
     dropout: float = 0.0
+    l2_reg: float = 0.0  # on the embedding rows of each batch
     ndcg_k: int = 10
     synthetic_sessions: int = 5000
     session_size: int = 20
+    baseline: bool = True  # also train the clicked-only CVR model and report it as baseline_*
 
 
 @dataclass

@@ -29,6 +29,8 @@ LABELED_DATASETS = {
     "criteo": "Criteo train.txt (40 tab-separated fields) or CSV with the Criteo header",
     "movielens-100k": "deepfm: MovieLens 100K as implicit clicks with sampled negatives and item hotness",
     "movielens-csv, movielens-1m, synthetic-histories": "deepfm: those interactions as implicit clicks, likewise",
+    "expedia": "esmm: Kaggle 'Personalize Expedia Hotel Searches' (ICDM 2013): the folder of `make benchmark-setup` "
+               "(train.parquet, default runs/expedia) or the folder holding train.csv",
     "csv": "any CSV/TSV with a header; --label-columns names the labels",
     "parquet": "any Parquet file; --label-columns names the labels",
 }
@@ -116,6 +118,13 @@ def load_labeled(cfg: TrainConfig, task: str) -> LabeledData:
 
         # Every interaction is a click; unseen items at the same time are the negatives.
         return movielens_click_logs(load_interactions(cfg), seed=cfg.seed)
+    if name == "expedia":
+        if task != "esmm":
+            raise DataError("--dataset expedia holds clicks and bookings for the ESMM ranker",
+                            fix="train esmm on it: python -m tfrs_recsys.train esmm --dataset expedia --data-dir ...")
+        from tfrs_recsys.data.expedia import load_expedia
+
+        return load_expedia(_need_dir(cfg, LABELED_DATASETS[name]), skip_bad_rows=cfg.skip_bad_rows)
     if name in ("csv", "parquet"):
         from tfrs_recsys.data.tabular import load_table
 

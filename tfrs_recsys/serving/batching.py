@@ -1,12 +1,16 @@
 """Server-side batching: concurrent Predict calls merged into one signature call.
 
 A :class:`Batcher` sits between a servable's request validation and its signature
-function. Tasks for the same signature (same input names, output filter and
+function. Tasks for the same signature (same input names, output filter, dtypes and
 per-example shapes) queue together; a batch thread takes a batch when it holds
 ``max_batch_size`` examples or when its oldest task has waited
 ``batch_timeout_micros``, concatenates the inputs along dimension 0, makes one call
 and splits every output back by each task's row count. This is TF Serving's
 BatchingSession over a BasicBatchScheduler, including its error messages.
+
+Inputs stay as the request's TensorProtos: a batch is one TensorProto per input whose
+encoded values are the tasks' values joined (``concat_rows``), parsed in the graph like
+an unbatched request; only inputs a request sent in another form are merged in numpy.
 """
 from __future__ import annotations
 
@@ -18,15 +22,25 @@ from typing import Mapping, Sequence
 
 import grpc
 import numpy as np
+from tensorflow.core.framework import tensor_pb2
 
 from tfrs_recsys.serving.config_file import BatchingOptions
 from tfrs_recsys.serving.errors import ServingError, invalid_argument
-from tfrs_recsys.serving.servable import Runner
+from tfrs_recsys.serving.servable import Input, Runner, as_array
+from tfrs_recsys.serving.tensors import concat_rows, dtype_of, shape_of
+
+
+def _shape(value: Input) -> tuple[int, ...]:
+    return value.shape if isinstance(value, np.ndarray) else shape_of(value)
+
+
+def _dtype(value: Input) -> int:
+    return dtype_of(value) if isinstance(value, np.ndarray) else value.dtype
 
 
 @dataclass
 class _Task:
-    inputs: Mapping[str, np.ndarray]
+    inputs: Mapping[str, Input]
     size: int
     enqueued: float
     done: threading.Event = field(default_factory=threading.Event)
@@ -48,12 +62,13 @@ class Batcher:
         for t in self._threads:
             t.start()
 
-    def __call__(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_aliases: Sequence[str]) -> dict:
+    def __call__(self, signature_name: str, inputs: Mapping[str, Input], output_aliases: Sequence[str]) -> dict:
+        shapes = {k: _shape(v) for k, v in inputs.items()}
         sizes = set()
-        for value in inputs.values():
-            if value.ndim == 0:
+        for shape in shapes.values():
+            if not shape:
                 raise invalid_argument("Batching Run() input tensors must have at least one dimension")
-            sizes.add(value.shape[0])
+            sizes.add(shape[0])
         if len(sizes) > 1:
             raise invalid_argument("Batching Run() input tensors must have equal 0th-dimension size")
         size = sizes.pop() if sizes else 0
@@ -62,11 +77,12 @@ class Batcher:
             if not self.options.enable_large_batch_splitting:
                 raise invalid_argument(f"Task size {size} is larger than maximum input batch size {limit}")
             chunk = min(limit, self.options.max_execution_batch_size or limit)
-            parts = [self(signature_name, {k: v[i:i + chunk] for k, v in inputs.items()}, output_aliases)
+            arrays = {k: as_array(v, k) for k, v in inputs.items()}
+            parts = [self(signature_name, {k: v[i:i + chunk] for k, v in arrays.items()}, output_aliases)
                      for i in range(0, size, chunk)]
             return {a: np.concatenate([p[a] for p in parts]) for a in output_aliases}
         key = (signature_name, tuple(output_aliases),
-               tuple(sorted((k, v.shape[1:], v.dtype.str) for k, v in inputs.items())))
+               tuple(sorted((k, shapes[k][1:], _dtype(v)) for k, v in inputs.items())))
         task = _Task(inputs, size, time.monotonic())
         with self._cond:
             if self._stopping:
@@ -138,12 +154,17 @@ class Batcher:
     def _process(self, signature_name: str, output_aliases: Sequence[str], tasks: list[_Task]) -> list[dict]:
         total = sum(t.size for t in tasks)
         padded = next((b for b in self.options.allowed_batch_sizes if b >= total), total)
-        merged = {}
-        for name in tasks[0].inputs:
-            value = np.concatenate([t.inputs[name] for t in tasks])
-            if padded > total:  # pad with copies of the first row, as BatchingSession does
-                value = np.concatenate([value, np.repeat(value[:1], padded - total, axis=0)])
-            merged[name] = value
+        if len(tasks) == 1 and padded == total:
+            merged = tasks[0].inputs
+        elif all(isinstance(v, tensor_pb2.TensorProto) for t in tasks for v in t.inputs.values()):
+            merged = {name: concat_rows([t.inputs[name] for t in tasks], padded - total) for name in tasks[0].inputs}
+        else:
+            merged = {}
+            for name in tasks[0].inputs:
+                value = np.concatenate([as_array(t.inputs[name], name) for t in tasks])
+                if padded > total:  # pad with copies of the first row, as BatchingSession does
+                    value = np.concatenate([value, np.repeat(value[:1], padded - total, axis=0)])
+                merged[name] = value
         outputs = self._run(signature_name, merged, output_aliases)
         for alias in output_aliases:
             if np.ndim(outputs[alias]) == 0 or outputs[alias].shape[0] != padded:

@@ -26,12 +26,10 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
-from tfrs_recsys.serving.tensors import fill_proto
+from tfrs_recsys.serving.tensors import dtype_of, fill_proto, to_ndarray
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 PAD = ""
-_CONTENT = {np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.float64): types_pb2.DT_DOUBLE,
-            np.dtype(np.int32): types_pb2.DT_INT32, np.dtype(np.int64): types_pb2.DT_INT64}
 STATES = {s.number: s.name for s in get_model_status_pb2.ModelVersionStatus.State.DESCRIPTOR.values}
 
 
@@ -200,27 +198,31 @@ class ServingClient:
     def predict(self, model: str, inputs: Mapping[str, np.ndarray], *, signature: str = "serving_default",
                 version: int | None = None, label: str | None = None, output_filter: Sequence[str] = (),
                 timeout: float | None = None) -> tuple[dict[str, np.ndarray], int]:
-        """Raw Predict: ``(outputs as numpy, version that answered)``."""
-        import tensorflow as tf
+        """Raw Predict: ``(outputs as numpy, version that answered)``.
 
+        Numbers go as ``tensor_content`` bytes and strings as ``string_val`` (str as UTF-8),
+        what ``tf.make_tensor_proto`` writes; outputs are read without TensorFlow ops.
+        """
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        request.model_spec.signature_name = signature
+        spec = request.model_spec
+        spec.name = model
+        spec.signature_name = signature
         if version is not None:
-            request.model_spec.version.value = version
+            spec.version.value = version
         if label is not None:
-            request.model_spec.version_label = label
+            spec.version_label = label
         for key, value in inputs.items():
             value = np.asarray(value)
-            if value.dtype == object or value.dtype.kind in "SU":
-                fill_proto(request.inputs[key], value, types_pb2.DT_STRING)
-            elif value.dtype in _CONTENT:
-                fill_proto(request.inputs[key], value, _CONTENT[value.dtype], content=True)
-            else:
+            dtype = dtype_of(value)
+            if dtype is None:  # a dtype without a codec here (float8, ...): TensorFlow's own writer
+                import tensorflow as tf
+
                 request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            else:
+                fill_proto(request.inputs[key], value, dtype, content=True)
         request.output_filter.extend(output_filter)
         response = self._call(self._predictions.Predict, request, f"Predict({model}/{signature})", timeout)
-        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}, response.model_spec.version.value
+        return {k: to_ndarray(v, k) for k, v in response.outputs.items()}, response.model_spec.version.value
 
     def retrieve(self, user_id: str, history: Sequence[str], k: int | None = None, exclude_seen: bool = False, *,
                  model: str | None = None, exclude: Sequence[str] = (), timeout: float | None = None) -> Retrieved:

@@ -32,7 +32,7 @@ from tensorflow_serving.apis import (
 from tfrs_recsys.serving.errors import ServingError, invalid_argument
 from tfrs_recsys.serving.model_manager import ModelManager
 from tfrs_recsys.serving.servable import DEFAULT_SIGNATURE
-from tfrs_recsys.serving.tensors import dtype_name, numpy_dtype, to_proto
+from tfrs_recsys.serving.tensors import dtype_name, numpy_dtype, to_ndarray, to_proto
 
 log = logging.getLogger("tfrs_recsys.serving")
 
@@ -282,11 +282,9 @@ def _array_json(array, dtype: int, as_bytes: bool) -> str:
 
 def outputs_json(outputs: dict[str, tensor_pb2.TensorProto], row_format: bool) -> str:
     """A PredictResponse's outputs as ``{"predictions": ...}`` (row) or ``{"outputs": ...}`` (columnar)."""
-    import tensorflow as tf
-
     if not outputs:
         raise invalid_argument("Cannot convert empty tensor map to JSON")
-    arrays = {name: tf.make_ndarray(proto) for name, proto in outputs.items()}
+    arrays = {name: to_ndarray(proto, name) for name, proto in outputs.items()}
     dtypes = {name: proto.dtype for name, proto in outputs.items()}
     as_bytes = {name: dtypes[name] == types_pb2.DT_STRING and name.endswith("_bytes") for name in outputs}
     if row_format:

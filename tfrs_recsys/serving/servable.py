@@ -6,17 +6,19 @@ checks in the same order, the same status codes and messages.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import grpc
 import numpy as np
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import (
     classification_pb2, get_model_metadata_pb2, inference_pb2, input_pb2, predict_pb2, regression_pb2)
 
 from tfrs_recsys.serving.errors import ServingError, failed_precondition, from_tf_error, invalid_argument
-from tfrs_recsys.serving.tensors import check_compatible, dtype_name, fill_proto, to_ndarray
+from tfrs_recsys.serving.tensors import check_shape, dims_of, dtype_name, fill_proto, is_exact, shape_of, to_ndarray
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
@@ -24,8 +26,14 @@ PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 
+# An input as received (a request's TensorProto, read in the graph) or as numpy.
+Input = np.ndarray | tensor_pb2.TensorProto
 # (signature_name, inputs, output aliases) -> outputs; the batching layer plugs in here.
-Runner = Callable[[str, Mapping[str, np.ndarray], Sequence[str]], Mapping[str, np.ndarray]]
+Runner = Callable[[str, Mapping[str, Input], Sequence[str]], Mapping[str, np.ndarray]]
+
+
+def as_array(value: Input, alias: str) -> np.ndarray:
+    return to_ndarray(value, alias) if isinstance(value, tensor_pb2.TensorProto) else value
 
 
 def read_meta_graph(path: str | Path, tags: Sequence[str] = (SERVE_TAG,)) -> meta_graph_pb2.MetaGraphDef:
@@ -49,10 +57,69 @@ def read_meta_graph(path: str | Path, tags: Sequence[str] = (SERVE_TAG,)) -> met
         f"(available: {available})")
 
 
-def _tf_dtype(enum: int):
-    import tensorflow as tf
+class SignatureFunction:
+    """A restored signature function, called with as little Python per request as possible.
 
-    return tf.dtypes.as_dtype(enum) if enum else None
+    ``ConcreteFunction.__call__`` binds and type-checks every keyword argument on every call
+    (tens of microseconds per input). Here the signature function is wrapped in
+    ``tf.function``s with a fixed input signature, each traced once on first use (never
+    per batch size: ``tracing_count``), and a wrapper is invoked through its concrete
+    function's flat call, the step ``__call__`` ends in; inputs were already checked against
+    the SignatureDef. Two wrappers:
+
+    * ``run_tensors``: numpy inputs (the batching path, Classify/Regress);
+    * ``run_protos``: the request's TensorProtos, serialized into one string vector and
+      parsed in the graph by ``tf.io.parse_tensor`` (TensorFlow's ``Tensor::FromProto``,
+      as in TF Serving), so a request converts no input in Python.
+    """
+
+    def __init__(self, function, signature: meta_graph_pb2.SignatureDef):
+        import tensorflow as tf
+
+        self.aliases = sorted(signature.inputs)
+        dtypes = [tf.dtypes.as_dtype(signature.inputs[a].dtype) for a in self.aliases]
+        shapes = [None if signature.inputs[a].tensor_shape.unknown_rank
+                  else [d.size if d.size >= 0 else None for d in signature.inputs[a].tensor_shape.dim]
+                  for a in self.aliases]
+        self._dtypes = dtypes
+
+        def from_tensors(*inputs):
+            return function(**dict(zip(self.aliases, inputs)))
+
+        def from_protos(serialized):
+            inputs = {}
+            for i, (alias, dtype, shape) in enumerate(zip(self.aliases, dtypes, shapes)):
+                inputs[alias] = tf.io.parse_tensor(serialized[i], dtype)
+                inputs[alias].set_shape(shape)
+            return function(**inputs)
+
+        self._wrappers = {
+            "tensors": tf.function(from_tensors, input_signature=[tf.TensorSpec(s, d) for s, d in zip(shapes, dtypes)]),
+            "protos": tf.function(from_protos, input_signature=[tf.TensorSpec([len(self.aliases)], tf.string)]),
+        }
+        self._concrete: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def tracing_count(self) -> int:
+        return sum(w.experimental_get_tracing_count() for w in self._wrappers.values())
+
+    def _call(self, which: str, args: list):
+        function = self._concrete.get(which)
+        if function is None:
+            with self._lock:
+                function = self._concrete.get(which) or self._wrappers[which].get_concrete_function()
+                self._concrete[which] = function
+        return function._call_flat(args, function.captured_inputs)  # what __call__ ends in (class docstring)
+
+    def run_tensors(self, inputs: Mapping[str, np.ndarray]) -> dict:
+        import tensorflow as tf
+
+        return self._call("tensors", [tf.constant(inputs[a], d) for a, d in zip(self.aliases, self._dtypes)])
+
+    def run_protos(self, protos: Mapping[str, tensor_pb2.TensorProto]) -> dict:
+        import tensorflow as tf
+
+        return self._call("protos", [tf.constant([protos[a].SerializeToString() for a in self.aliases])])
 
 
 def serialized_examples(inp: input_pb2.Input) -> list[bytes]:
@@ -84,9 +151,11 @@ class Servable:
         self.path = path
         self.signature_defs = dict(meta_graph.signature_def)
         self._loaded = loaded  # keeps the restored variables and tables alive
-        self.functions = dict(loaded.signatures)
-        self._input_dtypes = {name: {k: _tf_dtype(v.dtype) for k, v in sig.inputs.items()}
-                              for name, sig in self.signature_defs.items()}
+        self.functions = {key: SignatureFunction(fn, self.signature_defs[key])
+                          for key, fn in loaded.signatures.items() if key in self.signature_defs}
+        # (alias, dtype, dims) per signature input, in the order TF Serving checks them
+        self._inputs = {key: [(a, sig.inputs[a].dtype, dims_of(sig.inputs[a].tensor_shape)) for a in sorted(sig.inputs)]
+                        for key, sig in self.signature_defs.items()}
         self.runner: Runner = self.run
 
     @classmethod
@@ -110,24 +179,32 @@ class Servable:
 
     # -- running a signature ----------------------------------------------------------------------
 
-    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_aliases: Sequence[str]) -> dict[str, np.ndarray]:
-        """Call one signature function on numpy inputs; TF runtime errors keep their status code."""
-        import tensorflow as tf
-
+    def _function(self, signature_name: str) -> SignatureFunction:
         fn = self.functions.get(signature_name)
         if fn is None:
             raise failed_precondition(f'Serving signature key "{signature_name}" not found.')
-        dtypes = self._input_dtypes[signature_name]
-        # inputs already carry the signature's dtypes (checked in prepare_predict); naming the
-        # dtype again doubles the conversion cost, so it is only given for empty arrays
-        feeds = {k: tf.constant(v) if v.size else tf.constant(v, dtype=dtypes[k]) for k, v in inputs.items()}
+        return fn
+
+    @staticmethod
+    def _outputs(call, output_aliases: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run ``call``; TF runtime errors keep their status code."""
+        import tensorflow as tf
+
         try:
-            result = fn(**feeds)
+            result = call()
         except tf.errors.OpError as e:
             raise from_tf_error(e) from None
         except (TypeError, ValueError) as e:
             raise invalid_argument(str(e)) from None
         return {alias: result[alias].numpy() for alias in output_aliases}
+
+    def run(self, signature_name: str, inputs: Mapping[str, Input], output_aliases: Sequence[str]) -> dict[str, np.ndarray]:
+        """Call one signature function on all its inputs: TensorProtos (parsed in the graph) or numpy."""
+        fn = self._function(signature_name)
+        if all(isinstance(v, tensor_pb2.TensorProto) for v in inputs.values()):
+            return self._outputs(lambda: fn.run_protos(inputs), output_aliases)
+        arrays = {alias: as_array(value, alias) for alias, value in inputs.items()}
+        return self._outputs(lambda: fn.run_tensors(arrays), output_aliases)
 
     def _signature(self, signature_name: str):
         name = signature_name or DEFAULT_SIGNATURE
@@ -138,10 +215,10 @@ class Servable:
 
     # -- Predict ----------------------------------------------------------------------------------
 
-    def prepare_predict(self, request: predict_pb2.PredictRequest) -> tuple[str, dict[str, np.ndarray], list[str]]:
-        """Validate a PredictRequest against its signature (predict_util.cc PreProcessPrediction)."""
-        name, signature = self._signature(request.model_spec.signature_name)
-        sent, wanted = set(request.inputs), set(signature.inputs)
+    @staticmethod
+    def _check_input_names(signature, sent: set[str]) -> None:
+        """The errors of a request whose input names are not the signature's (missing ones may have defaults)."""
+        wanted = set(signature.inputs)
         if len(sent) > len(wanted) or (len(sent) < len(wanted) and not signature.defaults):
             raise invalid_argument(
                 f"input size does not match signature: {len(sent)}!={len(wanted)} "
@@ -153,21 +230,25 @@ class Servable:
             raise invalid_argument(
                 f"input tensor alias not found in signature: {extra[0]}. "
                 f"Inputs expected to be in the set {{{','.join(sorted(wanted))}}}.")
-        inputs = {}
-        for index, alias in enumerate(sorted(wanted)):
-            info = signature.inputs[alias]
-            if alias not in request.inputs:  # only reachable when the signature has defaults
-                if alias not in signature.defaults:
-                    raise invalid_argument(f"Missing input: {alias}; the signature needs {{{','.join(sorted(wanted))}}}")
-                inputs[alias] = to_ndarray(signature.defaults[alias], alias)
+        missing = sorted(wanted - sent - set(signature.defaults))
+        if missing:
+            raise invalid_argument(f"Missing input: {missing[0]}; the signature needs {{{','.join(sorted(wanted))}}}")
+
+    def check_predict(self, request: predict_pb2.PredictRequest) -> tuple[str, list[str]]:
+        """Validate a PredictRequest against its signature (predict_util.cc PreProcessPrediction):
+        ``(signature name, output aliases)``. Inputs are checked by dtype and shape, not read."""
+        name, signature = self._signature(request.model_spec.signature_name)
+        sent, inputs = request.inputs, self._inputs[name]
+        if len(sent) != len(inputs) or not all(alias in sent for alias, _, _ in inputs):
+            self._check_input_names(signature, set(sent))
+        for index, (alias, dtype, expected) in enumerate(inputs):
+            if alias not in sent:  # a default (checked above)
                 continue
-            proto = request.inputs[alias]
-            if proto.dtype != info.dtype:
+            proto = sent[alias]
+            if proto.dtype != dtype:
                 raise invalid_argument(
-                    f"Expects arg[{index}] to be {dtype_name(info.dtype)} but {dtype_name(proto.dtype)} is provided")
-            value = to_ndarray(proto, alias)
-            check_compatible(alias, value, info.tensor_shape)
-            inputs[alias] = value
+                    f"Expects arg[{index}] to be {dtype_name(dtype)} but {dtype_name(proto.dtype)} is provided")
+            check_shape(alias, shape_of(proto), expected)
         outputs: list[str] = []
         for alias in request.output_filter:
             if alias not in signature.outputs:
@@ -177,14 +258,19 @@ class Servable:
             if alias in outputs:
                 raise invalid_argument(f"duplicate output tensor alias: {alias}")
             outputs.append(alias)
-        return name, inputs, outputs or list(signature.outputs)
+        return name, outputs or list(signature.outputs)
 
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-        name, inputs, output_aliases = self.prepare_predict(request)
+        name, output_aliases = self.check_predict(request)
+        signature, protos = self.signature_defs[name], request.inputs
+        inputs = {}
+        for alias, _, _ in self._inputs[name]:
+            proto = protos[alias] if alias in protos else signature.defaults[alias]
+            # exact encodings are parsed in the graph; broadcast values and the like are read here
+            inputs[alias] = proto if is_exact(proto) else to_ndarray(proto, alias)
         values = self.runner(name, inputs, output_aliases)
         response = predict_pb2.PredictResponse()
         self._fill_model_spec(response.model_spec, request.model_spec.name, name)
-        signature = self.signature_defs[name]
         for alias in output_aliases:
             fill_proto(response.outputs[alias], values[alias], signature.outputs[alias].dtype)
         return response

@@ -1,32 +1,75 @@
 """TensorProto <-> numpy, the way TF Serving reads requests and writes responses.
 
-Requests may carry values in ``tensor_content`` or in the typed fields; responses are
-written with the typed fields (``float_val``, ``string_val``, ...), as TF Serving's
-Predict does by default (``Tensor::AsProtoField``). Both read back with ``tf.make_ndarray``.
+Requests may carry values in ``tensor_content`` (raw little-endian bytes, what
+``tf.make_tensor_proto`` writes for numeric arrays) or in the typed fields
+(``float_val``, ``half_val``, ``string_val``, ...); responses are written with the
+typed fields, as TF Serving's Predict does by default (``Tensor::AsProtoField``),
+so clients that read ``float_val`` directly keep working. Both read back with
+``tf.make_ndarray``.
+
+Every dtype in ``_CODECS`` is converted with one numpy call per tensor (``np.frombuffer``
+/ ``tobytes`` for ``tensor_content``, ``np.array(field)`` / ``extend(tolist())`` for typed
+fields), bit for bit as TensorFlow's ``tf.make_ndarray`` / ``tf.make_tensor_proto`` and its
+C++ ``Tensor::FromProto``; TensorFlow is only called for the rare rest (a value broadcast
+to the shape, dtypes without a codec here).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Sequence
 
+import ml_dtypes
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from tfrs_recsys.serving.errors import invalid_argument
 
-_NUMPY = {
-    types_pb2.DT_FLOAT: np.float32, types_pb2.DT_DOUBLE: np.float64, types_pb2.DT_INT32: np.int32,
-    types_pb2.DT_INT64: np.int64, types_pb2.DT_INT16: np.int16, types_pb2.DT_INT8: np.int8,
-    types_pb2.DT_UINT8: np.uint8, types_pb2.DT_UINT16: np.uint16, types_pb2.DT_UINT32: np.uint32,
-    types_pb2.DT_UINT64: np.uint64, types_pb2.DT_BOOL: np.bool_, types_pb2.DT_HALF: np.float16,
-    types_pb2.DT_STRING: object,
-}
 
-_FIELD = {
-    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val", types_pb2.DT_INT32: "int_val",
-    types_pb2.DT_INT16: "int_val", types_pb2.DT_INT8: "int_val", types_pb2.DT_UINT8: "int_val",
-    types_pb2.DT_UINT16: "int_val", types_pb2.DT_INT64: "int64_val", types_pb2.DT_UINT32: "uint32_val",
-    types_pb2.DT_UINT64: "uint64_val", types_pb2.DT_BOOL: "bool_val", types_pb2.DT_STRING: "string_val",
+@dataclass(frozen=True)
+class _Codec:
+    """How one dtype sits in a TensorProto.
+
+    ``field`` holds ``width`` entries per element; ``bits`` is the numpy dtype those
+    entries are the bit patterns of (``half_val`` stores float16/bfloat16 as uint16,
+    ``scomplex_val`` stores (real, imag) float32 pairs), or None when they are the values.
+    """
+
+    numpy: type
+    field: str
+    bits: type | None = None
+    width: int = 1
+
+    def read(self, values) -> np.ndarray:
+        if self.bits is None:
+            return np.array(values, dtype=self.numpy)
+        return np.array(values, dtype=self.bits).view(self.numpy)
+
+    def write(self, flat: np.ndarray) -> list:
+        flat = flat.astype(self.numpy, copy=False)
+        return (flat if self.bits is None else flat.view(self.bits)).tolist()
+
+
+_CODECS = {
+    types_pb2.DT_FLOAT: _Codec(np.float32, "float_val"),
+    types_pb2.DT_DOUBLE: _Codec(np.float64, "double_val"),
+    types_pb2.DT_INT32: _Codec(np.int32, "int_val"),
+    types_pb2.DT_INT16: _Codec(np.int16, "int_val"),
+    types_pb2.DT_INT8: _Codec(np.int8, "int_val"),
+    types_pb2.DT_UINT8: _Codec(np.uint8, "int_val"),
+    types_pb2.DT_UINT16: _Codec(np.uint16, "int_val"),
+    types_pb2.DT_INT64: _Codec(np.int64, "int64_val"),
+    types_pb2.DT_UINT32: _Codec(np.uint32, "uint32_val"),
+    types_pb2.DT_UINT64: _Codec(np.uint64, "uint64_val"),
+    types_pb2.DT_BOOL: _Codec(np.bool_, "bool_val"),
+    types_pb2.DT_HALF: _Codec(np.float16, "half_val", np.uint16),
+    types_pb2.DT_BFLOAT16: _Codec(ml_dtypes.bfloat16, "half_val", np.uint16),
+    types_pb2.DT_COMPLEX64: _Codec(np.complex64, "scomplex_val", np.float32, 2),
+    types_pb2.DT_COMPLEX128: _Codec(np.complex128, "dcomplex_val", np.float64, 2),
+    types_pb2.DT_STRING: _Codec(object, "string_val"),
 }
+_ITEMSIZE = {dtype: np.dtype(c.numpy).itemsize for dtype, c in _CODECS.items() if c.numpy is not object}
+_DTYPE_OF = {np.dtype(c.numpy): dtype for dtype, c in _CODECS.items() if c.numpy is not object}
 
 
 def dtype_name(dtype: int) -> str:
@@ -35,43 +78,91 @@ def dtype_name(dtype: int) -> str:
 
 
 def numpy_dtype(dtype: int):
-    return _NUMPY.get(dtype)
+    codec = _CODECS.get(dtype)
+    return codec.numpy if codec is not None else None
+
+
+def dtype_of(array: np.ndarray) -> int | None:
+    """The DataType enum a numpy array is sent as (strings and bytes: DT_STRING)."""
+    if array.dtype == object or array.dtype.kind in "SU":
+        return types_pb2.DT_STRING
+    return _DTYPE_OF.get(array.dtype)
 
 
 def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
     return tuple(d.size for d in proto.tensor_shape.dim)
 
 
-def shape_string(shape: tensor_shape_pb2.TensorShapeProto) -> str:
-    if shape.unknown_rank:
-        return "[?]"
-    return "[" + ",".join(str(d.size) for d in shape.dim) + "]"
+def is_exact(proto: tensor_pb2.TensorProto) -> bool:
+    """Whether ``proto`` holds exactly one value per element in an encoding this module reads
+    (no broadcast, no padding, no surplus): ``to_ndarray`` then needs no TensorFlow."""
+    codec = _CODECS.get(proto.dtype)
+    if codec is None:
+        return False
+    size = math.prod(d.size for d in proto.tensor_shape.dim)
+    if proto.tensor_content:
+        return codec.numpy is not object and len(proto.tensor_content) == size * _ITEMSIZE[proto.dtype]
+    return len(getattr(proto, codec.field)) == size * codec.width
 
 
 def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
-    """A request tensor as numpy; a malformed one is INVALID_ARGUMENT naming the input.
+    """A request tensor as a (writable) numpy array; a malformed one is INVALID_ARGUMENT naming the input.
 
-    The common encodings (``tensor_content``, or one typed value per element) are read
-    directly; anything else (broadcast single values, half floats, ...) goes through
-    ``tf.make_ndarray``.
+    Exact encodings are read with one numpy call; anything else (a single value broadcast
+    to the shape, dtypes without a codec) goes through ``tf.make_ndarray``, whose result
+    this matches element for element.
     """
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
-    size = math.prod(shape)
-    np_dtype = _NUMPY.get(proto.dtype)
-    if np_dtype is not None and proto.dtype != types_pb2.DT_HALF:
-        if proto.tensor_content and np_dtype is not object:
-            values = np.frombuffer(proto.tensor_content, dtype=np_dtype)
+    codec = _CODECS.get(proto.dtype)
+    if codec is not None:
+        shape = tuple(d.size for d in proto.tensor_shape.dim)
+        size = math.prod(shape)
+        content = proto.tensor_content
+        if content:
+            if codec.numpy is not object and len(content) == size * _ITEMSIZE[proto.dtype]:
+                return np.frombuffer(content, dtype=codec.numpy).reshape(shape).copy()
         else:
-            field = _FIELD[proto.dtype]
-            values = np.array(getattr(proto, field), dtype=np_dtype) if not proto.tensor_content else None
-        if values is not None and values.size == size:
-            return values.reshape(shape)
+            values = getattr(proto, codec.field)
+            if len(values) == size * codec.width:
+                return codec.read(values).reshape(shape)
     import tensorflow as tf
 
     try:
         return tf.make_ndarray(proto)
     except Exception as e:  # malformed protos raise ValueError/TypeError from deep inside TF
         raise invalid_argument(f"tensor parsing error: {alias} ({e})") from None
+
+
+def concat_rows(protos: Sequence[tensor_pb2.TensorProto], pad: int = 0) -> tensor_pb2.TensorProto:
+    """Exact TensorProtos (``is_exact``) of one dtype and row shape stacked along dimension 0,
+    then ``pad`` copies of the first row (BatchingSession's padding).
+
+    Values are copied as they are encoded (``tensor_content`` bytes joined, typed fields
+    extended); only protos mixing the two encodings go through numpy.
+    """
+    shapes = [shape_of(p) for p in protos]
+    rows = sum(shape[0] for shape in shapes)
+    row_shape = shapes[0][1:]
+    dtype = protos[0].dtype
+    codec = _CODECS[dtype]
+    filled = [p for p, shape in zip(protos, shapes) if math.prod(shape)]
+    out = tensor_pb2.TensorProto(dtype=dtype)
+    for size in (rows + pad, *row_shape):
+        out.tensor_shape.dim.add(size=size)
+    row = math.prod(row_shape)
+    if codec.numpy is not object and filled and all(p.tensor_content for p in filled):
+        content = b"".join(p.tensor_content for p in filled)
+        out.tensor_content = content + content[:row * _ITEMSIZE[dtype]] * pad
+    elif not any(p.tensor_content for p in filled):
+        values = getattr(out, codec.field)
+        for p in filled:
+            values.extend(getattr(p, codec.field))
+        if pad and row:
+            values.extend(list(values[:row * codec.width]) * pad)
+    else:
+        value = np.concatenate([to_ndarray(p, "") for p in protos])
+        value = np.concatenate([value, np.repeat(value[:1], pad, axis=0)])
+        out.tensor_content = np.ascontiguousarray(value).tobytes()
+    return out
 
 
 def to_proto(value: np.ndarray, dtype: int) -> tensor_pb2.TensorProto:
@@ -82,36 +173,52 @@ def to_proto(value: np.ndarray, dtype: int) -> tensor_pb2.TensorProto:
 
 
 def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int, *, content: bool = False) -> None:
-    """Write ``value`` into ``proto`` in place: typed value fields, or ``tensor_content`` for
-    numbers when ``content`` (what ``tf.make_tensor_proto`` writes; both read back the same)."""
+    """Write ``value`` into an empty ``proto`` in place: typed value fields, or ``tensor_content``
+    for numbers when ``content`` (what ``tf.make_tensor_proto`` writes; both read back the same).
+
+    Strings may be bytes (sent as they are) or str (sent as UTF-8); anything else in a string
+    tensor is sent as its ``str()``.
+    """
     value = np.asarray(value)
-    proto.dtype = dtype
-    for size in value.shape:
-        proto.tensor_shape.dim.add(size=size)
-    field = _FIELD.get(dtype)
-    if field is None:
+    codec = _CODECS.get(dtype)
+    if codec is None:
         import tensorflow as tf
 
-        proto.CopyFrom(tf.make_tensor_proto(value))
+        proto.CopyFrom(tf.make_tensor_proto(value, dtype=tf.dtypes.as_dtype(dtype)))
         return
-    flat = value.ravel()
-    if dtype == types_pb2.DT_STRING:
-        items = flat.tolist()
-        if not all(type(v) is bytes for v in items):
-            items = [v if isinstance(v, bytes) else str(v).encode() for v in items]
-        proto.string_val.extend(items)
+    proto.dtype = dtype
+    proto.tensor_shape.SetInParent()  # present even for a scalar, as TensorFlow writes it
+    dims = proto.tensor_shape.dim
+    for size in value.shape:
+        dims.add(size=size)
+    if codec.numpy is object:
+        items = value.ravel().tolist()
+        try:  # upb takes bytes only: encode str (the common case, one comprehension) first
+            proto.string_val.extend([v.encode() for v in items] if items and type(items[0]) is str else items)
+        except (AttributeError, TypeError):  # mixed or other types
+            proto.string_val.extend([_as_bytes(v) for v in items])
     elif content:
-        proto.tensor_content = flat.astype(_NUMPY[dtype], copy=False).tobytes()
+        proto.tensor_content = np.ascontiguousarray(value, dtype=codec.numpy).tobytes()
     else:
-        getattr(proto, field).extend(flat.tolist())
+        getattr(proto, codec.field).extend(codec.write(value.ravel()))
 
 
-def check_compatible(alias: str, value: np.ndarray, expected: tensor_shape_pb2.TensorShapeProto) -> None:
-    """A request tensor's shape must fit the signature's (unknown dims match anything)."""
-    if expected.unknown_rank:
+def _as_bytes(value) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return (value if isinstance(value, str) else str(value)).encode()
+
+
+def dims_of(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...] | None:
+    """A signature's shape as dims (-1 = any size), None for unknown rank."""
+    return None if shape.unknown_rank else tuple(d.size for d in shape.dim)
+
+
+def check_shape(alias: str, shape: tuple[int, ...], expected: tuple[int, ...] | None) -> None:
+    """A request tensor's ``shape`` must fit the signature's ``expected`` dims (``dims_of``)."""
+    if expected is None:
         return
-    dims = [d.size for d in expected.dim]
-    if len(dims) != value.ndim or any(e >= 0 and e != v for e, v in zip(dims, value.shape)):
+    if len(expected) != len(shape) or any(e >= 0 and e != v for e, v in zip(expected, shape)):
         raise invalid_argument(
-            f"input tensor '{alias}' has shape [{','.join(map(str, value.shape))}] but the signature expects "
-            f"{shape_string(expected)} (-1 = any size)")
+            f"input tensor '{alias}' has shape [{','.join(map(str, shape))}] but the signature expects "
+            f"[{','.join(map(str, expected))}] (-1 = any size)")

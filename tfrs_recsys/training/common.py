@@ -109,12 +109,13 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
             raise KeyError(f"eval_fn returned {sorted(metrics)}, which lacks the monitored metric '{self.monitor}'")
         row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._epoch_start, 3)}
         row.update({k: _jsonable(float(v)) for k, v in (logs or {}).items()})
-        row.update({f"val_{k}": _jsonable(float(v)) for k, v in metrics.items()})
+        row.update({f"val_{k}": _jsonable(v) for k, v in metrics.items()})
         with open(self.run_dir / TRAIN_LOG, "a") as fh:
             fh.write(json.dumps(row) + "\n")
         with self._writer.as_default():
             for k, v in metrics.items():
-                tf.summary.scalar(k, float(v), step=epoch + 1)
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    tf.summary.scalar(k, float(v), step=epoch + 1)
         value = float(metrics[self.monitor])
         if self._improved(value):
             self.best_value, self.best_epoch, self._wait = value, epoch + 1, 0
@@ -125,8 +126,8 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
             self._wait += 1
             if self._wait >= self.patience:
                 self.model.stop_training = True
-        print(f"epoch {epoch + 1}: {self.monitor}={value:.5f} (best {self.best_value:.5f} at epoch "
-              f"{self.best_epoch})", flush=True)
+        best = "none yet" if self.best_value is None else f"{self.best_value:.5f} at epoch {self.best_epoch}"
+        print(f"epoch {epoch + 1}: {self.monitor}={value:.5f} (best {best})", flush=True)
 
     def on_train_end(self, logs=None):
         if self._best_weights is not None:
@@ -149,17 +150,15 @@ def plot_curves(run_dir: str | Path) -> Path | None:
     rows = read_train_log(run_dir)
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's inline one) stays as it is
 
     keys = [k for k in rows[0] if k not in ("epoch", "seconds")
             and all(isinstance(r.get(k), (int, float)) for r in rows)]
     losses = [k for k in keys if "loss" in k]
     others = [k for k in keys if k not in losses]
     panels = [p for p in (losses, others) if p]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    fig = Figure(figsize=(6 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     epochs = [r["epoch"] for r in rows]
     for ax, panel, title in zip(axes[0], panels, ("loss", "validation metrics")):
         for k in panel:
@@ -171,5 +170,4 @@ def plot_curves(run_dir: str | Path) -> Path | None:
     fig.tight_layout()
     out = Path(run_dir) / CURVES_PNG
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out

@@ -1,0 +1,270 @@
+"""Rankers against DeepCTR 0.9.4 on the same data, split and epochs; ESMM against the clicked-only CVR baseline.
+
+    .venv/bin/pip install -r bench/requirements.txt --no-deps
+    .venv/bin/python bench/ranking.py [--models esmm,deepfm] [--epochs 3] [--sessions 5000] [--ctr-rows 50000]
+
+Protocol, for each model family:
+
+* data: synthetic search sessions (ESMM; split by session 80/10/10) and synthetic homepage CTR logs
+  (DeepFM; random 80/10/10), both with known true probabilities (tfrs_recsys.data.synthetic);
+* the feature spec is inferred from the training rows; DeepCTR gets exactly the same information,
+  already encoded by our FeaturePreprocessor (indices, standardized numbers, the 5 time features),
+  so it does no string work at all; we train from raw strings, as in production;
+* equal embedding size and hidden units (``--embedding-dim``, ``--hidden-units``), Adam with the
+  same learning rate and batch size, the same number of epochs, no early stopping;
+* epochs alternate (ours, DeepCTR's, ours, ...) so that a busy shared machine slows both alike;
+  throughput = training examples per second over epochs 2..N (epoch 1 includes graph tracing), by
+  wall clock and by this process's CPU time (steadier when other jobs share the machine);
+* test metrics come from the same NumPy functions (tfrs_recsys.metrics) for both, after every epoch
+  (untimed); the table shows the last epoch, the curve line every epoch.
+
+Printed: AUCs and throughput of both and the ratios ours / DeepCTR (target: AUC >= 1x,
+throughput >= 1.5x), and for ESMM the entire-space CVR quality of ESMM, DeepCTR's ESMM
+(pCVR = pCTCVR / pCTR) and the clicked-only baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import tensorflow as tf
+
+from tfrs_recsys import metrics as M
+from tfrs_recsys.config import DeepFMConfig, ESMMConfig
+from tfrs_recsys.data.splits import random_split, split_by_session
+from tfrs_recsys.data.synthetic import synthetic_ctr_logs, synthetic_sessions
+from tfrs_recsys.features.preprocessing import FeaturePreprocessor, frame_to_raw, mask_key
+from tfrs_recsys.models.deepfm import DeepFM
+from tfrs_recsys.models.esmm import ESMM, ClickedCVR
+from tfrs_recsys.training import rankers
+from tfrs_recsys.training.deepfm import evaluate_deepfm
+from tfrs_recsys.training.esmm import cvr_metrics, evaluate_clicked_cvr, evaluate_esmm
+
+
+def _deepctr():
+    try:
+        from deepctr import feature_column as fc
+        from deepctr.models import DeepFM as PeerDeepFM
+        from deepctr.models.multitask import ESMM as PeerESMM
+    except ImportError as exc:
+        sys.exit(f"DeepCTR is not installed ({exc}); run: .venv/bin/pip install -r bench/requirements.txt --no-deps")
+    return fc, PeerDeepFM, PeerESMM
+
+
+def encode_for_peer(frame, spec, pre: FeaturePreprocessor) -> dict[str, np.ndarray]:
+    """Our preprocessing, done once: what DeepCTR's Input layers take (ints, floats)."""
+    raw = frame_to_raw(frame, spec)
+    out = {}
+    for start in range(0, len(frame), 8192):
+        batch = pre({k: tf.constant(v[start:start + 8192]) for k, v in raw.items()})
+        for f in spec.features:
+            value = batch[f.name].numpy()
+            if f.kind == "multi_categorical":
+                # DeepCTR masks index 0 as padding: shift our indices (0 = OOV) up by one.
+                value = np.where(batch[mask_key(f.name)].numpy() > 0, value + 1, 0)
+            out.setdefault(f.name, []).append(value)
+    encoded = {}
+    for f in spec.features:
+        parts = out[f.name]
+        if f.kind == "multi_categorical":
+            width = max(p.shape[1] for p in parts)
+            parts = [np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in parts]
+        encoded[f.name] = np.concatenate(parts)
+    return encoded
+
+
+def peer_columns(spec, encoded, dim: int):
+    fc, _, _ = _deepctr()
+    cols = []
+    for f in spec.features:
+        if f.kind == "multi_categorical":
+            cols.append(fc.VarLenSparseFeat(fc.SparseFeat(f.name, f.cardinality + 1, embedding_dim=dim),
+                                            maxlen=encoded[f.name].shape[1], combiner="mean"))
+        elif f.is_categorical:
+            cols.append(fc.SparseFeat(f.name, f.cardinality, embedding_dim=dim))
+        else:
+            cols.append(fc.DenseFeat(f.name, encoded[f.name].shape[1] if encoded[f.name].ndim == 2 else 1))
+    return cols
+
+
+def pad_like(encoded: dict, reference: dict) -> dict:
+    """Multi-valued test arrays padded (or cut) to the training width DeepCTR's inputs were built with."""
+    out = {}
+    for name, value in encoded.items():
+        if value.ndim == 2 and reference[name].ndim == 2 and value.shape[1] != reference[name].shape[1]:
+            width = reference[name].shape[1]
+            value = value[:, :width] if value.shape[1] > width else np.pad(value, ((0, 0), (0, width - value.shape[1])))
+        out[name] = value
+    return out
+
+
+def alternate_epochs(epochs: int, ours, peer, rows: int) -> dict:
+    """One epoch of each in turn, ``epochs`` times; after each epoch ``ours[1]()`` / ``peer[1]()``
+    evaluate (untimed). Throughput over epochs 2..N: examples per wall second, and per CPU second
+    of this process (less sensitive to other jobs on a shared machine)."""
+    wall = {"ours": [], "peer": []}
+    cpu = {"ours": [], "peer": []}
+    curves = {"ours": [], "peer": []}
+    for _ in range(epochs):
+        for name, (fit_one, evaluate) in (("ours", ours), ("peer", peer)):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fit_one()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+            curves[name].append(evaluate())
+    steady = slice(1, None) if epochs > 1 else slice(0, None)
+    return {"wall": {k: rows * len(v[steady]) / sum(v[steady]) for k, v in wall.items()},
+            "cpu": {k: rows * len(v[steady]) / sum(v[steady]) for k, v in cpu.items()},
+            "curves": curves}
+
+
+def bench_esmm(args) -> dict:
+    _, _, PeerESMM = _deepctr()
+    data = synthetic_sessions(args.sessions, 20, seed=args.seed)
+    split = split_by_session(data.frame, "session_id", seed=args.seed)
+    spec = rankers.ranker_spec(ESMMConfig(), data, split.train)
+    cfg = ESMMConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                     embedding_dim=args.embedding_dim, hidden_units=args.hidden_units, seed=args.seed)
+    tf.keras.utils.set_random_seed(args.seed)
+    ours = ESMM.from_spec(spec, cfg)
+    rankers.compile_ranker(ours, cfg)
+    ds, steps = rankers.training_dataset(split.train, spec, cfg)
+
+    pre = FeaturePreprocessor(spec)
+    x_train = encode_for_peer(split.train, spec, pre)
+    x_test = pad_like(encode_for_peer(split.test, spec, pre), x_train)
+    click = split.train["click"].to_numpy(np.float32)
+    ctcvr = click * split.train["conversion"].to_numpy(np.float32)
+    peer = PeerESMM(peer_columns(spec, x_train, cfg.embedding_dim), tower_dnn_hidden_units=cfg.hidden_units,
+                    seed=args.seed)
+    peer.compile(tf.keras.optimizers.Adam(cfg.learning_rate), loss=["binary_crossentropy", "binary_crossentropy"])
+
+    truth = data.truth.loc[split.test.index]
+    test_click = split.test["click"].to_numpy(np.float64)
+    test_conv = split.test["conversion"].to_numpy(np.float64)
+
+    def evaluate_peer() -> dict:
+        p_ctr, p_ctcvr = (np.asarray(p, np.float64).ravel() for p in peer.predict(x_test, batch_size=8192, verbose=0))
+        return {"ctr_auc": M.auc(test_click, p_ctr), "ctcvr_auc": M.auc(test_click * test_conv, p_ctcvr),
+                **cvr_metrics(p_ctcvr / np.maximum(p_ctr, 1e-12), test_click, test_conv, truth)}
+
+    speed = alternate_epochs(
+        args.epochs,
+        (lambda: ours.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0),
+         lambda: evaluate_esmm(ours, split.test, spec, truth=truth)),
+        (lambda: peer.fit(x_train, [click, ctcvr], batch_size=cfg.batch_size, epochs=1, shuffle=True, verbose=0),
+         evaluate_peer),
+        len(split.train))
+    mine, theirs = speed["curves"]["ours"][-1], speed["curves"]["peer"][-1]
+
+    tf.keras.utils.set_random_seed(args.seed)
+    baseline = ClickedCVR.from_spec(spec, cfg)
+    rankers.compile_ranker(baseline, cfg)
+    clicked = split.train[split.train["click"] > 0]
+    bds, bsteps = rankers.training_dataset(clicked, spec, cfg)
+    baseline.fit(bds, epochs=cfg.epochs, steps_per_epoch=bsteps, verbose=0)
+    base = evaluate_clicked_cvr(baseline, split.test, spec, truth=truth)
+    return {"rows_train": len(split.train), "ours": mine, "deepctr": theirs, "baseline": base, "speed": speed}
+
+
+def bench_deepfm(args) -> dict:
+    _, PeerDeepFM, _ = _deepctr()
+    data = synthetic_ctr_logs(args.ctr_rows, seed=args.seed)
+    split = random_split(data.frame, test_fraction=0.1, validation_fraction=0.1, seed=args.seed)
+    spec = rankers.ranker_spec(DeepFMConfig(), data, split.train)
+    cfg = DeepFMConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                       embedding_dim=args.embedding_dim, hidden_units=args.hidden_units, seed=args.seed)
+    tf.keras.utils.set_random_seed(args.seed)
+    ours = DeepFM.from_spec(spec, cfg)
+    rankers.compile_ranker(ours, cfg)
+    ds, steps = rankers.training_dataset(split.train, spec, cfg)
+
+    pre = FeaturePreprocessor(spec)
+    x_train = encode_for_peer(split.train, spec, pre)
+    x_test = pad_like(encode_for_peer(split.test, spec, pre), x_train)
+    cols = peer_columns(spec, x_train, cfg.embedding_dim)
+    peer = PeerDeepFM(cols, cols, dnn_hidden_units=cfg.hidden_units, seed=args.seed)
+    peer.compile(tf.keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
+    label = split.train["label"].to_numpy(np.float32)
+
+    truth = data.truth.loc[split.test.index]
+    y = split.test["label"].to_numpy(np.float64)
+
+    def evaluate_peer() -> dict:
+        p = np.asarray(peer.predict(x_test, batch_size=8192, verbose=0), np.float64).ravel()
+        return {"auc": M.auc(y, p), "logloss": M.logloss(y, p),
+                "gauc": M.gauc(y, p, split.test["user_id"].to_numpy())[0],
+                "ctr_true_auc": rankers.expected_auc(truth["true_ctr"].to_numpy(), p)}
+
+    speed = alternate_epochs(
+        args.epochs,
+        (lambda: ours.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0),
+         lambda: evaluate_deepfm(ours, split.test, spec, truth=truth)),
+        (lambda: peer.fit(x_train, label, batch_size=cfg.batch_size, epochs=1, shuffle=True, verbose=0),
+         evaluate_peer),
+        len(split.train))
+    mine, theirs = speed["curves"]["ours"][-1], speed["curves"]["peer"][-1]
+    return {"rows_train": len(split.train), "ours": mine, "deepctr": theirs, "speed": speed}
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}x" if b else "n/a"
+
+
+def report(name: str, result: dict, keys: list[str]) -> None:
+    ours, theirs, speed = result["ours"], result["deepctr"], result["speed"]
+    print(f"\n== {name}: {result['rows_train']} training rows, test after the last epoch ==")
+    print(f"{'metric':22s} {'ours':>9s} {'DeepCTR':>9s} {'ours/DeepCTR':>13s}")
+    for k in keys:
+        print(f"{k:22s} {ours[k]:9.4f} {theirs[k]:9.4f} {_ratio(ours[k], theirs[k]):>13s}")
+    for clock in ("wall", "cpu"):
+        label = f"train examples/{clock} s"
+        print(f"{label:22s} {speed[clock]['ours']:9.0f} {speed[clock]['peer']:9.0f} "
+              f"{_ratio(speed[clock]['ours'], speed[clock]['peer']):>13s}")
+    print(f"per-epoch test {keys[0]}: ours " + " ".join(f"{c[keys[0]]:.4f}" for c in speed["curves"]["ours"])
+          + " | DeepCTR " + " ".join(f"{c[keys[0]]:.4f}" for c in speed["curves"]["peer"]))
+    if "baseline" in result:
+        base = result["baseline"]
+        print("\nESMM vs clicked-only CVR baseline, pCVR over the ENTIRE impression space (test, same epochs):")
+        print(f"{'metric':22s} {'ESMM':>9s} {'DeepCTR':>9s} {'baseline':>9s}")
+        for k in ("cvr_true_auc", "cvr_true_spearman", "cvr_auc_clicked"):
+            print(f"{k:22s} {ours[k]:9.4f} {theirs[k]:9.4f} {base[k]:9.4f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="esmm,deepfm")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--embedding-dim", type=int, default=16)
+    parser.add_argument("--hidden-units", default="256,128,64")
+    parser.add_argument("--sessions", type=int, default=5000)
+    parser.add_argument("--ctr-rows", type=int, default=50000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    args.hidden_units = tuple(int(u) for u in args.hidden_units.split(","))
+    results = {}
+    for name in args.models.split(","):
+        if name == "esmm":
+            results[name] = bench_esmm(args)
+            report("ESMM", results[name], ["ctr_auc", "ctcvr_auc", "cvr_auc_clicked", "cvr_true_auc"])
+        elif name == "deepfm":
+            results[name] = bench_deepfm(args)
+            report("DeepFM", results[name], ["auc", "logloss", "gauc", "ctr_true_auc"])
+        else:
+            parser.error(f"unknown model '{name}'; use esmm and/or deepfm")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2, default=float)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

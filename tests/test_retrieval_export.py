@@ -1,0 +1,198 @@
+"""Retrieval export: ScaNN and portable SavedModels, loaded in fresh processes, reproduce the model's top-k."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tfrs_recsys  # noqa: F401
+import tensorflow as tf
+
+from test_retrieval_model import ring_interactions, small_config
+from tfrs_recsys.data.sequences import pad_left
+from tfrs_recsys.export.retrieval import (PAD_ID, PAD_SCORE, ExportError, ScaNNIndex, default_scann_options,
+                                         export_retrieval, scann_index)
+from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata, read_warmup_requests
+from tfrs_recsys.training import retrieval as training
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_ITEMS, MAX_HISTORY = 300, 8  # >= ScaNNIndex.MIN_TREE_ITEMS: a real tree + AH index
+
+# Runs in a fresh interpreter: loads each SavedModel and calls both signatures on the given inputs.
+LOADER = r"""
+import json, os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+with_scann = sys.argv[1] == "scann"
+if with_scann:
+    import scann  # registers ScaNN's ops before the SavedModel is loaded
+import tensorflow as tf
+inputs = json.load(open(sys.argv[2]))
+out = {}
+for path in sys.argv[3:]:
+    model = tf.saved_model.load(path)
+    feed = {"user_id": tf.constant(inputs["user_id"]), "history": tf.constant(inputs["history"])}
+    plain = model.signatures["serving_default"](**feed)
+    excl = model.signatures["query_with_exclusions"](**feed, exclude_item_ids=tf.constant(inputs["exclude"]))
+    out[path] = {name: {"item_ids": r["item_ids"].numpy().astype(str).tolist(), "scores": r["scores"].numpy().tolist()}
+                 for name, r in (("plain", plain), ("excl", excl))}
+out["scann_loaded"] = "scann" in sys.modules
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _env():
+    return {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def load_in_fresh_process(tmp_path, inputs, paths, scann: bool) -> dict:
+    script, feed = tmp_path / "loader.py", tmp_path / "inputs.json"
+    script.write_text(LOADER)
+    feed.write_text(json.dumps(inputs))
+    proc = subprocess.run([sys.executable, str(script), "scann" if scann else "plain", str(feed), *map(str, paths)],
+                          capture_output=True, text=True, timeout=300, env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("retrieval_export")
+    data = ring_interactions(num_users=200, num_items=NUM_ITEMS)
+    cfg = small_config(root, epochs=8, max_history=MAX_HISTORY, embedding_dim=16, ff_dim=32)
+    training.train_and_evaluate(cfg, data)
+    return training.load_trained(root / "run"), root
+
+
+@pytest.fixture(scope="module")
+def requests(trained):
+    model = trained[0]
+    user = sorted(model.histories)[0]
+    history = model.histories[user]
+    users = [user, "never-seen-user", "u1"]
+    histories = [np.array(history, dtype=object), np.array(["i5"], dtype=object), np.array([], dtype=object)]
+    return {"user_id": users, "history": pad_left(histories, MAX_HISTORY).astype(str).tolist(),
+            "exclude": pad_left([np.array(history, dtype=object), np.array(["i6", "i7"], dtype=object),
+                                 np.array([], dtype=object)], MAX_HISTORY).astype(str).tolist()}
+
+
+def expected_top_k(trained_run, inputs, k, exclude=False):
+    """The in-memory model's exact top-k: scaled query . every item vector, exclusions dropped."""
+    model = trained_run.model
+    queries = model.query_embeddings({"user_id": tf.constant(inputs["user_id"]),
+                                      "history": tf.constant(inputs["history"])}).numpy()
+    scores = queries @ model.candidate_embeddings().numpy().T
+    catalog = trained_run.catalog
+    out = []
+    for row, excluded in zip(scores, inputs["exclude"]):
+        drop = set(excluded) - {""} if exclude else set()
+        order = [j for j in np.argsort(-row, kind="stable") if catalog[j] not in drop][:k]
+        out.append(([catalog[j] for j in order], row[order]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    """Export through the CLI (k=20) and in-process with k larger than the catalog."""
+    trained_run, root = trained
+    base = root / "export"
+    proc = subprocess.run([sys.executable, "-m", "tfrs_recsys.export", "retrieval", "--model-dir", str(root / "run"),
+                           "--export-base", str(base), "--name", "rec", "--k", "20"],
+                          capture_output=True, text=True, timeout=600, env=_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout[proc.stdout.index("{"):])
+    big = export_retrieval(root / "run", base, "big", k=NUM_ITEMS + 50)
+    return base, printed, big
+
+
+def test_export_layout_metadata_and_warmup(exported):
+    base, printed, big = exported
+    assert existing_versions(base / "rec") == [1] and existing_versions(base / "rec_portable") == [1]
+    assert Path(printed["scann"]) == base / "rec" / "1" and Path(printed["portable"]) == base / "rec_portable" / "1"
+    for version_dir in (base / "rec" / "1", base / "rec_portable" / "1"):
+        meta = read_export_metadata(version_dir)
+        assert meta["k"] == 20 and meta["max_history"] == MAX_HISTORY and meta["exclusion_width"] == MAX_HISTORY
+        assert meta["num_items"] == NUM_ITEMS and meta["embedding_dim"] == 16
+        assert meta["scann_recall_at_k"] >= 0.95
+        warmup = read_warmup_requests(version_dir)
+        assert {w.predict_log.request.model_spec.signature_name for w in warmup} == {
+            "serving_default", "query_with_exclusions"}
+    assert read_export_metadata(base / "rec" / "1")["index"] == "scann"
+    assert read_export_metadata(base / "rec_portable" / "1")["index"] == "brute_force"
+
+
+def test_portable_export_uses_standard_ops_only(exported):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    base = exported[0]
+
+    def ops(version_dir):
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+        names = set()
+        for graph in proto.meta_graphs:
+            names |= {n.op for n in graph.graph_def.node}
+            for fn in graph.graph_def.library.function:
+                names |= {n.op for n in fn.node_def}
+        return names
+
+    assert any(op.startswith("Scann") for op in ops(base / "rec" / "1"))
+    assert not any(op.startswith("Scann") for op in ops(base / "rec_portable" / "1"))
+
+
+def test_fresh_processes_reproduce_the_model_top_k(trained, requests, exported, tmp_path):
+    base, _, big = exported
+    trained_run = trained[0]
+    portable = load_in_fresh_process(tmp_path, requests, [base / "rec_portable" / "1", big["portable"]], scann=False)
+    assert portable["scann_loaded"] is False  # the portable twin loads without ScaNN's ops
+    scann = load_in_fresh_process(tmp_path, requests, [base / "rec" / "1", big["scann"]], scann=True)
+    overlaps = []
+    for k, portable_dir, scann_dir in ((20, base / "rec_portable" / "1", base / "rec" / "1"),
+                                       (NUM_ITEMS + 50, big["portable"], big["scann"])):
+        for mode, exclude in (("plain", False), ("excl", True)):
+            want = expected_top_k(trained_run, requests, k, exclude=exclude)
+            exact = portable[str(portable_dir)][mode]
+            approx = scann[str(scann_dir)][mode]
+            for row, (ids, scores) in enumerate(want):
+                got_ids, got_scores = exact["item_ids"][row], np.array(exact["scores"][row])
+                assert len(got_ids) == k and len(got_scores) == k
+                assert np.all(np.isfinite(got_scores)) and np.all(np.isfinite(approx["scores"][row]))
+                assert got_ids[:len(ids)] == ids  # exact top-k, same order
+                np.testing.assert_allclose(got_scores[:len(ids)], scores, rtol=1e-4, atol=1e-4)
+                assert got_ids[len(ids):] == [PAD_ID] * (k - len(ids))  # k > what qualifies: padded
+                assert np.all(got_scores[len(ids):] == PAD_SCORE)
+                real = [i for i in approx["item_ids"][row] if i != PAD_ID]
+                assert len(set(real)) == len(real) and len(approx["item_ids"][row]) == k
+                overlaps.append(len(set(real) & set(ids)) / len(ids))
+                if exclude:
+                    excluded = set(requests["exclude"][row]) - {""}
+                    assert not excluded & set(got_ids) and not excluded & set(real)
+    assert np.mean(overlaps) >= 0.9, overlaps  # ScaNN is approximate: recall against the exact top-k
+
+
+def test_export_fails_below_the_recall_threshold_and_writes_nothing(trained):
+    _, root = trained
+    base = root / "export_fail"
+    with pytest.raises(ExportError, match="recall"):
+        export_retrieval(root / "run", base, "strict", k=20, scann_min_recall=1.01)
+    weak = {"num_leaves": 100, "num_leaves_to_search": 1, "num_reordering_candidates": 20}
+    with pytest.raises(ExportError, match="below the threshold 0.95"):
+        export_retrieval(root / "run", base, "weak", k=20, scann_options=weak)
+    assert existing_versions(base / "strict") == [] and existing_versions(base / "weak_portable") == []
+
+
+def test_scann_index_scores_tiny_catalogs_exactly():
+    """Too few items to train a tree and a quantizer: ScaNN scores them all, k > catalog padded with NaN."""
+    assert 5 < ScaNNIndex.MIN_TREE_ITEMS
+    vectors = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    layer = scann_index(vectors, np.array(list("abcde"), dtype=object), 5, default_scann_options(5, 5))
+    scores, ids = layer(tf.constant(vectors[:2]), k=5)
+    exact = vectors[:2] @ vectors.T
+    for row in range(2):
+        assert ids.numpy()[row].astype(str).tolist() == ["abcde"[j] for j in np.argsort(-exact[row])]
+        np.testing.assert_allclose(scores.numpy()[row], np.sort(exact[row])[::-1], rtol=1e-5)

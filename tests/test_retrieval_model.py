@@ -1,0 +1,280 @@
+"""Retrieval model: sequences, towers, losses (logQ sign, accidental hits) and learning a known ground truth."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import tfrs_recsys  # noqa: F401
+import tensorflow as tf
+
+from tfrs_recsys.config import ConfigError, RetrievalConfig
+from tfrs_recsys.data import sequences as seq
+from tfrs_recsys.data.bundles import InteractionData
+from tfrs_recsys.metrics import topk_metrics
+from tfrs_recsys.models.retrieval import TwoTowerRetrieval, resolve_negatives, sampled_retrieval_task
+from tfrs_recsys.models.towers import ItemEncoder, ItemTower, QueryTower
+from tfrs_recsys.training import retrieval as training
+
+
+def ring_interactions(num_users: int = 300, num_items: int = 60, *, min_len: int = 8, max_len: int = 16,
+                      seed: int = 0) -> InteractionData:
+    """Users walk a ring of items: next = last + step, step 1 for segment 'a' users and 2 for 'b'.
+
+    The next item is fully determined by the history, so a sequence model can reach recall@10 = 1,
+    while popularity is flat (recall@10 about 10 / num_items).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(num_users):
+        step, start, length = 1 + u % 2, int(rng.integers(num_items)), int(rng.integers(min_len, max_len + 1))
+        for t in range(length):
+            rows.append((f"u{u}", f"i{(start + step * t) % num_items}", 4.0, 1_000_000 + 3600 * u + 60 * t))
+    interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(num_items)],
+                          "title": [f"Item {i}" for i in range(num_items)],
+                          "genres": [[f"g{i % 5}"] for i in range(num_items)]})
+    users = pd.DataFrame({"user_id": [f"u{u}" for u in range(num_users)],
+                          "segment": ["ab"[u % 2] for u in range(num_users)]})
+    return InteractionData(interactions, items, users, name="ring")
+
+
+def segment_interactions(num_users: int = 300, num_items: int = 60, num_segments: int = 4, per_user: int = 10,
+                         seed: int = 0) -> InteractionData:
+    """Order-free tastes: a user of segment s interacts with random items of genre s only."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(num_users):
+        pool = [i for i in range(num_items) if i % num_segments == u % num_segments]
+        for t, i in enumerate(rng.choice(pool, size=per_user, replace=False)):
+            rows.append((f"u{u}", f"i{i}", 4.0, 1_000_000 + 3600 * u + 60 * t))
+    interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(num_items)],
+                          "title": [f"Item {i}" for i in range(num_items)],
+                          "genres": [[f"g{i % num_segments}"] for i in range(num_items)]})
+    users = pd.DataFrame({"user_id": [f"u{u}" for u in range(num_users)],
+                          "segment": [f"s{u % num_segments}" for u in range(num_users)]})
+    return InteractionData(interactions, items, users, name="segments")
+
+
+def small_config(tmp_path, **overrides) -> RetrievalConfig:
+    values = dict(output_dir=str(tmp_path / "run"), epochs=12, batch_size=64, learning_rate=5e-3, embedding_dim=32,
+                  max_history=16, num_blocks=1, num_heads=2, ff_dim=64, dropout=0.1, patience=100, progress=False,
+                  seed=7)
+    values.update(overrides)
+    return RetrievalConfig(**values)
+
+
+def popularity_recall(split: seq.SequenceSplit, k: int = 10) -> float:
+    counts = pd.Series(np.concatenate(split.train.items)).value_counts()
+    ranks = []
+    for target, exclude in zip(split.test.targets, split.test.exclude):
+        order = [i for i in counts.index if i not in set(exclude)]
+        ranks.append(order.index(target) if target in order else len(order))
+    return topk_metrics(np.array(ranks), (k,))[f"recall@{k}"]
+
+
+# --- sequences ----------------------------------------------------------------------------------
+
+def test_leave_last_out_orders_ties_by_file_order_and_holds_out_the_last_two():
+    frame = pd.DataFrame({"user_id": ["u", "u", "u", "u", "v"], "item_id": ["c", "a", "b", "d", "a"],
+                          "rating": 1.0, "timestamp": [5, 5, 1, 9, 1]})
+    split = seq.leave_last_out(InteractionData(frame, pd.DataFrame({"item_id": list("abcd")})))
+    assert split.train.as_dict()["u"].tolist() == ["b", "c"]  # b (t=1), then c before a (same second, file order)
+    assert split.train.as_dict()["v"].tolist() == ["a"]  # too short to evaluate: all training
+    assert split.validation.targets.tolist() == ["a"] and split.test.targets.tolist() == ["d"]
+    assert split.test.histories[0].tolist() == ["b", "c", "a"] and split.test.exclude[0].tolist() == ["b", "c", "a"]
+
+
+@pytest.mark.parametrize("max_len,stride", [(4, None), (4, 2), (3, 1), (20, None)])
+def test_all_positions_windows_cover_every_target_once(max_len, stride):
+    items = np.array([f"i{t}" for t in range(11)], dtype=object)
+    windows = seq.training_windows(seq.Sequences(np.array(["u"], dtype=object), [items]), max_len, stride=stride)
+    targets = [t for t in windows["targets"].ravel() if t]
+    assert sorted(targets) == sorted(items[1:].tolist())  # every item but the first, exactly once
+    for history, target in zip(windows["history"], windows["targets"]):
+        for t in range(max_len):
+            if target[t]:  # the target follows the history at its position
+                assert int(target[t][1:]) == int(history[t][1:]) + 1
+    assert all(w[-1] for w in windows["history"])  # right-aligned: the newest item is last
+
+
+def test_prefix_windows_one_target_per_example():
+    items = np.array(["a", "b", "c", "d"], dtype=object)
+    windows = seq.training_windows(seq.Sequences(np.array(["u"], dtype=object), [items]), 2, mode="prefix")
+    assert windows["history"].tolist() == [["", "a"], ["a", "b"], ["b", "c"]]
+    assert windows["targets"].tolist() == [["", "b"], ["", "c"], ["", "d"]]
+
+
+def test_entity_features_reject_unknown_columns():
+    with pytest.raises(Exception, match="not in the item table"):
+        seq.entity_features(pd.DataFrame({"item_id": ["a"]}), "item_id", np.array(["a"]), ["genre"], group="item")
+
+
+# --- towers -------------------------------------------------------------------------------------
+
+def _tiny_model(transformer: bool = True) -> TwoTowerRetrieval:
+    cfg = RetrievalConfig(embedding_dim=8, max_history=4, num_blocks=1, num_heads=2, ff_dim=8,
+                          use_transformer=transformer)
+    data = ring_interactions(20, 12)
+    catalog = seq.catalog_ids(data.interactions)
+    vocab, _ = training.build_vocabularies(cfg, data, catalog, np.array([f"u{u}" for u in range(20)], dtype=object))
+    return training.build_model(cfg, vocab)
+
+
+def test_query_tower_handles_padding_side_unknown_items_unknown_users_and_empty_histories():
+    model = _tiny_model()
+    def q(users, hist):
+        return model.query_embeddings({"user_id": tf.constant(users), "history": tf.constant(hist)}).numpy()
+
+    same = q(["u1", "u1", "u1"], [["", "", "i3", "i4"], ["i3", "i4", "", ""], ["nope", "i3", "", "i4"]])
+    np.testing.assert_allclose(same[0], same[1], atol=1e-5)
+    np.testing.assert_allclose(same[0], same[2], atol=1e-5)
+    edge = q(["unknown-user", "", "u2"], [["", "", "", "i1"], ["", "", "", ""], ["", "", "", ""]])
+    assert np.all(np.isfinite(edge))
+    norms = np.linalg.norm(edge, axis=1) / model.temperature.value.numpy()
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-4)  # tau * unit vector
+    assert not np.allclose(edge[0], edge[1])  # the one-item history is used
+
+
+def test_serving_query_equals_the_last_training_position():
+    """Serving computes only the last state (and skips all-padding columns): same vector as training's."""
+    model = _tiny_model()
+    features = {"user_id": tf.constant(["u1", "u2"]), "history": tf.constant([["", "", "i3", "i4"], ["", "", "", "i7"]])}
+    served = model.query_tower(features).numpy()
+    trained = model.query_tower(features, all_positions=True).numpy()[:, -1]
+    np.testing.assert_allclose(served, trained, atol=1e-5)
+
+
+def test_towers_share_the_item_id_table():
+    model = _tiny_model()
+    assert model.query_tower.item_encoder is model.item_tower.encoder
+    model.query_embeddings({"user_id": tf.constant(["u1"]), "history": tf.constant([["", "", "i3", "i4"]])})
+    model.candidate_embeddings()
+    tables = [v for v in model.trainable_variables if "item_embedding" in v.name]
+    assert len(tables) == 1
+
+
+# --- losses -------------------------------------------------------------------------------------
+
+def test_logq_correction_subtracts_log_probability():
+    """Equal raw scores, the positive is the popular candidate: logits - log Q push it down."""
+    task = sampled_retrieval_task(remove_accidental_hits=False)
+    probs = np.array([0.9, 0.1], np.float32)
+    q = tf.constant([[1.0]])
+    c = tf.constant([[0.0], [0.0]])  # both raw scores 0; candidate 0 is the positive
+    loss = float(task(q, c, candidate_sampling_probability=tf.constant(probs), compute_metrics=False))
+    corrected = -np.log(probs)
+    assert loss == pytest.approx(-(corrected[0] - np.log(np.exp(corrected).sum())), rel=1e-5)  # about 2.30
+    assert loss > 2.0  # the wrong sign (logits + log Q) would give -log 0.9 = 0.105
+
+
+@pytest.mark.parametrize("logq", [True, False])
+def test_in_batch_softmax_recovers_item_popularity_only_with_logq(logq):
+    """One user, targets drawn from a skewed p. In-batch negatives are drawn ~p too, so without the
+    correction the learned scores are flat (log p - log p); with it softmax(scores) recovers p.
+    (Accidental-hit removal is off: it drops the positive's own copies, a separate, known bias.)"""
+    num_items, rng = 8, np.random.default_rng(0)
+    p = np.array([0.4, 0.2, 0.12, 0.1, 0.08, 0.05, 0.03, 0.02])
+    catalog = np.array([f"i{i}" for i in range(num_items)], dtype=object)
+    encoder = ItemEncoder(catalog, 4)
+    query = QueryTower(encoder, 4, user_vocabulary=["u"])
+    model = TwoTowerRetrieval(query, ItemTower(encoder, 4), catalog, negatives="in_batch", item_probabilities=p,
+                              logq_correction=logq, remove_accidental_hits=False, temperature=5.0)
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
+    draws = catalog[rng.choice(num_items, size=(4000, 1), p=p)].astype(str)
+    ds = tf.data.Dataset.from_tensor_slices({"user_id": np.full(4000, "u"), "history": np.full((4000, 1), ""),
+                                             "targets": draws}).batch(100)
+    model.fit(ds, epochs=6, verbose=0)
+    scores = model.candidate_embeddings().numpy() @ model.query_embeddings(
+        {"user_id": tf.constant(["u"]), "history": tf.constant([[""]])}).numpy()[0]
+    learned = np.exp(scores - scores.max())
+    learned /= learned.sum()
+    distance = 0.5 * np.abs(learned - p).sum()  # total variation to the true item distribution
+    if logq:
+        assert distance < 0.12, (learned.round(3), p)
+    else:
+        assert distance > 0.2, (learned.round(3), p)
+
+
+def test_accidental_hits_are_removed_from_in_batch_negatives():
+    """Rows 0 and 1 share their positive item: each must not count the other's copy as a negative."""
+    q = tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    c = tf.constant([[0.5, 0.5], [0.5, 0.5], [-1.0, 0.0]])
+    ids = tf.constant([7, 7, 3])
+    logits = q.numpy() @ c.numpy().T
+    expected = []
+    for i in range(3):
+        keep = [j for j in range(3) if j == i or ids.numpy()[j] != ids.numpy()[i]]
+        row = logits[i, keep]
+        expected.append(-(logits[i, i] - np.log(np.exp(row).sum())))
+    with_removal = sampled_retrieval_task(remove_accidental_hits=True)(q, c, candidate_ids=ids, compute_metrics=False)
+    without = sampled_retrieval_task(remove_accidental_hits=False)(q, c, candidate_ids=ids, compute_metrics=False)
+    np.testing.assert_allclose(with_removal.numpy(), np.mean(expected), rtol=1e-5)
+    assert without.numpy() > with_removal.numpy() + 0.1
+
+
+def test_negatives_resolve_automatically_and_on_request():
+    assert resolve_negatives("auto", 1_000, 50_000) == "full"
+    assert resolve_negatives("auto", 100_000, 50_000) == "sampled"
+    assert resolve_negatives("in_batch", 10, 50_000) == "in_batch"
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        resolve_negatives("nce", 10, 10)
+
+
+# --- learning a known ground truth --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ring():
+    return ring_interactions()
+
+
+@pytest.mark.parametrize("mode,negatives,hard_negatives,bound", [
+    ("all_positions", "full", 0, 0.9),
+    ("all_positions", "sampled", 0, 0.8),
+    ("all_positions", "in_batch", 0, 0.8),
+    ("all_positions", "sampled", 8, 0.8),
+    ("prefix", "full", 0, 0.8),
+])
+def test_transformer_learns_the_next_item(tmp_path, ring, mode, negatives, hard_negatives, bound):
+    cfg = small_config(tmp_path, training_mode=mode, negatives=negatives, num_sampled_negatives=32,
+                       hard_negatives=hard_negatives, epochs=15 if mode == "all_positions" else 6)
+    result = training.train_and_evaluate(cfg, ring)
+    popularity = popularity_recall(result.split)
+    assert popularity < 0.35
+    assert result.test_metrics["recall@10"] > bound, result.test_metrics
+    assert result.test_metrics["ndcg@10"] > 0.5 * bound
+
+
+def test_exact_metrics_match_a_brute_force_loop(tmp_path, ring):
+    result = training.train_and_evaluate(small_config(tmp_path, epochs=2), ring)
+    model, held = result.model, result.split.test
+    catalog = model.catalog.numpy().astype(str).tolist()
+    items = model.candidate_embeddings().numpy()
+    loop_ranks = []
+    for user, history, target, exclude in zip(held.user_ids, held.histories, held.targets, held.exclude):
+        padded = seq.pad_left([history], 16).astype(str)
+        query = model.query_embeddings({"user_id": tf.constant([user]), "history": tf.constant(padded)}).numpy()[0]
+        scores = {item: float(items[j] @ query) for j, item in enumerate(catalog) if item not in set(exclude)}
+        loop_ranks.append(sum(s >= scores[target] for item, s in scores.items() if item != target))
+    np.testing.assert_array_equal(training.ranks(model, held, 16), loop_ranks)
+    ours = result.test_metrics
+    k = 10
+    r = np.array(loop_ranks)
+    assert ours[f"recall@{k}"] == pytest.approx(np.mean(r < k))
+    assert ours[f"ndcg@{k}"] == pytest.approx(np.mean(np.where(r < k, 1 / np.log2(r + 2), 0)))
+    assert ours[f"mrr@{k}"] == pytest.approx(np.mean(np.where(r < k, 1 / (r + 1), 0)))
+
+
+def test_feature_two_tower_without_transformer_learns_segments(tmp_path):
+    data = segment_interactions()
+    cfg = small_config(tmp_path, use_transformer=False, use_user_id=False, epochs=10)
+    result = training.train_and_evaluate(cfg, data)
+    assert result.model.query_tower.sequence_encoder is None and result.model.query_tower.user_embedding is None
+    assert [c.name for c in result.model.query_tower.user_features._specs] == ["segment"]
+    assert result.test_metrics["recall@10"] > 0.8, result.test_metrics  # random: about 0.2
+
+
+def test_config_errors_name_the_field(tmp_path, ring):
+    with pytest.raises(ConfigError, match="protocol"):
+        training.train_and_evaluate(small_config(tmp_path, protocol="nope"), ring)
+    with pytest.raises(ConfigError, match="embedding_dim"):
+        training.train_and_evaluate(small_config(tmp_path, embedding_dim=30, num_heads=4), ring)

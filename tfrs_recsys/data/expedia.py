@@ -1,0 +1,434 @@
+"""Kaggle "Personalize Expedia Hotel Searches" (ICDM 2013): hotel search impressions for ESMM.
+
+One row per hotel shown in a search; ``NULL`` marks a missing value. ``train.csv`` has 54 columns::
+
+    srch_id, date_time, site_id, visitor_location_country_id, visitor_hist_starrating,
+    visitor_hist_adr_usd, prop_country_id, prop_id, prop_starrating, prop_review_score, prop_brand_bool,
+    prop_location_score1, prop_location_score2, prop_log_historical_price, position, price_usd,
+    promotion_flag, srch_destination_id, srch_length_of_stay, srch_booking_window, srch_adults_count,
+    srch_children_count, srch_room_count, srch_saturday_night_bool, srch_query_affinity_score,
+    orig_destination_distance, random_bool, comp{1..8}_rate, comp{1..8}_inv, comp{1..8}_rate_percent_diff,
+    click_bool, gross_bookings_usd, booking_bool
+
+``test.csv`` lacks the train-only ``position``, ``click_bool``, ``gross_bookings_usd`` and ``booking_bool``.
+
+Mapping to ESMM (:func:`to_labeled`):
+
+* labels ``click`` = click_bool and ``conversion`` = booking_bool; a booking implies a click (checked);
+* session ``srch_id`` (the hotels of one search are ranked together), item ``prop_id``, no user id
+  (``visitor_*`` describe the searcher and are user features); ``date_time`` -> ``timestamp``
+  (int64 seconds, read as UTC);
+* never features: the labels; ``gross_bookings_usd`` (the booking's value, present only when booked);
+  ``position`` (the rank Expedia's own ranker showed the hotel at: test.csv does not have it, a served
+  ranker produces the order instead of receiving it, and clicks follow it, so a model fed with it
+  would learn the old ranking rather than the hotels).
+
+The competition metric is NDCG@38 per search with gain booking = 5, click = 1, else 0:
+``python -m tfrs_recsys.evaluate ... --ndcg-k 38 --gains booking=5,click=1``.
+
+``python -m tfrs_recsys.data.expedia setup --data DIR --work-dir runs/expedia`` (``make benchmark-setup``)
+validates the downloaded files and writes them as Parquet; ``--dataset expedia`` reads either.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tfrs_recsys.data.bundles import LabeledData
+from tfrs_recsys.data.errors import DataError, SkipReport
+from tfrs_recsys.data.readers import join_path, open_path, path_exists, read_delimited, read_parquet
+
+_COMP = tuple(f"comp{i}_{part}" for i in range(1, 9) for part in ("rate", "inv", "rate_percent_diff"))
+TRAIN_COLUMNS = (
+    "srch_id", "date_time", "site_id", "visitor_location_country_id", "visitor_hist_starrating",
+    "visitor_hist_adr_usd", "prop_country_id", "prop_id", "prop_starrating", "prop_review_score",
+    "prop_brand_bool", "prop_location_score1", "prop_location_score2", "prop_log_historical_price", "position",
+    "price_usd", "promotion_flag", "srch_destination_id", "srch_length_of_stay", "srch_booking_window",
+    "srch_adults_count", "srch_children_count", "srch_room_count", "srch_saturday_night_bool",
+    "srch_query_affinity_score", "orig_destination_distance", "random_bool", *_COMP,
+    "click_bool", "gross_bookings_usd", "booking_bool",
+)
+TRAIN_ONLY = ("position", "click_bool", "gross_bookings_usd", "booking_bool")
+TEST_COLUMNS = tuple(c for c in TRAIN_COLUMNS if c not in TRAIN_ONLY)
+# Never NULL in the Kaggle files; every other numeric column may be.
+INT_COLUMNS = (
+    "srch_id", "site_id", "visitor_location_country_id", "prop_country_id", "prop_id", "prop_starrating",
+    "prop_brand_bool", "position", "promotion_flag", "srch_destination_id", "srch_length_of_stay",
+    "srch_booking_window", "srch_adults_count", "srch_children_count", "srch_room_count",
+    "srch_saturday_night_bool", "random_bool", "click_bool", "booking_bool",
+)
+FLOAT_COLUMNS = tuple(c for c in TRAIN_COLUMNS if c not in INT_COLUMNS and c != "date_time")
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+CLICK, CONVERSION = "click", "conversion"
+NOT_FEATURES = ("position", "gross_bookings_usd")  # see the module docstring
+SESSION_COLUMN, ITEM_COLUMN, TIMESTAMP_COLUMN = "srch_id", "prop_id", "timestamp"
+FULL_TRAIN_ROWS = 9_917_530  # rows of the complete Kaggle train.csv
+CHUNK_ROWS = 200_000
+WORK_FILES = {"train": "train.parquet", "test": "test.parquet"}
+MANIFEST = "manifest.json"
+
+DOWNLOAD_HELP = (
+    "download the data yourself: sign in to Kaggle, open the competition 'expedia-personalized-sort' "
+    "(https://www.kaggle.com/c/expedia-personalized-sort/data), accept its rules, download the data "
+    "(or `kaggle competitions download -c expedia-personalized-sort`) and unzip it so that the folder "
+    "holds train.csv (and test.csv); our machines cannot reach Kaggle for you")
+
+
+def _blank_nulls(data: bytes) -> bytes:
+    """Kaggle's ``NULL`` fields made empty, which is how read_delimited spells missing.
+
+    A NULL first field stays: srch_id is never missing, and read_delimited then names the value.
+    Twice for ``,NULL,``: adjacent NULLs share a comma, so one pass only replaces every other one.
+    """
+    data = data.replace(b",NULL,", b",,").replace(b",NULL,", b",,")
+    return data.replace(b",NULL\n", b",\n").replace(b",NULL\r\n", b",\r\n")
+
+
+def _columns_of(part: str) -> tuple[str, ...]:
+    if part not in ("train", "test"):
+        raise ValueError(f"part must be 'train' or 'test', got {part!r}")
+    return TRAIN_COLUMNS if part == "train" else TEST_COLUMNS
+
+
+def _check_header(header: Sequence[str], part: str, path: str) -> None:
+    expected = _columns_of(part)
+    missing = [c for c in expected if c not in header]
+    if missing:
+        other = "test" if part == "train" else "train"
+        hint = (f"this looks like {other}.csv" if set(_columns_of(other)) == set(header)
+                else "this is not the Kaggle Expedia file, or it was edited")
+        raise DataError(f"{part}.csv header lacks column(s) {missing} ({hint})", path=path, line=1,
+                        column=missing[0], fix=f"use the unmodified {part}.csv of the competition; {DOWNLOAD_HELP}")
+    extra = [c for c in header if c not in expected]
+    if extra:
+        why = "train-only columns, the labels among them" if set(extra) <= set(TRAIN_ONLY) else "unknown columns"
+        raise DataError(f"{part}.csv header has {why} {extra}", path=path, line=1, column=extra[0],
+                        fix=f"use the unmodified {part}.csv; for other layouts use --dataset csv")
+
+
+def _read_header(path: str, part: str) -> bytes:
+    with open_path(path) as fh:
+        header = fh.readline()
+    if not header.strip():
+        raise DataError(f"{part}.csv is empty", path=path, fix=f"download it again; {DOWNLOAD_HELP}")
+    try:
+        names = [h.strip() for h in header.decode("utf-8").strip().split(",")]
+    except UnicodeDecodeError:
+        raise DataError("the header is not text", path=path, line=1,
+                        fix=f"point at the unzipped {part}.csv, not the zip; {DOWNLOAD_HELP}") from None
+    _check_header(names, part, path)
+    return header
+
+
+def _lines(fh, block_size: int = 64 << 20) -> Iterator[bytes]:
+    """The remaining lines of ``fh`` without their newline, read in large blocks (fast on gs:// too)."""
+    rest = b""
+    while True:
+        block = fh.read(block_size)
+        if not block:
+            break
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
+def _line_blocks(path: str, chunk_rows: int) -> Iterator[tuple[int, list[bytes]]]:
+    """Consecutive data lines in blocks of ``chunk_rows`` non-blank ones: ``(first line number, lines)``."""
+    with open_path(path) as fh:
+        fh.readline()
+        first, block, filled = 2, [], 0
+        for line in _lines(fh):
+            block.append(line)
+            filled += bool(line.strip())
+            if filled >= chunk_rows:
+                yield first, block
+                first, block, filled = first + len(block), [], 0
+        if filled:
+            yield first, block
+
+
+def iter_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = False,
+                     chunk_rows: int = CHUNK_ROWS, report: SkipReport | None = None) -> Iterator[pd.DataFrame]:
+    """Typed blocks of a Kaggle ``train.csv`` / ``test.csv``, in file order, in bounded memory.
+
+    Columns come in the Kaggle order: integer columns int64, the others float64 (NULL -> NaN),
+    ``date_time`` datetime64[s]. Every problem raises :class:`DataError` with file, line and column
+    (with ``skip_bad_rows`` the row is skipped and counted in ``report`` instead): a wrong header,
+    a short or long row, a value of the wrong type, NULL in a column that is never missing, a bad
+    ``date_time``, a label other than 0/1, a booking without a click.
+    """
+    path = str(path)
+    if not path_exists(path):
+        raise DataError(f"{part}.csv not found", path=path, fix=DOWNLOAD_HELP)
+    columns = _columns_of(part)
+    header = _read_header(path, part)
+    types = {c: "int" for c in INT_COLUMNS if c in columns}
+    types.update({c: "float" for c in FLOAT_COLUMNS if c in columns})
+    nullable = [c for c in FLOAT_COLUMNS if c in columns]
+    report = report if report is not None else SkipReport(path=path)
+    any_rows = False
+    with tempfile.TemporaryDirectory(prefix="expedia-") as tmp:
+        chunk_path = os.path.join(tmp, f"{part}.csv")
+        for first, block in _line_blocks(path, chunk_rows):
+            # Blank lines in front keep read_delimited's line numbers those of the original file.
+            with open(chunk_path, "wb") as out:
+                out.write(header + b"\n" * (first - 2) + _blank_nulls(b"\n".join(block) + b"\n"))
+            try:
+                frame, chunk_report = read_delimited(
+                    chunk_path, sep=",", header=True, columns=columns, column_types=types, nullable=nullable,
+                    skip_bad_rows=skip_bad_rows, quoting=False, what=f"{part}.csv")
+            except DataError as err:
+                raise DataError(err.message, path=path, line=err.line, column=err.column, fix=err.fix) from None
+            report.total += chunk_report.total
+            report.skipped += chunk_report.skipped
+            report.examples.extend(e.replace(chunk_path, path, 1) for e in chunk_report.examples)
+            del report.examples[5:]
+            # Row -> line is exact unless read_delimited skipped rows of this block.
+            lines = None if chunk_report.skipped else [first + i for i, text in enumerate(block) if text.strip()]
+            frame = _check_rows(frame[list(columns)], part, path, lines, skip_bad_rows, report)
+            any_rows = any_rows or not frame.empty
+            yield frame
+    if not any_rows:
+        raise DataError(f"{part}.csv has no usable data rows", path=path, fix=DOWNLOAD_HELP)
+
+
+def _check_rows(frame: pd.DataFrame, part: str, path: str, lines: list[int] | None, skip_bad_rows: bool,
+                report: SkipReport) -> pd.DataFrame:
+    """Checks that need whole rows: the date, the labels, booking implies click. Returns the kept rows."""
+    text = frame["date_time"]
+    when = text if pd.api.types.is_datetime64_any_dtype(text) else pd.to_datetime(text, format=DATE_FORMAT,
+                                                                                   errors="coerce")
+    checks = [(when.isna().to_numpy(), "date_time",
+               lambda r: f"date_time {text.iloc[r]!r} is not a date like 2013-04-04 08:32:15",
+               "correct the date, or rerun with --skip-bad-rows to skip and count the row")]
+    if part == "train":
+        for col in ("click_bool", "booking_bool"):
+            checks.append((~np.isin(frame[col].to_numpy(), (0, 1)), col,
+                           lambda r, col=col: f"{col} must be 0 or 1, found {frame[col].iloc[r]}", "correct the label"))
+        checks.append((((frame["booking_bool"] == 1) & (frame["click_bool"] == 0)).to_numpy(), "booking_bool",
+                       lambda r: "booking_bool = 1 on a hotel that was not clicked (click_bool = 0); a booking "
+                                 "always follows a click",
+                       "set click_bool = 1 on that row or drop it: conversion must mean click-then-book"))
+    bad = np.zeros(len(frame), dtype=bool)
+    for mask, column, message, fix in checks:
+        for r in np.flatnonzero(mask & ~bad):
+            where = f"srch_id {frame['srch_id'].iloc[r]}, prop_id {frame['prop_id'].iloc[r]}: "
+            err = DataError(where + message(r), path=path, line=lines[r] if lines else None, column=column, fix=fix)
+            if not skip_bad_rows:
+                raise err
+            report.add(err)
+        bad |= mask
+    out = frame.assign(date_time=when.astype("datetime64[s]"))
+    if bad.any():
+        out = out[~bad].reset_index(drop=True)
+    return out
+
+
+def read_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = False,
+                     chunk_rows: int = CHUNK_ROWS) -> tuple[pd.DataFrame, SkipReport]:
+    """A whole Kaggle ``train.csv`` / ``test.csv`` as one typed frame (see :func:`iter_expedia_csv`)."""
+    report = SkipReport(path=str(path))
+    blocks = list(iter_expedia_csv(path, part=part, skip_bad_rows=skip_bad_rows, chunk_rows=chunk_rows,
+                                   report=report))
+    report.log()
+    return pd.concat(blocks, ignore_index=True), report
+
+
+def to_labeled(frame: pd.DataFrame, *, name: str = "expedia", path: str = "expedia",
+               skipped: list[SkipReport] | None = None) -> LabeledData:
+    """ESMM's view of typed train rows (module docstring): labels click / conversion, session srch_id,
+    item prop_id, ``timestamp`` seconds; ``position`` and ``gross_bookings_usd`` dropped."""
+    missing = [c for c in TRAIN_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"not the Kaggle train layout: column(s) {missing} missing", path=path, column=missing[0],
+                        fix="rerun `make benchmark-setup` on the downloaded train.csv")
+    extra = [c for c in frame.columns if c not in TRAIN_COLUMNS]
+    if extra:
+        raise DataError(f"column(s) {extra} are not in the Kaggle layout", path=path, column=extra[0],
+                        fix="drop them, or use --dataset parquet|csv with --label-columns for other layouts")
+    if list(frame.columns) != list(TRAIN_COLUMNS):
+        frame = frame[list(TRAIN_COLUMNS)]
+    frame = _check_rows(frame, "train", path, None, False, SkipReport(path=path))
+    seconds = frame["date_time"].astype("datetime64[s]").astype("int64")  # Parquet keeps ms
+    out = frame.drop(columns=list(NOT_FEATURES)).rename(columns={"click_bool": CLICK, "booking_bool": CONVERSION})
+    out.insert(out.columns.get_loc("date_time"), TIMESTAMP_COLUMN, seconds)
+    out = out.drop(columns=["date_time"])
+    return LabeledData(out, [CLICK, CONVERSION], name=name, session_column=SESSION_COLUMN, item_column=ITEM_COLUMN,
+                       skipped=list(skipped or []))
+
+
+def load_expedia(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
+    """Expedia training impressions for ESMM from ``train.parquet`` (written by :func:`setup_benchmark`),
+    ``train.csv``, or a folder holding either (the Parquet file first)."""
+    path = str(path)
+    if not path.endswith((".csv", ".parquet")):
+        candidates = [join_path(path, WORK_FILES["train"]), join_path(path, "train.csv")]
+        found = next((c for c in candidates if path_exists(c)), None)
+        if found is None:
+            raise DataError("neither train.parquet nor train.csv is in the folder", path=path,
+                            fix=f"run `make benchmark-setup DATA=<folder with train.csv>` and pass its work folder "
+                                f"(runs/expedia), or pass the folder holding train.csv; {DOWNLOAD_HELP}")
+        path = found
+    if path.endswith(".parquet"):
+        frame = read_parquet(path, columns=list(TRAIN_COLUMNS), what="Expedia Parquet",
+                             fix_missing="run `make benchmark-setup DATA=<folder with train.csv>` first")
+        return to_labeled(frame, path=path)
+    frame, report = read_expedia_csv(path, skip_bad_rows=skip_bad_rows)
+    return to_labeled(frame, path=path, skipped=[report])
+
+
+def _in_sample(srch_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded pseudo-random choice of whole searches (Knuth's multiplicative hash of the id)."""
+    if fraction >= 1.0:
+        return np.ones(len(srch_id), dtype=bool)
+    hashed = (srch_id.astype(np.uint64) * np.uint64(2654435761) + np.uint64(seed)) % np.uint64(1 << 32)
+    return hashed.astype(np.float64) / float(1 << 32) < fraction
+
+
+def _write_part(source: str, target: Path, part: str, *, sample_fraction: float, seed: int,
+                chunk_rows: int) -> dict:
+    """Validate ``source`` block by block into Parquet at ``target``; return its counts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stats = {"source": source, "rows_read": 0, "rows": 0}
+    searches: list[np.ndarray] = []
+    booked: list[np.ndarray] = []
+    clicks = bookings = 0
+    writer = None
+    try:
+        for frame in iter_expedia_csv(source, part=part, chunk_rows=chunk_rows):
+            stats["rows_read"] += len(frame)
+            frame = frame[_in_sample(frame["srch_id"].to_numpy(), sample_fraction, seed)]
+            if frame.empty:
+                continue
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(target, table.schema)
+            writer.write_table(table.cast(writer.schema))
+            stats["rows"] += len(frame)
+            searches.append(frame["srch_id"].unique())
+            if part == "train":
+                clicks += int(frame["click_bool"].sum())
+                bookings += int(frame["booking_bool"].sum())
+                booked.append(frame.loc[frame["booking_bool"] == 1, "srch_id"].unique())
+    finally:
+        if writer is not None:
+            writer.close()
+    if not stats["rows"]:
+        raise DataError(f"no {part} rows left after sampling {sample_fraction:g} of the searches", path=source,
+                        fix="raise --sample-searches")
+    stats["searches"] = int(np.unique(np.concatenate(searches)).size)
+    if part == "train":
+        stats.update(clicks=clicks, bookings=bookings,
+                     searches_with_booking=int(np.unique(np.concatenate(booked)).size) if booked else 0)
+    return stats
+
+
+def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False, sample_fraction: float = 1.0,
+                    seed: int = 0, chunk_rows: int = CHUNK_ROWS) -> dict:
+    """Validate the downloaded ``train.csv`` (and ``test.csv`` when present) and write ``train.parquet``
+    (``test.parquet``) and ``manifest.json`` into ``work_dir``.
+
+    Validation: the files exist with the Kaggle headers; every row parses (types, NULLs only where the
+    Kaggle data has them, dates, 0/1 labels, booking implies click); the row and search counts are
+    recorded, and ``strict`` requires the complete train.csv (9,917,530 rows). ``sample_fraction``
+    keeps that share of the searches (whole searches, seeded), for a quicker benchmark.
+    Files are written under temporary names and renamed when all are valid.
+    """
+    data_dir = str(data_dir)
+    if not 0.0 < sample_fraction <= 1.0:
+        raise DataError(f"--sample-searches must be in (0, 1], got {sample_fraction}", fix="pass e.g. 0.1")
+    sources = {part: join_path(data_dir, f"{part}.csv") for part in ("train", "test")}
+    if not path_exists(sources["train"]):
+        zips = sorted(p.name for p in Path(data_dir).glob("*.zip")) if Path(data_dir).is_dir() else []
+        found = f" (the folder holds {zips}: unzip them there)" if zips else ""
+        raise DataError(f"train.csv not found in the folder{found}", path=data_dir, fix=DOWNLOAD_HELP)
+    if not path_exists(sources["test"]):
+        del sources["test"]
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    partial = {part: work / (WORK_FILES[part] + ".partial") for part in sources}
+    notes: list[str] = []
+    try:
+        parts = {part: _write_part(src, partial[part], part, sample_fraction=sample_fraction, seed=seed,
+                                   chunk_rows=chunk_rows) for part, src in sources.items()}
+    except BaseException:
+        for p in partial.values():
+            p.unlink(missing_ok=True)
+        raise
+    complete = parts["train"]["rows_read"] == FULL_TRAIN_ROWS
+    if not complete:
+        message = (f"train.csv has {parts['train']['rows_read']:,} rows; the complete Kaggle train.csv has "
+                   f"{FULL_TRAIN_ROWS:,} (a sample, or a cut-short download)")
+        if strict:
+            for p in partial.values():
+                p.unlink(missing_ok=True)
+            raise DataError(message, path=sources["train"], fix=f"download train.csv again; {DOWNLOAD_HELP}")
+        notes.append(message)
+    if "test" not in sources:
+        notes.append("no test.csv: only needed to score the competition's unlabeled searches")
+    for part, tmp in partial.items():
+        os.replace(tmp, work / WORK_FILES[part])
+    manifest = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data_dir": data_dir,
+                "work_dir": str(work), "sample_fraction": sample_fraction, "seed": seed,
+                "complete_train": complete, "parts": parts, "notes": notes,
+                "metric": "NDCG@38 per search, gain booking = 5, click = 1, else 0"}
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _summary(manifest: dict) -> str:
+    lines = []
+    for part, s in manifest["parts"].items():
+        line = f"  {part}: {s['rows']:,} rows, {s['searches']:,} searches"
+        if part == "train":
+            line += f", {s['clicks']:,} clicks, {s['bookings']:,} bookings ({s['searches_with_booking']:,} searches)"
+        if s["rows"] != s["rows_read"]:
+            line += f" (sampled from {s['rows_read']:,} rows)"
+        lines.append(line + f" -> {Path(manifest['work_dir']) / WORK_FILES[part]}")
+    lines += [f"  note: {n}" for n in manifest["notes"]]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tfrs_recsys.data.expedia setup --data DIR [--work-dir runs/expedia]``."""
+    parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.data.expedia",
+                                     description="The Kaggle Expedia hotel-search benchmark (ICDM 2013).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    setup = sub.add_parser("setup", help="validate the downloaded train.csv / test.csv and write them as Parquet")
+    setup.add_argument("--data", default="", help="folder holding the unzipped train.csv (and test.csv)")
+    setup.add_argument("--work-dir", default="runs/expedia", help="where the Parquet files go (default %(default)s)")
+    setup.add_argument("--strict", action="store_true", help="require the complete train.csv (9,917,530 rows)")
+    setup.add_argument("--sample-searches", type=float, default=1.0,
+                       help="keep this share of the searches, e.g. 0.1 (default: all)")
+    setup.add_argument("--seed", type=int, default=0, help="seed of --sample-searches")
+    args = parser.parse_args(argv)
+    if not args.data:
+        print(f"error: no data folder given (make benchmark-setup DATA=<folder>). To get the data, {DOWNLOAD_HELP}.",
+              file=sys.stderr)
+        return 2
+    try:
+        manifest = setup_benchmark(args.data, args.work_dir, strict=args.strict,
+                                   sample_fraction=args.sample_searches, seed=args.seed)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"Expedia benchmark data validated and written to {args.work_dir}:\n{_summary(manifest)}")
+    print(f"next: make benchmark-train BENCH_DIR={args.work_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

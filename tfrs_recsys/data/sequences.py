@@ -1,0 +1,343 @@
+"""Per-user item sequences for sequential retrieval, and the tf.data pipelines that feed them.
+
+A user's sequence is every item they interacted with, oldest first: interactions are
+ordered by timestamp, ties kept in file order (a stable sort; MovieLens has many ratings
+in the same second, so the tie rule changes which item is "last").
+
+Splits (DESIGN §5):
+
+* ``leave_last_out``: the last item is the test target, the one before it the validation
+  target, the rest is the training sequence. Ranking excludes the target's history.
+* ``random_80_20``: the TFRS tutorial's protocol, a seeded random split of the interactions;
+  the training interactions form the sequences, each held-out interaction is a target whose
+  query is the user's whole training sequence.
+
+Training examples are fixed-width windows of the training sequences, left-padded with ``""``
+(the most recent item is last, the serving contract):
+
+* ``all_positions`` (SASRec): one window predicts every next item at once,
+  ``history[t] -> targets[t] = history[t+1]``; a causal mask keeps position ``t`` from
+  seeing the future. A sequence longer than the window is cut into windows whose targets
+  do not overlap, so every training interaction is a target exactly once.
+* ``prefix``: one example per target item, its preceding items as the history and only
+  the last position carries a target (the video-retrieval seed's expansion).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tfrs_recsys.data import splits
+from tfrs_recsys.data.bundles import InteractionData
+from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.schema import FeatureColumn
+
+PAD = ""
+TRAINING_MODES = ("all_positions", "prefix")
+
+
+@dataclass
+class Sequences:
+    """One item sequence per user, oldest first."""
+
+    user_ids: np.ndarray  # [U] str
+    items: list[np.ndarray]  # U arrays of item ids (str)
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.user_ids.tolist(), self.items))
+
+
+@dataclass
+class HeldOut:
+    """Evaluation targets: for row i, ``user_ids[i]`` with ``histories[i]`` should retrieve ``targets[i]``.
+
+    ``exclude`` holds the items ranking must skip for row i (the user's known history under
+    leave-last-out; nothing under the tutorial protocol).
+    """
+
+    user_ids: np.ndarray  # [N] str
+    histories: list[np.ndarray]
+    targets: np.ndarray  # [N] str
+    exclude: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass
+class SequenceSplit:
+    train: Sequences
+    validation: HeldOut
+    test: HeldOut
+    full: Sequences  # every interaction: the histories a serving client would send
+    protocol: str
+
+
+def _check_ids(frame: pd.DataFrame, where: str) -> None:
+    for col in ("user_id", "item_id"):
+        bad = frame[col].isna() | (frame[col].astype(str) == PAD)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{where}: empty {col} in interaction row {row}", column=col,
+                            fix=f"drop or fill interactions without a {col}; '' is reserved for padding")
+
+
+def user_sequences(interactions: pd.DataFrame) -> Sequences:
+    """Group interactions by user, each user's items ordered by timestamp (stable: ties in file order)."""
+    _check_ids(interactions, "interactions")
+    frame = interactions[["user_id", "item_id", "timestamp"]].copy()
+    frame["_row"] = np.arange(len(frame))
+    frame = frame.sort_values(["user_id", "timestamp", "_row"], kind="stable")
+    users = frame["user_id"].astype(str).to_numpy()
+    items = frame["item_id"].astype(str).to_numpy()
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    return Sequences(users[starts].astype(object), [items[s:e] for s, e in zip(starts, ends)])
+
+
+def leave_last_out(data: InteractionData, *, min_interactions: int = 3) -> SequenceSplit:
+    """Last item = test target, second last = validation target, the rest = training sequence.
+
+    The rows come from :func:`tfrs_recsys.data.splits.leave_last_out`; users with fewer than
+    ``min_interactions`` items stay wholly in training and are not evaluated. Validation
+    histories are the training sequence; test histories add the validation item.
+    """
+    _check_ids(data.interactions, "interactions")
+    rows = splits.leave_last_out(data.interactions, min_interactions=min_interactions)
+    train = user_sequences(rows.train)
+    history = train.as_dict()
+    empty = np.array([], dtype=object)
+    val_item = dict(zip(rows.validation["user_id"].astype(str), rows.validation["item_id"].astype(str)))
+    val, test = [], []
+    for user, item in zip(rows.test["user_id"].astype(str), rows.test["item_id"].astype(str)):
+        before = history.get(user, empty)
+        val.append((user, before, val_item[user]))
+        test.append((user, np.r_[before, [val_item[user]]].astype(object), item))
+    if not test:
+        raise DataError(f"no user has {min_interactions} or more interactions, so nothing can be evaluated",
+                        fix="use more data per user, or the random_80_20 protocol")
+    return SequenceSplit(train, _held_out(val, exclude=True), _held_out(test, exclude=True),
+                         user_sequences(data.interactions), "leave_last_out")
+
+
+def random_split(data: InteractionData, *, test_fraction: float = 0.2, validation_fraction: float = 0.05,
+                 seed: int = 42) -> SequenceSplit:
+    """The TFRS tutorial protocol: a seeded random split of the interactions.
+
+    ``test_fraction`` of the interactions are test targets and ``validation_fraction`` of them
+    validation targets (for early stopping), by :func:`tfrs_recsys.data.splits.random_split`;
+    the rest forms the training sequences, which are also every target's query history.
+    Nothing is excluded at ranking, as in the tutorial's FactorizedTopK over all movies.
+    """
+    _check_ids(data.interactions, "interactions")
+    rows = splits.random_split(data.interactions, test_fraction=test_fraction,
+                               validation_fraction=validation_fraction, seed=seed)
+    train = user_sequences(rows.train)
+    history = train.as_dict()
+    empty = np.array([], dtype=object)
+
+    def held(part: pd.DataFrame) -> HeldOut:
+        pairs = [(u, history.get(u, empty), i)
+                 for u, i in zip(part["user_id"].astype(str), part["item_id"].astype(str))]
+        return _held_out(pairs, exclude=False)
+
+    if rows.validation is None or not len(rows.validation):
+        raise DataError("the random split left no validation interactions for early stopping",
+                        fix="raise validation_fraction")
+    return SequenceSplit(train, held(rows.validation), held(rows.test), user_sequences(data.interactions),
+                         "random_80_20")
+
+
+def _held_out(rows: list[tuple[str, np.ndarray, str]], *, exclude: bool) -> HeldOut:
+    empty = np.array([], dtype=object)
+    return HeldOut(np.array([r[0] for r in rows], dtype=object), [r[1] for r in rows],
+                   np.array([r[2] for r in rows], dtype=object), [r[1] if exclude else empty for r in rows])
+
+
+def catalog_ids(interactions: pd.DataFrame) -> np.ndarray:
+    """Every item that occurs in the interactions, sorted: the set retrieval ranks over."""
+    return np.array(sorted(interactions["item_id"].astype(str).unique()), dtype=object)
+
+
+def pad_left(histories: list[np.ndarray], max_len: int) -> np.ndarray:
+    """[N, max_len] array of item ids: the ``max_len`` most recent items, right-aligned, ``""`` before."""
+    out = np.full((len(histories), max_len), PAD, dtype=object)
+    for row, items in enumerate(histories):
+        recent = items[-max_len:] if max_len else items[:0]
+        if len(recent):
+            out[row, max_len - len(recent):] = recent
+    return out
+
+
+def training_windows(train: Sequences, max_len: int, *, mode: str = "all_positions",
+                     stride: int | None = None) -> dict[str, np.ndarray]:
+    """Training examples ``{user_id [N], history [N, L], targets [N, L]}`` of item ids ("" = none).
+
+    ``targets[n, t]`` is the item that follows ``history[n, :t+1]``; the loss is taken where
+    it is not ``""``. ``stride`` (all_positions, default ``max_len``) is how far consecutive
+    windows of a long sequence are apart; smaller strides give early targets more context
+    while each target still counts once.
+    """
+    if mode not in TRAINING_MODES:
+        raise ValueError(f"training_mode must be one of {TRAINING_MODES}, got {mode!r}")
+    if max_len < 1:
+        raise ValueError(f"max_history must be >= 1, got {max_len}")
+    stride = max_len if stride is None else stride
+    if not 1 <= stride <= max_len:
+        raise ValueError(f"window stride must be in [1, max_history={max_len}], got {stride}")
+    users, histories, targets = [], [], []
+    for user, seq in zip(train.user_ids, train.items):
+        n = len(seq)
+        if mode == "prefix":
+            for j in range(1, n):
+                users.append(user)
+                histories.append(seq[max(0, j - max_len):j])
+                targets.append(np.r_[np.full(min(j, max_len) - 1, PAD, dtype=object), seq[j:j + 1]])
+            continue
+        covered, end = n, n  # targets at index >= covered already belong to a later window
+        while covered > 1:
+            start = max(0, end - 1 - max_len)
+            window_targets = seq[start + 1:end].copy()
+            window_targets[np.arange(start + 1, end) >= covered] = PAD
+            users.append(user)
+            histories.append(seq[start:end - 1])
+            targets.append(window_targets)
+            covered, end = start + 1, end - stride
+    return {"user_id": np.array(users, dtype=object), "history": pad_left(histories, max_len),
+            "targets": pad_left(targets, max_len)}
+
+
+def training_dataset(windows: dict[str, np.ndarray], batch_size: int, *, seed: int = 42,
+                     shuffle: bool = True):
+    """A reshuffled-each-epoch ``tf.data.Dataset`` of string feature dicts from ``training_windows``.
+
+    Windows are batched with others of similar length and each batch drops its all-padding
+    columns on the left (right-aligned windows keep their newest item in the last column), so
+    short histories do not pay for the width of long ones.
+    """
+    import tensorflow as tf
+
+    n = len(windows["user_id"])
+    if n == 0:
+        raise DataError("no training examples: every user has fewer than two training interactions",
+                        fix="use more interactions per user")
+    width = windows["history"].shape[1]
+    lengths = (windows["history"] != PAD).sum(axis=1).astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices({**{k: tf.constant(v.astype(str)) for k, v in windows.items()},
+                                             "length": lengths})
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    boundaries = sorted({max(2, width * f // 16) for f in (1, 2, 4, 8, 12)} - {width})
+    ds = ds.bucket_by_sequence_length(lambda x: x["length"], bucket_boundaries=[b + 1 for b in boundaries],
+                                      bucket_batch_sizes=[batch_size] * (len(boundaries) + 1))
+
+    def trim(batch):
+        keep = width - tf.reduce_max(batch.pop("length"))
+        return {"user_id": batch["user_id"], "history": batch["history"][:, keep:],
+                "targets": batch["targets"][:, keep:]}
+
+    return ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def item_probabilities(train: Sequences, catalog: np.ndarray, *, smoothing: float = 1.0) -> np.ndarray:
+    """P(item is a training target), aligned with ``catalog``, add-``smoothing`` counts (logQ correction)."""
+    index = {item: i for i, item in enumerate(catalog)}
+    counts = np.full(len(catalog), smoothing, dtype=np.float64)
+    for seq in train.items:
+        for item in seq[1:]:
+            counts[index[item]] += 1.0
+    return (counts / counts.sum()).astype(np.float32)
+
+
+# --- content features of items and users, looked up by id inside the towers ---------------------
+
+def _is_list_column(values: pd.Series) -> bool:
+    sample = values.dropna().head(100)
+    return len(sample) > 0 and all(isinstance(v, (list, tuple, np.ndarray)) for v in sample)
+
+
+def infer_entity_columns(frame: pd.DataFrame | None, key: str, group: str, *, max_categories: int = 100,
+                         exclude: tuple[str, ...] = ("title", "name", "imdb_url")) -> tuple[list[str], dict[str, str]]:
+    """Columns usable as features: lists, numbers, strings with <= ``max_categories`` values.
+
+    Returns (usable columns, {skipped column: why}) so the caller can report what it left out.
+    """
+    if frame is None:
+        return [], {}
+    usable, skipped = [], {}
+    for col in frame.columns:
+        if col == key:
+            continue
+        values = frame[col]
+        if col in exclude:
+            skipped[col] = "free text"
+        elif _is_list_column(values):
+            usable.append(col)
+        elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            usable.append(col)
+        else:
+            distinct = values.astype(str).nunique()
+            if distinct <= max_categories:
+                usable.append(col)
+            else:
+                skipped[col] = f"{distinct} distinct values (> {max_categories}); {group} id already covers it"
+    return usable, skipped
+
+
+def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, columns: list[str], *,
+                    group: str) -> tuple[list[FeatureColumn], dict[str, np.ndarray]]:
+    """Feature tables aligned with ``keys``: one row per key, built from ``frame`` (one row per key).
+
+    Categorical and multi-valued columns become int32 index matrices ``[len(keys), M]`` into the
+    column's vocabulary (1-based, 0 = no value, so a mean over non-zero entries pools a list);
+    numeric columns become standardized float32 vectors (missing -> 0, the mean). Keys missing
+    from ``frame`` get no values. A named column that the frame lacks is an error.
+    """
+    if not columns:
+        return [], {}
+    if frame is None:
+        raise DataError(f"{group} feature columns {columns} were requested but the data has no {group} table",
+                        column=columns[0], fix=f"drop the {group} feature columns, or load {group} metadata")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{group} feature column(s) {missing} not in the {group} table "
+                        f"(columns: {list(frame.columns)})", column=missing[0], fix="name existing columns")
+    dupes = frame[key].astype(str).duplicated()
+    if dupes.any():
+        raise DataError(f"{group} table lists {key} '{frame[key].astype(str)[dupes].iloc[0]}' twice", column=key,
+                        fix=f"keep one row per {key}")
+    aligned = frame.assign(**{key: frame[key].astype(str)}).set_index(key).reindex(pd.Index(keys, dtype=object))
+    specs, tables = [], {}
+    for col in columns:
+        values = aligned[col]
+        if _is_list_column(frame[col]):
+            lists = [list(v) if isinstance(v, (list, tuple, np.ndarray)) else [] for v in values]
+            vocab = sorted({str(x) for row in lists for x in row})
+            lookup = {v: i + 1 for i, v in enumerate(vocab)}
+            width = max([len(r) for r in lists] + [1])
+            table = np.zeros((len(keys), width), dtype=np.int32)
+            for r, row in enumerate(lists):
+                table[r, :len(row)] = [lookup[str(x)] for x in row]
+            specs.append(FeatureColumn(col, "multi_categorical", group, "vocabulary", vocabulary=vocab))
+        elif pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
+            x = values.to_numpy(dtype=np.float64)
+            mean = float(np.nanmean(x)) if np.isfinite(x).any() else 0.0
+            std = float(np.nanstd(x)) if np.isfinite(x).any() else 1.0
+            std = std if std > 0 else 1.0
+            table = np.nan_to_num((x - mean) / std, nan=0.0).astype(np.float32)
+            specs.append(FeatureColumn(col, "numeric", group, "none", mean=mean, std=std, raw_dtype="float32"))
+        else:
+            present = values.notna()
+            text = values.astype(str)
+            vocab = sorted(set(text[present]))
+            lookup = {v: i + 1 for i, v in enumerate(vocab)}
+            table = np.array([[lookup[t] if p else 0] for t, p in zip(text, present)], dtype=np.int32)
+            table = table.reshape(len(keys), 1)
+            specs.append(FeatureColumn(col, "categorical", group, "vocabulary", vocabulary=vocab))
+        tables[col] = table
+    return specs, tables

@@ -1,0 +1,396 @@
+"""``python -m tfrs_recsys.evaluate``: AUC, GAUC and per-session NDCG from a predictions file.
+
+The evaluator of an EasyRec ESMM pipeline, for any model's scores::
+
+    python -m tfrs_recsys.evaluate --predictions preds.parquet --group-by user_id \\
+        --click-label click --click-score p_click --conversion-label conversion --conversion-score p_conv \\
+        [--ctcvr-score p_ctcvr] [--ndcg-k 38 --gains booking=5,click=1 --ndcg-group-by srch_id] [--json out.json]
+    python -m tfrs_recsys.evaluate --run-dir runs/esmm-...   # a ranker run's test rows, scored by its best weights
+
+Tasks (ESMM's three, DESIGN §4)::
+
+    task    rows            label                  score
+    ctr     all             click                  --click-score
+    cvr     clicked only    conversion             --conversion-score     (pCVR = P(conversion | click))
+    ctcvr   all             click * conversion     --ctcvr-score, else click score * conversion score
+
+``auc``: P(score_pos > score_neg) + 1/2 P(tie) (:func:`tfrs_recsys.metrics.auc`). ``gauc``:
+sum_g n_g auc_g / sum_g n_g over the ``--group-by`` groups holding both classes; one-class groups are
+skipped and counted (:func:`tfrs_recsys.metrics.gauc`).
+
+NDCG@k per ``--ndcg-group-by`` group (a search, a page view): gain g_conversion on a clicked conversion,
+g_click on another click, else 0; DCG = sum_i (2^gain_i - 1) / log2(i + 1), divided by the DCG of the
+ideal order; groups without any gain are skipped and counted (:func:`tfrs_recsys.metrics.session_ndcg`).
+Rows are ranked by ``--ndcg-score``, or else by the expected gain of the model's probabilities::
+
+    E[2^gain - 1] = (2^g_click - 1) (p_ctr - p_ctcvr) + (2^g_conversion - 1) p_ctcvr
+
+which maximizes the expected DCG (it is linear in each row's expected gain). The Expedia hotel-search
+competition is ``--ndcg-k 38 --gains booking=5,click=1``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tfrs_recsys import metrics as M
+from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.readers import read_delimited, read_parquet
+
+TASKS = ("ctr", "cvr", "ctcvr")
+DEFAULT_GAINS = {"click": 1.0, "conversion": 2.0}
+# Words a --gains key may use for each label, besides the label column's own name.
+_ROLE_WORDS = {"click": "click", "conversion": "conversion", "booking": "conversion", "purchase": "conversion"}
+
+
+def parse_gains(text: str, *, click_label: str, conversion_label: str | None) -> dict[str, float]:
+    """``"booking=5,click=1"`` -> ``{"conversion": 5.0, "click": 1.0}``.
+
+    A key is a role (``click``, ``conversion``; ``booking`` and ``purchase`` mean conversion) or the
+    name of the click / conversion label column.
+    """
+    names = dict(_ROLE_WORDS)
+    names[click_label] = "click"
+    if conversion_label:
+        names[conversion_label] = "conversion"
+    gains: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        role = names.get(key.strip())
+        if not sep or role is None:
+            raise DataError(f"--gains entry {part!r} is not <label>=<gain> with a known label",
+                            fix=f"write e.g. booking=5,click=1; labels: {sorted(names)}")
+        try:
+            gain = float(value)
+        except ValueError:
+            raise DataError(f"--gains entry {part!r}: {value!r} is not a number", fix="write e.g. click=1") from None
+        if not math.isfinite(gain) or gain < 0:
+            raise DataError(f"--gains entry {part!r}: a gain must be a finite number >= 0", fix="write e.g. click=1")
+        if role == "conversion" and not conversion_label:
+            raise DataError(f"--gains entry {part!r} needs the conversion label", fix="pass --conversion-label")
+        gains[role] = gain
+    if not gains:
+        raise DataError("--gains is empty", fix="write e.g. booking=5,click=1")
+    return gains
+
+
+def read_predictions(path: str, *, numeric: Sequence[str], other: Sequence[str] = ()) -> pd.DataFrame:
+    """The ``numeric`` (labels, scores) and ``other`` (groups) columns of a Parquet, CSV or TSV file.
+
+    A missing column or a value that is not a number raises :class:`DataError` naming the column
+    (and, in a text file, the line).
+    """
+    path = str(path)
+    numeric = list(dict.fromkeys(numeric))
+    wanted = [*numeric, *(c for c in dict.fromkeys(other) if c not in numeric)]
+    if path.endswith((".parquet", ".pq")):
+        frame = read_parquet(path, columns=wanted, what="predictions file", fix_missing="check the path")[wanted]
+        return frame.assign(**{col: _numbers(frame[col], col, path) for col in numeric})
+    sep = "\t" if path.endswith((".tsv", ".txt")) else ","
+    frame, _ = read_delimited(path, sep=sep, header=True, columns=wanted, column_types=dict.fromkeys(numeric, "float"),
+                              what="predictions file", fix_missing="check the path")
+    return frame[wanted]
+
+
+def _numbers(values: pd.Series, name: str, path: str) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return values.astype("float64")
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = np.flatnonzero((numbers.isna() & values.notna()).to_numpy())
+    if bad.size:
+        raise DataError(f"value {values.iloc[bad[0]]!r} in data row {bad[0] + 1} is not a number ({bad.size} such "
+                        f"rows)", path=path, column=name, fix="write numeric labels and scores")
+    return numbers.astype("float64")
+
+
+def _finite(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
+    values = _numbers(frame[col], col, source).to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise DataError(f"{bad.size} value(s) are missing or not finite, the first in data row {bad[0] + 1}",
+                        path=source, column=col, fix="write a number in every row of this column")
+    return values
+
+
+def _group_codes(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
+    values = frame[col]
+    empty = np.flatnonzero((values.isna() | (values.astype(str) == "")).to_numpy())
+    if empty.size:
+        raise DataError(f"{empty.size} row(s) have no group value, the first is data row {empty[0] + 1}",
+                        path=source, column=col, fix="fill the group column in every row")
+    return pd.factorize(values)[0]
+
+
+def _binary(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
+    values = _finite(frame, col, source)
+    bad = np.flatnonzero(~np.isin(values, (0.0, 1.0)))
+    if bad.size:
+        raise DataError(f"a label must be 0 or 1, found {values[bad[0]]:g} in data row {bad[0] + 1}", path=source,
+                        column=col, fix="binarize the label column")
+    return values
+
+
+def _probabilities(frame: pd.DataFrame, col: str, source: str, why: str) -> np.ndarray:
+    values = _finite(frame, col, source)
+    bad = np.flatnonzero((values < 0) | (values > 1))
+    if bad.size:
+        raise DataError(f"{why} needs probabilities, found {values[bad[0]]:g} in data row {bad[0] + 1}",
+                        path=source, column=col, fix=f"pass probabilities, or the score for {why} itself")
+    return values
+
+
+def _task(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None, label: str, score: str) -> dict:
+    out = {"label": label, "score": score, "rows": int(labels.size), "positives": int(labels.sum()),
+           "auc": M.auc(labels, scores) if labels.size else float("nan")}
+    if groups is not None:
+        value, used, skipped = M.gauc(labels, scores, groups) if labels.size else (float("nan"), 0, 0)
+        out.update(gauc=value, groups_used=used, groups_skipped=skipped)
+    return out
+
+
+def evaluate_predictions(
+    frame: pd.DataFrame,
+    *,
+    click_label: str,
+    click_score: str,
+    conversion_label: str | None = None,
+    conversion_score: str | None = None,
+    ctcvr_score: str | None = None,
+    group_by: str | None = None,
+    ndcg_k: int | None = None,
+    gains: Mapping[str, float] | None = None,
+    ndcg_group_by: str | None = None,
+    ndcg_score: str | None = None,
+    source: str = "predictions",
+) -> dict:
+    """Every metric of the module docstring; ``frame`` holds the named label, score and group columns.
+
+    Returns ``{"source", "rows", "group_by", "tasks": {task: {rows, positives, auc[, gauc, groups_used,
+    groups_skipped]}}, "ndcg": {...} | None, "notes": [...], "metrics": flat {"ctr_auc", ..., "ndcg@k"}}``.
+    """
+    if (conversion_label is None) != (conversion_score is None):
+        raise DataError("the conversion task needs both its label and its score",
+                        fix="pass --conversion-label and --conversion-score together, or neither")
+    if ctcvr_score and not conversion_label:
+        raise DataError("--ctcvr-score needs the conversion label", fix="pass --conversion-label")
+    missing = [c for c in (click_label, click_score, conversion_label, conversion_score, ctcvr_score, group_by,
+                           ndcg_group_by, ndcg_score) if c and c not in frame.columns]
+    if missing:
+        raise DataError(f"column(s) {missing} not in the predictions; it has {list(frame.columns)}", path=source,
+                        column=missing[0], fix="name existing columns in the flags")
+    groups = _group_codes(frame, group_by, source) if group_by else None
+    click = _binary(frame, click_label, source)
+    p_ctr = _finite(frame, click_score, source)
+    notes: list[str] = []
+    tasks = {"ctr": _task(click, p_ctr, groups, click_label, click_score)}
+    ctcvr = p_ctcvr = None
+    if conversion_label:
+        conversion = _binary(frame, conversion_label, source)
+        p_cvr = _finite(frame, conversion_score, source)
+        clicked = click > 0.5
+        tasks["cvr"] = _task(conversion[clicked], p_cvr[clicked], None if groups is None else groups[clicked],
+                             conversion_label, conversion_score)
+        tasks["cvr"]["rows_note"] = "clicked rows only"
+        unclicked = int(((conversion > 0.5) & ~clicked).sum())
+        if unclicked:
+            notes.append(f"{unclicked} row(s) have {conversion_label} = 1 without a click: CTCVR and NDCG count them "
+                         f"as not converted, CVR leaves them out")
+        ctcvr = click * conversion
+        if ctcvr_score:
+            p_ctcvr, ctcvr_name = _finite(frame, ctcvr_score, source), ctcvr_score
+        else:
+            p_ctcvr = (_probabilities(frame, click_score, source, "CTCVR = CTR x CVR")
+                       * _probabilities(frame, conversion_score, source, "CTCVR = CTR x CVR"))
+            ctcvr_name = f"{click_score} * {conversion_score}"
+        tasks["ctcvr"] = _task(ctcvr, p_ctcvr, groups, f"{click_label} * {conversion_label}", ctcvr_name)
+    ndcg = None
+    if gains is not None and ndcg_k is None:
+        raise DataError("--gains sets the NDCG gains, but no --ndcg-k was given", fix="pass --ndcg-k, e.g. 38")
+    if ndcg_k is not None:
+        ndcg = _ndcg(frame, ndcg_k, gains, ndcg_group_by or group_by, ndcg_score, click, ctcvr, p_ctr, p_ctcvr,
+                     click_score, source)
+    result = {"source": source, "rows": len(frame), "group_by": group_by, "tasks": tasks, "ndcg": ndcg,
+              "notes": notes}
+    result["metrics"] = _flat(result)
+    return result
+
+
+def _ndcg(frame, k, gains, group_by, score_column, click, ctcvr, p_ctr, p_ctcvr, click_score, source) -> dict:
+    if k < 1:
+        raise DataError(f"--ndcg-k must be >= 1, got {k}", fix="pass e.g. --ndcg-k 38")
+    if not group_by:
+        raise DataError("NDCG is computed per group (search, session), but no group column was given",
+                        fix="pass --ndcg-group-by (or --group-by)")
+    gains = dict(gains or {r: g for r, g in DEFAULT_GAINS.items() if r == "click" or ctcvr is not None})
+    g_click, g_conv = gains.get("click", 0.0), gains.get("conversion", 0.0)
+    if ctcvr is None:
+        if g_conv:
+            raise DataError("a conversion gain needs the conversion label", fix="pass --conversion-label")
+        ctcvr, p_ctcvr = np.zeros_like(click), np.zeros_like(p_ctr)
+    relevance = np.where(ctcvr > 0.5, g_conv, np.where(click > 0.5, g_click, 0.0))
+    if score_column:
+        ranking, ranked_by = _finite(frame, score_column, source), score_column
+    else:
+        p_ctr = _probabilities(frame, click_score, source, "ranking by expected gain")
+        ranking = (2.0 ** g_click - 1.0) * (p_ctr - p_ctcvr) + (2.0 ** g_conv - 1.0) * p_ctcvr
+        ranked_by = (f"expected gain {2 ** g_click - 1:g} * (p_ctr - p_ctcvr) + {2 ** g_conv - 1:g} * p_ctcvr"
+                     if g_conv else click_score)
+    value, used, skipped = M.session_ndcg(relevance, ranking, _group_codes(frame, group_by, source), k=k)
+    return {"k": int(k), "value": value, "group_by": group_by, "groups_used": used, "groups_skipped": skipped,
+            "gains": {"click": g_click, "conversion": g_conv}, "ranked_by": ranked_by}
+
+
+def _flat(result: dict) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for task, m in result["tasks"].items():
+        out[f"{task}_auc"] = m["auc"]
+        if "gauc" in m:
+            out[f"{task}_gauc"] = m["gauc"]
+    if result["ndcg"]:
+        out[f"ndcg@{result['ndcg']['k']}"] = result["ndcg"]["value"]
+    return out
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4f}"
+    return f"{value:,}"
+
+
+def format_report(result: dict) -> str:
+    """The table ``main`` prints."""
+    lines = [f"predictions: {result['source']} ({result['rows']:,} rows)"]
+    header = ("task", "rows", "positives", "AUC", "GAUC", "groups used", "groups skipped")
+    rows = [header]
+    for task, m in result["tasks"].items():
+        rows.append((task + (" (clicked rows)" if task == "cvr" else ""), _fmt(m["rows"]), _fmt(m["positives"]),
+                     _fmt(m["auc"]), _fmt(m.get("gauc")), _fmt(m.get("groups_used")), _fmt(m.get("groups_skipped"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines += ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+              for r in rows]
+    if result["group_by"]:
+        lines.append(f"GAUC: impression-weighted mean of the AUC per {result['group_by']}; groups whose rows are all "
+                     f"one class have no AUC and are skipped.")
+    else:
+        lines.append("GAUC: not computed (pass --group-by).")
+    n = result["ndcg"]
+    if n:
+        gains = ", ".join(f"{role}={g:g}" for role, g in n["gains"].items() if g)
+        lines.append(f"NDCG@{n['k']} per {n['group_by']}: {_fmt(n['value'])} over {n['groups_used']:,} groups "
+                     f"({n['groups_skipped']:,} skipped: no positive gain); gains {gains}, else 0; "
+                     f"ranked by {n['ranked_by']}")
+    lines += [f"note: {note}" for note in result["notes"]]
+    return "\n".join(lines)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, dict[str, str | None]]:
+    """Score one part of a ranker run's split with its best weights.
+
+    The split is rebuilt exactly as the run made it (same data, config and seed). Returns the
+    predictions (the part's session / user / item columns, its labels, ``p_<output>`` per model output)
+    and the evaluator's column arguments for them.
+    """
+    from tfrs_recsys.config import build_config
+    from tfrs_recsys.training import rankers
+    from tfrs_recsys.training.common import CONFIG_FILE
+
+    name, model, spec = rankers.load_trained_ranker(run_dir)
+    cfg = build_config(name, environ={}, config_file=Path(run_dir) / CONFIG_FILE)
+    _, split = rankers.load_and_split(cfg, name)
+    frame = split.parts().get(part)
+    if frame is None:
+        raise DataError(f"the run's split has no {part} part", path=str(run_dir), fix="pass --part test")
+    keys = [c for c in dict.fromkeys((spec.session_column, spec.user_column, spec.item_column)) if c]
+    predictions = frame[[*keys, *spec.labels]].reset_index(drop=True)
+    for output, values in rankers.predict(model, frame, spec).items():
+        predictions[f"p_{output}"] = values
+    two = len(spec.labels) == 2
+    columns = {"click_label": spec.labels[0], "click_score": "p_ctr",
+               "conversion_label": spec.labels[1] if two else None, "conversion_score": "p_cvr" if two else None,
+               "ctcvr_score": "p_ctcvr" if two else None, "group_by": rankers.group_column(spec, frame),
+               "ndcg_group_by": spec.session_column}
+    return predictions, columns
+
+
+_COLUMN_ARGS = ("click_label", "click_score", "conversion_label", "conversion_score", "ctcvr_score", "group_by",
+                "ndcg_group_by", "ndcg_score")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tfrs_recsys.evaluate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="AUC and GAUC of CTR, CVR (clicked rows) and CTCVR, and NDCG@k per session, from a "
+                    "predictions file or a ranker run.",
+        epilog="Expedia competition metric: --ndcg-k 38 --gains booking=5,click=1")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions", help="Parquet, CSV or TSV file with labels and scores")
+    source.add_argument("--run-dir", help="an esmm/deepfm run directory: score its held-out rows first "
+                                          "(written to <run-dir>/predictions_<part>.parquet)")
+    parser.add_argument("--part", default="test", choices=("test", "validation"), help="with --run-dir")
+    parser.add_argument("--click-label", help="default: click (--run-dir: the run's first label)")
+    parser.add_argument("--click-score", help="default: p_ctr")
+    parser.add_argument("--conversion-label", help="default with --conversion-score: conversion")
+    parser.add_argument("--conversion-score", help="enables the CVR and CTCVR tasks")
+    parser.add_argument("--ctcvr-score", help="default: click score x conversion score")
+    parser.add_argument("--group-by", help="GAUC groups, e.g. user_id (no GAUC without it)")
+    parser.add_argument("--ndcg-k", type=int, help="compute NDCG@k per --ndcg-group-by group")
+    parser.add_argument("--gains", help="NDCG gains, e.g. booking=5,click=1 (default conversion=2,click=1)")
+    parser.add_argument("--ndcg-group-by", help="NDCG groups (default: --group-by), e.g. srch_id")
+    parser.add_argument("--ndcg-score", help="rank by this column (default: the expected gain)")
+    parser.add_argument("--json", help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    given = {k: getattr(args, k) for k in _COLUMN_ARGS if getattr(args, k)}
+    try:
+        if args.run_dir:
+            frame, columns = predict_run(args.run_dir, args.part)
+            path = Path(args.run_dir) / f"predictions_{args.part}.parquet"
+            frame.to_parquet(path, index=False)
+            print(f"wrote {path}")
+            columns.update(given)
+            source_name = str(path)
+        else:
+            columns = {"click_label": "click", "click_score": "p_ctr", **given}
+            if columns.get("conversion_score"):
+                columns.setdefault("conversion_label", "conversion")
+            numeric = [c for k, c in columns.items() if c and k in ("click_label", "click_score", "conversion_label",
+                                                                    "conversion_score", "ctcvr_score", "ndcg_score")]
+            groups = [c for k, c in columns.items() if c and k in ("group_by", "ndcg_group_by")]
+            frame = read_predictions(args.predictions, numeric=numeric, other=groups)
+            source_name = args.predictions
+        gains = None
+        if args.gains:
+            gains = parse_gains(args.gains, click_label=columns["click_label"],
+                                conversion_label=columns.get("conversion_label"))
+        result = evaluate_predictions(frame, ndcg_k=args.ndcg_k, gains=gains, source=source_name,
+                                      **{k: columns.get(k) for k in _COLUMN_ARGS})
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_report(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Export a trained ranker (ESMM or DeepFM) for TF Serving: raw features in, probabilities out.
+
+``BASE/NAME/<integer version>/`` is written atomically by
+:func:`tfrs_recsys.export.tfserving.publish_version`, with warmup requests and
+``assets.extra/export_metadata.json`` (inputs, dtypes, outputs) and ``assets.extra/feature_spec.json``.
+
+Signature ``serving_default``, for a batch of B candidates, one input per feature of the run's spec::
+
+    inputs:  <feature>: string [B]   id / categorical / multi_categorical (lists joined by the
+                                     column's separator, "" = missing)
+             <feature>: float32 [B]  numeric, timestamp (epoch seconds); NaN = missing
+    outputs: ctr, cvr, ctcvr: float32 [B]   (ESMM)
+             ctr: float32 [B]               (DeepFM)
+
+Input names are the feature names (characters outside ``[A-Za-z0-9_.-]`` become ``_``; the
+metadata lists both). Vocabularies and standardization live inside the SavedModel; an unknown
+id falls into the OOV bucket and a missing value takes the training mean, never an error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import tensorflow as tf
+
+from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.schema import FeatureSpec
+from tfrs_recsys.export.tfserving import publish_version
+from tfrs_recsys.features.preprocessing import op_name, raw_input_specs
+
+SIGNATURE = "serving_default"
+OUTPUTS = {"esmm": ("ctr", "cvr", "ctcvr"), "deepfm": ("ctr",)}
+SPEC_ASSET = "feature_spec.json"
+
+
+class RankerSignatures(tf.Module):
+    """The trained model behind one raw-feature signature with named float32 outputs."""
+
+    def __init__(self, model: tf.keras.Model, spec: FeatureSpec, outputs: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self._names = {op_name(f.name): f.name for f in spec.features}
+        self._outputs = tuple(outputs)
+        self.serve = tf.function(self._serve, input_signature=[raw_input_specs(spec)])
+
+    def _serve(self, features):
+        scores = self.model({self._names[k]: v for k, v in features.items()}, training=False)
+        return {name: tf.cast(scores[name], tf.float32) for name in self._outputs}
+
+
+def input_metadata(spec: FeatureSpec) -> list[dict]:
+    """What a client sends: one entry per signature input."""
+    return [{"name": op_name(f.name), "feature": f.name, "dtype": "string" if f.is_categorical else "float32",
+             "shape": [-1], "kind": f.kind, "group": f.group,
+             "missing": "" if f.is_categorical else "NaN",
+             **({"separator": f.separator} if f.kind == "multi_categorical" else {})}
+            for f in spec.features]
+
+
+def warmup_inputs(spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """Two candidates: one with a known value per feature, one with every value missing."""
+    out = {}
+    for f in spec.features:
+        if f.is_categorical:
+            known = (f.vocabulary or ["0"])[0]
+            out[op_name(f.name)] = np.array([known.encode(), b""], dtype=object)
+        else:
+            out[op_name(f.name)] = np.array([f.mean or 0.0, np.nan], dtype=np.float32)
+    return out
+
+
+def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, model_name: str | None = None,
+                  version: int | None = None) -> Path:
+    """Export the ranker trained in ``model_dir`` as ``BASE/NAME/<version>``; returns that directory.
+
+    ``model_name`` (``esmm`` / ``deepfm``), when given, must match the run's model.
+    """
+    from tfrs_recsys.training.rankers import load_trained_ranker
+
+    trained_name, model, spec = load_trained_ranker(model_dir)
+    if model_name is not None and model_name != trained_name:
+        raise DataError(f"the run in {model_dir} trained '{trained_name}', not '{model_name}'",
+                        path=str(model_dir), fix=f"run `python -m tfrs_recsys.export {trained_name} ...`")
+    module = RankerSignatures(model, spec, OUTPUTS[trained_name])
+    warmup = warmup_inputs(spec)
+    module.serve({k: tf.constant(v) for k, v in warmup.items()})  # trace before saving
+
+    def save(path: str) -> None:
+        tf.saved_model.save(module, path, signatures={SIGNATURE: module.serve})
+        assets = Path(path) / "assets.extra"
+        assets.mkdir(exist_ok=True)
+        spec.save(assets / SPEC_ASSET)
+
+    test_metrics = Path(model_dir) / "test_metrics.json"
+    metadata = {
+        "model": trained_name,
+        "signature": SIGNATURE,
+        "inputs": input_metadata(spec),
+        "outputs": {o: "float32 [B]" for o in OUTPUTS[trained_name]},
+        "labels": list(spec.labels),
+        "oov": "unknown categorical values go to an out-of-vocabulary bucket; missing numbers take the mean",
+        "feature_spec": f"assets.extra/{SPEC_ASSET}",
+        "source_run": str(Path(model_dir).resolve()),
+        "test_metrics": json.loads(test_metrics.read_text()) if test_metrics.is_file() else None,
+    }
+    return publish_version(export_base, name, save, version=version, warmup=[(SIGNATURE, warmup)],
+                           metadata=metadata)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``esmm|deepfm --model-dir RUN --export-base BASE --name NAME [--version V]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.export",
+                                     description="Export an ESMM or DeepFM run for TF Serving (raw features in)")
+    parser.add_argument("model", choices=sorted(OUTPUTS), help="the ranker the run trained")
+    parser.add_argument("--model-dir", required=True, help="run directory written by `train esmm|deepfm`")
+    parser.add_argument("--export-base", required=True, help="TF Serving base path (model folders go inside)")
+    parser.add_argument("--name", help="model name under the base path (default: the model)")
+    parser.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    args = parser.parse_args(argv)
+    try:
+        path = export_ranker(args.model_dir, args.export_base, args.name or args.model, model_name=args.model,
+                             version=args.version)
+    except (DataError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"model": args.model, "export_dir": str(path), "version": int(path.name)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Export a trained retrieval run for TF Serving, twice (DESIGN §3).
+
+* ``BASE/NAME/<version>/``: the query tower + a ScaNN top-k index
+  (``tfrs.layers.factorized_top_k.ScaNN``); loads only in a process with ScaNN's ops
+  (``import scann`` first; a ScaNN-linked model server).
+* ``BASE/NAME_portable/<version>/``: the same signatures with exact brute-force top-k
+  (``tfrs.layers.factorized_top_k.BruteForce``), standard TensorFlow ops only.
+
+Both versions get the same integer version and are written atomically by
+:func:`tfrs_recsys.export.tfserving.publish_version`, with warmup requests and metadata.
+
+Signatures (``K`` fixed at export, ``L`` = the run's ``max_history``, ``E`` = exclusion width)::
+
+    serving_default(user_id: string [B], history: string [B, L])
+        -> item_ids: string [B, K], scores: float32 [B, K]
+    query_with_exclusions(user_id: string [B], history: string [B, L], exclude_item_ids: string [B, E])
+        -> item_ids: string [B, K], scores: float32 [B, K]
+
+``history`` holds raw item ids, most recent last, ``""`` as padding; unknown ids are skipped.
+Scores are the model's logits ``tau * <q, c(i)>``, best first. Where fewer than ``K`` items
+qualify (a catalog smaller than ``K``, or exclusions), the row is padded with item id ``""``
+and score ``PAD_SCORE`` (the lowest float32). No NaN leaves a signature: ScaNN's NaN padding
+is dropped before the final top-k.
+
+Before anything is written, ScaNN's top-k is compared with brute force on up to
+``recall_queries`` real user queries; the recall goes into the metadata and the export fails
+below ``scann_min_recall`` unless ``allow_low_recall``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrs_recsys.data.sequences import pad_left
+from tfrs_recsys.export.tfserving import existing_versions, publish_version
+
+PAD_ID = ""
+PAD_SCORE = float(np.finfo(np.float32).min)
+
+
+class ExportError(RuntimeError):
+    """The export would not serve what was trained (e.g. ScaNN recall below the threshold)."""
+
+
+def default_scann_options(num_items: int, k: int) -> dict:
+    """Tree-AH settings by catalog size for up to ``k`` results: ~sqrt(n) leaves (at most 2000); a
+    tenth of them searched, at least 10 and at least enough to hold ~4k items; exact re-scoring
+    of the best ``max(2k, 200)`` candidates."""
+    leaves = int(min(2000, max(1, round(math.sqrt(num_items)))))
+    search = max(10, leaves // 10, math.ceil(leaves * 4 * k / num_items))
+    return {"num_leaves": leaves, "num_leaves_to_search": min(leaves, search),
+            "dimensions_per_block": 2, "num_reordering_candidates": int(min(num_items, max(2 * k, 200))),
+            "training_iterations": 12, "training_sample_size": 250_000, "anisotropic_quantization_threshold": 0.2}
+
+
+def _finalize(scores: tf.Tensor, ids: tf.Tensor, k: int,
+              exclude: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Best ``k`` of ``(scores, ids)`` [B, N] that are real (not NaN, not "") and not excluded, padded to k."""
+    invalid = tf.math.is_nan(scores) | tf.equal(ids, PAD_ID)
+    if exclude is not None:
+        real = tf.not_equal(exclude, PAD_ID)[:, None, :]
+        invalid |= tf.reduce_any(tf.equal(ids[:, :, None], exclude[:, None, :]) & real, axis=-1)
+    masked = tf.where(invalid, tf.constant(-np.inf, scores.dtype), scores)
+    take = tf.minimum(k, tf.shape(scores)[1])
+    top, order = tf.math.top_k(masked, k=take)
+    picked = tf.gather(ids, order, batch_dims=1)
+    keep = tf.math.is_finite(top)
+    top = tf.where(keep, top, PAD_SCORE)
+    picked = tf.where(keep, picked, PAD_ID)
+    missing = [[0, 0], [0, k - take]]
+    top = tf.ensure_shape(tf.pad(top, missing, constant_values=PAD_SCORE), [None, k])
+    picked = tf.ensure_shape(tf.pad(picked, missing, constant_values=PAD_ID), [None, k])
+    return top, picked
+
+
+class RetrievalSignatures(tf.Module):
+    """The serving signatures around a query model (features -> [B, D]) and an indexed top-k layer."""
+
+    def __init__(self, query_model: tf.keras.Model, index: tfrs.layers.factorized_top_k.TopK, *, num_items: int,
+                 k: int, max_history: int, exclusion_width: int):
+        super().__init__(name="retrieval")
+        self.query_model = query_model
+        self.index = index
+        self.k, self.max_history, self.exclusion_width = int(k), int(max_history), int(exclusion_width)
+        self._search_k = min(self.k, num_items)
+        self._search_k_excluding = min(self.k + self.exclusion_width, num_items)
+        user = tf.TensorSpec([None], tf.string, name="user_id")
+        history = tf.TensorSpec([None, self.max_history], tf.string, name="history")
+        exclude = tf.TensorSpec([None, self.exclusion_width], tf.string, name="exclude_item_ids")
+        self.serving_default = tf.function(self._serve, input_signature=[user, history])
+        self.query_with_exclusions = tf.function(self._serve_excluding, input_signature=[user, history, exclude])
+
+    def _serve(self, user_id, history):
+        queries = self.query_model({"user_id": user_id, "history": history})
+        scores, ids = self.index(queries, k=self._search_k)
+        scores, ids = _finalize(scores, ids, self.k)
+        return {"item_ids": ids, "scores": scores}
+
+    def _serve_excluding(self, user_id, history, exclude_item_ids):
+        queries = self.query_model({"user_id": user_id, "history": history})
+        scores, ids = self.index(queries, k=self._search_k_excluding)
+        scores, ids = _finalize(scores, ids, self.k, exclude_item_ids)
+        return {"item_ids": ids, "scores": scores}
+
+    def signatures(self) -> dict:
+        return {"serving_default": self.serving_default.get_concrete_function(),
+                "query_with_exclusions": self.query_with_exclusions.get_concrete_function()}
+
+    def save(self, path: str) -> None:
+        """Save; ScaNN's ops need the ``Scann`` namespace whitelisted."""
+        options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
+        tf.saved_model.save(self, path, signatures=self.signatures(), options=options)
+
+
+class ScaNNIndex(tfrs.layers.factorized_top_k.ScaNN):
+    """``tfrs.layers.factorized_top_k.ScaNN`` with two more of ScaNN's settings exposed.
+
+    The k-means tree trains on ``training_sample_size`` points (TFRS fixes ScaNN's default,
+    100,000, too few for thousands of leaves) and asymmetric hashing uses anisotropic
+    quantization (``anisotropic_quantization_threshold``, ScaNN's recommended 0.2 for
+    dot-product search; NaN = plain product quantization). Catalogs under ``MIN_TREE_ITEMS``
+    items, too small to train the tree and the quantizer, are scored exactly by ScaNN. A batch
+    of queries is searched sequentially unless ``parallelize_batch_searches``: serving requests
+    hold a few queries, for which ScaNN's thread pool costs more than it saves.
+    """
+
+    MIN_TREE_ITEMS = 256
+
+    def __init__(self, k: int = 10, *, num_leaves: int = 100, num_leaves_to_search: int = 10,
+                 dimensions_per_block: int = 2, num_reordering_candidates: int | None = None,
+                 training_iterations: int = 12, training_sample_size: int = 250_000,
+                 anisotropic_quantization_threshold: float = 0.2, parallelize_batch_searches: bool = False,
+                 name: str | None = None):
+        super().__init__(k=k, num_leaves=num_leaves, num_leaves_to_search=num_leaves_to_search,
+                         training_iterations=training_iterations, dimensions_per_block=dimensions_per_block,
+                         num_reordering_candidates=num_reordering_candidates,
+                         parallelize_batch_searches=parallelize_batch_searches, name=name)
+        from scann import scann_ops
+
+        def build_searcher(candidates):
+            builder = scann_ops.builder(db=candidates, num_neighbors=k, distance_measure="dot_product")
+            if candidates.shape[0] < self.MIN_TREE_ITEMS:
+                return builder.score_brute_force().build(shared_name=f"{self.name}/{uuid.uuid4()}")
+            builder = builder.tree(num_leaves=num_leaves, num_leaves_to_search=num_leaves_to_search,
+                                   training_iterations=training_iterations,
+                                   training_sample_size=min(int(candidates.shape[0]), training_sample_size))
+            builder = builder.score_ah(dimensions_per_block,
+                                       anisotropic_quantization_threshold=anisotropic_quantization_threshold)
+            if num_reordering_candidates is not None:
+                builder = builder.reorder(num_reordering_candidates)
+            return builder.build(shared_name=f"{self.name}/{uuid.uuid4()}")
+
+        self._build_searcher = build_searcher
+
+
+def brute_force_index(candidates: np.ndarray, ids: np.ndarray, k: int) -> tfrs.layers.factorized_top_k.BruteForce:
+    layer = tfrs.layers.factorized_top_k.BruteForce(k=k)
+    layer.index(tf.constant(candidates, tf.float32), tf.constant(np.asarray(ids).astype(str)))
+    return layer
+
+
+def scann_index(candidates: np.ndarray, ids: np.ndarray, k: int, options: dict) -> ScaNNIndex:
+    layer = ScaNNIndex(k=k, **options)
+    layer.index(tf.constant(candidates, tf.float32), tf.constant(np.asarray(ids).astype(str)))
+    return layer
+
+
+def top_k_recall(approximate: tfrs.layers.factorized_top_k.TopK, exact: tfrs.layers.factorized_top_k.TopK,
+                 queries: np.ndarray, k: int, batch_size: int = 256) -> float:
+    """Mean over queries of |approximate top-k ∩ exact top-k| / |exact top-k| (ScaNN's NaN padding never counts)."""
+    hits, total = 0, 0
+    for lo in range(0, len(queries), batch_size):
+        q = tf.constant(queries[lo:lo + batch_size], tf.float32)
+        exact_scores, exact_ids = exact(q, k=k)
+        approx_scores, approx_ids = approximate(q, k=k)
+        for e_ids, a_scores, a_ids in zip(exact_ids.numpy(), approx_scores.numpy(), approx_ids.numpy()):
+            found = {i for s, i in zip(a_scores, a_ids) if np.isfinite(s)}
+            hits += len(found & set(e_ids))
+            total += len(e_ids)
+    return hits / total if total else 1.0
+
+
+def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, *, k: int = 100,
+                     scann_min_recall: float = 0.95, allow_low_recall: bool = False,
+                     exclusion_width: int | None = None, scann_options: dict | None = None,
+                     recall_queries: int = 1000, version: int | None = None) -> dict:
+    """Export the run in ``model_dir`` as ``BASE/NAME/<v>`` (ScaNN) and ``BASE/NAME_portable/<v>`` (brute force).
+
+    Returns ``{"scann": dir, "portable": dir, "version": v, "metadata": {...}}``. Raises
+    :class:`ExportError` (nothing written) when ScaNN's recall@k is below ``scann_min_recall``
+    and ``allow_low_recall`` is false.
+    """
+    from tfrs_recsys.training.retrieval import load_trained, query_vectors
+
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    trained = load_trained(model_dir)
+    model, cfg = trained.model, trained.cfg
+    max_history = cfg.max_history
+    width = max_history if exclusion_width is None else int(exclusion_width)
+    if width < 1:
+        raise ValueError(f"exclusion width must be >= 1, got {width}")
+    catalog = trained.catalog
+    candidates = model.candidate_embeddings().numpy()
+    search_k = min(k + width, len(catalog))
+    options = {**default_scann_options(len(catalog), search_k), **(scann_options or {})}
+
+    users = sorted(trained.histories)[:recall_queries]
+    histories = [np.array(trained.histories[u], dtype=object) for u in users]
+    queries = query_vectors(model, np.array(users, dtype=object), histories, max_history)
+    exact = brute_force_index(candidates, catalog, search_k)
+    approximate = scann_index(candidates, catalog, search_k, options)
+    recall = top_k_recall(approximate, exact, queries, min(k, len(catalog))) if len(queries) else float("nan")
+    if not (recall >= scann_min_recall) and not allow_low_recall:
+        raise ExportError(f"ScaNN recall@{k} against brute force is {recall:.4f} on {len(queries)} user queries, "
+                          f"below the threshold {scann_min_recall}; nothing was exported. Fix: search more leaves "
+                          f"(--scann-leaves-to-search, now {options['num_leaves_to_search']} of "
+                          f"{options['num_leaves']}) or re-score more candidates (--scann-reorder, now "
+                          f"{options['num_reordering_candidates']}), or pass --allow-low-recall")
+
+    query_model = model.scaled_query()
+    warmup = _warmup(users[:2], histories[:2], max_history, width)
+    metadata = {
+        "model": "retrieval", "k": int(k), "max_history": int(max_history), "exclusion_width": int(width),
+        "num_items": len(catalog), "embedding_dim": int(candidates.shape[1]),
+        "signatures": {
+            "serving_default": {"inputs": {"user_id": "string [B]", "history": f"string [B, {max_history}]"},
+                                "outputs": {"item_ids": f"string [B, {k}]", "scores": f"float32 [B, {k}]"}},
+            "query_with_exclusions": {"inputs": {"user_id": "string [B]", "history": f"string [B, {max_history}]",
+                                                 "exclude_item_ids": f"string [B, {width}]"},
+                                      "outputs": {"item_ids": f"string [B, {k}]", "scores": f"float32 [B, {k}]"}}},
+        "padding": {"history": PAD_ID, "item_id": PAD_ID, "score": PAD_SCORE},
+        "history_order": "oldest first, most recent item last",
+        "scann_recall_at_k": recall, "scann_recall_queries": len(queries), "scann_min_recall": scann_min_recall,
+        "scann_options": options, "inverse_temperature": trained.meta.get("inverse_temperature"),
+        "source_run": str(Path(model_dir).resolve()),
+    }
+    if version is None:
+        version = max([0, *existing_versions(Path(export_base) / name),
+                       *existing_versions(Path(export_base) / f"{name}_portable")]) + 1
+
+    def save_with(index):
+        def save(path: str) -> None:
+            module = RetrievalSignatures(query_model, index, num_items=len(catalog), k=k, max_history=max_history,
+                                         exclusion_width=width)
+            for signature, inputs in warmup:  # builds every function (and ScaNN's searcher) before saving
+                getattr(module, signature)(**{n: tf.constant(v) for n, v in inputs.items()})
+            module.save(path)
+        return save
+
+    scann_dir = publish_version(export_base, name, save_with(approximate), version=version, warmup=warmup,
+                                metadata={**metadata, "index": "scann", "requires": "import scann (ScaNN ops)"})
+    portable_dir = publish_version(export_base, f"{name}_portable", save_with(exact), version=version, warmup=warmup,
+                                   metadata={**metadata, "index": "brute_force", "requires": "standard TF ops"})
+    return {"scann": str(scann_dir), "portable": str(portable_dir), "version": int(version), "metadata": metadata}
+
+
+def _warmup(users: list[str], histories: list[np.ndarray], max_history: int, width: int) -> list:
+    users = users or [PAD_ID]
+    histories = histories or [np.array([], dtype=object)]
+    user_ids = np.array([u.encode() for u in users], dtype=object)
+    history = np.vectorize(lambda s: s.encode(), otypes=[object])(pad_left(histories, max_history))
+    exclude = np.vectorize(lambda s: s.encode(), otypes=[object])(pad_left(histories, width))
+    return [("serving_default", {"user_id": user_ids, "history": history}),
+            ("query_with_exclusions", {"user_id": user_ids, "history": history, "exclude_item_ids": exclude})]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.export retrieval",
+                                     description="Export a retrieval run: ScaNN SavedModel + portable brute-force twin")
+    parser.add_argument("--model-dir", required=True, help="run directory written by `train retrieval`")
+    parser.add_argument("--export-base", required=True, help="TF Serving base path (model folders go inside)")
+    parser.add_argument("--name", default="retrieval", help="model name; the portable twin is NAME_portable")
+    parser.add_argument("--k", type=int, default=100, help="results per query (fixed in the signatures)")
+    parser.add_argument("--exclusion-width", type=int, default=None,
+                        help="width E of exclude_item_ids (default: the run's max_history)")
+    parser.add_argument("--min-scann-recall", type=float, default=0.95,
+                        help="fail when ScaNN's recall@k against brute force is lower")
+    parser.add_argument("--allow-low-recall", action="store_true", help="export even below --min-scann-recall")
+    parser.add_argument("--scann-leaves", type=int, dest="num_leaves")
+    parser.add_argument("--scann-leaves-to-search", type=int, dest="num_leaves_to_search")
+    parser.add_argument("--scann-reorder", type=int, dest="num_reordering_candidates")
+    parser.add_argument("--scann-dims-per-block", type=int, dest="dimensions_per_block")
+    parser.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    args = parser.parse_args(argv)
+    scann_options = {key: getattr(args, key) for key in
+                     ("num_leaves", "num_leaves_to_search", "num_reordering_candidates", "dimensions_per_block")
+                     if getattr(args, key) is not None}
+    try:
+        result = export_retrieval(args.model_dir, args.export_base, args.name, k=args.k,
+                                  scann_min_recall=args.min_scann_recall, allow_low_recall=args.allow_low_recall,
+                                  exclusion_width=args.exclusion_width, scann_options=scann_options,
+                                  version=args.version)
+    except (ExportError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in result.items() if k != "metadata"} |
+                     {"scann_recall_at_k": result["metadata"]["scann_recall_at_k"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

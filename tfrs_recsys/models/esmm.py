@@ -1,0 +1,204 @@
+"""ESMM, the Entire Space Multi-task Model (Ma et al., SIGIR 2018), and its clicked-only baseline.
+
+Shared bottom (:class:`ImpressionEncoder`): one set of field embeddings ``e`` shared by both tasks;
+a user tower encodes the user fields and an item tower the item fields into dense vectors, which
+are combined with the context fields (position, device, query/destination, time) and the shared
+embeddings themselves::
+
+    h = [ user_tower(e_user) ; item_tower(e_item) ; e_user ; e_item ; e_context ]
+
+Two heads read ``h``::
+
+    pCTR   = sigmoid(ctr_tower(h))     P(click | impression)
+    pCVR   = sigmoid(cvr_tower(h))     P(conversion | click, impression)
+    pCTCVR = pCTR * pCVR               P(click and conversion | impression)
+
+Loss over ALL impressions, on probabilities clipped to [eps, 1 - eps]::
+
+    L = w_ctr * BCE(click, pCTR) + w_ctcvr * BCE(click * conversion, pCTCVR)
+
+There is no loss on pCVR itself: it is learned through pCTCVR on the entire impression space,
+which removes the sample-selection bias of a CVR model fitted to clicked impressions only
+(:class:`ClickedCVR`, the paper's baseline) and lets the sparse CVR task borrow the CTR task's
+embeddings.
+
+Notebook use::
+
+    spec = infer_schema(train_frame, ["click", "conversion"], session_column="session_id",
+                        user_column="user_id", item_column="item_id")
+    model = ESMM.from_spec(spec, ESMMConfig())
+    model.compile(tf.keras.optimizers.Adam(1e-3))
+    model.fit(labeled_dataset(train_frame, spec, batch_size=512), epochs=3)
+    outputs = model(raw_features)             # {"ctr", "cvr", "ctcvr"}, each [B]
+    # metrics: tfrs_recsys.training.esmm.evaluate_esmm(model, test_frame, spec)
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrs_recsys.data.schema import FeatureSpec, SchemaError
+from tfrs_recsys.features.embeddings import FieldEmbeddings
+from tfrs_recsys.features.preprocessing import FeaturePreprocessor
+
+__all__ = ["ImpressionEncoder", "ESMM", "ClickedCVR", "PROB_EPSILON"]
+
+PROB_EPSILON = 1e-7
+
+
+def _mlp(units: Sequence[int], dropout: float, name: str) -> tf.keras.Sequential:
+    layers = []
+    for width in units:
+        layers.append(tf.keras.layers.Dense(width, activation="relu"))
+        if dropout:
+            layers.append(tf.keras.layers.Dropout(dropout))
+    return tf.keras.Sequential(layers, name=name)
+
+
+def _head(units: Sequence[int], dropout: float, name: str) -> tf.keras.Sequential:
+    """An MLP ending in one logit: ``[B, H] -> [B, 1]``."""
+    tower = _mlp(units, dropout, name)
+    tower.add(tf.keras.layers.Dense(1))
+    return tower
+
+
+def _tower(units: Sequence[int], dropout: float, name: str) -> tf.keras.Sequential:
+    """ReLU layers and a linear output layer of ``units[-1]``: the dense vector of a user or an item."""
+    tower = _mlp(units[:-1], dropout, name)
+    if units:
+        tower.add(tf.keras.layers.Dense(units[-1]))
+    return tower
+
+
+def _clip(p: tf.Tensor) -> tf.Tensor:
+    return tf.clip_by_value(p, PROB_EPSILON, 1.0 - PROB_EPSILON)
+
+
+class ImpressionEncoder(tf.keras.layers.Layer):
+    """Raw features -> ``h = [user_tower(e_user); item_tower(e_item); e_user; e_item; e_context]``, ``[B, H]``.
+
+    The towers add learned user and item vectors to the shared embeddings rather than replace them
+    (replacing them overfits sooner on sparse ids). A group without features contributes nothing
+    (e.g. AliExpress logs carry only context).
+    """
+
+    def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
+                 dropout: float = 0.0, l2_reg: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.preprocessor = FeaturePreprocessor(spec)
+        # ESMM has no FM term, so a column may set its own embedding_dim in the spec. l2 penalizes
+        # the embedding rows a batch uses (a layer loss, added to the task losses by tfrs.Model).
+        self.embeddings = FieldEmbeddings(spec, embedding_dim, first_order=False, column_dims=True, l2=l2_reg)
+        self.user_tower = _tower(tower_units, dropout, "user_tower") if spec.group("user") else None
+        self.item_tower = _tower(tower_units, dropout, "item_tower") if spec.group("item") else None
+
+    def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        emb = self.embeddings(self.preprocessor(features), training=training)
+        towers, shared = [], []
+        for group, tower in (("user", self.user_tower), ("item", self.item_tower)):
+            if tower is not None:
+                vectors = self.embeddings.group_vectors(emb, group)
+                towers.append(tower(vectors, training=training))
+                shared.append(vectors)
+        if self.spec.group("context"):
+            shared.append(self.embeddings.group_vectors(emb, "context"))
+        return tf.concat(towers + shared, axis=1)
+
+
+def _labels_of(spec: FeatureSpec, click_label: str | None, conversion_label: str | None) -> tuple[str, str]:
+    if click_label and conversion_label:
+        return click_label, conversion_label
+    if len(spec.labels) != 2:
+        raise SchemaError(f"ESMM needs two labels (click, conversion); the spec lists {spec.labels}",
+                          fix="list the labels in that order, e.g. labels ['click', 'conversion']")
+    return spec.labels[0], spec.labels[1]
+
+
+class ESMM(tfrs.Model):
+    """pCTR, pCVR and pCTCVR = pCTR * pCVR from raw features (see the module docstring for the math).
+
+    ``call(features) -> {"ctr", "cvr", "ctcvr"}``, each ``[B]``. ``compute_loss((features, labels))``
+    reads ``labels[click_label]`` and ``labels[conversion_label]`` (default: the spec's two labels in
+    that order); the towers never see a label.
+    """
+
+    def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
+                 hidden_units: Sequence[int] = (256, 128, 64), dropout: float = 0.0, l2_reg: float = 0.0,
+                 ctr_loss_weight: float = 1.0, ctcvr_loss_weight: float = 1.0, click_label: str | None = None,
+                 conversion_label: str | None = None):
+        super().__init__()
+        self.spec = spec
+        self.click_label, self.conversion_label = _labels_of(spec, click_label, conversion_label)
+        self.ctr_loss_weight = float(ctr_loss_weight)
+        self.ctcvr_loss_weight = float(ctcvr_loss_weight)
+        self.encoder = ImpressionEncoder(spec, embedding_dim=embedding_dim, tower_units=tower_units,
+                                         dropout=dropout, l2_reg=l2_reg)
+        self.ctr_tower = _head(hidden_units, dropout, "ctr_tower")
+        self.cvr_tower = _head(hidden_units, dropout, "cvr_tower")
+        self.ctr_task = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.BinaryCrossentropy(), name="ctr_task",
+            metrics=[tf.keras.metrics.AUC(name="ctr_auc")])
+        self.ctcvr_task = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.BinaryCrossentropy(), name="ctcvr_task",
+            metrics=[tf.keras.metrics.AUC(name="ctcvr_auc")])
+
+    @classmethod
+    def from_spec(cls, spec: FeatureSpec, cfg) -> "ESMM":
+        """Build from an :class:`~tfrs_recsys.config.ESMMConfig` (or anything with its fields)."""
+        return cls(spec, embedding_dim=cfg.embedding_dim, tower_units=tuple(cfg.tower_units),
+                   hidden_units=tuple(cfg.hidden_units), dropout=cfg.dropout, l2_reg=cfg.l2_reg,
+                   ctr_loss_weight=cfg.ctr_loss_weight, ctcvr_loss_weight=cfg.ctcvr_loss_weight)
+
+    def call(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+        h = self.encoder(features, training=training)
+        ctr = tf.sigmoid(self.ctr_tower(h, training=training)[:, 0])
+        cvr = tf.sigmoid(self.cvr_tower(h, training=training)[:, 0])
+        return {"ctr": ctr, "cvr": cvr, "ctcvr": ctr * cvr}
+
+    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+        features, labels = inputs
+        out = self(features, training=training)
+        click = tf.cast(labels[self.click_label], tf.float32)
+        ctcvr_label = click * tf.cast(labels[self.conversion_label], tf.float32)
+        ctr_loss = self.ctr_task(labels=click[:, None], predictions=_clip(out["ctr"])[:, None])
+        ctcvr_loss = self.ctcvr_task(labels=ctcvr_label[:, None], predictions=_clip(out["ctcvr"])[:, None])
+        return self.ctr_loss_weight * ctr_loss + self.ctcvr_loss_weight * ctcvr_loss
+
+
+class ClickedCVR(tfrs.Model):
+    """The baseline ESMM is measured against: pCVR fitted on clicked impressions only.
+
+    Same encoder and CVR tower as :class:`ESMM`; ``L = BCE(conversion, pCVR)``. Its training data
+    must be the clicked rows (the trainer filters them), which is exactly the sample-selection
+    bias: it is then asked to score every impression. ``call(features) -> {"cvr": [B]}``.
+    """
+
+    def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
+                 hidden_units: Sequence[int] = (256, 128, 64), dropout: float = 0.0, l2_reg: float = 0.0,
+                 conversion_label: str | None = None):
+        super().__init__()
+        self.spec = spec
+        self.conversion_label = conversion_label or _labels_of(spec, None, None)[1]
+        self.encoder = ImpressionEncoder(spec, embedding_dim=embedding_dim, tower_units=tower_units,
+                                         dropout=dropout, l2_reg=l2_reg)
+        self.cvr_tower = _head(hidden_units, dropout, "cvr_tower")
+        self.task = tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(), name="cvr_task",
+                                       metrics=[tf.keras.metrics.AUC(name="cvr_auc")])
+
+    @classmethod
+    def from_spec(cls, spec: FeatureSpec, cfg) -> "ClickedCVR":
+        return cls(spec, embedding_dim=cfg.embedding_dim, tower_units=tuple(cfg.tower_units),
+                   hidden_units=tuple(cfg.hidden_units), dropout=cfg.dropout, l2_reg=cfg.l2_reg)
+
+    def call(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+        h = self.encoder(features, training=training)
+        return {"cvr": tf.sigmoid(self.cvr_tower(h, training=training)[:, 0])}
+
+    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+        features, labels = inputs
+        cvr = self(features, training=training)["cvr"]
+        return self.task(labels=tf.cast(labels[self.conversion_label], tf.float32)[:, None],
+                         predictions=_clip(cvr)[:, None])

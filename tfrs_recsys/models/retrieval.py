@@ -1,0 +1,178 @@
+"""Two-tower retrieval model: a query tower, an item tower and a softmax over candidates.
+
+Score of item ``i`` for query ``q``: ``s(q, i) = tau * <q, c(i)>`` with both vectors L2-normalized
+and ``tau = exp(w)`` a learnable inverse temperature (cosines live in [-1, 1]; ``tau`` lets the
+softmax become as sharp as the data wants).
+
+Loss, per training query ``q`` with next item ``i+`` and candidates ``C``:
+
+    L = -s(q, i+) + log sum_{j in C} exp(s(q, j) - log Q(j))
+
+* ``full``: ``C`` = the whole catalog, no correction (``Q`` uniform): exact softmax
+  cross-entropy, the best choice while the catalog fits in one matmul.
+* ``in_batch``: ``C`` = the positives of the batch; ``sampled``: those plus ``num_sampled``
+  items drawn from the training item distribution. Both sample candidates in proportion
+  to item frequency, so logits are corrected by ``- log Q(j)`` (logQ correction, Yi et al.
+  2019), candidates equal to the positive are removed (accidental hits), and optionally
+  only the hardest negatives are kept. This is ``tfrs.tasks.Retrieval``.
+* ``auto``: ``full`` up to ``full_softmax_max_items`` items, ``sampled`` above.
+
+Losses are means over training queries (TFRS' Retrieval defaults to a sum, which would
+scale the gradient with the batch). With ``targets_per_batch`` set, a batch's loss is instead
+its sum divided by that constant, so every target weighs the same whichever batch it is in
+(batches of similar-length histories hold very different numbers of targets).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrs_recsys.models.towers import FIRST_KNOWN_INDEX, ItemTower, QueryTower
+
+NEGATIVES = ("auto", "full", "in_batch", "sampled")
+
+
+def resolve_negatives(negatives: str, num_items: int, full_softmax_max_items: int) -> str:
+    """``auto`` -> ``full`` for catalogs up to ``full_softmax_max_items``, ``sampled`` above."""
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
+    if negatives != "auto":
+        return negatives
+    return "full" if num_items <= full_softmax_max_items else "sampled"
+
+
+class InverseTemperature(tf.keras.layers.Layer):
+    """``x * tau`` with ``tau = exp(w)``, ``w`` learned from ``log(initial)``, ``tau`` capped at ``maximum``."""
+
+    def __init__(self, initial: float = 10.0, maximum: float = 100.0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 < initial <= maximum:
+            raise ValueError(f"inverse temperature must satisfy 0 < initial <= maximum, got {initial}, {maximum}")
+        self.maximum = float(maximum)
+        self.log_tau = self.add_weight(name="log_inverse_temperature", shape=(),
+                                       initializer=tf.keras.initializers.Constant(math.log(initial)))
+
+    @property
+    def value(self) -> tf.Tensor:
+        return tf.minimum(tf.exp(self.log_tau), self.maximum)
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return x * self.value
+
+
+class ScaledQuery(tf.keras.Model):
+    """``tau * q(features)``, ``[B, D]``: the query tower after its last item, with the learned temperature.
+
+    Serving scores are then the model's logits ``tau * <q, c(i)>`` against normalized item vectors.
+    """
+
+    def __init__(self, query_tower: QueryTower, temperature: InverseTemperature, **kwargs):
+        super().__init__(**kwargs)
+        self.query_tower = query_tower
+        self.temperature = temperature
+
+    def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self.temperature(self.query_tower(features, training=training))
+
+
+class CatalogSoftmax(tf.keras.layers.Layer, tfrs.tasks.base.Task):
+    """Full softmax cross-entropy over every candidate: ``mean_n -log softmax(q_n C^T)[label_n]``."""
+
+    def call(self, query_embeddings: tf.Tensor, candidate_embeddings: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        logits = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return tf.math.divide_no_nan(tf.reduce_sum(losses), tf.cast(tf.size(losses), losses.dtype))
+
+
+def sampled_retrieval_task(*, remove_accidental_hits: bool = True, hard_negatives: int = 0) -> tfrs.tasks.Retrieval:
+    """TFRS' Retrieval task with a mean (not summed) softmax cross-entropy."""
+    loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                   reduction=tf.keras.losses.Reduction.SUM_OVER_BATCH_SIZE)
+    return tfrs.tasks.Retrieval(loss=loss, remove_accidental_hits=remove_accidental_hits,
+                                num_hard_negatives=hard_negatives if hard_negatives > 0 else None)
+
+
+class TwoTowerRetrieval(tfrs.Model):
+    """``compute_loss`` for features ``{"user_id" [B], "history" [B, L], "targets" [B, L]}``.
+
+    ``targets[b, t]`` is the item after ``history[b, :t+1]`` (``""``: no target there), so one
+    forward pass trains every position (all-positions mode) or only the last (prefix mode).
+    ``catalog`` lists the candidate ids in the order of the item lookup's vocabulary;
+    ``item_probabilities`` (aligned with it) is ``Q`` for the logQ correction and the
+    distribution sampled negatives are drawn from.
+    """
+
+    def __init__(self, query_tower: QueryTower, item_tower: ItemTower, catalog: np.ndarray, *,
+                 negatives: str = "full", item_probabilities: np.ndarray | None = None, num_sampled: int = 1024,
+                 logq_correction: bool = True, remove_accidental_hits: bool = True, hard_negatives: int = 0,
+                 temperature: float = 10.0, max_temperature: float = 100.0,
+                 targets_per_batch: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if negatives not in NEGATIVES[1:]:
+            raise ValueError(f"negatives must be resolved to one of {NEGATIVES[1:]}, got {negatives!r}")
+        if negatives != "full" and logq_correction and item_probabilities is None:
+            raise ValueError("logQ correction needs item_probabilities")
+        self.query_tower = query_tower
+        self.item_tower = item_tower
+        self.negatives = negatives
+        self.num_sampled = int(num_sampled)
+        self.logq_correction = bool(logq_correction)
+        self.catalog = tf.constant(np.asarray(catalog).astype(str))
+        probs = (np.full(len(catalog), 1.0 / len(catalog), np.float32) if item_probabilities is None
+                 else np.asarray(item_probabilities, np.float32))
+        if probs.shape != (len(catalog),):
+            raise ValueError(f"item_probabilities must have one entry per catalog item ({len(catalog)}), "
+                             f"got shape {probs.shape}")
+        self.item_probabilities = tf.constant(probs)
+        self.temperature = InverseTemperature(temperature, max_temperature, name="inverse_temperature")
+        self.full_task = CatalogSoftmax(name="catalog_softmax")
+        self.sampled_task = sampled_retrieval_task(remove_accidental_hits=remove_accidental_hits,
+                                                   hard_negatives=hard_negatives)
+        self.targets_per_batch = None if targets_per_batch is None else float(targets_per_batch)
+        self.loss_tracker = tf.keras.metrics.Mean(name="mean_loss")
+
+    def scaled_query(self) -> ScaledQuery:
+        """The serving query model ``tau * q`` (shares this model's layers)."""
+        return ScaledQuery(self.query_tower, self.temperature, name="scaled_query")
+
+    def query_embeddings(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Scaled queries ``tau * q`` of the last position, ``[B, D]``: dot them with ``candidate_embeddings``."""
+        return self.temperature(self.query_tower(features, training=training))
+
+    def candidate_embeddings(self, item_ids: tf.Tensor | None = None, training: bool = False) -> tf.Tensor:
+        """``c(i)`` for ``item_ids`` (default: the whole catalog, in catalog order)."""
+        return self.item_tower(self.catalog if item_ids is None else item_ids, training=training)
+
+    def train_step(self, inputs):
+        """TFRS' step, logging the epoch's running mean loss per target (not the last batch's)."""
+        super().train_step(inputs)
+        return {"loss": self.loss_tracker.result()}
+
+    def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        queries = self.query_tower(features, all_positions=True, training=training)
+        target_index = self.item_tower.encoder.lookup(features["targets"])
+        valid = target_index >= FIRST_KNOWN_INDEX
+        queries = self.temperature(tf.boolean_mask(queries, valid))
+        target_index = tf.boolean_mask(target_index, valid)
+        target_pos = target_index - FIRST_KNOWN_INDEX  # position in the catalog
+        if self.negatives == "full":
+            loss = self.full_task(queries, self.candidate_embeddings(training=training), target_pos)
+        else:
+            candidate_pos = target_pos
+            if self.negatives == "sampled":
+                sampled = tf.random.categorical(tf.math.log(self.item_probabilities)[None], self.num_sampled,
+                                                dtype=target_pos.dtype)[0]
+                candidate_pos = tf.concat([target_pos, sampled], axis=0)
+            candidates = self.candidate_embeddings(tf.gather(self.catalog, candidate_pos), training=training)
+            probability = tf.gather(self.item_probabilities, candidate_pos) if self.logq_correction else None
+            loss = self.sampled_task(queries, candidates, candidate_sampling_probability=probability,
+                                     candidate_ids=candidate_pos, compute_metrics=False,
+                                     compute_batch_metrics=False)
+        self.loss_tracker.update_state(loss)
+        if self.targets_per_batch is not None:
+            loss = loss * tf.cast(tf.size(target_pos), loss.dtype) / self.targets_per_batch
+        return loss

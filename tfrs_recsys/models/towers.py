@@ -1,0 +1,256 @@
+"""Towers of the two-tower retrieval model: small Keras layers that compose.
+
+Ids are raw strings everywhere (what a serving client sends). An id lookup maps
+``""`` (padding) to 0, an unknown id to 1 (the OOV row) and the i-th known id to i + 2.
+
+* :class:`EntityFeatures` embeds an entity's content features, stored in the layer as
+  tables indexed by that lookup: ``e(x) = sum_f e_f(x)`` with multi-valued features
+  mean-pooled, ``e_f(x) = mean_{v in x_f} W_f[v]``, and numeric ones ``e_f(x) = x_f w_f``.
+* :class:`ItemEncoder` is the shared item representation ``h(i) = E[i] + e(i)``: the
+  item tower and the history of the query tower use the same id table ``E``.
+* :class:`ItemTower`: ``c(i) = normalize(MLP(h(i)))``.
+* :class:`SequenceEncoder`: learned positions + pre-LN Transformer encoder blocks with a
+  padding mask and a causal mask, so state ``t`` summarizes items ``<= t`` only.
+* :class:`QueryTower`: ``q(u, history) = normalize(MLP([s_t ; U[u] ; e(u)]))`` where ``s_t`` is
+  the sequence state at the last position (serving) or at every position (training). With
+  the sequence encoder off it is the feature tower of a DSSM: ``normalize(MLP([U[u] ; e(u)]))``.
+
+Towers know nothing of losses or metrics.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_recsys.data.schema import FeatureColumn
+
+PAD_INDEX, OOV_INDEX, FIRST_KNOWN_INDEX = 0, 1, 2
+
+
+def id_lookup(vocabulary: Sequence[str], name: str) -> tf.keras.layers.StringLookup:
+    """``""`` -> 0, unknown -> 1, ``vocabulary[i]`` -> i + 2."""
+    vocabulary = [str(v) for v in vocabulary]
+    if "" in vocabulary:
+        raise ValueError(f"{name}: '' is reserved for padding and cannot be an id")
+    return tf.keras.layers.StringLookup(vocabulary=vocabulary, mask_token="", num_oov_indices=1, name=name)
+
+
+def mlp(units: Sequence[int], output_dim: int, dropout: float, name: str) -> tf.keras.Sequential:
+    """Dense-ReLU-Dropout blocks, then a linear projection to ``output_dim``."""
+    layers: list[tf.keras.layers.Layer] = []
+    for i, u in enumerate(units):
+        layers += [tf.keras.layers.Dense(u, activation="relu", name=f"dense_{i}"),
+                   tf.keras.layers.Dropout(dropout)]
+    layers.append(tf.keras.layers.Dense(output_dim, name="projection"))
+    return tf.keras.Sequential(layers, name=name)
+
+
+class EntityFeatures(tf.keras.layers.Layer):
+    """Sum of embedded content features of entities given by lookup index (0 and 1: no features)."""
+
+    def __init__(self, specs: Sequence[FeatureColumn], tables: Mapping[str, np.ndarray], dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self._specs = list(specs)
+        self._tables, self._vectors = {}, {}
+        for spec in self._specs:
+            table = np.asarray(tables[spec.name])
+            pad = np.zeros((FIRST_KNOWN_INDEX,) + table.shape[1:], dtype=table.dtype)
+            self._tables[spec.name] = tf.constant(np.concatenate([pad, table]))
+            if spec.kind == "numeric":
+                self._vectors[spec.name] = self.add_weight(name=f"{spec.name}_vector", shape=(dim,),
+                                                           initializer="random_normal")
+            else:
+                # Row 0 means "no value" and is masked out of the mean.
+                self._vectors[spec.name] = self.add_weight(
+                    name=f"{spec.name}_embedding", shape=(len(spec.vocabulary) + 1, dim),
+                    initializer=tf.keras.initializers.RandomNormal(stddev=0.05))
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [s.name for s in self._specs]
+
+    def call(self, index: tf.Tensor) -> tf.Tensor:
+        out = None
+        for spec in self._specs:
+            rows = tf.gather(self._tables[spec.name], index)
+            if spec.kind == "numeric":
+                vec = rows[..., None] * self._vectors[spec.name]
+            else:
+                present = tf.cast(rows > 0, tf.float32)[..., None]
+                summed = tf.reduce_sum(tf.gather(self._vectors[spec.name], rows) * present, axis=-2)
+                vec = summed / tf.maximum(tf.reduce_sum(present, axis=-2), 1.0)
+            out = vec if out is None else out + vec
+        return out
+
+
+class ItemEncoder(tf.keras.layers.Layer):
+    """``h(i) = E[i] + e(i)``: id embedding plus content features. Returns (vectors, known mask)."""
+
+    def __init__(self, vocabulary: Sequence[str], dim: int, *, feature_specs: Sequence[FeatureColumn] = (),
+                 feature_tables: Mapping[str, np.ndarray] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.lookup = id_lookup(vocabulary, "item_lookup")
+        self.embedding = tf.keras.layers.Embedding(len(vocabulary) + FIRST_KNOWN_INDEX, dim,
+                                                   embeddings_initializer=tf.keras.initializers.RandomNormal(
+                                                       stddev=0.05), name="item_embedding")
+        self.features = (EntityFeatures(feature_specs, feature_tables or {}, dim, name="item_features")
+                         if feature_specs else None)
+
+    def embed(self, index: tf.Tensor) -> tf.Tensor:
+        """Vectors of items given by lookup index."""
+        vectors = self.embedding(index)
+        if self.features is not None:
+            vectors = vectors + self.features(index)
+        return vectors
+
+    def call(self, item_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        index = self.lookup(item_ids)
+        return self.embed(index), index >= FIRST_KNOWN_INDEX
+
+
+class ItemTower(tf.keras.Model):
+    """``c(i) = normalize(MLP(h(i)))`` for item ids of any shape."""
+
+    def __init__(self, encoder: ItemEncoder, dim: int, hidden_units: Sequence[int] = (), dropout: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.head = mlp(hidden_units, dim, dropout, "item_mlp") if hidden_units else None
+
+    def call(self, item_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
+        vectors, _ = self.encoder(item_ids)
+        if self.head is not None:
+            vectors = self.head(vectors, training=training)
+        return tf.math.l2_normalize(vectors, axis=-1)
+
+
+class TransformerBlock(tf.keras.layers.Layer):
+    """Pre-LN encoder block: ``x += MHA(LN(x)); x += FFN(LN(x))``, dropout on both branches.
+
+    With ``query`` given (a subset of positions of ``x``, e.g. the last one), only those
+    positions are updated: ``query += MHA(LN(query), LN(x)); query += FFN(LN(query))``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.attention_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
+        self.attention = tf.keras.layers.MultiHeadAttention(num_heads, key_dim=max(dim // num_heads, 1),
+                                                            dropout=dropout)
+        self.ff_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
+        self.ff = tf.keras.Sequential([tf.keras.layers.Dense(ff_dim, activation="gelu"),
+                                       tf.keras.layers.Dropout(dropout), tf.keras.layers.Dense(dim)])
+        self.dropout = tf.keras.layers.Dropout(dropout)
+
+    def call(self, x: tf.Tensor, attention_mask: tf.Tensor, training: bool = False,
+             query: tf.Tensor | None = None) -> tf.Tensor:
+        h = self.attention_norm(x)
+        q, h_q = (x, h) if query is None else (query, self.attention_norm(query))
+        q = q + self.dropout(self.attention(h_q, h, attention_mask=attention_mask, training=training),
+                             training=training)
+        return q + self.dropout(self.ff(self.ff_norm(q), training=training), training=training)
+
+
+class SequenceEncoder(tf.keras.layers.Layer):
+    """Learned positions + Transformer blocks over right-aligned item vectors ``[B, L, D]``.
+
+    Attention is restricted to known items at or before the query position (padding mask
+    and causal mask); states at padded positions are zero.
+    """
+
+    def __init__(self, max_len: int, dim: int, num_blocks: int, num_heads: int, ff_dim: int, dropout: float,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.max_len = max_len
+        self.positions = self.add_weight(name="position_embedding", shape=(max_len, dim),
+                                         initializer=tf.keras.initializers.RandomNormal(stddev=0.05))
+        self.input_dropout = tf.keras.layers.Dropout(dropout)
+        self.blocks = [TransformerBlock(dim, num_heads, ff_dim, dropout, name=f"block_{i}")
+                       for i in range(num_blocks)]
+        self.output_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
+
+    def call(self, vectors: tf.Tensor, known: tf.Tensor, training: bool = False,
+             last_only: bool = False) -> tf.Tensor:
+        """States ``[B, L, D]``, or with ``last_only`` the last position's ``[B, D]`` (its last block
+        then skips the other positions: they feed nothing)."""
+        length = tf.shape(vectors)[1]
+        causal = tf.linalg.band_part(tf.ones((length, length), tf.bool), -1, 0)
+        mask = tf.logical_and(causal[None], known[:, None, :])
+        x = self.input_dropout(vectors + self.positions[-length:][None], training=training)
+        for block in self.blocks[:-1]:
+            x = block(x, mask, training=training)
+        if last_only:
+            x = self.blocks[-1](x, mask[:, -1:], training=training, query=x[:, -1:])
+            return self.output_norm(x)[:, 0] * tf.cast(known[:, -1:], x.dtype)
+        x = self.blocks[-1](x, mask, training=training)
+        return self.output_norm(x) * tf.cast(known, x.dtype)[..., None]
+
+
+def right_align(index: tf.Tensor) -> tf.Tensor:
+    """Move known items (lookup index >= 2) to the right end of each row, keeping their order.
+
+    Padding and unknown ids end up first, so the last position holds the most recent known item
+    whichever side a client padded on.
+    """
+    known = tf.cast(index >= FIRST_KNOWN_INDEX, tf.int32)
+    return tf.gather(index, tf.argsort(known, axis=-1, stable=True), batch_dims=1)
+
+
+class QueryTower(tf.keras.Model):
+    """User tower. Inputs ``{"user_id": [B] str, "history": [B, L] str}`` (most recent item last).
+
+    ``all_positions=True`` returns one query per history position ``[B, L, D]`` (training: the
+    query at ``t`` predicts item ``t + 1``); otherwise the query after the last item ``[B, D]``.
+    ``user_vocabulary`` looks users up for their id embedding (``use_user_embedding``) and their
+    features. Unknown user ids use the OOV row, trained by replacing known ids with it at rate
+    ``user_id_dropout``. Unknown or empty history entries are skipped.
+    """
+
+    def __init__(self, item_encoder: ItemEncoder, dim: int, *, sequence_encoder: SequenceEncoder | None = None,
+                 user_vocabulary: Sequence[str] | None = None, use_user_embedding: bool = True,
+                 user_feature_specs: Sequence[FeatureColumn] = (),
+                 user_feature_tables: Mapping[str, np.ndarray] | None = None, hidden_units: Sequence[int] = (),
+                 dropout: float = 0.0, user_id_dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if user_feature_specs and user_vocabulary is None:
+            raise ValueError("user features are looked up by user id: pass the user vocabulary too")
+        with_embedding = user_vocabulary is not None and use_user_embedding
+        if sequence_encoder is None and not with_embedding and not user_feature_specs:
+            raise ValueError("the query tower needs a sequence encoder, a user id embedding or user features")
+        self.item_encoder = item_encoder
+        self.sequence_encoder = sequence_encoder
+        self.user_lookup = id_lookup(user_vocabulary, "user_lookup") if user_vocabulary is not None else None
+        self.user_embedding = (tf.keras.layers.Embedding(len(user_vocabulary) + FIRST_KNOWN_INDEX, dim,
+                                                         name="user_embedding") if with_embedding else None)
+        self.user_features = (EntityFeatures(user_feature_specs, user_feature_tables or {}, dim,
+                                             name="user_features") if user_feature_specs else None)
+        self.user_id_dropout = float(user_id_dropout)
+        self.head = mlp(hidden_units, dim, dropout, "query_mlp")
+
+    def call(self, features: Mapping[str, tf.Tensor], all_positions: bool = False,
+             training: bool = False) -> tf.Tensor:
+        parts = []
+        if self.sequence_encoder is not None:
+            index = right_align(self.item_encoder.lookup(features["history"]))
+            if not all_positions:  # only the last state is needed: drop the columns that are padding in every row
+                length = tf.shape(index)[1]
+                width = tf.reduce_max(tf.reduce_sum(tf.cast(index >= FIRST_KNOWN_INDEX, tf.int32), axis=1))
+                index = index[:, length - tf.maximum(width, 1):]
+            known = index >= FIRST_KNOWN_INDEX
+            parts.append(self.sequence_encoder(self.item_encoder.embed(index), known, training=training,
+                                               last_only=not all_positions))
+        if self.user_lookup is not None:
+            index = self.user_lookup(features["user_id"])
+            index = tf.where(index == PAD_INDEX, tf.constant(OOV_INDEX, index.dtype), index)  # "" is unknown
+            if training and self.user_id_dropout > 0:
+                drop = tf.random.uniform(tf.shape(index)) < self.user_id_dropout
+                index = tf.where(drop, tf.constant(OOV_INDEX, index.dtype), index)
+            user = tf.concat([layer(index) for layer in (self.user_embedding, self.user_features)
+                              if layer is not None], axis=-1)
+            if all_positions:
+                length = tf.shape(features["history"])[1]
+                user = tf.repeat(user[:, None], length, axis=1)
+            parts.append(user)
+        x = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+        return tf.math.l2_normalize(self.head(x, training=training), axis=-1)

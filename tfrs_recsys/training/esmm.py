@@ -1,0 +1,159 @@
+"""Train and evaluate ESMM, with the clicked-only CVR baseline trained in the same run.
+
+Metrics (:func:`evaluate_esmm`), all on held-out impressions:
+
+* ``ctr_auc`` (pCTR vs click), ``ctcvr_auc`` (pCTCVR vs click*conversion), both over every impression;
+  ``cvr_auc_clicked``: pCVR vs conversion on CLICKED impressions only (CVR is P(conversion | click));
+* ``ctr_logloss``, ``ctcvr_logloss``, ``cvr_logloss_clicked``; ``logloss`` is the training objective
+  ``w_ctr * ctr_logloss + w_ctcvr * ctcvr_logloss``;
+* ``gauc``: impression-weighted mean of per-group CTR AUC; groups are users (sessions when there is
+  no user column, ``gauc_group_column``), one-class groups skipped (``gauc_groups_used`` /
+  ``gauc_groups_skipped``);
+* ``session_ndcg@k``: mean NDCG@k per session, gain conversion = 2 > click = 1 > none = 0, candidates
+  ordered by the expected gain ``pCTR + pCTCVR`` (= 1 * P(click, no conversion) + 2 * P(conversion));
+  sessions without a click are skipped (``session_ndcg_sessions_used`` / ``..._skipped``);
+* with synthetic ground truth (``truth.true_cvr`` for EVERY impression): ``cvr_true_auc``, the expected
+  AUC of pCVR against conversions had every impression been clicked
+  (:func:`~tfrs_recsys.training.rankers.expected_auc`), and
+  ``cvr_true_spearman``, the rank correlation of pCVR with true_cvr over the entire impression space.
+
+The baseline (:class:`~tfrs_recsys.models.esmm.ClickedCVR`, trained on clicked training rows with the
+same architecture, epochs and early stopping on its own validation CVR AUC) gets the same CVR metrics
+under ``baseline_*``; ``cvr_true_auc`` vs ``baseline_cvr_true_auc`` is ESMM's selection-bias claim.
+
+Notebook use::
+
+    from tfrs_recsys.training.esmm import evaluate_esmm
+    model = ESMM.from_spec(spec, cfg); model.compile(tf.keras.optimizers.Adam(1e-3))
+    model.fit(labeled_dataset(train, spec, batch_size=512), epochs=3)
+    evaluate_esmm(model, test, spec, truth=data.truth.loc[test.index])
+"""
+from __future__ import annotations
+
+from pathlib import Path
+import numpy as np
+import pandas as pd
+
+import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import tensorflow as tf
+
+from tfrs_recsys import metrics as M
+from tfrs_recsys.config import ESMMConfig
+from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.schema import FeatureSpec
+from tfrs_recsys.models.esmm import ESMM, ClickedCVR
+from tfrs_recsys.training import rankers
+from tfrs_recsys.training.common import TEST_METRICS, plot_curves, prepare_run_dir, write_json
+
+MONITOR = rankers.MONITOR
+NDCG_GAIN = "conversion=2, click=1, none=0; ranked by pCTR + pCTCVR"
+
+
+def cvr_metrics(cvr: np.ndarray, click: np.ndarray, conversion: np.ndarray,
+                truth: pd.DataFrame | None = None) -> dict[str, float]:
+    """CVR quality: on clicked impressions against conversions; on all of them against true_cvr."""
+    clicked = click > 0.5
+    out = {"cvr_auc_clicked": M.auc(conversion[clicked], cvr[clicked]),
+           "cvr_logloss_clicked": M.logloss(conversion[clicked], cvr[clicked]) if clicked.any() else float("nan")}
+    if truth is not None and "true_cvr" in truth.columns:
+        true_cvr = truth["true_cvr"].to_numpy(dtype=np.float64)
+        out["cvr_true_auc"] = rankers.expected_auc(true_cvr, cvr)
+        out["cvr_true_spearman"] = rankers.spearman(true_cvr, cvr)
+    return out
+
+
+def _labels(frame: pd.DataFrame, model: ESMM | ClickedCVR, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    click_label = getattr(model, "click_label", spec.labels[0])
+    return (frame[click_label].to_numpy(dtype=np.float64),
+            frame[model.conversion_label].to_numpy(dtype=np.float64))
+
+
+def evaluate_esmm(model: ESMM, frame: pd.DataFrame, spec: FeatureSpec, *, truth: pd.DataFrame | None = None,
+                  k: int = 10, group_by: str | None = None) -> dict:
+    """Every ESMM metric of the module docstring on ``frame`` (``truth`` row-aligned, optional)."""
+    out = rankers.predict(model, frame, spec)
+    click, conversion = _labels(frame, model, spec)
+    ctcvr_label = click * conversion
+    metrics: dict = {
+        "ctr_auc": M.auc(click, out["ctr"]),
+        "ctcvr_auc": M.auc(ctcvr_label, out["ctcvr"]),
+        "ctr_logloss": M.logloss(click, out["ctr"]),
+        "ctcvr_logloss": M.logloss(ctcvr_label, out["ctcvr"]),
+        "rows": len(frame),
+    }
+    metrics["logloss"] = (model.ctr_loss_weight * metrics["ctr_logloss"]
+                          + model.ctcvr_loss_weight * metrics["ctcvr_logloss"])
+    metrics.update(cvr_metrics(out["cvr"], click, conversion, truth))
+    group_by = group_by or rankers.group_column(spec, frame)
+    if group_by:
+        value, used, skipped = M.gauc(click, out["ctr"], frame[group_by].to_numpy())
+        metrics.update({"gauc": value, "gauc_groups_used": used, "gauc_groups_skipped": skipped,
+                        "gauc_group_column": group_by})
+    if spec.session_column and spec.session_column in frame.columns:
+        value, used, skipped = M.session_ndcg(click + ctcvr_label, out["ctr"] + out["ctcvr"],
+                                              frame[spec.session_column].to_numpy(), k=k)
+        metrics.update({f"session_ndcg@{k}": value, "session_ndcg_sessions_used": used,
+                        "session_ndcg_sessions_skipped": skipped, "session_ndcg_gain": NDCG_GAIN})
+    if truth is not None and "true_ctr" in truth.columns:
+        metrics["ctr_true_spearman"] = rankers.spearman(truth["true_ctr"].to_numpy(), out["ctr"])
+    return metrics
+
+
+def evaluate_clicked_cvr(model: ClickedCVR, frame: pd.DataFrame, spec: FeatureSpec, *,
+                         truth: pd.DataFrame | None = None) -> dict[str, float]:
+    click, conversion = _labels(frame, model, spec)
+    return cvr_metrics(rankers.predict(model, frame, spec)["cvr"], click, conversion, truth)
+
+
+def _truth_of(truth: pd.DataFrame | None, frame: pd.DataFrame) -> pd.DataFrame | None:
+    return None if truth is None else truth.loc[frame.index]
+
+
+def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, validation: pd.DataFrame,
+                      run_dir: Path) -> ClickedCVR:
+    """The baseline on clicked training rows, early-stopped on clicked validation rows' CVR AUC."""
+    model = ClickedCVR.from_spec(spec, cfg)
+    clicked = train[train[spec.labels[0]] > 0.5]
+    if clicked.empty:
+        raise DataError("no clicked training rows for the clicked-only CVR baseline", column=spec.labels[0],
+                        fix="use data with clicks, or --baseline false")
+    baseline_dir = run_dir / "baseline"
+    baseline_dir.mkdir(exist_ok=True)
+
+    def eval_fn(m: ClickedCVR) -> dict[str, float]:
+        return rankers.with_selection_score(evaluate_clicked_cvr(m, validation, spec), ("cvr_auc_clicked",),
+                                            "cvr_logloss_clicked")
+
+    rankers.fit(model, cfg, clicked, spec, baseline_dir, checkpoint=False, monitor=MONITOR, eval_fn=eval_fn)
+    return model
+
+
+def run(cfg: ESMMConfig) -> dict:
+    """Train ESMM (and the baseline), write the run directory, return the test metrics."""
+    tf.keras.utils.set_random_seed(cfg.seed)
+    data, split = rankers.load_and_split(cfg, "esmm")
+    if len(data.labels) != 2:
+        raise DataError(f"ESMM needs two labels, click then conversion; the data has {data.labels}",
+                        fix="pass --label-columns click,conversion (in that order)")
+    rankers.check_labels(data.frame, data.labels, funnel=True)
+    run_dir = prepare_run_dir(cfg, "esmm")
+    spec = rankers.ranker_spec(cfg, data, split.train)
+    rankers.write_run_files(run_dir, spec, split)
+    validation = split.validation
+    model = ESMM.from_spec(spec, cfg)
+
+    def eval_fn(m: ESMM) -> dict[str, float]:
+        return rankers.with_selection_score(evaluate_esmm(m, validation, spec, k=cfg.ndcg_k),
+                                            ("ctr_auc", "ctcvr_auc"), "logloss")
+
+    evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=MONITOR, eval_fn=eval_fn)
+    plot_curves(run_dir)
+    test_truth = _truth_of(data.truth, split.test)
+    metrics = evaluate_esmm(model, split.test, spec, truth=test_truth, k=cfg.ndcg_k)
+    metrics["best_epoch"] = evaluator.best_epoch
+    if cfg.baseline:
+        baseline = train_clicked_cvr(cfg, spec, split.train, validation, run_dir)
+        for key, value in evaluate_clicked_cvr(baseline, split.test, spec, truth=test_truth).items():
+            metrics[f"baseline_{key}"] = value
+    write_json(run_dir / TEST_METRICS, metrics)
+    return metrics

@@ -1,0 +1,75 @@
+"""``python -m tfrs_recsys.tune MODEL --max-trials N --output-dir OUT [--algorithm bayesian|hyperband] [train flags]``.
+
+Searches the model's hyperparameters with keras-tuner, each trial a training run of our own
+code judged by the model's main validation metric (retrieval: NDCG@10, esmm: CTCVR AUC,
+deepfm: AUC); see :mod:`tfrs_recsys.tuning.tuner`. Every flag of ``python -m tfrs_recsys.train
+MODEL`` sets what is not tuned (data, epochs, batch size, ...); ``--search-space FILE`` (JSON
+or YAML, see :mod:`tfrs_recsys.tuning.spaces`) replaces the default space. The best trial is
+written as ``OUT/best_config.json``::
+
+    python -m tfrs_recsys.tune deepfm --max-trials 10 --output-dir runs/tune-deepfm --epochs 5
+    python -m tfrs_recsys.train deepfm --config runs/tune-deepfm/best_config.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from tfrs_recsys.config import MODEL_CONFIGS, ConfigError, add_config_arguments, build_config
+from tfrs_recsys.data.errors import DataError
+
+TUNE_OPTIONS = ("max_trials", "algorithm", "search_space", "resume")
+
+
+def _parser(model: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m tfrs_recsys.tune {model}",
+                                     description=__doc__.split("\n\n")[1].replace("\n", " "))
+    tuning = parser.add_argument_group("tuning")
+    tuning.add_argument("--max-trials", type=int, required=True, help="number of trials (training runs)")
+    tuning.add_argument("--algorithm", choices=("bayesian", "hyperband"), default="bayesian",
+                        help="keras-tuner oracle (default bayesian); hyperband's longest trial is --epochs")
+    tuning.add_argument("--search-space", default=None, help="JSON/YAML search space replacing the default one")
+    tuning.add_argument("--resume", action="store_true", help="continue the search saved in --output-dir")
+    add_config_arguments(parser, MODEL_CONFIGS[model])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    model = argv[0]
+    if model not in MODEL_CONFIGS:
+        print(f"error: unknown model '{model}'; choose one of {sorted(MODEL_CONFIGS)} "
+              f"(python -m tfrs_recsys.tune MODEL --help)", file=sys.stderr)
+        return 2
+    parser = _parser(model)
+    ns = vars(parser.parse_args(argv[1:]))
+    if not ns.get("output_dir"):
+        parser.error("--output-dir is required: where best_config.json, trials.jsonl and the trials go")
+    from tfrs_recsys.tuning.spaces import load_space
+    from tfrs_recsys.tuning.tuner import NoCompletedTrialError, tune
+
+    try:
+        options = {k: ns.pop(k) for k in TUNE_OPTIONS}
+        output_dir = ns.pop("output_dir")
+        base = build_config(model, ns, config_file=ns.get("config"))
+        space = load_space(options["search_space"]) if options["search_space"] else None
+        summary = tune(model, base, output_dir, max_trials=options["max_trials"], algorithm=options["algorithm"],
+                       space=space, resume=options["resume"])
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NoCompletedTrialError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

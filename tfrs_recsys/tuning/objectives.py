@@ -1,0 +1,145 @@
+"""What one tuning trial trains and the validation number it is judged by.
+
+Each model's objective is its main validation metric, larger is better, read at the epoch
+whose weights training keeps (early stopping restores the best epoch):
+
+==========  ==================  ================================================
+model       objective           training code a trial runs
+==========  ==================  ================================================
+retrieval   ``val_ndcg@10``     :func:`tfrs_recsys.training.retrieval.train_and_evaluate`
+esmm        ``val_ctcvr_auc``   :func:`tfrs_recsys.training.rankers.fit` of ``ESMM``
+deepfm      ``val_auc``         :func:`tfrs_recsys.training.rankers.fit` of ``DeepFM``
+==========  ==================  ================================================
+
+The data is loaded (and, for the rankers, split and its feature spec inferred from the
+training rows) once per search; every trial trains a fresh model on it with the same seed,
+so trials differ only in their hyperparameters. A trial whose training diverges (no finite
+validation value at any epoch) scores :data:`DIVERGED_SCORE`, below every real AUC or NDCG.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import tensorflow as tf
+
+from tfrs_recsys.config import ConfigError, TrainConfig
+from tfrs_recsys.training.common import prepare_run_dir, read_train_log
+
+OBJECTIVES = {"retrieval": "val_ndcg@10", "esmm": "val_ctcvr_auc", "deepfm": "val_auc"}
+DIVERGED_SCORE = 0.0
+
+
+@dataclass
+class TrialResult:
+    """The objective and every numeric validation metric at the kept epoch."""
+
+    objective: float
+    metrics: dict[str, float]
+    best_epoch: int | None
+    epochs_run: int
+    seconds: float
+    run_dir: str
+    diverged: bool = False
+
+
+def _result(objective: str, run_dir: Path, best_epoch: int | None, seconds: float) -> TrialResult:
+    rows = read_train_log(run_dir)
+    row = next((r for r in rows if r.get("epoch") == best_epoch), {})
+    metrics = {k: float(v) for k, v in row.items()
+               if k.startswith("val_") and isinstance(v, (int, float)) and math.isfinite(v)}
+    value = metrics.get(objective)
+    diverged = value is None
+    return TrialResult(DIVERGED_SCORE if diverged else value, metrics, best_epoch, len(rows), round(seconds, 2),
+                       str(run_dir), diverged)
+
+
+class RetrievalTrials:
+    """Two-tower retrieval over interactions loaded once; each trial is a full training run."""
+
+    model = "retrieval"
+
+    def __init__(self, cfg: TrainConfig):
+        from tfrs_recsys.data.registry import load_interactions
+
+        if cfg.protocol == "leave_last_out" and 10 not in tuple(cfg.eval_ks):
+            raise ConfigError(f"tuning retrieval maximizes validation NDCG@10, but --eval-ks is {cfg.eval_ks}; "
+                              f"include 10 (e.g. --eval-ks 10,50)")
+        self.data = load_interactions(cfg)
+        for report in self.data.skipped:
+            report.log()
+
+    def run(self, cfg: TrainConfig) -> TrialResult:
+        from tfrs_recsys.training.retrieval import META, train_and_evaluate
+
+        start = time.perf_counter()
+        result = train_and_evaluate(cfg, self.data)
+        meta = json.loads((result.run_dir / META).read_text())
+        return _result(OBJECTIVES[self.model], result.run_dir, meta.get("best_epoch"), time.perf_counter() - start)
+
+
+class RankerTrials:
+    """ESMM or DeepFM over labeled data loaded, split and described by a spec once.
+
+    Early stopping uses the same selection score as ``python -m tfrs_recsys.train``
+    (ESMM: the mean of validation CTR and CTCVR AUC; DeepFM: validation AUC), so that
+    training the best config again keeps the same epoch.
+    """
+
+    def __init__(self, model: str, cfg: TrainConfig):
+        from tfrs_recsys.data.errors import DataError
+        from tfrs_recsys.training import rankers
+
+        if model not in ("esmm", "deepfm"):
+            raise ValueError(f"not a ranker: {model!r}")
+        self.model = model
+        self.data, self.split = rankers.load_and_split(cfg, model)
+        for report in self.data.skipped:
+            report.log()
+        wanted = 2 if model == "esmm" else 1
+        if len(self.data.labels) != wanted:
+            raise DataError(f"{model} takes {wanted} label(s); the data has {self.data.labels}",
+                            fix="pass --label-columns " + ("click,conversion" if model == "esmm" else "with the click "
+                                                           "column only"))
+        self.spec = rankers.ranker_spec(cfg, self.data, self.split.train)
+
+    def _eval_fn(self, cfg: TrainConfig):
+        from tfrs_recsys.training import rankers
+
+        validation, spec = self.split.validation, self.spec
+        if self.model == "esmm":
+            from tfrs_recsys.training.esmm import evaluate_esmm
+
+            return lambda m: rankers.with_selection_score(evaluate_esmm(m, validation, spec, k=cfg.ndcg_k),
+                                                          ("ctr_auc", "ctcvr_auc"), "logloss")
+        from tfrs_recsys.training.deepfm import evaluate_deepfm
+
+        return lambda m: rankers.with_selection_score(evaluate_deepfm(m, validation, spec), ("auc",), "logloss")
+
+    def run(self, cfg: TrainConfig) -> TrialResult:
+        from tfrs_recsys.models.deepfm import DeepFM
+        from tfrs_recsys.models.esmm import ESMM
+        from tfrs_recsys.training import rankers
+
+        start = time.perf_counter()
+        tf.keras.utils.set_random_seed(cfg.seed)
+        run_dir = prepare_run_dir(cfg, self.model)
+        rankers.write_run_files(run_dir, self.spec, self.split)
+        model = (ESMM if self.model == "esmm" else DeepFM).from_spec(self.spec, cfg)
+        evaluator = rankers.fit(model, cfg, self.split.train, self.spec, run_dir, eval_fn=self._eval_fn(cfg),
+                                monitor=rankers.MONITOR)
+        return _result(OBJECTIVES[self.model], run_dir, evaluator.best_epoch, time.perf_counter() - start)
+
+
+def trial_runner(model: str, cfg: TrainConfig) -> RetrievalTrials | RankerTrials:
+    """The runner of ``model``, its data loaded from ``cfg``."""
+    if model == "retrieval":
+        return RetrievalTrials(cfg)
+    return RankerTrials(model, cfg)
+
+
+__all__ = ["OBJECTIVES", "DIVERGED_SCORE", "TrialResult", "RetrievalTrials", "RankerTrials", "trial_runner"]
