@@ -82,6 +82,18 @@ def test_reloaded_run_reproduces_the_trained_embeddings(cli_run):
                                atol=1e-6)
 
 
+def test_run_config_fed_to_train_config_reproduces_the_resolved_config(cli_run):
+    """`train retrieval --config RUN/config.json` resolves to the very config the run used."""
+    from tfrs_recsys.config import config_from_args, config_to_dict
+
+    out, _ = cli_run
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model"] == "retrieval" and saved["config"]["output_dir"] == str(out)
+    again = config_from_args("retrieval", ["--config", str(out / "config.json")], environ={})
+    assert config_to_dict(again) == saved["config"]
+    assert (again.epochs, again.synthetic_users, again.max_history) == (1, 80, 12)  # the CLI flags of the run
+
+
 def test_tutorial_protocol_reports_top_k_hit_rates(tmp_path):
     data = segment_interactions(num_items=120, per_user=12)
     result = training.train_and_evaluate(small_config(tmp_path, protocol="random_80_20", epochs=5), data)

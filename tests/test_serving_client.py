@@ -14,7 +14,8 @@ import serving_fixtures as fx
 from tfrs_recsys.serving.client import ServerUnavailableError, ServingClient, ServingClientError
 from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.serving.http_service import create_app
-from tfrs_recsys.serving.pipeline import RecallRankPipeline
+from tfrs_recsys.serving.pipeline import RecallRankPipeline, request_time_features
+from tfrs_recsys.serving.recall_merge import RecallMergeConfig
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette announces that its httpx-based TestClient moves to httpx2
@@ -117,7 +118,7 @@ def test_pipeline_recall_rank_and_cold_start(client, store_dir):
     assert not result.is_cold_start and result.versions == {"retrieval": 1, "ranker": 1}
     assert result.item_ids == want_ids
     np.testing.assert_allclose([r.score for r in result.items], want_scores, rtol=1e-5)
-    assert all(r.source == "ranked" and set(r.scores) == {"ctr", "cvr", "ctcvr", "retrieval"} for r in result.items)
+    assert all(r.source == "recall" and set(r.scores) == {"ctr", "cvr", "ctcvr", "retrieval"} for r in result.items)
     assert [r.score for r in result.items] == sorted((r.score for r in result.items), reverse=True)
 
     recalled = pipeline.recall("u1", k=3)
@@ -129,6 +130,41 @@ def test_pipeline_recall_rank_and_cold_start(client, store_dir):
         assert [r.source for r in cold.items] == ["hot"] * 3 and [r.score for r in cold.items] == [4.0, 3.0, 2.0]
     with pytest.raises(ValueError, match="not an input"):
         pipeline.recommend("u1", k=3, context={"weather": "rain"})
+
+
+def test_pipeline_hands_hot_items_to_the_ranker_by_ratio(client):
+    items = pd.DataFrame({"item_id": fx.ITEM_IDS, "genres": [GENRES[i] for i in fx.ITEM_IDS],
+                          "price": [PRICE[i] for i in fx.ITEM_IDS]})
+    # item_30 is hot and also retrieved; item_07 is hot but in u1's history.
+    hot = pd.DataFrame({"item_id": ["item_30", "item_07", "item_12", "item_05", "item_21"],
+                        "hotness": [5.0, 4.0, 3.0, 2.0, 1.0]})
+    store = FeatureStore({"u1": HISTORY}, hot, item_features=items)
+    pipeline = RecallRankPipeline(client, store, num_candidates=8,
+                                  recall_merge=RecallMergeConfig("ratio", hot_ratio=0.25))
+    recalled = fx.retrieval_reference("u1", HISTORY, exclude=HISTORY)[0]
+    assert recalled[1] == "item_30" and "item_12" not in recalled[:6] and "item_05" not in recalled[:6]
+    # 8 slots at ratio 0.25: slots 4 and 8 are hot. Slot 4's hottest item, item_30, already sits at
+    # slot 2 and item_07 is seen, so item_12 comes in; slot 8 takes item_05.
+    want = recalled[:3] + ["item_12"] + recalled[3:6] + ["item_05"]
+    candidates = pipeline.recall("u1", k=8)
+    assert candidates.item_ids == want
+    assert [r.source for r in candidates.items] == ["recall"] * 3 + ["hot"] + ["recall"] * 3 + ["hot"]
+    assert candidates.items[3].score == 3.0 and candidates.items[7].scores == {"hotness": 2.0}
+
+    result = pipeline.recommend("u1", k=8, context={"device": "mobile"})
+    scores = fx.ranker_reference(np.array([PRICE[c] for c in want], np.float32),
+                                 ["|".join(GENRES[c]) for c in want], ["mobile"] * len(want))
+    order = np.argsort(-scores["ctcvr"], kind="stable")
+    assert result.item_ids == [want[i] for i in order]  # the hot items were ranked with the others
+    np.testing.assert_allclose([r.score for r in result.items], scores["ctcvr"][order], rtol=1e-5)
+    by_id = {r.item_id: r for r in result.items}
+    for item, hotness in (("item_12", 3.0), ("item_05", 2.0)):
+        assert by_id[item].source == "hot" and by_id[item].scores["hotness"] == hotness
+        np.testing.assert_allclose(by_id[item].scores["ctr"], scores["ctr"][want.index(item)], rtol=1e-5)
+    assert by_id["item_30"].source == "recall" and "item_07" not in by_id
+
+    cold = pipeline.recommend("stranger", k=3)
+    assert cold.is_cold_start and cold.item_ids == ["item_30", "item_07", "item_12"]
 
 
 def test_feature_store_from_interactions_round_trips(tmp_path):
@@ -143,8 +179,24 @@ def test_feature_store_from_interactions_round_trips(tmp_path):
     assert loaded.history("nobody") is None
     hot = loaded.hot_items(5)
     assert len(hot) == 5 and [h for _, h in hot] == sorted((h for _, h in hot), reverse=True)
+    # The rankers' item_hotness as of the newest event: log1p of interactions decayed with a 30-day half-life.
+    times = data.interactions["timestamp"].to_numpy(float)
+    decay = 0.5 ** ((times.max() - times) / 86400.0 / 30.0)
+    want = pd.Series(decay).groupby(data.interactions["item_id"].astype(str).to_numpy()).sum().map(np.log1p)
+    got = loaded.item_features(list(want.index), ["item_hotness"])["item_hotness"]
+    np.testing.assert_allclose(got, want.to_numpy(), rtol=1e-6)
     with pytest.raises(Exception, match="hot_items.parquet is missing"):
         FeatureStore.load(tmp_path / "empty")
+
+
+def test_request_time_features_fill_what_the_ranker_takes_and_the_request_lacks():
+    inputs = {"item_id": None, "timestamp": None, "hour": None, "weekday": None}
+    tuesday_2213_utc = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+    assert request_time_features(inputs, {}, tuesday_2213_utc) == {
+        "timestamp": tuesday_2213_utc, "hour": 22, "weekday": 1}
+    assert request_time_features(inputs, {"hour": 9}, tuesday_2213_utc) == {"timestamp": tuesday_2213_utc,
+                                                                             "weekday": 1}
+    assert request_time_features({"item_id": None, "price": None}, {}, tuesday_2213_utc) == {}
 
 
 def test_recommend_cli(server, store_dir):
@@ -161,6 +213,15 @@ def test_recommend_cli(server, store_dir):
     table = run("--user-id", "stranger", "--k", "2", "--store", str(store_dir), "--address", server.address,
                 "--ranker-model", "ranker")
     assert table.returncode == 0 and "cold start" in table.stdout and HOT[0] in table.stdout
+    mixed = run("--user-id", "u1", "--k", "3", "--store", str(store_dir), "--address", server.address, "--recall-only",
+                "--recall-merge", "positions", "--hot-positions", "1", "--json")
+    assert mixed.returncode == 0, mixed.stderr
+    recalled = fx.retrieval_reference("u1", HISTORY, exclude=HISTORY)[0]
+    assert recalled[1] == HOT[0]  # the hottest item is also retrieved second: it is listed once, at slot 1
+    assert [(r["item_id"], r["source"]) for r in json.loads(mixed.stdout)["items"]] == [
+        (HOT[0], "hot"), (recalled[0], "recall"), (recalled[2], "recall")]
+    bad = run("--user-id", "u1", "--store", str(store_dir), "--recall-merge", "positions")
+    assert bad.returncode == 2 and "field 'hot_positions'" in bad.stderr
     down = run("--user-id", "u1", "--store", str(store_dir), "--address", f"127.0.0.1:{fx.free_port()}")
     assert down.returncode == 1 and "no model server answers" in down.stderr
 

@@ -1,5 +1,7 @@
 """Run-directory utilities: per-epoch log, early stopping, best weights restored, curves drawn."""
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 
@@ -46,6 +48,16 @@ def test_evaluator_logs_stops_early_and_restores_best(tmp_path):
     png = plot_curves(run_dir)
     assert png == run_dir / CURVES_PNG and png.stat().st_size > 1000
     assert (run_dir / TRAIN_LOG).read_text().count("\n") == 5
+
+
+def test_default_run_directory_is_runs_model_timestamp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = build_config("esmm", {"epochs": "2"}, environ={})
+    run_dir = prepare_run_dir(cfg, "esmm")
+    assert re.fullmatch(r"runs/esmm-\d{8}-\d{6}", cfg.output_dir) and run_dir == Path(cfg.output_dir)
+    saved = json.loads((tmp_path / cfg.output_dir / CONFIG_FILE).read_text())
+    assert saved["config"]["output_dir"] == cfg.output_dir  # rerunning the file writes to the same place
+    assert build_config("esmm", environ={}, config_file=run_dir / CONFIG_FILE) == cfg
 
 
 def test_evaluator_survives_a_metric_that_is_never_finite(tmp_path):

@@ -14,8 +14,9 @@ import os
 import types
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from tfrs_recsys import paths
 
 ENV_PREFIX = "RECSYS_"
 
@@ -48,6 +49,9 @@ class TrainConfig:
     # Synthetic data size (used when no dataset files are given).
     synthetic_users: int = 2000
     synthetic_items: int = 500
+    # tf.distribute strategy (training/distribution.py): auto | none | mirrored | multi_worker. auto =
+    # MultiWorkerMirroredStrategy when TF_CONFIG lists several workers, MirroredStrategy with several GPUs.
+    distribute: str = "auto"
 
 
 @dataclass
@@ -72,7 +76,7 @@ class RetrievalConfig(TrainConfig):
     logq_correction: bool = True
     remove_accidental_hits: bool = True
     hard_negatives: int = 0
-    protocol: str = "leave_last_out"  # or "random_80_20"
+    protocol: str = "auto"  # leave_last_out | random_80_20 | auto (random_80_20 when pairwise metrics are on)
     eval_ks: tuple[int, ...] = (10, 50)
     top_k: int = 100
     # Added by the retrieval model (models/towers.py, models/retrieval.py, training/retrieval.py).
@@ -88,6 +92,13 @@ class RetrievalConfig(TrainConfig):
     weight_decay: float = 0.0  # AdamW decoupled weight decay; 0 = Adam
     min_interactions: int = 3  # leave_last_out: users with fewer are only trained on
     validation_fraction: float = 0.05  # random_80_20: share of interactions held out for early stopping
+    # Pairwise losses on (user, liked item, disliked item) triples (models/pairwise.py, data/pairs.py).
+    loss: str = "softmax"  # softmax | bpr | triplet
+    margin: float = 1.0  # triplet: the lead s(u, i+) - s(u, i-) asked for, in score units (tau * cosine)
+    positive_threshold: float = 4.0  # rating >= this is liked, below is disliked (all liked without ratings)
+    use_disliked: bool = True  # pairwise negatives: the user's disliked items when they have some
+    pairwise_sampling: str = "uniform"  # negatives of users without disliked items: uniform | popularity
+    eval_pairwise: bool = False  # pairwise_auc / auc on held-out rated items; always on with a pairwise loss
 
 
 @dataclass
@@ -129,7 +140,7 @@ MODEL_CONFIGS: dict[str, type[TrainConfig]] = {
 }
 
 # Short CLI spellings users expect, mapped to field names.
-_FLAG_ALIASES = {"learning_rate": ["--lr"]}
+_FLAG_ALIASES = {"learning_rate": ["--lr"], "use_transformer": ["--transformer"]}
 
 
 def _base_type(tp: Any) -> Any:
@@ -182,11 +193,11 @@ def parse_value(name: str, raw: Any, tp: Any, source: str) -> Any:
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a JSON or YAML config file into a flat dict of field values."""
-    p = Path(path)
-    if not p.is_file():
+    p = paths.as_path(path)
+    if not paths.isfile(p):
         raise ConfigError(f"--config: file '{p}' does not exist; pass the path of a JSON or YAML file")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix.lower() in (".yaml", ".yml"):
+    text = paths.read_text(p)
+    if str(p).lower().endswith((".yaml", ".yml")):
         import yaml
 
         data = yaml.safe_load(text) or {}
@@ -266,8 +277,7 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike, model: str) -> None:
     """Write the resolved config so that ``train --config PATH`` reproduces the run."""
-    Path(path).write_text(json.dumps({"model": model, "config": config_to_dict(cfg)}, indent=2) + "\n",
-                          encoding="utf-8")
+    paths.write_text(path, json.dumps({"model": model, "config": config_to_dict(cfg)}, indent=2) + "\n")
 
 
 __all__ = [

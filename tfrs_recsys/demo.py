@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # Keras' SavedModel chatter would bury the steps
 
     from tfrs_recsys.config import build_config
     from tfrs_recsys.data.registry import load_interactions
@@ -107,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t = _step(4, "writing the serving feature store (histories, item features, hot items)")
     interactions = load_interactions(retrieval_cfg)
-    store = FeatureStore.from_interactions(interactions)
+    store = FeatureStore.from_interactions(interactions)  # item_hotness as DeepFM saw it in training
     store_dir = store.save(work / "store")
     _done(t, f"({store.num_users} histories, {store.num_hot_items} hot items)")
 

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from tfrs_recsys import metrics as M
+from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.readers import read_delimited, read_parquet
 
@@ -314,7 +315,7 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
     from tfrs_recsys.training.common import CONFIG_FILE
 
     name, model, spec = rankers.load_trained_ranker(run_dir)
-    cfg = build_config(name, environ={}, config_file=Path(run_dir) / CONFIG_FILE)
+    cfg = build_config(name, environ={}, config_file=paths.join(run_dir, CONFIG_FILE))
     _, split = rankers.load_and_split(cfg, name)
     frame = split.parts().get(part)
     if frame is None:
@@ -362,8 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.run_dir:
             frame, columns = predict_run(args.run_dir, args.part)
-            path = Path(args.run_dir) / f"predictions_{args.part}.parquet"
-            frame.to_parquet(path, index=False)
+            path = paths.write_parquet(frame, paths.join(args.run_dir, f"predictions_{args.part}.parquet"),
+                                       index=False)
             print(f"wrote {path}")
             columns.update(given)
             source_name = str(path)
@@ -387,8 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(format_report(result))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+        paths.makedirs(paths.parent(args.json))
+        paths.write_text(args.json, json.dumps(_jsonable(result), indent=2) + "\n")
     return 0
 
 

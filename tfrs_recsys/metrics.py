@@ -6,6 +6,8 @@ Ranking of one held-out item (leave-last-out, full catalog):
 Classification:
     auc = P(score_pos > score_neg) + 0.5 P(tie)  (Mann-Whitney with mid-ranks)
     gauc = sum_g n_g * auc_g / sum_g n_g over groups g holding both classes (impression-weighted)
+    pairwise_auc = P(score_pos > score_neg) + 0.5 P(tie) over the (pos, neg) pairs of the same group
+                 = sum_g P_g N_g auc_g / sum_g P_g N_g  (pair-weighted; P_g, N_g the group's class counts)
 """
 from __future__ import annotations
 
@@ -70,6 +72,31 @@ def gauc(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> 
         weight += len(idx)
         used += 1
     return (total / weight if weight else float("nan")), used, skipped
+
+
+def pairwise_auc(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> tuple[float, int, int]:
+    """Share of same-group (positive, negative) pairs the scores order correctly, ties counted half.
+
+    Returns (pairwise_auc, pairs, groups_used); groups holding one class form no pair. NaN if no pair exists.
+    """
+    y = np.asarray(labels, dtype=np.float64).ravel() > 0.5
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    g = np.asarray(groups).ravel()
+    if not y.shape == s.shape == g.shape:
+        raise ValueError(f"labels, scores and groups differ in length: {y.shape[0]}, {s.shape[0]}, {g.shape[0]}")
+    _, inverse = np.unique(g, return_inverse=True)
+    order = np.argsort(inverse, kind="mergesort")
+    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
+    correct, pairs, used = 0.0, 0, 0
+    for idx in np.split(order, bounds):
+        n_pos = int(y[idx].sum())
+        n_pairs = n_pos * (len(idx) - n_pos)
+        if n_pairs == 0:
+            continue
+        correct += auc(y[idx], s[idx]) * n_pairs
+        pairs += n_pairs
+        used += 1
+    return (correct / pairs if pairs else float("nan")), pairs, used
 
 
 def dcg(gains: np.ndarray, k: int) -> float:

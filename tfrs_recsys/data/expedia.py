@@ -43,6 +43,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from tfrs_recsys import paths
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.readers import join_path, open_path, path_exists, read_delimited, read_parquet
@@ -345,8 +346,16 @@ def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False
     Kaggle data has them, dates, 0/1 labels, booking implies click); the row and search counts are
     recorded, and ``strict`` requires the complete train.csv (9,917,530 rows). ``sample_fraction``
     keeps that share of the searches (whole searches, seeded), for a quicker benchmark.
-    Files are written under temporary names and renamed when all are valid.
+    Files are written under temporary names and renamed when all are valid. A ``work_dir`` URL
+    (gs://...) gets the files of a local staging folder once all are written.
     """
+    if paths.is_remote(work_dir):
+        with paths.staged_dir(work_dir) as local:
+            manifest = setup_benchmark(data_dir, local, strict=strict, sample_fraction=sample_fraction, seed=seed,
+                                       chunk_rows=chunk_rows)
+            manifest["work_dir"] = str(paths.as_path(work_dir))
+            (local / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        return manifest
     data_dir = str(data_dir)
     if not 0.0 < sample_fraction <= 1.0:
         raise DataError(f"--sample-searches must be in (0, 1], got {sample_fraction}", fix="pass e.g. 0.1")
@@ -397,7 +406,7 @@ def _summary(manifest: dict) -> str:
             line += f", {s['clicks']:,} clicks, {s['bookings']:,} bookings ({s['searches_with_booking']:,} searches)"
         if s["rows"] != s["rows_read"]:
             line += f" (sampled from {s['rows_read']:,} rows)"
-        lines.append(line + f" -> {Path(manifest['work_dir']) / WORK_FILES[part]}")
+        lines.append(line + f" -> {paths.join(manifest['work_dir'], WORK_FILES[part])}")
     lines += [f"  note: {n}" for n in manifest["notes"]]
     return "\n".join(lines)
 

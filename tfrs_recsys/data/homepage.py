@@ -278,8 +278,13 @@ def point_in_time_hotness(events: pd.DataFrame, rows: pd.DataFrame, *, item_col:
     return out
 
 
+# Half-life of the ``item_hotness`` feature of click logs built from interactions; serving must
+# compute the feature with the same one (``FeatureStore.from_interactions``).
+CLICK_LOG_HALF_LIFE_DAYS = 30.0
+
+
 def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int = 4, seed: int = 42,
-                         half_life_days: float = 30.0, window_seconds: int = SECONDS_PER_DAY) -> LabeledData:
+                         half_life_days: float = CLICK_LOG_HALF_LIFE_DAYS, window_seconds: int = SECONDS_PER_DAY) -> LabeledData:
     """MovieLens ratings as homepage click logs for a CTR ranker.
 
     Every rating is a click (``label`` 1). For each, ``negatives_per_positive`` items are drawn

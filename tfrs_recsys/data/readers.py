@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError, SkipReport
 
 # Column kinds a reader can check: the converter and the words used in an error.
@@ -28,28 +28,15 @@ _CONVERTERS: dict[str, tuple[Callable[[str], object], str]] = {
 
 def open_path(path: str | os.PathLike, mode: str = "rb"):
     """Open a local path or any ``tf.io.gfile`` URL (gs://, hdfs://, ...)."""
-    text = str(path)
-    if "://" in text:
-        import tensorflow as tf
-
-        return tf.io.gfile.GFile(text, mode)
-    return open(text, mode)
+    return paths.open_file(path, mode)
 
 
 def path_exists(path: str | os.PathLike) -> bool:
-    text = str(path)
-    if "://" in text:
-        import tensorflow as tf
-
-        return tf.io.gfile.exists(text)
-    return Path(text).exists()
+    return paths.exists(path)
 
 
 def join_path(base: str | os.PathLike, *parts: str) -> str:
-    text = str(base)
-    if "://" in text:
-        return "/".join([text.rstrip("/"), *parts])
-    return str(Path(text, *parts))
+    return str(paths.join(base, *parts))
 
 
 def require_file(path: str | os.PathLike, what: str, fix: str) -> str:
@@ -65,8 +52,7 @@ def require_file(path: str | os.PathLike, what: str, fix: str) -> str:
 
 
 def _read_bytes(path: str) -> bytes:
-    with open_path(path) as fh:
-        return fh.read()
+    return paths.read_bytes(path)
 
 
 def read_delimited(

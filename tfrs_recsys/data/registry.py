@@ -6,8 +6,7 @@ Retrieval reads interactions; the rankers read labeled impressions. ``synthetic`
 """
 from __future__ import annotations
 
-from pathlib import Path
-
+from tfrs_recsys import paths
 from tfrs_recsys.config import TrainConfig
 from tfrs_recsys.data.bundles import InteractionData, LabeledData
 from tfrs_recsys.data.errors import DataError
@@ -16,6 +15,8 @@ from tfrs_recsys.data.readers import join_path, path_exists
 INTERACTION_DATASETS = {
     "synthetic": "synthetic user histories with drifting tastes (no files needed)",
     "synthetic-histories": "alias of synthetic for retrieval; for deepfm, those histories as implicit clicks",
+    "synthetic-ratings": "synthetic 1-5 ratings of users (age, gender, occupation) and items (genre, price bucket) "
+                         "from latent tastes (no files needed): the two-tower lab's data for --loss bpr|triplet",
     "movielens-100k": "folder with u.data, u.item (and u.user)",
     "movielens-csv": "folder with ratings.csv and movies.csv (ml-latest-small, ml-25m, ...)",
     "movielens-latest-small": "alias of movielens-csv",
@@ -56,6 +57,11 @@ def load_interactions(cfg: TrainConfig) -> InteractionData:
         from tfrs_recsys.data.synthetic import synthetic_histories
 
         return synthetic_histories(cfg.synthetic_users, cfg.synthetic_items, seed=cfg.seed)
+    if name == "synthetic-ratings":
+        from tfrs_recsys.data.synthetic import synthetic_ratings
+
+        return synthetic_ratings(cfg.synthetic_users, cfg.synthetic_items, seed=cfg.seed,
+                                 min_ratings=min(20, cfg.synthetic_items), max_ratings=min(60, cfg.synthetic_items))
     if name == "movielens-100k":
         from tfrs_recsys.data.movielens import load_movielens_100k
 
@@ -79,7 +85,7 @@ def load_interactions(cfg: TrainConfig) -> InteractionData:
 
 def _file_in(path: str, names: tuple[str, ...]) -> str:
     """``path`` itself when it is a file, else the first of ``names`` inside it."""
-    if Path(path).is_dir():
+    if paths.isdir(path):
         for n in names:
             candidate = join_path(path, n)
             if path_exists(candidate):

@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError
 
 KINDS = ("id", "categorical", "multi_categorical", "numeric", "timestamp")
@@ -153,15 +154,15 @@ class FeatureSpec:
                               fix="regenerate it with infer_schema, or compare with a generated one") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        paths.write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureSpec":
-        p = Path(path)
-        if not p.is_file():
+        p = paths.as_path(path)
+        if not paths.isfile(p):
             raise SchemaError("feature spec file not found", path=str(p), fix="check the path, or infer a spec first")
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
+            data = json.loads(paths.read_text(p))
         except json.JSONDecodeError as exc:
             raise SchemaError(f"not valid JSON: {exc.msg}", path=str(p), line=exc.lineno,
                               fix="fix the JSON syntax at that line") from None

@@ -76,6 +76,7 @@ class SequenceSplit:
     test: HeldOut
     full: Sequences  # every interaction: the histories a serving client would send
     protocol: str
+    rows: splits.Split | None = None  # the interaction rows (with ratings) of each part
 
 
 def _check_ids(frame: pd.DataFrame, where: str) -> None:
@@ -122,7 +123,7 @@ def leave_last_out(data: InteractionData, *, min_interactions: int = 3) -> Seque
         raise DataError(f"no user has {min_interactions} or more interactions, so nothing can be evaluated",
                         fix="use more data per user, or the random_80_20 protocol")
     return SequenceSplit(train, _held_out(val, exclude=True), _held_out(test, exclude=True),
-                         user_sequences(data.interactions), "leave_last_out")
+                         user_sequences(data.interactions), "leave_last_out", rows)
 
 
 def random_split(data: InteractionData, *, test_fraction: float = 0.2, validation_fraction: float = 0.05,
@@ -150,7 +151,7 @@ def random_split(data: InteractionData, *, test_fraction: float = 0.2, validatio
         raise DataError("the random split left no validation interactions for early stopping",
                         fix="raise validation_fraction")
     return SequenceSplit(train, held(rows.validation), held(rows.test), user_sequences(data.interactions),
-                         "random_80_20")
+                         "random_80_20", rows)
 
 
 def _held_out(rows: list[tuple[str, np.ndarray, str]], *, exclude: bool) -> HeldOut:

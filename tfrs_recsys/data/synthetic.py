@@ -1,8 +1,10 @@
 """Synthetic data with known ground truth: the product's default data when a user gives none.
 
-Three generators, each seeded (``numpy.random.Generator``) and sized by its arguments:
+Four generators, each seeded (``numpy.random.Generator``) and sized by its arguments:
 
 * :func:`synthetic_histories` -- user histories from drifting latent tastes (retrieval).
+* :func:`synthetic_ratings` -- explicit ratings of users and items with features, from latent
+  tastes those features explain (the feature two-tower with a pairwise loss).
 * :func:`synthetic_sessions` -- search sessions with click and conversion from a known
   logistic model, built so that sample selection bias matters (ESMM).
 * :func:`synthetic_ctr_logs` -- CTR logs whose true logit has pairwise field interactions
@@ -169,6 +171,105 @@ def synthetic_histories(num_users: int = 2000, num_items: int = 500, *, seed: in
         "genres": genre_names,
     })
     return InteractionData(interactions, items, None, name="synthetic-histories")
+
+
+AGE_BUCKETS = ("under-18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
+GENDERS = ("F", "M")
+OCCUPATIONS = ("student", "engineer", "artist", "educator", "healthcare", "sales", "retired", "other")
+PRICE_BUCKETS = ("budget", "standard", "premium", "luxury")
+
+
+def synthetic_ratings(num_users: int = 2000, num_items: int = 500, *, seed: int = 42, num_genres: int = 8,
+                      taste_dim: int = 8, min_ratings: int = 20, max_ratings: int = 60, feature_share: float = 0.8,
+                      taste_weight: float = 1.2, noise: float = 0.6, selection: float = 0.5,
+                      popularity_exponent: float = 0.8, start_timestamp: int = START_TIMESTAMP,
+                      num_days: int = 365) -> InteractionData:
+    """Explicit 1-5 ratings from latent tastes that user and item features mostly explain (the two-tower lab's data).
+
+    Users have ``age_bucket`` (AGE_BUCKETS), ``gender`` (GENDERS) and ``occupation`` (OCCUPATIONS); items a
+    ``genre`` (the first ``num_genres`` of GENRES) and a ``price_bucket`` (PRICE_BUCKETS). With
+    ``d = taste_dim``, ``s = feature_share`` and every table and noise vector drawn from ``N(0, I/d)``::
+
+        user taste        t_u = sqrt(s) * (A[age_u] + B[gender_u] + C[occupation_u]) / sqrt(3) + sqrt(1 - s) * n_u
+        item attributes   v_i = sqrt(s) * (G[genre_i] + P[price_i]) / sqrt(2) + sqrt(1 - s) * e_i
+        affinity          z_ui = standardized(t_u . v_i)      (mean 0, variance 1 over all user-item pairs)
+        rated items       k_u ~ U{min_ratings..max_ratings} items without replacement, drawn with weights
+                          p_i * exp(selection * z_ui), p_i ∝ rank_i ** -popularity_exponent
+        rating            clip(round(3.0 + taste_weight * z_ui + q_i + b_u + noise * N(0, 1)), 1, 5)
+                          q_i ~ N(0, 0.3^2) item quality, b_u ~ N(0, 0.3^2) user leniency
+
+    A user likes an item when the rating is >= 4 (about half of the ratings). Users also rate items they
+    end up disliking, so each user has liked and disliked items; ``selection`` > 0 makes people
+    rate what suits them more often, as real users do. Timestamps are uniform over ``num_days``
+    days, sorted per user. ``feature_share`` is the part of every taste the features explain, which
+    bounds what a features-only user tower can learn.
+    """
+    _require(num_users >= 1, f"num_users must be >= 1, got {num_users}")
+    _require(1 <= min_ratings <= max_ratings,
+             f"need 1 <= min_ratings <= max_ratings, got min_ratings={min_ratings}, max_ratings={max_ratings}")
+    _require(max_ratings <= num_items, f"max_ratings ({max_ratings}) cannot exceed num_items ({num_items}): a user "
+                                       "rates an item once; raise num_items or lower max_ratings")
+    _require(1 <= num_genres <= len(GENRES), f"num_genres must be in 1..{len(GENRES)}, got {num_genres}")
+    _require(taste_dim >= 1, f"taste_dim must be >= 1, got {taste_dim}")
+    _require(0.0 <= feature_share <= 1.0, f"feature_share must be in [0, 1], got {feature_share}")
+    _require(noise >= 0 and num_days >= 1, "noise must be >= 0 and num_days >= 1")
+    rng = np.random.default_rng(seed)
+    d = taste_dim
+
+    def table(n: int) -> np.ndarray:
+        return rng.normal(0.0, 1.0 / np.sqrt(d), size=(n, d))
+
+    age = rng.choice(len(AGE_BUCKETS), size=num_users, p=[0.04, 0.18, 0.35, 0.2, 0.08, 0.08, 0.07])
+    gender = rng.choice(len(GENDERS), size=num_users, p=[0.4, 0.6])
+    occupation = rng.integers(0, len(OCCUPATIONS), size=num_users)
+    genre = rng.choice(num_genres, size=num_items, p=_zipf(num_genres, 0.5))
+    price = rng.choice(len(PRICE_BUCKETS), size=num_items, p=[0.3, 0.4, 0.2, 0.1])
+    share = np.sqrt(feature_share)
+    taste = (share * (table(len(AGE_BUCKETS))[age] + table(len(GENDERS))[gender]
+                      + table(len(OCCUPATIONS))[occupation]) / np.sqrt(3)
+             + np.sqrt(1.0 - feature_share) * table(num_users))
+    attributes = (share * (table(num_genres)[genre] + table(len(PRICE_BUCKETS))[price]) / np.sqrt(2)
+                  + np.sqrt(1.0 - feature_share) * table(num_items))
+    quality = rng.normal(0.0, 0.3, size=num_items)
+    leniency = rng.normal(0.0, 0.3, size=num_users)
+    log_popularity = np.log(_zipf(num_items, popularity_exponent)[rng.permutation(num_items)])
+    # Exact moments of t_u . v_i over all pairs: mean = mean(t) . mean(v), E[(t.v)^2] = sum(S_t * S_v).
+    mean = float(taste.mean(axis=0) @ attributes.mean(axis=0))
+    second = float(np.sum((taste.T @ taste / num_users) * (attributes.T @ attributes / num_items)))
+    std = np.sqrt(max(second - mean ** 2, 1e-12))
+
+    counts = rng.integers(min_ratings, max_ratings + 1, size=num_users)
+    users, items, affinity = [], [], []
+    chunk = max(1, 2_000_000 // num_items)  # bounds the [users, items] matrix in memory
+    for lo in range(0, num_users, chunk):
+        z = (taste[lo:lo + chunk] @ attributes.T - mean) / std
+        # Gumbel top-k: the k largest of (log weight + Gumbel noise) are a draw without replacement.
+        keys = log_popularity + selection * z + rng.gumbel(size=z.shape)
+        order = np.argsort(-keys, axis=1)
+        for row in range(len(z)):
+            picked = order[row, :counts[lo + row]]
+            users.append(np.full(len(picked), lo + row))
+            items.append(picked)
+            affinity.append(z[row, picked])
+    u, i, z = np.concatenate(users), np.concatenate(items), np.concatenate(affinity)
+    ratings = np.clip(np.round(3.0 + taste_weight * z + quality[i] + leniency[u] + noise * rng.normal(size=len(z))),
+                      1, 5)
+    timestamps = start_timestamp + rng.integers(0, num_days * SECONDS_PER_DAY, size=len(z))
+    order = np.lexsort((timestamps, u))
+    u, i, ratings, timestamps = u[order], i[order], ratings[order], timestamps[order]
+
+    user_ids, item_ids = _ids(num_users), _ids(num_items)
+    interactions = pd.DataFrame({"user_id": user_ids[u], "item_id": item_ids[i],
+                                 "rating": ratings.astype(np.float64), "timestamp": timestamps.astype(np.int64)})
+    genre_names = np.asarray(GENRES[:num_genres], dtype=object)[genre]
+    price_names = np.asarray(PRICE_BUCKETS, dtype=object)[price]
+    titles = [f"Item {k} ({g}, {p})" for k, g, p in zip(item_ids, genre_names, price_names)]
+    items_frame = pd.DataFrame({"item_id": item_ids, "title": titles, "genre": genre_names,
+                                "price_bucket": price_names})
+    users_frame = pd.DataFrame({"user_id": user_ids, "age_bucket": np.asarray(AGE_BUCKETS, dtype=object)[age],
+                                "gender": np.asarray(GENDERS, dtype=object)[gender],
+                                "occupation": np.asarray(OCCUPATIONS, dtype=object)[occupation]})
+    return InteractionData(interactions, items_frame, users_frame, name="synthetic-ratings")
 
 
 def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed: int = 42, num_users: int = 1000,

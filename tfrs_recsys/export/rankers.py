@@ -29,6 +29,7 @@ import numpy as np
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
+from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.export.tfserving import publish_version
@@ -76,7 +77,7 @@ def warmup_inputs(spec: FeatureSpec) -> dict[str, np.ndarray]:
 
 
 def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, model_name: str | None = None,
-                  version: int | None = None) -> Path:
+                  version: int | None = None) -> Path | str:
     """Export the ranker trained in ``model_dir`` as ``BASE/NAME/<version>``; returns that directory.
 
     ``model_name`` (``esmm`` / ``deepfm``), when given, must match the run's model.
@@ -93,11 +94,9 @@ def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, 
 
     def save(path: str) -> None:
         tf.saved_model.save(module, path, signatures={SIGNATURE: module.serve})
-        assets = Path(path) / "assets.extra"
-        assets.mkdir(exist_ok=True)
-        spec.save(assets / SPEC_ASSET)
+        spec.save(paths.join(paths.makedirs(paths.join(path, "assets.extra")), SPEC_ASSET))
 
-    test_metrics = Path(model_dir) / "test_metrics.json"
+    test_metrics = paths.join(model_dir, "test_metrics.json")
     metadata = {
         "model": trained_name,
         "signature": SIGNATURE,
@@ -106,8 +105,8 @@ def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, 
         "labels": list(spec.labels),
         "oov": "unknown categorical values go to an out-of-vocabulary bucket; missing numbers take the mean",
         "feature_spec": f"assets.extra/{SPEC_ASSET}",
-        "source_run": str(Path(model_dir).resolve()),
-        "test_metrics": json.loads(test_metrics.read_text()) if test_metrics.is_file() else None,
+        "source_run": paths.absolute(model_dir),
+        "test_metrics": paths.read_json(test_metrics) if paths.isfile(test_metrics) else None,
     }
     return publish_version(export_base, name, save, version=version, warmup=[(SIGNATURE, warmup)],
                            metadata=metadata)
@@ -127,10 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         path = export_ranker(args.model_dir, args.export_base, args.name or args.model, model_name=args.model,
                              version=args.version)
-    except (DataError, FileExistsError) as exc:
+    except (DataError, FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"model": args.model, "export_dir": str(path), "version": int(path.name)}, indent=2))
+    print(json.dumps({"model": args.model, "export_dir": str(path), "version": int(paths.basename(path))}, indent=2))
     return 0
 
 

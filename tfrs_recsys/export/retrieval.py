@@ -42,6 +42,7 @@ import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrs_recsys import paths
 from tfrs_recsys.data.sequences import pad_left
 from tfrs_recsys.export.tfserving import existing_versions, publish_version
 
@@ -244,11 +245,11 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
         "history_order": "oldest first, most recent item last",
         "scann_recall_at_k": recall, "scann_recall_queries": len(queries), "scann_min_recall": scann_min_recall,
         "scann_options": options, "inverse_temperature": trained.meta.get("inverse_temperature"),
-        "source_run": str(Path(model_dir).resolve()),
+        "source_run": paths.absolute(model_dir),
     }
     if version is None:
-        version = max([0, *existing_versions(Path(export_base) / name),
-                       *existing_versions(Path(export_base) / f"{name}_portable")]) + 1
+        version = max([0, *existing_versions(paths.join(export_base, name)),
+                       *existing_versions(paths.join(export_base, f"{name}_portable"))]) + 1
 
     def save_with(index):
         def save(path: str) -> None:

@@ -1,7 +1,9 @@
 """TF Serving's on-disk layout: ``<base>/<name>/<integer version>/saved_model.pb``.
 
 A version is written to a temporary directory beside its final place and renamed
-into place, so a server polling the base path never sees half a model. Each version
+into place, so a server polling the base path never sees half a model. The base may be
+a ``tf.io.gfile`` URL (gs://...): there the rename is ``tf.io.gfile.rename``, a copy of
+each object on object stores (see :func:`tfrs_recsys.paths.rename`). Each version
 carries ``assets.extra/tf_serving_warmup_requests`` (a TFRecord of ``PredictionLog``)
 and ``assets.extra/export_metadata.json``.
 """
@@ -9,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
+from tfrs_recsys import paths
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 METADATA_FILE = "export_metadata.json"
@@ -23,10 +25,10 @@ ASSETS_EXTRA = "assets.extra"
 
 def existing_versions(model_dir: str | os.PathLike) -> list[int]:
     """Integer version directories already published under ``model_dir``."""
-    p = Path(model_dir)
-    if not p.is_dir():
+    if not paths.isdir(model_dir):
         return []
-    return sorted(int(c.name) for c in p.iterdir() if c.is_dir() and c.name.isdigit())
+    return sorted(int(name) for name in paths.listdir(model_dir)
+                  if name.isdigit() and paths.isdir(paths.join(model_dir, name)))
 
 
 def next_version(model_dir: str | os.PathLike) -> int:
@@ -48,13 +50,12 @@ def make_predict_request(model_name: str, inputs: Mapping[str, np.ndarray], sign
 
 
 def write_warmup_requests(version_dir: str | os.PathLike, model_name: str,
-                          requests: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> Path:
+                          requests: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> Path | str:
     """Write ``(signature_name, inputs)`` pairs as the PredictionLog TFRecord TF Serving replays on load."""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    out = Path(version_dir) / ASSETS_EXTRA / WARMUP_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = paths.join(paths.makedirs(paths.join(version_dir, ASSETS_EXTRA)), WARMUP_FILE)
     with tf.io.TFRecordWriter(str(out)) as writer:
         for signature_name, inputs in requests:
             log = prediction_log_pb2.PredictionLog(
@@ -69,8 +70,8 @@ def read_warmup_requests(version_dir: str | os.PathLike) -> list:
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    path = Path(version_dir) / ASSETS_EXTRA / WARMUP_FILE
-    if not path.is_file():
+    path = paths.join(version_dir, ASSETS_EXTRA, WARMUP_FILE)
+    if not paths.isfile(path):
         return []
     logs = []
     for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
@@ -88,43 +89,42 @@ def publish_version(
     version: int | None = None,
     warmup: Sequence[tuple[str, Mapping[str, np.ndarray]]] = (),
     metadata: Mapping | None = None,
-) -> Path:
+) -> Path | str:
     """Write one model version atomically and return its final directory.
 
     ``save_fn(tmp_dir)`` writes the SavedModel into ``tmp_dir``; warmup requests and
     metadata are added there, then the directory is renamed to ``<base>/<name>/<version>``
     (default: the next integer). An existing version is never overwritten.
     """
-    model_dir = Path(export_base) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = paths.makedirs(paths.join(export_base, name))
     version = next_version(model_dir) if version is None else int(version)
-    final = model_dir / str(version)
-    if final.exists():
+    final = paths.join(model_dir, str(version))
+    if paths.exists(final):
         raise FileExistsError(f"{final} already exists; export to a new version (omit --version) or remove it")
     # A dot-prefixed, non-numeric name: TF Serving ignores it while it is being written.
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+    tmp = paths.make_temp_dir(model_dir, prefix=f".tmp-{version}-")
     try:
         save_fn(str(tmp))
-        if not (tmp / "saved_model.pb").is_file():
+        if not paths.isfile(paths.join(tmp, "saved_model.pb")):
             raise RuntimeError(f"save_fn wrote no saved_model.pb into {tmp}")
         if warmup:
             write_warmup_requests(tmp, name, warmup)
         meta = {"name": name, "version": version, **dict(metadata or {})}
-        (tmp / ASSETS_EXTRA).mkdir(exist_ok=True)
-        (tmp / ASSETS_EXTRA / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        os.replace(tmp, final)
+        paths.makedirs(paths.join(tmp, ASSETS_EXTRA))
+        paths.write_text(paths.join(tmp, ASSETS_EXTRA, METADATA_FILE), json.dumps(meta, indent=2, default=str) + "\n")
+        paths.rename(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        paths.rmtree(tmp, ignore_errors=True)
         raise
     return final
 
 
 def read_export_metadata(version_dir: str | os.PathLike) -> dict:
-    path = Path(version_dir) / ASSETS_EXTRA / METADATA_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    path = paths.join(version_dir, ASSETS_EXTRA, METADATA_FILE)
+    return paths.read_json(path) if paths.isfile(path) else {}
 
 
-def write_models_config(path: str | os.PathLike, models: Sequence[Mapping]) -> Path:
+def write_models_config(path: str | os.PathLike, models: Sequence[Mapping]) -> Path | str:
     """Write TF Serving's ``models.config`` (text proto) for ``[{name, base_path, policy?, labels?}]``.
 
     ``policy`` is ``latest`` (default), ``all`` or a list of versions (``specific``);
@@ -148,6 +148,4 @@ def write_models_config(path: str | os.PathLike, models: Sequence[Mapping]) -> P
             lines.append(f'    version_labels {{ key: "{label}" value: {int(v)} }}')
         lines.append("  }")
     lines.append("}")
-    out = Path(path)
-    out.write_text("\n".join(lines) + "\n")
-    return out
+    return paths.write_text(path, "\n".join(lines) + "\n")

@@ -11,7 +11,8 @@ weights ``w_f`` and the standardized dense values ``d``::
 
 The FM and the DNN read the same embedding tables (gradients of both parts reach them); each part
 gives one logit and the three are summed with the single bias ``b``. The loss is binary
-cross-entropy on the logit, held by a ``tfrs.tasks.Ranking`` task.
+cross-entropy on the logit, held by a ``tfrs.tasks.Ranking`` task; it is averaged over the global
+batch, also under ``tf.distribute`` (:mod:`tfrs_recsys.models.base`).
 
 Notebook use::
 
@@ -31,6 +32,7 @@ import tensorflow_recommenders as tfrs
 from tfrs_recsys.data.schema import FeatureSpec, SchemaError
 from tfrs_recsys.features.embeddings import FieldEmbeddings
 from tfrs_recsys.features.preprocessing import FeaturePreprocessor
+from tfrs_recsys.models.base import RecsysModel
 
 __all__ = ["FactorizationMachine", "DeepFM"]
 
@@ -56,7 +58,7 @@ def _mlp(units: Sequence[int], dropout: float, name: str) -> tf.keras.Sequential
     return tf.keras.Sequential(layers, name=name)
 
 
-class DeepFM(tfrs.Model):
+class DeepFM(RecsysModel):
     """pCTR from raw features: preprocessing (vocabularies, standardization) is part of the model.
 
     ``call(features) -> {"ctr": [B]}`` with ``features`` the raw dict (one [B] tensor per spec
@@ -80,7 +82,7 @@ class DeepFM(tfrs.Model):
         self.dnn_logit = tf.keras.layers.Dense(1, use_bias=False, name="dnn_logit")
         self.bias = tf.Variable(0.0, name="bias")
         self.task = tfrs.tasks.Ranking(
-            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
             metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc")])
 
     @classmethod
@@ -111,4 +113,5 @@ class DeepFM(tfrs.Model):
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         features, labels = inputs
         logit = self.logit(features, training=training)
-        return self.task(labels=tf.cast(labels[self.label], tf.float32)[:, None], predictions=logit[:, None])
+        return self.global_loss(self.task(labels=tf.cast(labels[self.label], tf.float32)[:, None],
+                                          predictions=logit[:, None]))

@@ -17,6 +17,8 @@ Loss over ALL impressions, on probabilities clipped to [eps, 1 - eps]::
 
     L = w_ctr * BCE(click, pCTR) + w_ctcvr * BCE(click * conversion, pCTCVR)
 
+(averaged over the global batch, also under ``tf.distribute``: :mod:`tfrs_recsys.models.base`).
+
 There is no loss on pCVR itself: it is learned through pCTCVR on the entire impression space,
 which removes the sample-selection bias of a CVR model fitted to clicked impressions only
 (:class:`ClickedCVR`, the paper's baseline) and lets the sparse CVR task borrow the CTR task's
@@ -42,6 +44,7 @@ import tensorflow_recommenders as tfrs
 from tfrs_recsys.data.schema import FeatureSpec, SchemaError
 from tfrs_recsys.features.embeddings import FieldEmbeddings
 from tfrs_recsys.features.preprocessing import FeaturePreprocessor
+from tfrs_recsys.models.base import RecsysModel
 
 __all__ = ["ImpressionEncoder", "ESMM", "ClickedCVR", "PROB_EPSILON"]
 
@@ -72,6 +75,11 @@ def _tower(units: Sequence[int], dropout: float, name: str) -> tf.keras.Sequenti
     return tower
 
 
+def _per_example_bce() -> tf.keras.losses.Loss:
+    """BCE per impression; :meth:`RecsysModel.global_loss` averages it over the global batch."""
+    return tf.keras.losses.BinaryCrossentropy(reduction=tf.keras.losses.Reduction.NONE)
+
+
 def _clip(p: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(p, PROB_EPSILON, 1.0 - PROB_EPSILON)
 
@@ -90,7 +98,7 @@ class ImpressionEncoder(tf.keras.layers.Layer):
         self.spec = spec
         self.preprocessor = FeaturePreprocessor(spec)
         # ESMM has no FM term, so a column may set its own embedding_dim in the spec. l2 penalizes
-        # the embedding rows a batch uses (a layer loss, added to the task losses by tfrs.Model).
+        # the embedding rows a batch uses (a layer loss, added to the task losses by RecsysModel).
         self.embeddings = FieldEmbeddings(spec, embedding_dim, first_order=False, column_dims=True, l2=l2_reg)
         self.user_tower = _tower(tower_units, dropout, "user_tower") if spec.group("user") else None
         self.item_tower = _tower(tower_units, dropout, "item_tower") if spec.group("item") else None
@@ -117,7 +125,7 @@ def _labels_of(spec: FeatureSpec, click_label: str | None, conversion_label: str
     return spec.labels[0], spec.labels[1]
 
 
-class ESMM(tfrs.Model):
+class ESMM(RecsysModel):
     """pCTR, pCVR and pCTCVR = pCTR * pCVR from raw features (see the module docstring for the math).
 
     ``call(features) -> {"ctr", "cvr", "ctcvr"}``, each ``[B]``. ``compute_loss((features, labels))``
@@ -139,10 +147,10 @@ class ESMM(tfrs.Model):
         self.ctr_tower = _head(hidden_units, dropout, "ctr_tower")
         self.cvr_tower = _head(hidden_units, dropout, "cvr_tower")
         self.ctr_task = tfrs.tasks.Ranking(
-            loss=tf.keras.losses.BinaryCrossentropy(), name="ctr_task",
+            loss=_per_example_bce(), name="ctr_task",
             metrics=[tf.keras.metrics.AUC(name="ctr_auc")])
         self.ctcvr_task = tfrs.tasks.Ranking(
-            loss=tf.keras.losses.BinaryCrossentropy(), name="ctcvr_task",
+            loss=_per_example_bce(), name="ctcvr_task",
             metrics=[tf.keras.metrics.AUC(name="ctcvr_auc")])
 
     @classmethod
@@ -165,10 +173,10 @@ class ESMM(tfrs.Model):
         ctcvr_label = click * tf.cast(labels[self.conversion_label], tf.float32)
         ctr_loss = self.ctr_task(labels=click[:, None], predictions=_clip(out["ctr"])[:, None])
         ctcvr_loss = self.ctcvr_task(labels=ctcvr_label[:, None], predictions=_clip(out["ctcvr"])[:, None])
-        return self.ctr_loss_weight * ctr_loss + self.ctcvr_loss_weight * ctcvr_loss
+        return self.global_loss(self.ctr_loss_weight * ctr_loss + self.ctcvr_loss_weight * ctcvr_loss)
 
 
-class ClickedCVR(tfrs.Model):
+class ClickedCVR(RecsysModel):
     """The baseline ESMM is measured against: pCVR fitted on clicked impressions only.
 
     Same encoder and CVR tower as :class:`ESMM`; ``L = BCE(conversion, pCVR)``. Its training data
@@ -185,7 +193,7 @@ class ClickedCVR(tfrs.Model):
         self.encoder = ImpressionEncoder(spec, embedding_dim=embedding_dim, tower_units=tower_units,
                                          dropout=dropout, l2_reg=l2_reg)
         self.cvr_tower = _head(hidden_units, dropout, "cvr_tower")
-        self.task = tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(), name="cvr_task",
+        self.task = tfrs.tasks.Ranking(loss=_per_example_bce(), name="cvr_task",
                                        metrics=[tf.keras.metrics.AUC(name="cvr_auc")])
 
     @classmethod
@@ -200,5 +208,5 @@ class ClickedCVR(tfrs.Model):
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         features, labels = inputs
         cvr = self(features, training=training)["cvr"]
-        return self.task(labels=tf.cast(labels[self.conversion_label], tf.float32)[:, None],
-                         predictions=_clip(cvr)[:, None])
+        return self.global_loss(self.task(labels=tf.cast(labels[self.conversion_label], tf.float32)[:, None],
+                                          predictions=_clip(cvr)[:, None]))

@@ -20,7 +20,26 @@ Loss, per training query ``q`` with next item ``i+`` and candidates ``C``:
 Losses are means over training queries (TFRS' Retrieval defaults to a sum, which would
 scale the gradient with the batch). With ``targets_per_batch`` set, a batch's loss is instead
 its sum divided by that constant, so every target weighs the same whichever batch it is in
-(batches of similar-length histories hold very different numbers of targets).
+(batches of similar-length histories hold very different numbers of targets). The tasks return
+per-target losses and :meth:`~tfrs_recsys.models.base.RecsysModel.global_loss` reduces them, so
+that the mean is over the GLOBAL batch when training is distributed (``tf.distribute``).
+
+Distributed training and in-batch negatives: with ``R`` replicas, each replica computes the loss of
+its local batch of ``global_batch / R`` windows, and the candidates ``C`` of ``in_batch`` (and the
+in-batch part of ``sampled``) are the positives of that LOCAL batch only: every softmax sees
+``1/R`` as many in-batch negatives as one process on the whole batch would (``sampled`` adds the
+same ``num_sampled`` items on every replica, drawn independently). The logQ correction still
+applies unchanged: a local batch is a uniform slice of the global one, so a candidate's
+probability of appearing as an in-batch negative is still proportional to ``Q(j)``, which only
+the constant ``log`` of the batch size would change, and that cancels in the softmax. ``full``
+is unaffected (every replica scores the whole catalog).
+
+With ``loss="bpr"`` or ``"triplet"`` the model trains on (user, liked item ``i+``, disliked item
+``i-``) triples instead, through :class:`~tfrs_recsys.models.pairwise.PairwiseTask` on the same
+scores ``s(u, i) = tau * <q(u), c(i)>`` (``q`` after the last history item when the Transformer is
+on): BPR ``-log sigmoid(s(u, i+) - s(u, i-))``, triplet ``max(0, margin - s(u, i+) + s(u, i-))``.
+For the triplet loss ``tau`` stays at its initial value: a learned scale would meet any margin by
+growing. Either way serving scores keep their form, so exports are unchanged.
 """
 from __future__ import annotations
 
@@ -31,6 +50,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrs_recsys.models.base import RecsysModel
+from tfrs_recsys.models.pairwise import LOSSES, PairwiseTask
 from tfrs_recsys.models.towers import FIRST_KNOWN_INDEX, ItemTower, QueryTower
 
 NEGATIVES = ("auto", "full", "in_batch", "sampled")
@@ -80,24 +101,23 @@ class ScaledQuery(tf.keras.Model):
 
 
 class CatalogSoftmax(tf.keras.layers.Layer, tfrs.tasks.base.Task):
-    """Full softmax cross-entropy over every candidate: ``mean_n -log softmax(q_n C^T)[label_n]``."""
+    """Full softmax cross-entropy over every candidate, per query: ``-log softmax(q_n C^T)[label_n]``, ``[N]``."""
 
     def call(self, query_embeddings: tf.Tensor, candidate_embeddings: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         logits = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        return tf.math.divide_no_nan(tf.reduce_sum(losses), tf.cast(tf.size(losses), losses.dtype))
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
 def sampled_retrieval_task(*, remove_accidental_hits: bool = True, hard_negatives: int = 0) -> tfrs.tasks.Retrieval:
-    """TFRS' Retrieval task with a mean (not summed) softmax cross-entropy."""
-    loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                   reduction=tf.keras.losses.Reduction.SUM_OVER_BATCH_SIZE)
+    """TFRS' Retrieval task returning the softmax cross-entropy of each query, ``[N]`` (not TFRS' batch sum)."""
+    loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE)
     return tfrs.tasks.Retrieval(loss=loss, remove_accidental_hits=remove_accidental_hits,
                                 num_hard_negatives=hard_negatives if hard_negatives > 0 else None)
 
 
-class TwoTowerRetrieval(tfrs.Model):
-    """``compute_loss`` for features ``{"user_id" [B], "history" [B, L], "targets" [B, L]}``.
+class TwoTowerRetrieval(RecsysModel):
+    """``compute_loss`` for features ``{"user_id" [B], "history" [B, L], "targets" [B, L]}`` (softmax), or
+    ``{"user_id" [B], "history" [B, L], "positive" [B], "negative" [B]}`` with a pairwise ``loss``.
 
     ``targets[b, t]`` is the item after ``history[b, :t+1]`` (``""``: no target there), so one
     forward pass trains every position (all-positions mode) or only the last (prefix mode).
@@ -110,8 +130,10 @@ class TwoTowerRetrieval(tfrs.Model):
                  negatives: str = "full", item_probabilities: np.ndarray | None = None, num_sampled: int = 1024,
                  logq_correction: bool = True, remove_accidental_hits: bool = True, hard_negatives: int = 0,
                  temperature: float = 10.0, max_temperature: float = 100.0,
-                 targets_per_batch: float | None = None, **kwargs):
+                 targets_per_batch: float | None = None, loss: str = "softmax", margin: float = 1.0, **kwargs):
         super().__init__(**kwargs)
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if negatives not in NEGATIVES[1:]:
             raise ValueError(f"negatives must be resolved to one of {NEGATIVES[1:]}, got {negatives!r}")
         if negatives != "full" and logq_correction and item_probabilities is None:
@@ -133,7 +155,10 @@ class TwoTowerRetrieval(tfrs.Model):
         self.sampled_task = sampled_retrieval_task(remove_accidental_hits=remove_accidental_hits,
                                                    hard_negatives=hard_negatives)
         self.targets_per_batch = None if targets_per_batch is None else float(targets_per_batch)
-        self.loss_tracker = tf.keras.metrics.Mean(name="mean_loss")
+        self.loss_name = loss
+        self.pairwise_task = PairwiseTask(loss, margin, name="pairwise") if loss != "softmax" else None
+        if loss == "triplet":
+            self.temperature.trainable = False
 
     def scaled_query(self) -> ScaledQuery:
         """The serving query model ``tau * q`` (shares this model's layers)."""
@@ -147,12 +172,18 @@ class TwoTowerRetrieval(tfrs.Model):
         """``c(i)`` for ``item_ids`` (default: the whole catalog, in catalog order)."""
         return self.item_tower(self.catalog if item_ids is None else item_ids, training=training)
 
-    def train_step(self, inputs):
-        """TFRS' step, logging the epoch's running mean loss per target (not the last batch's)."""
-        super().train_step(inputs)
-        return {"loss": self.loss_tracker.result()}
+    def pairwise_scores(self, features: Mapping[str, tf.Tensor],
+                        training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(s(u, i+), s(u, i-))``, each ``[B]``, for ``features["positive"]`` and ``features["negative"]``."""
+        queries = self.query_embeddings(features, training=training)
+        items = self.candidate_embeddings(tf.stack([features["positive"], features["negative"]], axis=1),
+                                          training=training)
+        scores = tf.einsum("bd,bkd->bk", queries, items)
+        return scores[:, 0], scores[:, 1]
 
     def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        if self.pairwise_task is not None:
+            return self.global_loss(self.pairwise_task(*self.pairwise_scores(features, training=training)))
         queries = self.query_tower(features, all_positions=True, training=training)
         target_index = self.item_tower.encoder.lookup(features["targets"])
         valid = target_index >= FIRST_KNOWN_INDEX
@@ -160,7 +191,7 @@ class TwoTowerRetrieval(tfrs.Model):
         target_index = tf.boolean_mask(target_index, valid)
         target_pos = target_index - FIRST_KNOWN_INDEX  # position in the catalog
         if self.negatives == "full":
-            loss = self.full_task(queries, self.candidate_embeddings(training=training), target_pos)
+            losses = self.full_task(queries, self.candidate_embeddings(training=training), target_pos)
         else:
             candidate_pos = target_pos
             if self.negatives == "sampled":
@@ -169,10 +200,7 @@ class TwoTowerRetrieval(tfrs.Model):
                 candidate_pos = tf.concat([target_pos, sampled], axis=0)
             candidates = self.candidate_embeddings(tf.gather(self.catalog, candidate_pos), training=training)
             probability = tf.gather(self.item_probabilities, candidate_pos) if self.logq_correction else None
-            loss = self.sampled_task(queries, candidates, candidate_sampling_probability=probability,
-                                     candidate_ids=candidate_pos, compute_metrics=False,
-                                     compute_batch_metrics=False)
-        self.loss_tracker.update_state(loss)
-        if self.targets_per_batch is not None:
-            loss = loss * tf.cast(tf.size(target_pos), loss.dtype) / self.targets_per_batch
-        return loss
+            losses = self.sampled_task(queries, candidates, candidate_sampling_probability=probability,
+                                       candidate_ids=candidate_pos, compute_metrics=False,
+                                       compute_batch_metrics=False)
+        return self.global_loss(losses, self.targets_per_batch)

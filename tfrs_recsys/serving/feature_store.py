@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from tfrs_recsys import paths
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError
 
@@ -67,46 +68,61 @@ class FeatureStore:
     @classmethod
     def from_interactions(cls, data: InteractionData, *, half_life_days: float = 7.0,
                           item_features: pd.DataFrame | None = None,
-                          user_features: pd.DataFrame | None = None) -> "FeatureStore":
+                          user_features: pd.DataFrame | None = None,
+                          hotness_feature_half_life_days: float | None = None) -> "FeatureStore":
         """Histories (time-ordered interactions per user) and time-decayed hot items from one log.
 
-        Item and user features default to the bundle's ``items`` / ``users`` tables.
+        Item and user features default to the bundle's ``items`` / ``users`` tables. The item
+        features gain ``item_hotness``, the rankers' dense feature as of the newest event:
+        ``log1p`` of the item's interactions decayed with ``hotness_feature_half_life_days``
+        (default: the half-life the click logs of ``tfrs_recsys.data.homepage`` were trained
+        with), unless the table has that column already.
         """
-        from tfrs_recsys.data.homepage import item_hotness
+        from tfrs_recsys.data.homepage import CLICK_LOG_HALF_LIFE_DAYS, item_hotness
 
         frame = data.interactions.sort_values(["user_id", "timestamp"], kind="mergesort")
         histories = {str(u): [str(i) for i in items] for u, items in frame.groupby("user_id", sort=False)["item_id"]}
         hot = item_hotness(data.interactions, item_col="item_id", time_col="timestamp",
                            half_life_days=half_life_days)
         items = item_features if item_features is not None else data.items
+        if items is None or "item_hotness" not in items.columns:
+            feature = item_hotness(data.interactions, item_col="item_id", time_col="timestamp",
+                                   half_life_days=hotness_feature_half_life_days or CLICK_LOG_HALF_LIFE_DAYS)
+            feature = feature[["item_id", "hotness"]].rename(columns={"hotness": "item_hotness"})
+            if items is None:
+                items = feature
+            else:
+                items = items.assign(item_id=items["item_id"].astype(str)).merge(feature, on="item_id", how="left")
+                items["item_hotness"] = items["item_hotness"].fillna(0.0)
         users = user_features if user_features is not None else data.users
         return cls(histories, hot, items, users)
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+    def save(self, directory: str | os.PathLike) -> Path | str:
+        """Write the tables into ``directory`` (a local path or a ``tf.io.gfile`` URL such as gs://...)."""
+        out = paths.makedirs(directory)
         users = list(self._histories)
-        pd.DataFrame({"user_id": users, "history": [self._histories[u] for u in users]}).to_parquet(out / HISTORIES)
-        self._hot.to_parquet(out / HOT_ITEMS)
+        histories = pd.DataFrame({"user_id": users, "history": [self._histories[u] for u in users]})
+        paths.write_parquet(histories, paths.join(out, HISTORIES))
+        paths.write_parquet(self._hot, paths.join(out, HOT_ITEMS))
         if self._items is not None:
-            self._items.reset_index().to_parquet(out / ITEM_FEATURES)
+            paths.write_parquet(self._items.reset_index(), paths.join(out, ITEM_FEATURES))
         if self._users is not None:
-            self._users.reset_index().to_parquet(out / USER_FEATURES)
+            paths.write_parquet(self._users.reset_index(), paths.join(out, USER_FEATURES))
         return out
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "FeatureStore":
-        root = Path(directory)
-        if not (root / HOT_ITEMS).is_file():
+        root = paths.as_path(directory)
+        if not paths.isfile(paths.join(root, HOT_ITEMS)):
             raise DataError("not a feature store: hot_items.parquet is missing", path=str(root),
                             fix="build one with `python -m tfrs_recsys.serving.feature_store --out DIR`")
 
         def read(name: str) -> pd.DataFrame | None:
-            path = root / name
-            if not path.is_file():
+            path = paths.join(root, name)
+            if not paths.isfile(path):
                 return None
             try:
-                return pd.read_parquet(path)
+                return paths.read_parquet(path)
             except Exception as e:
                 raise DataError(f"unreadable Parquet file ({e})", path=str(path),
                                 fix="rewrite the store with FeatureStore.save") from None
@@ -114,7 +130,7 @@ class FeatureStore:
         frame = read(HISTORIES)
         histories = {}
         if frame is not None:
-            _require(frame, ["user_id", "history"], str(root / HISTORIES))
+            _require(frame, ["user_id", "history"], str(paths.join(root, HISTORIES)))
             histories = {str(u): [str(i) for i in h] for u, h in zip(frame["user_id"], frame["history"])}
         return cls(histories, read(HOT_ITEMS), read(ITEM_FEATURES), read(USER_FEATURES))
 
@@ -181,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     def table(path):
         if path is None:
             return None
-        return pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+        if str(path).endswith(".parquet"):
+            return paths.read_parquet(path)
+        with paths.open_file(path) as fh:
+            return pd.read_csv(fh)
 
     try:
         data = load_interactions(TrainConfig(dataset=args.dataset, data_dir=args.data_dir))

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from tfrs_recsys.serving.client import ServerUnavailableError, ServingClientError
 from tfrs_recsys.serving.pipeline import RecallRankPipeline
+from tfrs_recsys.serving.recall_merge import add_recall_merge_arguments, recall_merge_from_args
 
 MAX_TOP_K = 1000
 
@@ -61,6 +62,7 @@ def create_app(pipeline: RecallRankPipeline) -> FastAPI:
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
+    from tfrs_recsys.config import ConfigError
     from tfrs_recsys.data.errors import DataError
     from tfrs_recsys.serving.client import ServingClient
     from tfrs_recsys.serving.feature_store import FeatureStore
@@ -74,15 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-candidates", type=int, default=100)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    add_recall_merge_arguments(p)
     args = p.parse_args(argv)
     try:
+        recall_merge = recall_merge_from_args(args)
         store = FeatureStore.load(args.store)
-    except DataError as e:
+    except (ConfigError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     client = ServingClient(args.address, args.timeout, retrieval_model=args.retrieval_model,
                            ranker_model=args.ranker_model)
-    app = create_app(RecallRankPipeline(client, store, num_candidates=args.num_candidates))
+    app = create_app(RecallRankPipeline(client, store, num_candidates=args.num_candidates, recall_merge=recall_merge))
     uvicorn.run(app, host=args.host, port=args.port)
     client.close()
     return 0

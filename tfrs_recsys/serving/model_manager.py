@@ -29,6 +29,7 @@ import grpc
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfrs_recsys import paths
 from tfrs_recsys.serving.batching import Batcher
 from tfrs_recsys.serving.config_file import TENSORFLOW_PLATFORM, BatchingOptions, read_model_server_config
 from tfrs_recsys.serving.errors import ServingError, failed_precondition, invalid_argument, not_found
@@ -69,9 +70,10 @@ class VersionRecord:
 def integer_versions(base_path: str) -> dict[int, str]:
     """Version directories under ``base_path``: names that parse as non-negative integers."""
     out = {}
-    for child in Path(base_path).iterdir():
-        if child.is_dir() and child.name.isascii() and child.name.isdigit():
-            out[int(child.name)] = str(child)
+    for name in paths.listdir(base_path):  # a local folder or a tf.io.gfile URL (gs://...)
+        child = paths.join(base_path, name)
+        if name.isascii() and name.isdigit() and paths.isdir(child):
+            out[int(name)] = str(child)
     return out
 
 
@@ -245,7 +247,7 @@ class ModelManager:
                 missing[name] = f"INVALID_ARGUMENT: Could not find base path {model.base_path} for servable {name}"
                 log.error(missing[name])
                 continue
-            except OSError as e:
+            except (OSError, paths.RemotePathError) as e:
                 missing[name] = f"UNKNOWN: Could not list base path {model.base_path} for servable {name}: {e}"
                 log.error(missing[name])
                 continue

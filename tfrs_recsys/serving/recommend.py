@@ -9,7 +9,9 @@ import argparse
 import json
 import sys
 
+from tfrs_recsys.config import ConfigError
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.serving.recall_merge import add_recall_merge_arguments, recall_merge_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,12 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, help="deadline of each gRPC call, seconds")
     p.add_argument("--retrieval-model", default="retrieval")
     p.add_argument("--ranker-model", default="esmm")
-    p.add_argument("--num-candidates", type=int, default=100, help="retrieval candidates to rank")
+    p.add_argument("--num-candidates", type=int, default=100, help="candidates to rank")
     p.add_argument("--sort-by", default=None, help="ranker output to sort by (default ctcvr, else ctr)")
     p.add_argument("--context", action="append", default=[], metavar="NAME=VALUE",
                    help="request context feature for the ranker (repeatable), e.g. device=mobile")
-    p.add_argument("--recall-only", action="store_true", help="retrieval candidates without ranking")
+    p.add_argument("--recall-only", action="store_true", help="the candidates without ranking")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_recall_merge_arguments(p)
     return p
 
 
@@ -50,13 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     from tfrs_recsys.serving.pipeline import RecallRankPipeline
 
     try:
+        recall_merge = recall_merge_from_args(args)
         store = FeatureStore.load(args.store)
-    except DataError as e:
+    except (ConfigError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     with ServingClient(args.address, args.timeout, retrieval_model=args.retrieval_model,
                        ranker_model=args.ranker_model) as client:
-        pipeline = RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by)
+        pipeline = RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by,
+                                      recall_merge=recall_merge)
         try:
             if args.recall_only:
                 result = pipeline.recall(args.user_id, args.k)

@@ -17,6 +17,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import (
     classification_pb2, get_model_metadata_pb2, inference_pb2, input_pb2, predict_pb2, regression_pb2)
 
+from tfrs_recsys import paths
 from tfrs_recsys.serving.errors import ServingError, failed_precondition, from_tf_error, invalid_argument
 from tfrs_recsys.serving.tensors import check_shape, dims_of, dtype_name, fill_proto, is_exact, shape_of, to_ndarray
 
@@ -38,12 +39,12 @@ def as_array(value: Input, alias: str) -> np.ndarray:
 
 def read_meta_graph(path: str | Path, tags: Sequence[str] = (SERVE_TAG,)) -> meta_graph_pb2.MetaGraphDef:
     """The MetaGraphDef whose tag set is ``tags`` (TF Serving loads ``{serve}``)."""
-    pb = Path(path) / "saved_model.pb"
-    if not pb.is_file():
+    pb = paths.join(path, "saved_model.pb")
+    if not paths.isfile(pb):
         raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}")
     saved = saved_model_pb2.SavedModel()
     try:
-        saved.ParseFromString(pb.read_bytes())
+        saved.ParseFromString(paths.read_bytes(pb))
     except Exception as e:
         raise ServingError(grpc.StatusCode.DATA_LOSS, f"Could not parse {pb}: {e}") from None
     for meta_graph in saved.meta_graphs:

@@ -8,11 +8,18 @@ A run directory holds::
     checkpoints/best*    weights of the best validation epoch
     tensorboard/         TensorBoard logs (train/ from Keras, validation/ from the evaluator)
     training_curves.png  the curves of train_log.jsonl
+
+In multi-worker training only the chief writes it; the other workers run the same steps into a
+temporary directory (:func:`prepare_run_dir` with ``chief=False``, :mod:`.distribution`).
 """
 from __future__ import annotations
 
+import atexit
+import io
 import json
 import math
+import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +28,9 @@ from typing import Any, Callable, Mapping
 import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
+from tfrs_recsys import paths
 from tfrs_recsys.config import TrainConfig, save_config
+from tfrs_recsys.training import distribution
 
 TRAIN_LOG = "train_log.jsonl"
 TEST_METRICS = "test_metrics.json"
@@ -30,16 +39,31 @@ CURVES_PNG = "training_curves.png"
 BEST_WEIGHTS = "checkpoints/best"
 
 
-def prepare_run_dir(cfg: TrainConfig, model: str) -> Path:
-    """Create the run directory (default ``runs/<model>-<UTC timestamp>``) and write config.json."""
+def prepare_run_dir(cfg: TrainConfig, model: str, *, chief: bool = True) -> Path | str:
+    """Create the run directory (default ``runs/<model>-<UTC timestamp>``) and write config.json.
+
+    ``cfg.output_dir`` may be a local path or a ``tf.io.gfile`` URL (gs://...); see :mod:`tfrs_recsys.paths`.
+    A worker that is not the chief (``chief=False``) gets a fresh local temporary directory instead
+    and leaves ``cfg.output_dir`` alone; :func:`release_run_dir` removes it at the end (or, if the
+    run fails, the process's exit does).
+    """
+    if not chief:
+        run_dir = Path(tempfile.mkdtemp(prefix=f"tfrs_recsys-{model}-worker-"))
+        atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
+        return run_dir
     if not cfg.output_dir:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         cfg.output_dir = str(Path("runs") / f"{model}-{stamp}")
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / TRAIN_LOG).unlink(missing_ok=True)
-    save_config(cfg, run_dir / CONFIG_FILE, model)
+    run_dir = paths.makedirs(cfg.output_dir)
+    paths.remove(paths.join(run_dir, TRAIN_LOG), missing_ok=True)
+    save_config(cfg, paths.join(run_dir, CONFIG_FILE), model)
     return run_dir
+
+
+def release_run_dir(run_dir: Path | str, *, chief: bool = True) -> None:
+    """Remove a non-chief worker's temporary run directory (the chief's is the run's output)."""
+    if not chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _jsonable(value: Any) -> Any:
@@ -50,20 +74,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | Path, obj: Mapping[str, Any]) -> Path:
+def write_json(path: str | Path, obj: Mapping[str, Any]) -> Path | str:
     """Write metrics as JSON (NaN/inf become null so every JSON reader accepts the file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    paths.makedirs(paths.parent(path))
     clean = {k: _jsonable(v) for k, v in obj.items()}
-    path.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
-    return path
+    return paths.write_text(path, json.dumps(clean, indent=2, sort_keys=True) + "\n")
 
 
 def read_train_log(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / TRAIN_LOG
-    if not path.is_file():
+    path = paths.join(run_dir, TRAIN_LOG)
+    if not paths.isfile(path):
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in paths.read_text(path).splitlines() if line.strip()]
 
 
 class EpochEvaluator(tf.keras.callbacks.Callback):
@@ -81,7 +103,7 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.eval_fn = eval_fn
-        self.run_dir = Path(run_dir)
+        self.run_dir = paths.as_path(run_dir)
         self.monitor = monitor
         self.mode = mode
         self.patience = max(int(patience), 1)
@@ -91,7 +113,7 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         self._best_weights = None
         self._wait = 0
         self._epoch_start = 0.0
-        self._writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "validation"))
+        self._writer = tf.summary.create_file_writer(str(paths.join(self.run_dir, "tensorboard", "validation")))
 
     def _improved(self, value: float) -> bool:
         if value is None or not math.isfinite(value):
@@ -110,8 +132,7 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._epoch_start, 3)}
         row.update({k: _jsonable(float(v)) for k, v in (logs or {}).items()})
         row.update({f"val_{k}": _jsonable(v) for k, v in metrics.items()})
-        with open(self.run_dir / TRAIN_LOG, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        paths.append_text(paths.join(self.run_dir, TRAIN_LOG), json.dumps(row) + "\n")
         with self._writer.as_default():
             for k, v in metrics.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -121,11 +142,13 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
             self.best_value, self.best_epoch, self._wait = value, epoch + 1, 0
             self._best_weights = self.model.get_weights()
             if self.save_checkpoint:
-                self.model.save_weights(str(self.run_dir / BEST_WEIGHTS))
+                self.model.save_weights(str(paths.join(self.run_dir, BEST_WEIGHTS)))
         else:
             self._wait += 1
-            if self._wait >= self.patience:
-                self.model.stop_training = True
+        # Under multi-worker training every worker evaluates the same weights on the same data, so the
+        # decisions agree; agreeing explicitly keeps one worker from leaving the others mid-collective.
+        if distribution.any_worker(self.model.distribute_strategy, self._wait >= self.patience):
+            self.model.stop_training = True
         best = "none yet" if self.best_value is None else f"{self.best_value:.5f} at epoch {self.best_epoch}"
         print(f"epoch {epoch + 1}: {self.monitor}={value:.5f} (best {best})", flush=True)
 
@@ -136,7 +159,7 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
 
 
 def tensorboard_callback(run_dir: str | Path) -> tf.keras.callbacks.TensorBoard:
-    return tf.keras.callbacks.TensorBoard(log_dir=str(Path(run_dir) / "tensorboard"), write_graph=False,
+    return tf.keras.callbacks.TensorBoard(log_dir=str(paths.join(run_dir, "tensorboard")), write_graph=False,
                                           profile_batch=0)
 
 
@@ -145,7 +168,7 @@ def fit_verbosity(cfg: TrainConfig) -> int:
     return 1 if cfg.progress else 2
 
 
-def plot_curves(run_dir: str | Path) -> Path | None:
+def plot_curves(run_dir: str | Path) -> Path | str | None:
     """Draw every numeric column of train_log.jsonl against the epoch into training_curves.png."""
     rows = read_train_log(run_dir)
     if not rows:
@@ -168,6 +191,6 @@ def plot_curves(run_dir: str | Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(run_dir) / CURVES_PNG
-    fig.savefig(out, dpi=100)
-    return out
+    png = io.BytesIO()  # matplotlib writes local files only; the bytes go through paths (gs://, ...)
+    fig.savefig(png, format="png", dpi=100)
+    return paths.write_bytes(paths.join(run_dir, CURVES_PNG), png.getvalue())

@@ -21,12 +21,13 @@ import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
 from tfrs_recsys import metrics as M
+from tfrs_recsys import paths
 from tfrs_recsys.config import DeepFMConfig
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.deepfm import DeepFM
-from tfrs_recsys.training import rankers
-from tfrs_recsys.training.common import TEST_METRICS, plot_curves, prepare_run_dir, write_json
+from tfrs_recsys.training import distribution, rankers
+from tfrs_recsys.training.common import TEST_METRICS, plot_curves, prepare_run_dir, release_run_dir, write_json
 
 
 def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *, truth: pd.DataFrame | None = None,
@@ -46,17 +47,22 @@ def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *, tr
 
 
 def run(cfg: DeepFMConfig) -> dict:
-    """Train DeepFM, write the run directory, return the test metrics."""
+    """Train DeepFM, write the run directory (the chief's only), return the test metrics."""
+    # First of all: MultiWorkerMirroredStrategy can only be created before TensorFlow runs any op.
+    strategy = distribution.build_strategy(cfg.distribute)
+    chief = distribution.is_chief(strategy)
     tf.keras.utils.set_random_seed(cfg.seed)
     data, split = rankers.load_and_split(cfg, "deepfm")
     if len(data.labels) != 1:
         raise DataError(f"DeepFM takes one label; the data has {data.labels}",
                         fix="pass --label-columns with the click column only")
     rankers.check_labels(data.frame, data.labels)
-    run_dir = prepare_run_dir(cfg, "deepfm")
+    run_dir = prepare_run_dir(cfg, "deepfm", chief=chief)
+    print(f"deepfm: strategy: {distribution.describe(strategy)}", flush=True)
     spec = rankers.ranker_spec(cfg, data, split.train)
     rankers.write_run_files(run_dir, spec, split)
-    model = DeepFM.from_spec(spec, cfg)
+    with strategy.scope():
+        model = DeepFM.from_spec(spec, cfg)
 
     def eval_fn(m: DeepFM) -> dict[str, float]:
         return rankers.with_selection_score(evaluate_deepfm(m, split.validation, spec), ("auc",), "logloss")
@@ -66,5 +72,6 @@ def run(cfg: DeepFMConfig) -> dict:
     truth = None if data.truth is None else data.truth.loc[split.test.index]
     metrics = evaluate_deepfm(model, split.test, spec, truth=truth)
     metrics["best_epoch"] = evaluator.best_epoch
-    write_json(run_dir / TEST_METRICS, metrics)
+    write_json(paths.join(run_dir, TEST_METRICS), metrics)
+    release_run_dir(run_dir, chief=chief)
     return metrics

@@ -38,12 +38,13 @@ import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
 from tfrs_recsys import metrics as M
+from tfrs_recsys import paths
 from tfrs_recsys.config import ESMMConfig
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.esmm import ESMM, ClickedCVR
-from tfrs_recsys.training import rankers
-from tfrs_recsys.training.common import TEST_METRICS, plot_curves, prepare_run_dir, write_json
+from tfrs_recsys.training import distribution, rankers
+from tfrs_recsys.training.common import TEST_METRICS, plot_curves, prepare_run_dir, release_run_dir, write_json
 
 MONITOR = rankers.MONITOR
 NDCG_GAIN = "conversion=2, click=1, none=0; ranked by pCTR + pCTCVR"
@@ -110,15 +111,15 @@ def _truth_of(truth: pd.DataFrame | None, frame: pd.DataFrame) -> pd.DataFrame |
 
 
 def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, validation: pd.DataFrame,
-                      run_dir: Path) -> ClickedCVR:
+                      run_dir: Path | str, *, strategy: tf.distribute.Strategy | None = None) -> ClickedCVR:
     """The baseline on clicked training rows, early-stopped on clicked validation rows' CVR AUC."""
-    model = ClickedCVR.from_spec(spec, cfg)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = ClickedCVR.from_spec(spec, cfg)
     clicked = train[train[spec.labels[0]] > 0.5]
     if clicked.empty:
         raise DataError("no clicked training rows for the clicked-only CVR baseline", column=spec.labels[0],
                         fix="use data with clicks, or --baseline false")
-    baseline_dir = run_dir / "baseline"
-    baseline_dir.mkdir(exist_ok=True)
+    baseline_dir = paths.makedirs(paths.join(run_dir, "baseline"))
 
     def eval_fn(m: ClickedCVR) -> dict[str, float]:
         return rankers.with_selection_score(evaluate_clicked_cvr(m, validation, spec), ("cvr_auc_clicked",),
@@ -129,18 +130,23 @@ def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, v
 
 
 def run(cfg: ESMMConfig) -> dict:
-    """Train ESMM (and the baseline), write the run directory, return the test metrics."""
+    """Train ESMM (and the baseline), write the run directory (the chief's only), return the test metrics."""
+    # First of all: MultiWorkerMirroredStrategy can only be created before TensorFlow runs any op.
+    strategy = distribution.build_strategy(cfg.distribute)
+    chief = distribution.is_chief(strategy)
     tf.keras.utils.set_random_seed(cfg.seed)
     data, split = rankers.load_and_split(cfg, "esmm")
     if len(data.labels) != 2:
         raise DataError(f"ESMM needs two labels, click then conversion; the data has {data.labels}",
                         fix="pass --label-columns click,conversion (in that order)")
     rankers.check_labels(data.frame, data.labels, funnel=True)
-    run_dir = prepare_run_dir(cfg, "esmm")
+    run_dir = prepare_run_dir(cfg, "esmm", chief=chief)
+    print(f"esmm: strategy: {distribution.describe(strategy)}", flush=True)
     spec = rankers.ranker_spec(cfg, data, split.train)
     rankers.write_run_files(run_dir, spec, split)
     validation = split.validation
-    model = ESMM.from_spec(spec, cfg)
+    with strategy.scope():
+        model = ESMM.from_spec(spec, cfg)
 
     def eval_fn(m: ESMM) -> dict[str, float]:
         return rankers.with_selection_score(evaluate_esmm(m, validation, spec, k=cfg.ndcg_k),
@@ -152,8 +158,9 @@ def run(cfg: ESMMConfig) -> dict:
     metrics = evaluate_esmm(model, split.test, spec, truth=test_truth, k=cfg.ndcg_k)
     metrics["best_epoch"] = evaluator.best_epoch
     if cfg.baseline:
-        baseline = train_clicked_cvr(cfg, spec, split.train, validation, run_dir)
+        baseline = train_clicked_cvr(cfg, spec, split.train, validation, run_dir, strategy=strategy)
         for key, value in evaluate_clicked_cvr(baseline, split.test, spec, truth=test_truth).items():
             metrics[f"baseline_{key}"] = value
-    write_json(run_dir / TEST_METRICS, metrics)
+    write_json(paths.join(run_dir, TEST_METRICS), metrics)
+    release_run_dir(run_dir, chief=chief)
     return metrics

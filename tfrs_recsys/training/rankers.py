@@ -21,6 +21,7 @@ import pandas as pd
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
+from tfrs_recsys import paths
 from tfrs_recsys.config import TrainConfig, build_config
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError
@@ -29,6 +30,7 @@ from tfrs_recsys.data.registry import load_labeled
 from tfrs_recsys.data.schema import FeatureSpec, infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
 from tfrs_recsys.features.preprocessing import frame_to_raw
+from tfrs_recsys.training import distribution
 from tfrs_recsys.training.common import (BEST_WEIGHTS, CONFIG_FILE, EpochEvaluator, fit_verbosity,
                                          tensorboard_callback)
 
@@ -90,21 +92,37 @@ def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> Fea
 
 
 def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -> tuple[tf.data.Dataset, int]:
-    """Endlessly repeated shuffled batches and the number of steps that make one epoch."""
+    """Endlessly repeated shuffled batches and the number of steps that make one epoch.
+
+    ``cfg.batch_size`` is the global batch; under a multi-worker strategy every worker builds the
+    same batches (same seed) and keeps its own part of each (:func:`.distribution.shard_by_data`).
+    """
     ds = labeled_dataset(frame, spec, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=True)
-    return ds, math.ceil(len(frame) / cfg.batch_size)
+    return distribution.shard_by_data(ds), math.ceil(len(frame) / cfg.batch_size)
 
 
 def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
     """Adam(cfg.learning_rate); several steps per call into the graph, which saves the per-step
-    Python round trip (about a tenth of a step of these small models on CPU)."""
-    model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate), steps_per_execution=STEPS_PER_EXECUTION)
+    Python round trip (about a tenth of a step of these small models on CPU). The optimizer is
+    created under the strategy the model was built under.
+
+    With several replicas it is one step per call: the all-gather of sparse (embedding) gradients
+    inside Keras' multi-step loop fails under MultiWorkerMirroredStrategy (collective shape
+    mismatch, seen with ESMM on TF 2.20), and the per-step overhead is small beside the all-reduce.
+    """
+    strategy = model.distribute_strategy
+    steps = STEPS_PER_EXECUTION if strategy.num_replicas_in_sync == 1 else 1
+    with strategy.scope():
+        model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate), steps_per_execution=steps)
 
 
-def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec, run_dir: Path, *,
+def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec, run_dir: Path | str, *,
         eval_fn: Callable[[tf.keras.Model], Mapping[str, float]], monitor: str,
         epochs: int | None = None, checkpoint: bool = True) -> EpochEvaluator:
-    """Adam(cfg.learning_rate), early stopping on ``monitor`` (larger is better), best weights restored."""
+    """Adam(cfg.learning_rate), early stopping on ``monitor`` (larger is better), best weights restored.
+
+    Distributed training: build ``model`` under ``strategy.scope()``; it then trains under that strategy.
+    """
     ds, steps = training_dataset(train, spec, cfg)
     evaluator = EpochEvaluator(eval_fn, run_dir, monitor=monitor, mode="max", patience=cfg.patience,
                                save_checkpoint=checkpoint)
@@ -178,9 +196,9 @@ def group_column(spec: FeatureSpec, frame: pd.DataFrame) -> str | None:
     return None
 
 
-def write_run_files(run_dir: Path, spec: FeatureSpec, split: Split) -> None:
-    spec.save(run_dir / SPEC_FILE)
-    (run_dir / SPLIT_FILE).write_text(json.dumps(split.summary(), indent=2) + "\n")
+def write_run_files(run_dir: Path | str, spec: FeatureSpec, split: Split) -> None:
+    spec.save(paths.join(run_dir, SPEC_FILE))
+    paths.write_text(paths.join(run_dir, SPLIT_FILE), json.dumps(split.summary(), indent=2) + "\n")
 
 
 def load_trained_ranker(model_dir: str | Path) -> tuple[str, tf.keras.Model, FeatureSpec]:
@@ -188,20 +206,20 @@ def load_trained_ranker(model_dir: str | Path) -> tuple[str, tf.keras.Model, Fea
     from tfrs_recsys.models.deepfm import DeepFM
     from tfrs_recsys.models.esmm import ESMM
 
-    run_dir = Path(model_dir)
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
+    run_dir = paths.as_path(model_dir)
+    config_path = paths.join(run_dir, CONFIG_FILE)
+    if not paths.isfile(config_path):
         raise DataError("no config.json in the model directory", path=str(run_dir),
                         fix="pass the --output-dir of a `python -m tfrs_recsys.train esmm|deepfm` run")
-    name = json.loads(config_path.read_text()).get("model")
+    name = paths.read_json(config_path).get("model")
     builders = {"esmm": ESMM, "deepfm": DeepFM}
     if name not in builders:
         raise DataError(f"the run trained model '{name}', not a ranker", path=str(config_path),
                         fix="export rankers (esmm, deepfm) from here; use `export retrieval` for retrieval runs")
     cfg = build_config(name, environ={}, config_file=config_path)
-    spec = FeatureSpec.load(run_dir / SPEC_FILE)
-    checkpoint = run_dir / BEST_WEIGHTS
-    if not Path(str(checkpoint) + ".index").is_file():
+    spec = FeatureSpec.load(paths.join(run_dir, SPEC_FILE))
+    checkpoint = paths.join(run_dir, BEST_WEIGHTS)
+    if not paths.isfile(f"{checkpoint}.index"):
         raise DataError("the run has no best checkpoint", path=str(checkpoint),
                         fix="train until at least one epoch finishes (checkpoints/best is written then)")
     model = builders[name].from_spec(spec, cfg)

@@ -65,8 +65,9 @@ class RetrievalTrials:
 
     def __init__(self, cfg: TrainConfig):
         from tfrs_recsys.data.registry import load_interactions
+        from tfrs_recsys.training.retrieval import resolve_protocol
 
-        if cfg.protocol == "leave_last_out" and 10 not in tuple(cfg.eval_ks):
+        if resolve_protocol(cfg) == "leave_last_out" and 10 not in tuple(cfg.eval_ks):
             raise ConfigError(f"tuning retrieval maximizes validation NDCG@10, but --eval-ks is {cfg.eval_ks}; "
                               f"include 10 (e.g. --eval-ks 10,50)")
         self.data = load_interactions(cfg)

@@ -1,0 +1,214 @@
+"""Distributed training: the strategy a run picks, one step under MirroredStrategy against one device,
+and two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy) training as well as one process."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tfrs_recsys.config import ConfigError, config_from_args
+from tfrs_recsys.training import distribution
+
+REPO = Path(__file__).resolve().parents[1]
+TWO_CPU_DEVICES = REPO / "tests" / "two_cpu_devices.py"
+TIMEOUT = 240
+# Small DeepFM on synthetic CTR logs with a known ground truth. patience 1 over 4 epochs: it stops
+# early (epoch 3 does not beat epoch 2), and every worker must stop at the same epoch.
+DEEPFM = ["deepfm", "--synthetic-rows", "8000", "--epochs", "4", "--patience", "1", "--batch-size", "256",
+          "--learning-rate", "3e-3", "--embedding-dim", "8", "--hidden-units", "64,32", "--seed", "5",
+          "--progress", "false"]
+AUC_TOLERANCE = 0.01  # two processes sum the same gradients as one: AUCs agree far closer than this
+RANDOM_AUC_BOUND = 0.6  # random scores get 0.5 (+- 0.03 on these 800 test rows); this data allows ~0.68
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG" and not k.startswith("RECSYS_")}
+    return {**env, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.exists() else "(no log)"
+
+
+def _run(command: list[str], log: Path, env: dict) -> subprocess.CompletedProcess:
+    with open(log, "w") as fh:
+        proc = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO, timeout=TIMEOUT)
+    assert proc.returncode == 0, _tail(log)
+    return proc
+
+
+def _run_workers(args: list[str], out_dirs: list[Path], logs: list[Path], tmpdir: Path) -> list[int]:
+    """One ``python -m tfrs_recsys.train`` per worker, each with its TF_CONFIG; killed on timeout."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(len(out_dirs))]}
+    procs = []
+    try:
+        for index, (out, log) in enumerate(zip(out_dirs, logs)):
+            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            with open(log, "w") as fh:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "tfrs_recsys.train", *args, "--output-dir", str(out)],
+                    stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
+                    env=_env(TF_CONFIG=tf_config, TMPDIR=str(tmpdir))))
+        for proc, log in zip(procs, logs):
+            try:
+                proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"a worker did not finish within {TIMEOUT}s; its log ends:\n{_tail(log)}")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return [proc.returncode for proc in procs]
+
+
+def _log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory):
+    """The reference: the same DeepFM run in one process without a strategy."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    _run([sys.executable, "-m", "tfrs_recsys.train", *DEEPFM, "--distribute", "none", "--output-dir", str(out)],
+         out.parent / "log.txt", _env())
+    return out
+
+
+# --- choosing the strategy ----------------------------------------------------------------------
+
+def test_auto_picks_the_strategy_from_tf_config_and_devices():
+    two_workers = {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}
+    assert distribution.choose_strategy("auto", two_workers, num_gpus=0) == "multi_worker"
+    assert distribution.choose_strategy("auto", {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}}, 0) == "multi_worker"
+    assert distribution.choose_strategy("auto", {"cluster": {"worker": ["a:1"]}}, num_gpus=0) == "none"
+    assert distribution.choose_strategy("auto", {}, num_gpus=2) == "mirrored"
+    assert distribution.choose_strategy("auto", {}, num_gpus=1) == "none"
+    assert distribution.choose_strategy("none", two_workers, num_gpus=4) == "none"
+    assert distribution.choose_strategy(None, two_workers, num_gpus=4) == "none"  # the CLI reads "none" as None
+    assert distribution.choose_strategy("mirrored", {}, num_gpus=0) == "mirrored"
+    with pytest.raises(ConfigError, match="field 'distribute' = 'horovod'.*--distribute auto"):
+        distribution.choose_strategy("horovod", {}, 0)
+
+
+def test_tf_config_is_read_and_bad_json_is_explained():
+    assert distribution.read_tf_config({}) == {}
+    config = {"cluster": {"worker": ["h0:1", "h1:1", "h2:1"]}, "task": {"type": "worker", "index": 2}}
+    assert distribution.cluster_size(distribution.read_tf_config({"TF_CONFIG": json.dumps(config)})) == 3
+    with pytest.raises(ConfigError, match="TF_CONFIG is not valid JSON.*cluster"):
+        distribution.read_tf_config({"TF_CONFIG": "{'cluster': }"})
+
+
+def test_distribute_is_an_option_of_every_model():
+    for model in ("retrieval", "esmm", "deepfm"):
+        assert config_from_args(model, [], environ={}).distribute == "auto"
+        assert config_from_args(model, ["--distribute", "multi_worker"], environ={}).distribute == "multi_worker"
+        assert config_from_args(model, [], environ={"RECSYS_DISTRIBUTE": "mirrored"}).distribute == "mirrored"
+
+
+# --- MirroredStrategy over two logical CPU devices -----------------------------------------------
+
+def test_one_mirrored_step_on_two_devices_is_the_step_on_one(tmp_path):
+    """Same weights, same global batch, one SGD step: 2 replicas (each half the batch, gradients summed)
+    must move every weight as one device does. This fails if a replica's loss is its local mean
+    (the update doubles) or if layer (L2) losses are not scaled per replica."""
+    _run([sys.executable, str(TWO_CPU_DEVICES), "step"], tmp_path / "log.txt", _env())
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    differences = json.loads([line for line in lines if line.startswith("{")][-1])
+    assert set(differences) == {"deepfm", "esmm", "retrieval"}
+    assert all(d < 1e-4 for d in differences.values()), differences
+
+
+def test_mirrored_strategy_on_two_logical_cpus_trains_like_one_process(tmp_path, single_process):
+    out = tmp_path / "run"
+    _run([sys.executable, str(TWO_CPU_DEVICES), "train", *DEEPFM, "--distribute", "mirrored", "--output-dir",
+          str(out)], tmp_path / "log.txt", _env())
+    assert "MirroredStrategy, 2 replica(s)" in (tmp_path / "log.txt").read_text()
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    reference = json.loads((single_process / "test_metrics.json").read_text())
+    assert metrics["auc"] > RANDOM_AUC_BOUND
+    assert metrics["auc"] == pytest.approx(reference["auc"], abs=AUC_TOLERANCE)
+    assert len(_log(out)) == len(_log(single_process))
+
+
+# --- MultiWorkerMirroredStrategy: two processes on 127.0.0.1 -------------------------------------
+
+def test_two_workers_on_loopback_train_deepfm_like_one_process(tmp_path, single_process):
+    chief_dir, worker_dir = tmp_path / "chief", tmp_path / "worker"
+    logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    codes = _run_workers(DEEPFM, [chief_dir, worker_dir], logs, tmpdir)
+    assert codes == [0, 0], "\n\n".join(_tail(log) for log in logs)
+    assert "worker:0 of 2 (chief)" in logs[0].read_text()
+    assert "worker:1 of 2 (not chief" in logs[1].read_text()
+
+    # Only the chief wrote a run directory; the other worker's temporary one is gone.
+    for name in ("test_metrics.json", "train_log.jsonl", "config.json", "checkpoints/best.index", "spec.json",
+                 "training_curves.png"):
+        assert (chief_dir / name).is_file(), name
+    assert not worker_dir.exists()
+    assert not list(tmpdir.glob("tfrs_recsys-*"))
+
+    metrics = json.loads((chief_dir / "test_metrics.json").read_text())
+    reference = json.loads((single_process / "test_metrics.json").read_text())
+    assert metrics["auc"] > RANDOM_AUC_BOUND and metrics["ctr_true_auc"] > RANDOM_AUC_BOUND
+    assert metrics["auc"] == pytest.approx(reference["auc"], abs=AUC_TOLERANCE)
+    # Early stopping took the same decisions, and the logged loss (mean per example over the epoch,
+    # aggregated over both workers) is the single process's.
+    log, reference_log = _log(chief_dir), _log(single_process)
+    assert len(log) == len(reference_log) < 4 and metrics["best_epoch"] == reference["best_epoch"]
+    assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in reference_log], rel=1e-3)
+
+
+def _random_ndcg_at_10(users: int, items: int, max_history: int) -> float:
+    """Expected NDCG@10 of a random ranking on the leave-last-out test split (history items excluded)."""
+    import numpy as np
+
+    from tfrs_recsys.config import RetrievalConfig
+    from tfrs_recsys.data.registry import load_interactions
+    from tfrs_recsys.training import retrieval
+
+    cfg = RetrievalConfig(synthetic_users=users, synthetic_items=items, max_history=max_history,
+                          protocol="leave_last_out")
+    data = load_interactions(cfg)
+    split = retrieval.split_data(cfg, data)
+    candidates = np.array([data.interactions["item_id"].nunique() - len(set(e)) for e in split.test.exclude])
+    gain = sum(1 / np.log2(rank + 1) for rank in range(1, 11))  # the target is at each rank with prob 1/candidates
+    return float(np.mean(gain / candidates))
+
+
+@pytest.mark.slow
+def test_two_workers_train_retrieval_with_in_batch_negatives_like_one_process(tmp_path):
+    """Transformer retrieval, in-batch negatives: each worker's softmax sees only its half of the
+    batch, so the runs differ, but reach the same quality."""
+    args = ["retrieval", "--synthetic-users", "800", "--synthetic-items", "100", "--epochs", "10", "--max-history",
+            "12", "--embedding-dim", "32", "--num-blocks", "1", "--ff-dim", "32", "--batch-size", "64",
+            "--negatives", "in_batch", "--patience", "10", "--progress", "false"]
+    single = tmp_path / "single"
+    _run([sys.executable, "-m", "tfrs_recsys.train", *args, "--distribute", "none", "--output-dir", str(single)],
+         tmp_path / "single.log", _env())
+    logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    codes = _run_workers(args, [tmp_path / "chief", tmp_path / "worker"], logs, tmpdir)
+    assert codes == [0, 0], "\n\n".join(_tail(log) for log in logs)
+    metrics = json.loads((tmp_path / "chief" / "test_metrics.json").read_text())
+    reference = json.loads((single / "test_metrics.json").read_text())
+    random = _random_ndcg_at_10(800, 100, 12)  # about 0.06; both runs reach about 0.16
+    assert metrics["ndcg@10"] > random + 0.05 and reference["ndcg@10"] > random + 0.05, (random, metrics, reference)
+    assert metrics["ndcg@10"] == pytest.approx(reference["ndcg@10"], abs=0.04)

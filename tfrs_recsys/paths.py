@@ -1,0 +1,383 @@
+"""Local paths and ``tf.io.gfile`` URLs (gs://, s3://, hdfs://, file://, ram://) behind one small API.
+
+Every stage reads and writes user paths through these functions. A path without a scheme
+takes the standard library, exactly as before; a path with one (``scheme://...``) goes
+through ``tf.io.gfile``, which TensorFlow's own savers (SavedModel, checkpoints, summaries,
+TFRecords) use too. Libraries that write to a file object (pandas, NumPy, matplotlib) write
+into memory and the bytes are written in one piece; libraries that need a real directory
+get a local one that is copied up afterwards (:func:`staged_dir`).
+
+Local paths come back as :class:`pathlib.Path`, URLs as ``str`` (``Path`` would fold the
+``//`` of ``gs://bucket``). Failures on a URL name it and say what to do: a missing object
+raises ``FileNotFoundError``; missing credentials, an unreachable host or a scheme this
+TensorFlow cannot read raise :class:`RemotePathError`.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+from tfrs_recsys.data.errors import DataError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Schemes that tensorflow-io registers when it is imported (TensorFlow 2.20 itself has gs:// and ram://).
+_TFIO_SCHEMES = ("s3", "az", "hdfs", "viewfs", "har", "http", "https")
+_FIXES = {
+    "gs": "authenticate (`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=key.json) "
+          "and check the bucket name and network access",
+    "s3": "install tensorflow-io built for this TensorFlow (`import tensorflow_io` registers s3://) and set "
+          "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION (S3_ENDPOINT for MinIO and other stores)",
+    "hdfs": "install tensorflow-io built for this TensorFlow and set HADOOP_HDFS_HOME / CLASSPATH",
+}
+
+
+class RemotePathError(DataError):
+    """A URL cannot be used: no file system for its scheme, no credentials, or no network."""
+
+
+def is_remote(path: PathLike) -> bool:
+    """True for ``scheme://...`` (anything ``tf.io.gfile`` resolves), false for a local path."""
+    return "://" in str(path)
+
+
+def scheme(path: PathLike) -> str:
+    return str(path).split("://", 1)[0] if is_remote(path) else ""
+
+
+def as_path(path: PathLike) -> Path | str:
+    """``Path`` for a local path, the URL as ``str`` (trailing ``/`` dropped) for a remote one."""
+    text = os.fspath(path)
+    if is_remote(text):
+        head, rest = text.split("://", 1)
+        return f"{head}://{rest.rstrip('/')}" if rest.rstrip("/") else text
+    return Path(text)
+
+
+def join(base: PathLike, *parts: str) -> Path | str:
+    """``base / part / ...``: ``Path`` locally, ``/``-joined for a URL."""
+    if is_remote(base):
+        return "/".join([str(as_path(base)), *(p.strip("/") for p in parts)])
+    return Path(base, *parts)
+
+
+def basename(path: PathLike) -> str:
+    return str(as_path(path)).rstrip("/").rsplit("/", 1)[-1] if is_remote(path) else Path(path).name
+
+
+def parent(path: PathLike) -> Path | str:
+    if is_remote(path):
+        return str(as_path(path)).rsplit("/", 1)[0]
+    return Path(path).parent
+
+
+def absolute(path: PathLike) -> str:
+    """The path to record in metadata: resolved locally, the URL as is."""
+    return str(as_path(path)) if is_remote(path) else str(Path(path).resolve())
+
+
+# -- tf.io.gfile with errors that say what to do ----------------------------------------------------
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def _translate(error: Exception, path: str) -> Exception:
+    import tensorflow as tf
+
+    kind = scheme(path)
+    fix = _FIXES.get(kind, "check the URL, your credentials and network access")
+    if isinstance(error, tf.errors.NotFoundError):
+        return FileNotFoundError(2, f"no such file or directory ({error.message or 'not found'}); "
+                                    f"check the URL, e.g. list its folder", path)
+    if isinstance(error, tf.errors.UnimplementedError):
+        return RemotePathError(f"this TensorFlow has no file system for '{kind}://' ({error.message})", path=path,
+                               fix=_FIXES.get(kind, "use a scheme tf.io.gfile supports (gs://, file://, or those "
+                                                    "tensorflow-io registers: s3://, hdfs://, az://)"))
+    if isinstance(error, tf.errors.AlreadyExistsError):
+        return FileExistsError(17, "already exists", path)
+    if isinstance(error, (tf.errors.PermissionDeniedError, tf.errors.UnauthenticatedError,
+                          tf.errors.FailedPreconditionError, tf.errors.UnavailableError,
+                          tf.errors.DeadlineExceededError)):
+        return RemotePathError(f"cannot access the path ({type(error).__name__}: {error.message})", path=path, fix=fix)
+    return error
+
+
+_tfio_tried = False
+
+
+def _call(path: PathLike, fn, *args, **kwargs):
+    """``fn(*args)`` on a URL; an unknown scheme first tries to register tensorflow-io's file systems."""
+    global _tfio_tried
+    import tensorflow as tf
+
+    text = str(path)
+    try:
+        return fn(*args, **kwargs)
+    except tf.errors.UnimplementedError as e:
+        if scheme(text) in _TFIO_SCHEMES and not _tfio_tried:
+            _tfio_tried = True
+            try:
+                import tensorflow_io  # noqa: F401  (registers s3://, hdfs://, az://, http://)
+            except ImportError:
+                raise _translate(e, text) from None
+            return _call(path, fn, *args, **kwargs)
+        raise _translate(e, text) from None
+    except tf.errors.OpError as e:
+        raise _translate(e, text) from None
+
+
+def exists(path: PathLike) -> bool:
+    if is_remote(path):
+        return bool(_call(path, _gfile().exists, str(path)))
+    return Path(path).exists()
+
+
+def isdir(path: PathLike) -> bool:
+    if is_remote(path):
+        return bool(_call(path, _gfile().isdir, str(path)))
+    return Path(path).is_dir()
+
+
+def isfile(path: PathLike) -> bool:
+    if is_remote(path):
+        return exists(path) and not isdir(path)
+    return Path(path).is_file()
+
+
+def makedirs(path: PathLike) -> Path | str:
+    """``mkdir -p``; returns the path (``Path`` locally)."""
+    if is_remote(path):
+        _call(path, _gfile().makedirs, str(path))
+    else:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    return as_path(path)
+
+
+def listdir(path: PathLike) -> list[str]:
+    """Names (not paths) in a directory; object stores' trailing ``/`` on sub-folders is dropped."""
+    if is_remote(path):
+        return sorted(name.rstrip("/") for name in _call(path, _gfile().listdir, str(path)))
+    return sorted(os.listdir(path))
+
+
+def open_file(path: PathLike, mode: str = "rb"):
+    """A file object: ``open`` locally, ``tf.io.gfile.GFile`` for a URL."""
+    if is_remote(path):
+        return _call(path, _gfile().GFile, str(path), mode)
+    return open(path, mode)
+
+
+def read_bytes(path: PathLike) -> bytes:
+    if is_remote(path):
+        def read():
+            with _gfile().GFile(str(path), "rb") as fh:
+                return fh.read()
+        return _call(path, read)
+    return Path(path).read_bytes()
+
+
+def read_text(path: PathLike, encoding: str = "utf-8") -> str:
+    return read_bytes(path).decode(encoding) if is_remote(path) else Path(path).read_text(encoding=encoding)
+
+
+def write_bytes(path: PathLike, data: bytes) -> Path | str:
+    """Write ``data`` (the whole file). Parent folders of a URL are created (object stores have none)."""
+    if is_remote(path):
+        def write():
+            _gfile().makedirs(str(parent(path)))
+            with _gfile().GFile(str(path), "wb") as fh:
+                fh.write(data)
+        _call(path, write)
+    else:
+        Path(path).write_bytes(data)
+    return as_path(path)
+
+
+def write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path | str:
+    if is_remote(path):
+        return write_bytes(path, text.encode(encoding))
+    Path(path).write_text(text, encoding=encoding)
+    return as_path(path)
+
+
+def append_text(path: PathLike, text: str, encoding: str = "utf-8") -> None:
+    """Append ``text``. A file system without appendable files gets the file rewritten whole."""
+    if is_remote(path):
+        import tensorflow as tf
+
+        def append():
+            with _gfile().GFile(str(path), "a") as fh:
+                fh.write(text.encode(encoding))
+        try:
+            append()
+        except tf.errors.UnimplementedError:
+            old = read_bytes(path) if exists(path) else b""
+            write_bytes(path, old + text.encode(encoding))
+        except tf.errors.OpError as e:
+            raise _translate(e, str(path)) from None
+        return
+    with open(path, "a", encoding=encoding) as fh:
+        fh.write(text)
+
+
+def read_json(path: PathLike) -> Any:
+    return json.loads(read_text(path))
+
+
+def read_parquet(path: PathLike, **kwargs) -> "pd.DataFrame":  # noqa: F821
+    import pandas as pd
+
+    if is_remote(path):
+        return pd.read_parquet(io.BytesIO(read_bytes(path)), **kwargs)
+    return pd.read_parquet(path, **kwargs)
+
+
+def write_parquet(frame: "pd.DataFrame", path: PathLike, **kwargs) -> Path | str:  # noqa: F821
+    if is_remote(path):
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, **kwargs)
+        return write_bytes(path, buffer.getvalue())
+    frame.to_parquet(path, **kwargs)
+    return as_path(path)
+
+
+def save_npy(path: PathLike, array) -> Path | str:
+    import numpy as np
+
+    if is_remote(path):
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        return write_bytes(path, buffer.getvalue())
+    np.save(path, array)
+    return as_path(path)
+
+
+def remove(path: PathLike, *, missing_ok: bool = False) -> None:
+    if is_remote(path):
+        if missing_ok and not exists(path):
+            return
+        _call(path, _gfile().remove, str(path))
+    else:
+        Path(path).unlink(missing_ok=missing_ok)
+
+
+def rmtree(path: PathLike, *, ignore_errors: bool = False) -> None:
+    if is_remote(path):
+        try:
+            if exists(path):
+                _call(path, _gfile().rmtree, str(path))
+        except Exception:
+            if not ignore_errors:
+                raise
+    else:
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+
+
+def copytree(src: PathLike, dst: PathLike) -> None:
+    """Copy the files under ``src`` to the same relative paths under ``dst`` (either side local or a URL)."""
+    makedirs(dst)
+    for rel in _relative_files(src):
+        write_bytes(join(dst, *rel.split("/")), read_bytes(join(src, *rel.split("/"))))
+
+
+def walk(path: PathLike) -> Iterator[tuple[Path | str, list[str], list[str]]]:
+    if is_remote(path):
+        for root, dirs, files in _call(path, lambda: list(_gfile().walk(str(path)))):
+            yield as_path(root), [d.rstrip("/") for d in dirs], list(files)
+    else:
+        for root, dirs, files in os.walk(path):
+            yield Path(root), dirs, files
+
+
+def rename(src: PathLike, dst: PathLike) -> None:
+    """Move a file or directory into place; ``dst`` must not exist.
+
+    Locally this is ``os.replace`` (atomic on one file system). On a URL it is
+    ``tf.io.gfile.rename``: atomic where the file system renames (HDFS), a copy of each object
+    then a delete on object stores (gs://, s3://), where readers may see a folder fill up.
+    File systems without a directory rename get a copy and a delete.
+    """
+    if not is_remote(src) and not is_remote(dst):
+        os.replace(src, dst)
+        return
+    import tensorflow as tf
+
+    if exists(dst):
+        raise FileExistsError(17, "already exists", str(dst))
+    folder = isdir(src)
+
+    def copy_then_delete():
+        if folder:
+            copytree(src, dst)
+            rmtree(src)
+        else:
+            write_bytes(dst, read_bytes(src))
+            remove(src)
+
+    if scheme(src) != scheme(dst):
+        copy_then_delete()
+        return
+    files = _relative_files(src) if folder else []
+    try:
+        _gfile().rename(str(src), str(dst), overwrite=False)
+    except (tf.errors.UnimplementedError, tf.errors.FailedPreconditionError):
+        copy_then_delete()
+        return
+    except tf.errors.OpError as e:
+        raise _translate(e, str(dst)) from None
+    # Some file systems (ram://) rename the folder entry but not what is inside: move the rest by copying.
+    left = [rel for rel in files if not exists(join(dst, *rel.split("/")))]
+    for rel in left:
+        write_bytes(join(dst, *rel.split("/")), read_bytes(join(src, *rel.split("/"))))
+    if left:
+        rmtree(src, ignore_errors=True)
+
+
+def _relative_files(root: PathLike) -> list[str]:
+    """``/``-separated paths of the files under ``root``. What a listing shows is checked to be a file:
+    ram:// lists by name prefix (``assets`` shows the ``.extra`` of ``assets.extra``)."""
+    base = str(as_path(root))
+    found = []
+    for folder, _, names in walk(root):
+        rel = str(folder)[len(base):].replace(os.sep, "/").strip("/")
+        found += [f"{rel}/{name}".lstrip("/") for name in names]
+    return [rel for rel in found if isfile(join(root, *rel.split("/")))]
+
+
+def make_temp_dir(directory: PathLike, prefix: str) -> Path | str:
+    """A new, uniquely named folder inside ``directory`` (``tempfile.mkdtemp`` locally)."""
+    if is_remote(directory):
+        return makedirs(join(directory, f"{prefix}{uuid.uuid4().hex[:8]}"))
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
+
+
+@contextlib.contextmanager
+def staged_dir(path: PathLike) -> Iterator[Path]:
+    """A local folder for writers that need one; on success its files are copied to ``path``.
+
+    Locally ``path`` itself is created and yielded (nothing is copied).
+    """
+    if not is_remote(path):
+        yield makedirs(path)  # type: ignore[misc]
+        return
+    with tempfile.TemporaryDirectory(prefix="tfrs_recsys-stage-") as local:
+        yield Path(local)
+        copytree(local, path)
+
+
+__all__ = [
+    "PathLike", "RemotePathError", "is_remote", "scheme", "as_path", "join", "basename", "parent", "absolute",
+    "exists", "isdir", "isfile", "makedirs", "listdir", "open_file", "read_bytes", "read_text", "write_bytes",
+    "write_text", "append_text", "read_json", "read_parquet", "write_parquet", "save_npy", "remove", "rmtree",
+    "copytree", "walk", "rename", "make_temp_dir", "staged_dir",
+]

@@ -1,0 +1,163 @@
+"""Which ``tf.distribute`` strategy a run trains under, and which process writes its run directory.
+
+``distribute`` (config field; ``--distribute`` / ``RECSYS_DISTRIBUTE``):
+
+* ``auto`` (default): ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` lists more than one task,
+  ``MirroredStrategy`` when this machine has more than one GPU, else TensorFlow's default strategy;
+* ``none``: the default strategy (one device), whatever ``TF_CONFIG`` says;
+* ``mirrored``: ``MirroredStrategy`` over this machine's GPUs; without a GPU, over its logical CPU
+  devices (one unless ``tf.config.set_logical_device_configuration`` made more, as a test does);
+* ``multi_worker``: ``MultiWorkerMirroredStrategy`` over the cluster of ``TF_CONFIG`` (without
+  ``TF_CONFIG``, one local worker).
+
+Both are synchronous data parallelism: every replica holds a copy of the variables, computes the
+gradients of its slice of each global batch (``batch_size`` is the GLOBAL batch), and the gradients
+are summed across replicas (all-reduce) before every replica applies the same update; the losses
+are normalized so that this sum is the gradient of the global-batch mean
+(:mod:`tfrs_recsys.models.base`).
+
+``TF_CONFIG``, one per process, the same ``cluster`` everywhere and the process's own ``task``::
+
+    {"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}
+
+Order matters: ``MultiWorkerMirroredStrategy`` configures the collective ops of TensorFlow's
+runtime, which is only possible before the first TensorFlow op runs. Each trainer's ``run()``
+therefore builds the strategy first, before seeding, loading data or building anything; a
+strategy requested too late raises :class:`~tfrs_recsys.config.ConfigError` saying so.
+
+Every worker runs the same program: each builds the same dataset (same seed, same order) and
+:func:`shard_by_data` makes it keep its own part of every global batch; every worker evaluates the
+(identical) model after each epoch and saves checkpoints, because everything that touches
+distributed variables or collective ops must run on all of them. Only the chief (task ``chief``,
+or worker 0 when the cluster has none, see :func:`is_chief`) writes the run directory; the others
+write into a temporary directory that is removed at the end. Early stopping is agreed on by all
+workers (:func:`any_worker`), so none waits in a collective that another has left.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping
+
+import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import tensorflow as tf
+
+from tfrs_recsys.config import ConfigError
+
+STRATEGIES = ("auto", "none", "mirrored", "multi_worker")
+
+
+def read_tf_config(environ: Mapping[str, str] | None = None) -> dict:
+    """``TF_CONFIG`` parsed (``{}`` when unset or empty)."""
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "").strip()
+    if not raw:
+        return {}
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"environment TF_CONFIG is not valid JSON ({exc.msg} at character {exc.pos}); set it to "
+                          f'e.g. {{"cluster": {{"worker": ["host0:12345", "host1:12345"]}}, '
+                          f'"task": {{"type": "worker", "index": 0}}}}') from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster", {}), dict):
+        raise ConfigError("environment TF_CONFIG must be a JSON object with a 'cluster' mapping of job names to "
+                          "lists of host:port and this process's 'task' {type, index}")
+    return config
+
+
+def cluster_size(tf_config: Mapping) -> int:
+    """Number of training tasks (chief and workers) in ``TF_CONFIG``'s cluster."""
+    cluster = tf_config.get("cluster", {})
+    return sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
+
+
+def choose_strategy(name: str | None, tf_config: Mapping, num_gpus: int) -> str:
+    """Resolve ``name`` (one of :data:`STRATEGIES`) to ``none``, ``mirrored`` or ``multi_worker``."""
+    if name is None:  # the config parser reads the word "none" of a string field as None
+        return "none"
+    if name not in STRATEGIES:
+        raise ConfigError(f"field 'distribute' = {name!r} is not one of {STRATEGIES}; e.g. --distribute auto")
+    if name != "auto":
+        return name
+    if cluster_size(tf_config) > 1:
+        return "multi_worker"
+    return "mirrored" if num_gpus > 1 else "none"
+
+
+def build_strategy(name: str | None = "auto") -> tf.distribute.Strategy:
+    """The strategy of ``distribute`` = ``name``; call it before any other TensorFlow op (module docstring)."""
+    tf_config = read_tf_config()
+    # Listing physical devices leaves the runtime unconfigured (MultiWorkerMirroredStrategy can still follow).
+    choice = choose_strategy(name, tf_config, 0 if cluster_size(tf_config) > 1 or name != "auto"
+                             else len(tf.config.list_physical_devices("GPU")))
+    if choice == "none":
+        return tf.distribute.get_strategy()
+    if choice == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if tf_config and cluster_size(tf_config) == 0:
+        raise ConfigError("TF_CONFIG lists no 'worker' or 'chief' tasks for distribute=multi_worker; list every "
+                          "training process's host:port under cluster.worker")
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as exc:
+        if "program startup" not in str(exc):
+            raise
+        raise ConfigError("distribute=multi_worker: MultiWorkerMirroredStrategy must be created before TensorFlow "
+                          "runs any op; build it first thing (tfrs_recsys.training.distribution.build_strategy), "
+                          "before loading data or building a model, or run training in a fresh process") from None
+
+
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+    """True for the process that writes the run directory: task ``chief``, else worker 0 (or no cluster)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and int(resolver.task_id or 0) == 0 and not has_chief
+
+
+def num_workers(strategy: tf.distribute.Strategy | None = None) -> int:
+    """Processes training together (1 for the default strategy and ``MirroredStrategy``)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 1
+    return max(1, cluster_size({"cluster": resolver.cluster_spec().as_dict()}))
+
+
+def any_worker(strategy: tf.distribute.Strategy | None, flag: bool) -> bool:
+    """``flag`` OR-ed over all workers (one all-reduce; just ``flag`` in a single process).
+
+    Workers must take decisions that change the number of training steps (early stopping)
+    together: a worker that stopped alone would leave the others waiting in a collective.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if num_workers(strategy) <= 1:
+        return flag
+    votes = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(float(flag)))
+    return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None).numpy() > 0)
+
+
+def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with ``AutoShardPolicy.DATA``: each worker keeps its own part of every global batch.
+
+    Every worker must build the same dataset (same data, same shuffle seed). ``FILE`` sharding
+    would need at least as many input files as workers, and our inputs are in-memory tensors.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def describe(strategy: tf.distribute.Strategy | None = None) -> str:
+    """One line for the training log, e.g. ``MultiWorkerMirroredStrategy, 2 replicas, worker 1 of 2``."""
+    strategy = strategy or tf.distribute.get_strategy()
+    text = f"{type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)"
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is not None and resolver.task_type:
+        text += (f", task {resolver.task_type}:{resolver.task_id} of {num_workers(strategy)} "
+                 f"({'chief' if is_chief(strategy) else 'not chief: writes a temporary directory'})")
+    return text
