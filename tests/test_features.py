@@ -89,6 +89,18 @@ def test_timestamp_features_match_calendar():
     np.testing.assert_array_equal(out[~ok], 0.0)
 
 
+def test_times_after_the_training_data_are_standardized_as_the_newest():
+    newest = 1.6e9 + 2e6
+    spec = FeatureSpec([FeatureColumn("ts", "timestamp", mean=1.6e9, std=1e6, newest=newest,
+                                      raw_dtype="float32")], [])
+    later = newest + 7 * 86400 * 52 * 5  # five years on, same weekday and hour
+    out = FeaturePreprocessor(spec)({"ts": tf.constant([1.6e9, newest, later], tf.float32)})["ts"].numpy()
+    np.testing.assert_allclose(out[:, 4], [0.0, 2.0, 2.0], atol=1e-3)
+    np.testing.assert_allclose(out[2, :4], out[1, :4], atol=0.01)  # the calendar part is the request's own
+    inferred = infer_schema(pd.DataFrame({"ts": pd.to_datetime(["2020-01-01", "2020-03-01"]), "y": [0, 1]}), ["y"])
+    assert inferred["ts"].newest == pd.Timestamp("2020-03-01").timestamp()
+
+
 def test_frame_to_raw_encoding():
     spec = _spec()
     frame = pd.DataFrame({"user_id": ["u1", None], "item_id": [12.0, np.nan], "device": [3, 7],

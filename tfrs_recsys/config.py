@@ -118,6 +118,9 @@ class ESMMConfig(TrainConfig):
     synthetic_sessions: int = 5000
     session_size: int = 20
     baseline: bool = True  # also train the clicked-only CVR model and report it as baseline_*
+    # MLP products while training: auto | float32 | mixed_bfloat16 (models/mlp.py). auto = bfloat16 on a
+    # CPU with native bfloat16 (AMX, AVX512-BF16) and no GPU; inference and export are float32 always.
+    precision: str = "auto"
 
 
 @dataclass
@@ -131,6 +134,7 @@ class DeepFMConfig(TrainConfig):
     dropout: float = 0.0
     l2_reg: float = 1e-6
     synthetic_rows: int = 50_000
+    precision: str = "auto"  # MLP products while training, as ESMMConfig.precision
 
 
 MODEL_CONFIGS: dict[str, type[TrainConfig]] = {

@@ -132,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 kind = "cold start: global hot items" if answer.is_cold_start else "retrieval top-100 -> DeepFM"
                 print(f"\n   user {user!r} ({kind}):")
                 for rank, item in enumerate(answer.items, start=1):
-                    print(f"   {rank:3d}. item {item.item_id:>6s}  {item.source:6s} score {item.score:.4f}")
+                    what = "hotness" if answer.is_cold_start else "pCTR"
+                    print(f"   {rank:3d}. item {item.item_id:>6s}  from {item.source:6s} {what} {item.score:.4f}")
             _done(t)
     finally:
         t = _step(7, "stopping the model server")

@@ -38,7 +38,8 @@ class FeatureColumn:
     kind: ``id`` (high-cardinality categorical), ``categorical`` (low cardinality),
     ``multi_categorical`` (a list, or text joined by ``separator``), ``numeric``
     (standardized: (x - mean) / std, missing -> mean), ``timestamp`` (seconds; encoders
-    derive cyclic hour/weekday and a standardized age).
+    derive cyclic hour/weekday and the standardized time, capped at ``newest``: serving runs
+    after the training data, and an uncapped time would extrapolate further every day).
     encoding: ``vocabulary`` (StringLookup over ``vocabulary``, one OOV bucket),
     ``hash`` (``num_buckets`` hash bins), ``none`` (numeric and timestamp).
     integer_values: the values are integers written as text ("3"); encoders also accept
@@ -54,6 +55,7 @@ class FeatureColumn:
     separator: str | None = None
     mean: float | None = None
     std: float | None = None
+    newest: float | None = None  # timestamp: the latest time seen in training; later times count as it
     embedding_dim: int | None = None
     raw_dtype: str = "string"  # dtype a serving client sends: string | int64 | float32
     integer_values: bool = False
@@ -508,7 +510,8 @@ def _numeric_column(name: str, values: np.ndarray, kind: str, why: str) -> tuple
         single = f"{present[0]:g}" if present.size else "missing"
         return None, f"constant: every sampled value is {single} (or missing)"
     mean, std = float(present.mean()), float(present.std())
-    return (FeatureColumn(name, kind, mean=mean, std=std, raw_dtype="float32"),
+    newest = float(present.max()) if kind == "timestamp" else None
+    return (FeatureColumn(name, kind, mean=mean, std=std, newest=newest, raw_dtype="float32"),
             f"{kind}: {why}; mean {mean:.4g}, std {std:.4g}")
 
 

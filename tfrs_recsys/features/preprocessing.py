@@ -6,28 +6,45 @@ tensor per feature, shape ``[B]`` or ``[B, 1]``:
 * ``id`` / ``categorical`` / ``multi_categorical``: ``tf.string`` (multi-valued joined by the
   column's separator; integer tensors are accepted too);
 * ``numeric`` / ``timestamp``: ``tf.float32``, NaN = missing (epoch seconds for timestamps).
+
+Training encodes its rows once, ahead of the steps (:func:`encode_frame`), and hands the model the
+encoded batches marked with :func:`as_encoded`; the preprocessor passes those through. A training
+step then only embeds and runs the towers, while serving and evaluation send raw features through
+the same model and the same vocabularies.
 """
 from __future__ import annotations
 
 import math
 import re
 
+import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw
 
-__all__ = ["FeaturePreprocessor", "TIMESTAMP_FEATURES", "frame_to_raw", "mask_key", "op_name", "raw_input_specs"]
+__all__ = ["ENCODED", "FeaturePreprocessor", "TIMESTAMP_FEATURES", "as_encoded", "encode_frame", "frame_to_raw",
+           "mask_key", "op_name", "raw_input_specs"]
 
 # What one timestamp becomes: cyclic hour-of-day and weekday (UTC), and the standardized time.
 TIMESTAMP_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "value")
 _DAY = 86_400.0
 _EPOCH_WEEKDAY = 3.0  # 1970-01-01 was a Thursday; Monday = 0
 _MASK_SUFFIX = "__mask"
+# The reserved key under which a batch carries features that are already encoded.
+ENCODED = "__encoded__"
+ENCODE_CHUNK = 16_384
 
 
 def mask_key(name: str) -> str:
     """Key of a multi-valued feature's mask in :class:`FeaturePreprocessor` outputs."""
     return name + _MASK_SUFFIX
+
+
+def as_encoded(encoded: dict[str, tf.Tensor]) -> dict[str, dict[str, tf.Tensor]]:
+    """Mark :class:`FeaturePreprocessor` outputs as encoded: ``{ENCODED: encoded}``, which every
+    preprocessor returns unchanged (``encoded`` must come from a preprocessor of the same spec)."""
+    return {ENCODED: encoded}
 
 
 def raw_input_specs(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
@@ -52,9 +69,10 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
       Values are split on the separator and stripped; "" means no values.
     * numeric: ``float32 [B]``, ``(x - mean) / std``; missing (NaN, inf) -> 0, i.e. the mean.
     * timestamp: ``float32 [B, 5]`` = sin and cos of 2 pi hour/24 and of 2 pi weekday/7 (UTC), and
-      ``(t - mean) / std``; missing -> zeros.
+      ``(min(t, newest) - mean) / std``; missing -> zeros.
 
     The vocabularies are layer state, so any SavedModel containing the layer carries them.
+    Inputs marked with :func:`as_encoded` are returned as they are (encoded once, ahead of training).
     """
 
     def __init__(self, spec: FeatureSpec, **kwargs):
@@ -71,6 +89,8 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
                 self._encoders[f.name] = tf.keras.layers.Hashing(f.num_buckets, name=f"hash_{op_name(f.name)}")
 
     def call(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        if ENCODED in inputs:
+            return dict(inputs[ENCODED])
         out: dict[str, tf.Tensor] = {}
         for f in self.spec.features:
             if f.name not in inputs:
@@ -101,6 +121,29 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
     def from_config(cls, config: dict) -> "FeaturePreprocessor":
         config = dict(config)
         return cls(FeatureSpec.from_dict(config.pop("spec")), **config)
+
+
+def encode_frame(frame: pd.DataFrame, spec: FeatureSpec, *, chunk: int = ENCODE_CHUNK) -> dict[str, np.ndarray]:
+    """Every row of ``frame`` encoded once, as :class:`FeaturePreprocessor` encodes it, in NumPy arrays.
+
+    Keys and dtypes are the preprocessor's outputs; a multi-valued feature's indices and mask are
+    padded to the longest row of the whole frame. Encoded in chunks of ``chunk`` rows, eagerly, so
+    a training pipeline can gather batches of ready indices instead of parsing strings every step.
+    """
+    preprocessor = FeaturePreprocessor(spec)
+    raw = frame_to_raw(frame, spec)
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(frame), chunk):
+        batch = preprocessor({k: tf.constant(v[start:start + chunk]) for k, v in raw.items()})
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(value.numpy())
+    out = {}
+    for key, values in parts.items():
+        if values[0].ndim == 2 and any(v.shape[1] != values[0].shape[1] for v in values):
+            width = max(v.shape[1] for v in values)
+            values = [np.pad(v, ((0, 0), (0, width - v.shape[1]))) for v in values]
+        out[key] = np.concatenate(values)
+    return out
 
 
 def _flatten(x: tf.Tensor, name: str) -> tf.Tensor:
@@ -141,7 +184,9 @@ def _standardize(x: tf.Tensor, column: FeatureColumn) -> tf.Tensor:
 def _timestamp(t: tf.Tensor, column: FeatureColumn) -> tf.Tensor:
     hour = 2.0 * math.pi * tf.math.floormod(t, _DAY) / _DAY
     weekday = 2.0 * math.pi * tf.math.floormod(tf.math.floor(t / _DAY) + _EPOCH_WEEKDAY, 7.0) / 7.0
+    # Requests come after the training data; their time is standardized as the newest training time.
+    capped = t if column.newest is None else tf.minimum(t, tf.cast(column.newest, t.dtype))
     feats = tf.stack([tf.sin(hour), tf.cos(hour), tf.sin(weekday), tf.cos(weekday),
-                      _scaled(t, column.mean, column.std)], axis=-1)
+                      _scaled(capped, column.mean, column.std)], axis=-1)
     valid = tf.math.is_finite(t)[:, None]
     return tf.cast(tf.where(valid, feats, tf.zeros_like(feats)), tf.float32)

@@ -33,6 +33,7 @@ from tfrs_recsys.data.schema import FeatureSpec, SchemaError
 from tfrs_recsys.features.embeddings import FieldEmbeddings
 from tfrs_recsys.features.preprocessing import FeaturePreprocessor
 from tfrs_recsys.models.base import RecsysModel
+from tfrs_recsys.models.mlp import mlp
 
 __all__ = ["FactorizationMachine", "DeepFM"]
 
@@ -49,15 +50,6 @@ class FactorizationMachine(tf.keras.layers.Layer):
         return 0.5 * tf.reduce_sum(square_of_sum - sum_of_squares, axis=-1)
 
 
-def _mlp(units: Sequence[int], dropout: float, name: str) -> tf.keras.Sequential:
-    layers = []
-    for width in units:
-        layers.append(tf.keras.layers.Dense(width, activation="relu"))
-        if dropout:
-            layers.append(tf.keras.layers.Dropout(dropout))
-    return tf.keras.Sequential(layers, name=name)
-
-
 class DeepFM(RecsysModel):
     """pCTR from raw features: preprocessing (vocabularies, standardization) is part of the model.
 
@@ -66,7 +58,7 @@ class DeepFM(RecsysModel):
     """
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, hidden_units: Sequence[int] = (256, 128, 64),
-                 dropout: float = 0.0, l2_reg: float = 0.0, label: str | None = None):
+                 dropout: float = 0.0, l2_reg: float = 0.0, label: str | None = None, precision: str = "float32"):
         super().__init__()
         label = label or (spec.labels[0] if spec.labels else None)
         if label is None:
@@ -78,7 +70,7 @@ class DeepFM(RecsysModel):
         # l2 penalizes the embedding rows a batch uses (FieldEmbeddings adds it as a layer loss).
         self.embeddings = FieldEmbeddings(spec, embedding_dim, first_order=True, l2=l2_reg)
         self.fm = FactorizationMachine()
-        self.dnn = _mlp(hidden_units, dropout, "dnn")
+        self.dnn = mlp(hidden_units, dropout=dropout, name="dnn", precision=precision)
         self.dnn_logit = tf.keras.layers.Dense(1, use_bias=False, name="dnn_logit")
         self.bias = tf.Variable(0.0, name="bias")
         self.task = tfrs.tasks.Ranking(
@@ -89,7 +81,7 @@ class DeepFM(RecsysModel):
     def from_spec(cls, spec: FeatureSpec, cfg) -> "DeepFM":
         """Build from a :class:`~tfrs_recsys.config.DeepFMConfig` (or anything with its fields)."""
         return cls(spec, embedding_dim=cfg.embedding_dim, hidden_units=tuple(cfg.hidden_units),
-                   dropout=cfg.dropout, l2_reg=cfg.l2_reg)
+                   dropout=cfg.dropout, l2_reg=cfg.l2_reg, precision=cfg.precision)
 
     def logit_parts(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         """The three logits (``first_order``, ``fm``, ``dnn``), each ``[B]``, before the bias."""

@@ -45,34 +45,22 @@ from tfrs_recsys.data.schema import FeatureSpec, SchemaError
 from tfrs_recsys.features.embeddings import FieldEmbeddings
 from tfrs_recsys.features.preprocessing import FeaturePreprocessor
 from tfrs_recsys.models.base import RecsysModel
+from tfrs_recsys.models.mlp import mlp, resolve_precision
 
 __all__ = ["ImpressionEncoder", "ESMM", "ClickedCVR", "PROB_EPSILON"]
 
 PROB_EPSILON = 1e-7
 
 
-def _mlp(units: Sequence[int], dropout: float, name: str) -> tf.keras.Sequential:
-    layers = []
-    for width in units:
-        layers.append(tf.keras.layers.Dense(width, activation="relu"))
-        if dropout:
-            layers.append(tf.keras.layers.Dropout(dropout))
-    return tf.keras.Sequential(layers, name=name)
-
-
-def _head(units: Sequence[int], dropout: float, name: str) -> tf.keras.Sequential:
+def _head(units: Sequence[int], dropout: float, name: str, precision: str) -> tf.keras.Sequential:
     """An MLP ending in one logit: ``[B, H] -> [B, 1]``."""
-    tower = _mlp(units, dropout, name)
-    tower.add(tf.keras.layers.Dense(1))
-    return tower
+    return mlp(units, dropout=dropout, name=name, precision=precision, output_units=1)
 
 
-def _tower(units: Sequence[int], dropout: float, name: str) -> tf.keras.Sequential:
+def _tower(units: Sequence[int], dropout: float, name: str, precision: str) -> tf.keras.Sequential:
     """ReLU layers and a linear output layer of ``units[-1]``: the dense vector of a user or an item."""
-    tower = _mlp(units[:-1], dropout, name)
-    if units:
-        tower.add(tf.keras.layers.Dense(units[-1]))
-    return tower
+    return mlp(units[:-1], dropout=dropout, name=name, precision=precision,
+               output_units=units[-1] if units else None)
 
 
 def _per_example_bce() -> tf.keras.losses.Loss:
@@ -93,15 +81,15 @@ class ImpressionEncoder(tf.keras.layers.Layer):
     """
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
-                 dropout: float = 0.0, l2_reg: float = 0.0, **kwargs):
+                 dropout: float = 0.0, l2_reg: float = 0.0, precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
         self.preprocessor = FeaturePreprocessor(spec)
         # ESMM has no FM term, so a column may set its own embedding_dim in the spec. l2 penalizes
         # the embedding rows a batch uses (a layer loss, added to the task losses by RecsysModel).
         self.embeddings = FieldEmbeddings(spec, embedding_dim, first_order=False, column_dims=True, l2=l2_reg)
-        self.user_tower = _tower(tower_units, dropout, "user_tower") if spec.group("user") else None
-        self.item_tower = _tower(tower_units, dropout, "item_tower") if spec.group("item") else None
+        self.user_tower = _tower(tower_units, dropout, "user_tower", precision) if spec.group("user") else None
+        self.item_tower = _tower(tower_units, dropout, "item_tower", precision) if spec.group("item") else None
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         emb = self.embeddings(self.preprocessor(features), training=training)
@@ -136,16 +124,17 @@ class ESMM(RecsysModel):
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
                  hidden_units: Sequence[int] = (256, 128, 64), dropout: float = 0.0, l2_reg: float = 0.0,
                  ctr_loss_weight: float = 1.0, ctcvr_loss_weight: float = 1.0, click_label: str | None = None,
-                 conversion_label: str | None = None):
+                 conversion_label: str | None = None, precision: str = "float32"):
         super().__init__()
+        precision = resolve_precision(precision)
         self.spec = spec
         self.click_label, self.conversion_label = _labels_of(spec, click_label, conversion_label)
         self.ctr_loss_weight = float(ctr_loss_weight)
         self.ctcvr_loss_weight = float(ctcvr_loss_weight)
         self.encoder = ImpressionEncoder(spec, embedding_dim=embedding_dim, tower_units=tower_units,
-                                         dropout=dropout, l2_reg=l2_reg)
-        self.ctr_tower = _head(hidden_units, dropout, "ctr_tower")
-        self.cvr_tower = _head(hidden_units, dropout, "cvr_tower")
+                                         dropout=dropout, l2_reg=l2_reg, precision=precision)
+        self.ctr_tower = _head(hidden_units, dropout, "ctr_tower", precision)
+        self.cvr_tower = _head(hidden_units, dropout, "cvr_tower", precision)
         self.ctr_task = tfrs.tasks.Ranking(
             loss=_per_example_bce(), name="ctr_task",
             metrics=[tf.keras.metrics.AUC(name="ctr_auc")])
@@ -158,7 +147,8 @@ class ESMM(RecsysModel):
         """Build from an :class:`~tfrs_recsys.config.ESMMConfig` (or anything with its fields)."""
         return cls(spec, embedding_dim=cfg.embedding_dim, tower_units=tuple(cfg.tower_units),
                    hidden_units=tuple(cfg.hidden_units), dropout=cfg.dropout, l2_reg=cfg.l2_reg,
-                   ctr_loss_weight=cfg.ctr_loss_weight, ctcvr_loss_weight=cfg.ctcvr_loss_weight)
+                   ctr_loss_weight=cfg.ctr_loss_weight, ctcvr_loss_weight=cfg.ctcvr_loss_weight,
+                   precision=cfg.precision)
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         h = self.encoder(features, training=training)
@@ -186,20 +176,22 @@ class ClickedCVR(RecsysModel):
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
                  hidden_units: Sequence[int] = (256, 128, 64), dropout: float = 0.0, l2_reg: float = 0.0,
-                 conversion_label: str | None = None):
+                 conversion_label: str | None = None, precision: str = "float32"):
         super().__init__()
+        precision = resolve_precision(precision)
         self.spec = spec
         self.conversion_label = conversion_label or _labels_of(spec, None, None)[1]
         self.encoder = ImpressionEncoder(spec, embedding_dim=embedding_dim, tower_units=tower_units,
-                                         dropout=dropout, l2_reg=l2_reg)
-        self.cvr_tower = _head(hidden_units, dropout, "cvr_tower")
+                                         dropout=dropout, l2_reg=l2_reg, precision=precision)
+        self.cvr_tower = _head(hidden_units, dropout, "cvr_tower", precision)
         self.task = tfrs.tasks.Ranking(loss=_per_example_bce(), name="cvr_task",
                                        metrics=[tf.keras.metrics.AUC(name="cvr_auc")])
 
     @classmethod
     def from_spec(cls, spec: FeatureSpec, cfg) -> "ClickedCVR":
         return cls(spec, embedding_dim=cfg.embedding_dim, tower_units=tuple(cfg.tower_units),
-                   hidden_units=tuple(cfg.hidden_units), dropout=cfg.dropout, l2_reg=cfg.l2_reg)
+                   hidden_units=tuple(cfg.hidden_units), dropout=cfg.dropout, l2_reg=cfg.l2_reg,
+                   precision=cfg.precision)
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         h = self.encoder(features, training=training)

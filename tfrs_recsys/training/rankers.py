@@ -25,12 +25,13 @@ from tfrs_recsys import paths
 from tfrs_recsys.config import TrainConfig, build_config
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.pipelines import labeled_dataset
+from tfrs_recsys.data.pipelines import dataset_from_arrays, frame_to_label_columns
 from tfrs_recsys.data.registry import load_labeled
 from tfrs_recsys.data.schema import FeatureSpec, infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
-from tfrs_recsys.features.preprocessing import frame_to_raw
+from tfrs_recsys.features.preprocessing import as_encoded, encode_frame, frame_to_raw
 from tfrs_recsys.training import distribution
+from tfrs_recsys.training.optimizers import FusedAdam
 from tfrs_recsys.training.common import (BEST_WEIGHTS, CONFIG_FILE, EpochEvaluator, fit_verbosity,
                                          tensorboard_callback)
 
@@ -94,17 +95,29 @@ def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> Fea
 def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -> tuple[tf.data.Dataset, int]:
     """Endlessly repeated shuffled batches and the number of steps that make one epoch.
 
+    The rows are encoded once, here (:func:`~tfrs_recsys.features.preprocessing.encode_frame`:
+    vocabularies, hashing, standardization, time features), and every batch is a gather of ready
+    indices and numbers marked :func:`~tfrs_recsys.features.preprocessing.as_encoded`: a step only
+    embeds and runs the towers. The model still takes raw features everywhere else (evaluation,
+    export), through the same preprocessor.
+
     ``cfg.batch_size`` is the global batch; under a multi-worker strategy every worker builds the
     same batches (same seed) and keeps its own part of each (:func:`.distribution.shard_by_data`).
     """
-    ds = labeled_dataset(frame, spec, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, repeat=True)
+    if not spec.labels:
+        raise DataError("the feature spec names no label columns", fix="list the labels in the spec")
+    labels = frame_to_label_columns(frame, spec.labels)
+    ds = dataset_from_arrays(encode_frame(frame, spec), labels=labels, batch_size=cfg.batch_size, shuffle=True,
+                             seed=cfg.seed, repeat=True)
+    ds = ds.map(lambda features, labels: (as_encoded(features), labels))
     return distribution.shard_by_data(ds), math.ceil(len(frame) / cfg.batch_size)
 
 
 def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
-    """Adam(cfg.learning_rate); several steps per call into the graph, which saves the per-step
-    Python round trip (about a tenth of a step of these small models on CPU). The optimizer is
-    created under the strategy the model was built under.
+    """Adam(cfg.learning_rate), as :class:`~tfrs_recsys.training.optimizers.FusedAdam` (the same
+    update, one kernel per variable); several steps per call into the graph, which saves the
+    per-step Python round trip (about a tenth of a step of these small models on CPU). The
+    optimizer is created under the strategy the model was built under.
 
     With several replicas it is one step per call: the all-gather of sparse (embedding) gradients
     inside Keras' multi-step loop fails under MultiWorkerMirroredStrategy (collective shape
@@ -113,13 +126,13 @@ def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
     strategy = model.distribute_strategy
     steps = STEPS_PER_EXECUTION if strategy.num_replicas_in_sync == 1 else 1
     with strategy.scope():
-        model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate), steps_per_execution=steps)
+        model.compile(optimizer=FusedAdam(cfg.learning_rate), steps_per_execution=steps)
 
 
 def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec, run_dir: Path | str, *,
         eval_fn: Callable[[tf.keras.Model], Mapping[str, float]], monitor: str,
         epochs: int | None = None, checkpoint: bool = True) -> EpochEvaluator:
-    """Adam(cfg.learning_rate), early stopping on ``monitor`` (larger is better), best weights restored.
+    """:func:`compile_ranker`, :func:`training_dataset`, early stopping on ``monitor`` (larger is better), best weights restored.
 
     Distributed training: build ``model`` under ``strategy.scope()``; it then trains under that strategy.
     """
