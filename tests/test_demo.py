@@ -1,0 +1,26 @@
+"""`make demo` end to end, small: train, export, serve, answer a known and a cold user over gRPC, stop."""
+import re
+import subprocess
+import sys
+
+
+def test_demo_answers_a_known_and_a_cold_user_over_grpc_and_stops_the_server(tmp_path):
+    work = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "tfrs_recsys.demo", "--workdir", str(work), "--users", "300",
+                           "--items", "80", "--epochs", "2", "--k", "5"],
+                          capture_output=True, text=True, timeout=600)
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    for step in range(1, 8):
+        assert f"== [{step}/7]" in out
+    known, cold = out.split("(retrieval top-100 -> DeepFM):")[1].split("(cold start: global hot items):")
+    ranked = re.findall(r"^\s+\d\. item\s+(\S+)\s+from (recall|hot)\s+pCTR (\d\.\d+)$", known, re.M)
+    hot = re.findall(r"^\s+\d\. item\s+(\S+)\s+from hot\s+hotness ([\d.]+)$", cold, re.M)
+    assert len(ranked) == 5 and len(hot) == 5
+    scores = [float(s) for _, _, s in ranked]
+    assert scores == sorted(scores, reverse=True) and all(0.0 < s < 1.0 for s in scores)
+    assert [float(h) for _, h in hot] == sorted((float(h) for _, h in hot), reverse=True)
+    assert (work / "models" / "retrieval" / "1" / "saved_model.pb").is_file()
+    assert (work / "models" / "retrieval_portable" / "1" / "saved_model.pb").is_file()
+    assert (work / "models" / "deepfm" / "1" / "saved_model.pb").is_file()
+    assert "Demo finished" in out
