@@ -23,7 +23,6 @@ import tensorflow as tf
 from tfrs_recsys import metrics as M
 from tfrs_recsys import paths
 from tfrs_recsys.config import DeepFMConfig
-from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.training import distribution, rankers
@@ -53,10 +52,6 @@ def run(cfg: DeepFMConfig) -> dict:
     chief = distribution.is_chief(strategy)
     tf.keras.utils.set_random_seed(cfg.seed)
     data, split = rankers.load_and_split(cfg, "deepfm")
-    if len(data.labels) != 1:
-        raise DataError(f"DeepFM takes one label; the data has {data.labels}",
-                        fix="pass --label-columns with the click column only")
-    rankers.check_labels(data.frame, data.labels)
     run_dir = prepare_run_dir(cfg, "deepfm", chief=chief)
     print(f"deepfm: strategy: {distribution.describe(strategy)}", flush=True)
     spec = rankers.ranker_spec(cfg, data, split.train)

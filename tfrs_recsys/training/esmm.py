@@ -136,10 +136,6 @@ def run(cfg: ESMMConfig) -> dict:
     chief = distribution.is_chief(strategy)
     tf.keras.utils.set_random_seed(cfg.seed)
     data, split = rankers.load_and_split(cfg, "esmm")
-    if len(data.labels) != 2:
-        raise DataError(f"ESMM needs two labels, click then conversion; the data has {data.labels}",
-                        fix="pass --label-columns click,conversion (in that order)")
-    rankers.check_labels(data.frame, data.labels, funnel=True)
     run_dir = prepare_run_dir(cfg, "esmm", chief=chief)
     print(f"esmm: strategy: {distribution.describe(strategy)}", flush=True)
     spec = rankers.ranker_spec(cfg, data, split.train)

@@ -31,7 +31,6 @@ from tfrs_recsys.data.schema import FeatureSpec, infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame, frame_to_raw
 from tfrs_recsys.training import distribution
-from tfrs_recsys.training.optimizers import FusedAdam
 from tfrs_recsys.training.common import (BEST_WEIGHTS, CONFIG_FILE, EpochEvaluator, fit_verbosity,
                                          tensorboard_callback)
 
@@ -41,15 +40,23 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 PREDICT_BATCH = 4096
 MONITOR = "selection_score"
 STEPS_PER_EXECUTION = 16
+# Labels each ranker takes, and what to do when the data has others.
+LABELS = {"esmm": (2, "pass --label-columns click,conversion (in that order)"),
+          "deepfm": (1, "pass --label-columns with the click column only")}
 
 
 def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
     """The labeled data of ``cfg.dataset`` and its train / validation / test split.
 
     Whole sessions go to one side when the data has a session column (no query leaks across
-    parts); otherwise rows are split at random (seeded). Fractions 80 / 10 / 10.
+    parts); otherwise rows are split at random (seeded). Fractions 80 / 10 / 10. The labels are
+    checked first (:func:`check_labels`): ESMM takes click then conversion, DeepFM one click label.
     """
     data = load_labeled(cfg, task)
+    wanted, fix = LABELS[task]
+    if len(data.labels) != wanted:
+        raise DataError(f"{task} takes {wanted} label(s); the data has {data.labels}", fix=fix)
+    check_labels(data.frame, data.labels, funnel=task == "esmm")
     if data.session_column:
         split = split_by_session(data.frame, data.session_column, fractions=SPLIT_FRACTIONS, seed=cfg.seed)
     else:
@@ -114,10 +121,9 @@ def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -
 
 
 def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
-    """Adam(cfg.learning_rate), as :class:`~tfrs_recsys.training.optimizers.FusedAdam` (the same
-    update, one kernel per variable); several steps per call into the graph, which saves the
-    per-step Python round trip (about a tenth of a step of these small models on CPU). The
-    optimizer is created under the strategy the model was built under.
+    """Adam(cfg.learning_rate); several steps per call into the graph, which saves the per-step
+    Python round trip (about a tenth of a step of these small models on CPU). The optimizer is
+    created under the strategy the model was built under.
 
     With several replicas it is one step per call: the all-gather of sparse (embedding) gradients
     inside Keras' multi-step loop fails under MultiWorkerMirroredStrategy (collective shape
@@ -126,7 +132,7 @@ def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
     strategy = model.distribute_strategy
     steps = STEPS_PER_EXECUTION if strategy.num_replicas_in_sync == 1 else 1
     with strategy.scope():
-        model.compile(optimizer=FusedAdam(cfg.learning_rate), steps_per_execution=steps)
+        model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate), steps_per_execution=steps)
 
 
 def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec, run_dir: Path | str, *,

@@ -92,7 +92,6 @@ class RankerTrials:
     """
 
     def __init__(self, model: str, cfg: TrainConfig):
-        from tfrs_recsys.data.errors import DataError
         from tfrs_recsys.training import rankers
 
         if model not in ("esmm", "deepfm"):
@@ -101,11 +100,6 @@ class RankerTrials:
         self.data, self.split = rankers.load_and_split(cfg, model)
         for report in self.data.skipped:
             report.log()
-        wanted = 2 if model == "esmm" else 1
-        if len(self.data.labels) != wanted:
-            raise DataError(f"{model} takes {wanted} label(s); the data has {self.data.labels}",
-                            fix="pass --label-columns " + ("click,conversion" if model == "esmm" else "with the click "
-                                                           "column only"))
         self.spec = rankers.ranker_spec(cfg, self.data, self.split.train)
 
     def _eval_fn(self, cfg: TrainConfig):
