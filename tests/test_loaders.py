@@ -221,6 +221,24 @@ def test_skip_bad_rows_in_paddlerec_lines(tmp_path):
     assert len(data.frame) == 2 and data.skipped[0].skipped == 1 and data.skipped[0].total == 3
 
 
+def test_label_errors_found_after_reading_name_the_file_line(tmp_path):
+    header = "search_id,categorical_1,numerical_1,click,conversion\n"
+    body = "s1,a,0.5,1,1\n\ns1,b,x,0,0\ns2,c,0.1,0,0\ns2,d,0.2,0,1\n"  # blank line 3, bad value on line 4
+    path = tmp_path / "aliexpress.csv"
+    path.write_text(header + body)
+    err = _error(load_aliexpress, path, skip_bad_rows=True)
+    assert err.line == 6 and err.column == "conversion" and "without a click" in str(err)
+    criteo = tmp_path / "criteo.txt"
+    row = "\t".join(["0"] + ["1"] * 13 + ["ab"] * 26)
+    criteo.write_text(f"{row}\n\n{row}\n" + row.replace("0", "2", 1) + "\n")  # blank line 2, label 2 on line 4
+    err = _error(load_criteo, criteo)
+    assert err.line == 4 and err.column == "label"
+    paddle = tmp_path / "paddle.txt"
+    paddle.write_text("1,1,1,101:3\n\n2,0,0,101\n3,0,1,101:5\n")  # blank line 2, bad line 3, funnel break on 4
+    err = _error(load_ali_ccp, paddle, skip_bad_rows=True)
+    assert err.line == 4 and err.column == "conversion"
+
+
 def test_missing_file_says_where_to_get_it(tmp_path):
     err = _error(load_movielens_100k, tmp_path)
     assert "not found" in str(err) and "grouplens" in err.fix

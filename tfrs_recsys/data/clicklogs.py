@@ -12,7 +12,7 @@ import pandas as pd
 
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError, SkipReport
-from tfrs_recsys.data.readers import open_path, read_delimited, require_file
+from tfrs_recsys.data.readers import LINE_NUMBERS, open_path, read_delimited, require_file, source_line
 
 CLICK, CONVERSION = "click", "conversion"
 
@@ -24,12 +24,12 @@ def check_conversion_implies_click(frame: pd.DataFrame, path: str, *, first_data
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(f"label must be 0 or 1, found {frame[col].iloc[row]}", path=path,
-                            line=row + first_data_line, column=col, fix="binarize the label column")
+                            line=source_line(frame, row, first_data_line=first_data_line), column=col, fix="binarize the label column")
     impossible = (frame[CONVERSION] == 1) & (frame[CLICK] == 0)
     if impossible.any():
         row = int(np.flatnonzero(impossible.to_numpy())[0])
         raise DataError(f"conversion=1 on an impression without a click ({int(impossible.sum())} such rows)",
-                        path=path, line=row + first_data_line, column=CONVERSION,
+                        path=path, line=source_line(frame, row, first_data_line=first_data_line), column=CONVERSION,
                         fix="conversion must mean click-then-convert; set click=1 on those rows or drop them")
 
 
@@ -88,6 +88,7 @@ def _load_ali_ccp_csv(path: str, header_line: str, skip_bad_rows: bool) -> Label
 def _load_ali_ccp_paddle(path: str, skip_bad_rows: bool) -> LabeledData:
     report = SkipReport(path=path)
     rows: list[dict] = []
+    line_numbers: list[int] = []
     with open_path(path) as fh:
         data = fh.read()
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
@@ -97,6 +98,7 @@ def _load_ali_ccp_paddle(path: str, skip_bad_rows: bool) -> LabeledData:
         report.total += 1
         try:
             rows.append(_parse_paddle_line(raw, path, lineno))
+            line_numbers.append(lineno)
         except DataError as err:
             if not skip_bad_rows:
                 raise
@@ -110,6 +112,7 @@ def _load_ali_ccp_paddle(path: str, skip_bad_rows: bool) -> LabeledData:
         **{f"f{f}": [r.get(f, []) for r in rows] for f in fields},
         CLICK: [r[CLICK] for r in rows], CONVERSION: [r[CONVERSION] for r in rows],
     })
+    frame.attrs[LINE_NUMBERS] = line_numbers
     check_conversion_implies_click(frame, path, first_data_line=1)
     return LabeledData(frame, [CLICK, CONVERSION], name="ali-ccp", user_column="f101" if "f101" in frame else None,
                        item_column="f205" if "f205" in frame else None, skipped=[report])

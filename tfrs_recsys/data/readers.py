@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -17,6 +18,9 @@ import pandas as pd
 
 from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError, SkipReport
+
+# frame.attrs key: the file line of every row the careful pass kept.
+LINE_NUMBERS = "source_line_numbers"
 
 # Column kinds a reader can check: the converter and the words used in an error.
 _CONVERTERS: dict[str, tuple[Callable[[str], object], str]] = {
@@ -132,6 +136,8 @@ def _fast_read(path, sep, columns, header, column_types, nullable, encoding, quo
         return None
     if not _field_counts_agree(text, sep, quoting):
         return None
+    if re.search(r"(^|\n)[ \t\r]*\n", text.rstrip("\r\n")):
+        return None  # blank lines would shift the line numbers later checks report: the careful pass keeps them
     if header and columns and any(c not in frame.columns for c in columns):
         return None
     if not header and columns and frame.isna().any().any():  # short rows are padded with NaN
@@ -165,6 +171,7 @@ def _careful_read(path, sep, columns, header, column_types, nullable, encoding, 
         lines.pop()
     names: list[str] | None = list(columns) if (columns and not header) else None
     rows: list[list[object]] = []
+    line_numbers: list[int] = []
     start = 0
     if header:
         if not lines:
@@ -219,6 +226,7 @@ def _careful_read(path, sep, columns, header, column_types, nullable, encoding, 
                                     fix="correct the value, or rerun with skip_bad_rows to skip and count the row") from None
                 row.append(number)
             rows.append(row)
+            line_numbers.append(lineno)
         except DataError as err:
             if not skip_bad_rows:
                 raise
@@ -233,7 +241,17 @@ def _careful_read(path, sep, columns, header, column_types, nullable, encoding, 
             frame[name] = frame[name].astype("int64")
         elif kind in ("int", "float"):
             frame[name] = frame[name].astype("float64")
+    frame.attrs[LINE_NUMBERS] = line_numbers
     return frame
+
+
+def source_line(frame: pd.DataFrame, row: int, *, first_data_line: int) -> int:
+    """The file line of ``frame``'s ``row``: recorded by the careful pass (which skips blank and bad
+    lines), else ``row + first_data_line`` (the fast pass only reads files without either)."""
+    lines = frame.attrs.get(LINE_NUMBERS)
+    if lines is not None and len(lines) == len(frame):
+        return int(lines[row])
+    return row + first_data_line
 
 
 def _is_integral(value: str) -> bool:

@@ -5,7 +5,7 @@ import pandas as pd
 
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.readers import open_path, read_delimited, read_parquet, require_file
+from tfrs_recsys.data.readers import open_path, read_delimited, read_parquet, require_file, source_line
 
 CRITEO_DENSE = tuple(f"I{i}" for i in range(1, 14))
 CRITEO_SPARSE = tuple(f"C{i}" for i in range(1, 27))
@@ -31,7 +31,7 @@ def load_criteo(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
         raise DataError(f"label must be 0 or 1, found {frame['label'].iloc[row]}", path=path,
-                        line=row + 1 + int(has_header), column="label", fix="binarize the label column")
+                        line=source_line(frame, row, first_data_line=1 + int(has_header)), column="label", fix="binarize the label column")
     return LabeledData(frame[list(CRITEO_COLUMNS)], ["label"], name="criteo", skipped=[report])
 
 
