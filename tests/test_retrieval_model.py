@@ -10,7 +10,7 @@ from tfrs_recsys.config import ConfigError, RetrievalConfig
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.metrics import topk_metrics
-from tfrs_recsys.models.retrieval import TwoTowerRetrieval, resolve_negatives, sampled_retrieval_task
+from tfrs_recsys.models.retrieval import InverseTemperature, TwoTowerRetrieval, resolve_negatives, sampled_retrieval_task
 from tfrs_recsys.models.towers import ItemEncoder, ItemTower, QueryTower
 from tfrs_recsys.training import retrieval as training
 
@@ -278,3 +278,16 @@ def test_config_errors_name_the_field(tmp_path, ring):
         training.train_and_evaluate(small_config(tmp_path, protocol="nope"), ring)
     with pytest.raises(ConfigError, match="embedding_dim"):
         training.train_and_evaluate(small_config(tmp_path, embedding_dim=30, num_heads=4), ring)
+
+
+def test_the_temperature_cap_never_freezes_the_temperature():
+    layer = InverseTemperature(initial=10.0, maximum=20.0)
+    optimizer = tf.keras.optimizers.Adam(0.5)
+    for sign in (-1.0, 1.0):  # push tau up well past the cap, then down
+        for _ in range(30):
+            with tf.GradientTape() as tape:
+                loss = sign * layer.value
+            optimizer.apply_gradients(zip(tape.gradient(loss, [layer.log_tau]), [layer.log_tau]))
+        if sign < 0:
+            assert layer.value.numpy() == pytest.approx(20.0) and layer.log_tau.numpy() <= np.log(20.0) + 1e-6
+    assert layer.value.numpy() < 5.0  # it came back down

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from tfrs_recsys.serving.client import ServerUnavailableError
 
 
 def _step(number: int, text: str) -> float:
@@ -48,7 +49,7 @@ def _wait_until_available(client, models: Sequence[str], timeout: float, server:
             if any(v.get("state") == "AVAILABLE" for v in states):
                 pending.pop(0)
                 continue
-        except Exception:  # not listening yet
+        except ServerUnavailableError:  # not listening yet
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"models {pending} not AVAILABLE after {timeout:.0f}s")
@@ -142,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+            server.wait()
         _done(t)
     print(f"\nDemo finished in {time.perf_counter() - t_all:.0f}s. Runs, exports and the store are in {work}.")
     print(json.dumps({"models_config": str(config_path), "feature_store": str(store_dir)}, indent=2))

@@ -66,8 +66,25 @@ def resolve_negatives(negatives: str, num_items: int, full_softmax_max_items: in
     return "full" if num_items <= full_softmax_max_items else "sampled"
 
 
+class _AtMost(tf.keras.constraints.Constraint):
+    """Clips a weight to ``<= limit`` after every optimizer update."""
+
+    def __init__(self, limit: float):
+        self.limit = float(limit)
+
+    def __call__(self, w: tf.Tensor) -> tf.Tensor:
+        return tf.minimum(w, self.limit)
+
+    def get_config(self) -> dict:
+        return {"limit": self.limit}
+
+
 class InverseTemperature(tf.keras.layers.Layer):
-    """``x * tau`` with ``tau = exp(w)``, ``w`` learned from ``log(initial)``, ``tau`` capped at ``maximum``."""
+    """``x * tau`` with ``tau = exp(w)``, ``w`` learned from ``log(initial)``, ``tau`` capped at ``maximum``.
+
+    The cap clips ``w`` itself after each update: capping ``exp(w)`` in the forward pass instead
+    would zero the gradient once ``w`` overshoots, and ``tau`` could never come down again.
+    """
 
     def __init__(self, initial: float = 10.0, maximum: float = 100.0, **kwargs):
         super().__init__(**kwargs)
@@ -75,11 +92,12 @@ class InverseTemperature(tf.keras.layers.Layer):
             raise ValueError(f"inverse temperature must satisfy 0 < initial <= maximum, got {initial}, {maximum}")
         self.maximum = float(maximum)
         self.log_tau = self.add_weight(name="log_inverse_temperature", shape=(),
-                                       initializer=tf.keras.initializers.Constant(math.log(initial)))
+                                       initializer=tf.keras.initializers.Constant(math.log(initial)),
+                                       constraint=_AtMost(math.log(maximum)))
 
     @property
     def value(self) -> tf.Tensor:
-        return tf.minimum(tf.exp(self.log_tau), self.maximum)
+        return tf.minimum(tf.exp(self.log_tau), self.maximum)  # the minimum only matters for old checkpoints
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return x * self.value

@@ -8,7 +8,7 @@
    :class:`~tfrs_recsys.serving.recall_merge.RecallMergeConfig` interleaves global hot
    items into these N candidates (:func:`~tfrs_recsys.serving.recall_merge.merge_candidates`):
    a share of the slots (``ratio``) or fixed slots (``positions``), each item once,
-   the user's history never among the hot items. Every candidate keeps its ``source``,
+   the user's history never among the hot items (with ``exclude_seen``, the default). Every candidate keeps its ``source``,
    ``"recall"`` or ``"hot"``.
 3. Rank: the ranker scores every candidate from raw features (ids, the store's item
    and user features, request context); candidates are sorted by ``sort_by``
