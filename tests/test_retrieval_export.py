@@ -13,8 +13,9 @@ import tensorflow as tf
 
 from test_retrieval_model import ring_interactions, small_config
 from tfrs_recsys.data.sequences import pad_left
-from tfrs_recsys.export.retrieval import (PAD_ID, PAD_SCORE, ExportError, ScaNNIndex, default_scann_options,
-                                         export_retrieval, scann_index)
+from tfrs_recsys.export.retrieval import (PAD_ID, PAD_SCORE, ExportError, ScaNNIndex, _excluded, brute_force_index,
+                                         default_scann_options, export_retrieval, narrow_scann_search, scann_index,
+                                         set_recall, top_k_ids)
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata, read_warmup_requests
 from tfrs_recsys.training import retrieval as training
 
@@ -119,6 +120,10 @@ def test_export_layout_metadata_and_warmup(exported):
         assert meta["k"] == 20 and meta["max_history"] == MAX_HISTORY and meta["exclusion_width"] == MAX_HISTORY
         assert meta["num_items"] == NUM_ITEMS and meta["embedding_dim"] == 16
         assert meta["scann_recall_at_k"] >= 0.95
+        narrowing = meta["scann_narrowing"]  # the search was narrowed without losing recall
+        assert meta["scann_options"]["num_leaves_to_search"] == narrowing["leaves_to_search"]
+        assert narrowing["leaves_to_search"] <= narrowing["built_leaves_to_search"]
+        assert meta["scann_recall_at_k"] >= narrowing["tried"][str(narrowing["built_leaves_to_search"])] - 0.002
         warmup = read_warmup_requests(version_dir)
         assert {w.predict_log.request.model_spec.signature_name for w in warmup} == {
             "serving_default", "query_with_exclusions"}
@@ -196,3 +201,48 @@ def test_scann_index_scores_tiny_catalogs_exactly():
     for row in range(2):
         assert ids.numpy()[row].astype(str).tolist() == ["abcde"[j] for j in np.argsort(-exact[row])]
         np.testing.assert_allclose(scores.numpy()[row], np.sort(exact[row])[::-1], rtol=1e-5)
+
+
+def test_exclusions_are_exact_even_when_fingerprints_collide():
+    """Exclusions compare fingerprints, then confirm matches by string: with 1 or 3 buckets nearly
+    everything collides, and the result must still be exact set membership ("" never matches)."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(40, size=(6, 30)).astype(str).astype(object)
+    exclude = rng.integers(40, size=(6, 12)).astype(str).astype(object)
+    ids[0, :3], exclude[1, :], exclude[2, :6] = PAD_ID, PAD_ID, PAD_ID
+    want = np.array([[i in set(e) - {PAD_ID} for i in row] for row, e in zip(ids, exclude)])
+    assert 0 < want.sum() < want.size
+    for buckets in (2 ** 63 - 1, 3, 1):
+        got = tf.function(lambda a, b, n=buckets: _excluded(a, b, n))(tf.constant(ids), tf.constant(exclude))
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_narrowing_searches_fewer_leaves_at_the_same_recall(tmp_path):
+    """Tight clusters: a query's neighbours sit in a leaf or two, so most of a full-width search finds
+    nothing. Narrowing keeps the recall and the narrowed width is what a saved copy searches."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(20, 16))
+    vectors = centres[rng.integers(20, size=3000)] + 0.15 * rng.normal(size=(3000, 16))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.array([f"i{j}" for j in range(3000)], dtype=object)
+    layer = scann_index(vectors, ids, 10, {"num_leaves": 60, "num_leaves_to_search": 60, "dimensions_per_block": 2,
+                                           "num_reordering_candidates": 200, "training_sample_size": 3000})
+    queries = vectors[rng.choice(3000, 300)] + 0.05 * rng.normal(size=(300, 16)).astype(np.float32)
+    exact = top_k_ids(brute_force_index(vectors, ids, 10), queries, 10)
+    result = narrow_scann_search(layer, queries, exact, 10)
+    assert result["leaves_to_search"] < 60 and layer.leaves_to_search == result["leaves_to_search"]
+    assert result["recall"] >= result["tried"]["60"] - 0.002 and result["recall"] > 0.9
+    assert set_recall(top_k_ids(layer, queries, 10), exact) == result["recall"]
+
+    layer.leaves_to_search = 1  # far too narrow: visibly different results, to tell the widths apart
+    one_leaf = top_k_ids(layer, queries, 10)
+    assert set_recall(one_leaf, exact) < result["recall"] - 0.05
+    module = tf.Module()
+    module.index = layer
+    module.search = tf.function(lambda q: layer(q, k=10), input_signature=[tf.TensorSpec([None, 16], tf.float32)])
+    module.search(tf.constant(queries[:1]))
+    tf.saved_model.save(module, str(tmp_path / "m"), options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
+    layer.leaves_to_search = None
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    scores, found = loaded.search(tf.constant(queries))
+    assert [set(i[np.isfinite(s)]) for s, i in zip(scores.numpy(), found.numpy())] == one_leaf
