@@ -10,8 +10,9 @@ one code path. :func:`tfrs_recsys.data.schema.frame_to_raw` (also exported here 
 
 Pipeline design: the columns are converted once and held as in-memory tensors; each epoch
 draws a seeded permutation of the row indices in one op and every batch is a vectorized
-``tf.gather`` of those indices. That is a shuffle whose buffer is the whole data set at the
-cost of 8 bytes per row, and it runs several times faster than the per-example
+``tf.gather`` of those indices (one per dtype: the 1-D columns of a dtype are held as one
+matrix). That is a shuffle whose buffer is the whole data set at the cost of 8 bytes per row,
+and it runs several times faster than the per-example
 ``from_tensor_slices -> cache -> shuffle -> batch`` chain (bench/pipeline.py measures both).
 """
 from __future__ import annotations
@@ -104,34 +105,54 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], *, batch_size: int, sh
                         fix="build every array from the same rows")
     if n == 0:
         raise DataError("no rows to batch", fix="check the frame or split is not empty")
-    tensors = {key: tf.constant(v) for key, v in named.items()}
+    # 1-D columns of one dtype are held as ONE [n, k] tensor: a batch is one gather per dtype, and the
+    # dataset captures a few tensors, not one per column (each capture costs at every new iterator).
+    groups: dict[np.dtype, list] = {}
+    for key, v in named.items():
+        v = np.asarray(v)
+        groups.setdefault(v.dtype if v.ndim == 1 else key, []).append(key)
+    tensors = {}
+    for group, keys in groups.items():
+        if isinstance(group, np.dtype) and len(keys) > 1:
+            tensors[tuple(keys)] = tf.constant(np.stack([np.asarray(named[k]) for k in keys], axis=1))
+        else:
+            tensors.update({(k,): tf.constant(named[k]) for k in keys})
     stop = n - n % batch_size if drop_remainder else n
     if stop == 0:
         raise DataError(f"{n} rows make no full batch of {batch_size} with drop_remainder=True",
                         fix="use a smaller batch_size or drop_remainder=False")
 
     def assemble(indices):
-        batch = {key: tf.gather(t, indices) for key, t in tensors.items()}
+        batch = {}
+        for keys, t in tensors.items():
+            rows = tf.gather(t, indices)
+            batch.update(zip(keys, tf.unstack(rows, axis=1)) if len(keys) > 1 else [(keys[0], rows)])
         features = {k: batch[("features", k)] for k in arrays}
         if labels is None:
             return features
         return features, {k: batch[("labels", k)] for k in labels}
 
-    def index_batches(order):
-        starts = tf.data.Dataset.range(0, stop, batch_size)
-        return starts.map(lambda start: order[start:start + batch_size])
-
+    batches_per_epoch = -(-stop // batch_size)
     if shuffle:
-        # One int64 per epoch from a seeded stream that is redrawn on every new iteration.
-        epochs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        if not repeat:
-            epochs = epochs.take(1)
-        orders = epochs.map(lambda s: tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([s, tf.constant(seed, tf.int64)])))
-        ds = orders.flat_map(index_batches).map(assemble, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # Step i of epoch e takes rows order_e[i B:(i + 1) B] of a permutation drawn at the epoch's first
+        # step from a seeded stream that is redrawn on every new iteration. A scan carries the
+        # permutation from step to step (no dataset per epoch to build, as flat_map would).
+        def next_indices(order, step_and_draw):
+            step, draw = step_and_draw
+            position = step % batches_per_epoch
+            order = tf.cond(tf.equal(position, 0), lambda: tf.random.experimental.stateless_shuffle(
+                tf.range(n, dtype=tf.int64), seed=tf.stack([draw, tf.constant(seed, tf.int64)])), lambda: order)
+            start = position * batch_size
+            return order, order[start:tf.minimum(start + batch_size, stop)]
+
+        steps = tf.data.Dataset.range(batches_per_epoch) if not repeat else tf.data.Dataset.range(2 ** 62)
+        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((steps, draws)).scan(tf.range(n, dtype=tf.int64), next_indices)
+        ds = ds.map(assemble, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-        ds = index_batches(tf.range(n, dtype=tf.int64)).map(assemble, num_parallel_calls=tf.data.AUTOTUNE,
-                                                           deterministic=True)
+        starts = tf.data.Dataset.range(0, stop, batch_size)
+        ds = starts.map(lambda start: assemble(tf.range(start, tf.minimum(start + batch_size, stop))),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if cache:
             ds = ds.cache()
         if repeat:

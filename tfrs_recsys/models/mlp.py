@@ -2,16 +2,19 @@
 
 Most of a ranker's training step is its MLPs' matrix products (forward and both backward ones).
 CPUs with native bfloat16 units (Intel AMX, AVX512-BF16, used by oneDNN) multiply bfloat16 matrices
-several times faster than float32 ones, so with ``precision="mixed_bfloat16"`` a
-:class:`TrainingDense` layer computes, while TRAINING only::
+faster than float32 ones, so with ``precision="mixed_bfloat16"`` the ReLU layers of an MLP
+(:class:`TrainingDense`) compute, while TRAINING only::
 
-    y = act( float32( bf16(x) @ bf16(W) ) + b )       (products accumulated in float32 by oneDNN)
+    h_{l+1} = relu( bf16(h_l) @ bf16(W_l) + bf16(b_l) )      (products accumulated in float32 by oneDNN)
 
-Variables, optimizer state, biases, activations, losses and everything outside the MLPs stay
-float32, and inference (``training=False``: evaluation, predictions, the exported SavedModel) runs
-the plain float32 product ``act(x @ W + b)`` of the same weights. bfloat16 keeps float32's exponent
-range, so no loss scaling is needed; its 8-bit mantissa adds noise of about 0.4% to each product,
-well below the noise of a mini-batch gradient.
+and hand bfloat16 activations to the next such layer; the MLP's output layer (a logit or a tower
+vector) and everything outside the MLPs (embeddings, FM, losses) stay float32, and so do all
+variables and the optimizer state. Inference (``training=False``: evaluation, predictions, the
+exported SavedModel) runs the plain float32 ``relu(h @ W + b)`` of the same weights. bfloat16
+keeps float32's exponent range, so no loss scaling is needed; its 8-bit mantissa adds noise of
+about 0.4% to each product, well below the noise of a mini-batch gradient (the rankers' test AUCs
+agree with float32 training to about 0.001). On a 2-core AMX CPU the MLPs' share of an ESMM step
+drops by about 40%.
 
 ``precision="auto"`` (the rankers' default) picks ``mixed_bfloat16`` when the CPU has native
 bfloat16 and no GPU is visible, else ``float32`` (emulated bfloat16 would be slower).

@@ -10,8 +10,9 @@ scatter-adds. :class:`FusedAdam` computes the same update, step for step, with T
     m <- m + (1 - beta_1)(g - m);   v <- v + (1 - beta_2)(g^2 - v);   w <- w - alpha m / (sqrt(v) + eps)
 
 A sparse gradient is summed into a dense one first (zero rows where the batch has no id), which is
-exactly the update Keras' Adam applies to it. On the small models here that halves the optimizer's
-share of a CPU training step. AMSGrad and adaptive epsilon fall back to Keras' own update.
+exactly the update Keras' Adam applies to it. On the rankers here (about 30 variables) that cuts the
+optimizer's time by about a quarter and a CPU training step by 5-10%. AMSGrad and adaptive epsilon
+fall back to Keras' own update.
 """
 from __future__ import annotations
 

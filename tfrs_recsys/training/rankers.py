@@ -31,6 +31,7 @@ from tfrs_recsys.data.schema import FeatureSpec, infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame, frame_to_raw
 from tfrs_recsys.training import distribution
+from tfrs_recsys.training.optimizers import FusedAdam
 from tfrs_recsys.training.common import (BEST_WEIGHTS, CONFIG_FILE, EpochEvaluator, fit_verbosity,
                                          tensorboard_callback)
 
@@ -121,9 +122,10 @@ def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -
 
 
 def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
-    """Adam(cfg.learning_rate); several steps per call into the graph, which saves the per-step
-    Python round trip (about a tenth of a step of these small models on CPU). The optimizer is
-    created under the strategy the model was built under.
+    """Adam(cfg.learning_rate), as :class:`~tfrs_recsys.training.optimizers.FusedAdam` (the same
+    update, one kernel per variable); several steps per call into the graph, which saves the
+    per-step Python round trip (about a tenth of a step of these small models on CPU). The
+    optimizer is created under the strategy the model was built under.
 
     With several replicas it is one step per call: the all-gather of sparse (embedding) gradients
     inside Keras' multi-step loop fails under MultiWorkerMirroredStrategy (collective shape
@@ -132,13 +134,14 @@ def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
     strategy = model.distribute_strategy
     steps = STEPS_PER_EXECUTION if strategy.num_replicas_in_sync == 1 else 1
     with strategy.scope():
-        model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate), steps_per_execution=steps)
+        model.compile(optimizer=FusedAdam(cfg.learning_rate), steps_per_execution=steps)
 
 
 def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec, run_dir: Path | str, *,
         eval_fn: Callable[[tf.keras.Model], Mapping[str, float]], monitor: str,
         epochs: int | None = None, checkpoint: bool = True) -> EpochEvaluator:
-    """:func:`compile_ranker`, :func:`training_dataset`, early stopping on ``monitor`` (larger is better), best weights restored.
+    """:func:`compile_ranker`, :func:`training_dataset`, early stopping on ``monitor`` (larger is
+    better), best weights restored.
 
     Distributed training: build ``model`` under ``strategy.scope()``; it then trains under that strategy.
     """
