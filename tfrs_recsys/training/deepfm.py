@@ -14,6 +14,8 @@ Notebook use::
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -45,6 +47,11 @@ def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *, tr
     return metrics
 
 
+def selection_eval(validation: pd.DataFrame, spec: FeatureSpec) -> Callable[[DeepFM], dict]:
+    """Per-epoch validation metrics plus the early-stopping score: validation AUC."""
+    return lambda m: rankers.with_selection_score(evaluate_deepfm(m, validation, spec), ("auc",), "logloss")
+
+
 def run(cfg: DeepFMConfig) -> dict:
     """Train DeepFM, write the run directory (the chief's only), return the test metrics."""
     # First of all: MultiWorkerMirroredStrategy can only be created before TensorFlow runs any op.
@@ -59,10 +66,8 @@ def run(cfg: DeepFMConfig) -> dict:
     with strategy.scope():
         model = DeepFM.from_spec(spec, cfg)
 
-    def eval_fn(m: DeepFM) -> dict[str, float]:
-        return rankers.with_selection_score(evaluate_deepfm(m, split.validation, spec), ("auc",), "logloss")
-
-    evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=rankers.MONITOR, eval_fn=eval_fn)
+    evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=rankers.MONITOR,
+                            eval_fn=selection_eval(split.validation, spec))
     plot_curves(run_dir)
     truth = None if data.truth is None else data.truth.loc[split.test.index]
     metrics = evaluate_deepfm(model, split.test, spec, truth=truth)

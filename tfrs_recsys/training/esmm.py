@@ -31,6 +31,8 @@ Notebook use::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -129,6 +131,12 @@ def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, v
     return model
 
 
+def selection_eval(validation: pd.DataFrame, spec: FeatureSpec, cfg: ESMMConfig) -> Callable[[ESMM], dict]:
+    """Per-epoch validation metrics plus the early-stopping score: the mean of CTR and CTCVR AUC."""
+    return lambda m: rankers.with_selection_score(evaluate_esmm(m, validation, spec, k=cfg.ndcg_k),
+                                                  ("ctr_auc", "ctcvr_auc"), "logloss")
+
+
 def run(cfg: ESMMConfig) -> dict:
     """Train ESMM (and the baseline), write the run directory (the chief's only), return the test metrics."""
     # First of all: MultiWorkerMirroredStrategy can only be created before TensorFlow runs any op.
@@ -144,11 +152,8 @@ def run(cfg: ESMMConfig) -> dict:
     with strategy.scope():
         model = ESMM.from_spec(spec, cfg)
 
-    def eval_fn(m: ESMM) -> dict[str, float]:
-        return rankers.with_selection_score(evaluate_esmm(m, validation, spec, k=cfg.ndcg_k),
-                                            ("ctr_auc", "ctcvr_auc"), "logloss")
-
-    evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=MONITOR, eval_fn=eval_fn)
+    evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=MONITOR,
+                            eval_fn=selection_eval(validation, spec, cfg))
     plot_curves(run_dir)
     test_truth = _truth_of(data.truth, split.test)
     metrics = evaluate_esmm(model, split.test, spec, truth=test_truth, k=cfg.ndcg_k)

@@ -13,7 +13,9 @@ deepfm      ``val_auc``         :func:`tfrs_recsys.training.rankers.fit` of ``De
 
 The data is loaded (and, for the rankers, split and its feature spec inferred from the
 training rows) once per search; every trial trains a fresh model on it with the same seed,
-so trials differ only in their hyperparameters. A trial whose training diverges (no finite
+so trials differ only in their hyperparameters. The epoch kept is the one ``train`` keeps
+(ESMM: by the mean of validation CTR and CTCVR AUC), and the trial is judged by the objective
+at that epoch. A trial whose training diverges (no finite
 validation value at any epoch) scores :data:`DIVERGED_SCORE`, below every real AUC or NDCG.
 """
 from __future__ import annotations
@@ -103,17 +105,14 @@ class RankerTrials:
         self.spec = rankers.ranker_spec(cfg, self.data, self.split.train)
 
     def _eval_fn(self, cfg: TrainConfig):
-        from tfrs_recsys.training import rankers
-
         validation, spec = self.split.validation, self.spec
         if self.model == "esmm":
-            from tfrs_recsys.training.esmm import evaluate_esmm
+            from tfrs_recsys.training.esmm import selection_eval
 
-            return lambda m: rankers.with_selection_score(evaluate_esmm(m, validation, spec, k=cfg.ndcg_k),
-                                                          ("ctr_auc", "ctcvr_auc"), "logloss")
-        from tfrs_recsys.training.deepfm import evaluate_deepfm
+            return selection_eval(validation, spec, cfg)
+        from tfrs_recsys.training.deepfm import selection_eval
 
-        return lambda m: rankers.with_selection_score(evaluate_deepfm(m, validation, spec), ("auc",), "logloss")
+        return selection_eval(validation, spec)
 
     def run(self, cfg: TrainConfig) -> TrialResult:
         from tfrs_recsys.models.deepfm import DeepFM
