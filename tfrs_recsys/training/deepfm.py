@@ -20,15 +20,14 @@ import numpy as np
 import pandas as pd
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-import tensorflow as tf
 
 from tfrs_recsys import metrics as M
 from tfrs_recsys import paths
 from tfrs_recsys.config import DeepFMConfig
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.deepfm import DeepFM
-from tfrs_recsys.training import distribution, rankers
-from tfrs_recsys.training.common import TEST_METRICS, plot_curves, prepare_run_dir, release_run_dir, write_json
+from tfrs_recsys.training import rankers
+from tfrs_recsys.training.common import TEST_METRICS, plot_curves, release_run_dir, write_json
 
 
 def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *, truth: pd.DataFrame | None = None,
@@ -54,16 +53,9 @@ def selection_eval(validation: pd.DataFrame, spec: FeatureSpec) -> Callable[[Dee
 
 def run(cfg: DeepFMConfig) -> dict:
     """Train DeepFM, write the run directory (the chief's only), return the test metrics."""
-    # First of all: MultiWorkerMirroredStrategy can only be created before TensorFlow runs any op.
-    strategy = distribution.build_strategy(cfg.distribute)
-    chief = distribution.is_chief(strategy)
-    tf.keras.utils.set_random_seed(cfg.seed)
-    data, split = rankers.load_and_split(cfg, "deepfm")
-    run_dir = prepare_run_dir(cfg, "deepfm", chief=chief)
-    print(f"deepfm: strategy: {distribution.describe(strategy)}", flush=True)
-    spec = rankers.ranker_spec(cfg, data, split.train)
-    rankers.write_run_files(run_dir, spec, split)
-    with strategy.scope():
+    start = rankers.start_run(cfg, "deepfm")
+    data, split, spec, run_dir = start.data, start.split, start.spec, start.run_dir
+    with start.strategy.scope():
         model = DeepFM.from_spec(spec, cfg)
 
     evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=rankers.MONITOR,
@@ -73,5 +65,5 @@ def run(cfg: DeepFMConfig) -> dict:
     metrics = evaluate_deepfm(model, split.test, spec, truth=truth)
     metrics["best_epoch"] = evaluator.best_epoch
     write_json(paths.join(run_dir, TEST_METRICS), metrics)
-    release_run_dir(run_dir, chief=chief)
+    release_run_dir(run_dir, chief=start.chief)
     return metrics

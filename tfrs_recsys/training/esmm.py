@@ -45,8 +45,8 @@ from tfrs_recsys.config import ESMMConfig
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.esmm import ESMM, ClickedCVR
-from tfrs_recsys.training import distribution, rankers
-from tfrs_recsys.training.common import TEST_METRICS, plot_curves, prepare_run_dir, release_run_dir, write_json
+from tfrs_recsys.training import rankers
+from tfrs_recsys.training.common import TEST_METRICS, plot_curves, release_run_dir, write_json
 
 MONITOR = rankers.MONITOR
 NDCG_GAIN = "conversion=2, click=1, none=0; ranked by pCTR + pCTCVR"
@@ -139,15 +139,8 @@ def selection_eval(validation: pd.DataFrame, spec: FeatureSpec, cfg: ESMMConfig)
 
 def run(cfg: ESMMConfig) -> dict:
     """Train ESMM (and the baseline), write the run directory (the chief's only), return the test metrics."""
-    # First of all: MultiWorkerMirroredStrategy can only be created before TensorFlow runs any op.
-    strategy = distribution.build_strategy(cfg.distribute)
-    chief = distribution.is_chief(strategy)
-    tf.keras.utils.set_random_seed(cfg.seed)
-    data, split = rankers.load_and_split(cfg, "esmm")
-    run_dir = prepare_run_dir(cfg, "esmm", chief=chief)
-    print(f"esmm: strategy: {distribution.describe(strategy)}", flush=True)
-    spec = rankers.ranker_spec(cfg, data, split.train)
-    rankers.write_run_files(run_dir, spec, split)
+    start = rankers.start_run(cfg, "esmm")
+    data, split, spec, run_dir, strategy = start.data, start.split, start.spec, start.run_dir, start.strategy
     validation = split.validation
     with strategy.scope():
         model = ESMM.from_spec(spec, cfg)
@@ -163,5 +156,5 @@ def run(cfg: ESMMConfig) -> dict:
         for key, value in evaluate_clicked_cvr(baseline, split.test, spec, truth=test_truth).items():
             metrics[f"baseline_{key}"] = value
     write_json(paths.join(run_dir, TEST_METRICS), metrics)
-    release_run_dir(run_dir, chief=chief)
+    release_run_dir(run_dir, chief=start.chief)
     return metrics

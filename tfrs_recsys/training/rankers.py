@@ -10,6 +10,7 @@ A ranker's run directory holds, beside the files of :mod:`tfrs_recsys.training.c
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -33,7 +34,7 @@ from tfrs_recsys.features.preprocessing import as_encoded, encode_frame, frame_t
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.optimizers import FusedAdam
 from tfrs_recsys.training.common import (BEST_WEIGHTS, CONFIG_FILE, EpochEvaluator, fit_verbosity,
-                                         tensorboard_callback)
+                                         prepare_run_dir, tensorboard_callback)
 
 SPEC_FILE = "spec.json"
 SPLIT_FILE = "split.json"
@@ -216,6 +217,33 @@ def group_column(spec: FeatureSpec, frame: pd.DataFrame) -> str | None:
         if col and col in frame.columns:
             return col
     return None
+
+
+@dataclasses.dataclass
+class RankerRun:
+    """What a ranker's ``run`` starts from: the strategy, the data, its split and spec, the run directory."""
+
+    strategy: tf.distribute.Strategy
+    chief: bool
+    data: LabeledData
+    split: Split
+    spec: FeatureSpec
+    run_dir: Path | str
+
+
+def start_run(cfg: TrainConfig, task: str) -> RankerRun:
+    """Strategy first (MultiWorkerMirroredStrategy must exist before TensorFlow runs any op), then the
+    seed, the checked and split data, the run directory (the chief's; a temporary one elsewhere), the
+    spec inferred from the training rows, and the run files."""
+    strategy = distribution.build_strategy(cfg.distribute)
+    chief = distribution.is_chief(strategy)
+    tf.keras.utils.set_random_seed(cfg.seed)
+    data, split = load_and_split(cfg, task)
+    run_dir = prepare_run_dir(cfg, task, chief=chief)
+    print(f"{task}: strategy: {distribution.describe(strategy)}", flush=True)
+    spec = ranker_spec(cfg, data, split.train)
+    write_run_files(run_dir, spec, split)
+    return RankerRun(strategy, chief, data, split, spec, run_dir)
 
 
 def write_run_files(run_dir: Path | str, spec: FeatureSpec, split: Split) -> None:
