@@ -1,5 +1,6 @@
 """The gRPC client, the recall -> rank pipeline, its CLI and its HTTP service, against a real server process."""
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -197,6 +198,22 @@ def test_request_time_features_fill_what_the_ranker_takes_and_the_request_lacks(
     assert request_time_features(inputs, {"hour": 9}, tuesday_2213_utc) == {"timestamp": tuesday_2213_utc,
                                                                              "weekday": 1}
     assert request_time_features({"item_id": None, "price": None}, {}, tuesday_2213_utc) == {}
+
+
+def _grpc_experiments_seen_by_a_client_process(env_value):
+    """GRPC_EXPERIMENTS as grpc reads it in a fresh process that imports our client."""
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    if env_value is not None:
+        env["GRPC_EXPERIMENTS"] = env_value
+    code = "import os, tfrs_recsys.serving.client, grpc; print(repr(os.environ.get('GRPC_EXPERIMENTS')))"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                          cwd=fx.REPO).stdout.strip()
+
+
+def test_grpc_transport_setting_applies_before_grpc_loads_and_yields_to_the_user():
+    assert _grpc_experiments_seen_by_a_client_process(None) == "'-event_engine_client,-event_engine_listener'"
+    assert _grpc_experiments_seen_by_a_client_process("") == "''"
+    assert _grpc_experiments_seen_by_a_client_process("-event_engine_client") == "'-event_engine_client'"
 
 
 def test_recommend_cli(server, store_dir):
