@@ -1,7 +1,7 @@
 """Rankers against DeepCTR 0.9.4 on the same data, split and epochs; ESMM against the clicked-only CVR baseline.
 
     .venv/bin/pip install -r bench/requirements.txt --no-deps
-    .venv/bin/python bench/ranking.py [--models esmm,deepfm] [--epochs 3] [--sessions 5000] [--ctr-rows 50000]
+    .venv/bin/python bench/ranking.py [--models esmm,deepfm] [--epochs 3] [--speed-rounds 8] [--sessions 5000] [--ctr-rows 50000]
 
 Protocol, for each model family:
 
@@ -18,9 +18,12 @@ Protocol, for each model family:
   figures;
 * equal embedding size and hidden units (``--embedding-dim``, ``--hidden-units``), Adam with the
   same learning rate and batch size, the same number of epochs, no early stopping;
-* epochs alternate (ours, DeepCTR's, ours, ...) so that a busy shared machine slows both alike;
-  throughput = training examples per second over epochs 2..N (epoch 1 includes graph tracing), by
-  wall clock and by this process's CPU time (steadier when other jobs share the machine);
+* quality run: epochs alternate (ours, DeepCTR's, ours, ...), each model evaluated after every epoch;
+* throughput, measured apart on freshly built models: ``--speed-rounds`` epochs of each, alternating
+  so that a busy shared machine slows both alike, the first one (graph tracing) untimed; training
+  examples per second of the median epoch, by wall clock and by this process's CPU time, with the
+  range of the per-round ratios (single epochs of these sizes last a few tenths of a second and
+  swing by 20% and more on a shared machine, so a median of several is the figure to quote);
 * test metrics come from the same NumPy functions (tfrs_recsys.metrics) for both, after every epoch
   (untimed); the table shows the last epoch, the curve line every epoch.
 
@@ -106,24 +109,42 @@ def _timed(fn):
     return fn(), time.perf_counter() - start
 
 
-def alternate_epochs(epochs: int, ours, peer, rows: int) -> dict:
+def build_trainer(model_cls, spec, cfg, ds, steps: int):
+    """A freshly seeded, compiled model of ours and a callable that trains it one epoch on ``ds``."""
+    tf.keras.utils.set_random_seed(cfg.seed)
+    model = model_cls.from_spec(spec, cfg)
+    rankers.compile_ranker(model, cfg)
+    return model, lambda: model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+
+
+def alternate_epochs(epochs: int, ours, peer) -> dict:
     """One epoch of each in turn, ``epochs`` times; after each epoch ``ours[1]()`` / ``peer[1]()``
-    evaluate (untimed). Throughput over epochs 2..N: examples per wall second, and per CPU second
-    of this process (less sensitive to other jobs on a shared machine)."""
-    wall = {"ours": [], "peer": []}
-    cpu = {"ours": [], "peer": []}
+    evaluate (untimed): the per-epoch test curves of the quality run."""
     curves = {"ours": [], "peer": []}
     for _ in range(epochs):
         for name, (fit_one, evaluate) in (("ours", ours), ("peer", peer)):
+            fit_one()
+            curves[name].append(evaluate())
+    return curves
+
+
+def speed_rounds(rounds: int, ours, peer, rows: int) -> dict:
+    """Training throughput of freshly built models: ``rounds`` epochs of each, alternating, the
+    first (graph tracing) untimed. Examples per second from the median epoch, by wall clock and
+    by this process's CPU time, and the range of the per-round wall ratios ours / peer: on a
+    shared machine single epochs of a few tenths of a second swing by 20% and more."""
+    wall = {"ours": [], "peer": []}
+    cpu = {"ours": [], "peer": []}
+    for _ in range(rounds + 1):
+        for name, fit_one in (("ours", ours), ("peer", peer)):
             start, start_cpu = time.perf_counter(), time.process_time()
             fit_one()
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
-            curves[name].append(evaluate())
-    steady = slice(1, None) if epochs > 1 else slice(0, None)
-    return {"wall": {k: rows * len(v[steady]) / sum(v[steady]) for k, v in wall.items()},
-            "cpu": {k: rows * len(v[steady]) / sum(v[steady]) for k, v in cpu.items()},
-            "curves": curves}
+    ratios = np.array(wall["peer"][1:]) / np.array(wall["ours"][1:])
+    return {"wall": {k: rows / float(np.median(v[1:])) for k, v in wall.items()},
+            "cpu": {k: rows / float(np.median(v[1:])) for k, v in cpu.items()},
+            "round_ratios": (float(ratios.min()), float(ratios.max())), "rounds": rounds}
 
 
 def bench_esmm(args) -> dict:
@@ -134,44 +155,43 @@ def bench_esmm(args) -> dict:
     cfg = ESMMConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                      embedding_dim=args.embedding_dim, hidden_units=args.hidden_units, seed=args.seed,
                      precision=args.precision)
-    tf.keras.utils.set_random_seed(args.seed)
-    ours = ESMM.from_spec(spec, cfg)
-    rankers.compile_ranker(ours, cfg)
     (ds, steps), encode_ours = _timed(lambda: rankers.training_dataset(split.train, spec, cfg))
     x_train, encode_peer = _timed(lambda: encode_for_peer(split.train, spec))
     x_test = pad_like(encode_for_peer(split.test, spec), x_train)
     click = split.train["click"].to_numpy(np.float32)
     ctcvr = click * split.train["conversion"].to_numpy(np.float32)
-    peer = PeerESMM(peer_columns(spec, x_train, cfg.embedding_dim), tower_dnn_hidden_units=cfg.hidden_units,
-                    seed=args.seed)
-    peer.compile(tf.keras.optimizers.Adam(cfg.learning_rate), loss=["binary_crossentropy", "binary_crossentropy"])
+
+    def build_ours():
+        return build_trainer(ESMM, spec, cfg, ds, steps)
+
+    def build_peer():
+        model = PeerESMM(peer_columns(spec, x_train, cfg.embedding_dim), tower_dnn_hidden_units=cfg.hidden_units,
+                         seed=args.seed)
+        model.compile(tf.keras.optimizers.Adam(cfg.learning_rate), loss=["binary_crossentropy", "binary_crossentropy"])
+        return model, lambda: model.fit(x_train, [click, ctcvr], batch_size=cfg.batch_size, epochs=1, shuffle=True,
+                                        verbose=0)
 
     truth = data.truth.loc[split.test.index]
     test_click = split.test["click"].to_numpy(np.float64)
     test_conv = split.test["conversion"].to_numpy(np.float64)
+    (ours, fit_ours), (peer, fit_peer) = build_ours(), build_peer()
 
     def evaluate_peer() -> dict:
         p_ctr, p_ctcvr = (np.asarray(p, np.float64).ravel() for p in peer.predict(x_test, batch_size=8192, verbose=0))
         return {"ctr_auc": M.auc(test_click, p_ctr), "ctcvr_auc": M.auc(test_click * test_conv, p_ctcvr),
                 **cvr_metrics(p_ctcvr / np.maximum(p_ctr, 1e-12), test_click, test_conv, truth)}
 
-    speed = alternate_epochs(
-        args.epochs,
-        (lambda: ours.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0),
-         lambda: evaluate_esmm(ours, split.test, spec, truth=truth)),
-        (lambda: peer.fit(x_train, [click, ctcvr], batch_size=cfg.batch_size, epochs=1, shuffle=True, verbose=0),
-         evaluate_peer),
-        len(split.train))
-    mine, theirs = speed["curves"]["ours"][-1], speed["curves"]["peer"][-1]
+    curves = alternate_epochs(args.epochs, (fit_ours, lambda: evaluate_esmm(ours, split.test, spec, truth=truth)),
+                              (fit_peer, evaluate_peer))
 
-    tf.keras.utils.set_random_seed(args.seed)
-    baseline = ClickedCVR.from_spec(spec, cfg)
-    rankers.compile_ranker(baseline, cfg)
     clicked = split.train[split.train["click"] > 0]
     bds, bsteps = rankers.training_dataset(clicked, spec, cfg)
+    baseline, _ = build_trainer(ClickedCVR, spec, cfg, bds, bsteps)
     baseline.fit(bds, epochs=cfg.epochs, steps_per_epoch=bsteps, verbose=0)
     base = evaluate_clicked_cvr(baseline, split.test, spec, truth=truth)
-    return {"rows_train": len(split.train), "ours": mine, "deepctr": theirs, "baseline": base, "speed": speed,
+    speed = speed_rounds(args.speed_rounds, build_ours()[1], build_peer()[1], len(split.train))
+    return {"rows_train": len(split.train), "ours": curves["ours"][-1], "deepctr": curves["peer"][-1],
+            "baseline": base, "curves": curves, "speed": speed,
             "encode_seconds": {"ours": encode_ours, "peer": encode_peer}, "precision": resolve_precision(cfg.precision)}
 
 
@@ -183,19 +203,23 @@ def bench_deepfm(args) -> dict:
     cfg = DeepFMConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                        embedding_dim=args.embedding_dim, hidden_units=args.hidden_units, seed=args.seed,
                        precision=args.precision)
-    tf.keras.utils.set_random_seed(args.seed)
-    ours = DeepFM.from_spec(spec, cfg)
-    rankers.compile_ranker(ours, cfg)
     (ds, steps), encode_ours = _timed(lambda: rankers.training_dataset(split.train, spec, cfg))
     x_train, encode_peer = _timed(lambda: encode_for_peer(split.train, spec))
     x_test = pad_like(encode_for_peer(split.test, spec), x_train)
-    cols = peer_columns(spec, x_train, cfg.embedding_dim)
-    peer = PeerDeepFM(cols, cols, dnn_hidden_units=cfg.hidden_units, seed=args.seed)
-    peer.compile(tf.keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
     label = split.train["label"].to_numpy(np.float32)
+
+    def build_ours():
+        return build_trainer(DeepFM, spec, cfg, ds, steps)
+
+    def build_peer():
+        cols = peer_columns(spec, x_train, cfg.embedding_dim)
+        model = PeerDeepFM(cols, cols, dnn_hidden_units=cfg.hidden_units, seed=args.seed)
+        model.compile(tf.keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
+        return model, lambda: model.fit(x_train, label, batch_size=cfg.batch_size, epochs=1, shuffle=True, verbose=0)
 
     truth = data.truth.loc[split.test.index]
     y = split.test["label"].to_numpy(np.float64)
+    (ours, fit_ours), (peer, fit_peer) = build_ours(), build_peer()
 
     def evaluate_peer() -> dict:
         p = np.asarray(peer.predict(x_test, batch_size=8192, verbose=0), np.float64).ravel()
@@ -203,15 +227,11 @@ def bench_deepfm(args) -> dict:
                 "gauc": M.gauc(y, p, split.test["user_id"].to_numpy())[0],
                 "ctr_true_auc": rankers.expected_auc(truth["true_ctr"].to_numpy(), p)}
 
-    speed = alternate_epochs(
-        args.epochs,
-        (lambda: ours.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0),
-         lambda: evaluate_deepfm(ours, split.test, spec, truth=truth)),
-        (lambda: peer.fit(x_train, label, batch_size=cfg.batch_size, epochs=1, shuffle=True, verbose=0),
-         evaluate_peer),
-        len(split.train))
-    mine, theirs = speed["curves"]["ours"][-1], speed["curves"]["peer"][-1]
-    return {"rows_train": len(split.train), "ours": mine, "deepctr": theirs, "speed": speed,
+    curves = alternate_epochs(args.epochs, (fit_ours, lambda: evaluate_deepfm(ours, split.test, spec, truth=truth)),
+                              (fit_peer, evaluate_peer))
+    speed = speed_rounds(args.speed_rounds, build_ours()[1], build_peer()[1], len(split.train))
+    return {"rows_train": len(split.train), "ours": curves["ours"][-1], "deepctr": curves["peer"][-1],
+            "curves": curves, "speed": speed,
             "encode_seconds": {"ours": encode_ours, "peer": encode_peer}, "precision": resolve_precision(cfg.precision)}
 
 
@@ -226,15 +246,18 @@ def report(name: str, result: dict, keys: list[str]) -> None:
     print(f"{'metric':22s} {'ours':>9s} {'DeepCTR':>9s} {'ours/DeepCTR':>13s}")
     for k in keys:
         print(f"{k:22s} {ours[k]:9.4f} {theirs[k]:9.4f} {_ratio(ours[k], theirs[k]):>13s}")
+    print(f"training throughput, fresh models, median of {speed['rounds']} alternating epochs:")
     for clock in ("wall", "cpu"):
         label = f"train examples/{clock} s"
         print(f"{label:22s} {speed[clock]['ours']:9.0f} {speed[clock]['peer']:9.0f} "
               f"{_ratio(speed[clock]['ours'], speed[clock]['peer']):>13s}")
+    low, high = speed["round_ratios"]
+    print(f"per-round wall ratios ours/DeepCTR from {low:.3f}x to {high:.3f}x")
     enc = result["encode_seconds"]
     print(f"encoding the training rows once, before the timed epochs: ours {enc['ours']:.2f} s (training_dataset), "
           f"DeepCTR's input {enc['peer']:.2f} s")
-    print(f"per-epoch test {keys[0]}: ours " + " ".join(f"{c[keys[0]]:.4f}" for c in speed["curves"]["ours"])
-          + " | DeepCTR " + " ".join(f"{c[keys[0]]:.4f}" for c in speed["curves"]["peer"]))
+    print(f"per-epoch test {keys[0]}: ours " + " ".join(f"{c[keys[0]]:.4f}" for c in result["curves"]["ours"])
+          + " | DeepCTR " + " ".join(f"{c[keys[0]]:.4f}" for c in result["curves"]["peer"]))
     if "baseline" in result:
         base = result["baseline"]
         print("\nESMM vs clicked-only CVR baseline, pCVR over the ENTIRE impression space (test, same epochs):")
@@ -254,10 +277,14 @@ def main(argv=None) -> int:
     parser.add_argument("--sessions", type=int, default=5000)
     parser.add_argument("--ctr-rows", type=int, default=50000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--speed-rounds", type=int, default=8,
+                        help="timed epochs of each model (fresh ones) for the throughput figures")
     parser.add_argument("--precision", default="auto", help="ours: auto | float32 | mixed_bfloat16 (MLP products)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     args.hidden_units = tuple(int(u) for u in args.hidden_units.split(","))
+    if args.speed_rounds < 1:
+        parser.error("--speed-rounds must be at least 1")
     results = {}
     for name in args.models.split(","):
         if name == "esmm":
