@@ -201,7 +201,7 @@ def test_request_time_features_fill_what_the_ranker_takes_and_the_request_lacks(
 
 
 def _grpc_experiments_seen_by_a_client_process(env_value):
-    """GRPC_EXPERIMENTS as grpc reads it in a fresh process that imports our client."""
+    """GRPC_EXPERIMENTS in a fresh process once our client (and with it grpc) is imported."""
     env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
     if env_value is not None:
         env["GRPC_EXPERIMENTS"] = env_value
@@ -210,7 +210,7 @@ def _grpc_experiments_seen_by_a_client_process(env_value):
                           cwd=fx.REPO).stdout.strip()
 
 
-def test_grpc_transport_setting_applies_before_grpc_loads_and_yields_to_the_user():
+def test_grpc_transport_setting_is_set_on_import_and_yields_to_the_user():
     assert _grpc_experiments_seen_by_a_client_process(None) == "'-event_engine_client,-event_engine_listener'"
     assert _grpc_experiments_seen_by_a_client_process("") == "''"
     assert _grpc_experiments_seen_by_a_client_process("-event_engine_client") == "'-event_engine_client'"
