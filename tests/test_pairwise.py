@@ -137,14 +137,42 @@ def test_triples_use_disliked_items_else_sample_unliked_ones():
 
 
 def test_popularity_sampling_draws_in_proportion_to_training_interactions():
-    rows = _rows([("u", "i0", 5, 0)] + [(f"v{k}", "i1", 1, k) for k in range(30)]
+    rows = _rows([(f"u{k}", "i0", 5, 0) for k in range(200)] + [(f"v{k}", "i1", 1, k) for k in range(30)]
                  + [(f"v{k}", "i2", 1, k) for k in range(10)])
     catalog = np.array(["i0", "i1", "i2", "i3"], dtype=object)  # i3 never seen: never drawn
     sampler = pairs.TripleSampler(rows, catalog, use_disliked=False, sampling="popularity", seed=1)
-    draws = np.concatenate([sampler.negatives() for _ in range(2000)])
-    share = np.bincount(draws, minlength=4) / len(draws)
-    assert share[0] == 0 and share[3] == 0  # u's own liked item, and an item without interactions
-    assert share[1] == pytest.approx(0.75, abs=0.03) and share[2] == pytest.approx(0.25, abs=0.03)
+    draws = np.concatenate([sampler.epoch()["negative"] for _ in range(20)])
+    share = {item: float(np.mean(draws == item)) for item in catalog}
+    assert share["i0"] == 0 and share["i3"] == 0  # the users' own liked item, and an item without interactions
+    assert share["i1"] == pytest.approx(0.75, abs=0.03) and share["i2"] == pytest.approx(0.25, abs=0.03)
+
+
+def test_a_user_who_liked_nearly_everything_draws_among_the_rest():
+    liked = [("a", f"i{k}", 5, k) for k in range(39)]
+    rows = _rows(liked + [("b", "i39", 5, 0), ("b", "i0", 5, 1)])
+    catalog = np.array([f"i{k}" for k in range(40)], dtype=object)
+    sampler = pairs.TripleSampler(rows, catalog, use_disliked=False, seed=2)
+    for _ in range(5):  # a's 20 rejection draws almost never leave its liked items; b's often do
+        epoch = sampler.epoch()
+        assert set(epoch["negative"][epoch["user_id"] == "a"]) == {"i39"}
+        assert "i0" not in set(epoch["negative"][epoch["user_id"] == "b"])
+        assert "i39" not in set(epoch["negative"][epoch["user_id"] == "b"])
+
+
+def test_training_batches_are_strings_and_redrawn_every_epoch():
+    rows = _rows([(f"u{k}", f"i{k % 7}", 5, k) for k in range(50)] + [(f"u{k}", f"i{k % 5 + 7}", 5, 100 + k)
+                                                                       for k in range(50)])
+    catalog = np.array([f"i{k}" for k in range(30)], dtype=object)
+    ds = pairs.TripleSampler(rows, catalog, max_len=2, seed=4).dataset(32)
+    first, second = ([{k: v.numpy() for k, v in batch.items()} for batch in ds] for _ in range(2))
+    assert [len(b["positive"]) for b in first] == [32, 32, 32, 4]
+    assert first[0]["history"].shape == (32, 2) and first[0]["negative"].dtype == object
+    epoch = lambda batches, key: np.concatenate([b[key] for b in batches])  # noqa: E731
+    assert sorted(epoch(first, "positive")) == sorted(epoch(second, "positive"))  # every triple once per epoch
+    assert not np.array_equal(epoch(first, "negative"), epoch(second, "negative"))
+    again = [{k: v.numpy() for k, v in b.items()} for b in pairs.TripleSampler(rows, catalog, max_len=2,
+                                                                                 seed=4).dataset(32)]
+    assert np.array_equal(epoch(first, "negative"), epoch(again, "negative"))  # seeded
 
 
 def test_triple_errors_name_the_field_and_the_fix():

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.sequences import PAD, Sequences, pad_left
+from tfrs_recsys.data.pipelines import dataset_from_arrays
+from tfrs_recsys.data.sequences import PAD, Sequences
 
 SAMPLING = ("uniform", "popularity")
 _REJECTION_ROUNDS = 20
@@ -129,66 +130,126 @@ class TripleSampler:
                             fix="raise --positive-threshold so low ratings count as disliked, add items, "
                                 "or train with --loss softmax")
         self._user = user_index[rows]
-        self.user_ids = users[rows].astype(object)
-        self.positives = self.catalog[item_index[rows]]
-        self.histories = self._histories(frame["item_id"].to_numpy(), user_index, rows, max_len)
+        self._user_names = user_names.astype(str).astype(object)
+        self._positive = item_index[rows]
+        self._history = self._history_indices(item_index, user_index, rows, max_len, pad=num_items)
+        self._probability = counts / counts.sum()
         self.num_items = num_items
-        self._rng = np.random.default_rng(seed)
+        self._seed = seed
+        self._epochs = None
 
     @staticmethod
-    def _histories(items: np.ndarray, user_index: np.ndarray, rows: np.ndarray, max_len: int) -> np.ndarray:
-        if max_len <= 0:
-            return np.full((len(rows), 0), PAD, dtype=object)
+    def _history_indices(items: np.ndarray, user_index: np.ndarray, rows: np.ndarray, max_len: int,
+                         pad: int) -> np.ndarray:
+        """[N, max_len] catalog indices of each row's earlier items (newest last), ``pad`` before them."""
         first = np.r_[0, np.flatnonzero(np.diff(user_index)) + 1]  # rows are grouped by user
         start = first[user_index[rows]]
-        return pad_left([items[max(s, r - max_len):r] for s, r in zip(start, rows)], max_len)
+        at = rows[:, None] - max_len + np.arange(max_len)[None, :]
+        return np.where(at >= start[:, None], items[np.maximum(at, 0)], pad).astype(np.int64)
 
     def __len__(self) -> int:
-        return len(self.positives)
+        return len(self._positive)
 
-    def negatives(self) -> np.ndarray:
-        """One negative item index per triple (a fresh draw each call)."""
-        rng, n = self._rng, len(self._user)
-        count = self._disliked_count[self._user]
-        explicit = count > 0
-        out = np.empty(n, dtype=np.int64)
-        pick = self._disliked_start[self._user[explicit]] + np.floor(
-            rng.random(int(explicit.sum())) * count[explicit]).astype(np.int64)
-        out[explicit] = self._disliked[pick]
-        todo = np.flatnonzero(~explicit)
-        for _ in range(_REJECTION_ROUNDS):
-            if not len(todo):
-                break
-            draw = np.minimum(np.searchsorted(self._cdf, rng.random(len(todo)), side="right"), self.num_items - 1)
-            out[todo] = draw
-            todo = todo[self._is_liked(self._user[todo], draw)]
-        for row in todo:  # users who liked nearly everything: draw among what is left
-            allowed = np.flatnonzero(~self._is_liked(np.full(self.num_items, self._user[row]),
-                                                     np.arange(self.num_items)) & (np.diff(np.r_[0, self._cdf]) > 0))
-            out[row] = rng.choice(allowed)
-        return out
+    @property
+    def user_ids(self) -> np.ndarray:
+        """[N] user id of each triple."""
+        return self._user_names[self._user]
 
-    def _is_liked(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        keys = users * self.num_items + items
-        at = np.minimum(np.searchsorted(self._liked_keys, keys), len(self._liked_keys) - 1)
-        return self._liked_keys[at] == keys
+    @property
+    def positives(self) -> np.ndarray:
+        """[N] liked item id of each triple."""
+        return self.catalog[self._positive]
 
-    def epoch(self) -> dict[str, np.ndarray]:
-        """Every triple once, shuffled, with fresh negatives."""
-        order = self._rng.permutation(len(self))
-        return {"user_id": self.user_ids[order], "history": self.histories[order],
-                "positive": self.positives[order], "negative": self.catalog[self.negatives()[order]]}
+    @property
+    def histories(self) -> np.ndarray:
+        """[N, max_len] the user's training items before the liked one, left-padded with ``""``."""
+        return np.r_[self.catalog, [PAD]].astype(object)[self._history]
 
     def dataset(self, batch_size: int):
-        """A ``tf.data.Dataset`` of batches of :meth:`epoch`, re-drawn each time it is iterated (each epoch)."""
+        """Batches ``{user_id, history, positive, negative}`` (strings) of every triple once, shuffled,
+        with negatives drawn anew each time the dataset is iterated (each epoch).
+
+        All in TensorFlow ops: the seeded permutation of :func:`pipelines.dataset_from_arrays`, then
+        per batch a seed from a stream redrawn on every iteration drives the negative draws.
+        """
         import tensorflow as tf
 
-        def batches():
-            triples = {k: v.astype(str) for k, v in self.epoch().items()}
-            for lo in range(0, len(self), batch_size):
-                yield {k: v[lo:lo + batch_size] for k, v in triples.items()}
+        catalog = tf.constant(np.r_[self.catalog, [PAD]].astype(str))
+        user_names = tf.constant(self._user_names.astype(str))
+        draw_negatives = _NegativeDraws(self)
+        rows = dataset_from_arrays({"user": self._user, "history": self._history, "positive": self._positive},
+                                   batch_size=batch_size, shuffle=True, seed=self._seed)
+        draws = tf.data.Dataset.random(seed=self._seed + 1, rerandomize_each_iteration=True)
 
-        width = self.histories.shape[1]
-        signature = {"user_id": tf.TensorSpec([None], tf.string), "history": tf.TensorSpec([None, width], tf.string),
-                     "positive": tf.TensorSpec([None], tf.string), "negative": tf.TensorSpec([None], tf.string)}
-        return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(tf.data.AUTOTUNE)
+        def triples(batch, draw):
+            negative = draw_negatives(batch["user"], tf.stack([draw, tf.constant(self._seed, tf.int64)]))
+            return {"user_id": tf.gather(user_names, batch["user"]), "history": tf.gather(catalog, batch["history"]),
+                    "positive": tf.gather(catalog, batch["positive"]), "negative": tf.gather(catalog, negative)}
+
+        return tf.data.Dataset.zip((rows, draws)).map(triples, num_parallel_calls=tf.data.AUTOTUNE,
+                                                      deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+    def epoch(self) -> dict[str, np.ndarray]:
+        """One pass of :meth:`dataset` as arrays: every triple once, shuffled, with fresh negatives."""
+        if self._epochs is None:
+            self._epochs = self.dataset(max(len(self), 1))
+        return {k: v.numpy().astype(str).astype(object) for k, v in next(iter(self._epochs)).items()}
+
+
+class _NegativeDraws:
+    """``negative item index [B]`` for a batch of triple users, as TensorFlow ops (see the module doc).
+
+    A user with disliked items gets one of them uniformly. Any other user gets ``_REJECTION_ROUNDS``
+    catalog draws (uniform or by popularity) and keeps the first one they did not like; a user
+    whose every draw was liked (who liked nearly all sampleable items) draws by the same
+    probabilities among exactly the items they did not like.
+    """
+
+    def __init__(self, sampler: TripleSampler):
+        import tensorflow as tf
+
+        self.num_items = sampler.num_items
+        # One dummy entry keeps the gather of a user without dislikes in range; it is never chosen.
+        self.disliked = tf.constant(np.r_[sampler._disliked, [0]].astype(np.int64))
+        self.disliked_start = tf.constant(sampler._disliked_start.astype(np.int64))
+        self.disliked_count = tf.constant(sampler._disliked_count.astype(np.int64))
+        self.cdf = tf.constant(sampler._cdf)
+        self.liked_keys = tf.constant(sampler._liked_keys.astype(np.int64))
+        with np.errstate(divide="ignore"):  # items without interactions: log 0 = -inf, never drawn
+            self.log_probability = tf.constant(np.log(sampler._probability))
+
+    def is_liked(self, users, items):
+        import tensorflow as tf
+
+        keys = tf.reshape(users * self.num_items + items, [-1])
+        at = tf.minimum(tf.searchsorted(self.liked_keys, keys, out_type=tf.int64), tf.size(self.liked_keys, tf.int64) - 1)
+        return tf.reshape(tf.equal(tf.gather(self.liked_keys, at), keys), tf.shape(items))
+
+    def __call__(self, users, seed):
+        import tensorflow as tf
+
+        dislike_seed, catalog_seed, fallback_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+        count = tf.gather(self.disliked_count, users)
+        pick = tf.gather(self.disliked_start, users) + tf.cast(
+            tf.random.stateless_uniform(tf.shape(users), dislike_seed, dtype=tf.float64) * tf.cast(count, tf.float64),
+            tf.int64)
+        disliked = tf.gather(self.disliked, pick)
+
+        uniform = tf.random.stateless_uniform([tf.size(users), _REJECTION_ROUNDS], catalog_seed, dtype=tf.float64)
+        draws = tf.minimum(tf.reshape(tf.searchsorted(self.cdf, tf.reshape(uniform, [-1]), side="right",
+                                                      out_type=tf.int64), tf.shape(uniform)), self.num_items - 1)
+        unliked = tf.logical_not(self.is_liked(users[:, None], draws))
+        sampled = tf.gather(draws, tf.argmax(tf.cast(unliked, tf.int32), axis=1), batch_dims=1)
+        stuck = tf.where(tf.logical_and(count == 0, tf.logical_not(tf.reduce_any(unliked, axis=1))))
+
+        def among_unliked():
+            stuck_users = tf.gather_nd(users, stuck)
+            items = tf.range(self.num_items, dtype=tf.int64)
+            allowed = tf.logical_not(self.is_liked(stuck_users[:, None], tf.broadcast_to(
+                items[None, :], [tf.size(stuck_users), self.num_items])))
+            logits = tf.where(allowed, self.log_probability[None, :], tf.constant(-np.inf, tf.float64))
+            chosen = tf.random.stateless_categorical(logits, 1, fallback_seed, dtype=tf.int64)[:, 0]
+            return tf.tensor_scatter_nd_update(sampled, stuck, chosen)
+
+        sampled = tf.cond(tf.size(stuck) > 0, among_unliked, lambda: sampled)
+        return tf.where(count > 0, disliked, sampled)
