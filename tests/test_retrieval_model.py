@@ -1,4 +1,9 @@
 """Retrieval model: sequences, towers, losses (logQ sign, accidental hits) and learning a known ground truth."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +16,7 @@ from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.metrics import topk_metrics
 from tfrs_recsys.models.retrieval import InverseTemperature, TwoTowerRetrieval, resolve_negatives, sampled_retrieval_task
-from tfrs_recsys.models.towers import ItemEncoder, ItemTower, QueryTower
+from tfrs_recsys.models.towers import ItemEncoder, ItemTower, QueryTower, SequenceEncoder
 from tfrs_recsys.training import retrieval as training
 
 
@@ -142,6 +147,40 @@ def test_serving_query_equals_the_last_training_position():
     served = model.query_tower(features).numpy()
     trained = model.query_tower(features, all_positions=True).numpy()[:, -1]
     np.testing.assert_allclose(served, trained, atol=1e-5)
+
+
+def test_last_only_training_states_equal_inference_and_their_gradients_keep_memory_intact():
+    """Training reads the last state off the full block (the single-query attention gradient corrupts
+    the heap under TF 2.20's oneDNN): same values as inference's last-only path. A fresh process then
+    takes 3,000 gradients over random shapes; before the fix it died within about 1,600 (SIGSEGV/SIGABRT)."""
+    encoder = SequenceEncoder(max_len=8, dim=16, num_blocks=2, num_heads=2, ff_dim=16, dropout=0.0)
+    vectors = tf.random.stateless_normal([5, 6, 16], seed=[1, 2])
+    known = tf.constant([[True] * 6, [False] * 5 + [True], [False] * 6, [False, True] * 3, [True] * 3 + [False] * 3])
+    served = encoder(vectors, known, last_only=True).numpy()
+    np.testing.assert_allclose(encoder(vectors, known, training=True, last_only=True).numpy(), served, atol=1e-5)
+    np.testing.assert_allclose(encoder(vectors, known).numpy()[:, -1], served, atol=1e-5)
+
+    script = textwrap.dedent("""
+        import numpy as np
+        import tfrs_recsys
+        import tensorflow as tf
+        from tfrs_recsys.models.towers import SequenceEncoder
+        encoder = SequenceEncoder(max_len=8, dim=16, num_blocks=1, num_heads=2, ff_dim=16, dropout=0.0)
+        @tf.function(reduce_retracing=True)
+        def step(vectors, known):
+            with tf.GradientTape() as tape:
+                tape.watch(vectors)
+                loss = tf.reduce_sum(encoder(vectors, known, training=True, last_only=True) ** 2)
+            return tape.gradient(loss, [vectors] + encoder.trainable_variables)
+        rng = np.random.default_rng(0)
+        for _ in range(3000):
+            batch, length = int(rng.integers(1, 130)), int(rng.integers(1, 9))
+            step(tf.random.normal([batch, length, 16]), tf.constant(rng.random((batch, length)) < 0.8))
+        print("ok")
+    """)
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (proc.returncode, proc.stderr[-2000:])
 
 
 def test_towers_share_the_item_id_table():

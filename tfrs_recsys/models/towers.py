@@ -172,19 +172,26 @@ class SequenceEncoder(tf.keras.layers.Layer):
 
     def call(self, vectors: tf.Tensor, known: tf.Tensor, training: bool = False,
              last_only: bool = False) -> tf.Tensor:
-        """States ``[B, L, D]``, or with ``last_only`` the last position's ``[B, D]`` (its last block
-        then skips the other positions: they feed nothing)."""
+        """States ``[B, L, D]``, or with ``last_only`` the last position's ``[B, D]``.
+
+        At inference ``last_only`` runs the last block for the last position alone (the others feed
+        nothing). Training runs it for every position and keeps the last: the same values, but the
+        gradient of attention with a single query position corrupts the heap under TensorFlow 2.20's
+        oneDNN kernels (a segfault one run in ten; TF_ENABLE_ONEDNN_OPTS=0 avoids it, at a cost to
+        every other op).
+        """
         length = tf.shape(vectors)[1]
         causal = tf.linalg.band_part(tf.ones((length, length), tf.bool), -1, 0)
         mask = tf.logical_and(causal[None], known[:, None, :])
         x = self.input_dropout(vectors + self.positions[-length:][None], training=training)
         for block in self.blocks[:-1]:
             x = block(x, mask, training=training)
-        if last_only:
+        if last_only and not training:
             x = self.blocks[-1](x, mask[:, -1:], training=training, query=x[:, -1:])
             return self.output_norm(x)[:, 0] * tf.cast(known[:, -1:], x.dtype)
         x = self.blocks[-1](x, mask, training=training)
-        return self.output_norm(x) * tf.cast(known, x.dtype)[..., None]
+        states = self.output_norm(x) * tf.cast(known, x.dtype)[..., None]
+        return states[:, -1] if last_only else states
 
 
 def right_align(index: tf.Tensor) -> tf.Tensor:
