@@ -222,7 +222,8 @@ class _NegativeDraws:
         import tensorflow as tf
 
         keys = tf.reshape(users * self.num_items + items, [-1])
-        at = tf.minimum(tf.searchsorted(self.liked_keys, keys, out_type=tf.int64), tf.size(self.liked_keys, tf.int64) - 1)
+        last = tf.size(self.liked_keys, tf.int64) - 1
+        at = tf.minimum(tf.searchsorted(self.liked_keys, keys, out_type=tf.int64), last)
         return tf.reshape(tf.equal(tf.gather(self.liked_keys, at), keys), tf.shape(items))
 
     def __call__(self, users, seed):
