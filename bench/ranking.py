@@ -2,6 +2,7 @@
 
     .venv/bin/pip install -r bench/requirements.txt --no-deps
     .venv/bin/python bench/ranking.py [--models esmm,deepfm] [--epochs 3] [--speed-rounds 8] [--sessions 5000] [--ctr-rows 50000]
+    .venv/bin/python bench/ranking.py --epochs 1 --intra-op-threads 1   # TensorFlow's thread pools, for both models
 
 Protocol, for each model family:
 
@@ -280,8 +281,16 @@ def main(argv=None) -> int:
     parser.add_argument("--speed-rounds", type=int, default=8,
                         help="timed epochs of each model (fresh ones) for the throughput figures")
     parser.add_argument("--precision", default="auto", help="ours: auto | float32 | mixed_bfloat16 (MLP products)")
+    parser.add_argument("--intra-op-threads", type=int, default=0,
+                        help="TensorFlow intra-op threads for both models (0 = TensorFlow's default)")
+    parser.add_argument("--inter-op-threads", type=int, default=0,
+                        help="TensorFlow inter-op threads for both models (0 = TensorFlow's default)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+    print(f"TensorFlow threads (intra, inter) for both models: "
+          f"({args.intra_op_threads or 'default'}, {args.inter_op_threads or 'default'})")
     args.hidden_units = tuple(int(u) for u in args.hidden_units.split(","))
     if args.speed_rounds < 1:
         parser.error("--speed-rounds must be at least 1")

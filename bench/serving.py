@@ -22,11 +22,12 @@ Absolute times depend on the (shared) machine; compare ratios, not milliseconds.
 
 Without ``--export-base`` the bench builds representative SavedModels with the export
 contracts' shapes (retrieval: user_id [B], history [B, 50] -> item_ids, scores [B, 100] over
-a 1,682-item catalog through one Transformer block; ranker: ids, 8 categorical and 4 numeric
+a 1,682-item catalog (``--catalog-items``) through one Transformer block; ranker: ids, 8 categorical and 4 numeric
 raw features -> ctr, cvr, ctcvr [B] from hashed embeddings and two MLP towers).
 
     .venv/bin/python bench/serving.py --requests 300
     .venv/bin/python bench/serving.py --requests 300 --intra-op-threads 1 --inter-op-threads 1
+    .venv/bin/python bench/serving.py --requests 300 --catalog-items 100000
     .venv/bin/python bench/serving.py --export-base exports --retrieval-name retrieval_portable --ranker-name esmm
 """
 from __future__ import annotations
@@ -52,16 +53,16 @@ from tfrs_recsys.export.tfserving import existing_versions, publish_version, wri
 from tfrs_recsys.serving.client import ServingClient  # noqa: E402
 from tfrs_recsys.serving.servable import read_meta_graph  # noqa: E402
 
-NUM_ITEMS, DIM, HISTORY, TOP_K, CANDIDATES = 1682, 64, 50, 100, 100
+NUM_ITEMS, DIM, HISTORY, TOP_K, CANDIDATES = 1682, 64, 50, 100, 100  # NUM_ITEMS: the default catalog
 CATEGORICAL = [f"c{i}" for i in range(8)]
 NUMERIC = [f"n{i}" for i in range(4)]
 
 
 # -- representative models ----------------------------------------------------------------------
 
-def _retrieval_module():
+def _retrieval_module(num_items: int):
     rng = np.random.default_rng(0)
-    ids = [f"m{i}" for i in range(NUM_ITEMS)]
+    ids = [f"m{i}" for i in range(num_items)]
 
     def dense(n_in, n_out):
         return tf.Variable(rng.normal(scale=n_in ** -0.5, size=(n_in, n_out)).astype(np.float32))
@@ -69,14 +70,14 @@ def _retrieval_module():
     class Retrieval(tf.Module):
         def __init__(self):
             super().__init__()
-            self.items = tf.Variable(rng.normal(size=(NUM_ITEMS + 1, DIM)).astype(np.float32))
+            self.items = tf.Variable(rng.normal(size=(num_items + 1, DIM)).astype(np.float32))
             self.users = tf.Variable(rng.normal(size=(5000, DIM)).astype(np.float32))
             self.positions = tf.Variable(rng.normal(scale=0.1, size=(HISTORY, DIM)).astype(np.float32))
             self.wq, self.wk, self.wv, self.wo = dense(DIM, DIM), dense(DIM, DIM), dense(DIM, DIM), dense(DIM, DIM)
             self.ff1, self.ff2 = dense(DIM, 4 * DIM), dense(4 * DIM, DIM)
             self.ids = tf.constant(ids)
             self.table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(1, NUM_ITEMS + 1, dtype=tf.int64)), 0)
+                tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(1, num_items + 1, dtype=tf.int64)), 0)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
                                       tf.TensorSpec([None, HISTORY], tf.string, name="history")])
@@ -128,17 +129,17 @@ def _ranker_module():
     return Ranker()
 
 
-def build_models(base: Path) -> None:
+def build_models(base: Path, num_items: int) -> None:
     def save(module):
         return lambda path: tf.saved_model.save(module, path, signatures={"serving_default": module.serving_default})
 
-    publish_version(base, "retrieval", save(_retrieval_module()), version=1,
-                    warmup=[("serving_default", retrieval_inputs())])
+    publish_version(base, "retrieval", save(_retrieval_module(num_items)), version=1,
+                    warmup=[("serving_default", retrieval_inputs(num_items))])
     publish_version(base, "ranker", save(_ranker_module()), version=1, warmup=[("serving_default", ranker_inputs(None))])
 
 
-def retrieval_inputs() -> dict[str, np.ndarray]:
-    history = [""] * 20 + [f"m{i * 37 % NUM_ITEMS}" for i in range(HISTORY - 20)]
+def retrieval_inputs(num_items: int = NUM_ITEMS) -> dict[str, np.ndarray]:
+    history = [""] * 20 + [f"m{i * 37 % num_items}" for i in range(HISTORY - 20)]
     return {"user_id": np.array(["u42"], object), "history": np.array([history], object)}
 
 
@@ -222,6 +223,8 @@ def status_call(client: ServingClient, model: str):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--export-base", default=None, help="serve these exports instead of building bench models")
+    p.add_argument("--catalog-items", type=int, default=NUM_ITEMS,
+                   help="items the bench retrieval model scores per request (without --export-base)")
     p.add_argument("--retrieval-name", default="retrieval")
     p.add_argument("--ranker-name", default="ranker")
     p.add_argument("--requests", type=int, default=300, help="measured calls per configuration")
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         base = Path(args.export_base).resolve() if args.export_base else tmp / "models"
         if not args.export_base:
-            build_models(base)
+            build_models(base, args.catalog_items)
         names = {"retrieval": args.retrieval_name, "ranker": args.ranker_name}
         paths = {}
         for kind, name in names.items():
@@ -248,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.exit(f"error: no versions of {name} under {base}; build exports or omit --export-base")
             paths[kind] = base / name / str(versions[-1])
         ranker_sig = read_meta_graph(paths["ranker"]).signature_def["serving_default"]
-        inputs = {"retrieval": retrieval_inputs(), "ranker": ranker_inputs(ranker_sig if args.export_base else None)}
+        inputs = {"retrieval": retrieval_inputs(args.catalog_items), "ranker": ranker_inputs(ranker_sig if args.export_base else None)}
         config = write_models_config(tmp / "models.config",
                                      [{"name": n, "base_path": str(base / n)} for n in names.values()])
         params = tmp / "batching.txt"
@@ -281,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers.values():
                 server.stop()
 
+    if not args.export_base:
+        print(f"\nbench models: retrieval over {args.catalog_items:,} items, ranker over {CANDIDATES} candidates")
     print(f"\nTensorFlow threads (intra, inter) here and in the servers: "
           f"({args.intra_op_threads or 'default'}, {args.inter_op_threads or 'default'})")
     print(f"\n{'model':<10} {'mode':<14} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")

@@ -123,6 +123,32 @@ def test_distribute_is_an_option_of_every_model():
         assert config_from_args(model, [], environ={"RECSYS_DISTRIBUTE": "mirrored"}).distribute == "mirrored"
 
 
+def test_thread_pools_are_options_set_before_the_first_op_and_refused_after():
+    for model in ("retrieval", "esmm", "deepfm"):
+        cfg = config_from_args(model, ["--intra-op-threads", "1"], environ={"RECSYS_INTER_OP_THREADS": "2"})
+        assert (cfg.intra_op_threads, cfg.inter_op_threads) == (1, 2)
+    with pytest.raises(ConfigError, match="field 'inter_op_threads' = -1 must be >= 0"):
+        distribution.configure_threads(0, -1)
+    script = (
+        "import tfrs_recsys, tensorflow as tf\n"
+        "from tfrs_recsys.config import ConfigError\n"
+        "from tfrs_recsys.training import distribution\n"
+        "distribution.configure_threads(1, 2)\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+        "tf.config.threading.get_inter_op_parallelism_threads())\n"
+        "tf.constant(1.0) + 1.0\n"
+        "distribution.configure_threads(1, 2)  # unchanged: fine after the first op\n"
+        "try:\n"
+        "    distribution.configure_threads(3, 2)\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "1 2"  # applied to this process's TensorFlow runtime
+    assert "field 'intra_op_threads' = 3 cannot take effect" in lines[1] and "before any TensorFlow op" in lines[1]
+
+
 # --- MirroredStrategy over two logical CPU devices -----------------------------------------------
 
 def test_one_mirrored_step_on_two_devices_is_the_step_on_one(tmp_path):

@@ -52,6 +52,10 @@ class TrainConfig:
     # tf.distribute strategy (training/distribution.py): auto | none | mirrored | multi_worker. auto =
     # MultiWorkerMirroredStrategy when TF_CONFIG lists several workers, MirroredStrategy with several GPUs.
     distribute: str = "auto"
+    # TensorFlow's thread pools for the run (0 = TensorFlow's default, one thread per core): threads one op
+    # may split across, and ops run at once. On small CPUs the rankers train fastest with intra_op_threads=1.
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
 
 
 @dataclass

@@ -83,6 +83,27 @@ def choose_strategy(name: str | None, tf_config: Mapping, num_gpus: int) -> str:
     return "mirrored" if num_gpus > 1 else "none"
 
 
+def configure_threads(intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
+    """TensorFlow's thread pools for this process (0 = TensorFlow's default). Like the strategy, they can
+    only change before the first TensorFlow op; asking for other values later raises ConfigError."""
+    threading = tf.config.threading
+    for field, value, current, apply in (
+            ("intra_op_threads", intra_op_threads, threading.get_intra_op_parallelism_threads,
+             threading.set_intra_op_parallelism_threads),
+            ("inter_op_threads", inter_op_threads, threading.get_inter_op_parallelism_threads,
+             threading.set_inter_op_parallelism_threads)):
+        if value < 0:
+            raise ConfigError(f"field '{field}' = {value} must be >= 0 (0 = TensorFlow's default, one per core)")
+        if value == current():
+            continue
+        try:
+            apply(value)
+        except RuntimeError:
+            raise ConfigError(f"field '{field}' = {value} cannot take effect: TensorFlow already runs with "
+                              f"{current() or 'its default'} threads in this process; set it before any "
+                              "TensorFlow op runs (on the command line, or first thing in a fresh process)") from None
+
+
 def build_strategy(name: str | None = "auto") -> tf.distribute.Strategy:
     """The strategy of ``distribute`` = ``name``; call it before any other TensorFlow op (module docstring)."""
     tf_config = read_tf_config()
