@@ -42,7 +42,7 @@ from typing import Mapping
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
-from tfrs_recsys.config import ConfigError
+from tfrs_recsys.config import ConfigError, TrainConfig
 
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker")
 
@@ -102,6 +102,13 @@ def configure_threads(intra_op_threads: int = 0, inter_op_threads: int = 0) -> N
             raise ConfigError(f"field '{field}' = {value} cannot take effect: TensorFlow already runs with "
                               f"{current() or 'its default'} threads in this process; set it before any "
                               "TensorFlow op runs (on the command line, or first thing in a fresh process)") from None
+
+
+def start_runtime(cfg: TrainConfig) -> tf.distribute.Strategy:
+    """The run's thread pools (:func:`configure_threads`), then its strategy (:func:`build_strategy`):
+    the first thing a run does, since both only take effect before TensorFlow's first op."""
+    configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
+    return build_strategy(cfg.distribute)
 
 
 def build_strategy(name: str | None = "auto") -> tf.distribute.Strategy:

@@ -235,8 +235,7 @@ def start_run(cfg: TrainConfig, task: str) -> RankerRun:
     """Strategy first (MultiWorkerMirroredStrategy must exist before TensorFlow runs any op), then the
     seed, the checked and split data, the run directory (the chief's; a temporary one elsewhere), the
     spec inferred from the training rows, and the run files."""
-    distribution.configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
-    strategy = distribution.build_strategy(cfg.distribute)
+    strategy = distribution.start_runtime(cfg)
     chief = distribution.is_chief(strategy)
     tf.keras.utils.set_random_seed(cfg.seed)
     data, split = load_and_split(cfg, task)

@@ -225,8 +225,7 @@ def run(cfg: RetrievalConfig) -> dict[str, float]:
 
     _check_config(cfg)
     # First of all: MultiWorkerMirroredStrategy can only be created before TensorFlow runs any op.
-    distribution.configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
-    strategy = distribution.build_strategy(cfg.distribute)
+    strategy = distribution.start_runtime(cfg)
     data = load_interactions(cfg)
     for report in data.skipped:
         report.log()
@@ -251,8 +250,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     """
     _check_config(cfg)
     if strategy is None:
-        distribution.configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
-        strategy = distribution.build_strategy(cfg.distribute)
+        strategy = distribution.start_runtime(cfg)
     chief = distribution.is_chief(strategy)
     tf.keras.utils.set_random_seed(cfg.seed)
     split = split_data(cfg, data)
