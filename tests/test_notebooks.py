@@ -68,6 +68,11 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch, kernel_manager
         client.execute()
     except CellExecutionError as exc:
         pytest.fail(f"{path.name} raised in a cell:\n{exc}", pytrace=False)
+    finally:  # nbclient cleans up only kernels it created: stop this one (about 1 GB with TensorFlow loaded)
+        if client.kc is not None:
+            client.kc.stop_channels()
+        if client.km.has_kernel:
+            client.km.shutdown_kernel(now=True)
     ran = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in ran)
     images = sum("image/png" in o.get("data", {}) for c in ran for o in c.outputs)
