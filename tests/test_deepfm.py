@@ -48,6 +48,20 @@ def test_fm_term_equals_the_explicit_pairwise_sum():
     np.testing.assert_allclose(FactorizationMachine()(tf.constant(v)).numpy(), _pairwise(v), rtol=1e-5, atol=1e-5)
 
 
+def test_fm_gradient_equals_the_gradient_of_the_explicit_pairwise_sum():
+    """The FM term's hand-written gradient (s - v_i, scaled by the upstream gradient) against automatic
+    differentiation of sum_{i<j} <v_i, v_j> written as explicit pairs."""
+    rng = np.random.default_rng(1)
+    v = tf.constant(rng.normal(size=(6, 4, 3)), tf.float32)
+    upstream = tf.constant(rng.normal(size=6), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(v)
+        fm = tf.reduce_sum(upstream * FactorizationMachine()(v))
+        pairs = tf.add_n([tf.reduce_sum(v[:, i] * v[:, j], axis=1) for i, j in itertools.combinations(range(4), 2)])
+        explicit = tf.reduce_sum(upstream * pairs)
+    np.testing.assert_allclose(tape.gradient(fm, v).numpy(), tape.gradient(explicit, v).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_model_fm_part_is_the_pairwise_sum_of_its_field_vectors(logs, spec):
     model = DeepFM(spec, embedding_dim=4, hidden_units=(8,))
     features = _raw(logs.frame.head(20), spec)

@@ -175,6 +175,11 @@ def test_field_embeddings_dims_and_l2():
     assert out["fields"]["genres"].shape == (4, 2) and layer.group_vectors(out, "item").shape == (4, 10)
     penalty = sum(np.square(v.numpy()).sum(axis=1) for v in out["fields"].values()).mean()
     assert float(layer.losses[-1]) == pytest.approx(0.1 * penalty, rel=1e-5)
+    spec["genres"].embedding_dim = None
+    shared = FieldEmbeddings(spec, 4, l2=0.1)  # one D: the penalty is read off the stacked field vectors
+    out = shared(FeaturePreprocessor(spec)(_raw()))
+    penalty = sum(np.square(v.numpy()).sum(axis=1) for v in out["fields"].values()).mean()
+    assert float(shared.losses[-1]) == pytest.approx(0.1 * penalty, rel=1e-5)
 
 
 def test_layers_rebuild_from_config():

@@ -104,29 +104,34 @@ class FieldEmbeddings(tf.keras.layers.Layer):
         fields, first = {}, []
         for f in self.spec.features:
             x = inputs[f.name]
+            # First-order terms stay [B, 1] columns, concatenated below (no per-field slices to differentiate).
             if f.kind == "multi_categorical":
                 mask = inputs[mask_key(f.name)]
                 fields[f.name] = _masked_mean(self._tables[f.name](x), mask)
                 if self.use_first_order:
-                    first.append(_masked_mean(self._linear[f.name](x), mask)[:, 0])
+                    first.append(_masked_mean(self._linear[f.name](x), mask))
             elif f.is_categorical:
                 fields[f.name] = self._tables[f.name](x)
                 if self.use_first_order:
-                    first.append(self._linear[f.name](x)[:, 0])
+                    first.append(self._linear[f.name](x))
             else:
                 values = tf.reshape(tf.cast(x, tf.float32), [-1, self._vectors[f.name].shape[0]])
                 fields[f.name] = tf.matmul(values, self._vectors[f.name])
                 if self.use_first_order:
-                    first.append(tf.linalg.matvec(values, self._weights_1d[f.name]))
+                    first.append(tf.matmul(values, tf.reshape(self._weights_1d[f.name], [-1, 1])))
         batch = tf.shape(fields[self.spec.features[0].name])[0]
         outputs = {"fields": fields, "dense": self._dense(inputs, batch)}
         if not self.column_dims:
             outputs["field_vectors"] = tf.stack([fields[n] for n in self.field_names], axis=1)
         if self.use_first_order:
-            outputs["first_order"] = tf.stack(first, axis=1)
+            outputs["first_order"] = tf.concat(first, axis=1)
         if self.l2:
-            penalty = tf.add_n([tf.reduce_sum(tf.square(v), axis=-1) for v in fields.values()])
-            self.add_loss(self.l2 * tf.reduce_mean(penalty))
+            # sum_b sum_f ||e_bf||^2 as one L2Loss over all the field vectors (its gradient is one
+            # product), not a sum of per-field norms.
+            stacked = outputs.get("field_vectors")
+            if stacked is None:
+                stacked = tf.concat(list(fields.values()), axis=-1)
+            self.add_loss(self.l2 * 2.0 * tf.nn.l2_loss(stacked) / tf.cast(batch, tf.float32))
         if self.table_l2:
             # l2_loss(E) = ||E||^2 / 2: one op forward and one backward per table
             tables = [tf.nn.l2_loss(t.embeddings) for t in self._tables.values()]

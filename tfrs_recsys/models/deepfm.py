@@ -48,9 +48,20 @@ class FactorizationMachine(tf.keras.layers.Layer):
     """
 
     def call(self, field_vectors: tf.Tensor) -> tf.Tensor:
-        square_of_sum = tf.square(tf.reduce_sum(field_vectors, axis=1))
-        sum_of_squares = tf.reduce_sum(tf.square(field_vectors), axis=1)
-        return 0.5 * tf.reduce_sum(square_of_sum - sum_of_squares, axis=-1)
+        return _second_order(field_vectors)
+
+
+@tf.custom_gradient
+def _second_order(v: tf.Tensor):
+    """``1/2 (||s||^2 - sum_i ||v_i||^2)`` with ``s = sum_i v_i``, and its gradient ``d/dv_i = s - v_i``
+    written out: three ops where automatic differentiation of the reductions emits a dozen."""
+    s = tf.reduce_sum(v, axis=1)
+    value = 0.5 * (tf.reduce_sum(tf.square(s), axis=-1) - tf.reduce_sum(tf.square(v), axis=[1, 2]))
+
+    def grad(upstream):
+        return upstream[:, None, None] * (s[:, None, :] - v)
+
+    return value, grad
 
 
 class DeepFM(RecsysModel):

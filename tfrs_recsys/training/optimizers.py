@@ -11,8 +11,10 @@ scatter-adds. :class:`FusedAdam` computes the same update, step for step, with T
 
 A sparse gradient is summed into a dense one first (zero rows where the batch has no id), which is
 exactly the update Keras' Adam applies to it. On the rankers here (about 30 variables) that cuts the
-optimizer's time by about a quarter and a CPU training step by 5-10%. AMSGrad and adaptive epsilon
-fall back to Keras' own update.
+optimizer's time by about a quarter and a CPU training step by 5-10%. The scalars of the step
+(``beta_1^t``, ``beta_2^t``, the learning rate, ...) are computed once per step and shared by all the
+variables' updates, not once per variable (about 8 small ops per variable fewer, some 4% of a DeepFM
+step on a 2-core CPU). AMSGrad and adaptive epsilon fall back to Keras' own update.
 """
 from __future__ import annotations
 
@@ -24,6 +26,26 @@ __all__ = ["FusedAdam"]
 class FusedAdam(tf.keras.optimizers.Adam):
     """``tf.keras.optimizers.Adam`` (same arguments, same updates) with fused per-variable updates."""
 
+    def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
+        # Every variable's update of this step reads the same scalars: built by the first, reused after.
+        self._step_scalars = {}
+        try:
+            return super()._distributed_apply_gradients_fn(distribution, grads_and_vars, **kwargs)
+        finally:
+            self._step_scalars = {}
+
+    def _scalars(self, dtype: tf.DType) -> dict[str, tf.Tensor]:
+        """ResourceApplyAdam's scalar arguments for this step, in ``dtype``."""
+        cache = getattr(self, "_step_scalars", {})
+        if dtype not in cache:
+            local_step = tf.cast(self.iterations + 1, dtype)
+            beta_1 = tf.cast(self.beta_1, dtype)
+            beta_2 = tf.cast(self.beta_2, dtype)
+            cache[dtype] = {"beta1_power": tf.pow(beta_1, local_step), "beta2_power": tf.pow(beta_2, local_step),
+                            "lr": tf.cast(self.learning_rate, dtype), "beta1": beta_1, "beta2": beta_2,
+                            "epsilon": tf.cast(self.epsilon, dtype)}
+        return cache[dtype]
+
     def update_step(self, gradient, variable):
         if self.amsgrad or getattr(self, "adaptive_epsilon", False):
             return super().update_step(gradient, variable)
@@ -31,12 +53,7 @@ class FusedAdam(tf.keras.optimizers.Adam):
         if isinstance(gradient, tf.IndexedSlices):
             gradient = tf.math.unsorted_segment_sum(gradient.values, gradient.indices,
                                                     tf.shape(variable, out_type=gradient.indices.dtype)[0])
-        local_step = tf.cast(self.iterations + 1, dtype)
-        beta_1 = tf.cast(self.beta_1, dtype)
-        beta_2 = tf.cast(self.beta_2, dtype)
         index = self._index_dict[self._var_key(variable)]
         return tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
-            beta1_power=tf.pow(beta_1, local_step), beta2_power=tf.pow(beta_2, local_step),
-            lr=tf.cast(self.learning_rate, dtype), beta1=beta_1, beta2=beta_2,
-            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype), use_locking=False)
+            grad=tf.cast(gradient, dtype), use_locking=False, **self._scalars(dtype))
