@@ -38,6 +38,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -110,6 +111,31 @@ def _timed(fn):
     return fn(), time.perf_counter() - start
 
 
+@dataclass
+class Prepared:
+    """What both models of one family train on: the spec, our config and dataset, DeepCTR's arrays."""
+    spec: object
+    cfg: object
+    ds: tf.data.Dataset
+    steps: int
+    x_train: dict
+    x_test: dict
+    encode_seconds: dict
+
+
+def prepare(args, data, split, config_cls) -> Prepared:
+    """Spec inferred from the training rows, the config from the bench's flags, and the training rows
+    encoded once for each model (both encodings timed, outside the timed epochs)."""
+    spec = rankers.ranker_spec(config_cls(), data, split.train)
+    cfg = config_cls(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                     embedding_dim=args.embedding_dim, hidden_units=args.hidden_units, seed=args.seed,
+                     precision=args.precision)
+    (ds, steps), encode_ours = _timed(lambda: rankers.training_dataset(split.train, spec, cfg))
+    x_train, encode_peer = _timed(lambda: encode_for_peer(split.train, spec))
+    x_test = pad_like(encode_for_peer(split.test, spec), x_train)
+    return Prepared(spec, cfg, ds, steps, x_train, x_test, {"ours": encode_ours, "peer": encode_peer})
+
+
 def build_trainer(model_cls, spec, cfg, ds, steps: int):
     """A freshly seeded, compiled model of ours and a callable that trains it one epoch on ``ds``."""
     tf.keras.utils.set_random_seed(cfg.seed)
@@ -152,13 +178,8 @@ def bench_esmm(args) -> dict:
     _, _, PeerESMM = _deepctr()
     data = synthetic_sessions(args.sessions, 20, seed=args.seed)
     split = split_by_session(data.frame, "session_id", seed=args.seed)
-    spec = rankers.ranker_spec(ESMMConfig(), data, split.train)
-    cfg = ESMMConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                     embedding_dim=args.embedding_dim, hidden_units=args.hidden_units, seed=args.seed,
-                     precision=args.precision)
-    (ds, steps), encode_ours = _timed(lambda: rankers.training_dataset(split.train, spec, cfg))
-    x_train, encode_peer = _timed(lambda: encode_for_peer(split.train, spec))
-    x_test = pad_like(encode_for_peer(split.test, spec), x_train)
+    prep = prepare(args, data, split, ESMMConfig)
+    spec, cfg, ds, steps, x_train, x_test = prep.spec, prep.cfg, prep.ds, prep.steps, prep.x_train, prep.x_test
     click = split.train["click"].to_numpy(np.float32)
     ctcvr = click * split.train["conversion"].to_numpy(np.float32)
 
@@ -193,20 +214,15 @@ def bench_esmm(args) -> dict:
     speed = speed_rounds(args.speed_rounds, build_ours()[1], build_peer()[1], len(split.train))
     return {"rows_train": len(split.train), "ours": curves["ours"][-1], "deepctr": curves["peer"][-1],
             "baseline": base, "curves": curves, "speed": speed,
-            "encode_seconds": {"ours": encode_ours, "peer": encode_peer}, "precision": resolve_precision(cfg.precision)}
+            "encode_seconds": prep.encode_seconds, "precision": resolve_precision(cfg.precision)}
 
 
 def bench_deepfm(args) -> dict:
     _, PeerDeepFM, _ = _deepctr()
     data = synthetic_ctr_logs(args.ctr_rows, seed=args.seed)
     split = random_split(data.frame, test_fraction=0.1, validation_fraction=0.1, seed=args.seed)
-    spec = rankers.ranker_spec(DeepFMConfig(), data, split.train)
-    cfg = DeepFMConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                       embedding_dim=args.embedding_dim, hidden_units=args.hidden_units, seed=args.seed,
-                       precision=args.precision)
-    (ds, steps), encode_ours = _timed(lambda: rankers.training_dataset(split.train, spec, cfg))
-    x_train, encode_peer = _timed(lambda: encode_for_peer(split.train, spec))
-    x_test = pad_like(encode_for_peer(split.test, spec), x_train)
+    prep = prepare(args, data, split, DeepFMConfig)
+    spec, cfg, ds, steps, x_train, x_test = prep.spec, prep.cfg, prep.ds, prep.steps, prep.x_train, prep.x_test
     label = split.train["label"].to_numpy(np.float32)
 
     def build_ours():
@@ -233,7 +249,7 @@ def bench_deepfm(args) -> dict:
     speed = speed_rounds(args.speed_rounds, build_ours()[1], build_peer()[1], len(split.train))
     return {"rows_train": len(split.train), "ours": curves["ours"][-1], "deepctr": curves["peer"][-1],
             "curves": curves, "speed": speed,
-            "encode_seconds": {"ours": encode_ours, "peer": encode_peer}, "precision": resolve_precision(cfg.precision)}
+            "encode_seconds": prep.encode_seconds, "precision": resolve_precision(cfg.precision)}
 
 
 def _ratio(a: float, b: float) -> str:
