@@ -131,8 +131,8 @@ def ours_step(spec, rows, cfg: DeepFMConfig, seed: int):
 
 def peer_step(spec, x_train: dict, label: np.ndarray, batch: int, cfg: DeepFMConfig, seed: int):
     _, PeerDeepFM, _ = _deepctr()
-    model = PeerDeepFM(peer_columns(spec, x_train, cfg.embedding_dim), peer_columns(spec, x_train, cfg.embedding_dim),
-                       dnn_hidden_units=cfg.hidden_units, seed=seed)
+    columns = peer_columns(spec, x_train, cfg.embedding_dim)
+    model = PeerDeepFM(columns, columns, dnn_hidden_units=cfg.hidden_units, seed=seed)
     model.compile(tf.keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
     x = {k: tf.constant(v[:batch]) for k, v in x_train.items()}
     y = tf.constant(label[:batch, None])

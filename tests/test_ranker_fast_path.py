@@ -122,6 +122,23 @@ def test_fused_adam_makes_the_same_updates_as_adam():
         np.testing.assert_allclose(fused, adam, rtol=1e-5, atol=1e-6)
 
 
+def test_fused_adam_builds_the_step_scalars_once_for_all_variables():
+    """beta_1^t and beta_2^t: two Pow ops in a traced step over three variables, not two per variable."""
+    variables = [tf.Variable(tf.ones([4, 2])), tf.Variable(tf.ones([3])), tf.Variable(tf.ones([2, 2]))]
+    optimizer = FusedAdam(0.01)
+    optimizer.build(variables)
+
+    @tf.function
+    def step():
+        optimizer.apply_gradients(zip([tf.ones_like(v) for v in variables], variables))
+
+    graph = step.get_concrete_function().graph
+    pows = [op for op in graph.get_operations() if op.type == "Pow"]
+    for f in graph._functions.values():  # the update may sit in a nested function of the trace
+        pows += [n for n in f.definition.node_def if n.op == "Pow"]
+    assert len(pows) == 2
+
+
 def test_table_l2_is_the_whole_tables_squared_norm(logs):
     frame, spec = logs
     layer = FieldEmbeddings(spec, 4, table_l2=0.1)

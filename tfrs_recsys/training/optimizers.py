@@ -28,23 +28,32 @@ class FusedAdam(tf.keras.optimizers.Adam):
 
     def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
         # Every variable's update of this step reads the same scalars: built by the first, reused after.
-        self._step_scalars = {}
+        self._share_step_scalars({})
         try:
             return super()._distributed_apply_gradients_fn(distribution, grads_and_vars, **kwargs)
         finally:
-            self._step_scalars = {}
+            self._share_step_scalars(None)
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _share_step_scalars(self, cache: dict | None) -> None:
+        # Untracked: a step's tensors are not optimizer state (checkpoints never see them).
+        self._step_scalars = cache
 
     def _scalars(self, dtype: tf.DType) -> dict[str, tf.Tensor]:
-        """ResourceApplyAdam's scalar arguments for this step, in ``dtype``."""
-        cache = getattr(self, "_step_scalars", {})
-        if dtype not in cache:
-            local_step = tf.cast(self.iterations + 1, dtype)
-            beta_1 = tf.cast(self.beta_1, dtype)
-            beta_2 = tf.cast(self.beta_2, dtype)
-            cache[dtype] = {"beta1_power": tf.pow(beta_1, local_step), "beta2_power": tf.pow(beta_2, local_step),
-                            "lr": tf.cast(self.learning_rate, dtype), "beta1": beta_1, "beta2": beta_2,
-                            "epsilon": tf.cast(self.epsilon, dtype)}
-        return cache[dtype]
+        """ResourceApplyAdam's scalar arguments for this step, in ``dtype`` (shared within one
+        ``apply_gradients``; computed afresh for an update made outside one)."""
+        cache = getattr(self, "_step_scalars", None)
+        if cache is not None and dtype in cache:
+            return cache[dtype]
+        local_step = tf.cast(self.iterations + 1, dtype)
+        beta_1 = tf.cast(self.beta_1, dtype)
+        beta_2 = tf.cast(self.beta_2, dtype)
+        scalars = {"beta1_power": tf.pow(beta_1, local_step), "beta2_power": tf.pow(beta_2, local_step),
+                   "lr": tf.cast(self.learning_rate, dtype), "beta1": beta_1, "beta2": beta_2,
+                   "epsilon": tf.cast(self.epsilon, dtype)}
+        if cache is not None:
+            cache[dtype] = scalars
+        return scalars
 
     def update_step(self, gradient, variable):
         if self.amsgrad or getattr(self, "adaptive_epsilon", False):
