@@ -15,7 +15,7 @@ from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.models.esmm import ESMM
 from tfrs_recsys.models.mlp import PRECISIONS, TrainingDense, cpu_has_native_bfloat16, resolve_precision
 from tfrs_recsys.training import rankers
-from tfrs_recsys.training.optimizers import FusedAdam
+from tfrs_recsys.training.optimizers import ADAM_KERNEL_SPLITS_FROM, EXPRESSION_KERNEL_MAX, FusedAdam
 
 
 @pytest.fixture(scope="module")
@@ -101,23 +101,33 @@ def test_precision_choices():
 
 
 def test_fused_adam_makes_the_same_updates_as_adam():
-    """Dense and sparse gradients (repeated ids included), 20 steps: the same weights."""
+    """Dense and sparse gradients (repeated ids included), variables of every size class (each
+    kernel FusedAdam picks), 20 steps whose gradients shrink and grow (v falls and rises): the same
+    weights as Keras' Adam."""
+    sizes = {"small table": (50, 4), "mid table": (300, 4), "large table": (EXPRESSION_KERNEL_MAX // 4 + 8, 4)}
+    assert 50 * 4 < ADAM_KERNEL_SPLITS_FROM <= 300 * 4 <= EXPRESSION_KERNEL_MAX < sizes["large table"][0] * 4
     weights = []
     for cls in (tf.keras.optimizers.Adam, FusedAdam):
         tf.keras.utils.set_random_seed(0)
-        table, dense = tf.keras.layers.Embedding(50, 4), tf.keras.layers.Dense(3)
+        tables = [tf.keras.layers.Embedding(*shape) for shape in sizes.values()]
+        dense = tf.keras.layers.Dense(3)
         optimizer = cls(0.01)
 
         @tf.function
-        def step(ids):
+        def step(ids, scale):
             with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(dense(tf.reduce_sum(table(ids), axis=1)) ** 2)
-            variables = table.trainable_variables + dense.trainable_variables
+                vectors = sum(tf.reduce_sum(table(ids), axis=1) for table in tables)
+                loss = scale * tf.reduce_sum(dense(vectors) ** 2)
+            variables = [t.embeddings for t in tables] + dense.trainable_variables
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
         for i in range(20):
-            step(tf.constant([[1, 2, 2, 7], [3, 1, 1, 1]]) * (1 + i % 3))
-        weights.append([w.numpy() for w in table.weights + dense.weights])
+            step(tf.constant([[1, 2, 2, 7], [3, 1, 1, 1]]) * (1 + i % 3), tf.constant(1e-3 if i % 2 else 1.0))
+        weights.append([w.numpy() for table in tables for w in table.weights] + [w.numpy() for w in dense.weights])
+        if cls is FusedAdam:
+            kernels = {op.type for op in step.get_concrete_function(
+                tf.TensorSpec([2, 4], tf.int32), tf.TensorSpec([], tf.float32)).graph.get_operations()}
+            assert {"ResourceApplyAdam", "ResourceApplyAdamWithAmsgrad"} <= kernels
     for adam, fused in zip(*weights):
         np.testing.assert_allclose(fused, adam, rtol=1e-5, atol=1e-6)
 
@@ -134,6 +144,29 @@ def test_fused_adam_builds_the_step_scalars_once_for_all_variables():
 
     pows = [op for op in step.get_concrete_function().graph.get_operations() if op.type == "Pow"]
     assert len(pows) == 2
+
+
+def test_fused_adam_sums_repeated_ids_in_one_pass():
+    """A sparse gradient with repeated ids: one segment sum into the dense gradient, no Unique (Keras'
+    separate merge of repeated ids), and the repeated rows' gradients added up."""
+    table = tf.Variable(tf.zeros([5, 2]))
+    optimizer = FusedAdam(0.1)
+    optimizer.build([table])
+    ids = tf.constant([1, 3, 1, 1])
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.gather(table, ids) * tf.constant([[1.0, -1.0]]))
+        optimizer.apply_gradients([(tape.gradient(loss, table), table)])
+
+    types = [op.type for op in step.get_concrete_function().graph.get_operations()]
+    assert "Unique" not in types
+    assert types.count("UnsortedSegmentSum") == 1
+    step()
+    # Adam's first step moves every coordinate with a nonzero gradient by lr, whatever its size.
+    np.testing.assert_allclose(table.numpy(), [[0, 0], [-0.1, 0.1], [0, 0], [-0.1, 0.1], [0, 0]], atol=1e-6)
+    assert float(optimizer._momentums[0][1, 0]) == pytest.approx(0.1 * 3)
 
 
 def test_table_l2_is_the_whole_tables_squared_norm(logs):

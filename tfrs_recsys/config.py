@@ -139,7 +139,7 @@ class DeepFMConfig(TrainConfig):
     embedding_dim: int = 16
     hidden_units: tuple[int, ...] = (256, 128, 64)
     dropout: float = 0.0
-    l2_reg: float = 1e-6
+    l2_reg: float = 0.0  # on the embedding rows of each batch; the table L2 below regularizes them
     embedding_l2: float = 1e-3  # on the whole embedding tables, as ESMMConfig.embedding_l2
     synthetic_rows: int = 50_000
     precision: str = "auto"  # MLP products while training, as ESMMConfig.precision

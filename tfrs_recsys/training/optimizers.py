@@ -3,27 +3,68 @@
 ``tf.keras.optimizers.Adam`` updates each variable with about ten separate ops (two moment
 updates, a square root, a division, temporaries the size of the variable), and treats an
 embedding's sparse gradient as ``m <- beta_1 m`` and ``v <- beta_2 v`` over the whole table plus
-scatter-adds. :class:`FusedAdam` computes the same update, step for step, with TensorFlow's fused
-``ResourceApplyAdam`` kernel, one pass over the variable::
+scatter-adds. :class:`FusedAdam` computes the same update, step for step, with one of TensorFlow's
+fused Adam kernels per variable::
 
     alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t)
     m <- m + (1 - beta_1)(g - m);   v <- v + (1 - beta_2)(g^2 - v);   w <- w - alpha m / (sqrt(v) + eps)
 
+Which kernel: ``ResourceApplyAdam`` splits its work across the intra-op threads from
+:data:`ADAM_KERNEL_SPLITS_FROM` elements on, which for a variable of a few thousand elements
+costs far more than the update (waking a thread: 40-50 us against under 10 us for the whole
+update on one thread, on a 2-core machine; ``bench/adam_kernels.py``). Variables from that size
+up to :data:`EXPRESSION_KERNEL_MAX` elements use ``ResourceApplyAdamWithAmsgrad`` instead, whose
+Eigen expressions stay on one thread up to about that size, with its running maximum ``v_hat``
+reset to 0 just before: ``v_hat <- max(0, v) = v``, so its update is Adam's. Larger variables,
+which profit from the threads, and smaller ones keep ``ResourceApplyAdam``.
+
 A sparse gradient is summed into a dense one first (zero rows where the batch has no id), which is
-exactly the update Keras' Adam applies to it. On the rankers here (about 30 variables) that cuts the
-optimizer's time by about a quarter and a CPU training step by 5-10%. The scalars of the step
-(``beta_1^t``, ``beta_2^t``, the learning rate, ...) are computed once per step and shared by all the
-variables' updates, not once per variable (about 8 small ops fewer per variable). AMSGrad and adaptive epsilon fall back to Keras' own update.
+exactly the update Keras' Adam applies to it. That sum adds up repeated ids too, so Keras' own pass
+that merges them beforehand (a ``Unique`` and a segment sum per table) is skipped. The scalars of
+the step (``beta_1^t``, ``beta_2^t``, the learning rate, ...) are computed once per step and shared
+by all the variables' updates, not once per variable (about 8 small ops fewer per variable).
+AMSGrad and adaptive epsilon fall back to Keras' own update.
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["FusedAdam"]
+__all__ = ["FusedAdam", "ADAM_KERNEL_SPLITS_FROM", "EXPRESSION_KERNEL_MAX", "uses_expression_kernel"]
+
+# ResourceApplyAdam's own cost estimate sends a variable of this many elements or more to the threads.
+ADAM_KERNEL_SPLITS_FROM = 512
+# Up to this many elements the AMSGrad kernel's Eigen expressions run on one thread (Eigen's cost model).
+EXPRESSION_KERNEL_MAX = 32768
+
+
+def uses_expression_kernel(num_elements: int | None) -> bool:
+    """Whether :class:`FusedAdam` updates a variable of ``num_elements`` with the AMSGrad kernel."""
+    return num_elements is not None and ADAM_KERNEL_SPLITS_FROM <= num_elements <= EXPRESSION_KERNEL_MAX
 
 
 class FusedAdam(tf.keras.optimizers.Adam):
     """``tf.keras.optimizers.Adam`` (same arguments, same updates) with fused per-variable updates."""
+
+    def build(self, var_list):
+        super().build(var_list)
+        if getattr(self, "_v_hat_scratch", None) is not None:
+            return
+        # One scratch v_hat per variable that takes the AMSGrad kernel: a kernel argument, not state.
+        self._v_hat_scratch = {}
+        if self._fused:
+            for var in var_list:
+                if uses_expression_kernel(var.shape.num_elements()):
+                    self._v_hat_scratch[self._var_key(var)] = self.add_variable_from_reference(var, "v_hat_scratch")
+
+    def _deduplicate_sparse_grad(self, grads):
+        # update_step's dense sum already adds up the rows of repeated ids; Keras' fallback needs them merged.
+        if self._fused:
+            return grads
+        return super()._deduplicate_sparse_grad(grads)
+
+    @property
+    def _fused(self) -> bool:
+        return not (self.amsgrad or getattr(self, "adaptive_epsilon", False))
 
     def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
         # Every variable's update of this step reads the same scalars: built by the first, reused after.
@@ -39,7 +80,7 @@ class FusedAdam(tf.keras.optimizers.Adam):
         self._step_scalars = cache
 
     def _scalars(self, dtype: tf.DType) -> dict[str, tf.Tensor]:
-        """ResourceApplyAdam's scalar arguments for this step, in ``dtype`` (shared within one
+        """The kernels' scalar arguments for this step, in ``dtype`` (shared within one
         ``apply_gradients``; computed afresh for an update made outside one)."""
         cache = getattr(self, "_step_scalars", None)
         if cache is not None and dtype in cache:
@@ -55,13 +96,18 @@ class FusedAdam(tf.keras.optimizers.Adam):
         return scalars
 
     def update_step(self, gradient, variable):
-        if self.amsgrad or getattr(self, "adaptive_epsilon", False):
+        if not self._fused:
             return super().update_step(gradient, variable)
         dtype = variable.dtype
         if isinstance(gradient, tf.IndexedSlices):
             gradient = tf.math.unsorted_segment_sum(gradient.values, gradient.indices,
                                                     tf.shape(variable, out_type=gradient.indices.dtype)[0])
-        index = self._index_dict[self._var_key(variable)]
-        return tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
-            grad=tf.cast(gradient, dtype), use_locking=False, **self._scalars(dtype))
+        key = self._var_key(variable)
+        index = self._index_dict[key]
+        slots = {"var": variable.handle, "m": self._momentums[index].handle, "v": self._velocities[index].handle,
+                 "grad": tf.cast(gradient, dtype), "use_locking": False, **self._scalars(dtype)}
+        v_hat = self._v_hat_scratch.get(key)
+        if v_hat is None:
+            return tf.raw_ops.ResourceApplyAdam(**slots)
+        v_hat.assign(tf.zeros_like(v_hat))
+        return tf.raw_ops.ResourceApplyAdamWithAmsgrad(vhat=v_hat.handle, **slots)
