@@ -7,9 +7,9 @@ For each size, ``--updates`` updates of one float32 variable in a graph loop, ti
 
 * ``ResourceApplyAdam``: TensorFlow's Adam kernel, which splits the variable across the intra-op
   threads from ``ADAM_KERNEL_SPLITS_FROM`` (512) elements on;
-* ``reset + AmsgradKernel``: ``v_hat`` set to 0, then ``ResourceApplyAdamWithAmsgrad`` (the same
+* ``reset + Amsgrad``: ``v_hat`` set to 0, then ``ResourceApplyAdamWithAmsgrad`` (the same
   update as Adam's, see tfrs_recsys/training/optimizers.py), whose Eigen expressions stay on one
-  thread up to about ``EXPRESSION_KERNEL_MAX`` (32768) elements.
+  thread up to about ``AMSGRAD_KERNEL_MAX_ELEMENTS`` (32768) elements.
 
 Printed: microseconds per update of each, their ratio, and which one FusedAdam uses at that size.
 The medians of ``--repeats`` timings, interleaved.
@@ -25,7 +25,7 @@ import numpy as np
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
-from tfrs_recsys.training.optimizers import uses_expression_kernel
+from tfrs_recsys.training.optimizers import uses_amsgrad_kernel
 
 SCALARS = dict(beta1_power=0.9, beta2_power=0.999, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-7, use_locking=False)
 
@@ -49,7 +49,7 @@ def update_loops(size: int, updates: int) -> dict:
     @tf.function
     def amsgrad_reset():
         for _ in tf.range(updates):
-            v_hat.assign(tf.zeros_like(v_hat))
+            v_hat.assign(tf.zeros(v_hat.shape, v_hat.dtype))
             tf.raw_ops.ResourceApplyAdamWithAmsgrad(var=ams_var.handle, m=ams_m.handle, v=ams_v.handle,
                                                     vhat=v_hat.handle, grad=grad, **SCALARS)
 
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
                 run()
                 times[name].append((time.perf_counter() - start) / args.updates * 1e6)
         adam, ams = (float(np.median(times[k])) for k in ("adam", "amsgrad_reset"))
-        choice = "reset + Amsgrad" if uses_expression_kernel(size) else "ResourceApplyAdam"
+        choice = "reset + Amsgrad" if uses_amsgrad_kernel(size) else "ResourceApplyAdam"
         print(f"{size:9d} {adam:15.1f} us {ams:13.1f} us {adam / ams:6.2f}x  {choice}")
     return 0
 

@@ -102,8 +102,9 @@ def minimal_step(spec, encoded: dict[str, np.ndarray], label: np.ndarray, cfg: D
             logit = (tf.matmul(tf.cast(h, tf.float32), kernels[-1])[:, 0] + fm + first[:, 0]
                      + tf.matmul(dense, dense_weights)[:, 0] + bias)
             loss = (tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logit))
-                    + cfg.l2_reg * 2.0 * tf.nn.l2_loss(field_vectors) / batch
                     + cfg.embedding_l2 * 2.0 * tf.add_n([tf.nn.l2_loss(table)] + [tf.nn.l2_loss(m[2]) for m in multi_inputs]))
+            if cfg.l2_reg:  # as FieldEmbeddings, which adds the row penalty only when it is set
+                loss += cfg.l2_reg * 2.0 * tf.nn.l2_loss(field_vectors) / batch
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
     @tf.function
