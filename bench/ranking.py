@@ -143,7 +143,8 @@ def prepare(args, data, split, config_cls) -> Prepared:
 
 
 def build_trainer(model_cls, spec, cfg, ds, steps: int):
-    """A freshly seeded, compiled model of ours and a callable that trains it one epoch on ``ds``."""
+    """A freshly seeded, compiled model of ours and a callable ``(epochs=1, callbacks=())`` that trains
+    it on ``ds``."""
     tf.keras.utils.set_random_seed(cfg.seed)
     model = model_cls.from_spec(spec, cfg)
     rankers.compile_ranker(model, cfg)

@@ -149,18 +149,28 @@ def test_fused_adam_builds_the_step_scalars_once_for_all_variables():
     assert len(pows) == 2
 
 
-def test_fused_adam_keeps_no_scratch_state_and_never_compiles_with_xla(tmp_path):
+def test_fused_adam_keeps_no_scratch_state(tmp_path):
     """The v_hat scratch is a kernel argument: a checkpoint holds the same variables as plain Adam's."""
     saved = {}
     for cls in (tf.keras.optimizers.Adam, FusedAdam):
         variables = [tf.Variable(tf.ones([300, 4])), tf.Variable(tf.ones([3]))]
-        optimizer = cls(0.01, jit_compile=True)
+        optimizer = cls(0.01)
         optimizer.apply_gradients(zip([tf.ones_like(v) for v in variables], variables))
         path = tf.train.Checkpoint(optimizer=optimizer, variables=variables).save(str(tmp_path / cls.__name__))
         saved[cls] = sorted(name for name, _ in tf.train.list_variables(path)
                             if "OPTIMIZER_SLOT" not in name and not name.startswith("_CHECKPOINTABLE"))
         assert not any("scratch" in name for name in saved[cls])
     assert len(saved[FusedAdam]) == len(saved[tf.keras.optimizers.Adam])
+
+
+def test_fused_adam_never_compiles_with_xla_even_with_a_gpu_visible(monkeypatch):
+    """Keras' optimizers turn XLA on when a GPU is visible; FusedAdam's kernels stay outside it."""
+    from tf_keras.src.optimizers import optimizer as keras_optimizer
+
+    listed = keras_optimizer.tf.config.list_physical_devices
+    monkeypatch.setattr(keras_optimizer.tf.config, "list_physical_devices",
+                        lambda kind=None: ["a GPU"] if kind == "GPU" else listed(kind))
+    assert tf.keras.optimizers.Adam(0.01, jit_compile=True).jit_compile is True  # the GPU is seen
     assert FusedAdam(0.01, jit_compile=True).jit_compile is False
 
 
