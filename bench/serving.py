@@ -4,7 +4,7 @@ For a retrieval model (k=100) and a ranker (100 candidates per request), one run
 latency p50/p99 and throughput of
 
 * the baseline: the signature function called in this process, from 1 and 8 threads;
-* gRPC Predict (``ServingClient.predict``) to ``python -m tfrs_recsys.serving.server`` in its
+* gRPC Predict (``ServingClient.predict``) to ``python -m tfrs_recsys.model_server.server`` in its
   own process over loopback, from 1 and 8 client threads, with server-side batching off and on.
 
 Both start from the same numpy inputs and end with numpy outputs: the baseline converts to
@@ -51,7 +51,7 @@ import serving_fixtures as fx  # noqa: E402  (the server-process helper of the t
 
 from tfrs_recsys.export.tfserving import existing_versions, publish_version, write_models_config  # noqa: E402
 from tfrs_recsys.serving.client import ServingClient  # noqa: E402
-from tfrs_recsys.serving.servable import read_meta_graph  # noqa: E402
+from tfrs_recsys.model_server.servable import read_meta_graph  # noqa: E402
 
 NUM_ITEMS, DIM, HISTORY, TOP_K, CANDIDATES = 1682, 64, 50, 100, 100  # NUM_ITEMS: the default catalog
 CATEGORICAL = [f"c{i}" for i in range(8)]

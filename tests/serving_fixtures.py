@@ -301,14 +301,14 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m tfrs_recsys.serving.server`` in its own process, on free loopback ports."""
+    """``python -m tfrs_recsys.model_server.server`` in its own process, on free loopback ports."""
 
     def __init__(self, args: list[str], log_path: Path, grpc_port: int, rest_port: int):
         self.grpc_port, self.rest_port, self.log_path = grpc_port, rest_port, log_path
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", TF_USE_LEGACY_KERAS="1")
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tfrs_recsys.serving.server", f"--port={grpc_port}",
+            [sys.executable, "-m", "tfrs_recsys.model_server.server", f"--port={grpc_port}",
              f"--rest_api_port={rest_port}", "--tensorflow_intra_op_parallelism=1",
              "--tensorflow_inter_op_parallelism=1", *args],
             cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)

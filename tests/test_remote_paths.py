@@ -28,11 +28,12 @@ from tfrs_recsys.config import DeepFMConfig, RetrievalConfig
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs, synthetic_histories
 from tfrs_recsys.export.rankers import export_ranker
 from tfrs_recsys.export.retrieval import export_retrieval
-from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata, read_warmup_requests
+from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata
+from tfrs_recsys.servable_layout import read_warmup_requests
 from tfrs_recsys.recommend import recommend
 from tfrs_recsys.serving.feature_store import FeatureStore
-from tfrs_recsys.serving.model_manager import integer_versions
-from tfrs_recsys.serving.servable import read_meta_graph
+from tfrs_recsys.servable_layout import version_dirs
+from tfrs_recsys.model_server.servable import read_meta_graph
 from tfrs_recsys.training import deepfm as deepfm_training
 from tfrs_recsys.training import rankers
 from tfrs_recsys.training import retrieval as retrieval_training
@@ -135,7 +136,7 @@ def test_retrieval_trains_exports_and_serves_from_urls(tmp_path):
     assert read_export_metadata(local["portable"])["source_run"] == run
     assert len(read_warmup_requests(remote["scann"])) == 2
     # The model server lists and reads versions under a URL base path the same way.
-    assert integer_versions(paths.join(root, "exports", "rec")) == {1: remote["scann"]}
+    assert version_dirs(paths.join(root, "exports", "rec")) == {1: remote["scann"]}
     assert set(read_meta_graph(remote["portable"]).signature_def) >= {"serving_default", "query_with_exclusions"}
 
     users = sorted(trained.histories)[:4]

@@ -16,7 +16,7 @@ import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tfrs_recsys.serving.config_file import ConfigFileError, parse_batching_parameters, read_batching_parameters
+from tfrs_recsys.model_server.config_file import ConfigFileError, parse_batching_parameters, read_batching_parameters
 
 PARAMETERS = """
 max_batch_size { value: 16 }
@@ -119,7 +119,7 @@ def test_batching_parameters_file_parsing(tmp_path):
 
 
 def test_the_shipped_config_files_parse():
-    from tfrs_recsys.serving.config_file import read_model_server_config
+    from tfrs_recsys.model_server.config_file import read_model_server_config
 
     options = read_batching_parameters(fx.REPO / "export" / "batching_parameters.txt")
     assert options.max_batch_size >= 100  # a ranker request of 100 candidates fits one batch

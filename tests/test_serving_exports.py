@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata
 from tfrs_recsys.serving.client import ServingClient
-from tfrs_recsys.serving.servable import read_meta_graph
+from tfrs_recsys.model_server.servable import read_meta_graph
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """TF Serving's gRPC and REST protocol, spoken to a server in its own process over loopback.
 
-Every test runs against our server (``python -m tfrs_recsys.serving.server`` loading
+Every test runs against our server (``python -m tfrs_recsys.model_server.server`` loading
 the fixture SavedModels) and, under the ``real_tfserving`` marker, against a real
 ``tensorflow_model_server`` at ``TFSERVING_GRPC_ADDRESS`` / ``TFSERVING_REST_ADDRESS``
 serving the models ``python tests/serving_fixtures.py DIR`` writes.

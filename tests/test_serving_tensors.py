@@ -20,9 +20,9 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from tfrs_recsys.serving.errors import ServingError
-from tfrs_recsys.serving.servable import Servable
-from tfrs_recsys.serving.tensors import concat_rows, dtype_of, fill_proto, is_exact, to_ndarray, to_proto
+from tfrs_recsys.model_server.errors import ServingError
+from tfrs_recsys.model_server.servable import Servable
+from tfrs_recsys.model_server.tensors import concat_rows, dtype_of, fill_proto, is_exact, to_ndarray, to_proto
 
 DTYPES = [tf.float32, tf.float64, tf.float16, tf.bfloat16, tf.int8, tf.int16, tf.int32, tf.int64, tf.uint8,
           tf.uint16, tf.uint32, tf.uint64, tf.bool, tf.complex64, tf.complex128, tf.string]

@@ -43,6 +43,7 @@ import pandas as pd
 from tfrs_recsys import metrics as M
 from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.errors import UserError
 from tfrs_recsys.data.readers import read_delimited, read_parquet
 
 TASKS = ("ctr", "cvr", "ctcvr")
@@ -383,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 conversion_label=columns.get("conversion_label"))
         result = evaluate_predictions(frame, ndcg_k=args.ndcg_k, gains=gains, source=source_name,
                                       **{k: columns.get(k) for k in _COLUMN_ARGS})
-    except DataError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_report(result))

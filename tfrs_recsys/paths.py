@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Union
 
-from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.errors import UserError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -39,7 +39,7 @@ _FIXES = {
 }
 
 
-class RemotePathError(DataError):
+class RemotePathError(UserError):
     """A URL cannot be used: no file system for its scheme, no credentials, or no network."""
 
 

@@ -47,12 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.k < 1:
         parser.error("--k must be >= 1")
-    from tfrs_recsys.data.errors import DataError
+    from tfrs_recsys.errors import UserError
     from tfrs_recsys.training.retrieval import load_trained
 
     try:
         trained = load_trained(args.model_dir)
-    except (FileNotFoundError, DataError) as exc:
+    except (FileNotFoundError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     history = [h for h in args.history.split(",") if h] if args.history is not None else None

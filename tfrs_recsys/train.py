@@ -13,7 +13,7 @@ from typing import Sequence
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tfrs_recsys.config import MODEL_CONFIGS, ConfigError, config_from_args
-from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.errors import UserError
 
 MODELS = {
     "retrieval": "two-tower retrieval, Transformer user tower over the history (TFRS Retrieval task)",
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(model, rest)
         runner = importlib.import_module(f"tfrs_recsys.training.{model}")
         metrics = runner.run(cfg)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"output_dir": cfg.output_dir, "test_metrics": metrics}, indent=2, default=str))

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tfrs_recsys.config import MODEL_CONFIGS, ConfigError, add_config_arguments, build_config
-from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.errors import UserError
 
 TUNE_OPTIONS = ("max_trials", "algorithm", "search_space", "resume")
 
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         space = load_space(options["search_space"]) if options["search_space"] else None
         summary = tune(model, base, output_dir, max_trials=options["max_trials"], algorithm=options["algorithm"],
                        space=space, resume=options["resume"])
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NoCompletedTrialError as exc:

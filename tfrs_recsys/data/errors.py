@@ -4,31 +4,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from tfrs_recsys.errors import UserError
+
 logger = logging.getLogger("tfrs_recsys.data")
 
 
-class DataError(ValueError):
-    """Bad input data. ``str()`` reads ``path:line: column 'c': what is wrong. Fix: what to do``."""
-
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 column: str | None = None, fix: str | None = None):
-        self.message = message
-        self.path = path
-        self.line = line
-        self.column = column
-        self.fix = fix
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        where = ""
-        if self.path:
-            where = str(self.path)
-            if self.line is not None:
-                where += f":{self.line}"
-            where += ": "
-        col = f"column '{self.column}': " if self.column else ""
-        fix = f" Fix: {self.fix}" if self.fix else ""
-        return f"{where}{col}{self.message}.{fix}"
+class DataError(UserError):
+    """Bad input data: the message names file, line, column and the fix."""
 
 
 @dataclass

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.errors import UserError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.export.tfserving import publish_version
 from tfrs_recsys.features.preprocessing import op_name, raw_input_specs
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         path = export_ranker(args.model_dir, args.export_base, args.name or args.model, model_name=args.model,
                              version=args.version)
-    except (DataError, FileExistsError, FileNotFoundError) as exc:
+    except (UserError, FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"model": args.model, "export_dir": str(path), "version": int(paths.basename(path))}, indent=2))

@@ -17,68 +17,17 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from tfrs_recsys import paths
-
-WARMUP_FILE = "tf_serving_warmup_requests"
-METADATA_FILE = "export_metadata.json"
-ASSETS_EXTRA = "assets.extra"
-
+from tfrs_recsys.servable_layout import ASSETS_EXTRA, METADATA_FILE, version_dirs, write_warmup_requests
 
 def existing_versions(model_dir: str | os.PathLike) -> list[int]:
-    """Integer version directories already published under ``model_dir``."""
-    if not paths.isdir(model_dir):
-        return []
-    return sorted(int(name) for name in paths.listdir(model_dir)
-                  if name.isdigit() and paths.isdir(paths.join(model_dir, name)))
+    """Integer versions already published under ``model_dir`` (none when it does not exist)."""
+    return sorted(version_dirs(model_dir)) if paths.isdir(model_dir) else []
 
 
 def next_version(model_dir: str | os.PathLike) -> int:
+    """The version number after the newest one under ``model_dir`` (1 for a new model)."""
     versions = existing_versions(model_dir)
     return versions[-1] + 1 if versions else 1
-
-
-def make_predict_request(model_name: str, inputs: Mapping[str, np.ndarray], signature_name: str = "serving_default"):
-    """A ``PredictRequest`` with ``inputs`` as TensorProtos."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
-
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = signature_name
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    return request
-
-
-def write_warmup_requests(version_dir: str | os.PathLike, model_name: str,
-                          requests: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> Path | str:
-    """Write ``(signature_name, inputs)`` pairs as the PredictionLog TFRecord TF Serving replays on load."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    out = paths.join(paths.makedirs(paths.join(version_dir, ASSETS_EXTRA)), WARMUP_FILE)
-    with tf.io.TFRecordWriter(str(out)) as writer:
-        for signature_name, inputs in requests:
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(
-                    request=make_predict_request(model_name, inputs, signature_name)))
-            writer.write(log.SerializeToString())
-    return out
-
-
-def read_warmup_requests(version_dir: str | os.PathLike) -> list:
-    """The ``PredictionLog`` records of a version's warmup file (empty list when absent)."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    path = paths.join(version_dir, ASSETS_EXTRA, WARMUP_FILE)
-    if not paths.isfile(path):
-        return []
-    logs = []
-    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-        log = prediction_log_pb2.PredictionLog()
-        log.ParseFromString(record)
-        logs.append(log)
-    return logs
 
 
 def publish_version(

@@ -1,8 +1,6 @@
-"""Serving: a TF-Serving-protocol model server, a gRPC client for it, and recall -> rank.
+"""The recommender app: recall -> rank over gRPC to a model server.
 
-``server`` (``python -m tfrs_recsys.serving.server``) wires ``model_manager`` (versions, polling,
-warmup, labels), ``servable`` (one loaded SavedModel), ``batching``, ``grpc_service`` and ``rest``
-together; ``config_file`` reads models.config and the batching parameters. ``client`` talks to any
-TF Serving over gRPC; ``pipeline`` (with ``feature_store``) answers top-k per user, exposed by
-``recommend`` (CLI) and ``http_service`` (FastAPI).
+``client`` talks to any TF Serving (or :mod:`tfrs_recsys.model_server`) over gRPC; ``pipeline``
+(with ``feature_store`` and ``recall_merge``) answers top-k per user, exposed by ``recommend``
+(CLI) and ``http_service`` (FastAPI).
 """

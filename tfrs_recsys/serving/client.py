@@ -26,7 +26,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
-from tfrs_recsys.serving.tensors import dtype_of, fill_proto, to_ndarray
+from tfrs_recsys.model_server.tensors import dtype_of, fill_proto, to_ndarray
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 PAD = ""
@@ -149,7 +149,7 @@ class ServingClient:
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise ServerUnavailableError(
                     f"no model server answers at {self.address} ({details}). Start one, e.g. "
-                    "`python -m tfrs_recsys.serving.server --model_config_file=/abs/path/models.config` "
+                    "`python -m tfrs_recsys.model_server.server --model_config_file=/abs/path/models.config` "
                     "(or tensorflow_model_server with the same flags), or pass the right address.", code) from None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise ServingClientError(

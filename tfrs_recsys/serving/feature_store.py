@@ -25,6 +25,7 @@ import pandas as pd
 from tfrs_recsys import paths
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.errors import UserError
 
 HISTORIES = "user_histories.parquet"
 HOT_ITEMS = "hot_items.parquet"
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         store = FeatureStore.from_interactions(data, half_life_days=args.half_life_days,
                                                item_features=table(args.item_features),
                                                user_features=table(args.user_features))
-    except DataError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = store.save(args.out)

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from tfrs_recsys.config import ConfigError
-    from tfrs_recsys.data.errors import DataError
+    from tfrs_recsys.errors import UserError
     from tfrs_recsys.serving.client import ServingClient
     from tfrs_recsys.serving.feature_store import FeatureStore
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recall_merge = recall_merge_from_args(args)
         store = FeatureStore.load(args.store)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ConfigError, UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     client = ServingClient(args.address, args.timeout, retrieval_model=args.retrieval_model,

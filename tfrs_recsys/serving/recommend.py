@@ -10,7 +10,7 @@ import json
 import sys
 
 from tfrs_recsys.config import ConfigError
-from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.errors import UserError
 from tfrs_recsys.serving.recall_merge import add_recall_merge_arguments, recall_merge_from_args
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recall_merge = recall_merge_from_args(args)
         store = FeatureStore.load(args.store)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ConfigError, UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     with ServingClient(args.address, args.timeout, retrieval_model=args.retrieval_model,

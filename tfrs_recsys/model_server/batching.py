@@ -24,10 +24,10 @@ import grpc
 import numpy as np
 from tensorflow.core.framework import tensor_pb2
 
-from tfrs_recsys.serving.config_file import BatchingOptions
-from tfrs_recsys.serving.errors import ServingError, invalid_argument
-from tfrs_recsys.serving.servable import Input, Runner, as_array
-from tfrs_recsys.serving.tensors import concat_rows, dtype_of, shape_of
+from tfrs_recsys.model_server.config_file import BatchingOptions
+from tfrs_recsys.model_server.errors import ServingError, invalid_argument
+from tfrs_recsys.model_server.servable import Input, Runner, as_array
+from tfrs_recsys.model_server.tensors import concat_rows, dtype_of, shape_of
 
 
 def _shape(value: Input) -> tuple[int, ...]:

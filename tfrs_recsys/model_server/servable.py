@@ -18,8 +18,8 @@ from tensorflow_serving.apis import (
     classification_pb2, get_model_metadata_pb2, inference_pb2, input_pb2, predict_pb2, regression_pb2)
 
 from tfrs_recsys import paths
-from tfrs_recsys.serving.errors import ServingError, failed_precondition, from_tf_error, invalid_argument
-from tfrs_recsys.serving.tensors import check_shape, dims_of, dtype_name, fill_proto, is_exact, shape_of, to_ndarray
+from tfrs_recsys.model_server.errors import ServingError, failed_precondition, from_tf_error, invalid_argument
+from tfrs_recsys.model_server.tensors import check_shape, dims_of, dtype_name, fill_proto, is_exact, shape_of, to_ndarray
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"

@@ -29,12 +29,12 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
     classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2, regression_pb2)
 
-from tfrs_recsys.serving.errors import ServingError, invalid_argument
-from tfrs_recsys.serving.model_manager import ModelManager
-from tfrs_recsys.serving.servable import DEFAULT_SIGNATURE
-from tfrs_recsys.serving.tensors import dtype_name, numpy_dtype, to_ndarray, to_proto
+from tfrs_recsys.model_server.errors import ServingError, invalid_argument
+from tfrs_recsys.model_server.model_manager import ModelManager
+from tfrs_recsys.model_server.servable import DEFAULT_SIGNATURE
+from tfrs_recsys.model_server.tensors import dtype_name, numpy_dtype, to_ndarray, to_proto
 
-log = logging.getLogger("tfrs_recsys.serving")
+log = logging.getLogger("tfrs_recsys.model_server")
 
 PATH_REGEX = re.compile(r"/v1/.*", re.IGNORECASE)
 PREDICTION_REGEX = re.compile(

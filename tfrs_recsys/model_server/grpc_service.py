@@ -15,10 +15,10 @@ from tensorflow_serving.apis import (
     classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2, model_management_pb2,
     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
-from tfrs_recsys.serving.errors import ServingError, invalid_argument
-from tfrs_recsys.serving.model_manager import ModelManager
+from tfrs_recsys.model_server.errors import ServingError, invalid_argument
+from tfrs_recsys.model_server.model_manager import ModelManager
 
-log = logging.getLogger("tfrs_recsys.serving")
+log = logging.getLogger("tfrs_recsys.model_server")
 R = TypeVar("R")
 
 

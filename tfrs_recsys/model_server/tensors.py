@@ -23,7 +23,7 @@ import ml_dtypes
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
-from tfrs_recsys.serving.errors import invalid_argument
+from tfrs_recsys.model_server.errors import invalid_argument
 
 
 @dataclass(frozen=True)

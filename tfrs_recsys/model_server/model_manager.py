@@ -30,12 +30,13 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfrs_recsys import paths
-from tfrs_recsys.serving.batching import Batcher
-from tfrs_recsys.serving.config_file import TENSORFLOW_PLATFORM, BatchingOptions, read_model_server_config
-from tfrs_recsys.serving.errors import ServingError, failed_precondition, invalid_argument, not_found
-from tfrs_recsys.serving.servable import Servable
+from tfrs_recsys.servable_layout import read_warmup_requests, version_dirs
+from tfrs_recsys.model_server.batching import Batcher
+from tfrs_recsys.model_server.config_file import TENSORFLOW_PLATFORM, BatchingOptions, read_model_server_config
+from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument, not_found
+from tfrs_recsys.model_server.servable import Servable
 
-log = logging.getLogger("tfrs_recsys.serving")
+log = logging.getLogger("tfrs_recsys.model_server")
 
 State = get_model_status_pb2.ModelVersionStatus
 START, LOADING, AVAILABLE, UNLOADING, END = State.START, State.LOADING, State.AVAILABLE, State.UNLOADING, State.END
@@ -65,16 +66,6 @@ class VersionRecord:
     servable: Servable | None = None
     in_flight: int = 0
     retry_allowed: bool = False  # a failed version is retried only after it stopped being aspired
-
-
-def integer_versions(base_path: str) -> dict[int, str]:
-    """Version directories under ``base_path``: names that parse as non-negative integers."""
-    out = {}
-    for name in paths.listdir(base_path):  # a local folder or a tf.io.gfile URL (gs://...)
-        child = paths.join(base_path, name)
-        if name.isascii() and name.isdigit() and paths.isdir(child):
-            out[int(name)] = str(child)
-    return out
 
 
 def _aspired(config: model_server_config_pb2.ModelConfig, listed: list[int]) -> list[int]:
@@ -242,7 +233,7 @@ class ModelManager:
         configs = {m.name: m for m in self._config.model_config_list.config}
         for name, model in configs.items():
             try:
-                listed = integer_versions(model.base_path)
+                listed = version_dirs(model.base_path)
             except FileNotFoundError:
                 missing[name] = f"INVALID_ARGUMENT: Could not find base path {model.base_path} for servable {name}"
                 log.error(missing[name])
@@ -313,8 +304,6 @@ class ModelManager:
 
     def _warmup(self, servable: Servable) -> None:
         """Replay assets.extra/tf_serving_warmup_requests before the version is AVAILABLE."""
-        from tfrs_recsys.export.tfserving import read_warmup_requests
-
         logs = read_warmup_requests(servable.path)
         if len(logs) > MAX_WARMUP_RECORDS:
             raise invalid_argument(

@@ -1,0 +1,93 @@
+"""TF Serving's on-disk contract, shared by the exporter and the model server.
+
+A model lives at ``<base>/<name>/<integer version>/saved_model.pb``; names that are not
+non-negative integers (such as the exporter's ``.tmp-*`` staging folders) are never versions.
+Each version may carry ``assets.extra/tf_serving_warmup_requests``: a TFRecord of
+``PredictionLog`` protos that the server replays before the version is marked available.
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from tfrs_recsys import paths
+
+ASSETS_EXTRA = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+METADATA_FILE = "export_metadata.json"
+
+
+def version_dirs(model_dir: str | os.PathLike) -> dict[int, str]:
+    """The version directories under ``model_dir``, by version number.
+
+    Args:
+      model_dir: A local folder or a ``tf.io.gfile`` URL.
+
+    Returns:
+      ``{version: path}`` for each child whose name is an ASCII non-negative integer.
+
+    Raises:
+      FileNotFoundError: ``model_dir`` does not exist.
+    """
+    out = {}
+    for name in paths.listdir(model_dir):
+        child = paths.join(model_dir, name)
+        if name.isascii() and name.isdigit() and paths.isdir(child):
+            out[int(name)] = str(child)
+    return out
+
+
+def make_predict_request(model_name: str, inputs: Mapping[str, np.ndarray], signature_name: str = "serving_default"):
+    """A ``PredictRequest`` for ``model_name`` with ``inputs`` as TensorProtos."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    return request
+
+
+def write_warmup_requests(version_dir: str | os.PathLike, model_name: str,
+                          requests: Sequence[tuple[str, Mapping[str, np.ndarray]]]):
+    """Writes the warmup file of a version.
+
+    Args:
+      version_dir: The version directory (usually still a staging folder).
+      model_name: The name written into each request's ``model_spec``.
+      requests: ``(signature_name, inputs)`` pairs, replayed in this order.
+
+    Returns:
+      The path of the written file.
+    """
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    out = paths.join(paths.makedirs(paths.join(version_dir, ASSETS_EXTRA)), WARMUP_FILE)
+    with tf.io.TFRecordWriter(str(out)) as writer:
+        for signature_name, inputs in requests:
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(
+                    request=make_predict_request(model_name, inputs, signature_name)))
+            writer.write(log.SerializeToString())
+    return out
+
+
+def read_warmup_requests(version_dir: str | os.PathLike) -> list:
+    """The ``PredictionLog`` records of a version's warmup file (an empty list when it has none)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = paths.join(version_dir, ASSETS_EXTRA, WARMUP_FILE)
+    if not paths.isfile(path):
+        return []
+    logs = []
+    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog()
+        log.ParseFromString(record)
+        logs.append(log)
+    return logs
