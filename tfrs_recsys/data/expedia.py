@@ -178,9 +178,8 @@ def iter_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = Fa
         raise DataError(f"{part}.csv not found", path=path, fix=DOWNLOAD_HELP)
     columns = _columns_of(part)
     header = _read_header(path, part)
-    types = {c: "int" for c in INT_COLUMNS if c in columns}
-    types.update({c: "float" for c in FLOAT_COLUMNS if c in columns})
     nullable = [c for c in FLOAT_COLUMNS if c in columns]
+    types = {**{c: "int" for c in INT_COLUMNS if c in columns}, **dict.fromkeys(nullable, "float")}
     report = report if report is not None else SkipReport(path=path)
     any_rows = False
     with tempfile.TemporaryDirectory(prefix="expedia-") as tmp:
@@ -240,9 +239,7 @@ def _check_rows(frame: pd.DataFrame, part: str, path: str, lines: list[int] | No
             report.add(err)
         bad |= mask
     out = frame.assign(date_time=when.astype("datetime64[s]"))
-    if bad.any():
-        out = out[~bad].reset_index(drop=True)
-    return out
+    return out[~bad].reset_index(drop=True) if bad.any() else out
 
 
 def read_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = False,
