@@ -8,12 +8,10 @@ data; ``python -m tfrs_recsys.data.schema FILE --labels ... --out spec.json`` do
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -132,11 +130,6 @@ class FeatureSpec:
             if f.name == name:
                 return f
         raise KeyError(name)
-
-    def select(self, names: Iterable[str]) -> "FeatureSpec":
-        keep = set(names)
-        return dataclasses.replace(self, features=[f for f in self.features if f.name in keep],
-                                   labels=list(self.labels), notes=dict(self.notes))
 
     def to_dict(self) -> dict:
         return asdict(self)
