@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from tfrs_recsys.config import DeepFMConfig
 from tfrs_recsys.data.pipelines import frame_to_label_columns, frame_to_raw_columns, labeled_dataset
-from tfrs_recsys.data.schema import infer_schema
+from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs
 from tfrs_recsys.models.deepfm import DeepFM
 

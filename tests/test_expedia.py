@@ -17,7 +17,7 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.expedia import (TEST_COLUMNS, TRAIN_COLUMNS, load_expedia, read_expedia_csv,
                                       setup_benchmark)
 from tfrs_recsys.data.registry import load_labeled
-from tfrs_recsys.data.schema import infer_schema
+from tfrs_recsys.data.schema_inference import infer_schema
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "expedia"

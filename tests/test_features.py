@@ -16,7 +16,8 @@ import tensorflow as tf
 from conftest import dataset_path
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.movielens import load_movielens_100k
-from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, infer_schema
+from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError
+from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.tabular import load_criteo
 from tfrs_recsys.features import (TIMESTAMP_FEATURES, FeaturePreprocessor, FieldEmbeddings, frame_to_raw, mask_key,
                                   raw_input_specs)

@@ -17,7 +17,7 @@ from tfrs_recsys.config import ConfigError, RetrievalConfig, config_from_args
 from tfrs_recsys.data import pairs
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.synthetic import synthetic_ratings
+from tfrs_recsys.data.synthetic_interactions import synthetic_ratings
 from tfrs_recsys.metrics import auc, pairwise_auc
 from tfrs_recsys.models.pairwise import PairwiseAccuracy, PairwiseTask
 from tfrs_recsys.training import retrieval as training

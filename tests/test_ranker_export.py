@@ -15,7 +15,7 @@ import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig
-from tfrs_recsys.data.schema import infer_schema
+from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.splits import random_split, split_by_session
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs, synthetic_sessions
 from tfrs_recsys.export.tfserving import read_export_metadata

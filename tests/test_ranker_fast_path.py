@@ -7,7 +7,7 @@ import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 import tensorflow as tf
 
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig
-from tfrs_recsys.data.schema import infer_schema
+from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs, synthetic_sessions
 from tfrs_recsys.features.embeddings import FieldEmbeddings
 from tfrs_recsys.features.preprocessing import ENCODED, FeaturePreprocessor, as_encoded, encode_frame, frame_to_raw

@@ -25,7 +25,8 @@ import tensorflow as tf
 
 from tfrs_recsys import paths
 from tfrs_recsys.config import DeepFMConfig, RetrievalConfig
-from tfrs_recsys.data.synthetic import synthetic_ctr_logs, synthetic_histories
+from tfrs_recsys.data.synthetic import synthetic_ctr_logs
+from tfrs_recsys.data.synthetic_interactions import synthetic_histories
 from tfrs_recsys.export.rankers import export_ranker
 from tfrs_recsys.export.retrieval import export_retrieval
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata

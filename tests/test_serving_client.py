@@ -169,7 +169,7 @@ def test_pipeline_hands_hot_items_to_the_ranker_by_ratio(client):
 
 
 def test_feature_store_from_interactions_round_trips(tmp_path):
-    from tfrs_recsys.data.synthetic import synthetic_histories
+    from tfrs_recsys.data.synthetic_interactions import synthetic_histories
 
     data = synthetic_histories(num_users=30, num_items=80, seed=3)
     store = FeatureStore.from_interactions(data)

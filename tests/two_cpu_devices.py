@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig, RetrievalConfig  # noqa: E402
 from tfrs_recsys.data.pipelines import labeled_dataset  # noqa: E402
 from tfrs_recsys.data.registry import load_interactions, load_labeled  # noqa: E402
-from tfrs_recsys.data.schema import infer_schema  # noqa: E402
+from tfrs_recsys.data.schema_inference import infer_schema  # noqa: E402
 from tfrs_recsys.data import sequences as seq  # noqa: E402
 from tfrs_recsys.models.deepfm import DeepFM  # noqa: E402
 from tfrs_recsys.models.esmm import ESMM  # noqa: E402

@@ -31,8 +31,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 # Schemes that tensorflow-io registers when it is imported (TensorFlow 2.20 itself has gs:// and ram://).
 _TFIO_SCHEMES = ("s3", "az", "hdfs", "viewfs", "har", "http", "https")
 _FIXES = {
-    "gs": "authenticate (`gcloud auth application-default login`, or GOOGLE_APPLICATION_CREDENTIALS=key.json) "
-          "and check the bucket name and network access",
+    "gs": "authenticate (`gcloud auth application-default login`, or "
+          "GOOGLE_APPLICATION_CREDENTIALS=key.json) and check the bucket name and network access",
     "s3": "install tensorflow-io built for this TensorFlow (`import tensorflow_io` registers s3://) and set "
           "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION (S3_ENDPOINT for MinIO and other stores)",
     "hdfs": "install tensorflow-io built for this TensorFlow and set HADOOP_HDFS_HOME / CLASSPATH",
@@ -95,20 +95,21 @@ def _translate(error: Exception, path: str) -> Exception:
     import tensorflow as tf
 
     kind = scheme(path)
-    fix = _FIXES.get(kind, "check the URL, your credentials and network access")
     if isinstance(error, tf.errors.NotFoundError):
         return FileNotFoundError(2, f"no such file or directory ({error.message or 'not found'}); "
                                     f"check the URL, e.g. list its folder", path)
     if isinstance(error, tf.errors.UnimplementedError):
-        return RemotePathError(f"this TensorFlow has no file system for '{kind}://' ({error.message})", path=path,
-                               fix=_FIXES.get(kind, "use a scheme tf.io.gfile supports (gs://, file://, or those "
-                                                    "tensorflow-io registers: s3://, hdfs://, az://)"))
+        fix = _FIXES.get(kind, "use a scheme tf.io.gfile supports (gs://, file://, or those tensorflow-io "
+                               "registers: s3://, hdfs://, az://)")
+        return RemotePathError(f"this TensorFlow has no file system for '{kind}://' ({error.message})",
+                               path=path, fix=fix)
     if isinstance(error, tf.errors.AlreadyExistsError):
         return FileExistsError(17, "already exists", path)
     if isinstance(error, (tf.errors.PermissionDeniedError, tf.errors.UnauthenticatedError,
                           tf.errors.FailedPreconditionError, tf.errors.UnavailableError,
                           tf.errors.DeadlineExceededError)):
-        return RemotePathError(f"cannot access the path ({type(error).__name__}: {error.message})", path=path, fix=fix)
+        return RemotePathError(f"cannot access the path ({type(error).__name__}: {error.message})", path=path,
+                               fix=_FIXES.get(kind, "check the URL, your credentials and network access"))
     return error
 
 
@@ -237,29 +238,27 @@ def read_json(path: PathLike) -> Any:
 def read_parquet(path: PathLike, **kwargs) -> "pd.DataFrame":  # noqa: F821
     import pandas as pd
 
-    if is_remote(path):
-        return pd.read_parquet(io.BytesIO(read_bytes(path)), **kwargs)
-    return pd.read_parquet(path, **kwargs)
+    return pd.read_parquet(io.BytesIO(read_bytes(path)) if is_remote(path) else path, **kwargs)
+
+
+def _write_with(path: PathLike, write) -> Path | str:
+    """``write(target)`` to a local path, or into memory and then to the URL in one piece."""
+    if not is_remote(path):
+        write(path)
+        return as_path(path)
+    buffer = io.BytesIO()
+    write(buffer)
+    return write_bytes(path, buffer.getvalue())
 
 
 def write_parquet(frame: "pd.DataFrame", path: PathLike, **kwargs) -> Path | str:  # noqa: F821
-    if is_remote(path):
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, **kwargs)
-        return write_bytes(path, buffer.getvalue())
-    frame.to_parquet(path, **kwargs)
-    return as_path(path)
+    return _write_with(path, lambda target: frame.to_parquet(target, **kwargs))
 
 
 def save_npy(path: PathLike, array) -> Path | str:
     import numpy as np
 
-    if is_remote(path):
-        buffer = io.BytesIO()
-        np.save(buffer, array)
-        return write_bytes(path, buffer.getvalue())
-    np.save(path, array)
-    return as_path(path)
+    return _write_with(path, lambda target: np.save(target, array))
 
 
 def remove(path: PathLike, *, missing_ok: bool = False) -> None:
@@ -286,7 +285,11 @@ def rmtree(path: PathLike, *, ignore_errors: bool = False) -> None:
 def copytree(src: PathLike, dst: PathLike) -> None:
     """Copy the files under ``src`` to the same relative paths under ``dst`` (either side local or a URL)."""
     makedirs(dst)
-    for rel in _relative_files(src):
+    _copy_files(src, dst, _relative_files(src))
+
+
+def _copy_files(src: PathLike, dst: PathLike, relative: list[str]) -> None:
+    for rel in relative:
         write_bytes(join(dst, *rel.split("/")), read_bytes(join(src, *rel.split("/"))))
 
 
@@ -337,8 +340,7 @@ def rename(src: PathLike, dst: PathLike) -> None:
         raise _translate(e, str(dst)) from None
     # Some file systems (ram://) rename the folder entry but not what is inside: move the rest by copying.
     left = [rel for rel in files if not exists(join(dst, *rel.split("/")))]
-    for rel in left:
-        write_bytes(join(dst, *rel.split("/")), read_bytes(join(src, *rel.split("/"))))
+    _copy_files(src, dst, left)
     if left:
         rmtree(src, ignore_errors=True)
 
@@ -374,10 +376,3 @@ def staged_dir(path: PathLike) -> Iterator[Path]:
         yield Path(local)
         copytree(local, path)
 
-
-__all__ = [
-    "PathLike", "RemotePathError", "is_remote", "scheme", "as_path", "join", "basename", "parent", "absolute",
-    "exists", "isdir", "isfile", "makedirs", "listdir", "open_file", "read_bytes", "read_text", "write_bytes",
-    "write_text", "append_text", "read_json", "read_parquet", "write_parquet", "save_npy", "remove", "rmtree",
-    "copytree", "walk", "rename", "make_temp_dir", "staged_dir",
-]

@@ -35,7 +35,8 @@ class InteractionData:
             raise DataError(f"interactions lack column(s) {missing}", column=missing[0],
                             fix="map your columns to user_id, item_id, rating, timestamp")
         if "item_id" not in self.items.columns:
-            raise DataError("items lack the item_id column", column="item_id", fix="name the item id column item_id")
+            raise DataError("items lack the item_id column", column="item_id",
+                            fix="name the item id column item_id")
 
     @property
     def num_users(self) -> int:

@@ -10,48 +10,41 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
+from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError, SkipReport
-from tfrs_recsys.data.readers import LINE_NUMBERS, open_path, read_delimited, require_file, source_line
 
 CLICK, CONVERSION = "click", "conversion"
 
 
 def check_conversion_implies_click(frame: pd.DataFrame, path: str, *, first_data_line: int = 2) -> None:
-    """Raise on any row with conversion = 1 and click = 0 (impossible in a click-then-convert funnel)."""
-    for col in (CLICK, CONVERSION):
-        bad = ~frame[col].isin([0, 1])
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"label must be 0 or 1, found {frame[col].iloc[row]}", path=path,
-                            line=source_line(frame, row, first_data_line=first_data_line), column=col, fix="binarize the label column")
-    impossible = (frame[CONVERSION] == 1) & (frame[CLICK] == 0)
+    """Raise on a label other than 0 / 1, and on any row with conversion = 1 and click = 0 (impossible
+    in a click-then-convert funnel)."""
+    readers.check_binary_labels(frame, (CLICK, CONVERSION), path, first_data_line=first_data_line)
+    impossible = ((frame[CONVERSION] == 1) & (frame[CLICK] == 0)).to_numpy()
     if impossible.any():
-        row = int(np.flatnonzero(impossible.to_numpy())[0])
+        row = int(np.flatnonzero(impossible)[0])
         raise DataError(f"conversion=1 on an impression without a click ({int(impossible.sum())} such rows)",
-                        path=path, line=source_line(frame, row, first_data_line=first_data_line), column=CONVERSION,
+                        path=path, line=readers.source_line(frame, row, first_data_line=first_data_line),
+                        column=CONVERSION,
                         fix="conversion must mean click-then-convert; set click=1 on those rows or drop them")
 
 
 def load_aliexpress(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
-    """AliExpress search logs: ``search_id``, ``categorical_1..16``, ``numerical_1..63``, ``click``, ``conversion``."""
-    frame, report = read_delimited(
-        path, sep=",", header=True, columns=["search_id", CLICK, CONVERSION],
-        column_types=_aliexpress_types(path), skip_bad_rows=skip_bad_rows,
-        what="AliExpress CSV", fix_missing="pass the CSV path, e.g. aliexpress_NL/train.csv")
-    frame["search_id"] = frame["search_id"].astype(str)
-    for col in [c for c in frame.columns if c.startswith("categorical_")]:
+    """AliExpress search logs: ``search_id``, ``categorical_1..16``, ``numerical_1..63``, ``click``,
+    ``conversion``."""
+    header = readers.first_line(path, "AliExpress CSV", "check the path").strip().split(",")
+    types = {**{c: "float" for c in header if c.startswith("numerical_")}, CLICK: "int", CONVERSION: "int"}
+    frame, report = readers.read_delimited(
+        path, sep=",", header=True, columns=["search_id", CLICK, CONVERSION], column_types=types,
+        skip_bad_rows=skip_bad_rows, what="AliExpress CSV",
+        fix_missing="pass the CSV path, e.g. aliexpress_NL/train.csv")
+    for col in ["search_id", *(c for c in frame.columns if c.startswith("categorical_"))]:
         frame[col] = frame[col].astype(str)
     check_conversion_implies_click(frame, path)
-    return LabeledData(frame, [CLICK, CONVERSION], name="aliexpress", session_column="search_id", skipped=[report])
+    return LabeledData(frame, [CLICK, CONVERSION], name="aliexpress", session_column="search_id",
+                       skipped=[report])
 
-
-def _aliexpress_types(path: str) -> dict[str, str]:
-    with open_path(require_file(path, "AliExpress CSV", "check the path")) as fh:
-        header = fh.readline().decode("utf-8", errors="replace").strip().split(",")
-    types = {c: "float" for c in header if c.startswith("numerical_")}
-    types.update({CLICK: "int", CONVERSION: "int"})
-    return types
 
 
 def load_ali_ccp(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
@@ -62,9 +55,7 @@ def load_ali_ccp(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
     * PaddleRec's raw-ish lines ``sample_id,click,ctcvr,field:feat,...``: each field becomes a
       column of feature-id lists (multi-valued), ``ctcvr`` becomes ``conversion``.
     """
-    require_file(path, "Ali-CCP file", "pass the path of an Ali-CCP sample file")
-    with open_path(path) as fh:
-        first = fh.readline().decode("utf-8", errors="replace")
+    first = readers.first_line(path, "Ali-CCP file", "pass the path of an Ali-CCP sample file")
     if first.startswith("click,"):
         return _load_ali_ccp_csv(path, first, skip_bad_rows)
     return _load_ali_ccp_paddle(path, skip_bad_rows)
@@ -72,24 +63,28 @@ def load_ali_ccp(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
 
 def _load_ali_ccp_csv(path: str, header_line: str, skip_bad_rows: bool) -> LabeledData:
     header = header_line.strip().split(",")
-    types = {c: ("float" if c.startswith("D") else "str") for c in header}
-    types.update({CLICK: "int", "purchase": "int"})
-    frame, report = read_delimited(path, sep=",", header=True, columns=[CLICK, "purchase"], column_types=types,
-                                   skip_bad_rows=skip_bad_rows, what="Ali-CCP CSV")
-    frame = frame.rename(columns={"purchase": CONVERSION})
-    frame = frame.rename(columns={c: f"f{c}" for c in frame.columns if c[0].isdigit()})
+    types = {c: ("float" if c.startswith("D") else "str") for c in header} | {CLICK: "int", "purchase": "int"}
+    frame, report = readers.read_delimited(path, sep=",", header=True, columns=[CLICK, "purchase"],
+                                           column_types=types, skip_bad_rows=skip_bad_rows,
+                                           what="Ali-CCP CSV")
+    fields = {c: f"f{c}" for c in frame.columns if c[0].isdigit()}
+    frame = frame.rename(columns={"purchase": CONVERSION, **fields})
     check_conversion_implies_click(frame, path)
-    user = "f101" if "f101" in frame.columns else None
-    item = "f205" if "f205" in frame.columns else None
-    return LabeledData(frame, [CLICK, CONVERSION], name="ali-ccp", user_column=user, item_column=item,
-                       skipped=[report])
+    return _ali_ccp(frame, report)
+
+
+def _ali_ccp(frame: pd.DataFrame, report: SkipReport) -> LabeledData:
+    """Ali-CCP's field 101 is the user id, field 205 the item id."""
+    return LabeledData(frame, [CLICK, CONVERSION], name="ali-ccp", skipped=[report],
+                       user_column="f101" if "f101" in frame.columns else None,
+                       item_column="f205" if "f205" in frame.columns else None)
 
 
 def _load_ali_ccp_paddle(path: str, skip_bad_rows: bool) -> LabeledData:
     report = SkipReport(path=path)
     rows: list[dict] = []
     line_numbers: list[int] = []
-    with open_path(path) as fh:
+    with readers.open_path(path) as fh:
         data = fh.read()
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         raw = raw.strip()
@@ -112,10 +107,9 @@ def _load_ali_ccp_paddle(path: str, skip_bad_rows: bool) -> LabeledData:
         **{f"f{f}": [r.get(f, []) for r in rows] for f in fields},
         CLICK: [r[CLICK] for r in rows], CONVERSION: [r[CONVERSION] for r in rows],
     })
-    frame.attrs[LINE_NUMBERS] = line_numbers
+    frame.attrs[readers.LINE_NUMBERS] = line_numbers
     check_conversion_implies_click(frame, path, first_data_line=1)
-    return LabeledData(frame, [CLICK, CONVERSION], name="ali-ccp", user_column="f101" if "f101" in frame else None,
-                       item_column="f205" if "f205" in frame else None, skipped=[report])
+    return _ali_ccp(frame, report)
 
 
 def _parse_paddle_line(raw: bytes, path: str, lineno: int) -> dict:

@@ -52,11 +52,11 @@ _COMP = tuple(f"comp{i}_{part}" for i in range(1, 9) for part in ("rate", "inv",
 TRAIN_COLUMNS = (
     "srch_id", "date_time", "site_id", "visitor_location_country_id", "visitor_hist_starrating",
     "visitor_hist_adr_usd", "prop_country_id", "prop_id", "prop_starrating", "prop_review_score",
-    "prop_brand_bool", "prop_location_score1", "prop_location_score2", "prop_log_historical_price", "position",
-    "price_usd", "promotion_flag", "srch_destination_id", "srch_length_of_stay", "srch_booking_window",
-    "srch_adults_count", "srch_children_count", "srch_room_count", "srch_saturday_night_bool",
-    "srch_query_affinity_score", "orig_destination_distance", "random_bool", *_COMP,
-    "click_bool", "gross_bookings_usd", "booking_bool",
+    "prop_brand_bool", "prop_location_score1", "prop_location_score2", "prop_log_historical_price",
+    "position", "price_usd", "promotion_flag", "srch_destination_id", "srch_length_of_stay",
+    "srch_booking_window", "srch_adults_count", "srch_children_count", "srch_room_count",
+    "srch_saturday_night_bool", "srch_query_affinity_score", "orig_destination_distance", "random_bool",
+    *_COMP, "click_bool", "gross_bookings_usd", "booking_bool",
 )
 TRAIN_ONLY = ("position", "click_bool", "gross_bookings_usd", "booking_bool")
 TEST_COLUMNS = tuple(c for c in TRAIN_COLUMNS if c not in TRAIN_ONLY)
@@ -108,10 +108,13 @@ def _check_header(header: Sequence[str], part: str, path: str) -> None:
         hint = (f"this looks like {other}.csv" if set(_columns_of(other)) == set(header)
                 else "this is not the Kaggle Expedia file, or it was edited")
         raise DataError(f"{part}.csv header lacks column(s) {missing} ({hint})", path=path, line=1,
-                        column=missing[0], fix=f"use the unmodified {part}.csv of the competition; {DOWNLOAD_HELP}")
+                        column=missing[0],
+                        fix=f"use the unmodified {part}.csv of the competition; {DOWNLOAD_HELP}")
     extra = [c for c in header if c not in expected]
     if extra:
-        why = "train-only columns, the labels among them" if set(extra) <= set(TRAIN_ONLY) else "unknown columns"
+        why = "unknown columns"
+        if set(extra) <= set(TRAIN_ONLY):
+            why = "train-only columns, the labels among them"
         raise DataError(f"{part}.csv header has {why} {extra}", path=path, line=1, column=extra[0],
                         fix=f"use the unmodified {part}.csv; for other layouts use --dataset csv")
 
@@ -160,7 +163,8 @@ def _line_blocks(path: str, chunk_rows: int) -> Iterator[tuple[int, list[bytes]]
 
 
 def iter_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = False,
-                     chunk_rows: int = CHUNK_ROWS, report: SkipReport | None = None) -> Iterator[pd.DataFrame]:
+                     chunk_rows: int = CHUNK_ROWS,
+                     report: SkipReport | None = None) -> Iterator[pd.DataFrame]:
     """Typed blocks of a Kaggle ``train.csv`` / ``test.csv``, in file order, in bounded memory.
 
     Columns come in the Kaggle order: integer columns int64, the others float64 (NULL -> NaN),
@@ -174,9 +178,8 @@ def iter_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = Fa
         raise DataError(f"{part}.csv not found", path=path, fix=DOWNLOAD_HELP)
     columns = _columns_of(part)
     header = _read_header(path, part)
-    types = {c: "int" for c in INT_COLUMNS if c in columns}
-    types.update({c: "float" for c in FLOAT_COLUMNS if c in columns})
     nullable = [c for c in FLOAT_COLUMNS if c in columns]
+    types = {**{c: "int" for c in INT_COLUMNS if c in columns}, **dict.fromkeys(nullable, "float")}
     report = report if report is not None else SkipReport(path=path)
     any_rows = False
     with tempfile.TemporaryDirectory(prefix="expedia-") as tmp:
@@ -189,14 +192,17 @@ def iter_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = Fa
                 frame, chunk_report = read_delimited(
                     chunk_path, sep=",", header=True, columns=columns, column_types=types, nullable=nullable,
                     skip_bad_rows=skip_bad_rows, quoting=False, what=f"{part}.csv")
-            except DataError as err:
-                raise DataError(err.message, path=path, line=err.line, column=err.column, fix=err.fix) from None
+            except DataError as err:  # the temporary chunk file stands for the original
+                raise DataError(err.message, path=path, line=err.line, column=err.column,
+                                fix=err.fix) from None
             report.total += chunk_report.total
             report.skipped += chunk_report.skipped
             report.examples.extend(e.replace(chunk_path, path, 1) for e in chunk_report.examples)
             del report.examples[5:]
             # Row -> line is exact unless read_delimited skipped rows of this block.
-            lines = None if chunk_report.skipped else [first + i for i, text in enumerate(block) if text.strip()]
+            lines = None
+            if not chunk_report.skipped:
+                lines = [first + i for i, text in enumerate(block) if text.strip()]
             frame = _check_rows(frame[list(columns)], part, path, lines, skip_bad_rows, report)
             any_rows = any_rows or not frame.empty
             yield frame
@@ -216,24 +222,24 @@ def _check_rows(frame: pd.DataFrame, part: str, path: str, lines: list[int] | No
     if part == "train":
         for col in ("click_bool", "booking_bool"):
             checks.append((~np.isin(frame[col].to_numpy(), (0, 1)), col,
-                           lambda r, col=col: f"{col} must be 0 or 1, found {frame[col].iloc[r]}", "correct the label"))
+                           lambda r, col=col: f"{col} must be 0 or 1, found {frame[col].iloc[r]}",
+                           "correct the label"))
         checks.append((((frame["booking_bool"] == 1) & (frame["click_bool"] == 0)).to_numpy(), "booking_bool",
-                       lambda r: "booking_bool = 1 on a hotel that was not clicked (click_bool = 0); a booking "
-                                 "always follows a click",
+                       lambda r: "booking_bool = 1 on a hotel that was not clicked (click_bool = 0); a "
+                                 "booking always follows a click",
                        "set click_bool = 1 on that row or drop it: conversion must mean click-then-book"))
     bad = np.zeros(len(frame), dtype=bool)
     for mask, column, message, fix in checks:
         for r in np.flatnonzero(mask & ~bad):
             where = f"srch_id {frame['srch_id'].iloc[r]}, prop_id {frame['prop_id'].iloc[r]}: "
-            err = DataError(where + message(r), path=path, line=lines[r] if lines else None, column=column, fix=fix)
+            err = DataError(where + message(r), path=path, line=lines[r] if lines else None, column=column,
+                            fix=fix)
             if not skip_bad_rows:
                 raise err
             report.add(err)
         bad |= mask
     out = frame.assign(date_time=when.astype("datetime64[s]"))
-    if bad.any():
-        out = out[~bad].reset_index(drop=True)
-    return out
+    return out[~bad].reset_index(drop=True) if bad.any() else out
 
 
 def read_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = False,
@@ -252,8 +258,8 @@ def to_labeled(frame: pd.DataFrame, *, name: str = "expedia", path: str = "exped
     item prop_id, ``timestamp`` seconds; ``position`` and ``gross_bookings_usd`` dropped."""
     missing = [c for c in TRAIN_COLUMNS if c not in frame.columns]
     if missing:
-        raise DataError(f"not the Kaggle train layout: column(s) {missing} missing", path=path, column=missing[0],
-                        fix="rerun `make benchmark-setup` on the downloaded train.csv")
+        raise DataError(f"not the Kaggle train layout: column(s) {missing} missing", path=path,
+                        column=missing[0], fix="rerun `make benchmark-setup` on the downloaded train.csv")
     extra = [c for c in frame.columns if c not in TRAIN_COLUMNS]
     if extra:
         raise DataError(f"column(s) {extra} are not in the Kaggle layout", path=path, column=extra[0],
@@ -262,11 +268,11 @@ def to_labeled(frame: pd.DataFrame, *, name: str = "expedia", path: str = "exped
         frame = frame[list(TRAIN_COLUMNS)]
     frame = _check_rows(frame, "train", path, None, False, SkipReport(path=path))
     seconds = frame["date_time"].astype("datetime64[s]").astype("int64")  # Parquet keeps ms
-    out = frame.drop(columns=list(NOT_FEATURES)).rename(columns={"click_bool": CLICK, "booking_bool": CONVERSION})
-    out.insert(out.columns.get_loc("date_time"), TIMESTAMP_COLUMN, seconds)
-    out = out.drop(columns=["date_time"])
-    return LabeledData(out, [CLICK, CONVERSION], name=name, session_column=SESSION_COLUMN, item_column=ITEM_COLUMN,
-                       skipped=list(skipped or []))
+    out = frame.drop(columns=list(NOT_FEATURES)).rename(
+        columns={"click_bool": CLICK, "booking_bool": CONVERSION, "date_time": TIMESTAMP_COLUMN})
+    out[TIMESTAMP_COLUMN] = seconds
+    return LabeledData(out, [CLICK, CONVERSION], name=name, session_column=SESSION_COLUMN,
+                       item_column=ITEM_COLUMN, skipped=list(skipped or []))
 
 
 def load_expedia(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
@@ -278,8 +284,9 @@ def load_expedia(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
         found = next((c for c in candidates if path_exists(c)), None)
         if found is None:
             raise DataError("neither train.parquet nor train.csv is in the folder", path=path,
-                            fix=f"run `make benchmark-setup DATA=<folder with train.csv>` and pass its work folder "
-                                f"(runs/expedia), or pass the folder holding train.csv; {DOWNLOAD_HELP}")
+                            fix=f"run `make benchmark-setup DATA=<folder with train.csv>` and pass its work "
+                                f"folder (runs/expedia), or pass the folder holding train.csv; "
+                                f"{DOWNLOAD_HELP}")
         path = found
     if path.endswith(".parquet"):
         frame = read_parquet(path, columns=list(TRAIN_COLUMNS), what="Expedia Parquet",
@@ -328,8 +335,8 @@ def _write_part(source: str, target: Path, part: str, *, sample_fraction: float,
         if writer is not None:
             writer.close()
     if not stats["rows"]:
-        raise DataError(f"no {part} rows left after sampling {sample_fraction:g} of the searches", path=source,
-                        fix="raise --sample-searches")
+        raise DataError(f"no {part} rows left after sampling {sample_fraction:g} of the searches",
+                        path=source, fix="raise --sample-searches")
     stats["searches"] = int(np.unique(np.concatenate(searches)).size)
     if part == "train":
         stats.update(clicks=clicks, bookings=bookings,
@@ -337,8 +344,8 @@ def _write_part(source: str, target: Path, part: str, *, sample_fraction: float,
     return stats
 
 
-def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False, sample_fraction: float = 1.0,
-                    seed: int = 0, chunk_rows: int = CHUNK_ROWS) -> dict:
+def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False,
+                    sample_fraction: float = 1.0, seed: int = 0, chunk_rows: int = CHUNK_ROWS) -> dict:
     """Validate the downloaded ``train.csv`` (and ``test.csv`` when present) and write ``train.parquet``
     (``test.parquet``) and ``manifest.json`` into ``work_dir``.
 
@@ -351,8 +358,8 @@ def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False
     """
     if paths.is_remote(work_dir):
         with paths.staged_dir(work_dir) as local:
-            manifest = setup_benchmark(data_dir, local, strict=strict, sample_fraction=sample_fraction, seed=seed,
-                                       chunk_rows=chunk_rows)
+            manifest = setup_benchmark(data_dir, local, strict=strict, sample_fraction=sample_fraction,
+                                       seed=seed, chunk_rows=chunk_rows)
             manifest["work_dir"] = str(paths.as_path(work_dir))
             (local / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         return manifest
@@ -373,19 +380,17 @@ def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False
     try:
         parts = {part: _write_part(src, partial[part], part, sample_fraction=sample_fraction, seed=seed,
                                    chunk_rows=chunk_rows) for part, src in sources.items()}
+        complete = parts["train"]["rows_read"] == FULL_TRAIN_ROWS
+        if not complete:
+            notes.append(f"train.csv has {parts['train']['rows_read']:,} rows; the complete Kaggle train.csv "
+                         f"has {FULL_TRAIN_ROWS:,} (a sample, or a cut-short download)")
+            if strict:
+                raise DataError(notes[-1], path=sources["train"],
+                                fix=f"download train.csv again; {DOWNLOAD_HELP}")
     except BaseException:
         for p in partial.values():
             p.unlink(missing_ok=True)
         raise
-    complete = parts["train"]["rows_read"] == FULL_TRAIN_ROWS
-    if not complete:
-        message = (f"train.csv has {parts['train']['rows_read']:,} rows; the complete Kaggle train.csv has "
-                   f"{FULL_TRAIN_ROWS:,} (a sample, or a cut-short download)")
-        if strict:
-            for p in partial.values():
-                p.unlink(missing_ok=True)
-            raise DataError(message, path=sources["train"], fix=f"download train.csv again; {DOWNLOAD_HELP}")
-        notes.append(message)
     if "test" not in sources:
         notes.append("no test.csv: only needed to score the competition's unlabeled searches")
     for part, tmp in partial.items():
@@ -403,7 +408,8 @@ def _summary(manifest: dict) -> str:
     for part, s in manifest["parts"].items():
         line = f"  {part}: {s['rows']:,} rows, {s['searches']:,} searches"
         if part == "train":
-            line += f", {s['clicks']:,} clicks, {s['bookings']:,} bookings ({s['searches_with_booking']:,} searches)"
+            line += (f", {s['clicks']:,} clicks, {s['bookings']:,} bookings "
+                     f"({s['searches_with_booking']:,} searches)")
         if s["rows"] != s["rows_read"]:
             line += f" (sampled from {s['rows_read']:,} rows)"
         lines.append(line + f" -> {paths.join(manifest['work_dir'], WORK_FILES[part])}")
@@ -416,17 +422,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.data.expedia",
                                      description="The Kaggle Expedia hotel-search benchmark (ICDM 2013).")
     sub = parser.add_subparsers(dest="command", required=True)
-    setup = sub.add_parser("setup", help="validate the downloaded train.csv / test.csv and write them as Parquet")
+    setup = sub.add_parser("setup", help="validate the downloaded CSV files and write them as Parquet")
     setup.add_argument("--data", default="", help="folder holding the unzipped train.csv (and test.csv)")
-    setup.add_argument("--work-dir", default="runs/expedia", help="where the Parquet files go (default %(default)s)")
-    setup.add_argument("--strict", action="store_true", help="require the complete train.csv (9,917,530 rows)")
+    setup.add_argument("--work-dir", default="runs/expedia", help="where the Parquet files go (%(default)s)")
+    setup.add_argument("--strict", action="store_true", help="require the full train.csv (9,917,530 rows)")
     setup.add_argument("--sample-searches", type=float, default=1.0,
                        help="keep this share of the searches, e.g. 0.1 (default: all)")
     setup.add_argument("--seed", type=int, default=0, help="seed of --sample-searches")
     args = parser.parse_args(argv)
     if not args.data:
-        print(f"error: no data folder given (make benchmark-setup DATA=<folder>). To get the data, {DOWNLOAD_HELP}.",
-              file=sys.stderr)
+        print(f"error: no data folder given (make benchmark-setup DATA=<folder>). To get the data, "
+              f"{DOWNLOAD_HELP}.", file=sys.stderr)
         return 2
     try:
         manifest = setup_benchmark(args.data, args.work_dir, strict=args.strict,

@@ -16,15 +16,16 @@ _GET_100K = "unzip ml-100k.zip from grouplens.org/datasets/movielens/100k/ and p
 
 def load_movielens_100k(data_dir: str, *, skip_bad_rows: bool = False) -> InteractionData:
     """Read ``u.data`` (tab-separated), ``u.item`` (``|``, ISO-8859-1, 19 genre flags) and ``u.user``."""
+    options = dict(skip_bad_rows=skip_bad_rows, quoting=False)
     ratings, rep_r = read_delimited(
         join_path(data_dir, "u.data"), sep="\t", columns=["user_id", "item_id", "rating", "timestamp"],
-        column_types={"rating": "float", "timestamp": "int"}, skip_bad_rows=skip_bad_rows, quoting=False,
-        what="MovieLens 100K ratings (u.data)", fix_missing=_GET_100K)
+        column_types={"rating": "float", "timestamp": "int"}, what="MovieLens 100K ratings (u.data)",
+        fix_missing=_GET_100K, **options)
     item_cols = ["item_id", "title", "release_date", "video_release_date", "imdb_url", *ML100K_GENRES]
     items, rep_i = read_delimited(
         join_path(data_dir, "u.item"), sep="|", columns=item_cols, encoding="latin-1",
-        column_types={g: "int" for g in ML100K_GENRES}, skip_bad_rows=skip_bad_rows, quoting=False,
-        what="MovieLens 100K items (u.item)", fix_missing=_GET_100K)
+        column_types={g: "int" for g in ML100K_GENRES}, what="MovieLens 100K items (u.item)",
+        fix_missing=_GET_100K, **options)
     flags = items[list(ML100K_GENRES)].to_numpy()
     items = pd.DataFrame({
         "item_id": items["item_id"].astype(str),
@@ -32,22 +33,16 @@ def load_movielens_100k(data_dir: str, *, skip_bad_rows: bool = False) -> Intera
         "genres": [[g for g, f in zip(ML100K_GENRES, row) if f == 1] for row in flags],
         "release_date": items["release_date"],
     })
-    reports = [rep_r, rep_i]
-    users = None
-    user_path = join_path(data_dir, "u.user")
-    if path_exists(user_path):
-        users, rep_u = read_delimited(
-            user_path, sep="|", columns=["user_id", "age", "gender", "occupation", "zip_code"],
-            column_types={"age": "int"}, skip_bad_rows=skip_bad_rows, quoting=False,
-            what="MovieLens 100K users (u.user)")
-        reports.append(rep_u)
-    ratings["user_id"] = ratings["user_id"].astype(str)
-    ratings["item_id"] = ratings["item_id"].astype(str)
-    return InteractionData(ratings, items, users, name="movielens-100k", skipped=reports)
+    users, rep_u = _optional(join_path(data_dir, "u.user"), sep="|",
+                             columns=["user_id", "age", "gender", "occupation", "zip_code"],
+                             column_types={"age": "int"}, what="MovieLens 100K users (u.user)", **options)
+    return InteractionData(_interactions(ratings), items, users, name="movielens-100k",
+                           skipped=[rep_r, rep_i, *rep_u])
 
 
 def load_movielens_csv(data_dir: str, *, skip_bad_rows: bool = False) -> InteractionData:
-    """Read a CSV release: ``ratings.csv`` (userId,movieId,rating,timestamp), ``movies.csv`` (``|`` genres)."""
+    """Read a CSV release: ``ratings.csv`` (userId,movieId,rating,timestamp), ``movies.csv`` (``|``
+    genres)."""
     fix = "pass the folder holding ratings.csv and movies.csv (e.g. unzipped ml-latest-small.zip)"
     ratings, rep_r = read_delimited(
         join_path(data_dir, "ratings.csv"), sep=",", header=True,
@@ -57,46 +52,43 @@ def load_movielens_csv(data_dir: str, *, skip_bad_rows: bool = False) -> Interac
     movies, rep_m = read_delimited(
         join_path(data_dir, "movies.csv"), sep=",", header=True, columns=["movieId", "title", "genres"],
         skip_bad_rows=skip_bad_rows, what="MovieLens movies.csv", fix_missing=fix)
-    interactions = pd.DataFrame({
-        "user_id": ratings["userId"].astype(str), "item_id": ratings["movieId"].astype(str),
-        "rating": ratings["rating"], "timestamp": ratings["timestamp"],
-    })
-    items = pd.DataFrame({
-        "item_id": movies["movieId"].astype(str), "title": movies["title"],
-        "genres": [_split_genres(g) for g in movies["genres"]],
-    })
-    return InteractionData(interactions, items, None, name="movielens-csv", skipped=[rep_r, rep_m])
+    return InteractionData(_interactions(ratings, "userId", "movieId"), _items(movies, "movieId"), None,
+                           name="movielens-csv", skipped=[rep_r, rep_m])
 
 
 def load_movielens_1m(data_dir: str, *, skip_bad_rows: bool = False) -> InteractionData:
     """Read ML-1M's ``ratings.dat``, ``movies.dat`` and ``users.dat`` (``::``-separated, ISO-8859-1)."""
     fix = "unzip ml-1m.zip from grouplens.org/datasets/movielens/1m/ and pass its folder as --data-dir"
+    options = dict(sep="::", quoting=False, encoding="latin-1", skip_bad_rows=skip_bad_rows)
     ratings, rep_r = read_delimited(
-        join_path(data_dir, "ratings.dat"), sep="::", columns=["user_id", "item_id", "rating", "timestamp"],
-        column_types={"rating": "float", "timestamp": "int"}, skip_bad_rows=skip_bad_rows, quoting=False,
-        encoding="latin-1", what="MovieLens 1M ratings (ratings.dat)", fix_missing=fix)
-    movies, rep_m = read_delimited(
-        join_path(data_dir, "movies.dat"), sep="::", columns=["item_id", "title", "genres"], quoting=False,
-        encoding="latin-1", skip_bad_rows=skip_bad_rows, what="MovieLens 1M movies (movies.dat)", fix_missing=fix)
-    reports = [rep_r, rep_m]
-    users = None
-    if path_exists(join_path(data_dir, "users.dat")):
-        users, rep_u = read_delimited(
-            join_path(data_dir, "users.dat"), sep="::", quoting=False, encoding="latin-1",
-            columns=["user_id", "gender", "age", "occupation", "zip_code"], skip_bad_rows=skip_bad_rows,
-            what="MovieLens 1M users (users.dat)")
-        reports.append(rep_u)
-    items = pd.DataFrame({"item_id": movies["item_id"].astype(str), "title": movies["title"],
-                          "genres": [_split_genres(g) for g in movies["genres"]]})
-    ratings["user_id"] = ratings["user_id"].astype(str)
-    ratings["item_id"] = ratings["item_id"].astype(str)
-    return InteractionData(ratings, items, users, name="movielens-1m", skipped=reports)
+        join_path(data_dir, "ratings.dat"), columns=["user_id", "item_id", "rating", "timestamp"],
+        column_types={"rating": "float", "timestamp": "int"}, what="MovieLens 1M ratings (ratings.dat)",
+        fix_missing=fix, **options)
+    movies, rep_m = read_delimited(join_path(data_dir, "movies.dat"), columns=["item_id", "title", "genres"],
+                                   what="MovieLens 1M movies (movies.dat)", fix_missing=fix, **options)
+    users, rep_u = _optional(join_path(data_dir, "users.dat"),
+                             columns=["user_id", "gender", "age", "occupation", "zip_code"],
+                             what="MovieLens 1M users (users.dat)", **options)
+    return InteractionData(_interactions(ratings), _items(movies, "item_id"), users, name="movielens-1m",
+                           skipped=[rep_r, rep_m, *rep_u])
 
 
-def _split_genres(text: str) -> list[str]:
-    if not text or text == "(no genres listed)":
-        return []
-    return [g for g in text.split("|") if g]
+def _optional(path: str, **options) -> tuple[pd.DataFrame | None, list]:
+    """An optional file (``u.user``, ``users.dat``) and its skip report, or (None, [])."""
+    if not path_exists(path):
+        return None, []
+    frame, report = read_delimited(path, **options)
+    return frame, [report]
+
+
+def _interactions(ratings: pd.DataFrame, user: str = "user_id", item: str = "item_id") -> pd.DataFrame:
+    return pd.DataFrame({"user_id": ratings[user].astype(str), "item_id": ratings[item].astype(str),
+                         "rating": ratings["rating"], "timestamp": ratings["timestamp"]})
+
+
+def _items(movies: pd.DataFrame, item: str) -> pd.DataFrame:
+    genres = [[] if g == "(no genres listed)" else [x for x in g.split("|") if x] for g in movies["genres"]]
+    return pd.DataFrame({"item_id": movies[item].astype(str), "title": movies["title"], "genres": genres})
 
 
 def load_tfds_movielens(name: str = "movielens/100k-ratings", *, data_dir: str | None = None,
@@ -109,13 +101,14 @@ def load_tfds_movielens(name: str = "movielens/100k-ratings", *, data_dir: str |
     """
     import tensorflow_datasets as tfds
 
-    offline_fix = (f"on an online machine rerun with download enabled (--tfds-download); offline, read the "
-                   f"same raw files locally: --dataset movielens-100k --data-dir <folder with u.data>, or "
-                   f"--dataset movielens-csv for ratings.csv releases")
+    offline_fix = ("on an online machine rerun with download enabled (--tfds-download); offline, read the "
+                   "same raw files locally: --dataset movielens-100k --data-dir <folder with u.data>, or "
+                   "--dataset movielens-csv for ratings.csv releases")
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as exc:
-        raise DataError(f"TFDS has no dataset '{name}' ({exc})", fix="use e.g. movielens/100k-ratings") from None
+        raise DataError(f"TFDS has no dataset '{name}' ({exc})",
+                        fix="use e.g. movielens/100k-ratings") from None
     if not download and not builder.is_prepared():
         raise DataError(f"TFDS dataset '{name}' is not prepared in {builder.data_dir}", fix=offline_fix)
     try:
@@ -123,7 +116,8 @@ def load_tfds_movielens(name: str = "movielens/100k-ratings", *, data_dir: str |
             builder.download_and_prepare()
         ds = builder.as_dataset(split="train")
     except Exception as exc:
-        raise DataError(f"TFDS could not prepare '{name}' ({type(exc).__name__}: {exc})", fix=offline_fix) from None
+        raise DataError(f"TFDS could not prepare '{name}' ({type(exc).__name__}: {exc})",
+                        fix=offline_fix) from None
     frame = tfds.as_dataframe(ds)
     interactions = pd.DataFrame({
         "user_id": frame["user_id"].map(_text), "item_id": frame["movie_id"].map(_text),

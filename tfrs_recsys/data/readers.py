@@ -55,24 +55,17 @@ def require_file(path: str | os.PathLike, what: str, fix: str) -> str:
     return text
 
 
-def _read_bytes(path: str) -> bytes:
-    return paths.read_bytes(path)
+def first_line(path: str | os.PathLike, what: str, fix: str) -> str:
+    """The first line of an existing, non-empty file (:func:`require_file`), as text."""
+    with open_path(require_file(path, what, fix)) as fh:
+        return fh.readline().decode("utf-8", errors="replace")
 
 
-def read_delimited(
-    path: str | os.PathLike,
-    *,
-    sep: str,
-    columns: Sequence[str] | None = None,
-    header: bool = False,
-    column_types: Mapping[str, str] | None = None,
-    nullable: Sequence[str] = (),
-    encoding: str = "utf-8",
-    skip_bad_rows: bool = False,
-    quoting: bool = True,
-    what: str = "data file",
-    fix_missing: str = "check the path",
-) -> tuple[pd.DataFrame, SkipReport]:
+def read_delimited(path: str | os.PathLike, *, sep: str, columns: Sequence[str] | None = None,
+                   header: bool = False, column_types: Mapping[str, str] | None = None,
+                   nullable: Sequence[str] = (), encoding: str = "utf-8", skip_bad_rows: bool = False,
+                   quoting: bool = True, what: str = "data file",
+                   fix_missing: str = "check the path") -> tuple[pd.DataFrame, SkipReport]:
     """Read a delimited text file into a DataFrame with checked column types.
 
     ``columns`` names the fields of a headerless file, or the columns a file with a
@@ -81,19 +74,19 @@ def read_delimited(
     "" for text). Returns the frame and a report of skipped rows.
     """
     path = require_file(path, what, fix_missing)
-    column_types = dict(column_types or {})
+    options = (sep, columns, header, dict(column_types or {}), set(nullable), encoding, quoting)
     report = SkipReport(path=path)
-    frame = _fast_read(path, sep, columns, header, column_types, set(nullable), encoding, quoting)
+    frame = _fast_read(path, *options)
     if frame is not None:
         report.total = len(frame)
         return frame, report
-    frame = _careful_read(path, sep, columns, header, column_types, set(nullable), encoding, quoting,
-                          skip_bad_rows, report)
+    frame = _careful_read(path, *options, skip_bad_rows, report)
     report.log()
     return frame, report
 
 
-def _convert_frame(frame: pd.DataFrame, column_types: Mapping[str, str], nullable: set[str]) -> pd.DataFrame | None:
+def _convert_frame(frame: pd.DataFrame, column_types: Mapping[str, str],
+                   nullable: set[str]) -> pd.DataFrame | None:
     """Vectorized type conversion; ``None`` when any value fails (the careful pass will say where)."""
     out = {}
     for col in frame.columns:
@@ -122,8 +115,7 @@ def _convert_frame(frame: pd.DataFrame, column_types: Mapping[str, str], nullabl
 
 def _fast_read(path, sep, columns, header, column_types, nullable, encoding, quoting) -> pd.DataFrame | None:
     try:
-        raw = _read_bytes(path)
-        text = raw.decode(encoding)
+        text = paths.read_bytes(path).decode(encoding)
         frame = pd.read_csv(
             io.StringIO(text), sep=sep, header=0 if header else None,
             names=None if header else list(columns) if columns else None,
@@ -137,7 +129,7 @@ def _fast_read(path, sep, columns, header, column_types, nullable, encoding, quo
     if not _field_counts_agree(text, sep, quoting):
         return None
     if re.search(r"(^|\n)[ \t\r]*\n", text.rstrip("\r\n")):
-        return None  # blank lines would shift the line numbers later checks report: the careful pass keeps them
+        return None  # blank lines would shift the line numbers of later checks (the careful pass keeps them)
     if header and columns and any(c not in frame.columns for c in columns):
         return None
     if not header and columns and frame.isna().any().any():  # short rows are padded with NaN
@@ -163,68 +155,60 @@ def _split(line: str, sep: str, quoting: bool) -> list[str]:
     return line.split(sep)
 
 
+def _decode(raw: bytes, encoding: str, path: str, lineno: int) -> str:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not valid {encoding}: byte 0x{raw[exc.start]:02x} at character {exc.start + 1}",
+                        path=path, line=lineno,
+                        fix=f"re-save the file as {encoding}, or read it with encoding='latin-1'") from None
+
+
 def _careful_read(path, sep, columns, header, column_types, nullable, encoding, quoting,
                   skip_bad_rows, report) -> pd.DataFrame:
-    raw = _read_bytes(path)
-    lines = raw.split(b"\n")
+    lines = paths.read_bytes(path).split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     names: list[str] | None = list(columns) if (columns and not header) else None
-    rows: list[list[object]] = []
-    line_numbers: list[int] = []
-    start = 0
     if header:
         if not lines:
             raise DataError("file is empty", path=path, fix="point at a file with a header row and data rows")
-        try:
-            head = lines[0].rstrip(b"\r").decode(encoding)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"header is not valid {encoding} (byte 0x{lines[0][exc.start]:02x} at offset {exc.start})",
-                            path=path, line=1, fix=f"re-save the file as {encoding}, or pass encoding='latin-1'") from None
-        names = [h.strip() for h in _split(head, sep, quoting)]
+        names = [h.strip() for h in _split(_decode(lines[0].rstrip(b"\r"), encoding, path, 1), sep, quoting)]
         missing = [c for c in (columns or []) if c not in names]
         if missing:
-            raise DataError(f"required column(s) {missing} missing from the header {names}", path=path, line=1,
-                            column=missing[0], fix="rename the column in the file, or map it in the loader options")
-        start = 1
-    for idx in range(start, len(lines)):
-        lineno = idx + 1
-        raw_line = lines[idx].rstrip(b"\r")
+            raise DataError(f"required column(s) {missing} missing from the header {names}", path=path,
+                            line=1, column=missing[0],
+                            fix="rename the column in the file, or map it in the loader options")
+    skip_hint = "or rerun with skip_bad_rows to skip and count the row"
+    rows: list[list[object]] = []
+    line_numbers: list[int] = []
+    for lineno, raw_line in enumerate(lines[1:] if header else lines, start=2 if header else 1):
+        raw_line = raw_line.rstrip(b"\r")
         if not raw_line.strip():
             continue
         report.total += 1
         try:
-            try:
-                line = raw_line.decode(encoding)
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"not valid {encoding}: byte 0x{raw_line[exc.start]:02x} at character {exc.start + 1}",
-                    path=path, line=lineno,
-                    fix=f"re-save the file as {encoding}, or read it with encoding='latin-1'") from None
-            fields = _split(line, sep, quoting)
-            if names is None:
-                names = [f"c{i}" for i in range(len(fields))]
+            fields = _split(_decode(raw_line, encoding, path, lineno), sep, quoting)
+            names = names or [f"c{i}" for i in range(len(fields))]
             if len(fields) != len(names):
                 raise DataError(f"expected {len(names)} fields separated by {sep!r}, found {len(fields)}",
-                                path=path, line=lineno,
-                                fix="repair or remove this row, or rerun with skip_bad_rows to skip and count it")
+                                path=path, line=lineno, fix=f"repair or remove this row, {skip_hint}")
             row: list[object] = []
             for name, value in zip(names, fields):
                 kind = column_types.get(name, "str")
-                if value == "":
-                    if name not in nullable and kind != "str":
-                        raise DataError(f"empty value where {_CONVERTERS[kind][1]} is required",
-                                        path=path, line=lineno, column=name,
-                                        fix="fill the value, or rerun with skip_bad_rows to skip and count the row")
-                    row.append(np.nan if kind != "str" else "")
-                    continue
                 convert, words = _CONVERTERS[kind]
-                try:
-                    number = int(float(value)) if kind == "int" and _is_integral(value) else convert(value)
-                except ValueError:
-                    raise DataError(f"value {value!r} is not {words}", path=path, line=lineno, column=name,
-                                    fix="correct the value, or rerun with skip_bad_rows to skip and count the row") from None
-                row.append(number)
+                if value == "" and (name in nullable or kind == "str"):
+                    row.append(np.nan if kind != "str" else "")
+                elif value == "":
+                    raise DataError(f"empty value where {words} is required", path=path, line=lineno,
+                                    column=name, fix=f"fill the value, {skip_hint}")
+                else:
+                    try:
+                        integral = kind == "int" and _is_integral(value)
+                        row.append(int(float(value)) if integral else convert(value))
+                    except ValueError:
+                        raise DataError(f"value {value!r} is not {words}", path=path, line=lineno,
+                                        column=name, fix=f"correct the value, {skip_hint}") from None
             rows.append(row)
             line_numbers.append(lineno)
         except DataError as err:
@@ -232,8 +216,9 @@ def _careful_read(path, sep, columns, header, column_types, nullable, encoding, 
                 raise
             report.add(err)
     if not rows:
-        raise DataError("no data rows could be read" + (f" ({report.skipped} skipped as bad)" if report.skipped else ""),
-                        path=path, fix="check the separator and the file's format")
+        skipped = f" ({report.skipped} skipped as bad)" if report.skipped else ""
+        raise DataError("no data rows could be read" + skipped, path=path,
+                        fix="check the separator and the file's format")
     frame = pd.DataFrame(rows, columns=names)
     for name in frame.columns:
         kind = column_types.get(name, "str")
@@ -252,6 +237,18 @@ def source_line(frame: pd.DataFrame, row: int, *, first_data_line: int) -> int:
     if lines is not None and len(lines) == len(frame):
         return int(lines[row])
     return row + first_data_line
+
+
+def check_binary_labels(frame: pd.DataFrame, labels: Sequence[str], path: str, *,
+                        first_data_line: int) -> None:
+    """Raise on the first label value other than 0 / 1, naming its file line (:func:`source_line`)."""
+    for col in labels:
+        bad = ~frame[col].isin([0, 1]).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"label must be 0 or 1, found {frame[col].iloc[row]}", path=path, column=col,
+                            line=source_line(frame, row, first_data_line=first_data_line),
+                            fix="binarize the label column")
 
 
 def _is_integral(value: str) -> bool:
@@ -276,5 +273,6 @@ def read_parquet(path: str | os.PathLike, *, columns: Sequence[str] | None = Non
     missing = [c for c in (columns or []) if c not in frame.columns]
     if missing:
         raise DataError(f"required column(s) {missing} missing; the file has {list(frame.columns)}",
-                        path=path, column=missing[0], fix="rename the columns or map them in the loader options")
+                        path=path, column=missing[0],
+                        fix="rename the columns or map them in the loader options")
     return frame

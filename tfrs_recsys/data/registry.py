@@ -54,11 +54,11 @@ def load_interactions(cfg: TrainConfig) -> InteractionData:
     """Interactions for retrieval, by ``cfg.dataset``."""
     name = cfg.dataset
     if name in ("synthetic", "synthetic-histories"):
-        from tfrs_recsys.data.synthetic import synthetic_histories
+        from tfrs_recsys.data.synthetic_interactions import synthetic_histories
 
         return synthetic_histories(cfg.synthetic_users, cfg.synthetic_items, seed=cfg.seed)
     if name == "synthetic-ratings":
-        from tfrs_recsys.data.synthetic import synthetic_ratings
+        from tfrs_recsys.data.synthetic_interactions import synthetic_ratings
 
         return synthetic_ratings(cfg.synthetic_users, cfg.synthetic_items, seed=cfg.seed,
                                  min_ratings=min(20, cfg.synthetic_items), max_ratings=min(60, cfg.synthetic_items))

@@ -1,6 +1,6 @@
 """Train / validation / test splits that cannot leak the future into training.
 
-Four protocols (DESIGN §5):
+Four protocols:
 
 * :func:`leave_last_out` — sequential retrieval: per user, sorted by time, the last
   interaction is test, the one before validation, the rest training history.
@@ -48,11 +48,8 @@ class Split:
 
     def parts(self) -> dict[str, pd.DataFrame]:
         """The non-empty parts by name, in train, validation, test order."""
-        out = {"train": self.train}
-        if self.validation is not None:
-            out["validation"] = self.validation
-        out["test"] = self.test
-        return out
+        parts = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {name: frame for name, frame in parts.items() if frame is not None}
 
     def summary(self) -> dict:
         """Row, user and session counts per part, plus the notes (e.g. users kept in train)."""
@@ -83,7 +80,8 @@ def _frame_of(data, what: str) -> pd.DataFrame:
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], argument: str) -> None:
     if frame.empty:
-        raise DataError("cannot split an empty frame", fix="check the loader returned rows (and any filter before)")
+        raise DataError("cannot split an empty frame",
+                        fix="check the loader returned rows (and any filter before)")
     for col in columns:
         if col not in frame.columns:
             raise DataError(f"column '{col}' (argument {argument}) is not in the frame; it has "
@@ -91,14 +89,37 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], argument: str) -> None
                             fix=f"pass {argument}= with the name of your column")
         if frame[col].isna().any():
             row = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
-            raise DataError(f"{int(frame[col].isna().sum())} missing value(s), first at row {row}", column=col,
-                            fix="fill or drop those rows before splitting")
+            raise DataError(f"{int(frame[col].isna().sum())} missing value(s), first at row {row}",
+                            column=col, fix="fill or drop those rows before splitting")
 
 
 def _fraction(value: float, argument: str) -> float:
     if not 0.0 <= value < 1.0:
-        raise DataError(f"{argument}={value} is outside [0, 1)", fix=f"pass {argument} as a fraction, e.g. 0.1")
+        raise DataError(f"{argument}={value} is outside [0, 1)",
+                        fix=f"pass {argument} as a fraction, e.g. 0.1")
     return float(value)
+
+
+def _user_column(frame: pd.DataFrame) -> str | None:
+    return "user_id" if "user_id" in frame.columns else None
+
+
+def _sides(n: int, test_share: float, validation_share: float, seed: int) -> np.ndarray | None:
+    """0 (train), 1 (validation) or 2 (test) for each of ``n`` units from a seeded shuffle; None when
+    ``n`` is too small for every asked-for part to get one."""
+    n_test, n_val = round(n * test_share), round(n * validation_share)
+    if n_test == 0 or n - n_test - n_val <= 0 or (validation_share > 0 and n_val == 0):
+        return None
+    perm = np.random.default_rng(seed).permutation(n)
+    side = np.zeros(n, dtype=np.int8)
+    side[perm[:n_test]] = 2
+    side[perm[n_test:n_test + n_val]] = 1
+    return side
+
+
+def _checked(split: Split) -> Split:
+    check_no_leakage(split)
+    return split
 
 
 def leave_last_out(interactions, *, user_col: str = "user_id", time_col: str = "timestamp",
@@ -132,15 +153,15 @@ def leave_last_out(interactions, *, user_col: str = "user_id", time_col: str = "
     short_users = int((counts < min_interactions).sum())
     notes = []
     if short_users:
-        notes.append(f"{short_users} user(s) with fewer than {min_interactions} interactions are wholly in train "
-                     f"(not evaluated)")
-    split = Split(ordered[~(test_mask | val_mask)], ordered[val_mask], ordered[test_mask], method="leave_last_out",
-                  user_column=user_col, time_column=time_col, train_only_users=short_users, notes=notes)
-    check_no_leakage(split)
-    return split
+        notes.append(f"{short_users} user(s) with fewer than {min_interactions} interactions are wholly in "
+                     f"train (not evaluated)")
+    return _checked(Split(ordered[~(test_mask | val_mask)], ordered[val_mask], ordered[test_mask],
+                          method="leave_last_out", user_column=user_col, time_column=time_col,
+                          train_only_users=short_users, notes=notes))
 
 
-def random_split(frame, *, test_fraction: float = 0.2, validation_fraction: float = 0.0, seed: int = 42) -> Split:
+def random_split(frame, *, test_fraction: float = 0.2, validation_fraction: float = 0.0,
+                 seed: int = 42) -> Split:
     """Shuffle rows with a seeded permutation and cut off ``test_fraction`` (then
     ``validation_fraction``) of them; the TFRS tutorial's 80/20 is the default.
 
@@ -151,22 +172,14 @@ def random_split(frame, *, test_fraction: float = 0.2, validation_fraction: floa
     test_fraction = _fraction(test_fraction, "test_fraction")
     validation_fraction = _fraction(validation_fraction, "validation_fraction")
     if test_fraction <= 0.0 or test_fraction + validation_fraction >= 1.0:
-        raise DataError(f"test_fraction={test_fraction} and validation_fraction={validation_fraction} leave no "
-                        f"test or no training rows", fix="use test_fraction > 0 and test + validation < 1")
-    n = len(frame)
-    n_test, n_val = round(n * test_fraction), round(n * validation_fraction)
-    if n_test == 0 or n - n_test - n_val <= 0 or (validation_fraction > 0 and n_val == 0):
-        raise DataError(f"{n} rows are too few for test_fraction={test_fraction}, "
+        raise DataError(f"test_fraction={test_fraction} and validation_fraction={validation_fraction} leave "
+                        f"no test or no training rows", fix="use test_fraction > 0 and test + validation < 1")
+    side = _sides(len(frame), test_fraction, validation_fraction, seed)
+    if side is None:
+        raise DataError(f"{len(frame)} rows are too few for test_fraction={test_fraction}, "
                         f"validation_fraction={validation_fraction}", fix="use more rows or larger fractions")
-    perm = np.random.default_rng(seed).permutation(n)
-    test_pos = np.sort(perm[:n_test])
-    val_pos = np.sort(perm[n_test:n_test + n_val])
-    train_pos = np.sort(perm[n_test + n_val:])
-    split = Split(frame.iloc[train_pos], frame.iloc[val_pos] if validation_fraction > 0 else None,
-                  frame.iloc[test_pos], method="random",
-                  user_column="user_id" if "user_id" in frame.columns else None)
-    check_no_leakage(split)
-    return split
+    return _checked(Split(frame[side == 0], frame[side == 1] if validation_fraction > 0 else None,
+                          frame[side == 2], method="random", user_column=_user_column(frame)))
 
 
 def split_by_session(frame, session_col: str, *, fractions: Sequence[float] = (0.8, 0.1, 0.1),
@@ -179,27 +192,20 @@ def split_by_session(frame, session_col: str, *, fractions: Sequence[float] = (0
     frame = _frame_of(frame, "frame")
     _require(frame, [session_col], "session_col")
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise DataError(f"fractions={tuple(fractions)} must be three non-negative shares (train, validation, test) "
-                        f"summing to 1", fix="pass e.g. fractions=(0.8, 0.1, 0.1)")
+        raise DataError(f"fractions={tuple(fractions)} must be three non-negative shares (train, validation, "
+                        f"test) summing to 1", fix="pass e.g. fractions=(0.8, 0.1, 0.1)")
     if fractions[0] == 0 or fractions[2] == 0:
         raise DataError(f"fractions={tuple(fractions)} leave no training or no test sessions",
                         fix="give train and test a positive share")
     codes, sessions = pd.factorize(frame[session_col])  # sessions in order of first appearance
-    n = len(sessions)
-    n_test, n_val = round(n * fractions[2]), round(n * fractions[1])
-    if n_test == 0 or n - n_test - n_val <= 0 or (fractions[1] > 0 and n_val == 0):
-        raise DataError(f"{n} sessions are too few for fractions={tuple(fractions)}", column=session_col,
-                        fix="use more sessions, or larger validation/test shares")
-    perm = np.random.default_rng(seed).permutation(n)
-    side = np.zeros(n, dtype=np.int8)  # 0 train, 1 validation, 2 test
-    side[perm[:n_test]] = 2
-    side[perm[n_test:n_test + n_val]] = 1
+    side = _sides(len(sessions), fractions[2], fractions[1], seed)
+    if side is None:
+        raise DataError(f"{len(sessions)} sessions are too few for fractions={tuple(fractions)}",
+                        column=session_col, fix="use more sessions, or larger validation/test shares")
     row_side = side[codes]
-    split = Split(frame[row_side == 0], frame[row_side == 1] if fractions[1] > 0 else None, frame[row_side == 2],
-                  method="session", session_column=session_col,
-                  user_column="user_id" if "user_id" in frame.columns else None)
-    check_no_leakage(split)
-    return split
+    return _checked(Split(frame[row_side == 0], frame[row_side == 1] if fractions[1] > 0 else None,
+                          frame[row_side == 2], method="session", session_column=session_col,
+                          user_column=_user_column(frame)))
 
 
 def split_by_day(frame, time_col: str, *, validation_days: int = 1, test_days: int = 1) -> Split:
@@ -216,25 +222,27 @@ def split_by_day(frame, time_col: str, *, validation_days: int = 1, test_days: i
     days = utc_days(frame[time_col], time_col)
     distinct = np.unique(days)
     if len(distinct) <= test_days + validation_days:
-        raise DataError(f"the data covers {len(distinct)} day(s), too few for {validation_days} validation and "
-                        f"{test_days} test day(s) plus training days", column=time_col,
+        raise DataError(f"the data covers {len(distinct)} day(s), too few for {validation_days} validation "
+                        f"and {test_days} test day(s) plus training days", column=time_col,
                         fix="use fewer held-out days, or split_by_session / random_split")
     test_start = distinct[-test_days]
     val_start = distinct[-(test_days + validation_days)]
-    split = Split(frame[days < val_start],
-                  frame[(days >= val_start) & (days < test_start)] if validation_days else None,
-                  frame[days >= test_start], method="day", time_column=time_col,
-                  user_column="user_id" if "user_id" in frame.columns else None)
-    check_no_leakage(split)
-    return split
+    return _checked(Split(frame[days < val_start],
+                          frame[(days >= val_start) & (days < test_start)] if validation_days else None,
+                          frame[days >= test_start], method="day", time_column=time_col,
+                          user_column=_user_column(frame)))
+
+
+def _naive_utc(values: pd.Series) -> np.ndarray:
+    if getattr(values.dt, "tz", None) is not None:
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return values.to_numpy()
 
 
 def utc_days(values: pd.Series, column: str) -> np.ndarray:
     """Days since 1970-01-01 UTC (int64) of unix seconds or datetimes."""
     if pd.api.types.is_datetime64_any_dtype(values):
-        if getattr(values.dt, "tz", None) is not None:
-            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-        return values.to_numpy().astype("datetime64[D]").astype(np.int64)
+        return _naive_utc(values).astype("datetime64[D]").astype(np.int64)
     seconds = _unix_seconds(values, column)
     return np.floor_divide(seconds, SECONDS_PER_DAY).astype(np.int64)
 
@@ -252,9 +260,7 @@ def _unix_seconds(values: pd.Series, column: str) -> np.ndarray:
 
 def _sortable_times(values: pd.Series, column: str) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(values):
-        if getattr(values.dt, "tz", None) is not None:
-            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-        return values.to_numpy().astype("datetime64[ns]").astype(np.int64)
+        return _naive_utc(values).astype("datetime64[ns]").astype(np.int64)
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         raise DataError(f"cannot order by a column of dtype {values.dtype}", column=column,
                         fix="pass a numeric (e.g. unix seconds) or datetime time column")
@@ -291,20 +297,19 @@ def _check_disjoint_rows(parts: dict[str, pd.DataFrame]) -> None:
         for b in names[i + 1:]:
             shared = parts[a].index.intersection(parts[b].index)
             if len(shared):
-                raise DataError(f"leaky split: {len(shared)} row(s) are in both {a} and {b} (first index label "
-                                f"{shared[0]!r})", fix="split with one of tfrs_recsys.data.splits' functions, or "
-                                "give the frame a unique index before splitting")
+                raise DataError(f"leaky split: {len(shared)} row(s) are in both {a} and {b} (first index "
+                                f"label {shared[0]!r})", fix="split with one of tfrs_recsys.data.splits' "
+                                "functions, or give the frame a unique index before splitting")
 
 
 def _check_temporal(parts: dict[str, pd.DataFrame], user_col: str, time_col: str) -> None:
+    times_of = {}  # per part: the times, indexed by user
     for name, frame in parts.items():
         _require_columns(frame, [user_col, time_col], name)
-    train = parts["train"]
-    latest_train = pd.Series(_sortable_times(train[time_col], time_col), index=train[user_col].to_numpy())
-    latest_train = latest_train.groupby(level=0).max()
-    held_out = [(n, f) for n, f in parts.items() if n != "train"]
-    for name, frame in held_out:
-        times = pd.Series(_sortable_times(frame[time_col], time_col), index=frame[user_col].to_numpy())
+        times = _sortable_times(frame[time_col], time_col)
+        times_of[name] = pd.Series(times, index=frame[user_col].to_numpy())
+    latest_train = times_of.pop("train").groupby(level=0).max()
+    for name, times in times_of.items():
         if times.index.has_duplicates:
             user = times.index[times.index.duplicated()][0]
             raise DataError(f"leaky split: user {user!r} has more than one {name} row", column=user_col,
@@ -314,16 +319,14 @@ def _check_temporal(parts: dict[str, pd.DataFrame], user_col: str, time_col: str
             user = later.index[later.to_numpy()][0]
             raise DataError(f"leaky split: user {user!r} has a training interaction later than their {name} "
                             f"interaction ({latest_train[user]} > {times[user]})", column=time_col,
-                            fix="hold out each user's LAST interactions (tfrs_recsys.data.splits.leave_last_out)")
-    if "validation" in parts:
-        val = pd.Series(_sortable_times(parts["validation"][time_col], time_col),
-                        index=parts["validation"][user_col].to_numpy())
-        test = pd.Series(_sortable_times(parts["test"][time_col], time_col), index=parts["test"][user_col].to_numpy())
-        later = val.reindex(test.index) > test
+                            fix="hold out each user's LAST interactions "
+                                "(tfrs_recsys.data.splits.leave_last_out)")
+    if "validation" in times_of:
+        later = times_of["validation"].reindex(times_of["test"].index) > times_of["test"]
         if later.any():
             user = later.index[later.to_numpy()][0]
-            raise DataError(f"leaky split: user {user!r} has a validation interaction later than their test one",
-                            column=time_col, fix="validation must be the second-to-last interaction")
+            raise DataError(f"leaky split: user {user!r} has a validation interaction later than their test "
+                            "one", column=time_col, fix="validation must be the second-to-last interaction")
 
 
 def _check_days(parts: dict[str, pd.DataFrame], time_col: str) -> None:

@@ -1,50 +1,64 @@
 """Synthetic data with known ground truth: the product's default data when a user gives none.
 
-Four generators, each seeded (``numpy.random.Generator``) and sized by its arguments:
+Every generator is seeded (``numpy.random.Generator``) and sized by its arguments; ids are text,
+numbered from 1. Impression logs for the rankers are made here:
 
-* :func:`synthetic_histories` -- user histories from drifting latent tastes (retrieval).
-* :func:`synthetic_ratings` -- explicit ratings of users and items with features, from latent
-  tastes those features explain (the feature two-tower with a pairwise loss).
 * :func:`synthetic_sessions` -- search sessions with click and conversion from a known
   logistic model, built so that sample selection bias matters (ESMM).
 * :func:`synthetic_ctr_logs` -- CTR logs whose true logit has pairwise field interactions
   and an item-hotness dense feature (DeepFM).
 
-Ids are text, numbered from 1. Every ground-truth probability is returned in
-``LabeledData.truth``, never among the features.
+Every ground-truth probability is returned in ``LabeledData.truth``, never among the features.
+User-item interactions for retrieval come from :mod:`tfrs_recsys.data.synthetic_interactions`,
+which shares the helpers below.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from tfrs_recsys.data.bundles import InteractionData, LabeledData
+from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.homepage import SECONDS_PER_DAY, point_in_time_hotness
 
-GENRES = (
-    "Drama", "Comedy", "Action", "Thriller", "Romance", "Adventure", "Crime", "Sci-Fi", "Horror",
-    "Children's", "Fantasy", "Mystery", "Documentary", "Animation", "Musical", "War", "Western", "Film-Noir",
-)
 DEVICES = ("mobile", "desktop", "tablet")
 SEGMENTS = ("budget", "business", "family", "luxury")
 LOYALTY = ("none", "silver", "gold")
 CATEGORIES = ("hostel", "hotel", "apartment", "resort")
 START_TIMESTAMP = 1_577_836_800  # 2020-01-01T00:00:00Z
 # Share of searches and page views by hour of day (UTC), peaking in the evening.
-_HOURLY = np.array([1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 3.5, 3.5, 4, 3.5, 3.5, 3.5, 4, 4.5, 5, 6, 6.5, 6, 4, 2])
+_HOURLY = np.array([1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 3.5, 3.5,
+                    4, 3.5, 3.5, 3.5, 4, 4.5, 5, 6, 6.5, 6, 4, 2])
 HOUR_WEIGHTS = _HOURLY / _HOURLY.sum()
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
+    """A ValueError with ``message`` unless ``ok`` (the generators' argument checks)."""
     if not ok:
         raise ValueError(message)
 
 
-def _ids(n: int) -> np.ndarray:
+def at_least(minimum: float, **values: float) -> None:
+    for name, value in values.items():
+        require(value >= minimum, f"{name} must be >= {minimum}, got {value}")
+
+
+def within(low: float, high: float, **values: float) -> None:
+    for name, value in values.items():
+        require(low <= value <= high, f"{name} must be in [{low}, {high}], got {value}")
+
+
+def names(values, index: np.ndarray) -> np.ndarray:
+    """``values[index]`` as an object array of str (the frames' text columns)."""
+    return np.asarray(values, dtype=object)[index]
+
+
+def text_ids(n: int) -> np.ndarray:
+    """Ids "1" .. "n" as an object array of str."""
     return np.arange(1, n + 1).astype(str).astype(object)
 
 
-def _zipf(n: int, exponent: float) -> np.ndarray:
+def zipf_weights(n: int, exponent: float) -> np.ndarray:
+    """Probabilities proportional to ``rank ** -exponent`` over ranks 1..n."""
     weights = 1.0 / np.arange(1, n + 1) ** exponent
     return weights / weights.sum()
 
@@ -73,208 +87,10 @@ def _times_of_day(rng: np.random.Generator, n: int, num_days: int, start_timesta
     return np.sort(start_timestamp + day * SECONDS_PER_DAY + hour * 3600 + second).astype(np.int64)
 
 
-def synthetic_histories(num_users: int = 2000, num_items: int = 500, *, seed: int = 42, num_genres: int = 12,
-                        min_history: int = 5, max_history: int = 60, taste_dim: int = 8, drift: float = 0.15,
-                        popularity_exponent: float = 1.1, taste_strength: float = 12.0, genre_weight: float = 1.0,
-                        start_timestamp: int = START_TIMESTAMP, start_spread_days: int = 180,
-                        mean_gap_seconds: float = 6 * 3600.0) -> InteractionData:
-    """User histories from drifting latent tastes over items with genres and power-law popularity.
-
-    Generating model (``d = taste_dim``)::
-
-        genre vectors     g_k ~ N(0, I/d)
-        item i            genres G_i: 1-3 of the first ``num_genres`` of GENRES (common genres likelier)
-                          v_i = normalize(genre_weight * mean_{k in G_i} g_k + e_i),  e_i ~ N(0, I/d)
-        popularity        p_i ∝ rank_i ** -popularity_exponent  (rank_i a random permutation of 1..num_items)
-        user taste        z_0 ~ N(0, I/d),  z_t = sqrt(1 - drift^2) z_{t-1} + drift * n_t,  n_t ~ N(0, I/d)
-        next item         x_t ~ softmax_i(taste_strength * v_i . z_t + log p_i) over items not yet in the history
-        rating            clip(round(3.6 + 1.1 * standardized(v_x . z_t) + N(0, 0.5^2)), 1, 5)
-        timestamps        user start ~ U(0, start_spread_days) after start_timestamp, then gaps 1 + Exp(mean_gap_seconds)
-
-    The taste drifts slowly (step correlation ``sqrt(1 - drift^2)``), so recent history predicts
-    the next item best. History lengths are log-uniform in ``[min_history, max_history]``.
-    There are no user features (``users`` is None) and the latent vectors are not returned.
-    """
-    _require(num_users >= 1, f"num_users must be >= 1, got {num_users}")
-    _require(1 <= min_history <= max_history,
-             f"need 1 <= min_history <= max_history, got min_history={min_history}, max_history={max_history}")
-    _require(max_history <= num_items, f"max_history ({max_history}) cannot exceed num_items ({num_items}): "
-                                       "a history never repeats an item; raise num_items or lower max_history")
-    _require(1 <= num_genres <= len(GENRES), f"num_genres must be in 1..{len(GENRES)}, got {num_genres}")
-    _require(taste_dim >= 1, f"taste_dim must be >= 1, got {taste_dim}")
-    _require(0.0 <= drift <= 1.0, f"drift must be in [0, 1], got {drift}")
-    _require(popularity_exponent >= 0, f"popularity_exponent must be >= 0, got {popularity_exponent}")
-    _require(mean_gap_seconds >= 0 and start_spread_days >= 0, "mean_gap_seconds and start_spread_days must be >= 0")
-    rng = np.random.default_rng(seed)
-    d = taste_dim
-
-    genre_vectors = rng.normal(0.0, 1.0 / np.sqrt(d), size=(num_genres, d))
-    genre_share = _zipf(num_genres, 0.7)
-    num_item_genres = rng.choice([1, 2, 3], size=num_items, p=[0.5, 0.35, 0.15])
-    item_genres = [rng.choice(num_genres, size=min(k, num_genres), replace=False, p=genre_share)
-                   for k in num_item_genres]
-    centroids = np.stack([genre_vectors[g].mean(axis=0) for g in item_genres])
-    item_vectors = genre_weight * centroids + rng.normal(0.0, 1.0 / np.sqrt(d), size=(num_items, d))
-    item_vectors /= np.linalg.norm(item_vectors, axis=1, keepdims=True)
-    log_popularity = np.log(_zipf(num_items, popularity_exponent)[rng.permutation(num_items)])
-
-    lengths = np.floor(np.exp(rng.uniform(np.log(min_history), np.log(max_history + 1), size=num_users)))
-    lengths = np.clip(lengths.astype(np.int64), min_history, max_history)
-    keep = np.sqrt(1.0 - drift ** 2)
-    chosen = np.empty((num_users, max_history), dtype=np.int64)
-    affinity = np.empty((num_users, max_history))
-    # Users are simulated longest history first, so the users still active at step t are a prefix.
-    order = np.argsort(-lengths, kind="stable")
-    chunk = max(1, 2_000_000 // num_items)  # bounds the [users, items] score matrix in memory
-    for lo in range(0, num_users, chunk):
-        users = order[lo:lo + chunk]
-        taste = rng.normal(0.0, 1.0 / np.sqrt(d), size=(len(users), d))
-        consumed = np.zeros((len(users), num_items), dtype=bool)
-        for t in range(int(lengths[users[0]])):
-            active = int(np.sum(lengths[users] > t))
-            taste = taste[:active]
-            if t:
-                taste = keep * taste + drift * rng.normal(0.0, 1.0 / np.sqrt(d), size=taste.shape)
-            match = taste @ item_vectors.T
-            # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits).
-            scores = taste_strength * match + log_popularity + rng.gumbel(size=match.shape)
-            scores[consumed[:active]] = -np.inf
-            pick = np.argmax(scores, axis=1)
-            rows = np.arange(active)
-            consumed[rows, pick] = True
-            chosen[users[:active], t] = pick
-            affinity[users[:active], t] = match[rows, pick]
-
-    mask = np.arange(max_history)[None, :] < lengths[:, None]
-    user_index = np.repeat(np.arange(num_users), lengths)
-    items_flat = chosen[mask]
-    aff = affinity[mask]
-    z = (aff - aff.mean()) / (aff.std() + 1e-12)
-    ratings = np.clip(np.round(3.6 + 1.1 * z + rng.normal(0.0, 0.5, size=len(z))), 1, 5)
-    gaps = 1 + np.floor(rng.exponential(mean_gap_seconds, size=len(z))).astype(np.int64)
-    starts = start_timestamp + rng.integers(0, start_spread_days * SECONDS_PER_DAY + 1, size=num_users)
-    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    cumulative = np.cumsum(gaps)
-    timestamps = starts[user_index] + cumulative - cumulative[first][user_index]
-
-    item_ids = _ids(num_items)
-    interactions = pd.DataFrame({
-        "user_id": _ids(num_users)[user_index],
-        "item_id": item_ids[items_flat],
-        "rating": ratings.astype(np.float64),
-        "timestamp": timestamps.astype(np.int64),
-    })
-    genre_names = [[GENRES[k] for k in g] for g in item_genres]
-    items = pd.DataFrame({
-        "item_id": item_ids,
-        "title": [f"Item {i} ({', '.join(g)})" for i, g in zip(item_ids, genre_names)],
-        "genres": genre_names,
-    })
-    return InteractionData(interactions, items, None, name="synthetic-histories")
-
-
-AGE_BUCKETS = ("under-18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
-GENDERS = ("F", "M")
-OCCUPATIONS = ("student", "engineer", "artist", "educator", "healthcare", "sales", "retired", "other")
-PRICE_BUCKETS = ("budget", "standard", "premium", "luxury")
-
-
-def synthetic_ratings(num_users: int = 2000, num_items: int = 500, *, seed: int = 42, num_genres: int = 8,
-                      taste_dim: int = 8, min_ratings: int = 20, max_ratings: int = 60, feature_share: float = 0.8,
-                      taste_weight: float = 1.2, noise: float = 0.6, selection: float = 0.5,
-                      popularity_exponent: float = 0.8, start_timestamp: int = START_TIMESTAMP,
-                      num_days: int = 365) -> InteractionData:
-    """Explicit 1-5 ratings from latent tastes that user and item features mostly explain (the two-tower lab's data).
-
-    Users have ``age_bucket`` (AGE_BUCKETS), ``gender`` (GENDERS) and ``occupation`` (OCCUPATIONS); items a
-    ``genre`` (the first ``num_genres`` of GENRES) and a ``price_bucket`` (PRICE_BUCKETS). With
-    ``d = taste_dim``, ``s = feature_share`` and every table and noise vector drawn from ``N(0, I/d)``::
-
-        user taste        t_u = sqrt(s) * (A[age_u] + B[gender_u] + C[occupation_u]) / sqrt(3) + sqrt(1 - s) * n_u
-        item attributes   v_i = sqrt(s) * (G[genre_i] + P[price_i]) / sqrt(2) + sqrt(1 - s) * e_i
-        affinity          z_ui = standardized(t_u . v_i)      (mean 0, variance 1 over all user-item pairs)
-        rated items       k_u ~ U{min_ratings..max_ratings} items without replacement, drawn with weights
-                          p_i * exp(selection * z_ui), p_i ∝ rank_i ** -popularity_exponent
-        rating            clip(round(3.0 + taste_weight * z_ui + q_i + b_u + noise * N(0, 1)), 1, 5)
-                          q_i ~ N(0, 0.3^2) item quality, b_u ~ N(0, 0.3^2) user leniency
-
-    A user likes an item when the rating is >= 4 (about half of the ratings). Users also rate items they
-    end up disliking, so each user has liked and disliked items; ``selection`` > 0 makes people
-    rate what suits them more often, as real users do. Timestamps are uniform over ``num_days``
-    days, sorted per user. ``feature_share`` is the part of every taste the features explain, which
-    bounds what a features-only user tower can learn.
-    """
-    _require(num_users >= 1, f"num_users must be >= 1, got {num_users}")
-    _require(1 <= min_ratings <= max_ratings,
-             f"need 1 <= min_ratings <= max_ratings, got min_ratings={min_ratings}, max_ratings={max_ratings}")
-    _require(max_ratings <= num_items, f"max_ratings ({max_ratings}) cannot exceed num_items ({num_items}): a user "
-                                       "rates an item once; raise num_items or lower max_ratings")
-    _require(1 <= num_genres <= len(GENRES), f"num_genres must be in 1..{len(GENRES)}, got {num_genres}")
-    _require(taste_dim >= 1, f"taste_dim must be >= 1, got {taste_dim}")
-    _require(0.0 <= feature_share <= 1.0, f"feature_share must be in [0, 1], got {feature_share}")
-    _require(noise >= 0 and num_days >= 1, "noise must be >= 0 and num_days >= 1")
-    rng = np.random.default_rng(seed)
-    d = taste_dim
-
-    def table(n: int) -> np.ndarray:
-        return rng.normal(0.0, 1.0 / np.sqrt(d), size=(n, d))
-
-    age = rng.choice(len(AGE_BUCKETS), size=num_users, p=[0.04, 0.18, 0.35, 0.2, 0.08, 0.08, 0.07])
-    gender = rng.choice(len(GENDERS), size=num_users, p=[0.4, 0.6])
-    occupation = rng.integers(0, len(OCCUPATIONS), size=num_users)
-    genre = rng.choice(num_genres, size=num_items, p=_zipf(num_genres, 0.5))
-    price = rng.choice(len(PRICE_BUCKETS), size=num_items, p=[0.3, 0.4, 0.2, 0.1])
-    share = np.sqrt(feature_share)
-    taste = (share * (table(len(AGE_BUCKETS))[age] + table(len(GENDERS))[gender]
-                      + table(len(OCCUPATIONS))[occupation]) / np.sqrt(3)
-             + np.sqrt(1.0 - feature_share) * table(num_users))
-    attributes = (share * (table(num_genres)[genre] + table(len(PRICE_BUCKETS))[price]) / np.sqrt(2)
-                  + np.sqrt(1.0 - feature_share) * table(num_items))
-    quality = rng.normal(0.0, 0.3, size=num_items)
-    leniency = rng.normal(0.0, 0.3, size=num_users)
-    log_popularity = np.log(_zipf(num_items, popularity_exponent)[rng.permutation(num_items)])
-    # Exact moments of t_u . v_i over all pairs: mean = mean(t) . mean(v), E[(t.v)^2] = sum(S_t * S_v).
-    mean = float(taste.mean(axis=0) @ attributes.mean(axis=0))
-    second = float(np.sum((taste.T @ taste / num_users) * (attributes.T @ attributes / num_items)))
-    std = np.sqrt(max(second - mean ** 2, 1e-12))
-
-    counts = rng.integers(min_ratings, max_ratings + 1, size=num_users)
-    users, items, affinity = [], [], []
-    chunk = max(1, 2_000_000 // num_items)  # bounds the [users, items] matrix in memory
-    for lo in range(0, num_users, chunk):
-        z = (taste[lo:lo + chunk] @ attributes.T - mean) / std
-        # Gumbel top-k: the k largest of (log weight + Gumbel noise) are a draw without replacement.
-        keys = log_popularity + selection * z + rng.gumbel(size=z.shape)
-        order = np.argsort(-keys, axis=1)
-        for row in range(len(z)):
-            picked = order[row, :counts[lo + row]]
-            users.append(np.full(len(picked), lo + row))
-            items.append(picked)
-            affinity.append(z[row, picked])
-    u, i, z = np.concatenate(users), np.concatenate(items), np.concatenate(affinity)
-    ratings = np.clip(np.round(3.0 + taste_weight * z + quality[i] + leniency[u] + noise * rng.normal(size=len(z))),
-                      1, 5)
-    timestamps = start_timestamp + rng.integers(0, num_days * SECONDS_PER_DAY, size=len(z))
-    order = np.lexsort((timestamps, u))
-    u, i, ratings, timestamps = u[order], i[order], ratings[order], timestamps[order]
-
-    user_ids, item_ids = _ids(num_users), _ids(num_items)
-    interactions = pd.DataFrame({"user_id": user_ids[u], "item_id": item_ids[i],
-                                 "rating": ratings.astype(np.float64), "timestamp": timestamps.astype(np.int64)})
-    genre_names = np.asarray(GENRES[:num_genres], dtype=object)[genre]
-    price_names = np.asarray(PRICE_BUCKETS, dtype=object)[price]
-    titles = [f"Item {k} ({g}, {p})" for k, g, p in zip(item_ids, genre_names, price_names)]
-    items_frame = pd.DataFrame({"item_id": item_ids, "title": titles, "genre": genre_names,
-                                "price_bucket": price_names})
-    users_frame = pd.DataFrame({"user_id": user_ids, "age_bucket": np.asarray(AGE_BUCKETS, dtype=object)[age],
-                                "gender": np.asarray(GENDERS, dtype=object)[gender],
-                                "occupation": np.asarray(OCCUPATIONS, dtype=object)[occupation]})
-    return InteractionData(interactions, items_frame, users_frame, name="synthetic-ratings")
-
-
-def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed: int = 42, num_users: int = 1000,
-                       num_items: int = 2000, num_destinations: int = 20, ctr: float = 0.05, cvr: float = 0.15,
-                       appeal_quality_correlation: float = 0.8, position_bias: float = 0.7, num_days: int = 14,
+def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed: int = 42,
+                       num_users: int = 1000, num_items: int = 2000, num_destinations: int = 20,
+                       ctr: float = 0.05, cvr: float = 0.15, appeal_quality_correlation: float = 0.8,
+                       position_bias: float = 0.7, num_days: int = 14,
                        start_timestamp: int = START_TIMESTAMP) -> LabeledData:
     """Hotel-search sessions with clicks and conversions from a known logistic model (ESMM's setting).
 
@@ -301,7 +117,8 @@ def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed
         logit_cvr = b_cvr + 1.2 quality_i + 0.4 rs - 0.8 discount + 0.5 lp
                     + B[segment, category] + device_cvr[device] + loyalty_cvr[loyalty] + u_cvr
         true_ctr = sigmoid(logit_ctr); true_cvr = sigmoid(logit_cvr) = P(conversion | click)
-        click ~ Bernoulli(true_ctr); conversion = click * Bernoulli(true_cvr); true_ctcvr = true_ctr * true_cvr
+        click ~ Bernoulli(true_ctr); conversion = click * Bernoulli(true_cvr)
+        true_ctcvr = true_ctr * true_cvr
 
     ``price_sens`` = (1.2, 0.4, 0.8, 0.2) by segment; ``device_ctr`` = (0.3, 0, -0.1) and
     ``device_cvr`` = (-0.3, 0.2, 0) for (mobile, desktop, tablet); ``loyalty_cvr`` = (0, 0.2, 0.4);
@@ -316,16 +133,14 @@ def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed
     hotels average or better, while an entire-space model (ESMM) learns their brand and item
     embeddings from every impression through the CTR task and ranks them low, as they are.
     """
-    _require(num_sessions >= 1, f"num_sessions must be >= 1, got {num_sessions}")
-    _require(session_size >= 1, f"session_size must be >= 1, got {session_size}")
-    _require(num_users >= 1 and num_destinations >= 1, "num_users and num_destinations must be >= 1")
-    _require(num_items >= session_size * num_destinations,
+    at_least(1, num_sessions=num_sessions, session_size=session_size, num_users=num_users,
+              num_destinations=num_destinations, num_days=num_days)
+    require(num_items >= session_size * num_destinations,
              f"each destination needs at least session_size hotels: num_items ({num_items}) must be >= "
-             f"session_size * num_destinations ({session_size} * {num_destinations}); raise num_items or lower "
-             "num_destinations")
-    _require(0 < ctr < 1 and 0 < cvr < 1, f"ctr and cvr must be in (0, 1), got ctr={ctr}, cvr={cvr}")
-    _require(-1 <= appeal_quality_correlation <= 1, "appeal_quality_correlation must be in [-1, 1]")
-    _require(num_days >= 1, f"num_days must be >= 1, got {num_days}")
+             f"session_size * num_destinations ({session_size} * {num_destinations}); raise num_items or "
+             "lower num_destinations")
+    require(0 < ctr < 1 and 0 < cvr < 1, f"ctr and cvr must be in (0, 1), got ctr={ctr}, cvr={cvr}")
+    within(-1, 1, appeal_quality_correlation=appeal_quality_correlation)
     rng = np.random.default_rng(seed)
 
     # Users.
@@ -355,8 +170,9 @@ def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed
     seg_cat_cvr = rng.normal(0.0, 0.3, size=(len(SEGMENTS), len(CATEGORIES)))
 
     # Sessions: users by activity (Zipf 0.8), destinations by popularity, mostly the user's device.
-    session_user = rng.choice(num_users, size=num_sessions, p=_zipf(num_users, 0.8)[rng.permutation(num_users)])
-    session_dest = rng.choice(num_destinations, size=num_sessions, p=_zipf(num_destinations, 0.8))
+    activity = zipf_weights(num_users, 0.8)[rng.permutation(num_users)]
+    session_user = rng.choice(num_users, size=num_sessions, p=activity)
+    session_dest = rng.choice(num_destinations, size=num_sessions, p=zipf_weights(num_destinations, 0.8))
     other_device = rng.choice(len(DEVICES), size=num_sessions)
     session_device = np.where(rng.random(num_sessions) < 0.8, user_device[session_user], other_device)
     session_time = _times_of_day(rng, num_sessions, num_days, start_timestamp)
@@ -366,7 +182,7 @@ def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed
     for dest in range(num_destinations):
         hotels = np.flatnonzero(item_destination == dest)
         hotels = hotels[rng.permutation(len(hotels))]
-        log_w = np.log(_zipf(len(hotels), 0.8))
+        log_w = np.log(zipf_weights(len(hotels), 0.8))
         sessions = np.flatnonzero(session_dest == dest)
         keys = log_w + rng.gumbel(size=(len(sessions), len(hotels)))
         top = np.argsort(-keys, axis=1)[:, :session_size]
@@ -393,21 +209,21 @@ def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed
 
     hour = (session_time % SECONDS_PER_DAY) // 3600
     frame = pd.DataFrame({
-        "session_id": _ids(num_sessions)[s],
+        "session_id": text_ids(num_sessions)[s],
         "timestamp": session_time[s],
-        "user_id": _ids(num_users)[u],
-        "user_segment": np.asarray(SEGMENTS, dtype=object)[user_segment[u]],
-        "user_loyalty": np.asarray(LOYALTY, dtype=object)[user_loyalty[u]],
-        "item_id": _ids(num_items)[i],
-        "item_category": np.asarray(CATEGORIES, dtype=object)[category[i]],
-        "item_brand": np.array([f"brand_{k + 1:03d}" for k in range(num_brands)], dtype=object)[brand[i]],
+        "user_id": text_ids(num_users)[u],
+        "user_segment": names(SEGMENTS, user_segment[u]),
+        "user_loyalty": names(LOYALTY, user_loyalty[u]),
+        "item_id": text_ids(num_items)[i],
+        "item_category": names(CATEGORIES, category[i]),
+        "item_brand": names([f"brand_{k + 1:03d}" for k in range(num_brands)], brand[i]),
         "price": price[i],
         "stars": stars[i].astype(np.int64),
         "review_score": review_score[i],
         "discount": discount[i],
         "position": position.astype(np.int64),
-        "device": np.asarray(DEVICES, dtype=object)[dev],
-        "destination": np.array([f"city_{k + 1:02d}" for k in range(num_destinations)], dtype=object)[session_dest[s]],
+        "device": names(DEVICES, dev),
+        "destination": names([f"city_{k + 1:02d}" for k in range(num_destinations)], session_dest[s]),
         "hour": hour[s].astype(np.int64),
         "click": click,
         "conversion": conversion,
@@ -441,11 +257,9 @@ def synthetic_ctr_logs(num_rows: int = 50000, *, seed: int = 42, num_users: int 
     (labels as clicks, half-life ``half_life_days``): a proxy of the hidden ``q_i`` that never
     sees the row's own day.
     """
-    _require(num_rows >= 1, f"num_rows must be >= 1, got {num_rows}")
-    _require(min(num_users, num_items, num_segments, num_categories, num_tags) >= 1,
-             "num_users, num_items, num_segments, num_categories and num_tags must be >= 1")
-    _require(0 < ctr < 1, f"ctr must be in (0, 1), got {ctr}")
-    _require(num_days >= 1, f"num_days must be >= 1, got {num_days}")
+    at_least(1, num_rows=num_rows, num_users=num_users, num_items=num_items, num_segments=num_segments,
+              num_categories=num_categories, num_tags=num_tags, num_days=num_days)
+    require(0 < ctr < 1, f"ctr must be in (0, 1), got {ctr}")
     rng = np.random.default_rng(seed)
 
     segment = rng.integers(0, num_segments, size=num_users)
@@ -456,17 +270,18 @@ def synthetic_ctr_logs(num_rows: int = 50000, *, seed: int = 42, num_users: int 
     num_item_tags = rng.integers(1, min(4, num_tags) + 1, size=num_items)
     tags = [np.sort(rng.choice(num_tags, size=k, replace=False)) for k in num_item_tags]
     quality = rng.normal(0.0, 0.6, size=num_items)
-    price = np.round(np.exp(rng.normal(3.5, 0.2, size=num_categories)[category] + rng.normal(0, 0.4, num_items)), 2)
+    log_price = rng.normal(3.5, 0.2, size=num_categories)[category] + rng.normal(0, 0.4, num_items)
+    price = np.round(np.exp(log_price), 2)
     cross_seg_cat = rng.normal(0.0, 1.0, size=(num_segments, num_categories))
     cross_dev_cat = rng.normal(0.0, 0.5, size=(len(DEVICES), num_categories))
     cross_seg_tag = rng.normal(0.0, 0.8, size=(num_segments, num_tags))
     age_by_cat = rng.normal(0.0, 0.4, size=num_categories)
     price_sens = rng.uniform(0.1, 1.0, size=num_segments)
 
-    u = rng.choice(num_users, size=num_rows, p=_zipf(num_users, 0.8)[rng.permutation(num_users)])
+    u = rng.choice(num_users, size=num_rows, p=zipf_weights(num_users, 0.8)[rng.permutation(num_users)])
     # Better items get more exposure: exposure rank follows quality plus noise.
     exposure_rank = np.argsort(np.argsort(-(quality + rng.normal(0.0, 0.6, size=num_items))))
-    i = rng.choice(num_items, size=num_rows, p=_zipf(num_items, 1.0)[exposure_rank])
+    i = rng.choice(num_items, size=num_rows, p=zipf_weights(num_items, 1.0)[exposure_rank])
     dev = np.where(rng.random(num_rows) < 0.85, user_device[u], rng.choice(len(DEVICES), size=num_rows))
     timestamp = _times_of_day(rng, num_rows, num_days, start_timestamp)
 
@@ -483,18 +298,18 @@ def synthetic_ctr_logs(num_rows: int = 50000, *, seed: int = 42, num_users: int 
     tag_text = np.array(["|".join(f"tag_{t:02d}" for t in ts) for ts in tags], dtype=object)
     frame = pd.DataFrame({
         "timestamp": timestamp,
-        "user_id": _ids(num_users)[u],
-        "user_segment": np.array([f"seg_{k}" for k in range(num_segments)], dtype=object)[seg],
+        "user_id": text_ids(num_users)[u],
+        "user_segment": names([f"seg_{k}" for k in range(num_segments)], seg),
         "user_age": age[u].astype(np.float64),
-        "device": np.asarray(DEVICES, dtype=object)[dev],
+        "device": names(DEVICES, dev),
         "hour": ((timestamp % SECONDS_PER_DAY) // 3600).astype(np.int64),
-        "item_id": _ids(num_items)[i],
-        "item_category": np.array([f"cat_{k:02d}" for k in range(num_categories)], dtype=object)[cat],
+        "item_id": text_ids(num_items)[i],
+        "item_category": names([f"cat_{k:02d}" for k in range(num_categories)], cat),
         "item_tags": tag_text[i],
         "price": price[i],
         "label": label,
     })
     frame.insert(len(frame.columns) - 1, "item_hotness",
                  point_in_time_hotness(frame, frame, click_col="label", half_life_days=half_life_days))
-    return LabeledData(frame, ["label"], name="synthetic-ctr-logs", user_column="user_id", item_column="item_id",
-                       truth=pd.DataFrame({"true_ctr": true_ctr}))
+    return LabeledData(frame, ["label"], name="synthetic-ctr-logs", user_column="user_id",
+                       item_column="item_id", truth=pd.DataFrame({"true_ctr": true_ctr}))

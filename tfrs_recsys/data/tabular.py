@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import LabeledData
-from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.readers import open_path, read_delimited, read_parquet, require_file, source_line
 
 CRITEO_DENSE = tuple(f"I{i}" for i in range(1, 14))
 CRITEO_SPARSE = tuple(f"C{i}" for i in range(1, 27))
@@ -13,25 +12,20 @@ CRITEO_COLUMNS = ("label", *CRITEO_DENSE, *CRITEO_SPARSE)
 
 
 def load_criteo(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
-    """Criteo display-ads rows: ``label``, ``I1..I13`` (integers, may be empty), ``C1..C26`` (hex, may be empty).
+    """Criteo display-ads rows: ``label``, ``I1..I13`` (integers, may be empty), ``C1..C26`` (hex, may be
+    empty).
 
     Reads the raw Kaggle TSV (no header, 40 tab-separated fields) or a CSV with the same
     header (DeepCTR's sample). Empty dense fields are NaN; empty categorical fields are "".
     """
-    require_file(path, "Criteo file", "pass the path of train.txt (tab-separated) or a CSV with the Criteo header")
-    with open_path(path) as fh:
-        first = fh.readline().decode("utf-8", errors="replace")
-    has_header = first.startswith("label")
+    fix = "pass the path of train.txt (tab-separated) or a CSV with the Criteo header"
+    has_header = readers.first_line(path, "Criteo file", fix).startswith("label")
     types = {"label": "int", **{c: "float" for c in CRITEO_DENSE}}
-    frame, report = read_delimited(
+    frame, report = readers.read_delimited(
         path, sep="," if has_header else "\t", header=has_header, columns=list(CRITEO_COLUMNS),
         column_types=types, nullable=[*CRITEO_DENSE, *CRITEO_SPARSE], skip_bad_rows=skip_bad_rows,
         quoting=has_header, what="Criteo file")
-    bad = ~frame["label"].isin([0, 1])
-    if bad.any():
-        row = int(bad.to_numpy().nonzero()[0][0])
-        raise DataError(f"label must be 0 or 1, found {frame['label'].iloc[row]}", path=path,
-                        line=source_line(frame, row, first_data_line=1 + int(has_header)), column="label", fix="binarize the label column")
+    readers.check_binary_labels(frame, ["label"], path, first_data_line=1 + int(has_header))
     return LabeledData(frame[list(CRITEO_COLUMNS)], ["label"], name="criteo", skipped=[report])
 
 
@@ -42,12 +36,12 @@ def load_table(path: str, *, labels: list[str], sep: str | None = None, skip_bad
     text = str(path)
     wanted = [*labels, *(c for c in (session_column, user_column, item_column) if c)]
     if text.endswith((".parquet", ".pq")):
-        frame = read_parquet(text, columns=wanted)
+        frame = readers.read_parquet(text, columns=wanted)
         reports = []
     else:
         sep = sep or ("\t" if text.endswith((".tsv", ".txt")) else ",")
-        frame, report = read_delimited(text, sep=sep, header=True, columns=wanted, encoding=encoding,
-                                       skip_bad_rows=skip_bad_rows, what="table")
+        frame, report = readers.read_delimited(text, sep=sep, header=True, columns=wanted, encoding=encoding,
+                                               skip_bad_rows=skip_bad_rows, what="table")
         reports = [report]
         frame = _numeric_where_possible(frame)
     return LabeledData(frame, list(labels), name=text.rsplit("/", 1)[-1], session_column=session_column,

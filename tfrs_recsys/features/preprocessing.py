@@ -23,8 +23,8 @@ import tensorflow as tf
 
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw
 
-__all__ = ["ENCODED", "FeaturePreprocessor", "TIMESTAMP_FEATURES", "as_encoded", "encode_frame", "frame_to_raw",
-           "mask_key", "op_name", "raw_input_specs"]
+__all__ = ["ENCODED", "FeaturePreprocessor", "TIMESTAMP_FEATURES", "as_encoded", "encode_frame",
+           "frame_to_raw", "mask_key", "op_name", "raw_input_specs"]
 
 # What one timestamp becomes: cyclic hour-of-day and weekday (UTC), and the standardized time.
 TIMESTAMP_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "value")
@@ -78,15 +78,7 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
     def __init__(self, spec: FeatureSpec, **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
-        self._encoders = {}
-        for f in spec.features:
-            if not f.is_categorical:
-                continue
-            if f.encoding == "vocabulary":
-                self._encoders[f.name] = tf.keras.layers.StringLookup(
-                    vocabulary=list(f.vocabulary), num_oov_indices=1, name=f"lookup_{op_name(f.name)}")
-            else:
-                self._encoders[f.name] = tf.keras.layers.Hashing(f.num_buckets, name=f"hash_{op_name(f.name)}")
+        self._encoders = {f.name: _encoder(f) for f in spec.features if f.is_categorical}
 
     def call(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         if ENCODED in inputs:
@@ -123,7 +115,16 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
         return cls(FeatureSpec.from_dict(config.pop("spec")), **config)
 
 
-def encode_frame(frame: pd.DataFrame, spec: FeatureSpec, *, chunk: int = ENCODE_CHUNK) -> dict[str, np.ndarray]:
+def _encoder(column: FeatureColumn) -> tf.keras.layers.Layer:
+    """A categorical column's index lookup: its vocabulary (0 = OOV) or its hash buckets."""
+    if column.encoding == "vocabulary":
+        return tf.keras.layers.StringLookup(vocabulary=list(column.vocabulary), num_oov_indices=1,
+                                            name=f"lookup_{op_name(column.name)}")
+    return tf.keras.layers.Hashing(column.num_buckets, name=f"hash_{op_name(column.name)}")
+
+
+def encode_frame(frame: pd.DataFrame, spec: FeatureSpec, *,
+                 chunk: int = ENCODE_CHUNK) -> dict[str, np.ndarray]:
     """Every row of ``frame`` encoded once, as :class:`FeaturePreprocessor` encodes it, in NumPy arrays.
 
     Keys and dtypes are the preprocessor's outputs; a multi-valued feature's indices and mask are
@@ -159,7 +160,8 @@ def _as_text(x: tf.Tensor, column: FeatureColumn) -> tf.Tensor:
     if x.dtype.is_integer:
         return tf.strings.as_string(x)
     if x.dtype != tf.string:
-        raise TypeError(f"categorical feature '{column.name}' takes tf.string (or integers), got {x.dtype.name}")
+        raise TypeError(
+            f"categorical feature '{column.name}' takes tf.string (or integers), got {x.dtype.name}")
     if column.integer_values:
         x = tf.strings.regex_replace(tf.strings.strip(x), r"^(-?\d+)\.0*$", r"\1")
     return x

@@ -62,7 +62,8 @@ class Batcher:
         for t in self._threads:
             t.start()
 
-    def __call__(self, signature_name: str, inputs: Mapping[str, Input], output_aliases: Sequence[str]) -> dict:
+    def __call__(self, signature_name: str, inputs: Mapping[str, Input],
+                 output_aliases: Sequence[str]) -> dict:
         shapes = {k: _shape(v) for k, v in inputs.items()}
         sizes = set()
         for shape in shapes.values():
@@ -157,7 +158,8 @@ class Batcher:
         if len(tasks) == 1 and padded == total:
             merged = tasks[0].inputs
         elif all(isinstance(v, tensor_pb2.TensorProto) for t in tasks for v in t.inputs.values()):
-            merged = {name: concat_rows([t.inputs[name] for t in tasks], padded - total) for name in tasks[0].inputs}
+            merged = {name: concat_rows([t.inputs[name] for t in tasks], padded - total)
+                      for name in tasks[0].inputs}
         else:
             merged = {}
             for name in tasks[0].inputs:
@@ -168,12 +170,10 @@ class Batcher:
         outputs = self._run(signature_name, merged, output_aliases)
         for alias in output_aliases:
             if np.ndim(outputs[alias]) == 0 or outputs[alias].shape[0] != padded:
-                raise ServingError(
-                    grpc.StatusCode.INTERNAL,
-                    "Batched output tensor's 0th dimension does not equal the sum of the 0th dimension sizes of "
-                    f"the input tensors (output '{alias}' has shape {list(np.shape(outputs[alias]))}, batch {padded})")
-        results, start = [], 0
-        for task in tasks:
-            results.append({a: outputs[a][start:start + task.size] for a in output_aliases})
-            start += task.size
-        return results
+                raise ServingError(grpc.StatusCode.INTERNAL,
+                                   "Batched output tensor's 0th dimension does not equal the sum of the 0th "
+                                   f"dimension sizes of the input tensors (output '{alias}' has shape "
+                                   f"{list(np.shape(outputs[alias]))}, batch {padded})")
+        starts = np.cumsum([0] + [t.size for t in tasks])
+        return [{a: outputs[a][start:start + task.size] for a in output_aliases}
+                for task, start in zip(tasks, starts)]

@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
-
 from tensorflow_serving.config import model_server_config_pb2
 
 TENSORFLOW_PLATFORM = "tensorflow"
@@ -32,33 +31,21 @@ def read_model_server_config(path: str | os.PathLike) -> model_server_config_pb2
     p = Path(path)
     if not p.is_file():
         raise ConfigFileError(f"--model_config_file {p} does not exist; write one like export/models.config")
-    return parse_model_server_config(p.read_text(), source=str(p))
-
-
-def parse_model_server_config(text: str, source: str = "<models.config>") -> model_server_config_pb2.ModelServerConfig:
     config = model_server_config_pb2.ModelServerConfig()
     try:
-        text_format.Parse(text, config)
+        text_format.Parse(p.read_text(), config)
     except text_format.ParseError as e:
-        raise ConfigFileError(
-            f"{source}:{e}: not a ModelServerConfig text proto; expected "
-            "'model_config_list { config { name: \"...\" base_path: \"/abs/path\" model_platform: \"tensorflow\" } }'"
-        ) from None
+        example = ('model_config_list { config { name: "..." base_path: "/abs/path" '
+                   'model_platform: "tensorflow" } }')
+        raise ConfigFileError(f"{p}:{e}: not a ModelServerConfig text proto; expected '{example}'") from None
     return config
 
 
 def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
     """The config ``--model_name``/``--model_base_path`` stand for: one model, latest version."""
     config = model_server_config_pb2.ModelServerConfig()
-    model = config.model_config_list.config.add()
-    model.name = name
-    model.base_path = base_path
-    model.model_platform = TENSORFLOW_PLATFORM
+    config.model_config_list.config.add(name=name, base_path=base_path, model_platform=TENSORFLOW_PLATFORM)
     return config
-
-
-def model_server_config_text(config: model_server_config_pb2.ModelServerConfig) -> str:
-    return text_format.MessageToString(config)
 
 
 def _batching_parameters_class():
@@ -70,30 +57,22 @@ def _batching_parameters_class():
         package="tensorflow.serving", syntax="proto3", dependency=[wrappers.name])
     msg = f.message_type.add(name="BatchingParameters")
     fdp = descriptor_pb2.FieldDescriptorProto
-    fields = [
-        ("max_batch_size", ".google.protobuf.Int64Value"),
-        ("batch_timeout_micros", ".google.protobuf.Int64Value"),
-        ("max_enqueued_batches", ".google.protobuf.Int64Value"),
-        ("num_batch_threads", ".google.protobuf.Int64Value"),
-        ("thread_pool_name", ".google.protobuf.StringValue"),
-        ("allowed_batch_sizes", None),
-        ("pad_variable_length_inputs", None),
-        ("enable_large_batch_splitting", ".google.protobuf.BoolValue"),
-        ("max_execution_batch_size", ".google.protobuf.Int64Value"),
-        ("batch_padding_policy", None),
+    int64, string, boolean = (f".google.protobuf.{kind}Value" for kind in ("Int64", "String", "Bool"))
+    fields = [  # field numbers follow the order
+        ("max_batch_size", int64), ("batch_timeout_micros", int64), ("max_enqueued_batches", int64),
+        ("num_batch_threads", int64), ("thread_pool_name", string), ("allowed_batch_sizes", fdp.TYPE_INT64),
+        ("pad_variable_length_inputs", fdp.TYPE_BOOL), ("enable_large_batch_splitting", boolean),
+        ("max_execution_batch_size", int64), ("batch_padding_policy", fdp.TYPE_STRING),
     ]
-    for number, (name, type_name) in enumerate(fields, start=1):
-        field = msg.field.add(name=name, number=number, label=fdp.LABEL_OPTIONAL)
-        if type_name:
-            field.type, field.type_name = fdp.TYPE_MESSAGE, type_name
-        elif name == "allowed_batch_sizes":
-            field.type, field.label = fdp.TYPE_INT64, fdp.LABEL_REPEATED
-        elif name == "pad_variable_length_inputs":
-            field.type = fdp.TYPE_BOOL
+    for number, (name, kind) in enumerate(fields, start=1):
+        label = fdp.LABEL_REPEATED if name == "allowed_batch_sizes" else fdp.LABEL_OPTIONAL
+        field = msg.field.add(name=name, number=number, label=label)
+        if isinstance(kind, str):
+            field.type, field.type_name = fdp.TYPE_MESSAGE, kind
         else:
-            field.type = fdp.TYPE_STRING
+            field.type = kind
     pool.Add(f)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{f.package}.{msg.name}"))
 
 
 BatchingParameters = _batching_parameters_class()
@@ -122,7 +101,8 @@ def read_batching_parameters(path: str | os.PathLike | None) -> BatchingOptions:
         return BatchingOptions()
     p = Path(path)
     if not p.is_file():
-        raise ConfigFileError(f"--batching_parameters_file {p} does not exist; see export/batching_parameters.txt")
+        raise ConfigFileError(
+            f"--batching_parameters_file {p} does not exist; see export/batching_parameters.txt")
     return parse_batching_parameters(p.read_text(), source=str(p))
 
 
@@ -131,32 +111,20 @@ def parse_batching_parameters(text: str, source: str = "<batching_parameters>") 
     try:
         text_format.Parse(text, params)
     except text_format.ParseError as e:
-        raise ConfigFileError(
-            f"{source}:{e}: not a BatchingParameters text proto; expected e.g. 'max_batch_size {{ value: 64 }}'"
-        ) from None
-    defaults = BatchingOptions()
-    kwargs = {}
-    for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
-                 "max_execution_batch_size", "enable_large_batch_splitting"):
-        if params.HasField(name):
-            kwargs[name] = getattr(params, name).value
-    options = dataclasses.replace(defaults, allowed_batch_sizes=tuple(params.allowed_batch_sizes), **kwargs)
-    _validate(options, source)
-    return options
-
-
-def _validate(options: BatchingOptions, source: str) -> None:
-    if options.max_batch_size < 1:
-        raise ConfigFileError(f"{source}: max_batch_size must be >= 1, got {options.max_batch_size}")
-    if options.num_batch_threads < 1:
-        raise ConfigFileError(f"{source}: num_batch_threads must be >= 1, got {options.num_batch_threads}")
-    if options.batch_timeout_micros < 0:
-        raise ConfigFileError(f"{source}: batch_timeout_micros must be >= 0, got {options.batch_timeout_micros}")
+        raise ConfigFileError(f"{source}:{e}: not a BatchingParameters text proto; expected e.g. "
+                              "'max_batch_size { value: 64 }'") from None
+    scalars = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
+               "max_execution_batch_size", "enable_large_batch_splitting")
+    given = {name: getattr(params, name).value for name in scalars if params.HasField(name)}
+    options = BatchingOptions(allowed_batch_sizes=tuple(params.allowed_batch_sizes), **given)
+    for name, least in (("max_batch_size", 1), ("num_batch_threads", 1), ("batch_timeout_micros", 0)):
+        if getattr(options, name) < least:
+            raise ConfigFileError(f"{source}: {name} must be >= {least}, got {getattr(options, name)}")
     sizes = options.allowed_batch_sizes
-    if sizes:
-        if any(b <= a for a, b in zip(sizes, sizes[1:])):
-            raise ConfigFileError(f"{source}: allowed_batch_sizes entries must be monotonically increasing: {list(sizes)}")
-        if sizes[-1] != options.max_batch_size:
-            raise ConfigFileError(
-                f"{source}: final entry in allowed_batch_sizes ({sizes[-1]}) must equal max_batch_size "
-                f"({options.max_batch_size})")
+    if sizes and any(b <= a for a, b in zip(sizes, sizes[1:])):
+        raise ConfigFileError(
+            f"{source}: allowed_batch_sizes entries must be monotonically increasing: {list(sizes)}")
+    if sizes and sizes[-1] != options.max_batch_size:
+        raise ConfigFileError(f"{source}: final entry in allowed_batch_sizes ({sizes[-1]}) must equal "
+                              f"max_batch_size ({options.max_batch_size})")
+    return options

@@ -12,8 +12,17 @@ from typing import Callable, TypeVar
 
 import grpc
 from tensorflow_serving.apis import (
-    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2, model_management_pb2,
-    model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc, regression_pb2)
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
 
 from tfrs_recsys.model_server.errors import ServingError, invalid_argument
 from tfrs_recsys.model_server.model_manager import ModelManager
@@ -36,50 +45,38 @@ def serve_call(context: grpc.ServicerContext, empty: Callable[[], R], fn: Callab
     return empty()
 
 
-def _require_spec(request) -> None:
-    if not request.HasField("model_spec"):
-        raise invalid_argument("Missing ModelSpec")
-
-
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, manager: ModelManager):
         self.manager = manager
 
-    def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-        _require_spec(request)
-        with self.manager.handle(request.model_spec) as servable:
-            return servable.predict(request)
+    def _on_servable(self, context, request, response_type, method: str,
+                     spec: model_pb2.ModelSpec | None = None):
+        """``servable.<method>(request)`` on the servable the request's ModelSpec (or ``spec``) names."""
+        def run():
+            if spec is None and not request.HasField("model_spec"):
+                raise invalid_argument("Missing ModelSpec")
+            with self.manager.handle(request.model_spec if spec is None else spec) as servable:
+                return getattr(servable, method)(request)
 
-    def _classify(self, request: classification_pb2.ClassificationRequest) -> classification_pb2.ClassificationResponse:
-        _require_spec(request)
-        with self.manager.handle(request.model_spec) as servable:
-            return servable.classify(request)
-
-    def _regress(self, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
-        _require_spec(request)
-        with self.manager.handle(request.model_spec) as servable:
-            return servable.regress(request)
-
-    def _multi_inference(self, request: inference_pb2.MultiInferenceRequest) -> inference_pb2.MultiInferenceResponse:
-        spec = request.tasks[0].model_spec if request.tasks else predict_pb2.PredictRequest().model_spec
-        with self.manager.handle(spec) as servable:
-            return servable.multi_inference(request)
+        return serve_call(context, response_type, run)
 
     def Predict(self, request, context):
-        return serve_call(context, predict_pb2.PredictResponse, lambda: self._predict(request))
+        return self._on_servable(context, request, predict_pb2.PredictResponse, "predict")
 
     def GetModelMetadata(self, request, context):
         return serve_call(context, get_model_metadata_pb2.GetModelMetadataResponse,
                           lambda: self.manager.model_metadata(request))
 
     def Classify(self, request, context):
-        return serve_call(context, classification_pb2.ClassificationResponse, lambda: self._classify(request))
+        return self._on_servable(context, request, classification_pb2.ClassificationResponse, "classify")
 
     def Regress(self, request, context):
-        return serve_call(context, regression_pb2.RegressionResponse, lambda: self._regress(request))
+        return self._on_servable(context, request, regression_pb2.RegressionResponse, "regress")
 
     def MultiInference(self, request, context):
-        return serve_call(context, inference_pb2.MultiInferenceResponse, lambda: self._multi_inference(request))
+        spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+        response_type = inference_pb2.MultiInferenceResponse
+        return self._on_servable(context, request, response_type, "multi_inference", spec)
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):

@@ -30,16 +30,17 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfrs_recsys import paths
-from tfrs_recsys.servable_layout import read_warmup_requests, version_dirs
+from tfrs_recsys.model_server import config_file
 from tfrs_recsys.model_server.batching import Batcher
-from tfrs_recsys.model_server.config_file import TENSORFLOW_PLATFORM, BatchingOptions, read_model_server_config
 from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument, not_found
 from tfrs_recsys.model_server.servable import Servable
+from tfrs_recsys.servable_layout import read_warmup_requests, version_dirs
 
 log = logging.getLogger("tfrs_recsys.model_server")
 
 State = get_model_status_pb2.ModelVersionStatus
-START, LOADING, AVAILABLE, UNLOADING, END = State.START, State.LOADING, State.AVAILABLE, State.UNLOADING, State.END
+START, LOADING, AVAILABLE, UNLOADING, END = (State.START, State.LOADING, State.AVAILABLE, State.UNLOADING,
+                                             State.END)
 MAX_WARMUP_RECORDS = 1000  # TF Serving's kMaxNumRecords
 
 
@@ -52,7 +53,7 @@ class ManagerOptions:
     max_num_load_retries: int = 5
     load_retry_interval_micros: int = 60_000_000
     allow_version_labels_for_unavailable_models: bool = False
-    batching: BatchingOptions | None = None
+    batching: config_file.BatchingOptions | None = None
     model_config_file: str | None = None
     model_config_file_poll_wait_seconds: float = 0.0
 
@@ -106,7 +107,8 @@ class ModelManager:
         self.reload_config(config)
         if self.options.model_config_file:
             self._config_file_mtime = Path(self.options.model_config_file).stat().st_mtime
-        if self.options.file_system_poll_wait_seconds > 0 or self.options.model_config_file_poll_wait_seconds > 0:
+        options = self.options
+        if max(options.file_system_poll_wait_seconds, options.model_config_file_poll_wait_seconds) > 0:
             self._thread = threading.Thread(target=self._poll_forever, name="fs-poll", daemon=True)
             self._thread.start()
 
@@ -144,7 +146,7 @@ class ModelManager:
         if mtime == self._config_file_mtime:
             return
         self._config_file_mtime = mtime
-        config = read_model_server_config(path)
+        config = config_file.read_model_server_config(path)
         if config != self._config:
             log.info("Reloading %s", path)
             try:
@@ -153,12 +155,6 @@ class ModelManager:
                 log.error("ReloadConfig from %s failed: %s", path, e)
 
     # -- configuration --------------------------------------------------------------------------
-
-    def config(self) -> model_server_config_pb2.ModelServerConfig:
-        with self._cond:
-            out = model_server_config_pb2.ModelServerConfig()
-            out.CopyFrom(self._config)
-            return out
 
     def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
         """Replace the served model set (ServerCore::ReloadConfig); waits until new models are available."""
@@ -177,12 +173,14 @@ class ModelManager:
                 raise invalid_argument(f"Illegal to list model {model.name} multiple times in config list")
             seen.add(model.name)
             if not model.base_path.startswith("/") and "://" not in model.base_path:
+                raise invalid_argument(f"Expected model {model.name} to have an absolute path or URI; got "
+                                       f"base_path()={model.base_path}")
+            if model.model_platform not in ("", config_file.TENSORFLOW_PLATFORM):
                 raise invalid_argument(
-                    f"Expected model {model.name} to have an absolute path or URI; got base_path()={model.base_path}")
-            if model.model_platform not in ("", TENSORFLOW_PLATFORM):
-                raise invalid_argument(f"Model {model.name} requests unsupported platform {model.model_platform}")
+                    f"Model {model.name} requests unsupported platform {model.model_platform}")
         with self._cycle_lock:
-            new_models = [m.name for m in models if m.name not in {c.name for c in self._config.model_config_list.config}]
+            served = {c.name for c in self._config.model_config_list.config}
+            new_models = [m.name for m in models if m.name not in served]
             self._update_labels(models)
             with self._cond:
                 self._config = config
@@ -219,11 +217,12 @@ class ModelManager:
                     r = max(failed, key=lambda r: r.version)
                     problems.append(f"{{name: {name} version: {r.version}}} due to error: {r.error}")
                 else:
-                    problems.append(f"{{name: {name}}} due to error: {missing.get(name, 'no version loaded')}")
+                    error = missing.get(name, "no version loaded")
+                    problems.append(f"{{name: {name}}} due to error: {error}")
         if problems:
-            raise ServingError(
-                grpc.StatusCode.UNKNOWN,
-                f"{len(problems)} model(s) did not become available: {{" + "".join(f"{{{p}}}, " for p in problems) + "}")
+            listed = "".join(f"{{{p}}}, " for p in problems)
+            raise ServingError(grpc.StatusCode.UNKNOWN,
+                               f"{len(problems)} model(s) did not become available: {{{listed}}}")
 
     # -- one poll of the file system ------------------------------------------------------------
 
@@ -234,12 +233,12 @@ class ModelManager:
         for name, model in configs.items():
             try:
                 listed = version_dirs(model.base_path)
-            except FileNotFoundError:
-                missing[name] = f"INVALID_ARGUMENT: Could not find base path {model.base_path} for servable {name}"
-                log.error(missing[name])
-                continue
             except (OSError, paths.RemotePathError) as e:
-                missing[name] = f"UNKNOWN: Could not list base path {model.base_path} for servable {name}: {e}"
+                where = f"base path {model.base_path} for servable {name}"
+                if isinstance(e, FileNotFoundError):
+                    missing[name] = f"INVALID_ARGUMENT: Could not find {where}"
+                else:
+                    missing[name] = f"UNKNOWN: Could not list {where}: {e}"
                 log.error(missing[name])
                 continue
             if not listed:
@@ -258,8 +257,8 @@ class ModelManager:
             for v, record in records.items():
                 if v not in aspired and record.error is not None:
                     record.retry_allowed = True
-            to_load = [v for v in aspired
-                       if v not in records or (records[v].state == END and (records[v].error is None or records[v].retry_allowed))]
+            to_load = [v for v in aspired if v not in records or (
+                records[v].state == END and (records[v].error is None or records[v].retry_allowed))]
         for v in to_load:
             self._load(name, v, listed[v])
         with self._cond:
@@ -308,21 +307,18 @@ class ModelManager:
         if len(logs) > MAX_WARMUP_RECORDS:
             raise invalid_argument(
                 f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {servable.path}")
+        methods = {"predict_log": servable.predict, "classify_log": servable.classify,
+                   "regress_log": servable.regress, "multi_inference_log": servable.multi_inference}
         for record in logs:
             kind = record.WhichOneof("log_type")
             try:
-                if kind == "predict_log":
-                    servable.predict(record.predict_log.request)
-                elif kind == "classify_log":
-                    servable.classify(record.classify_log.request)
-                elif kind == "regress_log":
-                    servable.regress(record.regress_log.request)
-                elif kind == "multi_inference_log":
-                    servable.multi_inference(record.multi_inference_log.request)
-                else:
-                    raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
+                if kind not in methods:
+                    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                                       f"Unsupported log_type for warmup: {kind}")
+                methods[kind](getattr(record, kind).request)
             except ServingError as e:
-                raise ServingError(e.code, f"Failed to warm up {servable.path} with a {kind} record: {e.message}") from None
+                message = f"Failed to warm up {servable.path} with a {kind} record: {e.message}"
+                raise ServingError(e.code, message) from None
         if logs:
             log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
                      servable.path, len(logs))
@@ -376,11 +372,8 @@ class ModelManager:
                 if record.in_flight == 0:
                     self._cond.notify_all()
 
-    def labels(self, name: str) -> dict[str, int]:
-        with self._cond:
-            return dict(self._labels.get(name, {}))
-
-    def model_status(self, request: get_model_status_pb2.GetModelStatusRequest) -> get_model_status_pb2.GetModelStatusResponse:
+    def model_status(self, request: get_model_status_pb2.GetModelStatusRequest
+                     ) -> get_model_status_pb2.GetModelStatusResponse:
         """GetModelStatusImpl: one version, or every version ever seen (newest first)."""
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
@@ -406,7 +399,8 @@ class ModelManager:
                     status.status.error_code = 0
         return response
 
-    def model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    def model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
+                       ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         """GetModelMetadataImpl: the ``signature_def`` field, a packed SignatureDefMap."""
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")

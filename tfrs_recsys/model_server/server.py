@@ -15,6 +15,7 @@ SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -37,27 +38,26 @@ def _bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m tfrs_recsys.model_server",
-        description="TF-Serving-protocol model server (gRPC PredictionService/ModelService and the REST API).")
+    p = argparse.ArgumentParser(prog="python -m tfrs_recsys.model_server", description=(
+        "TF-Serving-protocol model server (gRPC PredictionService/ModelService and the REST API)."))
     p.add_argument("--port", type=int, default=8500, help="gRPC port (0: pick a free one and log it)")
     p.add_argument("--rest_api_port", type=int, default=8501, help="REST port; 0 disables the REST API")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (not a tensorflow_model_server flag)")
-    p.add_argument("--model_name", default="default", help="name of the single model given by --model_base_path")
-    p.add_argument("--model_base_path", default="", help="absolute path holding <integer version>/ directories")
+    p.add_argument("--model_name", default="default", help="name of the model at --model_base_path")
+    p.add_argument("--model_base_path", default="", help="absolute path holding <version>/ folders")
     p.add_argument("--model_config_file", default="", help="models.config (ModelServerConfig text proto)")
     p.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
                    help="re-read --model_config_file this often (0: read once)")
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1,
                    help="poll base paths for new versions this often (0: once at startup)")
-    p.add_argument("--enable_batching", type=_bool, nargs="?", const=True, default=False)
+    for flag, default in (("enable_batching", False), ("enable_model_warmup", True),
+                          ("allow_version_labels_for_unavailable_models", False)):
+        p.add_argument("--" + flag, type=_bool, nargs="?", const=True, default=default)
     p.add_argument("--batching_parameters_file", default="", help="BatchingParameters text proto")
-    p.add_argument("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True)
-    p.add_argument("--allow_version_labels_for_unavailable_models", type=_bool, nargs="?", const=True, default=False)
     p.add_argument("--max_num_load_retries", type=int, default=5)
     p.add_argument("--load_retry_interval_micros", type=int, default=60_000_000)
-    p.add_argument("--grpc_max_threads", type=int, default=0, help="gRPC worker threads (0: 4 x cores, at least 16)")
-    p.add_argument("--rest_api_num_threads", type=int, default=0, help="accepted for compatibility; REST is threaded")
+    p.add_argument("--grpc_max_threads", type=int, default=0, help="gRPC workers (0: 4 x cores, at least 16)")
+    p.add_argument("--rest_api_num_threads", type=int, default=0, help="ignored: the REST server is threaded")
     p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
     p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
     return p
@@ -76,23 +76,31 @@ def _configure_tensorflow(args) -> None:
         log.info("scann is not installed: ScaNN SavedModels will fail to load (portable exports still work)")
 
 
+def _failed_to_start(error, *cleanups) -> int:
+    print(f"Failed to start server. Error: {error}", file=sys.stderr)
+    for cleanup in cleanups:
+        cleanup()
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
-    from tfrs_recsys.model_server.config_file import (
-        ConfigFileError, read_batching_parameters, read_model_server_config, single_model_config)
+    from tfrs_recsys.model_server import config_file
 
     try:
         if args.model_config_file:
-            config = read_model_server_config(args.model_config_file)
+            config = config_file.read_model_server_config(args.model_config_file)
         elif args.model_base_path:
-            config = single_model_config(args.model_name, args.model_base_path)
+            config = config_file.single_model_config(args.model_name, args.model_base_path)
         else:
-            print("error: give --model_config_file or --model_base_path (with --model_name)", file=sys.stderr)
-            return 2
-        batching = read_batching_parameters(args.batching_parameters_file or None) if args.enable_batching else None
-    except ConfigFileError as e:
+            raise config_file.ConfigFileError(
+                "give --model_config_file or --model_base_path (with --model_name)")
+        batching = None
+        if args.enable_batching:
+            batching = config_file.read_batching_parameters(args.batching_parameters_file or None)
+    except config_file.ConfigFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -105,22 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     from tfrs_recsys.model_server.model_manager import ManagerOptions, ModelManager
     from tfrs_recsys.model_server.rest import RestServer
 
-    manager = ModelManager(ManagerOptions(
-        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
-        enable_model_warmup=args.enable_model_warmup,
-        max_num_load_retries=args.max_num_load_retries,
-        load_retry_interval_micros=args.load_retry_interval_micros,
-        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
-        batching=batching,
-        model_config_file=args.model_config_file or None,
-        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
-    ))
+    # ManagerOptions' fields are named after the flags they come from.
+    flags = {f.name for f in dataclasses.fields(ManagerOptions)}
+    options = {k: v for k, v in vars(args).items() if k in flags}
+    options.update(batching=batching, model_config_file=args.model_config_file or None)
+    manager = ModelManager(ManagerOptions(**options))
     try:
         manager.start(config)
     except ServingError as e:
-        print(f"Failed to start server. Error: {e}", file=sys.stderr)
-        manager.stop()
-        return 1
+        return _failed_to_start(e, manager.stop)
 
     threads = args.grpc_max_threads or max(16, 4 * (os.cpu_count() or 1))
     server = grpc.server(
@@ -130,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     add_services(server, manager)
     port = server.add_insecure_port(f"{args.host}:{args.port}")
     if port == 0:
-        print(f"Failed to start server. Error: could not bind gRPC to {args.host}:{args.port}", file=sys.stderr)
-        manager.stop()
-        return 1
+        return _failed_to_start(f"could not bind gRPC to {args.host}:{args.port}", manager.stop)
     server.start()
     log.info("Running gRPC ModelServer at %s:%d ...", args.host, port)
     rest = None
@@ -140,11 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rest = RestServer(manager, args.host, args.rest_api_port).start()
         except OSError as e:
-            print(f"Failed to start server. Error: could not bind REST to {args.host}:{args.rest_api_port}: {e}",
-                  file=sys.stderr)
-            server.stop(0)
-            manager.stop()
-            return 1
+            return _failed_to_start(f"could not bind REST to {args.host}:{args.rest_api_port}: {e}",
+                                    lambda: server.stop(0), manager.stop)
         log.info("Exporting HTTP/REST API at:%s:%d ...", args.host, rest.port)
 
     stopping = threading.Event()

@@ -112,18 +112,11 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
     to the shape, dtypes without a codec) goes through ``tf.make_ndarray``, whose result
     this matches element for element.
     """
-    codec = _CODECS.get(proto.dtype)
-    if codec is not None:
-        shape = tuple(d.size for d in proto.tensor_shape.dim)
-        size = math.prod(shape)
-        content = proto.tensor_content
-        if content:
-            if codec.numpy is not object and len(content) == size * _ITEMSIZE[proto.dtype]:
-                return np.frombuffer(content, dtype=codec.numpy).reshape(shape).copy()
-        else:
-            values = getattr(proto, codec.field)
-            if len(values) == size * codec.width:
-                return codec.read(values).reshape(shape)
+    if is_exact(proto):
+        codec = _CODECS[proto.dtype]
+        if proto.tensor_content:
+            return np.frombuffer(proto.tensor_content, dtype=codec.numpy).reshape(shape_of(proto)).copy()
+        return codec.read(getattr(proto, codec.field)).reshape(shape_of(proto))
     import tensorflow as tf
 
     try:
@@ -172,7 +165,8 @@ def to_proto(value: np.ndarray, dtype: int) -> tensor_pb2.TensorProto:
     return proto
 
 
-def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int, *, content: bool = False) -> None:
+def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int, *,
+               content: bool = False) -> None:
     """Write ``value`` into an empty ``proto`` in place: typed value fields, or ``tensor_content``
     for numbers when ``content`` (what ``tf.make_tensor_proto`` writes; both read back the same).
 

@@ -28,7 +28,8 @@ from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import dataset_from_arrays, frame_to_label_columns
 from tfrs_recsys.data.registry import load_labeled
-from tfrs_recsys.data.schema import FeatureSpec, infer_schema
+from tfrs_recsys.data.schema import FeatureSpec
+from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame, frame_to_raw
 from tfrs_recsys.training import distribution
