@@ -111,7 +111,8 @@ class SignatureFunction:
             return tf.function(from_packed, input_signature=[tf.TensorSpec([None], tf.int64)] +
                                [tf.TensorSpec([None], dtype) for dtype, _ in self._groups])
 
-        self._wrappers = {"protos": tf.function(from_protos, input_signature=[tf.TensorSpec([len(dtypes)], tf.string)])}
+        self._wrappers = {"protos": tf.function(from_protos,
+                                                input_signature=[tf.TensorSpec([len(dtypes)], tf.string)])}
         self._unpacking = unpacking
         self._concrete: dict = {}
         self._lock = threading.Lock()
@@ -133,9 +134,10 @@ class SignatureFunction:
         import tensorflow as tf
 
         arrays = [np.asarray(inputs[a]) for a in self.aliases]
-        dims = np.array([n for a in arrays for n in a.shape] + [arrays[i].size for i in self._order], np.int64)
-        flat = [tf.constant(np.concatenate([arrays[i].ravel() for i in group]), dtype) for dtype, group in self._groups]
-        return self._function(tuple(a.ndim for a in arrays))(tf.constant(dims), *flat)
+        dims = [n for a in arrays for n in a.shape] + [arrays[i].size for i in self._order]
+        flat = [tf.constant(np.concatenate([arrays[i].ravel() for i in group]), dtype)
+                for dtype, group in self._groups]
+        return self._function(tuple(a.ndim for a in arrays))(tf.constant(dims, tf.int64), *flat)
 
     def run_protos(self, protos: Mapping[str, tensor_pb2.TensorProto]) -> dict:
         import tensorflow as tf
