@@ -104,7 +104,8 @@ class ScaNNIndex(tf.Module):
         if self.state is None:
             raise ValueError("the ScaNN index is empty: call index(candidates, identifiers) first")
         searcher = scann_ops.searcher_from_module(self.state)
-        search = searcher.search_batched_parallel if self.parallelize_batch_searches else searcher.search_batched
+        parallel = self.parallelize_batch_searches
+        search = searcher.search_batched_parallel if parallel else searcher.search_batched
         result = search(queries, final_num_neighbors=self.k if k is None else k,
                         leaves_to_search=self.leaves_to_search)
         if self.identifiers is None:

@@ -63,10 +63,11 @@ class RecsysModel(tfrs.Model):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         # Logs are not model state: the trackers sit in a plain namespace, which TensorFlow's object
-        # tracking does not look into, so checkpoints (and runs saved before the trackers existed) hold
-        # model variables only. ``metrics`` lists them, so Keras still resets them every epoch.
-        self.trackers = types.SimpleNamespace(loss=tf.keras.metrics.Mean(name="loss"),
-                                              regularization=tf.keras.metrics.Mean(name="regularization_loss"))
+        # tracking does not look into, so checkpoints (and runs saved before the trackers existed)
+        # hold model variables only. ``metrics`` lists them, so Keras still resets them every epoch.
+        self.trackers = types.SimpleNamespace(
+            loss=tf.keras.metrics.Mean(name="loss"),
+            regularization=tf.keras.metrics.Mean(name="regularization_loss"))
         # Logged values are metric results, already aggregated over replicas; Keras' default for
         # multi-worker training would SUM them over workers once more.
         self.distribute_reduction_method = "first"
