@@ -205,25 +205,21 @@ class Checker:
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         parts = full.split(".")
-        for cut in range(len(parts), 0, -1):
-            try:
-                obj = importlib.import_module(".".join(parts[:cut]))
-            except ImportError:
-                continue
-            try:
-                for attr in parts[cut:]:
-                    obj = getattr(obj, attr)
-            except AttributeError:
-                return None
-            return ("library", obj) if isinstance(obj, type) else None
-        return None
+        try:  # what the name is at run time: attributes of the package, submodules where not yet loaded
+            obj = importlib.import_module(parts[0])
+            for i, attr in enumerate(parts[1:], 2):
+                obj = getattr(obj, attr) if hasattr(obj, attr) else \
+                    importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            return None
+        return ("library", obj) if isinstance(obj, type) else None
 
-    def inherited(self, module_name_: str, class_name: str) -> set[str]:
-        """The library private names of the library classes a class of ours derives from."""
-        key = (module_name_, class_name)
+    def inherited(self, owner: str, class_name: str) -> set[str]:
+        """The private names of the library classes our class ``owner.class_name`` derives from."""
+        key = (owner, class_name)
         if key not in self._class_cache:
             self._class_cache[key] = set()  # a cycle resolves to nothing
-            module = self.modules[module_name_]
+            module = self.modules[owner]
             node = next(n for n in module.tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
             self._class_cache[key] = self.class_names(module, node)
         return self._class_cache[key]

@@ -172,8 +172,8 @@ def set_recall(found: list[set], exact: list[set]) -> float:
     return sum(len(f & e) for f, e in zip(found, exact)) / total if total else 1.0
 
 
-def top_k_recall(approximate: TopKIndex, exact: TopKIndex,
-                 queries: np.ndarray, k: int, batch_size: int = 256) -> float:
+def top_k_recall(approximate: TopKIndex, exact: TopKIndex, queries: np.ndarray, k: int,
+                 batch_size: int = 256) -> float:
     """Mean over queries of |approximate top-k ∩ exact top-k| / |exact top-k| (ScaNN's NaN padding never counts)."""
     return set_recall(top_k_ids(approximate, queries, k, batch_size), top_k_ids(exact, queries, k, batch_size))
 

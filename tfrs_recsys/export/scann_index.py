@@ -2,8 +2,8 @@
 
 The searcher is built with ``scann_ops.builder(...)...build()`` and kept as the ``tf.Module`` that
 ``serialize_to_module()`` returns (ScaNN's config, tree and quantized dataset as variables); a
-traced search rebuilds the searcher from it with ``scann_ops.searcher_from_module``, so a SavedModel
-holding the index needs ScaNN's ops (``import scann``) to load, and nothing of TFRS.
+search gets the searcher from it with ``scann_ops.searcher_from_module``, in a traced graph too, so
+a SavedModel holding the index needs ScaNN's ops (``import scann``) to load, and nothing of TFRS.
 """
 from __future__ import annotations
 
@@ -65,21 +65,24 @@ class ScaNNIndex(tf.Module):
                 builder = builder.reorder(num_reordering_candidates)
             return builder
 
-        self.configure_tree = build
+        self._configure_tree = build
 
     def index(self, candidates: tf.Tensor, identifiers: tf.Tensor | None = None) -> ScaNNIndex:
-        """Build the searcher over ``candidates`` ``[N, D]``; results name items by ``identifiers`` ``[N]``
-        (by row number without them). Returns the index."""
+        """Builds the searcher, replacing any earlier one.
+
+        Args:
+          candidates: Candidate embeddings ``[N, D]``.
+          identifiers: The candidates' ids ``[N]``, which results name them by (default: row numbers).
+
+        Returns:
+          The index.
+        """
         from scann import scann_ops
 
-        if candidates.shape.rank != 2:
-            raise ValueError(f"candidates must be [N, D], got shape {candidates.shape}")
-        if identifiers is not None and identifiers.shape[0] != candidates.shape[0]:
-            raise ValueError(f"{identifiers.shape[0]} identifiers for {candidates.shape[0]} candidates")
         builder = scann_ops.builder(db=candidates, num_neighbors=self.k, distance_measure="dot_product")
         self.is_tree = candidates.shape[0] >= self.MIN_TREE_ITEMS
         if self.is_tree:
-            builder = self.configure_tree(builder, int(candidates.shape[0]))
+            builder = self._configure_tree(builder, int(candidates.shape[0]))
         else:
             builder = builder.score_brute_force()
         self.state = builder.build(shared_name=f"{self.name}/{uuid.uuid4()}").serialize_to_module()

@@ -87,7 +87,6 @@ class SignatureFunction:
         for i, dtype in enumerate(dtypes):
             groups.setdefault(dtype, []).append(i)
         self._groups = list(groups.items())  # (dtype, input indices): one packed vector each
-        self._order = [i for _, group in self._groups for i in group]  # the order of the packed sizes
 
         def run(tensors):
             for tensor, shape in zip(tensors, shapes):
@@ -134,7 +133,7 @@ class SignatureFunction:
         import tensorflow as tf
 
         arrays = [np.asarray(inputs[a]) for a in self.aliases]
-        dims = [n for a in arrays for n in a.shape] + [arrays[i].size for i in self._order]
+        dims = [n for a in arrays for n in a.shape] + [arrays[i].size for _, g in self._groups for i in g]
         flat = [tf.constant(np.concatenate([arrays[i].ravel() for i in group]), dtype)
                 for dtype, group in self._groups]
         return self._function(tuple(a.ndim for a in arrays))(tf.constant(dims, tf.int64), *flat)
