@@ -8,7 +8,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test test-slow test-all demo bench clean
+.PHONY: venv test test-slow test-all lint-api demo bench clean
 
 # Rebuilt when missing or when the pins or package metadata change.
 $(STAMP): requirements.txt setup.cfg pyproject.toml
@@ -28,6 +28,10 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(VPY) -m pytest -q
+
+# No TensorFlow, Keras, TFRS or ScaNN internals (also run by `make test`, in tests/test_public_api.py).
+lint-api: $(STAMP)
+	$(VPY) tools/check_public_api.py
 
 demo: $(STAMP)
 	$(VPY) -m tfrs_recsys.demo

@@ -1,7 +1,7 @@
 """Export a trained retrieval run for TF Serving, twice (DESIGN §3).
 
 * ``BASE/NAME/<version>/``: the query tower + a ScaNN top-k index
-  (``tfrs.layers.factorized_top_k.ScaNN``); loads only in a process with ScaNN's ops
+  (:class:`tfrs_recsys.export.scann_index.ScaNNIndex`); loads only in a process with ScaNN's ops
   (``import scann`` first; a ScaNN-linked model server).
 * ``BASE/NAME_portable/<version>/``: the same signatures with exact brute-force top-k
   (``tfrs.layers.factorized_top_k.BruteForce``), standard TensorFlow ops only.
@@ -33,7 +33,6 @@ import argparse
 import json
 import math
 import sys
-import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -45,11 +44,14 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_recsys import paths
 from tfrs_recsys.data.sequences import pad_left
+from tfrs_recsys.export.scann_index import ScaNNIndex
 from tfrs_recsys.export.tfserving import existing_versions, publish_version
 
 PAD_ID = ""
 PAD_SCORE = float(np.finfo(np.float32).min)
 _FINGERPRINT_BUCKETS = 2 ** 63 - 1  # to_hash_bucket_fast(s, this) is s's 64-bit fingerprint (mod 2^63 - 1)
+
+TopKIndex = tfrs.layers.factorized_top_k.TopK | ScaNNIndex  # index(queries [B, D], k) -> (scores, ids) [B, k]
 
 
 MIN_NARROWING_QUERIES = 100  # fewer user queries measure recall too coarsely to narrow ScaNN's search on
@@ -107,7 +109,7 @@ def _finalize(scores: tf.Tensor, ids: tf.Tensor, k: int,
 class RetrievalSignatures(tf.Module):
     """The serving signatures around a query model (features -> [B, D]) and an indexed top-k layer."""
 
-    def __init__(self, query_model: tf.keras.Model, index: tfrs.layers.factorized_top_k.TopK, *, num_items: int,
+    def __init__(self, query_model: tf.keras.Model, index: TopKIndex, *, num_items: int,
                  k: int, max_history: int, exclusion_width: int):
         super().__init__(name="retrieval")
         self.query_model = query_model
@@ -143,68 +145,6 @@ class RetrievalSignatures(tf.Module):
         tf.saved_model.save(self, path, signatures=self.signatures(), options=options)
 
 
-class ScaNNIndex(tfrs.layers.factorized_top_k.ScaNN):
-    """``tfrs.layers.factorized_top_k.ScaNN`` with two more of ScaNN's settings exposed.
-
-    The k-means tree trains on ``training_sample_size`` points (TFRS fixes ScaNN's default,
-    100,000, too few for thousands of leaves) and asymmetric hashing uses anisotropic
-    quantization (``anisotropic_quantization_threshold``, ScaNN's recommended 0.2 for
-    dot-product search; NaN = plain product quantization). Catalogs under ``MIN_TREE_ITEMS``
-    items, too small to train the tree and the quantizer, are scored exactly by ScaNN. A batch
-    of queries is searched sequentially unless ``parallelize_batch_searches``: serving requests
-    hold a few queries, for which ScaNN's thread pool costs more than it saves.
-
-    ``leaves_to_search``, when set (by :func:`narrow_scann_search`), overrides the tree's
-    ``num_leaves_to_search`` at query time, in the serving graph too; ``None`` searches as built.
-    """
-
-    MIN_TREE_ITEMS = 256
-
-    def __init__(self, k: int = 10, *, num_leaves: int = 100, num_leaves_to_search: int = 10,
-                 dimensions_per_block: int = 2, num_reordering_candidates: int | None = None,
-                 training_iterations: int = 12, training_sample_size: int = 250_000,
-                 anisotropic_quantization_threshold: float = 0.2, parallelize_batch_searches: bool = False,
-                 name: str | None = None):
-        super().__init__(k=k, num_leaves=num_leaves, num_leaves_to_search=num_leaves_to_search,
-                         training_iterations=training_iterations, dimensions_per_block=dimensions_per_block,
-                         num_reordering_candidates=num_reordering_candidates,
-                         parallelize_batch_searches=parallelize_batch_searches, name=name)
-        from scann import scann_ops
-
-        self._scann_ops = scann_ops
-        self.num_leaves_to_search = int(num_leaves_to_search)
-        self.leaves_to_search: int | None = None
-        self.is_tree = False
-
-        def build_searcher(candidates):
-            builder = scann_ops.builder(db=candidates, num_neighbors=k, distance_measure="dot_product")
-            self.is_tree = candidates.shape[0] >= self.MIN_TREE_ITEMS
-            if not self.is_tree:
-                return builder.score_brute_force().build(shared_name=f"{self.name}/{uuid.uuid4()}")
-            builder = builder.tree(num_leaves=num_leaves, num_leaves_to_search=num_leaves_to_search,
-                                   training_iterations=training_iterations,
-                                   training_sample_size=min(int(candidates.shape[0]), training_sample_size))
-            builder = builder.score_ah(dimensions_per_block,
-                                       anisotropic_quantization_threshold=anisotropic_quantization_threshold)
-            if num_reordering_candidates is not None:
-                builder = builder.reorder(num_reordering_candidates)
-            return builder.build(shared_name=f"{self.name}/{uuid.uuid4()}")
-
-        self._build_searcher = build_searcher
-
-    def call(self, queries: tf.Tensor, k: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        """Scores and ids of the best ``k`` candidates of each ``[B, D]`` query (ScaNN pads with NaN scores)."""
-        if self._serialized_searcher is None:
-            raise ValueError("the ScaNN index is empty: call index(candidates, identifiers) first")
-        searcher = self._scann_ops.searcher_from_module(self._serialized_searcher)
-        search = searcher.search_batched_parallel if self._parallelize_batch_searches else searcher.search_batched
-        result = search(queries, final_num_neighbors=self._k if k is None else k,
-                        leaves_to_search=self.leaves_to_search)
-        if self._identifiers is None:
-            return result.distances, result.indices
-        return result.distances, tf.gather(self._identifiers, result.indices)
-
-
 def brute_force_index(candidates: np.ndarray, ids: np.ndarray, k: int) -> tfrs.layers.factorized_top_k.BruteForce:
     layer = tfrs.layers.factorized_top_k.BruteForce(k=k)
     layer.index(tf.constant(candidates, tf.float32), tf.constant(np.asarray(ids).astype(str)))
@@ -212,13 +152,11 @@ def brute_force_index(candidates: np.ndarray, ids: np.ndarray, k: int) -> tfrs.l
 
 
 def scann_index(candidates: np.ndarray, ids: np.ndarray, k: int, options: dict) -> ScaNNIndex:
-    layer = ScaNNIndex(k=k, **options)
-    layer.index(tf.constant(candidates, tf.float32), tf.constant(np.asarray(ids).astype(str)))
-    return layer
+    index = ScaNNIndex(k=k, **options)
+    return index.index(tf.constant(candidates, tf.float32), tf.constant(np.asarray(ids).astype(str)))
 
 
-def top_k_ids(index: tfrs.layers.factorized_top_k.TopK, queries: np.ndarray, k: int,
-              batch_size: int = 256) -> list[set]:
+def top_k_ids(index: TopKIndex, queries: np.ndarray, k: int, batch_size: int = 256) -> list[set]:
     """The set of ids each query's top ``k`` holds (ScaNN's NaN padding left out)."""
     out = []
     for lo in range(0, len(queries), batch_size):
@@ -234,8 +172,8 @@ def set_recall(found: list[set], exact: list[set]) -> float:
     return sum(len(f & e) for f, e in zip(found, exact)) / total if total else 1.0
 
 
-def top_k_recall(approximate: tfrs.layers.factorized_top_k.TopK, exact: tfrs.layers.factorized_top_k.TopK,
-                 queries: np.ndarray, k: int, batch_size: int = 256) -> float:
+def top_k_recall(approximate: TopKIndex, exact: TopKIndex, queries: np.ndarray, k: int,
+                 batch_size: int = 256) -> float:
     """Mean over queries of |approximate top-k ∩ exact top-k| / |exact top-k| (ScaNN's NaN padding never counts)."""
     return set_recall(top_k_ids(approximate, queries, k, batch_size), top_k_ids(exact, queries, k, batch_size))
 

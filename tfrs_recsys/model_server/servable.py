@@ -61,17 +61,18 @@ def read_meta_graph(path: str | Path, tags: Sequence[str] = (SERVE_TAG,)) -> met
 class SignatureFunction:
     """A restored signature function, called with as little Python per request as possible.
 
-    ``ConcreteFunction.__call__`` binds and type-checks every keyword argument on every call
-    (tens of microseconds per input). Here the signature function is wrapped in
-    ``tf.function``s with a fixed input signature, each traced once on first use (never
-    per batch size: ``tracing_count``), and a wrapper is invoked through its concrete
-    function's flat call, the step ``__call__`` ends in; inputs were already checked against
-    the SignatureDef. Two wrappers:
+    Calling a ``ConcreteFunction`` binds and type-checks each of its arguments in Python, so the
+    cost of a call grows with the number of arguments. Here the signature function is wrapped in
+    ``tf.function``s whose arguments do not grow with the signature's inputs, each traced once on
+    first use (never per batch size: ``tracing_count``) and called through its concrete function;
+    inputs were already checked against the SignatureDef. Two wrappers:
 
-    * ``run_tensors``: numpy inputs (the batching path, Classify/Regress);
-    * ``run_protos``: the request's TensorProtos, serialized into one string vector and
-      parsed in the graph by ``tf.io.parse_tensor`` (TensorFlow's ``Tensor::FromProto``,
-      as in TF Serving), so a request converts no input in Python.
+    * ``run_protos``: the request's TensorProtos, serialized into one string vector and parsed in
+      the graph by ``tf.io.parse_tensor`` (TensorFlow's ``Tensor::FromProto``, as in TF Serving),
+      so a request converts no input in Python;
+    * ``run_tensors``: numpy inputs (the batching path, Classify/Regress), packed into one flat
+      vector per dtype and one int64 vector of their shapes and sizes, then split and reshaped in
+      the graph; traced once per combination of input ranks (one where the SignatureDef fixes them).
     """
 
     def __init__(self, function, signature: meta_graph_pb2.SignatureDef):
@@ -82,45 +83,65 @@ class SignatureFunction:
         shapes = [None if signature.inputs[a].tensor_shape.unknown_rank
                   else [d.size if d.size >= 0 else None for d in signature.inputs[a].tensor_shape.dim]
                   for a in self.aliases]
-        self._dtypes = dtypes
+        groups: dict = {}
+        for i, dtype in enumerate(dtypes):
+            groups.setdefault(dtype, []).append(i)
+        self._groups = list(groups.items())  # (dtype, input indices): one packed vector each
 
-        def from_tensors(*inputs):
-            return function(**dict(zip(self.aliases, inputs)))
+        def run(tensors):
+            for tensor, shape in zip(tensors, shapes):
+                tensor.set_shape(shape)
+            return function(**dict(zip(self.aliases, tensors)))
 
         def from_protos(serialized):
-            inputs = {}
-            for i, (alias, dtype, shape) in enumerate(zip(self.aliases, dtypes, shapes)):
-                inputs[alias] = tf.io.parse_tensor(serialized[i], dtype)
-                inputs[alias].set_shape(shape)
-            return function(**inputs)
+            return run([tf.io.parse_tensor(serialized[i], dtype) for i, dtype in enumerate(dtypes)])
 
-        self._wrappers = {
-            "tensors": tf.function(from_tensors, input_signature=[tf.TensorSpec(s, d) for s, d in zip(shapes, dtypes)]),
-            "protos": tf.function(from_protos, input_signature=[tf.TensorSpec([len(self.aliases)], tf.string)]),
-        }
-        self._concrete: dict[str, object] = {}
+        def unpacking(ranks: tuple[int, ...]):
+            ends = np.cumsum((0, *ranks))  # input i's dims are dims[ends[i]:ends[i + 1]]; the sizes follow
+
+            def from_packed(dims, *flat):
+                tensors, start = [None] * len(ranks), ends[-1]
+                for (_, group), values in zip(self._groups, flat):
+                    parts = tf.split(values, dims[start:start + len(group)], num=len(group))
+                    start += len(group)
+                    for i, part in zip(group, parts):  # a vector is already in shape
+                        tensors[i] = part if ranks[i] == 1 else tf.reshape(part, dims[ends[i]:ends[i + 1]])
+                return run(tensors)
+            return tf.function(from_packed, input_signature=[tf.TensorSpec([None], tf.int64)] +
+                               [tf.TensorSpec([None], dtype) for dtype, _ in self._groups])
+
+        self._wrappers = {"protos": tf.function(from_protos,
+                                                input_signature=[tf.TensorSpec([len(dtypes)], tf.string)])}
+        self._unpacking = unpacking
+        self._concrete: dict = {}
         self._lock = threading.Lock()
 
     def tracing_count(self) -> int:
         return sum(w.experimental_get_tracing_count() for w in self._wrappers.values())
 
-    def _call(self, which: str, args: list):
-        function = self._concrete.get(which)
+    def _function(self, key):
+        """The concrete function of wrapper ``key``: "protos", or the input ranks of a packed call."""
+        function = self._concrete.get(key)
         if function is None:
             with self._lock:
-                function = self._concrete.get(which) or self._wrappers[which].get_concrete_function()
-                self._concrete[which] = function
-        return function._call_flat(args, function.captured_inputs)  # what __call__ ends in (class docstring)
+                if key not in self._wrappers:
+                    self._wrappers[key] = self._unpacking(key)
+                function = self._concrete.setdefault(key, self._wrappers[key].get_concrete_function())
+        return function
 
     def run_tensors(self, inputs: Mapping[str, np.ndarray]) -> dict:
         import tensorflow as tf
 
-        return self._call("tensors", [tf.constant(inputs[a], d) for a, d in zip(self.aliases, self._dtypes)])
+        arrays = [np.asarray(inputs[a]) for a in self.aliases]
+        dims = [n for a in arrays for n in a.shape] + [arrays[i].size for _, g in self._groups for i in g]
+        flat = [tf.constant(np.concatenate([arrays[i].ravel() for i in group]), dtype)
+                for dtype, group in self._groups]
+        return self._function(tuple(a.ndim for a in arrays))(tf.constant(dims, tf.int64), *flat)
 
     def run_protos(self, protos: Mapping[str, tensor_pb2.TensorProto]) -> dict:
         import tensorflow as tf
 
-        return self._call("protos", [tf.constant([protos[a].SerializeToString() for a in self.aliases])])
+        return self._function("protos")(tf.constant([protos[a].SerializeToString() for a in self.aliases]))
 
 
 def serialized_examples(inp: input_pb2.Input) -> list[bytes]:

@@ -22,6 +22,8 @@ read, so every worker logs the same global numbers.
 """
 from __future__ import annotations
 
+import types
+
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -60,25 +62,23 @@ class RecsysModel(tfrs.Model):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._create_trackers()
+        # Logs are not model state: the trackers sit in a plain namespace, which TensorFlow's object
+        # tracking does not look into, so checkpoints (and runs saved before the trackers existed)
+        # hold model variables only. ``metrics`` lists them, so Keras still resets them every epoch.
+        self.trackers = types.SimpleNamespace(
+            loss=tf.keras.metrics.Mean(name="loss"),
+            regularization=tf.keras.metrics.Mean(name="regularization_loss"))
         # Logged values are metric results, already aggregated over replicas; Keras' default for
         # multi-worker training would SUM them over workers once more.
         self.distribute_reduction_method = "first"
 
-    @tf.__internal__.tracking.no_automatic_dependency_tracking
-    def _create_trackers(self):
-        # Untracked: logs are not model state, so checkpoints (and runs saved before these existed) hold
-        # model variables only. ``metrics`` lists them, so Keras still resets them every epoch.
-        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
-        self.regularization_tracker = tf.keras.metrics.Mean(name="regularization_loss")
-
     @property
     def metrics(self) -> list[tf.keras.metrics.Metric]:
-        return [self.loss_tracker, self.regularization_tracker] + super().metrics
+        return [self.trackers.loss, self.trackers.regularization] + super().metrics
 
     def global_loss(self, per_example: tf.Tensor, global_batch_size: float | None = None) -> tf.Tensor:
         """Log the per-example losses and return this replica's share of their global-batch mean."""
-        self.loss_tracker.update_state(tf.reshape(per_example, [-1]))
+        self.trackers.loss.update_state(tf.reshape(per_example, [-1]))
         return global_batch_mean(per_example, global_batch_size)
 
     def _regularization_loss(self) -> tf.Tensor:
@@ -86,13 +86,13 @@ class RecsysModel(tfrs.Model):
         if not self.losses:
             return tf.constant(0.0)
         per_replica = tf.add_n([tf.reduce_sum(loss) for loss in self.losses])
-        self.regularization_tracker.update_state(per_replica)
+        self.trackers.regularization.update_state(per_replica)
         return per_replica / tf.cast(replicas_in_sync(), per_replica.dtype)
 
     def _logs(self) -> dict[str, tf.Tensor]:
-        logs = {m.name: m.result() for m in self.metrics if m is not self.regularization_tracker}
+        logs = {m.name: m.result() for m in self.metrics if m is not self.trackers.regularization}
         if self.losses:
-            logs["regularization_loss"] = self.regularization_tracker.result()
+            logs["regularization_loss"] = self.trackers.regularization.result()
         return logs
 
     def train_step(self, inputs):
