@@ -173,6 +173,19 @@ def test_runs_reads_back_the_run_that_training_wrote(deepfm_run):
     assert json.loads((run_dir / runs.SPLIT).read_text()) == json.loads(json.dumps(split.summary()))
 
 
+def test_evaluate_scores_the_test_rows_of_a_run(esmm_run):
+    """`evaluate --run-dir` rebuilds the run's split from its config and scores it with the best weights."""
+    run_dir, model, spec, _, tmp = esmm_run
+    proc = subprocess.run([sys.executable, "-m", "tfrs_recsys.evaluate", "--run-dir", str(run_dir), "--json",
+                           str(tmp / "eval.json")], capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scored = pd.read_parquet(run_dir / runs.PREDICTIONS.format(part="test"))
+    test = rankers.load_and_split(runs.open_run(run_dir).config, "esmm")[1].test
+    assert len(scored) == len(test) and {"p_ctr", "p_cvr", "p_ctcvr"} <= set(scored)
+    np.testing.assert_allclose(scored["p_ctr"], rankers.predict(model, test, spec)["ctr"], rtol=1e-5)
+    assert set(json.loads((tmp / "eval.json").read_text())["tasks"]) == {"ctr", "cvr", "ctcvr"}
+
+
 def test_export_refuses_a_run_of_another_model(esmm_run):
     run_dir, _, _, _, tmp = esmm_run
     proc = subprocess.run([sys.executable, "-m", "tfrs_recsys.export", "deepfm", "--model-dir", str(run_dir),
