@@ -167,8 +167,8 @@ def test_runs_reads_back_the_run_that_training_wrote(deepfm_run):
     assert run.model_name == "deepfm" and run.config.embedding_dim == 4 and run.config.hidden_units == (16,)
     assert loaded_spec.feature_names == spec.feature_names and loaded_spec.labels == spec.labels
     frame = split.test.head(300)
-    np.testing.assert_allclose(rankers.predict(loaded, frame, spec)["ctr"], rankers.predict(model, frame, spec)["ctr"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(rankers.predict(loaded, frame, spec)["ctr"],
+                               rankers.predict(model, frame, spec)["ctr"], rtol=1e-5)
     assert [row["epoch"] for row in runs.read_train_log(run_dir)] == [1]
     assert json.loads((run_dir / runs.SPLIT).read_text()) == json.loads(json.dumps(split.summary()))
 
@@ -177,7 +177,8 @@ def test_evaluate_scores_the_test_rows_of_a_run(esmm_run):
     """`evaluate --run-dir` rebuilds the run's split from its config and scores it with the best weights."""
     run_dir, model, spec, _, tmp = esmm_run
     proc = subprocess.run([sys.executable, "-m", "tfrs_recsys.evaluate", "--run-dir", str(run_dir), "--json",
-                           str(tmp / "eval.json")], capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+                           str(tmp / "eval.json")], capture_output=True, text=True, env=_env(), cwd=REPO,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     scored = pd.read_parquet(run_dir / runs.PREDICTIONS.format(part="test"))
     test = rankers.load_and_split(runs.open_run(run_dir).config, "esmm")[1].test

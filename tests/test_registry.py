@@ -15,7 +15,8 @@ def test_real_files_by_name(datasets_dir):
     ali = load_labeled("esmm", "aliexpress", str(dataset_path(datasets_dir, "aliexpress",
                                                               "fuxictr_tiny_mtl_train.csv")))
     assert ali.labels == ["click", "conversion"] and ali.session_column == "search_id"
-    criteo = load_labeled("deepfm", "criteo", str(dataset_path(datasets_dir, "criteo", "dac_train_head1000.txt")))
+    criteo = load_labeled("deepfm", "criteo",
+                          str(dataset_path(datasets_dir, "criteo", "dac_train_head1000.txt")))
     assert criteo.frame.shape == (1000, 40)
     clicks = load_labeled("deepfm", "movielens-100k", str(dataset_path(datasets_dir, "ml-100k")))
     assert int(clicks.frame["label"].sum()) == 100_000 and "item_hotness" in clicks.frame
@@ -48,8 +49,8 @@ def test_tfds_offline_says_how_to_use_local_files(tmp_path):
 
 
 def test_a_run_config_passes_its_data_fields_by_name():
-    cfg = build_config("deepfm", {"dataset": "synthetic-histories", "synthetic_users": 30, "synthetic_items": 80,
-                                  "seed": 5}, environ={})
+    cfg = build_config("deepfm", {"dataset": "synthetic-histories", "synthetic_users": 30,
+                                  "synthetic_items": 80, "seed": 5}, environ={})
     options = options_from(cfg, load_labeled)
     assert options["dataset"] == "synthetic-histories" and options["seed"] == 5 and "task" not in options
     assert "synthetic_sessions" not in options  # an ESMM field, absent from the DeepFM config

@@ -60,7 +60,7 @@ def test_the_commands_print_the_error_and_exit_2(tmp_path):
     for command in (["tfrs_recsys.recommend", "--run-dir", str(tmp_path), "--user-id", "1"],
                     ["tfrs_recsys.export", "deepfm", "--model-dir", str(run_dir), "--export-base",
                      str(tmp_path / "out"), "--name", "x"]):
-        done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, env=env, cwd=REPO,
-                              timeout=300)
+        done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, env=env,
+                              cwd=REPO, timeout=300)
         assert done.returncode == 2, done.stderr[-2000:]
         assert "config.json" in done.stderr and "python -m tfrs_recsys.train" in done.stderr

@@ -294,16 +294,6 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, dict[str, str | None]]:
     """Score one part of a ranker run's split with its best weights.
 
@@ -387,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_report(result))
     if args.json:
         paths.makedirs(paths.parent(args.json))
-        paths.write_text(args.json, json.dumps(_jsonable(result), indent=2) + "\n")
+        paths.write_text(args.json, json.dumps(runs.jsonable(result), indent=2) + "\n")
     return 0
 
 

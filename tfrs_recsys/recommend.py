@@ -49,8 +49,7 @@ def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | No
     scores = trained.model.candidate_embeddings().numpy() @ query
     catalog = trained.catalog
     if exclude_seen:
-        seen = set(items)
-        scores = np.where([c in seen for c in catalog], -np.inf, scores)
+        scores = np.where(np.isin(catalog, items), -np.inf, scores)
     order = [i for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
     titles = trained.items["title"].astype(str).tolist() if "title" in trained.items else list(catalog)
     return [{"item_id": catalog[i], "score": float(scores[i]), "title": titles[i]} for i in order]

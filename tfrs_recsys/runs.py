@@ -99,20 +99,25 @@ def release(run_dir: Path | str, *, chief: bool = True) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _clean(obj: Mapping[str, Any]) -> dict:
-    """NumPy scalars become numbers, NaN and infinities null, so that every JSON reader accepts the file."""
-    obj = {k: v.item() if hasattr(v, "item") else v for k, v in obj.items()}
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in obj.items()}
+def jsonable(obj: Any) -> Any:
+    """``obj``, through nested dicts and lists, with NumPy scalars as numbers and NaN and infinities as
+    null: what every JSON reader accepts."""
+    if isinstance(obj, Mapping):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    obj = obj.item() if hasattr(obj, "item") else obj
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
 def write_test_metrics(run_dir: Path | str, metrics: Mapping[str, Any]) -> None:
-    text = json.dumps(_clean(metrics), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(jsonable(metrics), indent=2, sort_keys=True) + "\n"
     paths.write_text(paths.join(run_dir, TEST_METRICS), text)
 
 
 def append_log(run_dir: Path | str, row: Mapping[str, Any]) -> None:
     """Append one epoch's row to train_log.jsonl."""
-    paths.append_text(paths.join(run_dir, TRAIN_LOG), json.dumps(_clean(row)) + "\n")
+    paths.append_text(paths.join(run_dir, TRAIN_LOG), json.dumps(jsonable(row)) + "\n")
 
 
 def read_train_log(run_dir: Path | str) -> list[dict]:
@@ -258,14 +263,11 @@ class TrainedRetrieval:
 
     model: Any  # TwoTowerRetrieval
     cfg: TrainConfig
+    catalog: np.ndarray  # item ids, in embedding row order
     items: pd.DataFrame  # catalog order
     histories: dict[str, list[str]]
     meta: dict
     run_dir: Path | str
-
-    @property
-    def catalog(self) -> np.ndarray:
-        return self.model.catalog.numpy().astype(str)
 
 
 def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
@@ -289,7 +291,8 @@ def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
     _restore(model, run)
     frame = paths.read_parquet(run.file(HISTORIES))
     histories = {u: list(h) for u, h in zip(frame["user_id"], frame["items"])}
-    return TrainedRetrieval(model, cfg, items, histories, paths.read_json(run.file(META)), run.path)
+    meta = paths.read_json(run.file(META))
+    return TrainedRetrieval(model, cfg, catalog.astype(str), items, histories, meta, run.path)
 
 
 def training_interactions(run_dir: str | Path):

@@ -54,8 +54,7 @@ def options_from(config: Any, loader: Callable) -> dict[str, Any]:
     Returns:
       Keyword arguments, e.g. ``load_interactions(**options_from(cfg, load_interactions))``.
     """
-    names = inspect.signature(loader).parameters
-    return {name: getattr(config, name) for name in names if hasattr(config, name)}
+    return {n: getattr(config, n) for n in inspect.signature(loader).parameters if hasattr(config, n)}
 
 
 def _need_dir(dataset: str, data_dir: str | None, what: str | None = None) -> str:

@@ -290,8 +290,7 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     trained = runs.load_retrieval(model_dir)
-    model, cfg = trained.model, trained.cfg
-    max_history = cfg.max_history
+    model, max_history = trained.model, trained.cfg.max_history
     width = max_history if exclusion_width is None else int(exclusion_width)
     if width < 1:
         raise ValueError(f"exclusion width must be >= 1, got {width}")

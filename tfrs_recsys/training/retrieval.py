@@ -45,23 +45,22 @@ PROTOCOLS = ("auto", "leave_last_out", "random_80_20")
 TUTORIAL_KS = (1, 5, 10, 50, 100)
 
 
-def _feature_columns(cfg_columns: tuple[str, ...], enabled: bool, frame: pd.DataFrame | None, key: str,
-                     group: str) -> tuple[list[str], dict[str, str]]:
+def _feature_columns(group: str, frame: pd.DataFrame | None, cfg_columns: tuple[str, ...],
+                     enabled: bool) -> tuple[list[str], dict[str, str]]:
     if not enabled:
         return [], {}
     if cfg_columns:
         return list(cfg_columns), {}
-    return seq.infer_entity_columns(frame, key, group)
+    return seq.infer_entity_columns(frame, f"{group}_id", group)
 
 
 def build_vocabularies(cfg: RetrievalConfig, data: InteractionData, catalog: np.ndarray,
                        users: np.ndarray | None) -> tuple[Vocabularies, dict]:
     """Feature tables of the catalog and users, of the columns the config names (else every usable one).
     Returns (vocabularies, skipped columns)."""
-    item_cols, skip_i = _feature_columns(cfg.item_feature_columns, cfg.use_item_features, data.items,
-                                         "item_id", "item")
-    user_cols, skip_u = _feature_columns(cfg.user_feature_columns, cfg.use_user_features and users is not None,
-                                         data.users, "user_id", "user")
+    item_cols, skip_i = _feature_columns("item", data.items, cfg.item_feature_columns, cfg.use_item_features)
+    user_cols, skip_u = _feature_columns("user", data.users, cfg.user_feature_columns,
+                                         cfg.use_user_features and users is not None)
     skipped = {**{f"item.{k}": v for k, v in skip_i.items()}, **{f"user.{k}": v for k, v in skip_u.items()}}
     return Vocabularies.build(catalog, users, data.items, data.users, item_cols, user_cols), skipped
 
