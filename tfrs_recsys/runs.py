@@ -231,7 +231,7 @@ def _restore(model, run: Run) -> None:
     model.load_weights(str(run.file(CHECKPOINT))).expect_partial().assert_existing_objects_matched()
 
 
-def load_ranker(run_dir: str | Path, model_name: str | None = None):
+def load_ranker(run_dir: str | Path, model_name: str | None = None) -> tuple[Run, Any, FeatureSpec]:
     """Rebuild a ranker run's model with its best weights.
 
     Args:
