@@ -34,10 +34,10 @@ import pandas as pd
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tfrs_recsys.config import build_config
-from tfrs_recsys.data.registry import load_interactions
 from tfrs_recsys.data.sequences import catalog_ids
 from tfrs_recsys.metrics import rank_of_target, topk_metrics
-from tfrs_recsys.training.retrieval import META, TUTORIAL_KS, run, split_data
+from tfrs_recsys.runs import META
+from tfrs_recsys.training.retrieval import TUTORIAL_KS, load_data, run, split_data
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = {"ndcg@10": 0.0544, "recall@10": 0.1177, "mrr@10": 0.0352, "ndcg@50": 0.1189, "recall@50": 0.4168,
@@ -76,7 +76,7 @@ def config_for(name: str, datasets_dir: Path, output_dir: Path, **overrides):
 
 def popularity_floor(cfg) -> dict[str, float]:
     """Rank items by training frequency, with the protocol's exclusions."""
-    data = load_interactions(cfg)
+    data = load_data(cfg)
     split = split_data(cfg, data)
     counts = pd.Series(np.concatenate(split.train.items)).value_counts()
     catalog = catalog_ids(data.interactions)

@@ -209,12 +209,11 @@ def _random_ndcg_at_10(users: int, items: int, max_history: int) -> float:
     import numpy as np
 
     from tfrs_recsys.config import RetrievalConfig
-    from tfrs_recsys.data.registry import load_interactions
     from tfrs_recsys.training import retrieval
 
     cfg = RetrievalConfig(synthetic_users=users, synthetic_items=items, max_history=max_history,
                           protocol="leave_last_out")
-    data = load_interactions(cfg)
+    data = retrieval.load_data(cfg)
     split = retrieval.split_data(cfg, data)
     candidates = np.array([data.interactions["item_id"].nunique() - len(set(e)) for e in split.test.exclude])
     gain = sum(1 / np.log2(rank + 1) for rank in range(1, 11))  # the target is at each rank with prob 1/candidates

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from tfrs_recsys import metrics as M
-from tfrs_recsys.config import DeepFMConfig, ESMMConfig
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.expedia import (TEST_COLUMNS, TRAIN_COLUMNS, load_expedia, read_expedia_csv,
                                       setup_benchmark)
@@ -87,10 +86,10 @@ def test_inferred_spec_has_no_label_or_train_only_feature():
 
 
 def test_registry_serves_expedia_to_esmm_only():
-    data = load_labeled(ESMMConfig(dataset="expedia", data_dir=str(FIXTURE)), "esmm")
+    data = load_labeled("esmm", "expedia", str(FIXTURE))
     assert data.name == "expedia" and len(data.frame) == len(_raw_rows())
     with pytest.raises(DataError, match="ESMM"):
-        load_labeled(DeepFMConfig(dataset="expedia", data_dir=str(FIXTURE)), "deepfm")
+        load_labeled("deepfm", "expedia", str(FIXTURE))
 
 
 def test_test_csv_reads_without_labels_and_is_refused_as_train():

@@ -13,6 +13,7 @@ import pytest
 import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
+from tfrs_recsys import runs
 from tfrs_recsys.config import ConfigError, RetrievalConfig, config_from_args
 from tfrs_recsys.data import pairs
 from tfrs_recsys.data import sequences as seq
@@ -100,8 +101,7 @@ def test_pairwise_auc_matches_counting_same_user_pairs():
 def test_synthetic_ratings_are_seeded_and_registered_with_user_and_item_features():
     from tfrs_recsys.data.registry import load_interactions
 
-    data = load_interactions(RetrievalConfig(dataset="synthetic-ratings", synthetic_users=50, synthetic_items=40,
-                                             seed=9))
+    data = load_interactions("synthetic-ratings", synthetic_users=50, synthetic_items=40, seed=9)
     again = synthetic_ratings(50, 40, seed=9, min_ratings=20, max_ratings=40)
     pd.testing.assert_frame_equal(data.interactions, again.interactions)
     assert list(data.users.columns) == ["user_id", "age_bucket", "gender", "occupation"]
@@ -229,7 +229,7 @@ def test_bpr_feature_two_tower_meets_the_lab_bar(tmp_path, lab_data):
     assert log[-1]["pairwise_accuracy"] > log[0]["pairwise_accuracy"] > 0.5 and "val_pairwise_auc" in log[0]
     # The saved run is the model that was measured: its reloaded scores give the same metrics
     # (pairwise_auc itself is checked against a brute-force pair count in another test).
-    trained = training.load_trained(result.run_dir)
+    trained = runs.load_retrieval(result.run_dir)
     rated = pairs.rated_held_out(result.split.rows.test, result.split.train, cfg.positive_threshold)
     scores = training.item_scores(trained.model, rated, cfg.max_history)
     assert pairwise_auc(rated.liked, scores, rated.user_ids)[0] == pytest.approx(metrics["pairwise_auc"], abs=1e-6)

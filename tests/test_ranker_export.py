@@ -23,8 +23,8 @@ from tfrs_recsys.servable_layout import read_warmup_requests
 from tfrs_recsys.features.preprocessing import frame_to_raw
 from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.models.esmm import ESMM
+from tfrs_recsys import runs
 from tfrs_recsys.training import rankers
-from tfrs_recsys.training.common import prepare_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,8 +45,8 @@ def _env():
 
 def _train(tmp_path, name, model, cfg, data, split, spec):
     cfg.output_dir = str(tmp_path / f"run-{name}")
-    run_dir = prepare_run_dir(cfg, name)
-    rankers.write_run_files(run_dir, spec, split)
+    run_dir = runs.create(cfg, name)
+    runs.write_ranker_files(run_dir, spec, split)
     evaluate = (lambda m: {"score": float(np.mean(rankers.predict(m, split.validation, spec)["ctr"]))})
     rankers.fit(model, cfg, split.train, spec, run_dir, eval_fn=evaluate, monitor="score")
     return run_dir
@@ -159,6 +159,32 @@ def test_signature_takes_raw_features_and_names_its_outputs(which, esmm_run, dee
     assert len(warmup) == 1
     request = warmup[0].predict_log.request
     assert request.model_spec.signature_name == "serving_default" and set(request.inputs) == set(spec.feature_names)
+
+
+def test_runs_reads_back_the_run_that_training_wrote(deepfm_run):
+    run_dir, model, spec, split, _ = deepfm_run
+    run, loaded, loaded_spec = runs.load_ranker(run_dir, "deepfm")
+    assert run.model_name == "deepfm" and run.config.embedding_dim == 4 and run.config.hidden_units == (16,)
+    assert loaded_spec.feature_names == spec.feature_names and loaded_spec.labels == spec.labels
+    frame = split.test.head(300)
+    np.testing.assert_allclose(rankers.predict(loaded, frame, spec)["ctr"],
+                               rankers.predict(model, frame, spec)["ctr"], rtol=1e-5)
+    assert [row["epoch"] for row in runs.read_train_log(run_dir)] == [1]
+    assert json.loads((run_dir / runs.SPLIT).read_text()) == json.loads(json.dumps(split.summary()))
+
+
+def test_evaluate_scores_the_test_rows_of_a_run(esmm_run):
+    """`evaluate --run-dir` rebuilds the run's split from its config and scores it with the best weights."""
+    run_dir, model, spec, _, tmp = esmm_run
+    proc = subprocess.run([sys.executable, "-m", "tfrs_recsys.evaluate", "--run-dir", str(run_dir), "--json",
+                           str(tmp / "eval.json")], capture_output=True, text=True, env=_env(), cwd=REPO,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scored = pd.read_parquet(run_dir / runs.PREDICTIONS.format(part="test"))
+    test = rankers.load_and_split(runs.open_run(run_dir).config, "esmm")[1].test
+    assert len(scored) == len(test) and {"p_ctr", "p_cvr", "p_ctcvr"} <= set(scored)
+    np.testing.assert_allclose(scored["p_ctr"], rankers.predict(model, test, spec)["ctr"], rtol=1e-5)
+    assert set(json.loads((tmp / "eval.json").read_text())["tasks"]) == {"ctr", "cvr", "ctcvr"}
 
 
 def test_export_refuses_a_run_of_another_model(esmm_run):

@@ -23,7 +23,7 @@ import tfrs_recsys  # noqa: F401
 import scann  # noqa: F401  (ScaNN's ops, before a ScaNN SavedModel is loaded)
 import tensorflow as tf
 
-from tfrs_recsys import paths
+from tfrs_recsys import paths, runs
 from tfrs_recsys.config import DeepFMConfig, RetrievalConfig
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs
 from tfrs_recsys.data.synthetic_interactions import synthetic_histories
@@ -38,7 +38,6 @@ from tfrs_recsys.model_server.servable import read_meta_graph
 from tfrs_recsys.training import deepfm as deepfm_training
 from tfrs_recsys.training import rankers
 from tfrs_recsys.training import retrieval as retrieval_training
-from tfrs_recsys.training.common import read_train_log
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_HISTORY = 8
@@ -119,13 +118,13 @@ def test_retrieval_trains_exports_and_serves_from_urls(tmp_path):
     for name in ("config.json", "test_metrics.json", "train_log.jsonl", "training_curves.png",
                  "checkpoints/best.index", "item_ids.txt", "histories.parquet", "retrieval_meta.json"):
         assert paths.isfile(paths.join(run, *name.split("/"))), name
-    assert [row["epoch"] for row in read_train_log(run)] == [1, 2]  # appended epoch by epoch
+    assert [row["epoch"] for row in runs.read_train_log(run)] == [1, 2]  # appended epoch by epoch
     assert paths.read_json(paths.join(run, "test_metrics.json")) == pytest.approx(metrics)
     assert paths.read_bytes(paths.join(run, "training_curves.png"))[:4] == b"\x89PNG"
     assert tf.io.gfile.glob(paths.join(run, "tensorboard", "validation", "events.out.tfevents.*"))
     assert paths.read_json(paths.join(run, "config.json"))["config"]["data_dir"] == paths.join(root, "data")
 
-    trained = retrieval_training.load_trained(run)
+    trained = runs.load_retrieval(run)
     assert set(trained.histories) == set(ratings["userId"].astype(str))
 
     remote = export_retrieval(run, paths.join(root, "exports"), "rec", k=5)
@@ -160,8 +159,8 @@ def test_retrieval_trains_exports_and_serves_from_urls(tmp_path):
                          env=env, cwd=REPO)
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert [r["item_id"] for r in json.loads(cli.stdout)["recommendations"]] == want
-    with pytest.raises(FileNotFoundError, match=f"{root}/nothing is not a finished retrieval run"):
-        retrieval_training.load_trained(paths.join(root, "nothing"))
+    with pytest.raises(runs.RunDirError, match=f"{root}/nothing: the run directory has no config.json"):
+        runs.load_retrieval(paths.join(root, "nothing"))
 
 
 def test_ranker_trains_and_exports_on_urls(tmp_path):
@@ -182,7 +181,7 @@ def test_ranker_trains_and_exports_on_urls(tmp_path):
     assert paths.isfile(paths.join(remote, "assets.extra", "feature_spec.json"))
     assert read_export_metadata(remote)["test_metrics"] == paths.read_json(paths.join(run, "test_metrics.json"))
 
-    _, model, spec = rankers.load_trained_ranker(run)
+    _, model, spec = runs.load_ranker(run)
     rows = logs.frame.head(50)
     from tfrs_recsys.features.preprocessing import frame_to_raw, op_name
 

@@ -19,6 +19,7 @@ from tfrs_recsys.export.retrieval import (PAD_ID, PAD_SCORE, ExportError, _exclu
 from tfrs_recsys.export.scann_index import ScaNNIndex
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata
 from tfrs_recsys.servable_layout import read_warmup_requests
+from tfrs_recsys import runs
 from tfrs_recsys.training import retrieval as training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def trained(tmp_path_factory):
     data = ring_interactions(num_users=200, num_items=NUM_ITEMS)
     cfg = small_config(root, epochs=8, max_history=MAX_HISTORY, embedding_dim=16, ff_dim=32)
     training.train_and_evaluate(cfg, data)
-    return training.load_trained(root / "run"), root
+    return runs.load_retrieval(root / "run"), root
 
 
 @pytest.fixture(scope="module")

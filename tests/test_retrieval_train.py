@@ -12,6 +12,7 @@ import pytest
 
 from conftest import dataset_path
 from test_retrieval_model import segment_interactions, small_config
+from tfrs_recsys import runs
 from tfrs_recsys.training import retrieval as training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def test_recommend_cli_prints_titles_and_excludes_seen(cli_run):
     recs = json.loads(proc.stdout)["recommendations"]
     assert len(recs) == 10 and not seen & {r["item_id"] for r in recs}
     assert [r["score"] for r in recs] == sorted((r["score"] for r in recs), reverse=True)
-    table = _run(["tfrs_recsys.recommend", "--model-dir", str(out), "--user-id", "nobody", "--k", "3"])
+    table = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", "nobody", "--k", "3"])
     assert table.returncode == 0, table.stderr[-3000:]
     lines = table.stdout.strip().splitlines()
     assert "unknown user" in lines[0] and len(lines) == 5  # header, column names, 3 rows
@@ -77,7 +78,7 @@ def test_recommend_cli_prints_titles_and_excludes_seen(cli_run):
 
 def test_reloaded_run_reproduces_the_trained_embeddings(cli_run):
     out, _ = cli_run
-    trained = training.load_trained(out)
+    trained = runs.load_retrieval(out)
     np.testing.assert_allclose(trained.model.candidate_embeddings().numpy(), np.load(out / "item_embeddings.npy"),
                                atol=1e-6)
 
@@ -121,7 +122,7 @@ def test_movielens_100k_beats_the_sasrec_reference_by_25_percent(datasets_dir, t
     bench = _bench()
     cfg = bench.config_for("ml-100k", datasets_dir, tmp_path)
     metrics = training.run(cfg)
-    meta = json.loads((Path(cfg.output_dir) / training.META).read_text())
+    meta = json.loads((Path(cfg.output_dir) / runs.META).read_text())
     assert metrics["ndcg@10"] >= bench.TARGETS["ndcg@10"], metrics
     assert meta["train_seconds"] <= bench.REFERENCE["train_seconds"], meta
 

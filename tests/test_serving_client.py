@@ -218,7 +218,7 @@ def test_grpc_transport_setting_is_set_on_import_and_yields_to_the_user():
 
 def test_recommend_cli(server, store_dir):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "tfrs_recsys.serving.recommend", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "tfrs_recsys.recommend", *args], capture_output=True,
                               text=True, timeout=120, cwd=fx.REPO)
 
     done = run("--user-id", "u1", "--k", "4", "--store", str(store_dir), "--address", server.address,

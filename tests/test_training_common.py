@@ -1,4 +1,4 @@
-"""Run-directory utilities: per-epoch log, early stopping, best weights restored, curves drawn."""
+"""The run directory as training writes it: per-epoch log, early stopping, best weights, curves."""
 import json
 import re
 from pathlib import Path
@@ -9,14 +9,14 @@ import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
 from tfrs_recsys.config import build_config
-from tfrs_recsys.training.common import (CONFIG_FILE, CURVES_PNG, TRAIN_LOG, EpochEvaluator, plot_curves,
-                                         prepare_run_dir, read_train_log)
+from tfrs_recsys import runs
+from tfrs_recsys.training.common import EpochEvaluator, plot_curves
 
 
 def test_evaluator_logs_stops_early_and_restores_best(tmp_path):
     cfg = build_config("deepfm", {"output_dir": str(tmp_path / "run")}, environ={})
-    run_dir = prepare_run_dir(cfg, "deepfm")
-    assert json.loads((run_dir / CONFIG_FILE).read_text())["model"] == "deepfm"
+    run_dir = runs.create(cfg, "deepfm")
+    assert json.loads((run_dir / runs.CONFIG).read_text())["model"] == "deepfm"
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 4)).astype("float32")
@@ -37,7 +37,7 @@ def test_evaluator_logs_stops_early_and_restores_best(tmp_path):
     evaluator = EpochEvaluator(eval_fn, run_dir, monitor="score", patience=2)
     model.fit(x, y, epochs=8, batch_size=32, verbose=0, callbacks=[evaluator])
 
-    rows = read_train_log(run_dir)
+    rows = runs.read_train_log(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
     assert all("loss" in r and "val_score" in r for r in rows)
     assert evaluator.best_epoch == 3
@@ -46,18 +46,18 @@ def test_evaluator_logs_stops_early_and_restores_best(tmp_path):
     assert rows[-1]["loss"] < rows[0]["loss"]  # the model itself did learn
     assert (run_dir / "checkpoints").is_dir()
     png = plot_curves(run_dir)
-    assert png == run_dir / CURVES_PNG and png.stat().st_size > 1000
-    assert (run_dir / TRAIN_LOG).read_text().count("\n") == 5
+    assert png == run_dir / runs.CURVES and png.stat().st_size > 1000
+    assert (run_dir / runs.TRAIN_LOG).read_text().count("\n") == 5
 
 
 def test_default_run_directory_is_runs_model_timestamp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = build_config("esmm", {"epochs": "2"}, environ={})
-    run_dir = prepare_run_dir(cfg, "esmm")
+    run_dir = runs.create(cfg, "esmm")
     assert re.fullmatch(r"runs/esmm-\d{8}-\d{6}", cfg.output_dir) and run_dir == Path(cfg.output_dir)
-    saved = json.loads((tmp_path / cfg.output_dir / CONFIG_FILE).read_text())
+    saved = json.loads((tmp_path / cfg.output_dir / runs.CONFIG).read_text())
     assert saved["config"]["output_dir"] == cfg.output_dir  # rerunning the file writes to the same place
-    assert build_config("esmm", environ={}, config_file=run_dir / CONFIG_FILE) == cfg
+    assert build_config("esmm", environ={}, config_file=run_dir / runs.CONFIG) == cfg
 
 
 def test_evaluator_survives_a_metric_that_is_never_finite(tmp_path):
@@ -68,6 +68,6 @@ def test_evaluator_survives_a_metric_that_is_never_finite(tmp_path):
     evaluator = EpochEvaluator(lambda m: {"score": float("nan"), "note": "text"}, run_dir, monitor="score",
                                patience=2)
     model.fit(np.zeros((8, 2), "float32"), np.zeros((8, 1), "float32"), epochs=4, verbose=0, callbacks=[evaluator])
-    rows = read_train_log(run_dir)
+    rows = runs.read_train_log(run_dir)
     assert len(rows) == 2 and rows[0]["val_score"] is None and rows[0]["val_note"] == "text"
     assert evaluator.best_epoch is None

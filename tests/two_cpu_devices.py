@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig, RetrievalConfig  # noqa: E402
 from tfrs_recsys.data.pipelines import labeled_dataset  # noqa: E402
-from tfrs_recsys.data.registry import load_interactions, load_labeled  # noqa: E402
+from tfrs_recsys.data.registry import load_labeled, options_from  # noqa: E402
 from tfrs_recsys.data.schema_inference import infer_schema  # noqa: E402
 from tfrs_recsys.data import sequences as seq  # noqa: E402
 from tfrs_recsys.models.deepfm import DeepFM  # noqa: E402
@@ -36,7 +36,7 @@ BATCH = 64
 
 
 def ranker_case(model_cls, cfg, task):
-    data = load_labeled(cfg, task)
+    data = load_labeled(task, **options_from(cfg, load_labeled))
     spec = infer_schema(data.frame, data.labels, session_column=data.session_column, user_column=data.user_column,
                         item_column=data.item_column)
     batch = next(iter(labeled_dataset(data.frame.head(BATCH), spec, batch_size=BATCH, shuffle=False)))
@@ -46,7 +46,7 @@ def ranker_case(model_cls, cfg, task):
 def retrieval_case():
     cfg = RetrievalConfig(synthetic_users=60, synthetic_items=80, embedding_dim=8, max_history=6, num_blocks=1,
                           ff_dim=8, dropout=0.0, user_id_dropout=0.0, protocol="leave_last_out")
-    data = load_interactions(cfg)
+    data = retrieval.load_data(cfg)
     split = retrieval.split_data(cfg, data)
     catalog = seq.catalog_ids(data.interactions)
     vocab, _ = retrieval.build_vocabularies(cfg, data, catalog, split.train.user_ids)

@@ -68,8 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tf.get_logger().setLevel("ERROR")  # Keras' SavedModel chatter would bury the steps
 
+    from tfrs_recsys import runs
     from tfrs_recsys.config import build_config
-    from tfrs_recsys.data.registry import load_interactions
     from tfrs_recsys.export.rankers import export_ranker
     from tfrs_recsys.export.retrieval import export_retrieval
     from tfrs_recsys.export.tfserving import write_models_config
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"ranker {ranker_dir}; {config_path.name})")
 
     t = _step(4, "writing the serving feature store (histories, item features, hot items)")
-    interactions = load_interactions(retrieval_cfg)
+    interactions = runs.training_interactions(retrieval_cfg.output_dir)
     store = FeatureStore.from_interactions(interactions)  # item_hotness as DeepFM saw it in training
     store_dir = store.save(work / "store")
     _done(t, f"({store.num_users} histories, {store.num_hot_items} hot items)")

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from tfrs_recsys import metrics as M
-from tfrs_recsys import paths
+from tfrs_recsys import paths, runs
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.errors import UserError
 from tfrs_recsys.data.readers import read_delimited, read_parquet
@@ -294,16 +294,6 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, dict[str, str | None]]:
     """Score one part of a ranker run's split with its best weights.
 
@@ -311,13 +301,10 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
     predictions (the part's session / user / item columns, its labels, ``p_<output>`` per model output)
     and the evaluator's column arguments for them.
     """
-    from tfrs_recsys.config import build_config
     from tfrs_recsys.training import rankers
-    from tfrs_recsys.training.common import CONFIG_FILE
 
-    name, model, spec = rankers.load_trained_ranker(run_dir)
-    cfg = build_config(name, environ={}, config_file=paths.join(run_dir, CONFIG_FILE))
-    _, split = rankers.load_and_split(cfg, name)
+    run, model, spec = runs.load_ranker(run_dir)
+    _, split = rankers.load_and_split(run.config, run.model_name)
     frame = split.parts().get(part)
     if frame is None:
         raise DataError(f"the run's split has no {part} part", path=str(run_dir), fix="pass --part test")
@@ -364,8 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.run_dir:
             frame, columns = predict_run(args.run_dir, args.part)
-            path = paths.write_parquet(frame, paths.join(args.run_dir, f"predictions_{args.part}.parquet"),
-                                       index=False)
+            path = paths.join(args.run_dir, runs.PREDICTIONS.format(part=args.part))
+            paths.write_parquet(frame, path, index=False)
             print(f"wrote {path}")
             columns.update(given)
             source_name = str(path)
@@ -390,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_report(result))
     if args.json:
         paths.makedirs(paths.parent(args.json))
-        paths.write_text(args.json, json.dumps(_jsonable(result), indent=2) + "\n")
+        paths.write_text(args.json, json.dumps(runs.jsonable(result), indent=2) + "\n")
     return 0
 
 

@@ -1,8 +1,16 @@
-"""``python -m tfrs_recsys.recommend --model-dir RUN --user-id 1 --k 10 [--exclude-seen]``.
+"""``python -m tfrs_recsys.recommend``: a user's top-k items, from a run directory or from a model server.
 
-Prints a user's top-k items (rank, item id, score, title) from a trained retrieval run: the
-query tower reads the user's stored history (or ``--history`` ids, most recent last) and
-every catalog item is scored exactly. ``--exclude-seen`` drops items of the history.
+Two modes::
+
+    python -m tfrs_recsys.recommend --run-dir RUN --user-id 1 --k 10 [--exclude-seen] [--history a,b]
+    python -m tfrs_recsys.recommend --address HOST:8500 --store DIR --user-id 1 --k 10 [--recall-only]
+
+``--run-dir`` (or ``--model-dir``), right after training: the run's query tower reads the user's
+stored history (or ``--history`` ids, most recent last) and every catalog item is scored exactly,
+in this process; ``--exclude-seen`` drops items of the history. ``--address`` (default
+``127.0.0.1:8500`` when ``--store`` is given): recall, then rank, over gRPC to a model server (ours
+or tensorflow_model_server), the user's history and features read from the feature store ``--store``.
+Either prints a table, or JSON with ``--json``.
 """
 from __future__ import annotations
 
@@ -14,12 +22,26 @@ from typing import Sequence
 import numpy as np
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from tfrs_recsys.config import ConfigError
+from tfrs_recsys.errors import UserError
+from tfrs_recsys.serving.recall_merge import add_recall_merge_arguments, recall_merge_from_args
 
 
 def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | None = None,
               exclude_seen: bool = False) -> list[dict]:
-    """Top-``k`` ``{"item_id", "score", "title"}`` for ``user_id`` from a :class:`TrainedRetrieval`."""
-    from tfrs_recsys.training.retrieval import query_vectors
+    """The exact top-``k`` of a reloaded retrieval run.
+
+    Args:
+      trained: A :class:`~tfrs_recsys.runs.TrainedRetrieval` (:func:`tfrs_recsys.runs.load_retrieval`).
+      user_id: A raw user id (an unknown one gets the cold-start query).
+      k: How many items.
+      history: Item ids, most recent last (default: the user's stored history).
+      exclude_seen: Leave out the items of the history.
+
+    Returns:
+      ``{"item_id", "score", "title"}`` per item, best first.
+    """
+    from tfrs_recsys.models.retrieval import query_vectors
 
     items = list(trained.histories.get(user_id, [])) if history is None else [str(h) for h in history]
     query = query_vectors(trained.model, np.array([user_id], dtype=object), [np.array(items, dtype=object)],
@@ -27,47 +49,108 @@ def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | No
     scores = trained.model.candidate_embeddings().numpy() @ query
     catalog = trained.catalog
     if exclude_seen:
-        seen = set(items)
-        scores = np.where([c in seen for c in catalog], -np.inf, scores)
+        scores = np.where(np.isin(catalog, items), -np.inf, scores)
     order = [i for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
     titles = trained.items["title"].astype(str).tolist() if "title" in trained.items else list(catalog)
     return [{"item_id": catalog[i], "score": float(scores[i]), "title": titles[i]} for i in order]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.recommend",
-                                     description="Top-k items for a user from a trained retrieval run")
-    parser.add_argument("--model-dir", required=True, help="run directory written by `train retrieval`")
-    parser.add_argument("--user-id", required=True, help="raw user id (unknown ids get the cold-start query)")
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--exclude-seen", action="store_true", help="skip items already in the history")
-    parser.add_argument("--history", default=None,
-                        help="comma-separated item ids, most recent last (default: the user's stored history)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
-    if args.k < 1:
-        parser.error("--k must be >= 1")
-    from tfrs_recsys.errors import UserError
-    from tfrs_recsys.training.retrieval import load_trained
+def _name_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
 
-    try:
-        trained = load_trained(args.model_dir)
-    except (FileNotFoundError, UserError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tfrs_recsys.recommend", description=__doc__.splitlines()[0])
+    p.add_argument("--user-id", required=True, help="raw user id (unknown ids get the cold-start answer)")
+    p.add_argument("--k", type=int, default=10, help="items to return")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    local = p.add_argument_group("in process, from a retrieval run directory")
+    local.add_argument("--run-dir", "--model-dir", dest="run_dir",
+                       help="run directory written by `train retrieval`")
+    local.add_argument("--exclude-seen", action="store_true", help="skip items already in the history")
+    local.add_argument("--history", default=None,
+                       help="comma-separated item ids, most recent last (default: the user's stored history)")
+    served = p.add_argument_group("over gRPC, from a model server: recall -> rank")
+    served.add_argument("--address", default=None, help="model server gRPC address (default 127.0.0.1:8500)")
+    served.add_argument("--store", help="feature store directory (`serving.feature_store --out`)")
+    served.add_argument("--timeout", type=float, default=5.0, help="deadline of each gRPC call, seconds")
+    served.add_argument("--retrieval-model", default="retrieval")
+    served.add_argument("--ranker-model", default="esmm")
+    served.add_argument("--num-candidates", type=int, default=100, help="candidates to rank")
+    served.add_argument("--sort-by", default=None, help="ranker output to sort by (default ctcvr, else ctr)")
+    served.add_argument("--context", action="append", default=[], metavar="NAME=VALUE", type=_name_value,
+                        help="request context feature for the ranker (repeatable), e.g. device=mobile")
+    served.add_argument("--recall-only", action="store_true", help="the candidates without ranking")
+    add_recall_merge_arguments(served)
+    return p
+
+
+class _ServerError(RuntimeError):
+    """The model server failed a request: exit code 1, where a bad command line or run directory is 2."""
+
+
+def _from_run(args) -> tuple[dict, str, list[tuple[str, float, str]], str]:
+    from tfrs_recsys import runs
+
+    trained = runs.load_retrieval(args.run_dir)
     history = [h for h in args.history.split(",") if h] if args.history is not None else None
     known = args.user_id in trained.histories
     rows = recommend(trained, args.user_id, args.k, history=history, exclude_seen=args.exclude_seen)
-    if args.json:
-        print(json.dumps({"user_id": args.user_id, "known_user": known, "recommendations": rows}, indent=2))
-        return 0
     used = history if history is not None else trained.histories.get(args.user_id, [])
     note = "" if known or history is not None else " (unknown user: no stored history)"
-    print(f"user {args.user_id}: history of {len(used)} items{note}; top {args.k}"
-          f"{' excluding seen items' if args.exclude_seen else ''}")
-    print(f"{'rank':>4}  {'item_id':>10}  {'score':>8}  title")
-    for rank, row in enumerate(rows, 1):
-        print(f"{rank:>4}  {row['item_id']:>10}  {row['score']:8.3f}  {row['title']}")
+    header = (f"user {args.user_id}: history of {len(used)} items{note}; top {args.k}"
+              f"{' excluding seen items' if args.exclude_seen else ''}")
+    return ({"user_id": args.user_id, "known_user": known, "recommendations": rows}, header,
+            [(r["item_id"], r["score"], r["title"]) for r in rows], "title")
+
+
+def _from_server(args) -> tuple[dict, str, list[tuple[str, float, str]], str]:
+    from tfrs_recsys.serving.client import ServingClient, ServingClientError
+    from tfrs_recsys.serving.feature_store import FeatureStore
+    from tfrs_recsys.serving.pipeline import RecallRankPipeline
+
+    recall_merge, store = recall_merge_from_args(args), FeatureStore.load(args.store)
+    with ServingClient(args.address or "127.0.0.1:8500", args.timeout, retrieval_model=args.retrieval_model,
+                       ranker_model=args.ranker_model) as client:
+        pipeline = RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by,
+                                      recall_merge=recall_merge)
+        try:
+            if args.recall_only:
+                result = pipeline.recall(args.user_id, args.k)
+            else:
+                result = pipeline.recommend(args.user_id, args.k, dict(args.context))
+        except (ServingClientError, ValueError) as e:  # the server, not the command line
+            raise _ServerError(e) from e
+    flag = "cold start: global hot items" if result.is_cold_start else ", ".join(
+        f"{m} v{v}" for m, v in result.versions.items())
+    return (result.to_dict(), f"user {result.user_id} ({flag})",
+            [(item.item_id, item.score, item.source) for item in result.items], "source")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.k < 1:
+        parser.error("--k must be >= 1")
+    if args.run_dir and (args.address or args.store):
+        parser.error("--run-dir scores in this process, --address / --store ask a model server: pass one")
+    if not (args.run_dir or args.store):
+        parser.error("pass --run-dir RUN (in process), or --store DIR [--address HOST:PORT] (a model server)")
+    try:
+        answer, header, rows, last = _from_run(args) if args.run_dir else _from_server(args)
+    except (ConfigError, UserError, FileNotFoundError, _ServerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, _ServerError) else 2
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    print(header)
+    print(f"{'rank':>4}  {'item_id':<24} {'score':>10}  {last}")
+    for rank, (item_id, score, extra) in enumerate(rows, 1):
+        print(f"{rank:>4}  {item_id:<24} {score:>10.5f}  {extra}")
     return 0
 
 

@@ -2,12 +2,15 @@
 
 Retrieval reads interactions; the rankers read labeled impressions. ``synthetic``
 (the default) needs no files; every other name reads the user's files from
-``--data-dir`` (a folder, or a file for single-file formats).
+``--data-dir`` (a folder, or a file for single-file formats). Each loader's parameters are named as
+the fields of a run config, so that :func:`options_from` passes a config's values.
 """
 from __future__ import annotations
 
+import inspect
+from typing import Any, Callable, Sequence
+
 from tfrs_recsys import paths
-from tfrs_recsys.config import TrainConfig
 from tfrs_recsys.data.bundles import InteractionData, LabeledData
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.readers import join_path, path_exists
@@ -41,45 +44,73 @@ IMPLICIT_CLICK_SOURCES = ("movielens-100k", "movielens-csv", "movielens-latest-s
                           "synthetic-histories")
 
 
-def _need_dir(cfg: TrainConfig, what: str) -> str:
-    if not cfg.data_dir:
-        raise DataError(f"--dataset {cfg.dataset} reads your files, but no --data-dir was given",
+def options_from(config: Any, loader: Callable) -> dict[str, Any]:
+    """``loader``'s arguments from the attributes of ``config`` named as its parameters.
+
+    Args:
+      config: A run config (:mod:`tfrs_recsys.config`), or any object with such attributes.
+      loader: :func:`load_interactions` or :func:`load_labeled`.
+
+    Returns:
+      Keyword arguments, e.g. ``load_interactions(**options_from(cfg, load_interactions))``.
+    """
+    return {n: getattr(config, n) for n in inspect.signature(loader).parameters if hasattr(config, n)}
+
+
+def _need_dir(dataset: str, data_dir: str | None, what: str | None = None) -> str:
+    what = what or INTERACTION_DATASETS.get(dataset) or LABELED_DATASETS[dataset]
+    if not data_dir:
+        raise DataError(f"--dataset {dataset} reads your files, but no --data-dir was given",
                         fix=f"pass --data-dir pointing at {what} (or RECSYS_DATA_DIR)")
-    if not path_exists(cfg.data_dir):
-        raise DataError(f"--data-dir {cfg.data_dir} does not exist", path=cfg.data_dir, fix=f"point it at {what}")
-    return cfg.data_dir
+    if not path_exists(data_dir):
+        raise DataError(f"--data-dir {data_dir} does not exist", path=data_dir, fix=f"point it at {what}")
+    return data_dir
 
 
-def load_interactions(cfg: TrainConfig) -> InteractionData:
-    """Interactions for retrieval, by ``cfg.dataset``."""
-    name = cfg.dataset
-    if name in ("synthetic", "synthetic-histories"):
+def load_interactions(dataset: str = "synthetic", data_dir: str | None = None, *, seed: int = 42,
+                      skip_bad_rows: bool = False, synthetic_users: int = 2000, synthetic_items: int = 500,
+                      tfds_download: bool = False) -> InteractionData:
+    """Interactions for retrieval.
+
+    Args:
+      dataset: A name of :data:`INTERACTION_DATASETS`.
+      data_dir: The folder (or file) of a dataset read from files.
+      seed: The seed of synthetic data.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+      synthetic_users: Users of synthetic data.
+      synthetic_items: Items of synthetic data.
+      tfds_download: Let TensorFlow Datasets download (``tfds:`` names).
+
+    Returns:
+      The interactions, with item and user tables where the data has them.
+    """
+    if dataset in ("synthetic", "synthetic-histories"):
         from tfrs_recsys.data.synthetic_interactions import synthetic_histories
 
-        return synthetic_histories(cfg.synthetic_users, cfg.synthetic_items, seed=cfg.seed)
-    if name == "synthetic-ratings":
+        return synthetic_histories(synthetic_users, synthetic_items, seed=seed)
+    if dataset == "synthetic-ratings":
         from tfrs_recsys.data.synthetic_interactions import synthetic_ratings
 
-        return synthetic_ratings(cfg.synthetic_users, cfg.synthetic_items, seed=cfg.seed,
-                                 min_ratings=min(20, cfg.synthetic_items), max_ratings=min(60, cfg.synthetic_items))
-    if name == "movielens-100k":
+        return synthetic_ratings(synthetic_users, synthetic_items, seed=seed,
+                                 min_ratings=min(20, synthetic_items), max_ratings=min(60, synthetic_items))
+    if dataset == "movielens-100k":
         from tfrs_recsys.data.movielens import load_movielens_100k
 
-        return load_movielens_100k(_need_dir(cfg, INTERACTION_DATASETS[name]), skip_bad_rows=cfg.skip_bad_rows)
-    if name in ("movielens-csv", "movielens-latest-small"):
+        return load_movielens_100k(_need_dir(dataset, data_dir), skip_bad_rows=skip_bad_rows)
+    if dataset in ("movielens-csv", "movielens-latest-small"):
         from tfrs_recsys.data.movielens import load_movielens_csv
 
-        return load_movielens_csv(_need_dir(cfg, INTERACTION_DATASETS["movielens-csv"]),
-                                  skip_bad_rows=cfg.skip_bad_rows)
-    if name == "movielens-1m":
+        return load_movielens_csv(_need_dir(dataset, data_dir, INTERACTION_DATASETS["movielens-csv"]),
+                                  skip_bad_rows=skip_bad_rows)
+    if dataset == "movielens-1m":
         from tfrs_recsys.data.movielens import load_movielens_1m
 
-        return load_movielens_1m(_need_dir(cfg, INTERACTION_DATASETS[name]), skip_bad_rows=cfg.skip_bad_rows)
-    if name.startswith("tfds:") or name.startswith("movielens/"):
+        return load_movielens_1m(_need_dir(dataset, data_dir), skip_bad_rows=skip_bad_rows)
+    if dataset.startswith("tfds:") or dataset.startswith("movielens/"):
         from tfrs_recsys.data.movielens import load_tfds_movielens
 
-        return load_tfds_movielens(name.removeprefix("tfds:"), data_dir=cfg.data_dir, download=cfg.tfds_download)
-    raise DataError(f"unknown retrieval dataset '{name}'",
+        return load_tfds_movielens(dataset.removeprefix("tfds:"), data_dir=data_dir, download=tfds_download)
+    raise DataError(f"unknown retrieval dataset '{dataset}'",
                     fix="choose one of: " + "; ".join(f"{k} ({v})" for k, v in INTERACTION_DATASETS.items()))
 
 
@@ -94,51 +125,79 @@ def _file_in(path: str, names: tuple[str, ...]) -> str:
     return path
 
 
-def load_labeled(cfg: TrainConfig, task: str) -> LabeledData:
-    """Labeled impressions for a ranker (``task`` is ``esmm`` or ``deepfm``), by ``cfg.dataset``."""
-    name = cfg.dataset
+def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = None, *, seed: int = 42,
+                 skip_bad_rows: bool = False, label_columns: Sequence[str] = (),
+                 session_column: str | None = None, user_column: str | None = None,
+                 item_column: str | None = None, synthetic_sessions: int = 5000, session_size: int = 20,
+                 synthetic_rows: int = 50_000, synthetic_users: int = 2000, synthetic_items: int = 500,
+                 tfds_download: bool = False) -> LabeledData:
+    """Labeled impressions for a ranker.
+
+    Args:
+      task: ``esmm`` or ``deepfm``.
+      dataset: A name of :data:`LABELED_DATASETS` (for deepfm also one of :data:`IMPLICIT_CLICK_SOURCES`).
+      data_dir: The folder (or file) of a dataset read from files.
+      seed: The seed of synthetic data and sampled negatives.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+      label_columns: The labels of ``csv`` / ``parquet`` data.
+      session_column: The session column of ``csv`` / ``parquet`` data.
+      user_column: The user column of ``csv`` / ``parquet`` data.
+      item_column: The item column of ``csv`` / ``parquet`` data.
+      synthetic_sessions: Sessions of synthetic ESMM data.
+      session_size: Impressions per synthetic session.
+      synthetic_rows: Rows of synthetic DeepFM data.
+      synthetic_users: Users of the synthetic histories read as implicit clicks.
+      synthetic_items: Items of the synthetic histories read as implicit clicks.
+      tfds_download: Let TensorFlow Datasets download.
+
+    Returns:
+      The impressions, their label columns and keys.
+    """
     if task not in ("esmm", "deepfm"):
         raise ValueError(f"task must be 'esmm' or 'deepfm', got {task!r}")
-    if name == "synthetic":
+    if dataset == "synthetic":
         from tfrs_recsys.data import synthetic
 
         if task == "esmm":
-            return synthetic.synthetic_sessions(cfg.synthetic_sessions, cfg.session_size, seed=cfg.seed)
-        return synthetic.synthetic_ctr_logs(cfg.synthetic_rows, seed=cfg.seed)
-    if name == "aliexpress":
+            return synthetic.synthetic_sessions(synthetic_sessions, session_size, seed=seed)
+        return synthetic.synthetic_ctr_logs(synthetic_rows, seed=seed)
+    if dataset == "aliexpress":
         from tfrs_recsys.data.clicklogs import load_aliexpress
 
-        path = _file_in(_need_dir(cfg, LABELED_DATASETS[name]), ("train.csv",))
-        return load_aliexpress(path, skip_bad_rows=cfg.skip_bad_rows)
-    if name == "ali-ccp":
+        path = _file_in(_need_dir(dataset, data_dir), ("train.csv",))
+        return load_aliexpress(path, skip_bad_rows=skip_bad_rows)
+    if dataset == "ali-ccp":
         from tfrs_recsys.data.clicklogs import load_ali_ccp
 
-        return load_ali_ccp(_need_dir(cfg, LABELED_DATASETS[name]), skip_bad_rows=cfg.skip_bad_rows)
-    if name == "criteo":
+        return load_ali_ccp(_need_dir(dataset, data_dir), skip_bad_rows=skip_bad_rows)
+    if dataset == "criteo":
         from tfrs_recsys.data.tabular import load_criteo
 
-        path = _file_in(_need_dir(cfg, LABELED_DATASETS[name]), ("train.txt",))
-        return load_criteo(path, skip_bad_rows=cfg.skip_bad_rows)
-    if task == "deepfm" and name in IMPLICIT_CLICK_SOURCES:
+        path = _file_in(_need_dir(dataset, data_dir), ("train.txt",))
+        return load_criteo(path, skip_bad_rows=skip_bad_rows)
+    if task == "deepfm" and dataset in IMPLICIT_CLICK_SOURCES:
         from tfrs_recsys.data.homepage import movielens_click_logs
 
         # Every interaction is a click; unseen items at the same time are the negatives.
-        return movielens_click_logs(load_interactions(cfg), seed=cfg.seed)
-    if name == "expedia":
+        interactions = load_interactions(dataset, data_dir, seed=seed, skip_bad_rows=skip_bad_rows,
+                                         synthetic_users=synthetic_users, synthetic_items=synthetic_items,
+                                         tfds_download=tfds_download)
+        return movielens_click_logs(interactions, seed=seed)
+    if dataset == "expedia":
         if task != "esmm":
             raise DataError("--dataset expedia holds clicks and bookings for the ESMM ranker",
                             fix="train esmm on it: python -m tfrs_recsys.train esmm --dataset expedia --data-dir ...")
         from tfrs_recsys.data.expedia import load_expedia
 
-        return load_expedia(_need_dir(cfg, LABELED_DATASETS[name]), skip_bad_rows=cfg.skip_bad_rows)
-    if name in ("csv", "parquet"):
+        return load_expedia(_need_dir(dataset, data_dir), skip_bad_rows=skip_bad_rows)
+    if dataset in ("csv", "parquet"):
         from tfrs_recsys.data.tabular import load_table
 
-        if not cfg.label_columns:
-            raise DataError(f"--dataset {name} needs the label columns",
+        if not label_columns:
+            raise DataError(f"--dataset {dataset} needs the label columns",
                             fix="pass --label-columns click,conversion (esmm) or --label-columns label (deepfm)")
-        return load_table(_need_dir(cfg, f"a {name} file"), labels=list(cfg.label_columns),
-                          skip_bad_rows=cfg.skip_bad_rows, session_column=cfg.session_column,
-                          user_column=cfg.user_column, item_column=cfg.item_column)
-    raise DataError(f"unknown {task} dataset '{name}'",
+        return load_table(_need_dir(dataset, data_dir), labels=list(label_columns),
+                          skip_bad_rows=skip_bad_rows, session_column=session_column, user_column=user_column,
+                          item_column=item_column)
+    raise DataError(f"unknown {task} dataset '{dataset}'",
                     fix="choose one of: " + "; ".join(f"{k} ({v})" for k, v in LABELED_DATASETS.items()))

@@ -29,8 +29,7 @@ import numpy as np
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
-from tfrs_recsys import paths
-from tfrs_recsys.data.errors import DataError
+from tfrs_recsys import paths, runs
 from tfrs_recsys.errors import UserError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.export.tfserving import publish_version
@@ -79,17 +78,20 @@ def warmup_inputs(spec: FeatureSpec) -> dict[str, np.ndarray]:
 
 def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, model_name: str | None = None,
                   version: int | None = None) -> Path | str:
-    """Export the ranker trained in ``model_dir`` as ``BASE/NAME/<version>``; returns that directory.
+    """Export the ranker trained in ``model_dir`` as ``BASE/NAME/<version>``.
 
-    ``model_name`` (``esmm`` / ``deepfm``), when given, must match the run's model.
+    Args:
+      model_dir: The run directory of ``python -m tfrs_recsys.train esmm|deepfm``.
+      export_base: The model server's base path.
+      name: The model's name under it.
+      model_name: ``esmm`` or ``deepfm``: the model the run must have trained (default: either).
+      version: The version number (default: the next free one).
+
+    Returns:
+      The version directory.
     """
-    from tfrs_recsys.training.rankers import load_trained_ranker
-
-    trained_name, model, spec = load_trained_ranker(model_dir)
-    if model_name is not None and model_name != trained_name:
-        raise DataError(f"the run in {model_dir} trained '{trained_name}', not '{model_name}'",
-                        path=str(model_dir), fix=f"run `python -m tfrs_recsys.export {trained_name} ...`")
-    module = RankerSignatures(model, spec, OUTPUTS[trained_name])
+    run, model, spec = runs.load_ranker(model_dir, model_name)
+    module = RankerSignatures(model, spec, OUTPUTS[run.model_name])
     warmup = warmup_inputs(spec)
     module.serve({k: tf.constant(v) for k, v in warmup.items()})  # trace before saving
 
@@ -97,17 +99,16 @@ def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, 
         tf.saved_model.save(module, path, signatures={SIGNATURE: module.serve})
         spec.save(paths.join(paths.makedirs(paths.join(path, "assets.extra")), SPEC_ASSET))
 
-    test_metrics = paths.join(model_dir, "test_metrics.json")
     metadata = {
-        "model": trained_name,
+        "model": run.model_name,
         "signature": SIGNATURE,
         "inputs": input_metadata(spec),
-        "outputs": {o: "float32 [B]" for o in OUTPUTS[trained_name]},
+        "outputs": {o: "float32 [B]" for o in OUTPUTS[run.model_name]},
         "labels": list(spec.labels),
         "oov": "unknown categorical values go to an out-of-vocabulary bucket; missing numbers take the mean",
         "feature_spec": f"assets.extra/{SPEC_ASSET}",
         "source_run": paths.absolute(model_dir),
-        "test_metrics": paths.read_json(test_metrics) if paths.isfile(test_metrics) else None,
+        "test_metrics": paths.read_json(run.file(runs.TEST_METRICS)) if run.has(runs.TEST_METRICS) else None,
     }
     return publish_version(export_base, name, save, version=version, warmup=[(SIGNATURE, warmup)],
                            metadata=metadata)

@@ -42,7 +42,7 @@ import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tfrs_recsys import paths
+from tfrs_recsys import paths, runs
 from tfrs_recsys.data.sequences import pad_left
 from tfrs_recsys.export.scann_index import ScaNNIndex
 from tfrs_recsys.export.tfserving import existing_versions, publish_version
@@ -223,13 +223,12 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
     :class:`ExportError` (nothing written) when ScaNN's recall@k is below ``scann_min_recall``
     and ``allow_low_recall`` is false.
     """
-    from tfrs_recsys.training.retrieval import load_trained, query_vectors
+    from tfrs_recsys.models.retrieval import query_vectors
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    trained = load_trained(model_dir)
-    model, cfg = trained.model, trained.cfg
-    max_history = cfg.max_history
+    trained = runs.load_retrieval(model_dir)
+    model, max_history = trained.model, trained.cfg.max_history
     width = max_history if exclusion_width is None else int(exclusion_width)
     if width < 1:
         raise ValueError(f"exclusion width must be >= 1, got {width}")

@@ -44,15 +44,19 @@ growing. Either way serving scores keep their form, so exports are unchanged.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrs_recsys.data import sequences as seq
+from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.base import RecsysModel
 from tfrs_recsys.models.pairwise import LOSSES, PairwiseTask
-from tfrs_recsys.models.towers import FIRST_KNOWN_INDEX, ItemTower, QueryTower
+from tfrs_recsys.models.towers import FIRST_KNOWN_INDEX, ItemEncoder, ItemTower, QueryTower, SequenceEncoder
 
 NEGATIVES = ("auto", "full", "in_batch", "sampled")
 
@@ -222,3 +226,97 @@ class TwoTowerRetrieval(RecsysModel):
                                        candidate_ids=candidate_pos, compute_metrics=False,
                                        compute_batch_metrics=False)
         return self.global_loss(losses, self.targets_per_batch)
+
+
+@dataclass
+class Vocabularies:
+    """What the towers are built from: the catalog, the users and their feature tables."""
+
+    catalog: np.ndarray
+    users: np.ndarray | None
+    spec: FeatureSpec
+    item_tables: dict[str, np.ndarray]
+    user_tables: dict[str, np.ndarray]
+
+    @classmethod
+    def build(cls, catalog: np.ndarray, users: np.ndarray | None, items: pd.DataFrame | None,
+              user_table: pd.DataFrame | None, item_columns: list[str],
+              user_columns: list[str]) -> "Vocabularies":
+        """Feature tables of ``item_columns`` of ``items`` over ``catalog``, and of ``user_columns`` of
+        ``user_table`` over ``users`` (none without ``users``).
+
+        Args:
+          catalog: The item ids, in embedding row order.
+          users: The user ids with a trained embedding, or ``None``.
+          items: One row per item id (``item_id`` column), or ``None``.
+          user_table: One row per user id (``user_id`` column), or ``None``.
+          item_columns: Columns of ``items`` the item tower reads.
+          user_columns: Columns of ``user_table`` the query tower reads.
+
+        Returns:
+          The vocabularies, with a spec of every feature column.
+        """
+        item_specs, item_tables = seq.entity_features(items, "item_id", catalog, item_columns, group="item")
+        user_specs, user_tables = ([], {}) if users is None else seq.entity_features(
+            user_table, "user_id", users, user_columns, group="user")
+        spec = FeatureSpec(item_specs + user_specs, labels=[], user_column="user_id", item_column="item_id")
+        return cls(catalog, users, spec, item_tables, user_tables)
+
+
+def build_model(cfg, vocab: Vocabularies, *, item_probabilities: np.ndarray | None = None,
+                negatives: str = "full", targets_per_batch: float | None = None) -> TwoTowerRetrieval:
+    """The two-tower model of a retrieval config over ``vocab`` (variables are created on first call).
+
+    Args:
+      cfg: A :class:`~tfrs_recsys.config.RetrievalConfig`.
+      vocab: The catalog, users and feature tables.
+      item_probabilities: ``Q`` of the logQ correction, aligned with the catalog.
+      negatives: Resolved negatives (:func:`resolve_negatives`).
+      targets_per_batch: See :class:`TwoTowerRetrieval`.
+
+    Returns:
+      The model, not yet compiled.
+    """
+    dim = cfg.embedding_dim
+    encoder = ItemEncoder(vocab.catalog, dim, feature_specs=vocab.spec.group("item"),
+                          feature_tables=vocab.item_tables, name="item_encoder")
+    sequence_encoder = None
+    if cfg.use_transformer:
+        sequence_encoder = SequenceEncoder(cfg.max_history, dim, cfg.num_blocks, cfg.num_heads, cfg.ff_dim,
+                                           cfg.dropout, name="sequence_encoder")
+    query = QueryTower(encoder, dim, sequence_encoder=sequence_encoder,
+                       user_vocabulary=vocab.users if cfg.use_user_id or vocab.spec.group("user") else None,
+                       use_user_embedding=cfg.use_user_id, user_feature_specs=vocab.spec.group("user"),
+                       user_feature_tables=vocab.user_tables,
+                       hidden_units=cfg.query_hidden_units, dropout=cfg.dropout,
+                       user_id_dropout=cfg.user_id_dropout, name="query_tower")
+    items = ItemTower(encoder, dim, cfg.item_hidden_units, cfg.dropout, name="item_tower")
+    return TwoTowerRetrieval(query, items, vocab.catalog, negatives=negatives,
+                             item_probabilities=item_probabilities, num_sampled=cfg.num_sampled_negatives,
+                             logq_correction=cfg.logq_correction,
+                             remove_accidental_hits=cfg.remove_accidental_hits,
+                             hard_negatives=cfg.hard_negatives, temperature=cfg.inverse_temperature,
+                             max_temperature=cfg.max_inverse_temperature, targets_per_batch=targets_per_batch,
+                             loss=cfg.loss, margin=cfg.margin)
+
+
+def query_vectors(model: TwoTowerRetrieval, user_ids: np.ndarray, histories: list[np.ndarray], max_len: int,
+                  batch_size: int = 512) -> np.ndarray:
+    """The scaled queries ``tau * q`` of (user, history) pairs.
+
+    Args:
+      model: The trained model.
+      user_ids: ``[N]`` raw user ids.
+      histories: ``N`` arrays of raw item ids, oldest first.
+      max_len: The model's history length (``max_history``).
+      batch_size: Queries per call.
+
+    Returns:
+      ``[N, D]`` float32.
+    """
+    out = []
+    for lo in range(0, len(user_ids), batch_size):
+        features = {"user_id": tf.constant(np.asarray(user_ids[lo:lo + batch_size]).astype(str)),
+                    "history": tf.constant(seq.pad_left(histories[lo:lo + batch_size], max_len).astype(str))}
+        out.append(model.query_embeddings(features).numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.query_tower.head.layers[-1].units), np.float32)

@@ -1,8 +1,8 @@
 """What the recall -> rank pipeline reads at serving time: histories, features, hot items.
 
 A feature store is a directory of Parquet files written when models are exported
-(``FeatureStore.from_interactions(...).save(dir)``, or
-``python -m tfrs_recsys.serving.feature_store --dataset ... --out DIR``) and loaded
+(``FeatureStore.from_interactions(...).save(dir)``, or ``python -m tfrs_recsys.serving.feature_store
+--run-dir RUN --out DIR``, the data a retrieval run trained on, or ``--dataset ...``) and loaded
 read-only by the serving process:
 
 * ``user_histories.parquet``: ``user_id``, ``history`` (list of item ids, oldest first);
@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from tfrs_recsys import paths
+from tfrs_recsys import paths, runs
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.errors import UserError
@@ -182,11 +182,11 @@ def _missing(value) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tfrs_recsys.config import TrainConfig
     from tfrs_recsys.data.registry import INTERACTION_DATASETS, load_interactions
 
     p = argparse.ArgumentParser(prog="python -m tfrs_recsys.serving.feature_store",
                                 description="Write the serving feature store (histories, hot items, features).")
+    p.add_argument("--run-dir", default=None, help="a retrieval run: the data it trained on (not --dataset)")
     p.add_argument("--dataset", default="synthetic", help=f"one of {sorted(INTERACTION_DATASETS)}")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", required=True, help="directory to write")
@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             return pd.read_csv(fh)
 
     try:
-        data = load_interactions(TrainConfig(dataset=args.dataset, data_dir=args.data_dir))
+        data = (runs.training_interactions(args.run_dir) if args.run_dir
+                else load_interactions(args.dataset, args.data_dir))
         store = FeatureStore.from_interactions(data, half_life_days=args.half_life_days,
                                                item_features=table(args.item_features),
                                                user_features=table(args.user_features))

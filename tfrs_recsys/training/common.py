@@ -1,91 +1,28 @@
-"""What every training run shares: its directory, per-epoch log, early stopping, best weights, plots.
+"""What every training run shares: the per-epoch evaluator (log, early stopping, best weights), plots.
 
-A run directory holds::
-
-    config.json          resolved config; `train --config config.json` reproduces the run
-    train_log.jsonl      one line per epoch: training loss and validation metrics
-    test_metrics.json    final metrics on the test split
-    checkpoints/best*    weights of the best validation epoch
-    tensorboard/         TensorBoard logs (train/ from Keras, validation/ from the evaluator)
-    training_curves.png  the curves of train_log.jsonl
-
-In multi-worker training only the chief writes it; the other workers run the same steps into a
-temporary directory (:func:`prepare_run_dir` with ``chief=False``, :mod:`.distribution`).
+The run directory itself, its files and who reads them, is :mod:`tfrs_recsys.runs`.
 """
 from __future__ import annotations
 
-import atexit
 import io
-import json
 import math
-import shutil
-import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
-from tfrs_recsys import paths
-from tfrs_recsys.config import TrainConfig, save_config
+from tfrs_recsys import paths, runs
+from tfrs_recsys.config import TrainConfig
 from tfrs_recsys.training import distribution
 
-TRAIN_LOG = "train_log.jsonl"
-TEST_METRICS = "test_metrics.json"
-CONFIG_FILE = "config.json"
-CURVES_PNG = "training_curves.png"
-BEST_WEIGHTS = "checkpoints/best"
 
-
-def prepare_run_dir(cfg: TrainConfig, model: str, *, chief: bool = True) -> Path | str:
-    """Create the run directory (default ``runs/<model>-<UTC timestamp>``) and write config.json.
-
-    ``cfg.output_dir`` may be a local path or a ``tf.io.gfile`` URL (gs://...); see :mod:`tfrs_recsys.paths`.
-    A worker that is not the chief (``chief=False``) gets a fresh local temporary directory instead
-    and leaves ``cfg.output_dir`` alone; :func:`release_run_dir` removes it at the end (or, if the
-    run fails, the process's exit does).
-    """
-    if not chief:
-        run_dir = Path(tempfile.mkdtemp(prefix=f"tfrs_recsys-{model}-worker-"))
-        atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
-        return run_dir
-    if not cfg.output_dir:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        cfg.output_dir = str(Path("runs") / f"{model}-{stamp}")
-    run_dir = paths.makedirs(cfg.output_dir)
-    paths.remove(paths.join(run_dir, TRAIN_LOG), missing_ok=True)
-    save_config(cfg, paths.join(run_dir, CONFIG_FILE), model)
-    return run_dir
-
-
-def release_run_dir(run_dir: Path | str, *, chief: bool = True) -> None:
-    """Remove a non-chief worker's temporary run directory (the chief's is the run's output)."""
-    if not chief:
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: str | Path, obj: Mapping[str, Any]) -> Path | str:
-    """Write metrics as JSON (NaN/inf become null so every JSON reader accepts the file)."""
-    paths.makedirs(paths.parent(path))
-    clean = {k: _jsonable(v) for k, v in obj.items()}
-    return paths.write_text(path, json.dumps(clean, indent=2, sort_keys=True) + "\n")
-
-
-def read_train_log(run_dir: str | Path) -> list[dict]:
-    path = paths.join(run_dir, TRAIN_LOG)
-    if not paths.isfile(path):
-        return []
-    return [json.loads(line) for line in paths.read_text(path).splitlines() if line.strip()]
+def finish_run(run_dir: Path | str, metrics: Mapping[str, Any], *, chief: bool = True) -> None:
+    """Write the test metrics and the training curves; a non-chief worker's temporary directory goes."""
+    runs.write_test_metrics(run_dir, metrics)
+    plot_curves(run_dir)
+    runs.release(run_dir, chief=chief)
 
 
 class EpochEvaluator(tf.keras.callbacks.Callback):
@@ -113,7 +50,7 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         self._best_weights = None
         self._wait = 0
         self._epoch_start = 0.0
-        self._writer = tf.summary.create_file_writer(str(paths.join(self.run_dir, "tensorboard", "validation")))
+        self._writer = tf.summary.create_file_writer(str(paths.join(run_dir, runs.TENSORBOARD, "validation")))
 
     def _improved(self, value: float) -> bool:
         if value is None or not math.isfinite(value):
@@ -130,9 +67,9 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         if self.monitor not in metrics:
             raise KeyError(f"eval_fn returned {sorted(metrics)}, which lacks the monitored metric '{self.monitor}'")
         row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._epoch_start, 3)}
-        row.update({k: _jsonable(float(v)) for k, v in (logs or {}).items()})
-        row.update({f"val_{k}": _jsonable(v) for k, v in metrics.items()})
-        paths.append_text(paths.join(self.run_dir, TRAIN_LOG), json.dumps(row) + "\n")
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        row.update({f"val_{k}": v for k, v in metrics.items()})
+        runs.append_log(self.run_dir, row)
         with self._writer.as_default():
             for k, v in metrics.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -142,7 +79,7 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
             self.best_value, self.best_epoch, self._wait = value, epoch + 1, 0
             self._best_weights = self.model.get_weights()
             if self.save_checkpoint:
-                self.model.save_weights(str(paths.join(self.run_dir, BEST_WEIGHTS)))
+                runs.save_checkpoint(self.model, self.run_dir)
         else:
             self._wait += 1
         # Under multi-worker training every worker evaluates the same weights on the same data, so the
@@ -159,8 +96,8 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
 
 
 def tensorboard_callback(run_dir: str | Path) -> tf.keras.callbacks.TensorBoard:
-    return tf.keras.callbacks.TensorBoard(log_dir=str(paths.join(run_dir, "tensorboard")), write_graph=False,
-                                          profile_batch=0)
+    return tf.keras.callbacks.TensorBoard(log_dir=str(paths.join(run_dir, runs.TENSORBOARD)),
+                                          write_graph=False, profile_batch=0)
 
 
 def fit_verbosity(cfg: TrainConfig) -> int:
@@ -170,7 +107,7 @@ def fit_verbosity(cfg: TrainConfig) -> int:
 
 def plot_curves(run_dir: str | Path) -> Path | str | None:
     """Draw every numeric column of train_log.jsonl against the epoch into training_curves.png."""
-    rows = read_train_log(run_dir)
+    rows = runs.read_train_log(run_dir)
     if not rows:
         return None
     from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's inline one) stays as it is
@@ -193,4 +130,4 @@ def plot_curves(run_dir: str | Path) -> Path | str | None:
     fig.tight_layout()
     png = io.BytesIO()  # matplotlib writes local files only; the bytes go through paths (gs://, ...)
     fig.savefig(png, format="png", dpi=100)
-    return paths.write_bytes(paths.join(run_dir, CURVES_PNG), png.getvalue())
+    return paths.write_bytes(paths.join(run_dir, runs.CURVES), png.getvalue())

@@ -22,12 +22,11 @@ import pandas as pd
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 from tfrs_recsys import metrics as M
-from tfrs_recsys import paths
 from tfrs_recsys.config import DeepFMConfig
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.training import rankers
-from tfrs_recsys.training.common import TEST_METRICS, plot_curves, release_run_dir, write_json
+from tfrs_recsys.training.common import finish_run
 
 
 def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *, truth: pd.DataFrame | None = None,
@@ -60,10 +59,8 @@ def run(cfg: DeepFMConfig) -> dict:
 
     evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=rankers.MONITOR,
                             eval_fn=selection_eval(split.validation, spec))
-    plot_curves(run_dir)
     truth = None if data.truth is None else data.truth.loc[split.test.index]
     metrics = evaluate_deepfm(model, split.test, spec, truth=truth)
     metrics["best_epoch"] = evaluator.best_epoch
-    write_json(paths.join(run_dir, TEST_METRICS), metrics)
-    release_run_dir(run_dir, chief=start.chief)
+    finish_run(run_dir, metrics, chief=start.chief)
     return metrics

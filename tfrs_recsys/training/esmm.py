@@ -40,13 +40,13 @@ import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
 from tfrs_recsys import metrics as M
-from tfrs_recsys import paths
+from tfrs_recsys import paths, runs
 from tfrs_recsys.config import ESMMConfig
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.esmm import ESMM, ClickedCVR
 from tfrs_recsys.training import rankers
-from tfrs_recsys.training.common import TEST_METRICS, plot_curves, release_run_dir, write_json
+from tfrs_recsys.training.common import finish_run
 
 MONITOR = rankers.MONITOR
 NDCG_GAIN = "conversion=2, click=1, none=0; ranked by pCTR + pCTCVR"
@@ -121,7 +121,7 @@ def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, v
     if clicked.empty:
         raise DataError("no clicked training rows for the clicked-only CVR baseline", column=spec.labels[0],
                         fix="use data with clicks, or --baseline false")
-    baseline_dir = paths.makedirs(paths.join(run_dir, "baseline"))
+    baseline_dir = paths.makedirs(paths.join(run_dir, runs.BASELINE))
 
     def eval_fn(m: ClickedCVR) -> dict[str, float]:
         return rankers.with_selection_score(evaluate_clicked_cvr(m, validation, spec), ("cvr_auc_clicked",),
@@ -147,7 +147,6 @@ def run(cfg: ESMMConfig) -> dict:
 
     evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=MONITOR,
                             eval_fn=selection_eval(validation, spec, cfg))
-    plot_curves(run_dir)
     test_truth = _truth_of(data.truth, split.test)
     metrics = evaluate_esmm(model, split.test, spec, truth=test_truth, k=cfg.ndcg_k)
     metrics["best_epoch"] = evaluator.best_epoch
@@ -155,6 +154,5 @@ def run(cfg: ESMMConfig) -> dict:
         baseline = train_clicked_cvr(cfg, spec, split.train, validation, run_dir, strategy=strategy)
         for key, value in evaluate_clicked_cvr(baseline, split.test, spec, truth=test_truth).items():
             metrics[f"baseline_{key}"] = value
-    write_json(paths.join(run_dir, TEST_METRICS), metrics)
-    release_run_dir(run_dir, chief=start.chief)
+    finish_run(run_dir, metrics, chief=start.chief)
     return metrics

@@ -1,17 +1,11 @@
-"""What the two rankers (ESMM, DeepFM) share in training: data, split, spec, fit loop, scoring, reload.
+"""What the two rankers (ESMM, DeepFM) share in training: data, split, spec, fit loop, scoring.
 
-A ranker's run directory holds, beside the files of :mod:`tfrs_recsys.training.common`::
-
-    spec.json      the feature spec the model was built from (vocabularies, statistics, groups)
-    split.json     how the data was split, and the row / session counts of each part
-
-``config.json`` + ``spec.json`` + ``checkpoints/best`` rebuild the trained model
-(:func:`load_trained_ranker`), which is all export needs.
+The run's files, and the model rebuilt from them for export and evaluation, are
+:mod:`tfrs_recsys.runs`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Callable, Mapping
@@ -22,23 +16,20 @@ import pandas as pd
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
-from tfrs_recsys import paths
-from tfrs_recsys.config import TrainConfig, build_config
+from tfrs_recsys import runs
+from tfrs_recsys.config import TrainConfig
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import dataset_from_arrays, frame_to_label_columns
-from tfrs_recsys.data.registry import load_labeled
+from tfrs_recsys.data.registry import load_labeled, options_from
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame, frame_to_raw
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.optimizers import FusedAdam
-from tfrs_recsys.training.common import (BEST_WEIGHTS, CONFIG_FILE, EpochEvaluator, fit_verbosity,
-                                         prepare_run_dir, tensorboard_callback)
+from tfrs_recsys.training.common import EpochEvaluator, fit_verbosity, tensorboard_callback
 
-SPEC_FILE = "spec.json"
-SPLIT_FILE = "split.json"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 PREDICT_BATCH = 4096
 MONITOR = "selection_score"
@@ -55,7 +46,7 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
     parts); otherwise rows are split at random (seeded). Fractions 80 / 10 / 10. The labels are
     checked first (:func:`check_labels`): ESMM takes click then conversion, DeepFM one click label.
     """
-    data = load_labeled(cfg, task)
+    data = load_labeled(task, **options_from(cfg, load_labeled))
     wanted, fix = LABELS[task]
     if len(data.labels) != wanted:
         raise DataError(f"{task} takes {wanted} label(s); the data has {data.labels}", fix=fix)
@@ -240,48 +231,8 @@ def start_run(cfg: TrainConfig, task: str) -> RankerRun:
     chief = distribution.is_chief(strategy)
     tf.keras.utils.set_random_seed(cfg.seed)
     data, split = load_and_split(cfg, task)
-    run_dir = prepare_run_dir(cfg, task, chief=chief)
+    run_dir = runs.create(cfg, task, chief=chief)
     print(f"{task}: strategy: {distribution.describe(strategy)}", flush=True)
     spec = ranker_spec(cfg, data, split.train)
-    write_run_files(run_dir, spec, split)
+    runs.write_ranker_files(run_dir, spec, split)
     return RankerRun(strategy, chief, data, split, spec, run_dir)
-
-
-def write_run_files(run_dir: Path | str, spec: FeatureSpec, split: Split) -> None:
-    spec.save(paths.join(run_dir, SPEC_FILE))
-    paths.write_text(paths.join(run_dir, SPLIT_FILE), json.dumps(split.summary(), indent=2) + "\n")
-
-
-def load_trained_ranker(model_dir: str | Path) -> tuple[str, tf.keras.Model, FeatureSpec]:
-    """Rebuild ``(model name, model with its best weights, spec)`` from a ranker's run directory."""
-    from tfrs_recsys.models.deepfm import DeepFM
-    from tfrs_recsys.models.esmm import ESMM
-
-    run_dir = paths.as_path(model_dir)
-    config_path = paths.join(run_dir, CONFIG_FILE)
-    if not paths.isfile(config_path):
-        raise DataError("no config.json in the model directory", path=str(run_dir),
-                        fix="pass the --output-dir of a `python -m tfrs_recsys.train esmm|deepfm` run")
-    name = paths.read_json(config_path).get("model")
-    builders = {"esmm": ESMM, "deepfm": DeepFM}
-    if name not in builders:
-        raise DataError(f"the run trained model '{name}', not a ranker", path=str(config_path),
-                        fix="export rankers (esmm, deepfm) from here; use `export retrieval` for retrieval runs")
-    cfg = build_config(name, environ={}, config_file=config_path)
-    spec = FeatureSpec.load(paths.join(run_dir, SPEC_FILE))
-    checkpoint = paths.join(run_dir, BEST_WEIGHTS)
-    if not paths.isfile(f"{checkpoint}.index"):
-        raise DataError("the run has no best checkpoint", path=str(checkpoint),
-                        fix="train until at least one epoch finishes (checkpoints/best is written then)")
-    model = builders[name].from_spec(spec, cfg)
-    model(empty_raw_batch(spec), training=False)  # create the variables before restoring them
-    status = model.load_weights(str(checkpoint))
-    status.assert_existing_objects_matched()  # every model variable restored; optimizer slots are not needed
-    status.expect_partial()
-    return name, model, spec
-
-
-def empty_raw_batch(spec: FeatureSpec, rows: int = 2) -> dict[str, tf.Tensor]:
-    """A batch of missing values ("" / NaN) for every feature: builds a model's variables."""
-    return {f.name: tf.constant([""] * rows) if f.is_categorical else tf.constant([np.nan] * rows, tf.float32)
-            for f in spec.features}

@@ -20,7 +20,6 @@ validation value at any epoch) scores :data:`DIVERGED_SCORE`, below every real A
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -29,8 +28,8 @@ from pathlib import Path
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
+from tfrs_recsys import paths, runs
 from tfrs_recsys.config import ConfigError, TrainConfig
-from tfrs_recsys.training.common import prepare_run_dir, read_train_log
 
 OBJECTIVES = {"retrieval": "val_ndcg@10", "esmm": "val_ctcvr_auc", "deepfm": "val_auc"}
 DIVERGED_SCORE = 0.0
@@ -50,7 +49,7 @@ class TrialResult:
 
 
 def _result(objective: str, run_dir: Path, best_epoch: int | None, seconds: float) -> TrialResult:
-    rows = read_train_log(run_dir)
+    rows = runs.read_train_log(run_dir)
     row = next((r for r in rows if r.get("epoch") == best_epoch), {})
     metrics = {k: float(v) for k, v in row.items()
                if k.startswith("val_") and isinstance(v, (int, float)) and math.isfinite(v)}
@@ -66,23 +65,20 @@ class RetrievalTrials:
     model = "retrieval"
 
     def __init__(self, cfg: TrainConfig):
-        from tfrs_recsys.data.registry import load_interactions
-        from tfrs_recsys.training.retrieval import resolve_protocol
+        from tfrs_recsys.training.retrieval import load_data, resolve_protocol
 
         if resolve_protocol(cfg) == "leave_last_out" and 10 not in tuple(cfg.eval_ks):
             raise ConfigError(f"tuning retrieval maximizes validation NDCG@10, but --eval-ks is {cfg.eval_ks}; "
                               f"include 10 (e.g. --eval-ks 10,50)")
-        self.data = load_interactions(cfg)
-        for report in self.data.skipped:
-            report.log()
+        self.data = load_data(cfg)
 
     def run(self, cfg: TrainConfig) -> TrialResult:
-        from tfrs_recsys.training.retrieval import META, train_and_evaluate
+        from tfrs_recsys.training.retrieval import train_and_evaluate
 
         start = time.perf_counter()
-        result = train_and_evaluate(cfg, self.data)
-        meta = json.loads((result.run_dir / META).read_text())
-        return _result(OBJECTIVES[self.model], result.run_dir, meta.get("best_epoch"), time.perf_counter() - start)
+        run_dir = train_and_evaluate(cfg, self.data).run_dir
+        best_epoch = paths.read_json(runs.open_run(run_dir).file(runs.META)).get("best_epoch")
+        return _result(OBJECTIVES[self.model], run_dir, best_epoch, time.perf_counter() - start)
 
 
 class RankerTrials:
@@ -121,8 +117,8 @@ class RankerTrials:
 
         start = time.perf_counter()
         tf.keras.utils.set_random_seed(cfg.seed)
-        run_dir = prepare_run_dir(cfg, self.model)
-        rankers.write_run_files(run_dir, self.spec, self.split)
+        run_dir = runs.create(cfg, self.model)
+        runs.write_ranker_files(run_dir, self.spec, self.split)
         model = (ESMM if self.model == "esmm" else DeepFM).from_spec(self.spec, cfg)
         evaluator = rankers.fit(model, cfg, self.split.train, self.spec, run_dir, eval_fn=self._eval_fn(cfg),
                                 monitor=rankers.MONITOR)

@@ -1,0 +1,66 @@
+"""The run directory's readers: a missing file or another model's run fails naming the file and the command
+that writes it (the round trip of real training runs is in test_ranker_export and test_retrieval_train)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tfrs_recsys import runs
+from tfrs_recsys.config import build_config
+from tfrs_recsys.data.schema import infer_schema
+from tfrs_recsys.data.splits import random_split
+from tfrs_recsys.data.synthetic import synthetic_ctr_logs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ranker_run_without_checkpoint(run_dir: Path) -> Path:
+    """What training has written before its first epoch ends: config.json, spec.json, split.json."""
+    data = synthetic_ctr_logs(200, seed=1, num_users=20, num_items=30)
+    split = random_split(data.frame, test_fraction=0.2, validation_fraction=0.2, seed=1)
+    cfg = build_config("deepfm", {"output_dir": str(run_dir)}, environ={})
+    runs.write_ranker_files(runs.create(cfg, "deepfm"), infer_schema(split.train, data.labels), split)
+    return run_dir
+
+
+def test_a_directory_without_config_names_it_and_the_train_command(tmp_path):
+    with pytest.raises(runs.RunDirError) as error:
+        runs.load_retrieval(tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path}: the run directory has no config.json")
+    assert f"python -m tfrs_recsys.train retrieval --output-dir {tmp_path}" in message
+
+
+def test_a_run_without_checkpoint_names_it_and_the_command_that_writes_it(tmp_path):
+    run_dir = _ranker_run_without_checkpoint(tmp_path / "run")
+    assert runs.open_run(run_dir).model_name == "deepfm"
+    with pytest.raises(runs.RunDirError) as error:
+        runs.load_ranker(run_dir)
+    message = str(error.value)
+    assert "the deepfm run has no checkpoints/best" in message and "spec.json" not in message
+    assert f"python -m tfrs_recsys.train deepfm --config {run_dir / 'config.json'}" in message
+    (run_dir / runs.SPEC).unlink()
+    with pytest.raises(runs.RunDirError, match="has no spec.json, checkpoints/best"):
+        runs.load_ranker(run_dir)
+
+
+def test_another_models_run_is_refused(tmp_path):
+    run_dir = _ranker_run_without_checkpoint(tmp_path / "run")
+    with pytest.raises(runs.RunDirError, match="the run trained 'deepfm', not 'retrieval'"):
+        runs.load_retrieval(run_dir)
+    with pytest.raises(runs.RunDirError, match="the run trained 'deepfm', not 'esmm'"):
+        runs.load_ranker(run_dir, "esmm")
+
+
+def test_the_commands_print_the_error_and_exit_2(tmp_path):
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+    run_dir = _ranker_run_without_checkpoint(tmp_path / "run")
+    for command in (["tfrs_recsys.recommend", "--run-dir", str(tmp_path), "--user-id", "1"],
+                    ["tfrs_recsys.export", "deepfm", "--model-dir", str(run_dir), "--export-base",
+                     str(tmp_path / "out"), "--name", "x"]):
+        done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, env=env,
+                              cwd=REPO, timeout=300)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "config.json" in done.stderr and "python -m tfrs_recsys.train" in done.stderr

@@ -1,0 +1,303 @@
+"""The run directory: what training writes, and what export, evaluate, recommend, tune and the feature
+store read back. Its layout is defined here and nowhere else.
+
+Every run::
+
+    config.json          model and resolved config: `train MODEL --config config.json` reruns the run
+    train_log.jsonl      one line per epoch: training loss and validation metrics
+    test_metrics.json    final metrics on the test split
+    checkpoints/best*    weights of the best validation epoch
+    tensorboard/         TensorBoard logs (train/ from Keras, validation/ from the per-epoch evaluator)
+    training_curves.png  the curves of train_log.jsonl
+
+A ranker run (esmm, deepfm) adds::
+
+    spec.json            the feature spec the model was built from (vocabularies, statistics, groups)
+    split.json           how the data was split, and the row / session counts of each part
+    baseline/            ESMM's clicked-only CVR baseline: its train_log.jsonl and TensorBoard logs
+    predictions_<part>.parquet   the part's rows scored by `python -m tfrs_recsys.evaluate --run-dir`
+
+A retrieval run adds::
+
+    item_ids.txt         catalog, one raw id per line, in embedding row order
+    item_embeddings.npy  [items, dim] float32, L2-normalized item vectors
+    items.parquet        item metadata of the catalog (title, genres, ...)
+    user_ids.txt         users with a trained embedding
+    users.parquet        user features (when the data has them)
+    histories.parquet    user_id, items: every user's full history, oldest first
+    feature_spec.json    item and user feature columns the towers use
+    retrieval_meta.json  sizes, resolved negatives, learned inverse temperature, timings
+
+A run directory may be a local path or a ``tf.io.gfile`` URL (:mod:`tfrs_recsys.paths`). In
+multi-worker training only the chief writes it; the other workers write a temporary directory
+(:func:`create` with ``chief=False``). Readers check the files they need first and raise
+:class:`RunDirError`, which names the missing file and the command that writes it.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tfrs_recsys import paths
+from tfrs_recsys.config import TrainConfig, build_config, save_config
+from tfrs_recsys.data.schema import FeatureSpec
+from tfrs_recsys.errors import UserError
+
+CONFIG, TRAIN_LOG, TEST_METRICS = "config.json", "train_log.jsonl", "test_metrics.json"
+CHECKPOINT, TENSORBOARD, CURVES = "checkpoints/best", "tensorboard", "training_curves.png"
+SPEC, SPLIT, BASELINE, PREDICTIONS = "spec.json", "split.json", "baseline", "predictions_{part}.parquet"
+ITEM_IDS, ITEM_EMBEDDINGS, ITEMS, USER_IDS, USERS = (
+    "item_ids.txt", "item_embeddings.npy", "items.parquet", "user_ids.txt", "users.parquet")
+HISTORIES, FEATURE_SPEC, META = "histories.parquet", "feature_spec.json", "retrieval_meta.json"
+RANKERS = ("esmm", "deepfm")
+MODELS = ("retrieval", *RANKERS)
+
+
+class RunDirError(UserError):
+    """A run directory lacks a file a reader needs, or holds another model's run."""
+
+
+# -- writing ------------------------------------------------------------------------------------------
+
+def create(cfg: TrainConfig, model: str, *, chief: bool = True) -> Path | str:
+    """Create the run directory ``cfg.output_dir`` (default ``runs/<model>-<UTC time>``) and its config.json.
+
+    Args:
+      cfg: The run's resolved config.
+      model: The model name (``retrieval``, ``esmm``, ``deepfm``).
+      chief: False on a multi-worker job's other workers: they get a fresh local temporary directory
+        (``cfg.output_dir`` is left alone), which :func:`release` removes, or else the process's exit.
+
+    Returns:
+      The run directory.
+    """
+    if not chief:
+        run_dir = Path(tempfile.mkdtemp(prefix=f"tfrs_recsys-{model}-worker-"))
+        atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
+        return run_dir
+    if not cfg.output_dir:
+        cfg.output_dir = str(Path("runs") / f"{model}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
+    run_dir = paths.makedirs(cfg.output_dir)
+    paths.remove(paths.join(run_dir, TRAIN_LOG), missing_ok=True)
+    save_config(cfg, paths.join(run_dir, CONFIG), model)
+    return run_dir
+
+
+def release(run_dir: Path | str, *, chief: bool = True) -> None:
+    """Remove a non-chief worker's temporary run directory (the chief's is the run's output)."""
+    if not chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj``, through nested dicts and lists, with NumPy scalars as numbers and NaN and infinities as
+    null: what every JSON reader accepts."""
+    if isinstance(obj, Mapping):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    obj = obj.item() if hasattr(obj, "item") else obj
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+
+
+def write_test_metrics(run_dir: Path | str, metrics: Mapping[str, Any]) -> None:
+    text = json.dumps(jsonable(metrics), indent=2, sort_keys=True) + "\n"
+    paths.write_text(paths.join(run_dir, TEST_METRICS), text)
+
+
+def append_log(run_dir: Path | str, row: Mapping[str, Any]) -> None:
+    """Append one epoch's row to train_log.jsonl."""
+    paths.append_text(paths.join(run_dir, TRAIN_LOG), json.dumps(jsonable(row)) + "\n")
+
+
+def read_train_log(run_dir: Path | str) -> list[dict]:
+    """The rows of train_log.jsonl, one per finished epoch (none before the first)."""
+    path = paths.join(run_dir, TRAIN_LOG)
+    if not paths.isfile(path):
+        return []
+    return [json.loads(line) for line in paths.read_text(path).splitlines() if line.strip()]
+
+
+def save_checkpoint(model, run_dir: Path | str) -> None:
+    model.save_weights(str(paths.join(run_dir, CHECKPOINT)))
+
+
+def write_ranker_files(run_dir: Path | str, spec: FeatureSpec, split) -> None:
+    """spec.json and split.json of a ranker run (``split``: a :class:`~tfrs_recsys.data.splits.Split`)."""
+    spec.save(paths.join(run_dir, SPEC))
+    paths.write_text(paths.join(run_dir, SPLIT), json.dumps(split.summary(), indent=2) + "\n")
+
+
+def write_retrieval_files(run_dir: Path | str, model, data, vocab, histories, meta: dict) -> None:
+    """The files a retrieval run adds (module docstring).
+
+    Args:
+      run_dir: The run directory.
+      model: The trained :class:`~tfrs_recsys.models.retrieval.TwoTowerRetrieval`.
+      data: The :class:`~tfrs_recsys.data.bundles.InteractionData` it trained on (item and user tables).
+      vocab: Its :class:`~tfrs_recsys.models.retrieval.Vocabularies`.
+      histories: Every user's full history (:class:`~tfrs_recsys.data.sequences.Sequences`).
+      meta: What training reports, beside the sizes and the learned inverse temperature.
+    """
+    catalog = [str(i) for i in vocab.catalog]
+    paths.write_text(paths.join(run_dir, ITEM_IDS), "\n".join(catalog) + "\n")
+    embeddings = model.candidate_embeddings().numpy().astype(np.float32)
+    paths.save_npy(paths.join(run_dir, ITEM_EMBEDDINGS), embeddings)
+    items = data.items.assign(item_id=data.items["item_id"].astype(str)).drop_duplicates("item_id")
+    items = pd.DataFrame({"item_id": catalog}).merge(items, on="item_id", how="left")
+    if "title" in items:
+        items["title"] = items["title"].fillna(items["item_id"]).astype(str)
+    paths.write_parquet(items, paths.join(run_dir, ITEMS), index=False)
+    if vocab.users is not None:
+        paths.write_text(paths.join(run_dir, USER_IDS), "".join(f"{u}\n" for u in vocab.users))
+    if data.users is not None:
+        users = data.users.assign(user_id=data.users["user_id"].astype(str))
+        paths.write_parquet(users, paths.join(run_dir, USERS), index=False)
+    paths.write_parquet(pd.DataFrame({"user_id": histories.user_ids.astype(str),
+                                      "items": [list(map(str, s)) for s in histories.items]}),
+                        paths.join(run_dir, HISTORIES), index=False)
+    vocab.spec.save(paths.join(run_dir, FEATURE_SPEC))
+    meta = {"num_items": len(catalog), "num_users": 0 if vocab.users is None else len(vocab.users),
+            "embedding_dim": int(embeddings.shape[1]),
+            "max_history": getattr(model.query_tower.sequence_encoder, "max_len", None),
+            "inverse_temperature": float(model.temperature.value.numpy()), **meta}
+    paths.write_text(paths.join(run_dir, META), json.dumps(meta, indent=2, default=str) + "\n")
+
+
+# -- reading ------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """A run directory opened by :func:`open_run`: where it is, the model it trained, its resolved config."""
+
+    path: Path | str
+    model_name: str
+    config: TrainConfig
+
+    def file(self, name: str) -> Path | str:
+        return paths.join(self.path, name)
+
+    def has(self, name: str) -> bool:
+        return paths.exists(self.file(f"{name}.index" if name == CHECKPOINT else name))
+
+    def require(self, *names: str) -> None:
+        """Raise :class:`RunDirError` naming every one of ``names`` the run lacks."""
+        missing = [n for n in names if not self.has(n)]
+        if missing:
+            raise RunDirError(f"the {self.model_name} run has no {', '.join(missing)}", path=str(self.path),
+                              fix=f"train it (again) to write them: `python -m tfrs_recsys.train "
+                                  f"{self.model_name} --config {self.file(CONFIG)}`")
+
+
+def open_run(run_dir: str | Path, models: Sequence[str] = MODELS) -> Run:
+    """Open a run directory for reading.
+
+    Args:
+      run_dir: A local path or URL.
+      models: The models the caller reads.
+
+    Returns:
+      The run, its config resolved from config.json.
+
+    Raises:
+      RunDirError: ``run_dir`` has no config.json, or the run trained a model not in ``models``.
+    """
+    run_dir = paths.as_path(run_dir)
+    config = paths.join(run_dir, CONFIG)
+    if not paths.isfile(config):
+        raise RunDirError(f"the run directory has no {CONFIG}", path=str(run_dir),
+                          fix=f"pass the --output-dir of a training run, or train one: "
+                              f"`python -m tfrs_recsys.train {'|'.join(models)} --output-dir {run_dir}`")
+    name = paths.read_json(config).get("model")
+    if name not in models:
+        raise RunDirError(f"the run trained '{name}', not {' or '.join(repr(m) for m in models)}",
+                          path=str(config), fix=f"pass the run directory of a {' or '.join(models)} training")
+    return Run(run_dir, name, build_config(name, environ={}, config_file=config))
+
+
+def _restore(model, run: Run) -> None:
+    """The best checkpoint into ``model``, whose variables exist; every one must be restored (the
+    optimizer's slots in the checkpoint are not needed)."""
+    model.load_weights(str(run.file(CHECKPOINT))).expect_partial().assert_existing_objects_matched()
+
+
+def load_ranker(run_dir: str | Path, model_name: str | None = None) -> tuple[Run, Any, FeatureSpec]:
+    """Rebuild a ranker run's model with its best weights.
+
+    Args:
+      run_dir: An ``esmm`` or ``deepfm`` run directory.
+      model_name: The model the run must have trained (default: either ranker).
+
+    Returns:
+      ``(run, model, spec)``: the :class:`Run`, the Keras model, the spec it was built from.
+    """
+    import tensorflow as tf
+
+    from tfrs_recsys.models.deepfm import DeepFM
+    from tfrs_recsys.models.esmm import ESMM
+
+    run = open_run(run_dir, (model_name,) if model_name else RANKERS)
+    run.require(SPEC, CHECKPOINT)
+    spec = FeatureSpec.load(run.file(SPEC))
+    model = {"esmm": ESMM, "deepfm": DeepFM}[run.model_name].from_spec(spec, run.config)
+    missing = {f.name: tf.constant([""] * 2) if f.is_categorical else tf.constant([np.nan] * 2, tf.float32)
+               for f in spec.features}
+    model(missing, training=False)  # creates the variables
+    _restore(model, run)
+    return run, model, spec
+
+
+@dataclass
+class TrainedRetrieval:
+    """A retrieval run reloaded from its directory (:func:`load_retrieval`)."""
+
+    model: Any  # TwoTowerRetrieval
+    cfg: TrainConfig
+    catalog: np.ndarray  # item ids, in embedding row order
+    items: pd.DataFrame  # catalog order
+    histories: dict[str, list[str]]
+    meta: dict
+    run_dir: Path | str
+
+
+def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
+    """Rebuild a retrieval run's model with its best weights, with its catalog, items and histories."""
+    import tensorflow as tf
+
+    from tfrs_recsys.models.retrieval import Vocabularies, build_model
+
+    run = open_run(run_dir, ("retrieval",))
+    run.require(ITEM_IDS, ITEMS, HISTORIES, FEATURE_SPEC, META, CHECKPOINT)
+    cfg, catalog = run.config, np.array(paths.read_text(run.file(ITEM_IDS)).splitlines(), dtype=object)
+    users = (np.array(paths.read_text(run.file(USER_IDS)).splitlines(), dtype=object) if run.has(USER_IDS)
+             else None)
+    items, spec = paths.read_parquet(run.file(ITEMS)), FeatureSpec.load(run.file(FEATURE_SPEC))
+    user_table = paths.read_parquet(run.file(USERS)) if run.has(USERS) else None
+    columns = {group: [c.name for c in spec.group(group)] for group in ("item", "user")}
+    vocab = Vocabularies.build(catalog, users, items, user_table, columns["item"], columns["user"])
+    model = build_model(cfg, vocab)
+    model.query_embeddings({"user_id": tf.constant([""]), "history": tf.constant([[""] * cfg.max_history])})
+    model.candidate_embeddings(tf.constant(catalog[:1].astype(str)))
+    _restore(model, run)
+    frame = paths.read_parquet(run.file(HISTORIES))
+    histories = {u: list(h) for u, h in zip(frame["user_id"], frame["items"])}
+    meta = paths.read_json(run.file(META))
+    return TrainedRetrieval(model, cfg, catalog.astype(str), items, histories, meta, run.path)
+
+
+def training_interactions(run_dir: str | Path):
+    """The interactions a retrieval run trained on, loaded again from the data its config names."""
+    from tfrs_recsys.data import registry
+
+    return registry.load_interactions(**registry.options_from(open_run(run_dir, ("retrieval",)).config,
+                                                              registry.load_interactions))
