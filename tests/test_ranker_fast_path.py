@@ -7,10 +7,10 @@ import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 import tensorflow as tf
 
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig
-from tfrs_recsys.data.schema import infer_schema
+from tfrs_recsys.data.schema import frame_to_raw, infer_schema
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs, synthetic_sessions
 from tfrs_recsys.features.embeddings import FieldEmbeddings
-from tfrs_recsys.features.preprocessing import ENCODED, FeaturePreprocessor, as_encoded, encode_frame, frame_to_raw
+from tfrs_recsys.features.preprocessing import ENCODED, FeaturePreprocessor, as_encoded, encode_frame
 from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.models.esmm import ESMM
 from tfrs_recsys.models.mlp import PRECISIONS, TrainingDense, cpu_has_native_bfloat16, resolve_precision

@@ -242,11 +242,12 @@ def _ndcg(frame, k, gains, group_by, score_column, click, conversion, p_ctcvr, c
         p_ctr = _probabilities(frame, click_score, source, "ranking by expected gain")
         ranked_by = (f"expected gain {2 ** g_click - 1:g} * (p_ctr - p_ctcvr) + {2 ** g_conv - 1:g} * p_ctcvr"
                      if g_conv else click_score)
+    gains = {"click": g_click, "conversion": g_conv}
     value, used, skipped = M.click_conversion_ndcg(click, conversion, p_ctr, p_ctcvr,
-                                                   _group_codes(frame, group_by, source), k=k,
-                                                   gains={"click": g_click, "conversion": g_conv}, scores=scores)
+                                                   _group_codes(frame, group_by, source), k=k, gains=gains,
+                                                   scores=scores)
     return {"k": int(k), "value": value, "group_by": group_by, "groups_used": used, "groups_skipped": skipped,
-            "gains": {"click": g_click, "conversion": g_conv}, "ranked_by": ranked_by}
+            "gains": gains, "ranked_by": ranked_by}
 
 
 def _flat(result: dict) -> dict[str, float]:

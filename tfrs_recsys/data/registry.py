@@ -120,7 +120,7 @@ def load_labeled(cfg: TrainConfig, task: str) -> LabeledData:
         path = _file_in(_need_dir(cfg, LABELED_DATASETS[name]), ("train.txt",))
         return load_criteo(path, skip_bad_rows=cfg.skip_bad_rows)
     if task == "deepfm" and name in IMPLICIT_CLICK_SOURCES:
-        from tfrs_recsys.data.homepage import movielens_click_logs
+        from tfrs_recsys.data.ctr_features import movielens_click_logs
 
         # Every interaction is a click; unseen items at the same time are the negatives.
         return movielens_click_logs(load_interactions(cfg), seed=cfg.seed)

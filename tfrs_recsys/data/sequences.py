@@ -25,6 +25,7 @@ Training examples are fixed-width windows of the training sequences, left-padded
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -165,12 +166,27 @@ def catalog_ids(interactions: pd.DataFrame) -> np.ndarray:
     return np.array(sorted(interactions["item_id"].astype(str).unique()), dtype=object)
 
 
-def pad_left(histories: list[np.ndarray], max_len: int) -> np.ndarray:
-    """[N, max_len] array of item ids: the ``max_len`` most recent items, right-aligned, ``""`` before."""
+def pad_left(histories: Sequence[Sequence], max_len: int) -> np.ndarray:
+    """Histories (oldest first) as a ``[N, max_len]`` object array of ``str``, padded on the left.
+
+    Each row keeps its ``max_len`` most recent items, right-aligned after ``""`` padding, so the
+    most recent item is always at position ``max_len - 1``: where the Transformer query tower reads
+    its state and where the retrieval signature expects it. Items that are not strings become
+    ``str`` (integers as decimals).
+
+    Args:
+      histories: item ids per row, oldest first.
+      max_len: the width of the array, >= 1.
+
+    Returns:
+      The ``[N, max_len]`` array.
+    """
+    if max_len < 1:
+        raise DataError(f"max_len={max_len}", fix="pass max_len >= 1")
     out = np.full((len(histories), max_len), PAD, dtype=object)
     for row, items in enumerate(histories):
-        recent = items[-max_len:] if max_len else items[:0]
-        if len(recent):
+        recent = [x if isinstance(x, str) else str(x) for x in list(items)[-max_len:]]
+        if recent:
             out[row, max_len - len(recent):] = recent
     return out
 

@@ -126,7 +126,8 @@ def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, v
         return rankers.with_selection_score(evaluate_clicked_cvr(m, validation, spec), ("cvr_auc_clicked",),
                                             "cvr_logloss_clicked")
 
-    rankers.fit(model, cfg, clicked, spec, baseline_dir, checkpoint=False, monitor=rankers.MONITOR, eval_fn=eval_fn)
+    rankers.fit(model, cfg, clicked, spec, baseline_dir, checkpoint=False, monitor=rankers.MONITOR,
+                eval_fn=eval_fn)
     return model
 
 

@@ -28,9 +28,9 @@ from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import dataset_from_arrays, frame_to_label_columns
 from tfrs_recsys.data.registry import load_labeled
-from tfrs_recsys.data.schema import FeatureSpec, infer_schema
+from tfrs_recsys.data.schema import FeatureSpec, frame_to_raw, infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
-from tfrs_recsys.features.preprocessing import as_encoded, encode_frame, frame_to_raw
+from tfrs_recsys.features.preprocessing import as_encoded, encode_frame
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.optimizers import FusedAdam
 from tfrs_recsys.training.common import (BEST_WEIGHTS, CONFIG_FILE, EpochEvaluator, fit_verbosity,
