@@ -308,7 +308,7 @@ def test_feature_two_tower_without_transformer_learns_segments(tmp_path):
     cfg = small_config(tmp_path, use_transformer=False, use_user_id=False, epochs=10)
     result = training.train_and_evaluate(cfg, data)
     assert result.model.query_tower.sequence_encoder is None and result.model.query_tower.user_embedding is None
-    assert [c.name for c in result.model.query_tower.user_features._specs] == ["segment"]
+    assert result.model.query_tower.user_features.embeddings.field_names == ["segment"]
     assert result.test_metrics["recall@10"] > 0.8, result.test_metrics  # random: about 0.2
 
 
