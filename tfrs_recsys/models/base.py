@@ -22,6 +22,8 @@ read, so every worker logs the same global numbers.
 """
 from __future__ import annotations
 
+import inspect
+
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -71,6 +73,20 @@ class RecsysModel(tfrs.Model):
         # model variables only. ``metrics`` lists them, so Keras still resets them every epoch.
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         self.regularization_tracker = tf.keras.metrics.Mean(name="regularization_loss")
+
+    @classmethod
+    def from_spec(cls, spec, cfg) -> "RecsysModel":
+        """The model of ``spec`` with every option of its ``__init__`` that ``cfg`` has a field for.
+
+        Args:
+          spec: the :class:`~tfrs_recsys.data.schema.FeatureSpec` the model reads.
+          cfg: the model's config (:mod:`tfrs_recsys.config`), or anything with its fields.
+
+        Returns:
+          ``cls(spec, **options)``.
+        """
+        names = [name for name in inspect.signature(cls.__init__).parameters if name != "spec"]
+        return cls(spec, **{name: getattr(cfg, name) for name in names if hasattr(cfg, name)})
 
     @property
     def metrics(self) -> list[tf.keras.metrics.Metric]:
