@@ -255,8 +255,8 @@ def test_negatives_resolve_automatically_and_on_request():
     assert resolve_negatives("auto", 1_000, 50_000) == "full"
     assert resolve_negatives("auto", 100_000, 50_000) == "sampled"
     assert resolve_negatives("in_batch", 10, 50_000) == "in_batch"
-    with pytest.raises(ValueError, match="negatives must be one of"):
-        resolve_negatives("nce", 10, 10)
+    with pytest.raises(ConfigError, match="field 'negatives' = 'nce' is not one of"):
+        RetrievalConfig(negatives="nce")
 
 
 # --- learning a known ground truth --------------------------------------------------------------

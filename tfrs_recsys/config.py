@@ -1,9 +1,11 @@
-"""Run configuration: dataclasses with defaults, built in one place.
+"""Run configuration: dataclasses with defaults, built and validated in one place.
 
 Precedence, lowest to highest: dataclass defaults < ``--config FILE`` (JSON or
 YAML) < ``RECSYS_<FIELD>`` environment variables < command-line flags.
 Everything downstream receives the built dataclass; nothing else reads the
-environment or ``sys.argv``.
+environment or ``sys.argv``. Each dataclass checks its own fields when it is
+made (``validate``), so a bad value fails before any data is loaded, with a
+:class:`ConfigError` naming the field and the fix.
 """
 from __future__ import annotations
 
@@ -19,10 +21,34 @@ from typing import Any, Mapping, Sequence
 from tfrs_recsys import paths
 
 ENV_PREFIX = "RECSYS_"
+# The values a choice field takes; the modules that act on a field import its choices from here.
+STRATEGIES = ("auto", "none", "mirrored", "multi_worker")  # training/distribution.py
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")  # models/mlp.py
+NEGATIVES = ("auto", "full", "in_batch", "sampled")  # models/retrieval.py
+PAIRWISE_LOSSES = ("bpr", "triplet")  # models/pairwise.py
+LOSSES = ("softmax",) + PAIRWISE_LOSSES
+PROTOCOLS = ("auto", "leave_last_out", "random_80_20")  # training/retrieval.py
+TRAINING_MODES = ("all_positions", "prefix")  # data/sequences.py
+PAIRWISE_SAMPLING = ("uniform", "popularity")  # data/pairs.py
 
 
 class ConfigError(ValueError):
     """A configuration value is unknown or cannot be parsed; names the field and the fix."""
+
+
+def _require(ok: bool, field: str, value: Any, why: str, fix: str) -> None:
+    if not ok:
+        raise ConfigError(f"field '{field}' = {value!r} {why}; {fix}")
+
+
+def _one_of(cfg: Any, field: str, choices: tuple, fix: str) -> None:
+    _require(getattr(cfg, field) in choices, field, getattr(cfg, field), f"is not one of {choices}", fix)
+
+
+def _at_least(cfg: Any, minimum: int, *fields: str) -> None:
+    for field in fields:
+        _require(getattr(cfg, field) >= minimum, field, getattr(cfg, field), f"must be >= {minimum}",
+                 f"e.g. --{field.replace('_', '-')} {minimum}")
 
 
 @dataclass
@@ -56,6 +82,17 @@ class TrainConfig:
     # may split across, and ops run at once. On small CPUs the rankers train fastest with intra_op_threads=1.
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first field whose value cannot work."""
+        _at_least(self, 1, "epochs", "batch_size")
+        # The config parser reads the word "none" of a string field as None.
+        _require(self.distribute in STRATEGIES + (None,), "distribute", self.distribute,
+                 f"is not one of {STRATEGIES}", "e.g. --distribute auto")
+        _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
 
 
 @dataclass
@@ -104,6 +141,34 @@ class RetrievalConfig(TrainConfig):
     pairwise_sampling: str = "uniform"  # negatives of users without disliked items: uniform | popularity
     eval_pairwise: bool = False  # pairwise_auc / auc on held-out rated items; always on with a pairwise loss
 
+    def validate(self) -> None:
+        super().validate()
+        _at_least(self, 1, "embedding_dim", "max_history")
+        _at_least(self, 0, "window_stride", "num_sampled_negatives", "hard_negatives")
+        _require(not self.use_transformer or self.embedding_dim % self.num_heads == 0, "embedding_dim",
+                 self.embedding_dim, f"must be divisible by num_heads = {self.num_heads}",
+                 "change embedding_dim or num_heads")
+        _require(self.use_transformer or self.use_user_id or self.use_user_features, "use_transformer", False,
+                 "leaves the query tower nothing to read (use_user_id and use_user_features are false too)",
+                 "set use_user_id=true")
+        _require(self.window_stride <= self.max_history, "window_stride", self.window_stride,
+                 f"must be <= max_history = {self.max_history}", "e.g. --window-stride 0 (= max_history)")
+        _one_of(self, "training_mode", TRAINING_MODES, "e.g. --training-mode all_positions")
+        _one_of(self, "negatives", NEGATIVES, "e.g. --negatives auto")
+        _one_of(self, "protocol", PROTOCOLS, "e.g. --protocol auto")
+        _one_of(self, "loss", LOSSES, "e.g. --loss softmax")
+        _one_of(self, "pairwise_sampling", PAIRWISE_SAMPLING, "e.g. --pairwise-sampling uniform")
+        _require(self.loss != "triplet" or self.margin > 0, "margin", self.margin,
+                 "must be > 0 for the triplet loss", "e.g. --margin 1.0")
+        _require(0 < self.inverse_temperature <= self.max_inverse_temperature, "inverse_temperature",
+                 self.inverse_temperature, f"must be in (0, {self.max_inverse_temperature}], the maximum",
+                 "e.g. --inverse-temperature 10")
+        if self.protocol == "leave_last_out" and (self.loss in PAIRWISE_LOSSES or self.eval_pairwise):
+            why = f"loss={self.loss}" if self.loss in PAIRWISE_LOSSES else "eval_pairwise=true"
+            _require(False, "protocol", self.protocol, f"holds out one item per user, but {why} is evaluated "
+                     "by pairwise AUC over held-out liked and disliked items of the same user",
+                     "set protocol=random_80_20 (or auto)")
+
 
 @dataclass
 class ESMMConfig(TrainConfig):
@@ -129,6 +194,11 @@ class ESMMConfig(TrainConfig):
     # CPU with native bfloat16 (AMX, AVX512-BF16) and no GPU; inference and export are float32 always.
     precision: str = "auto"
 
+    def validate(self) -> None:
+        super().validate()
+        _at_least(self, 1, "embedding_dim", "ndcg_k")
+        _one_of(self, "precision", PRECISIONS, "e.g. --precision float32")
+
 
 @dataclass
 class DeepFMConfig(TrainConfig):
@@ -143,6 +213,11 @@ class DeepFMConfig(TrainConfig):
     embedding_l2: float = 1e-3  # on the whole embedding tables, as ESMMConfig.embedding_l2
     synthetic_rows: int = 50_000
     precision: str = "auto"  # MLP products while training, as ESMMConfig.precision
+
+    def validate(self) -> None:
+        super().validate()
+        _at_least(self, 1, "embedding_dim")
+        _one_of(self, "precision", PRECISIONS, "e.g. --precision float32")
 
 
 MODEL_CONFIGS: dict[str, type[TrainConfig]] = {

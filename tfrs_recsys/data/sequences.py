@@ -4,7 +4,7 @@ A user's sequence is every item they interacted with, oldest first: interactions
 ordered by timestamp, ties kept in file order (a stable sort; MovieLens has many ratings
 in the same second, so the tie rule changes which item is "last").
 
-Splits (DESIGN §5):
+Splits:
 
 * ``leave_last_out``: the last item is the test target, the one before it the validation
   target, the rest is the training sequence. Ranking excludes the target's history.
@@ -36,7 +36,6 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureColumn
 
 PAD = ""
-TRAINING_MODES = ("all_positions", "prefix")
 
 
 @dataclass
@@ -200,13 +199,7 @@ def training_windows(train: Sequences, max_len: int, *, mode: str = "all_positio
     windows of a long sequence are apart; smaller strides give early targets more context
     while each target still counts once.
     """
-    if mode not in TRAINING_MODES:
-        raise ValueError(f"training_mode must be one of {TRAINING_MODES}, got {mode!r}")
-    if max_len < 1:
-        raise ValueError(f"max_history must be >= 1, got {max_len}")
     stride = max_len if stride is None else stride
-    if not 1 <= stride <= max_len:
-        raise ValueError(f"window stride must be in [1, max_history={max_len}], got {stride}")
     users, histories, targets = [], [], []
     for user, seq in zip(train.user_ids, train.items):
         n = len(seq)
