@@ -60,7 +60,7 @@ def test_saved_config_reproduces_the_run(tmp_path):
 
 @pytest.mark.parametrize("model,argv,message", [
     ("esmm", ["--epochs", "0"], "field 'epochs' = 0 must be >= 1; e.g. --epochs 1"),
-    ("esmm", ["--precision", "fp8"], "field 'precision' = 'fp8' is not one of .*; e.g. --precision float32"),
+    ("esmm", ["--precision", "fp8"], "field 'precision' = 'fp8' is not one of .*; e.g. --precision auto"),
     ("deepfm", ["--embedding-dim", "0"], "field 'embedding_dim' = 0 must be >= 1"),
     ("retrieval", ["--training-mode", "windows"], "field 'training_mode' = 'windows' is not one of"),
     ("retrieval", ["--window-stride", "99", "--max-history", "8"], "field 'window_stride' = 99 must be <="),

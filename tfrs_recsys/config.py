@@ -41,8 +41,12 @@ def _require(ok: bool, field: str, value: Any, why: str, fix: str) -> None:
         raise ConfigError(f"field '{field}' = {value!r} {why}; {fix}")
 
 
-def _one_of(cfg: Any, field: str, choices: tuple, fix: str) -> None:
-    _require(getattr(cfg, field) in choices, field, getattr(cfg, field), f"is not one of {choices}", fix)
+def _one_of(cfg: Any, **choices: tuple) -> None:
+    for field, options in choices.items():
+        value = getattr(cfg, field)
+        # The config parser reads the word "none" of a string field as None.
+        _require(value in options or (value is None and "none" in options), field, value,
+                 f"is not one of {options}", f"e.g. --{field.replace('_', '-')} {options[0]}")
 
 
 def _at_least(cfg: Any, minimum: int, *fields: str) -> None:
@@ -89,9 +93,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` on the first field whose value cannot work."""
         _at_least(self, 1, "epochs", "batch_size")
-        # The config parser reads the word "none" of a string field as None.
-        _require(self.distribute in STRATEGIES + (None,), "distribute", self.distribute,
-                 f"is not one of {STRATEGIES}", "e.g. --distribute auto")
+        _one_of(self, distribute=STRATEGIES)
         _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
 
 
@@ -153,11 +155,8 @@ class RetrievalConfig(TrainConfig):
                  "set use_user_id=true")
         _require(self.window_stride <= self.max_history, "window_stride", self.window_stride,
                  f"must be <= max_history = {self.max_history}", "e.g. --window-stride 0 (= max_history)")
-        _one_of(self, "training_mode", TRAINING_MODES, "e.g. --training-mode all_positions")
-        _one_of(self, "negatives", NEGATIVES, "e.g. --negatives auto")
-        _one_of(self, "protocol", PROTOCOLS, "e.g. --protocol auto")
-        _one_of(self, "loss", LOSSES, "e.g. --loss softmax")
-        _one_of(self, "pairwise_sampling", PAIRWISE_SAMPLING, "e.g. --pairwise-sampling uniform")
+        _one_of(self, training_mode=TRAINING_MODES, negatives=NEGATIVES, protocol=PROTOCOLS, loss=LOSSES,
+                pairwise_sampling=PAIRWISE_SAMPLING)
         _require(self.loss != "triplet" or self.margin > 0, "margin", self.margin,
                  "must be > 0 for the triplet loss", "e.g. --margin 1.0")
         _require(0 < self.inverse_temperature <= self.max_inverse_temperature, "inverse_temperature",
@@ -197,7 +196,7 @@ class ESMMConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         _at_least(self, 1, "embedding_dim", "ndcg_k")
-        _one_of(self, "precision", PRECISIONS, "e.g. --precision float32")
+        _one_of(self, precision=PRECISIONS)
 
 
 @dataclass
@@ -217,7 +216,7 @@ class DeepFMConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         _at_least(self, 1, "embedding_dim")
-        _one_of(self, "precision", PRECISIONS, "e.g. --precision float32")
+        _one_of(self, precision=PRECISIONS)
 
 
 MODEL_CONFIGS: dict[str, type[TrainConfig]] = {
