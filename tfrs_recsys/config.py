@@ -238,7 +238,8 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
-def _field_types(cls: type) -> dict[str, Any]:
+def field_types(cls: type) -> dict[str, Any]:
+    """``{field: type}`` of a config dataclass, ``X | None`` as ``X``: the types :func:`parse_value` takes."""
     hints = typing.get_type_hints(cls)
     return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
 
@@ -308,7 +309,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         env = ENV_PREFIX + f.name.upper()
         # A bare boolean flag means true: `--skip-bad-rows` == `--skip-bad-rows true`.
-        extra = {"nargs": "?", "const": "true"} if _field_types(cls)[f.name] is bool else {}
+        extra = {"nargs": "?", "const": "true"} if field_types(cls)[f.name] is bool else {}
         parser.add_argument(*flags, dest=f.name, default=None, metavar="VALUE",
                             help=f"default {default!r}; env {env}", **extra)
 
@@ -323,26 +324,26 @@ def build_config(
     if model not in MODEL_CONFIGS:
         raise ConfigError(f"unknown model '{model}'; choose one of {sorted(MODEL_CONFIGS)}")
     cls = MODEL_CONFIGS[model]
-    field_types = _field_types(cls)
+    types_of = field_types(cls)
     values: dict[str, Any] = {}
     if config_file:
         for key, raw in load_config_file(config_file).items():
             name = key.replace("-", "_")
-            if name not in field_types:
+            if name not in types_of:
                 raise ConfigError(f"--config {config_file}: unknown field '{key}' for model '{model}'; "
-                                  f"known fields: {', '.join(sorted(field_types))}")
-            values[name] = parse_value(name, raw, field_types[name], f"--config {config_file}")
+                                  f"known fields: {', '.join(sorted(types_of))}")
+            values[name] = parse_value(name, raw, types_of[name], f"--config {config_file}")
     environ = os.environ if environ is None else environ
-    for name, tp in field_types.items():
+    for name, tp in types_of.items():
         env = ENV_PREFIX + name.upper()
         if env in environ:
             values[name] = parse_value(name, environ[env], tp, f"environment {env}")
     for name, raw in (cli_values or {}).items():
         if raw is None or name == "config":
             continue
-        if name not in field_types:
+        if name not in types_of:
             raise ConfigError(f"unknown option '{name}' for model '{model}'")
-        values[name] = parse_value(name, raw, field_types[name], f"--{name.replace('_', '-')}")
+        values[name] = parse_value(name, raw, types_of[name], f"--{name.replace('_', '-')}")
     return cls(**values)
 
 
@@ -369,5 +370,5 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike, model: str) -> None:
 __all__ = [
     "ConfigError", "TrainConfig", "RetrievalConfig", "ESMMConfig", "DeepFMConfig", "MODEL_CONFIGS",
     "build_config", "config_from_args", "add_config_arguments", "config_to_dict", "save_config",
-    "load_config_file", "parse_value",
+    "load_config_file", "parse_value", "field_types",
 ]

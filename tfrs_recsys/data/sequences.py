@@ -303,8 +303,9 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
                     group: str) -> tuple[list[FeatureColumn], dict[str, np.ndarray]]:
     """Feature tables aligned with ``keys``: one row per key, built from ``frame`` (one row per key).
 
-    Categorical and multi-valued columns become int32 index matrices ``[len(keys), M]`` into the
-    column's vocabulary (1-based, 0 = no value, so a mean over non-zero entries pools a list);
+    Categorical columns become int32 indices ``[len(keys)]`` and multi-valued ones index matrices
+    ``[len(keys), M]`` into the column's vocabulary (1-based, 0 = no value, so a mean over non-zero
+    entries pools a list): :class:`~tfrs_recsys.features.embeddings.FieldEmbeddings` inputs;
     numeric columns become standardized float32 vectors (missing -> 0, the mean). Keys missing
     from ``frame`` get no values. A named column that the frame lacks is an error.
     """
@@ -346,8 +347,7 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
             text = values.astype(str)
             vocab = sorted(set(text[present]))
             lookup = {v: i + 1 for i, v in enumerate(vocab)}
-            table = np.array([[lookup[t] if p else 0] for t, p in zip(text, present)], dtype=np.int32)
-            table = table.reshape(len(keys), 1)
+            table = np.array([lookup[t] if p else 0 for t, p in zip(text, present)], dtype=np.int32)
             specs.append(FeatureColumn(col, "categorical", group, "vocabulary", vocabulary=vocab))
         tables[col] = table
     return specs, tables

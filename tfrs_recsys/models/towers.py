@@ -59,7 +59,6 @@ class EntityFeatureTables(tf.keras.layers.Layer):
         self.rows = {}
         for f in specs:
             table = np.asarray(tables[f.name])
-            table = table[:, 0] if f.kind == "categorical" else table
             pad = np.zeros((FIRST_KNOWN_INDEX,) + table.shape[1:], dtype=table.dtype)
             self.rows[f.name] = tf.constant(np.concatenate([pad, table]))
 
