@@ -100,7 +100,7 @@ class RecsysTuner(BaseTuner):
         return trial_config(self.model, self.base, values, **overrides)
 
     def fields_of(self, trial) -> dict[str, Any]:
-        """The trial's config as a dict; as given when its values do not go together (then the trial failed)."""
+        """The trial's config as a dict; as given when its values do not go together (the trial failed)."""
         try:
             return config_to_dict(self.config_of(trial))
         except ConfigError:
