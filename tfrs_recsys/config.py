@@ -57,7 +57,7 @@ def _at_least(cfg: Any, minimum: int, *fields: str) -> None:
 
 @dataclass
 class TrainConfig:
-    """Options every model shares."""
+    """Options every model shares. A config checks its fields when it is made (:meth:`validate`)."""
 
     dataset: str = "synthetic"
     data_dir: str | None = None
@@ -91,7 +91,10 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` on the first field whose value cannot work."""
+        """Raises :class:`ConfigError`, naming the field and the fix, on the first value that cannot work.
+
+        Each config class checks its own fields here (and calls its parent's ``validate``).
+        """
         _at_least(self, 1, "epochs", "batch_size")
         _one_of(self, distribute=STRATEGIES)
         _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
