@@ -26,7 +26,8 @@ import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow lo
 import tensorflow as tf
 
 from tfrs_recsys.config import DeepFMConfig
-from tfrs_recsys.data.pipelines import frame_to_label_columns, frame_to_raw_columns, labeled_dataset
+from tfrs_recsys.data.pipelines import frame_to_label_columns, labeled_dataset
+from tfrs_recsys.data.schema import frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs
 from tfrs_recsys.models.deepfm import DeepFM
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         ds = labeled_dataset(data.frame, spec, batch_size=args.batch_size, shuffle=False, cache=cache)
         rows[f"labeled_dataset, fixed order, cache={cache}"] = examples_per_second(ds, epochs=2)
     head = data.frame.iloc[:args.baseline_rows]
-    features, labels = frame_to_raw_columns(head, spec), frame_to_label_columns(head, spec.labels)
+    features, labels = frame_to_raw(head, spec), frame_to_label_columns(head, spec.labels)
     for cache in (True, False):
         ds = textbook_dataset(features, labels, args.batch_size, cache=cache, seed=args.seed)
         rows[f"textbook per-example chain, cache={cache} ({len(head):,} rows)"] = examples_per_second(ds)

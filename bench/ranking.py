@@ -285,7 +285,7 @@ def bench_deepfm(args) -> dict:
         p = np.asarray(peer.predict(x_test, batch_size=8192, verbose=0), np.float64).ravel()
         return {"auc": M.auc(y, p), "logloss": M.logloss(y, p),
                 "gauc": M.gauc(y, p, split.test["user_id"].to_numpy())[0],
-                "ctr_true_auc": rankers.expected_auc(truth["true_ctr"].to_numpy(), p)}
+                "ctr_true_auc": M.expected_auc(truth["true_ctr"].to_numpy(), p)}
 
     curves = alternate_epochs(args.epochs, (fit_ours, lambda: evaluate_deepfm(ours, split.test, spec, truth=truth)),
                               (fit_peer, evaluate_peer))

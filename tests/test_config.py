@@ -56,3 +56,24 @@ def test_saved_config_reproduces_the_run(tmp_path):
     save_config(cfg, tmp_path / "config.json", "esmm")
     again = build_config("esmm", environ={}, config_file=tmp_path / "config.json")
     assert again == cfg
+
+
+@pytest.mark.parametrize("model,argv,message", [
+    ("esmm", ["--epochs", "0"], "field 'epochs' = 0 must be >= 1; e.g. --epochs 1"),
+    ("esmm", ["--precision", "fp8"], "field 'precision' = 'fp8' is not one of .*; e.g. --precision auto"),
+    ("deepfm", ["--embedding-dim", "0"], "field 'embedding_dim' = 0 must be >= 1"),
+    ("retrieval", ["--training-mode", "windows"], "field 'training_mode' = 'windows' is not one of"),
+    ("retrieval", ["--window-stride", "99", "--max-history", "8"], "field 'window_stride' = 99 must be <="),
+    ("retrieval", ["--inverse-temperature", "200"], "field 'inverse_temperature' = 200.0 must be in"),
+    ("retrieval", ["--pairwise-sampling", "hard"], "field 'pairwise_sampling' = 'hard'.*--pairwise-sampling"),
+    ("retrieval", ["--use-transformer", "false", "--use-user-id", "false", "--use-user-features", "false"],
+     "query tower nothing to read.*use_user_id=true"),
+])
+def test_each_config_checks_its_own_fields_where_it_is_built(tmp_path, model, argv, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_args(model, argv, environ={})
+    path = tmp_path / "cfg.json"
+    fields = {flag[2:].replace("-", "_"): value for flag, value in zip(argv[::2], argv[1::2])}
+    path.write_text(json.dumps(fields))
+    with pytest.raises(ConfigError, match=message):  # a config file is checked the same way
+        build_config(model, environ={}, config_file=path)

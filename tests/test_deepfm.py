@@ -13,9 +13,9 @@ from conftest import dataset_path
 from tfrs_recsys import metrics as M
 from tfrs_recsys.config import DeepFMConfig
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.schema import frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs
-from tfrs_recsys.features.preprocessing import frame_to_raw
 from tfrs_recsys.models.deepfm import DeepFM, FactorizationMachine
 from tfrs_recsys.training import deepfm as deepfm_training
 from tfrs_recsys.training import rankers

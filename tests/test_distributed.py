@@ -105,7 +105,7 @@ def test_auto_picks_the_strategy_from_tf_config_and_devices():
     assert distribution.choose_strategy(None, two_workers, num_gpus=4) == "none"  # the CLI reads "none" as None
     assert distribution.choose_strategy("mirrored", {}, num_gpus=0) == "mirrored"
     with pytest.raises(ConfigError, match="field 'distribute' = 'horovod'.*--distribute auto"):
-        distribution.choose_strategy("horovod", {}, 0)
+        config_from_args("esmm", ["--distribute", "horovod"], environ={})
 
 
 def test_tf_config_is_read_and_bad_json_is_explained():
@@ -128,7 +128,7 @@ def test_thread_pools_are_options_set_before_the_first_op_and_refused_after():
         cfg = config_from_args(model, ["--intra-op-threads", "1"], environ={"RECSYS_INTER_OP_THREADS": "2"})
         assert (cfg.intra_op_threads, cfg.inter_op_threads) == (1, 2)
     with pytest.raises(ConfigError, match="field 'inter_op_threads' = -1 must be >= 0"):
-        distribution.configure_threads(0, -1)
+        config_from_args("deepfm", ["--inter-op-threads", "-1"], environ={})
     script = (
         "import tfrs_recsys, tensorflow as tf\n"
         "from tfrs_recsys.config import ConfigError\n"

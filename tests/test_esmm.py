@@ -9,15 +9,14 @@ import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
 from conftest import dataset_path
+from tfrs_recsys import evaluate
 from tfrs_recsys.config import ESMMConfig
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError
+from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.synthetic import synthetic_sessions
-from tfrs_recsys.features.preprocessing import frame_to_raw
 from tfrs_recsys.models.esmm import PROB_EPSILON, ESMM
 from tfrs_recsys.training import esmm as esmm_training
-from tfrs_recsys.training.rankers import expected_auc
 
 
 @pytest.fixture(scope="module")
@@ -98,16 +97,6 @@ def test_no_label_can_reach_the_features(sessions, spec):
         np.testing.assert_array_equal(model(with_labels)["ctcvr"].numpy(), base)
 
 
-def test_expected_auc_matches_the_average_over_bernoulli_draws():
-    rng = np.random.default_rng(0)
-    truth = rng.uniform(0.05, 0.6, size=300)
-    scores = np.round(truth + rng.normal(0, 0.15, size=300), 1)  # ties on purpose
-    from tfrs_recsys.metrics import auc
-    draws = [auc(rng.random(300) < truth, scores) for _ in range(3000)]
-    assert expected_auc(truth, scores) == pytest.approx(np.mean(draws), abs=0.005)
-    assert expected_auc(truth, truth) > expected_auc(truth, -truth)
-
-
 def _cfg(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path / "run"), epochs=3, batch_size=256, learning_rate=3e-3, patience=2,
                 progress=False, synthetic_sessions=1500, session_size=20, seed=3, embedding_dim=8,
@@ -140,6 +129,11 @@ def test_esmm_learns_synthetic_sessions_end_to_end(tmp_path):
     assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
     spec = FeatureSpec.load(run / "spec.json")
     assert spec.labels == ["click", "conversion"] and spec.session_column == "session_id"
+    # The evaluate CLI scores the run's test rows again and reports the session NDCG training reported.
+    assert evaluate.main(["--run-dir", str(run), "--ndcg-k", "10", "--json", str(run / "evaluate.json")]) == 0
+    evaluated = json.loads((run / "evaluate.json").read_text())["ndcg"]
+    assert evaluated["value"] == pytest.approx(metrics["session_ndcg@10"], rel=1e-9)
+    assert evaluated["groups_used"] == metrics["session_ndcg_sessions_used"]
 
 
 def test_esmm_runs_on_the_aliexpress_sample(tmp_path, datasets_dir):

@@ -39,6 +39,39 @@ def test_session_ndcg_hand_example():
     assert value == pytest.approx(dcg / idcg) and (used, skipped) == (1, 0)
 
 
+def test_click_conversion_ndcg_ranks_by_expected_gain():
+    """Clicked a (p_ctr .9, p_ctcvr .2) and converted b (p_ctr .5, p_ctcvr .45): with gains click=1 and
+    conversion=2 their expected gains 2^g - 1 are .7 + 3 * .2 = 1.3 and .05 + 3 * .45 = 1.4, so b leads;
+    p_ctr + p_ctcvr (1.1 vs .95) would put a first."""
+    click, conversion = np.array([1, 1, 0]), np.array([0, 1, 0])
+    p_ctr, p_ctcvr = np.array([.9, .5, .1]), np.array([.2, .45, .01])
+    groups = np.zeros(3)
+    best = metrics.dcg([2, 1, 0], 10)
+    value, used, skipped = metrics.click_conversion_ndcg(click, conversion, p_ctr, p_ctcvr, groups)
+    assert value == pytest.approx(1.0) and (used, skipped) == (1, 0)
+    by_sum, _, _ = metrics.session_ndcg([1, 2, 0], p_ctr + p_ctcvr, groups)
+    assert by_sum == pytest.approx(metrics.dcg([1, 2, 0], 10) / best) and by_sum < 0.9
+    booking, _, _ = metrics.click_conversion_ndcg(click, conversion, p_ctr, p_ctcvr, groups, k=1,
+                                                  gains={"click": 1, "conversion": 5}, scores=p_ctr)
+    assert booking == pytest.approx(1 / 31)  # ranked by p_ctr: the click (2^1 - 1) first, not the booking
+
+
+def test_expected_auc_matches_the_average_over_bernoulli_draws():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.05, 0.6, size=300)
+    scores = np.round(truth + rng.normal(0, 0.15, size=300), 1)  # ties on purpose
+    draws = [metrics.auc(rng.random(300) < truth, scores) for _ in range(3000)]
+    assert metrics.expected_auc(truth, scores) == pytest.approx(np.mean(draws), abs=0.005)
+    assert metrics.expected_auc(truth, truth) > metrics.expected_auc(truth, -truth)
+
+
+def test_spearman_is_the_correlation_of_mid_ranks():
+    a, b = np.array([1.0, 2.0, 2.0, 5.0, 9.0]), np.array([3.0, 1.0, 4.0, 4.0, 10.0])
+    ra, rb = np.array([1, 2.5, 2.5, 4, 5]), np.array([2, 1, 3.5, 3.5, 5])
+    assert metrics.spearman(a, b) == pytest.approx(np.corrcoef(ra, rb)[0, 1])
+    assert metrics.spearman(a, np.exp(a)) == pytest.approx(1.0) and np.isnan(metrics.spearman(a, np.ones(5)))
+
+
 def test_topk_metrics_and_rank_of_target_against_sorting():
     rng = np.random.default_rng(1)
     scores = rng.normal(size=(200, 60))

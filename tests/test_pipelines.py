@@ -7,9 +7,9 @@ import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.pipelines import (dataset_from_arrays, frame_to_raw_columns, labeled_dataset,
-                                        padded_histories)
-from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec
+from tfrs_recsys.data.pipelines import dataset_from_arrays, labeled_dataset
+from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw
+from tfrs_recsys.data.sequences import pad_left
 
 N = 203  # not a multiple of the batch size: the last batch is partial
 
@@ -128,7 +128,7 @@ def test_raw_batches_feed_the_feature_preprocessor():
     assert genres.shape[0] == 16 and (genres[0] == 0).all() and list(genres[1]) == [1, 2]  # "" = no values
 
 
-def test_frame_to_raw_columns_conversions():
+def test_frame_to_raw_conversions():
     frame = pd.DataFrame({
         "cat": pd.array([3, None, 7], dtype="Int64"), "ratio": [0.5, np.nan, 2.0],
         "when": pd.to_datetime(["1970-01-02", None, "2024-01-01"]), "tags": [["a", 1], None, "x|y"],
@@ -138,7 +138,7 @@ def test_frame_to_raw_columns_conversions():
         FeatureColumn("ratio", "numeric"), FeatureColumn("when", "timestamp"),
         FeatureColumn("tags", "multi_categorical", encoding="hash", num_buckets=10),
     ], labels=[])
-    raw = frame_to_raw_columns(frame, spec)
+    raw = frame_to_raw(frame, spec)
     assert list(raw["cat"]) == ["3", "", "7"]
     assert list(raw["tags"]) == ["a|1", "", "x|y"]
     assert raw["ratio"].dtype == np.float32 and np.isnan(raw["ratio"][1])
@@ -163,18 +163,16 @@ def test_missing_columns_and_bad_labels_are_named():
         labeled_dataset(frame, _spec(), batch_size=0)
 
 
-def test_padded_histories_keep_the_most_recent_items():
-    histories = [["a", "b", "c", "d"], ["x"], [], [1, 2]]
-    left = padded_histories(histories, 3)
-    assert left.tolist() == [["b", "c", "d"], ["", "", "x"], ["", "", ""], ["", "1", "2"]]
-    right = padded_histories(histories, 3, pad="<pad>", side="right")
-    assert right.tolist() == [["b", "c", "d"], ["x", "<pad>", "<pad>"], ["<pad>"] * 3, ["1", "2", "<pad>"]]
+def test_pad_left_keeps_the_most_recent_items():
+    histories = [["a", "b", "c", "d"], ["x"], [], [1, 2], np.array(["p", "q"], dtype=object)]
+    padded = pad_left(histories, 3)
+    assert padded.tolist() == [["b", "c", "d"], ["", "", "x"], ["", "", ""], ["", "1", "2"], ["", "p", "q"]]
     with pytest.raises(DataError):
-        padded_histories(histories, 0)
+        pad_left(histories, 0)
 
 
 def test_dataset_from_arrays_batches_matrices_and_checks_lengths():
-    histories = padded_histories([[str(i), str(i + 1)] for i in range(10)], 4)
+    histories = pad_left([[str(i), str(i + 1)] for i in range(10)], 4)
     ds = dataset_from_arrays({"history": histories, "user": np.arange(10).astype(str).astype(object)},
                              batch_size=4, shuffle=False)
     batches = list(ds)

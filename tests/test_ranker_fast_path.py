@@ -6,14 +6,15 @@ import pytest
 import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
-from tfrs_recsys.config import DeepFMConfig, ESMMConfig
+from tfrs_recsys.config import PRECISIONS, ConfigError, DeepFMConfig, ESMMConfig
+from tfrs_recsys.data.schema import frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs, synthetic_sessions
 from tfrs_recsys.features.embeddings import FieldEmbeddings
-from tfrs_recsys.features.preprocessing import ENCODED, FeaturePreprocessor, as_encoded, encode_frame, frame_to_raw
+from tfrs_recsys.features.preprocessing import ENCODED, FeaturePreprocessor, as_encoded, encode_frame
 from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.models.esmm import ESMM
-from tfrs_recsys.models.mlp import PRECISIONS, TrainingDense, cpu_has_native_bfloat16, resolve_precision
+from tfrs_recsys.models.mlp import TrainingDense, cpu_has_native_bfloat16, resolve_precision
 from tfrs_recsys.training import rankers
 from tfrs_recsys.training.optimizers import (ADAM_KERNEL_SPLITS_FROM, AMSGRAD_KERNEL_MAX_ELEMENTS, FusedAdam,
                                               uses_amsgrad_kernel)
@@ -96,8 +97,8 @@ def test_precision_choices():
     assert resolve_precision("float32") == "float32" and resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
     native = cpu_has_native_bfloat16() and not tf.config.list_physical_devices("GPU")
     assert resolve_precision("auto") == ("mixed_bfloat16" if native else "float32") == resolve_precision(None)
-    with pytest.raises(ValueError, match="precision='fp8'.*--precision float32"):
-        resolve_precision("fp8")
+    with pytest.raises(ConfigError, match="field 'precision' = 'fp8'.*--precision auto"):
+        ESMMConfig(precision="fp8")
     assert "auto" in PRECISIONS
 
 

@@ -255,8 +255,8 @@ def test_negatives_resolve_automatically_and_on_request():
     assert resolve_negatives("auto", 1_000, 50_000) == "full"
     assert resolve_negatives("auto", 100_000, 50_000) == "sampled"
     assert resolve_negatives("in_batch", 10, 50_000) == "in_batch"
-    with pytest.raises(ValueError, match="negatives must be one of"):
-        resolve_negatives("nce", 10, 10)
+    with pytest.raises(ConfigError, match="field 'negatives' = 'nce' is not one of"):
+        RetrievalConfig(negatives="nce")
 
 
 # --- learning a known ground truth --------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_feature_two_tower_without_transformer_learns_segments(tmp_path):
     cfg = small_config(tmp_path, use_transformer=False, use_user_id=False, epochs=10)
     result = training.train_and_evaluate(cfg, data)
     assert result.model.query_tower.sequence_encoder is None and result.model.query_tower.user_embedding is None
-    assert [c.name for c in result.model.query_tower.user_features._specs] == ["segment"]
+    assert result.model.query_tower.user_features.embeddings.field_names == ["segment"]
     assert result.test_metrics["recall@10"] > 0.8, result.test_metrics  # random: about 0.2
 
 

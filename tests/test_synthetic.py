@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tfrs_recsys.data.homepage import SECONDS_PER_DAY, item_hotness
+from tfrs_recsys.data.ctr_features import SECONDS_PER_DAY, item_hotness
 from tfrs_recsys.data.synthetic import CATEGORIES, DEVICES, synthetic_ctr_logs, synthetic_sessions
 from tfrs_recsys.data.synthetic_interactions import GENRES, synthetic_histories
 from tfrs_recsys.metrics import auc, logloss

@@ -1,9 +1,11 @@
-"""Run configuration: dataclasses with defaults, built in one place.
+"""Run configuration: dataclasses with defaults, built and validated in one place.
 
 Precedence, lowest to highest: dataclass defaults < ``--config FILE`` (JSON or
 YAML) < ``RECSYS_<FIELD>`` environment variables < command-line flags.
 Everything downstream receives the built dataclass; nothing else reads the
-environment or ``sys.argv``.
+environment or ``sys.argv``. Each dataclass checks its own fields when it is
+made (``validate``), so a bad value fails before any data is loaded, with a
+:class:`ConfigError` naming the field and the fix.
 """
 from __future__ import annotations
 
@@ -19,15 +21,43 @@ from typing import Any, Mapping, Sequence
 from tfrs_recsys import paths
 
 ENV_PREFIX = "RECSYS_"
+# The values a choice field takes; the modules that act on a field import its choices from here.
+STRATEGIES = ("auto", "none", "mirrored", "multi_worker")  # training/distribution.py
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")  # models/mlp.py
+NEGATIVES = ("auto", "full", "in_batch", "sampled")  # models/retrieval.py
+PAIRWISE_LOSSES = ("bpr", "triplet")  # models/pairwise.py
+LOSSES = ("softmax",) + PAIRWISE_LOSSES
+PROTOCOLS = ("auto", "leave_last_out", "random_80_20")  # training/retrieval.py
+TRAINING_MODES = ("all_positions", "prefix")  # data/sequences.py
+PAIRWISE_SAMPLING = ("uniform", "popularity")  # data/pairs.py
 
 
 class ConfigError(ValueError):
     """A configuration value is unknown or cannot be parsed; names the field and the fix."""
 
 
+def _require(ok: bool, field: str, value: Any, why: str, fix: str) -> None:
+    if not ok:
+        raise ConfigError(f"field '{field}' = {value!r} {why}; {fix}")
+
+
+def _one_of(cfg: Any, **choices: tuple) -> None:
+    for field, options in choices.items():
+        value = getattr(cfg, field)
+        # The config parser reads the word "none" of a string field as None.
+        _require(value in options or (value is None and "none" in options), field, value,
+                 f"is not one of {options}", f"e.g. --{field.replace('_', '-')} {options[0]}")
+
+
+def _at_least(cfg: Any, minimum: int, *fields: str) -> None:
+    for field in fields:
+        _require(getattr(cfg, field) >= minimum, field, getattr(cfg, field), f"must be >= {minimum}",
+                 f"e.g. --{field.replace('_', '-')} {minimum}")
+
+
 @dataclass
 class TrainConfig:
-    """Options every model shares."""
+    """Options every model shares. A config checks its fields when it is made (:meth:`validate`)."""
 
     dataset: str = "synthetic"
     data_dir: str | None = None
@@ -56,6 +86,18 @@ class TrainConfig:
     # may split across, and ops run at once. On small CPUs the rankers train fastest with intra_op_threads=1.
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises :class:`ConfigError`, naming the field and the fix, on the first value that cannot work.
+
+        Each config class checks its own fields here (and calls its parent's ``validate``).
+        """
+        _at_least(self, 1, "epochs", "batch_size")
+        _one_of(self, distribute=STRATEGIES)
+        _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
 
 
 @dataclass
@@ -104,6 +146,31 @@ class RetrievalConfig(TrainConfig):
     pairwise_sampling: str = "uniform"  # negatives of users without disliked items: uniform | popularity
     eval_pairwise: bool = False  # pairwise_auc / auc on held-out rated items; always on with a pairwise loss
 
+    def validate(self) -> None:
+        super().validate()
+        _at_least(self, 1, "embedding_dim", "max_history")
+        _at_least(self, 0, "window_stride", "num_sampled_negatives", "hard_negatives")
+        _require(not self.use_transformer or self.embedding_dim % self.num_heads == 0, "embedding_dim",
+                 self.embedding_dim, f"must be divisible by num_heads = {self.num_heads}",
+                 "change embedding_dim or num_heads")
+        _require(self.use_transformer or self.use_user_id or self.use_user_features, "use_transformer", False,
+                 "leaves the query tower nothing to read (use_user_id and use_user_features are false too)",
+                 "set use_user_id=true")
+        _require(self.window_stride <= self.max_history, "window_stride", self.window_stride,
+                 f"must be <= max_history = {self.max_history}", "e.g. --window-stride 0 (= max_history)")
+        _one_of(self, training_mode=TRAINING_MODES, negatives=NEGATIVES, protocol=PROTOCOLS, loss=LOSSES,
+                pairwise_sampling=PAIRWISE_SAMPLING)
+        _require(self.loss != "triplet" or self.margin > 0, "margin", self.margin,
+                 "must be > 0 for the triplet loss", "e.g. --margin 1.0")
+        _require(0 < self.inverse_temperature <= self.max_inverse_temperature, "inverse_temperature",
+                 self.inverse_temperature, f"must be in (0, {self.max_inverse_temperature}], the maximum",
+                 "e.g. --inverse-temperature 10")
+        if self.protocol == "leave_last_out" and (self.loss in PAIRWISE_LOSSES or self.eval_pairwise):
+            why = f"loss={self.loss}" if self.loss in PAIRWISE_LOSSES else "eval_pairwise=true"
+            _require(False, "protocol", self.protocol, f"holds out one item per user, but {why} is evaluated "
+                     "by pairwise AUC over held-out liked and disliked items of the same user",
+                     "set protocol=random_80_20 (or auto)")
+
 
 @dataclass
 class ESMMConfig(TrainConfig):
@@ -129,6 +196,11 @@ class ESMMConfig(TrainConfig):
     # CPU with native bfloat16 (AMX, AVX512-BF16) and no GPU; inference and export are float32 always.
     precision: str = "auto"
 
+    def validate(self) -> None:
+        super().validate()
+        _at_least(self, 1, "embedding_dim", "ndcg_k")
+        _one_of(self, precision=PRECISIONS)
+
 
 @dataclass
 class DeepFMConfig(TrainConfig):
@@ -143,6 +215,11 @@ class DeepFMConfig(TrainConfig):
     embedding_l2: float = 1e-3  # on the whole embedding tables, as ESMMConfig.embedding_l2
     synthetic_rows: int = 50_000
     precision: str = "auto"  # MLP products while training, as ESMMConfig.precision
+
+    def validate(self) -> None:
+        super().validate()
+        _at_least(self, 1, "embedding_dim")
+        _one_of(self, precision=PRECISIONS)
 
 
 MODEL_CONFIGS: dict[str, type[TrainConfig]] = {
@@ -164,7 +241,8 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
-def _field_types(cls: type) -> dict[str, Any]:
+def field_types(cls: type) -> dict[str, Any]:
+    """``{field: type}`` of a config dataclass, ``X | None`` as ``X``: the types :func:`parse_value` takes."""
     hints = typing.get_type_hints(cls)
     return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
 
@@ -234,7 +312,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         env = ENV_PREFIX + f.name.upper()
         # A bare boolean flag means true: `--skip-bad-rows` == `--skip-bad-rows true`.
-        extra = {"nargs": "?", "const": "true"} if _field_types(cls)[f.name] is bool else {}
+        extra = {"nargs": "?", "const": "true"} if field_types(cls)[f.name] is bool else {}
         parser.add_argument(*flags, dest=f.name, default=None, metavar="VALUE",
                             help=f"default {default!r}; env {env}", **extra)
 
@@ -249,26 +327,26 @@ def build_config(
     if model not in MODEL_CONFIGS:
         raise ConfigError(f"unknown model '{model}'; choose one of {sorted(MODEL_CONFIGS)}")
     cls = MODEL_CONFIGS[model]
-    field_types = _field_types(cls)
+    types_of = field_types(cls)
     values: dict[str, Any] = {}
     if config_file:
         for key, raw in load_config_file(config_file).items():
             name = key.replace("-", "_")
-            if name not in field_types:
+            if name not in types_of:
                 raise ConfigError(f"--config {config_file}: unknown field '{key}' for model '{model}'; "
-                                  f"known fields: {', '.join(sorted(field_types))}")
-            values[name] = parse_value(name, raw, field_types[name], f"--config {config_file}")
+                                  f"known fields: {', '.join(sorted(types_of))}")
+            values[name] = parse_value(name, raw, types_of[name], f"--config {config_file}")
     environ = os.environ if environ is None else environ
-    for name, tp in field_types.items():
+    for name, tp in types_of.items():
         env = ENV_PREFIX + name.upper()
         if env in environ:
             values[name] = parse_value(name, environ[env], tp, f"environment {env}")
     for name, raw in (cli_values or {}).items():
         if raw is None or name == "config":
             continue
-        if name not in field_types:
+        if name not in types_of:
             raise ConfigError(f"unknown option '{name}' for model '{model}'")
-        values[name] = parse_value(name, raw, field_types[name], f"--{name.replace('_', '-')}")
+        values[name] = parse_value(name, raw, types_of[name], f"--{name.replace('_', '-')}")
     return cls(**values)
 
 
@@ -295,5 +373,5 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike, model: str) -> None:
 __all__ = [
     "ConfigError", "TrainConfig", "RetrievalConfig", "ESMMConfig", "DeepFMConfig", "MODEL_CONFIGS",
     "build_config", "config_from_args", "add_config_arguments", "config_to_dict", "save_config",
-    "load_config_file", "parse_value",
+    "load_config_file", "parse_value", "field_types",
 ]

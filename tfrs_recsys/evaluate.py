@@ -20,13 +20,13 @@ skipped and counted (:func:`tfrs_recsys.metrics.gauc`).
 
 NDCG@k per ``--ndcg-group-by`` group (a search, a page view): gain g_conversion on a clicked conversion,
 g_click on another click, else 0; DCG = sum_i (2^gain_i - 1) / log2(i + 1), divided by the DCG of the
-ideal order; groups without any gain are skipped and counted (:func:`tfrs_recsys.metrics.session_ndcg`).
-Rows are ranked by ``--ndcg-score``, or else by the expected gain of the model's probabilities::
+ideal order; groups without any gain are skipped and counted. Rows are ranked by ``--ndcg-score``, or
+else by the expected gain of the model's probabilities::
 
     E[2^gain - 1] = (2^g_click - 1) (p_ctr - p_ctcvr) + (2^g_conversion - 1) p_ctcvr
 
-which maximizes the expected DCG (it is linear in each row's expected gain). The Expedia hotel-search
-competition is ``--ndcg-k 38 --gains booking=5,click=1``.
+the session NDCG the rankers report while training (:func:`tfrs_recsys.metrics.click_conversion_ndcg`).
+The Expedia hotel-search competition is ``--ndcg-k 38 --gains booking=5,click=1``.
 """
 from __future__ import annotations
 
@@ -47,7 +47,6 @@ from tfrs_recsys.errors import UserError
 from tfrs_recsys.data.readers import read_delimited, read_parquet
 
 TASKS = ("ctr", "cvr", "ctcvr")
-DEFAULT_GAINS = {"click": 1.0, "conversion": 2.0}
 # Words a --gains key may use for each label, besides the label column's own name.
 _ROLE_WORDS = {"click": "click", "conversion": "conversion", "booking": "conversion", "purchase": "conversion"}
 
@@ -216,37 +215,39 @@ def evaluate_predictions(
     if gains is not None and ndcg_k is None:
         raise DataError("--gains sets the NDCG gains, but no --ndcg-k was given", fix="pass --ndcg-k, e.g. 38")
     if ndcg_k is not None:
-        ndcg = _ndcg(frame, ndcg_k, gains, ndcg_group_by or group_by, ndcg_score, click, ctcvr, p_ctr, p_ctcvr,
-                     click_score, source)
+        ndcg = _ndcg(frame, ndcg_k, gains, ndcg_group_by or group_by, ndcg_score, click,
+                     conversion if conversion_label else None, p_ctcvr, click_score, source)
     result = {"source": source, "rows": len(frame), "group_by": group_by, "tasks": tasks, "ndcg": ndcg,
               "notes": notes}
     result["metrics"] = _flat(result)
     return result
 
 
-def _ndcg(frame, k, gains, group_by, score_column, click, ctcvr, p_ctr, p_ctcvr, click_score, source) -> dict:
+def _ndcg(frame, k, gains, group_by, score_column, click, conversion, p_ctcvr, click_score, source) -> dict:
     if k < 1:
         raise DataError(f"--ndcg-k must be >= 1, got {k}", fix="pass e.g. --ndcg-k 38")
     if not group_by:
         raise DataError("NDCG is computed per group (search, session), but no group column was given",
                         fix="pass --ndcg-group-by (or --group-by)")
-    gains = dict(gains or {r: g for r, g in DEFAULT_GAINS.items() if r == "click" or ctcvr is not None})
+    gains = dict(gains or {r: g for r, g in M.NDCG_GAINS.items() if r == "click" or conversion is not None})
     g_click, g_conv = gains.get("click", 0.0), gains.get("conversion", 0.0)
-    if ctcvr is None:
+    if conversion is None:
         if g_conv:
             raise DataError("a conversion gain needs the conversion label", fix="pass --conversion-label")
-        ctcvr, p_ctcvr = np.zeros_like(click), np.zeros_like(p_ctr)
-    relevance = np.where(ctcvr > 0.5, g_conv, np.where(click > 0.5, g_click, 0.0))
+        conversion = p_ctcvr = np.zeros_like(click)
+    scores, p_ctr, ranked_by = None, None, score_column
     if score_column:
-        ranking, ranked_by = _finite(frame, score_column, source), score_column
+        scores = _finite(frame, score_column, source)
     else:
         p_ctr = _probabilities(frame, click_score, source, "ranking by expected gain")
-        ranking = (2.0 ** g_click - 1.0) * (p_ctr - p_ctcvr) + (2.0 ** g_conv - 1.0) * p_ctcvr
         ranked_by = (f"expected gain {2 ** g_click - 1:g} * (p_ctr - p_ctcvr) + {2 ** g_conv - 1:g} * p_ctcvr"
                      if g_conv else click_score)
-    value, used, skipped = M.session_ndcg(relevance, ranking, _group_codes(frame, group_by, source), k=k)
+    gains = {"click": g_click, "conversion": g_conv}
+    value, used, skipped = M.click_conversion_ndcg(click, conversion, p_ctr, p_ctcvr,
+                                                   _group_codes(frame, group_by, source), k=k, gains=gains,
+                                                   scores=scores)
     return {"k": int(k), "value": value, "group_by": group_by, "groups_used": used, "groups_skipped": skipped,
-            "gains": {"click": g_click, "conversion": g_conv}, "ranked_by": ranked_by}
+            "gains": gains, "ranked_by": ranked_by}
 
 
 def _flat(result: dict) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Offline metrics in NumPy, defined once for training, evaluation and benchmarks (DESIGN §5).
+"""Offline metrics in NumPy, defined once for training, evaluation and benchmarks.
 
 Ranking of one held-out item (leave-last-out, full catalog):
     rank = number of non-excluded items scored strictly higher than the target (0-based)
@@ -8,10 +8,13 @@ Classification:
     gauc = sum_g n_g * auc_g / sum_g n_g over groups g holding both classes (impression-weighted)
     pairwise_auc = P(score_pos > score_neg) + 0.5 P(tie) over the (pos, neg) pairs of the same group
                  = sum_g P_g N_g auc_g / sum_g P_g N_g  (pair-weighted; P_g, N_g the group's class counts)
+Against known probabilities (synthetic ground truth):
+    expected_auc = E over Bernoulli(true_probs) labels of auc;  spearman = Pearson correlation of mid-ranks
+Session NDCG of clicks and conversions: :func:`click_conversion_ndcg`.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -100,15 +103,23 @@ def pairwise_auc(labels: Sequence[float], scores: Sequence[float], groups: Seque
 
 
 def dcg(gains: np.ndarray, k: int) -> float:
+    """``sum_{i <= k} (2^gain_i - 1) / log2(i + 1)`` of gains in ranked order (1-based i)."""
     gains = np.asarray(gains, dtype=np.float64)[:k]
     return float(np.sum((2.0 ** gains - 1.0) / np.log2(np.arange(2, len(gains) + 2))))
 
 
-def session_ndcg(gains: Sequence[float], scores: Sequence[float], groups: Sequence, k: int = 10) -> tuple[float, int, int]:
+def session_ndcg(gains: Sequence[float], scores: Sequence[float], groups: Sequence,
+                 k: int = 10) -> tuple[float, int, int]:
     """Mean NDCG@k over sessions, items ordered by score (ties broken by input order).
 
-    gains are graded relevance, e.g. conversion=2 > click=1 > none=0 (Expedia: booking=5, click=1).
-    Sessions with no positive gain are skipped. Returns (ndcg, sessions_used, sessions_skipped).
+    Args:
+      gains: graded relevance of each row, e.g. conversion=2 > click=1 > none=0.
+      scores: the ranking score of each row.
+      groups: the session of each row.
+      k: the cutoff.
+
+    Returns:
+      ``(ndcg, sessions_used, sessions_skipped)``; sessions with no positive gain are skipped.
     """
     y = np.asarray(gains, dtype=np.float64).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
@@ -125,6 +136,48 @@ def session_ndcg(gains: Sequence[float], scores: Sequence[float], groups: Sequen
         ranked = idx[np.argsort(-s[idx], kind="mergesort")]
         values.append(dcg(y[ranked], k) / ideal)
     return (float(np.mean(values)) if values else float("nan")), len(values), skipped
+
+
+NDCG_GAINS = {"click": 1.0, "conversion": 2.0}
+
+
+def click_conversion_ndcg(click: Sequence[float], conversion: Sequence[float], p_ctr: Sequence[float],
+                          p_ctcvr: Sequence[float], groups: Sequence, *, k: int = 10,
+                          gains: Mapping[str, float] | None = None,
+                          scores: Sequence[float] | None = None) -> tuple[float, int, int]:
+    """Session NDCG@k of click and conversion gains, rows ranked by their expected gain.
+
+    With gains ``g_click`` and ``g_conv`` (:data:`NDCG_GAINS` by default), row ``i`` has::
+
+        rel_i   = g_conv if click_i = conversion_i = 1, g_click if only click_i = 1, else 0
+        score_i = E[2^rel_i - 1] = (2^g_click - 1) (p_ctr_i - p_ctcvr_i) + (2^g_conv - 1) p_ctcvr_i
+
+    DCG is linear in each row's ``2^rel - 1``, so ordering by ``score`` maximizes the expected DCG
+    under the predicted probabilities. This is the one session NDCG of the rankers: training
+    reports it and ``python -m tfrs_recsys.evaluate`` computes it from a predictions file.
+
+    Args:
+      click: 0/1 click label per row.
+      conversion: 0/1 conversion label per row; a conversion without a click counts as none.
+      p_ctr: predicted P(click) per row.
+      p_ctcvr: predicted P(click and conversion) per row.
+      groups: the session of each row.
+      k: the cutoff.
+      gains: ``{"click": g_click, "conversion": g_conv}``; a role left out has gain 0.
+      scores: rank by these instead of the expected gain (``p_ctr`` and ``p_ctcvr`` are then unused).
+
+    Returns:
+      ``(ndcg, sessions_used, sessions_skipped)`` as :func:`session_ndcg`.
+    """
+    gains = NDCG_GAINS if gains is None else gains
+    g_click, g_conv = gains.get("click", 0.0), gains.get("conversion", 0.0)
+    click = np.asarray(click, dtype=np.float64) > 0.5
+    converted = click & (np.asarray(conversion, dtype=np.float64) > 0.5)
+    relevance = np.where(converted, g_conv, np.where(click, g_click, 0.0))
+    if scores is None:
+        p_ctr, p_ctcvr = np.asarray(p_ctr, dtype=np.float64), np.asarray(p_ctcvr, dtype=np.float64)
+        scores = (2.0 ** g_click - 1.0) * (p_ctr - p_ctcvr) + (2.0 ** g_conv - 1.0) * p_ctcvr
+    return session_ndcg(relevance, scores, groups, k=k)
 
 
 def topk_metrics(ranks: Iterable[int], ks: Sequence[int] = (10, 50)) -> dict[str, float]:
@@ -153,3 +206,40 @@ def rank_of_target(scores: np.ndarray, target: np.ndarray, exclude_mask: np.ndar
     if exclude_mask is not None:
         ahead &= ~exclude_mask
     return ahead.sum(axis=1)
+
+
+def expected_auc(true_probs: Sequence[float], scores: Sequence[float]) -> float:
+    """AUC of ``scores`` against Bernoulli(``true_probs``) labels, in expectation over the draws.
+
+    ``sum_{i != j} t_i (1 - t_j) (1[s_i > s_j] + 1/2 1[s_i = s_j]) / sum_{i != j} t_i (1 - t_j)``:
+    each pair is weighted by the probability that i is the positive and j the negative. Sorting
+    makes it O(n log n).
+
+    Args:
+      true_probs: each row's true probability of a positive label.
+      scores: each row's score.
+
+    Returns:
+      The expected AUC; NaN when no pair can have different labels.
+    """
+    t = np.asarray(true_probs, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if t.shape != s.shape:
+        raise ValueError(f"true_probs and scores differ in length: {t.size} vs {s.size}")
+    neg = 1.0 - t
+    _, tie_group = np.unique(s, return_inverse=True)
+    neg_per_group = np.bincount(tie_group, weights=neg)
+    neg_below = np.concatenate(([0.0], np.cumsum(neg_per_group)[:-1]))[tie_group]
+    neg_tied_others = neg_per_group[tie_group] - neg
+    numerator = np.sum(t * (neg_below + 0.5 * neg_tied_others))
+    denominator = np.sum(t * (neg.sum() - neg))
+    return float(numerator / denominator) if denominator > 0 else float("nan")
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (mid-ranks for ties); NaN when either side is constant."""
+    ra = _rankdata(np.asarray(a, dtype=np.float64).ravel())
+    rb = _rankdata(np.asarray(b, dtype=np.float64).ravel())
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tfrs_recsys.config import PAIRWISE_SAMPLING
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import dataset_from_arrays
 from tfrs_recsys.data.sequences import PAD, Sequences
 
-SAMPLING = ("uniform", "popularity")
 _REJECTION_ROUNDS = 20
 
 
@@ -82,8 +82,8 @@ class TripleSampler:
     def __init__(self, train_rows: pd.DataFrame, catalog: np.ndarray, *, positive_threshold: float = 4.0,
                  use_disliked: bool = True, sampling: str = "uniform", max_len: int = 0, seed: int = 42,
                  loss: str = "bpr"):
-        if sampling not in SAMPLING:
-            raise DataError(f"pairwise_sampling = {sampling!r} is not one of {SAMPLING}",
+        if sampling not in PAIRWISE_SAMPLING:
+            raise DataError(f"pairwise_sampling = {sampling!r} is not one of {PAIRWISE_SAMPLING}",
                             fix="set --pairwise-sampling uniform or popularity")
         frame = _ordered(train_rows)
         liked, disliked = like_labels(frame["rating"], positive_threshold)

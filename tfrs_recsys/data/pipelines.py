@@ -5,8 +5,8 @@ Raw means what a serving client sends: one tensor of shape [B] per feature-spec 
 strings, lists joined by the column's separator, default ``|``, missing = ``""``) and
 ``float32`` for ``numeric`` / ``timestamp`` (missing = NaN). The features stage turns them
 into indices and standardized values inside the model, so training and serving share
-one code path. :func:`tfrs_recsys.data.schema.frame_to_raw` (also exported here as
-``frame_to_raw_columns``) is the single place a frame becomes raw arrays.
+one code path. :func:`tfrs_recsys.data.schema.frame_to_raw` is the single place a frame becomes
+raw arrays.
 
 Pipeline design: the columns are converted once and held as in-memory tensors; each epoch
 draws a seeded permutation of the row indices in one op and every batch is a vectorized
@@ -24,9 +24,6 @@ import pandas as pd
 
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import frame_to_raw
-
-# The one frame -> raw arrays conversion lives beside the spec; this name is kept for callers of this module.
-frame_to_raw_columns = frame_to_raw
 
 
 def frame_to_label_columns(frame: pd.DataFrame, labels: Sequence[str]) -> dict[str, np.ndarray]:
@@ -48,32 +45,6 @@ def frame_to_label_columns(frame: pd.DataFrame, labels: Sequence[str]) -> dict[s
                             f"{values.iloc[row]!r} at row {row}", column=name,
                             fix="drop unlabeled rows, or fill the label (0 for no event)")
         out[name] = numbers
-    return out
-
-
-def padded_histories(histories: Sequence[Sequence[str]], max_len: int, *, pad: str = "",
-                     side: str = "left") -> np.ndarray:
-    """Histories (oldest first) as a ``[N, max_len]`` object array of ``str``.
-
-    Each history keeps its most recent ``max_len`` items (older ones are cut). With
-    ``side="left"`` (the default) padding goes in front, so the most recent item is always
-    at position ``max_len - 1``, where a Transformer user tower reads its state and where
-    the retrieval signature expects it ("most recent item last"); ``side="right"`` pads
-    after the items instead. Items that are not strings become ``str`` (ints as decimals).
-    """
-    if max_len < 1:
-        raise DataError(f"max_len={max_len}", fix="pass max_len >= 1")
-    if side not in ("left", "right"):
-        raise DataError(f"side={side!r}", fix="pass side='left' or side='right'")
-    out = np.full((len(histories), max_len), pad, dtype=object)
-    for row, history in enumerate(histories):
-        items = [x if isinstance(x, str) else str(x) for x in list(history)[-max_len:]]
-        if not items:
-            continue
-        if side == "left":
-            out[row, max_len - len(items):] = items
-        else:
-            out[row, :len(items)] = items
     return out
 
 

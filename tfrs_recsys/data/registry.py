@@ -176,7 +176,7 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
         path = _file_in(_need_dir(dataset, data_dir), ("train.txt",))
         return load_criteo(path, skip_bad_rows=skip_bad_rows)
     if task == "deepfm" and dataset in IMPLICIT_CLICK_SOURCES:
-        from tfrs_recsys.data.homepage import movielens_click_logs
+        from tfrs_recsys.data.ctr_features import movielens_click_logs
 
         # Every interaction is a click; unseen items at the same time are the negatives.
         interactions = load_interactions(dataset, data_dir, seed=seed, skip_bad_rows=skip_bad_rows,

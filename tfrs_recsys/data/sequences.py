@@ -4,7 +4,7 @@ A user's sequence is every item they interacted with, oldest first: interactions
 ordered by timestamp, ties kept in file order (a stable sort; MovieLens has many ratings
 in the same second, so the tie rule changes which item is "last").
 
-Splits (DESIGN §5):
+Splits:
 
 * ``leave_last_out``: the last item is the test target, the one before it the validation
   target, the rest is the training sequence. Ranking excludes the target's history.
@@ -25,6 +25,7 @@ Training examples are fixed-width windows of the training sequences, left-padded
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,6 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureColumn
 
 PAD = ""
-TRAINING_MODES = ("all_positions", "prefix")
 
 
 @dataclass
@@ -165,12 +165,27 @@ def catalog_ids(interactions: pd.DataFrame) -> np.ndarray:
     return np.array(sorted(interactions["item_id"].astype(str).unique()), dtype=object)
 
 
-def pad_left(histories: list[np.ndarray], max_len: int) -> np.ndarray:
-    """[N, max_len] array of item ids: the ``max_len`` most recent items, right-aligned, ``""`` before."""
+def pad_left(histories: Sequence[Sequence], max_len: int) -> np.ndarray:
+    """Histories (oldest first) as a ``[N, max_len]`` object array of ``str``, padded on the left.
+
+    Each row keeps its ``max_len`` most recent items, right-aligned after ``""`` padding, so the
+    most recent item is always at position ``max_len - 1``: where the Transformer query tower reads
+    its state and where the retrieval signature expects it. Items that are not strings become
+    ``str`` (integers as decimals).
+
+    Args:
+      histories: item ids per row, oldest first.
+      max_len: the width of the array, >= 1.
+
+    Returns:
+      The ``[N, max_len]`` array.
+    """
+    if max_len < 1:
+        raise DataError(f"max_len={max_len}", fix="pass max_len >= 1")
     out = np.full((len(histories), max_len), PAD, dtype=object)
     for row, items in enumerate(histories):
-        recent = items[-max_len:] if max_len else items[:0]
-        if len(recent):
+        recent = [x if isinstance(x, str) else str(x) for x in list(items)[-max_len:]]
+        if recent:
             out[row, max_len - len(recent):] = recent
     return out
 
@@ -184,13 +199,7 @@ def training_windows(train: Sequences, max_len: int, *, mode: str = "all_positio
     windows of a long sequence are apart; smaller strides give early targets more context
     while each target still counts once.
     """
-    if mode not in TRAINING_MODES:
-        raise ValueError(f"training_mode must be one of {TRAINING_MODES}, got {mode!r}")
-    if max_len < 1:
-        raise ValueError(f"max_history must be >= 1, got {max_len}")
     stride = max_len if stride is None else stride
-    if not 1 <= stride <= max_len:
-        raise ValueError(f"window stride must be in [1, max_history={max_len}], got {stride}")
     users, histories, targets = [], [], []
     for user, seq in zip(train.user_ids, train.items):
         n = len(seq)
@@ -294,8 +303,9 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
                     group: str) -> tuple[list[FeatureColumn], dict[str, np.ndarray]]:
     """Feature tables aligned with ``keys``: one row per key, built from ``frame`` (one row per key).
 
-    Categorical and multi-valued columns become int32 index matrices ``[len(keys), M]`` into the
-    column's vocabulary (1-based, 0 = no value, so a mean over non-zero entries pools a list);
+    Categorical columns become int32 indices ``[len(keys)]`` and multi-valued ones index matrices
+    ``[len(keys), M]`` into the column's vocabulary (1-based, 0 = no value, so a mean over non-zero
+    entries pools a list): :class:`~tfrs_recsys.features.embeddings.FieldEmbeddings` inputs;
     numeric columns become standardized float32 vectors (missing -> 0, the mean). Keys missing
     from ``frame`` get no values. A named column that the frame lacks is an error.
     """
@@ -337,8 +347,7 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
             text = values.astype(str)
             vocab = sorted(set(text[present]))
             lookup = {v: i + 1 for i, v in enumerate(vocab)}
-            table = np.array([[lookup[t] if p else 0] for t, p in zip(text, present)], dtype=np.int32)
-            table = table.reshape(len(keys), 1)
+            table = np.array([lookup[t] if p else 0 for t, p in zip(text, present)], dtype=np.int32)
             specs.append(FeatureColumn(col, "categorical", group, "vocabulary", vocabulary=vocab))
         tables[col] = table
     return specs, tables

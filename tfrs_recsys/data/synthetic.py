@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tfrs_recsys.data.bundles import LabeledData
-from tfrs_recsys.data.homepage import SECONDS_PER_DAY, point_in_time_hotness
+from tfrs_recsys.data.ctr_features import SECONDS_PER_DAY, point_in_time_hotness
 
 DEVICES = ("mobile", "desktop", "tablet")
 SEGMENTS = ("budget", "business", "family", "luxury")
@@ -253,7 +253,7 @@ def synthetic_ctr_logs(num_rows: int = 50000, *, seed: int = 42, num_users: int 
         true_ctr = sigmoid(logit), label ~ Bernoulli(true_ctr)
 
     ``b`` is solved so the mean true CTR is ``ctr``. ``item_hotness`` is
-    :func:`~tfrs_recsys.data.homepage.point_in_time_hotness` of this log's own earlier days
+    :func:`~tfrs_recsys.data.ctr_features.point_in_time_hotness` of this log's own earlier days
     (labels as clicks, half-life ``half_life_days``): a proxy of the hidden ``q_i`` that never
     sees the row's own day.
     """

@@ -3,10 +3,8 @@ from tfrs_recsys.features.embeddings import FieldEmbeddings
 from tfrs_recsys.features.preprocessing import (
     TIMESTAMP_FEATURES,
     FeaturePreprocessor,
-    frame_to_raw,
     mask_key,
     raw_input_specs,
 )
 
-__all__ = ["FeaturePreprocessor", "FieldEmbeddings", "TIMESTAMP_FEATURES", "frame_to_raw", "mask_key",
-           "raw_input_specs"]
+__all__ = ["FeaturePreprocessor", "FieldEmbeddings", "TIMESTAMP_FEATURES", "mask_key", "raw_input_specs"]

@@ -22,6 +22,7 @@ read, so every worker logs the same global numbers.
 """
 from __future__ import annotations
 
+import inspect
 import types
 
 import tensorflow as tf
@@ -71,6 +72,20 @@ class RecsysModel(tfrs.Model):
         # Logged values are metric results, already aggregated over replicas; Keras' default for
         # multi-worker training would SUM them over workers once more.
         self.distribute_reduction_method = "first"
+
+    @classmethod
+    def from_spec(cls, spec, cfg) -> "RecsysModel":
+        """The model of ``spec`` with every option of its ``__init__`` that ``cfg`` has a field for.
+
+        Args:
+          spec: the :class:`~tfrs_recsys.data.schema.FeatureSpec` the model reads.
+          cfg: the model's config (:mod:`tfrs_recsys.config`), or anything with its fields.
+
+        Returns:
+          ``cls(spec, **options)``.
+        """
+        names = [name for name in inspect.signature(cls.__init__).parameters if name != "spec"]
+        return cls(spec, **{name: getattr(cfg, name) for name in names if hasattr(cfg, name)})
 
     @property
     def metrics(self) -> list[tf.keras.metrics.Metric]:

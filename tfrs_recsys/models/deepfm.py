@@ -92,12 +92,6 @@ class DeepFM(RecsysModel):
             loss=tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
             metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc")])
 
-    @classmethod
-    def from_spec(cls, spec: FeatureSpec, cfg) -> "DeepFM":
-        """Build from a :class:`~tfrs_recsys.config.DeepFMConfig` (or anything with its fields)."""
-        return cls(spec, embedding_dim=cfg.embedding_dim, hidden_units=tuple(cfg.hidden_units),
-                   dropout=cfg.dropout, l2_reg=cfg.l2_reg, embedding_l2=cfg.embedding_l2, precision=cfg.precision)
-
     def logit_parts(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         """The three logits (``first_order``, ``fm``, ``dnn``), each ``[B]``, before the bias."""
         emb = self.embeddings(self.preprocessor(features), training=training)

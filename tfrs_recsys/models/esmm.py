@@ -150,14 +150,6 @@ class ESMM(RecsysModel):
             loss=_per_example_bce(), name="ctcvr_task",
             metrics=[tf.keras.metrics.AUC(name="ctcvr_auc")])
 
-    @classmethod
-    def from_spec(cls, spec: FeatureSpec, cfg) -> "ESMM":
-        """Build from an :class:`~tfrs_recsys.config.ESMMConfig` (or anything with its fields)."""
-        return cls(spec, embedding_dim=cfg.embedding_dim, tower_units=tuple(cfg.tower_units),
-                   hidden_units=tuple(cfg.hidden_units), dropout=cfg.dropout, l2_reg=cfg.l2_reg,
-                   embedding_l2=cfg.embedding_l2, ctr_loss_weight=cfg.ctr_loss_weight,
-                   ctcvr_loss_weight=cfg.ctcvr_loss_weight, precision=cfg.precision)
-
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         h = self.encoder(features, training=training)
         ctr = tf.sigmoid(self.ctr_tower(h, training=training)[:, 0])
@@ -195,12 +187,6 @@ class ClickedCVR(RecsysModel):
         self.cvr_tower = _head(hidden_units, dropout, "cvr_tower", precision)
         self.task = tfrs.tasks.Ranking(loss=_per_example_bce(), name="cvr_task",
                                        metrics=[tf.keras.metrics.AUC(name="cvr_auc")])
-
-    @classmethod
-    def from_spec(cls, spec: FeatureSpec, cfg) -> "ClickedCVR":
-        return cls(spec, embedding_dim=cfg.embedding_dim, tower_units=tuple(cfg.tower_units),
-                   hidden_units=tuple(cfg.hidden_units), dropout=cfg.dropout, l2_reg=cfg.l2_reg,
-                   embedding_l2=cfg.embedding_l2, precision=cfg.precision)
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         h = self.encoder(features, training=training)

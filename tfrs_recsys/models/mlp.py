@@ -26,9 +26,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
-__all__ = ["PRECISIONS", "TrainingDense", "cpu_has_native_bfloat16", "mlp", "resolve_precision"]
+__all__ = ["TrainingDense", "cpu_has_native_bfloat16", "mlp", "resolve_precision"]
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -46,10 +45,9 @@ def cpu_has_native_bfloat16() -> bool:
 
 
 def resolve_precision(precision: str | None) -> str:
-    """``float32`` or ``mixed_bfloat16`` for a config value in :data:`PRECISIONS` (None = auto)."""
+    """``float32`` or ``mixed_bfloat16`` for a config value in :data:`tfrs_recsys.config.PRECISIONS`
+    (None = auto)."""
     precision = precision or "auto"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}; e.g. --precision float32")
     if precision != "auto":
         return precision
     if tf.config.list_physical_devices("GPU") or not cpu_has_native_bfloat16():

@@ -16,8 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-PAIRWISE_LOSSES = ("bpr", "triplet")
-LOSSES = ("softmax",) + PAIRWISE_LOSSES
+from tfrs_recsys.config import PAIRWISE_LOSSES
 
 
 def bpr_loss(positive_scores: tf.Tensor, negative_scores: tf.Tensor) -> tf.Tensor:

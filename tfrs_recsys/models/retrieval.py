@@ -52,19 +52,16 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrs_recsys.config import NEGATIVES
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.base import RecsysModel
-from tfrs_recsys.models.pairwise import LOSSES, PairwiseTask
+from tfrs_recsys.models.pairwise import PairwiseTask
 from tfrs_recsys.models.towers import FIRST_KNOWN_INDEX, ItemEncoder, ItemTower, QueryTower, SequenceEncoder
-
-NEGATIVES = ("auto", "full", "in_batch", "sampled")
 
 
 def resolve_negatives(negatives: str, num_items: int, full_softmax_max_items: int) -> str:
     """``auto`` -> ``full`` for catalogs up to ``full_softmax_max_items``, ``sampled`` above."""
-    if negatives not in NEGATIVES:
-        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
     if negatives != "auto":
         return negatives
     return "full" if num_items <= full_softmax_max_items else "sampled"
@@ -92,8 +89,6 @@ class InverseTemperature(tf.keras.layers.Layer):
 
     def __init__(self, initial: float = 10.0, maximum: float = 100.0, **kwargs):
         super().__init__(**kwargs)
-        if not 0 < initial <= maximum:
-            raise ValueError(f"inverse temperature must satisfy 0 < initial <= maximum, got {initial}, {maximum}")
         self.maximum = float(maximum)
         self.log_tau = self.add_weight(name="log_inverse_temperature", shape=(),
                                        initializer=tf.keras.initializers.Constant(math.log(initial)),
@@ -154,8 +149,6 @@ class TwoTowerRetrieval(RecsysModel):
                  temperature: float = 10.0, max_temperature: float = 100.0,
                  targets_per_batch: float | None = None, loss: str = "softmax", margin: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if negatives not in NEGATIVES[1:]:
             raise ValueError(f"negatives must be resolved to one of {NEGATIVES[1:]}, got {negatives!r}")
         if negatives != "full" and logq_correction and item_probabilities is None:

@@ -3,9 +3,9 @@
 Ids are raw strings everywhere (what a serving client sends). An id lookup maps
 ``""`` (padding) to 0, an unknown id to 1 (the OOV row) and the i-th known id to i + 2.
 
-* :class:`EntityFeatures` embeds an entity's content features, stored in the layer as
-  tables indexed by that lookup: ``e(x) = sum_f e_f(x)`` with multi-valued features
-  mean-pooled, ``e_f(x) = mean_{v in x_f} W_f[v]``, and numeric ones ``e_f(x) = x_f w_f``.
+* An entity's content features, held as tables indexed by that lookup, are embedded by the
+  rankers' :class:`~tfrs_recsys.features.embeddings.FieldEmbeddings` and summed:
+  ``e(x) = sum_f e_f(x)`` (multi-valued features mean-pooled, numeric ones ``x_f v_f``).
 * :class:`ItemEncoder` is the shared item representation ``h(i) = E[i] + e(i)``: the
   item tower and the history of the query tower use the same id table ``E``.
 * :class:`ItemTower`: ``c(i) = normalize(MLP(h(i)))``.
@@ -24,7 +24,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfrs_recsys.data.schema import FeatureColumn
+from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec
+from tfrs_recsys.features.embeddings import FieldEmbeddings
+from tfrs_recsys.features.preprocessing import mask_key
+from tfrs_recsys.models.mlp import mlp
 
 PAD_INDEX, OOV_INDEX, FIRST_KNOWN_INDEX = 0, 1, 2
 
@@ -37,52 +40,35 @@ def id_lookup(vocabulary: Sequence[str], name: str) -> tf.keras.layers.StringLoo
     return tf.keras.layers.StringLookup(vocabulary=vocabulary, mask_token="", num_oov_indices=1, name=name)
 
 
-def mlp(units: Sequence[int], output_dim: int, dropout: float, name: str) -> tf.keras.Sequential:
-    """Dense-ReLU-Dropout blocks, then a linear projection to ``output_dim``."""
-    layers: list[tf.keras.layers.Layer] = []
-    for i, u in enumerate(units):
-        layers += [tf.keras.layers.Dense(u, activation="relu", name=f"dense_{i}"),
-                   tf.keras.layers.Dropout(dropout)]
-    layers.append(tf.keras.layers.Dense(output_dim, name="projection"))
-    return tf.keras.Sequential(layers, name=name)
+class EntityFeatureTables(tf.keras.layers.Layer):
+    """``e(x) = sum_f e_f(x)`` of the entities at a lookup index of any shape: ``index.shape + [D]``.
 
+    The features of entity ``x`` are rows of per-entity tables (0 and 1, padding and unknown ids,
+    have none); :class:`~tfrs_recsys.features.embeddings.FieldEmbeddings` embeds them.
 
-class EntityFeatures(tf.keras.layers.Layer):
-    """Sum of embedded content features of entities given by lookup index (0 and 1: no features)."""
+    Args:
+      specs: the feature columns (``categorical``, ``multi_categorical`` or ``numeric``).
+      tables: ``{name: [entities, ...]}`` aligned with the id vocabulary (``sequences.entity_features``).
+      dim: ``D``.
+    """
 
     def __init__(self, specs: Sequence[FeatureColumn], tables: Mapping[str, np.ndarray], dim: int, **kwargs):
         super().__init__(**kwargs)
-        self._specs = list(specs)
-        self._tables, self._vectors = {}, {}
-        for spec in self._specs:
-            table = np.asarray(tables[spec.name])
+        self.embeddings = FieldEmbeddings(FeatureSpec(list(specs), labels=[]), dim, first_order=False)
+        self.multi_valued = [f.name for f in specs if f.kind == "multi_categorical"]
+        self.rows = {}
+        for f in specs:
+            table = np.asarray(tables[f.name])
             pad = np.zeros((FIRST_KNOWN_INDEX,) + table.shape[1:], dtype=table.dtype)
-            self._tables[spec.name] = tf.constant(np.concatenate([pad, table]))
-            if spec.kind == "numeric":
-                self._vectors[spec.name] = self.add_weight(name=f"{spec.name}_vector", shape=(dim,),
-                                                           initializer="random_normal")
-            else:
-                # Row 0 means "no value" and is masked out of the mean.
-                self._vectors[spec.name] = self.add_weight(
-                    name=f"{spec.name}_embedding", shape=(len(spec.vocabulary) + 1, dim),
-                    initializer=tf.keras.initializers.RandomNormal(stddev=0.05))
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [s.name for s in self._specs]
+            self.rows[f.name] = tf.constant(np.concatenate([pad, table]))
 
     def call(self, index: tf.Tensor) -> tf.Tensor:
-        out = None
-        for spec in self._specs:
-            rows = tf.gather(self._tables[spec.name], index)
-            if spec.kind == "numeric":
-                vec = rows[..., None] * self._vectors[spec.name]
-            else:
-                present = tf.cast(rows > 0, tf.float32)[..., None]
-                summed = tf.reduce_sum(tf.gather(self._vectors[spec.name], rows) * present, axis=-2)
-                vec = summed / tf.maximum(tf.reduce_sum(present, axis=-2), 1.0)
-            out = vec if out is None else out + vec
-        return out
+        flat = tf.reshape(index, [-1])
+        inputs = {name: tf.gather(rows, flat) for name, rows in self.rows.items()}
+        inputs.update({mask_key(name): tf.cast(inputs[name] > 0, tf.float32) for name in self.multi_valued})
+        vectors = tf.add_n(list(self.embeddings(inputs)["fields"].values()))
+        return tf.ensure_shape(tf.reshape(vectors, tf.concat([tf.shape(index), [-1]], axis=0)),
+                               index.shape.concatenate(vectors.shape[-1:]))
 
 
 class ItemEncoder(tf.keras.layers.Layer):
@@ -95,7 +81,7 @@ class ItemEncoder(tf.keras.layers.Layer):
         self.embedding = tf.keras.layers.Embedding(len(vocabulary) + FIRST_KNOWN_INDEX, dim,
                                                    embeddings_initializer=tf.keras.initializers.RandomNormal(
                                                        stddev=0.05), name="item_embedding")
-        self.features = (EntityFeatures(feature_specs, feature_tables or {}, dim, name="item_features")
+        self.features = (EntityFeatureTables(feature_specs, feature_tables or {}, dim, name="item_features")
                          if feature_specs else None)
 
     def embed(self, index: tf.Tensor) -> tf.Tensor:
@@ -117,7 +103,8 @@ class ItemTower(tf.keras.Model):
                  **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
-        self.head = mlp(hidden_units, dim, dropout, "item_mlp") if hidden_units else None
+        self.head = (mlp(hidden_units, dropout=dropout, name="item_mlp", output_units=dim) if hidden_units
+                     else None)
 
     def call(self, item_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
         vectors, _ = self.encoder(item_ids)
@@ -230,10 +217,10 @@ class QueryTower(tf.keras.Model):
         self.user_lookup = id_lookup(user_vocabulary, "user_lookup") if user_vocabulary is not None else None
         self.user_embedding = (tf.keras.layers.Embedding(len(user_vocabulary) + FIRST_KNOWN_INDEX, dim,
                                                          name="user_embedding") if with_embedding else None)
-        self.user_features = (EntityFeatures(user_feature_specs, user_feature_tables or {}, dim,
-                                             name="user_features") if user_feature_specs else None)
+        self.user_features = (EntityFeatureTables(user_feature_specs, user_feature_tables or {}, dim,
+                                                  name="user_features") if user_feature_specs else None)
         self.user_id_dropout = float(user_id_dropout)
-        self.head = mlp(hidden_units, dim, dropout, "query_mlp")
+        self.head = mlp(hidden_units, dropout=dropout, name="query_mlp", output_units=dim)
 
     def call(self, features: Mapping[str, tf.Tensor], all_positions: bool = False,
              training: bool = False) -> tf.Tensor:

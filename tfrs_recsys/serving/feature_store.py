@@ -6,7 +6,7 @@ A feature store is a directory of Parquet files written when models are exported
 read-only by the serving process:
 
 * ``user_histories.parquet``: ``user_id``, ``history`` (list of item ids, oldest first);
-* ``hot_items.parquet``: ``item_id``, ``hotness`` (``tfrs_recsys.data.homepage.item_hotness``),
+* ``hot_items.parquet``: ``item_id``, ``hotness`` (``tfrs_recsys.data.ctr_features.item_hotness``),
   hottest first: the cold-start answer;
 * ``item_features.parquet`` / ``user_features.parquet`` (optional): ``item_id`` / ``user_id``
   plus raw feature columns named as the ranker's inputs (list values are sent joined by ``|``).
@@ -76,10 +76,10 @@ class FeatureStore:
         Item and user features default to the bundle's ``items`` / ``users`` tables. The item
         features gain ``item_hotness``, the rankers' dense feature as of the newest event:
         ``log1p`` of the item's interactions decayed with ``hotness_feature_half_life_days``
-        (default: the half-life the click logs of ``tfrs_recsys.data.homepage`` were trained
+        (default: the half-life the click logs of ``tfrs_recsys.data.ctr_features`` were trained
         with), unless the table has that column already.
         """
-        from tfrs_recsys.data.homepage import CLICK_LOG_HALF_LIFE_DAYS, item_hotness
+        from tfrs_recsys.data.ctr_features import CLICK_LOG_HALF_LIFE_DAYS, item_hotness
 
         frame = data.interactions.sort_values(["user_id", "timestamp"], kind="mergesort")
         histories = {str(u): [str(i) for i in items] for u, items in frame.groupby("user_id", sort=False)["item_id"]}

@@ -41,7 +41,7 @@ def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *, tr
         metrics.update({"gauc": value, "gauc_groups_used": used, "gauc_groups_skipped": skipped,
                         "gauc_group_column": group_by})
     if truth is not None and "true_ctr" in truth.columns:
-        metrics["ctr_true_auc"] = rankers.expected_auc(truth["true_ctr"].to_numpy(), ctr)
+        metrics["ctr_true_auc"] = M.expected_auc(truth["true_ctr"].to_numpy(), ctr)
     return metrics
 
 

@@ -10,11 +10,11 @@ Metrics (:func:`evaluate_esmm`), all on held-out impressions:
   no user column, ``gauc_group_column``), one-class groups skipped (``gauc_groups_used`` /
   ``gauc_groups_skipped``);
 * ``session_ndcg@k``: mean NDCG@k per session, gain conversion = 2 > click = 1 > none = 0, candidates
-  ordered by the expected gain ``pCTR + pCTCVR`` (= 1 * P(click, no conversion) + 2 * P(conversion));
-  sessions without a click are skipped (``session_ndcg_sessions_used`` / ``..._skipped``);
+  ordered by their expected gain (:func:`tfrs_recsys.metrics.click_conversion_ndcg`, the evaluate
+  CLI's NDCG); sessions without a click are skipped (``session_ndcg_sessions_used`` / ``..._skipped``);
 * with synthetic ground truth (``truth.true_cvr`` for EVERY impression): ``cvr_true_auc``, the expected
   AUC of pCVR against conversions had every impression been clicked
-  (:func:`~tfrs_recsys.training.rankers.expected_auc`), and
+  (:func:`~tfrs_recsys.metrics.expected_auc`), and
   ``cvr_true_spearman``, the rank correlation of pCVR with true_cvr over the entire impression space.
 
 The baseline (:class:`~tfrs_recsys.models.esmm.ClickedCVR`, trained on clicked training rows with the
@@ -48,8 +48,7 @@ from tfrs_recsys.models.esmm import ESMM, ClickedCVR
 from tfrs_recsys.training import rankers
 from tfrs_recsys.training.common import finish_run
 
-MONITOR = rankers.MONITOR
-NDCG_GAIN = "conversion=2, click=1, none=0; ranked by pCTR + pCTCVR"
+NDCG_GAIN = "conversion=2, click=1, none=0; ranked by the expected gain (pCTR - pCTCVR) + 3 pCTCVR"
 
 
 def cvr_metrics(cvr: np.ndarray, click: np.ndarray, conversion: np.ndarray,
@@ -60,8 +59,8 @@ def cvr_metrics(cvr: np.ndarray, click: np.ndarray, conversion: np.ndarray,
            "cvr_logloss_clicked": M.logloss(conversion[clicked], cvr[clicked]) if clicked.any() else float("nan")}
     if truth is not None and "true_cvr" in truth.columns:
         true_cvr = truth["true_cvr"].to_numpy(dtype=np.float64)
-        out["cvr_true_auc"] = rankers.expected_auc(true_cvr, cvr)
-        out["cvr_true_spearman"] = rankers.spearman(true_cvr, cvr)
+        out["cvr_true_auc"] = M.expected_auc(true_cvr, cvr)
+        out["cvr_true_spearman"] = M.spearman(true_cvr, cvr)
     return out
 
 
@@ -93,12 +92,12 @@ def evaluate_esmm(model: ESMM, frame: pd.DataFrame, spec: FeatureSpec, *, truth:
         metrics.update({"gauc": value, "gauc_groups_used": used, "gauc_groups_skipped": skipped,
                         "gauc_group_column": group_by})
     if spec.session_column and spec.session_column in frame.columns:
-        value, used, skipped = M.session_ndcg(click + ctcvr_label, out["ctr"] + out["ctcvr"],
-                                              frame[spec.session_column].to_numpy(), k=k)
+        value, used, skipped = M.click_conversion_ndcg(click, conversion, out["ctr"], out["ctcvr"],
+                                                       frame[spec.session_column].to_numpy(), k=k)
         metrics.update({f"session_ndcg@{k}": value, "session_ndcg_sessions_used": used,
                         "session_ndcg_sessions_skipped": skipped, "session_ndcg_gain": NDCG_GAIN})
     if truth is not None and "true_ctr" in truth.columns:
-        metrics["ctr_true_spearman"] = rankers.spearman(truth["true_ctr"].to_numpy(), out["ctr"])
+        metrics["ctr_true_spearman"] = M.spearman(truth["true_ctr"].to_numpy(), out["ctr"])
     return metrics
 
 
@@ -127,7 +126,8 @@ def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, v
         return rankers.with_selection_score(evaluate_clicked_cvr(m, validation, spec), ("cvr_auc_clicked",),
                                             "cvr_logloss_clicked")
 
-    rankers.fit(model, cfg, clicked, spec, baseline_dir, checkpoint=False, monitor=MONITOR, eval_fn=eval_fn)
+    rankers.fit(model, cfg, clicked, spec, baseline_dir, checkpoint=False, monitor=rankers.MONITOR,
+                eval_fn=eval_fn)
     return model
 
 
@@ -145,7 +145,7 @@ def run(cfg: ESMMConfig) -> dict:
     with strategy.scope():
         model = ESMM.from_spec(spec, cfg)
 
-    evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=MONITOR,
+    evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=rankers.MONITOR,
                             eval_fn=selection_eval(validation, spec, cfg))
     test_truth = _truth_of(data.truth, split.test)
     metrics = evaluate_esmm(model, split.test, spec, truth=test_truth, k=cfg.ndcg_k)

@@ -22,10 +22,10 @@ from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import dataset_from_arrays, frame_to_label_columns
 from tfrs_recsys.data.registry import load_labeled, options_from
-from tfrs_recsys.data.schema import FeatureSpec
+from tfrs_recsys.data.schema import FeatureSpec, frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
-from tfrs_recsys.features.preprocessing import as_encoded, encode_frame, frame_to_raw
+from tfrs_recsys.features.preprocessing import as_encoded, encode_frame
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.optimizers import FusedAdam
 from tfrs_recsys.training.common import EpochEvaluator, fit_verbosity, tensorboard_callback
@@ -171,36 +171,6 @@ def with_selection_score(metrics: Mapping, aucs: tuple[str, ...], logloss: str) 
         score = -numbers.get(logloss, np.nan)
         score = score if np.isfinite(score) else 0.0
     return {**numbers, MONITOR: score}
-
-
-def expected_auc(true_probs, scores) -> float:
-    """AUC of ``scores`` against Bernoulli(``true_probs``) labels, in expectation over the draws.
-
-    ``sum_{i != j} t_i (1 - t_j) (1[s_i > s_j] + 1/2 1[s_i = s_j]) / sum_{i != j} t_i (1 - t_j)``:
-    each pair is weighted by the probability that i is the positive and j the negative. Sorting
-    makes it O(n log n).
-    """
-    t = np.asarray(true_probs, dtype=np.float64).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if t.shape != s.shape:
-        raise ValueError(f"true_probs and scores differ in length: {t.size} vs {s.size}")
-    neg = 1.0 - t
-    _, tie_group = np.unique(s, return_inverse=True)
-    neg_per_group = np.bincount(tie_group, weights=neg)
-    neg_below = np.concatenate(([0.0], np.cumsum(neg_per_group)[:-1]))[tie_group]
-    neg_tied_others = neg_per_group[tie_group] - neg
-    numerator = np.sum(t * (neg_below + 0.5 * neg_tied_others))
-    denominator = np.sum(t * (neg.sum() - neg))
-    return float(numerator / denominator) if denominator > 0 else float("nan")
-
-
-def spearman(a, b) -> float:
-    """Spearman rank correlation (mid-ranks for ties); NaN when either side is constant."""
-    ra = pd.Series(np.asarray(a, dtype=np.float64)).rank().to_numpy()
-    rb = pd.Series(np.asarray(b, dtype=np.float64)).rank().to_numpy()
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def group_column(spec: FeatureSpec, frame: pd.DataFrame) -> str | None:

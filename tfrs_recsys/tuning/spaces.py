@@ -24,7 +24,8 @@ from typing import Any, Mapping
 
 import keras_tuner as kt
 
-from tfrs_recsys.config import MODEL_CONFIGS, ConfigError, TrainConfig, build_config, config_to_dict
+from tfrs_recsys.config import (MODEL_CONFIGS, ConfigError, TrainConfig, build_config, config_to_dict,
+                                field_types, parse_value)
 
 DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     "retrieval": {
@@ -111,8 +112,10 @@ def validate_space(model: str, space: Mapping[str, Any], source: str = "search s
         values = entry.get("values", [entry.get("value")] if "value" in entry else [entry.get("min"), entry.get("max")])
         if "values" in entry and not values:
             raise ConfigError(f"{source}: field '{name}' has an empty 'values' list")
-        for v in values:  # each value must parse as the field's type
-            build_config(model, {name: v if kind in (int, float) else _hp_value(kind, v)}, environ={})
+        # Each value must parse as the field's type; a trial's config checks the values together.
+        for v in values:
+            parse_value(name, v if kind in (int, float) else _hp_value(kind, v), field_types(cls)[name],
+                        source)
         if "min" in entry:
             if entry["min"] > entry["max"]:
                 raise ConfigError(f"{source}: field '{name}' has min {entry['min']} > max {entry['max']}")

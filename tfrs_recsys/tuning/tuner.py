@@ -99,6 +99,13 @@ class RecsysTuner(BaseTuner):
             overrides["epochs"] = int(values["tuner/epochs"])
         return trial_config(self.model, self.base, values, **overrides)
 
+    def fields_of(self, trial) -> dict[str, Any]:
+        """The trial's config as a dict; as given when its values do not go together (the trial failed)."""
+        try:
+            return config_to_dict(self.config_of(trial))
+        except ConfigError:
+            return {**config_to_dict(self.base), **trial.hyperparameters.values}
+
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
         tf.keras.backend.clear_session()
         result = self.runner.run(self.config_of(trial))
@@ -128,14 +135,14 @@ class RecsysTuner(BaseTuner):
             row.update({"validation": result.metrics, "best_epoch": result.best_epoch,
                         "epochs_run": result.epochs_run, "seconds": result.seconds, "diverged": result.diverged,
                         "run_dir": result.run_dir})
-        row["config"] = config_to_dict(self.config_of(trial))
+        row["config"] = self.fields_of(trial)
         if trial.message:
             row["error"] = trial.message.strip().splitlines()[-1]
         return row
 
     def hyperparameters_of(self, trial) -> dict[str, Any]:
         """The trial's tuned fields as the config holds them (e.g. ``hidden_units`` as a list)."""
-        fields = config_to_dict(self.config_of(trial))
+        fields = self.fields_of(trial)
         return {k: fields[k] for k in trial.hyperparameters.values if not k.startswith("tuner/")}
 
     def best_config(self) -> tuple[TrainConfig, Any]:

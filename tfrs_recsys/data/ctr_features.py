@@ -1,4 +1,5 @@
-"""Homepage recommender data: a stable slot feature map, time-decayed item hotness, MovieLens as click logs.
+"""Features of a CTR ranker's click logs: stable slot feature ids, time-decayed item hotness, and
+interactions (MovieLens) turned into click logs that carry them.
 
 Item hotness, for events before ``now`` with ages ``a_e = (now - t_e) / 86400`` days and half-life ``h``::
 

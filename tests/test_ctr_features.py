@@ -1,4 +1,4 @@
-"""Homepage data: stable slot ids, item hotness math, MovieLens as leak-free click logs."""
+"""CTR features: stable slot ids, item hotness math, MovieLens as leak-free click logs."""
 import json
 import math
 
@@ -9,8 +9,8 @@ import pytest
 from conftest import dataset_path
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.homepage import (SECONDS_PER_DAY, SlotFeatureMap, hot_items, item_hotness, movielens_click_logs,
-                                       point_in_time_hotness)
+from tfrs_recsys.data.ctr_features import (SECONDS_PER_DAY, SlotFeatureMap, hot_items, item_hotness,
+                                           movielens_click_logs, point_in_time_hotness)
 
 DAY = SECONDS_PER_DAY
 
