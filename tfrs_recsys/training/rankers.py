@@ -32,9 +32,9 @@ from tfrs_recsys.data.schema import FeatureSpec, infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame, frame_to_raw
 from tfrs_recsys.training import distribution
-from tfrs_recsys.training.optimizers import FusedAdam
 from tfrs_recsys.training.common import (BEST_WEIGHTS, CONFIG_FILE, EpochEvaluator, fit_verbosity,
                                          prepare_run_dir, tensorboard_callback)
+from tfrs_recsys.training.optimizers import ranker_optimizer
 
 SPEC_FILE = "spec.json"
 SPLIT_FILE = "split.json"
@@ -123,10 +123,10 @@ def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -
 
 
 def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
-    """Adam(cfg.learning_rate), as :class:`~tfrs_recsys.training.optimizers.FusedAdam` (the same
-    update, one kernel per variable); several steps per call into the graph, which saves the
-    per-step Python round trip (about a tenth of a step of these small models on CPU). The
-    optimizer is created under the strategy the model was built under.
+    """Compile with :func:`~tfrs_recsys.training.optimizers.ranker_optimizer` (sparse Adagrad at
+    ``cfg.embedding_learning_rate`` with ``cfg.embedding_l2`` on the tables, Adam at
+    ``cfg.learning_rate`` on the rest), created under the model's strategy; several steps per call
+    into the graph, which saves the per-step Python round trip.
 
     With several replicas it is one step per call: the all-gather of sparse (embedding) gradients
     inside Keras' multi-step loop fails under MultiWorkerMirroredStrategy (collective shape
@@ -135,7 +135,10 @@ def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
     strategy = model.distribute_strategy
     steps = STEPS_PER_EXECUTION if strategy.num_replicas_in_sync == 1 else 1
     with strategy.scope():
-        model.compile(optimizer=FusedAdam(cfg.learning_rate), steps_per_execution=steps)
+        model.compile(optimizer=ranker_optimizer(model, learning_rate=cfg.learning_rate,
+                                                 embedding_learning_rate=cfg.embedding_learning_rate,
+                                                 embedding_l2=cfg.embedding_l2),
+                      steps_per_execution=steps)
 
 
 def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec, run_dir: Path | str, *,
