@@ -152,9 +152,10 @@ def test_thread_pools_are_options_set_before_the_first_op_and_refused_after():
 # --- MirroredStrategy over two logical CPU devices -----------------------------------------------
 
 def test_one_mirrored_step_on_two_devices_is_the_step_on_one(tmp_path):
-    """Same weights, same global batch, one SGD step: 2 replicas (each half the batch, gradients summed)
+    """Same weights, same global batch, one step: 2 replicas (each half the batch, gradients summed)
     must move every weight as one device does. This fails if a replica's loss is its local mean
-    (the update doubles) or if layer (L2) losses are not scaled per replica."""
+    (the update doubles), if layer (L2) losses are not scaled per replica, or if the rankers' row
+    L2 sees only a replica's rows."""
     _run([sys.executable, str(TWO_CPU_DEVICES), "step"], tmp_path / "log.txt", _env())
     lines = (tmp_path / "log.txt").read_text().splitlines()
     differences = json.loads([line for line in lines if line.startswith("{")][-1])

@@ -11,7 +11,8 @@ import tensorflow as tf
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig
 from tfrs_recsys.data.schema import infer_schema
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs, synthetic_sessions
-from tfrs_recsys.features.preprocessing import ENCODED, FeaturePreprocessor, as_encoded, encode_frame, frame_to_raw
+from tfrs_recsys.features.preprocessing import (ENCODED, FeaturePreprocessor, as_encoded, encode_frame,
+                                                frame_to_raw)
 from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.models.esmm import ESMM
 from tfrs_recsys.models.mlp import PRECISIONS, TrainingDense, cpu_has_native_bfloat16, resolve_precision
@@ -29,8 +30,8 @@ def logs():
 @pytest.fixture(scope="module")
 def sessions():
     data = synthetic_sessions(40, 10, seed=3, num_items=400)
-    return data.frame, infer_schema(data.frame, data.labels, session_column="session_id", user_column="user_id",
-                                    item_column="item_id")
+    return data.frame, infer_schema(data.frame, data.labels, session_column="session_id",
+                                    user_column="user_id", item_column="item_id")
 
 
 def _raw(frame, spec):
@@ -90,11 +91,13 @@ def test_training_dense_is_dense_at_inference_and_close_to_it_in_bfloat16_traini
             value = tf.reduce_sum(fn() ** 2)
         grads.append(tape.gradient(value, layer.kernel if len(grads) == 0 else reference.kernel))
     assert grads[0].dtype == tf.float32
-    np.testing.assert_allclose(grads[0].numpy(), grads[1].numpy(), rtol=0.05, atol=0.05 * np.abs(grads[1]).max())
+    np.testing.assert_allclose(grads[0].numpy(), grads[1].numpy(), rtol=0.05,
+                               atol=0.05 * np.abs(grads[1]).max())
 
 
 def test_precision_choices():
-    assert resolve_precision("float32") == "float32" and resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
     native = cpu_has_native_bfloat16() and not tf.config.list_physical_devices("GPU")
     assert resolve_precision("auto") == ("mixed_bfloat16" if native else "float32") == resolve_precision(None)
     with pytest.raises(ValueError, match="precision='fp8'.*--precision float32"):
@@ -152,8 +155,8 @@ def test_embedding_l2_is_an_l2_penalty_on_the_rows_a_step_touches():
     weights = {}
     for where in ("optimizer", "loss", "none"):
         tf.keras.utils.set_random_seed(0)
-        model = tf.keras.Sequential([tf.keras.layers.Embedding(10, 3), tf.keras.layers.GlobalAveragePooling1D(),
-                                     tf.keras.layers.Dense(1)])
+        model = tf.keras.Sequential([tf.keras.layers.Embedding(10, 3),
+                                     tf.keras.layers.GlobalAveragePooling1D(), tf.keras.layers.Dense(1)])
         model(ids)
         table = embedding_tables(model)[0]
         initial = table.numpy()
@@ -179,7 +182,8 @@ def test_training_resumes_from_a_checkpoint_with_the_optimizer_state(which, logs
     """A checkpoint holds the optimizer's state (Adagrad accumulators, Adam moments, step counts): a
     fresh model that loads it takes the same next step as the model that wrote it."""
     frame, spec = logs if which == "deepfm" else sessions
-    cfg = (DeepFMConfig if which == "deepfm" else ESMMConfig)(embedding_dim=4, hidden_units=(8,), embedding_l2=0.01)
+    config_cls = DeepFMConfig if which == "deepfm" else ESMMConfig
+    cfg = config_cls(embedding_dim=4, hidden_units=(8,), embedding_l2=0.01)
     batches = tf.data.Dataset.from_tensors(_batch(frame, spec, 64))
 
     def build():

@@ -123,7 +123,7 @@ class ESMMConfig(TrainConfig):
     epochs: int = 10
     batch_size: int = 512
     embedding_dim: int = 16
-    tower_units: tuple[int, ...] = (32,)  # user / item towers: ReLU layers, then a linear output of the last width
+    tower_units: tuple[int, ...] = (32,)  # user / item tower widths: ReLU layers, the last one linear
     hidden_units: tuple[int, ...] = (256, 128, 64)
     ctr_loss_weight: float = 1.0
     ctcvr_loss_weight: float = 1.0

@@ -14,8 +14,9 @@ gives one logit and the three are summed with the single bias ``b``. The loss is
 cross-entropy on the logit, held by a ``tfrs.tasks.Ranking`` task; it is averaged over the global
 batch, also under ``tf.distribute`` (:mod:`tfrs_recsys.models.base`). ``l2_reg`` penalizes the
 embedding rows of each batch (:class:`~tfrs_recsys.features.embeddings.FieldEmbeddings`); the
-tables' optimizer and its row L2 are set at compile time (:func:`~tfrs_recsys.training.rankers.compile_ranker`).
-The DNN can train its products in bfloat16 (``precision``, :mod:`tfrs_recsys.models.mlp`).
+tables' optimizer and its row L2 are set at compile time
+(:func:`~tfrs_recsys.training.rankers.compile_ranker`). The DNN can train its products in bfloat16
+(``precision``, :mod:`tfrs_recsys.models.mlp`).
 
 Notebook use::
 
@@ -71,8 +72,9 @@ class DeepFM(RecsysModel):
     feature). ``compute_loss((features, labels))`` reads ``labels[label]``.
     """
 
-    def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, hidden_units: Sequence[int] = (256, 128, 64),
-                 dropout: float = 0.0, l2_reg: float = 0.0, label: str | None = None, precision: str = "float32"):
+    def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16,
+                 hidden_units: Sequence[int] = (256, 128, 64), dropout: float = 0.0, l2_reg: float = 0.0,
+                 label: str | None = None, precision: str = "float32"):
         super().__init__()
         label = label or (spec.labels[0] if spec.labels else None)
         if label is None:
@@ -88,7 +90,8 @@ class DeepFM(RecsysModel):
         self.dnn_logit = tf.keras.layers.Dense(1, use_bias=False, name="dnn_logit")
         self.bias = tf.Variable(0.0, name="bias")
         self.task = tfrs.tasks.Ranking(
-            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
+            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True,
+                                                    reduction=tf.keras.losses.Reduction.NONE),
             metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc")])
 
     @classmethod

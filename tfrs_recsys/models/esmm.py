@@ -76,7 +76,7 @@ def _clip(p: tf.Tensor) -> tf.Tensor:
 
 
 class ImpressionEncoder(tf.keras.layers.Layer):
-    """Raw features -> ``h = [user_tower(e_user); item_tower(e_item); e_user; e_item; e_context]``, ``[B, H]``.
+    """Raw features -> the shared bottom ``h`` of the module docstring, ``[B, H]``.
 
     The towers add learned user and item vectors to the shared embeddings rather than replace them
     (replacing them overfits sooner on sparse ids). A group without features contributes nothing
@@ -91,8 +91,9 @@ class ImpressionEncoder(tf.keras.layers.Layer):
         # ESMM has no FM term, so a column may set its own embedding_dim in the spec. l2 penalizes
         # the embedding rows a batch uses (a layer loss, added to the task losses by RecsysModel).
         self.embeddings = FieldEmbeddings(spec, embedding_dim, first_order=False, column_dims=True, l2=l2_reg)
-        self.user_tower = _tower(tower_units, dropout, "user_tower", precision) if spec.group("user") else None
-        self.item_tower = _tower(tower_units, dropout, "item_tower", precision) if spec.group("item") else None
+        self.user_tower, self.item_tower = (
+            _tower(tower_units, dropout, f"{group}_tower", precision) if spec.group(group) else None
+            for group in ("user", "item"))
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         emb = self.embeddings(self.preprocessor(features), training=training)
@@ -126,8 +127,8 @@ class ESMM(RecsysModel):
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
                  hidden_units: Sequence[int] = (256, 128, 64), dropout: float = 0.0, l2_reg: float = 0.0,
-                 ctr_loss_weight: float = 1.0, ctcvr_loss_weight: float = 1.0,
-                 click_label: str | None = None, conversion_label: str | None = None, precision: str = "float32"):
+                 ctr_loss_weight: float = 1.0, ctcvr_loss_weight: float = 1.0, click_label: str | None = None,
+                 conversion_label: str | None = None, precision: str = "float32"):
         super().__init__()
         precision = resolve_precision(precision)
         self.spec = spec

@@ -62,8 +62,8 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
     if data.session_column:
         split = split_by_session(data.frame, data.session_column, fractions=SPLIT_FRACTIONS, seed=cfg.seed)
     else:
-        split = random_split(data.frame, test_fraction=SPLIT_FRACTIONS[2], validation_fraction=SPLIT_FRACTIONS[1],
-                             seed=cfg.seed)
+        split = random_split(data.frame, test_fraction=SPLIT_FRACTIONS[2],
+                             validation_fraction=SPLIT_FRACTIONS[1], seed=cfg.seed)
     return data, split
 
 
@@ -82,8 +82,8 @@ def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False
         impossible = (frame[conversion] > 0) & (frame[click] <= 0)
         if impossible.any():
             row = int(np.flatnonzero(impossible.to_numpy())[0])
-            raise DataError(f"{int(impossible.sum())} rows convert without a click (first at row {row}); ESMM "
-                            f"reads the labels as click, then conversion", column=conversion,
+            raise DataError(f"{int(impossible.sum())} rows convert without a click (first at row {row}); "
+                            f"ESMM reads the labels as click, then conversion", column=conversion,
                             fix="pass --label-columns in the order click,conversion, and set click=1 on "
                                 "converted rows")
 
@@ -95,7 +95,8 @@ def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> Fea
         spec = FeatureSpec.load(cfg.feature_spec)
         if list(spec.labels) != list(data.labels):
             raise DataError(f"the spec's labels {spec.labels} differ from the data's {data.labels}",
-                            path=cfg.feature_spec, fix="list the data's label columns in the spec, in that order")
+                            path=cfg.feature_spec,
+                            fix="list the data's label columns in the spec, in that order")
         return spec
     return infer_schema(train, data.labels, session_column=data.session_column, user_column=data.user_column,
                         item_column=data.item_column)
@@ -116,8 +117,8 @@ def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -
     if not spec.labels:
         raise DataError("the feature spec names no label columns", fix="list the labels in the spec")
     labels = frame_to_label_columns(frame, spec.labels)
-    ds = dataset_from_arrays(encode_frame(frame, spec), labels=labels, batch_size=cfg.batch_size, shuffle=True,
-                             seed=cfg.seed, repeat=True)
+    ds = dataset_from_arrays(encode_frame(frame, spec), labels=labels, batch_size=cfg.batch_size,
+                             shuffle=True, seed=cfg.seed, repeat=True)
     ds = ds.map(lambda features, labels: (as_encoded(features), labels))
     return distribution.shard_by_data(ds), math.ceil(len(frame) / cfg.batch_size)
 
@@ -141,8 +142,8 @@ def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
                       steps_per_execution=steps)
 
 
-def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec, run_dir: Path | str, *,
-        eval_fn: Callable[[tf.keras.Model], Mapping[str, float]], monitor: str,
+def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec,
+        run_dir: Path | str, *, eval_fn: Callable[[tf.keras.Model], Mapping[str, float]], monitor: str,
         epochs: int | None = None, checkpoint: bool = True) -> EpochEvaluator:
     """:func:`compile_ranker`, :func:`training_dataset`, early stopping on ``monitor`` (larger is
     better), best weights restored.
@@ -268,7 +269,8 @@ def load_trained_ranker(model_dir: str | Path) -> tuple[str, tf.keras.Model, Fea
     builders = {"esmm": ESMM, "deepfm": DeepFM}
     if name not in builders:
         raise DataError(f"the run trained model '{name}', not a ranker", path=str(config_path),
-                        fix="export rankers (esmm, deepfm) from here; use `export retrieval` for retrieval runs")
+                        fix="export rankers (esmm, deepfm) from here; use `export retrieval` for "
+                            "retrieval runs")
     cfg = build_config(name, environ={}, config_file=config_path)
     spec = FeatureSpec.load(paths.join(run_dir, SPEC_FILE))
     checkpoint = paths.join(run_dir, BEST_WEIGHTS)
