@@ -8,7 +8,9 @@ the sizes), compiled as training compiles it (:func:`tfrs_recsys.training.ranker
 sparse Adagrad with row L2 on the tables) and, for contrast, with ``tf.keras.optimizers.Adam`` on
 every variable (which decays its moments over whole tables). ``--rounds`` alternating timed ``fit``
 calls of ``--steps`` steps to each model after one untimed call (tracing). Printed: the median
-milliseconds per step of each, and each optimizer's ratio of the largest size to the smallest.
+milliseconds per step of each, by this process's CPU time (all its threads: what a step costs, which
+a shared machine's load moves less than wall time), and each optimizer's ratio of the largest size to
+the smallest.
 """
 from __future__ import annotations
 
@@ -61,12 +63,12 @@ def main(argv=None) -> int:
     times = {key: [] for key in fits}
     for round_index in range(args.rounds + 1):
         for key, fit in fits.items():
-            start = time.perf_counter()
+            start = time.process_time()
             fit()
             if round_index:
-                times[key].append((time.perf_counter() - start) / args.steps)
+                times[key].append((time.process_time() - start) / args.steps)
     ms = {key: 1000 * float(np.median(v)) for key, v in times.items()}
-    print(f"DeepFM, batch {args.batch_size}, item table of N rows x 16; median ms per step over "
+    print(f"DeepFM, batch {args.batch_size}, item table of N rows x 16; median CPU ms per step over "
           f"{args.rounds} calls of {args.steps} steps")
     print(f"{'optimizer':34s}" + "".join(f"{f'N={n:,}':>14s}" for n in sizes) + f"{'ratio':>9s}")
     labels = {"ranker": "ranker (sparse Adagrad + Adam)", "adam": "tf.keras Adam, every variable"}
