@@ -31,8 +31,8 @@ Protocol, for each model family:
   by this process's CPU time, two ways from the same calls (:func:`speed_rounds`): from one epoch's
   end to the next (what every epoch of a multi-epoch ``fit`` costs) and the first epoch of each
   call (one epoch plus ``fit``'s once-per-call setup); with the range of the per-call ratios
-  (single epochs of these sizes last a few tenths of a second and swing by 20% and more on a
-  shared machine, so a median of several is the figure to quote);
+  (single short epochs swing widely on a shared machine, so a median of several is the figure to
+  quote);
 * test metrics come from the same NumPy functions (tfrs_recsys.metrics) for both, after every epoch
   (untimed); the table shows the last epoch, the curve line every epoch.
 

@@ -1,5 +1,6 @@
-"""The rankers' training fast path: rows encoded once, bfloat16 MLP products, sparse table updates.
-Each must be the same model (or the same update) as the plain path it replaces."""
+"""The rankers' training fast path: rows encoded once and bfloat16 MLP products (each the same model as
+the plain path it replaces), and sparse table updates (only the rows a batch looks up; the row L2 is
+an L2 on them; the optimizer's state survives a checkpoint)."""
 import dataclasses
 
 import numpy as np
