@@ -1,8 +1,9 @@
-"""Rankers against DeepCTR 0.9.4 on the same data, split and epochs; ESMM against the clicked-only CVR baseline.
+"""Rankers against DeepCTR 0.9.4 on the same data, split and epochs; ESMM against a clicked-only CVR model.
 
     .venv/bin/pip install -r bench/requirements.txt --no-deps
-    .venv/bin/python bench/ranking.py [--models esmm,deepfm] [--epochs 3] [--speed-rounds 8] [--sessions 5000] [--ctr-rows 50000]
-    .venv/bin/python bench/ranking.py --epochs 1 --intra-op-threads 1   # TensorFlow's thread pools, for both models
+    .venv/bin/python bench/ranking.py [--models esmm,deepfm] [--epochs 3] [--seeds 42,43,44]
+                                      [--speed-rounds 8] [--sessions 5000] [--ctr-rows 50000]
+    .venv/bin/python bench/ranking.py --epochs 1 --intra-op-threads 1   # thread pools, for both models
 
 Protocol, for each model family:
 
@@ -15,24 +16,28 @@ Protocol, for each model family:
   timed epochs; their times are printed), and the model still scores raw strings everywhere else
   (evaluation here, export, serving);
 * our defaults (``--precision auto``: the MLP products train in bfloat16 on a CPU with native
-  bfloat16, else float32; table L2 on the embeddings); ``--precision float32`` for the float32
+  bfloat16, else float32; the embedding tables train with sparse Adagrad at the config's
+  ``embedding_learning_rate``, with its ``embedding_l2``); ``--precision float32`` for the float32
   figures;
-* equal embedding size and hidden units (``--embedding-dim``, ``--hidden-units``), Adam with the
-  same learning rate and batch size, the same number of epochs, no early stopping;
-* quality run: epochs alternate (ours, DeepCTR's, ours, ...), each model evaluated after every epoch;
-* throughput, measured apart on freshly built models: ``--speed-rounds`` calls of
+* equal embedding size and hidden units (``--embedding-dim``, ``--hidden-units``), the same Adam
+  learning rate (DeepCTR: every variable; ours: every variable but the tables), batch size and
+  number of epochs, no early stopping;
+* quality run, for each of ``--seeds`` (the data, the split and both models' initial weights
+  change with the seed): epochs alternate (ours, DeepCTR's, ours, ...), each model evaluated after
+  every epoch; the AUCs are reported per seed and as the mean over the seeds;
+* throughput, measured apart on freshly built models of the first seed: ``--speed-rounds`` calls of
   ``fit(epochs=3)`` to each, alternating so that a busy shared machine slows both alike, one untimed
   call first (graph tracing); training examples per second of the median epoch, by wall clock and
   by this process's CPU time, two ways from the same calls (:func:`speed_rounds`): from one epoch's
   end to the next (what every epoch of a multi-epoch ``fit`` costs) and the first epoch of each
   call (one epoch plus ``fit``'s once-per-call setup); with the range of the per-call ratios
-  (single epochs of these sizes last a few tenths of a second and swing by 20% and more on a
-  shared machine, so a median of several is the figure to quote);
+  (single short epochs swing widely on a shared machine, so a median of several is the figure to
+  quote);
 * test metrics come from the same NumPy functions (tfrs_recsys.metrics) for both, after every epoch
   (untimed); the table shows the last epoch, the curve line every epoch.
 
-Printed: AUCs and throughput of both and the ratios ours / DeepCTR (target: AUC >= 1x,
-throughput >= 1.5x), and for ESMM the entire-space CVR quality of ESMM, DeepCTR's ESMM
+Printed: AUCs (mean over the seeds) and throughput of both and the ratios ours / DeepCTR (target:
+>= 1x for each), and for ESMM the entire-space CVR quality of ESMM, DeepCTR's ESMM
 (pCVR = pCTCVR / pCTR) and the clicked-only baseline.
 """
 from __future__ import annotations
@@ -67,7 +72,8 @@ def _deepctr():
         from deepctr.models import DeepFM as PeerDeepFM
         from deepctr.models.multitask import ESMM as PeerESMM
     except ImportError as exc:
-        sys.exit(f"DeepCTR is not installed ({exc}); run: .venv/bin/pip install -r bench/requirements.txt --no-deps")
+        sys.exit(f"DeepCTR is not installed ({exc}); run: "
+                 ".venv/bin/pip install -r bench/requirements.txt --no-deps")
     return fc, PeerDeepFM, PeerESMM
 
 
@@ -104,7 +110,8 @@ def pad_like(encoded: dict, reference: dict) -> dict:
     for name, value in encoded.items():
         if value.ndim == 2 and reference[name].ndim == 2 and value.shape[1] != reference[name].shape[1]:
             width = reference[name].shape[1]
-            value = value[:, :width] if value.shape[1] > width else np.pad(value, ((0, 0), (0, width - value.shape[1])))
+            value = (value[:, :width] if value.shape[1] > width
+                     else np.pad(value, ((0, 0), (0, width - value.shape[1]))))
         out[name] = value
     return out
 
@@ -209,17 +216,19 @@ def speed_rounds(rounds: int, ours, peer, rows: int, epochs_per_call: int = EPOC
             times["cpu"][name].extend(steps[1:, 1])
             call_means[name].append(float(steps[1:, 0].mean()))
     ratios = np.array(call_means["peer"]) / np.array(call_means["ours"])
-    out = {key: {k: rows / float(np.median(v)) for k, v in per_model.items()} for key, per_model in times.items()}
+    out = {key: {k: rows / float(np.median(v)) for k, v in per_model.items()}
+           for key, per_model in times.items()}
     return {**out, "round_ratios": (float(ratios.min()), float(ratios.max())), "rounds": rounds,
             "epochs_per_call": epochs_per_call}
 
 
-def bench_esmm(args) -> dict:
+def bench_esmm(args, speed: bool) -> dict:
     _, _, PeerESMM = _deepctr()
     data = synthetic_sessions(args.sessions, 20, seed=args.seed)
     split = split_by_session(data.frame, "session_id", seed=args.seed)
     prep = prepare(args, data, split, ESMMConfig)
-    spec, cfg, ds, steps, x_train, x_test = prep.spec, prep.cfg, prep.ds, prep.steps, prep.x_train, prep.x_test
+    spec, cfg, ds, steps = prep.spec, prep.cfg, prep.ds, prep.steps
+    x_train, x_test = prep.x_train, prep.x_test
     click = split.train["click"].to_numpy(np.float32)
     ctcvr = click * split.train["conversion"].to_numpy(np.float32)
 
@@ -227,9 +236,11 @@ def bench_esmm(args) -> dict:
         return build_trainer(ESMM, spec, cfg, ds, steps)
 
     def build_peer():
-        model = PeerESMM(peer_columns(spec, x_train, cfg.embedding_dim), tower_dnn_hidden_units=cfg.hidden_units,
+        model = PeerESMM(peer_columns(spec, x_train, cfg.embedding_dim),
+                         tower_dnn_hidden_units=cfg.hidden_units,
                          seed=args.seed)
-        model.compile(tf.keras.optimizers.Adam(cfg.learning_rate), loss=["binary_crossentropy", "binary_crossentropy"])
+        model.compile(tf.keras.optimizers.Adam(cfg.learning_rate),
+                      loss=["binary_crossentropy", "binary_crossentropy"])
         return model, lambda epochs=1, callbacks=(): model.fit(
             x_train, [click, ctcvr], batch_size=cfg.batch_size, epochs=epochs, shuffle=True,
             callbacks=list(callbacks), verbose=0)
@@ -240,11 +251,13 @@ def bench_esmm(args) -> dict:
     (ours, fit_ours), (peer, fit_peer) = build_ours(), build_peer()
 
     def evaluate_peer() -> dict:
-        p_ctr, p_ctcvr = (np.asarray(p, np.float64).ravel() for p in peer.predict(x_test, batch_size=8192, verbose=0))
+        p_ctr, p_ctcvr = (np.asarray(p, np.float64).ravel()
+                          for p in peer.predict(x_test, batch_size=8192, verbose=0))
         return {"ctr_auc": M.auc(test_click, p_ctr), "ctcvr_auc": M.auc(test_click * test_conv, p_ctcvr),
                 **cvr_metrics(p_ctcvr / np.maximum(p_ctr, 1e-12), test_click, test_conv, truth)}
 
-    curves = alternate_epochs(args.epochs, (fit_ours, lambda: evaluate_esmm(ours, split.test, spec, truth=truth)),
+    curves = alternate_epochs(args.epochs,
+                              (fit_ours, lambda: evaluate_esmm(ours, split.test, spec, truth=truth)),
                               (fit_peer, evaluate_peer))
 
     clicked = split.train[split.train["click"] > 0]
@@ -252,18 +265,20 @@ def bench_esmm(args) -> dict:
     baseline, _ = build_trainer(ClickedCVR, spec, cfg, bds, bsteps)
     baseline.fit(bds, epochs=cfg.epochs, steps_per_epoch=bsteps, verbose=0)
     base = evaluate_clicked_cvr(baseline, split.test, spec, truth=truth)
-    speed = speed_rounds(args.speed_rounds, build_ours()[1], build_peer()[1], len(split.train))
+    if speed:
+        speed = speed_rounds(args.speed_rounds, build_ours()[1], build_peer()[1], len(split.train))
     return {"rows_train": len(split.train), "ours": curves["ours"][-1], "deepctr": curves["peer"][-1],
             "baseline": base, "curves": curves, "speed": speed,
             "encode_seconds": prep.encode_seconds, "precision": resolve_precision(cfg.precision)}
 
 
-def bench_deepfm(args) -> dict:
+def bench_deepfm(args, speed: bool) -> dict:
     _, PeerDeepFM, _ = _deepctr()
     data = synthetic_ctr_logs(args.ctr_rows, seed=args.seed)
     split = random_split(data.frame, test_fraction=0.1, validation_fraction=0.1, seed=args.seed)
     prep = prepare(args, data, split, DeepFMConfig)
-    spec, cfg, ds, steps, x_train, x_test = prep.spec, prep.cfg, prep.ds, prep.steps, prep.x_train, prep.x_test
+    spec, cfg, ds, steps = prep.spec, prep.cfg, prep.ds, prep.steps
+    x_train, x_test = prep.x_train, prep.x_test
     label = split.train["label"].to_numpy(np.float32)
 
     def build_ours():
@@ -287,9 +302,11 @@ def bench_deepfm(args) -> dict:
                 "gauc": M.gauc(y, p, split.test["user_id"].to_numpy())[0],
                 "ctr_true_auc": M.expected_auc(truth["true_ctr"].to_numpy(), p)}
 
-    curves = alternate_epochs(args.epochs, (fit_ours, lambda: evaluate_deepfm(ours, split.test, spec, truth=truth)),
+    curves = alternate_epochs(args.epochs,
+                              (fit_ours, lambda: evaluate_deepfm(ours, split.test, spec, truth=truth)),
                               (fit_peer, evaluate_peer))
-    speed = speed_rounds(args.speed_rounds, build_ours()[1], build_peer()[1], len(split.train))
+    if speed:
+        speed = speed_rounds(args.speed_rounds, build_ours()[1], build_peer()[1], len(split.train))
     return {"rows_train": len(split.train), "ours": curves["ours"][-1], "deepctr": curves["peer"][-1],
             "curves": curves, "speed": speed,
             "encode_seconds": prep.encode_seconds, "precision": resolve_precision(cfg.precision)}
@@ -299,14 +316,24 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.3f}x" if b else "n/a"
 
 
-def report(name: str, result: dict, keys: list[str]) -> None:
-    ours, theirs, speed = result["ours"], result["deepctr"], result["speed"]
-    print(f"\n== {name}: {result['rows_train']} training rows, test after the last epoch; ours trains its MLP "
-          f"products in {result['precision']} ==")
-    print(f"{'metric':22s} {'ours':>9s} {'DeepCTR':>9s} {'ours/DeepCTR':>13s}")
+def _mean(runs: list[dict], part: str, key: str) -> float:
+    return float(np.mean([run[part][key] for run in runs]))
+
+
+def report(name: str, runs: list[dict], seeds: list[int], keys: list[str]) -> None:
+    """Per-seed and mean test metrics of ``runs`` (one per seed), then the first seed's throughput."""
+    first, speed = runs[0], runs[0]["speed"]
+    print(f"\n== {name}: {first['rows_train']} training rows (seed {seeds[0]}), test after the last epoch; "
+          f"ours trains its MLP products in {first['precision']} ==")
+    print(f"per seed, ours | DeepCTR ({', '.join(keys)}):")
+    for seed, run in zip(seeds, runs):
+        print(f"  {seed}: " + " ".join(f"{run['ours'][k]:.4f}" for k in keys) + " | "
+              + " ".join(f"{run['deepctr'][k]:.4f}" for k in keys))
+    print(f"{f'metric, mean of {len(runs)} seeds':28s} {'ours':>9s} {'DeepCTR':>9s} {'ours/DeepCTR':>13s}")
     for k in keys:
-        print(f"{k:22s} {ours[k]:9.4f} {theirs[k]:9.4f} {_ratio(ours[k], theirs[k]):>13s}")
-    print(f"training throughput, fresh models, {speed['rounds']} alternating fit calls of "
+        ours, theirs = _mean(runs, "ours", k), _mean(runs, "deepctr", k)
+        print(f"{k:28s} {ours:9.4f} {theirs:9.4f} {_ratio(ours, theirs):>13s}")
+    print(f"training throughput (seed {seeds[0]}), fresh models, {speed['rounds']} alternating fit calls of "
           f"{speed['epochs_per_call']} epochs each:")
     for key, what in (("wall", "examples/wall s"), ("cpu", "examples/CPU s"),
                       ("first_wall", "examples/wall s"), ("first_cpu", "examples/CPU s")):
@@ -315,17 +342,19 @@ def report(name: str, result: dict, keys: list[str]) -> None:
               f"{_ratio(speed[key]['ours'], speed[key]['peer']):>13s}")
     low, high = speed["round_ratios"]
     print(f"per-call epoch-to-epoch wall ratios ours/DeepCTR from {low:.3f}x to {high:.3f}x")
-    enc = result["encode_seconds"]
-    print(f"encoding the training rows once, before the timed epochs: ours {enc['ours']:.2f} s (training_dataset), "
-          f"DeepCTR's input {enc['peer']:.2f} s")
-    print(f"per-epoch test {keys[0]}: ours " + " ".join(f"{c[keys[0]]:.4f}" for c in result["curves"]["ours"])
-          + " | DeepCTR " + " ".join(f"{c[keys[0]]:.4f}" for c in result["curves"]["peer"]))
-    if "baseline" in result:
-        base = result["baseline"]
-        print("\nESMM vs clicked-only CVR baseline, pCVR over the ENTIRE impression space (test, same epochs):")
+    enc = first["encode_seconds"]
+    print(f"encoding the training rows once, before the timed epochs: ours {enc['ours']:.2f} s "
+          f"(training_dataset), DeepCTR's input {enc['peer']:.2f} s")
+    print(f"per-epoch test {keys[0]} (seed {seeds[0]}): ours "
+          + " ".join(f"{c[keys[0]]:.4f}" for c in first["curves"]["ours"])
+          + " | DeepCTR " + " ".join(f"{c[keys[0]]:.4f}" for c in first["curves"]["peer"]))
+    if "baseline" in first:
+        print(f"\nESMM vs clicked-only CVR baseline, pCVR over the ENTIRE impression space (test, same "
+              f"epochs, mean of {len(runs)} seeds):")
         print(f"{'metric':22s} {'ESMM':>9s} {'DeepCTR':>9s} {'baseline':>9s}")
         for k in ("cvr_true_auc", "cvr_true_spearman", "cvr_auc_clicked"):
-            print(f"{k:22s} {ours[k]:9.4f} {theirs[k]:9.4f} {base[k]:9.4f}")
+            print(f"{k:22s} {_mean(runs, 'ours', k):9.4f} {_mean(runs, 'deepctr', k):9.4f} "
+                  f"{_mean(runs, 'baseline', k):9.4f}")
 
 
 def main(argv=None) -> int:
@@ -338,11 +367,14 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden-units", default="256,128,64")
     parser.add_argument("--sessions", type=int, default=5000)
     parser.add_argument("--ctr-rows", type=int, default=50000)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", "--seed", default="42,43,44",
+                        help="seeds of the quality runs, comma-separated (AUCs: their mean); "
+                             "throughput: the first")
     parser.add_argument("--speed-rounds", type=int, default=8,
-                        help=f"timed fit calls of {EPOCHS_PER_CALL} epochs to each model (fresh ones) for the "
-                             "throughput figures")
-    parser.add_argument("--precision", default="auto", help="ours: auto | float32 | mixed_bfloat16 (MLP products)")
+                        help=f"timed fit calls of {EPOCHS_PER_CALL} epochs to each model (fresh ones) for "
+                             "the throughput figures")
+    parser.add_argument("--precision", default="auto",
+                        help="ours: auto | float32 | mixed_bfloat16 (MLP products)")
     parser.add_argument("--intra-op-threads", type=int, default=0,
                         help="TensorFlow intra-op threads for both models (0 = TensorFlow's default)")
     parser.add_argument("--inter-op-threads", type=int, default=0,
@@ -354,18 +386,19 @@ def main(argv=None) -> int:
     print(f"TensorFlow threads (intra, inter) for both models: "
           f"({args.intra_op_threads or 'default'}, {args.inter_op_threads or 'default'})")
     args.hidden_units = tuple(int(u) for u in args.hidden_units.split(","))
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     if args.speed_rounds < 1:
         parser.error("--speed-rounds must be at least 1")
+    benches = {"esmm": ("ESMM", bench_esmm, ["ctr_auc", "ctcvr_auc", "cvr_auc_clicked", "cvr_true_auc"]),
+               "deepfm": ("DeepFM", bench_deepfm, ["auc", "gauc", "ctr_true_auc", "logloss"])}
     results = {}
     for name in args.models.split(","):
-        if name == "esmm":
-            results[name] = bench_esmm(args)
-            report("ESMM", results[name], ["ctr_auc", "ctcvr_auc", "cvr_auc_clicked", "cvr_true_auc"])
-        elif name == "deepfm":
-            results[name] = bench_deepfm(args)
-            report("DeepFM", results[name], ["auc", "logloss", "gauc", "ctr_true_auc"])
-        else:
+        if name not in benches:
             parser.error(f"unknown model '{name}'; use esmm and/or deepfm")
+        title, bench, keys = benches[name]
+        results[name] = [bench(argparse.Namespace(**{**vars(args), "seed": seed}), speed=i == 0)
+                         for i, seed in enumerate(seeds)]
+        report(title, results[name], seeds, keys)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2, default=float)

@@ -1,5 +1,8 @@
-"""The rankers' training fast path: rows encoded once, bfloat16 MLP products, fused Adam, table L2.
-Each must be the same model (or the same update) as the plain path it replaces."""
+"""The rankers' training fast path: rows encoded once and bfloat16 MLP products (each the same model as
+the plain path it replaces), and sparse table updates (only the rows a batch looks up; the row L2 is
+an L2 on them; the optimizer's state survives a checkpoint)."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,14 +13,13 @@ from tfrs_recsys.config import PRECISIONS, ConfigError, DeepFMConfig, ESMMConfig
 from tfrs_recsys.data.schema import frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs, synthetic_sessions
-from tfrs_recsys.features.embeddings import FieldEmbeddings
+from tfrs_recsys.data.pipelines import labeled_dataset
 from tfrs_recsys.features.preprocessing import ENCODED, FeaturePreprocessor, as_encoded, encode_frame
 from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.models.esmm import ESMM
 from tfrs_recsys.models.mlp import TrainingDense, cpu_has_native_bfloat16, resolve_precision
 from tfrs_recsys.training import rankers
-from tfrs_recsys.training.optimizers import (ADAM_KERNEL_SPLITS_FROM, AMSGRAD_KERNEL_MAX_ELEMENTS, FusedAdam,
-                                              uses_amsgrad_kernel)
+from tfrs_recsys.training.optimizers import embedding_tables, ranker_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +31,8 @@ def logs():
 @pytest.fixture(scope="module")
 def sessions():
     data = synthetic_sessions(40, 10, seed=3, num_items=400)
-    return data.frame, infer_schema(data.frame, data.labels, session_column="session_id", user_column="user_id",
-                                    item_column="item_id")
+    return data.frame, infer_schema(data.frame, data.labels, session_column="session_id",
+                                    user_column="user_id", item_column="item_id")
 
 
 def _raw(frame, spec):
@@ -90,11 +92,13 @@ def test_training_dense_is_dense_at_inference_and_close_to_it_in_bfloat16_traini
             value = tf.reduce_sum(fn() ** 2)
         grads.append(tape.gradient(value, layer.kernel if len(grads) == 0 else reference.kernel))
     assert grads[0].dtype == tf.float32
-    np.testing.assert_allclose(grads[0].numpy(), grads[1].numpy(), rtol=0.05, atol=0.05 * np.abs(grads[1]).max())
+    np.testing.assert_allclose(grads[0].numpy(), grads[1].numpy(), rtol=0.05,
+                               atol=0.05 * np.abs(grads[1]).max())
 
 
 def test_precision_choices():
-    assert resolve_precision("float32") == "float32" and resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
     native = cpu_has_native_bfloat16() and not tf.config.list_physical_devices("GPU")
     assert resolve_precision("auto") == ("mixed_bfloat16" if native else "float32") == resolve_precision(None)
     with pytest.raises(ConfigError, match="field 'precision' = 'fp8'.*--precision auto"):
@@ -102,111 +106,99 @@ def test_precision_choices():
     assert "auto" in PRECISIONS
 
 
-def test_fused_adam_makes_the_same_updates_as_adam():
-    """Dense and sparse gradients (repeated ids included), variables of every size class (each
-    kernel FusedAdam picks), 20 steps whose gradients shrink and grow (v falls and rises): the same
-    weights as Keras' Adam."""
-    sizes = {"small table": (50, 4), "mid table": (300, 4), "large table": (AMSGRAD_KERNEL_MAX_ELEMENTS // 4 + 8, 4)}
-    assert 50 * 4 < ADAM_KERNEL_SPLITS_FROM <= 300 * 4 <= AMSGRAD_KERNEL_MAX_ELEMENTS < sizes["large table"][0] * 4
-    weights = []
-    for cls in (tf.keras.optimizers.Adam, FusedAdam):
-        tf.keras.utils.set_random_seed(0)
-        tables = [tf.keras.layers.Embedding(*shape) for shape in sizes.values()]
-        dense = tf.keras.layers.Dense(3)
-        optimizer = cls(0.01)
-
-        @tf.function
-        def step(ids, scale):
-            with tf.GradientTape() as tape:
-                vectors = sum(tf.reduce_sum(table(ids), axis=1) for table in tables)
-                loss = scale * tf.reduce_sum(dense(vectors) ** 2)
-            variables = [t.embeddings for t in tables] + dense.trainable_variables
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-
-        for i in range(20):
-            step(tf.constant([[1, 2, 2, 7], [3, 1, 1, 1]]) * (1 + i % 3), tf.constant(1e-3 if i % 2 else 1.0))
-        weights.append([w.numpy() for table in tables for w in table.weights] + [w.numpy() for w in dense.weights])
-        if cls is FusedAdam:
-            kernels = {op.type for op in step.get_concrete_function(
-                tf.TensorSpec([2, 4], tf.int32), tf.TensorSpec([], tf.float32)).graph.get_operations()}
-            assert "ResourceApplyAdam" in kernels
-            # The mid-size table takes the AMSGrad kernel wherever the intra-op pool has several threads.
-            assert ("ResourceApplyAdamWithAmsgrad" in kernels) == uses_amsgrad_kernel(300 * 4)
-    for adam, fused in zip(*weights):
-        np.testing.assert_allclose(fused, adam, rtol=1e-5, atol=1e-6)
+MILLION = 1_000_000
 
 
-def test_fused_adam_builds_the_step_scalars_once_for_all_variables():
-    """beta_1^t and beta_2^t: two Pow ops in a traced step over three variables, not two per variable."""
-    variables = [tf.Variable(tf.ones([4, 2])), tf.Variable(tf.ones([3])), tf.Variable(tf.ones([2, 2]))]
-    optimizer = FusedAdam(0.01)
-    optimizer.build(variables)
-
-    @tf.function
-    def step():
-        optimizer.apply_gradients(zip([tf.ones_like(v) for v in variables], variables))
-
-    pows = [op for op in step.get_concrete_function().graph.get_operations() if op.type == "Pow"]
-    assert len(pows) == 2
-
-
-def test_fused_adam_keeps_no_scratch_state(tmp_path):
-    """The v_hat scratch is a kernel argument: a checkpoint holds the same variables as plain Adam's."""
-    saved = {}
-    for cls in (tf.keras.optimizers.Adam, FusedAdam):
-        variables = [tf.Variable(tf.ones([300, 4])), tf.Variable(tf.ones([3]))]
-        optimizer = cls(0.01)
-        optimizer.apply_gradients(zip([tf.ones_like(v) for v in variables], variables))
-        path = tf.train.Checkpoint(optimizer=optimizer, variables=variables).save(str(tmp_path / cls.__name__))
-        saved[cls] = sorted(name for name, _ in tf.train.list_variables(path)
-                            if "OPTIMIZER_SLOT" not in name and not name.startswith("_CHECKPOINTABLE"))
-        assert not any("scratch" in name for name in saved[cls])
-    assert len(saved[FusedAdam]) == len(saved[tf.keras.optimizers.Adam])
-
-
-def test_fused_adam_never_compiles_with_xla_even_with_a_gpu_visible(monkeypatch):
-    """Keras' optimizers turn XLA on when a GPU is visible; FusedAdam's kernels stay outside it."""
-    from tf_keras.src.optimizers import optimizer as keras_optimizer
-
-    listed = keras_optimizer.tf.config.list_physical_devices
-    monkeypatch.setattr(keras_optimizer.tf.config, "list_physical_devices",
-                        lambda kind=None: ["a GPU"] if kind == "GPU" else listed(kind))
-    assert tf.keras.optimizers.Adam(0.01, jit_compile=True).jit_compile is True  # the GPU is seen
-    assert FusedAdam(0.01, jit_compile=True).jit_compile is False
-
-
-def test_fused_adam_sums_repeated_ids_in_one_pass():
-    """A sparse gradient with repeated ids: one segment sum into the dense gradient, no Unique (Keras'
-    separate merge of repeated ids), and the repeated rows' gradients added up."""
-    table = tf.Variable(tf.zeros([5, 2]))
-    optimizer = FusedAdam(0.1)
-    optimizer.build([table])
-    ids = tf.constant([1, 3, 1, 1])
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(tf.gather(table, ids) * tf.constant([[1.0, -1.0]]))
-        optimizer.apply_gradients([(tape.gradient(loss, table), table)])
-
-    types = [op.type for op in step.get_concrete_function().graph.get_operations()]
-    assert "Unique" not in types
-    assert types.count("UnsortedSegmentSum") == 1
-    step()
-    # Adam's first step moves every coordinate with a nonzero gradient by lr, whatever its size.
-    np.testing.assert_allclose(table.numpy(), [[0, 0], [-0.1, 0.1], [0, 0], [-0.1, 0.1], [0, 0]], atol=1e-6)
-    assert float(optimizer._momentums[0][1, 0]) == pytest.approx(0.1 * 3)
-
-
-def test_table_l2_is_the_whole_tables_squared_norm(logs):
+def _hashed_items(logs, buckets: int):
+    """The CTR logs' spec with ``item_id`` hashed into ``buckets`` rows."""
     frame, spec = logs
-    layer = FieldEmbeddings(spec, 4, table_l2=0.1)
-    features = FeaturePreprocessor(spec)(_raw(frame.head(8), spec))
-    with tf.GradientTape() as tape:
-        layer(features)
-        penalty = layer.losses[-1]
-    tables = [t.embeddings for t in layer._tables.values()]
-    assert float(penalty) == pytest.approx(0.1 * sum(float(tf.reduce_sum(t ** 2)) for t in tables), rel=1e-5)
-    # Every row is pulled toward 0, not only the rows of the batch's ids.
-    grads = tape.gradient(penalty, tables)
-    assert all(np.all(tf.convert_to_tensor(g).numpy() != 0) for g in grads)
+    features = [dataclasses.replace(f, encoding="hash", num_buckets=buckets, vocabulary=None)
+                if f.name == "item_id" else f for f in spec.features]
+    return frame, dataclasses.replace(spec, features=features)
+
+
+def _batch(frame, spec, rows: int):
+    return next(iter(labeled_dataset(frame.head(rows), spec, batch_size=rows, shuffle=False)))
+
+
+def test_a_step_on_a_million_row_table_reads_and_writes_only_the_batch_rows(logs):
+    """One DeepFM step (the ranker optimizer, row L2 on): exactly the rows of the batch's item ids
+    change, and no tensor of the step's graph is the size of the table (no dense gradient, moment
+    decay or whole-table read)."""
+    frame, spec = _hashed_items(logs, MILLION)
+    model = DeepFM(spec, embedding_dim=4, hidden_units=(8,))
+    features, labels = _batch(frame, spec, 64)
+    model(features)
+    table = next(t for t in embedding_tables(model) if t.shape == (MILLION, 4))
+    model.compile(ranker_optimizer(model, learning_rate=1e-3, embedding_learning_rate=0.1, embedding_l2=0.01))
+    before = table.numpy()
+
+    @tf.function
+    def step(features, labels):
+        return model.train_step((features, labels))
+
+    step(features, labels)
+    changed = np.flatnonzero(np.any(table.numpy() != before, axis=1))
+    touched = np.unique(model.preprocessor(features)["item_id"].numpy())
+    assert MILLION > len(touched) > 10
+    np.testing.assert_array_equal(changed, touched)
+    graph = step.get_concrete_function(features, labels).graph
+    full = [op.name for op in graph.get_operations() for t in op.outputs
+            if t.shape.rank is not None and MILLION in t.shape.as_list()]
+    assert not full, full[:5]
+
+
+def test_embedding_l2_is_an_l2_penalty_on_the_rows_a_step_touches():
+    """Steps with ``embedding_l2`` in the optimizer are the steps on the loss plus
+    ``embedding_l2 * sum ||E[r]||^2`` over the distinct rows looked up (once each, however often);
+    untouched rows stay as they were."""
+    ids = tf.constant([[1, 2, 2], [7, 1, 1]])
+    weights = {}
+    for where in ("optimizer", "loss", "none"):
+        tf.keras.utils.set_random_seed(0)
+        model = tf.keras.Sequential([tf.keras.layers.Embedding(10, 3),
+                                     tf.keras.layers.GlobalAveragePooling1D(), tf.keras.layers.Dense(1)])
+        model(ids)
+        table = embedding_tables(model)[0]
+        initial = table.numpy()
+        optimizer = ranker_optimizer(model, learning_rate=0.01, embedding_learning_rate=0.1,
+                                     embedding_l2=0.5 if where == "optimizer" else 0.0)
+        for _ in range(3):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(ids) ** 2)
+                if where == "loss":
+                    loss += 0.5 * tf.reduce_sum(tf.gather(table, tf.constant([1, 2, 7])) ** 2)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        weights[where] = model.get_weights()
+        untouched = [0, 3, 4, 5, 6, 8, 9]
+        np.testing.assert_array_equal(table.numpy()[untouched], initial[untouched])
+    for with_optimizer, with_loss, without in zip(weights["optimizer"], weights["loss"], weights["none"]):
+        np.testing.assert_allclose(with_optimizer, with_loss, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(weights["optimizer"][0], weights["none"][0])
+
+
+@pytest.mark.parametrize("which", ["deepfm", "esmm"])
+def test_training_resumes_from_a_checkpoint_with_the_optimizer_state(which, logs, sessions, tmp_path):
+    """A checkpoint holds the optimizer's state (Adagrad accumulators, Adam moments, step counts): a
+    fresh model that loads it takes the same next step as the model that wrote it."""
+    frame, spec = logs if which == "deepfm" else sessions
+    config_cls = DeepFMConfig if which == "deepfm" else ESMMConfig
+    cfg = config_cls(embedding_dim=4, hidden_units=(8,), embedding_l2=0.01)
+    batches = tf.data.Dataset.from_tensors(_batch(frame, spec, 64))
+
+    def build():
+        model = (DeepFM if which == "deepfm" else ESMM).from_spec(spec, cfg)
+        rankers.compile_ranker(model, cfg)
+        return model
+
+    trained = build()
+    trained.fit(batches.repeat(3), epochs=1, verbose=0)
+    trained.save_weights(str(tmp_path / "ckpt"))
+    resumed = build()
+    # The optimizer's slots are restored when its first step creates them.
+    resumed.load_weights(str(tmp_path / "ckpt")).assert_existing_objects_matched()
+    for model in (trained, resumed):
+        model.fit(batches, epochs=1, verbose=0)
+    for a, b in zip(trained.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -35,15 +35,13 @@ class FieldEmbeddings(tf.keras.layers.Layer):
     ``embedding_dim`` is D for every field. A column's own ``embedding_dim`` in the spec is
     honoured only with ``column_dims=True`` (then there is no ``field_vectors``, so not for FM,
     whose pairwise products need one D). ``l2`` adds ``l2 * mean_b sum_f ||e_f||^2`` as a layer
-    loss: it penalizes the rows a batch uses, in proportion to how often they are used.
-    ``table_l2`` adds ``table_l2 * sum_f ||E_f||_F^2`` over the categorical tables, every row every
-    step (Keras' ``embeddings_regularizer``, DeepCTR's ``l2_reg_embedding``): the same pull toward 0
-    for a rare id as for a frequent one, which keeps the rows of ids seen in a few impressions from
-    memorizing them over several epochs.
+    loss: it penalizes the rows a batch uses, in proportion to how often they are used. The
+    categorical tables are ``tf.keras.layers.Embedding`` layers, whose gradients are sparse (the rows
+    looked up): :mod:`tfrs_recsys.training.optimizers` updates only those rows, and regularizes them.
     """
 
     def __init__(self, spec: FeatureSpec, embedding_dim: int, *, first_order: bool = True, l2: float = 0.0,
-                 table_l2: float = 0.0, column_dims: bool = False, **kwargs):
+                 column_dims: bool = False, **kwargs):
         super().__init__(**kwargs)
         if not spec.features:
             raise SchemaError("the spec has no features to embed", fix="infer or write a spec with features")
@@ -59,7 +57,6 @@ class FieldEmbeddings(tf.keras.layers.Layer):
         self.embedding_dim = embedding_dim
         self.use_first_order = first_order
         self.l2 = l2
-        self.table_l2 = table_l2
         self.column_dims = column_dims
         self.dims = {f.name: (f.embedding_dim if column_dims and f.embedding_dim else embedding_dim)
                      for f in spec.features}
@@ -132,10 +129,6 @@ class FieldEmbeddings(tf.keras.layers.Layer):
             if stacked is None:
                 stacked = tf.concat(list(fields.values()), axis=-1)
             self.add_loss(self.l2 * 2.0 * tf.nn.l2_loss(stacked) / tf.cast(batch, tf.float32))
-        if self.table_l2:
-            # l2_loss(E) = ||E||^2 / 2: one op forward and one backward per table
-            tables = [tf.nn.l2_loss(t.embeddings) for t in self._tables.values()]
-            self.add_loss(2.0 * self.table_l2 * tf.add_n(tables))
         return outputs
 
     def _dense(self, inputs: dict[str, tf.Tensor], batch: tf.Tensor) -> tf.Tensor:
@@ -157,8 +150,7 @@ class FieldEmbeddings(tf.keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "spec": self.spec.to_dict(), "embedding_dim": self.embedding_dim,
-                "first_order": self.use_first_order, "l2": self.l2, "table_l2": self.table_l2,
-                "column_dims": self.column_dims}
+                "first_order": self.use_first_order, "l2": self.l2, "column_dims": self.column_dims}
 
     @classmethod
     def from_config(cls, config: dict) -> "FieldEmbeddings":

@@ -12,16 +12,17 @@ weights ``w_f`` and the standardized dense values ``d``::
 The FM and the DNN read the same embedding tables (gradients of both parts reach them); each part
 gives one logit and the three are summed with the single bias ``b``. The loss is binary
 cross-entropy on the logit, held by a ``tfrs.tasks.Ranking`` task; it is averaged over the global
-batch, also under ``tf.distribute`` (:mod:`tfrs_recsys.models.base`). Regularization: ``l2_reg``
-on the embedding rows of each batch and ``embedding_l2`` on the whole tables (see
-:class:`~tfrs_recsys.features.embeddings.FieldEmbeddings`); the DNN can train its products in
-bfloat16 (``precision``, :mod:`tfrs_recsys.models.mlp`).
+batch, also under ``tf.distribute`` (:mod:`tfrs_recsys.models.base`). ``l2_reg`` penalizes the
+embedding rows of each batch (:class:`~tfrs_recsys.features.embeddings.FieldEmbeddings`); the
+tables' optimizer and its row L2 are set at compile time
+(:func:`~tfrs_recsys.training.rankers.compile_ranker`). The DNN can train its products in bfloat16
+(``precision``, :mod:`tfrs_recsys.models.mlp`).
 
 Notebook use::
 
     spec = infer_schema(train_frame, ["label"], user_column="user_id", item_column="item_id")
     model = DeepFM.from_spec(spec, DeepFMConfig())
-    model.compile(tf.keras.optimizers.Adam(1e-3))
+    compile_ranker(model, DeepFMConfig())     # tfrs_recsys.training.rankers: sparse table updates
     model.fit(labeled_dataset(train_frame, spec, batch_size=512), epochs=3)
     scores = model(raw_features)["ctr"]       # raw strings / floats, one [B] tensor per spec feature
 """
@@ -71,9 +72,9 @@ class DeepFM(RecsysModel):
     feature). ``compute_loss((features, labels))`` reads ``labels[label]``.
     """
 
-    def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, hidden_units: Sequence[int] = (256, 128, 64),
-                 dropout: float = 0.0, l2_reg: float = 0.0, embedding_l2: float = 0.0, label: str | None = None,
-                 precision: str = "float32"):
+    def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16,
+                 hidden_units: Sequence[int] = (256, 128, 64), dropout: float = 0.0, l2_reg: float = 0.0,
+                 label: str | None = None, precision: str = "float32"):
         super().__init__()
         label = label or (spec.labels[0] if spec.labels else None)
         if label is None:
@@ -83,13 +84,14 @@ class DeepFM(RecsysModel):
         self.label = label
         self.preprocessor = FeaturePreprocessor(spec)
         # l2 penalizes the embedding rows a batch uses (FieldEmbeddings adds it as a layer loss).
-        self.embeddings = FieldEmbeddings(spec, embedding_dim, first_order=True, l2=l2_reg, table_l2=embedding_l2)
+        self.embeddings = FieldEmbeddings(spec, embedding_dim, first_order=True, l2=l2_reg)
         self.fm = FactorizationMachine()
         self.dnn = mlp(hidden_units, dropout=dropout, name="dnn", precision=precision)
         self.dnn_logit = tf.keras.layers.Dense(1, use_bias=False, name="dnn_logit")
         self.bias = tf.Variable(0.0, name="bias")
         self.task = tfrs.tasks.Ranking(
-            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
+            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True,
+                                                    reduction=tf.keras.losses.Reduction.NONE),
             metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc")])
 
     def logit_parts(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:

@@ -17,12 +17,10 @@ Loss over ALL impressions, on probabilities clipped to [eps, 1 - eps]::
 
     L = w_ctr * BCE(click, pCTR) + w_ctcvr * BCE(click * conversion, pCTCVR)
 
-(averaged over the global batch, also under ``tf.distribute``: :mod:`tfrs_recsys.models.base`),
-plus ``embedding_l2 * sum_f ||E_f||^2`` on the whole embedding tables (default 3e-3 in
-:class:`~tfrs_recsys.config.ESMMConfig`): without it the id embeddings memorize their few
-impressions from the second epoch on and test AUCs fall (synthetic sessions, 3 epochs, mean of
-3 seeds: CTR AUC 0.789 -> 0.813, CTCVR AUC 0.822 -> 0.852). The MLPs can train their products in
-bfloat16 (``precision``, :mod:`tfrs_recsys.models.mlp`).
+(averaged over the global batch, also under ``tf.distribute``: :mod:`tfrs_recsys.models.base`).
+``l2_reg`` penalizes the embedding rows of each batch; the tables' optimizer and its row L2 are set
+at compile time (:func:`~tfrs_recsys.training.rankers.compile_ranker`). The MLPs can train their
+products in bfloat16 (``precision``, :mod:`tfrs_recsys.models.mlp`).
 
 There is no loss on pCVR itself: it is learned through pCTCVR on the entire impression space,
 which removes the sample-selection bias of a CVR model fitted to clicked impressions only
@@ -34,7 +32,7 @@ Notebook use::
     spec = infer_schema(train_frame, ["click", "conversion"], session_column="session_id",
                         user_column="user_id", item_column="item_id")
     model = ESMM.from_spec(spec, ESMMConfig())
-    model.compile(tf.keras.optimizers.Adam(1e-3))
+    compile_ranker(model, ESMMConfig())       # tfrs_recsys.training.rankers: sparse table updates
     model.fit(labeled_dataset(train_frame, spec, batch_size=512), epochs=3)
     outputs = model(raw_features)             # {"ctr", "cvr", "ctcvr"}, each [B]
     # metrics: tfrs_recsys.training.esmm.evaluate_esmm(model, test_frame, spec)
@@ -78,7 +76,7 @@ def _clip(p: tf.Tensor) -> tf.Tensor:
 
 
 class ImpressionEncoder(tf.keras.layers.Layer):
-    """Raw features -> ``h = [user_tower(e_user); item_tower(e_item); e_user; e_item; e_context]``, ``[B, H]``.
+    """Raw features -> the shared bottom ``h`` of the module docstring, ``[B, H]``.
 
     The towers add learned user and item vectors to the shared embeddings rather than replace them
     (replacing them overfits sooner on sparse ids). A group without features contributes nothing
@@ -86,17 +84,16 @@ class ImpressionEncoder(tf.keras.layers.Layer):
     """
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
-                 dropout: float = 0.0, l2_reg: float = 0.0, embedding_l2: float = 0.0, precision: str = "float32",
-                 **kwargs):
+                 dropout: float = 0.0, l2_reg: float = 0.0, precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
         self.preprocessor = FeaturePreprocessor(spec)
         # ESMM has no FM term, so a column may set its own embedding_dim in the spec. l2 penalizes
         # the embedding rows a batch uses (a layer loss, added to the task losses by RecsysModel).
-        self.embeddings = FieldEmbeddings(spec, embedding_dim, first_order=False, column_dims=True, l2=l2_reg,
-                                          table_l2=embedding_l2)
-        self.user_tower = _tower(tower_units, dropout, "user_tower", precision) if spec.group("user") else None
-        self.item_tower = _tower(tower_units, dropout, "item_tower", precision) if spec.group("item") else None
+        self.embeddings = FieldEmbeddings(spec, embedding_dim, first_order=False, column_dims=True, l2=l2_reg)
+        self.user_tower, self.item_tower = (
+            _tower(tower_units, dropout, f"{group}_tower", precision) if spec.group(group) else None
+            for group in ("user", "item"))
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         emb = self.embeddings(self.preprocessor(features), training=training)
@@ -130,8 +127,8 @@ class ESMM(RecsysModel):
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
                  hidden_units: Sequence[int] = (256, 128, 64), dropout: float = 0.0, l2_reg: float = 0.0,
-                 embedding_l2: float = 0.0, ctr_loss_weight: float = 1.0, ctcvr_loss_weight: float = 1.0,
-                 click_label: str | None = None, conversion_label: str | None = None, precision: str = "float32"):
+                 ctr_loss_weight: float = 1.0, ctcvr_loss_weight: float = 1.0, click_label: str | None = None,
+                 conversion_label: str | None = None, precision: str = "float32"):
         super().__init__()
         precision = resolve_precision(precision)
         self.spec = spec
@@ -139,8 +136,7 @@ class ESMM(RecsysModel):
         self.ctr_loss_weight = float(ctr_loss_weight)
         self.ctcvr_loss_weight = float(ctcvr_loss_weight)
         self.encoder = ImpressionEncoder(spec, embedding_dim=embedding_dim, tower_units=tower_units,
-                                         dropout=dropout, l2_reg=l2_reg, embedding_l2=embedding_l2,
-                                         precision=precision)
+                                         dropout=dropout, l2_reg=l2_reg, precision=precision)
         self.ctr_tower = _head(hidden_units, dropout, "ctr_tower", precision)
         self.cvr_tower = _head(hidden_units, dropout, "cvr_tower", precision)
         self.ctr_task = tfrs.tasks.Ranking(
@@ -176,14 +172,13 @@ class ClickedCVR(RecsysModel):
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
                  hidden_units: Sequence[int] = (256, 128, 64), dropout: float = 0.0, l2_reg: float = 0.0,
-                 embedding_l2: float = 0.0, conversion_label: str | None = None, precision: str = "float32"):
+                 conversion_label: str | None = None, precision: str = "float32"):
         super().__init__()
         precision = resolve_precision(precision)
         self.spec = spec
         self.conversion_label = conversion_label or _labels_of(spec, None, None)[1]
         self.encoder = ImpressionEncoder(spec, embedding_dim=embedding_dim, tower_units=tower_units,
-                                         dropout=dropout, l2_reg=l2_reg, embedding_l2=embedding_l2,
-                                         precision=precision)
+                                         dropout=dropout, l2_reg=l2_reg, precision=precision)
         self.cvr_tower = _head(hidden_units, dropout, "cvr_tower", precision)
         self.task = tfrs.tasks.Ranking(loss=_per_example_bce(), name="cvr_task",
                                        metrics=[tf.keras.metrics.AUC(name="cvr_auc")])

@@ -27,8 +27,8 @@ from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame
 from tfrs_recsys.training import distribution
-from tfrs_recsys.training.optimizers import FusedAdam
 from tfrs_recsys.training.common import EpochEvaluator, fit_verbosity, tensorboard_callback
+from tfrs_recsys.training.optimizers import ranker_optimizer
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 PREDICT_BATCH = 4096
@@ -54,8 +54,8 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
     if data.session_column:
         split = split_by_session(data.frame, data.session_column, fractions=SPLIT_FRACTIONS, seed=cfg.seed)
     else:
-        split = random_split(data.frame, test_fraction=SPLIT_FRACTIONS[2], validation_fraction=SPLIT_FRACTIONS[1],
-                             seed=cfg.seed)
+        split = random_split(data.frame, test_fraction=SPLIT_FRACTIONS[2],
+                             validation_fraction=SPLIT_FRACTIONS[1], seed=cfg.seed)
     return data, split
 
 
@@ -74,8 +74,8 @@ def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False
         impossible = (frame[conversion] > 0) & (frame[click] <= 0)
         if impossible.any():
             row = int(np.flatnonzero(impossible.to_numpy())[0])
-            raise DataError(f"{int(impossible.sum())} rows convert without a click (first at row {row}); ESMM "
-                            f"reads the labels as click, then conversion", column=conversion,
+            raise DataError(f"{int(impossible.sum())} rows convert without a click (first at row {row}); "
+                            f"ESMM reads the labels as click, then conversion", column=conversion,
                             fix="pass --label-columns in the order click,conversion, and set click=1 on "
                                 "converted rows")
 
@@ -87,7 +87,8 @@ def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> Fea
         spec = FeatureSpec.load(cfg.feature_spec)
         if list(spec.labels) != list(data.labels):
             raise DataError(f"the spec's labels {spec.labels} differ from the data's {data.labels}",
-                            path=cfg.feature_spec, fix="list the data's label columns in the spec, in that order")
+                            path=cfg.feature_spec,
+                            fix="list the data's label columns in the spec, in that order")
         return spec
     return infer_schema(train, data.labels, session_column=data.session_column, user_column=data.user_column,
                         item_column=data.item_column)
@@ -108,17 +109,17 @@ def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -
     if not spec.labels:
         raise DataError("the feature spec names no label columns", fix="list the labels in the spec")
     labels = frame_to_label_columns(frame, spec.labels)
-    ds = dataset_from_arrays(encode_frame(frame, spec), labels=labels, batch_size=cfg.batch_size, shuffle=True,
-                             seed=cfg.seed, repeat=True)
+    ds = dataset_from_arrays(encode_frame(frame, spec), labels=labels, batch_size=cfg.batch_size,
+                             shuffle=True, seed=cfg.seed, repeat=True)
     ds = ds.map(lambda features, labels: (as_encoded(features), labels))
     return distribution.shard_by_data(ds), math.ceil(len(frame) / cfg.batch_size)
 
 
 def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
-    """Adam(cfg.learning_rate), as :class:`~tfrs_recsys.training.optimizers.FusedAdam` (the same
-    update, one kernel per variable); several steps per call into the graph, which saves the
-    per-step Python round trip (about a tenth of a step of these small models on CPU). The
-    optimizer is created under the strategy the model was built under.
+    """Compile with :func:`~tfrs_recsys.training.optimizers.ranker_optimizer` (sparse Adagrad at
+    ``cfg.embedding_learning_rate`` with ``cfg.embedding_l2`` on the tables, Adam at
+    ``cfg.learning_rate`` on the rest), created under the model's strategy; several steps per call
+    into the graph, which saves the per-step Python round trip.
 
     With several replicas it is one step per call: the all-gather of sparse (embedding) gradients
     inside Keras' multi-step loop fails under MultiWorkerMirroredStrategy (collective shape
@@ -127,11 +128,14 @@ def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
     strategy = model.distribute_strategy
     steps = STEPS_PER_EXECUTION if strategy.num_replicas_in_sync == 1 else 1
     with strategy.scope():
-        model.compile(optimizer=FusedAdam(cfg.learning_rate), steps_per_execution=steps)
+        model.compile(optimizer=ranker_optimizer(model, learning_rate=cfg.learning_rate,
+                                                 embedding_learning_rate=cfg.embedding_learning_rate,
+                                                 embedding_l2=cfg.embedding_l2),
+                      steps_per_execution=steps)
 
 
-def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec, run_dir: Path | str, *,
-        eval_fn: Callable[[tf.keras.Model], Mapping[str, float]], monitor: str,
+def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec,
+        run_dir: Path | str, *, eval_fn: Callable[[tf.keras.Model], Mapping[str, float]], monitor: str,
         epochs: int | None = None, checkpoint: bool = True) -> EpochEvaluator:
     """:func:`compile_ranker`, :func:`training_dataset`, early stopping on ``monitor`` (larger is
     better), best weights restored.

@@ -38,6 +38,7 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     },
     "esmm": {
         "learning_rate": {"min": 3e-4, "max": 1e-2, "sampling": "log"},
+        "embedding_learning_rate": {"min": 0.05, "max": 1.0, "sampling": "log"},
         "embedding_dim": {"values": [8, 16, 32]},
         "tower_units": {"values": ["32", "64", "128"]},
         "hidden_units": {"values": ["256,128,64", "128,64", "64,32"]},
@@ -46,6 +47,7 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     },
     "deepfm": {
         "learning_rate": {"min": 3e-4, "max": 1e-2, "sampling": "log"},
+        "embedding_learning_rate": {"min": 0.05, "max": 1.0, "sampling": "log"},
         "embedding_dim": {"values": [8, 16, 32]},
         "hidden_units": {"values": ["256,128,64", "128,64", "64,32"]},
         "dropout": {"min": 0.0, "max": 0.3, "step": 0.1},
