@@ -140,7 +140,13 @@ def save_checkpoint(model, run_dir: Path | str) -> None:
 
 
 def write_ranker_files(run_dir: Path | str, spec: FeatureSpec, split) -> None:
-    """spec.json and split.json of a ranker run (``split``: a :class:`~tfrs_recsys.data.splits.Split`)."""
+    """Writes spec.json and split.json of a ranker run.
+
+    Args:
+      run_dir: The run directory.
+      spec: The feature spec the model is built from.
+      split: The :class:`~tfrs_recsys.data.splits.Split` of the data.
+    """
     spec.save(paths.join(run_dir, SPEC))
     paths.write_text(paths.join(run_dir, SPLIT), json.dumps(split.summary(), indent=2) + "\n")
 

@@ -159,14 +159,33 @@ class RetrievalSignatures(tf.Module):
 
 def brute_force_index(candidates: np.ndarray, ids: np.ndarray,
                       k: int) -> tfrs.layers.factorized_top_k.BruteForce:
-    """An exact top-``k`` layer over ``candidates`` ``[N, D]``, naming results by ``ids`` ``[N]``."""
+    """An exact top-k layer (TFRS's ``BruteForce``).
+
+    Args:
+      candidates: Candidate embeddings ``[N, D]``.
+      ids: Their ids ``[N]``, which results name them by.
+      k: Results per query.
+
+    Returns:
+      The indexed layer.
+    """
     layer = tfrs.layers.factorized_top_k.BruteForce(k=k)
     layer.index(tf.constant(candidates, tf.float32), tf.constant(np.asarray(ids).astype(str)))
     return layer
 
 
 def scann_index(candidates: np.ndarray, ids: np.ndarray, k: int, options: dict) -> ScaNNIndex:
-    """A :class:`ScaNNIndex` with ``options`` over ``candidates`` ``[N, D]``, naming results by ``ids``."""
+    """An approximate top-k index (:class:`ScaNNIndex`).
+
+    Args:
+      candidates: Candidate embeddings ``[N, D]``.
+      ids: Their ids ``[N]``, which results name them by.
+      k: Results per query.
+      options: :class:`ScaNNIndex` keyword arguments (:func:`default_scann_options`).
+
+    Returns:
+      The built index.
+    """
     index = ScaNNIndex(k=k, **options)
     return index.index(tf.constant(candidates, tf.float32), tf.constant(np.asarray(ids).astype(str)))
 

@@ -67,6 +67,7 @@ class TensorSpecInfo:
 
     @property
     def dtype_name(self) -> str:
+        """The dtype's enum name, e.g. ``DT_FLOAT``."""
         return types_pb2.DataType.Name(self.dtype)
 
 
@@ -164,6 +165,7 @@ class ServingClient:
         self._metadata: dict[tuple, dict[str, SignatureInfo]] = {}
 
     def close(self) -> None:
+        """Closes the channel."""
         self._channel.close()
 
     def __enter__(self) -> ServingClient:

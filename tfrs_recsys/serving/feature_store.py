@@ -184,29 +184,49 @@ class FeatureStore:
 
     @property
     def num_users(self) -> int:
+        """How many users have a history."""
         return len(self._histories)
 
     @property
     def num_hot_items(self) -> int:
+        """How many hot items the store holds."""
         return len(self._hot)
 
     @property
     def item_feature_columns(self) -> list[str]:
+        """The item feature columns (``item_id`` aside)."""
         return [] if self._items is None else list(self._items.columns)
 
     @property
     def user_feature_columns(self) -> list[str]:
+        """The user feature columns (``user_id`` aside)."""
         return [] if self._users is None else list(self._users.columns)
 
     def item_features(self, item_ids: Sequence[str], columns: Sequence[str]) -> dict[str, list]:
-        """Per-item values of ``columns`` (``None`` where the item or value is unknown)."""
+        """Per-item values of ``columns``.
+
+        Args:
+          item_ids: The items.
+          columns: Item feature columns.
+
+        Returns:
+          One list per column, aligned with ``item_ids`` (``None`` where the item or value is unknown).
+        """
         if self._items is None:
             return {c: [None] * len(item_ids) for c in columns}
         rows = self._items.reindex([str(i) for i in item_ids])
         return {c: [None if _missing(v) else v for v in rows[c].tolist()] for c in columns}
 
     def user_features(self, user_id: str, columns: Sequence[str]) -> dict[str, object]:
-        """The user's values of ``columns`` (``None`` where the user or value is unknown)."""
+        """A user's values of ``columns``.
+
+        Args:
+          user_id: The user.
+          columns: User feature columns.
+
+        Returns:
+          The value per column (``None`` where the user or value is unknown).
+        """
         if self._users is None or str(user_id) not in self._users.index:
             return {c: None for c in columns}
         row = self._users.loc[str(user_id)]

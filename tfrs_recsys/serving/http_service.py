@@ -33,6 +33,7 @@ def create_app(pipeline: RecallRankPipeline) -> FastAPI:
 
     @app.get("/health")
     def health():
+        """Whether the model server answers and serves both models (their newest available versions)."""
         models = {}
         try:
             for name in (pipeline.retrieval_model, pipeline.ranker_model):
@@ -55,10 +56,12 @@ def create_app(pipeline: RecallRankPipeline) -> FastAPI:
 
     @app.get("/recall/{user_id}")
     def recall(user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
+        """The candidates the ranker would get, unranked."""
         return answer(pipeline.recall, user_id, top_k)
 
     @app.get("/recommend/{user_id}")
     def recommend(user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
+        """The user's top items: recall -> rank (hot items for a cold start)."""
         return answer(pipeline.recommend, user_id, top_k)
 
     return app

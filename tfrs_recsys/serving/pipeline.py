@@ -60,9 +60,11 @@ class Recommendations:
 
     @property
     def item_ids(self) -> list[str]:
+        """The items' ids, in order."""
         return [r.item_id for r in self.items]
 
     def to_dict(self) -> dict:
+        """The answer as JSON-ready dicts and lists."""
         return dataclasses.asdict(self)
 
 
@@ -105,17 +107,12 @@ class RecallRankPipeline:
       exclude_seen: Leave the user's history out of the candidates and the hot items.
       merge: Makes the final list from the ranked candidates and the unseen hot items.
       recall_merge: How hot items join the candidates (default: they do not).
-      user_feature: The ranker's user id input.
-      item_feature: The ranker's item id input.
-      clock: The request time, for the ranker's time features.
     """
 
     def __init__(self, client: ServingClient, store: FeatureStore, *, retrieval_model: str | None = None,
                  ranker_model: str | None = None, num_candidates: int = 100, sort_by: str | None = None,
                  exclude_seen: bool = True, merge: Merge = ranked_only,
-                 recall_merge: RecallMergeConfig | None = None,
-                 user_feature: str = "user_id", item_feature: str = "item_id",
-                 clock: Callable[[], float] = time.time):
+                 recall_merge: RecallMergeConfig | None = None):
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         self.client = client
@@ -127,9 +124,6 @@ class RecallRankPipeline:
         self.exclude_seen = exclude_seen
         self.merge = merge
         self.recall_merge = recall_merge or RecallMergeConfig()
-        self.user_feature = user_feature
-        self.item_feature = item_feature
-        self.clock = clock
 
     def _hot(self, history: list[str], limit: int) -> list[Recommendation]:
         """The ``limit`` hottest items, those of the history left out when ``exclude_seen``."""
@@ -190,8 +184,7 @@ class RecallRankPipeline:
         candidates, version = self._candidates(user_id, history, self.num_candidates)
         ids = [c.item_id for c in candidates]
         ranked = self.client.rank(user_id, ids, self._features(user_id, ids, context or {}),
-                                  model=self.ranker_model, user_feature=self.user_feature,
-                                  item_feature=self.item_feature)
+                                  model=self.ranker_model)
         key = self.sort_by or ("ctcvr" if "ctcvr" in ranked.outputs else "ctr")
         if key not in ranked.outputs:
             raise ValueError(f"ranker '{self.ranker_model}' has no output '{key}' "
@@ -219,7 +212,7 @@ class RecallRankPipeline:
         if unknown:
             raise ValueError(f"context {unknown} is not an input of ranker '{self.ranker_model}' "
                              f"(its inputs are {sorted(inputs)})")
-        features.update(request_time_features(inputs, context, self.clock()))
+        features.update(request_time_features(inputs, context, time.time()))
         features.update(context)
         return features
 
