@@ -7,9 +7,9 @@ import os
 # TFRS 0.7.x is Keras 2 only; this must be set before TensorFlow is first imported.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# gRPC over loopback: grpcio 1.85's EventEngine client endpoints cost 0.1-0.2 ms more per unary
-# call than the iomgr ones (bench/serving.py, "status rtt"). grpc reads this once, on its first
-# import; a GRPC_EXPERIMENTS set by the user (even empty) wins.
+# gRPC over loopback: grpcio's EventEngine client endpoints make each unary call slower than the
+# iomgr ones (bench/serving.py measures it). grpc reads this once, on its first import; a
+# GRPC_EXPERIMENTS set by the user (even empty) wins.
 os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_listener")
 
 __version__ = "0.1.0"

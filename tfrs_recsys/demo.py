@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import socket
 import subprocess
@@ -19,8 +20,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tfrs_recsys.serving.client import ServerUnavailableError
+
+MODELS = ("retrieval", "retrieval_portable", "deepfm")
 
 
 def _step(number: int, text: str) -> float:
@@ -38,25 +40,51 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_until_available(client, models: Sequence[str], timeout: float, server: subprocess.Popen) -> None:
+def _available(client, model: str) -> bool:
+    try:
+        return any(v["state"] == "AVAILABLE" for v in client.status(model))
+    except ServerUnavailableError:  # not listening yet
+        return False
+
+
+def _wait_until_available(client, timeout: float, server: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
-    pending = list(models)
-    while pending:
-        if server.poll() is not None:
-            raise RuntimeError(f"the model server exited with code {server.returncode}; see its log above")
-        try:
-            states = client.status(pending[0])
-            if any(v.get("state") == "AVAILABLE" for v in states):
-                pending.pop(0)
-                continue
-        except ServerUnavailableError:  # not listening yet
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"models {pending} not AVAILABLE after {timeout:.0f}s")
-        time.sleep(0.5)
+    for i, model in enumerate(MODELS):
+        while not _available(client, model):
+            if server.poll() is not None:
+                raise RuntimeError(f"the model server exited with code {server.returncode}; "
+                                   "see its log above")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"models {list(MODELS[i:])} not AVAILABLE after {timeout:.0f}s")
+            time.sleep(0.5)
+
+
+def _train(model: str, options: dict, work: Path, shown: Sequence[str]):
+    """Trains ``model`` into ``work/model``; returns its config and the test metrics in ``shown``, as text."""
+    from tfrs_recsys.config import build_config
+
+    cfg = build_config(model, {**options, "output_dir": str(work / model)}, environ={})
+    metrics = importlib.import_module(f"tfrs_recsys.training.{model}").run(cfg)
+    return cfg, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in shown)
+
+
+def _print_answer(user: str, answer) -> None:
+    kind, what = ("cold start: global hot items", "hotness") if answer.is_cold_start else (
+        "retrieval top-100 -> DeepFM", "pCTR")
+    print(f"\n   user {user!r} ({kind}):")
+    for rank, item in enumerate(answer.items, start=1):
+        print(f"   {rank:3d}. item {item.item_id:>6s}  from {item.source:6s} {what} {item.score:.4f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the demo (module docstring).
+
+    Args:
+      argv: The command line's arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+      0; a failed step raises.
+    """
     parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/demo", help="where runs, exports and the store go")
     parser.add_argument("--users", type=int, default=1500)
@@ -69,15 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tf.get_logger().setLevel("ERROR")  # Keras' SavedModel chatter would bury the steps
 
     from tfrs_recsys import runs
-    from tfrs_recsys.config import build_config
     from tfrs_recsys.export.rankers import export_ranker
     from tfrs_recsys.export.retrieval import export_retrieval
     from tfrs_recsys.export.tfserving import write_models_config
     from tfrs_recsys.serving.client import ServingClient
     from tfrs_recsys.serving.feature_store import FeatureStore
     from tfrs_recsys.serving.pipeline import RecallRankPipeline
-    from tfrs_recsys.training import deepfm as deepfm_training
-    from tfrs_recsys.training import retrieval as retrieval_training
 
     work = Path(args.workdir).resolve()
     base = work / "models"
@@ -85,27 +110,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "synthetic_items": args.items, "progress": False}
     t_all = time.perf_counter()
 
-    t = _step(1, f"training retrieval (Transformer user tower) on {args.users} synthetic users x {args.items} items")
-    retrieval_cfg = build_config("retrieval", {**data_options, "epochs": args.epochs,
-                                               "output_dir": str(work / "retrieval")}, environ={})
-    metrics = retrieval_training.run(retrieval_cfg)
-    _done(t, "test (leave-last-out, full catalog): " + ", ".join(
-        f"{k}={v:.4f}" for k, v in metrics.items() if k in ("recall@10", "ndcg@10", "mrr@10")))
+    t = _step(1, f"training retrieval (Transformer user tower) on {args.users} synthetic users x "
+                 f"{args.items} items")
+    retrieval_cfg, metrics = _train("retrieval", {**data_options, "epochs": args.epochs},
+                                    work, ("recall@10", "ndcg@10", "mrr@10"))
+    _done(t, f"test (leave-last-out, full catalog): {metrics}")
 
     t = _step(2, "training the DeepFM ranker on the same histories as implicit clicks (+ item hotness)")
-    deepfm_cfg = build_config("deepfm", {**data_options, "epochs": min(args.epochs, 5),
-                                         "output_dir": str(work / "deepfm")}, environ={})
-    metrics = deepfm_training.run(deepfm_cfg)
-    _done(t, "test: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in ("auc", "gauc", "logloss")))
+    deepfm_cfg, metrics = _train("deepfm", {**data_options, "epochs": min(args.epochs, 5)},
+                                 work, ("auc", "gauc", "logloss"))
+    _done(t, f"test: {metrics}")
 
     t = _step(3, f"exporting to TF Serving's layout under {base}")
     retrieval_export = export_retrieval(retrieval_cfg.output_dir, base, "retrieval", k=100)
     ranker_dir = export_ranker(deepfm_cfg.output_dir, base, "deepfm", model_name="deepfm")
-    config_path = write_models_config(work / "models.config", [
-        {"name": "retrieval", "base_path": str(base / "retrieval")},
-        {"name": "retrieval_portable", "base_path": str(base / "retrieval_portable")},
-        {"name": "deepfm", "base_path": str(base / "deepfm")},
-    ])
+    config_path = write_models_config(work / "models.config",
+                                      [{"name": name, "base_path": str(base / name)} for name in MODELS])
     _done(t, f"(ScaNN recall@100 vs brute force: {retrieval_export['metadata']['scann_recall_at_k']:.3f}; "
              f"ranker {ranker_dir}; {config_path.name})")
 
@@ -121,20 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                f"--rest_api_port={rest_port}", f"--model_config_file={config_path}"])
     address = f"127.0.0.1:{grpc_port}"
     try:
-        with ServingClient(address, timeout=30.0, retrieval_model="retrieval", ranker_model="deepfm") as client:
-            _wait_until_available(client, ["retrieval", "retrieval_portable", "deepfm"], 180.0, server)
+        with ServingClient(address, timeout=30.0, ranker_model="deepfm") as client:
+            _wait_until_available(client, 180.0, server)
             _done(t, f"(gRPC {address}, REST 127.0.0.1:{rest_port})")
 
             t = _step(6, "querying over gRPC (tensorflow-serving-api): recall -> rank")
             pipeline = RecallRankPipeline(client, store, num_candidates=100)
             known = str(interactions.interactions["user_id"].iloc[0])
             for user in (known, "a-user-nobody-has-seen"):
-                answer = pipeline.recommend(user, k=args.k)
-                kind = "cold start: global hot items" if answer.is_cold_start else "retrieval top-100 -> DeepFM"
-                print(f"\n   user {user!r} ({kind}):")
-                for rank, item in enumerate(answer.items, start=1):
-                    what = "hotness" if answer.is_cold_start else "pCTR"
-                    print(f"   {rank:3d}. item {item.item_id:>6s}  from {item.source:6s} {what} {item.score:.4f}")
+                _print_answer(user, pipeline.recommend(user, k=args.k))
             _done(t)
     finally:
         t = _step(7, "stopping the model server")
@@ -145,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.kill()
             server.wait()
         _done(t)
-    print(f"\nDemo finished in {time.perf_counter() - t_all:.0f}s. Runs, exports and the store are in {work}.")
+    print(f"\nDemo finished in {time.perf_counter() - t_all:.0f}s. Runs, exports and the store are in "
+          f"{work}.")
     print(json.dumps({"models_config": str(config_path), "feature_store": str(store_dir)}, indent=2))
     return 0
 

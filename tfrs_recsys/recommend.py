@@ -21,10 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tfrs_recsys.config import ConfigError
 from tfrs_recsys.errors import UserError
-from tfrs_recsys.serving.recall_merge import add_recall_merge_arguments, recall_merge_from_args
+from tfrs_recsys.serving.pipeline import add_pipeline_arguments, pipeline_from_args
 
 
 def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | None = None,
@@ -63,6 +62,7 @@ def _name_value(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m tfrs_recsys.recommend`` (module docstring)."""
     p = argparse.ArgumentParser(prog="python -m tfrs_recsys.recommend", description=__doc__.splitlines()[0])
     p.add_argument("--user-id", required=True, help="raw user id (unknown ids get the cold-start answer)")
     p.add_argument("--k", type=int, default=10, help="items to return")
@@ -74,17 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--history", default=None,
                        help="comma-separated item ids, most recent last (default: the user's stored history)")
     served = p.add_argument_group("over gRPC, from a model server: recall -> rank")
-    served.add_argument("--address", default=None, help="model server gRPC address (default 127.0.0.1:8500)")
-    served.add_argument("--store", help="feature store directory (`serving.feature_store --out`)")
-    served.add_argument("--timeout", type=float, default=5.0, help="deadline of each gRPC call, seconds")
-    served.add_argument("--retrieval-model", default="retrieval")
-    served.add_argument("--ranker-model", default="esmm")
-    served.add_argument("--num-candidates", type=int, default=100, help="candidates to rank")
-    served.add_argument("--sort-by", default=None, help="ranker output to sort by (default ctcvr, else ctr)")
+    add_pipeline_arguments(served)
     served.add_argument("--context", action="append", default=[], metavar="NAME=VALUE", type=_name_value,
                         help="request context feature for the ranker (repeatable), e.g. device=mobile")
     served.add_argument("--recall-only", action="store_true", help="the candidates without ranking")
-    add_recall_merge_arguments(served)
     return p
 
 
@@ -108,15 +101,10 @@ def _from_run(args) -> tuple[dict, str, list[tuple[str, float, str]], str]:
 
 
 def _from_server(args) -> tuple[dict, str, list[tuple[str, float, str]], str]:
-    from tfrs_recsys.serving.client import ServingClient, ServingClientError
-    from tfrs_recsys.serving.feature_store import FeatureStore
-    from tfrs_recsys.serving.pipeline import RecallRankPipeline
+    from tfrs_recsys.serving.client import ServingClientError
 
-    recall_merge, store = recall_merge_from_args(args), FeatureStore.load(args.store)
-    with ServingClient(args.address or "127.0.0.1:8500", args.timeout, retrieval_model=args.retrieval_model,
-                       ranker_model=args.ranker_model) as client:
-        pipeline = RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by,
-                                      recall_merge=recall_merge)
+    pipeline = pipeline_from_args(args)
+    with pipeline.client:
         try:
             if args.recall_only:
                 result = pipeline.recall(args.user_id, args.k)
@@ -131,6 +119,15 @@ def _from_server(args) -> tuple[dict, str, list[tuple[str, float, str]], str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Prints a user's top-k items (module docstring).
+
+    Args:
+      argv: The command line's arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+      The exit code: 0; 1 when the model server failed; 2 for a bad command line, run directory or
+      feature store.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.k < 1:
@@ -152,7 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for rank, (item_id, score, extra) in enumerate(rows, 1):
         print(f"{rank:>4}  {item_id:<24} {score:>10.5f}  {extra}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -94,7 +94,12 @@ def create(cfg: TrainConfig, model: str, *, chief: bool = True) -> Path | str:
 
 
 def release(run_dir: Path | str, *, chief: bool = True) -> None:
-    """Remove a non-chief worker's temporary run directory (the chief's is the run's output)."""
+    """Removes a non-chief worker's temporary run directory (the chief's is the run's output).
+
+    Args:
+      run_dir: What :func:`create` returned.
+      chief: What :func:`create` was given.
+    """
     if not chief:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -111,6 +116,7 @@ def jsonable(obj: Any) -> Any:
 
 
 def write_test_metrics(run_dir: Path | str, metrics: Mapping[str, Any]) -> None:
+    """Writes test_metrics.json (:func:`jsonable`, keys sorted)."""
     text = json.dumps(jsonable(metrics), indent=2, sort_keys=True) + "\n"
     paths.write_text(paths.join(run_dir, TEST_METRICS), text)
 
@@ -129,11 +135,18 @@ def read_train_log(run_dir: Path | str) -> list[dict]:
 
 
 def save_checkpoint(model, run_dir: Path | str) -> None:
+    """Writes ``model``'s weights as the run's best checkpoint."""
     model.save_weights(str(paths.join(run_dir, CHECKPOINT)))
 
 
 def write_ranker_files(run_dir: Path | str, spec: FeatureSpec, split) -> None:
-    """spec.json and split.json of a ranker run (``split``: a :class:`~tfrs_recsys.data.splits.Split`)."""
+    """Writes spec.json and split.json of a ranker run.
+
+    Args:
+      run_dir: The run directory.
+      spec: The feature spec the model is built from.
+      split: The :class:`~tfrs_recsys.data.splits.Split` of the data.
+    """
     spec.save(paths.join(run_dir, SPEC))
     paths.write_text(paths.join(run_dir, SPLIT), json.dumps(split.summary(), indent=2) + "\n")
 
@@ -185,9 +198,11 @@ class Run:
     config: TrainConfig
 
     def file(self, name: str) -> Path | str:
+        """The path of the run's file ``name`` (one of this module's names)."""
         return paths.join(self.path, name)
 
     def has(self, name: str) -> bool:
+        """Whether the run has the file ``name`` (for the checkpoint: its index)."""
         return paths.exists(self.file(f"{name}.index" if name == CHECKPOINT else name))
 
     def require(self, *names: str) -> None:
@@ -240,6 +255,9 @@ def load_ranker(run_dir: str | Path, model_name: str | None = None) -> tuple[Run
 
     Returns:
       ``(run, model, spec)``: the :class:`Run`, the Keras model, the spec it was built from.
+
+    Raises:
+      RunDirError: The run is not a ranker run (of ``model_name``), or lacks its spec or checkpoint.
     """
     import tensorflow as tf
 
@@ -271,7 +289,17 @@ class TrainedRetrieval:
 
 
 def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
-    """Rebuild a retrieval run's model with its best weights, with its catalog, items and histories."""
+    """Rebuild a retrieval run's model with its best weights, with its catalog, items and histories.
+
+    Args:
+      run_dir: A ``retrieval`` run directory.
+
+    Returns:
+      The reloaded run.
+
+    Raises:
+      RunDirError: The run is not a retrieval run, or lacks a file.
+    """
     import tensorflow as tf
 
     from tfrs_recsys.models.retrieval import Vocabularies, build_model
@@ -296,7 +324,14 @@ def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
 
 
 def training_interactions(run_dir: str | Path):
-    """The interactions a retrieval run trained on, loaded again from the data its config names."""
+    """The interactions a retrieval run trained on, loaded again from the data its config names.
+
+    Args:
+      run_dir: A ``retrieval`` run directory.
+
+    Returns:
+      The :class:`~tfrs_recsys.data.bundles.InteractionData`.
+    """
     from tfrs_recsys.data import registry
 
     return registry.load_interactions(**registry.options_from(open_run(run_dir, ("retrieval",)).config,

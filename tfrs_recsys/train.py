@@ -11,7 +11,6 @@ import json
 import sys
 from typing import Sequence
 
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tfrs_recsys.config import MODEL_CONFIGS, ConfigError, config_from_args
 from tfrs_recsys.errors import UserError
 
@@ -23,9 +22,9 @@ MODELS = {
 
 
 def _parser() -> argparse.ArgumentParser:
+    models = "\n".join(f"  {k:10s} {v}" for k, v in MODELS.items())
     parser = argparse.ArgumentParser(
-        prog="python -m tfrs_recsys.train",
-        description="Train a recommender model. Models:\n" + "\n".join(f"  {k:10s} {v}" for k, v in MODELS.items()),
+        prog="python -m tfrs_recsys.train", description=f"Train a recommender model. Models:\n{models}",
         epilog="Each model's options: python -m tfrs_recsys.train MODEL --help",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", choices=sorted(MODEL_CONFIGS), help="which model to train")
@@ -33,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Trains the model named first in ``argv`` and prints its run directory and test metrics as JSON.
+
+    Args:
+      argv: ``MODEL [options]`` (default: the command line's).
+
+    Returns:
+      The exit code: 0, or 2 for a bad option or data.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         _parser().print_help()

@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
 from tfrs_recsys import paths, runs
-from tfrs_recsys.errors import UserError
 from tfrs_recsys.data.schema import FeatureSpec
+from tfrs_recsys.errors import UserError
 from tfrs_recsys.export.tfserving import publish_version
 from tfrs_recsys.features.preprocessing import op_name, raw_input_specs
 
@@ -41,22 +39,28 @@ SPEC_ASSET = "feature_spec.json"
 
 
 class RankerSignatures(tf.Module):
-    """The trained model behind one raw-feature signature with named float32 outputs."""
+    """The trained model behind one raw-feature signature with named float32 outputs.
+
+    Args:
+      model: The ranker: raw features by feature name in, a dict of probabilities out.
+      spec: The feature spec it was built from.
+      outputs: The model's outputs the signature returns.
+    """
 
     def __init__(self, model: tf.keras.Model, spec: FeatureSpec, outputs: Sequence[str]):
         super().__init__()
         self.model = model
-        self._names = {op_name(f.name): f.name for f in spec.features}
         self._outputs = tuple(outputs)
+        # Keyed by feature name here; the signature's inputs take the specs' (op-safe) names.
         self.serve = tf.function(self._serve, input_signature=[raw_input_specs(spec)])
 
     def _serve(self, features):
-        scores = self.model({self._names[k]: v for k, v in features.items()}, training=False)
+        scores = self.model(features, training=False)
         return {name: tf.cast(scores[name], tf.float32) for name in self._outputs}
 
 
 def input_metadata(spec: FeatureSpec) -> list[dict]:
-    """What a client sends: one entry per signature input."""
+    """What a client sends: one entry (name, feature, dtype, missing value, ...) per signature input."""
     return [{"name": op_name(f.name), "feature": f.name, "dtype": "string" if f.is_categorical else "float32",
              "shape": [-1], "kind": f.kind, "group": f.group,
              "missing": "" if f.is_categorical else "NaN",
@@ -65,15 +69,13 @@ def input_metadata(spec: FeatureSpec) -> list[dict]:
 
 
 def warmup_inputs(spec: FeatureSpec) -> dict[str, np.ndarray]:
-    """Two candidates: one with a known value per feature, one with every value missing."""
-    out = {}
-    for f in spec.features:
+    """Two candidates by signature input: one with a known value per feature, one with every value missing."""
+    def column(f) -> np.ndarray:
         if f.is_categorical:
-            known = (f.vocabulary or ["0"])[0]
-            out[op_name(f.name)] = np.array([known.encode(), b""], dtype=object)
-        else:
-            out[op_name(f.name)] = np.array([f.mean or 0.0, np.nan], dtype=np.float32)
-    return out
+            return np.array([(f.vocabulary or ["0"])[0].encode(), b""], dtype=object)
+        return np.array([f.mean or 0.0, np.nan], dtype=np.float32)
+
+    return {op_name(f.name): column(f) for f in spec.features}
 
 
 def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, model_name: str | None = None,
@@ -93,7 +95,7 @@ def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, 
     run, model, spec = runs.load_ranker(model_dir, model_name)
     module = RankerSignatures(model, spec, OUTPUTS[run.model_name])
     warmup = warmup_inputs(spec)
-    module.serve({k: tf.constant(v) for k, v in warmup.items()})  # trace before saving
+    module.serve({f.name: tf.constant(warmup[op_name(f.name)]) for f in spec.features})  # trace before saving
 
     def save(path: str) -> None:
         tf.saved_model.save(module, path, signatures={SIGNATURE: module.serve})
@@ -115,15 +117,22 @@ def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``esmm|deepfm --model-dir RUN --export-base BASE --name NAME [--version V]``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.export",
-                                     description="Export an ESMM or DeepFM run for TF Serving (raw features in)")
+    """``python -m tfrs_recsys.export esmm|deepfm --model-dir RUN --export-base BASE [options]``.
+
+    Args:
+      argv: The arguments from the model name on (default: the command line's).
+
+    Returns:
+      The exit code: 0, or 2 when nothing was exported.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m tfrs_recsys.export",
+        description="Export an ESMM or DeepFM run for TF Serving (raw features in)")
     parser.add_argument("model", choices=sorted(OUTPUTS), help="the ranker the run trained")
     parser.add_argument("--model-dir", required=True, help="run directory written by `train esmm|deepfm`")
     parser.add_argument("--export-base", required=True, help="TF Serving base path (model folders go inside)")
     parser.add_argument("--name", help="model name under the base path (default: the model)")
-    parser.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    parser.add_argument("--version", type=int, help="version number (default: the next free one)")
     args = parser.parse_args(argv)
     try:
         path = export_ranker(args.model_dir, args.export_base, args.name or args.model, model_name=args.model,
@@ -131,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"model": args.model, "export_dir": str(path), "version": int(paths.basename(path))}, indent=2))
+    answer = {"model": args.model, "export_dir": str(path), "version": int(paths.basename(path))}
+    print(json.dumps(answer, indent=2))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Export a trained retrieval run for TF Serving, twice (DESIGN §3).
+"""Export a trained retrieval run for TF Serving, twice: over a ScaNN index and over brute force.
 
 * ``BASE/NAME/<version>/``: the query tower + a ScaNN top-k index
   (:class:`tfrs_recsys.export.scann_index.ScaNNIndex`); loads only in a process with ScaNN's ops
@@ -37,24 +37,24 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_recsys import paths, runs
 from tfrs_recsys.data.sequences import pad_left
 from tfrs_recsys.export.scann_index import ScaNNIndex
-from tfrs_recsys.export.tfserving import existing_versions, publish_version
+from tfrs_recsys.export.tfserving import next_version, publish_version
 
 PAD_ID = ""
 PAD_SCORE = float(np.finfo(np.float32).min)
+SIGNATURES = ("serving_default", "query_with_exclusions")
 _FINGERPRINT_BUCKETS = 2 ** 63 - 1  # to_hash_bucket_fast(s, this) is s's 64-bit fingerprint (mod 2^63 - 1)
+MIN_NARROWING_QUERIES = 100  # fewer user queries measure recall too coarsely to narrow ScaNN's search on
+SCANN_FLAGS = {"num_leaves": "--scann-leaves", "num_leaves_to_search": "--scann-leaves-to-search",
+               "num_reordering_candidates": "--scann-reorder",
+               "dimensions_per_block": "--scann-dims-per-block"}
 
 TopKIndex = tfrs.layers.factorized_top_k.TopK | ScaNNIndex  # index(queries [B, D], k) -> (scores, ids) [B, k]
-
-
-MIN_NARROWING_QUERIES = 100  # fewer user queries measure recall too coarsely to narrow ScaNN's search on
 
 
 class ExportError(RuntimeError):
@@ -62,23 +62,31 @@ class ExportError(RuntimeError):
 
 
 def default_scann_options(num_items: int, k: int) -> dict:
-    """Tree-AH settings by catalog size for up to ``k`` results: ~sqrt(n) leaves (at most 2000); a
-    tenth of them searched, at least 10 and at least enough to hold ~4k items; exact re-scoring
-    of the best ``max(2k, 200)`` candidates."""
+    """Tree-AH settings for a catalog, as :class:`ScaNNIndex` keyword arguments.
+
+    About ``sqrt(num_items)`` leaves (at most 2000), of which a tenth are searched, at least 10 and at
+    least enough to hold about ``4k`` items; the best ``max(2k, 200)`` candidates are re-scored exactly.
+
+    Args:
+      num_items: The catalog size.
+      k: The most results a query asks for.
+
+    Returns:
+      The options.
+    """
     leaves = int(min(2000, max(1, round(math.sqrt(num_items)))))
     search = max(10, leaves // 10, math.ceil(leaves * 4 * k / num_items))
-    return {"num_leaves": leaves, "num_leaves_to_search": min(leaves, search),
-            "dimensions_per_block": 2, "num_reordering_candidates": int(min(num_items, max(2 * k, 200))),
-            "training_iterations": 12, "training_sample_size": 250_000, "anisotropic_quantization_threshold": 0.2}
+    return {"num_leaves": leaves, "num_leaves_to_search": min(leaves, search), "dimensions_per_block": 2,
+            "num_reordering_candidates": int(min(num_items, max(2 * k, 200))), "training_iterations": 12,
+            "training_sample_size": 250_000, "anisotropic_quantization_threshold": 0.2}
 
 
 def _excluded(ids: tf.Tensor, exclude: tf.Tensor, buckets: int = _FINGERPRINT_BUCKETS) -> tf.Tensor:
     """``[B, N]`` bool: ``ids[b, n]`` is one of the real (non-``""``) ids of ``exclude[b]`` ``[B, E]``.
 
-    The ``N x E`` comparisons are made on 64-bit fingerprints (integer equality, ~5x cheaper than
-    string equality: ~0.15 ms less per request at N = 150, E = 50); the few fingerprint matches
-    are then confirmed by string, so a hash collision can never drop an item (``buckets`` < 2^63 - 1
-    only to test that).
+    The ``N x E`` comparisons are made on 64-bit fingerprints (integer equality is cheaper than
+    string equality); the few fingerprint matches are then confirmed by string, so a hash collision
+    can never drop an item (``buckets`` < 2^63 - 1 only to test that).
     """
     same = tf.equal(tf.strings.to_hash_bucket_fast(ids, buckets)[:, :, None],
                     tf.strings.to_hash_bucket_fast(exclude, buckets)[:, None, :])
@@ -89,25 +97,32 @@ def _excluded(ids: tf.Tensor, exclude: tf.Tensor, buckets: int = _FINGERPRINT_BU
 
 def _finalize(scores: tf.Tensor, ids: tf.Tensor, k: int,
               exclude: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-    """Best ``k`` of ``(scores, ids)`` [B, N] that are real (not NaN, not "") and not excluded, padded to k."""
+    """Best ``k`` of ``(scores, ids)`` [B, N] that are real (not NaN, not "") and not excluded, padded."""
     invalid = tf.math.is_nan(scores) | tf.equal(ids, PAD_ID)
     if exclude is not None:
         invalid |= _excluded(ids, exclude)
     masked = tf.where(invalid, tf.constant(-np.inf, scores.dtype), scores)
     take = tf.minimum(k, tf.shape(scores)[1])
     top, order = tf.math.top_k(masked, k=take)
-    picked = tf.gather(ids, order, batch_dims=1)
     keep = tf.math.is_finite(top)
-    top = tf.where(keep, top, PAD_SCORE)
-    picked = tf.where(keep, picked, PAD_ID)
     missing = [[0, 0], [0, k - take]]
-    top = tf.ensure_shape(tf.pad(top, missing, constant_values=PAD_SCORE), [None, k])
-    picked = tf.ensure_shape(tf.pad(picked, missing, constant_values=PAD_ID), [None, k])
-    return top, picked
+    picked = tf.where(keep, tf.gather(ids, order, batch_dims=1), PAD_ID)
+    top = tf.pad(tf.where(keep, top, PAD_SCORE), missing, constant_values=PAD_SCORE)
+    picked = tf.pad(picked, missing, constant_values=PAD_ID)
+    return tf.ensure_shape(top, [None, k]), tf.ensure_shape(picked, [None, k])
 
 
 class RetrievalSignatures(tf.Module):
-    """The serving signatures around a query model (features -> [B, D]) and an indexed top-k layer."""
+    """The serving signatures (module docstring) around a query model and an indexed top-k layer.
+
+    Args:
+      query_model: Features ``{"user_id" [B], "history" [B, L]}`` -> query embeddings ``[B, D]``.
+      index: ``index(queries, k)`` -> ``(scores, ids)`` ``[B, k]``, over the catalog.
+      num_items: The catalog size.
+      k: Results per query.
+      max_history: ``L``.
+      exclusion_width: ``E``, the width of ``exclude_item_ids``.
+    """
 
     def __init__(self, query_model: tf.keras.Model, index: TopKIndex, *, num_items: int,
                  k: int, max_history: int, exclusion_width: int):
@@ -115,49 +130,78 @@ class RetrievalSignatures(tf.Module):
         self.query_model = query_model
         self.index = index
         self.k, self.max_history, self.exclusion_width = int(k), int(max_history), int(exclusion_width)
+        # Exclusions can remove up to E of the items found: search that many more.
         self._search_k = min(self.k, num_items)
         self._search_k_excluding = min(self.k + self.exclusion_width, num_items)
         user = tf.TensorSpec([None], tf.string, name="user_id")
         history = tf.TensorSpec([None, self.max_history], tf.string, name="history")
         exclude = tf.TensorSpec([None, self.exclusion_width], tf.string, name="exclude_item_ids")
         self.serving_default = tf.function(self._serve, input_signature=[user, history])
-        self.query_with_exclusions = tf.function(self._serve_excluding, input_signature=[user, history, exclude])
+        self.query_with_exclusions = tf.function(self._serve, input_signature=[user, history, exclude])
 
-    def _serve(self, user_id, history):
+    def _serve(self, user_id, history, exclude_item_ids=None):
         queries = self.query_model({"user_id": user_id, "history": history})
-        scores, ids = self.index(queries, k=self._search_k)
-        scores, ids = _finalize(scores, ids, self.k)
-        return {"item_ids": ids, "scores": scores}
-
-    def _serve_excluding(self, user_id, history, exclude_item_ids):
-        queries = self.query_model({"user_id": user_id, "history": history})
-        scores, ids = self.index(queries, k=self._search_k_excluding)
+        search_k = self._search_k if exclude_item_ids is None else self._search_k_excluding
+        scores, ids = self.index(queries, k=search_k)
         scores, ids = _finalize(scores, ids, self.k, exclude_item_ids)
         return {"item_ids": ids, "scores": scores}
 
-    def signatures(self) -> dict:
-        return {"serving_default": self.serving_default.get_concrete_function(),
-                "query_with_exclusions": self.query_with_exclusions.get_concrete_function()}
-
     def save(self, path: str) -> None:
-        """Save; ScaNN's ops need the ``Scann`` namespace whitelisted."""
+        """Saves the module with both signatures; ScaNN's ops need the ``Scann`` namespace allowed.
+
+        Args:
+          path: The SavedModel directory.
+        """
+        signatures = {name: getattr(self, name).get_concrete_function() for name in SIGNATURES}
         options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
-        tf.saved_model.save(self, path, signatures=self.signatures(), options=options)
+        tf.saved_model.save(self, path, signatures=signatures, options=options)
 
 
-def brute_force_index(candidates: np.ndarray, ids: np.ndarray, k: int) -> tfrs.layers.factorized_top_k.BruteForce:
+def brute_force_index(candidates: np.ndarray, ids: np.ndarray,
+                      k: int) -> tfrs.layers.factorized_top_k.BruteForce:
+    """An exact top-k layer (TFRS's ``BruteForce``).
+
+    Args:
+      candidates: Candidate embeddings ``[N, D]``.
+      ids: Their ids ``[N]``, which results name them by.
+      k: Results per query.
+
+    Returns:
+      The indexed layer.
+    """
     layer = tfrs.layers.factorized_top_k.BruteForce(k=k)
     layer.index(tf.constant(candidates, tf.float32), tf.constant(np.asarray(ids).astype(str)))
     return layer
 
 
 def scann_index(candidates: np.ndarray, ids: np.ndarray, k: int, options: dict) -> ScaNNIndex:
+    """An approximate top-k index (:class:`ScaNNIndex`).
+
+    Args:
+      candidates: Candidate embeddings ``[N, D]``.
+      ids: Their ids ``[N]``, which results name them by.
+      k: Results per query.
+      options: :class:`ScaNNIndex` keyword arguments (:func:`default_scann_options`).
+
+    Returns:
+      The built index.
+    """
     index = ScaNNIndex(k=k, **options)
     return index.index(tf.constant(candidates, tf.float32), tf.constant(np.asarray(ids).astype(str)))
 
 
 def top_k_ids(index: TopKIndex, queries: np.ndarray, k: int, batch_size: int = 256) -> list[set]:
-    """The set of ids each query's top ``k`` holds (ScaNN's NaN padding left out)."""
+    """The set of ids each query's top ``k`` holds (ScaNN's NaN padding left out).
+
+    Args:
+      index: The top-k layer.
+      queries: Query embeddings ``[Q, D]``.
+      k: Results per query.
+      batch_size: Queries per call of ``index``.
+
+    Returns:
+      One set of ids (bytes) per query.
+    """
     out = []
     for lo in range(0, len(queries), batch_size):
         scores, ids = index(tf.constant(queries[lo:lo + batch_size], tf.float32), k=k)
@@ -167,15 +211,27 @@ def top_k_ids(index: TopKIndex, queries: np.ndarray, k: int, batch_size: int = 2
 
 
 def set_recall(found: list[set], exact: list[set]) -> float:
-    """``sum |found_q & exact_q| / sum |exact_q|`` (1.0 when there is nothing to find)."""
+    """``sum_q |found_q & exact_q| / sum_q |exact_q|`` (1.0 when there is nothing to find)."""
     total = sum(len(e) for e in exact)
     return sum(len(f & e) for f, e in zip(found, exact)) / total if total else 1.0
 
 
 def top_k_recall(approximate: TopKIndex, exact: TopKIndex, queries: np.ndarray, k: int,
                  batch_size: int = 256) -> float:
-    """Mean over queries of |approximate top-k ∩ exact top-k| / |exact top-k| (ScaNN's NaN padding never counts)."""
-    return set_recall(top_k_ids(approximate, queries, k, batch_size), top_k_ids(exact, queries, k, batch_size))
+    """The recall@k of ``approximate`` against ``exact`` on ``queries`` (:func:`set_recall`).
+
+    Args:
+      approximate: The index measured, e.g. ScaNN.
+      exact: The reference, e.g. :func:`brute_force_index`.
+      queries: Query embeddings ``[Q, D]``.
+      k: Results per query.
+      batch_size: Queries per call.
+
+    Returns:
+      The share of the exact top-k ids that ``approximate`` finds (its NaN padding never counts).
+    """
+    found = top_k_ids(approximate, queries, k, batch_size)
+    return set_recall(found, top_k_ids(exact, queries, k, batch_size))
 
 
 def narrow_scann_search(index: ScaNNIndex, queries: np.ndarray, exact: list[set], k: int, *,
@@ -185,26 +241,35 @@ def narrow_scann_search(index: ScaNNIndex, queries: np.ndarray, exact: list[set]
     A query's neighbours sit in a few of the tree's leaves; the other leaves searched cost time and
     find nothing (on clustered embeddings most of a default width can be such leaves). Tries the
     built ``num_leaves_to_search`` ``w``, then ``floor(w * step)``, ... down to 1, and stops at the first
-    width whose recall@k against ``exact`` (each query's exact top-k ids) drops below
-    ``max(recall(w) - tolerance, floor)``; the narrowest width before it is set as
-    ``index.leaves_to_search`` (which the serving graph then uses). Returns the chosen width, its
-    recall and every width tried with its recall.
+    width whose recall@k drops below ``max(recall(w) - tolerance, floor)``; the narrowest width before
+    it is set as ``index.leaves_to_search``, which the serving graph then uses.
+
+    Args:
+      index: A built ScaNN index; its ``leaves_to_search`` is set.
+      queries: Query embeddings ``[Q, D]``.
+      exact: Each query's exact top-k ids (:func:`top_k_ids` of brute force).
+      k: Results per query.
+      tolerance: Recall the narrowed search may lose against the built width's.
+      floor: Recall it must keep in any case.
+      step: The factor between widths tried.
+
+    Returns:
+      ``{"leaves_to_search", "recall", "built_leaves_to_search", "tolerance", "tried"}``: the chosen
+      width, its recall, the built width, ``tolerance`` and every width tried with its recall.
     """
+    built = index.num_leaves_to_search
     index.leaves_to_search = None
     reference = set_recall(top_k_ids(index, queries, k), exact)
-    tried = {index.num_leaves_to_search: reference}
-    chosen = index.num_leaves_to_search
-    if index.is_tree:
-        width = index.num_leaves_to_search
-        while width > 1:
-            width = max(1, int(width * step))
-            index.leaves_to_search = width
-            tried[width] = set_recall(top_k_ids(index, queries, k), exact)
-            if tried[width] < max(reference - tolerance, floor):
-                break
-            chosen = width
-    index.leaves_to_search = chosen if chosen != index.num_leaves_to_search else None
-    return {"leaves_to_search": chosen, "recall": tried[chosen], "built_leaves_to_search": index.num_leaves_to_search,
+    tried, chosen, width = {built: reference}, built, built
+    while index.is_tree and width > 1:
+        width = max(1, int(width * step))
+        index.leaves_to_search = width
+        tried[width] = set_recall(top_k_ids(index, queries, k), exact)
+        if tried[width] < max(reference - tolerance, floor):
+            break
+        chosen = width
+    index.leaves_to_search = chosen if chosen != built else None
+    return {"leaves_to_search": chosen, "recall": tried[chosen], "built_leaves_to_search": built,
             "tolerance": tolerance, "tried": {str(w): round(r, 5) for w, r in tried.items()}}
 
 
@@ -213,28 +278,45 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
                      exclusion_width: int | None = None, scann_options: dict | None = None,
                      narrow_scann: bool = True, scann_recall_tolerance: float = 0.002,
                      recall_queries: int = 1000, version: int | None = None) -> dict:
-    """Export the run in ``model_dir`` as ``BASE/NAME/<v>`` (ScaNN) and ``BASE/NAME_portable/<v>`` (brute force).
+    """Export a retrieval run as ``BASE/NAME/<v>`` (ScaNN) and ``BASE/NAME_portable/<v>`` (brute force).
 
     Unless ``scann_options`` sets ``num_leaves_to_search``, ``narrow_scann`` is false or the run has
     fewer than ``MIN_NARROWING_QUERIES`` users, the ScaNN export searches the fewest leaves that keep
     its recall@k on the run's users within ``scann_recall_tolerance`` of the default width's
-    (:func:`narrow_scann_search`). Returns
-    ``{"scann": dir, "portable": dir, "version": v, "metadata": {...}}``. Raises
-    :class:`ExportError` (nothing written) when ScaNN's recall@k is below ``scann_min_recall``
-    and ``allow_low_recall`` is false.
+    (:func:`narrow_scann_search`).
+
+    Args:
+      model_dir: The run directory of ``python -m tfrs_recsys.train retrieval``.
+      export_base: The model server's base path.
+      name: The ScaNN model's name; the portable twin is ``NAME_portable``.
+      k: Results per query, fixed in the signatures.
+      scann_min_recall: The least recall@k of ScaNN against brute force that is exported.
+      allow_low_recall: Export below ``scann_min_recall`` too.
+      exclusion_width: ``E`` (default: the run's ``max_history``).
+      scann_options: :class:`ScaNNIndex` options over :func:`default_scann_options`.
+      narrow_scann: Narrow the search as above.
+      scann_recall_tolerance: The recall narrowing may lose.
+      recall_queries: How many users' queries measure the recall.
+      version: The version of both models (default: the next free one of both).
+
+    Returns:
+      ``{"scann": dir, "portable": dir, "version": v, "metadata": {...}}``.
+
+    Raises:
+      ExportError: ScaNN's recall@k is below ``scann_min_recall`` and ``allow_low_recall`` is false
+        (nothing is written).
     """
     from tfrs_recsys.models.retrieval import query_vectors
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     trained = runs.load_retrieval(model_dir)
-    model, max_history = trained.model, trained.cfg.max_history
+    model, max_history, catalog = trained.model, trained.cfg.max_history, trained.catalog
     width = max_history if exclusion_width is None else int(exclusion_width)
     if width < 1:
         raise ValueError(f"exclusion width must be >= 1, got {width}")
-    catalog = trained.catalog
     candidates = model.candidate_embeddings().numpy()
-    search_k = min(k + width, len(catalog))
+    search_k, recall_k = min(k + width, len(catalog)), min(k, len(catalog))
     options = {**default_scann_options(len(catalog), search_k), **(scann_options or {})}
 
     users = sorted(trained.histories)[:recall_queries]
@@ -242,7 +324,7 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
     queries = query_vectors(model, np.array(users, dtype=object), histories, max_history)
     exact = brute_force_index(candidates, catalog, search_k)
     approximate = scann_index(candidates, catalog, search_k, options)
-    recall_k, recall, narrowing = min(k, len(catalog)), float("nan"), None
+    recall, narrowing = float("nan"), None
     if len(queries):
         exact_ids = top_k_ids(exact, queries, recall_k)
         explicit = "num_leaves_to_search" in (scann_options or {})
@@ -254,88 +336,91 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
         else:
             recall = set_recall(top_k_ids(approximate, queries, recall_k), exact_ids)
     if not (recall >= scann_min_recall) and not allow_low_recall:
-        raise ExportError(f"ScaNN recall@{k} against brute force is {recall:.4f} on {len(queries)} user queries, "
-                          f"below the threshold {scann_min_recall}; nothing was exported. Fix: search more leaves "
-                          f"(--scann-leaves-to-search, now {options['num_leaves_to_search']} of "
-                          f"{options['num_leaves']}) or re-score more candidates (--scann-reorder, now "
-                          f"{options['num_reordering_candidates']}), or pass --allow-low-recall")
+        fix = (f"search more leaves (--scann-leaves-to-search, now {options['num_leaves_to_search']} of "
+               f"{options['num_leaves']}) or re-score more candidates (--scann-reorder, now "
+               f"{options['num_reordering_candidates']}), or pass --allow-low-recall")
+        raise ExportError(f"ScaNN recall@{k} against brute force is {recall:.4f} on {len(queries)} "
+                          f"user queries, below the threshold {scann_min_recall}; nothing was exported. "
+                          f"Fix: {fix}")
 
-    query_model = model.scaled_query()
     warmup = _warmup(users[:2], histories[:2], max_history, width)
+    inputs = {"user_id": "string [B]", "history": f"string [B, {max_history}]"}
+    outputs = {"item_ids": f"string [B, {k}]", "scores": f"float32 [B, {k}]"}
+    excluding = {**inputs, "exclude_item_ids": f"string [B, {width}]"}
     metadata = {
         "model": "retrieval", "k": int(k), "max_history": int(max_history), "exclusion_width": int(width),
         "num_items": len(catalog), "embedding_dim": int(candidates.shape[1]),
-        "signatures": {
-            "serving_default": {"inputs": {"user_id": "string [B]", "history": f"string [B, {max_history}]"},
-                                "outputs": {"item_ids": f"string [B, {k}]", "scores": f"float32 [B, {k}]"}},
-            "query_with_exclusions": {"inputs": {"user_id": "string [B]", "history": f"string [B, {max_history}]",
-                                                 "exclude_item_ids": f"string [B, {width}]"},
-                                      "outputs": {"item_ids": f"string [B, {k}]", "scores": f"float32 [B, {k}]"}}},
+        "signatures": {"serving_default": {"inputs": inputs, "outputs": outputs},
+                       "query_with_exclusions": {"inputs": excluding, "outputs": outputs}},
         "padding": {"history": PAD_ID, "item_id": PAD_ID, "score": PAD_SCORE},
         "history_order": "oldest first, most recent item last",
-        "scann_recall_at_k": recall, "scann_recall_queries": len(queries), "scann_min_recall": scann_min_recall,
-        "scann_options": options, "scann_narrowing": narrowing,
+        "scann_recall_at_k": recall, "scann_recall_queries": len(queries),
+        "scann_min_recall": scann_min_recall, "scann_options": options, "scann_narrowing": narrowing,
         "inverse_temperature": trained.meta.get("inverse_temperature"),
         "source_run": paths.absolute(model_dir),
     }
     if version is None:
-        version = max([0, *existing_versions(paths.join(export_base, name)),
-                       *existing_versions(paths.join(export_base, f"{name}_portable"))]) + 1
+        version = next_version(paths.join(export_base, name), paths.join(export_base, f"{name}_portable"))
+    query_model = model.scaled_query()
 
-    def save_with(index):
-        def save(path: str) -> None:
-            module = RetrievalSignatures(query_model, index, num_items=len(catalog), k=k, max_history=max_history,
-                                         exclusion_width=width)
-            for signature, inputs in warmup:  # builds every function (and ScaNN's searcher) before saving
-                getattr(module, signature)(**{n: tf.constant(v) for n, v in inputs.items()})
-            module.save(path)
-        return save
+    def publish(top_k: TopKIndex, model_name: str, **about) -> str:
+        module = RetrievalSignatures(query_model, top_k, num_items=len(catalog), k=k, max_history=max_history,
+                                     exclusion_width=width)
+        for signature, feed in warmup:  # builds every function (and ScaNN's searcher) before saving
+            getattr(module, signature)(**{n: tf.constant(v) for n, v in feed.items()})
+        return str(publish_version(export_base, model_name, module.save, version=version, warmup=warmup,
+                                   metadata={**metadata, **about}))
 
-    scann_dir = publish_version(export_base, name, save_with(approximate), version=version, warmup=warmup,
-                                metadata={**metadata, "index": "scann", "requires": "import scann (ScaNN ops)"})
-    portable_dir = publish_version(export_base, f"{name}_portable", save_with(exact), version=version, warmup=warmup,
-                                   metadata={**metadata, "index": "brute_force", "requires": "standard TF ops"})
-    return {"scann": str(scann_dir), "portable": str(portable_dir), "version": int(version), "metadata": metadata}
+    return {"scann": publish(approximate, name, index="scann", requires="import scann (ScaNN ops)"),
+            "portable": publish(exact, f"{name}_portable", index="brute_force", requires="standard TF ops"),
+            "version": int(version), "metadata": metadata}
 
 
 def _warmup(users: list[str], histories: list[np.ndarray], max_history: int, width: int) -> list:
-    users = users or [PAD_ID]
+    """Warmup requests of both signatures from (up to) two users, or one empty request."""
+    encode = np.vectorize(lambda s: s.encode(), otypes=[object])
     histories = histories or [np.array([], dtype=object)]
-    user_ids = np.array([u.encode() for u in users], dtype=object)
-    history = np.vectorize(lambda s: s.encode(), otypes=[object])(pad_left(histories, max_history))
-    exclude = np.vectorize(lambda s: s.encode(), otypes=[object])(pad_left(histories, width))
+    user_ids = encode(np.array(users or [PAD_ID], dtype=object))
+    history, exclude = encode(pad_left(histories, max_history)), encode(pad_left(histories, width))
     return [("serving_default", {"user_id": user_ids, "history": history}),
             ("query_with_exclusions", {"user_id": user_ids, "history": history, "exclude_item_ids": exclude})]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.export retrieval",
-                                     description="Export a retrieval run: ScaNN SavedModel + portable brute-force twin")
+    """``python -m tfrs_recsys.export retrieval --model-dir RUN --export-base BASE [options]``.
+
+    Args:
+      argv: The arguments after ``retrieval`` (default: the command line's).
+
+    Returns:
+      The exit code: 0, or 2 when nothing was exported.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m tfrs_recsys.export retrieval",
+        description="Export a retrieval run: ScaNN SavedModel + portable brute-force twin")
     parser.add_argument("--model-dir", required=True, help="run directory written by `train retrieval`")
     parser.add_argument("--export-base", required=True, help="TF Serving base path (model folders go inside)")
     parser.add_argument("--name", default="retrieval", help="model name; the portable twin is NAME_portable")
     parser.add_argument("--k", type=int, default=100, help="results per query (fixed in the signatures)")
-    parser.add_argument("--exclusion-width", type=int, default=None,
+    parser.add_argument("--exclusion-width", type=int,
                         help="width E of exclude_item_ids (default: the run's max_history)")
     parser.add_argument("--min-scann-recall", type=float, default=0.95,
                         help="fail when ScaNN's recall@k against brute force is lower")
-    parser.add_argument("--allow-low-recall", action="store_true", help="export even below --min-scann-recall")
-    parser.add_argument("--scann-leaves", type=int, dest="num_leaves")
-    parser.add_argument("--scann-leaves-to-search", type=int, dest="num_leaves_to_search")
-    parser.add_argument("--scann-reorder", type=int, dest="num_reordering_candidates")
-    parser.add_argument("--scann-dims-per-block", type=int, dest="dimensions_per_block")
+    parser.add_argument("--allow-low-recall", action="store_true",
+                        help="export even below --min-scann-recall")
+    for option, flag in SCANN_FLAGS.items():
+        parser.add_argument(flag, type=int, dest=option)
     parser.add_argument("--no-scann-narrowing", action="store_true",
                         help="search the default number of leaves instead of the fewest that keep its recall")
     parser.add_argument("--scann-recall-tolerance", type=float, default=0.002,
                         help="recall@k the narrowed search may lose against the default width's")
-    parser.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    parser.add_argument("--version", type=int, help="version number (default: the next free one)")
     args = parser.parse_args(argv)
-    scann_options = {key: getattr(args, key) for key in
-                     ("num_leaves", "num_leaves_to_search", "num_reordering_candidates", "dimensions_per_block")
-                     if getattr(args, key) is not None}
+    scann_options = {o: getattr(args, o) for o in SCANN_FLAGS if getattr(args, o) is not None}
     try:
         result = export_retrieval(args.model_dir, args.export_base, args.name, k=args.k,
-                                  scann_min_recall=args.min_scann_recall, allow_low_recall=args.allow_low_recall,
+                                  scann_min_recall=args.min_scann_recall,
+                                  allow_low_recall=args.allow_low_recall,
                                   exclusion_width=args.exclusion_width, scann_options=scann_options,
                                   narrow_scann=not args.no_scann_narrowing,
                                   scann_recall_tolerance=args.scann_recall_tolerance, version=args.version)

@@ -19,37 +19,45 @@ import numpy as np
 from tfrs_recsys import paths
 from tfrs_recsys.servable_layout import ASSETS_EXTRA, METADATA_FILE, version_dirs, write_warmup_requests
 
+
 def existing_versions(model_dir: str | os.PathLike) -> list[int]:
-    """Integer versions already published under ``model_dir`` (none when it does not exist)."""
+    """Integer versions already published under ``model_dir``, ascending (none when it does not exist)."""
     return sorted(version_dirs(model_dir)) if paths.isdir(model_dir) else []
 
 
-def next_version(model_dir: str | os.PathLike) -> int:
-    """The version number after the newest one under ``model_dir`` (1 for a new model)."""
-    versions = existing_versions(model_dir)
-    return versions[-1] + 1 if versions else 1
+def next_version(*model_dirs: str | os.PathLike) -> int:
+    """The version number after the newest one under any of ``model_dirs`` (1 where there is none)."""
+    return max([0, *(v for d in model_dirs for v in existing_versions(d))]) + 1
 
 
-def publish_version(
-    export_base: str | os.PathLike,
-    name: str,
-    save_fn: Callable[[str], None],
-    *,
-    version: int | None = None,
-    warmup: Sequence[tuple[str, Mapping[str, np.ndarray]]] = (),
-    metadata: Mapping | None = None,
-) -> Path | str:
-    """Write one model version atomically and return its final directory.
+def publish_version(export_base: str | os.PathLike, name: str, save_fn: Callable[[str], None], *,
+                    version: int | None = None, warmup: Sequence[tuple[str, Mapping[str, np.ndarray]]] = (),
+                    metadata: Mapping | None = None) -> Path | str:
+    """Writes one model version atomically.
 
-    ``save_fn(tmp_dir)`` writes the SavedModel into ``tmp_dir``; warmup requests and
-    metadata are added there, then the directory is renamed to ``<base>/<name>/<version>``
-    (default: the next integer). An existing version is never overwritten.
+    ``save_fn(tmp_dir)`` writes the SavedModel into a staging directory; warmup requests and
+    metadata are added there, then the directory is renamed to ``<base>/<name>/<version>``.
+
+    Args:
+      export_base: The model server's base path (local or a ``tf.io.gfile`` URL).
+      name: The model's name under it.
+      save_fn: Writes the SavedModel into the directory it is given.
+      version: The version number (default: the next one). An existing version is never overwritten.
+      warmup: ``(signature, inputs)`` requests for ``assets.extra/tf_serving_warmup_requests``.
+      metadata: What ``assets.extra/export_metadata.json`` says besides the name and version.
+
+    Returns:
+      The version directory.
+
+    Raises:
+      FileExistsError: The version exists.
     """
     model_dir = paths.makedirs(paths.join(export_base, name))
     version = next_version(model_dir) if version is None else int(version)
     final = paths.join(model_dir, str(version))
     if paths.exists(final):
-        raise FileExistsError(f"{final} already exists; export to a new version (omit --version) or remove it")
+        raise FileExistsError(f"{final} already exists; export to a new version (omit --version) "
+                              "or remove it")
     # A dot-prefixed, non-numeric name: TF Serving ignores it while it is being written.
     tmp = paths.make_temp_dir(model_dir, prefix=f".tmp-{version}-")
     try:
@@ -58,9 +66,9 @@ def publish_version(
             raise RuntimeError(f"save_fn wrote no saved_model.pb into {tmp}")
         if warmup:
             write_warmup_requests(tmp, name, warmup)
-        meta = {"name": name, "version": version, **dict(metadata or {})}
-        paths.makedirs(paths.join(tmp, ASSETS_EXTRA))
-        paths.write_text(paths.join(tmp, ASSETS_EXTRA, METADATA_FILE), json.dumps(meta, indent=2, default=str) + "\n")
+        meta = {"name": name, "version": version, **(metadata or {})}
+        extra = paths.makedirs(paths.join(tmp, ASSETS_EXTRA))
+        paths.write_text(paths.join(extra, METADATA_FILE), json.dumps(meta, indent=2, default=str) + "\n")
         paths.rename(tmp, final)
     except BaseException:
         paths.rmtree(tmp, ignore_errors=True)
@@ -69,32 +77,35 @@ def publish_version(
 
 
 def read_export_metadata(version_dir: str | os.PathLike) -> dict:
+    """A version's ``assets.extra/export_metadata.json`` (empty when it has none)."""
     path = paths.join(version_dir, ASSETS_EXTRA, METADATA_FILE)
     return paths.read_json(path) if paths.isfile(path) else {}
 
 
 def write_models_config(path: str | os.PathLike, models: Sequence[Mapping]) -> Path | str:
-    """Write TF Serving's ``models.config`` (text proto) for ``[{name, base_path, policy?, labels?}]``.
+    """Writes TF Serving's ``models.config`` (a ``ModelServerConfig`` text proto).
 
-    ``policy`` is ``latest`` (default), ``all`` or a list of versions (``specific``);
-    ``labels`` maps label -> version.
+    Args:
+      path: The file to write.
+      models: ``{"name", "base_path", "policy"?, "labels"?}`` per model. ``policy`` is ``"latest"``
+        (default), ``"all"`` or a list of versions to serve; ``labels`` maps a label to a version.
+
+    Returns:
+      ``path``.
     """
     lines = ["model_config_list {"]
     for m in models:
-        lines.append("  config {")
-        lines.append(f'    name: "{m["name"]}"')
-        lines.append(f'    base_path: "{m["base_path"]}"')
-        lines.append('    model_platform: "tensorflow"')
         policy = m.get("policy", "latest")
         if policy == "all":
-            lines.append("    model_version_policy { all {} }")
+            policy = "all {}"
         elif isinstance(policy, (list, tuple)):
-            versions = " ".join(f"versions: {int(v)}" for v in policy)
-            lines.append(f"    model_version_policy {{ specific {{ {versions} }} }}")
+            policy = "specific { " + " ".join(f"versions: {int(v)}" for v in policy) + " }"
         else:
-            lines.append("    model_version_policy { latest { num_versions: 1 } }")
-        for label, v in (m.get("labels") or {}).items():
-            lines.append(f'    version_labels {{ key: "{label}" value: {int(v)} }}')
-        lines.append("  }")
+            policy = "latest { num_versions: 1 }"
+        lines += ["  config {", f'    name: "{m["name"]}"', f'    base_path: "{m["base_path"]}"',
+                  '    model_platform: "tensorflow"', f"    model_version_policy {{ {policy} }}",
+                  *(f'    version_labels {{ key: "{label}" value: {int(v)} }}'
+                    for label, v in (m.get("labels") or {}).items()),
+                  "  }"]
     lines.append("}")
     return paths.write_text(path, "\n".join(lines) + "\n")

@@ -1,4 +1,4 @@
-"""A client for TF Serving's gRPC API (ours or a real ``tensorflow_model_server``), on tensorflow-serving-api stubs.
+"""A client for TF Serving's gRPC API (ours or a real ``tensorflow_model_server``), on its API's stubs.
 
 ::
 
@@ -20,17 +20,23 @@ from typing import Mapping, Sequence
 
 import grpc
 import numpy as np
-
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
-    get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from tfrs_recsys.model_server.tensors import dtype_of, fill_proto, to_ndarray
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 PAD = ""
 STATES = {s.number: s.name for s in get_model_status_pb2.ModelVersionStatus.State.DESCRIPTOR.values}
+# Numeric ranker inputs: the numpy type, the conversion of a given value, the value sent for a missing one.
+_NUMBERS = {types_pb2.DT_FLOAT: (np.float32, float, np.nan), types_pb2.DT_DOUBLE: (np.float64, float, np.nan),
+            types_pb2.DT_INT32: (np.int32, int, 0), types_pb2.DT_INT64: (np.int64, int, 0)}
 
 
 class ServingClientError(RuntimeError):
@@ -47,19 +53,38 @@ class ServerUnavailableError(ServingClientError):
 
 @dataclasses.dataclass(frozen=True)
 class TensorSpecInfo:
-    dtype: int  # a tensorflow DataType enum
-    shape: tuple[int, ...] | None  # -1 = any size; None = unknown rank
+    """A signature input's or output's dtype (a ``DataType`` enum) and shape (``-1``: any size;
+    ``None``: unknown rank)."""
+
+    dtype: int
+    shape: tuple[int, ...] | None
+
+    @classmethod
+    def from_proto(cls, info) -> TensorSpecInfo:
+        """From a ``TensorInfo`` proto."""
+        shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
+        return cls(info.dtype, shape)
 
     @property
     def dtype_name(self) -> str:
+        """The dtype's enum name, e.g. ``DT_FLOAT``."""
         return types_pb2.DataType.Name(self.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
 class SignatureInfo:
+    """A SignatureDef: its method and its inputs and outputs by name."""
+
     method_name: str
     inputs: dict[str, TensorSpecInfo]
     outputs: dict[str, TensorSpecInfo]
+
+    @classmethod
+    def from_proto(cls, sig) -> SignatureInfo:
+        """From a ``SignatureDef`` proto."""
+        spec = TensorSpecInfo.from_proto
+        return cls(sig.method_name, {k: spec(v) for k, v in sig.inputs.items()},
+                   {k: spec(v) for k, v in sig.outputs.items()})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,27 +105,21 @@ class Ranked:
     version: int
 
 
-def _spec(info) -> TensorSpecInfo:
-    shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
-    return TensorSpecInfo(info.dtype, shape)
-
-
 def _column(values, dtype: int, n: int, name: str) -> np.ndarray:
     """One ranker input for ``n`` rows from a scalar (broadcast) or a per-row sequence."""
     if isinstance(values, (str, bytes, int, float, np.generic)) or values is None:
         values = [values] * n
     values = list(values)
     if len(values) != n:
-        raise ValueError(f"feature '{name}' has {len(values)} values for {n} candidates; give one per candidate or a scalar")
+        raise ValueError(f"feature '{name}' has {len(values)} values for {n} candidates; "
+                         "give one per candidate or a scalar")
     if dtype == types_pb2.DT_STRING:
         return np.array([_text(v) for v in values], dtype=object)
-    if dtype in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE):
-        return np.array([np.nan if v is None else float(v) for v in values],
-                        dtype=np.float32 if dtype == types_pb2.DT_FLOAT else np.float64)
-    if dtype in (types_pb2.DT_INT32, types_pb2.DT_INT64):
-        return np.array([0 if v is None else int(v) for v in values],
-                        dtype=np.int32 if dtype == types_pb2.DT_INT32 else np.int64)
-    raise ValueError(f"feature '{name}' has dtype {types_pb2.DataType.Name(dtype)}, which the client cannot build")
+    if dtype not in _NUMBERS:
+        raise ValueError(f"feature '{name}' has dtype {types_pb2.DataType.Name(dtype)}, "
+                         "which the client cannot build")
+    kind, convert, missing = _NUMBERS[dtype]
+    return np.array([missing if v is None else convert(v) for v in values], dtype=kind)
 
 
 def _text(value) -> bytes:
@@ -114,8 +133,24 @@ def _text(value) -> bytes:
     return str(value).encode()
 
 
+def _fit(values: list[str], spec: TensorSpecInfo, *, left: bool) -> list[str]:
+    """The last ``width`` of ``values``, padded with ``""`` to the input's ``width`` on the ``left`` or right;
+    all of them (at least one entry) where the input's width is not static."""
+    width = (spec.shape or (-1, -1))[-1]
+    values = values[-width:] if width > 0 else values
+    padding = [PAD] * (max(width, len(values), 1) - len(values))
+    return padding + values if left else values + padding
+
+
 class ServingClient:
-    """gRPC client for ``tensorflow.serving.PredictionService`` and ``ModelService``."""
+    """A gRPC client of ``tensorflow.serving.PredictionService`` and ``ModelService``.
+
+    Args:
+      address: The model server's ``HOST:PORT``.
+      timeout: The deadline of each call, in seconds, where a call does not set its own.
+      retrieval_model: The model :meth:`retrieve` asks by default.
+      ranker_model: The model :meth:`rank` asks by default.
+    """
 
     def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 5.0, *,
                  retrieval_model: str = "retrieval", ranker_model: str = "esmm"):
@@ -130,15 +165,14 @@ class ServingClient:
         self._metadata: dict[tuple, dict[str, SignatureInfo]] = {}
 
     def close(self) -> None:
+        """Closes the channel."""
         self._channel.close()
 
-    def __enter__(self) -> "ServingClient":
+    def __enter__(self) -> ServingClient:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # -- plumbing -------------------------------------------------------------------------------
 
     def _call(self, method, request, what: str, timeout: float | None):
         deadline = self.timeout if timeout is None else timeout
@@ -150,37 +184,53 @@ class ServingClient:
                 raise ServerUnavailableError(
                     f"no model server answers at {self.address} ({details}). Start one, e.g. "
                     "`python -m tfrs_recsys.model_server.server --model_config_file=/abs/path/models.config` "
-                    "(or tensorflow_model_server with the same flags), or pass the right address.", code) from None
+                    "(or tensorflow_model_server with the same flags), or pass the right address.",
+                    code) from None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise ServingClientError(
                     f"{what} at {self.address} did not answer within its {deadline:g}s deadline; "
                     "raise ServingClient(timeout=...) or check the server's load", code) from None
-            raise ServingClientError(f"{what} at {self.address} failed: {code.name}: {details}", code) from None
-
-    # -- model information -------------------------------------------------------------------------
+            raise ServingClientError(f"{what} at {self.address} failed: {code.name}: {details}",
+                                     code) from None
 
     def metadata(self, model: str, version: int | None = None, *, timeout: float | None = None,
                  refresh: bool = False) -> dict[str, SignatureInfo]:
-        """The model's signatures: method, input and output dtypes and shapes."""
+        """A model's signatures, asked once (GetModelMetadata) and then remembered.
+
+        Args:
+          model: The model name.
+          version: A version (default: the one the server serves).
+          timeout: The call's deadline (default: the client's).
+          refresh: Ask again.
+
+        Returns:
+          The signatures by name (the ``__saved_model_init_op`` and the like left out).
+        """
         key = (model, version)
         if refresh or key not in self._metadata:
-            request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-            request.model_spec.name = model
-            if version is not None:
-                request.model_spec.version.value = version
-            response = self._call(self._predictions.GetModelMetadata, request, f"GetModelMetadata({model})", timeout)
+            request = get_model_metadata_pb2.GetModelMetadataRequest(
+                model_spec={"name": model, "version": None if version is None else {"value": version}},
+                metadata_field=["signature_def"])
+            response = self._call(self._predictions.GetModelMetadata, request, f"GetModelMetadata({model})",
+                                  timeout)
             defs = get_model_metadata_pb2.SignatureDefMap()
             response.metadata["signature_def"].Unpack(defs)
-            self._metadata[key] = {
-                name: SignatureInfo(sig.method_name, {k: _spec(v) for k, v in sig.inputs.items()},
-                                    {k: _spec(v) for k, v in sig.outputs.items()})
-                for name, sig in defs.signature_def.items() if not name.startswith("__")}
+            self._metadata[key] = {name: SignatureInfo.from_proto(sig)
+                                   for name, sig in defs.signature_def.items() if not name.startswith("__")}
         return self._metadata[key]
 
     def status(self, model: str, *, timeout: float | None = None) -> list[dict]:
-        """Every version the server knows of: ``{version, state, error_code, error_message}``, newest first."""
-        request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = model
+        """Every version of ``model`` the server knows of (GetModelStatus).
+
+        Args:
+          model: The model name.
+          timeout: The call's deadline (default: the client's).
+
+        Returns:
+          ``{"version", "state", "error_code", "error_message"}`` per version, as the server lists them;
+          ``state`` is a name such as ``"AVAILABLE"``.
+        """
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec={"name": model})
         response = self._call(self._models.GetModelStatus, request, f"GetModelStatus({model})", timeout)
         return [{"version": s.version, "state": STATES[s.state], "error_code": s.status.error_code,
                  "error_message": s.status.error_message} for s in response.model_version_status]
@@ -188,29 +238,34 @@ class ServingClient:
     def _signature(self, model: str, signature: str) -> SignatureInfo:
         signatures = self.metadata(model)
         if signature not in signatures:
-            raise ServingClientError(
-                f"model '{model}' at {self.address} has no signature '{signature}' (it has {sorted(signatures)})",
-                grpc.StatusCode.FAILED_PRECONDITION)
+            raise ServingClientError(f"model '{model}' at {self.address} has no signature '{signature}' "
+                                     f"(it has {sorted(signatures)})", grpc.StatusCode.FAILED_PRECONDITION)
         return signatures[signature]
-
-    # -- calls --------------------------------------------------------------------------------------
 
     def predict(self, model: str, inputs: Mapping[str, np.ndarray], *, signature: str = "serving_default",
                 version: int | None = None, label: str | None = None, output_filter: Sequence[str] = (),
                 timeout: float | None = None) -> tuple[dict[str, np.ndarray], int]:
-        """Raw Predict: ``(outputs as numpy, version that answered)``.
+        """A raw Predict call.
 
         Numbers go as ``tensor_content`` bytes and strings as ``string_val`` (str as UTF-8),
         what ``tf.make_tensor_proto`` writes; outputs are read without TensorFlow ops.
+
+        Args:
+          model: The model name.
+          inputs: The signature's inputs.
+          signature: The signature name.
+          version: A version to ask (default: the one the server serves).
+          label: A version label to ask instead.
+          output_filter: The outputs wanted (default: all).
+          timeout: The call's deadline (default: the client's).
+
+        Returns:
+          ``(outputs, version)``: the outputs as numpy arrays, and the version that answered.
         """
-        request = predict_pb2.PredictRequest()
-        spec = request.model_spec
-        spec.name = model
-        spec.signature_name = signature
-        if version is not None:
-            spec.version.value = version
-        if label is not None:
-            spec.version_label = label
+        request = predict_pb2.PredictRequest(
+            model_spec={"name": model, "signature_name": signature, "version_label": label,
+                        "version": None if version is None else {"value": version}},
+            output_filter=output_filter)
         for key, value in inputs.items():
             value = np.asarray(value)
             dtype = dtype_of(value)
@@ -220,47 +275,68 @@ class ServingClient:
                 request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
             else:
                 fill_proto(request.inputs[key], value, dtype, content=True)
-        request.output_filter.extend(output_filter)
         response = self._call(self._predictions.Predict, request, f"Predict({model}/{signature})", timeout)
         return {k: to_ndarray(v, k) for k, v in response.outputs.items()}, response.model_spec.version.value
 
-    def retrieve(self, user_id: str, history: Sequence[str], k: int | None = None, exclude_seen: bool = False, *,
-                 model: str | None = None, exclude: Sequence[str] = (), timeout: float | None = None) -> Retrieved:
-        """Top-``k`` items for a user from a retrieval export (``serving_default`` or ``query_with_exclusions``).
+    def retrieve(self, user_id: str, history: Sequence[str], k: int | None = None,
+                 exclude_seen: bool = False, *, model: str | None = None, exclude: Sequence[str] = (),
+                 timeout: float | None = None) -> Retrieved:
+        """Top items for a user from a retrieval export (``serving_default`` or ``query_with_exclusions``).
 
-        ``history`` is oldest first. With ``exclude_seen`` the history (and ``exclude``) is
-        excluded in the model where its static exclusion width allows, and always in the result.
+        Args:
+          user_id: The raw user id.
+          history: The user's item ids, oldest first; the most recent the signature's width takes are sent.
+          k: How many items (default: all the export returns).
+          exclude_seen: Leave out the history's items: in the model where the exclusion width allows
+            (the most recent ones), and always in the result.
+          model: The model (default: the client's ``retrieval_model``).
+          exclude: More item ids to leave out, as the history's.
+          timeout: The call's deadline (default: the client's).
+
+        Returns:
+          The items and their scores, best first.
+
+        Raises:
+          ValueError: ``k`` is more than the export returns.
         """
         model = model or self.retrieval_model
         banned = list(dict.fromkeys([*(history if exclude_seen else ()), *exclude]))
         signature = "query_with_exclusions" if banned else "serving_default"
         info = self._signature(model, signature)
-        width = (info.inputs["history"].shape or (-1, -1))[-1]
-        recent = [str(h) for h in history][-width:] if width > 0 else [str(h) for h in history]
-        row = [PAD] * ((width if width > 0 else max(1, len(recent))) - len(recent)) + recent
+        row = _fit([str(h) for h in history], info.inputs["history"], left=True)
         inputs = {"user_id": np.array([str(user_id)], object), "history": np.array([row], object)}
         if banned:
-            e_width = (info.inputs["exclude_item_ids"].shape or (-1, -1))[-1]
-            kept = banned[-e_width:] if e_width > 0 else banned
-            inputs["exclude_item_ids"] = np.array([kept + [PAD] * (max(e_width, len(kept)) - len(kept))], object)
-        outputs, version = self.predict(model, inputs, signature=signature, output_filter=["item_ids", "scores"],
-                                        timeout=timeout)
+            excluded = _fit(banned, info.inputs["exclude_item_ids"], left=False)
+            inputs["exclude_item_ids"] = np.array([excluded], object)
+        outputs, version = self.predict(model, inputs, signature=signature, timeout=timeout,
+                                        output_filter=["item_ids", "scores"])
         ids, scores = outputs["item_ids"][0], outputs["scores"][0]
         if k is not None and k > len(ids):
             raise ValueError(f"model '{model}' returns at most {len(ids)} items; ask for k <= {len(ids)}")
-        skip = set(banned)
         pairs = [(i.decode(), float(s)) for i, s in zip(ids, scores)
-                 if i and np.isfinite(s) and i.decode() not in skip]
-        pairs = pairs[:k] if k is not None else pairs
+                 if i and np.isfinite(s) and i.decode() not in banned][:k]
         return Retrieved([i for i, _ in pairs], [s for _, s in pairs], version)
 
     def rank(self, user_id: str, candidates: Sequence[str], features: Mapping[str, object] | None = None, *,
              model: str | None = None, user_feature: str = "user_id", item_feature: str = "item_id",
              timeout: float | None = None) -> Ranked:
-        """Score ``candidates`` for a user with a ranker export (one row per candidate).
+        """Scores ``candidates`` for a user with a ranker export, one row per candidate.
 
-        ``features`` maps a ranker input to a scalar (same for every candidate) or one value
-        per candidate; inputs not given are sent as missing ("" or NaN), as in training.
+        Args:
+          user_id: The raw user id, sent as ``user_feature`` unless ``features`` has it.
+          candidates: Item ids, sent as ``item_feature`` unless ``features`` has it.
+          features: A ranker input's value: a scalar (the same for every candidate) or one per candidate.
+            Inputs not given are sent as missing (``""`` or NaN), as in training.
+          model: The model (default: the client's ``ranker_model``).
+          user_feature: The ranker's user id input.
+          item_feature: The ranker's item id input.
+          timeout: The call's deadline (default: the client's).
+
+        Returns:
+          The ranker's outputs per candidate.
+
+        Raises:
+          ValueError: ``features`` names an input the ranker does not have, or has the wrong length.
         """
         model = model or self.ranker_model
         candidates = [str(c) for c in candidates]
@@ -273,6 +349,7 @@ class ServingClient:
             raise ValueError(f"model '{model}' has no inputs {unknown}; its inputs are {sorted(info.inputs)}")
         given.setdefault(user_feature, str(user_id))
         given.setdefault(item_feature, candidates)
-        inputs = {name: _column(given.get(name), spec.dtype, len(candidates), name) for name, spec in info.inputs.items()}
+        inputs = {name: _column(given.get(name), spec.dtype, len(candidates), name)
+                  for name, spec in info.inputs.items()}
         outputs, version = self.predict(model, inputs, timeout=timeout)
         return Ranked(candidates, outputs, version)

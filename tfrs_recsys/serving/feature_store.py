@@ -14,6 +14,7 @@ read-only by the serving process:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -47,13 +48,24 @@ def _keyed(frame: pd.DataFrame | None, key: str, path: str) -> pd.DataFrame | No
     frame = frame.assign(**{key: frame[key].astype(str)})
     duplicated = frame[key].duplicated()
     if duplicated.any():
-        raise DataError(f"{int(duplicated.sum())} duplicate {key}(s), e.g. {frame[key][duplicated].iloc[0]!r}",
-                        path=path, column=key, fix=f"keep one row per {key}")
+        example = frame[key][duplicated].iloc[0]
+        raise DataError(f"{int(duplicated.sum())} duplicate {key}(s), e.g. {example!r}", path=path,
+                        column=key, fix=f"keep one row per {key}")
     return frame.set_index(key)
 
 
 class FeatureStore:
-    """In-memory, read-only lookups over the store's tables."""
+    """In-memory, read-only lookups over the store's tables.
+
+    Args:
+      histories: Each user's item ids, oldest first.
+      hot: ``item_id`` and ``hotness`` of the hot items.
+      item_features: ``item_id`` and raw feature columns (optional).
+      user_features: ``user_id`` and raw feature columns (optional).
+
+    Raises:
+      DataError: A table lacks its key column or repeats a key.
+    """
 
     def __init__(self, histories: dict[str, list[str]], hot: pd.DataFrame,
                  item_features: pd.DataFrame | None = None, user_features: pd.DataFrame | None = None):
@@ -70,49 +82,73 @@ class FeatureStore:
     def from_interactions(cls, data: InteractionData, *, half_life_days: float = 7.0,
                           item_features: pd.DataFrame | None = None,
                           user_features: pd.DataFrame | None = None,
-                          hotness_feature_half_life_days: float | None = None) -> "FeatureStore":
+                          hotness_feature_half_life_days: float | None = None) -> FeatureStore:
         """Histories (time-ordered interactions per user) and time-decayed hot items from one log.
 
-        Item and user features default to the bundle's ``items`` / ``users`` tables. The item
-        features gain ``item_hotness``, the rankers' dense feature as of the newest event:
-        ``log1p`` of the item's interactions decayed with ``hotness_feature_half_life_days``
-        (default: the half-life the click logs of ``tfrs_recsys.data.ctr_features`` were trained
-        with), unless the table has that column already.
+        The item features gain ``item_hotness``, the rankers' dense feature as of the newest event:
+        ``log1p`` of the item's interactions decayed with ``hotness_feature_half_life_days``, unless
+        the table has that column already.
+
+        Args:
+          data: The interactions (``user_id``, ``item_id``, ``timestamp``) and item and user tables.
+          half_life_days: The half-life of the hotness that orders the hot items.
+          item_features: ``item_id`` and feature columns (default: ``data.items``).
+          user_features: ``user_id`` and feature columns (default: ``data.users``).
+          hotness_feature_half_life_days: The half-life of ``item_hotness`` (default: the one the
+            click logs of ``tfrs_recsys.data.ctr_features`` were trained with).
+
+        Returns:
+          The store.
         """
         from tfrs_recsys.data.ctr_features import CLICK_LOG_HALF_LIFE_DAYS, item_hotness
 
         frame = data.interactions.sort_values(["user_id", "timestamp"], kind="mergesort")
-        histories = {str(u): [str(i) for i in items] for u, items in frame.groupby("user_id", sort=False)["item_id"]}
-        hot = item_hotness(data.interactions, item_col="item_id", time_col="timestamp",
-                           half_life_days=half_life_days)
+        histories = {str(u): [str(i) for i in items]
+                     for u, items in frame.groupby("user_id", sort=False)["item_id"]}
+        hotness = functools.partial(item_hotness, data.interactions, item_col="item_id", time_col="timestamp")
+
         items = item_features if item_features is not None else data.items
         if items is None or "item_hotness" not in items.columns:
-            feature = item_hotness(data.interactions, item_col="item_id", time_col="timestamp",
-                                   half_life_days=hotness_feature_half_life_days or CLICK_LOG_HALF_LIFE_DAYS)
+            feature = hotness(half_life_days=hotness_feature_half_life_days or CLICK_LOG_HALF_LIFE_DAYS)
             feature = feature[["item_id", "hotness"]].rename(columns={"hotness": "item_hotness"})
-            if items is None:
-                items = feature
-            else:
-                items = items.assign(item_id=items["item_id"].astype(str)).merge(feature, on="item_id", how="left")
-                items["item_hotness"] = items["item_hotness"].fillna(0.0)
+            if items is not None:
+                items = items.assign(item_id=items["item_id"].astype(str))
+                feature = items.merge(feature, on="item_id", how="left").fillna({"item_hotness": 0.0})
+            items = feature
         users = user_features if user_features is not None else data.users
-        return cls(histories, hot, items, users)
+        return cls(histories, hotness(half_life_days=half_life_days), items, users)
 
     def save(self, directory: str | os.PathLike) -> Path | str:
-        """Write the tables into ``directory`` (a local path or a ``tf.io.gfile`` URL such as gs://...)."""
+        """Writes the tables (module docstring).
+
+        Args:
+          directory: A local path or a ``tf.io.gfile`` URL such as gs://...
+
+        Returns:
+          ``directory``.
+        """
         out = paths.makedirs(directory)
-        users = list(self._histories)
-        histories = pd.DataFrame({"user_id": users, "history": [self._histories[u] for u in users]})
+        histories = pd.DataFrame(list(self._histories.items()), columns=["user_id", "history"])
         paths.write_parquet(histories, paths.join(out, HISTORIES))
         paths.write_parquet(self._hot, paths.join(out, HOT_ITEMS))
-        if self._items is not None:
-            paths.write_parquet(self._items.reset_index(), paths.join(out, ITEM_FEATURES))
-        if self._users is not None:
-            paths.write_parquet(self._users.reset_index(), paths.join(out, USER_FEATURES))
+        for name, table in ((ITEM_FEATURES, self._items), (USER_FEATURES, self._users)):
+            if table is not None:
+                paths.write_parquet(table.reset_index(), paths.join(out, name))
         return out
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "FeatureStore":
+    def load(cls, directory: str | os.PathLike) -> FeatureStore:
+        """Reads a store :meth:`save` wrote.
+
+        Args:
+          directory: A local path or a ``tf.io.gfile`` URL.
+
+        Returns:
+          The store.
+
+        Raises:
+          DataError: ``directory`` is not a feature store, or a table is unreadable or lacks a column.
+        """
         root = paths.as_path(directory)
         if not paths.isfile(paths.join(root, HOT_ITEMS)):
             raise DataError("not a feature store: hot_items.parquet is missing", path=str(root),
@@ -142,33 +178,55 @@ class FeatureStore:
         return self._histories.get(str(user_id))
 
     def hot_items(self, k: int) -> list[tuple[str, float]]:
+        """The ``k`` hottest items, ``(item_id, hotness)``, hottest first (ties by id)."""
         head = self._hot.head(k)
         return [(str(i), float(h)) for i, h in zip(head["item_id"], head["hotness"])]
 
     @property
     def num_users(self) -> int:
+        """How many users have a history."""
         return len(self._histories)
 
     @property
     def num_hot_items(self) -> int:
+        """How many hot items the store holds."""
         return len(self._hot)
 
     @property
     def item_feature_columns(self) -> list[str]:
+        """The item feature columns (``item_id`` aside)."""
         return [] if self._items is None else list(self._items.columns)
 
     @property
     def user_feature_columns(self) -> list[str]:
+        """The user feature columns (``user_id`` aside)."""
         return [] if self._users is None else list(self._users.columns)
 
     def item_features(self, item_ids: Sequence[str], columns: Sequence[str]) -> dict[str, list]:
-        """Per-item values of ``columns`` (``None`` where the item or value is unknown)."""
+        """Per-item values of ``columns``.
+
+        Args:
+          item_ids: The items.
+          columns: Item feature columns.
+
+        Returns:
+          One list per column, aligned with ``item_ids`` (``None`` where the item or value is unknown).
+        """
         if self._items is None:
             return {c: [None] * len(item_ids) for c in columns}
         rows = self._items.reindex([str(i) for i in item_ids])
         return {c: [None if _missing(v) else v for v in rows[c].tolist()] for c in columns}
 
     def user_features(self, user_id: str, columns: Sequence[str]) -> dict[str, object]:
+        """A user's values of ``columns``.
+
+        Args:
+          user_id: The user.
+          columns: User feature columns.
+
+        Returns:
+          The value per column (``None`` where the user or value is unknown).
+        """
         if self._users is None or str(user_id) not in self._users.index:
             return {c: None for c in columns}
         row = self._users.loc[str(user_id)]
@@ -182,17 +240,26 @@ def _missing(value) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m tfrs_recsys.serving.feature_store --out DIR [--run-dir RUN | --dataset NAME] [options]``.
+
+    Args:
+      argv: The command line's arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+      The exit code: 0, or 2 when the data cannot be read.
+    """
     from tfrs_recsys.data.registry import INTERACTION_DATASETS, load_interactions
 
-    p = argparse.ArgumentParser(prog="python -m tfrs_recsys.serving.feature_store",
-                                description="Write the serving feature store (histories, hot items, features).")
+    p = argparse.ArgumentParser(
+        prog="python -m tfrs_recsys.serving.feature_store",
+        description="Write the serving feature store (histories, hot items, features).")
     p.add_argument("--run-dir", default=None, help="a retrieval run: the data it trained on (not --dataset)")
     p.add_argument("--dataset", default="synthetic", help=f"one of {sorted(INTERACTION_DATASETS)}")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", required=True, help="directory to write")
     p.add_argument("--half-life-days", type=float, default=7.0, help="hotness decay half-life")
-    p.add_argument("--item-features", default=None, help="Parquet/CSV with item_id and ranker item feature columns")
-    p.add_argument("--user-features", default=None, help="Parquet/CSV with user_id and ranker user feature columns")
+    p.add_argument("--item-features", help="Parquet/CSV with item_id and ranker item feature columns")
+    p.add_argument("--user-features", help="Parquet/CSV with user_id and ranker user feature columns")
     args = p.parse_args(argv)
 
     def table(path):

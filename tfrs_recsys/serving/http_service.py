@@ -14,81 +14,85 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 
 from tfrs_recsys.serving.client import ServerUnavailableError, ServingClientError
-from tfrs_recsys.serving.pipeline import RecallRankPipeline
-from tfrs_recsys.serving.recall_merge import add_recall_merge_arguments, recall_merge_from_args
+from tfrs_recsys.serving.pipeline import RecallRankPipeline, add_pipeline_arguments, pipeline_from_args
 
 MAX_TOP_K = 1000
 
 
-def _error(e: Exception) -> JSONResponse:
-    status = 503 if isinstance(e, ServerUnavailableError) else 502 if isinstance(e, ServingClientError) else 400
-    return JSONResponse({"error": str(e)}, status_code=status)
-
-
 def create_app(pipeline: RecallRankPipeline) -> FastAPI:
+    """The service's FastAPI app.
+
+    Args:
+      pipeline: The pipeline that answers.
+
+    Returns:
+      The app: ``/health`` answers 503 while a model has no available version; a failed request is
+      503 when no model server answers, 502 when it answers with an error, 400 for a bad request.
+    """
     app = FastAPI(title="tfrs_recsys recommendations")
 
     @app.get("/health")
     def health():
+        """Whether the model server answers and serves both models (their newest available versions)."""
         models = {}
         try:
             for name in (pipeline.retrieval_model, pipeline.ranker_model):
                 available = [s["version"] for s in pipeline.client.status(name) if s["state"] == "AVAILABLE"]
                 if not available:
-                    return JSONResponse({"status": "unavailable", "error": f"model '{name}' has no AVAILABLE version"},
-                                        status_code=503)
+                    error = f"model '{name}' has no AVAILABLE version"
+                    return JSONResponse({"status": "unavailable", "error": error}, status_code=503)
                 models[name] = max(available)
         except ServingClientError as e:
             return JSONResponse({"status": "unavailable", "error": str(e)}, status_code=503)
         return {"status": "ok", "model_server": pipeline.client.address, "models": models}
 
+    def answer(method, user_id: str, top_k: int):
+        try:
+            return method(user_id, top_k).to_dict()
+        except (ServingClientError, ValueError) as e:
+            unavailable = isinstance(e, ServerUnavailableError)
+            status = 503 if unavailable else 502 if isinstance(e, ServingClientError) else 400
+            return JSONResponse({"error": str(e)}, status_code=status)
+
     @app.get("/recall/{user_id}")
     def recall(user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
-        try:
-            return pipeline.recall(user_id, top_k).to_dict()
-        except (ServingClientError, ValueError) as e:
-            return _error(e)
+        """The candidates the ranker would get, unranked."""
+        return answer(pipeline.recall, user_id, top_k)
 
     @app.get("/recommend/{user_id}")
     def recommend(user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
-        try:
-            return pipeline.recommend(user_id, top_k).to_dict()
-        except (ServingClientError, ValueError) as e:
-            return _error(e)
+        """The user's top items: recall -> rank (hot items for a cold start)."""
+        return answer(pipeline.recommend, user_id, top_k)
 
     return app
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m tfrs_recsys.serving.http_service --store DIR [options]``: serve until stopped.
+
+    Args:
+      argv: The command line's arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+      The exit code: 0, or 2 for a bad flag or feature store.
+    """
     import uvicorn
 
     from tfrs_recsys.config import ConfigError
     from tfrs_recsys.errors import UserError
-    from tfrs_recsys.serving.client import ServingClient
-    from tfrs_recsys.serving.feature_store import FeatureStore
 
     p = argparse.ArgumentParser(prog="python -m tfrs_recsys.serving.http_service")
-    p.add_argument("--store", required=True, help="feature store directory")
-    p.add_argument("--address", default="127.0.0.1:8500", help="model server gRPC address")
-    p.add_argument("--timeout", type=float, default=5.0)
-    p.add_argument("--retrieval-model", default="retrieval")
-    p.add_argument("--ranker-model", default="esmm")
-    p.add_argument("--num-candidates", type=int, default=100)
+    add_pipeline_arguments(p, store_required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    add_recall_merge_arguments(p)
     args = p.parse_args(argv)
     try:
-        recall_merge = recall_merge_from_args(args)
-        store = FeatureStore.load(args.store)
+        pipeline = pipeline_from_args(args)
     except (ConfigError, UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    client = ServingClient(args.address, args.timeout, retrieval_model=args.retrieval_model,
-                           ranker_model=args.ranker_model)
-    app = create_app(RecallRankPipeline(client, store, num_candidates=args.num_candidates, recall_merge=recall_merge))
-    uvicorn.run(app, host=args.host, port=args.port)
-    client.close()
+    uvicorn.run(create_app(pipeline), host=args.host, port=args.port)
+    pipeline.client.close()
     return 0
 
 

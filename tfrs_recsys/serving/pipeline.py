@@ -7,9 +7,9 @@
    export's static k), the user's history excluded. A
    :class:`~tfrs_recsys.serving.recall_merge.RecallMergeConfig` interleaves global hot
    items into these N candidates (:func:`~tfrs_recsys.serving.recall_merge.merge_candidates`):
-   a share of the slots (``ratio``) or fixed slots (``positions``), each item once,
-   the user's history never among the hot items (with ``exclude_seen``, the default). Every candidate keeps its ``source``,
-   ``"recall"`` or ``"hot"``.
+   a share of the slots (``ratio``) or fixed slots (``positions``), each item once, the user's
+   history never among the hot items (with ``exclude_seen``, the default). Every candidate keeps
+   its ``source``, ``"recall"`` or ``"hot"``.
 3. Rank: the ranker scores every candidate from raw features (ids, the store's item
    and user features, request context); candidates are sorted by ``sort_by``
    (``ctcvr`` when the ranker has it, else ``ctr``).
@@ -18,25 +18,41 @@
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import time
 from typing import Callable, Mapping, Sequence
 
-from tfrs_recsys.serving.client import ServingClient
+from tfrs_recsys.serving.client import DEFAULT_ADDRESS, ServingClient
 from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.serving.recall_merge import HOT, RECALL, RecallMergeConfig, merge_candidates
+
+TIME_FEATURES = ("timestamp", "hour", "weekday")
 
 
 @dataclasses.dataclass(frozen=True)
 class Recommendation:
+    """One item of an answer.
+
+    Attributes:
+      item_id: The item.
+      score: What the list is sorted by: the ranker's ``sort_by`` output; unranked, the retrieval
+        score (source ``"recall"``) or the hotness (source ``"hot"``).
+      source: Where the candidate came from: ``"recall"`` (the retrieval model) or ``"hot"``
+        (the global hot items).
+      scores: Every score the item got: the ranker's outputs, ``retrieval`` or ``hotness``.
+    """
+
     item_id: str
-    score: float  # the ranker's sort_by output; unranked: the retrieval score (recall) or the hotness (hot)
-    source: str  # where the candidate came from: "recall" (the retrieval model) | "hot" (global hot items)
+    score: float
+    source: str
     scores: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class Recommendations:
+    """The answer for one user: the items, best first, and the model versions that made it."""
+
     user_id: str
     items: list[Recommendation]
     is_cold_start: bool
@@ -44,9 +60,11 @@ class Recommendations:
 
     @property
     def item_ids(self) -> list[str]:
+        """The items' ids, in order."""
         return [r.item_id for r in self.items]
 
     def to_dict(self) -> dict:
+        """The answer as JSON-ready dicts and lists."""
         return dataclasses.asdict(self)
 
 
@@ -58,14 +76,17 @@ def ranked_only(ranked: list[Recommendation], hot: list[Recommendation], k: int)
     return ranked[:k]
 
 
-TIME_FEATURES = ("timestamp", "hour", "weekday")
-
-
 def request_time_features(inputs: Mapping[str, object], context: Mapping[str, object], now: float) -> dict:
     """The request's time for the ranker inputs the data layer derives from a timestamp.
 
-    ``timestamp`` (seconds), ``hour`` (0-23) and ``weekday`` (Monday = 0), UTC as in training,
-    for those the ranker takes and the request's ``context`` does not set.
+    Args:
+      inputs: The ranker's inputs, by name.
+      context: The request's context features, which win.
+      now: The request's time, in seconds since the epoch.
+
+    Returns:
+      ``timestamp`` (seconds), ``hour`` (0-23) and ``weekday`` (Monday = 0), UTC as in training,
+      for those the ranker takes and ``context`` does not set.
     """
     moment = time.gmtime(now)
     values = {"timestamp": float(now), "hour": moment.tm_hour, "weekday": moment.tm_wday}
@@ -74,14 +95,24 @@ def request_time_features(inputs: Mapping[str, object], context: Mapping[str, ob
 
 class RecallRankPipeline:
     """Retrieval top-N (hot items mixed in by ``recall_merge``), ranker scores, sorted; hot items for
-    cold-start users."""
+    cold-start users.
+
+    Args:
+      client: The model server's client.
+      store: The feature store.
+      retrieval_model: The retrieval model's name (default: the client's).
+      ranker_model: The ranker's name (default: the client's).
+      num_candidates: N, the candidates the ranker scores (at most the retrieval export's k).
+      sort_by: The ranker output the answer is sorted by (default: ``ctcvr``, else ``ctr``).
+      exclude_seen: Leave the user's history out of the candidates and the hot items.
+      merge: Makes the final list from the ranked candidates and the unseen hot items.
+      recall_merge: How hot items join the candidates (default: they do not).
+    """
 
     def __init__(self, client: ServingClient, store: FeatureStore, *, retrieval_model: str | None = None,
                  ranker_model: str | None = None, num_candidates: int = 100, sort_by: str | None = None,
                  exclude_seen: bool = True, merge: Merge = ranked_only,
-                 recall_merge: RecallMergeConfig | None = None,
-                 user_feature: str = "user_id", item_feature: str = "item_id",
-                 clock: Callable[[], float] = time.time):
+                 recall_merge: RecallMergeConfig | None = None):
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         self.client = client
@@ -93,80 +124,83 @@ class RecallRankPipeline:
         self.exclude_seen = exclude_seen
         self.merge = merge
         self.recall_merge = recall_merge or RecallMergeConfig()
-        self.user_feature = user_feature
-        self.item_feature = item_feature
-        self.clock = clock
 
-    def _cold(self, user_id: str, k: int) -> Recommendations:
-        items = [Recommendation(i, h, HOT, {"hotness": h}) for i, h in self.store.hot_items(k)]
-        return Recommendations(str(user_id), items, True)
-
-    def _hot(self, history: list[str], limit: int) -> list[tuple[str, float]]:
+    def _hot(self, history: list[str], limit: int) -> list[Recommendation]:
         """The ``limit`` hottest items, those of the history left out when ``exclude_seen``."""
         seen = set(history) if self.exclude_seen else set()
-        return [(i, h) for i, h in self.store.hot_items(limit + len(seen)) if i not in seen][:limit]
+        hot = [(i, h) for i, h in self.store.hot_items(limit + len(seen)) if i not in seen][:limit]
+        return [Recommendation(i, h, HOT, {"hotness": h}) for i, h in hot]
 
-    def _merged(self, user_id: str, history: list[str], n: int):
-        """Retrieval top-n merged with hot items: ``(candidates [(item, source)], retrieval scores,
-        hotness, retrieval version)``."""
-        found = self._candidates(user_id, history, n)
+    def _candidates(self, user_id: str, history: list[str], n: int) -> tuple[list[Recommendation], int]:
+        """Retrieval top-n merged with hot items, unranked, and the retrieval model's version."""
+        shape = self.client.metadata(self.retrieval_model)["serving_default"].outputs["item_ids"].shape
+        width = shape[-1] if shape and shape[-1] > 0 else self.num_candidates
+        found = self.client.retrieve(user_id, history, k=min(n, width), exclude_seen=self.exclude_seen,
+                                     model=self.retrieval_model)
         config = self.recall_merge
         # Enough hot items for every slot even when each collides with a retrieved item.
-        hot = dict(self._hot(history, 2 * n if config.num_hot is None else config.num_hot)
-                   if config.strategy != "none" else [])
+        limit = 2 * n if config.num_hot is None else config.num_hot
+        hot = {r.item_id: r for r in self._hot(history, limit)} if config.strategy != "none" else {}
+        recalled = {i: Recommendation(i, s, RECALL, {"retrieval": s})
+                    for i, s in zip(found.item_ids, found.scores)}
         merged = merge_candidates(found.item_ids, list(hot), n, config)
-        return merged, dict(zip(found.item_ids, found.scores)), hot, found.version
-
-    def _candidates(self, user_id: str, history: list[str], n: int):
-        width = self._retrieval_k()
-        return self.client.retrieve(user_id, history, k=min(n, width), exclude_seen=self.exclude_seen,
-                                    model=self.retrieval_model)
-
-    def _retrieval_k(self) -> int:
-        info = self.client.metadata(self.retrieval_model)["serving_default"]
-        shape = info.outputs["item_ids"].shape
-        return shape[-1] if shape and shape[-1] > 0 else self.num_candidates
+        return [(recalled if source == RECALL else hot)[item] for item, source in merged], found.version
 
     def recall(self, user_id: str, k: int = 10) -> Recommendations:
-        """No ranking: the first k candidates the ranker would get, with their retrieval scores (hotness
-        for hot items)."""
-        history = self.store.history(user_id)
-        if not history:
-            return self._cold(user_id, k)
-        merged, retrieval, hot, version = self._merged(user_id, history, k)
-        items = [Recommendation(i, retrieval[i], RECALL, {"retrieval": retrieval[i]}) if source == RECALL
-                 else Recommendation(i, hot[i], HOT, {"hotness": hot[i]}) for i, source in merged]
-        return Recommendations(str(user_id), items, False, {self.retrieval_model: version})
+        """No ranking: the first ``k`` candidates the ranker would get, scored by retrieval (or hotness).
 
-    def recommend(self, user_id: str, k: int = 10, context: Mapping[str, object] | None = None) -> Recommendations:
-        """Top-k items for a user: recall -> rank -> merge (hot items for a cold start)."""
+        Args:
+          user_id: The raw user id.
+          k: How many items.
+
+        Returns:
+          The candidates, in the order the ranker would get them.
+        """
         history = self.store.history(user_id)
         if not history:
-            return self._cold(user_id, k)
-        merged, retrieval, hot, version = self._merged(user_id, history, self.num_candidates)
-        candidates = [item for item, _ in merged]
-        source = dict(merged)
-        features = self._features(user_id, candidates, context or {})
-        ranked = self.client.rank(user_id, candidates, features, model=self.ranker_model,
-                                  user_feature=self.user_feature, item_feature=self.item_feature)
+            return Recommendations(str(user_id), self._hot([], k), True)
+        candidates, version = self._candidates(user_id, history, k)
+        return Recommendations(str(user_id), candidates, False, {self.retrieval_model: version})
+
+    def recommend(self, user_id: str, k: int = 10,
+                  context: Mapping[str, object] | None = None) -> Recommendations:
+        """Top-``k`` items for a user: recall -> rank -> merge (hot items for a cold start).
+
+        Args:
+          user_id: The raw user id.
+          k: How many items.
+          context: Request features for the ranker (e.g. ``{"device": "mobile"}``).
+
+        Returns:
+          The answer, best first.
+
+        Raises:
+          ValueError: ``context`` names a feature the ranker does not take, or the ranker lacks ``sort_by``.
+          ServingClientError: The model server failed a call.
+        """
+        history = self.store.history(user_id)
+        if not history:
+            return Recommendations(str(user_id), self._hot([], k), True)
+        candidates, version = self._candidates(user_id, history, self.num_candidates)
+        ids = [c.item_id for c in candidates]
+        ranked = self.client.rank(user_id, ids, self._features(user_id, ids, context or {}),
+                                  model=self.ranker_model)
         key = self.sort_by or ("ctcvr" if "ctcvr" in ranked.outputs else "ctr")
         if key not in ranked.outputs:
-            raise ValueError(f"ranker '{self.ranker_model}' has no output '{key}' (it has {sorted(ranked.outputs)})")
+            raise ValueError(f"ranker '{self.ranker_model}' has no output '{key}' "
+                             f"(it has {sorted(ranked.outputs)})")
         rows = []
-        for j, item in enumerate(ranked.candidates):
+        for j, candidate in enumerate(candidates):
             scores = {name: float(values[j]) for name, values in ranked.outputs.items()}
-            if source[item] == RECALL:
-                scores["retrieval"] = retrieval[item]
-            else:
-                scores["hotness"] = hot[item]
-            rows.append(Recommendation(item, scores[key], source[item], scores))
+            rows.append(Recommendation(candidate.item_id, scores[key], candidate.source,
+                                       {**scores, **candidate.scores}))
         rows.sort(key=lambda r: -r.score)
-        unseen_hot = [Recommendation(i, h, HOT, {"hotness": h}) for i, h in self._hot(history, k)]
-        items = self.merge(rows, unseen_hot, k)
+        items = self.merge(rows, self._hot(history, k), k)
         return Recommendations(str(user_id), items, False,
                                {self.retrieval_model: version, self.ranker_model: ranked.version})
 
-    def _features(self, user_id: str, candidates: Sequence[str], context: Mapping[str, object]) -> dict[str, object]:
+    def _features(self, user_id: str, candidates: Sequence[str],
+                  context: Mapping[str, object]) -> dict[str, object]:
         """Ranker inputs the store and the request know; the rest go as missing values."""
         inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
         features: dict[str, object] = {}
@@ -178,6 +212,38 @@ class RecallRankPipeline:
         if unknown:
             raise ValueError(f"context {unknown} is not an input of ranker '{self.ranker_model}' "
                              f"(its inputs are {sorted(inputs)})")
-        features.update(request_time_features(inputs, context, self.clock()))
+        features.update(request_time_features(inputs, context, time.time()))
         features.update(context)
         return features
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: bool = False) -> None:
+    """The flags of a recall -> rank command: the feature store, the model server and its models,
+    the candidates, and the recall merge (:func:`pipeline_from_args` reads them)."""
+    from tfrs_recsys.serving.recall_merge import add_recall_merge_arguments
+
+    parser.add_argument("--store", required=store_required,
+                        help="feature store directory (`serving.feature_store --out`)")
+    parser.add_argument("--address", help=f"model server gRPC address (default {DEFAULT_ADDRESS})")
+    parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each gRPC call, seconds")
+    parser.add_argument("--retrieval-model", default="retrieval")
+    parser.add_argument("--ranker-model", default="esmm")
+    parser.add_argument("--num-candidates", type=int, default=100, help="candidates to rank")
+    parser.add_argument("--sort-by", help="ranker output to sort by (default ctcvr, else ctr)")
+    add_recall_merge_arguments(parser)
+
+
+def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
+    """The pipeline the flags of :func:`add_pipeline_arguments` describe; the caller closes its client.
+
+    Raises:
+      ConfigError: The recall merge flags are inconsistent.
+      UserError: ``--store`` is not a feature store.
+    """
+    from tfrs_recsys.serving.recall_merge import recall_merge_from_args
+
+    recall_merge, store = recall_merge_from_args(args), FeatureStore.load(args.store)
+    client = ServingClient(args.address or DEFAULT_ADDRESS, args.timeout,
+                           retrieval_model=args.retrieval_model, ranker_model=args.ranker_model)
+    return RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by,
+                              recall_merge=recall_merge)

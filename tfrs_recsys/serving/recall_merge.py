@@ -40,24 +40,24 @@ class RecallMergeConfig:
     num_hot: int | None = None
 
     def __post_init__(self):
-        def bad(field: str, value, why: str, fix: str) -> ConfigError:
-            return ConfigError(f"recall merge: field '{field}' = {value!r} {why}; {fix}")
-
-        if self.strategy not in STRATEGIES:
-            raise bad("strategy", self.strategy, f"is not one of {STRATEGIES}", "pick one, e.g. --recall-merge ratio")
         positions = tuple(self.hot_positions)
         object.__setattr__(self, "hot_positions", positions)
+
+        def bad(field: str, why: str, fix: str) -> ConfigError:
+            return ConfigError(f"recall merge: field '{field}' = {getattr(self, field)!r} {why}; {fix}")
+
+        if self.strategy not in STRATEGIES:
+            raise bad("strategy", f"is not one of {STRATEGIES}", "pick one, e.g. --recall-merge ratio")
         if not isinstance(self.hot_ratio, (int, float)) or not 0.0 <= self.hot_ratio <= 1.0:
-            raise bad("hot_ratio", self.hot_ratio, "is not a share in [0, 1]", "e.g. 0.2 for one hot slot in five")
+            raise bad("hot_ratio", "is not a share in [0, 1]", "e.g. 0.2 for one hot slot in five")
         if any(not isinstance(p, int) or isinstance(p, bool) or p < 1 for p in positions):
-            raise bad("hot_positions", positions, "must hold 1-based slot numbers (integers >= 1)", "e.g. 3,7")
+            raise bad("hot_positions", "must hold 1-based slot numbers (integers >= 1)", "e.g. 3,7")
         if len(set(positions)) != len(positions):
-            raise bad("hot_positions", positions, "repeats a slot", "list each slot once")
+            raise bad("hot_positions", "repeats a slot", "list each slot once")
         if self.strategy == "positions" and not positions:
-            raise bad("hot_positions", positions, "is empty but strategy is 'positions'", "list slots, e.g. 3,7")
+            raise bad("hot_positions", "is empty but strategy is 'positions'", "list slots, e.g. 3,7")
         if self.num_hot is not None and (not isinstance(self.num_hot, int) or self.num_hot < 0):
-            raise bad("num_hot", self.num_hot, "must be an integer >= 0 (or None for all hot items)",
-                      "e.g. 50")
+            raise bad("num_hot", "must be an integer >= 0 (or None for all hot items)", "e.g. 50")
 
     def hot_slots(self, n: int) -> list[int]:
         """The 0-based indices of the hot slots in a candidate list of length ``n``."""
@@ -72,42 +72,37 @@ class RecallMergeConfig:
 
 def merge_candidates(recalled: Sequence[str], hot: Sequence[str], n: int, config: RecallMergeConfig, *,
                      exclude: Collection[str] = ()) -> list[tuple[str, str]]:
-    """The ``n`` candidates handed to the ranker, as ``(item_id, source)`` with source ``"recall"`` | ``"hot"``.
+    """The ``n`` candidates handed to the ranker, each from the retrieval list or the hot items.
 
-    ``recalled`` is the retrieval top list, best first (the model already left out what it
-    excludes); ``hot`` the hot items, hottest first, of which those in ``exclude`` (the user's
-    history) are dropped. Slots follow ``config`` (see :class:`RecallMergeConfig`).
+    Args:
+      recalled: The retrieval top list, best first (the model already left out what it excludes).
+      hot: The hot items, hottest first.
+      n: How many candidates.
+      config: Which slots take hot items (:class:`RecallMergeConfig`).
+      exclude: Items never taken from ``hot`` (the user's history).
+
+    Returns:
+      ``(item_id, source)`` per slot, source ``"recall"`` or ``"hot"``; fewer than ``n`` only when
+      both lists are spent.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     excluded = set(exclude)
     unseen = [i for i in hot if i not in excluded] if config.strategy != "none" else []
-    pools = {RECALL: list(recalled), HOT: unseen if config.num_hot is None else unseen[:config.num_hot]}
-    cursor = {RECALL: 0, HOT: 0}
-    placed: set[str] = set()
+    pools = {RECALL: iter(recalled), HOT: iter(unseen if config.num_hot is None else unseen[:config.num_hot])}
     hot_slots = set(config.hot_slots(n))
-    out: list[tuple[str, str]] = []
-
-    def take(source: str) -> str | None:
-        pool = pools[source]
-        while cursor[source] < len(pool):
-            item = pool[cursor[source]]
-            cursor[source] += 1
-            if item not in placed:
-                return item
-        return None
-
+    placed: dict[str, str] = {}  # item -> source, in slot order
     for slot in range(n):
-        first = HOT if slot in hot_slots else RECALL
-        for source in (first, RECALL if first == HOT else HOT):
-            item = take(source)
+        first, second = (HOT, RECALL) if slot in hot_slots else (RECALL, HOT)
+        for source in (first, second):
+            # Items already placed are passed over (and used up) in either pool.
+            item = next((i for i in pools[source] if i not in placed), None)
             if item is not None:
-                placed.add(item)
-                out.append((item, source))
+                placed[item] = source
                 break
         else:
             break  # both sources are spent
-    return out
+    return list(placed.items())
 
 
 def add_recall_merge_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,15 +113,20 @@ def add_recall_merge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hot-ratio", type=float, default=defaults.hot_ratio,
                         help="with ratio: share of the candidates that are hot items (default 0.2)")
     parser.add_argument("--hot-positions", default="",
-                        help="with positions: comma-separated 1-based candidate slots for hot items, e.g. 3,7")
+                        help="with positions: comma-separated 1-based candidate slots of hot items, e.g. 3,7")
     parser.add_argument("--num-hot", type=int, default=None,
                         help="draw hot items from this many hottest items (default: all)")
 
 
 def recall_merge_from_args(args: argparse.Namespace) -> RecallMergeConfig:
+    """The config the flags of :func:`add_recall_merge_arguments` describe.
+
+    Raises:
+      ConfigError: A flag's value is not valid (the message names the field and a fix).
+    """
     try:
         positions = tuple(int(p) for p in str(args.hot_positions).replace(" ", "").split(",") if p)
     except ValueError:
-        raise ConfigError(f"recall merge: field 'hot_positions' = {args.hot_positions!r} is not a comma-separated "
-                          f"list of integers; e.g. --hot-positions 3,7") from None
+        raise ConfigError(f"recall merge: field 'hot_positions' = {args.hot_positions!r} is not a "
+                          "comma-separated list of integers; e.g. --hot-positions 3,7") from None
     return RecallMergeConfig(args.recall_merge, args.hot_ratio, positions, args.num_hot)
