@@ -82,25 +82,11 @@ def _ali_ccp(frame: pd.DataFrame, report: SkipReport) -> LabeledData:
 
 def _load_ali_ccp_paddle(path: str, skip_bad_rows: bool) -> LabeledData:
     report = SkipReport(path=path)
-    rows: list[dict] = []
-    line_numbers: list[int] = []
     with readers.open_path(path) as fh:
         data = fh.read()
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
-        raw = raw.strip()
-        if not raw:
-            continue
-        report.total += 1
-        try:
-            rows.append(_parse_paddle_line(raw, path, lineno))
-            line_numbers.append(lineno)
-        except DataError as err:
-            if not skip_bad_rows:
-                raise
-            report.add(err)
+    rows, line_numbers = readers.parse_lines(data, path, _parse_paddle_line, skip_bad_rows=skip_bad_rows,
+                                             report=report)
     report.log()
-    if not rows:
-        raise DataError("no data rows could be read", path=path, fix="check the file's format")
     fields = sorted({k for r in rows for k in r if k not in ("sample_id", CLICK, CONVERSION)})
     frame = pd.DataFrame({
         "sample_id": [r["sample_id"] for r in rows],
@@ -112,28 +98,21 @@ def _load_ali_ccp_paddle(path: str, skip_bad_rows: bool) -> LabeledData:
     return _ali_ccp(frame, report)
 
 
-def _parse_paddle_line(raw: bytes, path: str, lineno: int) -> dict:
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not valid utf-8 at character {exc.start + 1}", path=path, line=lineno,
-                        fix="re-save the file as UTF-8") from None
+def _parse_paddle_line(line: str) -> dict:
     parts = line.split(",")
     if len(parts) < 3:
         raise DataError(f"expected sample_id,click,ctcvr,field:feat..., found {len(parts)} fields",
-                        path=path, line=lineno, fix="repair or remove this row")
+                        fix="repair or remove this row")
     row: dict = {"sample_id": parts[0]}
     for name, value in ((CLICK, parts[1]), (CONVERSION, parts[2])):
         if value not in ("0", "1"):
-            raise DataError(f"label must be 0 or 1, found {value!r}", path=path, line=lineno, column=name,
-                            fix="binarize the label")
+            raise DataError(f"label must be 0 or 1, found {value!r}", column=name, fix="binarize the label")
         row[name] = int(value)
     feats: dict[str, list[str]] = defaultdict(list)
     for pair in parts[3:]:
         field, sep, feat = pair.partition(":")
         if not sep or not field or not feat:
-            raise DataError(f"feature {pair!r} is not field:feature_id", path=path, line=lineno,
-                            fix="repair or remove this row")
+            raise DataError(f"feature {pair!r} is not field:feature_id", fix="repair or remove this row")
         feats[field].append(feat)
     row.update(feats)
     return row

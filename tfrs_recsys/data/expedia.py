@@ -272,8 +272,7 @@ def _write_part(source: str, target: Path, part: str, *, sample_fraction: float,
     import pyarrow.parquet as pq
 
     stats = {"source": source, "rows_read": 0, "rows": 0}
-    searches: list[np.ndarray] = []
-    booked: list[np.ndarray] = []
+    searches, booked = set(), set()  # srch_id of every search, and of those with a booking
     clicks = bookings = 0
     writer = None
     try:
@@ -287,21 +286,20 @@ def _write_part(source: str, target: Path, part: str, *, sample_fraction: float,
                 writer = pq.ParquetWriter(target, table.schema)
             writer.write_table(table.cast(writer.schema))
             stats["rows"] += len(frame)
-            searches.append(frame["srch_id"].unique())
+            searches.update(frame["srch_id"].unique().tolist())
             if part == "train":
                 clicks += int(frame["click_bool"].sum())
                 bookings += int(frame["booking_bool"].sum())
-                booked.append(frame.loc[frame["booking_bool"] == 1, "srch_id"].unique())
+                booked.update(frame.loc[frame["booking_bool"] == 1, "srch_id"].unique().tolist())
     finally:
         if writer is not None:
             writer.close()
     if not stats["rows"]:
         raise DataError(f"no {part} rows left after sampling {sample_fraction:g} of the searches",
                         path=source, fix="raise --sample-searches")
-    stats["searches"] = int(np.unique(np.concatenate(searches)).size)
+    stats["searches"] = len(searches)
     if part == "train":
-        stats.update(clicks=clicks, bookings=bookings,
-                     searches_with_booking=int(np.unique(np.concatenate(booked)).size) if booked else 0)
+        stats.update(clicks=clicks, bookings=bookings, searches_with_booking=len(booked))
     return stats
 
 

@@ -11,7 +11,7 @@ import csv
 import io
 import os
 import re
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -156,13 +156,50 @@ def _split(line: str, sep: str, quoting: bool) -> list[str]:
     return line.split(sep)
 
 
-def _decode(raw: bytes, encoding: str, path: str, lineno: int) -> str:
+def parse_lines(data: bytes, path: str, parse: Callable[[str], Any], *, skip_bad_rows: bool,
+                report: SkipReport, encoding: str = "utf-8", first_line: int = 1) -> tuple[list, list[int]]:
+    """Each non-blank line of ``data`` through ``parse``; the errors it raises get the file and line.
+
+    Args:
+      data: The lines.
+      path: The file they come from.
+      parse: Makes a row of a line's text, or raises :class:`DataError`.
+      skip_bad_rows: Skip a line whose text or ``parse`` fails, counted in ``report``, instead of raising.
+      report: Counts the lines read and skipped.
+      encoding: The text encoding.
+      first_line: The file line of ``data``'s first line.
+
+    Returns:
+      The rows and their file lines.
+    """
+    rows: list = []
+    line_numbers: list[int] = []
+    for lineno, raw in enumerate(data.split(b"\n"), start=first_line):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            continue
+        report.total += 1
+        try:
+            rows.append(parse(_decode(raw, encoding)))
+            line_numbers.append(lineno)
+        except DataError as err:
+            err = DataError(err.message, path=path, line=lineno, column=err.column, fix=err.fix)
+            if not skip_bad_rows:
+                raise err from None
+            report.add(err)
+    if not rows:
+        skipped = f" ({report.skipped} skipped as bad)" if report.skipped else ""
+        raise DataError("no data rows could be read" + skipped, path=path,
+                        fix="check the separator and the file's format")
+    return rows, line_numbers
+
+
+def _decode(raw: bytes, encoding: str, path: str | None = None, line: int | None = None) -> str:
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
         raise DataError(f"not valid {encoding}: byte 0x{raw[exc.start]:02x} at character {exc.start + 1}",
-                        path=path, line=lineno,
-                        fix=f"re-save the file as {encoding}, or read it with encoding='latin-1'") from None
+                        path=path, line=line, fix=f"re-save the file as {encoding}") from None
 
 
 def _is_number(value: str, kind: str) -> bool:
@@ -177,44 +214,34 @@ def _is_number(value: str, kind: str) -> bool:
 def _careful_read(data, path, first_line, sep, columns, header, column_types, nullable, encoding, quoting,
                   skip_bad_rows, report) -> pd.DataFrame:
     """Line by line: the first problem raises :class:`DataError` with its line and column, or is skipped."""
-    lines = [raw.rstrip(b"\r") for raw in data.split(b"\n")]
-    names = list(columns) if not header else [
-        h.strip() for h in _split(_decode(lines[0], encoding, path, first_line), sep, quoting)]
-    missing = [c for c in (columns or []) if c not in names]
-    if missing:
-        raise DataError(f"required column(s) {missing} missing from the header {names}", path=path,
-                        line=first_line, column=missing[0],
-                        fix="rename the column in the file, or map it in the loader options")
-    rows: list[list[str]] = []
-    line_numbers: list[int] = []
-    skip = int(header)
-    for lineno, raw in enumerate(lines[skip:], start=first_line + skip):
-        if not raw.strip():
-            continue
-        report.total += 1
-        try:
-            fields = _split(_decode(raw, encoding, path, lineno), sep, quoting)
-            if len(fields) != len(names):
-                raise DataError(f"expected {len(names)} fields separated by {sep!r}, found {len(fields)}",
-                                path=path, line=lineno, fix=f"repair or remove this row, {_SKIP_HINT}")
-            for name, value in zip(names, fields):
-                kind = column_types.get(name)
-                if kind in _WORDS and not (value == "" and name in nullable) and not _is_number(value, kind):
-                    words = _WORDS[kind]
-                    problem = (f"value {value!r} is not {words}" if value
-                               else f"empty value where {words} is required")
-                    raise DataError(problem, path=path, line=lineno, column=name,
-                                    fix=f"{'correct' if value else 'fill'} the value, {_SKIP_HINT}")
-            rows.append(fields)
-            line_numbers.append(lineno)
-        except DataError as err:
-            if not skip_bad_rows:
-                raise
-            report.add(err)
-    if not rows:
-        skipped = f" ({report.skipped} skipped as bad)" if report.skipped else ""
-        raise DataError("no data rows could be read" + skipped, path=path,
-                        fix="check the separator and the file's format")
+    names = list(columns or [])
+    if header:
+        head, _, data = data.partition(b"\n")
+        head = _decode(head.rstrip(b"\r"), encoding, path, first_line)
+        names = [h.strip() for h in _split(head, sep, quoting)]
+        missing = [c for c in columns or [] if c not in names]
+        if missing:
+            raise DataError(f"required column(s) {missing} missing from the header {names}", path=path,
+                            line=first_line, column=missing[0],
+                            fix="rename the column in the file, or map it in the loader options")
+
+    def parse(line: str) -> list[str]:
+        fields = _split(line, sep, quoting)
+        if len(fields) != len(names):
+            raise DataError(f"expected {len(names)} fields separated by {sep!r}, found {len(fields)}",
+                            fix=f"repair or remove this row, {_SKIP_HINT}")
+        for name, value in zip(names, fields):
+            kind = column_types.get(name)
+            if kind in _WORDS and not (value == "" and name in nullable) and not _is_number(value, kind):
+                words = _WORDS[kind]
+                problem = (f"value {value!r} is not {words}" if value
+                           else f"empty value where {words} is required")
+                fix = f"{'correct' if value else 'fill'} the value, {_SKIP_HINT}"
+                raise DataError(problem, column=name, fix=fix)
+        return fields
+
+    rows, line_numbers = parse_lines(data, path, parse, skip_bad_rows=skip_bad_rows, report=report,
+                                     encoding=encoding, first_line=first_line + int(header))
     frame = _typed(pd.DataFrame(rows, columns=names), column_types, nullable, check=False)
     frame.attrs[LINE_NUMBERS] = line_numbers
     return frame

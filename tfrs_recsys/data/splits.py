@@ -67,18 +67,15 @@ class Split:
         return out
 
 
-def _frame_of(data, what: str) -> pd.DataFrame:
-    if isinstance(data, InteractionData):
-        return data.interactions
-    if isinstance(data, LabeledData):
-        return data.frame
-    if not isinstance(data, pd.DataFrame):
-        raise DataError(f"{what} must be a pandas DataFrame, InteractionData or LabeledData, got "
-                        f"{type(data).__name__}", fix="pass the loaded frame")
-    return data
-
-
-def _require(frame: pd.DataFrame, columns: Sequence[str], argument: str) -> None:
+def _frame(frame, columns: Sequence[str] = (), argument: str = "") -> pd.DataFrame:
+    """The rows of ``frame``, checked to hold ``columns`` (passed as ``argument``) without missing values."""
+    if isinstance(frame, InteractionData):
+        frame = frame.interactions
+    elif isinstance(frame, LabeledData):
+        frame = frame.frame
+    elif not isinstance(frame, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame, InteractionData or LabeledData, got "
+                        f"{type(frame).__name__}", fix="pass the loaded frame")
     if frame.empty:
         raise DataError("cannot split an empty frame",
                         fix="check the loader returned rows (and any filter before)")
@@ -91,13 +88,7 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], argument: str) -> None
             row = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
             raise DataError(f"{int(frame[col].isna().sum())} missing value(s), first at row {row}",
                             column=col, fix="fill or drop those rows before splitting")
-
-
-def _fraction(value: float, argument: str) -> float:
-    if not 0.0 <= value < 1.0:
-        raise DataError(f"{argument}={value} is outside [0, 1)",
-                        fix=f"pass {argument} as a fraction, e.g. 0.1")
-    return float(value)
+    return frame
 
 
 def _user_column(frame: pd.DataFrame) -> str | None:
@@ -131,12 +122,11 @@ def leave_last_out(interactions, *, user_col: str = "user_id", time_col: str = "
     condition other users' models but are never evaluated); ``Split.summary()`` reports how
     many. Parts are ordered by user, then time, so train rows read as each user's history.
     """
-    frame = _frame_of(interactions, "interactions")
-    _require(frame, [user_col, time_col], "user_col/time_col")
+    frame = _frame(interactions, [user_col, time_col], "user_col/time_col")
     if min_interactions < 2:
         raise DataError(f"min_interactions={min_interactions} leaves a user without a validation row",
                         fix="pass min_interactions >= 2 (3 keeps at least one training interaction)")
-    times = _sortable_times(frame[time_col], time_col)
+    times = _times(frame[time_col], time_col)
     users = frame[user_col].to_numpy()
     # Stable sorts: by time first, then by user, so equal times keep the input order.
     order = np.argsort(times, kind="stable")
@@ -167,13 +157,11 @@ def random_split(frame, *, test_fraction: float = 0.2, validation_fraction: floa
 
     Sizes are ``round(n * fraction)``; each part keeps the input's row order.
     """
-    frame = _frame_of(frame, "frame")
-    _require(frame, [], "frame")
-    test_fraction = _fraction(test_fraction, "test_fraction")
-    validation_fraction = _fraction(validation_fraction, "validation_fraction")
-    if test_fraction <= 0.0 or test_fraction + validation_fraction >= 1.0:
+    frame = _frame(frame)
+    if not (test_fraction > 0 and validation_fraction >= 0 and test_fraction + validation_fraction < 1):
         raise DataError(f"test_fraction={test_fraction} and validation_fraction={validation_fraction} leave "
-                        f"no test or no training rows", fix="use test_fraction > 0 and test + validation < 1")
+                        f"no test or no training rows", fix="use test_fraction > 0, validation_fraction >= 0 "
+                        "and test + validation < 1, e.g. 0.2 and 0.1")
     side = _sides(len(frame), test_fraction, validation_fraction, seed)
     if side is None:
         raise DataError(f"{len(frame)} rows are too few for test_fraction={test_fraction}, "
@@ -189,8 +177,7 @@ def split_by_session(frame, session_col: str, *, fractions: Sequence[float] = (0
     ``fractions`` are (train, validation, test) shares of the SESSIONS (not rows); a validation
     share of 0 gives ``validation=None``. Rows keep the input order inside each part.
     """
-    frame = _frame_of(frame, "frame")
-    _require(frame, [session_col], "session_col")
+    frame = _frame(frame, [session_col], "session_col")
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise DataError(f"fractions={tuple(fractions)} must be three non-negative shares (train, validation, "
                         f"test) summing to 1", fix="pass e.g. fractions=(0.8, 0.1, 0.1)")
@@ -214,8 +201,7 @@ def split_by_day(frame, time_col: str, *, validation_days: int = 1, test_days: i
 
     ``time_col`` holds unix seconds or datetimes (naive datetimes are taken as UTC).
     """
-    frame = _frame_of(frame, "frame")
-    _require(frame, [time_col], "time_col")
+    frame = _frame(frame, [time_col], "time_col")
     if test_days < 1 or validation_days < 0:
         raise DataError(f"test_days={test_days}, validation_days={validation_days}",
                         fix="use test_days >= 1 and validation_days >= 0")
@@ -233,38 +219,27 @@ def split_by_day(frame, time_col: str, *, validation_days: int = 1, test_days: i
                           user_column=_user_column(frame)))
 
 
-def _naive_utc(values: pd.Series) -> np.ndarray:
-    if getattr(values.dt, "tz", None) is not None:
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+def _times(values: pd.Series, column: str) -> np.ndarray:
+    """A time column as numbers in its order: datetimes as UTC nanoseconds (naive = UTC), numbers as is."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        if values.dt.tz is not None:
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return values.to_numpy().astype("datetime64[ns]").astype(np.int64)
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise DataError(f"expected unix seconds or datetimes, found dtype {values.dtype}", column=column,
+                        fix="convert the column with pd.to_datetime(..., utc=True) or to integer seconds")
     return values.to_numpy()
 
 
 def utc_days(values: pd.Series, column: str) -> np.ndarray:
-    """Days since 1970-01-01 UTC (int64) of unix seconds or datetimes."""
+    """Days since 1970-01-01 UTC (int64) of unix seconds or datetimes (naive = UTC)."""
+    times = _times(values, column)
     if pd.api.types.is_datetime64_any_dtype(values):
-        return _naive_utc(values).astype("datetime64[D]").astype(np.int64)
-    seconds = _unix_seconds(values, column)
-    return np.floor_divide(seconds, SECONDS_PER_DAY).astype(np.int64)
-
-
-def _unix_seconds(values: pd.Series, column: str) -> np.ndarray:
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        raise DataError(f"expected unix seconds or datetimes, found dtype {values.dtype}", column=column,
-                        fix="convert the column with pd.to_datetime(..., utc=True) or to integer seconds")
-    seconds = values.to_numpy(dtype=np.float64)
-    if np.abs(seconds).max() > _MAX_PLAUSIBLE_SECONDS:
-        raise DataError(f"values up to {seconds.max():.0f} are too large for unix seconds (milliseconds?)",
+        return times // (SECONDS_PER_DAY * 10**9)
+    if np.abs(times).max() > _MAX_PLAUSIBLE_SECONDS:
+        raise DataError(f"values up to {times.max():.0f} are too large for unix seconds (milliseconds?)",
                         column=column, fix="divide the column by 1000 (ms) or 1e9 (ns) to get seconds")
-    return seconds
-
-
-def _sortable_times(values: pd.Series, column: str) -> np.ndarray:
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return _naive_utc(values).astype("datetime64[ns]").astype(np.int64)
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        raise DataError(f"cannot order by a column of dtype {values.dtype}", column=column,
-                        fix="pass a numeric (e.g. unix seconds) or datetime time column")
-    return values.to_numpy()
+    return np.floor_divide(times, SECONDS_PER_DAY).astype(np.int64)
 
 
 def check_no_leakage(split: Split, *, user_col: str | None = None, time_col: str | None = None,
@@ -306,27 +281,26 @@ def _check_temporal(parts: dict[str, pd.DataFrame], user_col: str, time_col: str
     times_of = {}  # per part: the times, indexed by user
     for name, frame in parts.items():
         _require_columns(frame, [user_col, time_col], name)
-        times = _sortable_times(frame[time_col], time_col)
-        times_of[name] = pd.Series(times, index=frame[user_col].to_numpy())
+        times_of[name] = pd.Series(_times(frame[time_col], time_col), index=frame[user_col].to_numpy())
     latest_train = times_of.pop("train").groupby(level=0).max()
     for name, times in times_of.items():
         if times.index.has_duplicates:
             user = times.index[times.index.duplicated()][0]
             raise DataError(f"leaky split: user {user!r} has more than one {name} row", column=user_col,
                             fix="leave-last-out holds out exactly one interaction per user and part")
-        later = latest_train.reindex(times.index) > times
-        if later.any():
-            user = later.index[later.to_numpy()][0]
-            raise DataError(f"leaky split: user {user!r} has a training interaction later than their {name} "
-                            f"interaction ({latest_train[user]} > {times[user]})", column=time_col,
-                            fix="hold out each user's LAST interactions "
-                                "(tfrs_recsys.data.splits.leave_last_out)")
+    # Each pair: an earlier part's times per user, and the held-out part that must not precede them.
+    pairs = [("a training", latest_train, name) for name in times_of]
     if "validation" in times_of:
-        later = times_of["validation"].reindex(times_of["test"].index) > times_of["test"]
+        pairs.append(("a validation", times_of["validation"], "test"))
+    for what, earlier, name in pairs:
+        times = times_of[name]
+        later = earlier.reindex(times.index) > times
         if later.any():
             user = later.index[later.to_numpy()][0]
-            raise DataError(f"leaky split: user {user!r} has a validation interaction later than their test "
-                            "one", column=time_col, fix="validation must be the second-to-last interaction")
+            raise DataError(f"leaky split: user {user!r} has {what} interaction later than their {name} "
+                            f"interaction ({earlier[user]} > {times[user]})", column=time_col,
+                            fix="hold out each user's last interaction as test and the one before as "
+                                "validation (tfrs_recsys.data.splits.leave_last_out)")
 
 
 def _check_days(parts: dict[str, pd.DataFrame], time_col: str) -> None:
