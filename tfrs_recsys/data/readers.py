@@ -27,7 +27,15 @@ _SKIP_HINT = "or rerun with skip_bad_rows to skip and count the row"
 
 
 def open_path(path: str | os.PathLike, mode: str = "rb"):
-    """Open a local path or any ``tf.io.gfile`` URL (gs://, hdfs://, ...)."""
+    """Open a local path or any ``tf.io.gfile`` URL (gs://, hdfs://, ...).
+
+    Args:
+      path: The file.
+      mode: As for ``open``.
+
+    Returns:
+      The file object.
+    """
     return paths.open_file(path, mode)
 
 
@@ -53,7 +61,16 @@ def require_file(path: str | os.PathLike, what: str, fix: str) -> str:
 
 
 def first_line(path: str | os.PathLike, what: str, fix: str) -> str:
-    """The first line of an existing, non-empty file (:func:`require_file`), as text."""
+    """The first line of an existing, non-empty file, as text.
+
+    Args:
+      path: The file.
+      what: Its name in the error when it is missing or empty (:func:`require_file`).
+      fix: What to do when it is missing.
+
+    Returns:
+      The line, newline included; undecodable bytes replaced.
+    """
     with open_path(require_file(path, what, fix)) as fh:
         return fh.readline().decode("utf-8", errors="replace")
 
@@ -248,8 +265,17 @@ def _careful_read(data, path, first_line, sep, columns, header, column_types, nu
 
 
 def source_line(frame: pd.DataFrame, row: int, *, first_data_line: int) -> int:
-    """The file line of ``frame``'s ``row``: recorded by the careful pass (which skips blank and bad
-    lines), else ``row + first_data_line`` (the fast pass only reads files without either)."""
+    """The file line of a row of a frame :func:`read_delimited` returned.
+
+    Args:
+      frame: The frame.
+      row: The row's position.
+      first_data_line: The file line of the first row.
+
+    Returns:
+      The line the careful pass (which skips blank and bad lines) recorded, else ``row + first_data_line``
+      (the fast pass only reads files without either).
+    """
     lines = frame.attrs.get(LINE_NUMBERS)
     if lines is not None and len(lines) == len(frame):
         return int(lines[row])
@@ -258,7 +284,14 @@ def source_line(frame: pd.DataFrame, row: int, *, first_data_line: int) -> int:
 
 def check_binary_labels(frame: pd.DataFrame, labels: Sequence[str], path: str, *,
                         first_data_line: int) -> None:
-    """Raise on the first label value other than 0 / 1, naming its file line (:func:`source_line`)."""
+    """Raise :class:`DataError` on the first label value other than 0 / 1, naming its file line.
+
+    Args:
+      frame: The rows read from ``path``.
+      labels: The label columns.
+      path: The file.
+      first_data_line: The file line of the first row (:func:`source_line`).
+    """
     for col in labels:
         bad = ~frame[col].isin([0, 1]).to_numpy()
         if bad.any():
@@ -270,7 +303,17 @@ def check_binary_labels(frame: pd.DataFrame, labels: Sequence[str], path: str, *
 
 def read_parquet(path: str | os.PathLike, *, columns: Sequence[str] | None = None, what: str = "Parquet file",
                  fix_missing: str = "check the path") -> pd.DataFrame:
-    """Read a Parquet file; missing required columns are named."""
+    """Read a Parquet file; missing required columns are named.
+
+    Args:
+      path: The file.
+      columns: The columns it must have.
+      what: Its name in the error when it is missing.
+      fix_missing: What to do when it is missing.
+
+    Returns:
+      The frame.
+    """
     path = require_file(path, what, fix_missing)
     try:
         frame = pd.read_parquet(io.BytesIO(paths.read_bytes(path)))

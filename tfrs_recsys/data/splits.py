@@ -29,11 +29,19 @@ _MAX_PLAUSIBLE_SECONDS = 1e11
 
 @dataclass
 class Split:
-    """Three disjoint parts of one frame; ``validation`` is None when none was asked for.
+    """Three disjoint parts of one frame.
 
-    ``method`` names the protocol (it decides what :func:`check_no_leakage` checks);
-    the ``*_column`` fields record which columns the split was made on; ``train_only_users``
-    counts users kept wholly in train by leave-last-out (too few interactions to hold one out).
+    Attributes:
+      train: The training rows.
+      validation: The validation rows, or None when none were asked for.
+      test: The test rows.
+      method: The protocol (``leave_last_out``, ``random``, ``session``, ``day``), which decides what
+        :func:`check_no_leakage` checks.
+      user_column: The user column the split was made on (or that the parts hold).
+      time_column: The time column the split was made on.
+      session_column: The session column the split was made on.
+      train_only_users: Users leave-last-out kept wholly in train (too few interactions to hold one out).
+      notes: What a reader of the split should know.
     """
 
     train: pd.DataFrame
@@ -47,12 +55,16 @@ class Split:
     notes: list[str] = field(default_factory=list)
 
     def parts(self) -> dict[str, pd.DataFrame]:
-        """The non-empty parts by name, in train, validation, test order."""
+        """The parts that exist, by name, in train, validation, test order."""
         parts = {"train": self.train, "validation": self.validation, "test": self.test}
         return {name: frame for name, frame in parts.items() if frame is not None}
 
     def summary(self) -> dict:
-        """Row, user and session counts per part, plus the notes (e.g. users kept in train)."""
+        """What ``split.json`` of a run records.
+
+        Returns:
+          The method, row (user, session) counts per part and the notes (e.g. users kept in train).
+        """
         out: dict = {"method": self.method}
         for name, frame in self.parts().items():
             counts = {"rows": int(len(frame))}
@@ -91,10 +103,6 @@ def _frame(frame, columns: Sequence[str] = (), argument: str = "") -> pd.DataFra
     return frame
 
 
-def _user_column(frame: pd.DataFrame) -> str | None:
-    return "user_id" if "user_id" in frame.columns else None
-
-
 def _sides(n: int, test_share: float, validation_share: float, seed: int) -> np.ndarray | None:
     """0 (train), 1 (validation) or 2 (test) for each of ``n`` units from a seeded shuffle; None when
     ``n`` is too small for every asked-for part to get one."""
@@ -108,7 +116,10 @@ def _sides(n: int, test_share: float, validation_share: float, seed: int) -> np.
     return side
 
 
-def _checked(split: Split) -> Split:
+def _split(frame: pd.DataFrame, side: np.ndarray, validation: bool, **fields) -> Split:
+    """Rows on ``side`` 0, 1, 2 as train, validation (when asked for) and test, checked for leakage."""
+    fields.setdefault("user_column", "user_id" if "user_id" in frame.columns else None)
+    split = Split(frame[side == 0], frame[side == 1] if validation else None, frame[side == 2], **fields)
     check_no_leakage(split)
     return split
 
@@ -121,33 +132,34 @@ def leave_last_out(interactions, *, user_col: str = "user_id", time_col: str = "
     Users with fewer than ``min_interactions`` interactions are kept wholly in train (they
     condition other users' models but are never evaluated); ``Split.summary()`` reports how
     many. Parts are ordered by user, then time, so train rows read as each user's history.
+
+    Args:
+      interactions: A DataFrame, :class:`InteractionData` or :class:`LabeledData`.
+      user_col: The user column.
+      time_col: The time column: unix seconds, or datetimes (naive = UTC).
+      min_interactions: The fewest interactions of a user who is evaluated (at least 2).
+
+    Returns:
+      The split, method ``leave_last_out``.
     """
     frame = _frame(interactions, [user_col, time_col], "user_col/time_col")
     if min_interactions < 2:
         raise DataError(f"min_interactions={min_interactions} leaves a user without a validation row",
                         fix="pass min_interactions >= 2 (3 keeps at least one training interaction)")
-    times = _times(frame[time_col], time_col)
-    users = frame[user_col].to_numpy()
     # Stable sorts: by time first, then by user, so equal times keep the input order.
-    order = np.argsort(times, kind="stable")
-    user_codes = pd.factorize(users)[0]
+    order = np.argsort(_times(frame[time_col], time_col), kind="stable")
+    user_codes = pd.factorize(frame[user_col].to_numpy())[0]
     order = order[np.argsort(user_codes[order], kind="stable")]
-    ordered = frame.iloc[order]
     codes = user_codes[order]
     counts = np.bincount(codes)
     # Rows are grouped by user: a row's distance from its user's last row is (group end - 1) - position.
     from_end = np.cumsum(counts)[codes] - 1 - np.arange(len(codes))
-    evaluated = counts[codes] >= min_interactions
-    test_mask = evaluated & (from_end == 0)
-    val_mask = evaluated & (from_end == 1)
+    side = np.where(counts[codes] >= min_interactions, 2 - np.minimum(from_end, 2), 0)
     short_users = int((counts < min_interactions).sum())
-    notes = []
-    if short_users:
-        notes.append(f"{short_users} user(s) with fewer than {min_interactions} interactions are wholly in "
-                     f"train (not evaluated)")
-    return _checked(Split(ordered[~(test_mask | val_mask)], ordered[val_mask], ordered[test_mask],
-                          method="leave_last_out", user_column=user_col, time_column=time_col,
-                          train_only_users=short_users, notes=notes))
+    notes = [f"{short_users} user(s) with fewer than {min_interactions} interactions are wholly in train "
+             "(not evaluated)"] if short_users else []
+    return _split(frame.iloc[order], side, True, method="leave_last_out", user_column=user_col,
+                  time_column=time_col, train_only_users=short_users, notes=notes)
 
 
 def random_split(frame, *, test_fraction: float = 0.2, validation_fraction: float = 0.0,
@@ -156,6 +168,15 @@ def random_split(frame, *, test_fraction: float = 0.2, validation_fraction: floa
     ``validation_fraction``) of them; the TFRS tutorial's 80/20 is the default.
 
     Sizes are ``round(n * fraction)``; each part keeps the input's row order.
+
+    Args:
+      frame: A DataFrame, :class:`InteractionData` or :class:`LabeledData`.
+      test_fraction: The share of rows in test.
+      validation_fraction: The share of rows in validation (none when 0).
+      seed: The shuffle's seed.
+
+    Returns:
+      The split, method ``random``.
     """
     frame = _frame(frame)
     if not (test_fraction > 0 and validation_fraction >= 0 and test_fraction + validation_fraction < 1):
@@ -166,16 +187,24 @@ def random_split(frame, *, test_fraction: float = 0.2, validation_fraction: floa
     if side is None:
         raise DataError(f"{len(frame)} rows are too few for test_fraction={test_fraction}, "
                         f"validation_fraction={validation_fraction}", fix="use more rows or larger fractions")
-    return _checked(Split(frame[side == 0], frame[side == 1] if validation_fraction > 0 else None,
-                          frame[side == 2], method="random", user_column=_user_column(frame)))
+    return _split(frame, side, validation_fraction > 0, method="random")
 
 
 def split_by_session(frame, session_col: str, *, fractions: Sequence[float] = (0.8, 0.1, 0.1),
                      seed: int = 42) -> Split:
     """Assign whole sessions to train / validation / test with a seeded shuffle of the session ids.
 
-    ``fractions`` are (train, validation, test) shares of the SESSIONS (not rows); a validation
-    share of 0 gives ``validation=None``. Rows keep the input order inside each part.
+    Rows keep the input order inside each part.
+
+    Args:
+      frame: A DataFrame, :class:`InteractionData` or :class:`LabeledData`.
+      session_col: The session column.
+      fractions: The (train, validation, test) shares of the sessions (not rows); a validation share
+        of 0 gives ``validation=None``.
+      seed: The shuffle's seed.
+
+    Returns:
+      The split, method ``session``.
     """
     frame = _frame(frame, [session_col], "session_col")
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
@@ -189,17 +218,21 @@ def split_by_session(frame, session_col: str, *, fractions: Sequence[float] = (0
     if side is None:
         raise DataError(f"{len(sessions)} sessions are too few for fractions={tuple(fractions)}",
                         column=session_col, fix="use more sessions, or larger validation/test shares")
-    row_side = side[codes]
-    return _checked(Split(frame[row_side == 0], frame[row_side == 1] if fractions[1] > 0 else None,
-                          frame[row_side == 2], method="session", session_column=session_col,
-                          user_column=_user_column(frame)))
+    return _split(frame, side[codes], fractions[1] > 0, method="session", session_column=session_col)
 
 
 def split_by_day(frame, time_col: str, *, validation_days: int = 1, test_days: int = 1) -> Split:
     """Split on UTC calendar days: the last ``test_days`` days that hold data are test, the
     ``validation_days`` before them validation, everything earlier train.
 
-    ``time_col`` holds unix seconds or datetimes (naive datetimes are taken as UTC).
+    Args:
+      frame: A DataFrame, :class:`InteractionData` or :class:`LabeledData`.
+      time_col: The time column: unix seconds, or datetimes (naive = UTC).
+      validation_days: Days in validation (none when 0).
+      test_days: Days in test.
+
+    Returns:
+      The split, method ``day``.
     """
     frame = _frame(frame, [time_col], "time_col")
     if test_days < 1 or validation_days < 0:
@@ -211,12 +244,8 @@ def split_by_day(frame, time_col: str, *, validation_days: int = 1, test_days: i
         raise DataError(f"the data covers {len(distinct)} day(s), too few for {validation_days} validation "
                         f"and {test_days} test day(s) plus training days", column=time_col,
                         fix="use fewer held-out days, or split_by_session / random_split")
-    test_start = distinct[-test_days]
-    val_start = distinct[-(test_days + validation_days)]
-    return _checked(Split(frame[days < val_start],
-                          frame[(days >= val_start) & (days < test_start)] if validation_days else None,
-                          frame[days >= test_start], method="day", time_column=time_col,
-                          user_column=_user_column(frame)))
+    side = (days >= distinct[-(test_days + validation_days)]).astype(np.int8) + (days >= distinct[-test_days])
+    return _split(frame, side, validation_days > 0, method="day", time_column=time_col)
 
 
 def _times(values: pd.Series, column: str) -> np.ndarray:
@@ -232,7 +261,15 @@ def _times(values: pd.Series, column: str) -> np.ndarray:
 
 
 def utc_days(values: pd.Series, column: str) -> np.ndarray:
-    """Days since 1970-01-01 UTC (int64) of unix seconds or datetimes (naive = UTC)."""
+    """Days since 1970-01-01 UTC of unix seconds or datetimes.
+
+    Args:
+      values: Unix seconds, or datetimes (naive = UTC).
+      column: The column's name, for an error.
+
+    Returns:
+      int64 days.
+    """
     times = _times(values, column)
     if pd.api.types.is_datetime64_any_dtype(values):
         return times // (SECONDS_PER_DAY * 10**9)
@@ -250,8 +287,13 @@ def check_no_leakage(split: Split, *, user_col: str | None = None, time_col: str
     ``leave_last_out`` — per user, no train interaction is later than the user's validation
     or test interaction, and validation is not later than test; ``day`` — no UTC day holds
     rows of two parts, and train days < validation days < test days; with a session column
-    (argument or ``split.session_column``) — no session is on two sides. Columns default
-    to those recorded in the split, then to ``user_id`` / ``timestamp``.
+    (argument or ``split.session_column``) — no session is on two sides.
+
+    Args:
+      split: The split.
+      user_col: The user column (default: the split's, else ``user_id``).
+      time_col: The time column (default: the split's, else ``timestamp``).
+      session_col: The session column (default: the split's).
     """
     user_col = user_col or split.user_column or "user_id"
     time_col = time_col or split.time_column or "timestamp"
