@@ -56,7 +56,15 @@ def _norm(name: str) -> str:
 
 
 def looks_like_label(name: str) -> bool:
-    """True for outcome names (click, conversion, purchase, label, booking_bool, ctr, rating, true_*, ...)."""
+    """Whether a column's name is an outcome's (click, conversion, purchase, label, booking_bool, ctr, rating,
+    true_*, ...): such a column is a label, or leaks one.
+
+    Args:
+      name: The column's name.
+
+    Returns:
+      Whether it looks like a label.
+    """
     n = _norm(name)
     return n in _LABEL_NAMES or bool(_LABEL_AFFIX.search(n))
 
@@ -114,6 +122,30 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
     default to the first column with a conventional name (``session_id``, ``search_id``, ``srch_id`` /
     ``user_id``, ``userId`` / ``item_id``, ``movieId``, ``prop_id``, ...); ``timestamp_column`` to the
     first timestamp feature.
+
+    Args:
+      frame: The data, labels included.
+      labels: The label columns (``None``: those named like outcomes).
+      user_columns: Columns of the user group, whatever their names say.
+      item_columns: Columns of the item group.
+      context_columns: Columns of the context group.
+      session_column: The column grouping the rows of one session (never a feature).
+      user_column: The user id column.
+      item_column: The item id column.
+      timestamp_column: The time column.
+      exclude: Columns to leave out.
+      sample_rows: Rows sampled (seeded) to infer from.
+      vocab_max: The largest vocabulary; more distinct values are hashed.
+      hash_multiplier: Hash buckets per distinct value.
+      low_cardinality_max: The most distinct values of a ``categorical`` column; more make an ``id``.
+
+    Returns:
+      The spec, with every decision and drop explained in ``notes``.
+
+    Example:
+
+    >>> spec = infer_schema(frame, ["click", "conversion"], session_column="search_id")
+    >>> spec.save("spec.json")  # edit it by hand if a decision is wrong
     """
     if not isinstance(frame, pd.DataFrame) or frame.empty:
         raise SchemaError("schema inference needs a non-empty DataFrame", fix="load the data first")
@@ -268,10 +300,9 @@ def _constant(text: pd.Series) -> str:
 
 def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, **extra) -> tuple[FeatureColumn, str]:
     present = tokens[tokens != ""]
-    integer_values = bool(present.size) and bool(present.str.fullmatch(r"-?\d+").all())
+    extra["integer_values"] = bool(present.size) and bool(present.str.fullmatch(r"-?\d+").all())
     counts = tokens.value_counts()
-    vocab = [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-    extra["integer_values"] = integer_values
+    vocab = sorted(counts.index, key=lambda v: (-counts[v], v))  # most frequent first, ties by value
     if len(vocab) <= opts.vocab_max:
         return (FeatureColumn(name, kind, encoding="vocabulary", vocabulary=vocab, **extra),
                 f"vocabulary of {len(vocab)}")
