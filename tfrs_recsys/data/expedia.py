@@ -154,6 +154,16 @@ def iter_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = Fa
     (with ``skip_bad_rows`` the row is skipped and counted in ``report`` instead): a wrong header,
     a short or long row, a value of the wrong type, NULL in a column that is never missing, a bad
     ``date_time``, a label other than 0/1, a booking without a click.
+
+    Args:
+      path: The file (a local path or URL).
+      part: ``train`` or ``test``.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+      chunk_rows: Rows read at a time.
+      report: Counts the rows read and skipped (a new report by default).
+
+    Yields:
+      Frames of at most ``chunk_rows`` rows.
     """
     path = str(path)
     columns = COLUMNS[part]
@@ -210,7 +220,17 @@ def _check_rows(frame: pd.DataFrame, part: str, path: str, first: int | None, sk
 
 def read_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = False,
                      chunk_rows: int = CHUNK_ROWS) -> tuple[pd.DataFrame, SkipReport]:
-    """A whole Kaggle ``train.csv`` / ``test.csv`` as one typed frame (see :func:`iter_expedia_csv`)."""
+    """A whole Kaggle ``train.csv`` / ``test.csv`` as one typed frame (see :func:`iter_expedia_csv`).
+
+    Args:
+      path: The file.
+      part: ``train`` or ``test``.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+      chunk_rows: Rows read at a time.
+
+    Returns:
+      The frame and the report of skipped rows.
+    """
     report = SkipReport(path=str(path))
     blocks = list(iter_expedia_csv(path, part=part, skip_bad_rows=skip_bad_rows, chunk_rows=chunk_rows,
                                    report=report))
@@ -218,43 +238,45 @@ def read_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = Fa
     return pd.concat(blocks, ignore_index=True), report
 
 
-def _to_labeled(frame: pd.DataFrame, path: str, skipped: Sequence[SkipReport] = ()) -> LabeledData:
-    """ESMM's view of typed train rows (module docstring): labels click / conversion, session srch_id,
-    item prop_id, ``timestamp`` seconds; ``position`` and ``gross_bookings_usd`` dropped."""
-    extra = [c for c in frame.columns if c not in TRAIN_COLUMNS]
-    if extra:
-        raise DataError(f"column(s) {extra} are not in the Kaggle layout", path=path, column=extra[0],
-                        fix="drop them, or use --dataset parquet|csv with --label-columns for other layouts")
-    if list(frame.columns) != list(TRAIN_COLUMNS):
-        frame = frame[list(TRAIN_COLUMNS)]
-    frame = _check_rows(frame, "train", path, None, False, SkipReport(path=path))
-    seconds = frame["date_time"].astype("datetime64[s]").astype("int64")  # Parquet keeps ms
-    out = frame.drop(columns=list(NOT_FEATURES)).rename(
-        columns={"click_bool": CLICK, "booking_bool": CONVERSION, "date_time": TIMESTAMP_COLUMN})
-    out[TIMESTAMP_COLUMN] = seconds
-    return LabeledData(out, [CLICK, CONVERSION], name="expedia", session_column=SESSION_COLUMN,
-                       item_column=ITEM_COLUMN, skipped=list(skipped))
-
-
 def load_expedia(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
-    """Expedia training impressions for ESMM from ``train.parquet`` (written by :func:`setup_benchmark`),
-    ``train.csv``, or a folder holding either (the Parquet file first)."""
+    """Expedia training impressions for ESMM (the mapping of the module docstring).
+
+    Args:
+      path: ``train.parquet`` (written by :func:`setup_benchmark`), ``train.csv``, or a folder holding
+        either (the Parquet file first).
+      skip_bad_rows: Skip and count malformed rows of a CSV file instead of failing on the first.
+
+    Returns:
+      The rows: labels ``click`` / ``conversion``, session ``srch_id``, item ``prop_id``, ``timestamp``
+      in seconds; ``position`` and ``gross_bookings_usd`` dropped.
+    """
     path = str(path)
+    setup = "run `make benchmark-setup DATA=<folder with train.csv>`"
     if not path.endswith((".csv", ".parquet")):
         candidates = [paths.join(path, WORK_FILES["train"]), paths.join(path, "train.csv")]
         found = next((str(c) for c in candidates if paths.exists(c)), None)
         if found is None:
             raise DataError("neither train.parquet nor train.csv is in the folder", path=path,
-                            fix=f"run `make benchmark-setup DATA=<folder with train.csv>` and pass its work "
-                                f"folder (runs/expedia), or pass the folder holding train.csv; "
-                                f"{DOWNLOAD_HELP}")
+                            fix=f"{setup} and pass its work folder (runs/expedia), or pass the folder "
+                                f"holding train.csv; {DOWNLOAD_HELP}")
         path = found
+    skipped = []
     if path.endswith(".parquet"):
-        frame = readers.read_parquet(path, columns=list(TRAIN_COLUMNS), what="Expedia Parquet",
-                             fix_missing="run `make benchmark-setup DATA=<folder with train.csv>` first")
-        return _to_labeled(frame, path)
-    frame, report = read_expedia_csv(path, skip_bad_rows=skip_bad_rows)
-    return _to_labeled(frame, path, [report])
+        frame = readers.read_parquet(path, columns=TRAIN_COLUMNS, what="Expedia Parquet", fix_missing=setup)
+        extra = [c for c in frame.columns if c not in TRAIN_COLUMNS]
+        if extra:
+            raise DataError(f"column(s) {extra} are not in the Kaggle layout", path=path, column=extra[0],
+                            fix="drop them; for other layouts use --dataset parquet|csv and --label-columns")
+        # A Parquet file may have been edited since setup checked it.
+        frame = _check_rows(frame[list(TRAIN_COLUMNS)], "train", path, None, False, SkipReport(path=path))
+    else:
+        frame, report = read_expedia_csv(path, skip_bad_rows=skip_bad_rows)
+        skipped.append(report)
+    frame = frame.drop(columns=list(NOT_FEATURES)).rename(
+        columns={"click_bool": CLICK, "booking_bool": CONVERSION, "date_time": TIMESTAMP_COLUMN})
+    frame[TIMESTAMP_COLUMN] = frame[TIMESTAMP_COLUMN].astype("int64")  # datetime64[s]: seconds
+    return LabeledData(frame, [CLICK, CONVERSION], name="expedia", session_column=SESSION_COLUMN,
+                       item_column=ITEM_COLUMN, skipped=skipped)
 
 
 def _in_sample(srch_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -314,6 +336,17 @@ def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False
     keeps that share of the searches (whole searches, seeded), for a quicker benchmark.
     Files are written under temporary names and renamed when all are valid. A ``work_dir`` URL
     (gs://...) gets the files of a local staging folder once all are written.
+
+    Args:
+      data_dir: The folder holding the unzipped ``train.csv`` (and ``test.csv``).
+      work_dir: Where the Parquet files and the manifest go.
+      strict: Require the complete ``train.csv``.
+      sample_fraction: The share of searches kept.
+      seed: The seed of the sample.
+      chunk_rows: Rows read at a time.
+
+    Returns:
+      The manifest: what was read and written, row and search counts per part, notes.
     """
     if paths.is_remote(work_dir):
         with paths.staged_dir(work_dir) as local:
@@ -377,7 +410,14 @@ def _summary(manifest: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tfrs_recsys.data.expedia setup --data DIR [--work-dir runs/expedia]``."""
+    """``python -m tfrs_recsys.data.expedia setup --data DIR [--work-dir runs/expedia]``.
+
+    Args:
+      argv: The arguments (default: the command line's).
+
+    Returns:
+      The exit status: 0, or 2 after an error the user can fix.
+    """
     parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.data.expedia",
                                      description="The Kaggle Expedia hotel-search benchmark (ICDM 2013).")
     sub = parser.add_subparsers(dest="command", required=True)
