@@ -67,12 +67,10 @@ class Split:
         """
         out: dict = {"method": self.method}
         for name, frame in self.parts().items():
-            counts = {"rows": int(len(frame))}
-            if self.user_column and self.user_column in frame.columns:
-                counts["users"] = int(frame[self.user_column].nunique())
-            if self.session_column and self.session_column in frame.columns:
-                counts["sessions"] = int(frame[self.session_column].nunique())
-            out[name] = counts
+            out[name] = {"rows": int(len(frame))}
+            for key, col in (("users", self.user_column), ("sessions", self.session_column)):
+                if col and col in frame.columns:
+                    out[name][key] = int(frame[col].nunique())
         if self.method == "leave_last_out":
             out["train_only_users"] = self.train_only_users
         out["notes"] = list(self.notes)
