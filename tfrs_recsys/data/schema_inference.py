@@ -7,7 +7,7 @@ explains every decision in ``spec.notes``; ``python -m tfrs_recsys.data.schema F
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 from typing import Sequence
 
 import numpy as np
@@ -73,11 +73,7 @@ def _id_named(name: str) -> bool:
     return bool(_ID_NAME.search(_norm(name))) or bool(re.search(r"[a-z]Id$|ID$", str(name)))
 
 
-@dataclass
-class _Options:
-    vocab_max: int
-    hash_multiplier: int
-    low_cardinality_max: int
+_Options = namedtuple("_Options", "vocab_max hash_multiplier low_cardinality_max")
 
 
 def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
