@@ -8,8 +8,8 @@ import pytest
 from conftest import dataset_path
 from tfrs_recsys.data.clicklogs import load_ali_ccp, load_aliexpress
 from tfrs_recsys.data.movielens import ML100K_GENRES, load_movielens_100k
-from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, frame_to_raw
-from tfrs_recsys.data.schema_inference import infer_schema, looks_like_label, main
+from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, frame_to_raw, main
+from tfrs_recsys.data.schema_inference import infer_schema, looks_like_label
 from tfrs_recsys.data.tabular import load_criteo, load_table
 
 

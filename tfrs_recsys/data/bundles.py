@@ -18,9 +18,12 @@ INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 class InteractionData:
     """User-item interactions for retrieval.
 
-    interactions: ``user_id`` (str), ``item_id`` (str), ``rating`` (float), ``timestamp`` (int64 seconds).
-    items: ``item_id`` (str), ``title`` (str), ``genres`` (list of str), plus any other item columns.
-    users: ``user_id`` (str) plus user feature columns, or None.
+    Attributes:
+      interactions: ``user_id`` (str), ``item_id`` (str), ``rating`` (float), ``timestamp`` (int64 seconds).
+      items: ``item_id`` (str), ``title`` (str), ``genres`` (list of str), plus any other item columns.
+      users: ``user_id`` (str) plus user feature columns, or None.
+      name: The dataset's name.
+      skipped: What the loaders skipped (``skip_bad_rows``), one report per file.
     """
 
     interactions: pd.DataFrame
@@ -40,10 +43,12 @@ class InteractionData:
 
     @property
     def num_users(self) -> int:
+        """Distinct users with an interaction."""
         return int(self.interactions["user_id"].nunique())
 
     @property
     def num_items(self) -> int:
+        """Distinct items with an interaction."""
         return int(self.interactions["item_id"].nunique())
 
 
@@ -51,9 +56,16 @@ class InteractionData:
 class LabeledData:
     """Impressions with labels for the rankers (ESMM: click + conversion; DeepFM: label).
 
-    ``frame`` holds features and label columns side by side; ``labels`` names the label
-    columns, which must never be used as features. ``session_column`` groups rows of one
-    search or page view; ``user_column`` / ``item_column`` name the id columns when known.
+    Attributes:
+      frame: Features and label columns side by side.
+      labels: The label columns, which must never be used as features.
+      name: The dataset's name.
+      session_column: The column grouping the rows of one search or page view, when known.
+      user_column: The user id column, when known.
+      item_column: The item id column, when known.
+      skipped: What the loaders skipped (``skip_bad_rows``), one report per file.
+      truth: The ground truth of synthetic data (e.g. ``true_ctr``), row-aligned with ``frame`` and kept
+        apart so that it can never leak into the features.
     """
 
     frame: pd.DataFrame
@@ -63,8 +75,6 @@ class LabeledData:
     user_column: str | None = None
     item_column: str | None = None
     skipped: list[SkipReport] = field(default_factory=list)
-    # Ground truth of synthetic data (e.g. true_ctr, true_cvr), row-aligned with ``frame``;
-    # kept apart so it can never leak into the features.
     truth: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
@@ -75,4 +85,5 @@ class LabeledData:
 
     @property
     def feature_columns(self) -> list[str]:
+        """The columns of ``frame`` other than the labels."""
         return [c for c in self.frame.columns if c not in self.labels]

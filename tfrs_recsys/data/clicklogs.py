@@ -10,6 +10,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
+from tfrs_recsys import paths
 from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError, SkipReport
@@ -18,8 +19,14 @@ CLICK, CONVERSION = "click", "conversion"
 
 
 def check_conversion_implies_click(frame: pd.DataFrame, path: str, *, first_data_line: int = 2) -> None:
-    """Raise on a label other than 0 / 1, and on any row with conversion = 1 and click = 0 (impossible
-    in a click-then-convert funnel)."""
+    """Raise on a label other than 0 / 1, and on a conversion without a click (impossible in the funnel).
+
+    Args:
+      frame: Rows with ``click`` and ``conversion``, as read from ``path``.
+      path: The file, named in the error.
+      first_data_line: The file line of the first row, when the reader recorded none
+        (:func:`~tfrs_recsys.data.readers.source_line`).
+    """
     readers.check_binary_labels(frame, (CLICK, CONVERSION), path, first_data_line=first_data_line)
     impossible = ((frame[CONVERSION] == 1) & (frame[CLICK] == 0)).to_numpy()
     if impossible.any():
@@ -31,20 +38,23 @@ def check_conversion_implies_click(frame: pd.DataFrame, path: str, *, first_data
 
 
 def load_aliexpress(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
-    """AliExpress search logs: ``search_id``, ``categorical_1..16``, ``numerical_1..63``, ``click``,
-    ``conversion``."""
+    """AliExpress search logs: ``search_id``, ``categorical_1..16``, ``numerical_1..63``, the labels.
+
+    Args:
+      path: The CSV file.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+
+    Returns:
+      The rows, labels ``click`` and ``conversion``, sessions ``search_id``.
+    """
     header = readers.first_line(path, "AliExpress CSV", "check the path").strip().split(",")
     types = {**{c: "float" for c in header if c.startswith("numerical_")}, CLICK: "int", CONVERSION: "int"}
     frame, report = readers.read_delimited(
         path, sep=",", header=True, columns=["search_id", CLICK, CONVERSION], column_types=types,
-        skip_bad_rows=skip_bad_rows, what="AliExpress CSV",
-        fix_missing="pass the CSV path, e.g. aliexpress_NL/train.csv")
-    for col in ["search_id", *(c for c in frame.columns if c.startswith("categorical_"))]:
-        frame[col] = frame[col].astype(str)
+        skip_bad_rows=skip_bad_rows, fix_missing="pass the CSV path, e.g. aliexpress_NL/train.csv")
     check_conversion_implies_click(frame, path)
     return LabeledData(frame, [CLICK, CONVERSION], name="aliexpress", session_column="search_id",
                        skipped=[report])
-
 
 
 def load_ali_ccp(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
@@ -54,53 +64,37 @@ def load_ali_ccp(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
       (``101``, ``205``, ...) and dense ``D*`` columns; ``purchase`` becomes ``conversion``;
     * PaddleRec's raw-ish lines ``sample_id,click,ctcvr,field:feat,...``: each field becomes a
       column of feature-id lists (multi-valued), ``ctcvr`` becomes ``conversion``.
+
+    Field ``N`` becomes column ``fN``; field 101 is the user id, field 205 the item id.
+
+    Args:
+      path: The file.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+
+    Returns:
+      The rows, labels ``click`` and ``conversion``.
     """
     first = readers.first_line(path, "Ali-CCP file", "pass the path of an Ali-CCP sample file")
     if first.startswith("click,"):
-        return _load_ali_ccp_csv(path, first, skip_bad_rows)
-    return _load_ali_ccp_paddle(path, skip_bad_rows)
-
-
-def _load_ali_ccp_csv(path: str, header_line: str, skip_bad_rows: bool) -> LabeledData:
-    header = header_line.strip().split(",")
-    types = {c: ("float" if c.startswith("D") else "str") for c in header} | {CLICK: "int", "purchase": "int"}
-    frame, report = readers.read_delimited(path, sep=",", header=True, columns=[CLICK, "purchase"],
-                                           column_types=types, skip_bad_rows=skip_bad_rows,
-                                           what="Ali-CCP CSV")
-    fields = {c: f"f{c}" for c in frame.columns if c[0].isdigit()}
-    frame = frame.rename(columns={"purchase": CONVERSION, **fields})
-    check_conversion_implies_click(frame, path)
-    return _ali_ccp(frame, report)
-
-
-def _ali_ccp(frame: pd.DataFrame, report: SkipReport) -> LabeledData:
-    """Ali-CCP's field 101 is the user id, field 205 the item id."""
+        types = {c: "float" for c in first.strip().split(",") if c.startswith("D")}
+        frame, report = readers.read_delimited(path, sep=",", header=True, columns=[CLICK, "purchase"],
+                                               column_types=types | {CLICK: "int", "purchase": "int"},
+                                               skip_bad_rows=skip_bad_rows)
+        fields = {c: f"f{c}" for c in frame.columns if c[0].isdigit()}
+        frame = frame.rename(columns={"purchase": CONVERSION, **fields})
+        check_conversion_implies_click(frame, path)
+    else:
+        frame, report = _read_paddle_lines(path, skip_bad_rows)
     return LabeledData(frame, [CLICK, CONVERSION], name="ali-ccp", skipped=[report],
                        user_column="f101" if "f101" in frame.columns else None,
                        item_column="f205" if "f205" in frame.columns else None)
 
 
-def _load_ali_ccp_paddle(path: str, skip_bad_rows: bool) -> LabeledData:
+def _read_paddle_lines(path: str, skip_bad_rows: bool) -> tuple[pd.DataFrame, SkipReport]:
     report = SkipReport(path=path)
-    rows: list[dict] = []
-    line_numbers: list[int] = []
-    with readers.open_path(path) as fh:
-        data = fh.read()
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
-        raw = raw.strip()
-        if not raw:
-            continue
-        report.total += 1
-        try:
-            rows.append(_parse_paddle_line(raw, path, lineno))
-            line_numbers.append(lineno)
-        except DataError as err:
-            if not skip_bad_rows:
-                raise
-            report.add(err)
+    rows, line_numbers = readers.parse_lines(paths.read_bytes(path), path, _parse_paddle_line,
+                                             skip_bad_rows=skip_bad_rows, report=report)
     report.log()
-    if not rows:
-        raise DataError("no data rows could be read", path=path, fix="check the file's format")
     fields = sorted({k for r in rows for k in r if k not in ("sample_id", CLICK, CONVERSION)})
     frame = pd.DataFrame({
         "sample_id": [r["sample_id"] for r in rows],
@@ -109,31 +103,24 @@ def _load_ali_ccp_paddle(path: str, skip_bad_rows: bool) -> LabeledData:
     })
     frame.attrs[readers.LINE_NUMBERS] = line_numbers
     check_conversion_implies_click(frame, path, first_data_line=1)
-    return _ali_ccp(frame, report)
+    return frame, report
 
 
-def _parse_paddle_line(raw: bytes, path: str, lineno: int) -> dict:
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not valid utf-8 at character {exc.start + 1}", path=path, line=lineno,
-                        fix="re-save the file as UTF-8") from None
+def _parse_paddle_line(line: str) -> dict:
     parts = line.split(",")
     if len(parts) < 3:
         raise DataError(f"expected sample_id,click,ctcvr,field:feat..., found {len(parts)} fields",
-                        path=path, line=lineno, fix="repair or remove this row")
+                        fix="repair or remove this row")
     row: dict = {"sample_id": parts[0]}
     for name, value in ((CLICK, parts[1]), (CONVERSION, parts[2])):
         if value not in ("0", "1"):
-            raise DataError(f"label must be 0 or 1, found {value!r}", path=path, line=lineno, column=name,
-                            fix="binarize the label")
+            raise DataError(f"label must be 0 or 1, found {value!r}", column=name, fix="binarize the label")
         row[name] = int(value)
     feats: dict[str, list[str]] = defaultdict(list)
     for pair in parts[3:]:
         field, sep, feat = pair.partition(":")
         if not sep or not field or not feat:
-            raise DataError(f"feature {pair!r} is not field:feature_id", path=path, line=lineno,
-                            fix="repair or remove this row")
+            raise DataError(f"feature {pair!r} is not field:feature_id", fix="repair or remove this row")
         feats[field].append(feat)
     row.update(feats)
     return row

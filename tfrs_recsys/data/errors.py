@@ -15,22 +15,28 @@ class DataError(UserError):
 
 @dataclass
 class SkipReport:
-    """Rows a loader skipped at the user's request (``skip_bad_rows``), never silently."""
+    """Rows a loader skipped at the user's request (``skip_bad_rows``), never silently.
+
+    Attributes:
+      path: The file read.
+      skipped: Rows skipped.
+      total: Rows read, skipped ones included.
+      examples: The first few reasons, as :class:`DataError` text.
+    """
 
     path: str
     skipped: int = 0
     total: int = 0
-    examples: list[str] = field(default_factory=list)  # the first few reasons, as DataError text
+    examples: list[str] = field(default_factory=list)
 
     def add(self, error: DataError, max_examples: int = 5) -> None:
+        """Counts a skipped row; its error is kept among the first ``max_examples``."""
         self.skipped += 1
         if len(self.examples) < max_examples:
             self.examples.append(str(error))
 
     def log(self) -> None:
+        """Warns of the skipped rows, if any, with the first reasons."""
         if self.skipped:
             logger.warning("%s: skipped %d of %d rows (skip_bad_rows=True); first: %s",
                            self.path, self.skipped, self.total, "; ".join(self.examples[:3]))
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "skipped": self.skipped, "total": self.total, "examples": self.examples}

@@ -12,7 +12,7 @@ One row per hotel shown in a search; ``NULL`` marks a missing value. ``train.csv
 
 ``test.csv`` lacks the train-only ``position``, ``click_bool``, ``gross_bookings_usd`` and ``booking_bool``.
 
-Mapping to ESMM (:func:`to_labeled`):
+Mapping to ESMM (:func:`load_expedia`):
 
 * labels ``click`` = click_bool and ``conversion`` = booking_bool; a booking implies a click (checked);
 * session ``srch_id`` (the hotels of one search are ranked together), item ``prop_id``, no user id
@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -44,9 +43,9 @@ import numpy as np
 import pandas as pd
 
 from tfrs_recsys import paths
+from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError, SkipReport
-from tfrs_recsys.data.readers import join_path, open_path, path_exists, read_delimited, read_parquet
 
 _COMP = tuple(f"comp{i}_{part}" for i in range(1, 9) for part in ("rate", "inv", "rate_percent_diff"))
 TRAIN_COLUMNS = (
@@ -60,6 +59,7 @@ TRAIN_COLUMNS = (
 )
 TRAIN_ONLY = ("position", "click_bool", "gross_bookings_usd", "booking_bool")
 TEST_COLUMNS = tuple(c for c in TRAIN_COLUMNS if c not in TRAIN_ONLY)
+COLUMNS = {"train": TRAIN_COLUMNS, "test": TEST_COLUMNS}
 # Never NULL in the Kaggle files; every other numeric column may be.
 INT_COLUMNS = (
     "srch_id", "site_id", "visitor_location_country_id", "prop_country_id", "prop_id", "prop_starrating",
@@ -94,19 +94,15 @@ def _blank_nulls(data: bytes) -> bytes:
     return data.replace(b",NULL\n", b",\n").replace(b",NULL\r\n", b",\r\n")
 
 
-def _columns_of(part: str) -> tuple[str, ...]:
-    if part not in ("train", "test"):
-        raise ValueError(f"part must be 'train' or 'test', got {part!r}")
-    return TRAIN_COLUMNS if part == "train" else TEST_COLUMNS
-
-
-def _check_header(header: Sequence[str], part: str, path: str) -> None:
-    expected = _columns_of(part)
+def _check_header(path: str, part: str) -> None:
+    """Raise unless ``path`` starts with the unmodified Kaggle header of ``part``."""
+    header = [h.strip() for h in readers.first_line(path, f"{part}.csv", DOWNLOAD_HELP).strip().split(",")]
+    expected = COLUMNS[part]
     missing = [c for c in expected if c not in header]
     if missing:
         other = "test" if part == "train" else "train"
-        hint = (f"this looks like {other}.csv" if set(_columns_of(other)) == set(header)
-                else "this is not the Kaggle Expedia file, or it was edited")
+        hint = (f"this looks like {other}.csv" if set(COLUMNS[other]) == set(header)
+                else "this is not the unzipped Kaggle Expedia file, or it was edited")
         raise DataError(f"{part}.csv header lacks column(s) {missing} ({hint})", path=path, line=1,
                         column=missing[0],
                         fix=f"use the unmodified {part}.csv of the competition; {DOWNLOAD_HELP}")
@@ -117,20 +113,6 @@ def _check_header(header: Sequence[str], part: str, path: str) -> None:
             why = "train-only columns, the labels among them"
         raise DataError(f"{part}.csv header has {why} {extra}", path=path, line=1, column=extra[0],
                         fix=f"use the unmodified {part}.csv; for other layouts use --dataset csv")
-
-
-def _read_header(path: str, part: str) -> bytes:
-    with open_path(path) as fh:
-        header = fh.readline()
-    if not header.strip():
-        raise DataError(f"{part}.csv is empty", path=path, fix=f"download it again; {DOWNLOAD_HELP}")
-    try:
-        names = [h.strip() for h in header.decode("utf-8").strip().split(",")]
-    except UnicodeDecodeError:
-        raise DataError("the header is not text", path=path, line=1,
-                        fix=f"point at the unzipped {part}.csv, not the zip; {DOWNLOAD_HELP}") from None
-    _check_header(names, part, path)
-    return header
 
 
 def _lines(fh, block_size: int = 64 << 20) -> Iterator[bytes]:
@@ -149,7 +131,7 @@ def _lines(fh, block_size: int = 64 << 20) -> Iterator[bytes]:
 
 def _line_blocks(path: str, chunk_rows: int) -> Iterator[tuple[int, list[bytes]]]:
     """Consecutive data lines in blocks of ``chunk_rows`` non-blank ones: ``(first line number, lines)``."""
-    with open_path(path) as fh:
+    with readers.open_path(path) as fh:
         fh.readline()
         first, block, filled = 2, [], 0
         for line in _lines(fh):
@@ -172,47 +154,41 @@ def iter_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = Fa
     (with ``skip_bad_rows`` the row is skipped and counted in ``report`` instead): a wrong header,
     a short or long row, a value of the wrong type, NULL in a column that is never missing, a bad
     ``date_time``, a label other than 0/1, a booking without a click.
+
+    Args:
+      path: The file (a local path or URL).
+      part: ``train`` or ``test``.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+      chunk_rows: Rows read at a time.
+      report: Counts the rows read and skipped (a new report by default).
+
+    Yields:
+      Frames of at most ``chunk_rows`` rows.
     """
     path = str(path)
-    if not path_exists(path):
-        raise DataError(f"{part}.csv not found", path=path, fix=DOWNLOAD_HELP)
-    columns = _columns_of(part)
-    header = _read_header(path, part)
+    columns = COLUMNS[part]
+    _check_header(path, part)
     nullable = [c for c in FLOAT_COLUMNS if c in columns]
-    types = {**{c: "int" for c in INT_COLUMNS if c in columns}, **dict.fromkeys(nullable, "float")}
+    types = dict.fromkeys(nullable, "float") | {c: "int" for c in INT_COLUMNS if c in columns}
     report = report if report is not None else SkipReport(path=path)
     any_rows = False
-    with tempfile.TemporaryDirectory(prefix="expedia-") as tmp:
-        chunk_path = os.path.join(tmp, f"{part}.csv")
-        for first, block in _line_blocks(path, chunk_rows):
-            # Blank lines in front keep read_delimited's line numbers those of the original file.
-            with open(chunk_path, "wb") as out:
-                out.write(header + b"\n" * (first - 2) + _blank_nulls(b"\n".join(block) + b"\n"))
-            try:
-                frame, chunk_report = read_delimited(
-                    chunk_path, sep=",", header=True, columns=columns, column_types=types, nullable=nullable,
-                    skip_bad_rows=skip_bad_rows, quoting=False, what=f"{part}.csv")
-            except DataError as err:  # the temporary chunk file stands for the original
-                raise DataError(err.message, path=path, line=err.line, column=err.column,
-                                fix=err.fix) from None
-            report.total += chunk_report.total
-            report.skipped += chunk_report.skipped
-            report.examples.extend(e.replace(chunk_path, path, 1) for e in chunk_report.examples)
-            del report.examples[5:]
-            # Row -> line is exact unless read_delimited skipped rows of this block.
-            lines = None
-            if not chunk_report.skipped:
-                lines = [first + i for i, text in enumerate(block) if text.strip()]
-            frame = _check_rows(frame[list(columns)], part, path, lines, skip_bad_rows, report)
-            any_rows = any_rows or not frame.empty
-            yield frame
+    for first, block in _line_blocks(path, chunk_rows):
+        frame, _ = readers.read_delimited(
+            path, data=_blank_nulls(b"\n".join(block) + b"\n"), first_line=first, sep=",", columns=columns,
+            column_types=types, nullable=nullable, skip_bad_rows=skip_bad_rows, quoting=False, report=report)
+        frame = _check_rows(frame, part, path, first, skip_bad_rows, report)
+        any_rows = any_rows or not frame.empty
+        yield frame
     if not any_rows:
         raise DataError(f"{part}.csv has no usable data rows", path=path, fix=DOWNLOAD_HELP)
 
 
-def _check_rows(frame: pd.DataFrame, part: str, path: str, lines: list[int] | None, skip_bad_rows: bool,
+def _check_rows(frame: pd.DataFrame, part: str, path: str, first: int | None, skip_bad_rows: bool,
                 report: SkipReport) -> pd.DataFrame:
-    """Checks that need whole rows: the date, the labels, booking implies click. Returns the kept rows."""
+    """Checks that need whole rows: the date, the labels, booking implies click. Returns the kept rows.
+
+    ``first`` is the file line of the frame's first row (``None`` for rows read from Parquet).
+    """
     text = frame["date_time"]
     when = text if pd.api.types.is_datetime64_any_dtype(text) else pd.to_datetime(text, format=DATE_FORMAT,
                                                                                    errors="coerce")
@@ -232,8 +208,8 @@ def _check_rows(frame: pd.DataFrame, part: str, path: str, lines: list[int] | No
     for mask, column, message, fix in checks:
         for r in np.flatnonzero(mask & ~bad):
             where = f"srch_id {frame['srch_id'].iloc[r]}, prop_id {frame['prop_id'].iloc[r]}: "
-            err = DataError(where + message(r), path=path, line=lines[r] if lines else None, column=column,
-                            fix=fix)
+            line = readers.source_line(frame, r, first_data_line=first) if first else None
+            err = DataError(where + message(r), path=path, line=line, column=column, fix=fix)
             if not skip_bad_rows:
                 raise err
             report.add(err)
@@ -244,7 +220,17 @@ def _check_rows(frame: pd.DataFrame, part: str, path: str, lines: list[int] | No
 
 def read_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = False,
                      chunk_rows: int = CHUNK_ROWS) -> tuple[pd.DataFrame, SkipReport]:
-    """A whole Kaggle ``train.csv`` / ``test.csv`` as one typed frame (see :func:`iter_expedia_csv`)."""
+    """A whole Kaggle ``train.csv`` / ``test.csv`` as one typed frame (see :func:`iter_expedia_csv`).
+
+    Args:
+      path: The file.
+      part: ``train`` or ``test``.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+      chunk_rows: Rows read at a time.
+
+    Returns:
+      The frame and the report of skipped rows.
+    """
     report = SkipReport(path=str(path))
     blocks = list(iter_expedia_csv(path, part=part, skip_bad_rows=skip_bad_rows, chunk_rows=chunk_rows,
                                    report=report))
@@ -252,48 +238,45 @@ def read_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = Fa
     return pd.concat(blocks, ignore_index=True), report
 
 
-def to_labeled(frame: pd.DataFrame, *, name: str = "expedia", path: str = "expedia",
-               skipped: list[SkipReport] | None = None) -> LabeledData:
-    """ESMM's view of typed train rows (module docstring): labels click / conversion, session srch_id,
-    item prop_id, ``timestamp`` seconds; ``position`` and ``gross_bookings_usd`` dropped."""
-    missing = [c for c in TRAIN_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(f"not the Kaggle train layout: column(s) {missing} missing", path=path,
-                        column=missing[0], fix="rerun `make benchmark-setup` on the downloaded train.csv")
-    extra = [c for c in frame.columns if c not in TRAIN_COLUMNS]
-    if extra:
-        raise DataError(f"column(s) {extra} are not in the Kaggle layout", path=path, column=extra[0],
-                        fix="drop them, or use --dataset parquet|csv with --label-columns for other layouts")
-    if list(frame.columns) != list(TRAIN_COLUMNS):
-        frame = frame[list(TRAIN_COLUMNS)]
-    frame = _check_rows(frame, "train", path, None, False, SkipReport(path=path))
-    seconds = frame["date_time"].astype("datetime64[s]").astype("int64")  # Parquet keeps ms
-    out = frame.drop(columns=list(NOT_FEATURES)).rename(
-        columns={"click_bool": CLICK, "booking_bool": CONVERSION, "date_time": TIMESTAMP_COLUMN})
-    out[TIMESTAMP_COLUMN] = seconds
-    return LabeledData(out, [CLICK, CONVERSION], name=name, session_column=SESSION_COLUMN,
-                       item_column=ITEM_COLUMN, skipped=list(skipped or []))
-
-
 def load_expedia(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
-    """Expedia training impressions for ESMM from ``train.parquet`` (written by :func:`setup_benchmark`),
-    ``train.csv``, or a folder holding either (the Parquet file first)."""
+    """Expedia training impressions for ESMM (the mapping of the module docstring).
+
+    Args:
+      path: ``train.parquet`` (written by :func:`setup_benchmark`), ``train.csv``, or a folder holding
+        either (the Parquet file first).
+      skip_bad_rows: Skip and count malformed rows of a CSV file instead of failing on the first.
+
+    Returns:
+      The rows: labels ``click`` / ``conversion``, session ``srch_id``, item ``prop_id``, ``timestamp``
+      in seconds; ``position`` and ``gross_bookings_usd`` dropped.
+    """
     path = str(path)
+    setup = "run `make benchmark-setup DATA=<folder with train.csv>`"
     if not path.endswith((".csv", ".parquet")):
-        candidates = [join_path(path, WORK_FILES["train"]), join_path(path, "train.csv")]
-        found = next((c for c in candidates if path_exists(c)), None)
+        candidates = [paths.join(path, WORK_FILES["train"]), paths.join(path, "train.csv")]
+        found = next((str(c) for c in candidates if paths.exists(c)), None)
         if found is None:
             raise DataError("neither train.parquet nor train.csv is in the folder", path=path,
-                            fix=f"run `make benchmark-setup DATA=<folder with train.csv>` and pass its work "
-                                f"folder (runs/expedia), or pass the folder holding train.csv; "
-                                f"{DOWNLOAD_HELP}")
+                            fix=f"{setup} and pass its work folder (runs/expedia), or pass the folder "
+                                f"holding train.csv; {DOWNLOAD_HELP}")
         path = found
+    skipped = []
     if path.endswith(".parquet"):
-        frame = read_parquet(path, columns=list(TRAIN_COLUMNS), what="Expedia Parquet",
-                             fix_missing="run `make benchmark-setup DATA=<folder with train.csv>` first")
-        return to_labeled(frame, path=path)
-    frame, report = read_expedia_csv(path, skip_bad_rows=skip_bad_rows)
-    return to_labeled(frame, path=path, skipped=[report])
+        frame = readers.read_parquet(path, columns=TRAIN_COLUMNS, what="Expedia Parquet", fix_missing=setup)
+        extra = [c for c in frame.columns if c not in TRAIN_COLUMNS]
+        if extra:
+            raise DataError(f"column(s) {extra} are not in the Kaggle layout", path=path, column=extra[0],
+                            fix="drop them; for other layouts use --dataset parquet|csv and --label-columns")
+        # A Parquet file may have been edited since setup checked it.
+        frame = _check_rows(frame[list(TRAIN_COLUMNS)], "train", path, None, False, SkipReport(path=path))
+    else:
+        frame, report = read_expedia_csv(path, skip_bad_rows=skip_bad_rows)
+        skipped.append(report)
+    frame = frame.drop(columns=list(NOT_FEATURES)).rename(
+        columns={"click_bool": CLICK, "booking_bool": CONVERSION, "date_time": TIMESTAMP_COLUMN})
+    frame[TIMESTAMP_COLUMN] = frame[TIMESTAMP_COLUMN].astype("int64")  # datetime64[s]: seconds
+    return LabeledData(frame, [CLICK, CONVERSION], name="expedia", session_column=SESSION_COLUMN,
+                       item_column=ITEM_COLUMN, skipped=skipped)
 
 
 def _in_sample(srch_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -311,8 +294,7 @@ def _write_part(source: str, target: Path, part: str, *, sample_fraction: float,
     import pyarrow.parquet as pq
 
     stats = {"source": source, "rows_read": 0, "rows": 0}
-    searches: list[np.ndarray] = []
-    booked: list[np.ndarray] = []
+    searches, booked = set(), set()  # srch_id of every search, and of those with a booking
     clicks = bookings = 0
     writer = None
     try:
@@ -326,21 +308,20 @@ def _write_part(source: str, target: Path, part: str, *, sample_fraction: float,
                 writer = pq.ParquetWriter(target, table.schema)
             writer.write_table(table.cast(writer.schema))
             stats["rows"] += len(frame)
-            searches.append(frame["srch_id"].unique())
+            searches.update(frame["srch_id"].unique().tolist())
             if part == "train":
                 clicks += int(frame["click_bool"].sum())
                 bookings += int(frame["booking_bool"].sum())
-                booked.append(frame.loc[frame["booking_bool"] == 1, "srch_id"].unique())
+                booked.update(frame.loc[frame["booking_bool"] == 1, "srch_id"].unique().tolist())
     finally:
         if writer is not None:
             writer.close()
     if not stats["rows"]:
         raise DataError(f"no {part} rows left after sampling {sample_fraction:g} of the searches",
                         path=source, fix="raise --sample-searches")
-    stats["searches"] = int(np.unique(np.concatenate(searches)).size)
+    stats["searches"] = len(searches)
     if part == "train":
-        stats.update(clicks=clicks, bookings=bookings,
-                     searches_with_booking=int(np.unique(np.concatenate(booked)).size) if booked else 0)
+        stats.update(clicks=clicks, bookings=bookings, searches_with_booking=len(booked))
     return stats
 
 
@@ -355,6 +336,17 @@ def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False
     keeps that share of the searches (whole searches, seeded), for a quicker benchmark.
     Files are written under temporary names and renamed when all are valid. A ``work_dir`` URL
     (gs://...) gets the files of a local staging folder once all are written.
+
+    Args:
+      data_dir: The folder holding the unzipped ``train.csv`` (and ``test.csv``).
+      work_dir: Where the Parquet files and the manifest go.
+      strict: Require the complete ``train.csv``.
+      sample_fraction: The share of searches kept.
+      seed: The seed of the sample.
+      chunk_rows: Rows read at a time.
+
+    Returns:
+      The manifest: what was read and written, row and search counts per part, notes.
     """
     if paths.is_remote(work_dir):
         with paths.staged_dir(work_dir) as local:
@@ -366,12 +358,12 @@ def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False
     data_dir = str(data_dir)
     if not 0.0 < sample_fraction <= 1.0:
         raise DataError(f"--sample-searches must be in (0, 1], got {sample_fraction}", fix="pass e.g. 0.1")
-    sources = {part: join_path(data_dir, f"{part}.csv") for part in ("train", "test")}
-    if not path_exists(sources["train"]):
+    sources = {part: str(paths.join(data_dir, f"{part}.csv")) for part in COLUMNS}
+    if not paths.exists(sources["train"]):
         zips = sorted(p.name for p in Path(data_dir).glob("*.zip")) if Path(data_dir).is_dir() else []
         found = f" (the folder holds {zips}: unzip them there)" if zips else ""
         raise DataError(f"train.csv not found in the folder{found}", path=data_dir, fix=DOWNLOAD_HELP)
-    if not path_exists(sources["test"]):
+    if not paths.exists(sources["test"]):
         del sources["test"]
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -418,7 +410,14 @@ def _summary(manifest: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tfrs_recsys.data.expedia setup --data DIR [--work-dir runs/expedia]``."""
+    """``python -m tfrs_recsys.data.expedia setup --data DIR [--work-dir runs/expedia]``.
+
+    Args:
+      argv: The arguments (default: the command line's).
+
+    Returns:
+      The exit status: 0, or 2 after an error the user can fix.
+    """
     parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.data.expedia",
                                      description="The Kaggle Expedia hotel-search benchmark (ICDM 2013).")
     sub = parser.add_subparsers(dest="command", required=True)

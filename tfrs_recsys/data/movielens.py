@@ -3,29 +3,38 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tfrs_recsys import paths
 from tfrs_recsys.data.bundles import InteractionData
-from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.readers import join_path, path_exists, read_delimited
+from tfrs_recsys.data.errors import DataError, SkipReport
+from tfrs_recsys.data.readers import read_delimited
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )
+_RATINGS = ["user_id", "item_id", "rating", "timestamp"]
+_RATING_TYPES = {"rating": "float", "timestamp": "int"}
 _GET_100K = "unzip ml-100k.zip from grouplens.org/datasets/movielens/100k/ and pass its folder as --data-dir"
 
 
 def load_movielens_100k(data_dir: str, *, skip_bad_rows: bool = False) -> InteractionData:
-    """Read ``u.data`` (tab-separated), ``u.item`` (``|``, ISO-8859-1, 19 genre flags) and ``u.user``."""
-    options = dict(skip_bad_rows=skip_bad_rows, quoting=False)
-    ratings, rep_r = read_delimited(
-        join_path(data_dir, "u.data"), sep="\t", columns=["user_id", "item_id", "rating", "timestamp"],
-        column_types={"rating": "float", "timestamp": "int"}, what="MovieLens 100K ratings (u.data)",
-        fix_missing=_GET_100K, **options)
-    item_cols = ["item_id", "title", "release_date", "video_release_date", "imdb_url", *ML100K_GENRES]
-    items, rep_i = read_delimited(
-        join_path(data_dir, "u.item"), sep="|", columns=item_cols, encoding="latin-1",
-        column_types={g: "int" for g in ML100K_GENRES}, what="MovieLens 100K items (u.item)",
-        fix_missing=_GET_100K, **options)
+    """Read ``u.data`` (tab-separated), ``u.item`` (``|``, ISO-8859-1, 19 genre flags) and ``u.user``.
+
+    Args:
+      data_dir: The unzipped ml-100k folder.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+
+    Returns:
+      Ratings, items with their genres as lists, and users.
+    """
+    reports: list[SkipReport] = []
+    options = dict(skip_bad_rows=skip_bad_rows, quoting=False, fix_missing=_GET_100K)
+    ratings = _read(data_dir, "u.data", reports, sep="\t", columns=_RATINGS, column_types=_RATING_TYPES,
+                    what="MovieLens 100K ratings (u.data)", **options)
+    item_columns = ["item_id", "title", "release_date", "video_release_date", "imdb_url", *ML100K_GENRES]
+    items = _read(data_dir, "u.item", reports, sep="|", encoding="latin-1", columns=item_columns,
+                  column_types=dict.fromkeys(ML100K_GENRES, "int"), what="MovieLens 100K items (u.item)",
+                  **options)
     flags = items[list(ML100K_GENRES)].to_numpy()
     items = pd.DataFrame({
         "item_id": items["item_id"].astype(str),
@@ -33,52 +42,67 @@ def load_movielens_100k(data_dir: str, *, skip_bad_rows: bool = False) -> Intera
         "genres": [[g for g, f in zip(ML100K_GENRES, row) if f == 1] for row in flags],
         "release_date": items["release_date"],
     })
-    users, rep_u = _optional(join_path(data_dir, "u.user"), sep="|",
-                             columns=["user_id", "age", "gender", "occupation", "zip_code"],
-                             column_types={"age": "int"}, what="MovieLens 100K users (u.user)", **options)
-    return InteractionData(_interactions(ratings), items, users, name="movielens-100k",
-                           skipped=[rep_r, rep_i, *rep_u])
+    users = _read(data_dir, "u.user", reports, optional=True, sep="|",
+                  columns=["user_id", "age", "gender", "occupation", "zip_code"], column_types={"age": "int"},
+                  what="MovieLens 100K users (u.user)", **options)
+    return InteractionData(_interactions(ratings), items, users, name="movielens-100k", skipped=reports)
 
 
 def load_movielens_csv(data_dir: str, *, skip_bad_rows: bool = False) -> InteractionData:
-    """Read a CSV release: ``ratings.csv`` (userId,movieId,rating,timestamp), ``movies.csv`` (``|``
-    genres)."""
+    """Read a CSV release: ``ratings.csv`` (userId,movieId,rating,timestamp), ``movies.csv`` (``|`` genres).
+
+    Args:
+      data_dir: The unzipped folder (ml-latest-small, ml-25m, ...).
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+
+    Returns:
+      Ratings and items with their genres as lists; no users.
+    """
+    reports: list[SkipReport] = []
     fix = "pass the folder holding ratings.csv and movies.csv (e.g. unzipped ml-latest-small.zip)"
-    ratings, rep_r = read_delimited(
-        join_path(data_dir, "ratings.csv"), sep=",", header=True,
-        columns=["userId", "movieId", "rating", "timestamp"],
-        column_types={"rating": "float", "timestamp": "int"}, skip_bad_rows=skip_bad_rows,
-        what="MovieLens ratings.csv", fix_missing=fix)
-    movies, rep_m = read_delimited(
-        join_path(data_dir, "movies.csv"), sep=",", header=True, columns=["movieId", "title", "genres"],
-        skip_bad_rows=skip_bad_rows, what="MovieLens movies.csv", fix_missing=fix)
+    options = dict(sep=",", header=True, skip_bad_rows=skip_bad_rows, fix_missing=fix)
+    ratings = _read(data_dir, "ratings.csv", reports, columns=["userId", "movieId", "rating", "timestamp"],
+                    column_types=_RATING_TYPES, what="MovieLens ratings.csv", **options)
+    movies = _read(data_dir, "movies.csv", reports, columns=["movieId", "title", "genres"],
+                   what="MovieLens movies.csv", **options)
     return InteractionData(_interactions(ratings, "userId", "movieId"), _items(movies, "movieId"), None,
-                           name="movielens-csv", skipped=[rep_r, rep_m])
+                           name="movielens-csv", skipped=reports)
 
 
 def load_movielens_1m(data_dir: str, *, skip_bad_rows: bool = False) -> InteractionData:
-    """Read ML-1M's ``ratings.dat``, ``movies.dat`` and ``users.dat`` (``::``-separated, ISO-8859-1)."""
+    """Read ML-1M's ``ratings.dat``, ``movies.dat`` and ``users.dat`` (``::``-separated, ISO-8859-1).
+
+    Args:
+      data_dir: The unzipped ml-1m folder.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+
+    Returns:
+      Ratings, items with their genres as lists, and users.
+    """
+    reports: list[SkipReport] = []
     fix = "unzip ml-1m.zip from grouplens.org/datasets/movielens/1m/ and pass its folder as --data-dir"
-    options = dict(sep="::", quoting=False, encoding="latin-1", skip_bad_rows=skip_bad_rows)
-    ratings, rep_r = read_delimited(
-        join_path(data_dir, "ratings.dat"), columns=["user_id", "item_id", "rating", "timestamp"],
-        column_types={"rating": "float", "timestamp": "int"}, what="MovieLens 1M ratings (ratings.dat)",
-        fix_missing=fix, **options)
-    movies, rep_m = read_delimited(join_path(data_dir, "movies.dat"), columns=["item_id", "title", "genres"],
-                                   what="MovieLens 1M movies (movies.dat)", fix_missing=fix, **options)
-    users, rep_u = _optional(join_path(data_dir, "users.dat"),
-                             columns=["user_id", "gender", "age", "occupation", "zip_code"],
-                             what="MovieLens 1M users (users.dat)", **options)
+    options = dict(sep="::", quoting=False, encoding="latin-1", skip_bad_rows=skip_bad_rows, fix_missing=fix)
+    ratings = _read(data_dir, "ratings.dat", reports, columns=_RATINGS, column_types=_RATING_TYPES,
+                    what="MovieLens 1M ratings (ratings.dat)", **options)
+    movies = _read(data_dir, "movies.dat", reports, columns=["item_id", "title", "genres"],
+                   what="MovieLens 1M movies (movies.dat)", **options)
+    users = _read(data_dir, "users.dat", reports, optional=True,
+                  columns=["user_id", "gender", "age", "occupation", "zip_code"],
+                  what="MovieLens 1M users (users.dat)", **options)
     return InteractionData(_interactions(ratings), _items(movies, "item_id"), users, name="movielens-1m",
-                           skipped=[rep_r, rep_m, *rep_u])
+                           skipped=reports)
 
 
-def _optional(path: str, **options) -> tuple[pd.DataFrame | None, list]:
-    """An optional file (``u.user``, ``users.dat``) and its skip report, or (None, [])."""
-    if not path_exists(path):
-        return None, []
+def _read(data_dir: str, name: str, reports: list[SkipReport], *, optional: bool = False,
+          **options) -> pd.DataFrame | None:
+    """``data_dir/name`` through :func:`read_delimited`, its report added to ``reports``; ``None`` for a
+    missing ``optional`` file (``u.user``, ``users.dat``)."""
+    path = paths.join(data_dir, name)
+    if optional and not paths.exists(path):
+        return None
     frame, report = read_delimited(path, **options)
-    return frame, [report]
+    reports.append(report)
+    return frame
 
 
 def _interactions(ratings: pd.DataFrame, user: str = "user_id", item: str = "item_id") -> pd.DataFrame:
@@ -98,6 +122,14 @@ def load_tfds_movielens(name: str = "movielens/100k-ratings", *, data_dir: str |
     TFDS downloads from grouplens.org; with ``download=False`` (the default) only an
     already-prepared copy under ``data_dir`` is read, so an offline machine gets a clear
     error instead of a hang.
+
+    Args:
+      name: The TFDS dataset.
+      data_dir: TFDS's data folder (its default when ``None``).
+      download: Let TFDS download and prepare the dataset.
+
+    Returns:
+      Ratings and items (titles, no genres); no users.
     """
     import tensorflow_datasets as tfds
 
@@ -119,15 +151,11 @@ def load_tfds_movielens(name: str = "movielens/100k-ratings", *, data_dir: str |
         raise DataError(f"TFDS could not prepare '{name}' ({type(exc).__name__}: {exc})",
                         fix=offline_fix) from None
     frame = tfds.as_dataframe(ds)
-    interactions = pd.DataFrame({
-        "user_id": frame["user_id"].map(_text), "item_id": frame["movie_id"].map(_text),
-        "rating": frame["user_rating"].astype(float), "timestamp": frame["timestamp"].astype("int64"),
-    })
-    items = (pd.DataFrame({"item_id": interactions["item_id"], "title": frame["movie_title"].map(_text),
-                           "genres": [[] for _ in range(len(frame))]})
-             .drop_duplicates("item_id").reset_index(drop=True))
+    text = {col: frame[col].str.decode("utf-8") for col in ("user_id", "movie_id", "movie_title")}
+    interactions = pd.DataFrame({"user_id": text["user_id"], "item_id": text["movie_id"],
+                                 "rating": frame["user_rating"].astype(float),
+                                 "timestamp": frame["timestamp"].astype("int64")})
+    items = pd.DataFrame({"item_id": text["movie_id"], "title": text["movie_title"],
+                          "genres": [[] for _ in range(len(frame))]})
+    items = items.drop_duplicates("item_id").reset_index(drop=True)
     return InteractionData(interactions, items, None, name=name)
-
-
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)

@@ -11,7 +11,7 @@ import csv
 import io
 import os
 import re
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,32 +21,37 @@ from tfrs_recsys.data.errors import DataError, SkipReport
 
 # frame.attrs key: the file line of every row the careful pass kept.
 LINE_NUMBERS = "source_line_numbers"
-
-# Column kinds a reader can check: the converter and the words used in an error.
-_CONVERTERS: dict[str, tuple[Callable[[str], object], str]] = {
-    "str": (str, "text"),
-    "int": (int, "an integer"),
-    "float": (float, "a number"),
-}
+# The numeric column kinds a reader checks, in the words of an error; other columns stay text.
+_WORDS = {"int": "an integer", "float": "a number"}
+_SKIP_HINT = "or rerun with skip_bad_rows to skip and count the row"
 
 
 def open_path(path: str | os.PathLike, mode: str = "rb"):
-    """Open a local path or any ``tf.io.gfile`` URL (gs://, hdfs://, ...)."""
+    """Open a local path or any ``tf.io.gfile`` URL (gs://, hdfs://, ...).
+
+    Args:
+      path: The file.
+      mode: As for ``open``.
+
+    Returns:
+      The file object.
+    """
     return paths.open_file(path, mode)
 
 
-def path_exists(path: str | os.PathLike) -> bool:
-    return paths.exists(path)
-
-
-def join_path(base: str | os.PathLike, *parts: str) -> str:
-    return str(paths.join(base, *parts))
-
-
 def require_file(path: str | os.PathLike, what: str, fix: str) -> str:
-    """Fail with a clear message unless ``path`` is an existing, non-empty file."""
+    """Fail with a clear message unless ``path`` is an existing, non-empty file.
+
+    Args:
+      path: The file.
+      what: Its name in the error (``"MovieLens ratings.csv"``).
+      fix: What to do when it is missing.
+
+    Returns:
+      ``path`` as text.
+    """
     text = str(path)
-    if not path_exists(text):
+    if not paths.exists(text):
         raise DataError(f"{what} not found", path=text, fix=fix)
     with open_path(text) as fh:
         if not fh.read(1):
@@ -56,7 +61,16 @@ def require_file(path: str | os.PathLike, what: str, fix: str) -> str:
 
 
 def first_line(path: str | os.PathLike, what: str, fix: str) -> str:
-    """The first line of an existing, non-empty file (:func:`require_file`), as text."""
+    """The first line of an existing, non-empty file, as text.
+
+    Args:
+      path: The file.
+      what: Its name in the error when it is missing or empty (:func:`require_file`).
+      fix: What to do when it is missing.
+
+    Returns:
+      The line, newline included; undecodable bytes replaced.
+    """
     with open_path(require_file(path, what, fix)) as fh:
         return fh.readline().decode("utf-8", errors="replace")
 
@@ -64,89 +78,93 @@ def first_line(path: str | os.PathLike, what: str, fix: str) -> str:
 def read_delimited(path: str | os.PathLike, *, sep: str, columns: Sequence[str] | None = None,
                    header: bool = False, column_types: Mapping[str, str] | None = None,
                    nullable: Sequence[str] = (), encoding: str = "utf-8", skip_bad_rows: bool = False,
-                   quoting: bool = True, what: str = "data file",
-                   fix_missing: str = "check the path") -> tuple[pd.DataFrame, SkipReport]:
+                   quoting: bool = True, what: str = "data file", fix_missing: str = "check the path",
+                   data: bytes | None = None, first_line: int = 1,
+                   report: SkipReport | None = None) -> tuple[pd.DataFrame, SkipReport]:
     """Read a delimited text file into a DataFrame with checked column types.
 
-    ``columns`` names the fields of a headerless file, or the columns a file with a
-    header must contain. ``column_types`` maps column -> "str" | "int" | "float";
-    unlisted columns stay text. ``nullable`` columns may be empty (NaN for numbers,
-    "" for text). Returns the frame and a report of skipped rows.
+    Args:
+      path: The file; with ``data``, only the name errors give.
+      sep: The field separator.
+      columns: The fields of a headerless file (required then), or the columns a header must name.
+      header: Whether the first line names the columns.
+      column_types: Column -> ``"int"`` | ``"float"``; other columns stay text (``""`` where empty).
+      nullable: Numeric columns that may be empty (NaN there).
+      encoding: The text encoding.
+      skip_bad_rows: Skip and count a malformed row instead of raising :class:`DataError`.
+      quoting: Whether fields may be quoted (``"a,b"``).
+      what: The file in a missing-file error (``"MovieLens ratings.csv"``).
+      fix_missing: What to do when the file is missing.
+      data: A block of ``path``'s lines already in memory, read instead of the file.
+      first_line: The file line of ``data``'s first line.
+      report: Counts the rows read and skipped (a new report by default, logged when rows were skipped).
+
+    Returns:
+      The frame and the skip report.
     """
-    path = require_file(path, what, fix_missing)
+    if data is None:
+        data = paths.read_bytes(require_file(path, what, fix_missing))
+    path = str(path)
     options = (sep, columns, header, dict(column_types or {}), set(nullable), encoding, quoting)
-    report = SkipReport(path=path)
-    frame = _fast_read(path, *options)
+    new_report = report is None
+    report = SkipReport(path=path) if new_report else report
+    frame = _fast_read(data, *options)
     if frame is not None:
-        report.total = len(frame)
+        report.total += len(frame)
         return frame, report
-    frame = _careful_read(path, *options, skip_bad_rows, report)
-    report.log()
+    frame = _careful_read(data, path, first_line, *options, skip_bad_rows, report)
+    if new_report:
+        report.log()
     return frame, report
 
 
-def _convert_frame(frame: pd.DataFrame, column_types: Mapping[str, str],
-                   nullable: set[str]) -> pd.DataFrame | None:
-    """Vectorized type conversion; ``None`` when any value fails (the careful pass will say where)."""
-    out = {}
-    for col in frame.columns:
-        kind = column_types.get(col, "str")
-        values = frame[col]
-        if kind == "str":
-            if values.isna().any() and col not in nullable:
-                return None
-            out[col] = values.fillna("")
-            continue
-        numeric = pd.to_numeric(values.replace("", np.nan), errors="coerce")
-        bad = numeric.isna() & ~(values.isna() | (values == "")) if col in nullable else numeric.isna()
-        if bad.any():
-            return None
-        if kind == "int":
-            if col in nullable and numeric.isna().any():
-                out[col] = numeric.astype("float64")
-            elif (numeric != np.floor(numeric)).any():
-                return None
-            else:
-                out[col] = numeric.astype("int64")
-        else:
-            out[col] = numeric.astype("float64")
-    return pd.DataFrame(out)
-
-
-def _fast_read(path, sep, columns, header, column_types, nullable, encoding, quoting) -> pd.DataFrame | None:
+def _fast_read(data, sep, columns, header, column_types, nullable, encoding, quoting) -> pd.DataFrame | None:
+    """The whole text through pandas, or ``None`` when the careful pass must say where a problem is."""
     try:
-        text = paths.read_bytes(path).decode(encoding)
-        frame = pd.read_csv(
-            io.StringIO(text), sep=sep, header=0 if header else None,
-            names=None if header else list(columns) if columns else None,
-            dtype=str, keep_default_na=False, na_filter=False,
-            engine="c" if len(sep) == 1 else "python",
-            quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE,
-            skip_blank_lines=True, on_bad_lines="error",
-        )
+        text = data.decode(encoding)
+        frame = pd.read_csv(io.StringIO(text), sep=sep, header=0 if header else None,
+                            names=None if header else list(columns), dtype=str, na_filter=False,
+                            engine="c" if len(sep) == 1 else "python",
+                            quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE, on_bad_lines="error")
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError):
         return None
-    if not _field_counts_agree(text, sep, quoting):
+    counts = _field_counts(text, sep, quoting)
+    if (len(counts) != 1  # pandas pads a short row and shifts a long one silently
+            or (not header and counts != {len(columns)})
+            or re.search(r"(^|\n)[ \t\r]*\n", text.rstrip("\r\n"))  # blank lines shift source_line's numbers
+            or (header and columns and not set(columns) <= set(frame.columns))
+            or frame.empty):
         return None
-    if re.search(r"(^|\n)[ \t\r]*\n", text.rstrip("\r\n")):
-        return None  # blank lines would shift the line numbers of later checks (the careful pass keeps them)
-    if header and columns and any(c not in frame.columns for c in columns):
-        return None
-    if not header and columns and frame.isna().any().any():  # short rows are padded with NaN
-        return None
-    if frame.empty:
-        return None
-    return _convert_frame(frame, column_types, nullable)
+    return _typed(frame, column_types, nullable, check=True)
 
 
-def _field_counts_agree(text: str, sep: str, quoting: bool) -> bool:
-    """pandas pads short rows silently; a row with the wrong field count must be reported instead."""
+def _field_counts(text: str, sep: str, quoting: bool) -> set[int]:
+    """The distinct numbers of fields on the non-blank lines."""
     if quoting and '"' in text and len(sep) == 1:
         # Quoted fields may hold the separator: count fields the way a CSV parser does.
-        counts = {len(row) for row in csv.reader(io.StringIO(text), delimiter=sep) if row}
-    else:
-        counts = {line.count(sep) for line in text.splitlines() if line.strip()}
-    return len(counts) <= 1
+        return {len(row) for row in csv.reader(io.StringIO(text), delimiter=sep) if row}
+    return {line.count(sep) + 1 for line in text.splitlines() if line.strip()}
+
+
+def _typed(frame: pd.DataFrame, column_types: Mapping[str, str], nullable: set[str], *,
+           check: bool) -> pd.DataFrame | None:
+    """``frame`` with its numeric columns converted (int64, or float64 where one is empty).
+
+    With ``check``, ``None`` when a value does not fit its column (the careful pass, which checked
+    every value already, converts without).
+    """
+    for col, kind in column_types.items():
+        if kind not in _WORDS or col not in frame.columns:
+            continue
+        text = frame[col]
+        numbers = pd.to_numeric(text, errors="coerce")
+        if check:
+            empty = text == ""
+            fits = np.isfinite(numbers) & (numbers % 1 == 0) if kind == "int" else numbers.notna()
+            if (~fits & ~empty).any() or (col not in nullable and empty.any()):
+                return None
+        frame[col] = numbers.astype("int64" if kind == "int" and numbers.notna().all() else "float64")
+    return frame
 
 
 def _split(line: str, sep: str, quoting: bool) -> list[str]:
@@ -155,84 +173,109 @@ def _split(line: str, sep: str, quoting: bool) -> list[str]:
     return line.split(sep)
 
 
-def _decode(raw: bytes, encoding: str, path: str, lineno: int) -> str:
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not valid {encoding}: byte 0x{raw[exc.start]:02x} at character {exc.start + 1}",
-                        path=path, line=lineno,
-                        fix=f"re-save the file as {encoding}, or read it with encoding='latin-1'") from None
+def parse_lines(data: bytes, path: str, parse: Callable[[str], Any], *, skip_bad_rows: bool,
+                report: SkipReport, encoding: str = "utf-8", first_line: int = 1) -> tuple[list, list[int]]:
+    """Each non-blank line of ``data`` through ``parse``; the errors it raises get the file and line.
 
+    Args:
+      data: The lines.
+      path: The file they come from.
+      parse: Makes a row of a line's text, or raises :class:`DataError`.
+      skip_bad_rows: Skip a line whose text or ``parse`` fails, counted in ``report``, instead of raising.
+      report: Counts the lines read and skipped.
+      encoding: The text encoding.
+      first_line: The file line of ``data``'s first line.
 
-def _careful_read(path, sep, columns, header, column_types, nullable, encoding, quoting,
-                  skip_bad_rows, report) -> pd.DataFrame:
-    lines = paths.read_bytes(path).split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    names: list[str] | None = list(columns) if (columns and not header) else None
-    if header:
-        if not lines:
-            raise DataError("file is empty", path=path, fix="point at a file with a header row and data rows")
-        names = [h.strip() for h in _split(_decode(lines[0].rstrip(b"\r"), encoding, path, 1), sep, quoting)]
-        missing = [c for c in (columns or []) if c not in names]
-        if missing:
-            raise DataError(f"required column(s) {missing} missing from the header {names}", path=path,
-                            line=1, column=missing[0],
-                            fix="rename the column in the file, or map it in the loader options")
-    skip_hint = "or rerun with skip_bad_rows to skip and count the row"
-    rows: list[list[object]] = []
+    Returns:
+      The rows and their file lines.
+    """
+    rows: list = []
     line_numbers: list[int] = []
-    for lineno, raw_line in enumerate(lines[1:] if header else lines, start=2 if header else 1):
-        raw_line = raw_line.rstrip(b"\r")
-        if not raw_line.strip():
+    for lineno, raw in enumerate(data.split(b"\n"), start=first_line):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
             continue
         report.total += 1
         try:
-            fields = _split(_decode(raw_line, encoding, path, lineno), sep, quoting)
-            names = names or [f"c{i}" for i in range(len(fields))]
-            if len(fields) != len(names):
-                raise DataError(f"expected {len(names)} fields separated by {sep!r}, found {len(fields)}",
-                                path=path, line=lineno, fix=f"repair or remove this row, {skip_hint}")
-            row: list[object] = []
-            for name, value in zip(names, fields):
-                kind = column_types.get(name, "str")
-                convert, words = _CONVERTERS[kind]
-                if value == "" and (name in nullable or kind == "str"):
-                    row.append(np.nan if kind != "str" else "")
-                elif value == "":
-                    raise DataError(f"empty value where {words} is required", path=path, line=lineno,
-                                    column=name, fix=f"fill the value, {skip_hint}")
-                else:
-                    try:
-                        integral = kind == "int" and _is_integral(value)
-                        row.append(int(float(value)) if integral else convert(value))
-                    except ValueError:
-                        raise DataError(f"value {value!r} is not {words}", path=path, line=lineno,
-                                        column=name, fix=f"correct the value, {skip_hint}") from None
-            rows.append(row)
+            rows.append(parse(_decode(raw, encoding)))
             line_numbers.append(lineno)
         except DataError as err:
+            err = DataError(err.message, path=path, line=lineno, column=err.column, fix=err.fix)
             if not skip_bad_rows:
-                raise
+                raise err from None
             report.add(err)
     if not rows:
         skipped = f" ({report.skipped} skipped as bad)" if report.skipped else ""
         raise DataError("no data rows could be read" + skipped, path=path,
                         fix="check the separator and the file's format")
-    frame = pd.DataFrame(rows, columns=names)
-    for name in frame.columns:
-        kind = column_types.get(name, "str")
-        if kind == "int" and not frame[name].isna().any():
-            frame[name] = frame[name].astype("int64")
-        elif kind in ("int", "float"):
-            frame[name] = frame[name].astype("float64")
+    return rows, line_numbers
+
+
+def _decode(raw: bytes, encoding: str, path: str | None = None, line: int | None = None) -> str:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not valid {encoding}: byte 0x{raw[exc.start]:02x} at character {exc.start + 1}",
+                        path=path, line=line, fix=f"re-save the file as {encoding}") from None
+
+
+def _is_number(value: str, kind: str) -> bool:
+    """Whether ``value`` reads as ``kind``: '260.0' is an integer (pandas writes those), '2.5' is not."""
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return kind == "float" or number.is_integer()
+
+
+def _careful_read(data, path, first_line, sep, columns, header, column_types, nullable, encoding, quoting,
+                  skip_bad_rows, report) -> pd.DataFrame:
+    """Line by line: the first problem raises :class:`DataError` with its line and column, or is skipped."""
+    names = list(columns or [])
+    if header:
+        head, _, data = data.partition(b"\n")
+        head = _decode(head.rstrip(b"\r"), encoding, path, first_line)
+        names = [h.strip() for h in _split(head, sep, quoting)]
+        missing = [c for c in columns or [] if c not in names]
+        if missing:
+            raise DataError(f"required column(s) {missing} missing from the header {names}", path=path,
+                            line=first_line, column=missing[0],
+                            fix="rename the column in the file, or map it in the loader options")
+
+    def parse(line: str) -> list[str]:
+        fields = _split(line, sep, quoting)
+        if len(fields) != len(names):
+            raise DataError(f"expected {len(names)} fields separated by {sep!r}, found {len(fields)}",
+                            fix=f"repair or remove this row, {_SKIP_HINT}")
+        for name, value in zip(names, fields):
+            kind = column_types.get(name)
+            if kind in _WORDS and not (value == "" and name in nullable) and not _is_number(value, kind):
+                words = _WORDS[kind]
+                problem = (f"value {value!r} is not {words}" if value
+                           else f"empty value where {words} is required")
+                fix = f"{'correct' if value else 'fill'} the value, {_SKIP_HINT}"
+                raise DataError(problem, column=name, fix=fix)
+        return fields
+
+    rows, line_numbers = parse_lines(data, path, parse, skip_bad_rows=skip_bad_rows, report=report,
+                                     encoding=encoding, first_line=first_line + int(header))
+    frame = _typed(pd.DataFrame(rows, columns=names), column_types, nullable, check=False)
     frame.attrs[LINE_NUMBERS] = line_numbers
     return frame
 
 
 def source_line(frame: pd.DataFrame, row: int, *, first_data_line: int) -> int:
-    """The file line of ``frame``'s ``row``: recorded by the careful pass (which skips blank and bad
-    lines), else ``row + first_data_line`` (the fast pass only reads files without either)."""
+    """The file line of a row of a frame :func:`read_delimited` returned.
+
+    Args:
+      frame: The frame.
+      row: The row's position.
+      first_data_line: The file line of the first row.
+
+    Returns:
+      The line the careful pass (which skips blank and bad lines) recorded, else ``row + first_data_line``
+      (the fast pass only reads files without either).
+    """
     lines = frame.attrs.get(LINE_NUMBERS)
     if lines is not None and len(lines) == len(frame):
         return int(lines[row])
@@ -241,7 +284,14 @@ def source_line(frame: pd.DataFrame, row: int, *, first_data_line: int) -> int:
 
 def check_binary_labels(frame: pd.DataFrame, labels: Sequence[str], path: str, *,
                         first_data_line: int) -> None:
-    """Raise on the first label value other than 0 / 1, naming its file line (:func:`source_line`)."""
+    """Raise :class:`DataError` on the first label value other than 0 / 1, naming its file line.
+
+    Args:
+      frame: The rows read from ``path``.
+      labels: The label columns.
+      path: The file.
+      first_data_line: The file line of the first row (:func:`source_line`).
+    """
     for col in labels:
         bad = ~frame[col].isin([0, 1]).to_numpy()
         if bad.any():
@@ -251,22 +301,22 @@ def check_binary_labels(frame: pd.DataFrame, labels: Sequence[str], path: str, *
                             fix="binarize the label column")
 
 
-def _is_integral(value: str) -> bool:
-    """'260.0' counts as an integer (pandas-written CSVs), '2.5' does not."""
-    try:
-        number = float(value)
-    except ValueError:
-        return False
-    return number.is_integer() and ("." in value or "e" in value.lower())
-
-
 def read_parquet(path: str | os.PathLike, *, columns: Sequence[str] | None = None, what: str = "Parquet file",
                  fix_missing: str = "check the path") -> pd.DataFrame:
-    """Read a Parquet file; missing required columns are named."""
+    """Read a Parquet file; missing required columns are named.
+
+    Args:
+      path: The file.
+      columns: The columns it must have.
+      what: Its name in the error when it is missing.
+      fix_missing: What to do when it is missing.
+
+    Returns:
+      The frame.
+    """
     path = require_file(path, what, fix_missing)
     try:
-        with open_path(path) as fh:
-            frame = pd.read_parquet(io.BytesIO(fh.read()))
+        frame = pd.read_parquet(io.BytesIO(paths.read_bytes(path)))
     except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
         raise DataError(f"not a readable Parquet file ({type(exc).__name__}: {exc})", path=path,
                         fix="check the file is Parquet, not CSV or a partial download") from None

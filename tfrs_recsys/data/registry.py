@@ -11,15 +11,20 @@ import inspect
 from typing import Any, Callable, Sequence
 
 from tfrs_recsys import paths
+from tfrs_recsys.data import movielens, synthetic
 from tfrs_recsys.data.bundles import InteractionData, LabeledData
+from tfrs_recsys.data.clicklogs import load_ali_ccp, load_aliexpress
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.readers import join_path, path_exists
+from tfrs_recsys.data.expedia import load_expedia
+from tfrs_recsys.data.synthetic_interactions import synthetic_histories, synthetic_ratings
+from tfrs_recsys.data.tabular import load_criteo, load_table
 
 INTERACTION_DATASETS = {
     "synthetic": "synthetic user histories with drifting tastes (no files needed)",
     "synthetic-histories": "alias of synthetic for retrieval; for deepfm, those histories as implicit clicks",
-    "synthetic-ratings": "synthetic 1-5 ratings of users (age, gender, occupation) and items (genre, price bucket) "
-                         "from latent tastes (no files needed): the two-tower lab's data for --loss bpr|triplet",
+    "synthetic-ratings": "synthetic 1-5 ratings of users (age, gender, occupation) and items (genre, price "
+                         "bucket) from latent tastes (no files needed): the two-tower lab's data for "
+                         "--loss bpr|triplet",
     "movielens-100k": "folder with u.data, u.item (and u.user)",
     "movielens-csv": "folder with ratings.csv and movies.csv (ml-latest-small, ml-25m, ...)",
     "movielens-latest-small": "alias of movielens-csv",
@@ -28,20 +33,26 @@ INTERACTION_DATASETS = {
 }
 LABELED_DATASETS = {
     "synthetic": "esmm: search sessions with click+conversion; deepfm: CTR logs with hotness",
-    "aliexpress": "AliExpress CSV (search_id, categorical_*, numerical_*, click, conversion): file or folder with train.csv",
+    "aliexpress": "AliExpress CSV (search_id, categorical_*, numerical_*, click, conversion): file or folder "
+                  "with train.csv",
     "ali-ccp": "Ali-CCP sample: torch-rechub CSV or PaddleRec lines",
     "criteo": "Criteo train.txt (40 tab-separated fields) or CSV with the Criteo header",
     "movielens-100k": "deepfm: MovieLens 100K as implicit clicks with sampled negatives and item hotness",
-    "movielens-csv, movielens-1m, synthetic-histories": "deepfm: those interactions as implicit clicks, likewise",
-    "expedia": "esmm: Kaggle 'Personalize Expedia Hotel Searches' (ICDM 2013): the folder of `make benchmark-setup` "
-               "(train.parquet, default runs/expedia) or the folder holding train.csv",
+    "movielens-csv, movielens-1m, synthetic-histories": "deepfm: those interactions as implicit clicks, "
+                                                        "likewise",
+    "expedia": "esmm: Kaggle 'Personalize Expedia Hotel Searches' (ICDM 2013): the folder of `make "
+               "benchmark-setup` (train.parquet, default runs/expedia) or the folder holding train.csv",
     "csv": "any CSV/TSV with a header; --label-columns names the labels",
     "parquet": "any Parquet file; --label-columns names the labels",
 }
-
-
 IMPLICIT_CLICK_SOURCES = ("movielens-100k", "movielens-csv", "movielens-latest-small", "movielens-1m",
                           "synthetic-histories")
+_MOVIELENS = {"movielens-100k": movielens.load_movielens_100k, "movielens-1m": movielens.load_movielens_1m,
+              "movielens-csv": movielens.load_movielens_csv,
+              "movielens-latest-small": movielens.load_movielens_csv}
+# Labeled datasets read from files: the loader, and the file it reads in a --data-dir folder (if one).
+_LABELED_FILES = {"aliexpress": (load_aliexpress, "train.csv"), "ali-ccp": (load_ali_ccp, None),
+                  "criteo": (load_criteo, "train.txt"), "expedia": (load_expedia, None)}
 
 
 def options_from(config: Any, loader: Callable) -> dict[str, Any]:
@@ -57,12 +68,14 @@ def options_from(config: Any, loader: Callable) -> dict[str, Any]:
     return {n: getattr(config, n) for n in inspect.signature(loader).parameters if hasattr(config, n)}
 
 
-def _need_dir(dataset: str, data_dir: str | None, what: str | None = None) -> str:
-    what = what or INTERACTION_DATASETS.get(dataset) or LABELED_DATASETS[dataset]
+def _need_dir(dataset: str, data_dir: str | None) -> str:
+    """``data_dir``, checked to be given and to exist; ``dataset``'s description says what to pass."""
+    what = {**LABELED_DATASETS, **INTERACTION_DATASETS,
+            "movielens-latest-small": INTERACTION_DATASETS["movielens-csv"]}[dataset]
     if not data_dir:
         raise DataError(f"--dataset {dataset} reads your files, but no --data-dir was given",
                         fix=f"pass --data-dir pointing at {what} (or RECSYS_DATA_DIR)")
-    if not path_exists(data_dir):
+    if not paths.exists(data_dir):
         raise DataError(f"--data-dir {data_dir} does not exist", path=data_dir, fix=f"point it at {what}")
     return data_dir
 
@@ -85,44 +98,17 @@ def load_interactions(dataset: str = "synthetic", data_dir: str | None = None, *
       The interactions, with item and user tables where the data has them.
     """
     if dataset in ("synthetic", "synthetic-histories"):
-        from tfrs_recsys.data.synthetic_interactions import synthetic_histories
-
         return synthetic_histories(synthetic_users, synthetic_items, seed=seed)
     if dataset == "synthetic-ratings":
-        from tfrs_recsys.data.synthetic_interactions import synthetic_ratings
-
         return synthetic_ratings(synthetic_users, synthetic_items, seed=seed,
                                  min_ratings=min(20, synthetic_items), max_ratings=min(60, synthetic_items))
-    if dataset == "movielens-100k":
-        from tfrs_recsys.data.movielens import load_movielens_100k
-
-        return load_movielens_100k(_need_dir(dataset, data_dir), skip_bad_rows=skip_bad_rows)
-    if dataset in ("movielens-csv", "movielens-latest-small"):
-        from tfrs_recsys.data.movielens import load_movielens_csv
-
-        return load_movielens_csv(_need_dir(dataset, data_dir, INTERACTION_DATASETS["movielens-csv"]),
-                                  skip_bad_rows=skip_bad_rows)
-    if dataset == "movielens-1m":
-        from tfrs_recsys.data.movielens import load_movielens_1m
-
-        return load_movielens_1m(_need_dir(dataset, data_dir), skip_bad_rows=skip_bad_rows)
-    if dataset.startswith("tfds:") or dataset.startswith("movielens/"):
-        from tfrs_recsys.data.movielens import load_tfds_movielens
-
-        return load_tfds_movielens(dataset.removeprefix("tfds:"), data_dir=data_dir, download=tfds_download)
+    if dataset in _MOVIELENS:
+        return _MOVIELENS[dataset](_need_dir(dataset, data_dir), skip_bad_rows=skip_bad_rows)
+    if dataset.startswith(("tfds:", "movielens/")):
+        return movielens.load_tfds_movielens(dataset.removeprefix("tfds:"), data_dir=data_dir,
+                                             download=tfds_download)
     raise DataError(f"unknown retrieval dataset '{dataset}'",
                     fix="choose one of: " + "; ".join(f"{k} ({v})" for k, v in INTERACTION_DATASETS.items()))
-
-
-def _file_in(path: str, names: tuple[str, ...]) -> str:
-    """``path`` itself when it is a file, else the first of ``names`` inside it."""
-    if paths.isdir(path):
-        for n in names:
-            candidate = join_path(path, n)
-            if path_exists(candidate):
-                return candidate
-        raise DataError(f"none of {list(names)} found in the folder", path=path, fix="pass the data file itself")
-    return path
 
 
 def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = None, *, seed: int = 42,
@@ -156,25 +142,9 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
     if task not in ("esmm", "deepfm"):
         raise ValueError(f"task must be 'esmm' or 'deepfm', got {task!r}")
     if dataset == "synthetic":
-        from tfrs_recsys.data import synthetic
-
         if task == "esmm":
             return synthetic.synthetic_sessions(synthetic_sessions, session_size, seed=seed)
         return synthetic.synthetic_ctr_logs(synthetic_rows, seed=seed)
-    if dataset == "aliexpress":
-        from tfrs_recsys.data.clicklogs import load_aliexpress
-
-        path = _file_in(_need_dir(dataset, data_dir), ("train.csv",))
-        return load_aliexpress(path, skip_bad_rows=skip_bad_rows)
-    if dataset == "ali-ccp":
-        from tfrs_recsys.data.clicklogs import load_ali_ccp
-
-        return load_ali_ccp(_need_dir(dataset, data_dir), skip_bad_rows=skip_bad_rows)
-    if dataset == "criteo":
-        from tfrs_recsys.data.tabular import load_criteo
-
-        path = _file_in(_need_dir(dataset, data_dir), ("train.txt",))
-        return load_criteo(path, skip_bad_rows=skip_bad_rows)
     if task == "deepfm" and dataset in IMPLICIT_CLICK_SOURCES:
         from tfrs_recsys.data.ctr_features import movielens_click_logs
 
@@ -183,21 +153,21 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
                                          synthetic_users=synthetic_users, synthetic_items=synthetic_items,
                                          tfds_download=tfds_download)
         return movielens_click_logs(interactions, seed=seed)
-    if dataset == "expedia":
-        if task != "esmm":
-            raise DataError("--dataset expedia holds clicks and bookings for the ESMM ranker",
-                            fix="train esmm on it: python -m tfrs_recsys.train esmm --dataset expedia --data-dir ...")
-        from tfrs_recsys.data.expedia import load_expedia
-
-        return load_expedia(_need_dir(dataset, data_dir), skip_bad_rows=skip_bad_rows)
+    if dataset == "expedia" and task != "esmm":
+        raise DataError("--dataset expedia holds clicks and bookings for the ESMM ranker",
+                        fix="train esmm on it: python -m tfrs_recsys.train esmm --dataset expedia --data-dir")
     if dataset in ("csv", "parquet"):
-        from tfrs_recsys.data.tabular import load_table
-
         if not label_columns:
-            raise DataError(f"--dataset {dataset} needs the label columns",
-                            fix="pass --label-columns click,conversion (esmm) or --label-columns label (deepfm)")
+            raise DataError(f"--dataset {dataset} needs the label columns", fix="pass --label-columns "
+                            "click,conversion (esmm) or --label-columns label (deepfm)")
         return load_table(_need_dir(dataset, data_dir), labels=list(label_columns),
                           skip_bad_rows=skip_bad_rows, session_column=session_column, user_column=user_column,
                           item_column=item_column)
-    raise DataError(f"unknown {task} dataset '{dataset}'",
-                    fix="choose one of: " + "; ".join(f"{k} ({v})" for k, v in LABELED_DATASETS.items()))
+    if dataset not in _LABELED_FILES:
+        raise DataError(f"unknown {task} dataset '{dataset}'",
+                        fix="choose one of: " + "; ".join(f"{k} ({v})" for k, v in LABELED_DATASETS.items()))
+    loader, file_in_folder = _LABELED_FILES[dataset]
+    path = _need_dir(dataset, data_dir)
+    if file_in_folder and paths.isdir(path):
+        path = str(paths.join(path, file_in_folder))
+    return loader(path, skip_bad_rows=skip_bad_rows)

@@ -8,10 +8,13 @@ data; ``python -m tfrs_recsys.data.schema FILE --labels ... --out spec.json`` do
 """
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,15 +37,26 @@ class SchemaError(DataError):
 class FeatureColumn:
     """One input column.
 
-    kind: ``id`` (high-cardinality categorical), ``categorical`` (low cardinality),
-    ``multi_categorical`` (a list, or text joined by ``separator``), ``numeric``
-    (standardized: (x - mean) / std, missing -> mean), ``timestamp`` (seconds; encoders
-    derive cyclic hour/weekday and the standardized time, capped at ``newest``: serving runs
-    after the training data, and an uncapped time would extrapolate further every day).
-    encoding: ``vocabulary`` (StringLookup over ``vocabulary``, one OOV bucket),
-    ``hash`` (``num_buckets`` hash bins), ``none`` (numeric and timestamp).
-    integer_values: the values are integers written as text ("3"); encoders also accept
-    "3.0", which is what a float-typed client writes for the same value.
+    Attributes:
+      name: The column.
+      kind: ``id`` (high-cardinality categorical), ``categorical`` (low cardinality),
+        ``multi_categorical`` (a list, or text joined by ``separator``), ``numeric`` (standardized:
+        ``(x - mean) / std``, missing -> mean), ``timestamp`` (seconds; encoders derive cyclic
+        hour / weekday and the standardized time, capped at ``newest``: serving runs after the
+        training data, and an uncapped time would extrapolate further every day).
+      group: ``user``, ``item`` or ``context``: the tower or part of the model that reads it.
+      encoding: ``vocabulary`` (StringLookup over ``vocabulary``, one OOV bucket), ``hash``
+        (``num_buckets`` hash bins), ``none`` (numeric and timestamp).
+      vocabulary: The values of a ``vocabulary`` encoding, most frequent first.
+      num_buckets: The bins of a ``hash`` encoding.
+      separator: What joins the values of a ``multi_categorical`` text (``|`` by default).
+      mean: The mean of a numeric or timestamp column.
+      std: Its standard deviation.
+      newest: The latest time seen in training; later times count as it.
+      embedding_dim: The embedding width, instead of the model's default.
+      raw_dtype: What a serving client sends: ``string``, ``int64`` or ``float32``.
+      integer_values: The values are integers written as text ("3"); encoders also accept "3.0",
+        which is what a float-typed client writes for the same value.
     """
 
     name: str
@@ -54,9 +68,9 @@ class FeatureColumn:
     separator: str | None = None
     mean: float | None = None
     std: float | None = None
-    newest: float | None = None  # timestamp: the latest time seen in training; later times count as it
+    newest: float | None = None
     embedding_dim: int | None = None
-    raw_dtype: str = "string"  # dtype a serving client sends: string | int64 | float32
+    raw_dtype: str = "string"
     integer_values: bool = False
 
     def __post_init__(self) -> None:
@@ -81,6 +95,7 @@ class FeatureColumn:
 
     @property
     def is_categorical(self) -> bool:
+        """Whether the column is embedded (``id``, ``categorical``, ``multi_categorical``)."""
         return self.kind in CATEGORICAL_KINDS
 
     @property
@@ -93,7 +108,18 @@ class FeatureColumn:
 
 @dataclass
 class FeatureSpec:
-    """All feature columns of a dataset plus its labels and grouping columns."""
+    """All feature columns of a dataset plus its labels and grouping columns.
+
+    Attributes:
+      features: The feature columns.
+      labels: The label columns, never features.
+      session_column: The column grouping the rows of one session, if any.
+      user_column: The user id column, if any.
+      item_column: The item id column, if any.
+      timestamp_column: The time column, if any.
+      version: The spec format's version.
+      notes: Why schema inference decided what it did, and what it dropped.
+    """
 
     features: list[FeatureColumn]
     labels: list[str]
@@ -105,10 +131,7 @@ class FeatureSpec:
     notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        names = [f.name for f in self.features]
+        names = self.feature_names
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise SchemaError(f"feature(s) {sorted(dupes)} listed twice", column=sorted(dupes)[0],
@@ -120,9 +143,11 @@ class FeatureSpec:
 
     @property
     def feature_names(self) -> list[str]:
+        """The feature columns' names, in order."""
         return [f.name for f in self.features]
 
     def group(self, group: str) -> list[FeatureColumn]:
+        """The features of ``group`` (``user``, ``item`` or ``context``), in order."""
         return [f for f in self.features if f.group == group]
 
     def __getitem__(self, name: str) -> FeatureColumn:
@@ -132,10 +157,12 @@ class FeatureSpec:
         raise KeyError(name)
 
     def to_dict(self) -> dict:
+        """The spec as the JSON object :meth:`save` writes."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "feature spec") -> "FeatureSpec":
+        """The spec of a JSON object :meth:`to_dict` made; ``source`` names it in an error."""
         try:
             rest = {k: v for k, v in data.items() if k != "features"}
             return cls(features=[FeatureColumn(**f) for f in data["features"]], **rest)
@@ -144,10 +171,12 @@ class FeatureSpec:
             raise SchemaError(f"malformed feature spec ({exc})", path=source, fix=fix) from None
 
     def save(self, path: str | Path) -> None:
+        """Writes the spec as JSON to a local path or URL."""
         paths.write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureSpec":
+        """The spec :meth:`save` wrote; a missing, broken or inconsistent file raises :class:`SchemaError`."""
         p = paths.as_path(path)
         if not paths.isfile(p):
             raise SchemaError("feature spec file not found", path=str(p),
@@ -165,6 +194,7 @@ class FeatureSpec:
 # vocabularies from it and models are fed with it, so the two can never disagree.
 
 def is_listlike(value) -> bool:
+    """Whether a cell holds several values (a list, tuple or array)."""
     return isinstance(value, (list, tuple, np.ndarray))
 
 
@@ -177,6 +207,13 @@ def raw_strings(values: pd.Series, column: FeatureColumn | None = None) -> pd.Se
 
     Missing -> ""; integers (also integral floats, which is what pandas makes of an integer column
     with gaps) -> "3"; lists -> elements joined by the column's separator (``|`` by default).
+
+    Args:
+      values: The column.
+      column: Its spec, for the separator.
+
+    Returns:
+      An object Series of ``str``.
     """
     sep = (column.separator if column is not None else None) or "|"
     if values.dtype.kind in "iub" and not values.hasnans:  # ints / bools without missing values: fast path
@@ -187,7 +224,15 @@ def raw_strings(values: pd.Series, column: FeatureColumn | None = None) -> pd.Se
 
 
 def scalar_text(value, sep: str = "|") -> str:
-    """One value as :func:`raw_strings` writes it (lists joined by ``sep``)."""
+    """One value as :func:`raw_strings` writes it.
+
+    Args:
+      value: A cell.
+      sep: What joins the elements of a list.
+
+    Returns:
+      The text.
+    """
     if is_listlike(value):
         return sep.join(scalar_text(v, sep) for v in value)
     if value is None or (not isinstance(value, str) and pd.isna(value)):
@@ -204,7 +249,12 @@ def scalar_text(value, sep: str = "|") -> str:
 def epoch_seconds(values: pd.Series, name: str = "") -> np.ndarray:
     """A timestamp column as float64 seconds since 1970-01-01 UTC, NaN where missing.
 
-    Accepts datetime columns (naive = UTC), numbers (already seconds) and date text.
+    Args:
+      values: Datetimes (naive = UTC), numbers (already seconds) or date text.
+      name: The column's name, for an error.
+
+    Returns:
+      The seconds.
     """
     if _is_plain_number(values):
         return values.to_numpy(dtype="float64", na_value=np.nan)
@@ -223,9 +273,15 @@ def epoch_seconds(values: pd.Series, name: str = "") -> np.ndarray:
 def frame_to_raw(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray]:
     """Each feature of ``spec`` as the raw array a model (and a serving client) takes.
 
-    Categorical kinds: object arrays of ``str`` (:func:`raw_strings`: lists joined by the column's
-    separator, integers as "3", missing as ""). Numeric: float32, NaN where missing. Timestamp:
-    float32 epoch seconds (float32 resolves about 2 minutes at today's dates, enough for hour features).
+    Args:
+      frame: Rows holding every feature of ``spec``.
+      spec: The features.
+
+    Returns:
+      Per feature: for categorical kinds an object array of ``str`` (:func:`raw_strings`: lists joined by
+      the column's separator, integers as "3", missing as ""); for numeric ones float32, NaN where
+      missing; for a timestamp float32 epoch seconds (float32's 24-bit mantissa resolves 128 seconds
+      at today's 1.7e9, enough for hour features).
     """
     out: dict[str, np.ndarray] = {}
     for f in spec.features:
@@ -245,17 +301,74 @@ def frame_to_raw(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray
 def _numbers(values: pd.Series, name: str) -> np.ndarray:
     if _is_plain_number(values):
         return values.to_numpy(dtype="float64", na_value=np.nan)
-    text = values.astype(object).where(values.notna(), "")
-    numbers = pd.to_numeric(text.replace("", np.nan), errors="coerce")
-    bad = numbers.isna() & (text != "")
+    numbers = pd.to_numeric(values.replace("", np.nan), errors="coerce")
+    bad = numbers.isna() & values.notna() & (values != "")
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"value {text.iloc[row]!r} in row {row} is not a number", column=name,
+        raise DataError(f"value {values.iloc[row]!r} in row {row} is not a number", column=name,
                         fix="clean the column, or make the feature categorical in the spec")
     return numbers.to_numpy(dtype="float64", na_value=np.nan)
 
 
-if __name__ == "__main__":  # the documented command; the CLI lives with the inference it runs
-    from tfrs_recsys.data.schema_inference import main
+_ROLE_FLAGS = ("session_column", "user_column", "item_column", "timestamp_column")
+_LIMIT_FLAGS = ("sample_rows", "vocab_max", "hash_multiplier", "low_cardinality_max")
 
+
+def _split_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tfrs_recsys.data.schema FILE --labels click,conversion --out spec.json``.
+
+    Infers a spec from the file (:func:`~tfrs_recsys.data.schema_inference.infer_schema`), writes it to
+    ``--out`` with a summary per feature on stderr, or prints it.
+
+    Args:
+      argv: The arguments (default: the command line's).
+
+    Returns:
+      The exit status: 0, or 2 after an error the user can fix.
+    """
+    from tfrs_recsys.data.schema_inference import infer_schema
+    from tfrs_recsys.data.tabular import load_table
+
+    parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.data.schema",
+                                     description="Infer a feature spec from a CSV / TSV / Parquet file.")
+    parser.add_argument("file", help="CSV, TSV or Parquet file with a header row")
+    parser.add_argument("--labels", help="comma-separated label columns (default: inferred from their names)")
+    for role in _ROLE_FLAGS:
+        parser.add_argument("--" + role.replace("_", "-"))
+    for group in GROUPS:
+        parser.add_argument(f"--{group}-columns", help=f"comma-separated columns of the {group} group")
+    parser.add_argument("--exclude", help="comma-separated columns to leave out")
+    parser.add_argument("--sep", help="field separator of a text file (default: ',' or tab for .tsv/.txt)")
+    defaults = inspect.signature(infer_schema).parameters
+    for option in _LIMIT_FLAGS:
+        parser.add_argument("--" + option.replace("_", "-"), type=int, default=defaults[option].default)
+    parser.add_argument("--out", help="where to write the JSON spec (default: print it)")
+    args = parser.parse_args(argv)
+    labels = _split_list(args.labels)
+    try:
+        data = load_table(args.file, labels=labels or [], sep=args.sep, session_column=args.session_column,
+                          user_column=args.user_column, item_column=args.item_column)
+        spec = infer_schema(data.frame, labels, exclude=_split_list(args.exclude) or (),
+                            **{f"{g}_columns": _split_list(getattr(args, f"{g}_columns")) for g in GROUPS},
+                            **{name: getattr(args, name) for name in (*_ROLE_FLAGS, *_LIMIT_FLAGS)})
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not args.out:
+        print(json.dumps(spec.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    spec.save(args.out)
+    for f in spec.features:
+        size = f"{f.cardinality} rows" if f.is_categorical else f"mean {f.mean:.4g} std {f.std:.4g}"
+        print(f"  {f.name:<24} {f.kind:<18} {f.group:<8} {f.encoding:<10} {size}", file=sys.stderr)
+    print(f"wrote {args.out}: {len(spec.features)} features, labels {spec.labels}, "
+          f"{len(spec.notes['dropped'])} dropped (see notes)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
     sys.exit(main())

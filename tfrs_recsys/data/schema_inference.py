@@ -2,21 +2,17 @@
 
 :func:`infer_schema` decides each column's kind, encoding and group from its name and values, and
 explains every decision in ``spec.notes``; ``python -m tfrs_recsys.data.schema FILE --labels ...
---out spec.json`` runs it on a CSV / TSV / Parquet file (:func:`main`).
+--out spec.json`` runs it on a CSV / TSV / Parquet file (:func:`tfrs_recsys.data.schema.main`).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import re
-import sys
-from dataclasses import dataclass
+from collections import namedtuple
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import (
     GROUPS,
     FeatureColumn,
@@ -60,7 +56,15 @@ def _norm(name: str) -> str:
 
 
 def looks_like_label(name: str) -> bool:
-    """True for outcome names (click, conversion, purchase, label, booking_bool, ctr, rating, true_*, ...)."""
+    """Whether a column's name is an outcome's (click, conversion, purchase, label, booking_bool, ctr, rating,
+    true_*, ...): such a column is a label, or leaks one.
+
+    Args:
+      name: The column's name.
+
+    Returns:
+      Whether it looks like a label.
+    """
     n = _norm(name)
     return n in _LABEL_NAMES or bool(_LABEL_AFFIX.search(n))
 
@@ -69,11 +73,7 @@ def _id_named(name: str) -> bool:
     return bool(_ID_NAME.search(_norm(name))) or bool(re.search(r"[a-z]Id$|ID$", str(name)))
 
 
-@dataclass
-class _Options:
-    vocab_max: int
-    hash_multiplier: int
-    low_cardinality_max: int
+_Options = namedtuple("_Options", "vocab_max hash_multiplier low_cardinality_max")
 
 
 def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
@@ -118,6 +118,30 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
     default to the first column with a conventional name (``session_id``, ``search_id``, ``srch_id`` /
     ``user_id``, ``userId`` / ``item_id``, ``movieId``, ``prop_id``, ...); ``timestamp_column`` to the
     first timestamp feature.
+
+    Args:
+      frame: The data, labels included.
+      labels: The label columns (``None``: those named like outcomes).
+      user_columns: Columns of the user group, whatever their names say.
+      item_columns: Columns of the item group.
+      context_columns: Columns of the context group.
+      session_column: The column grouping the rows of one session (never a feature).
+      user_column: The user id column.
+      item_column: The item id column.
+      timestamp_column: The time column.
+      exclude: Columns to leave out.
+      sample_rows: Rows sampled (seeded) to infer from.
+      vocab_max: The largest vocabulary; more distinct values are hashed.
+      hash_multiplier: Hash buckets per distinct value.
+      low_cardinality_max: The most distinct values of a ``categorical`` column; more make an ``id``.
+
+    Returns:
+      The spec, with every decision and drop explained in ``notes``.
+
+    Example:
+
+    >>> spec = infer_schema(frame, ["click", "conversion"], session_column="search_id")
+    >>> spec.save("spec.json")  # edit it by hand if a decision is wrong
     """
     if not isinstance(frame, pd.DataFrame) or frame.empty:
         raise SchemaError("schema inference needs a non-empty DataFrame", fix="load the data first")
@@ -131,10 +155,9 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
                      **{role: [value] for role, value in roles.items() if value})
     opts = _Options(vocab_max, hash_multiplier, low_cardinality_max)
     sample = frame if len(frame) <= sample_rows else frame.sample(n=sample_rows, random_state=0)
-    notes: dict = {"rows": len(frame), "sample_rows": len(sample), "decisions": {}, "dropped": {}}
     excluded = set(exclude)
-    for name in excluded:
-        notes["dropped"][name] = "excluded by the caller"
+    notes: dict = {"rows": len(frame), "sample_rows": len(sample), "decisions": {},
+                   "dropped": dict.fromkeys(excluded, "excluded by the caller")}
 
     listed = {c for cols in explicit_lists.values() for c in cols}
     outcomes = [c for c in columns if c not in excluded and c not in listed and looks_like_label(c)]
@@ -273,10 +296,9 @@ def _constant(text: pd.Series) -> str:
 
 def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, **extra) -> tuple[FeatureColumn, str]:
     present = tokens[tokens != ""]
-    integer_values = bool(present.size) and bool(present.str.fullmatch(r"-?\d+").all())
+    extra["integer_values"] = bool(present.size) and bool(present.str.fullmatch(r"-?\d+").all())
     counts = tokens.value_counts()
-    vocab = [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-    extra["integer_values"] = integer_values
+    vocab = sorted(counts.index, key=lambda v: (-counts[v], v))  # most frequent first, ties by value
     if len(vocab) <= opts.vocab_max:
         return (FeatureColumn(name, kind, encoding="vocabulary", vocabulary=vocab, **extra),
                 f"vocabulary of {len(vocab)}")
@@ -373,59 +395,3 @@ def _constant_within(values: pd.Series, ids: pd.Series) -> bool:
     if distinct_ids == 0 or len(ids) < 2 * distinct_ids:
         return False
     return bool((values.groupby(ids.to_numpy(), sort=False).nunique(dropna=False) <= 1).all())
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI
-
-_ROLE_FLAGS = ("session_column", "user_column", "item_column", "timestamp_column")
-_LIMIT_FLAGS = {"sample_rows": 100_000, "vocab_max": 10_000, "hash_multiplier": 2, "low_cardinality_max": 100}
-
-
-def _split_list(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tfrs_recsys.data.schema FILE --labels click,conversion --out spec.json``."""
-    from tfrs_recsys.data.tabular import load_table
-
-    parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.data.schema",
-                                     description="Infer a feature spec from a CSV / TSV / Parquet file.")
-    parser.add_argument("file", help="CSV, TSV or Parquet file with a header row")
-    parser.add_argument("--labels", help="comma-separated label columns (default: inferred from their names)")
-    for role in _ROLE_FLAGS:
-        parser.add_argument("--" + role.replace("_", "-"))
-    for group in GROUPS:
-        parser.add_argument(f"--{group}-columns", help=f"comma-separated columns of the {group} group")
-    parser.add_argument("--exclude", help="comma-separated columns to leave out")
-    parser.add_argument("--sep", help="field separator of a text file (default: ',' or tab for .tsv/.txt)")
-    for option, default in _LIMIT_FLAGS.items():
-        parser.add_argument("--" + option.replace("_", "-"), type=int, default=default)
-    parser.add_argument("--out", help="where to write the JSON spec (default: print it)")
-    args = parser.parse_args(argv)
-    labels = _split_list(args.labels)
-    roles = {role: getattr(args, role) for role in _ROLE_FLAGS}
-    try:
-        data = load_table(args.file, labels=labels or [], sep=args.sep, session_column=args.session_column,
-                          user_column=args.user_column, item_column=args.item_column)
-        spec = infer_schema(data.frame, labels, exclude=_split_list(args.exclude) or (), **roles,
-                            **{f"{g}_columns": _split_list(getattr(args, f"{g}_columns")) for g in GROUPS},
-                            **{option: getattr(args, option) for option in _LIMIT_FLAGS})
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not args.out:
-        print(json.dumps(spec.to_dict(), indent=2, ensure_ascii=False))
-        return 0
-    spec.save(args.out)
-    for f in spec.features:
-        size = f"{f.cardinality} rows" if f.is_categorical else f"mean {f.mean:.4g} std {f.std:.4g}"
-        print(f"  {f.name:<24} {f.kind:<18} {f.group:<8} {f.encoding:<10} {size}", file=sys.stderr)
-    print(f"wrote {args.out}: {len(spec.features)} features, labels {spec.labels}, "
-          f"{len(spec.notes['dropped'])} dropped (see notes)", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,11 +29,19 @@ _MAX_PLAUSIBLE_SECONDS = 1e11
 
 @dataclass
 class Split:
-    """Three disjoint parts of one frame; ``validation`` is None when none was asked for.
+    """Three disjoint parts of one frame.
 
-    ``method`` names the protocol (it decides what :func:`check_no_leakage` checks);
-    the ``*_column`` fields record which columns the split was made on; ``train_only_users``
-    counts users kept wholly in train by leave-last-out (too few interactions to hold one out).
+    Attributes:
+      train: The training rows.
+      validation: The validation rows, or None when none were asked for.
+      test: The test rows.
+      method: The protocol (``leave_last_out``, ``random``, ``session``, ``day``), which decides what
+        :func:`check_no_leakage` checks.
+      user_column: The user column the split was made on (or that the parts hold).
+      time_column: The time column the split was made on.
+      session_column: The session column the split was made on.
+      train_only_users: Users leave-last-out kept wholly in train (too few interactions to hold one out).
+      notes: What a reader of the split should know.
     """
 
     train: pd.DataFrame
@@ -47,38 +55,37 @@ class Split:
     notes: list[str] = field(default_factory=list)
 
     def parts(self) -> dict[str, pd.DataFrame]:
-        """The non-empty parts by name, in train, validation, test order."""
+        """The parts that exist, by name, in train, validation, test order."""
         parts = {"train": self.train, "validation": self.validation, "test": self.test}
         return {name: frame for name, frame in parts.items() if frame is not None}
 
     def summary(self) -> dict:
-        """Row, user and session counts per part, plus the notes (e.g. users kept in train)."""
+        """What ``split.json`` of a run records.
+
+        Returns:
+          The method, row (user, session) counts per part and the notes (e.g. users kept in train).
+        """
         out: dict = {"method": self.method}
         for name, frame in self.parts().items():
-            counts = {"rows": int(len(frame))}
-            if self.user_column and self.user_column in frame.columns:
-                counts["users"] = int(frame[self.user_column].nunique())
-            if self.session_column and self.session_column in frame.columns:
-                counts["sessions"] = int(frame[self.session_column].nunique())
-            out[name] = counts
+            out[name] = {"rows": int(len(frame))}
+            for key, col in (("users", self.user_column), ("sessions", self.session_column)):
+                if col and col in frame.columns:
+                    out[name][key] = int(frame[col].nunique())
         if self.method == "leave_last_out":
             out["train_only_users"] = self.train_only_users
         out["notes"] = list(self.notes)
         return out
 
 
-def _frame_of(data, what: str) -> pd.DataFrame:
-    if isinstance(data, InteractionData):
-        return data.interactions
-    if isinstance(data, LabeledData):
-        return data.frame
-    if not isinstance(data, pd.DataFrame):
-        raise DataError(f"{what} must be a pandas DataFrame, InteractionData or LabeledData, got "
-                        f"{type(data).__name__}", fix="pass the loaded frame")
-    return data
-
-
-def _require(frame: pd.DataFrame, columns: Sequence[str], argument: str) -> None:
+def _frame(frame, columns: Sequence[str] = (), argument: str = "") -> pd.DataFrame:
+    """The rows of ``frame``, checked to hold ``columns`` (passed as ``argument``) without missing values."""
+    if isinstance(frame, InteractionData):
+        frame = frame.interactions
+    elif isinstance(frame, LabeledData):
+        frame = frame.frame
+    elif not isinstance(frame, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame, InteractionData or LabeledData, got "
+                        f"{type(frame).__name__}", fix="pass the loaded frame")
     if frame.empty:
         raise DataError("cannot split an empty frame",
                         fix="check the loader returned rows (and any filter before)")
@@ -91,17 +98,7 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], argument: str) -> None
             row = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
             raise DataError(f"{int(frame[col].isna().sum())} missing value(s), first at row {row}",
                             column=col, fix="fill or drop those rows before splitting")
-
-
-def _fraction(value: float, argument: str) -> float:
-    if not 0.0 <= value < 1.0:
-        raise DataError(f"{argument}={value} is outside [0, 1)",
-                        fix=f"pass {argument} as a fraction, e.g. 0.1")
-    return float(value)
-
-
-def _user_column(frame: pd.DataFrame) -> str | None:
-    return "user_id" if "user_id" in frame.columns else None
+    return frame
 
 
 def _sides(n: int, test_share: float, validation_share: float, seed: int) -> np.ndarray | None:
@@ -117,7 +114,10 @@ def _sides(n: int, test_share: float, validation_share: float, seed: int) -> np.
     return side
 
 
-def _checked(split: Split) -> Split:
+def _split(frame: pd.DataFrame, side: np.ndarray, validation: bool, **fields) -> Split:
+    """Rows on ``side`` 0, 1, 2 as train, validation (when asked for) and test, checked for leakage."""
+    fields.setdefault("user_column", "user_id" if "user_id" in frame.columns else None)
+    split = Split(frame[side == 0], frame[side == 1] if validation else None, frame[side == 2], **fields)
     check_no_leakage(split)
     return split
 
@@ -130,34 +130,34 @@ def leave_last_out(interactions, *, user_col: str = "user_id", time_col: str = "
     Users with fewer than ``min_interactions`` interactions are kept wholly in train (they
     condition other users' models but are never evaluated); ``Split.summary()`` reports how
     many. Parts are ordered by user, then time, so train rows read as each user's history.
+
+    Args:
+      interactions: A DataFrame, :class:`InteractionData` or :class:`LabeledData`.
+      user_col: The user column.
+      time_col: The time column: unix seconds, or datetimes (naive = UTC).
+      min_interactions: The fewest interactions of a user who is evaluated (at least 2).
+
+    Returns:
+      The split, method ``leave_last_out``.
     """
-    frame = _frame_of(interactions, "interactions")
-    _require(frame, [user_col, time_col], "user_col/time_col")
+    frame = _frame(interactions, [user_col, time_col], "user_col/time_col")
     if min_interactions < 2:
         raise DataError(f"min_interactions={min_interactions} leaves a user without a validation row",
                         fix="pass min_interactions >= 2 (3 keeps at least one training interaction)")
-    times = _sortable_times(frame[time_col], time_col)
-    users = frame[user_col].to_numpy()
     # Stable sorts: by time first, then by user, so equal times keep the input order.
-    order = np.argsort(times, kind="stable")
-    user_codes = pd.factorize(users)[0]
+    order = np.argsort(_times(frame[time_col], time_col), kind="stable")
+    user_codes = pd.factorize(frame[user_col].to_numpy())[0]
     order = order[np.argsort(user_codes[order], kind="stable")]
-    ordered = frame.iloc[order]
     codes = user_codes[order]
     counts = np.bincount(codes)
     # Rows are grouped by user: a row's distance from its user's last row is (group end - 1) - position.
     from_end = np.cumsum(counts)[codes] - 1 - np.arange(len(codes))
-    evaluated = counts[codes] >= min_interactions
-    test_mask = evaluated & (from_end == 0)
-    val_mask = evaluated & (from_end == 1)
+    side = np.where(counts[codes] >= min_interactions, 2 - np.minimum(from_end, 2), 0)
     short_users = int((counts < min_interactions).sum())
-    notes = []
-    if short_users:
-        notes.append(f"{short_users} user(s) with fewer than {min_interactions} interactions are wholly in "
-                     f"train (not evaluated)")
-    return _checked(Split(ordered[~(test_mask | val_mask)], ordered[val_mask], ordered[test_mask],
-                          method="leave_last_out", user_column=user_col, time_column=time_col,
-                          train_only_users=short_users, notes=notes))
+    notes = [f"{short_users} user(s) with fewer than {min_interactions} interactions are wholly in train "
+             "(not evaluated)"] if short_users else []
+    return _split(frame.iloc[order], side, True, method="leave_last_out", user_column=user_col,
+                  time_column=time_col, train_only_users=short_users, notes=notes)
 
 
 def random_split(frame, *, test_fraction: float = 0.2, validation_fraction: float = 0.0,
@@ -166,31 +166,45 @@ def random_split(frame, *, test_fraction: float = 0.2, validation_fraction: floa
     ``validation_fraction``) of them; the TFRS tutorial's 80/20 is the default.
 
     Sizes are ``round(n * fraction)``; each part keeps the input's row order.
+
+    Args:
+      frame: A DataFrame, :class:`InteractionData` or :class:`LabeledData`.
+      test_fraction: The share of rows in test.
+      validation_fraction: The share of rows in validation (none when 0).
+      seed: The shuffle's seed.
+
+    Returns:
+      The split, method ``random``.
     """
-    frame = _frame_of(frame, "frame")
-    _require(frame, [], "frame")
-    test_fraction = _fraction(test_fraction, "test_fraction")
-    validation_fraction = _fraction(validation_fraction, "validation_fraction")
-    if test_fraction <= 0.0 or test_fraction + validation_fraction >= 1.0:
+    frame = _frame(frame)
+    if not (test_fraction > 0 and validation_fraction >= 0 and test_fraction + validation_fraction < 1):
         raise DataError(f"test_fraction={test_fraction} and validation_fraction={validation_fraction} leave "
-                        f"no test or no training rows", fix="use test_fraction > 0 and test + validation < 1")
+                        f"no test or no training rows", fix="use test_fraction > 0, validation_fraction >= 0 "
+                        "and test + validation < 1, e.g. 0.2 and 0.1")
     side = _sides(len(frame), test_fraction, validation_fraction, seed)
     if side is None:
         raise DataError(f"{len(frame)} rows are too few for test_fraction={test_fraction}, "
                         f"validation_fraction={validation_fraction}", fix="use more rows or larger fractions")
-    return _checked(Split(frame[side == 0], frame[side == 1] if validation_fraction > 0 else None,
-                          frame[side == 2], method="random", user_column=_user_column(frame)))
+    return _split(frame, side, validation_fraction > 0, method="random")
 
 
 def split_by_session(frame, session_col: str, *, fractions: Sequence[float] = (0.8, 0.1, 0.1),
                      seed: int = 42) -> Split:
     """Assign whole sessions to train / validation / test with a seeded shuffle of the session ids.
 
-    ``fractions`` are (train, validation, test) shares of the SESSIONS (not rows); a validation
-    share of 0 gives ``validation=None``. Rows keep the input order inside each part.
+    Rows keep the input order inside each part.
+
+    Args:
+      frame: A DataFrame, :class:`InteractionData` or :class:`LabeledData`.
+      session_col: The session column.
+      fractions: The (train, validation, test) shares of the sessions (not rows); a validation share
+        of 0 gives ``validation=None``.
+      seed: The shuffle's seed.
+
+    Returns:
+      The split, method ``session``.
     """
-    frame = _frame_of(frame, "frame")
-    _require(frame, [session_col], "session_col")
+    frame = _frame(frame, [session_col], "session_col")
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise DataError(f"fractions={tuple(fractions)} must be three non-negative shares (train, validation, "
                         f"test) summing to 1", fix="pass e.g. fractions=(0.8, 0.1, 0.1)")
@@ -202,20 +216,23 @@ def split_by_session(frame, session_col: str, *, fractions: Sequence[float] = (0
     if side is None:
         raise DataError(f"{len(sessions)} sessions are too few for fractions={tuple(fractions)}",
                         column=session_col, fix="use more sessions, or larger validation/test shares")
-    row_side = side[codes]
-    return _checked(Split(frame[row_side == 0], frame[row_side == 1] if fractions[1] > 0 else None,
-                          frame[row_side == 2], method="session", session_column=session_col,
-                          user_column=_user_column(frame)))
+    return _split(frame, side[codes], fractions[1] > 0, method="session", session_column=session_col)
 
 
 def split_by_day(frame, time_col: str, *, validation_days: int = 1, test_days: int = 1) -> Split:
     """Split on UTC calendar days: the last ``test_days`` days that hold data are test, the
     ``validation_days`` before them validation, everything earlier train.
 
-    ``time_col`` holds unix seconds or datetimes (naive datetimes are taken as UTC).
+    Args:
+      frame: A DataFrame, :class:`InteractionData` or :class:`LabeledData`.
+      time_col: The time column: unix seconds, or datetimes (naive = UTC).
+      validation_days: Days in validation (none when 0).
+      test_days: Days in test.
+
+    Returns:
+      The split, method ``day``.
     """
-    frame = _frame_of(frame, "frame")
-    _require(frame, [time_col], "time_col")
+    frame = _frame(frame, [time_col], "time_col")
     if test_days < 1 or validation_days < 0:
         raise DataError(f"test_days={test_days}, validation_days={validation_days}",
                         fix="use test_days >= 1 and validation_days >= 0")
@@ -225,46 +242,39 @@ def split_by_day(frame, time_col: str, *, validation_days: int = 1, test_days: i
         raise DataError(f"the data covers {len(distinct)} day(s), too few for {validation_days} validation "
                         f"and {test_days} test day(s) plus training days", column=time_col,
                         fix="use fewer held-out days, or split_by_session / random_split")
-    test_start = distinct[-test_days]
-    val_start = distinct[-(test_days + validation_days)]
-    return _checked(Split(frame[days < val_start],
-                          frame[(days >= val_start) & (days < test_start)] if validation_days else None,
-                          frame[days >= test_start], method="day", time_column=time_col,
-                          user_column=_user_column(frame)))
+    side = (days >= distinct[-(test_days + validation_days)]).astype(np.int8) + (days >= distinct[-test_days])
+    return _split(frame, side, validation_days > 0, method="day", time_column=time_col)
 
 
-def _naive_utc(values: pd.Series) -> np.ndarray:
-    if getattr(values.dt, "tz", None) is not None:
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+def _times(values: pd.Series, column: str) -> np.ndarray:
+    """A time column as numbers in its order: datetimes as UTC nanoseconds (naive = UTC), numbers as is."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        if values.dt.tz is not None:
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return values.to_numpy().astype("datetime64[ns]").astype(np.int64)
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise DataError(f"expected unix seconds or datetimes, found dtype {values.dtype}", column=column,
+                        fix="convert the column with pd.to_datetime(..., utc=True) or to integer seconds")
     return values.to_numpy()
 
 
 def utc_days(values: pd.Series, column: str) -> np.ndarray:
-    """Days since 1970-01-01 UTC (int64) of unix seconds or datetimes."""
+    """Days since 1970-01-01 UTC of unix seconds or datetimes.
+
+    Args:
+      values: Unix seconds, or datetimes (naive = UTC).
+      column: The column's name, for an error.
+
+    Returns:
+      int64 days.
+    """
+    times = _times(values, column)
     if pd.api.types.is_datetime64_any_dtype(values):
-        return _naive_utc(values).astype("datetime64[D]").astype(np.int64)
-    seconds = _unix_seconds(values, column)
-    return np.floor_divide(seconds, SECONDS_PER_DAY).astype(np.int64)
-
-
-def _unix_seconds(values: pd.Series, column: str) -> np.ndarray:
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        raise DataError(f"expected unix seconds or datetimes, found dtype {values.dtype}", column=column,
-                        fix="convert the column with pd.to_datetime(..., utc=True) or to integer seconds")
-    seconds = values.to_numpy(dtype=np.float64)
-    if np.abs(seconds).max() > _MAX_PLAUSIBLE_SECONDS:
-        raise DataError(f"values up to {seconds.max():.0f} are too large for unix seconds (milliseconds?)",
+        return times // (SECONDS_PER_DAY * 10**9)
+    if np.abs(times).max() > _MAX_PLAUSIBLE_SECONDS:
+        raise DataError(f"values up to {times.max():.0f} are too large for unix seconds (milliseconds?)",
                         column=column, fix="divide the column by 1000 (ms) or 1e9 (ns) to get seconds")
-    return seconds
-
-
-def _sortable_times(values: pd.Series, column: str) -> np.ndarray:
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return _naive_utc(values).astype("datetime64[ns]").astype(np.int64)
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        raise DataError(f"cannot order by a column of dtype {values.dtype}", column=column,
-                        fix="pass a numeric (e.g. unix seconds) or datetime time column")
-    return values.to_numpy()
+    return np.floor_divide(times, SECONDS_PER_DAY).astype(np.int64)
 
 
 def check_no_leakage(split: Split, *, user_col: str | None = None, time_col: str | None = None,
@@ -275,8 +285,13 @@ def check_no_leakage(split: Split, *, user_col: str | None = None, time_col: str
     ``leave_last_out`` — per user, no train interaction is later than the user's validation
     or test interaction, and validation is not later than test; ``day`` — no UTC day holds
     rows of two parts, and train days < validation days < test days; with a session column
-    (argument or ``split.session_column``) — no session is on two sides. Columns default
-    to those recorded in the split, then to ``user_id`` / ``timestamp``.
+    (argument or ``split.session_column``) — no session is on two sides.
+
+    Args:
+      split: The split.
+      user_col: The user column (default: the split's, else ``user_id``).
+      time_col: The time column (default: the split's, else ``timestamp``).
+      session_col: The session column (default: the split's).
     """
     user_col = user_col or split.user_column or "user_id"
     time_col = time_col or split.time_column or "timestamp"
@@ -306,27 +321,26 @@ def _check_temporal(parts: dict[str, pd.DataFrame], user_col: str, time_col: str
     times_of = {}  # per part: the times, indexed by user
     for name, frame in parts.items():
         _require_columns(frame, [user_col, time_col], name)
-        times = _sortable_times(frame[time_col], time_col)
-        times_of[name] = pd.Series(times, index=frame[user_col].to_numpy())
+        times_of[name] = pd.Series(_times(frame[time_col], time_col), index=frame[user_col].to_numpy())
     latest_train = times_of.pop("train").groupby(level=0).max()
     for name, times in times_of.items():
         if times.index.has_duplicates:
             user = times.index[times.index.duplicated()][0]
             raise DataError(f"leaky split: user {user!r} has more than one {name} row", column=user_col,
                             fix="leave-last-out holds out exactly one interaction per user and part")
-        later = latest_train.reindex(times.index) > times
-        if later.any():
-            user = later.index[later.to_numpy()][0]
-            raise DataError(f"leaky split: user {user!r} has a training interaction later than their {name} "
-                            f"interaction ({latest_train[user]} > {times[user]})", column=time_col,
-                            fix="hold out each user's LAST interactions "
-                                "(tfrs_recsys.data.splits.leave_last_out)")
+    # Each pair: an earlier part's times per user, and the held-out part that must not precede them.
+    pairs = [("a training", latest_train, name) for name in times_of]
     if "validation" in times_of:
-        later = times_of["validation"].reindex(times_of["test"].index) > times_of["test"]
+        pairs.append(("a validation", times_of["validation"], "test"))
+    for what, earlier, name in pairs:
+        times = times_of[name]
+        later = earlier.reindex(times.index) > times
         if later.any():
             user = later.index[later.to_numpy()][0]
-            raise DataError(f"leaky split: user {user!r} has a validation interaction later than their test "
-                            "one", column=time_col, fix="validation must be the second-to-last interaction")
+            raise DataError(f"leaky split: user {user!r} has {what} interaction later than their {name} "
+                            f"interaction ({earlier[user]} > {times[user]})", column=time_col,
+                            fix="hold out each user's last interaction as test and the one before as "
+                                "validation (tfrs_recsys.data.splits.leave_last_out)")
 
 
 def _check_days(parts: dict[str, pd.DataFrame], time_col: str) -> None:

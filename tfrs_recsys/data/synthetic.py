@@ -32,17 +32,19 @@ HOUR_WEIGHTS = _HOURLY / _HOURLY.sum()
 
 
 def require(ok: bool, message: str) -> None:
-    """A ValueError with ``message`` unless ``ok`` (the generators' argument checks)."""
+    """The generators' argument check: a ValueError with ``message`` unless ``ok``."""
     if not ok:
         raise ValueError(message)
 
 
 def at_least(minimum: float, **values: float) -> None:
+    """Raise ValueError unless every keyword argument is ``>= minimum``; the error names it."""
     for name, value in values.items():
         require(value >= minimum, f"{name} must be >= {minimum}, got {value}")
 
 
 def within(low: float, high: float, **values: float) -> None:
+    """Raise ValueError unless every keyword argument is in ``[low, high]``; the error names it."""
     for name, value in values.items():
         require(low <= value <= high, f"{name} must be in [{low}, {high}], got {value}")
 
@@ -132,6 +134,24 @@ def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed
     next to no rows for a third of the impressions (hotels without a click) and rates those
     hotels average or better, while an entire-space model (ESMM) learns their brand and item
     embeddings from every impression through the CTR task and ranks them low, as they are.
+
+    Args:
+      num_sessions: Searches.
+      session_size: Hotels shown per search.
+      seed: The seed of every draw.
+      num_users: Users.
+      num_items: Hotels (at least ``session_size`` per destination).
+      num_destinations: Destinations.
+      ctr: The mean true CTR over impressions.
+      cvr: The expected CVR of a click.
+      appeal_quality_correlation: ``rho`` above, in [-1, 1].
+      position_bias: The CTR logit's slope in log position.
+      num_days: Days the searches span.
+      start_timestamp: The first day's midnight, in unix seconds.
+
+    Returns:
+      The impressions, labels ``click`` and ``conversion``, sessions ``session_id``, and the true
+      probabilities in ``truth``.
     """
     at_least(1, num_sessions=num_sessions, session_size=session_size, num_users=num_users,
               num_destinations=num_destinations, num_days=num_days)
@@ -256,6 +276,23 @@ def synthetic_ctr_logs(num_rows: int = 50000, *, seed: int = 42, num_users: int 
     :func:`~tfrs_recsys.data.ctr_features.point_in_time_hotness` of this log's own earlier days
     (labels as clicks, half-life ``half_life_days``): a proxy of the hidden ``q_i`` that never
     sees the row's own day.
+
+    Args:
+      num_rows: Impressions.
+      seed: The seed of every draw.
+      num_users: Users.
+      num_items: Items.
+      num_segments: User segments.
+      num_categories: Item categories.
+      num_tags: Item tags.
+      ctr: The mean true CTR.
+      interaction_scale: ``s`` above: the weight of the field interactions.
+      num_days: Days the log spans.
+      half_life_days: The half-life of ``item_hotness``.
+      start_timestamp: The first day's midnight, in unix seconds.
+
+    Returns:
+      The impressions, label ``label``, and the true CTR in ``truth``.
     """
     at_least(1, num_rows=num_rows, num_users=num_users, num_items=num_items, num_segments=num_segments,
               num_categories=num_categories, num_tags=num_tags, num_days=num_days)

@@ -53,6 +53,25 @@ def synthetic_histories(num_users: int = 2000, num_items: int = 500, *, seed: in
     The taste drifts slowly (step correlation ``sqrt(1 - drift^2)``), so recent history predicts
     the next item best. History lengths are log-uniform in ``[min_history, max_history]``.
     There are no user features (``users`` is None) and the latent vectors are not returned.
+
+    Args:
+      num_users: Users.
+      num_items: Items.
+      seed: The seed of every draw.
+      num_genres: Genres used (of GENRES).
+      min_history: The shortest history.
+      max_history: The longest history (at most ``num_items``).
+      taste_dim: ``d`` above.
+      drift: The taste's step size, in [0, 1].
+      popularity_exponent: The Zipf exponent of popularity.
+      taste_strength: The weight of taste against popularity in the next item's choice.
+      genre_weight: The weight of the genres in an item's vector.
+      start_timestamp: When the first user may start, in unix seconds.
+      start_spread_days: Days over which users start.
+      mean_gap_seconds: The mean time between a user's interactions.
+
+    Returns:
+      The interactions and items (with their genres).
     """
     at_least(1, num_users=num_users, min_history=min_history, taste_dim=taste_dim)
     require(min_history <= max_history, f"min_history ({min_history}) exceeds max_history ({max_history})")
@@ -161,6 +180,25 @@ def synthetic_ratings(num_users: int = 2000, num_items: int = 500, *, seed: int 
     rate what suits them more often, as real users do. Timestamps are uniform over ``num_days``
     days, sorted per user. ``feature_share`` is the part of every taste the features explain, which
     bounds what a features-only user tower can learn.
+
+    Args:
+      num_users: Users.
+      num_items: Items (at least ``max_ratings``).
+      seed: The seed of every draw.
+      num_genres: Genres used (of GENRES).
+      taste_dim: ``d`` above.
+      min_ratings: The fewest ratings of a user.
+      max_ratings: The most ratings of a user.
+      feature_share: ``s`` above, in [0, 1].
+      taste_weight: The weight of the affinity in a rating.
+      noise: The rating noise's standard deviation.
+      selection: How much a user's affinity raises the chance that they rate an item.
+      popularity_exponent: The Zipf exponent of popularity.
+      start_timestamp: The first day's midnight, in unix seconds.
+      num_days: Days the ratings span.
+
+    Returns:
+      The ratings, items (genre, price bucket) and users (age bucket, gender, occupation).
     """
     at_least(1, num_users=num_users, min_ratings=min_ratings, taste_dim=taste_dim, num_days=num_days)
     require(min_ratings <= max_ratings, f"min_ratings ({min_ratings}) exceeds max_ratings ({max_ratings})")
