@@ -8,7 +8,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test test-slow test-all lint-api demo bench clean
+.PHONY: venv test test-slow test-all lint lint-api demo bench clean
 
 # Rebuilt when missing or when the pins or package metadata change.
 $(STAMP): requirements.txt setup.cfg pyproject.toml
@@ -20,7 +20,7 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+test: lint
 	$(VPY) -m pytest -m "not slow and not real_tfserving" -q
 
 test-slow: $(STAMP)
@@ -29,7 +29,11 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(VPY) -m pytest -q
 
-# No TensorFlow, Keras, TFRS or ScaNN internals (also run by `make test`, in tests/test_public_api.py).
+# ruff (pyflakes, import order, line length; pyproject.toml), then no TensorFlow, Keras, TFRS or ScaNN
+# internals (tools/check_public_api.py, also a test of the fast suite).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
 lint-api: $(STAMP)
 	$(VPY) tools/check_public_api.py
 
