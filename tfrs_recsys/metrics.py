@@ -21,16 +21,15 @@ import numpy as np
 
 def _rankdata(x: np.ndarray) -> np.ndarray:
     """1-based ranks with ties given their mean rank (scipy.stats.rankdata 'average')."""
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    boundaries = np.concatenate(([True], sorted_x[1:] != sorted_x[:-1], [True]))
-    idx = np.flatnonzero(boundaries)
-    ranks_sorted = np.empty(len(x), dtype=np.float64)
-    for start, end in zip(idx[:-1], idx[1:]):
-        ranks_sorted[start:end] = 0.5 * (start + end - 1) + 1.0
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = ranks_sorted
-    return ranks
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+
+
+def _groups(groups: Sequence) -> list[np.ndarray]:
+    """The row indices of each distinct group, rows in input order within a group."""
+    _, inverse = np.unique(np.asarray(groups).ravel(), return_inverse=True)
+    order = np.argsort(inverse, kind="mergesort")
+    return np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)
 
 
 def auc(labels: Sequence[float], scores: Sequence[float]) -> float:
@@ -61,12 +60,8 @@ def gauc(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> 
     """
     y = np.asarray(labels, dtype=np.float64).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
-    g = np.asarray(groups).ravel()
-    _, inverse = np.unique(g, return_inverse=True)
-    order = np.argsort(inverse, kind="mergesort")
-    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
     total, weight, used, skipped = 0.0, 0, 0, 0
-    for idx in np.split(order, bounds):
+    for idx in _groups(groups):
         value = auc(y[idx], s[idx])
         if np.isnan(value):
             skipped += 1
@@ -77,21 +72,21 @@ def gauc(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> 
     return (total / weight if weight else float("nan")), used, skipped
 
 
-def pairwise_auc(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> tuple[float, int, int]:
+def pairwise_auc(labels: Sequence[float], scores: Sequence[float],
+                 groups: Sequence) -> tuple[float, int, int]:
     """Share of same-group (positive, negative) pairs the scores order correctly, ties counted half.
 
-    Returns (pairwise_auc, pairs, groups_used); groups holding one class form no pair. NaN if no pair exists.
+    Returns (pairwise_auc, pairs, groups_used); groups holding one class form no pair. NaN if no pair
+    exists.
     """
     y = np.asarray(labels, dtype=np.float64).ravel() > 0.5
     s = np.asarray(scores, dtype=np.float64).ravel()
     g = np.asarray(groups).ravel()
     if not y.shape == s.shape == g.shape:
-        raise ValueError(f"labels, scores and groups differ in length: {y.shape[0]}, {s.shape[0]}, {g.shape[0]}")
-    _, inverse = np.unique(g, return_inverse=True)
-    order = np.argsort(inverse, kind="mergesort")
-    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
+        raise ValueError(f"labels, scores and groups differ in length: {y.shape[0]}, {s.shape[0]}, "
+                         f"{g.shape[0]}")
     correct, pairs, used = 0.0, 0, 0
-    for idx in np.split(order, bounds):
+    for idx in _groups(g):
         n_pos = int(y[idx].sum())
         n_pairs = n_pos * (len(idx) - n_pos)
         if n_pairs == 0:
@@ -123,12 +118,8 @@ def session_ndcg(gains: Sequence[float], scores: Sequence[float], groups: Sequen
     """
     y = np.asarray(gains, dtype=np.float64).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
-    g = np.asarray(groups).ravel()
-    _, inverse = np.unique(g, return_inverse=True)
-    order = np.argsort(inverse, kind="mergesort")
-    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
     values, skipped = [], 0
-    for idx in np.split(order, bounds):
+    for idx in _groups(groups):
         ideal = dcg(np.sort(y[idx])[::-1], k)
         if ideal <= 0:
             skipped += 1
@@ -182,17 +173,17 @@ def click_conversion_ndcg(click: Sequence[float], conversion: Sequence[float], p
 
 def topk_metrics(ranks: Iterable[int], ks: Sequence[int] = (10, 50)) -> dict[str, float]:
     """recall@k, ndcg@k and mrr@k from 0-based ranks of one held-out item per query."""
-    r = np.asarray(list(ranks) if not isinstance(ranks, np.ndarray) else ranks, dtype=np.float64)
+    r = np.fromiter(ranks, dtype=np.float64)
     out: dict[str, float] = {}
     for k in ks:
         hit = r < k
-        out[f"recall@{k}"] = float(hit.mean()) if len(r) else float("nan")
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(r + 2.0), 0.0).mean()) if len(r) else float("nan")
-        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / (r + 1.0), 0.0).mean()) if len(r) else float("nan")
+        for name, value in (("recall", 1.0), ("ndcg", 1.0 / np.log2(r + 2.0)), ("mrr", 1.0 / (r + 1.0))):
+            out[f"{name}@{k}"] = float(np.where(hit, value, 0.0).mean()) if len(r) else float("nan")
     return out
 
 
-def rank_of_target(scores: np.ndarray, target: np.ndarray, exclude_mask: np.ndarray | None = None) -> np.ndarray:
+def rank_of_target(scores: np.ndarray, target: np.ndarray,
+                   exclude_mask: np.ndarray | None = None) -> np.ndarray:
     """0-based rank of ``target[i]`` in row ``scores[i]`` among items not excluded.
 
     Ties count against the target (items with an equal score rank ahead), the pessimistic
