@@ -33,10 +33,7 @@ __all__ = ["replicas_in_sync", "global_batch_mean", "RecsysModel"]
 
 def replicas_in_sync() -> int:
     """``R``: replicas training in sync under the current strategy (1 without one)."""
-    context = tf.distribute.get_replica_context()
-    if context is not None:
-        return context.num_replicas_in_sync
-    return tf.distribute.get_strategy().num_replicas_in_sync
+    return (tf.distribute.get_replica_context() or tf.distribute.get_strategy()).num_replicas_in_sync
 
 
 def global_batch_mean(per_example: tf.Tensor, global_batch_size: float | None = None) -> tf.Tensor:
@@ -48,11 +45,8 @@ def global_batch_mean(per_example: tf.Tensor, global_batch_size: float | None = 
     batch contributes 0.
     """
     per_example = tf.reshape(tf.convert_to_tensor(per_example), [-1])
-    if global_batch_size is None:
-        count = tf.cast(tf.size(per_example) * replicas_in_sync(), per_example.dtype)
-    else:
-        count = tf.constant(global_batch_size, per_example.dtype)
-    return tf.math.divide_no_nan(tf.reduce_sum(per_example), count)
+    count = tf.size(per_example) * replicas_in_sync() if global_batch_size is None else global_batch_size
+    return tf.math.divide_no_nan(tf.reduce_sum(per_example), tf.cast(count, per_example.dtype))
 
 
 class RecsysModel(tfrs.Model):

@@ -59,8 +59,8 @@ class EntityFeatureTables(tf.keras.layers.Layer):
         self.rows = {}
         for f in specs:
             table = np.asarray(tables[f.name])
-            pad = np.zeros((FIRST_KNOWN_INDEX,) + table.shape[1:], dtype=table.dtype)
-            self.rows[f.name] = tf.constant(np.concatenate([pad, table]))
+            rows = [(FIRST_KNOWN_INDEX, 0)] + [(0, 0)] * (table.ndim - 1)  # 0 and 1 have no features
+            self.rows[f.name] = tf.constant(np.pad(table, rows))
 
     def call(self, index: tf.Tensor) -> tf.Tensor:
         flat = tf.reshape(index, [-1])
@@ -162,10 +162,7 @@ class SequenceEncoder(tf.keras.layers.Layer):
         """States ``[B, L, D]``, or with ``last_only`` the last position's ``[B, D]``.
 
         At inference ``last_only`` runs the last block for the last position alone (the others feed
-        nothing). Training runs it for every position and keeps the last: the same values, but the
-        gradient of attention with a single query position corrupts the heap under TensorFlow 2.20's
-        oneDNN kernels (a segfault one run in ten; TF_ENABLE_ONEDNN_OPTS=0 avoids it, at a cost to
-        every other op).
+        nothing); training runs it for every position and keeps the last, the same values.
         """
         length = tf.shape(vectors)[1]
         causal = tf.linalg.band_part(tf.ones((length, length), tf.bool), -1, 0)
@@ -173,6 +170,8 @@ class SequenceEncoder(tf.keras.layers.Layer):
         x = self.input_dropout(vectors + self.positions[-length:][None], training=training)
         for block in self.blocks[:-1]:
             x = block(x, mask, training=training)
+        # Not while training: oneDNN's gradient of single-query attention corrupts the heap
+        # (TensorFlow issues #117700, #123109; fixed by PR #120199).
         if last_only and not training:
             x = self.blocks[-1](x, mask[:, -1:], training=training, query=x[:, -1:])
             return self.output_norm(x)[:, 0] * tf.cast(known[:, -1:], x.dtype)
@@ -201,17 +200,13 @@ class QueryTower(tf.keras.Model):
     ``user_id_dropout``. Unknown or empty history entries are skipped.
     """
 
-    def __init__(self, item_encoder: ItemEncoder, dim: int, *, sequence_encoder: SequenceEncoder | None = None,
+    def __init__(self, item_encoder: ItemEncoder, dim: int, *, hidden_units: Sequence[int] = (),
+                 sequence_encoder: SequenceEncoder | None = None, dropout: float = 0.0,
                  user_vocabulary: Sequence[str] | None = None, use_user_embedding: bool = True,
-                 user_feature_specs: Sequence[FeatureColumn] = (),
-                 user_feature_tables: Mapping[str, np.ndarray] | None = None, hidden_units: Sequence[int] = (),
-                 dropout: float = 0.0, user_id_dropout: float = 0.0, **kwargs):
+                 user_feature_specs: Sequence[FeatureColumn] = (), user_id_dropout: float = 0.0,
+                 user_feature_tables: Mapping[str, np.ndarray] | None = None, **kwargs):
         super().__init__(**kwargs)
-        if user_feature_specs and user_vocabulary is None:
-            raise ValueError("user features are looked up by user id: pass the user vocabulary too")
         with_embedding = user_vocabulary is not None and use_user_embedding
-        if sequence_encoder is None and not with_embedding and not user_feature_specs:
-            raise ValueError("the query tower needs a sequence encoder, a user id embedding or user features")
         self.item_encoder = item_encoder
         self.sequence_encoder = sequence_encoder
         self.user_lookup = id_lookup(user_vocabulary, "user_lookup") if user_vocabulary is not None else None
@@ -227,7 +222,7 @@ class QueryTower(tf.keras.Model):
         parts = []
         if self.sequence_encoder is not None:
             index = right_align(self.item_encoder.lookup(features["history"]))
-            if not all_positions:  # only the last state is needed: drop the columns that are padding in every row
+            if not all_positions:  # only the last state is needed: drop the columns of padding only
                 length = tf.shape(index)[1]
                 width = tf.reduce_max(tf.reduce_sum(tf.cast(index >= FIRST_KNOWN_INDEX, tf.int32), axis=1))
                 index = index[:, length - tf.maximum(width, 1):]
