@@ -245,16 +245,17 @@ MODEL_CONFIGS: dict[str, type[TrainConfig]] = {
     "deepfm": DeepFMConfig,
 }
 
+# The spellings of a boolean in a flag, an environment variable or a file.
+_BOOLEANS = {**dict.fromkeys(("1", "true", "yes", "on"), True),
+             **dict.fromkeys(("0", "false", "no", "off"), False)}
 # Short CLI spellings users expect, mapped to field names.
 _FLAG_ALIASES = {"learning_rate": ["--lr"], "use_transformer": ["--transformer"]}
 
 
 def _base_type(tp: Any) -> Any:
-    """The concrete type of a field annotation, with Optional[...] removed."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _base_type(args[0])
+    """The concrete type of a field annotation, ``X | None`` as ``X``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(tp) if a is not type(None))
     return tp
 
 
@@ -271,20 +272,15 @@ def parse_value(name: str, raw: Any, tp: Any, source: str) -> Any:
             return None
         if typing.get_origin(tp) in (tuple, list):
             (elem,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
-            if isinstance(raw, str):
-                items = [p for p in raw.replace(" ", "").split(",") if p]
-            else:
-                items = list(raw)
+            items = [p for p in raw.replace(" ", "").split(",") if p] if isinstance(raw, str) else raw
             return tuple(elem(i) for i in items)
         if tp is bool:
             if isinstance(raw, bool):
                 return raw
             text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true/false")
+            if text not in _BOOLEANS:
+                raise ValueError("expected true/false")
+            return _BOOLEANS[text]
         if tp is int and isinstance(raw, float) and not raw.is_integer():
             raise ValueError("expected an integer")
         if isinstance(raw, str) and raw.strip().lower() in ("none", "null") and tp is str:
@@ -316,22 +312,20 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config {p}: expected a mapping of field names to values")
     # A resolved run config nests the fields under "config"; accept both shapes.
-    if "config" in data and isinstance(data["config"], dict):
-        data = data["config"]
-    return data
+    return data["config"] if isinstance(data.get("config"), dict) else data
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
     """One ``--flag`` per dataclass field (underscores become dashes)."""
-    parser.add_argument("--config", help="JSON or YAML file of option values (lower precedence than flags and env)")
+    parser.add_argument("--config",
+                        help="JSON or YAML file of option values (lower precedence than flags and env)")
+    types_of = field_types(cls)
     for f in dataclasses.fields(cls):
         flags = [f"--{f.name.replace('_', '-')}"] + _FLAG_ALIASES.get(f.name, [])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        env = ENV_PREFIX + f.name.upper()
         # A bare boolean flag means true: `--skip-bad-rows` == `--skip-bad-rows true`.
-        extra = {"nargs": "?", "const": "true"} if field_types(cls)[f.name] is bool else {}
+        extra = {"nargs": "?", "const": "true"} if types_of[f.name] is bool else {}
         parser.add_argument(*flags, dest=f.name, default=None, metavar="VALUE",
-                            help=f"default {default!r}; env {env}", **extra)
+                            help=f"default {f.default!r}; env {ENV_PREFIX + f.name.upper()}", **extra)
 
 
 def build_config(
@@ -378,8 +372,7 @@ def config_from_args(model: str, argv: Sequence[str] | None = None,
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     """A JSON-ready dict; ``load_config_file`` reads it back."""
-    out = dataclasses.asdict(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike, model: str) -> None:
