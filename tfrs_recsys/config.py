@@ -260,13 +260,34 @@ def _base_type(tp: Any) -> Any:
 
 
 def field_types(cls: type) -> dict[str, Any]:
-    """``{field: type}`` of a config dataclass, ``X | None`` as ``X``: the types :func:`parse_value` takes."""
+    """The field types of a config dataclass, as :func:`parse_value` takes them.
+
+    Args:
+      cls: a config dataclass, e.g. :class:`RetrievalConfig`.
+
+    Returns:
+      ``{field: type}``, an ``X | None`` field as ``X``.
+    """
     hints = typing.get_type_hints(cls)
     return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
 def parse_value(name: str, raw: Any, tp: Any, source: str) -> Any:
-    """Coerce ``raw`` (a string from the CLI/env, or a JSON/YAML value) to ``tp``."""
+    """Coerce ``raw`` (a string from the CLI/env, or a JSON/YAML value) to ``tp``.
+
+    Args:
+      name: the field, for the error message.
+      raw: the value; a comma-separated string or a list for a tuple field; ``none`` or ``null``
+        is None for a string field.
+      tp: the field's type (:func:`field_types`).
+      source: where the value came from, for the error message (e.g. ``--epochs``).
+
+    Returns:
+      The value as ``tp``.
+
+    Raises:
+      ConfigError: the value cannot be read as ``tp``.
+    """
     try:
         if raw is None:
             return None
@@ -295,7 +316,18 @@ def parse_value(name: str, raw: Any, tp: Any, source: str) -> Any:
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON or YAML config file into a flat dict of field values."""
+    """Read a JSON or YAML config file into a flat dict of field values.
+
+    Args:
+      path: a ``.json``, ``.yaml`` or ``.yml`` file (local or remote), either a flat mapping of
+        fields or a saved run config (fields under ``"config"``).
+
+    Returns:
+      ``{field: raw value}``.
+
+    Raises:
+      ConfigError: the file is missing, unreadable or not a mapping.
+    """
     p = paths.as_path(path)
     if not paths.isfile(p):
         raise ConfigError(f"--config: file '{p}' does not exist; pass the path of a JSON or YAML file")
@@ -316,7 +348,12 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
-    """One ``--flag`` per dataclass field (underscores become dashes)."""
+    """Add ``--config`` and one ``--flag`` per dataclass field (underscores become dashes) to ``parser``.
+
+    Args:
+      parser: the parser to extend; every flag defaults to None (unset).
+      cls: the config dataclass.
+    """
     parser.add_argument("--config",
                         help="JSON or YAML file of option values (lower precedence than flags and env)")
     types_of = field_types(cls)
@@ -334,7 +371,20 @@ def build_config(
     environ: Mapping[str, str] | None = None,
     config_file: str | os.PathLike | None = None,
 ) -> TrainConfig:
-    """Build the config of ``model`` from defaults, a file, the environment and CLI values."""
+    """Build the config of ``model`` from defaults, a file, the environment and CLI values.
+
+    Args:
+      model: ``retrieval``, ``esmm`` or ``deepfm``.
+      cli_values: ``{field: raw value}`` from flags; None values are unset.
+      environ: the environment (default ``os.environ``), read for ``RECSYS_<FIELD>``.
+      config_file: a JSON or YAML file of field values.
+
+    Returns:
+      The validated config dataclass.
+
+    Raises:
+      ConfigError: an unknown model or field, or a value that cannot be parsed or used.
+    """
     if model not in MODEL_CONFIGS:
         raise ConfigError(f"unknown model '{model}'; choose one of {sorted(MODEL_CONFIGS)}")
     cls = MODEL_CONFIGS[model]
@@ -363,7 +413,16 @@ def build_config(
 
 def config_from_args(model: str, argv: Sequence[str] | None = None,
                      environ: Mapping[str, str] | None = None) -> TrainConfig:
-    """Parse ``argv`` (flags only, no model name) into the model's config."""
+    """Parse ``argv`` (flags only, no model name) into the model's config.
+
+    Args:
+      model: ``retrieval``, ``esmm`` or ``deepfm``.
+      argv: the flags (default ``sys.argv[1:]``).
+      environ: the environment (default ``os.environ``).
+
+    Returns:
+      The validated config dataclass.
+    """
     parser = argparse.ArgumentParser(prog=f"tfrs_recsys.train {model}")
     add_config_arguments(parser, MODEL_CONFIGS[model])
     ns = vars(parser.parse_args(argv))
@@ -371,12 +430,25 @@ def config_from_args(model: str, argv: Sequence[str] | None = None,
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """A JSON-ready dict; ``load_config_file`` reads it back."""
+    """The config as a JSON-ready dict (tuples as lists), which :func:`load_config_file` reads back.
+
+    Args:
+      cfg: a config dataclass.
+
+    Returns:
+      ``{field: value}``.
+    """
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike, model: str) -> None:
-    """Write the resolved config so that ``train --config PATH`` reproduces the run."""
+    """Write the resolved config so that ``train --config PATH`` reproduces the run.
+
+    Args:
+      cfg: the config.
+      path: the JSON file to write (local or remote).
+      model: the model name, stored next to the fields.
+    """
     paths.write_text(path, json.dumps({"model": model, "config": config_to_dict(cfg)}, indent=2) + "\n")
 
 

@@ -33,7 +33,18 @@ def _groups(groups: Sequence) -> list[np.ndarray]:
 
 
 def auc(labels: Sequence[float], scores: Sequence[float]) -> float:
-    """ROC AUC with ties counted as half; NaN when only one class is present."""
+    """ROC AUC with ties counted as half (Mann-Whitney with mid-ranks).
+
+    Args:
+      labels: 0/1 label per row (a label above 0.5 is positive).
+      scores: the score of each row.
+
+    Returns:
+      The AUC; NaN when only one class is present.
+
+    Raises:
+      ValueError: ``labels`` and ``scores`` differ in length.
+    """
     y = np.asarray(labels, dtype=np.float64).ravel() > 0.5
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.shape != s.shape:
@@ -47,16 +58,32 @@ def auc(labels: Sequence[float], scores: Sequence[float]) -> float:
 
 
 def logloss(labels: Sequence[float], probs: Sequence[float], eps: float = 1e-7) -> float:
-    """Mean binary cross-entropy of probabilities clipped to [eps, 1 - eps]."""
+    """Mean binary cross-entropy of probabilities clipped to [eps, 1 - eps].
+
+    Args:
+      labels: 0/1 label per row.
+      probs: predicted probability of a positive label per row.
+      eps: the clipping margin.
+
+    Returns:
+      ``-mean(y log p + (1 - y) log(1 - p))``.
+    """
     y = np.asarray(labels, dtype=np.float64).ravel()
     p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), eps, 1.0 - eps)
     return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
 
 
 def gauc(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> tuple[float, int, int]:
-    """Impression-weighted mean of per-group AUC. Returns (gauc, groups_used, groups_skipped).
+    """Impression-weighted mean of per-group AUC: ``sum_g n_g auc_g / sum_g n_g``.
 
-    Groups whose impressions are all one class have no AUC and are skipped; NaN if none remain.
+    Args:
+      labels: 0/1 label per row.
+      scores: the score of each row.
+      groups: the group (e.g. user) of each row.
+
+    Returns:
+      ``(gauc, groups_used, groups_skipped)``. Groups whose rows are all one class have no AUC and
+      are skipped; ``gauc`` is NaN if none remain.
     """
     y = np.asarray(labels, dtype=np.float64).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
@@ -76,8 +103,17 @@ def pairwise_auc(labels: Sequence[float], scores: Sequence[float],
                  groups: Sequence) -> tuple[float, int, int]:
     """Share of same-group (positive, negative) pairs the scores order correctly, ties counted half.
 
-    Returns (pairwise_auc, pairs, groups_used); groups holding one class form no pair. NaN if no pair
-    exists.
+    Args:
+      labels: 0/1 label per row.
+      scores: the score of each row.
+      groups: the group (e.g. user) of each row.
+
+    Returns:
+      ``(pairwise_auc, pairs, groups_used)``; groups holding one class form no pair, and
+      ``pairwise_auc`` is NaN if no pair exists.
+
+    Raises:
+      ValueError: the three inputs differ in length.
     """
     y = np.asarray(labels, dtype=np.float64).ravel() > 0.5
     s = np.asarray(scores, dtype=np.float64).ravel()
@@ -98,7 +134,15 @@ def pairwise_auc(labels: Sequence[float], scores: Sequence[float],
 
 
 def dcg(gains: np.ndarray, k: int) -> float:
-    """``sum_{i <= k} (2^gain_i - 1) / log2(i + 1)`` of gains in ranked order (1-based i)."""
+    """Discounted cumulative gain ``sum_{i <= k} (2^gain_i - 1) / log2(i + 1)`` (1-based ``i``).
+
+    Args:
+      gains: the gains in ranked order.
+      k: the cutoff.
+
+    Returns:
+      The DCG@k.
+    """
     gains = np.asarray(gains, dtype=np.float64)[:k]
     return float(np.sum((2.0 ** gains - 1.0) / np.log2(np.arange(2, len(gains) + 2))))
 
@@ -172,7 +216,15 @@ def click_conversion_ndcg(click: Sequence[float], conversion: Sequence[float], p
 
 
 def topk_metrics(ranks: Iterable[int], ks: Sequence[int] = (10, 50)) -> dict[str, float]:
-    """recall@k, ndcg@k and mrr@k from 0-based ranks of one held-out item per query."""
+    """recall@k, ndcg@k and mrr@k from the 0-based ranks of one held-out item per query.
+
+    Args:
+      ranks: the rank of each query's held-out item (:func:`rank_of_target`).
+      ks: the cutoffs.
+
+    Returns:
+      ``{"recall@k": ..., "ndcg@k": ..., "mrr@k": ...}`` for each ``k``; NaN without ranks.
+    """
     r = np.fromiter(ranks, dtype=np.float64)
     out: dict[str, float] = {}
     for k in ks:
@@ -188,6 +240,14 @@ def rank_of_target(scores: np.ndarray, target: np.ndarray,
 
     Ties count against the target (items with an equal score rank ahead), the pessimistic
     convention, so a constant model cannot look good. Excluded items never outrank it.
+
+    Args:
+      scores: ``[N, I]`` scores of every item per query.
+      target: ``[N]`` the held-out item's column per query.
+      exclude_mask: ``[N, I]`` True for items not to rank (e.g. already seen), or None.
+
+    Returns:
+      ``[N]`` integer ranks.
     """
     scores = np.asarray(scores, dtype=np.float64)
     rows = np.arange(scores.shape[0])
@@ -228,7 +288,15 @@ def expected_auc(true_probs: Sequence[float], scores: Sequence[float]) -> float:
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation (mid-ranks for ties); NaN when either side is constant."""
+    """Spearman rank correlation: the Pearson correlation of the mid-ranks.
+
+    Args:
+      a: one sequence of values.
+      b: another, of the same length.
+
+    Returns:
+      The correlation; NaN when either side is constant.
+    """
     ra = _rankdata(np.asarray(a, dtype=np.float64).ravel())
     rb = _rankdata(np.asarray(b, dtype=np.float64).ravel())
     if ra.std() == 0 or rb.std() == 0:
