@@ -70,6 +70,18 @@ class DeepFM(RecsysModel):
 
     ``call(features) -> {"ctr": [B]}`` with ``features`` the raw dict (one [B] tensor per spec
     feature). ``compute_loss((features, labels))`` reads ``labels[label]``.
+
+    Args:
+      spec: the feature spec.
+      embedding_dim: ``D``, shared by every field (the FM needs one).
+      hidden_units: the DNN's ReLU layers.
+      dropout: the DNN's dropout rate.
+      l2_reg: the L2 weight on the embedding rows a batch uses.
+      label: the label's name (default: the spec's first label).
+      precision: the DNN's training precision (:func:`~tfrs_recsys.models.mlp.resolve_precision`).
+
+    Raises:
+      SchemaError: no label is given and the spec lists none.
     """
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16,

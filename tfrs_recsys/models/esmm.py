@@ -76,6 +76,14 @@ class ImpressionEncoder(tf.keras.layers.Layer):
     The towers add learned user and item vectors to the shared embeddings rather than replace them
     (replacing them overfits sooner on sparse ids). A group without features contributes nothing
     (e.g. AliExpress logs carry only context).
+
+    Args:
+      spec: the feature spec.
+      embedding_dim: ``D`` of a field without its own ``embedding_dim`` in the spec.
+      tower_units: the user and item towers' widths: ReLU layers, the last one linear.
+      dropout: the towers' dropout rate.
+      l2_reg: the L2 weight on the embedding rows a batch uses.
+      precision: the towers' training precision (:func:`~tfrs_recsys.models.mlp.resolve_precision`).
     """
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
@@ -120,6 +128,19 @@ class ESMM(RecsysModel):
     ``call(features) -> {"ctr", "cvr", "ctcvr"}``, each ``[B]``. ``compute_loss((features, labels))``
     reads ``labels[click_label]`` and ``labels[conversion_label]`` (default: the spec's two labels in
     that order); the towers never see a label.
+
+    Args:
+      spec: the feature spec.
+      embedding_dim, tower_units, dropout, l2_reg, precision: as :class:`ImpressionEncoder`'s;
+        ``dropout`` and ``precision`` also apply to the CTR and CVR heads.
+      hidden_units: the heads' ReLU layers, each head ending in one logit.
+      ctr_loss_weight: ``w_ctr``.
+      ctcvr_loss_weight: ``w_ctcvr``.
+      click_label: the click label's name.
+      conversion_label: the conversion label's name.
+
+    Raises:
+      SchemaError: no label names are given and the spec does not list exactly two labels.
     """
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
@@ -160,6 +181,10 @@ class ClickedCVR(RecsysModel):
     Same encoder and CVR tower as :class:`ESMM`; ``L = BCE(conversion, pCVR)``. Its training data
     must be the clicked rows (the trainer filters them), which is exactly the sample-selection
     bias: it is then asked to score every impression. ``call(features) -> {"cvr": [B]}``.
+
+    Args:
+      spec, embedding_dim, tower_units, hidden_units, dropout, l2_reg, precision: as :class:`ESMM`'s.
+      conversion_label: the conversion label's name (default: the spec's second label).
     """
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),

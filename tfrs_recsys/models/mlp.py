@@ -65,6 +65,12 @@ class TrainingDense(tf.keras.layers.Dense):
     While training in bfloat16 the output stays bfloat16 for the next such layer (no round trip
     through float32 between the layers of an MLP) unless ``float32_output``. Inputs of either
     dtype are taken (the layer casts them itself: Keras' autocast is off).
+
+    Args:
+      units: the output width.
+      train_bfloat16: compute in bfloat16 while training.
+      float32_output: cast the bfloat16 training output back to float32.
+      **kwargs: ``tf.keras.layers.Dense``'s other arguments.
     """
 
     def __init__(self, units: int, *, train_bfloat16: bool = False, float32_output: bool = True, **kwargs):

@@ -36,8 +36,13 @@ class PairwiseAccuracy(tf.keras.metrics.Mean):
 class PairwiseTask(tf.keras.layers.Layer, tfrs.tasks.base.Task):
     """Loss and metrics of (user, liked item, disliked item) triples, given their two scores.
 
-    ``loss``: ``"bpr"`` or ``"triplet"`` (with ``margin`` > 0, in score units). ``metrics`` default
-    to one :class:`PairwiseAccuracy`; each is updated with ``(positive_scores, negative_scores)``.
+    Args:
+      loss: ``"bpr"`` or ``"triplet"``.
+      margin: the triplet loss's margin, > 0, in score units.
+      metrics: updated with ``(positive_scores, negative_scores)``; default one :class:`PairwiseAccuracy`.
+
+    Raises:
+      ValueError: an unknown loss, or a triplet margin <= 0.
     """
 
     def __init__(self, loss: str = "bpr", margin: float = 1.0,

@@ -61,7 +61,16 @@ from tfrs_recsys.models.towers import FIRST_KNOWN_INDEX, ItemEncoder, ItemTower,
 
 
 def resolve_negatives(negatives: str, num_items: int, full_softmax_max_items: int) -> str:
-    """``auto`` -> ``full`` for catalogs up to ``full_softmax_max_items``, ``sampled`` above."""
+    """The negatives of a run: ``auto`` -> ``full`` up to ``full_softmax_max_items`` items, ``sampled`` above.
+
+    Args:
+      negatives: the config value (:data:`tfrs_recsys.config.NEGATIVES`).
+      num_items: the catalog size.
+      full_softmax_max_items: the largest catalog ``auto`` scores in full.
+
+    Returns:
+      ``full``, ``in_batch`` or ``sampled``.
+    """
     if negatives != "auto":
         return negatives
     return "full" if num_items <= full_softmax_max_items else "sampled"
@@ -72,6 +81,10 @@ class InverseTemperature(tf.keras.layers.Layer):
 
     The cap clips ``w`` itself after each update: capping ``exp(w)`` in the forward pass instead
     would zero the gradient once ``w`` overshoots, and ``tau`` could never come down again.
+
+    Args:
+      initial: the initial ``tau``.
+      maximum: the largest ``tau``.
     """
 
     def __init__(self, initial: float = 10.0, maximum: float = 100.0, **kwargs):
@@ -93,6 +106,10 @@ class ScaledQuery(tf.keras.Model):
     """``tau * q(features)``, ``[B, D]``: the query tower after its last item, with the learned temperature.
 
     Serving scores are then the model's logits ``tau * <q, c(i)>`` against normalized item vectors.
+
+    Args:
+      query_tower: the trained :class:`~tfrs_recsys.models.towers.QueryTower`.
+      temperature: the trained :class:`InverseTemperature`.
     """
 
     def __init__(self, query_tower: QueryTower, temperature: InverseTemperature, **kwargs):
@@ -116,7 +133,15 @@ class CatalogSoftmax(tf.keras.layers.Layer, tfrs.tasks.base.Task):
 
 def sampled_retrieval_task(*, remove_accidental_hits: bool = True,
                            hard_negatives: int = 0) -> tfrs.tasks.Retrieval:
-    """TFRS' Retrieval task returning the softmax cross-entropy of each query, ``[N]`` (not a batch sum)."""
+    """TFRS' Retrieval task returning the softmax cross-entropy of each query, ``[N]`` (not a batch sum).
+
+    Args:
+      remove_accidental_hits: mask candidates equal to a query's positive.
+      hard_negatives: keep only this many highest-scoring negatives per query (0: all).
+
+    Returns:
+      A ``tfrs.tasks.Retrieval``.
+    """
     loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction="none")
     return tfrs.tasks.Retrieval(loss=loss, remove_accidental_hits=remove_accidental_hits,
                                 num_hard_negatives=hard_negatives or None)
@@ -131,6 +156,25 @@ class TwoTowerRetrieval(RecsysModel):
     ``catalog`` lists the candidate ids in the order of the item lookup's vocabulary;
     ``item_probabilities`` (aligned with it) is ``Q`` for the logQ correction and the
     distribution sampled negatives are drawn from.
+
+    Args:
+      query_tower: the :class:`~tfrs_recsys.models.towers.QueryTower`.
+      item_tower: the :class:`~tfrs_recsys.models.towers.ItemTower`.
+      catalog: the candidate item ids.
+      negatives: ``full``, ``in_batch`` or ``sampled`` (:func:`resolve_negatives`).
+      item_probabilities: ``Q``, aligned with ``catalog``; uniform when None.
+      num_sampled: negatives drawn per batch with ``sampled``.
+      logq_correction: subtract ``log Q(j)`` from sampled and in-batch logits.
+      remove_accidental_hits: mask candidates equal to the positive.
+      hard_negatives: keep only this many hardest negatives (0: all).
+      temperature: the initial inverse temperature ``tau``.
+      max_temperature: its cap.
+      targets_per_batch: divide a batch's loss sum by this instead of its number of targets.
+      loss: ``softmax``, ``bpr`` or ``triplet``.
+      margin: the triplet loss's margin, in score units.
+
+    Raises:
+      ValueError: unresolved negatives, or logQ correction without probabilities of the right shape.
     """
 
     def __init__(self, query_tower: QueryTower, item_tower: ItemTower, catalog: np.ndarray, *,
