@@ -85,18 +85,9 @@ def gauc(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> 
       ``(gauc, groups_used, groups_skipped)``. Groups whose rows are all one class have no AUC and
       are skipped; ``gauc`` is NaN if none remain.
     """
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    total, weight, used, skipped = 0.0, 0, 0, 0
-    for idx in _groups(groups):
-        value = auc(y[idx], s[idx])
-        if np.isnan(value):
-            skipped += 1
-            continue
-        total += value * len(idx)
-        weight += len(idx)
-        used += 1
-    return (total / weight if weight else float("nan")), used, skipped
+    aucs, positives, negatives, skipped = _group_aucs(labels, scores, groups)
+    value = float(np.average(aucs, weights=positives + negatives)) if len(aucs) else float("nan")
+    return value, len(aucs), skipped
 
 
 def pairwise_auc(labels: Sequence[float], scores: Sequence[float],
@@ -115,22 +106,29 @@ def pairwise_auc(labels: Sequence[float], scores: Sequence[float],
     Raises:
       ValueError: the three inputs differ in length.
     """
+    if not np.size(labels) == np.size(scores) == np.size(groups):
+        raise ValueError(f"labels, scores and groups differ in length: {np.size(labels)}, {np.size(scores)}, "
+                         f"{np.size(groups)}")
+    aucs, positives, negatives, _ = _group_aucs(labels, scores, groups)
+    pairs = positives * negatives
+    value = float(np.average(aucs, weights=pairs)) if len(aucs) else float("nan")
+    return value, int(pairs.sum()), len(aucs)
+
+
+def _group_aucs(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> tuple:
+    """Of each group holding both classes: its AUC, positives and negatives; and the groups skipped."""
     y = np.asarray(labels, dtype=np.float64).ravel() > 0.5
     s = np.asarray(scores, dtype=np.float64).ravel()
-    g = np.asarray(groups).ravel()
-    if not y.shape == s.shape == g.shape:
-        raise ValueError(f"labels, scores and groups differ in length: {y.shape[0]}, {s.shape[0]}, "
-                         f"{g.shape[0]}")
-    correct, pairs, used = 0.0, 0, 0
-    for idx in _groups(g):
+    aucs, positives, negatives, skipped = [], [], [], 0
+    for idx in _groups(groups):
         n_pos = int(y[idx].sum())
-        n_pairs = n_pos * (len(idx) - n_pos)
-        if n_pairs == 0:
+        if n_pos in (0, len(idx)):
+            skipped += 1
             continue
-        correct += auc(y[idx], s[idx]) * n_pairs
-        pairs += n_pairs
-        used += 1
-    return (correct / pairs if pairs else float("nan")), pairs, used
+        aucs.append(auc(y[idx], s[idx]))
+        positives.append(n_pos)
+        negatives.append(len(idx) - n_pos)
+    return np.array(aucs), np.array(positives), np.array(negatives), skipped
 
 
 def dcg(gains: np.ndarray, k: int) -> float:
