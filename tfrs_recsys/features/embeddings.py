@@ -38,6 +38,17 @@ class FieldEmbeddings(tf.keras.layers.Layer):
     loss: it penalizes the rows a batch uses, in proportion to how often they are used. The
     categorical tables are ``tf.keras.layers.Embedding`` layers, whose gradients are sparse (the rows
     looked up): :mod:`tfrs_recsys.training.optimizers` updates only those rows, and regularizes them.
+
+    Args:
+      spec: the feature spec.
+      embedding_dim: ``D``.
+      first_order: also compute the first-order terms.
+      l2: the L2 weight on the field vectors of a batch (0: none).
+      column_dims: honour a column's own ``embedding_dim`` (no ``field_vectors`` then).
+
+    Raises:
+      SchemaError: the spec has no features, or a column sets its own ``embedding_dim`` without
+        ``column_dims``.
     """
 
     def __init__(self, spec: FeatureSpec, embedding_dim: int, *, first_order: bool = True, l2: float = 0.0,

@@ -79,6 +79,9 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
 
     The vocabularies are layer state, so any SavedModel containing the layer carries them.
     Inputs marked with :func:`as_encoded` are returned as they are (encoded once, ahead of training).
+
+    Args:
+      spec: the feature spec, with the vocabularies and statistics of its columns.
     """
 
     def __init__(self, spec: FeatureSpec, **kwargs):
