@@ -239,11 +239,8 @@ class DeepFMConfig(TrainConfig):
         _one_of(self, precision=PRECISIONS)
 
 
-MODEL_CONFIGS: dict[str, type[TrainConfig]] = {
-    "retrieval": RetrievalConfig,
-    "esmm": ESMMConfig,
-    "deepfm": DeepFMConfig,
-}
+MODEL_CONFIGS: dict[str, type[TrainConfig]] = {"retrieval": RetrievalConfig, "esmm": ESMMConfig,
+                                                "deepfm": DeepFMConfig}
 
 # The spellings of a boolean in a flag, an environment variable or a file.
 _BOOLEANS = {**dict.fromkeys(("1", "true", "yes", "on"), True),
@@ -452,8 +449,6 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike, model: str) -> None:
     paths.write_text(path, json.dumps({"model": model, "config": config_to_dict(cfg)}, indent=2) + "\n")
 
 
-__all__ = [
-    "ConfigError", "TrainConfig", "RetrievalConfig", "ESMMConfig", "DeepFMConfig", "MODEL_CONFIGS",
-    "build_config", "config_from_args", "add_config_arguments", "config_to_dict", "save_config",
-    "load_config_file", "parse_value", "field_types",
-]
+__all__ = ["ConfigError", "TrainConfig", "RetrievalConfig", "ESMMConfig", "DeepFMConfig", "MODEL_CONFIGS",
+           "build_config", "config_from_args", "add_config_arguments", "config_to_dict", "save_config",
+           "load_config_file", "parse_value", "field_types"]
