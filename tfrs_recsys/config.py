@@ -410,15 +410,9 @@ def build_config(
 
 def config_from_args(model: str, argv: Sequence[str] | None = None,
                      environ: Mapping[str, str] | None = None) -> TrainConfig:
-    """Parse ``argv`` (flags only, no model name) into the model's config.
+    """Parse ``argv`` (flags only, no model name; default ``sys.argv[1:]``) into the model's config.
 
-    Args:
-      model: ``retrieval``, ``esmm`` or ``deepfm``.
-      argv: the flags (default ``sys.argv[1:]``).
-      environ: the environment (default ``os.environ``).
-
-    Returns:
-      The validated config dataclass.
+    Args and returns as :func:`build_config`'s, the flags replacing ``cli_values`` and ``config_file``.
     """
     parser = argparse.ArgumentParser(prog=f"tfrs_recsys.train {model}")
     add_config_arguments(parser, MODEL_CONFIGS[model])
@@ -427,14 +421,7 @@ def config_from_args(model: str, argv: Sequence[str] | None = None,
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """The config as a JSON-ready dict (tuples as lists), which :func:`load_config_file` reads back.
-
-    Args:
-      cfg: a config dataclass.
-
-    Returns:
-      ``{field: value}``.
-    """
+    """``{field: value}`` of ``cfg``, JSON-ready (tuples as lists); :func:`load_config_file` reads it back."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
