@@ -239,52 +239,66 @@ class DeepFMConfig(TrainConfig):
         _one_of(self, precision=PRECISIONS)
 
 
-MODEL_CONFIGS: dict[str, type[TrainConfig]] = {
-    "retrieval": RetrievalConfig,
-    "esmm": ESMMConfig,
-    "deepfm": DeepFMConfig,
-}
+MODEL_CONFIGS: dict[str, type[TrainConfig]] = {"retrieval": RetrievalConfig, "esmm": ESMMConfig,
+                                                "deepfm": DeepFMConfig}
 
+# The spellings of a boolean in a flag, an environment variable or a file.
+_BOOLEANS = {**dict.fromkeys(("1", "true", "yes", "on"), True),
+             **dict.fromkeys(("0", "false", "no", "off"), False)}
 # Short CLI spellings users expect, mapped to field names.
 _FLAG_ALIASES = {"learning_rate": ["--lr"], "use_transformer": ["--transformer"]}
 
 
 def _base_type(tp: Any) -> Any:
-    """The concrete type of a field annotation, with Optional[...] removed."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _base_type(args[0])
+    """The concrete type of a field annotation, ``X | None`` as ``X``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(tp) if a is not type(None))
     return tp
 
 
 def field_types(cls: type) -> dict[str, Any]:
-    """``{field: type}`` of a config dataclass, ``X | None`` as ``X``: the types :func:`parse_value` takes."""
+    """The field types of a config dataclass, as :func:`parse_value` takes them.
+
+    Args:
+      cls: a config dataclass, e.g. :class:`RetrievalConfig`.
+
+    Returns:
+      ``{field: type}``, an ``X | None`` field as ``X``.
+    """
     hints = typing.get_type_hints(cls)
     return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
 def parse_value(name: str, raw: Any, tp: Any, source: str) -> Any:
-    """Coerce ``raw`` (a string from the CLI/env, or a JSON/YAML value) to ``tp``."""
+    """Coerce ``raw`` (a string from the CLI/env, or a JSON/YAML value) to ``tp``.
+
+    Args:
+      name: the field, for the error message.
+      raw: the value; a comma-separated string or a list for a tuple field; ``none`` or ``null``
+        is None for a string field.
+      tp: the field's type (:func:`field_types`).
+      source: where the value came from, for the error message (e.g. ``--epochs``).
+
+    Returns:
+      The value as ``tp``.
+
+    Raises:
+      ConfigError: the value cannot be read as ``tp``.
+    """
     try:
         if raw is None:
             return None
         if typing.get_origin(tp) in (tuple, list):
             (elem,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
-            if isinstance(raw, str):
-                items = [p for p in raw.replace(" ", "").split(",") if p]
-            else:
-                items = list(raw)
+            items = [p for p in raw.replace(" ", "").split(",") if p] if isinstance(raw, str) else raw
             return tuple(elem(i) for i in items)
         if tp is bool:
             if isinstance(raw, bool):
                 return raw
             text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true/false")
+            if text not in _BOOLEANS:
+                raise ValueError("expected true/false")
+            return _BOOLEANS[text]
         if tp is int and isinstance(raw, float) and not raw.is_integer():
             raise ValueError("expected an integer")
         if isinstance(raw, str) and raw.strip().lower() in ("none", "null") and tp is str:
@@ -299,7 +313,18 @@ def parse_value(name: str, raw: Any, tp: Any, source: str) -> Any:
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON or YAML config file into a flat dict of field values."""
+    """Read a JSON or YAML config file into a flat dict of field values.
+
+    Args:
+      path: a ``.json``, ``.yaml`` or ``.yml`` file (local or remote), either a flat mapping of
+        fields or a saved run config (fields under ``"config"``).
+
+    Returns:
+      ``{field: raw value}``.
+
+    Raises:
+      ConfigError: the file is missing, unreadable or not a mapping.
+    """
     p = paths.as_path(path)
     if not paths.isfile(p):
         raise ConfigError(f"--config: file '{p}' does not exist; pass the path of a JSON or YAML file")
@@ -316,22 +341,25 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config {p}: expected a mapping of field names to values")
     # A resolved run config nests the fields under "config"; accept both shapes.
-    if "config" in data and isinstance(data["config"], dict):
-        data = data["config"]
-    return data
+    return data["config"] if isinstance(data.get("config"), dict) else data
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
-    """One ``--flag`` per dataclass field (underscores become dashes)."""
-    parser.add_argument("--config", help="JSON or YAML file of option values (lower precedence than flags and env)")
+    """Add ``--config`` and one ``--flag`` per dataclass field (underscores become dashes) to ``parser``.
+
+    Args:
+      parser: the parser to extend; every flag defaults to None (unset).
+      cls: the config dataclass.
+    """
+    parser.add_argument("--config",
+                        help="JSON or YAML file of option values (lower precedence than flags and env)")
+    types_of = field_types(cls)
     for f in dataclasses.fields(cls):
         flags = [f"--{f.name.replace('_', '-')}"] + _FLAG_ALIASES.get(f.name, [])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        env = ENV_PREFIX + f.name.upper()
         # A bare boolean flag means true: `--skip-bad-rows` == `--skip-bad-rows true`.
-        extra = {"nargs": "?", "const": "true"} if field_types(cls)[f.name] is bool else {}
+        extra = {"nargs": "?", "const": "true"} if types_of[f.name] is bool else {}
         parser.add_argument(*flags, dest=f.name, default=None, metavar="VALUE",
-                            help=f"default {default!r}; env {env}", **extra)
+                            help=f"default {f.default!r}; env {ENV_PREFIX + f.name.upper()}", **extra)
 
 
 def build_config(
@@ -340,7 +368,20 @@ def build_config(
     environ: Mapping[str, str] | None = None,
     config_file: str | os.PathLike | None = None,
 ) -> TrainConfig:
-    """Build the config of ``model`` from defaults, a file, the environment and CLI values."""
+    """Build the config of ``model`` from defaults, a file, the environment and CLI values.
+
+    Args:
+      model: ``retrieval``, ``esmm`` or ``deepfm``.
+      cli_values: ``{field: raw value}`` from flags; None values are unset.
+      environ: the environment (default ``os.environ``), read for ``RECSYS_<FIELD>``.
+      config_file: a JSON or YAML file of field values.
+
+    Returns:
+      The validated config dataclass.
+
+    Raises:
+      ConfigError: an unknown model or field, or a value that cannot be parsed or used.
+    """
     if model not in MODEL_CONFIGS:
         raise ConfigError(f"unknown model '{model}'; choose one of {sorted(MODEL_CONFIGS)}")
     cls = MODEL_CONFIGS[model]
@@ -369,7 +410,10 @@ def build_config(
 
 def config_from_args(model: str, argv: Sequence[str] | None = None,
                      environ: Mapping[str, str] | None = None) -> TrainConfig:
-    """Parse ``argv`` (flags only, no model name) into the model's config."""
+    """Parse ``argv`` (flags only, no model name; default ``sys.argv[1:]``) into the model's config.
+
+    Args and returns as :func:`build_config`'s, the flags replacing ``cli_values`` and ``config_file``.
+    """
     parser = argparse.ArgumentParser(prog=f"tfrs_recsys.train {model}")
     add_config_arguments(parser, MODEL_CONFIGS[model])
     ns = vars(parser.parse_args(argv))
@@ -377,18 +421,21 @@ def config_from_args(model: str, argv: Sequence[str] | None = None,
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """A JSON-ready dict; ``load_config_file`` reads it back."""
-    out = dataclasses.asdict(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+    """``{field: value}`` of ``cfg``, JSON-ready (tuples as lists); :func:`load_config_file` reads it back."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike, model: str) -> None:
-    """Write the resolved config so that ``train --config PATH`` reproduces the run."""
+    """Write the resolved config so that ``train --config PATH`` reproduces the run.
+
+    Args:
+      cfg: the config.
+      path: the JSON file to write (local or remote).
+      model: the model name, stored next to the fields.
+    """
     paths.write_text(path, json.dumps({"model": model, "config": config_to_dict(cfg)}, indent=2) + "\n")
 
 
-__all__ = [
-    "ConfigError", "TrainConfig", "RetrievalConfig", "ESMMConfig", "DeepFMConfig", "MODEL_CONFIGS",
-    "build_config", "config_from_args", "add_config_arguments", "config_to_dict", "save_config",
-    "load_config_file", "parse_value", "field_types",
-]
+__all__ = ["ConfigError", "TrainConfig", "RetrievalConfig", "ESMMConfig", "DeepFMConfig", "MODEL_CONFIGS",
+           "build_config", "config_from_args", "add_config_arguments", "config_to_dict", "save_config",
+           "load_config_file", "parse_value", "field_types"]

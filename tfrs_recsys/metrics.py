@@ -21,20 +21,30 @@ import numpy as np
 
 def _rankdata(x: np.ndarray) -> np.ndarray:
     """1-based ranks with ties given their mean rank (scipy.stats.rankdata 'average')."""
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    boundaries = np.concatenate(([True], sorted_x[1:] != sorted_x[:-1], [True]))
-    idx = np.flatnonzero(boundaries)
-    ranks_sorted = np.empty(len(x), dtype=np.float64)
-    for start, end in zip(idx[:-1], idx[1:]):
-        ranks_sorted[start:end] = 0.5 * (start + end - 1) + 1.0
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = ranks_sorted
-    return ranks
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+
+
+def _groups(groups: Sequence) -> list[np.ndarray]:
+    """The row indices of each distinct group, rows in input order within a group."""
+    _, inverse = np.unique(np.asarray(groups).ravel(), return_inverse=True)
+    order = np.argsort(inverse, kind="mergesort")
+    return np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)
 
 
 def auc(labels: Sequence[float], scores: Sequence[float]) -> float:
-    """ROC AUC with ties counted as half; NaN when only one class is present."""
+    """ROC AUC with ties counted as half (Mann-Whitney with mid-ranks).
+
+    Args:
+      labels: 0/1 label per row (a label above 0.5 is positive).
+      scores: the score of each row.
+
+    Returns:
+      The AUC; NaN when only one class is present.
+
+    Raises:
+      ValueError: ``labels`` and ``scores`` differ in length.
+    """
     y = np.asarray(labels, dtype=np.float64).ravel() > 0.5
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.shape != s.shape:
@@ -48,62 +58,89 @@ def auc(labels: Sequence[float], scores: Sequence[float]) -> float:
 
 
 def logloss(labels: Sequence[float], probs: Sequence[float], eps: float = 1e-7) -> float:
-    """Mean binary cross-entropy of probabilities clipped to [eps, 1 - eps]."""
+    """Mean binary cross-entropy of probabilities clipped to [eps, 1 - eps].
+
+    Args:
+      labels: 0/1 label per row.
+      probs: predicted probability of a positive label per row.
+      eps: the clipping margin.
+
+    Returns:
+      ``-mean(y log p + (1 - y) log(1 - p))``.
+    """
     y = np.asarray(labels, dtype=np.float64).ravel()
     p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), eps, 1.0 - eps)
     return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
 
 
 def gauc(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> tuple[float, int, int]:
-    """Impression-weighted mean of per-group AUC. Returns (gauc, groups_used, groups_skipped).
+    """Impression-weighted mean of per-group AUC: ``sum_g n_g auc_g / sum_g n_g``.
 
-    Groups whose impressions are all one class have no AUC and are skipped; NaN if none remain.
+    Args:
+      labels: 0/1 label per row.
+      scores: the score of each row.
+      groups: the group (e.g. user) of each row.
+
+    Returns:
+      ``(gauc, groups_used, groups_skipped)``. Groups whose rows are all one class have no AUC and
+      are skipped; ``gauc`` is NaN if none remain.
     """
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    g = np.asarray(groups).ravel()
-    _, inverse = np.unique(g, return_inverse=True)
-    order = np.argsort(inverse, kind="mergesort")
-    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
-    total, weight, used, skipped = 0.0, 0, 0, 0
-    for idx in np.split(order, bounds):
-        value = auc(y[idx], s[idx])
-        if np.isnan(value):
-            skipped += 1
-            continue
-        total += value * len(idx)
-        weight += len(idx)
-        used += 1
-    return (total / weight if weight else float("nan")), used, skipped
+    aucs, positives, negatives, skipped = _group_aucs(labels, scores, groups)
+    value = float(np.average(aucs, weights=positives + negatives)) if len(aucs) else float("nan")
+    return value, len(aucs), skipped
 
 
-def pairwise_auc(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> tuple[float, int, int]:
+def pairwise_auc(labels: Sequence[float], scores: Sequence[float],
+                 groups: Sequence) -> tuple[float, int, int]:
     """Share of same-group (positive, negative) pairs the scores order correctly, ties counted half.
 
-    Returns (pairwise_auc, pairs, groups_used); groups holding one class form no pair. NaN if no pair exists.
+    Args:
+      labels: 0/1 label per row.
+      scores: the score of each row.
+      groups: the group (e.g. user) of each row.
+
+    Returns:
+      ``(pairwise_auc, pairs, groups_used)``; groups holding one class form no pair, and
+      ``pairwise_auc`` is NaN if no pair exists.
+
+    Raises:
+      ValueError: the three inputs differ in length.
     """
+    if not np.size(labels) == np.size(scores) == np.size(groups):
+        raise ValueError(f"labels, scores and groups differ in length: {np.size(labels)}, {np.size(scores)}, "
+                         f"{np.size(groups)}")
+    aucs, positives, negatives, _ = _group_aucs(labels, scores, groups)
+    pairs = positives * negatives
+    value = float(np.average(aucs, weights=pairs)) if len(aucs) else float("nan")
+    return value, int(pairs.sum()), len(aucs)
+
+
+def _group_aucs(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> tuple:
+    """Of each group holding both classes: its AUC, positives and negatives; and the groups skipped."""
     y = np.asarray(labels, dtype=np.float64).ravel() > 0.5
     s = np.asarray(scores, dtype=np.float64).ravel()
-    g = np.asarray(groups).ravel()
-    if not y.shape == s.shape == g.shape:
-        raise ValueError(f"labels, scores and groups differ in length: {y.shape[0]}, {s.shape[0]}, {g.shape[0]}")
-    _, inverse = np.unique(g, return_inverse=True)
-    order = np.argsort(inverse, kind="mergesort")
-    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
-    correct, pairs, used = 0.0, 0, 0
-    for idx in np.split(order, bounds):
+    aucs, positives, negatives, skipped = [], [], [], 0
+    for idx in _groups(groups):
         n_pos = int(y[idx].sum())
-        n_pairs = n_pos * (len(idx) - n_pos)
-        if n_pairs == 0:
+        if n_pos in (0, len(idx)):
+            skipped += 1
             continue
-        correct += auc(y[idx], s[idx]) * n_pairs
-        pairs += n_pairs
-        used += 1
-    return (correct / pairs if pairs else float("nan")), pairs, used
+        aucs.append(auc(y[idx], s[idx]))
+        positives.append(n_pos)
+        negatives.append(len(idx) - n_pos)
+    return np.array(aucs), np.array(positives), np.array(negatives), skipped
 
 
 def dcg(gains: np.ndarray, k: int) -> float:
-    """``sum_{i <= k} (2^gain_i - 1) / log2(i + 1)`` of gains in ranked order (1-based i)."""
+    """Discounted cumulative gain ``sum_{i <= k} (2^gain_i - 1) / log2(i + 1)`` (1-based ``i``).
+
+    Args:
+      gains: the gains in ranked order.
+      k: the cutoff.
+
+    Returns:
+      The DCG@k.
+    """
     gains = np.asarray(gains, dtype=np.float64)[:k]
     return float(np.sum((2.0 ** gains - 1.0) / np.log2(np.arange(2, len(gains) + 2))))
 
@@ -123,12 +160,8 @@ def session_ndcg(gains: Sequence[float], scores: Sequence[float], groups: Sequen
     """
     y = np.asarray(gains, dtype=np.float64).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
-    g = np.asarray(groups).ravel()
-    _, inverse = np.unique(g, return_inverse=True)
-    order = np.argsort(inverse, kind="mergesort")
-    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
     values, skipped = [], 0
-    for idx in np.split(order, bounds):
+    for idx in _groups(groups):
         ideal = dcg(np.sort(y[idx])[::-1], k)
         if ideal <= 0:
             skipped += 1
@@ -181,22 +214,38 @@ def click_conversion_ndcg(click: Sequence[float], conversion: Sequence[float], p
 
 
 def topk_metrics(ranks: Iterable[int], ks: Sequence[int] = (10, 50)) -> dict[str, float]:
-    """recall@k, ndcg@k and mrr@k from 0-based ranks of one held-out item per query."""
-    r = np.asarray(list(ranks) if not isinstance(ranks, np.ndarray) else ranks, dtype=np.float64)
+    """recall@k, ndcg@k and mrr@k from the 0-based ranks of one held-out item per query.
+
+    Args:
+      ranks: the rank of each query's held-out item (:func:`rank_of_target`).
+      ks: the cutoffs.
+
+    Returns:
+      ``{"recall@k": ..., "ndcg@k": ..., "mrr@k": ...}`` for each ``k``; NaN without ranks.
+    """
+    r = np.fromiter(ranks, dtype=np.float64)
     out: dict[str, float] = {}
     for k in ks:
         hit = r < k
-        out[f"recall@{k}"] = float(hit.mean()) if len(r) else float("nan")
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(r + 2.0), 0.0).mean()) if len(r) else float("nan")
-        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / (r + 1.0), 0.0).mean()) if len(r) else float("nan")
+        for name, value in (("recall", 1.0), ("ndcg", 1.0 / np.log2(r + 2.0)), ("mrr", 1.0 / (r + 1.0))):
+            out[f"{name}@{k}"] = float(np.where(hit, value, 0.0).mean()) if len(r) else float("nan")
     return out
 
 
-def rank_of_target(scores: np.ndarray, target: np.ndarray, exclude_mask: np.ndarray | None = None) -> np.ndarray:
+def rank_of_target(scores: np.ndarray, target: np.ndarray,
+                   exclude_mask: np.ndarray | None = None) -> np.ndarray:
     """0-based rank of ``target[i]`` in row ``scores[i]`` among items not excluded.
 
     Ties count against the target (items with an equal score rank ahead), the pessimistic
     convention, so a constant model cannot look good. Excluded items never outrank it.
+
+    Args:
+      scores: ``[N, I]`` scores of every item per query.
+      target: ``[N]`` the held-out item's column per query.
+      exclude_mask: ``[N, I]`` True for items not to rank (e.g. already seen), or None.
+
+    Returns:
+      ``[N]`` integer ranks.
     """
     scores = np.asarray(scores, dtype=np.float64)
     rows = np.arange(scores.shape[0])
@@ -237,7 +286,15 @@ def expected_auc(true_probs: Sequence[float], scores: Sequence[float]) -> float:
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation (mid-ranks for ties); NaN when either side is constant."""
+    """Spearman rank correlation: the Pearson correlation of the mid-ranks.
+
+    Args:
+      a: one sequence of values.
+      b: another, of the same length.
+
+    Returns:
+      The correlation; NaN when either side is constant.
+    """
     ra = _rankdata(np.asarray(a, dtype=np.float64).ravel())
     rb = _rankdata(np.asarray(b, dtype=np.float64).ravel())
     if ra.std() == 0 or rb.std() == 0:

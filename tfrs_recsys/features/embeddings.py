@@ -38,6 +38,17 @@ class FieldEmbeddings(tf.keras.layers.Layer):
     loss: it penalizes the rows a batch uses, in proportion to how often they are used. The
     categorical tables are ``tf.keras.layers.Embedding`` layers, whose gradients are sparse (the rows
     looked up): :mod:`tfrs_recsys.training.optimizers` updates only those rows, and regularizes them.
+
+    Args:
+      spec: the feature spec.
+      embedding_dim: ``D``.
+      first_order: also compute the first-order terms.
+      l2: the L2 weight on the field vectors of a batch (0: none).
+      column_dims: honour a column's own ``embedding_dim`` (no ``field_vectors`` then).
+
+    Raises:
+      SchemaError: the spec has no features, or a column sets its own ``embedding_dim`` without
+        ``column_dims``.
     """
 
     def __init__(self, spec: FeatureSpec, embedding_dim: int, *, first_order: bool = True, l2: float = 0.0,
@@ -45,14 +56,13 @@ class FieldEmbeddings(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         if not spec.features:
             raise SchemaError("the spec has no features to embed", fix="infer or write a spec with features")
-        if not column_dims:
-            odd = [f for f in spec.features if f.embedding_dim not in (None, embedding_dim)]
-            if odd:
-                raise SchemaError(
-                    f"feature '{odd[0].name}' sets embedding_dim={odd[0].embedding_dim} but this layer gives every "
-                    f"field D={embedding_dim} (FM-style models need one D)", column=odd[0].name,
-                    fix="remove the per-column embedding_dim, or build FieldEmbeddings(..., column_dims=True) "
-                        "for a model without FM")
+        odd = [f for f in spec.features if f.embedding_dim not in (None, embedding_dim)]
+        if odd and not column_dims:
+            raise SchemaError(
+                f"feature '{odd[0].name}' sets embedding_dim={odd[0].embedding_dim} but this layer gives "
+                f"every field D={embedding_dim} (FM-style models need one D)", column=odd[0].name,
+                fix="remove the per-column embedding_dim, or build FieldEmbeddings(..., column_dims=True) "
+                    "for a model without FM")
         self.spec = spec
         self.embedding_dim = embedding_dim
         self.use_first_order = first_order
@@ -87,30 +97,35 @@ class FieldEmbeddings(tf.keras.layers.Layer):
 
     @property
     def field_names(self) -> list[str]:
+        """The fields, in spec order (the order of ``field_vectors``)."""
         return self.spec.feature_names
 
     @property
     def dense_names(self) -> list[str]:
-        names = [f.name for f in self.spec.features if f.kind == "numeric"]
-        for f in self.spec.features:
-            if f.kind == "timestamp":
-                names += [f"{f.name}:{t}" for t in TIMESTAMP_FEATURES]
-        return names
+        """Names of the ``dense`` output's columns: each numeric feature, then ``name:part`` per timestamp."""
+        features = self.spec.features
+        return ([f.name for f in features if f.kind == "numeric"]
+                + [f"{f.name}:{t}" for f in features if f.kind == "timestamp" for t in TIMESTAMP_FEATURES])
 
     def call(self, inputs: dict[str, tf.Tensor]) -> dict:
+        """Embed preprocessed features.
+
+        Args:
+          inputs: :class:`~tfrs_recsys.features.preprocessing.FeaturePreprocessor` outputs.
+
+        Returns:
+          The dict described in the class docstring.
+        """
         fields, first = {}, []
         for f in self.spec.features:
             x = inputs[f.name]
-            # First-order terms stay [B, 1] columns, concatenated below (no per-field slices to differentiate).
-            if f.kind == "multi_categorical":
-                mask = inputs[mask_key(f.name)]
-                fields[f.name] = _masked_mean(self._tables[f.name](x), mask)
+            # First-order terms stay [B, 1] columns, concatenated below (no per-field slices to
+            # differentiate).
+            if f.is_categorical:
+                mask = inputs[mask_key(f.name)] if f.kind == "multi_categorical" else None
+                fields[f.name] = _pooled(self._tables[f.name](x), mask)
                 if self.use_first_order:
-                    first.append(_masked_mean(self._linear[f.name](x), mask))
-            elif f.is_categorical:
-                fields[f.name] = self._tables[f.name](x)
-                if self.use_first_order:
-                    first.append(self._linear[f.name](x))
+                    first.append(_pooled(self._linear[f.name](x), mask))
             else:
                 values = tf.reshape(tf.cast(x, tf.float32), [-1, self._vectors[f.name].shape[0]])
                 fields[f.name] = tf.matmul(values, self._vectors[f.name])
@@ -132,21 +147,29 @@ class FieldEmbeddings(tf.keras.layers.Layer):
         return outputs
 
     def _dense(self, inputs: dict[str, tf.Tensor], batch: tf.Tensor) -> tf.Tensor:
-        parts = [tf.cast(inputs[f.name], tf.float32)[:, None] for f in self.spec.features if f.kind == "numeric"]
-        parts += [tf.cast(inputs[f.name], tf.float32) for f in self.spec.features if f.kind == "timestamp"]
-        if not parts:
-            return tf.zeros([batch, 0], tf.float32)
-        return tf.concat(parts, axis=1)
+        features = self.spec.features
+        parts = ([tf.cast(inputs[f.name], tf.float32)[:, None] for f in features if f.kind == "numeric"]
+                 + [tf.cast(inputs[f.name], tf.float32) for f in features if f.kind == "timestamp"])
+        return tf.concat(parts, axis=1) if parts else tf.zeros([batch, 0], tf.float32)
 
     def group_vectors(self, outputs: dict, group: str) -> tf.Tensor:
-        """The ``group`` fields' vectors side by side: ``[B, sum of their D_f]`` (``F_g * D`` with one D)."""
+        """The vectors of one group's fields side by side.
+
+        Args:
+          outputs: this layer's outputs.
+          group: ``user``, ``item`` or ``context``.
+
+        Returns:
+          ``[B, sum of the group's D_f]`` (``F_g * D`` with one D); ``[B, 0]`` for an empty group.
+
+        Raises:
+          ValueError: an unknown group.
+        """
         if group not in GROUPS:
             raise ValueError(f"unknown group '{group}'; use one of {GROUPS}")
-        names = [f.name for f in self.spec.group(group)]
-        if not names:
-            batch = tf.shape(next(iter(outputs["fields"].values())))[0]
-            return tf.zeros([batch, 0], tf.float32)
-        return tf.concat([outputs["fields"][n] for n in names], axis=-1)
+        fields = outputs["fields"]
+        vectors = [fields[f.name] for f in self.spec.group(group)]
+        return tf.concat(vectors, axis=-1) if vectors else tf.zeros_like(next(iter(fields.values())))[:, :0]
 
     def get_config(self) -> dict:
         return {**super().get_config(), "spec": self.spec.to_dict(), "embedding_dim": self.embedding_dim,
@@ -159,8 +182,10 @@ class FieldEmbeddings(tf.keras.layers.Layer):
         return cls(spec, config.pop("embedding_dim"), **config)
 
 
-def _masked_mean(vectors: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """``[B, M, D]``, ``[B, M]`` -> ``[B, D]``: mean over the unmasked rows (0 when there are none)."""
+def _pooled(vectors: tf.Tensor, mask: tf.Tensor | None) -> tf.Tensor:
+    """``vectors`` as they are without a mask; else ``[B, M, D]``, ``[B, M]`` -> ``[B, D]``, the mean
+    over the unmasked rows (0 when there are none)."""
+    if mask is None:
+        return vectors
     mask = tf.cast(mask, vectors.dtype)[:, :, None]
-    total = tf.reduce_sum(vectors * mask, axis=1)
-    return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+    return tf.reduce_sum(vectors * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)

@@ -23,22 +23,20 @@ import tensorflow as tf
 
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw
 
-__all__ = ["ENCODED", "FeaturePreprocessor", "TIMESTAMP_FEATURES", "as_encoded", "encode_frame", "mask_key",
-           "op_name", "raw_input_specs"]
+__all__ = ["ENCODED", "FeaturePreprocessor", "TIMESTAMP_FEATURES", "as_encoded", "encode_frame",
+           "mask_key", "op_name", "raw_input_specs"]
 
 # What one timestamp becomes: cyclic hour-of-day and weekday (UTC), and the standardized time.
 TIMESTAMP_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "value")
 _DAY = 86_400.0
 _EPOCH_WEEKDAY = 3.0  # 1970-01-01 was a Thursday; Monday = 0
-_MASK_SUFFIX = "__mask"
 # The reserved key under which a batch carries features that are already encoded.
 ENCODED = "__encoded__"
-ENCODE_CHUNK = 16_384
 
 
 def mask_key(name: str) -> str:
     """Key of a multi-valued feature's mask in :class:`FeaturePreprocessor` outputs."""
-    return name + _MASK_SUFFIX
+    return name + "__mask"
 
 
 def as_encoded(encoded: dict[str, tf.Tensor]) -> dict[str, dict[str, tf.Tensor]]:
@@ -48,7 +46,15 @@ def as_encoded(encoded: dict[str, tf.Tensor]) -> dict[str, dict[str, tf.Tensor]]
 
 
 def raw_input_specs(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
-    """Serving-signature inputs: one ``[None]`` tensor per feature, named after it."""
+    """Serving-signature inputs of a spec's raw features.
+
+    Args:
+      spec: the feature spec.
+
+    Returns:
+      ``{feature: tf.TensorSpec([None])}``, ``tf.string`` for categorical features and
+      ``tf.float32`` for the others, each named after its feature (:func:`op_name`).
+    """
     return {f.name: tf.TensorSpec([None], tf.string if f.is_categorical else tf.float32, name=op_name(f.name))
             for f in spec.features}
 
@@ -73,6 +79,9 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
 
     The vocabularies are layer state, so any SavedModel containing the layer carries them.
     Inputs marked with :func:`as_encoded` are returned as they are (encoded once, ahead of training).
+
+    Args:
+      spec: the feature spec, with the vocabularies and statistics of its columns.
     """
 
     def __init__(self, spec: FeatureSpec, **kwargs):
@@ -81,6 +90,18 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
         self._encoders = {f.name: _encoder(f) for f in spec.features if f.is_categorical}
 
     def call(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Encode raw features.
+
+        Args:
+          inputs: one ``[B]`` or ``[B, 1]`` tensor per spec feature, or :func:`as_encoded` outputs.
+
+        Returns:
+          The model-ready tensors described in the class docstring.
+
+        Raises:
+          ValueError: a feature is missing or has another shape.
+          TypeError: a categorical feature is neither a string nor an integer tensor.
+        """
         if ENCODED in inputs:
             return dict(inputs[ENCODED])
         out: dict[str, tf.Tensor] = {}
@@ -103,8 +124,7 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
         tokens = tf.strings.strip(tf.strings.split(text, column.separator))
         tokens = tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, ""))
         ids = tf.ragged.map_flat_values(self._encoders[column.name], tokens)
-        mask = tf.ones_like(ids, dtype=tf.float32)
-        return ids.to_tensor(0), mask.to_tensor(0.0)
+        return ids.to_tensor(0), tf.ones_like(ids, dtype=tf.float32).to_tensor(0.0)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "spec": self.spec.to_dict()}
@@ -123,13 +143,20 @@ def _encoder(column: FeatureColumn) -> tf.keras.layers.Layer:
     return tf.keras.layers.Hashing(column.num_buckets, name=f"hash_{op_name(column.name)}")
 
 
-def encode_frame(frame: pd.DataFrame, spec: FeatureSpec, *,
-                 chunk: int = ENCODE_CHUNK) -> dict[str, np.ndarray]:
+def encode_frame(frame: pd.DataFrame, spec: FeatureSpec, *, chunk: int = 16_384) -> dict[str, np.ndarray]:
     """Every row of ``frame`` encoded once, as :class:`FeaturePreprocessor` encodes it, in NumPy arrays.
 
-    Keys and dtypes are the preprocessor's outputs; a multi-valued feature's indices and mask are
-    padded to the longest row of the whole frame. Encoded in chunks of ``chunk`` rows, eagerly, so
-    a training pipeline can gather batches of ready indices instead of parsing strings every step.
+    Encoded eagerly, so a training pipeline can gather batches of ready indices instead of parsing
+    strings every step.
+
+    Args:
+      frame: the rows, with a column per spec feature.
+      spec: the feature spec.
+      chunk: rows encoded per preprocessor call.
+
+    Returns:
+      The preprocessor's outputs (same keys and dtypes) for every row; a multi-valued feature's
+      indices and mask are padded to the longest row of the whole frame.
     """
     preprocessor = FeaturePreprocessor(spec)
     raw = frame_to_raw(frame, spec)
@@ -138,13 +165,11 @@ def encode_frame(frame: pd.DataFrame, spec: FeatureSpec, *,
         batch = preprocessor({k: tf.constant(v[start:start + chunk]) for k, v in raw.items()})
         for key, value in batch.items():
             parts.setdefault(key, []).append(value.numpy())
-    out = {}
     for key, values in parts.items():
-        if values[0].ndim == 2 and any(v.shape[1] != values[0].shape[1] for v in values):
+        if values[0].ndim == 2:  # a multi-valued feature: pad every chunk to the widest one
             width = max(v.shape[1] for v in values)
-            values = [np.pad(v, ((0, 0), (0, width - v.shape[1]))) for v in values]
-        out[key] = np.concatenate(values)
-    return out
+            parts[key] = [np.pad(v, ((0, 0), (0, width - v.shape[1]))) for v in values]
+    return {key: np.concatenate(values) for key, values in parts.items()}
 
 
 def _flatten(x: tf.Tensor, name: str) -> tf.Tensor:
@@ -174,8 +199,7 @@ def _as_float(x: tf.Tensor) -> tf.Tensor:
 
 
 def _scaled(x: tf.Tensor, mean: float | None, std: float | None) -> tf.Tensor:
-    std = std if std else 1.0
-    return (x - (mean or 0.0)) / std
+    return (x - (mean or 0.0)) / (std or 1.0)
 
 
 def _standardize(x: tf.Tensor, column: FeatureColumn) -> tf.Tensor:

@@ -33,10 +33,7 @@ __all__ = ["replicas_in_sync", "global_batch_mean", "RecsysModel"]
 
 def replicas_in_sync() -> int:
     """``R``: replicas training in sync under the current strategy (1 without one)."""
-    context = tf.distribute.get_replica_context()
-    if context is not None:
-        return context.num_replicas_in_sync
-    return tf.distribute.get_strategy().num_replicas_in_sync
+    return (tf.distribute.get_replica_context() or tf.distribute.get_strategy()).num_replicas_in_sync
 
 
 def global_batch_mean(per_example: tf.Tensor, global_batch_size: float | None = None) -> tf.Tensor:
@@ -46,13 +43,17 @@ def global_batch_mean(per_example: tf.Tensor, global_batch_size: float | None = 
     when batches hold different numbers of them), else ``R * len(per_example)``. Summed over the
     replicas, as the optimizer sums their gradients, this is the global-batch mean. An empty local
     batch contributes 0.
+
+    Args:
+      per_example: this replica's per-example losses, any shape.
+      global_batch_size: ``N``, or None for ``R`` times the local count.
+
+    Returns:
+      A scalar.
     """
     per_example = tf.reshape(tf.convert_to_tensor(per_example), [-1])
-    if global_batch_size is None:
-        count = tf.cast(tf.size(per_example) * replicas_in_sync(), per_example.dtype)
-    else:
-        count = tf.constant(global_batch_size, per_example.dtype)
-    return tf.math.divide_no_nan(tf.reduce_sum(per_example), count)
+    count = tf.size(per_example) * replicas_in_sync() if global_batch_size is None else global_batch_size
+    return tf.math.divide_no_nan(tf.reduce_sum(per_example), tf.cast(count, per_example.dtype))
 
 
 class RecsysModel(tfrs.Model):
@@ -92,7 +93,15 @@ class RecsysModel(tfrs.Model):
         return [self.trackers.loss, self.trackers.regularization] + super().metrics
 
     def global_loss(self, per_example: tf.Tensor, global_batch_size: float | None = None) -> tf.Tensor:
-        """Log the per-example losses and return this replica's share of their global-batch mean."""
+        """Log the per-example losses and return this replica's share of their global-batch mean.
+
+        Args:
+          per_example: the per-example losses of this replica's batch.
+          global_batch_size: see :func:`global_batch_mean`.
+
+        Returns:
+          The scalar loss to differentiate.
+        """
         self.trackers.loss.update_state(tf.reshape(per_example, [-1]))
         return global_batch_mean(per_example, global_batch_size)
 

@@ -70,18 +70,29 @@ class DeepFM(RecsysModel):
 
     ``call(features) -> {"ctr": [B]}`` with ``features`` the raw dict (one [B] tensor per spec
     feature). ``compute_loss((features, labels))`` reads ``labels[label]``.
+
+    Args:
+      spec: the feature spec.
+      embedding_dim: ``D``, shared by every field (the FM needs one).
+      hidden_units: the DNN's ReLU layers.
+      dropout: the DNN's dropout rate.
+      l2_reg: the L2 weight on the embedding rows a batch uses.
+      label: the label's name (default: the spec's first label).
+      precision: the DNN's training precision (:func:`~tfrs_recsys.models.mlp.resolve_precision`).
+
+    Raises:
+      SchemaError: no label is given and the spec lists none.
     """
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16,
                  hidden_units: Sequence[int] = (256, 128, 64), dropout: float = 0.0, l2_reg: float = 0.0,
                  label: str | None = None, precision: str = "float32"):
         super().__init__()
-        label = label or (spec.labels[0] if spec.labels else None)
-        if label is None:
+        self.label = label or (spec.labels[0] if spec.labels else None)
+        if self.label is None:
             raise SchemaError("DeepFM needs a label column and the spec lists none",
                               fix="pass label=..., or list the label in the spec's 'labels'")
         self.spec = spec
-        self.label = label
         self.preprocessor = FeaturePreprocessor(spec)
         # l2 penalizes the embedding rows a batch uses (FieldEmbeddings adds it as a layer loss).
         self.embeddings = FieldEmbeddings(spec, embedding_dim, first_order=True, l2=l2_reg)
@@ -89,10 +100,8 @@ class DeepFM(RecsysModel):
         self.dnn = mlp(hidden_units, dropout=dropout, name="dnn", precision=precision)
         self.dnn_logit = tf.keras.layers.Dense(1, use_bias=False, name="dnn_logit")
         self.bias = tf.Variable(0.0, name="bias")
-        self.task = tfrs.tasks.Ranking(
-            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True,
-                                                    reduction=tf.keras.losses.Reduction.NONE),
-            metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc")])
+        bce = tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction="none")
+        self.task = tfrs.tasks.Ranking(loss=bce, metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc")])
 
     def logit_parts(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         """The three logits (``first_order``, ``fm``, ``dnn``), each ``[B]``, before the bias."""
@@ -107,8 +116,7 @@ class DeepFM(RecsysModel):
         }
 
     def logit(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        parts = self.logit_parts(features, training=training)
-        return parts["first_order"] + parts["fm"] + parts["dnn"] + self.bias
+        return tf.add_n(list(self.logit_parts(features, training=training).values())) + self.bias
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         return {"ctr": tf.sigmoid(self.logit(features, training=training))}

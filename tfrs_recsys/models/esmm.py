@@ -48,7 +48,7 @@ from tfrs_recsys.data.schema import FeatureSpec, SchemaError
 from tfrs_recsys.features.embeddings import FieldEmbeddings
 from tfrs_recsys.features.preprocessing import FeaturePreprocessor
 from tfrs_recsys.models.base import RecsysModel
-from tfrs_recsys.models.mlp import mlp, resolve_precision
+from tfrs_recsys.models.mlp import mlp
 
 __all__ = ["ImpressionEncoder", "ESMM", "ClickedCVR", "PROB_EPSILON"]
 
@@ -60,15 +60,10 @@ def _head(units: Sequence[int], dropout: float, name: str, precision: str) -> tf
     return mlp(units, dropout=dropout, name=name, precision=precision, output_units=1)
 
 
-def _tower(units: Sequence[int], dropout: float, name: str, precision: str) -> tf.keras.Sequential:
-    """ReLU layers and a linear output layer of ``units[-1]``: the dense vector of a user or an item."""
-    return mlp(units[:-1], dropout=dropout, name=name, precision=precision,
-               output_units=units[-1] if units else None)
-
-
-def _per_example_bce() -> tf.keras.losses.Loss:
-    """BCE per impression; :meth:`RecsysModel.global_loss` averages it over the global batch."""
-    return tf.keras.losses.BinaryCrossentropy(reduction=tf.keras.losses.Reduction.NONE)
+def _bce_task(name: str, auc_name: str) -> tfrs.tasks.Ranking:
+    """BCE per impression (:meth:`RecsysModel.global_loss` averages it over the global batch) and its AUC."""
+    return tfrs.tasks.Ranking(loss=tf.keras.losses.BinaryCrossentropy(reduction="none"),
+                              name=name, metrics=[tf.keras.metrics.AUC(name=auc_name)])
 
 
 def _clip(p: tf.Tensor) -> tf.Tensor:
@@ -81,6 +76,14 @@ class ImpressionEncoder(tf.keras.layers.Layer):
     The towers add learned user and item vectors to the shared embeddings rather than replace them
     (replacing them overfits sooner on sparse ids). A group without features contributes nothing
     (e.g. AliExpress logs carry only context).
+
+    Args:
+      spec: the feature spec.
+      embedding_dim: ``D`` of a field without its own ``embedding_dim`` in the spec.
+      tower_units: the user and item towers' widths: ReLU layers, the last one linear.
+      dropout: the towers' dropout rate.
+      l2_reg: the L2 weight on the embedding rows a batch uses.
+      precision: the towers' training precision (:func:`~tfrs_recsys.models.mlp.resolve_precision`).
     """
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
@@ -91,8 +94,10 @@ class ImpressionEncoder(tf.keras.layers.Layer):
         # ESMM has no FM term, so a column may set its own embedding_dim in the spec. l2 penalizes
         # the embedding rows a batch uses (a layer loss, added to the task losses by RecsysModel).
         self.embeddings = FieldEmbeddings(spec, embedding_dim, first_order=False, column_dims=True, l2=l2_reg)
+        # ReLU layers and a linear output layer of tower_units[-1]: the dense vector of a user or an item.
         self.user_tower, self.item_tower = (
-            _tower(tower_units, dropout, f"{group}_tower", precision) if spec.group(group) else None
+            mlp(tower_units[:-1], dropout=dropout, name=f"{group}_tower", precision=precision,
+                output_units=tower_units[-1] if tower_units else None) if spec.group(group) else None
             for group in ("user", "item"))
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -123,6 +128,19 @@ class ESMM(RecsysModel):
     ``call(features) -> {"ctr", "cvr", "ctcvr"}``, each ``[B]``. ``compute_loss((features, labels))``
     reads ``labels[click_label]`` and ``labels[conversion_label]`` (default: the spec's two labels in
     that order); the towers never see a label.
+
+    Args:
+      spec: the feature spec.
+      embedding_dim, tower_units, dropout, l2_reg, precision: as :class:`ImpressionEncoder`'s;
+        ``dropout`` and ``precision`` also apply to the CTR and CVR heads.
+      hidden_units: the heads' ReLU layers, each head ending in one logit.
+      ctr_loss_weight: ``w_ctr``.
+      ctcvr_loss_weight: ``w_ctcvr``.
+      click_label: the click label's name.
+      conversion_label: the conversion label's name.
+
+    Raises:
+      SchemaError: no label names are given and the spec does not list exactly two labels.
     """
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
@@ -130,7 +148,6 @@ class ESMM(RecsysModel):
                  ctr_loss_weight: float = 1.0, ctcvr_loss_weight: float = 1.0, click_label: str | None = None,
                  conversion_label: str | None = None, precision: str = "float32"):
         super().__init__()
-        precision = resolve_precision(precision)
         self.spec = spec
         self.click_label, self.conversion_label = _labels_of(spec, click_label, conversion_label)
         self.ctr_loss_weight = float(ctr_loss_weight)
@@ -139,12 +156,8 @@ class ESMM(RecsysModel):
                                          dropout=dropout, l2_reg=l2_reg, precision=precision)
         self.ctr_tower = _head(hidden_units, dropout, "ctr_tower", precision)
         self.cvr_tower = _head(hidden_units, dropout, "cvr_tower", precision)
-        self.ctr_task = tfrs.tasks.Ranking(
-            loss=_per_example_bce(), name="ctr_task",
-            metrics=[tf.keras.metrics.AUC(name="ctr_auc")])
-        self.ctcvr_task = tfrs.tasks.Ranking(
-            loss=_per_example_bce(), name="ctcvr_task",
-            metrics=[tf.keras.metrics.AUC(name="ctcvr_auc")])
+        self.ctr_task = _bce_task("ctr_task", "ctr_auc")
+        self.ctcvr_task = _bce_task("ctcvr_task", "ctcvr_auc")
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         h = self.encoder(features, training=training)
@@ -168,20 +181,22 @@ class ClickedCVR(RecsysModel):
     Same encoder and CVR tower as :class:`ESMM`; ``L = BCE(conversion, pCVR)``. Its training data
     must be the clicked rows (the trainer filters them), which is exactly the sample-selection
     bias: it is then asked to score every impression. ``call(features) -> {"cvr": [B]}``.
+
+    Args:
+      spec, embedding_dim, tower_units, hidden_units, dropout, l2_reg, precision: as :class:`ESMM`'s.
+      conversion_label: the conversion label's name (default: the spec's second label).
     """
 
     def __init__(self, spec: FeatureSpec, *, embedding_dim: int = 16, tower_units: Sequence[int] = (32,),
                  hidden_units: Sequence[int] = (256, 128, 64), dropout: float = 0.0, l2_reg: float = 0.0,
                  conversion_label: str | None = None, precision: str = "float32"):
         super().__init__()
-        precision = resolve_precision(precision)
         self.spec = spec
         self.conversion_label = conversion_label or _labels_of(spec, None, None)[1]
         self.encoder = ImpressionEncoder(spec, embedding_dim=embedding_dim, tower_units=tower_units,
                                          dropout=dropout, l2_reg=l2_reg, precision=precision)
         self.cvr_tower = _head(hidden_units, dropout, "cvr_tower", precision)
-        self.task = tfrs.tasks.Ranking(loss=_per_example_bce(), name="cvr_task",
-                                       metrics=[tf.keras.metrics.AUC(name="cvr_auc")])
+        self.task = _bce_task("cvr_task", "cvr_auc")
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         h = self.encoder(features, training=training)

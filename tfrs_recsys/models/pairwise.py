@@ -19,16 +19,6 @@ import tensorflow_recommenders as tfrs
 from tfrs_recsys.config import PAIRWISE_LOSSES
 
 
-def bpr_loss(positive_scores: tf.Tensor, negative_scores: tf.Tensor) -> tf.Tensor:
-    """Per-triple ``-log sigmoid(s+ - s-)``, computed as ``softplus(s- - s+)`` (no overflow for large margins)."""
-    return tf.nn.softplus(negative_scores - positive_scores)
-
-
-def triplet_loss(positive_scores: tf.Tensor, negative_scores: tf.Tensor, margin: float) -> tf.Tensor:
-    """Per-triple ``max(0, margin - s+ + s-)``."""
-    return tf.nn.relu(margin - positive_scores + negative_scores)
-
-
 class PairwiseAccuracy(tf.keras.metrics.Mean):
     """Mean of ``1[s+ > s-] + 0.5 * 1[s+ == s-]`` over triples: the pairwise AUC of what it has seen."""
 
@@ -46,12 +36,17 @@ class PairwiseAccuracy(tf.keras.metrics.Mean):
 class PairwiseTask(tf.keras.layers.Layer, tfrs.tasks.base.Task):
     """Loss and metrics of (user, liked item, disliked item) triples, given their two scores.
 
-    ``loss``: ``"bpr"`` or ``"triplet"`` (with ``margin`` > 0, in score units). ``metrics`` default
-    to one :class:`PairwiseAccuracy`; each is updated with ``(positive_scores, negative_scores)``.
+    Args:
+      loss: ``"bpr"`` or ``"triplet"``.
+      margin: the triplet loss's margin, > 0, in score units.
+      metrics: updated with ``(positive_scores, negative_scores)``; default one :class:`PairwiseAccuracy`.
+
+    Raises:
+      ValueError: an unknown loss, or a triplet margin <= 0.
     """
 
-    def __init__(self, loss: str = "bpr", margin: float = 1.0, metrics: list[tf.keras.metrics.Metric] | None = None,
-                 **kwargs):
+    def __init__(self, loss: str = "bpr", margin: float = 1.0,
+                 metrics: list[tf.keras.metrics.Metric] | None = None, **kwargs):
         super().__init__(**kwargs)
         if loss not in PAIRWISE_LOSSES:
             raise ValueError(f"pairwise loss must be one of {PAIRWISE_LOSSES}, got {loss!r}")
@@ -61,15 +56,14 @@ class PairwiseTask(tf.keras.layers.Layer, tfrs.tasks.base.Task):
         self.margin = float(margin)
         self.pairwise_metrics = [PairwiseAccuracy()] if metrics is None else list(metrics)
 
-    def call(self, positive_scores: tf.Tensor, negative_scores: tf.Tensor, sample_weight: tf.Tensor | None = None,
-             compute_metrics: bool = True) -> tf.Tensor:
+    def call(self, positive_scores: tf.Tensor, negative_scores: tf.Tensor,
+             sample_weight: tf.Tensor | None = None, compute_metrics: bool = True) -> tf.Tensor:
         """Per-triple losses ``[B]`` (weighted when ``sample_weight`` is given); updates the metrics."""
         positive_scores = tf.cast(positive_scores, tf.float32)
         negative_scores = tf.cast(negative_scores, tf.float32)
-        if self.loss_name == "bpr":
-            losses = bpr_loss(positive_scores, negative_scores)
-        else:
-            losses = triplet_loss(positive_scores, negative_scores, self.margin)
+        lead = positive_scores - negative_scores
+        # -log sigmoid(d) as softplus(-d): no overflow for large margins.
+        losses = tf.nn.softplus(-lead) if self.loss_name == "bpr" else tf.nn.relu(self.margin - lead)
         if sample_weight is not None:
             losses = losses * tf.cast(sample_weight, losses.dtype)
         if compute_metrics:

@@ -61,23 +61,19 @@ from tfrs_recsys.models.towers import FIRST_KNOWN_INDEX, ItemEncoder, ItemTower,
 
 
 def resolve_negatives(negatives: str, num_items: int, full_softmax_max_items: int) -> str:
-    """``auto`` -> ``full`` for catalogs up to ``full_softmax_max_items``, ``sampled`` above."""
+    """The negatives of a run: ``auto`` -> ``full`` up to ``full_softmax_max_items`` items, ``sampled`` above.
+
+    Args:
+      negatives: the config value (:data:`tfrs_recsys.config.NEGATIVES`).
+      num_items: the catalog size.
+      full_softmax_max_items: the largest catalog ``auto`` scores in full.
+
+    Returns:
+      ``full``, ``in_batch`` or ``sampled``.
+    """
     if negatives != "auto":
         return negatives
     return "full" if num_items <= full_softmax_max_items else "sampled"
-
-
-class _AtMost(tf.keras.constraints.Constraint):
-    """Clips a weight to ``<= limit`` after every optimizer update."""
-
-    def __init__(self, limit: float):
-        self.limit = float(limit)
-
-    def __call__(self, w: tf.Tensor) -> tf.Tensor:
-        return tf.minimum(w, self.limit)
-
-    def get_config(self) -> dict:
-        return {"limit": self.limit}
 
 
 class InverseTemperature(tf.keras.layers.Layer):
@@ -85,6 +81,10 @@ class InverseTemperature(tf.keras.layers.Layer):
 
     The cap clips ``w`` itself after each update: capping ``exp(w)`` in the forward pass instead
     would zero the gradient once ``w`` overshoots, and ``tau`` could never come down again.
+
+    Args:
+      initial: the initial ``tau``.
+      maximum: the largest ``tau``.
     """
 
     def __init__(self, initial: float = 10.0, maximum: float = 100.0, **kwargs):
@@ -92,7 +92,7 @@ class InverseTemperature(tf.keras.layers.Layer):
         self.maximum = float(maximum)
         self.log_tau = self.add_weight(name="log_inverse_temperature", shape=(),
                                        initializer=tf.keras.initializers.Constant(math.log(initial)),
-                                       constraint=_AtMost(math.log(maximum)))
+                                       constraint=lambda w: tf.minimum(w, math.log(self.maximum)))
 
     @property
     def value(self) -> tf.Tensor:
@@ -106,6 +106,10 @@ class ScaledQuery(tf.keras.Model):
     """``tau * q(features)``, ``[B, D]``: the query tower after its last item, with the learned temperature.
 
     Serving scores are then the model's logits ``tau * <q, c(i)>`` against normalized item vectors.
+
+    Args:
+      query_tower: the trained :class:`~tfrs_recsys.models.towers.QueryTower`.
+      temperature: the trained :class:`InverseTemperature`.
     """
 
     def __init__(self, query_tower: QueryTower, temperature: InverseTemperature, **kwargs):
@@ -118,18 +122,29 @@ class ScaledQuery(tf.keras.Model):
 
 
 class CatalogSoftmax(tf.keras.layers.Layer, tfrs.tasks.base.Task):
-    """Full softmax cross-entropy over every candidate, per query: ``-log softmax(q_n C^T)[label_n]``, ``[N]``."""
+    """Full softmax cross-entropy over every candidate, per query: ``-log softmax(q_n C^T)[label_n]``."""
 
-    def call(self, query_embeddings: tf.Tensor, candidate_embeddings: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    def call(self, query_embeddings: tf.Tensor, candidate_embeddings: tf.Tensor,
+             labels: tf.Tensor) -> tf.Tensor:
+        """Per-query losses ``[N]`` of queries ``[N, D]`` against candidates ``[C, D]``."""
         logits = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
-def sampled_retrieval_task(*, remove_accidental_hits: bool = True, hard_negatives: int = 0) -> tfrs.tasks.Retrieval:
-    """TFRS' Retrieval task returning the softmax cross-entropy of each query, ``[N]`` (not TFRS' batch sum)."""
-    loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE)
+def sampled_retrieval_task(*, remove_accidental_hits: bool = True,
+                           hard_negatives: int = 0) -> tfrs.tasks.Retrieval:
+    """TFRS' Retrieval task returning the softmax cross-entropy of each query, ``[N]`` (not a batch sum).
+
+    Args:
+      remove_accidental_hits: mask candidates equal to a query's positive.
+      hard_negatives: keep only this many highest-scoring negatives per query (0: all).
+
+    Returns:
+      A ``tfrs.tasks.Retrieval``.
+    """
+    loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction="none")
     return tfrs.tasks.Retrieval(loss=loss, remove_accidental_hits=remove_accidental_hits,
-                                num_hard_negatives=hard_negatives if hard_negatives > 0 else None)
+                                num_hard_negatives=hard_negatives or None)
 
 
 class TwoTowerRetrieval(RecsysModel):
@@ -141,13 +156,33 @@ class TwoTowerRetrieval(RecsysModel):
     ``catalog`` lists the candidate ids in the order of the item lookup's vocabulary;
     ``item_probabilities`` (aligned with it) is ``Q`` for the logQ correction and the
     distribution sampled negatives are drawn from.
+
+    Args:
+      query_tower: the :class:`~tfrs_recsys.models.towers.QueryTower`.
+      item_tower: the :class:`~tfrs_recsys.models.towers.ItemTower`.
+      catalog: the candidate item ids.
+      negatives: ``full``, ``in_batch`` or ``sampled`` (:func:`resolve_negatives`).
+      item_probabilities: ``Q``, aligned with ``catalog``; uniform when None.
+      num_sampled: negatives drawn per batch with ``sampled``.
+      logq_correction: subtract ``log Q(j)`` from sampled and in-batch logits.
+      remove_accidental_hits: mask candidates equal to the positive.
+      hard_negatives: keep only this many hardest negatives (0: all).
+      temperature: the initial inverse temperature ``tau``.
+      max_temperature: its cap.
+      targets_per_batch: divide a batch's loss sum by this instead of its number of targets.
+      loss: ``softmax``, ``bpr`` or ``triplet``.
+      margin: the triplet loss's margin, in score units.
+
+    Raises:
+      ValueError: unresolved negatives, or logQ correction without probabilities of the right shape.
     """
 
     def __init__(self, query_tower: QueryTower, item_tower: ItemTower, catalog: np.ndarray, *,
-                 negatives: str = "full", item_probabilities: np.ndarray | None = None, num_sampled: int = 1024,
-                 logq_correction: bool = True, remove_accidental_hits: bool = True, hard_negatives: int = 0,
-                 temperature: float = 10.0, max_temperature: float = 100.0,
-                 targets_per_batch: float | None = None, loss: str = "softmax", margin: float = 1.0, **kwargs):
+                 negatives: str = "full", item_probabilities: np.ndarray | None = None,
+                 num_sampled: int = 1024, logq_correction: bool = True, remove_accidental_hits: bool = True,
+                 hard_negatives: int = 0, temperature: float = 10.0, max_temperature: float = 100.0,
+                 targets_per_batch: float | None = None, loss: str = "softmax", margin: float = 1.0,
+                 **kwargs):
         super().__init__(**kwargs)
         if negatives not in NEGATIVES[1:]:
             raise ValueError(f"negatives must be resolved to one of {NEGATIVES[1:]}, got {negatives!r}")
@@ -169,8 +204,7 @@ class TwoTowerRetrieval(RecsysModel):
         self.full_task = CatalogSoftmax(name="catalog_softmax")
         self.sampled_task = sampled_retrieval_task(remove_accidental_hits=remove_accidental_hits,
                                                    hard_negatives=hard_negatives)
-        self.targets_per_batch = None if targets_per_batch is None else float(targets_per_batch)
-        self.loss_name = loss
+        self.targets_per_batch = targets_per_batch
         self.pairwise_task = PairwiseTask(loss, margin, name="pairwise") if loss != "softmax" else None
         if loss == "triplet":
             self.temperature.trainable = False
@@ -180,7 +214,7 @@ class TwoTowerRetrieval(RecsysModel):
         return ScaledQuery(self.query_tower, self.temperature, name="scaled_query")
 
     def query_embeddings(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """Scaled queries ``tau * q`` of the last position, ``[B, D]``: dot them with ``candidate_embeddings``."""
+        """Scaled queries ``tau * q`` of the last position, ``[B, D]``, for ``candidate_embeddings``."""
         return self.temperature(self.query_tower(features, training=training))
 
     def candidate_embeddings(self, item_ids: tf.Tensor | None = None, training: bool = False) -> tf.Tensor:
@@ -189,7 +223,7 @@ class TwoTowerRetrieval(RecsysModel):
 
     def pairwise_scores(self, features: Mapping[str, tf.Tensor],
                         training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        """``(s(u, i+), s(u, i-))``, each ``[B]``, for ``features["positive"]`` and ``features["negative"]``."""
+        """``(s(u, i+), s(u, i-))``, each ``[B]``, of ``features["positive"]`` and ``["negative"]``."""
         queries = self.query_embeddings(features, training=training)
         items = self.candidate_embeddings(tf.stack([features["positive"], features["negative"]], axis=1),
                                           training=training)
@@ -273,10 +307,8 @@ def build_model(cfg, vocab: Vocabularies, *, item_probabilities: np.ndarray | No
     dim = cfg.embedding_dim
     encoder = ItemEncoder(vocab.catalog, dim, feature_specs=vocab.spec.group("item"),
                           feature_tables=vocab.item_tables, name="item_encoder")
-    sequence_encoder = None
-    if cfg.use_transformer:
-        sequence_encoder = SequenceEncoder(cfg.max_history, dim, cfg.num_blocks, cfg.num_heads, cfg.ff_dim,
-                                           cfg.dropout, name="sequence_encoder")
+    sequence_encoder = SequenceEncoder(cfg.max_history, dim, cfg.num_blocks, cfg.num_heads, cfg.ff_dim,
+                                       cfg.dropout, name="sequence_encoder") if cfg.use_transformer else None
     query = QueryTower(encoder, dim, sequence_encoder=sequence_encoder,
                        user_vocabulary=vocab.users if cfg.use_user_id or vocab.spec.group("user") else None,
                        use_user_embedding=cfg.use_user_id, user_feature_specs=vocab.spec.group("user"),

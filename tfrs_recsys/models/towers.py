@@ -33,7 +33,18 @@ PAD_INDEX, OOV_INDEX, FIRST_KNOWN_INDEX = 0, 1, 2
 
 
 def id_lookup(vocabulary: Sequence[str], name: str) -> tf.keras.layers.StringLookup:
-    """``""`` -> 0, unknown -> 1, ``vocabulary[i]`` -> i + 2."""
+    """The id lookup of the towers: ``""`` -> 0, unknown -> 1, ``vocabulary[i]`` -> i + 2.
+
+    Args:
+      vocabulary: the known ids.
+      name: the layer's name.
+
+    Returns:
+      A ``tf.keras.layers.StringLookup``.
+
+    Raises:
+      ValueError: the vocabulary holds ``""``, the padding id.
+    """
     vocabulary = [str(v) for v in vocabulary]
     if "" in vocabulary:
         raise ValueError(f"{name}: '' is reserved for padding and cannot be an id")
@@ -59,8 +70,8 @@ class EntityFeatureTables(tf.keras.layers.Layer):
         self.rows = {}
         for f in specs:
             table = np.asarray(tables[f.name])
-            pad = np.zeros((FIRST_KNOWN_INDEX,) + table.shape[1:], dtype=table.dtype)
-            self.rows[f.name] = tf.constant(np.concatenate([pad, table]))
+            rows = [(FIRST_KNOWN_INDEX, 0)] + [(0, 0)] * (table.ndim - 1)  # 0 and 1 have no features
+            self.rows[f.name] = tf.constant(np.pad(table, rows))
 
     def call(self, index: tf.Tensor) -> tf.Tensor:
         flat = tf.reshape(index, [-1])
@@ -72,7 +83,17 @@ class EntityFeatureTables(tf.keras.layers.Layer):
 
 
 class ItemEncoder(tf.keras.layers.Layer):
-    """``h(i) = E[i] + e(i)``: id embedding plus content features. Returns (vectors, known mask)."""
+    """``h(i) = E[i] + e(i)``: id embedding plus content features.
+
+    Called on item ids of any shape, returns ``(vectors, known)``: ``ids.shape + [D]`` and True where
+    the id is known.
+
+    Args:
+      vocabulary: the item ids, in embedding row order (the catalog).
+      dim: ``D``.
+      feature_specs: the item feature columns (none: id embeddings only).
+      feature_tables: their tables, aligned with ``vocabulary`` (:class:`EntityFeatureTables`).
+    """
 
     def __init__(self, vocabulary: Sequence[str], dim: int, *, feature_specs: Sequence[FeatureColumn] = (),
                  feature_tables: Mapping[str, np.ndarray] | None = None, **kwargs):
@@ -97,7 +118,14 @@ class ItemEncoder(tf.keras.layers.Layer):
 
 
 class ItemTower(tf.keras.Model):
-    """``c(i) = normalize(MLP(h(i)))`` for item ids of any shape."""
+    """``c(i) = normalize(MLP(h(i)))`` for item ids of any shape.
+
+    Args:
+      encoder: the shared :class:`ItemEncoder`.
+      dim: the output width ``D``.
+      hidden_units: the MLP's ReLU layers before its projection to ``D``; none: ``normalize(h(i))``.
+      dropout: the MLP's dropout rate.
+    """
 
     def __init__(self, encoder: ItemEncoder, dim: int, hidden_units: Sequence[int] = (), dropout: float = 0.0,
                  **kwargs):
@@ -118,6 +146,12 @@ class TransformerBlock(tf.keras.layers.Layer):
 
     With ``query`` given (a subset of positions of ``x``, e.g. the last one), only those
     positions are updated: ``query += MHA(LN(query), LN(x)); query += FFN(LN(query))``.
+
+    Args:
+      dim: the model width.
+      num_heads: attention heads, each of width ``dim // num_heads``.
+      ff_dim: the feed-forward network's hidden width.
+      dropout: the dropout rate of attention and both branches.
     """
 
     def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float, **kwargs):
@@ -144,6 +178,14 @@ class SequenceEncoder(tf.keras.layers.Layer):
 
     Attention is restricted to known items at or before the query position (padding mask
     and causal mask); states at padded positions are zero.
+
+    Args:
+      max_len: the longest history (rows of the position table).
+      dim: the model width.
+      num_blocks: the number of :class:`TransformerBlock`.
+      num_heads: attention heads per block.
+      ff_dim: the feed-forward hidden width.
+      dropout: the dropout rate of the inputs and the blocks.
     """
 
     def __init__(self, max_len: int, dim: int, num_blocks: int, num_heads: int, ff_dim: int, dropout: float,
@@ -162,10 +204,7 @@ class SequenceEncoder(tf.keras.layers.Layer):
         """States ``[B, L, D]``, or with ``last_only`` the last position's ``[B, D]``.
 
         At inference ``last_only`` runs the last block for the last position alone (the others feed
-        nothing). Training runs it for every position and keeps the last: the same values, but the
-        gradient of attention with a single query position corrupts the heap under TensorFlow 2.20's
-        oneDNN kernels (a segfault one run in ten; TF_ENABLE_ONEDNN_OPTS=0 avoids it, at a cost to
-        every other op).
+        nothing); training runs it for every position and keeps the last, the same values.
         """
         length = tf.shape(vectors)[1]
         causal = tf.linalg.band_part(tf.ones((length, length), tf.bool), -1, 0)
@@ -173,6 +212,8 @@ class SequenceEncoder(tf.keras.layers.Layer):
         x = self.input_dropout(vectors + self.positions[-length:][None], training=training)
         for block in self.blocks[:-1]:
             x = block(x, mask, training=training)
+        # Not while training: oneDNN's gradient of single-query attention corrupts the heap
+        # (TensorFlow issues #117700, #123109; fixed by PR #120199).
         if last_only and not training:
             x = self.blocks[-1](x, mask[:, -1:], training=training, query=x[:, -1:])
             return self.output_norm(x)[:, 0] * tf.cast(known[:, -1:], x.dtype)
@@ -186,6 +227,12 @@ def right_align(index: tf.Tensor) -> tf.Tensor:
 
     Padding and unknown ids end up first, so the last position holds the most recent known item
     whichever side a client padded on.
+
+    Args:
+      index: ``[B, L]`` lookup indices.
+
+    Returns:
+      ``[B, L]``, the same indices reordered.
     """
     known = tf.cast(index >= FIRST_KNOWN_INDEX, tf.int32)
     return tf.gather(index, tf.argsort(known, axis=-1, stable=True), batch_dims=1)
@@ -199,19 +246,27 @@ class QueryTower(tf.keras.Model):
     ``user_vocabulary`` looks users up for their id embedding (``use_user_embedding``) and their
     features. Unknown user ids use the OOV row, trained by replacing known ids with it at rate
     ``user_id_dropout``. Unknown or empty history entries are skipped.
+
+    Args:
+      item_encoder: the :class:`ItemEncoder` shared with the item tower.
+      dim: the output width ``D``.
+      hidden_units: the MLP's ReLU layers before its projection to ``D``.
+      sequence_encoder: the history's :class:`SequenceEncoder`, or None for no history.
+      dropout: the MLP's dropout rate.
+      user_vocabulary: the known user ids, or None for no user input.
+      use_user_embedding: whether to learn an embedding per user id.
+      user_feature_specs: the user feature columns.
+      user_id_dropout: the rate of replacing a known user id by the OOV id while training.
+      user_feature_tables: the user features' tables, aligned with ``user_vocabulary``.
     """
 
-    def __init__(self, item_encoder: ItemEncoder, dim: int, *, sequence_encoder: SequenceEncoder | None = None,
+    def __init__(self, item_encoder: ItemEncoder, dim: int, *, hidden_units: Sequence[int] = (),
+                 sequence_encoder: SequenceEncoder | None = None, dropout: float = 0.0,
                  user_vocabulary: Sequence[str] | None = None, use_user_embedding: bool = True,
-                 user_feature_specs: Sequence[FeatureColumn] = (),
-                 user_feature_tables: Mapping[str, np.ndarray] | None = None, hidden_units: Sequence[int] = (),
-                 dropout: float = 0.0, user_id_dropout: float = 0.0, **kwargs):
+                 user_feature_specs: Sequence[FeatureColumn] = (), user_id_dropout: float = 0.0,
+                 user_feature_tables: Mapping[str, np.ndarray] | None = None, **kwargs):
         super().__init__(**kwargs)
-        if user_feature_specs and user_vocabulary is None:
-            raise ValueError("user features are looked up by user id: pass the user vocabulary too")
         with_embedding = user_vocabulary is not None and use_user_embedding
-        if sequence_encoder is None and not with_embedding and not user_feature_specs:
-            raise ValueError("the query tower needs a sequence encoder, a user id embedding or user features")
         self.item_encoder = item_encoder
         self.sequence_encoder = sequence_encoder
         self.user_lookup = id_lookup(user_vocabulary, "user_lookup") if user_vocabulary is not None else None
@@ -227,7 +282,7 @@ class QueryTower(tf.keras.Model):
         parts = []
         if self.sequence_encoder is not None:
             index = right_align(self.item_encoder.lookup(features["history"]))
-            if not all_positions:  # only the last state is needed: drop the columns that are padding in every row
+            if not all_positions:  # only the last state is needed: drop the columns of padding only
                 length = tf.shape(index)[1]
                 width = tf.reduce_max(tf.reduce_sum(tf.cast(index >= FIRST_KNOWN_INDEX, tf.int32), axis=1))
                 index = index[:, length - tf.maximum(width, 1):]
