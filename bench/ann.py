@@ -42,10 +42,18 @@ import numpy as np
 import psutil
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+# isort: split
+
 import scann  # noqa: F401  (ScaNN's ops, needed to load the ScaNN SavedModel)
 import tensorflow as tf
 
-from tfrs_recsys.export.retrieval import RetrievalSignatures, brute_force_index, narrow_scann_search, scann_index
+from tfrs_recsys.export.retrieval import (
+    RetrievalSignatures,
+    brute_force_index,
+    narrow_scann_search,
+    scann_index,
+)
 from tfrs_recsys.models.retrieval import InverseTemperature, ScaledQuery
 from tfrs_recsys.models.towers import ItemEncoder, QueryTower, SequenceEncoder
 

@@ -42,6 +42,9 @@ from pathlib import Path
 import numpy as np
 
 import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+# isort: split
+
 import tensorflow as tf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +53,8 @@ sys.path.insert(0, str(REPO / "tests"))
 import serving_fixtures as fx  # noqa: E402  (the server-process helper of the tests)
 
 from tfrs_recsys.export.tfserving import existing_versions, publish_version, write_models_config  # noqa: E402
-from tfrs_recsys.serving.client import ServingClient  # noqa: E402
 from tfrs_recsys.model_server.servable import read_meta_graph  # noqa: E402
+from tfrs_recsys.serving.client import ServingClient  # noqa: E402
 
 NUM_ITEMS, DIM, HISTORY, TOP_K, CANDIDATES = 1682, 64, 50, 100, 100  # NUM_ITEMS: the default catalog
 CATEGORICAL = [f"c{i}" for i in range(8)]

@@ -5,12 +5,18 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import dataset_path
+
 from tfrs_recsys.data.bundles import InteractionData
+from tfrs_recsys.data.ctr_features import (
+    SECONDS_PER_DAY,
+    SlotFeatureMap,
+    hot_items,
+    item_hotness,
+    movielens_click_logs,
+    point_in_time_hotness,
+)
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.ctr_features import (SECONDS_PER_DAY, SlotFeatureMap, hot_items, item_hotness,
-                                           movielens_click_logs, point_in_time_hotness)
 
 DAY = SECONDS_PER_DAY
 

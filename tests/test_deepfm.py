@@ -5,11 +5,10 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from conftest import dataset_path
 
 import tfrs_recsys  # noqa: F401
-import tensorflow as tf
-
-from conftest import dataset_path
 from tfrs_recsys import metrics as M
 from tfrs_recsys.config import DeepFMConfig
 from tfrs_recsys.data.errors import DataError

@@ -4,18 +4,17 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from conftest import dataset_path
 
 import tfrs_recsys  # noqa: F401
-import tensorflow as tf
-
-from conftest import dataset_path
 from tfrs_recsys import evaluate
 from tfrs_recsys.config import ESMMConfig
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.synthetic import synthetic_sessions
-from tfrs_recsys.models.esmm import PROB_EPSILON, ESMM
+from tfrs_recsys.models.esmm import ESMM, PROB_EPSILON
 from tfrs_recsys.training import esmm as esmm_training
 
 

@@ -13,8 +13,13 @@ import pytest
 
 from tfrs_recsys import metrics as M
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.expedia import (TEST_COLUMNS, TRAIN_COLUMNS, load_expedia, read_expedia_csv,
-                                      setup_benchmark)
+from tfrs_recsys.data.expedia import (
+    TEST_COLUMNS,
+    TRAIN_COLUMNS,
+    load_expedia,
+    read_expedia_csv,
+    setup_benchmark,
+)
 from tfrs_recsys.data.registry import load_labeled
 from tfrs_recsys.data.schema_inference import infer_schema
 

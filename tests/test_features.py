@@ -9,18 +9,22 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
+from conftest import dataset_path
 
 import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import tensorflow as tf
-
-from conftest import dataset_path
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.movielens import load_movielens_100k
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.tabular import load_criteo
-from tfrs_recsys.features import (TIMESTAMP_FEATURES, FeaturePreprocessor, FieldEmbeddings, mask_key,
-                                  raw_input_specs)
+from tfrs_recsys.features import (
+    TIMESTAMP_FEATURES,
+    FeaturePreprocessor,
+    FieldEmbeddings,
+    mask_key,
+    raw_input_specs,
+)
 from tfrs_recsys.metrics import auc
 
 

@@ -3,11 +3,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import dataset_path
+
 from tfrs_recsys.data.clicklogs import load_ali_ccp, load_aliexpress
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.movielens import ML100K_GENRES, load_movielens_100k, load_movielens_1m, load_movielens_csv
+from tfrs_recsys.data.movielens import (
+    ML100K_GENRES,
+    load_movielens_1m,
+    load_movielens_100k,
+    load_movielens_csv,
+)
 from tfrs_recsys.data.readers import read_delimited
 from tfrs_recsys.data.tabular import CRITEO_COLUMNS, load_criteo
 

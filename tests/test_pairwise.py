@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys import runs
 from tfrs_recsys.config import ConfigError, RetrievalConfig, config_from_args
 from tfrs_recsys.data import pairs

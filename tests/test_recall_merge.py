@@ -4,8 +4,12 @@ import argparse
 import pytest
 
 from tfrs_recsys.config import ConfigError
-from tfrs_recsys.serving.recall_merge import (RecallMergeConfig, add_recall_merge_arguments, merge_candidates,
-                                              recall_merge_from_args)
+from tfrs_recsys.serving.recall_merge import (
+    RecallMergeConfig,
+    add_recall_merge_arguments,
+    merge_candidates,
+    recall_merge_from_args,
+)
 
 RECALLED = [f"r{i}" for i in range(20)]
 HOT = [f"h{i}" for i in range(10)]

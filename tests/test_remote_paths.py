@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-import tfrs_recsys  # noqa: F401
 import scann  # noqa: F401  (ScaNN's ops, before a ScaNN SavedModel is loaded)
 import tensorflow as tf
 
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys import paths, runs
 from tfrs_recsys.config import DeepFMConfig, RetrievalConfig
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs
@@ -30,11 +29,10 @@ from tfrs_recsys.data.synthetic_interactions import synthetic_histories
 from tfrs_recsys.export.rankers import export_ranker
 from tfrs_recsys.export.retrieval import export_retrieval
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata
-from tfrs_recsys.servable_layout import read_warmup_requests
-from tfrs_recsys.recommend import recommend
-from tfrs_recsys.serving.feature_store import FeatureStore
-from tfrs_recsys.servable_layout import version_dirs
 from tfrs_recsys.model_server.servable import read_meta_graph
+from tfrs_recsys.recommend import recommend
+from tfrs_recsys.servable_layout import read_warmup_requests, version_dirs
+from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.training import deepfm as deepfm_training
 from tfrs_recsys.training import rankers
 from tfrs_recsys.training import retrieval as retrieval_training

@@ -7,19 +7,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from test_retrieval_model import ring_interactions, small_config
 
 import tfrs_recsys  # noqa: F401
-import tensorflow as tf
-
-from test_retrieval_model import ring_interactions, small_config
+from tfrs_recsys import runs
 from tfrs_recsys.data.sequences import pad_left
-from tfrs_recsys.export.retrieval import (PAD_ID, PAD_SCORE, ExportError, _excluded, brute_force_index,
-                                         default_scann_options, export_retrieval, narrow_scann_search, scann_index,
-                                         set_recall, top_k_ids)
+from tfrs_recsys.export.retrieval import (
+    PAD_ID,
+    PAD_SCORE,
+    ExportError,
+    _excluded,
+    brute_force_index,
+    default_scann_options,
+    export_retrieval,
+    narrow_scann_search,
+    scann_index,
+    set_recall,
+    top_k_ids,
+)
 from tfrs_recsys.export.scann_index import ScaNNIndex
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata
 from tfrs_recsys.servable_layout import read_warmup_requests
-from tfrs_recsys import runs
 from tfrs_recsys.training import retrieval as training
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,15 +7,19 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys.config import ConfigError, RetrievalConfig
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.metrics import topk_metrics
-from tfrs_recsys.models.retrieval import InverseTemperature, TwoTowerRetrieval, resolve_negatives, sampled_retrieval_task
+from tfrs_recsys.models.retrieval import (
+    InverseTemperature,
+    TwoTowerRetrieval,
+    resolve_negatives,
+    sampled_retrieval_task,
+)
 from tfrs_recsys.models.towers import ItemEncoder, ItemTower, QueryTower, SequenceEncoder
 from tfrs_recsys.training import retrieval as training
 

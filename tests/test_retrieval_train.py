@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import dataset_path
 from test_retrieval_model import segment_interactions, small_config
+
 from tfrs_recsys import runs
 from tfrs_recsys.training import retrieval as training
 

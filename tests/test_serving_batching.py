@@ -9,14 +9,16 @@ from collections import Counter
 import grpc
 import numpy as np
 import pytest
-
 import serving_fixtures as fx
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tfrs_recsys.model_server.config_file import ConfigFileError, parse_batching_parameters, read_batching_parameters
+import tfrs_recsys  # noqa: F401
+from tfrs_recsys.model_server.config_file import (
+    ConfigFileError,
+    parse_batching_parameters,
+    read_batching_parameters,
+)
 
 PARAMETERS = """
 max_batch_size { value: 16 }

@@ -9,7 +9,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-
 import serving_fixtures as fx
 
 from tfrs_recsys.serving.client import ServerUnavailableError, ServingClient, ServingClientError

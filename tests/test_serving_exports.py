@@ -8,15 +8,13 @@ import importlib.util
 
 import numpy as np
 import pytest
-
 import serving_fixtures as fx
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata
-from tfrs_recsys.serving.client import ServingClient
 from tfrs_recsys.model_server.servable import read_meta_graph
+from tfrs_recsys.serving.client import ServingClient
 
 pytestmark = pytest.mark.slow
 

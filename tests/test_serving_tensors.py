@@ -12,14 +12,12 @@ import zlib
 import grpc
 import numpy as np
 import pytest
-
 import serving_fixtures as fx
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys.model_server.errors import ServingError
 from tfrs_recsys.model_server.servable import Servable
 from tfrs_recsys.model_server.tensors import concat_rows, dtype_of, fill_proto, is_exact, to_ndarray, to_proto

@@ -2,12 +2,18 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import dataset_path
+
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.movielens import load_movielens_100k
-from tfrs_recsys.data.splits import (Split, check_no_leakage, leave_last_out, random_split, split_by_day,
-                                     split_by_session)
+from tfrs_recsys.data.splits import (
+    Split,
+    check_no_leakage,
+    leave_last_out,
+    random_split,
+    split_by_day,
+    split_by_session,
+)
 from tfrs_recsys.data.synthetic import synthetic_sessions
 
 

@@ -4,12 +4,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
-from tfrs_recsys.config import build_config
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys import runs
+from tfrs_recsys.config import build_config
 from tfrs_recsys.training.common import EpochEvaluator, plot_curves
 
 

@@ -24,10 +24,10 @@ tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfigu
 import numpy as np  # noqa: E402
 
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig, RetrievalConfig  # noqa: E402
+from tfrs_recsys.data import sequences as seq  # noqa: E402
 from tfrs_recsys.data.pipelines import labeled_dataset  # noqa: E402
 from tfrs_recsys.data.registry import load_labeled, options_from  # noqa: E402
 from tfrs_recsys.data.schema_inference import infer_schema  # noqa: E402
-from tfrs_recsys.data import sequences as seq  # noqa: E402
 from tfrs_recsys.models.deepfm import DeepFM  # noqa: E402
 from tfrs_recsys.models.esmm import ESMM  # noqa: E402
 from tfrs_recsys.training import retrieval  # noqa: E402
