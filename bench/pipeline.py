@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\npipeline alone (after a warm-up epoch):")
     for label, value in rows.items():
         print(f"  {label:<{width}}  {value:>12,.0f} examples/s")
-    print(f"\ntraining step, {name}:\n  {'train_on_batch on an in-memory batch':<{width}}  {step:>12,.0f} examples/s")
+    print(f"\ntraining step, {name}:\n  {'train_on_batch on an in-memory batch':<{width}}  {step:>12,.0f} "
+          "examples/s")
     ratio = pipeline / step
     print(f"\nratio labeled_dataset / textbook chain: {pipeline / textbook:.2f}x")
     print(f"ratio pipeline / training step: {ratio:.2f}x")

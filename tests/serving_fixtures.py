@@ -77,7 +77,8 @@ def ranker_reference(price: np.ndarray, genres: list[str], device: list[str]) ->
     return {"ctr": ctr, "cvr": cvr, "ctcvr": ctr * cvr}
 
 
-RANKER_INPUTS = {"user_id": "string", "item_id": "string", "genres": "string", "price": "float32", "device": "string"}
+RANKER_INPUTS = {"user_id": "string", "item_id": "string", "genres": "string", "price": "float32",
+                 "device": "string"}
 
 
 # -- SavedModels ---------------------------------------------------------------------------------
@@ -217,9 +218,11 @@ def publish_retrieval(base: Path, name: str = "retrieval", version: int | None =
     from tfrs_recsys.export.tfserving import publish_version
 
     module = _retrieval_module(seed)
-    warm = {"user_id": np.array([b"u1"], object), "history": np.array([[b"item_01"] + [b""] * (HISTORY_LEN - 1)], object)}
+    warm = {"user_id": np.array([b"u1"], object),
+            "history": np.array([[b"item_01"] + [b""] * (HISTORY_LEN - 1)], object)}
     warm_excl = dict(warm, exclude_item_ids=np.array([[b""] * EXCLUDE_LEN], object))
-    return publish_version(base, name, _tf_save(module, ["serving_default", "query_with_exclusions"]), version=version,
+    return publish_version(base, name, _tf_save(module, ["serving_default", "query_with_exclusions"]),
+                           version=version,
                            warmup=[("serving_default", warm), ("query_with_exclusions", warm_excl)],
                            metadata={"kind": "retrieval", "k": TOP_K, "history_length": HISTORY_LEN,
                                      "exclusion_width": EXCLUDE_LEN, "seed": seed})
@@ -233,7 +236,8 @@ def publish_ranker(base: Path, name: str = "ranker", version: int | None = None)
             "device": np.array([b"mobile"], object)}
     return publish_version(base, name, _tf_save(_ranker_module(), ["serving_default"]), version=version,
                            warmup=[("serving_default", warm)],
-                           metadata={"kind": "ranker", "inputs": RANKER_INPUTS, "outputs": ["ctr", "cvr", "ctcvr"]})
+                           metadata={"kind": "ranker", "inputs": RANKER_INPUTS,
+                                     "outputs": ["ctr", "cvr", "ctcvr"]})
 
 
 def publish_utility(base: Path, name: str = "utility", version: int | None = None, scale: float = 2.0,
@@ -248,8 +252,8 @@ def publish_utility(base: Path, name: str = "utility", version: int | None = Non
     signatures = ["serving_default", "batch_size", "count", "echo", "matrix"]
     warmup = [("serving_default", {"x": np.array([1.0], np.float32)})]
     warmup += [("count", {"x": np.array([0.0], np.float32)})] * warmup_counts
-    return publish_version(base, name, _tf_save(_utility_module(scale), signatures), version=version, warmup=warmup,
-                           metadata={"kind": "utility", "scale": scale})
+    return publish_version(base, name, _tf_save(_utility_module(scale), signatures), version=version,
+                           warmup=warmup, metadata={"kind": "utility", "scale": scale})
 
 
 def publish_tf1_examples(base: Path, name: str = "examples", version: int | None = None) -> Path:
@@ -353,7 +357,8 @@ class ServerProcess:
 
 
 def start_server(tmp_path: Path, args: list[str], *, ready: bool = True) -> ServerProcess:
-    server = ServerProcess(args, Path(tmp_path) / f"server-{time.monotonic_ns()}.log", free_port(), free_port())
+    server = ServerProcess(args, Path(tmp_path) / f"server-{time.monotonic_ns()}.log", free_port(),
+                           free_port())
     return server.wait_ready() if ready else server
 
 

@@ -29,7 +29,8 @@ def _frame(devices, cities):
 
 
 def test_slot_ids_are_sorted_by_column_then_value_with_zero_for_unknown():
-    slots = SlotFeatureMap().fit(_frame(["mobile", "desktop", "mobile"], ["rome", "oslo", None]), ["device", "city"])
+    slots = SlotFeatureMap().fit(_frame(["mobile", "desktop", "mobile"], ["rome", "oslo", None]),
+                                 ["device", "city"])
     assert slots.ids == {"city=oslo": 1, "city=rome": 2, "device=desktop": 3, "device=mobile": 4}
     assert len(slots) == 4 and slots.vocabulary_size == 5
     ids = slots.transform(_frame(["mobile", "tablet", "desktop"], ["oslo", "rome", None]), ["device", "city"])
@@ -41,7 +42,8 @@ def test_slot_ids_are_stable_across_fits_and_extension(tmp_path):
     old = _frame(["mobile", "desktop"], ["rome", "oslo"])
     new = _frame(["tablet", "mobile", "app"], ["paris", "rome", "oslo"])
     first = SlotFeatureMap().fit(old, ["device", "city"])
-    assert SlotFeatureMap().fit(old.iloc[::-1], ["city", "device"]).ids == first.ids  # row and column order ignored
+    # row and column order ignored
+    assert SlotFeatureMap().fit(old.iloc[::-1], ["city", "device"]).ids == first.ids
     before = first.ids
     assert first.fit(old, ["device", "city"]).ids == before  # refitting the same data changes nothing
     first.fit(new, ["device", "city"])
@@ -53,9 +55,11 @@ def test_slot_ids_are_stable_across_fits_and_extension(tmp_path):
     stored = json.loads(path.read_text())
     assert stored["ids"]["device=tablet"] == 7 and stored["unknown_id"] == 0
     loaded = SlotFeatureMap.load(path)
-    np.testing.assert_array_equal(loaded.transform(new, ["city", "device"]), first.transform(new, ["city", "device"]))
+    np.testing.assert_array_equal(loaded.transform(new, ["city", "device"]),
+                                  first.transform(new, ["city", "device"]))
     loaded.fit(_frame(["watch"], ["oslo"]), ["device"])
-    assert loaded.id_of("device", "watch") == 8 and loaded.id_of("device", "mobile") == first.id_of("device", "mobile")
+    assert (loaded.id_of("device", "watch") == 8
+            and loaded.id_of("device", "mobile") == first.id_of("device", "mobile"))
 
 
 def test_slot_map_errors_name_the_problem(tmp_path):

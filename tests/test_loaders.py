@@ -175,7 +175,8 @@ def test_wrong_field_count_tab_file(tmp_path):
 
 def test_short_row_in_a_quoted_csv_is_not_padded(tmp_path):
     movies = _MOVIES + '3,"Heat"\n'
-    err = _error(load_movielens_csv, _movielens_csv(tmp_path, "userId,movieId,rating,timestamp\n1,1,4,1\n", movies))
+    err = _error(load_movielens_csv,
+                 _movielens_csv(tmp_path, "userId,movieId,rating,timestamp\n1,1,4,1\n", movies))
     assert err.path.endswith("movies.csv") and err.line == 4 and "found 2" in str(err)
 
 
@@ -235,11 +236,13 @@ def test_label_errors_found_after_reading_name_the_file_line(tmp_path):
     assert err.line == 6 and err.column == "conversion" and "without a click" in str(err)
     criteo = tmp_path / "criteo.txt"
     row = "\t".join(["0"] + ["1"] * 13 + ["ab"] * 26)
-    criteo.write_text(f"{row}\n\n{row}\n" + row.replace("0", "2", 1) + "\n")  # blank line 2, label 2 on line 4
+    # blank line 2, label 2 on line 4
+    criteo.write_text(f"{row}\n\n{row}\n" + row.replace("0", "2", 1) + "\n")
     err = _error(load_criteo, criteo)
     assert err.line == 4 and err.column == "label"
     paddle = tmp_path / "paddle.txt"
-    paddle.write_text("1,1,1,101:3\n\n2,0,0,101\n3,0,1,101:5\n")  # blank line 2, bad line 3, funnel break on 4
+    # blank line 2, bad line 3, funnel break on 4
+    paddle.write_text("1,1,1,101:3\n\n2,0,0,101\n3,0,1,101:5\n")
     err = _error(load_ali_ccp, paddle, skip_bad_rows=True)
     assert err.line == 4 and err.column == "conversion"
 

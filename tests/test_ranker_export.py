@@ -157,7 +157,8 @@ def test_signature_takes_raw_features_and_names_its_outputs(which, esmm_run, dee
     warmup = read_warmup_requests(second)
     assert len(warmup) == 1
     request = warmup[0].predict_log.request
-    assert request.model_spec.signature_name == "serving_default" and set(request.inputs) == set(spec.feature_names)
+    assert (request.model_spec.signature_name == "serving_default"
+            and set(request.inputs) == set(spec.feature_names))
 
 
 def test_runs_reads_back_the_run_that_training_wrote(deepfm_run):

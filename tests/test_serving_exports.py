@@ -67,7 +67,8 @@ def test_retrieval_exports_serve_what_they_compute(tmp_path):
                                    {"user_id": np.array([b"0"], object), "history": np.array([row], object)})
                 want_ids = [i.decode() for i in want["item_ids"][0] if i]
                 assert got.item_ids == want_ids[:len(got.item_ids)] and len(got.item_ids) > 0
-                np.testing.assert_allclose(got.scores, want["scores"][0][:len(got.scores)], rtol=1e-4, atol=1e-4)
+                np.testing.assert_allclose(got.scores, want["scores"][0][:len(got.scores)], rtol=1e-4,
+                                           atol=1e-4)
                 unseen = client.retrieve("0", history, exclude_seen=True, model=name)
                 assert not set(unseen.item_ids) & set(history)
     finally:

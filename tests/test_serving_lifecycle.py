@@ -35,7 +35,8 @@ def env(tmp_path_factory):
     server = fx.start_server(base, [f"--model_config_file={config}", "--file_system_poll_wait_seconds=0.2",
                                     "--max_num_load_retries=0"])
     channel = grpc.insecure_channel(server.address)
-    yield {"base": base, "server": server, "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
+    yield {"base": base, "server": server,
+           "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
            "models": model_service_pb2_grpc.ModelServiceStub(channel)}
     channel.close()
     assert server.stop() == 0, server.log_tail()
@@ -66,7 +67,8 @@ def reload(env, models: dict[str, dict]):
     config = model_server_config_pb2.ModelServerConfig()
     from google.protobuf import text_format
     text_format.Parse(path.read_text(), config)
-    return env["models"].HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=config), timeout=120)
+    return env["models"].HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=config),
+                                                   timeout=120)
 
 
 def test_warmup_is_replayed_before_the_version_is_available(env):
@@ -138,8 +140,8 @@ def test_failed_warmup_fails_the_load(env):
 
     version = max(status(env, "counter")) + 1
     module = fx._utility_module(5.0)
-    publish_version(env["base"], "counter", fx._tf_save(module, ["serving_default", "count"]), version=version,
-                    warmup=[("no_such_signature", {"x": np.array([1.0], np.float32)})])
+    publish_version(env["base"], "counter", fx._tf_save(module, ["serving_default", "count"]),
+                    version=version, warmup=[("no_such_signature", {"x": np.array([1.0], np.float32)})])
     failed = fx.wait_for(lambda: (s := status(env, "counter").get(version)) is not None and s.state == State.END and s,
                          message="warmup failure")
     assert failed.status.error_code == grpc.StatusCode.FAILED_PRECONDITION.value[0]

@@ -58,7 +58,9 @@ def target(request, tmp_path_factory):
         return
     base = tmp_path_factory.mktemp("models")
     config = fx.write_all(base)
-    server = fx.start_server(base, [f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models"])
+    server = fx.start_server(base,
+                             [f"--model_config_file={config}",
+                              "--allow_version_labels_for_unavailable_models"])
     t = Target(server.address, server.rest_url)
     try:
         yield t
@@ -125,7 +127,8 @@ def test_query_with_exclusions_removes_the_excluded_items(target):
 def test_ranker_predict_and_output_filter(target):
     price = np.array([0.5, 2.0, 3.5], np.float32)
     genres, device = ["a", "a|b|c", ""], ["mobile", "desktop", "mobile"]
-    inputs = {"user_id": np.array(["u1"] * 3, object), "item_id": np.array(["item_01", "item_02", "item_03"], object),
+    inputs = {"user_id": np.array(["u1"] * 3, object),
+              "item_id": np.array(["item_01", "item_02", "item_03"], object),
               "genres": np.array(genres, object), "price": price, "device": np.array(device, object)}
     response = target.predictions.Predict(predict_request("ranker", inputs), timeout=30)
     want = fx.ranker_reference(price, genres, device)
@@ -200,7 +203,8 @@ def test_status_codes_are_tf_servings(target):
     p = target.predictions.Predict
     x = {"x": np.array([1.0], np.float32)}
     cases = [
-        (predict_request("nope", x), grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)"),
+        (predict_request("nope", x), grpc.StatusCode.NOT_FOUND,
+         "Servable not found for request: Latest(nope)"),
         (predict_request("utility", x, version=9), grpc.StatusCode.NOT_FOUND, "Specific(utility, 9)"),
         (predict_request("utility", x, label="nope"), grpc.StatusCode.INVALID_ARGUMENT,
          "Unrecognized servable version label: nope"),
@@ -210,8 +214,10 @@ def test_status_codes_are_tf_servings(target):
          "input size does not match signature"),
         (predict_request("utility", {"x": np.array([1.0], np.float32), "z": np.array([1.0], np.float32)}),
          grpc.StatusCode.INVALID_ARGUMENT, "input size does not match signature"),
-        (predict_request("utility", {"x": np.array(["a"], object)}), grpc.StatusCode.INVALID_ARGUMENT, "string"),
-        (predict_request("utility", {"x": np.array([1.0], np.float64)}), grpc.StatusCode.INVALID_ARGUMENT, "double"),
+        (predict_request("utility", {"x": np.array(["a"], object)}), grpc.StatusCode.INVALID_ARGUMENT,
+         "string"),
+        (predict_request("utility", {"x": np.array([1.0], np.float64)}), grpc.StatusCode.INVALID_ARGUMENT,
+         "double"),
         (predict_request("utility", x, output_filter=["nope"]), grpc.StatusCode.INVALID_ARGUMENT,
          "output tensor alias not found in signature: nope"),
         (predict_request("utility", x, output_filter=["y", "y"]), grpc.StatusCode.INVALID_ARGUMENT,
@@ -331,7 +337,8 @@ def test_rest_row_and_columnar_predict(target):
 
     matrix = target.http.post("/v1/models/utility:predict", json={
         "signature_name": "matrix", "instances": [[1.0, 2.0, 3.0], [0.0, 0.5, 1.0]]}).json()["predictions"]
-    assert matrix == [{"row_sum": 6.0, "doubled": [2.0, 4.0, 6.0]}, {"row_sum": 1.5, "doubled": [0.0, 1.0, 2.0]}]
+    assert matrix == [{"row_sum": 6.0, "doubled": [2.0, 4.0, 6.0]},
+                      {"row_sum": 1.5, "doubled": [0.0, 1.0, 2.0]}]
 
     retrieved = target.http.post("/v1/models/retrieval:predict", json={"instances": [
         {"user_id": "u1", "history": history_row(["item_03"])}]}).json()["predictions"][0]
@@ -373,17 +380,20 @@ def test_rest_errors_are_json_with_tf_servings_http_status(target):
         ("get", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
         ("post", "/v1/models/nope:predict", {"instances": [1.0]}, 404, "Servable not found"),
         ("post", "/v1/models/utility/versions/9:predict", {"instances": [1.0]}, 404, "Servable not found"),
-        ("post", "/v1/models/utility/labels/nope:predict", {"instances": [1.0]}, 400, "Unrecognized servable version label"),
+        ("post", "/v1/models/utility/labels/nope:predict", {"instances": [1.0]}, 400,
+         "Unrecognized servable version label"),
         ("post", "/v1/models/utility:predict", {"signature_name": "nope", "instances": [1.0]}, 400, "nope"),
         ("post", "/v1/models/utility:predict", {"instances": ["a"]}, 400, "not of expected type: float"),
         ("post", "/v1/models/utility:predict", {"x": [1.0]}, 400, "Missing 'inputs' or 'instances' key"),
         ("post", "/v1/models/utility:predict", {"inputs": [1.0], "instances": [1.0]}, 400, "only one of"),
         ("post", "/v1/models/ranker:predict", {"instances": [1.0]}, 400, "expecting list of objects"),
         ("post", "/v1/models/ranker:predict", {"inputs": {"user_id": ["u"]}}, 400, "Missing named input"),
-        ("post", "/v1/models/utility:predict", {"signature_name": 3, "instances": [1.0]}, 400, "signature_name"),
-        ("post", "/v1/models/utility:predict", {"signature_name": "echo", "instances": [{"b64": "%%%"}]}, 400, "base64"),
-        ("post", "/v1/models/utility:predict", {"signature_name": "matrix", "instances": [[1.0, 2.0, 3.0], [1.0]]},
-         400, "Expecting"),
+        ("post", "/v1/models/utility:predict", {"signature_name": 3, "instances": [1.0]}, 400,
+         "signature_name"),
+        ("post", "/v1/models/utility:predict", {"signature_name": "echo", "instances": [{"b64": "%%%"}]}, 400,
+         "base64"),
+        ("post", "/v1/models/utility:predict",
+         {"signature_name": "matrix", "instances": [[1.0, 2.0, 3.0], [1.0]]}, 400, "Expecting"),
         ("get", "/v1/foo", None, 400, "Malformed request"),
     ]
     for method, path, body, status, message in cases:

@@ -113,7 +113,8 @@ def test_split_by_session_keeps_sessions_whole(sessions):
     owners = [set(p["session_id"]) for p in split.parts().values()]
     assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
     summary = split.summary()
-    assert (summary["train"]["sessions"], summary["validation"]["sessions"], summary["test"]["sessions"]) == (320, 40, 40)
+    assert ((summary["train"]["sessions"], summary["validation"]["sessions"], summary["test"]["sessions"])
+            == (320, 40, 40))
     same = split_by_session(sessions, "session_id", seed=42)
     assert same.test.index.equals(split.test.index)
     assert not split_by_session(sessions, "session_id", seed=1).test.index.equals(split.test.index)
@@ -165,8 +166,8 @@ def test_leakage_checker_catches_leaky_splits(ml100k, sessions):
     earliest = clean.train[clean.train["user_id"] == user].index[0]
     test_row = clean.test.index[0]
     leaky = Split(pd.concat([clean.train.drop(earliest), clean.test.loc[[test_row]]]), clean.validation,
-                  pd.concat([clean.train.loc[[earliest]], clean.test.drop(test_row)]), method="leave_last_out",
-                  user_column="user_id", time_column="timestamp")
+                  pd.concat([clean.train.loc[[earliest]], clean.test.drop(test_row)]),
+                  method="leave_last_out", user_column="user_id", time_column="timestamp")
     with pytest.raises(DataError, match=f"user '{user}' has a training interaction later"):
         check_no_leakage(leaky)
     # A held-out row that is also in train.
@@ -183,7 +184,7 @@ def test_leakage_checker_catches_leaky_splits(ml100k, sessions):
     # Train and test sharing a day.
     by_day = split_by_day(sessions, "timestamp")
     moved = by_day.train.index[-1:]
-    leaky = Split(by_day.train.drop(moved), by_day.validation, pd.concat([by_day.test, by_day.train.loc[moved]]),
-                  method="day", time_column="timestamp")
+    leaky = Split(by_day.train.drop(moved), by_day.validation,
+                  pd.concat([by_day.test, by_day.train.loc[moved]]), method="day", time_column="timestamp")
     with pytest.raises(DataError, match="leaky split"):
         check_no_leakage(leaky)
