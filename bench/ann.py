@@ -60,7 +60,8 @@ from tfrs_recsys.models.towers import ItemEncoder, QueryTower, SequenceEncoder
 
 def clustered_unit_vectors(n: int, dim: int, clusters: int, rng: np.random.Generator, spread: float = 0.6,
                            centres: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(vectors [n, dim], centres [clusters, dim], cluster of each vector): unit vectors around unit centres."""
+    """(vectors [n, dim], centres [clusters, dim], cluster of each vector): unit vectors around unit
+    centres."""
     if centres is None:
         centres = rng.normal(size=(clusters, dim)).astype(np.float32)
         centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -177,7 +178,8 @@ def cluster_histories(rng: np.random.Generator, n: int, max_history: int, vocab:
 
 def tower_inputs(rng: np.random.Generator, n: int, max_history: int, vocab: np.ndarray,
                  vocab_labels: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
-    """``n`` requests of the query tower: random known user ids, each with a history from one random cluster."""
+    """``n`` requests of the query tower: random known user ids, each with a history from one random
+    cluster."""
     users = np.array([f"u{u}".encode() for u in rng.integers(1000, size=n)], dtype=object)
     histories = cluster_histories(rng, n, max_history, vocab, vocab_labels,
                                   rng.choice(np.unique(vocab_labels), size=n))
@@ -185,7 +187,8 @@ def tower_inputs(rng: np.random.Generator, n: int, max_history: int, vocab: np.n
 
 
 def fit_query_tower(query_model: ScaledQuery, rng: np.random.Generator, vocab: np.ndarray,
-                    vocab_labels: np.ndarray, centres: np.ndarray, max_history: int, steps: int, batch_size: int = 128) -> float:
+                    vocab_labels: np.ndarray, centres: np.ndarray, max_history: int, steps: int,
+                    batch_size: int = 128) -> float:
     """Teach the tower that a history from cluster c points at centre c (loss 1 - cos), so that its
     queries fall where trained queries do: among the catalog's clusters. Returns the final mean cosine."""
     tower = query_model.query_tower
@@ -305,7 +308,8 @@ def main() -> None:
         narrowing["leaves_to_search"], narrowing["seconds"] = width, round(time.perf_counter() - start, 1)
         print(f"narrowed on {args.narrow_queries} held-out queries of each kind: {width} of "
               f"{args.num_leaves} leaves searched (built with {args.leaves_to_search}); recall@{k} by width: "
-              + "; ".join(f"{kind} {narrowing[kind]['tried']}" for kind in kinds) + f" ({narrowing['seconds']} s)",
+              + "; ".join(f"{kind} {narrowing[kind]['tried']}" for kind in kinds)
+              + f" ({narrowing['seconds']} s)",
               flush=True)
     results["scann_narrowing"] = narrowing
 
@@ -357,8 +361,10 @@ def main() -> None:
                                                     "size_mb": round(size, 1),
                                                     "load_rss_mb": round(rss_mb() - before, 1)}
                 signature[f"{name}_ids"] = [set(row) for lo in range(0, args.queries, 100) for row in loaded(
-                    user_id=users[lo:lo + 100], history=histories[lo:lo + 100])["item_ids"].numpy().astype(str)]
-                print(f"signature {name}: SavedModel {size:.0f} MiB (save {saved:.1f} s, load {load_s:.1f} s)",
+                    user_id=users[lo:lo + 100], history=histories[lo:lo + 100]
+                )["item_ids"].numpy().astype(str)]
+                print(f"signature {name}: SavedModel {size:.0f} MiB (save {saved:.1f} s, "
+                      f"load {load_s:.1f} s)",
                       flush=True)
                 del loaded, restored
         signature["scann_recall"] = recall(signature.pop("scann_ids"), signature.pop("brute_force_ids"))

@@ -53,7 +53,8 @@ def textbook_dataset(features: dict, labels: dict, batch_size: int, *, cache: bo
     if cache:
         ds = ds.cache()
     n = len(next(iter(labels.values())))
-    return ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def step_examples_per_second(model, features, labels, *, steps: int) -> float:

@@ -22,13 +22,14 @@ Absolute times depend on the (shared) machine; compare ratios, not milliseconds.
 
 Without ``--export-base`` the bench builds representative SavedModels with the export
 contracts' shapes (retrieval: user_id [B], history [B, 50] -> item_ids, scores [B, 100] over
-a 1,682-item catalog (``--catalog-items``) through one Transformer block; ranker: ids, 8 categorical and 4 numeric
-raw features -> ctr, cvr, ctcvr [B] from hashed embeddings and two MLP towers).
+a 1,682-item catalog (``--catalog-items``) through one Transformer block; ranker: ids, 8 categorical
+and 4 numeric raw features -> ctr, cvr, ctcvr [B] from hashed embeddings and two MLP towers).
 
     .venv/bin/python bench/serving.py --requests 300
     .venv/bin/python bench/serving.py --requests 300 --intra-op-threads 1 --inter-op-threads 1
     .venv/bin/python bench/serving.py --requests 300 --catalog-items 100000
-    .venv/bin/python bench/serving.py --export-base exports --retrieval-name retrieval_portable --ranker-name esmm
+    .venv/bin/python bench/serving.py --export-base exports --retrieval-name retrieval_portable \
+        --ranker-name esmm
 """
 from __future__ import annotations
 
@@ -76,11 +77,13 @@ def _retrieval_module(num_items: int):
             self.items = tf.Variable(rng.normal(size=(num_items + 1, DIM)).astype(np.float32))
             self.users = tf.Variable(rng.normal(size=(5000, DIM)).astype(np.float32))
             self.positions = tf.Variable(rng.normal(scale=0.1, size=(HISTORY, DIM)).astype(np.float32))
-            self.wq, self.wk, self.wv, self.wo = dense(DIM, DIM), dense(DIM, DIM), dense(DIM, DIM), dense(DIM, DIM)
+            self.wq, self.wk, self.wv, self.wo = (dense(DIM, DIM), dense(DIM, DIM), dense(DIM, DIM),
+                                                  dense(DIM, DIM))
             self.ff1, self.ff2 = dense(DIM, 4 * DIM), dense(4 * DIM, DIM)
             self.ids = tf.constant(ids)
             self.table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(1, num_items + 1, dtype=tf.int64)), 0)
+                tf.lookup.KeyValueTensorInitializer(tf.constant(ids),
+                                                    tf.range(1, num_items + 1, dtype=tf.int64)), 0)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
                                       tf.TensorSpec([None, HISTORY], tf.string, name="history")])
@@ -89,7 +92,8 @@ def _retrieval_module(num_items: int):
             mask = tf.cast(idx > 0, tf.float32)
             x = tf.gather(self.items, idx) + self.positions
             q, k, v = x @ self.wq, x @ self.wk, x @ self.wv
-            att = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) / DIM ** 0.5 + (1.0 - mask[:, None, :]) * -1e9)
+            att = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) / DIM ** 0.5
+                                + (1.0 - mask[:, None, :]) * -1e9)
             x = x + tf.matmul(att, v) @ self.wo
             x = x + tf.nn.relu(x @ self.ff1) @ self.ff2
             pooled = tf.math.divide_no_nan(tf.reduce_sum(x * mask[..., None], 1),
@@ -107,12 +111,14 @@ def _ranker_module():
     width = 16 * len(fields) + len(NUMERIC)
 
     def mlp(sizes):
-        return [tf.Variable(rng.normal(scale=a ** -0.5, size=(a, b)).astype(np.float32)) for a, b in zip(sizes, sizes[1:])]
+        return [tf.Variable(rng.normal(scale=a ** -0.5, size=(a, b)).astype(np.float32))
+                for a, b in zip(sizes, sizes[1:])]
 
     class Ranker(tf.Module):
         def __init__(self):
             super().__init__()
-            self.embeddings = tf.Variable(rng.normal(scale=0.05, size=(len(fields), 10_000, 16)).astype(np.float32))
+            self.embeddings = tf.Variable(
+                rng.normal(scale=0.05, size=(len(fields), 10_000, 16)).astype(np.float32))
             self.ctr_tower, self.cvr_tower = mlp([width, 256, 128, 64, 1]), mlp([width, 256, 128, 64, 1])
 
         def _tower(self, x, weights):
@@ -223,7 +229,7 @@ def grpc_call(client: ServingClient, model: str, inputs: dict[str, np.ndarray]):
 
 
 def status_call(client: ServingClient, model: str):
-    """A bare GetModelStatus round trip (``ServingClient.status``): gRPC and a near-empty handler, no model."""
+    """A bare GetModelStatus round trip (``ServingClient.status``): gRPC and a near-empty handler only."""
     return lambda: client.status(model)
 
 

@@ -1,4 +1,4 @@
-"""ESMM: the model's math, its loss on a hand example, label isolation, and learning known truth end to end."""
+"""ESMM: the model's math, its loss on a hand example, label isolation, learning known truth end to end."""
 import json
 import math
 

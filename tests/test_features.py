@@ -1,4 +1,4 @@
-"""FeaturePreprocessor, FieldEmbeddings: exact encodings, learning, a SavedModel served raw in a new process."""
+"""FeaturePreprocessor, FieldEmbeddings: exact encodings, learning, a raw-input SavedModel in a new process."""
 import json
 import math
 import os

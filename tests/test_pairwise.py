@@ -1,4 +1,4 @@
-"""Pairwise losses (BPR, triplet) for the feature two-tower: loss math, triples, and the lab's AUC > 0.70 bar."""
+"""Pairwise losses (BPR, triplet) for the feature two-tower: loss math, triples, the lab's AUC > 0.70 bar."""
 import dataclasses
 import json
 import os

@@ -1,4 +1,4 @@
-"""Retrieval export: ScaNN and portable SavedModels, loaded in fresh processes, reproduce the model's top-k."""
+"""Retrieval export: ScaNN and portable SavedModels, loaded in fresh processes, reproduce the model top-k."""
 import json
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""Retrieval model: sequences, towers, losses (logQ sign, accidental hits) and learning a known ground truth."""
+"""Retrieval model: sequences, towers, losses (logQ sign, accidental hits), learning a known ground truth."""
 import os
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""Retrieval training end to end: the train CLI's run directory, recommend CLI, the tutorial protocol, ML-100K."""
+"""Retrieval training end to end: the train CLI's run directory, recommend CLI, tutorial protocol, ML-100K."""
 import importlib.util
 import json
 import os

@@ -1,4 +1,4 @@
-"""The gRPC client, the recall -> rank pipeline, its CLI and its HTTP service, against a real server process."""
+"""The gRPC client, the recall -> rank pipeline, its CLI and HTTP service, against a real server process."""
 import json
 import os
 import socket

@@ -3,7 +3,8 @@
     python tests/two_cpu_devices.py step
         one step of each model (the rankers with their own optimizer, retrieval with SGD) from the
         same weights on the same global batch, under MirroredStrategy over the two devices (2
-        replicas, each half the batch) and under the default strategy; prints JSON {model: max |update_mirrored - update_default| / max |update_default|}.
+        replicas, each half the batch) and under the default strategy; prints JSON
+        {model: max |update_mirrored - update_default| / max |update_default|}.
     python tests/two_cpu_devices.py train MODEL [options]
         ``python -m tfrs_recsys.train MODEL [options]`` (e.g. with ``--distribute mirrored``).
 
