@@ -93,7 +93,8 @@ def test_hotness_decay_matches_a_hand_computed_example():
     events = _log([("a", now, 1), ("a", now - 7 * DAY, 0), ("b", now - 14 * DAY, 1),
                    ("c", now - 7 * DAY, 0), ("c", now, 0)])
     out = item_hotness(events, click_col="click", half_life_days=7.0, prior_strength=2.0).set_index("item_id")
-    # Weights 0.5 ** (age / 7 days): 1, 0.5, 0.25. Global CTR m = 1.25 / 3.25 = 5/13; alpha = 2m, beta = 2(1-m).
+    # Weights 0.5 ** (age / 7 days): 1, 0.5, 0.25. Global CTR m = 1.25 / 3.25 = 5/13;
+    # alpha = 2m, beta = 2(1-m).
     np.testing.assert_allclose(out.loc[["a", "b", "c"], "decayed_impressions"], [1.5, 0.25, 1.5])
     np.testing.assert_allclose(out.loc[["a", "b", "c"], "decayed_clicks"], [1.0, 0.25, 0.0])
     m = 5 / 13
@@ -185,7 +186,8 @@ def test_movielens_click_logs_have_every_rating_as_a_click(ml100k, clicks):
     assert int(f["label"].sum()) == 100_000 and len(f) == 500_000
     pos = f[f["label"] == 1]
     pairs = pd.MultiIndex.from_frame(ml100k.interactions[["user_id", "item_id", "timestamp"]])
-    assert pd.MultiIndex.from_frame(pos[["user_id", "item_id", "timestamp"]]).sort_values().equals(pairs.sort_values())
+    assert (pd.MultiIndex.from_frame(pos[["user_id", "item_id", "timestamp"]]).sort_values()
+            .equals(pairs.sort_values()))
     for col in ("genres", "age", "gender", "occupation", "hour", "weekday", "item_hotness", "timestamp"):
         assert col in clicks.feature_columns, col
     assert f["hour"].between(0, 23).all() and f["weekday"].between(0, 6).all()

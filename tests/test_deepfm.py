@@ -57,7 +57,8 @@ def test_fm_gradient_equals_the_gradient_of_the_explicit_pairwise_sum():
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(v)
         fm = tf.reduce_sum(upstream * FactorizationMachine()(v))
-        pairs = tf.add_n([tf.reduce_sum(v[:, i] * v[:, j], axis=1) for i, j in itertools.combinations(range(4), 2)])
+        pairs = tf.add_n([tf.reduce_sum(v[:, i] * v[:, j], axis=1)
+                          for i, j in itertools.combinations(range(4), 2)])
         explicit = tf.reduce_sum(upstream * pairs)
     np.testing.assert_allclose(tape.gradient(fm, v).numpy(), tape.gradient(explicit, v).numpy(), rtol=1e-5,
                                atol=1e-5)
@@ -120,7 +121,8 @@ def test_deepfm_learns_synthetic_ctr_logs_end_to_end(tmp_path):
     assert metrics["logloss"] < 0.33  # a constant at the base rate (~0.1) scores about 0.325
     run = tmp_path / "run"
     assert json.loads((run / "test_metrics.json").read_text())["auc"] == pytest.approx(metrics["auc"])
-    for name in ("config.json", "spec.json", "train_log.jsonl", "training_curves.png", "checkpoints/best.index"):
+    for name in ("config.json", "spec.json", "train_log.jsonl", "training_curves.png",
+                 "checkpoints/best.index"):
         assert (run / name).is_file(), name
     spec = json.loads((run / "spec.json").read_text())
     kinds = {f["name"]: f["kind"] for f in spec["features"]}

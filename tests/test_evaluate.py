@@ -117,8 +117,8 @@ def test_default_ranking_is_the_expected_gain_of_the_probabilities():
 def test_parse_gains_accepts_roles_aliases_and_label_names():
     assert parse_gains("booking=5,click=1", click_label="click", conversion_label="conversion") == \
         {"conversion": 5.0, "click": 1.0}
-    assert parse_gains("booking_bool=5,click_bool=1", click_label="click_bool", conversion_label="booking_bool") == \
-        {"conversion": 5.0, "click": 1.0}
+    assert parse_gains("booking_bool=5,click_bool=1", click_label="click_bool",
+                       conversion_label="booking_bool") == {"conversion": 5.0, "click": 1.0}
     with pytest.raises(DataError, match="known label"):
         parse_gains("views=3", click_label="click", conversion_label="conversion")
     with pytest.raises(DataError, match="not a number"):

@@ -1,4 +1,4 @@
-"""FeaturePreprocessor, FieldEmbeddings: exact encodings, learning, a raw-input SavedModel in a new process."""
+"""FeaturePreprocessor, FieldEmbeddings: exact encodings, learning, a raw-input SavedModel served apart."""
 import json
 import math
 import os
@@ -231,7 +231,8 @@ def _synthetic_clicks(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     })
     hour = (frame["event_time"] % 86_400).to_numpy() / 3600
     logit = (2.0 * (frame["device"] == "phone") + 2.0 * frame["genres"].str.contains("Action")
-             - 0.15 * (frame["price"] - 50) + 2.0 * np.cos(2 * np.pi * (hour - 20) / 24) - 1.5).to_numpy(dtype=float)
+             - 0.15 * (frame["price"] - 50) + 2.0 * np.cos(2 * np.pi * (hour - 20) / 24)
+             - 1.5).to_numpy(dtype=float)
     prob = 1 / (1 + np.exp(-logit))
     frame["click"] = (rng.random(n) < prob).astype(int)
     return frame, prob
@@ -289,7 +290,8 @@ def test_saved_model_serves_raw_features_in_a_fresh_process(tmp_path):
     export = tmp_path / "model"
     tf.saved_model.save(model, str(export), signatures={"serving_default": serve.get_concrete_function()})
     payload = tmp_path / "inputs.json"
-    payload.write_text(json.dumps({k: [None if isinstance(x, float) and math.isnan(x) else x for x in v.tolist()]
+    payload.write_text(json.dumps({k: [None if isinstance(x, float) and math.isnan(x) else x
+                                       for x in v.tolist()]
                                    for k, v in raw.items()}))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", _RELOAD, str(export), str(payload)], capture_output=True,

@@ -52,7 +52,8 @@ def test_movielens_1m_side_tables_with_a_hand_written_ratings_file(datasets_dir,
     source = dataset_path(datasets_dir, "ml-1m")
     for name in ("movies.dat", "users.dat"):
         (tmp_path / name).symlink_to(source / name)
-    (tmp_path / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n2::73::4::978298709\n")
+    (tmp_path / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n"
+                                          "2::73::4::978298709\n")
     data = load_movielens_1m(tmp_path)
     assert list(data.interactions["item_id"]) == ["1193", "661", "73"]
     assert list(data.interactions["timestamp"]) == [978300760, 978302109, 978298709]

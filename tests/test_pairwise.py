@@ -36,15 +36,17 @@ def test_bpr_loss_is_minus_log_sigmoid_of_the_score_margin():
     np.testing.assert_allclose(task(tf.constant(POS), tf.constant(NEG)).numpy(), expected, rtol=1e-5,
                                atol=1e-7)
     weights = np.array([1, 0, 2, 1, 0, 1], np.float32)
-    np.testing.assert_allclose(task(tf.constant(POS), tf.constant(NEG), sample_weight=tf.constant(weights)).numpy(),
-                               expected * weights, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        task(tf.constant(POS), tf.constant(NEG), sample_weight=tf.constant(weights)).numpy(),
+        expected * weights, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("margin", [0.5, 1.0, 3.0])
 def test_triplet_loss_is_a_hinge_on_the_margin(margin):
     expected = np.maximum(0.0, margin - POS.astype(np.float64) + NEG)
-    np.testing.assert_allclose(PairwiseTask("triplet", margin=margin)(tf.constant(POS), tf.constant(NEG)).numpy(),
-                               expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        PairwiseTask("triplet", margin=margin)(tf.constant(POS), tf.constant(NEG)).numpy(), expected,
+        rtol=1e-6)
 
 
 def test_the_model_trains_on_the_mean_pairwise_loss(tmp_path):
@@ -260,8 +262,8 @@ def test_pairwise_config_errors_name_the_field(tmp_path, lab_data):
         training.train_and_evaluate(lab_config(tmp_path, loss="triplet", margin=-1.0), lab_data)
     with pytest.raises(DataError, match="positive_threshold"):
         training.train_and_evaluate(lab_config(tmp_path, positive_threshold=6.0), lab_data)
-    assert config_from_args("retrieval", ["--transformer", "false", "--loss", "bpr"], environ={}).use_transformer \
-        is False
+    assert config_from_args("retrieval", ["--transformer", "false", "--loss", "bpr"],
+                            environ={}).use_transformer is False
 
 
 def test_lab_command_line(tmp_path):

@@ -113,7 +113,8 @@ def test_retrieval_trains_exports_and_serves_from_urls(tmp_path):
                           ff_dim=16, patience=5, progress=False, protocol="leave_last_out", seed=3)
     metrics = retrieval_training.run(cfg)
 
-    # The run directory, on the URL: config, per-epoch log, test metrics, best checkpoint, curves, TensorBoard.
+    # The run directory, on the URL: config, per-epoch log, test metrics, best checkpoint, curves,
+    # TensorBoard.
     for name in ("config.json", "test_metrics.json", "train_log.jsonl", "training_curves.png",
                  "checkpoints/best.index", "item_ids.txt", "histories.parquet", "retrieval_meta.json"):
         assert paths.isfile(paths.join(run, *name.split("/"))), name
@@ -209,7 +210,8 @@ def test_feature_store_round_trips_through_a_url():
 
 
 def test_benchmark_setup_reads_and_writes_urls():
-    """The Expedia files come from a URL folder; the work folder (staged locally, then copied) is a URL too."""
+    """The Expedia files come from a URL folder; the work folder (staged locally, then copied) is a URL
+    too."""
     from tfrs_recsys.data.expedia import load_expedia, setup_benchmark
 
     root = _ram()

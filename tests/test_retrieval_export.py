@@ -50,7 +50,8 @@ for path in sys.argv[3:]:
     feed = {"user_id": tf.constant(inputs["user_id"]), "history": tf.constant(inputs["history"])}
     plain = model.signatures["serving_default"](**feed)
     excl = model.signatures["query_with_exclusions"](**feed, exclude_item_ids=tf.constant(inputs["exclude"]))
-    out[path] = {name: {"item_ids": r["item_ids"].numpy().astype(str).tolist(), "scores": r["scores"].numpy().tolist()}
+    out[path] = {name: {"item_ids": r["item_ids"].numpy().astype(str).tolist(),
+                        "scores": r["scores"].numpy().tolist()}
                  for name, r in (("plain", plain), ("excl", excl))}
 out["scann_loaded"] = "scann" in sys.modules
 print("RESULT " + json.dumps(out))

@@ -307,7 +307,8 @@ def test_exact_metrics_match_a_brute_force_loop(tmp_path, ring):
     loop_ranks = []
     for user, history, target, exclude in zip(held.user_ids, held.histories, held.targets, held.exclude):
         padded = seq.pad_left([history], 16).astype(str)
-        query = model.query_embeddings({"user_id": tf.constant([user]), "history": tf.constant(padded)}).numpy()[0]
+        query = model.query_embeddings({"user_id": tf.constant([user]),
+                                        "history": tf.constant(padded)}).numpy()[0]
         scores = {item: float(items[j] @ query) for j, item in enumerate(catalog) if item not in set(exclude)}
         loop_ranks.append(sum(s >= scores[target] for item, s in scores.items() if item != target))
     np.testing.assert_array_equal(training.ranks(model, held, 16), loop_ranks)

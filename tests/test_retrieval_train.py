@@ -45,7 +45,8 @@ def test_train_cli_writes_the_run_directory(cli_run):
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and "val_ndcg@10" in log[0] and log[0]["loss"] > 0
     for name in ("config.json", "checkpoints/best.index", "training_curves.png", "item_ids.txt",
-                 "items.parquet", "user_ids.txt", "histories.parquet", "feature_spec.json", "retrieval_meta.json"):
+                 "items.parquet", "user_ids.txt", "histories.parquet", "feature_spec.json",
+                 "retrieval_meta.json"):
         assert (out / name).is_file(), name
     assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
     item_ids = (out / "item_ids.txt").read_text().split()

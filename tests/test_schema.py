@@ -224,7 +224,8 @@ def test_cli_writes_spec(tmp_path, datasets_dir, capsys):
     spec = FeatureSpec.load(out)
     assert spec.labels == ["click", "conversion"] and spec.session_column == "search_id"
     assert spec.feature_names == infer_schema(load_table(path, labels=["click", "conversion"]).frame,
-                                              ["click", "conversion"], session_column="search_id").feature_names
+                                              ["click", "conversion"],
+                                              session_column="search_id").feature_names
     assert "wrote" in capsys.readouterr().err
     assert main([path, "--labels", "click", "--session-column", "search_id", "--out", str(out)]) == 2
     assert "column 'conversion'" in capsys.readouterr().err

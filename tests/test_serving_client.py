@@ -120,7 +120,8 @@ def test_pipeline_recall_rank_and_cold_start(client, store_dir):
     assert not result.is_cold_start and result.versions == {"retrieval": 1, "ranker": 1}
     assert result.item_ids == want_ids
     np.testing.assert_allclose([r.score for r in result.items], want_scores, rtol=1e-5)
-    assert all(r.source == "recall" and set(r.scores) == {"ctr", "cvr", "ctcvr", "retrieval"} for r in result.items)
+    assert all(r.source == "recall" and set(r.scores) == {"ctr", "cvr", "ctcvr", "retrieval"}
+               for r in result.items)
     assert [r.score for r in result.items] == sorted((r.score for r in result.items), reverse=True)
 
     recalled = pipeline.recall("u1", k=3)

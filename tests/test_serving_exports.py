@@ -96,7 +96,8 @@ def test_ranker_exports_serve_what_they_compute(tmp_path, model):
                 else:
                     features[name] = rng.normal(size=n).astype(np.float32).tolist()
             ranked = client.rank("u", [f"i{j}" for j in range(n)], features, model=model)
-            arrays = {k: np.array([str(v).encode() for v in vs], object) if info.inputs[k].dtype == tf.string.as_datatype_enum
+            arrays = {k: np.array([str(v).encode() for v in vs], object)
+                      if info.inputs[k].dtype == tf.string.as_datatype_enum
                       else np.array(vs, np.float32) for k, vs in features.items()}
             want = _in_process(path, "serving_default", arrays)
             for name in outputs:

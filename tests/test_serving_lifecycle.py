@@ -94,7 +94,8 @@ def test_new_version_swaps_in_without_a_failed_request(env):
     try:
         fx.wait_for(lambda: len(results) >= 5, message="first answers")
         fx.publish_utility(env["base"], "utility", version=2, scale=3.0)
-        fx.wait_for(lambda: status(env, "utility").get(1) is not None and status(env, "utility")[1].state == State.END,
+        fx.wait_for(lambda: (status(env, "utility").get(1) is not None
+                             and status(env, "utility")[1].state == State.END),
                     message="version 1 unloaded")
         n = len(results)
         fx.wait_for(lambda: len(results) >= n + 5, message="answers after the swap")
@@ -113,7 +114,8 @@ def test_new_version_swaps_in_without_a_failed_request(env):
 def test_corrupt_version_keeps_the_old_one_serving(env):
     serving = max(v for v, s in status(env, "utility").items() if s.state == State.AVAILABLE)
     fx.write_corrupt_version(env["base"], "utility", serving + 1)
-    failed = fx.wait_for(lambda: (s := status(env, "utility").get(serving + 1)) is not None and s.state == State.END and s,
+    failed = fx.wait_for(lambda: ((s := status(env, "utility").get(serving + 1)) is not None
+                                  and s.state == State.END and s),
                          message="the corrupt version to fail")
     assert failed.status.error_code != 0 and failed.status.error_message
     assert status(env, "utility")[serving].state == State.AVAILABLE
@@ -142,7 +144,8 @@ def test_failed_warmup_fails_the_load(env):
     module = fx._utility_module(5.0)
     publish_version(env["base"], "counter", fx._tf_save(module, ["serving_default", "count"]),
                     version=version, warmup=[("no_such_signature", {"x": np.array([1.0], np.float32)})])
-    failed = fx.wait_for(lambda: (s := status(env, "counter").get(version)) is not None and s.state == State.END and s,
+    failed = fx.wait_for(lambda: ((s := status(env, "counter").get(version)) is not None
+                                  and s.state == State.END and s),
                          message="warmup failure")
     assert failed.status.error_code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert "no_such_signature" in failed.status.error_message
@@ -152,7 +155,8 @@ def test_failed_warmup_fails_the_load(env):
 def test_reload_config_adds_removes_and_relabels_models(env):
     reload(env, {"utility": {"policy": "all"}, "ranker": {}})
     assert status(env, "ranker")[1].state == State.AVAILABLE
-    fx.wait_for(lambda: status(env, "counter") and all(s.state == State.END for s in status(env, "counter").values()),
+    fx.wait_for(lambda: (status(env, "counter")
+                         and all(s.state == State.END for s in status(env, "counter").values())),
                 message="counter unloaded")
     with pytest.raises(grpc.RpcError) as info:
         predict(env, "counter", [1.0])

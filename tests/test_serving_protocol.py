@@ -48,7 +48,8 @@ class Target:
 @pytest.fixture(scope="module", params=["ours", pytest.param("real", marks=pytest.mark.real_tfserving)])
 def target(request, tmp_path_factory):
     if request.param == "real":
-        grpc_address, rest = os.environ.get("TFSERVING_GRPC_ADDRESS"), os.environ.get("TFSERVING_REST_ADDRESS")
+        grpc_address = os.environ.get("TFSERVING_GRPC_ADDRESS")
+        rest = os.environ.get("TFSERVING_REST_ADDRESS")
         if not grpc_address or not rest:
             pytest.skip("set TFSERVING_GRPC_ADDRESS and TFSERVING_REST_ADDRESS to a tensorflow_model_server "
                         "serving the models of `python tests/serving_fixtures.py DIR`")
@@ -182,8 +183,8 @@ def test_get_model_metadata_returns_the_signature_def_map(target):
     assert default.inputs["history"].dtype == tf.string.as_datatype_enum
     assert [d.size for d in default.inputs["history"].tensor_shape.dim] == [-1, fx.HISTORY_LEN]
     assert default.outputs["scores"].dtype == tf.float32.as_datatype_enum
-    assert [d.size for d in defs.signature_def["query_with_exclusions"].inputs["exclude_item_ids"].tensor_shape.dim] \
-        == [-1, fx.EXCLUDE_LEN]
+    exclude_shape = defs.signature_def["query_with_exclusions"].inputs["exclude_item_ids"].tensor_shape
+    assert [d.size for d in exclude_shape.dim] == [-1, fx.EXCLUDE_LEN]
 
 
 def test_get_model_status_lists_versions_newest_first(target):
@@ -292,7 +293,8 @@ def test_classify_regress_and_multi_inference(target):
     np.testing.assert_allclose(values, [9.0, 3.0])  # the example's own x wins over the context's
 
     m = inference_pb2.MultiInferenceRequest(input=examples_input([0.5]))
-    for signature, method in [("classify_x", "tensorflow/serving/classify"), ("regress_x", "tensorflow/serving/regress")]:
+    for signature, method in [("classify_x", "tensorflow/serving/classify"),
+                              ("regress_x", "tensorflow/serving/regress")]:
         task = m.tasks.add(method_name=method)
         task.model_spec.name, task.model_spec.signature_name = "examples", signature
     results = target.predictions.MultiInference(m, timeout=30).results
@@ -326,7 +328,8 @@ def test_rest_row_and_columnar_predict(target):
     price, genres, device = [1.0, 2.0], ["a|b", ""], ["mobile", "desktop"]
     instances = [{"user_id": "u1", "item_id": f"item_0{i}", "genres": g, "price": p, "device": d}
                  for i, (p, g, d) in enumerate(zip(price, genres, device))]
-    ranked = target.http.post("/v1/models/ranker:predict", json={"instances": instances}).json()["predictions"]
+    ranked = target.http.post("/v1/models/ranker:predict",
+                              json={"instances": instances}).json()["predictions"]
     want = fx.ranker_reference(np.array(price, np.float32), genres, device)
     assert len(ranked) == 2 and set(ranked[0]) == {"ctr", "cvr", "ctcvr"}
     np.testing.assert_allclose([r["ctcvr"] for r in ranked], want["ctcvr"], rtol=1e-5)

@@ -102,7 +102,8 @@ def test_random_split_is_the_seeded_80_20(ml100k):
     three = random_split(frame, test_fraction=0.1, validation_fraction=0.1)
     _partition(three, frame)
     assert (len(three.train), len(three.validation), len(three.test)) == (80_000, 10_000, 10_000)
-    for bad in (dict(test_fraction=0.0), dict(test_fraction=1.2), dict(test_fraction=0.5, validation_fraction=0.5)):
+    for bad in (dict(test_fraction=0.0), dict(test_fraction=1.2),
+                dict(test_fraction=0.5, validation_fraction=0.5)):
         with pytest.raises(DataError, match="fraction"):
             random_split(frame, **bad)
 
@@ -141,7 +142,8 @@ def test_split_by_day_on_synthetic_sessions(sessions):
     assert days["test"] == set(all_days[-3:]) and days["validation"] == set(all_days[-5:-3])
     assert max(days["train"]) < min(days["validation"])
     as_datetimes = sessions.assign(timestamp=pd.to_datetime(sessions["timestamp"], unit="s"))
-    assert split_by_day(as_datetimes, "timestamp", validation_days=2, test_days=3).test.index.equals(split.test.index)
+    assert split_by_day(as_datetimes, "timestamp", validation_days=2,
+                        test_days=3).test.index.equals(split.test.index)
     assert split_by_day(sessions, "timestamp", validation_days=0).validation is None
 
 

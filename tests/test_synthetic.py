@@ -246,7 +246,8 @@ def test_ctr_log_labels_match_the_true_ctr(ctr_logs):
     # Calibrated within deciles of the truth, not only on average.
     bins = pd.qcut(p, 10, labels=False)
     observed, predicted = y.groupby(bins).mean(), p.groupby(bins).mean()
-    assert np.all(np.abs(observed - predicted) < 4 * np.sqrt(predicted * (1 - predicted) / (len(y) / 10)) + 0.005)
+    assert np.all(np.abs(observed - predicted)
+                  < 4 * np.sqrt(predicted * (1 - predicted) / (len(y) / 10)) + 0.005)
 
 
 def _one_hot(frame: pd.DataFrame, columns: list) -> np.ndarray:

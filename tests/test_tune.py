@@ -145,7 +145,8 @@ def test_cli_reports_bad_options_as_errors(tmp_path, capsys):
 
 def test_tuning_refuses_labels_the_ranker_cannot_learn_before_any_trial(tmp_path, capsys):
     data = tmp_path / "ratings.csv"
-    data.write_text("user_id,item_id,rating\n" + "".join(f"u{i % 7},i{i % 11},{i % 5 + 1}\n" for i in range(60)))
+    data.write_text("user_id,item_id,rating\n"
+                    + "".join(f"u{i % 7},i{i % 11},{i % 5 + 1}\n" for i in range(60)))
     code = tune_main(["deepfm", "--output-dir", str(tmp_path / "t"), "--progress", "false", "--max-trials",
                       "1", "--dataset", "csv", "--data-dir", str(data), "--label-columns", "rating"])
     err = capsys.readouterr().err
