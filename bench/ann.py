@@ -44,7 +44,6 @@ import psutil
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 # isort: split
-
 import scann  # noqa: F401  (ScaNN's ops, needed to load the ScaNN SavedModel)
 import tensorflow as tf
 

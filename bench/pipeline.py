@@ -25,7 +25,6 @@ import time
 import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 # isort: split
-
 import tensorflow as tf
 
 from tfrs_recsys.config import DeepFMConfig

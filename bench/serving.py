@@ -45,7 +45,6 @@ import numpy as np
 import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 # isort: split
-
 import tensorflow as tf
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""FeaturePreprocessor, FieldEmbeddings: exact encodings, learning, a raw-input SavedModel served apart."""
+"""FeaturePreprocessor and FieldEmbeddings: exact encodings, learning, raw serving in a new process."""
 import json
 import math
 import os
