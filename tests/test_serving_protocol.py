@@ -183,8 +183,9 @@ def test_get_model_metadata_returns_the_signature_def_map(target):
     assert default.inputs["history"].dtype == tf.string.as_datatype_enum
     assert [d.size for d in default.inputs["history"].tensor_shape.dim] == [-1, fx.HISTORY_LEN]
     assert default.outputs["scores"].dtype == tf.float32.as_datatype_enum
-    exclude_shape = defs.signature_def["query_with_exclusions"].inputs["exclude_item_ids"].tensor_shape
-    assert [d.size for d in exclude_shape.dim] == [-1, fx.EXCLUDE_LEN]
+    assert [d.size for d
+            in defs.signature_def["query_with_exclusions"].inputs["exclude_item_ids"].tensor_shape.dim] \
+        == [-1, fx.EXCLUDE_LEN]
 
 
 def test_get_model_status_lists_versions_newest_first(target):
