@@ -42,17 +42,25 @@ import numpy as np
 import psutil
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+# isort: split
 import scann  # noqa: F401  (ScaNN's ops, needed to load the ScaNN SavedModel)
 import tensorflow as tf
 
-from tfrs_recsys.export.retrieval import RetrievalSignatures, brute_force_index, narrow_scann_search, scann_index
+from tfrs_recsys.export.retrieval import (
+    RetrievalSignatures,
+    brute_force_index,
+    narrow_scann_search,
+    scann_index,
+)
 from tfrs_recsys.models.retrieval import InverseTemperature, ScaledQuery
 from tfrs_recsys.models.towers import ItemEncoder, QueryTower, SequenceEncoder
 
 
 def clustered_unit_vectors(n: int, dim: int, clusters: int, rng: np.random.Generator, spread: float = 0.6,
                            centres: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(vectors [n, dim], centres [clusters, dim], cluster of each vector): unit vectors around unit centres."""
+    """(vectors [n, dim], centres [clusters, dim], cluster of each vector): unit vectors around unit
+    centres."""
     if centres is None:
         centres = rng.normal(size=(clusters, dim)).astype(np.float32)
         centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -60,7 +68,8 @@ def clustered_unit_vectors(n: int, dim: int, clusters: int, rng: np.random.Gener
     labels = rng.integers(len(centres), size=n)
     for lo in range(0, n, 100_000):
         hi = min(n, lo + 100_000)
-        x = centres[labels[lo:hi]] + spread / np.sqrt(dim) * rng.normal(size=(hi - lo, dim)).astype(np.float32)
+        x = (centres[labels[lo:hi]]
+             + spread / np.sqrt(dim) * rng.normal(size=(hi - lo, dim)).astype(np.float32))
         out[lo:hi] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out, centres, labels
 
@@ -93,7 +102,8 @@ def python_latencies(call, inputs: list, warmup: int = 5) -> np.ndarray:
 
 def _ready(t: tf.Tensor) -> tf.Tensor:
     """A scalar that can only be computed once ``t``'s values exist."""
-    return tf.reduce_any(tf.strings.length(t) >= 0) if t.dtype == tf.string else tf.reduce_any(tf.equal(t, t) | True)
+    return (tf.reduce_any(tf.strings.length(t) >= 0) if t.dtype == tf.string
+            else tf.reduce_any(tf.equal(t, t) | True))
 
 
 def in_graph_latencies(fn, *batch: tf.Tensor) -> np.ndarray:
@@ -115,8 +125,8 @@ def in_graph_latencies(fn, *batch: tf.Tensor) -> np.ndarray:
             end = tf.cond(tf.reduce_all(tf.stack([_ready(t) for t in outputs])), tf.timestamp, tf.timestamp)
             return i + 1, times.write(i, end - start)
 
-        _, times = tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), tf.TensorArray(tf.float64, size=n)),
-                                 parallel_iterations=1)
+        _, times = tf.while_loop(lambda i, _: i < n, body,
+                                 (tf.constant(0), tf.TensorArray(tf.float64, size=n)), parallel_iterations=1)
         return times.stack()
 
     timed(*batch)
@@ -124,8 +134,8 @@ def in_graph_latencies(fn, *batch: tf.Tensor) -> np.ndarray:
 
 
 def summary(ms: np.ndarray) -> dict:
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 4), "p99_ms": round(float(np.percentile(ms, 99)), 4),
-            "calls": int(len(ms))}
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 4),
+            "p99_ms": round(float(np.percentile(ms, 99)), 4), "calls": int(len(ms))}
 
 
 def finish(row: dict) -> None:
@@ -135,10 +145,11 @@ def finish(row: dict) -> None:
 
 
 def report(name: str, row: dict, k: int) -> None:
-    print(f"{name}: ScaNN recall@{k} {row['scann_recall']:.4f}; in-graph p50 ScaNN {row['scann']['p50_ms']:.3f} ms, "
-          f"exact {row['brute_force']['p50_ms']:.3f} ms ({row['speedup_p50']}x); one call from Python p50 ScaNN "
-          f"{row['scann_python_call']['p50_ms']:.3f} ms, exact {row['brute_force_python_call']['p50_ms']:.3f} ms "
-          f"({row['python_call_speedup_p50']}x)", flush=True)
+    print(f"{name}: ScaNN recall@{k} {row['scann_recall']:.4f}; in-graph p50 ScaNN "
+          f"{row['scann']['p50_ms']:.3f} ms, exact {row['brute_force']['p50_ms']:.3f} ms "
+          f"({row['speedup_p50']}x); one call from Python p50 ScaNN {row['scann_python_call']['p50_ms']:.3f} "
+          f"ms, exact {row['brute_force_python_call']['p50_ms']:.3f} ms ({row['python_call_speedup_p50']}x)",
+          flush=True)
 
 
 def rss_mb() -> float:
@@ -166,14 +177,17 @@ def cluster_histories(rng: np.random.Generator, n: int, max_history: int, vocab:
 
 def tower_inputs(rng: np.random.Generator, n: int, max_history: int, vocab: np.ndarray,
                  vocab_labels: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
-    """``n`` requests of the query tower: random known user ids, each with a history from one random cluster."""
+    """``n`` requests of the query tower: random known user ids, each with a history from one random
+    cluster."""
     users = np.array([f"u{u}".encode() for u in rng.integers(1000, size=n)], dtype=object)
-    histories = cluster_histories(rng, n, max_history, vocab, vocab_labels, rng.choice(np.unique(vocab_labels), size=n))
+    histories = cluster_histories(rng, n, max_history, vocab, vocab_labels,
+                                  rng.choice(np.unique(vocab_labels), size=n))
     return tf.constant(users), tf.constant(histories)
 
 
-def fit_query_tower(query_model: ScaledQuery, rng: np.random.Generator, vocab: np.ndarray, vocab_labels: np.ndarray,
-                    centres: np.ndarray, max_history: int, steps: int, batch_size: int = 128) -> float:
+def fit_query_tower(query_model: ScaledQuery, rng: np.random.Generator, vocab: np.ndarray,
+                    vocab_labels: np.ndarray, centres: np.ndarray, max_history: int, steps: int,
+                    batch_size: int = 128) -> float:
     """Teach the tower that a history from cluster c points at centre c (loss 1 - cos), so that its
     queries fall where trained queries do: among the catalog's clusters. Returns the final mean cosine."""
     tower = query_model.query_tower
@@ -184,7 +198,8 @@ def fit_query_tower(query_model: ScaledQuery, rng: np.random.Generator, vocab: n
         with tf.GradientTape() as tape:
             cos = tf.reduce_sum(tower(features, training=True) * targets, axis=-1)
             loss = 1.0 - tf.reduce_mean(cos)
-        optimizer.apply_gradients(zip(tape.gradient(loss, tower.trainable_variables), tower.trainable_variables))
+        optimizer.apply_gradients(zip(tape.gradient(loss, tower.trainable_variables),
+                                      tower.trainable_variables))
         return tf.reduce_mean(cos)
 
     known = np.unique(vocab_labels)
@@ -192,7 +207,8 @@ def fit_query_tower(query_model: ScaledQuery, rng: np.random.Generator, vocab: n
     for _ in range(steps):
         clusters = rng.choice(known, size=batch_size)
         history = cluster_histories(rng, batch_size, max_history, vocab, vocab_labels, clusters)
-        cosine = float(step({"user_id": tf.constant(np.full(batch_size, b"")), "history": tf.constant(history)},
+        cosine = float(step({"user_id": tf.constant(np.full(batch_size, b"")),
+                             "history": tf.constant(history)},
                             tf.constant(centres[clusters])))
     return cosine
 
@@ -202,23 +218,26 @@ def main() -> None:
     parser.add_argument("--num-items", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--exact-queries", type=int, default=200, help="queries timed on the brute-force paths")
+    parser.add_argument("--exact-queries", type=int, default=200,
+                        help="queries timed on the brute-force paths")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--num-leaves", type=int, default=2000)
     parser.add_argument("--leaves-to-search", type=int, default=100, help="the width the index is built with")
     parser.add_argument("--narrow-queries", type=int, default=500,
-                        help="held-out queries on which the search is narrowed as the export does (0: no narrowing)")
+                        help="held-out queries on which the search is narrowed as the export does (0: no "
+                             "narrowing)")
     parser.add_argument("--reorder", type=int, default=100)
     parser.add_argument("--dims-per-block", type=int, default=2)
     parser.add_argument("--max-history", type=int, default=50)
-    parser.add_argument("--tower-steps", type=int, default=200, help="training steps of the benchmark's query tower")
+    parser.add_argument("--tower-steps", type=int, default=200,
+                        help="training steps of the benchmark's query tower")
     parser.add_argument("--training-sample-size", type=int, default=250_000)
     parser.add_argument("--anisotropic-threshold", type=float, default=0.2)
     parser.add_argument("--skip-export", action="store_true", help="only the bare layers")
     parser.add_argument("--threads", type=int, default=1,
-                        help="TensorFlow intra- and inter-op threads (0 = TensorFlow's default). One query at a "
-                             "time on a small shared machine is fastest single-threaded, for both paths")
+                        help="TensorFlow intra- and inter-op threads (0 = TensorFlow's default). One query "
+                             "at a time on a small shared machine is fastest single-threaded, for both paths")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -253,8 +272,8 @@ def main() -> None:
     exact_layer = brute_force_index(candidates, ids, k)
     exact_build = time.perf_counter() - start
     exact_mem = rss_mb() - before
-    print(f"index build: ScaNN {scann_build:.1f} s (+{scann_mem:.0f} MiB RSS), brute force {exact_build:.1f} s "
-          f"(+{exact_mem:.0f} MiB RSS)", flush=True)
+    print(f"index build: ScaNN {scann_build:.1f} s (+{scann_mem:.0f} MiB RSS), brute force {exact_build:.1f} "
+          f"s (+{exact_mem:.0f} MiB RSS)", flush=True)
 
     # --- the query tower of the exported signatures -----------------------------------------------
     query_model = None
@@ -264,8 +283,8 @@ def main() -> None:
         start = time.perf_counter()
         cosine = fit_query_tower(query_model, rng, history_vocab, vocab_labels, centres, args.max_history,
                                  args.tower_steps)
-        print(f"query tower: {args.tower_steps} steps in {time.perf_counter() - start:.0f} s, mean cos(query, "
-              f"cluster centre) {cosine:.3f}", flush=True)
+        print(f"query tower: {args.tower_steps} steps in {time.perf_counter() - start:.0f} s, mean "
+              f"cos(query, cluster centre) {cosine:.3f}", flush=True)
         users, histories = tower_inputs(rng, args.queries, args.max_history, history_vocab, vocab_labels)
         requests = [(users[i:i + 1], histories[i:i + 1]) for i in range(args.queries)]
 
@@ -286,9 +305,10 @@ def main() -> None:
         width = max(n["leaves_to_search"] for n in narrowing.values())  # the widest any kind of query needs
         scann_layer.leaves_to_search = width if width != args.leaves_to_search else None
         narrowing["leaves_to_search"], narrowing["seconds"] = width, round(time.perf_counter() - start, 1)
-        print(f"narrowed on {args.narrow_queries} held-out queries of each kind: {width} of {args.num_leaves} leaves "
-              f"searched (built with {args.leaves_to_search}); recall@{k} by width: "
-              + "; ".join(f"{kind} {narrowing[kind]['tried']}" for kind in kinds) + f" ({narrowing['seconds']} s)",
+        print(f"narrowed on {args.narrow_queries} held-out queries of each kind: {width} of "
+              f"{args.num_leaves} leaves searched (built with {args.leaves_to_search}); recall@{k} by width: "
+              + "; ".join(f"{kind} {narrowing[kind]['tried']}" for kind in kinds)
+              + f" ({narrowing['seconds']} s)",
               flush=True)
     results["scann_narrowing"] = narrowing
 
@@ -299,7 +319,8 @@ def main() -> None:
     found = [set(scann_call(q)[1].numpy()[0].astype(str)) for q in singles]
     batch = tf.constant(queries)
     bare = {"scann": summary(in_graph_latencies(lambda q: scann_layer(q, k=k), batch)),
-            "brute_force": summary(in_graph_latencies(lambda q: exact_layer(q, k=k), batch[:args.exact_queries])),
+            "brute_force": summary(in_graph_latencies(lambda q: exact_layer(q, k=k),
+                                                      batch[:args.exact_queries])),
             "scann_python_call": summary(python_latencies(scann_call, singles)),
             "brute_force_python_call": summary(python_latencies(exact_call, singles[:args.exact_queries])),
             "scann_recall": recall(found, exact_sets),
@@ -313,7 +334,8 @@ def main() -> None:
 
     # --- exported signatures -------------------------------------------------------------------
     if query_model is not None:
-        tower = summary(in_graph_latencies(lambda u, h: query_model({"user_id": u, "history": h}), users, histories))
+        tower = summary(in_graph_latencies(lambda u, h: query_model({"user_id": u, "history": h}), users,
+                                           histories))
         signature = {"query_tower": tower}
         with tempfile.TemporaryDirectory() as tmp:
             for name, layer in (("scann", scann_layer), ("brute_force", exact_layer)):
@@ -338,28 +360,33 @@ def main() -> None:
                                                     "size_mb": round(size, 1),
                                                     "load_rss_mb": round(rss_mb() - before, 1)}
                 signature[f"{name}_ids"] = [set(row) for lo in range(0, args.queries, 100) for row in loaded(
-                    user_id=users[lo:lo + 100], history=histories[lo:lo + 100])["item_ids"].numpy().astype(str)]
-                print(f"signature {name}: SavedModel {size:.0f} MiB (save {saved:.1f} s, load {load_s:.1f} s)",
+                    user_id=users[lo:lo + 100], history=histories[lo:lo + 100]
+                )["item_ids"].numpy().astype(str)]
+                print(f"signature {name}: SavedModel {size:.0f} MiB (save {saved:.1f} s, "
+                      f"load {load_s:.1f} s)",
                       flush=True)
                 del loaded, restored
         signature["scann_recall"] = recall(signature.pop("scann_ids"), signature.pop("brute_force_ids"))
         finish(signature)
         results["signatures"] = signature
-        report(f"signatures (ScaNN recall against the portable export, {len(requests)} requests)", signature, k)
-        print(f"query tower alone: p50 {tower['p50_ms']:.3f} ms, p99 {tower['p99_ms']:.3f} ms (in-graph); both "
-              f"signatures pay it, so their speedup is at most exact / tower", flush=True)
+        report(f"signatures (ScaNN recall against the portable export, {len(requests)} requests)", signature,
+               k)
+        print(f"query tower alone: p50 {tower['p50_ms']:.3f} ms, p99 {tower['p99_ms']:.3f} ms (in-graph); "
+              f"both signatures pay it, so their speedup is at most exact / tower", flush=True)
 
-    print("\n| path (in-graph, one query at a time) | ScaNN recall@%d | ScaNN p50 / p99 ms | exact p50 / p99 ms "
-          "| speedup (p50) | target |" % k)
+    print("\n| path (in-graph, one query at a time) | ScaNN recall@%d | ScaNN p50 / p99 ms | exact p50 / p99 "
+          "ms | speedup (p50) | target |" % k)
     print("|---|---|---|---|---|---|")
-    paths = (("bare top-k layers", results["bare_layers"]), ("exported signatures", results.get("signatures")))
+    paths = (("bare top-k layers", results["bare_layers"]),
+             ("exported signatures", results.get("signatures")))
     for name, row in paths:
         if row is None:
             continue
         ok = row["scann_recall"] >= 0.97 and row["speedup_p50"] >= 30
-        print(f"| {name} | {row['scann_recall']:.4f} | {row['scann']['p50_ms']:.3f} / {row['scann']['p99_ms']:.3f} | "
-              f"{row['brute_force']['p50_ms']:.3f} / {row['brute_force']['p99_ms']:.3f} | {row['speedup_p50']}x | "
-              f"{'met' if ok else 'NOT met'} (recall >= 0.97, >= 30x) |")
+        print(f"| {name} | {row['scann_recall']:.4f} | {row['scann']['p50_ms']:.3f} / "
+              f"{row['scann']['p99_ms']:.3f} | {row['brute_force']['p50_ms']:.3f} / "
+              f"{row['brute_force']['p99_ms']:.3f} | {row['speedup_p50']}x | {'met' if ok else 'NOT met'} "
+              "(recall >= 0.97, >= 30x) |")
     searched = narrowing["leaves_to_search"] if narrowing else args.leaves_to_search
     print(f"\nScaNN index build {bare['scann_build_s']} s, +{bare['scann_rss_mb']} MiB RSS "
           f"({options}), searching {searched} leaves; brute-force index {bare['brute_force_build_s']} s, "

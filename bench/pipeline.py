@@ -23,6 +23,8 @@ import sys
 import time
 
 import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+# isort: split
 import tensorflow as tf
 
 from tfrs_recsys.config import DeepFMConfig
@@ -50,7 +52,8 @@ def textbook_dataset(features: dict, labels: dict, batch_size: int, *, cache: bo
     if cache:
         ds = ds.cache()
     n = len(next(iter(labels.values())))
-    return ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def step_examples_per_second(model, features, labels, *, steps: int) -> float:
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\npipeline alone (after a warm-up epoch):")
     for label, value in rows.items():
         print(f"  {label:<{width}}  {value:>12,.0f} examples/s")
-    print(f"\ntraining step, {name}:\n  {'train_on_batch on an in-memory batch':<{width}}  {step:>12,.0f} examples/s")
+    print(f"\ntraining step, {name}:\n  {'train_on_batch on an in-memory batch':<{width}}  {step:>12,.0f} "
+          "examples/s")
     ratio = pipeline / step
     print(f"\nratio labeled_dataset / textbook chain: {pipeline / textbook:.2f}x")
     print(f"ratio pipeline / training step: {ratio:.2f}x")

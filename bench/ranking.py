@@ -51,6 +51,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+# isort: split
 import tensorflow as tf
 
 from tfrs_recsys import metrics as M
@@ -58,9 +60,9 @@ from tfrs_recsys.config import DeepFMConfig, ESMMConfig
 from tfrs_recsys.data.splits import random_split, split_by_session
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs, synthetic_sessions
 from tfrs_recsys.features.preprocessing import encode_frame, mask_key
-from tfrs_recsys.models.mlp import resolve_precision
 from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.models.esmm import ESMM, ClickedCVR
+from tfrs_recsys.models.mlp import resolve_precision
 from tfrs_recsys.training import rankers
 from tfrs_recsys.training.deepfm import evaluate_deepfm
 from tfrs_recsys.training.esmm import cvr_metrics, evaluate_clicked_cvr, evaluate_esmm

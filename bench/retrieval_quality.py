@@ -55,7 +55,8 @@ MODEL_FLAGS = {
 }
 RUNS = {
     "ml-100k": {"dataset": "movielens-100k", "folder": "ml-100k", "protocol": "leave_last_out"},
-    "ml-latest-small": {"dataset": "movielens-csv", "folder": "ml-latest-small", "protocol": "leave_last_out"},
+    "ml-latest-small": {"dataset": "movielens-csv", "folder": "ml-latest-small",
+                        "protocol": "leave_last_out"},
     # The tutorial's queries are users, its targets random interactions rather than next items: the
     # same model with the Transformer off (user id + features, like the tutorial's user tower).
     "tutorial": {"dataset": "movielens-100k", "folder": "ml-100k", "protocol": "random_80_20",
@@ -125,7 +126,8 @@ def main() -> None:
 def report(name: str, r: dict) -> None:
     test, pop = r["test"], r["popularity"]
     print(f"\n== {name}: best epoch {r['best_epoch']} of {r['epochs_run']} (validation {r['monitor']} "
-          f"{r['best_validation']:.4f}), training {r['train_seconds']:.0f} s, whole run {r['wall_seconds']:.0f} s")
+          f"{r['best_validation']:.4f}), training {r['train_seconds']:.0f} s, whole run "
+          f"{r['wall_seconds']:.0f} s")
     if name.startswith("tutorial"):
         print("| metric | ours | popularity | TFRS tutorial | ours / tutorial | target |")
         print("|---|---|---|---|---|---|")
@@ -149,8 +151,8 @@ def report(name: str, r: dict) -> None:
         print(f"| training seconds | {r['train_seconds']:.0f} | | {reference['train_seconds']:.0f} | "
               f"{r['train_seconds'] / reference['train_seconds']:.2f}x |")
         met = test["ndcg@10"] >= TARGETS["ndcg@10"] and r["train_seconds"] <= reference["train_seconds"]
-        print(f"target NDCG@10 >= {TARGETS['ndcg@10']:.3f} and training <= {reference['train_seconds']:.0f} s: "
-              f"{'met' if met else 'NOT met'}")
+        print(f"target NDCG@10 >= {TARGETS['ndcg@10']:.3f} and training <= {reference['train_seconds']:.0f} "
+              f"s: {'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -22,13 +22,14 @@ Absolute times depend on the (shared) machine; compare ratios, not milliseconds.
 
 Without ``--export-base`` the bench builds representative SavedModels with the export
 contracts' shapes (retrieval: user_id [B], history [B, 50] -> item_ids, scores [B, 100] over
-a 1,682-item catalog (``--catalog-items``) through one Transformer block; ranker: ids, 8 categorical and 4 numeric
-raw features -> ctr, cvr, ctcvr [B] from hashed embeddings and two MLP towers).
+a 1,682-item catalog (``--catalog-items``) through one Transformer block; ranker: ids, 8 categorical
+and 4 numeric raw features -> ctr, cvr, ctcvr [B] from hashed embeddings and two MLP towers).
 
     .venv/bin/python bench/serving.py --requests 300
     .venv/bin/python bench/serving.py --requests 300 --intra-op-threads 1 --inter-op-threads 1
     .venv/bin/python bench/serving.py --requests 300 --catalog-items 100000
-    .venv/bin/python bench/serving.py --export-base exports --retrieval-name retrieval_portable --ranker-name esmm
+    .venv/bin/python bench/serving.py --export-base exports --retrieval-name retrieval_portable \
+        --ranker-name esmm
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ from pathlib import Path
 import numpy as np
 
 import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+# isort: split
 import tensorflow as tf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +53,8 @@ sys.path.insert(0, str(REPO / "tests"))
 import serving_fixtures as fx  # noqa: E402  (the server-process helper of the tests)
 
 from tfrs_recsys.export.tfserving import existing_versions, publish_version, write_models_config  # noqa: E402
-from tfrs_recsys.serving.client import ServingClient  # noqa: E402
 from tfrs_recsys.model_server.servable import read_meta_graph  # noqa: E402
+from tfrs_recsys.serving.client import ServingClient  # noqa: E402
 
 NUM_ITEMS, DIM, HISTORY, TOP_K, CANDIDATES = 1682, 64, 50, 100, 100  # NUM_ITEMS: the default catalog
 CATEGORICAL = [f"c{i}" for i in range(8)]
@@ -73,11 +76,13 @@ def _retrieval_module(num_items: int):
             self.items = tf.Variable(rng.normal(size=(num_items + 1, DIM)).astype(np.float32))
             self.users = tf.Variable(rng.normal(size=(5000, DIM)).astype(np.float32))
             self.positions = tf.Variable(rng.normal(scale=0.1, size=(HISTORY, DIM)).astype(np.float32))
-            self.wq, self.wk, self.wv, self.wo = dense(DIM, DIM), dense(DIM, DIM), dense(DIM, DIM), dense(DIM, DIM)
+            self.wq, self.wk, self.wv, self.wo = (dense(DIM, DIM), dense(DIM, DIM), dense(DIM, DIM),
+                                                  dense(DIM, DIM))
             self.ff1, self.ff2 = dense(DIM, 4 * DIM), dense(4 * DIM, DIM)
             self.ids = tf.constant(ids)
             self.table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(1, num_items + 1, dtype=tf.int64)), 0)
+                tf.lookup.KeyValueTensorInitializer(tf.constant(ids),
+                                                    tf.range(1, num_items + 1, dtype=tf.int64)), 0)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
                                       tf.TensorSpec([None, HISTORY], tf.string, name="history")])
@@ -86,10 +91,12 @@ def _retrieval_module(num_items: int):
             mask = tf.cast(idx > 0, tf.float32)
             x = tf.gather(self.items, idx) + self.positions
             q, k, v = x @ self.wq, x @ self.wk, x @ self.wv
-            att = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) / DIM ** 0.5 + (1.0 - mask[:, None, :]) * -1e9)
+            att = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) / DIM ** 0.5
+                                + (1.0 - mask[:, None, :]) * -1e9)
             x = x + tf.matmul(att, v) @ self.wo
             x = x + tf.nn.relu(x @ self.ff1) @ self.ff2
-            pooled = tf.math.divide_no_nan(tf.reduce_sum(x * mask[..., None], 1), tf.reduce_sum(mask, 1, keepdims=True))
+            pooled = tf.math.divide_no_nan(tf.reduce_sum(x * mask[..., None], 1),
+                                           tf.reduce_sum(mask, 1, keepdims=True))
             query = pooled + tf.gather(self.users, tf.strings.to_hash_bucket_fast(user_id, 5000))
             scores, top = tf.math.top_k(tf.matmul(query, self.items[1:], transpose_b=True), k=TOP_K)
             return {"item_ids": tf.gather(self.ids, top), "scores": scores}
@@ -103,12 +110,14 @@ def _ranker_module():
     width = 16 * len(fields) + len(NUMERIC)
 
     def mlp(sizes):
-        return [tf.Variable(rng.normal(scale=a ** -0.5, size=(a, b)).astype(np.float32)) for a, b in zip(sizes, sizes[1:])]
+        return [tf.Variable(rng.normal(scale=a ** -0.5, size=(a, b)).astype(np.float32))
+                for a, b in zip(sizes, sizes[1:])]
 
     class Ranker(tf.Module):
         def __init__(self):
             super().__init__()
-            self.embeddings = tf.Variable(rng.normal(scale=0.05, size=(len(fields), 10_000, 16)).astype(np.float32))
+            self.embeddings = tf.Variable(
+                rng.normal(scale=0.05, size=(len(fields), 10_000, 16)).astype(np.float32))
             self.ctr_tower, self.cvr_tower = mlp([width, 256, 128, 64, 1]), mlp([width, 256, 128, 64, 1])
 
         def _tower(self, x, weights):
@@ -131,11 +140,13 @@ def _ranker_module():
 
 def build_models(base: Path, num_items: int) -> None:
     def save(module):
-        return lambda path: tf.saved_model.save(module, path, signatures={"serving_default": module.serving_default})
+        return lambda path: tf.saved_model.save(module, path,
+                                                signatures={"serving_default": module.serving_default})
 
     publish_version(base, "retrieval", save(_retrieval_module(num_items)), version=1,
                     warmup=[("serving_default", retrieval_inputs(num_items))])
-    publish_version(base, "ranker", save(_ranker_module()), version=1, warmup=[("serving_default", ranker_inputs(None))])
+    publish_version(base, "ranker", save(_ranker_module()), version=1,
+                    warmup=[("serving_default", ranker_inputs(None))])
 
 
 def retrieval_inputs(num_items: int = NUM_ITEMS) -> dict[str, np.ndarray]:
@@ -147,7 +158,8 @@ def ranker_inputs(signature) -> dict[str, np.ndarray]:
     """100 candidate rows for every input of the ranker signature (or the bench model's inputs)."""
     rng = np.random.default_rng(2)
     if signature is None:
-        specs = {n: tf.string for n in ["user_id", "item_id", *CATEGORICAL]} | {n: tf.float32 for n in NUMERIC}
+        specs = ({n: tf.string for n in ["user_id", "item_id", *CATEGORICAL]}
+                 | {n: tf.float32 for n in NUMERIC})
     else:
         specs = {k: tf.dtypes.as_dtype(v.dtype) for k, v in signature.inputs.items()}
     out = {}
@@ -216,7 +228,7 @@ def grpc_call(client: ServingClient, model: str, inputs: dict[str, np.ndarray]):
 
 
 def status_call(client: ServingClient, model: str):
-    """A bare GetModelStatus round trip (``ServingClient.status``): gRPC and a near-empty handler, no model."""
+    """A bare GetModelStatus round trip (``ServingClient.status``): gRPC and a near-empty handler only."""
     return lambda: client.status(model)
 
 
@@ -231,10 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the calls are spread over")
     p.add_argument("--max-batch-size", type=int, default=512)
     p.add_argument("--batch-timeout-micros", type=int, default=0)
-    p.add_argument("--intra-op-threads", type=int, default=0, help="TensorFlow intra-op threads, here and in the servers")
-    p.add_argument("--inter-op-threads", type=int, default=0, help="TensorFlow inter-op threads, here and in the servers")
+    p.add_argument("--intra-op-threads", type=int, default=0,
+                   help="TensorFlow intra-op threads, here and in the servers")
+    p.add_argument("--inter-op-threads", type=int, default=0,
+                   help="TensorFlow inter-op threads, here and in the servers")
     args = p.parse_args(argv)
-    print("command:", " ".join([".venv/bin/python", "bench/serving.py", *(argv if argv is not None else sys.argv[1:])]))
+    print("command:",
+          " ".join([".venv/bin/python", "bench/serving.py", *(argv if argv is not None else sys.argv[1:])]))
     tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
 
@@ -251,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                 sys.exit(f"error: no versions of {name} under {base}; build exports or omit --export-base")
             paths[kind] = base / name / str(versions[-1])
         ranker_sig = read_meta_graph(paths["ranker"]).signature_def["serving_default"]
-        inputs = {"retrieval": retrieval_inputs(args.catalog_items), "ranker": ranker_inputs(ranker_sig if args.export_base else None)}
+        inputs = {"retrieval": retrieval_inputs(args.catalog_items),
+                  "ranker": ranker_inputs(ranker_sig if args.export_base else None)}
         config = write_models_config(tmp / "models.config",
                                      [{"name": n, "base_path": str(base / n)} for n in names.values()])
         params = tmp / "batching.txt"
@@ -265,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"--tensorflow_inter_op_parallelism={args.inter_op_threads}"]
         servers = {
             "grpc": fx.start_server(tmp, common),
-            "grpc+batching": fx.start_server(tmp, [*common, "--enable_batching", f"--batching_parameters_file={params}"]),
+            "grpc+batching": fx.start_server(tmp,
+                                             [*common, "--enable_batching",
+                                              f"--batching_parameters_file={params}"]),
         }
         clients = {mode: ServingClient(server.address, timeout=30) for mode, server in servers.items()}
         try:
@@ -285,13 +303,15 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
 
     if not args.export_base:
-        print(f"\nbench models: retrieval over {args.catalog_items:,} items, ranker over {CANDIDATES} candidates")
+        print(f"\nbench models: retrieval over {args.catalog_items:,} items, ranker over {CANDIDATES} "
+              "candidates")
     print(f"\nTensorFlow threads (intra, inter) here and in the servers: "
           f"({args.intra_op_threads or 'default'}, {args.inter_op_threads or 'default'})")
     print(f"\n{'model':<10} {'mode':<14} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
     for (kind, mode, c), m in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
         print(f"{kind:<10} {mode:<14} {c:>4} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['qps']:>8.1f}")
-    print("\nratios (targets: gRPC p50 / in-process p50 <= 1.2 at concurrency 1; p99 / p50 <= 3 at concurrency 8)")
+    print("\nratios (targets: gRPC p50 / in-process p50 <= 1.2 at concurrency 1; p99 / p50 <= 3 at "
+          "concurrency 8)")
     for kind in ("retrieval", "ranker"):
         base_p50 = table[(kind, "in-process", 1)]["p50"]
         for mode in ("grpc", "grpc+batching"):
@@ -300,11 +320,12 @@ def main(argv: list[str] | None = None) -> int:
             r8 = m8["p99"] / m8["p50"]
             gain = m8["qps"] / table[(kind, "in-process", 8)]["qps"]
             print(f"  {kind:<10} {mode:<14} p50 vs in-process {r1:5.2f}x [{'OK' if r1 <= 1.2 else 'MISS'}]   "
-                  f"c=8 p99/p50 {r8:5.2f}x [{'OK' if r8 <= 3 else 'MISS'}]   c=8 throughput vs in-process {gain:4.2f}x")
+                  f"c=8 p99/p50 {r8:5.2f}x [{'OK' if r8 <= 3 else 'MISS'}]   c=8 throughput vs in-process "
+                  f"{gain:4.2f}x")
         floor = (base_p50 + table[("transport", "status rtt", 1)]["p50"]) / base_p50
         local8 = table[(kind, "in-process", 8)]
-        print(f"  {kind:<10} {'(context)':<14} floor {floor:5.2f}x = in-process + bare GetModelStatus round trip;"
-              f"   in-process c=8 p99/p50 {local8['p99'] / local8['p50']:5.2f}x")
+        print(f"  {kind:<10} {'(context)':<14} floor {floor:5.2f}x = in-process + bare GetModelStatus round "
+              f"trip;   in-process c=8 p99/p50 {local8['p99'] / local8['p50']:5.2f}x")
     return 0
 
 

@@ -22,6 +22,8 @@ import time
 import numpy as np
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+# isort: split
 import tensorflow as tf
 
 from tfrs_recsys.config import DeepFMConfig

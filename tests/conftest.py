@@ -15,7 +15,8 @@ def datasets_dir() -> Path:
     """``$RECSYS_DATASETS_DIR`` or ../shared/datasets beside the repo."""
     path = Path(os.environ.get("RECSYS_DATASETS_DIR", _DEFAULT))
     if not path.is_dir():
-        pytest.skip(f"real datasets not found at {path}; set RECSYS_DATASETS_DIR to the shared/datasets folder")
+        pytest.skip(f"real datasets not found at {path}; set RECSYS_DATASETS_DIR to the shared/datasets "
+                    "folder")
     return path
 
 

@@ -49,7 +49,8 @@ def retrieval_weights(seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     return items, users
 
 
-def retrieval_reference(user_id: str, history: list[str], exclude: list[str] = (), seed: int = 7, k: int = TOP_K):
+def retrieval_reference(user_id: str, history: list[str], exclude: list[str] = (), seed: int = 7,
+                        k: int = TOP_K):
     """Top-k (item ids, scores) the retrieval fixture must return: dot(user + mean(history), item)."""
     items, users = retrieval_weights(seed)
     index = {item: i for i, item in enumerate(ITEM_IDS)}
@@ -68,7 +69,8 @@ def retrieval_reference(user_id: str, history: list[str], exclude: list[str] = (
 
 
 def ranker_reference(price: np.ndarray, genres: list[str], device: list[str]) -> dict[str, np.ndarray]:
-    """ctr = sigmoid(0.8 price - 1 + 0.3 #genres), cvr = sigmoid(0.5 - 0.2 price + 0.4 [mobile]), ctcvr = ctr cvr."""
+    """ctr = sigmoid(0.8 price - 1 + 0.3 #genres), cvr = sigmoid(0.5 - 0.2 price + 0.4 [mobile]),
+    ctcvr = ctr cvr."""
     price = np.asarray(price, np.float32)
     n_genres = np.array([len([g for g in s.split("|") if g]) for s in genres], np.float32)
     mobile = np.array([d == "mobile" for d in device], np.float32)
@@ -77,7 +79,8 @@ def ranker_reference(price: np.ndarray, genres: list[str], device: list[str]) ->
     return {"ctr": ctr, "cvr": cvr, "ctcvr": ctr * cvr}
 
 
-RANKER_INPUTS = {"user_id": "string", "item_id": "string", "genres": "string", "price": "float32", "device": "string"}
+RANKER_INPUTS = {"user_id": "string", "item_id": "string", "genres": "string", "price": "float32",
+                 "device": "string"}
 
 
 # -- SavedModels ---------------------------------------------------------------------------------
@@ -94,9 +97,11 @@ def _retrieval_module(seed: int):
             self.users = tf.Variable(users, name="user_embeddings")
             self.item_ids = tf.constant(ITEM_IDS)
             self.item_table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(tf.constant(ITEM_IDS), tf.range(NUM_ITEMS, dtype=tf.int64)), -1)
+                tf.lookup.KeyValueTensorInitializer(tf.constant(ITEM_IDS),
+                                                    tf.range(NUM_ITEMS, dtype=tf.int64)), -1)
             self.user_table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(tf.constant(KNOWN_USERS), tf.range(len(KNOWN_USERS), dtype=tf.int64)), -1)
+                tf.lookup.KeyValueTensorInitializer(tf.constant(KNOWN_USERS),
+                                                    tf.range(len(KNOWN_USERS), dtype=tf.int64)), -1)
 
         def _scores(self, user_id, history):
             uidx = self.user_table.lookup(user_id)
@@ -123,7 +128,8 @@ def _retrieval_module(seed: int):
         def query_with_exclusions(self, user_id, history, exclude_item_ids):
             scores = self._scores(user_id, history)
             eidx = self.item_table.lookup(exclude_item_ids)
-            hit = tf.reduce_any(tf.equal(eidx[:, :, None], tf.range(NUM_ITEMS, dtype=tf.int64)[None, None, :]), axis=1)
+            hit = tf.reduce_any(tf.equal(eidx[:, :, None],
+                                         tf.range(NUM_ITEMS, dtype=tf.int64)[None, None, :]), axis=1)
             return self._top_k(tf.where(hit, tf.constant(-np.inf, tf.float32), scores))
 
     return Retrieval()
@@ -195,11 +201,12 @@ def _save_tf1_examples_model(path: str) -> None:
         classes = tf.tile(tf.constant([["neg", "pos"]]), [tf.shape(x)[0], 1])
         x_in = tf.compat.v1.placeholder(tf.float32, [None], name="x")
         builder = tf.compat.v1.saved_model.Builder(path)
+        sm = tf.compat.v1.saved_model
         builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={
-            "classify_x": tf.compat.v1.saved_model.classification_signature_def(serialized, classes, scores),
-            "classify_scores": tf.compat.v1.saved_model.classification_signature_def(serialized, None, scores),
-            "regress_x": tf.compat.v1.saved_model.regression_signature_def(serialized, tf.reshape(2 * x + 1, [-1, 1])),
-            "serving_default": tf.compat.v1.saved_model.predict_signature_def({"x": x_in}, {"y": 2 * x_in + 1}),
+            "classify_x": sm.classification_signature_def(serialized, classes, scores),
+            "classify_scores": sm.classification_signature_def(serialized, None, scores),
+            "regress_x": sm.regression_signature_def(serialized, tf.reshape(2 * x + 1, [-1, 1])),
+            "serving_default": sm.predict_signature_def({"x": x_in}, {"y": 2 * x_in + 1}),
         })
         builder.save()
 
@@ -217,9 +224,11 @@ def publish_retrieval(base: Path, name: str = "retrieval", version: int | None =
     from tfrs_recsys.export.tfserving import publish_version
 
     module = _retrieval_module(seed)
-    warm = {"user_id": np.array([b"u1"], object), "history": np.array([[b"item_01"] + [b""] * (HISTORY_LEN - 1)], object)}
+    warm = {"user_id": np.array([b"u1"], object),
+            "history": np.array([[b"item_01"] + [b""] * (HISTORY_LEN - 1)], object)}
     warm_excl = dict(warm, exclude_item_ids=np.array([[b""] * EXCLUDE_LEN], object))
-    return publish_version(base, name, _tf_save(module, ["serving_default", "query_with_exclusions"]), version=version,
+    return publish_version(base, name, _tf_save(module, ["serving_default", "query_with_exclusions"]),
+                           version=version,
                            warmup=[("serving_default", warm), ("query_with_exclusions", warm_excl)],
                            metadata={"kind": "retrieval", "k": TOP_K, "history_length": HISTORY_LEN,
                                      "exclusion_width": EXCLUDE_LEN, "seed": seed})
@@ -233,7 +242,8 @@ def publish_ranker(base: Path, name: str = "ranker", version: int | None = None)
             "device": np.array([b"mobile"], object)}
     return publish_version(base, name, _tf_save(_ranker_module(), ["serving_default"]), version=version,
                            warmup=[("serving_default", warm)],
-                           metadata={"kind": "ranker", "inputs": RANKER_INPUTS, "outputs": ["ctr", "cvr", "ctcvr"]})
+                           metadata={"kind": "ranker", "inputs": RANKER_INPUTS,
+                                     "outputs": ["ctr", "cvr", "ctcvr"]})
 
 
 def publish_utility(base: Path, name: str = "utility", version: int | None = None, scale: float = 2.0,
@@ -248,8 +258,8 @@ def publish_utility(base: Path, name: str = "utility", version: int | None = Non
     signatures = ["serving_default", "batch_size", "count", "echo", "matrix"]
     warmup = [("serving_default", {"x": np.array([1.0], np.float32)})]
     warmup += [("count", {"x": np.array([0.0], np.float32)})] * warmup_counts
-    return publish_version(base, name, _tf_save(_utility_module(scale), signatures), version=version, warmup=warmup,
-                           metadata={"kind": "utility", "scale": scale})
+    return publish_version(base, name, _tf_save(_utility_module(scale), signatures), version=version,
+                           warmup=warmup, metadata={"kind": "utility", "scale": scale})
 
 
 def publish_tf1_examples(base: Path, name: str = "examples", version: int | None = None) -> Path:
@@ -275,11 +285,13 @@ def models_config(base: Path, models: dict[str, dict]) -> Path:
     from tfrs_recsys.export.tfserving import write_models_config
 
     return write_models_config(Path(base) / "models.config", [
-        {"name": name, "base_path": str(Path(base).resolve() / name), **spec} for name, spec in models.items()])
+        {"name": name, "base_path": str(Path(base).resolve() / name), **spec}
+        for name, spec in models.items()])
 
 
 def write_all(base: Path) -> Path:
-    """Every fixture model (two utility versions, label ``stable`` -> 1, ``canary`` -> 2) and its models.config."""
+    """Every fixture model (two utility versions, label ``stable`` -> 1, ``canary`` -> 2) and its
+    models.config."""
     base = Path(base)
     publish_retrieval(base, version=1)
     publish_ranker(base, version=1)
@@ -353,7 +365,8 @@ class ServerProcess:
 
 
 def start_server(tmp_path: Path, args: list[str], *, ready: bool = True) -> ServerProcess:
-    server = ServerProcess(args, Path(tmp_path) / f"server-{time.monotonic_ns()}.log", free_port(), free_port())
+    server = ServerProcess(args, Path(tmp_path) / f"server-{time.monotonic_ns()}.log", free_port(),
+                           free_port())
     return server.wait_ready() if ready else server
 
 

@@ -3,8 +3,14 @@ import json
 
 import pytest
 
-from tfrs_recsys.config import (ConfigError, DeepFMConfig, RetrievalConfig, build_config, config_from_args,
-                                save_config)
+from tfrs_recsys.config import (
+    ConfigError,
+    DeepFMConfig,
+    RetrievalConfig,
+    build_config,
+    config_from_args,
+    save_config,
+)
 
 
 def test_defaults_when_nothing_given():

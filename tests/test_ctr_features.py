@@ -5,12 +5,18 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import dataset_path
+
 from tfrs_recsys.data.bundles import InteractionData
+from tfrs_recsys.data.ctr_features import (
+    SECONDS_PER_DAY,
+    SlotFeatureMap,
+    hot_items,
+    item_hotness,
+    movielens_click_logs,
+    point_in_time_hotness,
+)
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.ctr_features import (SECONDS_PER_DAY, SlotFeatureMap, hot_items, item_hotness,
-                                           movielens_click_logs, point_in_time_hotness)
 
 DAY = SECONDS_PER_DAY
 
@@ -23,7 +29,8 @@ def _frame(devices, cities):
 
 
 def test_slot_ids_are_sorted_by_column_then_value_with_zero_for_unknown():
-    slots = SlotFeatureMap().fit(_frame(["mobile", "desktop", "mobile"], ["rome", "oslo", None]), ["device", "city"])
+    slots = SlotFeatureMap().fit(_frame(["mobile", "desktop", "mobile"], ["rome", "oslo", None]),
+                                 ["device", "city"])
     assert slots.ids == {"city=oslo": 1, "city=rome": 2, "device=desktop": 3, "device=mobile": 4}
     assert len(slots) == 4 and slots.vocabulary_size == 5
     ids = slots.transform(_frame(["mobile", "tablet", "desktop"], ["oslo", "rome", None]), ["device", "city"])
@@ -35,7 +42,8 @@ def test_slot_ids_are_stable_across_fits_and_extension(tmp_path):
     old = _frame(["mobile", "desktop"], ["rome", "oslo"])
     new = _frame(["tablet", "mobile", "app"], ["paris", "rome", "oslo"])
     first = SlotFeatureMap().fit(old, ["device", "city"])
-    assert SlotFeatureMap().fit(old.iloc[::-1], ["city", "device"]).ids == first.ids  # row and column order ignored
+    # row and column order ignored
+    assert SlotFeatureMap().fit(old.iloc[::-1], ["city", "device"]).ids == first.ids
     before = first.ids
     assert first.fit(old, ["device", "city"]).ids == before  # refitting the same data changes nothing
     first.fit(new, ["device", "city"])
@@ -47,9 +55,11 @@ def test_slot_ids_are_stable_across_fits_and_extension(tmp_path):
     stored = json.loads(path.read_text())
     assert stored["ids"]["device=tablet"] == 7 and stored["unknown_id"] == 0
     loaded = SlotFeatureMap.load(path)
-    np.testing.assert_array_equal(loaded.transform(new, ["city", "device"]), first.transform(new, ["city", "device"]))
+    np.testing.assert_array_equal(loaded.transform(new, ["city", "device"]),
+                                  first.transform(new, ["city", "device"]))
     loaded.fit(_frame(["watch"], ["oslo"]), ["device"])
-    assert loaded.id_of("device", "watch") == 8 and loaded.id_of("device", "mobile") == first.id_of("device", "mobile")
+    assert (loaded.id_of("device", "watch") == 8
+            and loaded.id_of("device", "mobile") == first.id_of("device", "mobile"))
 
 
 def test_slot_map_errors_name_the_problem(tmp_path):
@@ -83,7 +93,8 @@ def test_hotness_decay_matches_a_hand_computed_example():
     events = _log([("a", now, 1), ("a", now - 7 * DAY, 0), ("b", now - 14 * DAY, 1),
                    ("c", now - 7 * DAY, 0), ("c", now, 0)])
     out = item_hotness(events, click_col="click", half_life_days=7.0, prior_strength=2.0).set_index("item_id")
-    # Weights 0.5 ** (age / 7 days): 1, 0.5, 0.25. Global CTR m = 1.25 / 3.25 = 5/13; alpha = 2m, beta = 2(1-m).
+    # Weights 0.5 ** (age / 7 days): 1, 0.5, 0.25. Global CTR m = 1.25 / 3.25 = 5/13;
+    # alpha = 2m, beta = 2(1-m).
     np.testing.assert_allclose(out.loc[["a", "b", "c"], "decayed_impressions"], [1.5, 0.25, 1.5])
     np.testing.assert_allclose(out.loc[["a", "b", "c"], "decayed_clicks"], [1.0, 0.25, 0.0])
     m = 5 / 13
@@ -175,7 +186,8 @@ def test_movielens_click_logs_have_every_rating_as_a_click(ml100k, clicks):
     assert int(f["label"].sum()) == 100_000 and len(f) == 500_000
     pos = f[f["label"] == 1]
     pairs = pd.MultiIndex.from_frame(ml100k.interactions[["user_id", "item_id", "timestamp"]])
-    assert pd.MultiIndex.from_frame(pos[["user_id", "item_id", "timestamp"]]).sort_values().equals(pairs.sort_values())
+    assert (pd.MultiIndex.from_frame(pos[["user_id", "item_id", "timestamp"]]).sort_values()
+            .equals(pairs.sort_values()))
     for col in ("genres", "age", "gender", "occupation", "hour", "weekday", "item_hotness", "timestamp"):
         assert col in clicks.feature_columns, col
     assert f["hour"].between(0, 23).all() and f["weekday"].between(0, 6).all()

@@ -5,11 +5,10 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from conftest import dataset_path
 
 import tfrs_recsys  # noqa: F401
-import tensorflow as tf
-
-from conftest import dataset_path
 from tfrs_recsys import metrics as M
 from tfrs_recsys.config import DeepFMConfig
 from tfrs_recsys.data.errors import DataError
@@ -45,7 +44,8 @@ def _pairwise(v: np.ndarray) -> np.ndarray:
 
 def test_fm_term_equals_the_explicit_pairwise_sum():
     v = np.random.default_rng(0).normal(size=(7, 5, 3)).astype(np.float32)
-    np.testing.assert_allclose(FactorizationMachine()(tf.constant(v)).numpy(), _pairwise(v), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(FactorizationMachine()(tf.constant(v)).numpy(), _pairwise(v), rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_fm_gradient_equals_the_gradient_of_the_explicit_pairwise_sum():
@@ -57,9 +57,11 @@ def test_fm_gradient_equals_the_gradient_of_the_explicit_pairwise_sum():
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(v)
         fm = tf.reduce_sum(upstream * FactorizationMachine()(v))
-        pairs = tf.add_n([tf.reduce_sum(v[:, i] * v[:, j], axis=1) for i, j in itertools.combinations(range(4), 2)])
+        pairs = tf.add_n([tf.reduce_sum(v[:, i] * v[:, j], axis=1)
+                          for i, j in itertools.combinations(range(4), 2)])
         explicit = tf.reduce_sum(upstream * pairs)
-    np.testing.assert_allclose(tape.gradient(fm, v).numpy(), tape.gradient(explicit, v).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(fm, v).numpy(), tape.gradient(explicit, v).numpy(), rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_model_fm_part_is_the_pairwise_sum_of_its_field_vectors(logs, spec):
@@ -119,7 +121,8 @@ def test_deepfm_learns_synthetic_ctr_logs_end_to_end(tmp_path):
     assert metrics["logloss"] < 0.33  # a constant at the base rate (~0.1) scores about 0.325
     run = tmp_path / "run"
     assert json.loads((run / "test_metrics.json").read_text())["auc"] == pytest.approx(metrics["auc"])
-    for name in ("config.json", "spec.json", "train_log.jsonl", "training_curves.png", "checkpoints/best.index"):
+    for name in ("config.json", "spec.json", "train_log.jsonl", "training_curves.png",
+                 "checkpoints/best.index"):
         assert (run / name).is_file(), name
     spec = json.loads((run / "spec.json").read_text())
     kinds = {f["name"]: f["kind"] for f in spec["features"]}
@@ -128,7 +131,8 @@ def test_deepfm_learns_synthetic_ctr_logs_end_to_end(tmp_path):
 
 def test_deepfm_runs_on_the_criteo_sample(tmp_path, datasets_dir):
     path = dataset_path(datasets_dir, "criteo", "dac_train_head1000.txt")
-    metrics = deepfm_training.run(_cfg(tmp_path, dataset="criteo", data_dir=str(path), epochs=3, batch_size=64))
+    metrics = deepfm_training.run(_cfg(tmp_path, dataset="criteo", data_dir=str(path), epochs=3,
+                                       batch_size=64))
     assert math.isfinite(metrics["auc"]) and math.isfinite(metrics["logloss"])
     assert "gauc" not in metrics  # Criteo has no user column
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]

@@ -20,8 +20,8 @@ TIMEOUT = 240
 # batches. float32: bfloat16 products of a worker's half batch round differently from those of the
 # whole batch.
 EPOCHS = 5
-DEEPFM = ["deepfm", "--synthetic-rows", "8000", "--epochs", str(EPOCHS), "--patience", "1", "--batch-size", "256",
-          "--learning-rate", "3e-3", "--embedding-dim", "8", "--hidden-units", "64,32", "--seed", "5",
+DEEPFM = ["deepfm", "--synthetic-rows", "8000", "--epochs", str(EPOCHS), "--patience", "1", "--batch-size",
+          "256", "--learning-rate", "3e-3", "--embedding-dim", "8", "--hidden-units", "64,32", "--seed", "5",
           "--embedding-l2", "1e-3", "--precision", "float32", "--progress", "false"]
 AUC_TOLERANCE = 0.01  # two processes sum the same gradients as one: AUCs agree far closer than this
 RANDOM_AUC_BOUND = 0.6  # random scores get 0.5 (+- 0.03 on these 800 test rows); this data allows ~0.68
@@ -49,7 +49,8 @@ def _tail(path: Path, n: int = 3000) -> str:
 
 def _run(command: list[str], log: Path, env: dict) -> subprocess.CompletedProcess:
     with open(log, "w") as fh:
-        proc = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO, timeout=TIMEOUT)
+        proc = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                              timeout=TIMEOUT)
     assert proc.returncode == 0, _tail(log)
     return proc
 
@@ -87,7 +88,8 @@ def _log(run_dir: Path) -> list[dict]:
 def single_process(tmp_path_factory):
     """The reference: the same DeepFM run in one process without a strategy."""
     out = tmp_path_factory.mktemp("single") / "run"
-    _run([sys.executable, "-m", "tfrs_recsys.train", *DEEPFM, "--distribute", "none", "--output-dir", str(out)],
+    _run([sys.executable, "-m", "tfrs_recsys.train", *DEEPFM, "--distribute", "none", "--output-dir",
+          str(out)],
          out.parent / "log.txt", _env())
     return out
 
@@ -97,12 +99,14 @@ def single_process(tmp_path_factory):
 def test_auto_picks_the_strategy_from_tf_config_and_devices():
     two_workers = {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}
     assert distribution.choose_strategy("auto", two_workers, num_gpus=0) == "multi_worker"
-    assert distribution.choose_strategy("auto", {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}}, 0) == "multi_worker"
+    assert (distribution.choose_strategy("auto", {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}}, 0)
+            == "multi_worker")
     assert distribution.choose_strategy("auto", {"cluster": {"worker": ["a:1"]}}, num_gpus=0) == "none"
     assert distribution.choose_strategy("auto", {}, num_gpus=2) == "mirrored"
     assert distribution.choose_strategy("auto", {}, num_gpus=1) == "none"
     assert distribution.choose_strategy("none", two_workers, num_gpus=4) == "none"
-    assert distribution.choose_strategy(None, two_workers, num_gpus=4) == "none"  # the CLI reads "none" as None
+    # the CLI reads "none" as None
+    assert distribution.choose_strategy(None, two_workers, num_gpus=4) == "none"
     assert distribution.choose_strategy("mirrored", {}, num_gpus=0) == "mirrored"
     with pytest.raises(ConfigError, match="field 'distribute' = 'horovod'.*--distribute auto"):
         config_from_args("esmm", ["--distribute", "horovod"], environ={})
@@ -119,7 +123,8 @@ def test_tf_config_is_read_and_bad_json_is_explained():
 def test_distribute_is_an_option_of_every_model():
     for model in ("retrieval", "esmm", "deepfm"):
         assert config_from_args(model, [], environ={}).distribute == "auto"
-        assert config_from_args(model, ["--distribute", "multi_worker"], environ={}).distribute == "multi_worker"
+        assert (config_from_args(model, ["--distribute", "multi_worker"], environ={}).distribute
+                == "multi_worker")
         assert config_from_args(model, [], environ={"RECSYS_DISTRIBUTE": "mirrored"}).distribute == "mirrored"
 
 
@@ -142,11 +147,13 @@ def test_thread_pools_are_options_set_before_the_first_op_and_refused_after():
         "    distribution.configure_threads(3, 2)\n"
         "except ConfigError as exc:\n"
         "    print(exc)\n")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT,
+                          env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[0] == "1 2"  # applied to this process's TensorFlow runtime
-    assert "field 'intra_op_threads' = 3 cannot take effect" in lines[1] and "before any TensorFlow op" in lines[1]
+    assert ("field 'intra_op_threads' = 3 cannot take effect" in lines[1]
+            and "before any TensorFlow op" in lines[1])
 
 
 # --- MirroredStrategy over two logical CPU devices -----------------------------------------------
@@ -217,7 +224,8 @@ def _random_ndcg_at_10(users: int, items: int, max_history: int) -> float:
     data = retrieval.load_data(cfg)
     split = retrieval.split_data(cfg, data)
     candidates = np.array([data.interactions["item_id"].nunique() - len(set(e)) for e in split.test.exclude])
-    gain = sum(1 / np.log2(rank + 1) for rank in range(1, 11))  # the target is at each rank with prob 1/candidates
+    # the target is at each rank with prob 1/candidates
+    gain = sum(1 / np.log2(rank + 1) for rank in range(1, 11))
     return float(np.mean(gain / candidates))
 
 
@@ -225,11 +233,12 @@ def _random_ndcg_at_10(users: int, items: int, max_history: int) -> float:
 def test_two_workers_train_retrieval_with_in_batch_negatives_like_one_process(tmp_path):
     """Transformer retrieval, in-batch negatives: each worker's softmax sees only its half of the
     batch, so the runs differ, but reach the same quality."""
-    args = ["retrieval", "--synthetic-users", "800", "--synthetic-items", "100", "--epochs", "10", "--max-history",
-            "12", "--embedding-dim", "32", "--num-blocks", "1", "--ff-dim", "32", "--batch-size", "64",
-            "--negatives", "in_batch", "--patience", "10", "--progress", "false"]
+    args = ["retrieval", "--synthetic-users", "800", "--synthetic-items", "100", "--epochs", "10",
+            "--max-history", "12", "--embedding-dim", "32", "--num-blocks", "1", "--ff-dim", "32",
+            "--batch-size", "64", "--negatives", "in_batch", "--patience", "10", "--progress", "false"]
     single = tmp_path / "single"
-    _run([sys.executable, "-m", "tfrs_recsys.train", *args, "--distribute", "none", "--output-dir", str(single)],
+    _run([sys.executable, "-m", "tfrs_recsys.train", *args, "--distribute", "none", "--output-dir",
+          str(single)],
          tmp_path / "single.log", _env())
     logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]
     tmpdir = tmp_path / "tmp"
@@ -239,5 +248,6 @@ def test_two_workers_train_retrieval_with_in_batch_negatives_like_one_process(tm
     metrics = json.loads((tmp_path / "chief" / "test_metrics.json").read_text())
     reference = json.loads((single / "test_metrics.json").read_text())
     random = _random_ndcg_at_10(800, 100, 12)  # about 0.06; both runs reach about 0.16
-    assert metrics["ndcg@10"] > random + 0.05 and reference["ndcg@10"] > random + 0.05, (random, metrics, reference)
+    assert (metrics["ndcg@10"] > random + 0.05
+            and reference["ndcg@10"] > random + 0.05), (random, metrics, reference)
     assert metrics["ndcg@10"] == pytest.approx(reference["ndcg@10"], abs=0.04)

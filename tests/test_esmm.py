@@ -1,21 +1,20 @@
-"""ESMM: the model's math, its loss on a hand example, label isolation, and learning known truth end to end."""
+"""ESMM: the model's math, its loss on a hand example, label isolation, learning known truth end to end."""
 import json
 import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from conftest import dataset_path
 
 import tfrs_recsys  # noqa: F401
-import tensorflow as tf
-
-from conftest import dataset_path
 from tfrs_recsys import evaluate
 from tfrs_recsys.config import ESMMConfig
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.synthetic import synthetic_sessions
-from tfrs_recsys.models.esmm import PROB_EPSILON, ESMM
+from tfrs_recsys.models.esmm import ESMM, PROB_EPSILON
 from tfrs_recsys.training import esmm as esmm_training
 
 
@@ -57,7 +56,8 @@ def test_loss_on_a_hand_example(sessions, spec):
     conversion = np.array([1, 0, 0, 0, 1, 0], np.float32)
     out = {k: v.numpy() for k, v in model(features).items()}
     expected = 0.7 * _bce(click, out["ctr"]) + 1.3 * _bce(click * conversion, out["ctcvr"])
-    loss = float(model.compute_loss((features, {"click": tf.constant(click), "conversion": tf.constant(conversion)})))
+    loss = float(model.compute_loss((features,
+                                     {"click": tf.constant(click), "conversion": tf.constant(conversion)})))
     assert loss == pytest.approx(expected, rel=1e-5)
     # A conversion flag on an unclicked row is no evidence of anything: ctcvr_label = click * conversion.
     flipped = conversion.copy()
@@ -138,8 +138,8 @@ def test_esmm_learns_synthetic_sessions_end_to_end(tmp_path):
 
 def test_esmm_runs_on_the_aliexpress_sample(tmp_path, datasets_dir):
     path = dataset_path(datasets_dir, "aliexpress", "fuxictr_tiny_mtl_train.csv")
-    metrics = esmm_training.run(_cfg(tmp_path, dataset="aliexpress", data_dir=str(path), epochs=2, batch_size=128,
-                                     baseline=False))
+    metrics = esmm_training.run(_cfg(tmp_path, dataset="aliexpress", data_dir=str(path), epochs=2,
+                                     batch_size=128, baseline=False))
     assert math.isfinite(metrics["ctr_auc"]) and math.isfinite(metrics["logloss"])
     assert metrics["gauc_group_column"] == "search_id"  # no user column: GAUC over search sessions
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]

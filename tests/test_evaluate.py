@@ -13,12 +13,13 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.evaluate import evaluate_predictions, parse_gains, read_predictions
 
 REPO = Path(__file__).resolve().parents[1]
-ESMM_COLUMNS = dict(click_label="click", click_score="p_ctr", conversion_label="conversion", conversion_score="p_cvr")
+ESMM_COLUMNS = dict(click_label="click", click_score="p_ctr", conversion_label="conversion",
+                    conversion_score="p_cvr")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tfrs_recsys.evaluate", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "tfrs_recsys.evaluate", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
 
 
 def _users() -> pd.DataFrame:
@@ -36,7 +37,8 @@ def test_perfect_scores_give_auc_one_and_reversed_give_zero():
     perfect = evaluate_predictions(frame, click_label="click", click_score="p_ctr")
     assert perfect["tasks"]["ctr"]["auc"] == 1.0
     assert perfect["tasks"]["ctr"]["rows"] == 6 and perfect["tasks"]["ctr"]["positives"] == 3
-    reversed_ = evaluate_predictions(frame.assign(p_ctr=1 - frame["p_ctr"]), click_label="click", click_score="p_ctr")
+    reversed_ = evaluate_predictions(frame.assign(p_ctr=1 - frame["p_ctr"]), click_label="click",
+                                     click_score="p_ctr")
     assert reversed_["tasks"]["ctr"]["auc"] == 0.0
     assert "gauc" not in perfect["tasks"]["ctr"]  # no --group-by, no GAUC
 
@@ -115,8 +117,8 @@ def test_default_ranking_is_the_expected_gain_of_the_probabilities():
 def test_parse_gains_accepts_roles_aliases_and_label_names():
     assert parse_gains("booking=5,click=1", click_label="click", conversion_label="conversion") == \
         {"conversion": 5.0, "click": 1.0}
-    assert parse_gains("booking_bool=5,click_bool=1", click_label="click_bool", conversion_label="booking_bool") == \
-        {"conversion": 5.0, "click": 1.0}
+    assert parse_gains("booking_bool=5,click_bool=1", click_label="click_bool",
+                       conversion_label="booking_bool") == {"conversion": 5.0, "click": 1.0}
     with pytest.raises(DataError, match="known label"):
         parse_gains("views=3", click_label="click", conversion_label="conversion")
     with pytest.raises(DataError, match="not a number"):
@@ -151,10 +153,11 @@ def test_cli_reads_csv_and_parquet_and_writes_json(tmp_path):
     for path in (csv_path, parquet_path):
         out = tmp_path / f"{path.suffix[1:]}.json"
         proc = _run("--predictions", str(path), "--group-by", "user_id", "--click-label", "click",
-                    "--click-score", "p_ctr", "--conversion-label", "conversion", "--conversion-score", "p_cvr",
-                    "--ndcg-k", "38", "--gains", "booking=5,click=1", "--json", str(out))
+                    "--click-score", "p_ctr", "--conversion-label", "conversion", "--conversion-score",
+                    "p_cvr", "--ndcg-k", "38", "--gains", "booking=5,click=1", "--json", str(out))
         assert proc.returncode == 0, proc.stderr
-        assert "ctr" in proc.stdout and "groups skipped" in proc.stdout and "NDCG@38 per user_id" in proc.stdout
+        assert ("ctr" in proc.stdout and "groups skipped" in proc.stdout
+                and "NDCG@38 per user_id" in proc.stdout)
         result = json.loads(out.read_text())
         assert result["tasks"]["ctr"]["gauc"] == pytest.approx(4 / 7)
         assert result["tasks"]["ctr"]["groups_skipped"] == 1

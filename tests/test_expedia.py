@@ -13,8 +13,13 @@ import pytest
 
 from tfrs_recsys import metrics as M
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.expedia import (TEST_COLUMNS, TRAIN_COLUMNS, load_expedia, read_expedia_csv,
-                                      setup_benchmark)
+from tfrs_recsys.data.expedia import (
+    TEST_COLUMNS,
+    TRAIN_COLUMNS,
+    load_expedia,
+    read_expedia_csv,
+    setup_benchmark,
+)
 from tfrs_recsys.data.registry import load_labeled
 from tfrs_recsys.data.schema_inference import infer_schema
 
@@ -75,7 +80,8 @@ def test_loader_maps_kaggle_columns_to_esmm():
 
 def test_inferred_spec_has_no_label_or_train_only_feature():
     data = load_expedia(str(FIXTURE / "train.csv"))
-    spec = infer_schema(data.frame, data.labels, session_column=data.session_column, item_column=data.item_column)
+    spec = infer_schema(data.frame, data.labels, session_column=data.session_column,
+                        item_column=data.item_column)
     names = set(spec.feature_names)
     assert not names & LEAKS
     assert "srch_id" not in names and spec.session_column == "srch_id"
@@ -130,7 +136,8 @@ def test_bad_rows_fail_with_file_line_and_column(tmp_path, chunk_rows):
 def test_missing_column_is_named(tmp_path):
     header, rows = _fixture_lines()
     drop = header.index("booking_bool")
-    path = _write(tmp_path / "train.csv", header[:drop] + header[drop + 1:], [r[:drop] + r[drop + 1:] for r in rows])
+    path = _write(tmp_path / "train.csv", header[:drop] + header[drop + 1:],
+                  [r[:drop] + r[drop + 1:] for r in rows])
     with pytest.raises(DataError, match=r"train.csv:1: column 'booking_bool': train.csv header lacks"):
         load_expedia(str(path))
 
@@ -147,7 +154,8 @@ def test_skip_bad_rows_skips_and_counts(tmp_path):
     assert len(data.frame) == len(rows) - 2
     (report,) = data.skipped
     assert (report.skipped, report.total) == (2, len(rows))
-    assert any("'price_usd'" in e for e in report.examples) and any("not clicked" in e for e in report.examples)
+    assert (any("'price_usd'" in e for e in report.examples)
+            and any("not clicked" in e for e in report.examples))
     assert all(str(path) in e for e in report.examples)
 
 
@@ -166,7 +174,8 @@ def test_setup_validates_and_writes_parquet(tmp_path):
     assert manifest["complete_train"] is False
     from_csv, _ = read_expedia_csv(str(FIXTURE / "train.csv"))
     written = pd.read_parquet(work / "train.parquet")
-    pd.testing.assert_frame_equal(written.astype({"date_time": "datetime64[s]"}), from_csv)  # Parquet stores ms
+    # Parquet stores ms
+    pd.testing.assert_frame_equal(written.astype({"date_time": "datetime64[s]"}), from_csv)
     pd.testing.assert_frame_equal(load_expedia(str(work)).frame, load_expedia(str(FIXTURE)).frame)
     assert _make("benchmark-clean", f"BENCH_DIR={work}").returncode == 0 and not work.exists()
 
@@ -198,7 +207,8 @@ def test_setup_samples_whole_searches(tmp_path):
     sizes = raw.groupby(raw["srch_id"].astype(int)).size()
     assert 0 < kept["srch_id"].nunique() < raw["srch_id"].nunique()
     assert kept.groupby("srch_id").size().to_dict() == sizes.loc[kept["srch_id"].unique()].to_dict()
-    assert manifest["parts"]["train"]["rows_read"] == len(raw) and manifest["parts"]["train"]["rows"] == len(kept)
+    assert (manifest["parts"]["train"]["rows_read"] == len(raw)
+            and manifest["parts"]["train"]["rows"] == len(kept))
 
 
 def test_benchmark_train_reports_competition_ndcg_at_38(tmp_path):
@@ -217,4 +227,5 @@ def test_benchmark_train_reports_competition_ndcg_at_38(tmp_path):
     predictions = pd.read_parquet(run / "predictions_test.parquet")
     trained = json.loads((run / "test_metrics.json").read_text())
     assert len(predictions) == trained["rows"]
-    assert M.logloss(predictions["click"], predictions["p_ctr"]) == pytest.approx(trained["ctr_logloss"], rel=1e-5)
+    assert (M.logloss(predictions["click"], predictions["p_ctr"])
+            == pytest.approx(trained["ctr_logloss"], rel=1e-5))

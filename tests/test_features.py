@@ -1,4 +1,4 @@
-"""FeaturePreprocessor, FieldEmbeddings: exact encodings, learning, a SavedModel served raw in a new process."""
+"""FeaturePreprocessor and FieldEmbeddings: exact encodings, learning, raw serving in a new process."""
 import json
 import math
 import os
@@ -9,18 +9,22 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
+from conftest import dataset_path
 
 import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import tensorflow as tf
-
-from conftest import dataset_path
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.movielens import load_movielens_100k
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.tabular import load_criteo
-from tfrs_recsys.features import (TIMESTAMP_FEATURES, FeaturePreprocessor, FieldEmbeddings, mask_key,
-                                  raw_input_specs)
+from tfrs_recsys.features import (
+    TIMESTAMP_FEATURES,
+    FeaturePreprocessor,
+    FieldEmbeddings,
+    mask_key,
+    raw_input_specs,
+)
 from tfrs_recsys.metrics import auc
 
 
@@ -28,18 +32,19 @@ def _spec() -> FeatureSpec:
     return FeatureSpec([
         FeatureColumn("user_id", "id", "user", "vocabulary", vocabulary=["u1", "u2", "u3"]),
         FeatureColumn("item_id", "id", "item", "hash", num_buckets=50, integer_values=True),
-        FeatureColumn("device", "categorical", "context", "vocabulary", vocabulary=["3", "7"], integer_values=True),
-        FeatureColumn("genres", "multi_categorical", "item", "vocabulary", vocabulary=["Drama", "Comedy", "Action"],
-                      separator="|"),
+        FeatureColumn("device", "categorical", "context", "vocabulary", vocabulary=["3", "7"],
+                      integer_values=True),
+        FeatureColumn("genres", "multi_categorical", "item", "vocabulary",
+                      vocabulary=["Drama", "Comedy", "Action"], separator="|"),
         FeatureColumn("price", "numeric", "item", mean=10.0, std=4.0, raw_dtype="float32"),
         FeatureColumn("ts", "timestamp", "context", mean=1.6e9, std=1e6, raw_dtype="float32"),
     ], labels=["click"])
 
 
 def _raw(**overrides):
-    raw = {"user_id": ["u2", "u1", "zz", ""], "item_id": ["12", "12.0", "99", "5"], "device": ["7", "3.0", "9", ""],
-           "genres": ["Drama|Comedy", "", "Action| Drama ", "Horror"], "price": [14.0, 6.0, np.nan, 10.0],
-           "ts": [1.6e9, 1.6e9 + 3600, np.nan, 1.6e9]}
+    raw = {"user_id": ["u2", "u1", "zz", ""], "item_id": ["12", "12.0", "99", "5"],
+           "device": ["7", "3.0", "9", ""], "genres": ["Drama|Comedy", "", "Action| Drama ", "Horror"],
+           "price": [14.0, 6.0, np.nan, 10.0], "ts": [1.6e9, 1.6e9 + 3600, np.nan, 1.6e9]}
     raw.update(overrides)
     numbers = {k for k in ("price", "ts") if not isinstance(raw[k][0], str)}
     return {k: tf.constant(np.asarray(v, dtype=np.float32) if k in numbers else v) for k, v in raw.items()}
@@ -58,8 +63,10 @@ def test_categorical_indices_and_oov():
 
 
 def test_multi_valued_indices_and_masks():
-    five = {"user_id": ["u1"] * 5, "item_id": ["1"] * 5, "device": ["3"] * 5, "price": [1.0] * 5, "ts": [1e9] * 5}
-    out = FeaturePreprocessor(_spec())(_raw(genres=["Drama|Comedy", "", "Action| Drama ", "Horror", "Comedy||"],
+    five = {"user_id": ["u1"] * 5, "item_id": ["1"] * 5, "device": ["3"] * 5, "price": [1.0] * 5,
+            "ts": [1e9] * 5}
+    out = FeaturePreprocessor(_spec())(_raw(genres=["Drama|Comedy", "", "Action| Drama ", "Horror",
+                                                    "Comedy||"],
                                             **five))
     np.testing.assert_array_equal(out["genres"], [[1, 2], [0, 0], [3, 1], [0, 0], [2, 0]])
     np.testing.assert_array_equal(out[mask_key("genres")], [[1, 1], [0, 0], [1, 1], [1, 0], [1, 0]])
@@ -74,7 +81,8 @@ def test_numeric_standardization_and_missing():
 
 
 def test_timestamp_features_match_calendar():
-    when = pd.Series(pd.to_datetime(["2020-09-13 12:26:40", "2021-03-01 06:00:00", None, "2019-12-31 23:10:00"]))
+    when = pd.Series(pd.to_datetime(["2020-09-13 12:26:40", "2021-03-01 06:00:00", None,
+                                     "2019-12-31 23:10:00"]))
     frame = pd.DataFrame({"ts": when})
     spec = FeatureSpec([FeatureColumn("ts", "timestamp", mean=1.6e9, std=1e6, raw_dtype="float32")], [])
     out = FeaturePreprocessor(spec)({"ts": tf.constant(frame_to_raw(frame, spec)["ts"])})["ts"].numpy()
@@ -98,7 +106,8 @@ def test_times_after_the_training_data_are_standardized_as_the_newest():
     out = FeaturePreprocessor(spec)({"ts": tf.constant([1.6e9, newest, later], tf.float32)})["ts"].numpy()
     np.testing.assert_allclose(out[:, 4], [0.0, 2.0, 2.0], atol=1e-3)
     np.testing.assert_allclose(out[2, :4], out[1, :4], atol=0.01)  # the calendar part is the request's own
-    inferred = infer_schema(pd.DataFrame({"ts": pd.to_datetime(["2020-01-01", "2020-03-01"]), "y": [0, 1]}), ["y"])
+    inferred = infer_schema(pd.DataFrame({"ts": pd.to_datetime(["2020-01-01", "2020-03-01"]), "y": [0, 1]}),
+                            ["y"])
     assert inferred["ts"].newest == pd.Timestamp("2020-03-01").timestamp()
 
 
@@ -214,14 +223,16 @@ def _synthetic_clicks(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({
         "device": rng.choice(["phone", "tablet", "desktop"], n),
-        "genres": ["|".join(rng.choice(["Action", "Drama", "Comedy", "Horror"], rng.integers(0, 3), replace=False))
+        "genres": ["|".join(rng.choice(["Action", "Drama", "Comedy", "Horror"], rng.integers(0, 3),
+                                       replace=False))
                    for _ in range(n)],
         "price": rng.normal(50, 10, n),
         "event_time": 1_600_000_000 + rng.integers(0, 14 * 86_400, n),
     })
     hour = (frame["event_time"] % 86_400).to_numpy() / 3600
     logit = (2.0 * (frame["device"] == "phone") + 2.0 * frame["genres"].str.contains("Action")
-             - 0.15 * (frame["price"] - 50) + 2.0 * np.cos(2 * np.pi * (hour - 20) / 24) - 1.5).to_numpy(dtype=float)
+             - 0.15 * (frame["price"] - 50) + 2.0 * np.cos(2 * np.pi * (hour - 20) / 24)
+             - 1.5).to_numpy(dtype=float)
     prob = 1 / (1 + np.exp(-logit))
     frame["click"] = (rng.random(n) < prob).astype(int)
     return frame, prob
@@ -236,7 +247,8 @@ def test_embeddings_learn_a_known_click_rule():
     model = _TinyModel(spec, dim=4)
     model.compile(optimizer=tf.keras.optimizers.Adam(0.02),
                   loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
-    model.fit(frame_to_raw(train, spec), train["click"].to_numpy(np.float32), batch_size=256, epochs=6, verbose=0)
+    model.fit(frame_to_raw(train, spec), train["click"].to_numpy(np.float32), batch_size=256, epochs=6,
+              verbose=0)
     scores = model.predict(frame_to_raw(test, spec), batch_size=1024, verbose=0)
     # ceiling 0.885; dropping any one signal from the true logit scores <= 0.861 (genres), 0.852 (device),
     # 0.799 (hour): within 0.015 of the ceiling means every field type carried its signal.
@@ -278,7 +290,8 @@ def test_saved_model_serves_raw_features_in_a_fresh_process(tmp_path):
     export = tmp_path / "model"
     tf.saved_model.save(model, str(export), signatures={"serving_default": serve.get_concrete_function()})
     payload = tmp_path / "inputs.json"
-    payload.write_text(json.dumps({k: [None if isinstance(x, float) and math.isnan(x) else x for x in v.tolist()]
+    payload.write_text(json.dumps({k: [None if isinstance(x, float) and math.isnan(x) else x
+                                       for x in v.tolist()]
                                    for k, v in raw.items()}))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", _RELOAD, str(export), str(payload)], capture_output=True,

@@ -3,11 +3,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import dataset_path
+
 from tfrs_recsys.data.clicklogs import load_ali_ccp, load_aliexpress
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.movielens import ML100K_GENRES, load_movielens_100k, load_movielens_1m, load_movielens_csv
+from tfrs_recsys.data.movielens import (
+    ML100K_GENRES,
+    load_movielens_1m,
+    load_movielens_100k,
+    load_movielens_csv,
+)
 from tfrs_recsys.data.readers import read_delimited
 from tfrs_recsys.data.tabular import CRITEO_COLUMNS, load_criteo
 
@@ -47,7 +52,8 @@ def test_movielens_1m_side_tables_with_a_hand_written_ratings_file(datasets_dir,
     source = dataset_path(datasets_dir, "ml-1m")
     for name in ("movies.dat", "users.dat"):
         (tmp_path / name).symlink_to(source / name)
-    (tmp_path / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n2::73::4::978298709\n")
+    (tmp_path / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n"
+                                          "2::73::4::978298709\n")
     data = load_movielens_1m(tmp_path)
     assert list(data.interactions["item_id"]) == ["1193", "661", "73"]
     assert list(data.interactions["timestamp"]) == [978300760, 978302109, 978298709]
@@ -170,7 +176,8 @@ def test_wrong_field_count_tab_file(tmp_path):
 
 def test_short_row_in_a_quoted_csv_is_not_padded(tmp_path):
     movies = _MOVIES + '3,"Heat"\n'
-    err = _error(load_movielens_csv, _movielens_csv(tmp_path, "userId,movieId,rating,timestamp\n1,1,4,1\n", movies))
+    err = _error(load_movielens_csv,
+                 _movielens_csv(tmp_path, "userId,movieId,rating,timestamp\n1,1,4,1\n", movies))
     assert err.path.endswith("movies.csv") and err.line == 4 and "found 2" in str(err)
 
 
@@ -230,11 +237,13 @@ def test_label_errors_found_after_reading_name_the_file_line(tmp_path):
     assert err.line == 6 and err.column == "conversion" and "without a click" in str(err)
     criteo = tmp_path / "criteo.txt"
     row = "\t".join(["0"] + ["1"] * 13 + ["ab"] * 26)
-    criteo.write_text(f"{row}\n\n{row}\n" + row.replace("0", "2", 1) + "\n")  # blank line 2, label 2 on line 4
+    # blank line 2, label 2 on line 4
+    criteo.write_text(f"{row}\n\n{row}\n" + row.replace("0", "2", 1) + "\n")
     err = _error(load_criteo, criteo)
     assert err.line == 4 and err.column == "label"
     paddle = tmp_path / "paddle.txt"
-    paddle.write_text("1,1,1,101:3\n\n2,0,0,101\n3,0,1,101:5\n")  # blank line 2, bad line 3, funnel break on 4
+    # blank line 2, bad line 3, funnel break on 4
+    paddle.write_text("1,1,1,101:3\n\n2,0,0,101\n3,0,1,101:5\n")
     err = _error(load_ali_ccp, paddle, skip_bad_rows=True)
     assert err.line == 4 and err.column == "conversion"
 

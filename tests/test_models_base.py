@@ -1,9 +1,8 @@
 """RecsysModel's logs: reset by Keras like any metric, and never part of a checkpoint."""
 import numpy as np
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys.models.base import RecsysModel
 
 

@@ -36,7 +36,8 @@ def test_notebook_is_committed_without_outputs(path):
     assert nb.nbformat == 4
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code, f"{path.name} has no code cells"
-    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
+    dirty = [i for i, c in enumerate(nb.cells)
+             if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
     assert not dirty, f"{path.name}: cells {dirty} have outputs; run `python tools/strip_notebooks.py {path}`"
     config = [c for c in code if re.search(r"^DATASET\s*=", c.source, re.M)]
     assert len(config) == 1 and re.search(r"^DATA_DIR\s*=", config[0].source, re.M), \

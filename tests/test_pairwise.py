@@ -1,4 +1,4 @@
-"""Pairwise losses (BPR, triplet) for the feature two-tower: loss math, triples, and the lab's AUC > 0.70 bar."""
+"""Pairwise losses (BPR, triplet) for the feature two-tower: loss math, triples, the lab's AUC > 0.70 bar."""
 import dataclasses
 import json
 import os
@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys import runs
 from tfrs_recsys.config import ConfigError, RetrievalConfig, config_from_args
 from tfrs_recsys.data import pairs
@@ -34,17 +33,20 @@ def test_bpr_loss_is_minus_log_sigmoid_of_the_score_margin():
     d = POS.astype(np.float64) - NEG
     expected = -np.log(1.0 / (1.0 + np.exp(-d)))  # exp(80) is still finite in float64
     task = PairwiseTask("bpr")
-    np.testing.assert_allclose(task(tf.constant(POS), tf.constant(NEG)).numpy(), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(task(tf.constant(POS), tf.constant(NEG)).numpy(), expected, rtol=1e-5,
+                               atol=1e-7)
     weights = np.array([1, 0, 2, 1, 0, 1], np.float32)
-    np.testing.assert_allclose(task(tf.constant(POS), tf.constant(NEG), sample_weight=tf.constant(weights)).numpy(),
-                               expected * weights, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        task(tf.constant(POS), tf.constant(NEG), sample_weight=tf.constant(weights)).numpy(),
+        expected * weights, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("margin", [0.5, 1.0, 3.0])
 def test_triplet_loss_is_a_hinge_on_the_margin(margin):
     expected = np.maximum(0.0, margin - POS.astype(np.float64) + NEG)
-    np.testing.assert_allclose(PairwiseTask("triplet", margin=margin)(tf.constant(POS), tf.constant(NEG)).numpy(),
-                               expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        PairwiseTask("triplet", margin=margin)(tf.constant(POS), tf.constant(NEG)).numpy(), expected,
+        rtol=1e-6)
 
 
 def test_the_model_trains_on_the_mean_pairwise_loss(tmp_path):
@@ -52,7 +54,8 @@ def test_the_model_trains_on_the_mean_pairwise_loss(tmp_path):
     data = synthetic_ratings(30, 20, seed=1, min_ratings=5, max_ratings=10)
     cfg = lab_config(tmp_path, use_user_id=True)
     catalog = seq.catalog_ids(data.interactions)
-    vocab, _ = training.build_vocabularies(cfg, data, catalog, np.array(sorted(data.users["user_id"]), dtype=object))
+    vocab, _ = training.build_vocabularies(cfg, data, catalog,
+                                           np.array(sorted(data.users["user_id"]), dtype=object))
     features = {"user_id": tf.constant(["1", "2", "3"]), "history": tf.constant([[""], [""], [""]]),
                 "positive": tf.constant(["4", "5", "6"]), "negative": tf.constant(["7", "8", "9"])}
     for loss in ("bpr", "triplet"):
@@ -62,7 +65,8 @@ def test_the_model_trains_on_the_mean_pairwise_loss(tmp_path):
         assert float(model.compute_loss(features)) == pytest.approx(expected, rel=1e-5)
         # The score is the serving score: tau * <q, c(i)>.
         q = model.query_embeddings(features).numpy()
-        np.testing.assert_allclose(pos, np.sum(q * model.candidate_embeddings(features["positive"]).numpy(), 1),
+        np.testing.assert_allclose(pos,
+                                   np.sum(q * model.candidate_embeddings(features["positive"]).numpy(), 1),
                                    rtol=1e-5)
 
 
@@ -132,7 +136,8 @@ def test_triples_use_disliked_items_else_sample_unliked_ones():
             seen[u].add(neg)
     assert seen["a"] == {"i2", "i4"}  # a's explicit dislikes, both drawn
     assert seen["b"] <= set(catalog) - {"i1", "i5"} and len(seen["b"]) > 3  # sampled, never b's liked items
-    history = dict(zip(sampler.positives[sampler.user_ids == "a"], sampler.histories[sampler.user_ids == "a"]))
+    history = dict(zip(sampler.positives[sampler.user_ids == "a"],
+                       sampler.histories[sampler.user_ids == "a"]))
     assert history["i1"].tolist() == ["", "", ""] and history["i3"].tolist() == ["", "i1", "i2"]
 
 
@@ -143,7 +148,8 @@ def test_popularity_sampling_draws_in_proportion_to_training_interactions():
     sampler = pairs.TripleSampler(rows, catalog, use_disliked=False, sampling="popularity", seed=1)
     draws = np.concatenate([sampler.epoch()["negative"] for _ in range(20)])
     share = {item: float(np.mean(draws == item)) for item in catalog}
-    assert share["i0"] == 0 and share["i3"] == 0  # the users' own liked item, and an item without interactions
+    # the users' own liked item, and an item without interactions
+    assert share["i0"] == 0 and share["i3"] == 0
     assert share["i1"] == pytest.approx(0.75, abs=0.03) and share["i2"] == pytest.approx(0.25, abs=0.03)
 
 
@@ -170,7 +176,8 @@ def test_training_batches_are_strings_and_redrawn_every_epoch():
     def epoch(batches, key):
         return np.concatenate([b[key] for b in batches])
 
-    assert sorted(epoch(first, "positive")) == sorted(epoch(second, "positive"))  # every triple once per epoch
+    # every triple once per epoch
+    assert sorted(epoch(first, "positive")) == sorted(epoch(second, "positive"))
     assert not np.array_equal(epoch(first, "negative"), epoch(second, "negative"))
     again = [{k: v.numpy() for k, v in b.items()} for b in pairs.TripleSampler(rows, catalog, max_len=2,
                                                                                  seed=4).dataset(32)]
@@ -194,8 +201,8 @@ def test_triple_errors_name_the_field_and_the_fix():
 
 def lab_config(tmp_path, **overrides) -> RetrievalConfig:
     values = dict(output_dir=str(tmp_path / "run"), dataset="synthetic-ratings", use_transformer=False,
-                  use_user_id=False, loss="bpr", epochs=4, batch_size=128, learning_rate=5e-3, embedding_dim=16,
-                  dropout=0.0, patience=100, progress=False, seed=3)
+                  use_user_id=False, loss="bpr", epochs=4, batch_size=128, learning_rate=5e-3,
+                  embedding_dim=16, dropout=0.0, patience=100, progress=False, seed=3)
     values.update(overrides)
     return RetrievalConfig(**values)
 
@@ -232,7 +239,8 @@ def test_bpr_feature_two_tower_meets_the_lab_bar(tmp_path, lab_data):
     trained = runs.load_retrieval(result.run_dir)
     rated = pairs.rated_held_out(result.split.rows.test, result.split.train, cfg.positive_threshold)
     scores = training.item_scores(trained.model, rated, cfg.max_history)
-    assert pairwise_auc(rated.liked, scores, rated.user_ids)[0] == pytest.approx(metrics["pairwise_auc"], abs=1e-6)
+    assert (pairwise_auc(rated.liked, scores, rated.user_ids)[0]
+            == pytest.approx(metrics["pairwise_auc"], abs=1e-6))
     assert auc(rated.liked, scores) == pytest.approx(metrics["auc"], abs=1e-6)
 
 
@@ -254,8 +262,8 @@ def test_pairwise_config_errors_name_the_field(tmp_path, lab_data):
         training.train_and_evaluate(lab_config(tmp_path, loss="triplet", margin=-1.0), lab_data)
     with pytest.raises(DataError, match="positive_threshold"):
         training.train_and_evaluate(lab_config(tmp_path, positive_threshold=6.0), lab_data)
-    assert config_from_args("retrieval", ["--transformer", "false", "--loss", "bpr"], environ={}).use_transformer \
-        is False
+    assert config_from_args("retrieval", ["--transformer", "false", "--loss", "bpr"],
+                            environ={}).use_transformer is False
 
 
 def test_lab_command_line(tmp_path):
@@ -269,6 +277,6 @@ def test_lab_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "test_metrics.json").read_text())
     assert 0.0 <= metrics["pairwise_auc"] <= 1.0 and "recall@100" in metrics
-    bad = subprocess.run(base + ["--loss", "bpr", "--protocol", "leave_last_out"], capture_output=True, text=True,
-                         timeout=300, env=env, cwd=REPO)
+    bad = subprocess.run(base + ["--loss", "bpr", "--protocol", "leave_last_out"], capture_output=True,
+                         text=True, timeout=300, env=env, cwd=REPO)
     assert bad.returncode == 2 and "field 'protocol'" in bad.stderr and "random_80_20" in bad.stderr

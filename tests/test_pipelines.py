@@ -2,10 +2,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
+import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import dataset_from_arrays, labeled_dataset
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw

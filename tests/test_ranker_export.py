@@ -10,20 +10,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
+import tfrs_recsys  # noqa: F401
+from tfrs_recsys import runs
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig
 from tfrs_recsys.data.schema import frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.splits import random_split, split_by_session
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs, synthetic_sessions
 from tfrs_recsys.export.tfserving import read_export_metadata
-from tfrs_recsys.servable_layout import read_warmup_requests
 from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.models.esmm import ESMM
-from tfrs_recsys import runs
+from tfrs_recsys.servable_layout import read_warmup_requests
 from tfrs_recsys.training import rankers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,7 +157,8 @@ def test_signature_takes_raw_features_and_names_its_outputs(which, esmm_run, dee
     warmup = read_warmup_requests(second)
     assert len(warmup) == 1
     request = warmup[0].predict_log.request
-    assert request.model_spec.signature_name == "serving_default" and set(request.inputs) == set(spec.feature_names)
+    assert (request.model_spec.signature_name == "serving_default"
+            and set(request.inputs) == set(spec.feature_names))
 
 
 def test_runs_reads_back_the_run_that_training_wrote(deepfm_run):

@@ -5,15 +5,14 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
+import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from tfrs_recsys.config import PRECISIONS, ConfigError, DeepFMConfig, ESMMConfig
+from tfrs_recsys.data.pipelines import labeled_dataset
 from tfrs_recsys.data.schema import frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs, synthetic_sessions
-from tfrs_recsys.data.pipelines import labeled_dataset
 from tfrs_recsys.features.preprocessing import ENCODED, FeaturePreprocessor, as_encoded, encode_frame
 from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.models.esmm import ESMM

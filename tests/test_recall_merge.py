@@ -4,8 +4,12 @@ import argparse
 import pytest
 
 from tfrs_recsys.config import ConfigError
-from tfrs_recsys.serving.recall_merge import (RecallMergeConfig, add_recall_merge_arguments, merge_candidates,
-                                              recall_merge_from_args)
+from tfrs_recsys.serving.recall_merge import (
+    RecallMergeConfig,
+    add_recall_merge_arguments,
+    merge_candidates,
+    recall_merge_from_args,
+)
 
 RECALLED = [f"r{i}" for i in range(20)]
 HOT = [f"h{i}" for i in range(10)]
@@ -79,7 +83,8 @@ def test_fewer_candidates_than_asked():
     assert merged == [("r0", "recall"), ("h0", "hot"), ("r1", "recall"), ("r2", "recall"), ("r3", "recall"),
                       ("r4", "recall")]
     # retrieval runs out (a small catalog): hot items fill in, and the list ends when both are spent
-    merged = merge_candidates(["r0", "r1"], ["h0", "r1", "h1"], 8, RecallMergeConfig("positions", hot_positions=(1,)))
+    merged = merge_candidates(["r0", "r1"], ["h0", "r1", "h1"], 8,
+                              RecallMergeConfig("positions", hot_positions=(1,)))
     assert merged == [("h0", "hot"), ("r0", "recall"), ("r1", "recall"), ("h1", "hot")]
     assert merge_candidates([], [], 5, RecallMergeConfig("ratio")) == []
     assert merge_candidates(RECALLED, HOT, 0, RecallMergeConfig("ratio")) == []

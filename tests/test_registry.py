@@ -1,7 +1,7 @@
 """--dataset names resolve to the right loaders; mistakes get an error that says what to pass."""
 import pytest
-
 from conftest import dataset_path
+
 from tfrs_recsys.config import build_config
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.registry import load_interactions, load_labeled, options_from

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-import tfrs_recsys  # noqa: F401
 import scann  # noqa: F401  (ScaNN's ops, before a ScaNN SavedModel is loaded)
 import tensorflow as tf
 
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys import paths, runs
 from tfrs_recsys.config import DeepFMConfig, RetrievalConfig
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs
@@ -30,11 +29,10 @@ from tfrs_recsys.data.synthetic_interactions import synthetic_histories
 from tfrs_recsys.export.rankers import export_ranker
 from tfrs_recsys.export.retrieval import export_retrieval
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata
-from tfrs_recsys.servable_layout import read_warmup_requests
-from tfrs_recsys.recommend import recommend
-from tfrs_recsys.serving.feature_store import FeatureStore
-from tfrs_recsys.servable_layout import version_dirs
 from tfrs_recsys.model_server.servable import read_meta_graph
+from tfrs_recsys.recommend import recommend
+from tfrs_recsys.servable_layout import read_warmup_requests, version_dirs
+from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.training import deepfm as deepfm_training
 from tfrs_recsys.training import rankers
 from tfrs_recsys.training import retrieval as retrieval_training
@@ -53,7 +51,8 @@ def test_helpers_on_urls(tmp_path):
     assert paths.is_remote(root) and not paths.is_remote(tmp_path)
     assert paths.join("gs://bucket/", "runs", "a") == "gs://bucket/runs/a"
     assert paths.join(tmp_path, "a") == tmp_path / "a"
-    assert paths.basename("gs://bucket/base/rec/7") == "7" and paths.parent("gs://bucket/x/y") == "gs://bucket/x"
+    assert (paths.basename("gs://bucket/base/rec/7") == "7"
+            and paths.parent("gs://bucket/x/y") == "gs://bucket/x")
 
     paths.write_text(paths.join(root, "deep", "note.txt"), "one\n")  # parents of a URL come for free
     paths.append_text(paths.join(root, "deep", "note.txt"), "two\n")
@@ -109,12 +108,13 @@ def test_retrieval_trains_exports_and_serves_from_urls(tmp_path):
     root = _ram()
     ratings = _write_movielens_csv(paths.join(root, "data"))
     run = f"file://{tmp_path}/runs/retrieval"
-    cfg = RetrievalConfig(dataset="movielens-csv", data_dir=paths.join(root, "data"), output_dir=run, epochs=2,
-                          batch_size=32, embedding_dim=16, max_history=MAX_HISTORY, num_blocks=1, ff_dim=16,
-                          patience=5, progress=False, protocol="leave_last_out", seed=3)
+    cfg = RetrievalConfig(dataset="movielens-csv", data_dir=paths.join(root, "data"), output_dir=run,
+                          epochs=2, batch_size=32, embedding_dim=16, max_history=MAX_HISTORY, num_blocks=1,
+                          ff_dim=16, patience=5, progress=False, protocol="leave_last_out", seed=3)
     metrics = retrieval_training.run(cfg)
 
-    # The run directory, on the URL: config, per-epoch log, test metrics, best checkpoint, curves, TensorBoard.
+    # The run directory, on the URL: config, per-epoch log, test metrics, best checkpoint, curves,
+    # TensorBoard.
     for name in ("config.json", "test_metrics.json", "train_log.jsonl", "training_curves.png",
                  "checkpoints/best.index", "item_ids.txt", "histories.parquet", "retrieval_meta.json"):
         assert paths.isfile(paths.join(run, *name.split("/"))), name
@@ -137,7 +137,8 @@ def test_retrieval_trains_exports_and_serves_from_urls(tmp_path):
     assert len(read_warmup_requests(remote["scann"])) == 2
     # The model server lists and reads versions under a URL base path the same way.
     assert version_dirs(paths.join(root, "exports", "rec")) == {1: remote["scann"]}
-    assert set(read_meta_graph(remote["portable"]).signature_def) >= {"serving_default", "query_with_exclusions"}
+    assert set(read_meta_graph(remote["portable"]).signature_def) >= {"serving_default",
+                                                                      "query_with_exclusions"}
 
     users = sorted(trained.histories)[:4]
     history = np.array([[""] * (MAX_HISTORY - len(h[-MAX_HISTORY:])) + h[-MAX_HISTORY:]
@@ -155,8 +156,8 @@ def test_retrieval_trains_exports_and_serves_from_urls(tmp_path):
     # The CLI takes the run directory as a URL.
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     cli = subprocess.run([sys.executable, "-m", "tfrs_recsys.recommend", "--model-dir", run,
-                          "--user-id", users[0], "--k", "5", "--json"], capture_output=True, text=True, timeout=300,
-                         env=env, cwd=REPO)
+                          "--user-id", users[0], "--k", "5", "--json"], capture_output=True, text=True,
+                         timeout=300, env=env, cwd=REPO)
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert [r["item_id"] for r in json.loads(cli.stdout)["recommendations"]] == want
     with pytest.raises(runs.RunDirError, match=f"{root}/nothing: the run directory has no config.json"):
@@ -179,7 +180,8 @@ def test_ranker_trains_and_exports_on_urls(tmp_path):
     remote = export_ranker(run, paths.join(root, "exports"), "ranker")
     local = export_ranker(run, tmp_path / "exports", "ranker")
     assert paths.isfile(paths.join(remote, "assets.extra", "feature_spec.json"))
-    assert read_export_metadata(remote)["test_metrics"] == paths.read_json(paths.join(run, "test_metrics.json"))
+    assert (read_export_metadata(remote)["test_metrics"]
+            == paths.read_json(paths.join(run, "test_metrics.json")))
 
     _, model, spec = runs.load_ranker(run)
     rows = logs.frame.head(50)
@@ -208,7 +210,8 @@ def test_feature_store_round_trips_through_a_url():
 
 
 def test_benchmark_setup_reads_and_writes_urls():
-    """The Expedia files come from a URL folder; the work folder (staged locally, then copied) is a URL too."""
+    """The Expedia files come from a URL folder; the work folder (staged locally, then copied) is a URL
+    too."""
     from tfrs_recsys.data.expedia import load_expedia, setup_benchmark
 
     root = _ram()

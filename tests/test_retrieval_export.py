@@ -1,4 +1,4 @@
-"""Retrieval export: ScaNN and portable SavedModels, loaded in fresh processes, reproduce the model's top-k."""
+"""Retrieval export: ScaNN and portable SavedModels, loaded in fresh processes, reproduce the model top-k."""
 import json
 import os
 import subprocess
@@ -7,19 +7,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from test_retrieval_model import ring_interactions, small_config
 
 import tfrs_recsys  # noqa: F401
-import tensorflow as tf
-
-from test_retrieval_model import ring_interactions, small_config
+from tfrs_recsys import runs
 from tfrs_recsys.data.sequences import pad_left
-from tfrs_recsys.export.retrieval import (PAD_ID, PAD_SCORE, ExportError, _excluded, brute_force_index,
-                                         default_scann_options, export_retrieval, narrow_scann_search, scann_index,
-                                         set_recall, top_k_ids)
+from tfrs_recsys.export.retrieval import (
+    PAD_ID,
+    PAD_SCORE,
+    ExportError,
+    _excluded,
+    brute_force_index,
+    default_scann_options,
+    export_retrieval,
+    narrow_scann_search,
+    scann_index,
+    set_recall,
+    top_k_ids,
+)
 from tfrs_recsys.export.scann_index import ScaNNIndex
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata
 from tfrs_recsys.servable_layout import read_warmup_requests
-from tfrs_recsys import runs
 from tfrs_recsys.training import retrieval as training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +50,8 @@ for path in sys.argv[3:]:
     feed = {"user_id": tf.constant(inputs["user_id"]), "history": tf.constant(inputs["history"])}
     plain = model.signatures["serving_default"](**feed)
     excl = model.signatures["query_with_exclusions"](**feed, exclude_item_ids=tf.constant(inputs["exclude"]))
-    out[path] = {name: {"item_ids": r["item_ids"].numpy().astype(str).tolist(), "scores": r["scores"].numpy().tolist()}
+    out[path] = {name: {"item_ids": r["item_ids"].numpy().astype(str).tolist(),
+                        "scores": r["scores"].numpy().tolist()}
                  for name, r in (("plain", plain), ("excl", excl))}
 out["scann_loaded"] = "scann" in sys.modules
 print("RESULT " + json.dumps(out))
@@ -57,7 +67,8 @@ def load_in_fresh_process(tmp_path, inputs, paths, scann: bool) -> dict:
     script, feed = tmp_path / "loader.py", tmp_path / "inputs.json"
     script.write_text(LOADER)
     feed.write_text(json.dumps(inputs))
-    proc = subprocess.run([sys.executable, str(script), "scann" if scann else "plain", str(feed), *map(str, paths)],
+    proc = subprocess.run([sys.executable, str(script), "scann" if scann else "plain", str(feed),
+                           *map(str, paths)],
                           capture_output=True, text=True, timeout=300, env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
@@ -105,8 +116,8 @@ def exported(trained):
     """Export through the CLI (k=20) and in-process with k larger than the catalog."""
     trained_run, root = trained
     base = root / "export"
-    proc = subprocess.run([sys.executable, "-m", "tfrs_recsys.export", "retrieval", "--model-dir", str(root / "run"),
-                           "--export-base", str(base), "--name", "rec", "--k", "20"],
+    proc = subprocess.run([sys.executable, "-m", "tfrs_recsys.export", "retrieval", "--model-dir",
+                           str(root / "run"), "--export-base", str(base), "--name", "rec", "--k", "20"],
                           capture_output=True, text=True, timeout=600, env=_env(), cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = json.loads(proc.stdout[proc.stdout.index("{"):])
@@ -117,16 +128,19 @@ def exported(trained):
 def test_export_layout_metadata_and_warmup(exported):
     base, printed, big = exported
     assert existing_versions(base / "rec") == [1] and existing_versions(base / "rec_portable") == [1]
-    assert Path(printed["scann"]) == base / "rec" / "1" and Path(printed["portable"]) == base / "rec_portable" / "1"
+    assert (Path(printed["scann"]) == base / "rec" / "1"
+            and Path(printed["portable"]) == base / "rec_portable" / "1")
     for version_dir in (base / "rec" / "1", base / "rec_portable" / "1"):
         meta = read_export_metadata(version_dir)
-        assert meta["k"] == 20 and meta["max_history"] == MAX_HISTORY and meta["exclusion_width"] == MAX_HISTORY
+        assert (meta["k"] == 20 and meta["max_history"] == MAX_HISTORY
+                and meta["exclusion_width"] == MAX_HISTORY)
         assert meta["num_items"] == NUM_ITEMS and meta["embedding_dim"] == 16
         assert meta["scann_recall_at_k"] >= 0.95
         narrowing = meta["scann_narrowing"]  # the search was narrowed without losing recall
         assert meta["scann_options"]["num_leaves_to_search"] == narrowing["leaves_to_search"]
         assert narrowing["leaves_to_search"] <= narrowing["built_leaves_to_search"]
-        assert meta["scann_recall_at_k"] >= narrowing["tried"][str(narrowing["built_leaves_to_search"])] - 0.002
+        assert (meta["scann_recall_at_k"]
+                >= narrowing["tried"][str(narrowing["built_leaves_to_search"])] - 0.002)
         warmup = read_warmup_requests(version_dir)
         assert {w.predict_log.request.model_spec.signature_name for w in warmup} == {
             "serving_default", "query_with_exclusions"}
@@ -156,7 +170,8 @@ def test_portable_export_uses_standard_ops_only(exported):
 def test_fresh_processes_reproduce_the_model_top_k(trained, requests, exported, tmp_path):
     base, _, big = exported
     trained_run = trained[0]
-    portable = load_in_fresh_process(tmp_path, requests, [base / "rec_portable" / "1", big["portable"]], scann=False)
+    portable = load_in_fresh_process(tmp_path, requests, [base / "rec_portable" / "1", big["portable"]],
+                                     scann=False)
     assert portable["scann_loaded"] is False  # the portable twin loads without ScaNN's ops
     scann = load_in_fresh_process(tmp_path, requests, [base / "rec" / "1", big["scann"]], scann=True)
     overlaps = []
@@ -228,7 +243,8 @@ def test_narrowing_searches_fewer_leaves_at_the_same_recall(tmp_path):
     vectors = centres[rng.integers(20, size=3000)] + 0.15 * rng.normal(size=(3000, 16))
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     ids = np.array([f"i{j}" for j in range(3000)], dtype=object)
-    layer = scann_index(vectors, ids, 10, {"num_leaves": 60, "num_leaves_to_search": 60, "dimensions_per_block": 2,
+    layer = scann_index(vectors, ids, 10,
+                        {"num_leaves": 60, "num_leaves_to_search": 60, "dimensions_per_block": 2,
                                            "num_reordering_candidates": 200, "training_sample_size": 3000})
     queries = vectors[rng.choice(3000, 300)] + 0.05 * rng.normal(size=(300, 16)).astype(np.float32)
     exact = top_k_ids(brute_force_index(vectors, ids, 10), queries, 10)
@@ -242,9 +258,11 @@ def test_narrowing_searches_fewer_leaves_at_the_same_recall(tmp_path):
     assert set_recall(one_leaf, exact) < result["recall"] - 0.05
     module = tf.Module()
     module.index = layer
-    module.search = tf.function(lambda q: layer(q, k=10), input_signature=[tf.TensorSpec([None, 16], tf.float32)])
+    module.search = tf.function(lambda q: layer(q, k=10),
+                                input_signature=[tf.TensorSpec([None, 16], tf.float32)])
     module.search(tf.constant(queries[:1]))
-    tf.saved_model.save(module, str(tmp_path / "m"), options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
+    tf.saved_model.save(module, str(tmp_path / "m"),
+                        options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
     layer.leaves_to_search = None
     loaded = tf.saved_model.load(str(tmp_path / "m"))
     scores, found = loaded.search(tf.constant(queries))

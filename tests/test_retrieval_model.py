@@ -1,4 +1,4 @@
-"""Retrieval model: sequences, towers, losses (logQ sign, accidental hits) and learning a known ground truth."""
+"""Retrieval model: sequences, towers, losses (logQ sign, accidental hits), learning a known ground truth."""
 import os
 import subprocess
 import sys
@@ -7,15 +7,19 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys.config import ConfigError, RetrievalConfig
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.metrics import topk_metrics
-from tfrs_recsys.models.retrieval import InverseTemperature, TwoTowerRetrieval, resolve_negatives, sampled_retrieval_task
+from tfrs_recsys.models.retrieval import (
+    InverseTemperature,
+    TwoTowerRetrieval,
+    resolve_negatives,
+    sampled_retrieval_task,
+)
 from tfrs_recsys.models.towers import ItemEncoder, ItemTower, QueryTower, SequenceEncoder
 from tfrs_recsys.training import retrieval as training
 
@@ -61,9 +65,9 @@ def segment_interactions(num_users: int = 300, num_items: int = 60, num_segments
 
 
 def small_config(tmp_path, **overrides) -> RetrievalConfig:
-    values = dict(output_dir=str(tmp_path / "run"), epochs=12, batch_size=64, learning_rate=5e-3, embedding_dim=32,
-                  max_history=16, num_blocks=1, num_heads=2, ff_dim=64, dropout=0.1, patience=100, progress=False,
-                  seed=7)
+    values = dict(output_dir=str(tmp_path / "run"), epochs=12, batch_size=64, learning_rate=5e-3,
+                  embedding_dim=32, max_history=16, num_blocks=1, num_heads=2, ff_dim=64, dropout=0.1,
+                  patience=100, progress=False, seed=7)
     values.update(overrides)
     return RetrievalConfig(**values)
 
@@ -83,16 +87,19 @@ def test_leave_last_out_orders_ties_by_file_order_and_holds_out_the_last_two():
     frame = pd.DataFrame({"user_id": ["u", "u", "u", "u", "v"], "item_id": ["c", "a", "b", "d", "a"],
                           "rating": 1.0, "timestamp": [5, 5, 1, 9, 1]})
     split = seq.leave_last_out(InteractionData(frame, pd.DataFrame({"item_id": list("abcd")})))
-    assert split.train.as_dict()["u"].tolist() == ["b", "c"]  # b (t=1), then c before a (same second, file order)
+    # b (t=1), then c before a (same second, file order)
+    assert split.train.as_dict()["u"].tolist() == ["b", "c"]
     assert split.train.as_dict()["v"].tolist() == ["a"]  # too short to evaluate: all training
     assert split.validation.targets.tolist() == ["a"] and split.test.targets.tolist() == ["d"]
-    assert split.test.histories[0].tolist() == ["b", "c", "a"] and split.test.exclude[0].tolist() == ["b", "c", "a"]
+    assert (split.test.histories[0].tolist() == ["b", "c", "a"]
+            and split.test.exclude[0].tolist() == ["b", "c", "a"])
 
 
 @pytest.mark.parametrize("max_len,stride", [(4, None), (4, 2), (3, 1), (20, None)])
 def test_all_positions_windows_cover_every_target_once(max_len, stride):
     items = np.array([f"i{t}" for t in range(11)], dtype=object)
-    windows = seq.training_windows(seq.Sequences(np.array(["u"], dtype=object), [items]), max_len, stride=stride)
+    windows = seq.training_windows(seq.Sequences(np.array(["u"], dtype=object), [items]), max_len,
+                                   stride=stride)
     targets = [t for t in windows["targets"].ravel() if t]
     assert sorted(targets) == sorted(items[1:].tolist())  # every item but the first, exactly once
     for history, target in zip(windows["history"], windows["targets"]):
@@ -111,7 +118,8 @@ def test_prefix_windows_one_target_per_example():
 
 def test_entity_features_reject_unknown_columns():
     with pytest.raises(Exception, match="not in the item table"):
-        seq.entity_features(pd.DataFrame({"item_id": ["a"]}), "item_id", np.array(["a"]), ["genre"], group="item")
+        seq.entity_features(pd.DataFrame({"item_id": ["a"]}), "item_id", np.array(["a"]), ["genre"],
+                            group="item")
 
 
 # --- towers -------------------------------------------------------------------------------------
@@ -121,7 +129,8 @@ def _tiny_model(transformer: bool = True) -> TwoTowerRetrieval:
                           use_transformer=transformer)
     data = ring_interactions(20, 12)
     catalog = seq.catalog_ids(data.interactions)
-    vocab, _ = training.build_vocabularies(cfg, data, catalog, np.array([f"u{u}" for u in range(20)], dtype=object))
+    vocab, _ = training.build_vocabularies(cfg, data, catalog,
+                                           np.array([f"u{u}" for u in range(20)], dtype=object))
     return training.build_model(cfg, vocab)
 
 
@@ -143,7 +152,8 @@ def test_query_tower_handles_padding_side_unknown_items_unknown_users_and_empty_
 def test_serving_query_equals_the_last_training_position():
     """Serving computes only the last state (and skips all-padding columns): same vector as training's."""
     model = _tiny_model()
-    features = {"user_id": tf.constant(["u1", "u2"]), "history": tf.constant([["", "", "i3", "i4"], ["", "", "", "i7"]])}
+    features = {"user_id": tf.constant(["u1", "u2"]),
+                "history": tf.constant([["", "", "i3", "i4"], ["", "", "", "i7"]])}
     served = model.query_tower(features).numpy()
     trained = model.query_tower(features, all_positions=True).numpy()[:, -1]
     np.testing.assert_allclose(served, trained, atol=1e-5)
@@ -155,9 +165,11 @@ def test_last_only_training_states_equal_inference_and_their_gradients_keep_memo
     takes 3,000 gradients over random shapes; before the fix it died within about 1,600 (SIGSEGV/SIGABRT)."""
     encoder = SequenceEncoder(max_len=8, dim=16, num_blocks=2, num_heads=2, ff_dim=16, dropout=0.0)
     vectors = tf.random.stateless_normal([5, 6, 16], seed=[1, 2])
-    known = tf.constant([[True] * 6, [False] * 5 + [True], [False] * 6, [False, True] * 3, [True] * 3 + [False] * 3])
+    known = tf.constant([[True] * 6, [False] * 5 + [True], [False] * 6, [False, True] * 3,
+                         [True] * 3 + [False] * 3])
     served = encoder(vectors, known, last_only=True).numpy()
-    np.testing.assert_allclose(encoder(vectors, known, training=True, last_only=True).numpy(), served, atol=1e-5)
+    np.testing.assert_allclose(encoder(vectors, known, training=True, last_only=True).numpy(), served,
+                               atol=1e-5)
     np.testing.assert_allclose(encoder(vectors, known).numpy()[:, -1], served, atol=1e-5)
 
     script = textwrap.dedent("""
@@ -179,7 +191,8 @@ def test_last_only_training_states_equal_inference_and_their_gradients_keep_memo
         print("ok")
     """)
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env=env)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (proc.returncode, proc.stderr[-2000:])
 
 
@@ -216,8 +229,9 @@ def test_in_batch_softmax_recovers_item_popularity_only_with_logq(logq):
     catalog = np.array([f"i{i}" for i in range(num_items)], dtype=object)
     encoder = ItemEncoder(catalog, 4)
     query = QueryTower(encoder, 4, user_vocabulary=["u"])
-    model = TwoTowerRetrieval(query, ItemTower(encoder, 4), catalog, negatives="in_batch", item_probabilities=p,
-                              logq_correction=logq, remove_accidental_hits=False, temperature=5.0)
+    model = TwoTowerRetrieval(query, ItemTower(encoder, 4), catalog, negatives="in_batch",
+                              item_probabilities=p, logq_correction=logq, remove_accidental_hits=False,
+                              temperature=5.0)
     model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
     draws = catalog[rng.choice(num_items, size=(4000, 1), p=p)].astype(str)
     ds = tf.data.Dataset.from_tensor_slices({"user_id": np.full(4000, "u"), "history": np.full((4000, 1), ""),
@@ -245,8 +259,10 @@ def test_accidental_hits_are_removed_from_in_batch_negatives():
         keep = [j for j in range(3) if j == i or ids.numpy()[j] != ids.numpy()[i]]
         row = logits[i, keep]
         expected.append(-(logits[i, i] - np.log(np.exp(row).sum())))
-    with_removal = sampled_retrieval_task(remove_accidental_hits=True)(q, c, candidate_ids=ids, compute_metrics=False)
-    without = sampled_retrieval_task(remove_accidental_hits=False)(q, c, candidate_ids=ids, compute_metrics=False)
+    with_removal = sampled_retrieval_task(remove_accidental_hits=True)(q, c, candidate_ids=ids,
+                                                                       compute_metrics=False)
+    without = sampled_retrieval_task(remove_accidental_hits=False)(q, c, candidate_ids=ids,
+                                                                   compute_metrics=False)
     np.testing.assert_allclose(with_removal.numpy(), expected, rtol=1e-5)  # per query
     assert without.numpy().mean() > with_removal.numpy().mean() + 0.1
 
@@ -291,7 +307,8 @@ def test_exact_metrics_match_a_brute_force_loop(tmp_path, ring):
     loop_ranks = []
     for user, history, target, exclude in zip(held.user_ids, held.histories, held.targets, held.exclude):
         padded = seq.pad_left([history], 16).astype(str)
-        query = model.query_embeddings({"user_id": tf.constant([user]), "history": tf.constant(padded)}).numpy()[0]
+        query = model.query_embeddings({"user_id": tf.constant([user]),
+                                        "history": tf.constant(padded)}).numpy()[0]
         scores = {item: float(items[j] @ query) for j, item in enumerate(catalog) if item not in set(exclude)}
         loop_ranks.append(sum(s >= scores[target] for item, s in scores.items() if item != target))
     np.testing.assert_array_equal(training.ranks(model, held, 16), loop_ranks)
@@ -307,7 +324,8 @@ def test_feature_two_tower_without_transformer_learns_segments(tmp_path):
     data = segment_interactions()
     cfg = small_config(tmp_path, use_transformer=False, use_user_id=False, epochs=10)
     result = training.train_and_evaluate(cfg, data)
-    assert result.model.query_tower.sequence_encoder is None and result.model.query_tower.user_embedding is None
+    assert (result.model.query_tower.sequence_encoder is None
+            and result.model.query_tower.user_embedding is None)
     assert result.model.query_tower.user_features.embeddings.field_names == ["segment"]
     assert result.test_metrics["recall@10"] > 0.8, result.test_metrics  # random: about 0.2
 

@@ -1,4 +1,4 @@
-"""Retrieval training end to end: the train CLI's run directory, recommend CLI, the tutorial protocol, ML-100K."""
+"""Retrieval training end to end: the train CLI's run directory, recommend CLI, tutorial protocol, ML-100K."""
 import importlib.util
 import json
 import os
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import dataset_path
 from test_retrieval_model import segment_interactions, small_config
+
 from tfrs_recsys import runs
 from tfrs_recsys.training import retrieval as training
 
@@ -20,16 +20,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _run(args, timeout=600):
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=REPO)
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=REPO)
 
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    proc = _run(["tfrs_recsys.train", "retrieval", "--epochs", "1", "--synthetic-users", "80", "--synthetic-items",
-                 "70", "--max-history", "12", "--embedding-dim", "16", "--num-blocks", "1", "--ff-dim", "16",
-                 "--batch-size", "32", "--output-dir", str(out), "--progress", "false"])
+    proc = _run(["tfrs_recsys.train", "retrieval", "--epochs", "1", "--synthetic-users", "80",
+                 "--synthetic-items", "70", "--max-history", "12", "--embedding-dim", "16", "--num-blocks",
+                 "1", "--ff-dim", "16", "--batch-size", "32", "--output-dir", str(out), "--progress",
+                 "false"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -43,8 +44,9 @@ def test_train_cli_writes_the_run_directory(cli_run):
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and "val_ndcg@10" in log[0] and log[0]["loss"] > 0
-    for name in ("config.json", "checkpoints/best.index", "training_curves.png", "item_ids.txt", "items.parquet",
-                 "user_ids.txt", "histories.parquet", "feature_spec.json", "retrieval_meta.json"):
+    for name in ("config.json", "checkpoints/best.index", "training_curves.png", "item_ids.txt",
+                 "items.parquet", "user_ids.txt", "histories.parquet", "feature_spec.json",
+                 "retrieval_meta.json"):
         assert (out / name).is_file(), name
     assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
     item_ids = (out / "item_ids.txt").read_text().split()
@@ -62,8 +64,8 @@ def test_recommend_cli_prints_titles_and_excludes_seen(cli_run):
     out, _ = cli_run
     histories = pd.read_parquet(out / "histories.parquet")
     user, seen = histories["user_id"].iloc[0], set(histories["items"].iloc[0])
-    proc = _run(["tfrs_recsys.recommend", "--model-dir", str(out), "--user-id", user, "--k", "10", "--exclude-seen",
-                 "--json"])
+    proc = _run(["tfrs_recsys.recommend", "--model-dir", str(out), "--user-id", user, "--k", "10",
+                 "--exclude-seen", "--json"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     recs = json.loads(proc.stdout)["recommendations"]
     assert len(recs) == 10 and not seen & {r["item_id"] for r in recs}
@@ -79,8 +81,8 @@ def test_recommend_cli_prints_titles_and_excludes_seen(cli_run):
 def test_reloaded_run_reproduces_the_trained_embeddings(cli_run):
     out, _ = cli_run
     trained = runs.load_retrieval(out)
-    np.testing.assert_allclose(trained.model.candidate_embeddings().numpy(), np.load(out / "item_embeddings.npy"),
-                               atol=1e-6)
+    np.testing.assert_allclose(trained.model.candidate_embeddings().numpy(),
+                               np.load(out / "item_embeddings.npy"), atol=1e-6)
 
 
 def test_run_config_fed_to_train_config_reproduces_the_resolved_config(cli_run):
@@ -109,7 +111,8 @@ def test_tutorial_protocol_reports_top_k_hit_rates(tmp_path):
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("retrieval_quality", REPO / "bench" / "retrieval_quality.py")
+    spec = importlib.util.spec_from_file_location("retrieval_quality",
+                                                  REPO / "bench" / "retrieval_quality.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     return bench

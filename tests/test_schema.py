@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import dataset_path
+
 from tfrs_recsys.data.clicklogs import load_ali_ccp, load_aliexpress
 from tfrs_recsys.data.movielens import ML100K_GENRES, load_movielens_100k
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, frame_to_raw, main
@@ -35,7 +35,8 @@ def test_aliexpress(datasets_dir):
         if col.startswith("numerical_") and col not in constant:
             f = spec[col]
             assert f.kind == "numeric"
-            assert f.mean == pytest.approx(frame[col].mean()) and f.std == pytest.approx(frame[col].std(ddof=0))
+            assert (f.mean == pytest.approx(frame[col].mean())
+                    and f.std == pytest.approx(frame[col].std(ddof=0)))
     assert len(spec.features) == 15 + 60
 
 
@@ -118,7 +119,8 @@ def test_movielens_latest_movies_csv(datasets_dir):
 
 
 def test_undeclared_label_like_column_fails_loudly(datasets_dir):
-    data = load_aliexpress(str(dataset_path(datasets_dir, "aliexpress", "torchrechub_aliexpress_train_sample.csv")))
+    data = load_aliexpress(str(dataset_path(datasets_dir, "aliexpress",
+                                            "torchrechub_aliexpress_train_sample.csv")))
     with pytest.raises(SchemaError) as err:
         infer_schema(data.frame, ["click"], session_column="search_id")
     assert err.value.column == "conversion"
@@ -126,13 +128,14 @@ def test_undeclared_label_like_column_fails_loudly(datasets_dir):
     spec = infer_schema(data.frame, ["click"], session_column="search_id", exclude=["conversion"])
     assert "conversion" not in spec.feature_names and spec.labels == ["click"]
     assert infer_schema(data.frame, session_column="search_id").labels == ["click", "conversion"]
-    deliberate = infer_schema(data.frame, ["conversion"], session_column="search_id", context_columns=["click"])
+    deliberate = infer_schema(data.frame, ["conversion"], session_column="search_id",
+                              context_columns=["click"])
     assert deliberate["click"].group == "context" and deliberate.labels == ["conversion"]
 
 
 def test_label_like_names():
-    for name in ("click", "Conversion", "purchase", "label", "booking_bool", "click_bool", "ctr", "true_ctcvr",
-                 "is_click", "ctr_label"):
+    for name in ("click", "Conversion", "purchase", "label", "booking_bool", "click_bool", "ctr",
+                 "true_ctcvr", "is_click", "ctr_label"):
         assert looks_like_label(name), name
     for name in ("smoothed_ctr", "random_bool", "user_id", "price", "clicks_7d_count", "position"):
         assert not looks_like_label(name), name
@@ -172,7 +175,8 @@ def test_hash_buckets_and_stable_vocabulary_order():
     expected = sorted(counts.index, key=lambda v: (-counts[v], v))
     spec = infer_schema(frame, ["click"], vocab_max=100, hash_multiplier=3)
     assert spec["city"].vocabulary == expected
-    shuffled = infer_schema(frame.sample(frac=1.0, random_state=7), ["click"], vocab_max=100, hash_multiplier=3)
+    shuffled = infer_schema(frame.sample(frac=1.0, random_state=7), ["click"], vocab_max=100,
+                            hash_multiplier=3)
     assert shuffled.to_dict()["features"] == spec.to_dict()["features"]
     assert spec["user_id"].encoding == "hash" and spec["user_id"].num_buckets == 3 * 150
     ties = infer_schema(pd.DataFrame({"c": ["z", "y", "x", "y", "z", "x"], "label": [0, 1] * 3}))
@@ -198,7 +202,8 @@ def test_integer_columns_timestamps_and_groups():
     })
     spec = infer_schema(frame, ["booking_bool"], context_columns=["prop_stars"])
     kinds = _kinds(spec)
-    assert kinds["hour"] == "categorical" and kinds["views_count"] == "numeric" and kinds["big_int"] == "numeric"
+    assert (kinds["hour"] == "categorical" and kinds["views_count"] == "numeric"
+            and kinds["big_int"] == "numeric")
     assert kinds["device_type"] == "id"
     assert kinds["event_time"] == kinds["when"] == "timestamp" and kinds["event_time_ms"] == "numeric"
     assert spec.timestamp_column == "event_time"
@@ -214,11 +219,13 @@ def test_integer_columns_timestamps_and_groups():
 def test_cli_writes_spec(tmp_path, datasets_dir, capsys):
     path = str(dataset_path(datasets_dir, "aliexpress", "torchrechub_aliexpress_train_sample.csv"))
     out = tmp_path / "spec.json"
-    assert main([path, "--labels", "click,conversion", "--session-column", "search_id", "--out", str(out)]) == 0
+    assert (main([path, "--labels", "click,conversion", "--session-column", "search_id", "--out", str(out)])
+            == 0)
     spec = FeatureSpec.load(out)
     assert spec.labels == ["click", "conversion"] and spec.session_column == "search_id"
     assert spec.feature_names == infer_schema(load_table(path, labels=["click", "conversion"]).frame,
-                                              ["click", "conversion"], session_column="search_id").feature_names
+                                              ["click", "conversion"],
+                                              session_column="search_id").feature_names
     assert "wrote" in capsys.readouterr().err
     assert main([path, "--labels", "click", "--session-column", "search_id", "--out", str(out)]) == 2
     assert "column 'conversion'" in capsys.readouterr().err

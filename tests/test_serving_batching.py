@@ -9,14 +9,16 @@ from collections import Counter
 import grpc
 import numpy as np
 import pytest
-
 import serving_fixtures as fx
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tfrs_recsys.model_server.config_file import ConfigFileError, parse_batching_parameters, read_batching_parameters
+import tfrs_recsys  # noqa: F401
+from tfrs_recsys.model_server.config_file import (
+    ConfigFileError,
+    parse_batching_parameters,
+    read_batching_parameters,
+)
 
 PARAMETERS = """
 max_batch_size { value: 16 }
@@ -123,7 +125,8 @@ def test_the_shipped_config_files_parse():
 
     options = read_batching_parameters(fx.REPO / "export" / "batching_parameters.txt")
     assert options.max_batch_size >= 100  # a ranker request of 100 candidates fits one batch
-    names = [m.name for m in read_model_server_config(fx.REPO / "export" / "models.config").model_config_list.config]
+    names = [m.name for m in
+             read_model_server_config(fx.REPO / "export" / "models.config").model_config_list.config]
     assert names == ["retrieval", "retrieval_portable", "esmm", "deepfm"]
     stock = read_model_server_config(fx.REPO / "export" / "models.stock.config").model_config_list.config
     assert "retrieval" not in [m.name for m in stock]  # stock TF Serving has no ScaNN ops

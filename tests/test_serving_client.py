@@ -1,4 +1,4 @@
-"""The gRPC client, the recall -> rank pipeline, its CLI and its HTTP service, against a real server process."""
+"""The gRPC client, the recall -> rank pipeline, its CLI and HTTP service, against a real server process."""
 import json
 import os
 import socket
@@ -9,7 +9,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-
 import serving_fixtures as fx
 
 from tfrs_recsys.serving.client import ServerUnavailableError, ServingClient, ServingClientError
@@ -63,7 +62,8 @@ def test_client_retrieve_rank_metadata_status(client):
     unseen = client.retrieve("u1", HISTORY, exclude_seen=True)
     assert unseen.item_ids == fx.retrieval_reference("u1", HISTORY, exclude=HISTORY)[0]
     assert not set(unseen.item_ids) & set(HISTORY)
-    long_history = [f"item_{i:02d}" for i in range(20, 28)]  # longer than the signature's width: the recent 5 count
+    # longer than the signature's width: the recent 5 count
+    long_history = [f"item_{i:02d}" for i in range(20, 28)]
     assert client.retrieve("u2", long_history).item_ids == fx.retrieval_reference("u2", long_history[-5:])[0]
     with pytest.raises(ValueError, match="at most 10 items"):
         client.retrieve("u1", HISTORY, k=50)
@@ -80,7 +80,8 @@ def test_client_retrieve_rank_metadata_status(client):
     signature = client.metadata("ranker")["serving_default"]
     assert signature.inputs["price"].dtype_name == "DT_FLOAT" and signature.inputs["price"].shape == (-1,)
     assert set(signature.outputs) == {"ctr", "cvr", "ctcvr"}
-    assert client.status("retrieval") == [{"version": 1, "state": "AVAILABLE", "error_code": 0, "error_message": ""}]
+    assert client.status("retrieval") == [{"version": 1, "state": "AVAILABLE", "error_code": 0,
+                                           "error_message": ""}]
 
 
 def test_client_errors_name_the_problem(client, server):
@@ -119,7 +120,8 @@ def test_pipeline_recall_rank_and_cold_start(client, store_dir):
     assert not result.is_cold_start and result.versions == {"retrieval": 1, "ranker": 1}
     assert result.item_ids == want_ids
     np.testing.assert_allclose([r.score for r in result.items], want_scores, rtol=1e-5)
-    assert all(r.source == "recall" and set(r.scores) == {"ctr", "cvr", "ctcvr", "retrieval"} for r in result.items)
+    assert all(r.source == "recall" and set(r.scores) == {"ctr", "cvr", "ctcvr", "retrieval"}
+               for r in result.items)
     assert [r.score for r in result.items] == sorted((r.score for r in result.items), reverse=True)
 
     recalled = pipeline.recall("u1", k=3)
@@ -128,7 +130,8 @@ def test_pipeline_recall_rank_and_cold_start(client, store_dir):
     for user in ("stranger", "u_empty"):
         cold = pipeline.recommend(user, k=3)
         assert cold.is_cold_start and cold.item_ids == HOT[:3]
-        assert [r.source for r in cold.items] == ["hot"] * 3 and [r.score for r in cold.items] == [4.0, 3.0, 2.0]
+        assert ([r.source for r in cold.items] == ["hot"] * 3
+                and [r.score for r in cold.items] == [4.0, 3.0, 2.0])
     with pytest.raises(ValueError, match="not an input"):
         pipeline.recommend("u1", k=3, context={"weather": "rain"})
 
@@ -176,7 +179,8 @@ def test_feature_store_from_interactions_round_trips(tmp_path):
     loaded = FeatureStore.load(store.save(tmp_path / "store"))
     user = str(data.interactions["user_id"].iloc[0])
     rows = data.interactions[data.interactions["user_id"] == data.interactions["user_id"].iloc[0]]
-    assert loaded.history(user) == [str(i) for i in rows.sort_values("timestamp", kind="mergesort")["item_id"]]
+    assert (loaded.history(user)
+            == [str(i) for i in rows.sort_values("timestamp", kind="mergesort")["item_id"]])
     assert loaded.history("nobody") is None
     hot = loaded.hot_items(5)
     assert len(hot) == 5 and [h for _, h in hot] == sorted((h for _, h in hot), reverse=True)
@@ -230,8 +234,8 @@ def test_recommend_cli(server, store_dir):
     table = run("--user-id", "stranger", "--k", "2", "--store", str(store_dir), "--address", server.address,
                 "--ranker-model", "ranker")
     assert table.returncode == 0 and "cold start" in table.stdout and HOT[0] in table.stdout
-    mixed = run("--user-id", "u1", "--k", "3", "--store", str(store_dir), "--address", server.address, "--recall-only",
-                "--recall-merge", "positions", "--hot-positions", "1", "--json")
+    mixed = run("--user-id", "u1", "--k", "3", "--store", str(store_dir), "--address", server.address,
+                "--recall-only", "--recall-merge", "positions", "--hot-positions", "1", "--json")
     assert mixed.returncode == 0, mixed.stderr
     recalled = fx.retrieval_reference("u1", HISTORY, exclude=HISTORY)[0]
     assert recalled[1] == HOT[0]  # the hottest item is also retrieved second: it is listed once, at slot 1
@@ -250,7 +254,8 @@ def test_http_service_endpoints(server, store_dir):
         health = http.get("/health")
         assert health.status_code == 200 and health.json()["models"] == {"retrieval": 1, "ranker": 1}
         recall = http.get("/recall/u1", params={"top_k": 3}).json()
-        assert [r["item_id"] for r in recall["items"]] == fx.retrieval_reference("u1", HISTORY, exclude=HISTORY)[0][:3]
+        assert ([r["item_id"] for r in recall["items"]]
+                == fx.retrieval_reference("u1", HISTORY, exclude=HISTORY)[0][:3])
         recommended = http.get("/recommend/u1", params={"top_k": 4}).json()
         assert [r["item_id"] for r in recommended["items"]] == expected_recommendation(4, device="")[0]
         cold = http.get("/recommend/somebody-new").json()

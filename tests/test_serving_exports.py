@@ -8,15 +8,13 @@ import importlib.util
 
 import numpy as np
 import pytest
-
 import serving_fixtures as fx
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata
-from tfrs_recsys.serving.client import ServingClient
 from tfrs_recsys.model_server.servable import read_meta_graph
+from tfrs_recsys.serving.client import ServingClient
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +67,8 @@ def test_retrieval_exports_serve_what_they_compute(tmp_path):
                                    {"user_id": np.array([b"0"], object), "history": np.array([row], object)})
                 want_ids = [i.decode() for i in want["item_ids"][0] if i]
                 assert got.item_ids == want_ids[:len(got.item_ids)] and len(got.item_ids) > 0
-                np.testing.assert_allclose(got.scores, want["scores"][0][:len(got.scores)], rtol=1e-4, atol=1e-4)
+                np.testing.assert_allclose(got.scores, want["scores"][0][:len(got.scores)], rtol=1e-4,
+                                           atol=1e-4)
                 unseen = client.retrieve("0", history, exclude_seen=True, model=name)
                 assert not set(unseen.item_ids) & set(history)
     finally:
@@ -97,7 +96,8 @@ def test_ranker_exports_serve_what_they_compute(tmp_path, model):
                 else:
                     features[name] = rng.normal(size=n).astype(np.float32).tolist()
             ranked = client.rank("u", [f"i{j}" for j in range(n)], features, model=model)
-            arrays = {k: np.array([str(v).encode() for v in vs], object) if info.inputs[k].dtype == tf.string.as_datatype_enum
+            arrays = {k: np.array([str(v).encode() for v in vs], object)
+                      if info.inputs[k].dtype == tf.string.as_datatype_enum
                       else np.array(vs, np.float32) for k, vs in features.items()}
             want = _in_process(path, "serving_default", arrays)
             for name in outputs:

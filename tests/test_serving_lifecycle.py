@@ -9,14 +9,18 @@ import time
 import grpc
 import numpy as np
 import pytest
-
 import serving_fixtures as fx
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 from tensorflow_serving.apis import (
-    get_model_status_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 from tensorflow_serving.config import model_server_config_pb2
+
+import tfrs_recsys  # noqa: F401
 
 State = get_model_status_pb2.ModelVersionStatus
 
@@ -31,7 +35,8 @@ def env(tmp_path_factory):
     server = fx.start_server(base, [f"--model_config_file={config}", "--file_system_poll_wait_seconds=0.2",
                                     "--max_num_load_retries=0"])
     channel = grpc.insecure_channel(server.address)
-    yield {"base": base, "server": server, "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
+    yield {"base": base, "server": server,
+           "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
            "models": model_service_pb2_grpc.ModelServiceStub(channel)}
     channel.close()
     assert server.stop() == 0, server.log_tail()
@@ -62,7 +67,8 @@ def reload(env, models: dict[str, dict]):
     config = model_server_config_pb2.ModelServerConfig()
     from google.protobuf import text_format
     text_format.Parse(path.read_text(), config)
-    return env["models"].HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=config), timeout=120)
+    return env["models"].HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=config),
+                                                   timeout=120)
 
 
 def test_warmup_is_replayed_before_the_version_is_available(env):
@@ -88,7 +94,8 @@ def test_new_version_swaps_in_without_a_failed_request(env):
     try:
         fx.wait_for(lambda: len(results) >= 5, message="first answers")
         fx.publish_utility(env["base"], "utility", version=2, scale=3.0)
-        fx.wait_for(lambda: status(env, "utility").get(1) is not None and status(env, "utility")[1].state == State.END,
+        fx.wait_for(lambda: (status(env, "utility").get(1) is not None
+                             and status(env, "utility")[1].state == State.END),
                     message="version 1 unloaded")
         n = len(results)
         fx.wait_for(lambda: len(results) >= n + 5, message="answers after the swap")
@@ -107,7 +114,8 @@ def test_new_version_swaps_in_without_a_failed_request(env):
 def test_corrupt_version_keeps_the_old_one_serving(env):
     serving = max(v for v, s in status(env, "utility").items() if s.state == State.AVAILABLE)
     fx.write_corrupt_version(env["base"], "utility", serving + 1)
-    failed = fx.wait_for(lambda: (s := status(env, "utility").get(serving + 1)) is not None and s.state == State.END and s,
+    failed = fx.wait_for(lambda: ((s := status(env, "utility").get(serving + 1)) is not None
+                                  and s.state == State.END and s),
                          message="the corrupt version to fail")
     assert failed.status.error_code != 0 and failed.status.error_message
     assert status(env, "utility")[serving].state == State.AVAILABLE
@@ -134,9 +142,10 @@ def test_failed_warmup_fails_the_load(env):
 
     version = max(status(env, "counter")) + 1
     module = fx._utility_module(5.0)
-    publish_version(env["base"], "counter", fx._tf_save(module, ["serving_default", "count"]), version=version,
-                    warmup=[("no_such_signature", {"x": np.array([1.0], np.float32)})])
-    failed = fx.wait_for(lambda: (s := status(env, "counter").get(version)) is not None and s.state == State.END and s,
+    publish_version(env["base"], "counter", fx._tf_save(module, ["serving_default", "count"]),
+                    version=version, warmup=[("no_such_signature", {"x": np.array([1.0], np.float32)})])
+    failed = fx.wait_for(lambda: ((s := status(env, "counter").get(version)) is not None
+                                  and s.state == State.END and s),
                          message="warmup failure")
     assert failed.status.error_code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert "no_such_signature" in failed.status.error_message
@@ -146,7 +155,8 @@ def test_failed_warmup_fails_the_load(env):
 def test_reload_config_adds_removes_and_relabels_models(env):
     reload(env, {"utility": {"policy": "all"}, "ranker": {}})
     assert status(env, "ranker")[1].state == State.AVAILABLE
-    fx.wait_for(lambda: status(env, "counter") and all(s.state == State.END for s in status(env, "counter").values()),
+    fx.wait_for(lambda: (status(env, "counter")
+                         and all(s.state == State.END for s in status(env, "counter").values())),
                 message="counter unloaded")
     with pytest.raises(grpc.RpcError) as info:
         predict(env, "counter", [1.0])

@@ -13,15 +13,22 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-
 import serving_fixtures as fx
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import (
-    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2, input_pb2,
-    model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc, regression_pb2)
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    input_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+import tfrs_recsys  # noqa: F401
 
 State = get_model_status_pb2.ModelVersionStatus
 
@@ -41,7 +48,8 @@ class Target:
 @pytest.fixture(scope="module", params=["ours", pytest.param("real", marks=pytest.mark.real_tfserving)])
 def target(request, tmp_path_factory):
     if request.param == "real":
-        grpc_address, rest = os.environ.get("TFSERVING_GRPC_ADDRESS"), os.environ.get("TFSERVING_REST_ADDRESS")
+        grpc_address = os.environ.get("TFSERVING_GRPC_ADDRESS")
+        rest = os.environ.get("TFSERVING_REST_ADDRESS")
         if not grpc_address or not rest:
             pytest.skip("set TFSERVING_GRPC_ADDRESS and TFSERVING_REST_ADDRESS to a tensorflow_model_server "
                         "serving the models of `python tests/serving_fixtures.py DIR`")
@@ -51,7 +59,9 @@ def target(request, tmp_path_factory):
         return
     base = tmp_path_factory.mktemp("models")
     config = fx.write_all(base)
-    server = fx.start_server(base, [f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models"])
+    server = fx.start_server(base,
+                             [f"--model_config_file={config}",
+                              "--allow_version_labels_for_unavailable_models"])
     t = Target(server.address, server.rest_url)
     try:
         yield t
@@ -118,7 +128,8 @@ def test_query_with_exclusions_removes_the_excluded_items(target):
 def test_ranker_predict_and_output_filter(target):
     price = np.array([0.5, 2.0, 3.5], np.float32)
     genres, device = ["a", "a|b|c", ""], ["mobile", "desktop", "mobile"]
-    inputs = {"user_id": np.array(["u1"] * 3, object), "item_id": np.array(["item_01", "item_02", "item_03"], object),
+    inputs = {"user_id": np.array(["u1"] * 3, object),
+              "item_id": np.array(["item_01", "item_02", "item_03"], object),
               "genres": np.array(genres, object), "price": price, "device": np.array(device, object)}
     response = target.predictions.Predict(predict_request("ranker", inputs), timeout=30)
     want = fx.ranker_reference(price, genres, device)
@@ -172,7 +183,8 @@ def test_get_model_metadata_returns_the_signature_def_map(target):
     assert default.inputs["history"].dtype == tf.string.as_datatype_enum
     assert [d.size for d in default.inputs["history"].tensor_shape.dim] == [-1, fx.HISTORY_LEN]
     assert default.outputs["scores"].dtype == tf.float32.as_datatype_enum
-    assert [d.size for d in defs.signature_def["query_with_exclusions"].inputs["exclude_item_ids"].tensor_shape.dim] \
+    assert [d.size for d
+            in defs.signature_def["query_with_exclusions"].inputs["exclude_item_ids"].tensor_shape.dim] \
         == [-1, fx.EXCLUDE_LEN]
 
 
@@ -193,7 +205,8 @@ def test_status_codes_are_tf_servings(target):
     p = target.predictions.Predict
     x = {"x": np.array([1.0], np.float32)}
     cases = [
-        (predict_request("nope", x), grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)"),
+        (predict_request("nope", x), grpc.StatusCode.NOT_FOUND,
+         "Servable not found for request: Latest(nope)"),
         (predict_request("utility", x, version=9), grpc.StatusCode.NOT_FOUND, "Specific(utility, 9)"),
         (predict_request("utility", x, label="nope"), grpc.StatusCode.INVALID_ARGUMENT,
          "Unrecognized servable version label: nope"),
@@ -203,8 +216,10 @@ def test_status_codes_are_tf_servings(target):
          "input size does not match signature"),
         (predict_request("utility", {"x": np.array([1.0], np.float32), "z": np.array([1.0], np.float32)}),
          grpc.StatusCode.INVALID_ARGUMENT, "input size does not match signature"),
-        (predict_request("utility", {"x": np.array(["a"], object)}), grpc.StatusCode.INVALID_ARGUMENT, "string"),
-        (predict_request("utility", {"x": np.array([1.0], np.float64)}), grpc.StatusCode.INVALID_ARGUMENT, "double"),
+        (predict_request("utility", {"x": np.array(["a"], object)}), grpc.StatusCode.INVALID_ARGUMENT,
+         "string"),
+        (predict_request("utility", {"x": np.array([1.0], np.float64)}), grpc.StatusCode.INVALID_ARGUMENT,
+         "double"),
         (predict_request("utility", x, output_filter=["nope"]), grpc.StatusCode.INVALID_ARGUMENT,
          "output tensor alias not found in signature: nope"),
         (predict_request("utility", x, output_filter=["y", "y"]), grpc.StatusCode.INVALID_ARGUMENT,
@@ -279,7 +294,8 @@ def test_classify_regress_and_multi_inference(target):
     np.testing.assert_allclose(values, [9.0, 3.0])  # the example's own x wins over the context's
 
     m = inference_pb2.MultiInferenceRequest(input=examples_input([0.5]))
-    for signature, method in [("classify_x", "tensorflow/serving/classify"), ("regress_x", "tensorflow/serving/regress")]:
+    for signature, method in [("classify_x", "tensorflow/serving/classify"),
+                              ("regress_x", "tensorflow/serving/regress")]:
         task = m.tasks.add(method_name=method)
         task.model_spec.name, task.model_spec.signature_name = "examples", signature
     results = target.predictions.MultiInference(m, timeout=30).results
@@ -313,7 +329,8 @@ def test_rest_row_and_columnar_predict(target):
     price, genres, device = [1.0, 2.0], ["a|b", ""], ["mobile", "desktop"]
     instances = [{"user_id": "u1", "item_id": f"item_0{i}", "genres": g, "price": p, "device": d}
                  for i, (p, g, d) in enumerate(zip(price, genres, device))]
-    ranked = target.http.post("/v1/models/ranker:predict", json={"instances": instances}).json()["predictions"]
+    ranked = target.http.post("/v1/models/ranker:predict",
+                              json={"instances": instances}).json()["predictions"]
     want = fx.ranker_reference(np.array(price, np.float32), genres, device)
     assert len(ranked) == 2 and set(ranked[0]) == {"ctr", "cvr", "ctcvr"}
     np.testing.assert_allclose([r["ctcvr"] for r in ranked], want["ctcvr"], rtol=1e-5)
@@ -324,7 +341,8 @@ def test_rest_row_and_columnar_predict(target):
 
     matrix = target.http.post("/v1/models/utility:predict", json={
         "signature_name": "matrix", "instances": [[1.0, 2.0, 3.0], [0.0, 0.5, 1.0]]}).json()["predictions"]
-    assert matrix == [{"row_sum": 6.0, "doubled": [2.0, 4.0, 6.0]}, {"row_sum": 1.5, "doubled": [0.0, 1.0, 2.0]}]
+    assert matrix == [{"row_sum": 6.0, "doubled": [2.0, 4.0, 6.0]},
+                      {"row_sum": 1.5, "doubled": [0.0, 1.0, 2.0]}]
 
     retrieved = target.http.post("/v1/models/retrieval:predict", json={"instances": [
         {"user_id": "u1", "history": history_row(["item_03"])}]}).json()["predictions"][0]
@@ -366,17 +384,20 @@ def test_rest_errors_are_json_with_tf_servings_http_status(target):
         ("get", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
         ("post", "/v1/models/nope:predict", {"instances": [1.0]}, 404, "Servable not found"),
         ("post", "/v1/models/utility/versions/9:predict", {"instances": [1.0]}, 404, "Servable not found"),
-        ("post", "/v1/models/utility/labels/nope:predict", {"instances": [1.0]}, 400, "Unrecognized servable version label"),
+        ("post", "/v1/models/utility/labels/nope:predict", {"instances": [1.0]}, 400,
+         "Unrecognized servable version label"),
         ("post", "/v1/models/utility:predict", {"signature_name": "nope", "instances": [1.0]}, 400, "nope"),
         ("post", "/v1/models/utility:predict", {"instances": ["a"]}, 400, "not of expected type: float"),
         ("post", "/v1/models/utility:predict", {"x": [1.0]}, 400, "Missing 'inputs' or 'instances' key"),
         ("post", "/v1/models/utility:predict", {"inputs": [1.0], "instances": [1.0]}, 400, "only one of"),
         ("post", "/v1/models/ranker:predict", {"instances": [1.0]}, 400, "expecting list of objects"),
         ("post", "/v1/models/ranker:predict", {"inputs": {"user_id": ["u"]}}, 400, "Missing named input"),
-        ("post", "/v1/models/utility:predict", {"signature_name": 3, "instances": [1.0]}, 400, "signature_name"),
-        ("post", "/v1/models/utility:predict", {"signature_name": "echo", "instances": [{"b64": "%%%"}]}, 400, "base64"),
-        ("post", "/v1/models/utility:predict", {"signature_name": "matrix", "instances": [[1.0, 2.0, 3.0], [1.0]]},
-         400, "Expecting"),
+        ("post", "/v1/models/utility:predict", {"signature_name": 3, "instances": [1.0]}, 400,
+         "signature_name"),
+        ("post", "/v1/models/utility:predict", {"signature_name": "echo", "instances": [{"b64": "%%%"}]}, 400,
+         "base64"),
+        ("post", "/v1/models/utility:predict",
+         {"signature_name": "matrix", "instances": [[1.0, 2.0, 3.0], [1.0]]}, 400, "Expecting"),
         ("get", "/v1/foo", None, 400, "Malformed request"),
     ]
     for method, path, body, status, message in cases:

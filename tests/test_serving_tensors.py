@@ -12,14 +12,12 @@ import zlib
 import grpc
 import numpy as np
 import pytest
-
 import serving_fixtures as fx
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys.model_server.errors import ServingError
 from tfrs_recsys.model_server.servable import Servable
 from tfrs_recsys.model_server.tensors import concat_rows, dtype_of, fill_proto, is_exact, to_ndarray, to_proto
@@ -121,7 +119,8 @@ def test_malformed_tensors_are_invalid_argument_naming_the_input():
     assert not is_exact(bad)
     with pytest.raises(ServingError) as info:
         to_ndarray(bad, "price")
-    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and "tensor parsing error: price" in info.value.message
+    assert (info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            and "tensor parsing error: price" in info.value.message)
 
 
 
@@ -165,7 +164,8 @@ def predict_request(signature, inputs):
     request = predict_pb2.PredictRequest()
     request.model_spec.name, request.model_spec.signature_name = "utility", signature
     for key, value in inputs.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=tf.string if value.dtype == object else None))
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value,
+                                                          dtype=tf.string if value.dtype == object else None))
     return request
 
 

@@ -2,12 +2,18 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import dataset_path
+
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.movielens import load_movielens_100k
-from tfrs_recsys.data.splits import (Split, check_no_leakage, leave_last_out, random_split, split_by_day,
-                                     split_by_session)
+from tfrs_recsys.data.splits import (
+    Split,
+    check_no_leakage,
+    leave_last_out,
+    random_split,
+    split_by_day,
+    split_by_session,
+)
 from tfrs_recsys.data.synthetic import synthetic_sessions
 
 
@@ -96,7 +102,8 @@ def test_random_split_is_the_seeded_80_20(ml100k):
     three = random_split(frame, test_fraction=0.1, validation_fraction=0.1)
     _partition(three, frame)
     assert (len(three.train), len(three.validation), len(three.test)) == (80_000, 10_000, 10_000)
-    for bad in (dict(test_fraction=0.0), dict(test_fraction=1.2), dict(test_fraction=0.5, validation_fraction=0.5)):
+    for bad in (dict(test_fraction=0.0), dict(test_fraction=1.2),
+                dict(test_fraction=0.5, validation_fraction=0.5)):
         with pytest.raises(DataError, match="fraction"):
             random_split(frame, **bad)
 
@@ -107,7 +114,8 @@ def test_split_by_session_keeps_sessions_whole(sessions):
     owners = [set(p["session_id"]) for p in split.parts().values()]
     assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
     summary = split.summary()
-    assert (summary["train"]["sessions"], summary["validation"]["sessions"], summary["test"]["sessions"]) == (320, 40, 40)
+    assert ((summary["train"]["sessions"], summary["validation"]["sessions"], summary["test"]["sessions"])
+            == (320, 40, 40))
     same = split_by_session(sessions, "session_id", seed=42)
     assert same.test.index.equals(split.test.index)
     assert not split_by_session(sessions, "session_id", seed=1).test.index.equals(split.test.index)
@@ -134,7 +142,8 @@ def test_split_by_day_on_synthetic_sessions(sessions):
     assert days["test"] == set(all_days[-3:]) and days["validation"] == set(all_days[-5:-3])
     assert max(days["train"]) < min(days["validation"])
     as_datetimes = sessions.assign(timestamp=pd.to_datetime(sessions["timestamp"], unit="s"))
-    assert split_by_day(as_datetimes, "timestamp", validation_days=2, test_days=3).test.index.equals(split.test.index)
+    assert split_by_day(as_datetimes, "timestamp", validation_days=2,
+                        test_days=3).test.index.equals(split.test.index)
     assert split_by_day(sessions, "timestamp", validation_days=0).validation is None
 
 
@@ -159,8 +168,8 @@ def test_leakage_checker_catches_leaky_splits(ml100k, sessions):
     earliest = clean.train[clean.train["user_id"] == user].index[0]
     test_row = clean.test.index[0]
     leaky = Split(pd.concat([clean.train.drop(earliest), clean.test.loc[[test_row]]]), clean.validation,
-                  pd.concat([clean.train.loc[[earliest]], clean.test.drop(test_row)]), method="leave_last_out",
-                  user_column="user_id", time_column="timestamp")
+                  pd.concat([clean.train.loc[[earliest]], clean.test.drop(test_row)]),
+                  method="leave_last_out", user_column="user_id", time_column="timestamp")
     with pytest.raises(DataError, match=f"user '{user}' has a training interaction later"):
         check_no_leakage(leaky)
     # A held-out row that is also in train.
@@ -177,7 +186,7 @@ def test_leakage_checker_catches_leaky_splits(ml100k, sessions):
     # Train and test sharing a day.
     by_day = split_by_day(sessions, "timestamp")
     moved = by_day.train.index[-1:]
-    leaky = Split(by_day.train.drop(moved), by_day.validation, pd.concat([by_day.test, by_day.train.loc[moved]]),
-                  method="day", time_column="timestamp")
+    leaky = Split(by_day.train.drop(moved), by_day.validation,
+                  pd.concat([by_day.test, by_day.train.loc[moved]]), method="day", time_column="timestamp")
     with pytest.raises(DataError, match="leaky split"):
         check_no_leakage(leaky)

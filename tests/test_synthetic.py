@@ -133,10 +133,12 @@ def test_sessions_follow_the_labeled_contract(sessions):
     assert (sessions.session_column, sessions.user_column, sessions.item_column) == ("session_id", "user_id",
                                                                                       "item_id")
     assert len(f) == 5000 * 20 and f["session_id"].nunique() == 5000
-    assert list(sessions.truth.columns) == ["true_ctr", "true_cvr", "true_ctcvr"] and len(sessions.truth) == len(f)
-    np.testing.assert_allclose(sessions.truth["true_ctcvr"], sessions.truth["true_ctr"] * sessions.truth["true_cvr"])
-    for col in ("user_id", "user_segment", "item_id", "item_category", "price", "position", "device", "destination",
-                "hour"):
+    assert (list(sessions.truth.columns) == ["true_ctr", "true_cvr", "true_ctcvr"]
+            and len(sessions.truth) == len(f))
+    np.testing.assert_allclose(sessions.truth["true_ctcvr"],
+                               sessions.truth["true_ctr"] * sessions.truth["true_cvr"])
+    for col in ("user_id", "user_segment", "item_id", "item_category", "price", "position", "device",
+                "destination", "hour"):
         assert col in sessions.feature_columns
     assert not set(sessions.truth.columns) & set(f.columns)
     per_session = f.groupby("session_id")
@@ -163,7 +165,8 @@ def test_session_labels_are_calibrated_to_the_truth(sessions):
     assert abs(f["click"].mean() - ctr) < 4 * np.sqrt(ctr * (1 - ctr) / n)
     # P(conversion | click) over the clicked rows, against the truth's expectation for a click.
     cvr_expected = float((t["true_ctr"] * t["true_cvr"]).sum() / t["true_ctr"].sum())
-    assert abs(f["conversion"].sum() / clicks - cvr_expected) < 4 * np.sqrt(cvr_expected * (1 - cvr_expected) / clicks)
+    assert (abs(f["conversion"].sum() / clicks - cvr_expected)
+            < 4 * np.sqrt(cvr_expected * (1 - cvr_expected) / clicks))
     ctcvr = t["true_ctcvr"].mean()
     assert abs(f["conversion"].mean() - ctcvr) < 4 * np.sqrt(ctcvr / n)
     assert auc(f["click"], t["true_ctr"]) > 0.75
@@ -215,12 +218,14 @@ def test_ctr_logs_follow_the_contract(ctr_logs):
     assert set(f["label"].unique()) == {0, 1}
     assert np.all(np.diff(f["timestamp"].to_numpy()) >= 0)
     tags = f["item_tags"].str.split("|")
-    assert tags.map(len).between(1, 4).all() and tags.map(lambda t: all(x.startswith("tag_") for x in t)).all()
+    assert (tags.map(len).between(1, 4).all()
+            and tags.map(lambda t: all(x.startswith("tag_") for x in t)).all())
     for col in ("price", "user_age", "item_hotness"):
         assert f[col].dtype == np.float64 and f[col].notna().all()
     assert (f["item_hotness"] >= 0).all()
     first_day = f["timestamp"] < f["timestamp"].min() // SECONDS_PER_DAY * SECONDS_PER_DAY + SECONDS_PER_DAY
-    assert (f.loc[first_day, "item_hotness"] == 0).all() and (f.loc[~first_day, "item_hotness"] > 0).mean() > 0.9
+    assert ((f.loc[first_day, "item_hotness"] == 0).all()
+            and (f.loc[~first_day, "item_hotness"] > 0).mean() > 0.9)
 
 
 def test_ctr_log_hotness_is_item_hotness_of_earlier_days(ctr_logs):
@@ -241,14 +246,16 @@ def test_ctr_log_labels_match_the_true_ctr(ctr_logs):
     # Calibrated within deciles of the truth, not only on average.
     bins = pd.qcut(p, 10, labels=False)
     observed, predicted = y.groupby(bins).mean(), p.groupby(bins).mean()
-    assert np.all(np.abs(observed - predicted) < 4 * np.sqrt(predicted * (1 - predicted) / (len(y) / 10)) + 0.005)
+    assert np.all(np.abs(observed - predicted)
+                  < 4 * np.sqrt(predicted * (1 - predicted) / (len(y) / 10)) + 0.005)
 
 
 def _one_hot(frame: pd.DataFrame, columns: list) -> np.ndarray:
     """Intercept plus one-hot of each column, or of the pair's joint value for a (column, column) cross."""
     parts = [np.ones((len(frame), 1))]
     for c in columns:
-        key = frame[c].astype(str) if isinstance(c, str) else frame[c[0]].astype(str) + "x" + frame[c[1]].astype(str)
+        key = (frame[c].astype(str) if isinstance(c, str)
+               else frame[c[0]].astype(str) + "x" + frame[c[1]].astype(str))
         codes, uniques = pd.factorize(key)
         parts.append(np.eye(len(uniques))[codes])
     return np.hstack(parts)

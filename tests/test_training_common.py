@@ -4,12 +4,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-
-import tfrs_recsys  # noqa: F401
 import tensorflow as tf
 
-from tfrs_recsys.config import build_config
+import tfrs_recsys  # noqa: F401
 from tfrs_recsys import runs
+from tfrs_recsys.config import build_config
 from tfrs_recsys.training.common import EpochEvaluator, plot_curves
 
 
@@ -67,7 +66,8 @@ def test_evaluator_survives_a_metric_that_is_never_finite(tmp_path):
     model.compile(optimizer="sgd", loss="mse")
     evaluator = EpochEvaluator(lambda m: {"score": float("nan"), "note": "text"}, run_dir, monitor="score",
                                patience=2)
-    model.fit(np.zeros((8, 2), "float32"), np.zeros((8, 1), "float32"), epochs=4, verbose=0, callbacks=[evaluator])
+    model.fit(np.zeros((8, 2), "float32"), np.zeros((8, 1), "float32"), epochs=4, verbose=0,
+              callbacks=[evaluator])
     rows = runs.read_train_log(run_dir)
     assert len(rows) == 2 and rows[0]["val_score"] is None and rows[0]["val_note"] == "text"
     assert evaluator.best_epoch is None

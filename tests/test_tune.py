@@ -12,7 +12,8 @@ from tfrs_recsys.tune import main as tune_main
 from tfrs_recsys.tuning.spaces import DEFAULT_SPACES, declare, trial_config, validate_space
 
 TINY = {
-    "retrieval": ["--synthetic-users", "150", "--synthetic-items", "80", "--max-history", "20", "--epochs", "2"],
+    "retrieval": ["--synthetic-users", "150", "--synthetic-items", "80", "--max-history", "20", "--epochs",
+                  "2"],
     "esmm": ["--synthetic-sessions", "300", "--session-size", "10", "--epochs", "3"],
     "deepfm": ["--synthetic-rows", "6000", "--epochs", "2"],
 }
@@ -45,12 +46,15 @@ def test_spaces_become_keras_tuner_hyperparameters_of_the_field_types():
     for model, space in DEFAULT_SPACES.items():
         hp = declare(model, space)
         assert set(hp.values) == set(space)
-    hp = declare("retrieval", {"num_blocks": {"min": 1, "max": 3}, "dropout": {"min": 0.0, "max": 0.4, "step": 0.1},
+    hp = declare("retrieval",
+                 {"num_blocks": {"min": 1, "max": 3}, "dropout": {"min": 0.0, "max": 0.4, "step": 0.1},
                                "embedding_dim": [32, 64], "use_user_id": {"value": False}})
     kinds = {p.name: type(p).__name__ for p in hp.space}
-    assert kinds == {"num_blocks": "Int", "dropout": "Float", "embedding_dim": "Choice", "use_user_id": "Fixed"}
+    assert kinds == {"num_blocks": "Int", "dropout": "Float", "embedding_dim": "Choice",
+                     "use_user_id": "Fixed"}
     base = build_config("esmm", {"epochs": 4}, environ={})
-    cfg = trial_config("esmm", base, {"hidden_units": "64,32", "dropout": 0.30000000000000004, "tuner/epochs": 9})
+    cfg = trial_config("esmm", base,
+                       {"hidden_units": "64,32", "dropout": 0.30000000000000004, "tuner/epochs": 9})
     assert cfg.hidden_units == (64, 32) and cfg.dropout == 0.3 and cfg.epochs == 4
 
 
@@ -69,7 +73,8 @@ def test_tuning_writes_a_best_config_that_train_accepts(tmp_path, model, algorit
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_trial"] == best["trial_id"] and summary["score"] == pytest.approx(best["score"])
 
-    cfg = config_from_args(model, ["--config", str(out / "best_config.json")], environ={})  # train's own loader
+    # train's own loader
+    cfg = config_from_args(model, ["--config", str(out / "best_config.json")], environ={})
     loaded = json.loads((out / "best_config.json").read_text())
     assert loaded["model"] == model and cfg.output_dir is None
     for name, value in best["hyperparameters"].items():
@@ -103,12 +108,14 @@ def test_an_absurd_learning_rate_is_never_picked_and_a_search_resumes(tmp_path):
     sane, absurd = trials[0.003]["score"], trials[10000.0]["score"]
     assert math.isfinite(sane) and sane > 0.6
     assert absurd < sane - 0.05
-    assert config_from_args("deepfm", ["--config", str(out / "best_config.json")], environ={}).learning_rate == 0.003
+    assert (config_from_args("deepfm", ["--config", str(out / "best_config.json")], environ={}).learning_rate
+            == 0.003)
     assert json.loads((out / "summary.json").read_text())["trials"] == 2
 
     # `train --config best_config.json` is the winning trial again: same data, seed and early stopping.
     retrain = tmp_path / "retrain"
-    assert train_main(["deepfm", "--config", str(out / "best_config.json"), "--output-dir", str(retrain)]) == 0
+    assert (train_main(["deepfm", "--config", str(out / "best_config.json"), "--output-dir", str(retrain)])
+            == 0)
     best_val = max(row["val_auc"] for row in read_train_log(retrain))
     assert best_val == pytest.approx(sane, abs=2e-3)
 
@@ -126,7 +133,8 @@ def test_failed_trials_are_logged_with_their_error(tmp_path, capsys):
 def test_cli_reports_bad_options_as_errors(tmp_path, capsys):
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"epochs": [1, 2]}))
-    code = _tune("deepfm", tmp_path / "t", "--max-trials", "1", "--algorithm", "hyperband", "--search-space", str(space))
+    code = _tune("deepfm", tmp_path / "t", "--max-trials", "1", "--algorithm", "hyperband", "--search-space",
+                 str(space))
     assert code == 2 and "Hyperband's to choose" in capsys.readouterr().err
     assert _tune("deepfm", tmp_path / "t", "--max-trials", "0") == 2
     assert "--max-trials must be >= 1" in capsys.readouterr().err
@@ -137,9 +145,10 @@ def test_cli_reports_bad_options_as_errors(tmp_path, capsys):
 
 def test_tuning_refuses_labels_the_ranker_cannot_learn_before_any_trial(tmp_path, capsys):
     data = tmp_path / "ratings.csv"
-    data.write_text("user_id,item_id,rating\n" + "".join(f"u{i % 7},i{i % 11},{i % 5 + 1}\n" for i in range(60)))
-    code = tune_main(["deepfm", "--output-dir", str(tmp_path / "t"), "--progress", "false", "--max-trials", "1",
-                      "--dataset", "csv", "--data-dir", str(data), "--label-columns", "rating"])
+    data.write_text("user_id,item_id,rating\n"
+                    + "".join(f"u{i % 7},i{i % 11},{i % 5 + 1}\n" for i in range(60)))
+    code = tune_main(["deepfm", "--output-dir", str(tmp_path / "t"), "--progress", "false", "--max-trials",
+                      "1", "--dataset", "csv", "--data-dir", str(data), "--label-columns", "rating"])
     err = capsys.readouterr().err
     assert code == 2 and "label must be 0 or 1" in err and "rating" in err
     assert not (tmp_path / "t" / "trials.jsonl").exists()

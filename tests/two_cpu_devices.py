@@ -3,7 +3,8 @@
     python tests/two_cpu_devices.py step
         one step of each model (the rankers with their own optimizer, retrieval with SGD) from the
         same weights on the same global batch, under MirroredStrategy over the two devices (2
-        replicas, each half the batch) and under the default strategy; prints JSON {model: max |update_mirrored - update_default| / max |update_default|}.
+        replicas, each half the batch) and under the default strategy; prints JSON
+        {model: max |update_mirrored - update_default| / max |update_default|}.
     python tests/two_cpu_devices.py train MODEL [options]
         ``python -m tfrs_recsys.train MODEL [options]`` (e.g. with ``--distribute mirrored``).
 
@@ -24,10 +25,10 @@ tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfigu
 import numpy as np  # noqa: E402
 
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig, RetrievalConfig  # noqa: E402
+from tfrs_recsys.data import sequences as seq  # noqa: E402
 from tfrs_recsys.data.pipelines import labeled_dataset  # noqa: E402
 from tfrs_recsys.data.registry import load_labeled, options_from  # noqa: E402
 from tfrs_recsys.data.schema_inference import infer_schema  # noqa: E402
-from tfrs_recsys.data import sequences as seq  # noqa: E402
 from tfrs_recsys.models.deepfm import DeepFM  # noqa: E402
 from tfrs_recsys.models.esmm import ESMM  # noqa: E402
 from tfrs_recsys.training import retrieval  # noqa: E402
@@ -38,15 +39,15 @@ BATCH = 64
 
 def ranker_case(model_cls, cfg, task):
     data = load_labeled(task, **options_from(cfg, load_labeled))
-    spec = infer_schema(data.frame, data.labels, session_column=data.session_column, user_column=data.user_column,
-                        item_column=data.item_column)
+    spec = infer_schema(data.frame, data.labels, session_column=data.session_column,
+                        user_column=data.user_column, item_column=data.item_column)
     batch = next(iter(labeled_dataset(data.frame.head(BATCH), spec, batch_size=BATCH, shuffle=False)))
     return (lambda: model_cls.from_spec(spec, cfg)), batch, (lambda model: model(batch[0]))
 
 
 def retrieval_case():
-    cfg = RetrievalConfig(synthetic_users=60, synthetic_items=80, embedding_dim=8, max_history=6, num_blocks=1,
-                          ff_dim=8, dropout=0.0, user_id_dropout=0.0, protocol="leave_last_out")
+    cfg = RetrievalConfig(synthetic_users=60, synthetic_items=80, embedding_dim=8, max_history=6,
+                          num_blocks=1, ff_dim=8, dropout=0.0, user_id_dropout=0.0, protocol="leave_last_out")
     data = retrieval.load_data(cfg)
     split = retrieval.split_data(cfg, data)
     catalog = seq.catalog_ids(data.interactions)
@@ -99,10 +100,11 @@ def main(argv):
         # l2 > 0: the layer (regularization) losses must be scaled per replica as well. float32: bfloat16
         # products of a half batch round differently from those of the whole batch.
         "deepfm": ranker_case(DeepFM, DeepFMConfig(synthetic_rows=400, embedding_dim=4, hidden_units=(8,),
-                                                   l2_reg=0.05, embedding_l2=0.01, precision="float32"), "deepfm"),
+                                                   l2_reg=0.05, embedding_l2=0.01, precision="float32"),
+                              "deepfm"),
         "esmm": ranker_case(ESMM, ESMMConfig(synthetic_sessions=30, session_size=10, embedding_dim=4,
-                                             tower_units=(8,), hidden_units=(8,), l2_reg=0.05, embedding_l2=0.01,
-                                             precision="float32"), "esmm"),
+                                             tower_units=(8,), hidden_units=(8,), l2_reg=0.05,
+                                             embedding_l2=0.01, precision="float32"), "esmm"),
         "retrieval": retrieval_case(),
     }
     out = {name: relative_step_difference(*case, strategy, optimizers[name]) for name, case in cases.items()}

@@ -1,4 +1,4 @@
-"""Strip outputs from notebooks before committing them: ``python tools/strip_notebooks.py [--check] [NOTEBOOK ...]``.
+"""Strip notebook outputs before committing: ``python tools/strip_notebooks.py [--check] [NOTEBOOK ...]``.
 
 Clears every code cell's outputs and execution count and the per-cell execution metadata
 Jupyter records; the notebooks' sources are left as they are. Without arguments it strips
