@@ -1,9 +1,9 @@
-"""Retrieval quality on MovieLens against the reference figures of ../shared/REFERENCES.md.
+"""Retrieval quality on MovieLens against RecBole SASRec and the popularity ranking, measured alike.
 
-    .venv/bin/python bench/retrieval_quality.py [--datasets-dir ../shared/datasets]
+    .venv/bin/python bench/retrieval_quality.py [--datasets-dir DIR]
         [--only ml-100k,ml-latest-small,tutorial] [--output-dir runs/bench-retrieval]
 
-Protocols (DESIGN §5), each trained from scratch with ``tfrs_recsys.training.retrieval.run``:
+Protocols, each trained from scratch with ``tfrs_recsys.training.retrieval.run``:
 
 * ``ml-100k``: leave-last-out, full ranking over every item, the user's history excluded;
   test metrics at the best validation-NDCG@10 epoch. Reference: RecBole 1.2.1 SASRec
