@@ -413,5 +413,6 @@ class ModelManager:
             response = get_model_metadata_pb2.GetModelMetadataResponse()
             response.model_spec.name = servable.name
             response.model_spec.version.value = servable.version
-            response.metadata["signature_def"].Pack(servable.signature_def_map())
+            signature_defs = get_model_metadata_pb2.SignatureDefMap(signature_def=servable.signature_defs)
+            response.metadata["signature_def"].Pack(signature_defs)
         return response

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import ml_dtypes
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from tfrs_recsys.model_server.errors import invalid_argument
 
@@ -201,18 +201,3 @@ def _as_bytes(value) -> bytes:
     if isinstance(value, bytes):
         return value
     return (value if isinstance(value, str) else str(value)).encode()
-
-
-def dims_of(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...] | None:
-    """A signature's shape as dims (-1 = any size), None for unknown rank."""
-    return None if shape.unknown_rank else tuple(d.size for d in shape.dim)
-
-
-def check_shape(alias: str, shape: tuple[int, ...], expected: tuple[int, ...] | None) -> None:
-    """A request tensor's ``shape`` must fit the signature's ``expected`` dims (``dims_of``)."""
-    if expected is None:
-        return
-    if len(expected) != len(shape) or any(e >= 0 and e != v for e, v in zip(expected, shape)):
-        raise invalid_argument(
-            f"input tensor '{alias}' has shape [{','.join(map(str, shape))}] but the signature expects "
-            f"[{','.join(map(str, expected))}] (-1 = any size)")
