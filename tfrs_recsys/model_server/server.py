@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from tfrs_recsys.model_server.errors import ServingError
     from tfrs_recsys.model_server.grpc_service import add_services
     from tfrs_recsys.model_server.model_manager import ManagerOptions, ModelManager
-    from tfrs_recsys.model_server.rest import RestServer
+    from tfrs_recsys.model_server.rest import start_rest_server
 
     # ManagerOptions' fields are named after the flags they come from.
     flags = {f.name for f in dataclasses.fields(ManagerOptions)}
@@ -137,11 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     rest = None
     if args.rest_api_port:
         try:
-            rest = RestServer(manager, args.host, args.rest_api_port).start()
+            rest = start_rest_server(manager, args.host, args.rest_api_port)
         except OSError as e:
             return _failed_to_start(f"could not bind REST to {args.host}:{args.rest_api_port}: {e}",
                                     lambda: server.stop(0), manager.stop)
-        log.info("Exporting HTTP/REST API at:%s:%d ...", args.host, rest.port)
+        log.info("Exporting HTTP/REST API at:%s:%d ...", args.host, rest.server_address[1])
 
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     log.info("Shutting down")
     if rest is not None:
-        rest.stop()
+        rest.shutdown()
+        rest.server_close()
     server.stop(grace=2).wait()
     manager.stop()
     return 0
