@@ -65,11 +65,9 @@ class Batcher:
     def __call__(self, signature_name: str, inputs: Mapping[str, Input],
                  output_aliases: Sequence[str]) -> dict:
         shapes = {k: _shape(v) for k, v in inputs.items()}
-        sizes = set()
-        for shape in shapes.values():
-            if not shape:
-                raise invalid_argument("Batching Run() input tensors must have at least one dimension")
-            sizes.add(shape[0])
+        if not all(shapes.values()):
+            raise invalid_argument("Batching Run() input tensors must have at least one dimension")
+        sizes = {shape[0] for shape in shapes.values()}
         if len(sizes) > 1:
             raise invalid_argument("Batching Run() input tensors must have equal 0th-dimension size")
         size = sizes.pop() if sizes else 0
@@ -109,28 +107,22 @@ class Batcher:
     # -- batch threads --------------------------------------------------------------------------
 
     def _next_batch(self) -> tuple[tuple, list[_Task]] | None:
-        """Block until some queue holds a full or timed-out batch; pop and return it."""
-        limit, timeout = self.options.max_batch_size, self.options.batch_timeout_s
+        """Block until some queue holds a full or timed-out batch; pop and return it (oldest first)."""
+        limit, timeout = self.options.max_batch_size, self.options.batch_timeout_micros / 1e6
         with self._cond:
             while not self._stopping:
                 now = time.monotonic()
-                ready, wait = None, None
-                for key, queue in self._queues.items():
-                    if not queue:
-                        continue
-                    deadline = queue[0].enqueued + timeout
-                    if sum(t.size for t in queue) >= limit or deadline <= now:
-                        if ready is None or queue[0].enqueued < self._queues[ready][0].enqueued:
-                            ready = key
-                    else:
-                        wait = deadline - now if wait is None else min(wait, deadline - now)
-                if ready is not None:
-                    queue, tasks, total = self._queues[ready], [], 0
+                oldest = {key: queue[0].enqueued for key, queue in self._queues.items() if queue}
+                ready = [key for key, enqueued in oldest.items()
+                         if enqueued + timeout <= now or sum(t.size for t in self._queues[key]) >= limit]
+                if ready:
+                    key = min(ready, key=oldest.get)
+                    queue, tasks, total = self._queues[key], [], 0
                     while queue and total + queue[0].size <= limit:
                         total += queue[0].size
                         tasks.append(queue.popleft())
-                    return ready, tasks
-                self._cond.wait(timeout=wait)
+                    return key, tasks
+                self._cond.wait(timeout=min((t + timeout - now for t in oldest.values()), default=None))
         return None
 
     def _work(self) -> None:
@@ -139,17 +131,15 @@ class Batcher:
             if item is None:
                 return
             (signature_name, output_aliases, _), tasks = item
+            results, error = [None] * len(tasks), None
             try:
                 results = self._process(signature_name, output_aliases, tasks)
-                for task, result in zip(tasks, results):
-                    task.result = result
             except ServingError as e:
-                for task in tasks:
-                    task.error = e
+                error = e
             except Exception as e:  # a batch thread must survive anything a model raises
-                for task in tasks:
-                    task.error = ServingError(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
-            for task in tasks:
+                error = ServingError(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+            for task, result in zip(tasks, results):
+                task.result, task.error = result, error
                 task.done.set()
 
     def _process(self, signature_name: str, output_aliases: Sequence[str], tasks: list[_Task]) -> list[dict]:

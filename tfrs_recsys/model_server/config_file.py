@@ -90,10 +90,6 @@ class BatchingOptions:
     enable_large_batch_splitting: bool = False
     max_execution_batch_size: int | None = None
 
-    @property
-    def batch_timeout_s(self) -> float:
-        return self.batch_timeout_micros / 1e6
-
 
 def read_batching_parameters(path: str | os.PathLike | None) -> BatchingOptions:
     """``--batching_parameters_file`` as :class:`BatchingOptions` (TF Serving's defaults when ``None``)."""

@@ -55,16 +55,13 @@ def _type_error(value, dtype: int) -> ServingError:
                             f"type: {dtype_name(dtype)}")
 
 
-def _lossless(value, digits: int, max_value: float) -> bool:
-    if isinstance(value, float) and not math.isfinite(value):
-        return True
-    if isinstance(value, int):
-        return abs(value) <= (1 << digits) - 1
-    return -max_value <= value <= max_value
-
-
 def _check_lossless(value, digits: int, max_value: float, name: str) -> None:
-    if not _lossless(value, digits, max_value):
+    """An int must fit the mantissa (``digits`` bits), a finite float the range (``max_value``)."""
+    if isinstance(value, int):
+        lossless = abs(value) <= (1 << digits) - 1
+    else:
+        lossless = not math.isfinite(value) or -max_value <= value <= max_value
+    if not lossless:
         raise invalid_argument(
             f"Cannot convert JSON value: {json_text(value)} to {name} without loss of precision.")
 
@@ -274,8 +271,8 @@ def _feature_value(value, name: str, feature: feature_pb2.Feature) -> None:
         kind = "float_list" if isinstance(value, float) else "int64_list"
     existing = feature.WhichOneof("kind")
     if existing not in (None, kind):
-        label = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}[existing]
-        raise invalid_argument(f"Unexpected element type in feature: {name} expecting type: {label}")
+        raise invalid_argument(
+            f"Unexpected element type in feature: {name} expecting type: {existing.removesuffix('_list')}")
     if isinstance(value, dict):
         value = _decode_b64(value)
     elif isinstance(value, str):

@@ -22,7 +22,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import grpc
@@ -104,15 +103,12 @@ class ModelManager:
         self._cycle_lock = threading.RLock()    # one poll/reload at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._config_file_mtime: float | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self, config: model_server_config_pb2.ModelServerConfig) -> None:
         """Loads the initial ``config`` (a ServingError names a model that cannot be served), then polls."""
         self.reload_config(config)
-        if self.options.model_config_file:
-            self._config_file_mtime = Path(self.options.model_config_file).stat().st_mtime
         options = self.options
         if max(options.file_system_poll_wait_seconds, options.model_config_file_poll_wait_seconds) > 0:
             self._thread = threading.Thread(target=self._poll_forever, name="fs-poll", daemon=True)
@@ -129,7 +125,7 @@ class ModelManager:
                     self._unload(name, record)
 
     def _poll_forever(self) -> None:
-        waits = {self._maybe_reread_config_file: self.options.model_config_file_poll_wait_seconds,
+        waits = {self._reread_config_file: self.options.model_config_file_poll_wait_seconds,
                  self._poll_file_system: self.options.file_system_poll_wait_seconds}
         due = {job: time.monotonic() + wait for job, wait in waits.items() if wait > 0}
         while not self._stop.wait(timeout=max(0.0, min(due.values()) - time.monotonic())):
@@ -145,12 +141,9 @@ class ModelManager:
         with self._cycle_lock:
             self._cycle()
 
-    def _maybe_reread_config_file(self) -> None:
-        path = Path(self.options.model_config_file)
-        mtime = path.stat().st_mtime
-        if mtime == self._config_file_mtime:
-            return
-        self._config_file_mtime = mtime
+    def _reread_config_file(self) -> None:
+        """ReloadConfig with ``--model_config_file`` when its content changed."""
+        path = self.options.model_config_file
         config = config_file.read_model_server_config(path)
         if config != self._config:
             log.info("Reloading %s", path)

@@ -387,9 +387,9 @@ class Servable:
             shape = shape_of(proto)
             if expected is not None and (len(expected) != len(shape)
                                          or any(e >= 0 and e != v for e, v in zip(expected, shape))):
-                raise invalid_argument(
-                    f"input tensor '{alias}' has shape [{','.join(map(str, shape))}] but the signature expects "
-                    f"[{','.join(map(str, expected))}] (-1 = any size)")
+                got, want = ",".join(map(str, shape)), ",".join(map(str, expected))
+                raise invalid_argument(f"input tensor '{alias}' has shape [{got}] but the signature expects "
+                                       f"[{want}] (-1 = any size)")
         outputs: list[str] = []
         for alias in request.output_filter:
             if alias not in signature.outputs:

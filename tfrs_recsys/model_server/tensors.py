@@ -16,18 +16,17 @@ to the shape, dtypes without a codec here).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import ml_dtypes
 import numpy as np
+import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from tfrs_recsys.model_server.errors import invalid_argument
 
 
-@dataclass(frozen=True)
-class _Codec:
+class _Codec(NamedTuple):
     """How one dtype sits in a TensorProto.
 
     ``field`` holds ``width`` entries per element; ``bits`` is the numpy dtype those
@@ -39,15 +38,6 @@ class _Codec:
     field: str
     bits: type | None = None
     width: int = 1
-
-    def read(self, values) -> np.ndarray:
-        if self.bits is None:
-            return np.array(values, dtype=self.numpy)
-        return np.array(values, dtype=self.bits).view(self.numpy)
-
-    def write(self, flat: np.ndarray) -> list:
-        flat = flat.astype(self.numpy, copy=False)
-        return (flat if self.bits is None else flat.view(self.bits)).tolist()
 
 
 _CODECS = {
@@ -78,8 +68,8 @@ def dtype_name(dtype: int) -> str:
 
 
 def numpy_dtype(dtype: int):
-    codec = _CODECS.get(dtype)
-    return codec.numpy if codec is not None else None
+    """The numpy dtype of a DataType enum (None for one without a codec here)."""
+    return _CODECS[dtype].numpy if dtype in _CODECS else None
 
 
 def dtype_of(array: np.ndarray) -> int | None:
@@ -90,6 +80,7 @@ def dtype_of(array: np.ndarray) -> int | None:
 
 
 def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
+    """The shape of a TensorProto."""
     return tuple(d.size for d in proto.tensor_shape.dim)
 
 
@@ -99,7 +90,7 @@ def is_exact(proto: tensor_pb2.TensorProto) -> bool:
     codec = _CODECS.get(proto.dtype)
     if codec is None:
         return False
-    size = math.prod(d.size for d in proto.tensor_shape.dim)
+    size = math.prod(shape_of(proto))
     if proto.tensor_content:
         return codec.numpy is not object and len(proto.tensor_content) == size * _ITEMSIZE[proto.dtype]
     return len(getattr(proto, codec.field)) == size * codec.width
@@ -116,9 +107,8 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
         codec = _CODECS[proto.dtype]
         if proto.tensor_content:
             return np.frombuffer(proto.tensor_content, dtype=codec.numpy).reshape(shape_of(proto)).copy()
-        return codec.read(getattr(proto, codec.field)).reshape(shape_of(proto))
-    import tensorflow as tf
-
+        values = np.array(getattr(proto, codec.field), dtype=codec.bits or codec.numpy)
+        return (values if codec.bits is None else values.view(codec.numpy)).reshape(shape_of(proto))
     try:
         return tf.make_ndarray(proto)
     except Exception as e:  # malformed protos raise ValueError/TypeError from deep inside TF
@@ -176,8 +166,6 @@ def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int, *,
     value = np.asarray(value)
     codec = _CODECS.get(dtype)
     if codec is None:
-        import tensorflow as tf
-
         proto.CopyFrom(tf.make_tensor_proto(value, dtype=tf.dtypes.as_dtype(dtype)))
         return
     proto.dtype = dtype
@@ -190,14 +178,9 @@ def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int, *,
         try:  # upb takes bytes only: encode str (the common case, one comprehension) first
             proto.string_val.extend([v.encode() for v in items] if items and type(items[0]) is str else items)
         except (AttributeError, TypeError):  # mixed or other types
-            proto.string_val.extend([_as_bytes(v) for v in items])
+            proto.string_val.extend([v if isinstance(v, bytes) else str(v).encode() for v in items])
     elif content:
         proto.tensor_content = np.ascontiguousarray(value, dtype=codec.numpy).tobytes()
     else:
-        getattr(proto, codec.field).extend(codec.write(value.ravel()))
-
-
-def _as_bytes(value) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    return (value if isinstance(value, str) else str(value)).encode()
+        flat = value.ravel().astype(codec.numpy, copy=False)
+        getattr(proto, codec.field).extend((flat if codec.bits is None else flat.view(codec.bits)).tolist())
