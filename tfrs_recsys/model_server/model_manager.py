@@ -310,15 +310,13 @@ class ModelManager:
         if len(logs) > MAX_WARMUP_RECORDS:
             raise invalid_argument(
                 f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {servable.path}")
-        methods = {"predict_log": servable.predict, "classify_log": servable.classify,
-                   "regress_log": servable.regress, "multi_inference_log": servable.multi_inference}
         for record in logs:
             kind = record.WhichOneof("log_type")
             try:
-                if kind not in methods:
+                if kind not in ("predict_log", "classify_log", "regress_log", "multi_inference_log"):
                     raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                                        f"Unsupported log_type for warmup: {kind}")
-                methods[kind](getattr(record, kind).request)
+                getattr(servable, kind.removesuffix("_log"))(getattr(record, kind).request)
             except ServingError as e:
                 message = f"Failed to warm up {servable.path} with a {kind} record: {e.message}"
                 raise ServingError(e.code, message) from None

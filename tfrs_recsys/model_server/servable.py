@@ -161,14 +161,11 @@ class SignatureFunction:
 def serialized_examples(inp: input_pb2.Input) -> list[bytes]:
     """An ``Input`` as serialized tf.Examples; a context is merged into each example as TF Serving does
     (serialized concatenation, the example's own features winning)."""
-    kind = inp.WhichOneof("kind")
-    if kind == "example_list":
-        examples = [e.SerializeToString() for e in inp.example_list.examples]
-    elif kind == "example_list_with_context":
+    if inp.WhichOneof("kind") == "example_list_with_context":
         context = inp.example_list_with_context.context.SerializeToString()
         examples = [context + e.SerializeToString() for e in inp.example_list_with_context.examples]
     else:
-        examples = []
+        examples = [e.SerializeToString() for e in inp.example_list.examples]
     if not examples:
         raise invalid_argument("Input is empty.")
     return examples
