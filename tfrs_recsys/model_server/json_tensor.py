@@ -202,10 +202,8 @@ def columns_to_inputs(value, infos) -> dict[str, tensor_pb2.TensorProto]:
 
 def format_float(value: float, double: bool = False) -> str:
     """TF Serving's WriteDecimal: 6 significant digits when that round-trips, else full precision."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "-Infinity" if value < 0 else "Infinity"
+    if not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("-Infinity" if value < 0 else "Infinity")
     text = f"{value:.6g}"
     cast = float if double else (lambda x: float(np.float32(x)))
     if cast(text) != cast(value):
@@ -265,10 +263,8 @@ def outputs_json(outputs: dict[str, tensor_pb2.TensorProto], row_format: bool) -
 def _feature_value(value, name: str, feature: feature_pb2.Feature) -> None:
     if value is None or isinstance(value, list) or (isinstance(value, dict) and not is_b64(value)):
         raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: {json_type(value)}")
-    if isinstance(value, (dict, str)):
-        kind = "bytes_list"
-    else:
-        kind = "float_list" if isinstance(value, float) else "int64_list"
+    kind = ("bytes_list" if isinstance(value, (dict, str))
+            else "float_list" if isinstance(value, float) else "int64_list")
     existing = feature.WhichOneof("kind")
     if existing not in (None, kind):
         raise invalid_argument(

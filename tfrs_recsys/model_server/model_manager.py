@@ -66,7 +66,6 @@ class VersionRecord:
     """What the manager knows of one version: its state, its load error, the loaded servable."""
 
     version: int
-    path: str
     state: int = START
     error: ServingError | None = None
     servable: Servable | None = None
@@ -273,7 +272,7 @@ class ModelManager:
             self._unload(name, record)
 
     def _load(self, name: str, version: int, path: str) -> None:
-        record = VersionRecord(version, path, LOADING)
+        record = VersionRecord(version, LOADING)
         with self._cond:
             self._versions[name][version] = record
         log.info("Loading servable: {name: %s version: %d}", name, version)

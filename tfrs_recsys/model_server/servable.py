@@ -1,8 +1,8 @@
 """One loaded model version: its SignatureDefs and the functions behind them.
 
-Predict, Classify, Regress and MultiInference follow TF Serving's
-predict_util.cc / classifier.cc / regressor.cc / multi_inference.cc: the same
-checks in the same order, the same status codes and messages.
+Predict, Classify, Regress and MultiInference follow TF Serving's predict_util.cc,
+classifier.cc / regressor.cc (in :mod:`~tfrs_recsys.model_server.classify_regress`) and
+multi_inference.cc: the same checks in the same order, the same status codes and messages.
 """
 from __future__ import annotations
 
@@ -15,16 +15,15 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import classification_pb2, inference_pb2, input_pb2, predict_pb2, regression_pb2
+from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
 
 from tfrs_recsys import paths
+from tfrs_recsys.model_server.classify_regress import CLASSIFY_METHOD, METHODS, REGRESS_METHOD, run_examples
 from tfrs_recsys.model_server.errors import ServingError, failed_precondition, from_tf_error, invalid_argument
 from tfrs_recsys.model_server.tensors import dtype_name, fill_proto, is_exact, shape_of, to_ndarray
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 
 # An input as received (a request's TensorProto, read in the graph) or as numpy.
 Input = np.ndarray | tensor_pb2.TensorProto
@@ -156,97 +155,6 @@ class SignatureFunction:
     def run_protos(self, protos: Mapping[str, tensor_pb2.TensorProto]) -> dict:
         """The signature's outputs (tensors) for a request's TensorProtos, one per input alias."""
         return self._function("protos")(tf.constant([protos[a].SerializeToString() for a in self.aliases]))
-
-
-def serialized_examples(inp: input_pb2.Input) -> list[bytes]:
-    """An ``Input`` as serialized tf.Examples; a context is merged into each example as TF Serving does
-    (serialized concatenation, the example's own features winning)."""
-    if inp.WhichOneof("kind") == "example_list_with_context":
-        context = inp.example_list_with_context.context.SerializeToString()
-        examples = [context + e.SerializeToString() for e in inp.example_list_with_context.examples]
-    else:
-        examples = [e.SerializeToString() for e in inp.example_list.examples]
-    if not examples:
-        raise invalid_argument("Input is empty.")
-    return examples
-
-
-# -- Classify / Regress: signature checks and results (classifier.cc, regressor.cc) -----------------
-
-def _classify_outputs(signature) -> list[str]:
-    if signature.method_name != CLASSIFY_METHOD:
-        raise invalid_argument(f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-                               f"Was: {signature.method_name}")
-    if len(signature.inputs) != 1:
-        raise invalid_argument("Expected one input Tensor.")
-    if len(signature.outputs) not in (1, 2):
-        raise invalid_argument(f"Expected one or two output Tensors, found {len(signature.outputs)}")
-    if "inputs" not in signature.inputs:
-        raise failed_precondition(f"No classification inputs found in SignatureDef: {signature}")
-    outputs = [k for k in ("classes", "scores") if k in signature.outputs]
-    if not outputs:
-        raise failed_precondition(
-            'Expected classification signature outputs to contain at least one of "classes" or "scores". '
-            f"Signature was: {signature}")
-    return outputs
-
-
-def _regress_outputs(signature) -> list[str]:
-    if signature.method_name != REGRESS_METHOD:
-        raise invalid_argument(f"Expected regression signature method_name to be {REGRESS_METHOD}. "
-                               f"Was: {signature.method_name}")
-    if len(signature.inputs) != 1:
-        raise invalid_argument("Expected one input Tensor.")
-    if len(signature.outputs) != 1:
-        raise invalid_argument("Expected one output Tensor.")
-    if "inputs" not in signature.inputs:
-        raise failed_precondition(f"No regression inputs found in SignatureDef: {signature}")
-    if "outputs" not in signature.outputs:
-        raise failed_precondition(f"No regression outputs found in SignatureDef: {signature}")
-    return ["outputs"]
-
-
-def _classification_result(values: Mapping[str, np.ndarray], num_examples: int):
-    classes, scores = values.get("classes"), values.get("scores")
-    for label, tensor in (("classes", classes), ("scores", scores)):
-        if tensor is None:
-            continue
-        if tensor.ndim != 2:
-            raise invalid_argument(
-                f"Expected Tensor shape: [batch_size num_classes] but got {list(tensor.shape)}")
-        if tensor.shape[0] != num_examples:
-            raise invalid_argument(
-                f"Expected {label} output batch size of {num_examples}. Got: {tensor.shape[0]}")
-    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-        raise invalid_argument(f"Tensors class and score should match in dim_size(1). "
-                               f"Got {classes.shape[1]} vs. {scores.shape[1]}")
-    result = classification_pb2.ClassificationResult()
-    for i in range(num_examples):
-        row = result.classifications.add()
-        for c in range((classes if classes is not None else scores).shape[1]):
-            cls = row.classes.add()
-            if classes is not None:
-                label = classes[i, c]
-                cls.label = label.decode() if isinstance(label, bytes) else str(label)
-            if scores is not None:
-                cls.score = float(scores[i, c])
-    return result
-
-
-def _regression_result(values: Mapping[str, np.ndarray], num_examples: int):
-    output = values["outputs"]
-    if not (output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)):
-        raise invalid_argument("Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
-                               f"but got {list(output.shape)}")
-    if output.shape[0] != num_examples:
-        raise invalid_argument(
-            f"Input batch size did not match output batch size: {num_examples} vs. {output.shape[0]}")
-    return regression_pb2.RegressionResult(regressions=[{"value": float(v)} for v in output.ravel()])
-
-
-# method_name -> (output aliases from the SignatureDef, result from the outputs, InferenceResult field)
-_EXAMPLE_METHODS = {CLASSIFY_METHOD: (_classify_outputs, _classification_result, "classification_result"),
-                    REGRESS_METHOD: (_regress_outputs, _regression_result, "regression_result")}
 
 
 class Servable:
@@ -416,17 +324,11 @@ class Servable:
 
     # -- Classify / Regress / MultiInference ------------------------------------------------------
 
-    def _run_examples(self, method: str, signature_name: str, inp: input_pb2.Input, outputs: Sequence[str]):
-        """The ClassificationResult or RegressionResult of one signature over ``inp``'s examples."""
-        examples = serialized_examples(inp)
-        values = self.run(signature_name, {"inputs": np.array(examples, dtype=object)}, outputs)
-        return _EXAMPLE_METHODS[method][1](values, len(examples))
-
     def _examples_call(self, request, response, method: str):
         name, signature = self._signature(request.model_spec.signature_name, invalid_argument,
                                           "No signature was found with the name: {}")
-        outputs = _EXAMPLE_METHODS[method][0](signature)
-        response.result.CopyFrom(self._run_examples(method, name, request.input, outputs))
+        outputs = METHODS[method][0](signature)
+        response.result.CopyFrom(run_examples(method, self.run, name, request.input, outputs))
         self._fill_model_spec(response.model_spec, request.model_spec.name, name)
         return response
 
@@ -459,14 +361,14 @@ class Servable:
             seen.add(name)
             _, signature = self._signature(name, invalid_argument,
                                            "Requested signature not found in model graph: {}")
-            if task.method_name not in _EXAMPLE_METHODS:
+            if task.method_name not in METHODS:
                 raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                                    f"Unsupported signature method_name: {task.method_name}")
-            plans.append((task, name, _EXAMPLE_METHODS[task.method_name][0](signature)))
+            plans.append((task, name, METHODS[task.method_name][0](signature)))
         response = inference_pb2.MultiInferenceResponse()
         for task, name, outputs in plans:
             result = response.results.add()
-            value = self._run_examples(task.method_name, name, request.input, outputs)
-            getattr(result, _EXAMPLE_METHODS[task.method_name][2]).CopyFrom(value)
+            value = run_examples(task.method_name, self.run, name, request.input, outputs)
+            getattr(result, METHODS[task.method_name][2]).CopyFrom(value)
             self._fill_model_spec(result.model_spec, task.model_spec.name, task.model_spec.signature_name)
         return response
