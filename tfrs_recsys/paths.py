@@ -54,7 +54,14 @@ def scheme(path: PathLike) -> str:
 
 
 def as_path(path: PathLike) -> Path | str:
-    """``Path`` for a local path, the URL as ``str`` (trailing ``/`` dropped) for a remote one."""
+    """A path in the form the other functions return.
+
+    Args:
+      path: A local path or a URL.
+
+    Returns:
+      ``Path`` for a local path, the URL as ``str`` (trailing ``/`` dropped) for a remote one.
+    """
     text = os.fspath(path)
     if is_remote(text):
         head, rest = text.split("://", 1)
@@ -63,7 +70,21 @@ def as_path(path: PathLike) -> Path | str:
 
 
 def join(base: PathLike, *parts: str) -> Path | str:
-    """``base / part / ...``: ``Path`` locally, ``/``-joined for a URL."""
+    """``base / part / ...``.
+
+    Args:
+      base: A local path or a URL.
+      *parts: Names to append.
+
+    Returns:
+      A ``Path`` locally, the ``/``-joined URL for a remote ``base``.
+
+    Example:
+
+    ```python
+    paths.join("gs://bucket/", "runs", "a")  # "gs://bucket/runs/a"
+    ```
+    """
     if is_remote(base):
         return "/".join([str(as_path(base)), *(p.strip("/") for p in parts)])
     return Path(base, *parts)
@@ -191,7 +212,16 @@ def read_text(path: PathLike, encoding: str = "utf-8") -> str:
 
 
 def write_bytes(path: PathLike, data: bytes) -> Path | str:
-    """Write ``data`` (the whole file). Parent folders of a URL are created (object stores have none)."""
+    """Writes a whole file.
+
+    Args:
+      path: A local path (its folder must exist) or a URL (parent folders are created: object stores
+        have none).
+      data: The content.
+
+    Returns:
+      ``as_path(path)``.
+    """
     if not is_remote(path):
         Path(path).write_bytes(data)
         return as_path(path)
@@ -210,7 +240,13 @@ def write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path | str
 
 
 def append_text(path: PathLike, text: str, encoding: str = "utf-8") -> None:
-    """Append ``text``. A file system without appendable files gets the file rewritten whole."""
+    """Appends to a file (created if missing).
+
+    Args:
+      path: A local path or a URL; a file system without appendable files gets the file rewritten whole.
+      text: What to append.
+      encoding: How ``text`` is encoded.
+    """
     if not is_remote(path):
         with open(path, "a", encoding=encoding) as fh:
             fh.write(text)
@@ -349,7 +385,15 @@ def rename(src: PathLike, dst: PathLike) -> None:
 
 
 def make_temp_dir(directory: PathLike, prefix: str) -> Path | str:
-    """A new, uniquely named folder inside ``directory`` (``tempfile.mkdtemp`` locally)."""
+    """Creates a new, uniquely named folder (``tempfile.mkdtemp`` locally).
+
+    Args:
+      directory: Where to create it.
+      prefix: The start of its name.
+
+    Returns:
+      The new folder.
+    """
     if is_remote(directory):
         return makedirs(join(directory, f"{prefix}{uuid.uuid4().hex[:8]}"))
     return Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
@@ -359,7 +403,11 @@ def make_temp_dir(directory: PathLike, prefix: str) -> Path | str:
 def staged_dir(path: PathLike) -> Iterator[Path]:
     """A local folder for writers that need one; on success its files are copied to ``path``.
 
-    Locally ``path`` itself is created and yielded (nothing is copied).
+    Args:
+      path: The destination folder; a local one is created and yielded itself (nothing is copied).
+
+    Yields:
+      The local folder to write into.
     """
     if not is_remote(path):
         yield makedirs(path)  # type: ignore[misc]

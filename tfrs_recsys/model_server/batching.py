@@ -49,7 +49,19 @@ class _Task:
 
 
 class Batcher:
-    """Callable with the :data:`Runner` signature that batches calls to ``run``."""
+    """Callable with the :data:`Runner` signature that batches calls to ``run``.
+
+    Args:
+      run: The unbatched runner (``Servable.run``).
+      options: The batching parameters.
+      name: The batch threads' name prefix.
+
+    Example:
+
+    ```python
+    servable.runner = Batcher(servable.run, read_batching_parameters(None))
+    ```
+    """
 
     def __init__(self, run: Runner, options: BatchingOptions, name: str = "batch"):
         self._run = run
@@ -64,6 +76,20 @@ class Batcher:
 
     def __call__(self, signature_name: str, inputs: Mapping[str, Input],
                  output_aliases: Sequence[str]) -> dict:
+        """Queues one call and waits for the batch it joins (a task over the limit is split or refused).
+
+        Args:
+          signature_name: The signature.
+          inputs: The call's inputs, all with the same 0th dimension (its row count).
+          output_aliases: The outputs to return.
+
+        Returns:
+          This call's rows of every output.
+
+        Raises:
+          ServingError: TF Serving's BatchingSession errors (a bad task, a full queue, shutdown), or the
+            batch's own error.
+        """
         shapes = {k: _shape(v) for k, v in inputs.items()}
         if not all(shapes.values()):
             raise invalid_argument("Batching Run() input tensors must have at least one dimension")
@@ -98,6 +124,7 @@ class Batcher:
         return task.result
 
     def stop(self) -> None:
+        """Refuses new tasks and ends the batch threads."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()

@@ -62,7 +62,15 @@ def read_model_server_config(path: str | os.PathLike) -> model_server_config_pb2
 
 
 def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
-    """The config ``--model_name``/``--model_base_path`` stand for: one model, latest version."""
+    """The config ``--model_name``/``--model_base_path`` stand for: one model, latest version.
+
+    Args:
+      name: The model name.
+      base_path: The absolute path or URL holding its version folders.
+
+    Returns:
+      A ModelServerConfig with that one model.
+    """
     config = model_server_config_pb2.ModelServerConfig()
     config.model_config_list.config.add(name=name, base_path=base_path, model_platform=TENSORFLOW_PLATFORM)
     return config

@@ -59,5 +59,12 @@ def failed_precondition(message: str) -> ServingError:
 
 
 def from_tf_error(error) -> ServingError:
-    """A ``tf.errors.OpError`` as a ``ServingError`` with its code (TF and gRPC share the numbering)."""
+    """A TensorFlow runtime error as the ``ServingError`` to report.
+
+    Args:
+      error: A ``tf.errors.OpError``.
+
+    Returns:
+      A ``ServingError`` with the error's code (TF and gRPC share the numbering) and message.
+    """
     return ServingError(_CODES[error.error_code], error.message)

@@ -94,7 +94,12 @@ class Services(prediction_service_pb2_grpc.PredictionServiceServicer,
 
 
 def add_services(server: grpc.Server, manager: ModelManager) -> None:
-    """Registers PredictionService and ModelService for ``manager`` on ``server``."""
+    """Registers PredictionService and ModelService on a gRPC server.
+
+    Args:
+      server: The server (not started yet).
+      manager: The manager whose models the services reach.
+    """
     services = Services(manager)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(services, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(services, server)

@@ -67,6 +67,7 @@ def _check_lossless(value, digits: int, max_value: float, name: str) -> None:
 
 
 def is_b64(value) -> bool:
+    """Whether a JSON value is ``{"b64": "..."}``, TF Serving's form for bytes."""
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
@@ -125,7 +126,19 @@ def _fill(value, level: int, shape: list[int], dtype: int, out: list) -> None:
 
 
 def json_to_array(value, dtype: int) -> np.ndarray:
-    """A (nested) JSON value as a dense array of ``dtype`` (json_tensor.cc FillTensorProto)."""
+    """A (nested) JSON value as a dense array (json_tensor.cc FillTensorProto).
+
+    Args:
+      value: A JSON number, string, bool, ``{"b64": ...}`` or nested lists of them.
+      dtype: The DataType enum of the signature input.
+
+    Returns:
+      The array; its shape is read along the first elements and must hold everywhere.
+
+    Raises:
+      ServingError: TF Serving's message for a value of the wrong type or level, a ragged list, or a
+        number the dtype cannot hold without loss.
+    """
     shape, first = [], value
     while isinstance(first, list):  # the shape is read along the first elements, then checked everywhere
         shape.append(len(first))
@@ -138,7 +151,16 @@ def json_to_array(value, dtype: int) -> np.ndarray:
 
 
 def instances_to_inputs(instances: list, infos) -> dict[str, tensor_pb2.TensorProto]:
-    """The row form: one JSON object per example (a plain value per example for a single input)."""
+    """The row form of a Predict body: ``{"instances": [...]}``.
+
+    Args:
+      instances: One JSON object per example (``{input: value}``), or a plain value per example when
+        the signature has one input.
+      infos: The signature's ``inputs`` (TensorInfo by alias).
+
+    Returns:
+      One TensorProto per input, the examples stacked along dimension 0.
+    """
     if not isinstance(instances[0], dict) and len(infos) > 1:
         raise invalid_argument("instances is a plain list, but expecting list of objects as multiple input "
                                "tensors required as per tensorinfo_map")
@@ -184,7 +206,15 @@ def _check_same(rows: list[np.ndarray], array: np.ndarray, index: int, key: str)
 
 
 def columns_to_inputs(value, infos) -> dict[str, tensor_pb2.TensorProto]:
-    """The columnar form: one (nested) JSON value per input, or a plain value for a single input."""
+    """The columnar form of a Predict body: ``{"inputs": ...}``.
+
+    Args:
+      value: ``{input: (nested) value}``, or the value itself when the signature has one input.
+      infos: The signature's ``inputs`` (TensorInfo by alias).
+
+    Returns:
+      One TensorProto per input.
+    """
     if not isinstance(value, dict) or is_b64(value):
         if len(infos) > 1:
             raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input "
@@ -201,7 +231,16 @@ def columns_to_inputs(value, infos) -> dict[str, tensor_pb2.TensorProto]:
 # -- tensors -> JSON ----------------------------------------------------------------------------
 
 def format_float(value: float, double: bool = False) -> str:
-    """TF Serving's WriteDecimal: 6 significant digits when that round-trips, else full precision."""
+    """A float as TF Serving's WriteDecimal writes it.
+
+    Args:
+      value: The number.
+      double: Round-trip as float64 (else as float32).
+
+    Returns:
+      6 significant digits when they round-trip, else full precision; ``.0`` on whole numbers,
+      ``NaN`` / ``Infinity`` / ``-Infinity`` for the rest.
+    """
     if not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("-Infinity" if value < 0 else "Infinity")
     text = f"{value:.6g}"
@@ -232,7 +271,16 @@ def _array_json(array, dtype: int, as_bytes: bool) -> str:
 
 
 def outputs_json(outputs: dict[str, tensor_pb2.TensorProto], row_format: bool) -> str:
-    """A PredictResponse's outputs as ``{"predictions": ...}`` (row) or ``{"outputs": ...}`` (columnar)."""
+    """A PredictResponse's outputs as the REST body.
+
+    Args:
+      outputs: The response's TensorProtos by alias.
+      row_format: Answer ``{"predictions": [one entry per row]}`` (the request used ``instances``);
+        else ``{"outputs": ...}``.
+
+    Returns:
+      The JSON text. String outputs whose name ends in ``_bytes`` are written as ``{"b64": ...}``.
+    """
     if not outputs:
         raise invalid_argument("Cannot convert empty tensor map to JSON")
     arrays = {name: to_ndarray(proto, name) for name, proto in outputs.items()}
@@ -281,6 +329,7 @@ def _feature_value(value, name: str, feature: feature_pb2.Feature) -> None:
 
 
 def json_to_example(value) -> example_pb2.Example:
+    """A JSON object (``{feature: value or list}``) as a tf.Example; strings are bytes features."""
     if not isinstance(value, dict):
         raise invalid_argument(f"Example must be JSON object but got JSON {json_type(value)}")
     example = example_pb2.Example()
@@ -292,7 +341,12 @@ def json_to_example(value) -> example_pb2.Example:
 
 
 def fill_examples(doc: dict, request) -> None:
-    """The ``examples`` (and ``context``) of a classify / regress body into ``request.input``."""
+    """Copies the tf.Examples of a Classify or Regress body into a request.
+
+    Args:
+      doc: The JSON body: ``examples`` (a non-empty list) and optionally ``context``.
+      request: The ClassificationRequest or RegressionRequest whose ``input`` is filled.
+    """
     has_context = "context" in doc
     if has_context:
         request.input.example_list_with_context.context.CopyFrom(json_to_example(doc["context"]))

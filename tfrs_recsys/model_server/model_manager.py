@@ -106,7 +106,11 @@ class ModelManager:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """Loads the initial ``config`` (a ServingError names a model that cannot be served), then polls."""
+        """Loads the initial config, then polls the base paths (and the config file) in a thread.
+
+        Args:
+          config: The models to serve; a ServingError names one that cannot be served.
+        """
         self.reload_config(config)
         options = self.options
         if max(options.file_system_poll_wait_seconds, options.model_config_file_poll_wait_seconds) > 0:

@@ -32,7 +32,15 @@ Runner = Callable[[str, Mapping[str, Input], Sequence[str]], Mapping[str, np.nda
 
 
 def as_array(value: Input, alias: str) -> np.ndarray:
-    """``value`` as numpy (a TensorProto is read; an array is returned as it is)."""
+    """An input as numpy.
+
+    Args:
+      value: A request's TensorProto (read with ``to_ndarray``) or an array (returned as it is).
+      alias: The input's name, for errors.
+
+    Returns:
+      The array.
+    """
     return to_ndarray(value, alias) if isinstance(value, tensor_pb2.TensorProto) else value
 
 
@@ -145,7 +153,14 @@ class SignatureFunction:
         return function
 
     def run_tensors(self, inputs: Mapping[str, np.ndarray]) -> dict:
-        """The signature's outputs (tensors) for numpy ``inputs``, one per input alias."""
+        """Calls the signature on numpy inputs, packed per dtype.
+
+        Args:
+          inputs: One array per input alias.
+
+        Returns:
+          The signature's outputs, as tensors.
+        """
         arrays = [np.asarray(inputs[a]) for a in self.aliases]
         dims = [n for a in arrays for n in a.shape] + [arrays[i].size for _, g in self._groups for i in g]
         flat = [tf.constant(np.concatenate([arrays[i].ravel() for i in group]), dtype)
@@ -153,7 +168,14 @@ class SignatureFunction:
         return self._function(tuple(a.ndim for a in arrays))(tf.constant(dims, tf.int64), *flat)
 
     def run_protos(self, protos: Mapping[str, tensor_pb2.TensorProto]) -> dict:
-        """The signature's outputs (tensors) for a request's TensorProtos, one per input alias."""
+        """Calls the signature on a request's TensorProtos, parsed in the graph.
+
+        Args:
+          protos: One exact TensorProto (``is_exact``) per input alias.
+
+        Returns:
+          The signature's outputs, as tensors.
+        """
         return self._function("protos")(tf.constant([protos[a].SerializeToString() for a in self.aliases]))
 
 
@@ -191,7 +213,19 @@ class Servable:
 
     @classmethod
     def load(cls, name: str, version: int, path: str | Path) -> "Servable":
-        """Loads the SavedModel at ``path`` (``ServingError`` when it cannot be served)."""
+        """Loads a SavedModel version.
+
+        Args:
+          name: The model name.
+          version: The version number.
+          path: The version directory (local or a ``tf.io.gfile`` URL).
+
+        Returns:
+          The servable.
+
+        Raises:
+          ServingError: The SavedModel cannot be read or loaded.
+        """
         meta_graph = read_meta_graph(path)
         try:
             loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
@@ -307,7 +341,17 @@ class Servable:
         return name, outputs or list(signature.outputs)
 
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-        """TF Serving's Predict: the signature's outputs (or those of ``output_filter``) for the inputs."""
+        """TF Serving's Predict.
+
+        Args:
+          request: The inputs of one signature (missing ones take the signature's defaults).
+
+        Returns:
+          The signature's outputs (those of ``output_filter`` when it is set), as typed value fields.
+
+        Raises:
+          ServingError: The request does not fit the signature, or the model failed on it.
+        """
         name, output_aliases = self.check_predict(request)
         signature, protos = self.signature_defs[name], request.inputs
         inputs = {}
@@ -334,18 +378,38 @@ class Servable:
 
     def classify(self, request: classification_pb2.ClassificationRequest
                  ) -> classification_pb2.ClassificationResponse:
-        """TF Serving's Classify: classes and/or scores per tf.Example of the request's input."""
+        """TF Serving's Classify: classes and/or scores per tf.Example of the request's input.
+
+        Args:
+          request: The examples and the classify signature.
+
+        Returns:
+          One Classifications per example.
+        """
         return self._examples_call(request, classification_pb2.ClassificationResponse(), CLASSIFY_METHOD)
 
     def regress(self, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
-        """TF Serving's Regress: one value per tf.Example of the request's input."""
+        """TF Serving's Regress: one value per tf.Example of the request's input.
+
+        Args:
+          request: The examples and the regress signature.
+
+        Returns:
+          One Regression per example.
+        """
         return self._examples_call(request, regression_pb2.RegressionResponse(), REGRESS_METHOD)
 
     def multi_inference(self, request: inference_pb2.MultiInferenceRequest
                         ) -> inference_pb2.MultiInferenceResponse:
-        """Several classify/regress signatures over one input, run as one call per signature.
+        """TF Serving's MultiInference: several classify/regress signatures over one input.
 
-        Every task is checked before any runs.
+        Every task is checked before any runs; each signature then runs once.
+
+        Args:
+          request: The tasks (one model, distinct signatures) and the examples.
+
+        Returns:
+          One result per task, in order.
         """
         seen: set[str] = set()
         plans = []

@@ -73,7 +73,14 @@ def numpy_dtype(dtype: int):
 
 
 def dtype_of(array: np.ndarray) -> int | None:
-    """The DataType enum a numpy array is sent as (strings and bytes: DT_STRING)."""
+    """The DataType enum a numpy array is sent as.
+
+    Args:
+      array: Any array; object, bytes and str arrays are strings.
+
+    Returns:
+      The enum (``DT_STRING`` for strings), None for a dtype without a codec here.
+    """
     if array.dtype == object or array.dtype.kind in "SU":
         return types_pb2.DT_STRING
     return _DTYPE_OF.get(array.dtype)
@@ -85,8 +92,15 @@ def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
 
 
 def is_exact(proto: tensor_pb2.TensorProto) -> bool:
-    """Whether ``proto`` holds exactly one value per element in an encoding this module reads
-    (no broadcast, no padding, no surplus): ``to_ndarray`` then needs no TensorFlow."""
+    """Whether ``proto`` holds exactly one value per element in an encoding this module reads.
+
+    Args:
+      proto: A request's tensor.
+
+    Returns:
+      True when there is no broadcast, padding or surplus: ``to_ndarray`` then needs no TensorFlow,
+      and ``tf.io.parse_tensor`` reads it as it is.
+    """
     codec = _CODECS.get(proto.dtype)
     if codec is None:
         return False
@@ -97,11 +111,21 @@ def is_exact(proto: tensor_pb2.TensorProto) -> bool:
 
 
 def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
-    """A request tensor as a (writable) numpy array; a malformed one is INVALID_ARGUMENT naming the input.
+    """A request tensor as a (writable) numpy array.
 
     Exact encodings are read with one numpy call; anything else (a single value broadcast
     to the shape, dtypes without a codec) goes through ``tf.make_ndarray``, whose result
     this matches element for element.
+
+    Args:
+      proto: The tensor.
+      alias: The input's name, for the error.
+
+    Returns:
+      The array (strings as an object array of bytes).
+
+    Raises:
+      ServingError: ``INVALID_ARGUMENT`` naming the input when ``proto`` is malformed.
     """
     if is_exact(proto):
         codec = _CODECS[proto.dtype]
@@ -116,11 +140,17 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
 
 
 def concat_rows(protos: Sequence[tensor_pb2.TensorProto], pad: int = 0) -> tensor_pb2.TensorProto:
-    """Exact TensorProtos (``is_exact``) of one dtype and row shape stacked along dimension 0,
-    then ``pad`` copies of the first row (BatchingSession's padding).
+    """TensorProtos stacked along dimension 0, then padded with copies of the first row.
 
     Values are copied as they are encoded (``tensor_content`` bytes joined, typed fields
     extended); only protos mixing the two encodings go through numpy.
+
+    Args:
+      protos: Exact TensorProtos (``is_exact``) of one dtype and row shape.
+      pad: How many copies of the first row to append (BatchingSession's padding).
+
+    Returns:
+      One exact TensorProto with ``sum(rows) + pad`` rows.
     """
     shapes = [shape_of(p) for p in protos]
     rows = sum(shape[0] for shape in shapes)
@@ -149,7 +179,15 @@ def concat_rows(protos: Sequence[tensor_pb2.TensorProto], pad: int = 0) -> tenso
 
 
 def to_proto(value: np.ndarray, dtype: int) -> tensor_pb2.TensorProto:
-    """``value`` as a TensorProto with typed value fields (TF Serving's AsProtoField)."""
+    """``value`` as a new TensorProto with typed value fields (TF Serving's AsProtoField).
+
+    Args:
+      value: The array.
+      dtype: The DataType enum to write it as.
+
+    Returns:
+      The TensorProto.
+    """
     proto = tensor_pb2.TensorProto()
     fill_proto(proto, value, dtype)
     return proto
@@ -157,11 +195,15 @@ def to_proto(value: np.ndarray, dtype: int) -> tensor_pb2.TensorProto:
 
 def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int, *,
                content: bool = False) -> None:
-    """Write ``value`` into an empty ``proto`` in place: typed value fields, or ``tensor_content``
-    for numbers when ``content`` (what ``tf.make_tensor_proto`` writes; both read back the same).
+    """Writes ``value`` into an empty ``proto`` in place.
 
-    Strings may be bytes (sent as they are) or str (sent as UTF-8); anything else in a string
-    tensor is sent as its ``str()``.
+    Args:
+      proto: The TensorProto to fill (e.g. ``response.outputs[alias]``).
+      value: The array. Strings may be bytes (sent as they are) or str (sent as UTF-8); anything
+        else in a string tensor is sent as its ``str()``.
+      dtype: The DataType enum to write it as.
+      content: Numbers go into ``tensor_content`` (what ``tf.make_tensor_proto`` writes) instead of
+        the typed value fields; both read back the same.
     """
     value = np.asarray(value)
     codec = _CODECS.get(dtype)
