@@ -30,14 +30,6 @@ from tfrs_recsys.model_server.servable import Input, Runner, as_array
 from tfrs_recsys.model_server.tensors import concat_rows, dtype_of, shape_of
 
 
-def _shape(value: Input) -> tuple[int, ...]:
-    return value.shape if isinstance(value, np.ndarray) else shape_of(value)
-
-
-def _dtype(value: Input) -> int:
-    return dtype_of(value) if isinstance(value, np.ndarray) else value.dtype
-
-
 @dataclass
 class _Task:
     inputs: Mapping[str, Input]
@@ -90,7 +82,7 @@ class Batcher:
           ServingError: TF Serving's BatchingSession errors (a bad task, a full queue, shutdown), or the
             batch's own error.
         """
-        shapes = {k: _shape(v) for k, v in inputs.items()}
+        shapes = {k: v.shape if isinstance(v, np.ndarray) else shape_of(v) for k, v in inputs.items()}
         if not all(shapes.values()):
             raise invalid_argument("Batching Run() input tensors must have at least one dimension")
         sizes = {shape[0] for shape in shapes.values()}
@@ -107,7 +99,8 @@ class Batcher:
                      for i in range(0, size, chunk)]
             return {a: np.concatenate([p[a] for p in parts]) for a in output_aliases}
         key = (signature_name, tuple(output_aliases),
-               tuple(sorted((k, shapes[k][1:], _dtype(v)) for k, v in inputs.items())))
+               tuple(sorted((k, shapes[k][1:], dtype_of(v) if isinstance(v, np.ndarray) else v.dtype)
+                            for k, v in inputs.items())))
         task = _Task(inputs, size, time.monotonic())
         with self._cond:
             if self._stopping:

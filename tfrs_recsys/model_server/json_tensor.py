@@ -71,6 +71,11 @@ def is_b64(value) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
+def _is_object(value) -> bool:
+    """A JSON object that is not bytes (``{"b64": ...}``)."""
+    return isinstance(value, dict) and not is_b64(value)
+
+
 def _decode_b64(value) -> bytes:
     if not is_b64(value):
         raise invalid_argument(f"JSON Value: {json_text(value)} not formatted correctly for base64 data")
@@ -164,15 +169,11 @@ def instances_to_inputs(instances: list, infos) -> dict[str, tensor_pb2.TensorPr
     if not isinstance(instances[0], dict) and len(infos) > 1:
         raise invalid_argument("instances is a plain list, but expecting list of objects as multiple input "
                                "tensors required as per tensorinfo_map")
-
-    def is_object(v):
-        return isinstance(v, dict) and not is_b64(v)
-
-    named = is_object(instances[0])
+    named = _is_object(instances[0])
     names = sorted(infos)
     rows: dict[str, list[np.ndarray]] = {}
     for i, item in enumerate(instances):
-        if is_object(item) != named:
+        if _is_object(item) != named:
             wanted, got = ("object", "list") if named else ("value/list", "object")
             raise invalid_argument(f"Expecting {wanted} but got {got} at item {i} of input list")
         for key, value in (item.items() if named else [(names[0], item)]):
@@ -215,7 +216,7 @@ def columns_to_inputs(value, infos) -> dict[str, tensor_pb2.TensorProto]:
     Returns:
       One TensorProto per input.
     """
-    if not isinstance(value, dict) or is_b64(value):
+    if not _is_object(value):
         if len(infos) > 1:
             raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input "
                                    "tensors required as per tensorinfo_map")
@@ -309,7 +310,7 @@ def outputs_json(outputs: dict[str, tensor_pb2.TensorProto], row_format: bool) -
 # -- tf.Example JSON (classify / regress) -------------------------------------------------------
 
 def _feature_value(value, name: str, feature: feature_pb2.Feature) -> None:
-    if value is None or isinstance(value, list) or (isinstance(value, dict) and not is_b64(value)):
+    if value is None or isinstance(value, list) or _is_object(value):
         raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: {json_type(value)}")
     kind = ("bytes_list" if isinstance(value, (dict, str))
             else "float_list" if isinstance(value, float) else "int64_list")

@@ -102,9 +102,7 @@ class SignatureFunction:
     def __init__(self, function, signature: meta_graph_pb2.SignatureDef):
         self.aliases = sorted(signature.inputs)
         dtypes = [tf.dtypes.as_dtype(signature.inputs[a].dtype) for a in self.aliases]
-        shapes = [None if signature.inputs[a].tensor_shape.unknown_rank
-                  else [d.size if d.size >= 0 else None for d in signature.inputs[a].tensor_shape.dim]
-                  for a in self.aliases]
+        shapes = [tf.TensorShape(signature.inputs[a].tensor_shape) for a in self.aliases]
         groups: dict = {}
         for i, dtype in enumerate(dtypes):
             groups.setdefault(dtype, []).append(i)

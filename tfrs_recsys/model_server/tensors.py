@@ -158,9 +158,8 @@ def concat_rows(protos: Sequence[tensor_pb2.TensorProto], pad: int = 0) -> tenso
     dtype = protos[0].dtype
     codec = _CODECS[dtype]
     filled = [p for p, shape in zip(protos, shapes) if math.prod(shape)]
-    out = tensor_pb2.TensorProto(dtype=dtype)
-    for size in (rows + pad, *row_shape):
-        out.tensor_shape.dim.add(size=size)
+    dims = [{"size": n} for n in (rows + pad, *row_shape)]
+    out = tensor_pb2.TensorProto(dtype=dtype, tensor_shape={"dim": dims})
     row = math.prod(row_shape)
     if codec.numpy is not object and filled and all(p.tensor_content for p in filled):
         content = b"".join(p.tensor_content for p in filled)
