@@ -11,18 +11,8 @@ import logging
 from typing import Callable
 
 import grpc
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    inference_pb2,
-    model_management_pb2,
-    model_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-    regression_pb2,
-)
+from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis.model_pb2 import ModelSpec
 
 from tfrs_recsys.model_server.errors import ServingError, invalid_argument
 from tfrs_recsys.model_server.model_manager import ModelManager
@@ -30,20 +20,17 @@ from tfrs_recsys.model_server.model_manager import ModelManager
 log = logging.getLogger("tfrs_recsys.model_server")
 
 
-def _rpc(response_type, call: Callable[[ModelManager, object], object]):
+def _rpc(call: Callable[[ModelManager, object], object]):
     """A servicer method answering ``call(manager, request)``; a ServingError (or anything
-    unexpected, as ``INTERNAL``) becomes the call's status and an empty ``response_type``."""
+    unexpected, as ``INTERNAL``) ends the call with its status."""
     def method(self, request, context):
         try:
             return call(self.manager, request)
         except ServingError as e:
-            context.set_code(e.code)
-            context.set_details(e.message)
+            context.abort(e.code, e.message)
         except Exception as e:  # never let a request take the server down
             log.exception("Request failed")
-            context.set_code(grpc.StatusCode.INTERNAL)
-            context.set_details(f"{type(e).__name__}: {e}")
-        return response_type()
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
     return method
 
 
@@ -57,8 +44,8 @@ def _on_servable(method: str):
     return call
 
 
-def _multi_inference(manager: ModelManager, request: inference_pb2.MultiInferenceRequest):
-    with manager.handle(request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()) as servable:
+def _multi_inference(manager: ModelManager, request):
+    with manager.handle(request.tasks[0].model_spec if request.tasks else ModelSpec()) as servable:
         return servable.multi_inference(request)
 
 
@@ -84,13 +71,13 @@ class Services(prediction_service_pb2_grpc.PredictionServiceServicer,
     def __init__(self, manager: ModelManager):
         self.manager = manager
 
-    Predict = _rpc(predict_pb2.PredictResponse, _on_servable("predict"))
-    Classify = _rpc(classification_pb2.ClassificationResponse, _on_servable("classify"))
-    Regress = _rpc(regression_pb2.RegressionResponse, _on_servable("regress"))
-    MultiInference = _rpc(inference_pb2.MultiInferenceResponse, _multi_inference)
-    GetModelMetadata = _rpc(get_model_metadata_pb2.GetModelMetadataResponse, ModelManager.model_metadata)
-    GetModelStatus = _rpc(get_model_status_pb2.GetModelStatusResponse, ModelManager.model_status)
-    HandleReloadConfigRequest = _rpc(model_management_pb2.ReloadConfigResponse, _reload_config)
+    Predict = _rpc(_on_servable("predict"))
+    Classify = _rpc(_on_servable("classify"))
+    Regress = _rpc(_on_servable("regress"))
+    MultiInference = _rpc(_multi_inference)
+    GetModelMetadata = _rpc(ModelManager.model_metadata)
+    GetModelStatus = _rpc(ModelManager.model_status)
+    HandleReloadConfigRequest = _rpc(_reload_config)
 
 
 def add_services(server: grpc.Server, manager: ModelManager) -> None:
