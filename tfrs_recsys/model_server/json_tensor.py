@@ -86,29 +86,27 @@ def _decode_b64(value) -> bytes:
 
 
 def _scalar(value, dtype: int):
+    """One JSON value as an element of a ``dtype`` tensor (json_tensor.cc's per-type checks)."""
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if dtype in _FLOAT_LIMITS:
-        if not (is_int or isinstance(value, float)):
-            raise _type_error(value, dtype)
-        _check_lossless(value, *_FLOAT_LIMITS[dtype])
-        return float(value)
-    if dtype in _INT_RANGES:
-        low, high = _INT_RANGES[dtype]
-        if not (is_int and low <= value <= high):
-            raise _type_error(value, dtype)
-        return value
-    if dtype == types_pb2.DT_BOOL:
-        if not isinstance(value, bool):
-            raise _type_error(value, dtype)
-        return value
-    if dtype == types_pb2.DT_STRING:
+        fits = is_int or isinstance(value, float)
+    elif dtype in _INT_RANGES:
+        fits = is_int and _INT_RANGES[dtype][0] <= value <= _INT_RANGES[dtype][1]
+    elif dtype == types_pb2.DT_BOOL:
+        fits = isinstance(value, bool)
+    elif dtype == types_pb2.DT_STRING:
         if isinstance(value, dict):
             return _decode_b64(value)
-        if not isinstance(value, str):
-            raise _type_error(value, dtype)
-        return value.encode("utf-8")
-    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                       f"Conversion of JSON Value: {json_text(value)} to type: {dtype_name(dtype)}")
+        fits = isinstance(value, str)
+    else:
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                           f"Conversion of JSON Value: {json_text(value)} to type: {dtype_name(dtype)}")
+    if not fits:
+        raise _type_error(value, dtype)
+    if dtype in _FLOAT_LIMITS:
+        _check_lossless(value, *_FLOAT_LIMITS[dtype])
+        return float(value)
+    return value.encode("utf-8") if dtype == types_pb2.DT_STRING else value
 
 
 def _fill(value, level: int, shape: list[int], dtype: int, out: list) -> None:

@@ -435,9 +435,8 @@ class ModelManager:
             if field != "signature_def":
                 raise invalid_argument(f"Metadata field {field} is not supported")
         with self.handle(request.model_spec) as servable:
-            response = get_model_metadata_pb2.GetModelMetadataResponse()
-            response.model_spec.name = servable.name
-            response.model_spec.version.value = servable.version
+            response = get_model_metadata_pb2.GetModelMetadataResponse(
+                model_spec={"name": servable.name, "version": {"value": servable.version}})
             signature_defs = get_model_metadata_pb2.SignatureDefMap(signature_def=servable.signature_defs)
             response.metadata["signature_def"].Pack(signature_defs)
         return response

@@ -16,14 +16,9 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf import json_format
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_pb2,
-    predict_pb2,
-    regression_pb2,
-)
+from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, predict_pb2, regression_pb2
+from tensorflow_serving.apis.get_model_status_pb2 import GetModelStatusRequest
+from tensorflow_serving.apis.model_pb2 import ModelSpec
 
 from tfrs_recsys.model_server import json_tensor
 from tfrs_recsys.model_server.errors import ServingError, invalid_argument
@@ -95,7 +90,7 @@ class RestApi:
         name, version, label, action = match.groups()
         if not name:
             raise invalid_argument("Missing model name in request.")
-        spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name))
+        spec = ModelSpec(name=urllib.parse.unquote(name))
         if version is not None:
             try:
                 spec.version.value = int(version)
@@ -108,11 +103,11 @@ class RestApi:
         handlers = {"predict": self._predict, "classify": self._classify, "regress": self._regress}
         return handlers[action.lower()](spec, body)
 
-    def _status(self, spec: model_pb2.ModelSpec) -> str:
-        response = self.manager.model_status(get_model_status_pb2.GetModelStatusRequest(model_spec=spec))
+    def _status(self, spec: ModelSpec) -> str:
+        response = self.manager.model_status(GetModelStatusRequest(model_spec=spec))
         return json_format.MessageToJson(response, always_print_fields_with_no_presence=True, indent=1)
 
-    def _metadata(self, spec: model_pb2.ModelSpec) -> str:
+    def _metadata(self, spec: ModelSpec) -> str:
         response = self.manager.model_metadata(
             get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec, metadata_field=["signature_def"]))
         signature_defs = get_model_metadata_pb2.SignatureDefMap()
@@ -122,7 +117,7 @@ class RestApi:
                 '"metadata": {"signature_def": ' + json_format.MessageToJson(signature_defs, **options)
                 + "}\n}\n")
 
-    def _predict(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
+    def _predict(self, spec: ModelSpec, body: bytes) -> str:
         doc, signature_name = _parse_body(body)
         with self.manager.handle(spec) as servable:
             name = signature_name or DEFAULT_SIGNATURE
@@ -154,7 +149,7 @@ class RestApi:
             response = servable.predict(request)
         return json_tensor.outputs_json(dict(response.outputs), row_format)
 
-    def _examples_call(self, spec: model_pb2.ModelSpec, body: bytes, request, method: str):
+    def _examples_call(self, spec: ModelSpec, body: bytes, request, method: str):
         """Classify or Regress on the tf.Examples of a JSON body; returns the response's result."""
         doc, signature_name = _parse_body(body)
         request.model_spec.CopyFrom(spec)
@@ -163,7 +158,7 @@ class RestApi:
         with self.manager.handle(spec) as servable:
             return getattr(servable, method)(request).result
 
-    def _classify(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
+    def _classify(self, spec: ModelSpec, body: bytes) -> str:
         result = self._examples_call(spec, body, classification_pb2.ClassificationRequest(), "classify")
         if not result.classifications:
             raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
@@ -171,7 +166,7 @@ class RestApi:
                 for cl in result.classifications]
         return '{\n    "results": [' + ",\n        ".join(rows) + "\n    ]\n}"
 
-    def _regress(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
+    def _regress(self, spec: ModelSpec, body: bytes) -> str:
         result = self._examples_call(spec, body, regression_pb2.RegressionRequest(), "regress")
         if not result.regressions:
             raise invalid_argument("Cannot convert empty RegressionResults to JSON")
