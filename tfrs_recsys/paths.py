@@ -137,20 +137,18 @@ def _call(path: PathLike, fn):
     global _tfio_tried
     import tensorflow as tf
 
-    text = str(path)
     try:
         return fn()
-    except tf.errors.UnimplementedError as e:
-        if scheme(text) in _TFIO_SCHEMES and not _tfio_tried:
+    except tf.errors.OpError as e:
+        if isinstance(e, tf.errors.UnimplementedError) and scheme(path) in _TFIO_SCHEMES and not _tfio_tried:
             _tfio_tried = True
             try:
                 import tensorflow_io  # noqa: F401  (registers s3://, hdfs://, az://, http://)
             except ImportError:
-                raise _translate(e, text) from None
-            return _call(path, fn)
-        raise _translate(e, text) from None
-    except tf.errors.OpError as e:
-        raise _translate(e, text) from None
+                pass
+            else:
+                return _call(path, fn)
+        raise _translate(e, str(path)) from None
 
 
 def _gfile(name: str, path: PathLike, *args):

@@ -6,6 +6,8 @@ the same thing the real server would.
 """
 from __future__ import annotations
 
+import functools
+
 import grpc
 
 # TF Serving's ToHTTPStatusCode (model_servers/http_server.cc), indexed by the gRPC code number:
@@ -43,19 +45,10 @@ class ServingError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
-def invalid_argument(message: str) -> ServingError:
-    """A ``ServingError`` with ``INVALID_ARGUMENT``, the code of most bad requests."""
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def not_found(message: str) -> ServingError:
-    """A ``ServingError`` with ``NOT_FOUND``."""
-    return ServingError(grpc.StatusCode.NOT_FOUND, message)
-
-
-def failed_precondition(message: str) -> ServingError:
-    """A ``ServingError`` with ``FAILED_PRECONDITION``."""
-    return ServingError(grpc.StatusCode.FAILED_PRECONDITION, message)
+# The codes most failures carry: ``invalid_argument(message)`` is ``ServingError(INVALID_ARGUMENT, message)``.
+invalid_argument = functools.partial(ServingError, grpc.StatusCode.INVALID_ARGUMENT)
+not_found = functools.partial(ServingError, grpc.StatusCode.NOT_FOUND)
+failed_precondition = functools.partial(ServingError, grpc.StatusCode.FAILED_PRECONDITION)
 
 
 def from_tf_error(error) -> ServingError:

@@ -179,8 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         path = urllib.parse.urlsplit(self.path).path
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         status, text = self.api.handle(method, path, body) if PATH_REGEX.fullmatch(path) else (404, "")
         payload = text.encode("utf-8")
         self.send_response(status)
