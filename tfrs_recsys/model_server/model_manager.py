@@ -129,7 +129,7 @@ class ModelManager:
 
     def _poll_forever(self) -> None:
         waits = {self._reread_config_file: self.options.model_config_file_poll_wait_seconds,
-                 self._poll_file_system: self.options.file_system_poll_wait_seconds}
+                 self._cycle: self.options.file_system_poll_wait_seconds}
         due = {job: time.monotonic() + wait for job, wait in waits.items() if wait > 0}
         while not self._stop.wait(timeout=max(0.0, min(due.values()) - time.monotonic())):
             now = time.monotonic()
@@ -139,10 +139,6 @@ class ModelManager:
                     job()
                 except Exception:  # the poller must outlive any bad directory or config file
                     log.exception("File system poll failed")
-
-    def _poll_file_system(self) -> None:
-        with self._cycle_lock:
-            self._cycle()
 
     def _reread_config_file(self) -> None:
         """ReloadConfig with ``--model_config_file`` when its content changed."""
@@ -234,28 +230,29 @@ class ModelManager:
     # -- one poll of the file system ------------------------------------------------------------
 
     def _cycle(self) -> dict[str, str]:
-        """Load aspired versions, unload the rest; returns models whose base path gave no versions."""
-        missing: dict[str, str] = {}
-        configs = {m.name: m for m in self._config.model_config_list.config}
-        for name, model in configs.items():
-            try:
-                listed = version_dirs(model.base_path)
-            except (OSError, paths.RemotePathError) as e:
-                where = f"base path {model.base_path} for servable {name}"
-                if isinstance(e, FileNotFoundError):
-                    missing[name] = f"INVALID_ARGUMENT: Could not find {where}"
-                else:
-                    missing[name] = f"UNKNOWN: Could not list {where}: {e}"
-                log.error(missing[name])
-                continue
-            if not listed:
-                missing[name] = f"No versions of servable {name} found under base path {model.base_path}"
-                log.warning(missing[name])
-            self._apply(name, model, listed)
-        for name in list(self._versions):
-            if name not in configs:
-                self._apply(name, None, {})
-        return missing
+        """One poll: load aspired versions, unload the rest; returns models whose base path has none."""
+        with self._cycle_lock:
+            missing: dict[str, str] = {}
+            configs = {m.name: m for m in self._config.model_config_list.config}
+            for name, model in configs.items():
+                try:
+                    listed = version_dirs(model.base_path)
+                except (OSError, paths.RemotePathError) as e:
+                    where = f"base path {model.base_path} for servable {name}"
+                    if isinstance(e, FileNotFoundError):
+                        missing[name] = f"INVALID_ARGUMENT: Could not find {where}"
+                    else:
+                        missing[name] = f"UNKNOWN: Could not list {where}: {e}"
+                    log.error(missing[name])
+                    continue
+                if not listed:
+                    missing[name] = f"No versions of servable {name} found under base path {model.base_path}"
+                    log.warning(missing[name])
+                self._apply(name, model, listed)
+            for name in list(self._versions):
+                if name not in configs:
+                    self._apply(name, None, {})
+            return missing
 
     def _apply(self, name: str, model, listed: dict[int, str]) -> None:
         aspired = _aspired(model, list(listed)) if model is not None else []
