@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import operator
 import os
 import shutil
 import tempfile
@@ -151,21 +152,24 @@ def _call(path: PathLike, fn):
         raise _translate(e, str(path)) from None
 
 
-def _gfile(name: str, path: PathLike, *args):
-    """``tf.io.gfile.<name>(path, *args)`` through :func:`_call` (TensorFlow is imported for URLs only)."""
+def _tf_io(name: str, path: PathLike, *args):
+    """``tf.io.<name>(path, *args)`` (``gfile.exists``, ``read_file``, ...) through :func:`_call`.
+
+    TensorFlow is imported on the first URL, never for local paths.
+    """
     import tensorflow as tf
 
-    return _call(path, lambda: getattr(tf.io.gfile, name)(str(path), *args))
+    return _call(path, lambda: operator.attrgetter(name)(tf.io)(str(path), *args))
 
 
 def exists(path: PathLike) -> bool:
     """Whether ``path`` exists."""
-    return bool(_gfile("exists", path)) if is_remote(path) else Path(path).exists()
+    return bool(_tf_io("gfile.exists", path)) if is_remote(path) else Path(path).exists()
 
 
 def isdir(path: PathLike) -> bool:
     """Whether ``path`` is a directory."""
-    return bool(_gfile("isdir", path)) if is_remote(path) else Path(path).is_dir()
+    return bool(_tf_io("gfile.isdir", path)) if is_remote(path) else Path(path).is_dir()
 
 
 def isfile(path: PathLike) -> bool:
@@ -176,7 +180,7 @@ def isfile(path: PathLike) -> bool:
 def makedirs(path: PathLike) -> Path | str:
     """``mkdir -p``; returns the path (``Path`` locally)."""
     if is_remote(path):
-        _gfile("makedirs", path)
+        _tf_io("gfile.makedirs", path)
     else:
         Path(path).mkdir(parents=True, exist_ok=True)
     return as_path(path)
@@ -184,24 +188,18 @@ def makedirs(path: PathLike) -> Path | str:
 
 def listdir(path: PathLike) -> list[str]:
     """Names (not paths) in a directory; object stores' trailing ``/`` on sub-folders is dropped."""
-    names = _gfile("listdir", path) if is_remote(path) else os.listdir(path)
+    names = _tf_io("gfile.listdir", path) if is_remote(path) else os.listdir(path)
     return sorted(name.rstrip("/") for name in names)
 
 
 def open_file(path: PathLike, mode: str = "rb"):
     """A file object: ``open`` locally, ``tf.io.gfile.GFile`` for a URL."""
-    return _gfile("GFile", path, mode) if is_remote(path) else open(path, mode)
+    return _tf_io("gfile.GFile", path, mode) if is_remote(path) else open(path, mode)
 
 
 def read_bytes(path: PathLike) -> bytes:
     """The whole file."""
-    if not is_remote(path):
-        return Path(path).read_bytes()
-
-    def read():
-        with open_file(path) as fh:
-            return fh.read()
-    return _call(path, read)
+    return _tf_io("read_file", path).numpy() if is_remote(path) else Path(path).read_bytes()
 
 
 def read_text(path: PathLike, encoding: str = "utf-8") -> str:
@@ -220,15 +218,10 @@ def write_bytes(path: PathLike, data: bytes) -> Path | str:
     Returns:
       ``as_path(path)``.
     """
-    if not is_remote(path):
+    if is_remote(path):
+        _tf_io("write_file", path, data)  # creates the parent folders
+    else:
         Path(path).write_bytes(data)
-        return as_path(path)
-
-    def write():
-        makedirs(parent(path))
-        with open_file(path, "wb") as fh:
-            fh.write(data)
-    _call(path, write)
     return as_path(path)
 
 
@@ -299,7 +292,7 @@ def remove(path: PathLike, *, missing_ok: bool = False) -> None:
     if not is_remote(path):
         Path(path).unlink(missing_ok=missing_ok)
     elif not missing_ok or exists(path):
-        _gfile("remove", path)
+        _tf_io("gfile.remove", path)
 
 
 def rmtree(path: PathLike, *, ignore_errors: bool = False) -> None:
@@ -309,7 +302,7 @@ def rmtree(path: PathLike, *, ignore_errors: bool = False) -> None:
         return
     with contextlib.suppress(Exception) if ignore_errors else contextlib.nullcontext():
         if exists(path):
-            _gfile("rmtree", path)
+            _tf_io("gfile.rmtree", path)
 
 
 def copytree(src: PathLike, dst: PathLike) -> None:

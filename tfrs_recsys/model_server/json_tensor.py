@@ -358,5 +358,4 @@ def fill_examples(doc: dict, request) -> None:
     if not examples:
         raise invalid_argument(f"JSON Value: {json_text(doc)} 'examples' value is an empty array")
     target = (request.input.example_list_with_context if has_context else request.input.example_list).examples
-    for e in examples:
-        target.add().CopyFrom(json_to_example(e))
+    target.extend(json_to_example(e) for e in examples)
