@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 class UserError(ValueError):
-    """A problem in the user's input. ``str()`` reads ``path:line: column 'c': what is wrong. Fix: what to do``.
+    """A problem in the user's input, rendered ``path:line: column 'c': what is wrong. Fix: what to do``.
 
     Args:
       message: What is wrong.
@@ -20,15 +20,7 @@ class UserError(ValueError):
         self.line = line
         self.column = column
         self.fix = fix
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        where = ""
-        if self.path:
-            where = str(self.path)
-            if self.line is not None:
-                where += f":{self.line}"
-            where += ": "
-        col = f"column '{self.column}': " if self.column else ""
-        fix = f" Fix: {self.fix}" if self.fix else ""
-        return f"{where}{col}{self.message}.{fix}"
+        where = f"{path}:{line}: " if path and line is not None else f"{path}: " if path else ""
+        column_part = f"column '{column}': " if column else ""
+        fix_part = f" Fix: {fix}" if fix else ""
+        super().__init__(f"{where}{column_part}{message}.{fix_part}")

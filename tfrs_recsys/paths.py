@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import operator
 import os
 import shutil
 import tempfile
@@ -49,11 +50,19 @@ def is_remote(path: PathLike) -> bool:
 
 
 def scheme(path: PathLike) -> str:
+    """The URL scheme of ``path`` (``gs`` for ``gs://bucket``), ``""`` for a local path."""
     return str(path).split("://", 1)[0] if is_remote(path) else ""
 
 
 def as_path(path: PathLike) -> Path | str:
-    """``Path`` for a local path, the URL as ``str`` (trailing ``/`` dropped) for a remote one."""
+    """A path in the form the other functions return.
+
+    Args:
+      path: A local path or a URL.
+
+    Returns:
+      ``Path`` for a local path, the URL as ``str`` (trailing ``/`` dropped) for a remote one.
+    """
     text = os.fspath(path)
     if is_remote(text):
         head, rest = text.split("://", 1)
@@ -62,20 +71,34 @@ def as_path(path: PathLike) -> Path | str:
 
 
 def join(base: PathLike, *parts: str) -> Path | str:
-    """``base / part / ...``: ``Path`` locally, ``/``-joined for a URL."""
+    """``base / part / ...``.
+
+    Args:
+      base: A local path or a URL.
+      *parts: Names to append.
+
+    Returns:
+      A ``Path`` locally, the ``/``-joined URL for a remote ``base``.
+
+    Example:
+
+    ```python
+    paths.join("gs://bucket/", "runs", "a")  # "gs://bucket/runs/a"
+    ```
+    """
     if is_remote(base):
         return "/".join([str(as_path(base)), *(p.strip("/") for p in parts)])
     return Path(base, *parts)
 
 
 def basename(path: PathLike) -> str:
-    return str(as_path(path)).rstrip("/").rsplit("/", 1)[-1] if is_remote(path) else Path(path).name
+    """The last component of ``path``."""
+    return str(as_path(path)).rsplit("/", 1)[-1] if is_remote(path) else Path(path).name
 
 
 def parent(path: PathLike) -> Path | str:
-    if is_remote(path):
-        return str(as_path(path)).rsplit("/", 1)[0]
-    return Path(path).parent
+    """The folder holding ``path``."""
+    return str(as_path(path)).rsplit("/", 1)[0] if is_remote(path) else Path(path).parent
 
 
 def absolute(path: PathLike) -> str:
@@ -84,12 +107,6 @@ def absolute(path: PathLike) -> str:
 
 
 # -- tf.io.gfile with errors that say what to do ----------------------------------------------------
-
-def _gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
-
 
 def _translate(error: Exception, path: str) -> Exception:
     import tensorflow as tf
@@ -116,49 +133,54 @@ def _translate(error: Exception, path: str) -> Exception:
 _tfio_tried = False
 
 
-def _call(path: PathLike, fn, *args, **kwargs):
-    """``fn(*args)`` on a URL; an unknown scheme first tries to register tensorflow-io's file systems."""
+def _call(path: PathLike, fn):
+    """``fn()`` on a URL; an unknown scheme first tries to register tensorflow-io's file systems."""
     global _tfio_tried
     import tensorflow as tf
 
-    text = str(path)
     try:
-        return fn(*args, **kwargs)
-    except tf.errors.UnimplementedError as e:
-        if scheme(text) in _TFIO_SCHEMES and not _tfio_tried:
+        return fn()
+    except tf.errors.OpError as e:
+        if isinstance(e, tf.errors.UnimplementedError) and scheme(path) in _TFIO_SCHEMES and not _tfio_tried:
             _tfio_tried = True
             try:
                 import tensorflow_io  # noqa: F401  (registers s3://, hdfs://, az://, http://)
             except ImportError:
-                raise _translate(e, text) from None
-            return _call(path, fn, *args, **kwargs)
-        raise _translate(e, text) from None
-    except tf.errors.OpError as e:
-        raise _translate(e, text) from None
+                pass
+            else:
+                return _call(path, fn)
+        raise _translate(e, str(path)) from None
+
+
+def _tf_io(name: str, path: PathLike, *args):
+    """``tf.io.<name>(path, *args)`` (``gfile.exists``, ``read_file``, ...) through :func:`_call`.
+
+    TensorFlow is imported on the first URL, never for local paths.
+    """
+    import tensorflow as tf
+
+    return _call(path, lambda: operator.attrgetter(name)(tf.io)(str(path), *args))
 
 
 def exists(path: PathLike) -> bool:
-    if is_remote(path):
-        return bool(_call(path, _gfile().exists, str(path)))
-    return Path(path).exists()
+    """Whether ``path`` exists."""
+    return bool(_tf_io("gfile.exists", path)) if is_remote(path) else Path(path).exists()
 
 
 def isdir(path: PathLike) -> bool:
-    if is_remote(path):
-        return bool(_call(path, _gfile().isdir, str(path)))
-    return Path(path).is_dir()
+    """Whether ``path`` is a directory."""
+    return bool(_tf_io("gfile.isdir", path)) if is_remote(path) else Path(path).is_dir()
 
 
 def isfile(path: PathLike) -> bool:
-    if is_remote(path):
-        return exists(path) and not isdir(path)
-    return Path(path).is_file()
+    """Whether ``path`` is a file."""
+    return exists(path) and not isdir(path) if is_remote(path) else Path(path).is_file()
 
 
 def makedirs(path: PathLike) -> Path | str:
     """``mkdir -p``; returns the path (``Path`` locally)."""
     if is_remote(path):
-        _call(path, _gfile().makedirs, str(path))
+        _tf_io("gfile.makedirs", path)
     else:
         Path(path).mkdir(parents=True, exist_ok=True)
     return as_path(path)
@@ -166,76 +188,78 @@ def makedirs(path: PathLike) -> Path | str:
 
 def listdir(path: PathLike) -> list[str]:
     """Names (not paths) in a directory; object stores' trailing ``/`` on sub-folders is dropped."""
-    if is_remote(path):
-        return sorted(name.rstrip("/") for name in _call(path, _gfile().listdir, str(path)))
-    return sorted(os.listdir(path))
+    names = _tf_io("gfile.listdir", path) if is_remote(path) else os.listdir(path)
+    return sorted(name.rstrip("/") for name in names)
 
 
 def open_file(path: PathLike, mode: str = "rb"):
     """A file object: ``open`` locally, ``tf.io.gfile.GFile`` for a URL."""
-    if is_remote(path):
-        return _call(path, _gfile().GFile, str(path), mode)
-    return open(path, mode)
+    return _tf_io("gfile.GFile", path, mode) if is_remote(path) else open(path, mode)
 
 
 def read_bytes(path: PathLike) -> bytes:
-    if is_remote(path):
-        def read():
-            with _gfile().GFile(str(path), "rb") as fh:
-                return fh.read()
-        return _call(path, read)
-    return Path(path).read_bytes()
+    """The whole file."""
+    return _tf_io("read_file", path).numpy() if is_remote(path) else Path(path).read_bytes()
 
 
 def read_text(path: PathLike, encoding: str = "utf-8") -> str:
+    """The whole file, decoded."""
     return read_bytes(path).decode(encoding) if is_remote(path) else Path(path).read_text(encoding=encoding)
 
 
 def write_bytes(path: PathLike, data: bytes) -> Path | str:
-    """Write ``data`` (the whole file). Parent folders of a URL are created (object stores have none)."""
+    """Writes a whole file.
+
+    Args:
+      path: A local path (its folder must exist) or a URL (parent folders are created: object stores
+        have none).
+      data: The content.
+
+    Returns:
+      ``as_path(path)``.
+    """
     if is_remote(path):
-        def write():
-            _gfile().makedirs(str(parent(path)))
-            with _gfile().GFile(str(path), "wb") as fh:
-                fh.write(data)
-        _call(path, write)
+        _tf_io("write_file", path, data)  # creates the parent folders
     else:
         Path(path).write_bytes(data)
     return as_path(path)
 
 
 def write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path | str:
-    if is_remote(path):
-        return write_bytes(path, text.encode(encoding))
-    Path(path).write_text(text, encoding=encoding)
-    return as_path(path)
+    """Write ``text`` (the whole file)."""
+    return write_bytes(path, text.encode(encoding))
 
 
 def append_text(path: PathLike, text: str, encoding: str = "utf-8") -> None:
-    """Append ``text``. A file system without appendable files gets the file rewritten whole."""
-    if is_remote(path):
-        import tensorflow as tf
+    """Appends to a file (created if missing).
 
-        def append():
-            with _gfile().GFile(str(path), "a") as fh:
-                fh.write(text.encode(encoding))
-        try:
-            append()
-        except tf.errors.UnimplementedError:
-            old = read_bytes(path) if exists(path) else b""
-            write_bytes(path, old + text.encode(encoding))
-        except tf.errors.OpError as e:
-            raise _translate(e, str(path)) from None
+    Args:
+      path: A local path or a URL; a file system without appendable files gets the file rewritten whole.
+      text: What to append.
+      encoding: How ``text`` is encoded.
+    """
+    if not is_remote(path):
+        with open(path, "a", encoding=encoding) as fh:
+            fh.write(text)
         return
-    with open(path, "a", encoding=encoding) as fh:
-        fh.write(text)
+    import tensorflow as tf
+
+    try:
+        with open_file(path, "a") as fh:
+            fh.write(text.encode(encoding))
+    except tf.errors.UnimplementedError:
+        write_bytes(path, (read_bytes(path) if exists(path) else b"") + text.encode(encoding))
+    except tf.errors.OpError as e:
+        raise _translate(e, str(path)) from None
 
 
 def read_json(path: PathLike) -> Any:
+    """The parsed JSON file."""
     return json.loads(read_text(path))
 
 
 def read_parquet(path: PathLike, **kwargs) -> "pd.DataFrame":  # noqa: F821
+    """``pd.read_parquet`` of a local file or a URL (read whole into memory)."""
     import pandas as pd
 
     return pd.read_parquet(io.BytesIO(read_bytes(path)) if is_remote(path) else path, **kwargs)
@@ -252,34 +276,33 @@ def _write_with(path: PathLike, write) -> Path | str:
 
 
 def write_parquet(frame: "pd.DataFrame", path: PathLike, **kwargs) -> Path | str:  # noqa: F821
+    """``frame.to_parquet`` to a local file or a URL."""
     return _write_with(path, lambda target: frame.to_parquet(target, **kwargs))
 
 
 def save_npy(path: PathLike, array) -> Path | str:
+    """``np.save`` to a local file or a URL."""
     import numpy as np
 
     return _write_with(path, lambda target: np.save(target, array))
 
 
 def remove(path: PathLike, *, missing_ok: bool = False) -> None:
-    if is_remote(path):
-        if missing_ok and not exists(path):
-            return
-        _call(path, _gfile().remove, str(path))
-    else:
+    """Delete a file; with ``missing_ok`` a missing one is not an error."""
+    if not is_remote(path):
         Path(path).unlink(missing_ok=missing_ok)
+    elif not missing_ok or exists(path):
+        _tf_io("gfile.remove", path)
 
 
 def rmtree(path: PathLike, *, ignore_errors: bool = False) -> None:
-    if is_remote(path):
-        try:
-            if exists(path):
-                _call(path, _gfile().rmtree, str(path))
-        except Exception:
-            if not ignore_errors:
-                raise
-    else:
+    """Delete a directory and everything in it."""
+    if not is_remote(path):
         shutil.rmtree(path, ignore_errors=ignore_errors)
+        return
+    with contextlib.suppress(Exception) if ignore_errors else contextlib.nullcontext():
+        if exists(path):
+            _tf_io("gfile.rmtree", path)
 
 
 def copytree(src: PathLike, dst: PathLike) -> None:
@@ -293,13 +316,17 @@ def _copy_files(src: PathLike, dst: PathLike, relative: list[str]) -> None:
         write_bytes(join(dst, *rel.split("/")), read_bytes(join(src, *rel.split("/"))))
 
 
-def walk(path: PathLike) -> Iterator[tuple[Path | str, list[str], list[str]]]:
-    if is_remote(path):
-        for root, dirs, files in _call(path, lambda: list(_gfile().walk(str(path)))):
-            yield as_path(root), [d.rstrip("/") for d in dirs], list(files)
-    else:
-        for root, dirs, files in os.walk(path):
-            yield Path(root), dirs, files
+def _relative_files(root: PathLike) -> list[str]:
+    """``/``-separated paths of the files under ``root``. What a listing shows is checked to be a file:
+    ram:// lists by name prefix (``assets`` shows the ``.extra`` of ``assets.extra``)."""
+    import tensorflow as tf
+
+    base = str(as_path(root))
+    found = []
+    for folder, _, names in _call(root, lambda: list(tf.io.gfile.walk(base))):
+        rel = folder[len(base):].strip("/")
+        found += [f"{rel}/{name}".lstrip("/") for name in names]
+    return [rel for rel in found if isfile(join(root, *rel.split("/")))]
 
 
 def rename(src: PathLike, dst: PathLike) -> None:
@@ -309,6 +336,13 @@ def rename(src: PathLike, dst: PathLike) -> None:
     ``tf.io.gfile.rename``: atomic where the file system renames (HDFS), a copy of each object
     then a delete on object stores (gs://, s3://), where readers may see a folder fill up.
     File systems without a directory rename get a copy and a delete.
+
+    Args:
+      src: The file or folder to move.
+      dst: Where it goes.
+
+    Raises:
+      FileExistsError: ``dst`` exists (URLs only; ``os.replace`` overwrites).
     """
     if not is_remote(src) and not is_remote(dst):
         os.replace(src, dst)
@@ -318,46 +352,39 @@ def rename(src: PathLike, dst: PathLike) -> None:
     if exists(dst):
         raise FileExistsError(17, "already exists", str(dst))
     folder = isdir(src)
-
-    def copy_then_delete():
-        if folder:
-            copytree(src, dst)
-            rmtree(src)
+    if scheme(src) == scheme(dst):
+        files = _relative_files(src) if folder else []
+        try:
+            tf.io.gfile.rename(str(src), str(dst), overwrite=False)
+        except (tf.errors.UnimplementedError, tf.errors.FailedPreconditionError):
+            pass  # no rename on this file system: copy, then delete
+        except tf.errors.OpError as e:
+            raise _translate(e, str(dst)) from None
         else:
-            write_bytes(dst, read_bytes(src))
-            remove(src)
-
-    if scheme(src) != scheme(dst):
-        copy_then_delete()
-        return
-    files = _relative_files(src) if folder else []
-    try:
-        _gfile().rename(str(src), str(dst), overwrite=False)
-    except (tf.errors.UnimplementedError, tf.errors.FailedPreconditionError):
-        copy_then_delete()
-        return
-    except tf.errors.OpError as e:
-        raise _translate(e, str(dst)) from None
-    # Some file systems (ram://) rename the folder entry but not what is inside: move the rest by copying.
-    left = [rel for rel in files if not exists(join(dst, *rel.split("/")))]
-    _copy_files(src, dst, left)
-    if left:
-        rmtree(src, ignore_errors=True)
-
-
-def _relative_files(root: PathLike) -> list[str]:
-    """``/``-separated paths of the files under ``root``. What a listing shows is checked to be a file:
-    ram:// lists by name prefix (``assets`` shows the ``.extra`` of ``assets.extra``)."""
-    base = str(as_path(root))
-    found = []
-    for folder, _, names in walk(root):
-        rel = str(folder)[len(base):].replace(os.sep, "/").strip("/")
-        found += [f"{rel}/{name}".lstrip("/") for name in names]
-    return [rel for rel in found if isfile(join(root, *rel.split("/")))]
+            # Some file systems (ram://) rename the folder entry but not what is inside: copy the rest.
+            left = [rel for rel in files if not exists(join(dst, *rel.split("/")))]
+            _copy_files(src, dst, left)
+            if left:
+                rmtree(src, ignore_errors=True)
+            return
+    if folder:
+        copytree(src, dst)
+        rmtree(src)
+    else:
+        write_bytes(dst, read_bytes(src))
+        remove(src)
 
 
 def make_temp_dir(directory: PathLike, prefix: str) -> Path | str:
-    """A new, uniquely named folder inside ``directory`` (``tempfile.mkdtemp`` locally)."""
+    """Creates a new, uniquely named folder (``tempfile.mkdtemp`` locally).
+
+    Args:
+      directory: Where to create it.
+      prefix: The start of its name.
+
+    Returns:
+      The new folder.
+    """
     if is_remote(directory):
         return makedirs(join(directory, f"{prefix}{uuid.uuid4().hex[:8]}"))
     return Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
@@ -367,7 +394,11 @@ def make_temp_dir(directory: PathLike, prefix: str) -> Path | str:
 def staged_dir(path: PathLike) -> Iterator[Path]:
     """A local folder for writers that need one; on success its files are copied to ``path``.
 
-    Locally ``path`` itself is created and yielded (nothing is copied).
+    Args:
+      path: The destination folder; a local one is created and yielded itself (nothing is copied).
+
+    Yields:
+      The local folder to write into.
     """
     if not is_remote(path):
         yield makedirs(path)  # type: ignore[misc]
@@ -375,4 +406,3 @@ def staged_dir(path: PathLike) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="tfrs_recsys-stage-") as local:
         yield Path(local)
         copytree(local, path)
-

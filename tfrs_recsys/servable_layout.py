@@ -31,30 +31,14 @@ def version_dirs(model_dir: str | os.PathLike) -> dict[int, str]:
     Raises:
       FileNotFoundError: ``model_dir`` does not exist.
     """
-    out = {}
-    for name in paths.listdir(model_dir):
-        child = paths.join(model_dir, name)
-        if name.isascii() and name.isdigit() and paths.isdir(child):
-            out[int(name)] = str(child)
-    return out
-
-
-def make_predict_request(model_name: str, inputs: Mapping[str, np.ndarray], signature_name: str = "serving_default"):
-    """A ``PredictRequest`` for ``model_name`` with ``inputs`` as TensorProtos."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
-
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = signature_name
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    return request
+    children = {name: paths.join(model_dir, name) for name in paths.listdir(model_dir)}
+    return {int(name): str(child) for name, child in children.items()
+            if name.isascii() and name.isdigit() and paths.isdir(child)}
 
 
 def write_warmup_requests(version_dir: str | os.PathLike, model_name: str,
                           requests: Sequence[tuple[str, Mapping[str, np.ndarray]]]):
-    """Writes the warmup file of a version.
+    """Writes the warmup file of a version: one ``PredictRequest`` per entry of ``requests``.
 
     Args:
       version_dir: The version directory (usually still a staging folder).
@@ -65,29 +49,34 @@ def write_warmup_requests(version_dir: str | os.PathLike, model_name: str,
       The path of the written file.
     """
     import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     out = paths.join(paths.makedirs(paths.join(version_dir, ASSETS_EXTRA)), WARMUP_FILE)
     with tf.io.TFRecordWriter(str(out)) as writer:
         for signature_name, inputs in requests:
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(
-                    request=make_predict_request(model_name, inputs, signature_name)))
+            request = predict_pb2.PredictRequest(
+                inputs={key: tf.make_tensor_proto(value) for key, value in inputs.items()})
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = signature_name
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
     return out
 
 
 def read_warmup_requests(version_dir: str | os.PathLike) -> list:
-    """The ``PredictionLog`` records of a version's warmup file (an empty list when it has none)."""
+    """The ``PredictionLog`` records of a version's warmup file.
+
+    Args:
+      version_dir: The version directory.
+
+    Returns:
+      The records in file order; an empty list when the version has no warmup file.
+    """
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = paths.join(version_dir, ASSETS_EXTRA, WARMUP_FILE)
     if not paths.isfile(path):
         return []
-    logs = []
-    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-        log = prediction_log_pb2.PredictionLog()
-        log.ParseFromString(record)
-        logs.append(log)
-    return logs
+    records = tf.data.TFRecordDataset(str(path)).as_numpy_iterator()
+    return [prediction_log_pb2.PredictionLog.FromString(record) for record in records]

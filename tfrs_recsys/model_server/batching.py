@@ -30,14 +30,6 @@ from tfrs_recsys.model_server.servable import Input, Runner, as_array
 from tfrs_recsys.model_server.tensors import concat_rows, dtype_of, shape_of
 
 
-def _shape(value: Input) -> tuple[int, ...]:
-    return value.shape if isinstance(value, np.ndarray) else shape_of(value)
-
-
-def _dtype(value: Input) -> int:
-    return dtype_of(value) if isinstance(value, np.ndarray) else value.dtype
-
-
 @dataclass
 class _Task:
     inputs: Mapping[str, Input]
@@ -49,7 +41,19 @@ class _Task:
 
 
 class Batcher:
-    """Callable with the :data:`Runner` signature that batches calls to ``run``."""
+    """Callable with the :data:`Runner` signature that batches calls to ``run``.
+
+    Args:
+      run: The unbatched runner (``Servable.run``).
+      options: The batching parameters.
+      name: The batch threads' name prefix.
+
+    Example:
+
+    ```python
+    servable.runner = Batcher(servable.run, read_batching_parameters(None))
+    ```
+    """
 
     def __init__(self, run: Runner, options: BatchingOptions, name: str = "batch"):
         self._run = run
@@ -64,12 +68,24 @@ class Batcher:
 
     def __call__(self, signature_name: str, inputs: Mapping[str, Input],
                  output_aliases: Sequence[str]) -> dict:
-        shapes = {k: _shape(v) for k, v in inputs.items()}
-        sizes = set()
-        for shape in shapes.values():
-            if not shape:
-                raise invalid_argument("Batching Run() input tensors must have at least one dimension")
-            sizes.add(shape[0])
+        """Queues one call and waits for the batch it joins (a task over the limit is split or refused).
+
+        Args:
+          signature_name: The signature.
+          inputs: The call's inputs, all with the same 0th dimension (its row count).
+          output_aliases: The outputs to return.
+
+        Returns:
+          This call's rows of every output.
+
+        Raises:
+          ServingError: TF Serving's BatchingSession errors (a bad task, a full queue, shutdown), or the
+            batch's own error.
+        """
+        shapes = {k: v.shape if isinstance(v, np.ndarray) else shape_of(v) for k, v in inputs.items()}
+        if not all(shapes.values()):
+            raise invalid_argument("Batching Run() input tensors must have at least one dimension")
+        sizes = {shape[0] for shape in shapes.values()}
         if len(sizes) > 1:
             raise invalid_argument("Batching Run() input tensors must have equal 0th-dimension size")
         size = sizes.pop() if sizes else 0
@@ -83,7 +99,8 @@ class Batcher:
                      for i in range(0, size, chunk)]
             return {a: np.concatenate([p[a] for p in parts]) for a in output_aliases}
         key = (signature_name, tuple(output_aliases),
-               tuple(sorted((k, shapes[k][1:], _dtype(v)) for k, v in inputs.items())))
+               tuple(sorted((k, shapes[k][1:], dtype_of(v) if isinstance(v, np.ndarray) else v.dtype)
+                            for k, v in inputs.items())))
         task = _Task(inputs, size, time.monotonic())
         with self._cond:
             if self._stopping:
@@ -100,6 +117,7 @@ class Batcher:
         return task.result
 
     def stop(self) -> None:
+        """Refuses new tasks and ends the batch threads."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -109,28 +127,22 @@ class Batcher:
     # -- batch threads --------------------------------------------------------------------------
 
     def _next_batch(self) -> tuple[tuple, list[_Task]] | None:
-        """Block until some queue holds a full or timed-out batch; pop and return it."""
-        limit, timeout = self.options.max_batch_size, self.options.batch_timeout_s
+        """Block until some queue holds a full or timed-out batch; pop and return it (oldest first)."""
+        limit, timeout = self.options.max_batch_size, self.options.batch_timeout_micros / 1e6
         with self._cond:
             while not self._stopping:
                 now = time.monotonic()
-                ready, wait = None, None
-                for key, queue in self._queues.items():
-                    if not queue:
-                        continue
-                    deadline = queue[0].enqueued + timeout
-                    if sum(t.size for t in queue) >= limit or deadline <= now:
-                        if ready is None or queue[0].enqueued < self._queues[ready][0].enqueued:
-                            ready = key
-                    else:
-                        wait = deadline - now if wait is None else min(wait, deadline - now)
-                if ready is not None:
-                    queue, tasks, total = self._queues[ready], [], 0
+                oldest = {key: queue[0].enqueued for key, queue in self._queues.items() if queue}
+                ready = [key for key, enqueued in oldest.items()
+                         if enqueued + timeout <= now or sum(t.size for t in self._queues[key]) >= limit]
+                if ready:
+                    key = min(ready, key=oldest.get)
+                    queue, tasks, total = self._queues[key], [], 0
                     while queue and total + queue[0].size <= limit:
                         total += queue[0].size
                         tasks.append(queue.popleft())
-                    return ready, tasks
-                self._cond.wait(timeout=wait)
+                    return key, tasks
+                self._cond.wait(timeout=min((t + timeout - now for t in oldest.values()), default=None))
         return None
 
     def _work(self) -> None:
@@ -139,17 +151,15 @@ class Batcher:
             if item is None:
                 return
             (signature_name, output_aliases, _), tasks = item
+            results, error = [None] * len(tasks), None
             try:
                 results = self._process(signature_name, output_aliases, tasks)
-                for task, result in zip(tasks, results):
-                    task.result = result
             except ServingError as e:
-                for task in tasks:
-                    task.error = e
+                error = e
             except Exception as e:  # a batch thread must survive anything a model raises
-                for task in tasks:
-                    task.error = ServingError(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
-            for task in tasks:
+                error = ServingError(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+            for task, result in zip(tasks, results):
+                task.result, task.error = result, error
                 task.done.set()
 
     def _process(self, signature_name: str, output_aliases: Sequence[str], tasks: list[_Task]) -> list[dict]:

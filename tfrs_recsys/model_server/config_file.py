@@ -26,23 +26,51 @@ class ConfigFileError(ValueError):
     """A configuration file that cannot be used; the message names the file, the line and the fix."""
 
 
-def read_model_server_config(path: str | os.PathLike) -> model_server_config_pb2.ModelServerConfig:
-    """Parse a ``models.config`` text proto."""
+def _read(path: str | os.PathLike, flag: str, example: str) -> tuple[str, str]:
+    """The text of the file ``--flag`` names, and its path; ``example`` is a file to copy."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigFileError(f"--model_config_file {p} does not exist; write one like export/models.config")
-    config = model_server_config_pb2.ModelServerConfig()
+        raise ConfigFileError(f"--{flag} {p} does not exist; write one like {example}")
+    return p.read_text(), str(p)
+
+
+def _parse(text: str, message, source: str, example: str):
+    """``message`` parsed from protobuf text format; an error names ``source``, the line and an example."""
     try:
-        text_format.Parse(p.read_text(), config)
+        return text_format.Parse(text, message)
     except text_format.ParseError as e:
-        example = ('model_config_list { config { name: "..." base_path: "/abs/path" '
-                   'model_platform: "tensorflow" } }')
-        raise ConfigFileError(f"{p}:{e}: not a ModelServerConfig text proto; expected '{example}'") from None
-    return config
+        raise ConfigFileError(f"{source}:{e}: not a {message.DESCRIPTOR.name} text proto; "
+                              f"expected e.g. '{example}'") from None
+
+
+def read_model_server_config(path: str | os.PathLike) -> model_server_config_pb2.ModelServerConfig:
+    """Parses a ``models.config`` file.
+
+    Args:
+      path: The ``tensorflow.serving.ModelServerConfig`` in protobuf text format.
+
+    Returns:
+      The config.
+
+    Raises:
+      ConfigFileError: The file is missing or does not parse (the line is named).
+    """
+    text, source = _read(path, "model_config_file", "export/models.config")
+    example = ('model_config_list { config { name: "..." base_path: "/abs/path" '
+               'model_platform: "tensorflow" } }')
+    return _parse(text, model_server_config_pb2.ModelServerConfig(), source, example)
 
 
 def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
-    """The config ``--model_name``/``--model_base_path`` stand for: one model, latest version."""
+    """The config ``--model_name``/``--model_base_path`` stand for: one model, latest version.
+
+    Args:
+      name: The model name.
+      base_path: The absolute path or URL holding its version folders.
+
+    Returns:
+      A ModelServerConfig with that one model.
+    """
     config = model_server_config_pb2.ModelServerConfig()
     config.model_config_list.config.add(name=name, base_path=base_path, model_platform=TENSORFLOW_PLATFORM)
     return config
@@ -90,29 +118,39 @@ class BatchingOptions:
     enable_large_batch_splitting: bool = False
     max_execution_batch_size: int | None = None
 
-    @property
-    def batch_timeout_s(self) -> float:
-        return self.batch_timeout_micros / 1e6
-
 
 def read_batching_parameters(path: str | os.PathLike | None) -> BatchingOptions:
-    """``--batching_parameters_file`` as :class:`BatchingOptions` (TF Serving's defaults when ``None``)."""
+    """Reads ``--batching_parameters_file`` (see :func:`parse_batching_parameters`).
+
+    Args:
+      path: The file; None gives TF Serving's defaults.
+
+    Returns:
+      The batching options.
+
+    Raises:
+      ConfigFileError: The file is missing, does not parse or holds invalid values.
+    """
     if path is None:
         return BatchingOptions()
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigFileError(
-            f"--batching_parameters_file {p} does not exist; see export/batching_parameters.txt")
-    return parse_batching_parameters(p.read_text(), source=str(p))
+    text, source = _read(path, "batching_parameters_file", "export/batching_parameters.txt")
+    return parse_batching_parameters(text, source)
 
 
 def parse_batching_parameters(text: str, source: str = "<batching_parameters>") -> BatchingOptions:
-    params = BatchingParameters()
-    try:
-        text_format.Parse(text, params)
-    except text_format.ParseError as e:
-        raise ConfigFileError(f"{source}:{e}: not a BatchingParameters text proto; expected e.g. "
-                              "'max_batch_size { value: 64 }'") from None
+    """Parses a ``BatchingParameters`` text proto and checks it as TF Serving does.
+
+    Args:
+      text: The protobuf text.
+      source: The name errors give the text (its file).
+
+    Returns:
+      The batching options; fields the text does not set keep TF Serving's defaults.
+
+    Raises:
+      ConfigFileError: The text does not parse, or a value is invalid.
+    """
+    params = _parse(text, BatchingParameters(), source, "max_batch_size { value: 64 }")
     scalars = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
                "max_execution_batch_size", "enable_large_batch_splitting")
     given = {name: getattr(params, name).value for name in scalars if params.HasField(name)}

@@ -6,32 +6,25 @@ the same thing the real server would.
 """
 from __future__ import annotations
 
+import functools
+
 import grpc
 
-# TF Serving's ToHTTPStatusCode (model_servers/http_server.cc).
-HTTP_STATUS = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-}
+# TF Serving's ToHTTPStatusCode (model_servers/http_server.cc), indexed by the gRPC code number:
+# OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS,
+# PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED,
+# INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED.
+_HTTP_STATUS = (200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401)
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class ServingError(Exception):
-    """A request or load failure carrying the gRPC status code TF Serving uses for it."""
+    """A request or load failure carrying the gRPC status code TF Serving uses for it.
+
+    Args:
+      code: The status code the gRPC front end reports (and the REST one maps to HTTP).
+      message: TF Serving's message for the failure.
+    """
 
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)
@@ -40,7 +33,8 @@ class ServingError(Exception):
 
     @property
     def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 500)
+        """The HTTP status TF Serving's REST API answers with for this code."""
+        return _HTTP_STATUS[self.error_code]
 
     @property
     def error_code(self) -> int:
@@ -51,24 +45,19 @@ class ServingError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
-def invalid_argument(message: str) -> ServingError:
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+# The codes most failures carry: ``invalid_argument(message)`` is ``ServingError(INVALID_ARGUMENT, message)``.
+invalid_argument = functools.partial(ServingError, grpc.StatusCode.INVALID_ARGUMENT)
+not_found = functools.partial(ServingError, grpc.StatusCode.NOT_FOUND)
+failed_precondition = functools.partial(ServingError, grpc.StatusCode.FAILED_PRECONDITION)
 
 
-def not_found(message: str) -> ServingError:
-    return ServingError(grpc.StatusCode.NOT_FOUND, message)
+def from_tf_error(error) -> ServingError:
+    """A TensorFlow runtime error as the ``ServingError`` to report.
 
+    Args:
+      error: A ``tf.errors.OpError``.
 
-def failed_precondition(message: str) -> ServingError:
-    return ServingError(grpc.StatusCode.FAILED_PRECONDITION, message)
-
-
-def from_tf_error(error: Exception) -> ServingError:
-    """Map a TensorFlow runtime error to its status code (TF and gRPC share the numbering)."""
-    import tensorflow as tf
-
-    if isinstance(error, tf.errors.OpError):
-        for code in grpc.StatusCode:
-            if code.value[0] == error.error_code:
-                return ServingError(code, error.message)
-    return ServingError(grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}")
+    Returns:
+      A ``ServingError`` with the error's code (TF and gRPC share the numbering) and message.
+    """
+    return ServingError(_CODES[error.error_code], error.message)

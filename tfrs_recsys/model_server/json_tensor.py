@@ -55,22 +55,25 @@ def _type_error(value, dtype: int) -> ServingError:
                             f"type: {dtype_name(dtype)}")
 
 
-def _lossless(value, digits: int, max_value: float) -> bool:
-    if isinstance(value, float) and not math.isfinite(value):
-        return True
-    if isinstance(value, int):
-        return abs(value) <= (1 << digits) - 1
-    return -max_value <= value <= max_value
-
-
 def _check_lossless(value, digits: int, max_value: float, name: str) -> None:
-    if not _lossless(value, digits, max_value):
+    """An int must fit the mantissa (``digits`` bits), a finite float the range (``max_value``)."""
+    if isinstance(value, int):
+        lossless = abs(value) <= (1 << digits) - 1
+    else:
+        lossless = not math.isfinite(value) or -max_value <= value <= max_value
+    if not lossless:
         raise invalid_argument(
             f"Cannot convert JSON value: {json_text(value)} to {name} without loss of precision.")
 
 
 def is_b64(value) -> bool:
+    """Whether a JSON value is ``{"b64": "..."}``, TF Serving's form for bytes."""
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _is_object(value) -> bool:
+    """A JSON object that is not bytes (``{"b64": ...}``)."""
+    return isinstance(value, dict) and not is_b64(value)
 
 
 def _decode_b64(value) -> bytes:
@@ -83,29 +86,27 @@ def _decode_b64(value) -> bytes:
 
 
 def _scalar(value, dtype: int):
+    """One JSON value as an element of a ``dtype`` tensor (json_tensor.cc's per-type checks)."""
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if dtype in _FLOAT_LIMITS:
-        if not (is_int or isinstance(value, float)):
-            raise _type_error(value, dtype)
-        _check_lossless(value, *_FLOAT_LIMITS[dtype])
-        return float(value)
-    if dtype in _INT_RANGES:
-        low, high = _INT_RANGES[dtype]
-        if not (is_int and low <= value <= high):
-            raise _type_error(value, dtype)
-        return value
-    if dtype == types_pb2.DT_BOOL:
-        if not isinstance(value, bool):
-            raise _type_error(value, dtype)
-        return value
-    if dtype == types_pb2.DT_STRING:
+        fits = is_int or isinstance(value, float)
+    elif dtype in _INT_RANGES:
+        fits = is_int and _INT_RANGES[dtype][0] <= value <= _INT_RANGES[dtype][1]
+    elif dtype == types_pb2.DT_BOOL:
+        fits = isinstance(value, bool)
+    elif dtype == types_pb2.DT_STRING:
         if isinstance(value, dict):
             return _decode_b64(value)
-        if not isinstance(value, str):
-            raise _type_error(value, dtype)
-        return value.encode("utf-8")
-    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                       f"Conversion of JSON Value: {json_text(value)} to type: {dtype_name(dtype)}")
+        fits = isinstance(value, str)
+    else:
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                           f"Conversion of JSON Value: {json_text(value)} to type: {dtype_name(dtype)}")
+    if not fits:
+        raise _type_error(value, dtype)
+    if dtype in _FLOAT_LIMITS:
+        _check_lossless(value, *_FLOAT_LIMITS[dtype])
+        return float(value)
+    return value.encode("utf-8") if dtype == types_pb2.DT_STRING else value
 
 
 def _fill(value, level: int, shape: list[int], dtype: int, out: list) -> None:
@@ -128,7 +129,19 @@ def _fill(value, level: int, shape: list[int], dtype: int, out: list) -> None:
 
 
 def json_to_array(value, dtype: int) -> np.ndarray:
-    """A (nested) JSON value as a dense array of ``dtype`` (json_tensor.cc FillTensorProto)."""
+    """A (nested) JSON value as a dense array (json_tensor.cc FillTensorProto).
+
+    Args:
+      value: A JSON number, string, bool, ``{"b64": ...}`` or nested lists of them.
+      dtype: The DataType enum of the signature input.
+
+    Returns:
+      The array; its shape is read along the first elements and must hold everywhere.
+
+    Raises:
+      ServingError: TF Serving's message for a value of the wrong type or level, a ragged list, or a
+        number the dtype cannot hold without loss.
+    """
     shape, first = [], value
     while isinstance(first, list):  # the shape is read along the first elements, then checked everywhere
         shape.append(len(first))
@@ -141,19 +154,24 @@ def json_to_array(value, dtype: int) -> np.ndarray:
 
 
 def instances_to_inputs(instances: list, infos) -> dict[str, tensor_pb2.TensorProto]:
-    """The row form: one JSON object per example (a plain value per example for a single input)."""
+    """The row form of a Predict body: ``{"instances": [...]}``.
+
+    Args:
+      instances: One JSON object per example (``{input: value}``), or a plain value per example when
+        the signature has one input.
+      infos: The signature's ``inputs`` (TensorInfo by alias).
+
+    Returns:
+      One TensorProto per input, the examples stacked along dimension 0.
+    """
     if not isinstance(instances[0], dict) and len(infos) > 1:
         raise invalid_argument("instances is a plain list, but expecting list of objects as multiple input "
                                "tensors required as per tensorinfo_map")
-
-    def is_object(v):
-        return isinstance(v, dict) and not is_b64(v)
-
-    named = is_object(instances[0])
+    named = _is_object(instances[0])
     names = sorted(infos)
     rows: dict[str, list[np.ndarray]] = {}
     for i, item in enumerate(instances):
-        if is_object(item) != named:
+        if _is_object(item) != named:
             wanted, got = ("object", "list") if named else ("value/list", "object")
             raise invalid_argument(f"Expecting {wanted} but got {got} at item {i} of input list")
         for key, value in (item.items() if named else [(names[0], item)]):
@@ -187,8 +205,16 @@ def _check_same(rows: list[np.ndarray], array: np.ndarray, index: int, key: str)
 
 
 def columns_to_inputs(value, infos) -> dict[str, tensor_pb2.TensorProto]:
-    """The columnar form: one (nested) JSON value per input, or a plain value for a single input."""
-    if not isinstance(value, dict) or is_b64(value):
+    """The columnar form of a Predict body: ``{"inputs": ...}``.
+
+    Args:
+      value: ``{input: (nested) value}``, or the value itself when the signature has one input.
+      infos: The signature's ``inputs`` (TensorInfo by alias).
+
+    Returns:
+      One TensorProto per input.
+    """
+    if not _is_object(value):
         if len(infos) > 1:
             raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input "
                                    "tensors required as per tensorinfo_map")
@@ -204,11 +230,18 @@ def columns_to_inputs(value, infos) -> dict[str, tensor_pb2.TensorProto]:
 # -- tensors -> JSON ----------------------------------------------------------------------------
 
 def format_float(value: float, double: bool = False) -> str:
-    """TF Serving's WriteDecimal: 6 significant digits when that round-trips, else full precision."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "-Infinity" if value < 0 else "Infinity"
+    """A float as TF Serving's WriteDecimal writes it.
+
+    Args:
+      value: The number.
+      double: Round-trip as float64 (else as float32).
+
+    Returns:
+      6 significant digits when they round-trip, else full precision; ``.0`` on whole numbers,
+      ``NaN`` / ``Infinity`` / ``-Infinity`` for the rest.
+    """
+    if not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("-Infinity" if value < 0 else "Infinity")
     text = f"{value:.6g}"
     cast = float if double else (lambda x: float(np.float32(x)))
     if cast(text) != cast(value):
@@ -237,7 +270,16 @@ def _array_json(array, dtype: int, as_bytes: bool) -> str:
 
 
 def outputs_json(outputs: dict[str, tensor_pb2.TensorProto], row_format: bool) -> str:
-    """A PredictResponse's outputs as ``{"predictions": ...}`` (row) or ``{"outputs": ...}`` (columnar)."""
+    """A PredictResponse's outputs as the REST body.
+
+    Args:
+      outputs: The response's TensorProtos by alias.
+      row_format: Answer ``{"predictions": [one entry per row]}`` (the request used ``instances``);
+        else ``{"outputs": ...}``.
+
+    Returns:
+      The JSON text. String outputs whose name ends in ``_bytes`` are written as ``{"b64": ...}``.
+    """
     if not outputs:
         raise invalid_argument("Cannot convert empty tensor map to JSON")
     arrays = {name: to_ndarray(proto, name) for name, proto in outputs.items()}
@@ -266,16 +308,14 @@ def outputs_json(outputs: dict[str, tensor_pb2.TensorProto], row_format: bool) -
 # -- tf.Example JSON (classify / regress) -------------------------------------------------------
 
 def _feature_value(value, name: str, feature: feature_pb2.Feature) -> None:
-    if value is None or isinstance(value, list) or (isinstance(value, dict) and not is_b64(value)):
+    if value is None or isinstance(value, list) or _is_object(value):
         raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: {json_type(value)}")
-    if isinstance(value, (dict, str)):
-        kind = "bytes_list"
-    else:
-        kind = "float_list" if isinstance(value, float) else "int64_list"
+    kind = ("bytes_list" if isinstance(value, (dict, str))
+            else "float_list" if isinstance(value, float) else "int64_list")
     existing = feature.WhichOneof("kind")
     if existing not in (None, kind):
-        label = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}[existing]
-        raise invalid_argument(f"Unexpected element type in feature: {name} expecting type: {label}")
+        raise invalid_argument(
+            f"Unexpected element type in feature: {name} expecting type: {existing.removesuffix('_list')}")
     if isinstance(value, dict):
         value = _decode_b64(value)
     elif isinstance(value, str):
@@ -288,6 +328,7 @@ def _feature_value(value, name: str, feature: feature_pb2.Feature) -> None:
 
 
 def json_to_example(value) -> example_pb2.Example:
+    """A JSON object (``{feature: value or list}``) as a tf.Example; strings are bytes features."""
     if not isinstance(value, dict):
         raise invalid_argument(f"Example must be JSON object but got JSON {json_type(value)}")
     example = example_pb2.Example()
@@ -299,7 +340,12 @@ def json_to_example(value) -> example_pb2.Example:
 
 
 def fill_examples(doc: dict, request) -> None:
-    """The ``examples`` (and ``context``) of a classify / regress body into ``request.input``."""
+    """Copies the tf.Examples of a Classify or Regress body into a request.
+
+    Args:
+      doc: The JSON body: ``examples`` (a non-empty list) and optionally ``context``.
+      request: The ClassificationRequest or RegressionRequest whose ``input`` is filled.
+    """
     has_context = "context" in doc
     if has_context:
         request.input.example_list_with_context.context.CopyFrom(json_to_example(doc["context"]))
@@ -312,5 +358,4 @@ def fill_examples(doc: dict, request) -> None:
     if not examples:
         raise invalid_argument(f"JSON Value: {json_text(doc)} 'examples' value is an empty array")
     target = (request.input.example_list_with_context if has_context else request.input.example_list).examples
-    for e in examples:
-        target.add().CopyFrom(json_to_example(e))
+    target.extend(json_to_example(e) for e in examples)

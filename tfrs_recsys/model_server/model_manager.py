@@ -1,19 +1,19 @@
 """Which model versions are served: polling, loading, warmup, labels, unloading.
 
-This is TF Serving's ServerCore with an AspiredVersionsManager under the
-AvailabilityPreservingPolicy, for the file-system source:
+TF Serving's ServerCore with an AspiredVersionsManager under the AvailabilityPreservingPolicy,
+for the file-system source:
 
 * every ``file_system_poll_wait_seconds`` each model's ``base_path`` is listed;
   integer directory names are versions, anything else (``.tmp-*`` being written) is
   ignored; the version policy (latest N / all / specific) picks the aspired ones;
-* a new version goes START -> LOADING -> (warmup replayed) -> AVAILABLE; a failed
-  load is retried ``max_num_load_retries`` times, then the version ends in END with
-  its error, and is not tried again while it stays aspired;
-* a version that is no longer aspired is unloaded (UNLOADING -> END) only once an
-  aspired version is AVAILABLE, so a model never has a moment with nothing to serve,
-  and only after the requests holding it have finished;
-* the state of every version ever seen stays queryable (GetModelStatus), as with
-  TF Serving's ServableStateMonitor.
+* a new version goes START -> LOADING -> (warmup replayed) -> AVAILABLE; a failed load is
+  retried ``max_num_load_retries`` times, then the version ends in END with its error, and is
+  not tried again while it stays aspired;
+* a version that is no longer aspired is unloaded (UNLOADING -> END) only once an aspired
+  version is AVAILABLE, so a model never has a moment with nothing to serve, and only after
+  the requests holding it have finished;
+* the state of every version ever seen stays queryable (GetModelStatus), as with TF Serving's
+  ServableStateMonitor.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import grpc
@@ -46,7 +45,11 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving's kMaxNumRecords
 
 @dataclass
 class ManagerOptions:
-    """The server flags that shape model lifecycle (names as tensorflow_model_server's)."""
+    """The server flags that shape model lifecycle, named as ``tensorflow_model_server``'s.
+
+    ``batching`` is the parsed ``--batching_parameters_file`` when ``--enable_batching`` (else None);
+    ``model_config_file`` is re-read every ``model_config_file_poll_wait_seconds`` when that is > 0.
+    """
 
     file_system_poll_wait_seconds: float = 1.0
     enable_model_warmup: bool = True
@@ -60,8 +63,9 @@ class ManagerOptions:
 
 @dataclass
 class VersionRecord:
+    """What the manager knows of one version: its state, its load error, the loaded servable."""
+
     version: int
-    path: str
     state: int = START
     error: ServingError | None = None
     servable: Servable | None = None
@@ -82,12 +86,12 @@ def _aspired(config: model_server_config_pb2.ModelConfig, listed: list[int]) -> 
     return sorted(listed)[-n:]
 
 
-def _describe(spec: model_pb2.ModelSpec, version: int | None = None) -> str:
-    return f"Specific({spec.name}, {version})" if version is not None else f"Latest({spec.name})"
-
-
 class ModelManager:
-    """Serves the model versions a ModelServerConfig asks for; thread-safe."""
+    """Serves the model versions a ModelServerConfig asks for; thread-safe.
+
+    Args:
+      options: The lifecycle flags (TF Serving's defaults when None).
+    """
 
     def __init__(self, options: ManagerOptions | None = None):
         self.options = options or ManagerOptions()
@@ -98,54 +102,47 @@ class ModelManager:
         self._cycle_lock = threading.RLock()    # one poll/reload at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._config_file_mtime: float | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """Load the initial config (raises ServingError if a model cannot be served), then poll."""
+        """Loads the initial config, then polls the base paths (and the config file) in a thread.
+
+        Args:
+          config: The models to serve; a ServingError names one that cannot be served.
+        """
         self.reload_config(config)
-        if self.options.model_config_file:
-            self._config_file_mtime = Path(self.options.model_config_file).stat().st_mtime
         options = self.options
         if max(options.file_system_poll_wait_seconds, options.model_config_file_poll_wait_seconds) > 0:
             self._thread = threading.Thread(target=self._poll_forever, name="fs-poll", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
+        """Stops polling and unloads every version."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         with self._cycle_lock:
-            for name in list(self._versions):
-                for record in list(self._versions[name].values()):
-                    if record.state == AVAILABLE:
-                        self._unload(name, record)
+            for name, records in list(self._versions.items()):
+                for record in [r for r in records.values() if r.state == AVAILABLE]:
+                    self._unload(name, record)
 
     def _poll_forever(self) -> None:
-        fs_wait = self.options.file_system_poll_wait_seconds
-        cfg_wait = self.options.model_config_file_poll_wait_seconds
-        next_fs = time.monotonic() + fs_wait if fs_wait > 0 else float("inf")
-        next_cfg = time.monotonic() + cfg_wait if cfg_wait > 0 else float("inf")
-        while not self._stop.wait(timeout=max(0.0, min(next_fs, next_cfg) - time.monotonic())):
+        waits = {self._reread_config_file: self.options.model_config_file_poll_wait_seconds,
+                 self._cycle: self.options.file_system_poll_wait_seconds}
+        due = {job: time.monotonic() + wait for job, wait in waits.items() if wait > 0}
+        while not self._stop.wait(timeout=max(0.0, min(due.values()) - time.monotonic())):
             now = time.monotonic()
-            try:
-                if now >= next_cfg:
-                    next_cfg = now + cfg_wait
-                    self._maybe_reread_config_file()
-                if now >= next_fs:
-                    next_fs = now + fs_wait
-                    with self._cycle_lock:
-                        self._cycle()
-            except Exception:  # the poller must outlive any bad directory or config file
-                log.exception("File system poll failed")
+            for job in [job for job, at in due.items() if at <= now]:
+                due[job] = now + waits[job]
+                try:
+                    job()
+                except Exception:  # the poller must outlive any bad directory or config file
+                    log.exception("File system poll failed")
 
-    def _maybe_reread_config_file(self) -> None:
-        path = Path(self.options.model_config_file)
-        mtime = path.stat().st_mtime
-        if mtime == self._config_file_mtime:
-            return
-        self._config_file_mtime = mtime
+    def _reread_config_file(self) -> None:
+        """ReloadConfig with ``--model_config_file`` when its content changed."""
+        path = self.options.model_config_file
         config = config_file.read_model_server_config(path)
         if config != self._config:
             log.info("Reloading %s", path)
@@ -157,7 +154,14 @@ class ModelManager:
     # -- configuration --------------------------------------------------------------------------
 
     def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """Replace the served model set (ServerCore::ReloadConfig); waits until new models are available."""
+        """Replaces the served model set (ServerCore::ReloadConfig).
+
+        Args:
+          config: The new ModelServerConfig; an empty one changes nothing.
+
+        Raises:
+          ServingError: The config is invalid, or a model it adds did not become available.
+        """
         kind = config.WhichOneof("config")
         if kind is None:
             log.info("Taking no action for empty config.")
@@ -193,10 +197,9 @@ class ModelManager:
         with self._cond:
             for model in models:
                 for label, version in model.version_labels.items():
-                    allow = self.options.allow_version_labels_for_unavailable_models
                     existing = self._labels.get(model.name, {}).get(label)
-                    if allow and existing is not None and existing != version:
-                        allow = False
+                    allow = (self.options.allow_version_labels_for_unavailable_models
+                             and existing in (None, version))
                     record = self._versions.get(model.name, {}).get(version)
                     if not allow and (record is None or record.state != AVAILABLE):
                         raise failed_precondition(
@@ -227,28 +230,29 @@ class ModelManager:
     # -- one poll of the file system ------------------------------------------------------------
 
     def _cycle(self) -> dict[str, str]:
-        """Load aspired versions, unload the rest; returns models whose base path gave no versions."""
-        missing: dict[str, str] = {}
-        configs = {m.name: m for m in self._config.model_config_list.config}
-        for name, model in configs.items():
-            try:
-                listed = version_dirs(model.base_path)
-            except (OSError, paths.RemotePathError) as e:
-                where = f"base path {model.base_path} for servable {name}"
-                if isinstance(e, FileNotFoundError):
-                    missing[name] = f"INVALID_ARGUMENT: Could not find {where}"
-                else:
-                    missing[name] = f"UNKNOWN: Could not list {where}: {e}"
-                log.error(missing[name])
-                continue
-            if not listed:
-                missing[name] = f"No versions of servable {name} found under base path {model.base_path}"
-                log.warning(missing[name])
-            self._apply(name, model, listed)
-        for name in list(self._versions):
-            if name not in configs:
-                self._apply(name, None, {})
-        return missing
+        """One poll: load aspired versions, unload the rest; returns models whose base path has none."""
+        with self._cycle_lock:
+            missing: dict[str, str] = {}
+            configs = {m.name: m for m in self._config.model_config_list.config}
+            for name, model in configs.items():
+                try:
+                    listed = version_dirs(model.base_path)
+                except (OSError, paths.RemotePathError) as e:
+                    where = f"base path {model.base_path} for servable {name}"
+                    if isinstance(e, FileNotFoundError):
+                        missing[name] = f"INVALID_ARGUMENT: Could not find {where}"
+                    else:
+                        missing[name] = f"UNKNOWN: Could not list {where}: {e}"
+                    log.error(missing[name])
+                    continue
+                if not listed:
+                    missing[name] = f"No versions of servable {name} found under base path {model.base_path}"
+                    log.warning(missing[name])
+                self._apply(name, model, listed)
+            for name in list(self._versions):
+                if name not in configs:
+                    self._apply(name, None, {})
+            return missing
 
     def _apply(self, name: str, model, listed: dict[int, str]) -> None:
         aspired = _aspired(model, list(listed)) if model is not None else []
@@ -269,10 +273,9 @@ class ModelManager:
             self._unload(name, record)
 
     def _load(self, name: str, version: int, path: str) -> None:
-        record = VersionRecord(version, path)
+        record = VersionRecord(version, LOADING)
         with self._cond:
             self._versions[name][version] = record
-            record.state = LOADING
         log.info("Loading servable: {name: %s version: %d}", name, version)
         attempts = 1 + max(0, self.options.max_num_load_retries)
         servable, error = None, None
@@ -307,15 +310,13 @@ class ModelManager:
         if len(logs) > MAX_WARMUP_RECORDS:
             raise invalid_argument(
                 f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {servable.path}")
-        methods = {"predict_log": servable.predict, "classify_log": servable.classify,
-                   "regress_log": servable.regress, "multi_inference_log": servable.multi_inference}
         for record in logs:
             kind = record.WhichOneof("log_type")
             try:
-                if kind not in methods:
+                if kind not in ("predict_log", "classify_log", "regress_log", "multi_inference_log"):
                     raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                                        f"Unsupported log_type for warmup: {kind}")
-                methods[kind](getattr(record, kind).request)
+                getattr(servable, kind.removesuffix("_log"))(getattr(record, kind).request)
             except ServingError as e:
                 message = f"Failed to warm up {servable.path} with a {kind} record: {e.message}"
                 raise ServingError(e.code, message) from None
@@ -350,16 +351,26 @@ class ModelManager:
         else:
             available = [v for v, r in records.items() if r.state == AVAILABLE]
             if not available:
-                raise not_found(f"Servable not found for request: {_describe(spec)}")
+                raise not_found(f"Servable not found for request: Latest({spec.name})")
             version = max(available)
         record = records.get(version)
         if record is None or record.state != AVAILABLE:
-            raise not_found(f"Servable not found for request: {_describe(spec, version)}")
+            raise not_found(f"Servable not found for request: Specific({spec.name}, {version})")
         return record
 
     @contextlib.contextmanager
     def handle(self, spec: model_pb2.ModelSpec) -> Iterator[Servable]:
-        """The servable a ModelSpec names, held (not unloaded) until the block exits."""
+        """The servable a ModelSpec names, held (not unloaded) until the block exits.
+
+        Args:
+          spec: The model name and a version, a version label, or neither (the latest version).
+
+        Yields:
+          The ``Servable``.
+
+        Raises:
+          ServingError: No such model, version or label is available.
+        """
         with self._cond:
             record = self._resolve(spec)
             record.in_flight += 1
@@ -374,7 +385,14 @@ class ModelManager:
 
     def model_status(self, request: get_model_status_pb2.GetModelStatusRequest
                      ) -> get_model_status_pb2.GetModelStatusResponse:
-        """GetModelStatusImpl: one version, or every version ever seen (newest first)."""
+        """TF Serving's GetModelStatus: one version, or every version ever seen (newest first).
+
+        Args:
+          request: The request; without a version in its ModelSpec every version is listed.
+
+        Returns:
+          The versions' states, each with its load error (code 0 when none).
+        """
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         spec = request.model_spec
@@ -391,17 +409,21 @@ class ModelManager:
                     raise not_found(f"Could not find any versions of model {spec.name}")
                 selected = sorted(records.values(), key=lambda r: -r.version)
             for record in selected:
-                status = response.model_version_status.add(version=record.version, state=record.state)
-                if record.error is not None:
-                    status.status.error_code = record.error.error_code
-                    status.status.error_message = record.error.message
-                else:
-                    status.status.error_code = 0
+                error = record.error or ServingError(grpc.StatusCode.OK, "")
+                status = {"error_code": error.error_code, "error_message": error.message}
+                response.model_version_status.add(version=record.version, state=record.state, status=status)
         return response
 
     def model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
                        ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        """GetModelMetadataImpl: the ``signature_def`` field, a packed SignatureDefMap."""
+        """TF Serving's GetModelMetadata: the ``signature_def`` field, a packed SignatureDefMap.
+
+        Args:
+          request: The request; ``signature_def`` is the only metadata field there is.
+
+        Returns:
+          The resolved model spec and the version's SignatureDefs as written.
+        """
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         if not request.metadata_field:
@@ -410,8 +432,8 @@ class ModelManager:
             if field != "signature_def":
                 raise invalid_argument(f"Metadata field {field} is not supported")
         with self.handle(request.model_spec) as servable:
-            response = get_model_metadata_pb2.GetModelMetadataResponse()
-            response.model_spec.name = servable.name
-            response.model_spec.version.value = servable.version
-            response.metadata["signature_def"].Pack(servable.signature_def_map())
+            response = get_model_metadata_pb2.GetModelMetadataResponse(
+                model_spec={"name": servable.name, "version": {"value": servable.version}})
+            signature_defs = get_model_metadata_pb2.SignatureDefMap(signature_def=servable.signature_defs)
+            response.metadata["signature_def"].Pack(signature_defs)
         return response

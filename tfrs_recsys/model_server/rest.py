@@ -16,14 +16,9 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf import json_format
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_pb2,
-    predict_pb2,
-    regression_pb2,
-)
+from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, predict_pb2, regression_pb2
+from tensorflow_serving.apis.get_model_status_pb2 import GetModelStatusRequest
+from tensorflow_serving.apis.model_pb2 import ModelSpec
 
 from tfrs_recsys.model_server import json_tensor
 from tfrs_recsys.model_server.errors import ServingError, invalid_argument
@@ -41,7 +36,8 @@ STATUS_REGEX = re.compile(r"/v1/models(?:/([^/:]+))?" + _VERSION_OR_LABEL + r"(?
                           re.IGNORECASE)
 
 
-def _parse_json(body: bytes) -> dict:
+def _parse_body(body: bytes) -> tuple[dict, str]:
+    """A request body's JSON object and its ``signature_name`` (``""`` when absent)."""
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
@@ -50,25 +46,34 @@ def _parse_json(body: bytes) -> dict:
         raise invalid_argument(f"JSON Parse error: {e}") from None
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {json_text(doc)} Is not object")
-    return doc
-
-
-def _signature_name(doc: dict) -> str:
     name = doc.get("signature_name", "")
     if not isinstance(name, str):
         raise invalid_argument(f"JSON Value: {json_text(doc)} not formatted correctly. 'signature_name' key "
                                "must be a string value.")
-    return name
+    return doc, name
 
 
 class RestApi:
-    """Request dispatch of TF Serving's HttpRestApiHandler: ``handle(method, path, body)``."""
+    """Request dispatch of TF Serving's HttpRestApiHandler.
+
+    Args:
+      manager: The manager whose models the requests reach.
+    """
 
     def __init__(self, manager: ModelManager):
         self.manager = manager
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, str]:
-        """(HTTP status, JSON body) for one request; never raises."""
+        """Answers one request; never raises.
+
+        Args:
+          method: The HTTP method.
+          path: The URL path (``/v1/models/...``).
+          body: The request body.
+
+        Returns:
+          ``(HTTP status, JSON body)``; an error is ``{"error": message}`` with TF Serving's status.
+        """
         try:
             return 200, self._dispatch(method, path, body)
         except ServingError as e:
@@ -77,9 +82,15 @@ class RestApi:
             log.exception("REST request failed")
             return 500, json.dumps({"error": f"{type(e).__name__}: {e}"})
 
-    @staticmethod
-    def _spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
-        spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name))
+    def _dispatch(self, method: str, path: str, body: bytes) -> str:
+        regex = {"POST": PREDICTION_REGEX, "GET": STATUS_REGEX}.get(method)
+        match = regex.fullmatch(path) if regex else None
+        if not match:
+            raise invalid_argument(f"Malformed request: {method} {path}")
+        name, version, label, action = match.groups()
+        if not name:
+            raise invalid_argument("Missing model name in request.")
+        spec = ModelSpec(name=urllib.parse.unquote(name))
         if version is not None:
             try:
                 spec.version.value = int(version)
@@ -87,35 +98,18 @@ class RestApi:
                 raise invalid_argument(f"Failed to convert version: {version} to numeric.") from None
         if label is not None:
             spec.version_label = urllib.parse.unquote(label)
-        return spec
-
-    def _dispatch(self, method: str, path: str, body: bytes) -> str:
-        match = None
-        if method == "POST":
-            match = PREDICTION_REGEX.fullmatch(path)
-        elif method == "GET":
-            match = STATUS_REGEX.fullmatch(path)
-        if not match:
-            raise invalid_argument(f"Malformed request: {method} {path}")
-        name, version, label, action = match.groups()
-        if not name:
-            raise invalid_argument("Missing model name in request.")
-        spec = self._spec(name, version, label)
         if method == "GET":
             return self._metadata(spec) if action else self._status(spec)
         handlers = {"predict": self._predict, "classify": self._classify, "regress": self._regress}
         return handlers[action.lower()](spec, body)
 
-    def _status(self, spec: model_pb2.ModelSpec) -> str:
-        request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.CopyFrom(spec)
-        response = self.manager.model_status(request)
+    def _status(self, spec: ModelSpec) -> str:
+        response = self.manager.model_status(GetModelStatusRequest(model_spec=spec))
         return json_format.MessageToJson(response, always_print_fields_with_no_presence=True, indent=1)
 
-    def _metadata(self, spec: model_pb2.ModelSpec) -> str:
-        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-        request.model_spec.CopyFrom(spec)
-        response = self.manager.model_metadata(request)
+    def _metadata(self, spec: ModelSpec) -> str:
+        response = self.manager.model_metadata(
+            get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec, metadata_field=["signature_def"]))
         signature_defs = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signature_defs)
         options = dict(always_print_fields_with_no_presence=True, preserving_proto_field_name=True, indent=1)
@@ -123,9 +117,8 @@ class RestApi:
                 '"metadata": {"signature_def": ' + json_format.MessageToJson(signature_defs, **options)
                 + "}\n}\n")
 
-    def _predict(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
-        doc = _parse_json(body)
-        signature_name = _signature_name(doc)
+    def _predict(self, spec: ModelSpec, body: bytes) -> str:
+        doc, signature_name = _parse_body(body)
         with self.manager.handle(spec) as servable:
             name = signature_name or DEFAULT_SIGNATURE
             signature = servable.signature_defs.get(name)
@@ -151,22 +144,21 @@ class RestApi:
                 inputs, row_format = json_tensor.columns_to_inputs(doc["inputs"], infos), False
             else:
                 raise invalid_argument("Missing 'inputs' or 'instances' key")
-            request = predict_pb2.PredictRequest(inputs=inputs)
-            request.model_spec.CopyFrom(spec)
+            request = predict_pb2.PredictRequest(model_spec=spec, inputs=inputs)
             request.model_spec.signature_name = signature_name
             response = servable.predict(request)
         return json_tensor.outputs_json(dict(response.outputs), row_format)
 
-    def _examples_call(self, spec: model_pb2.ModelSpec, body: bytes, request, method: str):
+    def _examples_call(self, spec: ModelSpec, body: bytes, request, method: str):
         """Classify or Regress on the tf.Examples of a JSON body; returns the response's result."""
-        doc = _parse_json(body)
+        doc, signature_name = _parse_body(body)
         request.model_spec.CopyFrom(spec)
-        request.model_spec.signature_name = _signature_name(doc)
+        request.model_spec.signature_name = signature_name
         json_tensor.fill_examples(doc, request)
         with self.manager.handle(spec) as servable:
             return getattr(servable, method)(request).result
 
-    def _classify(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
+    def _classify(self, spec: ModelSpec, body: bytes) -> str:
         result = self._examples_call(spec, body, classification_pb2.ClassificationRequest(), "classify")
         if not result.classifications:
             raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
@@ -174,7 +166,7 @@ class RestApi:
                 for cl in result.classifications]
         return '{\n    "results": [' + ",\n        ".join(rows) + "\n    ]\n}"
 
-    def _regress(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
+    def _regress(self, spec: ModelSpec, body: bytes) -> str:
         result = self._examples_call(spec, body, regression_pb2.RegressionRequest(), "regress")
         if not result.regressions:
             raise invalid_argument("Cannot convert empty RegressionResults to JSON")
@@ -187,12 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         path = urllib.parse.urlsplit(self.path).path
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if not PATH_REGEX.fullmatch(path):
-            status, text = 404, ""
-        else:
-            status, text = self.api.handle(method, path, body)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, text = self.api.handle(method, path, body) if PATH_REGEX.fullmatch(path) else (404, "")
         payload = text.encode("utf-8")
         self.send_response(status)
         if payload:
@@ -210,20 +198,21 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("REST %s", format % args)
 
 
-class RestServer:
-    """A threaded HTTP/1.1 server for :class:`RestApi` on ``host:port`` (``port=0``: any free port)."""
+def start_rest_server(manager: ModelManager, host: str, port: int) -> ThreadingHTTPServer:
+    """Serves :class:`RestApi` over HTTP/1.1 on ``host:port`` from a daemon thread.
 
-    def __init__(self, manager: ModelManager, host: str = "127.0.0.1", port: int = 8501):
-        handler = type("Handler", (_Handler,), {"api": RestApi(manager)})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="rest", daemon=True)
+    Args:
+      manager: The manager whose models the requests reach.
+      host: The address to bind.
+      port: The port; 0 picks a free one.
 
-    def start(self) -> "RestServer":
-        self._thread.start()
-        return self
+    Returns:
+      The running server: ``server_address[1]`` is its port; ``shutdown()`` then ``server_close()`` stop it.
 
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    Raises:
+      OSError: The address cannot be bound.
+    """
+    httpd = ThreadingHTTPServer((host, port), type("Handler", (_Handler,), {"api": RestApi(manager)}))
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, name="rest", daemon=True).start()
+    return httpd

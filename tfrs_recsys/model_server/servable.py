@@ -1,8 +1,8 @@
 """One loaded model version: its SignatureDefs and the functions behind them.
 
-Predict, Classify, Regress and MultiInference follow TF Serving's
-predict_util.cc / classifier.cc / regressor.cc / multi_inference.cc: the same
-checks in the same order, the same status codes and messages.
+Predict, Classify, Regress and MultiInference follow TF Serving's predict_util.cc,
+classifier.cc / regressor.cc (in :mod:`~tfrs_recsys.model_server.classify_regress`) and
+multi_inference.cc: the same checks in the same order, the same status codes and messages.
 """
 from __future__ import annotations
 
@@ -12,20 +12,18 @@ from typing import Callable, Mapping, Sequence
 
 import grpc
 import numpy as np
+import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import (
-    classification_pb2, get_model_metadata_pb2, inference_pb2, input_pb2, predict_pb2, regression_pb2)
+from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
 
 from tfrs_recsys import paths
+from tfrs_recsys.model_server.classify_regress import CLASSIFY_METHOD, METHODS, REGRESS_METHOD, run_examples
 from tfrs_recsys.model_server.errors import ServingError, failed_precondition, from_tf_error, invalid_argument
-from tfrs_recsys.model_server.tensors import check_shape, dims_of, dtype_name, fill_proto, is_exact, shape_of, to_ndarray
+from tfrs_recsys.model_server.tensors import dtype_name, fill_proto, is_exact, shape_of, to_ndarray
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 
 # An input as received (a request's TensorProto, read in the graph) or as numpy.
 Input = np.ndarray | tensor_pb2.TensorProto
@@ -34,14 +32,36 @@ Runner = Callable[[str, Mapping[str, Input], Sequence[str]], Mapping[str, np.nda
 
 
 def as_array(value: Input, alias: str) -> np.ndarray:
+    """An input as numpy.
+
+    Args:
+      value: A request's TensorProto (read with ``to_ndarray``) or an array (returned as it is).
+      alias: The input's name, for errors.
+
+    Returns:
+      The array.
+    """
     return to_ndarray(value, alias) if isinstance(value, tensor_pb2.TensorProto) else value
 
 
 def read_meta_graph(path: str | Path, tags: Sequence[str] = (SERVE_TAG,)) -> meta_graph_pb2.MetaGraphDef:
-    """The MetaGraphDef whose tag set is ``tags`` (TF Serving loads ``{serve}``)."""
+    """The MetaGraphDef of a SavedModel whose tag set is ``tags``.
+
+    Args:
+      path: The SavedModel folder (local or a ``tf.io.gfile`` URL).
+      tags: The tag set to find (TF Serving loads ``{serve}``).
+
+    Returns:
+      The MetaGraphDef, with its SignatureDefs as written.
+
+    Raises:
+      ServingError: ``NOT_FOUND`` without ``saved_model.pb`` or without that tag set, ``DATA_LOSS``
+        when the file does not parse.
+    """
     pb = paths.join(path, "saved_model.pb")
     if not paths.isfile(pb):
-        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}")
+        raise ServingError(grpc.StatusCode.NOT_FOUND, "Could not find SavedModel .pb or .pbtxt at supplied "
+                                                      f"export directory path: {path}")
     saved = saved_model_pb2.SavedModel()
     try:
         saved.ParseFromString(paths.read_bytes(pb))
@@ -73,16 +93,16 @@ class SignatureFunction:
     * ``run_tensors``: numpy inputs (the batching path, Classify/Regress), packed into one flat
       vector per dtype and one int64 vector of their shapes and sizes, then split and reshaped in
       the graph; traced once per combination of input ranks (one where the SignatureDef fixes them).
+
+    Args:
+      function: The restored signature (``loaded.signatures[key]``).
+      signature: Its SignatureDef as written in ``saved_model.pb``.
     """
 
     def __init__(self, function, signature: meta_graph_pb2.SignatureDef):
-        import tensorflow as tf
-
         self.aliases = sorted(signature.inputs)
         dtypes = [tf.dtypes.as_dtype(signature.inputs[a].dtype) for a in self.aliases]
-        shapes = [None if signature.inputs[a].tensor_shape.unknown_rank
-                  else [d.size if d.size >= 0 else None for d in signature.inputs[a].tensor_shape.dim]
-                  for a in self.aliases]
+        shapes = [tf.TensorShape(signature.inputs[a].tensor_shape) for a in self.aliases]
         groups: dict = {}
         for i, dtype in enumerate(dtypes):
             groups.setdefault(dtype, []).append(i)
@@ -117,6 +137,7 @@ class SignatureFunction:
         self._lock = threading.Lock()
 
     def tracing_count(self) -> int:
+        """How many times the wrappers were traced, all together."""
         return sum(w.experimental_get_tracing_count() for w in self._wrappers.values())
 
     def _function(self, key):
@@ -130,8 +151,14 @@ class SignatureFunction:
         return function
 
     def run_tensors(self, inputs: Mapping[str, np.ndarray]) -> dict:
-        import tensorflow as tf
+        """Calls the signature on numpy inputs, packed per dtype.
 
+        Args:
+          inputs: One array per input alias.
+
+        Returns:
+          The signature's outputs, as tensors.
+        """
         arrays = [np.asarray(inputs[a]) for a in self.aliases]
         dims = [n for a in arrays for n in a.shape] + [arrays[i].size for _, g in self._groups for i in g]
         flat = [tf.constant(np.concatenate([arrays[i].ravel() for i in group]), dtype)
@@ -139,32 +166,31 @@ class SignatureFunction:
         return self._function(tuple(a.ndim for a in arrays))(tf.constant(dims, tf.int64), *flat)
 
     def run_protos(self, protos: Mapping[str, tensor_pb2.TensorProto]) -> dict:
-        import tensorflow as tf
+        """Calls the signature on a request's TensorProtos, parsed in the graph.
 
+        Args:
+          protos: One exact TensorProto (``is_exact``) per input alias.
+
+        Returns:
+          The signature's outputs, as tensors.
+        """
         return self._function("protos")(tf.constant([protos[a].SerializeToString() for a in self.aliases]))
-
-
-def serialized_examples(inp: input_pb2.Input) -> list[bytes]:
-    """An ``Input`` as serialized tf.Examples; a context is merged into each example as TF Serving does
-    (serialized concatenation, the example's own features winning)."""
-    kind = inp.WhichOneof("kind")
-    if kind == "example_list":
-        examples = [e.SerializeToString() for e in inp.example_list.examples]
-    elif kind == "example_list_with_context":
-        context = inp.example_list_with_context.context.SerializeToString()
-        examples = [context + e.SerializeToString() for e in inp.example_list_with_context.examples]
-    else:
-        examples = []
-    if not examples:
-        raise invalid_argument("Input is empty.")
-    return examples
 
 
 class Servable:
     """A SavedModel version loaded for serving.
 
-    ``signature_defs`` come from ``saved_model.pb`` exactly as written (what
-    GetModelMetadata returns); ``functions`` are the callables TF restores for them.
+    Predict, Classify, Regress and MultiInference run the checks of TF Serving's predict_util.cc,
+    classifier.cc, regressor.cc and multi_inference.cc in the same order, with the same codes and
+    messages.
+
+    Args:
+      name: The model name.
+      version: The version number.
+      path: The version directory.
+      meta_graph: Its ``serve`` MetaGraphDef; ``signature_defs`` are taken from it exactly as
+        written (what GetModelMetadata returns).
+      loaded: The ``tf.saved_model.load`` result; ``functions`` wrap its signatures.
     """
 
     def __init__(self, name: str, version: int, path: str, meta_graph: meta_graph_pb2.MetaGraphDef, loaded):
@@ -175,15 +201,29 @@ class Servable:
         self._loaded = loaded  # keeps the restored variables and tables alive
         self.functions = {key: SignatureFunction(fn, self.signature_defs[key])
                           for key, fn in loaded.signatures.items() if key in self.signature_defs}
-        # (alias, dtype, dims) per signature input, in the order TF Serving checks them
-        self._inputs = {key: [(a, sig.inputs[a].dtype, dims_of(sig.inputs[a].tensor_shape)) for a in sorted(sig.inputs)]
+        # (alias, dtype, dims: -1 any size, None unknown rank) per signature input, in the order TF Serving
+        # checks them
+        self._inputs = {key: [(a, info.dtype, None if info.tensor_shape.unknown_rank
+                               else tuple(d.size for d in info.tensor_shape.dim))
+                              for a, info in sorted(sig.inputs.items())]
                         for key, sig in self.signature_defs.items()}
         self.runner: Runner = self.run
 
     @classmethod
     def load(cls, name: str, version: int, path: str | Path) -> "Servable":
-        import tensorflow as tf
+        """Loads a SavedModel version.
 
+        Args:
+          name: The model name.
+          version: The version number.
+          path: The version directory (local or a ``tf.io.gfile`` URL).
+
+        Returns:
+          The servable.
+
+        Raises:
+          ServingError: The SavedModel cannot be read or loaded.
+        """
         meta_graph = read_meta_graph(path)
         try:
             loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
@@ -191,55 +231,53 @@ class Servable:
             raise ServingError(grpc.StatusCode.UNKNOWN, f"Failed to load SavedModel at {path}: {e}") from None
         return cls(name, version, str(path), meta_graph, loaded)
 
-    # -- metadata -------------------------------------------------------------------------------
+    def run(self, signature_name: str, inputs: Mapping[str, Input],
+            output_aliases: Sequence[str]) -> dict[str, np.ndarray]:
+        """Calls one signature function on all its inputs: TensorProtos (parsed in the graph) or numpy.
 
-    def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
-        out = get_model_metadata_pb2.SignatureDefMap()
-        for key, sig in self.signature_defs.items():
-            out.signature_def[key].CopyFrom(sig)
-        return out
+        Args:
+          signature_name: The signature key.
+          inputs: A value for every input of the signature, already checked against it.
+          output_aliases: The outputs to return.
 
-    # -- running a signature ----------------------------------------------------------------------
+        Returns:
+          ``{alias: array}`` for ``output_aliases``.
 
-    def _function(self, signature_name: str) -> SignatureFunction:
+        Raises:
+          ServingError: A TensorFlow runtime error keeps its status code.
+        """
         fn = self.functions.get(signature_name)
         if fn is None:
             raise failed_precondition(f'Serving signature key "{signature_name}" not found.')
-        return fn
-
-    @staticmethod
-    def _outputs(call, output_aliases: Sequence[str]) -> dict[str, np.ndarray]:
-        """Run ``call``; TF runtime errors keep their status code."""
-        import tensorflow as tf
-
         try:
-            result = call()
+            if all(isinstance(v, tensor_pb2.TensorProto) for v in inputs.values()):
+                result = fn.run_protos(inputs)
+            else:
+                result = fn.run_tensors({alias: as_array(value, alias) for alias, value in inputs.items()})
         except tf.errors.OpError as e:
             raise from_tf_error(e) from None
         except (TypeError, ValueError) as e:
             raise invalid_argument(str(e)) from None
         return {alias: result[alias].numpy() for alias in output_aliases}
 
-    def run(self, signature_name: str, inputs: Mapping[str, Input], output_aliases: Sequence[str]) -> dict[str, np.ndarray]:
-        """Call one signature function on all its inputs: TensorProtos (parsed in the graph) or numpy."""
-        fn = self._function(signature_name)
-        if all(isinstance(v, tensor_pb2.TensorProto) for v in inputs.values()):
-            return self._outputs(lambda: fn.run_protos(inputs), output_aliases)
-        arrays = {alias: as_array(value, alias) for alias, value in inputs.items()}
-        return self._outputs(lambda: fn.run_tensors(arrays), output_aliases)
-
-    def _signature(self, signature_name: str):
+    def _signature(self, signature_name: str, error: Callable[[str], ServingError], message: str):
+        """``(name, SignatureDef)`` of the signature a request names; ``error(message)`` when missing."""
         name = signature_name or DEFAULT_SIGNATURE
         signature = self.signature_defs.get(name)
         if signature is None:
-            raise failed_precondition(f'Serving signature key "{name}" not found.')
+            raise error(message.format(name))
         return name, signature
+
+    def _fill_model_spec(self, spec, model_name: str, signature_name: str) -> None:
+        spec.name = model_name
+        spec.signature_name = signature_name
+        spec.version.value = self.version
 
     # -- Predict ----------------------------------------------------------------------------------
 
     @staticmethod
     def _check_input_names(signature, sent: set[str]) -> None:
-        """The errors of a request whose input names are not the signature's (missing ones may have defaults)."""
+        """Raises for input names that are not the signature's (missing ones may have defaults)."""
         wanted = set(signature.inputs)
         if len(sent) > len(wanted) or (len(sent) < len(wanted) and not signature.defaults):
             raise invalid_argument(
@@ -254,12 +292,25 @@ class Servable:
                 f"Inputs expected to be in the set {{{','.join(sorted(wanted))}}}.")
         missing = sorted(wanted - sent - set(signature.defaults))
         if missing:
-            raise invalid_argument(f"Missing input: {missing[0]}; the signature needs {{{','.join(sorted(wanted))}}}")
+            raise invalid_argument(
+                f"Missing input: {missing[0]}; the signature needs {{{','.join(sorted(wanted))}}}")
 
     def check_predict(self, request: predict_pb2.PredictRequest) -> tuple[str, list[str]]:
-        """Validate a PredictRequest against its signature (predict_util.cc PreProcessPrediction):
-        ``(signature name, output aliases)``. Inputs are checked by dtype and shape, not read."""
-        name, signature = self._signature(request.model_spec.signature_name)
+        """Validates a PredictRequest against its signature (predict_util.cc PreProcessPrediction).
+
+        Inputs are checked by dtype and shape, not read.
+
+        Args:
+          request: The request.
+
+        Returns:
+          ``(signature name, output aliases)``.
+
+        Raises:
+          ServingError: TF Serving's code and message for the first problem found.
+        """
+        name, signature = self._signature(request.model_spec.signature_name, failed_precondition,
+                                          'Serving signature key "{}" not found.')
         sent, inputs = request.inputs, self._inputs[name]
         if len(sent) != len(inputs) or not all(alias in sent for alias, _, _ in inputs):
             self._check_input_names(signature, set(sent))
@@ -268,9 +319,14 @@ class Servable:
                 continue
             proto = sent[alias]
             if proto.dtype != dtype:
-                raise invalid_argument(
-                    f"Expects arg[{index}] to be {dtype_name(dtype)} but {dtype_name(proto.dtype)} is provided")
-            check_shape(alias, shape_of(proto), expected)
+                raise invalid_argument(f"Expects arg[{index}] to be {dtype_name(dtype)} but "
+                                       f"{dtype_name(proto.dtype)} is provided")
+            shape = shape_of(proto)
+            if expected is not None and (len(expected) != len(shape)
+                                         or any(e >= 0 and e != v for e, v in zip(expected, shape))):
+                got, want = ",".join(map(str, shape)), ",".join(map(str, expected))
+                raise invalid_argument(f"input tensor '{alias}' has shape [{got}] but the signature expects "
+                                       f"[{want}] (-1 = any size)")
         outputs: list[str] = []
         for alias in request.output_filter:
             if alias not in signature.outputs:
@@ -283,6 +339,17 @@ class Servable:
         return name, outputs or list(signature.outputs)
 
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        """TF Serving's Predict.
+
+        Args:
+          request: The inputs of one signature (missing ones take the signature's defaults).
+
+        Returns:
+          The signature's outputs (those of ``output_filter`` when it is set), as typed value fields.
+
+        Raises:
+          ServingError: The request does not fit the signature, or the model failed on it.
+        """
         name, output_aliases = self.check_predict(request)
         signature, protos = self.signature_defs[name], request.inputs
         inputs = {}
@@ -297,146 +364,73 @@ class Servable:
             fill_proto(response.outputs[alias], values[alias], signature.outputs[alias].dtype)
         return response
 
-    def _fill_model_spec(self, spec, model_name: str, signature_name: str) -> None:
-        spec.name = model_name
-        spec.signature_name = signature_name
-        spec.version.value = self.version
-
     # -- Classify / Regress / MultiInference ------------------------------------------------------
 
-    def _example_signature(self, signature_name: str):
-        """The classify/regress signature a request names (classifier.cc GetClassificationSignatureDef)."""
-        name = signature_name or DEFAULT_SIGNATURE
-        signature = self.signature_defs.get(name)
-        if signature is None:
-            raise invalid_argument(f"No signature was found with the name: {name}")
-        return name, signature
-
-    @staticmethod
-    def _check_classify_signature(signature) -> list[str]:
-        if signature.method_name != CLASSIFY_METHOD:
-            raise invalid_argument(
-                f"Expected classification signature method_name to be {CLASSIFY_METHOD}. Was: {signature.method_name}")
-        if len(signature.inputs) != 1:
-            raise invalid_argument("Expected one input Tensor.")
-        if len(signature.outputs) not in (1, 2):
-            raise invalid_argument(f"Expected one or two output Tensors, found {len(signature.outputs)}")
-        if "inputs" not in signature.inputs:
-            raise failed_precondition(f"No classification inputs found in SignatureDef: {signature}")
-        outputs = [k for k in ("classes", "scores") if k in signature.outputs]
-        if not outputs:
-            raise failed_precondition(
-                'Expected classification signature outputs to contain at least one of "classes" or "scores". '
-                f"Signature was: {signature}")
-        return outputs
-
-    @staticmethod
-    def _check_regress_signature(signature) -> list[str]:
-        if signature.method_name != REGRESS_METHOD:
-            raise invalid_argument(
-                f"Expected regression signature method_name to be {REGRESS_METHOD}. Was: {signature.method_name}")
-        if len(signature.inputs) != 1:
-            raise invalid_argument("Expected one input Tensor.")
-        if len(signature.outputs) != 1:
-            raise invalid_argument("Expected one output Tensor.")
-        if "inputs" not in signature.inputs:
-            raise failed_precondition(f"No regression inputs found in SignatureDef: {signature}")
-        if "outputs" not in signature.outputs:
-            raise failed_precondition(f"No regression outputs found in SignatureDef: {signature}")
-        return ["outputs"]
-
-    @staticmethod
-    def _classification_result(values: Mapping[str, np.ndarray], num_examples: int) -> classification_pb2.ClassificationResult:
-        classes, scores = values.get("classes"), values.get("scores")
-        for label, tensor in (("classes", classes), ("scores", scores)):
-            if tensor is None:
-                continue
-            if tensor.ndim != 2:
-                raise invalid_argument(f"Expected Tensor shape: [batch_size num_classes] but got {list(tensor.shape)}")
-            if tensor.shape[0] != num_examples:
-                raise invalid_argument(f"Expected {label} output batch size of {num_examples}. Got: {tensor.shape[0]}")
-        if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-            raise invalid_argument(
-                f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}")
-        num_classes = (classes if classes is not None else scores).shape[1]
-        result = classification_pb2.ClassificationResult()
-        for i in range(num_examples):
-            classifications = result.classifications.add()
-            for c in range(num_classes):
-                cls = classifications.classes.add()
-                if classes is not None:
-                    cls.label = classes[i, c].decode() if isinstance(classes[i, c], bytes) else str(classes[i, c])
-                if scores is not None:
-                    cls.score = float(scores[i, c])
-        return result
-
-    @staticmethod
-    def _regression_result(values: Mapping[str, np.ndarray], num_examples: int) -> regression_pb2.RegressionResult:
-        output = values["outputs"]
-        if not (output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)):
-            raise invalid_argument(
-                f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {list(output.shape)}")
-        if output.shape[0] != num_examples:
-            raise invalid_argument(
-                f"Input batch size did not match output batch size: {num_examples} vs. {output.shape[0]}")
-        result = regression_pb2.RegressionResult()
-        for value in output.ravel():
-            result.regressions.add(value=float(value))
-        return result
-
-    def _run_examples(self, signature_name: str, inp: input_pb2.Input, outputs: Sequence[str]):
-        examples = serialized_examples(inp)
-        values = self.run(signature_name, {"inputs": np.array(examples, dtype=object)}, outputs)
-        return values, len(examples)
-
-    def classify(self, request: classification_pb2.ClassificationRequest) -> classification_pb2.ClassificationResponse:
-        name, signature = self._example_signature(request.model_spec.signature_name)
-        outputs = self._check_classify_signature(signature)
-        values, n = self._run_examples(name, request.input, outputs)
-        response = classification_pb2.ClassificationResponse()
+    def _examples_call(self, request, response, method: str):
+        name, signature = self._signature(request.model_spec.signature_name, invalid_argument,
+                                          "No signature was found with the name: {}")
+        outputs = METHODS[method][0](signature)
+        response.result.CopyFrom(run_examples(method, self.run, name, request.input, outputs))
         self._fill_model_spec(response.model_spec, request.model_spec.name, name)
-        response.result.CopyFrom(self._classification_result(values, n))
         return response
+
+    def classify(self, request: classification_pb2.ClassificationRequest
+                 ) -> classification_pb2.ClassificationResponse:
+        """TF Serving's Classify: classes and/or scores per tf.Example of the request's input.
+
+        Args:
+          request: The examples and the classify signature.
+
+        Returns:
+          One Classifications per example.
+        """
+        return self._examples_call(request, classification_pb2.ClassificationResponse(), CLASSIFY_METHOD)
 
     def regress(self, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
-        name, signature = self._example_signature(request.model_spec.signature_name)
-        outputs = self._check_regress_signature(signature)
-        values, n = self._run_examples(name, request.input, outputs)
-        response = regression_pb2.RegressionResponse()
-        self._fill_model_spec(response.model_spec, request.model_spec.name, name)
-        response.result.CopyFrom(self._regression_result(values, n))
-        return response
+        """TF Serving's Regress: one value per tf.Example of the request's input.
 
-    def multi_inference(self, request: inference_pb2.MultiInferenceRequest) -> inference_pb2.MultiInferenceResponse:
-        """Several classify/regress signatures over one input, run as one call per signature."""
+        Args:
+          request: The examples and the regress signature.
+
+        Returns:
+          One Regression per example.
+        """
+        return self._examples_call(request, regression_pb2.RegressionResponse(), REGRESS_METHOD)
+
+    def multi_inference(self, request: inference_pb2.MultiInferenceRequest
+                        ) -> inference_pb2.MultiInferenceResponse:
+        """TF Serving's MultiInference: several classify/regress signatures over one input.
+
+        Every task is checked before any runs; each signature then runs once.
+
+        Args:
+          request: The tasks (one model, distinct signatures) and the examples.
+
+        Returns:
+          One result per task, in order.
+        """
         seen: set[str] = set()
         plans = []
         for task in request.tasks:
             if not task.model_spec.name:
                 raise invalid_argument("Found ModelSpec with an empty model name.")
             if task.model_spec.name != request.tasks[0].model_spec.name:
-                raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+                raise invalid_argument(
+                    "All ModelSpecs in a MultiInferenceRequest must access the same model name.")
             name = task.model_spec.signature_name or DEFAULT_SIGNATURE
             if name in seen:
                 raise invalid_argument(f"Duplicate evaluation of signature: {name}")
             seen.add(name)
-            signature = self.signature_defs.get(name)
-            if signature is None:
-                raise invalid_argument(f"Requested signature not found in model graph: {name}")
-            if task.method_name == CLASSIFY_METHOD:
-                outputs = self._check_classify_signature(signature)
-            elif task.method_name == REGRESS_METHOD:
-                outputs = self._check_regress_signature(signature)
-            else:
-                raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
-            plans.append((task, name, outputs))
+            _, signature = self._signature(name, invalid_argument,
+                                           "Requested signature not found in model graph: {}")
+            if task.method_name not in METHODS:
+                raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                                   f"Unsupported signature method_name: {task.method_name}")
+            plans.append((task, name, METHODS[task.method_name][0](signature)))
         response = inference_pb2.MultiInferenceResponse()
         for task, name, outputs in plans:
-            values, n = self._run_examples(name, request.input, outputs)
             result = response.results.add()
-            if task.method_name == CLASSIFY_METHOD:
-                result.classification_result.CopyFrom(self._classification_result(values, n))
-            else:
-                result.regression_result.CopyFrom(self._regression_result(values, n))
+            value = run_examples(task.method_name, self.run, name, request.input, outputs)
+            getattr(result, METHODS[task.method_name][2]).CopyFrom(value)
             self._fill_model_spec(result.model_spec, task.model_spec.name, task.model_spec.signature_name)
         return response

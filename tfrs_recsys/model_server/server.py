@@ -23,21 +23,18 @@ import sys
 import threading
 from concurrent import futures
 
-import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-
 log = logging.getLogger("tfrs_recsys.model_server")
 
 
 def _bool(text: str) -> bool:
     value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("1", "true", "yes", "on")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``tensorflow_model_server``'s flags, plus ``--host``."""
     p = argparse.ArgumentParser(prog="python -m tfrs_recsys.model_server", description=(
         "TF-Serving-protocol model server (gRPC PredictionService/ModelService and the REST API)."))
     p.add_argument("--port", type=int, default=8500, help="gRPC port (0: pick a free one and log it)")
@@ -63,19 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _configure_tensorflow(args) -> None:
-    import tensorflow as tf
-
-    if args.tensorflow_intra_op_parallelism:
-        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
-    if args.tensorflow_inter_op_parallelism:
-        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
-    try:  # registers the ScaNN custom ops; without them a ScaNN SavedModel cannot load
-        import scann  # noqa: F401
-    except ImportError:
-        log.info("scann is not installed: ScaNN SavedModels will fail to load (portable exports still work)")
-
-
 def _failed_to_start(error, *cleanups) -> int:
     print(f"Failed to start server. Error: {error}", file=sys.stderr)
     for cleanup in cleanups:
@@ -84,6 +68,15 @@ def _failed_to_start(error, *cleanups) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serves until SIGTERM or SIGINT.
+
+    Args:
+      argv: The flags (``sys.argv[1:]`` when None).
+
+    Returns:
+      The exit status: 0 after a clean stop, 1 when the server could not start, 2 for unusable
+      configuration files.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
@@ -104,14 +97,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    _configure_tensorflow(args)
-
     import grpc
+    import tensorflow as tf
 
     from tfrs_recsys.model_server.errors import ServingError
     from tfrs_recsys.model_server.grpc_service import add_services
     from tfrs_recsys.model_server.model_manager import ManagerOptions, ModelManager
-    from tfrs_recsys.model_server.rest import RestServer
+    from tfrs_recsys.model_server.rest import start_rest_server
+
+    if args.tensorflow_intra_op_parallelism:
+        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    if args.tensorflow_inter_op_parallelism:
+        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    try:  # registers the ScaNN custom ops; without them a ScaNN SavedModel cannot load
+        import scann  # noqa: F401
+    except ImportError:
+        log.info("scann is not installed: ScaNN SavedModels will fail to load (portable exports still work)")
 
     # ManagerOptions' fields are named after the flags they come from.
     flags = {f.name for f in dataclasses.fields(ManagerOptions)}
@@ -137,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     rest = None
     if args.rest_api_port:
         try:
-            rest = RestServer(manager, args.host, args.rest_api_port).start()
+            rest = start_rest_server(manager, args.host, args.rest_api_port)
         except OSError as e:
             return _failed_to_start(f"could not bind REST to {args.host}:{args.rest_api_port}: {e}",
                                     lambda: server.stop(0), manager.stop)
-        log.info("Exporting HTTP/REST API at:%s:%d ...", args.host, rest.port)
+        log.info("Exporting HTTP/REST API at:%s:%d ...", args.host, rest.server_address[1])
 
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -150,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     log.info("Shutting down")
     if rest is not None:
-        rest.stop()
+        rest.shutdown()
+        rest.server_close()
     server.stop(grace=2).wait()
     manager.stop()
     return 0

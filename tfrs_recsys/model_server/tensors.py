@@ -16,18 +16,17 @@ to the shape, dtypes without a codec here).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import ml_dtypes
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from tfrs_recsys.model_server.errors import invalid_argument
 
 
-@dataclass(frozen=True)
-class _Codec:
+class _Codec(NamedTuple):
     """How one dtype sits in a TensorProto.
 
     ``field`` holds ``width`` entries per element; ``bits`` is the numpy dtype those
@@ -39,15 +38,6 @@ class _Codec:
     field: str
     bits: type | None = None
     width: int = 1
-
-    def read(self, values) -> np.ndarray:
-        if self.bits is None:
-            return np.array(values, dtype=self.numpy)
-        return np.array(values, dtype=self.bits).view(self.numpy)
-
-    def write(self, flat: np.ndarray) -> list:
-        flat = flat.astype(self.numpy, copy=False)
-        return (flat if self.bits is None else flat.view(self.bits)).tolist()
 
 
 _CODECS = {
@@ -78,47 +68,71 @@ def dtype_name(dtype: int) -> str:
 
 
 def numpy_dtype(dtype: int):
-    codec = _CODECS.get(dtype)
-    return codec.numpy if codec is not None else None
+    """The numpy dtype of a DataType enum (None for one without a codec here)."""
+    return _CODECS[dtype].numpy if dtype in _CODECS else None
 
 
 def dtype_of(array: np.ndarray) -> int | None:
-    """The DataType enum a numpy array is sent as (strings and bytes: DT_STRING)."""
+    """The DataType enum a numpy array is sent as.
+
+    Args:
+      array: Any array; object, bytes and str arrays are strings.
+
+    Returns:
+      The enum (``DT_STRING`` for strings), None for a dtype without a codec here.
+    """
     if array.dtype == object or array.dtype.kind in "SU":
         return types_pb2.DT_STRING
     return _DTYPE_OF.get(array.dtype)
 
 
 def shape_of(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
+    """The shape of a TensorProto."""
     return tuple(d.size for d in proto.tensor_shape.dim)
 
 
 def is_exact(proto: tensor_pb2.TensorProto) -> bool:
-    """Whether ``proto`` holds exactly one value per element in an encoding this module reads
-    (no broadcast, no padding, no surplus): ``to_ndarray`` then needs no TensorFlow."""
+    """Whether ``proto`` holds exactly one value per element in an encoding this module reads.
+
+    Args:
+      proto: A request's tensor.
+
+    Returns:
+      True when there is no broadcast, padding or surplus: ``to_ndarray`` then needs no TensorFlow,
+      and ``tf.io.parse_tensor`` reads it as it is.
+    """
     codec = _CODECS.get(proto.dtype)
     if codec is None:
         return False
-    size = math.prod(d.size for d in proto.tensor_shape.dim)
+    size = math.prod(shape_of(proto))
     if proto.tensor_content:
         return codec.numpy is not object and len(proto.tensor_content) == size * _ITEMSIZE[proto.dtype]
     return len(getattr(proto, codec.field)) == size * codec.width
 
 
 def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
-    """A request tensor as a (writable) numpy array; a malformed one is INVALID_ARGUMENT naming the input.
+    """A request tensor as a (writable) numpy array.
 
     Exact encodings are read with one numpy call; anything else (a single value broadcast
     to the shape, dtypes without a codec) goes through ``tf.make_ndarray``, whose result
     this matches element for element.
+
+    Args:
+      proto: The tensor.
+      alias: The input's name, for the error.
+
+    Returns:
+      The array (strings as an object array of bytes).
+
+    Raises:
+      ServingError: ``INVALID_ARGUMENT`` naming the input when ``proto`` is malformed.
     """
     if is_exact(proto):
         codec = _CODECS[proto.dtype]
         if proto.tensor_content:
             return np.frombuffer(proto.tensor_content, dtype=codec.numpy).reshape(shape_of(proto)).copy()
-        return codec.read(getattr(proto, codec.field)).reshape(shape_of(proto))
-    import tensorflow as tf
-
+        values = np.array(getattr(proto, codec.field), dtype=codec.bits or codec.numpy)
+        return (values if codec.bits is None else values.view(codec.numpy)).reshape(shape_of(proto))
     try:
         return tf.make_ndarray(proto)
     except Exception as e:  # malformed protos raise ValueError/TypeError from deep inside TF
@@ -126,11 +140,17 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
 
 
 def concat_rows(protos: Sequence[tensor_pb2.TensorProto], pad: int = 0) -> tensor_pb2.TensorProto:
-    """Exact TensorProtos (``is_exact``) of one dtype and row shape stacked along dimension 0,
-    then ``pad`` copies of the first row (BatchingSession's padding).
+    """TensorProtos stacked along dimension 0, then padded with copies of the first row.
 
     Values are copied as they are encoded (``tensor_content`` bytes joined, typed fields
     extended); only protos mixing the two encodings go through numpy.
+
+    Args:
+      protos: Exact TensorProtos (``is_exact``) of one dtype and row shape.
+      pad: How many copies of the first row to append (BatchingSession's padding).
+
+    Returns:
+      One exact TensorProto with ``sum(rows) + pad`` rows.
     """
     shapes = [shape_of(p) for p in protos]
     rows = sum(shape[0] for shape in shapes)
@@ -138,9 +158,8 @@ def concat_rows(protos: Sequence[tensor_pb2.TensorProto], pad: int = 0) -> tenso
     dtype = protos[0].dtype
     codec = _CODECS[dtype]
     filled = [p for p, shape in zip(protos, shapes) if math.prod(shape)]
-    out = tensor_pb2.TensorProto(dtype=dtype)
-    for size in (rows + pad, *row_shape):
-        out.tensor_shape.dim.add(size=size)
+    dims = [{"size": n} for n in (rows + pad, *row_shape)]
+    out = tensor_pb2.TensorProto(dtype=dtype, tensor_shape={"dim": dims})
     row = math.prod(row_shape)
     if codec.numpy is not object and filled and all(p.tensor_content for p in filled):
         content = b"".join(p.tensor_content for p in filled)
@@ -159,7 +178,15 @@ def concat_rows(protos: Sequence[tensor_pb2.TensorProto], pad: int = 0) -> tenso
 
 
 def to_proto(value: np.ndarray, dtype: int) -> tensor_pb2.TensorProto:
-    """``value`` as a TensorProto with typed value fields (TF Serving's AsProtoField)."""
+    """``value`` as a new TensorProto with typed value fields (TF Serving's AsProtoField).
+
+    Args:
+      value: The array.
+      dtype: The DataType enum to write it as.
+
+    Returns:
+      The TensorProto.
+    """
     proto = tensor_pb2.TensorProto()
     fill_proto(proto, value, dtype)
     return proto
@@ -167,17 +194,19 @@ def to_proto(value: np.ndarray, dtype: int) -> tensor_pb2.TensorProto:
 
 def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int, *,
                content: bool = False) -> None:
-    """Write ``value`` into an empty ``proto`` in place: typed value fields, or ``tensor_content``
-    for numbers when ``content`` (what ``tf.make_tensor_proto`` writes; both read back the same).
+    """Writes ``value`` into an empty ``proto`` in place.
 
-    Strings may be bytes (sent as they are) or str (sent as UTF-8); anything else in a string
-    tensor is sent as its ``str()``.
+    Args:
+      proto: The TensorProto to fill (e.g. ``response.outputs[alias]``).
+      value: The array. Strings may be bytes (sent as they are) or str (sent as UTF-8); anything
+        else in a string tensor is sent as its ``str()``.
+      dtype: The DataType enum to write it as.
+      content: Numbers go into ``tensor_content`` (what ``tf.make_tensor_proto`` writes) instead of
+        the typed value fields; both read back the same.
     """
     value = np.asarray(value)
     codec = _CODECS.get(dtype)
     if codec is None:
-        import tensorflow as tf
-
         proto.CopyFrom(tf.make_tensor_proto(value, dtype=tf.dtypes.as_dtype(dtype)))
         return
     proto.dtype = dtype
@@ -190,29 +219,9 @@ def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int, *,
         try:  # upb takes bytes only: encode str (the common case, one comprehension) first
             proto.string_val.extend([v.encode() for v in items] if items and type(items[0]) is str else items)
         except (AttributeError, TypeError):  # mixed or other types
-            proto.string_val.extend([_as_bytes(v) for v in items])
+            proto.string_val.extend([v if isinstance(v, bytes) else str(v).encode() for v in items])
     elif content:
         proto.tensor_content = np.ascontiguousarray(value, dtype=codec.numpy).tobytes()
     else:
-        getattr(proto, codec.field).extend(codec.write(value.ravel()))
-
-
-def _as_bytes(value) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    return (value if isinstance(value, str) else str(value)).encode()
-
-
-def dims_of(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...] | None:
-    """A signature's shape as dims (-1 = any size), None for unknown rank."""
-    return None if shape.unknown_rank else tuple(d.size for d in shape.dim)
-
-
-def check_shape(alias: str, shape: tuple[int, ...], expected: tuple[int, ...] | None) -> None:
-    """A request tensor's ``shape`` must fit the signature's ``expected`` dims (``dims_of``)."""
-    if expected is None:
-        return
-    if len(expected) != len(shape) or any(e >= 0 and e != v for e, v in zip(expected, shape)):
-        raise invalid_argument(
-            f"input tensor '{alias}' has shape [{','.join(map(str, shape))}] but the signature expects "
-            f"[{','.join(map(str, expected))}] (-1 = any size)")
+        flat = value.ravel().astype(codec.numpy, copy=False)
+        getattr(proto, codec.field).extend((flat if codec.bits is None else flat.view(codec.bits)).tolist())
