@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t = _step(5, "starting the model server on 127.0.0.1 (gRPC + REST)")
     grpc_port, rest_port = _free_port(), _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tfrs_recsys.model_server.server", f"--port={grpc_port}",
+    server = subprocess.Popen([sys.executable, "-m", "tfrs_recsys.model_server", f"--port={grpc_port}",
                                f"--rest_api_port={rest_port}", f"--model_config_file={config_path}"])
     address = f"127.0.0.1:{grpc_port}"
     try:

@@ -183,7 +183,7 @@ class ServingClient:
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise ServerUnavailableError(
                     f"no model server answers at {self.address} ({details}). Start one, e.g. "
-                    "`python -m tfrs_recsys.model_server.server --model_config_file=/abs/path/models.config` "
+                    "`python -m tfrs_recsys.model_server --model_config_file=/abs/path/models.config` "
                     "(or tensorflow_model_server with the same flags), or pass the right address.",
                     code) from None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
