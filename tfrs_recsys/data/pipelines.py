@@ -12,8 +12,7 @@ Pipeline design: the columns are converted once and held as in-memory tensors; e
 draws a seeded permutation of the row indices in one op and every batch is a vectorized
 ``tf.gather`` of those indices (one per dtype: the 1-D columns of a dtype are held as one
 matrix). That is a shuffle whose buffer is the whole data set at the cost of 8 bytes per row,
-and it runs several times faster than the per-example
-``from_tensor_slices -> cache -> shuffle -> batch`` chain (bench/pipeline.py measures both).
+without the per-example work of a ``from_tensor_slices -> cache -> shuffle -> batch`` chain.
 """
 from __future__ import annotations
 
@@ -34,10 +33,7 @@ def frame_to_label_columns(frame: pd.DataFrame, labels: Sequence[str]) -> dict[s
             raise DataError(f"label column '{name}' of the feature spec is not in the data", column=name,
                             fix="add the label column to the data, or correct the spec's labels")
         values = frame[name]
-        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
-            numbers = values.to_numpy(dtype=np.float32, na_value=np.nan)
-        else:
-            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
         missing = np.isnan(numbers)
         if missing.any():
             row = int(np.flatnonzero(missing)[0])
@@ -111,12 +107,13 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], *, batch_size: int, sh
         def next_indices(order, step_and_draw):
             step, draw = step_and_draw
             position = step % batches_per_epoch
-            order = tf.cond(tf.equal(position, 0), lambda: tf.random.experimental.stateless_shuffle(
-                tf.range(n, dtype=tf.int64), seed=tf.stack([draw, tf.constant(seed, tf.int64)])), lambda: order)
+            shuffled = lambda: tf.random.experimental.stateless_shuffle(
+                tf.range(n, dtype=tf.int64), seed=tf.stack([draw, tf.constant(seed, tf.int64)]))
+            order = tf.cond(tf.equal(position, 0), shuffled, lambda: order)
             start = position * batch_size
             return order, order[start:tf.minimum(start + batch_size, stop)]
 
-        steps = tf.data.Dataset.range(batches_per_epoch) if not repeat else tf.data.Dataset.range(2 ** 62)
+        steps = tf.data.Dataset.range(2 ** 62 if repeat else batches_per_epoch)
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((steps, draws)).scan(tf.range(n, dtype=tf.int64), next_indices)
         ds = ds.map(assemble, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
