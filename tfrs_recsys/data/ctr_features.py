@@ -80,7 +80,15 @@ class SlotFeatureMap:
         return self._by_column.get(column, {}).get(str(value), 0)
 
     def fit(self, frame: pd.DataFrame, columns: Sequence[str]) -> "SlotFeatureMap":
-        """Add every unseen ``column=value`` of ``frame[columns]``; existing ids never change."""
+        """Add every unseen ``column=value`` of ``frame[columns]``; existing ids never change.
+
+        Args:
+          frame: rows holding ``columns``.
+          columns: the slot columns (names without ``=``).
+
+        Returns:
+          This map, for chaining.
+        """
         new_keys = set()
         for column in columns:
             if "=" in column:
@@ -94,7 +102,15 @@ class SlotFeatureMap:
         return self
 
     def transform(self, frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-        """int64 ids ``[len(frame), len(columns)]``; unknown or missing values are 0."""
+        """The slot ids of ``frame[columns]``.
+
+        Args:
+          frame: rows holding ``columns``.
+          columns: fitted slot columns.
+
+        Returns:
+          int64 ids ``[len(frame), len(columns)]``; unknown or missing values are 0.
+        """
         out = np.zeros((len(frame), len(columns)), dtype=np.int64)
         for j, column in enumerate(columns):
             if column not in self._by_column:
@@ -105,7 +121,11 @@ class SlotFeatureMap:
         return out
 
     def save(self, path: str | os.PathLike) -> None:
-        """Readable JSON: ``{"format", "unknown_id": 0, "ids": {"column=value": id, ...}}`` in id order."""
+        """Write the map as readable JSON, ``{"format", "unknown_id": 0, "ids": {"column=value": id}}``.
+
+        Args:
+          path: a local or remote (``gs://``) file path.
+        """
         payload = {"format": self.FORMAT, "unknown_id": 0, "ids": self._ids}
         with open_path(path, "wb") as fh:
             fh.write(json.dumps(payload, indent=1, ensure_ascii=False).encode("utf-8"))
@@ -196,6 +216,18 @@ def item_hotness(frame: pd.DataFrame, *, item_col: str = "item_id", time_col: st
     and ``hotness`` (formulas in the module docstring), hottest first. ``now`` defaults to the
     newest timestamp; events after ``now`` are an error (they would leak the future). Without
     ``click_col``, clicks and CTR are NaN and hotness is ``log1p(decayed_impressions)``.
+
+    Args:
+      frame: the log, one event per row.
+      item_col: the item id column.
+      time_col: event time in epoch seconds.
+      click_col: 0/1 clicks, optional.
+      half_life_days: the decay's half-life ``h``.
+      now: the time ages are measured from.
+      prior_strength: ``s``; None fits it by the method of moments.
+
+    Returns:
+      One row per item, hottest first.
     """
     _check_decay(half_life_days, prior_strength)
     items, times, clicks = _event_arrays(frame, item_col, time_col, click_col)
@@ -220,7 +252,15 @@ def item_hotness(frame: pd.DataFrame, *, item_col: str = "item_id", time_col: st
 
 
 def hot_items(hotness_frame: pd.DataFrame, k: int) -> list[str]:
-    """The ``k`` hottest item ids (ties by item id): the cold-start list for users with no history."""
+    """The ``k`` hottest item ids (ties by item id): the cold-start list for users with no history.
+
+    Args:
+      hotness_frame: the output of :func:`item_hotness`.
+      k: how many ids.
+
+    Returns:
+      The ids, hottest first.
+    """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     missing = [c for c in ("item_id", "hotness") if c not in hotness_frame.columns]
@@ -241,6 +281,15 @@ def point_in_time_hotness(events: pd.DataFrame, rows: pd.DataFrame, *, item_col:
     earlier event): events of the row's own window and later are never seen. Computed in one
     pass over the windows by decaying the running sums, ``S(W_k) = S(W_{k-1}) 0.5^((W_k - W_{k-1}) / h)``
     plus the events in ``[W_{k-1}, W_k)``.
+
+    Args:
+      events: the log the feature is computed from (as in :func:`item_hotness`).
+      rows: the rows to give the feature to (their item and time columns).
+      item_col, time_col, click_col, half_life_days, prior_strength: as in :func:`item_hotness`.
+      window_seconds: the feature job's period.
+
+    Returns:
+      float64 ``[len(rows)]`` hotness values.
     """
     _check_decay(half_life_days, prior_strength)
     if window_seconds < 1:
@@ -293,6 +342,16 @@ def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int =
     strictly before the start of the row's (UTC day) window, decayed to that start (see
     :func:`point_in_time_hotness`): a row never sees ratings from its own day or later, and the
     sampled negatives, which are not real events, never enter it.
+
+    Args:
+      data: MovieLens-style interactions (with item and, optionally, user tables).
+      negatives_per_positive: sampled non-clicks per rating.
+      seed: the sampling seed.
+      half_life_days: the ``item_hotness`` feature's half-life.
+      window_seconds: the feature job's period.
+
+    Returns:
+      The click log, ordered by time, with ``label`` as its one label.
     """
     if negatives_per_positive < 0:
         raise ValueError(f"negatives_per_positive must be >= 0, got {negatives_per_positive}")

@@ -69,7 +69,16 @@ class RatedHeldOut:
 
 
 def rated_held_out(rows: pd.DataFrame, train: Sequences, positive_threshold: float) -> RatedHeldOut:
-    """The liked and disliked interactions of ``rows`` (unrated ones dropped), with their query histories."""
+    """The liked and disliked interactions of ``rows`` (unrated ones dropped), with their query histories.
+
+    Args:
+      rows: held-out interactions with a ``rating`` column.
+      train: the training sequences (each row's query history).
+      positive_threshold: the lowest liked rating.
+
+    Returns:
+      The rows to score.
+    """
     liked, disliked = like_labels(rows["rating"], positive_threshold)
     keep = liked | disliked
     history = train.as_dict()
@@ -175,6 +184,12 @@ class TripleSampler:
         All in TensorFlow ops: the seeded permutation of :func:`pipelines.dataset_from_arrays`, then
         per batch a seed from a stream redrawn on every iteration drives the negative draws
         (:meth:`negatives`).
+
+        Args:
+          batch_size: triples per batch.
+
+        Returns:
+          The ``tf.data.Dataset``.
         """
         import tensorflow as tf
 
