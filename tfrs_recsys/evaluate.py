@@ -58,6 +58,14 @@ def parse_gains(text: str, *, click_label: str, conversion_label: str | None) ->
 
     A key is a role (``click``, ``conversion``; ``booking`` and ``purchase`` mean conversion) or the
     name of the click / conversion label column.
+
+    Args:
+      text: the ``--gains`` flag.
+      click_label: the click label column.
+      conversion_label: the conversion label column, if any.
+
+    Returns:
+      ``{role: gain}``.
     """
     names = dict(_ROLE_WORDS)
     names[click_label] = "click"
@@ -92,6 +100,14 @@ def read_predictions(path: str, *, numeric: Sequence[str], other: Sequence[str] 
 
     A missing column or a value that is not a number raises :class:`DataError` naming the column
     (and, in a text file, the line).
+
+    Args:
+      path: the file (``.parquet``/``.pq``, ``.tsv``/``.txt``, else CSV).
+      numeric: columns read as float64.
+      other: further columns, as they are.
+
+    Returns:
+      The columns, in that order.
     """
     path = str(path)
     numeric = list(dict.fromkeys(numeric))
@@ -170,6 +186,18 @@ def evaluate_predictions(frame: pd.DataFrame, *, click_label: str, click_score: 
                          ndcg_group_by: str | None = None, ndcg_score: str | None = None,
                          source: str = "predictions") -> dict:
     """Every metric of the module docstring; ``frame`` holds the named label, score and group columns.
+
+    Args:
+      frame: the predictions.
+      click_label, click_score: the CTR task's columns.
+      conversion_label, conversion_score: the CVR task's columns (both or neither).
+      ctcvr_score: the CTCVR score column (default: click score x conversion score).
+      group_by: the GAUC group column.
+      ndcg_k: compute NDCG@k when given.
+      gains: NDCG gains by role (default :data:`tfrs_recsys.metrics.NDCG_GAINS`).
+      ndcg_group_by: the NDCG group column (default ``group_by``).
+      ndcg_score: the column to rank by (default: the expected gain).
+      source: the file name, for messages.
 
     Returns ``{"source", "rows", "group_by", "tasks": {task: {rows, positives, auc[, gauc, groups_used,
     groups_skipped]}}, "ndcg": {...} | None, "notes": [...], "metrics": flat {"ctr_auc", ..., "ndcg@k"}}``.
@@ -261,7 +289,14 @@ def _fmt(value) -> str:
 
 
 def format_report(result: dict) -> str:
-    """The table ``main`` prints."""
+    """The table ``main`` prints.
+
+    Args:
+      result: the output of :func:`evaluate_predictions`.
+
+    Returns:
+      The report's lines, joined.
+    """
     lines = [f"predictions: {result['source']} ({result['rows']:,} rows)"]
     rows = [("task", "rows", "positives", "AUC", "GAUC", "groups used", "groups skipped")]
     rows += [(task + (" (clicked rows)" if task == "cvr" else ""),
@@ -290,6 +325,13 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
     The split is rebuilt exactly as the run made it (same data, config and seed). Returns the
     predictions (the part's session / user / item columns, its labels, ``p_<output>`` per model output)
     and the evaluator's column arguments for them.
+
+    Args:
+      run_dir: an esmm or deepfm run directory.
+      part: ``test`` or ``validation``.
+
+    Returns:
+      (predictions, column arguments of :func:`evaluate_predictions`).
     """
     from tfrs_recsys.training import rankers
 
@@ -314,6 +356,7 @@ _COLUMN_ARGS = ("click_label", "click_score", "conversion_label", "conversion_sc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (2 on a user error)."""
     parser = argparse.ArgumentParser(
         prog="python -m tfrs_recsys.evaluate", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="AUC and GAUC of CTR, CVR (clicked rows) and CTCVR, and NDCG@k per session, from a "

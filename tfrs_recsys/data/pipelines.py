@@ -26,7 +26,18 @@ from tfrs_recsys.data.schema import frame_to_raw
 
 
 def frame_to_label_columns(frame: pd.DataFrame, labels: Sequence[str]) -> dict[str, np.ndarray]:
-    """One float32 array per label column; a missing, empty or non-numeric label raises DataError."""
+    """One float32 array per label column.
+
+    Args:
+      frame: the rows.
+      labels: the label columns.
+
+    Returns:
+      ``{label: float32 [len(frame)]}``.
+
+    Raises:
+      DataError: a label column is absent, or a value is missing or not a number.
+    """
     out = {}
     for name in labels:
         if name not in frame.columns:
@@ -56,6 +67,19 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], *, batch_size: int, sh
     follow each other forever (each ends with its own partial batch unless ``drop_remainder``).
     ``cache``: with a fixed order (``shuffle=False``) the assembled batches are kept after the
     first pass; shuffled batches differ every epoch and read from in-memory tensors anyway.
+
+    Args:
+      arrays: the feature arrays, equal lengths.
+      batch_size: rows per batch.
+      shuffle: a fresh seeded permutation every epoch.
+      seed: the shuffle seed.
+      labels: label arrays, optional.
+      cache: keep the assembled batches of a fixed order.
+      drop_remainder: leave out each epoch's last partial batch.
+      repeat: epochs follow each other forever.
+
+    Returns:
+      The ``tf.data.Dataset``.
     """
     import tensorflow as tf
 
@@ -131,7 +155,16 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], *, batch_size: int, sh
 def labeled_dataset(frame: pd.DataFrame, spec, *, batch_size: int, shuffle: bool = True, seed: int = 42,
                     cache: bool = True, drop_remainder: bool = False, repeat: bool = False):
     """``(raw feature dict, label dict)`` batches of ``frame`` for the features of ``spec``
-    and its labels (float32 each); see :func:`dataset_from_arrays` for the batching options."""
+    and its labels (float32 each).
+
+    Args:
+      frame: labeled rows.
+      spec: the feature spec (features and labels).
+      batch_size, shuffle, seed, cache, drop_remainder, repeat: as in :func:`dataset_from_arrays`.
+
+    Returns:
+      The ``tf.data.Dataset``.
+    """
     if not spec.labels:
         raise DataError("the feature spec names no label columns", fix="list the labels in the spec")
     return dataset_from_arrays(frame_to_raw(frame, spec), batch_size=batch_size, shuffle=shuffle, seed=seed,

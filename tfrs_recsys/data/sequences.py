@@ -71,6 +71,8 @@ class HeldOut:
 
 @dataclass
 class SequenceSplit:
+    """A retrieval split: training sequences, validation and test targets, and how they were made."""
+
     train: Sequences
     validation: HeldOut
     test: HeldOut
@@ -89,7 +91,14 @@ def _check_ids(frame: pd.DataFrame, where: str) -> None:
 
 
 def user_sequences(interactions: pd.DataFrame) -> Sequences:
-    """Group interactions by user, each user's items ordered by timestamp (stable: ties in file order)."""
+    """Group interactions by user, each user's items ordered by timestamp (stable: ties in file order).
+
+    Args:
+      interactions: rows with ``user_id``, ``item_id`` and ``timestamp``.
+
+    Returns:
+      The sequences, users sorted.
+    """
     _check_ids(interactions, "interactions")
     frame = interactions[["user_id", "item_id", "timestamp"]].copy()
     frame["_row"] = np.arange(len(frame))
@@ -107,6 +116,13 @@ def leave_last_out(data: InteractionData, *, min_interactions: int = 3) -> Seque
     The rows come from :func:`tfrs_recsys.data.splits.leave_last_out`; users with fewer than
     ``min_interactions`` items stay wholly in training and are not evaluated. Validation
     histories are the training sequence; test histories add the validation item.
+
+    Args:
+      data: the interactions.
+      min_interactions: the fewest items of an evaluated user.
+
+    Returns:
+      The split.
     """
     _check_ids(data.interactions, "interactions")
     rows = splits.leave_last_out(data.interactions, min_interactions=min_interactions)
@@ -128,6 +144,15 @@ def random_split(data: InteractionData, *, test_fraction: float = 0.2, validatio
     validation targets (for early stopping), by :func:`tfrs_recsys.data.splits.random_split`;
     the rest forms the training sequences, which are also every target's query history.
     Nothing is excluded at ranking, as in the tutorial's FactorizedTopK over all movies.
+
+    Args:
+      data: the interactions.
+      test_fraction: share of test targets.
+      validation_fraction: share of validation targets.
+      seed: the split's seed.
+
+    Returns:
+      The split.
     """
     _check_ids(data.interactions, "interactions")
     rows = splits.random_split(data.interactions, test_fraction=test_fraction,
@@ -191,6 +216,15 @@ def training_windows(train: Sequences, max_len: int, *, mode: str = "all_positio
     it is not ``""``. ``stride`` (all_positions, default ``max_len``) is how far consecutive
     windows of a long sequence are apart; smaller strides give early targets more context
     while each target still counts once.
+
+    Args:
+      train: the training sequences.
+      max_len: the window width ``L``.
+      mode: ``all_positions`` or ``prefix`` (module docstring).
+      stride: distance of consecutive ``all_positions`` windows.
+
+    Returns:
+      The windows as arrays.
     """
     stride = max_len if stride is None else stride
     users, histories, targets = [], [], []
@@ -222,6 +256,15 @@ def training_dataset(windows: dict[str, np.ndarray], batch_size: int, *, seed: i
     Windows are batched with others of similar length and each batch drops its all-padding
     columns on the left (right-aligned windows keep their newest item in the last column), so
     short histories do not pay for the width of long ones.
+
+    Args:
+      windows: the output of :func:`training_windows`.
+      batch_size: windows per batch.
+      seed: the shuffle seed.
+      shuffle: reshuffle every epoch.
+
+    Returns:
+      The ``tf.data.Dataset``.
     """
     import tensorflow as tf
 
@@ -248,7 +291,16 @@ def training_dataset(windows: dict[str, np.ndarray], batch_size: int, *, seed: i
 
 
 def item_probabilities(train: Sequences, catalog: np.ndarray, *, smoothing: float = 1.0) -> np.ndarray:
-    """P(item is a training target), aligned with ``catalog``, add-``smoothing`` counts (logQ correction)."""
+    """P(item is a training target), for the logQ correction of sampled softmax.
+
+    Args:
+      train: the training sequences (every item after a sequence's first is a target).
+      catalog: the item ids.
+      smoothing: added to every item's count.
+
+    Returns:
+      float32 probabilities aligned with ``catalog``.
+    """
     targets = np.concatenate([np.asarray(s[1:], dtype=object) for s in train.items] + [np.array([], object)])
     counts = smoothing + np.bincount(pd.Index(catalog).get_indexer(targets), minlength=len(catalog))
     return (counts / counts.sum()).astype(np.float32)
@@ -270,7 +322,15 @@ def infer_entity_columns(frame: pd.DataFrame | None, key: str, group: str, *, ma
                          ) -> tuple[list[str], dict[str, str]]:
     """Columns usable as features: lists, numbers, strings with <= ``max_categories`` values.
 
-    Returns (usable columns, {skipped column: why}) so the caller can report what it left out.
+    Args:
+      frame: the item or user table (None: no columns).
+      key: its id column.
+      group: ``item`` or ``user``, for the messages.
+      max_categories: the most distinct values of a usable string column.
+      exclude: free-text columns.
+
+    Returns:
+      (usable columns, {skipped column: why}) so the caller can report what it left out.
     """
     if frame is None:
         return [], {}
@@ -296,6 +356,16 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
     entries pools a list): :class:`~tfrs_recsys.features.embeddings.FieldEmbeddings` inputs;
     numeric columns become standardized float32 vectors (missing -> 0, the mean). Keys missing
     from ``frame`` get no values. A named column that the frame lacks is an error.
+
+    Args:
+      frame: the item or user table, one row per key.
+      key: its id column.
+      keys: the ids to align the tables with.
+      columns: the feature columns.
+      group: ``item`` or ``user``.
+
+    Returns:
+      (feature columns of the spec, ``{column: table}``).
     """
     if not columns:
         return [], {}
