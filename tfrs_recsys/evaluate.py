@@ -48,7 +48,6 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.readers import read_delimited, read_parquet
 from tfrs_recsys.errors import UserError
 
-TASKS = ("ctr", "cvr", "ctcvr")
 # Words a --gains key may use for each label, besides the label column's own name.
 _ROLE_WORDS = {"click": "click", **dict.fromkeys(("conversion", "booking", "purchase"), "conversion")}
 
@@ -67,10 +66,8 @@ def parse_gains(text: str, *, click_label: str, conversion_label: str | None) ->
     Returns:
       ``{role: gain}``.
     """
-    names = dict(_ROLE_WORDS)
-    names[click_label] = "click"
-    if conversion_label:
-        names[conversion_label] = "conversion"
+    names = {**_ROLE_WORDS, click_label: "click",
+             **({conversion_label: "conversion"} if conversion_label else {})}
     gains: dict[str, float] = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
         key, sep, value = part.partition("=")
