@@ -234,20 +234,15 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     tutorial = split.protocol == "random_80_20"
     ks = TUTORIAL_KS if tutorial else tuple(cfg.eval_ks)
     monitor = "recall@100" if tutorial else "ndcg@10" if 10 in ks else f"ndcg@{ks[0]}"
-    if rated:
-        if not same_user_pairs(rated["validation"]):
-            print(f"retrieval: no held-out user has both a liked and a disliked item, so pairwise_auc is "
-                  f"undefined; early stopping on {monitor}", flush=True)
-        else:
-            monitor = "pairwise_auc"
+    if rated and not same_user_pairs(rated["validation"]):
+        print(f"retrieval: no held-out user has both a liked and a disliked item, so pairwise_auc is "
+              f"undefined; early stopping on {monitor}", flush=True)
+    elif rated:
+        monitor = "pairwise_auc"
 
-    def eval_fn(part: str, held: seq.HeldOut):
-        def metrics(m: TwoTowerRetrieval) -> dict[str, float]:
-            out = topk_metrics(ranks(m, held, cfg.max_history), ks)
-            if rated:
-                out.update(evaluate_pairwise(m, rated[part], cfg.max_history))
-            return out
-        return metrics
+    def evaluate(m: TwoTowerRetrieval, part: str, held: seq.HeldOut) -> dict[str, float]:
+        out = topk_metrics(ranks(m, held, cfg.max_history), ks)
+        return {**out, **evaluate_pairwise(m, rated[part], cfg.max_history)} if rated else out
 
     run_dir = runs.create(cfg, "retrieval", chief=chief)
     print(f"retrieval: {data.name}, {len(catalog)} items, {len(split.train)} users, "
@@ -256,8 +251,8 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     for column, why in skipped.items():
         print(f"retrieval: feature column {column} not used: {why}", flush=True)
 
-    evaluator = EpochEvaluator(eval_fn("validation", split.validation), run_dir, monitor=monitor,
-                               patience=cfg.patience)
+    evaluator = EpochEvaluator(lambda m: evaluate(m, "validation", split.validation), run_dir,
+                               monitor=monitor, patience=cfg.patience)
     start = time.perf_counter()
     history = model.fit(train_ds, epochs=cfg.epochs, verbose=fit_verbosity(cfg),
                         callbacks=[evaluator, tensorboard_callback(run_dir)])
@@ -265,12 +260,11 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     if evaluator.best_epoch is None:
         runs.save_checkpoint(model, run_dir)
 
-    metrics = eval_fn("test", split.test)(model)
+    metrics = evaluate(model, "test", split.test)
     runs.write_retrieval_files(run_dir, model, data, vocab, split.full, {
         "protocol": split.protocol, "negatives": negatives_used, "monitor": monitor,
-        "best_epoch": evaluator.best_epoch,
-        "best_validation": evaluator.best_value, "train_seconds": round(train_seconds, 2),
-        "epochs_run": len(history.epoch), "loss": cfg.loss,
+        "best_epoch": evaluator.best_epoch, "best_validation": evaluator.best_value,
+        "train_seconds": round(train_seconds, 2), "epochs_run": len(history.epoch), "loss": cfg.loss,
         **({"training_triples": len(sampler), "liked_without_negative": sampler.dropped} if sampler else {}),
         **{f"pairwise_{part}": {"rows": len(r), "liked": int(r.liked.sum()), "pairs": same_user_pairs(r)}
            for part, r in rated.items()},
