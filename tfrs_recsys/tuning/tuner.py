@@ -105,10 +105,9 @@ class RecsysTuner(BaseTuner):
     def config_of(self, trial) -> TrainConfig:
         """The config a trial trains: the base config, the trial's values, its own run directory."""
         values = trial.hyperparameters.values
-        overrides: dict[str, Any] = {"output_dir": str(self.output_dir / TRIALS_DIR / trial.trial_id)}
-        if "tuner/epochs" in values:
-            overrides["epochs"] = int(values["tuner/epochs"])
-        return trial_config(self.model, self.base, values, **overrides)
+        epochs = {"epochs": int(values["tuner/epochs"])} if "tuner/epochs" in values else {}
+        return trial_config(self.model, self.base, values,
+                            output_dir=str(self.output_dir / TRIALS_DIR / trial.trial_id), **epochs)
 
     def fields_of(self, trial) -> dict[str, Any]:
         """The trial's config as a dict; as given when its values do not go together (the trial failed)."""
@@ -132,6 +131,7 @@ class RecsysTuner(BaseTuner):
                 fh.write(json.dumps(self.trial_record(trial), default=str) + "\n")
 
     def trial_record(self, trial) -> dict:
+        """The trial's line of ``trials.jsonl``: hyperparameters, score, validation metrics, config, error."""
         values = trial.hyperparameters.values
         row: dict[str, Any] = {
             "trial_id": trial.trial_id, "status": str(trial.status),
@@ -217,9 +217,8 @@ def tune(model: str, base: TrainConfig, output_dir: str | Path, *, max_trials: i
     save_config(cfg, path, model)
     summary = {"best_config": str(path), "best_trial": trial.trial_id, "objective": OBJECTIVES[model],
                "score": trial.score, "algorithm": algorithm, "trials": len(tuner.oracle.trials),
-               "hyperparameters": tuner.hyperparameters_of(trial)}
-    if stopped:
-        summary["stopped"] = stopped
+               "hyperparameters": tuner.hyperparameters_of(trial),
+               **({"stopped": stopped} if stopped else {})}
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
