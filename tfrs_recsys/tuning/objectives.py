@@ -48,6 +48,7 @@ class TrialResult:
 
 
 def _result(objective: str, run_dir: Path, best_epoch: int | None, seconds: float) -> TrialResult:
+    """The trial's result from its training log: the metrics of ``best_epoch``."""
     rows = runs.read_train_log(run_dir)
     row = next((r for r in rows if r.get("epoch") == best_epoch), {})
     metrics = {k: float(v) for k, v in row.items()
@@ -129,9 +130,7 @@ def trial_runner(model: str, cfg: TrainConfig) -> RetrievalTrials | RankerTrials
     Returns:
       The runner; ``runner.run(trial_cfg)`` trains one trial.
     """
-    if model == "retrieval":
-        return RetrievalTrials(cfg)
-    return RankerTrials(model, cfg)
+    return RetrievalTrials(cfg) if model == "retrieval" else RankerTrials(model, cfg)
 
 
 __all__ = ["OBJECTIVES", "DIVERGED_SCORE", "TrialResult", "RetrievalTrials", "RankerTrials", "trial_runner"]
