@@ -77,18 +77,17 @@ def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False
       DataError: naming the first bad row and the fix.
     """
     for name in labels:
-        values = pd.to_numeric(frame[name], errors="coerce")
-        bad = ~values.isin([0, 1])
+        bad = ~pd.to_numeric(frame[name], errors="coerce").isin([0, 1]).to_numpy()
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(np.argmax(bad))
             raise DataError(f"label must be 0 or 1, found {frame[name].iloc[row]!r} at row {row} "
                             f"({int(bad.sum())} such rows)", column=name,
                             fix="binarize the label (e.g. rating >= 4 -> 1), or pick another label column")
     if funnel:
         click, conversion = labels
-        impossible = (frame[conversion] > 0) & (frame[click] <= 0)
+        impossible = ((frame[conversion] > 0) & (frame[click] <= 0)).to_numpy()
         if impossible.any():
-            row = int(np.flatnonzero(impossible.to_numpy())[0])
+            row = int(np.argmax(impossible))
             raise DataError(f"{int(impossible.sum())} rows convert without a click (first at row {row}); "
                             f"ESMM reads the labels as click, then conversion", column=conversion,
                             fix="pass --label-columns in the order click,conversion, and set click=1 on "
