@@ -4,10 +4,12 @@ The evaluator of an EasyRec ESMM pipeline, for any model's scores::
 
     python -m tfrs_recsys.evaluate --predictions preds.parquet --group-by user_id \\
         --click-label click --click-score p_click --conversion-label conversion --conversion-score p_conv \\
-        [--ctcvr-score p_ctcvr] [--ndcg-k 38 --gains booking=5,click=1 --ndcg-group-by srch_id] [--json out.json]
-    python -m tfrs_recsys.evaluate --run-dir runs/esmm-...   # a ranker run's test rows, scored by its best weights
+        [--ctcvr-score p_ctcvr] [--ndcg-k 38 --gains booking=5,click=1 --ndcg-group-by srch_id] \\
+        [--json out.json]
+    # a ranker run's test rows, scored by its best weights:
+    python -m tfrs_recsys.evaluate --run-dir runs/esmm-...
 
-Tasks (ESMM's three, DESIGN §4)::
+Tasks (ESMM's three)::
 
     task    rows            label                  score
     ctr     all             click                  --click-score
@@ -43,12 +45,11 @@ import pandas as pd
 from tfrs_recsys import metrics as M
 from tfrs_recsys import paths, runs
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.errors import UserError
 from tfrs_recsys.data.readers import read_delimited, read_parquet
+from tfrs_recsys.errors import UserError
 
-TASKS = ("ctr", "cvr", "ctcvr")
 # Words a --gains key may use for each label, besides the label column's own name.
-_ROLE_WORDS = {"click": "click", "conversion": "conversion", "booking": "conversion", "purchase": "conversion"}
+_ROLE_WORDS = {"click": "click", **dict.fromkeys(("conversion", "booking", "purchase"), "conversion")}
 
 
 def parse_gains(text: str, *, click_label: str, conversion_label: str | None) -> dict[str, float]:
@@ -56,11 +57,17 @@ def parse_gains(text: str, *, click_label: str, conversion_label: str | None) ->
 
     A key is a role (``click``, ``conversion``; ``booking`` and ``purchase`` mean conversion) or the
     name of the click / conversion label column.
+
+    Args:
+      text: the ``--gains`` flag.
+      click_label: the click label column.
+      conversion_label: the conversion label column, if any.
+
+    Returns:
+      ``{role: gain}``.
     """
-    names = dict(_ROLE_WORDS)
-    names[click_label] = "click"
-    if conversion_label:
-        names[conversion_label] = "conversion"
+    names = {**_ROLE_WORDS, click_label: "click",
+             **({conversion_label: "conversion"} if conversion_label else {})}
     gains: dict[str, float] = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
         key, sep, value = part.partition("=")
@@ -71,11 +78,14 @@ def parse_gains(text: str, *, click_label: str, conversion_label: str | None) ->
         try:
             gain = float(value)
         except ValueError:
-            raise DataError(f"--gains entry {part!r}: {value!r} is not a number", fix="write e.g. click=1") from None
+            raise DataError(f"--gains entry {part!r}: {value!r} is not a number",
+                            fix="write e.g. click=1") from None
         if not math.isfinite(gain) or gain < 0:
-            raise DataError(f"--gains entry {part!r}: a gain must be a finite number >= 0", fix="write e.g. click=1")
+            raise DataError(f"--gains entry {part!r}: a gain must be a finite number >= 0",
+                            fix="write e.g. click=1")
         if role == "conversion" and not conversion_label:
-            raise DataError(f"--gains entry {part!r} needs the conversion label", fix="pass --conversion-label")
+            raise DataError(f"--gains entry {part!r} needs the conversion label",
+                            fix="pass --conversion-label")
         gains[role] = gain
     if not gains:
         raise DataError("--gains is empty", fix="write e.g. booking=5,click=1")
@@ -87,16 +97,26 @@ def read_predictions(path: str, *, numeric: Sequence[str], other: Sequence[str] 
 
     A missing column or a value that is not a number raises :class:`DataError` naming the column
     (and, in a text file, the line).
+
+    Args:
+      path: the file (``.parquet``/``.pq``, ``.tsv``/``.txt``, else CSV).
+      numeric: columns read as float64.
+      other: further columns, as they are.
+
+    Returns:
+      The columns, in that order.
     """
     path = str(path)
     numeric = list(dict.fromkeys(numeric))
     wanted = [*numeric, *(c for c in dict.fromkeys(other) if c not in numeric)]
     if path.endswith((".parquet", ".pq")):
-        frame = read_parquet(path, columns=wanted, what="predictions file", fix_missing="check the path")[wanted]
+        frame = read_parquet(path, columns=wanted, what="predictions file",
+                             fix_missing="check the path")[wanted]
         return frame.assign(**{col: _numbers(frame[col], col, path) for col in numeric})
     sep = "\t" if path.endswith((".tsv", ".txt")) else ","
-    frame, _ = read_delimited(path, sep=sep, header=True, columns=wanted, column_types=dict.fromkeys(numeric, "float"),
-                              what="predictions file", fix_missing="check the path")
+    frame, _ = read_delimited(path, sep=sep, header=True, columns=wanted,
+                              column_types=dict.fromkeys(numeric, "float"), what="predictions file",
+                              fix_missing="check the path")
     return frame[wanted]
 
 
@@ -104,47 +124,47 @@ def _numbers(values: pd.Series, name: str, path: str) -> pd.Series:
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return values.astype("float64")
     numbers = pd.to_numeric(values, errors="coerce")
-    bad = np.flatnonzero((numbers.isna() & values.notna()).to_numpy())
-    if bad.size:
-        raise DataError(f"value {values.iloc[bad[0]]!r} in data row {bad[0] + 1} is not a number ({bad.size} such "
-                        f"rows)", path=path, column=name, fix="write numeric labels and scores")
+    _check(values.to_numpy(), (numbers.isna() & values.notna()).to_numpy(), path, name,
+           "value {value!r} in data row {row} is not a number ({n} such rows)",
+           "write numeric labels and scores")
     return numbers.astype("float64")
+
+
+def _check(values: np.ndarray, bad: np.ndarray, source: str, col: str, message: str, fix: str) -> np.ndarray:
+    """``values``, or DataError at the first ``bad`` row; ``message`` may use {n}, {row} and {value}."""
+    rows = np.flatnonzero(bad)
+    if rows.size:
+        raise DataError(message.format(n=rows.size, row=rows[0] + 1, value=values[rows[0]]), path=source,
+                        column=col, fix=fix)
+    return values
 
 
 def _finite(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
     values = _numbers(frame[col], col, source).to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        raise DataError(f"{bad.size} value(s) are missing or not finite, the first in data row {bad[0] + 1}",
-                        path=source, column=col, fix="write a number in every row of this column")
-    return values
+    return _check(values, ~np.isfinite(values), source, col,
+                  "{n} value(s) are missing or not finite, the first in data row {row}",
+                  "write a number in every row of this column")
 
 
 def _group_codes(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
     values = frame[col]
-    empty = np.flatnonzero((values.isna() | (values.astype(str) == "")).to_numpy())
-    if empty.size:
-        raise DataError(f"{empty.size} row(s) have no group value, the first is data row {empty[0] + 1}",
-                        path=source, column=col, fix="fill the group column in every row")
+    _check(values.to_numpy(), (values.isna() | (values.astype(str) == "")).to_numpy(), source, col,
+           "{n} row(s) have no group value, the first is data row {row}",
+           "fill the group column in every row")
     return pd.factorize(values)[0]
 
 
 def _binary(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
     values = _finite(frame, col, source)
-    bad = np.flatnonzero(~np.isin(values, (0.0, 1.0)))
-    if bad.size:
-        raise DataError(f"a label must be 0 or 1, found {values[bad[0]]:g} in data row {bad[0] + 1}", path=source,
-                        column=col, fix="binarize the label column")
-    return values
+    return _check(values, ~np.isin(values, (0.0, 1.0)), source, col,
+                  "a label must be 0 or 1, found {value:g} in data row {row}", "binarize the label column")
 
 
 def _probabilities(frame: pd.DataFrame, col: str, source: str, why: str) -> np.ndarray:
     values = _finite(frame, col, source)
-    bad = np.flatnonzero((values < 0) | (values > 1))
-    if bad.size:
-        raise DataError(f"{why} needs probabilities, found {values[bad[0]]:g} in data row {bad[0] + 1}",
-                        path=source, column=col, fix=f"pass probabilities, or the score for {why} itself")
-    return values
+    return _check(values, (values < 0) | (values > 1), source, col,
+                  why + " needs probabilities, found {value:g} in data row {row}",
+                  f"pass probabilities, or the score for {why} itself")
 
 
 def _task(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None, label: str, score: str) -> dict:
@@ -156,22 +176,25 @@ def _task(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None, lab
     return out
 
 
-def evaluate_predictions(
-    frame: pd.DataFrame,
-    *,
-    click_label: str,
-    click_score: str,
-    conversion_label: str | None = None,
-    conversion_score: str | None = None,
-    ctcvr_score: str | None = None,
-    group_by: str | None = None,
-    ndcg_k: int | None = None,
-    gains: Mapping[str, float] | None = None,
-    ndcg_group_by: str | None = None,
-    ndcg_score: str | None = None,
-    source: str = "predictions",
-) -> dict:
+def evaluate_predictions(frame: pd.DataFrame, *, click_label: str, click_score: str,
+                         conversion_label: str | None = None, conversion_score: str | None = None,
+                         ctcvr_score: str | None = None, group_by: str | None = None,
+                         ndcg_k: int | None = None, gains: Mapping[str, float] | None = None,
+                         ndcg_group_by: str | None = None, ndcg_score: str | None = None,
+                         source: str = "predictions") -> dict:
     """Every metric of the module docstring; ``frame`` holds the named label, score and group columns.
+
+    Args:
+      frame: the predictions.
+      click_label, click_score: the CTR task's columns.
+      conversion_label, conversion_score: the CVR task's columns (both or neither).
+      ctcvr_score: the CTCVR score column (default: click score x conversion score).
+      group_by: the GAUC group column.
+      ndcg_k: compute NDCG@k when given.
+      gains: NDCG gains by role (default :data:`tfrs_recsys.metrics.NDCG_GAINS`).
+      ndcg_group_by: the NDCG group column (default ``group_by``).
+      ndcg_score: the column to rank by (default: the expected gain).
+      source: the file name, for messages.
 
     Returns ``{"source", "rows", "group_by", "tasks": {task: {rows, positives, auc[, gauc, groups_used,
     groups_skipped]}}, "ndcg": {...} | None, "notes": [...], "metrics": flat {"ctr_auc", ..., "ndcg@k"}}``.
@@ -181,17 +204,17 @@ def evaluate_predictions(
                         fix="pass --conversion-label and --conversion-score together, or neither")
     if ctcvr_score and not conversion_label:
         raise DataError("--ctcvr-score needs the conversion label", fix="pass --conversion-label")
-    missing = [c for c in (click_label, click_score, conversion_label, conversion_score, ctcvr_score, group_by,
-                           ndcg_group_by, ndcg_score) if c and c not in frame.columns]
+    missing = [c for c in (click_label, click_score, conversion_label, conversion_score, ctcvr_score,
+                           group_by, ndcg_group_by, ndcg_score) if c and c not in frame.columns]
     if missing:
-        raise DataError(f"column(s) {missing} not in the predictions; it has {list(frame.columns)}", path=source,
-                        column=missing[0], fix="name existing columns in the flags")
+        raise DataError(f"column(s) {missing} not in the predictions; it has {list(frame.columns)}",
+                        path=source, column=missing[0], fix="name existing columns in the flags")
     groups = _group_codes(frame, group_by, source) if group_by else None
     click = _binary(frame, click_label, source)
     p_ctr = _finite(frame, click_score, source)
     notes: list[str] = []
     tasks = {"ctr": _task(click, p_ctr, groups, click_label, click_score)}
-    ctcvr = p_ctcvr = None
+    conversion = p_ctcvr = None
     if conversion_label:
         conversion = _binary(frame, conversion_label, source)
         p_cvr = _finite(frame, conversion_score, source)
@@ -201,22 +224,18 @@ def evaluate_predictions(
         tasks["cvr"]["rows_note"] = "clicked rows only"
         unclicked = int(((conversion > 0.5) & ~clicked).sum())
         if unclicked:
-            notes.append(f"{unclicked} row(s) have {conversion_label} = 1 without a click: CTCVR and NDCG count them "
-                         f"as not converted, CVR leaves them out")
-        ctcvr = click * conversion
-        if ctcvr_score:
-            p_ctcvr, ctcvr_name = _finite(frame, ctcvr_score, source), ctcvr_score
-        else:
-            p_ctcvr = (_probabilities(frame, click_score, source, "CTCVR = CTR x CVR")
-                       * _probabilities(frame, conversion_score, source, "CTCVR = CTR x CVR"))
-            ctcvr_name = f"{click_score} * {conversion_score}"
-        tasks["ctcvr"] = _task(ctcvr, p_ctcvr, groups, f"{click_label} * {conversion_label}", ctcvr_name)
-    ndcg = None
+            notes.append(f"{unclicked} row(s) have {conversion_label} = 1 without a click: CTCVR and NDCG "
+                         f"count them as not converted, CVR leaves them out")
+        p_ctcvr = (_finite(frame, ctcvr_score, source) if ctcvr_score
+                   else _probabilities(frame, click_score, source, "CTCVR = CTR x CVR")
+                   * _probabilities(frame, conversion_score, source, "CTCVR = CTR x CVR"))
+        tasks["ctcvr"] = _task(click * conversion, p_ctcvr, groups, f"{click_label} * {conversion_label}",
+                               ctcvr_score or f"{click_score} * {conversion_score}")
     if gains is not None and ndcg_k is None:
-        raise DataError("--gains sets the NDCG gains, but no --ndcg-k was given", fix="pass --ndcg-k, e.g. 38")
-    if ndcg_k is not None:
-        ndcg = _ndcg(frame, ndcg_k, gains, ndcg_group_by or group_by, ndcg_score, click,
-                     conversion if conversion_label else None, p_ctcvr, click_score, source)
+        raise DataError("--gains sets the NDCG gains, but no --ndcg-k was given",
+                        fix="pass --ndcg-k, e.g. 38")
+    ndcg = None if ndcg_k is None else _ndcg(frame, ndcg_k, gains, ndcg_group_by or group_by, ndcg_score,
+                                             click, conversion, p_ctcvr, click_score, source)
     result = {"source": source, "rows": len(frame), "group_by": group_by, "tasks": tasks, "ndcg": ndcg,
               "notes": notes}
     result["metrics"] = _flat(result)
@@ -251,11 +270,8 @@ def _ndcg(frame, k, gains, group_by, score_column, click, conversion, p_ctcvr, c
 
 
 def _flat(result: dict) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for task, m in result["tasks"].items():
-        out[f"{task}_auc"] = m["auc"]
-        if "gauc" in m:
-            out[f"{task}_gauc"] = m["gauc"]
+    out = {f"{task}_{name}": m[name] for task, m in result["tasks"].items() for name in ("auc", "gauc")
+           if name in m}
     if result["ndcg"]:
         out[f"ndcg@{result['ndcg']['k']}"] = result["ndcg"]["value"]
     return out
@@ -270,26 +286,31 @@ def _fmt(value) -> str:
 
 
 def format_report(result: dict) -> str:
-    """The table ``main`` prints."""
+    """The table ``main`` prints.
+
+    Args:
+      result: the output of :func:`evaluate_predictions`.
+
+    Returns:
+      The report's lines, joined.
+    """
     lines = [f"predictions: {result['source']} ({result['rows']:,} rows)"]
-    header = ("task", "rows", "positives", "AUC", "GAUC", "groups used", "groups skipped")
-    rows = [header]
-    for task, m in result["tasks"].items():
-        rows.append((task + (" (clicked rows)" if task == "cvr" else ""), _fmt(m["rows"]), _fmt(m["positives"]),
-                     _fmt(m["auc"]), _fmt(m.get("gauc")), _fmt(m.get("groups_used")), _fmt(m.get("groups_skipped"))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines += ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+    rows = [("task", "rows", "positives", "AUC", "GAUC", "groups used", "groups skipped")]
+    rows += [(task + (" (clicked rows)" if task == "cvr" else ""),
+              *(_fmt(m.get(k)) for k in ("rows", "positives", "auc", "gauc", "groups_used",
+                                         "groups_skipped")))
+             for task, m in result["tasks"].items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join([r[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(r[1:], widths[1:]))])
               for r in rows]
-    if result["group_by"]:
-        lines.append(f"GAUC: impression-weighted mean of the AUC per {result['group_by']}; groups whose rows are all "
-                     f"one class have no AUC and are skipped.")
-    else:
-        lines.append("GAUC: not computed (pass --group-by).")
+    lines.append(f"GAUC: impression-weighted mean of the AUC per {result['group_by']}; groups whose rows are "
+                 f"all one class have no AUC and are skipped." if result["group_by"]
+                 else "GAUC: not computed (pass --group-by).")
     n = result["ndcg"]
     if n:
         gains = ", ".join(f"{role}={g:g}" for role, g in n["gains"].items() if g)
-        lines.append(f"NDCG@{n['k']} per {n['group_by']}: {_fmt(n['value'])} over {n['groups_used']:,} groups "
-                     f"({n['groups_skipped']:,} skipped: no positive gain); gains {gains}, else 0; "
+        lines.append(f"NDCG@{n['k']} per {n['group_by']}: {_fmt(n['value'])} over {n['groups_used']:,} "
+                     f"groups ({n['groups_skipped']:,} skipped: no positive gain); gains {gains}, else 0; "
                      f"ranked by {n['ranked_by']}")
     lines += [f"note: {note}" for note in result["notes"]]
     return "\n".join(lines)
@@ -301,6 +322,13 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
     The split is rebuilt exactly as the run made it (same data, config and seed). Returns the
     predictions (the part's session / user / item columns, its labels, ``p_<output>`` per model output)
     and the evaluator's column arguments for them.
+
+    Args:
+      run_dir: an esmm or deepfm run directory.
+      part: ``test`` or ``validation``.
+
+    Returns:
+      (predictions, column arguments of :func:`evaluate_predictions`).
     """
     from tfrs_recsys.training import rankers
 
@@ -313,19 +341,19 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
     predictions = frame[[*keys, *spec.labels]].reset_index(drop=True)
     for output, values in rankers.predict(model, frame, spec).items():
         predictions[f"p_{output}"] = values
-    two = len(spec.labels) == 2
     columns = {"click_label": spec.labels[0], "click_score": "p_ctr",
-               "conversion_label": spec.labels[1] if two else None, "conversion_score": "p_cvr" if two else None,
-               "ctcvr_score": "p_ctcvr" if two else None, "group_by": rankers.group_column(spec, frame),
-               "ndcg_group_by": spec.session_column}
+               "group_by": rankers.group_column(spec, frame), "ndcg_group_by": spec.session_column}
+    if len(spec.labels) == 2:
+        columns.update(conversion_label=spec.labels[1], conversion_score="p_cvr", ctcvr_score="p_ctcvr")
     return predictions, columns
 
 
-_COLUMN_ARGS = ("click_label", "click_score", "conversion_label", "conversion_score", "ctcvr_score", "group_by",
-                "ndcg_group_by", "ndcg_score")
+_COLUMN_ARGS = ("click_label", "click_score", "conversion_label", "conversion_score", "ctcvr_score",
+                "group_by", "ndcg_group_by", "ndcg_score")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (2 on a user error)."""
     parser = argparse.ArgumentParser(
         prog="python -m tfrs_recsys.evaluate", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="AUC and GAUC of CTR, CVR (clicked rows) and CTCVR, and NDCG@k per session, from a "
@@ -361,15 +389,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             columns = {"click_label": "click", "click_score": "p_ctr", **given}
             if columns.get("conversion_score"):
                 columns.setdefault("conversion_label", "conversion")
-            numeric = [c for k, c in columns.items() if c and k in ("click_label", "click_score", "conversion_label",
-                                                                    "conversion_score", "ctcvr_score", "ndcg_score")]
-            groups = [c for k, c in columns.items() if c and k in ("group_by", "ndcg_group_by")]
-            frame = read_predictions(args.predictions, numeric=numeric, other=groups)
+            groups = ("group_by", "ndcg_group_by")
+            frame = read_predictions(args.predictions,
+                                     numeric=[c for k, c in columns.items() if k not in groups],
+                                     other=[columns[k] for k in groups if k in columns])
             source_name = args.predictions
-        gains = None
-        if args.gains:
-            gains = parse_gains(args.gains, click_label=columns["click_label"],
-                                conversion_label=columns.get("conversion_label"))
+        gains = parse_gains(args.gains, click_label=columns["click_label"],
+                            conversion_label=columns.get("conversion_label")) if args.gains else None
         result = evaluate_predictions(frame, ndcg_k=args.ndcg_k, gains=gains, source=source_name,
                                       **{k: columns.get(k) for k in _COLUMN_ARGS})
     except UserError as err:

@@ -1,4 +1,4 @@
-"""``python -m tfrs_recsys.tune MODEL --max-trials N --output-dir OUT [--algorithm bayesian|hyperband] [train flags]``.
+"""``python -m tfrs_recsys.tune MODEL --max-trials N --output-dir OUT [--algorithm ...] [train flags]``.
 
 Searches the model's hyperparameters with keras-tuner, each trial a training run of our own
 code judged by the model's main validation metric (retrieval: NDCG@10, esmm: CTCVR AUC,
@@ -17,7 +17,6 @@ import json
 import sys
 from typing import Sequence
 
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from tfrs_recsys.config import MODEL_CONFIGS, ConfigError, add_config_arguments, build_config
 from tfrs_recsys.errors import UserError
 
@@ -31,13 +30,14 @@ def _parser(model: str) -> argparse.ArgumentParser:
     tuning.add_argument("--max-trials", type=int, required=True, help="number of trials (training runs)")
     tuning.add_argument("--algorithm", choices=("bayesian", "hyperband"), default="bayesian",
                         help="keras-tuner oracle (default bayesian); hyperband's longest trial is --epochs")
-    tuning.add_argument("--search-space", default=None, help="JSON/YAML search space replacing the default one")
+    tuning.add_argument("--search-space", help="JSON/YAML search space replacing the default one")
     tuning.add_argument("--resume", action="store_true", help="continue the search saved in --output-dir")
     add_config_arguments(parser, MODEL_CONFIGS[model])
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (2 on a user error, 1 when no trial completed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -58,9 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = {k: ns.pop(k) for k in TUNE_OPTIONS}
         output_dir = ns.pop("output_dir")
         base = build_config(model, ns, config_file=ns.get("config"))
-        space = load_space(options["search_space"]) if options["search_space"] else None
-        summary = tune(model, base, output_dir, max_trials=options["max_trials"], algorithm=options["algorithm"],
-                       space=space, resume=options["resume"])
+        space = options.pop("search_space")
+        summary = tune(model, base, output_dir, space=load_space(space) if space else None, **options)
     except (ConfigError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -55,7 +55,8 @@ class SlotFeatureMap:
     def _add(self, key: str, idx: int) -> None:
         column, sep, value = key.partition("=")
         if not sep:
-            raise DataError(f"slot feature {key!r} is not of the form column=value", fix="write keys as column=value")
+            raise DataError(f"slot feature {key!r} is not of the form column=value",
+                            fix="write keys as column=value")
         self._ids[key] = idx
         self._by_column.setdefault(column, {})[value] = idx
 
@@ -79,23 +80,37 @@ class SlotFeatureMap:
         return self._by_column.get(column, {}).get(str(value), 0)
 
     def fit(self, frame: pd.DataFrame, columns: Sequence[str]) -> "SlotFeatureMap":
-        """Add every unseen ``column=value`` of ``frame[columns]``; existing ids never change."""
+        """Add every unseen ``column=value`` of ``frame[columns]``; existing ids never change.
+
+        Args:
+          frame: rows holding ``columns``.
+          columns: the slot columns (names without ``=``).
+
+        Returns:
+          This map, for chaining.
+        """
         new_keys = set()
         for column in columns:
             if "=" in column:
-                raise DataError("a slot column name cannot contain '='", column=column, fix="rename the column")
-            values = _column(frame, column)
-            known = self._by_column.get(column, {})
-            self._by_column.setdefault(column, {})
-            new_keys.update((column, v) for v in pd.unique(_as_text(values).dropna()) if v not in known)
-        next_id = len(self._ids) + 1
-        for column, value in sorted(new_keys):
+                raise DataError("a slot column name cannot contain '='", column=column,
+                                fix="rename the column")
+            known = self._by_column.setdefault(column, {})
+            new_keys.update((column, v) for v in pd.unique(_as_text(_column(frame, column)).dropna())
+                            if v not in known)
+        for next_id, (column, value) in enumerate(sorted(new_keys), start=len(self._ids) + 1):
             self._add(f"{column}={value}", next_id)
-            next_id += 1
         return self
 
     def transform(self, frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-        """int64 ids ``[len(frame), len(columns)]``; unknown or missing values are 0."""
+        """The slot ids of ``frame[columns]``.
+
+        Args:
+          frame: rows holding ``columns``.
+          columns: fitted slot columns.
+
+        Returns:
+          int64 ids ``[len(frame), len(columns)]``; unknown or missing values are 0.
+        """
         out = np.zeros((len(frame), len(columns)), dtype=np.int64)
         for j, column in enumerate(columns):
             if column not in self._by_column:
@@ -106,7 +121,11 @@ class SlotFeatureMap:
         return out
 
     def save(self, path: str | os.PathLike) -> None:
-        """Readable JSON: ``{"format", "unknown_id": 0, "ids": {"column=value": id, ...}}`` in id order."""
+        """Write the map as readable JSON, ``{"format", "unknown_id": 0, "ids": {"column=value": id}}``.
+
+        Args:
+          path: a local or remote (``gs://``) file path.
+        """
         payload = {"format": self.FORMAT, "unknown_id": 0, "ids": self._ids}
         with open_path(path, "wb") as fh:
             fh.write(json.dumps(payload, indent=1, ensure_ascii=False).encode("utf-8"))
@@ -127,8 +146,8 @@ class SlotFeatureMap:
                             fix="point at a file written by SlotFeatureMap.save")
         ids = payload["ids"]
         if sorted(ids.values()) != list(range(1, len(ids) + 1)):
-            raise DataError("ids must be 1..N without gaps or repeats (0 is reserved for unknown)", path=str(path),
-                            fix="rewrite the file with SlotFeatureMap.save")
+            raise DataError("ids must be 1..N without gaps or repeats (0 is reserved for unknown)",
+                            path=str(path), fix="rewrite the file with SlotFeatureMap.save")
         return cls({str(k): int(v) for k, v in ids.items()})
 
 
@@ -143,12 +162,9 @@ def _as_text(values: pd.Series) -> pd.Series:
     return values.astype("string")
 
 
-def _check_half_life(half_life_days: float) -> None:
+def _check_decay(half_life_days: float, prior_strength: float | None) -> None:
     if not half_life_days > 0:
         raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
-
-
-def _check_prior(prior_strength: float | None) -> None:
     if prior_strength is not None and not prior_strength > 0:
         raise ValueError(f"prior_strength must be > 0 (or None to fit it), got {prior_strength}")
 
@@ -165,7 +181,8 @@ def _event_arrays(frame: pd.DataFrame, item_col: str, time_col: str,
         clicks = _column(frame, click_col)
         if not clicks.isin([0, 1]).all():
             bad = clicks[~clicks.isin([0, 1])].iloc[0]
-            raise DataError(f"clicks must be 0 or 1, found {bad!r}", column=click_col, fix="binarize the column")
+            raise DataError(f"clicks must be 0 or 1, found {bad!r}", column=click_col,
+                            fix="binarize the column")
         clicks = clicks.to_numpy(dtype=np.float64)
     return items, times.to_numpy(dtype=np.float64), clicks
 
@@ -199,12 +216,24 @@ def item_hotness(frame: pd.DataFrame, *, item_col: str = "item_id", time_col: st
     and ``hotness`` (formulas in the module docstring), hottest first. ``now`` defaults to the
     newest timestamp; events after ``now`` are an error (they would leak the future). Without
     ``click_col``, clicks and CTR are NaN and hotness is ``log1p(decayed_impressions)``.
+
+    Args:
+      frame: the log, one event per row.
+      item_col: the item id column.
+      time_col: event time in epoch seconds.
+      click_col: 0/1 clicks, optional.
+      half_life_days: the decay's half-life ``h``.
+      now: the time ages are measured from.
+      prior_strength: ``s``; None fits it by the method of moments.
+
+    Returns:
+      One row per item, hottest first.
     """
-    _check_half_life(half_life_days)
-    _check_prior(prior_strength)
+    _check_decay(half_life_days, prior_strength)
     items, times, clicks = _event_arrays(frame, item_col, time_col, click_col)
     if len(items) == 0:
-        return pd.DataFrame({c: pd.Series(dtype=object if c == "item_id" else float) for c in HOTNESS_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=object if c == "item_id" else float)
+                             for c in HOTNESS_COLUMNS})
     now = float(times.max()) if now is None else float(now)
     if times.max() > now:
         raise DataError(f"{int((times > now).sum())} event(s) are later than now={now:g}", column=time_col,
@@ -212,20 +241,26 @@ def item_hotness(frame: pd.DataFrame, *, item_col: str = "item_id", time_col: st
     weights = 0.5 ** ((now - times) / SECONDS_PER_DAY / half_life_days)
     codes, uniques = pd.factorize(items, sort=True)
     impressions = np.bincount(codes, weights=weights, minlength=len(uniques))
-    decayed_clicks = None if clicks is None else np.bincount(codes, weights=weights * clicks, minlength=len(uniques))
-    smoothed, hotness = _smooth(impressions, decayed_clicks, prior_strength)
-    out = pd.DataFrame({
-        "item_id": np.asarray(uniques, dtype=object),
-        "decayed_impressions": impressions,
-        "decayed_clicks": np.full(len(uniques), np.nan) if decayed_clicks is None else decayed_clicks,
-        "smoothed_ctr": smoothed,
-        "hotness": hotness,
-    })
-    return out.sort_values(["hotness", "item_id"], ascending=[False, True], kind="mergesort").reset_index(drop=True)
+    decayed_clicks = None if clicks is None else np.bincount(codes, weights=weights * clicks,
+                                                             minlength=len(uniques))
+    out = pd.DataFrame(dict(zip(HOTNESS_COLUMNS, (
+        np.asarray(uniques, dtype=object), impressions,
+        np.full(len(uniques), np.nan) if decayed_clicks is None else decayed_clicks,
+        *_smooth(impressions, decayed_clicks, prior_strength)))))
+    return out.sort_values(["hotness", "item_id"], ascending=[False, True], kind="mergesort").reset_index(
+        drop=True)
 
 
 def hot_items(hotness_frame: pd.DataFrame, k: int) -> list[str]:
-    """The ``k`` hottest item ids (ties by item id): the cold-start list for users with no history."""
+    """The ``k`` hottest item ids (ties by item id): the cold-start list for users with no history.
+
+    Args:
+      hotness_frame: the output of :func:`item_hotness`.
+      k: how many ids.
+
+    Returns:
+      The ids, hottest first.
+    """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     missing = [c for c in ("item_id", "hotness") if c not in hotness_frame.columns]
@@ -236,8 +271,9 @@ def hot_items(hotness_frame: pd.DataFrame, k: int) -> list[str]:
 
 
 def point_in_time_hotness(events: pd.DataFrame, rows: pd.DataFrame, *, item_col: str = "item_id",
-                          time_col: str = "timestamp", click_col: str | None = None, half_life_days: float = 7.0,
-                          window_seconds: int = SECONDS_PER_DAY, prior_strength: float | None = None) -> np.ndarray:
+                          time_col: str = "timestamp", click_col: str | None = None,
+                          half_life_days: float = 7.0, window_seconds: int = SECONDS_PER_DAY,
+                          prior_strength: float | None = None) -> np.ndarray:
     """Hotness of each row's item as a daily feature job would have computed it, without future data.
 
     Rows fall in windows ``[W, W + window_seconds)`` with ``W = floor(t / window_seconds) * window_seconds``.
@@ -245,9 +281,17 @@ def point_in_time_hotness(events: pd.DataFrame, rows: pd.DataFrame, *, item_col:
     earlier event): events of the row's own window and later are never seen. Computed in one
     pass over the windows by decaying the running sums, ``S(W_k) = S(W_{k-1}) 0.5^((W_k - W_{k-1}) / h)``
     plus the events in ``[W_{k-1}, W_k)``.
+
+    Args:
+      events: the log the feature is computed from (as in :func:`item_hotness`).
+      rows: the rows to give the feature to (their item and time columns).
+      item_col, time_col, click_col, half_life_days, prior_strength: as in :func:`item_hotness`.
+      window_seconds: the feature job's period.
+
+    Returns:
+      float64 ``[len(rows)]`` hotness values.
     """
-    _check_half_life(half_life_days)
-    _check_prior(prior_strength)
+    _check_decay(half_life_days, prior_strength)
     if window_seconds < 1:
         raise ValueError(f"window_seconds must be >= 1, got {window_seconds}")
     ev_items, ev_times, ev_clicks = _event_arrays(events, item_col, time_col, click_col)
@@ -259,21 +303,18 @@ def point_in_time_hotness(events: pd.DataFrame, rows: pd.DataFrame, *, item_col:
     # Event e first counts at the first window start strictly after it.
     ev_window_idx = np.searchsorted(starts, ev_times, side="right")
     half_life_s = half_life_days * SECONDS_PER_DAY
-    impressions = np.zeros(len(uniques))
-    clicks = None if ev_clicks is None else np.zeros(len(uniques))
+    # Row 0 counts impressions, row 1 (when there are clicks) clicks.
+    ev_values = np.stack([np.ones(len(ev_items))] + ([] if ev_clicks is None else [ev_clicks]))
+    sums = np.zeros((len(ev_values), len(uniques)))
     out = np.zeros(len(row_items))
     for k, start in enumerate(starts):
         if k:
-            decay = 0.5 ** ((start - starts[k - 1]) / half_life_s)
-            impressions *= decay
-            if clicks is not None:
-                clicks *= decay
+            sums *= 0.5 ** ((start - starts[k - 1]) / half_life_s)
         new = ev_window_idx == k
         w = 0.5 ** ((start - ev_times[new]) / half_life_s)
-        impressions += np.bincount(ev_codes[new], weights=w, minlength=len(uniques))
-        if clicks is not None:
-            clicks += np.bincount(ev_codes[new], weights=w * ev_clicks[new], minlength=len(uniques))
-        _, hotness = _smooth(impressions, clicks, prior_strength)
+        for values, total in zip(ev_values, sums):
+            total += np.bincount(ev_codes[new], weights=w * values[new], minlength=len(uniques))
+        _, hotness = _smooth(sums[0], sums[1] if len(sums) > 1 else None, prior_strength)
         in_window = row_window_idx == k
         out[in_window] = hotness[row_codes[in_window]]
     return out
@@ -282,10 +323,13 @@ def point_in_time_hotness(events: pd.DataFrame, rows: pd.DataFrame, *, item_col:
 # Half-life of the ``item_hotness`` feature of click logs built from interactions; serving must
 # compute the feature with the same one (``FeatureStore.from_interactions``).
 CLICK_LOG_HALF_LIFE_DAYS = 30.0
+# The click log's last columns, in order (the users' features come before them).
+_LOG_TAIL = ["hour", "weekday", "item_hotness", "timestamp", "label"]
 
 
 def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int = 4, seed: int = 42,
-                         half_life_days: float = CLICK_LOG_HALF_LIFE_DAYS, window_seconds: int = SECONDS_PER_DAY) -> LabeledData:
+                         half_life_days: float = CLICK_LOG_HALF_LIFE_DAYS,
+                         window_seconds: int = SECONDS_PER_DAY) -> LabeledData:
     """MovieLens ratings as homepage click logs for a CTR ranker.
 
     Every rating is a click (``label`` 1). For each, ``negatives_per_positive`` items are drawn
@@ -298,6 +342,16 @@ def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int =
     strictly before the start of the row's (UTC day) window, decayed to that start (see
     :func:`point_in_time_hotness`): a row never sees ratings from its own day or later, and the
     sampled negatives, which are not real events, never enter it.
+
+    Args:
+      data: MovieLens-style interactions (with item and, optionally, user tables).
+      negatives_per_positive: sampled non-clicks per rating.
+      seed: the sampling seed.
+      half_life_days: the ``item_hotness`` feature's half-life.
+      window_seconds: the feature job's period.
+
+    Returns:
+      The click log, ordered by time, with ``label`` as its one label.
     """
     if negatives_per_positive < 0:
         raise ValueError(f"negatives_per_positive must be >= 0, got {negatives_per_positive}")
@@ -309,8 +363,8 @@ def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int =
     seen = np.unique(user_codes.astype(np.int64) * len(catalog) + item_codes)
     full = np.flatnonzero(np.bincount(seen // len(catalog), minlength=len(users)) >= len(catalog))
     if negatives_per_positive and len(full):
-        raise DataError(f"user {users[full[0]]!r} rated every item in the catalog, so no negative can be sampled",
-                        column="user_id", fix="drop such users or use negatives_per_positive=0")
+        raise DataError(f"user {users[full[0]]!r} rated every item in the catalog, so no negative can be "
+                        "sampled", column="user_id", fix="drop such users or use negatives_per_positive=0")
     rng = np.random.default_rng(seed)
     neg_users = np.repeat(user_codes, negatives_per_positive)
     neg_items = rng.integers(0, len(catalog), size=len(neg_users))
@@ -318,20 +372,17 @@ def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int =
     while clash.any():  # rejection sampling: expected rounds are small unless a user rated most items
         neg_items[clash] = rng.integers(0, len(catalog), size=int(clash.sum()))
         clash[clash] = _contains(seen, neg_users[clash].astype(np.int64) * len(catalog) + neg_items[clash])
-    frame = pd.DataFrame({
-        "user_id": np.concatenate([ratings["user_id"].astype(str).to_numpy(), np.asarray(users)[neg_users]]),
-        "item_id": np.concatenate([ratings["item_id"].astype(str).to_numpy(), np.asarray(catalog)[neg_items]]),
-        "timestamp": np.concatenate([ratings["timestamp"].to_numpy(dtype=np.int64),
-                                     np.repeat(ratings["timestamp"].to_numpy(dtype=np.int64),
-                                               negatives_per_positive)]),
-        "label": np.concatenate([np.ones(len(ratings), np.int64), np.zeros(len(neg_users), np.int64)]),
-    })
+    # Row r of the log comes from rating source[r]: the ratings themselves, then their negatives.
+    source = np.r_[np.arange(len(ratings)), np.repeat(np.arange(len(ratings)), negatives_per_positive)]
+    frame = pd.DataFrame({"user_id": np.asarray(users, dtype=object)[user_codes[source]],
+                          "item_id": np.asarray(catalog, dtype=object)[np.r_[item_codes, neg_items]],
+                          "timestamp": ratings["timestamp"].to_numpy(dtype=np.int64)[source],
+                          "label": (np.arange(len(source)) < len(ratings)).astype(np.int64)})
     items = data.items.assign(item_id=data.items["item_id"].astype(str)).drop_duplicates("item_id")
     genres = pd.Series([_joined(g) for g in items.get("genres", [None] * len(items))], index=items["item_id"])
     frame["genres"] = frame["item_id"].map(genres).fillna("")
     if data.users is not None:
-        clash_cols = sorted(set(data.users.columns) & {"item_id", "genres", "hour", "weekday", "item_hotness",
-                                                       "timestamp", "label"})
+        clash_cols = sorted(set(data.users.columns) & {"item_id", "genres", *_LOG_TAIL})
         if clash_cols:
             raise DataError("a user feature has the name of a click-log column", column=clash_cols[0],
                             fix="rename that column of the users table")
@@ -344,10 +395,10 @@ def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int =
                                                   window_seconds=window_seconds)
     frame = frame.sort_values(["timestamp", "user_id", "label"], ascending=[True, True, False],
                               kind="mergesort").reset_index(drop=True)
-    order = ["user_id", "item_id", "genres"] + [c for c in frame.columns if c not in (
-        "user_id", "item_id", "genres", "hour", "weekday", "item_hotness", "timestamp", "label")]
-    frame = frame[order + ["hour", "weekday", "item_hotness", "timestamp", "label"]]
-    return LabeledData(frame, ["label"], name=f"{data.name}-clicks", user_column="user_id", item_column="item_id")
+    head = ["user_id", "item_id", "genres"]
+    frame = frame[head + [c for c in frame.columns if c not in head + _LOG_TAIL] + _LOG_TAIL]
+    return LabeledData(frame, ["label"], name=f"{data.name}-clicks", user_column="user_id",
+                       item_column="item_id")
 
 
 def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:

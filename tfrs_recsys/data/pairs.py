@@ -30,7 +30,15 @@ _REJECTION_ROUNDS = 20
 
 
 def like_labels(ratings: pd.Series, positive_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(liked, disliked)`` boolean masks: rating >= threshold, rating < threshold; all liked without ratings."""
+    """``(liked, disliked)`` boolean masks: rating >= threshold, rating < threshold.
+
+    Args:
+      ratings: the interactions' ratings; missing ones are neither liked nor disliked.
+      positive_threshold: the lowest liked rating.
+
+    Returns:
+      The two masks; when no rating is present (implicit feedback), every interaction is liked.
+    """
     values = pd.to_numeric(ratings, errors="coerce").to_numpy(dtype=np.float64)
     rated = ~np.isnan(values)
     if not rated.any():
@@ -61,7 +69,16 @@ class RatedHeldOut:
 
 
 def rated_held_out(rows: pd.DataFrame, train: Sequences, positive_threshold: float) -> RatedHeldOut:
-    """The liked and disliked interactions of ``rows`` (unrated ones dropped), with their query histories."""
+    """The liked and disliked interactions of ``rows`` (unrated ones dropped), with their query histories.
+
+    Args:
+      rows: held-out interactions with a ``rating`` column.
+      train: the training sequences (each row's query history).
+      positive_threshold: the lowest liked rating.
+
+    Returns:
+      The rows to score.
+    """
     liked, disliked = like_labels(rows["rating"], positive_threshold)
     keep = liked | disliked
     history = train.as_dict()
@@ -89,8 +106,9 @@ class TripleSampler:
         liked, disliked = like_labels(frame["rating"], positive_threshold)
         if not liked.any():
             ratings = pd.to_numeric(frame["rating"], errors="coerce")
-            raise DataError(f"loss '{loss}' trains on liked items, but no training interaction has rating >= "
-                            f"positive_threshold ({positive_threshold}); ratings span {ratings.min()}..{ratings.max()}",
+            raise DataError(f"loss '{loss}' trains on liked items, but no training interaction has rating "
+                            f">= positive_threshold ({positive_threshold}); ratings span "
+                            f"{ratings.min()}..{ratings.max()}",
                             column="rating", fix="lower --positive-threshold, or train with --loss softmax")
         self.catalog = np.asarray(catalog).astype(str).astype(object)
         position = {item: i for i, item in enumerate(self.catalog)}
@@ -98,24 +116,20 @@ class TripleSampler:
         if unknown:
             raise DataError(f"training item '{unknown[0]}' is not in the catalog", column="item_id",
                             fix="build the catalog from the same interactions")
-        users = frame["user_id"].to_numpy()
-        user_names, user_index = np.unique(users, return_inverse=True)
+        user_names, user_index = np.unique(frame["user_id"].to_numpy(), return_inverse=True)
         item_index = frame["item_id"].map(position).to_numpy(dtype=np.int64)
-        num_items = len(self.catalog)
-
-        if sampling == "popularity":
-            counts = np.bincount(item_index, minlength=num_items).astype(np.float64)
-        else:
-            counts = np.ones(num_items, dtype=np.float64)
-        self._cdf = np.cumsum(counts / counts.sum())
+        self.num_items = num_items = len(self.catalog)
+        counts = (np.bincount(item_index, minlength=num_items) if sampling == "popularity"
+                  else np.ones(num_items)).astype(np.float64)
+        self._probability = counts / counts.sum()
+        self._cdf = np.cumsum(self._probability)
         self._liked_keys = np.unique(user_index[liked] * num_items + item_index[liked])
 
         # Each user's disliked items, as slices of one array (users in index order).
         use = disliked if use_disliked else np.zeros_like(disliked)
         self._disliked = item_index[use][np.argsort(user_index[use], kind="stable")]
-        per_user = np.bincount(user_index[use], minlength=len(user_names))
+        self._disliked_count = per_user = np.bincount(user_index[use], minlength=len(user_names))
         self._disliked_start = np.r_[0, np.cumsum(per_user)[:-1]]
-        self._disliked_count = per_user
 
         # A user without disliked items needs a sampleable item they did not like.
         liked_per_user = np.bincount(user_index[liked], minlength=len(user_names))
@@ -124,17 +138,15 @@ class TripleSampler:
         rows = np.flatnonzero(liked & possible[user_index])
         self.dropped = int(liked.sum() - len(rows))
         if not len(rows):
-            raise DataError(f"loss '{loss}' needs a disliked or an unseen item for each user, but no user has one: "
-                            f"no rating is below positive_threshold ({positive_threshold}) and every user liked "
-                            f"every item", column="rating",
+            raise DataError(f"loss '{loss}' needs a disliked or an unseen item for each user, but no user "
+                            f"has one: no rating is below positive_threshold ({positive_threshold}) and "
+                            f"every user liked every item", column="rating",
                             fix="raise --positive-threshold so low ratings count as disliked, add items, "
                                 "or train with --loss softmax")
         self._user = user_index[rows]
         self._user_names = user_names.astype(str).astype(object)
         self._positive = item_index[rows]
         self._history = self._history_indices(item_index, user_index, rows, max_len, pad=num_items)
-        self._probability = counts / counts.sum()
-        self.num_items = num_items
         self._seed = seed
         self._epochs = None
 
@@ -170,21 +182,27 @@ class TripleSampler:
         with negatives drawn anew each time the dataset is iterated (each epoch).
 
         All in TensorFlow ops: the seeded permutation of :func:`pipelines.dataset_from_arrays`, then
-        per batch a seed from a stream redrawn on every iteration drives the negative draws.
+        per batch a seed from a stream redrawn on every iteration drives the negative draws
+        (:meth:`negatives`).
+
+        Args:
+          batch_size: triples per batch.
+
+        Returns:
+          The ``tf.data.Dataset``.
         """
         import tensorflow as tf
 
         catalog = tf.constant(np.r_[self.catalog, [PAD]].astype(str))
         user_names = tf.constant(self._user_names.astype(str))
-        draw_negatives = _NegativeDraws(self)
         rows = dataset_from_arrays({"user": self._user, "history": self._history, "positive": self._positive},
                                    batch_size=batch_size, shuffle=True, seed=self._seed)
         draws = tf.data.Dataset.random(seed=self._seed + 1, rerandomize_each_iteration=True)
 
         def triples(batch, draw):
-            negative = draw_negatives(batch["user"], tf.stack([draw, tf.constant(self._seed, tf.int64)]))
-            return {"user_id": tf.gather(user_names, batch["user"]), "history": tf.gather(catalog, batch["history"]),
-                    "positive": tf.gather(catalog, batch["positive"]), "negative": tf.gather(catalog, negative)}
+            negative = self.negatives(batch["user"], tf.stack([draw, tf.constant(self._seed, tf.int64)]))
+            return {"user_id": tf.gather(user_names, batch["user"]), "negative": tf.gather(catalog, negative),
+                    **{k: tf.gather(catalog, batch[k]) for k in ("history", "positive")}}
 
         return tf.data.Dataset.zip((rows, draws)).map(triples, num_parallel_calls=tf.data.AUTOTUNE,
                                                       deterministic=True).prefetch(tf.data.AUTOTUNE)
@@ -195,61 +213,53 @@ class TripleSampler:
             self._epochs = self.dataset(max(len(self), 1))
         return {k: v.numpy().astype(str).astype(object) for k, v in next(iter(self._epochs)).items()}
 
-
-class _NegativeDraws:
-    """``negative item index [B]`` for a batch of triple users, as TensorFlow ops (see the module doc).
-
-    A user with disliked items gets one of them uniformly. Any other user gets ``_REJECTION_ROUNDS``
-    catalog draws (uniform or by popularity) and keeps the first one they did not like; a user
-    whose every draw was liked (who liked nearly all sampleable items) draws by the same
-    probabilities among exactly the items they did not like.
-    """
-
-    def __init__(self, sampler: TripleSampler):
-        import tensorflow as tf
-
-        self.num_items = sampler.num_items
-        # One dummy entry keeps the gather of a user without dislikes in range; it is never chosen.
-        self.disliked = tf.constant(np.r_[sampler._disliked, [0]].astype(np.int64))
-        self.disliked_start = tf.constant(sampler._disliked_start.astype(np.int64))
-        self.disliked_count = tf.constant(sampler._disliked_count.astype(np.int64))
-        self.cdf = tf.constant(sampler._cdf)
-        self.liked_keys = tf.constant(sampler._liked_keys.astype(np.int64))
-        with np.errstate(divide="ignore"):  # items without interactions: log 0 = -inf, never drawn
-            self.log_probability = tf.constant(np.log(sampler._probability))
-
-    def is_liked(self, users, items):
+    def _is_liked(self, users, items):
         import tensorflow as tf
 
         keys = tf.reshape(users * self.num_items + items, [-1])
-        last = tf.size(self.liked_keys, tf.int64) - 1
-        at = tf.minimum(tf.searchsorted(self.liked_keys, keys, out_type=tf.int64), last)
-        return tf.reshape(tf.equal(tf.gather(self.liked_keys, at), keys), tf.shape(items))
+        at = tf.minimum(tf.searchsorted(self._liked_keys, keys, out_type=tf.int64), len(self._liked_keys) - 1)
+        return tf.reshape(tf.equal(tf.gather(self._liked_keys, at), keys), tf.shape(items))
 
-    def __call__(self, users, seed):
+    def negatives(self, users, seed):
+        """Negative item indices ``[B]`` for a batch of triple users, as TensorFlow ops.
+
+        A user with disliked items gets one of them uniformly. Any other user gets ``_REJECTION_ROUNDS``
+        catalog draws (uniform or by popularity) and keeps the first one they did not like; a user
+        whose every draw was liked (who liked nearly all sampleable items) draws by the same
+        probabilities among exactly the items they did not like.
+
+        Args:
+          users: int64 ``[B]`` user indices.
+          seed: the ``[2]`` seed of the stateless draws.
+
+        Returns:
+          int64 ``[B]`` catalog indices.
+        """
         import tensorflow as tf
 
-        dislike_seed, catalog_seed, fallback_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-        count = tf.gather(self.disliked_count, users)
-        pick = tf.gather(self.disliked_start, users) + tf.cast(
-            tf.random.stateless_uniform(tf.shape(users), dislike_seed, dtype=tf.float64) * tf.cast(count, tf.float64),
-            tf.int64)
-        disliked = tf.gather(self.disliked, pick)
+        seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+        count = tf.gather(self._disliked_count, users)
+        uniform = tf.random.stateless_uniform(tf.shape(users), seeds[0], dtype=tf.float64)
+        # One dummy entry keeps the gather of a user without dislikes in range; it is never chosen.
+        disliked = tf.gather(np.r_[self._disliked, [0]], tf.gather(self._disliked_start, users)
+                             + tf.cast(uniform * tf.cast(count, tf.float64), tf.int64))
 
-        uniform = tf.random.stateless_uniform([tf.size(users), _REJECTION_ROUNDS], catalog_seed, dtype=tf.float64)
-        draws = tf.minimum(tf.reshape(tf.searchsorted(self.cdf, tf.reshape(uniform, [-1]), side="right",
-                                                      out_type=tf.int64), tf.shape(uniform)), self.num_items - 1)
-        unliked = tf.logical_not(self.is_liked(users[:, None], draws))
+        uniform = tf.random.stateless_uniform([tf.size(users), _REJECTION_ROUNDS], seeds[1], dtype=tf.float64)
+        draws = tf.searchsorted(self._cdf, tf.reshape(uniform, [-1]), side="right", out_type=tf.int64)
+        draws = tf.minimum(tf.reshape(draws, tf.shape(uniform)), self.num_items - 1)
+        unliked = tf.logical_not(self._is_liked(users[:, None], draws))
         sampled = tf.gather(draws, tf.argmax(tf.cast(unliked, tf.int32), axis=1), batch_dims=1)
         stuck = tf.where(tf.logical_and(count == 0, tf.logical_not(tf.reduce_any(unliked, axis=1))))
 
         def among_unliked():
             stuck_users = tf.gather_nd(users, stuck)
             items = tf.range(self.num_items, dtype=tf.int64)
-            allowed = tf.logical_not(self.is_liked(stuck_users[:, None], tf.broadcast_to(
+            allowed = tf.logical_not(self._is_liked(stuck_users[:, None], tf.broadcast_to(
                 items[None, :], [tf.size(stuck_users), self.num_items])))
-            logits = tf.where(allowed, self.log_probability[None, :], tf.constant(-np.inf, tf.float64))
-            chosen = tf.random.stateless_categorical(logits, 1, fallback_seed, dtype=tf.int64)[:, 0]
+            with np.errstate(divide="ignore"):  # items without interactions: log 0 = -inf, never drawn
+                log_probability = np.log(self._probability)
+            logits = tf.where(allowed, log_probability[None, :], tf.constant(-np.inf, tf.float64))
+            chosen = tf.random.stateless_categorical(logits, 1, seeds[2], dtype=tf.int64)[:, 0]
             return tf.tensor_scatter_nd_update(sampled, stuck, chosen)
 
         sampled = tf.cond(tf.size(stuck) > 0, among_unliked, lambda: sampled)

@@ -12,8 +12,7 @@ Pipeline design: the columns are converted once and held as in-memory tensors; e
 draws a seeded permutation of the row indices in one op and every batch is a vectorized
 ``tf.gather`` of those indices (one per dtype: the 1-D columns of a dtype are held as one
 matrix). That is a shuffle whose buffer is the whole data set at the cost of 8 bytes per row,
-and it runs several times faster than the per-example
-``from_tensor_slices -> cache -> shuffle -> batch`` chain (bench/pipeline.py measures both).
+without the per-example work of a ``from_tensor_slices -> cache -> shuffle -> batch`` chain.
 """
 from __future__ import annotations
 
@@ -27,17 +26,25 @@ from tfrs_recsys.data.schema import frame_to_raw
 
 
 def frame_to_label_columns(frame: pd.DataFrame, labels: Sequence[str]) -> dict[str, np.ndarray]:
-    """One float32 array per label column; a missing, empty or non-numeric label raises DataError."""
+    """One float32 array per label column.
+
+    Args:
+      frame: the rows.
+      labels: the label columns.
+
+    Returns:
+      ``{label: float32 [len(frame)]}``.
+
+    Raises:
+      DataError: a label column is absent, or a value is missing or not a number.
+    """
     out = {}
     for name in labels:
         if name not in frame.columns:
             raise DataError(f"label column '{name}' of the feature spec is not in the data", column=name,
                             fix="add the label column to the data, or correct the spec's labels")
         values = frame[name]
-        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
-            numbers = values.to_numpy(dtype=np.float32, na_value=np.nan)
-        else:
-            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
         missing = np.isnan(numbers)
         if missing.any():
             row = int(np.flatnonzero(missing)[0])
@@ -60,6 +67,19 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], *, batch_size: int, sh
     follow each other forever (each ends with its own partial batch unless ``drop_remainder``).
     ``cache``: with a fixed order (``shuffle=False``) the assembled batches are kept after the
     first pass; shuffled batches differ every epoch and read from in-memory tensors anyway.
+
+    Args:
+      arrays: the feature arrays, equal lengths.
+      batch_size: rows per batch.
+      shuffle: a fresh seeded permutation every epoch.
+      seed: the shuffle seed.
+      labels: label arrays, optional.
+      cache: keep the assembled batches of a fixed order.
+      drop_remainder: leave out each epoch's last partial batch.
+      repeat: epochs follow each other forever.
+
+    Returns:
+      The ``tf.data.Dataset``.
     """
     import tensorflow as tf
 
@@ -111,12 +131,13 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], *, batch_size: int, sh
         def next_indices(order, step_and_draw):
             step, draw = step_and_draw
             position = step % batches_per_epoch
-            order = tf.cond(tf.equal(position, 0), lambda: tf.random.experimental.stateless_shuffle(
-                tf.range(n, dtype=tf.int64), seed=tf.stack([draw, tf.constant(seed, tf.int64)])), lambda: order)
+            shuffled = lambda: tf.random.experimental.stateless_shuffle(
+                tf.range(n, dtype=tf.int64), seed=tf.stack([draw, tf.constant(seed, tf.int64)]))
+            order = tf.cond(tf.equal(position, 0), shuffled, lambda: order)
             start = position * batch_size
             return order, order[start:tf.minimum(start + batch_size, stop)]
 
-        steps = tf.data.Dataset.range(batches_per_epoch) if not repeat else tf.data.Dataset.range(2 ** 62)
+        steps = tf.data.Dataset.range(2 ** 62 if repeat else batches_per_epoch)
         draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((steps, draws)).scan(tf.range(n, dtype=tf.int64), next_indices)
         ds = ds.map(assemble, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -134,7 +155,16 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], *, batch_size: int, sh
 def labeled_dataset(frame: pd.DataFrame, spec, *, batch_size: int, shuffle: bool = True, seed: int = 42,
                     cache: bool = True, drop_remainder: bool = False, repeat: bool = False):
     """``(raw feature dict, label dict)`` batches of ``frame`` for the features of ``spec``
-    and its labels (float32 each); see :func:`dataset_from_arrays` for the batching options."""
+    and its labels (float32 each).
+
+    Args:
+      frame: labeled rows.
+      spec: the feature spec (features and labels).
+      batch_size, shuffle, seed, cache, drop_remainder, repeat: as in :func:`dataset_from_arrays`.
+
+    Returns:
+      The ``tf.data.Dataset``.
+    """
     if not spec.labels:
         raise DataError("the feature spec names no label columns", fix="list the labels in the spec")
     return dataset_from_arrays(frame_to_raw(frame, spec), batch_size=batch_size, shuffle=shuffle, seed=seed,

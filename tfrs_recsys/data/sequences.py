@@ -71,6 +71,8 @@ class HeldOut:
 
 @dataclass
 class SequenceSplit:
+    """A retrieval split: training sequences, validation and test targets, and how they were made."""
+
     train: Sequences
     validation: HeldOut
     test: HeldOut
@@ -89,7 +91,14 @@ def _check_ids(frame: pd.DataFrame, where: str) -> None:
 
 
 def user_sequences(interactions: pd.DataFrame) -> Sequences:
-    """Group interactions by user, each user's items ordered by timestamp (stable: ties in file order)."""
+    """Group interactions by user, each user's items ordered by timestamp (stable: ties in file order).
+
+    Args:
+      interactions: rows with ``user_id``, ``item_id`` and ``timestamp``.
+
+    Returns:
+      The sequences, users sorted.
+    """
     _check_ids(interactions, "interactions")
     frame = interactions[["user_id", "item_id", "timestamp"]].copy()
     frame["_row"] = np.arange(len(frame))
@@ -107,22 +116,23 @@ def leave_last_out(data: InteractionData, *, min_interactions: int = 3) -> Seque
     The rows come from :func:`tfrs_recsys.data.splits.leave_last_out`; users with fewer than
     ``min_interactions`` items stay wholly in training and are not evaluated. Validation
     histories are the training sequence; test histories add the validation item.
+
+    Args:
+      data: the interactions.
+      min_interactions: the fewest items of an evaluated user.
+
+    Returns:
+      The split.
     """
     _check_ids(data.interactions, "interactions")
     rows = splits.leave_last_out(data.interactions, min_interactions=min_interactions)
-    train = user_sequences(rows.train)
-    history = train.as_dict()
-    empty = np.array([], dtype=object)
-    val_item = dict(zip(rows.validation["user_id"].astype(str), rows.validation["item_id"].astype(str)))
-    val, test = [], []
-    for user, item in zip(rows.test["user_id"].astype(str), rows.test["item_id"].astype(str)):
-        before = history.get(user, empty)
-        val.append((user, before, val_item[user]))
-        test.append((user, np.r_[before, [val_item[user]]].astype(object), item))
-    if not test:
+    if not len(rows.test):
         raise DataError(f"no user has {min_interactions} or more interactions, so nothing can be evaluated",
                         fix="use more data per user, or the random_80_20 protocol")
-    return SequenceSplit(train, _held_out(val, exclude=True), _held_out(test, exclude=True),
+    train = user_sequences(rows.train)
+    val_item = dict(zip(rows.validation["user_id"].astype(str), rows.validation["item_id"].astype(str)))
+    validation = _held_out(rows.validation, train, exclude=True)
+    return SequenceSplit(train, validation, _held_out(rows.test, train, exclude=True, then=val_item),
                          user_sequences(data.interactions), "leave_last_out", rows)
 
 
@@ -134,30 +144,39 @@ def random_split(data: InteractionData, *, test_fraction: float = 0.2, validatio
     validation targets (for early stopping), by :func:`tfrs_recsys.data.splits.random_split`;
     the rest forms the training sequences, which are also every target's query history.
     Nothing is excluded at ranking, as in the tutorial's FactorizedTopK over all movies.
+
+    Args:
+      data: the interactions.
+      test_fraction: share of test targets.
+      validation_fraction: share of validation targets.
+      seed: the split's seed.
+
+    Returns:
+      The split.
     """
     _check_ids(data.interactions, "interactions")
     rows = splits.random_split(data.interactions, test_fraction=test_fraction,
                                validation_fraction=validation_fraction, seed=seed)
-    train = user_sequences(rows.train)
-    history = train.as_dict()
-    empty = np.array([], dtype=object)
-
-    def held(part: pd.DataFrame) -> HeldOut:
-        pairs = [(u, history.get(u, empty), i)
-                 for u, i in zip(part["user_id"].astype(str), part["item_id"].astype(str))]
-        return _held_out(pairs, exclude=False)
-
     if rows.validation is None or not len(rows.validation):
         raise DataError("the random split left no validation interactions for early stopping",
                         fix="raise validation_fraction")
-    return SequenceSplit(train, held(rows.validation), held(rows.test), user_sequences(data.interactions),
+    train = user_sequences(rows.train)
+    return SequenceSplit(train, _held_out(rows.validation, train, exclude=False),
+                         _held_out(rows.test, train, exclude=False), user_sequences(data.interactions),
                          "random_80_20", rows)
 
 
-def _held_out(rows: list[tuple[str, np.ndarray, str]], *, exclude: bool) -> HeldOut:
+def _held_out(part: pd.DataFrame, train: Sequences, *, exclude: bool,
+              then: dict[str, str] | None = None) -> HeldOut:
+    """The rows of ``part`` as targets, queried by the user's training sequence (plus ``then[user]``)."""
+    history = train.as_dict()
     empty = np.array([], dtype=object)
-    return HeldOut(np.array([r[0] for r in rows], dtype=object), [r[1] for r in rows],
-                   np.array([r[2] for r in rows], dtype=object), [r[1] if exclude else empty for r in rows])
+    users = part["user_id"].astype(str).to_numpy(dtype=object)
+    histories = [history.get(u, empty) for u in users]
+    if then is not None:
+        histories = [np.r_[h, [then[u]]].astype(object) for u, h in zip(users, histories)]
+    return HeldOut(users, histories, part["item_id"].astype(str).to_numpy(dtype=object),
+                   histories if exclude else [empty] * len(users))
 
 
 def catalog_ids(interactions: pd.DataFrame) -> np.ndarray:
@@ -185,8 +204,7 @@ def pad_left(histories: Sequence[Sequence], max_len: int) -> np.ndarray:
     out = np.full((len(histories), max_len), PAD, dtype=object)
     for row, items in enumerate(histories):
         recent = [x if isinstance(x, str) else str(x) for x in list(items)[-max_len:]]
-        if recent:
-            out[row, max_len - len(recent):] = recent
+        out[row, max_len - len(recent):] = recent
     return out
 
 
@@ -198,6 +216,15 @@ def training_windows(train: Sequences, max_len: int, *, mode: str = "all_positio
     it is not ``""``. ``stride`` (all_positions, default ``max_len``) is how far consecutive
     windows of a long sequence are apart; smaller strides give early targets more context
     while each target still counts once.
+
+    Args:
+      train: the training sequences.
+      max_len: the window width ``L``.
+      mode: ``all_positions`` or ``prefix`` (module docstring).
+      stride: distance of consecutive ``all_positions`` windows.
+
+    Returns:
+      The windows as arrays.
     """
     stride = max_len if stride is None else stride
     users, histories, targets = [], [], []
@@ -229,6 +256,15 @@ def training_dataset(windows: dict[str, np.ndarray], batch_size: int, *, seed: i
     Windows are batched with others of similar length and each batch drops its all-padding
     columns on the left (right-aligned windows keep their newest item in the last column), so
     short histories do not pay for the width of long ones.
+
+    Args:
+      windows: the output of :func:`training_windows`.
+      batch_size: windows per batch.
+      seed: the shuffle seed.
+      shuffle: reshuffle every epoch.
+
+    Returns:
+      The ``tf.data.Dataset``.
     """
     import tensorflow as tf
 
@@ -255,12 +291,18 @@ def training_dataset(windows: dict[str, np.ndarray], batch_size: int, *, seed: i
 
 
 def item_probabilities(train: Sequences, catalog: np.ndarray, *, smoothing: float = 1.0) -> np.ndarray:
-    """P(item is a training target), aligned with ``catalog``, add-``smoothing`` counts (logQ correction)."""
-    index = {item: i for i, item in enumerate(catalog)}
-    counts = np.full(len(catalog), smoothing, dtype=np.float64)
-    for seq in train.items:
-        for item in seq[1:]:
-            counts[index[item]] += 1.0
+    """P(item is a training target), for the logQ correction of sampled softmax.
+
+    Args:
+      train: the training sequences (every item after a sequence's first is a target).
+      catalog: the item ids.
+      smoothing: added to every item's count.
+
+    Returns:
+      float32 probabilities aligned with ``catalog``.
+    """
+    targets = np.concatenate([np.asarray(s[1:], dtype=object) for s in train.items] + [np.array([], object)])
+    counts = smoothing + np.bincount(pd.Index(catalog).get_indexer(targets), minlength=len(catalog))
     return (counts / counts.sum()).astype(np.float32)
 
 
@@ -271,31 +313,37 @@ def _is_list_column(values: pd.Series) -> bool:
     return len(sample) > 0 and all(isinstance(v, (list, tuple, np.ndarray)) for v in sample)
 
 
+def _is_number(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
 def infer_entity_columns(frame: pd.DataFrame | None, key: str, group: str, *, max_categories: int = 100,
-                         exclude: tuple[str, ...] = ("title", "name", "imdb_url")) -> tuple[list[str], dict[str, str]]:
+                         exclude: tuple[str, ...] = ("title", "name", "imdb_url")
+                         ) -> tuple[list[str], dict[str, str]]:
     """Columns usable as features: lists, numbers, strings with <= ``max_categories`` values.
 
-    Returns (usable columns, {skipped column: why}) so the caller can report what it left out.
+    Args:
+      frame: the item or user table (None: no columns).
+      key: its id column.
+      group: ``item`` or ``user``, for the messages.
+      max_categories: the most distinct values of a usable string column.
+      exclude: free-text columns.
+
+    Returns:
+      (usable columns, {skipped column: why}) so the caller can report what it left out.
     """
     if frame is None:
         return [], {}
     usable, skipped = [], {}
-    for col in frame.columns:
-        if col == key:
-            continue
+    for col in (c for c in frame.columns if c != key):
         values = frame[col]
         if col in exclude:
             skipped[col] = "free text"
-        elif _is_list_column(values):
-            usable.append(col)
-        elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        elif (_is_list_column(values) or _is_number(values)
+              or (distinct := values.astype(str).nunique()) <= max_categories):
             usable.append(col)
         else:
-            distinct = values.astype(str).nunique()
-            if distinct <= max_categories:
-                usable.append(col)
-            else:
-                skipped[col] = f"{distinct} distinct values (> {max_categories}); {group} id already covers it"
+            skipped[col] = f"{distinct} distinct values (> {max_categories}); {group} id already covers it"
     return usable, skipped
 
 
@@ -308,6 +356,16 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
     entries pools a list): :class:`~tfrs_recsys.features.embeddings.FieldEmbeddings` inputs;
     numeric columns become standardized float32 vectors (missing -> 0, the mean). Keys missing
     from ``frame`` get no values. A named column that the frame lacks is an error.
+
+    Args:
+      frame: the item or user table, one row per key.
+      key: its id column.
+      keys: the ids to align the tables with.
+      columns: the feature columns.
+      group: ``item`` or ``user``.
+
+    Returns:
+      (feature columns of the spec, ``{column: table}``).
     """
     if not columns:
         return [], {}
@@ -318,11 +376,12 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
     if missing:
         raise DataError(f"{group} feature column(s) {missing} not in the {group} table "
                         f"(columns: {list(frame.columns)})", column=missing[0], fix="name existing columns")
-    dupes = frame[key].astype(str).duplicated()
+    key_text = frame[key].astype(str)
+    dupes = key_text.duplicated()
     if dupes.any():
-        raise DataError(f"{group} table lists {key} '{frame[key].astype(str)[dupes].iloc[0]}' twice", column=key,
+        raise DataError(f"{group} table lists {key} '{key_text[dupes].iloc[0]}' twice", column=key,
                         fix=f"keep one row per {key}")
-    aligned = frame.assign(**{key: frame[key].astype(str)}).set_index(key).reindex(pd.Index(keys, dtype=object))
+    aligned = frame.assign(**{key: key_text}).set_index(key).reindex(pd.Index(keys, dtype=object))
     specs, tables = [], {}
     for col in columns:
         values = aligned[col]
@@ -335,19 +394,17 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
             for r, row in enumerate(lists):
                 table[r, :len(row)] = [lookup[str(x)] for x in row]
             specs.append(FeatureColumn(col, "multi_categorical", group, "vocabulary", vocabulary=vocab))
-        elif pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
+        elif _is_number(frame[col]):
             x = values.to_numpy(dtype=np.float64)
-            mean = float(np.nanmean(x)) if np.isfinite(x).any() else 0.0
-            std = float(np.nanstd(x)) if np.isfinite(x).any() else 1.0
-            std = std if std > 0 else 1.0
+            finite = np.isfinite(x).any()
+            mean, std = (float(np.nanmean(x)), float(np.nanstd(x)) or 1.0) if finite else (0.0, 1.0)
             table = np.nan_to_num((x - mean) / std, nan=0.0).astype(np.float32)
-            specs.append(FeatureColumn(col, "numeric", group, "none", mean=mean, std=std, raw_dtype="float32"))
+            specs.append(FeatureColumn(col, "numeric", group, "none", mean=mean, std=std,
+                                       raw_dtype="float32"))
         else:
-            present = values.notna()
-            text = values.astype(str)
-            vocab = sorted(set(text[present]))
-            lookup = {v: i + 1 for i, v in enumerate(vocab)}
-            table = np.array([lookup[t] if p else 0 for t, p in zip(text, present)], dtype=np.int32)
+            text = values.astype("string")  # missing values stay missing: index 0
+            vocab = sorted(set(text.dropna()))
+            table = text.map({v: i + 1 for i, v in enumerate(vocab)}).fillna(0).to_numpy(dtype=np.int32)
             specs.append(FeatureColumn(col, "categorical", group, "vocabulary", vocabulary=vocab))
         tables[col] = table
     return specs, tables

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from tfrs_recsys import paths, runs
@@ -19,7 +18,13 @@ from tfrs_recsys.training import distribution
 
 
 def finish_run(run_dir: Path | str, metrics: Mapping[str, Any], *, chief: bool = True) -> None:
-    """Write the test metrics and the training curves; a non-chief worker's temporary directory goes."""
+    """Write the test metrics and the training curves; a non-chief worker's temporary directory goes.
+
+    Args:
+      run_dir: the run directory.
+      metrics: the test metrics.
+      chief: whether this process writes the run directory (else it removes its temporary one).
+    """
     runs.write_test_metrics(run_dir, metrics)
     plot_curves(run_dir)
     runs.release(run_dir, chief=chief)
@@ -53,11 +58,9 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         self._writer = tf.summary.create_file_writer(str(paths.join(run_dir, runs.TENSORBOARD, "validation")))
 
     def _improved(self, value: float) -> bool:
-        if value is None or not math.isfinite(value):
-            return False
-        if self.best_value is None:
-            return True
-        return value > self.best_value if self.mode == "max" else value < self.best_value
+        better = self.best_value is None or (value > self.best_value if self.mode == "max"
+                                             else value < self.best_value)
+        return math.isfinite(value) and better
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -65,7 +68,8 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         metrics = dict(self.eval_fn(self.model))
         if self.monitor not in metrics:
-            raise KeyError(f"eval_fn returned {sorted(metrics)}, which lacks the monitored metric '{self.monitor}'")
+            raise KeyError(f"eval_fn returned {sorted(metrics)}, which lacks the monitored metric "
+                           f"'{self.monitor}'")
         row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._epoch_start, 3)}
         row.update({k: float(v) for k, v in (logs or {}).items()})
         row.update({f"val_{k}": v for k, v in metrics.items()})
@@ -96,21 +100,30 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
 
 
 def tensorboard_callback(run_dir: str | Path) -> tf.keras.callbacks.TensorBoard:
+    """Keras' TensorBoard callback, writing into the run directory (no graph, no profiling)."""
     return tf.keras.callbacks.TensorBoard(log_dir=str(paths.join(run_dir, runs.TENSORBOARD)),
                                           write_graph=False, profile_batch=0)
 
 
 def fit_verbosity(cfg: TrainConfig) -> int:
-    """Keras' progress bar when asked for, one line per epoch otherwise (logs, CI)."""
+    """Keras' ``verbose``: the progress bar when ``cfg.progress``, one line per epoch otherwise (logs, CI)."""
     return 1 if cfg.progress else 2
 
 
 def plot_curves(run_dir: str | Path) -> Path | str | None:
-    """Draw every numeric column of train_log.jsonl against the epoch into training_curves.png."""
+    """Draw every numeric column of train_log.jsonl against the epoch into training_curves.png.
+
+    Args:
+      run_dir: the run directory.
+
+    Returns:
+      The image's path, None when there is no log.
+    """
     rows = runs.read_train_log(run_dir)
     if not rows:
         return None
-    from matplotlib.figure import Figure  # not pyplot: the caller's backend (a notebook's inline one) stays as it is
+    # Not pyplot: the caller's backend (a notebook's inline one) stays as it is.
+    from matplotlib.figure import Figure
 
     keys = [k for k in rows[0] if k not in ("epoch", "seconds")
             and all(isinstance(r.get(k), (int, float)) for r in rows)]

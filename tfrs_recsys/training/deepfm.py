@@ -19,8 +19,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-
 from tfrs_recsys import metrics as M
 from tfrs_recsys.config import DeepFMConfig
 from tfrs_recsys.data.schema import FeatureSpec
@@ -29,29 +27,51 @@ from tfrs_recsys.training import rankers
 from tfrs_recsys.training.common import finish_run
 
 
-def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *, truth: pd.DataFrame | None = None,
-                    group_by: str | None = None) -> dict:
-    """AUC, logloss and GAUC of ``model`` on ``frame`` (``truth`` row-aligned, optional)."""
+def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *,
+                    truth: pd.DataFrame | None = None, group_by: str | None = None) -> dict:
+    """AUC, logloss and GAUC of ``model`` on ``frame``.
+
+    Args:
+      model: the trained model.
+      frame: labeled rows.
+      spec: their feature spec.
+      truth: synthetic ground truth row-aligned with ``frame`` (``true_ctr``), optional.
+      group_by: the GAUC group column (default: users, else sessions).
+
+    Returns:
+      The metrics of the module docstring.
+    """
     ctr = rankers.predict(model, frame, spec)["ctr"]
     label = frame[model.label].to_numpy(dtype=np.float64)
-    metrics: dict = {"auc": M.auc(label, ctr), "logloss": M.logloss(label, ctr), "rows": len(frame)}
-    group_by = group_by or rankers.group_column(spec, frame)
-    if group_by:
-        value, used, skipped = M.gauc(label, ctr, frame[group_by].to_numpy())
-        metrics.update({"gauc": value, "gauc_groups_used": used, "gauc_groups_skipped": skipped,
-                        "gauc_group_column": group_by})
+    metrics: dict = {"auc": M.auc(label, ctr), "logloss": M.logloss(label, ctr), "rows": len(frame),
+                     **rankers.gauc_metrics(label, ctr, frame, spec, group_by)}
     if truth is not None and "true_ctr" in truth.columns:
         metrics["ctr_true_auc"] = M.expected_auc(truth["true_ctr"].to_numpy(), ctr)
     return metrics
 
 
 def selection_eval(validation: pd.DataFrame, spec: FeatureSpec) -> Callable[[DeepFM], dict]:
-    """Per-epoch validation metrics plus the early-stopping score: validation AUC."""
+    """Per-epoch validation metrics plus the early-stopping score: validation AUC.
+
+    Args:
+      validation: the validation rows.
+      spec: their feature spec.
+
+    Returns:
+      ``eval_fn(model) -> metrics`` for :func:`~tfrs_recsys.training.rankers.fit`.
+    """
     return lambda m: rankers.with_selection_score(evaluate_deepfm(m, validation, spec), ("auc",), "logloss")
 
 
 def run(cfg: DeepFMConfig) -> dict:
-    """Train DeepFM, write the run directory (the chief's only), return the test metrics."""
+    """Train DeepFM, write the run directory (the chief's only).
+
+    Args:
+      cfg: the run's config.
+
+    Returns:
+      The test metrics.
+    """
     start = rankers.start_run(cfg, "deepfm")
     data, split, spec, run_dir = start.data, start.split, start.spec, start.run_dir
     with start.strategy.scope():

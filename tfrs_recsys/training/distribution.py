@@ -39,38 +39,62 @@ import json
 import os
 from typing import Mapping
 
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
 from tfrs_recsys.config import ConfigError, TrainConfig
 
 
 def read_tf_config(environ: Mapping[str, str] | None = None) -> dict:
-    """``TF_CONFIG`` parsed (``{}`` when unset or empty)."""
+    """``TF_CONFIG`` parsed.
+
+    Args:
+      environ: where to read it (default ``os.environ``).
+
+    Returns:
+      The parsed mapping, ``{}`` when unset or empty.
+
+    Raises:
+      ConfigError: it is not JSON, or not an object with a ``cluster`` mapping.
+    """
     raw = (os.environ if environ is None else environ).get("TF_CONFIG", "").strip()
     if not raw:
         return {}
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"environment TF_CONFIG is not valid JSON ({exc.msg} at character {exc.pos}); set it to "
-                          f'e.g. {{"cluster": {{"worker": ["host0:12345", "host1:12345"]}}, '
+        raise ConfigError(f"environment TF_CONFIG is not valid JSON ({exc.msg} at character {exc.pos}); "
+                          f'set it to e.g. {{"cluster": {{"worker": ["host0:12345", "host1:12345"]}}, '
                           f'"task": {{"type": "worker", "index": 0}}}}') from None
     if not isinstance(config, dict) or not isinstance(config.get("cluster", {}), dict):
-        raise ConfigError("environment TF_CONFIG must be a JSON object with a 'cluster' mapping of job names to "
-                          "lists of host:port and this process's 'task' {type, index}")
+        raise ConfigError("environment TF_CONFIG must be a JSON object with a 'cluster' mapping of job names "
+                          "to lists of host:port and this process's 'task' {type, index}")
     return config
 
 
 def cluster_size(tf_config: Mapping) -> int:
-    """Number of training tasks (chief and workers) in ``TF_CONFIG``'s cluster."""
+    """Number of training tasks (chief and workers) in ``TF_CONFIG``'s cluster.
+
+    Args:
+      tf_config: parsed ``TF_CONFIG``.
+
+    Returns:
+      The count (0 without a cluster).
+    """
     cluster = tf_config.get("cluster", {})
     return sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
 
 
 def choose_strategy(name: str | None, tf_config: Mapping, num_gpus: int) -> str:
-    """Resolve ``name`` (one of :data:`tfrs_recsys.config.STRATEGIES`) to ``none``, ``mirrored`` or
-    ``multi_worker``."""
+    """Resolve ``name`` (one of :data:`tfrs_recsys.config.STRATEGIES`) to a concrete strategy name.
+
+    Args:
+      name: the ``distribute`` setting (None means ``none``).
+      tf_config: parsed ``TF_CONFIG``.
+      num_gpus: GPUs on this machine.
+
+    Returns:
+      ``none``, ``mirrored`` or ``multi_worker``.
+    """
     if name is None:  # the config parser reads the word "none" of a string field as None
         return "none"
     if name != "auto":
@@ -82,7 +106,15 @@ def choose_strategy(name: str | None, tf_config: Mapping, num_gpus: int) -> str:
 
 def configure_threads(intra_op_threads: int = 0, inter_op_threads: int = 0) -> None:
     """TensorFlow's thread pools for this process (0 = TensorFlow's default). Like the strategy, they can
-    only change before the first TensorFlow op; asking for other values later raises ConfigError."""
+    only change before the first TensorFlow op.
+
+    Args:
+      intra_op_threads: threads within an op.
+      inter_op_threads: ops run at once.
+
+    Raises:
+      ConfigError: other values are asked for after TensorFlow started.
+    """
     threading = tf.config.threading
     for field, value, current, apply in (
             ("intra_op_threads", intra_op_threads, threading.get_intra_op_parallelism_threads,
@@ -96,18 +128,38 @@ def configure_threads(intra_op_threads: int = 0, inter_op_threads: int = 0) -> N
         except RuntimeError:
             raise ConfigError(f"field '{field}' = {value} cannot take effect: TensorFlow already runs with "
                               f"{current() or 'its default'} threads in this process; set it before any "
-                              "TensorFlow op runs (on the command line, or first thing in a fresh process)") from None
+                              "TensorFlow op runs (on the command line, or first thing in a fresh process)"
+                              ) from None
 
 
 def start_runtime(cfg: TrainConfig) -> tf.distribute.Strategy:
     """The run's thread pools (:func:`configure_threads`), then its strategy (:func:`build_strategy`):
-    the first thing a run does, since both only take effect before TensorFlow's first op."""
+    the first thing a run does, since both only take effect before TensorFlow's first op.
+
+    Args:
+      cfg: the run's config.
+
+    Returns:
+      The strategy.
+    """
     configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
     return build_strategy(cfg.distribute)
 
 
 def build_strategy(name: str | None = "auto") -> tf.distribute.Strategy:
-    """The strategy of ``distribute`` = ``name``; call it before any other TensorFlow op (module docstring)."""
+    """The strategy of ``distribute`` = ``name``.
+
+    Call it before any other TensorFlow op (see the module docstring).
+
+    Args:
+      name: ``auto``, ``none`` (or None), ``mirrored`` or ``multi_worker``.
+
+    Returns:
+      The strategy to build and train the model under.
+
+    Raises:
+      ConfigError: ``multi_worker`` without training tasks in ``TF_CONFIG``, or asked for too late.
+    """
     tf_config = read_tf_config()
     # Listing physical devices leaves the runtime unconfigured (MultiWorkerMirroredStrategy can still follow).
     choice = choose_strategy(name, tf_config, 0 if cluster_size(tf_config) > 1 or name != "auto"
@@ -118,25 +170,29 @@ def build_strategy(name: str | None = "auto") -> tf.distribute.Strategy:
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
     if tf_config and cluster_size(tf_config) == 0:
-        raise ConfigError("TF_CONFIG lists no 'worker' or 'chief' tasks for distribute=multi_worker; list every "
-                          "training process's host:port under cluster.worker")
+        raise ConfigError("TF_CONFIG lists no 'worker' or 'chief' tasks for distribute=multi_worker; list "
+                          "every training process's host:port under cluster.worker")
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as exc:
         if "program startup" not in str(exc):
             raise
-        raise ConfigError("distribute=multi_worker: MultiWorkerMirroredStrategy must be created before TensorFlow "
-                          "runs any op; build it first thing (tfrs_recsys.training.distribution.build_strategy), "
-                          "before loading data or building a model, or run training in a fresh process") from None
+        raise ConfigError("distribute=multi_worker: MultiWorkerMirroredStrategy must be created before "
+                          "TensorFlow runs any op; build it first thing "
+                          "(tfrs_recsys.training.distribution.build_strategy), before loading data or "
+                          "building a model, or run training in a fresh process") from None
+
+
+def _cluster_resolver(strategy: tf.distribute.Strategy | None):
+    """The strategy's cluster resolver when this process is a task of a cluster, else None."""
+    resolver = getattr(strategy or tf.distribute.get_strategy(), "cluster_resolver", None)
+    return resolver if resolver is not None and resolver.task_type else None
 
 
 def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     """True for the process that writes the run directory: task ``chief``, else worker 0 (or no cluster)."""
-    strategy = strategy or tf.distribute.get_strategy()
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
+    resolver = _cluster_resolver(strategy)
+    if resolver is None or resolver.task_type == "chief":
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and int(resolver.task_id or 0) == 0 and not has_chief
@@ -144,11 +200,8 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
 
 def num_workers(strategy: tf.distribute.Strategy | None = None) -> int:
     """Processes training together (1 for the default strategy and ``MirroredStrategy``)."""
-    strategy = strategy or tf.distribute.get_strategy()
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return 1
-    return max(1, cluster_size({"cluster": resolver.cluster_spec().as_dict()}))
+    resolver = _cluster_resolver(strategy)
+    return 1 if resolver is None else max(1, cluster_size({"cluster": resolver.cluster_spec().as_dict()}))
 
 
 def any_worker(strategy: tf.distribute.Strategy | None, flag: bool) -> bool:
@@ -156,6 +209,13 @@ def any_worker(strategy: tf.distribute.Strategy | None, flag: bool) -> bool:
 
     Workers must take decisions that change the number of training steps (early stopping)
     together: a worker that stopped alone would leave the others waiting in a collective.
+
+    Args:
+      strategy: the training strategy (default: the current one).
+      flag: this worker's vote.
+
+    Returns:
+      True when any worker voted True.
     """
     strategy = strategy or tf.distribute.get_strategy()
     if num_workers(strategy) <= 1:
@@ -179,8 +239,8 @@ def describe(strategy: tf.distribute.Strategy | None = None) -> str:
     """One line for the training log, e.g. ``MultiWorkerMirroredStrategy, 2 replicas, worker 1 of 2``."""
     strategy = strategy or tf.distribute.get_strategy()
     text = f"{type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)"
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is not None and resolver.task_type:
+    resolver = _cluster_resolver(strategy)
+    if resolver is not None:
         text += (f", task {resolver.task_type}:{resolver.task_id} of {num_workers(strategy)} "
                  f"({'chief' if is_chief(strategy) else 'not chief: writes a temporary directory'})")
     return text

@@ -35,8 +35,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
 from tfrs_recsys import metrics as M
@@ -53,10 +51,22 @@ NDCG_GAIN = "conversion=2, click=1, none=0; ranked by the expected gain (pCTR - 
 
 def cvr_metrics(cvr: np.ndarray, click: np.ndarray, conversion: np.ndarray,
                 truth: pd.DataFrame | None = None) -> dict[str, float]:
-    """CVR quality: on clicked impressions against conversions; on all of them against true_cvr."""
+    """CVR quality: on clicked impressions against conversions; on all of them against true_cvr.
+
+    Args:
+      cvr: predicted CVR per impression.
+      click: 0/1 clicks.
+      conversion: 0/1 conversions.
+      truth: synthetic ground truth row-aligned with them (``true_cvr``), optional.
+
+    Returns:
+      ``cvr_auc_clicked``, ``cvr_logloss_clicked`` and, with truth, ``cvr_true_auc`` and
+      ``cvr_true_spearman``.
+    """
     clicked = click > 0.5
     out = {"cvr_auc_clicked": M.auc(conversion[clicked], cvr[clicked]),
-           "cvr_logloss_clicked": M.logloss(conversion[clicked], cvr[clicked]) if clicked.any() else float("nan")}
+           "cvr_logloss_clicked": (M.logloss(conversion[clicked], cvr[clicked]) if clicked.any()
+                                   else float("nan"))}
     if truth is not None and "true_cvr" in truth.columns:
         true_cvr = truth["true_cvr"].to_numpy(dtype=np.float64)
         out["cvr_true_auc"] = M.expected_auc(true_cvr, cvr)
@@ -64,7 +74,8 @@ def cvr_metrics(cvr: np.ndarray, click: np.ndarray, conversion: np.ndarray,
     return out
 
 
-def _labels(frame: pd.DataFrame, model: ESMM | ClickedCVR, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+def _labels(frame: pd.DataFrame, model: ESMM | ClickedCVR, spec: FeatureSpec
+            ) -> tuple[np.ndarray, np.ndarray]:
     click_label = getattr(model, "click_label", spec.labels[0])
     return (frame[click_label].to_numpy(dtype=np.float64),
             frame[model.conversion_label].to_numpy(dtype=np.float64))
@@ -72,7 +83,19 @@ def _labels(frame: pd.DataFrame, model: ESMM | ClickedCVR, spec: FeatureSpec) ->
 
 def evaluate_esmm(model: ESMM, frame: pd.DataFrame, spec: FeatureSpec, *, truth: pd.DataFrame | None = None,
                   k: int = 10, group_by: str | None = None) -> dict:
-    """Every ESMM metric of the module docstring on ``frame`` (``truth`` row-aligned, optional)."""
+    """Every ESMM metric of the module docstring on ``frame``.
+
+    Args:
+      model: the trained ESMM.
+      frame: labeled impressions.
+      spec: their feature spec.
+      truth: synthetic ground truth row-aligned with ``frame``, optional.
+      k: the session NDCG's cut-off.
+      group_by: the GAUC group column (default: users, else sessions).
+
+    Returns:
+      The metrics.
+    """
     out = rankers.predict(model, frame, spec)
     click, conversion = _labels(frame, model, spec)
     ctcvr_label = click * conversion
@@ -86,11 +109,7 @@ def evaluate_esmm(model: ESMM, frame: pd.DataFrame, spec: FeatureSpec, *, truth:
     metrics["logloss"] = (model.ctr_loss_weight * metrics["ctr_logloss"]
                           + model.ctcvr_loss_weight * metrics["ctcvr_logloss"])
     metrics.update(cvr_metrics(out["cvr"], click, conversion, truth))
-    group_by = group_by or rankers.group_column(spec, frame)
-    if group_by:
-        value, used, skipped = M.gauc(click, out["ctr"], frame[group_by].to_numpy())
-        metrics.update({"gauc": value, "gauc_groups_used": used, "gauc_groups_skipped": skipped,
-                        "gauc_group_column": group_by})
+    metrics.update(rankers.gauc_metrics(click, out["ctr"], frame, spec, group_by))
     if spec.session_column and spec.session_column in frame.columns:
         value, used, skipped = M.click_conversion_ndcg(click, conversion, out["ctr"], out["ctcvr"],
                                                        frame[spec.session_column].to_numpy(), k=k)
@@ -103,17 +122,26 @@ def evaluate_esmm(model: ESMM, frame: pd.DataFrame, spec: FeatureSpec, *, truth:
 
 def evaluate_clicked_cvr(model: ClickedCVR, frame: pd.DataFrame, spec: FeatureSpec, *,
                          truth: pd.DataFrame | None = None) -> dict[str, float]:
+    """The baseline's CVR metrics (:func:`cvr_metrics`) on ``frame``."""
     click, conversion = _labels(frame, model, spec)
     return cvr_metrics(rankers.predict(model, frame, spec)["cvr"], click, conversion, truth)
 
 
-def _truth_of(truth: pd.DataFrame | None, frame: pd.DataFrame) -> pd.DataFrame | None:
-    return None if truth is None else truth.loc[frame.index]
-
-
 def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, validation: pd.DataFrame,
                       run_dir: Path | str, *, strategy: tf.distribute.Strategy | None = None) -> ClickedCVR:
-    """The baseline on clicked training rows, early-stopped on clicked validation rows' CVR AUC."""
+    """The baseline on clicked training rows, early-stopped on clicked validation rows' CVR AUC.
+
+    Args:
+      cfg: the run's config.
+      spec: the feature spec.
+      train: the training rows (the clicked ones are used).
+      validation: the validation rows.
+      run_dir: the run directory (the baseline logs into its own folder there).
+      strategy: the strategy to build the model under (default: the current one).
+
+    Returns:
+      The trained baseline.
+    """
     with (strategy or tf.distribute.get_strategy()).scope():
         model = ClickedCVR.from_spec(spec, cfg)
     clicked = train[train[spec.labels[0]] > 0.5]
@@ -132,13 +160,29 @@ def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, v
 
 
 def selection_eval(validation: pd.DataFrame, spec: FeatureSpec, cfg: ESMMConfig) -> Callable[[ESMM], dict]:
-    """Per-epoch validation metrics plus the early-stopping score: the mean of CTR and CTCVR AUC."""
+    """Per-epoch validation metrics plus the early-stopping score: the mean of CTR and CTCVR AUC.
+
+    Args:
+      validation: the validation rows.
+      spec: their feature spec.
+      cfg: the run's config (NDCG cut-off).
+
+    Returns:
+      ``eval_fn(model) -> metrics`` for :func:`~tfrs_recsys.training.rankers.fit`.
+    """
     return lambda m: rankers.with_selection_score(evaluate_esmm(m, validation, spec, k=cfg.ndcg_k),
                                                   ("ctr_auc", "ctcvr_auc"), "logloss")
 
 
 def run(cfg: ESMMConfig) -> dict:
-    """Train ESMM (and the baseline), write the run directory (the chief's only), return the test metrics."""
+    """Train ESMM (and the baseline), write the run directory (the chief's only).
+
+    Args:
+      cfg: the run's config.
+
+    Returns:
+      The test metrics.
+    """
     start = rankers.start_run(cfg, "esmm")
     data, split, spec, run_dir, strategy = start.data, start.split, start.spec, start.run_dir, start.strategy
     validation = split.validation
@@ -147,7 +191,7 @@ def run(cfg: ESMMConfig) -> dict:
 
     evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=rankers.MONITOR,
                             eval_fn=selection_eval(validation, spec, cfg))
-    test_truth = _truth_of(data.truth, split.test)
+    test_truth = None if data.truth is None else data.truth.loc[split.test.index]
     metrics = evaluate_esmm(model, split.test, spec, truth=test_truth, k=cfg.ndcg_k)
     metrics["best_epoch"] = evaluator.best_epoch
     if cfg.baseline:

@@ -12,10 +12,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
-
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
+from tfrs_recsys import metrics as M
 from tfrs_recsys import runs
 from tfrs_recsys.config import TrainConfig
 from tfrs_recsys.data.bundles import LabeledData
@@ -45,6 +44,13 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
     Whole sessions go to one side when the data has a session column (no query leaks across
     parts); otherwise rows are split at random (seeded). Fractions 80 / 10 / 10. The labels are
     checked first (:func:`check_labels`): ESMM takes click then conversion, DeepFM one click label.
+
+    Args:
+      cfg: the run's config (data options, seed).
+      task: ``esmm`` or ``deepfm``.
+
+    Returns:
+      (data, split).
     """
     data = load_labeled(task, **options_from(cfg, load_labeled))
     wanted, fix = LABELS[task]
@@ -60,20 +66,28 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
 
 
 def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False) -> None:
-    """Labels must be 0/1; with ``funnel`` (click, conversion), a conversion needs a click."""
+    """Check that labels are 0/1 and, with ``funnel`` (click, conversion), that a conversion has a click.
+
+    Args:
+      frame: the labeled rows.
+      labels: the label columns.
+      funnel: check the click -> conversion order too.
+
+    Raises:
+      DataError: naming the first bad row and the fix.
+    """
     for name in labels:
-        values = pd.to_numeric(frame[name], errors="coerce")
-        bad = ~values.isin([0, 1])
+        bad = ~pd.to_numeric(frame[name], errors="coerce").isin([0, 1]).to_numpy()
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(np.argmax(bad))
             raise DataError(f"label must be 0 or 1, found {frame[name].iloc[row]!r} at row {row} "
                             f"({int(bad.sum())} such rows)", column=name,
                             fix="binarize the label (e.g. rating >= 4 -> 1), or pick another label column")
     if funnel:
         click, conversion = labels
-        impossible = (frame[conversion] > 0) & (frame[click] <= 0)
+        impossible = ((frame[conversion] > 0) & (frame[click] <= 0)).to_numpy()
         if impossible.any():
-            row = int(np.flatnonzero(impossible.to_numpy())[0])
+            row = int(np.argmax(impossible))
             raise DataError(f"{int(impossible.sum())} rows convert without a click (first at row {row}); "
                             f"ESMM reads the labels as click, then conversion", column=conversion,
                             fix="pass --label-columns in the order click,conversion, and set click=1 on "
@@ -82,7 +96,16 @@ def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False
 
 def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> FeatureSpec:
     """The feature spec: ``cfg.feature_spec`` (an edited JSON) or inferred from the TRAINING rows only,
-    so vocabularies and statistics never see validation or test data."""
+    so vocabularies and statistics never see validation or test data.
+
+    Args:
+      cfg: the run's config.
+      data: the labeled data (its labels and key columns).
+      train: the training rows.
+
+    Returns:
+      The spec.
+    """
     if cfg.feature_spec:
         spec = FeatureSpec.load(cfg.feature_spec)
         if list(spec.labels) != list(data.labels):
@@ -105,6 +128,14 @@ def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -
 
     ``cfg.batch_size`` is the global batch; under a multi-worker strategy every worker builds the
     same batches (same seed) and keeps its own part of each (:func:`.distribution.shard_by_data`).
+
+    Args:
+      frame: the training rows.
+      spec: their feature spec.
+      cfg: the run's config (batch size, seed).
+
+    Returns:
+      (dataset, steps per epoch).
     """
     if not spec.labels:
         raise DataError("the feature spec names no label columns", fix="list the labels in the spec")
@@ -137,10 +168,24 @@ def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
 def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec,
         run_dir: Path | str, *, eval_fn: Callable[[tf.keras.Model], Mapping[str, float]], monitor: str,
         epochs: int | None = None, checkpoint: bool = True) -> EpochEvaluator:
-    """:func:`compile_ranker`, :func:`training_dataset`, early stopping on ``monitor`` (larger is
-    better), best weights restored.
+    """Train a ranker: :func:`compile_ranker`, :func:`training_dataset`, early stopping on ``monitor``
+    (larger is better), best weights restored.
 
     Distributed training: build ``model`` under ``strategy.scope()``; it then trains under that strategy.
+
+    Args:
+      model: the ranker.
+      cfg: the run's config.
+      train: the training rows.
+      spec: their feature spec.
+      run_dir: where the log, checkpoint and TensorBoard files go.
+      eval_fn: validation metrics of the model, after every epoch.
+      monitor: the metric early stopping follows.
+      epochs: the most epochs (default ``cfg.epochs``).
+      checkpoint: save the best weights and TensorBoard logs.
+
+    Returns:
+      The evaluator (best epoch and value).
     """
     ds, steps = training_dataset(train, spec, cfg)
     evaluator = EpochEvaluator(eval_fn, run_dir, monitor=monitor, mode="max", patience=cfg.patience,
@@ -154,7 +199,17 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: Feat
 
 def predict(model: tf.keras.Model, frame: pd.DataFrame, spec: FeatureSpec,
             batch_size: int = PREDICT_BATCH) -> dict[str, np.ndarray]:
-    """The model's named outputs for every row of ``frame``, in row order, as float64 arrays."""
+    """The model's named outputs for every row of ``frame``, in row order, as float64 arrays.
+
+    Args:
+      model: a ranker taking raw features.
+      frame: the rows.
+      spec: their feature spec.
+      batch_size: rows per call.
+
+    Returns:
+      ``{output: float64 [len(frame)]}``.
+    """
     raw = frame_to_raw(frame, spec)
     chunks: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(frame), batch_size):
@@ -166,7 +221,16 @@ def predict(model: tf.keras.Model, frame: pd.DataFrame, spec: FeatureSpec,
 
 def with_selection_score(metrics: Mapping, aucs: tuple[str, ...], logloss: str) -> dict[str, float]:
     """The numeric ``metrics`` plus the early-stopping score: the mean of the finite ``aucs``, else
-    minus ``logloss`` (validation rows of one class have no AUC, on every epoch alike), else 0."""
+    minus ``logloss`` (validation rows of one class have no AUC, on every epoch alike), else 0.
+
+    Args:
+      metrics: validation metrics.
+      aucs: the AUCs the score averages.
+      logloss: the fallback metric.
+
+    Returns:
+      The numbers of ``metrics`` and :data:`MONITOR`.
+    """
     numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.number))}
     values = [numbers[k] for k in aucs if np.isfinite(numbers.get(k, np.nan))]
     if values:
@@ -179,10 +243,30 @@ def with_selection_score(metrics: Mapping, aucs: tuple[str, ...], logloss: str) 
 
 def group_column(spec: FeatureSpec, frame: pd.DataFrame) -> str | None:
     """GAUC groups: the user column when the data has one, else the session column."""
-    for col in (spec.user_column, spec.session_column):
-        if col and col in frame.columns:
-            return col
-    return None
+    return next((c for c in (spec.user_column, spec.session_column) if c and c in frame.columns), None)
+
+
+def gauc_metrics(label: np.ndarray, score: np.ndarray, frame: pd.DataFrame, spec: FeatureSpec,
+                 group_by: str | None = None) -> dict:
+    """``gauc`` of ``score`` over the groups of ``group_by`` (default :func:`group_column`).
+
+    Args:
+      label: 0/1 labels of ``frame``'s rows.
+      score: the model's probabilities for them.
+      frame: the rows, holding the group column.
+      spec: their feature spec.
+      group_by: the group column; by default users, else sessions.
+
+    Returns:
+      ``gauc``, ``gauc_groups_used``, ``gauc_groups_skipped`` (one-class groups) and
+      ``gauc_group_column``; empty when there is no group column.
+    """
+    group_by = group_by or group_column(spec, frame)
+    if not group_by:
+        return {}
+    value, used, skipped = M.gauc(label, score, frame[group_by].to_numpy())
+    return {"gauc": value, "gauc_groups_used": used, "gauc_groups_skipped": skipped,
+            "gauc_group_column": group_by}
 
 
 @dataclasses.dataclass
@@ -200,7 +284,15 @@ class RankerRun:
 def start_run(cfg: TrainConfig, task: str) -> RankerRun:
     """Strategy first (MultiWorkerMirroredStrategy must exist before TensorFlow runs any op), then the
     seed, the checked and split data, the run directory (the chief's; a temporary one elsewhere), the
-    spec inferred from the training rows, and the run files."""
+    spec inferred from the training rows, and the run files.
+
+    Args:
+      cfg: the run's config.
+      task: ``esmm`` or ``deepfm``.
+
+    Returns:
+      What the run trains from.
+    """
     strategy = distribution.start_runtime(cfg)
     chief = distribution.is_chief(strategy)
     tf.keras.utils.set_random_seed(cfg.seed)

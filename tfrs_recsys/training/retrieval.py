@@ -1,6 +1,6 @@
 """Train and evaluate the two-tower retrieval model; write its run directory.
 
-Evaluation is exact (DESIGN §5): every query is scored against every catalog item, the
+Evaluation is exact: every query is scored against every catalog item, the
 items of the query's history are excluded (leave-last-out), and the 0-based rank of the
 held-out item gives recall/NDCG/MRR@k (:func:`tfrs_recsys.metrics.topk_metrics`). Under the
 TFRS tutorial protocol (``random_80_20``) nothing is excluded and ``recall@100`` is the
@@ -24,8 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
 from tfrs_recsys import runs
@@ -35,8 +33,8 @@ from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.registry import load_interactions, options_from
 from tfrs_recsys.metrics import auc, pairwise_auc, rank_of_target, topk_metrics
-from tfrs_recsys.models.retrieval import (TwoTowerRetrieval, Vocabularies, build_model, query_vectors,
-                                          resolve_negatives)
+from tfrs_recsys.models.retrieval import TwoTowerRetrieval, Vocabularies, build_model, query_vectors
+from tfrs_recsys.models.retrieval import resolve_negatives as negatives_of
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.common import EpochEvaluator, finish_run, fit_verbosity, tensorboard_callback
 
@@ -55,7 +53,16 @@ def _feature_columns(group: str, frame: pd.DataFrame | None, cfg_columns: tuple[
 def build_vocabularies(cfg: RetrievalConfig, data: InteractionData, catalog: np.ndarray,
                        users: np.ndarray | None) -> tuple[Vocabularies, dict]:
     """Feature tables of the catalog and users, of the columns the config names (else every usable one).
-    Returns (vocabularies, skipped columns)."""
+
+    Args:
+      cfg: the run's config (feature columns and switches).
+      data: the interactions with their item and user tables.
+      catalog: the item ids.
+      users: the training users' ids (None: no user features).
+
+    Returns:
+      (vocabularies, ``{"item.col" | "user.col": why skipped}``).
+    """
     item_cols, skip_i = _feature_columns("item", data.items, cfg.item_feature_columns, cfg.use_item_features)
     user_cols, skip_u = _feature_columns("user", data.users, cfg.user_feature_columns,
                                          cfg.use_user_features and users is not None)
@@ -64,7 +71,17 @@ def build_vocabularies(cfg: RetrievalConfig, data: InteractionData, catalog: np.
 
 
 def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int = 1024) -> np.ndarray:
-    """0-based rank of each held-out target among all catalog items, its ``exclude`` items skipped."""
+    """0-based rank of each held-out target among all catalog items, its ``exclude`` items skipped.
+
+    Args:
+      model: the trained model.
+      held: the targets and their query histories.
+      max_len: the history width.
+      chunk: queries scored at once.
+
+    Returns:
+      int64 ``[len(held)]`` ranks.
+    """
     catalog = model.catalog.numpy().astype(str)
     position = {item: i for i, item in enumerate(catalog)}
     candidates = model.candidate_embeddings().numpy()
@@ -79,10 +96,6 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
         targets = np.array([position[t] for t in held.targets[lo:hi]])
         out.append(rank_of_target(scores, targets, exclude))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-
-def evaluate(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, ks) -> dict[str, float]:
-    return topk_metrics(ranks(model, held, max_len), ks)
 
 
 def item_scores(model: TwoTowerRetrieval, rated: pairs.RatedHeldOut, max_len: int) -> np.ndarray:
@@ -104,25 +117,36 @@ def evaluate_pairwise(model: TwoTowerRetrieval, rated: pairs.RatedHeldOut, max_l
 
 def same_user_pairs(rated: pairs.RatedHeldOut) -> int:
     """How many (liked, disliked) pairs of one user ``pairwise_auc`` averages over."""
-    counts = pd.DataFrame({"user": rated.user_ids, "liked": rated.liked}).groupby("user")["liked"].agg(["sum", "count"])
+    counts = pd.Series(rated.liked).groupby(rated.user_ids).agg(["sum", "count"])
     return int((counts["sum"] * (counts["count"] - counts["sum"])).sum())
 
 
 def pairwise_metrics_on(cfg: RetrievalConfig) -> bool:
+    """Whether the run reports ``pairwise_auc`` (a pairwise loss, or ``eval_pairwise``)."""
     return cfg.loss in PAIRWISE_LOSSES or cfg.eval_pairwise
 
 
 def resolve_protocol(cfg: RetrievalConfig) -> str:
-    """``auto`` -> ``random_80_20`` when pairwise metrics are on (they need several held-out items per user)."""
+    """The split protocol of ``cfg``.
+
+    Args:
+      cfg: the run's config; its ``protocol`` may be ``auto``.
+
+    Returns:
+      ``cfg.protocol``, or for ``auto``: ``random_80_20`` when pairwise metrics are on (they need
+      several held-out items per user), else ``leave_last_out``.
+    """
     if cfg.protocol != "auto":
         return cfg.protocol
     return "random_80_20" if pairwise_metrics_on(cfg) else "leave_last_out"
 
 
 def split_data(cfg: RetrievalConfig, data: InteractionData) -> seq.SequenceSplit:
+    """The split of ``data`` under the protocol of ``cfg`` (:func:`resolve_protocol`)."""
     if resolve_protocol(cfg) == "leave_last_out":
         return seq.leave_last_out(data, min_interactions=cfg.min_interactions)
-    return seq.random_split(data, test_fraction=0.2, validation_fraction=cfg.validation_fraction, seed=cfg.seed)
+    return seq.random_split(data, test_fraction=0.2, validation_fraction=cfg.validation_fraction,
+                            seed=cfg.seed)
 
 
 def run(cfg: RetrievalConfig) -> dict[str, float]:
@@ -142,6 +166,8 @@ def load_data(cfg: RetrievalConfig) -> InteractionData:
 
 @dataclass
 class RunResult:
+    """What :func:`train_and_evaluate` leaves: the test metrics, the model, the split, the run directory."""
+
     test_metrics: dict[str, float]
     model: TwoTowerRetrieval
     split: seq.SequenceSplit
@@ -155,6 +181,14 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     ``cfg.batch_size`` is the global batch: with ``R`` replicas each trains on ``batch_size / R``
     windows per step, and in-batch negatives come from that local batch
     (:mod:`tfrs_recsys.models.retrieval`). Only the chief writes the run directory.
+
+    Args:
+      cfg: the run's config.
+      data: the interactions.
+      strategy: the distribution strategy (default: built from ``cfg.distribute``).
+
+    Returns:
+      The run's result.
     """
     if strategy is None:
         strategy = distribution.start_runtime(cfg)
@@ -164,9 +198,9 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     catalog = seq.catalog_ids(data.interactions)
     vocab, skipped = build_vocabularies(cfg, data, catalog, split.train.user_ids)
     if not cfg.use_transformer and not cfg.use_user_id and not vocab.spec.group("user"):
-        raise ConfigError(f"use_transformer=false and use_user_id=false leave the query tower only user features, "
-                          f"but {data.name} has none usable; set use_user_id=true")
-    negatives = resolve_negatives(cfg.negatives, len(catalog), cfg.full_softmax_max_items)
+        raise ConfigError(f"use_transformer=false and use_user_id=false leave the query tower only user "
+                          f"features, but {data.name} has none usable; set use_user_id=true")
+    negatives = negatives_of(cfg.negatives, len(catalog), cfg.full_softmax_max_items)
     probabilities = seq.item_probabilities(split.train, catalog)
     sampler, targets_per_batch = None, None
     if cfg.loss in PAIRWISE_LOSSES:
@@ -175,14 +209,17 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
                                       max_len=cfg.max_history if cfg.use_transformer else 0, seed=cfg.seed,
                                       loss=cfg.loss)
         train_ds = sampler.dataset(cfg.batch_size)
-        negatives_used = f"disliked, else {cfg.pairwise_sampling}" if cfg.use_disliked else cfg.pairwise_sampling
-        examples = f"{len(sampler)} training triples (loss={cfg.loss}, {sampler.dropped} liked without a negative)"
+        negatives_used = (f"disliked, else {cfg.pairwise_sampling}" if cfg.use_disliked
+                          else cfg.pairwise_sampling)
+        examples = (f"{len(sampler)} training triples (loss={cfg.loss}, {sampler.dropped} liked without a "
+                    f"negative)")
     else:
         windows = seq.training_windows(split.train, cfg.max_history, mode=cfg.training_mode,
                                        stride=cfg.window_stride or None)
         train_ds = seq.training_dataset(windows, cfg.batch_size, seed=cfg.seed)
         # Batches group similar lengths: weigh targets alike by normalizing with the mean batch's count.
-        targets_per_batch = float((windows["targets"] != seq.PAD).sum()) / len(windows["targets"]) * cfg.batch_size
+        targets = windows["targets"]
+        targets_per_batch = float((targets != seq.PAD).sum()) / len(targets) * cfg.batch_size
         examples = f"{len(windows['user_id'])} training windows ({cfg.training_mode}), negatives={negatives}"
         negatives_used = negatives
     train_ds = distribution.shard_by_data(train_ds)
@@ -191,27 +228,21 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     with strategy.scope():  # variables (model and optimizer) are mirrored on every replica
         model = build_model(cfg, vocab, item_probabilities=probabilities, negatives=negatives,
                             targets_per_batch=targets_per_batch)
-        optimizer = (tf.keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay) if cfg.weight_decay
-                     else tf.keras.optimizers.Adam(cfg.learning_rate))
-        model.compile(optimizer=optimizer)
+        model.compile(optimizer=tf.keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay)
+                      if cfg.weight_decay else tf.keras.optimizers.Adam(cfg.learning_rate))
 
     tutorial = split.protocol == "random_80_20"
     ks = TUTORIAL_KS if tutorial else tuple(cfg.eval_ks)
     monitor = "recall@100" if tutorial else "ndcg@10" if 10 in ks else f"ndcg@{ks[0]}"
-    if rated:
-        if not same_user_pairs(rated["validation"]):
-            print(f"retrieval: no held-out user has both a liked and a disliked item, so pairwise_auc is undefined; "
-                  f"early stopping on {monitor}", flush=True)
-        else:
-            monitor = "pairwise_auc"
+    if rated and not same_user_pairs(rated["validation"]):
+        print(f"retrieval: no held-out user has both a liked and a disliked item, so pairwise_auc is "
+              f"undefined; early stopping on {monitor}", flush=True)
+    elif rated:
+        monitor = "pairwise_auc"
 
-    def eval_fn(part: str, held: seq.HeldOut):
-        def metrics(m: TwoTowerRetrieval) -> dict[str, float]:
-            out = evaluate(m, held, cfg.max_history, ks)
-            if rated:
-                out.update(evaluate_pairwise(m, rated[part], cfg.max_history))
-            return out
-        return metrics
+    def evaluate(m: TwoTowerRetrieval, part: str, held: seq.HeldOut) -> dict[str, float]:
+        out = topk_metrics(ranks(m, held, cfg.max_history), ks)
+        return {**out, **evaluate_pairwise(m, rated[part], cfg.max_history)} if rated else out
 
     run_dir = runs.create(cfg, "retrieval", chief=chief)
     print(f"retrieval: {data.name}, {len(catalog)} items, {len(split.train)} users, "
@@ -220,8 +251,8 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     for column, why in skipped.items():
         print(f"retrieval: feature column {column} not used: {why}", flush=True)
 
-    evaluator = EpochEvaluator(eval_fn("validation", split.validation), run_dir, monitor=monitor,
-                               patience=cfg.patience)
+    evaluator = EpochEvaluator(lambda m: evaluate(m, "validation", split.validation), run_dir,
+                               monitor=monitor, patience=cfg.patience)
     start = time.perf_counter()
     history = model.fit(train_ds, epochs=cfg.epochs, verbose=fit_verbosity(cfg),
                         callbacks=[evaluator, tensorboard_callback(run_dir)])
@@ -229,11 +260,11 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     if evaluator.best_epoch is None:
         runs.save_checkpoint(model, run_dir)
 
-    metrics = eval_fn("test", split.test)(model)
+    metrics = evaluate(model, "test", split.test)
     runs.write_retrieval_files(run_dir, model, data, vocab, split.full, {
-        "protocol": split.protocol, "negatives": negatives_used, "monitor": monitor, "best_epoch": evaluator.best_epoch,
-        "best_validation": evaluator.best_value, "train_seconds": round(train_seconds, 2),
-        "epochs_run": len(history.epoch), "loss": cfg.loss,
+        "protocol": split.protocol, "negatives": negatives_used, "monitor": monitor,
+        "best_epoch": evaluator.best_epoch, "best_validation": evaluator.best_value,
+        "train_seconds": round(train_seconds, 2), "epochs_run": len(history.epoch), "loss": cfg.loss,
         **({"training_triples": len(sampler), "liked_without_negative": sampler.dropped} if sampler else {}),
         **{f"pairwise_{part}": {"rows": len(r), "liked": int(r.liked.sum()), "pairs": same_user_pairs(r)}
            for part, r in rated.items()},

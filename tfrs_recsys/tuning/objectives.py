@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 
 from tfrs_recsys import paths, runs
@@ -49,14 +48,14 @@ class TrialResult:
 
 
 def _result(objective: str, run_dir: Path, best_epoch: int | None, seconds: float) -> TrialResult:
+    """The trial's result from its training log: the metrics of ``best_epoch``."""
     rows = runs.read_train_log(run_dir)
     row = next((r for r in rows if r.get("epoch") == best_epoch), {})
     metrics = {k: float(v) for k, v in row.items()
                if k.startswith("val_") and isinstance(v, (int, float)) and math.isfinite(v)}
     value = metrics.get(objective)
-    diverged = value is None
-    return TrialResult(DIVERGED_SCORE if diverged else value, metrics, best_epoch, len(rows), round(seconds, 2),
-                       str(run_dir), diverged)
+    return TrialResult(DIVERGED_SCORE if value is None else value, metrics, best_epoch, len(rows),
+                       round(seconds, 2), str(run_dir), value is None)
 
 
 class RetrievalTrials:
@@ -68,11 +67,12 @@ class RetrievalTrials:
         from tfrs_recsys.training.retrieval import load_data, resolve_protocol
 
         if resolve_protocol(cfg) == "leave_last_out" and 10 not in tuple(cfg.eval_ks):
-            raise ConfigError(f"tuning retrieval maximizes validation NDCG@10, but --eval-ks is {cfg.eval_ks}; "
-                              f"include 10 (e.g. --eval-ks 10,50)")
+            raise ConfigError(f"tuning retrieval maximizes validation NDCG@10, but --eval-ks is "
+                              f"{cfg.eval_ks}; include 10 (e.g. --eval-ks 10,50)")
         self.data = load_data(cfg)
 
     def run(self, cfg: TrainConfig) -> TrialResult:
+        """Train with ``cfg`` on the loaded interactions; its result at the kept epoch."""
         from tfrs_recsys.training.retrieval import train_and_evaluate
 
         start = time.perf_counter()
@@ -100,36 +100,37 @@ class RankerTrials:
             report.log()
         self.spec = rankers.ranker_spec(cfg, self.data, self.split.train)
 
-    def _eval_fn(self, cfg: TrainConfig):
-        validation, spec = self.split.validation, self.spec
-        if self.model == "esmm":
-            from tfrs_recsys.training.esmm import selection_eval
-
-            return selection_eval(validation, spec, cfg)
-        from tfrs_recsys.training.deepfm import selection_eval
-
-        return selection_eval(validation, spec)
-
     def run(self, cfg: TrainConfig) -> TrialResult:
+        """Train a fresh model with ``cfg`` on the loaded data; its result at the kept epoch."""
         from tfrs_recsys.models.deepfm import DeepFM
         from tfrs_recsys.models.esmm import ESMM
-        from tfrs_recsys.training import rankers
+        from tfrs_recsys.training import deepfm, esmm, rankers
 
         start = time.perf_counter()
         tf.keras.utils.set_random_seed(cfg.seed)
         run_dir = runs.create(cfg, self.model)
         runs.write_ranker_files(run_dir, self.spec, self.split)
-        model = (ESMM if self.model == "esmm" else DeepFM).from_spec(self.spec, cfg)
-        evaluator = rankers.fit(model, cfg, self.split.train, self.spec, run_dir, eval_fn=self._eval_fn(cfg),
+        validation, spec = self.split.validation, self.spec
+        if self.model == "esmm":
+            model, eval_fn = ESMM.from_spec(spec, cfg), esmm.selection_eval(validation, spec, cfg)
+        else:
+            model, eval_fn = DeepFM.from_spec(spec, cfg), deepfm.selection_eval(validation, spec)
+        evaluator = rankers.fit(model, cfg, self.split.train, spec, run_dir, eval_fn=eval_fn,
                                 monitor=rankers.MONITOR)
         return _result(OBJECTIVES[self.model], run_dir, evaluator.best_epoch, time.perf_counter() - start)
 
 
 def trial_runner(model: str, cfg: TrainConfig) -> RetrievalTrials | RankerTrials:
-    """The runner of ``model``, its data loaded from ``cfg``."""
-    if model == "retrieval":
-        return RetrievalTrials(cfg)
-    return RankerTrials(model, cfg)
+    """The runner of ``model``, its data loaded from ``cfg``.
+
+    Args:
+      model: ``retrieval``, ``esmm`` or ``deepfm``.
+      cfg: the search's base config (data options).
+
+    Returns:
+      The runner; ``runner.run(trial_cfg)`` trains one trial.
+    """
+    return RetrievalTrials(cfg) if model == "retrieval" else RankerTrials(model, cfg)
 
 
 __all__ = ["OBJECTIVES", "DIVERGED_SCORE", "TrialResult", "RetrievalTrials", "RankerTrials", "trial_runner"]

@@ -24,8 +24,8 @@ from typing import Any, Mapping
 
 import keras_tuner as kt
 
-from tfrs_recsys.config import (MODEL_CONFIGS, ConfigError, TrainConfig, build_config, config_to_dict,
-                                field_types, parse_value)
+from tfrs_recsys import config
+from tfrs_recsys.config import MODEL_CONFIGS, ConfigError, TrainConfig, build_config, config_to_dict
 
 DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     "retrieval": {
@@ -55,11 +55,12 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     },
 }
 
+_RANGE_KEYS = {"min", "max", "step", "sampling"}
 # Fields that define the data, the split or the metric: fixed for a whole search.
 FROZEN_FIELDS = frozenset({
-    "dataset", "data_dir", "output_dir", "seed", "skip_bad_rows", "progress", "label_columns", "session_column",
-    "user_column", "item_column", "feature_spec", "tfds_download", "synthetic_users", "synthetic_items",
-    "protocol", "eval_ks", "min_interactions", "validation_fraction", "top_k",
+    "dataset", "data_dir", "output_dir", "seed", "skip_bad_rows", "progress", "label_columns",
+    "session_column", "user_column", "item_column", "feature_spec", "tfds_download", "synthetic_users",
+    "synthetic_items", "protocol", "eval_ks", "min_interactions", "validation_fraction", "top_k",
     "synthetic_sessions", "session_size", "ndcg_k", "baseline", "synthetic_rows",
 })
 
@@ -84,7 +85,19 @@ def _hp_value(kind: type, value: Any) -> Any:
 
 
 def validate_space(model: str, space: Mapping[str, Any], source: str = "search space") -> dict[str, dict]:
-    """Check ``space`` against the model's config; return it with every entry in the dict form."""
+    """Check ``space`` against the model's config.
+
+    Args:
+      model: ``retrieval``, ``esmm`` or ``deepfm``.
+      space: ``{field: entry}`` (module docstring).
+      source: where the space came from, for messages.
+
+    Returns:
+      The space with every entry in the dict form.
+
+    Raises:
+      ConfigError: an unknown or frozen field, a malformed entry or a value the field cannot take.
+    """
     if model not in MODEL_CONFIGS:
         raise ConfigError(f"unknown model '{model}'; choose one of {sorted(MODEL_CONFIGS)}")
     cls = MODEL_CONFIGS[model]
@@ -99,25 +112,24 @@ def validate_space(model: str, space: Mapping[str, Any], source: str = "search s
         if name in FROZEN_FIELDS:
             raise ConfigError(f"{source}: '{name}' changes the data or the evaluation and cannot be tuned; "
                               f"set it with a flag (--{name.replace('_', '-')}) for the whole search")
-        if isinstance(entry, list):
-            entry = {"values": entry}
-        elif not isinstance(entry, Mapping):
-            entry = {"value": entry}
-        entry = dict(entry)
+        entry = dict(entry if isinstance(entry, Mapping) else
+                     {"values": entry} if isinstance(entry, list) else {"value": entry})
         keys = set(entry)
-        if keys not in ({"values"}, {"value"}) and not ({"min", "max"} <= keys <= {"min", "max", "step", "sampling"}):
-            raise ConfigError(f"{source}: field '{name}' = {entry!r}: give {{'values': [...]}}, {{'value': x}} or "
+        if keys not in ({"values"}, {"value"}) and not {"min", "max"} <= keys <= _RANGE_KEYS:
+            raise ConfigError(f"{source}: field '{name}' = {entry!r}: give {{'values': [...]}}, "
+                              f"{{'value': x}} or "
                               f"{{'min': a, 'max': b[, 'step': s][, 'sampling': 'linear'|'log']}}")
         kind = _kind(cls, name)
         if "min" in entry and kind not in (int, float):
             raise ConfigError(f"{source}: field '{name}' is not numeric; list its candidates under 'values'")
-        values = entry.get("values", [entry.get("value")] if "value" in entry else [entry.get("min"), entry.get("max")])
+        values = entry.get("values", [entry.get("value")] if "value" in entry else [entry.get("min"),
+                                                                                     entry.get("max")])
         if "values" in entry and not values:
             raise ConfigError(f"{source}: field '{name}' has an empty 'values' list")
         # Each value must parse as the field's type; a trial's config checks the values together.
         for v in values:
-            parse_value(name, v if kind in (int, float) else _hp_value(kind, v), field_types(cls)[name],
-                        source)
+            config.parse_value(name, v if kind in (int, float) else _hp_value(kind, v),
+                               config.field_types(cls)[name], source)
         if "min" in entry:
             if entry["min"] > entry["max"]:
                 raise ConfigError(f"{source}: field '{name}' has min {entry['min']} > max {entry['max']}")
@@ -130,7 +142,14 @@ def validate_space(model: str, space: Mapping[str, Any], source: str = "search s
 
 
 def load_space(path: str | Path) -> dict[str, Any]:
-    """Read a search space from a JSON or YAML file."""
+    """Read a search space from a JSON or YAML file.
+
+    Args:
+      path: the file (``.yaml``/``.yml`` is YAML, anything else JSON).
+
+    Returns:
+      The space, not yet validated.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--search-space: file '{p}' does not exist")
@@ -146,7 +165,15 @@ def load_space(path: str | Path) -> dict[str, Any]:
 
 
 def declare(model: str, space: Mapping[str, Any]) -> kt.HyperParameters:
-    """keras-tuner hyperparameters for ``space`` (named after the config fields)."""
+    """keras-tuner hyperparameters for ``space`` (named after the config fields).
+
+    Args:
+      model: the model whose config the fields belong to.
+      space: the search space.
+
+    Returns:
+      The declared hyperparameters.
+    """
     cls = MODEL_CONFIGS[model]
     space = validate_space(model, space)
     hp = kt.HyperParameters()
@@ -156,18 +183,26 @@ def declare(model: str, space: Mapping[str, Any]) -> kt.HyperParameters:
             hp.Fixed(name, _hp_value(kind, entry["value"]))
         elif "values" in entry:
             hp.Choice(name, [_hp_value(kind, v) for v in entry["values"]], ordered=kind in (int, float))
-        elif kind is int:
-            hp.Int(name, int(entry["min"]), int(entry["max"]), step=entry.get("step"),
-                   sampling=entry.get("sampling", "linear"))
         else:
-            hp.Float(name, float(entry["min"]), float(entry["max"]), step=entry.get("step"),
-                     sampling=entry.get("sampling", "linear"))
+            make = hp.Int if kind is int else hp.Float
+            make(name, kind(entry["min"]), kind(entry["max"]), step=entry.get("step"),
+                 sampling=entry.get("sampling", "linear"))
     return hp
 
 
 def trial_config(model: str, base: TrainConfig, values: Mapping[str, Any], **overrides: Any) -> TrainConfig:
     """``base`` with a trial's hyperparameter ``values`` (keras-tuner's own ``tuner/*`` keys ignored) and
-    ``overrides`` applied, parsed by the config loader exactly as a config file would be."""
+    ``overrides`` applied, parsed by the config loader exactly as a config file would be.
+
+    Args:
+      model: the model.
+      base: the search's base config.
+      values: the trial's hyperparameter values.
+      **overrides: further fields (the trial's output directory, Hyperband's epochs).
+
+    Returns:
+      The trial's config.
+    """
     fields = config_to_dict(base)
     # 12 significant digits: a stepped Float's 0.30000000000000004 is written as 0.3.
     fields.update({k: float(f"{v:.12g}") if isinstance(v, float) else v

@@ -1,6 +1,6 @@
 """keras-tuner search over our tf-keras (Keras 2) models.
 
-keras-tuner 1.4.8 always imports Keras 3, while TFRS and our models are tf-keras (DESIGN §2).
+keras-tuner 1.4.8 always imports Keras 3, while TFRS and our models are tf-keras (Keras 2).
 Of the two ways around it we take the one that cannot break silently:
 
 * **chosen: a custom tuner.** :class:`RecsysTuner` subclasses keras-tuner's framework-agnostic
@@ -23,7 +23,7 @@ algorithm.
 
 Output directory::
 
-    best_config.json     the best trial's config: `python -m tfrs_recsys.train MODEL --config best_config.json`
+    best_config.json     the best trial's config (`python -m tfrs_recsys.train MODEL --config ...`)
     trials.jsonl         one line per finished trial: hyperparameters, objective, validation metrics, status
     trials/<id>/         each trial's run directory (config.json, train_log.jsonl, checkpoints/best, ...)
     summary.json         the best trial: id, objective, score, hyperparameters
@@ -38,9 +38,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-import tensorflow as tf
 import keras_tuner as kt
+import tensorflow as tf
 from keras_tuner.engine.base_tuner import BaseTuner
 
 from tfrs_recsys.config import ConfigError, TrainConfig, config_to_dict, save_config
@@ -58,19 +57,31 @@ def make_oracle(algorithm: str, objective: str, hyperparameters: kt.HyperParamet
                 max_epochs: int, seed: int) -> kt.Oracle:
     """A keras-tuner oracle maximizing ``objective`` over ``hyperparameters``, at most ``max_trials`` trials.
 
-    Hyperband's brackets run up to ``max_epochs`` epochs per trial (factor 3)."""
-    goal = kt.Objective(objective, direction="max")
+    Hyperband's brackets run up to ``max_epochs`` epochs per trial (factor 3).
+
+    Args:
+      algorithm: ``bayesian`` or ``hyperband``.
+      objective: the metric to maximize.
+      hyperparameters: the declared search space.
+      max_trials: the most trials.
+      max_epochs: Hyperband's longest trial.
+      seed: the oracle's seed.
+
+    Returns:
+      The oracle.
+    """
+    common = {"objective": kt.Objective(objective, direction="max"), "seed": seed,
+              "hyperparameters": hyperparameters, "allow_new_entries": False}
     if algorithm == "bayesian":
         try:
-            return kt.oracles.BayesianOptimizationOracle(objective=goal, max_trials=max_trials, seed=seed,
-                                                         hyperparameters=hyperparameters, allow_new_entries=False)
+            return kt.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
         except ImportError as exc:
             raise ConfigError(f"--algorithm bayesian needs scipy and scikit-learn ({exc}); install them "
                               f"(pip install scipy scikit-learn) or use --algorithm hyperband") from None
     if algorithm == "hyperband":
-        oracle = kt.oracles.HyperbandOracle(objective=goal, max_epochs=max(1, max_epochs), factor=3, seed=seed,
-                                            hyperparameters=hyperparameters, allow_new_entries=False)
-        oracle.max_trials = max_trials  # Hyperband has no cap of its own; Oracle.create_trial honours this one
+        oracle = kt.oracles.HyperbandOracle(max_epochs=max(1, max_epochs), factor=3, **common)
+        # Hyperband has no cap of its own; Oracle.create_trial honours this one.
+        oracle.max_trials = max_trials
         return oracle
     raise ConfigError(f"--algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
 
@@ -94,10 +105,9 @@ class RecsysTuner(BaseTuner):
     def config_of(self, trial) -> TrainConfig:
         """The config a trial trains: the base config, the trial's values, its own run directory."""
         values = trial.hyperparameters.values
-        overrides: dict[str, Any] = {"output_dir": str(self.output_dir / TRIALS_DIR / trial.trial_id)}
-        if "tuner/epochs" in values:
-            overrides["epochs"] = int(values["tuner/epochs"])
-        return trial_config(self.model, self.base, values, **overrides)
+        epochs = {"epochs": int(values["tuner/epochs"])} if "tuner/epochs" in values else {}
+        return trial_config(self.model, self.base, values,
+                            output_dir=str(self.output_dir / TRIALS_DIR / trial.trial_id), **epochs)
 
     def fields_of(self, trial) -> dict[str, Any]:
         """The trial's config as a dict; as given when its values do not go together (the trial failed)."""
@@ -121,6 +131,7 @@ class RecsysTuner(BaseTuner):
                 fh.write(json.dumps(self.trial_record(trial), default=str) + "\n")
 
     def trial_record(self, trial) -> dict:
+        """The trial's line of ``trials.jsonl``: hyperparameters, score, validation metrics, config, error."""
         values = trial.hyperparameters.values
         row: dict[str, Any] = {
             "trial_id": trial.trial_id, "status": str(trial.status),
@@ -129,12 +140,12 @@ class RecsysTuner(BaseTuner):
             "score": trial.score if trial.score is not None and math.isfinite(trial.score) else None,
         }
         if "tuner/epochs" in values:
-            row["hyperband"] = {k.removeprefix("tuner/"): v for k, v in values.items() if k.startswith("tuner/")}
+            row["hyperband"] = {k.removeprefix("tuner/"): v for k, v in values.items()
+                                if k.startswith("tuner/")}
         result = self.results.get(trial.trial_id)
         if result is not None:
-            row.update({"validation": result.metrics, "best_epoch": result.best_epoch,
-                        "epochs_run": result.epochs_run, "seconds": result.seconds, "diverged": result.diverged,
-                        "run_dir": result.run_dir})
+            row.update({"validation": result.metrics, **{k: getattr(result, k) for k in (
+                "best_epoch", "epochs_run", "seconds", "diverged", "run_dir")}})
         row["config"] = self.fields_of(trial)
         if trial.message:
             row["error"] = trial.message.strip().splitlines()[-1]
@@ -148,22 +159,35 @@ class RecsysTuner(BaseTuner):
     def best_config(self) -> tuple[TrainConfig, Any]:
         """The config of the best completed trial (output_dir cleared: `train` picks a fresh one)."""
         # keras-tuner pads the list with unfinished or failed trials when too few completed.
-        best = [t for t in self.oracle.get_best_trials(1) if t.status == kt.engine.trial.TrialStatus.COMPLETED]
+        best = [t for t in self.oracle.get_best_trials(1)
+                if t.status == kt.engine.trial.TrialStatus.COMPLETED]
         if not best:
-            raise NoCompletedTrialError(f"no trial of the search in {self.output_dir} completed; each one's error is "
-                                        f"in {self.output_dir / TRIALS_LOG}")
+            raise NoCompletedTrialError(f"no trial of the search in {self.output_dir} completed; each one's "
+                                        f"error is in {self.output_dir / TRIALS_LOG}")
         trial = best[0]
         cfg = self.config_of(trial)
         cfg.output_dir = None
         return cfg, trial
 
 
-def tune(model: str, base: TrainConfig, output_dir: str | Path, *, max_trials: int, algorithm: str = "bayesian",
-         space: Mapping[str, Any] | None = None, resume: bool = False) -> dict:
+def tune(model: str, base: TrainConfig, output_dir: str | Path, *, max_trials: int,
+         algorithm: str = "bayesian", space: Mapping[str, Any] | None = None, resume: bool = False) -> dict:
     """Search ``space`` (default :data:`DEFAULT_SPACES`) for ``model``; write the output directory.
 
-    ``base`` holds every field a trial does not tune (data, epochs, batch size, ...). Returns
-    ``{"best_config": path, "best_trial": id, "objective": name, "score": value, "trials": n}``.
+    Args:
+      model: ``retrieval``, ``esmm`` or ``deepfm``.
+      base: every field a trial does not tune (data, epochs, batch size, ...).
+      output_dir: where the search writes (module docstring).
+      max_trials: the most trials.
+      algorithm: ``bayesian`` or ``hyperband``.
+      space: the search space (default :data:`DEFAULT_SPACES`).
+      resume: continue the search saved in ``output_dir``.
+
+    Returns:
+      ``{"best_config": path, "best_trial": id, "objective": name, "score": value, "trials": n, ...}``.
+
+    Raises:
+      NoCompletedTrialError: no trial completed.
     """
     if max_trials < 1:
         raise ConfigError(f"--max-trials must be >= 1, got {max_trials}")
@@ -193,11 +217,11 @@ def tune(model: str, base: TrainConfig, output_dir: str | Path, *, max_trials: i
     save_config(cfg, path, model)
     summary = {"best_config": str(path), "best_trial": trial.trial_id, "objective": OBJECTIVES[model],
                "score": trial.score, "algorithm": algorithm, "trials": len(tuner.oracle.trials),
-               "hyperparameters": tuner.hyperparameters_of(trial)}
-    if stopped:
-        summary["stopped"] = stopped
+               "hyperparameters": tuner.hyperparameters_of(trial),
+               **({"stopped": stopped} if stopped else {})}
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 
-__all__ = ["ALGORITHMS", "BEST_CONFIG", "TRIALS_LOG", "NoCompletedTrialError", "make_oracle", "RecsysTuner", "tune"]
+__all__ = ["ALGORITHMS", "BEST_CONFIG", "TRIALS_LOG", "NoCompletedTrialError", "make_oracle", "RecsysTuner",
+           "tune"]
