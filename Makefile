@@ -46,7 +46,7 @@ bench: $(STAMP)
 clean:
 	rm -rf runs .pytest_cache
 
-# Hotel search benchmark: Kaggle "Personalize Expedia Hotel Searches" (ICDM 2013), see README.
+# Hotel search benchmark: Kaggle "Personalize Expedia Hotel Searches" (ICDM 2013), see docs/benchmarks.md.
 #   make benchmark-setup DATA=<folder with train.csv>   validate the download, write Parquet to $(BENCH_DIR)
 #   make benchmark-train                                 train ESMM, report NDCG@38 (booking = 5, click = 1)
 #   make benchmark-clean                                 remove $(BENCH_DIR)

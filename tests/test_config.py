@@ -74,6 +74,11 @@ def test_saved_config_reproduces_the_run(tmp_path):
     ("retrieval", ["--pairwise-sampling", "hard"], "field 'pairwise_sampling' = 'hard'.*--pairwise-sampling"),
     ("retrieval", ["--use-transformer", "false", "--use-user-id", "false", "--use-user-features", "false"],
      "query tower nothing to read.*use_user_id=true"),
+    ("deepfm", ["--dropout", "2"], r"field 'dropout' = 2.0 must be in \[0, 1\)"),
+    ("deepfm", ["--hidden-units", "0"], r"field 'hidden_units' = \(0,\) needs layer widths >= 1"),
+    ("esmm", ["--learning-rate", "-1"], "field 'learning_rate' = -1.0 must be > 0"),
+    ("retrieval", ["--num-heads", "0"], "field 'num_heads' = 0 must be >= 1"),
+    ("retrieval", ["--validation-fraction", "1.5"], "field 'validation_fraction' = 1.5 must be in"),
 ])
 def test_each_config_checks_its_own_fields_where_it_is_built(tmp_path, model, argv, message):
     with pytest.raises(ConfigError, match=message):

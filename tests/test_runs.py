@@ -64,3 +64,10 @@ def test_the_commands_print_the_error_and_exit_2(tmp_path):
                               cwd=REPO, timeout=300)
         assert done.returncode == 2, done.stderr[-2000:]
         assert "config.json" in done.stderr and "python -m tfrs_recsys.train" in done.stderr
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_a_corrupt_config_is_named_not_a_traceback(tmp_path, text):
+    (tmp_path / runs.CONFIG).write_text(text)
+    with pytest.raises(runs.RunDirError, match="config.json is not a JSON object of options"):
+        runs.open_run(tmp_path)

@@ -102,7 +102,7 @@ def test_client_errors_name_the_problem(client, server):
         with pytest.raises(ServerUnavailableError) as info:
             nobody.retrieve("u1", HISTORY)
     message = str(info.value)
-    assert dead in message and "python -m tfrs_recsys.model_server.server" in message
+    assert dead in message and "python -m tfrs_recsys.model_server" in message
 
 
 def expected_recommendation(k, num_candidates=8, device="mobile"):

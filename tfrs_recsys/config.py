@@ -55,6 +55,22 @@ def _at_least(cfg: Any, minimum: int, *fields: str) -> None:
                  f"e.g. --{field.replace('_', '-')} {minimum}")
 
 
+def _check_by_name(cfg: Any) -> None:
+    """The rules that follow from a field's name, for every model: rates, fractions, layer sizes."""
+    for field in dataclasses.fields(cfg):
+        name, value = field.name, getattr(cfg, field.name)
+        flag = f"--{name.replace('_', '-')}"
+        if name.endswith("learning_rate"):
+            _require(value > 0, name, value, "must be > 0", f"e.g. {flag} 0.001")
+        elif name.endswith("dropout") or name.endswith("_fraction"):
+            _require(0 <= value < 1, name, value, "must be in [0, 1)", f"e.g. {flag} 0.1")
+        elif name.endswith("_units"):
+            _require(all(units >= 1 for units in value), name, value, "needs layer widths >= 1",
+                     f"e.g. {flag} 64,32")
+        elif name in ("num_heads", "ff_dim"):
+            _require(value >= 1, name, value, "must be >= 1", f"e.g. {flag} 2")
+
+
 @dataclass
 class TrainConfig:
     """Options every model shares. A config checks its fields when it is made (:meth:`validate`)."""
@@ -98,6 +114,7 @@ class TrainConfig:
         _at_least(self, 1, "epochs", "batch_size")
         _one_of(self, distribute=STRATEGIES)
         _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
+        _check_by_name(self)
 
 
 @dataclass

@@ -233,7 +233,11 @@ def open_run(run_dir: str | Path, models: Sequence[str] = MODELS) -> Run:
         raise RunDirError(f"the run directory has no {CONFIG}", path=str(run_dir),
                           fix=f"pass the --output-dir of a training run, or train one: "
                               f"`python -m tfrs_recsys.train {'|'.join(models)} --output-dir {run_dir}`")
-    name = paths.read_json(config).get("model")
+    try:
+        name = paths.read_json(config).get("model")
+    except (ValueError, AttributeError) as error:  # not JSON, or JSON that is not a mapping
+        raise RunDirError(f"{CONFIG} is not a JSON object of options ({error})", path=str(config),
+                          fix="restore it from the training run, or train again with --output-dir") from None
     if name not in models:
         raise RunDirError(f"the run trained '{name}', not {' or '.join(repr(m) for m in models)}",
                           path=str(config), fix=f"pass the run directory of a {' or '.join(models)} training")

@@ -238,7 +238,10 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
 def describe(strategy: tf.distribute.Strategy | None = None) -> str:
     """One line for the training log, e.g. ``MultiWorkerMirroredStrategy, 2 replicas, worker 1 of 2``."""
     strategy = strategy or tf.distribute.get_strategy()
-    text = f"{type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)"
+    kind = type(strategy).__name__
+    if kind.startswith("_"):  # TensorFlow's default strategy, whose class is private
+        kind = "default strategy (one device)"
+    text = f"{kind}, {strategy.num_replicas_in_sync} replica(s)"
     resolver = _cluster_resolver(strategy)
     if resolver is not None:
         text += (f", task {resolver.task_type}:{resolver.task_id} of {num_workers(strategy)} "
