@@ -1,11 +1,10 @@
 """Run configuration: dataclasses with defaults, built and validated in one place.
 
-Precedence, lowest to highest: dataclass defaults < ``--config FILE`` (JSON or
-YAML) < ``RECSYS_<FIELD>`` environment variables < command-line flags.
-Everything downstream receives the built dataclass; nothing else reads the
-environment or ``sys.argv``. Each dataclass checks its own fields when it is
-made (``validate``), so a bad value fails before any data is loaded, with a
-:class:`ConfigError` naming the field and the fix.
+Precedence, lowest to highest: dataclass defaults < ``--config FILE`` (JSON or YAML) < ``RECSYS_<FIELD>``
+environment variables < command-line flags. Everything downstream receives the built dataclass; nothing
+else reads the environment or ``sys.argv``. Each dataclass checks its own fields when it is made
+(``validate``), so a bad value fails before any data is loaded, with a :class:`ConfigError` naming the
+field and the fix.
 """
 from __future__ import annotations
 
@@ -56,19 +55,15 @@ def _at_least(cfg: Any, minimum: int, *fields: str) -> None:
 
 
 def _check_by_name(cfg: Any) -> None:
-    """The rules that follow from a field's name, for every model: rates, fractions, layer sizes."""
-    for field in dataclasses.fields(cfg):
-        name, value = field.name, getattr(cfg, field.name)
+    """The rules that follow from a field's name, for every model: rates, dropouts, fractions, widths."""
+    for name, value in dataclasses.asdict(cfg).items():
         flag = f"--{name.replace('_', '-')}"
         if name.endswith("learning_rate"):
             _require(value > 0, name, value, "must be > 0", f"e.g. {flag} 0.001")
-        elif name.endswith("dropout") or name.endswith("_fraction"):
+        elif name.endswith(("dropout", "_fraction")):
             _require(0 <= value < 1, name, value, "must be in [0, 1)", f"e.g. {flag} 0.1")
         elif name.endswith("_units"):
-            _require(all(units >= 1 for units in value), name, value, "needs layer widths >= 1",
-                     f"e.g. {flag} 64,32")
-        elif name in ("num_heads", "ff_dim"):
-            _require(value >= 1, name, value, "must be >= 1", f"e.g. {flag} 2")
+            _require(min(value, default=1) >= 1, name, value, "needs layer widths >= 1", f"e.g. {flag} 64,32")
 
 
 @dataclass
@@ -99,7 +94,7 @@ class TrainConfig:
     # MultiWorkerMirroredStrategy when TF_CONFIG lists several workers, MirroredStrategy with several GPUs.
     distribute: str = "auto"
     # TensorFlow's thread pools for the run (0 = TensorFlow's default, one thread per core): threads one op
-    # may split across, and ops run at once. On small CPUs the rankers train fastest with intra_op_threads=1.
+    # may split across, and ops run at once.
     intra_op_threads: int = 0
     inter_op_threads: int = 0
 
@@ -107,10 +102,7 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raises :class:`ConfigError`, naming the field and the fix, on the first value that cannot work.
-
-        Each config class checks its own fields here (and calls its parent's ``validate``).
-        """
+        """Raises :class:`ConfigError` naming the field and the fix; each subclass adds its own fields."""
         _at_least(self, 1, "epochs", "batch_size")
         _one_of(self, distribute=STRATEGIES)
         _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
@@ -165,7 +157,7 @@ class RetrievalConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        _at_least(self, 1, "embedding_dim", "max_history")
+        _at_least(self, 1, "embedding_dim", "max_history", "num_heads", "ff_dim")
         _at_least(self, 0, "window_stride", "num_sampled_negatives", "hard_negatives")
         _require(not self.use_transformer or self.embedding_dim % self.num_heads == 0, "embedding_dim",
                  self.embedding_dim, f"must be divisible by num_heads = {self.num_heads}",
