@@ -33,8 +33,8 @@ from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.registry import load_interactions, options_from
 from tfrs_recsys.metrics import auc, pairwise_auc, rank_of_target, topk_metrics
+from tfrs_recsys.models import retrieval as retrieval_model
 from tfrs_recsys.models.retrieval import TwoTowerRetrieval, Vocabularies, build_model, query_vectors
-from tfrs_recsys.models.retrieval import resolve_negatives as negatives_of
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.common import EpochEvaluator, finish_run, fit_verbosity, tensorboard_callback
 
@@ -200,7 +200,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     if not cfg.use_transformer and not cfg.use_user_id and not vocab.spec.group("user"):
         raise ConfigError(f"use_transformer=false and use_user_id=false leave the query tower only user "
                           f"features, but {data.name} has none usable; set use_user_id=true")
-    negatives = negatives_of(cfg.negatives, len(catalog), cfg.full_softmax_max_items)
+    negatives = retrieval_model.resolve_negatives(cfg.negatives, len(catalog), cfg.full_softmax_max_items)
     probabilities = seq.item_probabilities(split.train, catalog)
     sampler, targets_per_batch = None, None
     if cfg.loss in PAIRWISE_LOSSES:
