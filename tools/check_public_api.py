@@ -7,7 +7,7 @@ nothing. An allow-list line is ``path:key  # reason``: the reason is required.
 
 The rules, each with the ``key`` a finding is reported (and allow-listed) under:
 
-1. ``tf.__internal__``: any attribute ``__internal__``.
+1. ``__internal__`` on ``tf``: any attribute ``__internal__``.
 2. ``tf.raw_ops``: any attribute ``raw_ops``, or an import of ``tensorflow.raw_ops``.
 3. ``keras.src`` / ``tf_keras.src``: an import from Keras' implementation modules (also through
    ``importlib.import_module``), or the attribute ``keras.src`` / ``tf_keras.src``.
