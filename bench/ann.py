@@ -340,7 +340,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for name, layer in (("scann", scann_layer), ("brute_force", exact_layer)):
                 module = RetrievalSignatures(query_model, layer, num_items=args.num_items, k=k,
-                                             max_history=args.max_history, exclusion_width=args.max_history)
+                                             max_history=args.max_history)
                 module.serving_default(*requests[0])  # build (and for ScaNN: load the searcher) before saving
                 start = time.perf_counter()
                 module.save(os.path.join(tmp, name))

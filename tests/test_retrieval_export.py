@@ -132,8 +132,7 @@ def test_export_layout_metadata_and_warmup(exported):
             and Path(printed["portable"]) == base / "rec_portable" / "1")
     for version_dir in (base / "rec" / "1", base / "rec_portable" / "1"):
         meta = read_export_metadata(version_dir)
-        assert (meta["k"] == 20 and meta["max_history"] == MAX_HISTORY
-                and meta["exclusion_width"] == MAX_HISTORY)
+        assert meta["k"] == 20 and meta["max_history"] == MAX_HISTORY
         assert meta["num_items"] == NUM_ITEMS and meta["embedding_dim"] == 16
         assert meta["scann_recall_at_k"] >= 0.95
         narrowing = meta["scann_narrowing"]  # the search was narrowed without losing recall
@@ -196,6 +195,31 @@ def test_fresh_processes_reproduce_the_model_top_k(trained, requests, exported, 
                     excluded = set(requests["exclude"][row]) - {""}
                     assert not excluded & set(got_ids) and not excluded & set(real)
     assert np.mean(overlaps) >= 0.9, overlaps  # ScaNN is approximate: recall against the exact top-k
+
+
+def test_signatures_take_histories_and_exclusions_of_any_width(trained, exported):
+    """A stock TF Serving calls the graph as it is: an unpadded [1, 3] history, the same padded on the left
+    or right to 50, and a history longer than max_history (only its last MAX_HISTORY real ids count) all
+    give the in-memory model's answer; exclusions wider than any export-time width are all honoured."""
+    trained_run = trained[0]
+    model = tf.saved_model.load(str(exported[0] / "rec_portable" / "1"))
+    user = sorted(trained_run.histories)[0]
+    history = [str(i) for i in trained_run.histories[user]]
+    short, long = history[-3:], (history * 3)[-(MAX_HISTORY + 5):]
+    for recent, requests in (
+            (short, [[short], [[""] * 47 + short], [short + [""] * 47]]),
+            (long[-MAX_HISTORY:], [[long], [[""] * 2 + long]])):
+        want = expected_top_k(trained_run, {"user_id": [user], "history": pad_left(
+            [np.array(recent, dtype=object)], MAX_HISTORY).astype(str).tolist(), "exclude": [[]]}, 20)[0][0]
+        for rows in requests:
+            got = model.signatures["serving_default"](user_id=tf.constant([user]), history=tf.constant(rows))
+            assert got["item_ids"].numpy()[0].astype(str).tolist() == want, len(rows[0])
+    ranked = model.signatures["serving_default"](user_id=tf.constant([user]), history=tf.constant([short]))
+    banned = ranked["item_ids"].numpy()[0].astype(str).tolist()[:15] + ["not-an-item"] * 40
+    kept = model.signatures["query_with_exclusions"](user_id=tf.constant([user]), history=tf.constant([short]),
+                                                     exclude_item_ids=tf.constant([banned]))
+    got = kept["item_ids"].numpy()[0].astype(str).tolist()
+    assert len(got) == 20 and PAD_ID not in got and not set(got) & set(banned)
 
 
 def test_export_fails_below_the_recall_threshold_and_writes_nothing(trained):

@@ -9,14 +9,18 @@
 Both versions get the same integer version and are written atomically by
 :func:`tfrs_recsys.export.tfserving.publish_version`, with warmup requests and metadata.
 
-Signatures (``K`` fixed at export, ``L`` = the run's ``max_history``, ``E`` = exclusion width)::
+Signatures (``K`` fixed at export; ``H`` and ``E`` any width, per request)::
 
-    serving_default(user_id: string [B], history: string [B, L])
+    serving_default(user_id: string [B], history: string [B, H])
         -> item_ids: string [B, K], scores: float32 [B, K]
-    query_with_exclusions(user_id: string [B], history: string [B, L], exclude_item_ids: string [B, E])
+    query_with_exclusions(user_id: string [B], history: string [B, H], exclude_item_ids: string [B, E])
         -> item_ids: string [B, K], scores: float32 [B, K]
 
-``history`` holds raw item ids, most recent last, ``""`` as padding; unknown ids are skipped.
+``history`` holds raw item ids, most recent last; ``""`` is padding (on either side, so padded requests
+of any width work too) and unknown ids are skipped. The graph keeps each row's most recent ``L`` real ids
+(``L`` = the run's ``max_history``), so a stock TF Serving behaves the same and no client pads.
+The search looks ``K + e`` deep, ``e`` the most real exclusions of any row, so exclusions never shorten
+a result while the catalog holds enough items.
 Scores are the model's logits ``tau * <q, c(i)>``, best first. Where fewer than ``K`` items
 qualify (a catalog smaller than ``K``, or exclusions), the row is padded with item id ``""``
 and score ``PAD_SCORE`` (the lowest float32). No NaN leaves a signature: ScaNN's NaN padding
@@ -50,9 +54,11 @@ PAD_SCORE = float(np.finfo(np.float32).min)
 SIGNATURES = ("serving_default", "query_with_exclusions")
 _FINGERPRINT_BUCKETS = 2 ** 63 - 1  # to_hash_bucket_fast(s, this) is s's 64-bit fingerprint (mod 2^63 - 1)
 MIN_NARROWING_QUERIES = 100  # fewer user queries measure recall too coarsely to narrow ScaNN's search on
-SCANN_FLAGS = {"num_leaves": "--scann-leaves", "num_leaves_to_search": "--scann-leaves-to-search",
-               "num_reordering_candidates": "--scann-reorder",
-               "dimensions_per_block": "--scann-dims-per-block"}
+SCANN_FLAGS = {  # ScaNNIndex option: (flag, help)
+    "num_leaves": ("--scann-leaves", "k-means tree leaves (default: about sqrt(catalog size), at most 2000)"),
+    "num_leaves_to_search": ("--scann-leaves-to-search", "leaves each query searches (default: narrowed)"),
+    "num_reordering_candidates": ("--scann-reorder", "candidates re-scored exactly (default: max(2k, 200))"),
+    "dimensions_per_block": ("--scann-dims-per-block", "dimensions per quantization block (default 2)")}
 
 TopKIndex = tfrs.layers.factorized_top_k.TopK | ScaNNIndex  # index(queries [B, D], k) -> (scores, ids) [B, k]
 
@@ -112,6 +118,18 @@ def _finalize(scores: tf.Tensor, ids: tf.Tensor, k: int,
     return tf.ensure_shape(top, [None, k]), tf.ensure_shape(picked, [None, k])
 
 
+def most_recent(ids: tf.Tensor, width: int) -> tf.Tensor:
+    """The last ``width`` real (non-``""``) ids of each row of ``ids`` ``[B, H]``, left-padded: ``[B, width]``.
+
+    A stable sort on "is real" moves each row's padding before its ids, keeping their order, wherever the
+    client put it.
+    """
+    order = tf.argsort(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=1, stable=True)
+    packed = tf.gather(ids, order, batch_dims=1)[:, -width:]
+    packed = tf.pad(packed, [[0, 0], [width - tf.shape(packed)[1], 0]], constant_values=PAD_ID)
+    return tf.ensure_shape(packed, [None, width])
+
+
 class RetrievalSignatures(tf.Module):
     """The serving signatures (module docstring) around a query model and an indexed top-k layer.
 
@@ -121,27 +139,26 @@ class RetrievalSignatures(tf.Module):
       num_items: The catalog size.
       k: Results per query.
       max_history: ``L``.
-      exclusion_width: ``E``, the width of ``exclude_item_ids``.
     """
 
-    def __init__(self, query_model: tf.keras.Model, index: TopKIndex, *, num_items: int,
-                 k: int, max_history: int, exclusion_width: int):
+    def __init__(self, query_model: tf.keras.Model, index: TopKIndex, *, num_items: int, k: int,
+                 max_history: int):
         super().__init__(name="retrieval")
         self.query_model = query_model
         self.index = index
-        self.k, self.max_history, self.exclusion_width = int(k), int(max_history), int(exclusion_width)
-        # Exclusions can remove up to E of the items found: search that many more.
-        self._search_k = min(self.k, num_items)
-        self._search_k_excluding = min(self.k + self.exclusion_width, num_items)
+        self.k, self.max_history, self.num_items = int(k), int(max_history), int(num_items)
         user = tf.TensorSpec([None], tf.string, name="user_id")
-        history = tf.TensorSpec([None, self.max_history], tf.string, name="history")
-        exclude = tf.TensorSpec([None, self.exclusion_width], tf.string, name="exclude_item_ids")
+        history = tf.TensorSpec([None, None], tf.string, name="history")
+        exclude = tf.TensorSpec([None, None], tf.string, name="exclude_item_ids")
         self.serving_default = tf.function(self._serve, input_signature=[user, history])
         self.query_with_exclusions = tf.function(self._serve, input_signature=[user, history, exclude])
 
     def _serve(self, user_id, history, exclude_item_ids=None):
-        queries = self.query_model({"user_id": user_id, "history": history})
-        search_k = self._search_k if exclude_item_ids is None else self._search_k_excluding
+        queries = self.query_model({"user_id": user_id, "history": most_recent(history, self.max_history)})
+        search_k = min(self.k, self.num_items)
+        if exclude_item_ids is not None:  # exclusions can remove up to e of the items found: search e more
+            excluded = tf.reduce_sum(tf.cast(tf.not_equal(exclude_item_ids, PAD_ID), tf.int32), axis=1)
+            search_k = tf.minimum(self.k + tf.reduce_max(tf.concat([[0], excluded], 0)), self.num_items)
         scores, ids = self.index(queries, k=search_k)
         scores, ids = _finalize(scores, ids, self.k, exclude_item_ids)
         return {"item_ids": ids, "scores": scores}
@@ -275,7 +292,7 @@ def narrow_scann_search(index: ScaNNIndex, queries: np.ndarray, exact: list[set]
 
 def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, *, k: int = 100,
                      scann_min_recall: float = 0.95, allow_low_recall: bool = False,
-                     exclusion_width: int | None = None, scann_options: dict | None = None,
+                     scann_options: dict | None = None,
                      narrow_scann: bool = True, scann_recall_tolerance: float = 0.002,
                      recall_queries: int = 1000, version: int | None = None) -> dict:
     """Export a retrieval run as ``BASE/NAME/<v>`` (ScaNN) and ``BASE/NAME_portable/<v>`` (brute force).
@@ -292,7 +309,6 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
       k: Results per query, fixed in the signatures.
       scann_min_recall: The least recall@k of ScaNN against brute force that is exported.
       allow_low_recall: Export below ``scann_min_recall`` too.
-      exclusion_width: ``E`` (default: the run's ``max_history``).
       scann_options: :class:`ScaNNIndex` options over :func:`default_scann_options`.
       narrow_scann: Narrow the search as above.
       scann_recall_tolerance: The recall narrowing may lose.
@@ -312,11 +328,9 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
         raise ValueError(f"k must be >= 1, got {k}")
     trained = runs.load_retrieval(model_dir)
     model, max_history, catalog = trained.model, trained.cfg.max_history, trained.catalog
-    width = max_history if exclusion_width is None else int(exclusion_width)
-    if width < 1:
-        raise ValueError(f"exclusion width must be >= 1, got {width}")
     candidates = model.candidate_embeddings().numpy()
-    search_k, recall_k = min(k + width, len(catalog)), min(k, len(catalog))
+    # The index is built for a search as deep as a request excluding a full history needs.
+    search_k, recall_k = min(k + max_history, len(catalog)), min(k, len(catalog))
     options = {**default_scann_options(len(catalog), search_k), **(scann_options or {})}
 
     users = sorted(trained.histories)[:recall_queries]
@@ -343,17 +357,17 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
                           f"user queries, below the threshold {scann_min_recall}; nothing was exported. "
                           f"Fix: {fix}")
 
-    warmup = _warmup(users[:2], histories[:2], max_history, width)
-    inputs = {"user_id": "string [B]", "history": f"string [B, {max_history}]"}
+    warmup = _warmup(users[:2], histories[:2], max_history)
+    inputs = {"user_id": "string [B]", "history": "string [B, H]"}
     outputs = {"item_ids": f"string [B, {k}]", "scores": f"float32 [B, {k}]"}
-    excluding = {**inputs, "exclude_item_ids": f"string [B, {width}]"}
+    excluding = {**inputs, "exclude_item_ids": "string [B, E]"}
     metadata = {
-        "model": "retrieval", "k": int(k), "max_history": int(max_history), "exclusion_width": int(width),
+        "model": "retrieval", "k": int(k), "max_history": int(max_history),
         "num_items": len(catalog), "embedding_dim": int(candidates.shape[1]),
         "signatures": {"serving_default": {"inputs": inputs, "outputs": outputs},
                        "query_with_exclusions": {"inputs": excluding, "outputs": outputs}},
         "padding": {"history": PAD_ID, "item_id": PAD_ID, "score": PAD_SCORE},
-        "history_order": "oldest first, most recent item last",
+        "history_order": "oldest first, most recent item last; the last max_history real ids are used",
         "scann_recall_at_k": recall, "scann_recall_queries": len(queries),
         "scann_min_recall": scann_min_recall, "scann_options": options, "scann_narrowing": narrowing,
         "inverse_temperature": trained.meta.get("inverse_temperature"),
@@ -364,8 +378,7 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
     query_model = model.scaled_query()
 
     def publish(top_k: TopKIndex, model_name: str, **about) -> str:
-        module = RetrievalSignatures(query_model, top_k, num_items=len(catalog), k=k, max_history=max_history,
-                                     exclusion_width=width)
+        module = RetrievalSignatures(query_model, top_k, num_items=len(catalog), k=k, max_history=max_history)
         for signature, feed in warmup:  # builds every function (and ScaNN's searcher) before saving
             getattr(module, signature)(**{n: tf.constant(v) for n, v in feed.items()})
         return str(publish_version(export_base, model_name, module.save, version=version, warmup=warmup,
@@ -376,12 +389,12 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
             "version": int(version), "metadata": metadata}
 
 
-def _warmup(users: list[str], histories: list[np.ndarray], max_history: int, width: int) -> list:
+def _warmup(users: list[str], histories: list[np.ndarray], max_history: int) -> list:
     """Warmup requests of both signatures from (up to) two users, or one empty request."""
     encode = np.vectorize(lambda s: s.encode(), otypes=[object])
     histories = histories or [np.array([], dtype=object)]
     user_ids = encode(np.array(users or [PAD_ID], dtype=object))
-    history, exclude = encode(pad_left(histories, max_history)), encode(pad_left(histories, width))
+    history = exclude = encode(pad_left(histories, max_history))
     return [("serving_default", {"user_id": user_ids, "history": history}),
             ("query_with_exclusions", {"user_id": user_ids, "history": history, "exclude_item_ids": exclude})]
 
@@ -402,14 +415,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--export-base", required=True, help="TF Serving base path (model folders go inside)")
     parser.add_argument("--name", default="retrieval", help="model name; the portable twin is NAME_portable")
     parser.add_argument("--k", type=int, default=100, help="results per query (fixed in the signatures)")
-    parser.add_argument("--exclusion-width", type=int,
-                        help="width E of exclude_item_ids (default: the run's max_history)")
     parser.add_argument("--min-scann-recall", type=float, default=0.95,
                         help="fail when ScaNN's recall@k against brute force is lower")
     parser.add_argument("--allow-low-recall", action="store_true",
                         help="export even below --min-scann-recall")
-    for option, flag in SCANN_FLAGS.items():
-        parser.add_argument(flag, type=int, dest=option)
+    for option, (flag, about) in SCANN_FLAGS.items():
+        parser.add_argument(flag, type=int, dest=option, help=about)
     parser.add_argument("--no-scann-narrowing", action="store_true",
                         help="search the default number of leaves instead of the fewest that keep its recall")
     parser.add_argument("--scann-recall-tolerance", type=float, default=0.002,
@@ -421,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = export_retrieval(args.model_dir, args.export_base, args.name, k=args.k,
                                   scann_min_recall=args.min_scann_recall,
                                   allow_low_recall=args.allow_low_recall,
-                                  exclusion_width=args.exclusion_width, scann_options=scann_options,
+                                  scann_options=scann_options,
                                   narrow_scann=not args.no_scann_narrowing,
                                   scann_recall_tolerance=args.scann_recall_tolerance, version=args.version)
     except (ExportError, FileNotFoundError, FileExistsError, ValueError) as exc:
