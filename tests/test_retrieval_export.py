@@ -13,6 +13,7 @@ from test_retrieval_model import ring_interactions, small_config
 import tfrs_recsys  # noqa: F401
 from tfrs_recsys import runs
 from tfrs_recsys.data.sequences import pad_left
+from tfrs_recsys.export.describe import describe
 from tfrs_recsys.export.retrieval import (
     PAD_ID,
     PAD_SCORE,
@@ -27,7 +28,7 @@ from tfrs_recsys.export.retrieval import (
     top_k_ids,
 )
 from tfrs_recsys.export.scann_index import ScaNNIndex
-from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata
+from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata, update_models_config
 from tfrs_recsys.servable_layout import read_warmup_requests
 from tfrs_recsys.training import retrieval as training
 
@@ -197,6 +198,53 @@ def test_fresh_processes_reproduce_the_model_top_k(trained, requests, exported, 
     assert np.mean(overlaps) >= 0.9, overlaps  # ScaNN is approximate: recall against the exact top-k
 
 
+def test_export_lists_its_models_in_models_config_and_describe_reads_them(exported):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    base = exported[0]
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse((base / "models.config").read_text(), config)
+    entries = {c.name: c for c in config.model_config_list.config}
+    assert set(entries) == {"rec", "rec_portable", "big", "big_portable"}
+    assert all(entries[n].base_path == str((base / n).resolve()) and entries[n].model_platform == "tensorflow"
+               for n in entries)
+
+    about = describe(base / "rec")  # the newest version of a model folder
+    assert about["path"] == str(base / "rec" / "1") and about["scann_ops"]
+    default = about["signatures"]["serving_default"]
+    assert default["inputs"] == {"history": {"dtype": "string", "shape": [-1, -1]},
+                                 "user_id": {"dtype": "string", "shape": [-1]}}
+    assert default["outputs"]["item_ids"] == {"dtype": "string", "shape": [-1, 20]}
+    assert describe(base / "rec_portable" / "1")["scann_ops"] == []
+    command = [sys.executable, "-m", "tfrs_recsys.export", "describe", str(base / "rec_portable")]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, env=_env(), cwd=REPO)
+    assert proc.returncode == 0 and "exclude_item_ids" in proc.stdout and "any TF Serving" in proc.stdout
+    with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
+        describe(base)
+
+
+def test_models_config_updates_keep_the_operators_entries(tmp_path):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    path = tmp_path / "models.config"
+    path.write_text('model_config_list { config { name: "mine" base_path: "/srv/mine" '
+                    'model_platform: "tensorflow" model_version_policy { all {} } '
+                    'version_labels { key: "stable" value: 3 } } }')
+    update_models_config(tmp_path, ["rec", "mine"])
+    entries = {c.name: c for c in text_format.Parse(
+        path.read_text(), model_server_config_pb2.ModelServerConfig()).model_config_list.config}
+    assert entries["mine"].base_path == str(tmp_path / "mine")  # re-pointed, policy and label kept
+    mine = entries["mine"]
+    assert mine.model_version_policy.HasField("all") and mine.version_labels["stable"] == 3
+    assert entries["rec"].model_version_policy.latest.num_versions == 1
+    path.write_text("model_config_list { config { nme: 1 } }")
+    with pytest.raises(ValueError, match="models.config:1"):
+        update_models_config(tmp_path, ["rec"])
+    assert "nme" in path.read_text()  # nothing written
+
+
 def test_signatures_take_histories_and_exclusions_of_any_width(trained, exported):
     """A stock TF Serving calls the graph as it is: an unpadded [1, 3] history, the same padded on the left
     or right to 50, and a history longer than max_history (only its last MAX_HISTORY real ids count) all
@@ -216,8 +264,8 @@ def test_signatures_take_histories_and_exclusions_of_any_width(trained, exported
             assert got["item_ids"].numpy()[0].astype(str).tolist() == want, len(rows[0])
     ranked = model.signatures["serving_default"](user_id=tf.constant([user]), history=tf.constant([short]))
     banned = ranked["item_ids"].numpy()[0].astype(str).tolist()[:15] + ["not-an-item"] * 40
-    kept = model.signatures["query_with_exclusions"](user_id=tf.constant([user]), history=tf.constant([short]),
-                                                     exclude_item_ids=tf.constant([banned]))
+    kept = model.signatures["query_with_exclusions"](
+        user_id=tf.constant([user]), history=tf.constant([short]), exclude_item_ids=tf.constant([banned]))
     got = kept["item_ids"].numpy()[0].astype(str).tolist()
     assert len(got) == 20 and PAD_ID not in got and not set(got) & set(banned)
 

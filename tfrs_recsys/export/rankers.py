@@ -30,7 +30,7 @@ import tensorflow as tf
 from tfrs_recsys import paths, runs
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.errors import UserError
-from tfrs_recsys.export.tfserving import publish_version
+from tfrs_recsys.export.tfserving import publish_version, update_models_config
 from tfrs_recsys.features.preprocessing import op_name, raw_input_specs
 
 SIGNATURE = "serving_default"
@@ -90,7 +90,7 @@ def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, 
       version: The version number (default: the next free one).
 
     Returns:
-      The version directory.
+      The version directory; the model is added to ``BASE/models.config``.
     """
     run, model, spec = runs.load_ranker(model_dir, model_name)
     module = RankerSignatures(model, spec, OUTPUTS[run.model_name])
@@ -112,8 +112,10 @@ def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, 
         "source_run": paths.absolute(model_dir),
         "test_metrics": paths.read_json(run.file(runs.TEST_METRICS)) if run.has(runs.TEST_METRICS) else None,
     }
-    return publish_version(export_base, name, save, version=version, warmup=[(SIGNATURE, warmup)],
-                           metadata=metadata)
+    version_dir = publish_version(export_base, name, save, version=version, warmup=[(SIGNATURE, warmup)],
+                                  metadata=metadata)
+    update_models_config(export_base, [name])
+    return version_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    answer = {"model": args.model, "export_dir": str(path), "version": int(paths.basename(path))}
+    answer = {"model": args.model, "export_dir": str(path), "version": int(paths.basename(path)),
+              "models_config": str(paths.join(args.export_base, "models.config"))}
     print(json.dumps(answer, indent=2))
     return 0
 

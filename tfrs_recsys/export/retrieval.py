@@ -47,7 +47,7 @@ import tensorflow_recommenders as tfrs
 from tfrs_recsys import paths, runs
 from tfrs_recsys.data.sequences import pad_left
 from tfrs_recsys.export.scann_index import ScaNNIndex
-from tfrs_recsys.export.tfserving import next_version, publish_version
+from tfrs_recsys.export.tfserving import next_version, publish_version, update_models_config
 
 PAD_ID = ""
 PAD_SCORE = float(np.finfo(np.float32).min)
@@ -119,7 +119,7 @@ def _finalize(scores: tf.Tensor, ids: tf.Tensor, k: int,
 
 
 def most_recent(ids: tf.Tensor, width: int) -> tf.Tensor:
-    """The last ``width`` real (non-``""``) ids of each row of ``ids`` ``[B, H]``, left-padded: ``[B, width]``.
+    """The last ``width`` real (non-``""``) ids of each row of ``ids`` ``[B, H]``, left-padded ``[B, width]``.
 
     A stable sort on "is real" moves each row's padding before its ids, keeping their order, wherever the
     client put it.
@@ -316,7 +316,8 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
       version: The version of both models (default: the next free one of both).
 
     Returns:
-      ``{"scann": dir, "portable": dir, "version": v, "metadata": {...}}``.
+      ``{"scann": dir, "portable": dir, "version": v, "metadata": {...}, "models_config": path}``; both
+      models are added to ``BASE/models.config`` (:func:`~tfrs_recsys.export.tfserving.update_models_config`).
 
     Raises:
       ExportError: ScaNN's recall@k is below ``scann_min_recall`` and ``allow_low_recall`` is false
@@ -384,9 +385,11 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
         return str(publish_version(export_base, model_name, module.save, version=version, warmup=warmup,
                                    metadata={**metadata, **about}))
 
-    return {"scann": publish(approximate, name, index="scann", requires="import scann (ScaNN ops)"),
-            "portable": publish(exact, f"{name}_portable", index="brute_force", requires="standard TF ops"),
-            "version": int(version), "metadata": metadata}
+    result = {"scann": publish(approximate, name, index="scann", requires="import scann (ScaNN ops)"),
+              "portable": publish(exact, f"{name}_portable", index="brute_force", requires="standard TF ops"),
+              "version": int(version), "metadata": metadata}
+    result["models_config"] = str(update_models_config(export_base, [name, f"{name}_portable"]))
+    return result
 
 
 def _warmup(users: list[str], histories: list[np.ndarray], max_history: int) -> list:

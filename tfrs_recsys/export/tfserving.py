@@ -5,7 +5,7 @@ into place, so a server polling the base path never sees half a model. The base 
 a ``tf.io.gfile`` URL (gs://...): there the rename is ``tf.io.gfile.rename``, a copy of
 each object on object stores (see :func:`tfrs_recsys.paths.rename`). Each version
 carries ``assets.extra/tf_serving_warmup_requests`` (a TFRecord of ``PredictionLog``)
-and ``assets.extra/export_metadata.json``.
+and ``assets.extra/export_metadata.json``. ``<base>/models.config`` lists what was exported there.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
 
 from tfrs_recsys import paths
 from tfrs_recsys.servable_layout import ASSETS_EXTRA, METADATA_FILE, version_dirs, write_warmup_requests
@@ -80,6 +82,46 @@ def read_export_metadata(version_dir: str | os.PathLike) -> dict:
     """A version's ``assets.extra/export_metadata.json`` (empty when it has none)."""
     path = paths.join(version_dir, ASSETS_EXTRA, METADATA_FILE)
     return paths.read_json(path) if paths.isfile(path) else {}
+
+
+MODELS_CONFIG = "models.config"
+
+
+def update_models_config(export_base: str | os.PathLike, names: Sequence[str]) -> Path | str:
+    """Adds ``names`` to ``BASE/models.config`` (TF Serving's ``--model_config_file``), keeping the rest.
+
+    A new entry serves the latest version from ``BASE/NAME`` (an absolute path); an entry already there
+    gets its base path pointed at ``BASE/NAME`` and keeps its version policy and labels.
+
+    Args:
+      export_base: The model server's base path.
+      names: The models exported under it.
+
+    Returns:
+      The file's path.
+
+    Raises:
+      ValueError: The existing file is not a ``ModelServerConfig`` text proto (nothing is written).
+    """
+    path = paths.join(export_base, MODELS_CONFIG)
+    config = model_server_config_pb2.ModelServerConfig()
+    if paths.isfile(path):
+        try:
+            text_format.Parse(paths.read_text(path), config)
+        except text_format.ParseError as e:
+            raise ValueError(f"{path}:{e}: not a models.config text proto; fix or remove it") from None
+    entries = config.model_config_list.config
+    for name in names:
+        entry = next((c for c in entries if c.name == name), None) or entries.add(name=name)
+        entry.base_path, entry.model_platform = paths.absolute(paths.join(export_base, name)), "tensorflow"
+        if not entry.HasField("model_version_policy"):
+            entry.model_version_policy.latest.num_versions = 1
+    text = text_format.MessageToString(config)
+    if paths.is_remote(path):
+        return paths.write_text(path, text)  # one object, replaced whole
+    # Renamed into place: a server polling the file never reads half of it.
+    paths.rename(paths.write_text(f"{path}.tmp-{os.getpid()}", text), path)
+    return path
 
 
 def write_models_config(path: str | os.PathLike, models: Sequence[Mapping]) -> Path | str:
