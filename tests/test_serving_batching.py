@@ -121,12 +121,13 @@ def test_batching_parameters_file_parsing(tmp_path):
 
 
 def test_the_shipped_config_files_parse():
+    from tfrs_recsys.demo import MODELS
     from tfrs_recsys.model_server.config_file import read_model_server_config
 
     options = read_batching_parameters(fx.REPO / "export" / "batching_parameters.txt")
     assert options.max_batch_size >= 100  # a ranker request of 100 candidates fits one batch
     names = [m.name for m in
              read_model_server_config(fx.REPO / "export" / "models.config").model_config_list.config]
-    assert names == ["retrieval", "retrieval_portable", "esmm", "deepfm"]
+    assert names == list(MODELS)  # what `make demo` exports and serves
     stock = read_model_server_config(fx.REPO / "export" / "models.stock.config").model_config_list.config
     assert "retrieval" not in [m.name for m in stock]  # stock TF Serving has no ScaNN ops
