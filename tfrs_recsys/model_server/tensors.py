@@ -177,43 +177,37 @@ def concat_rows(protos: Sequence[tensor_pb2.TensorProto], pad: int = 0) -> tenso
     return out
 
 
-def to_proto(value: np.ndarray, dtype: int) -> tensor_pb2.TensorProto:
-    """``value`` as a new TensorProto with typed value fields (TF Serving's AsProtoField).
-
-    Args:
-      value: The array.
-      dtype: The DataType enum to write it as.
-
-    Returns:
-      The TensorProto.
-    """
-    proto = tensor_pb2.TensorProto()
-    fill_proto(proto, value, dtype)
-    return proto
+def to_proto(value: np.ndarray, dtype: int, *, content: bool = False) -> tensor_pb2.TensorProto:
+    """``value`` as a new TensorProto (see ``fill_proto``)."""
+    return fill_proto(tensor_pb2.TensorProto(), value, dtype, content=content)
 
 
-def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int, *,
-               content: bool = False) -> None:
-    """Writes ``value`` into an empty ``proto`` in place.
+def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int | None = None, *,
+               content: bool = False) -> tensor_pb2.TensorProto:
+    """Writes ``value`` into an empty ``proto`` in place, with typed value fields (TF Serving's AsProtoField).
 
     Args:
       proto: The TensorProto to fill (e.g. ``response.outputs[alias]``).
       value: The array. Strings may be bytes (sent as they are) or str (sent as UTF-8); anything
         else in a string tensor is sent as its ``str()``.
-      dtype: The DataType enum to write it as.
+      dtype: The DataType enum to write it as (default: ``dtype_of(value)``, TensorFlow's own choice
+        for a dtype without a codec here).
       content: Numbers go into ``tensor_content`` (what ``tf.make_tensor_proto`` writes) instead of
         the typed value fields; both read back the same.
+
+    Returns:
+      ``proto``.
     """
     value = np.asarray(value)
+    dtype = dtype_of(value) if dtype is None else dtype
     codec = _CODECS.get(dtype)
     if codec is None:
-        proto.CopyFrom(tf.make_tensor_proto(value, dtype=tf.dtypes.as_dtype(dtype)))
-        return
+        proto.CopyFrom(tf.make_tensor_proto(value, dtype=None if dtype is None else tf.as_dtype(dtype)))
+        return proto
     proto.dtype = dtype
     proto.tensor_shape.SetInParent()  # present even for a scalar, as TensorFlow writes it
-    dims = proto.tensor_shape.dim
     for size in value.shape:
-        dims.add(size=size)
+        proto.tensor_shape.dim.add(size=size)
     if codec.numpy is object:
         items = value.ravel().tolist()
         try:  # upb takes bytes only: encode str (the common case, one comprehension) first
@@ -225,3 +219,4 @@ def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int, *,
     else:
         flat = value.ravel().astype(codec.numpy, copy=False)
         getattr(proto, codec.field).extend((flat if codec.bits is None else flat.view(codec.bits)).tolist())
+    return proto
