@@ -18,7 +18,7 @@ from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_p
 
 from tfrs_recsys import paths
 from tfrs_recsys.model_server.classify_regress import CLASSIFY_METHOD, METHODS, REGRESS_METHOD, run_examples
-from tfrs_recsys.model_server.errors import ServingError, failed_precondition, from_tf_error, invalid_argument
+from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument, not_found
 from tfrs_recsys.model_server.tensors import dtype_name, fill_proto, is_exact, shape_of, to_ndarray, to_proto
 
 SERVE_TAG = "serve"
@@ -46,8 +46,7 @@ def read_meta_graph(path: str | Path, tags: Sequence[str] = (SERVE_TAG,)) -> met
     """
     pb = paths.join(path, "saved_model.pb")
     if not paths.isfile(pb):
-        raise ServingError(grpc.StatusCode.NOT_FOUND, "Could not find SavedModel .pb or .pbtxt at supplied "
-                                                      f"export directory path: {path}")
+        raise not_found(f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}")
     saved = saved_model_pb2.SavedModel()
     try:
         saved.ParseFromString(paths.read_bytes(pb))
@@ -57,11 +56,9 @@ def read_meta_graph(path: str | Path, tags: Sequence[str] = (SERVE_TAG,)) -> met
         if set(meta_graph.meta_info_def.tags) == set(tags):
             return meta_graph
     available = [sorted(m.meta_info_def.tags) for m in saved.meta_graphs]
-    raise ServingError(
-        grpc.StatusCode.NOT_FOUND,
-        f"Could not find meta graph def matching supplied tags: {{ {' '.join(tags)} }}. "
-        f"To inspect available tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli` "
-        f"(available: {available})")
+    raise not_found(f"Could not find meta graph def matching supplied tags: {{ {' '.join(tags)} }}. "
+                    "To inspect available tag-sets in the SavedModel, please use the SavedModel CLI: "
+                    f"`saved_model_cli` (available: {available})")
 
 
 class SignatureFunction:
@@ -192,7 +189,7 @@ class Servable:
         try:
             result = fn(inputs)
         except tf.errors.OpError as e:
-            raise from_tf_error(e) from None
+            raise ServingError.from_tf_error(e) from None
         except (TypeError, ValueError) as e:
             raise invalid_argument(str(e)) from None
         return {alias: result[alias].numpy() for alias in output_aliases}

@@ -41,22 +41,16 @@ class _Codec(NamedTuple):
 
 
 _CODECS = {
-    types_pb2.DT_FLOAT: _Codec(np.float32, "float_val"),
-    types_pb2.DT_DOUBLE: _Codec(np.float64, "double_val"),
-    types_pb2.DT_INT32: _Codec(np.int32, "int_val"),
-    types_pb2.DT_INT16: _Codec(np.int16, "int_val"),
-    types_pb2.DT_INT8: _Codec(np.int8, "int_val"),
-    types_pb2.DT_UINT8: _Codec(np.uint8, "int_val"),
-    types_pb2.DT_UINT16: _Codec(np.uint16, "int_val"),
-    types_pb2.DT_INT64: _Codec(np.int64, "int64_val"),
-    types_pb2.DT_UINT32: _Codec(np.uint32, "uint32_val"),
-    types_pb2.DT_UINT64: _Codec(np.uint64, "uint64_val"),
-    types_pb2.DT_BOOL: _Codec(np.bool_, "bool_val"),
+    types_pb2.DT_FLOAT: _Codec(np.float32, "float_val"), types_pb2.DT_INT32: _Codec(np.int32, "int_val"),
+    types_pb2.DT_DOUBLE: _Codec(np.float64, "double_val"), types_pb2.DT_INT8: _Codec(np.int8, "int_val"),
+    types_pb2.DT_INT16: _Codec(np.int16, "int_val"), types_pb2.DT_UINT8: _Codec(np.uint8, "int_val"),
+    types_pb2.DT_UINT16: _Codec(np.uint16, "int_val"), types_pb2.DT_INT64: _Codec(np.int64, "int64_val"),
+    types_pb2.DT_UINT32: _Codec(np.uint32, "uint32_val"), types_pb2.DT_BOOL: _Codec(np.bool_, "bool_val"),
+    types_pb2.DT_UINT64: _Codec(np.uint64, "uint64_val"), types_pb2.DT_STRING: _Codec(object, "string_val"),
     types_pb2.DT_HALF: _Codec(np.float16, "half_val", np.uint16),
     types_pb2.DT_BFLOAT16: _Codec(ml_dtypes.bfloat16, "half_val", np.uint16),
     types_pb2.DT_COMPLEX64: _Codec(np.complex64, "scomplex_val", np.float32, 2),
     types_pb2.DT_COMPLEX128: _Codec(np.complex128, "dcomplex_val", np.float64, 2),
-    types_pb2.DT_STRING: _Codec(object, "string_val"),
 }
 _ITEMSIZE = {dtype: np.dtype(c.numpy).itemsize for dtype, c in _CODECS.items() if c.numpy is not object}
 _DTYPE_OF = {np.dtype(c.numpy): dtype for dtype, c in _CODECS.items() if c.numpy is not object}
