@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
+from tensorflow_serving.apis import classification_pb2, inference_pb2, model_pb2, predict_pb2, regression_pb2
 
 from tfrs_recsys import paths
 from tfrs_recsys.model_server.classify_regress import CLASSIFY_METHOD, METHODS, REGRESS_METHOD, run_examples
@@ -203,9 +203,8 @@ class Servable:
         return name, signature
 
     def _fill_model_spec(self, spec, model_name: str, signature_name: str) -> None:
-        spec.name = model_name
-        spec.signature_name = signature_name
-        spec.version.value = self.version
+        spec.CopyFrom(model_pb2.ModelSpec(name=model_name, signature_name=signature_name,
+                                          version={"value": self.version}))
 
     # -- Predict ----------------------------------------------------------------------------------
 
