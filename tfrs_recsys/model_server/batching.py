@@ -175,13 +175,11 @@ class Batcher:
         elif all(isinstance(v, tensor_pb2.TensorProto) for t in tasks for v in t.inputs.values()):
             merged = {name: concat_rows([t.inputs[name] for t in tasks], padded - total)
                       for name in tasks[0].inputs}
-        else:
+        else:  # padded with copies of the first row, as BatchingSession does
             merged = {}
             for name in tasks[0].inputs:
                 value = np.concatenate([_array(t.inputs[name], name) for t in tasks])
-                if padded > total:  # pad with copies of the first row, as BatchingSession does
-                    value = np.concatenate([value, np.repeat(value[:1], padded - total, axis=0)])
-                merged[name] = value
+                merged[name] = np.concatenate([value, np.repeat(value[:1], padded - total, axis=0)])
         outputs = self._run(signature_name, merged, output_aliases)
         for alias in output_aliases:
             if np.ndim(outputs[alias]) == 0 or outputs[alias].shape[0] != padded:

@@ -148,8 +148,7 @@ def concat_rows(protos: Sequence[tensor_pb2.TensorProto], pad: int = 0) -> tenso
     """
     shapes = [shape_of(p) for p in protos]
     rows = sum(shape[0] for shape in shapes)
-    row_shape = shapes[0][1:]
-    dtype = protos[0].dtype
+    dtype, row_shape = protos[0].dtype, shapes[0][1:]
     codec = _CODECS[dtype]
     filled = [p for p, shape in zip(protos, shapes) if math.prod(shape)]
     dims = [{"size": n} for n in (rows + pad, *row_shape)]
