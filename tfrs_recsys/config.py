@@ -443,8 +443,3 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike, model: str) -> None:
       model: the model name, stored next to the fields.
     """
     paths.write_text(path, json.dumps({"model": model, "config": config_to_dict(cfg)}, indent=2) + "\n")
-
-
-__all__ = ["ConfigError", "TrainConfig", "RetrievalConfig", "ESMMConfig", "DeepFMConfig", "MODEL_CONFIGS",
-           "build_config", "config_from_args", "add_config_arguments", "config_to_dict", "save_config",
-           "load_config_file", "parse_value", "field_types"]

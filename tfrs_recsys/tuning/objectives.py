@@ -131,6 +131,3 @@ def trial_runner(model: str, cfg: TrainConfig) -> RetrievalTrials | RankerTrials
       The runner; ``runner.run(trial_cfg)`` trains one trial.
     """
     return RetrievalTrials(cfg) if model == "retrieval" else RankerTrials(model, cfg)
-
-
-__all__ = ["OBJECTIVES", "DIVERGED_SCORE", "TrialResult", "RetrievalTrials", "RankerTrials", "trial_runner"]

@@ -209,6 +209,3 @@ def trial_config(model: str, base: TrainConfig, values: Mapping[str, Any], **ove
                    for k, v in values.items() if not k.startswith("tuner/")})
     fields.update(overrides)
     return build_config(model, {k: v for k, v in fields.items() if v is not None}, environ={})
-
-
-__all__ = ["DEFAULT_SPACES", "FROZEN_FIELDS", "validate_space", "load_space", "declare", "trial_config"]
