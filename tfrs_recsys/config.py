@@ -320,10 +320,7 @@ def read_mapping_file(path: str | os.PathLike, flag: str = "--config") -> Any:
       flag: the option that named it, for the error message.
 
     Returns:
-      The parsed value (``{}`` for an empty YAML file).
-
-    Raises:
-      ConfigError: the file is missing or not valid JSON.
+      The parsed value (``{}`` for an empty YAML file); a missing file or invalid JSON raises ConfigError.
     """
     p = paths.as_path(path)
     if not paths.isfile(p):
