@@ -258,13 +258,6 @@ _BOOLEANS = {**dict.fromkeys(("1", "true", "yes", "on"), True),
 _FLAG_ALIASES = {"learning_rate": ["--lr"], "use_transformer": ["--transformer"]}
 
 
-def _base_type(tp: Any) -> Any:
-    """The concrete type of a field annotation, ``X | None`` as ``X``."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return next(a for a in typing.get_args(tp) if a is not type(None))
-    return tp
-
-
 def field_types(cls: type) -> dict[str, Any]:
     """The field types of a config dataclass, as :func:`parse_value` takes them.
 
@@ -274,8 +267,9 @@ def field_types(cls: type) -> dict[str, Any]:
     Returns:
       ``{field: type}``, an ``X | None`` field as ``X``.
     """
-    hints = typing.get_type_hints(cls)
-    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
+    hints = {name: typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+             for name, tp in typing.get_type_hints(cls).items()}
+    return {f.name: next(a for a in hints[f.name] if a is not type(None)) for f in dataclasses.fields(cls)}
 
 
 def parse_value(name: str, raw: Any, tp: Any, source: str) -> Any:
@@ -314,11 +308,32 @@ def parse_value(name: str, raw: Any, tp: Any, source: str) -> Any:
             return None
         return tp(raw)
     except (TypeError, ValueError) as exc:
-        type_name = getattr(tp, "__name__", str(tp))
-        raise ConfigError(
-            f"{source}: field '{name}' = {raw!r} is not a valid {type_name} ({exc}); "
-            f"fix the value, e.g. a comma-separated list for list fields"
-        ) from None
+        raise ConfigError(f"{source}: field '{name}' = {raw!r} is not a valid {getattr(tp, '__name__', tp)} "
+                          f"({exc}); fix the value, e.g. a comma-separated list for list fields") from None
+
+
+def read_mapping_file(path: str | os.PathLike, flag: str = "--config") -> Any:
+    """The parsed content of a JSON or YAML file (``.yaml``/``.yml`` is YAML, anything else JSON).
+
+    Args:
+      path: the file, local or remote.
+      flag: the option that named it, for the error message.
+
+    Returns:
+      The parsed value (``{}`` for an empty YAML file); a missing file or invalid JSON raises ConfigError.
+    """
+    p = paths.as_path(path)
+    if not paths.isfile(p):
+        raise ConfigError(f"{flag}: file '{p}' does not exist; pass the path of a JSON or YAML file")
+    text = paths.read_text(p)
+    if str(p).lower().endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{flag} {p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -334,21 +349,9 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
       ConfigError: the file is missing, unreadable or not a mapping.
     """
-    p = paths.as_path(path)
-    if not paths.isfile(p):
-        raise ConfigError(f"--config: file '{p}' does not exist; pass the path of a JSON or YAML file")
-    text = paths.read_text(p)
-    if str(p).lower().endswith((".yaml", ".yml")):
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--config {p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    data = read_mapping_file(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"--config {p}: expected a mapping of field names to values")
+        raise ConfigError(f"--config {paths.as_path(path)}: expected a mapping of field names to values")
     # A resolved run config nests the fields under "config"; accept both shapes.
     return data["config"] if isinstance(data.get("config"), dict) else data
 
@@ -443,8 +446,3 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike, model: str) -> None:
       model: the model name, stored next to the fields.
     """
     paths.write_text(path, json.dumps({"model": model, "config": config_to_dict(cfg)}, indent=2) + "\n")
-
-
-__all__ = ["ConfigError", "TrainConfig", "RetrievalConfig", "ESMMConfig", "DeepFMConfig", "MODEL_CONFIGS",
-           "build_config", "config_from_args", "add_config_arguments", "config_to_dict", "save_config",
-           "load_config_file", "parse_value", "field_types"]

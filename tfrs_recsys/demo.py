@@ -69,8 +69,8 @@ def _train(model: str, options: dict, work: Path, shown: Sequence[str]):
 
 
 def _print_answer(user: str, answer) -> None:
-    kind, what = ("cold start: global hot items", "hotness") if answer.is_cold_start else (
-        "retrieval top-100 -> DeepFM", "pCTR")
+    kind, what = (("cold start: global hot items", "hotness") if answer.is_cold_start
+                  else ("retrieval top-100 -> DeepFM", "pCTR"))
     print(f"\n   user {user!r} ({kind}):")
     for rank, item in enumerate(answer.items, start=1):
         print(f"   {rank:3d}. item {item.item_id:>6s}  from {item.source:6s} {what} {item.score:.4f}")
@@ -87,10 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/demo", help="where runs, exports and the store go")
-    parser.add_argument("--users", type=int, default=1500)
-    parser.add_argument("--items", type=int, default=400)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--users", type=int, default=1500, help="synthetic users to train on")
+    parser.add_argument("--items", type=int, default=400, help="synthetic catalog size")
+    parser.add_argument("--epochs", type=int, default=8, help="retrieval epochs (DeepFM: at most 5)")
+    parser.add_argument("--k", type=int, default=10, help="items to show per user")
     args = parser.parse_args(argv)
     import tensorflow as tf
 

@@ -238,8 +238,7 @@ def evaluate_predictions(frame: pd.DataFrame, *, click_label: str, click_score: 
                                              click, conversion, p_ctcvr, click_score, source)
     result = {"source": source, "rows": len(frame), "group_by": group_by, "tasks": tasks, "ndcg": ndcg,
               "notes": notes}
-    result["metrics"] = _flat(result)
-    return result
+    return {**result, "metrics": _flat(result)}
 
 
 def _ndcg(frame, k, gains, group_by, score_column, click, conversion, p_ctcvr, click_score, source) -> dict:
@@ -278,11 +277,9 @@ def _flat(result: dict) -> dict[str, float]:
 
 
 def _fmt(value) -> str:
-    if value is None:
-        return "-"
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
-    return f"{value:,}"
+    return "-" if value is None else f"{value:,}"
 
 
 def format_report(result: dict) -> str:
@@ -348,8 +345,15 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
     return predictions, columns
 
 
-_COLUMN_ARGS = ("click_label", "click_score", "conversion_label", "conversion_score", "ctcvr_score",
-                "group_by", "ndcg_group_by", "ndcg_score")
+# The column flags (``--click-label``, ...) and their help; with --run-dir they default to the run's columns.
+_COLUMN_ARGS = {
+    "click_label": "default: click (--run-dir: the run's first label)", "click_score": "default: p_ctr",
+    "conversion_label": "default with --conversion-score: conversion",
+    "conversion_score": "enables the CVR and CTCVR tasks",
+    "ctcvr_score": "default: click score x conversion score",
+    "group_by": "GAUC groups, e.g. user_id (no GAUC without it)",
+    "ndcg_group_by": "NDCG groups (default: --group-by), e.g. srch_id",
+    "ndcg_score": "rank by this column (default: the expected gain)"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -364,16 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--run-dir", help="an esmm/deepfm run directory: score its held-out rows first "
                                           "(written to <run-dir>/predictions_<part>.parquet)")
     parser.add_argument("--part", default="test", choices=("test", "validation"), help="with --run-dir")
-    parser.add_argument("--click-label", help="default: click (--run-dir: the run's first label)")
-    parser.add_argument("--click-score", help="default: p_ctr")
-    parser.add_argument("--conversion-label", help="default with --conversion-score: conversion")
-    parser.add_argument("--conversion-score", help="enables the CVR and CTCVR tasks")
-    parser.add_argument("--ctcvr-score", help="default: click score x conversion score")
-    parser.add_argument("--group-by", help="GAUC groups, e.g. user_id (no GAUC without it)")
+    for name, text in _COLUMN_ARGS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", help=text)
     parser.add_argument("--ndcg-k", type=int, help="compute NDCG@k per --ndcg-group-by group")
     parser.add_argument("--gains", help="NDCG gains, e.g. booking=5,click=1 (default conversion=2,click=1)")
-    parser.add_argument("--ndcg-group-by", help="NDCG groups (default: --group-by), e.g. srch_id")
-    parser.add_argument("--ndcg-score", help="rank by this column (default: the expected gain)")
     parser.add_argument("--json", help="also write the results as JSON here")
     args = parser.parse_args(argv)
     given = {k: getattr(args, k) for k in _COLUMN_ARGS if getattr(args, k)}

@@ -19,6 +19,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 
+def _floats(values: Sequence[float]) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).ravel()
+
+
 def _rankdata(x: np.ndarray) -> np.ndarray:
     """1-based ranks with ties given their mean rank (scipy.stats.rankdata 'average')."""
     _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
@@ -45,12 +49,10 @@ def auc(labels: Sequence[float], scores: Sequence[float]) -> float:
     Raises:
       ValueError: ``labels`` and ``scores`` differ in length.
     """
-    y = np.asarray(labels, dtype=np.float64).ravel() > 0.5
-    s = np.asarray(scores, dtype=np.float64).ravel()
+    y, s = _floats(labels) > 0.5, _floats(scores)
     if y.shape != s.shape:
         raise ValueError(f"labels and scores differ in length: {y.shape[0]} vs {s.shape[0]}")
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
     ranks = _rankdata(s)
@@ -68,8 +70,7 @@ def logloss(labels: Sequence[float], probs: Sequence[float], eps: float = 1e-7) 
     Returns:
       ``-mean(y log p + (1 - y) log(1 - p))``.
     """
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), eps, 1.0 - eps)
+    y, p = _floats(labels), np.clip(_floats(probs), eps, 1.0 - eps)
     return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
 
 
@@ -117,8 +118,7 @@ def pairwise_auc(labels: Sequence[float], scores: Sequence[float],
 
 def _group_aucs(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> tuple:
     """Of each group holding both classes: its AUC, positives and negatives; and the groups skipped."""
-    y = np.asarray(labels, dtype=np.float64).ravel() > 0.5
-    s = np.asarray(scores, dtype=np.float64).ravel()
+    y, s = _floats(labels) > 0.5, _floats(scores)
     aucs, positives, negatives, skipped = [], [], [], 0
     for idx in _groups(groups):
         n_pos = int(y[idx].sum())
@@ -158,8 +158,7 @@ def session_ndcg(gains: Sequence[float], scores: Sequence[float], groups: Sequen
     Returns:
       ``(ndcg, sessions_used, sessions_skipped)``; sessions with no positive gain are skipped.
     """
-    y = np.asarray(gains, dtype=np.float64).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
+    y, s = _floats(gains), _floats(scores)
     values, skipped = [], 0
     for idx in _groups(groups):
         ideal = dcg(np.sort(y[idx])[::-1], k)
@@ -271,8 +270,7 @@ def expected_auc(true_probs: Sequence[float], scores: Sequence[float]) -> float:
     Returns:
       The expected AUC; NaN when no pair can have different labels.
     """
-    t = np.asarray(true_probs, dtype=np.float64).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
+    t, s = _floats(true_probs), _floats(scores)
     if t.shape != s.shape:
         raise ValueError(f"true_probs and scores differ in length: {t.size} vs {s.size}")
     neg = 1.0 - t
@@ -295,8 +293,7 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     Returns:
       The correlation; NaN when either side is constant.
     """
-    ra = _rankdata(np.asarray(a, dtype=np.float64).ravel())
-    rb = _rankdata(np.asarray(b, dtype=np.float64).ravel())
+    ra, rb = _rankdata(_floats(a)), _rankdata(_floats(b))
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])

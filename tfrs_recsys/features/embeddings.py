@@ -6,8 +6,6 @@ import tensorflow as tf
 from tfrs_recsys.data.schema import GROUPS, FeatureSpec, SchemaError
 from tfrs_recsys.features.preprocessing import TIMESTAMP_FEATURES, mask_key, op_name
 
-__all__ = ["FieldEmbeddings"]
-
 
 class FieldEmbeddings(tf.keras.layers.Layer):
     """Embeds every field of the spec; whoever uses the layer shares its tables.

@@ -23,9 +23,6 @@ import tensorflow as tf
 
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw
 
-__all__ = ["ENCODED", "FeaturePreprocessor", "TIMESTAMP_FEATURES", "as_encoded", "encode_frame",
-           "mask_key", "op_name", "raw_input_specs"]
-
 # What one timestamp becomes: cyclic hour-of-day and weekday (UTC), and the standardized time.
 TIMESTAMP_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "value")
 _DAY = 86_400.0

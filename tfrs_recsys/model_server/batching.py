@@ -26,8 +26,13 @@ from tensorflow.core.framework import tensor_pb2
 
 from tfrs_recsys.model_server.config_file import BatchingOptions
 from tfrs_recsys.model_server.errors import ServingError, invalid_argument
-from tfrs_recsys.model_server.servable import Input, Runner, as_array
-from tfrs_recsys.model_server.tensors import concat_rows, dtype_of, shape_of
+from tfrs_recsys.model_server.servable import Input, Runner
+from tfrs_recsys.model_server.tensors import concat_rows, dtype_of, shape_of, to_ndarray
+
+
+def _array(value: Input, alias: str) -> np.ndarray:
+    """An input as numpy: a request's TensorProto read with ``to_ndarray``, an array as it is."""
+    return to_ndarray(value, alias) if isinstance(value, tensor_pb2.TensorProto) else value
 
 
 @dataclass
@@ -94,7 +99,7 @@ class Batcher:
             if not self.options.enable_large_batch_splitting:
                 raise invalid_argument(f"Task size {size} is larger than maximum input batch size {limit}")
             chunk = min(limit, self.options.max_execution_batch_size or limit)
-            arrays = {k: as_array(v, k) for k, v in inputs.items()}
+            arrays = {k: _array(v, k) for k, v in inputs.items()}
             parts = [self(signature_name, {k: v[i:i + chunk] for k, v in arrays.items()}, output_aliases)
                      for i in range(0, size, chunk)]
             return {a: np.concatenate([p[a] for p in parts]) for a in output_aliases}
@@ -170,13 +175,11 @@ class Batcher:
         elif all(isinstance(v, tensor_pb2.TensorProto) for t in tasks for v in t.inputs.values()):
             merged = {name: concat_rows([t.inputs[name] for t in tasks], padded - total)
                       for name in tasks[0].inputs}
-        else:
+        else:  # padded with copies of the first row, as BatchingSession does
             merged = {}
             for name in tasks[0].inputs:
-                value = np.concatenate([as_array(t.inputs[name], name) for t in tasks])
-                if padded > total:  # pad with copies of the first row, as BatchingSession does
-                    value = np.concatenate([value, np.repeat(value[:1], padded - total, axis=0)])
-                merged[name] = value
+                value = np.concatenate([_array(t.inputs[name], name) for t in tasks])
+                merged[name] = np.concatenate([value, np.repeat(value[:1], padded - total, axis=0)])
         outputs = self._run(signature_name, merged, output_aliases)
         for alias in output_aliases:
             if np.ndim(outputs[alias]) == 0 or outputs[alias].shape[0] != padded:

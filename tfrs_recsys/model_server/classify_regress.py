@@ -30,12 +30,16 @@ def serialized_examples(inp: input_pb2.Input) -> list[bytes]:
     return examples
 
 
-def _classify_outputs(signature) -> list[str]:
-    if signature.method_name != CLASSIFY_METHOD:
-        raise invalid_argument(f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-                               f"Was: {signature.method_name}")
+def _check_method(signature, method: str, kind: str) -> None:
+    if signature.method_name != method:
+        raise invalid_argument(
+            f"Expected {kind} signature method_name to be {method}. Was: {signature.method_name}")
     if len(signature.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
+
+
+def _classify_outputs(signature) -> list[str]:
+    _check_method(signature, CLASSIFY_METHOD, "classification")
     if len(signature.outputs) not in (1, 2):
         raise invalid_argument(f"Expected one or two output Tensors, found {len(signature.outputs)}")
     if "inputs" not in signature.inputs:
@@ -49,11 +53,7 @@ def _classify_outputs(signature) -> list[str]:
 
 
 def _regress_outputs(signature) -> list[str]:
-    if signature.method_name != REGRESS_METHOD:
-        raise invalid_argument(f"Expected regression signature method_name to be {REGRESS_METHOD}. "
-                               f"Was: {signature.method_name}")
-    if len(signature.inputs) != 1:
-        raise invalid_argument("Expected one input Tensor.")
+    _check_method(signature, REGRESS_METHOD, "regression")
     if len(signature.outputs) != 1:
         raise invalid_argument("Expected one output Tensor.")
     if "inputs" not in signature.inputs:
@@ -65,9 +65,7 @@ def _regress_outputs(signature) -> list[str]:
 
 def _classification_result(values: Mapping[str, np.ndarray], num_examples: int):
     classes, scores = values.get("classes"), values.get("scores")
-    for label, tensor in (("classes", classes), ("scores", scores)):
-        if tensor is None:
-            continue
+    for label, tensor in values.items():  # classes, then scores
         if tensor.ndim != 2:
             raise invalid_argument(
                 f"Expected Tensor shape: [batch_size num_classes] but got {list(tensor.shape)}")

@@ -90,15 +90,11 @@ def _batching_parameters_class():
         ("max_batch_size", int64), ("batch_timeout_micros", int64), ("max_enqueued_batches", int64),
         ("num_batch_threads", int64), ("thread_pool_name", string), ("allowed_batch_sizes", fdp.TYPE_INT64),
         ("pad_variable_length_inputs", fdp.TYPE_BOOL), ("enable_large_batch_splitting", boolean),
-        ("max_execution_batch_size", int64), ("batch_padding_policy", fdp.TYPE_STRING),
-    ]
+        ("max_execution_batch_size", int64), ("batch_padding_policy", fdp.TYPE_STRING)]
     for number, (name, kind) in enumerate(fields, start=1):
-        label = fdp.LABEL_REPEATED if name == "allowed_batch_sizes" else fdp.LABEL_OPTIONAL
-        field = msg.field.add(name=name, number=number, label=label)
-        if isinstance(kind, str):
-            field.type, field.type_name = fdp.TYPE_MESSAGE, kind
-        else:
-            field.type = kind
+        type_ = {"type": fdp.TYPE_MESSAGE, "type_name": kind} if isinstance(kind, str) else {"type": kind}
+        msg.field.add(name=name, number=number, **type_,
+                      label=fdp.LABEL_REPEATED if name == "allowed_batch_sizes" else fdp.LABEL_OPTIONAL)
     pool.Add(f)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{f.package}.{msg.name}"))
 

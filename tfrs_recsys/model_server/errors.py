@@ -44,20 +44,21 @@ class ServingError(Exception):
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
 
+    @classmethod
+    def from_tf_error(cls, error) -> ServingError:
+        """A TensorFlow runtime error as the ``ServingError`` to report.
+
+        Args:
+          error: A ``tf.errors.OpError``.
+
+        Returns:
+          A ``ServingError`` with the error's code (TF and gRPC share the numbering) and message.
+        """
+        return cls(_CODES[error.error_code], error.message)
+
 
 # The codes most failures carry: ``invalid_argument(message)`` is ``ServingError(INVALID_ARGUMENT, message)``.
 invalid_argument = functools.partial(ServingError, grpc.StatusCode.INVALID_ARGUMENT)
 not_found = functools.partial(ServingError, grpc.StatusCode.NOT_FOUND)
 failed_precondition = functools.partial(ServingError, grpc.StatusCode.FAILED_PRECONDITION)
 
-
-def from_tf_error(error) -> ServingError:
-    """A TensorFlow runtime error as the ``ServingError`` to report.
-
-    Args:
-      error: A ``tf.errors.OpError``.
-
-    Returns:
-      A ``ServingError`` with the error's code (TF and gRPC share the numbering) and message.
-    """
-    return ServingError(_CODES[error.error_code], error.message)

@@ -23,11 +23,9 @@ from tfrs_recsys.model_server.tensors import dtype_name, numpy_dtype, to_ndarray
 
 _INT32 = (-(2 ** 31), 2 ** 31 - 1)
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)
-_INT_RANGES = {
-    types_pb2.DT_INT32: _INT32, types_pb2.DT_INT16: _INT32, types_pb2.DT_INT8: _INT32,
-    types_pb2.DT_UINT8: _INT32, types_pb2.DT_INT64: _INT64, types_pb2.DT_UINT32: (0, 2 ** 32 - 1),
-    types_pb2.DT_UINT64: (0, 2 ** 64 - 1),
-}
+_INT_RANGES = {types_pb2.DT_INT32: _INT32, types_pb2.DT_INT16: _INT32, types_pb2.DT_INT8: _INT32,
+               types_pb2.DT_UINT8: _INT32, types_pb2.DT_INT64: _INT64, types_pb2.DT_UINT32: (0, 2 ** 32 - 1),
+               types_pb2.DT_UINT64: (0, 2 ** 64 - 1)}
 _FLOAT = (24, 3.4028234663852886e38, "float")  # mantissa bits, largest value, name in errors
 _FLOAT_LIMITS = {types_pb2.DT_FLOAT: _FLOAT, types_pb2.DT_HALF: _FLOAT,
                  types_pb2.DT_DOUBLE: (53, 1.7976931348623157e308, "double")}
@@ -87,17 +85,15 @@ def _decode_b64(value) -> bytes:
 
 def _scalar(value, dtype: int):
     """One JSON value as an element of a ``dtype`` tensor (json_tensor.cc's per-type checks)."""
+    if dtype == types_pb2.DT_STRING and isinstance(value, dict):
+        return _decode_b64(value)
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if dtype in _FLOAT_LIMITS:
         fits = is_int or isinstance(value, float)
     elif dtype in _INT_RANGES:
         fits = is_int and _INT_RANGES[dtype][0] <= value <= _INT_RANGES[dtype][1]
-    elif dtype == types_pb2.DT_BOOL:
-        fits = isinstance(value, bool)
-    elif dtype == types_pb2.DT_STRING:
-        if isinstance(value, dict):
-            return _decode_b64(value)
-        fits = isinstance(value, str)
+    elif dtype in (types_pb2.DT_BOOL, types_pb2.DT_STRING):
+        fits = isinstance(value, bool if dtype == types_pb2.DT_BOOL else str)
     else:
         raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                            f"Conversion of JSON Value: {json_text(value)} to type: {dtype_name(dtype)}")
@@ -112,9 +108,8 @@ def _scalar(value, dtype: int):
 def _fill(value, level: int, shape: list[int], dtype: int, out: list) -> None:
     if not isinstance(value, list):
         if level != len(shape):
-            raise invalid_argument(
-                f"JSON Value: {json_text(value)} found at incorrect level: {level + 1} in the JSON DOM. "
-                f"Expected at level: {len(shape)}")
+            raise invalid_argument(f"JSON Value: {json_text(value)} found at incorrect level: "
+                                   f"{level + 1} in the JSON DOM. Expected at level: {len(shape)}")
         if isinstance(value, dict) and dtype != types_pb2.DT_STRING:
             raise _type_error(value, dtype)
         out.append(_scalar(value, dtype))
@@ -176,11 +171,9 @@ def instances_to_inputs(instances: list, infos) -> dict[str, tensor_pb2.TensorPr
             raise invalid_argument(f"Expecting {wanted} but got {got} at item {i} of input list")
         for key, value in (item.items() if named else [(names[0], item)]):
             element = f"{i} key: {key}" if named else f"{i}"
-            if key not in infos:
-                raise invalid_argument(
-                    f"Failed to process element: {element} of 'instances' list. Error: "
-                    f"INVALID_ARGUMENT: JSON object: does not have named input: {key}")
             try:
+                if key not in infos:
+                    raise invalid_argument(f"JSON object: does not have named input: {key}")
                 array = json_to_array(value, infos[key].dtype)
             except ServingError as e:
                 raise invalid_argument(

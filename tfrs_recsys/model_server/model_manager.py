@@ -80,8 +80,7 @@ def _aspired(config: model_server_config_pb2.ModelConfig, listed: list[int]) -> 
     if choice == "all":
         return sorted(listed)
     if choice == "specific":
-        wanted = set(policy.specific.versions)
-        return sorted(v for v in listed if v in wanted)
+        return sorted(v for v in listed if v in policy.specific.versions)
     n = policy.latest.num_versions if choice == "latest" and policy.latest.num_versions > 0 else 1
     return sorted(listed)[-n:]
 
@@ -215,13 +214,10 @@ class ModelManager:
                 records = self._versions.get(name, {})
                 if any(r.state == AVAILABLE for r in records.values()):
                     continue
-                failed = [r for r in records.values() if r.error is not None]
-                if failed:
-                    r = max(failed, key=lambda r: r.version)
-                    problems.append(f"{{name: {name} version: {r.version}}} due to error: {r.error}")
-                else:
-                    error = missing.get(name, "no version loaded")
-                    problems.append(f"{{name: {name}}} due to error: {error}")
+                r = max((r for r in records.values() if r.error is not None), key=lambda r: r.version,
+                        default=None)
+                problems.append(f"{{name: {name} version: {r.version}}} due to error: {r.error}" if r else
+                                f"{{name: {name}}} due to error: {missing.get(name, 'no version loaded')}")
         if problems:
             listed = "".join(f"{{{p}}}, " for p in problems)
             raise ServingError(grpc.StatusCode.UNKNOWN,
@@ -239,10 +235,9 @@ class ModelManager:
                     listed = version_dirs(model.base_path)
                 except (OSError, paths.RemotePathError) as e:
                     where = f"base path {model.base_path} for servable {name}"
-                    if isinstance(e, FileNotFoundError):
-                        missing[name] = f"INVALID_ARGUMENT: Could not find {where}"
-                    else:
-                        missing[name] = f"UNKNOWN: Could not list {where}: {e}"
+                    missing[name] = (f"INVALID_ARGUMENT: Could not find {where}"
+                                     if isinstance(e, FileNotFoundError)
+                                     else f"UNKNOWN: Could not list {where}: {e}")
                     log.error(missing[name])
                     continue
                 if not listed:
@@ -399,15 +394,12 @@ class ModelManager:
         response = get_model_status_pb2.GetModelStatusResponse()
         with self._cond:
             records = self._versions.get(spec.name, {})
-            if spec.HasField("version"):
-                record = records.get(spec.version.value)
-                if record is None:
-                    raise not_found(f"Could not find version {spec.version.value} of model {spec.name}")
-                selected = [record]
-            else:
-                if not records:
-                    raise not_found(f"Could not find any versions of model {spec.name}")
-                selected = sorted(records.values(), key=lambda r: -r.version)
+            if spec.HasField("version") and spec.version.value not in records:
+                raise not_found(f"Could not find version {spec.version.value} of model {spec.name}")
+            if not records:
+                raise not_found(f"Could not find any versions of model {spec.name}")
+            selected = ([records[spec.version.value]] if spec.HasField("version")
+                        else sorted(records.values(), key=lambda r: -r.version))
             for record in selected:
                 error = record.error or ServingError(grpc.StatusCode.OK, "")
                 status = {"error_code": error.error_code, "error_message": error.message}

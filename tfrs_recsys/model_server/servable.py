@@ -6,7 +6,6 @@ multi_inference.cc: the same checks in the same order, the same status codes and
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -15,12 +14,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
+from tensorflow_serving.apis import classification_pb2, inference_pb2, model_pb2, predict_pb2, regression_pb2
 
 from tfrs_recsys import paths
 from tfrs_recsys.model_server.classify_regress import CLASSIFY_METHOD, METHODS, REGRESS_METHOD, run_examples
-from tfrs_recsys.model_server.errors import ServingError, failed_precondition, from_tf_error, invalid_argument
-from tfrs_recsys.model_server.tensors import dtype_name, fill_proto, is_exact, shape_of, to_ndarray
+from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument, not_found
+from tfrs_recsys.model_server.tensors import dtype_name, fill_proto, is_exact, shape_of, to_ndarray, to_proto
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
@@ -29,19 +28,6 @@ DEFAULT_SIGNATURE = "serving_default"
 Input = np.ndarray | tensor_pb2.TensorProto
 # (signature_name, inputs, output aliases) -> outputs; the batching layer plugs in here.
 Runner = Callable[[str, Mapping[str, Input], Sequence[str]], Mapping[str, np.ndarray]]
-
-
-def as_array(value: Input, alias: str) -> np.ndarray:
-    """An input as numpy.
-
-    Args:
-      value: A request's TensorProto (read with ``to_ndarray``) or an array (returned as it is).
-      alias: The input's name, for errors.
-
-    Returns:
-      The array.
-    """
-    return to_ndarray(value, alias) if isinstance(value, tensor_pb2.TensorProto) else value
 
 
 def read_meta_graph(path: str | Path, tags: Sequence[str] = (SERVE_TAG,)) -> meta_graph_pb2.MetaGraphDef:
@@ -60,8 +46,7 @@ def read_meta_graph(path: str | Path, tags: Sequence[str] = (SERVE_TAG,)) -> met
     """
     pb = paths.join(path, "saved_model.pb")
     if not paths.isfile(pb):
-        raise ServingError(grpc.StatusCode.NOT_FOUND, "Could not find SavedModel .pb or .pbtxt at supplied "
-                                                      f"export directory path: {path}")
+        raise not_found(f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}")
     saved = saved_model_pb2.SavedModel()
     try:
         saved.ParseFromString(paths.read_bytes(pb))
@@ -71,28 +56,22 @@ def read_meta_graph(path: str | Path, tags: Sequence[str] = (SERVE_TAG,)) -> met
         if set(meta_graph.meta_info_def.tags) == set(tags):
             return meta_graph
     available = [sorted(m.meta_info_def.tags) for m in saved.meta_graphs]
-    raise ServingError(
-        grpc.StatusCode.NOT_FOUND,
-        f"Could not find meta graph def matching supplied tags: {{ {' '.join(tags)} }}. "
-        f"To inspect available tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli` "
-        f"(available: {available})")
+    raise not_found(f"Could not find meta graph def matching supplied tags: {{ {' '.join(tags)} }}. "
+                    "To inspect available tag-sets in the SavedModel, please use the SavedModel CLI: "
+                    f"`saved_model_cli` (available: {available})")
 
 
 class SignatureFunction:
     """A restored signature function, called with as little Python per request as possible.
 
     Calling a ``ConcreteFunction`` binds and type-checks each of its arguments in Python, so the
-    cost of a call grows with the number of arguments. Here the signature function is wrapped in
-    ``tf.function``s whose arguments do not grow with the signature's inputs, each traced once on
-    first use (never per batch size: ``tracing_count``) and called through its concrete function;
-    inputs were already checked against the SignatureDef. Two wrappers:
-
-    * ``run_protos``: the request's TensorProtos, serialized into one string vector and parsed in
-      the graph by ``tf.io.parse_tensor`` (TensorFlow's ``Tensor::FromProto``, as in TF Serving),
-      so a request converts no input in Python;
-    * ``run_tensors``: numpy inputs (the batching path, Classify/Regress), packed into one flat
-      vector per dtype and one int64 vector of their shapes and sizes, then split and reshaped in
-      the graph; traced once per combination of input ranks (one where the SignatureDef fixes them).
+    cost of a call grows with the number of arguments. Here the signature function is wrapped in one
+    ``tf.function`` whose one argument is the request's TensorProtos, serialized into a string vector
+    and parsed in the graph by ``tf.io.parse_tensor`` (TensorFlow's ``Tensor::FromProto``, as in TF
+    Serving), so a request converts no input in Python. It is traced once, on first use (never per
+    batch size: ``tracing_count``), and called through its concrete function; inputs were already
+    checked against the SignatureDef. Numpy inputs (the batching path, Classify/Regress) are written
+    into TensorProtos first.
 
     Args:
       function: The restored signature (``loaded.signatures[key]``).
@@ -101,80 +80,38 @@ class SignatureFunction:
 
     def __init__(self, function, signature: meta_graph_pb2.SignatureDef):
         self.aliases = sorted(signature.inputs)
-        dtypes = [tf.dtypes.as_dtype(signature.inputs[a].dtype) for a in self.aliases]
+        self._dtypes = [signature.inputs[a].dtype for a in self.aliases]
+        dtypes = [tf.dtypes.as_dtype(d) for d in self._dtypes]
         shapes = [tf.TensorShape(signature.inputs[a].tensor_shape) for a in self.aliases]
-        groups: dict = {}
-        for i, dtype in enumerate(dtypes):
-            groups.setdefault(dtype, []).append(i)
-        self._groups = list(groups.items())  # (dtype, input indices): one packed vector each
 
-        def run(tensors):
+        @tf.function(input_signature=[tf.TensorSpec([len(dtypes)], tf.string)])
+        def from_protos(serialized):
+            tensors = [tf.io.parse_tensor(serialized[i], dtype) for i, dtype in enumerate(dtypes)]
             for tensor, shape in zip(tensors, shapes):
                 tensor.set_shape(shape)
             return function(**dict(zip(self.aliases, tensors)))
 
-        def from_protos(serialized):
-            return run([tf.io.parse_tensor(serialized[i], dtype) for i, dtype in enumerate(dtypes)])
-
-        def unpacking(ranks: tuple[int, ...]):
-            ends = np.cumsum((0, *ranks))  # input i's dims are dims[ends[i]:ends[i + 1]]; the sizes follow
-
-            def from_packed(dims, *flat):
-                tensors, start = [None] * len(ranks), ends[-1]
-                for (_, group), values in zip(self._groups, flat):
-                    parts = tf.split(values, dims[start:start + len(group)], num=len(group))
-                    start += len(group)
-                    for i, part in zip(group, parts):  # a vector is already in shape
-                        tensors[i] = part if ranks[i] == 1 else tf.reshape(part, dims[ends[i]:ends[i + 1]])
-                return run(tensors)
-            return tf.function(from_packed, input_signature=[tf.TensorSpec([None], tf.int64)] +
-                               [tf.TensorSpec([None], dtype) for dtype, _ in self._groups])
-
-        self._wrappers = {"protos": tf.function(from_protos,
-                                                input_signature=[tf.TensorSpec([len(dtypes)], tf.string)])}
-        self._unpacking = unpacking
-        self._concrete: dict = {}
-        self._lock = threading.Lock()
+        self._wrapper, self._concrete = from_protos, None
 
     def tracing_count(self) -> int:
-        """How many times the wrappers were traced, all together."""
-        return sum(w.experimental_get_tracing_count() for w in self._wrappers.values())
+        """How many times the wrapper was traced."""
+        return self._wrapper.experimental_get_tracing_count()
 
-    def _function(self, key):
-        """The concrete function of wrapper ``key``: "protos", or the input ranks of a packed call."""
-        function = self._concrete.get(key)
-        if function is None:
-            with self._lock:
-                if key not in self._wrappers:
-                    self._wrappers[key] = self._unpacking(key)
-                function = self._concrete.setdefault(key, self._wrappers[key].get_concrete_function())
-        return function
-
-    def run_tensors(self, inputs: Mapping[str, np.ndarray]) -> dict:
-        """Calls the signature on numpy inputs, packed per dtype.
+    def __call__(self, inputs: Mapping[str, Input]) -> dict:
+        """Calls the signature on one value per input alias.
 
         Args:
-          inputs: One array per input alias.
+          inputs: Exact TensorProtos (``is_exact``), parsed in the graph, or arrays, written as TensorProtos.
 
         Returns:
           The signature's outputs, as tensors.
         """
-        arrays = [np.asarray(inputs[a]) for a in self.aliases]
-        dims = [n for a in arrays for n in a.shape] + [arrays[i].size for _, g in self._groups for i in g]
-        flat = [tf.constant(np.concatenate([arrays[i].ravel() for i in group]), dtype)
-                for dtype, group in self._groups]
-        return self._function(tuple(a.ndim for a in arrays))(tf.constant(dims, tf.int64), *flat)
-
-    def run_protos(self, protos: Mapping[str, tensor_pb2.TensorProto]) -> dict:
-        """Calls the signature on a request's TensorProtos, parsed in the graph.
-
-        Args:
-          protos: One exact TensorProto (``is_exact``) per input alias.
-
-        Returns:
-          The signature's outputs, as tensors.
-        """
-        return self._function("protos")(tf.constant([protos[a].SerializeToString() for a in self.aliases]))
+        if self._concrete is None:  # tracing twice from two threads is harmless: both get the same
+            self._concrete = self._wrapper.get_concrete_function()
+        serialized = [(value if isinstance(value, tensor_pb2.TensorProto)
+                       else to_proto(value, dtype, content=True)).SerializeToString()
+                      for value, dtype in zip((inputs[a] for a in self.aliases), self._dtypes)]
+        return self._concrete(tf.constant(serialized))
 
 
 class Servable:
@@ -250,12 +187,9 @@ class Servable:
         if fn is None:
             raise failed_precondition(f'Serving signature key "{signature_name}" not found.')
         try:
-            if all(isinstance(v, tensor_pb2.TensorProto) for v in inputs.values()):
-                result = fn.run_protos(inputs)
-            else:
-                result = fn.run_tensors({alias: as_array(value, alias) for alias, value in inputs.items()})
+            result = fn(inputs)
         except tf.errors.OpError as e:
-            raise from_tf_error(e) from None
+            raise ServingError.from_tf_error(e) from None
         except (TypeError, ValueError) as e:
             raise invalid_argument(str(e)) from None
         return {alias: result[alias].numpy() for alias in output_aliases}
@@ -269,9 +203,8 @@ class Servable:
         return name, signature
 
     def _fill_model_spec(self, spec, model_name: str, signature_name: str) -> None:
-        spec.name = model_name
-        spec.signature_name = signature_name
-        spec.version.value = self.version
+        spec.CopyFrom(model_pb2.ModelSpec(name=model_name, signature_name=signature_name,
+                                          version={"value": self.version}))
 
     # -- Predict ----------------------------------------------------------------------------------
 

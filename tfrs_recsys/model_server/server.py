@@ -90,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise config_file.ConfigFileError(
                 "give --model_config_file or --model_base_path (with --model_name)")
-        batching = None
-        if args.enable_batching:
-            batching = config_file.read_batching_parameters(args.batching_parameters_file or None)
+        batching = (config_file.read_batching_parameters(args.batching_parameters_file or None)
+                    if args.enable_batching else None)
     except config_file.ConfigFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -41,22 +41,16 @@ class _Codec(NamedTuple):
 
 
 _CODECS = {
-    types_pb2.DT_FLOAT: _Codec(np.float32, "float_val"),
-    types_pb2.DT_DOUBLE: _Codec(np.float64, "double_val"),
-    types_pb2.DT_INT32: _Codec(np.int32, "int_val"),
-    types_pb2.DT_INT16: _Codec(np.int16, "int_val"),
-    types_pb2.DT_INT8: _Codec(np.int8, "int_val"),
-    types_pb2.DT_UINT8: _Codec(np.uint8, "int_val"),
-    types_pb2.DT_UINT16: _Codec(np.uint16, "int_val"),
-    types_pb2.DT_INT64: _Codec(np.int64, "int64_val"),
-    types_pb2.DT_UINT32: _Codec(np.uint32, "uint32_val"),
-    types_pb2.DT_UINT64: _Codec(np.uint64, "uint64_val"),
-    types_pb2.DT_BOOL: _Codec(np.bool_, "bool_val"),
+    types_pb2.DT_FLOAT: _Codec(np.float32, "float_val"), types_pb2.DT_INT32: _Codec(np.int32, "int_val"),
+    types_pb2.DT_DOUBLE: _Codec(np.float64, "double_val"), types_pb2.DT_INT8: _Codec(np.int8, "int_val"),
+    types_pb2.DT_INT16: _Codec(np.int16, "int_val"), types_pb2.DT_UINT8: _Codec(np.uint8, "int_val"),
+    types_pb2.DT_UINT16: _Codec(np.uint16, "int_val"), types_pb2.DT_INT64: _Codec(np.int64, "int64_val"),
+    types_pb2.DT_UINT32: _Codec(np.uint32, "uint32_val"), types_pb2.DT_BOOL: _Codec(np.bool_, "bool_val"),
+    types_pb2.DT_UINT64: _Codec(np.uint64, "uint64_val"), types_pb2.DT_STRING: _Codec(object, "string_val"),
     types_pb2.DT_HALF: _Codec(np.float16, "half_val", np.uint16),
     types_pb2.DT_BFLOAT16: _Codec(ml_dtypes.bfloat16, "half_val", np.uint16),
     types_pb2.DT_COMPLEX64: _Codec(np.complex64, "scomplex_val", np.float32, 2),
     types_pb2.DT_COMPLEX128: _Codec(np.complex128, "dcomplex_val", np.float64, 2),
-    types_pb2.DT_STRING: _Codec(object, "string_val"),
 }
 _ITEMSIZE = {dtype: np.dtype(c.numpy).itemsize for dtype, c in _CODECS.items() if c.numpy is not object}
 _DTYPE_OF = {np.dtype(c.numpy): dtype for dtype, c in _CODECS.items() if c.numpy is not object}
@@ -154,8 +148,7 @@ def concat_rows(protos: Sequence[tensor_pb2.TensorProto], pad: int = 0) -> tenso
     """
     shapes = [shape_of(p) for p in protos]
     rows = sum(shape[0] for shape in shapes)
-    row_shape = shapes[0][1:]
-    dtype = protos[0].dtype
+    dtype, row_shape = protos[0].dtype, shapes[0][1:]
     codec = _CODECS[dtype]
     filled = [p for p, shape in zip(protos, shapes) if math.prod(shape)]
     dims = [{"size": n} for n in (rows + pad, *row_shape)]
@@ -177,43 +170,37 @@ def concat_rows(protos: Sequence[tensor_pb2.TensorProto], pad: int = 0) -> tenso
     return out
 
 
-def to_proto(value: np.ndarray, dtype: int) -> tensor_pb2.TensorProto:
-    """``value`` as a new TensorProto with typed value fields (TF Serving's AsProtoField).
-
-    Args:
-      value: The array.
-      dtype: The DataType enum to write it as.
-
-    Returns:
-      The TensorProto.
-    """
-    proto = tensor_pb2.TensorProto()
-    fill_proto(proto, value, dtype)
-    return proto
+def to_proto(value: np.ndarray, dtype: int, *, content: bool = False) -> tensor_pb2.TensorProto:
+    """``value`` as a new TensorProto (see ``fill_proto``)."""
+    return fill_proto(tensor_pb2.TensorProto(), value, dtype, content=content)
 
 
-def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int, *,
-               content: bool = False) -> None:
-    """Writes ``value`` into an empty ``proto`` in place.
+def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int | None = None, *,
+               content: bool = False) -> tensor_pb2.TensorProto:
+    """Writes ``value`` into an empty ``proto`` in place, with typed value fields (TF Serving's AsProtoField).
 
     Args:
       proto: The TensorProto to fill (e.g. ``response.outputs[alias]``).
       value: The array. Strings may be bytes (sent as they are) or str (sent as UTF-8); anything
         else in a string tensor is sent as its ``str()``.
-      dtype: The DataType enum to write it as.
+      dtype: The DataType enum to write it as (default: ``dtype_of(value)``, TensorFlow's own choice
+        for a dtype without a codec here).
       content: Numbers go into ``tensor_content`` (what ``tf.make_tensor_proto`` writes) instead of
         the typed value fields; both read back the same.
+
+    Returns:
+      ``proto``.
     """
     value = np.asarray(value)
+    dtype = dtype_of(value) if dtype is None else dtype
     codec = _CODECS.get(dtype)
     if codec is None:
-        proto.CopyFrom(tf.make_tensor_proto(value, dtype=tf.dtypes.as_dtype(dtype)))
-        return
+        proto.CopyFrom(tf.make_tensor_proto(value, dtype=None if dtype is None else tf.as_dtype(dtype)))
+        return proto
     proto.dtype = dtype
     proto.tensor_shape.SetInParent()  # present even for a scalar, as TensorFlow writes it
-    dims = proto.tensor_shape.dim
     for size in value.shape:
-        dims.add(size=size)
+        proto.tensor_shape.dim.add(size=size)
     if codec.numpy is object:
         items = value.ravel().tolist()
         try:  # upb takes bytes only: encode str (the common case, one comprehension) first
@@ -225,3 +212,4 @@ def fill_proto(proto: tensor_pb2.TensorProto, value: np.ndarray, dtype: int, *,
     else:
         flat = value.ravel().astype(codec.numpy, copy=False)
         getattr(proto, codec.field).extend((flat if codec.bits is None else flat.view(codec.bits)).tolist())
+    return proto

@@ -28,8 +28,6 @@ import types
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-__all__ = ["replicas_in_sync", "global_batch_mean", "RecsysModel"]
-
 
 def replicas_in_sync() -> int:
     """``R``: replicas training in sync under the current strategy (1 without one)."""

@@ -39,8 +39,6 @@ from tfrs_recsys.features.preprocessing import FeaturePreprocessor
 from tfrs_recsys.models.base import RecsysModel
 from tfrs_recsys.models.mlp import mlp
 
-__all__ = ["FactorizationMachine", "DeepFM"]
-
 
 class FactorizationMachine(tf.keras.layers.Layer):
     """The FM second-order term of field vectors ``[B, F, D]`` -> ``[B]``.

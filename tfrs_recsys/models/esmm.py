@@ -50,8 +50,6 @@ from tfrs_recsys.features.preprocessing import FeaturePreprocessor
 from tfrs_recsys.models.base import RecsysModel
 from tfrs_recsys.models.mlp import mlp
 
-__all__ = ["ImpressionEncoder", "ESMM", "ClickedCVR", "PROB_EPSILON"]
-
 PROB_EPSILON = 1e-7
 
 

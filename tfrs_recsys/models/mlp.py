@@ -25,8 +25,6 @@ from typing import Sequence
 
 import tensorflow as tf
 
-__all__ = ["TrainingDense", "cpu_has_native_bfloat16", "mlp", "resolve_precision"]
-
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 

@@ -29,11 +29,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tfrs_recsys.model_server.tensors import dtype_of, fill_proto, to_ndarray
+from tfrs_recsys.model_server.tensors import fill_proto, to_ndarray
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 PAD = ""
-STATES = {s.number: s.name for s in get_model_status_pb2.ModelVersionStatus.State.DESCRIPTOR.values}
 # Numeric ranker inputs: the numpy type, the conversion of a given value, the value sent for a missing one.
 _NUMBERS = {types_pb2.DT_FLOAT: (np.float32, float, np.nan), types_pb2.DT_DOUBLE: (np.float64, float, np.nan),
             types_pb2.DT_INT32: (np.int32, int, 0), types_pb2.DT_INT64: (np.int64, int, 0)}
@@ -232,7 +231,7 @@ class ServingClient:
         """
         request = get_model_status_pb2.GetModelStatusRequest(model_spec={"name": model})
         response = self._call(self._models.GetModelStatus, request, f"GetModelStatus({model})", timeout)
-        return [{"version": s.version, "state": STATES[s.state], "error_code": s.status.error_code,
+        return [{"version": s.version, "state": s.State.Name(s.state), "error_code": s.status.error_code,
                  "error_message": s.status.error_message} for s in response.model_version_status]
 
     def _signature(self, model: str, signature: str) -> SignatureInfo:
@@ -267,14 +266,7 @@ class ServingClient:
                         "version": None if version is None else {"value": version}},
             output_filter=output_filter)
         for key, value in inputs.items():
-            value = np.asarray(value)
-            dtype = dtype_of(value)
-            if dtype is None:  # a dtype without a codec here (float8, ...): TensorFlow's own writer
-                import tensorflow as tf
-
-                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-            else:
-                fill_proto(request.inputs[key], value, dtype, content=True)
+            fill_proto(request.inputs[key], value, content=True)
         response = self._call(self._predictions.Predict, request, f"Predict({model}/{signature})", timeout)
         return {k: to_ndarray(v, k) for k, v in response.outputs.items()}, response.model_spec.version.value
 

@@ -189,12 +189,9 @@ class RecallRankPipeline:
         if key not in ranked.outputs:
             raise ValueError(f"ranker '{self.ranker_model}' has no output '{key}' "
                              f"(it has {sorted(ranked.outputs)})")
-        rows = []
-        for j, candidate in enumerate(candidates):
-            scores = {name: float(values[j]) for name, values in ranked.outputs.items()}
-            rows.append(Recommendation(candidate.item_id, scores[key], candidate.source,
-                                       {**scores, **candidate.scores}))
-        rows.sort(key=lambda r: -r.score)
+        scores = [dict(zip(ranked.outputs, map(float, row))) for row in zip(*ranked.outputs.values())]
+        rows = sorted((Recommendation(c.item_id, s[key], c.source, {**s, **c.scores})
+                       for c, s in zip(candidates, scores)), key=lambda r: -r.score)
         items = self.merge(rows, self._hot(history, k), k)
         return Recommendations(str(user_id), items, False,
                                {self.retrieval_model: version, self.ranker_model: ranked.version})

@@ -26,6 +26,8 @@ from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.training import rankers
 from tfrs_recsys.training.common import finish_run
 
+MODEL = DeepFM
+
 
 def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *,
                     truth: pd.DataFrame | None = None, group_by: str | None = None) -> dict:
@@ -50,12 +52,14 @@ def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *,
     return metrics
 
 
-def selection_eval(validation: pd.DataFrame, spec: FeatureSpec) -> Callable[[DeepFM], dict]:
+def selection_eval(validation: pd.DataFrame, spec: FeatureSpec,
+                   cfg: DeepFMConfig | None = None) -> Callable[[DeepFM], dict]:
     """Per-epoch validation metrics plus the early-stopping score: validation AUC.
 
     Args:
       validation: the validation rows.
       spec: their feature spec.
+      cfg: the run's config (no option of it changes the score: the signature is ESMM's).
 
     Returns:
       ``eval_fn(model) -> metrics`` for :func:`~tfrs_recsys.training.rankers.fit`.
@@ -74,13 +78,8 @@ def run(cfg: DeepFMConfig) -> dict:
     """
     start = rankers.start_run(cfg, "deepfm")
     data, split, spec, run_dir = start.data, start.split, start.spec, start.run_dir
-    with start.strategy.scope():
-        model = DeepFM.from_spec(spec, cfg)
-
-    evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=rankers.MONITOR,
-                            eval_fn=selection_eval(split.validation, spec))
+    model, evaluator = rankers.train_model("deepfm", cfg, split, spec, run_dir, start.strategy)
     truth = None if data.truth is None else data.truth.loc[split.test.index]
-    metrics = evaluate_deepfm(model, split.test, spec, truth=truth)
-    metrics["best_epoch"] = evaluator.best_epoch
+    metrics = {**evaluate_deepfm(model, split.test, spec, truth=truth), "best_epoch": evaluator.best_epoch}
     finish_run(run_dir, metrics, chief=start.chief)
     return metrics

@@ -46,6 +46,7 @@ from tfrs_recsys.models.esmm import ESMM, ClickedCVR
 from tfrs_recsys.training import rankers
 from tfrs_recsys.training.common import finish_run
 
+MODEL = ESMM
 NDCG_GAIN = "conversion=2, click=1, none=0; ranked by the expected gain (pCTR - pCTCVR) + 3 pCTCVR"
 
 
@@ -154,8 +155,7 @@ def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, v
         return rankers.with_selection_score(evaluate_clicked_cvr(m, validation, spec), ("cvr_auc_clicked",),
                                             "cvr_logloss_clicked")
 
-    rankers.fit(model, cfg, clicked, spec, baseline_dir, checkpoint=False, monitor=rankers.MONITOR,
-                eval_fn=eval_fn)
+    rankers.fit(model, cfg, clicked, spec, baseline_dir, checkpoint=False, eval_fn=eval_fn)
     return model
 
 
@@ -185,17 +185,12 @@ def run(cfg: ESMMConfig) -> dict:
     """
     start = rankers.start_run(cfg, "esmm")
     data, split, spec, run_dir, strategy = start.data, start.split, start.spec, start.run_dir, start.strategy
-    validation = split.validation
-    with strategy.scope():
-        model = ESMM.from_spec(spec, cfg)
-
-    evaluator = rankers.fit(model, cfg, split.train, spec, run_dir, monitor=rankers.MONITOR,
-                            eval_fn=selection_eval(validation, spec, cfg))
+    model, evaluator = rankers.train_model("esmm", cfg, split, spec, run_dir, strategy)
     test_truth = None if data.truth is None else data.truth.loc[split.test.index]
     metrics = evaluate_esmm(model, split.test, spec, truth=test_truth, k=cfg.ndcg_k)
     metrics["best_epoch"] = evaluator.best_epoch
     if cfg.baseline:
-        baseline = train_clicked_cvr(cfg, spec, split.train, validation, run_dir, strategy=strategy)
+        baseline = train_clicked_cvr(cfg, spec, split.train, split.validation, run_dir, strategy=strategy)
         for key, value in evaluate_clicked_cvr(baseline, split.test, spec, truth=test_truth).items():
             metrics[f"baseline_{key}"] = value
     finish_run(run_dir, metrics, chief=start.chief)

@@ -22,8 +22,6 @@ from typing import Callable
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-__all__ = ["embedding_tables", "touched_row_l2", "ranker_optimizer"]
-
 GradsAndVars = list[tuple[tf.Tensor | tf.IndexedSlices, tf.Variable]]
 
 

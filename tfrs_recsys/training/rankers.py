@@ -6,6 +6,7 @@ The run's files, and the model rebuilt from them for export and evaluation, are
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from pathlib import Path
 from typing import Callable, Mapping
@@ -166,8 +167,8 @@ def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
 
 
 def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec,
-        run_dir: Path | str, *, eval_fn: Callable[[tf.keras.Model], Mapping[str, float]], monitor: str,
-        epochs: int | None = None, checkpoint: bool = True) -> EpochEvaluator:
+        run_dir: Path | str, *, eval_fn: Callable[[tf.keras.Model], Mapping[str, float]],
+        monitor: str = MONITOR, epochs: int | None = None, checkpoint: bool = True) -> EpochEvaluator:
     """Train a ranker: :func:`compile_ranker`, :func:`training_dataset`, early stopping on ``monitor``
     (larger is better), best weights restored.
 
@@ -180,7 +181,7 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: Feat
       spec: their feature spec.
       run_dir: where the log, checkpoint and TensorBoard files go.
       eval_fn: validation metrics of the model, after every epoch.
-      monitor: the metric early stopping follows.
+      monitor: the metric early stopping follows (default: :data:`MONITOR`, :func:`with_selection_score`).
       epochs: the most epochs (default ``cfg.epochs``).
       checkpoint: save the best weights and TensorBoard logs.
 
@@ -195,6 +196,29 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: Feat
     model.fit(ds, epochs=epochs or cfg.epochs, steps_per_epoch=steps, callbacks=callbacks,
               verbose=fit_verbosity(cfg))
     return evaluator
+
+
+def train_model(task: str, cfg: TrainConfig, split: Split, spec: FeatureSpec, run_dir: Path | str,
+                strategy: tf.distribute.Strategy | None = None) -> tuple[tf.keras.Model, EpochEvaluator]:
+    """A fresh ``task`` model (``MODEL`` of its training module) fitted on ``split.train``, early-stopped
+    on the module's ``selection_eval`` of ``split.validation``.
+
+    Args:
+      task: ``esmm`` or ``deepfm``.
+      cfg: the run's config.
+      split: the data's split.
+      spec: the feature spec.
+      run_dir: the run directory.
+      strategy: the strategy to build the model under (default: the current one).
+
+    Returns:
+      (model with its best weights, the evaluator).
+    """
+    trainer = importlib.import_module(f"tfrs_recsys.training.{task}")
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = trainer.MODEL.from_spec(spec, cfg)
+    return model, fit(model, cfg, split.train, spec, run_dir,
+                      eval_fn=trainer.selection_eval(split.validation, spec, cfg))
 
 
 def predict(model: tf.keras.Model, frame: pd.DataFrame, spec: FeatureSpec,

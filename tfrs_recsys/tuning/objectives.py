@@ -102,21 +102,13 @@ class RankerTrials:
 
     def run(self, cfg: TrainConfig) -> TrialResult:
         """Train a fresh model with ``cfg`` on the loaded data; its result at the kept epoch."""
-        from tfrs_recsys.models.deepfm import DeepFM
-        from tfrs_recsys.models.esmm import ESMM
-        from tfrs_recsys.training import deepfm, esmm, rankers
+        from tfrs_recsys.training import rankers
 
         start = time.perf_counter()
         tf.keras.utils.set_random_seed(cfg.seed)
         run_dir = runs.create(cfg, self.model)
         runs.write_ranker_files(run_dir, self.spec, self.split)
-        validation, spec = self.split.validation, self.spec
-        if self.model == "esmm":
-            model, eval_fn = ESMM.from_spec(spec, cfg), esmm.selection_eval(validation, spec, cfg)
-        else:
-            model, eval_fn = DeepFM.from_spec(spec, cfg), deepfm.selection_eval(validation, spec)
-        evaluator = rankers.fit(model, cfg, self.split.train, spec, run_dir, eval_fn=eval_fn,
-                                monitor=rankers.MONITOR)
+        _, evaluator = rankers.train_model(self.model, cfg, self.split, self.spec, run_dir)
         return _result(OBJECTIVES[self.model], run_dir, evaluator.best_epoch, time.perf_counter() - start)
 
 
@@ -131,6 +123,3 @@ def trial_runner(model: str, cfg: TrainConfig) -> RetrievalTrials | RankerTrials
       The runner; ``runner.run(trial_cfg)`` trains one trial.
     """
     return RetrievalTrials(cfg) if model == "retrieval" else RankerTrials(model, cfg)
-
-
-__all__ = ["OBJECTIVES", "DIVERGED_SCORE", "TrialResult", "RetrievalTrials", "RankerTrials", "trial_runner"]

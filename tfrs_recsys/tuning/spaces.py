@@ -18,7 +18,6 @@ on the same validation set.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -150,18 +149,7 @@ def load_space(path: str | Path) -> dict[str, Any]:
     Returns:
       The space, not yet validated.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--search-space: file '{p}' does not exist")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        return yaml.safe_load(text) or {}
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--search-space {p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    return config.read_mapping_file(path, "--search-space")
 
 
 def declare(model: str, space: Mapping[str, Any]) -> kt.HyperParameters:
@@ -209,6 +197,3 @@ def trial_config(model: str, base: TrainConfig, values: Mapping[str, Any], **ove
                    for k, v in values.items() if not k.startswith("tuner/")})
     fields.update(overrides)
     return build_config(model, {k: v for k, v in fields.items() if v is not None}, environ={})
-
-
-__all__ = ["DEFAULT_SPACES", "FROZEN_FIELDS", "validate_space", "load_space", "declare", "trial_config"]

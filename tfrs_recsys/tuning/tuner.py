@@ -221,7 +221,3 @@ def tune(model: str, base: TrainConfig, output_dir: str | Path, *, max_trials: i
                **({"stopped": stopped} if stopped else {})}
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
-
-
-__all__ = ["ALGORITHMS", "BEST_CONFIG", "TRIALS_LOG", "NoCompletedTrialError", "make_oracle", "RecsysTuner",
-           "tune"]
