@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from tfrs_recsys.config import build_config
+from tfrs_recsys.config_sources import build_config
 from tfrs_recsys.data.sequences import catalog_ids
 from tfrs_recsys.metrics import rank_of_target, topk_metrics
 from tfrs_recsys.runs import META

@@ -1,16 +1,11 @@
 """Config precedence: defaults < --config file < RECSYS_* env < CLI flags; errors name the field."""
+import dataclasses
 import json
 
 import pytest
 
-from tfrs_recsys.config import (
-    ConfigError,
-    DeepFMConfig,
-    RetrievalConfig,
-    build_config,
-    config_from_args,
-    save_config,
-)
+from tfrs_recsys.config import ConfigError, DeepFMConfig, RetrievalConfig
+from tfrs_recsys.config_sources import build_config, config_from_args, save_config
 
 
 def test_defaults_when_nothing_given():
@@ -88,3 +83,40 @@ def test_each_config_checks_its_own_fields_where_it_is_built(tmp_path, model, ar
     path.write_text(json.dumps(fields))
     with pytest.raises(ConfigError, match=message):  # a config file is checked the same way
         build_config(model, environ={}, config_file=path)
+
+
+@pytest.mark.parametrize("model", ["retrieval", "esmm", "deepfm"])
+def test_every_option_has_a_help_sentence(model, capsys):
+    from tfrs_recsys.config import MODEL_CONFIGS
+    from tfrs_recsys.config_sources import field_help
+
+    helps = field_help(MODEL_CONFIGS[model])
+    missing = [f.name for f in dataclasses.fields(MODEL_CONFIGS[model]) if len(helps.get(f.name, "")) < 10]
+    assert not missing, f"fields without an Attributes: entry: {missing}"
+    with pytest.raises(SystemExit):
+        config_from_args(model, ["--help"])
+    assert "The width of item, user and query embeddings" in capsys.readouterr().out or model != "retrieval"
+
+
+@pytest.mark.parametrize("model, argv, flag", [
+    ("retrieval", ["--user-column", "uid"], "user_column"),  # synthetic data has no columns to name
+    ("retrieval", ["--dataset", "movielens-100k", "--data-dir", "x", "--synthetic-users", "50"],
+     "synthetic_users"),
+    ("esmm", ["--synthetic-users", "50"], "synthetic_users"),
+    ("deepfm", ["--dataset", "csv", "--data-dir", "x", "--label-columns", "y", "--synthetic-rows", "9"],
+     "synthetic_rows"),
+    ("retrieval", ["--dataset", "interactions", "--data", "x", "--user-column", "u", "--item-column", "i",
+                   "--label-columns", "y"], "label_columns"),
+    ("retrieval", ["--data-dir", "x"], "data_dir"),
+])
+def test_an_option_the_dataset_does_not_read_is_an_error(model, argv, flag):
+    with pytest.raises(ConfigError, match=f"field '{flag}'.*applies to .*not to --dataset"):
+        config_from_args(model, argv, environ={})
+
+
+def test_options_the_dataset_reads_are_accepted():
+    argv = ["--dataset", "interactions", "--data", "log.csv", "--user-column", "u", "--item-column", "i",
+            "--time-column", "t", "--min-rating", "4", "--rating-column", "r"]
+    cfg = config_from_args("retrieval", argv, environ={})
+    assert (cfg.data_dir, cfg.time_column, cfg.min_rating) == ("log.csv", "t", 4.0)
+    assert config_from_args("deepfm", ["--synthetic-rows", "900"], environ={}).synthetic_rows == 900

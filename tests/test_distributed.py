@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tfrs_recsys.config import ConfigError, config_from_args
+from tfrs_recsys.config import ConfigError
+from tfrs_recsys.config_sources import config_from_args
 from tfrs_recsys.training import distribution
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ import tensorflow as tf
 
 import tfrs_recsys  # noqa: F401
 from tfrs_recsys import runs
-from tfrs_recsys.config import ConfigError, RetrievalConfig, config_from_args
+from tfrs_recsys.config import ConfigError, RetrievalConfig
+from tfrs_recsys.config_sources import config_from_args
 from tfrs_recsys.data import pairs
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.errors import DataError

@@ -2,7 +2,7 @@
 import pytest
 from conftest import dataset_path
 
-from tfrs_recsys.config import build_config
+from tfrs_recsys.config_sources import build_config
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.registry import load_interactions, load_labeled, options_from
 

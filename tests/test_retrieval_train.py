@@ -87,7 +87,7 @@ def test_reloaded_run_reproduces_the_trained_embeddings(cli_run):
 
 def test_run_config_fed_to_train_config_reproduces_the_resolved_config(cli_run):
     """`train retrieval --config RUN/config.json` resolves to the very config the run used."""
-    from tfrs_recsys.config import config_from_args, config_to_dict
+    from tfrs_recsys.config_sources import config_from_args, config_to_dict
 
     out, _ = cli_run
     saved = json.loads((out / "config.json").read_text())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tfrs_recsys import runs
-from tfrs_recsys.config import build_config
+from tfrs_recsys.config_sources import build_config
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.splits import random_split
 from tfrs_recsys.data.synthetic import synthetic_ctr_logs

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import tfrs_recsys  # noqa: F401
 from tfrs_recsys import runs
-from tfrs_recsys.config import build_config
+from tfrs_recsys.config_sources import build_config
 from tfrs_recsys.training.common import EpochEvaluator, plot_curves
 
 

@@ -5,7 +5,8 @@ import math
 import pytest
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from tfrs_recsys.config import ConfigError, build_config, config_from_args
+from tfrs_recsys.config import ConfigError
+from tfrs_recsys.config_sources import build_config, config_from_args
 from tfrs_recsys.runs import read_train_log
 from tfrs_recsys.train import main as train_main
 from tfrs_recsys.tune import main as tune_main

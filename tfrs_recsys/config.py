@@ -8,16 +8,9 @@ field and the fix.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import os
-import types
-import typing
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
-
-from tfrs_recsys import paths
+from typing import Any
 
 ENV_PREFIX = "RECSYS_"
 # The values a choice field takes; the modules that act on a field import its choices from here.
@@ -66,40 +59,108 @@ def _check_by_name(cfg: Any) -> None:
             _require(min(value, default=1) >= 1, name, value, "needs layer widths >= 1", f"e.g. {flag} 64,32")
 
 
+SYNTHETIC = ("synthetic", "synthetic-histories", "synthetic-ratings")
+# Options only some datasets read: (options, the datasets, what the options apply to). An option set away from
+# its default for another dataset is an error naming both, never silently ignored. A name ending in ":" is a
+# prefix (tfds:<name>).
+DATASET_OPTIONS = (
+    (("label_columns", "session_column"), ("csv", "parquet"), "--dataset csv or parquet"),
+    (("user_column", "item_column"), ("interactions", "csv", "parquet"),
+     "--dataset interactions, csv or parquet"),
+    (("time_column", "rating_column", "min_rating", "items", "users"), ("interactions",),
+     "--dataset interactions"),
+    (("column_types",), ("interactions", "csv", "parquet"), "--dataset interactions, csv or parquet"),
+    (("tfds_download",), ("tfds:", "movielens/"), "--dataset tfds:<name>"),
+    (("data_dir",), None, "datasets read from files (synthetic ones read none)"),
+)
+
+
+def _applies(dataset: str, datasets: tuple[str, ...] | None) -> bool:
+    if datasets is None:
+        return dataset not in SYNTHETIC
+    return dataset in datasets or any(dataset.startswith(d) for d in datasets if d.endswith((":", "/")))
+
+
+def _check_dataset_options(cfg: Any) -> None:
+    """Fails on an option the chosen dataset does not read (:data:`DATASET_OPTIONS`, synthetic_options)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    for options, datasets, what in (*DATASET_OPTIONS, *cfg.synthetic_options()):
+        for name in options:
+            if getattr(cfg, name) != defaults[name] and not _applies(cfg.dataset, datasets):
+                _require(False, name, getattr(cfg, name), f"applies to {what}, not to "
+                         f"--dataset {cfg.dataset}", f"drop --{name.replace('_', '-')}, or choose a dataset "
+                         "that reads it")
+
+
 @dataclass
 class TrainConfig:
-    """Options every model shares. A config checks its fields when it is made (:meth:`validate`)."""
+    """Options every model shares. A config checks its fields when it is made (:meth:`validate`).
+
+    Attributes:
+      dataset: What to train on: one of the --dataset values below (synthetic data needs no files).
+      data_dir: The dataset's file, glob or folder of shards (local or a URL); ``--data`` also names it.
+      output_dir: The run directory to write (default: runs/<model>-<timestamp>).
+      epochs: The most training epochs (early stopping may end sooner).
+      batch_size: Examples per training step.
+      learning_rate: Adam's learning rate (of the dense layers, for the rankers).
+      seed: The seed of initialization, shuffling, splits and synthetic data.
+      patience: Epochs without a better validation score before training stops.
+      skip_bad_rows: Skip and count malformed rows instead of stopping at the first.
+      progress: Show a progress bar per epoch (false: one line per epoch).
+      label_columns: The label columns of a csv or parquet dataset (esmm: click,conversion).
+      session_column: The column grouping one session's rows (csv, parquet).
+      user_column: The user id column of your data (interactions, csv, parquet).
+      item_column: The item id column of your data (interactions, csv, parquet).
+      time_column: The time column of an interactions log (epoch seconds or dates; default: file order).
+      rating_column: The rating (or weight) column of an interactions log; none: every row counts as 1.
+      min_rating: Keep only interactions rated at least this (interactions, with rating_column).
+      items: An item table joined to an interactions log by item_column (file, glob or folder).
+      users: A user table joined to an interactions log by user_column (file, glob or folder).
+      column_types: Column kinds that override schema inference, e.g. price=numeric,zip=categorical.
+      feature_spec: An edited feature spec JSON to use instead of inferring one (rankers).
+      tfds_download: Let TensorFlow Datasets download a tfds: dataset.
+      synthetic_users: Users of synthetic data.
+      synthetic_items: Items of synthetic data.
+      distribute: The tf.distribute strategy: auto (several workers in TF_CONFIG: multi_worker; several
+        GPUs: mirrored), none, mirrored or multi_worker.
+      intra_op_threads: Threads one TensorFlow op may use (0: TensorFlow's default, one per core).
+      inter_op_threads: TensorFlow ops run at once (0: TensorFlow's default).
+    """
 
     dataset: str = "synthetic"
     data_dir: str | None = None
-    output_dir: str | None = None  # default: runs/<model>-<timestamp>
+    output_dir: str | None = None
     epochs: int = 10
     batch_size: int = 256
     learning_rate: float = 1e-3
     seed: int = 42
-    patience: int = 3  # early stopping, in epochs without validation improvement
+    patience: int = 3
     skip_bad_rows: bool = False
     progress: bool = True
-    # Generic CSV/Parquet input (--dataset csv|parquet): which columns are labels and keys.
     label_columns: tuple[str, ...] = ()
     session_column: str | None = None
     user_column: str | None = None
     item_column: str | None = None
-    feature_spec: str | None = None  # an edited spec JSON to use instead of inferring one
+    time_column: str | None = None
+    rating_column: str | None = None
+    min_rating: float | None = None
+    items: str | None = None
+    users: str | None = None
+    column_types: tuple[str, ...] = ()
+    feature_spec: str | None = None
     tfds_download: bool = False
-    # Synthetic data size (used when no dataset files are given).
     synthetic_users: int = 2000
     synthetic_items: int = 500
-    # tf.distribute strategy (training/distribution.py): auto | none | mirrored | multi_worker. auto =
-    # MultiWorkerMirroredStrategy when TF_CONFIG lists several workers, MirroredStrategy with several GPUs.
     distribute: str = "auto"
-    # TensorFlow's thread pools for the run (0 = TensorFlow's default, one thread per core): threads one op
-    # may split across, and ops run at once.
     intra_op_threads: int = 0
     inter_op_threads: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def synthetic_options(self) -> tuple:
+        """The :data:`DATASET_OPTIONS` rows of this model's synthetic-data sizes."""
+        return ((("synthetic_users", "synthetic_items"), SYNTHETIC, "the synthetic datasets"),)
 
     def validate(self) -> None:
         """Raises :class:`ConfigError` naming the field and the fix; each subclass adds its own fields."""
@@ -107,11 +168,52 @@ class TrainConfig:
         _one_of(self, distribute=STRATEGIES)
         _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
         _check_by_name(self)
+        _check_dataset_options(self)
 
 
 @dataclass
 class RetrievalConfig(TrainConfig):
-    """Two-tower retrieval with a Transformer user tower (see models/retrieval.py)."""
+    """Two-tower retrieval with a Transformer user tower (see models/retrieval.py).
+
+    Attributes:
+      embedding_dim: The width of item, user and query embeddings.
+      max_history: The most recent items of a history the user tower reads.
+      num_blocks: Transformer blocks of the user tower.
+      num_heads: Attention heads per block (must divide embedding_dim).
+      ff_dim: The width of each block's feed-forward layer.
+      dropout: The dropout rate of the user tower.
+      use_transformer: Encode the history with the Transformer (false: a mean of its item embeddings).
+      use_user_id: Give the query tower a learned user id embedding.
+      use_item_features: Give the item tower the item table's feature columns.
+      training_mode: all_positions (every position of a history window is a target) or prefix (the last).
+      negatives: The softmax's negatives: auto, full (the catalog), in_batch or sampled.
+      num_sampled_negatives: Negatives per step with negatives=sampled.
+      full_softmax_max_items: The largest catalog that negatives=auto scores in full.
+      logq_correction: Subtract log(sampling probability) from in-batch and sampled negatives' logits.
+      remove_accidental_hits: Mask a negative that is the example's own target.
+      hard_negatives: The highest-scoring negatives per example kept in the loss (0: all).
+      protocol: leave_last_out, random_80_20, or auto (random_80_20 when pairwise metrics are on).
+      eval_ks: The cut-offs of recall, NDCG and MRR, e.g. 10,50.
+      top_k: Items a recommendation lists.
+      inverse_temperature: The initial tau of score = tau * cos(q, c); learned.
+      max_inverse_temperature: The largest tau training may reach.
+      item_hidden_units: Widths of an item MLP before the projection (none: id and features only).
+      query_hidden_units: Widths of a query MLP before the projection to embedding_dim.
+      use_user_features: Give the query tower the user table's feature columns.
+      item_feature_columns: The item columns to use (none: every usable one, e.g. genres).
+      user_feature_columns: The user columns to use (none: every usable one, e.g. age, gender).
+      user_id_dropout: How often training replaces a known user id by the unknown id.
+      window_stride: The step between all_positions windows of a long history (0: max_history).
+      weight_decay: AdamW's decoupled weight decay (0: Adam).
+      min_interactions: Users with fewer interactions are only trained on (leave_last_out).
+      validation_fraction: The share of interactions held out for early stopping (random_80_20).
+      loss: softmax over items, or a pairwise loss on (user, liked, disliked) triples: bpr or triplet.
+      margin: The lead s(u, i+) - s(u, i-) the triplet loss asks for, in score units.
+      positive_threshold: A rating at least this is liked, below it disliked.
+      use_disliked: Pairwise negatives are the user's disliked items when they have some.
+      pairwise_sampling: Negatives of users without disliked items: uniform or popularity.
+      eval_pairwise: Also report pairwise_auc and auc on held-out rated items (on with a pairwise loss).
+    """
 
     epochs: int = 30
     batch_size: int = 128
@@ -124,36 +226,34 @@ class RetrievalConfig(TrainConfig):
     use_transformer: bool = True
     use_user_id: bool = True
     use_item_features: bool = True
-    training_mode: str = "all_positions"  # or "prefix"
-    negatives: str = "auto"  # auto | full | in_batch | sampled
+    training_mode: str = "all_positions"
+    negatives: str = "auto"
     num_sampled_negatives: int = 1024
     full_softmax_max_items: int = 50_000
     logq_correction: bool = True
     remove_accidental_hits: bool = True
     hard_negatives: int = 0
-    protocol: str = "auto"  # leave_last_out | random_80_20 | auto (random_80_20 when pairwise metrics are on)
+    protocol: str = "auto"
     eval_ks: tuple[int, ...] = (10, 50)
     top_k: int = 100
-    # Added by the retrieval model (models/towers.py, models/retrieval.py, training/retrieval.py).
-    inverse_temperature: float = 10.0  # initial tau of score = tau * cos(q, c); learned
+    inverse_temperature: float = 10.0
     max_inverse_temperature: float = 100.0
-    item_hidden_units: tuple[int, ...] = ()  # item MLP before the projection; () = id + features only
-    query_hidden_units: tuple[int, ...] = ()  # query MLP before the projection to embedding_dim
+    item_hidden_units: tuple[int, ...] = ()
+    query_hidden_units: tuple[int, ...] = ()
     use_user_features: bool = True
-    item_feature_columns: tuple[str, ...] = ()  # () = every usable item column (e.g. genres)
-    user_feature_columns: tuple[str, ...] = ()  # () = every usable user column (e.g. age, gender)
-    user_id_dropout: float = 0.1  # rate of replacing a known user id by the OOV id while training
-    window_stride: int = 0  # all_positions windows of long histories; 0 = max_history (no overlap)
-    weight_decay: float = 0.0  # AdamW decoupled weight decay; 0 = Adam
-    min_interactions: int = 3  # leave_last_out: users with fewer are only trained on
-    validation_fraction: float = 0.05  # random_80_20: share of interactions held out for early stopping
-    # Pairwise losses on (user, liked item, disliked item) triples (models/pairwise.py, data/pairs.py).
-    loss: str = "softmax"  # softmax | bpr | triplet
-    margin: float = 1.0  # triplet: the lead s(u, i+) - s(u, i-) asked for, in score units (tau * cosine)
-    positive_threshold: float = 4.0  # rating >= this is liked, below is disliked (all liked without ratings)
-    use_disliked: bool = True  # pairwise negatives: the user's disliked items when they have some
-    pairwise_sampling: str = "uniform"  # negatives of users without disliked items: uniform | popularity
-    eval_pairwise: bool = False  # pairwise_auc / auc on held-out rated items; always on with a pairwise loss
+    item_feature_columns: tuple[str, ...] = ()
+    user_feature_columns: tuple[str, ...] = ()
+    user_id_dropout: float = 0.1
+    window_stride: int = 0
+    weight_decay: float = 0.0
+    min_interactions: int = 3
+    validation_fraction: float = 0.05
+    loss: str = "softmax"
+    margin: float = 1.0
+    positive_threshold: float = 4.0
+    use_disliked: bool = True
+    pairwise_sampling: str = "uniform"
+    eval_pairwise: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -194,28 +294,48 @@ class ESMMConfig(TrainConfig):
     * ``embedding_l2``: ``embedding_l2 * ||E[r]||^2`` once per step for every row ``r`` the global
       batch looks up, however often (applied by the table optimizer after the replicas' gradients
       are summed), so a rare id is pulled toward 0 as hard as a frequent one when it is seen.
+
+    The defaults of ``embedding_learning_rate`` and ``embedding_l2`` were chosen on the synthetic
+    sessions' validation split.
+
+    Attributes:
+      embedding_dim: The width of each field's embedding.
+      tower_units: User and item tower widths: ReLU layers, the last one linear.
+      hidden_units: The widths of the CTR and CVR towers' hidden layers.
+      ctr_loss_weight: The weight of the CTR loss.
+      ctcvr_loss_weight: The weight of the CTCVR loss.
+      dropout: The dropout rate of the towers.
+      l2_reg: L2 on the field vectors a batch uses, in proportion to their use.
+      embedding_learning_rate: Adagrad's learning rate on the embedding tables.
+      embedding_l2: L2 on each table row a step looks up, once per step.
+      ndcg_k: The cut-off of the session NDCG.
+      synthetic_sessions: Sessions of synthetic data.
+      session_size: Impressions per synthetic session.
+      baseline: Also train the clicked-only CVR model and report it as baseline_*.
+      precision: MLP products while training: auto (bfloat16 on a CPU with native bfloat16 and no
+        GPU), float32 or mixed_bfloat16; inference and export are float32 always.
     """
 
     epochs: int = 10
     batch_size: int = 512
     embedding_dim: int = 16
-    tower_units: tuple[int, ...] = (32,)  # user / item tower widths: ReLU layers, the last one linear
+    tower_units: tuple[int, ...] = (32,)
     hidden_units: tuple[int, ...] = (256, 128, 64)
     ctr_loss_weight: float = 1.0
     ctcvr_loss_weight: float = 1.0
     dropout: float = 0.0
     l2_reg: float = 0.0
-    # Chosen on the synthetic sessions' VALIDATION split (3 epochs, 3 seeds), where embedding_l2 > 0 did
-    # not help.
     embedding_learning_rate: float = 0.5
     embedding_l2: float = 0.0
     ndcg_k: int = 10
     synthetic_sessions: int = 5000
     session_size: int = 20
-    baseline: bool = True  # also train the clicked-only CVR model and report it as baseline_*
-    # MLP products while training: auto | float32 | mixed_bfloat16 (models/mlp.py). auto = bfloat16 on a
-    # CPU with native bfloat16 (AMX, AVX512-BF16) and no GPU; inference and export are float32 always.
+    baseline: bool = True
     precision: str = "auto"
+
+    def synthetic_options(self) -> tuple:
+        return ((("synthetic_sessions", "session_size"), ("synthetic",), "--dataset synthetic"),
+                (("synthetic_users", "synthetic_items"), (), "no esmm dataset"))
 
     def validate(self) -> None:
         super().validate()
@@ -228,6 +348,16 @@ class DeepFMConfig(TrainConfig):
     """FM (first + second order) and a DNN over shared field embeddings (see models/deepfm.py).
 
     Optimizer and the table regularization (``l2_reg``, ``embedding_l2``) as in :class:`ESMMConfig`.
+
+    Attributes:
+      embedding_dim: The width of each field's embedding.
+      hidden_units: The widths of the DNN's hidden layers.
+      dropout: The dropout rate of the DNN.
+      l2_reg: L2 on the field vectors a batch uses, in proportion to their use.
+      embedding_learning_rate: Adagrad's learning rate on the embedding tables.
+      embedding_l2: L2 on each table row a step looks up, once per step.
+      synthetic_rows: Rows of synthetic CTR logs.
+      precision: MLP products while training: auto, float32 or mixed_bfloat16 (as ESMM's).
     """
 
     epochs: int = 10
@@ -236,11 +366,15 @@ class DeepFMConfig(TrainConfig):
     hidden_units: tuple[int, ...] = (256, 128, 64)
     dropout: float = 0.0
     l2_reg: float = 0.0
-    # Chosen on the synthetic CTR logs' VALIDATION split (3 and 6 epochs, 3 seeds), as ESMMConfig's.
     embedding_learning_rate: float = 0.7
     embedding_l2: float = 0.0
     synthetic_rows: int = 50_000
-    precision: str = "auto"  # MLP products while training, as ESMMConfig.precision
+    precision: str = "auto"
+
+    def synthetic_options(self) -> tuple:
+        return ((("synthetic_rows",), ("synthetic",), "--dataset synthetic"),
+                (("synthetic_users", "synthetic_items"), ("synthetic-histories",),
+                 "--dataset synthetic-histories"))
 
     def validate(self) -> None:
         super().validate()
@@ -250,199 +384,3 @@ class DeepFMConfig(TrainConfig):
 
 MODEL_CONFIGS: dict[str, type[TrainConfig]] = {"retrieval": RetrievalConfig, "esmm": ESMMConfig,
                                                 "deepfm": DeepFMConfig}
-
-# The spellings of a boolean in a flag, an environment variable or a file.
-_BOOLEANS = {**dict.fromkeys(("1", "true", "yes", "on"), True),
-             **dict.fromkeys(("0", "false", "no", "off"), False)}
-# Short CLI spellings users expect, mapped to field names.
-_FLAG_ALIASES = {"learning_rate": ["--lr"], "use_transformer": ["--transformer"]}
-
-
-def field_types(cls: type) -> dict[str, Any]:
-    """The field types of a config dataclass, as :func:`parse_value` takes them.
-
-    Args:
-      cls: a config dataclass, e.g. :class:`RetrievalConfig`.
-
-    Returns:
-      ``{field: type}``, an ``X | None`` field as ``X``.
-    """
-    hints = {name: typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-             for name, tp in typing.get_type_hints(cls).items()}
-    return {f.name: next(a for a in hints[f.name] if a is not type(None)) for f in dataclasses.fields(cls)}
-
-
-def parse_value(name: str, raw: Any, tp: Any, source: str) -> Any:
-    """Coerce ``raw`` (a string from the CLI/env, or a JSON/YAML value) to ``tp``.
-
-    Args:
-      name: the field, for the error message.
-      raw: the value; a comma-separated string or a list for a tuple field; ``none`` or ``null``
-        is None for a string field.
-      tp: the field's type (:func:`field_types`).
-      source: where the value came from, for the error message (e.g. ``--epochs``).
-
-    Returns:
-      The value as ``tp``.
-
-    Raises:
-      ConfigError: the value cannot be read as ``tp``.
-    """
-    try:
-        if raw is None:
-            return None
-        if typing.get_origin(tp) in (tuple, list):
-            (elem,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
-            items = [p for p in raw.replace(" ", "").split(",") if p] if isinstance(raw, str) else raw
-            return tuple(elem(i) for i in items)
-        if tp is bool:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text not in _BOOLEANS:
-                raise ValueError("expected true/false")
-            return _BOOLEANS[text]
-        if tp is int and isinstance(raw, float) and not raw.is_integer():
-            raise ValueError("expected an integer")
-        if isinstance(raw, str) and raw.strip().lower() in ("none", "null") and tp is str:
-            return None
-        return tp(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: field '{name}' = {raw!r} is not a valid {getattr(tp, '__name__', tp)} "
-                          f"({exc}); fix the value, e.g. a comma-separated list for list fields") from None
-
-
-def read_mapping_file(path: str | os.PathLike, flag: str = "--config") -> Any:
-    """The parsed content of a JSON or YAML file (``.yaml``/``.yml`` is YAML, anything else JSON).
-
-    Args:
-      path: the file, local or remote.
-      flag: the option that named it, for the error message.
-
-    Returns:
-      The parsed value (``{}`` for an empty YAML file); a missing file or invalid JSON raises ConfigError.
-    """
-    p = paths.as_path(path)
-    if not paths.isfile(p):
-        raise ConfigError(f"{flag}: file '{p}' does not exist; pass the path of a JSON or YAML file")
-    text = paths.read_text(p)
-    if str(p).lower().endswith((".yaml", ".yml")):
-        import yaml
-
-        return yaml.safe_load(text) or {}
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{flag} {p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-
-
-def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON or YAML config file into a flat dict of field values.
-
-    Args:
-      path: a ``.json``, ``.yaml`` or ``.yml`` file (local or remote), either a flat mapping of
-        fields or a saved run config (fields under ``"config"``).
-
-    Returns:
-      ``{field: raw value}``.
-
-    Raises:
-      ConfigError: the file is missing, unreadable or not a mapping.
-    """
-    data = read_mapping_file(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {paths.as_path(path)}: expected a mapping of field names to values")
-    # A resolved run config nests the fields under "config"; accept both shapes.
-    return data["config"] if isinstance(data.get("config"), dict) else data
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
-    """Add ``--config`` and one ``--flag`` per dataclass field (underscores become dashes) to ``parser``.
-
-    Args:
-      parser: the parser to extend; every flag defaults to None (unset).
-      cls: the config dataclass.
-    """
-    parser.add_argument("--config",
-                        help="JSON or YAML file of option values (lower precedence than flags and env)")
-    types_of = field_types(cls)
-    for f in dataclasses.fields(cls):
-        flags = [f"--{f.name.replace('_', '-')}"] + _FLAG_ALIASES.get(f.name, [])
-        # A bare boolean flag means true: `--skip-bad-rows` == `--skip-bad-rows true`.
-        extra = {"nargs": "?", "const": "true"} if types_of[f.name] is bool else {}
-        parser.add_argument(*flags, dest=f.name, default=None, metavar="VALUE",
-                            help=f"default {f.default!r}; env {ENV_PREFIX + f.name.upper()}", **extra)
-
-
-def build_config(
-    model: str,
-    cli_values: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-    config_file: str | os.PathLike | None = None,
-) -> TrainConfig:
-    """Build the config of ``model`` from defaults, a file, the environment and CLI values.
-
-    Args:
-      model: ``retrieval``, ``esmm`` or ``deepfm``.
-      cli_values: ``{field: raw value}`` from flags; None values are unset.
-      environ: the environment (default ``os.environ``), read for ``RECSYS_<FIELD>``.
-      config_file: a JSON or YAML file of field values.
-
-    Returns:
-      The validated config dataclass.
-
-    Raises:
-      ConfigError: an unknown model or field, or a value that cannot be parsed or used.
-    """
-    if model not in MODEL_CONFIGS:
-        raise ConfigError(f"unknown model '{model}'; choose one of {sorted(MODEL_CONFIGS)}")
-    cls = MODEL_CONFIGS[model]
-    types_of = field_types(cls)
-    values: dict[str, Any] = {}
-    if config_file:
-        for key, raw in load_config_file(config_file).items():
-            name = key.replace("-", "_")
-            if name not in types_of:
-                raise ConfigError(f"--config {config_file}: unknown field '{key}' for model '{model}'; "
-                                  f"known fields: {', '.join(sorted(types_of))}")
-            values[name] = parse_value(name, raw, types_of[name], f"--config {config_file}")
-    environ = os.environ if environ is None else environ
-    for name, tp in types_of.items():
-        env = ENV_PREFIX + name.upper()
-        if env in environ:
-            values[name] = parse_value(name, environ[env], tp, f"environment {env}")
-    for name, raw in (cli_values or {}).items():
-        if raw is None or name == "config":
-            continue
-        if name not in types_of:
-            raise ConfigError(f"unknown option '{name}' for model '{model}'")
-        values[name] = parse_value(name, raw, types_of[name], f"--{name.replace('_', '-')}")
-    return cls(**values)
-
-
-def config_from_args(model: str, argv: Sequence[str] | None = None,
-                     environ: Mapping[str, str] | None = None) -> TrainConfig:
-    """Parse ``argv`` (flags only, no model name; default ``sys.argv[1:]``) into the model's config.
-
-    Args and returns as :func:`build_config`'s, the flags replacing ``cli_values`` and ``config_file``.
-    """
-    parser = argparse.ArgumentParser(prog=f"tfrs_recsys.train {model}")
-    add_config_arguments(parser, MODEL_CONFIGS[model])
-    ns = vars(parser.parse_args(argv))
-    return build_config(model, ns, environ, ns.get("config"))
-
-
-def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """``{field: value}`` of ``cfg``, JSON-ready (tuples as lists); :func:`load_config_file` reads it back."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-
-
-def save_config(cfg: TrainConfig, path: str | os.PathLike, model: str) -> None:
-    """Write the resolved config so that ``train --config PATH`` reproduces the run.
-
-    Args:
-      cfg: the config.
-      path: the JSON file to write (local or remote).
-      model: the model name, stored next to the fields.
-    """
-    paths.write_text(path, json.dumps({"model": model, "config": config_to_dict(cfg)}, indent=2) + "\n")

@@ -61,7 +61,7 @@ def _wait_until_available(client, timeout: float, server: subprocess.Popen) -> N
 
 def _train(model: str, options: dict, work: Path, shown: Sequence[str]):
     """Trains ``model`` into ``work/model``; returns its config and the test metrics in ``shown``, as text."""
-    from tfrs_recsys.config import build_config
+    from tfrs_recsys.config_sources import build_config
 
     cfg = build_config(model, {**options, "output_dir": str(work / model)}, environ={})
     metrics = importlib.import_module(f"tfrs_recsys.training.{model}").run(cfg)

@@ -64,13 +64,15 @@ def install_for_command(argv: list[str], environ: MutableMapping[str, str] = os.
     """Filters a ``python -m tfrs_recsys.<command>`` run's stderr unless ``--verbose`` or ``RECSYS_VERBOSE``.
 
     Args:
-      argv: The command line.
+      argv: The command line; ``--verbose`` is taken out of it.
       environ: The environment; ``TF_CPP_MIN_LOG_LEVEL`` is set in it (2 quiet, 0 verbose) unless set.
 
     Returns:
       Whether the filter was installed.
     """
     verbose = "--verbose" in argv or environ.get("RECSYS_VERBOSE", "").lower() in ("1", "true", "yes")
+    while "--verbose" in argv:  # every command takes it; their own parsers never see it
+        argv.remove("--verbose")
     environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
     if verbose:
         return False

@@ -49,7 +49,8 @@ import numpy as np
 import pandas as pd
 
 from tfrs_recsys import paths
-from tfrs_recsys.config import TrainConfig, build_config, save_config
+from tfrs_recsys.config import TrainConfig
+from tfrs_recsys.config_sources import build_config, save_config
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.errors import UserError
 

@@ -9,9 +9,11 @@ import argparse
 import importlib
 import json
 import sys
+import textwrap
 from typing import Sequence
 
-from tfrs_recsys.config import MODEL_CONFIGS, ConfigError, config_from_args
+from tfrs_recsys.config import MODEL_CONFIGS, ConfigError
+from tfrs_recsys.config_sources import config_from_args
 from tfrs_recsys.errors import UserError
 
 MODELS = {
@@ -31,6 +33,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _datasets_help(model: str) -> str:
+    """The ``--dataset`` values a model reads, one line each, for its ``--help``."""
+    from tfrs_recsys.data.registry import INTERACTION_DATASETS, LABELED_DATASETS
+
+    names = INTERACTION_DATASETS if model == "retrieval" else LABELED_DATASETS
+    lines = "\n".join(textwrap.fill(what, 110, initial_indent=f"  {name:24s}", subsequent_indent=" " * 26)
+                      for name, what in names.items())
+    return (f"--dataset values:\n{lines}\n\nEvery command also takes --verbose (or RECSYS_VERBOSE=1): "
+            "TensorFlow's native start-up logs, hidden by default.")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Trains the model named first in ``argv`` and prints its run directory and test metrics as JSON.
 
@@ -48,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if model not in MODEL_CONFIGS:
         _parser().error(f"unknown model '{model}'; choose one of {sorted(MODEL_CONFIGS)}")
     try:
-        cfg = config_from_args(model, rest)
+        cfg = config_from_args(model, rest, description=MODELS[model], epilog=_datasets_help(model))
         runner = importlib.import_module(f"tfrs_recsys.training.{model}")
         metrics = runner.run(cfg)
     except (ConfigError, UserError) as exc:

@@ -17,7 +17,8 @@ import json
 import sys
 from typing import Sequence
 
-from tfrs_recsys.config import MODEL_CONFIGS, ConfigError, add_config_arguments, build_config
+from tfrs_recsys.config import MODEL_CONFIGS, ConfigError
+from tfrs_recsys.config_sources import add_config_arguments, build_config
 from tfrs_recsys.errors import UserError
 
 TUNE_OPTIONS = ("max_trials", "algorithm", "search_space", "resume")

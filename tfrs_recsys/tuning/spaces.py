@@ -23,8 +23,9 @@ from typing import Any, Mapping
 
 import keras_tuner as kt
 
-from tfrs_recsys import config
-from tfrs_recsys.config import MODEL_CONFIGS, ConfigError, TrainConfig, build_config, config_to_dict
+from tfrs_recsys import config_sources
+from tfrs_recsys.config import MODEL_CONFIGS, ConfigError, TrainConfig
+from tfrs_recsys.config_sources import build_config, config_to_dict
 
 DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     "retrieval": {
@@ -127,8 +128,8 @@ def validate_space(model: str, space: Mapping[str, Any], source: str = "search s
             raise ConfigError(f"{source}: field '{name}' has an empty 'values' list")
         # Each value must parse as the field's type; a trial's config checks the values together.
         for v in values:
-            config.parse_value(name, v if kind in (int, float) else _hp_value(kind, v),
-                               config.field_types(cls)[name], source)
+            config_sources.parse_value(name, v if kind in (int, float) else _hp_value(kind, v),
+                                       config_sources.field_types(cls)[name], source)
         if "min" in entry:
             if entry["min"] > entry["max"]:
                 raise ConfigError(f"{source}: field '{name}' has min {entry['min']} > max {entry['max']}")
@@ -149,7 +150,7 @@ def load_space(path: str | Path) -> dict[str, Any]:
     Returns:
       The space, not yet validated.
     """
-    return config.read_mapping_file(path, "--search-space")
+    return config_sources.read_mapping_file(path, "--search-space")
 
 
 def declare(model: str, space: Mapping[str, Any]) -> kt.HyperParameters:

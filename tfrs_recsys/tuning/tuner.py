@@ -42,7 +42,8 @@ import keras_tuner as kt
 import tensorflow as tf
 from keras_tuner.engine.base_tuner import BaseTuner
 
-from tfrs_recsys.config import ConfigError, TrainConfig, config_to_dict, save_config
+from tfrs_recsys.config import ConfigError, TrainConfig
+from tfrs_recsys.config_sources import config_to_dict, save_config
 from tfrs_recsys.tuning.objectives import OBJECTIVES, TrialResult, trial_runner
 from tfrs_recsys.tuning.spaces import DEFAULT_SPACES, declare, trial_config
 
