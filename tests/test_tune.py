@@ -60,9 +60,10 @@ def test_spaces_become_keras_tuner_hyperparameters_of_the_field_types():
 
 
 @pytest.mark.parametrize("model,algorithm", [("retrieval", "bayesian"), ("esmm", "hyperband")])
-def test_tuning_writes_a_best_config_that_train_accepts(tmp_path, model, algorithm):
+def test_tuning_writes_a_best_config_that_train_accepts(tmp_path, capfd, model, algorithm):
     out = tmp_path / "tune"
     assert _tune(model, out, "--max-trials", "2", "--algorithm", algorithm) == 0
+    printed = capfd.readouterr()
     trials = _trials(out)
     assert len(trials) == 2 and all(t["status"] == "COMPLETED" for t in trials)
     objective = {"retrieval": "val_ndcg@10", "esmm": "val_ctcvr_auc"}[model]
@@ -72,7 +73,10 @@ def test_tuning_writes_a_best_config_that_train_accepts(tmp_path, model, algorit
         assert (out / "trials" / t["trial_id"] / "config.json").is_file()
     best = max(trials, key=lambda t: t["score"])
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["best_trial"] == best["trial_id"] and summary["score"] == pytest.approx(best["score"])
+    assert summary["best_trial"] == best["trial"] and summary["score"] == pytest.approx(best["score"])
+    assert summary["best_trial_dir"] == str(out / "trials" / best["trial_id"])
+    # the log names trials by the numbers the summary uses, with no terminal control codes
+    assert f"tune: trial {best['trial']} completed" in printed.out and "\x1b" not in printed.out + printed.err
 
     # train's own loader
     cfg = config_from_args(model, ["--config", str(out / "best_config.json")], environ={})

@@ -1,14 +1,7 @@
-"""``python -m tfrs_recsys.tune MODEL --max-trials N --output-dir OUT [--algorithm ...] [train flags]``.
+"""``python -m tfrs_recsys.tune MODEL ...``: a keras-tuner search over a model's hyperparameters.
 
-Searches the model's hyperparameters with keras-tuner, each trial a training run of our own
-code judged by the model's main validation metric (retrieval: NDCG@10, esmm: CTCVR AUC,
-deepfm: AUC); see :mod:`tfrs_recsys.tuning.tuner`. Every flag of ``python -m tfrs_recsys.train
-MODEL`` sets what is not tuned (data, epochs, batch size, ...); ``--search-space FILE`` (JSON
-or YAML, see :mod:`tfrs_recsys.tuning.spaces`) replaces the default space. The best trial is
-written as ``OUT/best_config.json``::
-
-    python -m tfrs_recsys.tune deepfm --max-trials 10 --output-dir runs/tune-deepfm --epochs 5
-    python -m tfrs_recsys.train deepfm --config runs/tune-deepfm/best_config.json
+The search and its output folder are :mod:`tfrs_recsys.tuning.tuner`'s; the default spaces and the
+``--search-space`` file format are :mod:`tfrs_recsys.tuning.spaces`'. :data:`HELP` is what ``--help`` prints.
 """
 from __future__ import annotations
 
@@ -22,11 +15,25 @@ from tfrs_recsys.config_sources import add_config_arguments, build_config
 from tfrs_recsys.errors import UserError
 
 TUNE_OPTIONS = ("max_trials", "algorithm", "search_space", "resume")
+ABOUT = """Searches MODEL's hyperparameters with keras-tuner. Each trial is a training run judged by the
+model's main validation metric (retrieval: NDCG@10, esmm: CTCVR AUC, deepfm: AUC). Every option of
+`python -m tfrs_recsys.train MODEL` sets what is not tuned (data, epochs, batch size, ...);
+--search-space FILE (JSON or YAML) replaces the default space. The best trial is written as
+OUT/best_config.json, to train with:
+
+  python -m tfrs_recsys.tune deepfm --max-trials 10 --output-dir runs/tune-deepfm --epochs 5
+  python -m tfrs_recsys.train deepfm --config runs/tune-deepfm/best_config.json"""
+HELP = f"""usage: python -m tfrs_recsys.tune {{retrieval,esmm,deepfm}} --max-trials N --output-dir OUT
+           [--algorithm bayesian|hyperband] [--search-space FILE] [--resume] [train options]
+
+{ABOUT}
+
+`python -m tfrs_recsys.tune MODEL --help` lists every option of MODEL."""
 
 
 def _parser(model: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m tfrs_recsys.tune {model}",
-                                     description=__doc__.split("\n\n")[1].replace("\n", " "))
+    parser = argparse.ArgumentParser(prog=f"python -m tfrs_recsys.tune {model}", description=ABOUT,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     tuning = parser.add_argument_group("tuning")
     tuning.add_argument("--max-trials", type=int, required=True, help="number of trials (training runs)")
     tuning.add_argument("--algorithm", choices=("bayesian", "hyperband"), default="bayesian",
@@ -41,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (2 on a user error, 1 when no trial completed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
+        print(HELP)
         return 0
     model = argv[0]
     if model not in MODEL_CONFIGS:

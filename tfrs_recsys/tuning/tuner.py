@@ -87,6 +87,11 @@ def make_oracle(algorithm: str, objective: str, hyperparameters: kt.HyperParamet
     raise ConfigError(f"--algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
 
 
+def trial_number(trial) -> int:
+    """A trial's 1-based number, as the log counts trials (keras-tuner's ids count from 0)."""
+    return int(trial.trial_id) + 1
+
+
 class NoCompletedTrialError(RuntimeError):
     """Every trial of the search failed; ``trials.jsonl`` holds each one's error."""
 
@@ -128,14 +133,19 @@ class RecsysTuner(BaseTuner):
             super().on_trial_end(trial)  # the oracle scores the trial and sets its final status
         finally:  # also when the oracle then stops the search (too many failed trials in a row)
             trial = self.oracle.get_trial(trial.trial_id)
+            record = self.trial_record(trial)
             with open(self.output_dir / TRIALS_LOG, "a") as fh:
-                fh.write(json.dumps(self.trial_record(trial), default=str) + "\n")
+                fh.write(json.dumps(record, default=str) + "\n")
+            best = self.best_completed()
+            print(f"tune: trial {record['trial']} {record['status'].lower()}: {OBJECTIVES[self.model]} = "
+                  f"{record['score']}; best so far: " + (f"trial {trial_number(best)} ({best.score})" if best
+                                                         else "none"), flush=True)
 
     def trial_record(self, trial) -> dict:
         """The trial's line of ``trials.jsonl``: hyperparameters, score, validation metrics, config, error."""
         values = trial.hyperparameters.values
         row: dict[str, Any] = {
-            "trial_id": trial.trial_id, "status": str(trial.status),
+            "trial": trial_number(trial), "trial_id": trial.trial_id, "status": str(trial.status),
             "hyperparameters": self.hyperparameters_of(trial),
             "objective": OBJECTIVES[self.model],
             "score": trial.score if trial.score is not None and math.isfinite(trial.score) else None,
@@ -157,15 +167,19 @@ class RecsysTuner(BaseTuner):
         fields = self.fields_of(trial)
         return {k: fields[k] for k in trial.hyperparameters.values if not k.startswith("tuner/")}
 
+    def best_completed(self):
+        """The best completed trial, or None."""
+        # keras-tuner pads the list with unfinished or failed trials when too few completed.
+        done = kt.engine.trial.TrialStatus.COMPLETED
+        best = [t for t in self.oracle.get_best_trials(1) if t.status == done]
+        return best[0] if best else None
+
     def best_config(self) -> tuple[TrainConfig, Any]:
         """The config of the best completed trial (output_dir cleared: `train` picks a fresh one)."""
-        # keras-tuner pads the list with unfinished or failed trials when too few completed.
-        best = [t for t in self.oracle.get_best_trials(1)
-                if t.status == kt.engine.trial.TrialStatus.COMPLETED]
-        if not best:
+        trial = self.best_completed()
+        if trial is None:
             raise NoCompletedTrialError(f"no trial of the search in {self.output_dir} completed; each one's "
                                         f"error is in {self.output_dir / TRIALS_LOG}")
-        trial = best[0]
         cfg = self.config_of(trial)
         cfg.output_dir = None
         return cfg, trial
@@ -206,7 +220,7 @@ def tune(model: str, base: TrainConfig, output_dir: str | Path, *, max_trials: i
     tuner = RecsysTuner(model, base, oracle, output_dir, overwrite=not resume)
     stopped = None
     try:
-        tuner.search()
+        tuner.search(verbose=0)  # our own line per trial: keras-tuner's display writes terminal codes
     except RuntimeError as exc:  # keras-tuner stops after max_consecutive_failed_trials failures in a row
         if "consecutive failures" not in str(exc):
             raise
@@ -216,7 +230,9 @@ def tune(model: str, base: TrainConfig, output_dir: str | Path, *, max_trials: i
     cfg, trial = tuner.best_config()
     path = output_dir / BEST_CONFIG
     save_config(cfg, path, model)
-    summary = {"best_config": str(path), "best_trial": trial.trial_id, "objective": OBJECTIVES[model],
+    summary = {"best_config": str(path), "best_trial": trial_number(trial),
+               "best_trial_dir": str(output_dir / TRIALS_DIR / trial.trial_id),
+               "objective": OBJECTIVES[model],
                "score": trial.score, "algorithm": algorithm, "trials": len(tuner.oracle.trials),
                "hyperparameters": tuner.hyperparameters_of(trial),
                **({"stopped": stopped} if stopped else {})}
