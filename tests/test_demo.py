@@ -14,12 +14,17 @@ def test_demo_answers_a_known_and_a_cold_user_over_grpc_and_stops_the_server(tmp
     for step in range(1, 8):
         assert f"== [{step}/7]" in out
     known, cold = out.split("(retrieval top-100 -> DeepFM):")[1].split("(cold start: global hot items):")
-    ranked = re.findall(r"^\s+\d\. item\s+(\S+)\s+from (recall|hot)\s+pCTR (\d\.\d+)$", known, re.M)
-    hot = re.findall(r"^\s+\d\. item\s+(\S+)\s+from hot\s+hotness ([\d.]+)$", cold, re.M)
-    assert len(ranked) == 5 and len(hot) == 5
-    scores = [float(s) for _, _, s in ranked]
+    ranked = re.findall(r"^\s+\d\. item\s+(\S+)\s+(.+?)\s+from (recall|hot)\s+pCTR (\d\.\d+)$", known, re.M)
+    hot = re.findall(r"^\s+\d\. item\s+(\S+)\s+(.+?)\s+from hot\s+hotness ([\d.]+)$", cold, re.M)
+    seen = re.findall(r"^\s+item\s+(\S+)\s+(.+)$", known.split("recommended:")[0], re.M)
+    assert len(ranked) == 5 and len(hot) == 5 and 1 <= len(seen) <= 5
+    # every item is shown with its title (the synthetic catalog's titles name the item and its genres)
+    assert all(label.startswith(f"Item {item} (") for item, label, *_ in ranked + hot + seen)
+    scores = [float(s) for *_, s in ranked]
     assert scores == sorted(scores, reverse=True) and all(0.0 < s < 1.0 for s in scores)
-    assert [float(h) for _, h in hot] == sorted((float(h) for _, h in hot), reverse=True)
+    assert [float(h) for *_, h in hot] == sorted((float(h) for *_, h in hot), reverse=True)
+    assert "cuInit" not in done.stderr and "op_level_cost_estimator" not in done.stderr  # noise filtered
+    assert (work / "models" / "models.config").is_file()  # written by the exports, served as it is
     assert (work / "models" / "retrieval" / "1" / "saved_model.pb").is_file()
     assert (work / "models" / "retrieval_portable" / "1" / "saved_model.pb").is_file()
     assert (work / "models" / "deepfm" / "1" / "saved_model.pb").is_file()

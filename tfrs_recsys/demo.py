@@ -68,12 +68,29 @@ def _train(model: str, options: dict, work: Path, shown: Sequence[str]):
     return cfg, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in shown)
 
 
-def _print_answer(user: str, answer) -> None:
+def item_labels(items) -> dict[str, str]:
+    """A readable label per item id: its title, and its genres where the title does not already say them."""
+    labels = {}
+    for row in items.to_dict("records"):
+        genres = row.get("genres")
+        title = "" if row.get("title") is None else str(row["title"])
+        missing = [str(g) for g in (genres if genres is not None else []) if str(g) not in title]
+        labels[str(row["item_id"])] = f"{title} [{', '.join(missing)}]" if missing else title
+    return labels
+
+
+def _print_answer(user: str, answer, labels: dict[str, str], history: Sequence[str] | None) -> None:
     kind, what = (("cold start: global hot items", "hotness") if answer.is_cold_start
                   else ("retrieval top-100 -> DeepFM", "pCTR"))
     print(f"\n   user {user!r} ({kind}):")
+    if history:
+        print(f"   last {min(5, len(history))} of {len(history)} items seen, most recent last:")
+        for item in history[-5:]:
+            print(f"        item {item:>6s}  {labels.get(item, '')}")
+        print("   recommended:")
     for rank, item in enumerate(answer.items, start=1):
-        print(f"   {rank:3d}. item {item.item_id:>6s}  from {item.source:6s} {what} {item.score:.4f}")
+        print(f"   {rank:3d}. item {item.item_id:>6s}  {labels.get(item.item_id, ''):42s} "
+              f"from {item.source:6s} {what} {item.score:.4f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,7 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tfrs_recsys import runs
     from tfrs_recsys.export.rankers import export_ranker
     from tfrs_recsys.export.retrieval import export_retrieval
-    from tfrs_recsys.export.tfserving import write_models_config
     from tfrs_recsys.serving.client import ServingClient
     from tfrs_recsys.serving.feature_store import FeatureStore
     from tfrs_recsys.serving.pipeline import RecallRankPipeline
@@ -124,8 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = _step(3, f"exporting to TF Serving's layout under {base}")
     retrieval_export = export_retrieval(retrieval_cfg.output_dir, base, "retrieval", k=100)
     ranker_dir = export_ranker(deepfm_cfg.output_dir, base, "deepfm", model_name="deepfm")
-    config_path = write_models_config(work / "models.config",
-                                      [{"name": name, "base_path": str(base / name)} for name in MODELS])
+    config_path = Path(retrieval_export["models_config"])  # each export added its models to it
     _done(t, f"(ScaNN recall@100 vs brute force: {retrieval_export['metadata']['scann_recall_at_k']:.3f}; "
              f"ranker {ranker_dir}; {config_path.name})")
 
@@ -148,8 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             t = _step(6, "querying over gRPC (tensorflow-serving-api): recall -> rank")
             pipeline = RecallRankPipeline(client, store, num_candidates=100)
             known = str(interactions.interactions["user_id"].iloc[0])
+            labels = item_labels(interactions.items)
             for user in (known, "a-user-nobody-has-seen"):
-                _print_answer(user, pipeline.recommend(user, k=args.k))
+                _print_answer(user, pipeline.recommend(user, k=args.k), labels, store.history(user))
             _done(t)
     finally:
         t = _step(7, "stopping the model server")
