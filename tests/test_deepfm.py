@@ -4,6 +4,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from conftest import dataset_path
@@ -103,12 +104,16 @@ def _cfg(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path / "run"), epochs=3, batch_size=256, learning_rate=3e-3, patience=2,
                 progress=False, synthetic_rows=20000, seed=5, embedding_dim=8, hidden_units=(64, 32))
     base.update(kw)
+    if base.get("dataset", "synthetic") != "synthetic":  # synthetic sizes are an error for other datasets
+        for key in ("synthetic_rows",):
+            base.pop(key)
     return DeepFMConfig(**base)
 
 
-def test_deepfm_learns_synthetic_ctr_logs_end_to_end(tmp_path):
+def test_deepfm_learns_synthetic_ctr_logs_end_to_end(tmp_path, capsys):
     cfg = _cfg(tmp_path)
     metrics = deepfm_training.run(cfg)
+    assert "warning" not in capsys.readouterr().err  # it learned: no advice
     # Baseline on the same split: each item's training CTR (what a popularity ranker knows).
     _, split = rankers.load_and_split(_cfg(tmp_path), "deepfm")
     item_ctr = split.train.groupby("item_id")["label"].mean()
@@ -139,6 +144,20 @@ def test_deepfm_runs_on_the_criteo_sample(tmp_path, datasets_dir):
     # The model fits its training rows (running training AUC) and validates above chance on real clicks.
     assert log[-1]["auc"] > 0.6
     assert max(row["val_auc"] for row in log) > 0.55
+
+
+def test_a_ranker_that_learns_nothing_says_what_to_try(tmp_path, capsys):
+    """Labels independent of every feature: the best validation AUC stays near 0.5, and the run says so."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    frame = pd.DataFrame({"user_id": rng.integers(200, size=n), "item_id": rng.integers(100, size=n),
+                          "price": rng.normal(size=n).round(3), "label": rng.integers(2, size=n)})
+    frame.to_csv(tmp_path / "noise.csv", index=False)
+    deepfm_training.run(_cfg(tmp_path, dataset="csv", data_dir=str(tmp_path / "noise.csv"),
+                             label_columns=("label",), epochs=2))
+    err = capsys.readouterr().err
+    assert "deepfm: warning: the best validation auc" in err and "--learning-rate, now 0.003" in err
+    assert "more data (now" in err
 
 
 def test_a_non_binary_label_is_refused_with_the_fix(tmp_path, logs):

@@ -102,6 +102,9 @@ def _cfg(tmp_path, **kw):
                 progress=False, synthetic_sessions=1500, session_size=20, seed=3, embedding_dim=8,
                 hidden_units=(64, 32), tower_units=(32,))
     base.update(kw)
+    if base.get("dataset", "synthetic") != "synthetic":  # synthetic sizes are an error for other datasets
+        for key in ("synthetic_sessions", "session_size",):
+            base.pop(key)
     return ESMMConfig(**base)
 
 

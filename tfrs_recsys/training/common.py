@@ -52,6 +52,8 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         self.save_checkpoint = save_checkpoint
         self.best_value: float | None = None
         self.best_epoch: int | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.epochs_run = 0
         self._best_weights = None
         self._wait = 0
         self._epoch_start = 0.0
@@ -79,8 +81,10 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     tf.summary.scalar(k, float(v), step=epoch + 1)
         value = float(metrics[self.monitor])
+        self.epochs_run = epoch + 1
         if self._improved(value):
             self.best_value, self.best_epoch, self._wait = value, epoch + 1, 0
+            self.best_metrics = dict(metrics)
             self._best_weights = self.model.get_weights()
             if self.save_checkpoint:
                 runs.save_checkpoint(self.model, self.run_dir)

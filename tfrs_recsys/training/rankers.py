@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -34,6 +35,7 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 PREDICT_BATCH = 4096
 MONITOR = "selection_score"
 STEPS_PER_EXECUTION = 16
+WEAK_AUC = 0.55  # a best validation AUC at most this says the ranker barely learned
 # Labels each ranker takes, and what to do when the data has others.
 LABELS = {"esmm": (2, "pass --label-columns click,conversion (in that order)"),
           "deepfm": (1, "pass --label-columns with the click column only")}
@@ -217,8 +219,36 @@ def train_model(task: str, cfg: TrainConfig, split: Split, spec: FeatureSpec, ru
     trainer = importlib.import_module(f"tfrs_recsys.training.{task}")
     with (strategy or tf.distribute.get_strategy()).scope():
         model = trainer.MODEL.from_spec(spec, cfg)
-    return model, fit(model, cfg, split.train, spec, run_dir,
-                      eval_fn=trainer.selection_eval(split.validation, spec, cfg))
+    evaluator = fit(model, cfg, split.train, spec, run_dir,
+                    eval_fn=trainer.selection_eval(split.validation, spec, cfg))
+    advice = weak_fit_advice(evaluator, cfg, len(split.train))
+    if advice:
+        print(f"{task}: warning: {advice}", file=sys.stderr, flush=True)
+    return model, evaluator
+
+
+def weak_fit_advice(evaluator: EpochEvaluator, cfg: TrainConfig, train_rows: int) -> str | None:
+    """What to try when a ranker barely learned: a best validation AUC <= :data:`WEAK_AUC`, or the best of
+    several epochs was the first (later ones only got worse).
+
+    Args:
+      evaluator: the run's evaluator, after training.
+      cfg: the run's config.
+      train_rows: the training rows.
+
+    Returns:
+      The message, or None when neither happened.
+    """
+    aucs = {k: v for k, v in evaluator.best_metrics.items() if k.endswith("auc") and not k.endswith("gauc")}
+    weak = [f"{k} {v:.3f}" for k, v in aucs.items() if v <= WEAK_AUC]
+    first = evaluator.best_epoch == 1 and evaluator.epochs_run > 1
+    if not (weak or first):
+        return None
+    what = [f"the best validation {', '.join(weak)} is at most {WEAK_AUC} (0.5 ranks at random)"] * bool(weak)
+    what += [f"the best epoch was the first of {evaluator.epochs_run}: later ones only got worse"] * first
+    return (f"{'; '.join(what)}. Try a learning rate 3x higher or lower (--learning-rate, now "
+            f"{cfg.learning_rate}; --embedding-learning-rate, now {cfg.embedding_learning_rate}), a smaller "
+            f"--batch-size (now {cfg.batch_size}), or more data (now {train_rows} training rows)")
 
 
 def predict(model: tf.keras.Model, frame: pd.DataFrame, spec: FeatureSpec,
