@@ -189,3 +189,17 @@ def test_in_graph_parsing_matches_numpy_inputs_and_never_retraces(utility):
     # one trace, whatever the batch size and whether the inputs came as TensorProtos or numpy
     assert matrix.tracing_count() == 1
     assert echo.tracing_count() == 1
+
+
+def test_rest_json_numbers_convert_losslessly_for_int64_and_string_inputs():
+    """Beyond TF Serving (which refuses both): an integral JSON number for an int64 input, and a JSON integer
+    (an id written as a number) for a string input; anything lossy stays INVALID_ARGUMENT."""
+    from tfrs_recsys.model_server.json_tensor import json_to_array
+
+    assert json_to_array([10, 11.0], types_pb2.DT_INT64).tolist() == [10, 11]
+    assert json_to_array([42, "u7"], types_pb2.DT_STRING).tolist() == [b"42", b"u7"]
+    for value, dtype in ((10.5, types_pb2.DT_INT64), (True, types_pb2.DT_STRING), (4.2, types_pb2.DT_STRING),
+                         ("10", types_pb2.DT_INT64)):
+        with pytest.raises(ServingError) as err:
+            json_to_array([value], dtype)
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT, (value, dtype)

@@ -8,6 +8,7 @@ Signature ``serving_default``, for a batch of B candidates, one input per featur
 
     inputs:  <feature>: string [B]   id / categorical / multi_categorical (lists joined by the
                                      column's separator, "" = missing)
+             <feature>: int64 [B]    integer categories (an hour, a category code)
              <feature>: float32 [B]  numeric, timestamp (epoch seconds); NaN = missing
     outputs: ctr, cvr, ctcvr: float32 [B]   (ESMM)
              ctr: float32 [B]               (DeepFM)
@@ -31,11 +32,12 @@ from tfrs_recsys import paths, runs
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.errors import UserError
 from tfrs_recsys.export.tfserving import publish_version, update_models_config
-from tfrs_recsys.features.preprocessing import op_name, raw_input_specs
+from tfrs_recsys.features.preprocessing import op_name, raw_dtype, raw_input_specs
 
 SIGNATURE = "serving_default"
 OUTPUTS = {"esmm": ("ctr", "cvr", "ctcvr"), "deepfm": ("ctr",)}
 SPEC_ASSET = "feature_spec.json"
+MISSING = {"string": "", "int64": "any value outside the vocabulary"}  # else NaN
 
 
 class RankerSignatures(tf.Module):
@@ -61,9 +63,9 @@ class RankerSignatures(tf.Module):
 
 def input_metadata(spec: FeatureSpec) -> list[dict]:
     """What a client sends: one entry (name, feature, dtype, missing value, ...) per signature input."""
-    return [{"name": op_name(f.name), "feature": f.name, "dtype": "string" if f.is_categorical else "float32",
+    return [{"name": op_name(f.name), "feature": f.name, "dtype": raw_dtype(f).name,
              "shape": [-1], "kind": f.kind, "group": f.group,
-             "missing": "" if f.is_categorical else "NaN",
+             "missing": MISSING.get(raw_dtype(f).name, "NaN"),
              **({"separator": f.separator} if f.kind == "multi_categorical" else {})}
             for f in spec.features]
 
@@ -71,6 +73,8 @@ def input_metadata(spec: FeatureSpec) -> list[dict]:
 def warmup_inputs(spec: FeatureSpec) -> dict[str, np.ndarray]:
     """Two candidates by signature input: one with a known value per feature, one with every value missing."""
     def column(f) -> np.ndarray:
+        if raw_dtype(f) == tf.int64:
+            return np.array([int(float((f.vocabulary or ["0"])[0])), -1], dtype=np.int64)
         if f.is_categorical:
             return np.array([(f.vocabulary or ["0"])[0].encode(), b""], dtype=object)
         return np.array([f.mean or 0.0, np.nan], dtype=np.float32)

@@ -4,7 +4,7 @@ Raw inputs (what :func:`frame_to_raw`, the tf.data pipelines and serving clients
 tensor per feature, shape ``[B]`` or ``[B, 1]``:
 
 * ``id`` / ``categorical`` / ``multi_categorical``: ``tf.string`` (multi-valued joined by the
-  column's separator; integer tensors are accepted too);
+  column's separator), or ``tf.int64`` for integer categories (:func:`raw_dtype`); either is accepted;
 * ``numeric`` / ``timestamp``: ``tf.float32``, NaN = missing (epoch seconds for timestamps).
 
 Training encodes its rows once, ahead of the steps (:func:`encode_frame`), and hands the model the
@@ -49,11 +49,17 @@ def raw_input_specs(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
       spec: the feature spec.
 
     Returns:
-      ``{feature: tf.TensorSpec([None])}``, ``tf.string`` for categorical features and
-      ``tf.float32`` for the others, each named after its feature (:func:`op_name`).
+      ``{feature: tf.TensorSpec([None])}`` of the feature's :func:`raw_dtype`, named :func:`op_name`.
     """
-    return {f.name: tf.TensorSpec([None], tf.string if f.is_categorical else tf.float32, name=op_name(f.name))
-            for f in spec.features}
+    return {f.name: tf.TensorSpec([None], raw_dtype(f), name=op_name(f.name)) for f in spec.features}
+
+
+def raw_dtype(column: FeatureColumn) -> tf.DType:
+    """What a client sends for a column: ``tf.int64`` for integer categories (an hour, a category code;
+    ``raw_dtype`` ``int64`` in the spec), else ``tf.string`` for categorical kinds and ``tf.float32``."""
+    if column.raw_dtype == "int64" and column.is_categorical:
+        return tf.int64
+    return tf.string if column.is_categorical else tf.float32
 
 
 def op_name(name: str) -> str:
