@@ -26,9 +26,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from tfrs_recsys import paths
 from tfrs_recsys.data.bundles import InteractionData, LabeledData
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.readers import open_path
 
 SECONDS_PER_DAY = 86_400
 HOTNESS_COLUMNS = ["item_id", "decayed_impressions", "decayed_clicks", "smoothed_ctr", "hotness"]
@@ -95,7 +95,7 @@ class SlotFeatureMap:
                 raise DataError("a slot column name cannot contain '='", column=column,
                                 fix="rename the column")
             known = self._by_column.setdefault(column, {})
-            new_keys.update((column, v) for v in pd.unique(_as_text(_column(frame, column)).dropna())
+            new_keys.update((column, v) for v in pd.unique(_column(frame, column).astype("string").dropna())
                             if v not in known)
         for next_id, (column, value) in enumerate(sorted(new_keys), start=len(self._ids) + 1):
             self._add(f"{column}={value}", next_id)
@@ -116,7 +116,7 @@ class SlotFeatureMap:
             if column not in self._by_column:
                 raise DataError("column was never fitted, so all its values would be unknown", column=column,
                                 fix=f"fit the map on it first (fitted columns: {self.columns})")
-            mapped = _as_text(_column(frame, column)).map(self._by_column[column])
+            mapped = _column(frame, column).astype("string").map(self._by_column[column])
             out[:, j] = mapped.fillna(0).to_numpy(dtype=np.int64)
         return out
 
@@ -127,14 +127,12 @@ class SlotFeatureMap:
           path: a local or remote (``gs://``) file path.
         """
         payload = {"format": self.FORMAT, "unknown_id": 0, "ids": self._ids}
-        with open_path(path, "wb") as fh:
-            fh.write(json.dumps(payload, indent=1, ensure_ascii=False).encode("utf-8"))
+        paths.write_text(path, json.dumps(payload, indent=1, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SlotFeatureMap":
         try:
-            with open_path(path, "rb") as fh:
-                payload = json.loads(fh.read().decode("utf-8"))
+            payload = json.loads(paths.read_text(path))
         except FileNotFoundError:
             raise DataError("slot feature map not found", path=str(path), fix="check the path") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -155,11 +153,6 @@ def _column(frame: pd.DataFrame, column: str) -> pd.Series:
     if column not in frame.columns:
         raise DataError("column not in the data", column=column, fix=f"use one of {list(frame.columns)}")
     return frame[column]
-
-
-def _as_text(values: pd.Series) -> pd.Series:
-    """Values as text (``str(value)``), missing (None/NaN) kept missing."""
-    return values.astype("string")
 
 
 def _check_decay(half_life_days: float, prior_strength: float | None) -> None:

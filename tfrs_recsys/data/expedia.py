@@ -97,33 +97,27 @@ def _blank_nulls(data: bytes) -> bytes:
 def _check_header(path: str, part: str) -> None:
     """Raise unless ``path`` starts with the unmodified Kaggle header of ``part``."""
     header = [h.strip() for h in readers.first_line(path, f"{part}.csv", DOWNLOAD_HELP).strip().split(",")]
-    expected = COLUMNS[part]
-    missing = [c for c in expected if c not in header]
+    other = "test" if part == "train" else "train"
+    missing = [c for c in COLUMNS[part] if c not in header]
+    extra = [c for c in header if c not in COLUMNS[part]]
     if missing:
-        other = "test" if part == "train" else "train"
         hint = (f"this looks like {other}.csv" if set(COLUMNS[other]) == set(header)
                 else "this is not the unzipped Kaggle Expedia file, or it was edited")
         raise DataError(f"{part}.csv header lacks column(s) {missing} ({hint})", path=path, line=1,
                         column=missing[0],
                         fix=f"use the unmodified {part}.csv of the competition; {DOWNLOAD_HELP}")
-    extra = [c for c in header if c not in expected]
     if extra:
-        why = "unknown columns"
-        if set(extra) <= set(TRAIN_ONLY):
-            why = "train-only columns, the labels among them"
+        why = ("train-only columns, the labels among them" if set(extra) <= set(TRAIN_ONLY)
+               else "unknown columns")
         raise DataError(f"{part}.csv header has {why} {extra}", path=path, line=1, column=extra[0],
                         fix=f"use the unmodified {part}.csv; for other layouts use --dataset csv")
 
 
-def _lines(fh, block_size: int = 64 << 20) -> Iterator[bytes]:
+def _lines(fh, read_size: int = 64 << 20) -> Iterator[bytes]:
     """The remaining lines of ``fh`` without their newline, read in large blocks (fast on gs:// too)."""
     rest = b""
-    while True:
-        block = fh.read(block_size)
-        if not block:
-            break
-        lines = (rest + block).split(b"\n")
-        rest = lines.pop()
+    while block := fh.read(read_size):
+        *lines, rest = (rest + block).split(b"\n")
         yield from lines
     if rest:
         yield rest
@@ -131,7 +125,7 @@ def _lines(fh, block_size: int = 64 << 20) -> Iterator[bytes]:
 
 def _line_blocks(path: str, chunk_rows: int) -> Iterator[tuple[int, list[bytes]]]:
     """Consecutive data lines in blocks of ``chunk_rows`` non-blank ones: ``(first line number, lines)``."""
-    with readers.open_path(path) as fh:
+    with paths.open_file(path) as fh:
         fh.readline()
         first, block, filled = 2, [], 0
         for line in _lines(fh):
@@ -196,26 +190,14 @@ def _check_rows(frame: pd.DataFrame, part: str, path: str, first: int | None, sk
                lambda r: f"date_time {text.iloc[r]!r} is not a date like 2013-04-04 08:32:15",
                "correct the date, or rerun with --skip-bad-rows to skip and count the row")]
     if part == "train":
-        for col in ("click_bool", "booking_bool"):
-            checks.append((~np.isin(frame[col].to_numpy(), (0, 1)), col,
-                           lambda r, col=col: f"{col} must be 0 or 1, found {frame[col].iloc[r]}",
-                           "correct the label"))
-        checks.append((((frame["booking_bool"] == 1) & (frame["click_bool"] == 0)).to_numpy(), "booking_bool",
-                       lambda r: "booking_bool = 1 on a hotel that was not clicked (click_bool = 0); a "
-                                 "booking always follows a click",
-                       "set click_bool = 1 on that row or drop it: conversion must mean click-then-book"))
-    bad = np.zeros(len(frame), dtype=bool)
-    for mask, column, message, fix in checks:
-        for r in np.flatnonzero(mask & ~bad):
-            where = f"srch_id {frame['srch_id'].iloc[r]}, prop_id {frame['prop_id'].iloc[r]}: "
-            line = readers.source_line(frame, r, first_data_line=first) if first else None
-            err = DataError(where + message(r), path=path, line=line, column=column, fix=fix)
-            if not skip_bad_rows:
-                raise err
-            report.add(err)
-        bad |= mask
-    out = frame.assign(date_time=when.astype("datetime64[s]"))
-    return out[~bad].reset_index(drop=True) if bad.any() else out
+        checks += [*readers.binary_checks(frame, ("click_bool", "booking_bool"), fix="correct the label"),
+                   (((frame["booking_bool"] == 1) & (frame["click_bool"] == 0)).to_numpy(), "booking_bool",
+                    lambda r: "booking_bool = 1 on a hotel that was not clicked (click_bool = 0); a booking "
+                              "always follows a click",
+                    "set click_bool = 1 on that row or drop it: conversion must mean click-then-book")]
+    where = lambda r: f"srch_id {frame['srch_id'].iloc[r]}, prop_id {frame['prop_id'].iloc[r]}: "
+    return readers.check_rows(frame.assign(date_time=when.astype("datetime64[s]")), path, checks, where=where,
+                              first_data_line=first, skip_bad_rows=skip_bad_rows, report=report)
 
 
 def read_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = False,

@@ -81,10 +81,8 @@ def rated_held_out(rows: pd.DataFrame, train: Sequences, positive_threshold: flo
     """
     liked, disliked = like_labels(rows["rating"], positive_threshold)
     keep = liked | disliked
-    history = train.as_dict()
-    empty = np.array([], dtype=object)
     users = rows["user_id"].astype(str).to_numpy()[keep].astype(object)
-    return RatedHeldOut(users, [history.get(u, empty) for u in users],
+    return RatedHeldOut(users, train.histories(users),
                         rows["item_id"].astype(str).to_numpy()[keep].astype(object), liked[keep])
 
 

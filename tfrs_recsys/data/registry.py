@@ -29,8 +29,7 @@ INTERACTION_DATASETS = {
     "movielens-csv": "folder with ratings.csv and movies.csv (ml-latest-small, ml-25m, ...)",
     "movielens-latest-small": "alias of movielens-csv",
     "movielens-1m": "folder with ratings.dat, movies.dat (and users.dat)",
-    "tfds:<name>": "TensorFlow Datasets, e.g. tfds:movielens/100k-ratings (needs --tfds-download online)",
-}
+    "tfds:<name>": "TensorFlow Datasets, e.g. tfds:movielens/100k-ratings (needs --tfds-download online)"}
 LABELED_DATASETS = {
     "synthetic": "esmm: search sessions with click+conversion; deepfm: CTR logs with hotness",
     "aliexpress": "AliExpress CSV (search_id, categorical_*, numerical_*, click, conversion): file or folder "
@@ -43,8 +42,7 @@ LABELED_DATASETS = {
     "expedia": "esmm: Kaggle 'Personalize Expedia Hotel Searches' (ICDM 2013): the folder of `make "
                "benchmark-setup` (train.parquet, default runs/expedia) or the folder holding train.csv",
     "csv": "any CSV/TSV with a header; --label-columns names the labels",
-    "parquet": "any Parquet file; --label-columns names the labels",
-}
+    "parquet": "any Parquet file; --label-columns names the labels"}
 IMPLICIT_CLICK_SOURCES = ("movielens-100k", "movielens-csv", "movielens-latest-small", "movielens-1m",
                           "synthetic-histories")
 _MOVIELENS = {"movielens-100k": movielens.load_movielens_100k, "movielens-1m": movielens.load_movielens_1m,

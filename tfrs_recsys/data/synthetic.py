@@ -229,25 +229,15 @@ def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed
 
     hour = (session_time % SECONDS_PER_DAY) // 3600
     frame = pd.DataFrame({
-        "session_id": text_ids(num_sessions)[s],
-        "timestamp": session_time[s],
-        "user_id": text_ids(num_users)[u],
-        "user_segment": names(SEGMENTS, user_segment[u]),
+        "session_id": text_ids(num_sessions)[s], "timestamp": session_time[s],
+        "user_id": text_ids(num_users)[u], "user_segment": names(SEGMENTS, user_segment[u]),
         "user_loyalty": names(LOYALTY, user_loyalty[u]),
-        "item_id": text_ids(num_items)[i],
-        "item_category": names(CATEGORIES, category[i]),
+        "item_id": text_ids(num_items)[i], "item_category": names(CATEGORIES, category[i]),
         "item_brand": names([f"brand_{k + 1:03d}" for k in range(num_brands)], brand[i]),
-        "price": price[i],
-        "stars": stars[i].astype(np.int64),
-        "review_score": review_score[i],
-        "discount": discount[i],
-        "position": position.astype(np.int64),
-        "device": names(DEVICES, dev),
+        "price": price[i], "stars": stars[i].astype(np.int64), "review_score": review_score[i],
+        "discount": discount[i], "position": position.astype(np.int64), "device": names(DEVICES, dev),
         "destination": names([f"city_{k + 1:02d}" for k in range(num_destinations)], session_dest[s]),
-        "hour": hour[s].astype(np.int64),
-        "click": click,
-        "conversion": conversion,
-    })
+        "hour": hour[s].astype(np.int64), "click": click, "conversion": conversion})
     truth = pd.DataFrame({"true_ctr": true_ctr, "true_cvr": true_cvr, "true_ctcvr": true_ctr * true_cvr})
     return LabeledData(frame, ["click", "conversion"], name="synthetic-sessions", session_column="session_id",
                        user_column="user_id", item_column="item_id", truth=truth)
@@ -334,18 +324,12 @@ def synthetic_ctr_logs(num_rows: int = 50000, *, seed: int = 42, num_users: int 
 
     tag_text = np.array(["|".join(f"tag_{t:02d}" for t in ts) for ts in tags], dtype=object)
     frame = pd.DataFrame({
-        "timestamp": timestamp,
-        "user_id": text_ids(num_users)[u],
+        "timestamp": timestamp, "user_id": text_ids(num_users)[u],
         "user_segment": names([f"seg_{k}" for k in range(num_segments)], seg),
-        "user_age": age[u].astype(np.float64),
-        "device": names(DEVICES, dev),
-        "hour": ((timestamp % SECONDS_PER_DAY) // 3600).astype(np.int64),
-        "item_id": text_ids(num_items)[i],
+        "user_age": age[u].astype(np.float64), "device": names(DEVICES, dev),
+        "hour": ((timestamp % SECONDS_PER_DAY) // 3600).astype(np.int64), "item_id": text_ids(num_items)[i],
         "item_category": names([f"cat_{k:02d}" for k in range(num_categories)], cat),
-        "item_tags": tag_text[i],
-        "price": price[i],
-        "label": label,
-    })
+        "item_tags": tag_text[i], "price": price[i], "label": label})
     frame.insert(len(frame.columns) - 1, "item_hotness",
                  point_in_time_hotness(frame, frame, click_col="label", half_life_days=half_life_days))
     return LabeledData(frame, ["label"], name="synthetic-ctr-logs", user_column="user_id",

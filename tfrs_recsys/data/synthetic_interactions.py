@@ -134,18 +134,12 @@ def synthetic_histories(num_users: int = 2000, num_items: int = 500, *, seed: in
     timestamps = starts[user_index] + cumulative - cumulative[first][user_index]
 
     item_ids = text_ids(num_items)
-    interactions = pd.DataFrame({
-        "user_id": text_ids(num_users)[user_index],
-        "item_id": item_ids[items_flat],
-        "rating": ratings.astype(np.float64),
-        "timestamp": timestamps.astype(np.int64),
-    })
+    interactions = pd.DataFrame({"user_id": text_ids(num_users)[user_index], "item_id": item_ids[items_flat],
+                                 "rating": ratings.astype(np.float64),
+                                 "timestamp": timestamps.astype(np.int64)})
     genre_names = [[GENRES[k] for k in g] for g in item_genres]
-    items = pd.DataFrame({
-        "item_id": item_ids,
-        "title": [f"Item {i} ({', '.join(g)})" for i, g in zip(item_ids, genre_names)],
-        "genres": genre_names,
-    })
+    titles = [f"Item {i} ({', '.join(g)})" for i, g in zip(item_ids, genre_names)]
+    items = pd.DataFrame({"item_id": item_ids, "title": titles, "genres": genre_names})
     return InteractionData(interactions, items, None, name="synthetic-histories")
 
 
