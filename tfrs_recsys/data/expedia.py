@@ -275,35 +275,28 @@ def _write_part(source: str, target: Path, part: str, *, sample_fraction: float,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    stats = {"source": source, "rows_read": 0, "rows": 0}
-    searches, booked = set(), set()  # srch_id of every search, and of those with a booking
-    clicks = bookings = 0
-    writer = None
+    rows_read, writer = 0, None
     try:
         for frame in iter_expedia_csv(source, part=part, chunk_rows=chunk_rows):
-            stats["rows_read"] += len(frame)
+            rows_read += len(frame)
             frame = frame[_in_sample(frame["srch_id"].to_numpy(), sample_fraction, seed)]
-            if frame.empty:
-                continue
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(target, table.schema)
-            writer.write_table(table.cast(writer.schema))
-            stats["rows"] += len(frame)
-            searches.update(frame["srch_id"].unique().tolist())
-            if part == "train":
-                clicks += int(frame["click_bool"].sum())
-                bookings += int(frame["booking_bool"].sum())
-                booked.update(frame.loc[frame["booking_bool"] == 1, "srch_id"].unique().tolist())
+            if not frame.empty:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                writer = writer or pq.ParquetWriter(target, table.schema)
+                writer.write_table(table.cast(writer.schema))
     finally:
         if writer is not None:
             writer.close()
-    if not stats["rows"]:
+    if writer is None:
         raise DataError(f"no {part} rows left after sampling {sample_fraction:g} of the searches",
                         path=source, fix="raise --sample-searches")
-    stats["searches"] = len(searches)
-    if part == "train":
-        stats.update(clicks=clicks, bookings=bookings, searches_with_booking=len(booked))
+    labels = ["click_bool", "booking_bool"] if part == "train" else []
+    kept = pq.read_table(target, columns=["srch_id", *labels]).to_pandas()
+    stats = {"source": source, "rows_read": rows_read, "rows": len(kept),
+             "searches": kept["srch_id"].nunique()}
+    if labels:
+        stats.update(clicks=int(kept["click_bool"].sum()), bookings=int(kept["booking_bool"].sum()),
+                     searches_with_booking=kept.loc[kept["booking_bool"] == 1, "srch_id"].nunique())
     return stats
 
 
@@ -341,12 +334,11 @@ def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False
     if not 0.0 < sample_fraction <= 1.0:
         raise DataError(f"--sample-searches must be in (0, 1], got {sample_fraction}", fix="pass e.g. 0.1")
     sources = {part: str(paths.join(data_dir, f"{part}.csv")) for part in COLUMNS}
-    if not paths.exists(sources["train"]):
+    sources = {part: src for part, src in sources.items() if paths.exists(src)}
+    if "train" not in sources:
         zips = sorted(p.name for p in Path(data_dir).glob("*.zip")) if Path(data_dir).is_dir() else []
         found = f" (the folder holds {zips}: unzip them there)" if zips else ""
         raise DataError(f"train.csv not found in the folder{found}", path=data_dir, fix=DOWNLOAD_HELP)
-    if not paths.exists(sources["test"]):
-        del sources["test"]
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     partial = {part: work / (WORK_FILES[part] + ".partial") for part in sources}
@@ -387,8 +379,7 @@ def _summary(manifest: dict) -> str:
         if s["rows"] != s["rows_read"]:
             line += f" (sampled from {s['rows_read']:,} rows)"
         lines.append(line + f" -> {paths.join(manifest['work_dir'], WORK_FILES[part])}")
-    lines += [f"  note: {n}" for n in manifest["notes"]]
-    return "\n".join(lines)
+    return "\n".join(lines + [f"  note: {n}" for n in manifest["notes"]])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
