@@ -151,10 +151,7 @@ class FeatureSpec:
         return [f for f in self.features if f.group == group]
 
     def __getitem__(self, name: str) -> FeatureColumn:
-        for f in self.features:
-            if f.name == name:
-                return f
-        raise KeyError(name)
+        return {f.name: f for f in self.features}[name]
 
     def to_dict(self) -> dict:
         """The spec as the JSON object :meth:`save` writes."""

@@ -254,20 +254,13 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
             return _categorical_column(name, raw_strings(values), opts, "integer ids", id_like=True,
                                        entity=as_id)
         distinct = present.nunique()
-        if integer_dtype and not _NUMERIC_NAME.search(lname):
-            if _CATEGORICAL_NAME.search(lname):
-                why = "integer codes, categorical-like name"
-                return _categorical_column(name, raw_strings(values), opts, why)
-            if distinct <= opts.low_cardinality_max:
-                why = (f"{distinct} distinct integers (<= low_cardinality_max={opts.low_cardinality_max}): "
-                       "codes, not quantities")
-                return _categorical_column(name, raw_strings(values), opts, why)
-        if _NUMERIC_NAME.search(lname):
-            why = "quantity-like name"
-        elif not integer_dtype:
-            why = "floating-point values"
-        else:
-            why = f"{distinct} distinct integers and no id/categorical hint in the name"
+        quantity, coded = _NUMERIC_NAME.search(lname), _CATEGORICAL_NAME.search(lname)
+        if integer_dtype and not quantity and (coded or distinct <= opts.low_cardinality_max):
+            why = ("integer codes, categorical-like name" if coded else f"{distinct} distinct integers "
+                   f"(<= low_cardinality_max={opts.low_cardinality_max}): codes, not quantities")
+            return _categorical_column(name, raw_strings(values), opts, why)
+        why = ("quantity-like name" if quantity else "floating-point values" if not integer_dtype
+               else f"{distinct} distinct integers and no id/categorical hint in the name")
         return _numeric_column(name, values.to_numpy("float64", na_value=np.nan), "numeric", why)
     text = raw_strings(values)
     separator = _detect_separator(text)

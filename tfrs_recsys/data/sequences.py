@@ -83,13 +83,6 @@ class SequenceSplit:
     rows: splits.Split | None = None  # the interaction rows (with ratings) of each part
 
 
-def _check_ids(frame: pd.DataFrame, where: str) -> None:
-    for col in ("user_id", "item_id"):
-        bad = frame[col].isna() | (frame[col].astype(str) == PAD)
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{where}: empty {col} in interaction row {row}", column=col,
-                            fix=f"drop or fill interactions without a {col}; '' is reserved for padding")
 
 
 def user_sequences(interactions: pd.DataFrame) -> Sequences:
@@ -101,9 +94,13 @@ def user_sequences(interactions: pd.DataFrame) -> Sequences:
     Returns:
       The sequences, users sorted.
     """
-    _check_ids(interactions, "interactions")
-    frame = interactions[["user_id", "item_id", "timestamp"]].copy()
-    frame["_row"] = np.arange(len(frame))
+    for col in ("user_id", "item_id"):
+        bad = interactions[col].isna() | (interactions[col].astype(str) == PAD)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"interactions: empty {col} in interaction row {row}", column=col,
+                            fix=f"drop or fill interactions without a {col}; '' is reserved for padding")
+    frame = interactions[["user_id", "item_id", "timestamp"]].assign(_row=np.arange(len(interactions)))
     frame = frame.sort_values(["user_id", "timestamp", "_row"], kind="stable")
     users = frame["user_id"].astype(str).to_numpy()
     items = frame["item_id"].astype(str).to_numpy()
@@ -126,7 +123,7 @@ def leave_last_out(data: InteractionData, *, min_interactions: int = 3) -> Seque
     Returns:
       The split.
     """
-    _check_ids(data.interactions, "interactions")
+    full = user_sequences(data.interactions)  # first: it checks the ids
     rows = splits.leave_last_out(data.interactions, min_interactions=min_interactions)
     if not len(rows.test):
         raise DataError(f"no user has {min_interactions} or more interactions, so nothing can be evaluated",
@@ -134,8 +131,8 @@ def leave_last_out(data: InteractionData, *, min_interactions: int = 3) -> Seque
     train = user_sequences(rows.train)
     val_item = dict(zip(rows.validation["user_id"].astype(str), rows.validation["item_id"].astype(str)))
     validation = _held_out(rows.validation, train, exclude=True)
-    return SequenceSplit(train, validation, _held_out(rows.test, train, exclude=True, then=val_item),
-                         user_sequences(data.interactions), "leave_last_out", rows)
+    test = _held_out(rows.test, train, exclude=True, then=val_item)
+    return SequenceSplit(train, validation, test, full, "leave_last_out", rows)
 
 
 def random_split(data: InteractionData, *, test_fraction: float = 0.2, validation_fraction: float = 0.05,
@@ -156,7 +153,7 @@ def random_split(data: InteractionData, *, test_fraction: float = 0.2, validatio
     Returns:
       The split.
     """
-    _check_ids(data.interactions, "interactions")
+    full = user_sequences(data.interactions)  # first: it checks the ids
     rows = splits.random_split(data.interactions, test_fraction=test_fraction,
                                validation_fraction=validation_fraction, seed=seed)
     if rows.validation is None or not len(rows.validation):
@@ -164,8 +161,7 @@ def random_split(data: InteractionData, *, test_fraction: float = 0.2, validatio
                         fix="raise validation_fraction")
     train = user_sequences(rows.train)
     return SequenceSplit(train, _held_out(rows.validation, train, exclude=False),
-                         _held_out(rows.test, train, exclude=False), user_sequences(data.interactions),
-                         "random_80_20", rows)
+                         _held_out(rows.test, train, exclude=False), full, "random_80_20", rows)
 
 
 def _held_out(part: pd.DataFrame, train: Sequences, *, exclude: bool,
