@@ -60,14 +60,11 @@ TRAIN_COLUMNS = (
 TRAIN_ONLY = ("position", "click_bool", "gross_bookings_usd", "booking_bool")
 TEST_COLUMNS = tuple(c for c in TRAIN_COLUMNS if c not in TRAIN_ONLY)
 COLUMNS = {"train": TRAIN_COLUMNS, "test": TEST_COLUMNS}
-# Never NULL in the Kaggle files; every other numeric column may be.
-INT_COLUMNS = (
-    "srch_id", "site_id", "visitor_location_country_id", "prop_country_id", "prop_id", "prop_starrating",
-    "prop_brand_bool", "position", "promotion_flag", "srch_destination_id", "srch_length_of_stay",
-    "srch_booking_window", "srch_adults_count", "srch_children_count", "srch_room_count",
-    "srch_saturday_night_bool", "random_bool", "click_bool", "booking_bool",
-)
-FLOAT_COLUMNS = tuple(c for c in TRAIN_COLUMNS if c not in INT_COLUMNS and c != "date_time")
+# The columns that may be NULL in the Kaggle files (float64); every other numeric one never is (int64).
+FLOAT_COLUMNS = ("visitor_hist_starrating", "visitor_hist_adr_usd", "prop_review_score",
+                 "prop_location_score1", "prop_location_score2", "prop_log_historical_price", "price_usd",
+                 "srch_query_affinity_score", "orig_destination_distance", *_COMP, "gross_bookings_usd")
+INT_COLUMNS = tuple(c for c in TRAIN_COLUMNS if c not in FLOAT_COLUMNS and c != "date_time")
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 CLICK, CONVERSION = "click", "conversion"
 NOT_FEATURES = ("position", "gross_bookings_usd")  # see the module docstring

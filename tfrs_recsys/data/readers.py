@@ -66,8 +66,8 @@ def read_delimited(path: str | os.PathLike, *, sep: str, columns: Sequence[str] 
                    header: bool = False, column_types: Mapping[str, str] | None = None,
                    nullable: Sequence[str] = (), encoding: str = "utf-8", skip_bad_rows: bool = False,
                    quoting: bool = True, what: str = "data file", fix_missing: str = "check the path",
-                   data: bytes | None = None, first_line: int = 1,
-                   report: SkipReport | None = None) -> tuple[pd.DataFrame, SkipReport]:
+                   data: bytes | None = None, first_line: int = 1, report: SkipReport | None = None
+                   ) -> tuple[pd.DataFrame, SkipReport]:
     """Read a delimited text file into a DataFrame with checked column types.
 
     Args:

@@ -361,18 +361,15 @@ def _detect_separator(text: pd.Series) -> str | None:
 
 def _group_of(column: FeatureColumn, values: pd.Series, explicit: dict[str, str], user_column: str | None,
               item_column: str | None, ids: dict[str, pd.Series]) -> tuple[str, str]:
-    name = column.name
+    name, lname = column.name, _norm(column.name)
     if name in explicit:
         return explicit[name], "listed explicitly"
-    if name == user_column:
-        return "user", "the user id column"
-    if name == item_column:
-        return "item", "the item id column"
-    lname = _norm(name)
-    if _USER_NAME.search(lname):
-        return "user", "user-like name"
-    if _ITEM_NAME.search(lname):
-        return "item", "item-like name"
+    for group, hit, why in (("user", name == user_column, "the user id column"),
+                            ("item", name == item_column, "the item id column"),
+                            ("user", _USER_NAME.search(lname), "user-like name"),
+                            ("item", _ITEM_NAME.search(lname), "item-like name")):
+        if hit:
+            return group, why
     key = raw_strings(values) if values.dtype == object else values
     per_user = "user" in ids and _constant_within(key, ids["user"])
     per_item = "item" in ids and _constant_within(key, ids["item"])

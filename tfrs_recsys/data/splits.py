@@ -79,11 +79,9 @@ class Split:
 
 def _frame(frame, columns: Sequence[str] = (), argument: str = "") -> pd.DataFrame:
     """The rows of ``frame``, checked to hold ``columns`` (passed as ``argument``) without missing values."""
-    if isinstance(frame, InteractionData):
-        frame = frame.interactions
-    elif isinstance(frame, LabeledData):
-        frame = frame.frame
-    elif not isinstance(frame, pd.DataFrame):
+    if isinstance(frame, (InteractionData, LabeledData)):
+        frame = frame.interactions if isinstance(frame, InteractionData) else frame.frame
+    if not isinstance(frame, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame, InteractionData or LabeledData, got "
                         f"{type(frame).__name__}", fix="pass the loaded frame")
     if frame.empty:
