@@ -260,8 +260,6 @@ def load_expedia(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
 
 def _in_sample(srch_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """A seeded pseudo-random choice of whole searches (Knuth's multiplicative hash of the id)."""
-    if fraction >= 1.0:
-        return np.ones(len(srch_id), dtype=bool)
     hashed = (srch_id.astype(np.uint64) * np.uint64(2654435761) + np.uint64(seed)) % np.uint64(1 << 32)
     return hashed.astype(np.float64) / float(1 << 32) < fraction
 

@@ -202,11 +202,9 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
             continue
         column, why = _infer_column(name, sample[name], opts, as_id=name in (user_column, item_column),
                                     as_timestamp=name == timestamp_column)
-        if column is None:
-            notes["dropped"][name] = why
-        else:
+        notes["dropped" if column is None else "decisions"][name] = why
+        if column is not None:
             features.append(column)
-            notes["decisions"][name] = why
     if timestamp_column is None:
         timestamp_column = next((f.name for f in features if f.kind == "timestamp"), None)
 
