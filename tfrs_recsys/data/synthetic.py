@@ -200,21 +200,15 @@ def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed
     # Impressions: per destination, Gumbel top-k = draws without replacement, in draw order.
     shown = np.empty((num_sessions, session_size), dtype=np.int64)
     for dest in range(num_destinations):
-        hotels = np.flatnonzero(item_destination == dest)
-        hotels = hotels[rng.permutation(len(hotels))]
-        log_w = np.log(zipf_weights(len(hotels), 0.8))
+        hotels = rng.permutation(np.flatnonzero(item_destination == dest))
         sessions = np.flatnonzero(session_dest == dest)
-        keys = log_w + rng.gumbel(size=(len(sessions), len(hotels)))
-        top = np.argsort(-keys, axis=1)[:, :session_size]
-        shown[sessions] = hotels[top]
+        keys = np.log(zipf_weights(len(hotels), 0.8)) + rng.gumbel(size=(len(sessions), len(hotels)))
+        shown[sessions] = hotels[np.argsort(-keys, axis=1)[:, :session_size]]
 
-    s = np.repeat(np.arange(num_sessions), session_size)
-    i = shown.ravel()
-    u = session_user[s]
-    dev = session_device[s]
+    s, i = np.repeat(np.arange(num_sessions), session_size), shown.ravel()  # impression -> session, hotel
+    u, dev = session_user[s], session_device[s]
     position = np.tile(np.arange(1, session_size + 1), num_sessions)
-    lp = np.log(price[i] / np.median(price))
-    rs = (review_score[i] - 7.0) / 1.5
+    lp, rs = np.log(price[i] / np.median(price)), (review_score[i] - 7.0) / 1.5
     price_sens = np.array([1.2, 0.4, 0.8, 0.2])
     logit_ctr = (appeal[i] + 0.3 * rs + 0.8 * discount[i] - price_sens[user_segment[u]] * lp
                  + seg_cat_ctr[user_segment[u], category[i]] + np.array([0.3, 0.0, -0.1])[dev]
@@ -313,8 +307,8 @@ def synthetic_ctr_logs(num_rows: int = 50000, *, seed: int = 42, num_users: int 
     timestamp = _times_of_day(rng, num_rows, num_days, start_timestamp)
 
     seg, cat = segment[u], category[i]
-    seg_item_tags = np.stack([cross_seg_tag[:, ts].mean(axis=1) for ts in tags], axis=1)  # [segments, items]
-    tag_effect = seg_item_tags[seg, i]
+    # The mean over an item's tags of T[segment, tag], as a [segments, items] table.
+    tag_effect = np.stack([cross_seg_tag[:, ts].mean(axis=1) for ts in tags], axis=1)[seg, i]
     logit = (quality[i] + user_bias[u]
              + interaction_scale * (cross_seg_cat[seg, cat] + cross_dev_cat[dev, cat] + tag_effect
                                     + age_by_cat[cat] * (age[u] - 40.0) / 12.0)
