@@ -131,8 +131,7 @@ class TripleSampler:
 
         # A user without disliked items needs a sampleable item they did not like.
         liked_per_user = np.bincount(user_index[liked], minlength=len(user_names))
-        sampleable = int((counts > 0).sum())
-        possible = (per_user > 0) | (liked_per_user < sampleable)
+        possible = (per_user > 0) | (liked_per_user < int((counts > 0).sum()))  # (counts > 0): sampleable
         rows = np.flatnonzero(liked & possible[user_index])
         self.dropped = int(liked.sum() - len(rows))
         if not len(rows):

@@ -147,10 +147,9 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
         from tfrs_recsys.data.ctr_features import movielens_click_logs
 
         # Every interaction is a click; unseen items at the same time are the negatives.
-        interactions = load_interactions(dataset, data_dir, seed=seed, skip_bad_rows=skip_bad_rows,
-                                         synthetic_users=synthetic_users, synthetic_items=synthetic_items,
-                                         tfds_download=tfds_download)
-        return movielens_click_logs(interactions, seed=seed)
+        return movielens_click_logs(load_interactions(
+            dataset, data_dir, seed=seed, skip_bad_rows=skip_bad_rows, synthetic_users=synthetic_users,
+            synthetic_items=synthetic_items, tfds_download=tfds_download), seed=seed)
     if dataset == "expedia" and task != "esmm":
         raise DataError("--dataset expedia holds clicks and bookings for the ESMM ranker",
                         fix="train esmm on it: python -m tfrs_recsys.train esmm --dataset expedia --data-dir")

@@ -86,9 +86,8 @@ def synthetic_histories(num_users: int = 2000, num_items: int = 500, *, seed: in
 
     genre_vectors = rng.normal(0.0, 1.0 / np.sqrt(d), size=(num_genres, d))
     genre_share = zipf_weights(num_genres, 0.7)
-    num_item_genres = rng.choice([1, 2, 3], size=num_items, p=[0.5, 0.35, 0.15])
     item_genres = [rng.choice(num_genres, size=min(k, num_genres), replace=False, p=genre_share)
-                   for k in num_item_genres]
+                   for k in rng.choice([1, 2, 3], size=num_items, p=[0.5, 0.35, 0.15])]
     centroids = np.stack([genre_vectors[g].mean(axis=0) for g in item_genres])
     item_vectors = genre_weight * centroids + rng.normal(0.0, 1.0 / np.sqrt(d), size=(num_items, d))
     item_vectors /= np.linalg.norm(item_vectors, axis=1, keepdims=True)
