@@ -263,7 +263,7 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
     text = raw_strings(values)
     separator = _detect_separator(text)
     if separator is not None:
-        return _multi_column(name, text, separator, opts, f"text joined by {separator!r}")
+        return _categorical_column(name, text, opts, f"text joined by {separator!r}", separator=separator)
     return _categorical_column(name, text, opts, "booleans" if pd.api.types.is_bool_dtype(values) else "text",
                                id_like=_id_named(name), entity=as_id)
 
@@ -277,12 +277,6 @@ def _numeric_column(name: str, values: np.ndarray, kind: str, why: str) -> tuple
     newest = float(present.max()) if kind == "timestamp" else None
     return (FeatureColumn(name, kind, mean=mean, std=std, newest=newest, raw_dtype="float32"),
             f"{kind}: {why}; mean {mean:.4g}, std {std:.4g}")
-
-
-def _constant(text: pd.Series) -> str:
-    value = text.iloc[0]
-    shown = value if len(value) <= 40 else value[:40] + "..."
-    return f"constant: every sampled value is {shown!r}"
 
 
 def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, **extra) -> tuple[FeatureColumn, str]:
@@ -299,25 +293,24 @@ def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, **extra) -
 
 
 def _categorical_column(name: str, text: pd.Series, opts: _Options, why: str, *, id_like: bool = False,
-                        entity: bool = False) -> tuple[FeatureColumn | None, str]:
-    """``entity``: the user or item id column, kept even when every sampled value differs."""
+                        entity: bool = False, separator: str | None = None
+                        ) -> tuple[FeatureColumn | None, str]:
+    """``entity``: the user or item id column, kept even when every sampled value differs; ``separator``
+    joins the values of a multi-valued column."""
     distinct = text.nunique()
     if distinct <= 1:
-        return None, _constant(text)
+        value = text.iloc[0]
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        return None, f"constant: every sampled value is {shown!r}"
+    if separator is not None:
+        tokens = text.str.split(separator, regex=False).explode().str.strip()
+        column, how = _encoded(name, "multi_categorical", tokens[tokens != ""], opts, separator=separator)
+        return column, f"multi_categorical: {why}, {how}"
     if not entity and distinct == len(text) >= 100:
         return None, f"a row key: all {distinct} sampled values differ, so there is nothing to learn from it"
     kind = "id" if entity or id_like or distinct > opts.low_cardinality_max else "categorical"
     column, how = _encoded(name, kind, text, opts)
     return column, f"{kind}: {why}, {how}"
-
-
-def _multi_column(name: str, text: pd.Series, separator: str, opts: _Options,
-                  why: str) -> tuple[FeatureColumn | None, str]:
-    if text.nunique() <= 1:
-        return None, _constant(text)
-    tokens = text.str.split(separator, regex=False).explode().str.strip()
-    column, how = _encoded(name, "multi_categorical", tokens[tokens != ""], opts, separator=separator)
-    return column, f"multi_categorical: {why}, {how}"
 
 
 def _list_column(name: str, values: pd.Series, opts: _Options, *,
@@ -332,7 +325,7 @@ def _list_column(name: str, values: pd.Series, opts: _Options, *,
     if lists.map(len).max() <= 1:
         return _categorical_column(name, text, opts, "lists of at most one value", id_like=_id_named(name),
                                    entity=as_id)
-    return _multi_column(name, text, separator, opts, "lists")
+    return _categorical_column(name, text, opts, "lists", separator=separator)
 
 
 def _detect_separator(text: pd.Series) -> str | None:
