@@ -364,19 +364,6 @@ def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False
     return manifest
 
 
-def _summary(manifest: dict) -> str:
-    lines = []
-    for part, s in manifest["parts"].items():
-        line = f"  {part}: {s['rows']:,} rows, {s['searches']:,} searches"
-        if part == "train":
-            line += (f", {s['clicks']:,} clicks, {s['bookings']:,} bookings "
-                     f"({s['searches_with_booking']:,} searches)")
-        if s["rows"] != s["rows_read"]:
-            line += f" (sampled from {s['rows_read']:,} rows)"
-        lines.append(line + f" -> {paths.join(manifest['work_dir'], WORK_FILES[part])}")
-    return "\n".join(lines + [f"  note: {n}" for n in manifest["notes"]])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tfrs_recsys.data.expedia setup --data DIR [--work-dir runs/expedia]``.
 
@@ -407,7 +394,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"Expedia benchmark data validated and written to {args.work_dir}:\n{_summary(manifest)}")
+    print(f"Expedia benchmark data validated and written to {args.work_dir}:")
+    for part, s in manifest["parts"].items():
+        line = f"  {part}: {s['rows']:,} rows, {s['searches']:,} searches"
+        if part == "train":
+            line += (f", {s['clicks']:,} clicks, {s['bookings']:,} bookings "
+                     f"({s['searches_with_booking']:,} searches)")
+        if s["rows"] != s["rows_read"]:
+            line += f" (sampled from {s['rows_read']:,} rows)"
+        print(line + f" -> {paths.join(manifest['work_dir'], WORK_FILES[part])}")
+    for note in manifest["notes"]:
+        print(f"  note: {note}")
     print(f"next: make benchmark-train BENCH_DIR={args.work_dir}")
     return 0
 

@@ -176,8 +176,7 @@ def parse_lines(data: bytes, path: str, parse: Callable[[str], Any], *, skip_bad
     Returns:
       The rows and their file lines.
     """
-    rows: list = []
-    line_numbers: list[int] = []
+    rows, line_numbers = [], []
     for lineno, raw in enumerate(data.split(b"\n"), start=first_line):
         raw = raw.rstrip(b"\r")
         if not raw.strip():
