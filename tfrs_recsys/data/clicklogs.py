@@ -5,8 +5,6 @@ and checks the entire-space invariant: a conversion is only observed after a cli
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 import pandas as pd
 
 from tfrs_recsys import paths
@@ -113,11 +111,9 @@ def _parse_paddle_line(line: str) -> dict:
         if value not in ("0", "1"):
             raise DataError(f"label must be 0 or 1, found {value!r}", column=name, fix="binarize the label")
         row[name] = int(value)
-    feats: dict[str, list[str]] = defaultdict(list)
     for pair in parts[3:]:
         field, sep, feat = pair.partition(":")
         if not sep or not field or not feat:
             raise DataError(f"feature {pair!r} is not field:feature_id", fix="repair or remove this row")
-        feats[field].append(feat)
-    row.update(feats)
+        row.setdefault(field, []).append(feat)  # a field's feature ids, in line order
     return row

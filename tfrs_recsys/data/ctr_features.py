@@ -30,8 +30,8 @@ from tfrs_recsys import paths
 from tfrs_recsys.data.bundles import InteractionData, LabeledData
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import scalar_text
+from tfrs_recsys.data.splits import SECONDS_PER_DAY
 
-SECONDS_PER_DAY = 86_400
 HOTNESS_COLUMNS = ["item_id", "decayed_impressions", "decayed_clicks", "smoothed_ctr", "hotness"]
 _MIN_PRIOR_STRENGTH = 1e-3
 
