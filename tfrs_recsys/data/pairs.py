@@ -129,9 +129,9 @@ class TripleSampler:
         self._disliked_count = per_user = np.bincount(user_index[use], minlength=len(user_names))
         self._disliked_start = np.r_[0, np.cumsum(per_user)[:-1]]
 
-        # A user without disliked items needs a sampleable item they did not like.
+        # A user without disliked items needs a sampleable item (counts > 0) they did not like.
         liked_per_user = np.bincount(user_index[liked], minlength=len(user_names))
-        possible = (per_user > 0) | (liked_per_user < int((counts > 0).sum()))  # (counts > 0): sampleable
+        possible = (per_user > 0) | (liked_per_user < int((counts > 0).sum()))
         rows = np.flatnonzero(liked & possible[user_index])
         self.dropped = int(liked.sum() - len(rows))
         if not len(rows):

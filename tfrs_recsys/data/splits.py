@@ -298,7 +298,7 @@ def check_no_leakage(split: Split, *, user_col: str | None = None, time_col: str
     _check_disjoint_rows(parts)
     needed = {"leave_last_out": [user_col, time_col], "day": [time_col]}.get(split.method, [])
     for name, frame in parts.items():
-        for col in needed + [session_col] * bool(session_col):
+        for col in needed + ([session_col] if session_col else []):
             if col not in frame.columns:
                 raise DataError(f"the {name} part has no column '{col}' to check for leakage", column=col,
                                 fix="pass user_col/time_col/session_col naming the columns the split was "
