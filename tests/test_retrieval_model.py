@@ -88,8 +88,9 @@ def test_leave_last_out_orders_ties_by_file_order_and_holds_out_the_last_two():
                           "rating": 1.0, "timestamp": [5, 5, 1, 9, 1]})
     split = seq.leave_last_out(InteractionData(frame, pd.DataFrame({"item_id": list("abcd")})))
     # b (t=1), then c before a (same second, file order)
-    assert split.train.as_dict()["u"].tolist() == ["b", "c"]
-    assert split.train.as_dict()["v"].tolist() == ["a"]  # too short to evaluate: all training
+    u, v = split.train.histories(["u", "v"])
+    assert u.tolist() == ["b", "c"]
+    assert v.tolist() == ["a"]  # too short to evaluate: all training
     assert split.validation.targets.tolist() == ["a"] and split.test.targets.tolist() == ["d"]
     assert (split.test.histories[0].tolist() == ["b", "c", "a"]
             and split.test.exclude[0].tolist() == ["b", "c", "a"])

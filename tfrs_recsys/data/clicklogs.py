@@ -5,9 +5,6 @@ and checks the entire-space invariant: a conversion is only observed after a cli
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
-import numpy as np
 import pandas as pd
 
 from tfrs_recsys import paths
@@ -27,14 +24,12 @@ def check_conversion_implies_click(frame: pd.DataFrame, path: str, *, first_data
       first_data_line: The file line of the first row, when the reader recorded none
         (:func:`~tfrs_recsys.data.readers.source_line`).
     """
-    readers.check_binary_labels(frame, (CLICK, CONVERSION), path, first_data_line=first_data_line)
     impossible = ((frame[CONVERSION] == 1) & (frame[CLICK] == 0)).to_numpy()
-    if impossible.any():
-        row = int(np.flatnonzero(impossible)[0])
-        raise DataError(f"conversion=1 on an impression without a click ({int(impossible.sum())} such rows)",
-                        path=path, line=readers.source_line(frame, row, first_data_line=first_data_line),
-                        column=CONVERSION,
-                        fix="conversion must mean click-then-convert; set click=1 on those rows or drop them")
+    funnel = (impossible, CONVERSION, lambda row: f"conversion=1 on an impression without a click "
+              f"({int(impossible.sum())} such rows)",
+              "conversion must mean click-then-convert; set click=1 on those rows or drop them")
+    readers.check_rows(frame, path, [*readers.binary_checks(frame, (CLICK, CONVERSION)), funnel],
+                       first_data_line=first_data_line)
 
 
 def load_aliexpress(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
@@ -116,11 +111,9 @@ def _parse_paddle_line(line: str) -> dict:
         if value not in ("0", "1"):
             raise DataError(f"label must be 0 or 1, found {value!r}", column=name, fix="binarize the label")
         row[name] = int(value)
-    feats: dict[str, list[str]] = defaultdict(list)
     for pair in parts[3:]:
         field, sep, feat = pair.partition(":")
         if not sep or not field or not feat:
             raise DataError(f"feature {pair!r} is not field:feature_id", fix="repair or remove this row")
-        feats[field].append(feat)
-    row.update(feats)
+        row.setdefault(field, []).append(feat)  # a field's feature ids, in line order
     return row

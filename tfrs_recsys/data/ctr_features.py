@@ -26,11 +26,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from tfrs_recsys import paths
 from tfrs_recsys.data.bundles import InteractionData, LabeledData
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.readers import open_path
+from tfrs_recsys.data.schema import scalar_text
+from tfrs_recsys.data.splits import SECONDS_PER_DAY
 
-SECONDS_PER_DAY = 86_400
 HOTNESS_COLUMNS = ["item_id", "decayed_impressions", "decayed_clicks", "smoothed_ctr", "hotness"]
 _MIN_PRIOR_STRENGTH = 1e-3
 
@@ -47,26 +48,21 @@ class SlotFeatureMap:
     FORMAT = "tfrs_recsys.SlotFeatureMap"
 
     def __init__(self, ids: dict[str, int] | None = None):
-        self._ids: dict[str, int] = {}
-        self._by_column: dict[str, dict[str, int]] = {}
+        self._by_column: dict[str, dict[str, int]] = {}  # column -> value -> id
         for key, idx in sorted((ids or {}).items(), key=lambda kv: kv[1]):
-            self._add(key, idx)
-
-    def _add(self, key: str, idx: int) -> None:
-        column, sep, value = key.partition("=")
-        if not sep:
-            raise DataError(f"slot feature {key!r} is not of the form column=value",
-                            fix="write keys as column=value")
-        self._ids[key] = idx
-        self._by_column.setdefault(column, {})[value] = idx
+            column, sep, value = key.partition("=")
+            if not sep:
+                raise DataError(f"slot feature {key!r} is not of the form column=value",
+                                fix="write keys as column=value")
+            self._by_column.setdefault(column, {})[value] = idx
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return sum(map(len, self._by_column.values()))
 
     @property
     def vocabulary_size(self) -> int:
         """Embedding table rows needed: every id plus the reserved unknown id 0."""
-        return len(self._ids) + 1
+        return len(self) + 1
 
     @property
     def columns(self) -> list[str]:
@@ -74,7 +70,9 @@ class SlotFeatureMap:
 
     @property
     def ids(self) -> dict[str, int]:
-        return dict(self._ids)
+        """``{"column=value": id}`` in id order."""
+        pairs = ((f"{c}={v}", i) for c, values in self._by_column.items() for v, i in values.items())
+        return dict(sorted(pairs, key=lambda kv: kv[1]))
 
     def id_of(self, column: str, value) -> int:
         return self._by_column.get(column, {}).get(str(value), 0)
@@ -95,10 +93,10 @@ class SlotFeatureMap:
                 raise DataError("a slot column name cannot contain '='", column=column,
                                 fix="rename the column")
             known = self._by_column.setdefault(column, {})
-            new_keys.update((column, v) for v in pd.unique(_as_text(_column(frame, column)).dropna())
+            new_keys.update((column, v) for v in pd.unique(_column(frame, column).astype("string").dropna())
                             if v not in known)
-        for next_id, (column, value) in enumerate(sorted(new_keys), start=len(self._ids) + 1):
-            self._add(f"{column}={value}", next_id)
+        for next_id, (column, value) in enumerate(sorted(new_keys), start=len(self) + 1):
+            self._by_column[column][value] = next_id
         return self
 
     def transform(self, frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
@@ -116,7 +114,7 @@ class SlotFeatureMap:
             if column not in self._by_column:
                 raise DataError("column was never fitted, so all its values would be unknown", column=column,
                                 fix=f"fit the map on it first (fitted columns: {self.columns})")
-            mapped = _as_text(_column(frame, column)).map(self._by_column[column])
+            mapped = _column(frame, column).astype("string").map(self._by_column[column])
             out[:, j] = mapped.fillna(0).to_numpy(dtype=np.int64)
         return out
 
@@ -126,15 +124,13 @@ class SlotFeatureMap:
         Args:
           path: a local or remote (``gs://``) file path.
         """
-        payload = {"format": self.FORMAT, "unknown_id": 0, "ids": self._ids}
-        with open_path(path, "wb") as fh:
-            fh.write(json.dumps(payload, indent=1, ensure_ascii=False).encode("utf-8"))
+        payload = {"format": self.FORMAT, "unknown_id": 0, "ids": self.ids}
+        paths.write_text(path, json.dumps(payload, indent=1, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SlotFeatureMap":
         try:
-            with open_path(path, "rb") as fh:
-                payload = json.loads(fh.read().decode("utf-8"))
+            payload = json.loads(paths.read_text(path))
         except FileNotFoundError:
             raise DataError("slot feature map not found", path=str(path), fix="check the path") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -155,11 +151,6 @@ def _column(frame: pd.DataFrame, column: str) -> pd.Series:
     if column not in frame.columns:
         raise DataError("column not in the data", column=column, fix=f"use one of {list(frame.columns)}")
     return frame[column]
-
-
-def _as_text(values: pd.Series) -> pd.Series:
-    """Values as text (``str(value)``), missing (None/NaN) kept missing."""
-    return values.astype("string")
 
 
 def _check_decay(half_life_days: float, prior_strength: float | None) -> None:
@@ -379,7 +370,8 @@ def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int =
                           "timestamp": ratings["timestamp"].to_numpy(dtype=np.int64)[source],
                           "label": (np.arange(len(source)) < len(ratings)).astype(np.int64)})
     items = data.items.assign(item_id=data.items["item_id"].astype(str)).drop_duplicates("item_id")
-    genres = pd.Series([_joined(g) for g in items.get("genres", [None] * len(items))], index=items["item_id"])
+    genres = pd.Series([scalar_text(g) for g in items.get("genres", [None] * len(items))],
+                       index=items["item_id"])
     frame["genres"] = frame["item_id"].map(genres).fillna("")
     if data.users is not None:
         clash_cols = sorted(set(data.users.columns) & {"item_id", "genres", *_LOG_TAIL})
@@ -406,8 +398,3 @@ def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
     return sorted_keys[pos] == keys if len(sorted_keys) else np.zeros(len(keys), dtype=bool)
 
-
-def _joined(genres) -> str:
-    if isinstance(genres, str):
-        return genres
-    return "|".join(genres) if isinstance(genres, (list, tuple, np.ndarray)) else ""

@@ -60,14 +60,11 @@ TRAIN_COLUMNS = (
 TRAIN_ONLY = ("position", "click_bool", "gross_bookings_usd", "booking_bool")
 TEST_COLUMNS = tuple(c for c in TRAIN_COLUMNS if c not in TRAIN_ONLY)
 COLUMNS = {"train": TRAIN_COLUMNS, "test": TEST_COLUMNS}
-# Never NULL in the Kaggle files; every other numeric column may be.
-INT_COLUMNS = (
-    "srch_id", "site_id", "visitor_location_country_id", "prop_country_id", "prop_id", "prop_starrating",
-    "prop_brand_bool", "position", "promotion_flag", "srch_destination_id", "srch_length_of_stay",
-    "srch_booking_window", "srch_adults_count", "srch_children_count", "srch_room_count",
-    "srch_saturday_night_bool", "random_bool", "click_bool", "booking_bool",
-)
-FLOAT_COLUMNS = tuple(c for c in TRAIN_COLUMNS if c not in INT_COLUMNS and c != "date_time")
+# The columns that may be NULL in the Kaggle files (float64); every other numeric one never is (int64).
+FLOAT_COLUMNS = ("visitor_hist_starrating", "visitor_hist_adr_usd", "prop_review_score",
+                 "prop_location_score1", "prop_location_score2", "prop_log_historical_price", "price_usd",
+                 "srch_query_affinity_score", "orig_destination_distance", *_COMP, "gross_bookings_usd")
+INT_COLUMNS = tuple(c for c in TRAIN_COLUMNS if c not in FLOAT_COLUMNS and c != "date_time")
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 CLICK, CONVERSION = "click", "conversion"
 NOT_FEATURES = ("position", "gross_bookings_usd")  # see the module docstring
@@ -97,33 +94,27 @@ def _blank_nulls(data: bytes) -> bytes:
 def _check_header(path: str, part: str) -> None:
     """Raise unless ``path`` starts with the unmodified Kaggle header of ``part``."""
     header = [h.strip() for h in readers.first_line(path, f"{part}.csv", DOWNLOAD_HELP).strip().split(",")]
-    expected = COLUMNS[part]
-    missing = [c for c in expected if c not in header]
+    other = "test" if part == "train" else "train"
+    missing = [c for c in COLUMNS[part] if c not in header]
+    extra = [c for c in header if c not in COLUMNS[part]]
     if missing:
-        other = "test" if part == "train" else "train"
         hint = (f"this looks like {other}.csv" if set(COLUMNS[other]) == set(header)
                 else "this is not the unzipped Kaggle Expedia file, or it was edited")
         raise DataError(f"{part}.csv header lacks column(s) {missing} ({hint})", path=path, line=1,
                         column=missing[0],
                         fix=f"use the unmodified {part}.csv of the competition; {DOWNLOAD_HELP}")
-    extra = [c for c in header if c not in expected]
     if extra:
-        why = "unknown columns"
-        if set(extra) <= set(TRAIN_ONLY):
-            why = "train-only columns, the labels among them"
+        why = ("train-only columns, the labels among them" if set(extra) <= set(TRAIN_ONLY)
+               else "unknown columns")
         raise DataError(f"{part}.csv header has {why} {extra}", path=path, line=1, column=extra[0],
                         fix=f"use the unmodified {part}.csv; for other layouts use --dataset csv")
 
 
-def _lines(fh, block_size: int = 64 << 20) -> Iterator[bytes]:
+def _lines(fh, read_size: int = 64 << 20) -> Iterator[bytes]:
     """The remaining lines of ``fh`` without their newline, read in large blocks (fast on gs:// too)."""
     rest = b""
-    while True:
-        block = fh.read(block_size)
-        if not block:
-            break
-        lines = (rest + block).split(b"\n")
-        rest = lines.pop()
+    while block := fh.read(read_size):
+        *lines, rest = (rest + block).split(b"\n")
         yield from lines
     if rest:
         yield rest
@@ -131,7 +122,7 @@ def _lines(fh, block_size: int = 64 << 20) -> Iterator[bytes]:
 
 def _line_blocks(path: str, chunk_rows: int) -> Iterator[tuple[int, list[bytes]]]:
     """Consecutive data lines in blocks of ``chunk_rows`` non-blank ones: ``(first line number, lines)``."""
-    with readers.open_path(path) as fh:
+    with paths.open_file(path) as fh:
         fh.readline()
         first, block, filled = 2, [], 0
         for line in _lines(fh):
@@ -196,26 +187,14 @@ def _check_rows(frame: pd.DataFrame, part: str, path: str, first: int | None, sk
                lambda r: f"date_time {text.iloc[r]!r} is not a date like 2013-04-04 08:32:15",
                "correct the date, or rerun with --skip-bad-rows to skip and count the row")]
     if part == "train":
-        for col in ("click_bool", "booking_bool"):
-            checks.append((~np.isin(frame[col].to_numpy(), (0, 1)), col,
-                           lambda r, col=col: f"{col} must be 0 or 1, found {frame[col].iloc[r]}",
-                           "correct the label"))
-        checks.append((((frame["booking_bool"] == 1) & (frame["click_bool"] == 0)).to_numpy(), "booking_bool",
-                       lambda r: "booking_bool = 1 on a hotel that was not clicked (click_bool = 0); a "
-                                 "booking always follows a click",
-                       "set click_bool = 1 on that row or drop it: conversion must mean click-then-book"))
-    bad = np.zeros(len(frame), dtype=bool)
-    for mask, column, message, fix in checks:
-        for r in np.flatnonzero(mask & ~bad):
-            where = f"srch_id {frame['srch_id'].iloc[r]}, prop_id {frame['prop_id'].iloc[r]}: "
-            line = readers.source_line(frame, r, first_data_line=first) if first else None
-            err = DataError(where + message(r), path=path, line=line, column=column, fix=fix)
-            if not skip_bad_rows:
-                raise err
-            report.add(err)
-        bad |= mask
-    out = frame.assign(date_time=when.astype("datetime64[s]"))
-    return out[~bad].reset_index(drop=True) if bad.any() else out
+        checks += [*readers.binary_checks(frame, ("click_bool", "booking_bool"), fix="correct the label"),
+                   (((frame["booking_bool"] == 1) & (frame["click_bool"] == 0)).to_numpy(), "booking_bool",
+                    lambda r: "booking_bool = 1 on a hotel that was not clicked (click_bool = 0); a booking "
+                              "always follows a click",
+                    "set click_bool = 1 on that row or drop it: conversion must mean click-then-book")]
+    where = lambda r: f"srch_id {frame['srch_id'].iloc[r]}, prop_id {frame['prop_id'].iloc[r]}: "
+    return readers.check_rows(frame.assign(date_time=when.astype("datetime64[s]")), path, checks, where=where,
+                              first_data_line=first, skip_bad_rows=skip_bad_rows, report=report)
 
 
 def read_expedia_csv(path: str, *, part: str = "train", skip_bad_rows: bool = False,
@@ -281,8 +260,6 @@ def load_expedia(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
 
 def _in_sample(srch_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """A seeded pseudo-random choice of whole searches (Knuth's multiplicative hash of the id)."""
-    if fraction >= 1.0:
-        return np.ones(len(srch_id), dtype=bool)
     hashed = (srch_id.astype(np.uint64) * np.uint64(2654435761) + np.uint64(seed)) % np.uint64(1 << 32)
     return hashed.astype(np.float64) / float(1 << 32) < fraction
 
@@ -293,35 +270,28 @@ def _write_part(source: str, target: Path, part: str, *, sample_fraction: float,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    stats = {"source": source, "rows_read": 0, "rows": 0}
-    searches, booked = set(), set()  # srch_id of every search, and of those with a booking
-    clicks = bookings = 0
-    writer = None
+    rows_read, writer = 0, None
     try:
         for frame in iter_expedia_csv(source, part=part, chunk_rows=chunk_rows):
-            stats["rows_read"] += len(frame)
+            rows_read += len(frame)
             frame = frame[_in_sample(frame["srch_id"].to_numpy(), sample_fraction, seed)]
-            if frame.empty:
-                continue
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(target, table.schema)
-            writer.write_table(table.cast(writer.schema))
-            stats["rows"] += len(frame)
-            searches.update(frame["srch_id"].unique().tolist())
-            if part == "train":
-                clicks += int(frame["click_bool"].sum())
-                bookings += int(frame["booking_bool"].sum())
-                booked.update(frame.loc[frame["booking_bool"] == 1, "srch_id"].unique().tolist())
+            if not frame.empty:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                writer = writer or pq.ParquetWriter(target, table.schema)
+                writer.write_table(table.cast(writer.schema))
     finally:
         if writer is not None:
             writer.close()
-    if not stats["rows"]:
+    if writer is None:
         raise DataError(f"no {part} rows left after sampling {sample_fraction:g} of the searches",
                         path=source, fix="raise --sample-searches")
-    stats["searches"] = len(searches)
-    if part == "train":
-        stats.update(clicks=clicks, bookings=bookings, searches_with_booking=len(booked))
+    labels = ["click_bool", "booking_bool"] if part == "train" else []
+    kept = pq.read_table(target, columns=["srch_id", *labels]).to_pandas()
+    stats = {"source": source, "rows_read": rows_read, "rows": len(kept),
+             "searches": kept["srch_id"].nunique()}
+    if labels:
+        stats.update(clicks=int(kept["click_bool"].sum()), bookings=int(kept["booking_bool"].sum()),
+                     searches_with_booking=kept.loc[kept["booking_bool"] == 1, "srch_id"].nunique())
     return stats
 
 
@@ -359,12 +329,11 @@ def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False
     if not 0.0 < sample_fraction <= 1.0:
         raise DataError(f"--sample-searches must be in (0, 1], got {sample_fraction}", fix="pass e.g. 0.1")
     sources = {part: str(paths.join(data_dir, f"{part}.csv")) for part in COLUMNS}
-    if not paths.exists(sources["train"]):
+    sources = {part: src for part, src in sources.items() if paths.exists(src)}
+    if "train" not in sources:
         zips = sorted(p.name for p in Path(data_dir).glob("*.zip")) if Path(data_dir).is_dir() else []
         found = f" (the folder holds {zips}: unzip them there)" if zips else ""
         raise DataError(f"train.csv not found in the folder{found}", path=data_dir, fix=DOWNLOAD_HELP)
-    if not paths.exists(sources["test"]):
-        del sources["test"]
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     partial = {part: work / (WORK_FILES[part] + ".partial") for part in sources}
@@ -393,20 +362,6 @@ def setup_benchmark(data_dir: str, work_dir: str | Path, *, strict: bool = False
                 "metric": "NDCG@38 per search, gain booking = 5, click = 1, else 0"}
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-def _summary(manifest: dict) -> str:
-    lines = []
-    for part, s in manifest["parts"].items():
-        line = f"  {part}: {s['rows']:,} rows, {s['searches']:,} searches"
-        if part == "train":
-            line += (f", {s['clicks']:,} clicks, {s['bookings']:,} bookings "
-                     f"({s['searches_with_booking']:,} searches)")
-        if s["rows"] != s["rows_read"]:
-            line += f" (sampled from {s['rows_read']:,} rows)"
-        lines.append(line + f" -> {paths.join(manifest['work_dir'], WORK_FILES[part])}")
-    lines += [f"  note: {n}" for n in manifest["notes"]]
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -439,7 +394,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"Expedia benchmark data validated and written to {args.work_dir}:\n{_summary(manifest)}")
+    print(f"Expedia benchmark data validated and written to {args.work_dir}:")
+    for part, s in manifest["parts"].items():
+        line = f"  {part}: {s['rows']:,} rows, {s['searches']:,} searches"
+        if part == "train":
+            line += (f", {s['clicks']:,} clicks, {s['bookings']:,} bookings "
+                     f"({s['searches_with_booking']:,} searches)")
+        if s["rows"] != s["rows_read"]:
+            line += f" (sampled from {s['rows_read']:,} rows)"
+        print(line + f" -> {paths.join(manifest['work_dir'], WORK_FILES[part])}")
+    for note in manifest["notes"]:
+        print(f"  note: {note}")
     print(f"next: make benchmark-train BENCH_DIR={args.work_dir}")
     return 0
 

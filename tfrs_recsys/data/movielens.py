@@ -36,12 +36,9 @@ def load_movielens_100k(data_dir: str, *, skip_bad_rows: bool = False) -> Intera
                   column_types=dict.fromkeys(ML100K_GENRES, "int"), what="MovieLens 100K items (u.item)",
                   **options)
     flags = items[list(ML100K_GENRES)].to_numpy()
-    items = pd.DataFrame({
-        "item_id": items["item_id"].astype(str),
-        "title": items["title"],
-        "genres": [[g for g, f in zip(ML100K_GENRES, row) if f == 1] for row in flags],
-        "release_date": items["release_date"],
-    })
+    items = pd.DataFrame({"item_id": items["item_id"].astype(str), "title": items["title"],
+                          "genres": [[g for g, f in zip(ML100K_GENRES, row) if f == 1] for row in flags],
+                          "release_date": items["release_date"]})
     users = _read(data_dir, "u.user", reports, optional=True, sep="|",
                   columns=["user_id", "age", "gender", "occupation", "zip_code"], column_types={"age": "int"},
                   what="MovieLens 100K users (u.user)", **options)

@@ -81,10 +81,8 @@ def rated_held_out(rows: pd.DataFrame, train: Sequences, positive_threshold: flo
     """
     liked, disliked = like_labels(rows["rating"], positive_threshold)
     keep = liked | disliked
-    history = train.as_dict()
-    empty = np.array([], dtype=object)
     users = rows["user_id"].astype(str).to_numpy()[keep].astype(object)
-    return RatedHeldOut(users, [history.get(u, empty) for u in users],
+    return RatedHeldOut(users, train.histories(users),
                         rows["item_id"].astype(str).to_numpy()[keep].astype(object), liked[keep])
 
 
@@ -131,10 +129,9 @@ class TripleSampler:
         self._disliked_count = per_user = np.bincount(user_index[use], minlength=len(user_names))
         self._disliked_start = np.r_[0, np.cumsum(per_user)[:-1]]
 
-        # A user without disliked items needs a sampleable item they did not like.
+        # A user without disliked items needs a sampleable item (counts > 0) they did not like.
         liked_per_user = np.bincount(user_index[liked], minlength=len(user_names))
-        sampleable = int((counts > 0).sum())
-        possible = (per_user > 0) | (liked_per_user < sampleable)
+        possible = (per_user > 0) | (liked_per_user < int((counts > 0).sum()))
         rows = np.flatnonzero(liked & possible[user_index])
         self.dropped = int(liked.sum() - len(rows))
         if not len(rows):

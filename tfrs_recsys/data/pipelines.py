@@ -98,16 +98,12 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], *, batch_size: int, sh
         raise DataError("no rows to batch", fix="check the frame or split is not empty")
     # 1-D columns of one dtype are held as ONE [n, k] tensor: a batch is one gather per dtype, and the
     # dataset captures a few tensors, not one per column (each capture costs at every new iterator).
-    groups: dict[np.dtype, list] = {}
+    named = {key: np.asarray(v) for key, v in named.items()}
+    groups: dict = {}
     for key, v in named.items():
-        v = np.asarray(v)
         groups.setdefault(v.dtype if v.ndim == 1 else key, []).append(key)
-    tensors = {}
-    for group, keys in groups.items():
-        if isinstance(group, np.dtype) and len(keys) > 1:
-            tensors[tuple(keys)] = tf.constant(np.stack([np.asarray(named[k]) for k in keys], axis=1))
-        else:
-            tensors.update({(k,): tf.constant(named[k]) for k in keys})
+    tensors = {tuple(keys): tf.constant(np.stack([named[k] for k in keys], axis=1) if len(keys) > 1
+                                        else named[keys[0]]) for keys in groups.values()}
     stop = n - n % batch_size if drop_remainder else n
     if stop == 0:
         raise DataError(f"{n} rows make no full batch of {batch_size} with drop_remainder=True",

@@ -26,19 +26,6 @@ _WORDS = {"int": "an integer", "float": "a number"}
 _SKIP_HINT = "or rerun with skip_bad_rows to skip and count the row"
 
 
-def open_path(path: str | os.PathLike, mode: str = "rb"):
-    """Open a local path or any ``tf.io.gfile`` URL (gs://, hdfs://, ...).
-
-    Args:
-      path: The file.
-      mode: As for ``open``.
-
-    Returns:
-      The file object.
-    """
-    return paths.open_file(path, mode)
-
-
 def require_file(path: str | os.PathLike, what: str, fix: str) -> str:
     """Fail with a clear message unless ``path`` is an existing, non-empty file.
 
@@ -53,7 +40,7 @@ def require_file(path: str | os.PathLike, what: str, fix: str) -> str:
     text = str(path)
     if not paths.exists(text):
         raise DataError(f"{what} not found", path=text, fix=fix)
-    with open_path(text) as fh:
+    with paths.open_file(text) as fh:
         if not fh.read(1):
             raise DataError(f"{what} is empty", path=text,
                             fix="point at a file that holds data rows (was the download cut short?)")
@@ -71,7 +58,7 @@ def first_line(path: str | os.PathLike, what: str, fix: str) -> str:
     Returns:
       The line, newline included; undecodable bytes replaced.
     """
-    with open_path(require_file(path, what, fix)) as fh:
+    with paths.open_file(require_file(path, what, fix)) as fh:
         return fh.readline().decode("utf-8", errors="replace")
 
 
@@ -79,8 +66,8 @@ def read_delimited(path: str | os.PathLike, *, sep: str, columns: Sequence[str] 
                    header: bool = False, column_types: Mapping[str, str] | None = None,
                    nullable: Sequence[str] = (), encoding: str = "utf-8", skip_bad_rows: bool = False,
                    quoting: bool = True, what: str = "data file", fix_missing: str = "check the path",
-                   data: bytes | None = None, first_line: int = 1,
-                   report: SkipReport | None = None) -> tuple[pd.DataFrame, SkipReport]:
+                   data: bytes | None = None, first_line: int = 1, report: SkipReport | None = None
+                   ) -> tuple[pd.DataFrame, SkipReport]:
     """Read a delimited text file into a DataFrame with checked column types.
 
     Args:
@@ -189,8 +176,7 @@ def parse_lines(data: bytes, path: str, parse: Callable[[str], Any], *, skip_bad
     Returns:
       The rows and their file lines.
     """
-    rows: list = []
-    line_numbers: list[int] = []
+    rows, line_numbers = [], []
     for lineno, raw in enumerate(data.split(b"\n"), start=first_line):
         raw = raw.rstrip(b"\r")
         if not raw.strip():
@@ -282,23 +268,41 @@ def source_line(frame: pd.DataFrame, row: int, *, first_data_line: int) -> int:
     return row + first_data_line
 
 
-def check_binary_labels(frame: pd.DataFrame, labels: Sequence[str], path: str, *,
-                        first_data_line: int) -> None:
-    """Raise :class:`DataError` on the first label value other than 0 / 1, naming its file line.
+def check_rows(frame: pd.DataFrame, path: str, checks: Sequence[tuple], *, first_data_line: int | None,
+               skip_bad_rows: bool = False, report: SkipReport | None = None,
+               where: Callable[[int], str] = lambda row: "") -> pd.DataFrame:
+    """Checks of parsed rows: the first flagged row raises :class:`DataError`, or flagged rows are skipped.
 
     Args:
       frame: The rows read from ``path``.
-      labels: The label columns.
       path: The file.
-      first_data_line: The file line of the first row (:func:`source_line`).
+      checks: ``(flagged, column, message, fix)`` each: a boolean mask over the rows, the column the error
+        names, the error text of a flagged row's position, and what to do.
+      first_data_line: The file line of the first row (:func:`source_line`); ``None`` where rows have no
+        line (Parquet).
+      skip_bad_rows: Drop flagged rows, counted in ``report``, instead of raising.
+      report: Counts the skipped rows.
+      where: Text naming a row's position, put before the message.
+
+    Returns:
+      ``frame`` without the skipped rows.
     """
-    for col in labels:
-        bad = ~frame[col].isin([0, 1]).to_numpy()
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise DataError(f"label must be 0 or 1, found {frame[col].iloc[row]}", path=path, column=col,
-                            line=source_line(frame, row, first_data_line=first_data_line),
-                            fix="binarize the label column")
+    bad = np.zeros(len(frame), dtype=bool)
+    for mask, column, message, fix in checks:
+        for row in np.flatnonzero(mask & ~bad):
+            line = source_line(frame, row, first_data_line=first_data_line) if first_data_line else None
+            err = DataError(where(row) + message(row), path=path, line=line, column=column, fix=fix)
+            if not skip_bad_rows:
+                raise err
+            report.add(err)
+        bad |= mask
+    return frame[~bad].reset_index(drop=True) if bad.any() else frame
+
+
+def binary_checks(frame: pd.DataFrame, labels: Sequence[str], fix: str = "binarize the label column") -> list:
+    """The :func:`check_rows` checks that every value of the ``labels`` columns is 0 or 1."""
+    return [(~frame[c].isin([0, 1]).to_numpy(), c,
+             lambda row, c=c: f"label must be 0 or 1, found {frame[c].iloc[row]}", fix) for c in labels]
 
 
 def read_parquet(path: str | os.PathLike, *, columns: Sequence[str] | None = None, what: str = "Parquet file",

@@ -29,8 +29,7 @@ INTERACTION_DATASETS = {
     "movielens-csv": "folder with ratings.csv and movies.csv (ml-latest-small, ml-25m, ...)",
     "movielens-latest-small": "alias of movielens-csv",
     "movielens-1m": "folder with ratings.dat, movies.dat (and users.dat)",
-    "tfds:<name>": "TensorFlow Datasets, e.g. tfds:movielens/100k-ratings (needs --tfds-download online)",
-}
+    "tfds:<name>": "TensorFlow Datasets, e.g. tfds:movielens/100k-ratings (needs --tfds-download online)"}
 LABELED_DATASETS = {
     "synthetic": "esmm: search sessions with click+conversion; deepfm: CTR logs with hotness",
     "aliexpress": "AliExpress CSV (search_id, categorical_*, numerical_*, click, conversion): file or folder "
@@ -43,8 +42,7 @@ LABELED_DATASETS = {
     "expedia": "esmm: Kaggle 'Personalize Expedia Hotel Searches' (ICDM 2013): the folder of `make "
                "benchmark-setup` (train.parquet, default runs/expedia) or the folder holding train.csv",
     "csv": "any CSV/TSV with a header; --label-columns names the labels",
-    "parquet": "any Parquet file; --label-columns names the labels",
-}
+    "parquet": "any Parquet file; --label-columns names the labels"}
 IMPLICIT_CLICK_SOURCES = ("movielens-100k", "movielens-csv", "movielens-latest-small", "movielens-1m",
                           "synthetic-histories")
 _MOVIELENS = {"movielens-100k": movielens.load_movielens_100k, "movielens-1m": movielens.load_movielens_1m,
@@ -149,10 +147,9 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
         from tfrs_recsys.data.ctr_features import movielens_click_logs
 
         # Every interaction is a click; unseen items at the same time are the negatives.
-        interactions = load_interactions(dataset, data_dir, seed=seed, skip_bad_rows=skip_bad_rows,
-                                         synthetic_users=synthetic_users, synthetic_items=synthetic_items,
-                                         tfds_download=tfds_download)
-        return movielens_click_logs(interactions, seed=seed)
+        return movielens_click_logs(load_interactions(
+            dataset, data_dir, seed=seed, skip_bad_rows=skip_bad_rows, synthetic_users=synthetic_users,
+            synthetic_items=synthetic_items, tfds_download=tfds_download), seed=seed)
     if dataset == "expedia" and task != "esmm":
         raise DataError("--dataset expedia holds clicks and bookings for the ESMM ranker",
                         fix="train esmm on it: python -m tfrs_recsys.train esmm --dataset expedia --data-dir")

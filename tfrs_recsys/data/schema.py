@@ -151,10 +151,7 @@ class FeatureSpec:
         return [f for f in self.features if f.group == group]
 
     def __getitem__(self, name: str) -> FeatureColumn:
-        for f in self.features:
-            if f.name == name:
-                return f
-        raise KeyError(name)
+        return {f.name: f for f in self.features}[name]
 
     def to_dict(self) -> dict:
         """The spec as the JSON object :meth:`save` writes."""
@@ -198,7 +195,8 @@ def is_listlike(value) -> bool:
     return isinstance(value, (list, tuple, np.ndarray))
 
 
-def _is_plain_number(values: pd.Series) -> bool:
+def is_plain_number(values: pd.Series) -> bool:
+    """Whether a column holds numbers, booleans excluded."""
     return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
@@ -256,7 +254,7 @@ def epoch_seconds(values: pd.Series, name: str = "") -> np.ndarray:
     Returns:
       The seconds.
     """
-    if _is_plain_number(values):
+    if is_plain_number(values):
         return values.to_numpy(dtype="float64", na_value=np.nan)
     if not pd.api.types.is_datetime64_any_dtype(values):
         try:
@@ -299,7 +297,7 @@ def frame_to_raw(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray
 
 
 def _numbers(values: pd.Series, name: str) -> np.ndarray:
-    if _is_plain_number(values):
+    if is_plain_number(values):
         return values.to_numpy(dtype="float64", na_value=np.nan)
     numbers = pd.to_numeric(values.replace("", np.nan), errors="coerce")
     bad = numbers.isna() & values.notna() & (values != "")

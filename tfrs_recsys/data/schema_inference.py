@@ -202,11 +202,9 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
             continue
         column, why = _infer_column(name, sample[name], opts, as_id=name in (user_column, item_column),
                                     as_timestamp=name == timestamp_column)
-        if column is None:
-            notes["dropped"][name] = why
-        else:
+        notes["dropped" if column is None else "decisions"][name] = why
+        if column is not None:
             features.append(column)
-            notes["decisions"][name] = why
     if timestamp_column is None:
         timestamp_column = next((f.name for f in features if f.kind == "timestamp"), None)
 
@@ -254,25 +252,18 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
             return _categorical_column(name, raw_strings(values), opts, "integer ids", id_like=True,
                                        entity=as_id)
         distinct = present.nunique()
-        if integer_dtype and not _NUMERIC_NAME.search(lname):
-            if _CATEGORICAL_NAME.search(lname):
-                why = "integer codes, categorical-like name"
-                return _categorical_column(name, raw_strings(values), opts, why)
-            if distinct <= opts.low_cardinality_max:
-                why = (f"{distinct} distinct integers (<= low_cardinality_max={opts.low_cardinality_max}): "
-                       "codes, not quantities")
-                return _categorical_column(name, raw_strings(values), opts, why)
-        if _NUMERIC_NAME.search(lname):
-            why = "quantity-like name"
-        elif not integer_dtype:
-            why = "floating-point values"
-        else:
-            why = f"{distinct} distinct integers and no id/categorical hint in the name"
+        quantity, coded = _NUMERIC_NAME.search(lname), _CATEGORICAL_NAME.search(lname)
+        if integer_dtype and not quantity and (coded or distinct <= opts.low_cardinality_max):
+            why = ("integer codes, categorical-like name" if coded else f"{distinct} distinct integers "
+                   f"(<= low_cardinality_max={opts.low_cardinality_max}): codes, not quantities")
+            return _categorical_column(name, raw_strings(values), opts, why)
+        why = ("quantity-like name" if quantity else "floating-point values" if not integer_dtype
+               else f"{distinct} distinct integers and no id/categorical hint in the name")
         return _numeric_column(name, values.to_numpy("float64", na_value=np.nan), "numeric", why)
     text = raw_strings(values)
     separator = _detect_separator(text)
     if separator is not None:
-        return _multi_column(name, text, separator, opts, f"text joined by {separator!r}")
+        return _categorical_column(name, text, opts, f"text joined by {separator!r}", separator=separator)
     return _categorical_column(name, text, opts, "booleans" if pd.api.types.is_bool_dtype(values) else "text",
                                id_like=_id_named(name), entity=as_id)
 
@@ -286,12 +277,6 @@ def _numeric_column(name: str, values: np.ndarray, kind: str, why: str) -> tuple
     newest = float(present.max()) if kind == "timestamp" else None
     return (FeatureColumn(name, kind, mean=mean, std=std, newest=newest, raw_dtype="float32"),
             f"{kind}: {why}; mean {mean:.4g}, std {std:.4g}")
-
-
-def _constant(text: pd.Series) -> str:
-    value = text.iloc[0]
-    shown = value if len(value) <= 40 else value[:40] + "..."
-    return f"constant: every sampled value is {shown!r}"
 
 
 def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, **extra) -> tuple[FeatureColumn, str]:
@@ -308,25 +293,24 @@ def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, **extra) -
 
 
 def _categorical_column(name: str, text: pd.Series, opts: _Options, why: str, *, id_like: bool = False,
-                        entity: bool = False) -> tuple[FeatureColumn | None, str]:
-    """``entity``: the user or item id column, kept even when every sampled value differs."""
+                        entity: bool = False, separator: str | None = None
+                        ) -> tuple[FeatureColumn | None, str]:
+    """``entity``: the user or item id column, kept even when every sampled value differs; ``separator``
+    joins the values of a multi-valued column."""
     distinct = text.nunique()
     if distinct <= 1:
-        return None, _constant(text)
+        value = text.iloc[0]
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        return None, f"constant: every sampled value is {shown!r}"
+    if separator is not None:
+        tokens = text.str.split(separator, regex=False).explode().str.strip()
+        column, how = _encoded(name, "multi_categorical", tokens[tokens != ""], opts, separator=separator)
+        return column, f"multi_categorical: {why}, {how}"
     if not entity and distinct == len(text) >= 100:
         return None, f"a row key: all {distinct} sampled values differ, so there is nothing to learn from it"
     kind = "id" if entity or id_like or distinct > opts.low_cardinality_max else "categorical"
     column, how = _encoded(name, kind, text, opts)
     return column, f"{kind}: {why}, {how}"
-
-
-def _multi_column(name: str, text: pd.Series, separator: str, opts: _Options,
-                  why: str) -> tuple[FeatureColumn | None, str]:
-    if text.nunique() <= 1:
-        return None, _constant(text)
-    tokens = text.str.split(separator, regex=False).explode().str.strip()
-    column, how = _encoded(name, "multi_categorical", tokens[tokens != ""], opts, separator=separator)
-    return column, f"multi_categorical: {why}, {how}"
 
 
 def _list_column(name: str, values: pd.Series, opts: _Options, *,
@@ -341,7 +325,7 @@ def _list_column(name: str, values: pd.Series, opts: _Options, *,
     if lists.map(len).max() <= 1:
         return _categorical_column(name, text, opts, "lists of at most one value", id_like=_id_named(name),
                                    entity=as_id)
-    return _multi_column(name, text, separator, opts, "lists")
+    return _categorical_column(name, text, opts, "lists", separator=separator)
 
 
 def _detect_separator(text: pd.Series) -> str | None:
@@ -368,18 +352,15 @@ def _detect_separator(text: pd.Series) -> str | None:
 
 def _group_of(column: FeatureColumn, values: pd.Series, explicit: dict[str, str], user_column: str | None,
               item_column: str | None, ids: dict[str, pd.Series]) -> tuple[str, str]:
-    name = column.name
+    name, lname = column.name, _norm(column.name)
     if name in explicit:
         return explicit[name], "listed explicitly"
-    if name == user_column:
-        return "user", "the user id column"
-    if name == item_column:
-        return "item", "the item id column"
-    lname = _norm(name)
-    if _USER_NAME.search(lname):
-        return "user", "user-like name"
-    if _ITEM_NAME.search(lname):
-        return "item", "item-like name"
+    for group, hit, why in (("user", name == user_column, "the user id column"),
+                            ("item", name == item_column, "the item id column"),
+                            ("user", _USER_NAME.search(lname), "user-like name"),
+                            ("item", _ITEM_NAME.search(lname), "item-like name")):
+        if hit:
+            return group, why
     key = raw_strings(values) if values.dtype == object else values
     per_user = "user" in ids and _constant_within(key, ids["user"])
     per_item = "item" in ids and _constant_within(key, ids["item"])

@@ -33,7 +33,7 @@ import pandas as pd
 from tfrs_recsys.data import splits
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.schema import FeatureColumn
+from tfrs_recsys.data.schema import FeatureColumn, is_listlike, is_plain_number
 
 PAD = ""
 
@@ -48,8 +48,10 @@ class Sequences:
     def __len__(self) -> int:
         return len(self.user_ids)
 
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return dict(zip(self.user_ids.tolist(), self.items))
+    def histories(self, users: Sequence[str]) -> list[np.ndarray]:
+        """The sequence of each of ``users``; empty for a user without one."""
+        lookup, empty = dict(zip(self.user_ids.tolist(), self.items)), np.array([], dtype=object)
+        return [lookup.get(u, empty) for u in users]
 
 
 @dataclass
@@ -81,13 +83,6 @@ class SequenceSplit:
     rows: splits.Split | None = None  # the interaction rows (with ratings) of each part
 
 
-def _check_ids(frame: pd.DataFrame, where: str) -> None:
-    for col in ("user_id", "item_id"):
-        bad = frame[col].isna() | (frame[col].astype(str) == PAD)
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{where}: empty {col} in interaction row {row}", column=col,
-                            fix=f"drop or fill interactions without a {col}; '' is reserved for padding")
 
 
 def user_sequences(interactions: pd.DataFrame) -> Sequences:
@@ -99,9 +94,13 @@ def user_sequences(interactions: pd.DataFrame) -> Sequences:
     Returns:
       The sequences, users sorted.
     """
-    _check_ids(interactions, "interactions")
-    frame = interactions[["user_id", "item_id", "timestamp"]].copy()
-    frame["_row"] = np.arange(len(frame))
+    for col in ("user_id", "item_id"):
+        bad = interactions[col].isna() | (interactions[col].astype(str) == PAD)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"interactions: empty {col} in interaction row {row}", column=col,
+                            fix=f"drop or fill interactions without a {col}; '' is reserved for padding")
+    frame = interactions[["user_id", "item_id", "timestamp"]].assign(_row=np.arange(len(interactions)))
     frame = frame.sort_values(["user_id", "timestamp", "_row"], kind="stable")
     users = frame["user_id"].astype(str).to_numpy()
     items = frame["item_id"].astype(str).to_numpy()
@@ -124,7 +123,7 @@ def leave_last_out(data: InteractionData, *, min_interactions: int = 3) -> Seque
     Returns:
       The split.
     """
-    _check_ids(data.interactions, "interactions")
+    full = user_sequences(data.interactions)  # first: it checks the ids
     rows = splits.leave_last_out(data.interactions, min_interactions=min_interactions)
     if not len(rows.test):
         raise DataError(f"no user has {min_interactions} or more interactions, so nothing can be evaluated",
@@ -132,8 +131,8 @@ def leave_last_out(data: InteractionData, *, min_interactions: int = 3) -> Seque
     train = user_sequences(rows.train)
     val_item = dict(zip(rows.validation["user_id"].astype(str), rows.validation["item_id"].astype(str)))
     validation = _held_out(rows.validation, train, exclude=True)
-    return SequenceSplit(train, validation, _held_out(rows.test, train, exclude=True, then=val_item),
-                         user_sequences(data.interactions), "leave_last_out", rows)
+    test = _held_out(rows.test, train, exclude=True, then=val_item)
+    return SequenceSplit(train, validation, test, full, "leave_last_out", rows)
 
 
 def random_split(data: InteractionData, *, test_fraction: float = 0.2, validation_fraction: float = 0.05,
@@ -154,7 +153,7 @@ def random_split(data: InteractionData, *, test_fraction: float = 0.2, validatio
     Returns:
       The split.
     """
-    _check_ids(data.interactions, "interactions")
+    full = user_sequences(data.interactions)  # first: it checks the ids
     rows = splits.random_split(data.interactions, test_fraction=test_fraction,
                                validation_fraction=validation_fraction, seed=seed)
     if rows.validation is None or not len(rows.validation):
@@ -162,21 +161,18 @@ def random_split(data: InteractionData, *, test_fraction: float = 0.2, validatio
                         fix="raise validation_fraction")
     train = user_sequences(rows.train)
     return SequenceSplit(train, _held_out(rows.validation, train, exclude=False),
-                         _held_out(rows.test, train, exclude=False), user_sequences(data.interactions),
-                         "random_80_20", rows)
+                         _held_out(rows.test, train, exclude=False), full, "random_80_20", rows)
 
 
 def _held_out(part: pd.DataFrame, train: Sequences, *, exclude: bool,
               then: dict[str, str] | None = None) -> HeldOut:
     """The rows of ``part`` as targets, queried by the user's training sequence (plus ``then[user]``)."""
-    history = train.as_dict()
-    empty = np.array([], dtype=object)
     users = part["user_id"].astype(str).to_numpy(dtype=object)
-    histories = [history.get(u, empty) for u in users]
+    histories = train.histories(users)
     if then is not None:
         histories = [np.r_[h, [then[u]]].astype(object) for u, h in zip(users, histories)]
     return HeldOut(users, histories, part["item_id"].astype(str).to_numpy(dtype=object),
-                   histories if exclude else [empty] * len(users))
+                   histories if exclude else [np.array([], dtype=object)] * len(users))
 
 
 def catalog_ids(interactions: pd.DataFrame) -> np.ndarray:
@@ -310,11 +306,7 @@ def item_probabilities(train: Sequences, catalog: np.ndarray, *, smoothing: floa
 
 def _is_list_column(values: pd.Series) -> bool:
     sample = values.dropna().head(100)
-    return len(sample) > 0 and all(isinstance(v, (list, tuple, np.ndarray)) for v in sample)
-
-
-def _is_number(values: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    return len(sample) > 0 and all(is_listlike(v) for v in sample)
 
 
 def infer_entity_columns(frame: pd.DataFrame | None, key: str, group: str, *, max_categories: int = 100,
@@ -339,7 +331,7 @@ def infer_entity_columns(frame: pd.DataFrame | None, key: str, group: str, *, ma
         values = frame[col]
         if col in exclude:
             skipped[col] = "free text"
-        elif (_is_list_column(values) or _is_number(values)
+        elif (_is_list_column(values) or is_plain_number(values)
               or (distinct := values.astype(str).nunique()) <= max_categories):
             usable.append(col)
         else:
@@ -386,7 +378,7 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
     for col in columns:
         values = aligned[col]
         if _is_list_column(frame[col]):
-            lists = [list(v) if isinstance(v, (list, tuple, np.ndarray)) else [] for v in values]
+            lists = [list(v) if is_listlike(v) else [] for v in values]
             vocab = sorted({str(x) for row in lists for x in row})
             lookup = {v: i + 1 for i, v in enumerate(vocab)}
             width = max([len(r) for r in lists] + [1])
@@ -394,7 +386,7 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
             for r, row in enumerate(lists):
                 table[r, :len(row)] = [lookup[str(x)] for x in row]
             specs.append(FeatureColumn(col, "multi_categorical", group, "vocabulary", vocabulary=vocab))
-        elif _is_number(frame[col]):
+        elif is_plain_number(frame[col]):
             x = values.to_numpy(dtype=np.float64)
             finite = np.isfinite(x).any()
             mean, std = (float(np.nanmean(x)), float(np.nanstd(x)) or 1.0) if finite else (0.0, 1.0)

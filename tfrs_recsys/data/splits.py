@@ -79,11 +79,9 @@ class Split:
 
 def _frame(frame, columns: Sequence[str] = (), argument: str = "") -> pd.DataFrame:
     """The rows of ``frame``, checked to hold ``columns`` (passed as ``argument``) without missing values."""
-    if isinstance(frame, InteractionData):
-        frame = frame.interactions
-    elif isinstance(frame, LabeledData):
-        frame = frame.frame
-    elif not isinstance(frame, pd.DataFrame):
+    if isinstance(frame, (InteractionData, LabeledData)):
+        frame = frame.interactions if isinstance(frame, InteractionData) else frame.frame
+    if not isinstance(frame, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame, InteractionData or LabeledData, got "
                         f"{type(frame).__name__}", fix="pass the loaded frame")
     if frame.empty:
@@ -298,6 +296,13 @@ def check_no_leakage(split: Split, *, user_col: str | None = None, time_col: str
     session_col = session_col or split.session_column
     parts = split.parts()
     _check_disjoint_rows(parts)
+    needed = {"leave_last_out": [user_col, time_col], "day": [time_col]}.get(split.method, [])
+    for name, frame in parts.items():
+        for col in needed + ([session_col] if session_col else []):
+            if col not in frame.columns:
+                raise DataError(f"the {name} part has no column '{col}' to check for leakage", column=col,
+                                fix="pass user_col/time_col/session_col naming the columns the split was "
+                                    "made on")
     if split.method == "leave_last_out":
         _check_temporal(parts, user_col, time_col)
     if split.method == "day":
@@ -318,10 +323,8 @@ def _check_disjoint_rows(parts: dict[str, pd.DataFrame]) -> None:
 
 
 def _check_temporal(parts: dict[str, pd.DataFrame], user_col: str, time_col: str) -> None:
-    times_of = {}  # per part: the times, indexed by user
-    for name, frame in parts.items():
-        _require_columns(frame, [user_col, time_col], name)
-        times_of[name] = pd.Series(_times(frame[time_col], time_col), index=frame[user_col].to_numpy())
+    times_of = {name: pd.Series(_times(frame[time_col], time_col), index=frame[user_col].to_numpy())
+                for name, frame in parts.items()}  # per part: the times, indexed by user
     latest_train = times_of.pop("train").groupby(level=0).max()
     for name, times in times_of.items():
         if times.index.has_duplicates:
@@ -344,12 +347,8 @@ def _check_temporal(parts: dict[str, pd.DataFrame], user_col: str, time_col: str
 
 
 def _check_days(parts: dict[str, pd.DataFrame], time_col: str) -> None:
-    ranges = []
-    for name, frame in parts.items():
-        _require_columns(frame, [time_col], name)
-        if len(frame):
-            days = utc_days(frame[time_col], time_col)
-            ranges.append((name, int(days.min()), int(days.max())))
+    days = {name: utc_days(frame[time_col], time_col) for name, frame in parts.items() if len(frame)}
+    ranges = [(name, int(d.min()), int(d.max())) for name, d in days.items()]
     for (a, _, a_max), (b, b_min, _) in zip(ranges, ranges[1:]):
         if a_max >= b_min:
             raise DataError(f"leaky split: {a} reaches day {a_max} but {b} starts on day {b_min} (days since "
@@ -358,11 +357,8 @@ def _check_days(parts: dict[str, pd.DataFrame], time_col: str) -> None:
 
 
 def _check_sessions(parts: dict[str, pd.DataFrame], session_col: str) -> None:
-    owners = []
-    for name, frame in parts.items():
-        _require_columns(frame, [session_col], name)
-        owners.append(pd.Series(name, index=pd.unique(frame[session_col].to_numpy())))
-    owner = pd.concat(owners)
+    owner = pd.concat([pd.Series(name, index=pd.unique(frame[session_col].to_numpy()))
+                       for name, frame in parts.items()])
     shared = owner.index.duplicated(keep=False)
     if shared.any():
         session = owner.index[shared][0]
@@ -371,9 +367,3 @@ def _check_sessions(parts: dict[str, pd.DataFrame], session_col: str) -> None:
                         f"({owner.index[shared].nunique()} shared session(s))", column=session_col,
                         fix="assign whole sessions to one side (split_by_session)")
 
-
-def _require_columns(frame: pd.DataFrame, columns: Sequence[str], part: str) -> None:
-    for col in columns:
-        if col not in frame.columns:
-            raise DataError(f"the {part} part has no column '{col}' to check for leakage", column=col,
-                            fix="pass user_col/time_col/session_col naming the columns the split was made on")

@@ -200,21 +200,15 @@ def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed
     # Impressions: per destination, Gumbel top-k = draws without replacement, in draw order.
     shown = np.empty((num_sessions, session_size), dtype=np.int64)
     for dest in range(num_destinations):
-        hotels = np.flatnonzero(item_destination == dest)
-        hotels = hotels[rng.permutation(len(hotels))]
-        log_w = np.log(zipf_weights(len(hotels), 0.8))
+        hotels = rng.permutation(np.flatnonzero(item_destination == dest))
         sessions = np.flatnonzero(session_dest == dest)
-        keys = log_w + rng.gumbel(size=(len(sessions), len(hotels)))
-        top = np.argsort(-keys, axis=1)[:, :session_size]
-        shown[sessions] = hotels[top]
+        keys = np.log(zipf_weights(len(hotels), 0.8)) + rng.gumbel(size=(len(sessions), len(hotels)))
+        shown[sessions] = hotels[np.argsort(-keys, axis=1)[:, :session_size]]
 
-    s = np.repeat(np.arange(num_sessions), session_size)
-    i = shown.ravel()
-    u = session_user[s]
-    dev = session_device[s]
+    s, i = np.repeat(np.arange(num_sessions), session_size), shown.ravel()  # impression -> session, hotel
+    u, dev = session_user[s], session_device[s]
     position = np.tile(np.arange(1, session_size + 1), num_sessions)
-    lp = np.log(price[i] / np.median(price))
-    rs = (review_score[i] - 7.0) / 1.5
+    lp, rs = np.log(price[i] / np.median(price)), (review_score[i] - 7.0) / 1.5
     price_sens = np.array([1.2, 0.4, 0.8, 0.2])
     logit_ctr = (appeal[i] + 0.3 * rs + 0.8 * discount[i] - price_sens[user_segment[u]] * lp
                  + seg_cat_ctr[user_segment[u], category[i]] + np.array([0.3, 0.0, -0.1])[dev]
@@ -229,25 +223,15 @@ def synthetic_sessions(num_sessions: int = 5000, session_size: int = 20, *, seed
 
     hour = (session_time % SECONDS_PER_DAY) // 3600
     frame = pd.DataFrame({
-        "session_id": text_ids(num_sessions)[s],
-        "timestamp": session_time[s],
-        "user_id": text_ids(num_users)[u],
-        "user_segment": names(SEGMENTS, user_segment[u]),
+        "session_id": text_ids(num_sessions)[s], "timestamp": session_time[s],
+        "user_id": text_ids(num_users)[u], "user_segment": names(SEGMENTS, user_segment[u]),
         "user_loyalty": names(LOYALTY, user_loyalty[u]),
-        "item_id": text_ids(num_items)[i],
-        "item_category": names(CATEGORIES, category[i]),
+        "item_id": text_ids(num_items)[i], "item_category": names(CATEGORIES, category[i]),
         "item_brand": names([f"brand_{k + 1:03d}" for k in range(num_brands)], brand[i]),
-        "price": price[i],
-        "stars": stars[i].astype(np.int64),
-        "review_score": review_score[i],
-        "discount": discount[i],
-        "position": position.astype(np.int64),
-        "device": names(DEVICES, dev),
+        "price": price[i], "stars": stars[i].astype(np.int64), "review_score": review_score[i],
+        "discount": discount[i], "position": position.astype(np.int64), "device": names(DEVICES, dev),
         "destination": names([f"city_{k + 1:02d}" for k in range(num_destinations)], session_dest[s]),
-        "hour": hour[s].astype(np.int64),
-        "click": click,
-        "conversion": conversion,
-    })
+        "hour": hour[s].astype(np.int64), "click": click, "conversion": conversion})
     truth = pd.DataFrame({"true_ctr": true_ctr, "true_cvr": true_cvr, "true_ctcvr": true_ctr * true_cvr})
     return LabeledData(frame, ["click", "conversion"], name="synthetic-sessions", session_column="session_id",
                        user_column="user_id", item_column="item_id", truth=truth)
@@ -323,8 +307,8 @@ def synthetic_ctr_logs(num_rows: int = 50000, *, seed: int = 42, num_users: int 
     timestamp = _times_of_day(rng, num_rows, num_days, start_timestamp)
 
     seg, cat = segment[u], category[i]
-    seg_item_tags = np.stack([cross_seg_tag[:, ts].mean(axis=1) for ts in tags], axis=1)  # [segments, items]
-    tag_effect = seg_item_tags[seg, i]
+    # The mean over an item's tags of T[segment, tag], as a [segments, items] table.
+    tag_effect = np.stack([cross_seg_tag[:, ts].mean(axis=1) for ts in tags], axis=1)[seg, i]
     logit = (quality[i] + user_bias[u]
              + interaction_scale * (cross_seg_cat[seg, cat] + cross_dev_cat[dev, cat] + tag_effect
                                     + age_by_cat[cat] * (age[u] - 40.0) / 12.0)
@@ -334,18 +318,12 @@ def synthetic_ctr_logs(num_rows: int = 50000, *, seed: int = 42, num_users: int 
 
     tag_text = np.array(["|".join(f"tag_{t:02d}" for t in ts) for ts in tags], dtype=object)
     frame = pd.DataFrame({
-        "timestamp": timestamp,
-        "user_id": text_ids(num_users)[u],
+        "timestamp": timestamp, "user_id": text_ids(num_users)[u],
         "user_segment": names([f"seg_{k}" for k in range(num_segments)], seg),
-        "user_age": age[u].astype(np.float64),
-        "device": names(DEVICES, dev),
-        "hour": ((timestamp % SECONDS_PER_DAY) // 3600).astype(np.int64),
-        "item_id": text_ids(num_items)[i],
+        "user_age": age[u].astype(np.float64), "device": names(DEVICES, dev),
+        "hour": ((timestamp % SECONDS_PER_DAY) // 3600).astype(np.int64), "item_id": text_ids(num_items)[i],
         "item_category": names([f"cat_{k:02d}" for k in range(num_categories)], cat),
-        "item_tags": tag_text[i],
-        "price": price[i],
-        "label": label,
-    })
+        "item_tags": tag_text[i], "price": price[i], "label": label})
     frame.insert(len(frame.columns) - 1, "item_hotness",
                  point_in_time_hotness(frame, frame, click_col="label", half_life_days=half_life_days))
     return LabeledData(frame, ["label"], name="synthetic-ctr-logs", user_column="user_id",

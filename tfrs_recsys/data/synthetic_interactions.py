@@ -86,9 +86,8 @@ def synthetic_histories(num_users: int = 2000, num_items: int = 500, *, seed: in
 
     genre_vectors = rng.normal(0.0, 1.0 / np.sqrt(d), size=(num_genres, d))
     genre_share = zipf_weights(num_genres, 0.7)
-    num_item_genres = rng.choice([1, 2, 3], size=num_items, p=[0.5, 0.35, 0.15])
     item_genres = [rng.choice(num_genres, size=min(k, num_genres), replace=False, p=genre_share)
-                   for k in num_item_genres]
+                   for k in rng.choice([1, 2, 3], size=num_items, p=[0.5, 0.35, 0.15])]
     centroids = np.stack([genre_vectors[g].mean(axis=0) for g in item_genres])
     item_vectors = genre_weight * centroids + rng.normal(0.0, 1.0 / np.sqrt(d), size=(num_items, d))
     item_vectors /= np.linalg.norm(item_vectors, axis=1, keepdims=True)
@@ -97,8 +96,7 @@ def synthetic_histories(num_users: int = 2000, num_items: int = 500, *, seed: in
     lengths = np.floor(np.exp(rng.uniform(np.log(min_history), np.log(max_history + 1), size=num_users)))
     lengths = np.clip(lengths.astype(np.int64), min_history, max_history)
     keep = np.sqrt(1.0 - drift ** 2)
-    chosen = np.empty((num_users, max_history), dtype=np.int64)
-    affinity = np.empty((num_users, max_history))
+    chosen, affinity = np.empty((num_users, max_history), dtype=np.int64), np.empty((num_users, max_history))
     # Users are simulated longest history first, so the users still active at step t are a prefix.
     order = np.argsort(-lengths, kind="stable")
     chunk = max(1, 2_000_000 // num_items)  # bounds the [users, items] score matrix in memory
@@ -123,8 +121,7 @@ def synthetic_histories(num_users: int = 2000, num_items: int = 500, *, seed: in
 
     mask = np.arange(max_history)[None, :] < lengths[:, None]
     user_index = np.repeat(np.arange(num_users), lengths)
-    items_flat = chosen[mask]
-    aff = affinity[mask]
+    items_flat, aff = chosen[mask], affinity[mask]
     z = (aff - aff.mean()) / (aff.std() + 1e-12)
     ratings = np.clip(np.round(3.6 + 1.1 * z + rng.normal(0.0, 0.5, size=len(z))), 1, 5)
     gaps = 1 + np.floor(rng.exponential(mean_gap_seconds, size=len(z))).astype(np.int64)
@@ -134,18 +131,12 @@ def synthetic_histories(num_users: int = 2000, num_items: int = 500, *, seed: in
     timestamps = starts[user_index] + cumulative - cumulative[first][user_index]
 
     item_ids = text_ids(num_items)
-    interactions = pd.DataFrame({
-        "user_id": text_ids(num_users)[user_index],
-        "item_id": item_ids[items_flat],
-        "rating": ratings.astype(np.float64),
-        "timestamp": timestamps.astype(np.int64),
-    })
+    interactions = pd.DataFrame({"user_id": text_ids(num_users)[user_index], "item_id": item_ids[items_flat],
+                                 "rating": ratings.astype(np.float64),
+                                 "timestamp": timestamps.astype(np.int64)})
     genre_names = [[GENRES[k] for k in g] for g in item_genres]
-    items = pd.DataFrame({
-        "item_id": item_ids,
-        "title": [f"Item {i} ({', '.join(g)})" for i, g in zip(item_ids, genre_names)],
-        "genres": genre_names,
-    })
+    titles = [f"Item {i} ({', '.join(g)})" for i, g in zip(item_ids, genre_names)]
+    items = pd.DataFrame({"item_id": item_ids, "title": titles, "genres": genre_names})
     return InteractionData(interactions, items, None, name="synthetic-histories")
 
 
@@ -255,8 +246,7 @@ def synthetic_ratings(num_users: int = 2000, num_items: int = 500, *, seed: int 
     user_ids, item_ids = text_ids(num_users), text_ids(num_items)
     interactions = pd.DataFrame({"user_id": user_ids[u], "item_id": item_ids[i], "rating": ratings,
                                  "timestamp": timestamps.astype(np.int64)})
-    genre_names = names(GENRES[:num_genres], genre)
-    price_names = names(PRICE_BUCKETS, price)
+    genre_names, price_names = names(GENRES[:num_genres], genre), names(PRICE_BUCKETS, price)
     titles = [f"Item {k} ({g}, {p})" for k, g, p in zip(item_ids, genre_names, price_names)]
     items_frame = pd.DataFrame({"item_id": item_ids, "title": titles, "genre": genre_names,
                                 "price_bucket": price_names})

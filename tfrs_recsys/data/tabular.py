@@ -30,7 +30,8 @@ def load_criteo(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
         path, sep="," if has_header else "\t", header=has_header, columns=list(CRITEO_COLUMNS),
         column_types={"label": "int", **dict.fromkeys(CRITEO_DENSE, "float")}, nullable=CRITEO_DENSE,
         skip_bad_rows=skip_bad_rows, quoting=has_header, what="Criteo file")
-    readers.check_binary_labels(frame, ["label"], path, first_data_line=1 + int(has_header))
+    readers.check_rows(frame, path, readers.binary_checks(frame, ["label"]),
+                       first_data_line=1 + int(has_header))
     return LabeledData(frame[list(CRITEO_COLUMNS)], ["label"], name="criteo", skipped=[report])
 
 
