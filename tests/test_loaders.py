@@ -156,9 +156,12 @@ def test_wrong_type_names_line_and_column(tmp_path):
     assert str(err).startswith(f"{folder / 'ratings.csv'}:3: column 'rating'")
 
 
-def test_fractional_integer_is_rejected(tmp_path):
-    err = _error(load_movielens_csv, _movielens_csv(tmp_path, "userId,movieId,rating,timestamp\n1,1,4,2.5\n"))
-    assert (err.line, err.column) == (2, "timestamp")
+def test_fractional_seconds_are_dropped_and_a_bad_time_is_named(tmp_path):
+    data = load_movielens_csv(_movielens_csv(tmp_path, "userId,movieId,rating,timestamp\n1,1,4,2.5\n"))
+    assert data.interactions["timestamp"].tolist() == [2]
+    bad = "userId,movieId,rating,timestamp\n1,1,4,2\n1,2,4,x\n"
+    err = _error(load_movielens_csv, _movielens_csv(tmp_path, bad))
+    assert (err.line, err.column) == (3, "timestamp") and "'x' is not a number" in str(err)
 
 
 def test_empty_file(tmp_path):

@@ -30,7 +30,7 @@ def test_synthetic_defaults_per_task():
 
 
 def test_errors_say_what_to_pass(tmp_path):
-    with pytest.raises(DataError, match="no --data-dir was given"):
+    with pytest.raises(DataError, match=r"no --data \(--data-dir\) was given"):
         load_interactions("movielens-100k")
     with pytest.raises(DataError, match="does not exist"):
         load_interactions("movielens-100k", str(tmp_path / "nope"))

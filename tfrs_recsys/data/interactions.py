@@ -8,112 +8,16 @@ columns; the log's own columns that never change within an item (or a user) join
 """
 from __future__ import annotations
 
-import fnmatch
 import posixpath
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from tfrs_recsys import paths
-from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.schema import epoch_seconds
-
-TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
-PARQUET_SUFFIXES = (".parquet", ".pq")
-FORMATS = "CSV (.csv), TSV (.tsv, .txt) or Parquet (.parquet, .pq)"
-SOURCES = "row_sources"  # frame.attrs key: per shard, (first row, file, its rows' lines or None)
-
-
-def _suffix(path: str) -> str:
-    return posixpath.splitext(str(path).lower())[1]
-
-
-def table_files(path: str, what: str) -> list[str]:
-    """The files a table path names: a file, a glob (``shards/part-*.csv``) or a folder of shards.
-
-    Args:
-      path: Local or a ``tf.io.gfile`` URL.
-      what: The table in an error (``"--data"``).
-
-    Returns:
-      The files, sorted; a folder's hidden files, ``_SUCCESS`` markers and other suffixes are left out.
-
-    Raises:
-      DataError: Nothing readable is there.
-    """
-    text = str(path)
-    if any(c in text for c in "*?["):
-        folder, pattern = posixpath.split(text)
-        names = paths.listdir(folder) if paths.isdir(folder) else []
-        files = [str(paths.join(folder, n)) for n in sorted(names) if fnmatch.fnmatch(n, pattern)]
-    elif paths.isdir(text):
-        files = [str(paths.join(text, n)) for n in sorted(paths.listdir(text))
-                 if not n.startswith((".", "_")) and _suffix(n) in (*TEXT_SUFFIXES, *PARQUET_SUFFIXES)]
-    elif paths.exists(text):
-        files = [text]
-    else:
-        raise DataError(f"{what} {text} does not exist", path=text, fix="check the path")
-    if not files:
-        raise DataError(f"{what} {text} names no {FORMATS} file", path=text,
-                        fix="point it at a file, a glob like shards/*.csv, or a folder of such files")
-    return files
-
-
-def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), what: str = "table",
-               skip_bad_rows: bool = False) -> tuple[pd.DataFrame, list[SkipReport]]:
-    """Every shard of a table, concatenated; text columns stay text (``""`` where empty).
-
-    Args:
-      path: A file, glob or folder (:func:`table_files`).
-      required: Columns every shard must have, or ``{column: the flag that named it}``; an error names the
-        file, the column, the columns found and the flag to change.
-      what: The table in errors.
-      skip_bad_rows: Skip and count malformed text rows instead of failing on the first.
-
-    Returns:
-      The rows (:func:`locate` finds a row's file and line) and one skip report per text shard.
-    """
-    frames, reports, sources, start = [], [], [], 0
-    for file in table_files(path, what):
-        if _suffix(file) in PARQUET_SUFFIXES:
-            frame = readers.read_parquet(file, what=what)
-        else:
-            sep = TEXT_SUFFIXES.get(_suffix(file), ",")
-            frame, report = readers.read_delimited(file, sep=sep, header=True, skip_bad_rows=skip_bad_rows,
-                                                   what=what)
-            reports.append(report)
-        for column in (c for c in required if c not in frame.columns):
-            flag = required.get(column) if isinstance(required, Mapping) else None
-            raise DataError(f"{what} has no such column; its columns are {list(frame.columns)}", path=file,
-                            column=column, fix=f"pass {flag} naming one of them" if flag else "add it")
-        sources.append((start, file, frame.attrs.get(readers.LINE_NUMBERS)))  # None: no line was skipped
-        frames.append(frame)
-        start += len(frame)
-    table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    table.attrs = {SOURCES: sources}
-    return table, reports
-
-
-def locate(table: pd.DataFrame, row: int) -> tuple[str | None, int | None]:
-    """The file and line (a Parquet file's 1-based row) of a row of a :func:`read_table` frame."""
-    for start, file, lines in reversed(table.attrs.get(SOURCES, [])):
-        if row >= start:
-            offset = row - start
-            if lines is not None:
-                return file, int(lines[offset])
-            return file, offset + (1 if _suffix(file) in PARQUET_SUFFIXES else 2)
-    return None, None
-
-
-def _bad_row(table: pd.DataFrame, bad: np.ndarray, column: str, message: str, fix: str) -> DataError:
-    """The error of the first ``bad`` row of ``table``'s ``column``, naming its file and line."""
-    row = int(np.flatnonzero(bad)[0])
-    path, line = locate(table, row)
-    value = table[column].iloc[row]
-    return DataError(message.format(value=value), path=path, line=line, column=column, fix=fix)
+from tfrs_recsys.data.tabular import bad_row, numeric_columns, parse_column_types, read_table, type_columns
 
 
 def _ids(table: pd.DataFrame, column: str) -> pd.Series:
@@ -123,18 +27,20 @@ def _ids(table: pd.DataFrame, column: str) -> pd.Series:
         str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v).strip())
     empty = (text == "").to_numpy()
     if empty.any():
-        raise _bad_row(table, empty, column, "empty id", "fill it in, or drop the row")
+        raise bad_row(table, empty, column, "empty id", "fill it in, or drop the row")
     return text
 
 
-def _entity_table(path: str | None, key: str, group: str, skip_bad_rows: bool,
-                  reports: list[SkipReport]) -> pd.DataFrame | None:
+def _entity_table(path: str | None, key: str, group: str, skip_bad_rows: bool, reports: list[SkipReport],
+                  column_types: Sequence[str]) -> pd.DataFrame | None:
     """An ``--items`` / ``--users`` table keyed by ``key`` (renamed ``{group}_id``), one row per id."""
     if not path:
         return None
     frame, skipped = read_table(path, required={key: f"--{group}-column"}, what=f"--{group}s table",
                                 skip_bad_rows=skip_bad_rows)
     reports += skipped
+    frame = type_columns(frame, _declared(column_types, frame), skip_bad_rows=skip_bad_rows,
+                         report=skipped[0] if skipped else None, text_only=[key])
     frame[key] = _ids(frame, key)
     frame = frame.rename(columns={key: f"{group}_id"})
     twice = frame[f"{group}_id"].duplicated()
@@ -142,6 +48,11 @@ def _entity_table(path: str | None, key: str, group: str, skip_bad_rows: bool,
         raise DataError(f"{group} '{frame[f'{group}_id'][twice].iloc[0]}' has two rows", path=str(path),
                         column=key, fix=f"keep one row per {group}")
     return frame
+
+
+def _declared(column_types: Sequence[str], table: pd.DataFrame) -> dict[str, str]:
+    """The ``--column-types`` entries about ``table``'s columns (the others are about other tables)."""
+    return {c: k for c, k in parse_column_types(column_types).items() if c in table.columns}
 
 
 def _constant_columns(log: pd.DataFrame, key: str, columns: list[str]) -> list[str]:
@@ -162,7 +73,7 @@ def _join(table: pd.DataFrame | None, log: pd.DataFrame, key: str, columns: list
 def load_interaction_log(data: str, *, user_column: str, item_column: str, time_column: str | None = None,
                          rating_column: str | None = None, min_rating: float | None = None,
                          items: str | None = None, users: str | None = None,
-                         skip_bad_rows: bool = False) -> InteractionData:
+                         column_types: Sequence[str] = (), skip_bad_rows: bool = False) -> InteractionData:
     """Reads an interaction log with any column names into :class:`InteractionData`.
 
     Args:
@@ -174,6 +85,8 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
       min_rating: Keep only rows rated at least this (needs ``rating_column``).
       items: An item table with ``item_column``, joined by id.
       users: A user table with ``user_column``, joined by id.
+      column_types: ``COLUMN=numeric|categorical`` entries over the inferred kinds of feature columns
+        (:func:`~tfrs_recsys.data.tabular.type_columns`).
       skip_bad_rows: Skip and count malformed text rows instead of failing on the first.
 
     Returns:
@@ -190,22 +103,25 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
              "--rating-column": rating_column}
     named = {column: flag for flag, column in flags.items() if column}
     log, reports = read_table(data, required=named, what="--data", skip_bad_rows=skip_bad_rows)
+    typed, skipped = numeric_columns(log, _declared(column_types, log), skip_bad_rows=skip_bad_rows,
+                                     report=reports[0] if reports else None, text_only=list(named))
     out = pd.DataFrame({"user_id": _ids(log, user_column), "item_id": _ids(log, item_column)})
-    out["rating"] = _numbers(log, rating_column) if rating_column else np.ones(len(log), np.float32)
+    out["rating"] = _numbers(log, rating_column) if rating_column else np.ones(len(log))
     if time_column:
         out["timestamp"] = _seconds(log, time_column)
     else:
         out["timestamp"] = np.arange(len(log), dtype=np.int64)  # file order is time order
-    if min_rating is not None:
-        keep = (out["rating"] >= min_rating).to_numpy()
+    log = log.assign(**typed)
+    keep = ~skipped & ((out["rating"] >= min_rating).to_numpy() if min_rating is not None else True)
+    if not keep.all():
         out, log = out[keep].reset_index(drop=True), log[keep].reset_index(drop=True)
     if out.empty:
         rated = f" rated >= {min_rating}" if min_rating is not None else ""
         raise DataError(f"no interactions left{rated}", path=str(data),
                         fix="check the file, or lower --min-rating")
 
-    item_table = _entity_table(items, item_column, "item", skip_bad_rows, reports)
-    user_table = _entity_table(users, user_column, "user", skip_bad_rows, reports)
+    item_table = _entity_table(items, item_column, "item", skip_bad_rows, reports, column_types)
+    user_table = _entity_table(users, user_column, "user", skip_bad_rows, reports, column_types)
     rest = [c for c in log.columns if c not in named]
     joined = log[rest].assign(item_id=out["item_id"], user_id=out["user_id"])
     item_columns = _constant_columns(joined, "item_id", rest)
@@ -220,22 +136,23 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
 
 
 def _numbers(table: pd.DataFrame, column: str) -> np.ndarray:
-    """A column as float32; a value that is not a number is an error naming its row."""
+    """A column as float64; a value that is not a number is an error naming its row."""
     numbers = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64)
     if np.isnan(numbers).any():
-        raise _bad_row(table, np.isnan(numbers), column, "expected a number, found {value!r}",
+        raise bad_row(table, np.isnan(numbers), column, "{value!r} is not a number",
                        "fix or drop the row, or name another column")
-    return numbers.astype(np.float32)
+    return numbers
 
 
 def _seconds(table: pd.DataFrame, column: str) -> np.ndarray:
-    """A time column (epoch seconds, or dates read as UTC) as int64 seconds; a bad time is an error."""
+    """A time column (epoch seconds, or dates read as UTC) as int64 seconds (fractions dropped); a bad time
+    is an error."""
     values = table[column]
     numbers = pd.to_numeric(values, errors="coerce")
     if numbers.notna().mean() >= 0.5:  # epoch seconds, maybe with a few bad values
-        return _numbers(table, column).astype(np.float64).astype(np.int64)
+        return np.floor(_numbers(table, column)).astype(np.int64)
     dates = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
     if dates.isna().any():
-        raise _bad_row(table, dates.isna().to_numpy(), column, "not a time (epoch seconds or a date): "
+        raise bad_row(table, dates.isna().to_numpy(), column, "not a time (epoch seconds or a date): "
                        "{value!r}", "fix or drop the row, or name the time column with --time-column")
     return epoch_seconds(dates, column).astype(np.int64)

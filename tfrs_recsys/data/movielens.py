@@ -4,8 +4,10 @@ from __future__ import annotations
 import pandas as pd
 
 from tfrs_recsys import paths
+from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError, SkipReport
+from tfrs_recsys.data.interactions import load_interaction_log
 from tfrs_recsys.data.readers import read_delimited
 
 ML100K_GENRES = (
@@ -46,7 +48,8 @@ def load_movielens_100k(data_dir: str, *, skip_bad_rows: bool = False) -> Intera
 
 
 def load_movielens_csv(data_dir: str, *, skip_bad_rows: bool = False) -> InteractionData:
-    """Read a CSV release: ``ratings.csv`` (userId,movieId,rating,timestamp), ``movies.csv`` (``|`` genres).
+    """A CSV release, read as the ``interactions`` dataset with MovieLens' column names: ``ratings.csv``
+    (userId,movieId,rating,timestamp) and ``movies.csv`` (``|``-joined genres, split into lists).
 
     Args:
       data_dir: The unzipped folder (ml-latest-small, ml-25m, ...).
@@ -55,15 +58,13 @@ def load_movielens_csv(data_dir: str, *, skip_bad_rows: bool = False) -> Interac
     Returns:
       Ratings and items with their genres as lists; no users.
     """
-    reports: list[SkipReport] = []
     fix = "pass the folder holding ratings.csv and movies.csv (e.g. unzipped ml-latest-small.zip)"
-    options = dict(sep=",", header=True, skip_bad_rows=skip_bad_rows, fix_missing=fix)
-    ratings = _read(data_dir, "ratings.csv", reports, columns=["userId", "movieId", "rating", "timestamp"],
-                    column_types=_RATING_TYPES, what="MovieLens ratings.csv", **options)
-    movies = _read(data_dir, "movies.csv", reports, columns=["movieId", "title", "genres"],
-                   what="MovieLens movies.csv", **options)
-    return InteractionData(_interactions(ratings, "userId", "movieId"), _items(movies, "movieId"), None,
-                           name="movielens-csv", skipped=reports)
+    ratings, movies = (readers.require_file(paths.join(data_dir, name), f"MovieLens {name}", fix)
+                       for name in ("ratings.csv", "movies.csv"))
+    data = load_interaction_log(ratings, user_column="userId", item_column="movieId", time_column="timestamp",
+                                rating_column="rating", items=movies, skip_bad_rows=skip_bad_rows)
+    return InteractionData(data.interactions, _items(data.items, "item_id"), None, name="movielens-csv",
+                           skipped=data.skipped)
 
 
 def load_movielens_1m(data_dir: str, *, skip_bad_rows: bool = False) -> InteractionData:
@@ -108,7 +109,8 @@ def _interactions(ratings: pd.DataFrame, user: str = "user_id", item: str = "ite
 
 
 def _items(movies: pd.DataFrame, item: str) -> pd.DataFrame:
-    genres = [[] if g == "(no genres listed)" else [x for x in g.split("|") if x] for g in movies["genres"]]
+    genres = [[] if not isinstance(g, str) or g == "(no genres listed)" else [x for x in g.split("|") if x]
+              for g in movies["genres"]]
     return pd.DataFrame({"item_id": movies[item].astype(str), "title": movies["title"], "genres": genres})
 
 

@@ -16,6 +16,7 @@ from tfrs_recsys.data.bundles import InteractionData, LabeledData
 from tfrs_recsys.data.clicklogs import load_ali_ccp, load_aliexpress
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.expedia import load_expedia
+from tfrs_recsys.data.interactions import load_interaction_log
 from tfrs_recsys.data.synthetic_interactions import synthetic_histories, synthetic_ratings
 from tfrs_recsys.data.tabular import load_criteo, load_table
 
@@ -29,7 +30,10 @@ INTERACTION_DATASETS = {
     "movielens-csv": "folder with ratings.csv and movies.csv (ml-latest-small, ml-25m, ...)",
     "movielens-latest-small": "alias of movielens-csv",
     "movielens-1m": "folder with ratings.dat, movies.dat (and users.dat)",
-    "tfds:<name>": "TensorFlow Datasets, e.g. tfds:movielens/100k-ratings (needs --tfds-download online)"}
+    "tfds:<name>": "TensorFlow Datasets, e.g. tfds:movielens/100k-ratings (needs --tfds-download online)",
+    "interactions": "your interaction log: --data FILE, GLOB or FOLDER of CSV, TSV or Parquet, with "
+                    "--user-column and --item-column (optional: --time-column, --rating-column and "
+                    "--min-rating, --items and --users tables joined by those ids)"}
 LABELED_DATASETS = {
     "synthetic": "esmm: search sessions with click+conversion; deepfm: CTR logs with hotness",
     "aliexpress": "AliExpress CSV (search_id, categorical_*, numerical_*, click, conversion): file or folder "
@@ -37,14 +41,17 @@ LABELED_DATASETS = {
     "ali-ccp": "Ali-CCP sample: torch-rechub CSV or PaddleRec lines",
     "criteo": "Criteo train.txt (40 tab-separated fields) or CSV with the Criteo header",
     "movielens-100k": "deepfm: MovieLens 100K as implicit clicks with sampled negatives and item hotness",
-    "movielens-csv, movielens-1m, synthetic-histories": "deepfm: those interactions as implicit clicks, "
-                                                        "likewise",
+    "movielens-csv": "deepfm: ratings.csv and movies.csv as implicit clicks, likewise",
+    "movielens-1m": "deepfm: ratings.dat and movies.dat as implicit clicks, likewise",
+    "synthetic-histories": "deepfm: the synthetic histories as implicit clicks, likewise",
+    "interactions": "deepfm: your interaction log (options as for retrieval) as implicit clicks, likewise",
     "expedia": "esmm: Kaggle 'Personalize Expedia Hotel Searches' (ICDM 2013): the folder of `make "
                "benchmark-setup` (train.parquet, default runs/expedia) or the folder holding train.csv",
-    "csv": "any CSV/TSV with a header; --label-columns names the labels",
-    "parquet": "any Parquet file; --label-columns names the labels"}
+    "csv": "your table: --data FILE, GLOB or FOLDER of CSV or TSV with a header; --label-columns names the "
+           "labels (--user-column, --item-column, --session-column, --column-types optional)",
+    "parquet": "the same for Parquet files"}
 IMPLICIT_CLICK_SOURCES = ("movielens-100k", "movielens-csv", "movielens-latest-small", "movielens-1m",
-                          "synthetic-histories")
+                          "synthetic-histories", "interactions")
 _MOVIELENS = {"movielens-100k": movielens.load_movielens_100k, "movielens-1m": movielens.load_movielens_1m,
               "movielens-csv": movielens.load_movielens_csv,
               "movielens-latest-small": movielens.load_movielens_csv}
@@ -71,16 +78,20 @@ def _need_dir(dataset: str, data_dir: str | None) -> str:
     what = {**LABELED_DATASETS, **INTERACTION_DATASETS,
             "movielens-latest-small": INTERACTION_DATASETS["movielens-csv"]}[dataset]
     if not data_dir:
-        raise DataError(f"--dataset {dataset} reads your files, but no --data-dir was given",
-                        fix=f"pass --data-dir pointing at {what} (or RECSYS_DATA_DIR)")
-    if not paths.exists(data_dir):
-        raise DataError(f"--data-dir {data_dir} does not exist", path=data_dir, fix=f"point it at {what}")
+        raise DataError(f"--dataset {dataset} reads your files, but no --data (--data-dir) was given",
+                        fix=f"pass --data pointing at {what} (or RECSYS_DATA_DIR)")
+    if not any(c in str(data_dir) for c in "*?[") and not paths.exists(data_dir):  # globs: checked on read
+        raise DataError(f"--data {data_dir} does not exist", path=data_dir, fix=f"point it at {what}")
     return data_dir
 
 
 def load_interactions(dataset: str = "synthetic", data_dir: str | None = None, *, seed: int = 42,
                       skip_bad_rows: bool = False, synthetic_users: int = 2000, synthetic_items: int = 500,
-                      tfds_download: bool = False) -> InteractionData:
+                      tfds_download: bool = False, user_column: str | None = None,
+                      item_column: str | None = None, time_column: str | None = None,
+                      rating_column: str | None = None, min_rating: float | None = None,
+                      items: str | None = None, users: str | None = None,
+                      column_types: Sequence[str] = ()) -> InteractionData:
     """Interactions for retrieval.
 
     Args:
@@ -91,10 +102,23 @@ def load_interactions(dataset: str = "synthetic", data_dir: str | None = None, *
       synthetic_users: Users of synthetic data.
       synthetic_items: Items of synthetic data.
       tfds_download: Let TensorFlow Datasets download (``tfds:`` names).
+      user_column, item_column, time_column, rating_column, min_rating, items, users, column_types: The
+        options of ``interactions`` (:func:`~tfrs_recsys.data.interactions.load_interaction_log`).
 
     Returns:
       The interactions, with item and user tables where the data has them.
     """
+    if dataset == "interactions":
+        missing = [flag for flag, value in (("--user-column", user_column), ("--item-column", item_column))
+                   if not value]
+        if missing:
+            raise DataError(f"--dataset interactions needs {' and '.join(missing)}",
+                            fix="name the log's user and item id columns, e.g. --user-column user_id "
+                                "--item-column item_id")
+        return load_interaction_log(
+            _need_dir(dataset, data_dir), user_column=user_column, item_column=item_column,
+            time_column=time_column, rating_column=rating_column, min_rating=min_rating, items=items,
+            users=users, column_types=column_types, skip_bad_rows=skip_bad_rows)
     if dataset in ("synthetic", "synthetic-histories"):
         return synthetic_histories(synthetic_users, synthetic_items, seed=seed)
     if dataset == "synthetic-ratings":
@@ -114,7 +138,8 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
                  session_column: str | None = None, user_column: str | None = None,
                  item_column: str | None = None, synthetic_sessions: int = 5000, session_size: int = 20,
                  synthetic_rows: int = 50_000, synthetic_users: int = 2000, synthetic_items: int = 500,
-                 tfds_download: bool = False) -> LabeledData:
+                 tfds_download: bool = False, column_types: Sequence[str] = (),
+                 **interaction_options) -> LabeledData:
     """Labeled impressions for a ranker.
 
     Args:
@@ -133,6 +158,8 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
       synthetic_users: Users of the synthetic histories read as implicit clicks.
       synthetic_items: Items of the synthetic histories read as implicit clicks.
       tfds_download: Let TensorFlow Datasets download.
+      column_types: ``COLUMN=numeric|categorical`` over the inferred kinds (csv, parquet, interactions).
+      **interaction_options: The other :func:`load_interactions` options, for ``interactions``.
 
     Returns:
       The impressions, their label columns and keys.
@@ -149,7 +176,8 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
         # Every interaction is a click; unseen items at the same time are the negatives.
         return movielens_click_logs(load_interactions(
             dataset, data_dir, seed=seed, skip_bad_rows=skip_bad_rows, synthetic_users=synthetic_users,
-            synthetic_items=synthetic_items, tfds_download=tfds_download), seed=seed)
+            synthetic_items=synthetic_items, tfds_download=tfds_download, user_column=user_column,
+            item_column=item_column, column_types=column_types, **interaction_options), seed=seed)
     if dataset == "expedia" and task != "esmm":
         raise DataError("--dataset expedia holds clicks and bookings for the ESMM ranker",
                         fix="train esmm on it: python -m tfrs_recsys.train esmm --dataset expedia --data-dir")
@@ -159,7 +187,7 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
                             "click,conversion (esmm) or --label-columns label (deepfm)")
         return load_table(_need_dir(dataset, data_dir), labels=list(label_columns),
                           skip_bad_rows=skip_bad_rows, session_column=session_column, user_column=user_column,
-                          item_column=item_column)
+                          item_column=item_column, column_types=column_types)
     if dataset not in _LABELED_FILES:
         raise DataError(f"unknown {task} dataset '{dataset}'",
                         fix="choose one of: " + "; ".join(f"{k} ({v})" for k, v in LABELED_DATASETS.items()))

@@ -1,14 +1,196 @@
-"""Criteo TSV and generic CSV / Parquet tables."""
+"""Generic tables (CSV, TSV or Parquet; a file, a glob or a folder of shards) and Criteo's TSV.
+
+A text column whose non-empty values are all numbers becomes numeric. One that is mostly numbers
+(:data:`MOSTLY_NUMERIC` of them) but not all stops the run at its first bad value, naming file, line and
+column, unless ``column_types`` says what it is: ``numeric`` (bad values are then errors, or skipped and
+counted with ``skip_bad_rows``) or ``categorical`` (kept as text).
+"""
 from __future__ import annotations
 
+import fnmatch
+import posixpath
+from typing import Mapping, Sequence
+
+import numpy as np
 import pandas as pd
 
+from tfrs_recsys import paths
 from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import LabeledData
+from tfrs_recsys.data.errors import DataError, SkipReport
 
 CRITEO_DENSE = tuple(f"I{i}" for i in range(1, 14))
 CRITEO_SPARSE = tuple(f"C{i}" for i in range(1, 27))
 CRITEO_COLUMNS = ("label", *CRITEO_DENSE, *CRITEO_SPARSE)
+MOSTLY_NUMERIC = 0.95  # this share of numbers makes a text column's other values probable typos
+COLUMN_KINDS = ("numeric", "categorical")
+TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
+PARQUET_SUFFIXES = (".parquet", ".pq")
+FORMATS = "CSV (.csv), TSV (.tsv, .txt) or Parquet (.parquet, .pq)"
+SOURCES = "row_sources"  # frame.attrs key: per shard, (first row, file, its rows' lines or None)
+
+
+def _suffix(path: str) -> str:
+    return posixpath.splitext(str(path).lower())[1]
+
+
+def table_files(path: str, what: str) -> list[str]:
+    """The files a table path names: a file, a glob (``shards/part-*.csv``) or a folder of shards.
+
+    Args:
+      path: Local or a ``tf.io.gfile`` URL.
+      what: The table in an error (``"--data"``).
+
+    Returns:
+      The files, sorted; a folder's hidden files, ``_SUCCESS`` markers and other suffixes are left out.
+
+    Raises:
+      DataError: Nothing readable is there.
+    """
+    text = str(path)
+    if any(c in text for c in "*?["):
+        folder, pattern = posixpath.split(text)
+        names = paths.listdir(folder) if paths.isdir(folder) else []
+        files = [str(paths.join(folder, n)) for n in sorted(names) if fnmatch.fnmatch(n, pattern)]
+    elif paths.isdir(text):
+        files = [str(paths.join(text, n)) for n in sorted(paths.listdir(text))
+                 if not n.startswith((".", "_")) and _suffix(n) in (*TEXT_SUFFIXES, *PARQUET_SUFFIXES)]
+    elif paths.exists(text):
+        files = [text]
+    else:
+        raise DataError(f"{what} {text} does not exist", path=text, fix="check the path")
+    if not files:
+        raise DataError(f"{what} {text} names no {FORMATS} file", path=text,
+                        fix="point it at a file, a glob like shards/*.csv, or a folder of such files")
+    return files
+
+
+def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), what: str = "table",
+               skip_bad_rows: bool = False, sep: str | None = None) -> tuple[pd.DataFrame, list[SkipReport]]:
+    """Every shard of a table, concatenated; text columns stay text (``""`` where empty).
+
+    Args:
+      path: A file, glob or folder (:func:`table_files`).
+      required: Columns every shard must have, or ``{column: the flag that named it}``; an error names the
+        file, the column, the columns found and the flag to change.
+      what: The table in errors.
+      skip_bad_rows: Skip and count malformed text rows instead of failing on the first.
+      sep: The separator of text files, instead of the one their suffix implies.
+
+    Returns:
+      The rows (:func:`locate` finds a row's file and line) and one skip report per text shard.
+    """
+    frames, reports, sources, start = [], [], [], 0
+    for file in table_files(path, what):
+        if _suffix(file) in PARQUET_SUFFIXES:
+            frame = readers.read_parquet(file, what=what)
+        else:
+            frame, report = readers.read_delimited(file, sep=sep or TEXT_SUFFIXES.get(_suffix(file), ","),
+                                                   header=True, skip_bad_rows=skip_bad_rows, what=what)
+            reports.append(report)
+        for column in (c for c in required if c not in frame.columns):
+            flag = required.get(column) if isinstance(required, Mapping) else None
+            raise DataError(f"{what} has no such column; its columns are {list(frame.columns)}", path=file,
+                            line=None if _suffix(file) in PARQUET_SUFFIXES else 1, column=column,
+                            fix=f"pass {flag} naming one of them" if flag else "add it")
+        sources.append((start, file, frame.attrs.get(readers.LINE_NUMBERS)))  # None: no line was skipped
+        frames.append(frame)
+        start += len(frame)
+    table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    table.attrs = {SOURCES: sources}
+    return table, reports
+
+
+def locate(table: pd.DataFrame, row: int) -> tuple[str | None, int | None]:
+    """The file and line (a Parquet file's 1-based row) of a row of a :func:`read_table` frame."""
+    for start, file, lines in reversed(table.attrs.get(SOURCES, [])):
+        if row >= start:
+            offset = row - start
+            if lines is not None:
+                return file, int(lines[offset])
+            return file, offset + (1 if _suffix(file) in PARQUET_SUFFIXES else 2)
+    return None, None
+
+
+def bad_row(table: pd.DataFrame, bad: np.ndarray, column: str, message: str, fix: str) -> DataError:
+    """The error of the first ``bad`` row of ``table``'s ``column``, naming its file and line."""
+    row = int(np.flatnonzero(bad)[0])
+    path, line = locate(table, row)
+    value = table[column].iloc[row]
+    return DataError(message.format(value=value), path=path, line=line, column=column, fix=fix)
+
+
+def parse_column_types(entries: Sequence[str]) -> dict[str, str]:
+    """``("price=numeric", "zip=categorical")`` as ``{column: kind}``; a malformed entry is an error."""
+    kinds = dict(entry.partition("=")[::2] for entry in entries)
+    for column, kind in kinds.items():
+        if not column or kind not in COLUMN_KINDS:
+            fix = f"write e.g. price=numeric; KIND is one of {COLUMN_KINDS}"
+            raise DataError(f"--column-types entry '{column}={kind}' is not COLUMN=KIND",
+                            column=column or None, fix=fix)
+    return kinds
+
+
+def type_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Sequence[str] = (), *,
+                 skip_bad_rows: bool = False, report: SkipReport | None = None,
+                 text_only: Sequence[str] = ()) -> pd.DataFrame:
+    """Turns a :func:`read_table` frame's number columns into numbers (module docstring).
+
+    Args:
+      table: The rows; text columns hold ``str`` (``""`` where empty).
+      column_types: ``{column: "numeric" | "categorical"}`` or ``COLUMN=KIND`` entries, over inference.
+      skip_bad_rows: Drop (and count in ``report``) rows whose ``numeric`` column holds something else.
+      report: Where skipped rows are counted.
+      text_only: Columns never turned into numbers (ids).
+
+    Returns:
+      The rows, typed; skipped rows dropped.
+
+    Raises:
+      DataError: a mostly-numeric column without a declared kind, or a declared numeric column with a bad
+        value (without ``skip_bad_rows``); the message names file, line, column and the fix.
+    """
+    typed, bad = numeric_columns(table, column_types, skip_bad_rows=skip_bad_rows, report=report,
+                                 text_only=text_only)
+    table = table.assign(**typed)
+    return table[~bad].reset_index(drop=True) if bad.any() else table
+
+
+def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Sequence[str] = (), *,
+                    skip_bad_rows: bool = False, report: SkipReport | None = None,
+                    text_only: Sequence[str] = ()) -> tuple[dict[str, pd.Series], np.ndarray]:
+    """:func:`type_columns`' decisions: ``({column: its numbers}, the rows to skip)``; same arguments."""
+    kinds = dict(column_types) if isinstance(column_types, Mapping) else parse_column_types(column_types)
+    unknown = sorted(set(kinds) - set(table.columns))
+    if unknown:
+        raise DataError(f"--column-types names {unknown}, which the data lacks; its columns are "
+                        f"{list(table.columns)}", column=unknown[0], fix="name existing columns")
+    skip = np.zeros(len(table), dtype=bool)
+    typed = {}
+    for column in table.columns:
+        values = table[column]
+        if column in text_only or kinds.get(column) == "categorical" or values.dtype != object:
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        filled = (values != "").to_numpy() & values.notna().to_numpy()
+        bad = filled & numbers.isna().to_numpy()
+        share = 1 - bad.sum() / max(filled.sum(), 1)
+        declared = kinds.get(column) == "numeric"
+        if not filled.any() or (share < MOSTLY_NUMERIC and not declared):
+            continue
+        if bad.any() and not (declared and skip_bad_rows):
+            fix = ("fix the value, or pass --skip-bad-rows to skip and count such rows" if declared else
+                   f"declare the column: --column-types {column}=numeric (then bad values are errors, or "
+                   f"skipped and counted with --skip-bad-rows) or {column}=categorical")
+            what = ("a non-number in a numeric column" if declared
+                    else f"{share:.1%} of the values are numbers but this one is not")
+            raise bad_row(table, bad, column, f"{what}: {{value!r}}", fix)
+        for row in np.flatnonzero(bad & ~skip) if report is not None else ():
+            path, line = locate(table, int(row))
+            report.add(DataError(f"not a number: {values.iloc[row]!r}", path=path, line=line, column=column))
+        skip |= bad
+        typed[column] = numbers
+    return typed, skip
 
 
 def load_criteo(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
@@ -35,39 +217,34 @@ def load_criteo(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
     return LabeledData(frame[list(CRITEO_COLUMNS)], ["label"], name="criteo", skipped=[report])
 
 
-def load_table(path: str, *, labels: list[str], sep: str | None = None, skip_bad_rows: bool = False,
+def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
                session_column: str | None = None, user_column: str | None = None,
-               item_column: str | None = None, encoding: str = "utf-8") -> LabeledData:
-    """Any CSV / TSV / Parquet with a header; text columns whose every value is a number become numbers.
+               item_column: str | None = None, column_types: Mapping[str, str] | Sequence[str] = (),
+               sep: str | None = None) -> LabeledData:
+    """Any CSV / TSV / Parquet table with a header (:func:`read_table`), typed (:func:`type_columns`).
 
     Column kinds come from schema inference later.
 
     Args:
-      path: A ``.parquet`` / ``.pq`` file, or delimited text (``.tsv`` / ``.txt``: tab, else comma).
+      path: A file, a glob or a folder of shards (``.parquet``/``.pq``; ``.tsv``/``.txt``: tab, else comma).
       labels: The label columns.
-      sep: The separator of a text file, instead of the one its name implies.
-      skip_bad_rows: Skip and count malformed rows of a text file instead of failing on the first.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
       session_column: The column grouping rows of one session, if any.
       user_column: The user id column, if any.
       item_column: The item id column, if any.
-      encoding: The encoding of a text file.
+      column_types: Column kinds over inference (:func:`type_columns`).
+      sep: The separator of text files, instead of the one their suffix implies.
 
     Returns:
-      The rows, named after the file.
+      The rows, named after the path.
     """
-    text = str(path)
-    wanted = [*labels, *(c for c in (session_column, user_column, item_column) if c)]
-    reports = []
-    if text.endswith((".parquet", ".pq")):
-        frame = readers.read_parquet(text, columns=wanted)
-    else:
-        sep = sep or ("\t" if text.endswith((".tsv", ".txt")) else ",")
-        frame, report = readers.read_delimited(text, sep=sep, header=True, columns=wanted, encoding=encoding,
-                                               skip_bad_rows=skip_bad_rows, what="table")
-        reports.append(report)
-        for col in frame.columns:
-            numbers = pd.to_numeric(frame[col], errors="coerce")
-            if numbers.notna().any() and (numbers.notna() | (frame[col] == "")).all():
-                frame[col] = numbers
-    return LabeledData(frame, list(labels), name=text.rsplit("/", 1)[-1], session_column=session_column,
-                       user_column=user_column, item_column=item_column, skipped=reports)
+    flags = {"--label-columns": labels, "--session-column": [session_column], "--user-column": [user_column],
+             "--item-column": [item_column]}
+    required = {column: flag for flag, columns in flags.items() for column in columns if column}
+    frame, reports = read_table(path, required=required, what="table", skip_bad_rows=skip_bad_rows, sep=sep)
+    report = reports[0] if reports else SkipReport(path=str(path))
+    ids = [c for c in (session_column, user_column, item_column) if c]
+    frame = type_columns(frame, column_types, skip_bad_rows=skip_bad_rows, report=report, text_only=ids)
+    return LabeledData(frame, list(labels), name=posixpath.basename(str(path).rstrip("/")),
+                       session_column=session_column, user_column=user_column, item_column=item_column,
+                       skipped=reports or [report])
