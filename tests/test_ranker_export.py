@@ -142,16 +142,20 @@ def test_signature_takes_raw_features_and_names_its_outputs(which, esmm_run, dee
     inputs = signature.structured_input_signature[1]
     assert set(inputs) == set(spec.feature_names)
     assert not set(inputs) & set(spec.labels)
+    # user and item ids are strings; other integer categories (here the synthetic codes) are int64
+    want = {f.name: tf.int64 if f.raw_dtype == "int64" else tf.string if f.is_categorical else tf.float32
+            for f in spec.features}
+    assert want[spec.user_column] == want[spec.item_column] == tf.string
     for f in spec.features:
-        assert inputs[f.name].dtype == (tf.string if f.is_categorical else tf.float32)
+        assert inputs[f.name].dtype == want[f.name]
         assert inputs[f.name].shape.as_list() == [None]
     outputs = ("ctr", "cvr", "ctcvr") if which == "esmm" else ("ctr",)
     assert set(signature.structured_outputs) == set(outputs)
 
     meta = read_export_metadata(second)
     assert meta["model"] == which and meta["version"] == 2
-    assert [(i["name"], i["dtype"]) for i in meta["inputs"]] == [
-        (f.name, "string" if f.is_categorical else "float32") for f in spec.features]
+    assert [(i["name"], i["dtype"]) for i in meta["inputs"]] == [(f.name, want[f.name].name)
+                                                                  for f in spec.features]
     assert set(meta["outputs"]) == set(outputs)
     assert (second / "assets.extra" / "feature_spec.json").is_file()
     warmup = read_warmup_requests(second)

@@ -27,6 +27,7 @@ CATEGORICAL_KINDS = ("id", "categorical", "multi_categorical")
 GROUPS = ("user", "item", "context")
 ENCODINGS = ("vocabulary", "hash", "none")
 SPEC_VERSION = 1
+MISSING_INT = np.iinfo(np.int64).min  # an int64 categorical input's "missing": outside every vocabulary
 
 
 class SchemaError(DataError):
@@ -277,9 +278,10 @@ def frame_to_raw(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray
 
     Returns:
       Per feature: for categorical kinds an object array of ``str`` (:func:`raw_strings`: lists joined by
-      the column's separator, integers as "3", missing as ""); for numeric ones float32, NaN where
-      missing; for a timestamp float32 epoch seconds (float32's 24-bit mantissa resolves 128 seconds
-      at today's 1.7e9, enough for hour features).
+      the column's separator, integers as "3", missing as ""), or int64 for ``raw_dtype`` ``int64``
+      (missing or not an integer: :data:`MISSING_INT`, which no vocabulary holds); for numeric ones
+      float32, NaN where missing; for a timestamp float32 epoch seconds (float32's 24-bit mantissa
+      resolves 128 seconds at today's 1.7e9, enough for hour features).
     """
     out: dict[str, np.ndarray] = {}
     for f in spec.features:
@@ -287,7 +289,11 @@ def frame_to_raw(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray
             raise DataError(f"feature '{f.name}' of the spec is missing from the data", column=f.name,
                             fix="add the column, or remove the feature from the spec")
         values = frame[f.name]
-        if f.is_categorical:
+        if f.is_categorical and f.raw_dtype == "int64":
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            known = np.isfinite(numbers) & (numbers == np.floor(numbers))
+            out[f.name] = np.where(known, numbers, MISSING_INT).astype(np.int64)
+        elif f.is_categorical:
             out[f.name] = raw_strings(values, f).to_numpy(dtype=object)
         elif f.kind == "timestamp":
             out[f.name] = epoch_seconds(values, f.name).astype(np.float32)

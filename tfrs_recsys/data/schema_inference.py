@@ -248,15 +248,18 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
                 and _EPOCH_SECONDS[0] <= present.min() and present.max() <= _EPOCH_SECONDS[1]):
             return _numeric_column(name, epoch_seconds(values, name), "timestamp",
                                    "integer epoch seconds under a time-like name")
+        # Integer categories stay integers end to end (int64 inputs); the user and item ids stay strings,
+        # as every signature and the feature store hold them, and so do integers with gaps (NaN).
+        raw = "int64" if integer_dtype and not as_id else "string"
         if integral and (as_id or _id_named(name)):
             return _categorical_column(name, raw_strings(values), opts, "integer ids", id_like=True,
-                                       entity=as_id)
+                                       entity=as_id, raw_dtype=raw)
         distinct = present.nunique()
         quantity, coded = _NUMERIC_NAME.search(lname), _CATEGORICAL_NAME.search(lname)
         if integer_dtype and not quantity and (coded or distinct <= opts.low_cardinality_max):
             why = ("integer codes, categorical-like name" if coded else f"{distinct} distinct integers "
                    f"(<= low_cardinality_max={opts.low_cardinality_max}): codes, not quantities")
-            return _categorical_column(name, raw_strings(values), opts, why)
+            return _categorical_column(name, raw_strings(values), opts, why, raw_dtype=raw)
         why = ("quantity-like name" if quantity else "floating-point values" if not integer_dtype
                else f"{distinct} distinct integers and no id/categorical hint in the name")
         return _numeric_column(name, values.to_numpy("float64", na_value=np.nan), "numeric", why)
@@ -293,10 +296,10 @@ def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, **extra) -
 
 
 def _categorical_column(name: str, text: pd.Series, opts: _Options, why: str, *, id_like: bool = False,
-                        entity: bool = False, separator: str | None = None
+                        entity: bool = False, separator: str | None = None, raw_dtype: str = "string"
                         ) -> tuple[FeatureColumn | None, str]:
     """``entity``: the user or item id column, kept even when every sampled value differs; ``separator``
-    joins the values of a multi-valued column."""
+    joins the values of a multi-valued column; ``raw_dtype``: what a client sends (``int64`` codes)."""
     distinct = text.nunique()
     if distinct <= 1:
         value = text.iloc[0]
@@ -309,8 +312,8 @@ def _categorical_column(name: str, text: pd.Series, opts: _Options, why: str, *,
     if not entity and distinct == len(text) >= 100:
         return None, f"a row key: all {distinct} sampled values differ, so there is nothing to learn from it"
     kind = "id" if entity or id_like or distinct > opts.low_cardinality_max else "categorical"
-    column, how = _encoded(name, kind, text, opts)
-    return column, f"{kind}: {why}, {how}"
+    column, how = _encoded(name, kind, text, opts, raw_dtype=raw_dtype)
+    return column, f"{kind}: {why}, {how}" + (", int64 input" if raw_dtype == "int64" else "")
 
 
 def _list_column(name: str, values: pd.Series, opts: _Options, *,

@@ -118,7 +118,10 @@ def _column(values, dtype: int, n: int, name: str) -> np.ndarray:
         raise ValueError(f"feature '{name}' has dtype {types_pb2.DataType.Name(dtype)}, "
                          "which the client cannot build")
     kind, convert, missing = _NUMBERS[dtype]
-    return np.array([missing if v is None else convert(v) for v in values], dtype=kind)
+    absent = [v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and np.isnan(v))
+              for v in values]
+    return np.array([missing if gap else convert(float(v) if isinstance(v, str) else v)
+                     for v, gap in zip(values, absent)], dtype=kind)
 
 
 def _text(value) -> bytes:
