@@ -154,6 +154,23 @@ class FeatureSpec:
     def __getitem__(self, name: str) -> FeatureColumn:
         return {f.name: f for f in self.features}[name]
 
+    def table(self, width: int = 160) -> str:
+        """The spec as a text table: column, kind, group, the input's dtype, vocabulary or buckets (or mean
+        and std), and why inference chose it (cut to ``width`` columns); dropped columns last, with why."""
+        decisions = self.notes.get("decisions", {})
+        rows = [("column", "kind", "group", "input", "encoding", "why")]
+        for f in self.features:
+            size = (f"vocab {len(f.vocabulary or [])}" if f.encoding == "vocabulary" else
+                    f"{f.num_buckets} buckets" if f.encoding == "hash" else
+                    f"mean {f.mean or 0:.4g} std {f.std or 1:.4g}")
+            dtype = f.raw_dtype if f.is_categorical or f.raw_dtype != "string" else "float32"
+            why = decisions.get(f.name, "from the spec file").replace("; group", " | group")
+            rows.append((f.name, f.kind, f.group, dtype, size, why))
+        rows += [(name, "dropped", "", "", "", why) for name, why in self.notes.get("dropped", {}).items()]
+        widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
+        lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) + "  " + r[5] for r in rows]
+        return "\n".join(line if len(line) <= width else line[:width - 3] + "..." for line in lines)
+
     def to_dict(self) -> dict:
         """The spec as the JSON object :meth:`save` writes."""
         return asdict(self)
@@ -366,9 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(spec.to_dict(), indent=2, ensure_ascii=False))
         return 0
     spec.save(args.out)
-    for f in spec.features:
-        size = f"{f.cardinality} rows" if f.is_categorical else f"mean {f.mean:.4g} std {f.std:.4g}"
-        print(f"  {f.name:<24} {f.kind:<18} {f.group:<8} {f.encoding:<10} {size}", file=sys.stderr)
+    print(spec.table(), file=sys.stderr)
     print(f"wrote {args.out}: {len(spec.features)} features, labels {spec.labels}, "
           f"{len(spec.notes['dropped'])} dropped (see notes)", file=sys.stderr)
     return 0

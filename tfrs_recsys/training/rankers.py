@@ -354,5 +354,7 @@ def start_run(cfg: TrainConfig, task: str) -> RankerRun:
     run_dir = runs.create(cfg, task, chief=chief)
     print(f"{task}: strategy: {distribution.describe(strategy)}", flush=True)
     spec = ranker_spec(cfg, data, split.train)
+    print(f"{task}: features (the run keeps them as spec.json; edit it and pass --feature-spec):\n"
+          f"{spec.table()}", flush=True)
     runs.write_ranker_files(run_dir, spec, split)
     return RankerRun(strategy, chief, data, split, spec, run_dir)
