@@ -68,17 +68,6 @@ def _train(model: str, options: dict, work: Path, shown: Sequence[str]):
     return cfg, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in shown)
 
 
-def item_labels(items) -> dict[str, str]:
-    """A readable label per item id: its title, and its genres where the title does not already say them."""
-    labels = {}
-    for row in items.to_dict("records"):
-        genres = row.get("genres")
-        title = "" if row.get("title") is None else str(row["title"])
-        missing = [str(g) for g in (genres if genres is not None else []) if str(g) not in title]
-        labels[str(row["item_id"])] = f"{title} [{', '.join(missing)}]" if missing else title
-    return labels
-
-
 def _print_answer(user: str, answer, labels: dict[str, str], history: Sequence[str] | None) -> None:
     kind, what = (("cold start: global hot items", "hotness") if answer.is_cold_start
                   else ("retrieval top-100 -> DeepFM", "pCTR"))
@@ -114,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tf.get_logger().setLevel("ERROR")  # Keras' SavedModel chatter would bury the steps
 
     from tfrs_recsys import runs
+    from tfrs_recsys.data.bundles import item_labels
     from tfrs_recsys.export.rankers import export_ranker
     from tfrs_recsys.export.retrieval import export_retrieval
     from tfrs_recsys.serving.client import ServingClient
@@ -163,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             t = _step(6, "querying over gRPC (tensorflow-serving-api): recall -> rank")
             pipeline = RecallRankPipeline(client, store, num_candidates=100)
             known = str(interactions.interactions["user_id"].iloc[0])
-            labels = item_labels(interactions.items)
+            labels = item_labels(interactions.items)  # titles and genres, to judge the lists by
             for user in (known, "a-user-nobody-has-seen"):
                 _print_answer(user, pipeline.recommend(user, k=args.k), labels, store.history(user))
             _done(t)

@@ -38,8 +38,10 @@ def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | No
       exclude_seen: Leave out the items of the history.
 
     Returns:
-      ``{"item_id", "score", "title"}`` per item, best first.
+      ``{"item_id", "score", "title"}`` per item, best first; ``title`` is the item's readable label
+      (:func:`~tfrs_recsys.data.bundles.item_labels`).
     """
+    from tfrs_recsys.data.bundles import item_labels
     from tfrs_recsys.models.retrieval import query_vectors
 
     items = list(trained.histories.get(user_id, [])) if history is None else [str(h) for h in history]
@@ -50,8 +52,9 @@ def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | No
     if exclude_seen:
         scores = np.where(np.isin(catalog, items), -np.inf, scores)
     order = [i for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
-    titles = trained.items["title"].astype(str).tolist() if "title" in trained.items else list(catalog)
-    return [{"item_id": catalog[i], "score": float(scores[i]), "title": titles[i]} for i in order]
+    labels = item_labels(trained.items)
+    return [{"item_id": catalog[i], "score": float(scores[i]), "title": labels.get(catalog[i], catalog[i])}
+            for i in order]
 
 
 def _name_value(text: str) -> tuple[str, str]:

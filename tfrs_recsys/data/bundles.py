@@ -87,3 +87,33 @@ class LabeledData:
     def feature_columns(self) -> list[str]:
         """The columns of ``frame`` other than the labels."""
         return [c for c in self.frame.columns if c not in self.labels]
+
+
+def item_labels(items: pd.DataFrame, max_columns: int = 3) -> dict[str, str]:
+    """A readable label per item id, for people to judge recommendations by.
+
+    Args:
+      items: An item table (``item_id`` and metadata columns).
+      max_columns: The most ``name=value`` pairs of an item without a title.
+
+    Returns:
+      ``{item_id: label}``: the title, and the genres the title does not already name; an item without a
+      title gets its other columns as ``name=value`` (e.g. ``category=shoes``), or its id.
+    """
+    def text(value) -> str:
+        if isinstance(value, (list, tuple)) or hasattr(value, "tolist") and not isinstance(value, str):
+            return ", ".join(map(str, list(value)))
+        return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+
+    others = [c for c in items.columns if c not in ("item_id", "title", "genres")][:max_columns]
+    labels = {}
+    for row in items.to_dict("records"):
+        title, genres = text(row.get("title")), text(row.get("genres"))
+        missing = [g for g in genres.split(", ") if g and g not in title]
+        if title:
+            labels[str(row["item_id"])] = f"{title} [{', '.join(missing)}]" if missing else title
+        else:
+            pairs = [f"{c}={text(row[c])}" for c in ("genres", *others) if c in row and text(row[c])]
+            labels[str(row["item_id"])] = " ".join(pairs) or str(row["item_id"])
+    return labels
+

@@ -169,7 +169,8 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
     typed = {}
     for column in table.columns:
         values = table[column]
-        if column in text_only or kinds.get(column) == "categorical" or values.dtype != object:
+        text = values.dtype == object or pd.api.types.is_string_dtype(values)
+        if column in text_only or kinds.get(column) == "categorical" or not text:
             continue
         numbers = pd.to_numeric(values, errors="coerce")
         filled = (values != "").to_numpy() & values.notna().to_numpy()

@@ -155,7 +155,7 @@ class ServingClient:
     """
 
     def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 5.0, *,
-                 retrieval_model: str = "retrieval", ranker_model: str = "esmm"):
+                 retrieval_model: str = "retrieval", ranker_model: str = "deepfm"):
         self.address = address
         self.timeout = timeout
         self.retrieval_model = retrieval_model

@@ -223,8 +223,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: b
                         help="feature store directory (`serving.feature_store --out`)")
     parser.add_argument("--address", help=f"model server gRPC address (default {DEFAULT_ADDRESS})")
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each gRPC call, seconds")
-    parser.add_argument("--retrieval-model", default="retrieval")
-    parser.add_argument("--ranker-model", default="esmm")
+    parser.add_argument("--retrieval-model", default="retrieval",
+                        help="the retrieval export's model name (retrieval_portable on a stock TF Serving)")
+    parser.add_argument("--ranker-model", default="deepfm", help="the ranker export's model name (default: "
+                        "deepfm, as `make demo` and export/models.config name it)")
     parser.add_argument("--num-candidates", type=int, default=100, help="candidates to rank")
     parser.add_argument("--sort-by", help="ranker output to sort by (default ctcvr, else ctr)")
     add_recall_merge_arguments(parser)

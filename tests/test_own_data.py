@@ -1,0 +1,173 @@
+"""A user's own files, from a CSV to a served recommendation, and every mistake in them named with the fix."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pandas as pd
+import pytest
+import serving_fixtures as fx
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.interactions import load_interaction_log
+from tfrs_recsys.data.registry import load_interactions
+from tfrs_recsys.data.tabular import load_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _events(rows: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """A click log with its own column names: string visitors, integer skus, epoch seconds, an hour, a
+    category that belongs to the sku, and a click label that follows the category (shoes sell) and the
+    category a visitor likes."""
+    rng = np.random.default_rng(seed)
+    visitors, skus = 150, 60
+    category = np.array(["shoes", "books", "games", "tools"])[np.arange(skus) % 4]
+    visitor = rng.integers(visitors, size=rows)
+    sku = rng.integers(skus, size=rows)
+    ts = 1_700_000_000 + np.sort(rng.integers(0, 30 * 86_400, size=rows))
+    liked = category[sku] == np.array(["shoes", "books", "games", "tools"])[visitor % 4]
+    clicked = (rng.random(rows) < 0.05 + 0.5 * (category[sku] == "shoes") + 0.4 * liked).astype(int)
+    return pd.DataFrame({"visitor": [f"v{v}" for v in visitor], "sku": sku, "ts": ts,
+                         "hour": (ts // 3600) % 24, "category": category[sku], "clicked": clicked})
+
+
+def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=REPO)
+
+
+def _json(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout[proc.stdout.index("{"):])
+
+
+def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path):
+    events = tmp_path / "events.csv"
+    _events().to_csv(events, index=False)
+    retrieval = _json(_run(["tfrs_recsys.train", "retrieval", "--dataset", "interactions",
+                            "--data", str(events), "--user-column", "visitor", "--item-column", "sku",
+                            "--time-column", "ts",
+                            "--rating-column", "clicked", "--min-rating", "1", "--epochs", "2",
+                            "--max-history", "8", "--embedding-dim", "16", "--ff-dim", "32",
+                            "--output-dir", str(tmp_path / "retrieval"), "--progress", "false"]))
+    assert retrieval["test_metrics"]["recall@50"] > 0
+    ranker = _run(["tfrs_recsys.train", "deepfm", "--dataset", "csv", "--data", str(events),
+                   "--label-columns", "clicked", "--user-column", "visitor", "--item-column", "sku",
+                   "--epochs", "2", "--output-dir", str(tmp_path / "deepfm"), "--progress", "false"])
+    assert _json(ranker)["test_metrics"]["auc"] > 0.65  # the label follows the category
+    assert "hour" in ranker.stdout and "int64" in ranker.stdout  # the schema table at the start
+
+    answer = _run(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", "v3",
+                   "--k", "5", "--json"])
+    recommended = _json(answer)["recommendations"]
+    assert len(recommended) == 5 and all(r["title"].startswith("category=") for r in recommended)
+
+    base = tmp_path / "exports"
+    _json(_run(["tfrs_recsys.export", "retrieval", "--model-dir", str(tmp_path / "retrieval"),
+                "--export-base", str(base), "--name", "shop", "--k", "10", "--allow-low-recall"]))
+    _json(_run(["tfrs_recsys.export", "deepfm", "--model-dir", str(tmp_path / "deepfm"), "--export-base",
+                str(base), "--name", "ranker"]))
+    server = fx.start_server(tmp_path, [f"--model_config_file={base / 'models.config'}"])  # as written
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.address))
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "shop_portable"
+        request.inputs["user_id"].CopyFrom(tf.make_tensor_proto(["v3"]))
+        request.inputs["history"].CopyFrom(tf.make_tensor_proto([["7", "12", "30"]]))  # unpadded [1, 3]
+        items = tf.make_ndarray(stub.Predict(request, timeout=30).outputs["item_ids"])
+        assert items.shape == (1, 10) and all(i for i in items[0])
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "ranker"
+        columns = {"visitor": ["v3", "v3"], "sku": ["7", "12"], "hour": np.array([10, 22], np.int64),
+                   "category": ["shoes", "books"], "ts": np.array([1.7e9, 1.7e9], np.float32)}
+        for name, values in columns.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
+        ctr = tf.make_ndarray(stub.Predict(request, timeout=30).outputs["ctr"])
+        assert ctr.shape == (2,) and np.all((ctr > 0) & (ctr < 1))
+        request.inputs["hour"].CopyFrom(tf.make_tensor_proto(["10", "22"]))  # a wrong dtype, as TF Serving
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Predict(request, timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        assert server.stop() == 0, server.log_tail()
+
+
+def _log(tmp_path: Path, text: str, name: str = "log.csv") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def _error(fn, *args, **kwargs) -> DataError:
+    with pytest.raises(DataError) as err:
+        fn(*args, **kwargs)
+    assert err.value.fix, str(err.value)
+    return err.value
+
+
+def test_a_log_is_read_from_a_file_a_glob_or_a_folder_with_its_tables(tmp_path):
+    frame = _events(400)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    frame.iloc[:150].to_csv(shards / "part-0.csv", index=False)
+    frame.iloc[150:].to_parquet(shards / "part-1.parquet")
+    (shards / "_SUCCESS").write_text("")
+    options = dict(user_column="visitor", item_column="sku", time_column="ts")
+    folder = load_interaction_log(str(shards), **options)
+    glob = load_interaction_log(str(shards / "part-*"), **options)
+    pd.testing.assert_frame_equal(folder.interactions, glob.interactions)
+    assert len(folder.interactions) == 400 and folder.interactions["item_id"].map(type).eq(str).all()
+    # category never changes within a sku: it joins the item table; hour changes: it is not an item feature
+    assert "category" in folder.items.columns and "hour" not in folder.items.columns
+    users = _log(tmp_path, "visitor,age\nv1,31\nv2,45\n", "users.csv")
+    rated = load_interaction_log(_log(tmp_path, frame.to_csv(index=False)), **options, users=users,
+                                 rating_column="clicked", min_rating=1)
+    assert (rated.interactions["rating"] == 1).all() and len(rated.interactions) == frame["clicked"].sum()
+    assert rated.users.set_index("user_id").loc["v2", "age"] == 45
+
+
+@pytest.mark.parametrize("text, options, line, column, fix", [
+    ("user,item\nu1,i1\n", dict(user_column="visitor"), 1, "visitor", "--user-column"),
+    ("user,item\nu1,i1\n,i2\n", {}, 3, "user", "fill it in"),
+    ("user,item,t\nu1,i1,100\nu1,i2,200\nu1,i3,soon\n", dict(time_column="t"), 4, "t", "fix or drop the row"),
+    ("user,item,r\nu1,i1,4\nu1,i2,five\n", dict(rating_column="r"), 3, "r", "fix or drop the row"),
+])
+def test_each_mistake_in_a_log_is_named_with_file_line_column_and_fix(tmp_path, text, options, line, column,
+                                                                      fix):
+    path = _log(tmp_path, text)
+    err = _error(load_interaction_log, path, **{"user_column": "user", "item_column": "item", **options})
+    assert (err.path, err.line, err.column) == (path, line, column) and fix in err.fix
+
+
+def test_the_interactions_dataset_asks_for_its_columns_and_an_existing_path(tmp_path):
+    err = _error(load_interactions, "interactions", _log(tmp_path, "a,b\n1,2\n"), user_column="a")
+    assert "--item-column" in str(err)
+    err = _error(load_interactions, "interactions", str(tmp_path / "nothing-*.csv"), user_column="a",
+                 item_column="b")
+    assert "names no CSV" in str(err) and "glob" in err.fix
+
+
+def test_one_stray_value_in_a_numeric_column_stops_the_run_with_the_fix(tmp_path):
+    rows = ["item,price,click"] + [f"i{i},{i % 7 + 0.5},{i % 2}" for i in range(200)]
+    rows[58] = "i57,abc,1"  # file line 59
+    path = _log(tmp_path, "\n".join(rows) + "\n", "clicks.csv")
+    err = _error(load_table, path, labels=["click"])
+    assert (err.path, err.line, err.column) == (path, 59, "price") and "'abc'" in str(err)
+    assert "--column-types price=numeric" in err.fix and "price=categorical" in err.fix
+    with pytest.raises(DataError, match="a non-number in a numeric column"):
+        load_table(path, labels=["click"], column_types=["price=numeric"])
+    skipped = load_table(path, labels=["click"], column_types=["price=numeric"], skip_bad_rows=True)
+    assert len(skipped.frame) == 199 and skipped.frame["price"].dtype.kind == "f"
+    assert skipped.skipped[0].skipped == 1 and f"{path}:59" in skipped.skipped[0].examples[0]
+    kept = load_table(path, labels=["click"], column_types=["price=categorical"])
+    assert kept.frame["price"].dtype == object and (kept.frame["price"] == "abc").sum() == 1
+    err = _error(load_table, path, labels=["click"], column_types=["price=money"])
+    assert "numeric" in err.fix
