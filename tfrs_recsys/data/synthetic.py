@@ -19,6 +19,7 @@ import pandas as pd
 
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.ctr_features import SECONDS_PER_DAY, point_in_time_hotness
+from tfrs_recsys.data.errors import DataError
 
 DEVICES = ("mobile", "desktop", "tablet")
 SEGMENTS = ("budget", "business", "family", "luxury")
@@ -32,21 +33,32 @@ HOUR_WEIGHTS = _HOURLY / _HOURLY.sum()
 
 
 def require(ok: bool, message: str) -> None:
-    """The generators' argument check: a ValueError with ``message`` unless ``ok``."""
+    """The generators' argument check: a :class:`DataError` (a ``ValueError``) with ``message`` unless ``ok``;
+    the message names the argument and what to change, and the command lines print it without a traceback."""
     if not ok:
-        raise ValueError(message)
+        raise DataError(message)
+
+
+# The train command's flags of the generators' arguments, named in their errors.
+FLAGS = {"num_users": "--synthetic-users", "num_items": "--synthetic-items", "num_rows": "--synthetic-rows",
+         "num_sessions": "--synthetic-sessions", "session_size": "--session-size"}
+
+
+def named(name: str) -> str:
+    """An argument's name in an error, with its train flag where it has one."""
+    return f"{name} ({FLAGS[name]})" if name in FLAGS else name
 
 
 def at_least(minimum: float, **values: float) -> None:
     """Raise ValueError unless every keyword argument is ``>= minimum``; the error names it."""
     for name, value in values.items():
-        require(value >= minimum, f"{name} must be >= {minimum}, got {value}")
+        require(value >= minimum, f"{named(name)} must be >= {minimum}, got {value}")
 
 
 def within(low: float, high: float, **values: float) -> None:
     """Raise ValueError unless every keyword argument is in ``[low, high]``; the error names it."""
     for name, value in values.items():
-        require(low <= value <= high, f"{name} must be in [{low}, {high}], got {value}")
+        require(low <= value <= high, f"{named(name)} must be in [{low}, {high}], got {value}")
 
 
 def names(values, index: np.ndarray) -> np.ndarray:

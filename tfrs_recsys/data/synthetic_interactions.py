@@ -16,6 +16,7 @@ from tfrs_recsys.data.splits import SECONDS_PER_DAY
 from tfrs_recsys.data.synthetic import (
     START_TIMESTAMP,
     at_least,
+    named,
     names,
     require,
     text_ids,
@@ -75,8 +76,9 @@ def synthetic_histories(num_users: int = 2000, num_items: int = 500, *, seed: in
     """
     at_least(1, num_users=num_users, min_history=min_history, taste_dim=taste_dim)
     require(min_history <= max_history, f"min_history ({min_history}) exceeds max_history ({max_history})")
-    require(max_history <= num_items, f"max_history ({max_history}) cannot exceed num_items ({num_items}): a "
-                                       "history never repeats an item; raise num_items or lower max_history")
+    require(max_history <= num_items, f"{named('num_items')} is {num_items}, below max_history "
+                                       f"({max_history}), the longest synthetic history (it never repeats an "
+                                       "item); raise it")
     within(1, len(GENRES), num_genres=num_genres)
     within(0, 1, drift=drift)
     at_least(0, popularity_exponent=popularity_exponent, mean_gap_seconds=mean_gap_seconds,
@@ -193,8 +195,8 @@ def synthetic_ratings(num_users: int = 2000, num_items: int = 500, *, seed: int 
     """
     at_least(1, num_users=num_users, min_ratings=min_ratings, taste_dim=taste_dim, num_days=num_days)
     require(min_ratings <= max_ratings, f"min_ratings ({min_ratings}) exceeds max_ratings ({max_ratings})")
-    require(max_ratings <= num_items, f"max_ratings ({max_ratings}) cannot exceed num_items ({num_items}): a "
-                                       "user rates an item once; raise num_items or lower max_ratings")
+    require(max_ratings <= num_items, f"{named('num_items')} is {num_items}, below max_ratings "
+                                       f"({max_ratings}): a user never rates an item twice; raise it")
     within(1, len(GENRES), num_genres=num_genres)
     within(0, 1, feature_share=feature_share)
     at_least(0, noise=noise)
