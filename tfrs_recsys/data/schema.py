@@ -331,8 +331,13 @@ def _numbers(values: pd.Series, name: str) -> np.ndarray:
     return numbers.to_numpy(dtype="float64", na_value=np.nan)
 
 
-_ROLE_FLAGS = ("session_column", "user_column", "item_column", "timestamp_column")
-_LIMIT_FLAGS = ("sample_rows", "vocab_max", "hash_multiplier", "low_cardinality_max")
+_ROLE_FLAGS = {"session_column": "the column grouping one session's rows (never a feature)",
+               "user_column": "the user id column", "item_column": "the item id column",
+               "timestamp_column": "a time column (epoch seconds or dates)"}
+_LIMIT_FLAGS = {"sample_rows": "rows sampled to infer from",
+                "vocab_max": "the largest vocabulary; more distinct values are hashed",
+                "hash_multiplier": "hash buckets per distinct value above --vocab-max",
+                "low_cardinality_max": "the most distinct integers of a categorical code column"}
 
 
 def _split_list(text: str | None) -> list[str] | None:
@@ -358,15 +363,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Infer a feature spec from a CSV / TSV / Parquet file.")
     parser.add_argument("file", help="CSV, TSV or Parquet file with a header row")
     parser.add_argument("--labels", help="comma-separated label columns (default: inferred from their names)")
-    for role in _ROLE_FLAGS:
-        parser.add_argument("--" + role.replace("_", "-"))
+    for role, about in _ROLE_FLAGS.items():
+        parser.add_argument("--" + role.replace("_", "-"), help=about)
     for group in GROUPS:
         parser.add_argument(f"--{group}-columns", help=f"comma-separated columns of the {group} group")
     parser.add_argument("--exclude", help="comma-separated columns to leave out")
     parser.add_argument("--sep", help="field separator of a text file (default: ',' or tab for .tsv/.txt)")
     defaults = inspect.signature(infer_schema).parameters
-    for option in _LIMIT_FLAGS:
-        parser.add_argument("--" + option.replace("_", "-"), type=int, default=defaults[option].default)
+    for option, about in _LIMIT_FLAGS.items():
+        parser.add_argument("--" + option.replace("_", "-"), type=int, default=defaults[option].default,
+                            help=f"{about} (default {defaults[option].default})")
     parser.add_argument("--out", help="where to write the JSON spec (default: print it)")
     args = parser.parse_args(argv)
     labels = _split_list(args.labels)

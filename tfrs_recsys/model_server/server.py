@@ -47,16 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-read --model_config_file this often (0: read once)")
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1,
                    help="poll base paths for new versions this often (0: once at startup)")
-    for flag, default in (("enable_batching", False), ("enable_model_warmup", True),
-                          ("allow_version_labels_for_unavailable_models", False)):
-        p.add_argument("--" + flag, type=_bool, nargs="?", const=True, default=default)
+    for flag, default, about in (
+            ("enable_batching", False, "batch concurrent requests (--batching_parameters_file)"),
+            ("enable_model_warmup", True, "replay a version's warmup requests before serving it"),
+            ("allow_version_labels_for_unavailable_models", False, "let a label name a loading version")):
+        p.add_argument("--" + flag, type=_bool, nargs="?", const=True, default=default, help=about)
     p.add_argument("--batching_parameters_file", default="", help="BatchingParameters text proto")
-    p.add_argument("--max_num_load_retries", type=int, default=5)
-    p.add_argument("--load_retry_interval_micros", type=int, default=60_000_000)
+    p.add_argument("--max_num_load_retries", type=int, default=5, help="retries of a version failing to load")
+    p.add_argument("--load_retry_interval_micros", type=int, default=60_000_000, help="wait between retries")
     p.add_argument("--grpc_max_threads", type=int, default=0, help="gRPC workers (0: 4 x cores, at least 16)")
     p.add_argument("--rest_api_num_threads", type=int, default=0, help="ignored: the REST server is threaded")
-    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
-    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
+    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                   help="threads one op may use (0: TensorFlow's default)")
+    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                   help="ops run at once (0: TensorFlow's default)")
     return p
 
 

@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m tfrs_recsys.serving.http_service")
     add_pipeline_arguments(p, store_required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port")
     args = p.parse_args(argv)
     try:
         pipeline = pipeline_from_args(args)
