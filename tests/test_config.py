@@ -110,8 +110,19 @@ def test_every_option_has_a_help_sentence(model, capsys):
     ("retrieval", ["--data-dir", "x"], "data_dir"),
 ])
 def test_an_option_the_dataset_does_not_read_is_an_error(model, argv, flag):
-    with pytest.raises(ConfigError, match=f"field '{flag}'.*applies to .*not to --dataset"):
+    with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')} .* applies to .*not to --dataset"):
         config_from_args(model, argv, environ={})
+
+
+def test_an_unknown_dataset_is_named_before_its_options():
+    from tfrs_recsys.config import DATASETS
+    from tfrs_recsys.data.registry import INTERACTION_DATASETS, LABELED_DATASETS
+
+    with pytest.raises(ConfigError, match="'interaction' is not a dataset name; choose one of"):
+        config_from_args("retrieval", ["--dataset", "interaction", "--user-column", "u"], environ={})
+    names = {*INTERACTION_DATASETS, *LABELED_DATASETS}
+    listed = {name.split(":")[0] + ":" if ":" in name else name for name in names}
+    assert listed <= set(DATASETS)  # every name the registry describes passes the config's check
 
 
 def test_options_the_dataset_reads_are_accepted():

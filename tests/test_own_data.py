@@ -143,8 +143,13 @@ def test_a_log_is_read_from_a_file_a_glob_or_a_folder_with_its_tables(tmp_path):
 def test_each_mistake_in_a_log_is_named_with_file_line_column_and_fix(tmp_path, text, options, line, column,
                                                                       fix):
     path = _log(tmp_path, text)
-    err = _error(load_interaction_log, path, **{"user_column": "user", "item_column": "item", **options})
+    options = {"user_column": "user", "item_column": "item", **options}
+    err = _error(load_interaction_log, path, **options)
     assert (err.path, err.line, err.column) == (path, line, column) and fix in err.fix
+    if column != "visitor":  # a bad row (not a missing column): --skip-bad-rows drops and counts it
+        data = load_interaction_log(path, **options, skip_bad_rows=True)
+        assert len(data.interactions) == text.count("\n") - 2 and data.skipped[0].skipped == 1
+        assert f"{path}:{line}" in data.skipped[0].examples[0]
 
 
 def test_the_interactions_dataset_asks_for_its_columns_and_an_existing_path(tmp_path):

@@ -60,6 +60,10 @@ def _check_by_name(cfg: Any) -> None:
 
 
 SYNTHETIC = ("synthetic", "synthetic-histories", "synthetic-ratings")
+# Every --dataset name (data/registry.py says what each reads and which models take it); "tfds:" a prefix.
+DATASETS = (*SYNTHETIC, "interactions", "csv", "parquet", "movielens-100k", "movielens-csv",
+            "movielens-latest-small", "movielens-1m", "aliexpress", "ali-ccp", "criteo", "expedia", "tfds:",
+            "movielens/")
 # Options only some datasets read: (options, the datasets, what the options apply to). An option set away from
 # its default for another dataset is an error naming both, never silently ignored. A name ending in ":" is a
 # prefix (tfds:<name>).
@@ -83,13 +87,15 @@ def _applies(dataset: str, datasets: tuple[str, ...] | None) -> bool:
 
 def _check_dataset_options(cfg: Any) -> None:
     """Fails on an option the chosen dataset does not read (:data:`DATASET_OPTIONS`, synthetic_options)."""
+    _require(_applies(cfg.dataset, DATASETS), "dataset", cfg.dataset, "is not a dataset name",
+             f"choose one of {', '.join(DATASETS[:-1])} (`--help` says what each reads)")
     defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
     for options, datasets, what in (*DATASET_OPTIONS, *cfg.synthetic_options()):
         for name in options:
             if getattr(cfg, name) != defaults[name] and not _applies(cfg.dataset, datasets):
-                _require(False, name, getattr(cfg, name), f"applies to {what}, not to "
-                         f"--dataset {cfg.dataset}", f"drop --{name.replace('_', '-')}, or choose a dataset "
-                         "that reads it")
+                flag = f"--{name.replace('_', '-')}"
+                raise ConfigError(f"{flag} {getattr(cfg, name)!r} applies to {what}, not to --dataset "
+                                  f"{cfg.dataset}; drop {flag}, or choose a dataset that reads it")
 
 
 @dataclass

@@ -17,18 +17,50 @@ import pandas as pd
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.schema import epoch_seconds
-from tfrs_recsys.data.tabular import bad_row, numeric_columns, parse_column_types, read_table, type_columns
+from tfrs_recsys.data.tabular import (
+    bad_row,
+    locate,
+    numeric_columns,
+    parse_column_types,
+    read_table,
+    type_columns,
+)
 
 
-def _ids(table: pd.DataFrame, column: str) -> pd.Series:
-    """A column's ids as text (``7`` and ``7.0`` alike read ``"7"``); an empty id is an error."""
+def _ids(table: pd.DataFrame, column: str) -> tuple[pd.Series, np.ndarray]:
+    """A column's ids as text (``7`` and ``7.0`` alike read ``"7"``), and which are empty."""
     text = table[column].map(
         lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else
         str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v).strip())
-    empty = (text == "").to_numpy()
-    if empty.any():
-        raise bad_row(table, empty, column, "empty id", "fill it in, or drop the row")
-    return text
+    return text, (text == "").to_numpy()
+
+
+class _RowChecks:
+    """A table's per-row checks: the first bad row raises, or with ``skip_bad_rows`` every bad row is dropped
+    and counted in ``report``.
+
+    Args:
+      table: The rows (:func:`~tfrs_recsys.data.tabular.read_table`).
+      skip_bad_rows: Skip and count bad rows.
+      report: Where skipped rows are counted.
+    """
+
+    def __init__(self, table: pd.DataFrame, skip_bad_rows: bool, report: SkipReport):
+        self.table, self.skip_bad_rows, self.report = table, skip_bad_rows, report
+        self.bad = np.zeros(len(table), dtype=bool)
+
+    def check(self, bad: np.ndarray, column: str, message: str, fix: str) -> None:
+        """Raises (or, skipping, counts) the ``bad`` rows; ``message`` may name ``{value!r}``."""
+        if not bad.any():
+            return
+        if not self.skip_bad_rows:
+            fix = f"{fix}, or pass --skip-bad-rows to skip and count such rows"
+            raise bad_row(self.table, bad, column, message, fix)
+        for row in np.flatnonzero(bad & ~self.bad):
+            path, line = locate(self.table, int(row))
+            value = self.table[column].iloc[row]
+            self.report.add(DataError(message.format(value=value), path=path, line=line, column=column))
+        self.bad |= bad
 
 
 def _entity_table(path: str | None, key: str, group: str, skip_bad_rows: bool, reports: list[SkipReport],
@@ -41,7 +73,9 @@ def _entity_table(path: str | None, key: str, group: str, skip_bad_rows: bool, r
     reports += skipped
     frame = type_columns(frame, _declared(column_types, frame), skip_bad_rows=skip_bad_rows,
                          report=skipped[0] if skipped else None, text_only=[key])
-    frame[key] = _ids(frame, key)
+    frame[key], empty = _ids(frame, key)
+    if empty.any():
+        raise bad_row(frame, empty, key, "empty id", f"fill it in: a {group} table needs every id")
     frame = frame.rename(columns={key: f"{group}_id"})
     twice = frame[f"{group}_id"].duplicated()
     if twice.any():
@@ -87,7 +121,8 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
       users: A user table with ``user_column``, joined by id.
       column_types: ``COLUMN=numeric|categorical`` entries over the inferred kinds of feature columns
         (:func:`~tfrs_recsys.data.tabular.type_columns`).
-      skip_bad_rows: Skip and count malformed text rows instead of failing on the first.
+      skip_bad_rows: Skip and count malformed rows (and empty ids, bad times or ratings, bad values of a
+        column declared numeric) instead of failing on the first.
 
     Returns:
       The interactions (``user_id``, ``item_id`` as text, ``rating``, ``timestamp`` in seconds), the item
@@ -103,18 +138,23 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
              "--rating-column": rating_column}
     named = {column: flag for flag, column in flags.items() if column}
     log, reports = read_table(data, required=named, what="--data", skip_bad_rows=skip_bad_rows)
-    typed, skipped = numeric_columns(log, _declared(column_types, log), skip_bad_rows=skip_bad_rows,
-                                     report=reports[0] if reports else None, text_only=list(named))
-    out = pd.DataFrame({"user_id": _ids(log, user_column), "item_id": _ids(log, item_column)})
-    out["rating"] = _numbers(log, rating_column) if rating_column else np.ones(len(log))
-    if time_column:
-        out["timestamp"] = _seconds(log, time_column)
-    else:
-        out["timestamp"] = np.arange(len(log), dtype=np.int64)  # file order is time order
+    report = reports[0] if reports else SkipReport(path=str(data))
+    rows = _RowChecks(log, skip_bad_rows, report)
+    typed, rows.bad = numeric_columns(log, _declared(column_types, log), skip_bad_rows=skip_bad_rows,
+                                      report=report, text_only=list(named))
+    out = pd.DataFrame(index=log.index)
+    for key, column in (("user_id", user_column), ("item_id", item_column)):
+        out[key], empty = _ids(log, column)
+        rows.check(empty, column, "empty id", "fill it in, or drop the row")
+    out["rating"] = _numbers(log, rating_column, rows) if rating_column else np.ones(len(log))
+    # Without a time column the file order is the time order.
+    out["timestamp"] = _seconds(log, time_column, rows) if time_column else np.arange(len(log))
     log = log.assign(**typed)
-    keep = ~skipped & ((out["rating"] >= min_rating).to_numpy() if min_rating is not None else True)
+    keep = ~rows.bad & ((out["rating"] >= min_rating).to_numpy() if min_rating is not None else True)
     if not keep.all():
         out, log = out[keep].reset_index(drop=True), log[keep].reset_index(drop=True)
+    if rows.bad.any():
+        report.log()
     if out.empty:
         rated = f" rated >= {min_rating}" if min_rating is not None else ""
         raise DataError(f"no interactions left{rated}", path=str(data),
@@ -135,24 +175,21 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
     return InteractionData(out, item_table, user_table, name=name, skipped=reports)
 
 
-def _numbers(table: pd.DataFrame, column: str) -> np.ndarray:
-    """A column as float64; a value that is not a number is an error naming its row."""
+def _numbers(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
+    """A column as float64; a value that is not a number is a bad row."""
     numbers = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64)
-    if np.isnan(numbers).any():
-        raise bad_row(table, np.isnan(numbers), column, "{value!r} is not a number",
-                       "fix or drop the row, or name another column")
+    rows.check(np.isnan(numbers), column, "{value!r} is not a number", "fix or drop the row")
     return numbers
 
 
-def _seconds(table: pd.DataFrame, column: str) -> np.ndarray:
-    """A time column (epoch seconds, or dates read as UTC) as int64 seconds (fractions dropped); a bad time
-    is an error."""
+def _seconds(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
+    """A time column (epoch seconds, or dates read as UTC) as int64 seconds (fractions dropped); a value
+    that is neither is a bad row."""
     values = table[column]
-    numbers = pd.to_numeric(values, errors="coerce")
-    if numbers.notna().mean() >= 0.5:  # epoch seconds, maybe with a few bad values
-        return np.floor(_numbers(table, column)).astype(np.int64)
-    dates = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
-    if dates.isna().any():
-        raise bad_row(table, dates.isna().to_numpy(), column, "not a time (epoch seconds or a date): "
-                       "{value!r}", "fix or drop the row, or name the time column with --time-column")
-    return epoch_seconds(dates, column).astype(np.int64)
+    if pd.to_numeric(values, errors="coerce").notna().mean() >= 0.5:  # epoch seconds, maybe a few bad values
+        seconds = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    else:
+        seconds = epoch_seconds(pd.to_datetime(values, errors="coerce", utc=True, format="mixed"), column)
+    rows.check(np.isnan(seconds), column, "not a time (epoch seconds or a date): {value!r}",
+               "fix or drop the row")
+    return np.floor(np.nan_to_num(seconds)).astype(np.int64)

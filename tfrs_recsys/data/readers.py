@@ -23,7 +23,7 @@ from tfrs_recsys.data.errors import DataError, SkipReport
 LINE_NUMBERS = "source_line_numbers"
 # The numeric column kinds a reader checks, in the words of an error; other columns stay text.
 _WORDS = {"int": "an integer", "float": "a number"}
-_SKIP_HINT = "or rerun with skip_bad_rows to skip and count the row"
+_SKIP_HINT = "or rerun with --skip-bad-rows to skip and count the row"
 
 
 def require_file(path: str | os.PathLike, what: str, fix: str) -> str:

@@ -184,7 +184,7 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
                    f"declare the column: --column-types {column}=numeric (then bad values are errors, or "
                    f"skipped and counted with --skip-bad-rows) or {column}=categorical")
             what = ("a non-number in a numeric column" if declared
-                    else f"{share:.1%} of the values are numbers but this one is not")
+                    else f"{filled.sum() - bad.sum()} of {filled.sum()} values are numbers, not this one")
             raise bad_row(table, bad, column, f"{what}: {{value!r}}", fix)
         for row in np.flatnonzero(bad & ~skip) if report is not None else ():
             path, line = locate(table, int(row))
@@ -242,10 +242,12 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
     flags = {"--label-columns": labels, "--session-column": [session_column], "--user-column": [user_column],
              "--item-column": [item_column]}
     required = {column: flag for flag, columns in flags.items() for column in columns if column}
-    frame, reports = read_table(path, required=required, what="table", skip_bad_rows=skip_bad_rows, sep=sep)
+    frame, reports = read_table(path, required=required, what="--data", skip_bad_rows=skip_bad_rows, sep=sep)
     report = reports[0] if reports else SkipReport(path=str(path))
     ids = [c for c in (session_column, user_column, item_column) if c]
-    frame = type_columns(frame, column_types, skip_bad_rows=skip_bad_rows, report=report, text_only=ids)
-    return LabeledData(frame, list(labels), name=posixpath.basename(str(path).rstrip("/")),
+    typed = type_columns(frame, column_types, skip_bad_rows=skip_bad_rows, report=report, text_only=ids)
+    if len(typed) < len(frame):
+        report.log()
+    return LabeledData(typed, list(labels), name=posixpath.basename(str(path).rstrip("/")),
                        session_column=session_column, user_column=user_column, item_column=item_column,
                        skipped=reports or [report])
