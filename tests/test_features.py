@@ -263,7 +263,9 @@ _RELOAD = textwrap.dedent("""
     model = tf.saved_model.load(sys.argv[1])
     inputs = json.load(open(sys.argv[2]))
     serve = model.signatures["serving_default"]
-    feed = {k: tf.constant(np.array(v, dtype=np.float32) if isinstance(v[0], (float, type(None))) else v)
+    specs = serve.structured_input_signature[1]  # each input as the signature types it (float64 timestamps)
+    feed = {k: tf.constant(v if specs[k].dtype == tf.string else
+                           np.array([np.nan if x is None else x for x in v], specs[k].dtype.as_numpy_dtype))
             for k, v in inputs.items()}
     print(json.dumps(serve(**feed)["score"].numpy().tolist()))
 """)

@@ -87,7 +87,7 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path):
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "ranker"
         columns = {"visitor": ["v3", "v3"], "sku": ["7", "12"], "hour": np.array([10, 22], np.int64),
-                   "category": ["shoes", "books"], "ts": np.array([1.7e9, 1.7e9], np.float32)}
+                   "category": ["shoes", "books"], "ts": np.array([1.7e9, 1.7e9])}
         for name, values in columns.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
         ctr = tf.make_ndarray(stub.Predict(request, timeout=30).outputs["ctr"])

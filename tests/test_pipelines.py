@@ -54,15 +54,15 @@ def test_batches_have_raw_keys_dtypes_and_shapes():
     assert set(labels) == {"click", "conversion"}
     for name in ("row", "item_id", "genres", "tags"):
         assert features[name].dtype == tf.string and features[name].shape == (64,)
-    for name in ("price", "timestamp"):
-        assert features[name].dtype == tf.float32 and features[name].shape == (64,)
+    assert features["price"].dtype == tf.float32 and features["price"].shape == (64,)
+    assert features["timestamp"].dtype == tf.float64 and features["timestamp"].shape == (64,)  # exact seconds
     assert all(v.dtype == tf.float32 and v.shape == (64,) for v in labels.values())
     # Values, in frame order without shuffling.
     assert features["item_id"].numpy()[0].decode() == str(frame["item_id"][0])
     assert [g.decode() for g in features["genres"].numpy()[:3]] == ["", "Action|Comedy", "Action"]
     assert features["tags"].numpy()[5].decode() == "t2;t1"
     np.testing.assert_array_equal(labels["click"].numpy(), frame["click"][:64].to_numpy(np.float32))
-    np.testing.assert_allclose(features["timestamp"].numpy(), frame["timestamp"][:64].to_numpy(np.float32))
+    np.testing.assert_array_equal(features["timestamp"].numpy(), frame["timestamp"][:64].to_numpy(np.float64))
 
 
 def test_missing_numerics_stay_nan():

@@ -143,8 +143,8 @@ def test_signature_takes_raw_features_and_names_its_outputs(which, esmm_run, dee
     assert set(inputs) == set(spec.feature_names)
     assert not set(inputs) & set(spec.labels)
     # user and item ids are strings; other integer categories (here the synthetic codes) are int64
-    want = {f.name: tf.int64 if f.raw_dtype == "int64" else tf.string if f.is_categorical else tf.float32
-            for f in spec.features}
+    want = {f.name: tf.int64 if f.raw_dtype == "int64" else tf.string if f.is_categorical else
+            tf.float64 if f.kind == "timestamp" else tf.float32 for f in spec.features}
     assert want[spec.user_column] == want[spec.item_column] == tf.string
     for f in spec.features:
         assert inputs[f.name].dtype == want[f.name]

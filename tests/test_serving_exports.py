@@ -99,7 +99,8 @@ def test_ranker_exports_serve_what_they_compute(tmp_path, model):
                 else:
                     features[name] = rng.normal(size=n).astype(np.float32).tolist()
             ranked = client.rank("u", [f"i{j}" for j in range(n)], features, model=model)
-            dtypes = {tf.string.as_datatype_enum: object, tf.int64.as_datatype_enum: np.int64}
+            dtypes = {tf.string.as_datatype_enum: object, tf.int64.as_datatype_enum: np.int64,
+                      tf.float64.as_datatype_enum: np.float64}
             arrays = {k: np.array([str(v).encode() for v in vs] if dtypes.get(info.inputs[k].dtype) is object
                                   else vs, dtypes.get(info.inputs[k].dtype, np.float32))
                       for k, vs in features.items()}

@@ -193,8 +193,8 @@ class RetrievalConfig(TrainConfig):
       use_item_features: Give the item tower the item table's feature columns.
       training_mode: all_positions (every position of a history window is a target) or prefix (the last).
       negatives: The softmax's negatives: auto, full (the catalog), in_batch or sampled.
-      num_sampled_negatives: Negatives per step with negatives=sampled.
-      full_softmax_max_items: The largest catalog that negatives=auto scores in full.
+      num_sampled_negatives: Negatives per step with --negatives sampled.
+      full_softmax_max_items: The largest catalog that --negatives auto scores in full.
       logq_correction: Subtract log(sampling probability) from in-batch and sampled negatives' logits.
       remove_accidental_hits: Mask a negative that is the example's own target.
       hard_negatives: The highest-scoring negatives per example kept in the loss (0: all).

@@ -47,7 +47,11 @@ def field_help(cls: type) -> dict[str, str]:
                 out[name] += " " + line.strip()
             else:
                 name = None
-    return out
+    # Help speaks in flags: another field's multi-word name becomes its flag; docstring markup goes.
+    multi_word = sorted((n for n in out if "_" in n), key=len, reverse=True)
+    names = re.compile(r"\b(" + "|".join(multi_word) + r")\b")
+    return {k: names.sub(lambda m: "--" + m.group(1).replace("_", "-"), v.replace("``", ""))
+            for k, v in out.items()}
 
 
 def field_types(cls: type) -> dict[str, Any]:
@@ -225,7 +229,12 @@ def config_from_args(model: str, argv: Sequence[str] | None = None, environ: Map
     parser = argparse.ArgumentParser(prog=f"python -m tfrs_recsys.train {model}", description=description,
                                      epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, MODEL_CONFIGS[model])
-    ns = vars(parser.parse_args(argv))
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        files = [e for e in extra if not e.startswith("-") and paths.exists(e)]
+        hint = f" ({files[0]} is a file: quote a glob so that the shell leaves it to --data)" if files else ""
+        parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    ns = vars(args)
     return build_config(model, ns, environ, ns.get("config"))
 
 

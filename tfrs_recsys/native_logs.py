@@ -41,7 +41,8 @@ def _pump(read_fd: int, out_fd: int) -> None:
 def filter_native_logs() -> None:
     """Routes file descriptor 2 through the :data:`NOISE` filter for the rest of the process.
 
-    Python-level absl warnings (e.g. Keras' SavedModel notices) are raised to ERROR as well.
+    The Python loggers of absl and TensorFlow show errors only, too (their warnings are notices such as
+    Keras' SavedModel serialization ones).
     """
     real = os.dup(2)
     read_fd, write_fd = os.pipe()
@@ -51,7 +52,8 @@ def filter_native_logs() -> None:
     faulthandler.enable(sys.stderr)
     pump = threading.Thread(target=_pump, args=(read_fd, real), name="native-log-filter", daemon=True)
     pump.start()
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    for name in ("absl", "tensorflow"):  # e.g. Keras' SavedModel serialization notices
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     def restore() -> None:  # closes the pipe's last writer here, so the reader drains it and stops
         os.dup2(real, 2)

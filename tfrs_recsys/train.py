@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _datasets_help(model: str) -> str:
+def datasets_help(model: str) -> str:
     """The ``--dataset`` values a model reads, one line each, for its ``--help``."""
     from tfrs_recsys.data.registry import INTERACTION_DATASETS, LABELED_DATASETS
 
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if model not in MODEL_CONFIGS:
         _parser().error(f"unknown model '{model}'; choose one of {sorted(MODEL_CONFIGS)}")
     try:
-        cfg = config_from_args(model, rest, description=MODELS[model], epilog=_datasets_help(model))
+        cfg = config_from_args(model, rest, description=MODELS[model], epilog=datasets_help(model))
         runner = importlib.import_module(f"tfrs_recsys.training.{model}")
         metrics = runner.run(cfg)
     except (ConfigError, UserError) as exc:

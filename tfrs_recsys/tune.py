@@ -32,7 +32,10 @@ HELP = f"""usage: python -m tfrs_recsys.tune {{retrieval,esmm,deepfm}} --max-tri
 
 
 def _parser(model: str) -> argparse.ArgumentParser:
+    from tfrs_recsys.train import datasets_help
+
     parser = argparse.ArgumentParser(prog=f"python -m tfrs_recsys.tune {model}", description=ABOUT,
+                                     epilog=datasets_help(model),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     tuning = parser.add_argument_group("tuning")
     tuning.add_argument("--max-trials", type=int, required=True, help="number of trials (training runs)")

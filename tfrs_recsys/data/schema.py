@@ -297,8 +297,7 @@ def frame_to_raw(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray
       Per feature: for categorical kinds an object array of ``str`` (:func:`raw_strings`: lists joined by
       the column's separator, integers as "3", missing as ""), or int64 for ``raw_dtype`` ``int64``
       (missing or not an integer: :data:`MISSING_INT`, which no vocabulary holds); for numeric ones
-      float32, NaN where missing; for a timestamp float32 epoch seconds (float32's 24-bit mantissa
-      resolves 128 seconds at today's 1.7e9, enough for hour features).
+      float32, NaN where missing; for a timestamp float64 epoch seconds.
     """
     out: dict[str, np.ndarray] = {}
     for f in spec.features:
@@ -313,7 +312,7 @@ def frame_to_raw(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray
         elif f.is_categorical:
             out[f.name] = raw_strings(values, f).to_numpy(dtype=object)
         elif f.kind == "timestamp":
-            out[f.name] = epoch_seconds(values, f.name).astype(np.float32)
+            out[f.name] = epoch_seconds(values, f.name)
         else:
             out[f.name] = _numbers(values, f.name).astype(np.float32)
     return out

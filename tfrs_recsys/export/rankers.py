@@ -9,7 +9,8 @@ Signature ``serving_default``, for a batch of B candidates, one input per featur
     inputs:  <feature>: string [B]   id / categorical / multi_categorical (lists joined by the
                                      column's separator, "" = missing)
              <feature>: int64 [B]    integer categories (an hour, a category code)
-             <feature>: float32 [B]  numeric, timestamp (epoch seconds); NaN = missing
+             <feature>: float32 [B]  numeric; NaN = missing
+             <feature>: float64 [B]  timestamp (epoch seconds); NaN = missing
     outputs: ctr, cvr, ctcvr: float32 [B]   (ESMM)
              ctr: float32 [B]               (DeepFM)
 
@@ -77,7 +78,7 @@ def warmup_inputs(spec: FeatureSpec) -> dict[str, np.ndarray]:
             return np.array([int(float((f.vocabulary or ["0"])[0])), -1], dtype=np.int64)
         if f.is_categorical:
             return np.array([(f.vocabulary or ["0"])[0].encode(), b""], dtype=object)
-        return np.array([f.mean or 0.0, np.nan], dtype=np.float32)
+        return np.array([f.mean or 0.0, np.nan], dtype=raw_dtype(f).as_numpy_dtype)
 
     return {op_name(f.name): column(f) for f in spec.features}
 
@@ -133,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="python -m tfrs_recsys.export",
-        description="Export an ESMM or DeepFM run for TF Serving (raw features in)")
+        description="Export an ESMM or DeepFM run for TF Serving (raw features in)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("model", choices=sorted(OUTPUTS), help="the ranker the run trained")
     parser.add_argument("--model-dir", required=True, help="run directory written by `train esmm|deepfm`")
     parser.add_argument("--export-base", required=True, help="TF Serving base path (model folders go inside)")

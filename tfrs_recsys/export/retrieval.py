@@ -413,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="python -m tfrs_recsys.export retrieval",
-        description="Export a retrieval run: ScaNN SavedModel + portable brute-force twin")
+        description="Export a retrieval run: ScaNN SavedModel + portable brute-force twin",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model-dir", required=True, help="run directory written by `train retrieval`")
     parser.add_argument("--export-base", required=True, help="TF Serving base path (model folders go inside)")
     parser.add_argument("--name", default="retrieval", help="model name; the portable twin is NAME_portable")

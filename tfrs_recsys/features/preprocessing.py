@@ -5,7 +5,7 @@ tensor per feature, shape ``[B]`` or ``[B, 1]``:
 
 * ``id`` / ``categorical`` / ``multi_categorical``: ``tf.string`` (multi-valued joined by the
   column's separator), or ``tf.int64`` for integer categories (:func:`raw_dtype`); either is accepted;
-* ``numeric`` / ``timestamp``: ``tf.float32``, NaN = missing (epoch seconds for timestamps).
+* ``numeric``: ``tf.float32``; ``timestamp``: ``tf.float64`` epoch seconds; NaN = missing.
 
 Training encodes its rows once, ahead of the steps (:func:`encode_frame`), and hands the model the
 encoded batches marked with :func:`as_encoded`; the preprocessor passes those through. A training
@@ -56,10 +56,12 @@ def raw_input_specs(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
 
 def raw_dtype(column: FeatureColumn) -> tf.DType:
     """What a client sends for a column: ``tf.int64`` for integer categories (an hour, a category code;
-    ``raw_dtype`` ``int64`` in the spec), else ``tf.string`` for categorical kinds and ``tf.float32``."""
-    if column.raw_dtype == "int64" and column.is_categorical:
-        return tf.int64
-    return tf.string if column.is_categorical else tf.float32
+    ``raw_dtype`` ``int64`` in the spec), ``tf.string`` for the other categorical kinds, ``tf.float64`` for
+    timestamps (epoch seconds, exact; a JSON integer such as 1700000000 converts without loss) and
+    ``tf.float32`` for numbers."""
+    if column.is_categorical:
+        return tf.int64 if column.raw_dtype == "int64" else tf.string
+    return tf.float64 if column.kind == "timestamp" else tf.float32
 
 
 def op_name(name: str) -> str:

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         "TF-Serving-protocol model server (gRPC PredictionService/ModelService and the REST API)."))
     p.add_argument("--port", type=int, default=8500, help="gRPC port (0: pick a free one and log it)")
     p.add_argument("--rest_api_port", type=int, default=8501, help="REST port; 0 disables the REST API")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (not a tensorflow_model_server flag)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: loopback only, 127.0.0.1; our flag, not TF Serving's)")
     p.add_argument("--model_name", default="default", help="name of the model at --model_base_path")
     p.add_argument("--model_base_path", default="", help="absolute path holding <version>/ folders")
     p.add_argument("--model_config_file", default="", help="models.config (ModelServerConfig text proto)")

@@ -95,7 +95,8 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         if distribution.any_worker(self.model.distribute_strategy, self._wait >= self.patience):
             self.model.stop_training = True
         best = "none yet" if self.best_value is None else f"{self.best_value:.5f} at epoch {self.best_epoch}"
-        print(f"epoch {epoch + 1}: {self.monitor}={value:.5f} (best {best})", flush=True)
+        lead = "\n" if self.params.get("verbose") == 1 else ""  # the progress bar's line is still open
+        print(f"{lead}epoch {epoch + 1}: {self.monitor}={value:.5f} (best {best})", flush=True)
 
     def on_train_end(self, logs=None):
         if self._best_weights is not None:
