@@ -32,7 +32,7 @@ from tfrs_recsys import paths
 from tfrs_recsys.model_server import config_file
 from tfrs_recsys.model_server.batching import Batcher
 from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument, not_found
-from tfrs_recsys.model_server.servable import Servable
+from tfrs_recsys.model_server.servable import MAX_REQUEST_ELEMENTS, Servable
 from tfrs_recsys.servable_layout import read_warmup_requests, version_dirs
 
 log = logging.getLogger("tfrs_recsys.model_server")
@@ -48,7 +48,8 @@ class ManagerOptions:
     """The server flags that shape model lifecycle, named as ``tensorflow_model_server``'s.
 
     ``batching`` is the parsed ``--batching_parameters_file`` when ``--enable_batching`` (else None);
-    ``model_config_file`` is re-read every ``model_config_file_poll_wait_seconds`` when that is > 0.
+    ``model_config_file`` is re-read every ``model_config_file_poll_wait_seconds`` when that is > 0;
+    ``max_request_elements`` caps the elements one Predict request may declare (ours, not TF Serving's).
     """
 
     file_system_poll_wait_seconds: float = 1.0
@@ -59,6 +60,7 @@ class ManagerOptions:
     batching: config_file.BatchingOptions | None = None
     model_config_file: str | None = None
     model_config_file_poll_wait_seconds: float = 0.0
+    max_request_elements: int = MAX_REQUEST_ELEMENTS
 
 
 @dataclass
@@ -277,6 +279,7 @@ class ModelManager:
         for attempt in range(attempts):
             try:
                 servable = Servable.load(name, version, path)
+                servable.max_request_elements = self.options.max_request_elements
                 if self.options.enable_model_warmup:
                     self._warmup(servable)
                 break
