@@ -110,3 +110,18 @@ def test_rest_bodies_are_capped_before_they_are_read(server):
     ok = httpx.post(f"{process.rest_url}/v1/models/utility:predict", content=json.dumps({"instances": [1.0]}))
     assert ok.json() == {"predictions": [3.0]}
     _still_answers(stub)
+
+
+def test_client_errors_are_answered_as_client_errors(server):
+    process, stub = server
+    url = f"{process.rest_url}/v1/models/utility:predict"
+    for method in ("PATCH", "OPTIONS", "TRACE", "PUT", "DELETE"):
+        answer = httpx.request(method, url, timeout=30)
+        assert answer.status_code == 400 and "Malformed request" in answer.json()["error"], method
+    head = httpx.head(f"{process.rest_url}/v1/models/utility", timeout=30)
+    assert head.status_code == 400 and head.content == b""
+    surrogate = httpx.post(f"{process.rest_url}/v1/models/utility/versions/1:predict", timeout=30,
+                           content=b'{"signature_name": "echo", "instances": ["\\ud800"]}')
+    assert surrogate.status_code == 400 and "not valid Unicode" in surrogate.json()["error"]
+    _still_answers(stub)
+

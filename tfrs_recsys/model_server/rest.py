@@ -198,12 +198,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        if method != "HEAD":
+            self.wfile.write(payload)
 
     do_GET = functools.partialmethod(_serve, "GET")
     do_POST = functools.partialmethod(_serve, "POST")
+    # Other methods get TF Serving's JSON 400 ("Malformed request"), not the standard library's HTML 501.
     do_PUT = functools.partialmethod(_serve, "PUT")
     do_DELETE = functools.partialmethod(_serve, "DELETE")
+    do_PATCH = functools.partialmethod(_serve, "PATCH")
+    do_OPTIONS = functools.partialmethod(_serve, "OPTIONS")
+    do_TRACE = functools.partialmethod(_serve, "TRACE")
+    do_HEAD = functools.partialmethod(_serve, "HEAD")  # the same status and headers, no body
 
     def log_message(self, format, *args):
         log.debug("REST %s", format % args)
