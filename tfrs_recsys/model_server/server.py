@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, default, about in (
             ("enable_batching", False, "batch concurrent requests (--batching_parameters_file)"),
             ("enable_model_warmup", True, "replay a version's warmup requests before serving it"),
-            ("allow_version_labels_for_unavailable_models", False, "let a label name a loading version")):
+            ("allow_version_labels_for_unavailable_models", False, "let a label name a loading version"),
+            ("enable_model_reload_api", True, "answer HandleReloadConfigRequest (false: UNIMPLEMENTED)")):
         p.add_argument("--" + flag, type=_bool, nargs="?", const=True, default=default, help=about)
     p.add_argument("--batching_parameters_file", default="", help="BatchingParameters text proto")
     p.add_argument("--max_num_load_retries", type=int, default=5, help="retries of a version failing to load")
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "RESOURCE_EXHAUSTED / HTTP 413)")
     p.add_argument("--max_request_elements", type=int, default=1 << 24,
                    help="the most tensor elements one Predict may declare (ours; else INVALID_ARGUMENT)")
+    p.add_argument("--allowed_model_roots", type=lambda v: tuple(r for r in v.split(",") if r), default=(),
+                   help="comma-separated folders a HandleReloadConfigRequest may load models from (default: "
+                        "the parent folders of the base paths served at start-up)")
     p.add_argument("--grpc_max_threads", type=int, default=0, help="gRPC workers (0: 4 x cores, at least 16)")
     p.add_argument("--rest_api_num_threads", type=int, default=0, help="ignored: the REST server is threaded")
     p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
