@@ -80,6 +80,18 @@ def test_numeric_standardization_and_missing():
     np.testing.assert_allclose(as_text["price"], [1.0, 0.0, -1.0, 0.0])
 
 
+def test_absurd_numbers_are_clipped_never_overflowing():
+    """A 3e38 price or a -1e38 time moves a feature no further than MAX_SIGMAS (100) standard deviations."""
+    spec = FeatureSpec([FeatureColumn("price", "numeric", mean=10.0, std=4.0, raw_dtype="float32"),
+                        FeatureColumn("ts", "timestamp", mean=1.6e9, std=1e6, newest=1.8e9)], [])
+    out = FeaturePreprocessor(spec)({"price": tf.constant([3e38, -3e38, 14.0, np.inf], tf.float32),
+                                     "ts": tf.constant([-1e38, 1e38, 1.6e9, np.nan], tf.float64)})
+    np.testing.assert_allclose(out["price"], [100.0, -100.0, 1.0, 0.0])  # inf is missing: the mean
+    ts = out["ts"].numpy()
+    assert np.isfinite(ts).all() and ts[0, 4] == -100.0 and ts[1, 4] == 100.0  # capped at newest (100 sigmas)
+    np.testing.assert_array_equal(ts[3], 0.0)
+
+
 def test_timestamp_features_match_calendar():
     when = pd.Series(pd.to_datetime(["2020-09-13 12:26:40", "2021-03-01 06:00:00", None,
                                      "2019-12-31 23:10:00"]))

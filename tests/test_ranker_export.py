@@ -198,3 +198,17 @@ def test_export_refuses_a_run_of_another_model(esmm_run):
                           capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
     assert proc.returncode == 2 and "trained 'esmm', not 'deepfm'" in proc.stderr
     assert not (tmp / "wrong" / "x").exists() or not any((tmp / "wrong" / "x").iterdir())
+
+
+def test_absurd_numbers_never_make_a_served_score_nan(deepfm_run):
+    """A 3e38 number or a -1e38 time once overflowed DeepFM into ctr = NaN, answered with OK."""
+    run_dir, _, spec, split, tmp = deepfm_run
+    result = _export_cli("deepfm", run_dir, tmp / "absurd", "deepfm")
+    rows = frame_to_raw(split.test.head(4), spec)
+    kinds = {f.name: f.kind for f in spec.features}
+    assert "numeric" in kinds.values() and "timestamp" in kinds.values()
+    for name, kind in kinds.items():
+        if kind in ("numeric", "timestamp"):
+            rows[name] = np.array([3e38, -3e38, -1e38, 1e38], rows[name].dtype)
+    got = _score_in_fresh_process(Path(result["export_dir"]), rows, tmp)
+    assert np.all(np.isfinite(got["ctr"])) and np.all((got["ctr"] >= 0) & (got["ctr"] <= 1))

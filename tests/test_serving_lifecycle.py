@@ -187,6 +187,50 @@ def test_reload_config_adds_removes_and_relabels_models(env):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def _reload_entries(env, entries: list[tuple[str, str]]):
+    config = model_server_config_pb2.ModelServerConfig()
+    for name, base_path in entries:
+        config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
+    return env["models"].HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=config),
+                                                   timeout=120)
+
+
+def test_a_network_reload_stays_under_the_allowed_roots_and_a_bad_one_changes_nothing(env, tmp_path):
+    before = {name: status(env, name) for name in ("utility", "counter")}
+    answer = list(predict(env, "utility", [1.0]).outputs["y"].float_val)
+    served = [("utility", str(env["base"] / "utility")), ("counter", str(env["base"] / "counter"))]
+    (env["base"] / "empty" / "7").mkdir(parents=True)  # an integer folder, but no SavedModel
+    outside = tmp_path / "elsewhere"
+    fx.publish_utility(outside, "utility", version=1)
+    for extra, code, words in (
+            (("etc", "/etc"), grpc.StatusCode.PERMISSION_DENIED, "outside the allowed model roots"),
+            (("proc", "/proc"), grpc.StatusCode.PERMISSION_DENIED, "outside the allowed model roots"),
+            (("sneaky", str(env["base"] / ".." / "x")), grpc.StatusCode.PERMISSION_DENIED, "outside"),
+            (("elsewhere", str(outside / "utility")), grpc.StatusCode.PERMISSION_DENIED,
+             "--allowed_model_roots"),
+            (("empty", str(env["base"] / "empty")), grpc.StatusCode.UNKNOWN, "nothing was changed")):
+        with pytest.raises(grpc.RpcError) as info:
+            _reload_entries(env, [extra])  # would also unload both served models if it were applied
+        assert info.value.code() == code and words in info.value.details(), info.value.details()
+        with pytest.raises(grpc.RpcError):
+            _reload_entries(env, [*served, extra])
+        assert {name: status(env, name) for name in ("utility", "counter")} == before
+        assert list(predict(env, "utility", [1.0]).outputs["y"].float_val) == answer
+
+
+def test_the_reload_api_can_be_turned_off(tmp_path):
+    fx.publish_utility(tmp_path, "utility", version=1)
+    config = fx.models_config(tmp_path, {"utility": {}})
+    server = fx.start_server(tmp_path, [f"--model_config_file={config}", "--enable_model_reload_api=false"])
+    try:
+        stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(server.address))
+        with pytest.raises(grpc.RpcError) as info:
+            stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(), timeout=30)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        assert server.stop() == 0, server.log_tail()
+
+
 def test_labels_at_startup_need_the_flag_as_in_tf_serving(tmp_path):
     fx.publish_utility(tmp_path, "utility", version=1)
     config = fx.models_config(tmp_path, {"utility": {"labels": {"stable": 1}}})

@@ -395,11 +395,10 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
 def _warmup(users: list[str], histories: list[np.ndarray], max_history: int) -> list:
     """Warmup requests of both signatures from (up to) two users, or one empty request."""
     encode = np.vectorize(lambda s: s.encode(), otypes=[object])
-    histories = histories or [np.array([], dtype=object)]
-    user_ids = encode(np.array(users or [PAD_ID], dtype=object))
-    history = exclude = encode(pad_left(histories, max_history))
-    return [("serving_default", {"user_id": user_ids, "history": history}),
-            ("query_with_exclusions", {"user_id": user_ids, "history": history, "exclude_item_ids": exclude})]
+    feed = {"user_id": encode(np.array(users or [PAD_ID], dtype=object)),
+            "history": encode(pad_left(histories or [np.array([], dtype=object)], max_history))}
+    excluding = {**feed, "exclude_item_ids": feed["history"]}
+    return [("serving_default", feed), ("query_with_exclusions", excluding)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,9 @@ from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw
 TIMESTAMP_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "value")
 _DAY = 86_400.0
 _EPOCH_WEEKDAY = 3.0  # 1970-01-01 was a Thursday; Monday = 0
+# Standardized values are clipped to +-MAX_SIGMAS: an absurd input (3e38) moves a score no further than a
+# 100-sigma outlier does, and can never overflow the layers into NaN; real values stay far inside.
+MAX_SIGMAS = 100.0
 # The reserved key under which a batch carries features that are already encoded.
 ENCODED = "__encoded__"
 
@@ -78,9 +81,10 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
     * multi_categorical: ``int64 [B, M]`` indices under the feature's name and a ``float32 [B, M]``
       mask under :func:`mask_key` (1 for a value, 0 for padding); M is the longest row of the batch.
       Values are split on the separator and stripped; "" means no values.
-    * numeric: ``float32 [B]``, ``(x - mean) / std``; missing (NaN, inf) -> 0, i.e. the mean.
+    * numeric: ``float32 [B]``, ``(x - mean) / std`` clipped to ``+-MAX_SIGMAS``; missing (NaN, inf) -> 0,
+      i.e. the mean.
     * timestamp: ``float32 [B, 5]`` = sin and cos of 2 pi hour/24 and of 2 pi weekday/7 (UTC), and
-      ``(min(t, newest) - mean) / std``; missing -> zeros.
+      ``(min(t, newest) - mean) / std`` clipped to ``+-MAX_SIGMAS``; missing -> zeros.
 
     The vocabularies are layer state, so any SavedModel containing the layer carries them.
     Inputs marked with :func:`as_encoded` are returned as they are (encoded once, ahead of training).
@@ -209,7 +213,8 @@ def _scaled(x: tf.Tensor, mean: float | None, std: float | None) -> tf.Tensor:
 
 def _standardize(x: tf.Tensor, column: FeatureColumn) -> tf.Tensor:
     z = _scaled(x, column.mean, column.std)
-    return tf.cast(tf.where(tf.math.is_finite(z), z, tf.zeros_like(z)), tf.float32)
+    z = tf.clip_by_value(tf.where(tf.math.is_finite(z), z, tf.zeros_like(z)), -MAX_SIGMAS, MAX_SIGMAS)
+    return tf.cast(z, tf.float32)
 
 
 def _timestamp(t: tf.Tensor, column: FeatureColumn) -> tf.Tensor:
@@ -217,7 +222,7 @@ def _timestamp(t: tf.Tensor, column: FeatureColumn) -> tf.Tensor:
     weekday = 2.0 * math.pi * tf.math.floormod(tf.math.floor(t / _DAY) + _EPOCH_WEEKDAY, 7.0) / 7.0
     # Requests come after the training data; their time is standardized as the newest training time.
     capped = t if column.newest is None else tf.minimum(t, tf.cast(column.newest, t.dtype))
-    feats = tf.stack([tf.sin(hour), tf.cos(hour), tf.sin(weekday), tf.cos(weekday),
-                      _scaled(capped, column.mean, column.std)], axis=-1)
+    scaled = tf.clip_by_value(_scaled(capped, column.mean, column.std), -MAX_SIGMAS, MAX_SIGMAS)
+    feats = tf.stack([tf.sin(hour), tf.cos(hour), tf.sin(weekday), tf.cos(weekday), scaled], axis=-1)
     valid = tf.math.is_finite(t)[:, None]
     return tf.cast(tf.where(valid, feats, tf.zeros_like(feats)), tf.float32)

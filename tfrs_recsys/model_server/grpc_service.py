@@ -50,13 +50,16 @@ def _multi_inference(manager: ModelManager, request):
 
 
 def _reload_config(manager: ModelManager, request: model_management_pb2.ReloadConfigRequest):
+    if not manager.options.enable_model_reload_api:
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED, "HandleReloadConfigRequest is off on this server "
+                                                          "(--enable_model_reload_api=false)")
     if request.config.WhichOneof("config") != "model_config_list":
         raise invalid_argument("ServerModelConfig type not supported by HandleReloadConfigRequest. "
                                "Only ModelConfigList is currently supported")
     for index, model in enumerate(request.config.model_config_list.config):
         log.info("Config entry index : %d path : %s name : %s platform : %s",
                  index, model.base_path, model.name, model.model_platform)
-    manager.reload_config(request.config)
+    manager.reload_config(request.config, requested=True)
     return model_management_pb2.ReloadConfigResponse(status={"error_code": 0})
 
 

@@ -108,7 +108,12 @@ def _scalar(value, dtype: int):
     if dtype in _FLOAT_LIMITS:
         _check_lossless(value, *_FLOAT_LIMITS[dtype])
         return float(value)
-    return value.encode("utf-8") if dtype == types_pb2.DT_STRING else value
+    if dtype != types_pb2.DT_STRING:
+        return value
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") has no UTF-8 form: the client's error
+        raise invalid_argument(f"JSON string {json_text(value)} is not valid Unicode text") from None
 
 
 def _fill(value, level: int, shape: list[int], dtype: int, out: list) -> None:

@@ -29,10 +29,10 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfrs_recsys import paths
-from tfrs_recsys.model_server import config_file
+from tfrs_recsys.model_server import config_file, reload_policy
 from tfrs_recsys.model_server.batching import Batcher
 from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument, not_found
-from tfrs_recsys.model_server.servable import Servable
+from tfrs_recsys.model_server.servable import MAX_REQUEST_ELEMENTS, Servable
 from tfrs_recsys.servable_layout import read_warmup_requests, version_dirs
 
 log = logging.getLogger("tfrs_recsys.model_server")
@@ -48,7 +48,10 @@ class ManagerOptions:
     """The server flags that shape model lifecycle, named as ``tensorflow_model_server``'s.
 
     ``batching`` is the parsed ``--batching_parameters_file`` when ``--enable_batching`` (else None);
-    ``model_config_file`` is re-read every ``model_config_file_poll_wait_seconds`` when that is > 0.
+    ``model_config_file`` is re-read every ``model_config_file_poll_wait_seconds`` when that is > 0;
+    ``max_request_elements`` caps the elements one Predict request may declare (ours, not TF Serving's);
+    ``allowed_model_roots`` are the folders a HandleReloadConfigRequest may name base paths under (default:
+    the parent folders of the base paths served at start-up).
     """
 
     file_system_poll_wait_seconds: float = 1.0
@@ -59,6 +62,9 @@ class ManagerOptions:
     batching: config_file.BatchingOptions | None = None
     model_config_file: str | None = None
     model_config_file_poll_wait_seconds: float = 0.0
+    max_request_elements: int = MAX_REQUEST_ELEMENTS
+    allowed_model_roots: tuple[str, ...] = ()
+    enable_model_reload_api: bool = True
 
 
 @dataclass
@@ -101,6 +107,7 @@ class ModelManager:
         self._cycle_lock = threading.RLock()    # one poll/reload at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.allowed_roots: list[str] = []  # set by start(): under them, HandleReloadConfigRequest may load
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -112,6 +119,7 @@ class ModelManager:
         """
         self.reload_config(config)
         options = self.options
+        self.allowed_roots = reload_policy.allowed_roots(config, options.allowed_model_roots)
         if max(options.file_system_poll_wait_seconds, options.model_config_file_poll_wait_seconds) > 0:
             self._thread = threading.Thread(target=self._poll_forever, name="fs-poll", daemon=True)
             self._thread.start()
@@ -152,14 +160,19 @@ class ModelManager:
 
     # -- configuration --------------------------------------------------------------------------
 
-    def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig, *,
+                      requested: bool = False) -> None:
         """Replaces the served model set (ServerCore::ReloadConfig).
 
         Args:
           config: The new ModelServerConfig; an empty one changes nothing.
+          requested: It came over the network (HandleReloadConfigRequest): every base path must lie under
+            :attr:`allowed_roots`, and every model it adds or moves must have a version on disk, both
+            checked before anything is unloaded, so a bad request changes nothing.
 
         Raises:
-          ServingError: The config is invalid, or a model it adds did not become available.
+          ServingError: The config is invalid (PERMISSION_DENIED for a base path outside the allowed roots),
+            or a model it adds did not become available.
         """
         kind = config.WhichOneof("config")
         if kind is None:
@@ -181,6 +194,9 @@ class ModelManager:
             if model.model_platform not in ("", config_file.TENSORFLOW_PLATFORM):
                 raise invalid_argument(
                     f"Model {model.name} requests unsupported platform {model.model_platform}")
+        if requested:
+            served = {c.name: c.base_path for c in self._config.model_config_list.config}
+            reload_policy.check_requested(models, served, self.allowed_roots)
         with self._cycle_lock:
             served = {c.name for c in self._config.model_config_list.config}
             new_models = [m.name for m in models if m.name not in served]
@@ -277,6 +293,7 @@ class ModelManager:
         for attempt in range(attempts):
             try:
                 servable = Servable.load(name, version, path)
+                servable.max_request_elements = self.options.max_request_elements
                 if self.options.enable_model_warmup:
                     self._warmup(servable)
                 break
@@ -429,3 +446,4 @@ class ModelManager:
             signature_defs = get_model_metadata_pb2.SignatureDefMap(signature_def=servable.signature_defs)
             response.metadata["signature_def"].Pack(signature_defs)
         return response
+

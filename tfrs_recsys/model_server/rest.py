@@ -44,6 +44,8 @@ def _parse_body(body: bytes) -> tuple[dict, str]:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise invalid_argument(f"JSON Parse error: {e}") from None
+    except RecursionError:  # nesting deeper than the parser's stack: the client's error, not the server's
+        raise invalid_argument("JSON Parse error: the document nests too deeply") from None
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {json_text(doc)} Is not object")
     name = doc.get("signature_name", "")
@@ -176,35 +178,52 @@ class RestApi:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     api: RestApi
+    max_body_bytes: int
 
     def _serve(self, method: str) -> None:
         path = urllib.parse.urlsplit(self.path).path
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        status, text = self.api.handle(method, path, body) if PATH_REGEX.fullmatch(path) else (404, "")
+        length = (self.headers.get("Content-Length") or "0").strip()
+        if not length.isdigit() or int(length) > self.max_body_bytes:  # checked before reading a byte of it
+            self.close_connection = True
+            status, text = ((400, "Invalid Content-Length header") if not length.isdigit() else
+                            (413, f"Request body of {length} bytes is over --max_request_bytes="
+                                  f"{self.max_body_bytes}"))
+            text = json.dumps({"error": text})
+        else:
+            body = self.rfile.read(int(length))
+            status, text = self.api.handle(method, path, body) if PATH_REGEX.fullmatch(path) else (404, "")
         payload = text.encode("utf-8")
         self.send_response(status)
         if payload:
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        if method != "HEAD":
+            self.wfile.write(payload)
 
     do_GET = functools.partialmethod(_serve, "GET")
     do_POST = functools.partialmethod(_serve, "POST")
+    # Other methods get TF Serving's JSON 400 ("Malformed request"), not the standard library's HTML 501.
     do_PUT = functools.partialmethod(_serve, "PUT")
     do_DELETE = functools.partialmethod(_serve, "DELETE")
+    do_PATCH = functools.partialmethod(_serve, "PATCH")
+    do_OPTIONS = functools.partialmethod(_serve, "OPTIONS")
+    do_TRACE = functools.partialmethod(_serve, "TRACE")
+    do_HEAD = functools.partialmethod(_serve, "HEAD")  # the same status and headers, no body
 
     def log_message(self, format, *args):
         log.debug("REST %s", format % args)
 
 
-def start_rest_server(manager: ModelManager, host: str, port: int) -> ThreadingHTTPServer:
+def start_rest_server(manager: ModelManager, host: str, port: int, *,
+                      max_body_bytes: int = 64 << 20) -> ThreadingHTTPServer:
     """Serves :class:`RestApi` over HTTP/1.1 on ``host:port`` from a daemon thread.
 
     Args:
       manager: The manager whose models the requests reach.
       host: The address to bind.
       port: The port; 0 picks a free one.
+      max_body_bytes: The largest request body read; a larger ``Content-Length`` gets 413 unread.
 
     Returns:
       The running server: ``server_address[1]`` is its port; ``shutdown()`` then ``server_close()`` stop it.
@@ -212,7 +231,8 @@ def start_rest_server(manager: ModelManager, host: str, port: int) -> ThreadingH
     Raises:
       OSError: The address cannot be bound.
     """
-    httpd = ThreadingHTTPServer((host, port), type("Handler", (_Handler,), {"api": RestApi(manager)}))
+    handler = type("Handler", (_Handler,), {"api": RestApi(manager), "max_body_bytes": max_body_bytes})
+    httpd = ThreadingHTTPServer((host, port), handler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, name="rest", daemon=True).start()
     return httpd

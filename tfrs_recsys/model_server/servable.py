@@ -19,7 +19,15 @@ from tensorflow_serving.apis import classification_pb2, inference_pb2, model_pb2
 from tfrs_recsys import paths
 from tfrs_recsys.model_server.classify_regress import CLASSIFY_METHOD, METHODS, REGRESS_METHOD, run_examples
 from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument, not_found
-from tfrs_recsys.model_server.tensors import dtype_name, fill_proto, is_exact, shape_of, to_ndarray, to_proto
+from tfrs_recsys.model_server.tensors import (
+    declared_elements,
+    dtype_name,
+    fill_proto,
+    is_exact,
+    shape_of,
+    to_ndarray,
+    to_proto,
+)
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
@@ -114,6 +122,9 @@ class SignatureFunction:
         return self._concrete(tf.constant(serialized))
 
 
+MAX_REQUEST_ELEMENTS = 1 << 24  # elements a request may declare over all its inputs: --max_request_elements
+
+
 class Servable:
     """A SavedModel version loaded for serving.
 
@@ -145,6 +156,7 @@ class Servable:
                               for a, info in sorted(sig.inputs.items())]
                         for key, sig in self.signature_defs.items()}
         self.runner: Runner = self.run
+        self.max_request_elements = MAX_REQUEST_ELEMENTS
 
     @classmethod
     def load(cls, name: str, version: int, path: str | Path) -> "Servable":
@@ -247,6 +259,7 @@ class Servable:
         sent, inputs = request.inputs, self._inputs[name]
         if len(sent) != len(inputs) or not all(alias in sent for alias, _, _ in inputs):
             self._check_input_names(signature, set(sent))
+        declared = 0
         for index, (alias, dtype, expected) in enumerate(inputs):
             if alias not in sent:  # a default (checked above)
                 continue
@@ -254,6 +267,10 @@ class Servable:
             if proto.dtype != dtype:
                 raise invalid_argument(f"Expects arg[{index}] to be {dtype_name(dtype)} but "
                                        f"{dtype_name(proto.dtype)} is provided")
+            declared += declared_elements(proto, alias)
+            if declared > self.max_request_elements:
+                raise invalid_argument(f"the request declares {declared} or more elements, over the server's "
+                                       f"--max_request_elements={self.max_request_elements}")
             shape = shape_of(proto)
             if expected is not None and (len(expected) != len(shape)
                                          or any(e >= 0 and e != v for e, v in zip(expected, shape))):

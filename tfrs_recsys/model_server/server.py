@@ -51,11 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, default, about in (
             ("enable_batching", False, "batch concurrent requests (--batching_parameters_file)"),
             ("enable_model_warmup", True, "replay a version's warmup requests before serving it"),
-            ("allow_version_labels_for_unavailable_models", False, "let a label name a loading version")):
+            ("allow_version_labels_for_unavailable_models", False, "let a label name a loading version"),
+            ("enable_model_reload_api", True, "answer HandleReloadConfigRequest (false: UNIMPLEMENTED)")):
         p.add_argument("--" + flag, type=_bool, nargs="?", const=True, default=default, help=about)
     p.add_argument("--batching_parameters_file", default="", help="BatchingParameters text proto")
     p.add_argument("--max_num_load_retries", type=int, default=5, help="retries of a version failing to load")
     p.add_argument("--load_retry_interval_micros", type=int, default=60_000_000, help="wait between retries")
+    p.add_argument("--max_request_bytes", type=int, default=64 << 20,
+                   help="the largest gRPC message or REST body accepted, in bytes (ours; larger: "
+                        "RESOURCE_EXHAUSTED / HTTP 413)")
+    p.add_argument("--max_request_elements", type=int, default=1 << 24,
+                   help="the most tensor elements one Predict may declare (ours; else INVALID_ARGUMENT)")
+    p.add_argument("--allowed_model_roots", type=lambda v: tuple(r for r in v.split(",") if r), default=(),
+                   help="comma-separated folders a HandleReloadConfigRequest may load models from (default: "
+                        "the parent folders of the base paths served at start-up)")
     p.add_argument("--grpc_max_threads", type=int, default=0, help="gRPC workers (0: 4 x cores, at least 16)")
     p.add_argument("--rest_api_num_threads", type=int, default=0, help="ignored: the REST server is threaded")
     p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
@@ -131,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.grpc_max_threads or max(16, 4 * (os.cpu_count() or 1))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-        options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
-                 ("grpc.so_reuseport", 0)])
+        options=[("grpc.max_send_message_length", -1),
+                 ("grpc.max_receive_message_length", args.max_request_bytes), ("grpc.so_reuseport", 0)])
     add_services(server, manager)
     port = server.add_insecure_port(f"{args.host}:{args.port}")
     if port == 0:
@@ -142,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     rest = None
     if args.rest_api_port:
         try:
-            rest = start_rest_server(manager, args.host, args.rest_api_port)
+            rest = start_rest_server(manager, args.host, args.rest_api_port,
+                                     max_body_bytes=args.max_request_bytes)
         except OSError as e:
             return _failed_to_start(f"could not bind REST to {args.host}:{args.rest_api_port}: {e}",
                                     lambda: server.stop(0), manager.stop)

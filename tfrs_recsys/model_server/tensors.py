@@ -104,6 +104,46 @@ def is_exact(proto: tensor_pb2.TensorProto) -> bool:
     return len(getattr(proto, codec.field)) == size * codec.width
 
 
+BROADCAST_LIMIT = 1024  # the most elements one value may fill (tf.make_tensor_proto(0.0, shape=[8]) style)
+
+
+def declared_elements(proto: tensor_pb2.TensorProto, alias: str) -> int:
+    """The elements a request tensor declares, checked against what it holds before anything is allocated.
+
+    TensorFlow fills a shape from however few values a TensorProto carries (one value for a shape of 5e7
+    floats: 200 MB from a few hundred bytes). A request tensor must hold one value per element, or one
+    value for at most :data:`BROADCAST_LIMIT` elements.
+
+    Args:
+      proto: A request's tensor.
+      alias: The input's name, for the error.
+
+    Returns:
+      The number of elements of its shape.
+
+    Raises:
+      ServingError: ``INVALID_ARGUMENT`` naming the input: an unknown rank, a negative dimension, or values
+        that do not fill the shape.
+    """
+    if proto.tensor_shape.unknown_rank:
+        raise invalid_argument(f"input '{alias}' has an unknown rank; send its shape")
+    shape = shape_of(proto)
+    if any(d < 0 for d in shape):
+        raise invalid_argument(f"input '{alias}' has a negative dimension in its shape {list(shape)}")
+    size = math.prod(shape)
+    codec = _CODECS.get(proto.dtype)
+    if codec is None or is_exact(proto):
+        return size
+    if proto.tensor_content:
+        sent = len(proto.tensor_content) // _ITEMSIZE.get(proto.dtype, 1)
+    else:
+        sent = len(getattr(proto, codec.field)) // codec.width
+    if not (sent == 1 and size <= BROADCAST_LIMIT):
+        raise invalid_argument(f"input '{alias}' declares shape {list(shape)} ({size} values) but holds "
+                               f"{sent}; send one value per element")
+    return size
+
+
 def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
     """A request tensor as a (writable) numpy array.
 

@@ -1,0 +1,127 @@
+"""Hostile requests are refused before anything is allocated for them; the server answers valid ones after."""
+import json
+import socket
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import serving_fixtures as fx
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+import tfrs_recsys  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("limits")
+    fx.publish_utility(base)
+    config = fx.models_config(base, {"utility": {}})
+    process = fx.start_server(base, [f"--model_config_file={config}", "--max_request_elements=100000",
+                                     "--max_request_bytes=1000000"])
+    channel = grpc.insecure_channel(process.address)
+    yield process, prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    channel.close()
+    assert process.stop() == 0, process.log_tail()
+
+
+def _request(tensor: tensor_pb2.TensorProto, signature: str = "serving_default", name: str = "x"):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "utility"
+    request.model_spec.signature_name = signature
+    request.inputs[name].CopyFrom(tensor)
+    return request
+
+
+def _declared(dims: list[int], dtype=types_pb2.DT_FLOAT, **values) -> tensor_pb2.TensorProto:
+    dim = tensor_shape_pb2.TensorShapeProto.Dim
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[dim(size=d) for d in dims])
+    return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=shape, **values)
+
+
+def _status(stub, request) -> grpc.StatusCode:
+    try:
+        stub.Predict(request, timeout=30)
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return grpc.StatusCode.OK, ""
+
+
+def _still_answers(stub):
+    reply = stub.Predict(_request(tf.make_tensor_proto(np.array([1.0, 2.0], np.float32))), timeout=30)
+    np.testing.assert_allclose(tf.make_ndarray(reply.outputs["y"]), [3.0, 5.0])
+
+
+@pytest.mark.parametrize("tensor, words", [
+    # a few hundred bytes declaring 5e7 floats (200 MB) or 1e7 strings: refused before anything is filled
+    (_declared([50_000_000], float_val=[1.0]), "declares shape [50000000] (50000000 values) but holds 1"),
+    (_declared([10_000_000], types_pb2.DT_STRING, string_val=[b"a"]), "holds 1"),
+    (_declared([4], tensor_content=np.zeros(2, np.float32).tobytes()), "holds 2"),
+    (_declared([-5], float_val=[1.0]), "negative dimension"),
+    (tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=tensor_shape_pb2.TensorShapeProto(
+        unknown_rank=True), float_val=[1.0]), "unknown rank"),
+    # exact, but over --max_request_elements
+    (tf.make_tensor_proto(np.zeros(200_000, np.float32)), "--max_request_elements=100000"),
+])
+def test_a_tensor_that_does_not_hold_its_shape_is_invalid(server, tensor, words):
+    _, stub = server
+    request = _request(tensor, "echo", "payload") if tensor.dtype == types_pb2.DT_STRING else _request(tensor)
+    code, details = _status(stub, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and words in details, details
+    _still_answers(stub)
+
+
+def test_a_small_broadcast_still_reads_as_tensorflow_does(server):
+    _, stub = server
+    reply = stub.Predict(_request(_declared([8], float_val=[1.5])), timeout=30)
+    np.testing.assert_allclose(tf.make_ndarray(reply.outputs["y"]), [4.0] * 8)
+
+
+def test_a_message_over_max_request_bytes_is_refused(server):
+    _, stub = server
+    code, _ = _status(stub, _request(tf.make_tensor_proto(np.zeros(400_000, np.float32))))  # 1.6 MB
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _still_answers(stub)
+
+
+def _raw_http(server_process, head: bytes) -> bytes:
+    """The whole answer to ``head``: the server closes the connection after refusing a body."""
+    with socket.create_connection(("127.0.0.1", server_process.rest_port), timeout=10) as sock:
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_rest_bodies_are_capped_before_they_are_read(server):
+    process, stub = server
+    path = b"POST /v1/models/utility:predict HTTP/1.1\r\nHost: x\r\n"
+    too_big = _raw_http(process, path + b"Content-Length: 1000000000000000000\r\n\r\n")  # nothing follows
+    assert too_big.startswith(b"HTTP/1.1 413") and b"--max_request_bytes=1000000" in too_big
+    for length in (b"-5", b"1e18", b"abc"):
+        bad = _raw_http(process, path + b"Content-Length: " + length + b"\r\n\r\n")
+        assert bad.startswith(b"HTTP/1.1 400") and b"Invalid Content-Length" in bad, bad
+    nested = b"[" * 100_000 + b"]" * 100_000
+    deep = httpx.post(f"{process.rest_url}/v1/models/utility:predict", content=nested, timeout=30)
+    assert deep.status_code == 400 and "nests too deeply" in deep.json()["error"]
+    ok = httpx.post(f"{process.rest_url}/v1/models/utility:predict", content=json.dumps({"instances": [1.0]}))
+    assert ok.json() == {"predictions": [3.0]}
+    _still_answers(stub)
+
+
+def test_client_errors_are_answered_as_client_errors(server):
+    process, stub = server
+    url = f"{process.rest_url}/v1/models/utility:predict"
+    for method in ("PATCH", "OPTIONS", "TRACE", "PUT", "DELETE"):
+        answer = httpx.request(method, url, timeout=30)
+        assert answer.status_code == 400 and "Malformed request" in answer.json()["error"], method
+    head = httpx.head(f"{process.rest_url}/v1/models/utility", timeout=30)
+    assert head.status_code == 400 and head.content == b""
+    surrogate = httpx.post(f"{process.rest_url}/v1/models/utility/versions/1:predict", timeout=30,
+                           content=b'{"signature_name": "echo", "instances": ["\\ud800"]}')
+    assert surrogate.status_code == 400 and "not valid Unicode" in surrogate.json()["error"]
+    _still_answers(stub)
+
