@@ -16,7 +16,7 @@ learned item embeddings); queries come from the same mixture. Measured on the sa
    centre: its queries then fall among the catalog's clusters, as a trained model's do.
 
 The ScaNN index is built with ``--leaves-to-search`` and then narrowed as the export narrows it
-(:func:`tfrs_recsys.export.retrieval.narrow_scann_search`: the fewest leaves that keep the built
+(:func:`tfrs_recsys.export.recall.narrow_scann_search`: the fewest leaves that keep the built
 width's recall@k, within 0.002), separately on ``--narrow-queries`` held-out queries of each kind
 (mixture queries, query-tower queries; never the measured ones), keeping the wider of the two
 widths; ``--narrow-queries 0`` searches the built width. Both paths and both kinds use that index.
@@ -47,12 +47,8 @@ import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import scann  # noqa: F401  (ScaNN's ops, needed to load the ScaNN SavedModel)
 import tensorflow as tf
 
-from tfrs_recsys.export.retrieval import (
-    RetrievalSignatures,
-    brute_force_index,
-    narrow_scann_search,
-    scann_index,
-)
+from tfrs_recsys.export.recall import narrow_scann_search
+from tfrs_recsys.export.retrieval import RetrievalSignatures, brute_force_index, scann_index
 from tfrs_recsys.models.retrieval import InverseTemperature, ScaledQuery
 from tfrs_recsys.models.towers import ItemEncoder, QueryTower, SequenceEncoder
 

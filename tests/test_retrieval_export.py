@@ -14,6 +14,7 @@ import tfrs_recsys  # noqa: F401
 from tfrs_recsys import runs
 from tfrs_recsys.data.sequences import pad_left
 from tfrs_recsys.export.describe import describe
+from tfrs_recsys.export.recall import narrow_scann_search, set_recall, top_k_ids
 from tfrs_recsys.export.retrieval import (
     PAD_ID,
     PAD_SCORE,
@@ -22,10 +23,7 @@ from tfrs_recsys.export.retrieval import (
     brute_force_index,
     default_scann_options,
     export_retrieval,
-    narrow_scann_search,
     scann_index,
-    set_recall,
-    top_k_ids,
 )
 from tfrs_recsys.export.scann_index import ScaNNIndex
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata, update_models_config

@@ -14,10 +14,12 @@ COMMANDS = {  # command: (module, what it does)
     "esmm": ("rankers", "ESMM ranker: raw features in, ctr / cvr / ctcvr out"),
     "deepfm": ("rankers", "DeepFM ranker: raw features in, ctr out"),
     "describe": ("describe", "print an export's signatures (inputs, outputs, dtypes, shapes) and needed ops"),
+    "repair": ("tfserving", "finish what a killed export left under BASE: half-published pairs, stale temps"),
 }
 USAGE = """usage: python -m tfrs_recsys.export {retrieval,esmm,deepfm} --model-dir RUN --export-base BASE
                                              [--name NAME]
        python -m tfrs_recsys.export describe BASE/NAME
+       python -m tfrs_recsys.export repair BASE      (also: --repair BASE)
 
 commands:
 """
@@ -33,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       The exit code: the command's, 0 for ``--help``, 2 for an unknown or missing command.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--repair"]:
+        argv[0] = "repair"
     if not argv or argv[0] not in COMMANDS:
         lines = [f"  {name:10s} {what}" for name, (_, what) in COMMANDS.items()]
         print(USAGE + "\n".join(lines) + "\n\n`python -m tfrs_recsys.export COMMAND --help`: its options.")

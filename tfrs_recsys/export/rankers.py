@@ -32,7 +32,7 @@ import tensorflow as tf
 from tfrs_recsys import paths, runs
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.errors import UserError
-from tfrs_recsys.export.tfserving import publish_version, update_models_config
+from tfrs_recsys.export.tfserving import publish_version, repair_exports, update_models_config
 from tfrs_recsys.features.preprocessing import op_name, raw_dtype, raw_input_specs
 
 SIGNATURE = "serving_default"
@@ -117,6 +117,7 @@ def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, 
         "source_run": paths.absolute(model_dir),
         "test_metrics": paths.read_json(run.file(runs.TEST_METRICS)) if run.has(runs.TEST_METRICS) else None,
     }
+    repair_exports(export_base)  # what a killed export left
     version_dir = publish_version(export_base, name, save, version=version, warmup=[(SIGNATURE, warmup)],
                                   metadata=metadata)
     update_models_config(export_base, [name])

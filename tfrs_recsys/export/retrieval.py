@@ -6,8 +6,8 @@
 * ``BASE/NAME_portable/<version>/``: the same signatures with exact brute-force top-k
   (``tfrs.layers.factorized_top_k.BruteForce``), standard TensorFlow ops only.
 
-Both versions get the same integer version and are written atomically by
-:func:`tfrs_recsys.export.tfserving.publish_version`, with warmup requests and metadata.
+Both versions get the same integer version; both are staged complete, with warmup requests and metadata,
+before :func:`tfrs_recsys.export.tfserving.publish_versions` renames them into place as one.
 
 Signatures (``K`` fixed at export; ``H`` and ``E`` any width, per request)::
 
@@ -46,8 +46,15 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_recsys import paths, runs
 from tfrs_recsys.data.sequences import pad_left
+from tfrs_recsys.export.recall import narrow_scann_search, set_recall, top_k_ids
 from tfrs_recsys.export.scann_index import ScaNNIndex
-from tfrs_recsys.export.tfserving import next_version, publish_version, update_models_config
+from tfrs_recsys.export.tfserving import (
+    next_version,
+    publish_versions,
+    repair_exports,
+    stage_version,
+    update_models_config,
+)
 
 PAD_ID = ""
 PAD_SCORE = float(np.finfo(np.float32).min)
@@ -207,89 +214,6 @@ def scann_index(candidates: np.ndarray, ids: np.ndarray, k: int, options: dict) 
     return index.index(tf.constant(candidates, tf.float32), tf.constant(np.asarray(ids).astype(str)))
 
 
-def top_k_ids(index: TopKIndex, queries: np.ndarray, k: int, batch_size: int = 256) -> list[set]:
-    """The set of ids each query's top ``k`` holds (ScaNN's NaN padding left out).
-
-    Args:
-      index: The top-k layer.
-      queries: Query embeddings ``[Q, D]``.
-      k: Results per query.
-      batch_size: Queries per call of ``index``.
-
-    Returns:
-      One set of ids (bytes) per query.
-    """
-    out = []
-    for lo in range(0, len(queries), batch_size):
-        scores, ids = index(tf.constant(queries[lo:lo + batch_size], tf.float32), k=k)
-        out += [{i for s, i in zip(row_scores, row_ids) if np.isfinite(s)}
-                for row_scores, row_ids in zip(scores.numpy(), ids.numpy())]
-    return out
-
-
-def set_recall(found: list[set], exact: list[set]) -> float:
-    """``sum_q |found_q & exact_q| / sum_q |exact_q|`` (1.0 when there is nothing to find)."""
-    total = sum(len(e) for e in exact)
-    return sum(len(f & e) for f, e in zip(found, exact)) / total if total else 1.0
-
-
-def top_k_recall(approximate: TopKIndex, exact: TopKIndex, queries: np.ndarray, k: int,
-                 batch_size: int = 256) -> float:
-    """The recall@k of ``approximate`` against ``exact`` on ``queries`` (:func:`set_recall`).
-
-    Args:
-      approximate: The index measured, e.g. ScaNN.
-      exact: The reference, e.g. :func:`brute_force_index`.
-      queries: Query embeddings ``[Q, D]``.
-      k: Results per query.
-      batch_size: Queries per call.
-
-    Returns:
-      The share of the exact top-k ids that ``approximate`` finds (its NaN padding never counts).
-    """
-    found = top_k_ids(approximate, queries, k, batch_size)
-    return set_recall(found, top_k_ids(exact, queries, k, batch_size))
-
-
-def narrow_scann_search(index: ScaNNIndex, queries: np.ndarray, exact: list[set], k: int, *,
-                        tolerance: float = 0.002, floor: float = 0.0, step: float = 0.7) -> dict:
-    """Search the fewest leaves that keep ScaNN's recall@k on ``queries`` as it is at the built width.
-
-    A query's neighbours sit in a few of the tree's leaves; the other leaves searched cost time and
-    find nothing (on clustered embeddings most of a default width can be such leaves). Tries the
-    built ``num_leaves_to_search`` ``w``, then ``floor(w * step)``, ... down to 1, and stops at the first
-    width whose recall@k drops below ``max(recall(w) - tolerance, floor)``; the narrowest width before
-    it is set as ``index.leaves_to_search``, which the serving graph then uses.
-
-    Args:
-      index: A built ScaNN index; its ``leaves_to_search`` is set.
-      queries: Query embeddings ``[Q, D]``.
-      exact: Each query's exact top-k ids (:func:`top_k_ids` of brute force).
-      k: Results per query.
-      tolerance: Recall the narrowed search may lose against the built width's.
-      floor: Recall it must keep in any case.
-      step: The factor between widths tried.
-
-    Returns:
-      ``{"leaves_to_search", "recall", "built_leaves_to_search", "tolerance", "tried"}``: the chosen
-      width, its recall, the built width, ``tolerance`` and every width tried with its recall.
-    """
-    built = index.num_leaves_to_search
-    index.leaves_to_search = None
-    reference = set_recall(top_k_ids(index, queries, k), exact)
-    tried, chosen, width = {built: reference}, built, built
-    while index.is_tree and width > 1:
-        width = max(1, int(width * step))
-        index.leaves_to_search = width
-        tried[width] = set_recall(top_k_ids(index, queries, k), exact)
-        if tried[width] < max(reference - tolerance, floor):
-            break
-        chosen = width
-    index.leaves_to_search = chosen if chosen != built else None
-    return {"leaves_to_search": chosen, "recall": tried[chosen], "built_leaves_to_search": built,
-            "tolerance": tolerance, "tried": {str(w): round(r, 5) for w, r in tried.items()}}
-
-
 def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, *, k: int = 100,
                      scann_min_recall: float = 0.95, allow_low_recall: bool = False,
                      scann_options: dict | None = None,
@@ -374,20 +298,24 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
         "inverse_temperature": trained.meta.get("inverse_temperature"),
         "source_run": paths.absolute(model_dir),
     }
+    repair_exports(export_base)  # what a killed export left
     if version is None:
         version = next_version(paths.join(export_base, name), paths.join(export_base, f"{name}_portable"))
     query_model = model.scaled_query()
 
-    def publish(top_k: TopKIndex, model_name: str, **about) -> str:
+    def stage(top_k: TopKIndex, model_name: str, **about) -> tuple:
         module = RetrievalSignatures(query_model, top_k, num_items=len(catalog), k=k, max_history=max_history)
         for signature, feed in warmup:  # builds every function (and ScaNN's searcher) before saving
             getattr(module, signature)(**{n: tf.constant(v) for n, v in feed.items()})
-        return str(publish_version(export_base, model_name, module.save, version=version, warmup=warmup,
-                                   metadata={**metadata, **about}))
+        return stage_version(export_base, model_name, module.save, version=version, warmup=warmup,
+                             metadata={**metadata, **about})
 
-    result = {"scann": publish(approximate, name, index="scann", requires="import scann (ScaNN ops)"),
-              "portable": publish(exact, f"{name}_portable", index="brute_force", requires="standard TF ops"),
-              "version": int(version), "metadata": metadata}
+    # Both members are complete before either is published, and are published as one.
+    scann_dir, portable_dir = publish_versions(export_base, [
+        stage(approximate, name, index="scann", requires="import scann (ScaNN ops)"),
+        stage(exact, f"{name}_portable", index="brute_force", requires="standard TF ops")])
+    result = {"scann": str(scann_dir), "portable": str(portable_dir), "version": int(version),
+              "metadata": metadata}
     result["models_config"] = str(update_models_config(export_base, [name, f"{name}_portable"]))
     return result
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -20,6 +22,9 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tfrs_recsys import paths
 from tfrs_recsys.servable_layout import ASSETS_EXTRA, METADATA_FILE, version_dirs, write_warmup_requests
+
+STAGING_PREFIX = ".tmp-"  # a version being written: never a version to a server (not an integer)
+PENDING_PREFIX = ".pending-"  # a manifest of renames that publish several versions as one
 
 
 def existing_versions(model_dir: str | os.PathLike) -> list[int]:
@@ -32,13 +37,13 @@ def next_version(*model_dirs: str | os.PathLike) -> int:
     return max([0, *(v for d in model_dirs for v in existing_versions(d))]) + 1
 
 
-def publish_version(export_base: str | os.PathLike, name: str, save_fn: Callable[[str], None], *,
-                    version: int | None = None, warmup: Sequence[tuple[str, Mapping[str, np.ndarray]]] = (),
-                    metadata: Mapping | None = None) -> Path | str:
-    """Writes one model version atomically.
+def stage_version(export_base: str | os.PathLike, name: str, save_fn: Callable[[str], None], *,
+                  version: int | None = None, warmup: Sequence[tuple[str, Mapping[str, np.ndarray]]] = (),
+                  metadata: Mapping | None = None) -> tuple[Path | str, Path | str]:
+    """Writes one model version into a staging folder beside its final place, metadata last.
 
-    ``save_fn(tmp_dir)`` writes the SavedModel into a staging directory; warmup requests and
-    metadata are added there, then the directory is renamed to ``<base>/<name>/<version>``.
+    ``save_fn(tmp_dir)`` writes the SavedModel; warmup requests and ``export_metadata.json`` are added
+    after it, so a staging folder holding the metadata is complete.
 
     Args:
       export_base: The model server's base path (local or a ``tf.io.gfile`` URL).
@@ -49,7 +54,7 @@ def publish_version(export_base: str | os.PathLike, name: str, save_fn: Callable
       metadata: What ``assets.extra/export_metadata.json`` says besides the name and version.
 
     Returns:
-      The version directory.
+      ``(staging folder, final version folder)``.
 
     Raises:
       FileExistsError: The version exists.
@@ -61,7 +66,7 @@ def publish_version(export_base: str | os.PathLike, name: str, save_fn: Callable
         raise FileExistsError(f"{final} already exists; export to a new version (omit --version) "
                               "or remove it")
     # A dot-prefixed, non-numeric name: TF Serving ignores it while it is being written.
-    tmp = paths.make_temp_dir(model_dir, prefix=f".tmp-{version}-")
+    tmp = paths.make_temp_dir(model_dir, prefix=f"{STAGING_PREFIX}{version}-")
     try:
         save_fn(str(tmp))
         if not paths.isfile(paths.join(tmp, "saved_model.pb")):
@@ -71,11 +76,113 @@ def publish_version(export_base: str | os.PathLike, name: str, save_fn: Callable
         meta = {"name": name, "version": version, **(metadata or {})}
         extra = paths.makedirs(paths.join(tmp, ASSETS_EXTRA))
         paths.write_text(paths.join(extra, METADATA_FILE), json.dumps(meta, indent=2, default=str) + "\n")
-        paths.rename(tmp, final)
     except BaseException:
         paths.rmtree(tmp, ignore_errors=True)
         raise
-    return final
+    return tmp, final
+
+
+def publish_version(export_base: str | os.PathLike, name: str, save_fn: Callable[[str], None],
+                    **options) -> Path | str:
+    """Writes one model version atomically: :func:`stage_version`, then a rename into place.
+
+    Args:
+      export_base: The model server's base path (local or a ``tf.io.gfile`` URL).
+      name: The model's name under it.
+      save_fn: Writes the SavedModel into the directory it is given.
+      **options: ``version``, ``warmup``, ``metadata`` of :func:`stage_version`.
+
+    Returns:
+      The version directory.
+    """
+    return publish_versions(export_base, [stage_version(export_base, name, save_fn, **options)])[0]
+
+
+def publish_versions(export_base: str | os.PathLike,
+                     staged: Sequence[tuple[Path | str, Path | str]]) -> list[Path | str]:
+    """Renames staged versions into place as one: a manifest of the moves is written first and removed last,
+    so a kill between two renames is completed by the next export (:func:`repair_exports`).
+
+    Args:
+      export_base: The base path the versions are under.
+      staged: :func:`stage_version` results.
+
+    Returns:
+      The version directories.
+    """
+    manifest = paths.join(export_base, f"{PENDING_PREFIX}{uuid.uuid4().hex[:12]}.json")
+    if len(staged) > 1:
+        paths.write_text(manifest, json.dumps([[str(tmp), str(final)] for tmp, final in staged]))
+    renamed = []
+    try:
+        for tmp, final in staged:
+            paths.rename(tmp, final)
+            renamed.append(final)
+    except BaseException:  # an error (not a kill): roll back, never leaving one half of a pair
+        for folder in [*renamed, *(tmp for tmp, _ in staged)]:
+            paths.rmtree(folder, ignore_errors=True)
+        if len(staged) > 1:
+            paths.remove(manifest, missing_ok=True)
+        raise
+    if len(staged) > 1:
+        paths.remove(manifest)
+    return [final for _, final in staged]
+
+
+def repair_exports(export_base: str | os.PathLike, *, grace_seconds: float = 3600.0) -> dict[str, list[str]]:
+    """Finishes what a killed export left: interrupted pairs, then stale staging folders.
+
+    A pending manifest (:func:`publish_versions`) whose staged members are all complete is rolled forward
+    (the remaining renames made); one with a member lost is rolled back (its published members removed),
+    so a server never serves one half of a pair. Staging folders older than ``grace_seconds`` that no
+    manifest names are removed (a running export's are younger).
+
+    Args:
+      export_base: The base path.
+      grace_seconds: The age from which a staging folder is stale.
+
+    Returns:
+      ``{"completed": [...], "rolled_back": [...], "removed": [...]}``: the folders concerned.
+    """
+    done: dict[str, list[str]] = {"completed": [], "rolled_back": [], "removed": []}
+    if not paths.isdir(export_base):
+        return done
+    for entry in sorted(paths.listdir(export_base)):
+        if not (entry.startswith(PENDING_PREFIX) and entry.endswith(".json")):
+            continue
+        manifest = paths.join(export_base, entry)
+        moves = json.loads(paths.read_text(manifest))
+        pending = [(tmp, final) for tmp, final in moves if not paths.exists(final)]
+        if all(paths.isfile(paths.join(tmp, ASSETS_EXTRA, METADATA_FILE)) for tmp, _ in pending):
+            for tmp, final in pending:
+                paths.rename(tmp, final)
+                done["completed"].append(str(final))
+        else:
+            for folder in (f for move in moves for f in move if paths.exists(f)):
+                paths.rmtree(folder, ignore_errors=True)
+                done["rolled_back"].append(str(folder))
+        paths.remove(manifest)
+    now = time.time()
+    for name in paths.listdir(export_base):
+        model_dir = paths.join(export_base, name)
+        if name.startswith(".") or not paths.isdir(model_dir):
+            continue
+        for child in paths.listdir(model_dir):
+            folder = paths.join(model_dir, child)
+            if child.startswith(STAGING_PREFIX) and now - _modified(folder) > grace_seconds:
+                paths.rmtree(folder, ignore_errors=True)
+                done["removed"].append(str(folder))
+    return done
+
+
+def _modified(path: Path | str) -> float:
+    """A folder's modification time (seconds since 1970); now when it cannot be read (then it is kept)."""
+    import tensorflow as tf
+
+    try:
+        return tf.io.gfile.stat(str(path)).mtime_nsec / 1e9
+    except (tf.errors.OpError, OSError):
+        return time.time()
 
 
 def read_export_metadata(version_dir: str | os.PathLike) -> dict:
@@ -151,3 +258,25 @@ def write_models_config(path: str | os.PathLike, models: Sequence[Mapping]) -> P
                   "  }"]
     lines.append("}")
     return paths.write_text(path, "\n".join(lines) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tfrs_recsys.export repair BASE``: :func:`repair_exports`, printed as JSON.
+
+    Args:
+      argv: ``BASE [--grace-seconds S]`` (default: the command line's).
+
+    Returns:
+      The exit code: 0.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.export repair",
+                                     description="Finish what a killed export left under a base path")
+    parser.add_argument("base", help="the export base (TF Serving's base path folder)")
+    parser.add_argument("--grace-seconds", type=float, default=3600.0,
+                        help="staging folders older than this are removed (default 3600)")
+    args = parser.parse_args(argv)
+    print(json.dumps(repair_exports(args.base, grace_seconds=args.grace_seconds), indent=2))
+    return 0
+
