@@ -218,6 +218,28 @@ def test_a_network_reload_stays_under_the_allowed_roots_and_a_bad_one_changes_no
         assert list(predict(env, "utility", [1.0]).outputs["y"].float_val) == answer
 
 
+def test_a_failed_load_shows_its_error_at_once_while_it_is_retried(tmp_path):
+    """With TF Serving's default retries (5 x 60 s) a corrupt version used to show LOADING and no error."""
+    fx.publish_utility(tmp_path, "utility", version=1)
+    config = fx.models_config(tmp_path, {"utility": {}})
+    server = fx.start_server(tmp_path, [f"--model_config_file={config}",
+                                        "--file_system_poll_wait_seconds=0.2"])
+    try:
+        stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(server.address))
+        fx.write_corrupt_version(tmp_path, "utility", 2)
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "utility"
+
+        def retrying():
+            versions = {s.version: s for s in stub.GetModelStatus(request, timeout=30).model_version_status}
+            return 2 in versions and versions[2].status.error_code != 0 and versions[2]
+
+        seen = fx.wait_for(retrying, timeout=60, message="the failed load's error")
+        assert seen.state == State.LOADING and "load attempt 1 of 6" in seen.status.error_message
+    finally:
+        assert server.stop() == 0, server.log_tail()
+
+
 def test_the_reload_api_can_be_turned_off(tmp_path):
     fx.publish_utility(tmp_path, "utility", version=1)
     config = fx.models_config(tmp_path, {"utility": {}})

@@ -6,14 +6,12 @@ for the file-system source:
 * every ``file_system_poll_wait_seconds`` each model's ``base_path`` is listed;
   integer directory names are versions, anything else (``.tmp-*`` being written) is
   ignored; the version policy (latest N / all / specific) picks the aspired ones;
-* a new version goes START -> LOADING -> (warmup replayed) -> AVAILABLE; a failed load is
-  retried ``max_num_load_retries`` times, then the version ends in END with its error, and is
-  not tried again while it stays aspired;
+* a new version goes START -> LOADING -> (warmup replayed) -> AVAILABLE; a failed load is retried
+  ``max_num_load_retries`` times (its error shown at once), then ends in END, not tried again;
 * a version that is no longer aspired is unloaded (UNLOADING -> END) only once an aspired
   version is AVAILABLE, so a model never has a moment with nothing to serve, and only after
   the requests holding it have finished;
-* the state of every version ever seen stays queryable (GetModelStatus), as with TF Serving's
-  ServableStateMonitor.
+* every version seen stays queryable (GetModelStatus), as with TF Serving's ServableStateMonitor.
 """
 from __future__ import annotations
 
@@ -303,6 +301,9 @@ class ModelManager:
                 error = ServingError(grpc.StatusCode.UNKNOWN, f"{type(e).__name__}: {e}")
             servable = None
             log.error("Loading servable: {name: %s version: %d} failed: %s", name, version, error)
+            error = ServingError(error.code, f"{error.message} (load attempt {attempt + 1} of {attempts})")
+            with self._cond:  # GetModelStatus shows the failure at once, while the version is retried
+                record.error = error
             if attempt + 1 < attempts and self._stop.wait(self.options.load_retry_interval_micros / 1e6):
                 break
         if servable is None:
