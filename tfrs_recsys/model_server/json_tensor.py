@@ -34,6 +34,10 @@ _JSON_TYPES = ((dict, "Object"), (list, "Array"), (str, "String"))
 
 # -- JSON values -> tensors ---------------------------------------------------------------------
 
+# numpy arrays hold 64 dimensions at most; no model input comes close to this
+MAX_JSON_RANK = 32
+
+
 def json_text(value) -> str:
     """``value`` as compact JSON, as TF Serving quotes it in error messages."""
     return json.dumps(value, separators=(",", ":"))
@@ -151,6 +155,9 @@ def json_to_array(value, dtype: int) -> np.ndarray:
     shape, first = [], value
     while isinstance(first, list):  # the shape is read along the first elements, then checked everywhere
         shape.append(len(first))
+        if len(shape) > MAX_JSON_RANK:
+            raise invalid_argument(f"JSON value nests lists {MAX_JSON_RANK + 1} or more levels deep; a tensor "
+                                   f"in a request has rank {MAX_JSON_RANK} at most")
         if not first:
             break
         first = first[0]
