@@ -54,7 +54,8 @@ DTYPES = [types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_INT32, types_pb2
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz")
     config = fx.write_all(base)
-    process = fx.start_server(base, [f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models",
+    process = fx.start_server(base, [f"--model_config_file={config}",
+                                     "--allow_version_labels_for_unavailable_models",
                                      "--max_request_elements=100000", "--max_request_bytes=1000000"])
     channel = grpc.insecure_channel(process.address)
     yield process, channel
@@ -242,7 +243,8 @@ _TOKENS = [b"GET", b"POST", b"HEAD", b"PUT", b"PATCH", b"OPTIONS", b"TRACE", b"B
            b"/v1/models/utility", b"/v1/models/utility:predict", b"/v1/models/utility/versions/1:predict",
            b"/v1/models/utility/labels/stable", b"/", b"*", b"/v1/models/" + b"a" * 5000,
            b"HTTP/1.1", b"HTTP/1.0", b"HTTP/0.9", b"HTTP/2.0", b"HTTP/1.1\r\n",
-           b"Content-Length: 5", b"Content-Length: -1", b"Content-Length: 1e18", b"Content-Length: 99999999999",
+           b"Content-Length: 5", b"Content-Length: -1", b"Content-Length: 1e18",
+           b"Content-Length: 99999999999",
            b"Content-Length: 10", b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip, chunked",
            b"Host: 127.0.0.1", b"Expect: 100-continue", b"Connection: close", b"X: " + b"y" * 20000,
            b"\r\n", b"\r\n\r\n", b"\n", b" ", b":", b"\x00", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
@@ -251,7 +253,8 @@ _TOKENS = [b"GET", b"POST", b"HEAD", b"PUT", b"PATCH", b"OPTIONS", b"TRACE", b"B
 
 @st.composite
 def _http_bytes(draw) -> bytes:
-    parts = draw(st.lists(st.one_of(st.sampled_from(_TOKENS), st.binary(max_size=24)), min_size=1, max_size=14))
+    parts = draw(st.lists(st.one_of(st.sampled_from(_TOKENS), st.binary(max_size=24)), min_size=1,
+                          max_size=14))
     joiner = draw(st.sampled_from([b" ", b"\r\n", b""]))
     return joiner.join(parts) + draw(st.sampled_from([b"", b"\r\n\r\n", b"\r\n"]))
 
@@ -270,9 +273,19 @@ def _raw_http(process, payload: bytes) -> bytes:
             assert time.monotonic() - start < DEADLINE_S, "answer not finished within the deadline"
 
 
-def _status_of(answer: bytes) -> int | None:
-    head = answer.split(b"\r\n", 1)[0].split()
-    return int(head[1]) if len(head) >= 2 and head[0].startswith(b"HTTP/") and head[1].isdigit() else None
+def _first_response(answer: bytes) -> tuple[int | None, dict, bytes]:
+    """The status, headers and body of the first response in ``answer`` (``None`` when there is none)."""
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = lines[0].split()
+    if len(status) < 2 or not status[0].startswith(b"HTTP/") or not status[1].isdigit():
+        return None, {}, b""
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get(b"content-length", b"0") or 0)
+    return int(status[1]), headers, rest[:length]
 
 
 def _fuzz_http(server, n):
@@ -282,11 +295,15 @@ def _fuzz_http(server, n):
     @given(payload=_http_bytes())
     def case(payload):
         answer = _raw_http(process, payload)
-        status = _status_of(answer)
-        # a connection closed before a full request line may go unanswered; anything answered is not 5xx
-        assert status is None or status < 500 or status == 503, answer[:300]
+        status, _, body = _first_response(answer)
+        # a connection closed before a whole request line may go unanswered, but never with a non-HTTP
+        # answer; an answer is never a server error (503 only as the connection limit's answer)
+        assert status is not None or answer == b"", answer[:300]
         if status is None:
-            assert answer == b"", answer[:300]
+            return
+        assert status < 500 or status == 503, answer[:300]
+        if status >= 400 and body:
+            assert "error" in json.loads(body), answer[:300]
 
     case()
 
@@ -304,14 +321,13 @@ def test_rest_request_line_headers_framing_long(server, baseline):
 
 # -- REST: JSON bodies ---------------------------------------------------------------------------
 
+_KEYS = st.sampled_from(["instances", "inputs", "signature_name", "b64", "x", "payload", "m", "examples",
+                         "context", "price", "user_id"]) | st.text(max_size=8)
 _JSON = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(1 << 70), 1 << 70), st.floats(allow_nan=False),
               st.text(max_size=20), st.sampled_from([1e308, -1e308, 3e38, "b64", "\ud800"])),
     lambda children: st.one_of(st.lists(children, max_size=6),
-                               st.dictionaries(st.sampled_from(["instances", "inputs", "signature_name", "b64",
-                                                                "x", "payload", "m", "examples", "context",
-                                                                "price", "user_id"]) | st.text(max_size=8),
-                                               children, max_size=5)),
+                               st.dictionaries(_KEYS, children, max_size=5)),
     max_leaves=30)
 _ROUTES = ["utility:predict", "utility/versions/1:predict", "utility/labels/canary:predict", "ranker:predict",
            "retrieval:predict", "examples:classify", "examples:regress", "utility:classify", "nosuch:predict",
