@@ -2,11 +2,14 @@
 
 Every failure a request can meet is raised as :class:`ServingError` with the code
 ``tensorflow_model_server`` returns for it, so the gRPC and REST front ends report
-the same thing the real server would.
+the same thing the real server would. A message never carries more than
+:data:`MAX_WORD_CHARS` characters of one word (a model name, a path, a JSON value) nor more
+than :data:`MAX_MESSAGE_CHARS` in all, however long what the client sent.
 """
 from __future__ import annotations
 
 import functools
+import re
 
 import grpc
 
@@ -16,6 +19,27 @@ import grpc
 # INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED.
 _HTTP_STATUS = (200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401)
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+MAX_WORD_CHARS = 256
+MAX_MESSAGE_CHARS = 4096
+_LONG_WORD = re.compile(r"\S{%d,}" % (MAX_WORD_CHARS + 1))
+
+
+def shorten(text: str, limit: int = MAX_WORD_CHARS) -> str:
+    """``text``, or its first ``limit`` characters and an ellipsis that says how long it was.
+
+    Args:
+      text: A name or message quoted in an error.
+      limit: The most characters of it kept.
+
+    Returns:
+      ``text`` when it fits, else ``text[:limit] + "...(N characters)"``.
+    """
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
+
+
+def _bounded(message: str) -> str:
+    """A message with each overlong word shortened, and the whole capped."""
+    return shorten(_LONG_WORD.sub(lambda m: shorten(m.group()), message), MAX_MESSAGE_CHARS)
 
 
 class ServingError(Exception):
@@ -23,10 +47,11 @@ class ServingError(Exception):
 
     Args:
       code: The status code the gRPC front end reports (and the REST one maps to HTTP).
-      message: TF Serving's message for the failure.
+      message: TF Serving's message for the failure; overlong words in it are shortened.
     """
 
     def __init__(self, code: grpc.StatusCode, message: str):
+        message = _bounded(message)  # a client's 1 MB model name is not echoed back in full
         super().__init__(message)
         self.code = code
         self.message = message

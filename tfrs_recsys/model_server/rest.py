@@ -3,17 +3,15 @@
 ``GET /v1/models/<name>[/versions/<v>|/labels/<l>]`` (status), ``GET .../metadata``,
 ``POST ...:predict|:classify|:regress``; the JSON bodies are read and written by
 :mod:`tfrs_recsys.model_server.json_tensor`. Errors are ``{"error": "..."}`` with TF Serving's
-HTTP status for the gRPC code.
+HTTP status for the gRPC code. The HTTP server in front of it is
+:mod:`tfrs_recsys.model_server.rest_http`.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
-import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, predict_pb2, regression_pb2
@@ -106,6 +104,11 @@ class RestApi:
         return handlers[action.lower()](spec, body)
 
     def _status(self, spec: ModelSpec) -> str:
+        if spec.WhichOneof("version_choice") == "version_label":
+            # A label names one version (an unknown label is INVALID_ARGUMENT, as for Predict),
+            # never "every version".
+            with self.manager.handle(spec) as servable:
+                spec = ModelSpec(name=spec.name, version={"value": servable.version})
         response = self.manager.model_status(GetModelStatusRequest(model_spec=spec))
         return json_format.MessageToJson(response, always_print_fields_with_no_presence=True, indent=1)
 
@@ -173,66 +176,3 @@ class RestApi:
         if not result.regressions:
             raise invalid_argument("Cannot convert empty RegressionResults to JSON")
         return '{\n    "results": [' + ", ".join(format_float(r.value) for r in result.regressions) + "]\n}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    api: RestApi
-    max_body_bytes: int
-
-    def _serve(self, method: str) -> None:
-        path = urllib.parse.urlsplit(self.path).path
-        length = (self.headers.get("Content-Length") or "0").strip()
-        if not length.isdigit() or int(length) > self.max_body_bytes:  # checked before reading a byte of it
-            self.close_connection = True
-            status, text = ((400, "Invalid Content-Length header") if not length.isdigit() else
-                            (413, f"Request body of {length} bytes is over --max_request_bytes="
-                                  f"{self.max_body_bytes}"))
-            text = json.dumps({"error": text})
-        else:
-            body = self.rfile.read(int(length))
-            status, text = self.api.handle(method, path, body) if PATH_REGEX.fullmatch(path) else (404, "")
-        payload = text.encode("utf-8")
-        self.send_response(status)
-        if payload:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if method != "HEAD":
-            self.wfile.write(payload)
-
-    do_GET = functools.partialmethod(_serve, "GET")
-    do_POST = functools.partialmethod(_serve, "POST")
-    # Other methods get TF Serving's JSON 400 ("Malformed request"), not the standard library's HTML 501.
-    do_PUT = functools.partialmethod(_serve, "PUT")
-    do_DELETE = functools.partialmethod(_serve, "DELETE")
-    do_PATCH = functools.partialmethod(_serve, "PATCH")
-    do_OPTIONS = functools.partialmethod(_serve, "OPTIONS")
-    do_TRACE = functools.partialmethod(_serve, "TRACE")
-    do_HEAD = functools.partialmethod(_serve, "HEAD")  # the same status and headers, no body
-
-    def log_message(self, format, *args):
-        log.debug("REST %s", format % args)
-
-
-def start_rest_server(manager: ModelManager, host: str, port: int, *,
-                      max_body_bytes: int = 64 << 20) -> ThreadingHTTPServer:
-    """Serves :class:`RestApi` over HTTP/1.1 on ``host:port`` from a daemon thread.
-
-    Args:
-      manager: The manager whose models the requests reach.
-      host: The address to bind.
-      port: The port; 0 picks a free one.
-      max_body_bytes: The largest request body read; a larger ``Content-Length`` gets 413 unread.
-
-    Returns:
-      The running server: ``server_address[1]`` is its port; ``shutdown()`` then ``server_close()`` stop it.
-
-    Raises:
-      OSError: The address cannot be bound.
-    """
-    handler = type("Handler", (_Handler,), {"api": RestApi(manager), "max_body_bytes": max_body_bytes})
-    httpd = ThreadingHTTPServer((host, port), handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, name="rest", daemon=True).start()
-    return httpd

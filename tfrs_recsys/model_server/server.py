@@ -66,7 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated folders a HandleReloadConfigRequest may load models from (default: "
                         "the parent folders of the base paths served at start-up)")
     p.add_argument("--grpc_max_threads", type=int, default=0, help="gRPC workers (0: 4 x cores, at least 16)")
-    p.add_argument("--rest_api_num_threads", type=int, default=0, help="ignored: the REST server is threaded")
+    p.add_argument("--rest_api_num_threads", type=int, default=0,
+                   help="threads running REST requests' model calls (0: 4 x cores, at least 16)")
+    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30_000,
+                   help="a REST request's body must arrive (else 408) and be answered (else 504) within this")
+    p.add_argument("--rest_api_header_timeout_in_ms", type=int, default=10_000,
+                   help="a REST request's line and headers must arrive within this, else 408 (ours)")
+    p.add_argument("--rest_api_max_header_bytes", type=int, default=64 << 10,
+                   help="the largest REST request line plus headers, else 431 (ours)")
+    p.add_argument("--rest_api_max_connections", type=int, default=1000,
+                   help="open REST connections at most: one more closes the longest-idle one, or gets 503 "
+                        "when all are busy (ours)")
+    p.add_argument("--rest_api_backlog", type=int, default=1024,
+                   help="the REST socket's listen queue (ours; the kernel caps it at net.core.somaxconn)")
     p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
                    help="threads one op may use (0: TensorFlow's default)")
     p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
@@ -91,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
       The exit status: 0 after a clean stop, 1 when the server could not start, 2 for unusable
       configuration files.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("rest_api_timeout_in_ms", "rest_api_header_timeout_in_ms", "rest_api_max_header_bytes",
+                 "rest_api_max_connections", "rest_api_backlog", "rest_api_num_threads"):
+        least = 0 if flag == "rest_api_num_threads" else 1
+        if getattr(args, flag) < least:
+            parser.error(f"--{flag} must be >= {least}, got {getattr(args, flag)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
     from tfrs_recsys.model_server import config_file
@@ -116,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     from tfrs_recsys.model_server.errors import ServingError
     from tfrs_recsys.model_server.grpc_service import add_services
     from tfrs_recsys.model_server.model_manager import ManagerOptions, ModelManager
-    from tfrs_recsys.model_server.rest import start_rest_server
+    from tfrs_recsys.model_server.rest import RestApi
+    from tfrs_recsys.model_server.rest_guard import RestOptions
+    from tfrs_recsys.model_server.rest_http import RestServer
 
     if args.tensorflow_intra_op_parallelism:
         tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
@@ -150,13 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     log.info("Running gRPC ModelServer at %s:%d ...", args.host, port)
     rest = None
     if args.rest_api_port:
+        options = RestOptions(
+            max_body_bytes=args.max_request_bytes, timeout_s=args.rest_api_timeout_in_ms / 1000,
+            header_timeout_s=args.rest_api_header_timeout_in_ms / 1000,
+            max_header_bytes=args.rest_api_max_header_bytes, max_connections=args.rest_api_max_connections,
+            backlog=args.rest_api_backlog, num_threads=args.rest_api_num_threads)
         try:
-            rest = start_rest_server(manager, args.host, args.rest_api_port,
-                                     max_body_bytes=args.max_request_bytes)
+            rest = RestServer(RestApi(manager), args.host, args.rest_api_port, options)
         except OSError as e:
             return _failed_to_start(f"could not bind REST to {args.host}:{args.rest_api_port}: {e}",
                                     lambda: server.stop(0), manager.stop)
-        log.info("Exporting HTTP/REST API at:%s:%d ...", args.host, rest.server_address[1])
+        log.info("Exporting HTTP/REST API at:%s:%d ...", args.host, rest.port)
 
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -165,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     log.info("Shutting down")
     if rest is not None:
-        rest.shutdown()
-        rest.server_close()
+        rest.stop()
     server.stop(grace=2).wait()
     manager.stop()
     return 0
