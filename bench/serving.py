@@ -7,7 +7,9 @@ latency p50/p99 and throughput of
 * gRPC Predict (``ServingClient.predict``) to ``python -m tfrs_recsys.model_server`` in its
   own process over loopback, from 1 and 8 client threads, with server-side batching off and on;
 * the transport floor: a bare grpcio round trip to an empty unary method of a server in its own
-  process (no TensorFlow, no protos), and a GetModelStatus round trip to the model server.
+  process (no TensorFlow, no protos), and a GetModelStatus round trip to the model server;
+* the REST front end (uvicorn): the ranker's Predict as JSON columns and a model status GET, from
+  1 and 32 client threads (one pooled httpx client), to see its tail under concurrency.
 
 Both model paths start from the same numpy inputs and end with numpy outputs: the baseline
 converts to tensors and back, the gRPC path builds the PredictRequest and reads the response
@@ -19,7 +21,8 @@ thread settings.
 
 Targets, printed with each figure: the serving overhead, gRPC Predict p50 - in-process p50 at
 concurrency 1, is at most the bare grpcio round trip + 0.15 ms; with batching on at
-concurrency 8, throughput is at least 1.5x batching off; gRPC p99 <= 3 x p50 at concurrency 8.
+concurrency 8, throughput is at least 1.5x batching off; gRPC p99 <= 3 x p50 at concurrency 8;
+REST p99 <= 5 x p50 at concurrency 32 (the stdlib server it replaced showed p99 1-2 s at p50 4 ms).
 Absolute times depend on the (shared) machine; compare differences and ratios of one run.
 
 Without ``--export-base`` the bench builds representative SavedModels with the export
@@ -44,6 +47,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 
 import tfrs_recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -231,6 +235,23 @@ def grpc_call(client: ServingClient, model: str, inputs: dict[str, np.ndarray]):
     return lambda: client.predict(model, inputs)
 
 
+def rest_predict_call(http: httpx.Client, model: str, inputs: dict[str, np.ndarray]):
+    """numpy in, numpy out, through REST Predict with JSON columns (``{"inputs": {...}}``)."""
+    body = {"inputs": {name: array.astype(str).tolist() if array.dtype == object else array.tolist()
+                       for name, array in inputs.items()}}
+
+    def call():
+        reply = http.post(f"/v1/models/{model}:predict", json=body)
+        reply.raise_for_status()
+        return {k: np.asarray(v) for k, v in reply.json()["outputs"].items()}
+    return call
+
+
+def rest_status_call(http: httpx.Client, model: str):
+    """A REST model status GET: uvicorn, the guard and a near-empty handler only."""
+    return lambda: http.get(f"/v1/models/{model}").raise_for_status()
+
+
 def status_call(client: ServingClient, model: str):
     """A bare GetModelStatus round trip (``ServingClient.status``): gRPC and a near-empty handler only."""
     return lambda: client.status(model)
@@ -321,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                                               f"--batching_parameters_file={params}"]),
         }
         clients = {mode: ServingClient(server.address, timeout=30) for mode, server in servers.items()}
+        rest = httpx.Client(base_url=servers["grpc"].rest_url, timeout=60,
+                            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
         bare_server, bare_address = start_bare_grpc_server()
         bare_channel = grpc.insecure_channel(bare_address)
         try:
@@ -333,8 +356,13 @@ def main(argv: list[str] | None = None) -> int:
                         configs[(kind, mode, c)] = (grpc_call(client, names[kind], inputs[kind]), c)
             configs[("transport", "status rtt", 1)] = (status_call(clients["grpc"], names["ranker"]), 1)
             configs[("transport", "bare grpcio", 1)] = (bare_call(bare_channel), 1)
+            rest_predict = rest_predict_call(rest, names["ranker"], inputs["ranker"])
+            for c in (1, 32):
+                configs[("ranker", "rest", c)] = (rest_predict, c)
+                configs[("transport", "rest status", c)] = (rest_status_call(rest, names["ranker"]), c)
             table = measure_interleaved(configs, args.requests, args.rounds)
         finally:
+            rest.close()
             bare_channel.close()
             bare_server.stdin.close()
             bare_server.wait(timeout=30)
@@ -370,6 +398,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {kind:<10} {'batching':<14} c=8 throughput on / off {gain:4.2f}x "
               f"[{'OK' if gain >= 1.5 else 'MISS'}]   in-process c=8 p99/p50 "
               f"{local8['p99'] / local8['p50']:5.2f}x")
+    for kind, mode in (("ranker", "rest"), ("transport", "rest status")):
+        m1, m32 = table[(kind, mode, 1)], table[(kind, mode, 32)]
+        r32 = m32["p99"] / m32["p50"]
+        print(f"  {kind:<10} {mode:<14} c=32 p99/p50 {r32:5.2f}x [{'OK' if r32 <= 5 else 'MISS'}]   "
+              f"c=32 p99 {m32['p99']:7.2f} ms   c=1 p50 {m1['p50']:6.2f} ms   c=32 throughput "
+              f"{m32['qps']:7.1f} req/s")
+    rest_vs_grpc = table[("ranker", "rest", 1)]["p50"] / table[("ranker", "grpc", 1)]["p50"]
+    print(f"  {'ranker':<10} {'rest vs grpc':<14} c=1 p50 {rest_vs_grpc:4.2f}x (JSON against protos)")
     return 0
 
 

@@ -156,8 +156,8 @@ def json_to_array(value, dtype: int) -> np.ndarray:
     while isinstance(first, list):  # the shape is read along the first elements, then checked everywhere
         shape.append(len(first))
         if len(shape) > MAX_JSON_RANK:
-            raise invalid_argument(f"JSON value nests lists {MAX_JSON_RANK + 1} or more levels deep; a tensor "
-                                   f"in a request has rank {MAX_JSON_RANK} at most")
+            raise invalid_argument(f"JSON value nests lists {MAX_JSON_RANK + 1} or more levels deep; a "
+                                   f"tensor in a request has rank {MAX_JSON_RANK} at most")
         if not first:
             break
         first = first[0]
