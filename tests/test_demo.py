@@ -1,4 +1,5 @@
-"""`make demo` end to end, small: train, export, serve, answer a known and a cold user over gRPC, stop."""
+"""`make demo` end to end, small: train, export, serve, answer a known and a cold user over gRPC, then a
+cold user turned warm by three clicks through the HTTP service with Redis as the store, stop."""
 import re
 import subprocess
 import sys
@@ -11,9 +12,10 @@ def test_demo_answers_a_known_and_a_cold_user_over_grpc_and_stops_the_server(tmp
                           capture_output=True, text=True, timeout=600)
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
-    for step in range(1, 8):
-        assert f"== [{step}/7]" in out
-    known, cold = out.split("(retrieval top-100 -> DeepFM):")[1].split("(cold start: global hot items):")
+    for step in range(1, 9):
+        assert f"== [{step}/8]" in out
+    offline, online = out.split("== [7/8]")
+    known, cold = offline.split("(retrieval top-100 -> DeepFM):")[1].split("(cold start: global hot items):")
     ranked = re.findall(r"^\s+\d\. item\s+(\S+)\s+(.+?)\s+from (recall|hot)\s+pCTR (\d\.\d+)$", known, re.M)
     hot = re.findall(r"^\s+\d\. item\s+(\S+)\s+(.+?)\s+from hot\s+hotness ([\d.]+)$", cold, re.M)
     seen = re.findall(r"^\s+item\s+(\S+)\s+(.+)$", known.split("recommended:")[0], re.M)
@@ -29,3 +31,14 @@ def test_demo_answers_a_known_and_a_cold_user_over_grpc_and_stops_the_server(tmp
     assert (work / "models" / "retrieval_portable" / "1" / "saved_model.pb").is_file()
     assert (work / "models" / "deepfm" / "1" / "saved_model.pb").is_file()
     assert "Demo finished" in out
+
+    before, after = online.split("POST ")
+    assert "(before, served from Redis: cold start: global hot items):" in before
+    assert len(re.findall(r"^\s+\d\. item\s+\S+\s+.+?\s+from hot\s+hotness [\d.]+$", before, re.M)) == 5
+    clicked = re.search(r"3 clicks on items (\S+), (\S+), (\S+) -> \{'applied': 3", after).groups()
+    assert "(after 3 clicks, served from Redis: retrieval top-100 -> DeepFM):" in after
+    warm = re.findall(r"^\s+\d\. item\s+(\S+)\s+.+?\s+from (?:recall|hot)\s+pCTR (\d\.\d+)$", after, re.M)
+    assert len(warm) == 5 and not set(clicked) & {item for item, _ in warm}
+    seen_after = re.findall(r"^\s+item\s+(\S+)\s+", after.split("recommended:")[0], re.M)
+    assert seen_after == list(clicked)  # the user's history in Redis: the three clicks
+    assert re.search(r"/health: redis ok \(\d+\.\d+ ms\), published version 1", after)

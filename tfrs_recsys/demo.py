@@ -6,7 +6,9 @@
 4. write the serving feature store (histories, item features, hot items);
 5. start the TF-Serving-protocol model server on loopback;
 6. ask it, over tensorflow-serving-api gRPC, for a known user and for a cold user;
-7. stop the server.
+7. the online half: start a local redis-server, publish the recall lists and the store to it, and over
+   the HTTP service post three clicks for a cold user, showing their recommendations before and after;
+8. stop the servers.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ MODELS = ("retrieval", "retrieval_portable", "deepfm")
 
 
 def _step(number: int, text: str) -> float:
-    print(f"\n== [{number}/7] {text}", flush=True)
+    print(f"\n== [{number}/8] {text}", flush=True)
     return time.perf_counter()
 
 
@@ -68,18 +70,56 @@ def _train(model: str, options: dict, work: Path, shown: Sequence[str]):
     return cfg, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in shown)
 
 
-def _print_answer(user: str, answer, labels: dict[str, str], history: Sequence[str] | None) -> None:
-    kind, what = (("cold start: global hot items", "hotness") if answer.is_cold_start
+def _print_answer(user: str, answer: dict, labels: dict[str, str], history: Sequence[str] | None,
+                  where: str = "") -> None:
+    """Prints an answer (``Recommendations.to_dict()``, or the HTTP service's JSON)."""
+    kind, what = (("cold start: global hot items", "hotness") if answer["is_cold_start"]
                   else ("retrieval top-100 -> DeepFM", "pCTR"))
-    print(f"\n   user {user!r} ({kind}):")
+    print(f"\n   user {user!r} ({where}{kind}):")
     if history:
         print(f"   last {min(5, len(history))} of {len(history)} items seen, most recent last:")
         for item in history[-5:]:
             print(f"        item {item:>6s}  {labels.get(item, '')}")
         print("   recommended:")
-    for rank, item in enumerate(answer.items, start=1):
-        print(f"   {rank:3d}. item {item.item_id:>6s}  {labels.get(item.item_id, ''):42s} "
-              f"from {item.source:6s} {what} {item.score:.4f}")
+    for rank, item in enumerate(answer["items"], start=1):
+        print(f"   {rank:3d}. item {item['item_id']:>6s}  {labels.get(item['item_id'], ''):42s} "
+              f"from {item['source']:6s} {what} {item['score']:.4f}")
+
+
+def _online_step(client, store, history: Sequence[str], labels: dict[str, str], work: Path, k: int) -> None:
+    """Step 7: Redis as the online store, published from the run; three clicks turn a cold user warm."""
+    import httpx
+
+    from tfrs_recsys.serving.http_service import BackgroundServer, create_app
+    from tfrs_recsys.serving.pipeline import RecallRankPipeline
+    from tfrs_recsys.serving.publish import publish
+    from tfrs_recsys.serving.stores.local_redis import RedisServer
+    from tfrs_recsys.serving.stores.redis_store import RedisStore
+
+    with RedisServer(work / "redis") as redis_server:
+        redis_store = RedisStore(redis_server.url, timeout=5.0)
+        summary = publish(store, redis_store, client, k=100)
+        print(f"   redis-server ({redis_server.binary}) on {redis_server.url}: published version "
+              f"{summary['version']}, {summary['recall_lists']} recall lists, {summary['hot_items']} hot "
+              f"items in {summary['seconds']:.1f}s")
+        pipeline = RecallRankPipeline(client, redis_store, num_candidates=100, recall_source="published")
+        user, picked = "a-new-visitor", list(history[-3:])
+        with BackgroundServer(create_app(pipeline)) as url, httpx.Client(base_url=url, timeout=30) as http:
+            before = http.get(f"/recommend/{user}", params={"top_k": k}).json()
+            _print_answer(user, before, labels, None, "before, served from Redis: ")
+            # The synthetic log ends in the past: the clicks come a minute after its last event.
+            at = store.meta.as_of + 60
+            events = [{"user_id": user, "item_id": item, "event": "click", "timestamp": at + i}
+                      for i, item in enumerate(picked)]
+            posted = http.post("/events", json={"events": events}).json()
+            print(f"\n   POST {url}/events: 3 clicks on items {', '.join(picked)} -> {posted}")
+            after = http.get(f"/recommend/{user}", params={"top_k": k}).json()
+            _print_answer(user, after, labels, redis_store.history(user),
+                          "after 3 clicks, served from Redis: ")
+            health = http.get("/health").json()["store"]
+            print(f"\n   /health: redis {health['status']} ({health['latency_ms']:.2f} ms), "
+                  f"published version {health['published_version']}")
+        redis_store.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t = _step(4, "writing the serving feature store (histories, item features, hot items)")
     interactions = runs.training_interactions(retrieval_cfg.output_dir)
-    store = FeatureStore.from_interactions(interactions)  # item_hotness as DeepFM saw it in training
+    # item_hotness as DeepFM saw it in training; histories capped as the retrieval model reads them
+    store = FeatureStore.from_interactions(interactions, max_history=retrieval_cfg.max_history)
     store_dir = store.save(work / "store")
     _done(t, f"({store.num_users} histories, {store.num_hot_items} hot items)")
 
@@ -155,10 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             known = str(interactions.interactions["user_id"].iloc[0])
             labels = item_labels(interactions.items)  # titles and genres, to judge the lists by
             for user in (known, "a-user-nobody-has-seen"):
-                _print_answer(user, pipeline.recommend(user, k=args.k), labels, store.history(user))
+                _print_answer(user, pipeline.recommend(user, k=args.k).to_dict(), labels, store.history(user))
+            _done(t)
+
+            t = _step(7, "the online store in Redis: publish, then three clicks for a cold user over HTTP")
+            _online_step(client, store, store.history(known), labels, work, args.k)
             _done(t)
     finally:
-        t = _step(7, "stopping the model server")
+        t = _step(8, "stopping the model server")
         server.terminate()
         try:
             server.wait(timeout=20)

@@ -178,24 +178,72 @@ def _event_arrays(frame: pd.DataFrame, item_col: str, time_col: str,
     return items, times.to_numpy(dtype=np.float64), clicks
 
 
+def decay_weights(ages_days, half_life_days: float):
+    """``0.5 ** (age / h)``: an event's weight ``age`` days before ``now`` (negative ages weigh more than 1,
+    the forward decay online counters use between publishes).
+
+    Args:
+      ages_days: Ages in days (a number or an array).
+      half_life_days: The half-life ``h``.
+
+    Returns:
+      The weights, shaped as ``ages_days``.
+    """
+    return 0.5 ** (np.asarray(ages_days, dtype=np.float64) / half_life_days)
+
+
+def fit_beta_prior(impressions: np.ndarray, clicks: np.ndarray) -> tuple[float, float]:
+    """The Beta prior of the smoothed CTR, ``(s, m)``, fitted by the method of moments (module docstring).
+
+    Args:
+      impressions: Decayed impressions per item.
+      clicks: Decayed clicks per item.
+
+    Returns:
+      ``(prior_strength s, prior_mean m)``; ``(nan, nan)`` when there is no impression.
+    """
+    impressions, clicks = np.asarray(impressions, np.float64), np.asarray(clicks, np.float64)
+    seen = impressions > 0
+    total = float(impressions[seen].sum())
+    if total == 0.0:
+        return float("nan"), float("nan")
+    m = float(clicks[seen].sum()) / total
+    raw = clicks[seen] / impressions[seen]
+    v = float(np.sum(impressions[seen] * (raw - m) ** 2)) / total - seen.sum() * m * (1 - m) / total
+    s = m * (1 - m) / v - 1 if v > 0 else total
+    return float(np.clip(s, _MIN_PRIOR_STRENGTH, max(total, _MIN_PRIOR_STRENGTH))), m
+
+
+def smoothed_hotness(impressions, clicks, prior_strength: float, prior_mean: float):
+    """``(smoothed_ctr, hotness)`` from decayed counts under the Beta prior ``(s, m)`` (module docstring).
+
+    The online store updates an item's counters per event and calls this with the prior frozen at
+    the last publish; :func:`item_hotness` calls it with the prior fitted on the log.
+
+    Args:
+      impressions: Decayed impressions (a number or an array).
+      clicks: Decayed clicks, shaped as ``impressions``.
+      prior_strength: ``s = alpha + beta``.
+      prior_mean: ``m = alpha / (alpha + beta)``.
+
+    Returns:
+      ``(smoothed_ctr, hotness)``, shaped as ``impressions``.
+    """
+    impressions = np.asarray(impressions, np.float64)
+    smoothed = (np.asarray(clicks, np.float64) + prior_strength * prior_mean) / (impressions + prior_strength)
+    return smoothed, np.log1p(impressions) * smoothed
+
+
 def _smooth(impressions: np.ndarray, clicks: np.ndarray | None,
             prior_strength: float | None) -> tuple[np.ndarray, np.ndarray]:
     """(smoothed_ctr, hotness) per item from decayed sums; see the module docstring."""
     log_impressions = np.log1p(impressions)
     if clicks is None:
         return np.full(len(impressions), np.nan), log_impressions
-    seen = impressions > 0
-    total = float(impressions[seen].sum())
-    if total == 0.0:
+    fitted, m = fit_beta_prior(impressions, clicks)
+    if np.isnan(m):
         return np.full(len(impressions), np.nan), np.zeros(len(impressions))
-    m = float(clicks[seen].sum()) / total
-    if prior_strength is None:
-        raw = clicks[seen] / impressions[seen]
-        v = float(np.sum(impressions[seen] * (raw - m) ** 2)) / total - seen.sum() * m * (1 - m) / total
-        s = m * (1 - m) / v - 1 if v > 0 else total
-        prior_strength = float(np.clip(s, _MIN_PRIOR_STRENGTH, max(total, _MIN_PRIOR_STRENGTH)))
-    smoothed = (clicks + prior_strength * m) / (impressions + prior_strength)
-    return smoothed, log_impressions * smoothed
+    return smoothed_hotness(impressions, clicks, fitted if prior_strength is None else prior_strength, m)
 
 
 def item_hotness(frame: pd.DataFrame, *, item_col: str = "item_id", time_col: str = "timestamp",
@@ -229,7 +277,7 @@ def item_hotness(frame: pd.DataFrame, *, item_col: str = "item_id", time_col: st
     if times.max() > now:
         raise DataError(f"{int((times > now).sum())} event(s) are later than now={now:g}", column=time_col,
                         fix="keep only events before now; hotness must not see the future")
-    weights = 0.5 ** ((now - times) / SECONDS_PER_DAY / half_life_days)
+    weights = decay_weights((now - times) / SECONDS_PER_DAY, half_life_days)
     codes, uniques = pd.factorize(items, sort=True)
     impressions = np.bincount(codes, weights=weights, minlength=len(uniques))
     decayed_clicks = None if clicks is None else np.bincount(codes, weights=weights * clicks,

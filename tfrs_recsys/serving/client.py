@@ -312,6 +312,56 @@ class ServingClient:
                  if i and np.isfinite(s) and i.decode() not in banned][:k]
         return Retrieved([i for i, _ in pairs], [s for _, s in pairs], version)
 
+    def retrieve_many(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]], k: int | None = None,
+                      exclude_seen: bool = False, *, model: str | None = None,
+                      timeout: float | None = None) -> list[Retrieved]:
+        """:meth:`retrieve` for many users in one request (rows padded with ``""`` to one width).
+
+        Args:
+          user_ids: The raw user ids.
+          histories: Each user's item ids, oldest first.
+          k: How many items per user (default: all the export returns).
+          exclude_seen: Leave out each user's history (as :meth:`retrieve`).
+          model: The model (default: the client's ``retrieval_model``).
+          timeout: The call's deadline (default: the client's).
+
+        Returns:
+          One :class:`Retrieved` per user, in order.
+        """
+        model = model or self.retrieval_model
+        if len(user_ids) != len(histories):
+            raise ValueError(f"{len(user_ids)} user ids but {len(histories)} histories; "
+                             "give one history per user")
+        if not user_ids:
+            return []
+        signature = "query_with_exclusions" if exclude_seen else "serving_default"
+        info = self._signature(model, signature)
+
+        def rows(values: list[list[str]], spec: TensorSpecInfo, left: bool) -> np.ndarray:
+            fitted = [_fit(v, spec, left=left) for v in values]
+            width = max(map(len, fitted))
+            return np.array([[PAD] * (width - len(r)) + r if left else r + [PAD] * (width - len(r))
+                             for r in fitted], object)
+
+        histories = [[str(h) for h in history] for history in histories]
+        inputs = {"user_id": np.array([str(u) for u in user_ids], object),
+                  "history": rows(histories, info.inputs["history"], True)}
+        if exclude_seen:
+            inputs["exclude_item_ids"] = rows([list(dict.fromkeys(h)) for h in histories],
+                                              info.inputs["exclude_item_ids"], False)
+        outputs, version = self.predict(model, inputs, signature=signature, timeout=timeout,
+                                        output_filter=["item_ids", "scores"])
+        if k is not None and k > outputs["item_ids"].shape[-1]:
+            raise ValueError(f"model '{model}' returns at most {outputs['item_ids'].shape[-1]} items; "
+                             f"ask for k <= {outputs['item_ids'].shape[-1]}")
+        found = []
+        for ids, scores, history in zip(outputs["item_ids"], outputs["scores"], histories):
+            banned = set(history) if exclude_seen else set()
+            pairs = [(i.decode(), float(s)) for i, s in zip(ids, scores)
+                     if i and np.isfinite(s) and i.decode() not in banned][:k]
+            found.append(Retrieved([i for i, _ in pairs], [s for _, s in pairs], version))
+        return found
+
     def rank(self, user_id: str, candidates: Sequence[str], features: Mapping[str, object] | None = None, *,
              model: str | None = None, user_feature: str = "user_id", item_feature: str = "item_id",
              timeout: float | None = None) -> Ranked:

@@ -7,7 +7,13 @@ read-only by the serving process:
 
 * ``user_histories.parquet``: ``user_id``, ``history`` (list of item ids, oldest first);
 * ``hot_items.parquet``: ``item_id``, ``hotness`` (``tfrs_recsys.data.ctr_features.item_hotness``),
-  hottest first: the cold-start answer;
+  hottest first: the cold-start answer; with ``decayed_impressions`` and ``decayed_clicks``, the
+  counters the online store moves with events;
+* ``store.json``: the :class:`~tfrs_recsys.serving.stores.base.StoreMeta` (the counters' time, the
+  half-lives of the hot list and of the ranker's ``item_hotness``, the frozen Beta prior, the
+  history cap) and the published version;
+* ``recall_lists.parquet`` (optional): ``user_id``, ``item_ids``, ``scores``, ``sources``, the recall
+  lists ``serving.publish`` computed;
 * ``item_features.parquet`` / ``user_features.parquet`` (optional): ``item_id`` / ``user_id``
   plus raw feature columns named as the ranker's inputs (list values are sent joined by ``|``).
 """
@@ -15,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -27,11 +35,14 @@ from tfrs_recsys import paths, runs
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.errors import UserError
+from tfrs_recsys.serving.stores.base import HOT_LIST_HALF_LIFE_DAYS, RecallList, StoreMeta, plain
 
 HISTORIES = "user_histories.parquet"
 HOT_ITEMS = "hot_items.parquet"
 ITEM_FEATURES = "item_features.parquet"
 USER_FEATURES = "user_features.parquet"
+META = "store.json"
+RECALL_LISTS = "recall_lists.parquet"
 
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], path: str) -> None:
@@ -62,19 +73,28 @@ class FeatureStore:
       hot: ``item_id`` and ``hotness`` of the hot items.
       item_features: ``item_id`` and raw feature columns (optional).
       user_features: ``user_id`` and raw feature columns (optional).
+      meta: How the online store reads the counters (default: as of now, the default half-lives).
+      recall_lists: Published recall lists per user.
+      published_version: The version number of ``recall_lists``.
 
     Raises:
       DataError: A table lacks its key column or repeats a key.
     """
 
     def __init__(self, histories: dict[str, list[str]], hot: pd.DataFrame,
-                 item_features: pd.DataFrame | None = None, user_features: pd.DataFrame | None = None):
+                 item_features: pd.DataFrame | None = None, user_features: pd.DataFrame | None = None,
+                 meta: StoreMeta | None = None, recall_lists: dict[str, RecallList] | None = None,
+                 published_version: int | None = None):
         _require(hot, ["item_id", "hotness"], HOT_ITEMS)
         self._histories = histories
+        counters = [c for c in ("decayed_impressions", "decayed_clicks") if c in hot.columns]
         self._hot = hot.sort_values(["hotness", "item_id"], ascending=[False, True], kind="mergesort")[
-            ["item_id", "hotness"]].reset_index(drop=True)
+            ["item_id", "hotness", *counters]].reset_index(drop=True)
         self._items = _keyed(item_features, "item_id", ITEM_FEATURES)
         self._users = _keyed(user_features, "user_id", USER_FEATURES)
+        self.meta = meta or StoreMeta(as_of=time.time())
+        self.recall_lists = dict(recall_lists or {})
+        self.published_version = published_version
 
     # -- building -----------------------------------------------------------------------------------
 
@@ -82,12 +102,16 @@ class FeatureStore:
     def from_interactions(cls, data: InteractionData, *, half_life_days: float = 7.0,
                           item_features: pd.DataFrame | None = None,
                           user_features: pd.DataFrame | None = None,
-                          hotness_feature_half_life_days: float | None = None) -> FeatureStore:
+                          hotness_feature_half_life_days: float | None = None,
+                          max_history: int | None = None) -> FeatureStore:
         """Histories (time-ordered interactions per user) and time-decayed hot items from one log.
 
         The item features gain ``item_hotness``, the rankers' dense feature as of the newest event:
         ``log1p`` of the item's interactions decayed with ``hotness_feature_half_life_days``, unless
         the table has that column already.
+
+        Every interaction counts as a clicked impression, so the hot list's smoothed CTR is 1 and its
+        hotness ``log1p`` of the decayed interactions; impressions posted later as events lower it.
 
         Args:
           data: The interactions (``user_id``, ``item_id``, ``timestamp``) and item and user tables.
@@ -96,27 +120,50 @@ class FeatureStore:
           user_features: ``user_id`` and feature columns (default: ``data.users``).
           hotness_feature_half_life_days: The half-life of ``item_hotness`` (default: the one the
             click logs of ``tfrs_recsys.data.ctr_features`` were trained with).
+          max_history: The history cap the online store keeps (the retrieval model's ``max_history``).
 
         Returns:
           The store.
         """
-        from tfrs_recsys.data.ctr_features import CLICK_LOG_HALF_LIFE_DAYS, item_hotness
+        from tfrs_recsys.data.ctr_features import CLICK_LOG_HALF_LIFE_DAYS, fit_beta_prior, item_hotness
 
         frame = data.interactions.sort_values(["user_id", "timestamp"], kind="mergesort")
         histories = {str(u): [str(i) for i in items]
                      for u, items in frame.groupby("user_id", sort=False)["item_id"]}
         hotness = functools.partial(item_hotness, data.interactions, item_col="item_id", time_col="timestamp")
+        feature_half_life = hotness_feature_half_life_days or CLICK_LOG_HALF_LIFE_DAYS
 
         items = item_features if item_features is not None else data.items
         if items is None or "item_hotness" not in items.columns:
-            feature = hotness(half_life_days=hotness_feature_half_life_days or CLICK_LOG_HALF_LIFE_DAYS)
+            feature = hotness(half_life_days=feature_half_life)
             feature = feature[["item_id", "hotness"]].rename(columns={"hotness": "item_hotness"})
             if items is not None:
                 items = items.assign(item_id=items["item_id"].astype(str))
                 feature = items.merge(feature, on="item_id", how="left").fillna({"item_hotness": 0.0})
             items = feature
         users = user_features if user_features is not None else data.users
-        return cls(histories, hotness(half_life_days=half_life_days), items, users)
+        hot = item_hotness(data.interactions.assign(clicked=1), item_col="item_id", time_col="timestamp",
+                           click_col="clicked", half_life_days=half_life_days)
+        strength, mean = fit_beta_prior(hot["decayed_impressions"], hot["decayed_clicks"])
+        as_of = float(data.interactions["timestamp"].max()) if len(data.interactions) else time.time()
+        meta = StoreMeta(as_of, half_life_days, feature_half_life, 1.0 if np.isnan(strength) else strength,
+                         1.0 if np.isnan(mean) else mean, max_history)
+        return cls(histories, hot, items, users, meta)
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, **options) -> FeatureStore:
+        """:meth:`from_interactions` on the data a retrieval run trained on, histories capped at its
+        ``max_history``.
+
+        Args:
+          run_dir: A ``retrieval`` run directory.
+          **options: More arguments of :meth:`from_interactions`.
+
+        Returns:
+          The store.
+        """
+        max_history = runs.open_run(run_dir, ("retrieval",)).config.max_history
+        return cls.from_interactions(runs.training_interactions(run_dir), max_history=max_history, **options)
 
     def save(self, directory: str | os.PathLike) -> Path | str:
         """Writes the tables (module docstring).
@@ -134,6 +181,13 @@ class FeatureStore:
         for name, table in ((ITEM_FEATURES, self._items), (USER_FEATURES, self._users)):
             if table is not None:
                 paths.write_parquet(table.reset_index(), paths.join(out, name))
+        if self.recall_lists:
+            lists = pd.DataFrame({"user_id": list(self.recall_lists),
+                                  **{name: [[row[j] for row in rows] for rows in self.recall_lists.values()]
+                                     for j, name in enumerate(("item_ids", "scores", "sources"))}})
+            paths.write_parquet(lists, paths.join(out, RECALL_LISTS))
+        paths.write_text(paths.join(out, META), json.dumps(
+            {"meta": self.meta.to_dict(), "published_version": self.published_version}, indent=1))
         return out
 
     @classmethod
@@ -169,7 +223,21 @@ class FeatureStore:
         if frame is not None:
             _require(frame, ["user_id", "history"], str(paths.join(root, HISTORIES)))
             histories = {str(u): [str(i) for i in h] for u, h in zip(frame["user_id"], frame["history"])}
-        return cls(histories, read(HOT_ITEMS), read(ITEM_FEATURES), read(USER_FEATURES))
+        meta, version = None, None
+        if paths.isfile(paths.join(root, META)):
+            try:
+                manifest = json.loads(paths.read_text(paths.join(root, META)))
+                meta, version = StoreMeta.from_dict(manifest["meta"]), manifest.get("published_version")
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataError(f"unreadable store manifest ({e})", path=str(paths.join(root, META)),
+                                fix="rewrite the store with FeatureStore.save") from None
+        lists = read(RECALL_LISTS)
+        recall = {} if lists is None else {
+            str(u): [(str(i), float(s), str(src)) for i, s, src in zip(ids, scores, sources)]
+            for u, ids, scores, sources in zip(lists["user_id"], lists["item_ids"], lists["scores"],
+                                               lists["sources"])}
+        return cls(histories, read(HOT_ITEMS), read(ITEM_FEATURES), read(USER_FEATURES), meta, recall,
+                   version)
 
     # -- lookups --------------------------------------------------------------------------------------
 
@@ -181,6 +249,36 @@ class FeatureStore:
         """The ``k`` hottest items, ``(item_id, hotness)``, hottest first (ties by id)."""
         head = self._hot.head(k)
         return [(str(i), float(h)) for i, h in zip(head["item_id"], head["hotness"])]
+
+    @property
+    def user_histories(self) -> dict[str, list[str]]:
+        """Every user's history, oldest first (the store's own dict: do not change it)."""
+        return self._histories
+
+    def hot_counters(self) -> pd.DataFrame:
+        """``item_id``, ``hotness``, ``decayed_impressions``, ``decayed_clicks`` of the hot items; a store
+        written without counters gets the counts its hotness implies (every interaction a click)."""
+        hot = self._hot.copy()
+        if "decayed_impressions" not in hot.columns:
+            hot["decayed_impressions"] = np.expm1(hot["hotness"].astype(float))
+        if "decayed_clicks" not in hot.columns or hot["decayed_clicks"].isna().all():
+            hot["decayed_clicks"] = hot["decayed_impressions"]
+        return hot
+
+    def item_interaction_counts(self) -> dict[str, float]:
+        """Each item's decayed interactions behind its ``item_hotness`` feature (``log1p`` of them)."""
+        if self._items is None or "item_hotness" not in self._items.columns:
+            return {}
+        values = pd.to_numeric(self._items["item_hotness"], errors="coerce").fillna(0.0)
+        return dict(zip(self._items.index, np.expm1(values.to_numpy(dtype=float))))
+
+    def item_rows(self) -> dict[str, dict]:
+        """``item_id -> {column: value}``, JSON-ready (missing values ``None``)."""
+        return _rows(self._items)
+
+    def user_rows(self) -> dict[str, dict]:
+        """``user_id -> {column: value}``, JSON-ready (missing values ``None``)."""
+        return _rows(self._users)
 
     @property
     def num_users(self) -> int:
@@ -233,6 +331,14 @@ class FeatureStore:
         return {c: None if _missing(row[c]) else row[c] for c in columns}
 
 
+def _rows(table: pd.DataFrame | None) -> dict[str, dict]:
+    if table is None:
+        return {}
+    columns = list(table.columns)
+    return {str(key): {c: plain(v) for c, v in zip(columns, row)}
+            for key, row in zip(table.index, table.itertuples(index=False, name=None))}
+
+
 def _missing(value) -> bool:
     if isinstance(value, (list, tuple, np.ndarray)):
         return False
@@ -257,7 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="synthetic", help=f"one of {sorted(INTERACTION_DATASETS)}")
     p.add_argument("--data-dir", default=None, help="the dataset's folder or file (as train's --data-dir)")
     p.add_argument("--out", required=True, help="directory to write")
-    p.add_argument("--half-life-days", type=float, default=7.0, help="hotness decay half-life")
+    p.add_argument("--half-life-days", type=float, default=HOT_LIST_HALF_LIFE_DAYS,
+                   help="the hot list's hotness half-life, in days")
+    p.add_argument("--feature-half-life-days", type=float, default=None,
+                   help="the ranker's item_hotness half-life, in days (default: the click logs' 30)")
     p.add_argument("--item-features", help="Parquet/CSV with item_id and ranker item feature columns")
     p.add_argument("--user-features", help="Parquet/CSV with user_id and ranker user feature columns")
     args = p.parse_args(argv)
@@ -271,11 +380,11 @@ def main(argv: list[str] | None = None) -> int:
             return pd.read_csv(fh)
 
     try:
-        data = (runs.training_interactions(args.run_dir) if args.run_dir
-                else load_interactions(args.dataset, args.data_dir))
-        store = FeatureStore.from_interactions(data, half_life_days=args.half_life_days,
-                                               item_features=table(args.item_features),
-                                               user_features=table(args.user_features))
+        options = dict(half_life_days=args.half_life_days, item_features=table(args.item_features),
+                       user_features=table(args.user_features),
+                       hotness_feature_half_life_days=args.feature_half_life_days)
+        store = (FeatureStore.from_run(args.run_dir, **options) if args.run_dir else
+                 FeatureStore.from_interactions(load_interactions(args.dataset, args.data_dir), **options))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,9 +1,12 @@
 """Recall -> rank for the homepage: one call, the top-k items for a user.
 
-1. The user's history comes from the :class:`FeatureStore`. A user it has never seen,
-   or one with no history, is a cold start: the answer is the global hot items
-   (time-decayed hotness), flagged ``is_cold_start``.
-2. Recall: the retrieval model's top-N candidates (``num_candidates``, at most the
+1. The user's history comes from the store (:mod:`tfrs_recsys.serving.stores`: in this process or
+   in Redis). A user it has never seen, or one with no history, is a cold start: the answer is the
+   global hot items (time-decayed hotness), flagged ``is_cold_start``. A store that does not answer
+   gives the hot list this process holds, flagged ``fallback``.
+2. Recall: with ``recall_source="published"``, the user's list from the live published version
+   (``serving.publish``) unless the user has events newer than it; else the retrieval model's top-N
+   candidates (``num_candidates``, at most the
    export's static k), the user's history excluded. A
    :class:`~tfrs_recsys.serving.recall_merge.RecallMergeConfig` interleaves global hot
    items into these N candidates (:func:`~tfrs_recsys.serving.recall_merge.merge_candidates`):
@@ -26,8 +29,19 @@ from typing import Callable, Mapping, Sequence
 from tfrs_recsys.serving.client import DEFAULT_ADDRESS, ServingClient
 from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.serving.recall_merge import HOT, RECALL, RecallMergeConfig, merge_candidates
+from tfrs_recsys.serving.stores import (
+    OnlineStore,
+    StoreStateError,
+    StoreUnavailableError,
+    UserState,
+    is_redis_url,
+    open_store,
+    store_from_environment,
+)
+from tfrs_recsys.serving.stores.memory import MemoryStore
 
 TIME_FEATURES = ("timestamp", "hour", "weekday")
+RECALL_SOURCES = ("model", "published")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +65,15 @@ class Recommendation:
 
 @dataclasses.dataclass(frozen=True)
 class Recommendations:
-    """The answer for one user: the items, best first, and the model versions that made it."""
+    """The answer for one user: the items, best first, and the model versions that made it
+    (``published``: the published recall lists' version, when the candidates came from them).
+    ``fallback`` says why the answer is this process's hot list (the store did not answer)."""
 
     user_id: str
     items: list[Recommendation]
     is_cold_start: bool
     versions: dict[str, int] = dataclasses.field(default_factory=dict)
+    fallback: str | None = None
 
     @property
     def item_ids(self) -> list[str]:
@@ -99,7 +116,7 @@ class RecallRankPipeline:
 
     Args:
       client: The model server's client.
-      store: The feature store.
+      store: The store (a :class:`FeatureStore` is served from this process).
       retrieval_model: The retrieval model's name (default: the client's).
       ranker_model: The ranker's name (default: the client's).
       num_candidates: N, the candidates the ranker scores (at most the retrieval export's k).
@@ -107,16 +124,22 @@ class RecallRankPipeline:
       exclude_seen: Leave the user's history out of the candidates and the hot items.
       merge: Makes the final list from the ranked candidates and the unseen hot items.
       recall_merge: How hot items join the candidates (default: they do not).
+      recall_source: ``"model"`` (the retrieval model on every request) or ``"published"`` (the
+        published lists; the model for users without a current one).
     """
 
-    def __init__(self, client: ServingClient, store: FeatureStore, *, retrieval_model: str | None = None,
-                 ranker_model: str | None = None, num_candidates: int = 100, sort_by: str | None = None,
-                 exclude_seen: bool = True, merge: Merge = ranked_only,
-                 recall_merge: RecallMergeConfig | None = None):
+    def __init__(self, client: ServingClient, store: OnlineStore | FeatureStore, *,
+                 retrieval_model: str | None = None, ranker_model: str | None = None,
+                 num_candidates: int = 100, sort_by: str | None = None, exclude_seen: bool = True,
+                 merge: Merge = ranked_only, recall_merge: RecallMergeConfig | None = None,
+                 recall_source: str = "model"):
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        if recall_source not in RECALL_SOURCES:
+            raise ValueError(f"recall_source must be one of {RECALL_SOURCES}, got {recall_source!r}")
         self.client = client
-        self.store = store
+        self.store = MemoryStore(store) if isinstance(store, FeatureStore) else store
+        self.recall_source = recall_source
         self.retrieval_model = retrieval_model or client.retrieval_model
         self.ranker_model = ranker_model or client.ranker_model
         self.num_candidates = num_candidates
@@ -131,8 +154,14 @@ class RecallRankPipeline:
         hot = [(i, h) for i, h in self.store.hot_items(limit + len(seen)) if i not in seen][:limit]
         return [Recommendation(i, h, HOT, {"hotness": h}) for i, h in hot]
 
-    def _candidates(self, user_id: str, history: list[str], n: int) -> tuple[list[Recommendation], int]:
-        """Retrieval top-n merged with hot items, unranked, and the retrieval model's version."""
+    def _candidates(self, user_id: str, state: UserState, n: int) -> tuple[list[Recommendation], dict]:
+        """The top-n candidates, unranked (published, or retrieval merged with hot items), and the
+        versions that made them."""
+        if self.recall_source == "published" and state.published is not None:
+            kind = {RECALL: "retrieval", HOT: "hotness"}
+            return ([Recommendation(i, s, src, {kind.get(src, src): s})
+                     for i, s, src in state.published[:n]], {"published": state.version})
+        history = state.history or []
         shape = self.client.metadata(self.retrieval_model)["serving_default"].outputs["item_ids"].shape
         width = shape[-1] if shape and shape[-1] > 0 else self.num_candidates
         found = self.client.retrieve(user_id, history, k=min(n, width), exclude_seen=self.exclude_seen,
@@ -144,7 +173,13 @@ class RecallRankPipeline:
         recalled = {i: Recommendation(i, s, RECALL, {"retrieval": s})
                     for i, s in zip(found.item_ids, found.scores)}
         merged = merge_candidates(found.item_ids, list(hot), n, config)
-        return [(recalled if source == RECALL else hot)[item] for item, source in merged], found.version
+        return ([(recalled if source == RECALL else hot)[item] for item, source in merged],
+                {self.retrieval_model: found.version})
+
+    def _fallback(self, user_id: str, k: int, error: Exception) -> Recommendations:
+        """This process's hot list, for when the store does not answer."""
+        hot = [Recommendation(i, h, HOT, {"hotness": h}) for i, h in self.store.fallback_hot_items(k)]
+        return Recommendations(str(user_id), hot, False, {}, f"store unavailable: {error}")
 
     def recall(self, user_id: str, k: int = 10) -> Recommendations:
         """No ranking: the first ``k`` candidates the ranker would get, scored by retrieval (or hotness).
@@ -156,11 +191,14 @@ class RecallRankPipeline:
         Returns:
           The candidates, in the order the ranker would get them.
         """
-        history = self.store.history(user_id)
-        if not history:
-            return Recommendations(str(user_id), self._hot([], k), True)
-        candidates, version = self._candidates(user_id, history, k)
-        return Recommendations(str(user_id), candidates, False, {self.retrieval_model: version})
+        try:
+            state = self.store.user_state(user_id)
+            if not state.history:
+                return Recommendations(str(user_id), self._hot([], k), True)
+            candidates, versions = self._candidates(user_id, state, k)
+        except (StoreUnavailableError, StoreStateError) as e:
+            return self._fallback(user_id, k, e)
+        return Recommendations(str(user_id), candidates, False, versions)
 
     def recommend(self, user_id: str, k: int = 10,
                   context: Mapping[str, object] | None = None) -> Recommendations:
@@ -178,13 +216,18 @@ class RecallRankPipeline:
           ValueError: ``context`` names a feature the ranker does not take, or the ranker lacks ``sort_by``.
           ServingClientError: The model server failed a call.
         """
-        history = self.store.history(user_id)
-        if not history:
+        try:
+            return self._recommend(user_id, k, context or {})
+        except (StoreUnavailableError, StoreStateError) as e:
+            return self._fallback(user_id, k, e)
+
+    def _recommend(self, user_id: str, k: int, context: Mapping[str, object]) -> Recommendations:
+        state = self.store.user_state(user_id)
+        if not state.history:
             return Recommendations(str(user_id), self._hot([], k), True)
-        candidates, version = self._candidates(user_id, history, self.num_candidates)
+        candidates, versions = self._candidates(user_id, state, self.num_candidates)
         ids = [c.item_id for c in candidates]
-        ranked = self.client.rank(user_id, ids, self._features(user_id, ids, context or {}),
-                                  model=self.ranker_model)
+        ranked = self.client.rank(user_id, ids, self._features(state, ids, context), model=self.ranker_model)
         key = self.sort_by or ("ctcvr" if "ctcvr" in ranked.outputs else "ctr")
         if key not in ranked.outputs:
             raise ValueError(f"ranker '{self.ranker_model}' has no output '{key}' "
@@ -192,11 +235,11 @@ class RecallRankPipeline:
         scores = [dict(zip(ranked.outputs, map(float, row))) for row in zip(*ranked.outputs.values())]
         rows = sorted((Recommendation(c.item_id, s[key], c.source, {**s, **c.scores})
                        for c, s in zip(candidates, scores)), key=lambda r: -r.score)
-        items = self.merge(rows, self._hot(history, k), k)
-        return Recommendations(str(user_id), items, False,
-                               {self.retrieval_model: version, self.ranker_model: ranked.version})
+        hot = [] if self.merge is ranked_only else self._hot(state.history, k)  # ranked_only ignores it
+        items = self.merge(rows, hot, k)
+        return Recommendations(str(user_id), items, False, {**versions, self.ranker_model: ranked.version})
 
-    def _features(self, user_id: str, candidates: Sequence[str],
+    def _features(self, state: UserState, candidates: Sequence[str],
                   context: Mapping[str, object]) -> dict[str, object]:
         """Ranker inputs the store and the request know; the rest go as missing values."""
         inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
@@ -204,7 +247,7 @@ class RecallRankPipeline:
         item_columns = [c for c in self.store.item_feature_columns if c in inputs]
         features.update(self.store.item_features(candidates, item_columns))
         user_columns = [c for c in self.store.user_feature_columns if c in inputs and c not in features]
-        features.update(self.store.user_features(user_id, user_columns))
+        features.update({c: state.features.get(c) for c in user_columns})
         unknown = sorted(set(context) - set(inputs))
         if unknown:
             raise ValueError(f"context {unknown} is not an input of ranker '{self.ranker_model}' "
@@ -219,8 +262,15 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: b
     the candidates, and the recall merge (:func:`pipeline_from_args` reads them)."""
     from tfrs_recsys.serving.recall_merge import add_recall_merge_arguments
 
-    parser.add_argument("--store", required=store_required,
-                        help="feature store directory (`serving.feature_store --out`)")
+    parser.add_argument("--store", required=store_required and store_from_environment() is None,
+                        help="a feature store folder (`serving.feature_store --out`, served from this "
+                             "process) or redis://HOST:PORT/DB (default: RECSYS_STORE, or "
+                             "RECSYS_REDIS_HOST/PORT/DB)")
+    parser.add_argument("--store-timeout", type=float, default=0.25,
+                        help="seconds a Redis store may take before answers fall back to hot items")
+    parser.add_argument("--recall-source", choices=RECALL_SOURCES, default="model",
+                        help="candidates from the retrieval model on each request, or from the lists "
+                             "`serving.publish` wrote (the model for users with newer events)")
     parser.add_argument("--address", help=f"model server gRPC address (default {DEFAULT_ADDRESS})")
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each gRPC call, seconds")
     parser.add_argument("--retrieval-model", default="retrieval",
@@ -237,12 +287,17 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
 
     Raises:
       ConfigError: The recall merge flags are inconsistent.
-      UserError: ``--store`` is not a feature store.
+      UserError: ``--store`` is not a feature store, or no store is given.
     """
+    from tfrs_recsys.errors import UserError
     from tfrs_recsys.serving.recall_merge import recall_merge_from_args
 
-    recall_merge, store = recall_merge_from_args(args), FeatureStore.load(args.store)
+    spec = args.store or store_from_environment()
+    if not spec:
+        raise UserError("no store given", fix="pass --store DIR|redis://HOST:PORT/DB, or set RECSYS_STORE")
+    options = {"timeout": args.store_timeout} if is_redis_url(spec) else {}
+    recall_merge, store = recall_merge_from_args(args), open_store(spec, **options)
     client = ServingClient(args.address or DEFAULT_ADDRESS, args.timeout,
                            retrieval_model=args.retrieval_model, ranker_model=args.ranker_model)
     return RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by,
-                              recall_merge=recall_merge)
+                              recall_merge=recall_merge, recall_source=args.recall_source)

@@ -1,0 +1,310 @@
+"""The online store behind the recommender, one suite for both backends: in this process and a real
+Redis server (started by the tests). Events, the hot list, publishing under load, bad events; for
+Redis also a server that stops or stalls mid-run and comes back."""
+import threading
+import time
+import uuid
+import warnings
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import serving_fixtures as fx
+
+from tfrs_recsys.data.bundles import InteractionData
+from tfrs_recsys.data.ctr_features import item_hotness
+from tfrs_recsys.serving.client import ServingClient
+from tfrs_recsys.serving.events import parse_events
+from tfrs_recsys.serving.feature_store import FeatureStore
+from tfrs_recsys.serving.http_service import BackgroundServer, create_app
+from tfrs_recsys.serving.pipeline import RecallRankPipeline
+from tfrs_recsys.serving.publish import main as publish_main
+from tfrs_recsys.serving.publish import publish
+from tfrs_recsys.serving.recall_merge import RecallMergeConfig
+from tfrs_recsys.serving.stores import Version, open_store, store_from_environment
+from tfrs_recsys.serving.stores.local_redis import RedisServer
+from tfrs_recsys.serving.stores.memory import MemoryStore
+from tfrs_recsys.serving.stores.redis_store import RedisStore
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette announces that its httpx-based TestClient moves to httpx2
+    from fastapi.testclient import TestClient
+
+T0 = 1_700_000_000.0
+HISTORIES = {"u1": ["item_03", "item_07", "item_11"], "u2": ["item_20", "item_22"]}
+POPULAR = {"item_30": 8, "item_12": 6, "item_05": 4, "item_21": 2}  # interactions by other users
+GENRES = {item: ["g1", "g2", "g3"][: i % 4] for i, item in enumerate(fx.ITEM_IDS)}
+PRICE = {item: float(i % 7) * 0.5 for i, item in enumerate(fx.ITEM_IDS)}
+MAX_HISTORY = 4
+BACKENDS = ["memory", "redis"]
+
+
+def interactions() -> pd.DataFrame:
+    rows = [(u, item, T0 - 3600.0 * (len(items) - j)) for u, items in HISTORIES.items()
+            for j, item in enumerate(items)]
+    rows += [(f"p{n}", item, T0 - 60.0 * n) for item, count in POPULAR.items() for n in range(count)]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).assign(rating=1.0)
+
+
+def source_store() -> FeatureStore:
+    items = pd.DataFrame({"item_id": fx.ITEM_IDS, "title": [f"Item {i}" for i in fx.ITEM_IDS],
+                          "genres": [GENRES[i] for i in fx.ITEM_IDS],
+                          "price": [PRICE[i] for i in fx.ITEM_IDS]})
+    return FeatureStore.from_interactions(InteractionData(interactions(), items), max_history=MAX_HISTORY)
+
+
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("online")
+    fx.publish_retrieval(base, version=1)
+    fx.publish_ranker(base, version=1)
+    config = fx.models_config(base, {"retrieval": {}, "ranker": {}})
+    proc = fx.start_server(base, [f"--model_config_file={config}"])
+    yield proc
+    assert proc.stop() == 0, proc.log_tail()
+
+
+@pytest.fixture()
+def client(model_server):
+    with ServingClient(model_server.address, timeout=10.0, ranker_model="ranker") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def stores(request):
+    """``(the service's store, a second handle to it, as another process would have)``, version 1 live."""
+    if request.param == "memory":
+        store = MemoryStore(source_store())
+        yield store, store
+        return
+    url, namespace = request.getfixturevalue("redis_server").url, f"t{uuid.uuid4().hex[:8]}"
+    # Generous timeouts: these tests are about behaviour, not a loaded CI machine's latency.
+    service, publisher = (RedisStore(url, namespace=namespace, timeout=5.0) for _ in range(2))
+    publish(source_store(), publisher, None)
+    yield service, publisher
+    service.close()
+    publisher.close()
+
+
+def recommended(user: str, history: list[str], k: int, num_candidates: int = 8) -> list[str]:
+    """What recall -> rank must answer: the retrieval fixture's top candidates ranked by the ranker's."""
+    candidates = fx.retrieval_reference(user, history, exclude=history)[0][:num_candidates]
+    scores = fx.ranker_reference(np.array([PRICE[c] for c in candidates], np.float32),
+                                 ["|".join(GENRES[c]) for c in candidates], [""] * len(candidates))
+    return [candidates[i] for i in np.argsort(-scores["ctcvr"], kind="stable")[:k]]
+
+
+def clicks(user: str, items: list[str], kind: str = "click", at: float = T0) -> dict:
+    return {"events": [{"user_id": user, "item_id": i, "event": kind, "timestamp": at} for i in items]}
+
+
+def test_a_cold_user_is_warm_after_three_clicks(stores, client):
+    store, _ = stores
+    http = TestClient(create_app(RecallRankPipeline(client, store, num_candidates=8)))
+    before = http.get("/recommend/newbie", params={"top_k": 4}).json()
+    assert before["is_cold_start"] and [r["item_id"] for r in before["items"]] == list(POPULAR)
+
+    picked = ["item_01", "item_09", "item_33"]
+    posted = http.post("/events", json=clicks("newbie", picked, at=T0 + 60))
+    assert posted.status_code == 200 and posted.json()["applied"] == 3, posted.text
+    after = http.get("/recommend/newbie", params={"top_k": 4}).json()
+    assert not after["is_cold_start"] and after["fallback"] is None
+    assert [r["item_id"] for r in after["items"]] == recommended("newbie", picked, 4)
+    assert not set(picked) & {r["item_id"] for r in after["items"]}
+
+    http.post("/events", json=clicks("newbie", ["item_02", "item_04", "item_06"], at=T0 + 120))
+    assert store.history("newbie") == ["item_33", "item_02", "item_04", "item_06"]  # capped at max_history
+
+
+def test_an_item_clicked_many_times_rises_in_the_hot_list(stores):
+    store, _ = stores
+    http = TestClient(create_app(RecallRankPipeline(ServingClient("127.0.0.1:1"), store)))
+    assert "item_25" not in [i for i, _ in store.hot_items(10)]
+    feature_before = store.item_features(["item_25"], ["item_hotness"])["item_hotness"][0]
+    assert feature_before == 0.0
+    events = [{"user_id": f"fan{n}", "item_id": "item_25", "event": "click", "timestamp": T0}
+              for n in range(12)]
+    assert http.post("/events", json=events).status_code == 200
+    hot = store.hot_items(3)
+    assert hot[0][0] == "item_25"
+    # The offline formula on the log plus the clicks, the prior as fitted at publish (every row a click).
+    log = pd.concat([interactions(), pd.DataFrame({"user_id": [f"fan{n}" for n in range(12)],
+                                                   "item_id": "item_25", "timestamp": T0})]).assign(clicked=1)
+    prior = source_store().meta.prior_strength
+    offline = item_hotness(log, click_col="clicked", now=T0, prior_strength=prior).set_index("item_id")
+    np.testing.assert_allclose(hot[0][1], offline.loc["item_25", "hotness"], rtol=1e-9)
+    # The ranker's item_hotness: log1p of the interactions decayed with its own (30-day) half-life.
+    feature = store.item_features(["item_25"], ["item_hotness"])["item_hotness"][0]
+    np.testing.assert_allclose(feature, np.log1p(12.0), rtol=1e-9)
+    assert http.get("/recommend/stranger", params={"top_k": 1}).json()["items"][0]["item_id"] == "item_25"
+
+    shown = [{"user_id": "fan0", "item_id": "item_25", "event": "impression", "timestamp": T0}] * 40
+    assert http.post("/events", json=shown).status_code == 200  # shown 40 times, never clicked: CTR falls
+    assert dict(store.hot_items(10))["item_25"] < hot[0][1]
+    assert store.history("fan0") == ["item_25"]  # impressions do not enter the history
+
+
+BAD = [({"user_id": "x", "item_id": "item_01", "event": "like"}, "event.event"),
+       ({"item_id": "item_01", "event": "click"}, "event.user_id"),
+       ({"user_id": "x", "event": "click"}, "event.item_id"),
+       ({"user_id": " ", "item_id": "item_01", "event": "click"}, "event.user_id"),
+       ({"user_id": "x", "item_id": "item_01", "event": "click", "timestamp": "2023-11-14"},
+        "event.timestamp"),
+       ({"user_id": "x", "item_id": "item_01", "event": "click", "timestamp": "NOW+2d"}, "event.timestamp"),
+       ({"events": [{"user_id": "x", "item_id": "item_01", "event": "click"},
+                    {"user_id": "x", "item_id": "item_02", "event": "purchase"}]}, "events[1].event"),
+       ({"events": [{"user_id": "x", "item_id": "item_01", "event": "click"}] * 6}, "events"),
+       ([], "events"), ("not json", "body")]
+
+
+def test_bad_events_get_a_400_naming_the_field_and_change_nothing(stores):
+    store, _ = stores
+    http = TestClient(create_app(RecallRankPipeline(ServingClient("127.0.0.1:1"), store), max_event_batch=5))
+    hot = store.hot_items(40)
+    for body, field in BAD:
+        if isinstance(body, dict) and body.get("timestamp") == "NOW+2d":
+            body = {**body, "timestamp": time.time() + 2 * 86400}
+        answer = (http.post("/events", content=body) if isinstance(body, str)
+                  else http.post("/events", json=body))
+        assert answer.status_code == 400 and answer.json()["field"] == field, (body, answer.text)
+        assert field in answer.json()["error"]
+    assert "more than the limit of 5" in http.post("/events", json=BAD[7][0]).json()["error"]
+    assert store.history("x") is None and store.hot_items(40) == hot
+
+
+def test_events_newer_than_the_published_version_get_model_recall(stores, client):
+    store, publisher = stores
+    publish(source_store(), publisher, client, k=5)
+    pipeline = RecallRankPipeline(client, store, num_candidates=8, recall_source="published")
+    http = TestClient(create_app(pipeline))
+    published = http.get("/recall/u1", params={"top_k": 5}).json()
+    assert set(published["versions"]) == {"published"}
+    assert [r["item_id"] for r in published["items"]] == fx.retrieval_reference(
+        "u1", HISTORIES["u1"], exclude=HISTORIES["u1"])[0][:5]
+    http.post("/events", json=clicks("u1", ["item_30"], at=T0 + 10))
+    fresh = http.get("/recall/u1", params={"top_k": 5}).json()
+    history = HISTORIES["u1"] + ["item_30"]
+    assert set(fresh["versions"]) == {"retrieval"}
+    want = fx.retrieval_reference("u1", history, exclude=history)[0][:5]
+    assert [r["item_id"] for r in fresh["items"]] == want
+
+    # Events while a version is being written make it stale for their users too.
+    number = publisher.begin_version()
+    store.apply_events(parse_events(clicks("u2", ["item_01"], at=T0 + 20), time.time()))
+    recall = {"u1": [("item_39", 1.0, "recall")], "u2": [("item_38", 1.0, "recall")]}
+    publisher.write_version(number, Version.from_feature_store(source_store(), recall=recall))
+    publisher.go_live(number)
+    assert store.user_state("u1").published == recall["u1"] and store.user_state("u1").version == number
+    assert store.user_state("u2").published is None
+    assert store.history("u2") == HISTORIES["u2"] + ["item_01"]  # the publish kept the online history
+    dropped = publisher.begin_version()
+    publisher.abandon(dropped)
+    assert store.user_state("u1").version == number
+
+
+def test_a_publish_while_clients_loop_on_recall_gives_no_error_and_no_mixed_version(stores, client):
+    store, publisher = stores
+    configs = [RecallMergeConfig(), RecallMergeConfig("positions", hot_positions=(1, 3)), RecallMergeConfig()]
+    lists = {}
+
+    def publish_next(config):
+        publish(source_store(), publisher, client, k=6, recall_merge=config)
+        state = publisher.user_state("u1")
+        lists[state.version] = [[i, s, src] for i, s, src in state.published[:4]]
+
+    publish_next(configs[0])
+    seen, stop = [], threading.Event()
+    pipeline = RecallRankPipeline(client, store, num_candidates=8, recall_source="published")
+    with BackgroundServer(create_app(pipeline)) as url:
+        def loop():
+            with httpx.Client(base_url=url, timeout=10) as http:
+                while not stop.is_set():
+                    answer = http.get("/recall/u1", params={"top_k": 4})
+                    seen.append((answer.status_code, answer.json()))
+
+        looping = [threading.Thread(target=loop) for _ in range(2)]
+        for thread in looping:
+            thread.start()
+        for config in configs[1:]:
+            time.sleep(0.4)
+            publish_next(config)
+        time.sleep(0.4)
+        stop.set()
+        for thread in looping:
+            thread.join()
+    assert len(lists) == 3 and seen and all(status == 200 for status, _ in seen)
+    versions = [answer["versions"]["published"] for _, answer in seen]
+    assert len(set(versions)) >= 2, "the loop never saw a publish"
+    for _, answer in seen:
+        got = [[r["item_id"], r["score"], r["source"]] for r in answer["items"]]
+        assert got == lists[answer["versions"]["published"]]
+    assert any(src == "hot" for _, _, src in lists[max(lists) - 1])  # the versions differ
+
+
+def test_redis_down_or_stalled_falls_back_then_recovers(tmp_path, client):
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        store = RedisStore(server.url, namespace="faults", timeout=0.2, retry_interval=0.2)
+        publish(source_store(), store, None)
+        http = TestClient(create_app(RecallRankPipeline(client, store, num_candidates=8)))
+        warm = http.get("/recommend/u1", params={"top_k": 3}).json()
+        assert warm["fallback"] is None and not warm["is_cold_start"]
+        health = http.get("/health").json()
+        assert health["redis"] == "ok" and health["store"]["latency_ms"] >= 0
+        for fault, repair in ((server.pause, server.resume), (server.stop, server.start)):
+            fault()
+            started = time.monotonic()
+            answer = http.get("/recommend/u1", params={"top_k": 3})
+            assert answer.status_code == 200 and "store unavailable" in answer.json()["fallback"]
+            assert [r["item_id"] for r in answer.json()["items"]] == list(POPULAR)[:3]
+            assert time.monotonic() - started < 2.0
+            assert http.get("/recall/u2").json()["fallback"]
+            down = http.get("/health")
+            assert down.status_code == 503 and down.json()["redis"] == "down"
+            assert down.json()["status"] == "degraded" and "latency_ms" in down.json()["store"]
+            events = http.post("/events", json=clicks("u1", ["item_01"]))
+            assert events.status_code == 503 and "no event was applied" in events.json()["error"]
+            repair()
+            fx.wait_for(lambda: http.get("/recommend/u1", params={"top_k": 3}).json()["fallback"] is None,
+                        timeout=10, message="the service to use Redis again")
+            assert http.get("/recommend/u1", params={"top_k": 3}).json()["items"] == warm["items"]
+            assert http.get("/health").json()["redis"] == "ok"
+        assert store.history("u1") == HISTORIES["u1"]  # the rejected events left nothing behind
+    finally:
+        server.stop()
+
+
+def test_publish_command_to_redis_and_to_a_folder(tmp_path, redis_server, model_server, monkeypatch):
+    folder = source_store().save(tmp_path / "source")
+    want = fx.retrieval_reference("u1", HISTORIES["u1"], exclude=HISTORIES["u1"])[0][:5]
+    namespace = f"cli{uuid.uuid4().hex[:6]}"
+    common = ["--feature-store", str(folder), "--address", model_server.address, "--k", "5"]
+    monkeypatch.setenv("RECSYS_REDIS_NAMESPACE", namespace)
+    assert publish_main([*common, "--store", redis_server.url]) == 0
+    redis_store = RedisStore(redis_server.url, namespace=namespace)
+    state = redis_store.user_state("u1")
+    assert state.version == 1 and [i for i, _, _ in state.published] == want
+    assert redis_store.history("u2") == HISTORIES["u2"]
+    for version in (1, 2):
+        assert publish_main([*common, "--store", str(tmp_path / "served")]) == 0
+        loaded = open_store(str(tmp_path / "served")).user_state("u1")
+        assert loaded.version == version and [i for i, _, _ in loaded.published] == want
+    monkeypatch.delenv("RECSYS_STORE", raising=False)
+    with pytest.raises(SystemExit):
+        publish_main(["--feature-store", str(folder)])  # no store named
+
+
+def test_the_store_from_the_environment():
+    assert store_from_environment({}) is None
+    assert store_from_environment({"RECSYS_REDIS_HOST": "cache"}) == "redis://cache:6379/0"
+    assert store_from_environment({"RECSYS_REDIS_HOST": "h", "RECSYS_REDIS_PORT": "7000",
+                                   "RECSYS_REDIS_DB": "2"}) == "redis://h:7000/2"
+    assert store_from_environment({"RECSYS_STORE": "store/", "RECSYS_REDIS_HOST": "h"}) == "store/"
