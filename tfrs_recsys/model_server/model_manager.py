@@ -6,8 +6,13 @@ for the file-system source:
 * every ``file_system_poll_wait_seconds`` each model's ``base_path`` is listed;
   integer directory names are versions, anything else (``.tmp-*`` being written) is
   ignored; the version policy (latest N / all / specific) picks the aspired ones;
-* a new version goes START -> LOADING -> (warmup replayed) -> AVAILABLE; a failed load is retried
-  ``max_num_load_retries`` times (its error shown at once), then ends in END, not tried again;
+* a new version goes START -> LOADING -> (warmup replayed) -> AVAILABLE, in a thread of its own, so
+  one version's retries never hold up another's load or the polling: it stays in START (with a note)
+  until its directory has settled (:mod:`~tfrs_recsys.model_server.version_loader`); a failed load is
+  retried ``max_num_load_retries`` times (its error shown at once), then ends in END, and is tried
+  again only if its directory changes (or it stops being aspired and comes back); a version that
+  stops being aspired while it waits or retries is abandoned (END, with its last error), as TF
+  Serving cancels such loads; load attempts themselves run one at a time;
 * a version that is no longer aspired is unloaded (UNLOADING -> END) only once an aspired
   version is AVAILABLE, so a model never has a moment with nothing to serve, and only after
   the requests holding it have finished;
@@ -15,30 +20,32 @@ for the file-system source:
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
 
 import grpc
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfrs_recsys import paths
 from tfrs_recsys.model_server import config_file, reload_policy
 from tfrs_recsys.model_server.batching import Batcher
-from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument, not_found
+from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument
 from tfrs_recsys.model_server.servable import MAX_REQUEST_ELEMENTS, Servable
-from tfrs_recsys.servable_layout import read_warmup_requests, version_dirs
+from tfrs_recsys.model_server.version_loader import as_serving_error, load_version, scan, wait_until_settled
+from tfrs_recsys.model_server.version_table import (
+    AVAILABLE,
+    END,
+    LOADING,
+    START,
+    UNLOADING,
+    VersionRecord,
+    VersionTable,
+)
+from tfrs_recsys.servable_layout import version_dirs
 
 log = logging.getLogger("tfrs_recsys.model_server")
-
-State = get_model_status_pb2.ModelVersionStatus
-START, LOADING, AVAILABLE, UNLOADING, END = (State.START, State.LOADING, State.AVAILABLE, State.UNLOADING,
-                                             State.END)
-MAX_WARMUP_RECORDS = 1000  # TF Serving's kMaxNumRecords
 
 
 @dataclass
@@ -49,7 +56,8 @@ class ManagerOptions:
     ``model_config_file`` is re-read every ``model_config_file_poll_wait_seconds`` when that is > 0;
     ``max_request_elements`` caps the elements one Predict request may declare (ours, not TF Serving's);
     ``allowed_model_roots`` are the folders a HandleReloadConfigRequest may name base paths under (default:
-    the parent folders of the base paths served at start-up).
+    the parent folders of the base paths served at start-up); ``version_settle_seconds`` is how long
+    nothing under a version directory must change before it is loaded (ours; 0: at once, as TF Serving).
     """
 
     file_system_poll_wait_seconds: float = 1.0
@@ -63,18 +71,7 @@ class ManagerOptions:
     max_request_elements: int = MAX_REQUEST_ELEMENTS
     allowed_model_roots: tuple[str, ...] = ()
     enable_model_reload_api: bool = True
-
-
-@dataclass
-class VersionRecord:
-    """What the manager knows of one version: its state, its load error, the loaded servable."""
-
-    version: int
-    state: int = START
-    error: ServingError | None = None
-    servable: Servable | None = None
-    in_flight: int = 0
-    retry_allowed: bool = False  # a failed version is retried only after it stopped being aspired
+    version_settle_seconds: float = 2.0
 
 
 def _aspired(config: model_server_config_pb2.ModelConfig, listed: list[int]) -> list[int]:
@@ -89,7 +86,7 @@ def _aspired(config: model_server_config_pb2.ModelConfig, listed: list[int]) -> 
     return sorted(listed)[-n:]
 
 
-class ModelManager:
+class ModelManager(VersionTable):
     """Serves the model versions a ModelServerConfig asks for; thread-safe.
 
     Args:
@@ -97,14 +94,15 @@ class ModelManager:
     """
 
     def __init__(self, options: ManagerOptions | None = None):
+        super().__init__()
         self.options = options or ManagerOptions()
         self._config = model_server_config_pb2.ModelServerConfig()
-        self._versions: dict[str, dict[int, VersionRecord]] = {}
-        self._labels: dict[str, dict[str, int]] = {}
-        self._cond = threading.Condition()      # guards the tables above
+        self._aspired: dict[str, list[int]] = {}  # guarded by _cond, as the version records
         self._cycle_lock = threading.RLock()    # one poll/reload at a time
+        self._load_lock = threading.Lock()      # one load attempt at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loaders: list[threading.Thread] = []
         self.allowed_roots: list[str] = []  # set by start(): under them, HandleReloadConfigRequest may load
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -123,13 +121,21 @@ class ModelManager:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stops polling and unloads every version."""
+        """Stops polling and loading, and unloads every version."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        with self._cond:
+            for records in self._versions.values():
+                for record in records.values():
+                    record.cancel.set()
+        for loader in self._loaders:
+            loader.join(timeout=60)
         with self._cycle_lock:
             for name, records in list(self._versions.items()):
-                for record in [r for r in records.values() if r.state == AVAILABLE]:
+                with self._cond:
+                    claimed = [self._claim(r) for r in records.values() if r.state == AVAILABLE]
+                for record in claimed:
                     self._unload(name, record)
 
     def _poll_forever(self) -> None:
@@ -168,6 +174,8 @@ class ModelManager:
             :attr:`allowed_roots`, and every model it adds or moves must have a version on disk, both
             checked before anything is unloaded, so a bad request changes nothing.
 
+        Returns once the loads it started have ended (AVAILABLE, or failed after their retries).
+
         Raises:
           ServingError: The config is invalid (PERMISSION_DENIED for a base path outside the allowed roots),
             or a model it adds did not become available.
@@ -201,8 +209,8 @@ class ModelManager:
             self._update_labels(models)
             with self._cond:
                 self._config = config
-            missing = self._cycle()
-            self._await_available(new_models, missing)
+            missing, started = self._cycle()
+        self._await_available(new_models, missing, started)
 
     def _update_labels(self, models) -> None:
         """ServerCore::UpdateModelVersionLabelMap: a label may only name an AVAILABLE version."""
@@ -221,9 +229,12 @@ class ModelManager:
                     new_labels.setdefault(model.name, {})[label] = version
             self._labels = new_labels
 
-    def _await_available(self, names: list[str], missing: dict[str, str]) -> None:
+    def _await_available(self, names: list[str], missing: dict[str, str],
+                         started: list[VersionRecord]) -> None:
+        """Waits for the loads a reload started, then raises for a new model with nothing AVAILABLE."""
         problems = []
         with self._cond:
+            self._cond.wait_for(lambda: self._stop.is_set() or not any(r.loading for r in started))
             for name in names:
                 records = self._versions.get(name, {})
                 if any(r.state == AVAILABLE for r in records.values()):
@@ -239,10 +250,15 @@ class ModelManager:
 
     # -- one poll of the file system ------------------------------------------------------------
 
-    def _cycle(self) -> dict[str, str]:
-        """One poll: load aspired versions, unload the rest; returns models whose base path has none."""
+    def _cycle(self) -> tuple[dict[str, str], list[VersionRecord]]:
+        """One poll: start loading aspired versions, unload the rest.
+
+        Returns:
+          The models whose base path has no version (with why), and the records whose loads it started.
+        """
         with self._cycle_lock:
             missing: dict[str, str] = {}
+            started: list[VersionRecord] = []
             configs = {m.name: m for m in self._config.model_config_list.config}
             for name, model in configs.items():
                 try:
@@ -257,89 +273,130 @@ class ModelManager:
                 if not listed:
                     missing[name] = f"No versions of servable {name} found under base path {model.base_path}"
                     log.warning(missing[name])
-                self._apply(name, model, listed)
+                started += self._apply(name, model, listed)
             for name in list(self._versions):
                 if name not in configs:
                     self._apply(name, None, {})
-            return missing
+            return missing, started
 
-    def _apply(self, name: str, model, listed: dict[int, str]) -> None:
+    def _apply(self, name: str, model, listed: dict[int, str]) -> list[VersionRecord]:
         aspired = _aspired(model, list(listed)) if model is not None else []
         with self._cond:
+            self._aspired[name] = aspired
             records = self._versions.setdefault(name, {})
             for v, record in records.items():
-                if v not in aspired and record.error is not None:
-                    record.retry_allowed = True
-            to_load = [v for v in aspired if v not in records or (
-                records[v].state == END and (records[v].error is None or records[v].retry_allowed))]
-        for v in to_load:
-            self._load(name, v, listed[v])
-        with self._cond:
-            serving_aspired = any(records[v].state == AVAILABLE for v in aspired if v in records)
-            to_unload = [r for v, r in records.items() if r.state == AVAILABLE and v not in aspired
-                         and (serving_aspired or not aspired)]
-        for record in to_unload:
-            self._unload(name, record)
+                if v not in aspired:
+                    record.retry_allowed = record.error is not None
+                    record.cancel.set()  # its waits and retries end: nothing wants it any more
+            candidates = {v: records.get(v) for v in aspired}
+        started = [self._start_load(name, v, listed[v]) for v, record in candidates.items()
+                   if self._wants_load(record, listed[v])]
+        self._retire(name)
+        return started
 
-    def _load(self, name: str, version: int, path: str) -> None:
-        record = VersionRecord(version, LOADING)
+    @staticmethod
+    def _wants_load(record: VersionRecord | None, path: str) -> bool:
+        """Whether an aspired version needs a (new) load: never tried, unloaded, or failed and then
+        un-aspired or changed on disk since."""
+        if record is None:
+            return True
+        if record.loading or record.state != END:
+            return False
+        if record.error is None or record.retry_allowed:
+            return True
+        return record.seen is not None and scan(path) != record.seen
+
+    def _start_load(self, name: str, version: int, path: str) -> VersionRecord:
+        record = VersionRecord(version, START, loading=not self._stop.is_set())
         with self._cond:
             self._versions[name][version] = record
-        log.info("Loading servable: {name: %s version: %d}", name, version)
-        attempts = 1 + max(0, self.options.max_num_load_retries)
-        servable, error = None, None
-        for attempt in range(attempts):
-            try:
-                servable = Servable.load(name, version, path)
-                servable.max_request_elements = self.options.max_request_elements
-                if self.options.enable_model_warmup:
-                    self._warmup(servable)
-                break
-            except ServingError as e:
-                error = e
-            except Exception as e:  # a broken SavedModel can raise anything; it must not kill the server
-                error = ServingError(grpc.StatusCode.UNKNOWN, f"{type(e).__name__}: {e}")
-            servable = None
-            log.error("Loading servable: {name: %s version: %d} failed: %s", name, version, error)
-            error = ServingError(error.code, f"{error.message} (load attempt {attempt + 1} of {attempts})")
-            with self._cond:  # GetModelStatus shows the failure at once, while the version is retried
-                record.error = error
-            if attempt + 1 < attempts and self._stop.wait(self.options.load_retry_interval_micros / 1e6):
-                break
-        if servable is None:
+        if record.loading:
+            loader = threading.Thread(target=self._load, args=(name, record, path), daemon=True,
+                                      name=f"load-{name}-{version}")
+            self._loaders = [t for t in self._loaders if t.is_alive()] + [loader]
+            loader.start()
+        return record
+
+    def _load(self, name: str, record: VersionRecord, path: str) -> None:
+        """A version's loader thread: settle, load (one attempt at a time), retry, then serve or end."""
+        options = self.options
+        attempts = 1 + max(0, options.max_num_load_retries)
+        result: Servable | ServingError | None = None
+
+        def waiting(note: str) -> None:
             with self._cond:
-                record.state, record.error = END, error
-            return
+                record.note = note
+
+        try:
+            for attempt in range(attempts):
+                seen = wait_until_settled(path, options.version_settle_seconds, record.cancel, waiting)
+                result = self._attempt(name, record, path) if seen is not None else None
+                if not isinstance(result, ServingError):
+                    break
+                log.error("Loading servable: {name: %s version: %d} failed: %s", name, record.version, result)
+                message = f"{result.message} (load attempt {attempt + 1} of {attempts})"
+                result = ServingError(result.code, message)
+                with self._cond:  # GetModelStatus shows the failure at once, while the version is retried
+                    record.error, record.seen = result, seen
+                if attempt + 1 < attempts and record.cancel.wait(options.load_retry_interval_micros / 1e6):
+                    break
+            if isinstance(result, Servable):
+                self._serve(name, record, result)
+                return
+            error = record.error
+            if record.cancel.is_set() and error is not None:
+                message = f"{error.message}; not retried: the version is no longer aspired"
+                error = ServingError(error.code, message)
+                log.info("Abandoned servable version {name: %s version: %d}", name, record.version)
+            with self._cond:
+                record.state, record.error, record.note = END, error, ""
+        finally:
+            with self._cond:
+                record.loading = False
+                self._cond.notify_all()
+
+    def _attempt(self, name: str, record: VersionRecord, path: str) -> Servable | ServingError | None:
+        """One load attempt (None when the version was abandoned while it waited for its turn)."""
+        with self._load_lock:
+            if record.cancel.is_set():
+                return None
+            with self._cond:
+                record.state, record.note = LOADING, ""
+            log.info("Loading servable: {name: %s version: %d}", name, record.version)
+            try:
+                return load_version(name, record.version, path, warmup=self.options.enable_model_warmup,
+                                    max_request_elements=self.options.max_request_elements)
+            except Exception as e:  # a broken SavedModel can raise anything; it must not kill the server
+                return as_serving_error(e)
+
+    def _serve(self, name: str, record: VersionRecord, servable: Servable) -> None:
         if self.options.batching is not None:
-            servable.runner = Batcher(servable.run, self.options.batching, name=f"{name}-{version}-batch")
+            servable.runner = Batcher(servable.run, self.options.batching,
+                                      name=f"{name}-{record.version}-batch")
         with self._cond:
             record.servable, record.state, record.error = servable, AVAILABLE, None
             self._cond.notify_all()
-        log.info("Successfully loaded servable version {name: %s version: %d}", name, version)
+        log.info("Successfully loaded servable version {name: %s version: %d}", name, record.version)
+        self._retire(name)
 
-    def _warmup(self, servable: Servable) -> None:
-        """Replay assets.extra/tf_serving_warmup_requests before the version is AVAILABLE."""
-        logs = read_warmup_requests(servable.path)
-        if len(logs) > MAX_WARMUP_RECORDS:
-            raise invalid_argument(
-                f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {servable.path}")
-        for record in logs:
-            kind = record.WhichOneof("log_type")
-            try:
-                if kind not in ("predict_log", "classify_log", "regress_log", "multi_inference_log"):
-                    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                                       f"Unsupported log_type for warmup: {kind}")
-                getattr(servable, kind.removesuffix("_log"))(getattr(record, kind).request)
-            except ServingError as e:
-                message = f"Failed to warm up {servable.path} with a {kind} record: {e.message}"
-                raise ServingError(e.code, message) from None
-        if logs:
-            log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
-                     servable.path, len(logs))
+    def _retire(self, name: str) -> None:
+        """Unloads the AVAILABLE versions no longer aspired, once an aspired one serves (or none is)."""
+        with self._cond:
+            aspired, records = self._aspired.get(name, []), self._versions.get(name, {})
+            serving_aspired = any(records[v].state == AVAILABLE for v in aspired if v in records)
+            claimed = [self._claim(r) for v, r in records.items() if r.state == AVAILABLE and v not in aspired
+                       and (serving_aspired or not aspired)]
+        for record in claimed:
+            self._unload(name, record)
+
+    @staticmethod
+    def _claim(record: VersionRecord) -> VersionRecord:
+        """Marks an AVAILABLE record UNLOADING (under the lock), so that one thread unloads it."""
+        record.state = UNLOADING
+        return record
 
     def _unload(self, name: str, record: VersionRecord) -> None:
         with self._cond:
-            record.state = UNLOADING
             self._cond.wait_for(lambda: record.in_flight == 0, timeout=60)
             servable, record.servable = record.servable, None
         if servable is not None and isinstance(servable.runner, Batcher):
@@ -347,104 +404,3 @@ class ModelManager:
         with self._cond:
             record.state = END
         log.info("Unloaded servable version {name: %s version: %d}", name, record.version)
-
-    # -- requests -------------------------------------------------------------------------------
-
-    def _resolve(self, spec: model_pb2.ModelSpec) -> VersionRecord:
-        if not spec.name:
-            raise invalid_argument("ModelSpec has no name specified.")
-        choice = spec.WhichOneof("version_choice")
-        records = self._versions.get(spec.name, {})
-        if choice == "version_label":
-            version = self._labels.get(spec.name, {}).get(spec.version_label)
-            if version is None:
-                raise invalid_argument(f"Unrecognized servable version label: {spec.version_label}")
-        elif choice == "version":
-            version = spec.version.value
-        else:
-            available = [v for v, r in records.items() if r.state == AVAILABLE]
-            if not available:
-                raise not_found(f"Servable not found for request: Latest({spec.name})")
-            version = max(available)
-        record = records.get(version)
-        if record is None or record.state != AVAILABLE:
-            raise not_found(f"Servable not found for request: Specific({spec.name}, {version})")
-        return record
-
-    @contextlib.contextmanager
-    def handle(self, spec: model_pb2.ModelSpec) -> Iterator[Servable]:
-        """The servable a ModelSpec names, held (not unloaded) until the block exits.
-
-        Args:
-          spec: The model name and a version, a version label, or neither (the latest version).
-
-        Yields:
-          The ``Servable``.
-
-        Raises:
-          ServingError: No such model, version or label is available.
-        """
-        with self._cond:
-            record = self._resolve(spec)
-            record.in_flight += 1
-            servable = record.servable
-        try:
-            yield servable
-        finally:
-            with self._cond:
-                record.in_flight -= 1
-                if record.in_flight == 0:
-                    self._cond.notify_all()
-
-    def model_status(self, request: get_model_status_pb2.GetModelStatusRequest
-                     ) -> get_model_status_pb2.GetModelStatusResponse:
-        """TF Serving's GetModelStatus: one version, or every version ever seen (newest first).
-
-        Args:
-          request: The request; without a version in its ModelSpec every version is listed.
-
-        Returns:
-          The versions' states, each with its load error (code 0 when none).
-        """
-        if not request.HasField("model_spec"):
-            raise invalid_argument("Missing ModelSpec")
-        spec = request.model_spec
-        response = get_model_status_pb2.GetModelStatusResponse()
-        with self._cond:
-            records = self._versions.get(spec.name, {})
-            if spec.HasField("version") and spec.version.value not in records:
-                raise not_found(f"Could not find version {spec.version.value} of model {spec.name}")
-            if not records:
-                raise not_found(f"Could not find any versions of model {spec.name}")
-            selected = ([records[spec.version.value]] if spec.HasField("version")
-                        else sorted(records.values(), key=lambda r: -r.version))
-            for record in selected:
-                error = record.error or ServingError(grpc.StatusCode.OK, "")
-                status = {"error_code": error.error_code, "error_message": error.message}
-                response.model_version_status.add(version=record.version, state=record.state, status=status)
-        return response
-
-    def model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
-                       ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        """TF Serving's GetModelMetadata: the ``signature_def`` field, a packed SignatureDefMap.
-
-        Args:
-          request: The request; ``signature_def`` is the only metadata field there is.
-
-        Returns:
-          The resolved model spec and the version's SignatureDefs as written.
-        """
-        if not request.HasField("model_spec"):
-            raise invalid_argument("Missing ModelSpec")
-        if not request.metadata_field:
-            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
-        for field in request.metadata_field:
-            if field != "signature_def":
-                raise invalid_argument(f"Metadata field {field} is not supported")
-        with self.handle(request.model_spec) as servable:
-            response = get_model_metadata_pb2.GetModelMetadataResponse(
-                model_spec={"name": servable.name, "version": {"value": servable.version}})
-            signature_defs = get_model_metadata_pb2.SignatureDefMap(signature_def=servable.signature_defs)
-            response.metadata["signature_def"].Pack(signature_defs)
-        return response
-

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batching_parameters_file", default="", help="BatchingParameters text proto")
     p.add_argument("--max_num_load_retries", type=int, default=5, help="retries of a version failing to load")
     p.add_argument("--load_retry_interval_micros", type=int, default=60_000_000, help="wait between retries")
+    p.add_argument("--version_settle_seconds", type=float, default=2.0,
+                   help="load a version only once nothing under its directory changed for this long (ours; "
+                        "a version still being copied is waited for, not failed; 0: load at once)")
     p.add_argument("--max_request_bytes", type=int, default=64 << 20,
                    help="the largest gRPC message or REST body accepted, in bytes (ours; larger: "
                         "RESOURCE_EXHAUSTED / HTTP 413)")
