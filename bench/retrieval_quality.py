@@ -71,7 +71,7 @@ def config_for(name: str, datasets_dir: Path, output_dir: Path, **overrides):
     spec = RUNS[name]
     values = {**MODEL_FLAGS, **spec.get("flags", {}), "dataset": spec["dataset"],
               "data_dir": str(datasets_dir / spec["folder"]), "protocol": spec["protocol"],
-              "output_dir": str(output_dir / name), "progress": False, **overrides}
+              "output_dir": str(output_dir / name), "progress": False, "overwrite": True, **overrides}
     return build_config("retrieval", values, environ={})
 
 

@@ -48,6 +48,7 @@ def _train(tmp_path, name, model, cfg, data, split, spec):
     runs.write_ranker_files(run_dir, spec, split)
     evaluate = (lambda m: {"score": float(np.mean(rankers.predict(m, split.validation, spec)["ctr"]))})
     rankers.fit(model, cfg, split.train, spec, run_dir, eval_fn=evaluate, monitor="score")
+    runs.mark_complete(run_dir)  # what training's end writes: export takes complete runs only
     return run_dir
 
 

@@ -22,6 +22,11 @@ LOSSES = ("softmax",) + PAIRWISE_LOSSES
 PROTOCOLS = ("auto", "leave_last_out", "random_80_20")  # training/retrieval.py
 TRAINING_MODES = ("all_positions", "prefix")  # data/sequences.py
 PAIRWISE_SAMPLING = ("uniform", "popularity")  # data/pairs.py
+# What to do with a run directory that already holds a run (runs.py): asked of one command, never part of
+# the run's recipe, so config.json stores them off.
+RUN_ACTIONS = ("resume", "overwrite")
+# Fields that change how a run is carried out, not what it learns: a run may resume with other values.
+HOW_TO_RUN = ("output_dir", "progress", "distribute", "intra_op_threads", "inter_op_threads", *RUN_ACTIONS)
 
 
 class ConfigError(ValueError):
@@ -131,6 +136,9 @@ class TrainConfig:
         GPUs: mirrored), none, mirrored or multi_worker.
       intra_op_threads: Threads one TensorFlow op may use (0: TensorFlow's default, one per core).
       inter_op_threads: TensorFlow ops run at once (0: TensorFlow's default).
+      resume: Continue the run in --output-dir that was stopped (killed) before it completed, from its
+        last completed epoch, with its optimizer and early-stopping state; the config must be the run's.
+      overwrite: Delete the run in --output-dir (its files only) and train a new one there.
     """
 
     dataset: str = "synthetic"
@@ -160,6 +168,8 @@ class TrainConfig:
     distribute: str = "auto"
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    resume: bool = False
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -175,6 +185,10 @@ class TrainConfig:
         _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
         _check_by_name(self)
         _check_dataset_options(self)
+        _require(not (self.resume and self.overwrite), "resume", self.resume, "contradicts --overwrite",
+                 "pass --resume to continue the run in --output-dir, or --overwrite to replace it")
+        _require(not self.resume or bool(self.output_dir), "resume", self.resume,
+                 "needs the run to continue", "pass its folder as --output-dir")
 
 
 @dataclass

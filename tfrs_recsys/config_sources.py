@@ -16,7 +16,7 @@ import typing
 from typing import Any, Mapping, Sequence
 
 from tfrs_recsys import paths
-from tfrs_recsys.config import ENV_PREFIX, MODEL_CONFIGS, ConfigError, TrainConfig
+from tfrs_recsys.config import ENV_PREFIX, MODEL_CONFIGS, RUN_ACTIONS, ConfigError, TrainConfig
 
 # The spellings of a boolean in a flag, an environment variable or a file.
 _BOOLEANS = {**dict.fromkeys(("1", "true", "yes", "on"), True),
@@ -152,17 +152,19 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return data["config"] if isinstance(data.get("config"), dict) else data
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig],
+                         exclude: Sequence[str] = ()) -> None:
     """Add ``--config`` and one ``--flag`` per dataclass field (underscores become dashes) to ``parser``.
 
     Args:
       parser: the parser to extend; every flag defaults to None (unset).
       cls: the config dataclass.
+      exclude: fields that get no flag (the command has its own option of that name).
     """
     parser.add_argument("--config",
                         help="JSON or YAML file of option values (lower precedence than flags and env)")
     types_of, helps = field_types(cls), field_help(cls)
-    for f in dataclasses.fields(cls):
+    for f in (f for f in dataclasses.fields(cls) if f.name not in exclude):
         flags = [f"--{f.name.replace('_', '-')}"] + _FLAG_ALIASES.get(f.name, [])
         # A bare boolean flag means true: `--skip-bad-rows` == `--skip-bad-rows true`.
         extra = {"nargs": "?", "const": "true"} if types_of[f.name] is bool else {}
@@ -246,9 +248,13 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 def save_config(cfg: TrainConfig, path: str | os.PathLike, model: str) -> None:
     """Write the resolved config so that ``train --config PATH`` reproduces the run.
 
+    ``resume`` and ``overwrite`` (:data:`~tfrs_recsys.config.RUN_ACTIONS`) are stored off: they were asked of
+    one command, and a rerun from the file must not overwrite a run unasked.
+
     Args:
       cfg: the config.
       path: the JSON file to write (local or remote).
       model: the model name, stored next to the fields.
     """
-    paths.write_text(path, json.dumps({"model": model, "config": config_to_dict(cfg)}, indent=2) + "\n")
+    fields = {**config_to_dict(cfg), **dict.fromkeys(RUN_ACTIONS, False)}
+    paths.write_text_atomic(path, json.dumps({"model": model, "config": fields}, indent=2) + "\n")

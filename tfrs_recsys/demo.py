@@ -65,7 +65,8 @@ def _train(model: str, options: dict, work: Path, shown: Sequence[str]):
     """Trains ``model`` into ``work/model``; returns its config and the test metrics in ``shown``, as text."""
     from tfrs_recsys.config_sources import build_config
 
-    cfg = build_config(model, {**options, "output_dir": str(work / model)}, environ={})
+    # A rerun of the demo trains its runs again.
+    cfg = build_config(model, {**options, "output_dir": str(work / model), "overwrite": True}, environ={})
     metrics = importlib.import_module(f"tfrs_recsys.training.{model}").run(cfg)
     return cfg, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in shown)
 

@@ -230,6 +230,18 @@ def write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path | str
     return write_bytes(path, text.encode(encoding))
 
 
+def write_text_atomic(path: PathLike, text: str) -> Path | str:
+    """Write ``text`` so that readers see the old content or the new, never a part: locally a temporary
+    file in the same folder, then ``os.replace``; a URL's object is written whole."""
+    if is_remote(path):
+        return write_text(path, text)
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return as_path(path)
+
+
 def append_text(path: PathLike, text: str, encoding: str = "utf-8") -> None:
     """Appends to a file (created if missing).
 

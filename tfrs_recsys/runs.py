@@ -3,18 +3,21 @@ store read back. Its layout is defined here and nowhere else.
 
 Every run::
 
-    config.json          model and resolved config: `train MODEL --config config.json` reruns the run
+    config.json          model and resolved config: `train MODEL --config config.json --resume` continues
+                         a stopped run; with --overwrite (or another --output-dir) it trains the run again
     train_log.jsonl      one line per epoch: training loss and validation metrics
     test_metrics.json    final metrics on the test split
     checkpoints/best*    weights of the best validation epoch
     tensorboard/         TensorBoard logs (train/ from Keras, validation/ from the per-epoch evaluator)
     training_curves.png  the curves of train_log.jsonl
+    resume/              what a stopped run resumes from (training/resume.py); removed on completion
+    COMPLETE             written last, once everything else is: export refuses a run without it
 
 A ranker run (esmm, deepfm) adds::
 
     spec.json            the feature spec the model was built from (vocabularies, statistics, groups)
     split.json           how the data was split, and the row / session counts of each part
-    baseline/            ESMM's clicked-only CVR baseline: its train_log.jsonl and TensorBoard logs
+    baseline/            ESMM's clicked-only CVR baseline: its train_log.jsonl, TensorBoard logs, resume/
     predictions_<part>.parquet   the part's rows scored by `python -m tfrs_recsys.evaluate --run-dir`
 
 A retrieval run adds::
@@ -30,7 +33,9 @@ A retrieval run adds::
 
 A run directory may be a local path or a ``tf.io.gfile`` URL (:mod:`tfrs_recsys.paths`). In
 multi-worker training only the chief writes it; the other workers write a temporary directory
-(:func:`create` with ``chief=False``). Readers check the files they need first and raise
+(:func:`create` with ``chief=False``). :func:`create` checks a directory that holds a run already
+(:mod:`tfrs_recsys.run_reuse`: another config's run is refused, ``--resume`` continues a stopped one,
+``--overwrite`` replaces it). Readers check the files they need first and raise
 :class:`RunDirError`, which names the missing file and the command that writes it.
 """
 from __future__ import annotations
@@ -39,6 +44,7 @@ import atexit
 import json
 import math
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -49,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from tfrs_recsys import paths
-from tfrs_recsys.config import TrainConfig
+from tfrs_recsys.config import ConfigError, TrainConfig
 from tfrs_recsys.config_sources import build_config, save_config
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.errors import UserError
@@ -60,8 +66,13 @@ SPEC, SPLIT, BASELINE, PREDICTIONS = "spec.json", "split.json", "baseline", "pre
 ITEM_IDS, ITEM_EMBEDDINGS, ITEMS, USER_IDS, USERS = (
     "item_ids.txt", "item_embeddings.npy", "items.parquet", "user_ids.txt", "users.parquet")
 HISTORIES, FEATURE_SPEC, META = "histories.parquet", "feature_spec.json", "retrieval_meta.json"
+COMPLETE, RESUME, RESUME_STATE = "COMPLETE", "resume", "state.json"  # RESUME_STATE: in each resume/ folder
 RANKERS = ("esmm", "deepfm")
 MODELS = ("retrieval", *RANKERS)
+# Every file and folder a run writes, besides predictions_<part>.parquet: what --overwrite deletes.
+ARTIFACTS = (CONFIG, TRAIN_LOG, TEST_METRICS, CHECKPOINT.split("/")[0], TENSORBOARD, CURVES, SPEC, SPLIT,
+             BASELINE, ITEM_IDS, ITEM_EMBEDDINGS, ITEMS, USER_IDS, USERS, HISTORIES, FEATURE_SPEC, META,
+             RESUME, COMPLETE)
 
 
 class RunDirError(UserError):
@@ -73,6 +84,10 @@ class RunDirError(UserError):
 def create(cfg: TrainConfig, model: str, *, chief: bool = True) -> Path | str:
     """Create the run directory ``cfg.output_dir`` (default ``runs/<model>-<UTC time>``) and its config.json.
 
+    A directory that holds a run already is checked first (:func:`tfrs_recsys.run_reuse.check`): with
+    ``cfg.overwrite``, or when the run is this config's and did not complete an epoch, its files are
+    deleted (:func:`clear`); with ``cfg.resume`` a stopped run's files stay for the training to continue.
+
     Args:
       cfg: The run's resolved config.
       model: The model name (``retrieval``, ``esmm``, ``deepfm``).
@@ -81,6 +96,9 @@ def create(cfg: TrainConfig, model: str, *, chief: bool = True) -> Path | str:
 
     Returns:
       The run directory.
+
+    Raises:
+      ConfigError: The directory holds a run this one may not write over (the error says what to pass).
     """
     if not chief:
         run_dir = Path(tempfile.mkdtemp(prefix=f"tfrs_recsys-{model}-worker-"))
@@ -88,10 +106,48 @@ def create(cfg: TrainConfig, model: str, *, chief: bool = True) -> Path | str:
         return run_dir
     if not cfg.output_dir:
         cfg.output_dir = str(Path("runs") / f"{model}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
+    from tfrs_recsys import run_reuse  # the policy reads this module's layout
+
+    action = run_reuse.check(cfg, model)
+    if action == run_reuse.COMPLETE:
+        raise ConfigError(f"--output-dir {cfg.output_dir} holds this {model} run, complete: there is nothing "
+                          f"to resume; pass --overwrite to train it again, or another --output-dir")
     run_dir = paths.makedirs(cfg.output_dir)
-    paths.remove(paths.join(run_dir, TRAIN_LOG), missing_ok=True)
+    if action == run_reuse.REPLACE:
+        clear(run_dir)
+    elif action == run_reuse.NEW:  # a folder without config.json: only what a run's start would leave
+        for name in (TRAIN_LOG, COMPLETE):
+            paths.remove(paths.join(run_dir, name), missing_ok=True)
+        paths.rmtree(paths.join(run_dir, RESUME), ignore_errors=True)
+    if cfg.resume and action != run_reuse.RESUME:
+        print(f"{model}: no completed epoch to resume in {run_dir}: training from the first", flush=True)
     save_config(cfg, paths.join(run_dir, CONFIG), model)
     return run_dir
+
+
+def clear(run_dir: Path | str) -> None:
+    """Deletes the files and folders of a run (:data:`ARTIFACTS`, predictions), and nothing else."""
+    names = [*ARTIFACTS, *(n for n in paths.listdir(run_dir) if n.startswith("predictions_")
+                           and n.endswith(".parquet"))]
+    for name in names:
+        path = paths.join(run_dir, name)
+        if paths.isdir(path):
+            paths.rmtree(path)
+        elif paths.exists(path):
+            paths.remove(path)
+
+
+def mark_complete(run_dir: Path | str) -> None:
+    """Writes COMPLETE, atomically, once every other file of the run is written; the resume state goes."""
+    stamp = {"completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    paths.write_text_atomic(paths.join(run_dir, COMPLETE), json.dumps(stamp) + "\n")
+    for parts in ((RESUME,), (BASELINE, RESUME)):
+        paths.rmtree(paths.join(run_dir, *parts), ignore_errors=True)
+
+
+def is_complete(run_dir: Path | str) -> bool:
+    """Whether the run finished (:func:`mark_complete`): killed or still training, it has no COMPLETE."""
+    return paths.isfile(paths.join(run_dir, COMPLETE))
 
 
 def release(run_dir: Path | str, *, chief: bool = True) -> None:
@@ -125,6 +181,12 @@ def write_test_metrics(run_dir: Path | str, metrics: Mapping[str, Any]) -> None:
 def append_log(run_dir: Path | str, row: Mapping[str, Any]) -> None:
     """Append one epoch's row to train_log.jsonl."""
     paths.append_text(paths.join(run_dir, TRAIN_LOG), json.dumps(jsonable(row)) + "\n")
+
+
+def rewrite_train_log(run_dir: Path | str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Replaces train_log.jsonl by ``rows`` (a resumed run drops the epochs it trains again)."""
+    text = "".join(json.dumps(jsonable(row)) + "\n" for row in rows)
+    paths.write_text_atomic(paths.join(run_dir, TRAIN_LOG), text)
 
 
 def read_train_log(run_dir: Path | str) -> list[dict]:
@@ -212,7 +274,27 @@ class Run:
         if missing:
             raise RunDirError(f"the {self.model_name} run has no {', '.join(missing)}", path=str(self.path),
                               fix=f"train it (again) to write them: `python -m tfrs_recsys.train "
-                                  f"{self.model_name} --config {self.file(CONFIG)}`")
+                                  f"{self.model_name} --config {self.file(CONFIG)} --overwrite`")
+
+    def require_complete(self, allow_incomplete: bool = False) -> None:
+        """Raise :class:`RunDirError` when the run did not complete (:func:`is_complete`).
+
+        Args:
+          allow_incomplete: Warn on stderr instead (``--allow-incomplete``).
+        """
+        if is_complete(self.path):
+            return
+        rows = read_train_log(self.path)
+        done = f"its log ends at epoch {rows[-1].get('epoch')}" if rows else "no epoch completed"
+        what = (f"the {self.model_name} run did not complete ({done} of {self.config.epochs}; its test "
+                f"metrics and files may be another run's): it was stopped, is still training, or was "
+                f"trained before runs were marked {COMPLETE}")
+        if allow_incomplete:
+            print(f"warning: {self.path}: {what}; used as it is (--allow-incomplete)", file=sys.stderr)
+            return
+        raise RunDirError(what, path=str(self.path),
+                          fix=f"finish it: `python -m tfrs_recsys.train {self.model_name} --config "
+                              f"{self.file(CONFIG)} --resume`, or pass --allow-incomplete to use it as it is")
 
 
 def open_run(run_dir: str | Path, models: Sequence[str] = MODELS) -> Run:
@@ -251,6 +333,25 @@ def _restore(model, run: Run) -> None:
     model.load_weights(str(run.file(CHECKPOINT))).expect_partial().assert_existing_objects_matched()
 
 
+def build_ranker(model, spec: FeatureSpec) -> None:
+    """Creates a ranker's variables (under its strategy): a call on two rows of missing values."""
+    import tensorflow as tf
+
+    missing = {f.name: tf.constant([""] * 2) if f.is_categorical else tf.constant([np.nan] * 2, tf.float32)
+               for f in spec.features}
+    with model.distribute_strategy.scope():
+        model(missing, training=False)
+
+
+def build_retrieval(model, max_history: int, catalog: np.ndarray) -> None:
+    """Creates a two-tower model's variables (under its strategy): a query and a candidate embedding."""
+    import tensorflow as tf
+
+    with model.distribute_strategy.scope():
+        model.query_embeddings({"user_id": tf.constant([""]), "history": tf.constant([[""] * max_history])})
+        model.candidate_embeddings(tf.constant(np.asarray(catalog[:1]).astype(str)))
+
+
 def load_ranker(run_dir: str | Path, model_name: str | None = None) -> tuple[Run, Any, FeatureSpec]:
     """Rebuild a ranker run's model with its best weights.
 
@@ -264,8 +365,6 @@ def load_ranker(run_dir: str | Path, model_name: str | None = None) -> tuple[Run
     Raises:
       RunDirError: The run is not a ranker run (of ``model_name``), or lacks its spec or checkpoint.
     """
-    import tensorflow as tf
-
     from tfrs_recsys.models.deepfm import DeepFM
     from tfrs_recsys.models.esmm import ESMM
 
@@ -273,9 +372,7 @@ def load_ranker(run_dir: str | Path, model_name: str | None = None) -> tuple[Run
     run.require(SPEC, CHECKPOINT)
     spec = FeatureSpec.load(run.file(SPEC))
     model = {"esmm": ESMM, "deepfm": DeepFM}[run.model_name].from_spec(spec, run.config)
-    missing = {f.name: tf.constant([""] * 2) if f.is_categorical else tf.constant([np.nan] * 2, tf.float32)
-               for f in spec.features}
-    model(missing, training=False)  # creates the variables
+    build_ranker(model, spec)
     _restore(model, run)
     return run, model, spec
 
@@ -305,8 +402,6 @@ def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
     Raises:
       RunDirError: The run is not a retrieval run, or lacks a file.
     """
-    import tensorflow as tf
-
     from tfrs_recsys.models.retrieval import Vocabularies, build_model
 
     run = open_run(run_dir, ("retrieval",))
@@ -319,8 +414,7 @@ def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
     columns = {group: [c.name for c in spec.group(group)] for group in ("item", "user")}
     vocab = Vocabularies.build(catalog, users, items, user_table, columns["item"], columns["user"])
     model = build_model(cfg, vocab)
-    model.query_embeddings({"user_id": tf.constant([""]), "history": tf.constant([[""] * cfg.max_history])})
-    model.candidate_embeddings(tf.constant(catalog[:1].astype(str)))
+    build_retrieval(model, cfg.max_history, catalog)
     _restore(model, run)
     frame = paths.read_parquet(run.file(HISTORIES))
     histories = {u: list(h) for u, h in zip(frame["user_id"], frame["items"])}

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
-from tfrs_recsys.config import MODEL_CONFIGS, ConfigError
+from tfrs_recsys.config import ENV_PREFIX, MODEL_CONFIGS, RUN_ACTIONS, ConfigError
 from tfrs_recsys.config_sources import add_config_arguments, build_config
 from tfrs_recsys.errors import UserError
 
@@ -43,7 +44,7 @@ def _parser(model: str) -> argparse.ArgumentParser:
                         help="keras-tuner oracle (default bayesian); hyperband's longest trial is --epochs")
     tuning.add_argument("--search-space", help="JSON/YAML search space replacing the default one")
     tuning.add_argument("--resume", action="store_true", help="continue the search saved in --output-dir")
-    add_config_arguments(parser, MODEL_CONFIGS[model])
+    add_config_arguments(parser, MODEL_CONFIGS[model], exclude=RUN_ACTIONS)  # trials are always trained anew
     return parser
 
 
@@ -68,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = {k: ns.pop(k) for k in TUNE_OPTIONS}
         output_dir = ns.pop("output_dir")
-        base = build_config(model, ns, config_file=ns.get("config"))
+        # RECSYS_RESUME belongs to `train`; the search's own is --resume.
+        ours = {ENV_PREFIX + action.upper() for action in RUN_ACTIONS}
+        environ = {k: v for k, v in os.environ.items() if k not in ours}
+        base = build_config(model, ns, environ, config_file=ns.get("config"))
         space = options.pop("search_space")
         summary = tune(model, base, output_dir, space=load_space(space) if space else None, **options)
     except (ConfigError, UserError) as exc:

@@ -268,15 +268,14 @@ def training_dataset(windows: dict[str, np.ndarray], batch_size: int, *, seed: i
     if n == 0:
         raise DataError("no training examples: every user has fewer than two training interactions",
                         fix="use more interactions per user")
-    width = windows["history"].shape[1]
-    lengths = (windows["history"] != PAD).sum(axis=1).astype(np.int32)
+    width, lengths = windows["history"].shape[1], _lengths(windows)
     ds = tf.data.Dataset.from_tensor_slices({**{k: tf.constant(v.astype(str)) for k, v in windows.items()},
                                              "length": lengths})
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    boundaries = sorted({max(2, width * f // 16) for f in (1, 2, 4, 8, 12)} - {width})
-    ds = ds.bucket_by_sequence_length(lambda x: x["length"], bucket_boundaries=[b + 1 for b in boundaries],
-                                      bucket_batch_sizes=[batch_size] * (len(boundaries) + 1))
+    edges = _bucket_edges(width)
+    ds = ds.bucket_by_sequence_length(lambda x: x["length"], bucket_boundaries=edges,
+                                      bucket_batch_sizes=[batch_size] * (len(edges) + 1))
 
     def trim(batch):
         keep = width - tf.reduce_max(batch.pop("length"))
@@ -284,6 +283,22 @@ def training_dataset(windows: dict[str, np.ndarray], batch_size: int, *, seed: i
                 "targets": batch["targets"][:, keep:]}
 
     return ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _lengths(windows: dict[str, np.ndarray]) -> np.ndarray:
+    return (windows["history"] != PAD).sum(axis=1).astype(np.int32)
+
+
+def _bucket_edges(width: int) -> list[int]:
+    """The history lengths that start a new batch bucket of :func:`training_dataset`."""
+    return [b + 1 for b in sorted({max(2, width * f // 16) for f in (1, 2, 4, 8, 12)} - {width})]
+
+
+def training_batches(windows: dict[str, np.ndarray], batch_size: int) -> int:
+    """The batches of one epoch of :func:`training_dataset` (each length bucket ends with a partial one)."""
+    edges = _bucket_edges(windows["history"].shape[1])
+    bucket = np.searchsorted(edges, _lengths(windows), side="right")
+    return int(np.ceil(np.bincount(bucket, minlength=len(edges) + 1) / batch_size).sum())
 
 
 def item_probabilities(train: Sequences, catalog: np.ndarray, *, smoothing: float = 1.0) -> np.ndarray:

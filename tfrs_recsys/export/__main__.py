@@ -17,7 +17,7 @@ COMMANDS = {  # command: (module, what it does)
     "repair": ("tfserving", "finish what a killed export left under BASE: half-published pairs, stale temps"),
 }
 USAGE = """usage: python -m tfrs_recsys.export {retrieval,esmm,deepfm} --model-dir RUN --export-base BASE
-                                             [--name NAME]
+                                             [--name NAME] [--allow-incomplete]
        python -m tfrs_recsys.export describe BASE/NAME
        python -m tfrs_recsys.export repair BASE      (also: --repair BASE)
 

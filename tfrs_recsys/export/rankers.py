@@ -84,7 +84,7 @@ def warmup_inputs(spec: FeatureSpec) -> dict[str, np.ndarray]:
 
 
 def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, model_name: str | None = None,
-                  version: int | None = None) -> Path | str:
+                  version: int | None = None, allow_incomplete: bool = False) -> Path | str:
     """Export the ranker trained in ``model_dir`` as ``BASE/NAME/<version>``.
 
     Args:
@@ -93,10 +93,15 @@ def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, 
       name: The model's name under it.
       model_name: ``esmm`` or ``deepfm``: the model the run must have trained (default: either).
       version: The version number (default: the next free one).
+      allow_incomplete: Export a run that did not complete (killed, still training), with a warning.
 
     Returns:
       The version directory; the model is added to ``BASE/models.config``.
+
+    Raises:
+      RunDirError: The run did not complete (and not ``allow_incomplete``), or lacks a file.
     """
+    runs.open_run(model_dir, (model_name,) if model_name else runs.RANKERS).require_complete(allow_incomplete)
     run, model, spec = runs.load_ranker(model_dir, model_name)
     module = RankerSignatures(model, spec, OUTPUTS[run.model_name])
     warmup = warmup_inputs(spec)
@@ -115,6 +120,7 @@ def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, 
         "oov": "unknown categorical values go to an out-of-vocabulary bucket; missing numbers take the mean",
         "feature_spec": f"assets.extra/{SPEC_ASSET}",
         "source_run": paths.absolute(model_dir),
+        "source_run_complete": runs.is_complete(model_dir),
         "test_metrics": paths.read_json(run.file(runs.TEST_METRICS)) if run.has(runs.TEST_METRICS) else None,
     }
     repair_exports(export_base)  # what a killed export left
@@ -142,10 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--export-base", required=True, help="TF Serving base path (model folders go inside)")
     parser.add_argument("--name", help="model name under the base path (default: the model)")
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="export a run that did not complete (killed or still training), with a warning")
     args = parser.parse_args(argv)
     try:
         path = export_ranker(args.model_dir, args.export_base, args.name or args.model, model_name=args.model,
-                             version=args.version)
+                             version=args.version, allow_incomplete=args.allow_incomplete)
     except (UserError, FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -218,7 +218,8 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
                      scann_min_recall: float = 0.95, allow_low_recall: bool = False,
                      scann_options: dict | None = None,
                      narrow_scann: bool = True, scann_recall_tolerance: float = 0.002,
-                     recall_queries: int = 1000, version: int | None = None) -> dict:
+                     recall_queries: int = 1000, version: int | None = None,
+                     allow_incomplete: bool = False) -> dict:
     """Export a retrieval run as ``BASE/NAME/<v>`` (ScaNN) and ``BASE/NAME_portable/<v>`` (brute force).
 
     Unless ``scann_options`` sets ``num_leaves_to_search``, ``narrow_scann`` is false or the run has
@@ -238,6 +239,7 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
       scann_recall_tolerance: The recall narrowing may lose.
       recall_queries: How many users' queries measure the recall.
       version: The version of both models (default: the next free one of both).
+      allow_incomplete: Export a run that did not complete (killed, still training), with a warning.
 
     Returns:
       ``{"scann": dir, "portable": dir, "version": v, "metadata": {...}, "models_config": path}``; both
@@ -246,11 +248,13 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
     Raises:
       ExportError: ScaNN's recall@k is below ``scann_min_recall`` and ``allow_low_recall`` is false
         (nothing is written).
+      RunDirError: The run did not complete (and not ``allow_incomplete``), or lacks a file.
     """
     from tfrs_recsys.models.retrieval import query_vectors
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    runs.open_run(model_dir, ("retrieval",)).require_complete(allow_incomplete)
     trained = runs.load_retrieval(model_dir)
     model, max_history, catalog = trained.model, trained.cfg.max_history, trained.catalog
     candidates = model.candidate_embeddings().numpy()
@@ -296,7 +300,7 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
         "scann_recall_at_k": recall, "scann_recall_queries": len(queries),
         "scann_min_recall": scann_min_recall, "scann_options": options, "scann_narrowing": narrowing,
         "inverse_temperature": trained.meta.get("inverse_temperature"),
-        "source_run": paths.absolute(model_dir),
+        "source_run": paths.absolute(model_dir), "source_run_complete": runs.is_complete(model_dir),
     }
     repair_exports(export_base)  # what a killed export left
     if version is None:
@@ -357,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scann-recall-tolerance", type=float, default=0.002,
                         help="recall@k the narrowed search may lose against the default width's")
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="export a run that did not complete (killed or still training), with a warning")
     args = parser.parse_args(argv)
     scann_options = {o: getattr(args, o) for o in SCANN_FLAGS if getattr(args, o) is not None}
     try:
@@ -365,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   allow_low_recall=args.allow_low_recall,
                                   scann_options=scann_options,
                                   narrow_scann=not args.no_scann_narrowing,
-                                  scann_recall_tolerance=args.scann_recall_tolerance, version=args.version)
+                                  scann_recall_tolerance=args.scann_recall_tolerance, version=args.version,
+                                  allow_incomplete=args.allow_incomplete)
     except (ExportError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

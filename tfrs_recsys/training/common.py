@@ -12,13 +12,33 @@ from typing import Any, Callable, Mapping
 
 import tensorflow as tf
 
-from tfrs_recsys import paths, runs
+from tfrs_recsys import paths, run_reuse, runs
 from tfrs_recsys.config import TrainConfig
 from tfrs_recsys.training import distribution
 
 
+def completed_run(cfg: TrainConfig, model: str) -> dict | None:
+    """Checks ``cfg.output_dir`` before anything is loaded or built (:func:`tfrs_recsys.run_reuse.check`).
+
+    Args:
+      cfg: The run's config.
+      model: ``retrieval``, ``esmm`` or ``deepfm``.
+
+    Returns:
+      With ``--resume`` on a run that completed: its test metrics (there is nothing to train). Else None.
+
+    Raises:
+      ConfigError: the directory holds a run this one may not write over (the error says what to pass).
+    """
+    if run_reuse.check(cfg, model) != run_reuse.COMPLETE:
+        return None
+    print(f"{model}: the run in {cfg.output_dir} is complete: nothing to resume", flush=True)
+    return paths.read_json(paths.join(cfg.output_dir, runs.TEST_METRICS))
+
+
 def finish_run(run_dir: Path | str, metrics: Mapping[str, Any], *, chief: bool = True) -> None:
-    """Write the test metrics and the training curves; a non-chief worker's temporary directory goes.
+    """Write the test metrics and the training curves, then mark the run complete
+    (:func:`tfrs_recsys.runs.mark_complete`); a non-chief worker's temporary directory goes.
 
     Args:
       run_dir: the run directory.
@@ -27,6 +47,7 @@ def finish_run(run_dir: Path | str, metrics: Mapping[str, Any], *, chief: bool =
     """
     runs.write_test_metrics(run_dir, metrics)
     plot_curves(run_dir)
+    runs.mark_complete(run_dir)
     runs.release(run_dir, chief=chief)
 
 
@@ -97,6 +118,24 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         best = "none yet" if self.best_value is None else f"{self.best_value:.5f} at epoch {self.best_epoch}"
         lead = "\n" if self.params.get("verbose") == 1 else ""  # the progress bar's line is still open
         print(f"{lead}epoch {epoch + 1}: {self.monitor}={value:.5f} (best {best})", flush=True)
+
+    def state(self) -> dict:
+        """The early-stopping state a resumed run continues from (:mod:`tfrs_recsys.training.resume`)."""
+        return {"monitor": self.monitor, "best_value": self.best_value, "best_epoch": self.best_epoch,
+                "best_metrics": self.best_metrics, "epochs_run": self.epochs_run, "wait": self._wait}
+
+    def load_state(self, state: Mapping[str, Any], best_weights: list | None) -> None:
+        """Continue from a saved :meth:`state`.
+
+        Args:
+          state: What :meth:`state` returned in the stopped run.
+          best_weights: The model's weights at its best epoch (``get_weights()``), None before one.
+        """
+        if state["monitor"] != self.monitor:
+            raise ValueError(f"the saved state follows '{state['monitor']}', this run '{self.monitor}'")
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.best_metrics, self.epochs_run = dict(state["best_metrics"]), int(state["epochs_run"])
+        self._wait, self._best_weights = int(state["wait"]), best_weights
 
     def on_train_end(self, logs=None):
         if self._best_weights is not None:

@@ -24,7 +24,7 @@ from tfrs_recsys.config import DeepFMConfig
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.training import rankers
-from tfrs_recsys.training.common import finish_run
+from tfrs_recsys.training.common import completed_run, finish_run
 
 MODEL = DeepFM
 
@@ -76,6 +76,8 @@ def run(cfg: DeepFMConfig) -> dict:
     Returns:
       The test metrics.
     """
+    if (done := completed_run(cfg, "deepfm")) is not None:
+        return done
     start = rankers.start_run(cfg, "deepfm")
     data, split, spec, run_dir = start.data, start.split, start.spec, start.run_dir
     model, evaluator = rankers.train_model("deepfm", cfg, split, spec, run_dir, start.strategy)

@@ -224,6 +224,25 @@ def any_worker(strategy: tf.distribute.Strategy | None, flag: bool) -> bool:
     return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None).numpy() > 0)
 
 
+def same_on_every_worker(strategy: tf.distribute.Strategy | None, value: int) -> bool:
+    """Whether every worker holds ``value`` (one all-reduce; True in a single process).
+
+    Args:
+      strategy: the training strategy (default: the current one).
+      value: this worker's number (e.g. the epoch it would resume at).
+
+    Returns:
+      True when all agree: the replicas' ``v`` and ``v^2`` summed give ``(sum v)^2 == R sum v^2`` only then.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if num_workers(strategy) <= 1:
+        return True
+    pairs = strategy.experimental_distribute_values_from_function(
+        lambda _: tf.constant([float(value), float(value) ** 2], tf.float64))
+    total, squares = strategy.reduce(tf.distribute.ReduceOp.SUM, pairs, axis=None).numpy()
+    return bool(total * total == strategy.num_replicas_in_sync * squares)
+
+
 def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """``dataset`` with ``AutoShardPolicy.DATA``: each worker keeps its own part of every global batch.
 

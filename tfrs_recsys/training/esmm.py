@@ -44,7 +44,8 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.esmm import ESMM, ClickedCVR
 from tfrs_recsys.training import rankers
-from tfrs_recsys.training.common import finish_run
+from tfrs_recsys.training.common import completed_run, finish_run
+from tfrs_recsys.training.resume import TrainingState
 
 MODEL = ESMM
 NDCG_GAIN = "conversion=2, click=1, none=0; ranked by the expected gain (pCTR - pCTCVR) + 3 pCTCVR"
@@ -155,7 +156,8 @@ def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, v
         return rankers.with_selection_score(evaluate_clicked_cvr(m, validation, spec), ("cvr_auc_clicked",),
                                             "cvr_logloss_clicked")
 
-    rankers.fit(model, cfg, clicked, spec, baseline_dir, checkpoint=False, eval_fn=eval_fn)
+    rankers.fit(model, cfg, clicked, spec, baseline_dir, checkpoint=False, eval_fn=eval_fn,
+                state=TrainingState.of_run(cfg, run_dir, runs.BASELINE))
     return model
 
 
@@ -183,6 +185,8 @@ def run(cfg: ESMMConfig) -> dict:
     Returns:
       The test metrics.
     """
+    if (done := completed_run(cfg, "esmm")) is not None:
+        return done
     start = rankers.start_run(cfg, "esmm")
     data, split, spec, run_dir, strategy = start.data, start.split, start.spec, start.run_dir, start.strategy
     model, evaluator = rankers.train_model("esmm", cfg, split, spec, run_dir, strategy)

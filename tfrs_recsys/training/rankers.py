@@ -30,6 +30,7 @@ from tfrs_recsys.features.preprocessing import as_encoded, encode_frame
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.common import EpochEvaluator, fit_verbosity, tensorboard_callback
 from tfrs_recsys.training.optimizers import ranker_optimizer
+from tfrs_recsys.training.resume import TrainingState, advance
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 PREDICT_BATCH = 4096
@@ -170,11 +171,14 @@ def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
 
 def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: FeatureSpec,
         run_dir: Path | str, *, eval_fn: Callable[[tf.keras.Model], Mapping[str, float]],
-        monitor: str = MONITOR, epochs: int | None = None, checkpoint: bool = True) -> EpochEvaluator:
+        monitor: str = MONITOR, epochs: int | None = None, checkpoint: bool = True,
+        state: TrainingState | None = None) -> EpochEvaluator:
     """Train a ranker: :func:`compile_ranker`, :func:`training_dataset`, early stopping on ``monitor``
     (larger is better), best weights restored.
 
     Distributed training: build ``model`` under ``strategy.scope()``; it then trains under that strategy.
+    With ``state``, every epoch's end is saved, and a stopped fit continues from the last one
+    (:mod:`tfrs_recsys.training.resume`).
 
     Args:
       model: the ranker.
@@ -186,6 +190,7 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: Feat
       monitor: the metric early stopping follows (default: :data:`MONITOR`, :func:`with_selection_score`).
       epochs: the most epochs (default ``cfg.epochs``).
       checkpoint: save the best weights and TensorBoard logs.
+      state: the fit's :class:`~tfrs_recsys.training.resume.TrainingState` (None: nothing to resume from).
 
     Returns:
       The evaluator (best epoch and value).
@@ -194,16 +199,24 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: Feat
     evaluator = EpochEvaluator(eval_fn, run_dir, monitor=monitor, mode="max", patience=cfg.patience,
                                save_checkpoint=checkpoint)
     compile_ranker(model, cfg)
+    epochs = epochs or cfg.epochs
     callbacks = [evaluator, tensorboard_callback(run_dir)] if checkpoint else [evaluator]
-    model.fit(ds, epochs=epochs or cfg.epochs, steps_per_epoch=steps, callbacks=callbacks,
+    initial = 0
+    if state is not None:
+        initial = state.restore(model, evaluator, lambda: runs.build_ranker(model, spec), epochs)
+        ds = advance(ds, initial, steps, repeated=True)
+        callbacks.insert(1, state)  # after the evaluator: it saves the evaluator's decision
+    model.fit(ds, epochs=epochs, initial_epoch=initial, steps_per_epoch=steps, callbacks=callbacks,
               verbose=fit_verbosity(cfg))
     return evaluator
 
 
 def train_model(task: str, cfg: TrainConfig, split: Split, spec: FeatureSpec, run_dir: Path | str,
-                strategy: tf.distribute.Strategy | None = None) -> tuple[tf.keras.Model, EpochEvaluator]:
+                strategy: tf.distribute.Strategy | None = None, *, resumable: bool = True
+                ) -> tuple[tf.keras.Model, EpochEvaluator]:
     """A fresh ``task`` model (``MODEL`` of its training module) fitted on ``split.train``, early-stopped
-    on the module's ``selection_eval`` of ``split.validation``.
+    on the module's ``selection_eval`` of ``split.validation``; with ``resumable``, its state is saved
+    every epoch and ``cfg.resume`` continues a stopped run's (:mod:`tfrs_recsys.training.resume`).
 
     Args:
       task: ``esmm`` or ``deepfm``.
@@ -212,6 +225,7 @@ def train_model(task: str, cfg: TrainConfig, split: Split, spec: FeatureSpec, ru
       spec: the feature spec.
       run_dir: the run directory.
       strategy: the strategy to build the model under (default: the current one).
+      resumable: save the training state every epoch (a tuning trial does not).
 
     Returns:
       (model with its best weights, the evaluator).
@@ -220,7 +234,8 @@ def train_model(task: str, cfg: TrainConfig, split: Split, spec: FeatureSpec, ru
     with (strategy or tf.distribute.get_strategy()).scope():
         model = trainer.MODEL.from_spec(spec, cfg)
     evaluator = fit(model, cfg, split.train, spec, run_dir,
-                    eval_fn=trainer.selection_eval(split.validation, spec, cfg))
+                    eval_fn=trainer.selection_eval(split.validation, spec, cfg),
+                    state=TrainingState.of_run(cfg, run_dir) if resumable else None)
     advice = weak_fit_advice(evaluator, cfg, len(split.train))
     if advice:
         print(f"{task}: warning: {advice}", file=sys.stderr, flush=True)

@@ -36,7 +36,14 @@ from tfrs_recsys.metrics import auc, pairwise_auc, rank_of_target, topk_metrics
 from tfrs_recsys.models import retrieval as retrieval_model
 from tfrs_recsys.models.retrieval import TwoTowerRetrieval, Vocabularies, build_model, query_vectors
 from tfrs_recsys.training import distribution
-from tfrs_recsys.training.common import EpochEvaluator, finish_run, fit_verbosity, tensorboard_callback
+from tfrs_recsys.training.common import (
+    EpochEvaluator,
+    completed_run,
+    finish_run,
+    fit_verbosity,
+    tensorboard_callback,
+)
+from tfrs_recsys.training.resume import TrainingState, advance
 
 TUTORIAL_KS = (1, 5, 10, 50, 100)
 
@@ -151,6 +158,8 @@ def split_data(cfg: RetrievalConfig, data: InteractionData) -> seq.SequenceSplit
 
 def run(cfg: RetrievalConfig) -> dict[str, float]:
     """Train on ``cfg.dataset``, early-stop on validation, write the run directory, return test metrics."""
+    if (done := completed_run(cfg, "retrieval")) is not None:
+        return done
     # First of all: MultiWorkerMirroredStrategy can only be created before TensorFlow runs any op.
     strategy = distribution.start_runtime(cfg)
     return train_and_evaluate(cfg, load_data(cfg), strategy=strategy).test_metrics
@@ -209,6 +218,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
                                       max_len=cfg.max_history if cfg.use_transformer else 0, seed=cfg.seed,
                                       loss=cfg.loss)
         train_ds = sampler.dataset(cfg.batch_size)
+        steps = int(train_ds.cardinality())
         negatives_used = (f"disliked, else {cfg.pairwise_sampling}" if cfg.use_disliked
                           else cfg.pairwise_sampling)
         examples = (f"{len(sampler)} training triples (loss={cfg.loss}, {sampler.dropped} liked without a "
@@ -217,6 +227,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
         windows = seq.training_windows(split.train, cfg.max_history, mode=cfg.training_mode,
                                        stride=cfg.window_stride or None)
         train_ds = seq.training_dataset(windows, cfg.batch_size, seed=cfg.seed)
+        steps = seq.training_batches(windows, cfg.batch_size)
         # Batches group similar lengths: weigh targets alike by normalizing with the mean batch's count.
         targets = windows["targets"]
         targets_per_batch = float((targets != seq.PAD).sum()) / len(targets) * cfg.batch_size
@@ -253,9 +264,12 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
 
     evaluator = EpochEvaluator(lambda m: evaluate(m, "validation", split.validation), run_dir,
                                monitor=monitor, patience=cfg.patience)
+    state = TrainingState.of_run(cfg, run_dir)
+    initial = state.restore(model, evaluator, lambda: runs.build_retrieval(model, cfg.max_history, catalog),
+                            cfg.epochs)
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=cfg.epochs, verbose=fit_verbosity(cfg),
-                        callbacks=[evaluator, tensorboard_callback(run_dir)])
+    model.fit(advance(train_ds, initial, steps, repeated=False), epochs=cfg.epochs, initial_epoch=initial,
+              verbose=fit_verbosity(cfg), callbacks=[evaluator, state, tensorboard_callback(run_dir)])
     train_seconds = time.perf_counter() - start
     if evaluator.best_epoch is None:
         runs.save_checkpoint(model, run_dir)
@@ -264,7 +278,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     runs.write_retrieval_files(run_dir, model, data, vocab, split.full, {
         "protocol": split.protocol, "negatives": negatives_used, "monitor": monitor,
         "best_epoch": evaluator.best_epoch, "best_validation": evaluator.best_value,
-        "train_seconds": round(train_seconds, 2), "epochs_run": len(history.epoch), "loss": cfg.loss,
+        "train_seconds": round(train_seconds, 2), "epochs_run": evaluator.epochs_run, "loss": cfg.loss,
         **({"training_triples": len(sampler), "liked_without_negative": sampler.dropped} if sampler else {}),
         **{f"pairwise_{part}": {"rows": len(r), "liked": int(r.liked.sum()), "pairs": same_user_pairs(r)}
            for part, r in rated.items()},

@@ -108,7 +108,7 @@ class RankerTrials:
         tf.keras.utils.set_random_seed(cfg.seed)
         run_dir = runs.create(cfg, self.model)
         runs.write_ranker_files(run_dir, self.spec, self.split)
-        _, evaluator = rankers.train_model(self.model, cfg, self.split, self.spec, run_dir)
+        _, evaluator = rankers.train_model(self.model, cfg, self.split, self.spec, run_dir, resumable=False)
         return _result(OBJECTIVES[self.model], run_dir, evaluator.best_epoch, time.perf_counter() - start)
 
 

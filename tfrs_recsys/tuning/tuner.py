@@ -112,8 +112,10 @@ class RecsysTuner(BaseTuner):
         """The config a trial trains: the base config, the trial's values, its own run directory."""
         values = trial.hyperparameters.values
         epochs = {"epochs": int(values["tuner/epochs"])} if "tuner/epochs" in values else {}
-        return trial_config(self.model, self.base, values,
-                            output_dir=str(self.output_dir / TRIALS_DIR / trial.trial_id), **epochs)
+        # A trial's folder is its own: one a killed search left is trained over.
+        return trial_config(self.model, self.base, values, output_dir=str(self.output_dir / TRIALS_DIR /
+                                                                          trial.trial_id),
+                            resume=False, overwrite=True, **epochs)
 
     def fields_of(self, trial) -> dict[str, Any]:
         """The trial's config as a dict; as given when its values do not go together (the trial failed)."""
