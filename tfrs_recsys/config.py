@@ -22,6 +22,7 @@ LOSSES = ("softmax",) + PAIRWISE_LOSSES
 PROTOCOLS = ("auto", "leave_last_out", "random_80_20")  # training/retrieval.py
 TRAINING_MODES = ("all_positions", "prefix")  # data/sequences.py
 PAIRWISE_SAMPLING = ("uniform", "popularity")  # data/pairs.py
+STREAMING = ("auto", "always", "never")  # training/stream.py
 
 
 class ConfigError(ValueError):
@@ -75,6 +76,8 @@ DATASET_OPTIONS = (
      "--dataset interactions"),
     (("column_types",), ("interactions", "csv", "parquet"), "--dataset interactions, csv or parquet"),
     (("tfds_download",), ("tfds:", "movielens/"), "--dataset tfds:<name>"),
+    (("streaming", "stream_sample_rows", "stream_validation_rows"), ("csv", "parquet"),
+     "--dataset csv or parquet (the rankers)"),
     (("data_dir",), None, "datasets read from files (synthetic ones read none)"),
 )
 
@@ -131,6 +134,10 @@ class TrainConfig:
         GPUs: mirrored), none, mirrored or multi_worker.
       intra_op_threads: Threads one TensorFlow op may use (0: TensorFlow's default, one per core).
       inter_op_threads: TensorFlow ops run at once (0: TensorFlow's default).
+      streaming: Train a ranker from the csv or parquet files streamed through tf.data, never holding the
+        whole log: auto (files of 256 MiB or more), always or never.
+      stream_sample_rows: The most training rows a streamed run infers the spec from (seeded sample).
+      stream_validation_rows: The validation rows a streamed run evaluates after each epoch.
     """
 
     dataset: str = "synthetic"
@@ -160,6 +167,9 @@ class TrainConfig:
     distribute: str = "auto"
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    streaming: str = "auto"
+    stream_sample_rows: int = 200_000
+    stream_validation_rows: int = 100_000
 
     def __post_init__(self) -> None:
         self.validate()
@@ -173,6 +183,8 @@ class TrainConfig:
         _at_least(self, 1, "epochs", "batch_size")
         _one_of(self, distribute=STRATEGIES)
         _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
+        _one_of(self, streaming=STREAMING)
+        _at_least(self, 100, "stream_sample_rows", "stream_validation_rows")
         _check_by_name(self)
         _check_dataset_options(self)
 
