@@ -252,3 +252,47 @@ def test_two_workers_train_retrieval_with_in_batch_negatives_like_one_process(tm
     assert (metrics["ndcg@10"] > random + 0.05
             and reference["ndcg@10"] > random + 0.05), (random, metrics, reference)
     assert metrics["ndcg@10"] == pytest.approx(reference["ndcg@10"], abs=0.04)
+
+
+# --- workers reading their own file shards -----------------------------------------------------
+
+SHARDED = ["deepfm", "--dataset", "parquet", "--label-columns", "label", "--streaming", "always", "--epochs",
+           "2", "--patience", "2", "--batch-size", "256", "--embedding-dim", "8", "--hidden-units", "32",
+           "--precision", "float32", "--seed", "5", "--progress", "false"]
+STREAMED_AUC_TOLERANCE = 0.03  # the workers' batches hold other rows than one process's: close, not equal
+
+
+def test_two_workers_each_read_their_own_parquet_shards(tmp_path):
+    import importlib.util
+    import re
+
+    spec = importlib.util.spec_from_file_location("scale_data", REPO / "bench" / "scale_data.py")
+    scale_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale_data)
+    data = tmp_path / "data"
+    scale_data.generate("criteo", 12000, data, seed=2, shards=4, csv=False)
+    args = [*SHARDED, "--data", str(data / "parquet")]
+    single = tmp_path / "single"
+    _run([sys.executable, "-m", "tfrs_recsys.train", *args, "--distribute", "none", "--output-dir",
+          str(single)], tmp_path / "single.log", _env())
+    logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    codes = _run_workers(args, [tmp_path / "chief", tmp_path / "worker"], logs, tmpdir)
+    assert codes == [0, 0], "\n\n".join(_tail(log) for log in logs)
+
+    read = []
+    for index, log in enumerate(logs):
+        found = re.search(rf"streaming: worker {index} of 2 reads 2 of 4 shards: (\[.*\]) \((\d+) rows\)",
+                          log.read_text())
+        assert found, _tail(log)
+        read.append((set(json.loads(found.group(1))), int(found.group(2))))
+    assert not read[0][0] & read[1][0]
+    assert read[0][0] | read[1][0] == {f"part-{i:05d}.parquet" for i in range(4)}
+    assert read[0][1] + read[1][1] == 12000
+
+    metrics = json.loads((tmp_path / "chief" / "test_metrics.json").read_text())
+    reference = json.loads((single / "test_metrics.json").read_text())
+    assert metrics["rows"] == reference["rows"]  # the same test rows, evaluated exactly
+    assert metrics["auc"] > RANDOM_AUC_BOUND
+    assert metrics["auc"] == pytest.approx(reference["auc"], abs=STREAMED_AUC_TOLERANCE)

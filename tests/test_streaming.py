@@ -132,3 +132,16 @@ def test_streaming_is_an_option_of_csv_and_parquet_only():
         DeepFMConfig(streaming="always")
     with pytest.raises(ConfigError, match="field 'streaming' = 'sometimes'"):
         DeepFMConfig(dataset="csv", data_dir="x.csv", label_columns=("label",), streaming="sometimes")
+
+
+def test_retrieval_validation_ranks_a_seeded_sample_of_users():
+    from tfrs_recsys.data.sequences import HeldOut
+    from tfrs_recsys.training.retrieval import validation_sample
+
+    held = HeldOut(np.array([f"u{i}" for i in range(50)]), [np.array([str(i)]) for i in range(50)],
+                   np.array([str(i + 1) for i in range(50)]), [np.array([str(i)]) for i in range(50)])
+    sample = validation_sample(held, 10, seed=4)
+    assert len(sample) == 10 and list(sample.user_ids) == sorted(sample.user_ids, key=lambda u: int(u[1:]))
+    assert [int(t) - 1 for t in sample.targets] == [int(u[1:]) for u in sample.user_ids]
+    assert list(validation_sample(held, 10, seed=4).user_ids) == list(sample.user_ids)
+    assert validation_sample(held, 0, seed=4) is held and validation_sample(held, 80, seed=4) is held

@@ -231,6 +231,8 @@ class RetrievalConfig(TrainConfig):
       use_disliked: Pairwise negatives are the user's disliked items when they have some.
       pairwise_sampling: Negatives of users without disliked items: uniform or popularity.
       eval_pairwise: Also report pairwise_auc and auc on held-out rated items (on with a pairwise loss).
+      validation_users: The most held-out users the validation after each epoch ranks, a seeded sample (0:
+        all); the test ranks every user.
     """
 
     epochs: int = 30
@@ -272,11 +274,12 @@ class RetrievalConfig(TrainConfig):
     use_disliked: bool = True
     pairwise_sampling: str = "uniform"
     eval_pairwise: bool = False
+    validation_users: int = 20_000
 
     def validate(self) -> None:
         super().validate()
         _at_least(self, 1, "embedding_dim", "max_history", "num_heads", "ff_dim")
-        _at_least(self, 0, "window_stride", "num_sampled_negatives", "hard_negatives")
+        _at_least(self, 0, "window_stride", "num_sampled_negatives", "hard_negatives", "validation_users")
         _require(not self.use_transformer or self.embedding_dim % self.num_heads == 0, "embedding_dim",
                  self.embedding_dim, f"must be divisible by num_heads = {self.num_heads}",
                  "change embedding_dim or num_heads")
