@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import time
+import weakref
 from typing import Callable, Iterable
 
 import numpy as np
@@ -204,6 +205,17 @@ def _keys(column: pa.Array) -> np.ndarray:
     return pd.util.hash_array(pc.cast(column, pa.string()).fill_null("").to_numpy(zero_copy_only=False))
 
 
+_PREDICT = weakref.WeakKeyDictionary()
+
+
+def _predict_function(model: tf.keras.Model):
+    """The model's inference as one graph, kept per model (eager calls cost several times more; every
+    evaluation after the first reuses the trace)."""
+    if model not in _PREDICT:
+        _PREDICT[model] = tf.function(lambda features: model(features, training=False), reduce_retracing=True)
+    return _PREDICT[model]
+
+
 def score(model: tf.keras.Model, batches: Iterable[pa.RecordBatch], spec: FeatureSpec,
           batch_size: int = rankers.PREDICT_BATCH) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """The model's outputs for streamed rows, and a frame of their labels and group keys (user, session):
@@ -220,12 +232,13 @@ def score(model: tf.keras.Model, batches: Iterable[pa.RecordBatch], spec: Featur
     """
     outputs: dict[str, list[np.ndarray]] = {}
     frames = []
+    call = _predict_function(model)
     keys = [c for c in (spec.user_column, spec.session_column) if c]
     for batch in batches:
         raw = streaming.unpack({k: tf.constant(v) for k, v in streaming.pack(batch, spec).items()}, spec)
         for start in range(0, batch.num_rows, batch_size):
             part = {k: v[start:start + batch_size] for k, v in raw.items()}
-            for name, value in model(part, training=False).items():
+            for name, value in call(part).items():
                 outputs.setdefault(name, []).append(value.numpy().astype(np.float64))
         frame = pd.DataFrame(streaming.labels_of(batch, spec.labels))
         for key in keys:
