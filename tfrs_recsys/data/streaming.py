@@ -257,9 +257,10 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
             chunks += read_part(table, [table.files[index]], 0, seed, limit=per_file)
     if not chunks:
         raise DataError("no training rows in the data", path=table.files[0], fix="check the files")
-    frame = pa.Table.from_batches([b for c in chunks for b in (c.to_batches() if isinstance(c, pa.Table)
-                                                                else [c])]).to_pandas()
-    return frame.sample(n=min(rows, len(frame)), random_state=seed).reset_index(drop=True)
+    read = pa.concat_tables([c if isinstance(c, pa.Table) else pa.Table.from_batches([c]) for c in chunks])
+    # Subsampled in Arrow, in a random order (distinct_estimate reads its halves): only the sample becomes
+    # Python objects.
+    return read.take(pa.array(rng.permutation(read.num_rows)[:rows])).to_pandas()
 
 
 def distinct_estimate(values: pd.Series, rows: int) -> int:
