@@ -252,3 +252,59 @@ def test_two_workers_train_retrieval_with_in_batch_negatives_like_one_process(tm
     assert (metrics["ndcg@10"] > random + 0.05
             and reference["ndcg@10"] > random + 0.05), (random, metrics, reference)
     assert metrics["ndcg@10"] == pytest.approx(reference["ndcg@10"], abs=0.04)
+
+
+# --- workers reading their own file shards -----------------------------------------------------
+
+SHARDED = ["deepfm", "--dataset", "parquet", "--label-columns", "label", "--streaming", "always", "--epochs",
+           "2", "--patience", "2", "--batch-size", "256", "--embedding-dim", "8", "--hidden-units", "32",
+           "--precision", "float32", "--seed", "5", "--progress", "false"]
+STREAMED_AUC_TOLERANCE = 0.03  # the workers' batches hold other rows than one process's: close, not equal
+
+
+def _click_shards(folder: Path, shards: int = 4, rows: int = 2000) -> None:
+    """``shards`` Parquet files of clicks on items whose CTR depends on the item and its category."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    folder.mkdir(parents=True)
+    effect = rng.normal(0, 1.2, 300)
+    for index in range(shards):
+        item = rng.integers(0, 300, rows)
+        frame = pd.DataFrame({"user_id": rng.integers(0, 500, rows), "item_id": item,
+                              "item_category": item % 12, "price": rng.gamma(2.0, 10.0, rows)})
+        frame["label"] = (rng.random(rows) < 1 / (1 + np.exp(1.0 - effect[item]))).astype(int)
+        frame.to_parquet(folder / f"part-{index:05d}.parquet", index=False)
+
+
+def test_two_workers_each_read_their_own_parquet_shards(tmp_path):
+    import re
+
+    data = tmp_path / "data"
+    _click_shards(data / "parquet")
+    args = [*SHARDED, "--data", str(data / "parquet")]
+    single = tmp_path / "single"
+    _run([sys.executable, "-m", "tfrs_recsys.train", *args, "--distribute", "none", "--output-dir",
+          str(single)], tmp_path / "single.log", _env())
+    logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    codes = _run_workers(args, [tmp_path / "chief", tmp_path / "worker"], logs, tmpdir)
+    assert codes == [0, 0], "\n\n".join(_tail(log) for log in logs)
+
+    read = []
+    for index, log in enumerate(logs):
+        found = re.search(rf"streaming: worker {index} of 2 reads 2 of 4 shards: (\[.*\]) \((\d+) rows\)",
+                          log.read_text())
+        assert found, _tail(log)
+        read.append((set(json.loads(found.group(1))), int(found.group(2))))
+    assert not read[0][0] & read[1][0]
+    assert read[0][0] | read[1][0] == {f"part-{i:05d}.parquet" for i in range(4)}
+    assert read[0][1] + read[1][1] == 8000
+
+    metrics = json.loads((tmp_path / "chief" / "test_metrics.json").read_text())
+    reference = json.loads((single / "test_metrics.json").read_text())
+    assert metrics["rows"] == reference["rows"]  # the same test rows, evaluated exactly
+    assert metrics["auc"] > RANDOM_AUC_BOUND
+    assert metrics["auc"] == pytest.approx(reference["auc"], abs=STREAMED_AUC_TOLERANCE)

@@ -27,6 +27,7 @@ PAIRWISE_SAMPLING = ("uniform", "popularity")  # data/pairs.py
 RUN_ACTIONS = ("resume", "overwrite")
 # Fields that change how a run is carried out, not what it learns: a run may resume with other values.
 HOW_TO_RUN = ("output_dir", "progress", "distribute", "intra_op_threads", "inter_op_threads", *RUN_ACTIONS)
+STREAMING = ("auto", "always", "never")  # training/stream.py
 
 
 class ConfigError(ValueError):
@@ -80,6 +81,8 @@ DATASET_OPTIONS = (
      "--dataset interactions"),
     (("column_types",), ("interactions", "csv", "parquet"), "--dataset interactions, csv or parquet"),
     (("tfds_download",), ("tfds:", "movielens/"), "--dataset tfds:<name>"),
+    (("streaming", "stream_sample_rows", "stream_validation_rows"), ("csv", "parquet"),
+     "--dataset csv or parquet (the rankers)"),
     (("data_dir",), None, "datasets read from files (synthetic ones read none)"),
 )
 
@@ -139,6 +142,10 @@ class TrainConfig:
       resume: Continue the run in --output-dir that was stopped (killed) before it completed, from its
         last completed epoch, with its optimizer and early-stopping state; the config must be the run's.
       overwrite: Delete the run in --output-dir (its files only) and train a new one there.
+      streaming: Train a ranker from the csv or parquet files streamed through tf.data, never holding the
+        whole log: auto (files of 256 MiB or more), always or never.
+      stream_sample_rows: The most training rows a streamed run infers the spec from (seeded sample).
+      stream_validation_rows: The validation rows a streamed run evaluates after each epoch.
     """
 
     dataset: str = "synthetic"
@@ -170,6 +177,9 @@ class TrainConfig:
     inter_op_threads: int = 0
     resume: bool = False
     overwrite: bool = False
+    streaming: str = "auto"
+    stream_sample_rows: int = 200_000
+    stream_validation_rows: int = 100_000
 
     def __post_init__(self) -> None:
         self.validate()
@@ -183,6 +193,8 @@ class TrainConfig:
         _at_least(self, 1, "epochs", "batch_size")
         _one_of(self, distribute=STRATEGIES)
         _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
+        _one_of(self, streaming=STREAMING)
+        _at_least(self, 100, "stream_sample_rows", "stream_validation_rows")
         _check_by_name(self)
         _check_dataset_options(self)
         _require(not (self.resume and self.overwrite), "resume", self.resume, "contradicts --overwrite",
@@ -233,6 +245,8 @@ class RetrievalConfig(TrainConfig):
       use_disliked: Pairwise negatives are the user's disliked items when they have some.
       pairwise_sampling: Negatives of users without disliked items: uniform or popularity.
       eval_pairwise: Also report pairwise_auc and auc on held-out rated items (on with a pairwise loss).
+      validation_users: The most held-out users the validation after each epoch ranks, a seeded sample (0:
+        all); the test ranks every user.
     """
 
     epochs: int = 30
@@ -274,11 +288,12 @@ class RetrievalConfig(TrainConfig):
     use_disliked: bool = True
     pairwise_sampling: str = "uniform"
     eval_pairwise: bool = False
+    validation_users: int = 20_000
 
     def validate(self) -> None:
         super().validate()
         _at_least(self, 1, "embedding_dim", "max_history", "num_heads", "ff_dim")
-        _at_least(self, 0, "window_stride", "num_sampled_negatives", "hard_negatives")
+        _at_least(self, 0, "window_stride", "num_sampled_negatives", "hard_negatives", "validation_users")
         _require(not self.use_transformer or self.embedding_dim % self.num_heads == 0, "embedding_dim",
                  self.embedding_dim, f"must be divisible by num_heads = {self.num_heads}",
                  "change embedding_dim or num_heads")

@@ -14,6 +14,7 @@ Notebook use::
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -23,14 +24,15 @@ from tfrs_recsys import metrics as M
 from tfrs_recsys.config import DeepFMConfig
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.deepfm import DeepFM
-from tfrs_recsys.training import rankers
+from tfrs_recsys.training import rankers, stream
 from tfrs_recsys.training.common import completed_run, finish_run
 
 MODEL = DeepFM
 
 
 def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *,
-                    truth: pd.DataFrame | None = None, group_by: str | None = None) -> dict:
+                    truth: pd.DataFrame | None = None, group_by: str | None = None,
+                    outputs: dict[str, np.ndarray] | None = None) -> dict:
     """AUC, logloss and GAUC of ``model`` on ``frame``.
 
     Args:
@@ -39,11 +41,13 @@ def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *,
       spec: their feature spec.
       truth: synthetic ground truth row-aligned with ``frame`` (``true_ctr``), optional.
       group_by: the GAUC group column (default: users, else sessions).
+      outputs: the model's outputs for ``frame``'s rows, already computed (then ``frame`` needs only the
+        label and group columns).
 
     Returns:
       The metrics of the module docstring.
     """
-    ctr = rankers.predict(model, frame, spec)["ctr"]
+    ctr = (outputs or rankers.predict(model, frame, spec))["ctr"]
     label = frame[model.label].to_numpy(dtype=np.float64)
     metrics: dict = {"auc": M.auc(label, ctr), "logloss": M.logloss(label, ctr), "rows": len(frame),
                      **rankers.gauc_metrics(label, ctr, frame, spec, group_by)}
@@ -68,7 +72,7 @@ def selection_eval(validation: pd.DataFrame, spec: FeatureSpec,
 
 
 def run(cfg: DeepFMConfig) -> dict:
-    """Train DeepFM, write the run directory (the chief's only).
+    """Train DeepFM, write the run directory (the chief's only); large files stream (:func:`run_streamed`).
 
     Args:
       cfg: the run's config.
@@ -78,6 +82,8 @@ def run(cfg: DeepFMConfig) -> dict:
     """
     if (done := completed_run(cfg, "deepfm")) is not None:
         return done
+    if stream.should_stream(cfg):
+        return run_streamed(cfg)
     start = rankers.start_run(cfg, "deepfm")
     data, split, spec, run_dir = start.data, start.split, start.spec, start.run_dir
     model, evaluator = rankers.train_model("deepfm", cfg, split, spec, run_dir, start.strategy)
@@ -85,3 +91,32 @@ def run(cfg: DeepFMConfig) -> dict:
     metrics = {**evaluate_deepfm(model, split.test, spec, truth=truth), "best_epoch": evaluator.best_epoch}
     finish_run(run_dir, metrics, chief=start.chief)
     return metrics
+
+
+def run_streamed(cfg: DeepFMConfig) -> dict:
+    """Train DeepFM from streamed file shards (:mod:`tfrs_recsys.training.stream`).
+
+    Args:
+      cfg: the run's config.
+
+    Returns:
+      The test metrics, with the seconds of each phase under ``timings``.
+    """
+    def train_and_test(run: stream.StreamRun) -> dict:
+        with run.strategy.scope():
+            model = DeepFM.from_spec(run.spec, cfg)
+
+        def eval_fn(m: DeepFM) -> dict:
+            outputs, frame = stream.score(m, run.validation, run.spec)
+            metrics = evaluate_deepfm(m, frame, run.spec, outputs=outputs)
+            return rankers.with_selection_score(metrics, ("auc",), "logloss")
+
+        evaluator = stream.fit(model, cfg, run, run.run_dir, rows=run.train_rows, eval_fn=eval_fn)
+        clock = time.perf_counter()
+        outputs, frame = stream.score(model, stream.test_rows(run, cfg), run.spec)
+        metrics = evaluate_deepfm(model, frame, run.spec, outputs=outputs)
+        metrics["best_epoch"] = evaluator.best_epoch
+        run.timings["evaluation"] = time.perf_counter() - clock
+        return metrics
+
+    return stream.run_task(cfg, "deepfm", train_and_test)

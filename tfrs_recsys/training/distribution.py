@@ -204,6 +204,14 @@ def num_workers(strategy: tf.distribute.Strategy | None = None) -> int:
     return 1 if resolver is None else max(1, cluster_size({"cluster": resolver.cluster_spec().as_dict()}))
 
 
+def worker_index(strategy: tf.distribute.Strategy | None = None) -> int:
+    """This process's place among the training tasks: the chief 0, then the workers in order (0 alone)."""
+    resolver = _cluster_resolver(strategy)
+    if resolver is None or resolver.task_type == "chief":
+        return 0
+    return int(resolver.task_id or 0) + len(resolver.cluster_spec().as_dict().get("chief", []))
+
+
 def any_worker(strategy: tf.distribute.Strategy | None, flag: bool) -> bool:
     """``flag`` OR-ed over all workers (one all-reduce; just ``flag`` in a single process).
 

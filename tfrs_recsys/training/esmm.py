@@ -30,6 +30,7 @@ Notebook use::
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -43,7 +44,7 @@ from tfrs_recsys.config import ESMMConfig
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.esmm import ESMM, ClickedCVR
-from tfrs_recsys.training import rankers
+from tfrs_recsys.training import rankers, stream
 from tfrs_recsys.training.common import completed_run, finish_run
 from tfrs_recsys.training.resume import TrainingState
 
@@ -84,7 +85,8 @@ def _labels(frame: pd.DataFrame, model: ESMM | ClickedCVR, spec: FeatureSpec
 
 
 def evaluate_esmm(model: ESMM, frame: pd.DataFrame, spec: FeatureSpec, *, truth: pd.DataFrame | None = None,
-                  k: int = 10, group_by: str | None = None) -> dict:
+                  k: int = 10, group_by: str | None = None,
+                  outputs: dict[str, np.ndarray] | None = None) -> dict:
     """Every ESMM metric of the module docstring on ``frame``.
 
     Args:
@@ -94,11 +96,13 @@ def evaluate_esmm(model: ESMM, frame: pd.DataFrame, spec: FeatureSpec, *, truth:
       truth: synthetic ground truth row-aligned with ``frame``, optional.
       k: the session NDCG's cut-off.
       group_by: the GAUC group column (default: users, else sessions).
+      outputs: the model's outputs for ``frame``'s rows, already computed (then ``frame`` needs only the
+        label, group and session columns).
 
     Returns:
       The metrics.
     """
-    out = rankers.predict(model, frame, spec)
+    out = outputs or rankers.predict(model, frame, spec)
     click, conversion = _labels(frame, model, spec)
     ctcvr_label = click * conversion
     metrics: dict = {
@@ -123,10 +127,11 @@ def evaluate_esmm(model: ESMM, frame: pd.DataFrame, spec: FeatureSpec, *, truth:
 
 
 def evaluate_clicked_cvr(model: ClickedCVR, frame: pd.DataFrame, spec: FeatureSpec, *,
-                         truth: pd.DataFrame | None = None) -> dict[str, float]:
-    """The baseline's CVR metrics (:func:`cvr_metrics`) on ``frame``."""
+                         truth: pd.DataFrame | None = None,
+                         outputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """The baseline's CVR metrics (:func:`cvr_metrics`) on ``frame`` (or on ``outputs`` already computed)."""
     click, conversion = _labels(frame, model, spec)
-    return cvr_metrics(rankers.predict(model, frame, spec)["cvr"], click, conversion, truth)
+    return cvr_metrics((outputs or rankers.predict(model, frame, spec))["cvr"], click, conversion, truth)
 
 
 def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, validation: pd.DataFrame,
@@ -187,6 +192,8 @@ def run(cfg: ESMMConfig) -> dict:
     """
     if (done := completed_run(cfg, "esmm")) is not None:
         return done
+    if stream.should_stream(cfg):
+        return run_streamed(cfg)
     start = rankers.start_run(cfg, "esmm")
     data, split, spec, run_dir, strategy = start.data, start.split, start.spec, start.run_dir, start.strategy
     model, evaluator = rankers.train_model("esmm", cfg, split, spec, run_dir, strategy)
@@ -199,3 +206,48 @@ def run(cfg: ESMMConfig) -> dict:
             metrics[f"baseline_{key}"] = value
     finish_run(run_dir, metrics, chief=start.chief)
     return metrics
+
+
+def run_streamed(cfg: ESMMConfig) -> dict:
+    """Train ESMM (and the baseline, on the clicked training rows) from streamed file shards
+    (:mod:`tfrs_recsys.training.stream`).
+
+    Args:
+      cfg: the run's config.
+
+    Returns:
+      The test metrics, with the seconds of each phase under ``timings``.
+    """
+    def evaluate(model, batches, run, fn, **kwargs) -> dict:
+        outputs, frame = stream.score(model, batches, run.spec)
+        return fn(model, frame, run.spec, outputs=outputs, **kwargs)
+
+    def train_and_test(run: stream.StreamRun) -> dict:
+        spec, click = run.spec, run.spec.labels[0]
+        with run.strategy.scope():
+            model = ESMM.from_spec(spec, cfg)
+        evaluator = stream.fit(model, cfg, run, run.run_dir, rows=run.train_rows, eval_fn=lambda m: (
+            rankers.with_selection_score(evaluate(m, run.validation, run, evaluate_esmm, k=cfg.ndcg_k),
+                                         ("ctr_auc", "ctcvr_auc"), "logloss")))
+        clock = time.perf_counter()
+        metrics = {**evaluate(model, stream.test_rows(run, cfg), run, evaluate_esmm, k=cfg.ndcg_k),
+                   "best_epoch": evaluator.best_epoch}
+        run.timings["evaluation"] = time.perf_counter() - clock
+        if cfg.baseline:
+            clicks = np.concatenate([b.column(click).to_numpy(zero_copy_only=False) for b in run.validation])
+            with run.strategy.scope():
+                baseline = ClickedCVR.from_spec(spec, cfg)
+            baseline_dir = paths.makedirs(paths.join(run.run_dir, runs.BASELINE))
+            clicked_rows = max(1, round(run.train_rows * float(np.mean(clicks))))
+            stream.fit(baseline, cfg, run, baseline_dir, rows=clicked_rows, checkpoint=False,
+                       row_filter=lambda b: b.column(click).to_numpy(zero_copy_only=False) > 0.5,
+                       eval_fn=lambda m: rankers.with_selection_score(
+                           evaluate(m, run.validation, run, evaluate_clicked_cvr), ("cvr_auc_clicked",),
+                           "cvr_logloss_clicked"))
+            clock = time.perf_counter()
+            tested = evaluate(baseline, stream.test_rows(run, cfg), run, evaluate_clicked_cvr)
+            metrics.update({f"baseline_{key}": value for key, value in tested.items()})
+            run.timings["evaluation"] += time.perf_counter() - clock
+        return metrics
+
+    return stream.run_task(cfg, "esmm", train_and_test)

@@ -46,6 +46,7 @@ from tfrs_recsys.training.common import (
 from tfrs_recsys.training.resume import TrainingState, advance
 
 TUTORIAL_KS = (1, 5, 10, 50, 100)
+EVAL_CELLS = 1 << 24  # query x item scores computed at once by full-catalog evaluation (64 MiB of float32)
 
 
 def _feature_columns(group: str, frame: pd.DataFrame | None, cfg_columns: tuple[str, ...],
@@ -77,6 +78,15 @@ def build_vocabularies(cfg: RetrievalConfig, data: InteractionData, catalog: np.
     return Vocabularies.build(catalog, users, data.items, data.users, item_cols, user_cols), skipped
 
 
+def validation_sample(held: seq.HeldOut, users: int, seed: int) -> seq.HeldOut:
+    """At most ``users`` rows of ``held``, a seeded sample in their order (all when ``users`` is 0)."""
+    if not users or len(held) <= users:
+        return held
+    keep = np.sort(np.random.default_rng(seed).choice(len(held), users, replace=False))
+    return seq.HeldOut(held.user_ids[keep], [held.histories[i] for i in keep], held.targets[keep],
+                       [held.exclude[i] for i in keep])
+
+
 def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int = 1024) -> np.ndarray:
     """0-based rank of each held-out target among all catalog items, its ``exclude`` items skipped.
 
@@ -92,6 +102,8 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
     catalog = model.catalog.numpy().astype(str)
     position = {item: i for i, item in enumerate(catalog)}
     candidates = model.candidate_embeddings().numpy()
+    # Fewer queries at once for a larger catalog: a chunk's scores stay near EVAL_CELLS whatever the size.
+    chunk = max(1, min(chunk, EVAL_CELLS // max(len(catalog), 1)))
     out = []
     for lo in range(0, len(held), chunk):
         hi = min(len(held), lo + chunk)
@@ -262,7 +274,12 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     for column, why in skipped.items():
         print(f"retrieval: feature column {column} not used: {why}", flush=True)
 
-    evaluator = EpochEvaluator(lambda m: evaluate(m, "validation", split.validation), run_dir,
+    validation = validation_sample(split.validation, cfg.validation_users, cfg.seed)
+    if len(validation) < len(split.validation):
+        print(f"retrieval: validation after each epoch on a seeded sample of {len(validation)} of "
+              f"{len(split.validation)} held-out users (--validation-users); the test is exact over all",
+              flush=True)
+    evaluator = EpochEvaluator(lambda m: evaluate(m, "validation", validation), run_dir,
                                monitor=monitor, patience=cfg.patience)
     state = TrainingState.of_run(cfg, run_dir)
     initial = state.restore(model, evaluator, lambda: runs.build_retrieval(model, cfg.max_history, catalog),

@@ -1,0 +1,147 @@
+"""Rankers trained from Parquet / CSV shards streamed through tf.data (training/stream.py, data/streaming.py):
+the split, the per-worker shards, the packed raw features, and a whole DeepFM and ESMM run on a few shards."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from tfrs_recsys.config import DeepFMConfig, ESMMConfig
+from tfrs_recsys.data import streaming
+from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.schema import frame_to_raw
+from tfrs_recsys.data.schema_inference import infer_schema
+from tfrs_recsys.training import deepfm, esmm, stream
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _scale_data():
+    spec = importlib.util.spec_from_file_location("scale_data", REPO / "bench" / "scale_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def criteo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("criteo")
+    _scale_data().generate("criteo", 6000, out, seed=3, shards=4)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sessions")
+    _scale_data().generate("sessions", 6000, out, seed=3, shards=4)
+    return out
+
+
+def _rows(batches) -> int:
+    return sum(b.num_rows for b in batches)
+
+
+def test_every_row_lands_in_one_part_the_same_however_it_is_read(criteo):
+    table = streaming.open_table(str(criteo / "parquet"), labels=["label"])
+    assert table.rows == 6000 and len(table.files) == 4
+    parts = [_rows(streaming.read_part(table, table.files, p, seed=7)) for p in range(3)]
+    assert sum(parts) == 6000
+    assert parts[0] / 6000 == pytest.approx(0.8, abs=0.03) and parts[2] / 6000 == pytest.approx(0.1, abs=0.03)
+    # The CSV copy of the same rows splits the same way, and another seed splits differently.
+    csv = streaming.open_table(str(criteo / "csv"), labels=["label"])
+    assert [_rows(streaming.read_part(csv, csv.files, p, seed=7)) for p in range(3)] == parts
+    assert _rows(streaming.read_part(table, table.files, 0, seed=8)) != parts[0]
+
+
+def test_a_session_never_straddles_parts(sessions):
+    table = streaming.open_table(str(sessions / "parquet"), labels=["click", "conversion"],
+                                 session_column="session_id")
+    seen = [set(pa.Table.from_batches(list(streaming.read_part(table, table.files, p, seed=1)))
+                .column("session_id").to_pylist()) for p in range(3)]
+    assert seen[0] and seen[1] and seen[2]
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+
+
+def test_each_worker_reads_its_own_shards_and_together_every_row_once(criteo):
+    table = streaming.open_table(str(criteo / "parquet"), labels=["label"])
+    mine = [streaming.worker_files(table.files, i, 2) for i in range(2)]
+    assert not set(mine[0]) & set(mine[1]) and sorted(mine[0] + mine[1]) == table.files
+    sample = streaming.sample_rows(table, 2000, seed=1)
+    spec = infer_schema(sample, ["label"])
+    read = []
+    for files in mine:
+        ds = streaming.stream_dataset(table, spec, files, batch_size=128, seed=1, shuffle=False, repeat=False)
+        read.append(sum(int(y["label"].shape[0]) for _, y in ds))
+    assert read[0] + read[1] == _rows(streaming.read_part(table, table.files, 0, seed=1))
+    assert read[0] == _rows(streaming.read_part(table, mine[0], 0, seed=1))
+    with pytest.raises(DataError, match="4 file shard.*5 workers.*at least 5 shards"):
+        streaming.worker_files(table.files, 0, 5)
+
+
+def test_packed_features_are_the_raw_features_of_the_frame():
+    frame = pd.DataFrame({"city": ["b", None, "ü", "b"], "code": [3, 4, 3, 5],
+                          "price": [1.5, np.nan, 2.0, 3.0],
+                          "user_id": [10, 11, 10, 12], "label": [0, 1, 0, 1]})
+    spec = infer_schema(frame, ["label"], user_column="user_id", low_cardinality_max=3)
+    batch = pa.RecordBatch.from_pandas(frame, preserve_index=False)
+    import tensorflow as tf
+
+    raw = streaming.unpack({k: tf.constant(v) for k, v in streaming.pack(batch, spec).items()}, spec)
+    expected = frame_to_raw(frame, spec)
+    for name, values in expected.items():
+        got = raw[name].numpy()
+        got = [v.decode() for v in got] if got.dtype == object else got
+        np.testing.assert_array_equal(np.asarray(got), values.astype(got.dtype) if values.dtype != object
+                                      else values, err_msg=name)
+
+
+def test_deepfm_and_esmm_train_from_streamed_shards(criteo, sessions, tmp_path):
+    cfg = DeepFMConfig(dataset="parquet", data_dir=str(criteo / "parquet"), label_columns=("label",),
+                       streaming="always", epochs=2, batch_size=256, embedding_dim=4, hidden_units=(16,),
+                       output_dir=str(tmp_path / "deepfm"), progress=False, stream_sample_rows=3000)
+    assert stream.should_stream(cfg) and not stream.should_stream(DeepFMConfig(
+        dataset="parquet", data_dir=str(criteo / "parquet"), label_columns=("label",)))  # small: in memory
+    metrics = deepfm.run(cfg)
+    table = streaming.open_table(str(criteo / "parquet"), labels=["label"])
+    test_rows = _rows(streaming.read_part(table, table.files, 2, cfg.seed))
+    assert metrics["streamed"] and metrics["rows"] == test_rows
+    assert 0.0 < metrics["auc"] < 1.0
+    assert set(metrics["timings"]) >= {"load", "pipeline", "epochs", "evaluation"}
+    run = tmp_path / "deepfm"
+    split = json.loads((run / "split.json").read_text())
+    assert split["rows"] == 6000 and split["sample_rows"] <= 3000
+    assert "seeded sample" in json.loads((run / "spec.json").read_text())["notes"]["sample"]
+    assert (run / "checkpoints" / "best.index").is_file()
+
+    cfg = ESMMConfig(dataset="csv", data_dir=str(sessions / "csv"), label_columns=("click", "conversion"),
+                     session_column="session_id", user_column="user_id", item_column="item_id",
+                     streaming="always", epochs=1, batch_size=256, embedding_dim=4, tower_units=(8,),
+                     hidden_units=(16,), output_dir=str(tmp_path / "esmm"), progress=False)
+    metrics = esmm.run(cfg)
+    assert metrics["streamed"] and np.isfinite(metrics["ctr_auc"]) and "baseline_cvr_auc_clicked" in metrics
+    assert metrics["session_ndcg_sessions_used"] > 0
+
+
+def test_streaming_is_an_option_of_csv_and_parquet_only():
+    from tfrs_recsys.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--streaming 'always' applies to --dataset csv or parquet"):
+        DeepFMConfig(streaming="always")
+    with pytest.raises(ConfigError, match="field 'streaming' = 'sometimes'"):
+        DeepFMConfig(dataset="csv", data_dir="x.csv", label_columns=("label",), streaming="sometimes")
+
+
+def test_retrieval_validation_ranks_a_seeded_sample_of_users():
+    from tfrs_recsys.data.sequences import HeldOut
+    from tfrs_recsys.training.retrieval import validation_sample
+
+    held = HeldOut(np.array([f"u{i}" for i in range(50)]), [np.array([str(i)]) for i in range(50)],
+                   np.array([str(i + 1) for i in range(50)]), [np.array([str(i)]) for i in range(50)])
+    sample = validation_sample(held, 10, seed=4)
+    assert len(sample) == 10 and list(sample.user_ids) == sorted(sample.user_ids, key=lambda u: int(u[1:]))
+    assert [int(t) - 1 for t in sample.targets] == [int(u[1:]) for u in sample.user_ids]
+    assert list(validation_sample(held, 10, seed=4).user_ids) == list(sample.user_ids)
+    assert validation_sample(held, 0, seed=4) is held and validation_sample(held, 80, seed=4) is held

@@ -1,0 +1,441 @@
+"""Labeled tables read as a stream of file shards: for logs larger than memory.
+
+Nothing here holds the whole log. A :class:`FileTable` is the list of shards (Parquet, CSV or TSV with a
+header) and their row count (Parquet metadata; text files count their lines); rows are read in Arrow
+record batches of :data:`CHUNK_ROWS` (``pyarrow.parquet.ParquetFile.iter_batches``, ``pyarrow.csv.open_csv``),
+with the column types of the first shard fixed for every shard.
+
+* **Split** (:func:`split_parts`): every row gets a part (train / validation / test, 80 / 10 / 10) from a
+  seeded hash of its session id, so a session never straddles parts, or without a session column of its
+  shard and row number. The same row lands in the same part however the files are chunked or sharded.
+* **Sample** (:func:`sample_rows`): schema inference, vocabularies and normalization statistics come from
+  a seeded sample of at most ``rows`` training rows (Parquet: whole row groups in a seeded order; text:
+  the first blocks of every shard, shards in a seeded order), subsampled uniformly.
+* **Training input** (:func:`stream_dataset`): ``tf.data`` interleaves the shards (in a new seeded order
+  every epoch), a generator per shard parses record batches, drops the other parts' rows, shuffles each
+  batch's rows and yields raw feature batches; the model's preprocessor encodes them in the graph. The
+  shuffle is thus: shard order, rows within a record batch, and a buffer of :data:`SHUFFLE_BATCHES`
+  batches. Nothing is cached. With several workers, :func:`worker_files` gives each its own shards
+  before anything is read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import tensorflow as tf
+
+from tfrs_recsys import paths
+from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.schema import MISSING_INT, FeatureColumn, FeatureSpec, frame_to_raw
+from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, TEXT_SUFFIXES, table_files
+
+CHUNK_ROWS = 65_536  # rows parsed at once: bounds the reader's memory
+SHUFFLE_BATCHES = 16
+FRACTIONS = (0.8, 0.1, 0.1)
+PARTS = ("train", "validation", "test")
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _suffix(path: str) -> str:
+    return "." + str(path).lower().rsplit(".", 1)[-1]
+
+
+@dataclasses.dataclass
+class FileTable:
+    """A labeled table of file shards, read a record batch at a time.
+
+    Attributes:
+      files: The shards, sorted.
+      labels: The label columns.
+      schema: The Arrow schema of the first shard; every shard is read with its types.
+      rows: Rows of every shard together.
+      bytes: Their size on disk.
+      session_column: The column grouping a session's rows (the split keeps sessions whole).
+      user_column: The user id column, if any.
+      item_column: The item id column, if any.
+    """
+
+    files: list[str]
+    labels: list[str]
+    schema: pa.Schema
+    rows: int
+    bytes: int
+    session_column: str | None = None
+    user_column: str | None = None
+    item_column: str | None = None
+
+    def rows_of(self, file: str) -> int:
+        """Rows of one shard (Parquet metadata; a text file's lines, header excluded)."""
+        if _suffix(file) in PARQUET_SUFFIXES:
+            with paths.open_file(file) as fh:
+                return pq.ParquetFile(fh).metadata.num_rows
+        return _count_lines(file) - 1
+
+
+def _size(file: str) -> int:
+    if paths.is_remote(file):
+        return int(tf.io.gfile.stat(str(file)).length)
+    return os.path.getsize(file)
+
+
+def _count_lines(file: str) -> int:
+    lines, last = 0, b"\n"
+    with paths.open_file(file) as fh:
+        while block := fh.read(1 << 24):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
+def total_bytes(path: str) -> int:
+    """The size of the files a table path names (a file, glob or folder)."""
+    return sum(_size(f) for f in table_files(path, "--data"))
+
+
+def open_table(path: str, *, labels: Sequence[str], session_column: str | None = None,
+               user_column: str | None = None, item_column: str | None = None) -> FileTable:
+    """The shards of ``path`` (:func:`~tfrs_recsys.data.tabular.table_files`), checked for the named columns.
+
+    Args:
+      path: A file, glob or folder of Parquet, CSV or TSV files with a header.
+      labels: The label columns.
+      session_column: The session column, if any.
+      user_column: The user id column, if any.
+      item_column: The item id column, if any.
+
+    Returns:
+      The table.
+
+    Raises:
+      DataError: a named column is missing from the first shard, naming the flag to change.
+    """
+    files = table_files(path, "--data")
+    if len({_suffix(f) in PARQUET_SUFFIXES for f in files}) > 1:
+        raise DataError("the shards mix Parquet and text files", path=str(path),
+                        fix="point --data at one format, e.g. a glob like shards/*.parquet")
+    schema = next(_batches(files[0], None, CHUNK_ROWS)).schema
+    flags = {"--label-columns": list(labels), "--session-column": [session_column],
+             "--user-column": [user_column], "--item-column": [item_column]}
+    for flag, columns in flags.items():
+        for column in (c for c in columns if c and c not in schema.names):
+            raise DataError(f"--data has no such column; its columns are {schema.names}", path=files[0],
+                            column=column, fix=f"pass {flag} naming one of them")
+    table = FileTable(files, list(labels), schema, 0, sum(_size(f) for f in files), session_column,
+                      user_column, item_column)
+    table.rows = sum(table.rows_of(f) for f in files)
+    return table
+
+
+def _batches(file: str, schema: pa.Schema | None, rows: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of one shard; ``schema`` fixes a text file's column types."""
+    if _suffix(file) in PARQUET_SUFFIXES:
+        with paths.open_file(file) as fh:
+            yield from pq.ParquetFile(fh).iter_batches(batch_size=rows)
+        return
+    sep = TEXT_SUFFIXES.get(_suffix(file), ",")
+    types = {f.name: f.type for f in schema} if schema is not None else None
+    with paths.open_file(file) as fh:
+        reader = pa_csv.open_csv(fh, read_options=pa_csv.ReadOptions(block_size=rows * 400),
+                                 parse_options=pa_csv.ParseOptions(delimiter=sep),
+                                 convert_options=pa_csv.ConvertOptions(column_types=types))
+        try:
+            yield from reader
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"cannot parse: {exc}", path=file,
+                            fix="check that every shard has the first shard's columns and value types"
+                            ) from None
+
+
+def _uniform(keys: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded uniform [0, 1) number per uint64 key (splitmix64's finalizer)."""
+    z = keys.astype(np.uint64) + np.uint64(seed * _GOLDEN % 2 ** 64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return ((z ^ (z >> np.uint64(31))) >> np.uint64(11)).astype(np.float64) / 2.0 ** 53
+
+
+def split_parts(batch: pa.RecordBatch, table: FileTable, file_index: int, first_row: int,
+                seed: int) -> np.ndarray:
+    """Each row's part (0 train, 1 validation, 2 test; module docstring).
+
+    Args:
+      batch: Rows of shard ``file_index``, starting at its row ``first_row``.
+      table: Their table.
+      file_index: The shard's place in ``table.files``.
+      first_row: The batch's first row in the shard.
+      seed: The split's seed.
+
+    Returns:
+      int8 parts.
+    """
+    if table.session_column:
+        column = batch.column(table.session_column)
+        if pa.types.is_integer(column.type):
+            keys = column.fill_null(-1).to_numpy().astype(np.int64).view(np.uint64)
+        else:
+            keys = pd.util.hash_array(column.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False))
+    else:
+        keys = (np.uint64(file_index) << np.uint64(40)) + np.arange(first_row, first_row + batch.num_rows,
+                                                                  dtype=np.uint64)
+    u = _uniform(keys, seed)
+    return (u >= FRACTIONS[0]).astype(np.int8) + (u >= FRACTIONS[0] + FRACTIONS[1])
+
+
+def read_part(table: FileTable, files: Sequence[str], part: int, seed: int, *,
+              row_filter: Callable[[pa.RecordBatch], np.ndarray] | None = None,
+              limit: int | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows of ``part`` in ``files`` (a subset of ``table.files``), a record batch at a time.
+
+    Args:
+      table: The table.
+      files: The shards to read, in this order.
+      part: 0 train, 1 validation, 2 test.
+      seed: The split's seed.
+      row_filter: Keeps the rows where it is True (e.g. clicked rows), optional.
+      limit: Stop after this many rows.
+
+    Yields:
+      Record batches of the part's rows.
+    """
+    left = math.inf if limit is None else limit
+    for file in files:
+        offset = 0
+        for batch in _batches(file, table.schema, CHUNK_ROWS):
+            keep = split_parts(batch, table, table.files.index(file), offset, seed) == part
+            offset += batch.num_rows
+            if row_filter is not None:
+                keep &= row_filter(batch)
+            batch = batch.filter(pa.array(keep))
+            if batch.num_rows:
+                yield batch.slice(0, int(min(left, batch.num_rows)))
+                left -= batch.num_rows
+            if left <= 0:
+                return
+
+
+def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of at most ``rows`` training rows (module docstring), as a frame.
+
+    Args:
+      table: The table.
+      rows: The most rows.
+      seed: The split's and the sample's seed.
+
+    Returns:
+      The rows.
+    """
+    rng = np.random.default_rng(seed)
+    wanted = 2 * rows  # read twice the rows wanted, then subsample uniformly
+    chunks, have = [], 0
+    if _suffix(table.files[0]) in PARQUET_SUFFIXES:
+        groups = []
+        for index, file in enumerate(table.files):
+            with paths.open_file(file) as fh:
+                meta = pq.ParquetFile(fh).metadata
+            starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+            groups += [(index, g, int(starts[g])) for g in range(meta.num_row_groups)]
+        for index, group, start in (groups[i] for i in rng.permutation(len(groups))):
+            with paths.open_file(table.files[index]) as fh:
+                batch = pq.ParquetFile(fh).read_row_group(group)
+            batch = batch.filter(pa.array(split_parts(batch, table, index, start, seed) == 0))
+            chunks.append(batch)
+            have += batch.num_rows
+            if have >= wanted:
+                break
+    else:
+        per_file = math.ceil(wanted / len(table.files))
+        for index in rng.permutation(len(table.files)):
+            chunks += read_part(table, [table.files[index]], 0, seed, limit=per_file)
+    if not chunks:
+        raise DataError("no training rows in the data", path=table.files[0], fix="check the files")
+    read = pa.concat_tables([c if isinstance(c, pa.Table) else pa.Table.from_batches([c]) for c in chunks])
+    # Subsampled in Arrow, in a random order (distinct_estimate reads its halves): only the sample becomes
+    # Python objects.
+    return read.take(pa.array(rng.permutation(read.num_rows)[:rows])).to_pandas()
+
+
+def distinct_estimate(values: pd.Series, rows: int) -> int:
+    """Distinct values in ``rows`` rows, extrapolated from a uniform sample by Heaps' law: the growth of
+    the distinct count from half the sample to all of it, continued to ``rows`` (at most ``rows``)."""
+    half = values.iloc[: len(values) // 2].nunique()
+    whole = values.nunique()
+    if len(values) < 2 or half == 0 or rows <= len(values):
+        return int(whole)
+    beta = min(max(math.log(max(whole, 1) / half) / math.log(2.0), 0.0), 1.0)
+    return int(min(rows, whole * (rows / len(values)) ** beta))
+
+
+def _text_buffers(column: pa.Array) -> tuple[bytes, np.ndarray]:
+    """A string array as (its UTF-8 bytes, int64 offsets [n + 1]): no Python object per value."""
+    column = pc.cast(column, pa.string()).fill_null("")
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)
+    offsets = offsets[column.offset:column.offset + len(column) + 1]
+    data = column.buffers()[2]
+    data = data.to_pybytes()[offsets[0]:offsets[-1]] if data is not None else b""
+    return data, (offsets - offsets[0]).astype(np.int64)
+
+
+def _strings_buffers(values: np.ndarray) -> tuple[bytes, np.ndarray]:
+    encoded = [v.encode() for v in values]
+    return b"".join(encoded), np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)])
+
+
+def pack(batch: pa.RecordBatch, spec: FeatureSpec) -> dict[str, np.ndarray | bytes]:
+    """A record batch's raw features (as :func:`~tfrs_recsys.data.schema.frame_to_raw` writes them) in
+    arrays that cross into TensorFlow without a Python object per value: a text feature is its UTF-8
+    bytes (one ``bytes``) and offsets (``NAME/offsets``); numbers are converted in Arrow. Types Arrow cannot
+    convert the same way (lists, dates) go through pandas. :func:`unpack` makes the raw tensors.
+
+    Args:
+      batch: The rows.
+      spec: Their features.
+
+    Returns:
+      The arrays.
+    """
+    out = {}
+    for f in spec.features:
+        if f.name not in batch.schema.names:
+            raise DataError(f"feature '{f.name}' of the spec is missing from the data", column=f.name,
+                            fix="add the column, or remove the feature from the spec")
+        column = batch.column(f.name)
+        kind = column.type
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+        if f.is_categorical and f.raw_dtype == "int64" and pa.types.is_integer(kind):
+            out[f.name] = column.cast(pa.int64()).fill_null(MISSING_INT).to_numpy()
+        elif f.is_categorical and f.raw_dtype != "int64" and f.kind != "multi_categorical" and text:
+            out[f.name], out[f.name + "/offsets"] = _text_buffers(column)
+        elif f.kind == "numeric" and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            out[f.name] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
+        else:
+            value = frame_to_raw(pd.DataFrame({f.name: column.to_pandas()}), FeatureSpec([f], []))[f.name]
+            if value.dtype == object:
+                out[f.name], out[f.name + "/offsets"] = _strings_buffers(value)
+            else:
+                out[f.name] = value
+    return out
+
+
+def packed_signature(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
+    """The tensor specs of :func:`pack`'s arrays."""
+    from tfrs_recsys.features.preprocessing import raw_dtype
+
+    out = {}
+    for f in spec.features:
+        if raw_dtype(f) == tf.string:
+            out[f.name] = tf.TensorSpec([], tf.string)
+            out[f.name + "/offsets"] = tf.TensorSpec([None], tf.int64)
+        else:
+            out[f.name] = tf.TensorSpec([None], raw_dtype(f))
+    return out
+
+
+def unpack(packed: dict[str, tf.Tensor], spec: FeatureSpec) -> dict[str, tf.Tensor]:
+    """The raw feature tensors of :func:`pack`'s arrays (in the graph: a text feature is cut out of its
+    bytes at its offsets)."""
+    out = {}
+    for f in spec.features:
+        offsets = packed.get(f.name + "/offsets")
+        if offsets is None:
+            out[f.name] = packed[f.name]
+            continue
+        out[f.name] = tf.strings.substr(packed[f.name], offsets[:-1], offsets[1:] - offsets[:-1])
+    return out
+
+
+def labels_of(batch: pa.RecordBatch, labels: Sequence[str]) -> dict[str, np.ndarray]:
+    """The label columns as float32 (missing -> NaN)."""
+    return {name: pc.cast(batch.column(name), pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
+            for name in labels}
+
+
+def worker_files(files: Sequence[str], index: int, workers: int) -> list[str]:
+    """The shards worker ``index`` of ``workers`` reads: every ``workers``-th, from its index.
+
+    Raises:
+      DataError: fewer shards than workers (a worker would read nothing).
+    """
+    if len(files) < workers:
+        raise DataError(f"{len(files)} file shard(s) for {workers} workers: each worker reads its own shards",
+                        path=str(files[0]) if files else None,
+                        fix=f"write the data as at least {workers} shards (a multiple of {workers} "
+                            "balances them), or train with fewer workers")
+    return list(files[index::workers])
+
+
+def stream_dataset(table: FileTable, spec: FeatureSpec, files: Sequence[str], *, batch_size: int, seed: int,
+                   part: int = 0, shuffle: bool = True, repeat: bool = True,
+                   row_filter: Callable[[pa.RecordBatch], np.ndarray] | None = None,
+                   encode: Callable | None = None) -> tf.data.Dataset:
+    """``(features, labels)`` batches of ``part``'s rows of ``files``, streamed (module docstring).
+
+    Args:
+      table: The table.
+      spec: The feature spec (features and labels).
+      files: The shards to read (this worker's).
+      batch_size: Rows per batch.
+      seed: The split's and the shuffle's seed.
+      part: 0 train, 1 validation, 2 test.
+      shuffle: Shuffle the shard order every epoch, rows in a record batch, and batches in a buffer.
+      repeat: Repeat endlessly.
+      row_filter: Keeps the rows where it is True, optional.
+      encode: Maps a batch's raw features in the graph (the model's preprocessor), optional.
+
+    Returns:
+      The dataset.
+    """
+    labels = list(spec.labels)
+
+    def generate(file: bytes, draw: int):
+        rng = np.random.default_rng([seed, int(draw)])
+        for batch in read_part(table, [file.decode()], part, seed, row_filter=row_filter):
+            if shuffle:
+                batch = batch.take(pa.array(rng.permutation(batch.num_rows)))
+            yield pack(batch, spec), labels_of(batch, labels)
+
+    signature = (packed_signature(spec), {name: tf.TensorSpec([None], tf.float32) for name in labels})
+    names = tf.data.Dataset.from_tensor_slices(list(files))
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    if shuffle:
+        names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    sources = tf.data.Dataset.zip((names, draws))
+    if repeat:
+        sources = sources.repeat()
+    parallel = min(len(files), 4)
+    ds = sources.interleave(
+        lambda file, draw: tf.data.Dataset.from_generator(generate, output_signature=signature,
+                                                          args=(file, draw)),
+        cycle_length=parallel, block_length=1, num_parallel_calls=parallel, deterministic=not shuffle)
+    ds = ds.map(lambda x, y: (unpack(x, spec), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.rebatch(batch_size)
+    if encode is not None:
+        ds = ds.map(lambda x, y: (encode(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if shuffle:
+        ds = ds.shuffle(SHUFFLE_BATCHES, seed=seed)
+    options = tf.data.Options()
+    # Each worker already reads only its own shards: tf.data must not shard them again.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def column_sized(column: FeatureColumn, values: pd.Series, rows: int, *, vocab_max: int,
+                 max_buckets: int) -> FeatureColumn:
+    """``column`` (inferred from a sample) with its hash buckets sized for ``rows`` rows: twice the
+    distinct values :func:`distinct_estimate` expects there, at most ``max_buckets``; others unchanged."""
+    if column.encoding != "hash":
+        return column
+    from tfrs_recsys.data.schema import raw_strings
+
+    distinct = distinct_estimate(raw_strings(values, column), rows)
+    return dataclasses.replace(column, num_buckets=int(min(max(2 * distinct, 2 * vocab_max), max_buckets)))

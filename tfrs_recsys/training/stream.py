@@ -1,0 +1,271 @@
+"""Rankers (ESMM, DeepFM) trained from file shards streamed through ``tf.data``: logs larger than memory.
+
+The path a ``--dataset csv`` or ``parquet`` run takes when its files total :data:`AUTO_BYTES` or more
+(``--streaming auto``, the default), or always with ``--streaming always``. Memory does not grow with the
+log: no frame of the whole log, no cache of the data set.
+
+* Split: 80 / 10 / 10 by a seeded hash of the session id, else of the row's shard and number
+  (:func:`~tfrs_recsys.data.streaming.split_parts`); ``split.json`` records it.
+* Spec: inferred from a seeded sample of at most ``--stream-sample-rows`` training rows (kinds,
+  vocabularies, normalization statistics); a hashed column gets twice the distinct values the sample
+  extrapolates to the training rows, at most :data:`MAX_HASH_BUCKETS`. Saved with the run as ``spec.json``
+  (an edited one comes back with ``--feature-spec``).
+* Training: the shards interleaved, parsed in record batches, encoded in the graph; an epoch is
+  ``ceil(expected training rows / batch)`` steps. Under ``--distribute multi_worker`` each worker reads
+  only its own shards (:func:`~tfrs_recsys.data.streaming.worker_files`).
+* Validation after each epoch: the first ``--stream-validation-rows`` validation rows, in shard order
+  (stated in the log). Test: every test row, streamed in record batches; only the scores, labels and
+  group keys are kept.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import weakref
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import tensorflow as tf
+
+from tfrs_recsys import paths, runs
+from tfrs_recsys.config import TrainConfig
+from tfrs_recsys.data import streaming
+from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.schema import FeatureSpec
+from tfrs_recsys.data.schema_inference import infer_schema
+from tfrs_recsys.features.preprocessing import FeaturePreprocessor, as_encoded
+from tfrs_recsys.training import distribution, rankers
+from tfrs_recsys.training.common import EpochEvaluator, finish_run, fit_verbosity, tensorboard_callback
+
+AUTO_BYTES = 256 << 20  # --streaming auto streams files of this size or more
+MAX_HASH_BUCKETS = 1 << 21
+VOCAB_MAX = 10_000
+
+
+def should_stream(cfg: TrainConfig) -> bool:
+    """Whether ``cfg`` trains a ranker from streamed files (module docstring)."""
+    if cfg.dataset not in ("csv", "parquet") or cfg.streaming == "never" or not cfg.data_dir:
+        return False
+    return cfg.streaming == "always" or streaming.total_bytes(cfg.data_dir) >= AUTO_BYTES
+
+
+@dataclasses.dataclass
+class StreamRun:
+    """What a streamed ranker run trains from."""
+
+    strategy: tf.distribute.Strategy
+    chief: bool
+    table: streaming.FileTable
+    spec: FeatureSpec
+    run_dir: object
+    train_rows: int
+    validation: list[pa.RecordBatch]
+    timings: dict
+
+
+def _spec(cfg: TrainConfig, table: streaming.FileTable, sample: pd.DataFrame, train_rows: int) -> FeatureSpec:
+    if cfg.feature_spec:
+        spec = FeatureSpec.load(cfg.feature_spec)
+        if list(spec.labels) != table.labels:
+            raise DataError(f"the spec's labels {spec.labels} differ from the data's {table.labels}",
+                            path=cfg.feature_spec,
+                            fix="list the data's label columns in the spec, in that order")
+        return spec
+    spec = infer_schema(sample, table.labels, session_column=table.session_column,
+                        user_column=table.user_column,
+                        item_column=table.item_column, sample_rows=len(sample), vocab_max=VOCAB_MAX)
+    spec.features = [streaming.column_sized(f, sample[f.name], train_rows, vocab_max=VOCAB_MAX,
+                                            max_buckets=MAX_HASH_BUCKETS) for f in spec.features]
+    spec.notes["sample"] = (f"kinds, vocabularies and statistics from a seeded sample of {len(sample)} of "
+                            f"about "
+                            f"{train_rows} training rows; hash buckets: 2 x the distinct values extrapolated "
+                            f"to the training rows, at most {MAX_HASH_BUCKETS}")
+    return spec
+
+
+def start(cfg: TrainConfig, task: str) -> StreamRun:
+    """Strategy first, then the shards, the sample, the spec, the run files and the validation rows.
+
+    Args:
+      cfg: the run's config (``dataset`` csv or parquet).
+      task: ``esmm`` or ``deepfm``.
+
+    Returns:
+      What the run trains from.
+    """
+    strategy = distribution.start_runtime(cfg)
+    chief = distribution.is_chief(strategy)
+    tf.keras.utils.set_random_seed(cfg.seed)
+    clock = time.perf_counter()
+    wanted, fix = rankers.LABELS[task]
+    if len(cfg.label_columns) != wanted:
+        raise DataError(f"{task} takes {wanted} label(s); --label-columns names {list(cfg.label_columns)}",
+                        fix=fix)
+    table = streaming.open_table(cfg.data_dir, labels=cfg.label_columns, session_column=cfg.session_column,
+                                 user_column=cfg.user_column, item_column=cfg.item_column)
+    train_rows = max(1, round(table.rows * streaming.FRACTIONS[0]))
+    sample = streaming.sample_rows(table, cfg.stream_sample_rows, cfg.seed)
+    rankers.check_labels(sample, table.labels, funnel=task == "esmm")
+    spec = _spec(cfg, table, sample, train_rows)
+    timings = {"load": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    validation = list(streaming.read_part(table, table.files, 1, cfg.seed, limit=cfg.stream_validation_rows))
+    timings["split"] = time.perf_counter() - clock
+    run_dir = runs.create(cfg, task, chief=chief)
+    print(f"{task}: strategy: {distribution.describe(strategy)}", flush=True)
+    print(f"{task}: streaming {len(table.files)} file shard(s), {table.rows} rows, "
+          f"{table.bytes / 2 ** 20:.0f} MiB; "
+          f"{spec.notes.get('sample', 'spec from ' + str(cfg.feature_spec))}; validation after each epoch on "
+          f"the first {sum(b.num_rows for b in validation)} validation rows", flush=True)
+    print(f"{task}: features (the run keeps them as spec.json):\n{spec.table()}", flush=True)
+    spec.save(paths.join(run_dir, runs.SPEC))
+    key = f"session column '{table.session_column}'" if table.session_column else "row's shard and number"
+    split = {"method": f"seeded hash of the {key}", "seed": cfg.seed, "rows": table.rows,
+             "fractions": dict(zip(streaming.PARTS, streaming.FRACTIONS)),
+             "expected_train_rows": train_rows, "files": table.files, "sample_rows": len(sample),
+             "validation_rows_evaluated": sum(b.num_rows for b in validation)}
+    paths.write_text(paths.join(run_dir, runs.SPLIT), json.dumps(split, indent=2) + "\n")
+    return StreamRun(strategy, chief, table, spec, run_dir, train_rows, validation, timings)
+
+
+def training_input(run: StreamRun, cfg: TrainConfig, row_filter: Callable | None = None):
+    """The training batches: one stream per worker over its own shards, encoded in the graph."""
+    preprocessor = FeaturePreprocessor(run.spec)
+
+    def make(files, batch_size):
+        return streaming.stream_dataset(run.table, run.spec, files, batch_size=batch_size, seed=cfg.seed,
+                                        row_filter=row_filter,
+                                        encode=lambda raw: as_encoded(preprocessor(raw)))
+
+    workers = distribution.num_workers(run.strategy)
+    if workers <= 1:
+        return make(run.table.files, cfg.batch_size)
+    index = distribution.worker_index(run.strategy)
+    mine = streaming.worker_files(run.table.files, index, workers)
+    print(f"streaming: worker {index} of {workers} reads {len(mine)} of {len(run.table.files)} shards: "
+          f"{json.dumps([paths.basename(f) for f in mine])} ({sum(run.table.rows_of(f) for f in mine)} rows)",
+          flush=True)
+
+    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make(mine, context.get_per_replica_batch_size(cfg.batch_size))
+
+    return run.strategy.distribute_datasets_from_function(per_worker)
+
+
+def fit(model: tf.keras.Model, cfg: TrainConfig, run: StreamRun, run_dir, *, rows: int,
+        eval_fn: Callable[[tf.keras.Model], dict], row_filter: Callable | None = None,
+        checkpoint: bool = True) -> EpochEvaluator:
+    """:func:`~tfrs_recsys.training.rankers.fit` on the streamed training rows (``rows`` of them)."""
+    clock = time.perf_counter()
+    ds = training_input(run, cfg, row_filter)
+    run.timings["pipeline"] = run.timings.get("pipeline", 0.0) + time.perf_counter() - clock
+    seconds = {"validation": 0.0}
+
+    def timed(m):
+        clock = time.perf_counter()
+        metrics = eval_fn(m)
+        seconds["validation"] += time.perf_counter() - clock
+        return metrics
+
+    epochs = EpochSeconds()
+    evaluator = EpochEvaluator(timed, run_dir, monitor=rankers.MONITOR, mode="max", patience=cfg.patience,
+                               save_checkpoint=checkpoint)
+    rankers.compile_ranker(model, cfg)
+    callbacks = [epochs, evaluator] + ([tensorboard_callback(run_dir)] if checkpoint else [])
+    model.fit(ds, epochs=cfg.epochs, steps_per_epoch=math.ceil(rows / cfg.batch_size), callbacks=callbacks,
+              verbose=fit_verbosity(cfg))
+    run.timings.setdefault("epochs", []).append(epochs.seconds)
+    run.timings["validation"] = run.timings.get("validation", 0.0) + seconds["validation"]
+    return evaluator
+
+
+class EpochSeconds(tf.keras.callbacks.Callback):
+    """The seconds of each epoch's training steps (listed before the evaluator: validation is not counted)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(round(time.perf_counter() - self._start, 3))
+
+
+def _keys(column: pa.Array) -> np.ndarray:
+    if pa.types.is_integer(column.type):
+        return column.fill_null(-1).to_numpy()
+    return pd.util.hash_array(pc.cast(column, pa.string()).fill_null("").to_numpy(zero_copy_only=False))
+
+
+_PREDICT = weakref.WeakKeyDictionary()
+
+
+def _predict_function(model: tf.keras.Model):
+    """The model's inference as one graph, kept per model (eager calls cost several times more; every
+    evaluation after the first reuses the trace)."""
+    if model not in _PREDICT:
+        _PREDICT[model] = tf.function(lambda features: model(features, training=False), reduce_retracing=True)
+    return _PREDICT[model]
+
+
+def score(model: tf.keras.Model, batches: Iterable[pa.RecordBatch], spec: FeatureSpec,
+          batch_size: int = rankers.PREDICT_BATCH) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """The model's outputs for streamed rows, and a frame of their labels and group keys (user, session):
+    all that the ranker metrics read, so memory holds a few numbers per row, never the rows.
+
+    Args:
+      model: a ranker taking raw features.
+      batches: the rows.
+      spec: their feature spec.
+      batch_size: rows per model call.
+
+    Returns:
+      (``{output: float64 [rows]}``, the frame).
+    """
+    outputs: dict[str, list[np.ndarray]] = {}
+    frames = []
+    call = _predict_function(model)
+    keys = [c for c in (spec.user_column, spec.session_column) if c]
+    for batch in batches:
+        raw = streaming.unpack({k: tf.constant(v) for k, v in streaming.pack(batch, spec).items()}, spec)
+        for start in range(0, batch.num_rows, batch_size):
+            part = {k: v[start:start + batch_size] for k, v in raw.items()}
+            for name, value in call(part).items():
+                outputs.setdefault(name, []).append(value.numpy().astype(np.float64))
+        frame = pd.DataFrame(streaming.labels_of(batch, spec.labels))
+        for key in keys:
+            if key in batch.schema.names:
+                frame[key] = _keys(batch.column(key))
+        frames.append(frame)
+    if not frames:
+        raise DataError("no rows to evaluate", fix="use more data")
+    return {k: np.concatenate(v) for k, v in outputs.items()}, pd.concat(frames, ignore_index=True)
+
+
+def test_rows(run: StreamRun, cfg: TrainConfig) -> Iterable[pa.RecordBatch]:
+    """Every test row, a record batch at a time."""
+    return streaming.read_part(run.table, run.table.files, 2, cfg.seed)
+
+
+def run_task(cfg: TrainConfig, task: str, train_and_test: Callable[[StreamRun], dict]) -> dict:
+    """:func:`start`, then ``train_and_test`` (the model's training and test metrics), then the run's files;
+    the seconds of each phase go into the metrics as ``timings``."""
+    run = start(cfg, task)
+    metrics = train_and_test(run)
+    clock = time.perf_counter()
+    metrics["timings"] = {k: (v if isinstance(v, list) else round(v, 3)) for k, v in run.timings.items()}
+    metrics["streamed"] = True
+    finish_run(run.run_dir, metrics, chief=run.chief)
+    run.timings["artifacts"] = time.perf_counter() - clock
+    metrics["timings"]["artifacts"] = round(run.timings["artifacts"], 3)
+    if run.chief:
+        runs.write_test_metrics(run.run_dir, metrics)
+    return metrics
