@@ -137,3 +137,16 @@ def test_tutorial_protocol_beats_the_tfrs_tutorial(datasets_dir, tmp_path):
     bench = _bench()
     metrics = training.run(bench.config_for("tutorial", datasets_dir, tmp_path))
     assert metrics["recall@100"] >= bench.TARGETS["tutorial_recall@100"], metrics
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # about 20 minutes on 2 cores; SASRec's reference trains for 2,990 s
+def test_ml_latest_small_default_configuration_beats_the_sasrec_reference(datasets_dir, tmp_path):
+    """The CLI defaults on ml-latest-small, one seed: test NDCG@10 >= 0.08 (RecBole SASRec: 0.0692)."""
+    dataset_path(datasets_dir, "ml-latest-small", "ratings.csv")
+    bench = _bench()
+    cfg = bench.config_for("ml-latest-small", datasets_dir, tmp_path)
+    metrics = training.run(cfg)
+    meta = json.loads((Path(cfg.output_dir) / runs.META).read_text())
+    assert metrics["ndcg@10"] >= 0.08, metrics
+    assert meta["train_seconds"] <= bench.REFERENCES["ml-latest-small"]["train_seconds"], meta

@@ -39,6 +39,26 @@ from tfrs_recsys.training import distribution
 from tfrs_recsys.training.common import EpochEvaluator, finish_run, fit_verbosity, tensorboard_callback
 
 TUTORIAL_KS = (1, 5, 10, 50, 100)
+# batch_size 0: windows per step such that a step trains about this many targets, whatever the window's
+# length or the data's size (SASRec trains 512 one-target sequences per step).
+TARGETS_PER_STEP = 1024
+PAIRWISE_BATCH = 128  # triples per step of a pairwise loss with batch_size 0
+
+
+def windows_per_step(cfg: RetrievalConfig, targets: np.ndarray) -> int:
+    """The global batch of ``all_positions`` training, in windows: ``cfg.batch_size``, or for 0 the rule.
+
+    Args:
+      cfg: the run's config.
+      targets: the ``[N, L]`` targets of the training windows (``""``: none).
+
+    Returns:
+      ``cfg.batch_size`` when set; else ``TARGETS_PER_STEP`` / the mean targets of a window, at least 8.
+    """
+    if cfg.batch_size:
+        return cfg.batch_size
+    per_window = float((targets != seq.PAD).sum()) / max(len(targets), 1)
+    return max(8, int(round(TARGETS_PER_STEP / max(per_window, 1.0))))
 
 
 def _feature_columns(group: str, frame: pd.DataFrame | None, cfg_columns: tuple[str, ...],
@@ -208,7 +228,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
                                       use_disliked=cfg.use_disliked, sampling=cfg.pairwise_sampling,
                                       max_len=cfg.max_history if cfg.use_transformer else 0, seed=cfg.seed,
                                       loss=cfg.loss)
-        train_ds = sampler.dataset(cfg.batch_size)
+        train_ds = sampler.dataset(cfg.batch_size or PAIRWISE_BATCH)
         negatives_used = (f"disliked, else {cfg.pairwise_sampling}" if cfg.use_disliked
                           else cfg.pairwise_sampling)
         examples = (f"{len(sampler)} training triples (loss={cfg.loss}, {sampler.dropped} liked without a "
@@ -216,11 +236,13 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     else:
         windows = seq.training_windows(split.train, cfg.max_history, mode=cfg.training_mode,
                                        stride=cfg.window_stride or None)
-        train_ds = seq.training_dataset(windows, cfg.batch_size, seed=cfg.seed)
-        # Batches group similar lengths: weigh targets alike by normalizing with the mean batch's count.
         targets = windows["targets"]
-        targets_per_batch = float((targets != seq.PAD).sum()) / len(targets) * cfg.batch_size
-        examples = f"{len(windows['user_id'])} training windows ({cfg.training_mode}), negatives={negatives}"
+        batch = windows_per_step(cfg, targets)
+        train_ds = seq.training_dataset(windows, batch, seed=cfg.seed)
+        # Batches group similar lengths: weigh targets alike by normalizing with the mean batch's count.
+        targets_per_batch = float((targets != seq.PAD).sum()) / len(targets) * batch
+        examples = (f"{len(windows['user_id'])} training windows ({cfg.training_mode}) in batches of {batch} "
+                    f"(about {targets_per_batch:.0f} targets), negatives={negatives}")
         negatives_used = negatives
     train_ds = distribution.shard_by_data(train_ds)
     rated = ({part: pairs.rated_held_out(getattr(split.rows, part), split.train, cfg.positive_threshold)
