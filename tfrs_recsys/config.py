@@ -188,6 +188,9 @@ class RetrievalConfig(TrainConfig):
 
     Attributes:
       batch_size: History windows per training step (0: as many as hold about 1,024 training targets).
+      learning_rate: Adam's learning rate.
+      patience: Epochs without a better validation NDCG before training stops (0: as many as make about
+        500 training steps, at least 3).
       embedding_dim: The width of item, user and query embeddings.
       max_history: The most recent items of a history the user tower reads.
       num_blocks: Transformer blocks of the user tower.
@@ -233,8 +236,10 @@ class RetrievalConfig(TrainConfig):
 
     min_batch_size = 0
 
-    epochs: int = 30
+    epochs: int = 50
     batch_size: int = 0
+    learning_rate: float = 0.002
+    patience: int = 0
     embedding_dim: int = 64
     max_history: int = 50
     num_blocks: int = 2

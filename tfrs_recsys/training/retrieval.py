@@ -18,6 +18,7 @@ users' histories, the feature spec of the towers and ``retrieval_meta.json``.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,17 @@ TUTORIAL_KS = (1, 5, 10, 50, 100)
 # length or the data's size (SASRec trains 512 one-target sequences per step).
 TARGETS_PER_STEP = 1024
 PAIRWISE_BATCH = 128  # triples per step of a pairwise loss with batch_size 0
+# patience 0: stop after this many training steps without a better validation score (at least 3 epochs):
+# validation NDCG of a few hundred users moves by about its standard error from epoch to epoch, so
+# a count of epochs would stop a run of 20-step epochs on noise and wait long on 500-step epochs.
+PATIENCE_STEPS = 500
+
+
+def patience_epochs(cfg: RetrievalConfig, steps_per_epoch: int) -> int:
+    """``cfg.patience``, or for 0: ``PATIENCE_STEPS`` in epochs of ``steps_per_epoch``, at least 3."""
+    if cfg.patience:
+        return cfg.patience
+    return max(3, math.ceil(PATIENCE_STEPS / max(steps_per_epoch, 1)))
 
 
 def windows_per_step(cfg: RetrievalConfig, targets: np.ndarray) -> int:
@@ -222,13 +234,14 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
                           f"features, but {data.name} has none usable; set use_user_id=true")
     negatives = retrieval_model.resolve_negatives(cfg.negatives, len(catalog), cfg.full_softmax_max_items)
     probabilities = seq.item_probabilities(split.train, catalog)
-    sampler, targets_per_batch = None, None
+    sampler, targets_per_batch, steps_per_epoch = None, None, 0
     if cfg.loss in PAIRWISE_LOSSES:
         sampler = pairs.TripleSampler(split.rows.train, catalog, positive_threshold=cfg.positive_threshold,
                                       use_disliked=cfg.use_disliked, sampling=cfg.pairwise_sampling,
                                       max_len=cfg.max_history if cfg.use_transformer else 0, seed=cfg.seed,
                                       loss=cfg.loss)
         train_ds = sampler.dataset(cfg.batch_size or PAIRWISE_BATCH)
+        steps_per_epoch = math.ceil(len(sampler) / (cfg.batch_size or PAIRWISE_BATCH))
         negatives_used = (f"disliked, else {cfg.pairwise_sampling}" if cfg.use_disliked
                           else cfg.pairwise_sampling)
         examples = (f"{len(sampler)} training triples (loss={cfg.loss}, {sampler.dropped} liked without a "
@@ -241,6 +254,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
         train_ds = seq.training_dataset(windows, batch, seed=cfg.seed)
         # Batches group similar lengths: weigh targets alike by normalizing with the mean batch's count.
         targets_per_batch = float((targets != seq.PAD).sum()) / len(targets) * batch
+        steps_per_epoch = math.ceil(len(targets) / batch)
         examples = (f"{len(windows['user_id'])} training windows ({cfg.training_mode}) in batches of {batch} "
                     f"(about {targets_per_batch:.0f} targets), negatives={negatives}")
         negatives_used = negatives
@@ -274,7 +288,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
         print(f"retrieval: feature column {column} not used: {why}", flush=True)
 
     evaluator = EpochEvaluator(lambda m: evaluate(m, "validation", split.validation), run_dir,
-                               monitor=monitor, patience=cfg.patience)
+                               monitor=monitor, patience=patience_epochs(cfg, steps_per_epoch))
     start = time.perf_counter()
     history = model.fit(train_ds, epochs=cfg.epochs, verbose=fit_verbosity(cfg),
                         callbacks=[evaluator, tensorboard_callback(run_dir)])
