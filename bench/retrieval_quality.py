@@ -1,21 +1,25 @@
 """Retrieval quality on MovieLens against RecBole SASRec and the popularity ranking, measured alike.
 
-    .venv/bin/python bench/retrieval_quality.py [--datasets-dir DIR]
-        [--only ml-100k,ml-latest-small,tutorial] [--output-dir runs/bench-retrieval]
+    .venv/bin/python bench/retrieval_quality.py [--datasets-dir DIR] [--only ml-100k,ml-latest-small,tutorial]
+        [--row default[,ROW...]] [--seeds 42,43,44] [--merge] [--output-dir runs/bench-retrieval]
 
-Protocols, each trained from scratch with ``tfrs_recsys.training.retrieval.run``:
+Every run trains the CLI defaults (no model flags: the protocol is not one) from scratch with
+``tfrs_recsys.training.retrieval.run``, once per seed, and writes its own JSON under
+``OUTPUT_DIR/rows/RUN/ROW-seedS.json``; the tables (and ``bench_results.json``) are the mean over the
+seeds of the rows found, so a long bench can run row by row across sessions (``--merge`` only merges).
+``--row`` names ablation rows (:data:`ROWS`): flags over the defaults, one factor at a time.
 
-* ``ml-100k``: leave-last-out, full ranking over every item, the user's history excluded;
-  test metrics at the best validation-NDCG@10 epoch. Reference: RecBole 1.2.1 SASRec
-  (NDCG@10 0.0544, 1770 s of training on 2 cores). Targets: NDCG@10 >= 1.25x the reference
-  (0.068) and training wall time <= the reference's.
-* ``ml-latest-small``: the same protocol on MovieLens latest-small (no reference; second opinion).
+Protocols:
+
+* ``ml-100k`` and ``ml-latest-small``: leave-last-out, full ranking over every item, the user's history
+  excluded; test metrics at the best validation-NDCG@10 epoch. Reference: RecBole 1.2.1 SASRec
+  (:data:`REFERENCES`); targets: NDCG@10 >= 1.25x the reference, training time <= the reference's.
+* ``synthetic``: the same protocol on generated histories of another size (no reference).
 * ``tutorial``: the TFRS basic-retrieval tutorial protocol on ML-100K: random 80/20 split
-  (seed 42; 5% of the interactions held out of training for early stopping), top-100 hit rate
+  (seed 42; 5% of the interactions held out of training for early stopping), top-K hit rates
   over all items, nothing excluded. Its targets are random interactions, not next items, so
   the model runs as the feature two-tower (Transformer off, user id + user features against
-  items with genres), like the tutorial's user-id tower. Reference: the tutorial's model
-  reaches 0.241 here; target >= 0.31. ``tutorial-transformer`` (on request) runs the
+  items with genres), like the tutorial's user-id tower. ``tutorial-transformer`` (on request) runs the
   Transformer tower on the same protocol.
 
 A popularity ranking (same split, same exclusions) is printed beside each result as the floor.
