@@ -166,7 +166,8 @@ def merge(output_dir: Path, names: list[str], datasets_dir: Path, row: str = "de
 
 def ablation_table(output_dir: Path, names: list[str]) -> None:
     """One line per (run, row): mean validation and test of its seeds, and its training time."""
-    print("| run | row | flags | seeds | validation (NDCG@10; tutorial: top-100) | test (same) | training s |")
+    print("| run | row | flags | seeds | validation (NDCG@10; tutorial: top-100) | test (same) "
+          "| training s |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
         by_row: dict[str, list[dict]] = {}
