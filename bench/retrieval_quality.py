@@ -84,6 +84,7 @@ ROWS = {
     "cosine": {"similarity": "cosine"},
     "batch-128": {"batch_size": 128},
     "positions-start": {"positions_from": "start"},
+    "dropout-0.5": {"dropout": 0.5},
     "dot-b32": {"similarity": "dot", "batch_size": 32, **EXPLORED},
     "cos-b32": {"similarity": "cosine", "batch_size": 32, **EXPLORED},
     "dot-s10": {"similarity": "dot", "window_stride": 10, **EXPLORED},
