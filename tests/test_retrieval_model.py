@@ -125,9 +125,9 @@ def test_entity_features_reject_unknown_columns():
 
 # --- towers -------------------------------------------------------------------------------------
 
-def _tiny_model(transformer: bool = True) -> TwoTowerRetrieval:
+def _tiny_model(transformer: bool = True, **overrides) -> TwoTowerRetrieval:
     cfg = RetrievalConfig(embedding_dim=8, max_history=4, num_blocks=1, num_heads=2, ff_dim=8,
-                          use_transformer=transformer)
+                          use_transformer=transformer, **overrides)
     data = ring_interactions(20, 12)
     catalog = seq.catalog_ids(data.interactions)
     vocab, _ = training.build_vocabularies(cfg, data, catalog,
@@ -136,7 +136,7 @@ def _tiny_model(transformer: bool = True) -> TwoTowerRetrieval:
 
 
 def test_query_tower_handles_padding_side_unknown_items_unknown_users_and_empty_histories():
-    model = _tiny_model()
+    model = _tiny_model(similarity="cosine")
     def q(users, hist):
         return model.query_embeddings({"user_id": tf.constant(users), "history": tf.constant(hist)}).numpy()
 
@@ -148,6 +148,35 @@ def test_query_tower_handles_padding_side_unknown_items_unknown_users_and_empty_
     norms = np.linalg.norm(edge, axis=1) / model.temperature.value.numpy()
     np.testing.assert_allclose(norms, 1.0, rtol=1e-4)  # tau * unit vector
     assert not np.allclose(edge[0], edge[1])  # the one-item history is used
+
+
+def test_dot_similarity_leaves_norms_free_and_the_scale_fixed():
+    """The softmax's default score is <q, c> of unnormalized towers (tau 1, fixed); cosine stays unit."""
+    dot, cosine = _tiny_model(), _tiny_model(similarity="cosine")
+    features = {"user_id": tf.constant(["u1", "u2"]), "history": tf.constant([["", "", "i3", "i4"]] * 2)}
+    item_norms = np.linalg.norm(dot.candidate_embeddings().numpy(), axis=1)
+    assert not np.allclose(item_norms, 1.0, rtol=1e-2) and np.all(item_norms > 0)
+    assert not np.allclose(np.linalg.norm(dot.query_embeddings(features).numpy(), axis=1), 1.0, rtol=1e-2)
+    assert dot.temperature.value.numpy() == 1.0 and not dot.temperature.trainable
+    np.testing.assert_allclose(np.linalg.norm(cosine.candidate_embeddings().numpy(), axis=1), 1.0, rtol=1e-4)
+    assert cosine.temperature.trainable
+    assert _tiny_model(loss="bpr", protocol="random_80_20").item_tower.normalize  # auto: cosine for pairwise
+
+
+def test_positions_from_start_count_from_the_first_known_item():
+    """positions_from=start: a history reads the same positions whatever the padding before it."""
+    model = _tiny_model(positions_from="start")
+    def q(hist):
+        features = {"user_id": tf.constant(["u1"]), "history": tf.constant([hist])}
+        return model.query_embeddings(features).numpy()
+
+    np.testing.assert_allclose(q(["", "", "i3", "i4"]), q(["i3", "i4", "", ""]), atol=1e-5)
+    encoder = model.query_tower.sequence_encoder
+    vectors = tf.zeros((2, 4, 8))
+    known = tf.constant([[False, False, True, True], [True, True, True, True]])
+    states = encoder(vectors, known)  # zero item vectors: the states come from the positions alone
+    np.testing.assert_allclose(states[0, 2], states[1, 0], atol=1e-5)  # both are a history's first item
+    np.testing.assert_allclose(states[0, 3], states[1, 1], atol=1e-5)
 
 
 def test_serving_query_equals_the_last_training_position():

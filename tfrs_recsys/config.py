@@ -21,6 +21,8 @@ PAIRWISE_LOSSES = ("bpr", "triplet")  # models/pairwise.py
 LOSSES = ("softmax",) + PAIRWISE_LOSSES
 PROTOCOLS = ("auto", "leave_last_out", "random_80_20")  # training/retrieval.py
 TRAINING_MODES = ("all_positions", "prefix")  # data/sequences.py
+SIMILARITIES = ("auto", "dot", "cosine")  # models/retrieval.py
+POSITIONS_FROM = ("start", "end")  # models/towers.py
 PAIRWISE_SAMPLING = ("uniform", "popularity")  # data/pairs.py
 # What to do with a run directory that already holds a run (runs.py): asked of one command, never part of
 # the run's recipe, so config.json stores them off.
@@ -181,6 +183,8 @@ class TrainConfig:
     stream_sample_rows: int = 200_000
     stream_validation_rows: int = 100_000
 
+    min_batch_size = 1  # a class constant, not a field: 0 where a model sizes its batches itself
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -190,7 +194,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raises :class:`ConfigError` naming the field and the fix; each subclass adds its own fields."""
-        _at_least(self, 1, "epochs", "batch_size")
+        _at_least(self, 1, "epochs")
+        _at_least(self, self.min_batch_size, "batch_size")
         _one_of(self, distribute=STRATEGIES)
         _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
         _one_of(self, streaming=STREAMING)
@@ -208,12 +213,18 @@ class RetrievalConfig(TrainConfig):
     """Two-tower retrieval with a Transformer user tower (see models/retrieval.py).
 
     Attributes:
+      batch_size: History windows per training step (0: as many as hold about 1,024 training targets).
+      learning_rate: Adam's learning rate.
+      patience: Epochs without a better validation NDCG before training stops (0: as many as make about
+        500 training steps, at least 3).
       embedding_dim: The width of item, user and query embeddings.
       max_history: The most recent items of a history the user tower reads.
       num_blocks: Transformer blocks of the user tower.
       num_heads: Attention heads per block (must divide embedding_dim).
       ff_dim: The width of each block's feed-forward layer.
       dropout: The dropout rate of the user tower.
+      positions_from: Where the history's learned positions count from: start (its first item is position
+        0, as SASRec) or end (its last item is position max_history - 1).
       use_transformer: Encode the history with the Transformer (false: a mean of its item embeddings).
       use_user_id: Give the query tower a learned user id embedding.
       use_item_features: Give the item tower the item table's feature columns.
@@ -227,7 +238,9 @@ class RetrievalConfig(TrainConfig):
       protocol: leave_last_out, random_80_20, or auto (random_80_20 when pairwise metrics are on).
       eval_ks: The cut-offs of recall, NDCG and MRR, e.g. 10,50.
       top_k: Items a recommendation lists.
-      inverse_temperature: The initial tau of score = tau * cos(q, c); learned.
+      similarity: The score: dot (<q, c>, unnormalized: an item's norm can carry its popularity), cosine
+        (tau * cos(q, c) with tau learned) or auto (dot for the softmax, cosine for bpr and triplet).
+      inverse_temperature: The initial tau of score = tau * cos(q, c) (similarity cosine); learned.
       max_inverse_temperature: The largest tau training may reach.
       item_hidden_units: Widths of an item MLP before the projection (none: id and features only).
       query_hidden_units: Widths of a query MLP before the projection to embedding_dim.
@@ -249,14 +262,19 @@ class RetrievalConfig(TrainConfig):
         all); the test ranks every user.
     """
 
-    epochs: int = 30
-    batch_size: int = 128
+    min_batch_size = 0
+
+    epochs: int = 50
+    batch_size: int = 0
+    learning_rate: float = 0.002
+    patience: int = 0
     embedding_dim: int = 64
     max_history: int = 50
     num_blocks: int = 2
     num_heads: int = 2
     ff_dim: int = 256
     dropout: float = 0.2
+    positions_from: str = "end"
     use_transformer: bool = True
     use_user_id: bool = True
     use_item_features: bool = True
@@ -270,6 +288,7 @@ class RetrievalConfig(TrainConfig):
     protocol: str = "auto"
     eval_ks: tuple[int, ...] = (10, 50)
     top_k: int = 100
+    similarity: str = "auto"
     inverse_temperature: float = 10.0
     max_inverse_temperature: float = 100.0
     item_hidden_units: tuple[int, ...] = ()
@@ -303,7 +322,8 @@ class RetrievalConfig(TrainConfig):
         _require(self.window_stride <= self.max_history, "window_stride", self.window_stride,
                  f"must be <= max_history = {self.max_history}", "e.g. --window-stride 0 (= max_history)")
         _one_of(self, training_mode=TRAINING_MODES, negatives=NEGATIVES, protocol=PROTOCOLS, loss=LOSSES,
-                pairwise_sampling=PAIRWISE_SAMPLING)
+                pairwise_sampling=PAIRWISE_SAMPLING, similarity=SIMILARITIES,
+                positions_from=POSITIONS_FROM)
         _require(self.loss != "triplet" or self.margin > 0, "margin", self.margin,
                  "must be > 0 for the triplet loss", "e.g. --margin 1.0")
         _require(0 < self.inverse_temperature <= self.max_inverse_temperature, "inverse_temperature",

@@ -23,7 +23,7 @@ A ranker run (esmm, deepfm) adds::
 A retrieval run adds::
 
     item_ids.txt         catalog, one raw id per line, in embedding row order
-    item_embeddings.npy  [items, dim] float32, L2-normalized item vectors
+    item_embeddings.npy  [items, dim] float32, the item vectors c(i) (L2-normalized under --similarity cosine)
     items.parquet        item metadata of the catalog (title, genres, ...)
     user_ids.txt         users with a trained embedding
     users.parquet        user features (when the data has them)

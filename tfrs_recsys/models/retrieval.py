@@ -1,8 +1,11 @@
 """Two-tower retrieval model: a query tower, an item tower and a softmax over candidates.
 
-Score of item ``i`` for query ``q``: ``s(q, i) = tau * <q, c(i)>`` with both vectors L2-normalized
-and ``tau = exp(w)`` a learnable inverse temperature (cosines live in [-1, 1]; ``tau`` lets the
-softmax become as sharp as the data wants).
+Score of item ``i`` for query ``q`` (``similarity``): ``dot`` (the softmax's default) is
+``s(q, i) = <q, c(i)>`` with unnormalized towers, so an item's norm can carry how often it is the
+answer (its popularity), as SASRec's scores do; ``cosine`` is ``s(q, i) = tau * <q, c(i)>`` with both
+vectors L2-normalized and ``tau = exp(w)`` a learnable inverse temperature (cosines live in [-1, 1];
+``tau`` lets the softmax become as sharp as the data wants). Either way serving scores are the dot
+product of the scaled query ``tau * q`` (``tau`` = 1 under ``dot``) and the item vectors.
 
 Loss, per training query ``q`` with next item ``i+`` and candidates ``C``:
 
@@ -74,6 +77,21 @@ def resolve_negatives(negatives: str, num_items: int, full_softmax_max_items: in
     if negatives != "auto":
         return negatives
     return "full" if num_items <= full_softmax_max_items else "sampled"
+
+
+def resolve_similarity(similarity: str, loss: str) -> str:
+    """The score of a run: ``auto`` -> ``dot`` for the softmax, ``cosine`` for a pairwise loss.
+
+    Args:
+      similarity: the config value (:data:`tfrs_recsys.config.SIMILARITIES`).
+      loss: the config's loss; a triplet margin is in score units, which cosines keep bounded.
+
+    Returns:
+      ``dot`` or ``cosine``.
+    """
+    if similarity != "auto":
+        return similarity
+    return "dot" if loss == "softmax" else "cosine"
 
 
 class InverseTemperature(tf.keras.layers.Layer):
@@ -167,7 +185,8 @@ class TwoTowerRetrieval(RecsysModel):
       logq_correction: subtract ``log Q(j)`` from sampled and in-batch logits.
       remove_accidental_hits: mask candidates equal to the positive.
       hard_negatives: keep only this many hardest negatives (0: all).
-      temperature: the initial inverse temperature ``tau``.
+      temperature: the initial inverse temperature ``tau``; None: ``tau`` = 1, not learned (dot-product
+        scores of unnormalized towers, whose norms are the scale).
       max_temperature: its cap.
       targets_per_batch: divide a batch's loss sum by this instead of its number of targets.
       loss: ``softmax``, ``bpr`` or ``triplet``.
@@ -180,7 +199,7 @@ class TwoTowerRetrieval(RecsysModel):
     def __init__(self, query_tower: QueryTower, item_tower: ItemTower, catalog: np.ndarray, *,
                  negatives: str = "full", item_probabilities: np.ndarray | None = None,
                  num_sampled: int = 1024, logq_correction: bool = True, remove_accidental_hits: bool = True,
-                 hard_negatives: int = 0, temperature: float = 10.0, max_temperature: float = 100.0,
+                 hard_negatives: int = 0, temperature: float | None = 10.0, max_temperature: float = 100.0,
                  targets_per_batch: float | None = None, loss: str = "softmax", margin: float = 1.0,
                  **kwargs):
         super().__init__(**kwargs)
@@ -200,13 +219,14 @@ class TwoTowerRetrieval(RecsysModel):
             raise ValueError(f"item_probabilities must have one entry per catalog item ({len(catalog)}), "
                              f"got shape {probs.shape}")
         self.item_probabilities = tf.constant(probs)
-        self.temperature = InverseTemperature(temperature, max_temperature, name="inverse_temperature")
+        self.temperature = InverseTemperature(temperature or 1.0, max(max_temperature, 1.0),
+                                              name="inverse_temperature")
         self.full_task = CatalogSoftmax(name="catalog_softmax")
         self.sampled_task = sampled_retrieval_task(remove_accidental_hits=remove_accidental_hits,
                                                    hard_negatives=hard_negatives)
         self.targets_per_batch = targets_per_batch
         self.pairwise_task = PairwiseTask(loss, margin, name="pairwise") if loss != "softmax" else None
-        if loss == "triplet":
+        if loss == "triplet" or temperature is None:
             self.temperature.trainable = False
 
     def scaled_query(self) -> ScaledQuery:
@@ -305,22 +325,25 @@ def build_model(cfg, vocab: Vocabularies, *, item_probabilities: np.ndarray | No
       The model, not yet compiled.
     """
     dim = cfg.embedding_dim
+    cosine = resolve_similarity(cfg.similarity, cfg.loss) == "cosine"
     encoder = ItemEncoder(vocab.catalog, dim, feature_specs=vocab.spec.group("item"),
                           feature_tables=vocab.item_tables, name="item_encoder")
     sequence_encoder = SequenceEncoder(cfg.max_history, dim, cfg.num_blocks, cfg.num_heads, cfg.ff_dim,
-                                       cfg.dropout, name="sequence_encoder") if cfg.use_transformer else None
+                                       cfg.dropout, positions_from=cfg.positions_from,
+                                       name="sequence_encoder") if cfg.use_transformer else None
     query = QueryTower(encoder, dim, sequence_encoder=sequence_encoder,
                        user_vocabulary=vocab.users if cfg.use_user_id or vocab.spec.group("user") else None,
                        use_user_embedding=cfg.use_user_id, user_feature_specs=vocab.spec.group("user"),
                        user_feature_tables=vocab.user_tables,
                        hidden_units=cfg.query_hidden_units, dropout=cfg.dropout,
-                       user_id_dropout=cfg.user_id_dropout, name="query_tower")
-    items = ItemTower(encoder, dim, cfg.item_hidden_units, cfg.dropout, name="item_tower")
+                       user_id_dropout=cfg.user_id_dropout, normalize=cosine, name="query_tower")
+    items = ItemTower(encoder, dim, cfg.item_hidden_units, cfg.dropout, normalize=cosine, name="item_tower")
     return TwoTowerRetrieval(query, items, vocab.catalog, negatives=negatives,
                              item_probabilities=item_probabilities, num_sampled=cfg.num_sampled_negatives,
                              logq_correction=cfg.logq_correction,
                              remove_accidental_hits=cfg.remove_accidental_hits,
-                             hard_negatives=cfg.hard_negatives, temperature=cfg.inverse_temperature,
+                             hard_negatives=cfg.hard_negatives,
+                             temperature=cfg.inverse_temperature if cosine else None,
                              max_temperature=cfg.max_inverse_temperature, targets_per_batch=targets_per_batch,
                              loss=cfg.loss, margin=cfg.margin)
 

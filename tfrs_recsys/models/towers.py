@@ -125,12 +125,14 @@ class ItemTower(tf.keras.Model):
       dim: the output width ``D``.
       hidden_units: the MLP's ReLU layers before its projection to ``D``; none: ``normalize(h(i))``.
       dropout: the MLP's dropout rate.
+      normalize: L2-normalize the output (false: dot-product scores, the norm is learned).
     """
 
     def __init__(self, encoder: ItemEncoder, dim: int, hidden_units: Sequence[int] = (), dropout: float = 0.0,
-                 **kwargs):
+                 normalize: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
+        self.normalize = bool(normalize)
         self.head = (mlp(hidden_units, dropout=dropout, name="item_mlp", output_units=dim) if hidden_units
                      else None)
 
@@ -138,7 +140,7 @@ class ItemTower(tf.keras.Model):
         vectors, _ = self.encoder(item_ids)
         if self.head is not None:
             vectors = self.head(vectors, training=training)
-        return tf.math.l2_normalize(vectors, axis=-1)
+        return tf.math.l2_normalize(vectors, axis=-1) if self.normalize else vectors
 
 
 class TransformerBlock(tf.keras.layers.Layer):
@@ -186,11 +188,17 @@ class SequenceEncoder(tf.keras.layers.Layer):
       num_heads: attention heads per block.
       ff_dim: the feed-forward hidden width.
       dropout: the dropout rate of the inputs and the blocks.
+      positions_from: ``start``: a row's first known item has position 0 (SASRec: a training target at
+        window position ``t`` reads the positions a ``t + 1``-item history reads when served); ``end``:
+        the last column has position ``max_len - 1`` whatever the row's length.
     """
 
     def __init__(self, max_len: int, dim: int, num_blocks: int, num_heads: int, ff_dim: int, dropout: float,
-                 **kwargs):
+                 positions_from: str = "start", **kwargs):
         super().__init__(**kwargs)
+        if positions_from not in ("start", "end"):
+            raise ValueError(f"positions_from must be 'start' or 'end', got {positions_from!r}")
+        self.positions_from = positions_from
         self.max_len = max_len
         self.positions = self.add_weight(name="position_embedding", shape=(max_len, dim),
                                          initializer=tf.keras.initializers.RandomNormal(stddev=0.05))
@@ -209,7 +217,12 @@ class SequenceEncoder(tf.keras.layers.Layer):
         length = tf.shape(vectors)[1]
         causal = tf.linalg.band_part(tf.ones((length, length), tf.bool), -1, 0)
         mask = tf.logical_and(causal[None], known[:, None, :])
-        x = self.input_dropout(vectors + self.positions[-length:][None], training=training)
+        if self.positions_from == "start":  # known items are right-aligned: count them from the first
+            index = tf.maximum(tf.cumsum(tf.cast(known, tf.int32), axis=1) - 1, 0)
+            positions = tf.gather(self.positions, index)
+        else:
+            positions = self.positions[-length:][None]
+        x = self.input_dropout(vectors + positions, training=training)
         for block in self.blocks[:-1]:
             x = block(x, mask, training=training)
         # Not while training: oneDNN's gradient of single-query attention corrupts the heap
@@ -258,14 +271,17 @@ class QueryTower(tf.keras.Model):
       user_feature_specs: the user feature columns.
       user_id_dropout: the rate of replacing a known user id by the OOV id while training.
       user_feature_tables: the user features' tables, aligned with ``user_vocabulary``.
+      normalize: L2-normalize the output (false: dot-product scores).
     """
 
     def __init__(self, item_encoder: ItemEncoder, dim: int, *, hidden_units: Sequence[int] = (),
                  sequence_encoder: SequenceEncoder | None = None, dropout: float = 0.0,
                  user_vocabulary: Sequence[str] | None = None, use_user_embedding: bool = True,
                  user_feature_specs: Sequence[FeatureColumn] = (), user_id_dropout: float = 0.0,
-                 user_feature_tables: Mapping[str, np.ndarray] | None = None, **kwargs):
+                 user_feature_tables: Mapping[str, np.ndarray] | None = None, normalize: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.normalize = bool(normalize)
         with_embedding = user_vocabulary is not None and use_user_embedding
         self.item_encoder = item_encoder
         self.sequence_encoder = sequence_encoder
@@ -302,4 +318,5 @@ class QueryTower(tf.keras.Model):
                 user = tf.repeat(user[:, None], length, axis=1)
             parts.append(user)
         x = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
-        return tf.math.l2_normalize(self.head(x, training=training), axis=-1)
+        x = self.head(x, training=training)
+        return tf.math.l2_normalize(x, axis=-1) if self.normalize else x

@@ -18,6 +18,7 @@ users' histories, the feature spec of the towers and ``retrieval_meta.json``.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,37 @@ from tfrs_recsys.training.resume import TrainingState, advance
 
 TUTORIAL_KS = (1, 5, 10, 50, 100)
 EVAL_CELLS = 1 << 24  # query x item scores computed at once by full-catalog evaluation (64 MiB of float32)
+# batch_size 0: windows per step such that a step trains about this many targets, whatever the window's
+# length or the data's size (SASRec trains 512 one-target sequences per step).
+TARGETS_PER_STEP = 1024
+PAIRWISE_BATCH = 128  # triples per step of a pairwise loss with batch_size 0
+# patience 0: stop after this many training steps without a better validation score (at least 3 epochs):
+# validation NDCG of a few hundred users moves by about its standard error from epoch to epoch, so
+# a count of epochs would stop a run of 20-step epochs on noise and wait long on 500-step epochs.
+PATIENCE_STEPS = 500
+
+
+def patience_epochs(cfg: RetrievalConfig, steps_per_epoch: int) -> int:
+    """``cfg.patience``, or for 0: ``PATIENCE_STEPS`` in epochs of ``steps_per_epoch``, at least 3."""
+    if cfg.patience:
+        return cfg.patience
+    return max(3, math.ceil(PATIENCE_STEPS / max(steps_per_epoch, 1)))
+
+
+def windows_per_step(cfg: RetrievalConfig, targets: np.ndarray) -> int:
+    """The global batch of ``all_positions`` training, in windows: ``cfg.batch_size``, or for 0 the rule.
+
+    Args:
+      cfg: the run's config.
+      targets: the ``[N, L]`` targets of the training windows (``""``: none).
+
+    Returns:
+      ``cfg.batch_size`` when set; else ``TARGETS_PER_STEP`` / the mean targets of a window, at least 8.
+    """
+    if cfg.batch_size:
+        return cfg.batch_size
+    per_window = float((targets != seq.PAD).sum()) / max(len(targets), 1)
+    return max(8, int(round(TARGETS_PER_STEP / max(per_window, 1.0))))
 
 
 def _feature_columns(group: str, frame: pd.DataFrame | None, cfg_columns: tuple[str, ...],
@@ -223,14 +255,15 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
                           f"features, but {data.name} has none usable; set use_user_id=true")
     negatives = retrieval_model.resolve_negatives(cfg.negatives, len(catalog), cfg.full_softmax_max_items)
     probabilities = seq.item_probabilities(split.train, catalog)
-    sampler, targets_per_batch = None, None
+    sampler, targets_per_batch, steps_per_epoch = None, None, 0
     if cfg.loss in PAIRWISE_LOSSES:
         sampler = pairs.TripleSampler(split.rows.train, catalog, positive_threshold=cfg.positive_threshold,
                                       use_disliked=cfg.use_disliked, sampling=cfg.pairwise_sampling,
                                       max_len=cfg.max_history if cfg.use_transformer else 0, seed=cfg.seed,
                                       loss=cfg.loss)
-        train_ds = sampler.dataset(cfg.batch_size)
+        train_ds = sampler.dataset(cfg.batch_size or PAIRWISE_BATCH)
         steps = int(train_ds.cardinality())
+        steps_per_epoch = math.ceil(len(sampler) / (cfg.batch_size or PAIRWISE_BATCH))
         negatives_used = (f"disliked, else {cfg.pairwise_sampling}" if cfg.use_disliked
                           else cfg.pairwise_sampling)
         examples = (f"{len(sampler)} training triples (loss={cfg.loss}, {sampler.dropped} liked without a "
@@ -238,12 +271,15 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     else:
         windows = seq.training_windows(split.train, cfg.max_history, mode=cfg.training_mode,
                                        stride=cfg.window_stride or None)
-        train_ds = seq.training_dataset(windows, cfg.batch_size, seed=cfg.seed)
-        steps = seq.training_batches(windows, cfg.batch_size)
-        # Batches group similar lengths: weigh targets alike by normalizing with the mean batch's count.
         targets = windows["targets"]
-        targets_per_batch = float((targets != seq.PAD).sum()) / len(targets) * cfg.batch_size
-        examples = f"{len(windows['user_id'])} training windows ({cfg.training_mode}), negatives={negatives}"
+        batch = windows_per_step(cfg, targets)
+        train_ds = seq.training_dataset(windows, batch, seed=cfg.seed)
+        steps = seq.training_batches(windows, batch)
+        # Batches group similar lengths: weigh targets alike by normalizing with the mean batch's count.
+        targets_per_batch = float((targets != seq.PAD).sum()) / len(targets) * batch
+        steps_per_epoch = math.ceil(len(targets) / batch)
+        examples = (f"{len(windows['user_id'])} training windows ({cfg.training_mode}) in batches of {batch} "
+                    f"(about {targets_per_batch:.0f} targets), negatives={negatives}")
         negatives_used = negatives
     train_ds = distribution.shard_by_data(train_ds)
     rated = ({part: pairs.rated_held_out(getattr(split.rows, part), split.train, cfg.positive_threshold)
@@ -280,7 +316,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
               f"{len(split.validation)} held-out users (--validation-users); the test is exact over all",
               flush=True)
     evaluator = EpochEvaluator(lambda m: evaluate(m, "validation", validation), run_dir,
-                               monitor=monitor, patience=cfg.patience)
+                               monitor=monitor, patience=patience_epochs(cfg, steps_per_epoch))
     state = TrainingState.of_run(cfg, run_dir)
     initial = state.restore(model, evaluator, lambda: runs.build_retrieval(model, cfg.max_history, catalog),
                             cfg.epochs)
