@@ -162,7 +162,10 @@ BAD = [({"user_id": "x", "item_id": "item_01", "event": "like"}, "event.event"),
        ({"events": [{"user_id": "x", "item_id": "item_01", "event": "click"},
                     {"user_id": "x", "item_id": "item_02", "event": "purchase"}]}, "events[1].event"),
        ({"events": [{"user_id": "x", "item_id": "item_01", "event": "click"}] * 6}, "events"),
-       ([], "events"), ("not json", "body")]
+       ([], "events"), ("not json", "body"),
+       ({"user_id": "x", "item_id": "item_01", "event": "click", "timestamp": -1e15}, "event.timestamp"),
+       ({"user_id": "x", "item_id": "i" * 257, "event": "click"}, "event.item_id"),
+       ({"user_id": "u" * 100_000, "item_id": "item_01", "event": "click"}, "event.user_id")]
 
 
 def test_bad_events_get_a_400_naming_the_field_and_change_nothing(stores):

@@ -181,7 +181,7 @@ def test_reload_config_adds_removes_and_relabels_models(env):
 
     with pytest.raises(grpc.RpcError) as info:
         reload(env, {"utility": {}, "missing": {}})
-    assert info.value.code() == grpc.StatusCode.UNKNOWN and "missing" in info.value.details()
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "missing" in info.value.details()
     with pytest.raises(grpc.RpcError) as info:
         env["models"].HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(), timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -208,7 +208,8 @@ def test_a_network_reload_stays_under_the_allowed_roots_and_a_bad_one_changes_no
             (("sneaky", str(env["base"] / ".." / "x")), grpc.StatusCode.PERMISSION_DENIED, "outside"),
             (("elsewhere", str(outside / "utility")), grpc.StatusCode.PERMISSION_DENIED,
              "--allowed_model_roots"),
-            (("empty", str(env["base"] / "empty")), grpc.StatusCode.UNKNOWN, "nothing was changed")):
+            (("empty", str(env["base"] / "empty")), grpc.StatusCode.FAILED_PRECONDITION,
+             "nothing was changed")):
         with pytest.raises(grpc.RpcError) as info:
             _reload_entries(env, [extra])  # would also unload both served models if it were applied
         assert info.value.code() == code and words in info.value.details(), info.value.details()

@@ -58,8 +58,8 @@ def check_requested(models: Iterable, served: Mapping[str, str], roots: Sequence
       roots: :func:`allowed_roots`.
 
     Raises:
-      ServingError: PERMISSION_DENIED for a base path outside ``roots``; UNKNOWN (TF Serving's code for a
-        model that cannot load) for a new or moved model without a version.
+      ServingError: PERMISSION_DENIED for a base path outside ``roots``; FAILED_PRECONDITION (a client's
+        error: TF Serving answers UNKNOWN) for a new or moved model without a version.
     """
     for model in models:
         resolved = real(model.base_path)
@@ -68,6 +68,6 @@ def check_requested(models: Iterable, served: Mapping[str, str], roots: Sequence
                                f"Model {model.name}: base path {model.base_path} is outside the allowed "
                                f"model roots {list(roots)}; --allowed_model_roots on the server adds roots")
         if served.get(model.name) != model.base_path and not has_version(model.base_path):
-            raise ServingError(grpc.StatusCode.UNKNOWN,
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"Model {model.name}: no version (an integer folder holding saved_model.pb) "
                                f"under {model.base_path}; nothing was changed")

@@ -25,6 +25,8 @@ KINDS = ("impression", "click", "conversion")
 HISTORY_KINDS = ("click", "conversion")
 MAX_BATCH = 1000
 MAX_AHEAD_SECONDS = SECONDS_PER_DAY
+EARLIEST_TIMESTAMP = 946_684_800  # 2000-01-01: an earlier epoch second is a unit mistake, not an event
+MAX_ID_CHARS = 256  # user and item ids are stored as keys and members: bound them
 # Forward weights are 2 ** (half-lives since the counters' time): past this, publish again.
 MAX_HALF_LIVES_AHEAD = 900.0
 
@@ -56,6 +58,9 @@ def _id(record: dict, key: str, where: str) -> str:
     value = record.get(key)
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
         raise EventError(f"{where}.{key}", "missing or empty; give the id as a non-empty string")
+    if len(str(value)) > MAX_ID_CHARS:
+        raise EventError(f"{where}.{key}", f"is {len(str(value))} characters long; ids have at most "
+                                           f"{MAX_ID_CHARS}")
     return str(value)
 
 
@@ -99,8 +104,11 @@ def parse_events(payload, now: float, *, max_batch: int = MAX_BATCH) -> list[Eve
         if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp):
             raise EventError(f"{at}.timestamp", f"{stamp!r} is not a number of epoch seconds")
         if stamp > now + MAX_AHEAD_SECONDS:
-            raise EventError(f"{at}.timestamp", f"{stamp:g} is {(stamp - now) / 3600:.1f} h ahead of the "
+            raise EventError(f"{at}.timestamp", f"{stamp:.6g} is {(stamp - now) / 3600:.3g} h ahead of the "
                                                 f"server's clock ({now:.0f}); at most 24 h ahead is accepted")
+        if stamp < EARLIEST_TIMESTAMP:
+            raise EventError(f"{at}.timestamp", f"{stamp:.6g} is before 2000-01-01 ({EARLIEST_TIMESTAMP}); "
+                                                "give epoch seconds")
         events.append(Event(user, item, kind, float(stamp)))
     return events
 
