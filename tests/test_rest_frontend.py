@@ -217,6 +217,8 @@ BAD_LENGTHS = [
     ("5,000-digit Content-Length", _post(b"").replace(b"Length: 0", b"Length: " + b"9" * 5000), (400,),
      "Invalid Content-Length"),
     ("conflicting Content-Lengths", _post(PREDICT, b"Content-Length: 3\r\n"), (400,), "Content-Length"),
+    ("Content-Length and chunked", _post(b"0\r\n\r\n", b"Transfer-Encoding: chunked\r\n"), (400,),
+     "both Content-Length and Transfer-Encoding"),
     ("huge Content-Length", _post(b"").replace(b"Length: 0", b"Length: 1000000000000000000"), (413,),
      "--max_request_bytes=100000"),
 ]
