@@ -39,19 +39,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import serving_fixtures as fx  # noqa: E402  (the server-process helper of the tests)
 
-from tfrs_recsys.export.tfserving import publish_version  # noqa: E402
-
 KINDS = ("good", "not_found", "undecodable", "model_failure", "in_process_failure")
-
-
-def _failing_module():
-    class Failing(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-        def serving_default(self, x):
-            tf.debugging.assert_positive(x, message="x must be positive")
-            return {"y": 2.0 * x}
-
-    return Failing()
 
 
 def _caller(channel, kind: str):
@@ -112,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base = Path(tempfile.mkdtemp(prefix="serving-leaks-"))
     fx.publish_utility(base)
-    failing = publish_version(base, "failing", fx._tf_save(_failing_module(), ["serving_default"]), version=1)
+    failing = fx.publish_failing(base)
     if args.kind == "in_process_failure":
         _measure(args.kind, *_in_process(failing), args)
         return 0

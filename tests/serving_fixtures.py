@@ -246,6 +246,21 @@ def publish_ranker(base: Path, name: str = "ranker", version: int | None = None)
                                      "outputs": ["ctr", "cvr", "ctcvr"]})
 
 
+def publish_failing(base: Path, name: str = "failing", version: int = 1) -> Path:
+    """``y = 2 x`` that raises inside the graph (an assertion) for an ``x`` that is not positive."""
+    import tensorflow as tf
+
+    from tfrs_recsys.export.tfserving import publish_version
+
+    class Failing(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serving_default(self, x):
+            tf.debugging.assert_positive(x, message="x must be positive")
+            return {"y": 2.0 * x}
+
+    return publish_version(base, name, _tf_save(Failing(), ["serving_default"]), version=version)
+
+
 def publish_utility(base: Path, name: str = "utility", version: int | None = None, scale: float = 2.0,
                     warmup_counts: int = 0) -> Path:
     """``y = scale * x + 1`` plus the batch_size / count / echo / matrix signatures.

@@ -16,23 +16,11 @@ import tfrs_recsys  # noqa: F401
 UNDECODABLE = b"\xff\xff\xff\xff\x0f not a protobuf"  # a field-number varint that never ends
 
 
-def _failing_module():
-    class Failing(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-        def serving_default(self, x):
-            tf.debugging.assert_positive(x, message="x must be positive")
-            return {"y": 2.0 * x}
-
-    return Failing()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from tfrs_recsys.export.tfserving import publish_version
-
     base = tmp_path_factory.mktemp("leaks")
     fx.publish_utility(base)
-    publish_version(base, "failing", fx._tf_save(_failing_module(), ["serving_default"]), version=1)
+    fx.publish_failing(base)
     config = fx.models_config(base, {"utility": {}, "failing": {}})
     process = fx.start_server(base, [f"--model_config_file={config}"])
     channel = grpc.insecure_channel(process.address)
