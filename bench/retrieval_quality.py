@@ -90,6 +90,13 @@ ROWS = {
     "dot-s10": {"similarity": "dot", "window_stride": 10, **EXPLORED},
     "dot-nouser": {"similarity": "dot", "use_user_id": False, **EXPLORED},
     "dot-start": {"similarity": "dot", "positions_from": "start", **EXPLORED},
+    "no-user-id": {"use_user_id": False},
+    "no-item-features": {"use_item_features": False},
+    "weight-decay-0.1": {"weight_decay": 0.1},
+    "no-exclude-seen": {"exclude_seen": False},
+    "ema-0.99": {"ema_momentum": 0.99},
+    "sasrec-like": {"use_user_id": False, "use_item_features": False, "positions_from": "start"},
+    "dim-128": {"embedding_dim": 128},
 }
 
 

@@ -261,6 +261,23 @@ def publish_failing(base: Path, name: str = "failing", version: int = 1) -> Path
     return publish_version(base, name, _tf_save(Failing(), ["serving_default"]), version=version)
 
 
+def publish_slow(base: Path, name: str = "slow", version: int = 1) -> Path:
+    """``y = x`` after ``x[0]`` rounds of a 64 x 64 matmul: a request whose cost the client picks."""
+    import tensorflow as tf
+
+    from tfrs_recsys.export.tfserving import publish_version
+
+    class Slow(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serving_default(self, x):
+            halve = tf.eye(64) * 0.5
+            _, state = tf.while_loop(lambda i, _: i < tf.cast(x[0], tf.int32),
+                                     lambda i, m: (i + 1, tf.matmul(m, halve) + 1.0), (0, tf.eye(64)))
+            return {"y": x + 0.0 * tf.reduce_sum(state)}
+
+    return publish_version(base, name, _tf_save(Slow(), ["serving_default"]), version=version)
+
+
 def publish_utility(base: Path, name: str = "utility", version: int | None = None, scale: float = 2.0,
                     warmup_counts: int = 0) -> Path:
     """``y = scale * x + 1`` plus the batch_size / count / echo / matrix signatures.

@@ -307,6 +307,26 @@ def _listen_backlog(port: int) -> int:
     return int(line.split()[2])
 
 
+def test_a_predict_past_the_deadline_gets_504_and_the_server_goes_on(tmp_path_factory):
+    base = tmp_path_factory.mktemp("deadline")
+    fx.publish_slow(base)
+    fx.publish_utility(base, version=1)
+    config = fx.models_config(base, {"slow": {}, "utility": {}})
+    # Two inter-op threads (the fixture's default is one): the slow graph keeps one busy after the 504.
+    server = fx.start_server(base, [f"--model_config_file={config}", "--rest_api_timeout_in_ms=300",
+                                    "--tensorflow_inter_op_parallelism=2"])
+    try:
+        # About 10 ms of matmuls per thousand rounds: far past the 300 ms deadline.
+        slow = _post(b'{"instances": [400000.0]}', path=b"/v1/models/slow:predict")
+        answer, seconds = Client(server.rest_port, slow).answer(timeout=60)
+        assert "--rest_api_timeout_in_ms=300" in _json_error(answer, (504,))
+        assert seconds < 3.0, seconds  # answered at the deadline, not when the model finished
+        fast, _ = Client(server.rest_port, _post(PREDICT, path=b"/v1/models/utility:predict")).answer()
+        assert json.loads(_parse(fast)[2]) == {"predictions": [3.0, 6.0]}, fast
+    finally:
+        assert server.stop() == 0, server.log_tail()
+
+
 def test_32_concurrent_clients_get_every_answer(models):
     server = _start(models, [])
     try:

@@ -115,6 +115,12 @@ def test_a_killed_run_is_refused_without_resume_and_by_export(killed_deepfm, tmp
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert all(word in proc.stderr for word in ("did not complete", "--resume", "--allow-incomplete"))
     assert "Traceback" not in proc.stderr and not (tmp_path / "exports" / "deepfm").exists()
+    saved = _saved_epoch(killed_deepfm / runs.RESUME / runs.RESUME_STATE)
+    assert f"its last saved epoch is {saved} of" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "tfrs_recsys.evaluate", "--run-dir", str(killed_deepfm)],
+                          capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+    assert proc.returncode == 0 and "warning:" in proc.stderr and "did not complete" in proc.stderr, \
+        proc.stderr[-3000:]
     version = export_ranker(killed_deepfm, tmp_path / "exports", "deepfm", allow_incomplete=True)
     assert read_export_metadata(version)["source_run_complete"] is False
 

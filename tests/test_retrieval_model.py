@@ -378,3 +378,36 @@ def test_the_temperature_cap_never_freezes_the_temperature():
         if sign < 0:
             assert layer.value.numpy() == pytest.approx(20.0) and layer.log_tau.numpy() <= np.log(20.0) + 1e-6
     assert layer.value.numpy() < 5.0  # it came back down
+
+
+def test_exclude_seen_leaves_each_targets_history_out_of_its_catalog_softmax():
+    """The loss equals a brute-force softmax over the items each target's history does not hold (its own
+    target kept even when seen before), and differs from the plain catalog softmax."""
+    catalog = np.array([f"i{i}" for i in range(6)], dtype=object)
+    history = np.array([["", "i0", "i1", "i2"], ["", "", "i3", "i0"]])
+    targets = np.array([["", "i1", "i2", "i4"], ["", "", "i0", "i3"]])  # i3 follows a history holding it
+    features = {"user_id": tf.constant(["u0", "u1"]), "history": tf.constant(history),
+                "targets": tf.constant(targets)}
+    losses = {}
+    for exclude in (True, False):
+        tf.keras.utils.set_random_seed(3)
+        encoder = ItemEncoder(catalog, 4)
+        query = QueryTower(encoder, 4, sequence_encoder=SequenceEncoder(4, 4, 1, 1, 8, 0.0),
+                           user_vocabulary=["u0", "u1"], normalize=False)
+        model = TwoTowerRetrieval(query, ItemTower(encoder, 4, normalize=False), catalog, negatives="full",
+                                  temperature=None, exclude_seen=exclude)
+        losses[exclude] = float(model.compute_loss(features))
+    queries = model.query_tower(features, all_positions=True).numpy()
+    scores = queries @ model.candidate_embeddings().numpy().T  # [B, L, items]
+    position = {item: i for i, item in enumerate(catalog)}
+    expected = []
+    for b in range(2):
+        for t in range(4):
+            if not targets[b, t]:
+                continue
+            target = position[targets[b, t]]
+            seen = {position[i] for i in history[b, :t + 1] if i} - {target}
+            keep = [j for j in range(len(catalog)) if j not in seen]
+            expected.append(np.log(np.exp(scores[b, t, keep]).sum()) - scores[b, t, target])
+    assert losses[True] == pytest.approx(float(np.mean(expected)), rel=1e-4)
+    assert losses[False] > losses[True] + 1e-3

@@ -125,6 +125,15 @@ def test_batch_and_patience_follow_the_data_size_unless_set(tmp_path):
     assert training.patience_epochs(small_config(tmp_path, patience=2), 22) == 2
 
 
+def test_steps_per_epoch_validates_every_n_steps_over_the_repeated_input(tmp_path):
+    data = segment_interactions(num_items=120, per_user=12)
+    cfg = small_config(tmp_path, protocol="random_80_20", epochs=4, steps_per_epoch=7)
+    result = training.train_and_evaluate(cfg, data)
+    assert int(result.model.optimizer.iterations) == 4 * 7  # each epoch more steps than one pass holds
+    assert [row["epoch"] for row in runs.read_train_log(result.run_dir)] == [1, 2, 3, 4]
+    assert result.test_metrics["recall@10"] > 0.2, result.test_metrics  # random: 10 / 120
+
+
 def _bench():
     spec = importlib.util.spec_from_file_location("retrieval_quality",
                                                   REPO / "bench" / "retrieval_quality.py")

@@ -234,6 +234,8 @@ class RetrievalConfig(TrainConfig):
       full_softmax_max_items: The largest catalog that --negatives auto scores in full.
       logq_correction: Subtract log(sampling probability) from in-batch and sampled negatives' logits.
       remove_accidental_hits: Mask a negative that is the example's own target.
+      exclude_seen: Leave the items a training target's history holds out of its full-catalog softmax, as
+        leave_last_out ranking and serving leave a user's history out (other protocols: never).
       hard_negatives: The highest-scoring negatives per example kept in the loss (0: all).
       protocol: leave_last_out, random_80_20, or auto (random_80_20 when pairwise metrics are on).
       eval_ks: The cut-offs of recall, NDCG and MRR, e.g. 10,50.
@@ -250,6 +252,9 @@ class RetrievalConfig(TrainConfig):
       user_id_dropout: How often training replaces a known user id by the unknown id.
       window_stride: The step between all_positions windows of a long history (0: max_history).
       weight_decay: AdamW's decoupled weight decay (0: Adam).
+      ema_momentum: Average the weights over the steps (Keras' optimizer EMA with this momentum) and write
+        the average into the model at each epoch's end, so validation, early stopping and the saved model
+        see averaged weights (0: off).
       min_interactions: Users with fewer interactions are only trained on (leave_last_out).
       validation_fraction: The share of interactions held out for early stopping (random_80_20).
       loss: softmax over items, or a pairwise loss on (user, liked, disliked) triples: bpr or triplet.
@@ -260,6 +265,9 @@ class RetrievalConfig(TrainConfig):
       eval_pairwise: Also report pairwise_auc and auc on held-out rated items (on with a pairwise loss).
       validation_users: The most held-out users the validation after each epoch ranks, a seeded sample (0:
         all); the test ranks every user.
+      steps_per_epoch: Training steps between validations (0: one pass over the training data); with N, the
+        input repeats and each epoch is N steps, so a large data set is validated, checkpointed and early
+        stopped more often than once a pass.
     """
 
     min_batch_size = 0
@@ -284,6 +292,7 @@ class RetrievalConfig(TrainConfig):
     full_softmax_max_items: int = 50_000
     logq_correction: bool = True
     remove_accidental_hits: bool = True
+    exclude_seen: bool = True
     hard_negatives: int = 0
     protocol: str = "auto"
     eval_ks: tuple[int, ...] = (10, 50)
@@ -299,6 +308,7 @@ class RetrievalConfig(TrainConfig):
     user_id_dropout: float = 0.1
     window_stride: int = 0
     weight_decay: float = 0.0
+    ema_momentum: float = 0.0
     min_interactions: int = 3
     validation_fraction: float = 0.05
     loss: str = "softmax"
@@ -308,11 +318,15 @@ class RetrievalConfig(TrainConfig):
     pairwise_sampling: str = "uniform"
     eval_pairwise: bool = False
     validation_users: int = 20_000
+    steps_per_epoch: int = 0
 
     def validate(self) -> None:
         super().validate()
         _at_least(self, 1, "embedding_dim", "max_history", "num_heads", "ff_dim")
-        _at_least(self, 0, "window_stride", "num_sampled_negatives", "hard_negatives", "validation_users")
+        _at_least(self, 0, "window_stride", "num_sampled_negatives", "hard_negatives", "validation_users",
+                  "steps_per_epoch")
+        _require(0 <= self.ema_momentum < 1, "ema_momentum", self.ema_momentum, "must be in [0, 1)",
+                 "e.g. --ema-momentum 0.99, or 0 for no averaging")
         _require(not self.use_transformer or self.embedding_dim % self.num_heads == 0, "embedding_dim",
                  self.embedding_dim, f"must be divisible by num_heads = {self.num_heads}",
                  "change embedding_dim or num_heads")

@@ -330,6 +330,7 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
     from tfrs_recsys.training import rankers
 
     run, model, spec = runs.load_ranker(run_dir)
+    run.require_complete(allow_incomplete=True)
     _, split = rankers.load_and_split(run.config, run.model_name)
     frame = split.parts().get(part)
     if frame is None:

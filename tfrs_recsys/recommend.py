@@ -91,6 +91,7 @@ class _ServerError(RuntimeError):
 def _from_run(args) -> tuple[dict, str, list[tuple[str, float, str]], str]:
     from tfrs_recsys import runs
 
+    runs.open_run(args.run_dir, ("retrieval",)).require_complete(allow_incomplete=True)
     trained = runs.load_retrieval(args.run_dir)
     history = [h for h in args.history.split(",") if h] if args.history is not None else None
     known = args.user_id in trained.histories

@@ -280,17 +280,18 @@ class Run:
         """Raise :class:`RunDirError` when the run did not complete (:func:`is_complete`).
 
         Args:
-          allow_incomplete: Warn on stderr instead (``--allow-incomplete``).
+          allow_incomplete: Warn on stderr instead (``--allow-incomplete``; evaluate and recommend always).
         """
         if is_complete(self.path):
             return
-        rows = read_train_log(self.path)
-        done = f"its log ends at epoch {rows[-1].get('epoch')}" if rows else "no epoch completed"
+        state = paths.join(self.path, RESUME, RESUME_STATE)
+        saved = paths.read_json(state).get("epoch") if paths.isfile(state) else None
+        done = f"its last saved epoch is {saved}" if saved else "no epoch was saved"
         what = (f"the {self.model_name} run did not complete ({done} of {self.config.epochs}; its test "
                 f"metrics and files may be another run's): it was stopped, is still training, or was "
                 f"trained before runs were marked {COMPLETE}")
         if allow_incomplete:
-            print(f"warning: {self.path}: {what}; used as it is (--allow-incomplete)", file=sys.stderr)
+            print(f"warning: {self.path}: {what}; used as it is", file=sys.stderr)
             return
         raise RunDirError(what, path=str(self.path),
                           fix=f"finish it: `python -m tfrs_recsys.train {self.model_name} --config "

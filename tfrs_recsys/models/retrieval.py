@@ -140,13 +140,57 @@ class ScaledQuery(tf.keras.Model):
 
 
 class CatalogSoftmax(tf.keras.layers.Layer, tfrs.tasks.base.Task):
-    """Full softmax cross-entropy over every candidate, per query: ``-log softmax(q_n C^T)[label_n]``."""
+    """Full softmax cross-entropy over every candidate, per query: ``-log softmax(q_n C^T)[label_n]``.
 
-    def call(self, query_embeddings: tf.Tensor, candidate_embeddings: tf.Tensor,
-             labels: tf.Tensor) -> tf.Tensor:
-        """Per-query losses ``[N]`` of queries ``[N, D]`` against candidates ``[C, D]``."""
+    With ``excluded`` pairs ``(n, j)``, candidate ``j`` leaves query ``n``'s softmax (its logit becomes
+    ``-1e9``): ``L_n = -s(q_n, i+) + log sum_{j not excluded} exp(s(q_n, j))``.
+    """
+
+    def call(self, query_embeddings: tf.Tensor, candidate_embeddings: tf.Tensor, labels: tf.Tensor,
+             excluded: tf.Tensor | None = None) -> tf.Tensor:
+        """Per-query losses ``[N]`` of queries ``[N, D]`` against candidates ``[C, D]``.
+
+        Args:
+          query_embeddings: ``[N, D]``.
+          candidate_embeddings: ``[C, D]``.
+          labels: ``[N]`` candidate positions.
+          excluded: ``[M, 2]`` (query row, candidate position) pairs left out, none a query's label.
+
+        Returns:
+          ``[N]`` losses.
+        """
         logits = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)
+        if excluded is not None:
+            minus_inf = tf.fill(tf.shape(excluded)[:1], tf.constant(-1e9, logits.dtype))
+            logits = tf.tensor_scatter_nd_update(logits, excluded, minus_inf)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def seen_pairs(history_index: tf.Tensor, valid: tf.Tensor, target_pos: tf.Tensor) -> tf.Tensor:
+    """``(query row, catalog position)`` of every item a training query has seen, but not its own target.
+
+    The query at window position ``t`` has seen ``history[:t + 1]``; queries are numbered in the row-major
+    order of the ``valid`` positions (``tf.boolean_mask``).
+
+    Args:
+      history_index: ``[B, L]`` lookup indices of the windows' histories (right-aligned, as the targets).
+      valid: ``[B, L]`` True where a position has a target.
+      target_pos: ``[N]`` catalog positions of the valid positions' targets.
+
+    Returns:
+      ``[M, 2]`` int64 pairs for :class:`CatalogSoftmax`.
+    """
+    length = tf.shape(history_index)[1]
+    causal = tf.linalg.band_part(tf.ones((length, length), tf.bool), -1, 0)  # [t, s]: s <= t
+    pairs = tf.logical_and(tf.logical_and(causal[None], (history_index >= FIRST_KNOWN_INDEX)[:, None, :]),
+                           valid[:, :, None])
+    row = tf.reshape(tf.cumsum(tf.cast(tf.reshape(valid, [-1]), tf.int64)) - 1, tf.shape(valid))
+    where = tf.where(pairs)  # (b, t, s)
+    rows = tf.gather_nd(row, where[:, :2])
+    items = tf.cast(tf.gather_nd(history_index, tf.stack([where[:, 0], where[:, 2]], axis=1)), tf.int64)
+    items -= FIRST_KNOWN_INDEX
+    keep = items != tf.cast(tf.gather(target_pos, rows), tf.int64)
+    return tf.boolean_mask(tf.stack([rows, items], axis=1), keep)
 
 
 def sampled_retrieval_task(*, remove_accidental_hits: bool = True,
@@ -189,6 +233,8 @@ class TwoTowerRetrieval(RecsysModel):
         scores of unnormalized towers, whose norms are the scale).
       max_temperature: its cap.
       targets_per_batch: divide a batch's loss sum by this instead of its number of targets.
+      exclude_seen: with ``full`` negatives, leave the items of each target's history out of its softmax
+        (:func:`seen_pairs`): they are never candidates when ranking excludes the history.
       loss: ``softmax``, ``bpr`` or ``triplet``.
       margin: the triplet loss's margin, in score units.
 
@@ -200,8 +246,8 @@ class TwoTowerRetrieval(RecsysModel):
                  negatives: str = "full", item_probabilities: np.ndarray | None = None,
                  num_sampled: int = 1024, logq_correction: bool = True, remove_accidental_hits: bool = True,
                  hard_negatives: int = 0, temperature: float | None = 10.0, max_temperature: float = 100.0,
-                 targets_per_batch: float | None = None, loss: str = "softmax", margin: float = 1.0,
-                 **kwargs):
+                 targets_per_batch: float | None = None, exclude_seen: bool = False, loss: str = "softmax",
+                 margin: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         if negatives not in NEGATIVES[1:]:
             raise ValueError(f"negatives must be resolved to one of {NEGATIVES[1:]}, got {negatives!r}")
@@ -225,6 +271,7 @@ class TwoTowerRetrieval(RecsysModel):
         self.sampled_task = sampled_retrieval_task(remove_accidental_hits=remove_accidental_hits,
                                                    hard_negatives=hard_negatives)
         self.targets_per_batch = targets_per_batch
+        self.exclude_seen = bool(exclude_seen)
         self.pairwise_task = PairwiseTask(loss, margin, name="pairwise") if loss != "softmax" else None
         if loss == "triplet" or temperature is None:
             self.temperature.trainable = False
@@ -260,7 +307,10 @@ class TwoTowerRetrieval(RecsysModel):
         target_index = tf.boolean_mask(target_index, valid)
         target_pos = target_index - FIRST_KNOWN_INDEX  # position in the catalog
         if self.negatives == "full":
-            losses = self.full_task(queries, self.candidate_embeddings(training=training), target_pos)
+            excluded = (seen_pairs(self.item_tower.encoder.lookup(features["history"]), valid, target_pos)
+                        if self.exclude_seen else None)
+            losses = self.full_task(queries, self.candidate_embeddings(training=training), target_pos,
+                                    excluded)
         else:
             candidate_pos = target_pos
             if self.negatives == "sampled":
@@ -311,7 +361,8 @@ class Vocabularies:
 
 
 def build_model(cfg, vocab: Vocabularies, *, item_probabilities: np.ndarray | None = None,
-                negatives: str = "full", targets_per_batch: float | None = None) -> TwoTowerRetrieval:
+                negatives: str = "full", targets_per_batch: float | None = None,
+                exclude_seen: bool = False) -> TwoTowerRetrieval:
     """The two-tower model of a retrieval config over ``vocab`` (variables are created on first call).
 
     Args:
@@ -320,6 +371,7 @@ def build_model(cfg, vocab: Vocabularies, *, item_probabilities: np.ndarray | No
       item_probabilities: ``Q`` of the logQ correction, aligned with the catalog.
       negatives: Resolved negatives (:func:`resolve_negatives`).
       targets_per_batch: See :class:`TwoTowerRetrieval`.
+      exclude_seen: See :class:`TwoTowerRetrieval` (the trainer decides by protocol).
 
     Returns:
       The model, not yet compiled.
@@ -345,7 +397,7 @@ def build_model(cfg, vocab: Vocabularies, *, item_probabilities: np.ndarray | No
                              hard_negatives=cfg.hard_negatives,
                              temperature=cfg.inverse_temperature if cosine else None,
                              max_temperature=cfg.max_inverse_temperature, targets_per_batch=targets_per_batch,
-                             loss=cfg.loss, margin=cfg.margin)
+                             exclude_seen=exclude_seen, loss=cfg.loss, margin=cfg.margin)
 
 
 def query_vectors(model: TwoTowerRetrieval, user_ids: np.ndarray, histories: list[np.ndarray], max_len: int,

@@ -282,13 +282,20 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
                     f"(about {targets_per_batch:.0f} targets), negatives={negatives}")
         negatives_used = negatives
     train_ds = distribution.shard_by_data(train_ds)
+    if cfg.steps_per_epoch:  # epochs of a set number of steps over the repeated input
+        train_ds, steps = train_ds.repeat(), cfg.steps_per_epoch
+        steps_per_epoch = steps
     rated = ({part: pairs.rated_held_out(getattr(split.rows, part), split.train, cfg.positive_threshold)
               for part in ("validation", "test")} if pairwise_metrics_on(cfg) else {})
     with strategy.scope():  # variables (model and optimizer) are mirrored on every replica
         model = build_model(cfg, vocab, item_probabilities=probabilities, negatives=negatives,
-                            targets_per_batch=targets_per_batch)
-        model.compile(optimizer=tf.keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay)
-                      if cfg.weight_decay else tf.keras.optimizers.Adam(cfg.learning_rate))
+                            targets_per_batch=targets_per_batch,
+                            exclude_seen=cfg.exclude_seen and split.protocol == "leave_last_out")
+        averaging = ({"use_ema": True, "ema_momentum": cfg.ema_momentum, "ema_overwrite_frequency": steps}
+                     if cfg.ema_momentum else {})
+        model.compile(optimizer=tf.keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                                          **averaging)
+                      if cfg.weight_decay else tf.keras.optimizers.Adam(cfg.learning_rate, **averaging))
 
     tutorial = split.protocol == "random_80_20"
     ks = TUTORIAL_KS if tutorial else tuple(cfg.eval_ks)
@@ -321,7 +328,9 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     initial = state.restore(model, evaluator, lambda: runs.build_retrieval(model, cfg.max_history, catalog),
                             cfg.epochs)
     start = time.perf_counter()
-    model.fit(advance(train_ds, initial, steps, repeated=False), epochs=cfg.epochs, initial_epoch=initial,
+    repeated = bool(cfg.steps_per_epoch)
+    model.fit(advance(train_ds, initial, steps, repeated=repeated), epochs=cfg.epochs, initial_epoch=initial,
+              steps_per_epoch=steps if repeated else None,
               verbose=fit_verbosity(cfg), callbacks=[evaluator, state, tensorboard_callback(run_dir)])
     train_seconds = time.perf_counter() - start
     if evaluator.best_epoch is None:
