@@ -110,6 +110,23 @@ def test_all_positions_windows_cover_every_target_once(max_len, stride):
     assert all(w[-1] for w in windows["history"])  # right-aligned: the newest item is last
 
 
+@pytest.mark.parametrize("mode", ["all_positions", "prefix"])
+def test_each_batch_carries_the_items_its_windows_sequence_held_before_the_window(mode):
+    catalog = np.array([f"i{t:02d}" for t in range(30)], dtype=object)
+    train = seq.Sequences(np.array(["u", "v"], dtype=object), [catalog[:23], catalog[:22:-1]])  # disjoint
+    windows = seq.training_windows(train, 4, mode=mode)
+    ds = seq.training_dataset(windows, 3, sequence_positions=seq.catalog_positions(train, catalog))
+    checked = 0
+    for batch in ds:
+        for history, before in zip(batch["history"].numpy().astype(str), batch["seen_before"].numpy()):
+            first = next(i for i in history if i)
+            sequence = next(s for s in train.items if first in s and history[-1] in s)
+            expected = sequence[:list(sequence).index(first)]
+            assert catalog[before[before > 0] - 1].tolist() == expected.tolist()
+            checked += 1
+    assert checked == len(windows["user_id"])
+
+
 def test_prefix_windows_one_target_per_example():
     items = np.array(["a", "b", "c", "d"], dtype=object)
     windows = seq.training_windows(seq.Sequences(np.array(["u"], dtype=object), [items]), 2, mode="prefix")
@@ -381,13 +398,15 @@ def test_the_temperature_cap_never_freezes_the_temperature():
 
 
 def test_exclude_seen_leaves_each_targets_history_out_of_its_catalog_softmax():
-    """The loss equals a brute-force softmax over the items each target's history does not hold (its own
-    target kept even when seen before), and differs from the plain catalog softmax."""
-    catalog = np.array([f"i{i}" for i in range(6)], dtype=object)
+    """The loss equals a brute-force softmax over the items each target's history does not hold, in its
+    window or before it (its own target kept even when seen before), and differs from the plain one."""
+    catalog = np.array([f"i{i}" for i in range(7)], dtype=object)
     history = np.array([["", "i0", "i1", "i2"], ["", "", "i3", "i0"]])
     targets = np.array([["", "i1", "i2", "i4"], ["", "", "i0", "i3"]])  # i3 follows a history holding it
+    before = [["i5", "i6"], ["i4"]]  # the sequences' items before the windows; i4 is row 0's last target
+    seen_before = np.array([[6, 7], [5, 0]], np.int32)  # catalog position + 1, 0: padding
     features = {"user_id": tf.constant(["u0", "u1"]), "history": tf.constant(history),
-                "targets": tf.constant(targets)}
+                "targets": tf.constant(targets), "seen_before": tf.constant(seen_before)}
     losses = {}
     for exclude in (True, False):
         tf.keras.utils.set_random_seed(3)
@@ -406,7 +425,7 @@ def test_exclude_seen_leaves_each_targets_history_out_of_its_catalog_softmax():
             if not targets[b, t]:
                 continue
             target = position[targets[b, t]]
-            seen = {position[i] for i in history[b, :t + 1] if i} - {target}
+            seen = {position[i] for i in [*before[b], *history[b, :t + 1]] if i} - {target}
             keep = [j for j in range(len(catalog)) if j not in seen]
             expected.append(np.log(np.exp(scores[b, t, keep]).sum()) - scores[b, t, target])
     assert losses[True] == pytest.approx(float(np.mean(expected)), rel=1e-4)

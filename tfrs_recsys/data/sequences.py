@@ -220,17 +220,20 @@ def training_windows(train: Sequences, max_len: int, *, mode: str = "all_positio
       stride: distance of consecutive ``all_positions`` windows.
 
     Returns:
-      The windows as arrays.
+      The windows as arrays, with ``sequence`` (the row of ``train`` each came from) and ``start`` (the
+      index in that sequence of its first history item: the items before it are not in the window).
     """
     stride = max_len if stride is None else stride
-    users, histories, targets = [], [], []
-    for user, seq in zip(train.user_ids, train.items):
+    users, histories, targets, rows, starts = [], [], [], [], []
+    for row, (user, seq) in enumerate(zip(train.user_ids, train.items)):
         n = len(seq)
         if mode == "prefix":
             for j in range(1, n):
                 users.append(user)
                 histories.append(seq[max(0, j - max_len):j])
                 targets.append(np.r_[np.full(min(j, max_len) - 1, PAD, dtype=object), seq[j:j + 1]])
+                rows.append(row)
+                starts.append(max(0, j - max_len))
             continue
         covered, end = n, n  # targets at index >= covered already belong to a later window
         while covered > 1:
@@ -240,13 +243,22 @@ def training_windows(train: Sequences, max_len: int, *, mode: str = "all_positio
             users.append(user)
             histories.append(seq[start:end - 1])
             targets.append(window_targets)
+            rows.append(row)
+            starts.append(start)
             covered, end = start + 1, end - stride
     return {"user_id": np.array(users, dtype=object), "history": pad_left(histories, max_len),
-            "targets": pad_left(targets, max_len)}
+            "targets": pad_left(targets, max_len), "sequence": np.array(rows, dtype=np.int64),
+            "start": np.array(starts, dtype=np.int64)}
+
+
+def catalog_positions(train: Sequences, catalog: np.ndarray) -> list[np.ndarray]:
+    """Each training sequence as int32 positions in ``catalog`` (-1: not in it), for ``seen_before``."""
+    index = pd.Index(catalog)
+    return [index.get_indexer(np.asarray(s, dtype=object)).astype(np.int32) for s in train.items]
 
 
 def training_dataset(windows: dict[str, np.ndarray], batch_size: int, *, seed: int = 42,
-                     shuffle: bool = True):
+                     shuffle: bool = True, sequence_positions: list[np.ndarray] | None = None):
     """A reshuffled-each-epoch ``tf.data.Dataset`` of string feature dicts from ``training_windows``.
 
     Windows are batched with others of similar length and each batch drops its all-padding
@@ -258,6 +270,9 @@ def training_dataset(windows: dict[str, np.ndarray], batch_size: int, *, seed: i
       batch_size: windows per batch.
       seed: the shuffle seed.
       shuffle: reshuffle every epoch.
+      sequence_positions: :func:`catalog_positions` of the windows' sequences: each batch then has
+        ``seen_before`` ``[B, E]`` int32, the catalog position + 1 of every item its sequence held before
+        the window (0: padding), for the model's ``exclude_seen``.
 
     Returns:
       The ``tf.data.Dataset``.
@@ -269,18 +284,29 @@ def training_dataset(windows: dict[str, np.ndarray], batch_size: int, *, seed: i
         raise DataError("no training examples: every user has fewer than two training interactions",
                         fix="use more interactions per user")
     width, lengths = windows["history"].shape[1], _lengths(windows)
-    ds = tf.data.Dataset.from_tensor_slices({**{k: tf.constant(v.astype(str)) for k, v in windows.items()},
-                                             "length": lengths})
+    ds = tf.data.Dataset.from_tensor_slices({**{k: tf.constant(windows[k].astype(str))
+                                                for k in ("user_id", "history", "targets")},
+                                             "length": lengths, "sequence": windows["sequence"],
+                                             "start": windows["start"]})
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if sequence_positions is not None:
+        sequences = tf.RaggedTensor.from_row_lengths(
+            np.concatenate([*sequence_positions, np.zeros(0, np.int32)]) + 1,
+            np.array([len(p) for p in sequence_positions], np.int64))
+        ds = ds.map(lambda x: {**x, "seen_before": sequences[x["sequence"]][:x["start"]]},
+                    num_parallel_calls=tf.data.AUTOTUNE)
     edges = _bucket_edges(width)
     ds = ds.bucket_by_sequence_length(lambda x: x["length"], bucket_boundaries=edges,
                                       bucket_batch_sizes=[batch_size] * (len(edges) + 1))
 
     def trim(batch):
-        keep = width - tf.reduce_max(batch.pop("length"))
-        return {"user_id": batch["user_id"], "history": batch["history"][:, keep:],
-                "targets": batch["targets"][:, keep:]}
+        keep = width - tf.reduce_max(batch["length"])
+        trimmed = {"user_id": batch["user_id"], "history": batch["history"][:, keep:],
+                   "targets": batch["targets"][:, keep:]}
+        if "seen_before" in batch:
+            trimmed["seen_before"] = batch["seen_before"]
+        return trimmed
 
     return ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

@@ -142,8 +142,8 @@ class ScaledQuery(tf.keras.Model):
 class CatalogSoftmax(tf.keras.layers.Layer, tfrs.tasks.base.Task):
     """Full softmax cross-entropy over every candidate, per query: ``-log softmax(q_n C^T)[label_n]``.
 
-    With ``excluded`` pairs ``(n, j)``, candidate ``j`` leaves query ``n``'s softmax (its logit becomes
-    ``-1e9``): ``L_n = -s(q_n, i+) + log sum_{j not excluded} exp(s(q_n, j))``.
+    With an ``excluded`` mask, candidate ``j`` leaves query ``n``'s softmax where it is True (its logit
+    becomes ``-1e9``): ``L_n = -s(q_n, i+) + log sum_{j not excluded} exp(s(q_n, j))``.
     """
 
     def call(self, query_embeddings: tf.Tensor, candidate_embeddings: tf.Tensor, labels: tf.Tensor,
@@ -154,31 +154,34 @@ class CatalogSoftmax(tf.keras.layers.Layer, tfrs.tasks.base.Task):
           query_embeddings: ``[N, D]``.
           candidate_embeddings: ``[C, D]``.
           labels: ``[N]`` candidate positions.
-          excluded: ``[M, 2]`` (query row, candidate position) pairs left out, none a query's label.
+          excluded: ``[N, C]`` bool, never True at a query's label.
 
         Returns:
           ``[N]`` losses.
         """
         logits = tf.matmul(query_embeddings, candidate_embeddings, transpose_b=True)
         if excluded is not None:
-            minus_inf = tf.fill(tf.shape(excluded)[:1], tf.constant(-1e9, logits.dtype))
-            logits = tf.tensor_scatter_nd_update(logits, excluded, minus_inf)
+            logits = tf.where(excluded, tf.constant(-1e9, logits.dtype), logits)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
-def seen_pairs(history_index: tf.Tensor, valid: tf.Tensor, target_pos: tf.Tensor) -> tf.Tensor:
-    """``(query row, catalog position)`` of every item a training query has seen, but not its own target.
+def seen_mask(history_index: tf.Tensor, valid: tf.Tensor, target_pos: tf.Tensor, num_items: int,
+              seen_before: tf.Tensor | None = None) -> tf.Tensor:
+    """``[N, C]``: True at every item a training query has seen, except its own target.
 
-    The query at window position ``t`` has seen ``history[:t + 1]``; queries are numbered in the row-major
-    order of the ``valid`` positions (``tf.boolean_mask``).
+    The query at window position ``t`` has seen ``history[:t + 1]`` and, with ``seen_before``, every
+    item of its sequence before the window. Queries are numbered in the row-major order of the
+    ``valid`` positions (``tf.boolean_mask``).
 
     Args:
       history_index: ``[B, L]`` lookup indices of the windows' histories (right-aligned, as the targets).
       valid: ``[B, L]`` True where a position has a target.
       target_pos: ``[N]`` catalog positions of the valid positions' targets.
+      num_items: ``C``, the catalog size.
+      seen_before: ``[B, E]`` catalog position + 1 of the items before each window (0: padding).
 
     Returns:
-      ``[M, 2]`` int64 pairs for :class:`CatalogSoftmax`.
+      The mask for :class:`CatalogSoftmax`.
     """
     length = tf.shape(history_index)[1]
     causal = tf.linalg.band_part(tf.ones((length, length), tf.bool), -1, 0)  # [t, s]: s <= t
@@ -186,11 +189,20 @@ def seen_pairs(history_index: tf.Tensor, valid: tf.Tensor, target_pos: tf.Tensor
                            valid[:, :, None])
     row = tf.reshape(tf.cumsum(tf.cast(tf.reshape(valid, [-1]), tf.int64)) - 1, tf.shape(valid))
     where = tf.where(pairs)  # (b, t, s)
-    rows = tf.gather_nd(row, where[:, :2])
     items = tf.cast(tf.gather_nd(history_index, tf.stack([where[:, 0], where[:, 2]], axis=1)), tf.int64)
-    items -= FIRST_KNOWN_INDEX
-    keep = items != tf.cast(tf.gather(target_pos, rows), tf.int64)
-    return tf.boolean_mask(tf.stack([rows, items], axis=1), keep)
+    in_window = tf.stack([tf.gather_nd(row, where[:, :2]), items - FIRST_KNOWN_INDEX], axis=1)
+    queries = tf.shape(target_pos, out_type=tf.int64)[0]
+    if seen_before is None:
+        mask = tf.zeros(tf.stack([queries, num_items]), tf.bool)
+    else:
+        earlier = tf.where(seen_before > 0)  # (b, e)
+        index = tf.stack([earlier[:, 0], tf.cast(tf.gather_nd(seen_before, earlier), tf.int64) - 1], axis=1)
+        windows = tf.scatter_nd(index, tf.ones_like(index[:, 0], tf.int32),
+                                tf.stack([tf.shape(valid, out_type=tf.int64)[0], num_items])) > 0
+        mask = tf.gather(windows, tf.where(valid)[:, 0])
+    mask = tf.tensor_scatter_nd_update(mask, in_window, tf.ones_like(in_window[:, 0], tf.bool))
+    labels = tf.stack([tf.range(queries), tf.cast(target_pos, tf.int64)], axis=1)
+    return tf.tensor_scatter_nd_update(mask, labels, tf.zeros_like(labels[:, 0], tf.bool))
 
 
 def sampled_retrieval_task(*, remove_accidental_hits: bool = True,
@@ -234,7 +246,8 @@ class TwoTowerRetrieval(RecsysModel):
       max_temperature: its cap.
       targets_per_batch: divide a batch's loss sum by this instead of its number of targets.
       exclude_seen: with ``full`` negatives, leave the items of each target's history out of its softmax
-        (:func:`seen_pairs`): they are never candidates when ranking excludes the history.
+        (:func:`seen_mask`; with ``seen_before`` in the features, also those before its window): they are
+        never candidates when ranking excludes the history.
       loss: ``softmax``, ``bpr`` or ``triplet``.
       margin: the triplet loss's margin, in score units.
 
@@ -307,7 +320,8 @@ class TwoTowerRetrieval(RecsysModel):
         target_index = tf.boolean_mask(target_index, valid)
         target_pos = target_index - FIRST_KNOWN_INDEX  # position in the catalog
         if self.negatives == "full":
-            excluded = (seen_pairs(self.item_tower.encoder.lookup(features["history"]), valid, target_pos)
+            excluded = (seen_mask(self.item_tower.encoder.lookup(features["history"]), valid, target_pos,
+                                  int(self.catalog.shape[0]), features.get("seen_before"))
                         if self.exclude_seen else None)
             losses = self.full_task(queries, self.candidate_embeddings(training=training), target_pos,
                                     excluded)

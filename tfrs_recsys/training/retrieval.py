@@ -255,7 +255,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
                           f"features, but {data.name} has none usable; set use_user_id=true")
     negatives = retrieval_model.resolve_negatives(cfg.negatives, len(catalog), cfg.full_softmax_max_items)
     probabilities = seq.item_probabilities(split.train, catalog)
-    sampler, targets_per_batch, steps_per_epoch = None, None, 0
+    sampler, targets_per_batch, steps_per_epoch, exclude_seen = None, None, 0, False
     if cfg.loss in PAIRWISE_LOSSES:
         sampler = pairs.TripleSampler(split.rows.train, catalog, positive_threshold=cfg.positive_threshold,
                                       use_disliked=cfg.use_disliked, sampling=cfg.pairwise_sampling,
@@ -273,7 +273,9 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
                                        stride=cfg.window_stride or None)
         targets = windows["targets"]
         batch = windows_per_step(cfg, targets)
-        train_ds = seq.training_dataset(windows, batch, seed=cfg.seed)
+        exclude_seen = cfg.exclude_seen and split.protocol == "leave_last_out" and negatives == "full"
+        train_ds = seq.training_dataset(windows, batch, seed=cfg.seed, sequence_positions=(
+            seq.catalog_positions(split.train, catalog) if exclude_seen else None))
         steps = seq.training_batches(windows, batch)
         # Batches group similar lengths: weigh targets alike by normalizing with the mean batch's count.
         targets_per_batch = float((targets != seq.PAD).sum()) / len(targets) * batch
@@ -290,7 +292,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     with strategy.scope():  # variables (model and optimizer) are mirrored on every replica
         model = build_model(cfg, vocab, item_probabilities=probabilities, negatives=negatives,
                             targets_per_batch=targets_per_batch,
-                            exclude_seen=cfg.exclude_seen and split.protocol == "leave_last_out")
+                            exclude_seen=exclude_seen)
         averaging = ({"use_ema": True, "ema_momentum": cfg.ema_momentum, "ema_overwrite_frequency": steps}
                      if cfg.ema_momentum else {})
         model.compile(optimizer=tf.keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay,
