@@ -102,11 +102,15 @@ def user_sequences(interactions: pd.DataFrame) -> Sequences:
                             fix=f"drop or fill interactions without a {col}; '' is reserved for padding")
     frame = interactions[["user_id", "item_id", "timestamp"]].assign(_row=np.arange(len(interactions)))
     frame = frame.sort_values(["user_id", "timestamp", "_row"], kind="stable")
-    users = frame["user_id"].astype(str).to_numpy()
-    items = frame["item_id"].astype(str).to_numpy()
+    # Each distinct id becomes one Python string, which every row holding it shares (a row's string of its
+    # own would cost ~60 bytes per interaction: gigabytes at tens of millions of rows).
+    users, user_ids = pd.factorize(frame["user_id"])
+    codes, item_ids = pd.factorize(frame["item_id"])
+    user_ids, item_ids = (np.asarray(pd.Index(ids).astype(str), dtype=object) for ids in (user_ids, item_ids))
+    items = item_ids[codes]
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     ends = np.r_[starts[1:], len(users)]
-    return Sequences(users[starts].astype(object), [items[s:e] for s, e in zip(starts, ends)])
+    return Sequences(user_ids[users[starts]], [items[s:e] for s, e in zip(starts, ends)])
 
 
 def leave_last_out(data: InteractionData, *, min_interactions: int = 3) -> SequenceSplit:
