@@ -289,6 +289,12 @@ def test_a_long_model_name_is_not_echoed_back_in_full(tight):
     answer, _ = Client(server.rest_port, _get(b"/v1/models/" + b"n" * 5000)).answer()
     error = _json_error(answer, (404,))
     assert "...(5000 characters)" in error and len(error) < 400, error[:400]
+    # A request target must be ASCII (RFC 9112): raw UTF-8 bytes are a 400 that echoes them as sent (not
+    # as Latin-1 mojibake); percent-encoded, the name is looked up.
+    answer, _ = Client(server.rest_port, _get("/v1/models/módel_ü".encode())).answer()
+    assert "módel_ü" in _json_error(answer, (400,))
+    answer, _ = Client(server.rest_port, _get(b"/v1/models/m%C3%B3del")).answer()
+    assert _parse(answer)[0] == 404, answer[:300]
     with grpc.insecure_channel(server.address) as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
         request = get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "n" * 90_000})

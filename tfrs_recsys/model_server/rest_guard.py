@@ -281,7 +281,7 @@ class GuardedConnection(asyncio.Protocol):
             return None
         line, self.first_line = bytes(self.first_line), None
         if not _REQUEST_LINE.fullmatch(line):
-            shown = line[:200].decode("latin-1").rstrip("\r")
+            shown = line[:200].decode("utf-8", errors="replace").rstrip("\r")
             return 400, (f"Malformed request line {shown!r}: expected 'METHOD /path HTTP/1.1' "
                          "(HTTP/0.9 and HTTP/2 are not spoken here)")
         return None

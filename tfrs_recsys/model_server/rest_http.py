@@ -89,7 +89,8 @@ class RestApp:
         if body is None:
             return None, b""
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
-        path = urllib.parse.urlsplit(raw_path.decode("latin-1")).path
+        # Names are UTF-8 (as models.config's); bytes that are not UTF-8 cannot name a model anyway.
+        path = urllib.parse.urlsplit(raw_path.decode("utf-8", errors="replace")).path
         if not PATH_REGEX.fullmatch(path):
             return 404, b""
         call = loop.run_in_executor(self.executor, self.api.handle, method, path, body)
