@@ -29,6 +29,7 @@ validation and the early-stopping patience), as for the reference.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -191,6 +192,25 @@ def ablation_table(output_dir: Path, names: list[str]) -> None:
                   f"{np.mean([r['train_seconds'] for r in rs]):.0f} |")
 
 
+def breakdown(output_dir: Path, name: str, row: str, seed: int) -> None:
+    """Test NDCG@10 of a saved run by kind of target: rated in the validation item's second or not, and by
+    the user's history length. Ranks the run's test targets again from its run directory."""
+    from tfrs_recsys.runs import load_retrieval
+    from tfrs_recsys.training.retrieval import ranks
+
+    trained = load_retrieval(output_dir / "runs" / f"{row}-seed{seed}" / name)
+    split = split_data(trained.cfg, load_data(trained.cfg))
+    rank = ranks(trained.model, split.test, trained.cfg.max_history)
+    gains = np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)
+    second = {part: dict(zip(frame["user_id"].astype(str), frame["timestamp"]))
+              for part, frame in (("validation", split.rows.validation), ("test", split.rows.test))}
+    tied = np.array([second["test"][u] == second["validation"][u] for u in split.test.user_ids])
+    length = np.array([len(h) for h in split.test.histories])
+    for label, keep in (("all", np.ones_like(tied)), ("same second as validation", tied), ("not", ~tied),
+                        ("history > 500", length > 500), ("history < 100", length < 100)):
+        print(f"{name} {row} seed {seed}: {label}: {keep.sum()} targets, NDCG@10 {gains[keep].mean():.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets-dir", type=Path, default=REPO.parent / "shared" / "datasets")
@@ -202,6 +222,8 @@ def main() -> None:
                         help=f"comma-separated ablation rows of {sorted(ROWS)} (each writes its own JSON)")
     parser.add_argument("--merge", action="store_true",
                         help="train nothing: merge the row JSONs already written into the tables")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="train nothing: each saved run's test NDCG@10 by kind of target")
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     rows = [r.strip() for r in args.row.split(",") if r.strip()]
@@ -212,6 +234,10 @@ def main() -> None:
     for name in missing:
         print(f"{name}: skipped, {args.datasets_dir / RUNS[name]['folder']} not found (pass --datasets-dir)")
     names = [n for n in names if n not in missing]
+    if args.breakdown:
+        for name, row, seed in itertools.product(names, rows, (int(x) for x in args.seeds.split(","))):
+            breakdown(args.output_dir, name, row, seed)
+        return
     if not args.merge:
         for name in names:
             for row in rows:
