@@ -14,6 +14,7 @@ from conftest import dataset_path
 from test_retrieval_model import segment_interactions, small_config
 
 from tfrs_recsys import runs
+from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.training import retrieval as training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,6 +132,16 @@ def test_steps_per_epoch_validates_every_n_steps_over_the_repeated_input(tmp_pat
     result = training.train_and_evaluate(cfg, data)
     assert int(result.model.optimizer.iterations) == 4 * 7  # each epoch more steps than one pass holds
     assert [row["epoch"] for row in runs.read_train_log(result.run_dir)] == [1, 2, 3, 4]
+    assert result.test_metrics["recall@10"] > 0.2, result.test_metrics  # random: 10 / 120
+
+
+def test_weight_averaging_is_written_into_the_model_at_every_epoch_end(tmp_path):
+    """Keras writes the average every `steps` optimizer steps: the epochs must end on those steps."""
+    data = segment_interactions(num_items=120, per_user=12)
+    cfg = small_config(tmp_path, protocol="random_80_20", epochs=3, ema_momentum=0.9)
+    result = training.train_and_evaluate(cfg, data)
+    steps = seq.training_batches(seq.training_windows(result.split.train, cfg.max_history), cfg.batch_size)
+    assert int(result.model.optimizer.iterations) == 3 * steps  # unaligned: one more
     assert result.test_metrics["recall@10"] > 0.2, result.test_metrics  # random: 10 / 120
 
 

@@ -104,8 +104,11 @@ def parse_value(name: str, raw: Any, tp: Any, source: str) -> Any:
             return None
         return tp(raw)
     except (TypeError, ValueError) as exc:
+        listed = typing.get_origin(tp) in (tuple, list)
+        example = {bool: "true or false", int: "a whole number, e.g. 3", float: "a number, e.g. 0.5"}.get(
+            tp, "a comma-separated list, e.g. 10,50" if listed else "a string")
         raise ConfigError(f"{source}: field '{name}' = {raw!r} is not a valid {getattr(tp, '__name__', tp)} "
-                          f"({exc}); fix the value, e.g. a comma-separated list for list fields") from None
+                          f"({exc}); give {example}") from None
 
 
 def read_mapping_file(path: str | os.PathLike, flag: str = "--config") -> Any:
@@ -170,7 +173,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]
         extra = {"nargs": "?", "const": "true"} if types_of[f.name] is bool else {}
         default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
         about = f"{helps.get(f.name, '')} [default: {default}; env {ENV_PREFIX + f.name.upper()}]"
-        metavar = "BOOL" if types_of[f.name] is bool else f.name.split("_")[-1].upper()
+        metavar = ("BOOL" if types_of[f.name] is bool else "N" if f.name.endswith("_per_epoch")
+                   else f.name.split("_")[-1].upper())
         parser.add_argument(*flags, dest=f.name, default=None, metavar=metavar,
                             help=about, **extra)
 

@@ -286,16 +286,21 @@ class Run:
             return
         state = paths.join(self.path, RESUME, RESUME_STATE)
         saved = paths.read_json(state).get("epoch") if paths.isfile(state) else None
-        done = f"its last saved epoch is {saved}" if saved else "no epoch was saved"
-        what = (f"the {self.model_name} run did not complete ({done} of {self.config.epochs}; its test "
-                f"metrics and files may be another run's): it was stopped, is still training, or was "
-                f"trained before runs were marked {COMPLETE}")
+        rows = read_train_log(self.path)
+        epochs = self.config.epochs
+        done = (f"its last saved epoch is {saved} of {epochs}" if saved
+                else f"its log ends at epoch {rows[-1].get('epoch')} of {epochs}" if rows
+                else f"none of its {epochs} epochs completed")
+        what = (f"the {self.model_name} run did not complete ({done}; its test metrics and files may be "
+                f"another run's): it was stopped, is still training, or was trained before runs were marked "
+                f"{COMPLETE}")
+        finish = (f"`python -m tfrs_recsys.train {self.model_name} --config {self.file(CONFIG)} --resume` "
+                  f"finishes it")
         if allow_incomplete:
-            print(f"warning: {self.path}: {what}; used as it is", file=sys.stderr)
+            print(f"warning: {self.path}: {what}; used as it is ({finish})", file=sys.stderr)
             return
         raise RunDirError(what, path=str(self.path),
-                          fix=f"finish it: `python -m tfrs_recsys.train {self.model_name} --config "
-                              f"{self.file(CONFIG)} --resume`, or pass --allow-incomplete to use it as it is")
+                          fix=f"{finish}, or pass --allow-incomplete to use it as it is")
 
 
 def open_run(run_dir: str | Path, models: Sequence[str] = MODELS) -> Run:

@@ -281,12 +281,19 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
         targets_per_batch = float((targets != seq.PAD).sum()) / len(targets) * batch
         steps_per_epoch = math.ceil(len(targets) / batch)
         examples = (f"{len(windows['user_id'])} training windows ({cfg.training_mode}) in batches of {batch} "
-                    f"(about {targets_per_batch:.0f} targets), negatives={negatives}")
+                    f"(about {targets_per_batch:.0f} targets), negatives={negatives}, seen items "
+                    + ("left out of the softmax" if exclude_seen else "kept in the softmax"
+                       + (" (--exclude-seen needs the full softmax and leave_last_out)" if cfg.exclude_seen
+                          else "")))
         negatives_used = negatives
     train_ds = distribution.shard_by_data(train_ds)
     if cfg.steps_per_epoch:  # epochs of a set number of steps over the repeated input
         train_ds, steps = train_ds.repeat(), cfg.steps_per_epoch
         steps_per_epoch = steps
+    elif cfg.ema_momentum:
+        # Told its length, Keras ends every epoch on a multiple of `steps`, where the average is written
+        # into the model (unknown, it counts one more step at the end of the first epoch).
+        train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
     rated = ({part: pairs.rated_held_out(getattr(split.rows, part), split.train, cfg.positive_threshold)
               for part in ("validation", "test")} if pairwise_metrics_on(cfg) else {})
     with strategy.scope():  # variables (model and optimizer) are mirrored on every replica
@@ -343,6 +350,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
         "protocol": split.protocol, "negatives": negatives_used, "monitor": monitor,
         "best_epoch": evaluator.best_epoch, "best_validation": evaluator.best_value,
         "train_seconds": round(train_seconds, 2), "epochs_run": evaluator.epochs_run, "loss": cfg.loss,
+        "exclude_seen": exclude_seen,
         **({"training_triples": len(sampler), "liked_without_negative": sampler.dropped} if sampler else {}),
         **{f"pairwise_{part}": {"rows": len(r), "liked": int(r.liked.sum()), "pairs": same_user_pairs(r)}
            for part, r in rated.items()},
