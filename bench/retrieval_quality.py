@@ -93,7 +93,6 @@ ROWS = {
     "dot-start": {"similarity": "dot", "positions_from": "start", **EXPLORED},
     "no-user-id": {"use_user_id": False},
     "no-item-features": {"use_item_features": False},
-    "weight-decay-0.1": {"weight_decay": 0.1},
     "no-exclude-seen": {"exclude_seen": False},
     "ema-0.99": {"ema_momentum": 0.99},
     "sasrec-like": {"use_user_id": False, "use_item_features": False, "positions_from": "start"},
