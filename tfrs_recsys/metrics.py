@@ -246,7 +246,7 @@ def rank_of_target(scores: np.ndarray, target: np.ndarray,
     Returns:
       ``[N]`` integer ranks.
     """
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores)  # compared with its own entries: no wider type needed
     rows = np.arange(scores.shape[0])
     target_scores = scores[rows, target]
     ahead = scores >= target_scores[:, None]

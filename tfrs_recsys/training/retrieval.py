@@ -134,18 +134,21 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
     catalog = model.catalog.numpy().astype(str)
     position = {item: i for i, item in enumerate(catalog)}
     candidates = model.candidate_embeddings().numpy()
-    # Fewer queries at once for a larger catalog: a chunk's scores stay near EVAL_CELLS whatever the size.
-    chunk = max(1, min(chunk, EVAL_CELLS // max(len(catalog), 1)))
+    # Fewer queries scored at once for a larger catalog: a chunk's scores stay near EVAL_CELLS whatever the
+    # size; the query tower still runs on `chunk` users at a time.
+    scored = max(1, min(chunk, EVAL_CELLS // max(len(catalog), 1)))
     out = []
-    for lo in range(0, len(held), chunk):
-        hi = min(len(held), lo + chunk)
-        queries = query_vectors(model, held.user_ids[lo:hi], held.histories[lo:hi], max_len)
-        scores = queries @ candidates.T
-        exclude = np.zeros(scores.shape, dtype=bool)
-        for row, items in enumerate(held.exclude[lo:hi]):
-            exclude[row, [position[i] for i in items if i in position]] = True
-        targets = np.array([position[t] for t in held.targets[lo:hi]])
-        out.append(rank_of_target(scores, targets, exclude))
+    for block in range(0, len(held), chunk):
+        end = min(len(held), block + chunk)
+        queries = query_vectors(model, held.user_ids[block:end], held.histories[block:end], max_len)
+        for lo in range(block, end, scored):
+            hi = min(end, lo + scored)
+            scores = queries[lo - block:hi - block] @ candidates.T
+            exclude = np.zeros(scores.shape, dtype=bool)
+            for row, items in enumerate(held.exclude[lo:hi]):
+                exclude[row, [position[i] for i in items if i in position]] = True
+            targets = np.array([position[t] for t in held.targets[lo:hi]])
+            out.append(rank_of_target(scores, targets, exclude))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
