@@ -10,7 +10,8 @@ Phases, in seconds: ``load`` (read / sample the files, infer the spec), ``split`
 training input), ``epoch`` (the training steps of one epoch, validation excluded), ``evaluation``
 (validation after the epoch and the test evaluation), ``artifacts`` (run files). ``ex/s`` = training
 examples / epoch seconds; ``rss`` = the process's peak RSS (``resource.getrusage``); ``tables`` = the
-embedding rows and the MiB of the tables plus their optimizer accumulators (rankers: Adagrad).
+embedding rows and the MiB of the tables plus their optimizer slots (rankers: Adagrad's accumulator;
+retrieval: Adam's two moments).
 
 The rankers train with ``--streaming always`` (``tfrs_recsys.training.stream``): the path a user's
 large files take. Retrieval trains with ``--dataset interactions`` on the Parquet histories; its phases
@@ -101,6 +102,7 @@ def run_retrieval(folder: Path, out_dir: Path, extra: list[str]) -> dict:
     from tfrs_recsys.config_sources import config_from_args
     from tfrs_recsys.data import sequences as seq
     from tfrs_recsys.training import distribution, retrieval
+    from tfrs_recsys.training.optimizers import embedding_tables
 
     seconds: dict[str, float] = {}
     rank_calls: list[float] = []  # validation after each epoch, then the test
@@ -139,6 +141,8 @@ def run_retrieval(folder: Path, out_dir: Path, extra: list[str]) -> dict:
     result = retrieval.train_and_evaluate(cfg, data)
     total = time.perf_counter() - clock
     meta = json.loads((out_dir / "retrieval_meta.json").read_text())
+    tables = embedding_tables(result.model)
+    # float32 rows of each table and of Adam's two moments
     epoch = meta["train_seconds"] - sum(rank_calls[:-1])
     log = [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
     # One pass trains every target once; --steps-per-epoch N trains N of its batches (epochs of N steps).
@@ -154,6 +158,8 @@ def run_retrieval(folder: Path, out_dir: Path, extra: list[str]) -> dict:
             "artifacts": seconds.get("artifacts", 0.0), "total": total,
             "train_examples": trained, "pass_targets": targets, "log_seconds": [r["seconds"] for r in log],
             "quality": ("ndcg@10", result.test_metrics.get("ndcg@10")), "items": meta.get("items"),
+            "table_rows": sum(int(t.shape[0]) for t in tables),
+            "tables_mib": sum(t.shape.num_elements() for t in tables) * 3 * 4 / 2 ** 20,
             "meta": {k: meta.get(k) for k in ("negatives", "train_seconds", "users", "items")}}
 
 

@@ -214,7 +214,8 @@ class RetrievalConfig(TrainConfig):
 
     Attributes:
       batch_size: History windows per training step (0: as many as hold about 1,024 training targets).
-      learning_rate: Adam's learning rate.
+      learning_rate: Adam's learning rate (a lazy Adam: sparse steps on embedding tables touch only the
+        rows a batch looks up; training/optimizers.py).
       patience: Epochs without a better validation NDCG before training stops (0: as many as make about
         500 training steps, at least 3).
       embedding_dim: The width of item, user and query embeddings.
@@ -250,8 +251,10 @@ class RetrievalConfig(TrainConfig):
       item_feature_columns: The item columns to use (none: every usable one, e.g. genres).
       user_feature_columns: The user columns to use (none: every usable one, e.g. age, gender).
       user_id_dropout: How often training replaces a known user id by the unknown id.
-      window_stride: The step between all_positions windows of a long history (0: max_history).
-      weight_decay: AdamW's decoupled weight decay (0: Adam).
+      window_stride: The step between all_positions windows of a long history (0: max_history). Smaller,
+        every target sees at least max_history - window_stride + 1 items before it, for about
+        max_history / window_stride times the work per epoch.
+      weight_decay: Decoupled weight decay, as AdamW's (0: none; it decays every row of every table).
       ema_momentum: Average the weights over the steps (Keras' optimizer EMA with this momentum) and write
         the average into the model at each epoch's end, so validation, early stopping and the saved model
         see averaged weights (0: off).

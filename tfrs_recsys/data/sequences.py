@@ -214,8 +214,10 @@ def training_windows(train: Sequences, max_len: int, *, mode: str = "all_positio
 
     ``targets[n, t]`` is the item that follows ``history[n, :t+1]``; the loss is taken where
     it is not ``""``. ``stride`` (all_positions, default ``max_len``) is how far consecutive
-    windows of a long sequence are apart; smaller strides give early targets more context
-    while each target still counts once.
+    windows of a long sequence are apart. Each target counts once, in the earliest window that holds
+    it, where it is among the window's last ``stride`` positions: it sees at least
+    ``max_len - stride + 1`` items before it (or all of them, near the sequence's start). With
+    ``stride = max_len`` windows do not overlap and a window's first target sees one item.
 
     Args:
       train: the training sequences.
@@ -239,17 +241,19 @@ def training_windows(train: Sequences, max_len: int, *, mode: str = "all_positio
                 rows.append(row)
                 starts.append(max(0, j - max_len))
             continue
-        covered, end = n, n  # targets at index >= covered already belong to a later window
-        while covered > 1:
+        end = n  # the window's history is seq[start:end - 1], its targets seq[start + 1:end]
+        while end > 1:
             start = max(0, end - 1 - max_len)
+            # Its own targets: the last `stride` (all that are left once it reaches the start).
+            first = start + 1 if start == 0 else end - stride
             window_targets = seq[start + 1:end].copy()
-            window_targets[np.arange(start + 1, end) >= covered] = PAD
+            window_targets[np.arange(start + 1, end) < first] = PAD
             users.append(user)
             histories.append(seq[start:end - 1])
             targets.append(window_targets)
             rows.append(row)
             starts.append(start)
-            covered, end = start + 1, end - stride
+            end = 1 if start == 0 else end - stride
     return {"user_id": np.array(users, dtype=object), "history": pad_left(histories, max_len),
             "targets": pad_left(targets, max_len), "sequence": np.array(rows, dtype=np.int64),
             "start": np.array(starts, dtype=np.int64)}

@@ -147,7 +147,9 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
 def _encoder(column: FeatureColumn) -> tf.keras.layers.Layer:
     """A categorical column's index lookup: its vocabulary (0 = OOV) or its hash buckets."""
     if column.encoding == "vocabulary":
-        return tf.keras.layers.StringLookup(vocabulary=list(column.vocabulary), num_oov_indices=1,
+        # An array: a list attribute would be walked on every access to the model's weights.
+        return tf.keras.layers.StringLookup(vocabulary=np.asarray(column.vocabulary, dtype=object),
+                                            num_oov_indices=1,
                                             name=f"lookup_{op_name(column.name)}")
     return tf.keras.layers.Hashing(column.num_buckets, name=f"hash_{op_name(column.name)}")
 

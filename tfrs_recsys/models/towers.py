@@ -45,8 +45,10 @@ def id_lookup(vocabulary: Sequence[str], name: str) -> tf.keras.layers.StringLoo
     Raises:
       ValueError: the vocabulary holds ``""``, the padding id.
     """
-    vocabulary = [str(v) for v in vocabulary]
-    if "" in vocabulary:
+    # An array, not a list: Keras walks a layer's list attributes on every access to its weights (each
+    # `fit` call: seconds at a million ids).
+    vocabulary = np.asarray([str(v) for v in vocabulary], dtype=object)
+    if (vocabulary == "").any():
         raise ValueError(f"{name}: '' is reserved for padding and cannot be an id")
     return tf.keras.layers.StringLookup(vocabulary=vocabulary, mask_token="", num_oov_indices=1, name=name)
 

@@ -1,4 +1,7 @@
-"""The rankers' optimizer: sparse Adagrad on the embedding tables, Adam on every other variable.
+"""Optimizers whose step on an embedding table costs the rows its batch looks up, not the table's size.
+
+The rankers' optimizer (:func:`ranker_optimizer`): sparse Adagrad on the embedding tables, Adam on every
+other variable. Retrieval's (:class:`LazyAdam`): Adam whose sparse steps touch only the looked-up rows.
 
 A step's cost on an embedding table follows the rows its batch looks up, not the table's size. The
 tables' gradients are ``tf.IndexedSlices`` (one row per lookup), and Adagrad applies one as a scatter:
@@ -82,3 +85,69 @@ def ranker_optimizer(model: tf.keras.Model, *, learning_rate: float, embedding_l
          lambda: embedding_tables(model)),
         (tf.keras.optimizers.legacy.Adam(learning_rate), dense),
     ])
+
+
+class LazyAdam(tf.keras.optimizers.Adam):
+    """Adam whose step on a sparse gradient reads and writes only the rows the gradient touches.
+
+    On a dense gradient it is Keras' Adam. On a ``tf.IndexedSlices`` gradient (an embedding table's,
+    duplicate rows summed), with ``R`` the rows it touches and ``t`` the step:
+
+        m[R] <- b1 m[R] + (1 - b1) g_R,        v[R] <- b2 v[R] + (1 - b2) g_R^2
+        E[R] <- E[R] - alpha m[R] / (sqrt(v[R]) + eps),     alpha = lr sqrt(1 - b2^t) / (1 - b1^t)
+
+    Rows outside ``R`` keep their values and both moments. Keras' Adam instead decays the moments of
+    every row and moves every row with momentum left, each step: a cost that grows with the table (a
+    large catalog under the sampled softmax). When a step touches every row (the full softmax scores the
+    whole catalog) the two are the same step.
+
+    Args:
+      learning_rate: Adam's learning rate.
+      **kwargs: the other arguments of ``tf.keras.optimizers.Adam`` (not ``amsgrad`` or ``adaptive_epsilon``).
+    """
+
+    def __init__(self, learning_rate: float = 0.001, **kwargs):
+        if kwargs.get("amsgrad") or kwargs.get("adaptive_epsilon"):
+            raise ValueError("LazyAdam supports neither amsgrad nor adaptive_epsilon")
+        # XLA compiles one program per shape, and a sparse step's row count changes with every batch.
+        kwargs.pop("jit_compile", None)
+        super().__init__(learning_rate, jit_compile=False, **kwargs)
+        self._lazy_slot_index: dict = {}
+        self._lazy_momenta: list[tf.Variable] = []
+        self._lazy_velocities: list[tf.Variable] = []
+
+    def build(self, var_list: list[tf.Variable]):
+        """Creates both moments of every variable (skipping Adam's own, which this optimizer does not use)."""
+        if self._lazy_momenta:
+            return
+        tf.keras.optimizers.Optimizer.build(self, var_list)
+        strategy = tf.distribute.get_strategy()
+        for index, var in enumerate(var_list):
+            self._lazy_momenta.append(self.add_variable_from_reference(var, "m"))
+            self._lazy_velocities.append(self.add_variable_from_reference(var, "v"))
+            # Under a distribution strategy a step updates each replica's copy of the variable.
+            for copy in (var, *strategy.experimental_local_results(var)):
+                self._lazy_slot_index[copy.ref()] = index
+
+    def update_step(self, gradient: tf.Tensor | tf.IndexedSlices, variable: tf.Variable):
+        """Applies one Adam step of ``gradient`` to ``variable`` (to the touched rows only, if sparse)."""
+        index = self._lazy_slot_index[variable.ref()]
+        m, v = self._lazy_momenta[index], self._lazy_velocities[index]
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        alpha = (tf.cast(self.learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, step))
+                 / (1 - tf.pow(beta_1, step)))
+        epsilon = tf.cast(self.epsilon, dtype)
+        if not isinstance(gradient, tf.IndexedSlices):
+            m.assign_add((gradient - m) * (1 - beta_1))
+            v.assign_add((tf.square(gradient) - v) * (1 - beta_2))
+            variable.assign_sub(alpha * m / (tf.sqrt(v) + epsilon))
+            return
+        rows, positions = tf.unique(gradient.indices)
+        values = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
+        m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * values
+        v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(values)
+        m.scatter_update(tf.IndexedSlices(m_rows, rows))
+        v.scatter_update(tf.IndexedSlices(v_rows, rows))
+        variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + epsilon), rows))

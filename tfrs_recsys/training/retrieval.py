@@ -44,6 +44,7 @@ from tfrs_recsys.training.common import (
     fit_verbosity,
     tensorboard_callback,
 )
+from tfrs_recsys.training.optimizers import LazyAdam
 from tfrs_recsys.training.resume import TrainingState, advance
 
 TUTORIAL_KS = (1, 5, 10, 50, 100)
@@ -305,9 +306,9 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
                             exclude_seen=exclude_seen)
         averaging = ({"use_ema": True, "ema_momentum": cfg.ema_momentum, "ema_overwrite_frequency": steps}
                      if cfg.ema_momentum else {})
-        model.compile(optimizer=tf.keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                                          **averaging)
-                      if cfg.weight_decay else tf.keras.optimizers.Adam(cfg.learning_rate, **averaging))
+        # Sparse steps on the item table touch only the rows a batch scores (a sampled catalog's few).
+        model.compile(optimizer=LazyAdam(cfg.learning_rate, weight_decay=cfg.weight_decay or None,
+                                         **averaging))
 
     tutorial = split.protocol == "random_80_20"
     ks = TUTORIAL_KS if tutorial else tuple(cfg.eval_ks)
