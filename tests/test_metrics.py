@@ -89,6 +89,28 @@ def test_topk_metrics_and_rank_of_target_against_sorting():
     assert m["mrr@10"] == pytest.approx(np.mean([1 / (r + 1) if r < 10 else 0 for r in ranks]))
 
 
+@pytest.mark.parametrize("cells", [7, 64, 10_000])
+def test_dot_product_ranks_by_item_blocks_are_the_ranks_of_the_whole_score_matrix(cells):
+    """Blocks of any size (one item, a few, all) give rank_of_target's ranks, with ties (integer vectors),
+    excluded items, a target among its own excluded items and duplicate exclusions."""
+    rng = np.random.default_rng(3)
+    queries = rng.integers(-2, 3, (40, 4)).astype(np.float32)
+    items = rng.integers(-2, 3, (90, 4)).astype(np.float32)
+    targets = rng.integers(0, 90, 40)
+    excluded = [rng.integers(0, 90, rng.integers(0, 12)) for _ in range(40)]
+    excluded[0] = np.array([targets[0], targets[0], 5])
+    mask = np.zeros((40, 90), bool)
+    for row, items_out in enumerate(excluded):
+        mask[row, items_out] = True
+    mask[np.arange(40), targets] = False
+    expected = metrics.rank_of_target(queries @ items.T, targets, mask)
+    assert len(set(expected)) > 10
+    np.testing.assert_array_equal(metrics.dot_product_ranks(queries, items, targets, excluded, cells=cells),
+                                  expected)
+    np.testing.assert_array_equal(metrics.dot_product_ranks(queries, items, targets, cells=cells),
+                                  metrics.rank_of_target(queries @ items.T, targets))
+
+
 def test_ties_rank_against_the_target():
     ranks = metrics.rank_of_target(np.zeros((1, 5)), np.array([2]))
     assert ranks[0] == 4

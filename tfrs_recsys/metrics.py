@@ -256,6 +256,44 @@ def rank_of_target(scores: np.ndarray, target: np.ndarray,
     return ahead.sum(axis=1)
 
 
+def dot_product_ranks(queries: np.ndarray, items: np.ndarray, targets: np.ndarray,
+                      excluded: Sequence[np.ndarray] | None = None, *, cells: int = 1 << 24) -> np.ndarray:
+    """:func:`rank_of_target` of the scores ``queries @ items.T``, a block of items at a time.
+
+    The items are read once per call and no ``[queries, items]`` array is made: each block of about
+    ``cells / len(queries)`` items is scored, the items at or above each target's score are counted,
+    and the target and the excluded items among them are taken back out.
+
+    Args:
+      queries: ``[N, d]`` query vectors.
+      items: ``[I, d]`` item vectors.
+      targets: ``[N]`` each query's held-out item (a row of ``items``).
+      excluded: per query, the rows of ``items`` not to rank (e.g. its history), or None.
+      cells: scores computed at once.
+
+    Returns:
+      ``[N]`` integer ranks (ties count against the target).
+    """
+    n = len(queries)
+    rows = np.arange(n)
+    # The target scores come out of a matrix product too, so they round as the block scores do.
+    target_scores = (queries @ items[targets].T)[rows, rows][:, None]
+    skip_rows = [rows] + ([np.repeat(rows, [len(e) for e in excluded])] if excluded is not None else [])
+    skip_items = [targets] + ([np.concatenate([np.asarray(e, np.int64) for e in excluded] or [[]])]
+                              if excluded is not None else [])
+    skip = np.unique(np.concatenate(skip_rows).astype(np.int64) * len(items) + np.concatenate(skip_items))
+    skip_rows, skip_items = skip // len(items), skip % len(items)
+    counts = np.zeros(n, np.int64)
+    block = max(1, cells // max(n, 1))
+    for lo in range(0, len(items), block):
+        scores = queries @ items[lo:lo + block].T
+        counts += np.count_nonzero(scores >= target_scores, axis=1)
+        inside = (skip_items >= lo) & (skip_items < lo + block)
+        r, c = skip_rows[inside], skip_items[inside] - lo
+        counts -= np.bincount(r, weights=scores[r, c] >= target_scores[r, 0], minlength=n).astype(np.int64)
+    return counts
+
+
 def expected_auc(true_probs: Sequence[float], scores: Sequence[float]) -> float:
     """AUC of ``scores`` against Bernoulli(``true_probs``) labels, in expectation over the draws.
 

@@ -33,7 +33,7 @@ from tfrs_recsys.data import pairs
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.registry import load_interactions, options_from
-from tfrs_recsys.metrics import auc, pairwise_auc, rank_of_target, topk_metrics
+from tfrs_recsys.metrics import auc, dot_product_ranks, pairwise_auc, topk_metrics
 from tfrs_recsys.models import retrieval as retrieval_model
 from tfrs_recsys.models.retrieval import TwoTowerRetrieval, Vocabularies, build_model, query_vectors
 from tfrs_recsys.training import distribution
@@ -135,21 +135,14 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
     catalog = model.catalog.numpy().astype(str)
     position = {item: i for i, item in enumerate(catalog)}
     candidates = model.candidate_embeddings().numpy()
-    # Fewer queries scored at once for a larger catalog: a chunk's scores stay near EVAL_CELLS whatever the
-    # size; the query tower still runs on `chunk` users at a time.
-    scored = max(1, min(chunk, EVAL_CELLS // max(len(catalog), 1)))
     out = []
     for block in range(0, len(held), chunk):
         end = min(len(held), block + chunk)
         queries = query_vectors(model, held.user_ids[block:end], held.histories[block:end], max_len)
-        for lo in range(block, end, scored):
-            hi = min(end, lo + scored)
-            scores = queries[lo - block:hi - block] @ candidates.T
-            exclude = np.zeros(scores.shape, dtype=bool)
-            for row, items in enumerate(held.exclude[lo:hi]):
-                exclude[row, [position[i] for i in items if i in position]] = True
-            targets = np.array([position[t] for t in held.targets[lo:hi]])
-            out.append(rank_of_target(scores, targets, exclude))
+        excluded = [np.array([position[i] for i in items if i in position], dtype=np.int64)
+                    for items in held.exclude[block:end]]
+        targets = np.array([position[t] for t in held.targets[block:end]])
+        out.append(dot_product_ranks(queries, candidates, targets, excluded, cells=EVAL_CELLS))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
