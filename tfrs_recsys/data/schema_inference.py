@@ -283,16 +283,18 @@ def _numeric_column(name: str, values: np.ndarray, kind: str, why: str) -> tuple
 
 
 def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, **extra) -> tuple[FeatureColumn, str]:
-    present = tokens[tokens != ""]
+    counts = tokens.value_counts()  # the checks below read each distinct value once, not every row
+    present = pd.Series(counts.index[counts.index != ""], dtype=object)
     extra["integer_values"] = bool(present.size) and bool(present.str.fullmatch(r"-?\d+").all())
-    counts = tokens.value_counts()
-    vocab = sorted(counts.index, key=lambda v: (-counts[v], v))  # most frequent first, ties by value
-    if len(vocab) <= opts.vocab_max:
+    if len(counts) <= opts.vocab_max:
+        ranked = pd.DataFrame({"value": counts.index, "count": counts.to_numpy()})
+        # most frequent first, ties by value
+        vocab = ranked.sort_values(["count", "value"], ascending=[False, True])["value"].tolist()
         return (FeatureColumn(name, kind, encoding="vocabulary", vocabulary=vocab, **extra),
                 f"vocabulary of {len(vocab)}")
-    buckets = opts.hash_multiplier * len(vocab)
+    buckets = opts.hash_multiplier * len(counts)
     return (FeatureColumn(name, kind, encoding="hash", num_buckets=buckets, **extra),
-            f"{len(vocab)} distinct > vocab_max={opts.vocab_max}: {buckets} hash buckets")
+            f"{len(counts)} distinct > vocab_max={opts.vocab_max}: {buckets} hash buckets")
 
 
 def _categorical_column(name: str, text: pd.Series, opts: _Options, why: str, *, id_like: bool = False,
@@ -337,19 +339,20 @@ def _detect_separator(text: pd.Series) -> str | None:
     Genres ("Comedy|Drama") split into few distinct parts shared across rows; a title with a
     comma splits into parts as unique as the titles, so it stays single-valued.
     """
-    present = text[text != ""]
-    if present.empty:
+    counts = text[text != ""].value_counts()  # each distinct value once, weighed by its rows
+    if counts.empty:
         return None
-    distinct_values = present.nunique()
+    values, rows = pd.Series(counts.index, dtype=object), counts.to_numpy()
     best, best_share = None, 0.0
     for sep in _SEPARATORS:
-        has = present.str.contains(sep, regex=False)
-        if has.sum() < 2 or has.mean() < 0.01:
+        has = values.str.contains(sep, regex=False).to_numpy()
+        with_sep, share = int(rows[has].sum()), float(rows[has].sum() / rows.sum())
+        if with_sep < 2 or share < 0.01:
             continue
-        parts = present.str.split(sep, regex=False).explode().str.strip()
+        parts = values.str.split(sep, regex=False).explode().str.strip()
         parts = parts[parts != ""]
-        if parts.nunique() <= distinct_values and has.mean() > best_share:
-            best, best_share = sep, float(has.mean())
+        if parts.nunique() <= len(values) and share > best_share:
+            best, best_share = sep, share
     return best
 
 
