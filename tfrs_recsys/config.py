@@ -72,9 +72,8 @@ SYNTHETIC = ("synthetic", "synthetic-histories", "synthetic-ratings")
 DATASETS = (*SYNTHETIC, "interactions", "csv", "parquet", "movielens-100k", "movielens-csv",
             "movielens-latest-small", "movielens-1m", "aliexpress", "ali-ccp", "criteo", "expedia", "tfds:",
             "movielens/")
-# Options only some datasets read: (options, the datasets, what the options apply to). An option set away from
-# its default for another dataset is an error naming both, never silently ignored. A name ending in ":" is a
-# prefix (tfds:<name>).
+# Options only some datasets read: (options, datasets, what they apply to). Set away from its default for
+# another dataset, an option is an error naming both. A name ending in ":" is a prefix (tfds:<name>).
 DATASET_OPTIONS = (
     (("label_columns", "session_column"), ("csv", "parquet"), "--dataset csv or parquet"),
     (("user_column", "item_column"), ("interactions", "csv", "parquet"),
@@ -144,8 +143,8 @@ class TrainConfig:
       resume: Continue the run in --output-dir that was stopped (killed) before it completed, from its
         last completed epoch, with its optimizer and early-stopping state; the config must be the run's.
       overwrite: Delete the run in --output-dir (its files only) and train a new one there.
-      streaming: Train a ranker from the csv or parquet files streamed through tf.data, never holding the
-        whole log: auto (files of 256 MiB or more), always or never.
+      streaming: Stream a ranker's csv or parquet files through tf.data, never holding the whole log: auto
+        (files of 256 MiB or more), always or never.
       stream_sample_rows: The most training rows a streamed run infers the spec from (seeded sample).
       stream_validation_rows: The validation rows a streamed run evaluates after each epoch.
     """
@@ -214,10 +213,8 @@ class RetrievalConfig(TrainConfig):
 
     Attributes:
       batch_size: History windows per training step (0: as many as hold about 1,024 training targets).
-      learning_rate: Adam's learning rate (a lazy Adam: sparse steps on embedding tables touch only the
-        rows a batch looks up; training/optimizers.py).
-      patience: Epochs without a better validation NDCG before training stops (0: as many as make about
-        500 training steps, at least 3).
+      learning_rate: Adam's learning rate (lazy on the embedding tables: training/optimizers.py).
+      patience: Epochs without a better validation NDCG before stopping (0: about 500 steps' worth, >= 3).
       embedding_dim: The width of item, user and query embeddings.
       max_history: The most recent items of a history the user tower reads.
       num_blocks: Transformer blocks of the user tower.
@@ -251,13 +248,11 @@ class RetrievalConfig(TrainConfig):
       item_feature_columns: The item columns to use (none: every usable one, e.g. genres).
       user_feature_columns: The user columns to use (none: every usable one, e.g. age, gender).
       user_id_dropout: How often training replaces a known user id by the unknown id.
-      window_stride: The step between all_positions windows of a long history (0: max_history). Smaller,
-        every target sees at least max_history - window_stride + 1 items before it, for about
-        max_history / window_stride times the work per epoch.
+      window_stride: The step between all_positions windows of a long history (0: max_history); smaller:
+        every target sees >= max_history - window_stride + 1 items before it, at more work per epoch.
       weight_decay: Decoupled weight decay, as AdamW's (0: none; it decays every row of every table).
-      ema_momentum: Average the weights over the steps (Keras' optimizer EMA with this momentum) and write
-        the average into the model at each epoch's end, so validation, early stopping and the saved model
-        see averaged weights (0: off).
+      ema_momentum: Average the weights over the steps (Keras' optimizer EMA with this momentum), written
+        into the model at each epoch's end for validation, early stopping and the saved model (0: off).
       min_interactions: Users with fewer interactions are only trained on (leave_last_out).
       validation_fraction: The share of interactions held out for early stopping (random_80_20).
       loss: softmax over items, or a pairwise loss on (user, liked, disliked) triples: bpr or triplet.
@@ -266,11 +261,9 @@ class RetrievalConfig(TrainConfig):
       use_disliked: Pairwise negatives are the user's disliked items when they have some.
       pairwise_sampling: Negatives of users without disliked items: uniform or popularity.
       eval_pairwise: Also report pairwise_auc and auc on held-out rated items (on with a pairwise loss).
-      validation_users: The most held-out users the validation after each epoch ranks, a seeded sample (0:
-        all); the test ranks every user.
-      steps_per_epoch: Training steps between validations (0: one pass over the training data); with N, the
-        input repeats and each epoch is N steps, so a large data set is validated, checkpointed and early
-        stopped more often than once a pass.
+      validation_users: The most held-out users each epoch's validation ranks, seeded (0: all; test: all).
+      steps_per_epoch: Training steps between validations (0: one pass over the training data); with N the
+        input repeats and each epoch is N steps: a large data set is validated and checkpointed every N.
     """
 
     min_batch_size = 0
@@ -357,9 +350,9 @@ class RetrievalConfig(TrainConfig):
 class ESMMConfig(TrainConfig):
     """Entire-space multitask ranker: p_ctcvr = p_ctr * p_cvr (see models/esmm.py).
 
-    Optimizer (training/optimizers.py): Adam at ``learning_rate`` on the dense layers; Adagrad at
-    ``embedding_learning_rate`` on the embedding tables, whose update touches only the rows a batch
-    looks up. Two L2 penalties on the tables, both on the rows a batch looks up only:
+    Optimizer (training/optimizers.py): Adam at ``learning_rate`` on the dense layers, Adagrad at
+    ``embedding_learning_rate`` on the tables (only the rows a batch looks up). Two L2 penalties on the
+    tables, both on the rows a batch looks up only:
 
     * ``l2_reg``: ``l2_reg * mean_b sum_f ||e_bf||^2`` over the batch's field vectors (a layer
       loss), so a row is penalized in proportion to how often the batch uses it;
@@ -367,8 +360,7 @@ class ESMMConfig(TrainConfig):
       batch looks up, however often (applied by the table optimizer after the replicas' gradients
       are summed), so a rare id is pulled toward 0 as hard as a frequent one when it is seen.
 
-    The defaults of ``embedding_learning_rate`` and ``embedding_l2`` were chosen on the synthetic
-    sessions' validation split.
+    The defaults of ``embedding_learning_rate`` and ``embedding_l2``: the synthetic sessions' validation.
 
     Attributes:
       embedding_dim: The width of each field's embedding.
@@ -384,8 +376,8 @@ class ESMMConfig(TrainConfig):
       synthetic_sessions: Sessions of synthetic data.
       session_size: Impressions per synthetic session.
       baseline: Also train the clicked-only CVR model and report it as baseline_*.
-      precision: MLP products while training: auto (bfloat16 on a CPU with native bfloat16 and no
-        GPU), float32 or mixed_bfloat16; inference and export are float32 always.
+      precision: MLP products while training: auto (bfloat16 on a CPU with native bfloat16, no GPU),
+        float32 or mixed_bfloat16; inference and export are float32 always.
     """
 
     epochs: int = 10

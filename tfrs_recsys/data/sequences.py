@@ -212,12 +212,11 @@ def training_windows(train: Sequences, max_len: int, *, mode: str = "all_positio
                      stride: int | None = None) -> dict[str, np.ndarray]:
     """Training examples ``{user_id [N], history [N, L], targets [N, L]}`` of item ids ("" = none).
 
-    ``targets[n, t]`` is the item that follows ``history[n, :t+1]``; the loss is taken where
-    it is not ``""``. ``stride`` (all_positions, default ``max_len``) is how far consecutive
-    windows of a long sequence are apart. Each target counts once, in the earliest window that holds
-    it, where it is among the window's last ``stride`` positions: it sees at least
-    ``max_len - stride + 1`` items before it (or all of them, near the sequence's start). With
-    ``stride = max_len`` windows do not overlap and a window's first target sees one item.
+    ``targets[n, t]`` is the item that follows ``history[n, :t+1]``; the loss is taken where it is not
+    ``""``. ``stride`` (all_positions, default ``max_len``) is how far consecutive windows of a long
+    sequence are apart. Each target counts once, in the earliest window that holds it, among that
+    window's last ``stride`` positions: it sees at least ``max_len - stride + 1`` items before it (all
+    of them near the sequence's start); with ``stride = max_len`` a window's first target sees one.
 
     Args:
       train: the training sequences.
