@@ -111,6 +111,29 @@ def test_dot_product_ranks_by_item_blocks_are_the_ranks_of_the_whole_score_matri
                                   metrics.rank_of_target(queries @ items.T, targets))
 
 
+@pytest.mark.parametrize("queries_at_once", [1, 5, 13])
+def test_dot_product_ranks_count_rounding_ties_against_the_target(queries_at_once):
+    """Real-valued vectors, every item with an exact twin: the ranks are the float64 brute force's with
+    the documented tie band (so a twin is always ahead of its target, however each product rounds), and a
+    model whose items all share one vector ranks every target last."""
+    rng = np.random.default_rng(0)
+    queries = rng.normal(size=(13, 64)).astype(np.float32)
+    vectors = rng.normal(size=(400, 64)).astype(np.float32)
+    items = np.concatenate([vectors, vectors])
+    targets = rng.integers(0, 400, 13)
+    exact = queries.astype(np.float64) @ items.T.astype(np.float64)
+    band = 4 * 2.0 ** -24 * np.linalg.norm(queries, axis=1) * np.linalg.norm(items, axis=1).max()
+    ahead = exact >= (exact[np.arange(13), targets] - band)[:, None]
+    ahead[np.arange(13), targets] = False
+    ranks = metrics.dot_product_ranks(queries, items, targets, chunk=queries_at_once, cells=3000)
+    np.testing.assert_array_equal(ranks, ahead.sum(axis=1))
+    assert all(ahead[np.arange(13), targets + 400])  # the twins
+    same = np.repeat(vectors[:1], 800, axis=0)
+    np.testing.assert_array_equal(metrics.dot_product_ranks(queries, same, targets, chunk=queries_at_once,
+                                                            cells=3000), np.full(13, 799))
+    assert len(metrics.dot_product_ranks(queries[:0], items, targets[:0], [])) == 0
+
+
 def test_ties_rank_against_the_target():
     ranks = metrics.rank_of_target(np.zeros((1, 5)), np.array([2]))
     assert ranks[0] == 4

@@ -108,6 +108,8 @@ def test_all_positions_windows_cover_every_target_once(max_len, stride):
             if target[t]:  # the target follows the history at its position
                 assert int(target[t][1:]) == int(history[t][1:]) + 1
     assert all(w[-1] for w in windows["history"])  # right-aligned: the newest item is last
+    with pytest.raises(ValueError, match="stride"):
+        seq.training_windows(seq.Sequences(np.array(["u"], dtype=object), [items]), max_len, stride=0)
     stride = stride or max_len
     for history, target in zip(windows["history"], windows["targets"]):
         for t in np.flatnonzero(target):  # each target sees max_len - stride + 1 items, or all before it

@@ -257,12 +257,20 @@ def rank_of_target(scores: np.ndarray, target: np.ndarray,
 
 
 def dot_product_ranks(queries: np.ndarray, items: np.ndarray, targets: np.ndarray,
-                      excluded: Sequence[np.ndarray] | None = None, *, cells: int = 1 << 24) -> np.ndarray:
-    """:func:`rank_of_target` of the scores ``queries @ items.T``, a block of items at a time.
+                      excluded: Sequence[np.ndarray] | None = None, *, cells: int = 1 << 24,
+                      chunk: int = 1024) -> np.ndarray:
+    """:func:`rank_of_target` of the scores ``s = queries @ items.T``, a block of items at a time.
 
-    The items are read once per call and no ``[queries, items]`` array is made: each block of about
-    ``cells / len(queries)`` items is scored, the items at or above each target's score are counted,
-    and the target and the excluded items among them are taken back out.
+    No ``[queries, items]`` array is made and the items are read once per ``chunk`` queries: each block
+    of about ``cells / chunk`` items is scored, the items at or above each target's score are counted,
+    and the target and the excluded items among them are taken back out. Scores within float32 rounding
+    of the target's tie with it, and ties count against the target: item ``i`` is ahead of target ``t``
+    for query ``q`` when
+
+        s(q, i) >= s(q, t) - 4 u ||q|| max_j ||items[j]||,     u = 2^-24 (float32's unit roundoff),
+
+    (``||q|| max_j ||items[j]||`` bounds every score), so that the outcome does not hang on how a matrix
+    product happened to round equal vectors: a model that scores every item alike ranks each target last.
 
     Args:
       queries: ``[N, d]`` query vectors.
@@ -270,27 +278,39 @@ def dot_product_ranks(queries: np.ndarray, items: np.ndarray, targets: np.ndarra
       targets: ``[N]`` each query's held-out item (a row of ``items``).
       excluded: per query, the rows of ``items`` not to rank (e.g. its history), or None.
       cells: scores computed at once.
+      chunk: queries ranked at once.
 
     Returns:
       ``[N]`` integer ranks (ties count against the target).
     """
+    scale = 4 * 2.0 ** -24 * float(np.linalg.norm(items, axis=1).max(initial=0.0))
+    out = [np.zeros(0, np.int64)]
+    for lo in range(0, len(queries), chunk):
+        part = slice(lo, lo + chunk)
+        tolerance = scale * np.linalg.norm(queries[part], axis=1)
+        out.append(_chunk_ranks(queries[part], items, np.asarray(targets[part], np.int64),
+                                None if excluded is None else excluded[part], tolerance, cells))
+    return np.concatenate(out)
+
+
+def _chunk_ranks(queries: np.ndarray, items: np.ndarray, targets: np.ndarray,
+                 excluded: Sequence[np.ndarray] | None, tolerance: np.ndarray, cells: int) -> np.ndarray:
     n = len(queries)
-    rows = np.arange(n)
-    # The target scores come out of a matrix product too, so they round as the block scores do.
-    target_scores = (queries @ items[targets].T)[rows, rows][:, None]
-    skip_rows = [rows] + ([np.repeat(rows, [len(e) for e in excluded])] if excluded is not None else [])
-    skip_items = [targets] + ([np.concatenate([np.asarray(e, np.int64) for e in excluded] or [[]])]
-                              if excluded is not None else [])
-    skip = np.unique(np.concatenate(skip_rows).astype(np.int64) * len(items) + np.concatenate(skip_items))
+    # (query, item) pairs never counted: each query's target and its excluded items, once each.
+    skip = [np.arange(n) * len(items) + targets]
+    if excluded is not None:
+        skip += [row * len(items) + np.asarray(e, np.int64) for row, e in enumerate(excluded)]
+    skip = np.unique(np.concatenate(skip))
     skip_rows, skip_items = skip // len(items), skip % len(items)
+    threshold = (np.einsum("ij,ij->i", queries, items[targets]) - tolerance)[:, None]
     counts = np.zeros(n, np.int64)
     block = max(1, cells // max(n, 1))
     for lo in range(0, len(items), block):
         scores = queries @ items[lo:lo + block].T
-        counts += np.count_nonzero(scores >= target_scores, axis=1)
+        counts += np.count_nonzero(scores >= threshold, axis=1)
         inside = (skip_items >= lo) & (skip_items < lo + block)
         r, c = skip_rows[inside], skip_items[inside] - lo
-        counts -= np.bincount(r, weights=scores[r, c] >= target_scores[r, 0], minlength=n).astype(np.int64)
+        counts -= np.bincount(r, weights=scores[r, c] >= threshold[r, 0], minlength=n).astype(np.int64)
     return counts
 
 

@@ -8,17 +8,15 @@ Splits:
 
 * ``leave_last_out``: the last item is the test target, the one before it the validation
   target, the rest is the training sequence. Ranking excludes the target's history.
-* ``random_80_20``: the TFRS tutorial's protocol, a seeded random split of the interactions;
-  the training interactions form the sequences, each held-out interaction is a target whose
-  query is the user's whole training sequence.
+* ``random_80_20``: the TFRS tutorial's protocol, a seeded random split of the interactions; the training
+  ones form the sequences, each held-out one is a target queried with the whole training sequence.
 
 Training examples are fixed-width windows of the training sequences, left-padded with ``""``
 (the most recent item is last, the serving contract):
 
-* ``all_positions`` (SASRec): one window predicts every next item at once,
-  ``history[t] -> targets[t] = history[t+1]``; a causal mask keeps position ``t`` from
-  seeing the future. A sequence longer than the window is cut into windows whose targets
-  do not overlap, so every training interaction is a target exactly once.
+* ``all_positions`` (SASRec): one window predicts every next item at once, ``history[t] ->
+  targets[t] = history[t+1]``; a causal mask keeps position ``t`` from seeing the future. A long
+  sequence is cut into windows; every training interaction is a target in exactly one of them.
 * ``prefix``: one example per target item, its preceding items as the history and only
   the last position carries a target (the video-retrieval seed's expansion).
 """
@@ -229,6 +227,8 @@ def training_windows(train: Sequences, max_len: int, *, mode: str = "all_positio
       index in that sequence of its first history item: the items before it are not in the window).
     """
     stride = max_len if stride is None else stride
+    if not 1 <= stride <= max_len:
+        raise ValueError(f"stride must be in [1, max_len = {max_len}], got {stride}")
     users, histories, targets, rows, starts = [], [], [], [], []
     for row, (user, seq) in enumerate(zip(train.user_ids, train.items)):
         n = len(seq)
