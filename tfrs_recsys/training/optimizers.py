@@ -98,8 +98,8 @@ class LazyAdam(tf.keras.optimizers.Adam):
 
     Rows outside ``R`` keep their values and both moments. Keras' Adam instead decays the moments of
     every row and moves every row with momentum left, each step: a cost that grows with the table (a
-    large catalog under the sampled softmax). When a step touches every row (the full softmax scores the
-    whole catalog) the two are the same step.
+    large catalog under the sampled softmax, millions of users). On a table whose every row a step
+    touches (the item table under the full softmax) the two take the same step.
 
     Args:
       learning_rate: Adam's learning rate.
