@@ -127,7 +127,7 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
       model: the trained model.
       held: the targets and their query histories.
       max_len: the history width.
-      chunk: queries scored at once.
+      chunk: queries the tower runs on, and ranked, at once.
 
     Returns:
       int64 ``[len(held)]`` ranks.
@@ -135,15 +135,15 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
     catalog = model.catalog.numpy().astype(str)
     position = {item: i for i, item in enumerate(catalog)}
     candidates = model.candidate_embeddings().numpy()
-    out = []
-    for block in range(0, len(held), chunk):
-        end = min(len(held), block + chunk)
-        queries = query_vectors(model, held.user_ids[block:end], held.histories[block:end], max_len)
-        excluded = [np.array([position[i] for i in items if i in position], dtype=np.int64)
-                    for items in held.exclude[block:end]]
-        targets = np.array([position[t] for t in held.targets[block:end]])
-        out.append(dot_product_ranks(queries, candidates, targets, excluded, cells=EVAL_CELLS))
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    if not len(held):
+        return np.zeros(0, dtype=np.int64)
+    queries = np.concatenate([query_vectors(model, held.user_ids[lo:lo + chunk],
+                                            held.histories[lo:lo + chunk], max_len)
+                              for lo in range(0, len(held), chunk)])
+    excluded = [np.array([position[i] for i in items if i in position], dtype=np.int64)
+                for items in held.exclude]
+    targets = np.array([position[t] for t in held.targets])
+    return dot_product_ranks(queries, candidates, targets, excluded, cells=EVAL_CELLS, chunk=chunk)
 
 
 def item_scores(model: TwoTowerRetrieval, rated: pairs.RatedHeldOut, max_len: int) -> np.ndarray:
