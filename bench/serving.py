@@ -9,7 +9,10 @@ latency p50/p99 and throughput of
 * the transport floor: a bare grpcio round trip to an empty unary method of a server in its own
   process (no TensorFlow, no protos), and a GetModelStatus round trip to the model server;
 * the REST front end (uvicorn): the ranker's Predict as JSON columns and a model status GET, from
-  1 and 32 client threads (one pooled httpx client), to see its tail under concurrency.
+  1 and 32 client threads (one pooled httpx client), to see its tail under concurrency;
+* the CPU milliseconds each call costs this process (the clients, or the in-process model) and the
+  server process, and the model's in-process cost on a batch of 8 requests' rows: with clients and
+  server on the same cores, these bound what server-side batching can gain (printed as "cpu budget").
 
 Both model paths start from the same numpy inputs and end with numpy outputs: the baseline
 converts to tensors and back, the gRPC path builds the PredictRequest and reads the response
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import os
 import subprocess
 import sys
 import tempfile
@@ -200,27 +204,40 @@ def run_block(call, requests: int, concurrency: int) -> tuple[list[float], float
     return latencies, time.perf_counter() - start
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure_interleaved(configs: dict[tuple, tuple], requests: int, rounds: int) -> dict[tuple, dict]:
-    """Every configuration ``key -> (call, concurrency)`` measured in ``rounds`` shuffled rounds of
-    ``requests / rounds`` calls, so that load from other processes hits all of them alike."""
-    for call, _ in configs.values():
+    """Every configuration ``key -> (call, concurrency, server pid or None)`` measured in ``rounds``
+    shuffled rounds of ``requests / rounds`` calls, so that load from other processes hits all of them
+    alike. Besides latency and throughput, each gets the CPU milliseconds per call of this process (the
+    clients, or the in-process model) and of its server."""
+    for call, _, _ in configs.values():
         for _ in range(20):
             call()
-    samples = {key: ([], 0.0) for key in configs}
+    samples = {key: {"latencies": [], "wall": 0.0, "cpu": 0.0, "server_cpu": 0.0} for key in configs}
     rng = np.random.default_rng(0)
     keys = list(configs)
     per_round = max(1, requests // rounds)
     for _ in range(rounds):
         for i in rng.permutation(len(keys)):
-            call, concurrency = configs[keys[i]]
+            call, concurrency, pid = configs[keys[i]]
+            cpu, server_cpu = time.process_time(), process_cpu_seconds(pid) if pid else 0.0
             latencies, wall = run_block(call, per_round, concurrency)
-            done, total = samples[keys[i]]
-            samples[keys[i]] = (done + latencies, total + wall)
+            sample = samples[keys[i]]
+            sample["cpu"] += time.process_time() - cpu
+            sample["server_cpu"] += process_cpu_seconds(pid) - server_cpu if pid else 0.0
+            sample["latencies"] += latencies
+            sample["wall"] += wall
     out = {}
-    for key, (latencies, wall) in samples.items():
-        ms = np.array(latencies) * 1000
+    for key, sample in samples.items():
+        ms, calls = np.array(sample["latencies"]) * 1000, len(sample["latencies"])
         out[key] = {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
-                    "qps": len(latencies) / wall}
+                    "qps": calls / sample["wall"], "cpu_ms": 1000 * sample["cpu"] / calls,
+                    "server_cpu_ms": 1000 * sample["server_cpu"] / calls}
     return out
 
 
@@ -350,16 +367,23 @@ def main(argv: list[str] | None = None) -> int:
             configs = {}
             for kind in ("retrieval", "ranker"):
                 local = in_process_call(paths[kind], inputs[kind])
+                # what a batch of 8 merged requests costs the model: the most batching at 8 clients can save
+                merged = {name: np.concatenate([array] * 8) for name, array in inputs[kind].items()}
+                configs[(kind, "in-process x8", 1)] = (in_process_call(paths[kind], merged), 1, None)
                 for c in (1, 8):
-                    configs[(kind, "in-process", c)] = (local, c)
+                    configs[(kind, "in-process", c)] = (local, c, None)
                     for mode, client in clients.items():
-                        configs[(kind, mode, c)] = (grpc_call(client, names[kind], inputs[kind]), c)
-            configs[("transport", "status rtt", 1)] = (status_call(clients["grpc"], names["ranker"]), 1)
-            configs[("transport", "bare grpcio", 1)] = (bare_call(bare_channel), 1)
+                        configs[(kind, mode, c)] = (grpc_call(client, names[kind], inputs[kind]), c,
+                                                    servers[mode].proc.pid)
+            grpc_pid = servers["grpc"].proc.pid
+            status = status_call(clients["grpc"], names["ranker"])
+            configs[("transport", "status rtt", 1)] = (status, 1, grpc_pid)
+            configs[("transport", "bare grpcio", 1)] = (bare_call(bare_channel), 1, bare_server.pid)
             rest_predict = rest_predict_call(rest, names["ranker"], inputs["ranker"])
             for c in (1, 32):
-                configs[("ranker", "rest", c)] = (rest_predict, c)
-                configs[("transport", "rest status", c)] = (rest_status_call(rest, names["ranker"]), c)
+                configs[("ranker", "rest", c)] = (rest_predict, c, grpc_pid)
+                configs[("transport", "rest status", c)] = (rest_status_call(rest, names["ranker"]), c,
+                                                            grpc_pid)
             table = measure_interleaved(configs, args.requests, args.rounds)
         finally:
             rest.close()
@@ -376,9 +400,11 @@ def main(argv: list[str] | None = None) -> int:
               "candidates")
     print(f"\nTensorFlow threads (intra, inter) here and in the servers: "
           f"({args.intra_op_threads or 'default'}, {args.inter_op_threads or 'default'})")
-    print(f"\n{'model':<10} {'mode':<14} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+    print(f"\n{'model':<10} {'mode':<14} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+          f"{'cpu ms/call: here':>18} {'server':>7}")
     for (kind, mode, c), m in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
-        print(f"{kind:<10} {mode:<14} {c:>4} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['qps']:>8.1f}")
+        print(f"{kind:<10} {mode:<14} {c:>4} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['qps']:>8.1f} "
+              f"{m['cpu_ms']:>18.3f} {m['server_cpu_ms']:>7.3f}")
     floor = table[("transport", "bare grpcio", 1)]["p50"]
     print(f"\ntargets: overhead (gRPC p50 - in-process p50, c=1) <= bare grpcio round trip "
           f"({floor:.3f} ms) + 0.15 ms; batching on >= 1.5x batching off in throughput at c=8; "
@@ -394,10 +420,21 @@ def main(argv: list[str] | None = None) -> int:
                   f"[{'OK' if r8 <= 3 else 'MISS'}]   p50 vs in-process "
                   f"{table[(kind, mode, 1)]['p50'] / base_p50:4.2f}x")
         gain = table[(kind, "grpc+batching", 8)]["qps"] / table[(kind, "grpc", 8)]["qps"]
-        local8 = table[(kind, "in-process", 8)]
+        local8, off8 = table[(kind, "in-process", 8)], table[(kind, "grpc", 8)]
         print(f"  {kind:<10} {'batching':<14} c=8 throughput on / off {gain:4.2f}x "
               f"[{'OK' if gain >= 1.5 else 'MISS'}]   in-process c=8 p99/p50 "
               f"{local8['p99'] / local8['p50']:5.2f}x")
+        # With clients and server on the same busy cores, throughput is cores / CPU per call. Merging 8 calls
+        # into one saves at most what one model call costs beyond an eighth of a call on 8x the rows:
+        total = off8["cpu_ms"] + off8["server_cpu_ms"]
+        one = table[(kind, "in-process", 1)]["cpu_ms"]
+        eighth = table[(kind, "in-process x8", 1)]["cpu_ms"] / 8
+        saved = min(max(one - eighth, 0.0), total)
+        busy = total * off8["qps"] / 1000
+        print(f"  {kind:<10} {'cpu budget':<14} c=8 batching off: {total:.2f} cpu ms per call (clients "
+              f"{off8['cpu_ms']:.2f}, server {off8['server_cpu_ms']:.2f}), {busy:.2f} of {os.cpu_count()} "
+              f"cores busy; the model costs {one:.2f} cpu ms per call alone and {eighth:.2f} in a batch of "
+              f"8, so batching gains at most {total / max(total - saved, 1e-9):4.2f}x here")
     for kind, mode in (("ranker", "rest"), ("transport", "rest status")):
         m1, m32 = table[(kind, mode, 1)], table[(kind, mode, 32)]
         r32 = m32["p99"] / m32["p50"]
