@@ -305,6 +305,26 @@ def test_exclusions_are_exact_even_when_fingerprints_collide():
         np.testing.assert_array_equal(got.numpy(), want)
 
 
+def test_a_default_width_below_the_recall_floor_is_widened_to_reach_it():
+    """Unclustered vectors and a search of 3 of 60 leaves find about a third of the exact top 10: the
+    search widens to the fewest leaves that reach the floor, and the index searches that width."""
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    ids = np.array([f"i{j}" for j in range(3000)], dtype=object)
+    layer = scann_index(vectors, ids, 10,
+                        {"num_leaves": 60, "num_leaves_to_search": 3, "dimensions_per_block": 2,
+                         "num_reordering_candidates": 200, "training_sample_size": 3000})
+    queries = rng.normal(size=(300, 16)).astype(np.float32)
+    exact = top_k_ids(brute_force_index(vectors, ids, 10), queries, 10)
+    result = narrow_scann_search(layer, queries, exact, 10, floor=0.95)
+    assert result["tried"]["3"] < 0.6
+    assert 3 < result["leaves_to_search"] <= 60 and result["recall"] >= 0.95
+    narrower = [w for w in map(int, result["tried"]) if w < result["leaves_to_search"]]
+    assert all(result["tried"][str(w)] < 0.95 for w in narrower)
+    assert layer.leaves_to_search == result["leaves_to_search"]
+    assert set_recall(top_k_ids(layer, queries, 10), exact) == result["recall"]
+
+
 def test_narrowing_searches_fewer_leaves_at_the_same_recall(tmp_path):
     """Tight clusters: a query's neighbours sit in a leaf or two, so most of a full-width search finds
     nothing. Narrowing keeps the recall and the narrowed width is what a saved copy searches."""

@@ -5,6 +5,7 @@ An index is anything called as ``index(queries [B, D], k) -> (scores, ids) [B, k
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -60,14 +61,19 @@ def top_k_recall(approximate: TopKIndex, exact: TopKIndex, queries: np.ndarray, 
 
 
 def narrow_scann_search(index: ScaNNIndex, queries: np.ndarray, exact: list[set], k: int, *,
-                        tolerance: float = 0.002, floor: float = 0.0, step: float = 0.7) -> dict:
-    """Search the fewest leaves that keep ScaNN's recall@k on ``queries`` as it is at the built width.
+                        tolerance: float = 0.002, floor: float = 0.0, step: float = 0.7,
+                        narrow: bool = True) -> dict:
+    """Search the fewest leaves that keep ScaNN's recall@k on ``queries``: as at the built width, or at
+    least ``floor`` where the built width falls short of it.
 
     A query's neighbours sit in a few of the tree's leaves; the other leaves searched cost time and
-    find nothing (on clustered embeddings most of a default width can be such leaves). Tries the
-    built ``num_leaves_to_search`` ``w``, then ``floor(w * step)``, ... down to 1, and stops at the first
-    width whose recall@k drops below ``max(recall(w) - tolerance, floor)``; the narrowest width before
-    it is set as ``index.leaves_to_search``, which the serving graph then uses.
+    find nothing (on clustered embeddings most of a default width can be such leaves), while on a small
+    or unclustered catalog the built width can miss neighbours. Measures the built
+    ``num_leaves_to_search`` ``w``. Below ``floor``, widens: ``ceil(w / step)``, ... up to every leaf, and
+    keeps the first width that reaches ``floor`` (or every leaf). Otherwise, when ``narrow``, tries
+    ``floor(w * step)``, ... down to 1, and stops at the first width whose recall@k drops below
+    ``max(recall(w) - tolerance, floor)``; the narrowest width before it is kept. The kept width is set
+    as ``index.leaves_to_search``, which the serving graph then uses.
 
     Args:
       index: A built ScaNN index; its ``leaves_to_search`` is set.
@@ -75,8 +81,9 @@ def narrow_scann_search(index: ScaNNIndex, queries: np.ndarray, exact: list[set]
       exact: Each query's exact top-k ids (:func:`top_k_ids` of brute force).
       k: Results per query.
       tolerance: Recall the narrowed search may lose against the built width's.
-      floor: Recall it must keep in any case.
+      floor: Recall it must keep in any case (and widening aims for).
       step: The factor between widths tried.
+      narrow: Whether to try narrower widths (widening to ``floor`` is always done).
 
     Returns:
       ``{"leaves_to_search", "recall", "built_leaves_to_search", "tolerance", "tried"}``: the chosen
@@ -84,15 +91,25 @@ def narrow_scann_search(index: ScaNNIndex, queries: np.ndarray, exact: list[set]
     """
     built = index.num_leaves_to_search
     index.leaves_to_search = None
-    reference = set_recall(top_k_ids(index, queries, k), exact)
-    tried, chosen, width = {built: reference}, built, built
-    while index.is_tree and width > 1:
-        width = max(1, int(width * step))
+
+    def measure(width: int) -> float:
         index.leaves_to_search = width
         tried[width] = set_recall(top_k_ids(index, queries, k), exact)
-        if tried[width] < max(reference - tolerance, floor):
-            break
+        return tried[width]
+
+    tried = {built: set_recall(top_k_ids(index, queries, k), exact)}
+    reference, chosen, width = tried[built], built, built
+    if index.is_tree and reference < floor:
+        while width < index.num_leaves and tried[width] < floor:
+            width = min(index.num_leaves, math.ceil(width / step))
+            measure(width)
         chosen = width
+    elif index.is_tree and narrow:
+        while width > 1:
+            width = max(1, int(width * step))
+            if measure(width) < max(reference - tolerance, floor):
+                break
+            chosen = width
     index.leaves_to_search = chosen if chosen != built else None
     return {"leaves_to_search": chosen, "recall": tried[chosen], "built_leaves_to_search": built,
             "tolerance": tolerance, "tried": {str(w): round(r, 5) for w, r in tried.items()}}

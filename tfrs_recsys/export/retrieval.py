@@ -29,7 +29,8 @@ is dropped before the final top-k.
 Before anything is written, ScaNN's top-k is compared with brute force on up to
 ``recall_queries`` real user queries; the recall goes into the metadata and the export fails
 below ``scann_min_recall`` unless ``allow_low_recall``. The same queries narrow the search to
-the fewest tree leaves that keep the default width's recall (:func:`narrow_scann_search`).
+the fewest tree leaves that keep the default width's recall, or widen it to the fewest that reach
+``scann_min_recall`` where the default width falls short (:func:`narrow_scann_search`).
 """
 from __future__ import annotations
 
@@ -222,9 +223,10 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
                      allow_incomplete: bool = False) -> dict:
     """Export a retrieval run as ``BASE/NAME/<v>`` (ScaNN) and ``BASE/NAME_portable/<v>`` (brute force).
 
-    Unless ``scann_options`` sets ``num_leaves_to_search``, ``narrow_scann`` is false or the run has
-    fewer than ``MIN_NARROWING_QUERIES`` users, the ScaNN export searches the fewest leaves that keep
-    its recall@k on the run's users within ``scann_recall_tolerance`` of the default width's
+    Unless ``scann_options`` sets ``num_leaves_to_search``, the ScaNN export searches the fewest leaves
+    that keep its recall@k on the run's users within ``scann_recall_tolerance`` of the default width's
+    (not when ``narrow_scann`` is false or the run has fewer than ``MIN_NARROWING_QUERIES`` users), or,
+    where the default width is below ``scann_min_recall``, the fewest more that reach it
     (:func:`narrow_scann_search`).
 
     Args:
@@ -271,17 +273,20 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
     if len(queries):
         exact_ids = top_k_ids(exact, queries, recall_k)
         explicit = "num_leaves_to_search" in (scann_options or {})
-        if narrow_scann and not explicit and len(queries) >= MIN_NARROWING_QUERIES:
+        if not explicit:
             narrowing = narrow_scann_search(approximate, queries, exact_ids, recall_k,
-                                            tolerance=scann_recall_tolerance, floor=scann_min_recall)
+                                            tolerance=scann_recall_tolerance, floor=scann_min_recall,
+                                            narrow=narrow_scann and len(queries) >= MIN_NARROWING_QUERIES)
             recall = narrowing["recall"]
             options["num_leaves_to_search"] = narrowing["leaves_to_search"]
         else:
             recall = set_recall(top_k_ids(approximate, queries, recall_k), exact_ids)
     if not (recall >= scann_min_recall) and not allow_low_recall:
-        fix = (f"search more leaves (--scann-leaves-to-search, now {options['num_leaves_to_search']} of "
-               f"{options['num_leaves']}) or re-score more candidates (--scann-reorder, now "
-               f"{options['num_reordering_candidates']}), or pass --allow-low-recall")
+        rescore = (f"re-score more candidates (--scann-reorder, now {options['num_reordering_candidates']}), "
+                   "or pass --allow-low-recall")
+        searched, leaves = options["num_leaves_to_search"], options["num_leaves"]
+        fix = rescore if searched >= leaves else (
+            f"search more leaves (--scann-leaves-to-search, now {searched} of {leaves}) or {rescore}")
         raise ExportError(f"ScaNN recall@{k} against brute force is {recall:.4f} on {len(queries)} "
                           f"user queries, below the threshold {scann_min_recall}; nothing was exported. "
                           f"Fix: {fix}")
@@ -357,7 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for option, (flag, about) in SCANN_FLAGS.items():
         parser.add_argument(flag, type=int, dest=option, help=about)
     parser.add_argument("--no-scann-narrowing", action="store_true",
-                        help="search the default number of leaves instead of the fewest that keep its recall")
+                        help="search the default number of leaves instead of the fewest that keep its recall "
+                             "(a default width below --min-scann-recall is still widened)")
     parser.add_argument("--scann-recall-tolerance", type=float, default=0.002,
                         help="recall@k the narrowed search may lose against the default width's")
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")

@@ -48,6 +48,7 @@ class ScaNNIndex(tf.Module):
                  name: str | None = None):
         super().__init__(name=name)
         self.k = int(k)
+        self.num_leaves = int(num_leaves)
         self.num_leaves_to_search = int(num_leaves_to_search)
         self.leaves_to_search: int | None = None
         self.parallelize_batch_searches = parallelize_batch_searches
