@@ -177,3 +177,27 @@ def test_cli_errors_name_the_file_line_and_column(tmp_path):
     pd.DataFrame({"click": [1, 0], "p_ctr": ["0.9", "n/a"]}).to_parquet(parquet)
     with pytest.raises(DataError, match="column 'p_ctr'.*'n/a'"):
         read_predictions(str(parquet), numeric=["click", "p_ctr"])
+
+
+def test_a_retrieval_run_is_ranked_again_as_its_training_ranked_it(tmp_path):
+    """The run's split is rebuilt from its config: the test part gives its test_metrics.json back, the
+    validation part other figures; ranker-only flags are refused by name."""
+    run = tmp_path / "run"
+    train = subprocess.run(
+        [sys.executable, "-m", "tfrs_recsys.train", "retrieval", "--synthetic-users", "150",
+         "--synthetic-items", "80", "--epochs", "2", "--max-history", "8", "--embedding-dim", "16",
+         "--num-blocks", "1", "--ff-dim", "16", "--progress", "false", "--output-dir", str(run)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr[-3000:]
+    proc = _run("--run-dir", str(run), "--json", str(tmp_path / "test.json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((run / "test_metrics.json").read_text())
+    again = json.loads((tmp_path / "test.json").read_text())
+    assert {"ndcg@10", "recall@10", "mrr@10"} <= set(again)
+    assert again == pytest.approx({k: saved[k] for k in again}, abs=1e-9)
+    assert "ndcg@10" in proc.stdout
+    validation = _run("--run-dir", str(run), "--part", "validation", "--json", str(tmp_path / "val.json"))
+    assert validation.returncode == 0, validation.stderr[-3000:]
+    assert json.loads((tmp_path / "val.json").read_text()) != again
+    refused = _run("--run-dir", str(run), "--ndcg-k", "5")
+    assert refused.returncode == 2 and "--ndcg-k apply to ranker predictions" in refused.stderr

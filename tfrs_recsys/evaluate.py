@@ -8,6 +8,8 @@ The evaluator of an EasyRec ESMM pipeline, for any model's scores::
         [--json out.json]
     # a ranker run's test rows, scored by its best weights:
     python -m tfrs_recsys.evaluate --run-dir runs/esmm-...
+    # a retrieval run's held-out users, ranked over the catalog (NDCG@k, Recall@k, MRR@k):
+    python -m tfrs_recsys.evaluate --run-dir runs/retrieval-... --part validation
 
 Tasks (ESMM's three)::
 
@@ -357,6 +359,25 @@ _COLUMN_ARGS = {
     "ndcg_score": "rank by this column (default: the expected gain)"}
 
 
+def _retrieval_report(args: argparse.Namespace, given: Mapping[str, str]) -> int:
+    """``--run-dir`` of a retrieval run: its top-k metrics on ``--part``, printed (and to ``--json``)."""
+    from tfrs_recsys.training.retrieval import evaluate_run
+
+    ranker_only = [f"--{k.replace('_', '-')}" for k in given] + (["--ndcg-k"] if args.ndcg_k else []) + (
+        ["--gains"] if args.gains else [])
+    if ranker_only:
+        raise UserError(f"{', '.join(ranker_only)} apply to ranker predictions, not to a retrieval run",
+                        fix="leave them out: a retrieval run is ranked over its catalog with its own metrics")
+    result = evaluate_run(args.run_dir, args.part)
+    print(f"retrieval run {args.run_dir}, {args.part} users ranked over the catalog:")
+    for name, value in result.items():
+        print(f"  {name:<14} {_fmt(value)}")
+    if args.json:
+        paths.makedirs(paths.parent(args.json))
+        paths.write_text(args.json, json.dumps(runs.jsonable(result), indent=2) + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (2 on a user error)."""
     parser = argparse.ArgumentParser(
@@ -367,7 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--predictions", help="Parquet, CSV or TSV file with labels and scores")
     source.add_argument("--run-dir", help="an esmm/deepfm run directory: score its held-out rows first "
-                                          "(written to <run-dir>/predictions_<part>.parquet)")
+                                          "(written to <run-dir>/predictions_<part>.parquet); a retrieval "
+                                          "run: rank its held-out users over the catalog")
     parser.add_argument("--part", default="test", choices=("test", "validation"), help="with --run-dir")
     for name, text in _COLUMN_ARGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", help=text)
@@ -377,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     given = {k: getattr(args, k) for k in _COLUMN_ARGS if getattr(args, k)}
     try:
+        if args.run_dir and runs.open_run(args.run_dir).model_name == "retrieval":
+            return _retrieval_report(args, given)
         if args.run_dir:
             frame, columns = predict_run(args.run_dir, args.part)
             path = paths.join(args.run_dir, runs.PREDICTIONS.format(part=args.part))

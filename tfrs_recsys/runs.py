@@ -329,7 +329,7 @@ def open_run(run_dir: str | Path, models: Sequence[str] = MODELS) -> Run:
                           fix="restore it from the training run, or train again with --output-dir") from None
     if name not in models:
         raise RunDirError(f"the run trained '{name}', not {' or '.join(repr(m) for m in models)}",
-                          path=str(config), fix=f"pass the run directory of a {' or '.join(models)} run")
+                          path=str(config), fix=f"pass the directory of a run of {' or '.join(models)}")
     return Run(run_dir, name, build_config(name, environ={}, config_file=config))
 
 

@@ -197,6 +197,30 @@ def split_data(cfg: RetrievalConfig, data: InteractionData) -> seq.SequenceSplit
                             seed=cfg.seed)
 
 
+def evaluate_run(run_dir, part: str = "test") -> dict[str, float]:
+    """The metrics a retrieval run reports, on one held-out part of its split, from its best weights.
+
+    The split is rebuilt as the run made it (the same data, config and seed), so ``part="test"`` gives
+    the run's ``test_metrics.json`` again.
+
+    Args:
+      run_dir: A ``retrieval`` run directory.
+      part: ``test`` or ``validation``.
+
+    Returns:
+      ``ndcg@k``, ``recall@k`` and ``mrr@k`` (and ``pairwise_auc``, ``auc`` where the run reports them).
+    """
+    trained = runs.load_retrieval(run_dir)
+    cfg, model = trained.cfg, trained.model
+    split = split_data(cfg, load_data(cfg))
+    ks = TUTORIAL_KS if split.protocol == "random_80_20" else tuple(cfg.eval_ks)
+    metrics = topk_metrics(ranks(model, getattr(split, part), cfg.max_history), ks)
+    if pairwise_metrics_on(cfg):
+        rated = pairs.rated_held_out(getattr(split.rows, part), split.train, cfg.positive_threshold)
+        metrics.update(evaluate_pairwise(model, rated, cfg.max_history))
+    return metrics
+
+
 def run(cfg: RetrievalConfig) -> dict[str, float]:
     """Train on ``cfg.dataset``, early-stop on validation, write the run directory, return test metrics."""
     if (done := completed_run(cfg, "retrieval")) is not None:
