@@ -36,6 +36,7 @@ and 4 numeric raw features -> ctr, cvr, ctcvr [B] from hashed embeddings and two
     .venv/bin/python bench/serving.py --requests 300
     .venv/bin/python bench/serving.py --requests 300 --intra-op-threads 1 --inter-op-threads 1
     .venv/bin/python bench/serving.py --requests 300 --catalog-items 100000
+    .venv/bin/python bench/serving.py --requests 400 --batch-requests 8 --batch-timeout-micros 4000
     .venv/bin/python bench/serving.py --export-base exports --retrieval-name retrieval_portable \
         --ranker-name esmm
 """
@@ -65,6 +66,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import serving_fixtures as fx  # noqa: E402  (the server-process helper of the tests)
 
 from tfrs_recsys.export.tfserving import existing_versions, publish_version, write_models_config  # noqa: E402
+from tfrs_recsys.model_server.config_file import MODEL_BATCHING_FILE  # noqa: E402
 from tfrs_recsys.model_server.servable import read_meta_graph  # noqa: E402
 from tfrs_recsys.serving.client import ServingClient  # noqa: E402
 
@@ -316,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the calls are spread over")
     p.add_argument("--max-batch-size", type=int, default=512)
     p.add_argument("--batch-timeout-micros", type=int, default=0)
+    p.add_argument("--batch-requests", type=int, default=0,
+                   help="batch each model by its own batching_params.pbtxt: max_batch_size = N x the "
+                        "model's rows per request, with --batch-timeout-micros")
     p.add_argument("--intra-op-threads", type=int, default=0,
                    help="TensorFlow intra-op threads, here and in the servers")
     p.add_argument("--inter-op-threads", type=int, default=0,
@@ -347,6 +352,17 @@ def main(argv: list[str] | None = None) -> int:
         params.write_text(f"max_batch_size {{ value: {args.max_batch_size} }}\n"
                           f"batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n"
                           "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 100 }\n")
+        per_model = []
+        if args.batch_requests:
+            if args.export_base:
+                sys.exit("error: --batch-requests writes into the version directories; use the bench models")
+            for kind, path in paths.items():  # a batch fills when every client's request is in
+                rows = next(iter(inputs[kind].values())).shape[0]
+                (path / MODEL_BATCHING_FILE).write_text(
+                    f"max_batch_size {{ value: {args.batch_requests * rows} }}\n"
+                    f"batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n"
+                    "max_enqueued_batches { value: 100 }\n")
+            per_model = ["--enable_per_model_batching_parameters"]
 
         # the servers' thread pools as this process's (the test helper pins 1)
         common = [f"--model_config_file={config}", "--file_system_poll_wait_seconds=0",
@@ -355,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         servers = {
             "grpc": fx.start_server(tmp, common),
             "grpc+batching": fx.start_server(tmp,
-                                             [*common, "--enable_batching",
+                                             [*common, "--enable_batching", *per_model,
                                               f"--batching_parameters_file={params}"]),
         }
         clients = {mode: ServingClient(server.address, timeout=30) for mode, server in servers.items()}

@@ -131,3 +131,48 @@ def test_the_shipped_config_files_parse():
     assert names == list(MODELS)  # what `make demo` exports and serves
     stock = read_model_server_config(fx.REPO / "export" / "models.stock.config").model_config_list.config
     assert "retrieval" not in [m.name for m in stock]  # stock TF Serving has no ScaNN ops
+
+
+def test_per_model_batching_parameters_batch_each_version_by_its_own_file(tmp_path):
+    """--enable_per_model_batching_parameters: a version with batching_params.pbtxt is batched by it (its
+    padding and its size limit, not the common file's); one without is served unbatched; a malformed one
+    fails that version's load, naming the file (at start-up the server then does not start)."""
+    fx.publish_utility(tmp_path, "own", version=1, scale=2.0)
+    (tmp_path / "own" / "1" / "batching_params.pbtxt").write_text(
+        "max_batch_size { value: 4 }\nbatch_timeout_micros { value: 1000 }\nallowed_batch_sizes: 2\n"
+        "allowed_batch_sizes: 4\n")
+    fx.publish_utility(tmp_path, "plain", version=1, scale=2.0)
+    fx.publish_utility(tmp_path, "broken", version=1, scale=2.0)
+    (tmp_path / "broken" / "1" / "batching_params.pbtxt").write_text("max_batch_size { value: 0 }\n")
+    params = tmp_path / "batching_parameters.txt"
+    params.write_text(PARAMETERS)
+    flags = ["--enable_batching", f"--batching_parameters_file={params}",
+             "--enable_per_model_batching_parameters", "--max_num_load_retries=0"]
+
+    refused = fx.start_server(tmp_path, [f"--model_config_file={fx.models_config(tmp_path, {'broken': {}})}",
+                                         *flags], ready=False)
+    assert refused.proc.wait(timeout=120) != 0
+    assert "INVALID_ARGUMENT" in refused.log_tail() and "batching_params.pbtxt" in refused.log_tail()
+
+    config = fx.models_config(tmp_path, {"own": {}, "plain": {}})
+    server = fx.start_server(tmp_path, [f"--model_config_file={config}", *flags])
+    channel = grpc.insecure_channel(server.address)
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        def predict(model, x):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name, request.model_spec.signature_name = model, "batch_size"
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.asarray(x, np.float32)))
+            return {k: tf.make_ndarray(v) for k, v in stub.Predict(request, timeout=30).outputs.items()}
+
+        assert predict("own", [5.0])["batch_size"].tolist() == [2]  # padded to its own smallest size
+        with pytest.raises(grpc.RpcError) as info:
+            predict("own", np.zeros(5))
+        assert "Task size 5 is larger than maximum input batch size 4" in info.value.details()
+        out = predict("plain", np.arange(20, dtype=np.float32))  # the common file would refuse 20 rows
+        assert set(out["batch_size"].tolist()) == {20}  # one call on its own 20 rows: not batched
+        np.testing.assert_allclose(out["y"], 2.0 * np.arange(20) + 1.0)
+    finally:
+        channel.close()
+        assert server.stop() == 0, server.log_tail()

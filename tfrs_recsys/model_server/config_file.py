@@ -133,6 +133,31 @@ def read_batching_parameters(path: str | os.PathLike | None) -> BatchingOptions:
     return parse_batching_parameters(text, source)
 
 
+MODEL_BATCHING_FILE = "batching_params.pbtxt"  # a version's own batching parameters, as TF Serving names it
+
+
+def read_model_batching_parameters(version_dir: str) -> BatchingOptions | None:
+    """A version's own batching parameters (``--enable_per_model_batching_parameters``).
+
+    Args:
+      version_dir: The SavedModel's version directory (local or a ``tf.io.gfile`` URL).
+
+    Returns:
+      The parameters in ``<version_dir>/batching_params.pbtxt``, or None when it has none (TF Serving
+      then serves the model unbatched).
+
+    Raises:
+      ConfigFileError: The file does not parse or holds invalid values.
+    """
+    import tensorflow as tf
+
+    path = f"{str(version_dir).rstrip('/')}/{MODEL_BATCHING_FILE}"
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return parse_batching_parameters(f.read(), path)
+
+
 def parse_batching_parameters(text: str, source: str = "<batching_parameters>") -> BatchingOptions:
     """Parses a ``BatchingParameters`` text proto and checks it as TF Serving does.
 

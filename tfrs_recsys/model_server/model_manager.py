@@ -20,6 +20,7 @@ for the file-system source:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -52,7 +53,9 @@ log = logging.getLogger("tfrs_recsys.model_server")
 class ManagerOptions:
     """The server flags that shape model lifecycle, named as ``tensorflow_model_server``'s.
 
-    ``batching`` is the parsed ``--batching_parameters_file`` when ``--enable_batching`` (else None);
+    ``batching`` is the parsed ``--batching_parameters_file`` when ``--enable_batching`` (else None); with
+    ``enable_per_model_batching_parameters`` a version is batched by its own ``batching_params.pbtxt``
+    (taking only ``num_batch_threads`` from ``batching``), and a version without one is not batched;
     ``model_config_file`` is re-read every ``model_config_file_poll_wait_seconds`` when that is > 0;
     ``max_request_elements`` caps the elements one Predict request may declare (ours, not TF Serving's);
     ``allowed_model_roots`` are the folders a HandleReloadConfigRequest may name base paths under (default:
@@ -66,6 +69,7 @@ class ManagerOptions:
     load_retry_interval_micros: int = 60_000_000
     allow_version_labels_for_unavailable_models: bool = False
     batching: config_file.BatchingOptions | None = None
+    enable_per_model_batching_parameters: bool = False
     model_config_file: str | None = None
     model_config_file_poll_wait_seconds: float = 0.0
     max_request_elements: int = MAX_REQUEST_ELEMENTS
@@ -364,15 +368,27 @@ class ModelManager(VersionTable):
                 record.state, record.note = LOADING, ""
             log.info("Loading servable: {name: %s version: %d}", name, record.version)
             try:
-                return load_version(name, record.version, path, warmup=self.options.enable_model_warmup,
-                                    max_request_elements=self.options.max_request_elements)
+                servable = load_version(name, record.version, path, warmup=self.options.enable_model_warmup,
+                                        max_request_elements=self.options.max_request_elements)
+                record.batching = self._batching_of(path)
+                return servable
             except Exception as e:  # a broken SavedModel can raise anything; it must not kill the server
                 return as_serving_error(e)
 
+    def _batching_of(self, path: str) -> config_file.BatchingOptions | None:
+        """How the version at ``path`` is batched: the common parameters, or its own file's (None: not)."""
+        common = self.options.batching
+        if common is None or not self.options.enable_per_model_batching_parameters:
+            return common
+        try:
+            own = config_file.read_model_batching_parameters(path)
+        except config_file.ConfigFileError as e:
+            raise invalid_argument(str(e)) from None
+        return None if own is None else dataclasses.replace(own, num_batch_threads=common.num_batch_threads)
+
     def _serve(self, name: str, record: VersionRecord, servable: Servable) -> None:
-        if self.options.batching is not None:
-            servable.runner = Batcher(servable.run, self.options.batching,
-                                      name=f"{name}-{record.version}-batch")
+        if record.batching is not None:
+            servable.runner = Batcher(servable.run, record.batching, name=f"{name}-{record.version}-batch")
         with self._cond:
             record.servable, record.state, record.error = servable, AVAILABLE, None
             self._cond.notify_all()

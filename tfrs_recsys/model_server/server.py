@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="poll base paths for new versions this often (0: once at startup)")
     for flag, default, about in (
             ("enable_batching", False, "batch concurrent requests (--batching_parameters_file)"),
+            ("enable_per_model_batching_parameters", False,
+             "with --enable_batching, batch each version by its own batching_params.pbtxt (none: unbatched)"),
             ("enable_model_warmup", True, "replay a version's warmup requests before serving it"),
             ("allow_version_labels_for_unavailable_models", False, "let a label name a loading version"),
             ("enable_model_reload_api", True, "answer HandleReloadConfigRequest (false: UNIMPLEMENTED)")):

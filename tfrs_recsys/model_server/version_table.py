@@ -14,6 +14,7 @@ from typing import Iterator
 import grpc
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
+from tfrs_recsys.model_server.config_file import BatchingOptions
 from tfrs_recsys.model_server.errors import ServingError, invalid_argument, not_found
 from tfrs_recsys.model_server.servable import Servable
 from tfrs_recsys.model_server.version_loader import DirectoryState
@@ -42,6 +43,7 @@ class VersionRecord:
     loading: bool = False  # a loader thread owns the record
     cancel: threading.Event = field(default_factory=threading.Event)
     seen: DirectoryState | None = None
+    batching: BatchingOptions | None = None  # how the loaded version is batched (None: it is not)
 
 
 class VersionTable:
