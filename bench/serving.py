@@ -11,8 +11,9 @@ latency p50/p99 and throughput of
 * the REST front end (uvicorn): the ranker's Predict as JSON columns and a model status GET, from
   1 and 32 client threads (one pooled httpx client), to see its tail under concurrency;
 * the CPU milliseconds each call costs this process (the clients, or the in-process model) and the
-  server process, and the model's in-process cost on a batch of 8 requests' rows: with clients and
-  server on the same cores, these bound what server-side batching can gain (printed as "cpu budget").
+  server process, and the model's in-process cost on a batch of 8 requests' rows (of
+  ``--batch-requests`` when fewer): with clients and server on the same cores, these bound what
+  server-side batching can gain with every core busy (printed as "cpu budget").
 
 Both model paths start from the same numpy inputs and end with numpy outputs: the baseline
 converts to tensors and back, the gRPC path builds the PredictRequest and reads the response
@@ -326,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inter-op-threads", type=int, default=0,
                    help="TensorFlow inter-op threads, here and in the servers")
     args = p.parse_args(argv)
+    for flag in ("requests", "rounds", "max_batch_size"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be >= 1")
+    for flag in ("batch_requests", "batch_timeout_micros"):
+        if getattr(args, flag) < 0:
+            p.error(f"--{flag.replace('_', '-')} must be >= 0")
+    batch = min(8, args.batch_requests or 8)  # requests in the largest batch 8 clients can form
     print("command:",
           " ".join([".venv/bin/python", "bench/serving.py", *(argv if argv is not None else sys.argv[1:])]))
     tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
@@ -368,12 +376,13 @@ def main(argv: list[str] | None = None) -> int:
         common = [f"--model_config_file={config}", "--file_system_poll_wait_seconds=0",
                   f"--tensorflow_intra_op_parallelism={args.intra_op_threads}",
                   f"--tensorflow_inter_op_parallelism={args.inter_op_threads}"]
-        servers = {
-            "grpc": fx.start_server(tmp, common),
-            "grpc+batching": fx.start_server(tmp,
-                                             [*common, "--enable_batching", *per_model,
-                                              f"--batching_parameters_file={params}"]),
-        }
+        servers = {"grpc": fx.start_server(tmp, common)}
+        try:
+            servers["grpc+batching"] = fx.start_server(tmp, [*common, "--enable_batching", *per_model,
+                                                             f"--batching_parameters_file={params}"])
+        except BaseException:
+            servers["grpc"].stop()
+            raise
         clients = {mode: ServingClient(server.address, timeout=30) for mode, server in servers.items()}
         rest = httpx.Client(base_url=servers["grpc"].rest_url, timeout=60,
                             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
@@ -383,9 +392,9 @@ def main(argv: list[str] | None = None) -> int:
             configs = {}
             for kind in ("retrieval", "ranker"):
                 local = in_process_call(paths[kind], inputs[kind])
-                # what a batch of 8 merged requests costs the model: the most batching at 8 clients can save
-                merged = {name: np.concatenate([array] * 8) for name, array in inputs[kind].items()}
-                configs[(kind, "in-process x8", 1)] = (in_process_call(paths[kind], merged), 1, None)
+                # what the largest batch 8 clients can form costs the model: the most batching can save
+                merged = {name: np.concatenate([array] * batch) for name, array in inputs[kind].items()}
+                configs[(kind, f"in-process x{batch}", 1)] = (in_process_call(paths[kind], merged), 1, None)
                 for c in (1, 8):
                     configs[(kind, "in-process", c)] = (local, c, None)
                     for mode, client in clients.items():
@@ -416,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
               "candidates")
     print(f"\nTensorFlow threads (intra, inter) here and in the servers: "
           f"({args.intra_op_threads or 'default'}, {args.inter_op_threads or 'default'})")
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    print(f"\nserver CPU comes from /proc in {tick_ms:.0f} ms ticks: "
+          f"per call +-{tick_ms / args.requests:.3f} ms")
     print(f"\n{'model':<10} {'mode':<14} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
           f"{'cpu ms/call: here':>18} {'server':>7}")
     for (kind, mode, c), m in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
@@ -440,17 +452,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {kind:<10} {'batching':<14} c=8 throughput on / off {gain:4.2f}x "
               f"[{'OK' if gain >= 1.5 else 'MISS'}]   in-process c=8 p99/p50 "
               f"{local8['p99'] / local8['p50']:5.2f}x")
-        # With clients and server on the same busy cores, throughput is cores / CPU per call. Merging 8 calls
-        # into one saves at most what one model call costs beyond an eighth of a call on 8x the rows:
+        # Were every core busy, throughput would be cores / CPU per call. Merging calls saves at most what a
+        # model call costs beyond its share of the largest batch the clients can form:
         total = off8["cpu_ms"] + off8["server_cpu_ms"]
         one = table[(kind, "in-process", 1)]["cpu_ms"]
-        eighth = table[(kind, "in-process x8", 1)]["cpu_ms"] / 8
-        saved = min(max(one - eighth, 0.0), total)
-        busy = total * off8["qps"] / 1000
+        share = table[(kind, f"in-process x{batch}", 1)]["cpu_ms"] / batch
+        saved = min(max(one - share, 0.0), total)
+        cores, busy = os.cpu_count() or 1, total * off8["qps"] / 1000
+        ceiling = cores * 1000 / max(total - saved, 1e-9)
         print(f"  {kind:<10} {'cpu budget':<14} c=8 batching off: {total:.2f} cpu ms per call (clients "
-              f"{off8['cpu_ms']:.2f}, server {off8['server_cpu_ms']:.2f}), {busy:.2f} of {os.cpu_count()} "
-              f"cores busy; the model costs {one:.2f} cpu ms per call alone and {eighth:.2f} in a batch of "
-              f"8, so batching gains at most {total / max(total - saved, 1e-9):4.2f}x here")
+              f"{off8['cpu_ms']:.2f}, server {off8['server_cpu_ms']:.2f}), {busy:.2f} of {cores} cores busy; "
+              f"the model costs {one:.2f} cpu ms per call alone and {share:.2f} in a batch of {batch}, so "
+              f"batching could serve at most {ceiling:.0f} req/s with every core busy: "
+              f"{ceiling / off8['qps']:4.2f}x batching off")
     for kind, mode in (("ranker", "rest"), ("transport", "rest status")):
         m1, m32 = table[(kind, mode, 1)], table[(kind, mode, 32)]
         r32 = m32["p99"] / m32["p50"]

@@ -200,4 +200,4 @@ def test_a_retrieval_run_is_ranked_again_as_its_training_ranked_it(tmp_path):
     assert validation.returncode == 0, validation.stderr[-3000:]
     assert json.loads((tmp_path / "val.json").read_text()) != again
     refused = _run("--run-dir", str(run), "--ndcg-k", "5")
-    assert refused.returncode == 2 and "--ndcg-k apply to ranker predictions" in refused.stderr
+    assert refused.returncode == 2 and "--ndcg-k: only for ranker predictions" in refused.stderr

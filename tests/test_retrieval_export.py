@@ -319,8 +319,9 @@ def test_a_default_width_below_the_recall_floor_is_widened_to_reach_it():
     result = narrow_scann_search(layer, queries, exact, 10, floor=0.95)
     assert result["tried"]["3"] < 0.6
     assert 3 < result["leaves_to_search"] <= 60 and result["recall"] >= 0.95
-    narrower = [w for w in map(int, result["tried"]) if w < result["leaves_to_search"]]
-    assert all(result["tried"][str(w)] < 0.95 for w in narrower)
+    chosen = result["leaves_to_search"]
+    assert all(recall < 0.95 for w, recall in result["tried"].items() if int(w) < chosen)
+    assert result["tried"][str(chosen - 1)] < 0.95  # bisected: one leaf fewer falls short
     assert layer.leaves_to_search == result["leaves_to_search"]
     assert set_recall(top_k_ids(layer, queries, 10), exact) == result["recall"]
 

@@ -4,6 +4,7 @@ The fixture's ``batch_size`` signature returns the batch size the model saw, so 
 is observable from outside the server.
 """
 import threading
+import time
 from collections import Counter
 
 import grpc
@@ -14,11 +15,13 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import tfrs_recsys  # noqa: F401
+from tfrs_recsys.model_server.batching import Batcher
 from tfrs_recsys.model_server.config_file import (
     ConfigFileError,
     parse_batching_parameters,
     read_batching_parameters,
 )
+from tfrs_recsys.model_server.errors import ServingError
 
 PARAMETERS = """
 max_batch_size { value: 16 }
@@ -118,6 +121,34 @@ def test_batching_parameters_file_parsing(tmp_path):
         parse_batching_parameters("max_batch_size { value: 8 }\nallowed_batch_sizes: 4\n")
     with pytest.raises(ConfigFileError, match="does not exist"):
         read_batching_parameters(tmp_path / "missing.txt")
+    for text, message in (("max_enqueued_batches { value: 0 }", "max_enqueued_batches must be >= 1"),
+                          ("max_execution_batch_size { value: -3 }", "max_execution_batch_size must be >= 1"),
+                          ("batch_timeout_micros { value: 1000000000000000000 }",
+                           "batch_timeout_micros must be <= 3600000000")):
+        with pytest.raises(ConfigFileError, match=message):
+            parse_batching_parameters(text)
+
+
+def test_stopping_a_batcher_answers_the_tasks_it_still_holds():
+    """A task waiting for company when its version unloads gets UNAVAILABLE at once, not a caller hung
+    for the rest of the timeout (which kept the server from exiting)."""
+    hour = "max_batch_size { value: 8 } batch_timeout_micros { value: 3600000000 }"
+    options = parse_batching_parameters(hour)
+    batcher = Batcher(lambda name, inputs, aliases: {"y": inputs["x"]}, options)
+    outcome = {}
+
+    def call():
+        try:
+            batcher("serving_default", {"x": np.zeros(1, np.float32)}, ["y"])
+        except ServingError as e:
+            outcome["code"] = e.code
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.3)
+    batcher.stop()
+    caller.join(timeout=10)
+    assert not caller.is_alive() and outcome == {"code": grpc.StatusCode.UNAVAILABLE}
 
 
 def test_the_shipped_config_files_parse():

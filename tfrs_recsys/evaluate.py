@@ -363,11 +363,12 @@ def _retrieval_report(args: argparse.Namespace, given: Mapping[str, str]) -> int
     """``--run-dir`` of a retrieval run: its top-k metrics on ``--part``, printed (and to ``--json``)."""
     from tfrs_recsys.training.retrieval import evaluate_run
 
-    ranker_only = [f"--{k.replace('_', '-')}" for k in given] + (["--ndcg-k"] if args.ndcg_k else []) + (
-        ["--gains"] if args.gains else [])
+    ranker_only = [f"--{k.replace('_', '-')}" for k in given] + (
+        ["--ndcg-k"] if args.ndcg_k is not None else []) + (["--gains"] if args.gains is not None else [])
     if ranker_only:
-        raise UserError(f"{', '.join(ranker_only)} apply to ranker predictions, not to a retrieval run",
+        raise UserError(f"{', '.join(ranker_only)}: only for ranker predictions, not for a retrieval run",
                         fix="leave them out: a retrieval run is ranked over its catalog with its own metrics")
+    runs.open_run(args.run_dir, ("retrieval",)).require_complete(allow_incomplete=True)
     result = evaluate_run(args.run_dir, args.part)
     print(f"retrieval run {args.run_dir}, {args.part} users ranked over the catalog:")
     for name, value in result.items():

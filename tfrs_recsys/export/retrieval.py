@@ -370,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--allow-incomplete", action="store_true",
                         help="export a run that did not complete (killed or still training), with a warning")
     args = parser.parse_args(argv)
+    if not 0 <= args.min_scann_recall <= 1:
+        parser.error(f"--min-scann-recall is a recall, between 0 and 1; got {args.min_scann_recall}")
     scann_options = {o: getattr(args, o) for o in SCANN_FLAGS if getattr(args, o) is not None}
     try:
         result = export_retrieval(args.model_dir, args.export_base, args.name, k=args.k,

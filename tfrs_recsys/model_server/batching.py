@@ -122,12 +122,23 @@ class Batcher:
         return task.result
 
     def stop(self) -> None:
-        """Refuses new tasks and ends the batch threads."""
+        """Refuses new tasks, ends the batch threads and answers the tasks still queued."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         for t in self._threads:
             t.join(timeout=5)
+        self._fail_queued(ServingError(grpc.StatusCode.UNAVAILABLE, "Batch scheduler is shutting down"))
+
+    def _fail_queued(self, error: ServingError) -> None:
+        """Ends every queued task with ``error``: no caller waits on a batch that will not run."""
+        with self._cond:
+            tasks = [task for queue in self._queues.values() for task in queue]
+            for queue in self._queues.values():
+                queue.clear()
+        for task in tasks:
+            task.error = error
+            task.done.set()
 
     # -- batch threads --------------------------------------------------------------------------
 
@@ -152,7 +163,11 @@ class Batcher:
 
     def _work(self) -> None:
         while True:
-            item = self._next_batch()
+            try:
+                item = self._next_batch()
+            except Exception as e:  # a dead batch thread must not leave its callers waiting
+                self._fail_queued(ServingError(grpc.StatusCode.INTERNAL, f"batch scheduler failed: {e}"))
+                raise
             if item is None:
                 return
             (signature_name, output_aliases, _), tasks = item

@@ -134,6 +134,8 @@ def read_batching_parameters(path: str | os.PathLike | None) -> BatchingOptions:
 
 
 MODEL_BATCHING_FILE = "batching_params.pbtxt"  # a version's own batching parameters, as TF Serving names it
+MAX_BATCHING_FILE_BYTES = 1 << 20
+MAX_BATCH_TIMEOUT_MICROS = 3_600_000_000  # an hour: a batch never waits longer for company
 
 
 def read_model_batching_parameters(version_dir: str) -> BatchingOptions | None:
@@ -154,8 +156,15 @@ def read_model_batching_parameters(version_dir: str) -> BatchingOptions | None:
     path = f"{str(version_dir).rstrip('/')}/{MODEL_BATCHING_FILE}"
     if not tf.io.gfile.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as f:
-        return parse_batching_parameters(f.read(), path)
+    try:
+        if tf.io.gfile.isdir(path) or tf.io.gfile.stat(path).length > MAX_BATCHING_FILE_BYTES:
+            raise ConfigFileError(f"{path}: not a BatchingParameters text file of at most "
+                                  f"{MAX_BATCHING_FILE_BYTES} bytes")
+        with tf.io.gfile.GFile(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except (tf.errors.OpError, UnicodeDecodeError) as e:
+        raise ConfigFileError(f"{path}: cannot be read as UTF-8 text ({type(e).__name__})") from None
+    return parse_batching_parameters(text, path)
 
 
 def parse_batching_parameters(text: str, source: str = "<batching_parameters>") -> BatchingOptions:
@@ -176,9 +185,14 @@ def parse_batching_parameters(text: str, source: str = "<batching_parameters>") 
                "max_execution_batch_size", "enable_large_batch_splitting")
     given = {name: getattr(params, name).value for name in scalars if params.HasField(name)}
     options = BatchingOptions(allowed_batch_sizes=tuple(params.allowed_batch_sizes), **given)
-    for name, least in (("max_batch_size", 1), ("num_batch_threads", 1), ("batch_timeout_micros", 0)):
-        if getattr(options, name) < least:
-            raise ConfigFileError(f"{source}: {name} must be >= {least}, got {getattr(options, name)}")
+    for name, least in (("max_batch_size", 1), ("num_batch_threads", 1), ("batch_timeout_micros", 0),
+                        ("max_enqueued_batches", 1), ("max_execution_batch_size", 1)):
+        value = getattr(options, name)
+        if value is not None and value < least:
+            raise ConfigFileError(f"{source}: {name} must be >= {least}, got {value}")
+    for name, most in (("batch_timeout_micros", MAX_BATCH_TIMEOUT_MICROS), ("num_batch_threads", 1024)):
+        if getattr(options, name) > most:
+            raise ConfigFileError(f"{source}: {name} must be <= {most}, got {getattr(options, name)}")
     sizes = options.allowed_batch_sizes
     if sizes and any(b <= a for a, b in zip(sizes, sizes[1:])):
         raise ConfigFileError(

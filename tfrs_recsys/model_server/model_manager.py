@@ -368,10 +368,9 @@ class ModelManager(VersionTable):
                 record.state, record.note = LOADING, ""
             log.info("Loading servable: {name: %s version: %d}", name, record.version)
             try:
-                servable = load_version(name, record.version, path, warmup=self.options.enable_model_warmup,
-                                        max_request_elements=self.options.max_request_elements)
-                record.batching = self._batching_of(path)
-                return servable
+                record.batching = self._batching_of(path)  # first: a bad file fails before the model loads
+                return load_version(name, record.version, path, warmup=self.options.enable_model_warmup,
+                                    max_request_elements=self.options.max_request_elements)
             except Exception as e:  # a broken SavedModel can raise anything; it must not kill the server
                 return as_serving_error(e)
 
