@@ -63,16 +63,15 @@ def top_k_recall(approximate: TopKIndex, exact: TopKIndex, queries: np.ndarray, 
 def narrow_scann_search(index: ScaNNIndex, queries: np.ndarray, exact: list[set], k: int, *,
                         tolerance: float = 0.002, floor: float = 0.0, step: float = 0.7,
                         narrow: bool = True) -> dict:
-    """Search the fewest leaves that keep ScaNN's recall@k on ``queries``: as at the built width, or at
-    least ``floor`` where the built width falls short of it.
+    """Search the fewest leaves that keep ScaNN's recall@k on ``queries`` as at the built width, or widen
+    the search until it reaches ``floor`` where the built width falls short of it.
 
     A query's neighbours sit in a few of the tree's leaves; the other leaves searched cost time and
     find nothing (on clustered embeddings most of a default width can be such leaves), while on a small
     or unclustered catalog the built width can miss neighbours. Measures the built
-    ``num_leaves_to_search`` ``w``. Below ``floor``, widens: ``ceil(w / step)``, ... up to every leaf, then
-    bisects between the last width short of ``floor`` and the first reaching it, for the narrowest that
-    reaches it (every leaf when none does). Otherwise, when ``narrow``, tries ``floor(w * step)``, ... down
-    to 1, and stops at the first width whose recall@k drops below
+    ``num_leaves_to_search`` ``w``. Below ``floor``, widens: ``ceil(w / step)``, ... up to every leaf, and
+    keeps the first width that reaches ``floor`` (every leaf when none does). Otherwise, when ``narrow``,
+    tries ``floor(w * step)``, ... down to 1, and stops at the first width whose recall@k drops below
     ``max(recall(w) - tolerance, floor)``; the narrowest width before it is kept. The kept width is set
     as ``index.leaves_to_search``, which the serving graph then uses.
 
@@ -101,13 +100,11 @@ def narrow_scann_search(index: ScaNNIndex, queries: np.ndarray, exact: list[set]
     tried = {built: set_recall(top_k_ids(index, queries, k), exact)}
     reference, chosen, width = tried[built], built, built
     if index.is_tree and reference < floor:
-        short = width
+        # geometric steps, not the narrowest passing width: a recall measured just over the floor on
+        # these queries can fall under it on others
         while width < index.num_leaves and tried[width] < floor:
-            short, width = width, min(index.num_leaves, math.ceil(width / step))
+            width = min(index.num_leaves, math.ceil(width / step))
             measure(width)
-        while tried[width] >= floor and width - short > 1:  # the fewest between the last short width and it
-            middle = (short + width) // 2
-            short, width = (short, middle) if measure(middle) >= floor else (middle, width)
         chosen = width
     elif index.is_tree and narrow:
         while width > 1:

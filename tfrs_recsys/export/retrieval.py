@@ -29,8 +29,8 @@ is dropped before the final top-k.
 Before anything is written, ScaNN's top-k is compared with brute force on up to
 ``recall_queries`` real user queries; the recall goes into the metadata and the export fails
 below ``scann_min_recall`` unless ``allow_low_recall``. The same queries narrow the search to
-the fewest tree leaves that keep the default width's recall, or widen it to the fewest that reach
-``scann_min_recall`` where the default width falls short (:func:`narrow_scann_search`).
+the fewest tree leaves that keep the default width's recall, or widen it, step by step, until it
+reaches ``scann_min_recall`` where the default width falls short (:func:`narrow_scann_search`).
 """
 from __future__ import annotations
 
@@ -226,8 +226,8 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
     Unless ``scann_options`` sets ``num_leaves_to_search``, the ScaNN export searches the fewest leaves
     that keep its recall@k on the run's users within ``scann_recall_tolerance`` of the default width's
     (not when ``narrow_scann`` is false or the run has fewer than ``MIN_NARROWING_QUERIES`` users), or,
-    where the default width is below ``scann_min_recall``, the fewest more that reach it
-    (:func:`narrow_scann_search`).
+    where the default width is below ``scann_min_recall``, a width widened step by step until it reaches
+    it (:func:`narrow_scann_search`).
 
     Args:
       model_dir: The run directory of ``python -m tfrs_recsys.train retrieval``.
