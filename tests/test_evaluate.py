@@ -201,3 +201,5 @@ def test_a_retrieval_run_is_ranked_again_as_its_training_ranked_it(tmp_path):
     assert json.loads((tmp_path / "val.json").read_text()) != again
     refused = _run("--run-dir", str(run), "--ndcg-k", "5")
     assert refused.returncode == 2 and "--ndcg-k: only for ranker predictions" in refused.stderr
+    onto_folder = _run("--run-dir", str(run), "--json", str(tmp_path))
+    assert onto_folder.returncode == 2 and "is a directory" in onto_folder.stderr

@@ -398,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gains", help="NDCG gains, e.g. booking=5,click=1 (default conversion=2,click=1)")
     parser.add_argument("--json", help="also write the results as JSON here")
     args = parser.parse_args(argv)
+    if args.json and paths.isdir(args.json):
+        parser.error(f"--json {args.json} is a directory; name the file to write, e.g. "
+                     f"{args.json}/metrics.json")
     given = {k: getattr(args, k) for k in _COLUMN_ARGS if getattr(args, k)}
     try:
         if args.run_dir and runs.open_run(args.run_dir).model_name == "retrieval":
