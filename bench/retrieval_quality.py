@@ -77,7 +77,7 @@ DEFAULT_RUNS = "ml-100k,ml-latest-small,tutorial"
 # the CLI before the data-size rules. The rows named by their flags were run while choosing (on validation
 # NDCG@10): each changes one factor of a configuration near today's defaults.
 OLD_DEFAULTS = {"similarity": "cosine", "batch_size": 128, "patience": 3, "learning_rate": 0.001,
-                "epochs": 30}
+                "epochs": 30, "exclude_seen": False}
 EXPLORED = {"learning_rate": 0.002, "patience": 5, "epochs": 40}
 ROWS = {
     "default": {},
@@ -99,6 +99,12 @@ ROWS = {
     "dim-128": {"embedding_dim": 128},
     # Overlapping windows: every target sees at least 25 items of context (SASRec's: up to 50), 2x the work.
     "stride-25": {"window_stride": 25},
+    # SASRec as the reference trains it: ids only, one target per example with its 50 items before it,
+    # 512 examples per step, seen items kept in the softmax, patience 5 epochs.
+    "sasrec-prefix": {"use_user_id": False, "use_item_features": False, "positions_from": "start",
+                      "training_mode": "prefix", "batch_size": 512, "exclude_seen": False, "patience": 5},
+    "sasrec-all": {"use_user_id": False, "use_item_features": False, "positions_from": "start",
+                   "exclude_seen": False},
 }
 
 
@@ -140,13 +146,18 @@ def run_row(name: str, row: str, seed: int, datasets_dir: Path, output_dir: Path
               "validation": meta["best_validation"], "monitor": meta["monitor"],
               "train_seconds": meta["train_seconds"], "wall_seconds": round(wall, 1),
               "best_epoch": meta["best_epoch"], "epochs_run": meta["epochs_run"],
-              "inverse_temperature": meta["inverse_temperature"], "output_dir": cfg.output_dir}
+              "inverse_temperature": meta["inverse_temperature"], "output_dir": cfg.output_dir,
+              "cooccurrence_beta": meta.get("cooccurrence_beta"),
+              "two_tower_test": meta.get("two_tower_test")}
     path = output_dir / "rows" / name / f"{tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{name} {tag}: validation {result['monitor']} {result['validation']:.4f}, test "
           f"{result['monitor']} {metrics[result['monitor']]:.4f}, training {result['train_seconds']:.0f} s "
-          f"(best epoch {result['best_epoch']} of {result['epochs_run']})", flush=True)
+          f"(best epoch {result['best_epoch']} of {result['epochs_run']})"
+          + (f"; co-occurrence weight {result['cooccurrence_beta']}, two-tower alone "
+             f"{result['two_tower_test'][result['monitor']]:.4f}" if result["two_tower_test"] else ""),
+          flush=True)
     return result
 
 
@@ -194,22 +205,26 @@ def ablation_table(output_dir: Path, names: list[str]) -> None:
 
 
 def breakdown(output_dir: Path, name: str, row: str, seed: int) -> None:
-    """Test NDCG@10 of a saved run by kind of target: rated in the validation item's second or not, and by
-    the user's history length. Ranks the run's test targets again from its run directory."""
+    """Test NDCG@10 of a saved run by kind of target (rated in the validation item's second or not, and by
+    the user's history length), of what it serves (fused with co-occurrence counts, when it chose to) and of
+    its two-tower scores alone. Ranks the run's test targets again from its run directory."""
     from tfrs_recsys.runs import load_retrieval
     from tfrs_recsys.training.retrieval import ranks
 
     trained = load_retrieval(output_dir / "runs" / f"{row}-seed{seed}" / name)
     split = split_data(trained.cfg, load_data(trained.cfg))
-    rank = ranks(trained.model, split.test, trained.cfg.max_history)
-    gains = np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)
     second = {part: dict(zip(frame["user_id"].astype(str), frame["timestamp"]))
               for part, frame in (("validation", split.rows.validation), ("test", split.rows.test))}
     tied = np.array([second["test"][u] == second["validation"][u] for u in split.test.user_ids])
     length = np.array([len(h) for h in split.test.histories])
-    for label, keep in (("all", np.ones_like(tied)), ("same second as validation", tied), ("not", ~tied),
-                        ("history > 500", length > 500), ("history < 100", length < 100)):
-        print(f"{name} {row} seed {seed}: {label}: {keep.sum()} targets, NDCG@10 {gains[keep].mean():.4f}")
+    fused = trained.cooccurrence is not None and trained.cooccurrence.beta > 0
+    for scores, table in (("served", trained.cooccurrence), ("two-tower alone", None))[:2 if fused else 1]:
+        rank = ranks(trained.model, split.test, trained.cfg.max_history, table=table)
+        gains = np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)
+        for label, keep in (("all", np.ones_like(tied)), ("same second as validation", tied), ("not", ~tied),
+                            ("history > 500", length > 500), ("history < 100", length < 100)):
+            print(f"{name} {row} seed {seed}, {scores}: {label}: {keep.sum()} targets, "
+                  f"NDCG@10 {gains[keep].mean():.4f}")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from test_retrieval_model import ring_interactions, small_config
@@ -27,6 +28,7 @@ from tfrs_recsys.export.retrieval import (
 )
 from tfrs_recsys.export.scann_index import ScaNNIndex
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata, update_models_config
+from tfrs_recsys.models.cooccurrence import CooccurrenceTable
 from tfrs_recsys.servable_layout import read_warmup_requests
 from tfrs_recsys.training import retrieval as training
 
@@ -78,9 +80,12 @@ def load_in_fresh_process(tmp_path, inputs, paths, scann: bool) -> dict:
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("retrieval_export")
     data = ring_interactions(num_users=200, num_items=NUM_ITEMS)
-    cfg = small_config(root, epochs=8, max_history=MAX_HISTORY, embedding_dim=16, ff_dim=32)
+    cfg = small_config(root, epochs=8, max_history=MAX_HISTORY, embedding_dim=16, ff_dim=32,
+                       cooccurrence=True)
     training.train_and_evaluate(cfg, data)
-    return runs.load_retrieval(root / "run"), root
+    run = runs.load_retrieval(root / "run")
+    assert run.cooccurrence.beta > 0  # validation chose to fuse: the exports serve the fused scores
+    return run, root
 
 
 @pytest.fixture(scope="module")
@@ -96,17 +101,23 @@ def requests(trained):
 
 
 def expected_top_k(trained_run, inputs, k, exclude=False):
-    """The in-memory model's exact top-k: scaled query . every item vector, exclusions dropped."""
+    """The in-memory model's exact top-k: scaled query . every item vector fused with the co-occurrence counts
+    of every full history (dense, over the whole catalog), exclusions dropped."""
     model = trained_run.model
     queries = model.query_embeddings({"user_id": tf.constant(inputs["user_id"]),
                                       "history": tf.constant(inputs["history"])}).numpy()
     scores = queries @ model.candidate_embeddings().numpy().T
     catalog = trained_run.catalog
+    index = pd.Index(catalog)
+    beta = trained_run.cooccurrence.beta
+    served = CooccurrenceTable.of_histories(trained_run.histories.values(), catalog, beta)
+    scores = served.fuse(scores, served.scores([index.get_indexer(np.asarray(h, dtype=object))
+                                                 for h in inputs["history"]]))
     out = []
     for row, excluded in zip(scores, inputs["exclude"]):
         drop = set(excluded) - {""} if exclude else set()
-        order = [j for j in np.argsort(-row, kind="stable") if catalog[j] not in drop][:k]
-        out.append(([catalog[j] for j in order], row[order]))
+        order = [j for j in np.argsort(-row, kind="stable") if catalog[j] not in drop]
+        out.append(([catalog[j] for j in order[:k]], row[order[:k]], {catalog[j]: row[j] for j in order}))
     return out
 
 
@@ -179,11 +190,14 @@ def test_fresh_processes_reproduce_the_model_top_k(trained, requests, exported, 
             want = expected_top_k(trained_run, requests, k, exclude=exclude)
             exact = portable[str(portable_dir)][mode]
             approx = scann[str(scann_dir)][mode]
-            for row, (ids, scores) in enumerate(want):
+            for row, (ids, scores, every) in enumerate(want):
                 got_ids, got_scores = exact["item_ids"][row], np.array(exact["scores"][row])
                 assert len(got_ids) == k and len(got_scores) == k
                 assert np.all(np.isfinite(got_scores)) and np.all(np.isfinite(approx["scores"][row]))
-                assert got_ids[:len(ids)] == ids  # exact top-k, same order
+                # The exact top-k in order: the j-th item served has the j-th best score (float32 ties aside).
+                served = got_ids[:len(ids)]
+                assert len(set(served)) == len(ids) and set(served) <= set(every)
+                np.testing.assert_allclose([every[i] for i in served], scores, rtol=1e-4, atol=1e-4)
                 np.testing.assert_allclose(got_scores[:len(ids)], scores, rtol=1e-4, atol=1e-4)
                 assert got_ids[len(ids):] == [PAD_ID] * (k - len(ids))  # k > what qualifies: padded
                 assert np.all(got_scores[len(ids):] == PAD_SCORE)

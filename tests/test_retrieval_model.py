@@ -67,7 +67,7 @@ def segment_interactions(num_users: int = 300, num_items: int = 60, num_segments
 def small_config(tmp_path, **overrides) -> RetrievalConfig:
     values = dict(output_dir=str(tmp_path / "run"), epochs=12, batch_size=64, learning_rate=5e-3,
                   embedding_dim=32, max_history=16, num_blocks=1, num_heads=2, ff_dim=64, dropout=0.1,
-                  patience=100, progress=False, seed=7)
+                  patience=100, progress=False, seed=7, cooccurrence=False)
     values.update(overrides)
     return RetrievalConfig(**values)
 

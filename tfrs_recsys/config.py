@@ -235,6 +235,8 @@ class RetrievalConfig(TrainConfig):
       exclude_seen: Leave the items a training target's history holds out of its full-catalog softmax, as
         leave_last_out ranking and serving leave a user's history out (other protocols: never).
       hard_negatives: The highest-scoring negatives per example kept in the loss (0: all).
+      cooccurrence: Fuse the scores with short-range item co-occurrence counts of the training sequences,
+        at the weight validation chooses (0 among them); leave_last_out, catalogs the full softmax scores.
       protocol: leave_last_out, random_80_20, or auto (random_80_20 when pairwise metrics are on).
       eval_ks: The cut-offs of recall, NDCG and MRR, e.g. 10,50.
       top_k: Items a recommendation lists.
@@ -290,6 +292,7 @@ class RetrievalConfig(TrainConfig):
     remove_accidental_hits: bool = True
     exclude_seen: bool = True
     hard_negatives: int = 0
+    cooccurrence: bool = True
     protocol: str = "auto"
     eval_ks: tuple[int, ...] = (10, 50)
     top_k: int = 100

@@ -7,7 +7,8 @@ Two modes::
 
 ``--run-dir`` (or ``--model-dir``), right after training: the run's query tower reads the user's
 stored history (or ``--history`` ids, most recent last) and every catalog item is scored exactly,
-in this process; ``--exclude-seen`` drops items of the history. ``--address`` (default
+in this process, as its export scores them (fused with co-occurrence counts when the run chose to);
+``--exclude-seen`` drops items of the history. ``--address`` (default
 ``127.0.0.1:8500`` when ``--store`` is given): recall, then rank, over gRPC to a model server (ours
 or tensorflow_model_server), the user's history and features read from the feature store ``--store``.
 Either prints a table, or JSON with ``--json``.
@@ -20,6 +21,7 @@ import sys
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 from tfrs_recsys.config import ConfigError
 from tfrs_recsys.errors import UserError
@@ -42,6 +44,7 @@ def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | No
       (:func:`~tfrs_recsys.data.bundles.item_labels`).
     """
     from tfrs_recsys.data.bundles import item_labels
+    from tfrs_recsys.models.cooccurrence import CooccurrenceTable
     from tfrs_recsys.models.retrieval import query_vectors
 
     items = list(trained.histories.get(user_id, [])) if history is None else [str(h) for h in history]
@@ -49,6 +52,10 @@ def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | No
                           trained.cfg.max_history)[0]
     scores = trained.model.candidate_embeddings().numpy() @ query
     catalog = trained.catalog
+    if trained.cooccurrence is not None and trained.cooccurrence.beta > 0:
+        table = CooccurrenceTable.of_histories(trained.histories.values(), catalog, trained.cooccurrence.beta)
+        index = pd.Index(catalog)
+        scores = table.fuse(scores, table.scores([index.get_indexer(np.asarray(items, dtype=object))])[0])
     if exclude_seen:
         scores = np.where(np.isin(catalog, items), -np.inf, scores)
     order = [i for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]

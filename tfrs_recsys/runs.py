@@ -30,6 +30,8 @@ A retrieval run adds::
     histories.parquet    user_id, items: every user's full history, oldest first
     feature_spec.json    item and user feature columns the towers use
     retrieval_meta.json  sizes, resolved negatives, learned inverse temperature, timings
+    cooccurrence.npz     the training sequences' co-occurrence table and its fusion weight
+                         (models/cooccurrence.py; leave_last_out runs with --cooccurrence)
 
 A run directory may be a local path or a ``tf.io.gfile`` URL (:mod:`tfrs_recsys.paths`). In
 multi-worker training only the chief writes it; the other workers write a temporary directory
@@ -41,6 +43,7 @@ multi-worker training only the chief writes it; the other workers write a tempor
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import math
 import shutil
@@ -66,13 +69,14 @@ SPEC, SPLIT, BASELINE, PREDICTIONS = "spec.json", "split.json", "baseline", "pre
 ITEM_IDS, ITEM_EMBEDDINGS, ITEMS, USER_IDS, USERS = (
     "item_ids.txt", "item_embeddings.npy", "items.parquet", "user_ids.txt", "users.parquet")
 HISTORIES, FEATURE_SPEC, META = "histories.parquet", "feature_spec.json", "retrieval_meta.json"
+COOCCURRENCE = "cooccurrence.npz"
 COMPLETE, RESUME, RESUME_STATE = "COMPLETE", "resume", "state.json"  # RESUME_STATE: in each resume/ folder
 RANKERS = ("esmm", "deepfm")
 MODELS = ("retrieval", *RANKERS)
 # Every file and folder a run writes, besides predictions_<part>.parquet: what --overwrite deletes.
 ARTIFACTS = (CONFIG, TRAIN_LOG, TEST_METRICS, CHECKPOINT.split("/")[0], TENSORBOARD, CURVES, SPEC, SPLIT,
              BASELINE, ITEM_IDS, ITEM_EMBEDDINGS, ITEMS, USER_IDS, USERS, HISTORIES, FEATURE_SPEC, META,
-             RESUME, COMPLETE)
+             COOCCURRENCE, RESUME, COMPLETE)
 
 
 class RunDirError(UserError):
@@ -250,6 +254,13 @@ def write_retrieval_files(run_dir: Path | str, model, data, vocab, histories, me
     paths.write_text(paths.join(run_dir, META), json.dumps(meta, indent=2, default=str) + "\n")
 
 
+def save_cooccurrence(run_dir: Path | str, table) -> None:
+    """Write a retrieval run's :class:`~tfrs_recsys.models.cooccurrence.CooccurrenceTable`."""
+    buffer = io.BytesIO()
+    table.save(buffer)
+    paths.write_bytes(paths.join(run_dir, COOCCURRENCE), buffer.getvalue())
+
+
 # -- reading ------------------------------------------------------------------------------------------
 
 @dataclass
@@ -394,6 +405,7 @@ class TrainedRetrieval:
     histories: dict[str, list[str]]
     meta: dict
     run_dir: Path | str
+    cooccurrence: Any = None  # CooccurrenceTable of the training sequences, when the run fused one
 
 
 def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
@@ -408,6 +420,7 @@ def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
     Raises:
       RunDirError: The run is not a retrieval run, or lacks a file.
     """
+    from tfrs_recsys.models.cooccurrence import CooccurrenceTable
     from tfrs_recsys.models.retrieval import Vocabularies, build_model
 
     run = open_run(run_dir, ("retrieval",))
@@ -425,7 +438,9 @@ def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
     frame = paths.read_parquet(run.file(HISTORIES))
     histories = {u: list(h) for u, h in zip(frame["user_id"], frame["items"])}
     meta = paths.read_json(run.file(META))
-    return TrainedRetrieval(model, cfg, catalog.astype(str), items, histories, meta, run.path)
+    table = (CooccurrenceTable.load(io.BytesIO(paths.read_bytes(run.file(COOCCURRENCE))))
+             if run.has(COOCCURRENCE) else None)
+    return TrainedRetrieval(model, cfg, catalog.astype(str), items, histories, meta, run.path, table)
 
 
 def training_interactions(run_dir: str | Path):

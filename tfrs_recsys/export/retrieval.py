@@ -21,7 +21,10 @@ of any width work too) and unknown ids are skipped. The graph keeps each row's m
 (``L`` = the run's ``max_history``), so a stock TF Serving behaves the same and no client pads.
 The search looks ``K + e`` deep, ``e`` the most real exclusions of any row, so exclusions never shorten
 a result while the catalog holds enough items.
-Scores are the model's logits ``tau * <q, c(i)>``, best first. Where fewer than ``K`` items
+Scores are the model's logits ``tau * <q, c(i)>``, best first; a run that fused co-occurrence counts
+(:mod:`tfrs_recsys.models.cooccurrence`, its weight ``beta`` > 0) serves the fused scores
+``tau * <q, c(i)> + beta * log(r(history, i) + eps)``, over the index's top items and the history's
+neighbors, with the table of every user's full history. Where fewer than ``K`` items
 qualify (a catalog smaller than ``K``, or exclusions), the row is padded with item id ``""``
 and score ``PAD_SCORE`` (the lowest float32). No NaN leaves a signature: ScaNN's NaN padding
 is dropped before the final top-k.
@@ -56,6 +59,7 @@ from tfrs_recsys.export.tfserving import (
     stage_version,
     update_models_config,
 )
+from tfrs_recsys.models.cooccurrence import CooccurrenceTable, FusedTopK
 
 PAD_ID = ""
 PAD_SCORE = float(np.finfo(np.float32).min)
@@ -147,13 +151,15 @@ class RetrievalSignatures(tf.Module):
       num_items: The catalog size.
       k: Results per query.
       max_history: ``L``.
+      fusion: re-ranks the index's results with co-occurrence counts (:class:`FusedTopK`), or None.
     """
 
     def __init__(self, query_model: tf.keras.Model, index: TopKIndex, *, num_items: int, k: int,
-                 max_history: int):
+                 max_history: int, fusion: FusedTopK | None = None):
         super().__init__(name="retrieval")
         self.query_model = query_model
         self.index = index
+        self.fusion = fusion
         self.k, self.max_history, self.num_items = int(k), int(max_history), int(num_items)
         user = tf.TensorSpec([None], tf.string, name="user_id")
         history = tf.TensorSpec([None, None], tf.string, name="history")
@@ -162,12 +168,15 @@ class RetrievalSignatures(tf.Module):
         self.query_with_exclusions = tf.function(self._serve, input_signature=[user, history, exclude])
 
     def _serve(self, user_id, history, exclude_item_ids=None):
-        queries = self.query_model({"user_id": user_id, "history": most_recent(history, self.max_history)})
+        history = most_recent(history, self.max_history)
+        queries = self.query_model({"user_id": user_id, "history": history})
         search_k = min(self.k, self.num_items)
         if exclude_item_ids is not None:  # exclusions can remove up to e of the items found: search e more
             excluded = tf.reduce_sum(tf.cast(tf.not_equal(exclude_item_ids, PAD_ID), tf.int32), axis=1)
             search_k = tf.minimum(self.k + tf.reduce_max(tf.concat([[0], excluded], 0)), self.num_items)
         scores, ids = self.index(queries, k=search_k)
+        if self.fusion is not None:
+            scores, ids = self.fusion(queries, history, scores, ids)
         scores, ids = _finalize(scores, ids, self.k, exclude_item_ids)
         return {"item_ids": ids, "scores": scores}
 
@@ -311,9 +320,15 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
     if version is None:
         version = next_version(paths.join(export_base, name), paths.join(export_base, f"{name}_portable"))
     query_model = model.scaled_query()
+    fusion = None
+    if trained.cooccurrence is not None and trained.cooccurrence.beta > 0:
+        table = CooccurrenceTable.of_histories(trained.histories.values(), catalog, trained.cooccurrence.beta)
+        fusion = FusedTopK(table, candidates, catalog)
+        metadata["cooccurrence_beta"] = table.beta
 
     def stage(top_k: TopKIndex, model_name: str, **about) -> tuple:
-        module = RetrievalSignatures(query_model, top_k, num_items=len(catalog), k=k, max_history=max_history)
+        module = RetrievalSignatures(query_model, top_k, num_items=len(catalog), k=k, max_history=max_history,
+                                     fusion=fusion)
         for signature, feed in warmup:  # builds every function (and ScaNN's searcher) before saving
             getattr(module, signature)(**{n: tf.constant(v) for n, v in feed.items()})
         return stage_version(export_base, model_name, module.save, version=version, warmup=warmup,

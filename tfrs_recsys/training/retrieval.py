@@ -33,8 +33,9 @@ from tfrs_recsys.data import pairs
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.registry import load_interactions, options_from
-from tfrs_recsys.metrics import auc, dot_product_ranks, pairwise_auc, topk_metrics
+from tfrs_recsys.metrics import auc, dot_product_ranks, pairwise_auc, rank_of_target, topk_metrics
 from tfrs_recsys.models import retrieval as retrieval_model
+from tfrs_recsys.models.cooccurrence import BETAS, CooccurrenceTable
 from tfrs_recsys.models.retrieval import TwoTowerRetrieval, Vocabularies, build_model, query_vectors
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.common import (
@@ -120,7 +121,8 @@ def validation_sample(held: seq.HeldOut, users: int, seed: int) -> seq.HeldOut:
                        [held.exclude[i] for i in keep])
 
 
-def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int = 1024) -> np.ndarray:
+def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int = 1024,
+          table: CooccurrenceTable | None = None) -> np.ndarray:
     """0-based rank of each held-out target among all catalog items, its ``exclude`` items skipped.
 
     Args:
@@ -128,10 +130,13 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
       held: the targets and their query histories.
       max_len: the history width.
       chunk: queries the tower runs on, and ranked, at once.
+      table: rank by the scores fused with this co-occurrence table (when its ``beta`` > 0).
 
     Returns:
       int64 ``[len(held)]`` ranks.
     """
+    if table is not None and table.beta > 0:
+        return fused_ranks(model, held, max_len, table, (table.beta,))[table.beta]
     catalog = model.catalog.numpy().astype(str)
     position = {item: i for i, item in enumerate(catalog)}
     candidates = model.candidate_embeddings().numpy()
@@ -144,6 +149,69 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
                 for items in held.exclude]
     targets = np.array([position[t] for t in held.targets])
     return dot_product_ranks(queries, candidates, targets, excluded, cells=EVAL_CELLS, chunk=chunk)
+
+
+def fused_ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, table: CooccurrenceTable,
+                betas: tuple[float, ...]) -> dict[float, np.ndarray]:
+    """The ranks of :func:`ranks` under the fused scores of each of ``betas`` (ties count against the target).
+
+    Args:
+      model: the trained model.
+      held: the targets and their query histories.
+      max_len: the history width.
+      table: the co-occurrence table.
+      betas: the fusion weights to rank by.
+
+    Returns:
+      ``{beta: int64 [len(held)] ranks}``.
+    """
+    catalog = model.catalog.numpy().astype(str)
+    index = pd.Index(catalog)
+    candidates = model.candidate_embeddings().numpy()
+    out = {beta: [np.zeros(0, np.int64)] for beta in betas}
+    step = max(1, EVAL_CELLS // max(len(catalog), 1))
+    for lo in range(0, len(held), step):
+        part = slice(lo, lo + step)
+        logits = query_vectors(model, held.user_ids[part], held.histories[part], max_len) @ candidates.T
+        rules = table.scores([index.get_indexer(np.asarray(h, dtype=object)) for h in held.histories[part]])
+        exclude = np.zeros(logits.shape, dtype=bool)
+        for row, items in enumerate(held.exclude[part]):
+            found = index.get_indexer(np.asarray(items, dtype=object))
+            exclude[row, found[found >= 0]] = True
+        targets = index.get_indexer(np.asarray(held.targets[part], dtype=object))
+        for beta in betas:
+            out[beta].append(rank_of_target(table.fuse(logits, rules, beta), targets, exclude))
+    return {beta: np.concatenate(parts) for beta, parts in out.items()}
+
+
+def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.SequenceSplit,
+                     catalog: np.ndarray, validation: seq.HeldOut, monitor: str,
+                     ks: tuple[int, ...]) -> CooccurrenceTable | None:
+    """The co-occurrence table of the training sequences, its ``beta`` the best of ``BETAS`` on validation.
+
+    Args:
+      cfg: the run's config (``cooccurrence`` on, the softmax loss, ``leave_last_out``, a catalog the full
+        softmax scores; else None).
+      model: the trained model, at its best epoch.
+      split: the split.
+      catalog: the item ids.
+      validation: the validation targets.
+      monitor: the metric that chooses.
+      ks: the cut-offs of the metrics.
+
+    Returns:
+      The table, or None.
+    """
+    if not (cfg.cooccurrence and cfg.loss == "softmax" and split.protocol == "leave_last_out"
+            and len(catalog) <= cfg.full_softmax_max_items and len(validation)):
+        return None
+    table = CooccurrenceTable.build(seq.catalog_positions(split.train, catalog), len(catalog))
+    by_beta = fused_ranks(model, validation, cfg.max_history, table, BETAS)
+    table.beta = max(BETAS, key=lambda beta: topk_metrics(by_beta[beta], ks)[monitor])
+    print(f"retrieval: co-occurrence fusion weight {table.beta} (validation {monitor}: "
+          + ", ".join(f"{b}: {topk_metrics(r, ks)[monitor]:.4f}" for b, r in by_beta.items()) + ")",
+          flush=True)
+    return table
 
 
 def item_scores(model: TwoTowerRetrieval, rated: pairs.RatedHeldOut, max_len: int) -> np.ndarray:
@@ -214,7 +282,8 @@ def evaluate_run(run_dir, part: str = "test") -> dict[str, float]:
     cfg, model = trained.cfg, trained.model
     split = split_data(cfg, load_data(cfg))
     ks = TUTORIAL_KS if split.protocol == "random_80_20" else tuple(cfg.eval_ks)
-    metrics = topk_metrics(ranks(model, getattr(split, part), cfg.max_history), ks)
+    held = getattr(split, part)
+    metrics = topk_metrics(ranks(model, held, cfg.max_history, table=trained.cooccurrence), ks)
     if pairwise_metrics_on(cfg):
         rated = pairs.rated_held_out(getattr(split.rows, part), split.train, cfg.positive_threshold)
         metrics.update(evaluate_pairwise(model, rated, cfg.max_history))
@@ -336,8 +405,9 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     elif rated:
         monitor = "pairwise_auc"
 
-    def evaluate(m: TwoTowerRetrieval, part: str, held: seq.HeldOut) -> dict[str, float]:
-        out = topk_metrics(ranks(m, held, cfg.max_history), ks)
+    def evaluate(m: TwoTowerRetrieval, part: str, held: seq.HeldOut,
+                 table: CooccurrenceTable | None = None) -> dict[str, float]:
+        out = topk_metrics(ranks(m, held, cfg.max_history, table=table), ks)
         return {**out, **evaluate_pairwise(m, rated[part], cfg.max_history)} if rated else out
 
     run_dir = runs.create(cfg, "retrieval", chief=chief)
@@ -366,8 +436,14 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     if evaluator.best_epoch is None:
         runs.save_checkpoint(model, run_dir)
 
-    metrics = evaluate(model, "test", split.test)
-    runs.write_retrieval_files(run_dir, model, data, vocab, split.full, {
+    table = fit_cooccurrence(cfg, model, split, catalog, validation, monitor, ks)
+    metrics = evaluate(model, "test", split.test, table)
+    fusion = {}
+    if table is not None:
+        runs.save_cooccurrence(run_dir, table)
+        fusion = {"cooccurrence_beta": table.beta,
+                  "two_tower_test": evaluate(model, "test", split.test) if table.beta > 0 else metrics}
+    runs.write_retrieval_files(run_dir, model, data, vocab, split.full, {**fusion,
         "protocol": split.protocol, "negatives": negatives_used, "monitor": monitor,
         "best_epoch": evaluator.best_epoch, "best_validation": evaluator.best_value,
         "train_seconds": round(train_seconds, 2), "epochs_run": evaluator.epochs_run, "loss": cfg.loss,
