@@ -29,6 +29,7 @@ validation and the early-stopping patience), as for the reference.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import time
@@ -206,8 +207,9 @@ def ablation_table(output_dir: Path, names: list[str]) -> None:
 
 def breakdown(output_dir: Path, name: str, row: str, seed: int) -> None:
     """Test NDCG@10 of a saved run by kind of target (rated in the validation item's second or not, and by
-    the user's history length), of what it serves (fused with co-occurrence counts, when it chose to) and of
-    its two-tower scores alone. Ranks the run's test targets again from its run directory."""
+    the user's history length), of what it serves (fused with co-occurrence counts, when it chose to), of
+    its two-tower scores alone and of its co-occurrence counts alone. Ranks the run's test targets again
+    from its run directory."""
     from tfrs_recsys.runs import load_retrieval
     from tfrs_recsys.training.retrieval import ranks
 
@@ -217,8 +219,10 @@ def breakdown(output_dir: Path, name: str, row: str, seed: int) -> None:
               for part, frame in (("validation", split.rows.validation), ("test", split.rows.test))}
     tied = np.array([second["test"][u] == second["validation"][u] for u in split.test.user_ids])
     length = np.array([len(h) for h in split.test.histories])
-    fused = trained.cooccurrence is not None and trained.cooccurrence.beta > 0
-    for scores, table in (("served", trained.cooccurrence), ("two-tower alone", None))[:2 if fused else 1]:
+    modes = [("served", trained.cooccurrence), ("two-tower alone", None)]
+    if trained.cooccurrence is not None:  # the counts, the two-tower only breaking their ties
+        modes.append(("co-occurrence counts alone", dataclasses.replace(trained.cooccurrence, beta=1e4)))
+    for scores, table in modes:
         rank = ranks(trained.model, split.test, trained.cfg.max_history, table=table)
         gains = np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)
         for label, keep in (("all", np.ones_like(tied)), ("same second as validation", tied), ("not", ~tied),

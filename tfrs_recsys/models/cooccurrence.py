@@ -63,7 +63,7 @@ class CooccurrenceTable:
         counts = sparse.csr_matrix((num_items, num_items), dtype=np.float32)
         rows, cols, values, pending = [], [], [], 0
         for position, sequence in enumerate(sequences):
-            s = np.asarray(sequence, np.int64)
+            s = np.asarray(sequence, np.int32)
             s = s[s >= 0]
             for j in range(1, min(WINDOW, len(s) - 1) + 1):
                 weight = np.full(len(s) - j, AHEAD_DECAY ** (j - 1), np.float32)
@@ -92,13 +92,22 @@ class CooccurrenceTable:
 
     def scores(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """``r(h, i)`` of each history (catalog positions, oldest first; < 0 skipped): ``[N, C]`` float32."""
-        out = np.zeros((len(histories), len(self.items)), np.float32)
+        rows, cols, values = [], [], []
         for row, history in enumerate(histories):
             recent = np.asarray(history, np.int64)
-            for k, item in enumerate(recent[recent >= 0][::-1][:RECENT]):
-                known = self.items[item] >= 0
-                np.add.at(out[row], self.items[item][known], RECENT_DECAY ** k * self.weights[item][known])
-        return out
+            recent = recent[recent >= 0][::-1][:RECENT]
+            rows.append(np.full(len(recent), row))
+            cols.append(recent)
+            values.append(RECENT_DECAY ** np.arange(len(recent), dtype=np.float32))
+        num_items = len(self.items)
+        recent = sparse.csr_matrix((np.concatenate([np.zeros(0, np.float32), *values]),
+                                    (np.concatenate([np.zeros(0, np.int64), *rows]),
+                                     np.concatenate([np.zeros(0, np.int64), *cols]))),
+                                   shape=(len(histories), num_items))
+        known = self.items >= 0
+        table = sparse.csr_matrix((self.weights[known], (np.nonzero(known)[0], self.items[known])),
+                                  shape=(num_items, num_items))
+        return (recent @ table).toarray().astype(np.float32)
 
     def fuse(self, logits: np.ndarray, rules: np.ndarray, beta: float | None = None) -> np.ndarray:
         """``logits + beta * log(rules + EPSILON)`` (``beta`` default: the table's)."""
