@@ -5,7 +5,9 @@ import pytest
 from test_retrieval_model import small_config
 
 import tfrs_recsys  # noqa: F401
+from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
+from tfrs_recsys.metrics import topk_metrics
 from tfrs_recsys.models import cooccurrence as co
 from tfrs_recsys.models.cooccurrence import CooccurrenceTable
 from tfrs_recsys.training import retrieval as training
@@ -64,6 +66,14 @@ def test_fusion_is_chosen_on_validation_and_lifts_a_weak_tower(tmp_path):
     result = training.train_and_evaluate(cfg, data)
     trained = training.runs.load_retrieval(result.run_dir)
     assert trained.cooccurrence.beta > 0
+    # The counts are the training sequences' only (no held-out item), and validation chose the weight.
+    catalog = result.model.catalog.numpy().astype(str).astype(object)
+    expected = CooccurrenceTable.build(seq.catalog_positions(result.split.train, catalog), len(catalog))
+    np.testing.assert_array_equal(trained.cooccurrence.items, expected.items)
+    np.testing.assert_allclose(trained.cooccurrence.weights, expected.weights)
+    by_beta = training.fused_ranks(result.model, result.split.validation, cfg.max_history, expected, co.BETAS)
+    best = max(topk_metrics(r, (10,))["ndcg@10"] for r in by_beta.values())
+    assert topk_metrics(by_beta[trained.cooccurrence.beta], (10,))["ndcg@10"] == best
     two_tower = trained.meta["two_tower_test"]["recall@10"]
     # A bundle's last item is one of the 2 (test) or 3 (validation) items left of it: the counts find it.
     assert result.test_metrics["recall@10"] > 0.9 > two_tower + 0.2, (result.test_metrics, two_tower)

@@ -100,9 +100,10 @@ def requests(trained):
                                  np.array([], dtype=object)], MAX_HISTORY).astype(str).tolist()}
 
 
-def expected_top_k(trained_run, inputs, k, exclude=False):
+def expected_top_k(trained_run, inputs, k, exclude=False, counted=None):
     """The in-memory model's exact top-k: scaled query . every item vector fused with the co-occurrence counts
-    of every full history (dense, over the whole catalog), exclusions dropped."""
+    of every full history (dense, over the whole catalog), exclusions dropped. The counts read ``counted``
+    (default: the request's histories), the queries ``inputs["history"]``."""
     model = trained_run.model
     queries = model.query_embeddings({"user_id": tf.constant(inputs["user_id"]),
                                       "history": tf.constant(inputs["history"])}).numpy()
@@ -112,7 +113,7 @@ def expected_top_k(trained_run, inputs, k, exclude=False):
     beta = trained_run.cooccurrence.beta
     served = CooccurrenceTable.of_histories(trained_run.histories.values(), catalog, beta)
     scores = served.fuse(scores, served.scores([index.get_indexer(np.asarray(h, dtype=object))
-                                                 for h in inputs["history"]]))
+                                                 for h in counted or inputs["history"]]))
     out = []
     for row, excluded in zip(scores, inputs["exclude"]):
         drop = set(excluded) - {""} if exclude else set()
@@ -274,6 +275,13 @@ def test_signatures_take_histories_and_exclusions_of_any_width(trained, exported
         for rows in requests:
             got = model.signatures["serving_default"](user_id=tf.constant([user]), history=tf.constant(rows))
             assert got["item_ids"].numpy()[0].astype(str).tolist() == want, len(rows[0])
+    # Unknown ids fill the request's last max_history places: the query reads no known item, the counts
+    # still read the request's last known items.
+    unknown = history[-6:] + [f"new-{i}" for i in range(MAX_HISTORY + 2)]
+    request = {"user_id": [user], "history": [unknown[-MAX_HISTORY:]], "exclude": [[]]}
+    want = expected_top_k(trained_run, request, 20, counted=[unknown])[0][0]
+    got = model.signatures["serving_default"](user_id=tf.constant([user]), history=tf.constant([unknown]))
+    assert got["item_ids"].numpy()[0].astype(str).tolist() == want
     ranked = model.signatures["serving_default"](user_id=tf.constant([user]), history=tf.constant([short]))
     banned = ranked["item_ids"].numpy()[0].astype(str).tolist()[:15] + ["not-an-item"] * 40
     kept = model.signatures["query_with_exclusions"](

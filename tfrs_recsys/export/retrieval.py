@@ -168,14 +168,13 @@ class RetrievalSignatures(tf.Module):
         self.query_with_exclusions = tf.function(self._serve, input_signature=[user, history, exclude])
 
     def _serve(self, user_id, history, exclude_item_ids=None):
-        history = most_recent(history, self.max_history)
-        queries = self.query_model({"user_id": user_id, "history": history})
+        queries = self.query_model({"user_id": user_id, "history": most_recent(history, self.max_history)})
         search_k = min(self.k, self.num_items)
         if exclude_item_ids is not None:  # exclusions can remove up to e of the items found: search e more
             excluded = tf.reduce_sum(tf.cast(tf.not_equal(exclude_item_ids, PAD_ID), tf.int32), axis=1)
             search_k = tf.minimum(self.k + tf.reduce_max(tf.concat([[0], excluded], 0)), self.num_items)
         scores, ids = self.index(queries, k=search_k)
-        if self.fusion is not None:
+        if self.fusion is not None:  # the counts read the request's last known items, past max_history too
             scores, ids = self.fusion(queries, history, scores, ids)
         scores, ids = _finalize(scores, ids, self.k, exclude_item_ids)
         return {"item_ids": ids, "scores": scores}

@@ -202,8 +202,15 @@ def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.
     Returns:
       The table, or None.
     """
-    if not (cfg.cooccurrence and cfg.loss == "softmax" and split.protocol == "leave_last_out"
-            and len(catalog) <= cfg.full_softmax_max_items and len(validation)):
+    if not cfg.cooccurrence:
+        return None
+    why = ("it needs the softmax loss" if cfg.loss != "softmax" else
+           "it needs the leave_last_out protocol" if split.protocol != "leave_last_out" else
+           f"the catalog is larger than --full-softmax-max-items ({cfg.full_softmax_max_items})"
+           if len(catalog) > cfg.full_softmax_max_items else
+           "no validation targets to choose its weight" if not len(validation) else "")
+    if why:
+        print(f"retrieval: no co-occurrence fusion: {why}", flush=True)
         return None
     table = CooccurrenceTable.build(seq.catalog_positions(split.train, catalog), len(catalog))
     by_beta = fused_ranks(model, validation, cfg.max_history, table, BETAS)
