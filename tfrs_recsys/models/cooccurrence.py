@@ -14,7 +14,7 @@ other, keep their link however rare they are.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -46,6 +46,7 @@ class CooccurrenceTable:
     items: np.ndarray
     weights: np.ndarray
     beta: float = 0.0
+    _matrix: sparse.csr_matrix | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, sequences: Sequence[np.ndarray], num_items: int,
@@ -99,15 +100,19 @@ class CooccurrenceTable:
             rows.append(np.full(len(recent), row))
             cols.append(recent)
             values.append(RECENT_DECAY ** np.arange(len(recent), dtype=np.float32))
-        num_items = len(self.items)
         recent = sparse.csr_matrix((np.concatenate([np.zeros(0, np.float32), *values]),
                                     (np.concatenate([np.zeros(0, np.int64), *rows]),
                                      np.concatenate([np.zeros(0, np.int64), *cols]))),
-                                   shape=(len(histories), num_items))
-        known = self.items >= 0
-        table = sparse.csr_matrix((self.weights[known], (np.nonzero(known)[0], self.items[known])),
-                                  shape=(num_items, num_items))
-        return (recent @ table).toarray().astype(np.float32)
+                                   shape=(len(histories), len(self.items)))
+        return (recent @ self.matrix()).toarray().astype(np.float32)
+
+    def matrix(self) -> sparse.csr_matrix:
+        """The kept entries as a ``[C, C]`` sparse matrix (made once)."""
+        if self._matrix is None:
+            known, num_items = self.items >= 0, len(self.items)
+            self._matrix = sparse.csr_matrix((self.weights[known], (np.nonzero(known)[0], self.items[known])),
+                                             shape=(num_items, num_items))
+        return self._matrix
 
     def fuse(self, logits: np.ndarray, rules: np.ndarray, beta: float | None = None) -> np.ndarray:
         """``logits + beta * log(rules + EPSILON)`` (``beta`` default: the table's)."""
