@@ -24,9 +24,7 @@ TRAINING_MODES = ("all_positions", "prefix")  # data/sequences.py
 SIMILARITIES = ("auto", "dot", "cosine")  # models/retrieval.py
 POSITIONS_FROM = ("start", "end")  # models/towers.py
 PAIRWISE_SAMPLING = ("uniform", "popularity")  # data/pairs.py
-# What to do with a run directory that already holds a run (runs.py): asked of one command, never part of
-# the run's recipe, so config.json stores them off.
-RUN_ACTIONS = ("resume", "overwrite")
+RUN_ACTIONS = ("resume", "overwrite")  # runs.py: asked of one command, so config.json stores them off
 # Fields that change how a run is carried out, not what it learns: a run may resume with other values.
 HOW_TO_RUN = ("output_dir", "progress", "distribute", "intra_op_threads", "inter_op_threads", *RUN_ACTIONS)
 STREAMING = ("auto", "always", "never")  # training/stream.py
@@ -235,8 +233,7 @@ class RetrievalConfig(TrainConfig):
       exclude_seen: Leave the items a training target's history holds out of its full-catalog softmax, as
         leave_last_out ranking and serving leave a user's history out (other protocols: never).
       hard_negatives: The highest-scoring negatives per example kept in the loss (0: all).
-      cooccurrence: Fuse the scores with short-range item co-occurrence counts of the training sequences,
-        at the weight validation chooses (0 among them); leave_last_out, catalogs the full softmax scores.
+      cooccurrence: Fuse short-range co-occurrence counts into the scores, at a weight validation picks.
       protocol: leave_last_out, random_80_20, or auto (random_80_20 when pairwise metrics are on).
       eval_ks: The cut-offs of recall, NDCG and MRR, e.g. 10,50.
       top_k: Items a recommendation lists.

@@ -30,8 +30,7 @@ A retrieval run adds::
     histories.parquet    user_id, items: every user's full history, oldest first
     feature_spec.json    item and user feature columns the towers use
     retrieval_meta.json  sizes, resolved negatives, learned inverse temperature, timings
-    cooccurrence.npz     the training sequences' co-occurrence table and its fusion weight
-                         (models/cooccurrence.py; leave_last_out runs with --cooccurrence)
+    cooccurrence.npz     the training sequences' co-occurrence table and weight (models/cooccurrence.py)
 
 A run directory may be a local path or a ``tf.io.gfile`` URL (:mod:`tfrs_recsys.paths`). In
 multi-worker training only the chief writes it; the other workers write a temporary directory
@@ -43,7 +42,6 @@ multi-worker training only the chief writes it; the other workers write a tempor
 from __future__ import annotations
 
 import atexit
-import io
 import json
 import math
 import shutil
@@ -218,7 +216,8 @@ def write_ranker_files(run_dir: Path | str, spec: FeatureSpec, split) -> None:
     paths.write_text(paths.join(run_dir, SPLIT), json.dumps(split.summary(), indent=2) + "\n")
 
 
-def write_retrieval_files(run_dir: Path | str, model, data, vocab, histories, meta: dict) -> None:
+def write_retrieval_files(run_dir: Path | str, model, data, vocab, histories, meta: dict,
+                          cooccurrence=None) -> None:
     """The files a retrieval run adds (module docstring).
 
     Args:
@@ -228,6 +227,7 @@ def write_retrieval_files(run_dir: Path | str, model, data, vocab, histories, me
       vocab: Its :class:`~tfrs_recsys.models.retrieval.Vocabularies`.
       histories: Every user's full history (:class:`~tfrs_recsys.data.sequences.Sequences`).
       meta: What training reports, beside the sizes and the learned inverse temperature.
+      cooccurrence: The training sequences' :class:`~tfrs_recsys.models.cooccurrence.CooccurrenceTable`.
     """
     catalog = [str(i) for i in vocab.catalog]
     paths.write_text(paths.join(run_dir, ITEM_IDS), "\n".join(catalog) + "\n")
@@ -247,18 +247,13 @@ def write_retrieval_files(run_dir: Path | str, model, data, vocab, histories, me
                                       "items": [list(map(str, s)) for s in histories.items]}),
                         paths.join(run_dir, HISTORIES), index=False)
     vocab.spec.save(paths.join(run_dir, FEATURE_SPEC))
+    if cooccurrence is not None:
+        paths.write_bytes(paths.join(run_dir, COOCCURRENCE), cooccurrence.to_bytes())
     meta = {"num_items": len(catalog), "num_users": 0 if vocab.users is None else len(vocab.users),
             "embedding_dim": int(embeddings.shape[1]),
             "max_history": getattr(model.query_tower.sequence_encoder, "max_len", None),
             "inverse_temperature": float(model.temperature.value.numpy()), **meta}
     paths.write_text(paths.join(run_dir, META), json.dumps(meta, indent=2, default=str) + "\n")
-
-
-def save_cooccurrence(run_dir: Path | str, table) -> None:
-    """Write a retrieval run's :class:`~tfrs_recsys.models.cooccurrence.CooccurrenceTable`."""
-    buffer = io.BytesIO()
-    table.save(buffer)
-    paths.write_bytes(paths.join(run_dir, COOCCURRENCE), buffer.getvalue())
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -436,22 +431,15 @@ def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
     build_retrieval(model, cfg.max_history, catalog)
     _restore(model, run)
     frame = paths.read_parquet(run.file(HISTORIES))
-    histories = {u: list(h) for u, h in zip(frame["user_id"], frame["items"])}
-    meta = paths.read_json(run.file(META))
-    table = (CooccurrenceTable.load(io.BytesIO(paths.read_bytes(run.file(COOCCURRENCE))))
-             if run.has(COOCCURRENCE) else None)
-    return TrainedRetrieval(model, cfg, catalog.astype(str), items, histories, meta, run.path, table)
+    table = run.has(COOCCURRENCE) and CooccurrenceTable.from_bytes(paths.read_bytes(run.file(COOCCURRENCE)))
+    return TrainedRetrieval(model, cfg, catalog.astype(str), items,
+                            {u: list(h) for u, h in zip(frame["user_id"], frame["items"])},
+                            paths.read_json(run.file(META)), run.path, table or None)
 
 
 def training_interactions(run_dir: str | Path):
-    """The interactions a retrieval run trained on, loaded again from the data its config names.
-
-    Args:
-      run_dir: A ``retrieval`` run directory.
-
-    Returns:
-      The :class:`~tfrs_recsys.data.bundles.InteractionData`.
-    """
+    """The :class:`~tfrs_recsys.data.bundles.InteractionData` a ``retrieval`` run directory trained on,
+    loaded again from the data its config names."""
     from tfrs_recsys.data import registry
 
     return registry.load_interactions(**registry.options_from(open_run(run_dir, ("retrieval",)).config,

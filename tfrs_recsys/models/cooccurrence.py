@@ -14,6 +14,7 @@ other, keep their link however rare they are.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -119,14 +120,16 @@ class CooccurrenceTable:
         beta = self.beta if beta is None else beta
         return logits if beta == 0 else logits + np.float32(beta) * np.log(rules + np.float32(EPSILON))
 
-    def save(self, path) -> None:
-        """Write the table to an ``.npz`` file (a path or a writable binary file)."""
-        np.savez_compressed(path, items=self.items, weights=self.weights, beta=np.float64(self.beta))
+    def to_bytes(self) -> bytes:
+        """The table as an ``.npz`` file's bytes (:meth:`from_bytes` reads them)."""
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, items=self.items, weights=self.weights, beta=np.float64(self.beta))
+        return buffer.getvalue()
 
     @classmethod
-    def load(cls, path) -> "CooccurrenceTable":
-        """Read a table :meth:`save` wrote."""
-        with np.load(path) as f:
+    def from_bytes(cls, data: bytes) -> "CooccurrenceTable":
+        """The table :meth:`to_bytes` wrote."""
+        with np.load(io.BytesIO(data)) as f:
             return cls(f["items"], f["weights"], float(f["beta"]))
 
 

@@ -33,9 +33,9 @@ from tfrs_recsys.data import pairs
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.registry import load_interactions, options_from
-from tfrs_recsys.metrics import auc, dot_product_ranks, pairwise_auc, rank_of_target, topk_metrics
+from tfrs_recsys.metrics import auc, dot_product_ranks, pairwise_auc, topk_metrics
 from tfrs_recsys.models import retrieval as retrieval_model
-from tfrs_recsys.models.cooccurrence import BETAS, CooccurrenceTable
+from tfrs_recsys.models.cooccurrence import CooccurrenceTable
 from tfrs_recsys.models.retrieval import TwoTowerRetrieval, Vocabularies, build_model, query_vectors
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.common import (
@@ -45,6 +45,7 @@ from tfrs_recsys.training.common import (
     fit_verbosity,
     tensorboard_callback,
 )
+from tfrs_recsys.training.cooccurrence import fit_cooccurrence, fused_ranks
 from tfrs_recsys.training.optimizers import LazyAdam
 from tfrs_recsys.training.resume import TrainingState, advance
 
@@ -136,7 +137,7 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
       int64 ``[len(held)]`` ranks.
     """
     if table is not None and table.beta > 0:
-        return fused_ranks(model, held, max_len, table, (table.beta,))[table.beta]
+        return fused_ranks(model, held, max_len, table, (table.beta,), cells=EVAL_CELLS)[table.beta]
     catalog = model.catalog.numpy().astype(str)
     position = {item: i for i, item in enumerate(catalog)}
     candidates = model.candidate_embeddings().numpy()
@@ -149,76 +150,6 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
                 for items in held.exclude]
     targets = np.array([position[t] for t in held.targets])
     return dot_product_ranks(queries, candidates, targets, excluded, cells=EVAL_CELLS, chunk=chunk)
-
-
-def fused_ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, table: CooccurrenceTable,
-                betas: tuple[float, ...]) -> dict[float, np.ndarray]:
-    """The ranks of :func:`ranks` under the fused scores of each of ``betas`` (ties count against the target).
-
-    Args:
-      model: the trained model.
-      held: the targets and their query histories.
-      max_len: the history width.
-      table: the co-occurrence table.
-      betas: the fusion weights to rank by.
-
-    Returns:
-      ``{beta: int64 [len(held)] ranks}``.
-    """
-    catalog = model.catalog.numpy().astype(str)
-    index = pd.Index(catalog)
-    candidates = model.candidate_embeddings().numpy()
-    out = {beta: [np.zeros(0, np.int64)] for beta in betas}
-    step = max(1, EVAL_CELLS // max(len(catalog), 1))
-    for lo in range(0, len(held), step):
-        part = slice(lo, lo + step)
-        logits = query_vectors(model, held.user_ids[part], held.histories[part], max_len) @ candidates.T
-        rules = table.scores([index.get_indexer(np.asarray(h, dtype=object)) for h in held.histories[part]])
-        exclude = np.zeros(logits.shape, dtype=bool)
-        for row, items in enumerate(held.exclude[part]):
-            found = index.get_indexer(np.asarray(items, dtype=object))
-            exclude[row, found[found >= 0]] = True
-        targets = index.get_indexer(np.asarray(held.targets[part], dtype=object))
-        for beta in betas:
-            out[beta].append(rank_of_target(table.fuse(logits, rules, beta), targets, exclude))
-    return {beta: np.concatenate(parts) for beta, parts in out.items()}
-
-
-def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.SequenceSplit,
-                     catalog: np.ndarray, validation: seq.HeldOut, monitor: str,
-                     ks: tuple[int, ...]) -> CooccurrenceTable | None:
-    """The co-occurrence table of the training sequences, its ``beta`` the best of ``BETAS`` on validation.
-
-    Args:
-      cfg: the run's config (``cooccurrence`` on, the softmax loss, ``leave_last_out``, a catalog the full
-        softmax scores; else None).
-      model: the trained model, at its best epoch.
-      split: the split.
-      catalog: the item ids.
-      validation: the validation targets.
-      monitor: the metric that chooses.
-      ks: the cut-offs of the metrics.
-
-    Returns:
-      The table, or None.
-    """
-    if not cfg.cooccurrence:
-        return None
-    why = ("it needs the softmax loss" if cfg.loss != "softmax" else
-           "it needs the leave_last_out protocol" if split.protocol != "leave_last_out" else
-           f"the catalog is larger than --full-softmax-max-items ({cfg.full_softmax_max_items})"
-           if len(catalog) > cfg.full_softmax_max_items else
-           "no validation targets to choose its weight" if not len(validation) else "")
-    if why:
-        print(f"retrieval: no co-occurrence fusion: {why}", flush=True)
-        return None
-    table = CooccurrenceTable.build(seq.catalog_positions(split.train, catalog), len(catalog))
-    by_beta = fused_ranks(model, validation, cfg.max_history, table, BETAS)
-    table.beta = max(BETAS, key=lambda beta: topk_metrics(by_beta[beta], ks)[monitor])
-    print(f"retrieval: co-occurrence fusion weight {table.beta} (validation {monitor}: "
-          + ", ".join(f"{b}: {topk_metrics(r, ks)[monitor]:.4f}" for b, r in by_beta.items()) + ")",
-          flush=True)
-    return table
 
 
 def item_scores(model: TwoTowerRetrieval, rated: pairs.RatedHeldOut, max_len: int) -> np.ndarray:
@@ -443,11 +374,10 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     if evaluator.best_epoch is None:
         runs.save_checkpoint(model, run_dir)
 
-    table = fit_cooccurrence(cfg, model, split, catalog, validation, monitor, ks)
+    table = fit_cooccurrence(cfg, model, split, catalog, validation, monitor, ks, cells=EVAL_CELLS)
     metrics = evaluate(model, "test", split.test, table)
     fusion = {}
     if table is not None:
-        runs.save_cooccurrence(run_dir, table)
         fusion = {"cooccurrence_beta": table.beta,
                   "two_tower_test": evaluate(model, "test", split.test) if table.beta > 0 else metrics}
     runs.write_retrieval_files(run_dir, model, data, vocab, split.full, {**fusion,
@@ -460,6 +390,6 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
            for part, r in rated.items()},
         "skipped_feature_columns": skipped,
         "item_feature_columns": [c.name for c in vocab.spec.group("item")],
-        "user_feature_columns": [c.name for c in vocab.spec.group("user")]})
+        "user_feature_columns": [c.name for c in vocab.spec.group("user")]}, cooccurrence=table)
     finish_run(run_dir, metrics, chief=chief)
     return RunResult(metrics, model, split, run_dir)

@@ -1,0 +1,87 @@
+"""The co-occurrence fusion of a trained retrieval model: its table, its weight, its exact ranks.
+
+:mod:`tfrs_recsys.models.cooccurrence` defines the table and the fused score; this module builds the
+table of a run's training sequences, chooses the weight on validation and ranks held-out targets by it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tfrs_recsys.config import RetrievalConfig
+from tfrs_recsys.data import sequences as seq
+from tfrs_recsys.metrics import rank_of_target, topk_metrics
+from tfrs_recsys.models.cooccurrence import BETAS, CooccurrenceTable
+from tfrs_recsys.models.retrieval import TwoTowerRetrieval, query_vectors
+
+
+def fused_ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, table: CooccurrenceTable,
+                betas: tuple[float, ...], *, cells: int = 1 << 24) -> dict[float, np.ndarray]:
+    """The ranks of ``training.retrieval.ranks`` under the fused scores of each of ``betas`` (ties count
+    against the target), ``cells`` scores at a time.
+
+    Args:
+      model: the trained model.
+      held: the targets and their query histories.
+      max_len: the history width.
+      table: the co-occurrence table.
+      betas: the fusion weights to rank by.
+
+    Returns:
+      ``{beta: int64 [len(held)] ranks}``.
+    """
+    catalog = model.catalog.numpy().astype(str)
+    index = pd.Index(catalog)
+    candidates = model.candidate_embeddings().numpy()
+    out = {beta: [np.zeros(0, np.int64)] for beta in betas}
+    step = max(1, cells // max(len(catalog), 1))
+    for lo in range(0, len(held), step):
+        part = slice(lo, lo + step)
+        logits = query_vectors(model, held.user_ids[part], held.histories[part], max_len) @ candidates.T
+        rules = table.scores([index.get_indexer(np.asarray(h, dtype=object)) for h in held.histories[part]])
+        exclude = np.zeros(logits.shape, dtype=bool)
+        for row, items in enumerate(held.exclude[part]):
+            found = index.get_indexer(np.asarray(items, dtype=object))
+            exclude[row, found[found >= 0]] = True
+        targets = index.get_indexer(np.asarray(held.targets[part], dtype=object))
+        for beta in betas:
+            out[beta].append(rank_of_target(table.fuse(logits, rules, beta), targets, exclude))
+    return {beta: np.concatenate(parts) for beta, parts in out.items()}
+
+
+def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.SequenceSplit,
+                     catalog: np.ndarray, validation: seq.HeldOut, monitor: str,
+                     ks: tuple[int, ...], *, cells: int = 1 << 24) -> CooccurrenceTable | None:
+    """The co-occurrence table of the training sequences, its ``beta`` the best of ``BETAS`` on validation.
+
+    Args:
+      cfg: the run's config (``cooccurrence`` on, the softmax loss, ``leave_last_out``, a catalog the full
+        softmax scores; else None).
+      model: the trained model, at its best epoch.
+      split: the split.
+      catalog: the item ids.
+      validation: the validation targets.
+      monitor: the metric that chooses.
+      ks: the cut-offs of the metrics.
+      cells: scores computed at once.
+
+    Returns:
+      The table, or None.
+    """
+    if not cfg.cooccurrence:
+        return None
+    why = ("it needs the softmax loss" if cfg.loss != "softmax" else
+           "it needs the leave_last_out protocol" if split.protocol != "leave_last_out" else
+           f"the catalog is larger than --full-softmax-max-items ({cfg.full_softmax_max_items})"
+           if len(catalog) > cfg.full_softmax_max_items else
+           "no validation targets to choose its weight" if not len(validation) else "")
+    if why:
+        print(f"retrieval: no co-occurrence fusion: {why}", flush=True)
+        return None
+    table = CooccurrenceTable.build(seq.catalog_positions(split.train, catalog), len(catalog))
+    by_beta = fused_ranks(model, validation, cfg.max_history, table, BETAS, cells=cells)
+    table.beta = max(BETAS, key=lambda beta: topk_metrics(by_beta[beta], ks)[monitor])
+    print(f"retrieval: co-occurrence fusion weight {table.beta} (validation {monitor}: "
+          + ", ".join(f"{b}: {topk_metrics(r, ks)[monitor]:.4f}" for b, r in by_beta.items()) + ")",
+          flush=True)
+    return table
