@@ -71,7 +71,8 @@ def test_fusion_is_chosen_on_validation_and_lifts_a_weak_tower(tmp_path):
     expected = CooccurrenceTable.build(seq.catalog_positions(result.split.train, catalog), len(catalog))
     np.testing.assert_array_equal(trained.cooccurrence.items, expected.items)
     np.testing.assert_allclose(trained.cooccurrence.weights, expected.weights)
-    by_beta = training.fused_ranks(result.model, result.split.validation, cfg.max_history, expected, co.BETAS)
+    by_beta = training.fused_ranks(result.model, result.split.validation, cfg.max_history, expected, co.BETAS,
+                                   cells=training.EVAL_CELLS)
     best = max(topk_metrics(r, (10,))["ndcg@10"] for r in by_beta.values())
     assert topk_metrics(by_beta[trained.cooccurrence.beta], (10,))["ndcg@10"] == best
     two_tower = trained.meta["two_tower_test"]["recall@10"]

@@ -16,7 +16,7 @@ from tfrs_recsys.models.retrieval import TwoTowerRetrieval, query_vectors
 
 
 def fused_ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, table: CooccurrenceTable,
-                betas: tuple[float, ...], *, cells: int = 1 << 24) -> dict[float, np.ndarray]:
+                betas: tuple[float, ...], *, cells: int) -> dict[float, np.ndarray]:
     """The ranks of ``training.retrieval.ranks`` under the fused scores of each of ``betas`` (ties count
     against the target), ``cells`` scores at a time.
 
@@ -51,7 +51,7 @@ def fused_ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, table
 
 def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.SequenceSplit,
                      catalog: np.ndarray, validation: seq.HeldOut, monitor: str,
-                     ks: tuple[int, ...], *, cells: int = 1 << 24) -> CooccurrenceTable | None:
+                     ks: tuple[int, ...], *, cells: int) -> CooccurrenceTable | None:
     """The co-occurrence table of the training sequences, its ``beta`` the best of ``BETAS`` on validation.
 
     Args:
