@@ -106,6 +106,9 @@ ROWS = {
                       "training_mode": "prefix", "batch_size": 512, "exclude_seen": False, "patience": 5},
     "sasrec-all": {"use_user_id": False, "use_item_features": False, "positions_from": "start",
                    "exclude_seen": False},
+    "post-ln": {"block_norm": "post"},
+    "sasrec-all-post-ln": {"use_user_id": False, "use_item_features": False, "positions_from": "start",
+                           "exclude_seen": False, "block_norm": "post"},
 }
 
 
@@ -149,6 +152,7 @@ def run_row(name: str, row: str, seed: int, datasets_dir: Path, output_dir: Path
               "best_epoch": meta["best_epoch"], "epochs_run": meta["epochs_run"],
               "inverse_temperature": meta["inverse_temperature"], "output_dir": cfg.output_dir,
               "cooccurrence_beta": meta.get("cooccurrence_beta"),
+              "cooccurrence_damping": meta.get("cooccurrence_damping"),
               "two_tower_test": meta.get("two_tower_test")}
     path = output_dir / "rows" / name / f"{tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,17 +11,28 @@ from tfrs_recsys.metrics import topk_metrics
 from tfrs_recsys.models import cooccurrence as co
 from tfrs_recsys.models.cooccurrence import CooccurrenceTable
 from tfrs_recsys.training import retrieval as training
+from tfrs_recsys.training.cooccurrence import fused_ranks_of_tables
 
 
-def brute_force_rows(sequences, num_items):
-    table = np.zeros((num_items, num_items))
+def brute_force_rows(sequences, num_items, damping=0.0):
+    table, occurrences = np.zeros((num_items, num_items)), np.zeros(num_items)
     for s in sequences:
         for t in range(len(s)):
+            occurrences[s[t]] += 1
             for j in range(1, co.WINDOW + 1):
                 if t + j < len(s):
                     table[s[t], s[t + j]] += co.AHEAD_DECAY ** (j - 1)
                     table[s[t + j], s[t]] += co.BEHIND_WEIGHT * co.AHEAD_DECAY ** (j - 1)
+    table = table / np.maximum(occurrences, 1) ** damping
     return table / np.maximum(table.sum(axis=1, keepdims=True), 1e-12)
+
+
+def dense(table, num_items):
+    out = np.zeros((num_items, num_items))
+    for a in range(num_items):
+        known = table.items[a] >= 0
+        out[a, table.items[a][known]] = table.weights[a][known]
+    return out
 
 
 def test_the_table_holds_each_items_largest_normalized_counts_and_scores_recent_items():
@@ -30,14 +41,16 @@ def test_the_table_holds_each_items_largest_normalized_counts_and_scores_recent_
     sequences.append(np.array([3, -1, 4]))  # an item outside the catalog is skipped
     want = brute_force_rows([s[s >= 0] for s in sequences], 12)
     full = CooccurrenceTable.build(sequences, 12, neighbors=50)
-    dense = np.zeros((12, 12))
+    np.testing.assert_allclose(dense(full, 12), want, rtol=1e-5, atol=1e-7)
+    # Damped, an item's counts are divided by its occurrences ** alpha before each row is normalized.
+    damped = CooccurrenceTable.build(sequences, 12, neighbors=50, damping=0.5)
+    np.testing.assert_allclose(dense(damped, 12), brute_force_rows([s[s >= 0] for s in sequences], 12, 0.5),
+                               rtol=1e-5, atol=1e-7)
+    assert CooccurrenceTable.from_bytes(damped.to_bytes()).damping == 0.5
+    top = CooccurrenceTable.build(sequences, 12, neighbors=3)  # each row's 3 largest, largest first, sum 1
     for a in range(12):
-        known = full.items[a] >= 0
-        dense[a, full.items[a][known]] = full.weights[a][known]
-    np.testing.assert_allclose(dense, want, rtol=1e-5, atol=1e-7)
-    top = CooccurrenceTable.build(sequences, 12, neighbors=3)  # each row's 3 largest, largest first
-    for a in range(12):
-        np.testing.assert_allclose(top.weights[a], np.sort(want[a])[::-1][:3], rtol=1e-5)
+        largest = np.sort(want[a])[::-1][:3]
+        np.testing.assert_allclose(top.weights[a], largest / largest.sum(), rtol=1e-5)
     history = np.array([5, 1, -1, 2, 7, 9, 11])  # unknown items (-1) skipped; the 5 most recent count
     expected = sum(co.RECENT_DECAY ** k * want[i] for k, i in enumerate([11, 9, 7, 2, 1]))
     np.testing.assert_allclose(full.scores([history])[0], expected, rtol=1e-5, atol=1e-7)
@@ -66,15 +79,18 @@ def test_fusion_is_chosen_on_validation_and_lifts_a_weak_tower(tmp_path):
     result = training.train_and_evaluate(cfg, data)
     trained = training.runs.load_retrieval(result.run_dir)
     assert trained.cooccurrence.beta > 0
-    # The counts are the training sequences' only (no held-out item), and validation chose the weight.
+    # The counts are the training sequences' only (no held-out item), and validation chose the damping and
+    # the weight.
     catalog = result.model.catalog.numpy().astype(str).astype(object)
-    expected = CooccurrenceTable.build(seq.catalog_positions(result.split.train, catalog), len(catalog))
-    np.testing.assert_array_equal(trained.cooccurrence.items, expected.items)
-    np.testing.assert_allclose(trained.cooccurrence.weights, expected.weights)
-    by_beta = training.fused_ranks(result.model, result.split.validation, cfg.max_history, expected, co.BETAS,
-                                   cells=training.EVAL_CELLS)
-    best = max(topk_metrics(r, (10,))["ndcg@10"] for r in by_beta.values())
-    assert topk_metrics(by_beta[trained.cooccurrence.beta], (10,))["ndcg@10"] == best
+    positions = seq.catalog_positions(result.split.train, catalog)
+    tables = [CooccurrenceTable.build(positions, len(catalog), damping=d) for d in co.DAMPINGS]
+    chosen = co.DAMPINGS.index(trained.cooccurrence.damping)
+    np.testing.assert_array_equal(trained.cooccurrence.items, tables[chosen].items)
+    np.testing.assert_allclose(trained.cooccurrence.weights, tables[chosen].weights)
+    by_table = fused_ranks_of_tables(result.model, result.split.validation, cfg.max_history, tables, co.BETAS,
+                                     cells=training.EVAL_CELLS)
+    best = max(topk_metrics(r, (10,))["ndcg@10"] for by_beta in by_table for r in by_beta.values())
+    assert topk_metrics(by_table[chosen][trained.cooccurrence.beta], (10,))["ndcg@10"] == best
     two_tower = trained.meta["two_tower_test"]["recall@10"]
     # A bundle's last item is one of the 2 (test) or 3 (validation) items left of it: the counts find it.
     assert result.test_metrics["recall@10"] > 0.9 > two_tower + 0.2, (result.test_metrics, two_tower)

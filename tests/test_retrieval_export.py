@@ -110,8 +110,9 @@ def expected_top_k(trained_run, inputs, k, exclude=False, counted=None):
     scores = queries @ model.candidate_embeddings().numpy().T
     catalog = trained_run.catalog
     index = pd.Index(catalog)
-    beta = trained_run.cooccurrence.beta
-    served = CooccurrenceTable.of_histories(trained_run.histories.values(), catalog, beta)
+    fitted = trained_run.cooccurrence
+    served = CooccurrenceTable.of_histories(trained_run.histories.values(), catalog, fitted.beta,
+                                            fitted.damping)
     scores = served.fuse(scores, served.scores([index.get_indexer(np.asarray(h, dtype=object))
                                                  for h in counted or inputs["history"]]))
     out = []

@@ -212,6 +212,20 @@ def test_serving_query_equals_the_last_training_position():
     np.testing.assert_allclose(served, trained, atol=1e-5)
 
 
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_last_only_state_equals_the_full_encoders_and_ignores_padding(norm):
+    """Both LayerNorm placements: the last-only path gives the full pass's last state, and the items
+    before a row's first known one (padding) change nothing."""
+    encoder = SequenceEncoder(max_len=8, dim=16, num_blocks=2, num_heads=2, ff_dim=16, dropout=0.0, norm=norm)
+    vectors = tf.random.stateless_normal([3, 6, 16], seed=[3, 4])
+    known = tf.constant([[False] * 2 + [True] * 4, [True] * 6, [False] * 5 + [True]])
+    served = encoder(vectors, known, last_only=True).numpy()
+    np.testing.assert_allclose(encoder(vectors, known).numpy()[:, -1], served, atol=1e-5)
+    noise = tf.random.stateless_normal([3, 6, 16], seed=[5, 6]) * tf.cast(~known, tf.float32)[..., None]
+    np.testing.assert_allclose(encoder(vectors + noise, known, last_only=True).numpy(), served, atol=1e-5)
+    assert np.abs(served).sum() > 0
+
+
 def test_last_only_training_states_equal_inference_and_their_gradients_keep_memory_intact():
     """Training reads the last state off the full block (the single-query attention gradient corrupts
     the heap under TF 2.20's oneDNN): same values as inference's last-only path. A fresh process then

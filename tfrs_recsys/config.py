@@ -221,6 +221,7 @@ class RetrievalConfig(TrainConfig):
       dropout: The dropout rate of the user tower.
       positions_from: Where the history's learned positions count from: start (its first item is position
         0, as SASRec) or end (its last item is position max_history - 1).
+      block_norm: The blocks' LayerNorm: pre (on each branch's input) or post (each sum and the input: SASRec)
       use_transformer: Encode the history with the Transformer (false: a mean of its item embeddings).
       use_user_id: Give the query tower a learned user id embedding.
       use_item_features: Give the item tower the item table's feature columns.
@@ -278,6 +279,7 @@ class RetrievalConfig(TrainConfig):
     ff_dim: int = 256
     dropout: float = 0.2
     positions_from: str = "end"
+    block_norm: str = "pre"
     use_transformer: bool = True
     use_user_id: bool = True
     use_item_features: bool = True
@@ -333,7 +335,7 @@ class RetrievalConfig(TrainConfig):
                  f"must be <= max_history = {self.max_history}", "e.g. --window-stride 0 (= max_history)")
         _one_of(self, training_mode=TRAINING_MODES, negatives=NEGATIVES, protocol=PROTOCOLS, loss=LOSSES,
                 pairwise_sampling=PAIRWISE_SAMPLING, similarity=SIMILARITIES,
-                positions_from=POSITIONS_FROM)
+                positions_from=POSITIONS_FROM, block_norm=("pre", "post"))
         _require(self.loss != "triplet" or self.margin > 0, "margin", self.margin,
                  "must be > 0 for the triplet loss", "e.g. --margin 1.0")
         _require(0 < self.inverse_temperature <= self.max_inverse_temperature, "inverse_temperature",
@@ -359,8 +361,6 @@ class ESMMConfig(TrainConfig):
     * ``embedding_l2``: ``embedding_l2 * ||E[r]||^2`` once per step for every row ``r`` the global
       batch looks up, however often (applied by the table optimizer after the replicas' gradients
       are summed), so a rare id is pulled toward 0 as hard as a frequent one when it is seen.
-
-    The defaults of ``embedding_learning_rate`` and ``embedding_l2``: the synthetic sessions' validation.
 
     Attributes:
       embedding_dim: The width of each field's embedding.

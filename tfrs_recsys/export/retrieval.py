@@ -321,9 +321,10 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
     query_model = model.scaled_query()
     fusion = None
     if trained.cooccurrence is not None and trained.cooccurrence.beta > 0:
-        table = CooccurrenceTable.of_histories(trained.histories.values(), catalog, trained.cooccurrence.beta)
+        table = CooccurrenceTable.of_histories(trained.histories.values(), catalog,
+                                                  trained.cooccurrence.beta, trained.cooccurrence.damping)
         fusion = FusedTopK(table, candidates, catalog)
-        metadata["cooccurrence_beta"] = table.beta
+        metadata.update(cooccurrence_beta=table.beta, cooccurrence_damping=table.damping)
 
     def stage(top_k: TopKIndex, model_name: str, **about) -> tuple:
         module = RetrievalSignatures(query_model, top_k, num_items=len(catalog), k=k, max_history=max_history,

@@ -1,16 +1,17 @@
 """Short-range item co-occurrence ("sequential rules"), fused with the two-tower's scores.
 
 Over the training sequences, ``T[a, b]`` counts item ``b`` coming ``j <= WINDOW`` items after item ``a``,
-weighted ``AHEAD_DECAY ** (j - 1)``, and at ``BEHIND_WEIGHT`` times that when it comes before ``a``. Each
-row is normalized to sum 1 and keeps its ``neighbors`` largest entries. A history ``h`` (most recent last)
-scores item ``i``:
+weighted ``AHEAD_DECAY ** (j - 1)``, and at ``BEHIND_WEIGHT`` times that when it comes before ``a``. A
+damping ``alpha`` discounts items that occur everywhere: with ``n_b`` the occurrences of ``b``, each row
+keeps its ``neighbors`` largest ``C[a, b] / n_b ** alpha``, normalized to sum 1. A history ``h``
+(most recent last) scores item ``i``:
 
     r(h, i) = sum_{k = 0 .. RECENT - 1} RECENT_DECAY ** k * T[h_{-1-k}, i]
 
-and the fused score is ``s(h, i) = tau <q, c(i)> + beta * log(r(h, i) + EPSILON)``, ``beta >= 0`` chosen on
-validation (0: the two-tower alone). The counts are exact where a ``D``-wide dot product can only
-approximate a catalog-by-catalog table: items rated together in one sitting, or watched one after the
-other, keep their link however rare they are.
+and the fused score is ``s(h, i) = tau <q, c(i)> + beta * log(r(h, i) + EPSILON)``, ``beta >= 0`` and
+``alpha`` chosen on validation (``beta`` 0: the two-tower alone). The counts are exact where a ``D``-wide
+dot product can only approximate a catalog-by-catalog table: items rated together in one sitting, or
+watched one after the other, keep their link however rare they are.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ RECENT_DECAY = 0.7
 EPSILON = 1e-3
 NEIGHBORS = 200
 BETAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # the weights validation chooses from
+DAMPINGS = (0.0, 0.25, 0.5)  # the popularity dampings it chooses from, with the weight
 PAIRS_PER_CHUNK = 1 << 22  # co-occurrence pairs counted at once: memory stays bounded on large logs
 
 
@@ -42,53 +44,50 @@ class CooccurrenceTable:
       items: catalog positions of each item's neighbors, largest weight first.
       weights: their ``T[a, b]``.
       beta: the fusion weight (0: unused).
+      damping: the popularity damping ``alpha`` the table was built with.
     """
 
     items: np.ndarray
     weights: np.ndarray
     beta: float = 0.0
+    damping: float = 0.0
     _matrix: sparse.csr_matrix | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def build(cls, sequences: Sequence[np.ndarray], num_items: int,
-              neighbors: int = NEIGHBORS) -> "CooccurrenceTable":
+    def build(cls, sequences: Sequence[np.ndarray], num_items: int, neighbors: int = NEIGHBORS,
+              damping: float = 0.0) -> "CooccurrenceTable":
         """The table of sequences of catalog positions (entries < 0, items outside the catalog, are skipped).
 
         Args:
           sequences: one int array per user, oldest first.
           num_items: ``C``.
           neighbors: ``M``, the entries kept per item.
+          damping: ``alpha``.
 
         Returns:
           The table, ``beta`` 0.
         """
-        counts = sparse.csr_matrix((num_items, num_items), dtype=np.float32)
-        rows, cols, values, pending = [], [], [], 0
-        for position, sequence in enumerate(sequences):
-            s = np.asarray(sequence, np.int32)
-            s = s[s >= 0]
-            for j in range(1, min(WINDOW, len(s) - 1) + 1):
-                weight = np.full(len(s) - j, AHEAD_DECAY ** (j - 1), np.float32)
-                rows += [s[:-j], s[j:]]
-                cols += [s[j:], s[:-j]]
-                values += [weight, BEHIND_WEIGHT * weight]
-                pending += 2 * len(weight)
-            if pending >= PAIRS_PER_CHUNK or (position == len(sequences) - 1 and pending):
-                counts = counts + sparse.csr_matrix(
-                    (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
-                    shape=(num_items, num_items))
-                rows, cols, values, pending = [], [], [], 0
-        return cls(*_top_entries(counts, neighbors))
+        return cls.of_counts(*count_pairs(sequences, num_items), damping=damping, neighbors=neighbors)
 
     @classmethod
-    def of_histories(cls, histories: Iterable[Sequence[str]], catalog: np.ndarray,
-                     beta: float) -> "CooccurrenceTable":
+    def of_counts(cls, counts: sparse.csr_matrix, occurrences: np.ndarray, *, damping: float = 0.0,
+                  neighbors: int = NEIGHBORS) -> "CooccurrenceTable":
+        """The table of :func:`count_pairs`' ``C`` and ``n``, damped by ``alpha`` = ``damping``."""
+        if damping:
+            counts = counts @ sparse.diags(np.maximum(occurrences, 1.0) ** -np.float32(damping))
+        return cls(*_top_entries(sparse.csr_matrix(counts, dtype=np.float32), neighbors),
+                   damping=float(damping))
+
+    @classmethod
+    def of_histories(cls, histories: Iterable[Sequence[str]], catalog: np.ndarray, beta: float,
+                     damping: float = 0.0) -> "CooccurrenceTable":
         """The table of item-id histories (ids outside ``catalog`` skipped), with fusion weight ``beta``.
 
         Serving uses every user's full history, as the queries it answers read them.
         """
         index = pd.Index(np.asarray(catalog, dtype=object))
-        table = cls.build([index.get_indexer(np.asarray(h, dtype=object)) for h in histories], len(catalog))
+        table = cls.build([index.get_indexer(np.asarray(h, dtype=object)) for h in histories], len(catalog),
+                          damping=damping)
         table.beta = float(beta)
         return table
 
@@ -123,19 +122,44 @@ class CooccurrenceTable:
     def to_bytes(self) -> bytes:
         """The table as an ``.npz`` file's bytes (:meth:`from_bytes` reads them)."""
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, items=self.items, weights=self.weights, beta=np.float64(self.beta))
+        np.savez_compressed(buffer, items=self.items, weights=self.weights, beta=np.float64(self.beta),
+                            damping=np.float64(self.damping))
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "CooccurrenceTable":
         """The table :meth:`to_bytes` wrote."""
         with np.load(io.BytesIO(data)) as f:
-            return cls(f["items"], f["weights"], float(f["beta"]))
+            return cls(f["items"], f["weights"], float(f["beta"]),
+                       float(f["damping"]) if "damping" in f.files else 0.0)
+
+
+def count_pairs(sequences: Sequence[np.ndarray], num_items: int) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """``C [C, C]``, the weighted counts of each pair within ``WINDOW`` steps, and ``n [C]``, each item's
+    occurrences, over sequences of catalog positions (entries < 0 skipped), counted in bounded chunks."""
+    counts = sparse.csr_matrix((num_items, num_items), dtype=np.float32)
+    occurrences = np.zeros(num_items, np.float32)
+    rows, cols, values, pending = [], [], [], 0
+    for position, sequence in enumerate(sequences):
+        s = np.asarray(sequence, np.int32)
+        s = s[s >= 0]
+        np.add.at(occurrences, s, 1.0)
+        for j in range(1, min(WINDOW, len(s) - 1) + 1):
+            weight = np.full(len(s) - j, AHEAD_DECAY ** (j - 1), np.float32)
+            rows += [s[:-j], s[j:]]
+            cols += [s[j:], s[:-j]]
+            values += [weight, BEHIND_WEIGHT * weight]
+            pending += 2 * len(weight)
+        if pending >= PAIRS_PER_CHUNK or (position == len(sequences) - 1 and pending):
+            counts = counts + sparse.csr_matrix(
+                (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+                shape=(num_items, num_items))
+            rows, cols, values, pending = [], [], [], 0
+    return counts, occurrences
 
 
 def _top_entries(counts: sparse.csr_matrix, neighbors: int) -> tuple[np.ndarray, np.ndarray]:
     counts.sum_duplicates()
-    totals = np.asarray(counts.sum(axis=1)).ravel()
     width = max(1, min(neighbors, int(np.diff(counts.indptr).max(initial=0))))
     items = np.full((counts.shape[0], width), -1, np.int32)
     weights = np.zeros((counts.shape[0], width), np.float32)
@@ -143,7 +167,8 @@ def _top_entries(counts: sparse.csr_matrix, neighbors: int) -> tuple[np.ndarray,
         lo, hi = counts.indptr[row], counts.indptr[row + 1]
         keep = np.argsort(-counts.data[lo:hi], kind="stable")[:width]
         items[row, :len(keep)] = counts.indices[lo:hi][keep]
-        weights[row, :len(keep)] = counts.data[lo:hi][keep] / totals[row]
+        kept = counts.data[lo:hi][keep]
+        weights[row, :len(keep)] = kept / kept.sum()
     return items, weights
 
 

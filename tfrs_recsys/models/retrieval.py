@@ -395,7 +395,7 @@ def build_model(cfg, vocab: Vocabularies, *, item_probabilities: np.ndarray | No
     encoder = ItemEncoder(vocab.catalog, dim, feature_specs=vocab.spec.group("item"),
                           feature_tables=vocab.item_tables, name="item_encoder")
     sequence_encoder = SequenceEncoder(cfg.max_history, dim, cfg.num_blocks, cfg.num_heads, cfg.ff_dim,
-                                       cfg.dropout, positions_from=cfg.positions_from,
+                                       cfg.dropout, positions_from=cfg.positions_from, norm=cfg.block_norm,
                                        name="sequence_encoder") if cfg.use_transformer else None
     query = QueryTower(encoder, dim, sequence_encoder=sequence_encoder,
                        user_vocabulary=vocab.users if cfg.use_user_id or vocab.spec.group("user") else None,

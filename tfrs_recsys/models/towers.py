@@ -146,20 +146,23 @@ class ItemTower(tf.keras.Model):
 
 
 class TransformerBlock(tf.keras.layers.Layer):
-    """Pre-LN encoder block: ``x += MHA(LN(x)); x += FFN(LN(x))``, dropout on both branches.
+    """Encoder block, dropout on both branches. Pre-LN: ``x += MHA(LN(x)); x += FFN(LN(x))``; post-LN
+    (SASRec's and BERT's): ``x = LN(x + MHA(x)); x = LN(x + FFN(x))``.
 
     With ``query`` given (a subset of positions of ``x``, e.g. the last one), only those
-    positions are updated: ``query += MHA(LN(query), LN(x)); query += FFN(LN(query))``.
+    positions are updated: pre-LN ``query += MHA(LN(query), LN(x)); query += FFN(LN(query))``.
 
     Args:
       dim: the model width.
       num_heads: attention heads, each of width ``dim // num_heads``.
       ff_dim: the feed-forward network's hidden width.
       dropout: the dropout rate of attention and both branches.
+      norm: ``pre`` or ``post``.
     """
 
-    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float, **kwargs):
+    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float, norm: str = "pre", **kwargs):
         super().__init__(**kwargs)
+        self.post_norm = norm == "post"
         self.attention_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
         self.attention = tf.keras.layers.MultiHeadAttention(num_heads, key_dim=max(dim // num_heads, 1),
                                                             dropout=dropout)
@@ -170,6 +173,11 @@ class TransformerBlock(tf.keras.layers.Layer):
 
     def call(self, x: tf.Tensor, attention_mask: tf.Tensor, training: bool = False,
              query: tf.Tensor | None = None) -> tf.Tensor:
+        if self.post_norm:
+            q = x if query is None else query
+            q = self.attention_norm(q + self.dropout(self.attention(q, x, attention_mask=attention_mask,
+                                                                    training=training), training=training))
+            return self.ff_norm(q + self.dropout(self.ff(q, training=training), training=training))
         h = self.attention_norm(x)
         q, h_q = (x, h) if query is None else (query, self.attention_norm(query))
         q = q + self.dropout(self.attention(h_q, h, attention_mask=attention_mask, training=training),
@@ -193,10 +201,12 @@ class SequenceEncoder(tf.keras.layers.Layer):
       positions_from: ``start``: a row's first known item has position 0 (SASRec: a training target at
         window position ``t`` reads the positions a ``t + 1``-item history reads when served); ``end``:
         the last column has position ``max_len - 1`` whatever the row's length.
+      norm: the blocks' LayerNorm placement, ``pre`` (a LayerNorm on the last block's output) or ``post``
+        (a LayerNorm on the inputs, as SASRec).
     """
 
     def __init__(self, max_len: int, dim: int, num_blocks: int, num_heads: int, ff_dim: int, dropout: float,
-                 positions_from: str = "start", **kwargs):
+                 positions_from: str = "start", norm: str = "pre", **kwargs):
         super().__init__(**kwargs)
         if positions_from not in ("start", "end"):
             raise ValueError(f"positions_from must be 'start' or 'end', got {positions_from!r}")
@@ -205,9 +215,13 @@ class SequenceEncoder(tf.keras.layers.Layer):
         self.positions = self.add_weight(name="position_embedding", shape=(max_len, dim),
                                          initializer=tf.keras.initializers.RandomNormal(stddev=0.05))
         self.input_dropout = tf.keras.layers.Dropout(dropout)
-        self.blocks = [TransformerBlock(dim, num_heads, ff_dim, dropout, name=f"block_{i}")
+        if norm not in ("pre", "post"):
+            raise ValueError(f"norm must be 'pre' or 'post', got {norm!r}")
+        self.blocks = [TransformerBlock(dim, num_heads, ff_dim, dropout, norm=norm, name=f"block_{i}")
                        for i in range(num_blocks)]
-        self.output_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
+        norm_layer = tf.keras.layers.LayerNormalization(epsilon=1e-6)
+        self.input_norm, self.output_norm = ((norm_layer, tf.identity) if norm == "post" else
+                                             (tf.identity, norm_layer))
 
     def call(self, vectors: tf.Tensor, known: tf.Tensor, training: bool = False,
              last_only: bool = False) -> tf.Tensor:
@@ -224,7 +238,7 @@ class SequenceEncoder(tf.keras.layers.Layer):
             positions = tf.gather(self.positions, index)
         else:
             positions = self.positions[-length:][None]
-        x = self.input_dropout(vectors + positions, training=training)
+        x = self.input_dropout(self.input_norm(vectors + positions), training=training)
         for block in self.blocks[:-1]:
             x = block(x, mask, training=training)
         # Not while training: oneDNN's gradient of single-query attention corrupts the heap

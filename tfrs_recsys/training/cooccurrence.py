@@ -5,13 +5,15 @@ table of a run's training sequences, chooses the weight on validation and ranks 
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 
 from tfrs_recsys.config import RetrievalConfig
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.metrics import rank_of_target, topk_metrics
-from tfrs_recsys.models.cooccurrence import BETAS, CooccurrenceTable
+from tfrs_recsys.models.cooccurrence import BETAS, DAMPINGS, CooccurrenceTable, count_pairs
 from tfrs_recsys.models.retrieval import TwoTowerRetrieval, query_vectors
 
 
@@ -30,29 +32,39 @@ def fused_ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, table
     Returns:
       ``{beta: int64 [len(held)] ranks}``.
     """
+    return fused_ranks_of_tables(model, held, max_len, [table], betas, cells=cells)[0]
+
+
+def fused_ranks_of_tables(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int,
+                          tables: Sequence[CooccurrenceTable], betas: tuple[float, ...], *,
+                          cells: int) -> list[dict[float, np.ndarray]]:
+    """:func:`fused_ranks` of each of ``tables``, the two-tower's scores computed once."""
     catalog = model.catalog.numpy().astype(str)
     index = pd.Index(catalog)
     candidates = model.candidate_embeddings().numpy()
-    out = {beta: [np.zeros(0, np.int64)] for beta in betas}
+    out = [{beta: [np.zeros(0, np.int64)] for beta in betas} for _ in tables]
     step = max(1, cells // max(len(catalog), 1))
     for lo in range(0, len(held), step):
         part = slice(lo, lo + step)
         logits = query_vectors(model, held.user_ids[part], held.histories[part], max_len) @ candidates.T
-        rules = table.scores([index.get_indexer(np.asarray(h, dtype=object)) for h in held.histories[part]])
+        histories = [index.get_indexer(np.asarray(h, dtype=object)) for h in held.histories[part]]
         exclude = np.zeros(logits.shape, dtype=bool)
         for row, items in enumerate(held.exclude[part]):
             found = index.get_indexer(np.asarray(items, dtype=object))
             exclude[row, found[found >= 0]] = True
         targets = index.get_indexer(np.asarray(held.targets[part], dtype=object))
-        for beta in betas:
-            out[beta].append(rank_of_target(table.fuse(logits, rules, beta), targets, exclude))
-    return {beta: np.concatenate(parts) for beta, parts in out.items()}
+        for table, ranks in zip(tables, out):
+            rules = table.scores(histories)
+            for beta in betas:
+                ranks[beta].append(rank_of_target(table.fuse(logits, rules, beta), targets, exclude))
+    return [{beta: np.concatenate(parts) for beta, parts in ranks.items()} for ranks in out]
 
 
 def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.SequenceSplit,
                      catalog: np.ndarray, validation: seq.HeldOut, monitor: str,
                      ks: tuple[int, ...], *, cells: int) -> CooccurrenceTable | None:
-    """The co-occurrence table of the training sequences, its ``beta`` the best of ``BETAS`` on validation.
+    """The co-occurrence table of the training sequences, its damping and ``beta`` the best of ``DAMPINGS``
+    and ``BETAS`` on validation (ties: the smallest).
 
     Args:
       cfg: the run's config (``cooccurrence`` on, the softmax loss, ``leave_last_out``, a catalog the full
@@ -78,10 +90,15 @@ def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.
     if why:
         print(f"retrieval: no co-occurrence fusion: {why}", flush=True)
         return None
-    table = CooccurrenceTable.build(seq.catalog_positions(split.train, catalog), len(catalog))
-    by_beta = fused_ranks(model, validation, cfg.max_history, table, BETAS, cells=cells)
-    table.beta = max(BETAS, key=lambda beta: topk_metrics(by_beta[beta], ks)[monitor])
-    print(f"retrieval: co-occurrence fusion weight {table.beta} (validation {monitor}: "
-          + ", ".join(f"{b}: {topk_metrics(r, ks)[monitor]:.4f}" for b, r in by_beta.items()) + ")",
-          flush=True)
+    counts = count_pairs(seq.catalog_positions(split.train, catalog), len(catalog))
+    tables = [CooccurrenceTable.of_counts(*counts, damping=damping) for damping in DAMPINGS]
+    by_table = fused_ranks_of_tables(model, validation, cfg.max_history, tables, BETAS, cells=cells)
+    scores = {(i, beta): topk_metrics(ranks, ks)[monitor]
+              for i, by_beta in enumerate(by_table) for beta, ranks in by_beta.items()}
+    best, beta = max(scores, key=scores.get)
+    table = tables[best]
+    table.beta = beta
+    print(f"retrieval: co-occurrence fusion weight {table.beta}, damping {table.damping} (validation "
+          f"{monitor}: " + "; ".join(f"damping {t.damping}: " + ", ".join(
+              f"{b}: {scores[i, b]:.4f}" for b in BETAS) for i, t in enumerate(tables)) + ")", flush=True)
     return table

@@ -378,7 +378,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     metrics = evaluate(model, "test", split.test, table)
     fusion = {}
     if table is not None:
-        fusion = {"cooccurrence_beta": table.beta,
+        fusion = {"cooccurrence_beta": table.beta, "cooccurrence_damping": table.damping,
                   "two_tower_test": evaluate(model, "test", split.test) if table.beta > 0 else metrics}
     runs.write_retrieval_files(run_dir, model, data, vocab, split.full, {**fusion,
         "protocol": split.protocol, "negatives": negatives_used, "monitor": monitor,
