@@ -47,6 +47,11 @@ def test_the_table_holds_each_items_largest_normalized_counts_and_scores_recent_
     np.testing.assert_allclose(dense(damped, 12), brute_force_rows([s[s >= 0] for s in sequences], 12, 0.5),
                                rtol=1e-5, atol=1e-7)
     assert CooccurrenceTable.from_bytes(damped.to_bytes()).damping == 0.5
+    damped_want = brute_force_rows([s[s >= 0] for s in sequences], 12, 0.5)
+    damped_top = CooccurrenceTable.build(sequences, 12, neighbors=3, damping=0.5)  # the 3 largest, sum 1
+    for a in range(12):
+        largest = np.sort(damped_want[a])[::-1][:3]
+        np.testing.assert_allclose(damped_top.weights[a], largest / largest.sum(), rtol=1e-5)
     top = CooccurrenceTable.build(sequences, 12, neighbors=3)  # each row's 3 largest, largest first, sum 1
     for a in range(12):
         largest = np.sort(want[a])[::-1][:3]

@@ -137,8 +137,9 @@ def exported(trained):
     return base, printed, big
 
 
-def test_export_layout_metadata_and_warmup(exported):
+def test_export_layout_metadata_and_warmup(exported, trained):
     base, printed, big = exported
+    fitted = trained[0].cooccurrence
     assert existing_versions(base / "rec") == [1] and existing_versions(base / "rec_portable") == [1]
     assert (Path(printed["scann"]) == base / "rec" / "1"
             and Path(printed["portable"]) == base / "rec_portable" / "1")
@@ -146,6 +147,7 @@ def test_export_layout_metadata_and_warmup(exported):
         meta = read_export_metadata(version_dir)
         assert meta["k"] == 20 and meta["max_history"] == MAX_HISTORY
         assert meta["num_items"] == NUM_ITEMS and meta["embedding_dim"] == 16
+        assert (meta["cooccurrence_beta"], meta["cooccurrence_damping"]) == (fitted.beta, fitted.damping)
         assert meta["scann_recall_at_k"] >= 0.95
         narrowing = meta["scann_narrowing"]  # the search was narrowed without losing recall
         assert meta["scann_options"]["num_leaves_to_search"] == narrowing["leaves_to_search"]

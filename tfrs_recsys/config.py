@@ -219,9 +219,8 @@ class RetrievalConfig(TrainConfig):
       num_heads: Attention heads per block (must divide embedding_dim).
       ff_dim: The width of each block's feed-forward layer.
       dropout: The dropout rate of the user tower.
-      positions_from: Where the history's learned positions count from: start (its first item is position
-        0, as SASRec) or end (its last item is position max_history - 1).
-      block_norm: The blocks' LayerNorm: pre (on each branch's input) or post (each sum and the input: SASRec)
+      positions_from: Learned positions count from the history's start (first item 0, as SASRec) or end.
+      block_norm: The blocks' LayerNorm: pre (each branch's input) or post (each sum and the input, as BERT).
       use_transformer: Encode the history with the Transformer (false: a mean of its item embeddings).
       use_user_id: Give the query tower a learned user id embedding.
       use_item_features: Give the item tower the item table's feature columns.
@@ -234,7 +233,7 @@ class RetrievalConfig(TrainConfig):
       exclude_seen: Leave the items a training target's history holds out of its full-catalog softmax, as
         leave_last_out ranking and serving leave a user's history out (other protocols: never).
       hard_negatives: The highest-scoring negatives per example kept in the loss (0: all).
-      cooccurrence: Fuse short-range co-occurrence counts into the scores, at a weight validation picks.
+      cooccurrence: Fuse short-range co-occurrence counts into the scores (weight, damping: validation's).
       protocol: leave_last_out, random_80_20, or auto (random_80_20 when pairwise metrics are on).
       eval_ks: The cut-offs of recall, NDCG and MRR, e.g. 10,50.
       top_k: Items a recommendation lists.
@@ -248,8 +247,7 @@ class RetrievalConfig(TrainConfig):
       item_feature_columns: The item columns to use (none: every usable one, e.g. genres).
       user_feature_columns: The user columns to use (none: every usable one, e.g. age, gender).
       user_id_dropout: How often training replaces a known user id by the unknown id.
-      window_stride: The step between all_positions windows of a long history (0: max_history); smaller:
-        every target sees >= max_history - window_stride + 1 items before it, at more work per epoch.
+      window_stride: all_positions windows' step (0: max_history); each target sees >= max_history - it + 1.
       weight_decay: Decoupled weight decay, as AdamW's (0: none; it decays every row of every table).
       ema_momentum: Average the weights over the steps (Keras' optimizer EMA with this momentum), written
         into the model at each epoch's end for validation, early stopping and the saved model (0: off).
@@ -361,6 +359,8 @@ class ESMMConfig(TrainConfig):
     * ``embedding_l2``: ``embedding_l2 * ||E[r]||^2`` once per step for every row ``r`` the global
       batch looks up, however often (applied by the table optimizer after the replicas' gradients
       are summed), so a rare id is pulled toward 0 as hard as a frequent one when it is seen.
+
+    The defaults of ``embedding_learning_rate`` and ``embedding_l2``: the synthetic sessions' validation.
 
     Attributes:
       embedding_dim: The width of each field's embedding.

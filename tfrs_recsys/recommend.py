@@ -53,8 +53,9 @@ def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | No
     scores = trained.model.candidate_embeddings().numpy() @ query
     catalog = trained.catalog
     if trained.cooccurrence is not None and trained.cooccurrence.beta > 0:
-        table = CooccurrenceTable.of_histories(trained.histories.values(), catalog,
-                                                  trained.cooccurrence.beta, trained.cooccurrence.damping)
+        fitted = trained.cooccurrence
+        table = CooccurrenceTable.of_histories(trained.histories.values(), catalog, fitted.beta,
+                                               fitted.damping)
         index = pd.Index(catalog)
         scores = table.fuse(scores, table.scores([index.get_indexer(np.asarray(items, dtype=object))])[0])
     if exclude_seen:

@@ -30,7 +30,7 @@ A retrieval run adds::
     histories.parquet    user_id, items: every user's full history, oldest first
     feature_spec.json    item and user feature columns the towers use
     retrieval_meta.json  sizes, resolved negatives, learned inverse temperature, timings
-    cooccurrence.npz     the training sequences' co-occurrence table and weight (models/cooccurrence.py)
+    cooccurrence.npz     the training sequences' co-occurrence table, its weight and damping
 
 A run directory may be a local path or a ``tf.io.gfile`` URL (:mod:`tfrs_recsys.paths`). In
 multi-worker training only the chief writes it; the other workers write a temporary directory

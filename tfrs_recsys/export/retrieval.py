@@ -321,8 +321,9 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
     query_model = model.scaled_query()
     fusion = None
     if trained.cooccurrence is not None and trained.cooccurrence.beta > 0:
-        table = CooccurrenceTable.of_histories(trained.histories.values(), catalog,
-                                                  trained.cooccurrence.beta, trained.cooccurrence.damping)
+        fitted = trained.cooccurrence
+        table = CooccurrenceTable.of_histories(trained.histories.values(), catalog, fitted.beta,
+                                               fitted.damping)
         fusion = FusedTopK(table, candidates, catalog)
         metadata.update(cooccurrence_beta=table.beta, cooccurrence_damping=table.damping)
 

@@ -147,10 +147,11 @@ class ItemTower(tf.keras.Model):
 
 class TransformerBlock(tf.keras.layers.Layer):
     """Encoder block, dropout on both branches. Pre-LN: ``x += MHA(LN(x)); x += FFN(LN(x))``; post-LN
-    (SASRec's and BERT's): ``x = LN(x + MHA(x)); x = LN(x + FFN(x))``.
+    (BERT's, and RecBole's SASRec): ``x = LN(x + MHA(x)); x = LN(x + FFN(x))``.
 
-    With ``query`` given (a subset of positions of ``x``, e.g. the last one), only those
-    positions are updated: pre-LN ``query += MHA(LN(query), LN(x)); query += FFN(LN(query))``.
+    With ``query`` given (a subset of positions of ``x``, e.g. the last one), only those positions are
+    updated: pre-LN ``query += MHA(LN(query), LN(x)); query += FFN(LN(query))``, post-LN
+    ``query = LN(query + MHA(query, x)); query = LN(query + FFN(query))``.
 
     Args:
       dim: the model width.
@@ -202,7 +203,7 @@ class SequenceEncoder(tf.keras.layers.Layer):
         window position ``t`` reads the positions a ``t + 1``-item history reads when served); ``end``:
         the last column has position ``max_len - 1`` whatever the row's length.
       norm: the blocks' LayerNorm placement, ``pre`` (a LayerNorm on the last block's output) or ``post``
-        (a LayerNorm on the inputs, as SASRec).
+        (a LayerNorm on the inputs, as BERT and RecBole's SASRec).
     """
 
     def __init__(self, max_len: int, dim: int, num_blocks: int, num_heads: int, ff_dim: int, dropout: float,

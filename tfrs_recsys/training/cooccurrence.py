@@ -1,7 +1,8 @@
 """The co-occurrence fusion of a trained retrieval model: its table, its weight, its exact ranks.
 
 :mod:`tfrs_recsys.models.cooccurrence` defines the table and the fused score; this module builds the
-table of a run's training sequences, chooses the weight on validation and ranks held-out targets by it.
+table of a run's training sequences, chooses its damping and weight on validation and ranks held-out
+targets by it.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.
                      catalog: np.ndarray, validation: seq.HeldOut, monitor: str,
                      ks: tuple[int, ...], *, cells: int) -> CooccurrenceTable | None:
     """The co-occurrence table of the training sequences, its damping and ``beta`` the best of ``DAMPINGS``
-    and ``BETAS`` on validation (ties: the smallest).
+    and ``BETAS`` on validation (ties: the smallest damping, then the smallest weight).
 
     Args:
       cfg: the run's config (``cooccurrence`` on, the softmax loss, ``leave_last_out``, a catalog the full
@@ -98,7 +99,8 @@ def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.
     best, beta = max(scores, key=scores.get)
     table = tables[best]
     table.beta = beta
+    by_damping = "; ".join(f"damping {t.damping}: " + ", ".join(f"weight {b} {scores[i, b]:.4f}"
+                                                                for b in BETAS) for i, t in enumerate(tables))
     print(f"retrieval: co-occurrence fusion weight {table.beta}, damping {table.damping} (validation "
-          f"{monitor}: " + "; ".join(f"damping {t.damping}: " + ", ".join(
-              f"{b}: {scores[i, b]:.4f}" for b in BETAS) for i, t in enumerate(tables)) + ")", flush=True)
+          f"{monitor}: {by_damping})", flush=True)
     return table
