@@ -54,10 +54,12 @@ def fused_ranks_of_tables(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: 
             found = index.get_indexer(np.asarray(items, dtype=object))
             exclude[row, found[found >= 0]] = True
         targets = index.get_indexer(np.asarray(held.targets[part], dtype=object))
+        alone = rank_of_target(logits, targets, exclude) if 0 in betas else None  # beta 0: any table's
         for table, ranks in zip(tables, out):
             rules = table.scores(histories)
             for beta in betas:
-                ranks[beta].append(rank_of_target(table.fuse(logits, rules, beta), targets, exclude))
+                ranks[beta].append(alone if beta == 0 else
+                                   rank_of_target(table.fuse(logits, rules, beta), targets, exclude))
     return [{beta: np.concatenate(parts) for beta, parts in ranks.items()} for ranks in out]
 
 
