@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import tensorflow as tf
 
 from tfrs_recsys import paths, run_reuse, runs
@@ -58,10 +59,17 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
     NDCG@10, which Keras' own metrics cannot). ``monitor`` names one of them; larger
     is better when ``mode == "max"``. At the end of training the best weights are
     restored, so the model in memory is the checkpointed one.
+
+    With ``average_after_best`` the final weights are instead the mean of the best epoch's and those of
+    the ``k`` epochs trained after it (the ones early stopping waits through),
+    ``w = (w_best + w_best+1 + ... + w_best+k) / (k + 1)``: one epoch's weights carry that epoch's noise,
+    their average less of it (as stochastic weight averaging). A resumed run averages the epochs after its
+    resumption only.
     """
 
     def __init__(self, eval_fn: Callable[[tf.keras.Model], Mapping[str, float]], run_dir: str | Path, *,
-                 monitor: str, mode: str = "max", patience: int = 3, save_checkpoint: bool = True):
+                 monitor: str, mode: str = "max", patience: int = 3, save_checkpoint: bool = True,
+                 average_after_best: bool = False):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -76,6 +84,9 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         self.best_metrics: dict[str, float] = {}
         self.epochs_run = 0
         self._best_weights = None
+        self.average_after_best = average_after_best
+        self.averaged_epochs = 0  # the k of the class docstring
+        self._sum_after_best: list | None = None
         self._wait = 0
         self._epoch_start = 0.0
         self._writer = tf.summary.create_file_writer(str(paths.join(run_dir, runs.TENSORBOARD, "validation")))
@@ -107,10 +118,16 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
             self.best_value, self.best_epoch, self._wait = value, epoch + 1, 0
             self.best_metrics = dict(metrics)
             self._best_weights = self.model.get_weights()
+            self._sum_after_best, self.averaged_epochs = None, 0
             if self.save_checkpoint:
                 runs.save_checkpoint(self.model, self.run_dir)
         else:
             self._wait += 1
+            if self.average_after_best and self._best_weights is not None:
+                weights = self.model.get_weights()
+                self._sum_after_best = weights if self._sum_after_best is None else [
+                    total + w for total, w in zip(self._sum_after_best, weights)]
+                self.averaged_epochs += 1
         # Under multi-worker training every worker evaluates the same weights on the same data, so the
         # decisions agree; agreeing explicitly keeps one worker from leaving the others mid-collective.
         if distribution.any_worker(self.model.distribute_strategy, self._wait >= self.patience):
@@ -139,7 +156,12 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self._best_weights is not None:
-            self.model.set_weights(self._best_weights)
+            count = self.averaged_epochs + 1
+            self.model.set_weights(self._best_weights if self._sum_after_best is None else [
+                (best + total) / count if np.issubdtype(best.dtype, np.floating) else best
+                for best, total in zip(self._best_weights, self._sum_after_best)])
+            if self._sum_after_best is not None and self.save_checkpoint:
+                runs.save_checkpoint(self.model, self.run_dir)
         self._writer.flush()
 
 

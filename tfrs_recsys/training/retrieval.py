@@ -360,8 +360,8 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
         print(f"retrieval: validation after each epoch on a seeded sample of {len(validation)} of "
               f"{len(split.validation)} held-out users (--validation-users); the test is exact over all",
               flush=True)
-    evaluator = EpochEvaluator(lambda m: evaluate(m, "validation", validation), run_dir,
-                               monitor=monitor, patience=patience_epochs(cfg, steps_per_epoch))
+    evaluator = EpochEvaluator(lambda m: evaluate(m, "validation", validation), run_dir, monitor=monitor,
+                               patience=patience_epochs(cfg, steps_per_epoch), average_after_best=True)
     state = TrainingState.of_run(cfg, run_dir)
     initial = state.restore(model, evaluator, lambda: runs.build_retrieval(model, cfg.max_history, catalog),
                             cfg.epochs)
@@ -383,6 +383,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     runs.write_retrieval_files(run_dir, model, data, vocab, split.full, {**fusion,
         "protocol": split.protocol, "negatives": negatives_used, "monitor": monitor,
         "best_epoch": evaluator.best_epoch, "best_validation": evaluator.best_value,
+        "epochs_averaged_after_best": evaluator.averaged_epochs,
         "train_seconds": round(train_seconds, 2), "epochs_run": evaluator.epochs_run, "loss": cfg.loss,
         "exclude_seen": exclude_seen,
         **({"training_triples": len(sampler), "liked_without_negative": sampler.dropped} if sampler else {}),
