@@ -222,7 +222,8 @@ class _CrashAfter(tf.keras.callbacks.Callback):
             raise _Crash()
 
 
-def _toy_fit(run_dir: Path, scores: list[float], *, resume: bool, crash_after: int | None = None):
+def _toy_fit(run_dir: Path, scores: list[float], *, resume: bool, crash_after: int | None = None,
+             average: bool = False):
     """A linear model on fixed data (no shuffling), Adam, early stopping on a scripted validation score."""
     run_dir.mkdir(exist_ok=True)
     tf.keras.utils.set_random_seed(0)
@@ -232,7 +233,7 @@ def _toy_fit(run_dir: Path, scores: list[float], *, resume: bool, crash_after: i
     model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
     model.compile(optimizer=tf.keras.optimizers.Adam(0.05), loss="mse")
     evaluator = EpochEvaluator(lambda m: {"score": scores[len(runs.read_train_log(run_dir))]}, run_dir,
-                               monitor="score", patience=2)
+                               monitor="score", patience=2, average_after_best=average)
     state = TrainingState(run_dir / runs.RESUME, resume=resume)
     initial = state.restore(model, evaluator, lambda: model(x[:1]), 8)
     callbacks = [evaluator, state] + ([_CrashAfter(crash_after)] if crash_after else [])
@@ -241,23 +242,27 @@ def _toy_fit(run_dir: Path, scores: list[float], *, resume: bool, crash_after: i
     return model, evaluator
 
 
+@pytest.mark.parametrize("average", [False, True])
 @pytest.mark.parametrize("crash_after", [3, 4])
-def test_early_stopping_and_adam_continue_where_they_were(tmp_path, crash_after):
-    """Best at epoch 2, patience 2: the run stops after epoch 4 with epoch 2's weights. Crashed after epoch 3
-    (one epoch without improvement) the resumed run must stop after one more; crashed after epoch 4 (it had
-    stopped) it must train nothing. Without the saved patience count, best weights or Adam's moments it
-    would stop later, or end with other weights."""
+def test_early_stopping_and_adam_continue_where_they_were(tmp_path, crash_after, average):
+    """Best at epoch 2, patience 2: the run stops after epoch 4 with epoch 2's weights (averaging: the mean
+    of epochs 2-4's). Crashed after epoch 3 (one epoch without improvement) the resumed run must stop after
+    one more; crashed after epoch 4 (it had stopped) it must train nothing. Without the saved patience count,
+    best weights, sum of the averaged epochs or Adam's moments it would stop later, or end with other
+    weights."""
     scores = [0.1, 0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0]
-    straight, reference = _toy_fit(tmp_path / "straight", scores, resume=False)
+    straight, reference = _toy_fit(tmp_path / "straight", scores, resume=False, average=average)
     assert reference.best_epoch == 2 and reference.epochs_run == 4
+    assert reference.averaged_epochs == (2 if average else 0)
     run_dir = tmp_path / "crashed"
     with pytest.raises(_Crash):
-        _toy_fit(run_dir, scores, resume=False, crash_after=crash_after)
-    model, evaluator = _toy_fit(run_dir, scores, resume=True)
+        _toy_fit(run_dir, scores, resume=False, crash_after=crash_after, average=average)
+    model, evaluator = _toy_fit(run_dir, scores, resume=True, average=average)
     assert (evaluator.best_epoch, evaluator.epochs_run, evaluator.best_value) == (2, 4, 0.9)
+    assert evaluator.averaged_epochs == reference.averaged_epochs
     assert [r["epoch"] for r in runs.read_train_log(run_dir)] == [1, 2, 3, 4]
     for got, want in zip(model.get_weights(), straight.get_weights()):
-        np.testing.assert_array_equal(got, want)  # epoch 2's weights, in both
+        np.testing.assert_array_equal(got, want)  # the same weights in both
     np.testing.assert_allclose(_losses(run_dir), _losses(tmp_path / "straight"), rtol=1e-6)
 
 

@@ -71,6 +71,9 @@ def test_tuning_writes_a_best_config_that_train_accepts(tmp_path, capfd, model, 
         assert t["objective"] == objective and t["score"] == t["validation"][objective]
         assert 0.0 < t["score"] <= 1.0 and not t["diverged"]
         assert (out / "trials" / t["trial_id"] / "config.json").is_file()
+        if model == "retrieval":  # the saved model's validation, the averaged weights' where it averages
+            meta = json.loads((out / "trials" / t["trial_id"] / "retrieval_meta.json").read_text())
+            assert t["score"] == pytest.approx(meta["saved_validation"]["ndcg@10"])
     best = max(trials, key=lambda t: t["score"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_trial"] == best["trial"] and summary["score"] == pytest.approx(best["score"])

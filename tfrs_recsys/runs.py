@@ -7,7 +7,7 @@ Every run::
                          a stopped run; with --overwrite (or another --output-dir) it trains the run again
     train_log.jsonl      one line per epoch: training loss and validation metrics
     test_metrics.json    final metrics on the test split
-    checkpoints/best*    weights of the best validation epoch
+    checkpoints/best*    the saved weights: the best validation epoch's (retrieval: averaged with later ones)
     tensorboard/         TensorBoard logs (train/ from Keras, validation/ from the per-epoch evaluator)
     training_curves.png  the curves of train_log.jsonl
     resume/              what a stopped run resumes from (training/resume.py); removed on completion
@@ -404,7 +404,7 @@ class TrainedRetrieval:
 
 
 def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
-    """Rebuild a retrieval run's model with its best weights, with its catalog, items and histories.
+    """Rebuild a retrieval run's model with its saved weights, with its catalog, items and histories.
 
     Args:
       run_dir: A ``retrieval`` run directory.

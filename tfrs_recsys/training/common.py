@@ -1,4 +1,5 @@
-"""What every training run shares: the per-epoch evaluator (log, early stopping, best weights), plots.
+"""What every training run shares: the per-epoch evaluator (log, early stopping, best or averaged weights),
+plots.
 
 The run directory itself, its files and who reads them, is :mod:`tfrs_recsys.runs`.
 """
@@ -63,8 +64,8 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
     With ``average_after_best`` the final weights are instead the mean of the best epoch's and those of
     the ``k`` epochs trained after it (the ones early stopping waits through),
     ``w = (w_best + w_best+1 + ... + w_best+k) / (k + 1)``: one epoch's weights carry that epoch's noise,
-    their average less of it (as stochastic weight averaging). A resumed run averages the epochs after its
-    resumption only.
+    their average less of it (as stochastic weight averaging). An epoch whose validation value or weights
+    are not finite is left out. The running sum is part of the resumable state.
     """
 
     def __init__(self, eval_fn: Callable[[tf.keras.Model], Mapping[str, float]], run_dir: str | Path, *,
@@ -86,7 +87,7 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         self._best_weights = None
         self.average_after_best = average_after_best
         self.averaged_epochs = 0  # the k of the class docstring
-        self._sum_after_best: list | None = None
+        self.sum_after_best: list | None = None  # sum of the weights of those k epochs
         self._wait = 0
         self._epoch_start = 0.0
         self._writer = tf.summary.create_file_writer(str(paths.join(run_dir, runs.TENSORBOARD, "validation")))
@@ -118,15 +119,19 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
             self.best_value, self.best_epoch, self._wait = value, epoch + 1, 0
             self.best_metrics = dict(metrics)
             self._best_weights = self.model.get_weights()
-            self._sum_after_best, self.averaged_epochs = None, 0
+            self.sum_after_best, self.averaged_epochs = None, 0
             if self.save_checkpoint:
                 runs.save_checkpoint(self.model, self.run_dir)
         else:
             self._wait += 1
-            if self.average_after_best and self._best_weights is not None:
-                weights = self.model.get_weights()
-                self._sum_after_best = weights if self._sum_after_best is None else [
-                    total + w for total, w in zip(self._sum_after_best, weights)]
+            weights = (self.model.get_weights() if self.average_after_best and self._best_weights is not None
+                       and math.isfinite(value) else [])
+            if weights and all(np.isfinite(w).all() for w in weights if np.issubdtype(w.dtype, np.floating)):
+                if self.sum_after_best is None:
+                    self.sum_after_best = weights
+                else:
+                    for total, w in zip(self.sum_after_best, weights):
+                        total += w
                 self.averaged_epochs += 1
         # Under multi-worker training every worker evaluates the same weights on the same data, so the
         # decisions agree; agreeing explicitly keeps one worker from leaving the others mid-collective.
@@ -139,28 +144,33 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
     def state(self) -> dict:
         """The early-stopping state a resumed run continues from (:mod:`tfrs_recsys.training.resume`)."""
         return {"monitor": self.monitor, "best_value": self.best_value, "best_epoch": self.best_epoch,
-                "best_metrics": self.best_metrics, "epochs_run": self.epochs_run, "wait": self._wait}
+                "best_metrics": self.best_metrics, "epochs_run": self.epochs_run, "wait": self._wait,
+                "averaged_epochs": self.averaged_epochs}
 
-    def load_state(self, state: Mapping[str, Any], best_weights: list | None) -> None:
+    def load_state(self, state: Mapping[str, Any], best_weights: list | None,
+                   sum_after_best: list | None = None) -> None:
         """Continue from a saved :meth:`state`.
 
         Args:
           state: What :meth:`state` returned in the stopped run.
           best_weights: The model's weights at its best epoch (``get_weights()``), None before one.
+          sum_after_best: Its :attr:`sum_after_best` (None: no epoch averaged yet).
         """
         if state["monitor"] != self.monitor:
             raise ValueError(f"the saved state follows '{state['monitor']}', this run '{self.monitor}'")
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.best_metrics, self.epochs_run = dict(state["best_metrics"]), int(state["epochs_run"])
         self._wait, self._best_weights = int(state["wait"]), best_weights
+        self.sum_after_best = sum_after_best
+        self.averaged_epochs = int(state.get("averaged_epochs", 0)) if sum_after_best is not None else 0
 
     def on_train_end(self, logs=None):
         if self._best_weights is not None:
             count = self.averaged_epochs + 1
-            self.model.set_weights(self._best_weights if self._sum_after_best is None else [
+            self.model.set_weights(self._best_weights if self.sum_after_best is None else [
                 (best + total) / count if np.issubdtype(best.dtype, np.floating) else best
-                for best, total in zip(self._best_weights, self._sum_after_best)])
-            if self._sum_after_best is not None and self.save_checkpoint:
+                for best, total in zip(self._best_weights, self.sum_after_best)])
+            if self.sum_after_best is not None and self.save_checkpoint:
                 runs.save_checkpoint(self.model, self.run_dir)
         self._writer.flush()
 

@@ -72,7 +72,7 @@ def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.
     Args:
       cfg: the run's config (``cooccurrence`` on, the softmax loss, ``leave_last_out``, a catalog the full
         softmax scores; else None).
-      model: the trained model, at its best epoch.
+      model: the trained model, with its saved weights.
       split: the split.
       catalog: the item ids.
       validation: the validation targets.

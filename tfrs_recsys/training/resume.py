@@ -4,31 +4,35 @@ At the end of every epoch :class:`TrainingState`, a Keras callback placed after 
 :class:`~tfrs_recsys.training.common.EpochEvaluator`, writes into the fit's ``resume/`` folder:
 
 * ``epoch-<n>``: a ``tf.train.Checkpoint`` of the model and its optimizer (slots, step counts);
+* ``sum-<n>.npz``: where the evaluator averages the epochs after the best, the sum of their weights;
 * ``state.json``, last and atomically: the epoch, the evaluator's early-stopping state (best value, best
   epoch and its metrics, epochs without improvement, whether it stopped) and the checkpoints of the latest
   and of the best epoch. It only ever names complete checkpoints; the other epochs' are then removed.
 
 ``--resume`` reads it back (:meth:`TrainingState.restore`): the best epoch's weights become the evaluator's
-best, the latest epoch's weights and optimizer the model's, the log drops the rows of epochs after the
-saved one, and training goes on at the next epoch (``fit(initial_epoch=...)``) on input advanced past the
-epochs done (:func:`advance`), so that it sees the batches the uninterrupted run saw. Stateful random ops
-(dropout masks, sampled negatives) start afresh: with them a resumed run follows a slightly different path.
+best (and ``sum-<n>.npz`` its running sum), the latest epoch's weights and optimizer the model's, the log
+drops the rows of epochs after the saved one, and training goes on at the next epoch
+(``fit(initial_epoch=...)``) on input advanced past the epochs done (:func:`advance`), so that it sees the
+batches the uninterrupted run saw. Stateful random ops (dropout masks, sampled negatives) start afresh: with
+them a resumed run follows a slightly different path.
 
 The folder goes when the run completes (:func:`tfrs_recsys.runs.mark_complete`).
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 
 from tfrs_recsys import paths, runs
 from tfrs_recsys.config import ConfigError, TrainConfig
 from tfrs_recsys.training import distribution
 
-PREFIX = "epoch-"
+PREFIX, SUM_PREFIX = "epoch-", "sum-"
 
 
 def advance(dataset: tf.data.Dataset, epochs: int, steps_per_epoch: int, *,
@@ -145,7 +149,12 @@ class TrainingState(tf.keras.callbacks.Callback):
         latest = str(paths.join(self.source_dir, state["checkpoint"]))
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         checkpoint.read(latest).assert_existing_objects_matched()
-        evaluator.load_state(state["early_stopping"], best)
+        sum_after_best = None
+        if state.get("sum_after_best"):
+            saved = paths.read_bytes(paths.join(self.source_dir, state["sum_after_best"]))
+            with np.load(io.BytesIO(saved)) as f:
+                sum_after_best = [f[f"w{i}"] for i in range(len(f.files))]
+        evaluator.load_state(state["early_stopping"], best, sum_after_best)
         stopped = ", where it had stopped early" if state["stopped"] else ""
         print(f"resume: continuing after epoch {done}{stopped} (best {evaluator.monitor} "
               f"{evaluator.best_value} at epoch {evaluator.best_epoch})", flush=True)
@@ -160,13 +169,17 @@ class TrainingState(tf.keras.callbacks.Callback):
         name = f"{PREFIX}{done}"
         tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).write(
             str(paths.join(self.state_dir, name)))
-        best = evaluator.best_epoch
+        best, sums = evaluator.best_epoch, None
+        if evaluator.sum_after_best is not None:
+            buffer, sums = io.BytesIO(), f"{SUM_PREFIX}{done}.npz"
+            np.savez(buffer, **{f"w{i}": w for i, w in enumerate(evaluator.sum_after_best)})
+            paths.write_bytes(paths.join(self.state_dir, sums), buffer.getvalue())
         state = {"epoch": done, "stopped": bool(self.model.stop_training), "checkpoint": name,
-                 "best_checkpoint": f"{PREFIX}{best}" if best else None,
+                 "best_checkpoint": f"{PREFIX}{best}" if best else None, "sum_after_best": sums,
                  "early_stopping": evaluator.state()}
         paths.write_text_atomic(paths.join(self.state_dir, runs.RESUME_STATE),
                                 json.dumps(runs.jsonable(state), indent=2) + "\n")
-        keep = {name, state["best_checkpoint"]}
+        keep = {name, state["best_checkpoint"], sums and sums.split(".")[0]}
         for file in paths.listdir(self.state_dir):
-            if file.startswith(PREFIX) and file.split(".")[0] not in keep:
+            if file.startswith((PREFIX, SUM_PREFIX)) and file.split(".")[0] not in keep:
                 paths.remove(paths.join(self.state_dir, file), missing_ok=True)

@@ -204,7 +204,7 @@ def split_data(cfg: RetrievalConfig, data: InteractionData) -> seq.SequenceSplit
 
 
 def evaluate_run(run_dir, part: str = "test") -> dict[str, float]:
-    """The metrics a retrieval run reports, on one held-out part of its split, from its best weights.
+    """The metrics a retrieval run reports, on one held-out part of its split, from its saved weights.
 
     The split is rebuilt as the run made it (the same data, config and seed), so ``part="test"`` gives
     the run's ``test_metrics.json`` again.
@@ -373,6 +373,9 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     train_seconds = time.perf_counter() - start
     if evaluator.best_epoch is None:
         runs.save_checkpoint(model, run_dir)
+    # The saved model is the average, not the best epoch: its own validation is what choices compare.
+    saved_validation = (evaluate(model, "validation", validation) if evaluator.averaged_epochs
+                        else evaluator.best_metrics)
 
     table = fit_cooccurrence(cfg, model, split, catalog, validation, monitor, ks, cells=EVAL_CELLS)
     metrics = evaluate(model, "test", split.test, table)
@@ -383,7 +386,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     runs.write_retrieval_files(run_dir, model, data, vocab, split.full, {**fusion,
         "protocol": split.protocol, "negatives": negatives_used, "monitor": monitor,
         "best_epoch": evaluator.best_epoch, "best_validation": evaluator.best_value,
-        "epochs_averaged_after_best": evaluator.averaged_epochs,
+        "epochs_averaged_after_best": evaluator.averaged_epochs, "saved_validation": saved_validation,
         "train_seconds": round(train_seconds, 2), "epochs_run": evaluator.epochs_run, "loss": cfg.loss,
         "exclude_seen": exclude_seen,
         **({"training_triples": len(sampler), "liked_without_negative": sampler.dropped} if sampler else {}),

@@ -77,8 +77,12 @@ class RetrievalTrials:
 
         start = time.perf_counter()
         run_dir = train_and_evaluate(cfg, self.data).run_dir
-        best_epoch = paths.read_json(runs.open_run(run_dir).file(runs.META)).get("best_epoch")
-        return _result(OBJECTIVES[self.model], run_dir, best_epoch, time.perf_counter() - start)
+        meta = paths.read_json(runs.open_run(run_dir).file(runs.META))
+        result = _result(OBJECTIVES[self.model], run_dir, meta.get("best_epoch"), time.perf_counter() - start)
+        saved = {f"val_{k}": float(v) for k, v in (meta.get("saved_validation") or {}).items()}
+        if OBJECTIVES[self.model] in saved:  # the saved model averages epochs: score it, not the best epoch
+            result.metrics, result.objective = saved, saved[OBJECTIVES[self.model]]
+        return result
 
 
 class RankerTrials:
