@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -149,16 +150,28 @@ class TrainingState(tf.keras.callbacks.Callback):
         latest = str(paths.join(self.source_dir, state["checkpoint"]))
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         checkpoint.read(latest).assert_existing_objects_matched()
-        sum_after_best = None
-        if state.get("sum_after_best"):
-            saved = paths.read_bytes(paths.join(self.source_dir, state["sum_after_best"]))
-            with np.load(io.BytesIO(saved)) as f:
-                sum_after_best = [f[f"w{i}"] for i in range(len(f.files))]
-        evaluator.load_state(state["early_stopping"], best, sum_after_best)
+        sum_after_best = state.get("sum_after_best") and self._read_sum(state["sum_after_best"], best)
+        evaluator.load_state(state["early_stopping"], best, sum_after_best or None)
         stopped = ", where it had stopped early" if state["stopped"] else ""
         print(f"resume: continuing after epoch {done}{stopped} (best {evaluator.monitor} "
               f"{evaluator.best_value} at epoch {evaluator.best_epoch})", flush=True)
         return epochs if state["stopped"] else min(done, epochs)
+
+    def _read_sum(self, name: str, best: list | None) -> list:
+        """The evaluator's running sum saved as ``name``, checked against the best epoch's weights."""
+        path = paths.join(self.source_dir, name)
+        try:
+            with np.load(io.BytesIO(paths.read_bytes(path)), allow_pickle=False) as f:
+                sums = [f[f"w{i}"] for i in range(len(f.files))]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            why = f"cannot be read ({type(error).__name__}: {error})"
+        else:
+            shapes = [w.shape for w in best or []]
+            if [w.shape for w in sums] == shapes:
+                return sums
+            why = f"holds {len(sums)} arrays that do not match the model's {len(shapes)} weights"
+        raise ConfigError(f"resume: {path} {why}; it is the sum of the weights averaged after the best "
+                          "epoch, so the run cannot continue as it was: pass --overwrite to train it again")
 
     def on_epoch_end(self, epoch, logs=None):
         evaluator = self.evaluator

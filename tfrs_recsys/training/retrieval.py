@@ -376,6 +376,11 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     # The saved model is the average, not the best epoch: its own validation is what choices compare.
     saved_validation = (evaluate(model, "validation", validation) if evaluator.averaged_epochs
                         else evaluator.best_metrics)
+    if evaluator.averaged_epochs:
+        best = evaluator.best_epoch
+        print(f"retrieval: saved the mean of epoch {best}'s weights and the {evaluator.averaged_epochs} "
+              f"epochs after it: validation {monitor} {saved_validation[monitor]:.5f} (epoch {best} alone: "
+              f"{evaluator.best_value:.5f})", flush=True)
 
     table = fit_cooccurrence(cfg, model, split, catalog, validation, monitor, ks, cells=EVAL_CELLS)
     metrics = evaluate(model, "test", split.test, table)
