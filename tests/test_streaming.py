@@ -98,6 +98,29 @@ def test_packed_features_are_the_raw_features_of_the_frame():
                                       else values, err_msg=name)
 
 
+def test_scoring_several_models_in_one_read_gives_each_its_own_outputs_in_row_order(criteo):
+    import tensorflow as tf
+
+    from tfrs_recsys.models.deepfm import DeepFM
+    from tfrs_recsys.training import rankers
+
+    table = streaming.open_table(str(criteo / "parquet"), labels=["label"])
+    batches = list(streaming.read_part(table, table.files, 2, seed=0))  # small record batches, 4 shards
+    frame = pa.Table.from_batches(batches).to_pandas()
+    spec = infer_schema(frame, ["label"])
+    models = []
+    for seed in (1, 2):
+        tf.keras.utils.set_random_seed(seed)
+        models.append(DeepFM(spec, embedding_dim=4, hidden_units=(8,)))
+    outputs, scored = stream.score(models, iter(batches), spec, batch_size=100)
+    assert len(scored) == len(frame) and np.array_equal(scored["label"], frame["label"].astype(np.float32))
+    for model, got in zip(models, outputs):
+        np.testing.assert_allclose(got["ctr"], rankers.predict(model, frame, spec)["ctr"], rtol=1e-5)
+    assert not np.allclose(outputs[0]["ctr"], outputs[1]["ctr"])
+    one, _ = stream.score(models[1], iter(batches), spec)
+    np.testing.assert_allclose(one["ctr"], outputs[1]["ctr"], rtol=1e-6)
+
+
 def test_deepfm_and_esmm_train_from_streamed_shards(criteo, sessions, tmp_path):
     cfg = DeepFMConfig(dataset="parquet", data_dir=str(criteo / "parquet"), label_columns=("label",),
                        streaming="always", epochs=2, batch_size=256, embedding_dim=4, hidden_units=(16,),

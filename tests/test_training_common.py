@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tfrs_recsys  # noqa: F401
@@ -12,7 +13,8 @@ from tfrs_recsys.config_sources import build_config
 from tfrs_recsys.training.common import EpochEvaluator, plot_curves
 
 
-def test_evaluator_logs_stops_early_and_restores_best(tmp_path):
+@pytest.mark.parametrize("save_checkpoint", [True, False])  # best weights read back from disk / kept in memory
+def test_evaluator_logs_stops_early_and_restores_best(tmp_path, save_checkpoint):
     cfg = build_config("deepfm", {"output_dir": str(tmp_path / "run")}, environ={})
     run_dir = runs.create(cfg, "deepfm")
     assert json.loads((run_dir / runs.CONFIG).read_text())["model"] == "deepfm"
@@ -33,7 +35,7 @@ def test_evaluator_logs_stops_early_and_restores_best(tmp_path):
         weights_seen[epoch] = [w.copy() for w in m.get_weights()]
         return {"score": next(script)}
 
-    evaluator = EpochEvaluator(eval_fn, run_dir, monitor="score", patience=2)
+    evaluator = EpochEvaluator(eval_fn, run_dir, monitor="score", patience=2, save_checkpoint=save_checkpoint)
     model.fit(x, y, epochs=8, batch_size=32, verbose=0, callbacks=[evaluator])
 
     rows = runs.read_train_log(run_dir)
@@ -43,7 +45,7 @@ def test_evaluator_logs_stops_early_and_restores_best(tmp_path):
     for restored, best in zip(model.get_weights(), weights_seen[3]):
         np.testing.assert_allclose(restored, best)
     assert rows[-1]["loss"] < rows[0]["loss"]  # the model itself did learn
-    assert (run_dir / "checkpoints").is_dir()
+    assert (run_dir / "checkpoints").is_dir() == save_checkpoint
     png = plot_curves(run_dir)
     assert png == run_dir / runs.CURVES and png.stat().st_size > 1000
     assert (run_dir / runs.TRAIN_LOG).read_text().count("\n") == 5

@@ -12,7 +12,7 @@ with the column types of the first shard fixed for every shard.
   a seeded sample of at most ``rows`` training rows (Parquet: whole row groups in a seeded order; text:
   the first blocks of every shard, shards in a seeded order), subsampled uniformly.
 * **Training input** (:func:`stream_dataset`): ``tf.data`` interleaves the shards (in a new seeded order
-  every epoch), a generator per shard parses record batches, drops the other parts' rows, shuffles each
+  every epoch, one reader thread, four shards round robin), a generator per shard parses record batches, drops the other parts' rows, shuffles each
   batch's rows and yields raw feature batches; the model's preprocessor encodes them in the graph. The
   shuffle is thus: shard order, rows within a record batch, and a buffer of :data:`SHUFFLE_BATCHES`
   batches. Nothing is cached. With several workers, :func:`worker_files` gives each its own shards
@@ -412,11 +412,12 @@ def stream_dataset(table: FileTable, spec: FeatureSpec, files: Sequence[str], *,
     sources = tf.data.Dataset.zip((names, draws))
     if repeat:
         sources = sources.repeat()
-    parallel = min(len(files), 4)
+    # One reader thread, round robin over 4 shards: a parallel interleave buffers whole record batches per
+    # shard (gigabytes at Criteo's width), and one reader already outpaces a training step several times.
     ds = sources.interleave(
         lambda file, draw: tf.data.Dataset.from_generator(generate, output_signature=signature,
                                                           args=(file, draw)),
-        cycle_length=parallel, block_length=1, num_parallel_calls=parallel, deterministic=not shuffle)
+        cycle_length=min(len(files), 4), block_length=1)
     ds = ds.map(lambda x, y: (unpack(x, spec), y), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.rebatch(batch_size)
     if encode is not None:

@@ -118,7 +118,10 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         if self._improved(value):
             self.best_value, self.best_epoch, self._wait = value, epoch + 1, 0
             self.best_metrics = dict(metrics)
-            self._best_weights = self.model.get_weights()
+            # With a checkpoint on disk the best weights are read back from it at the end: no second copy
+            # of the model (embedding tables of millions of rows) stays in memory. Averaging sums arrays.
+            on_disk = self.save_checkpoint and not self.average_after_best
+            self._best_weights = None if on_disk else self.model.get_weights()
             self.sum_after_best, self.averaged_epochs = None, 0
             if self.save_checkpoint:
                 runs.save_checkpoint(self.model, self.run_dir)
@@ -165,7 +168,9 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         self.averaged_epochs = int(state.get("averaged_epochs", 0)) if sum_after_best is not None else 0
 
     def on_train_end(self, logs=None):
-        if self._best_weights is not None:
+        if self._best_weights is None and self.best_epoch not in (None, self.epochs_run):
+            runs.load_checkpoint(self.model, self.run_dir)
+        elif self._best_weights is not None:
             count = self.averaged_epochs + 1
             self.model.set_weights(self._best_weights if self.sum_after_best is None else [
                 (best + total) / count if np.issubdtype(best.dtype, np.floating) else best

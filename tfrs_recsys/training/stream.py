@@ -24,7 +24,7 @@ import json
 import math
 import time
 import weakref
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -208,38 +208,55 @@ def _keys(column: pa.Array) -> np.ndarray:
 _PREDICT = weakref.WeakKeyDictionary()
 
 
-def _predict_function(model: tf.keras.Model):
-    """The model's inference as one graph, kept per model (eager calls cost several times more; every
-    evaluation after the first reuses the trace)."""
+def _predict_function(model: tf.keras.Model, example: dict[str, tf.Tensor]):
+    """The model's inference as one graph per model, traced once for any number of rows (eager calls cost
+    several times more, and a trace per batch shape more still)."""
     if model not in _PREDICT:
-        _PREDICT[model] = tf.function(lambda features: model(features, training=False), reduce_retracing=True)
+        signature = {k: tf.TensorSpec([None, *v.shape[1:]], v.dtype) for k, v in example.items()}
+        _PREDICT[model] = tf.function(lambda features: model(features, training=False),
+                                      input_signature=[signature])
     return _PREDICT[model]
 
 
-def score(model: tf.keras.Model, batches: Iterable[pa.RecordBatch], spec: FeatureSpec,
-          batch_size: int = rankers.PREDICT_BATCH) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+def _coalesced(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """``batches`` regrouped into record batches of about ``rows`` rows: a part's rows arrive a tenth of
+    a chunk at a time, and each model call and conversion has a fixed cost."""
+    held: list[pa.RecordBatch] = []
+    for batch in batches:
+        if held and (not batch.schema.equals(held[0].schema) or sum(b.num_rows for b in held) >= rows):
+            yield from pa.Table.from_batches(held).combine_chunks().to_batches()
+            held = []
+        held.append(batch)
+    if held:
+        yield from pa.Table.from_batches(held).combine_chunks().to_batches()
+
+
+def score(model: tf.keras.Model | Sequence[tf.keras.Model], batches: Iterable[pa.RecordBatch],
+          spec: FeatureSpec, batch_size: int = rankers.PREDICT_BATCH
+          ) -> tuple[dict[str, np.ndarray] | list[dict[str, np.ndarray]], pd.DataFrame]:
     """The model's outputs for streamed rows, and a frame of their labels and group keys (user, session):
     all that the ranker metrics read, so memory holds a few numbers per row, never the rows.
 
     Args:
-      model: a ranker taking raw features.
+      model: a ranker taking raw features, or several (the rows are read once for all of them).
       batches: the rows.
       spec: their feature spec.
       batch_size: rows per model call.
 
     Returns:
-      (``{output: float64 [rows]}``, the frame).
+      (``{output: float64 [rows]}``, or a list of them for several models, the frame).
     """
-    outputs: dict[str, list[np.ndarray]] = {}
+    models = list(model) if isinstance(model, Sequence) else [model]
+    outputs: list[dict[str, list[np.ndarray]]] = [{} for _ in models]
     frames = []
-    call = _predict_function(model)
     keys = [c for c in (spec.user_column, spec.session_column) if c]
-    for batch in batches:
+    for batch in _coalesced(batches, streaming.CHUNK_ROWS):
         raw = streaming.unpack({k: tf.constant(v) for k, v in streaming.pack(batch, spec).items()}, spec)
-        for start in range(0, batch.num_rows, batch_size):
-            part = {k: v[start:start + batch_size] for k, v in raw.items()}
-            for name, value in call(part).items():
-                outputs.setdefault(name, []).append(value.numpy().astype(np.float64))
+        for one, out in zip(models, outputs):
+            call = _predict_function(one, raw)
+            for start in range(0, batch.num_rows, batch_size):
+                for name, value in call({k: v[start:start + batch_size] for k, v in raw.items()}).items():
+                    out.setdefault(name, []).append(value.numpy().astype(np.float64))
         frame = pd.DataFrame(streaming.labels_of(batch, spec.labels))
         for key in keys:
             if key in batch.schema.names:
@@ -247,7 +264,8 @@ def score(model: tf.keras.Model, batches: Iterable[pa.RecordBatch], spec: Featur
         frames.append(frame)
     if not frames:
         raise DataError("no rows to evaluate", fix="use more data")
-    return {k: np.concatenate(v) for k, v in outputs.items()}, pd.concat(frames, ignore_index=True)
+    joined = [{k: np.concatenate(v) for k, v in out.items()} for out in outputs]
+    return (joined if isinstance(model, Sequence) else joined[0]), pd.concat(frames, ignore_index=True)
 
 
 def test_rows(run: StreamRun, cfg: TrainConfig) -> Iterable[pa.RecordBatch]:
