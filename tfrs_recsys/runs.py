@@ -204,11 +204,6 @@ def save_checkpoint(model, run_dir: Path | str) -> None:
     model.save_weights(str(paths.join(run_dir, CHECKPOINT)))
 
 
-def load_checkpoint(model, run_dir: Path | str) -> None:
-    """Reads the run's best checkpoint back into ``model`` (:func:`save_checkpoint`'s)."""
-    model.load_weights(str(paths.join(run_dir, CHECKPOINT))).expect_partial()
-
-
 def write_ranker_files(run_dir: Path | str, spec: FeatureSpec, split) -> None:
     """Writes spec.json and split.json of a ranker run.
 

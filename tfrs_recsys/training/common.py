@@ -169,7 +169,7 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self._best_weights is None and self.best_epoch not in (None, self.epochs_run):
-            runs.load_checkpoint(self.model, self.run_dir)
+            self.model.load_weights(str(paths.join(self.run_dir, runs.CHECKPOINT))).expect_partial()
         elif self._best_weights is not None:
             count = self.averaged_epochs + 1
             self.model.set_weights(self._best_weights if self.sum_after_best is None else [
