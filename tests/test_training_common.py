@@ -13,7 +13,8 @@ from tfrs_recsys.config_sources import build_config
 from tfrs_recsys.training.common import EpochEvaluator, plot_curves
 
 
-@pytest.mark.parametrize("save_checkpoint", [True, False])  # best weights read back from disk / kept in memory
+# The best weights read back from the checkpoint, or kept in memory without one.
+@pytest.mark.parametrize("save_checkpoint", [True, False])
 def test_evaluator_logs_stops_early_and_restores_best(tmp_path, save_checkpoint):
     cfg = build_config("deepfm", {"output_dir": str(tmp_path / "run")}, environ={})
     run_dir = runs.create(cfg, "deepfm")

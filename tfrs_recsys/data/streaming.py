@@ -12,11 +12,11 @@ with the column types of the first shard fixed for every shard.
   a seeded sample of at most ``rows`` training rows (Parquet: whole row groups in a seeded order; text:
   the first blocks of every shard, shards in a seeded order), subsampled uniformly.
 * **Training input** (:func:`stream_dataset`): ``tf.data`` interleaves the shards (in a new seeded order
-  every epoch, one reader thread, four shards round robin), a generator per shard parses record batches, drops the other parts' rows, shuffles each
-  batch's rows and yields raw feature batches; the model's preprocessor encodes them in the graph. The
-  shuffle is thus: shard order, rows within a record batch, and a buffer of :data:`SHUFFLE_BATCHES`
-  batches. Nothing is cached. With several workers, :func:`worker_files` gives each its own shards
-  before anything is read.
+  every epoch; one reader thread, four shards round robin), a generator per shard parses record batches,
+  drops the other parts' rows, shuffles each batch's rows and yields raw feature batches; the model's
+  preprocessor encodes them in the graph. The shuffle is thus: shard order, rows within a record batch,
+  and a buffer of :data:`SHUFFLE_BATCHES` batches. Nothing is cached. With several workers,
+  :func:`worker_files` gives each its own shards before anything is read.
 """
 from __future__ import annotations
 
