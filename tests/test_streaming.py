@@ -146,10 +146,45 @@ def test_deepfm_and_esmm_train_from_streamed_shards(criteo, sessions, tmp_path):
     metrics = esmm.run(cfg)
     assert metrics["streamed"] and np.isfinite(metrics["ctr_auc"]) and "baseline_cvr_auc_clicked" in metrics
     assert metrics["session_ndcg_sessions_used"] > 0
+    # The evaluate CLI reads the streamed run's own test rows (its hashed split of the files) again.
+    from tfrs_recsys import evaluate
+
+    report = tmp_path / "evaluate.json"
+    assert evaluate.main(["--run-dir", str(tmp_path / "esmm"), "--ndcg-k", "10", "--json", str(report)]) == 0
+    evaluated = json.loads(report.read_text())["ndcg"]
+    assert evaluated["value"] == pytest.approx(metrics["session_ndcg@10"], rel=1e-6)
+    assert evaluated["groups_used"] == metrics["session_ndcg_sessions_used"]
 
 
-def test_streaming_is_an_option_of_csv_and_parquet_only():
+def test_shards_written_apart_are_sampled_together_or_refused_naming_the_shard(tmp_path):
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"code": rng.integers(0, 5, 400), "price": rng.random(400),
+                          "label": rng.integers(0, 2, 400)})
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.Table.from_pandas(frame[:200]), tmp_path / "pq" / "a.parquet")  # int64, no index
+    narrow = frame[200:].astype({"code": "int32", "price": "float32"})
+    pq.write_table(pa.Table.from_pandas(narrow, preserve_index=True), tmp_path / "pq" / "b.parquet")
+    table = streaming.open_table(str(tmp_path / "pq"), labels=["label"])
+    sample = streaming.sample_rows(table, 1000, seed=0)
+    assert len(sample) > 250 and sample["code"].dtype == np.int64  # both shards' training rows (~320)
+
+    (tmp_path / "csv").mkdir()
+    frame[:200].to_csv(tmp_path / "csv" / "a.csv", index=False)
+    frame[200:].astype({"code": float}).to_csv(tmp_path / "csv" / "b.csv", index=False)  # "3.0": not int
+    table = streaming.open_table(str(tmp_path / "csv"), labels=["label"])
+    with pytest.raises(DataError, match="b.csv.*cannot parse"):
+        list(streaming.read_part(table, table.files, 0, seed=0))
+
+
+def test_streaming_is_an_option_of_csv_and_parquet_only(criteo, tmp_path):
     from tfrs_recsys.config import ConfigError
+
+    cfg = DeepFMConfig(dataset="parquet", data_dir=str(criteo / "parquet"), label_columns=("label",),
+                       streaming="always", resume=True, output_dir=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="--resume continues runs trained in memory.*--overwrite"):
+        deepfm.run(cfg)  # it would start again from the first epoch under the stopped run's log
 
     with pytest.raises(ConfigError, match="--streaming 'always' applies to --dataset csv or parquet"):
         DeepFMConfig(streaming="always")

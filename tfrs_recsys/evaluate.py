@@ -318,7 +318,7 @@ def format_report(result: dict) -> str:
 def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, dict[str, str | None]]:
     """Score one part of a ranker run's split with its best weights.
 
-    The split is rebuilt exactly as the run made it (same data, config and seed). Returns the
+    The split is rebuilt as the run made it (same data, config and seed; a streamed run's hash). Returns the
     predictions (the part's session / user / item columns, its labels, ``p_<output>`` per model output)
     and the evaluator's column arguments for them.
 
@@ -329,17 +329,28 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
     Returns:
       (predictions, column arguments of :func:`evaluate_predictions`).
     """
-    from tfrs_recsys.training import rankers
+    from tfrs_recsys.training import rankers, stream
 
     run, model, spec = runs.load_ranker(run_dir)
     run.require_complete(allow_incomplete=True)
-    _, split = rankers.load_and_split(run.config, run.model_name)
-    frame = split.parts().get(part)
-    if frame is None:
-        raise DataError(f"the run's split has no {part} part", path=str(run_dir), fix="pass --part test")
     keys = [c for c in dict.fromkeys((spec.session_column, spec.user_column, spec.item_column)) if c]
+    cfg = run.config
+    if stream.should_stream(cfg):  # the run's hashed split of the files, read as training read it
+        from tfrs_recsys.data import streaming
+
+        table = streaming.open_table(cfg.data_dir, labels=cfg.label_columns, user_column=cfg.user_column,
+                                     session_column=cfg.session_column, item_column=cfg.item_column)
+        batches = list(streaming.read_part(table, table.files, streaming.PARTS.index(part), cfg.seed))
+        outputs, _ = stream.score(model, batches, spec)
+        frame = pd.concat([b.select([*keys, *spec.labels]).to_pandas() for b in batches], ignore_index=True)
+    else:
+        _, split = rankers.load_and_split(cfg, run.model_name)
+        frame = split.parts().get(part)
+        if frame is None:
+            raise DataError(f"the run's split has no {part} part", path=str(run_dir), fix="pass --part test")
+        outputs = rankers.predict(model, frame, spec)
     predictions = frame[[*keys, *spec.labels]].reset_index(drop=True)
-    for output, values in rankers.predict(model, frame, spec).items():
+    for output, values in outputs.items():
         predictions[f"p_{output}"] = values
     columns = {"click_label": spec.labels[0], "click_score": "p_ctr",
                "group_by": rankers.group_column(spec, frame), "ndcg_group_by": spec.session_column}

@@ -144,11 +144,10 @@ def _batches(file: str, schema: pa.Schema | None, rows: int) -> Iterator[pa.Reco
     sep = TEXT_SUFFIXES.get(_suffix(file), ",")
     types = {f.name: f.type for f in schema} if schema is not None else None
     with paths.open_file(file) as fh:
-        reader = pa_csv.open_csv(fh, read_options=pa_csv.ReadOptions(block_size=rows * 400),
-                                 parse_options=pa_csv.ParseOptions(delimiter=sep),
-                                 convert_options=pa_csv.ConvertOptions(column_types=types))
-        try:
-            yield from reader
+        try:  # the reader parses its first block on opening: a type error may come from either
+            yield from pa_csv.open_csv(fh, read_options=pa_csv.ReadOptions(block_size=rows * 400),
+                                       parse_options=pa_csv.ParseOptions(delimiter=sep),
+                                       convert_options=pa_csv.ConvertOptions(column_types=types))
         except pa.ArrowInvalid as exc:
             raise DataError(f"cannot parse: {exc}", path=file,
                             fix="check that every shard has the first shard's columns and value types"
@@ -235,7 +234,7 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
     """
     rng = np.random.default_rng(seed)
     wanted = 2 * rows  # read twice the rows wanted, then subsample uniformly
-    chunks, have = [], 0
+    chunks, sources, have = [], [], 0
     if _suffix(table.files[0]) in PARQUET_SUFFIXES:
         groups = []
         for index, file in enumerate(table.files):
@@ -248,16 +247,25 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
                 batch = pq.ParquetFile(fh).read_row_group(group)
             batch = batch.filter(pa.array(split_parts(batch, table, index, start, seed) == 0))
             chunks.append(batch)
+            sources.append(table.files[index])
             have += batch.num_rows
             if have >= wanted:
                 break
     else:
         per_file = math.ceil(wanted / len(table.files))
         for index in rng.permutation(len(table.files)):
-            chunks += read_part(table, [table.files[index]], 0, seed, limit=per_file)
+            read = list(read_part(table, [table.files[index]], 0, seed, limit=per_file))
+            chunks, sources = chunks + read, sources + [table.files[index]] * len(read)
     if not chunks:
         raise DataError("no training rows in the data", path=table.files[0], fix="check the files")
-    read = pa.concat_tables([c if isinstance(c, pa.Table) else pa.Table.from_batches([c]) for c in chunks])
+    try:  # shards written apart may differ in width (int32 / int64), nullness or an extra index column
+        tables = [c if isinstance(c, pa.Table) else pa.Table.from_batches([c]) for c in chunks]
+        read = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        first = next((f for f, c in zip(sources, chunks) if not c.schema.equals(chunks[0].schema)),
+                     sources[0])
+        raise DataError(f"its columns cannot be unified with those of {paths.basename(sources[0])}: {exc}",
+                        path=first, fix="write every shard with the same columns and types") from None
     # Subsampled in Arrow, in a random order (distinct_estimate reads its halves): only the sample becomes
     # Python objects.
     return read.take(pa.array(rng.permutation(read.num_rows)[:rows])).to_pandas()

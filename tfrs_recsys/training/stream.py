@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import tensorflow as tf
 
 from tfrs_recsys import paths, runs
-from tfrs_recsys.config import TrainConfig
+from tfrs_recsys.config import ConfigError, TrainConfig
 from tfrs_recsys.data import streaming
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
@@ -98,6 +98,10 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
     Returns:
       What the run trains from.
     """
+    if cfg.resume:  # it would train from the first epoch again, under the stopped run's log
+        raise ConfigError("--resume continues runs trained in memory; a streamed run (--streaming, or files "
+                          "of 256 MiB or more) has no resumable state: pass --overwrite to train it again, "
+                          "or --streaming never if the data fits in memory")
     strategy = distribution.start_runtime(cfg)
     chief = distribution.is_chief(strategy)
     tf.keras.utils.set_random_seed(cfg.seed)
