@@ -87,6 +87,9 @@ def test_topk_metrics_and_rank_of_target_against_sorting():
     assert m["recall@10"] == pytest.approx(np.mean(ranks < 10))
     assert m["ndcg@10"] == pytest.approx(np.mean([1 / np.log2(r + 2) if r < 10 else 0 for r in ranks]))
     assert m["mrr@10"] == pytest.approx(np.mean([1 / (r + 1) if r < 10 else 0 for r in ranks]))
+    exclude[np.arange(100), target[:100]] = True  # half the targets are excluded themselves: misses
+    ranks_out = metrics.rank_of_target(scores, target, exclude)
+    assert np.all(ranks_out[:100] == 60) and np.array_equal(ranks_out[100:], ranks[100:])
 
 
 @pytest.mark.parametrize("cells", [7, 64, 10_000])
@@ -102,9 +105,9 @@ def test_dot_product_ranks_by_item_blocks_are_the_ranks_of_the_whole_score_matri
     mask = np.zeros((40, 90), bool)
     for row, items_out in enumerate(excluded):
         mask[row, items_out] = True
-    mask[np.arange(40), targets] = False
     expected = metrics.rank_of_target(queries @ items.T, targets, mask)
     assert len(set(expected)) > 10
+    assert expected[0] == 90  # an excluded target is never retrieved
     np.testing.assert_array_equal(metrics.dot_product_ranks(queries, items, targets, excluded, cells=cells),
                                   expected)
     np.testing.assert_array_equal(metrics.dot_product_ranks(queries, items, targets, cells=cells),

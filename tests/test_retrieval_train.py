@@ -15,6 +15,7 @@ from test_retrieval_model import segment_interactions, small_config
 
 from tfrs_recsys import runs
 from tfrs_recsys.data import sequences as seq
+from tfrs_recsys.metrics import topk_metrics
 from tfrs_recsys.training import retrieval as training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,15 +102,48 @@ def test_run_config_fed_to_train_config_reproduces_the_resolved_config(cli_run):
 
 def test_tutorial_protocol_reports_top_k_hit_rates(tmp_path):
     data = segment_interactions(num_items=120, per_user=12)
-    result = training.train_and_evaluate(small_config(tmp_path, protocol="random_80_20", epochs=5), data)
+    cfg = small_config(tmp_path, protocol="random_80_20", epochs=5)
+    result = training.train_and_evaluate(cfg, data)
     metrics = result.test_metrics
     hit_rates = [metrics[f"recall@{k}"] for k in (1, 5, 10, 50, 100)]
     assert hit_rates == sorted(hit_rates)
     assert len(result.split.test) == round(0.2 * len(data.interactions))
-    assert all(len(e) == 0 for e in result.split.test.exclude)  # the tutorial excludes nothing
+    assert all(len(e) == 0 for e in result.split.test.exclude)  # the protocol excludes nothing
     # Held-out items share the user's genre (30 of 120 items): a model that learned it gets about
     # 10 / 30, random gets 10 / 120.
     assert metrics["recall@10"] > 0.2, metrics
+    # No user has an item twice, so validation chose to leave each user's history out of the ranking: the
+    # reported metrics are those ranks.
+    meta = json.loads((result.run_dir / runs.META).read_text())
+    assert meta["history_left_out"] is True
+    left_out = training.ranks(result.model, training.excluding_history(result.split.test), cfg.max_history)
+    kept = training.ranks(result.model, result.split.test, cfg.max_history)
+    assert metrics == pytest.approx(topk_metrics(left_out, training.TUTORIAL_KS))
+    assert metrics["recall@10"] > topk_metrics(kept, (10,))["recall@10"]
+
+
+def test_evaluate_run_ranks_a_tutorial_protocol_run_as_the_run_chose(tmp_path):
+    cfg = small_config(tmp_path, protocol="random_80_20", epochs=3, dataset="synthetic-histories",
+                       synthetic_users=120, synthetic_items=80)
+    metrics = training.run(cfg)
+    assert json.loads((Path(cfg.output_dir) / runs.META).read_text())["history_left_out"] is True
+    assert training.evaluate_run(cfg.output_dir) == pytest.approx(metrics)
+
+
+def test_tutorial_protocol_keeps_the_history_where_users_come_back_to_their_items(tmp_path):
+    """Each user plays three items of their genre over and over: every held-out target is in the user's
+    training history, so validation keeps the history in the ranking (leaving it out would hit nothing)."""
+    rng = np.random.default_rng(3)
+    rows = [(f"u{u}", f"i{i}", 4.0, 1_000_000 + 3600 * u + 60 * t)
+            for u in range(200)
+            for t, i in enumerate(np.repeat(rng.choice(np.arange(u % 4, 120, 4), 3, replace=False), 4))]
+    data = segment_interactions(num_items=120)
+    data = type(data)(pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"]), data.items,
+                      data.users, name="repeats")
+    result = training.train_and_evaluate(small_config(tmp_path, protocol="random_80_20", epochs=4), data)
+    meta = json.loads((result.run_dir / runs.META).read_text())
+    assert meta["history_left_out"] is False
+    assert result.test_metrics["recall@10"] > 0.5, result.test_metrics
 
 
 def test_batch_and_patience_follow_the_data_size_unless_set(tmp_path):

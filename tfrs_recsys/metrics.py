@@ -236,7 +236,8 @@ def rank_of_target(scores: np.ndarray, target: np.ndarray,
     """0-based rank of ``target[i]`` in row ``scores[i]`` among items not excluded.
 
     Ties count against the target (items with an equal score rank ahead), the pessimistic
-    convention, so a constant model cannot look good. Excluded items never outrank it.
+    convention, so a constant model cannot look good. Excluded items never outrank it; an excluded target
+    is never retrieved: its rank is the number of items, a miss at every cut-off.
 
     Args:
       scores: ``[N, I]`` scores of every item per query.
@@ -251,9 +252,10 @@ def rank_of_target(scores: np.ndarray, target: np.ndarray,
     target_scores = scores[rows, target]
     ahead = scores >= target_scores[:, None]
     ahead[rows, target] = False
-    if exclude_mask is not None:
-        ahead &= ~exclude_mask
-    return ahead.sum(axis=1)
+    if exclude_mask is None:
+        return ahead.sum(axis=1)
+    ahead &= ~exclude_mask
+    return np.where(exclude_mask[rows, target], scores.shape[1], ahead.sum(axis=1))
 
 
 def dot_product_ranks(queries: np.ndarray, items: np.ndarray, targets: np.ndarray,
@@ -271,6 +273,7 @@ def dot_product_ranks(queries: np.ndarray, items: np.ndarray, targets: np.ndarra
 
     (``||q|| max_j ||items[j]||`` bounds every score), so that the outcome does not hang on how a matrix
     product happened to round equal vectors: a model that scores every item alike ranks each target last.
+    A target among its query's excluded items ranks ``I``, as :func:`rank_of_target` ranks it.
 
     Args:
       queries: ``[N, d]`` query vectors.
@@ -311,6 +314,8 @@ def _chunk_ranks(queries: np.ndarray, items: np.ndarray, targets: np.ndarray,
         inside = (skip_items >= lo) & (skip_items < lo + block)
         r, c = skip_rows[inside], skip_items[inside] - lo
         counts -= np.bincount(r, weights=scores[r, c] >= threshold[r, 0], minlength=n).astype(np.int64)
+    if excluded is not None:
+        counts[[row for row, e in enumerate(excluded) if np.isin(targets[row], e)]] = len(items)
     return counts
 
 

@@ -3,8 +3,9 @@
 Evaluation is exact: every query is scored against every catalog item, the
 items of the query's history are excluded (leave-last-out), and the 0-based rank of the
 held-out item gives recall/NDCG/MRR@k (:func:`tfrs_recsys.metrics.topk_metrics`). Under the
-TFRS tutorial protocol (``random_80_20``) nothing is excluded and ``recall@100`` is the
-tutorial's top-100 hit rate (``factorized_top_k/top_100_categorical_accuracy``).
+TFRS tutorial protocol (``random_80_20``) the protocol excludes nothing; whether the model leaves each
+user's history out of its ranking is chosen on validation (:func:`leaves_history_out`), and
+``recall@100`` is the tutorial's top-100 hit rate (``factorized_top_k/top_100_categorical_accuracy``).
 
 Pairwise evaluation (with ``loss`` = ``bpr`` | ``triplet``, or ``eval_pairwise``) scores the held-out
 rated interactions of the random split, liked (rating >= ``positive_threshold``) or disliked:
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,40 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
     return dot_product_ranks(queries, candidates, targets, excluded, cells=EVAL_CELLS, chunk=chunk)
 
 
+def excluding_history(held: seq.HeldOut) -> seq.HeldOut:
+    """``held`` with each query's history left out of its ranking."""
+    return replace(held, exclude=held.histories)
+
+
+def leaves_history_out(model: TwoTowerRetrieval, validation: seq.HeldOut, max_len: int,
+                       ks: tuple[int, ...]) -> bool:
+    """Whether ranking leaves each user's own history out, where the protocol does not decide it: the
+    better of the two on validation's hit rates at every cut-off (summed).
+
+    Where a user never interacts with an item twice (MovieLens ratings), a history item can never be
+    the target, yet the model, trained on those very interactions, scores it near the top; where users
+    come back to their items (plays, purchases), the history holds the likeliest targets. The data tell
+    which: validation targets are held-out interactions, queried by the training history.
+
+    Args:
+      model: the trained model.
+      validation: the validation targets (nothing excluded).
+      max_len: the history width.
+      ks: the cut-offs.
+
+    Returns:
+      True to leave the history out.
+    """
+    kept = topk_metrics(ranks(model, validation, max_len), ks)
+    left_out = topk_metrics(ranks(model, excluding_history(validation), max_len), ks)
+    hits = {name: sum(m[f"recall@{k}"] for k in ks) for name, m in (("kept", kept), ("left out", left_out))}
+    print(f"retrieval: each user's history {'left out of' if hits['left out'] > hits['kept'] else 'kept in'} "
+          f"the ranking (validation hit rates at {', '.join(map(str, ks))}: history kept "
+          + ", ".join(f"{kept[f'recall@{k}']:.4f}" for k in ks) + "; left out "
+          + ", ".join(f"{left_out[f'recall@{k}']:.4f}" for k in ks) + ")", flush=True)
+    return hits["left out"] > hits["kept"]
+
+
 def item_scores(model: TwoTowerRetrieval, rated: pairs.RatedHeldOut, max_len: int) -> np.ndarray:
     """``s(u, i) = tau * <q(u, history), c(i)>`` of each held-out row, ``[N]``."""
     position = {item: i for i, item in enumerate(model.catalog.numpy().astype(str))}
@@ -221,6 +256,8 @@ def evaluate_run(run_dir, part: str = "test") -> dict[str, float]:
     split = split_data(cfg, load_data(cfg))
     ks = TUTORIAL_KS if split.protocol == "random_80_20" else tuple(cfg.eval_ks)
     held = getattr(split, part)
+    if split.protocol == "random_80_20" and trained.meta.get("history_left_out"):
+        held = excluding_history(held)
     metrics = topk_metrics(ranks(model, held, cfg.max_history, table=trained.cooccurrence), ks)
     if pairwise_metrics_on(cfg):
         rated = pairs.rated_held_out(getattr(split.rows, part), split.train, cfg.positive_threshold)
@@ -383,17 +420,19 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
               f"{evaluator.best_value:.5f})", flush=True)
 
     table = fit_cooccurrence(cfg, model, split, catalog, validation, monitor, ks, cells=EVAL_CELLS)
-    metrics = evaluate(model, "test", split.test, table)
+    leave_out = tutorial and leaves_history_out(model, validation, cfg.max_history, ks)
+    test = excluding_history(split.test) if leave_out else split.test
+    metrics = evaluate(model, "test", test, table)
     fusion = {}
     if table is not None:
         fusion = {"cooccurrence_beta": table.beta, "cooccurrence_damping": table.damping,
-                  "two_tower_test": evaluate(model, "test", split.test) if table.beta > 0 else metrics}
+                  "two_tower_test": evaluate(model, "test", test) if table.beta > 0 else metrics}
     runs.write_retrieval_files(run_dir, model, data, vocab, split.full, {**fusion,
         "protocol": split.protocol, "negatives": negatives_used, "monitor": monitor,
         "best_epoch": evaluator.best_epoch, "best_validation": evaluator.best_value,
         "epochs_averaged_after_best": evaluator.averaged_epochs, "saved_validation": saved_validation,
         "train_seconds": round(train_seconds, 2), "epochs_run": evaluator.epochs_run, "loss": cfg.loss,
-        "exclude_seen": exclude_seen,
+        "exclude_seen": exclude_seen, "history_left_out": leave_out or split.protocol == "leave_last_out",
         **({"training_triples": len(sampler), "liked_without_negative": sampler.dropped} if sampler else {}),
         **{f"pairwise_{part}": {"rows": len(r), "liked": int(r.liked.sum()), "pairs": same_user_pairs(r)}
            for part, r in rated.items()},
