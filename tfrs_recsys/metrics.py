@@ -222,12 +222,27 @@ def topk_metrics(ranks: Iterable[int], ks: Sequence[int] = (10, 50)) -> dict[str
     Returns:
       ``{"recall@k": ..., "ndcg@k": ..., "mrr@k": ...}`` for each ``k``; NaN without ranks.
     """
+    per_target = target_metrics(ranks, ks)
+    return {name: float(v.mean()) if len(v) else float("nan") for name, v in per_target.items()}
+
+
+def target_metrics(ranks: Iterable[int], ks: Sequence[int] = (10, 50)) -> dict[str, np.ndarray]:
+    """Each query's own recall@k (a hit), ndcg@k (``1 / log2(rank + 2)`` if a hit) and mrr@k
+    (``1 / (rank + 1)`` if a hit): :func:`topk_metrics` is their mean.
+
+    Args:
+      ranks: the rank of each query's held-out item.
+      ks: the cutoffs.
+
+    Returns:
+      ``{"recall@k": [N], "ndcg@k": [N], "mrr@k": [N]}`` for each ``k``.
+    """
     r = np.fromiter(ranks, dtype=np.float64)
-    out: dict[str, float] = {}
+    out: dict[str, np.ndarray] = {}
     for k in ks:
         hit = r < k
         for name, value in (("recall", 1.0), ("ndcg", 1.0 / np.log2(r + 2.0)), ("mrr", 1.0 / (r + 1.0))):
-            out[f"{name}@{k}"] = float(np.where(hit, value, 0.0).mean()) if len(r) else float("nan")
+            out[f"{name}@{k}"] = np.where(hit, value, 0.0)
     return out
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from tfrs_recsys.config import RetrievalConfig
 from tfrs_recsys.data import sequences as seq
-from tfrs_recsys.metrics import rank_of_target, topk_metrics
+from tfrs_recsys.metrics import rank_of_target, target_metrics
 from tfrs_recsys.models.cooccurrence import BETAS, DAMPINGS, CooccurrenceTable, count_pairs
 from tfrs_recsys.models.retrieval import TwoTowerRetrieval, query_vectors
 
@@ -63,11 +63,36 @@ def fused_ranks_of_tables(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: 
     return [{beta: np.concatenate(parts) for beta, parts in ranks.items()} for ranks in out]
 
 
+def largest_weight_within_one_se(values: dict[tuple[int, float], np.ndarray]) -> tuple[int, float]:
+    """The ``(table, weight)`` of largest weight (then smallest table index) whose mean is within one
+    standard error of the best mean's, the error of the paired per-target differences.
+
+    Args:
+      values: ``{(table index, weight): [N] per-target metric}``, the same targets in each.
+
+    Returns:
+      The chosen key.
+    """
+    best = max(values, key=lambda pair: values[pair].mean())  # ties: the first, smallest table and weight
+    close = []
+    for pair, v in values.items():
+        gap = v - values[best]
+        if len(gap) < 2 or gap.mean() >= -gap.std(ddof=1) / np.sqrt(len(gap)):
+            close.append(pair)
+    return max(close, key=lambda pair: (pair[1], -pair[0]))
+
+
 def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.SequenceSplit,
                      catalog: np.ndarray, validation: seq.HeldOut, monitor: str,
                      ks: tuple[int, ...], *, cells: int) -> CooccurrenceTable | None:
-    """The co-occurrence table of the training sequences, its damping and ``beta`` the best of ``DAMPINGS``
-    and ``BETAS`` on validation (ties: the smallest damping, then the smallest weight).
+    """The co-occurrence table of the training sequences, its damping and ``beta`` chosen from ``DAMPINGS``
+    and ``BETAS`` on validation: the largest weight whose validation ``monitor`` is within one standard
+    error of the best pair's (paired over the validation targets; then the smallest damping).
+
+    The one-standard-error rule leans toward the counts on purpose: the two-tower's validation score is
+    flattered (early stopping picked its epoch on these very targets, and its user embeddings trained on
+    the sequences they directly follow), the counts' is not, so of the weights validation cannot tell
+    apart the one trusting the counts most is taken.
 
     Args:
       cfg: the run's config (``cooccurrence`` on, the softmax loss, ``leave_last_out``, a catalog the full
@@ -96,13 +121,16 @@ def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.
     counts = count_pairs(seq.catalog_positions(split.train, catalog), len(catalog))
     tables = [CooccurrenceTable.of_counts(*counts, damping=damping) for damping in DAMPINGS]
     by_table = fused_ranks_of_tables(model, validation, cfg.max_history, tables, BETAS, cells=cells)
-    scores = {(i, beta): topk_metrics(ranks, ks)[monitor]
+    values = {(i, beta): target_metrics(ranks, ks)[monitor]
               for i, by_beta in enumerate(by_table) for beta, ranks in by_beta.items()}
-    best, beta = max(scores, key=scores.get)
-    table = tables[best]
+    scores = {pair: float(v.mean()) for pair, v in values.items()}
+    best = max(scores, key=scores.get)
+    chosen, beta = largest_weight_within_one_se(values)
+    table = tables[chosen]
     table.beta = beta
     by_damping = "; ".join(f"damping {t.damping}: " + ", ".join(f"weight {b} {scores[i, b]:.4f}"
                                                                 for b in BETAS) for i, t in enumerate(tables))
-    print(f"retrieval: co-occurrence fusion weight {table.beta}, damping {table.damping} (validation "
-          f"{monitor}: {by_damping})", flush=True)
+    print(f"retrieval: co-occurrence fusion weight {table.beta}, damping {table.damping}: the largest weight "
+          f"within one standard error of the best on validation {monitor} (weight {best[1]}, damping "
+          f"{tables[best[0]].damping}: {scores[best]:.4f}; {by_damping})", flush=True)
     return table
