@@ -116,7 +116,7 @@ def test_tutorial_protocol_reports_top_k_hit_rates(tmp_path):
     # reported metrics are those ranks.
     meta = json.loads((result.run_dir / runs.META).read_text())
     assert meta["history_left_out"] is True
-    left_out = training.ranks(result.model, training.excluding_history(result.split.test), cfg.max_history)
+    left_out = training.ranks(result.model, training.with_history(result.split.test, True), cfg.max_history)
     kept = training.ranks(result.model, result.split.test, cfg.max_history)
     assert metrics == pytest.approx(topk_metrics(left_out, training.TUTORIAL_KS))
     assert metrics["recall@10"] > topk_metrics(kept, (10,))["recall@10"]
@@ -130,9 +130,11 @@ def test_evaluate_run_ranks_a_tutorial_protocol_run_as_the_run_chose(tmp_path):
     assert training.evaluate_run(cfg.output_dir) == pytest.approx(metrics)
 
 
-def test_tutorial_protocol_keeps_the_history_where_users_come_back_to_their_items(tmp_path):
+@pytest.mark.parametrize("protocol", ["random_80_20", "leave_last_out"])
+def test_ranking_keeps_the_history_where_users_come_back_to_their_items(tmp_path, protocol):
     """Each user plays three items of their genre over and over: every held-out target is in the user's
-    training history, so validation keeps the history in the ranking (leaving it out would hit nothing)."""
+    training history, so validation keeps the history in the ranking (leaving it out would hit nothing),
+    under either protocol."""
     rng = np.random.default_rng(3)
     rows = [(f"u{u}", f"i{i}", 4.0, 1_000_000 + 3600 * u + 60 * t)
             for u in range(200)
@@ -140,9 +142,10 @@ def test_tutorial_protocol_keeps_the_history_where_users_come_back_to_their_item
     data = segment_interactions(num_items=120)
     data = type(data)(pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"]), data.items,
                       data.users, name="repeats")
-    result = training.train_and_evaluate(small_config(tmp_path, protocol="random_80_20", epochs=4), data)
+    result = training.train_and_evaluate(small_config(tmp_path, protocol=protocol, epochs=4), data)
     meta = json.loads((result.run_dir / runs.META).read_text())
     assert meta["history_left_out"] is False
+    assert meta["validation_by_history_rule"]["left_out"]["recall@10"] < 0.1
     assert result.test_metrics["recall@10"] > 0.5, result.test_metrics
 
 

@@ -315,10 +315,12 @@ def _chunk_ranks(queries: np.ndarray, items: np.ndarray, targets: np.ndarray,
                  excluded: Sequence[np.ndarray] | None, tolerance: np.ndarray, cells: int) -> np.ndarray:
     n = len(queries)
     # (query, item) pairs never counted: each query's target and its excluded items, once each.
-    skip = [np.arange(n) * len(items) + targets]
+    target_pairs = np.arange(n) * len(items) + targets
+    excluded_pairs = np.zeros(0, np.int64)
     if excluded is not None:
-        skip += [row * len(items) + np.asarray(e, np.int64) for row, e in enumerate(excluded)]
-    skip = np.unique(np.concatenate(skip))
+        excluded_pairs = np.concatenate([excluded_pairs, *(row * len(items) + np.asarray(e, np.int64)
+                                                           for row, e in enumerate(excluded))])
+    skip = np.unique(np.concatenate([target_pairs, excluded_pairs]))
     skip_rows, skip_items = skip // len(items), skip % len(items)
     threshold = (np.einsum("ij,ij->i", queries, items[targets]) - tolerance)[:, None]
     counts = np.zeros(n, np.int64)
@@ -329,8 +331,8 @@ def _chunk_ranks(queries: np.ndarray, items: np.ndarray, targets: np.ndarray,
         inside = (skip_items >= lo) & (skip_items < lo + block)
         r, c = skip_rows[inside], skip_items[inside] - lo
         counts -= np.bincount(r, weights=scores[r, c] >= threshold[r, 0], minlength=n).astype(np.int64)
-    if excluded is not None:
-        counts[[row for row, e in enumerate(excluded) if np.isin(targets[row], e)]] = len(items)
+    if len(excluded_pairs):
+        counts[np.isin(target_pairs, excluded_pairs)] = len(items)
     return counts
 
 

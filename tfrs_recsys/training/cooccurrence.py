@@ -74,10 +74,10 @@ def largest_weight_within_one_se(values: dict[tuple[int, float], np.ndarray]) ->
       The chosen key.
     """
     best = max(values, key=lambda pair: values[pair].mean())  # ties: the first, smallest table and weight
-    close = []
+    close = [best]  # with fewer than 2 targets there is no standard error: the best alone
     for pair, v in values.items():
         gap = v - values[best]
-        if len(gap) < 2 or gap.mean() >= -gap.std(ddof=1) / np.sqrt(len(gap)):
+        if len(gap) >= 2 and gap.mean() >= -gap.std(ddof=1) / np.sqrt(len(gap)):
             close.append(pair)
     return max(close, key=lambda pair: (pair[1], -pair[0]))
 
@@ -130,7 +130,8 @@ def fit_cooccurrence(cfg: RetrievalConfig, model: TwoTowerRetrieval, split: seq.
     table.beta = beta
     by_damping = "; ".join(f"damping {t.damping}: " + ", ".join(f"weight {b} {scores[i, b]:.4f}"
                                                                 for b in BETAS) for i, t in enumerate(tables))
-    print(f"retrieval: co-occurrence fusion weight {table.beta}, damping {table.damping}: the largest weight "
-          f"within one standard error of the best on validation {monitor} (weight {best[1]}, damping "
-          f"{tables[best[0]].damping}: {scores[best]:.4f}; {by_damping})", flush=True)
+    print(f"retrieval: co-occurrence fusion weight {table.beta}, damping {table.damping} (validation "
+          f"{monitor} {scores[chosen, beta]:.4f}): the largest weight within one standard error of the best, "
+          f"weight {best[1]}, damping {tables[best[0]].damping} ({scores[best]:.4f}); all: {by_damping}",
+          flush=True)
     return table

@@ -3,9 +3,10 @@
 Evaluation is exact: every query is scored against every catalog item, the
 items of the query's history are excluded (leave-last-out), and the 0-based rank of the
 held-out item gives recall/NDCG/MRR@k (:func:`tfrs_recsys.metrics.topk_metrics`). Under the
-TFRS tutorial protocol (``random_80_20``) the protocol excludes nothing; whether the model leaves each
-user's history out of its ranking is chosen on validation (:func:`leaves_history_out`), and
-``recall@100`` is the tutorial's top-100 hit rate (``factorized_top_k/top_100_categorical_accuracy``).
+TFRS tutorial protocol (``random_80_20``) the protocol excludes nothing. Under either, whether ranking
+leaves each user's history out is then chosen on validation, the protocol's rule on a tie
+(:func:`leaves_history_out`: a log where users come back to their items keeps it). ``recall@100`` is
+the tutorial's top-100 hit rate (``factorized_top_k/top_100_categorical_accuracy``).
 
 Pairwise evaluation (with ``loss`` = ``bpr`` | ``triplet``, or ``eval_pairwise``) scores the held-out
 rated interactions of the random split, liked (rating >= ``positive_threshold``) or disliked:
@@ -153,15 +154,15 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
     return dot_product_ranks(queries, candidates, targets, excluded, cells=EVAL_CELLS, chunk=chunk)
 
 
-def excluding_history(held: seq.HeldOut) -> seq.HeldOut:
-    """``held`` with each query's history left out of its ranking."""
-    return replace(held, exclude=held.histories)
+def with_history(held: seq.HeldOut, left_out: bool) -> seq.HeldOut:
+    """``held`` with each query's history left out of its ranking (``left_out``) or nothing left out."""
+    return replace(held, exclude=held.histories if left_out else [np.array([], dtype=object)] * len(held))
 
 
 def leaves_history_out(model: TwoTowerRetrieval, validation: seq.HeldOut, max_len: int,
-                       ks: tuple[int, ...]) -> bool:
-    """Whether ranking leaves each user's own history out, where the protocol does not decide it: the
-    better of the two on validation's hit rates at every cut-off (summed).
+                       ks: tuple[int, ...], *, protocol_default: bool) -> tuple[bool, dict]:
+    """Whether ranking leaves each user's own history out: the better of the two on validation's hit
+    rates at every cut-off (summed); the protocol's own rule on a tie.
 
     Where a user never interacts with an item twice (MovieLens ratings), a history item can never be
     the target, yet the model, trained on those very interactions, scores it near the top; where users
@@ -170,21 +171,25 @@ def leaves_history_out(model: TwoTowerRetrieval, validation: seq.HeldOut, max_le
 
     Args:
       model: the trained model.
-      validation: the validation targets (nothing excluded).
+      validation: the validation targets.
       max_len: the history width.
       ks: the cut-offs.
+      protocol_default: the protocol's rule (leave-last-out leaves the history out, the tutorial's keeps it).
 
     Returns:
-      True to leave the history out.
+      (True to leave the history out, ``{"kept": metrics, "left_out": metrics}`` on validation).
     """
-    kept = topk_metrics(ranks(model, validation, max_len), ks)
-    left_out = topk_metrics(ranks(model, excluding_history(validation), max_len), ks)
-    hits = {name: sum(m[f"recall@{k}"] for k in ks) for name, m in (("kept", kept), ("left out", left_out))}
-    print(f"retrieval: each user's history {'left out of' if hits['left out'] > hits['kept'] else 'kept in'} "
-          f"the ranking (validation hit rates at {', '.join(map(str, ks))}: history kept "
-          + ", ".join(f"{kept[f'recall@{k}']:.4f}" for k in ks) + "; left out "
-          + ", ".join(f"{left_out[f'recall@{k}']:.4f}" for k in ks) + ")", flush=True)
-    return hits["left out"] > hits["kept"]
+    if not len(validation):
+        return protocol_default, {}
+    both = {name: topk_metrics(ranks(model, with_history(validation, name == "left_out"), max_len), ks)
+            for name in ("kept", "left_out")}
+    kept, left_out = (sum(both[name][f"recall@{k}"] for k in ks) for name in ("kept", "left_out"))
+    choice = left_out > kept or (left_out == kept and protocol_default)
+    print(f"retrieval: each user's history {'left out of' if choice else 'kept in'} the ranking (validation "
+          f"hit rates at {', '.join(map(str, ks))}: history kept "
+          + ", ".join(f"{both['kept'][f'recall@{k}']:.4f}" for k in ks) + "; left out "
+          + ", ".join(f"{both['left_out'][f'recall@{k}']:.4f}" for k in ks) + ")", flush=True)
+    return choice, both
 
 
 def item_scores(model: TwoTowerRetrieval, rated: pairs.RatedHeldOut, max_len: int) -> np.ndarray:
@@ -256,8 +261,7 @@ def evaluate_run(run_dir, part: str = "test") -> dict[str, float]:
     split = split_data(cfg, load_data(cfg))
     ks = TUTORIAL_KS if split.protocol == "random_80_20" else tuple(cfg.eval_ks)
     held = getattr(split, part)
-    if split.protocol == "random_80_20" and trained.meta.get("history_left_out"):
-        held = excluding_history(held)
+    held = with_history(held, trained.meta.get("history_left_out", split.protocol == "leave_last_out"))
     metrics = topk_metrics(ranks(model, held, cfg.max_history, table=trained.cooccurrence), ks)
     if pairwise_metrics_on(cfg):
         rated = pairs.rated_held_out(getattr(split.rows, part), split.train, cfg.positive_threshold)
@@ -419,9 +423,10 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
               f"epochs after it: validation {monitor} {saved_validation[monitor]:.5f} (epoch {best} alone: "
               f"{evaluator.best_value:.5f})", flush=True)
 
+    leave_out, by_rule = leaves_history_out(model, validation, cfg.max_history, ks,
+                                            protocol_default=split.protocol == "leave_last_out")
+    validation, test = with_history(validation, leave_out), with_history(split.test, leave_out)
     table = fit_cooccurrence(cfg, model, split, catalog, validation, monitor, ks, cells=EVAL_CELLS)
-    leave_out = tutorial and leaves_history_out(model, validation, cfg.max_history, ks)
-    test = excluding_history(split.test) if leave_out else split.test
     metrics = evaluate(model, "test", test, table)
     fusion = {}
     if table is not None:
@@ -432,7 +437,8 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
         "best_epoch": evaluator.best_epoch, "best_validation": evaluator.best_value,
         "epochs_averaged_after_best": evaluator.averaged_epochs, "saved_validation": saved_validation,
         "train_seconds": round(train_seconds, 2), "epochs_run": evaluator.epochs_run, "loss": cfg.loss,
-        "exclude_seen": exclude_seen, "history_left_out": leave_out or split.protocol == "leave_last_out",
+        "exclude_seen": exclude_seen, "history_left_out": leave_out,
+        "validation_by_history_rule": by_rule,
         **({"training_triples": len(sampler), "liked_without_negative": sampler.dropped} if sampler else {}),
         **{f"pairwise_{part}": {"rows": len(r), "liked": int(r.liked.sum()), "pairs": same_user_pairs(r)}
            for part, r in rated.items()},
