@@ -16,6 +16,7 @@ Run as a script to write the same models and a models.config for a real
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -339,9 +340,17 @@ def write_all(base: Path) -> Path:
 # -- the server process --------------------------------------------------------------------------
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports: each socket stays bound until all are chosen, so two calls in
+    a row cannot hand out the same port."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 class ServerProcess:
@@ -397,8 +406,7 @@ class ServerProcess:
 
 
 def start_server(tmp_path: Path, args: list[str], *, ready: bool = True) -> ServerProcess:
-    server = ServerProcess(args, Path(tmp_path) / f"server-{time.monotonic_ns()}.log", free_port(),
-                           free_port())
+    server = ServerProcess(args, Path(tmp_path) / f"server-{time.monotonic_ns()}.log", *free_ports(2))
     return server.wait_ready() if ready else server
 
 

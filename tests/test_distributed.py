@@ -2,12 +2,12 @@
 and two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy) training as well as one process."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from serving_fixtures import free_ports
 
 from tfrs_recsys.config import ConfigError
 from tfrs_recsys.config_sources import config_from_args
@@ -33,17 +33,6 @@ def _env(**extra) -> dict:
     return {**env, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _tail(path: Path, n: int = 3000) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else "(no log)"
 
@@ -58,7 +47,7 @@ def _run(command: list[str], log: Path, env: dict) -> subprocess.CompletedProces
 
 def _run_workers(args: list[str], out_dirs: list[Path], logs: list[Path], tmpdir: Path) -> list[int]:
     """One ``python -m tfrs_recsys.train`` per worker, each with its TF_CONFIG; killed on timeout."""
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(len(out_dirs))]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(len(out_dirs))]}
     procs = []
     try:
         for index, (out, log) in enumerate(zip(out_dirs, logs)):

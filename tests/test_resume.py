@@ -169,13 +169,13 @@ def test_esmm_killed_in_its_baseline_resumes_the_baseline(tmp_path):
 def test_two_workers_killed_and_resumed_train_like_one_process(tmp_path):
     """Both workers read the chief's resume/ (one --output-dir on storage both see); the non-chief writes its
     own state into a temporary folder."""
+    from serving_fixtures import free_ports
     from test_distributed import DEEPFM as TWO_WORKER_DEEPFM
-    from test_distributed import _free_ports
 
     out, args = tmp_path / "run", [*TWO_WORKER_DEEPFM, "--patience", "5"]
 
     def workers(*extra: str) -> list[subprocess.Popen]:
-        cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
         procs = []
         for index in range(2):
             tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
