@@ -16,7 +16,7 @@ Protocol, for each model family:
   timed epochs; their times are printed), and the model still scores raw strings everywhere else
   (evaluation here, export, serving);
 * our defaults (``--precision auto``: the MLP products train in bfloat16 on a CPU with native
-  bfloat16, else float32; the embedding tables train with sparse Adagrad at the config's
+  bfloat16, else float32; the embedding tables train with row-wise Adagrad at the config's
   ``embedding_learning_rate``, with its ``embedding_l2``); ``--precision float32`` for the float32
   figures;
 * equal embedding size and hidden units (``--embedding-dim``, ``--hidden-units``), the same Adam

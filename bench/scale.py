@@ -10,7 +10,7 @@ Phases, in seconds: ``load`` (read / sample the files, infer the spec), ``split`
 training input), ``epoch`` (the training steps of one epoch, validation excluded), ``evaluation``
 (validation after the epoch and the test evaluation), ``artifacts`` (run files). ``ex/s`` = training
 examples / epoch seconds; ``rss`` = the process's peak RSS (``resource.getrusage``); ``tables`` = the
-embedding rows and the MiB of the tables plus their optimizer slots (rankers: Adagrad's accumulator;
+embedding rows and the MiB of the tables plus their optimizer slots (rankers: row-wise Adagrad's accumulator;
 retrieval: Adam's two moments).
 
 The rankers train with ``--streaming always`` (``tfrs_recsys.training.stream``): the path a user's
@@ -66,7 +66,7 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
-def _table_memory(spec_path: Path, dim: int) -> tuple[int, float]:
+def _table_memory(spec_path: Path, dim: int, model: str) -> tuple[int, float]:
     spec = json.loads(spec_path.read_text())
     rows = 0
     for f in spec["features"]:
@@ -74,8 +74,9 @@ def _table_memory(spec_path: Path, dim: int) -> tuple[int, float]:
             rows += len(f["vocabulary"]) + 1
         elif f["encoding"] == "hash":
             rows += f["num_buckets"]
-    # float32 rows of the table and of Adagrad's accumulator; DeepFM adds a first-order weight per row.
-    return rows, rows * (dim * 2 + 2) * 4 / 2 ** 20
+    # float32: a row of the table and its row-wise Adagrad accumulator; DeepFM adds a first-order weight per
+    # row, with its accumulator.
+    return rows, rows * (dim + 1 + (2 if model == "deepfm" else 0)) * 4 / 2 ** 20
 
 
 def run_ranker(model: str, folder: Path, out_dir: Path, extra: list[str]) -> dict:
@@ -90,7 +91,7 @@ def run_ranker(model: str, folder: Path, out_dir: Path, extra: list[str]) -> dic
     t = metrics["timings"]
     epoch = t["epochs"][0][-1]  # the last epoch: the first one also traces the graph
     split = json.loads((out_dir / "split.json").read_text())
-    table_rows, table_mib = _table_memory(out_dir / "spec.json", cfg.embedding_dim)
+    table_rows, table_mib = _table_memory(out_dir / "spec.json", cfg.embedding_dim, model)
     quality = {"deepfm": ("auc", metrics.get("auc")), "esmm": ("ctcvr_auc", metrics.get("ctcvr_auc"))}[model]
     return {"argv": argv, "load": t["load"], "split": t["split"], "pipeline": t["pipeline"], "epoch": epoch,
             "evaluation": t["validation"] + t["evaluation"], "artifacts": t["artifacts"],

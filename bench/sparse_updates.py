@@ -6,7 +6,7 @@ not the rows a table has.
 
 DeepFM on synthetic CTR logs, its ``item_id`` hashed into ``--rows`` buckets (the only change between
 the sizes), compiled as training compiles it (:func:`tfrs_recsys.training.rankers.compile_ranker`:
-sparse Adagrad with row L2 on the tables) and, for contrast, with ``tf.keras.optimizers.Adam`` on
+row-wise Adagrad with row L2 on the tables) and, for contrast, with ``tf.keras.optimizers.Adam`` on
 every variable (which decays its moments over whole tables). Retrieval (the CLI's default towers,
 ``--batch-size`` windows of 50 random items) over a ``--catalog`` of N items with the sampled softmax
 (what a large catalog trains with), compiled with training's :class:`LazyAdam` and, for contrast,
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
                     for opt in ("ranker", "adam") for rows in sizes}, args.rounds, args.steps)
         table(f"DeepFM, batch {args.batch_size}, item table of N rows x 16; median CPU ms per step over "
               f"{args.rounds} calls of {args.steps} steps",
-              {"ranker": "ranker (sparse Adagrad + Adam)", "adam": "tf.keras Adam, every variable"},
+              {"ranker": "ranker (row-wise Adagrad + Adam)", "adam": "tf.keras Adam, every variable"},
               sizes, ms)
     if "retrieval" in models:
         sizes = [int(r) for r in args.catalog.split(",")]

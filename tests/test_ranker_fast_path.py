@@ -179,7 +179,7 @@ def test_embedding_l2_is_an_l2_penalty_on_the_rows_a_step_touches():
 
 @pytest.mark.parametrize("which", ["deepfm", "esmm"])
 def test_training_resumes_from_a_checkpoint_with_the_optimizer_state(which, logs, sessions, tmp_path):
-    """A checkpoint holds the optimizer's state (Adagrad accumulators, Adam moments, step counts): a
+    """A checkpoint holds the optimizer's state (row-wise Adagrad accumulators, Adam moments, step counts): a
     fresh model that loads it takes the same next step as the model that wrote it."""
     frame, spec = logs if which == "deepfm" else sessions
     config_cls = DeepFMConfig if which == "deepfm" else ESMMConfig

@@ -350,7 +350,7 @@ class RetrievalConfig(TrainConfig):
 class ESMMConfig(TrainConfig):
     """Entire-space multitask ranker: p_ctcvr = p_ctr * p_cvr (see models/esmm.py).
 
-    Optimizer (training/optimizers.py): Adam at ``learning_rate`` on the dense layers, Adagrad at
+    Optimizer (training/optimizers.py): Adam at ``learning_rate`` on the dense layers, row-wise Adagrad at
     ``embedding_learning_rate`` on the tables (only the rows a batch looks up). Two L2 penalties on the
     tables, both on the rows a batch looks up only:
 
@@ -370,7 +370,7 @@ class ESMMConfig(TrainConfig):
       ctcvr_loss_weight: The weight of the CTCVR loss.
       dropout: The dropout rate of the towers.
       l2_reg: L2 on the field vectors a batch uses, in proportion to their use.
-      embedding_learning_rate: Adagrad's learning rate on the embedding tables.
+      embedding_learning_rate: row-wise Adagrad's learning rate on the embedding tables.
       embedding_l2: L2 on each table row a step looks up, once per step.
       ndcg_k: The cut-off of the session NDCG.
       synthetic_sessions: Sessions of synthetic data.
@@ -418,7 +418,7 @@ class DeepFMConfig(TrainConfig):
       hidden_units: The widths of the DNN's hidden layers.
       dropout: The dropout rate of the DNN.
       l2_reg: L2 on the field vectors a batch uses, in proportion to their use.
-      embedding_learning_rate: Adagrad's learning rate on the embedding tables.
+      embedding_learning_rate: row-wise Adagrad's learning rate on the embedding tables.
       embedding_l2: L2 on each table row a step looks up, once per step.
       synthetic_rows: Rows of synthetic CTR logs.
       precision: MLP products while training: auto, float32 or mixed_bfloat16 (as ESMM's).

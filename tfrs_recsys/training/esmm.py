@@ -236,7 +236,7 @@ def run_streamed(cfg: ESMMConfig) -> dict:
                 baseline = ClickedCVR.from_spec(spec, cfg)
             baseline_dir = paths.makedirs(paths.join(run.run_dir, runs.BASELINE))
             clicked_rows = max(1, round(run.train_rows * float(np.mean(clicks))))
-            stream.fit(baseline, cfg, run, baseline_dir, rows=clicked_rows, checkpoint=False,
+            stream.fit(baseline, cfg, run, baseline_dir, rows=clicked_rows,
                        row_filter=lambda b: b.column(click).to_numpy(zero_copy_only=False) > 0.5,
                        eval_fn=lambda m: rankers.with_selection_score(
                            evaluate(m, run.validation, run, evaluate_clicked_cvr), ("cvr_auc_clicked",),

@@ -1,13 +1,15 @@
 """Optimizers whose step on an embedding table costs the rows its batch looks up, not the table's size.
 
-The rankers' optimizer (:func:`ranker_optimizer`): sparse Adagrad on the embedding tables, Adam on every
-other variable. Retrieval's (:class:`LazyAdam`): Adam whose sparse steps touch only the looked-up rows.
+The rankers' optimizer (:func:`ranker_optimizer`): row-wise Adagrad (:class:`RowwiseAdagrad`) on the
+embedding tables, Adam on every other variable. Retrieval's (:class:`LazyAdam`): Adam whose sparse steps
+touch only the looked-up rows.
 
-A step's cost on an embedding table follows the rows its batch looks up, not the table's size. The
-tables' gradients are ``tf.IndexedSlices`` (one row per lookup), and Adagrad applies one as a scatter:
-only the looked-up rows and their accumulators are read and written,
+The tables' gradients are ``tf.IndexedSlices`` (one row per lookup). Row-wise Adagrad sums a gradient's
+duplicate rows and applies them as a scatter: only the looked-up rows and their accumulators are read and
+written, one accumulator per row rather than per element (as DLRM trains its tables), so a table of
+dimension ``d`` costs ``d + 1`` floats a row with its optimizer state instead of ``2 d``:
 
-    a_r <- a_r + g_r^2,    E[r] <- E[r] - lr g_r / sqrt(a_r)        for each touched row r.
+    a_r <- a_r + mean_j g_rj^2,    E[r] <- E[r] - lr g_r / (sqrt(a_r) + eps)     for each touched row r.
 
 (Adam on such a gradient still decays its two moments over the whole table every step.) The other
 variables (MLPs, numeric-feature vectors, biases) are dense and small, and train with Adam. TFRS'
@@ -20,12 +22,22 @@ the same with one replica or several. Rows no batch looks up are left as they ar
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-GradsAndVars = list[tuple[tf.Tensor | tf.IndexedSlices, tf.Variable]]
+
+def _slot_index(var_list: list[tf.Variable]) -> dict:
+    """Each variable's position in ``var_list``, also under its replicas' copies (a step under a
+    distribution strategy updates each replica's copy)."""
+    strategy = tf.distribute.get_strategy()
+    return {copy.ref(): index for index, var in enumerate(var_list)
+            for copy in (var, *strategy.experimental_local_results(var))}
+
+
+def _summed_rows(gradient: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor]:
+    """(the distinct rows ``gradient`` touches, their summed gradient rows)."""
+    rows, positions = tf.unique(gradient.indices)
+    return rows, tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
 
 
 def embedding_tables(model: tf.keras.Model) -> list[tf.Variable]:
@@ -34,34 +46,9 @@ def embedding_tables(model: tf.keras.Model) -> list[tf.Variable]:
             if isinstance(layer, tf.keras.layers.Embedding) and layer.built]
 
 
-def touched_row_l2(weight: float) -> Callable[[GradsAndVars], GradsAndVars]:
-    """A gradient transformer: adds ``2 weight E[r]`` once to the gradient of each row ``r`` that an
-    ``IndexedSlices`` gradient touches (the gradient of ``weight * ||E[r]||^2``).
-
-    Args:
-      weight: the L2 weight; 0 leaves the gradients as they are.
-
-    Returns:
-      A function of ``[(gradient, variable)]`` for ``gradient_transformers`` of a
-      ``tf.keras.optimizers.legacy`` optimizer (applied after the replicas' gradients are summed).
-    """
-    def transform(grads_and_vars: GradsAndVars) -> GradsAndVars:
-        out = []
-        for grad, var in grads_and_vars:
-            if weight and isinstance(grad, tf.IndexedSlices):
-                rows, _ = tf.unique(grad.indices)
-                penalty = 2.0 * weight * tf.gather(var, rows)
-                grad = tf.IndexedSlices(tf.concat([grad.values, tf.cast(penalty, grad.values.dtype)], 0),
-                                        tf.concat([grad.indices, rows], 0), grad.dense_shape)
-            out.append((grad, var))
-        return out
-
-    return transform
-
-
 def ranker_optimizer(model: tf.keras.Model, *, learning_rate: float, embedding_learning_rate: float,
                      embedding_l2: float = 0.0) -> tfrs.experimental.optimizers.CompositeOptimizer:
-    """Adagrad with touched-row L2 on ``model``'s embedding tables, Adam on the rest.
+    """Row-wise Adagrad with touched-row L2 on ``model``'s embedding tables, Adam on the rest.
 
     The variables are looked up when the first step runs, so ``model`` may be unbuilt. Create it
     under the strategy the model was built under.
@@ -69,7 +56,7 @@ def ranker_optimizer(model: tf.keras.Model, *, learning_rate: float, embedding_l
     Args:
       model: the model to train.
       learning_rate: Adam's learning rate.
-      embedding_learning_rate: Adagrad's learning rate for the tables.
+      embedding_learning_rate: row-wise Adagrad's learning rate for the tables.
       embedding_l2: weight of the L2 penalty on the rows a step touches (see the module docstring).
 
     Returns:
@@ -80,11 +67,73 @@ def ranker_optimizer(model: tf.keras.Model, *, learning_rate: float, embedding_l
         return [v for v in model.trainable_variables if v.ref() not in tables]
 
     return tfrs.experimental.optimizers.CompositeOptimizer([
-        (tf.keras.optimizers.legacy.Adagrad(embedding_learning_rate,
-                                            gradient_transformers=[touched_row_l2(embedding_l2)]),
-         lambda: embedding_tables(model)),
+        (RowwiseAdagrad(embedding_learning_rate, l2=embedding_l2), lambda: embedding_tables(model)),
         (tf.keras.optimizers.legacy.Adam(learning_rate), dense),
     ])
+
+
+class RowwiseAdagrad(tf.keras.optimizers.Adagrad):
+    """Adagrad with one accumulator per row of a table, its sparse steps touching only the looked-up rows.
+
+    On the gradient of a 2-D variable (an embedding table's, a ``tf.IndexedSlices``), with ``R`` the rows
+    it touches (duplicates summed; a dense gradient touches every row) and ``l2`` the touched-row
+    penalty's weight:
+
+        g_R <- g_R + 2 l2 E[R],    a[R] <- a[R] + mean_j g_Rj^2,    E[R] <- E[R] - lr g_R / (sqrt(a[R]) + eps)
+
+    Rows outside ``R`` keep their values and accumulators. A variable that is not 2-D takes Adagrad's
+    element-wise step, with an accumulator of its shape.
+
+    Args:
+      learning_rate: the learning rate.
+      l2: weight of the L2 penalty on the rows a step touches (module docstring).
+      **kwargs: the other arguments of ``tf.keras.optimizers.Adagrad`` (``initial_accumulator_value``,
+        ``epsilon``, ...).
+    """
+
+    def __init__(self, learning_rate: float = 0.001, l2: float = 0.0, **kwargs):
+        # XLA compiles one program per shape, and a sparse step's row count changes with every batch.
+        kwargs.pop("jit_compile", None)
+        super().__init__(learning_rate, jit_compile=False, **kwargs)
+        self.l2 = l2
+        self._row_slot_index: dict = {}
+        self._row_accumulators: list[tf.Variable] = []
+
+    def build(self, var_list: list[tf.Variable]):
+        """Creates the accumulators: ``[rows, 1]`` for a 2-D variable, the variable's shape otherwise
+        (skipping Adagrad's own, which this optimizer does not use)."""
+        if self._row_accumulators:
+            return
+        tf.keras.optimizers.Optimizer.build(self, var_list)
+        for var in var_list:
+            shape = (var.shape[0], 1) if var.shape.rank == 2 else var.shape
+            initial = tf.fill(shape, tf.constant(self.initial_accumulator_value, var.dtype))
+            self._row_accumulators.append(self.add_variable_from_reference(
+                var, "accumulator", shape=shape, initial_value=initial))
+        self._row_slot_index = _slot_index(var_list)
+
+    def update_step(self, gradient: tf.Tensor | tf.IndexedSlices, variable: tf.Variable):
+        """Applies one step of ``gradient`` to ``variable`` (to the touched rows only, if sparse)."""
+        accumulator = self._row_accumulators[self._row_slot_index[variable.ref()]]
+        lr = tf.cast(self.learning_rate, variable.dtype)
+        epsilon = tf.cast(self.epsilon, variable.dtype)
+        if variable.shape.rank == 2:
+            if not isinstance(gradient, tf.IndexedSlices):  # every row, as a sparse gradient over all of them
+                gradient = tf.IndexedSlices(gradient, tf.range(tf.shape(variable)[0]))
+            rows, values = _summed_rows(gradient)
+            if self.l2:
+                values += tf.cast(2.0 * self.l2, values.dtype) * tf.gather(variable, rows)
+            a_rows = tf.gather(accumulator, rows) + tf.reduce_mean(tf.square(values), axis=1, keepdims=True)
+            accumulator.scatter_update(tf.IndexedSlices(a_rows, rows))
+            variable.scatter_sub(tf.IndexedSlices(lr * values / (tf.sqrt(a_rows) + epsilon), rows))
+            return
+        gradient = tf.convert_to_tensor(gradient)
+        accumulator.assign_add(tf.square(gradient))
+        variable.assign_sub(lr * gradient / (tf.sqrt(accumulator) + epsilon))
+
+    def get_config(self) -> dict:
+        """Adagrad's config and ``l2``."""
+        return {**super().get_config(), "l2": self.l2}
 
 
 class LazyAdam(tf.keras.optimizers.Adam):
@@ -121,13 +170,10 @@ class LazyAdam(tf.keras.optimizers.Adam):
         if self._lazy_momenta:
             return
         tf.keras.optimizers.Optimizer.build(self, var_list)
-        strategy = tf.distribute.get_strategy()
-        for index, var in enumerate(var_list):
+        for var in var_list:
             self._lazy_momenta.append(self.add_variable_from_reference(var, "m"))
             self._lazy_velocities.append(self.add_variable_from_reference(var, "v"))
-            # Under a distribution strategy a step updates each replica's copy of the variable.
-            for copy in (var, *strategy.experimental_local_results(var)):
-                self._lazy_slot_index[copy.ref()] = index
+        self._lazy_slot_index = _slot_index(var_list)
 
     def update_step(self, gradient: tf.Tensor | tf.IndexedSlices, variable: tf.Variable):
         """Applies one Adam step of ``gradient`` to ``variable`` (to the touched rows only, if sparse)."""
@@ -144,8 +190,7 @@ class LazyAdam(tf.keras.optimizers.Adam):
             v.assign_add((tf.square(gradient) - v) * (1 - beta_2))
             variable.assign_sub(alpha * m / (tf.sqrt(v) + epsilon))
             return
-        rows, positions = tf.unique(gradient.indices)
-        values = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(rows)[0])
+        rows, values = _summed_rows(gradient)
         m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * values
         v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(values)
         m.scatter_update(tf.IndexedSlices(m_rows, rows))

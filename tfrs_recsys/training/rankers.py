@@ -151,7 +151,7 @@ def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -
 
 
 def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
-    """Compile with :func:`~tfrs_recsys.training.optimizers.ranker_optimizer` (sparse Adagrad at
+    """Compile with :func:`~tfrs_recsys.training.optimizers.ranker_optimizer` (row-wise Adagrad at
     ``cfg.embedding_learning_rate`` with ``cfg.embedding_l2`` on the tables, Adam at
     ``cfg.learning_rate`` on the rest), created under the model's strategy; several steps per call
     into the graph, which saves the per-step Python round trip.

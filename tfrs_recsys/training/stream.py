@@ -162,9 +162,11 @@ def training_input(run: StreamRun, cfg: TrainConfig, row_filter: Callable | None
 
 
 def fit(model: tf.keras.Model, cfg: TrainConfig, run: StreamRun, run_dir, *, rows: int,
-        eval_fn: Callable[[tf.keras.Model], dict], row_filter: Callable | None = None,
-        checkpoint: bool = True) -> EpochEvaluator:
-    """:func:`~tfrs_recsys.training.rankers.fit` on the streamed training rows (``rows`` of them)."""
+        eval_fn: Callable[[tf.keras.Model], dict], row_filter: Callable | None = None) -> EpochEvaluator:
+    """:func:`~tfrs_recsys.training.rankers.fit` on the streamed training rows (``rows`` of them). The best
+    epoch's weights go to ``run_dir``'s checkpoint and are read back from it at the end, so no second copy of
+    the tables (millions of rows) stays in memory; ESMM's clicked-only baseline checkpoints into its own
+    folder."""
     clock = time.perf_counter()
     ds = training_input(run, cfg, row_filter)
     run.timings["pipeline"] = run.timings.get("pipeline", 0.0) + time.perf_counter() - clock
@@ -178,9 +180,9 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, run: StreamRun, run_dir, *, row
 
     epochs = EpochSeconds()
     evaluator = EpochEvaluator(timed, run_dir, monitor=rankers.MONITOR, mode="max", patience=cfg.patience,
-                               save_checkpoint=checkpoint)
+                               save_checkpoint=True)
     rankers.compile_ranker(model, cfg)
-    callbacks = [epochs, evaluator] + ([tensorboard_callback(run_dir)] if checkpoint else [])
+    callbacks = [epochs, evaluator, tensorboard_callback(run_dir)]
     model.fit(ds, epochs=cfg.epochs, steps_per_epoch=math.ceil(rows / cfg.batch_size), callbacks=callbacks,
               verbose=fit_verbosity(cfg))
     run.timings.setdefault("epochs", []).append(epochs.seconds)
