@@ -223,7 +223,7 @@ class _CrashAfter(tf.keras.callbacks.Callback):
 
 
 def _toy_fit(run_dir: Path, scores: list[float], *, resume: bool, crash_after: int | None = None,
-             average: bool = False):
+             average: bool = False, optimizer=tf.keras.optimizers.Adam):
     """A linear model on fixed data (no shuffling), Adam, early stopping on a scripted validation score."""
     run_dir.mkdir(exist_ok=True)
     tf.keras.utils.set_random_seed(0)
@@ -231,7 +231,7 @@ def _toy_fit(run_dir: Path, scores: list[float], *, resume: bool, crash_after: i
     x = rng.normal(size=(128, 4)).astype("float32")
     y = (x @ np.array([1.0, -2.0, 0.5, 0.0], dtype="float32"))[:, None]
     model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
-    model.compile(optimizer=tf.keras.optimizers.Adam(0.05), loss="mse")
+    model.compile(optimizer=optimizer(0.05), loss="mse")
     evaluator = EpochEvaluator(lambda m: {"score": scores[len(runs.read_train_log(run_dir))]}, run_dir,
                                monitor="score", patience=2, average_after_best=average)
     state = TrainingState(run_dir / runs.RESUME, resume=resume)
@@ -280,6 +280,19 @@ def test_a_damaged_sum_of_averaged_weights_is_refused_naming_the_file_and_the_fi
     state = (run_dir / runs.RESUME / runs.RESUME_STATE).read_text()
     with pytest.raises(ConfigError, match=r"sum-3\.npz .*--overwrite"):
         _toy_fit(run_dir, scores, resume=True, average=True)
+    assert (run_dir / runs.RESUME / runs.RESUME_STATE).read_text() == state  # nothing was lost
+
+
+def test_a_state_saved_by_another_optimizer_is_refused_naming_the_checkpoint_and_the_fix(tmp_path):
+    """A run killed under one optimizer (here Keras' legacy Adam, as the rankers' tables trained with the
+    legacy Adagrad before their row-wise one) and resumed under another: a clear error, not a traceback."""
+    scores = [0.1, 0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0]
+    run_dir = tmp_path / "crashed"
+    with pytest.raises(_Crash):
+        _toy_fit(run_dir, scores, resume=False, crash_after=2, optimizer=tf.keras.optimizers.legacy.Adam)
+    state = (run_dir / runs.RESUME / runs.RESUME_STATE).read_text()
+    with pytest.raises(ConfigError, match=r"epoch-2 does not fit .*--overwrite"):
+        _toy_fit(run_dir, scores, resume=True)
     assert (run_dir / runs.RESUME / runs.RESUME_STATE).read_text() == state  # nothing was lost
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfrs_recsys  # noqa: F401
-from tfrs_recsys.training.optimizers import RowwiseAdagrad
+from tfrs_recsys.training.optimizers import RowwiseAdagrad, ranker_optimizer
 
 LR, INITIAL, EPS = 0.1, 0.1, 1e-7
 
@@ -77,3 +77,18 @@ def test_a_dense_gradient_is_a_step_on_every_row_and_other_shapes_step_element_w
     # Keras' Adagrad divides by sqrt(a + eps), this one by sqrt(a) + eps: equal well above eps.
     np.testing.assert_allclose(bias.numpy(), reference.numpy(), rtol=1e-5)
     assert RowwiseAdagrad.from_config(RowwiseAdagrad(0.3, l2=0.01).get_config()).l2 == 0.01
+
+
+def test_the_ranker_optimizer_lists_the_row_accumulators_with_adams_moments():
+    """TFRS' CompositeOptimizer reads its members' ``weights``: the row-wise accumulators are among them."""
+    model = tf.keras.Sequential([tf.keras.layers.Embedding(50, 4), tf.keras.layers.GlobalAveragePooling1D(),
+                                 tf.keras.layers.Dense(1)])
+    ids = tf.constant([[1, 2, 2], [7, 1, 3]])
+    model(ids)
+    optimizer = ranker_optimizer(model, learning_rate=0.01, embedding_learning_rate=0.1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(ids) ** 2)
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+    shapes = sorted(tuple(w.shape) for w in optimizer.weights)
+    assert (50, 1) in shapes and shapes.count((4, 1)) == 2 and shapes.count((1,)) == 2, shapes
+    assert len(optimizer.get_weights()) == len(optimizer.weights)

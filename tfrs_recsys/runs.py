@@ -18,6 +18,7 @@ A ranker run (esmm, deepfm) adds::
     spec.json            the feature spec the model was built from (vocabularies, statistics, groups)
     split.json           how the data was split, and the row / session counts of each part
     baseline/            ESMM's clicked-only CVR baseline: its train_log.jsonl, TensorBoard logs, resume/
+                         (a streamed run's: also its best checkpoint)
     predictions_<part>.parquet   the part's rows scored by `python -m tfrs_recsys.evaluate --run-dir`
 
 A retrieval run adds::

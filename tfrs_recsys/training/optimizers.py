@@ -94,6 +94,7 @@ class RowwiseAdagrad(tf.keras.optimizers.Adagrad):
     def __init__(self, learning_rate: float = 0.001, l2: float = 0.0, **kwargs):
         # XLA compiles one program per shape, and a sparse step's row count changes with every batch.
         kwargs.pop("jit_compile", None)
+        kwargs.setdefault("name", "RowwiseAdagrad")
         super().__init__(learning_rate, jit_compile=False, **kwargs)
         self.l2 = l2
         self._row_slot_index: dict = {}
@@ -130,6 +131,11 @@ class RowwiseAdagrad(tf.keras.optimizers.Adagrad):
         gradient = tf.convert_to_tensor(gradient)
         accumulator.assign_add(tf.square(gradient))
         variable.assign_sub(lr * gradient / (tf.sqrt(accumulator) + epsilon))
+
+    @property
+    def weights(self) -> list[tf.Variable]:
+        """The optimizer's variables, under the name TFRS' ``CompositeOptimizer`` reads from its members."""
+        return list(self.variables)
 
     def get_config(self) -> dict:
         """Adagrad's config and ``l2``."""

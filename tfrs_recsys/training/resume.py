@@ -36,6 +36,22 @@ from tfrs_recsys.training import distribution
 PREFIX, SUM_PREFIX = "epoch-", "sum-"
 
 
+def _read(checkpoint: tf.train.Checkpoint, path, *, partial: bool) -> None:
+    """Restores ``checkpoint`` from ``path``; a saved state that does not fit (another optimizer's slots, say
+    an older version's) is a :class:`ConfigError` naming it and ``--overwrite``."""
+    try:
+        status = checkpoint.read(str(path))
+        if partial:
+            status.expect_partial()
+        else:
+            status.assert_existing_objects_matched()
+    except (ValueError, AssertionError) as error:
+        reason = str(error).strip().splitlines()[0][:300]
+        raise ConfigError(f"resume: the saved training state {path} does not fit this run's model and "
+                          f"optimizer ({type(error).__name__}: {reason}), so the run cannot continue as it "
+                          "was: pass --overwrite to train it again") from None
+
+
 def advance(dataset: tf.data.Dataset, epochs: int, steps_per_epoch: int, *,
             repeated: bool) -> tf.data.Dataset:
     """``dataset`` as the epochs after the first ``epochs`` read it.
@@ -142,14 +158,13 @@ class TrainingState(tf.keras.callbacks.Callback):
             model.optimizer.build(model.trainable_variables)  # restore theirs when they are created
         best = None
         if state["best_checkpoint"]:
-            tf.train.Checkpoint(model=model).read(str(paths.join(self.source_dir, state["best_checkpoint"]))
-                                                  ).expect_partial()
+            _read(tf.train.Checkpoint(model=model), paths.join(self.source_dir, state["best_checkpoint"]),
+                  partial=True)
             best = model.get_weights()
             if evaluator.save_checkpoint:  # the run's best checkpoint may be of a later, lost epoch
                 runs.save_checkpoint(model, evaluator.run_dir)
         latest = str(paths.join(self.source_dir, state["checkpoint"]))
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-        checkpoint.read(latest).assert_existing_objects_matched()
+        _read(tf.train.Checkpoint(model=model, optimizer=model.optimizer), latest, partial=False)
         sum_after_best = state.get("sum_after_best") and self._read_sum(state["sum_after_best"], best)
         evaluator.load_state(state["early_stopping"], best, sum_after_best or None)
         stopped = ", where it had stopped early" if state["stopped"] else ""
