@@ -18,6 +18,7 @@ Each shard is written as Parquet and (rankers) CSV with the same rows: ``OUT/par
 
     python bench/scale_data.py criteo --rows 1000000 --out data/criteo-1m
     python bench/scale_data.py histories --rows 20000000 --users 138000 --items 27000 --out data/hist-20m
+    python bench/scale_data.py criteo --rows 1000000 --out data/criteo-1m --count-distinct   # ids per column
 """
 from __future__ import annotations
 
@@ -223,6 +224,19 @@ def generate(kind: str, rows: int, out: str | Path, *, seed: int = 0, shards: in
     return manifest
 
 
+def distinct_ids(out: str | Path) -> dict[str, int]:
+    """The distinct values of each text column over every Parquet shard of a written data set (one column
+    of one shard in memory at a time), e.g. to compare a run's hash buckets with the ids they hold."""
+    files = sorted(Path(out, "parquet").glob("*.parquet"))
+    schema = pq.read_schema(files[0])
+    columns = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    counts = {}
+    for name in columns:
+        seen = [pc.unique(pq.read_table(f, columns=[name]).column(0)) for f in files]
+        counts[name] = len(pc.unique(pa.chunked_array(seen)))
+    return counts
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("kind", choices=("histories", "criteo", "sessions"))
@@ -233,7 +247,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int)
     parser.add_argument("--items", type=int)
     parser.add_argument("--no-csv", action="store_true", help="Parquet only")
+    parser.add_argument("--count-distinct", action="store_true",
+                        help="print the distinct values of each text column of the data set in --out")
     args = parser.parse_args(argv)
+    if args.count_distinct:
+        counts = distinct_ids(args.out)
+        print(json.dumps({**counts, "total": sum(counts.values())}))
+        return
     manifest = generate(args.kind, args.rows, args.out, seed=args.seed, shards=args.shards, users=args.users,
                         items=args.items, csv=False if args.no_csv else None)
     print(json.dumps(manifest))
