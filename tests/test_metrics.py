@@ -39,6 +39,32 @@ def test_session_ndcg_hand_example():
     assert value == pytest.approx(dcg / idcg) and (used, skipped) == (1, 0)
 
 
+def test_grouped_metrics_equal_one_group_at_a_time_with_ties_and_one_class_groups():
+    """gauc, pairwise_auc and session_ndcg compute every group at once; each group alone, brute force."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 600)
+    y[:40] = 1  # whole one-class groups below
+    s = rng.integers(0, 6, 600).astype(float)  # many ties within groups
+    gains = rng.integers(0, 3, 600).astype(float)
+    g = np.concatenate([np.repeat([-7, 1000], 20), rng.integers(0, 30, 560)])
+    per_group, pairs, ndcgs = [], [], []
+    for group in np.unique(g):
+        yg, sg, gg = y[g == group], s[g == group], gains[g == group]
+        if 0 < yg.sum() < len(yg):
+            per_group.append((_pairwise_auc(yg, sg), len(yg), yg.sum() * (len(yg) - yg.sum())))
+        ranked = gg[np.argsort(-sg, kind="stable")]  # ties keep the input order
+        if gg.max() > 0:
+            ndcgs.append(metrics.dcg(ranked, 5) / metrics.dcg(np.sort(gg)[::-1], 5))
+    aucs, sizes, pair_counts = map(np.array, zip(*per_group))
+    groups = len(np.unique(g))
+    assert metrics.gauc(y, s, g) == (pytest.approx(np.average(aucs, weights=sizes)), len(aucs),
+                                     groups - len(aucs))
+    assert metrics.pairwise_auc(y, s, g) == (pytest.approx(np.average(aucs, weights=pair_counts)),
+                                             pair_counts.sum(), len(aucs))
+    assert metrics.session_ndcg(gains, s, g, k=5) == (pytest.approx(np.mean(ndcgs)), len(ndcgs),
+                                                      groups - len(ndcgs))
+
+
 def test_click_conversion_ndcg_ranks_by_expected_gain():
     """Clicked a (p_ctr .9, p_ctcvr .2) and converted b (p_ctr .5, p_ctcvr .45): with gains click=1 and
     conversion=2 their expected gains 2^g - 1 are .7 + 3 * .2 = 1.3 and .05 + 3 * .45 = 1.4, so b leads;

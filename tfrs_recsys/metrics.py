@@ -17,10 +17,17 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 
 def _floats(values: Sequence[float]) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).ravel()
+
+
+def _scores(values: Sequence[float]) -> np.ndarray:
+    """Scores to order by: float32 ones stay float32 (the same order, half the memory of a copy)."""
+    values = np.asarray(values).ravel()
+    return values if values.dtype in (np.float32, np.float64) else values.astype(np.float64)
 
 
 def _rankdata(x: np.ndarray) -> np.ndarray:
@@ -29,11 +36,16 @@ def _rankdata(x: np.ndarray) -> np.ndarray:
     return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
 
 
-def _groups(groups: Sequence) -> list[np.ndarray]:
-    """The row indices of each distinct group, rows in input order within a group."""
-    _, inverse = np.unique(np.asarray(groups).ravel(), return_inverse=True)
-    order = np.argsort(inverse, kind="mergesort")
-    return np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)
+def _group_codes(groups: Sequence) -> tuple[np.ndarray, int]:
+    """Each row's group as a code 0..G-1 (in order of first appearance), and G: a hash table, no sort."""
+    codes, uniques = pd.factorize(np.asarray(groups).ravel(), use_na_sentinel=False)
+    return codes, len(uniques)
+
+
+def _positions_in_group(sorted_codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """0-based position of each row within its group, for rows sorted group by group."""
+    sizes = np.bincount(sorted_codes, minlength=n_groups)
+    return np.arange(sorted_codes.size) - (np.cumsum(sizes) - sizes)[sorted_codes]
 
 
 def auc(labels: Sequence[float], scores: Sequence[float]) -> float:
@@ -49,7 +61,7 @@ def auc(labels: Sequence[float], scores: Sequence[float]) -> float:
     Raises:
       ValueError: ``labels`` and ``scores`` differ in length.
     """
-    y, s = _floats(labels) > 0.5, _floats(scores)
+    y, s = _floats(labels) > 0.5, _scores(scores)
     if y.shape != s.shape:
         raise ValueError(f"labels and scores differ in length: {y.shape[0]} vs {s.shape[0]}")
     n_pos, n_neg = int(y.sum()), int((~y).sum())
@@ -117,18 +129,28 @@ def pairwise_auc(labels: Sequence[float], scores: Sequence[float],
 
 
 def _group_aucs(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> tuple:
-    """Of each group holding both classes: its AUC, positives and negatives; and the groups skipped."""
-    y, s = _floats(labels) > 0.5, _floats(scores)
-    aucs, positives, negatives, skipped = [], [], [], 0
-    for idx in _groups(groups):
-        n_pos = int(y[idx].sum())
-        if n_pos in (0, len(idx)):
-            skipped += 1
-            continue
-        aucs.append(auc(y[idx], s[idx]))
-        positives.append(n_pos)
-        negatives.append(len(idx) - n_pos)
-    return np.array(aucs), np.array(positives), np.array(negatives), skipped
+    """Of each group holding both classes: its AUC, positives and negatives; and the groups skipped.
+
+    All groups at once, from one sort by group and score: a tie block (equal scores in one group) gives
+    its rows its mean 1-based rank in the group, and a group's AUC is ``(R_pos - P (P + 1) / 2) / (P N)``
+    with ``R_pos`` the summed ranks of its ``P`` positives.
+    """
+    y, s = _floats(labels) > 0.5, _scores(scores)
+    codes, n_groups = _group_codes(groups)
+    order = np.lexsort((s, codes))
+    sorted_codes, sorted_scores = codes[order], s[order]
+    block_starts = np.ones(order.size, dtype=bool)
+    block_starts[1:] = (sorted_codes[1:] != sorted_codes[:-1]) | (sorted_scores[1:] != sorted_scores[:-1])
+    block = np.cumsum(block_starts) - 1
+    first_rank = _positions_in_group(sorted_codes, n_groups)[block_starts] + 1.0
+    mid_rank = (first_rank + (np.bincount(block) - 1) / 2.0)[block]
+    positive = y[order]
+    rank_sums = np.bincount(sorted_codes, weights=np.where(positive, mid_rank, 0.0), minlength=n_groups)
+    positives = np.bincount(sorted_codes, weights=positive, minlength=n_groups).astype(np.int64)
+    negatives = np.bincount(sorted_codes, minlength=n_groups) - positives
+    both = (positives > 0) & (negatives > 0)
+    p, n = positives[both], negatives[both]
+    return (rank_sums[both] - p * (p + 1) / 2.0) / (p * n), p, n, int(n_groups - both.sum())
 
 
 def dcg(gains: np.ndarray, k: int) -> float:
@@ -158,16 +180,22 @@ def session_ndcg(gains: Sequence[float], scores: Sequence[float], groups: Sequen
     Returns:
       ``(ndcg, sessions_used, sessions_skipped)``; sessions with no positive gain are skipped.
     """
-    y, s = _floats(gains), _floats(scores)
-    values, skipped = [], 0
-    for idx in _groups(groups):
-        ideal = dcg(np.sort(y[idx])[::-1], k)
-        if ideal <= 0:
-            skipped += 1
-            continue
-        ranked = idx[np.argsort(-s[idx], kind="mergesort")]
-        values.append(dcg(y[ranked], k) / ideal)
-    return (float(np.mean(values)) if values else float("nan")), len(values), skipped
+    value = 2.0 ** _floats(gains) - 1.0
+    codes, n_groups = _group_codes(groups)
+    ideal = _group_dcg(value, codes, np.lexsort((-value, codes)), n_groups, k)
+    achieved = _group_dcg(value, codes, np.lexsort((-_scores(scores), codes)), n_groups, k)  # a stable sort
+    used = ideal > 0
+    values = achieved[used] / ideal[used]
+    return (float(np.mean(values)) if values.size else float("nan")), int(used.sum()), int(n_groups - used.sum())
+
+
+def _group_dcg(value: np.ndarray, codes: np.ndarray, order: np.ndarray, n_groups: int, k: int) -> np.ndarray:
+    """Each group's DCG@k of the rows' ``2^rel - 1`` values, ranked in ``order`` (group by group)."""
+    sorted_codes = codes[order]
+    position = _positions_in_group(sorted_codes, n_groups)
+    top = np.flatnonzero(position < k)
+    return np.bincount(sorted_codes[top], weights=value[order[top]] / np.log2(position[top] + 2.0),
+                       minlength=n_groups)
 
 
 NDCG_GAINS = {"click": 1.0, "conversion": 2.0}
@@ -203,12 +231,13 @@ def click_conversion_ndcg(click: Sequence[float], conversion: Sequence[float], p
     """
     gains = NDCG_GAINS if gains is None else gains
     g_click, g_conv = gains.get("click", 0.0), gains.get("conversion", 0.0)
-    click = np.asarray(click, dtype=np.float64) > 0.5
-    converted = click & (np.asarray(conversion, dtype=np.float64) > 0.5)
+    click = np.asarray(click) > 0.5
+    converted = click & (np.asarray(conversion) > 0.5)
     relevance = np.where(converted, g_conv, np.where(click, g_click, 0.0))
     if scores is None:
-        p_ctr, p_ctcvr = np.asarray(p_ctr, dtype=np.float64), np.asarray(p_ctcvr, dtype=np.float64)
-        scores = (2.0 ** g_click - 1.0) * (p_ctr - p_ctcvr) + (2.0 ** g_conv - 1.0) * p_ctcvr
+        p_ctcvr = np.asarray(p_ctcvr, dtype=np.float64)
+        scores = (2.0 ** g_click - 1.0) * (np.asarray(p_ctr, dtype=np.float64) - p_ctcvr)
+        scores += (2.0 ** g_conv - 1.0) * p_ctcvr
     return session_ndcg(relevance, scores, groups, k=k)
 
 

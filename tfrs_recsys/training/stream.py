@@ -250,11 +250,11 @@ def score(model: tf.keras.Model | Sequence[tf.keras.Model], batches: Iterable[pa
       batch_size: rows per model call.
 
     Returns:
-      (``{output: float64 [rows]}``, or a list of them for several models, the frame).
+      (``{output: float32 [rows]}``, or a list of them for several models, the frame).
     """
     models = list(model) if isinstance(model, Sequence) else [model]
     outputs: list[dict[str, list[np.ndarray]]] = [{} for _ in models]
-    frames = []
+    columns: dict[str, list[np.ndarray]] = {}
     keys = [c for c in (spec.user_column, spec.session_column) if c]
     for batch in _coalesced(batches, streaming.CHUNK_ROWS):
         raw = streaming.unpack({k: tf.constant(v) for k, v in streaming.pack(batch, spec).items()}, spec)
@@ -262,16 +262,22 @@ def score(model: tf.keras.Model | Sequence[tf.keras.Model], batches: Iterable[pa
             call = _predict_function(one, raw)
             for start in range(0, batch.num_rows, batch_size):
                 for name, value in call({k: v[start:start + batch_size] for k, v in raw.items()}).items():
-                    out.setdefault(name, []).append(value.numpy().astype(np.float64))
-        frame = pd.DataFrame(streaming.labels_of(batch, spec.labels))
+                    out.setdefault(name, []).append(value.numpy())
+        for name, value in streaming.labels_of(batch, spec.labels).items():
+            columns.setdefault(name, []).append(value)
         for key in keys:
             if key in batch.schema.names:
-                frame[key] = _keys(batch.column(key))
-        frames.append(frame)
-    if not frames:
+                columns.setdefault(key, []).append(_keys(batch.column(key)))
+    if not columns:
         raise DataError("no rows to evaluate", fix="use more data")
-    joined = [{k: np.concatenate(v) for k, v in out.items()} for out in outputs]
-    return (joined if isinstance(model, Sequence) else joined[0]), pd.concat(frames, ignore_index=True)
+    joined = [_joined(out) for out in outputs]
+    return (joined if isinstance(model, Sequence) else joined[0]), pd.DataFrame(_joined(columns), copy=False)
+
+
+def _joined(chunks: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Each column's chunks concatenated, a column's chunks freed as soon as it is joined (the peak holds
+    one column twice, not all of them)."""
+    return {name: np.concatenate(chunks.pop(name)) for name in list(chunks)}
 
 
 def test_rows(run: StreamRun, cfg: TrainConfig) -> Iterable[pa.RecordBatch]:
