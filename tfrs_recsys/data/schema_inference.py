@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from tfrs_recsys.data.schema import (
     GROUPS,
@@ -264,11 +266,12 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
                else f"{distinct} distinct integers and no id/categorical hint in the name")
         return _numeric_column(name, values.to_numpy("float64", na_value=np.nan), "numeric", why)
     text = raw_strings(values)
-    separator = _detect_separator(text)
+    counts = text.value_counts()  # each distinct value once, for every check below
+    separator = _detect_separator(counts)
     if separator is not None:
         return _categorical_column(name, text, opts, f"text joined by {separator!r}", separator=separator)
     return _categorical_column(name, text, opts, "booleans" if pd.api.types.is_bool_dtype(values) else "text",
-                               id_like=_id_named(name), entity=as_id)
+                               id_like=_id_named(name), entity=as_id, counts=counts)
 
 
 def _numeric_column(name: str, values: np.ndarray, kind: str, why: str) -> tuple[FeatureColumn | None, str]:
@@ -282,8 +285,10 @@ def _numeric_column(name: str, values: np.ndarray, kind: str, why: str) -> tuple
             f"{kind}: {why}; mean {mean:.4g}, std {std:.4g}")
 
 
-def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, **extra) -> tuple[FeatureColumn, str]:
-    counts = tokens.value_counts()  # the checks below read each distinct value once, not every row
+def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, counts: pd.Series | None = None,
+             **extra) -> tuple[FeatureColumn, str]:
+    if counts is None:
+        counts = tokens.value_counts()  # the checks below read each distinct value once, not every row
     present = pd.Series(counts.index[counts.index != ""], dtype=object)
     extra["integer_values"] = bool(present.size) and bool(present.str.fullmatch(r"-?\d+").all())
     if len(counts) <= opts.vocab_max:
@@ -298,11 +303,14 @@ def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, **extra) -
 
 
 def _categorical_column(name: str, text: pd.Series, opts: _Options, why: str, *, id_like: bool = False,
-                        entity: bool = False, separator: str | None = None, raw_dtype: str = "string"
-                        ) -> tuple[FeatureColumn | None, str]:
+                        entity: bool = False, separator: str | None = None, raw_dtype: str = "string",
+                        counts: pd.Series | None = None) -> tuple[FeatureColumn | None, str]:
     """``entity``: the user or item id column, kept even when every sampled value differs; ``separator``
-    joins the values of a multi-valued column; ``raw_dtype``: what a client sends (``int64`` codes)."""
-    distinct = text.nunique()
+    joins the values of a multi-valued column; ``raw_dtype``: what a client sends (``int64`` codes);
+    ``counts``: ``text.value_counts()``, when already computed."""
+    if counts is None:
+        counts = text.value_counts()
+    distinct = len(counts)
     if distinct <= 1:
         value = text.iloc[0]
         shown = value if len(value) <= 40 else value[:40] + "..."
@@ -314,7 +322,7 @@ def _categorical_column(name: str, text: pd.Series, opts: _Options, why: str, *,
     if not entity and distinct == len(text) >= 100:
         return None, f"a row key: all {distinct} sampled values differ, so there is nothing to learn from it"
     kind = "id" if entity or id_like or distinct > opts.low_cardinality_max else "categorical"
-    column, how = _encoded(name, kind, text, opts, raw_dtype=raw_dtype)
+    column, how = _encoded(name, kind, text, opts, counts=counts, raw_dtype=raw_dtype)
     return column, f"{kind}: {why}, {how}" + (", int64 input" if raw_dtype == "int64" else "")
 
 
@@ -333,19 +341,21 @@ def _list_column(name: str, values: pd.Series, opts: _Options, *,
     return _categorical_column(name, text, opts, "lists", separator=separator)
 
 
-def _detect_separator(text: pd.Series) -> str | None:
-    """The separator of multi-valued text: one that splits some values into parts that recur.
+def _detect_separator(counts: pd.Series) -> str | None:
+    """The separator of multi-valued text (given as its ``value_counts()``): one that splits some values
+    into parts that recur.
 
     Genres ("Comedy|Drama") split into few distinct parts shared across rows; a title with a
     comma splits into parts as unique as the titles, so it stays single-valued.
     """
-    counts = text[text != ""].value_counts()  # each distinct value once, weighed by its rows
+    counts = counts[counts.index != ""]  # each distinct value once, weighed by its rows
     if counts.empty:
         return None
     values, rows = pd.Series(counts.index, dtype=object), counts.to_numpy()
+    searchable = pa.array(values.to_numpy(), type=pa.string())
     best, best_share = None, 0.0
     for sep in _SEPARATORS:
-        has = values.str.contains(sep, regex=False).to_numpy()
+        has = pc.match_substring(searchable, sep).to_numpy(zero_copy_only=False)
         with_sep, share = int(rows[has].sum()), float(rows[has].sum() / rows.sum())
         if with_sep < 2 or share < 0.01:
             continue
