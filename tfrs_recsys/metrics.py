@@ -1,4 +1,5 @@
-"""Offline metrics in NumPy, defined once for training, evaluation and benchmarks.
+"""Offline metrics in NumPy, defined once for training, evaluation and benchmarks. Per-group metrics (GAUC,
+pairwise AUC, session NDCG) compute every group at once from one sort, not one group at a time.
 
 Ranking of one held-out item (leave-last-out, full catalog):
     rank = number of non-excluded items scored strictly higher than the target (0-based)
