@@ -13,7 +13,7 @@ _DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 @pytest.fixture(scope="session")
 def datasets_dir() -> Path:
     """``$RECSYS_DATASETS_DIR`` or ../shared/datasets beside the repo."""
-    path = Path(os.environ.get("RECSYS_DATASETS_DIR", _DEFAULT))
+    path = Path(os.environ.get("RECSYS_DATASETS_DIR", _DEFAULT)).resolve()  # tests link to its files
     if not path.is_dir():
         pytest.skip(f"real datasets not found at {path}; set RECSYS_DATASETS_DIR to the shared/datasets "
                     "folder")

@@ -47,7 +47,7 @@ def test_grouped_metrics_equal_one_group_at_a_time_with_ties_and_one_class_group
     s = rng.integers(0, 6, 600).astype(float)  # many ties within groups
     gains = rng.integers(0, 3, 600).astype(float)
     g = np.concatenate([np.repeat([-7, 1000], 20), rng.integers(0, 30, 560)])
-    per_group, pairs, ndcgs = [], [], []
+    per_group, ndcgs = [], []
     for group in np.unique(g):
         yg, sg, gg = y[g == group], s[g == group], gains[g == group]
         if 0 < yg.sum() < len(yg):
@@ -63,6 +63,11 @@ def test_grouped_metrics_equal_one_group_at_a_time_with_ties_and_one_class_group
                                              pair_counts.sum(), len(aucs))
     assert metrics.session_ndcg(gains, s, g, k=5) == (pytest.approx(np.mean(ndcgs)), len(ndcgs),
                                                       groups - len(ndcgs))
+
+
+def test_gauc_ties_nan_scores_as_auc_does():
+    y, s = np.array([1, 0, 1, 0]), np.array([np.nan, np.nan, .5, .1])
+    assert metrics.gauc(y, s, np.zeros(4)) == (pytest.approx(metrics.auc(y, s)), 1, 0)
 
 
 def test_click_conversion_ndcg_ranks_by_expected_gain():

@@ -351,7 +351,7 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
         outputs = rankers.predict(model, frame, spec)
     predictions = frame[[*keys, *spec.labels]].reset_index(drop=True)
     for output, values in outputs.items():
-        predictions[f"p_{output}"] = values
+        predictions[f"p_{output}"] = np.asarray(values, dtype=np.float64)  # one file schema for both paths
     columns = {"click_label": spec.labels[0], "click_score": "p_ctr",
                "group_by": rankers.group_column(spec, frame), "ndcg_group_by": spec.session_column}
     if len(spec.labels) == 2:

@@ -141,7 +141,9 @@ def _group_aucs(labels: Sequence[float], scores: Sequence[float], groups: Sequen
     order = np.lexsort((s, codes))
     sorted_codes, sorted_scores = codes[order], s[order]
     block_starts = np.ones(order.size, dtype=bool)
-    block_starts[1:] = (sorted_codes[1:] != sorted_codes[:-1]) | (sorted_scores[1:] != sorted_scores[:-1])
+    new_score = sorted_scores[1:] != sorted_scores[:-1]
+    new_score &= ~(np.isnan(sorted_scores[1:]) & np.isnan(sorted_scores[:-1]))  # NaNs tie, as in auc()
+    block_starts[1:] = (sorted_codes[1:] != sorted_codes[:-1]) | new_score
     block = np.cumsum(block_starts) - 1
     first_rank = _positions_in_group(sorted_codes, n_groups)[block_starts] + 1.0
     mid_rank = (first_rank + (np.bincount(block) - 1) / 2.0)[block]
@@ -185,9 +187,10 @@ def session_ndcg(gains: Sequence[float], scores: Sequence[float], groups: Sequen
     codes, n_groups = _group_codes(groups)
     ideal = _group_dcg(value, codes, np.lexsort((-value, codes)), n_groups, k)
     achieved = _group_dcg(value, codes, np.lexsort((-_scores(scores), codes)), n_groups, k)  # a stable sort
-    used = ideal > 0
+    used = ~(ideal <= 0)  # a NaN gain makes its session's NDCG NaN rather than skipping it
     values = achieved[used] / ideal[used]
-    return (float(np.mean(values)) if values.size else float("nan")), int(used.sum()), int(n_groups - used.sum())
+    mean = float(np.mean(values)) if values.size else float("nan")
+    return mean, int(used.sum()), int(n_groups - used.sum())
 
 
 def _group_dcg(value: np.ndarray, codes: np.ndarray, order: np.ndarray, n_groups: int, k: int) -> np.ndarray:
@@ -232,13 +235,12 @@ def click_conversion_ndcg(click: Sequence[float], conversion: Sequence[float], p
     """
     gains = NDCG_GAINS if gains is None else gains
     g_click, g_conv = gains.get("click", 0.0), gains.get("conversion", 0.0)
-    click = np.asarray(click) > 0.5
-    converted = click & (np.asarray(conversion) > 0.5)
+    click = np.asarray(click, dtype=np.float64) > 0.5
+    converted = click & (np.asarray(conversion, dtype=np.float64) > 0.5)
     relevance = np.where(converted, g_conv, np.where(click, g_click, 0.0))
     if scores is None:
-        p_ctcvr = np.asarray(p_ctcvr, dtype=np.float64)
-        scores = (2.0 ** g_click - 1.0) * (np.asarray(p_ctr, dtype=np.float64) - p_ctcvr)
-        scores += (2.0 ** g_conv - 1.0) * p_ctcvr
+        p_ctr, p_ctcvr = np.asarray(p_ctr, dtype=np.float64), np.asarray(p_ctcvr, dtype=np.float64)
+        scores = (2.0 ** g_click - 1.0) * (p_ctr - p_ctcvr) + (2.0 ** g_conv - 1.0) * p_ctcvr
     return session_ndcg(relevance, scores, groups, k=k)
 
 

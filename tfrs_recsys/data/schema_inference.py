@@ -269,7 +269,8 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
     counts = text.value_counts()  # each distinct value once, for every check below
     separator = _detect_separator(counts)
     if separator is not None:
-        return _categorical_column(name, text, opts, f"text joined by {separator!r}", separator=separator)
+        return _categorical_column(name, text, opts, f"text joined by {separator!r}", separator=separator,
+                                   counts=counts)
     return _categorical_column(name, text, opts, "booleans" if pd.api.types.is_bool_dtype(values) else "text",
                                id_like=_id_named(name), entity=as_id, counts=counts)
 
