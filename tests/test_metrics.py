@@ -39,8 +39,12 @@ def test_session_ndcg_hand_example():
     assert value == pytest.approx(dcg / idcg) and (used, skipped) == (1, 0)
 
 
-def test_grouped_metrics_equal_one_group_at_a_time_with_ties_and_one_class_groups():
-    """gauc, pairwise_auc and session_ndcg compute every group at once; each group alone, brute force."""
+@pytest.mark.parametrize("slice_rows", [None, 37])
+def test_grouped_metrics_equal_one_group_at_a_time_with_ties_and_one_class_groups(slice_rows, monkeypatch):
+    """gauc, pairwise_auc and session_ndcg compute the groups of a slice of rows at once (one slice here,
+    or many with ``slice_rows``); each group alone, brute force."""
+    if slice_rows:
+        monkeypatch.setattr(metrics, "_SLICE_ROWS", slice_rows)
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 600)
     y[:40] = 1  # whole one-class groups below

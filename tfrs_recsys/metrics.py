@@ -1,5 +1,5 @@
 """Offline metrics in NumPy, defined once for training, evaluation and benchmarks. Per-group metrics (GAUC,
-pairwise AUC, session NDCG) compute every group at once from one sort, not one group at a time.
+pairwise AUC, session NDCG) sort once and compute all the groups of a slice of rows at once.
 
 Ranking of one held-out item (leave-last-out, full catalog):
     rank = number of non-excluded items scored strictly higher than the target (0-based)
@@ -41,6 +41,19 @@ def _group_codes(groups: Sequence) -> tuple[np.ndarray, int]:
     """Each row's group as a code 0..G-1 (in order of first appearance), and G: a hash table, no sort."""
     codes, uniques = pd.factorize(np.asarray(groups).ravel(), use_na_sentinel=False)
     return codes, len(uniques)
+
+
+_SLICE_ROWS = 1 << 18  # rows of whole groups computed at once: bounds the per-group metrics' scratch memory
+
+
+def _group_slices(codes: np.ndarray, n_groups: int) -> list[np.ndarray]:
+    """Row indices of whole groups, about :data:`_SLICE_ROWS` rows a slice (a larger group alone), rows in
+    input order within a group."""
+    if codes.size <= _SLICE_ROWS:
+        return [np.arange(codes.size)]
+    ends = np.cumsum(np.bincount(codes, minlength=n_groups))
+    cuts = np.unique(ends[np.searchsorted(ends, np.arange(_SLICE_ROWS, codes.size, _SLICE_ROWS))])
+    return np.split(np.argsort(codes, kind="stable"), cuts[cuts < codes.size])
 
 
 def _positions_in_group(sorted_codes: np.ndarray, n_groups: int) -> np.ndarray:
@@ -132,27 +145,29 @@ def pairwise_auc(labels: Sequence[float], scores: Sequence[float],
 def _group_aucs(labels: Sequence[float], scores: Sequence[float], groups: Sequence) -> tuple:
     """Of each group holding both classes: its AUC, positives and negatives; and the groups skipped.
 
-    All groups at once, from one sort by group and score: a tie block (equal scores in one group) gives
-    its rows its mean 1-based rank in the group, and a group's AUC is ``(R_pos - P (P + 1) / 2) / (P N)``
-    with ``R_pos`` the summed ranks of its ``P`` positives.
+    Every group of a slice at once, from one sort by group and score: a tie block (equal scores in one
+    group) gives its rows its mean 1-based rank in the group, and a group's AUC is
+    ``(R_pos - P (P + 1) / 2) / (P N)`` with ``R_pos`` the summed ranks of its ``P`` positives.
     """
     y, s = _floats(labels) > 0.5, _scores(scores)
     codes, n_groups = _group_codes(groups)
-    order = np.lexsort((s, codes))
-    sorted_codes, sorted_scores = codes[order], s[order]
-    block_starts = np.ones(order.size, dtype=bool)
-    new_score = sorted_scores[1:] != sorted_scores[:-1]
-    new_score &= ~(np.isnan(sorted_scores[1:]) & np.isnan(sorted_scores[:-1]))  # NaNs tie, as in auc()
-    block_starts[1:] = (sorted_codes[1:] != sorted_codes[:-1]) | new_score
-    block = np.cumsum(block_starts) - 1
-    first_rank = _positions_in_group(sorted_codes, n_groups)[block_starts] + 1.0
-    mid_rank = (first_rank + (np.bincount(block) - 1) / 2.0)[block]
-    positive = y[order]
-    rank_sums = np.bincount(sorted_codes, weights=np.where(positive, mid_rank, 0.0), minlength=n_groups)
-    positives = np.bincount(sorted_codes, weights=positive, minlength=n_groups).astype(np.int64)
-    negatives = np.bincount(sorted_codes, minlength=n_groups) - positives
-    both = (positives > 0) & (negatives > 0)
-    p, n = positives[both], negatives[both]
+    rank_sums, positives, sizes = np.zeros(n_groups), np.zeros(n_groups), np.zeros(n_groups)
+    for rows in _group_slices(codes, n_groups):
+        order = np.lexsort((s[rows], codes[rows]))
+        sorted_codes, sorted_scores = codes[rows[order]], s[rows[order]]
+        block_starts = np.ones(order.size, dtype=bool)
+        new_score = sorted_scores[1:] != sorted_scores[:-1]
+        new_score &= ~(np.isnan(sorted_scores[1:]) & np.isnan(sorted_scores[:-1]))  # NaNs tie, as in auc()
+        block_starts[1:] = (sorted_codes[1:] != sorted_codes[:-1]) | new_score
+        block = np.cumsum(block_starts) - 1
+        first_rank = _positions_in_group(sorted_codes, n_groups)[block_starts] + 1.0
+        mid_rank = (first_rank + (np.bincount(block) - 1) / 2.0)[block]
+        positive = y[rows[order]]
+        rank_sums += np.bincount(sorted_codes, weights=np.where(positive, mid_rank, 0.0), minlength=n_groups)
+        positives += np.bincount(sorted_codes, weights=positive, minlength=n_groups)
+        sizes += np.bincount(sorted_codes, minlength=n_groups)
+    both = (positives > 0) & (positives < sizes)
+    p, n = positives[both].astype(np.int64), (sizes - positives)[both].astype(np.int64)
     return (rank_sums[both] - p * (p + 1) / 2.0) / (p * n), p, n, int(n_groups - both.sum())
 
 
@@ -183,10 +198,12 @@ def session_ndcg(gains: Sequence[float], scores: Sequence[float], groups: Sequen
     Returns:
       ``(ndcg, sessions_used, sessions_skipped)``; sessions with no positive gain are skipped.
     """
-    value = 2.0 ** _floats(gains) - 1.0
+    value, s = 2.0 ** _floats(gains) - 1.0, _scores(scores)
     codes, n_groups = _group_codes(groups)
-    ideal = _group_dcg(value, codes, np.lexsort((-value, codes)), n_groups, k)
-    achieved = _group_dcg(value, codes, np.lexsort((-_scores(scores), codes)), n_groups, k)  # a stable sort
+    ideal, achieved = np.zeros(n_groups), np.zeros(n_groups)
+    for rows in _group_slices(codes, n_groups):  # rows in input order within a group; lexsort is stable
+        ideal += _group_dcg(value[rows], codes[rows], np.lexsort((-value[rows], codes[rows])), n_groups, k)
+        achieved += _group_dcg(value[rows], codes[rows], np.lexsort((-s[rows], codes[rows])), n_groups, k)
     used = ~(ideal <= 0)  # a NaN gain makes its session's NDCG NaN rather than skipping it
     values = achieved[used] / ideal[used]
     mean = float(np.mean(values)) if values.size else float("nan")
