@@ -153,16 +153,16 @@ def _group_aucs(labels: Sequence[float], scores: Sequence[float], groups: Sequen
     codes, n_groups = _group_codes(groups)
     rank_sums, positives, sizes = np.zeros(n_groups), np.zeros(n_groups), np.zeros(n_groups)
     for rows in _group_slices(codes, n_groups):
-        order = np.lexsort((s[rows], codes[rows]))
-        sorted_codes, sorted_scores = codes[rows[order]], s[rows[order]]
-        block_starts = np.ones(order.size, dtype=bool)
+        ranked = rows[np.lexsort((s[rows], codes[rows]))]
+        sorted_codes, sorted_scores = codes[ranked], s[ranked]
+        block_starts = np.ones(ranked.size, dtype=bool)
         new_score = sorted_scores[1:] != sorted_scores[:-1]
         new_score &= ~(np.isnan(sorted_scores[1:]) & np.isnan(sorted_scores[:-1]))  # NaNs tie, as in auc()
         block_starts[1:] = (sorted_codes[1:] != sorted_codes[:-1]) | new_score
         block = np.cumsum(block_starts) - 1
         first_rank = _positions_in_group(sorted_codes, n_groups)[block_starts] + 1.0
         mid_rank = (first_rank + (np.bincount(block) - 1) / 2.0)[block]
-        positive = y[rows[order]]
+        positive = y[ranked]
         rank_sums += np.bincount(sorted_codes, weights=np.where(positive, mid_rank, 0.0), minlength=n_groups)
         positives += np.bincount(sorted_codes, weights=positive, minlength=n_groups)
         sizes += np.bincount(sorted_codes, minlength=n_groups)
