@@ -203,3 +203,21 @@ def test_retrieval_validation_ranks_a_seeded_sample_of_users():
     assert [int(t) - 1 for t in sample.targets] == [int(u[1:]) for u in sample.user_ids]
     assert list(validation_sample(held, 10, seed=4).user_ids) == list(sample.user_ids)
     assert validation_sample(held, 0, seed=4) is held and validation_sample(held, 80, seed=4) is held
+
+
+def test_distinct_estimate_continues_the_growth_from_half_the_sample_to_all():
+    rng = np.random.default_rng(0)
+    values = pd.Series(rng.zipf(1.5, 20_000).astype(str), dtype=object)
+    values[::7] = None  # missing values are not values
+    half, whole = values.iloc[:10_000].nunique(), values.nunique()
+    assert 0 < half < whole
+    beta = np.log(whole / half) / np.log(2.0)
+    assert streaming.distinct_estimate(values, 2_000_000) == int(min(2_000_000, whole * 100 ** beta))
+    assert streaming.distinct_estimate(values, 10_000) == whole
+
+
+def test_integer_values_are_ascii_integers_only():
+    frame = pd.DataFrame({"label": [0, 1] * 150, "code": [str(i % 30 - 5) for i in range(300)],
+                          "mixed": [f"{i % 30}" if i % 50 else "3.5" for i in range(300)]})
+    spec = infer_schema(frame, ["label"])
+    assert spec["code"].integer_values and not spec["mixed"].integer_values

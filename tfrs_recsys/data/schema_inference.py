@@ -291,7 +291,9 @@ def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, counts: pd
     if counts is None:
         counts = tokens.value_counts()  # the checks below read each distinct value once, not every row
     present = pd.Series(counts.index[counts.index != ""], dtype=object)
-    extra["integer_values"] = bool(present.size) and bool(present.str.fullmatch(r"-?\d+").all())
+    # RE2's ASCII \d, as the encoder's own check in the graph
+    extra["integer_values"] = bool(present.size) and pc.all(
+        pc.match_substring_regex(pa.array(present.to_numpy(), type=pa.string()), r"^-?\d+$")).as_py()
     if len(counts) <= opts.vocab_max:
         ranked = pd.DataFrame({"value": counts.index, "count": counts.to_numpy()})
         # most frequent first, ties by value

@@ -75,16 +75,14 @@ class FileTable:
 
     def rows_of(self, file: str) -> int:
         """Rows of one shard (Parquet metadata; a text file's lines, header excluded)."""
-        if _suffix(file) in PARQUET_SUFFIXES:
-            with paths.open_file(file) as fh:
-                return pq.ParquetFile(fh).metadata.num_rows
-        return _count_lines(file) - 1
+        if _suffix(file) not in PARQUET_SUFFIXES:
+            return _count_lines(file) - 1
+        with paths.open_file(file) as fh:
+            return pq.ParquetFile(fh).metadata.num_rows
 
 
 def _size(file: str) -> int:
-    if paths.is_remote(file):
-        return int(tf.io.gfile.stat(str(file)).length)
-    return os.path.getsize(file)
+    return int(tf.io.gfile.stat(str(file)).length) if paths.is_remote(file) else os.path.getsize(file)
 
 
 def _count_lines(file: str) -> int:
@@ -274,8 +272,8 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
 def distinct_estimate(values: pd.Series, rows: int) -> int:
     """Distinct values in ``rows`` rows, extrapolated from a uniform sample by Heaps' law: the growth of
     the distinct count from half the sample to all of it, continued to ``rows`` (at most ``rows``)."""
-    half = values.iloc[: len(values) // 2].nunique()
-    whole = values.nunique()
+    codes, uniques = pd.factorize(values)  # one hash pass; codes number the values as they first appear
+    whole, half = len(uniques), int(codes[: len(values) // 2].max(initial=-1)) + 1
     if len(values) < 2 or half == 0 or rows <= len(values):
         return int(whole)
     beta = min(max(math.log(max(whole, 1) / half) / math.log(2.0), 0.0), 1.0)
@@ -398,7 +396,7 @@ def stream_dataset(table: FileTable, spec: FeatureSpec, files: Sequence[str], *,
       shuffle: Shuffle the shard order every epoch, rows in a record batch, and batches in a buffer.
       repeat: Repeat endlessly.
       row_filter: Keeps the rows where it is True, optional.
-      encode: Maps a batch's raw features in the graph (the model's preprocessor), optional.
+      encode: Maps a batch's raw features in the graph (the preprocessor; no AutoGraph), optional.
 
     Returns:
       The dataset.
@@ -426,10 +424,11 @@ def stream_dataset(table: FileTable, spec: FeatureSpec, files: Sequence[str], *,
         lambda file, draw: tf.data.Dataset.from_generator(generate, output_signature=signature,
                                                           args=(file, draw)),
         cycle_length=min(len(files), 4), block_length=1)
-    ds = ds.map(lambda x, y: (unpack(x, spec), y), num_parallel_calls=tf.data.AUTOTUNE)
+    plain = tf.autograph.experimental.do_not_convert  # no tensor branches: converting costs more than tracing
+    ds = ds.map(plain(lambda x, y: (unpack(x, spec), y)), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.rebatch(batch_size)
     if encode is not None:
-        ds = ds.map(lambda x, y: (encode(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(plain(lambda x, y: (encode(x), y)), num_parallel_calls=tf.data.AUTOTUNE)
     if shuffle:
         ds = ds.shuffle(SHUFFLE_BATCHES, seed=seed)
     options = tf.data.Options()

@@ -118,7 +118,9 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
     spec = _spec(cfg, table, sample, train_rows)
     timings = {"load": time.perf_counter() - clock}
     clock = time.perf_counter()
-    validation = list(streaming.read_part(table, table.files, 1, cfg.seed, limit=cfg.stream_validation_rows))
+    # regrouped once here, not again at every epoch's validation
+    validation = list(_coalesced(streaming.read_part(table, table.files, 1, cfg.seed,
+                                                     limit=cfg.stream_validation_rows), streaming.CHUNK_ROWS))
     timings["split"] = time.perf_counter() - clock
     run_dir = runs.create(cfg, task, chief=chief)
     print(f"{task}: strategy: {distribution.describe(strategy)}", flush=True)
@@ -216,11 +218,13 @@ _PREDICT = weakref.WeakKeyDictionary()
 
 def _predict_function(model: tf.keras.Model, example: dict[str, tf.Tensor]):
     """The model's inference as one graph per model, traced once for any number of rows (eager calls cost
-    several times more, and a trace per batch shape more still)."""
+    several times more, and a trace per batch shape more still). Traced without AutoGraph: the rankers'
+    calls branch only on Python values (the spec, shapes), and converting their code took longer than
+    tracing it."""
     if model not in _PREDICT:
         signature = {k: tf.TensorSpec([None, *v.shape[1:]], v.dtype) for k, v in example.items()}
         _PREDICT[model] = tf.function(lambda features: model(features, training=False),
-                                      input_signature=[signature])
+                                      input_signature=[signature], autograph=False)
     return _PREDICT[model]
 
 
