@@ -216,7 +216,7 @@ def test_distinct_estimate_continues_the_growth_from_half_the_sample_to_all():
     assert streaming.distinct_estimate(values, 10_000) == whole
 
 
-def test_integer_values_are_ascii_integers_only():
+def test_integer_values_mark_text_columns_of_whole_numbers_only():
     frame = pd.DataFrame({"label": [0, 1] * 150, "code": [str(i % 30 - 5) for i in range(300)],
                           "mixed": [f"{i % 30}" if i % 50 else "3.5" for i in range(300)]})
     spec = infer_schema(frame, ["label"])
