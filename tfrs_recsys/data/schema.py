@@ -229,13 +229,14 @@ def raw_strings(values: pd.Series, column: FeatureColumn | None = None) -> pd.Se
       column: Its spec, for the separator.
 
     Returns:
-      An object Series of ``str``.
+      A Series of ``str``: pandas' own text dtype where ``values`` has it (its hashing and counting run in
+      Arrow, without a Python object per value), else object.
     """
     sep = (column.separator if column is not None else None) or "|"
     if values.dtype.kind in "iub" and not values.hasnans:  # ints / bools without missing values: fast path
         return values.astype(str).astype(object)
     if pd.api.types.is_string_dtype(values) and values.dtype != object:
-        return values.fillna("").astype(object)
+        return values.fillna("")
     return values.map(lambda v: scalar_text(v, sep)).astype(object)
 
 
