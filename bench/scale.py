@@ -8,7 +8,10 @@ another session and the table still fills in.
 
 Phases, in seconds: ``load`` (read / sample the files, infer the spec), ``split``, ``pipeline`` (build the
 training input), ``epoch`` (the training steps of one epoch, validation excluded), ``evaluation``
-(validation after the epoch and the test evaluation), ``artifacts`` (run files). ``ex/s`` = training
+(validation after the epoch and the test evaluation), ``artifacts`` (run files), ``other`` (the rest of the
+run but its training epochs: building the models, checkpoints, and whatever happens between the phases,
+e.g. a fit's input torn down after its last step). The non-training share is all but the epochs (every
+training epoch of the run, the clicked-only baseline's too) over one epoch. ``ex/s`` = training
 examples / epoch seconds; ``rss`` = the process's peak RSS (``resource.getrusage``); ``tables`` = the
 embedding rows and the MiB of the tables plus their optimizer slots (rankers: row-wise Adagrad's accumulator;
 retrieval: Adam's two moments).
@@ -45,8 +48,9 @@ RANKER_ARGS = {
 }
 RETRIEVAL_ARGS = ["--dataset", "interactions", "--user-column", "user_id", "--item-column", "item_id",
                   "--time-column", "timestamp"]
-COLUMNS = ("rows", "load", "split", "pipeline", "epoch", "evaluation", "artifacts", "non-training share",
-           "ex/s", "rss GiB", "table rows", "tables MiB", "quality")
+PHASES = ("load", "split", "pipeline", "evaluation", "artifacts", "other")
+COLUMNS = ("rows", "load", "split", "pipeline", "epoch", "evaluation", "artifacts", "other",
+           "non-training share", "ex/s", "rss GiB", "table rows", "tables MiB", "quality")
 
 
 def data_dir(root: Path, model: str, rows: int, items: int | None) -> Path:
@@ -87,14 +91,18 @@ def run_ranker(model: str, folder: Path, out_dir: Path, extra: list[str]) -> dic
             "always", "--epochs", "2", "--patience", "2", "--progress", "false", "--output-dir", str(out_dir),
             *extra]
     cfg = config_from_args(model, argv)
+    clock = time.perf_counter()
     metrics = (deepfm if model == "deepfm" else esmm).run(cfg)
+    total = time.perf_counter() - clock
     t = metrics["timings"]
     epoch = t["epochs"][0][-1]  # the last epoch: the first one also traces the graph
     split = json.loads((out_dir / "split.json").read_text())
     table_rows, table_mib = _table_memory(out_dir / "spec.json", cfg.embedding_dim, model)
     quality = {"deepfm": ("auc", metrics.get("auc")), "esmm": ("ctcvr_auc", metrics.get("ctcvr_auc"))}[model]
-    return {"argv": argv, "load": t["load"], "split": t["split"], "pipeline": t["pipeline"], "epoch": epoch,
-            "evaluation": t["validation"] + t["evaluation"], "artifacts": t["artifacts"],
+    phases = {"load": t["load"], "split": t["split"], "pipeline": t["pipeline"],
+              "evaluation": t["validation"] + t["evaluation"], "artifacts": t["artifacts"]}
+    other = total - sum(phases.values()) - sum(map(sum, t["epochs"]))
+    return {"argv": argv, **phases, "other": other, "epoch": epoch, "total": total,
             "train_examples": split["expected_train_rows"], "table_rows": table_rows, "tables_mib": table_mib,
             "quality": quality, "all_epochs": t["epochs"]}
 
@@ -157,10 +165,12 @@ def run_retrieval(folder: Path, out_dir: Path, extra: list[str]) -> dict:
         batch = retrieval.windows_per_step(cfg, windows_made[-1]["targets"])
         per_step = targets / seq.training_batches(windows_made[-1], batch)
         trained = round(cfg.steps_per_epoch * per_step)
-    return {"argv": argv, "load": seconds.get("load", 0.0), "split": seconds.get("split", 0.0),
-            "pipeline": seconds.get("pipeline", 0.0), "epoch": epoch, "evaluation": sum(rank_calls),
+    phases = {phase: seconds.get(phase, 0.0) for phase in ("load", "split", "pipeline", "artifacts")}
+    steps = sum(r["seconds"] for r in log) - sum(rank_calls[:-1])  # logged epoch seconds less validation
+    other = total - sum(phases.values()) - sum(rank_calls) - steps
+    return {"argv": argv, **phases, "other": other, "epoch": epoch, "evaluation": sum(rank_calls),
             "validation_seconds": rank_calls[:-1], "test_seconds": rank_calls[-1],
-            "artifacts": seconds.get("artifacts", 0.0), "total": total,
+            "total": total,
             "train_examples": trained, "pass_targets": targets, "log_seconds": [r["seconds"] for r in log],
             "quality": ("ndcg@10", result.test_metrics.get("ndcg@10")), "items": meta.get("items"),
             # float32 rows of each table and of Adam's two moments
@@ -199,12 +209,11 @@ def table(results: list[dict]) -> str:
             continue
         lines += [f"\n{model}\n", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         for r in rows:
-            other = sum(r[k] for k in ("load", "split", "pipeline", "evaluation", "artifacts"))
+            other = sum(r.get(k, 0.0) for k in PHASES)  # "other" is missing from JSONs of older runs
             epoch = r.get("pass_seconds", r["epoch"])  # the share is of one pass, also when fewer steps ran
             size = f"{r['rows']:,}" + (f" ({r['items']:,} items)" if r.get("items") else "")
             name, value = r["quality"]
-            cells = [size, *(f"{r[k]:.1f}" for k in ("load", "split", "pipeline", "epoch", "evaluation",
-                                                      "artifacts")),
+            cells = [size, *(f"{r[k]:.1f}" if k in r else "-" for k in COLUMNS[1:8]),
                      f"{other / epoch:.0%}", f"{r['examples_per_s']:,.0f}", f"{r['peak_rss_gib']:.2f}",
                      f"{r.get('table_rows', 0):,}", f"{r.get('tables_mib', 0):.0f}",
                      f"{name} {value:.4f}" if value is not None else "-"]

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import tfrs_recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import dataset_from_arrays, labeled_dataset
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw
@@ -182,3 +183,15 @@ def test_dataset_from_arrays_batches_matrices_and_checks_lengths():
     assert err.value.column == "a" and "different lengths" in str(err.value)
     with pytest.raises(DataError, match="no full batch"):
         dataset_from_arrays({"a": np.zeros(3)}, batch_size=4, drop_remainder=True)
+
+
+def test_training_inputs_leave_the_autotuner_off():
+    """With tf.data's autotuner on, deleting an iterator (``Model.fit`` does as it returns) waits for the
+    autotuner's sleep to end: seconds to a minute after the last step (bench/input_teardown.py)."""
+    train = seq.Sequences(np.array(["u"], dtype=object), [np.array(list("abcdef"), dtype=object)])
+    inputs = {"labeled": labeled_dataset(_frame(), _spec(), batch_size=32),
+              "fixed order": dataset_from_arrays({"x": np.arange(10)}, batch_size=4, shuffle=False),
+              "sequences": seq.training_dataset(seq.training_windows(train, 3), 2)}
+    autotuned = {name: ds.options().autotune.enabled for name, ds in inputs.items()}
+    assert autotuned == dict.fromkeys(inputs, False)
+

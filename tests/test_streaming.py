@@ -81,6 +81,13 @@ def test_each_worker_reads_its_own_shards_and_together_every_row_once(criteo):
         streaming.worker_files(table.files, 0, 5)
 
 
+def test_the_streamed_input_leaves_the_autotuner_off(criteo):
+    table = streaming.open_table(str(criteo / "parquet"), labels=["label"])
+    spec = infer_schema(streaming.sample_rows(table, 500, seed=1), ["label"])
+    ds = streaming.stream_dataset(table, spec, table.files, batch_size=64, seed=1)
+    assert ds.options().autotune.enabled is False  # why: tests/test_pipelines.py, the same check
+
+
 def test_packed_features_are_the_raw_features_of_the_frame():
     frame = pd.DataFrame({"city": ["b", None, "ü", "b"], "code": [3, 4, 3, 5],
                           "price": [1.5, np.nan, 2.0, 3.0],

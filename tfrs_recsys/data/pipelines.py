@@ -55,6 +55,29 @@ def frame_to_label_columns(frame: pd.DataFrame, labels: Sequence[str]) -> dict[s
     return out
 
 
+def without_autotune(ds):
+    """``ds`` with tf.data's autotuner off: parallel maps then run on every core (at most 16) and
+    prefetch buffers grow while the consumer finds them empty.
+
+    Every training input of the package ends with this. With the autotuner on (TensorFlow 2.20), deleting
+    an iterator, which ``Model.fit`` does when it returns, waits for the autotuner's thread to wake from
+    its sleep, whose period doubles while the iterator runs: a fit of one epoch or more could end with
+    seconds to a minute of idle waiting, after the last step (docs/benchmarks.md, "The wait after the last
+    step"). The autotuner has little to tune here: the maps are vectorized per batch.
+
+    Args:
+      ds: a ``tf.data.Dataset``.
+
+    Returns:
+      The same dataset with the option set.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 def dataset_from_arrays(arrays: Mapping[str, np.ndarray], *, batch_size: int, shuffle: bool = True,
                         seed: int = 42, labels: Mapping[str, np.ndarray] | None = None, cache: bool = True,
                         drop_remainder: bool = False, repeat: bool = False):
@@ -145,7 +168,7 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], *, batch_size: int, sh
             ds = ds.cache()
         if repeat:
             ds = ds.repeat()
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return without_autotune(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def labeled_dataset(frame: pd.DataFrame, spec, *, batch_size: int, shuffle: bool = True, seed: int = 42,

@@ -52,7 +52,6 @@ _EPOCH_SECONDS = (1e8, 4.2e9)  # 1973-03 .. 2103
 _SEPARATORS = ("|", ";", ",")
 
 
-
 def _norm(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_")
 

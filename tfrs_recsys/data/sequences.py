@@ -1,13 +1,13 @@
 """Per-user item sequences for sequential retrieval, and the tf.data pipelines that feed them.
 
-A user's sequence is every item they interacted with, oldest first: interactions are
-ordered by timestamp, ties kept in file order (a stable sort; MovieLens has many ratings
-in the same second, so the tie rule changes which item is "last").
+A user's sequence is every item they interacted with, oldest first: interactions are ordered by timestamp,
+ties kept in file order (a stable sort; MovieLens has many ratings in the same second, so the tie rule
+changes which item is "last").
 
 Splits:
 
-* ``leave_last_out``: the last item is the test target, the one before it the validation
-  target, the rest is the training sequence. Ranking excludes the target's history.
+* ``leave_last_out``: the last item is the test target, the one before it the validation target, the rest
+  is the training sequence. Ranking excludes the target's history.
 * ``random_80_20``: the TFRS tutorial's protocol, a seeded random split of the interactions; the training
   ones form the sequences, each held-out one is a target queried with the whole training sequence.
 
@@ -31,6 +31,7 @@ import pandas as pd
 from tfrs_recsys.data import splits
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.schema import FeatureColumn, is_listlike, is_plain_number
 
 PAD = ""
@@ -79,8 +80,6 @@ class SequenceSplit:
     full: Sequences  # every interaction: the histories a serving client would send
     protocol: str
     rows: splits.Split | None = None  # the interaction rows (with ratings) of each part
-
-
 
 
 def user_sequences(interactions: pd.DataFrame) -> Sequences:
@@ -315,7 +314,7 @@ def training_dataset(windows: dict[str, np.ndarray], batch_size: int, *, seed: i
             trimmed["seen_before"] = batch["seen_before"]
         return trimmed
 
-    return ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return without_autotune(ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
 
 def _lengths(windows: dict[str, np.ndarray]) -> np.ndarray:

@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.schema import MISSING_INT, FeatureColumn, FeatureSpec, frame_to_raw
 from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, TEXT_SUFFIXES, table_files
 
@@ -434,7 +435,7 @@ def stream_dataset(table: FileTable, spec: FeatureSpec, files: Sequence[str], *,
     options = tf.data.Options()
     # Each worker already reads only its own shards: tf.data must not shard them again.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return without_autotune(ds.with_options(options).prefetch(tf.data.AUTOTUNE))
 
 
 def column_sized(column: FeatureColumn, values: pd.Series, rows: int, *, vocab_max: int,
