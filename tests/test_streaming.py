@@ -161,6 +161,21 @@ def test_deepfm_and_esmm_train_from_streamed_shards(criteo, sessions, tmp_path):
     evaluated = json.loads(report.read_text())["ndcg"]
     assert evaluated["value"] == pytest.approx(metrics["session_ndcg@10"], rel=1e-6)
     assert evaluated["groups_used"] == metrics["session_ndcg_sessions_used"]
+    # The clicked-only baseline is validated on the clicked validation rows alone: its logged metric is the
+    # one all the validation rows give (its best, and only, epoch's weights are the checkpoint's).
+    from tfrs_recsys import runs
+    from tfrs_recsys.models.esmm import ClickedCVR
+
+    run_dir, spec = tmp_path / "esmm", runs.load_ranker(tmp_path / "esmm")[2]
+    baseline = ClickedCVR.from_spec(spec, cfg)
+    runs.build_ranker(baseline, spec)
+    baseline.load_weights(str(run_dir / runs.BASELINE / runs.CHECKPOINT)).expect_partial()
+    table = streaming.open_table(str(sessions / "csv"), labels=["click", "conversion"],
+                                 session_column="session_id", user_column="user_id", item_column="item_id")
+    outputs, frame = stream.score(baseline, streaming.read_part(table, table.files, 1, cfg.seed), spec)
+    logged = runs.read_train_log(run_dir / runs.BASELINE)[-1]["val_cvr_auc_clicked"]
+    on_all_rows = esmm.evaluate_clicked_cvr(baseline, frame, spec, outputs=outputs)["cvr_auc_clicked"]
+    assert on_all_rows == pytest.approx(logged, abs=1e-6)
 
 
 def test_shards_written_apart_are_sampled_together_or_refused_naming_the_shard(tmp_path):

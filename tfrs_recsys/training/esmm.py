@@ -231,15 +231,18 @@ def run_streamed(cfg: ESMMConfig) -> dict:
                                          ("ctr_auc", "ctcvr_auc"), "logloss")))
         tested = [model]
         if cfg.baseline:
-            clicks = np.concatenate([b.column(click).to_numpy(zero_copy_only=False) for b in run.validation])
+            def clicked(batch):
+                return batch.column(click).to_numpy(zero_copy_only=False) > 0.5
+
+            # the baseline's metrics read the clicked rows only: the others are not scored
+            validation = [b.filter(clicked(b)) for b in run.validation]
             with run.strategy.scope():
                 baseline = ClickedCVR.from_spec(spec, cfg)
             baseline_dir = paths.makedirs(paths.join(run.run_dir, runs.BASELINE))
-            clicked_rows = max(1, round(run.train_rows * float(np.mean(clicks))))
-            stream.fit(baseline, cfg, run, baseline_dir, rows=clicked_rows,
-                       row_filter=lambda b: b.column(click).to_numpy(zero_copy_only=False) > 0.5,
-                       eval_fn=lambda m: rankers.with_selection_score(
-                           evaluate(m, run.validation, run, evaluate_clicked_cvr), ("cvr_auc_clicked",),
+            click_rate = sum(b.num_rows for b in validation) / sum(b.num_rows for b in run.validation)
+            stream.fit(baseline, cfg, run, baseline_dir, rows=max(1, round(run.train_rows * click_rate)),
+                       row_filter=clicked, eval_fn=lambda m: rankers.with_selection_score(
+                           evaluate(m, validation, run, evaluate_clicked_cvr), ("cvr_auc_clicked",),
                            "cvr_logloss_clicked"))
             tested.append(baseline)
         clock = time.perf_counter()

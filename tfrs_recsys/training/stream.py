@@ -264,7 +264,7 @@ def score(model: tf.keras.Model | Sequence[tf.keras.Model], batches: Iterable[pa
         raw = streaming.unpack({k: tf.constant(v) for k, v in streaming.pack(batch, spec).items()}, spec)
         for one, out in zip(models, outputs):
             call = _predict_function(one, raw)
-            for start in range(0, batch.num_rows, batch_size):
+            for start in range(0, max(batch.num_rows, 1), batch_size):  # no rows: empty outputs
                 for name, value in call({k: v[start:start + batch_size] for k, v in raw.items()}).items():
                     out.setdefault(name, []).append(value.numpy())
         for name, value in streaming.labels_of(batch, spec.labels).items():
