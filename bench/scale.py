@@ -155,9 +155,10 @@ def run_retrieval(folder: Path, out_dir: Path, extra: list[str]) -> dict:
     meta = json.loads((out_dir / "retrieval_meta.json").read_text())
     tables = embedding_tables(result.model)
     log = [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
-    # The last epoch's steps: its logged seconds without its validation (a lone epoch: the whole fit call).
-    epoch = (log[-1]["seconds"] - rank_calls[len(log) - 1] if len(log) > 1
-             else meta["train_seconds"] - sum(rank_calls[:-1]))
+    # One ranking per logged epoch (its validation), then the rankings after the fit (the history rules,
+    # the test). The last epoch's steps: its logged seconds without its validation (a lone epoch: the fit).
+    validations = rank_calls[:len(log)]
+    epoch = (log[-1]["seconds"] - validations[-1] if len(log) > 1 else meta["train_seconds"] - validations[0])
     # One pass trains every target once; --steps-per-epoch N trains N of its batches (epochs of N steps).
     targets = int((windows_made[-1]["targets"] != seq.PAD).sum())
     trained = targets
@@ -166,11 +167,10 @@ def run_retrieval(folder: Path, out_dir: Path, extra: list[str]) -> dict:
         per_step = targets / seq.training_batches(windows_made[-1], batch)
         trained = round(cfg.steps_per_epoch * per_step)
     phases = {phase: seconds.get(phase, 0.0) for phase in ("load", "split", "pipeline", "artifacts")}
-    steps = sum(r["seconds"] for r in log) - sum(rank_calls[:-1])  # logged epoch seconds less validation
+    steps = sum(r["seconds"] for r in log) - sum(validations)
     other = total - sum(phases.values()) - sum(rank_calls) - steps
     return {"argv": argv, **phases, "other": other, "epoch": epoch, "evaluation": sum(rank_calls),
-            "validation_seconds": rank_calls[:-1], "test_seconds": rank_calls[-1],
-            "total": total,
+            "validation_seconds": validations, "after_fit_seconds": rank_calls[len(log):], "total": total,
             "train_examples": trained, "pass_targets": targets, "log_seconds": [r["seconds"] for r in log],
             "quality": ("ndcg@10", result.test_metrics.get("ndcg@10")), "items": meta.get("items"),
             # float32 rows of each table and of Adam's two moments

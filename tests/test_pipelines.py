@@ -194,4 +194,3 @@ def test_training_inputs_leave_the_autotuner_off():
               "sequences": seq.training_dataset(seq.training_windows(train, 3), 2)}
     autotuned = {name: ds.options().autotune.enabled for name, ds in inputs.items()}
     assert autotuned == dict.fromkeys(inputs, False)
-

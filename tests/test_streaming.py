@@ -126,6 +126,8 @@ def test_scoring_several_models_in_one_read_gives_each_its_own_outputs_in_row_or
     assert not np.allclose(outputs[0]["ctr"], outputs[1]["ctr"])
     one, _ = stream.score(models[1], iter(batches), spec)
     np.testing.assert_allclose(one["ctr"], outputs[1]["ctr"], rtol=1e-6)
+    none, scored = stream.score(models, [batches[0].slice(0, 0)], spec)  # no rows: no scores, no error
+    assert [len(out["ctr"]) for out in none] == [0, 0] and scored.empty
 
 
 def test_deepfm_and_esmm_train_from_streamed_shards(criteo, sessions, tmp_path):

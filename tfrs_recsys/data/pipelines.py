@@ -59,11 +59,12 @@ def without_autotune(ds):
     """``ds`` with tf.data's autotuner off: parallel maps then run on every core (at most 16) and
     prefetch buffers grow while the consumer finds them empty.
 
-    Every training input of the package ends with this. With the autotuner on (TensorFlow 2.20), deleting
-    an iterator, which ``Model.fit`` does when it returns, waits for the autotuner's thread to wake from
-    its sleep, whose period doubles while the iterator runs: a fit of one epoch or more could end with
-    seconds to a minute of idle waiting, after the last step (docs/benchmarks.md, "The wait after the last
-    step"). The autotuner has little to tune here: the maps are vectorized per batch.
+    Every training input of the package carries it; options pass through ``zip``, ``map`` and
+    ``prefetch``, so the inputs built on these carry it too. With the autotuner on (TensorFlow 2.20),
+    deleting an iterator, which ``Model.fit`` does when it returns, waits for the autotuner's thread to
+    wake from a sleep whose period doubles while the iterator runs: a fit could end with seconds to a
+    minute of idle waiting after its last step (docs/benchmarks.md, "The wait after the last step"). A
+    training step costs several times the input work of its batch, so there is little to tune.
 
     Args:
       ds: a ``tf.data.Dataset``.

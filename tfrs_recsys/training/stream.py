@@ -237,8 +237,8 @@ def _coalesced(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Reco
             yield from pa.Table.from_batches(held).combine_chunks().to_batches()
             held = []
         held.append(batch)
-    if held:
-        yield from pa.Table.from_batches(held).combine_chunks().to_batches()
+    if held:  # rows or not: a reader of no rows still gets their columns (an empty batch)
+        yield from pa.Table.from_batches(held).combine_chunks().to_batches() or held[:1]
 
 
 def score(model: tf.keras.Model | Sequence[tf.keras.Model], batches: Iterable[pa.RecordBatch],
@@ -264,7 +264,7 @@ def score(model: tf.keras.Model | Sequence[tf.keras.Model], batches: Iterable[pa
         raw = streaming.unpack({k: tf.constant(v) for k, v in streaming.pack(batch, spec).items()}, spec)
         for one, out in zip(models, outputs):
             call = _predict_function(one, raw)
-            for start in range(0, max(batch.num_rows, 1), batch_size):  # no rows: empty outputs
+            for start in range(0, max(batch.num_rows, 1), batch_size):  # no rows: one empty call
                 for name, value in call({k: v[start:start + batch_size] for k, v in raw.items()}).items():
                     out.setdefault(name, []).append(value.numpy())
         for name, value in streaming.labels_of(batch, spec.labels).items():
