@@ -19,10 +19,11 @@ retrieval: Adam's two moments).
 The rankers train with ``--streaming always`` (``tfrs_recsys.training.stream``): the path a user's
 large files take. Retrieval trains with ``--dataset interactions`` on the Parquet histories; its phases
 are timed by wrapping the training module's functions (load_data, split_data, training_windows and
-training_dataset, ranks, write_retrieval_files). Where a pass over the targets would outlast a session
-(about 1,000 targets/s on 2 cores: 5.5 hours at 20M), ``--extra "--steps-per-epoch N"`` trains two
-epochs of N steps and the table's ``epoch`` and ``ex/s`` are the second's (the first also traces the graph
-and fills the shuffle buffer, one-offs of a run); its non-training share is of a whole pass at that rate.
+training_dataset, ranks and fit_cooccurrence, write_retrieval_files). Where a pass over the targets would
+outlast a session (about 1,000 targets/s on 2 cores: 5.5 hours at 20M), ``--extra "--steps-per-epoch N"``
+trains two epochs of N steps and the table's ``epoch`` and ``ex/s`` are the second's (the first also traces
+the graph and fills the shuffle buffer, one-offs of a run); its non-training share is of a whole pass at
+that rate.
 
     python bench/scale.py --models deepfm,esmm --sizes 100000,1000000
 """
@@ -141,6 +142,8 @@ def run_retrieval(folder: Path, out_dir: Path, extra: list[str]) -> dict:
     seq.training_windows = training_windows
     seq.training_dataset = timed("pipeline", seq.training_dataset)
     retrieval.ranks = timed("evaluation", retrieval.ranks)
+    # the co-occurrence table: built from the training sequences, its weight chosen on the validation users
+    retrieval.fit_cooccurrence = timed("evaluation", retrieval.fit_cooccurrence)
     runs.write_retrieval_files = timed("artifacts", runs.write_retrieval_files)
     # Epochs of N steps: time the second (the first also traces the graph and fills the shuffle buffer).
     epochs = "2" if "--steps-per-epoch" in extra else "1"
@@ -155,8 +158,9 @@ def run_retrieval(folder: Path, out_dir: Path, extra: list[str]) -> dict:
     meta = json.loads((out_dir / "retrieval_meta.json").read_text())
     tables = embedding_tables(result.model)
     log = [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
-    # One ranking per logged epoch (its validation), then the rankings after the fit (the history rules,
-    # the test). The last epoch's steps: its logged seconds without its validation (a lone epoch: the fit).
+    # One ranking per logged epoch (its validation), then the work after the fit (the history rules, the
+    # co-occurrence table's fit, the test). The last epoch's steps: its logged seconds less its validation
+    # (a lone epoch: the fit call's).
     validations = rank_calls[:len(log)]
     epoch = (log[-1]["seconds"] - validations[-1] if len(log) > 1 else meta["train_seconds"] - validations[0])
     # One pass trains every target once; --steps-per-epoch N trains N of its batches (epochs of N steps).
