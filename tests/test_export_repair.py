@@ -71,3 +71,16 @@ def test_stale_staging_folders_are_removed_and_fresh_ones_kept(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["removed"] == [str(stale)]
     assert not Path(stale).exists() and Path(fresh).exists()
+
+
+def test_a_published_version_gets_the_umask_permissions_not_owner_only(tmp_path):
+    """TF Serving running as another user reads the version folder (``mkdtemp`` staged it owner-only)."""
+    umask = os.umask(0o022)
+    try:
+        published = publish_versions(tmp_path, _pair(tmp_path))
+    finally:
+        os.umask(umask)
+    for version in published:
+        assert Path(version).stat().st_mode & 0o777 == 0o755
+        assert Path(version, "saved_model.pb").stat().st_mode & 0o777 == 0o644
+

@@ -71,3 +71,19 @@ def test_a_corrupt_config_is_named_not_a_traceback(tmp_path, text):
     (tmp_path / runs.CONFIG).write_text(text)
     with pytest.raises(runs.RunDirError, match="config.json is not a JSON object of options"):
         runs.open_run(tmp_path)
+
+
+def test_the_run_files_get_the_umask_permissions_not_owner_only(tmp_path):
+    """A model server or a colleague running as another user reads the run (``mkstemp`` made config.json
+    and COMPLETE owner-only)."""
+    umask = os.umask(0o022)
+    try:
+        run_dir = _ranker_run_without_checkpoint(tmp_path / "run")
+        runs.mark_complete(run_dir)
+    finally:
+        os.umask(umask)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in run_dir.iterdir() if f.is_file()}
+    assert {"config.json", "COMPLETE", "spec.json"} <= set(modes)
+    assert modes == dict.fromkeys(modes, 0o644)
+    assert not list(run_dir.glob(".*"))  # no temporary file left
+

@@ -232,13 +232,18 @@ def write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path | str
 
 def write_text_atomic(path: PathLike, text: str) -> Path | str:
     """Write ``text`` so that readers see the old content or the new, never a part: locally a temporary
-    file in the same folder, then ``os.replace``; a URL's object is written whole."""
+    file in the same folder, then ``os.replace``; a URL's object is written whole. The file gets the
+    permissions any new file gets (the umask's), not ``mkstemp``'s owner-only ones: a model server or a
+    colleague running as another user reads the run."""
     if is_remote(path):
         return write_text(path, text)
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    tmp = Path(path).parent / f".{Path(path).name}.{uuid.uuid4().hex[:12]}"
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return as_path(path)
 
 
@@ -388,7 +393,9 @@ def rename(src: PathLike, dst: PathLike) -> None:
 
 
 def make_temp_dir(directory: PathLike, prefix: str) -> Path | str:
-    """Creates a new, uniquely named folder (``tempfile.mkdtemp`` locally).
+    """Creates a new, uniquely named folder with the permissions any new folder gets (the umask's: an
+    export staged here is renamed into place, and ``mkdtemp``'s owner-only folder would keep a model
+    server running as another user out of it).
 
     Args:
       directory: Where to create it.
@@ -397,9 +404,11 @@ def make_temp_dir(directory: PathLike, prefix: str) -> Path | str:
     Returns:
       The new folder.
     """
+    folder = join(directory, f"{prefix}{uuid.uuid4().hex[:12]}")
     if is_remote(directory):
-        return makedirs(join(directory, f"{prefix}{uuid.uuid4().hex[:8]}"))
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
+        return makedirs(folder)
+    folder.mkdir()  # a name taken already raises: never two writers in one folder
+    return folder
 
 
 @contextlib.contextmanager
