@@ -1,5 +1,6 @@
 """Config precedence: defaults < --config file < RECSYS_* env < CLI flags; errors name the field."""
 import dataclasses
+import io
 import json
 
 import pytest
@@ -31,6 +32,20 @@ def test_types_lists_and_bools():
     assert cfg.hidden_units == (32, 16)
     assert cfg.learning_rate == pytest.approx(0.01)
     assert cfg.skip_bad_rows is True and cfg.progress is False
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_progress_bar_only_where_it_redraws():
+    from tfrs_recsys.training.common import fit_verbosity
+
+    bar, per_epoch = 1, 2  # Keras' verbose values
+    assert fit_verbosity(DeepFMConfig(), _Terminal()) == bar
+    assert fit_verbosity(DeepFMConfig(progress=False), _Terminal()) == per_epoch
+    assert fit_verbosity(DeepFMConfig(), io.StringIO()) == per_epoch  # a pipe or a file
 
 
 def test_bad_values_name_the_field():

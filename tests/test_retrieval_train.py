@@ -32,8 +32,7 @@ def cli_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     proc = _run(["tfrs_recsys.train", "retrieval", "--epochs", "1", "--synthetic-users", "80",
                  "--synthetic-items", "70", "--max-history", "12", "--embedding-dim", "16", "--num-blocks",
-                 "1", "--ff-dim", "16", "--batch-size", "32", "--output-dir", str(out), "--progress",
-                 "false"])
+                 "1", "--ff-dim", "16", "--batch-size", "32", "--output-dir", str(out)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -43,6 +42,9 @@ def test_train_cli_writes_the_run_directory(cli_run):
     printed = json.loads(proc.stdout[proc.stdout.rindex('{\n  "output_dir"'):])
     metrics = json.loads((out / "test_metrics.json").read_text())
     assert printed["test_metrics"] == pytest.approx(metrics)
+    # the default --progress in a pipe: one line per epoch, not Keras' bar (a line per update there)
+    assert "[==" not in proc.stdout and "ETA" not in proc.stdout
+    assert sum(" - loss: " in line for line in proc.stdout.splitlines()) == 1
     assert set(metrics) == {"recall@10", "ndcg@10", "mrr@10", "recall@50", "ndcg@50", "mrr@50"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]

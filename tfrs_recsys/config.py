@@ -119,7 +119,8 @@ class TrainConfig:
       seed: The seed of initialization, shuffling, splits and synthetic data.
       patience: Epochs without a better validation score before training stops.
       skip_bad_rows: Skip and count malformed rows instead of stopping at the first.
-      progress: Show a progress bar per epoch (false: one line per epoch).
+      progress: Show a progress bar per epoch in a terminal or notebook (false, or output to a pipe or
+        file: one line per epoch).
       label_columns: The label columns of a csv or parquet dataset (esmm: click,conversion).
       session_column: The column grouping one session's rows (csv, parquet).
       user_column: The user id column of your data (interactions, csv, parquet).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -186,9 +187,13 @@ def tensorboard_callback(run_dir: str | Path) -> tf.keras.callbacks.TensorBoard:
                                           write_graph=False, profile_batch=0)
 
 
-def fit_verbosity(cfg: TrainConfig) -> int:
-    """Keras' ``verbose``: the progress bar when ``cfg.progress``, one line per epoch otherwise (logs, CI)."""
-    return 1 if cfg.progress else 2
+def fit_verbosity(cfg: TrainConfig, stream=None) -> int:
+    """Keras' ``verbose``: the progress bar when ``cfg.progress`` and ``stream`` (default: standard output)
+    can redraw it in place, i.e. a terminal or a notebook; one line per epoch otherwise. Keras' bar writes a
+    new line per update where it cannot redraw: thousands of lines per epoch in a pipe, a log file or CI."""
+    stream = sys.stdout if stream is None else stream
+    redraws = getattr(stream, "isatty", lambda: False)() or "ipykernel" in sys.modules
+    return 1 if cfg.progress and redraws else 2
 
 
 def plot_curves(run_dir: str | Path) -> Path | str | None:
