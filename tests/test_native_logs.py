@@ -8,7 +8,11 @@ REPO = Path(__file__).resolve().parents[1]
 NOTICES = [b"E0000 cuda_platform.cc:51] failed call to cuInit: INTERNAL: CUDA error",
            b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
            b"W0000 op_level_cost_estimator.cc:699] Error in PredictCost() for the op: op: \"Softmax\"",
-           b"E tensorflow/core/util/util.cc:131] oneDNN supports DT_INT32 only on platforms with AVX-512."]
+           b"E tensorflow/core/util/util.cc:131] oneDNN supports DT_INT32 only on platforms with AVX-512.",
+           b"I0000 partitioner_factory_base.cc:58] Size of sampled dataset for training partition: 400",
+           b"W0000 gmm_utils.cc:1026] Could not normalize centroid due to zero norm or empty or zero-weight "
+           b"partition.",
+           b"I0000 kmeans_tree_partitioner_utils.h:90] PartitionerFactory ran in 893.339us."]
 SCRIPT = f"""
 import os, sys
 from tfrs_recsys.native_logs import filter_native_logs
