@@ -97,7 +97,7 @@ def test_fusion_is_chosen_on_validation_and_lifts_a_weak_tower(tmp_path):
     assert trained.cooccurrence.beta > 0
     # The counts are the training sequences' only (no held-out item), and validation chose the damping and
     # the weight.
-    catalog = result.model.catalog.numpy().astype(str).astype(object)
+    catalog = result.model.catalog_ids.astype(object)
     positions = seq.catalog_positions(result.split.train, catalog)
     tables = [CooccurrenceTable.build(positions, len(catalog), damping=d) for d in co.DAMPINGS]
     chosen = co.DAMPINGS.index(trained.cooccurrence.damping)

@@ -17,14 +17,17 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.interactions import load_interaction_log
 from tfrs_recsys.data.registry import load_interactions
 from tfrs_recsys.data.tabular import load_table
+from tfrs_recsys.serving.client import ServingClient
+from tfrs_recsys.serving.feature_store import FeatureStore
+from tfrs_recsys.serving.pipeline import RecallRankPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _events(rows: int = 3000, seed: int = 0) -> pd.DataFrame:
-    """A click log with its own column names: string visitors, integer skus, epoch seconds, an hour, a
-    category that belongs to the sku, and a click label that follows the category (shoes sell) and the
-    category a visitor likes."""
+    """A click log with its own column names: string visitors, skus (integers, and some text that is not
+    ASCII), epoch seconds, an hour, a category that belongs to the sku, and a click label that follows the
+    category (shoes sell) and the category a visitor likes."""
     rng = np.random.default_rng(seed)
     visitors, skus = 150, 60
     category = np.array(["shoes", "books", "games", "tools"])[np.arange(skus) % 4]
@@ -33,7 +36,8 @@ def _events(rows: int = 3000, seed: int = 0) -> pd.DataFrame:
     ts = 1_700_000_000 + np.sort(rng.integers(0, 30 * 86_400, size=rows))
     liked = category[sku] == np.array(["shoes", "books", "games", "tools"])[visitor % 4]
     clicked = (rng.random(rows) < 0.05 + 0.5 * (category[sku] == "shoes") + 0.4 * liked).astype(int)
-    return pd.DataFrame({"visitor": [f"v{v}" for v in visitor], "sku": sku, "ts": ts,
+    names = np.array([f"café-{s}" if s % 5 == 4 else str(s) for s in range(skus)], dtype=object)
+    return pd.DataFrame({"visitor": [f"v{v}" for v in visitor], "sku": names[sku], "ts": ts,
                          "hour": (ts // 3600) % 24, "category": category[sku], "clicked": clicked})
 
 
@@ -48,7 +52,7 @@ def _json(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(proc.stdout[proc.stdout.index("{"):])
 
 
-def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path):
+def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
     events = tmp_path / "events.csv"
     _events().to_csv(events, index=False)
     retrieval = _json(_run(["tfrs_recsys.train", "retrieval", "--dataset", "interactions",
@@ -96,6 +100,20 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path):
         with pytest.raises(grpc.RpcError) as err:
             stub.Predict(request, timeout=30)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        # recall -> rank with the ranker's own id columns named; by default they would go as missing
+        store = FeatureStore.from_run(tmp_path / "retrieval")
+        with ServingClient(server.address, retrieval_model="shop_portable", ranker_model="ranker") as client:
+            named = RecallRankPipeline(client, store, num_candidates=10, ranker_user_input="visitor",
+                                       ranker_item_input="sku")
+            default = RecallRankPipeline(client, store, num_candidates=10)
+            with_ids, without = named.recommend("v3", k=10), default.recommend("v3", k=10)
+        assert not with_ids.is_cold_start and set(with_ids.item_ids) == set(without.item_ids)
+        assert any("café" in item for item, _ in store.hot_items(60))
+        scores = [{r.item_id: r.score for r in answer.items} for answer in (with_ids, without)]
+        assert scores[0] != pytest.approx(scores[1])  # the ids reach the ranker only when named
+        unfilled = [set(r.args[1]) for r in caplog.records if r.name == "tfrs_recsys.serving.pipeline"]
+        assert {"visitor", "sku"} <= unfilled[-1] and not any({"visitor", "sku"} & u for u in unfilled[:-1])
     finally:
         assert server.stop() == 0, server.log_tail()
 

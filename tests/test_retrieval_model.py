@@ -369,7 +369,7 @@ def test_transformer_learns_the_next_item(tmp_path, ring, mode, negatives, hard_
 def test_exact_metrics_match_a_brute_force_loop(tmp_path, ring):
     result = training.train_and_evaluate(small_config(tmp_path, epochs=2), ring)
     model, held = result.model, result.split.test
-    catalog = model.catalog.numpy().astype(str).tolist()
+    catalog = model.catalog_ids.tolist()
     items = model.candidate_embeddings().numpy()
     loop_ranks = []
     for user, history, target, exclude in zip(held.user_ids, held.histories, held.targets, held.exclude):

@@ -271,7 +271,8 @@ class TwoTowerRetrieval(RecsysModel):
         self.negatives = negatives
         self.num_sampled = int(num_sampled)
         self.logq_correction = bool(logq_correction)
-        self.catalog = tf.constant(np.asarray(catalog).astype(str))
+        self.catalog_ids = np.asarray(catalog).astype(str)  # the ids as text (the tensor holds UTF-8 bytes)
+        self.catalog = tf.constant(self.catalog_ids)
         probs = (np.full(len(catalog), 1.0 / len(catalog), np.float32) if item_probabilities is None
                  else np.asarray(item_probabilities, np.float32))
         if probs.shape != (len(catalog),):

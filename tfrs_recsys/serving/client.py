@@ -363,7 +363,7 @@ class ServingClient:
         return found
 
     def rank(self, user_id: str, candidates: Sequence[str], features: Mapping[str, object] | None = None, *,
-             model: str | None = None, user_feature: str = "user_id", item_feature: str = "item_id",
+             model: str | None = None, user_feature: str | None = "user_id", item_feature: str = "item_id",
              timeout: float | None = None) -> Ranked:
         """Scores ``candidates`` for a user with a ranker export, one row per candidate.
 
@@ -373,7 +373,7 @@ class ServingClient:
           features: A ranker input's value: a scalar (the same for every candidate) or one per candidate.
             Inputs not given are sent as missing (``""`` or NaN), as in training.
           model: The model (default: the client's ``ranker_model``).
-          user_feature: The ranker's user id input.
+          user_feature: The ranker's user id input (None: the ranker takes none).
           item_feature: The ranker's item id input.
           timeout: The call's deadline (default: the client's).
 
@@ -392,7 +392,8 @@ class ServingClient:
         unknown = sorted(set(given) - set(info.inputs))
         if unknown:
             raise ValueError(f"model '{model}' has no inputs {unknown}; its inputs are {sorted(info.inputs)}")
-        given.setdefault(user_feature, str(user_id))
+        if user_feature:
+            given.setdefault(user_feature, str(user_id))
         given.setdefault(item_feature, candidates)
         inputs = {name: _column(given.get(name), spec.dtype, len(candidates), name)
                   for name, spec in info.inputs.items()}

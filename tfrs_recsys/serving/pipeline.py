@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import time
 from typing import Callable, Mapping, Sequence
 
@@ -126,13 +127,20 @@ class RecallRankPipeline:
       recall_merge: How hot items join the candidates (default: they do not).
       recall_source: ``"model"`` (the retrieval model on every request) or ``"published"`` (the
         published lists; the model for users without a current one).
+      ranker_user_input: The ranker's input the user id goes to: the column its training named by
+        ``--user-column`` (None: the ranker takes no user id).
+      ranker_item_input: The ranker's input the candidates' ids go to (its ``--item-column``).
+
+    A ranker input that neither the ids, the store's features nor the request fill goes as missing for
+    every candidate, as a value missing in training would; the pipeline logs a warning naming it, once.
     """
 
     def __init__(self, client: ServingClient, store: OnlineStore | FeatureStore, *,
                  retrieval_model: str | None = None, ranker_model: str | None = None,
                  num_candidates: int = 100, sort_by: str | None = None, exclude_seen: bool = True,
                  merge: Merge = ranked_only, recall_merge: RecallMergeConfig | None = None,
-                 recall_source: str = "model"):
+                 recall_source: str = "model", ranker_user_input: str | None = "user_id",
+                 ranker_item_input: str = "item_id"):
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         if recall_source not in RECALL_SOURCES:
@@ -147,6 +155,9 @@ class RecallRankPipeline:
         self.exclude_seen = exclude_seen
         self.merge = merge
         self.recall_merge = recall_merge or RecallMergeConfig()
+        self.ranker_user_input = ranker_user_input
+        self.ranker_item_input = ranker_item_input
+        self._warned: set[tuple[str, str]] = set()
 
     def _hot(self, history: list[str], limit: int) -> list[Recommendation]:
         """The ``limit`` hottest items, those of the history left out when ``exclude_seen``."""
@@ -227,7 +238,8 @@ class RecallRankPipeline:
             return Recommendations(str(user_id), self._hot([], k), True)
         candidates, versions = self._candidates(user_id, state, self.num_candidates)
         ids = [c.item_id for c in candidates]
-        ranked = self.client.rank(user_id, ids, self._features(state, ids, context), model=self.ranker_model)
+        ranked = self.client.rank(user_id, ids, self._features(state, ids, context), model=self.ranker_model,
+                                  user_feature=self.ranker_user_input, item_feature=self.ranker_item_input)
         key = self.sort_by or ("ctcvr" if "ctcvr" in ranked.outputs else "ctr")
         if key not in ranked.outputs:
             raise ValueError(f"ranker '{self.ranker_model}' has no output '{key}' "
@@ -254,7 +266,18 @@ class RecallRankPipeline:
                              f"(its inputs are {sorted(inputs)})")
         features.update(request_time_features(inputs, context, time.time()))
         features.update(context)
+        self._warn_unfilled(set(inputs) - set(features) - {self.ranker_user_input, self.ranker_item_input})
         return features
+
+    def _warn_unfilled(self, names: set[str]) -> None:
+        new = sorted(n for n in names if (self.ranker_model, n) not in self._warned)
+        if new:
+            self._warned.update((self.ranker_model, n) for n in new)
+            logging.getLogger(__name__).warning(
+                "ranker '%s' gets inputs %s as missing for every candidate: neither the ids (the user id "
+                "goes to '%s', the candidates' to '%s'), the store's features nor the request fill them. If "
+                "one is the ranker's user or item column, name it: --ranker-user-input / --ranker-item-input",
+                self.ranker_model, new, self.ranker_user_input, self.ranker_item_input)
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: bool = False) -> None:
@@ -277,6 +300,12 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: b
                         help="the retrieval export's model name (retrieval_portable on a stock TF Serving)")
     parser.add_argument("--ranker-model", default="deepfm", help="the ranker export's model name (default: "
                         "deepfm, as `make demo` and export/models.config name it)")
+    parser.add_argument("--ranker-user-input", default="user_id",
+                        help="the ranker's input for the user id: its training's --user-column (default "
+                             "user_id; '' when it takes none)")
+    parser.add_argument("--ranker-item-input", default="item_id",
+                        help="the ranker's input for the candidates' ids: its training's --item-column "
+                             "(default item_id)")
     parser.add_argument("--num-candidates", type=int, default=100, help="candidates to rank")
     parser.add_argument("--sort-by", help="ranker output to sort by (default ctcvr, else ctr)")
     add_recall_merge_arguments(parser)
@@ -300,4 +329,6 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
     client = ServingClient(args.address or DEFAULT_ADDRESS, args.timeout,
                            retrieval_model=args.retrieval_model, ranker_model=args.ranker_model)
     return RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by,
-                              recall_merge=recall_merge, recall_source=args.recall_source)
+                              recall_merge=recall_merge, recall_source=args.recall_source,
+                              ranker_user_input=args.ranker_user_input or None,
+                              ranker_item_input=args.ranker_item_input)

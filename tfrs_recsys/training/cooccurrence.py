@@ -40,7 +40,7 @@ def fused_ranks_of_tables(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: 
                           tables: Sequence[CooccurrenceTable], betas: tuple[float, ...], *,
                           cells: int) -> list[dict[float, np.ndarray]]:
     """:func:`fused_ranks` of each of ``tables``, the two-tower's scores computed once."""
-    catalog = model.catalog.numpy().astype(str)
+    catalog = model.catalog_ids
     index = pd.Index(catalog)
     candidates = model.candidate_embeddings().numpy()
     out = [{beta: [np.zeros(0, np.int64)] for beta in betas} for _ in tables]

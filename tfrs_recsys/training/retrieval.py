@@ -140,7 +140,7 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
     """
     if table is not None and table.beta > 0:
         return fused_ranks(model, held, max_len, table, (table.beta,), cells=EVAL_CELLS)[table.beta]
-    catalog = model.catalog.numpy().astype(str)
+    catalog = model.catalog_ids
     position = {item: i for i, item in enumerate(catalog)}
     candidates = model.candidate_embeddings().numpy()
     if not len(held):
@@ -194,7 +194,7 @@ def leaves_history_out(model: TwoTowerRetrieval, validation: seq.HeldOut, max_le
 
 def item_scores(model: TwoTowerRetrieval, rated: pairs.RatedHeldOut, max_len: int) -> np.ndarray:
     """``s(u, i) = tau * <q(u, history), c(i)>`` of each held-out row, ``[N]``."""
-    position = {item: i for i, item in enumerate(model.catalog.numpy().astype(str))}
+    position = {item: i for i, item in enumerate(model.catalog_ids)}
     # Rows of one user share the query (their training history): compute it once per user.
     users, first, inverse = np.unique(rated.user_ids.astype(str), return_index=True, return_inverse=True)
     queries = query_vectors(model, users, [rated.histories[i] for i in first], max_len)[inverse]
