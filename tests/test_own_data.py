@@ -152,6 +152,20 @@ def test_a_log_is_read_from_a_file_a_glob_or_a_folder_with_its_tables(tmp_path):
     assert rated.users.set_index("user_id").loc["v2", "age"] == 45
 
 
+def test_times_are_seconds_whether_datetimes_epoch_seconds_or_dates_mixed_with_them(tmp_path):
+    day = 1_709_683_200  # 2024-03-06 00:00:00 UTC
+    mixed = _log(tmp_path, f"u,i,t\na,x,2024-03-06T00:00:10\na,y,{day + 20}\nb,x,2024-03-06\n")
+    read = load_interaction_log(mixed, user_column="u", item_column="i", time_column="t")
+    assert read.interactions["timestamp"].tolist() == [day + 10, day + 20, day]
+    frame = pd.DataFrame({"u": ["a", "b"], "i": ["x", "y"], "t": pd.to_datetime(["2024-03-06", None])})
+    frame.to_parquet(tmp_path / "log.parquet")  # a timestamp column, one missing: not a count of seconds
+    with pytest.raises(DataError, match="not a time"):
+        load_interaction_log(str(tmp_path / "log.parquet"), user_column="u", item_column="i", time_column="t")
+    frame.iloc[:1].to_parquet(tmp_path / "log.parquet")
+    read = load_interaction_log(str(tmp_path / "log.parquet"), user_column="u", item_column="i", time_column="t")
+    assert read.interactions["timestamp"].tolist() == [day]
+
+
 @pytest.mark.parametrize("text, options, line, column, fix", [
     ("user,item\nu1,i1\n", dict(user_column="visitor"), 1, "visitor", "--user-column"),
     ("user,item\nu1,i1\n,i2\n", {}, 3, "user", "fill it in"),

@@ -183,13 +183,17 @@ def _numbers(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
 
 
 def _seconds(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
-    """A time column (epoch seconds, or dates read as UTC) as int64 seconds (fractions dropped); a value
-    that is neither is a bad row."""
+    """A time column (datetimes, epoch seconds, or dates read as UTC; a column may mix the last two) as
+    int64 seconds (fractions dropped); a value that is none of them is a bad row."""
     values = table[column]
-    if pd.to_numeric(values, errors="coerce").notna().mean() >= 0.5:  # epoch seconds, maybe a few bad values
-        seconds = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    if pd.api.types.is_datetime64_any_dtype(values):  # e.g. a Parquet timestamp: not a count of seconds
+        seconds = epoch_seconds(values, column)
     else:
-        seconds = epoch_seconds(pd.to_datetime(values, errors="coerce", utc=True, format="mixed"), column)
+        seconds = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, copy=True)
+        text = np.isnan(seconds) & values.notna().to_numpy()
+        if text.any():
+            dates = pd.to_datetime(values[text], errors="coerce", utc=True, format="mixed")
+            seconds[text] = epoch_seconds(dates, column)
     rows.check(np.isnan(seconds), column, "not a time (epoch seconds or a date): {value!r}",
                "fix or drop the row")
     return np.floor(np.nan_to_num(seconds)).astype(np.int64)
