@@ -16,6 +16,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.interactions import load_interaction_log
 from tfrs_recsys.data.registry import load_interactions
+from tfrs_recsys.data.sequences import infer_entity_columns
 from tfrs_recsys.data.tabular import load_table
 from tfrs_recsys.serving.client import ServingClient
 from tfrs_recsys.serving.feature_store import FeatureStore
@@ -152,6 +153,16 @@ def test_a_log_is_read_from_a_file_a_glob_or_a_folder_with_its_tables(tmp_path):
     assert rated.users.set_index("user_id").loc["v2", "age"] == 45
 
 
+def test_columns_of_one_value_or_none_are_not_tower_features(tmp_path):
+    frame = _events(400).assign(notes=None, shop="main", weight=np.nan)
+    frame.to_parquet(tmp_path / "log.parquet")  # notes: Arrow's null type
+    read = load_interaction_log(str(tmp_path / "log.parquet"), user_column="visitor", item_column="sku",
+                                time_column="ts")
+    usable, skipped = infer_entity_columns(read.items, "item_id", "item")
+    assert usable == ["category"] and {"notes", "shop", "weight"} <= set(skipped)
+    assert "one value or none" in skipped["notes"]
+
+
 def test_times_are_seconds_whether_datetimes_epoch_seconds_or_dates_mixed_with_them(tmp_path):
     day = 1_709_683_200  # 2024-03-06 00:00:00 UTC
     mixed = _log(tmp_path, f"u,i,t\na,x,2024-03-06T00:00:10\na,y,{day + 20}\nb,x,2024-03-06\n")
@@ -162,7 +173,8 @@ def test_times_are_seconds_whether_datetimes_epoch_seconds_or_dates_mixed_with_t
     with pytest.raises(DataError, match="not a time"):
         load_interaction_log(str(tmp_path / "log.parquet"), user_column="u", item_column="i", time_column="t")
     frame.iloc[:1].to_parquet(tmp_path / "log.parquet")
-    read = load_interaction_log(str(tmp_path / "log.parquet"), user_column="u", item_column="i", time_column="t")
+    read = load_interaction_log(str(tmp_path / "log.parquet"), user_column="u", item_column="i",
+                                time_column="t")
     assert read.interactions["timestamp"].tolist() == [day]
 
 

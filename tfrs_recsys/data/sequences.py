@@ -359,7 +359,7 @@ def _is_list_column(values: pd.Series) -> bool:
 def infer_entity_columns(frame: pd.DataFrame | None, key: str, group: str, *, max_categories: int = 100,
                          exclude: tuple[str, ...] = ("title", "name", "imdb_url")
                          ) -> tuple[list[str], dict[str, str]]:
-    """Columns usable as features: lists, numbers, strings with <= ``max_categories`` values.
+    """Columns usable as features: lists, numbers, strings with 2 to ``max_categories`` values.
 
     Args:
       frame: the item or user table (None: no columns).
@@ -375,11 +375,11 @@ def infer_entity_columns(frame: pd.DataFrame | None, key: str, group: str, *, ma
         return [], {}
     usable, skipped = [], {}
     for col in (c for c in frame.columns if c != key):
-        values = frame[col]
-        if col in exclude:
-            skipped[col] = "free text"
-        elif (_is_list_column(values) or is_plain_number(values)
-              or (distinct := values.astype(str).nunique()) <= max_categories):
+        values, lists = frame[col], _is_list_column(frame[col])
+        distinct = 2 if lists else values.dropna().astype(str).nunique()
+        if col in exclude or distinct < 2:
+            skipped[col] = "free text" if col in exclude else "one value or none: it tells no two ids apart"
+        elif lists or is_plain_number(values) or distinct <= max_categories:
             usable.append(col)
         else:
             skipped[col] = f"{distinct} distinct values (> {max_categories}); {group} id already covers it"
