@@ -163,6 +163,24 @@ def test_columns_of_one_value_or_none_are_not_tower_features(tmp_path):
     assert "one value or none" in skipped["notes"]
 
 
+def test_skipped_rows_are_reported_once_counted_by_reason(tmp_path, caplog):
+    from tfrs_recsys.config import RetrievalConfig
+    from tfrs_recsys.training.retrieval import load_data
+
+    text = "u,i,ts\na,x,2024-03-06\n,y,1713431850\nb,x,soon\nc,z,2024-03-07\nd,z,later\n"
+    options = dict(dataset="interactions", user_column="u", item_column="i", time_column="ts",
+                   skip_bad_rows=True)
+    data = load_data(RetrievalConfig(data_dir=_log(tmp_path, text), **options))
+    assert len(data.interactions) == 2
+    said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(said) == 1 and "skipped 3 of 5 rows" in said[0]
+    assert "2 x column 'ts': not a time" in said[0] and "1 x column 'u': empty id" in said[0]
+    caplog.clear()
+    pd.read_csv(tmp_path / "log.csv").to_parquet(tmp_path / "log.parquet")
+    load_data(RetrievalConfig(data_dir=str(tmp_path / "log.parquet"), **options))
+    assert ["skipped 3 of 5 rows" in r.getMessage() for r in caplog.records] == [True]
+
+
 def test_times_are_seconds_whether_datetimes_epoch_seconds_or_dates_mixed_with_them(tmp_path):
     day = 1_709_683_200  # 2024-03-06 00:00:00 UTC
     mixed = _log(tmp_path, f"u,i,t\na,x,2024-03-06T00:00:10\na,y,{day + 20}\nb,x,2024-03-06\n")

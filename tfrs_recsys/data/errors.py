@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 from tfrs_recsys.errors import UserError
@@ -22,21 +23,29 @@ class SkipReport:
       skipped: Rows skipped.
       total: Rows read, skipped ones included.
       examples: The first few reasons, as :class:`DataError` text.
+      reasons: Rows skipped per reason (the column and what was wrong with it).
     """
 
     path: str
     skipped: int = 0
     total: int = 0
     examples: list[str] = field(default_factory=list)
+    reasons: Counter = field(default_factory=Counter)
+    _logged: int = field(default=0, repr=False)
 
-    def add(self, error: DataError, max_examples: int = 5) -> None:
-        """Counts a skipped row; its error is kept among the first ``max_examples``."""
+    def add(self, error: DataError, max_examples: int = 5, reason: str | None = None) -> None:
+        """Counts a skipped row under ``reason`` (default: its column, else a malformed row); its error is
+        kept among the first ``max_examples``."""
         self.skipped += 1
+        self.reasons[reason or (f"column '{error.column}'" if error.column else "malformed row")] += 1
         if len(self.examples) < max_examples:
             self.examples.append(str(error))
 
     def log(self) -> None:
-        """Warns of the skipped rows, if any, with the first reasons."""
-        if self.skipped:
-            logger.warning("%s: skipped %d of %d rows (skip_bad_rows=True); first: %s",
-                           self.path, self.skipped, self.total, "; ".join(self.examples[:3]))
+        """Warns of the skipped rows, if any and not already said, with their count per reason and the
+        first rows."""
+        if self.skipped and self.skipped != self._logged:
+            self._logged = self.skipped
+            counts = "; ".join(f"{n} x {why}" for why, n in self.reasons.most_common())
+            logger.warning("%s: skipped %d of %d rows (skip_bad_rows=True): %s. First: %s", self.path,
+                           self.skipped, self.total, counts, "; ".join(self.examples[:3]))

@@ -59,7 +59,8 @@ class _RowChecks:
         for row in np.flatnonzero(bad & ~self.bad):
             path, line = locate(self.table, int(row))
             value = self.table[column].iloc[row]
-            self.report.add(DataError(message.format(value=value), path=path, line=line, column=column))
+            self.report.add(DataError(message.format(value=value), path=path, line=line, column=column),
+                            reason=f"column '{column}': {message.format(value='...')}")
         self.bad |= bad
 
 
@@ -138,7 +139,7 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
              "--rating-column": rating_column}
     named = {column: flag for flag, column in flags.items() if column}
     log, reports = read_table(data, required=named, what="--data", skip_bad_rows=skip_bad_rows)
-    report = reports[0] if reports else SkipReport(path=str(data))
+    report = reports[0] if reports else SkipReport(path=str(data), total=len(log))
     rows = _RowChecks(log, skip_bad_rows, report)
     typed, rows.bad = numeric_columns(log, _declared(column_types, log), skip_bad_rows=skip_bad_rows,
                                       report=report, text_only=list(named))

@@ -188,7 +188,8 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
             raise bad_row(table, bad, column, f"{what}: {{value!r}}", fix)
         for row in np.flatnonzero(bad & ~skip) if report is not None else ():
             path, line = locate(table, int(row))
-            report.add(DataError(f"not a number: {values.iloc[row]!r}", path=path, line=line, column=column))
+            report.add(DataError(f"not a number: {values.iloc[row]!r}", path=path, line=line, column=column),
+                       reason=f"column '{column}': declared numeric, not a number")
         skip |= bad
         typed[column] = numbers
     return typed, skip
@@ -243,7 +244,7 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
              "--item-column": [item_column]}
     required = {column: flag for flag, columns in flags.items() for column in columns if column}
     frame, reports = read_table(path, required=required, what="--data", skip_bad_rows=skip_bad_rows, sep=sep)
-    report = reports[0] if reports else SkipReport(path=str(path))
+    report = reports[0] if reports else SkipReport(path=str(path), total=len(frame))
     ids = [c for c in (session_column, user_column, item_column) if c]
     typed = type_columns(frame, column_types, skip_bad_rows=skip_bad_rows, report=report, text_only=ids)
     if len(typed) < len(frame):
