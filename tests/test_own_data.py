@@ -1,6 +1,7 @@
 """A user's own files, from a CSV to a served recommendation, and every mistake in them named with the fix."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _events(rows: int = 3000, seed: int = 0) -> pd.DataFrame:
     """A click log with its own column names: string visitors, skus (integers, and some text that is not
-    ASCII), epoch seconds, an hour, a category that belongs to the sku, and a click label that follows the
-    category (shoes sell) and the category a visitor likes."""
+    ASCII), times as date text, an hour, a category that belongs to the sku, and a click label that follows
+    the category (shoes sell) and the category a visitor likes."""
     rng = np.random.default_rng(seed)
     visitors, skus = 150, 60
     category = np.array(["shoes", "books", "games", "tools"])[np.arange(skus) % 4]
@@ -38,7 +39,8 @@ def _events(rows: int = 3000, seed: int = 0) -> pd.DataFrame:
     liked = category[sku] == np.array(["shoes", "books", "games", "tools"])[visitor % 4]
     clicked = (rng.random(rows) < 0.05 + 0.5 * (category[sku] == "shoes") + 0.4 * liked).astype(int)
     names = np.array([f"café-{s}" if s % 5 == 4 else str(s) for s in range(skus)], dtype=object)
-    return pd.DataFrame({"visitor": [f"v{v}" for v in visitor], "sku": names[sku], "ts": ts,
+    dates = pd.to_datetime(ts, unit="s").strftime("%Y-%m-%dT%H:%M:%S")
+    return pd.DataFrame({"visitor": [f"v{v}" for v in visitor], "sku": names[sku], "ts": dates,
                          "hour": (ts // 3600) % 24, "category": category[sku], "clicked": clicked})
 
 
@@ -68,6 +70,7 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
                    "--epochs", "2", "--output-dir", str(tmp_path / "deepfm"), "--progress", "false"])
     assert _json(ranker)["test_metrics"]["auc"] > 0.65  # the label follows the category
     assert "hour" in ranker.stdout and "int64" in ranker.stdout  # the schema table at the start
+    assert re.search(r"^ts +timestamp .*date text", ranker.stdout, re.M)  # dates, not an id of each time
 
     answer = _run(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", "v3",
                    "--k", "5", "--json"])

@@ -264,6 +264,8 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
         why = ("quantity-like name" if quantity else "floating-point values" if not integer_dtype
                else f"{distinct} distinct integers and no id/categorical hint in the name")
         return _numeric_column(name, values.to_numpy("float64", na_value=np.nan), "numeric", why)
+    if _TIME_NAME.search(lname) and (seconds := _date_text_seconds(values, name)) is not None:
+        return _numeric_column(name, seconds, "timestamp", "date text under a time-like name")
     text = raw_strings(values)
     counts = text.value_counts()  # each distinct value once, for every check below
     separator = _detect_separator(counts)
@@ -272,6 +274,19 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
                                    counts=counts)
     return _categorical_column(name, text, opts, "booleans" if pd.api.types.is_bool_dtype(values) else "text",
                                id_like=_id_named(name), entity=as_id, counts=counts)
+
+
+def _date_text_seconds(values: pd.Series, name: str) -> np.ndarray | None:
+    """The epoch seconds of text whose every value is a date (missing or empty aside), else None; read as
+    the model's inputs are (:func:`~tfrs_recsys.data.schema.epoch_seconds`)."""
+    text = values.where(values.notna(), "").astype(str)
+    present = text[text != ""]
+    if present.empty or not present.str.contains(r"[-/:]").all():  # digits alone are numbers or codes
+        return None
+    try:
+        return epoch_seconds(text.where(text != ""), name)
+    except SchemaError:
+        return None
 
 
 def _numeric_column(name: str, values: np.ndarray, kind: str, why: str) -> tuple[FeatureColumn | None, str]:
