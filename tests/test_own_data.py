@@ -225,6 +225,14 @@ def test_the_interactions_dataset_asks_for_its_columns_and_an_existing_path(tmp_
     assert "names no CSV" in str(err) and "glob" in err.fix
 
 
+def test_numbers_with_missing_values_spelled_out_are_numbers(tmp_path):
+    spelled = ["NaN", "NA", "null", "N/A", ""]  # a quarter of the values: too many for stray typos
+    rows = ["item,price,click"] + [f"i{i},{spelled[i % 5] if i % 4 == 0 else i + 0.5},{i % 2}"
+                                   for i in range(200)]
+    price = load_table(_log(tmp_path, "\n".join(rows) + "\n", "clicks.csv"), labels=["click"]).frame["price"]
+    assert price.dtype.kind == "f" and price.isna().sum() == 50 and price.max() == 199.5
+
+
 def test_one_stray_value_in_a_numeric_column_stops_the_run_with_the_fix(tmp_path):
     rows = ["item,price,click"] + [f"i{i},{i % 7 + 0.5},{i % 2}" for i in range(200)]
     rows[58] = "i57,abc,1"  # file line 59

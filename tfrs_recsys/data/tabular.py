@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.csv as pa_csv
 
 from tfrs_recsys import paths
 from tfrs_recsys.data import readers
@@ -23,6 +24,9 @@ CRITEO_DENSE = tuple(f"I{i}" for i in range(1, 14))
 CRITEO_SPARSE = tuple(f"C{i}" for i in range(1, 27))
 CRITEO_COLUMNS = ("label", *CRITEO_DENSE, *CRITEO_SPARSE)
 MOSTLY_NUMERIC = 0.95  # this share of numbers makes a text column's other values probable typos
+# Missing values in a column of numbers: "NaN", "NA", "null", ..., as the streamed path's CSV reader (Arrow)
+# reads them
+MISSING_NUMBER_WORDS = frozenset(pa_csv.ConvertOptions().null_values)
 COLUMN_KINDS = ("numeric", "categorical")
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -172,8 +176,9 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
         text = values.dtype == object or pd.api.types.is_string_dtype(values)
         if column in text_only or kinds.get(column) == "categorical" or not text:
             continue
-        numbers = pd.to_numeric(values, errors="coerce")
-        filled = (values != "").to_numpy() & values.notna().to_numpy()
+        missing = (values.isna() | values.astype(str).str.strip().isin(MISSING_NUMBER_WORDS)).to_numpy()
+        numbers = pd.to_numeric(values.mask(missing), errors="coerce")
+        filled = ~missing
         bad = filled & numbers.isna().to_numpy()
         share = 1 - bad.sum() / max(filled.sum(), 1)
         declared = kinds.get(column) == "numeric"
