@@ -184,6 +184,12 @@ def test_skipped_rows_are_reported_once_counted_by_reason(tmp_path, caplog):
     assert ["skipped 3 of 5 rows" in r.getMessage() for r in caplog.records] == [True]
 
 
+def test_an_id_written_as_a_whole_decimal_is_the_same_id(tmp_path):
+    read = load_interaction_log(_log(tmp_path, "u,i\na,SKU-7\na,42\nb,42.0\nc,-3.00\nc,7.5\n"),
+                                user_column="u", item_column="i")
+    assert read.interactions["item_id"].tolist() == ["SKU-7", "42", "42", "-3", "7.5"]
+
+
 def test_times_are_seconds_whether_datetimes_epoch_seconds_or_dates_mixed_with_them(tmp_path):
     day = 1_709_683_200  # 2024-03-06 00:00:00 UTC
     mixed = _log(tmp_path, f"u,i,t\na,x,2024-03-06T00:00:10\na,y,{day + 20}\nb,x,2024-03-06\n")

@@ -28,10 +28,12 @@ from tfrs_recsys.data.tabular import (
 
 
 def _ids(table: pd.DataFrame, column: str) -> tuple[pd.Series, np.ndarray]:
-    """A column's ids as text (``7`` and ``7.0`` alike read ``"7"``), and which are empty."""
+    """A column's ids as text (``7``, ``7.0`` and the text ``"7.0"`` alike read ``"7"``), and which are
+    empty."""
     text = table[column].map(
         lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else
         str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v).strip())
+    text = text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)  # a column of text and numbers
     return text, (text == "").to_numpy()
 
 
