@@ -1,4 +1,5 @@
 """A user's own files, from a CSV to a served recommendation, and every mistake in them named with the fix."""
+import dataclasses
 import json
 import os
 import re
@@ -237,6 +238,29 @@ def test_numbers_with_missing_values_spelled_out_are_numbers(tmp_path):
                                    for i in range(200)]
     price = load_table(_log(tmp_path, "\n".join(rows) + "\n", "clicks.csv"), labels=["click"]).frame["price"]
     assert price.dtype.kind == "f" and price.isna().sum() == 50 and price.max() == 199.5
+
+
+def test_bad_labels_are_named_by_line_and_value_or_skipped(tmp_path, caplog):
+    from tfrs_recsys.config import DeepFMConfig
+    from tfrs_recsys.training.rankers import load_and_split
+
+    rows = ["visitor,sku,clicked"] + [f"v{i % 9},{i % 13},{i % 2}" for i in range(60)]
+    rows[4], rows[9], rows[20] = "v1,2,", "v2,3,2", "v3,4,"  # file lines 5, 10 and 21
+    path = _log(tmp_path, "\n".join(rows) + "\n", "clicks.csv")
+    cfg = DeepFMConfig(dataset="csv", data_dir=path, label_columns=("clicked",), user_column="visitor",
+                       item_column="sku")
+    err = _error(load_and_split, cfg, "deepfm")
+    assert (err.path, err.line, err.column) == (path, 5, "clicked")
+    assert "found a missing value (3 such rows: 2 x a missing value, 1 x 2.0)" in str(err)
+    assert "--skip-bad-rows" in err.fix
+    data, split = load_and_split(dataclasses.replace(cfg, skip_bad_rows=True), "deepfm")
+    assert len(data.frame) == 57 and set(data.frame["clicked"]) == {0, 1}
+    assert any("skipped 3 of 60 rows" in r.getMessage() and f"{path}:21" in r.getMessage()
+               for r in caplog.records)
+    rows[9] = "v2,3,true"  # not a number: a bad row of the label, skipped as the others
+    data, _ = load_and_split(dataclasses.replace(cfg, data_dir=_log(tmp_path, "\n".join(rows) + "\n"),
+                                                 skip_bad_rows=True), "deepfm")
+    assert len(data.frame) == 57
 
 
 def test_one_stray_value_in_a_numeric_column_stops_the_run_with_the_fix(tmp_path):

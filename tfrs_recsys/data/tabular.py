@@ -157,7 +157,21 @@ def type_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Sequence
     typed, bad = numeric_columns(table, column_types, skip_bad_rows=skip_bad_rows, report=report,
                                  text_only=text_only)
     table = table.assign(**typed)
-    return table[~bad].reset_index(drop=True) if bad.any() else table
+    return keep_rows(table, ~bad) if bad.any() else table
+
+
+def keep_rows(table: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """The ``keep`` rows of a :func:`read_table` frame, renumbered, each still located at its file line."""
+    kept, sources = table[keep].reset_index(drop=True), table.attrs.get(SOURCES)
+    if sources:
+        ends, located = [start for start, _, _ in sources[1:]] + [len(table)], []
+        for (start, file, lines), end in zip(sources, ends):
+            first = 1 if _suffix(file) in PARQUET_SUFFIXES else 2
+            lines = np.arange(first, first + end - start) if lines is None else np.asarray(lines)
+            if keep[start:end].any():
+                located.append((int(keep[:start].sum()), file, lines[keep[start:end]]))
+        kept.attrs = {SOURCES: located}
+    return kept
 
 
 def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Sequence[str] = (), *,
@@ -251,7 +265,9 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
     frame, reports = read_table(path, required=required, what="--data", skip_bad_rows=skip_bad_rows, sep=sep)
     report = reports[0] if reports else SkipReport(path=str(path), total=len(frame))
     ids = [c for c in (session_column, user_column, item_column) if c]
-    typed = type_columns(frame, column_types, skip_bad_rows=skip_bad_rows, report=report, text_only=ids)
+    declared = dict(column_types) if isinstance(column_types, Mapping) else parse_column_types(column_types)
+    declared = {**{label: "numeric" for label in labels}, **declared}  # a label is a number, or a bad row
+    typed = type_columns(frame, declared, skip_bad_rows=skip_bad_rows, report=report, text_only=ids)
     if len(typed) < len(frame):
         report.log()
     return LabeledData(typed, list(labels), name=posixpath.basename(str(path).rstrip("/")),

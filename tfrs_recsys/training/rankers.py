@@ -20,12 +20,13 @@ from tfrs_recsys import metrics as M
 from tfrs_recsys import runs
 from tfrs_recsys.config import TrainConfig
 from tfrs_recsys.data.bundles import LabeledData
-from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.pipelines import dataset_from_arrays, frame_to_label_columns
 from tfrs_recsys.data.registry import load_labeled, options_from
 from tfrs_recsys.data.schema import FeatureSpec, frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
+from tfrs_recsys.data.tabular import locate
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.common import EpochEvaluator, fit_verbosity, tensorboard_callback
@@ -60,7 +61,12 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
     wanted, fix = LABELS[task]
     if len(data.labels) != wanted:
         raise DataError(f"{task} takes {wanted} label(s); the data has {data.labels}", fix=fix)
-    check_labels(data.frame, data.labels, funnel=task == "esmm")
+    report = (data.skipped[0] if data.skipped else SkipReport(data.name, total=len(data.frame))
+              ) if cfg.skip_bad_rows else None
+    keep = check_labels(data.frame, data.labels, funnel=task == "esmm", report=report)
+    if not keep.all():
+        data = dataclasses.replace(data, frame=data.frame[keep].reset_index(drop=True), truth=None
+                                   if data.truth is None else data.truth[keep].reset_index(drop=True))
     if data.session_column:
         split = split_by_session(data.frame, data.session_column, fractions=SPLIT_FRACTIONS, seed=cfg.seed)
     else:
@@ -69,33 +75,56 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
     return data, split
 
 
-def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False) -> None:
+def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False,
+                 report: SkipReport | None = None) -> np.ndarray:
     """Check that labels are 0/1 and, with ``funnel`` (click, conversion), that a conversion has a click.
 
     Args:
       frame: the labeled rows.
       labels: the label columns.
       funnel: check the click -> conversion order too.
+      report: skip the bad rows and count them here (``--skip-bad-rows``); None: raise on the first.
+
+    Returns:
+      Which rows to keep (all, unless bad ones are skipped).
 
     Raises:
-      DataError: naming the first bad row and the fix.
+      DataError: naming the first bad row (its file and line where known), the bad values and the fix.
     """
+    numbers = {name: pd.to_numeric(frame[name], errors="coerce") for name in labels}
+    problems = []
     for name in labels:
-        bad = ~pd.to_numeric(frame[name], errors="coerce").isin([0, 1]).to_numpy()
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise DataError(f"label must be 0 or 1, found {frame[name].iloc[row]!r} at row {row} "
-                            f"({int(bad.sum())} such rows)", column=name,
-                            fix="binarize the label (e.g. rating >= 4 -> 1), or pick another label column")
+        bad = ~numbers[name].isin([0, 1]).to_numpy()
+        found = frame[name][bad].map(_shown).value_counts()
+        values = ", ".join(f"{n} x {v}" for v, n in found.head(3).items())
+        problems.append((bad, name, f"label must be 0 or 1, found {{value}} ({int(bad.sum())} such rows: "
+                         f"{values})", "binarize the label (e.g. rating >= 4 -> 1), or pick another label "
+                         "column"))
     if funnel:
         click, conversion = labels
-        impossible = ((frame[conversion] > 0) & (frame[click] <= 0)).to_numpy()
-        if impossible.any():
-            row = int(np.argmax(impossible))
-            raise DataError(f"{int(impossible.sum())} rows convert without a click (first at row {row}); "
-                            f"ESMM reads the labels as click, then conversion", column=conversion,
-                            fix="pass --label-columns in the order click,conversion, and set click=1 on "
-                                "converted rows")
+        impossible = ((numbers[conversion] > 0) & (numbers[click] <= 0)).to_numpy()
+        problems.append((impossible, conversion, f"{int(impossible.sum())} rows convert without a click; "
+                         "ESMM reads the labels as click, then conversion", "pass --label-columns in the "
+                         "order click,conversion, and set click=1 on converted rows"))
+    skip = np.zeros(len(frame), dtype=bool)
+    for bad, column, message, fix in problems:
+        for row in np.flatnonzero(bad & ~skip):
+            path, line = locate(frame, int(row))
+            what = message.format(value=_shown(frame[column].iloc[row]))
+            if report is None:
+                raise DataError(what, path=path, line=line, column=column,
+                                fix=f"{fix}, or pass --skip-bad-rows to skip such rows")
+            report.add(DataError(what, path=path, line=line, column=column),
+                       reason=f"column '{column}': {message.split(',')[0]}")
+        skip |= bad
+    if skip.any():
+        report.log()
+    return ~skip
+
+
+def _shown(value) -> str:
+    value = value.item() if isinstance(value, np.generic) else value
+    return "a missing value" if pd.isna(value) or value == "" else repr(value)
 
 
 def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> FeatureSpec:
