@@ -73,9 +73,10 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
     assert "hour" in ranker.stdout and "int64" in ranker.stdout  # the schema table at the start
     assert re.search(r"^ts +timestamp .*date text", ranker.stdout, re.M)  # dates, not an id of each time
 
-    answer = _run(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", "v3",
+    answer = _run(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", " v3 ",
                    "--k", "5", "--json"])
     recommended = _json(answer)["recommendations"]
+    assert _json(answer)["known_user"]  # the id read as training read it, spaces stripped
     assert len(recommended) == 5 and all(r["title"].startswith("category=") for r in recommended)
 
     base = tmp_path / "exports"
@@ -112,7 +113,7 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
             named = RecallRankPipeline(client, store, num_candidates=10, ranker_user_input="visitor",
                                        ranker_item_input="sku")
             default = RecallRankPipeline(client, store, num_candidates=10)
-            with_ids, without = named.recommend("v3", k=10), default.recommend("v3", k=10)
+            with_ids, without = named.recommend(" v3", k=10), default.recommend("v3", k=10)
         assert not with_ids.is_cold_start and set(with_ids.item_ids) == set(without.item_ids)
         assert any("café" in item for item, _ in store.hot_items(60))
         scores = [{r.item_id: r.score for r in answer.items} for answer in (with_ids, without)]

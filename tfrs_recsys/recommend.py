@@ -76,7 +76,8 @@ def _name_value(text: str) -> tuple[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m tfrs_recsys.recommend`` (module docstring)."""
     p = argparse.ArgumentParser(prog="python -m tfrs_recsys.recommend", description=__doc__.splitlines()[0])
-    p.add_argument("--user-id", required=True, help="raw user id (unknown ids get the cold-start answer)")
+    p.add_argument("--user-id", required=True, type=str.strip,
+                   help="raw user id (unknown ids get the cold-start answer)")
     p.add_argument("--k", type=int, default=10, help="items to return")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     local = p.add_argument_group("in process, from a retrieval run directory")

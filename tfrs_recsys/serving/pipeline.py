@@ -202,6 +202,7 @@ class RecallRankPipeline:
         Returns:
           The candidates, in the order the ranker would get them.
         """
+        user_id = str(user_id).strip()  # as training read the ids
         try:
             state = self.store.user_state(user_id)
             if not state.history:
@@ -227,6 +228,7 @@ class RecallRankPipeline:
           ValueError: ``context`` names a feature the ranker does not take, or the ranker lacks ``sort_by``.
           ServingClientError: The model server failed a call.
         """
+        user_id = str(user_id).strip()  # as training read the ids
         try:
             return self._recommend(user_id, k, context or {})
         except (StoreUnavailableError, StoreStateError) as e:
