@@ -342,8 +342,10 @@ def open_run(run_dir: str | Path, models: Sequence[str] = MODELS) -> Run:
 
 def _restore(model, run: Run) -> None:
     """The best checkpoint into ``model``, whose variables exist; every one must be restored (the
-    optimizer's slots in the checkpoint are not needed)."""
-    model.load_weights(str(run.file(CHECKPOINT))).expect_partial().assert_existing_objects_matched()
+    optimizer's slots in the checkpoint are not needed), a few variables at a time."""
+    from tfrs_recsys.checkpoints import read_weights
+
+    read_weights(model, run.file(CHECKPOINT))
 
 
 def build_ranker(model, spec: FeatureSpec) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_recsys import paths, run_reuse, runs
+from tfrs_recsys.checkpoints import read_weights
 from tfrs_recsys.config import TrainConfig
 from tfrs_recsys.training import distribution
 
@@ -170,7 +171,7 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self._best_weights is None and self.best_epoch not in (None, self.epochs_run):
-            self.model.load_weights(str(paths.join(self.run_dir, runs.CHECKPOINT))).expect_partial()
+            read_weights(self.model, paths.join(self.run_dir, runs.CHECKPOINT))
         elif self._best_weights is not None:
             count = self.averaged_epochs + 1
             self.model.set_weights(self._best_weights if self.sum_after_best is None else [
