@@ -172,16 +172,16 @@ def test_skipped_rows_are_reported_once_counted_by_reason(tmp_path, caplog):
     from tfrs_recsys.config import RetrievalConfig
     from tfrs_recsys.training.retrieval import load_data
 
-    text = "u,i,ts\na,x,2024-03-06\n,y,1713431850\nb,x,soon\nc,z,2024-03-07\nd,z,later\n"
+    text = "u,i,ts\na,x,2024-03-06\n,y,1713431850\nb,x,soon\nc,z,2024-03-07\nd,z,later\ne,z,1,extra\n"
     options = dict(dataset="interactions", user_column="u", item_column="i", time_column="ts",
                    skip_bad_rows=True)
     data = load_data(RetrievalConfig(data_dir=_log(tmp_path, text), **options))
     assert len(data.interactions) == 2
     said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
-    assert len(said) == 1 and "skipped 3 of 5 rows" in said[0]
+    assert len(said) == 1 and "skipped 4 of 6 rows" in said[0]  # the malformed line's too
     assert "2 x column 'ts': not a time" in said[0] and "1 x column 'u': empty id" in said[0]
     caplog.clear()
-    pd.read_csv(tmp_path / "log.csv").to_parquet(tmp_path / "log.parquet")
+    pd.read_csv(tmp_path / "log.csv", nrows=5).to_parquet(tmp_path / "log.parquet")
     load_data(RetrievalConfig(data_dir=str(tmp_path / "log.parquet"), **options))
     assert ["skipped 3 of 5 rows" in r.getMessage() for r in caplog.records] == [True]
 
@@ -192,11 +192,12 @@ def test_an_id_written_as_a_whole_decimal_is_the_same_id(tmp_path):
     assert read.interactions["item_id"].tolist() == ["SKU-7", "42", "42", "-3", "7.5"]
 
 
-def test_times_are_seconds_whether_datetimes_epoch_seconds_or_dates_mixed_with_them(tmp_path):
+def test_times_are_seconds_whether_datetimes_epoch_seconds_milliseconds_or_dates_mixed(tmp_path):
     day = 1_709_683_200  # 2024-03-06 00:00:00 UTC
-    mixed = _log(tmp_path, f"u,i,t\na,x,2024-03-06T00:00:10\na,y,{day + 20}\nb,x,2024-03-06\n")
+    scaled = f"b,y,{(day + 30) * 1000}\nc,x,{(day + 40) * 10 ** 6}\nc,y,{(day + 50) * 10 ** 9}\n"  # ms us ns
+    mixed = _log(tmp_path, f"u,i,t\na,x,2024-03-06T00:00:10\na,y,{day + 20}\nb,x,2024-03-06\n{scaled}")
     read = load_interaction_log(mixed, user_column="u", item_column="i", time_column="t")
-    assert read.interactions["timestamp"].tolist() == [day + 10, day + 20, day]
+    assert read.interactions["timestamp"].tolist() == [day + 10, day + 20, day, day + 30, day + 40, day + 50]
     frame = pd.DataFrame({"u": ["a", "b"], "i": ["x", "y"], "t": pd.to_datetime(["2024-03-06", None])})
     frame.to_parquet(tmp_path / "log.parquet")  # a timestamp column, one missing: not a count of seconds
     with pytest.raises(DataError, match="not a time"):

@@ -76,6 +76,8 @@ def _entity_table(path: str | None, key: str, group: str, skip_bad_rows: bool, r
     reports += skipped
     frame = type_columns(frame, _declared(column_types, frame), skip_bad_rows=skip_bad_rows,
                          report=skipped[0] if skipped else None, text_only=[key])
+    for each in skipped:
+        each.log()
     frame[key], empty = _ids(frame, key)
     if empty.any():
         raise bad_row(frame, empty, key, "empty id", f"fill it in: a {group} table needs every id")
@@ -156,8 +158,8 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
     keep = ~rows.bad & ((out["rating"] >= min_rating).to_numpy() if min_rating is not None else True)
     if not keep.all():
         out, log = out[keep].reset_index(drop=True), log[keep].reset_index(drop=True)
-    if rows.bad.any():
-        report.log()
+    for each in reports or [report]:
+        each.log()
     if out.empty:
         rated = f" rated >= {min_rating}" if min_rating is not None else ""
         raise DataError(f"no interactions left{rated}", path=str(data),
@@ -186,13 +188,16 @@ def _numbers(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
 
 
 def _seconds(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
-    """A time column (datetimes, epoch seconds, or dates read as UTC; a column may mix the last two) as
-    int64 seconds (fractions dropped); a value that is none of them is a bad row."""
+    """A time column (datetimes, epoch seconds (or milli-, micro-, nanoseconds, told apart by their size),
+    or dates read as UTC; a column may mix numbers and dates) as int64 seconds (fractions dropped); a value
+    that is none of them is a bad row."""
     values = table[column]
     if pd.api.types.is_datetime64_any_dtype(values):  # e.g. a Parquet timestamp: not a count of seconds
         seconds = epoch_seconds(values, column)
     else:
         seconds = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, copy=True)
+        size = np.abs(np.nan_to_num(seconds))  # epoch milli-, micro- or nanoseconds: 1e11 s is the year 5138
+        seconds /= np.select([size >= 1e17, size >= 1e14, size >= 1e11], [1e9, 1e6, 1e3], 1.0)
         text = np.isnan(seconds) & values.notna().to_numpy()
         if text.any():
             dates = pd.to_datetime(values[text], errors="coerce", utc=True, format="mixed")

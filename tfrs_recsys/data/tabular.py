@@ -82,15 +82,18 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
       sep: The separator of text files, instead of the one their suffix implies.
 
     Returns:
-      The rows (:func:`locate` finds a row's file and line) and one skip report per text shard.
+      The rows (:func:`locate` finds a row's file and line) and one skip report per text shard, for the
+      caller to log (:meth:`~tfrs_recsys.data.errors.SkipReport.log`).
     """
     frames, reports, sources, start = [], [], [], 0
     for file in table_files(path, what):
         if _suffix(file) in PARQUET_SUFFIXES:
             frame = readers.read_parquet(file, what=what)
         else:
+            # the caller says the report once, with the rows its own checks skip
             frame, report = readers.read_delimited(file, sep=sep or TEXT_SUFFIXES.get(_suffix(file), ","),
-                                                   header=True, skip_bad_rows=skip_bad_rows, what=what)
+                                                   header=True, skip_bad_rows=skip_bad_rows, what=what,
+                                                   report=SkipReport(path=file))
             reports.append(report)
         for column in (c for c in required if c not in frame.columns):
             flag = required.get(column) if isinstance(required, Mapping) else None
@@ -268,8 +271,8 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
     declared = dict(column_types) if isinstance(column_types, Mapping) else parse_column_types(column_types)
     declared = {**{label: "numeric" for label in labels}, **declared}  # a label is a number, or a bad row
     typed = type_columns(frame, declared, skip_bad_rows=skip_bad_rows, report=report, text_only=ids)
-    if len(typed) < len(frame):
-        report.log()
+    for each in reports or [report]:
+        each.log()
     return LabeledData(typed, list(labels), name=posixpath.basename(str(path).rstrip("/")),
                        session_column=session_column, user_column=user_column, item_column=item_column,
                        skipped=reports or [report])
