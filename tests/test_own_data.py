@@ -192,6 +192,17 @@ def test_an_id_written_as_a_whole_decimal_is_the_same_id(tmp_path):
     assert read.interactions["item_id"].tolist() == ["SKU-7", "42", "42", "-3", "7.5"]
 
 
+def test_ids_of_the_log_and_its_item_table_that_miss_each_other_are_said(tmp_path, caplog):
+    items = _log(tmp_path, "sku,brand\nCAFÉ-0,acme\n1,acme\n2,bolt\n", "items.csv")
+    log = _log(tmp_path, "visitor,sku\nv1,café-0\nv1,1\nv2,2\nv2,3\n")
+    read = load_interaction_log(log, user_column="visitor", item_column="sku", items=items)
+    assert read.items.set_index("item_id")["brand"].isna().to_dict() == {
+        "CAFÉ-0": False, "1": False, "2": False, "café-0": True, "3": True}
+    said = [r.getMessage() for r in caplog.records if "no row in this --items table" in r.getMessage()]
+    assert len(said) == 1 and "2 of the log's 4 items" in said[0] and "'café-0'" in said[0]
+    assert "1 of its 3 rows match no logged item (e.g. 'CAFÉ-0')" in said[0]
+
+
 def test_times_are_seconds_whether_datetimes_epoch_seconds_milliseconds_or_dates_mixed(tmp_path):
     day = 1_709_683_200  # 2024-03-06 00:00:00 UTC
     scaled = f"b,y,{(day + 30) * 1000}\nc,x,{(day + 40) * 10 ** 6}\nc,y,{(day + 50) * 10 ** 9}\n"  # ms us ns

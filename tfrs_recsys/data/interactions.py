@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tfrs_recsys.data.bundles import InteractionData
-from tfrs_recsys.data.errors import DataError, SkipReport
+from tfrs_recsys.data.errors import DataError, SkipReport, logger
 from tfrs_recsys.data.schema import epoch_seconds
 from tfrs_recsys.data.tabular import (
     bad_row,
@@ -87,6 +87,20 @@ def _entity_table(path: str | None, key: str, group: str, skip_bad_rows: bool, r
         raise DataError(f"{group} '{frame[f'{group}_id'][twice].iloc[0]}' has two rows", path=str(path),
                         column=key, fix=f"keep one row per {group}")
     return frame
+
+
+def _say_unmatched(table: pd.DataFrame | None, logged: pd.Series, group: str, path: str | None) -> None:
+    """Warns when ids of the log and of its ``--items`` / ``--users`` table miss each other (spelled apart):
+    a logged id without a row gets no features from the table."""
+    if table is None:
+        return
+    ids, key = pd.Index(logged.unique()), f"{group}_id"
+    without, unused = ids[~ids.isin(table[key])], table[key][~table[key].isin(ids)]
+    if len(without):
+        logger.warning("%s: %d of the log's %d %ss have no row in this --%ss table (e.g. %r), and %d of its "
+                       "%d rows match no logged %s (e.g. %r): check that both spell the ids alike", path,
+                       len(without), len(ids), group, group, without[0], len(unused), len(table), group,
+                       unused.iloc[0] if len(unused) else None)
 
 
 def _declared(column_types: Sequence[str], table: pd.DataFrame) -> dict[str, str]:
@@ -167,6 +181,8 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
 
     item_table = _entity_table(items, item_column, "item", skip_bad_rows, reports, column_types)
     user_table = _entity_table(users, user_column, "user", skip_bad_rows, reports, column_types)
+    _say_unmatched(item_table, out["item_id"], "item", items)
+    _say_unmatched(user_table, out["user_id"], "user", users)
     rest = [c for c in log.columns if c not in named]
     joined = log[rest].assign(item_id=out["item_id"], user_id=out["user_id"])
     item_columns = _constant_columns(joined, "item_id", rest)
