@@ -76,6 +76,8 @@ def test_client_retrieve_rank_metadata_status(client):
         np.testing.assert_allclose(ranked.outputs[name], want[name], rtol=1e-5)
     with pytest.raises(ValueError, match="no inputs \\['colour'\\]"):
         client.rank("u1", candidates, {"colour": "red"})
+    with pytest.raises(ValueError, match="'price' takes numbers .* not 'cheap'"):
+        client.rank("u1", candidates, {"price": [1.0, "cheap", 0.5]})
 
     signature = client.metadata("ranker")["serving_default"]
     assert signature.inputs["price"].dtype_name == "DT_FLOAT" and signature.inputs["price"].shape == (-1,)

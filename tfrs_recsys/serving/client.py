@@ -120,8 +120,21 @@ def _column(values, dtype: int, n: int, name: str) -> np.ndarray:
     kind, convert, missing = _NUMBERS[dtype]
     absent = [v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and np.isnan(v))
               for v in values]
-    return np.array([missing if gap else convert(float(v) if isinstance(v, str) else v)
-                     for v, gap in zip(values, absent)], dtype=kind)
+    try:
+        return np.array([missing if gap else convert(float(v) if isinstance(v, str) else v)
+                         for v, gap in zip(values, absent)], dtype=kind)
+    except (TypeError, ValueError):
+        wrong = next(v for v, gap in zip(values, absent) if not gap and not _is_number(v))
+        raise ValueError(f"feature '{name}' takes numbers ({types_pb2.DataType.Name(dtype)}; a time as epoch "
+                         f"seconds), not {wrong!r}") from None
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _text(value) -> bytes:
