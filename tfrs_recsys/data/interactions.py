@@ -33,7 +33,8 @@ def _ids(table: pd.DataFrame, column: str) -> tuple[pd.Series, np.ndarray]:
     text = table[column].map(
         lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else
         str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v).strip())
-    text = text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)  # a column of text and numbers
+    if text.str.contains(".", regex=False).any():  # "7.0" in a column of text and numbers
+        text = text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
     return text, (text == "").to_numpy()
 
 
