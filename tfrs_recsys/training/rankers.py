@@ -76,7 +76,7 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
 
 
 def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False,
-                 report: SkipReport | None = None) -> np.ndarray:
+                 report: SkipReport | None = None, skippable: bool = True) -> np.ndarray:
     """Check that labels are 0/1 and, with ``funnel`` (click, conversion), that a conversion has a click.
 
     Args:
@@ -84,6 +84,7 @@ def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False
       labels: the label columns.
       funnel: check the click -> conversion order too.
       report: skip the bad rows and count them here (``--skip-bad-rows``); None: raise on the first.
+      skippable: whether the error may suggest ``--skip-bad-rows`` (not for a streamed sample).
 
     Returns:
       Which rows to keep (all, unless bad ones are skipped).
@@ -113,7 +114,7 @@ def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False
             what = message.format(value=_shown(frame[column].iloc[row]))
             if report is None:
                 raise DataError(what, path=path, line=line, column=column,
-                                fix=f"{fix}, or pass --skip-bad-rows to skip such rows")
+                                fix=f"{fix}, or pass --skip-bad-rows to skip such rows" if skippable else fix)
             report.add(DataError(what, path=path, line=line, column=column),
                        reason=f"column '{column}': {message.split(',')[0]}")
         skip |= bad

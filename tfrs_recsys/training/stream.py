@@ -114,7 +114,7 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
                                  user_column=cfg.user_column, item_column=cfg.item_column)
     train_rows = max(1, round(table.rows * streaming.FRACTIONS[0]))
     sample = streaming.sample_rows(table, cfg.stream_sample_rows, cfg.seed)
-    rankers.check_labels(sample, table.labels, funnel=task == "esmm")
+    rankers.check_labels(sample, table.labels, funnel=task == "esmm", skippable=False)
     spec = _spec(cfg, table, sample, train_rows)
     timings = {"load": time.perf_counter() - clock}
     clock = time.perf_counter()
