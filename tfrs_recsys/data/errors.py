@@ -31,7 +31,7 @@ class SkipReport:
     total: int = 0
     examples: list[str] = field(default_factory=list)
     reasons: Counter = field(default_factory=Counter)
-    _logged: int = field(default=0, repr=False)
+    _logged: int = field(default=0, init=False, repr=False)  # the count last said
 
     def add(self, error: DataError, max_examples: int = 5, reason: str | None = None) -> None:
         """Counts a skipped row under ``reason`` (default: its column, else a malformed row); its error is
