@@ -293,3 +293,13 @@ def test_one_stray_value_in_a_numeric_column_stops_the_run_with_the_fix(tmp_path
     assert not pd.api.types.is_numeric_dtype(prices) and (prices == "abc").sum() == 1
     err = _error(load_table, path, labels=["click"], column_types=["price=money"])
     assert "numeric" in err.fix
+
+
+def test_log_dates_written_day_first_are_read_day_first(tmp_path):
+    day = 1_709_683_200  # 2024-03-06 00:00:00 UTC
+    log = _log(tmp_path, "u,i,t\na,x,06/03/2024\na,y,31/03/2024 10:00\nb,x,07.03.2024\nb,y,2024-03-06\n")
+    read = load_interaction_log(log, user_column="u", item_column="i", time_column="t")
+    assert read.interactions["timestamp"].tolist() == [day, day + 25 * 86_400 + 36_000, day + 86_400, day]
+    both = _log(tmp_path, "u,i,t\na,x,31/03/2024\na,y,03/31/2024\n", "both.csv")
+    err = _error(load_interaction_log, both, user_column="u", item_column="i", time_column="t")
+    assert err.column == "t" and "day first" in str(err) and "ISO" in err.fix

@@ -238,3 +238,21 @@ def test_bad_arguments_name_the_column():
     assert err.value.column == "clicks" and "a, click" in str(err.value)
     with pytest.raises(SchemaError, match="hash encoding needs num_buckets"):
         FeatureColumn("x", "id", encoding="hash")
+
+
+def test_dates_written_day_first_are_read_day_first_in_every_chunk():
+    seconds = pd.Timestamp("2024-03-06", tz="UTC").timestamp()  # 6 March 2024
+    frame = pd.DataFrame({"event_date": ["06/03/2024", "31/03/2024 10:00", "07/03/2024", None] * 30,
+                          "click": [0, 1] * 60})
+    spec = infer_schema(frame, ["click"])
+    assert spec["event_date"].kind == "timestamp" and spec["event_date"].day_first
+    assert FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict())))["event_date"].day_first
+    # a later chunk of ambiguous dates only is read in the spec's order, not guessed anew
+    raw = frame_to_raw(pd.DataFrame({"event_date": ["06/03/2024", "07/03/2024"]}), spec)["event_date"]
+    assert raw.tolist() == [seconds, seconds + 86_400]
+    month_first = frame.assign(event_date=["03/06/2024", "03/31/2024 10:00", "03/07/2024", None] * 30)
+    assert not infer_schema(month_first, ["click"])["event_date"].day_first
+    both = frame.assign(event_date=["31/03/2024", "03/31/2024"] * 60)
+    with pytest.raises(SchemaError, match="day first .* and month first") as err:
+        infer_schema(both, ["click"])
+    assert err.value.column == "event_date" and "ISO" in err.value.fix

@@ -16,7 +16,7 @@ import pandas as pd
 
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
-from tfrs_recsys.data.schema import epoch_seconds
+from tfrs_recsys.data.schema import day_first, epoch_seconds, month_first
 from tfrs_recsys.data.tabular import (
     bad_row,
     locate,
@@ -206,8 +206,8 @@ def _numbers(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
 
 def _seconds(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
     """A time column (datetimes, epoch seconds (or milli-, micro-, nanoseconds, told apart by their size),
-    or dates read as UTC; a column may mix numbers and dates) as int64 seconds (fractions dropped); a value
-    that is none of them is a bad row."""
+    or dates read as UTC, day first where a date shows it; a column may mix numbers and dates) as int64
+    seconds (fractions dropped); a value that is none of them is a bad row."""
     values = table[column]
     if pd.api.types.is_datetime64_any_dtype(values):  # e.g. a Parquet timestamp: not a count of seconds
         seconds = epoch_seconds(values, column)
@@ -217,7 +217,10 @@ def _seconds(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
         seconds /= np.select([size >= 1e17, size >= 1e14, size >= 1e11], [1e9, 1e6, 1e3], 1.0)
         text = np.isnan(seconds) & values.notna().to_numpy()
         if text.any():
-            dates = pd.to_datetime(values[text], errors="coerce", utc=True, format="mixed")
+            dates = values[text]
+            if day_first(dates, column):  # 31/12/2025: read every numeric date of the column day first
+                dates = month_first(dates)
+            dates = pd.to_datetime(dates, errors="coerce", utc=True, format="mixed")
             seconds[text] = epoch_seconds(dates, column)
     rows.check(np.isnan(seconds), column, "not a time (epoch seconds or a date): {value!r}",
                "fix or drop the row")

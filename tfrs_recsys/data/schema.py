@@ -58,6 +58,8 @@ class FeatureColumn:
       raw_dtype: What a serving client sends: ``string``, ``int64`` or ``float32``.
       integer_values: The values are integers written as text ("3"); encoders also accept "3.0",
         which is what a float-typed client writes for the same value.
+      day_first: A timestamp column's date text is written day first (``31/12/2025``), not month first;
+        schema inference tells it from the values (:func:`day_first`).
     """
 
     name: str
@@ -73,6 +75,7 @@ class FeatureColumn:
     embedding_dim: int | None = None
     raw_dtype: str = "string"
     integer_values: bool = False
+    day_first: bool = False
 
     def __post_init__(self) -> None:
         if self.kind == "multi_categorical" and not self.separator:
@@ -263,12 +266,60 @@ def scalar_text(value, sep: str = "|") -> str:
     return str(value)
 
 
-def epoch_seconds(values: pd.Series, name: str = "") -> np.ndarray:
+_NUMERIC_DATE = r"^(\s*)(\d{1,2})([/.\-])(\d{1,2})\3(?=\d{2,4}(?!\d))"  # 31/12/2025, 12.31.25, 31-12-2025
+
+
+def day_first(values: pd.Series, name: str = "") -> bool:
+    """Whether the numeric dates among ``values`` are written day first (``31/12/2025``).
+
+    A first number above 12 can only be a day, a second one above 12 only a day too; dates that never
+    show either are read month first, as pandas reads them. ISO dates (``2025-12-31``) are unaffected.
+
+    Args:
+      values: Date text (other values are ignored).
+      name: The column's name, for an error.
+
+    Returns:
+      True for day first.
+
+    Raises:
+      SchemaError: Both orders occur.
+    """
+    text = pd.Series(values.dropna().unique()).astype(str)
+    parts = text.str.extract(_NUMERIC_DATE)
+    if parts.empty:
+        return False
+    first, second = pd.to_numeric(parts[1]), pd.to_numeric(parts[3])
+    days_first, months_first = text[first > 12], text[second > 12]
+    if len(days_first) and len(months_first):
+        raise SchemaError(f"dates written day first ({days_first.iloc[0]!r}) and month first "
+                          f"({months_first.iloc[0]!r}) in one column", column=name or None,
+                          fix="write every date in one order, ideally ISO: 2025-12-31")
+    return bool(len(days_first))
+
+
+def month_first(values: pd.Series) -> pd.Series:
+    """Day-first numeric dates (``31/12/2025 10:00``) rewritten month first (``12/31/2025 10:00``), the
+    order pandas reads; other text unchanged."""
+    return values.astype(str).str.replace(_NUMERIC_DATE, r"\1\4\3\2\3", regex=True).where(values.notna())
+
+
+def _dates(values: pd.Series) -> pd.Series:
+    """Date text as UTC datetimes: in the first value's format (fast), else each value in its own."""
+    try:
+        return pd.to_datetime(values, utc=True)
+    except ValueError:  # e.g. "31/12/2025" beside "31/12/2025 10:00"
+        return pd.to_datetime(values, utc=True, format="mixed")
+
+
+def epoch_seconds(values: pd.Series, name: str = "", *, dates_day_first: bool | None = None) -> np.ndarray:
     """A timestamp column as float64 seconds since 1970-01-01 UTC, NaN where missing.
 
     Args:
       values: Datetimes (naive = UTC), numbers (already seconds) or date text.
       name: The column's name, for an error.
+      dates_day_first: Whether date text is written day first; None tells it from ``values``
+        (:func:`day_first`).
 
     Returns:
       The seconds.
@@ -276,8 +327,10 @@ def epoch_seconds(values: pd.Series, name: str = "") -> np.ndarray:
     if is_plain_number(values):
         return values.to_numpy(dtype="float64", na_value=np.nan)
     if not pd.api.types.is_datetime64_any_dtype(values):
+        if dates_day_first or (dates_day_first is None and day_first(values, name)):
+            values = month_first(values)
         try:
-            values = pd.to_datetime(values, utc=True)
+            values = _dates(values)
         except (ValueError, TypeError) as exc:
             fix = "store seconds since 1970 or ISO dates, or do not declare it a timestamp"
             raise SchemaError(f"cannot read the timestamps ({exc})", column=name or None, fix=fix) from None
@@ -313,7 +366,7 @@ def frame_to_raw(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray
         elif f.is_categorical:
             out[f.name] = raw_strings(values, f).to_numpy(dtype=object)
         elif f.kind == "timestamp":
-            out[f.name] = epoch_seconds(values, f.name)
+            out[f.name] = epoch_seconds(values, f.name, dates_day_first=f.day_first)
         else:
             out[f.name] = _numbers(values, f.name).astype(np.float32)
     return out

@@ -20,8 +20,10 @@ from tfrs_recsys.data.schema import (
     FeatureColumn,
     FeatureSpec,
     SchemaError,
+    day_first,
     epoch_seconds,
     is_listlike,
+    is_plain_number,
     raw_strings,
     scalar_text,
 )
@@ -239,8 +241,10 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
     if values.dtype == object and values.map(is_listlike).any():
         return _list_column(name, values, opts, as_id=as_id)
     if as_timestamp or pd.api.types.is_datetime64_any_dtype(values):
-        return _numeric_column(name, epoch_seconds(values, name), "timestamp",
-                               "declared timestamp" if as_timestamp else "datetime values")
+        order = _day_first(values, name)
+        why = "declared timestamp" if as_timestamp else "datetime values"
+        return _numeric_column(name, epoch_seconds(values, name, dates_day_first=order), "timestamp", why,
+                               dates_day_first=order)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         present = values.dropna()
         integer_dtype = pd.api.types.is_integer_dtype(values)
@@ -264,8 +268,10 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
         why = ("quantity-like name" if quantity else "floating-point values" if not integer_dtype
                else f"{distinct} distinct integers and no id/categorical hint in the name")
         return _numeric_column(name, values.to_numpy("float64", na_value=np.nan), "numeric", why)
-    if _TIME_NAME.search(lname) and (seconds := _date_text_seconds(values, name)) is not None:
-        return _numeric_column(name, seconds, "timestamp", "date text under a time-like name")
+    if _TIME_NAME.search(lname) and (dates := _date_text_seconds(values, name)) is not None:
+        seconds, order = dates
+        return _numeric_column(name, seconds, "timestamp", "date text under a time-like name"
+                               + (", day first" if order else ""), dates_day_first=order)
     text = raw_strings(values)
     counts = text.value_counts()  # each distinct value once, for every check below
     separator = _detect_separator(counts)
@@ -276,27 +282,38 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
                                id_like=_id_named(name), entity=as_id, counts=counts)
 
 
-def _date_text_seconds(values: pd.Series, name: str) -> np.ndarray | None:
-    """The epoch seconds of text whose every value is a date (missing or empty aside), else None; read as
-    the model's inputs are (:func:`~tfrs_recsys.data.schema.epoch_seconds`)."""
+def _date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] | None:
+    """The epoch seconds of text whose every value is a date (missing or empty aside), and whether its
+    dates are written day first; None if it is not all dates. Read as the model's inputs are
+    (:func:`~tfrs_recsys.data.schema.epoch_seconds`)."""
     text = values.where(values.notna(), "").astype(str)
     present = text[text != ""]
     if present.empty or not present.str.contains(r"[-/:]").all():  # digits alone are numbers or codes
         return None
+    order = day_first(present, name)  # dates in both orders are an error, not text
     try:
-        return epoch_seconds(text.where(text != ""), name)
+        return epoch_seconds(text.where(text != ""), name, dates_day_first=order), order
     except SchemaError:
         return None
 
 
-def _numeric_column(name: str, values: np.ndarray, kind: str, why: str) -> tuple[FeatureColumn | None, str]:
+def _day_first(values: pd.Series, name: str) -> bool:
+    """Whether a timestamp column's date text is written day first (False for numbers and datetimes)."""
+    if is_plain_number(values) or pd.api.types.is_datetime64_any_dtype(values):
+        return False
+    return day_first(values, name)
+
+
+def _numeric_column(name: str, values: np.ndarray, kind: str, why: str,
+                    dates_day_first: bool = False) -> tuple[FeatureColumn | None, str]:
     present = values[np.isfinite(values)]
     if present.size == 0 or np.ptp(present) == 0:
         single = f"{present[0]:g}" if present.size else "missing"
         return None, f"constant: every sampled value is {single} (or missing)"
     mean, std = float(present.mean()), float(present.std())
     newest = float(present.max()) if kind == "timestamp" else None
-    return (FeatureColumn(name, kind, mean=mean, std=std, newest=newest, raw_dtype="float32"),
+    return (FeatureColumn(name, kind, mean=mean, std=std, newest=newest, raw_dtype="float32",
+                          day_first=dates_day_first),
             f"{kind}: {why}; mean {mean:.4g}, std {std:.4g}")
 
 
