@@ -303,3 +303,22 @@ def test_log_dates_written_day_first_are_read_day_first(tmp_path):
     both = _log(tmp_path, "u,i,t\na,x,31/03/2024\na,y,03/31/2024\n", "both.csv")
     err = _error(load_interaction_log, both, user_column="u", item_column="i", time_column="t")
     assert err.column == "t" and "day first" in str(err) and "ISO" in err.fix
+
+
+def test_a_ranker_time_column_is_declared_with_time_column(tmp_path):
+    from tfrs_recsys.config import DeepFMConfig
+    from tfrs_recsys.training import stream
+    from tfrs_recsys.training.rankers import load_and_split, ranker_spec
+
+    rows = ["moment,device,clicked"] + [f"{1_709_683_200 + 3_600 * i},d{i % 3},{i % 2}" for i in range(80)]
+    path = _log(tmp_path, "\n".join(rows) + "\n", "clicks.csv")
+    cfg = DeepFMConfig(dataset="csv", data_dir=path, label_columns=("clicked",), output_dir=str(tmp_path / "r"))
+    data, split = load_and_split(cfg, "deepfm")
+    assert ranker_spec(cfg, data, split.train)["moment"].kind != "timestamp"  # its name says nothing of time
+    declared = dataclasses.replace(cfg, time_column="moment")
+    spec = ranker_spec(declared, data, split.train)
+    assert spec["moment"].kind == "timestamp" and spec.timestamp_column == "moment"
+    streamed = stream.start(dataclasses.replace(declared, streaming="always"), "deepfm")
+    assert streamed.spec["moment"].kind == "timestamp"
+    err = _error(ranker_spec, dataclasses.replace(cfg, time_column="when"), data, split.train)
+    assert err.column == "when" and "moment, device, clicked" in err.fix

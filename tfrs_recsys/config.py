@@ -74,11 +74,9 @@ DATASETS = (*SYNTHETIC, "interactions", "csv", "parquet", "movielens-100k", "mov
 # another dataset, an option is an error naming both. A name ending in ":" is a prefix (tfds:<name>).
 DATASET_OPTIONS = (
     (("label_columns", "session_column"), ("csv", "parquet"), "--dataset csv or parquet"),
-    (("user_column", "item_column"), ("interactions", "csv", "parquet"),
+    (("user_column", "item_column", "time_column", "column_types"), ("interactions", "csv", "parquet"),
      "--dataset interactions, csv or parquet"),
-    (("time_column", "rating_column", "min_rating", "items", "users"), ("interactions",),
-     "--dataset interactions"),
-    (("column_types",), ("interactions", "csv", "parquet"), "--dataset interactions, csv or parquet"),
+    (("rating_column", "min_rating", "items", "users"), ("interactions",), "--dataset interactions"),
     (("tfds_download",), ("tfds:", "movielens/"), "--dataset tfds:<name>"),
     (("streaming", "stream_sample_rows", "stream_validation_rows"), ("csv", "parquet"),
      "--dataset csv or parquet (the rankers)"),
@@ -125,7 +123,8 @@ class TrainConfig:
       session_column: The column grouping one session's rows (csv, parquet).
       user_column: The user id column of your data (interactions, csv, parquet).
       item_column: The item id column of your data (interactions, csv, parquet).
-      time_column: The time column of an interactions log (epoch seconds or dates; default: file order).
+      time_column: The time column (epoch seconds or dates): of an interactions log (default: file order), or
+        a ranker's timestamp feature (csv, parquet; default: a time-like name and values).
       rating_column: The rating (or weight) column of an interactions log; none: every row counts as 1.
       min_rating: Keep only interactions rated at least this (interactions, with rating_column).
       items: An item table joined to an interactions log by item_column (file, glob or folder).

@@ -147,8 +147,16 @@ def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> Fea
                             path=cfg.feature_spec,
                             fix="list the data's label columns in the spec, in that order")
         return spec
+    check_time_column(cfg, train.columns)
     return infer_schema(train, data.labels, session_column=data.session_column, user_column=data.user_column,
-                        item_column=data.item_column)
+                        item_column=data.item_column, timestamp_column=cfg.time_column)
+
+
+def check_time_column(cfg: TrainConfig, columns) -> None:
+    """``--time-column``, if given, names a column of the data."""
+    if cfg.time_column and cfg.time_column not in columns:
+        raise DataError(f"--time-column '{cfg.time_column}' is not a column of the data",
+                        column=cfg.time_column, fix=f"use one of the columns: {', '.join(map(str, columns))}")
 
 
 def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -> tuple[tf.data.Dataset, int]:
