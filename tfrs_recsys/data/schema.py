@@ -166,7 +166,9 @@ class FeatureSpec:
             size = (f"vocab {len(f.vocabulary or [])}" if f.encoding == "vocabulary" else
                     f"{f.num_buckets} buckets" if f.encoding == "hash" else
                     f"mean {f.mean or 0:.4g} std {f.std or 1:.4g}")
-            dtype = f.raw_dtype if f.is_categorical or f.raw_dtype != "string" else "float32"
+            # what a serving client sends: timestamps are float64 epoch seconds (exact to the second)
+            dtype = ("float64" if f.kind == "timestamp" else f.raw_dtype if f.is_categorical
+                     or f.raw_dtype != "string" else "float32")
             why = decisions.get(f.name, "from the spec file").replace("; group", " | group")
             rows.append((f.name, f.kind, f.group, dtype, size, why))
         rows += [(name, "dropped", "", "", "", why) for name, why in self.notes.get("dropped", {}).items()]
