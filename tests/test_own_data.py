@@ -137,7 +137,7 @@ def _error(fn, *args, **kwargs) -> DataError:
     return err.value
 
 
-def test_a_log_is_read_from_a_file_a_glob_or_a_folder_with_its_tables(tmp_path):
+def test_a_log_is_read_from_a_file_a_glob_or_a_folder_with_its_tables(tmp_path, caplog):
     frame = _events(400)
     shards = tmp_path / "shards"
     shards.mkdir()
@@ -155,6 +155,9 @@ def test_a_log_is_read_from_a_file_a_glob_or_a_folder_with_its_tables(tmp_path):
     rated = load_interaction_log(_log(tmp_path, frame.to_csv(index=False)), **options, users=users,
                                  rating_column="clicked", min_rating=1)
     assert (rated.interactions["rating"] == 1).all() and len(rated.interactions) == frame["clicked"].sum()
+    lower = 400 - frame["clicked"].sum()
+    assert any(f"--min-rating 1 leaves out {lower} interactions rated lower" in r.getMessage()
+               for r in caplog.records)
     assert rated.users.set_index("user_id").loc["v2", "age"] == 45
 
 
@@ -312,7 +315,8 @@ def test_a_ranker_time_column_is_declared_with_time_column(tmp_path):
 
     rows = ["moment,device,clicked"] + [f"{1_709_683_200 + 3_600 * i},d{i % 3},{i % 2}" for i in range(80)]
     path = _log(tmp_path, "\n".join(rows) + "\n", "clicks.csv")
-    cfg = DeepFMConfig(dataset="csv", data_dir=path, label_columns=("clicked",), output_dir=str(tmp_path / "r"))
+    cfg = DeepFMConfig(dataset="csv", data_dir=path, label_columns=("clicked",),
+                       output_dir=str(tmp_path / "r"))
     data, split = load_and_split(cfg, "deepfm")
     assert ranker_spec(cfg, data, split.train)["moment"].kind != "timestamp"  # its name says nothing of time
     declared = dataclasses.replace(cfg, time_column="moment")
@@ -322,3 +326,17 @@ def test_a_ranker_time_column_is_declared_with_time_column(tmp_path):
     assert streamed.spec["moment"].kind == "timestamp"
     err = _error(ranker_spec, dataclasses.replace(cfg, time_column="when"), data, split.train)
     assert err.column == "when" and "moment, device, clicked" in err.fix
+
+
+def test_rows_skipped_for_a_column_and_for_a_label_are_said_in_one_line(tmp_path, caplog):
+    from tfrs_recsys.config import DeepFMConfig
+    from tfrs_recsys.training.rankers import load_and_split
+
+    rows = ["item,price,clicked"] + [f"i{i},{i % 7 + 0.5},{i % 2}" for i in range(60)]
+    rows[10], rows[20] = "i9,abc,1", "i19,2.5,"
+    path = _log(tmp_path, "\n".join(rows) + "\n", "clicks.csv")
+    cfg = DeepFMConfig(dataset="csv", data_dir=path, label_columns=("clicked",),
+                       column_types=("price=numeric",), skip_bad_rows=True)
+    data, _ = load_and_split(cfg, "deepfm")
+    said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(data.frame) == 58 and len(said) == 1 and "skipped 2 of 60 rows" in said[0]

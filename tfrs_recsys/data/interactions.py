@@ -171,6 +171,9 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
     out["timestamp"] = _seconds(log, time_column, rows) if time_column else np.arange(len(log))
     log = log.assign(**typed)
     keep = ~rows.bad & ((out["rating"] >= min_rating).to_numpy() if min_rating is not None else True)
+    if min_rating is not None and (lower := int((~rows.bad).sum() - keep.sum())):
+        logger.warning("%s: --min-rating %g leaves out %d interactions rated lower; %d remain", data,
+                       min_rating, lower, int(keep.sum()))
     if not keep.all():
         out, log = out[keep].reset_index(drop=True), log[keep].reset_index(drop=True)
     for each in reports or [report]:

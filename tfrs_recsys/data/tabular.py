@@ -260,7 +260,8 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
       sep: The separator of text files, instead of the one their suffix implies.
 
     Returns:
-      The rows, named after the path.
+      The rows, named after the path; ``skipped`` counts the rows left out, for the caller to say once its
+      own checks (the labels') are done (:meth:`~tfrs_recsys.data.errors.SkipReport.log`).
     """
     flags = {"--label-columns": labels, "--session-column": [session_column], "--user-column": [user_column],
              "--item-column": [item_column]}
@@ -271,8 +272,6 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
     declared = dict(column_types) if isinstance(column_types, Mapping) else parse_column_types(column_types)
     declared = {**{label: "numeric" for label in labels}, **declared}  # a label is a number, or a bad row
     typed = type_columns(frame, declared, skip_bad_rows=skip_bad_rows, report=report, text_only=ids)
-    for each in reports or [report]:
-        each.log()
     return LabeledData(typed, list(labels), name=posixpath.basename(str(path).rstrip("/")),
                        session_column=session_column, user_column=user_column, item_column=item_column,
                        skipped=reports or [report])

@@ -64,6 +64,8 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
     report = (data.skipped[0] if data.skipped else SkipReport(data.name, total=len(data.frame))
               ) if cfg.skip_bad_rows else None
     keep = check_labels(data.frame, data.labels, funnel=task == "esmm", report=report)
+    for each in data.skipped:  # said once, with the labels' skips
+        each.log()
     if not keep.all():
         data = dataclasses.replace(data, frame=data.frame[keep].reset_index(drop=True), truth=None
                                    if data.truth is None else data.truth[keep].reset_index(drop=True))
