@@ -22,7 +22,7 @@ class SkipReport:
       path: The file read.
       skipped: Rows skipped.
       total: Rows read, skipped ones included.
-      examples: The first few reasons, as :class:`DataError` text.
+      examples: The first few reasons, as :class:`DataError` text (without the fix).
       reasons: Rows skipped per reason (the column and what was wrong with it).
     """
 
@@ -38,8 +38,9 @@ class SkipReport:
         kept among the first ``max_examples``."""
         self.skipped += 1
         self.reasons[reason or (f"column '{error.column}'" if error.column else "malformed row")] += 1
-        if len(self.examples) < max_examples:
-            self.examples.append(str(error))
+        if len(self.examples) < max_examples:  # without its fix: the row is skipped, not to be fixed now
+            self.examples.append(str(DataError(error.message, path=error.path, line=error.line,
+                                               column=error.column)))
 
     def log(self) -> None:
         """Warns of the skipped rows, if any and not already said, with their count per reason and the
