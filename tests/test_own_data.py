@@ -340,3 +340,19 @@ def test_rows_skipped_for_a_column_and_for_a_label_are_said_in_one_line(tmp_path
     data, _ = load_and_split(cfg, "deepfm")
     said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(data.frame) == 58 and len(said) == 1 and "skipped 2 of 60 rows" in said[0]
+
+
+def test_item_tables_text_lists_a_table_matching_nothing_and_unused_log_columns(tmp_path, caplog):
+    items = _log(tmp_path, "sku,tags,title\n00001,eco|kids,\"Boots, red\"\n00002,new,\"Socks, blue\"\n"
+                           "00003,eco| new,\"Hat, green\"\n00004,,\"Scarf, grey\"\n", "items.csv")
+    log = _log(tmp_path, "visitor,sku,channel\nv1,00001,web\nv1,00002,app\nv2,00001,app\nv2,00003,web\n")
+    read = load_interaction_log(log, user_column="visitor", item_column="sku", items=items)
+    tags = read.items.set_index("item_id")["tags"]
+    assert tags["00001"] == ["eco", "kids"] and tags["00003"] == ["eco", "new"] and tags["00002"] == ["new"]
+    assert tags["00004"] == [] and read.items.set_index("item_id")["title"]["00001"] == "Boots, red"
+    assert any("column(s) channel change within one item and within one user" in r.getMessage()
+               for r in caplog.records)
+    excel = _log(tmp_path, "sku,tags\n1,eco\n2,new\n3,kids\n", "excel.csv")  # leading zeros lost
+    err = _error(load_interaction_log, log, user_column="visitor", item_column="sku", items=excel)
+    assert "none of the log's 3 items has a row" in str(err) and "'00001'" in str(err)
+    assert "leading zeros" in err.fix

@@ -16,7 +16,8 @@ import pandas as pd
 
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
-from tfrs_recsys.data.schema import day_first, epoch_seconds, month_first
+from tfrs_recsys.data.schema import day_first, epoch_seconds, is_listlike, is_plain_number, month_first
+from tfrs_recsys.data.schema_inference import detect_separator
 from tfrs_recsys.data.tabular import (
     bad_row,
     locate,
@@ -97,6 +98,11 @@ def _say_unmatched(table: pd.DataFrame | None, logged: pd.Series, group: str, pa
         return
     ids, key = pd.Index(logged.unique()), f"{group}_id"
     without, unused = ids[~ids.isin(table[key])], table[key][~table[key].isin(ids)]
+    if len(without) == len(ids) and len(table):  # nothing to learn from the table: a spelling, surely
+        raise DataError(f"none of the log's {len(ids)} {group}s has a row in this --{group}s table (log ids "
+                        f"such as {ids[0]!r}, table ids such as {table[key].iloc[0]!r})", path=path,
+                        fix=f"spell the {group} ids alike in both files (leading zeros, prefixes), or drop "
+                            f"--{group}s")
     if len(without):
         logger.warning("%s: %d of the log's %d %ss have no row in this --%ss table (e.g. %r), and %d of its "
                        "%d rows match no logged %s (e.g. %r): check that both spell the ids alike", path,
@@ -191,13 +197,33 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
     joined = log[rest].assign(item_id=out["item_id"], user_id=out["user_id"])
     item_columns = _constant_columns(joined, "item_id", rest)
     user_columns = _constant_columns(joined, "user_id", [c for c in rest if c not in item_columns])
+    if unused := [c for c in rest if c not in item_columns and c not in user_columns]:
+        logger.warning("%s: column(s) %s change within one item and within one user: not tower features (the "
+                       "towers read one value per item or user; a ranker trained on this file reads them)",
+                       data, ", ".join(map(str, unused)))
     item_table = _join(item_table, joined, "item_id", item_columns)
     user_table = _join(user_table, joined, "user_id", user_columns)
     logged = pd.DataFrame({"item_id": out["item_id"].unique()})
     item_table = logged if item_table is None else pd.concat(
         [item_table, logged[~logged["item_id"].isin(item_table["item_id"])]], ignore_index=True)
+    item_table, user_table = _lists(item_table, "item_id"), _lists(user_table, "user_id")
     name = posixpath.basename(str(data).rstrip("/")) or "interactions"
     return InteractionData(out, item_table, user_table, name=name, skipped=reports)
+
+
+def _lists(table: pd.DataFrame | None, key: str) -> pd.DataFrame | None:
+    """Text columns of several values joined by a separator (``kids|eco``) as lists of the values, told
+    apart as the rankers' schema inference tells them (``detect_separator``); a missing value stays
+    missing, an empty one is no values."""
+    for column in [] if table is None else [c for c in table.columns if c != key]:
+        values = table[column]
+        if is_plain_number(values) or pd.api.types.is_bool_dtype(values) or values.map(is_listlike).any():
+            continue
+        text = values.dropna().astype(str)
+        if (separator := detect_separator(text.value_counts())) is not None:
+            parts = text.str.split(separator, regex=False).map(lambda p: [v.strip() for v in p if v.strip()])
+            table = table.assign(**{column: parts.reindex(values.index)})
+    return table
 
 
 def _numbers(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:

@@ -274,7 +274,7 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
                                + (", day first" if order else ""), dates_day_first=order)
     text = raw_strings(values)
     counts = text.value_counts()  # each distinct value once, for every check below
-    separator = _detect_separator(counts)
+    separator = detect_separator(counts)
     if separator is not None:
         return _categorical_column(name, text, opts, f"text joined by {separator!r}", separator=separator,
                                    counts=counts)
@@ -375,7 +375,7 @@ def _list_column(name: str, values: pd.Series, opts: _Options, *,
     return _categorical_column(name, text, opts, "lists", separator=separator)
 
 
-def _detect_separator(counts: pd.Series) -> str | None:
+def detect_separator(counts: pd.Series) -> str | None:
     """The separator of multi-valued text (given as its ``value_counts()``): one that splits some values
     into parts that recur.
 
