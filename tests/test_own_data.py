@@ -308,7 +308,7 @@ def test_log_dates_written_day_first_are_read_day_first(tmp_path):
     assert err.column == "t" and "day first" in str(err) and "ISO" in err.fix
 
 
-def test_a_ranker_time_column_is_declared_with_time_column(tmp_path):
+def test_a_ranker_time_column_and_columns_left_out_are_declared_by_flags(tmp_path):
     from tfrs_recsys.config import DeepFMConfig
     from tfrs_recsys.training import stream
     from tfrs_recsys.training.rankers import load_and_split, ranker_spec
@@ -326,6 +326,10 @@ def test_a_ranker_time_column_is_declared_with_time_column(tmp_path):
     assert streamed.spec["moment"].kind == "timestamp"
     err = _error(ranker_spec, dataclasses.replace(cfg, time_column="when"), data, split.train)
     assert err.column == "when" and "moment, device, clicked" in err.fix
+    spec = ranker_spec(dataclasses.replace(cfg, exclude_columns=("device",)), data, split.train)
+    assert spec.feature_names == ["moment"] and "device" in spec.notes["dropped"]
+    err = _error(ranker_spec, dataclasses.replace(cfg, exclude_columns=("devices",)), data, split.train)
+    assert err.column == "devices" and "--exclude-columns" in str(err)
 
 
 def test_rows_skipped_for_a_column_and_for_a_label_are_said_in_one_line(tmp_path, caplog):

@@ -124,7 +124,8 @@ def test_undeclared_label_like_column_fails_loudly(datasets_dir):
     with pytest.raises(SchemaError) as err:
         infer_schema(data.frame, ["click"], session_column="search_id")
     assert err.value.column == "conversion"
-    assert "declare it as a label" in str(err.value) and "exclude" in str(err.value)
+    fix = err.value.fix
+    assert "--label-columns click,conversion" in fix and "--exclude-columns conversion" in fix
     spec = infer_schema(data.frame, ["click"], session_column="search_id", exclude=["conversion"])
     assert "conversion" not in spec.feature_names and spec.labels == ["click"]
     assert infer_schema(data.frame, session_column="search_id").labels == ["click", "conversion"]

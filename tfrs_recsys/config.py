@@ -73,7 +73,7 @@ DATASETS = (*SYNTHETIC, "interactions", "csv", "parquet", "movielens-100k", "mov
 # Options only some datasets read: (options, datasets, what they apply to). Set away from its default for
 # another dataset, an option is an error naming both. A name ending in ":" is a prefix (tfds:<name>).
 DATASET_OPTIONS = (
-    (("label_columns", "session_column"), ("csv", "parquet"), "--dataset csv or parquet"),
+    (("label_columns", "session_column", "exclude_columns"), ("csv", "parquet"), "--dataset csv or parquet"),
     (("user_column", "item_column", "time_column", "column_types"), ("interactions", "csv", "parquet"),
      "--dataset interactions, csv or parquet"),
     (("rating_column", "min_rating", "items", "users"), ("interactions",), "--dataset interactions"),
@@ -130,6 +130,8 @@ class TrainConfig:
       items: An item table joined to an interactions log by item_column (file, glob or folder).
       users: A user table joined to an interactions log by user_column (file, glob or folder).
       column_types: Column kinds that override schema inference, e.g. price=numeric,zip=categorical.
+      exclude_columns: Columns of a csv or parquet table that are not features (e.g. a second outcome,
+        which would leak the label).
       feature_spec: An edited feature spec JSON to use instead of inferring one (rankers).
       tfds_download: Let TensorFlow Datasets download a tfds: dataset.
       synthetic_users: Users of synthetic data.
@@ -167,6 +169,7 @@ class TrainConfig:
     items: str | None = None
     users: str | None = None
     column_types: tuple[str, ...] = ()
+    exclude_columns: tuple[str, ...] = ()
     feature_spec: str | None = None
     tfds_download: bool = False
     synthetic_users: int = 2000

@@ -160,7 +160,7 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
     sample = frame if len(frame) <= sample_rows else frame.sample(n=sample_rows, random_state=0)
     excluded = set(exclude)
     notes: dict = {"rows": len(frame), "sample_rows": len(sample), "decisions": {},
-                   "dropped": dict.fromkeys(excluded, "excluded by the caller")}
+                   "dropped": dict.fromkeys(excluded, "left out on request (exclude, --exclude-columns)")}
 
     listed = {c for cols in explicit_lists.values() for c in cols}
     outcomes = [c for c in columns if c not in excluded and c not in listed and looks_like_label(c)]
@@ -175,8 +175,10 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
             raise SchemaError(
                 f"looks like a label but is not declared as one (declared: {labels}); a label used as a "
                 f"feature leaks the answer", column=c,
-                fix=f"declare it as a label (labels={labels + [c]}) or leave it out with exclude=['{c}']; "
-                    f"if it truly is an input, list it in user_columns, item_columns or context_columns")
+                fix=f"declare it as a label (--label-columns {','.join(map(str, labels + [c]))}; labels= in "
+                    f"Python) or leave it out (--exclude-columns {c}; exclude=); if it truly is an input, "
+                    f"name it in --context-columns of python -m tfrs_recsys.data.schema and train with that "
+                    f"--feature-spec (context_columns= in Python)")
     label_set = set(labels)
 
     explicit: dict[str, str] = {}

@@ -149,16 +149,19 @@ def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> Fea
                             path=cfg.feature_spec,
                             fix="list the data's label columns in the spec, in that order")
         return spec
-    check_time_column(cfg, train.columns)
+    check_columns(cfg, train.columns)
     return infer_schema(train, data.labels, session_column=data.session_column, user_column=data.user_column,
-                        item_column=data.item_column, timestamp_column=cfg.time_column)
+                        item_column=data.item_column, timestamp_column=cfg.time_column,
+                        exclude=cfg.exclude_columns)
 
 
-def check_time_column(cfg: TrainConfig, columns) -> None:
-    """``--time-column``, if given, names a column of the data."""
-    if cfg.time_column and cfg.time_column not in columns:
-        raise DataError(f"--time-column '{cfg.time_column}' is not a column of the data",
-                        column=cfg.time_column, fix=f"use one of the columns: {', '.join(map(str, columns))}")
+def check_columns(cfg: TrainConfig, columns) -> None:
+    """``--time-column`` and ``--exclude-columns`` name columns of the data."""
+    named = [("--time-column", cfg.time_column), *(("--exclude-columns", c) for c in cfg.exclude_columns)]
+    for flag, name in named:
+        if name and name not in columns:
+            raise DataError(f"{flag} names '{name}', which is not a column of the data", column=name,
+                            fix=f"use one of the columns: {', '.join(map(str, columns))}")
 
 
 def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -> tuple[tf.data.Dataset, int]:

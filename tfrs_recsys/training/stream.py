@@ -76,10 +76,11 @@ def _spec(cfg: TrainConfig, table: streaming.FileTable, sample: pd.DataFrame, tr
                             path=cfg.feature_spec,
                             fix="list the data's label columns in the spec, in that order")
         return spec
-    rankers.check_time_column(cfg, sample.columns)
+    rankers.check_columns(cfg, sample.columns)
     spec = infer_schema(sample, table.labels, session_column=table.session_column,
                         user_column=table.user_column, item_column=table.item_column,
-                        timestamp_column=cfg.time_column, sample_rows=len(sample), vocab_max=VOCAB_MAX)
+                        timestamp_column=cfg.time_column, exclude=cfg.exclude_columns,
+                        sample_rows=len(sample), vocab_max=VOCAB_MAX)
     spec.features = [streaming.column_sized(f, sample[f.name], train_rows, vocab_max=VOCAB_MAX,
                                             max_buckets=MAX_HASH_BUCKETS) for f in spec.features]
     spec.notes["sample"] = (f"kinds, vocabularies and statistics from a seeded sample of {len(sample)} of "
