@@ -357,3 +357,13 @@ def test_resume_and_overwrite_options():
         config_from_args("deepfm", ["--output-dir", "r", "--resume", "--overwrite"], environ={})
     with pytest.raises(ConfigError, match="field 'resume'.*needs the run to continue.*--output-dir"):
         config_from_args("retrieval", ["--resume"], environ={})
+
+
+def test_a_run_that_stopped_before_its_first_epoch_is_replaced_whatever_its_config(tmp_path):
+    """Fixing the data (or a flag) after a run stopped at a mistake in it needs no --overwrite."""
+    out = tmp_path / "run"
+    small = {**DEEPFM, "epochs": "1", "synthetic_rows": "1000"}
+    runs.create(_cfg("deepfm", small, out, embedding_dim="8"), "deepfm")  # stopped at its data
+    deepfm.run(_cfg("deepfm", small, out))
+    assert json.loads((out / runs.CONFIG).read_text())["config"]["embedding_dim"] == 4
+    assert runs.is_complete(out)

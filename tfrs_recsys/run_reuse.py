@@ -5,8 +5,8 @@ What ``python -m tfrs_recsys.train MODEL --output-dir RUN`` does when RUN has a 
 ====================================  =========================  ====================  ===========
 RUN holds                             (neither flag)             ``--resume``          ``--overwrite``
 ====================================  =========================  ====================  ===========
+a run that did no epoch (any)         replaced                   replaced              replaced
 another model's or config's run       refused, fields named      refused               replaced
-this config's run, no epoch done      replaced                   replaced              replaced
 this config's run, stopped            refused                    continued             replaced
 this config's run, complete           refused                    nothing to train      replaced
 ====================================  =========================  ====================  ===========
@@ -67,6 +67,8 @@ def check(cfg: TrainConfig, model: str) -> str:
         raise ConfigError(f"{where} holds a run whose {runs.CONFIG} cannot be read ({error}); pass "
                           f"--overwrite to delete that run and train this one there, or another --output-dir"
                           ) from None
+    if not runs.is_complete(run_dir) and not epochs_done(run_dir):
+        return REPLACE  # it stopped before training (e.g. at a mistake in its data): nothing to lose
     if saved.model_name != model:
         article = "an" if model[0] in "aeiou" else "a"
         raise ConfigError(f"{where} holds a {saved.model_name} run, not {article} {model} one; pass another "
@@ -84,8 +86,6 @@ def check(cfg: TrainConfig, model: str) -> str:
         raise ConfigError(f"{where} holds this {model} run, complete; pass --overwrite to delete it and "
                           f"train it again, or another --output-dir")
     done = epochs_done(run_dir)
-    if not done:
-        return REPLACE
     if cfg.resume:
         return RESUME
     raise ConfigError(f"{where} holds this {model} run, stopped before it completed (its log ends at "
