@@ -71,6 +71,7 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
                    "--epochs", "2", "--output-dir", str(tmp_path / "deepfm"), "--progress", "false"])
     assert _json(ranker)["test_metrics"]["auc"] > 0.65  # the label follows the category
     assert "hour" in ranker.stdout and "int64" in ranker.stdout  # the schema table at the start
+    assert "early stopping follows selection_score = the validation auc" in ranker.stdout
     assert re.search(r"^ts +timestamp .*date text", ranker.stdout, re.M)  # dates, not an id of each time
 
     answer = _run(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", " v3 ",

@@ -28,6 +28,7 @@ from tfrs_recsys.training import rankers, stream
 from tfrs_recsys.training.common import completed_run, finish_run
 
 MODEL = DeepFM
+SELECTION = ("auc",)  # the validation AUCs early stopping averages
 
 
 def evaluate_deepfm(model: DeepFM, frame: pd.DataFrame, spec: FeatureSpec, *,
@@ -68,7 +69,7 @@ def selection_eval(validation: pd.DataFrame, spec: FeatureSpec,
     Returns:
       ``eval_fn(model) -> metrics`` for :func:`~tfrs_recsys.training.rankers.fit`.
     """
-    return lambda m: rankers.with_selection_score(evaluate_deepfm(m, validation, spec), ("auc",), "logloss")
+    return lambda m: rankers.with_selection_score(evaluate_deepfm(m, validation, spec), SELECTION, "logloss")
 
 
 def run(cfg: DeepFMConfig) -> dict:
@@ -109,8 +110,9 @@ def run_streamed(cfg: DeepFMConfig) -> dict:
         def eval_fn(m: DeepFM) -> dict:
             outputs, frame = stream.score(m, run.validation, run.spec)
             metrics = evaluate_deepfm(m, frame, run.spec, outputs=outputs)
-            return rankers.with_selection_score(metrics, ("auc",), "logloss")
+            return rankers.with_selection_score(metrics, SELECTION, "logloss")
 
+        rankers.say_selection("deepfm", SELECTION)
         evaluator = stream.fit(model, cfg, run, run.run_dir, rows=run.train_rows, eval_fn=eval_fn)
         clock = time.perf_counter()
         outputs, frame = stream.score(model, stream.test_rows(run, cfg), run.spec)

@@ -49,6 +49,8 @@ from tfrs_recsys.training.common import completed_run, finish_run
 from tfrs_recsys.training.resume import TrainingState
 
 MODEL = ESMM
+SELECTION = ("ctr_auc", "ctcvr_auc")  # the validation AUCs early stopping averages
+BASELINE_SELECTION = ("cvr_auc_clicked",)
 NDCG_GAIN = "conversion=2, click=1, none=0; ranked by the expected gain (pCTR - pCTCVR) + 3 pCTCVR"
 
 
@@ -158,9 +160,10 @@ def train_clicked_cvr(cfg: ESMMConfig, spec: FeatureSpec, train: pd.DataFrame, v
     baseline_dir = paths.makedirs(paths.join(run_dir, runs.BASELINE))
 
     def eval_fn(m: ClickedCVR) -> dict[str, float]:
-        return rankers.with_selection_score(evaluate_clicked_cvr(m, validation, spec), ("cvr_auc_clicked",),
+        return rankers.with_selection_score(evaluate_clicked_cvr(m, validation, spec), BASELINE_SELECTION,
                                             "cvr_logloss_clicked")
 
+    _say_baseline(len(clicked))
     rankers.fit(model, cfg, clicked, spec, baseline_dir, checkpoint=False, eval_fn=eval_fn,
                 state=TrainingState.of_run(cfg, run_dir, runs.BASELINE))
     return model
@@ -177,8 +180,14 @@ def selection_eval(validation: pd.DataFrame, spec: FeatureSpec, cfg: ESMMConfig)
     Returns:
       ``eval_fn(model) -> metrics`` for :func:`~tfrs_recsys.training.rankers.fit`.
     """
-    return lambda m: rankers.with_selection_score(evaluate_esmm(m, validation, spec, k=cfg.ndcg_k),
-                                                  ("ctr_auc", "ctcvr_auc"), "logloss")
+    return lambda m: rankers.with_selection_score(evaluate_esmm(m, validation, spec, k=cfg.ndcg_k), SELECTION,
+                                                  "logloss")
+
+
+def _say_baseline(rows: int, about: str = "") -> None:
+    print(f"esmm: training the clicked-only CVR baseline (the same architecture, on {about}{rows} clicked "
+          f"training rows; its epochs follow)", flush=True)
+    rankers.say_selection("esmm baseline", BASELINE_SELECTION)
 
 
 def run(cfg: ESMMConfig) -> dict:
@@ -226,9 +235,10 @@ def run_streamed(cfg: ESMMConfig) -> dict:
         spec, click = run.spec, run.spec.labels[0]
         with run.strategy.scope():
             model = ESMM.from_spec(spec, cfg)
+        rankers.say_selection("esmm", SELECTION)
         evaluator = stream.fit(model, cfg, run, run.run_dir, rows=run.train_rows, eval_fn=lambda m: (
             rankers.with_selection_score(evaluate(m, run.validation, run, evaluate_esmm, k=cfg.ndcg_k),
-                                         ("ctr_auc", "ctcvr_auc"), "logloss")))
+                                         SELECTION, "logloss")))
         tested = [model]
         if cfg.baseline:
             def clicked(batch):
@@ -240,9 +250,11 @@ def run_streamed(cfg: ESMMConfig) -> dict:
                 baseline = ClickedCVR.from_spec(spec, cfg)
             baseline_dir = paths.makedirs(paths.join(run.run_dir, runs.BASELINE))
             click_rate = sum(b.num_rows for b in validation) / sum(b.num_rows for b in run.validation)
-            stream.fit(baseline, cfg, run, baseline_dir, rows=max(1, round(run.train_rows * click_rate)),
-                       row_filter=clicked, eval_fn=lambda m: rankers.with_selection_score(
-                           evaluate(m, validation, run, evaluate_clicked_cvr), ("cvr_auc_clicked",),
+            rows = max(1, round(run.train_rows * click_rate))
+            _say_baseline(rows, about="about ")
+            stream.fit(baseline, cfg, run, baseline_dir, rows=rows, row_filter=clicked,
+                       eval_fn=lambda m: rankers.with_selection_score(
+                           evaluate(m, validation, run, evaluate_clicked_cvr), BASELINE_SELECTION,
                            "cvr_logloss_clicked"))
             tested.append(baseline)
         clock = time.perf_counter()

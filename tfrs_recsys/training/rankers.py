@@ -276,6 +276,7 @@ def train_model(task: str, cfg: TrainConfig, split: Split, spec: FeatureSpec, ru
     trainer = importlib.import_module(f"tfrs_recsys.training.{task}")
     with (strategy or tf.distribute.get_strategy()).scope():
         model = trainer.MODEL.from_spec(spec, cfg)
+    say_selection(task, trainer.SELECTION)
     evaluator = fit(model, cfg, split.train, spec, run_dir,
                     eval_fn=trainer.selection_eval(split.validation, spec, cfg),
                     state=TrainingState.of_run(cfg, run_dir) if resumable else None)
@@ -351,6 +352,14 @@ def with_selection_score(metrics: Mapping, aucs: tuple[str, ...], logloss: str) 
         score = -numbers.get(logloss, np.nan)
         score = score if np.isfinite(score) else 0.0
     return {**numbers, MONITOR: score}
+
+
+def say_selection(name: str, aucs: tuple[str, ...]) -> None:
+    """Prints what ``name``'s early stopping follows (:func:`with_selection_score` of ``aucs``)."""
+    what = f"the validation {' and '.join(aucs)}" if len(aucs) == 1 else \
+        f"the mean of the validation {' and '.join(aucs)}"
+    print(f"{name}: early stopping follows {MONITOR} = {what} (minus the logloss where no AUC is defined)",
+          flush=True)
 
 
 def group_column(spec: FeatureSpec, frame: pd.DataFrame) -> str | None:
