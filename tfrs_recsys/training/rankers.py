@@ -356,8 +356,8 @@ def with_selection_score(metrics: Mapping, aucs: tuple[str, ...], logloss: str) 
 
 def say_selection(name: str, aucs: tuple[str, ...]) -> None:
     """Prints what ``name``'s early stopping follows (:func:`with_selection_score` of ``aucs``)."""
-    what = f"the validation {' and '.join(aucs)}" if len(aucs) == 1 else \
-        f"the mean of the validation {' and '.join(aucs)}"
+    what = (f"the validation {aucs[0]}" if len(aucs) == 1
+            else f"the mean of the validation {' and '.join(aucs)}")
     print(f"{name}: early stopping follows {MONITOR} = {what} (minus the logloss where no AUC is defined)",
           flush=True)
 
