@@ -361,3 +361,15 @@ def test_item_tables_text_lists_a_table_matching_nothing_and_unused_log_columns(
     err = _error(load_interaction_log, log, user_column="visitor", item_column="sku", items=excel)
     assert "none of the log's 3 items has a row" in str(err) and "'00001'" in str(err)
     assert "leading zeros" in err.fix
+
+
+def test_event_types_are_rated_with_rating_values(tmp_path):
+    log = _log(tmp_path, "u,i,event\na,x,view\na,y,cart\nb,x,purchase\nb,z,view\nc,y,view\n")
+    options = dict(user_column="u", item_column="i", rating_column="event")
+    err = _error(load_interaction_log, log, **options)
+    assert err.column == "event" and "'view'" in str(err) and "--rating-values view=1" in err.fix
+    weights = ["view=1", "cart=3", "purchase=5"]
+    read = load_interaction_log(log, **options, rating_values=weights, min_rating=3).interactions
+    assert read[["user_id", "item_id", "rating"]].values.tolist() == [["a", "y", 3.0], ["b", "x", 5.0]]
+    err = _error(load_interaction_log, log, **options, rating_values=["view=1", "cart=3"])
+    assert (err.line, err.column) == (4, "event") and "'purchase' has no --rating-values entry" in str(err)

@@ -76,7 +76,8 @@ DATASET_OPTIONS = (
     (("label_columns", "session_column", "exclude_columns"), ("csv", "parquet"), "--dataset csv or parquet"),
     (("user_column", "item_column", "time_column", "column_types"), ("interactions", "csv", "parquet"),
      "--dataset interactions, csv or parquet"),
-    (("rating_column", "min_rating", "items", "users"), ("interactions",), "--dataset interactions"),
+    (("rating_column", "min_rating", "rating_values", "items", "users"), ("interactions",),
+     "--dataset interactions"),
     (("tfds_download",), ("tfds:", "movielens/"), "--dataset tfds:<name>"),
     (("streaming", "stream_sample_rows", "stream_validation_rows"), ("csv", "parquet"),
      "--dataset csv or parquet (the rankers)"),
@@ -127,6 +128,7 @@ class TrainConfig:
         a ranker's timestamp feature (csv, parquet; default: a time-like name and values).
       rating_column: The rating (or weight) column of an interactions log; none: every row counts as 1.
       min_rating: Keep only interactions rated at least this (interactions, with rating_column).
+      rating_values: The rating of each text value of rating_column, e.g. view=1,cart=3,purchase=5.
       items: An item table joined to an interactions log by item_column (file, glob or folder).
       users: A user table joined to an interactions log by user_column (file, glob or folder).
       column_types: Column kinds that override schema inference, e.g. price=numeric,zip=categorical.
@@ -166,6 +168,7 @@ class TrainConfig:
     time_column: str | None = None
     rating_column: str | None = None
     min_rating: float | None = None
+    rating_values: tuple[str, ...] = ()
     items: str | None = None
     users: str | None = None
     column_types: tuple[str, ...] = ()

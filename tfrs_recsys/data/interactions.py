@@ -133,7 +133,8 @@ def _join(table: pd.DataFrame | None, log: pd.DataFrame, key: str, columns: list
 def load_interaction_log(data: str, *, user_column: str, item_column: str, time_column: str | None = None,
                          rating_column: str | None = None, min_rating: float | None = None,
                          items: str | None = None, users: str | None = None,
-                         column_types: Sequence[str] = (), skip_bad_rows: bool = False) -> InteractionData:
+                         column_types: Sequence[str] = (), skip_bad_rows: bool = False,
+                         rating_values: Sequence[str] = ()) -> InteractionData:
     """Reads an interaction log with any column names into :class:`InteractionData`.
 
     Args:
@@ -149,6 +150,8 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
         (:func:`~tfrs_recsys.data.tabular.type_columns`).
       skip_bad_rows: Skip and count malformed rows (and empty ids, bad times or ratings, bad values of a
         column declared numeric) instead of failing on the first.
+      rating_values: ``TEXT=NUMBER`` entries: the rating of each text value of ``rating_column`` (event
+        types: ``view=1``, ``cart=3``, ``purchase=5``).
 
     Returns:
       The interactions (``user_id``, ``item_id`` as text, ``rating``, ``timestamp`` in seconds), the item
@@ -158,8 +161,10 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
       DataError: A named column is missing, an id is empty, or a time or rating does not parse; the
         message names file, line, column and the fix.
     """
-    if min_rating is not None and not rating_column:
-        raise DataError("--min-rating needs the ratings", column=None, fix="name them with --rating-column")
+    if (min_rating is not None or rating_values) and not rating_column:
+        flag = "--min-rating" if min_rating is not None else "--rating-values"
+        raise DataError(f"{flag} needs the ratings", column=None, fix="name them with --rating-column")
+    weights = _rating_values(rating_values)
     flags = {"--user-column": user_column, "--item-column": item_column, "--time-column": time_column,
              "--rating-column": rating_column}
     named = {column: flag for flag, column in flags.items() if column}
@@ -172,7 +177,7 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
     for key, column in (("user_id", user_column), ("item_id", item_column)):
         out[key], empty = _ids(log, column)
         rows.check(empty, column, "empty id", "fill it in, or drop the row")
-    out["rating"] = _numbers(log, rating_column, rows) if rating_column else np.ones(len(log))
+    out["rating"] = _ratings(log, rating_column, weights, rows) if rating_column else np.ones(len(log))
     # Without a time column the file order is the time order.
     out["timestamp"] = _seconds(log, time_column, rows) if time_column else np.arange(len(log))
     log = log.assign(**typed)
@@ -226,11 +231,39 @@ def _lists(table: pd.DataFrame | None, key: str) -> pd.DataFrame | None:
     return table
 
 
-def _numbers(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
-    """A column as float64; a value that is not a number is a bad row."""
-    numbers = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64)
-    rows.check(np.isnan(numbers), column, "{value!r} is not a number", "fix or drop the row")
-    return numbers
+def _rating_values(entries: Sequence[str]) -> dict[str, float]:
+    """``("view=1", "purchase=5")`` as ``{"view": 1.0, "purchase": 5.0}``; a malformed entry is an error."""
+    weights = {}
+    for entry in entries:
+        text, _, number = entry.partition("=")
+        try:
+            weights[text.strip()] = float(number)
+        except ValueError:
+            raise DataError(f"--rating-values entry {entry!r} is not TEXT=NUMBER",
+                            fix="write e.g. --rating-values view=1,cart=3,purchase=5") from None
+    return weights
+
+
+def _ratings(table: pd.DataFrame, column: str, weights: dict[str, float], rows: _RowChecks) -> np.ndarray:
+    """The rating column as float64: numbers, or text rated by ``weights`` (``--rating-values``); any other
+    value is a bad row. A column of text and no ``weights`` is an error naming its values."""
+    values = table[column]
+    if weights:
+        ratings = values.astype("string").str.strip().map(weights).to_numpy(dtype=np.float64, na_value=np.nan)
+        rows.check(np.isnan(ratings), column, "{value!r} has no --rating-values entry",
+                   f"rate it in --rating-values (now {', '.join(f'{k}={v:g}' for k, v in weights.items())}), "
+                   f"or drop the row")
+        return ratings
+    ratings = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    text = np.isnan(ratings) & values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
+    if text.sum() * 2 > len(values):  # mostly text: event types, not ratings with a few typos
+        kinds = values[text].astype(str).str.strip().value_counts().index[:5].tolist()
+        raise DataError(f"--rating-column '{column}' holds text ({', '.join(map(repr, kinds))}), not numbers",
+                        column=column, fix="rate each value, e.g. --rating-values "
+                                           f"{','.join(f'{k}={i + 1}' for i, k in enumerate(kinds))}, "
+                                           "then keep some with --min-rating; or drop --rating-column")
+    rows.check(np.isnan(ratings), column, "{value!r} is not a number", "fix or drop the row")
+    return ratings
 
 
 def _seconds(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:

@@ -91,7 +91,7 @@ def load_interactions(dataset: str = "synthetic", data_dir: str | None = None, *
                       item_column: str | None = None, time_column: str | None = None,
                       rating_column: str | None = None, min_rating: float | None = None,
                       items: str | None = None, users: str | None = None,
-                      column_types: Sequence[str] = ()) -> InteractionData:
+                      column_types: Sequence[str] = (), rating_values: Sequence[str] = ()) -> InteractionData:
     """Interactions for retrieval.
 
     Args:
@@ -102,8 +102,9 @@ def load_interactions(dataset: str = "synthetic", data_dir: str | None = None, *
       synthetic_users: Users of synthetic data.
       synthetic_items: Items of synthetic data.
       tfds_download: Let TensorFlow Datasets download (``tfds:`` names).
-      user_column, item_column, time_column, rating_column, min_rating, items, users, column_types: The
-        options of ``interactions`` (:func:`~tfrs_recsys.data.interactions.load_interaction_log`).
+      user_column, item_column, time_column, rating_column, min_rating, items, users, column_types,
+        rating_values: The options of ``interactions``
+        (:func:`~tfrs_recsys.data.interactions.load_interaction_log`).
 
     Returns:
       The interactions, with item and user tables where the data has them.
@@ -118,7 +119,7 @@ def load_interactions(dataset: str = "synthetic", data_dir: str | None = None, *
         return load_interaction_log(
             _need_dir(dataset, data_dir), user_column=user_column, item_column=item_column,
             time_column=time_column, rating_column=rating_column, min_rating=min_rating, items=items,
-            users=users, column_types=column_types, skip_bad_rows=skip_bad_rows)
+            users=users, column_types=column_types, skip_bad_rows=skip_bad_rows, rating_values=rating_values)
     if dataset in ("synthetic", "synthetic-histories"):
         return synthetic_histories(synthetic_users, synthetic_items, seed=seed)
     if dataset == "synthetic-ratings":
