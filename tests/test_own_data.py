@@ -373,3 +373,19 @@ def test_event_types_are_rated_with_rating_values(tmp_path):
     assert read[["user_id", "item_id", "rating"]].values.tolist() == [["a", "y", 3.0], ["b", "x", 5.0]]
     err = _error(load_interaction_log, log, **options, rating_values=["view=1", "cart=3"])
     assert (err.line, err.column) == (4, "event") and "'purchase' has no --rating-values entry" in str(err)
+
+
+def test_a_log_read_as_implicit_clicks_keeps_its_time_ratings_and_user_table(tmp_path):
+    from tfrs_recsys.config import DeepFMConfig
+    from tfrs_recsys.training.rankers import load_and_split
+
+    day = 1_709_683_200
+    rows = ["u,i,stars,t"] + [f"u{k % 7},i{k % 11},{k % 5 + 1},{day + 3_600 * (60 - k)}" for k in range(60)]
+    log = _log(tmp_path, "\n".join(rows) + "\n")
+    users = _log(tmp_path, "u,country\n" + "".join(f"u{k},c{k % 2}\n" for k in range(7)), "users.csv")
+    cfg = DeepFMConfig(dataset="interactions", data_dir=log, user_column="u", item_column="i",
+                       time_column="t", rating_column="stars", min_rating=4, users=users)
+    data, _ = load_and_split(cfg, "deepfm")
+    clicks = data.frame[data.frame["label"] == 1]
+    assert len(clicks) == 24  # the rows rated 4 or 5, not all 60
+    assert clicks["timestamp"].min() > day and "country" in data.frame.columns  # times, not file order

@@ -140,7 +140,9 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
                  item_column: str | None = None, synthetic_sessions: int = 5000, session_size: int = 20,
                  synthetic_rows: int = 50_000, synthetic_users: int = 2000, synthetic_items: int = 500,
                  tfds_download: bool = False, column_types: Sequence[str] = (),
-                 **interaction_options) -> LabeledData:
+                 time_column: str | None = None, rating_column: str | None = None,
+                 min_rating: float | None = None, rating_values: Sequence[str] = (), items: str | None = None,
+                 users: str | None = None) -> LabeledData:
     """Labeled impressions for a ranker.
 
     Args:
@@ -160,7 +162,8 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
       synthetic_items: Items of the synthetic histories read as implicit clicks.
       tfds_download: Let TensorFlow Datasets download.
       column_types: ``COLUMN=numeric|categorical`` over the inferred kinds (csv, parquet, interactions).
-      **interaction_options: The other :func:`load_interactions` options, for ``interactions``.
+      time_column, rating_column, min_rating, rating_values, items, users: The other
+        :func:`load_interactions` options, for a log read as implicit clicks (``interactions``).
 
     Returns:
       The impressions, their label columns and keys.
@@ -178,7 +181,9 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
         return movielens_click_logs(load_interactions(
             dataset, data_dir, seed=seed, skip_bad_rows=skip_bad_rows, synthetic_users=synthetic_users,
             synthetic_items=synthetic_items, tfds_download=tfds_download, user_column=user_column,
-            item_column=item_column, column_types=column_types, **interaction_options), seed=seed)
+            item_column=item_column, column_types=column_types, time_column=time_column,
+            rating_column=rating_column, min_rating=min_rating, rating_values=rating_values, items=items,
+            users=users), seed=seed)
     if dataset == "expedia" and task != "esmm":
         raise DataError("--dataset expedia holds clicks and bookings for the ESMM ranker",
                         fix="train esmm on it: python -m tfrs_recsys.train esmm --dataset expedia --data-dir")
