@@ -13,7 +13,7 @@ from tfrs_recsys.config import DeepFMConfig, ESMMConfig
 from tfrs_recsys.data import streaming
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import frame_to_raw
-from tfrs_recsys.data.schema_inference import infer_schema
+from tfrs_recsys.data.schema_inference import distinct_estimate, infer_schema
 from tfrs_recsys.training import deepfm, esmm, stream
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,8 +236,8 @@ def test_distinct_estimate_continues_the_growth_from_half_the_sample_to_all():
     half, whole = values.iloc[:10_000].nunique(), values.nunique()
     assert 0 < half < whole
     beta = np.log(whole / half) / np.log(2.0)
-    assert streaming.distinct_estimate(values, 2_000_000) == int(min(2_000_000, whole * 100 ** beta))
-    assert streaming.distinct_estimate(values, 10_000) == whole
+    assert distinct_estimate(values, 2_000_000) == int(min(2_000_000, whole * 100 ** beta))
+    assert distinct_estimate(values, 10_000) == whole
 
 
 def test_integer_values_mark_text_columns_of_whole_numbers_only():

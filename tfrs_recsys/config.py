@@ -76,8 +76,8 @@ DATASET_OPTIONS = (
     (("label_columns", "session_column", "exclude_columns"), ("csv", "parquet"), "--dataset csv or parquet"),
     (("user_column", "item_column", "time_column", "column_types"), ("interactions", "csv", "parquet"),
      "--dataset interactions, csv or parquet"),
-    (("rating_column", "min_rating", "rating_values", "items", "users"), ("interactions",),
-     "--dataset interactions"),
+    (("rating_column", "min_rating", "rating_values"), ("interactions",), "--dataset interactions"),
+    (("items", "users"), ("interactions", "csv", "parquet"), "--dataset interactions, csv or parquet"),
     (("tfds_download",), ("tfds:", "movielens/"), "--dataset tfds:<name>"),
     (("streaming", "stream_sample_rows", "stream_validation_rows"), ("csv", "parquet"),
      "--dataset csv or parquet (the rankers)"),
@@ -129,8 +129,9 @@ class TrainConfig:
       rating_column: The rating (or weight) column of an interactions log; none: every row counts as 1.
       min_rating: Keep only interactions rated at least this (interactions, with rating_column).
       rating_values: The rating of each text value of rating_column, e.g. view=1,cart=3,purchase=5.
-      items: An item table joined to an interactions log by item_column (file, glob or folder).
-      users: A user table joined to an interactions log by user_column (file, glob or folder).
+      items: An item table joined by item_column (file, glob or folder): to an interactions log's item
+        tower, or to each row of a ranker's csv or parquet table.
+      users: A user table joined by user_column, likewise.
       column_types: Column kinds that override schema inference, e.g. price=numeric,zip=categorical.
       exclude_columns: Columns of a csv or parquet table that are not features (e.g. a second outcome,
         which would leak the label).

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tfrs_recsys.data.bundles import InteractionData
+from tfrs_recsys.data.entities import declared_types, id_text, read_entity_table, say_unmatched
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
 from tfrs_recsys.data.schema import day_first, epoch_seconds, is_listlike, is_plain_number, month_first
 from tfrs_recsys.data.schema_inference import detect_separator
@@ -22,21 +23,8 @@ from tfrs_recsys.data.tabular import (
     bad_row,
     locate,
     numeric_columns,
-    parse_column_types,
     read_table,
-    type_columns,
 )
-
-
-def _ids(table: pd.DataFrame, column: str) -> tuple[pd.Series, np.ndarray]:
-    """A column's ids as text (``7``, ``7.0`` and the text ``"7.0"`` alike read ``"7"``), and which are
-    empty."""
-    text = table[column].map(
-        lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else
-        str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v).strip())
-    if text.str.contains(".", regex=False).any():  # "7.0" in a column of text and numbers
-        text = text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
-    return text, (text == "").to_numpy()
 
 
 class _RowChecks:
@@ -66,53 +54,6 @@ class _RowChecks:
             self.report.add(DataError(message.format(value=value), path=path, line=line, column=column),
                             reason=f"column '{column}': {message.format(value='...')}")
         self.bad |= bad
-
-
-def _entity_table(path: str | None, key: str, group: str, skip_bad_rows: bool, reports: list[SkipReport],
-                  column_types: Sequence[str]) -> pd.DataFrame | None:
-    """An ``--items`` / ``--users`` table keyed by ``key`` (renamed ``{group}_id``), one row per id."""
-    if not path:
-        return None
-    frame, skipped = read_table(path, required={key: f"--{group}-column"}, what=f"--{group}s table",
-                                skip_bad_rows=skip_bad_rows)
-    reports += skipped
-    frame = type_columns(frame, _declared(column_types, frame), skip_bad_rows=skip_bad_rows,
-                         report=skipped[0] if skipped else None, text_only=[key])
-    for each in skipped:
-        each.log()
-    frame[key], empty = _ids(frame, key)
-    if empty.any():
-        raise bad_row(frame, empty, key, "empty id", f"fill it in: a {group} table needs every id")
-    frame = frame.rename(columns={key: f"{group}_id"})
-    twice = frame[f"{group}_id"].duplicated()
-    if twice.any():
-        raise DataError(f"{group} '{frame[f'{group}_id'][twice].iloc[0]}' has two rows", path=str(path),
-                        column=key, fix=f"keep one row per {group}")
-    return frame
-
-
-def _say_unmatched(table: pd.DataFrame | None, logged: pd.Series, group: str, path: str | None) -> None:
-    """Warns when ids of the log and of its ``--items`` / ``--users`` table miss each other (spelled apart):
-    a logged id without a row gets no features from the table."""
-    if table is None:
-        return
-    ids, key = pd.Index(logged.unique()), f"{group}_id"
-    without, unused = ids[~ids.isin(table[key])], table[key][~table[key].isin(ids)]
-    if len(without) == len(ids) and len(table):  # nothing to learn from the table: a spelling, surely
-        raise DataError(f"none of the log's {len(ids)} {group}s has a row in this --{group}s table (log ids "
-                        f"such as {ids[0]!r}, table ids such as {table[key].iloc[0]!r})", path=path,
-                        fix=f"spell the {group} ids alike in both files (leading zeros, prefixes), or drop "
-                            f"--{group}s")
-    if len(without):
-        logger.warning("%s: %d of the log's %d %ss have no row in this --%ss table (e.g. %r), and %d of its "
-                       "%d rows match no logged %s (e.g. %r): check that both spell the ids alike", path,
-                       len(without), len(ids), group, group, without[0], len(unused), len(table), group,
-                       unused.iloc[0] if len(unused) else None)
-
-
-def _declared(column_types: Sequence[str], table: pd.DataFrame) -> dict[str, str]:
-    """The ``--column-types`` entries about ``table``'s columns (the others are about other tables)."""
-    return {c: k for c, k in parse_column_types(column_types).items() if c in table.columns}
 
 
 def _constant_columns(log: pd.DataFrame, key: str, columns: list[str]) -> list[str]:
@@ -171,11 +112,11 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
     log, reports = read_table(data, required=named, what="--data", skip_bad_rows=skip_bad_rows)
     report = reports[0] if reports else SkipReport(path=str(data), total=len(log))
     rows = _RowChecks(log, skip_bad_rows, report)
-    typed, rows.bad = numeric_columns(log, _declared(column_types, log), skip_bad_rows=skip_bad_rows,
+    typed, rows.bad = numeric_columns(log, declared_types(column_types, log), skip_bad_rows=skip_bad_rows,
                                       report=report, text_only=list(named))
     out = pd.DataFrame(index=log.index)
     for key, column in (("user_id", user_column), ("item_id", item_column)):
-        out[key], empty = _ids(log, column)
+        out[key], empty = id_text(log, column)
         rows.check(empty, column, "empty id", "fill it in, or drop the row")
     out["rating"] = _ratings(log, rating_column, weights, rows) if rating_column else np.ones(len(log))
     # Without a time column the file order is the time order.
@@ -194,10 +135,10 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
         raise DataError(f"no interactions left{rated}", path=str(data),
                         fix="check the file, or lower --min-rating")
 
-    item_table = _entity_table(items, item_column, "item", skip_bad_rows, reports, column_types)
-    user_table = _entity_table(users, user_column, "user", skip_bad_rows, reports, column_types)
-    _say_unmatched(item_table, out["item_id"], "item", items)
-    _say_unmatched(user_table, out["user_id"], "user", users)
+    item_table = read_entity_table(items, item_column, "item", skip_bad_rows, reports, column_types)
+    user_table = read_entity_table(users, user_column, "user", skip_bad_rows, reports, column_types)
+    say_unmatched(item_table, out["item_id"], "item", items)
+    say_unmatched(user_table, out["user_id"], "user", users)
     rest = [c for c in log.columns if c not in named]
     joined = log[rest].assign(item_id=out["item_id"], user_id=out["user_id"])
     item_columns = _constant_columns(joined, "item_id", rest)

@@ -14,6 +14,7 @@ from tfrs_recsys import paths
 from tfrs_recsys.data import movielens, synthetic
 from tfrs_recsys.data.bundles import InteractionData, LabeledData
 from tfrs_recsys.data.clicklogs import load_ali_ccp, load_aliexpress
+from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.expedia import load_expedia
 from tfrs_recsys.data.interactions import load_interaction_log
@@ -162,8 +163,11 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
       synthetic_items: Items of the synthetic histories read as implicit clicks.
       tfds_download: Let TensorFlow Datasets download.
       column_types: ``COLUMN=numeric|categorical`` over the inferred kinds (csv, parquet, interactions).
-      time_column, rating_column, min_rating, rating_values, items, users: The other
-        :func:`load_interactions` options, for a log read as implicit clicks (``interactions``).
+      time_column, rating_column, min_rating, rating_values: The other :func:`load_interactions`
+        options, for a log read as implicit clicks (``interactions``).
+      items: An item table joined by ``item_column`` (``interactions``; ``csv`` and ``parquet``:
+        :class:`~tfrs_recsys.data.entities.EntityJoin`).
+      users: A user table joined by ``user_column``, likewise.
 
     Returns:
       The impressions, their label columns and keys.
@@ -191,9 +195,14 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
         if not label_columns:
             raise DataError(f"--dataset {dataset} needs the label columns", fix="pass --label-columns "
                             "click,conversion (esmm) or --label-columns label (deepfm)")
-        return load_table(_need_dir(dataset, data_dir), labels=list(label_columns),
+        data = load_table(_need_dir(dataset, data_dir), labels=list(label_columns),
                           skip_bad_rows=skip_bad_rows, session_column=session_column, user_column=user_column,
                           item_column=item_column, column_types=column_types)
+        for join in entity_joins(data.frame, items=items, users=users, item_column=item_column,
+                                 user_column=user_column, skip_bad_rows=skip_bad_rows,
+                                 column_types=column_types, reports=data.skipped):
+            data.frame = join.frame(data.frame)
+        return data
     if dataset not in _LABELED_FILES:
         raise DataError(f"unknown {task} dataset '{dataset}'",
                         fix="choose one of: " + "; ".join(f"{k} ({v})" for k, v in LABELED_DATASETS.items()))

@@ -6,6 +6,8 @@ explains every decision in ``spec.notes``; ``python -m tfrs_recsys.data.schema F
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from collections import namedtuple
 from typing import Sequence
@@ -242,8 +244,9 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
     lname = _norm(name)
     if values.dtype == object and values.map(is_listlike).any():
         return _list_column(name, values, opts, as_id=as_id)
-    if as_timestamp or pd.api.types.is_datetime64_any_dtype(values):
-        order = _day_first(values, name)
+    datetimes = pd.api.types.is_datetime64_any_dtype(values)
+    if as_timestamp or datetimes:
+        order = not is_plain_number(values) and not datetimes and day_first(values, name)
         why = "declared timestamp" if as_timestamp else "datetime values"
         return _numeric_column(name, epoch_seconds(values, name, dates_day_first=order), "timestamp", why,
                                dates_day_first=order)
@@ -297,13 +300,6 @@ def _date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] 
         return epoch_seconds(text.where(text != ""), name, dates_day_first=order), order
     except SchemaError:
         return None
-
-
-def _day_first(values: pd.Series, name: str) -> bool:
-    """Whether a timestamp column's date text is written day first (False for numbers and datetimes)."""
-    if is_plain_number(values) or pd.api.types.is_datetime64_any_dtype(values):
-        return False
-    return day_first(values, name)
 
 
 def _numeric_column(name: str, values: np.ndarray, kind: str, why: str,
@@ -428,3 +424,24 @@ def _constant_within(values: pd.Series, ids: pd.Series) -> bool:
     if distinct_ids == 0 or len(ids) < 2 * distinct_ids:
         return False
     return bool((values.groupby(ids.to_numpy(), sort=False).nunique(dropna=False) <= 1).all())
+
+
+def distinct_estimate(values: pd.Series, rows: int) -> int:
+    """Distinct values in ``rows`` rows, extrapolated from a uniform sample by Heaps' law: the growth of
+    the distinct count from half the sample to all of it, continued to ``rows`` (at most ``rows``)."""
+    codes, uniques = pd.factorize(values)  # one hash pass; codes number the values as they first appear
+    whole, half = len(uniques), int(codes[: len(values) // 2].max(initial=-1)) + 1
+    if len(values) < 2 or half == 0 or rows <= len(values):
+        return int(whole)
+    beta = min(max(math.log(max(whole, 1) / half) / math.log(2.0), 0.0), 1.0)
+    return int(min(rows, whole * (rows / len(values)) ** beta))
+
+
+def column_sized(column: FeatureColumn, values: pd.Series, rows: int, *, vocab_max: int,
+                 max_buckets: int) -> FeatureColumn:
+    """``column`` (inferred from a sample) with its hash buckets sized for ``rows`` rows: twice the
+    distinct values :func:`distinct_estimate` expects there, at most ``max_buckets``; others unchanged."""
+    if column.encoding != "hash":
+        return column
+    distinct = distinct_estimate(raw_strings(values, column), rows)
+    return dataclasses.replace(column, num_buckets=int(min(max(2 * distinct, 2 * vocab_max), max_buckets)))

@@ -36,7 +36,7 @@ import tensorflow as tf
 from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import without_autotune
-from tfrs_recsys.data.schema import MISSING_INT, FeatureColumn, FeatureSpec, frame_to_raw
+from tfrs_recsys.data.schema import MISSING_INT, FeatureSpec, frame_to_raw
 from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, TEXT_SUFFIXES, table_files
 
 CHUNK_ROWS = 65_536  # rows parsed at once: bounds the reader's memory
@@ -63,6 +63,8 @@ class FileTable:
       session_column: The column grouping a session's rows (the split keeps sessions whole).
       user_column: The user id column, if any.
       item_column: The item id column, if any.
+      joins: Tables whose columns every record batch read gets (``--items``, ``--users``:
+        :class:`~tfrs_recsys.data.entities.EntityJoin`).
     """
 
     files: list[str]
@@ -73,6 +75,7 @@ class FileTable:
     session_column: str | None = None
     user_column: str | None = None
     item_column: str | None = None
+    joins: list = dataclasses.field(default_factory=list)
 
     def rows_of(self, file: str) -> int:
         """Rows of one shard (Parquet metadata; a text file's lines, header excluded)."""
@@ -122,6 +125,8 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
         raise DataError("the shards mix Parquet and text files", path=str(path),
                         fix="point --data at one format, e.g. a glob like shards/*.parquet")
     schema = next(_batches(files[0], None, CHUNK_ROWS)).schema
+    for column in (c for c in (user_column, item_column) if c in schema.names):  # "007" stays "007" in CSV
+        schema = schema.set(schema.get_field_index(column), pa.field(column, pa.string()))
     flags = {"--label-columns": list(labels), "--session-column": [session_column],
              "--user-column": [user_column], "--item-column": [item_column]}
     for flag, columns in flags.items():
@@ -212,12 +217,18 @@ def read_part(table: FileTable, files: Sequence[str], part: int, seed: int, *,
             offset += batch.num_rows
             if row_filter is not None:
                 keep &= row_filter(batch)
-            batch = batch.filter(pa.array(keep))
+            batch = _joined(table, batch.filter(pa.array(keep)))
             if batch.num_rows:
                 yield batch.slice(0, int(min(left, batch.num_rows)))
                 left -= batch.num_rows
             if left <= 0:
                 return
+
+
+def _joined(table: FileTable, rows):
+    for join in table.joins:
+        rows = join.batch(rows)
+    return rows
 
 
 def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
@@ -244,7 +255,7 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
         for index, group, start in (groups[i] for i in rng.permutation(len(groups))):
             with paths.open_file(table.files[index]) as fh:
                 batch = pq.ParquetFile(fh).read_row_group(group)
-            batch = batch.filter(pa.array(split_parts(batch, table, index, start, seed) == 0))
+            batch = _joined(table, batch.filter(pa.array(split_parts(batch, table, index, start, seed) == 0)))
             chunks.append(batch)
             sources.append(table.files[index])
             have += batch.num_rows
@@ -265,20 +276,9 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
                      sources[0])
         raise DataError(f"its columns cannot be unified with those of {paths.basename(sources[0])}: {exc}",
                         path=first, fix="write every shard with the same columns and types") from None
-    # Subsampled in Arrow, in a random order (distinct_estimate reads its halves): only the sample becomes
-    # Python objects.
+    # Subsampled in Arrow, in a random order (the spec's distinct counts read its halves): only the sample
+    # becomes Python objects.
     return read.take(pa.array(rng.permutation(read.num_rows)[:rows])).to_pandas()
-
-
-def distinct_estimate(values: pd.Series, rows: int) -> int:
-    """Distinct values in ``rows`` rows, extrapolated from a uniform sample by Heaps' law: the growth of
-    the distinct count from half the sample to all of it, continued to ``rows`` (at most ``rows``)."""
-    codes, uniques = pd.factorize(values)  # one hash pass; codes number the values as they first appear
-    whole, half = len(uniques), int(codes[: len(values) // 2].max(initial=-1)) + 1
-    if len(values) < 2 or half == 0 or rows <= len(values):
-        return int(whole)
-    beta = min(max(math.log(max(whole, 1) / half) / math.log(2.0), 0.0), 1.0)
-    return int(min(rows, whole * (rows / len(values)) ** beta))
 
 
 def _text_buffers(column: pa.Array) -> tuple[bytes, np.ndarray]:
@@ -436,15 +436,3 @@ def stream_dataset(table: FileTable, spec: FeatureSpec, files: Sequence[str], *,
     # Each worker already reads only its own shards: tf.data must not shard them again.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return without_autotune(ds.with_options(options).prefetch(tf.data.AUTOTUNE))
-
-
-def column_sized(column: FeatureColumn, values: pd.Series, rows: int, *, vocab_max: int,
-                 max_buckets: int) -> FeatureColumn:
-    """``column`` (inferred from a sample) with its hash buckets sized for ``rows`` rows: twice the
-    distinct values :func:`distinct_estimate` expects there, at most ``max_buckets``; others unchanged."""
-    if column.encoding != "hash":
-        return column
-    from tfrs_recsys.data.schema import raw_strings
-
-    distinct = distinct_estimate(raw_strings(values, column), rows)
-    return dataclasses.replace(column, num_buckets=int(min(max(2 * distinct, 2 * vocab_max), max_buckets)))

@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
       The exit code: 0, or 2 when the data cannot be read.
     """
+    from tfrs_recsys.data.entities import read_entity_table
     from tfrs_recsys.data.registry import INTERACTION_DATASETS, load_interactions
 
     p = argparse.ArgumentParser(
@@ -367,21 +368,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="the hot list's hotness half-life, in days")
     p.add_argument("--feature-half-life-days", type=float, default=None,
                    help="the ranker's item_hotness half-life, in days (default: the click logs' 30)")
-    p.add_argument("--item-features", help="Parquet/CSV with item_id and ranker item feature columns")
-    p.add_argument("--user-features", help="Parquet/CSV with user_id and ranker user feature columns")
+    p.add_argument("--item-features", help="Parquet/CSV with item ids and ranker item feature columns (the "
+                                           "ranker's --items table)")
+    p.add_argument("--user-features", help="Parquet/CSV with user ids and ranker user feature columns")
+    p.add_argument("--item-column", default="item_id", help="the --item-features id column (default item_id)")
+    p.add_argument("--user-column", default="user_id", help="the --user-features id column (default user_id)")
     args = p.parse_args(argv)
 
-    def table(path):
-        if path is None:
-            return None
-        if str(path).endswith(".parquet"):
-            return paths.read_parquet(path)
-        with paths.open_file(path) as fh:
-            return pd.read_csv(fh)
+    def table(path, column, group):  # ids read as training reads them: text, "007" stays "007"
+        return read_entity_table(path, column, group, skip_bad_rows=False, reports=[], column_types=())
 
     try:
-        options = dict(half_life_days=args.half_life_days, item_features=table(args.item_features),
-                       user_features=table(args.user_features),
+        options = dict(half_life_days=args.half_life_days,
+                       item_features=table(args.item_features, args.item_column, "item"),
+                       user_features=table(args.user_features, args.user_column, "user"),
                        hotness_feature_half_life_days=args.feature_half_life_days)
         store = (FeatureStore.from_run(args.run_dir, **options) if args.run_dir else
                  FeatureStore.from_interactions(load_interactions(args.dataset, args.data_dir), **options))

@@ -35,9 +35,10 @@ import tensorflow as tf
 from tfrs_recsys import paths, runs
 from tfrs_recsys.config import ConfigError, TrainConfig
 from tfrs_recsys.data import streaming
+from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
-from tfrs_recsys.data.schema_inference import infer_schema
+from tfrs_recsys.data.schema_inference import column_sized, infer_schema
 from tfrs_recsys.features.preprocessing import FeaturePreprocessor, as_encoded
 from tfrs_recsys.training import distribution, rankers
 from tfrs_recsys.training.common import EpochEvaluator, finish_run, fit_verbosity, tensorboard_callback
@@ -81,7 +82,7 @@ def _spec(cfg: TrainConfig, table: streaming.FileTable, sample: pd.DataFrame, tr
                         user_column=table.user_column, item_column=table.item_column,
                         timestamp_column=cfg.time_column, exclude=cfg.exclude_columns,
                         sample_rows=len(sample), vocab_max=VOCAB_MAX)
-    spec.features = [streaming.column_sized(f, sample[f.name], train_rows, vocab_max=VOCAB_MAX,
+    spec.features = [column_sized(f, sample[f.name], train_rows, vocab_max=VOCAB_MAX,
                                             max_buckets=MAX_HASH_BUCKETS) for f in spec.features]
     spec.notes["sample"] = (f"kinds, vocabularies and statistics from a seeded sample of {len(sample)} of "
                             f"about "
@@ -114,8 +115,13 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
                         fix=fix)
     table = streaming.open_table(cfg.data_dir, labels=cfg.label_columns, session_column=cfg.session_column,
                                  user_column=cfg.user_column, item_column=cfg.item_column)
+    table.joins = entity_joins(table.schema.names, items=cfg.items, users=cfg.users,
+                               item_column=cfg.item_column, user_column=cfg.user_column,
+                               column_types=cfg.column_types)
     train_rows = max(1, round(table.rows * streaming.FRACTIONS[0]))
     sample = streaming.sample_rows(table, cfg.stream_sample_rows, cfg.seed)
+    for join in table.joins:
+        join.check(sample)
     rankers.check_labels(sample, table.labels, funnel=task == "esmm", skippable=False)
     spec = _spec(cfg, table, sample, train_rows)
     timings = {"load": time.perf_counter() - clock}

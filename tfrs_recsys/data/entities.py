@@ -1,0 +1,185 @@
+"""Item and user tables (``--items``, ``--users``): read, checked, and joined to the rows that name their ids.
+
+An entity table has one row per id (``--item-column`` / ``--user-column`` names the id column in both
+files). An interaction log joins it into retrieval's towers (:mod:`tfrs_recsys.data.interactions`); a
+ranker's labeled table joins its columns into every row (:class:`EntityJoin`), in memory or one streamed
+record batch at a time, so the ranker learns from the catalog's features as from its own columns.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tfrs_recsys.data.errors import DataError, SkipReport, logger
+from tfrs_recsys.data.tabular import bad_row, parse_column_types, read_table, type_columns
+
+
+def id_text(table: pd.DataFrame, column: str) -> tuple[pd.Series, np.ndarray]:
+    """A column's ids as text (``7``, ``7.0`` and the text ``"7.0"`` alike read ``"7"``), and which are
+    empty."""
+    text = table[column].map(
+        lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else
+        str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v).strip())
+    if text.str.contains(".", regex=False).any():  # "7.0" in a column of text and numbers
+        text = text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
+    return text, (text == "").to_numpy()
+
+
+def declared_types(column_types: Sequence[str], table: pd.DataFrame) -> dict[str, str]:
+    """The ``--column-types`` entries about ``table``'s columns (the others are about other tables)."""
+    return {c: k for c, k in parse_column_types(column_types).items() if c in table.columns}
+
+
+def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: bool, reports: list[SkipReport],
+                      column_types: Sequence[str]) -> pd.DataFrame | None:
+    """An ``--items`` / ``--users`` table keyed by ``key`` (renamed ``{group}_id``), one row per id.
+
+    Args:
+      path: The table (a file, glob or folder), or None.
+      key: Its id column.
+      group: ``item`` or ``user``.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+      reports: Where its skip reports are appended.
+      column_types: ``--column-types`` entries (those about its columns apply).
+
+    Returns:
+      The table, or None without ``path``.
+
+    Raises:
+      DataError: An id is empty or has two rows.
+    """
+    if not path:
+        return None
+    frame, skipped = read_table(path, required={key: f"--{group}-column"}, what=f"--{group}s table",
+                                skip_bad_rows=skip_bad_rows)
+    reports += skipped
+    frame = type_columns(frame, declared_types(column_types, frame), skip_bad_rows=skip_bad_rows,
+                         report=skipped[0] if skipped else None, text_only=[key])
+    for each in skipped:
+        each.log()
+    frame[key], empty = id_text(frame, key)
+    if empty.any():
+        raise bad_row(frame, empty, key, "empty id", f"fill it in: a {group} table needs every id")
+    frame = frame.rename(columns={key: f"{group}_id"})
+    twice = frame[f"{group}_id"].duplicated()
+    if twice.any():
+        raise DataError(f"{group} '{frame[f'{group}_id'][twice].iloc[0]}' has two rows", path=str(path),
+                        column=key, fix=f"keep one row per {group}")
+    return frame
+
+
+def say_unmatched(table: pd.DataFrame | None, logged: pd.Series, group: str, path: str | None) -> None:
+    """Warns when ids of the log and of its ``--items`` / ``--users`` table miss each other (spelled apart):
+    a logged id without a row gets no features from the table.
+
+    Raises:
+      DataError: No logged id has a row: the two files spell the ids apart.
+    """
+    if table is None:
+        return
+    ids, key = pd.Index(logged.unique()), f"{group}_id"
+    without, unused = ids[~ids.isin(table[key])], table[key][~table[key].isin(ids)]
+    if len(without) == len(ids) and len(table):  # nothing to learn from the table: a spelling, surely
+        raise DataError(f"none of the log's {len(ids)} {group}s has a row in this --{group}s table (log ids "
+                        f"such as {ids[0]!r}, table ids such as {table[key].iloc[0]!r})", path=path,
+                        fix=f"spell the {group} ids alike in both files (leading zeros, prefixes), or drop "
+                            f"--{group}s")
+    if len(without):
+        logger.warning("%s: %d of the log's %d %ss have no row in this --%ss table (e.g. %r), and %d of its "
+                       "%d rows match no logged %s (e.g. %r): check that both spell the ids alike", path,
+                       len(without), len(ids), group, group, without[0], len(unused), len(table), group,
+                       unused.iloc[0] if len(unused) else None)
+
+
+class EntityJoin:
+    """An ``--items`` / ``--users`` table's columns added to each row by the row's id (missing where the
+    table has no row for it).
+
+    Args:
+      table: The entity table (:func:`read_entity_table`), keyed by ``{group}_id``.
+      column: The id column of the rows it joins.
+      group: ``item`` or ``user``.
+      path: The table's path, for messages.
+      data_columns: The columns of the rows: a table column of the same name is an error.
+    """
+
+    def __init__(self, table: pd.DataFrame, column: str, group: str, path: str, data_columns: Sequence[str]):
+        key = f"{group}_id"
+        self.column, self.group, self.path = column, group, path
+        self.columns = [c for c in table.columns if c != key]
+        if clash := [c for c in self.columns if c in data_columns]:
+            raise DataError(f"column '{clash[0]}' is in both the data and the --{group}s table", path=path,
+                            column=clash[0], fix="rename it in one of the files, or drop it from one")
+        self._table = table
+        self._ids = pa.array(table[key].to_numpy(dtype=object), type=pa.string())
+        self._features = pa.Table.from_pandas(table[self.columns], preserve_index=False)
+
+    def check(self, rows: pd.DataFrame) -> None:
+        """Says how many ids of ``rows`` the table lacks, and refuses a table that has none of them
+        (:func:`say_unmatched`)."""
+        say_unmatched(self._table, id_text(rows, self.column)[0], self.group, self.path)
+
+    def frame(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """``rows`` with the table's columns added (after :meth:`check`)."""
+        self.check(rows)
+        ids, _ = id_text(rows, self.column)
+        joined = self._features.take(pc.index_in(pa.array(ids.to_numpy(dtype=object), type=pa.string()),
+                                                 value_set=self._ids)).to_pandas()
+        out = pd.concat([rows.reset_index(drop=True), joined], axis=1).set_axis(rows.index)
+        out.attrs = rows.attrs  # the rows' files and lines, for errors naming them
+        return out
+
+    def batch(self, rows: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+        """A record batch (or table) with the table's columns added, in Arrow."""
+        ids = rows.column(self.column)
+        if isinstance(ids, pa.ChunkedArray):
+            ids = ids.combine_chunks()
+        if pa.types.is_floating(ids.type):  # 7.0 is the id 7, as in id_text
+            whole = pc.equal(ids, pc.floor(ids))
+            ids = pc.if_else(whole, pc.cast(pc.cast(ids, pa.int64(), safe=False), pa.string()),
+                             pc.cast(ids, pa.string()))
+        ids = pc.utf8_trim_whitespace(pc.cast(ids, pa.string()))
+        joined = self._features.take(pc.index_in(ids, value_set=self._ids))
+        for name in self.columns:
+            column = joined.column(name)
+            rows = rows.append_column(name, column.combine_chunks() if isinstance(rows, pa.RecordBatch)
+                                      else column)
+        return rows
+
+
+def entity_joins(rows: pd.DataFrame | Sequence[str], *, items: str | None, users: str | None,
+                 item_column: str | None, user_column: str | None, skip_bad_rows: bool = False,
+                 column_types: Sequence[str] = (), reports: list[SkipReport] | None = None
+                 ) -> list[EntityJoin]:
+    """The joins of a ranker's ``--items`` and ``--users`` tables.
+
+    Args:
+      rows: The labeled rows (or their column names).
+      items: The item table, or None.
+      users: The user table, or None.
+      item_column: The rows' item id column (needed with ``items``).
+      user_column: The rows' user id column (needed with ``users``).
+      skip_bad_rows: Skip and count the tables' malformed rows.
+      column_types: ``--column-types`` entries.
+      reports: Where the tables' skip reports are appended.
+
+    Returns:
+      One join per table given.
+    """
+    columns = list(rows.columns) if isinstance(rows, pd.DataFrame) else list(rows)
+    joins = []
+    for group, path, column in (("item", items, item_column), ("user", users, user_column)):
+        if not path:
+            continue
+        if not column:
+            raise DataError(f"--{group}s needs the data's {group} id column", column=None,
+                            fix=f"name it with --{group}-column (the {group} table's id column has that name "
+                                f"too)")
+        table = read_entity_table(path, column, group, skip_bad_rows, [] if reports is None else reports,
+                                  column_types)
+        joins.append(EntityJoin(table, column, group, path, [c for c in columns if c != column]))
+    return joins
