@@ -383,12 +383,16 @@ def test_a_log_read_as_implicit_clicks_keeps_its_time_ratings_and_user_table(tmp
     rows = ["u,i,stars,t"] + [f"u{k % 7},i{k % 11},{k % 5 + 1},{day + 3_600 * (60 - k)}" for k in range(60)]
     log = _log(tmp_path, "\n".join(rows) + "\n")
     users = _log(tmp_path, "u,country\n" + "".join(f"u{k},c{k % 2}\n" for k in range(7)), "users.csv")
+    items = _log(tmp_path, "i,category,tags\n" + "".join(f"i{k},k{k % 3},a|b\n" for k in range(11)),
+                 "items.csv")
     cfg = DeepFMConfig(dataset="interactions", data_dir=log, user_column="u", item_column="i",
-                       time_column="t", rating_column="stars", min_rating=4, users=users)
+                       time_column="t", rating_column="stars", min_rating=4, users=users, items=items)
     data, _ = load_and_split(cfg, "deepfm")
     clicks = data.frame[data.frame["label"] == 1]
     assert len(clicks) == 24  # the rows rated 4 or 5, not all 60
     assert clicks["timestamp"].min() > day and "country" in data.frame.columns  # times, not file order
+    by_item = data.frame.drop_duplicates("item_id").set_index("item_id")
+    assert by_item.loc["i4", "category"] == "k1" and by_item.loc["i4", "tags"] == "a|b"
 
 
 def _catalog_clicks(tmp_path, rows: int = 4000) -> tuple[str, str, str]:

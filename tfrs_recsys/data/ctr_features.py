@@ -29,7 +29,7 @@ import pandas as pd
 from tfrs_recsys import paths
 from tfrs_recsys.data.bundles import InteractionData, LabeledData
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.schema import scalar_text
+from tfrs_recsys.data.schema import is_plain_number, scalar_text
 from tfrs_recsys.data.splits import SECONDS_PER_DAY
 
 HOTNESS_COLUMNS = ["item_id", "decayed_impressions", "decayed_clicks", "smoothed_ctr", "hotness"]
@@ -326,6 +326,8 @@ def point_in_time_hotness(events: pd.DataFrame, rows: pd.DataFrame, *, item_col:
       rows: the rows to give the feature to (their item and time columns).
       item_col, time_col, click_col, half_life_days, prior_strength: as in :func:`item_hotness`.
       window_seconds: the feature job's period.
+      item_columns: the columns of ``data.items`` each row gets (lists ``|``-joined; missing ones as
+        ``""``: ``genres`` without genres).
 
     Returns:
       float64 ``[len(rows)]`` hotness values.
@@ -368,7 +370,8 @@ _LOG_TAIL = ["hour", "weekday", "item_hotness", "timestamp", "label"]
 
 def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int = 4, seed: int = 42,
                          half_life_days: float = CLICK_LOG_HALF_LIFE_DAYS,
-                         window_seconds: int = SECONDS_PER_DAY) -> LabeledData:
+                         window_seconds: int = SECONDS_PER_DAY,
+                         item_columns: Sequence[str] = ("genres",)) -> LabeledData:
     """MovieLens ratings as homepage click logs for a CTR ranker.
 
     Every rating is a click (``label`` 1). For each, ``negatives_per_positive`` items are drawn
@@ -388,6 +391,8 @@ def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int =
       seed: the sampling seed.
       half_life_days: the ``item_hotness`` feature's half-life.
       window_seconds: the feature job's period.
+      item_columns: the columns of ``data.items`` each row gets (lists ``|``-joined; missing ones as
+        ``""``: ``genres`` without genres).
 
     Returns:
       The click log, ordered by time, with ``label`` as its one label.
@@ -418,11 +423,14 @@ def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int =
                           "timestamp": ratings["timestamp"].to_numpy(dtype=np.int64)[source],
                           "label": (np.arange(len(source)) < len(ratings)).astype(np.int64)})
     items = data.items.assign(item_id=data.items["item_id"].astype(str)).drop_duplicates("item_id")
-    genres = pd.Series([scalar_text(g) for g in items.get("genres", [None] * len(items))],
-                       index=items["item_id"])
-    frame["genres"] = frame["item_id"].map(genres).fillna("")
+    for column in item_columns:
+        values = items.get(column, pd.Series(None, index=items.index, dtype=object))
+        numbers = is_plain_number(values)
+        joined = frame["item_id"].map(pd.Series((values if numbers else values.map(scalar_text)).to_numpy(),
+                                                index=items["item_id"]))
+        frame[column] = joined if numbers else joined.fillna("")
     if data.users is not None:
-        clash_cols = sorted(set(data.users.columns) & {"item_id", "genres", *_LOG_TAIL})
+        clash_cols = sorted(set(data.users.columns) & {"item_id", *item_columns, *_LOG_TAIL})
         if clash_cols:
             raise DataError("a user feature has the name of a click-log column", column=clash_cols[0],
                             fix="rename that column of the users table")
@@ -435,7 +443,7 @@ def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int =
                                                   window_seconds=window_seconds)
     frame = frame.sort_values(["timestamp", "user_id", "label"], ascending=[True, True, False],
                               kind="mergesort").reset_index(drop=True)
-    head = ["user_id", "item_id", "genres"]
+    head = ["user_id", "item_id", *item_columns]
     frame = frame[head + [c for c in frame.columns if c not in head + _LOG_TAIL] + _LOG_TAIL]
     return LabeledData(frame, ["label"], name=f"{data.name}-clicks", user_column="user_id",
                        item_column="item_id")

@@ -182,12 +182,16 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
         from tfrs_recsys.data.ctr_features import movielens_click_logs
 
         # Every interaction is a click; unseen items at the same time are the negatives.
-        return movielens_click_logs(load_interactions(
+        log = load_interactions(
             dataset, data_dir, seed=seed, skip_bad_rows=skip_bad_rows, synthetic_users=synthetic_users,
             synthetic_items=synthetic_items, tfds_download=tfds_download, user_column=user_column,
             item_column=item_column, column_types=column_types, time_column=time_column,
             rating_column=rating_column, min_rating=min_rating, rating_values=rating_values, items=items,
-            users=users), seed=seed)
+            users=users)
+        # A log of your own brings its item table's columns; MovieLens its genres (titles are free text).
+        item_columns = [c for c in log.items.columns if c not in ("item_id", "title", "name", "imdb_url")
+                        ] if dataset == "interactions" else ["genres"]
+        return movielens_click_logs(log, seed=seed, item_columns=item_columns)
     if dataset == "expedia" and task != "esmm":
         raise DataError("--dataset expedia holds clicks and bookings for the ESMM ranker",
                         fix="train esmm on it: python -m tfrs_recsys.train esmm --dataset expedia --data-dir")
