@@ -2,9 +2,8 @@
 
 Precedence, lowest to highest: dataclass defaults < ``--config FILE`` (JSON or YAML) < ``RECSYS_<FIELD>``
 environment variables < command-line flags. Everything downstream receives the built dataclass; nothing
-else reads the environment or ``sys.argv``. Each dataclass checks its own fields when it is made
-(``validate``), so a bad value fails before any data is loaded, with a :class:`ConfigError` naming the
-field and the fix.
+else reads the environment or ``sys.argv``. Each dataclass checks its fields when made (``validate``): a
+bad value fails before any data is loaded, with a :class:`ConfigError` naming the field and the fix.
 """
 from __future__ import annotations
 
@@ -70,17 +69,15 @@ SYNTHETIC = ("synthetic", "synthetic-histories", "synthetic-ratings")
 DATASETS = (*SYNTHETIC, "interactions", "csv", "parquet", "movielens-100k", "movielens-csv",
             "movielens-latest-small", "movielens-1m", "aliexpress", "ali-ccp", "criteo", "expedia", "tfds:",
             "movielens/")
-# Options only some datasets read: (options, datasets, what they apply to). Set away from its default for
-# another dataset, an option is an error naming both. A name ending in ":" is a prefix (tfds:<name>).
+# Options only some datasets read: (options, datasets, what they apply to); set for another dataset, an
+# option is an error naming both. A name ending in ":" is a prefix (tfds:<name>).
 DATASET_OPTIONS = (
-    (("label_columns", "session_column", "exclude_columns"), ("csv", "parquet"), "--dataset csv or parquet"),
-    (("user_column", "item_column", "time_column", "column_types"), ("interactions", "csv", "parquet"),
-     "--dataset interactions, csv or parquet"),
+    (("label_columns", "session_column", "exclude_columns", "streaming", "stream_sample_rows",
+      "stream_validation_rows"), ("csv", "parquet"), "--dataset csv or parquet"),
+    (("user_column", "item_column", "time_column", "column_types", "items", "users"),
+     ("interactions", "csv", "parquet"), "--dataset interactions, csv or parquet"),
     (("rating_column", "min_rating", "rating_values"), ("interactions",), "--dataset interactions"),
-    (("items", "users"), ("interactions", "csv", "parquet"), "--dataset interactions, csv or parquet"),
     (("tfds_download",), ("tfds:", "movielens/"), "--dataset tfds:<name>"),
-    (("streaming", "stream_sample_rows", "stream_validation_rows"), ("csv", "parquet"),
-     "--dataset csv or parquet (the rankers)"),
     (("data_dir",), None, "datasets read from files (synthetic ones read none)"),
 )
 
@@ -124,17 +121,15 @@ class TrainConfig:
       session_column: The column grouping one session's rows (csv, parquet).
       user_column: The user id column of your data (interactions, csv, parquet).
       item_column: The item id column of your data (interactions, csv, parquet).
-      time_column: The time column (epoch seconds or dates): of an interactions log (default: file order), or
-        a ranker's timestamp feature (csv, parquet; default: a time-like name and values).
+      time_column: The time column: of a log (epoch seconds or dates; default: file order), or a ranker's
+        timestamp feature (csv, parquet; default: told by its name and values).
       rating_column: The rating (or weight) column of an interactions log; none: every row counts as 1.
       min_rating: Keep only interactions rated at least this (interactions, with rating_column).
       rating_values: The rating of each text value of rating_column, e.g. view=1,cart=3,purchase=5.
-      items: An item table joined by item_column (file, glob or folder): to an interactions log's item
-        tower, or to each row of a ranker's csv or parquet table.
+      items: An item table joined by item_column (file, glob or folder): to a log's items, or a ranker's rows.
       users: A user table joined by user_column, likewise.
       column_types: Column kinds that override schema inference, e.g. price=numeric,zip=categorical.
-      exclude_columns: Columns of a csv or parquet table that are not features (e.g. a second outcome,
-        which would leak the label).
+      exclude_columns: Columns of a csv or parquet table left out of the features (e.g. a second outcome).
       feature_spec: An edited feature spec JSON to use instead of inferring one (rankers).
       tfds_download: Let TensorFlow Datasets download a tfds: dataset.
       synthetic_users: Users of synthetic data.
@@ -237,8 +232,8 @@ class RetrievalConfig(TrainConfig):
       full_softmax_max_items: The largest catalog that --negatives auto scores in full.
       logq_correction: Subtract log(sampling probability) from in-batch and sampled negatives' logits.
       remove_accidental_hits: Mask a negative that is the example's own target.
-      exclude_seen: Leave the items a training target's history holds out of its full-catalog softmax, as
-        leave_last_out ranking and serving leave a user's history out (other protocols: never).
+      exclude_seen: Leave a target's history out of its full-catalog softmax, as ranking and serving do
+        (leave_last_out; other protocols: never).
       hard_negatives: The highest-scoring negatives per example kept in the loss (0: all).
       cooccurrence: Fuse short-range co-occurrence counts into the scores (weight, damping: validation's).
       protocol: leave_last_out, random_80_20, or auto (random_80_20 when pairwise metrics are on).
@@ -366,8 +361,6 @@ class ESMMConfig(TrainConfig):
     * ``embedding_l2``: ``embedding_l2 * ||E[r]||^2`` once per step for every row ``r`` the global
       batch looks up, however often (applied by the table optimizer after the replicas' gradients
       are summed), so a rare id is pulled toward 0 as hard as a frequent one when it is seen.
-
-    The defaults of ``embedding_learning_rate`` and ``embedding_l2``: the synthetic sessions' validation.
 
     Attributes:
       embedding_dim: The width of each field's embedding.

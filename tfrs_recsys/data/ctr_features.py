@@ -326,8 +326,7 @@ def point_in_time_hotness(events: pd.DataFrame, rows: pd.DataFrame, *, item_col:
       rows: the rows to give the feature to (their item and time columns).
       item_col, time_col, click_col, half_life_days, prior_strength: as in :func:`item_hotness`.
       window_seconds: the feature job's period.
-      item_columns: the columns of ``data.items`` each row gets (lists ``|``-joined; missing ones as
-        ``""``: ``genres`` without genres).
+      item_columns: the columns of ``data.items`` each row gets (lists ``|``-joined; missing text ``""``).
 
     Returns:
       float64 ``[len(rows)]`` hotness values.
@@ -361,8 +360,7 @@ def point_in_time_hotness(events: pd.DataFrame, rows: pd.DataFrame, *, item_col:
     return out
 
 
-# Half-life of the ``item_hotness`` feature of click logs built from interactions; serving must
-# compute the feature with the same one (``FeatureStore.from_interactions``).
+# The item_hotness half-life of click logs from interactions; serving's (FeatureStore) must be the same.
 CLICK_LOG_HALF_LIFE_DAYS = 30.0
 # The click log's last columns, in order (the users' features come before them).
 _LOG_TAIL = ["hour", "weekday", "item_hotness", "timestamp", "label"]
@@ -376,9 +374,8 @@ def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int =
 
     Every rating is a click (``label`` 1). For each, ``negatives_per_positive`` items are drawn
     uniformly from the catalog among those the user never rated (in the whole data) and logged at
-    the same timestamp with ``label`` 0. Columns: ``user_id``, ``item_id``, ``genres`` (``|``-joined),
-    every column of ``data.users`` when present, ``hour`` and ``weekday`` (UTC), ``item_hotness``,
-    ``timestamp``, ``label``.
+    the same timestamp with ``label`` 0. Columns: ``user_id``, ``item_id``, the ``item_columns``, every
+    column of ``data.users``, ``hour`` and ``weekday`` (UTC), ``item_hotness``, ``timestamp``, ``label``.
 
     ``item_hotness`` is ``log1p`` of the time-decayed rating count of the item over ratings made
     strictly before the start of the row's (UTC day) window, decayed to that start (see
@@ -391,8 +388,7 @@ def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int =
       seed: the sampling seed.
       half_life_days: the ``item_hotness`` feature's half-life.
       window_seconds: the feature job's period.
-      item_columns: the columns of ``data.items`` each row gets (lists ``|``-joined; missing ones as
-        ``""``: ``genres`` without genres).
+      item_columns: the columns of ``data.items`` each row gets (lists ``|``-joined; missing text ``""``).
 
     Returns:
       The click log, ordered by time, with ``label`` as its one label.
@@ -423,12 +419,10 @@ def movielens_click_logs(data: InteractionData, *, negatives_per_positive: int =
                           "timestamp": ratings["timestamp"].to_numpy(dtype=np.int64)[source],
                           "label": (np.arange(len(source)) < len(ratings)).astype(np.int64)})
     items = data.items.assign(item_id=data.items["item_id"].astype(str)).drop_duplicates("item_id")
-    for column in item_columns:
-        values = items.get(column, pd.Series(None, index=items.index, dtype=object))
-        numbers = is_plain_number(values)
-        joined = frame["item_id"].map(pd.Series((values if numbers else values.map(scalar_text)).to_numpy(),
-                                                index=items["item_id"]))
-        frame[column] = joined if numbers else joined.fillna("")
+    for column in item_columns:  # numbers as they are, text as the rankers read it (lists |-joined)
+        values = items.get(column, pd.Series("", index=items.index))
+        values = values if is_plain_number(values) else values.map(scalar_text)
+        frame[column] = frame["item_id"].map(pd.Series(values.to_numpy(), index=items["item_id"]))
     if data.users is not None:
         clash_cols = sorted(set(data.users.columns) & {"item_id", *item_columns, *_LOG_TAIL})
         if clash_cols:

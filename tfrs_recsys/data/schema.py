@@ -272,21 +272,10 @@ _NUMERIC_DATE = r"^(\s*)(\d{1,2})([/.\-])(\d{1,2})\3(?=\d{2,4}(?!\d))"  # 31/12/
 
 
 def day_first(values: pd.Series, name: str = "") -> bool:
-    """Whether the numeric dates among ``values`` are written day first (``31/12/2025``).
-
-    A first number above 12 can only be a day, a second one above 12 only a day too; dates that never
-    show either are read month first, as pandas reads them. ISO dates (``2025-12-31``) are unaffected.
-
-    Args:
-      values: Date text (other values are ignored).
-      name: The column's name, for an error.
-
-    Returns:
-      True for day first.
-
-    Raises:
-      SchemaError: Both orders occur.
-    """
+    """Whether the numeric dates among ``values`` (other values are ignored) are written day first:
+    ``31/12/2025`` says so, ``12/31/2025`` says month first, dates that say neither are read month first,
+    as pandas reads them; ISO dates (``2025-12-31``) are not numeric dates. Both orders in one column raise
+    a :class:`SchemaError` naming the column ``name``."""
     text = pd.Series(values.dropna().unique()).astype(str)
     parts = text.str.extract(_NUMERIC_DATE)
     if parts.empty:
