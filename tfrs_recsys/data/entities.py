@@ -115,7 +115,11 @@ class EntityJoin:
             raise DataError(f"column '{clash[0]}' is in both the data and the --{group}s table", path=path,
                             column=clash[0], fix="rename it in one of the files, or drop it from one")
         self._table = table
-        self._ids = pa.array(table[key].to_numpy(dtype=object), type=pa.string())
+        # Lookups hashed once, not per batch: integer ids (a Parquet int64 column) by their value when
+        # every table id is one written plainly ("42", not "042"), else by text.
+        self._ids = pd.Index(table[key].to_numpy(dtype=object))
+        plain = table[key].str.fullmatch(r"-?(0|[1-9]\d{0,17})").all()
+        self._int_ids = pd.Index(table[key].astype(np.int64)) if plain else None
         self._features = pa.Table.from_pandas(table[self.columns], preserve_index=False)
 
     def check(self, rows: pd.DataFrame) -> None:
@@ -127,8 +131,7 @@ class EntityJoin:
         """``rows`` with the table's columns added (after :meth:`check`)."""
         self.check(rows)
         ids, _ = id_text(rows, self.column)
-        joined = self._features.take(pc.index_in(pa.array(ids.to_numpy(dtype=object), type=pa.string()),
-                                                 value_set=self._ids)).to_pandas()
+        joined = self._take(self._ids.get_indexer(ids.to_numpy(dtype=object))).to_pandas()
         out = pd.concat([rows.reset_index(drop=True), joined], axis=1).set_axis(rows.index)
         out.attrs = rows.attrs  # the rows' files and lines, for errors naming them
         return out
@@ -138,17 +141,26 @@ class EntityJoin:
         ids = rows.column(self.column)
         if isinstance(ids, pa.ChunkedArray):
             ids = ids.combine_chunks()
-        if pa.types.is_floating(ids.type):  # 7.0 is the id 7, as in id_text
-            whole = pc.equal(ids, pc.floor(ids))
-            ids = pc.if_else(whole, pc.cast(pc.cast(ids, pa.int64(), safe=False), pa.string()),
-                             pc.cast(ids, pa.string()))
-        ids = pc.utf8_trim_whitespace(pc.cast(ids, pa.string()))
-        joined = self._features.take(pc.index_in(ids, value_set=self._ids))
+        if pa.types.is_integer(ids.type) and self._int_ids is not None:
+            positions = self._int_ids.get_indexer(ids.cast(pa.int64()).fill_null(np.iinfo(np.int64).min)
+                                                  .to_numpy())
+        else:
+            if pa.types.is_floating(ids.type):  # 7.0 is the id 7, as in id_text
+                whole = pc.equal(ids, pc.floor(ids))
+                ids = pc.if_else(whole, pc.cast(pc.cast(ids, pa.int64(), safe=False), pa.string()),
+                                 pc.cast(ids, pa.string()))
+            ids = pc.utf8_trim_whitespace(pc.cast(ids, pa.string()))
+            positions = self._ids.get_indexer(ids.to_numpy(zero_copy_only=False))
+        joined = self._take(positions)
         for name in self.columns:
             column = joined.column(name)
             rows = rows.append_column(name, column.combine_chunks() if isinstance(rows, pa.RecordBatch)
                                       else column)
         return rows
+
+    def _take(self, positions: np.ndarray) -> pa.Table:
+        """The table's feature rows at ``positions`` (-1: no row: missing values)."""
+        return self._features.take(pa.array(positions, mask=positions < 0))
 
 
 def entity_joins(rows: pd.DataFrame | Sequence[str], *, items: str | None, users: str | None,
