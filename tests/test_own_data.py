@@ -377,7 +377,7 @@ def test_event_types_are_rated_with_rating_values(tmp_path):
 
 def test_a_log_read_as_implicit_clicks_keeps_its_time_ratings_and_user_table(tmp_path):
     from tfrs_recsys.config import DeepFMConfig
-    from tfrs_recsys.training.rankers import load_and_split
+    from tfrs_recsys.training.rankers import load_and_split, ranker_spec
 
     day = 1_709_683_200
     rows = ["u,i,stars,t"] + [f"u{k % 7},i{k % 11},{k % 5 + 1},{day + 3_600 * (60 - k)}" for k in range(60)]
@@ -387,12 +387,15 @@ def test_a_log_read_as_implicit_clicks_keeps_its_time_ratings_and_user_table(tmp
                  "items.csv")
     cfg = DeepFMConfig(dataset="interactions", data_dir=log, user_column="u", item_column="i",
                        time_column="t", rating_column="stars", min_rating=4, users=users, items=items)
-    data, _ = load_and_split(cfg, "deepfm")
+    data, split = load_and_split(cfg, "deepfm")
+    assert ranker_spec(cfg, data, split.train)["timestamp"].kind == "timestamp"  # --time-column: the log's
     clicks = data.frame[data.frame["label"] == 1]
     assert len(clicks) == 24  # the rows rated 4 or 5, not all 60
     assert clicks["timestamp"].min() > day and "country" in data.frame.columns  # times, not file order
     by_item = data.frame.drop_duplicates("item_id").set_index("item_id")
     assert by_item.loc["i4", "category"] == "k1" and by_item.loc["i4", "tags"] == "a|b"
+    untimed, _ = load_and_split(dataclasses.replace(cfg, time_column=None), "deepfm")  # file order: no times
+    assert not {"hour", "weekday", "item_hotness", "timestamp"} & set(untimed.frame.columns)
 
 
 def _catalog_clicks(tmp_path, rows: int = 4000) -> tuple[str, str, str]:

@@ -191,7 +191,10 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
         # A log of your own brings its item table's columns; MovieLens its genres (titles are free text).
         item_columns = [c for c in log.items.columns if c not in ("item_id", "title", "name", "imdb_url")
                         ] if dataset == "interactions" else ["genres"]
-        return movielens_click_logs(log, seed=seed, item_columns=item_columns)
+        clicks = movielens_click_logs(log, seed=seed, item_columns=item_columns)
+        if dataset == "interactions" and not time_column:  # row numbers, not times: no time features
+            clicks.frame = clicks.frame.drop(columns=["hour", "weekday", "item_hotness", "timestamp"])
+        return clicks
     if dataset == "expedia" and task != "esmm":
         raise DataError("--dataset expedia holds clicks and bookings for the ESMM ranker",
                         fix="train esmm on it: python -m tfrs_recsys.train esmm --dataset expedia --data-dir")

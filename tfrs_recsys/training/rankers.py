@@ -149,15 +149,19 @@ def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> Fea
                             path=cfg.feature_spec,
                             fix="list the data's label columns in the spec, in that order")
         return spec
+    # A log read as implicit clicks has its time in ``timestamp``; a table's --time-column is a feature
+    time_column = cfg.time_column if cfg.dataset in ("csv", "parquet") else None
     check_columns(cfg, train.columns)
     return infer_schema(train, data.labels, session_column=data.session_column, user_column=data.user_column,
-                        item_column=data.item_column, timestamp_column=cfg.time_column,
+                        item_column=data.item_column, timestamp_column=time_column,
                         exclude=cfg.exclude_columns)
 
 
 def check_columns(cfg: TrainConfig, columns) -> None:
     """``--time-column`` and ``--exclude-columns`` name columns of the data."""
-    named = [("--time-column", cfg.time_column), *(("--exclude-columns", c) for c in cfg.exclude_columns)]
+    table = cfg.dataset in ("csv", "parquet")  # a log's --time-column is read by its loader
+    named = [("--time-column", cfg.time_column if table else None),
+             *(("--exclude-columns", c) for c in cfg.exclude_columns)]
     for flag, name in named:
         if name and name not in columns:
             raise DataError(f"{flag} names '{name}', which is not a column of the data", column=name,
