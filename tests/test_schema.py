@@ -253,7 +253,11 @@ def test_dates_written_day_first_are_read_day_first_in_every_chunk():
     raw = frame_to_raw(pd.DataFrame({"event_date": ["06/03/2024", "07/03/2024"]}), spec)["event_date"]
     assert raw.tolist() == [seconds, seconds + 86_400]
     month_first = frame.assign(event_date=["03/06/2024", "03/31/2024 10:00", "03/07/2024", None] * 30)
-    assert not infer_schema(month_first, ["click"])["event_date"].day_first
+    month_spec = infer_schema(month_first, ["click"])
+    assert not month_spec["event_date"].day_first
+    with pytest.raises(SchemaError, match="'24/03/2024' is written day first") as err:  # a later chunk
+        frame_to_raw(pd.DataFrame({"event_date": ["06/03/2024", "24/03/2024"]}), month_spec)
+    assert '"day_first": true' in err.value.fix
     both = frame.assign(event_date=["31/03/2024", "03/31/2024"] * 60)
     with pytest.raises(SchemaError, match="day first .* and month first") as err:
         infer_schema(both, ["click"])

@@ -271,11 +271,12 @@ def scalar_text(value, sep: str = "|") -> str:
 _NUMERIC_DATE = r"^(\s*)(\d{1,2})([/.\-])(\d{1,2})\3(?=\d{2,4}(?!\d))"  # 31/12/2025, 12.31.25, 31-12-2025
 
 
-def day_first(values: pd.Series, name: str = "") -> bool:
+def day_first(values: pd.Series, name: str = "", *, expected: bool | None = None) -> bool:
     """Whether the numeric dates among ``values`` (other values are ignored) are written day first:
     ``31/12/2025`` says so, ``12/31/2025`` says month first, dates that say neither are read month first,
-    as pandas reads them; ISO dates (``2025-12-31``) are not numeric dates. Both orders in one column raise
-    a :class:`SchemaError` naming the column ``name``."""
+    as pandas reads them; ISO dates (``2025-12-31``) are not numeric dates. Both orders in one column, or
+    (given ``expected``, the order a spec recorded) the other order, raise a :class:`SchemaError` naming
+    the column ``name``."""
     text = pd.Series(values.dropna().unique()).astype(str)
     parts = text.str.extract(_NUMERIC_DATE)
     if parts.empty:
@@ -286,12 +287,17 @@ def day_first(values: pd.Series, name: str = "") -> bool:
         raise SchemaError(f"dates written day first ({days_first.iloc[0]!r}) and month first "
                           f"({months_first.iloc[0]!r}) in one column", column=name or None,
                           fix="write every date in one order, ideally ISO: 2025-12-31")
+    if expected is not None and len(other := months_first if expected else days_first):
+        orders = ("month", "day") if expected else ("day", "month")
+        raise SchemaError(f"{other.iloc[0]!r} is written {orders[0]} first; the spec reads the column "
+                          f"{orders[1]} first, as its sample showed", column=name or None,
+                          fix=f'set "day_first": {str(not expected).lower()} for it in spec.json and pass '
+                              f"--feature-spec, or write ISO dates (2025-12-31)")
     return bool(len(days_first))
 
 
 def month_first(values: pd.Series) -> pd.Series:
-    """Day-first numeric dates (``31/12/2025 10:00``) rewritten month first (``12/31/2025 10:00``), the
-    order pandas reads; other text unchanged."""
+    """Day-first numeric dates rewritten month first (``31/12/2025`` -> ``12/31/2025``), as pandas reads."""
     return values.astype(str).str.replace(_NUMERIC_DATE, r"\1\4\3\2\3", regex=True).where(values.notna())
 
 
@@ -318,7 +324,8 @@ def epoch_seconds(values: pd.Series, name: str = "", *, dates_day_first: bool | 
     if is_plain_number(values):
         return values.to_numpy(dtype="float64", na_value=np.nan)
     if not pd.api.types.is_datetime64_any_dtype(values):
-        if dates_day_first or (dates_day_first is None and day_first(values, name)):
+        shown = day_first(values, name, expected=dates_day_first)  # a spec's order is checked, not guessed
+        if shown if dates_day_first is None else dates_day_first:
             values = month_first(values)
         try:
             values = _dates(values)
