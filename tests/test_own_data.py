@@ -444,7 +444,8 @@ def test_a_ranker_learns_from_its_items_and_users_tables_in_memory_and_streamed(
 def test_the_feature_store_reads_a_rankers_items_table_by_its_own_id_column(tmp_path):
     from tfrs_recsys.serving import feature_store
 
-    _, items, users = _catalog_clicks(tmp_path, rows=100)
+    _, items, _ = _catalog_clicks(tmp_path, rows=100)
+    users = _log(tmp_path, "visitor,country,signup_date\nv3,de,31/01/2024\nv4,nl,02/03/2024\n", "users.csv")
     out = tmp_path / "store"
     assert feature_store.main(["--dataset", "synthetic", "--out", str(out), "--item-features", items,
                                "--item-column", "sku", "--user-features", users,
@@ -453,3 +454,5 @@ def test_the_feature_store_reads_a_rankers_items_table_by_its_own_id_column(tmp_
     features = store.item_features(["00007", "7"], ["category", "tags"])
     assert features["category"][0] in ("shoes", "books", "games") and features["category"][1] is None
     assert store.user_features("v3", ["country"]) == {"country": "de"}
+    # a date as the ranker takes it (epoch seconds, day first as the table shows), not its text
+    assert store.user_features("v4", ["signup_date"])["signup_date"] == pd.Timestamp("2024-03-02").timestamp()

@@ -11,9 +11,10 @@ import pytest
 
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig
 from tfrs_recsys.data import streaming
+from tfrs_recsys.data.bucket_sizing import distinct_estimate
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import frame_to_raw
-from tfrs_recsys.data.schema_inference import distinct_estimate, infer_schema
+from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.training import deepfm, esmm, stream
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,8 +6,6 @@ explains every decision in ``spec.notes``; ``python -m tfrs_recsys.data.schema F
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
 from collections import namedtuple
 from typing import Sequence
@@ -115,14 +113,12 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
     ``movie*``, ``ad_*``, ``i_*``); then a column constant within every user (item) id in the sample is a
     user (item) attribute; the rest is context.
 
-    Labels: ``labels=None`` takes the columns named like outcomes (:func:`looks_like_label`). With
-    declared labels, any other outcome-named column raises :class:`SchemaError` unless it is in
-    ``exclude`` (left out) or listed in a group (a deliberate feature): a label that slips into the
-    features makes a model that is useless in serving.
-    Roles: ``session_column`` (groups rows, never a feature), ``user_column`` and ``item_column``
-    default to the first column with a conventional name (``session_id``, ``search_id``, ``srch_id`` /
-    ``user_id``, ``userId`` / ``item_id``, ``movieId``, ``prop_id``, ...); ``timestamp_column`` to the
-    first timestamp feature.
+    Labels: ``labels=None`` takes the columns named like outcomes (:func:`looks_like_label`); with labels
+    given, another outcome-named column raises :class:`SchemaError` unless ``exclude`` leaves it out or a
+    group lists it (a label among the features makes a model useless in serving).
+    Roles: ``session_column`` (never a feature), ``user_column`` and ``item_column`` default to the first
+    conventional name (``session_id``, ``search_id`` / ``user_id``, ``userId`` / ``item_id``, ``movieId``,
+    ...); ``timestamp_column`` to the first timestamp feature.
 
     Args:
       frame: The data, labels included.
@@ -302,6 +298,18 @@ def _date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] 
         return None
 
 
+def timestamp_seconds(name: str, values: pd.Series) -> np.ndarray | None:
+    """The epoch seconds of a column inference reads as a timestamp from its dates (datetimes; date text
+    under a time-like name, in the order its dates show), else None: how a table of features (a feature
+    store's) holds them for a ranker's float64 input."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return epoch_seconds(values, name)
+    if is_plain_number(values) or not _TIME_NAME.search(_norm(name)):
+        return None
+    dates = _date_text_seconds(values, name)
+    return None if dates is None else dates[0]
+
+
 def _numeric_column(name: str, values: np.ndarray, kind: str, why: str,
                     dates_day_first: bool = False) -> tuple[FeatureColumn | None, str]:
     present = values[np.isfinite(values)]
@@ -424,24 +432,3 @@ def _constant_within(values: pd.Series, ids: pd.Series) -> bool:
     if distinct_ids == 0 or len(ids) < 2 * distinct_ids:
         return False
     return bool((values.groupby(ids.to_numpy(), sort=False).nunique(dropna=False) <= 1).all())
-
-
-def distinct_estimate(values: pd.Series, rows: int) -> int:
-    """Distinct values in ``rows`` rows, extrapolated from a uniform sample by Heaps' law: the growth of
-    the distinct count from half the sample to all of it, continued to ``rows`` (at most ``rows``)."""
-    codes, uniques = pd.factorize(values)  # one hash pass; codes number the values as they first appear
-    whole, half = len(uniques), int(codes[: len(values) // 2].max(initial=-1)) + 1
-    if len(values) < 2 or half == 0 or rows <= len(values):
-        return int(whole)
-    beta = min(max(math.log(max(whole, 1) / half) / math.log(2.0), 0.0), 1.0)
-    return int(min(rows, whole * (rows / len(values)) ** beta))
-
-
-def column_sized(column: FeatureColumn, values: pd.Series, rows: int, *, vocab_max: int,
-                 max_buckets: int) -> FeatureColumn:
-    """``column`` (inferred from a sample) with its hash buckets sized for ``rows`` rows: twice the
-    distinct values :func:`distinct_estimate` expects there, at most ``max_buckets``; others unchanged."""
-    if column.encoding != "hash":
-        return column
-    distinct = distinct_estimate(raw_strings(values, column), rows)
-    return dataclasses.replace(column, num_buckets=int(min(max(2 * distinct, 2 * vocab_max), max_buckets)))

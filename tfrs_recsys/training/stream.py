@@ -35,10 +35,11 @@ import tensorflow as tf
 from tfrs_recsys import paths, runs
 from tfrs_recsys.config import ConfigError, TrainConfig
 from tfrs_recsys.data import streaming
+from tfrs_recsys.data.bucket_sizing import column_sized
 from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
-from tfrs_recsys.data.schema_inference import column_sized, infer_schema
+from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.features.preprocessing import FeaturePreprocessor, as_encoded
 from tfrs_recsys.training import distribution, rankers
 from tfrs_recsys.training.common import EpochEvaluator, finish_run, fit_verbosity, tensorboard_callback
