@@ -284,10 +284,14 @@ def train_model(task: str, cfg: TrainConfig, split: Split, spec: FeatureSpec, ru
     evaluator = fit(model, cfg, split.train, spec, run_dir,
                     eval_fn=trainer.selection_eval(split.validation, spec, cfg),
                     state=TrainingState.of_run(cfg, run_dir) if resumable else None)
-    advice = weak_fit_advice(evaluator, cfg, len(split.train))
-    if advice:
-        print(f"{task}: warning: {advice}", file=sys.stderr, flush=True)
+    say_weak_fit(task, evaluator, cfg, len(split.train))
     return model, evaluator
+
+
+def say_weak_fit(task: str, evaluator: EpochEvaluator, cfg: TrainConfig, train_rows: int) -> None:
+    """Prints :func:`weak_fit_advice`'s warning, if any, to stderr."""
+    if advice := weak_fit_advice(evaluator, cfg, train_rows):
+        print(f"{task}: warning: {advice}", file=sys.stderr, flush=True)
 
 
 def weak_fit_advice(evaluator: EpochEvaluator, cfg: TrainConfig, train_rows: int) -> str | None:
