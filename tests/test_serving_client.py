@@ -204,6 +204,8 @@ def test_request_time_features_fill_what_the_ranker_takes_and_the_request_lacks(
     assert request_time_features(inputs, {"hour": 9}, tuesday_2213_utc) == {"timestamp": tuesday_2213_utc,
                                                                              "weekday": 1}
     assert request_time_features({"item_id": None, "price": None}, {}, tuesday_2213_utc) == {}
+    assert request_time_features({"shown_at": None, "hour": None}, {}, tuesday_2213_utc, "shown_at") == {
+        "shown_at": tuesday_2213_utc, "hour": 22}  # a ranker's --time-column by its own name
 
 
 def _grpc_experiments_seen_by_a_client_process(env_value):

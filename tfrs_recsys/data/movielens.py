@@ -9,6 +9,7 @@ from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.interactions import load_interaction_log
 from tfrs_recsys.data.readers import read_delimited
+from tfrs_recsys.data.schema import is_listlike
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -109,8 +110,9 @@ def _interactions(ratings: pd.DataFrame, user: str = "user_id", item: str = "ite
 
 
 def _items(movies: pd.DataFrame, item: str) -> pd.DataFrame:
-    genres = [[] if not isinstance(g, str) or g == "(no genres listed)" else [x for x in g.split("|") if x]
-              for g in movies["genres"]]
+    """``|``-joined genres (or genres a loader split already) as lists; "(no genres listed)": none."""
+    genres = [[x for x in (list(g) if is_listlike(g) else g.split("|") if isinstance(g, str) else [])
+               if x and x != "(no genres listed)"] for g in movies["genres"]]
     return pd.DataFrame({"item_id": movies[item].astype(str), "title": movies["title"], "genres": genres})
 
 

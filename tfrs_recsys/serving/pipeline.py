@@ -41,7 +41,6 @@ from tfrs_recsys.serving.stores import (
 )
 from tfrs_recsys.serving.stores.memory import MemoryStore
 
-TIME_FEATURES = ("timestamp", "hour", "weekday")
 RECALL_SOURCES = ("model", "published")
 
 
@@ -94,7 +93,8 @@ def ranked_only(ranked: list[Recommendation], hot: list[Recommendation], k: int)
     return ranked[:k]
 
 
-def request_time_features(inputs: Mapping[str, object], context: Mapping[str, object], now: float) -> dict:
+def request_time_features(inputs: Mapping[str, object], context: Mapping[str, object], now: float,
+                          time_input: str = "timestamp") -> dict:
     """The request's time for the ranker inputs the data layer derives from a timestamp.
 
     Args:
@@ -102,13 +102,15 @@ def request_time_features(inputs: Mapping[str, object], context: Mapping[str, ob
       context: The request's context features, which win.
       now: The request's time, in seconds since the epoch.
 
+      time_input: The ranker's time input (its ``--time-column``; ``timestamp`` by default).
+
     Returns:
-      ``timestamp`` (seconds), ``hour`` (0-23) and ``weekday`` (Monday = 0), UTC as in training,
+      ``time_input`` (seconds), ``hour`` (0-23) and ``weekday`` (Monday = 0), UTC as in training,
       for those the ranker takes and ``context`` does not set.
     """
     moment = time.gmtime(now)
-    values = {"timestamp": float(now), "hour": moment.tm_hour, "weekday": moment.tm_wday}
-    return {name: values[name] for name in TIME_FEATURES if name in inputs and name not in context}
+    values = {time_input: float(now), "hour": moment.tm_hour, "weekday": moment.tm_wday}
+    return {name: value for name, value in values.items() if name in inputs and name not in context}
 
 
 class RecallRankPipeline:
@@ -130,6 +132,8 @@ class RecallRankPipeline:
       ranker_user_input: The ranker's input the user id goes to: the column its training named by
         ``--user-column`` (None: the ranker takes no user id).
       ranker_item_input: The ranker's input the candidates' ids go to (its ``--item-column``).
+      ranker_time_input: The ranker's input the request's time goes to (its ``--time-column``; with
+        ``hour`` and ``weekday`` where it takes them).
 
     A ranker input that neither the ids, the store's features nor the request fill goes as missing for
     every candidate, as a value missing in training would; the pipeline logs a warning naming it, once.
@@ -140,7 +144,7 @@ class RecallRankPipeline:
                  num_candidates: int = 100, sort_by: str | None = None, exclude_seen: bool = True,
                  merge: Merge = ranked_only, recall_merge: RecallMergeConfig | None = None,
                  recall_source: str = "model", ranker_user_input: str | None = "user_id",
-                 ranker_item_input: str = "item_id"):
+                 ranker_item_input: str = "item_id", ranker_time_input: str = "timestamp"):
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         if recall_source not in RECALL_SOURCES:
@@ -157,6 +161,7 @@ class RecallRankPipeline:
         self.recall_merge = recall_merge or RecallMergeConfig()
         self.ranker_user_input = ranker_user_input
         self.ranker_item_input = ranker_item_input
+        self.ranker_time_input = ranker_time_input
         self._warned: set[tuple[str, str]] = set()
 
     def _hot(self, history: list[str], limit: int) -> list[Recommendation]:
@@ -262,11 +267,14 @@ class RecallRankPipeline:
         features.update(self.store.item_features(candidates, item_columns))
         user_columns = [c for c in self.store.user_feature_columns if c in inputs and c not in features]
         features.update({c: state.features.get(c) for c in user_columns})
-        unknown = sorted(set(context) - set(inputs))
-        if unknown:
-            raise ValueError(f"context {unknown} is not an input of ranker '{self.ranker_model}' "
-                             f"(its inputs are {sorted(inputs)})")
-        features.update(request_time_features(inputs, context, time.time()))
+        named = {self.ranker_user_input: "--ranker-user-input", self.ranker_item_input: "--ranker-item-input",
+                 self.ranker_time_input: "--ranker-time-input"}
+        defaults = (None, "user_id", "item_id", "timestamp")  # a ranker may take no ids and no time
+        for name, what in [*((n, "context") for n in context), *named.items()]:
+            if name not in inputs and not (what != "context" and name in defaults):
+                raise ValueError(f"{what} {name!r} is not an input of ranker '{self.ranker_model}' "
+                                 f"(its inputs are {sorted(inputs)})")
+        features.update(request_time_features(inputs, context, time.time(), self.ranker_time_input))
         features.update(context)
         self._warn_unfilled(set(inputs) - set(features) - {self.ranker_user_input, self.ranker_item_input},
                             {self.ranker_user_input, self.ranker_item_input} - {None} <= set(inputs))
@@ -310,6 +318,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: b
     parser.add_argument("--ranker-item-input", default="item_id",
                         help="the ranker's input for the candidates' ids: its training's --item-column "
                              "(default item_id)")
+    parser.add_argument("--ranker-time-input", default="timestamp",
+                        help="the ranker's input for the request's time: its training's --time-column "
+                             "(default timestamp)")
     parser.add_argument("--num-candidates", type=int, default=100, help="candidates to rank")
     parser.add_argument("--sort-by", help="ranker output to sort by (default ctcvr, else ctr)")
     add_recall_merge_arguments(parser)
@@ -335,4 +346,5 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
     return RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by,
                               recall_merge=recall_merge, recall_source=args.recall_source,
                               ranker_user_input=args.ranker_user_input or None,
-                              ranker_item_input=args.ranker_item_input)
+                              ranker_item_input=args.ranker_item_input,
+                              ranker_time_input=args.ranker_time_input)
