@@ -72,9 +72,10 @@ def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: boo
     return frame
 
 
-def say_unmatched(table: pd.DataFrame | None, logged: pd.Series, group: str, path: str | None) -> None:
-    """Warns when ids of the log and of its ``--items`` / ``--users`` table miss each other (spelled apart):
-    a logged id without a row gets no features from the table.
+def say_unmatched(table: pd.DataFrame | None, logged: pd.Series, group: str, path: str | None,
+                  of: str = "the log's") -> None:
+    """Warns when ids of the log (``of``: whose ids they are) and of its ``--items`` / ``--users`` table
+    miss each other (spelled apart): a logged id without a row gets no features from the table.
 
     Raises:
       DataError: No logged id has a row: the two files spell the ids apart.
@@ -84,15 +85,16 @@ def say_unmatched(table: pd.DataFrame | None, logged: pd.Series, group: str, pat
     ids, key = pd.Index(logged.unique()), f"{group}_id"
     without, unused = ids[~ids.isin(table[key])], table[key][~table[key].isin(ids)]
     if len(without) == len(ids) and len(table):  # nothing to learn from the table: a spelling, surely
-        raise DataError(f"none of the log's {len(ids)} {group}s has a row in this --{group}s table (log ids "
+        raise DataError(f"none of {of} {len(ids)} {group}s has a row in this --{group}s table (log ids "
                         f"such as {ids[0]!r}, table ids such as {table[key].iloc[0]!r})", path=path,
                         fix=f"spell the {group} ids alike in both files (leading zeros, prefixes), or drop "
                             f"--{group}s")
     if len(without):
-        logger.warning("%s: %d of the log's %d %ss have no row in this --%ss table (e.g. %r), and %d of its "
-                       "%d rows match no logged %s (e.g. %r): check that both spell the ids alike", path,
-                       len(without), len(ids), group, group, without[0], len(unused), len(table), group,
-                       unused.iloc[0] if len(unused) else None)
+        rows = (f", and {len(unused)} of its {len(table)} rows match no logged {group} (e.g. "
+                f"{unused.iloc[0]!r})" if len(unused) else "")
+        logger.warning("%s: %d of %s %d %ss have no row in this --%ss table (e.g. %r)%s: check that both "
+                       "spell the ids alike", path, len(without), of, len(ids), group, group, without[0],
+                       rows)
 
 
 class EntityJoin:
@@ -122,10 +124,10 @@ class EntityJoin:
         self._int_ids = pd.Index(table[key].astype(np.int64)) if plain else None
         self._features = pa.Table.from_pandas(table[self.columns], preserve_index=False)
 
-    def check(self, rows: pd.DataFrame) -> None:
-        """Says how many ids of ``rows`` the table lacks, and refuses a table that has none of them
-        (:func:`say_unmatched`)."""
-        say_unmatched(self._table, id_text(rows, self.column)[0], self.group, self.path)
+    def check(self, rows: pd.DataFrame, of: str = "the log's") -> None:
+        """Says how many ids of ``rows`` (``of``: whose) the table lacks, and refuses a table that has none
+        of them (:func:`say_unmatched`)."""
+        say_unmatched(self._table, id_text(rows, self.column)[0], self.group, self.path, of)
 
     def frame(self, rows: pd.DataFrame) -> pd.DataFrame:
         """``rows`` with the table's columns added (after :meth:`check`)."""

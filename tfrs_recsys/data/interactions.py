@@ -145,8 +145,8 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
     user_columns = _constant_columns(joined, "user_id", [c for c in rest if c not in item_columns])
     if unused := [c for c in rest if c not in item_columns and c not in user_columns]:
         logger.warning("%s: column(s) %s change within one item and within one user: not tower features (the "
-                       "towers read one value per item or user; a ranker trained on this file reads them)",
-                       data, ", ".join(map(str, unused)))
+                       "towers read one value per item or user; a ranker trained on the file as --dataset "
+                       "csv reads them)", data, ", ".join(map(str, unused)))
     item_table = _join(item_table, joined, "item_id", item_columns)
     user_table = _join(user_table, joined, "user_id", user_columns)
     logged = pd.DataFrame({"item_id": out["item_id"].unique()})

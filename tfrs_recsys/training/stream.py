@@ -122,7 +122,7 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
     train_rows = max(1, round(table.rows * streaming.FRACTIONS[0]))
     sample = streaming.sample_rows(table, cfg.stream_sample_rows, cfg.seed)
     for join in table.joins:
-        join.check(sample)
+        join.check(sample, of="the sample's")
     rankers.check_labels(sample, table.labels, funnel=task == "esmm", skippable=False)
     spec = _spec(cfg, table, sample, train_rows)
     timings = {"load": time.perf_counter() - clock}
