@@ -446,6 +446,8 @@ def test_a_ranker_learns_from_its_items_and_users_tables_in_memory_and_streamed(
     spec = json.loads((tmp_path / "run" / "spec.json").read_text())
     assert {f["name"] for f in spec["features"]} == {"device", "category", "tags", "country"}
     assert metrics["streamed"] and metrics["auc"] > 0.65  # blind to the category: 0.5 +- 0.03
+    assert any("items have no row" in r.getMessage() and "of the sample's" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_the_feature_store_reads_a_rankers_items_table_by_its_own_id_column(tmp_path):
