@@ -79,6 +79,9 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
     recommended = _json(answer)["recommendations"]
     assert _json(answer)["known_user"]  # the id read as training read it, spaces stripped
     assert len(recommended) == 5 and all(r["title"].startswith("category=") for r in recommended)
+    given = _run(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", "v3",
+                  "--history", "7,no-such-sku", "--json"])
+    assert _json(given)["unknown_history_items"] == ["no-such-sku"]
 
     base = tmp_path / "exports"
     _json(_run(["tfrs_recsys.export", "retrieval", "--model-dir", str(tmp_path / "retrieval"),

@@ -108,9 +108,14 @@ def _from_run(args) -> tuple[dict, str, list[tuple[str, float, str]], str]:
     rows = recommend(trained, args.user_id, args.k, history=history, exclude_seen=args.exclude_seen)
     used = history if history is not None else trained.histories.get(args.user_id, [])
     note = "" if known or history is not None else " (unknown user: no stored history)"
+    catalog = set(map(str, trained.catalog))
+    unknown = [h for h in used if h not in catalog]
+    if unknown:  # read as the unknown item, as a cold item is
+        note += f" ({len(unknown)} not in the catalog, e.g. {unknown[0]!r})"
     header = (f"user {args.user_id}: history of {len(used)} items{note}; top {args.k}"
               f"{' excluding seen items' if args.exclude_seen else ''}")
-    return ({"user_id": args.user_id, "known_user": known, "recommendations": rows}, header,
+    return ({"user_id": args.user_id, "known_user": known, "unknown_history_items": unknown,
+             "recommendations": rows}, header,
             [(r["item_id"], r["score"], r["title"]) for r in rows], "title")
 
 
