@@ -5,7 +5,8 @@ A session data set of bench/scale_data.py (``item_category`` and ``item_price`` 
 is split once into shards without those columns and a catalog of one row per item, under ``--out``. Then,
 alternated ``--repeats`` times: the training rows read as record batches (``read_part``), and the
 rankers' whole streamed input (parsing, the join, encoding in the graph) for ``--batches`` batches of
-512. Printed: rows per second of each variant and joined / inline.
+512. Printed: rows per second of each variant and joined / inline. ``--text-ids`` writes the joined
+variant's item ids as text (``i42``), as a CSV catalog's are (into an ``--out`` of its own).
 
     python bench/entity_join.py --data /tmp/scale-data/sessions-1000000 --out /tmp/entity-join
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
 import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from tfrs_recsys.data import streaming  # noqa: E402
@@ -30,20 +33,26 @@ ITEM_COLUMNS = ["item_category", "item_price"]
 LABELS = ["click", "conversion"]
 
 
-def split_catalog(data: Path, out: Path) -> None:
-    """The shards of ``data`` without the item columns, and those columns as a catalog, under ``out``."""
+def split_catalog(data: Path, out: Path, text_ids: bool) -> None:
+    """The shards of ``data`` without the item columns, and those columns as a catalog, under ``out``
+    (item ids as text such as ``"i42"`` with ``text_ids``, both in the log and the catalog)."""
     if (out / "catalog.parquet").is_file():
         return
     (out / "log").mkdir(parents=True, exist_ok=True)
     catalog = []
     for file in sorted((data / "parquet").glob("*.parquet")):
         table = pq.read_table(file)
+        if text_ids:
+            ids = pc.binary_join_element_wise("i", pc.cast(table.column("item_id"), pa.string()), "")
+            table = table.set_column(table.schema.get_field_index("item_id"), "item_id", ids)
         catalog.append(table.select(["item_id", *ITEM_COLUMNS]).to_pandas().drop_duplicates("item_id"))
         pq.write_table(table.drop_columns(ITEM_COLUMNS), out / "log" / file.name)
     pd.concat(catalog).drop_duplicates("item_id").to_parquet(out / "catalog.parquet", index=False)
 
 
 def tables(data: Path, out: Path) -> dict[str, streaming.FileTable]:
+    """The rows with their item columns (the inline variant keeps the log's item ids as they are, so with
+    text ids only the joined variant reads text), and the rows joined to the catalog."""
     keys = dict(labels=LABELS, session_column="session_id", user_column="user_id", item_column="item_id")
     inline = streaming.open_table(str(data / "parquet"), **keys)
     joined = streaming.open_table(str(out / "log"), **keys)
@@ -69,8 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="where the log without item columns goes")
     p.add_argument("--batches", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--text-ids", action="store_true", help="item ids as text in the joined log and catalog")
     args = p.parse_args(argv)
-    split_catalog(args.data, args.out)
+    split_catalog(args.data, args.out, args.text_ids)
     variants = tables(args.data, args.out)
     sample = streaming.sample_rows(variants["joined"], 50_000, seed=42)
     spec = infer_schema(sample, LABELS, session_column="session_id", user_column="user_id",
