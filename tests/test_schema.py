@@ -7,9 +7,10 @@ import pytest
 from conftest import dataset_path
 
 from tfrs_recsys.data.clicklogs import load_ali_ccp, load_aliexpress
+from tfrs_recsys.data.label_leaks import looks_like_label
 from tfrs_recsys.data.movielens import ML100K_GENRES, load_movielens_100k
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, frame_to_raw, main
-from tfrs_recsys.data.schema_inference import infer_schema, looks_like_label
+from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.tabular import load_criteo, load_table
 
 
@@ -262,3 +263,16 @@ def test_dates_written_day_first_are_read_day_first_in_every_chunk():
     with pytest.raises(SchemaError, match="day first .* and month first") as err:
         infer_schema(both, ["click"])
     assert err.value.column == "event_date" and "ISO" in err.value.fix
+
+
+def test_a_funnel_step_named_like_no_outcome_is_refused_as_a_leak():
+    rng = np.random.default_rng(4)
+    clicked = (rng.random(600) < 0.3).astype(int)
+    frame = pd.DataFrame({"device": rng.choice(["m", "d"], 600), "clicked": clicked,
+                          "checkout": clicked * (rng.random(600) < 0.4),  # only ever after a click
+                          "promo": (rng.random(600) < 0.3).astype(int)})  # 0/1, but not within clicks
+    with pytest.raises(SchemaError, match="is 1 only on rows where the label 'clicked' is 1") as err:
+        infer_schema(frame, ["clicked"])
+    assert err.value.column == "checkout" and "--exclude-columns checkout" in err.value.fix
+    assert "promo" in infer_schema(frame, ["clicked"], exclude=["checkout"]).feature_names
+    assert infer_schema(frame, ["clicked", "checkout"]).labels == ["clicked", "checkout"]

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tfrs_recsys.data.label_leaks import leak_error, looks_like_label, norm_name, within_label
 from tfrs_recsys.data.schema import (
     GROUPS,
     FeatureColumn,
@@ -28,14 +29,6 @@ from tfrs_recsys.data.schema import (
     scalar_text,
 )
 
-# Outcome names: a column named like this is a label (or leaks one), never a feature.
-_LABEL_NAMES = frozenset({
-    "label", "labels", "target", "y", "click", "clicks", "clicked", "is_click", "click_bool", "conversion",
-    "conversions", "converted", "is_conversion", "purchase", "purchases", "purchased", "is_purchase", "buy",
-    "bought", "booking", "booked", "booking_bool", "is_booking", "gross_bookings_usd", "ctr", "cvr", "ctcvr",
-    "rating", "ratings", "like", "liked", "finish", "finished",
-})
-_LABEL_AFFIX = re.compile(r"^(label|target|true)_|_(label|target)$")
 _SESSION_NAMES = ("session_id", "sessionid", "search_id", "srch_id", "session", "query_id", "qid",
                   "request_id")
 _USER_ID_NAMES = ("user_id", "userid", "uid", "user", "visitor_id", "customer_id")
@@ -54,26 +47,8 @@ _EPOCH_SECONDS = (1e8, 4.2e9)  # 1973-03 .. 2103
 _SEPARATORS = ("|", ";", ",")
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_")
-
-
-def looks_like_label(name: str) -> bool:
-    """Whether a column's name is an outcome's (click, conversion, purchase, label, booking_bool, ctr, rating,
-    true_*, ...): such a column is a label, or leaks one.
-
-    Args:
-      name: The column's name.
-
-    Returns:
-      Whether it looks like a label.
-    """
-    n = _norm(name)
-    return n in _LABEL_NAMES or bool(_LABEL_AFFIX.search(n))
-
-
 def _id_named(name: str) -> bool:
-    return bool(_ID_NAME.search(_norm(name))) or bool(re.search(r"[a-z]Id$|ID$", str(name)))
+    return bool(_ID_NAME.search(norm_name(name))) or bool(re.search(r"[a-z]Id$|ID$", str(name)))
 
 
 _Options = namedtuple("_Options", "vocab_max hash_multiplier low_cardinality_max")
@@ -169,14 +144,12 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
         labels = list(labels)
         undeclared = [c for c in outcomes if c not in labels]
         if undeclared:
-            c = undeclared[0]
-            raise SchemaError(
-                f"looks like a label but is not declared as one (declared: {labels}); a label used as a "
-                f"feature leaks the answer", column=c,
-                fix=f"declare it as a label (--label-columns {','.join(map(str, labels + [c]))}; labels= in "
-                    f"Python) or leave it out (--exclude-columns {c}; exclude=); if it truly is an input, "
-                    f"name it in --context-columns of python -m tfrs_recsys.data.schema and train with that "
-                    f"--feature-spec (context_columns= in Python)")
+            raise leak_error(undeclared[0], labels,
+                             f"looks like a label but is not declared as one (declared: {labels})")
+        for c in (c for c in columns if c not in excluded and c not in listed and c not in labels):
+            if (within := within_label(sample, c, labels)) is not None:
+                raise leak_error(c, labels, f"is 1 only on rows where the label '{within}' is 1 (a later "
+                                            f"step of the same funnel, as a purchase is of a click)")
     label_set = set(labels)
 
     explicit: dict[str, str] = {}
@@ -230,14 +203,14 @@ def _require_columns(columns: list[str], **named: Sequence[str]) -> None:
 
 
 def _first_named(columns: list[str], names: Sequence[str]) -> str | None:
-    by_norm = {_norm(c): c for c in columns}
+    by_norm = {norm_name(c): c for c in columns}
     return next((by_norm[n] for n in names if n in by_norm), None)
 
 
 def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
                   as_timestamp: bool) -> tuple[FeatureColumn | None, str]:
     """One column's FeatureColumn and the reason, or (None, why it was dropped)."""
-    lname = _norm(name)
+    lname = norm_name(name)
     if values.dtype == object and values.map(is_listlike).any():
         return _list_column(name, values, opts, as_id=as_id)
     datetimes = pd.api.types.is_datetime64_any_dtype(values)
@@ -304,7 +277,7 @@ def timestamp_seconds(name: str, values: pd.Series) -> np.ndarray | None:
     store's) holds them for a ranker's float64 input."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return epoch_seconds(values, name)
-    if is_plain_number(values) or not _TIME_NAME.search(_norm(name)):
+    if is_plain_number(values) or not _TIME_NAME.search(norm_name(name)):
         return None
     dates = _date_text_seconds(values, name)
     return None if dates is None else dates[0]
@@ -408,7 +381,7 @@ def detect_separator(counts: pd.Series) -> str | None:
 
 def _group_of(column: FeatureColumn, values: pd.Series, explicit: dict[str, str], user_column: str | None,
               item_column: str | None, ids: dict[str, pd.Series]) -> tuple[str, str]:
-    name, lname = column.name, _norm(column.name)
+    name, lname = column.name, norm_name(column.name)
     if name in explicit:
         return explicit[name], "listed explicitly"
     for group, hit, why in (("user", name == user_column, "the user id column"),

@@ -1,0 +1,63 @@
+"""Which columns are outcomes: a label used as a feature leaks the answer, and a model that learned from it
+is useless in serving. A column is an outcome by its name (click, purchased, booking_bool, ...) or by its
+data: a 0/1 column that is 1 only on rows where a label is 1 is a later step of the same funnel.
+"""
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from tfrs_recsys.data.schema import SchemaError
+
+# Outcome names: a column named like this is a label (or leaks one), never a feature.
+LABEL_NAMES = frozenset({
+    "label", "labels", "target", "y", "click", "clicks", "clicked", "is_click", "click_bool", "conversion",
+    "conversions", "converted", "is_conversion", "purchase", "purchases", "purchased", "is_purchase", "buy",
+    "bought", "ordered", "booking", "booked", "booking_bool", "is_booking", "gross_bookings_usd", "ctr",
+    "cvr", "ctcvr", "rating", "ratings", "like", "liked", "finish", "finished",
+})
+_LABEL_AFFIX = re.compile(r"^(label|target|true)_|_(label|target)$")
+
+
+def norm_name(name: str) -> str:
+    """A column's name in lower case, runs of other characters as one ``_``: how name rules read it."""
+    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_")
+
+
+def looks_like_label(name: str) -> bool:
+    """Whether a column's name is an outcome's (click, conversion, purchase, label, booking_bool, ctr, rating,
+    true_*, ...): such a column is a label, or leaks one.
+
+    Args:
+      name: The column's name.
+
+    Returns:
+      Whether it looks like a label.
+    """
+    n = norm_name(name)
+    return n in LABEL_NAMES or bool(_LABEL_AFFIX.search(n))
+
+
+def leak_error(column: str, labels: list[str], why: str) -> SchemaError:
+    """The error of an outcome ``column`` among the features, with ``why`` it is one."""
+    return SchemaError(
+        f"{why}; a label used as a feature leaks the answer", column=column,
+        fix=f"declare it as a label (--label-columns {','.join(map(str, labels + [column]))}; labels= in "
+            f"Python) or leave it out (--exclude-columns {column}; exclude=); if it truly is an input, name "
+            f"it in --context-columns of python -m tfrs_recsys.data.schema and train with that "
+            f"--feature-spec (context_columns= in Python)")
+
+
+def within_label(sample: pd.DataFrame, column: str, labels: list[str]) -> str | None:
+    """The label a 0/1 column is 1 only within (each of its ones on that label's positive rows, which
+    chance does less than once in 1,000 at the label's rate), else None."""
+    values = sample[column]
+    if not pd.api.types.is_numeric_dtype(values) or not values.dropna().isin((0, 1)).all():
+        return None
+    ones = values.to_numpy(dtype="float64", na_value=0.0) == 1
+    for label in (label for label in labels if pd.api.types.is_numeric_dtype(sample[label])):
+        positive = sample[label].to_numpy(dtype="float64", na_value=0.0) == 1
+        if ones.any() and positive[ones].all() and positive.mean() ** ones.sum() < 1e-3:
+            return label
+    return None
