@@ -314,6 +314,9 @@ def test_log_dates_written_day_first_are_read_day_first(tmp_path):
     log = _log(tmp_path, "u,i,t\na,x,06/03/2024\na,y,31/03/2024 10:00\nb,x,07.03.2024\nb,y,2024-03-06\n")
     read = load_interaction_log(log, user_column="u", item_column="i", time_column="t")
     assert read.interactions["timestamp"].tolist() == [day, day + 25 * 86_400 + 36_000, day + 86_400, day]
+    serial = _log(tmp_path, "u,i,t\na,x,13.01.2025 10:00\na,y,45677.19575\n", "serial.csv")  # a spreadsheet's
+    err = _error(load_interaction_log, serial, user_column="u", item_column="i", time_column="t")
+    assert (err.line, err.column) == (3, "t") and "serial date" in str(err)
     both = _log(tmp_path, "u,i,t\na,x,31/03/2024\na,y,03/31/2024\n", "both.csv")
     err = _error(load_interaction_log, both, user_column="u", item_column="i", time_column="t")
     assert err.column == "t" and "day first" in str(err) and "ISO" in err.fix

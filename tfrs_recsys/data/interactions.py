@@ -219,7 +219,9 @@ def _seconds(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
         size = np.abs(np.nan_to_num(seconds))  # epoch milli-, micro- or nanoseconds: 1e11 s is the year 5138
         seconds /= np.select([size >= 1e17, size >= 1e14, size >= 1e11], [1e9, 1e6, 1e3], 1.0)
         text = np.isnan(seconds) & values.notna().to_numpy()
-        if text.any():
+        if text.any():  # beside dates, a number before 1973 is no time (an Excel serial date, 45677.2?)
+            rows.check(~np.isnan(seconds) & (np.abs(seconds) < 1e8), column, "{value!r} is a number among "
+                       "dates but no time after 1973 (a spreadsheet's serial date?)", "write it as a date")
             dates = values[text]
             if day_first(dates, column):  # 31/12/2025: read every numeric date of the column day first
                 dates = month_first(dates)
