@@ -459,18 +459,22 @@ def test_a_ranker_learns_from_its_items_and_users_tables_in_memory_and_streamed(
 def test_the_feature_store_reads_a_rankers_items_table_by_its_own_id_column(tmp_path):
     from tfrs_recsys.serving import feature_store
 
-    _, items, _ = _catalog_clicks(tmp_path, rows=100)
-    users = _log(tmp_path, "visitor,country,signup_date\nv3,de,31/01/2024\nv4,nl,02/03/2024\n", "users.csv")
+    # the synthetic log's items are "0".."499": "00007" is another item than "7", not the same one
+    items = _log(tmp_path, "sku,category\n" + "".join(f"{i},c{i % 3}\n" for i in range(20)) + "00007,zip\n",
+                 "items.csv")
+    users = _log(tmp_path, "visitor,country,signup_date\n3,de,31/01/2024\n4,nl,02/03/2024\n", "users.csv")
     out = tmp_path / "store"
     assert feature_store.main(["--dataset", "synthetic", "--out", str(out), "--item-features", items,
                                "--item-column", "sku", "--user-features", users,
                                "--user-column", "visitor"]) == 0
     store = FeatureStore.load(out)
-    features = store.item_features(["00007", "7"], ["category", "tags"])
-    assert features["category"][0] in ("shoes", "books", "games") and features["category"][1] is None
-    assert store.user_features("v3", ["country"]) == {"country": "de"}
+    assert store.item_features(["00007", "7", "400"], ["category"])["category"] == ["zip", "c1", None]
+    assert store.user_features("3", ["country"]) == {"country": "de"}
     # a date as the ranker takes it (epoch seconds, day first as the table shows), not its text
-    assert store.user_features("v4", ["signup_date"])["signup_date"] == pd.Timestamp("2024-03-02").timestamp()
+    assert store.user_features("4", ["signup_date"])["signup_date"] == pd.Timestamp("2024-03-02").timestamp()
+    other = _log(tmp_path, "sku,category\nSKU-1,a\n", "other.csv")  # another catalog's ids: refused
+    assert feature_store.main(["--dataset", "synthetic", "--out", str(tmp_path / "s2"), "--item-features",
+                               other, "--item-column", "sku"]) == 2
 
 
 def test_a_streamed_ranker_that_learned_nothing_says_what_to_try(tmp_path, capsys):

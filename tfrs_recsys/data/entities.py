@@ -73,28 +73,28 @@ def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: boo
 
 
 def say_unmatched(table: pd.DataFrame | None, logged: pd.Series, group: str, path: str | None,
-                  of: str = "the log's") -> None:
+                  of: str = "the log's", flag: str | None = None) -> None:
     """Warns when ids of the log (``of``: whose ids they are) and of its ``--items`` / ``--users`` table
-    miss each other (spelled apart): a logged id without a row gets no features from the table.
+    (``flag``: the option that named it) miss each other (spelled apart): a logged id without a row gets no
+    features from the table.
 
     Raises:
       DataError: No logged id has a row: the two files spell the ids apart.
     """
     if table is None:
         return
-    ids, key = pd.Index(logged.unique()), f"{group}_id"
+    ids, key, flag = pd.Index(logged.unique()), f"{group}_id", flag or f"--{group}s"
     without, unused = ids[~ids.isin(table[key])], table[key][~table[key].isin(ids)]
     if len(without) == len(ids) and len(table):  # nothing to learn from the table: a spelling, surely
-        raise DataError(f"none of {of} {len(ids)} {group}s has a row in this --{group}s table (log ids "
+        raise DataError(f"none of {of} {len(ids)} {group}s has a row in this {flag} table (log ids "
                         f"such as {ids[0]!r}, table ids such as {table[key].iloc[0]!r})", path=path,
-                        fix=f"spell the {group} ids alike in both files (leading zeros, prefixes), or drop "
-                            f"--{group}s")
+                        fix=f"spell the {group} ids alike in both files (leading zeros, prefixes, case), or "
+                            f"drop {flag}")
     if len(without):
         rows = (f", and {len(unused)} of its {len(table)} rows match no logged {group} (e.g. "
                 f"{unused.iloc[0]!r})" if len(unused) else "")
-        logger.warning("%s: %d of %s %d %ss have no row in this --%ss table (e.g. %r)%s: check that both "
-                       "spell the ids alike", path, len(without), of, len(ids), group, group, without[0],
-                       rows)
+        logger.warning("%s: %d of %s %d %ss have no row in this %s table (e.g. %r)%s: check that both "
+                       "spell the ids alike", path, len(without), of, len(ids), group, flag, without[0], rows)
 
 
 class EntityJoin:

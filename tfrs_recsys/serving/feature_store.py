@@ -33,6 +33,7 @@ import pandas as pd
 
 from tfrs_recsys import paths, runs
 from tfrs_recsys.data.bundles import InteractionData
+from tfrs_recsys.data.entities import say_unmatched
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema_inference import timestamp_seconds
 from tfrs_recsys.errors import UserError
@@ -131,6 +132,11 @@ class FeatureStore:
         """
         from tfrs_recsys.data.ctr_features import CLICK_LOG_HALF_LIFE_DAYS, fit_beta_prior, item_hotness
 
+        for table, group in ((item_features, "item"), (user_features, "user")):  # other ids: refused
+            if table is not None and f"{group}_id" in table.columns:
+                say_unmatched(table.assign(**{f"{group}_id": table[f"{group}_id"].astype(str)}),
+                              data.interactions[f"{group}_id"], group, f"--{group}-features",
+                              flag=f"--{group}-features")
         frame = data.interactions.sort_values(["user_id", "timestamp"], kind="mergesort")
         histories = {str(u): [str(i) for i in items]
                      for u, items in frame.groupby("user_id", sort=False)["item_id"]}
