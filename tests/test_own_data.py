@@ -444,6 +444,8 @@ def test_a_ranker_learns_from_its_items_and_users_tables_in_memory_and_streamed(
     assert joined.loc["00007", "tags"].iloc[0] in ("eco|kids", "new", "eco|new")
     assert joined.loc["00055", "category"].isna().all() and set(data.frame["country"]) == {"nl", "de"}
     assert any("10 of the log's 60 items have no row" in r.getMessage() for r in caplog.records)
+    err = _error(load_and_split, dataclasses.replace(cfg, column_types=("category=numeric",)), "deepfm")
+    assert (err.path, err.column) == (items, "category")  # --column-types reaches a joined table's columns
     # The ids are left out of the features: only the joined category can tell clicks apart.
     streamed = dataclasses.replace(cfg, streaming="always", exclude_columns=("sku", "visitor"), epochs=3,
                                    batch_size=128, embedding_dim=4, hidden_units=(8,),

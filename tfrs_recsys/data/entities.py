@@ -113,9 +113,7 @@ class EntityJoin:
         key = f"{group}_id"
         self.column, self.group, self.path = column, group, path
         self.columns = [c for c in table.columns if c != key]
-        if clash := [c for c in self.columns if c in data_columns]:
-            raise DataError(f"column '{clash[0]}' is in both the data and the --{group}s table", path=path,
-                            column=clash[0], fix="rename it in one of the files, or drop it from one")
+        self._check_clash(data_columns)
         self._table = table
         # Lookups hashed once, not per batch: integer ids (a Parquet int64 column) by their value when
         # every table id is one written plainly ("42", not "042"), else by text.
@@ -124,6 +122,11 @@ class EntityJoin:
         self._int_ids = pd.Index(table[key].astype(np.int64)) if plain else None
         self._features = pa.Table.from_pandas(table[self.columns], preserve_index=False)
 
+    def _check_clash(self, data_columns: Sequence[str]) -> None:
+        if clash := [c for c in self.columns if c in data_columns]:
+            raise DataError(f"column '{clash[0]}' is in both the data and the --{self.group}s table",
+                            path=self.path, column=clash[0], fix="rename it in one of the files, or drop it")
+
     def check(self, rows: pd.DataFrame, of: str = "the log's") -> None:
         """Says how many ids of ``rows`` (``of``: whose) the table lacks, and refuses a table that has none
         of them (:func:`say_unmatched`)."""
@@ -131,6 +134,7 @@ class EntityJoin:
 
     def frame(self, rows: pd.DataFrame) -> pd.DataFrame:
         """``rows`` with the table's columns added (after :meth:`check`)."""
+        self._check_clash(rows.columns)
         self.check(rows)
         ids, _ = id_text(rows, self.column)
         joined = self._take(self._ids.get_indexer(ids.to_numpy(dtype=object))).to_pandas()
@@ -195,5 +199,5 @@ def entity_joins(rows: pd.DataFrame | Sequence[str], *, items: str | None, users
                                 f"too)")
         table = read_entity_table(path, column, group, skip_bad_rows, [] if reports is None else reports,
                                   column_types)
-        joins.append(EntityJoin(table, column, group, path, [c for c in columns if c != column]))
+        joins.append(EntityJoin(table, column, group, path, columns))
     return joins

@@ -202,13 +202,17 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
         if not label_columns:
             raise DataError(f"--dataset {dataset} needs the label columns", fix="pass --label-columns "
                             "click,conversion (esmm) or --label-columns label (deepfm)")
+        reports: list = []
+        joins = entity_joins((), items=items, users=users, item_column=item_column, user_column=user_column,
+                             skip_bad_rows=skip_bad_rows, column_types=column_types, reports=reports)
+        joined = {c for join in joins for c in join.columns}  # --column-types about them: the tables'
         data = load_table(_need_dir(dataset, data_dir), labels=list(label_columns),
                           skip_bad_rows=skip_bad_rows, session_column=session_column, user_column=user_column,
-                          item_column=item_column, column_types=column_types)
-        for join in entity_joins(data.frame, items=items, users=users, item_column=item_column,
-                                 user_column=user_column, skip_bad_rows=skip_bad_rows,
-                                 column_types=column_types, reports=data.skipped):
+                          item_column=item_column,
+                          column_types=[e for e in column_types if e.partition("=")[0] not in joined])
+        for join in joins:
             data.frame = join.frame(data.frame)
+        data.skipped += reports
         return data
     if dataset not in _LABELED_FILES:
         raise DataError(f"unknown {task} dataset '{dataset}'",
