@@ -54,8 +54,15 @@ def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: boo
     """
     if not path:
         return None
-    frame, skipped = read_table(path, required={key: f"--{group}-column"}, what=f"--{group}s table",
-                                skip_bad_rows=skip_bad_rows)
+    try:
+        frame, skipped = read_table(path, required={key: f"--{group}-column"}, what=f"--{group}s table",
+                                    skip_bad_rows=skip_bad_rows)
+    except DataError as error:
+        if error.column != key:
+            raise
+        raise DataError(error.message, path=error.path, line=error.line, column=key,
+                        fix=f"rename the table's id column to '{key}': --{group}-column names the id column "
+                            f"of the data and of its --{group}s table alike") from None
     reports += skipped
     frame = type_columns(frame, declared_types(column_types, frame), skip_bad_rows=skip_bad_rows,
                          report=skipped[0] if skipped else None, text_only=[key])

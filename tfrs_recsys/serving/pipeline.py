@@ -276,20 +276,21 @@ class RecallRankPipeline:
                                  f"(its inputs are {sorted(inputs)})")
         features.update(request_time_features(inputs, context, time.time(), self.ranker_time_input))
         features.update(context)
-        self._warn_unfilled(set(inputs) - set(features) - {self.ranker_user_input, self.ranker_item_input},
-                            {self.ranker_user_input, self.ranker_item_input} - {None} <= set(inputs))
+        self._warn_unfilled(set(inputs) - set(features) - {self.ranker_user_input, self.ranker_item_input})
         return features
 
-    def _warn_unfilled(self, names: set[str], ids_mapped: bool) -> None:
+    def _warn_unfilled(self, names: set[str]) -> None:
         new = sorted(n for n in names if (self.ranker_model, n) not in self._warned)
         if new:
             self._warned.update((self.ranker_model, n) for n in new)
-            hint = "" if ids_mapped else (" If one is the ranker's user or item column, name it: "
-                                          "--ranker-user-input / --ranker-item-input")
             logging.getLogger(__name__).warning(
                 "ranker '%s' gets inputs %s as missing for every candidate: neither the ids (the user id "
-                "goes to '%s', the candidates' to '%s'), the store's features nor the request fill them.%s",
-                self.ranker_model, new, self.ranker_user_input, self.ranker_item_input, hint)
+                "goes to '%s', the candidates' to '%s'), the time ('%s'), the store's features nor the "
+                "request fill them. Name the ranker's own user, item or time column with "
+                "--ranker-user-input, --ranker-item-input or --ranker-time-input; a request feature with "
+                "--context NAME=VALUE",
+                self.ranker_model, new, self.ranker_user_input, self.ranker_item_input,
+                self.ranker_time_input)
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: bool = False) -> None:
