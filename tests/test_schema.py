@@ -248,6 +248,7 @@ def test_dates_written_day_first_are_read_day_first_in_every_chunk():
                           "click": [0, 1] * 60})
     spec = infer_schema(frame, ["click"])
     assert spec["event_date"].kind == "timestamp" and spec["event_date"].day_first
+    assert spec["event_date"].raw_dtype == "float64"  # as the serving signature takes it
     assert "float64" in next(line for line in spec.table().splitlines() if line.startswith("event_date"))
     assert FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict())))["event_date"].day_first
     # a later chunk of ambiguous dates only is read in the spec's order, not guessed anew

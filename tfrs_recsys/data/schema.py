@@ -55,7 +55,7 @@ class FeatureColumn:
       std: Its standard deviation.
       newest: The latest time seen in training; later times count as it.
       embedding_dim: The embedding width, instead of the model's default.
-      raw_dtype: What a serving client sends: ``string``, ``int64`` or ``float32``.
+      raw_dtype: What a serving client sends: ``string``, ``int64``, ``float32`` or (timestamps) ``float64``.
       integer_values: The values are integers written as text ("3"); encoders also accept "3.0",
         which is what a float-typed client writes for the same value.
       day_first: A timestamp column's date text is written day first (``31/12/2025``), not month first;
@@ -166,7 +166,7 @@ class FeatureSpec:
             size = (f"vocab {len(f.vocabulary or [])}" if f.encoding == "vocabulary" else
                     f"{f.num_buckets} buckets" if f.encoding == "hash" else
                     f"mean {f.mean or 0:.4g} std {f.std or 1:.4g}")
-            # what a serving client sends: timestamps are float64 epoch seconds (exact to the second)
+            # what a serving client sends (specs written before timestamps said float64 say float32)
             dtype = ("float64" if f.kind == "timestamp" else f.raw_dtype if f.is_categorical
                      or f.raw_dtype != "string" else "float32")
             why = decisions.get(f.name, "from the spec file").replace("; group", " | group")

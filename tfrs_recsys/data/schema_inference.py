@@ -291,7 +291,8 @@ def _numeric_column(name: str, values: np.ndarray, kind: str, why: str,
         return None, f"constant: every sampled value is {single} (or missing)"
     mean, std = float(present.mean()), float(present.std())
     newest = float(present.max()) if kind == "timestamp" else None
-    return (FeatureColumn(name, kind, mean=mean, std=std, newest=newest, raw_dtype="float32",
+    return (FeatureColumn(name, kind, mean=mean, std=std, newest=newest,
+                          raw_dtype="float64" if kind == "timestamp" else "float32",
                           day_first=dates_day_first),
             f"{kind}: {why}; mean {mean:.4g}, std {std:.4g}")
 
