@@ -252,8 +252,21 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
     if separator is not None:
         return _categorical_column(name, text, opts, f"text joined by {separator!r}", separator=separator,
                                    counts=counts)
-    return _categorical_column(name, text, opts, "booleans" if pd.api.types.is_bool_dtype(values) else "text",
-                               id_like=_id_named(name), entity=as_id, counts=counts)
+    why = "booleans" if pd.api.types.is_bool_dtype(values) else "text"
+    if why == "text" and not as_id and _all_dates(counts.index, name):
+        why = f"text (all dates: --time-column {name} reads it as a timestamp)"  # a name of no time
+    return _categorical_column(name, text, opts, why, id_like=_id_named(name), entity=as_id, counts=counts)
+
+
+def _all_dates(distinct: pd.Index, name: str) -> bool:
+    head = pd.Series(distinct[:101], dtype=object).astype(str)  # most text columns stop at their first values
+    if not head[head != ""].str.contains(r"\d[-/.:]\d").all() or (head == "").all():
+        return False
+    distinct = pd.Series(distinct[distinct != ""], dtype=object)
+    try:
+        return _date_text_seconds(distinct, name) is not None
+    except SchemaError:  # dates in both orders: not what a hint can fix
+        return False
 
 
 def _date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] | None:
