@@ -219,14 +219,16 @@ def _seconds(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
         size = np.abs(np.nan_to_num(seconds))  # epoch milli-, micro- or nanoseconds: 1e11 s is the year 5138
         seconds /= np.select([size >= 1e17, size >= 1e14, size >= 1e11], [1e9, 1e6, 1e3], 1.0)
         text = np.isnan(seconds) & values.notna().to_numpy()
-        if text.any():  # beside dates, a number before 1973 is no time (an Excel serial date, 45677.2?)
-            rows.check(~np.isnan(seconds) & (np.abs(seconds) < 1e8), column, "{value!r} is a number among "
-                       "dates but no time after 1973 (a spreadsheet's serial date?)", "write it as a date")
+        if text.any():
+            early = ~np.isnan(seconds) & (np.abs(seconds) < 1e8)
             dates = values[text]
             if day_first(dates, column):  # 31/12/2025: read every numeric date of the column day first
                 dates = month_first(dates)
             dates = pd.to_datetime(dates, errors="coerce", utc=True, format="mixed")
             seconds[text] = epoch_seconds(dates, column)
+            if dates.notna().any():  # beside dates, a number before 1973 is no time (a serial date, 45677.2?)
+                rows.check(early, column, "{value!r} is a number among dates but no time after 1973 (a "
+                           "spreadsheet's serial date?)", "write it as a date")
     rows.check(np.isnan(seconds), column, "not a time (epoch seconds or a date): {value!r}",
                "fix or drop the row")
     return np.floor(np.nan_to_num(seconds)).astype(np.int64)
