@@ -121,7 +121,7 @@ class EntityJoin:
         self.column, self.group, self.path = column, group, path
         self.columns = [c for c in table.columns if c != key]
         self._check_clash(data_columns)
-        self._table = table
+        self._keys = table[[key]]  # for the unmatched-id counts
         # Lookups hashed once, not per batch: integer ids (a Parquet int64 column) by their value when
         # every table id is one written plainly ("42", not "042"), else by text.
         self._ids = pd.Index(table[key].to_numpy(dtype=object))
@@ -134,16 +134,17 @@ class EntityJoin:
             raise DataError(f"column '{clash[0]}' is in both the data and the --{self.group}s table",
                             path=self.path, column=clash[0], fix="rename it in one of the files, or drop it")
 
-    def check(self, rows: pd.DataFrame, of: str = "the log's") -> None:
-        """Says how many ids of ``rows`` (``of``: whose) the table lacks, and refuses a table that has none
-        of them (:func:`say_unmatched`)."""
-        say_unmatched(self._table, id_text(rows, self.column)[0], self.group, self.path, of)
+    def check(self, rows: pd.DataFrame, of: str = "the log's", ids: pd.Series | None = None) -> None:
+        """Says how many ids of ``rows`` (``of``: whose; ``ids``: theirs, read already) the table lacks, and
+        refuses a table that has none of them (:func:`say_unmatched`)."""
+        ids = id_text(rows, self.column)[0] if ids is None else ids
+        say_unmatched(self._keys, ids, self.group, self.path, of)
 
     def frame(self, rows: pd.DataFrame) -> pd.DataFrame:
         """``rows`` with the table's columns added (after :meth:`check`)."""
         self._check_clash(rows.columns)
-        self.check(rows)
         ids, _ = id_text(rows, self.column)
+        self.check(rows, ids=ids)
         joined = self._take(self._ids.get_indexer(ids.to_numpy(dtype=object))).to_pandas()
         out = pd.concat([rows.reset_index(drop=True), joined], axis=1).set_axis(rows.index)
         out.attrs = rows.attrs  # the rows' files and lines, for errors naming them
@@ -176,14 +177,14 @@ class EntityJoin:
         return self._features.take(pa.array(positions, mask=positions < 0))
 
 
-def entity_joins(rows: pd.DataFrame | Sequence[str], *, items: str | None, users: str | None,
+def entity_joins(data_columns: Sequence[str], *, items: str | None, users: str | None,
                  item_column: str | None, user_column: str | None, skip_bad_rows: bool = False,
                  column_types: Sequence[str] = (), reports: list[SkipReport] | None = None
                  ) -> list[EntityJoin]:
     """The joins of a ranker's ``--items`` and ``--users`` tables.
 
     Args:
-      rows: The labeled rows (or their column names).
+      data_columns: The labeled rows' columns (none: checked as each join meets the rows).
       items: The item table, or None.
       users: The user table, or None.
       item_column: The rows' item id column (needed with ``items``).
@@ -195,7 +196,6 @@ def entity_joins(rows: pd.DataFrame | Sequence[str], *, items: str | None, users
     Returns:
       One join per table given.
     """
-    columns = list(rows.columns) if isinstance(rows, pd.DataFrame) else list(rows)
     joins = []
     for group, path, column in (("item", items, item_column), ("user", users, user_column)):
         if not path:
@@ -206,5 +206,5 @@ def entity_joins(rows: pd.DataFrame | Sequence[str], *, items: str | None, users
                                 f"too)")
         table = read_entity_table(path, column, group, skip_bad_rows, [] if reports is None else reports,
                                   column_types)
-        joins.append(EntityJoin(table, column, group, path, columns))
+        joins.append(EntityJoin(table, column, group, path, data_columns))
     return joins
