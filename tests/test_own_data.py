@@ -370,6 +370,9 @@ def test_item_tables_text_lists_a_table_matching_nothing_and_unused_log_columns(
     assert tags["00004"] == [] and read.items.set_index("item_id")["title"]["00001"] == "Boots, red"
     assert any("column(s) channel change within one item and within one user" in r.getMessage()
                for r in caplog.records)
+    renamed = _log(tmp_path, "product,tags\n00001,eco\n", "renamed.csv")  # the id column named apart
+    err = _error(load_interaction_log, log, user_column="visitor", item_column="sku", items=renamed)
+    assert err.column == "sku" and "rename the table's id column to 'sku'" in err.fix
     excel = _log(tmp_path, "sku,tags\n1,eco\n2,new\n3,kids\n", "excel.csv")  # leading zeros lost
     err = _error(load_interaction_log, log, user_column="visitor", item_column="sku", items=excel)
     assert "none of the log's 3 items has a row" in str(err) and "'00001'" in str(err)
