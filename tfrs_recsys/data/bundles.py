@@ -12,6 +12,8 @@ import pandas as pd
 from tfrs_recsys.data.errors import DataError, SkipReport
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+# Item columns of free text (a title): read by people, never a feature (a title is an id of its own).
+FREE_TEXT_COLUMNS = ("title", "name", "imdb_url")
 
 
 @dataclass

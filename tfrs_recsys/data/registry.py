@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 from tfrs_recsys import paths
 from tfrs_recsys.data import movielens, synthetic
-from tfrs_recsys.data.bundles import InteractionData, LabeledData
+from tfrs_recsys.data.bundles import FREE_TEXT_COLUMNS, InteractionData, LabeledData
 from tfrs_recsys.data.clicklogs import load_ali_ccp, load_aliexpress
 from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
@@ -189,7 +189,7 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
             rating_column=rating_column, min_rating=min_rating, rating_values=rating_values, items=items,
             users=users)
         # A log of your own brings its item table's columns; MovieLens its genres (titles are free text).
-        item_columns = [c for c in log.items.columns if c not in ("item_id", "title", "name", "imdb_url")
+        item_columns = [c for c in log.items.columns if c not in ("item_id", *FREE_TEXT_COLUMNS)
                         ] if dataset == "interactions" else ["genres"]
         clicks = movielens_click_logs(log, seed=seed, item_columns=item_columns)
         if dataset == "interactions" and not time_column:  # row numbers, not times: no time features

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tfrs_recsys.data import splits
-from tfrs_recsys.data.bundles import InteractionData
+from tfrs_recsys.data.bundles import FREE_TEXT_COLUMNS, InteractionData
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.schema import FeatureColumn, is_listlike, is_plain_number
@@ -357,7 +357,7 @@ def _is_list_column(values: pd.Series) -> bool:
 
 
 def infer_entity_columns(frame: pd.DataFrame | None, key: str, group: str, *, max_categories: int = 100,
-                         exclude: tuple[str, ...] = ("title", "name", "imdb_url")
+                         exclude: tuple[str, ...] = FREE_TEXT_COLUMNS
                          ) -> tuple[list[str], dict[str, str]]:
     """Columns usable as features: lists, numbers, strings with 2 to ``max_categories`` values.
 
