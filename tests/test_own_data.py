@@ -465,8 +465,8 @@ def test_the_feature_store_reads_a_rankers_items_table_by_its_own_id_column(tmp_
     from tfrs_recsys.serving import feature_store
 
     # the synthetic log's items are "0".."499": "00007" is another item than "7", not the same one
-    items = _log(tmp_path, "sku,category\n" + "".join(f"{i},c{i % 3}\n" for i in range(20)) + "00007,zip\n",
-                 "items.csv")
+    items = _log(tmp_path, "sku,category,price\n" + "".join(f'{i},c{i % 3},"€{i},50"\n' for i in range(20))
+                 + "00007,zip,\n", "items.csv")
     users = _log(tmp_path, "visitor,country,signup_date\n3,de,31/01/2024\n4,nl,02/03/2024\n", "users.csv")
     out = tmp_path / "store"
     assert feature_store.main(["--dataset", "synthetic", "--out", str(out), "--item-features", items,
@@ -474,6 +474,7 @@ def test_the_feature_store_reads_a_rankers_items_table_by_its_own_id_column(tmp_
                                "--user-column", "visitor"]) == 0
     store = FeatureStore.load(out)
     assert store.item_features(["00007", "7", "400"], ["category"])["category"] == ["zip", "c1", None]
+    assert store.item_features(["7"], ["price"])["price"] == [7.5]  # a number, as the ranker takes it
     assert store.user_features("3", ["country"]) == {"country": "de"}
     # a date as the ranker takes it (epoch seconds, day first as the table shows), not its text
     assert store.user_features("4", ["signup_date"])["signup_date"] == pd.Timestamp("2024-03-02").timestamp()
@@ -494,3 +495,23 @@ def test_a_streamed_ranker_that_learned_nothing_says_what_to_try(tmp_path, capsy
                             epochs=1, embedding_dim=4, hidden_units=(8,), progress=False,
                             output_dir=str(tmp_path / "run")))
     assert "deepfm: warning: the best validation auc" in capsys.readouterr().err
+
+
+def test_a_ranker_learns_from_prices_written_for_people(tmp_path):
+    from tfrs_recsys.config import DeepFMConfig
+    from tfrs_recsys.training import deepfm
+
+    rng = np.random.default_rng(5)
+    price = rng.uniform(1, 2000, 4000)  # no two alike: as text categories, no price seen in test was learned
+    clicked = (rng.random(4000) < np.where(price < 500, 0.6, 0.1)).astype(int)
+    shown = [f"€{p:,.2f}".replace(",", " ").replace(".", ",") for p in price]  # "€1 234,50"
+    imps = str(tmp_path / "imps.csv")
+    pd.DataFrame({"price": shown, "device": rng.choice(["m", "d"], 4000), "clicked": clicked}).to_csv(
+        imps, index=False)
+    metrics = deepfm.run(DeepFMConfig(dataset="csv", data_dir=imps, label_columns=("clicked",), epochs=3,
+                                      streaming="always", batch_size=128, embedding_dim=4, hidden_units=(8,),
+                                      progress=False, output_dir=str(tmp_path / "run")))
+    price_spec = next(f for f in json.loads((tmp_path / "run" / "spec.json").read_text())["features"]
+                      if f["name"] == "price")
+    assert price_spec["kind"] == "numeric" and price_spec["decimal_comma"]
+    assert metrics["auc"] > 0.7  # the price's threshold: about 0.75; blind to it, 0.5 +- 0.03

@@ -7,6 +7,7 @@ import pytest
 from conftest import dataset_path
 
 from tfrs_recsys.data.clicklogs import load_ali_ccp, load_aliexpress
+from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.label_leaks import looks_like_label
 from tfrs_recsys.data.movielens import ML100K_GENRES, load_movielens_100k
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, frame_to_raw, main
@@ -279,3 +280,30 @@ def test_a_funnel_step_named_like_no_outcome_is_refused_as_a_leak():
     assert err.value.column == "checkout" and "--exclude-columns checkout" in err.value.fix
     assert "promo" in infer_schema(frame, ["clicked"], exclude=["checkout"]).feature_names
     assert infer_schema(frame, ["clicked", "checkout"]).labels == ["clicked", "checkout"]
+
+
+def test_numbers_written_for_people_are_numbers_in_every_chunk():
+    prices = ["€12,50", "€1.250,00", "€ 3,99", None, "-€2,00"]
+    frame = pd.DataFrame({"price": prices * 24, "discount": ["10%", "2.5%", "", "0%", "15%"] * 24,
+                          "app_version": ["1.10", "1.2", "2.0", "1.10", "3.1"] * 24,  # plain digits: codes
+                          "click": [0, 1] * 60})
+    spec = infer_schema(frame, ["click"])
+    price = spec["price"]
+    assert price.kind == "numeric" and price.decimal_comma and "decimal comma" in spec.notes["decisions"]["price"]
+    assert price.mean == pytest.approx(np.mean([12.5, 1250.0, 3.99, -2.0]))
+    assert spec["discount"].kind == "numeric" and not spec["discount"].decimal_comma
+    assert spec["app_version"].kind == "categorical"
+    assert FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict())))["price"].decimal_comma
+    # a later chunk is read with the spec's decimal mark, also where pandas alone would read it otherwise
+    def price_of(values, spec):
+        return frame_to_raw(pd.DataFrame({"price": values}), FeatureSpec([spec["price"]], []))["price"]
+
+    assert price_of(["1.250", "7"], spec).tolist() == [1250.0, 7.0]
+    with pytest.raises(DataError, match="only if its decimal mark is a point") as err:
+        price_of(["$1,234.50"], spec)
+    assert err.value.column == "price" and '"decimal_comma": false' in err.value.fix
+    point = infer_schema(frame.assign(price=["$1,234.50", "$3.99", "$12", None, "$0.50"] * 24), ["click"])
+    assert not point["price"].decimal_comma
+    assert price_of(["$2,000", ""], point)[0] == 2000.0
+    lists = infer_schema(frame.assign(price=["101,234,567", "3,17", "5", None, "8,9"] * 24), ["click"])
+    assert lists["price"].is_categorical  # ids joined by commas show no mark of a number

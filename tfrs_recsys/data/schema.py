@@ -21,6 +21,7 @@ import pandas as pd
 
 from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.number_text import read_numbers
 
 KINDS = ("id", "categorical", "multi_categorical", "numeric", "timestamp")
 CATEGORICAL_KINDS = ("id", "categorical", "multi_categorical")
@@ -60,6 +61,8 @@ class FeatureColumn:
         which is what a float-typed client writes for the same value.
       day_first: A timestamp column's date text is written day first (``31/12/2025``), not month first;
         schema inference tells it from the values (:func:`day_first`).
+      decimal_comma: A numeric column written for people (``€12,50``) has a comma as its decimal mark;
+        schema inference tells it from the values (:mod:`~tfrs_recsys.data.number_text`).
     """
 
     name: str
@@ -76,6 +79,7 @@ class FeatureColumn:
     raw_dtype: str = "string"
     integer_values: bool = False
     day_first: bool = False
+    decimal_comma: bool = False
 
     def __post_init__(self) -> None:
         if self.kind == "multi_categorical" and not self.separator:
@@ -366,19 +370,17 @@ def frame_to_raw(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray
         elif f.kind == "timestamp":
             out[f.name] = epoch_seconds(values, f.name, dates_day_first=f.day_first)
         else:
-            out[f.name] = _numbers(values, f.name).astype(np.float32)
+            out[f.name] = _numbers(values, f).astype(np.float32)
     return out
 
 
-def _numbers(values: pd.Series, name: str) -> np.ndarray:
+def _numbers(values: pd.Series, column: FeatureColumn) -> np.ndarray:
     if is_plain_number(values):
         return values.to_numpy(dtype="float64", na_value=np.nan)
     numbers = pd.to_numeric(values.replace("", np.nan), errors="coerce")
-    bad = numbers.isna() & values.notna() & (values != "")
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"value {values.iloc[row]!r} in row {row} is not a number", column=name,
-                        fix="clean the column, or make the feature categorical in the spec")
+    # "€12,50", or not a number at all; with a decimal comma "1.250" is 1250, not what pandas reads
+    if column.decimal_comma or (numbers.isna() & values.notna() & (values != "")).any():
+        return read_numbers(values, column.name, comma_decimal=column.decimal_comma)
     return numbers.to_numpy(dtype="float64", na_value=np.nan)
 
 

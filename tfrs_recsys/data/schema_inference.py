@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tfrs_recsys.data.label_leaks import leak_error, looks_like_label, norm_name, within_label
+from tfrs_recsys.data.number_text import formatted_numbers
 from tfrs_recsys.data.schema import (
     GROUPS,
     FeatureColumn,
@@ -246,6 +247,10 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
         seconds, order = dates
         return _numeric_column(name, seconds, "timestamp", "date text under a time-like name"
                                + (", day first" if order else ""), dates_day_first=order)
+    if not as_id and not _id_named(name) and (read := formatted_numbers(values)) is not None:
+        numbers, comma = read
+        return _numeric_column(name, numbers, "numeric", "numbers written as text ("
+                               + ("decimal comma" if comma else "decimal point") + ")", decimal_comma=comma)
     text = raw_strings(values)
     counts = text.value_counts()  # each distinct value once, for every check below
     separator = detect_separator(counts)
@@ -284,20 +289,23 @@ def _date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] 
         return None
 
 
-def timestamp_seconds(name: str, values: pd.Series) -> np.ndarray | None:
-    """The epoch seconds of a column inference reads as a timestamp from its dates (datetimes; date text
-    under a time-like name, in the order its dates show), else None: how a table of features (a feature
-    store's) holds them for a ranker's float64 input."""
+def text_numbers(name: str, values: pd.Series) -> np.ndarray | None:
+    """A column's values as numbers where inference reads them as numbers from text, else None: the
+    epoch seconds of its dates (datetimes; date text under a time-like name, in the order its dates show)
+    or numbers written for people (``€12,50``). How a table of features (a feature store's) holds them
+    for a ranker's float inputs."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return epoch_seconds(values, name)
-    if is_plain_number(values) or not _TIME_NAME.search(norm_name(name)):
+    if is_plain_number(values):
         return None
-    dates = _date_text_seconds(values, name)
-    return None if dates is None else dates[0]
+    if _TIME_NAME.search(norm_name(name)) and (dates := _date_text_seconds(values, name)) is not None:
+        return dates[0]
+    read = None if _id_named(name) else formatted_numbers(values)
+    return None if read is None else read[0]
 
 
-def _numeric_column(name: str, values: np.ndarray, kind: str, why: str,
-                    dates_day_first: bool = False) -> tuple[FeatureColumn | None, str]:
+def _numeric_column(name: str, values: np.ndarray, kind: str, why: str, dates_day_first: bool = False,
+                    decimal_comma: bool = False) -> tuple[FeatureColumn | None, str]:
     present = values[np.isfinite(values)]
     if present.size == 0 or np.ptp(present) == 0:
         single = f"{present[0]:g}" if present.size else "missing"
@@ -306,7 +314,7 @@ def _numeric_column(name: str, values: np.ndarray, kind: str, why: str,
     newest = float(present.max()) if kind == "timestamp" else None
     return (FeatureColumn(name, kind, mean=mean, std=std, newest=newest,
                           raw_dtype="float64" if kind == "timestamp" else "float32",
-                          day_first=dates_day_first),
+                          day_first=dates_day_first, decimal_comma=decimal_comma),
             f"{kind}: {why}; mean {mean:.4g}, std {std:.4g}")
 
 

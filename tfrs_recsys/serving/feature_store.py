@@ -35,7 +35,7 @@ from tfrs_recsys import paths, runs
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.entities import say_unmatched
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.schema_inference import timestamp_seconds
+from tfrs_recsys.data.schema_inference import text_numbers
 from tfrs_recsys.errors import UserError
 from tfrs_recsys.serving.stores.base import HOT_LIST_HALF_LIFE_DAYS, RecallList, StoreMeta, plain
 
@@ -59,9 +59,9 @@ def _keyed(frame: pd.DataFrame | None, key: str, path: str) -> pd.DataFrame | No
         return None
     _require(frame, [key], path)
     frame = frame.assign(**{key: frame[key].astype(str)})
-    for column in [c for c in frame.columns if c != key]:  # dates as a ranker takes them: epoch seconds
-        if (seconds := timestamp_seconds(column, frame[column])) is not None:
-            frame[column] = seconds
+    for column in [c for c in frame.columns if c != key]:  # as a ranker takes them: epoch seconds, 12.5
+        if (numbers := text_numbers(column, frame[column])) is not None:
+            frame[column] = numbers
     duplicated = frame[key].duplicated()
     if duplicated.any():
         example = frame[key][duplicated].iloc[0]
