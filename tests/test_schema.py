@@ -12,7 +12,7 @@ from tfrs_recsys.data.label_leaks import looks_like_label
 from tfrs_recsys.data.movielens import ML100K_GENRES, load_movielens_100k
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, frame_to_raw, main
 from tfrs_recsys.data.schema_inference import infer_schema
-from tfrs_recsys.data.tabular import load_criteo, load_table
+from tfrs_recsys.data.tabular import load_criteo, load_table, type_columns
 
 
 def _kinds(spec):
@@ -289,7 +289,8 @@ def test_numbers_written_for_people_are_numbers_in_every_chunk():
                           "click": [0, 1] * 60})
     spec = infer_schema(frame, ["click"])
     price = spec["price"]
-    assert price.kind == "numeric" and price.decimal_comma and "decimal comma" in spec.notes["decisions"]["price"]
+    assert price.kind == "numeric" and price.decimal_comma
+    assert "decimal comma" in spec.notes["decisions"]["price"]
     assert price.mean == pytest.approx(np.mean([12.5, 1250.0, 3.99, -2.0]))
     assert spec["discount"].kind == "numeric" and not spec["discount"].decimal_comma
     assert spec["app_version"].kind == "categorical"
@@ -307,3 +308,9 @@ def test_numbers_written_for_people_are_numbers_in_every_chunk():
     assert price_of(["$2,000", ""], point)[0] == 2000.0
     lists = infer_schema(frame.assign(price=["101,234,567", "3,17", "5", None, "8,9"] * 24), ["click"])
     assert lists["price"].is_categorical  # ids joined by commas show no mark of a number
+    # declared numeric, with a word for missing: typing leaves the text to the spec, which reads it
+    typed = type_columns(pd.DataFrame({"price": ["€12,50", "N/A", "€3,00"] * 4, "click": [0, 1] * 6}),
+                         ["price=numeric"])
+    declared = infer_schema(typed, ["click"])
+    read = price_of(typed["price"][:3], declared)
+    assert declared["price"].decimal_comma and read[::2].tolist() == [12.5, 3] and np.isnan(read[1])

@@ -12,9 +12,11 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow.csv as pa_csv
 
 from tfrs_recsys.data.errors import DataError
 
+MISSING_NUMBER_WORDS = frozenset(pa_csv.ConvertOptions().null_values)  # "N/A", "null", "NaN", ...
 _CURRENCIES = "€$£¥₹₩₽₺₪฿"
 _CODES = ("USD|EUR|GBP|JPY|CHF|CAD|AUD|NZD|SEK|NOK|DKK|PLN|CZK|HUF|INR|CNY|RUB|BRL|ZAR|MXN|TRY|KRW"
           "|kr|zł|Kč|Ft|R\\$")
@@ -61,8 +63,8 @@ def formatted_numbers(values: pd.Series) -> tuple[np.ndarray, bool] | None:
     Returns:
       (float64 numbers, NaN where missing; whether the comma is the decimal mark), or None.
     """
-    text = values.dropna().astype(str)
-    distinct = pd.Series(text[text.str.strip() != ""].unique(), dtype=object)
+    text = _present(values)
+    distinct = pd.Series(text.dropna().unique(), dtype=object)
     if distinct.empty:
         return None
     readings = _readings(distinct)
@@ -72,7 +74,7 @@ def formatted_numbers(values: pd.Series) -> tuple[np.ndarray, bool] | None:
     comma_decimal = bool((comma & ~point).any())
     if not comma_decimal and not distinct.str.contains(_MARKED).any():
         return None
-    return _mapped(values, readings["comma" if comma_decimal else "point"]), comma_decimal
+    return _mapped(text, readings["comma" if comma_decimal else "point"]), comma_decimal
 
 
 def read_numbers(values: pd.Series, name: str, *, comma_decimal: bool) -> np.ndarray:
@@ -89,8 +91,8 @@ def read_numbers(values: pd.Series, name: str, *, comma_decimal: bool) -> np.nda
     Raises:
       DataError: A value is not a number, or can be read only with the other decimal mark.
     """
-    text = values.where(values.notna(), "").astype(str)
-    distinct = pd.Series(text[text.str.strip() != ""].unique(), dtype=object)
+    text = _present(values)
+    distinct = pd.Series(text.dropna().unique(), dtype=object)
     readings = _readings(distinct)
     mark, other = ("comma", "point") if comma_decimal else ("point", "comma")
     unread = readings.index[readings[mark].isna()]
@@ -101,12 +103,18 @@ def read_numbers(values: pd.Series, name: str, *, comma_decimal: bool) -> np.nda
                             f"spec's is {marks[0]}, as its sample showed", column=name,
                             fix=f'set "decimal_comma": {str(not comma_decimal).lower()} for it in spec.json '
                                 "and pass --feature-spec, or write plain numbers (12.5)")
-        row = int(np.flatnonzero(text.to_numpy() == unread[0])[0])
+        row = int(np.flatnonzero((text == unread[0]).to_numpy())[0])
         raise DataError(f"value {unread[0]!r} in row {row} is not a number", column=name,
                         fix="clean the column, or make the feature categorical in the spec")
-    return _mapped(text.where(text.str.strip() != ""), readings[mark])
+    return _mapped(text, readings[mark])
 
 
-def _mapped(values: pd.Series, numbers: pd.Series) -> np.ndarray:
+def _present(values: pd.Series) -> pd.Series:
+    """The values as text, missing (NaN, empty, a word for missing such as ``N/A``) as None."""
+    text = values.astype(object).where(values.notna(), "").astype(str)
+    return text.where(~text.str.strip().isin(MISSING_NUMBER_WORDS | {""}), None)
+
+
+def _mapped(text: pd.Series, numbers: pd.Series) -> np.ndarray:
     """Each value's number, looked up by its text (missing values find none)."""
-    return values.astype(str).map(numbers).to_numpy(dtype="float64", na_value=np.nan)
+    return text.map(numbers).to_numpy(dtype="float64", na_value=np.nan)

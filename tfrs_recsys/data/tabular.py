@@ -13,12 +13,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow.csv as pa_csv
 
 from tfrs_recsys import paths
 from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError, SkipReport
+from tfrs_recsys.data.number_text import MISSING_NUMBER_WORDS, formatted_numbers
 
 CRITEO_DENSE = tuple(f"I{i}" for i in range(1, 14))
 CRITEO_SPARSE = tuple(f"C{i}" for i in range(1, 27))
@@ -26,7 +26,6 @@ CRITEO_COLUMNS = ("label", *CRITEO_DENSE, *CRITEO_SPARSE)
 MOSTLY_NUMERIC = 0.95  # this share of numbers makes a text column's other values probable typos
 # Missing values in a column of numbers: "NaN", "NA", "null", ..., as the streamed path's CSV reader (Arrow)
 # reads them
-MISSING_NUMBER_WORDS = frozenset(pa_csv.ConvertOptions().null_values)
 COLUMN_KINDS = ("numeric", "categorical")
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -200,6 +199,8 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
         share = 1 - bad.sum() / max(filled.sum(), 1)
         declared = kinds.get(column) == "numeric"
         if not filled.any() or (share < MOSTLY_NUMERIC and not declared):
+            continue
+        if bad.any() and formatted_numbers(values.mask(missing)) is not None:  # "€12,50": the spec reads it
             continue
         if bad.any() and not (declared and skip_bad_rows):
             fix = ("fix the value, or pass --skip-bad-rows to skip and count such rows" if declared else
