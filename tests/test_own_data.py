@@ -515,3 +515,16 @@ def test_a_ranker_learns_from_prices_written_for_people(tmp_path):
                       if f["name"] == "price")
     assert price_spec["kind"] == "numeric" and price_spec["decimal_comma"]
     assert metrics["auc"] > 0.7  # the price's threshold: about 0.75; blind to it, 0.5 +- 0.03
+
+
+def test_a_catalog_rows_bad_number_is_left_out_and_the_row_kept(tmp_path, caplog):
+    from tfrs_recsys.data.entities import read_entity_table
+
+    items = _log(tmp_path, "sku,price,category\n1,2.5,shoes\n2,abc,books\n3,4,games\n", "items.csv")
+    table = read_entity_table(items, "sku", "item", True, [], ["price=numeric"]).set_index("item_id")
+    assert table.loc["2", "category"] == "books" and np.isnan(table.loc["2", "price"])  # kept, price missing
+    assert table.loc["3", "price"] == 4
+    assert any("column 'price': 1 value(s) not numbers" in r.getMessage() and "line 3" in r.getMessage()
+               for r in caplog.records)
+    err = _error(read_entity_table, items, "sku", "item", False, [], ["price=numeric"])
+    assert (err.column, err.line) == ("price", 3)  # without --skip-bad-rows, the run stops there

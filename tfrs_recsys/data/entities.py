@@ -42,7 +42,8 @@ def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: boo
       path: The table (a file, glob or folder), or None.
       key: Its id column.
       group: ``item`` or ``user``.
-      skip_bad_rows: Skip and count malformed rows instead of failing on the first.
+      skip_bad_rows: Skip and count malformed rows instead of failing on the first; a value that is not a
+        number in a column declared numeric becomes missing, its row (the entity's other features) kept.
       reports: Where its skip reports are appended.
       column_types: ``--column-types`` entries (those about its columns apply).
 
@@ -65,7 +66,7 @@ def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: boo
                             f"of the data and of its --{group}s table alike") from None
     reports += skipped
     frame = type_columns(frame, declared_types(column_types, frame), skip_bad_rows=skip_bad_rows,
-                         report=skipped[0] if skipped else None, text_only=[key])
+                         report=skipped[0] if skipped else None, text_only=[key], blank_bad=True)
     for each in skipped:
         each.log()
     frame[key], empty = id_text(frame, key)

@@ -16,7 +16,9 @@ import pyarrow.csv as pa_csv
 
 from tfrs_recsys.data.errors import DataError
 
-MISSING_NUMBER_WORDS = frozenset(pa_csv.ConvertOptions().null_values)  # "N/A", "null", "NaN", ...
+# Missing values in a column of numbers: "NaN", "NA", "null", ..., as the streamed path's CSV reader (Arrow)
+# reads them
+MISSING_NUMBER_WORDS = frozenset(pa_csv.ConvertOptions().null_values)
 _CURRENCIES = "€$£¥₹₩₽₺₪฿"
 _CODES = ("USD|EUR|GBP|JPY|CHF|CAD|AUD|NZD|SEK|NOK|DKK|PLN|CZK|HUF|INR|CNY|RUB|BRL|ZAR|MXN|TRY|KRW"
           "|kr|zł|Kč|Ft|R\\$")

@@ -8,6 +8,7 @@ counted with ``skip_bad_rows``) or ``categorical`` (kept as text).
 from __future__ import annotations
 
 import fnmatch
+import logging
 import posixpath
 from typing import Mapping, Sequence
 
@@ -20,12 +21,11 @@ from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.number_text import MISSING_NUMBER_WORDS, formatted_numbers
 
+logger = logging.getLogger(__name__)
 CRITEO_DENSE = tuple(f"I{i}" for i in range(1, 14))
 CRITEO_SPARSE = tuple(f"C{i}" for i in range(1, 27))
 CRITEO_COLUMNS = ("label", *CRITEO_DENSE, *CRITEO_SPARSE)
 MOSTLY_NUMERIC = 0.95  # this share of numbers makes a text column's other values probable typos
-# Missing values in a column of numbers: "NaN", "NA", "null", ..., as the streamed path's CSV reader (Arrow)
-# reads them
 COLUMN_KINDS = ("numeric", "categorical")
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -139,7 +139,7 @@ def parse_column_types(entries: Sequence[str]) -> dict[str, str]:
 
 def type_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Sequence[str] = (), *,
                  skip_bad_rows: bool = False, report: SkipReport | None = None,
-                 text_only: Sequence[str] = ()) -> pd.DataFrame:
+                 text_only: Sequence[str] = (), blank_bad: bool = False) -> pd.DataFrame:
     """Turns a :func:`read_table` frame's number columns into numbers (module docstring).
 
     Args:
@@ -148,6 +148,7 @@ def type_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Sequence
       skip_bad_rows: Drop (and count in ``report``) rows whose ``numeric`` column holds something else.
       report: Where skipped rows are counted.
       text_only: Columns never turned into numbers (ids).
+      blank_bad: With ``skip_bad_rows``, make a bad value missing rather than skip its row.
 
     Returns:
       The rows, typed; skipped rows dropped.
@@ -157,7 +158,7 @@ def type_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Sequence
         value (without ``skip_bad_rows``); the message names file, line, column and the fix.
     """
     typed, bad = numeric_columns(table, column_types, skip_bad_rows=skip_bad_rows, report=report,
-                                 text_only=text_only)
+                                 text_only=text_only, blank_bad=blank_bad and skip_bad_rows)
     table = table.assign(**typed)
     return keep_rows(table, ~bad) if bad.any() else table
 
@@ -178,8 +179,11 @@ def keep_rows(table: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
 
 def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Sequence[str] = (), *,
                     skip_bad_rows: bool = False, report: SkipReport | None = None,
-                    text_only: Sequence[str] = ()) -> tuple[dict[str, pd.Series], np.ndarray]:
-    """:func:`type_columns`' decisions: ``({column: its numbers}, the rows to skip)``; same arguments."""
+                    text_only: Sequence[str] = (), blank_bad: bool = False
+                    ) -> tuple[dict[str, pd.Series], np.ndarray]:
+    """:func:`type_columns`' decisions: ``({column: its numbers}, the rows to skip)``; same arguments, and
+    ``blank_bad``: with ``skip_bad_rows``, a declared numeric column's bad values become missing (said in
+    a warning), the rows kept: a catalog row keeps its other features."""
     kinds = dict(column_types) if isinstance(column_types, Mapping) else parse_column_types(column_types)
     unknown = sorted(set(kinds) - set(table.columns))
     if unknown:
@@ -209,6 +213,13 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
             what = ("a non-number in a numeric column" if declared
                     else f"{filled.sum() - bad.sum()} of {filled.sum()} values are numbers, not this one")
             raise bad_row(table, bad, column, f"{what}: {{value!r}}", fix)
+        if blank_bad and bad.any():
+            path, line = locate(table, int(np.flatnonzero(bad)[0]))
+            logger.warning("%s: column '%s': %d value(s) not numbers, left out (missing), the rows kept "
+                           "(skip_bad_rows=True); first: line %s, %r", path, column, int(bad.sum()), line,
+                           values.iloc[int(np.flatnonzero(bad)[0])])
+            typed[column] = numbers
+            continue
         for row in np.flatnonzero(bad & ~skip) if report is not None else ():
             path, line = locate(table, int(row))
             report.add(DataError(f"not a number: {values.iloc[row]!r}", path=path, line=line, column=column),
