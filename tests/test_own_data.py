@@ -528,3 +528,44 @@ def test_a_catalog_rows_bad_number_is_left_out_and_the_row_kept(tmp_path, caplog
                for r in caplog.records)
     err = _error(read_entity_table, items, "sku", "item", False, [], ["price=numeric"])
     assert (err.column, err.line) == ("price", 3)  # without --skip-bad-rows, the run stops there
+
+
+def test_ranker_labels_written_as_words_and_impressions_of_no_item(tmp_path):
+    from tfrs_recsys.config import DeepFMConfig
+    from tfrs_recsys.data import streaming
+    from tfrs_recsys.training.rankers import load_and_split
+
+    rows = ["sku,device,skipped"] + [f"s{i % 9},{'md'[i % 2]},{('true', 'False', 'TRUE')[i % 3]}"
+                                     for i in range(60)]
+    path = _log(tmp_path, "\n".join(rows) + "\n", "plays.csv")
+    cfg = DeepFMConfig(dataset="csv", data_dir=path, label_columns=("skipped",), item_column="sku")
+    data, _ = load_and_split(cfg, "deepfm")
+    assert data.frame["skipped"].tolist()[:3] == [1.0, 0.0, 1.0]
+    table = streaming.open_table(path, labels=["skipped"])
+    batch = next(streaming.read_part(table, table.files, 0, seed=0, limit=None))
+    assert set(streaming.labels_of(batch, ["skipped"])["skipped"]) == {0.0, 1.0}  # streamed alike
+    words = path.replace("plays", "words")
+    Path(words).write_text("\n".join(r.replace("true", "listened").replace("rue", "istened") for r in rows))
+    err = _error(load_and_split, dataclasses.replace(cfg, data_dir=words), "deepfm")
+    assert "label must be 0 or 1, found 'listened'" in str(err) and err.line == 2  # not "a non-number"
+    err = _error(load_and_split, dataclasses.replace(cfg, data_dir=words, skip_bad_rows=True), "deepfm")
+    assert "every row was skipped" in str(err)
+    rows[5] = ",m,true"
+    Path(path).write_text("\n".join(rows) + "\n")
+    err = _error(load_and_split, cfg, "deepfm")
+    assert (err.column, err.line) == ("sku", 6) and "empty item id" in str(err)
+    data, _ = load_and_split(dataclasses.replace(cfg, skip_bad_rows=True), "deepfm")
+    assert len(data.frame) == 59
+
+
+def test_a_ranker_stopped_early_at_its_first_epoch_is_told_of_patience(tmp_path):
+    from tfrs_recsys.config import DeepFMConfig
+    from tfrs_recsys.training.common import EpochEvaluator
+    from tfrs_recsys.training.rankers import weak_fit_advice
+
+    evaluator = EpochEvaluator(lambda model: {}, tmp_path, monitor="auc", patience=3, save_checkpoint=False)
+    evaluator.best_epoch, evaluator.epochs_run, evaluator.best_metrics = 1, 4, {"auc": 0.52}
+    advice = weak_fit_advice(evaluator, DeepFMConfig(epochs=10), 24_000)
+    assert "ended it after 4 of 10 epochs" in advice and "--patience (now 3 epochs)" in advice
+    evaluator.epochs_run = 10  # it ran every epoch: patience was not what ended it
+    assert "--patience" not in weak_fit_advice(evaluator, DeepFMConfig(epochs=10), 24_000)

@@ -17,6 +17,7 @@ from tfrs_recsys import runs
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.metrics import topk_metrics
 from tfrs_recsys.training import retrieval as training
+from tfrs_recsys.training.common import PATIENCE_STEPS, patience_epochs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,9 +161,9 @@ def test_batch_and_patience_follow_the_data_size_unless_set(tmp_path):
     assert training.windows_per_step(defaults, full) == round(training.TARGETS_PER_STEP / 50)
     assert training.windows_per_step(defaults, short) == training.TARGETS_PER_STEP // 4
     assert training.windows_per_step(small_config(tmp_path, batch_size=16), full) == 16
-    assert training.patience_epochs(defaults, 22) == math.ceil(training.PATIENCE_STEPS / 22)
-    assert training.patience_epochs(defaults, 1000) == 3
-    assert training.patience_epochs(small_config(tmp_path, patience=2), 22) == 2
+    assert patience_epochs(defaults.patience, 22) == math.ceil(PATIENCE_STEPS / 22)
+    assert patience_epochs(defaults.patience, 1000) == 3
+    assert patience_epochs(small_config(tmp_path, patience=2).patience, 22) == 2
 
 
 def test_steps_per_epoch_validates_every_n_steps_over_the_repeated_input(tmp_path):

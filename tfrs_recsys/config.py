@@ -113,7 +113,8 @@ class TrainConfig:
       batch_size: Examples per training step.
       learning_rate: Adam's learning rate (of the dense layers, for the rankers).
       seed: The seed of initialization, shuffling, splits and synthetic data.
-      patience: Epochs without a better validation score before training stops.
+      patience: Epochs without a better validation score before training stops (0: about 500 training
+        steps' worth, at least 3).
       skip_bad_rows: Skip and count malformed rows instead of stopping at the first.
       progress: Show a progress bar per epoch in a terminal or notebook (false, or output to a pipe or
         file: one line per epoch).
@@ -154,7 +155,7 @@ class TrainConfig:
     batch_size: int = 256
     learning_rate: float = 1e-3
     seed: int = 42
-    patience: int = 3
+    patience: int = 0
     skip_bad_rows: bool = False
     progress: bool = True
     label_columns: tuple[str, ...] = ()
@@ -271,7 +272,6 @@ class RetrievalConfig(TrainConfig):
     epochs: int = 50
     batch_size: int = 0
     learning_rate: float = 0.002
-    patience: int = 0
     embedding_dim: int = 64
     max_history: int = 50
     num_blocks: int = 2

@@ -89,9 +89,9 @@ def say_unmatched(table: pd.DataFrame | None, logged: pd.Series, group: str, pat
     Raises:
       DataError: No logged id has a row: the two files spell the ids apart.
     """
-    if table is None:
-        return
     ids, key, flag = pd.Index(logged.unique()), f"{group}_id", flag or f"--{group}s"
+    if table is None or ids.empty:
+        return
     without, unused = ids[~ids.isin(table[key])], table[key][~table[key].isin(ids)]
     if len(without) == len(ids) and len(table):  # nothing to learn from the table: a spelling, surely
         raise DataError(f"none of {of} {len(ids)} {group}s has a row in this {flag} table (log ids "

@@ -42,6 +42,13 @@ class SkipReport:
             self.examples.append(str(DataError(error.message, path=error.path, line=error.line,
                                                column=error.column)))
 
+    def check_rows_left(self, rows: int) -> None:
+        """Raises a :class:`DataError` when skipping left no ``rows``: a column is wrong, not a few rows."""
+        if not rows and self.skipped:
+            reasons = "; ".join(f"{n} x {why}" for why, n in self.reasons.most_common(3))
+            raise DataError(f"every row was skipped as bad ({reasons})", path=self.path,
+                            fix="fix the column named: --skip-bad-rows is for a few bad rows, not a column")
+
     def log(self) -> None:
         """Warns of the skipped rows, if any and not already said, with their count per reason and the
         first rows."""

@@ -37,7 +37,7 @@ from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.schema import MISSING_INT, FeatureSpec, frame_to_raw
-from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, TEXT_SUFFIXES, table_files
+from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, TEXT_SUFFIXES, binary_label, table_files
 
 CHUNK_ROWS = 65_536  # rows parsed at once: bounds the reader's memory
 SHUFFLE_BATCHES = 16
@@ -362,9 +362,15 @@ def unpack(packed: dict[str, tf.Tensor], spec: FeatureSpec) -> dict[str, tf.Tens
 
 
 def labels_of(batch: pa.RecordBatch, labels: Sequence[str]) -> dict[str, np.ndarray]:
-    """The label columns as float32 (missing -> NaN)."""
-    return {name: pc.cast(batch.column(name), pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
-            for name in labels}
+    """The label columns as float32 (missing -> NaN; words such as yes/no as
+    :func:`~tfrs_recsys.data.tabular.binary_label` reads them)."""
+    out = {}
+    for name in labels:
+        column = batch.column(name)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            column = pa.array(pd.to_numeric(binary_label(column.to_pandas())), pa.float64())
+        out[name] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
+    return out
 
 
 def worker_files(files: Sequence[str], index: int, workers: int) -> list[str]:

@@ -253,6 +253,31 @@ def load_criteo(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
     return LabeledData(frame[list(CRITEO_COLUMNS)], ["label"], name="criteo", skipped=[report])
 
 
+BOOLEAN_LABELS = {"true": 1, "false": 0, "yes": 1, "no": 0, "y": 1, "n": 0, "t": 1, "f": 0}
+
+
+def binary_label(values: pd.Series) -> pd.Series:
+    """A label written as words, every value one of ``true``/``false``, ``yes``/``no``, ``y``/``n`` or
+    ``t``/``f`` (any case; missing aside), as 1.0/0.0 (NaN where missing); any other column unchanged."""
+    if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+        return values
+    words = values.astype(str).str.strip().str.lower()
+    present = (values.notna() & (words != "")).to_numpy()
+    if not present.any() or not words[present].isin(BOOLEAN_LABELS).all():
+        return values
+    return words.map(BOOLEAN_LABELS).where(present).astype("float64")
+
+
+def empty_values(values: pd.Series) -> np.ndarray:
+    """Which values are missing or blank."""
+    return (values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
+
+
+def _mostly_numbers(values: pd.Series) -> bool:
+    filled = values[values.notna() & (values.astype(str).str.strip() != "")]
+    return filled.empty or pd.to_numeric(filled, errors="coerce").notna().mean() >= 0.5
+
+
 def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
                session_column: str | None = None, user_column: str | None = None,
                item_column: str | None = None, column_types: Mapping[str, str] | Sequence[str] = (),
@@ -281,9 +306,21 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
     frame, reports = read_table(path, required=required, what="--data", skip_bad_rows=skip_bad_rows, sep=sep)
     report = reports[0] if reports else SkipReport(path=str(path), total=len(frame))
     ids = [c for c in (session_column, user_column, item_column) if c]
+    frame = frame.assign(**{label: binary_label(frame[label]) for label in labels})
     declared = dict(column_types) if isinstance(column_types, Mapping) else parse_column_types(column_types)
-    declared = {**{label: "numeric" for label in labels}, **declared}  # a label is a number, or a bad row
+    # A label of numbers is a number, or its row is bad; one of words is left to the label check to name.
+    numeric = [label for label in labels if _mostly_numbers(frame[label])]
+    declared = {**{label: "numeric" for label in numeric}, **declared}
     typed = type_columns(frame, declared, skip_bad_rows=skip_bad_rows, report=report, text_only=ids)
+    if item_column and (empty := empty_values(typed[item_column])).any():  # an impression of no item
+        if not skip_bad_rows:
+            raise bad_row(typed, empty, item_column, "empty item id",
+                          "fill it in, or pass --skip-bad-rows to skip and count such rows")
+        for row in np.flatnonzero(empty):
+            where, line = locate(typed, int(row))
+            report.add(DataError("empty item id", path=where, line=line, column=item_column))
+        typed = keep_rows(typed, ~empty)
+    report.check_rows_left(len(typed))
     return LabeledData(typed, list(labels), name=posixpath.basename(str(path).rstrip("/")),
                        session_column=session_column, user_column=user_column, item_column=item_column,
                        skipped=reports or [report])

@@ -55,6 +55,19 @@ def finish_run(run_dir: Path | str, metrics: Mapping[str, Any], *, chief: bool =
     runs.release(run_dir, chief=chief)
 
 
+
+# patience 0: stop after this many training steps without a better validation score (at least 3 epochs):
+# a validation score moves by about its standard error from epoch to epoch, so a count of epochs would
+# stop a run of 20-step epochs on noise (or before a slow start has begun) and wait long on 500-step ones.
+PATIENCE_STEPS = 500
+
+
+def patience_epochs(patience: int, steps_per_epoch: int) -> int:
+    """``patience``, or for 0: :data:`PATIENCE_STEPS` in epochs of ``steps_per_epoch``, at least 3."""
+    if patience:
+        return patience
+    return max(3, math.ceil(PATIENCE_STEPS / max(steps_per_epoch, 1)))
+
 class EpochEvaluator(tf.keras.callbacks.Callback):
     """Evaluates after every epoch, logs, stops early and keeps the best weights.
 

@@ -26,10 +26,10 @@ from tfrs_recsys.data.registry import load_labeled, options_from
 from tfrs_recsys.data.schema import FeatureSpec, frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
-from tfrs_recsys.data.tabular import locate
+from tfrs_recsys.data.tabular import binary_label, locate
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame
 from tfrs_recsys.training import distribution
-from tfrs_recsys.training.common import EpochEvaluator, fit_verbosity, tensorboard_callback
+from tfrs_recsys.training.common import EpochEvaluator, fit_verbosity, patience_epochs, tensorboard_callback
 from tfrs_recsys.training.optimizers import ranker_optimizer
 from tfrs_recsys.training.resume import TrainingState, advance
 
@@ -64,11 +64,14 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
     report = (data.skipped[0] if data.skipped else SkipReport(data.name, total=len(data.frame))
               ) if cfg.skip_bad_rows else None
     keep = check_labels(data.frame, data.labels, funnel=task == "esmm", report=report)
+    if report is not None:
+        report.check_rows_left(int(keep.sum()))
     for each in data.skipped:  # said once, with the labels' skips
         each.log()
     if not keep.all():
         data = dataclasses.replace(data, frame=data.frame[keep].reset_index(drop=True), truth=None
                                    if data.truth is None else data.truth[keep].reset_index(drop=True))
+    data.frame[data.labels] = data.frame[data.labels].apply(pd.to_numeric)  # 0/1 text, once bad rows are out
     if data.session_column:
         split = split_by_session(data.frame, data.session_column, fractions=SPLIT_FRACTIONS, seed=cfg.seed)
     else:
@@ -94,7 +97,7 @@ def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False
     Raises:
       DataError: naming the first bad row (its file and line where known), the bad values and the fix.
     """
-    numbers = {name: pd.to_numeric(frame[name], errors="coerce") for name in labels}
+    numbers = {name: pd.to_numeric(binary_label(frame[name]), errors="coerce") for name in labels}
     problems = []
     for name in labels:
         bad = ~numbers[name].isin([0, 1]).to_numpy()
@@ -243,8 +246,8 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: Feat
       The evaluator (best epoch and value).
     """
     ds, steps = training_dataset(train, spec, cfg)
-    evaluator = EpochEvaluator(eval_fn, run_dir, monitor=monitor, mode="max", patience=cfg.patience,
-                               save_checkpoint=checkpoint)
+    evaluator = EpochEvaluator(eval_fn, run_dir, monitor=monitor, mode="max",
+                               patience=patience_epochs(cfg.patience, steps), save_checkpoint=checkpoint)
     compile_ranker(model, cfg)
     epochs = epochs or cfg.epochs
     callbacks = [evaluator, tensorboard_callback(run_dir)] if checkpoint else [evaluator]
@@ -313,7 +316,10 @@ def weak_fit_advice(evaluator: EpochEvaluator, cfg: TrainConfig, train_rows: int
         return None
     what = [f"the best validation {', '.join(weak)} is at most {WEAK_AUC} (0.5 ranks at random)"] * bool(weak)
     what += [f"the best epoch was the first of {evaluator.epochs_run}: later ones only got worse"] * first
-    return (f"{'; '.join(what)}. Try a learning rate 3x higher or lower (--learning-rate, now "
+    stopped = (f"; early stopping ended it after {evaluator.epochs_run} of {cfg.epochs} epochs: a slow start "
+               f"may need more --patience (now {evaluator.patience} epochs) and --epochs"
+               if evaluator.epochs_run < cfg.epochs else "")
+    return (f"{'; '.join(what)}{stopped}. Try a learning rate 3x higher or lower (--learning-rate, now "
             f"{cfg.learning_rate}; --embedding-learning-rate, now {cfg.embedding_learning_rate}), a smaller "
             f"--batch-size (now {cfg.batch_size}), or more data (now {train_rows} training rows)")
 

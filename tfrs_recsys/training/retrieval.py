@@ -45,6 +45,7 @@ from tfrs_recsys.training.common import (
     completed_run,
     finish_run,
     fit_verbosity,
+    patience_epochs,
     tensorboard_callback,
 )
 from tfrs_recsys.training.cooccurrence import fit_cooccurrence, fused_ranks
@@ -57,19 +58,6 @@ EVAL_CELLS = 1 << 24  # query x item scores computed at once by full-catalog eva
 # length or the data's size (SASRec trains 512 one-target sequences per step).
 TARGETS_PER_STEP = 1024
 PAIRWISE_BATCH = 128  # triples per step of a pairwise loss with batch_size 0
-# patience 0: stop after this many training steps without a better validation score (at least 3 epochs):
-# validation NDCG of a few hundred users moves by about its standard error from epoch to epoch, so
-# a count of epochs would stop a run of 20-step epochs on noise and wait long on 500-step epochs.
-PATIENCE_STEPS = 500
-
-
-def patience_epochs(cfg: RetrievalConfig, steps_per_epoch: int) -> int:
-    """``cfg.patience``, or for 0: ``PATIENCE_STEPS`` in epochs of ``steps_per_epoch``, at least 3."""
-    if cfg.patience:
-        return cfg.patience
-    return max(3, math.ceil(PATIENCE_STEPS / max(steps_per_epoch, 1)))
-
-
 def windows_per_step(cfg: RetrievalConfig, targets: np.ndarray) -> int:
     """The global batch of ``all_positions`` training, in windows: ``cfg.batch_size``, or for 0 the rule.
 
@@ -401,8 +389,9 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
         print(f"retrieval: validation after each epoch on a seeded sample of {len(validation)} of "
               f"{len(split.validation)} held-out users (--validation-users); the test is exact over all",
               flush=True)
+    patience = patience_epochs(cfg.patience, steps_per_epoch)
     evaluator = EpochEvaluator(lambda m: evaluate(m, "validation", validation), run_dir, monitor=monitor,
-                               patience=patience_epochs(cfg, steps_per_epoch), average_after_best=True)
+                               patience=patience, average_after_best=True)
     state = TrainingState.of_run(cfg, run_dir)
     initial = state.restore(model, evaluator, lambda: runs.build_retrieval(model, cfg.max_history, catalog),
                             cfg.epochs)

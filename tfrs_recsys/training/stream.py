@@ -40,9 +40,16 @@ from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.data.schema_inference import infer_schema
+from tfrs_recsys.data.tabular import empty_values
 from tfrs_recsys.features.preprocessing import FeaturePreprocessor, as_encoded
 from tfrs_recsys.training import distribution, rankers
-from tfrs_recsys.training.common import EpochEvaluator, finish_run, fit_verbosity, tensorboard_callback
+from tfrs_recsys.training.common import (
+    EpochEvaluator,
+    finish_run,
+    fit_verbosity,
+    patience_epochs,
+    tensorboard_callback,
+)
 
 AUTO_BYTES = 256 << 20  # --streaming auto streams files of this size or more
 MAX_HASH_BUCKETS = 1 << 21
@@ -124,6 +131,10 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
     for join in table.joins:
         join.check(sample, of="the sample's")
     rankers.check_labels(sample, table.labels, funnel=task == "esmm", skippable=False)
+    if cfg.item_column and (empty := empty_values(sample[cfg.item_column])).any():
+        raise DataError(f"{int(empty.sum())} of the {len(sample)} sampled rows have an empty item id",
+                        path=str(cfg.data_dir), column=cfg.item_column,
+                        fix="fill the ids in, or drop those rows: a streamed run reads the files as they are")
     spec = _spec(cfg, table, sample, train_rows)
     timings = {"load": time.perf_counter() - clock}
     clock = time.perf_counter()
@@ -190,12 +201,12 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, run: StreamRun, run_dir, *, row
         return metrics
 
     epochs = EpochSeconds()
-    evaluator = EpochEvaluator(timed, run_dir, monitor=rankers.MONITOR, mode="max", patience=cfg.patience,
-                               save_checkpoint=True)
+    steps = math.ceil(rows / cfg.batch_size)
+    evaluator = EpochEvaluator(timed, run_dir, monitor=rankers.MONITOR, mode="max",
+                               patience=patience_epochs(cfg.patience, steps), save_checkpoint=True)
     rankers.compile_ranker(model, cfg)
     callbacks = [epochs, evaluator, tensorboard_callback(run_dir)]
-    model.fit(ds, epochs=cfg.epochs, steps_per_epoch=math.ceil(rows / cfg.batch_size), callbacks=callbacks,
-              verbose=fit_verbosity(cfg))
+    model.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=fit_verbosity(cfg))
     run.timings.setdefault("epochs", []).append(epochs.seconds)
     run.timings["validation"] = run.timings.get("validation", 0.0) + seconds["validation"]
     return evaluator
