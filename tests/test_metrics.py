@@ -127,6 +127,21 @@ def test_topk_metrics_and_rank_of_target_against_sorting():
     assert np.all(ranks_out[:100] == 60) and np.array_equal(ranks_out[100:], ranks[100:])
 
 
+def test_popularity_ranks_are_rank_of_target_of_the_counts_repeated_for_every_query():
+    """Ties (small integer counts), excluded items, duplicate exclusions and excluded targets alike."""
+    rng = np.random.default_rng(2)
+    counts = rng.integers(0, 6, 50)
+    target = rng.integers(0, 50, 300)
+    exclude = [rng.integers(0, 50, rng.integers(0, 8)) for _ in range(300)]
+    exclude[:20] = [np.array([t, t]) for t in target[:20]]
+    mask = np.zeros((300, 50), dtype=bool)
+    for i, skipped in enumerate(exclude):
+        mask[i, skipped] = True
+    dense = metrics.rank_of_target(np.tile(counts, (300, 1)), target, mask)
+    assert np.array_equal(metrics.popularity_ranks(counts, target, exclude), dense)
+    assert np.all(dense[:20] == 50)
+
+
 @pytest.mark.parametrize("cells", [7, 64, 10_000])
 def test_dot_product_ranks_by_item_blocks_are_the_ranks_of_the_whole_score_matrix(cells):
     """Blocks of any size (one item, a few, all) give rank_of_target's ranks, with ties (integer vectors),

@@ -150,6 +150,8 @@ def test_ranking_keeps_the_history_where_users_come_back_to_their_items(tmp_path
     assert meta["history_left_out"] is False
     assert meta["validation_by_history_rule"]["left_out"]["recall@10"] < 0.1
     assert result.test_metrics["recall@10"] > 0.5, result.test_metrics
+    # ranking by popularity, on the same users and exclusions, hits far less: the genre is what was learned
+    assert meta["popularity_test"]["recall@10"] < result.test_metrics["recall@10"] - 0.2
 
 
 def test_batch_and_patience_follow_the_data_size_unless_set(tmp_path):

@@ -282,6 +282,21 @@ def test_a_funnel_step_named_like_no_outcome_is_refused_as_a_leak():
     assert infer_schema(frame, ["clicked", "checkout"]).labels == ["clicked", "checkout"]
 
 
+def test_a_number_that_alone_ranks_the_label_almost_perfectly_is_refused_as_a_leak():
+    rng = np.random.default_rng(5)
+    listened = (rng.random(600) < 0.7).astype(int)
+    played = np.where(listened, rng.uniform(30, 300, 600), rng.uniform(0, 29, 600))
+    frame = pd.DataFrame({"listened": listened, "seconds_played": played,
+                          "duration": rng.uniform(100, 300, 600) + 80 * listened})  # strong, but an input
+    with pytest.raises(SchemaError, match="alone ranks the label 'listened' with an AUC of 1.000") as err:
+        infer_schema(frame, ["listened"])
+    assert err.value.column == "seconds_played" and "--exclude-columns seconds_played" in err.value.fix
+    assert "--label-columns" not in err.value.fix  # a number of seconds is no 0/1 label
+    spec = infer_schema(frame, ["listened"], exclude=["seconds_played"])
+    assert spec["duration"].kind == "numeric"  # AUC about 0.85 alone: a feature
+    assert "seconds_played" in infer_schema(frame.iloc[:25], ["listened"]).feature_names  # too few to judge
+
+
 def test_numbers_written_for_people_are_numbers_in_every_chunk():
     prices = ["€12,50", "€1.250,00", "€ 3,99", None, "-€2,00"]
     frame = pd.DataFrame({"price": prices * 24, "discount": ["10%", "2.5%", "", "0%", "15%"] * 24,

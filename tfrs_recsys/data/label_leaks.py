@@ -1,6 +1,8 @@
 """Which columns are outcomes: a label used as a feature leaks the answer, and a model that learned from it
 is useless in serving. A column is an outcome by its name (click, purchased, booking_bool, ...) or by its
-data: a 0/1 column that is 1 only on rows where a label is 1 is a later step of the same funnel.
+data: a 0/1 column that is 1 only on rows where a label is 1 is a later step of the same funnel, and a
+number that alone ranks a label almost perfectly (the seconds a track was played, against its skip) is
+known only once the outcome is.
 """
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ import pandas as pd
 
 from tfrs_recsys.data.schema import SchemaError
 
+# A single number ranking a label this well (or this badly) is an outcome, not an input.
+TELLING_AUC = 0.99
+# Fewer positives or negatives than this in a sample make a single column's AUC too noisy to judge.
+TELLING_MIN_ROWS = 20
 # Outcome names: a column named like this is a label (or leaks one), never a feature.
 LABEL_NAMES = frozenset({
     "label", "labels", "target", "y", "click", "clicks", "clicked", "is_click", "click_bool", "conversion",
@@ -39,12 +45,14 @@ def looks_like_label(name: str) -> bool:
     return n in LABEL_NAMES or bool(_LABEL_AFFIX.search(n))
 
 
-def leak_error(column: str, labels: list[str], why: str) -> SchemaError:
-    """The error of an outcome ``column`` among the features, with ``why`` it is one."""
+def leak_error(column: str, labels: list[str], why: str, *, may_be_label: bool = True) -> SchemaError:
+    """The error of an outcome ``column`` among the features, with ``why`` it is one (``may_be_label``:
+    the fix may be to declare it a label)."""
+    label = (f"declare it as a label (--label-columns {','.join(map(str, labels + [column]))}; labels= in "
+             f"Python) or " if may_be_label else "")
     return SchemaError(
         f"{why}; a label used as a feature leaks the answer", column=column,
-        fix=f"declare it as a label (--label-columns {','.join(map(str, labels + [column]))}; labels= in "
-            f"Python) or leave it out (--exclude-columns {column}; exclude=); if it truly is an input, name "
+        fix=f"{label}leave it out (--exclude-columns {column}; exclude=); if it truly is an input, name "
             f"it in --context-columns of python -m tfrs_recsys.data.schema and train with that "
             f"--feature-spec (context_columns= in Python)")
 
@@ -60,4 +68,27 @@ def within_label(sample: pd.DataFrame, column: str, labels: list[str]) -> str | 
         positive = sample[label].to_numpy(dtype="float64", na_value=0.0) == 1
         if ones.any() and positive[ones].all() and positive.mean() ** ones.sum() < 1e-3:
             return label
+    return None
+
+
+def tells_label(sample: pd.DataFrame, column: str, labels: list[str]) -> tuple[str, float] | None:
+    """The label a numeric column alone ranks with an AUC of at least :data:`TELLING_AUC` (or at most
+    ``1 - TELLING_AUC``), and that AUC, else None.
+
+    ``AUC = (sum of the positives' ranks - n_pos (n_pos + 1) / 2) / (n_pos n_neg)`` over the rows where
+    both are present, ties ranked by their mean.
+    """
+    values = sample[column]
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return None
+    for label in (label for label in labels if pd.api.types.is_numeric_dtype(sample[label])):
+        rows = values.notna() & sample[label].isin((0, 1))
+        positive = (sample[label][rows] == 1).to_numpy()
+        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+        if min(n_pos, n_neg) < TELLING_MIN_ROWS:
+            continue
+        ranks = values[rows].rank().to_numpy()
+        auc = (ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        if max(auc, 1 - auc) >= TELLING_AUC:
+            return label, float(auc)
     return None

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tfrs_recsys.data.label_leaks import leak_error, looks_like_label, norm_name, within_label
+from tfrs_recsys.data.label_leaks import leak_error, looks_like_label, norm_name, tells_label, within_label
 from tfrs_recsys.data.number_text import formatted_numbers
 from tfrs_recsys.data.schema import (
     GROUPS,
@@ -151,6 +151,10 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
             if (within := within_label(sample, c, labels)) is not None:
                 raise leak_error(c, labels, f"is 1 only on rows where the label '{within}' is 1 (a later "
                                             f"step of the same funnel, as a purchase is of a click)")
+            if (told := tells_label(sample, c, labels)) is not None:
+                raise leak_error(c, labels, f"alone ranks the label '{told[0]}' with an AUC of {told[1]:.3f} "
+                                            f"(a value known only with the outcome, as the seconds a track "
+                                            f"was played are with its skip)", may_be_label=False)
     label_set = set(labels)
 
     explicit: dict[str, str] = {}

@@ -55,7 +55,6 @@ def finish_run(run_dir: Path | str, metrics: Mapping[str, Any], *, chief: bool =
     runs.release(run_dir, chief=chief)
 
 
-
 # patience 0: stop after this many training steps without a better validation score (at least 3 epochs):
 # a validation score moves by about its standard error from epoch to epoch, so a count of epochs would
 # stop a run of 20-step epochs on noise (or before a slow start has begun) and wait long on 500-step ones.

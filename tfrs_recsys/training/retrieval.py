@@ -35,7 +35,7 @@ from tfrs_recsys.data import pairs
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.registry import load_interactions, options_from
-from tfrs_recsys.metrics import auc, dot_product_ranks, pairwise_auc, topk_metrics
+from tfrs_recsys.metrics import auc, dot_product_ranks, pairwise_auc, popularity_ranks, topk_metrics
 from tfrs_recsys.models import retrieval as retrieval_model
 from tfrs_recsys.models.cooccurrence import CooccurrenceTable
 from tfrs_recsys.models.retrieval import TwoTowerRetrieval, Vocabularies, build_model, query_vectors
@@ -110,6 +110,17 @@ def validation_sample(held: seq.HeldOut, users: int, seed: int) -> seq.HeldOut:
     keep = np.sort(np.random.default_rng(seed).choice(len(held), users, replace=False))
     return seq.HeldOut(held.user_ids[keep], [held.histories[i] for i in keep], held.targets[keep],
                        [held.exclude[i] for i in keep])
+
+
+def popularity_metrics(train: seq.Sequences, catalog: np.ndarray, held: seq.HeldOut,
+                       ks: tuple[int, ...]) -> dict[str, float]:
+    """The metrics of ranking every item by its count in ``train``, with ``held``'s exclusions: the floor a
+    model must clear to have learned more than what is popular."""
+    index = pd.Index(catalog)
+    seen = [p[p >= 0] for p in seq.catalog_positions(train, catalog)]
+    counts = np.bincount(np.concatenate(seen) if seen else np.zeros(0, np.int64), minlength=len(catalog))
+    exclude = [p[p >= 0] for p in (index.get_indexer(np.asarray(e, dtype=object)) for e in held.exclude)]
+    return topk_metrics(popularity_ranks(counts, index.get_indexer(held.targets), exclude), ks)
 
 
 def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int = 1024,
@@ -417,6 +428,12 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     validation, test = with_history(validation, leave_out), with_history(split.test, leave_out)
     table = fit_cooccurrence(cfg, model, split, catalog, validation, monitor, ks, cells=EVAL_CELLS)
     metrics = evaluate(model, "test", test, table)
+    popularity = popularity_metrics(split.train, catalog, test, ks)
+    headline = f"ndcg@{10 if 10 in ks else ks[0]}"
+    print(f"retrieval: test {headline} {metrics[headline]:.4f}; ranking by training popularity (the same "
+          f"users and exclusions): {popularity[headline]:.4f}"
+          + (f", {metrics[headline] / popularity[headline]:.2f}x" if popularity[headline] > 0 else ""),
+          flush=True)
     fusion = {}
     if table is not None:
         fusion = {"cooccurrence_beta": table.beta, "cooccurrence_damping": table.damping,
@@ -427,7 +444,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
         "epochs_averaged_after_best": evaluator.averaged_epochs, "saved_validation": saved_validation,
         "train_seconds": round(train_seconds, 2), "epochs_run": evaluator.epochs_run, "loss": cfg.loss,
         "exclude_seen": exclude_seen, "history_left_out": leave_out,
-        "validation_by_history_rule": by_rule,
+        "validation_by_history_rule": by_rule, "popularity_test": popularity,
         **({"training_triples": len(sampler), "liked_without_negative": sampler.dropped} if sampler else {}),
         **{f"pairwise_{part}": {"rows": len(r), "liked": int(r.liked.sum()), "pairs": same_user_pairs(r)}
            for part, r in rated.items()},
