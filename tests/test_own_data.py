@@ -111,26 +111,28 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
             stub.Predict(request, timeout=30)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-        # recall -> rank with the ranker's own id columns named; by default they would go as missing
+        # recall -> rank: the ranker's id and time inputs are the log's columns, which the store recorded
         store = FeatureStore.from_run(tmp_path / "retrieval")
+        meta = store.meta
+        assert (meta.user_column, meta.item_column, meta.time_column) == ("visitor", "sku", "ts")
         with ServingClient(server.address, retrieval_model="shop_portable", ranker_model="ranker") as client:
-            named = RecallRankPipeline(client, store, num_candidates=10, ranker_user_input="visitor",
-                                       ranker_item_input="sku")
-            default = RecallRankPipeline(client, store, num_candidates=10)
-            with_ids, without = named.recommend(" v3", k=10), default.recommend("v3", k=10)
+            def recommend(**names):
+                return RecallRankPipeline(client, store, num_candidates=10, **names).recommend(" v3", k=10)
+
             before = len(caplog.records)
-            RecallRankPipeline(client, store, num_candidates=10, ranker_user_input="visitor",
-                               ranker_item_input="sku", ranker_time_input="ts").recommend("v3", k=10)
-            assert not caplog.records[before:]  # the request's time fills its --time-column: nothing missing
+            default = recommend()
+            assert not caplog.records[before:]  # every input filled: nothing goes as missing
+            named = recommend(ranker_user_input="visitor", ranker_item_input="sku", ranker_time_input="ts")
+            without = recommend(ranker_user_input="", ranker_item_input="", ranker_time_input="")
             with pytest.raises(ValueError, match="--ranker-user-input 'visiter' is not an input of ranker"):
-                RecallRankPipeline(client, store, ranker_user_input="visiter").recommend("v3", k=3)
-        assert not with_ids.is_cold_start and set(with_ids.item_ids) == set(without.item_ids)
+                recommend(ranker_user_input="visiter")
+        assert not default.is_cold_start and set(default.item_ids) == set(without.item_ids)
         assert any("café" in item for item, _ in store.hot_items(60))
-        scores = [{r.item_id: r.score for r in answer.items} for answer in (with_ids, without)]
-        assert scores[0] != pytest.approx(scores[1])  # the ids reach the ranker only when named
-        unfilled = [set(r.args[1]) for r in caplog.records[:before]
+        scores = [{r.item_id: r.score for r in answer.items} for answer in (default, named, without)]
+        assert scores[0] == pytest.approx(scores[1]) and scores[0] != pytest.approx(scores[2])
+        unfilled = [set(r.args[1]) for r in caplog.records[before:]
                     if r.name == "tfrs_recsys.serving.pipeline"]
-        assert {"visitor", "sku"} <= unfilled[-1] and not any({"visitor", "sku"} & u for u in unfilled[:-1])
+        assert unfilled and {"visitor", "sku", "ts"} <= unfilled[-1]  # named none: they go as missing
     finally:
         assert server.stop() == 0, server.log_tail()
 

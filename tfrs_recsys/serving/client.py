@@ -376,8 +376,8 @@ class ServingClient:
         return found
 
     def rank(self, user_id: str, candidates: Sequence[str], features: Mapping[str, object] | None = None, *,
-             model: str | None = None, user_feature: str | None = "user_id", item_feature: str = "item_id",
-             timeout: float | None = None) -> Ranked:
+             model: str | None = None, user_feature: str | None = "user_id",
+             item_feature: str | None = "item_id", timeout: float | None = None) -> Ranked:
         """Scores ``candidates`` for a user with a ranker export, one row per candidate.
 
         Args:
@@ -387,7 +387,7 @@ class ServingClient:
             Inputs not given are sent as missing (``""`` or NaN), as in training.
           model: The model (default: the client's ``ranker_model``).
           user_feature: The ranker's user id input (None: the ranker takes none).
-          item_feature: The ranker's item id input.
+          item_feature: The ranker's item id input (None: the ranker takes none).
           timeout: The call's deadline (default: the client's).
 
         Returns:
@@ -407,7 +407,8 @@ class ServingClient:
             raise ValueError(f"model '{model}' has no inputs {unknown}; its inputs are {sorted(info.inputs)}")
         if user_feature:
             given.setdefault(user_feature, str(user_id))
-        given.setdefault(item_feature, candidates)
+        if item_feature:
+            given.setdefault(item_feature, candidates)
         inputs = {name: _column(given.get(name), spec.dtype, len(candidates), name)
                   for name, spec in info.inputs.items()}
         outputs, version = self.predict(model, inputs, timeout=timeout)

@@ -20,6 +20,7 @@ read-only by the serving process:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -172,8 +173,12 @@ class FeatureStore:
         Returns:
           The store.
         """
-        max_history = runs.open_run(run_dir, ("retrieval",)).config.max_history
-        return cls.from_interactions(runs.training_interactions(run_dir), max_history=max_history, **options)
+        config = runs.open_run(run_dir, ("retrieval",)).config
+        store = cls.from_interactions(runs.training_interactions(run_dir), max_history=config.max_history,
+                                      **options)
+        store.meta = dataclasses.replace(store.meta, user_column=config.user_column,
+                                         item_column=config.item_column, time_column=config.time_column)
+        return store
 
     def save(self, directory: str | os.PathLike) -> Path | str:
         """Writes the tables (module docstring).
@@ -395,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
                        hotness_feature_half_life_days=args.feature_half_life_days)
         store = (FeatureStore.from_run(args.run_dir, **options) if args.run_dir else
                  FeatureStore.from_interactions(load_interactions(args.dataset, args.data_dir), **options))
+        named = {f"{group}_column": column for group, column, table in (
+            ("item", args.item_column, args.item_features), ("user", args.user_column, args.user_features))
+            if table}  # a ranker's --items / --users id column is its --item-column / --user-column
+        store.meta = dataclasses.replace(store.meta, **named)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -88,21 +88,23 @@ class Recommendations:
 Merge = Callable[[list[Recommendation], list[Recommendation], int], list[Recommendation]]
 
 
+DEFAULT_INPUTS = {"user": "user_id", "item": "item_id", "time": "timestamp"}  # the demo's and most logs'
+
+
 def ranked_only(ranked: list[Recommendation], hot: list[Recommendation], k: int) -> list[Recommendation]:
     """The default merge: the ranked list as is."""
     return ranked[:k]
 
 
 def request_time_features(inputs: Mapping[str, object], context: Mapping[str, object], now: float,
-                          time_input: str = "timestamp") -> dict:
+                          time_input: str | None = "timestamp") -> dict:
     """The request's time for the ranker inputs the data layer derives from a timestamp.
 
     Args:
       inputs: The ranker's inputs, by name.
       context: The request's context features, which win.
       now: The request's time, in seconds since the epoch.
-
-      time_input: The ranker's time input (its ``--time-column``; ``timestamp`` by default).
+      time_input: The ranker's time input (its ``--time-column``; ``timestamp`` by default; None: none).
 
     Returns:
       ``time_input`` (seconds), ``hour`` (0-23) and ``weekday`` (Monday = 0), UTC as in training,
@@ -130,10 +132,12 @@ class RecallRankPipeline:
       recall_source: ``"model"`` (the retrieval model on every request) or ``"published"`` (the
         published lists; the model for users without a current one).
       ranker_user_input: The ranker's input the user id goes to: the column its training named by
-        ``--user-column`` (None: the ranker takes no user id).
-      ranker_item_input: The ranker's input the candidates' ids go to (its ``--item-column``).
-      ranker_time_input: The ranker's input the request's time goes to (its ``--time-column``; with
-        ``hour`` and ``weekday`` where it takes them).
+        ``--user-column`` (``""``: the ranker takes none; None: the column the store's meta names, if the
+        ranker takes it, else ``user_id``).
+      ranker_item_input: The ranker's input the candidates' ids go to (its ``--item-column``; None
+        and ``""`` likewise, ``item_id`` the default).
+      ranker_time_input: The ranker's input the request's time goes to (its ``--time-column``, with
+        ``hour`` and ``weekday`` where it takes them; None and ``""`` likewise, ``timestamp`` the default).
 
     A ranker input that neither the ids, the store's features nor the request fill goes as missing for
     every candidate, as a value missing in training would; the pipeline logs a warning naming it, once.
@@ -143,8 +147,8 @@ class RecallRankPipeline:
                  retrieval_model: str | None = None, ranker_model: str | None = None,
                  num_candidates: int = 100, sort_by: str | None = None, exclude_seen: bool = True,
                  merge: Merge = ranked_only, recall_merge: RecallMergeConfig | None = None,
-                 recall_source: str = "model", ranker_user_input: str | None = "user_id",
-                 ranker_item_input: str = "item_id", ranker_time_input: str = "timestamp"):
+                 recall_source: str = "model", ranker_user_input: str | None = None,
+                 ranker_item_input: str | None = None, ranker_time_input: str | None = None):
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         if recall_source not in RECALL_SOURCES:
@@ -159,9 +163,7 @@ class RecallRankPipeline:
         self.exclude_seen = exclude_seen
         self.merge = merge
         self.recall_merge = recall_merge or RecallMergeConfig()
-        self.ranker_user_input = ranker_user_input
-        self.ranker_item_input = ranker_item_input
-        self.ranker_time_input = ranker_time_input
+        self.ranker_inputs = {"user": ranker_user_input, "item": ranker_item_input, "time": ranker_time_input}
         self._warned: set[tuple[str, str]] = set()
 
     def _hot(self, history: list[str], limit: int) -> list[Recommendation]:
@@ -245,8 +247,11 @@ class RecallRankPipeline:
             return Recommendations(str(user_id), self._hot([], k), True)
         candidates, versions = self._candidates(user_id, state, self.num_candidates)
         ids = [c.item_id for c in candidates]
-        ranked = self.client.rank(user_id, ids, self._features(state, ids, context), model=self.ranker_model,
-                                  user_feature=self.ranker_user_input, item_feature=self.ranker_item_input)
+        inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
+        names = self._input_names(inputs)
+        ranked = self.client.rank(user_id, ids, self._features(state, ids, context, inputs, names),
+                                  model=self.ranker_model, user_feature=names["user"],
+                                  item_feature=names["item"])
         key = self.sort_by or ("ctcvr" if "ctcvr" in ranked.outputs else "ctr")
         if key not in ranked.outputs:
             raise ValueError(f"ranker '{self.ranker_model}' has no output '{key}' "
@@ -258,29 +263,42 @@ class RecallRankPipeline:
         items = self.merge(rows, hot, k)
         return Recommendations(str(user_id), items, False, {**versions, self.ranker_model: ranked.version})
 
-    def _features(self, state: UserState, candidates: Sequence[str],
-                  context: Mapping[str, object]) -> dict[str, object]:
+    def _input_names(self, inputs: Mapping[str, object]) -> dict[str, str | None]:
+        """The ranker's user, item and time inputs: as given (``""``: none), else the log's column the
+        store names where the ranker takes it, else the conventional name where it does, else none.
+
+        Raises:
+          ValueError: A given name is not an input of the ranker.
+        """
+        names, meta = {}, self.store.meta
+        for role, given in self.ranker_inputs.items():
+            if given is not None and given != "" and given not in inputs:
+                raise ValueError(f"--ranker-{role}-input {given!r} is not an input of ranker "
+                                 f"'{self.ranker_model}' (its inputs are {sorted(inputs)})")
+            found = (getattr(meta, f"{role}_column"), DEFAULT_INPUTS[role])
+            names[role] = ((given or None) if given is not None
+                           else next((n for n in found if n in inputs), None))
+        return names
+
+    def _features(self, state: UserState, candidates: Sequence[str], context: Mapping[str, object],
+                  inputs: Mapping[str, object], names: Mapping[str, str | None]) -> dict[str, object]:
         """Ranker inputs the store and the request know; the rest go as missing values."""
-        inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
         features: dict[str, object] = {}
         item_columns = [c for c in self.store.item_feature_columns if c in inputs]
         features.update(self.store.item_features(candidates, item_columns))
         user_columns = [c for c in self.store.user_feature_columns if c in inputs and c not in features]
         features.update({c: state.features.get(c) for c in user_columns})
-        named = {self.ranker_user_input: "--ranker-user-input", self.ranker_item_input: "--ranker-item-input",
-                 self.ranker_time_input: "--ranker-time-input"}
-        defaults = (None, "user_id", "item_id", "timestamp")  # a ranker may take no ids and no time
-        for name, what in [*((n, "context") for n in context), *named.items()]:
-            if name not in inputs and not (what != "context" and name in defaults):
-                raise ValueError(f"{what} {name!r} is not an input of ranker '{self.ranker_model}' "
+        for name in context:
+            if name not in inputs:
+                raise ValueError(f"context {name!r} is not an input of ranker '{self.ranker_model}' "
                                  f"(its inputs are {sorted(inputs)})")
-        features.update(request_time_features(inputs, context, time.time(), self.ranker_time_input))
+        features.update(request_time_features(inputs, context, time.time(), names["time"]))
         features.update(context)
-        self._warn_unfilled(set(inputs) - set(features) - {self.ranker_user_input, self.ranker_item_input})
+        self._warn_unfilled(set(inputs) - set(features) - {names["user"], names["item"]}, names)
         return features
 
-    def _warn_unfilled(self, names: set[str]) -> None:
-        new = sorted(n for n in names if (self.ranker_model, n) not in self._warned)
+    def _warn_unfilled(self, unfilled: set[str], names: Mapping[str, str | None]) -> None:
+        new = sorted(n for n in unfilled if (self.ranker_model, n) not in self._warned)
         if new:
             self._warned.update((self.ranker_model, n) for n in new)
             logging.getLogger(__name__).warning(
@@ -289,8 +307,7 @@ class RecallRankPipeline:
                 "request fill them. Name the ranker's own user, item or time column with "
                 "--ranker-user-input, --ranker-item-input or --ranker-time-input; a request feature with "
                 "--context NAME=VALUE",
-                self.ranker_model, new, self.ranker_user_input, self.ranker_item_input,
-                self.ranker_time_input)
+                self.ranker_model, new, names["user"], names["item"], names["time"])
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: bool = False) -> None:
@@ -313,15 +330,13 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: b
                         help="the retrieval export's model name (retrieval_portable on a stock TF Serving)")
     parser.add_argument("--ranker-model", default="deepfm", help="the ranker export's model name (default: "
                         "deepfm, as `make demo` and export/models.config name it)")
-    parser.add_argument("--ranker-user-input", default="user_id",
-                        help="the ranker's input for the user id: its training's --user-column (default "
-                             "user_id; '' when it takes none)")
-    parser.add_argument("--ranker-item-input", default="item_id",
-                        help="the ranker's input for the candidates' ids: its training's --item-column "
-                             "(default item_id)")
-    parser.add_argument("--ranker-time-input", default="timestamp",
-                        help="the ranker's input for the request's time: its training's --time-column "
-                             "(default timestamp)")
+    for role, what, flag, default in (("user", "the user id", "--user-column", "user_id"),
+                                      ("item", "the candidates' ids", "--item-column", "item_id"),
+                                      ("time", "the request's time", "--time-column", "timestamp")):
+        parser.add_argument(f"--ranker-{role}-input", default=None,
+                            help=f"the ranker's input for {what}: its training's {flag} (default: the "
+                                 f"log's {flag} the store recorded, if the ranker takes it, else {default}; "
+                                 f"'' when it takes none)")
     parser.add_argument("--num-candidates", type=int, default=100, help="candidates to rank")
     parser.add_argument("--sort-by", help="ranker output to sort by (default ctcvr, else ctr)")
     add_recall_merge_arguments(parser)
@@ -346,6 +361,6 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
                            retrieval_model=args.retrieval_model, ranker_model=args.ranker_model)
     return RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by,
                               recall_merge=recall_merge, recall_source=args.recall_source,
-                              ranker_user_input=args.ranker_user_input or None,
+                              ranker_user_input=args.ranker_user_input,
                               ranker_item_input=args.ranker_item_input,
                               ranker_time_input=args.ranker_time_input)

@@ -48,6 +48,10 @@ class StoreMeta:
       prior_mean: ``m`` of that prior.
       max_history: The most recent items a user's history keeps (the retrieval model's
         ``max_history``; ``None``: all).
+      user_column: The log's user id column (its training's ``--user-column``), which a ranker of the
+        same data takes the user id as; ``None``: unknown.
+      item_column: The log's item id column, likewise.
+      time_column: The log's time column, likewise.
     """
 
     as_of: float
@@ -56,6 +60,9 @@ class StoreMeta:
     prior_strength: float = 1.0
     prior_mean: float = 1.0
     max_history: int | None = None
+    user_column: str | None = None
+    item_column: str | None = None
+    time_column: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready fields."""
@@ -182,6 +189,11 @@ class OnlineStore(abc.ABC):
     @abc.abstractmethod
     def fallback_hot_items(self, k: int) -> list[tuple[str, float]]:
         """The hot list this process holds, for answers while the store is unavailable."""
+
+    @property
+    @abc.abstractmethod
+    def meta(self) -> StoreMeta:
+        """The live version's :class:`StoreMeta`."""
 
     @property
     @abc.abstractmethod

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 from tfrs_recsys.serving.events import Event, hotness, hotness_feature, increments
 from tfrs_recsys.serving.feature_store import FeatureStore
-from tfrs_recsys.serving.stores.base import OnlineStore, UserState, Version
+from tfrs_recsys.serving.stores.base import OnlineStore, StoreMeta, UserState, Version
 
 
 class _Live:
@@ -69,6 +69,10 @@ class MemoryStore(OnlineStore):
 
     def fallback_hot_items(self, k: int) -> list[tuple[str, float]]:
         return self.hot_items(k)
+
+    @property
+    def meta(self) -> StoreMeta:
+        return self._live.meta
 
     @property
     def item_feature_columns(self) -> list[str]:

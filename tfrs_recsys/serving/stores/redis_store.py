@@ -207,6 +207,10 @@ class RedisStore(OnlineStore):
         return self._fallback[:k]
 
     @property
+    def meta(self) -> StoreMeta:
+        return self._version(self._live_version())[0]
+
+    @property
     def item_feature_columns(self) -> list[str]:
         return list(self._version(self._live_version())[1])
 
