@@ -1,6 +1,7 @@
 """The online store behind the recommender, one suite for both backends: in this process and a real
 Redis server (started by the tests). Events, the hot list, publishing under load, bad events; for
 Redis also a server that stops or stalls mid-run and comes back."""
+import socket
 import threading
 import time
 import uuid
@@ -311,3 +312,22 @@ def test_the_store_from_the_environment():
     assert store_from_environment({"RECSYS_REDIS_HOST": "h", "RECSYS_REDIS_PORT": "7000",
                                    "RECSYS_REDIS_DB": "2"}) == "redis://h:7000/2"
     assert store_from_environment({"RECSYS_STORE": "store/", "RECSYS_REDIS_HOST": "h"}) == "store/"
+
+
+def test_the_service_answers_hostile_http_with_json_4xx_and_drops_stalled_heads():
+    """Through uvicorn and the connection guard, as `http_service` serves: a bad query parameter, a body
+    over the limit, JSON nested past the parser, and a request head that never completes."""
+    app = create_app(RecallRankPipeline(ServingClient("127.0.0.1:1"), MemoryStore(source_store())),
+                     max_body_bytes=200_000)
+    with BackgroundServer(app, header_timeout_s=0.5) as url:
+        bad_k = httpx.get(f"{url}/recommend/u1?top_k=0", timeout=10)
+        assert bad_k.status_code == 400 and bad_k.json()["field"] == "top_k"
+        big = httpx.post(f"{url}/events", content=b"[" + b" " * 300_000 + b"]", timeout=10)
+        assert big.status_code == 413 and big.json()["field"] == "body"
+        deep = httpx.post(f"{url}/events", content=b"[" * 100_000, timeout=10)
+        assert deep.status_code == 400 and deep.json()["field"] == "body"
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as stalled:
+            stalled.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-a: ")  # and nothing more
+            assert stalled.recv(1000).startswith(b"HTTP/1.1 408")
+        assert httpx.get(f"{url}/recall/u1?top_k=2", timeout=10).status_code in (200, 503)  # still serving

@@ -1,6 +1,8 @@
 """Hostile requests are refused before anything is allocated for them; the server answers valid ones after."""
 import json
 import socket
+import subprocess
+import sys
 
 import grpc
 import httpx
@@ -123,5 +125,21 @@ def test_client_errors_are_answered_as_client_errors(server):
     surrogate = httpx.post(f"{process.rest_url}/v1/models/utility/versions/1:predict", timeout=30,
                            content=b'{"signature_name": "echo", "instances": ["\\ud800"]}')
     assert surrogate.status_code == 400 and "not valid Unicode" in surrogate.json()["error"]
+    huge = httpx.post(url, timeout=30, content=b'{"instances": [' + b"9" * 5000 + b"]}")  # Python's int limit
+    assert huge.status_code == 400 and "JSON Parse error" in huge.json()["error"]
     _still_answers(stub)
 
+
+def test_flags_out_of_range_are_refused_and_a_port_in_use_is_named_before_models_load(server, tmp_path):
+    process, _ = server
+
+    def run(*flags):
+        return subprocess.run([sys.executable, "-m", "tfrs_recsys.model_server", *flags], capture_output=True,
+                              text=True, timeout=120, cwd=fx.REPO)
+
+    for flag in ("--port=70000", "--max_request_bytes=-1", "--max_request_elements=0",
+                 "--grpc_max_threads=-2"):
+        refused = run(flag, f"--model_base_path={tmp_path}")
+        assert refused.returncode == 2 and flag.split("=")[0] in refused.stderr, (flag, refused.stderr)
+    in_use = run(f"--port={process.grpc_port}", "--rest_api_port=0", f"--model_base_path={tmp_path}")
+    assert in_use.returncode == 1 and "could not bind gRPC" in in_use.stderr and "--port" in in_use.stderr

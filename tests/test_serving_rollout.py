@@ -117,3 +117,26 @@ def test_a_version_still_being_copied_is_served_once_the_copy_ends(tmp_path):
             assert client.status("utility")[version].status.error_code == 0
     finally:
         assert server.stop() == 0, server.log_tail()
+
+
+def test_a_failed_half_copied_version_is_retried_as_soon_as_its_copy_goes_on(tmp_path):
+    """With retries on (a minute apart), the copy finishing brings the next attempt, not the minute."""
+    staged = tmp_path / "staged"
+    fx.publish_utility(staged, "utility", version=2, scale=3.0)
+    fx.publish_utility(tmp_path, "utility", version=1)
+    config = fx.models_config(tmp_path, {"utility": {}})
+    server = fx.start_server(tmp_path, [f"--model_config_file={config}", *POLL, "--max_num_load_retries=5",
+                                        "--load_retry_interval_micros=60000000"])
+    try:
+        client = Client(server)
+        source, target = staged / "utility" / "2", tmp_path / "utility" / "2"
+        _copy(source, target, ["saved_model.pb"])  # and a pause longer than the settle window
+        failed = fx.wait_for(lambda: client.status("utility").get(2, State()).status.error_code != 0
+                             and client.status("utility")[2], timeout=60, message="the first attempt to fail")
+        assert failed.state == State.LOADING and "no variables/variables.index" in failed.status.error_message
+        copied = time.monotonic()
+        _copy(source, target, sorted(set(os.listdir(source)) - {"saved_model.pb"}))
+        fx.wait_for(lambda: client.served_version("utility") == 2, timeout=60, message="version 2 served")
+        assert time.monotonic() - copied < 30  # not the minute between retries
+    finally:
+        assert server.stop() == 0, server.log_tail()

@@ -34,7 +34,13 @@ from tfrs_recsys.model_server import config_file, reload_policy
 from tfrs_recsys.model_server.batching import Batcher
 from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument
 from tfrs_recsys.model_server.servable import MAX_REQUEST_ELEMENTS, Servable
-from tfrs_recsys.model_server.version_loader import as_serving_error, load_version, scan, wait_until_settled
+from tfrs_recsys.model_server.version_loader import (
+    as_serving_error,
+    load_version,
+    scan,
+    wait_for_retry,
+    wait_until_settled,
+)
 from tfrs_recsys.model_server.version_table import (
     AVAILABLE,
     END,
@@ -342,7 +348,8 @@ class ModelManager(VersionTable):
                 result = ServingError(result.code, message)
                 with self._cond:  # GetModelStatus shows the failure at once, while the version is retried
                     record.error, record.seen = result, seen
-                if attempt + 1 < attempts and record.cancel.wait(options.load_retry_interval_micros / 1e6):
+                interval = options.load_retry_interval_micros / 1e6
+                if attempt + 1 < attempts and wait_for_retry(path, seen, interval, record.cancel):
                     break
             if isinstance(result, Servable):
                 self._serve(name, record, result)

@@ -40,7 +40,7 @@ def _parse_body(body: bytes) -> tuple[dict, str]:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
         doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, or an integer of over 4,300 digits
         raise invalid_argument(f"JSON Parse error: {e}") from None
     except RecursionError:  # nesting deeper than the parser's stack: the client's error, not the server's
         raise invalid_argument("JSON Parse error: the document nests too deeply") from None

@@ -6,6 +6,8 @@ multi_inference.cc: the same checks in the same order, the same status codes and
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -122,7 +124,27 @@ class SignatureFunction:
         return self._concrete(tf.constant(serialized))
 
 
-MAX_REQUEST_ELEMENTS = 1 << 24  # elements a request may declare over all its inputs: --max_request_elements
+# Elements a request may declare over all its inputs (--max_request_elements). A string element takes
+# about 175 bytes while its request is decoded (the parsed message, numpy's bytes objects, TensorFlow's
+# strings), so one request holds at most about 370 MB.
+MAX_REQUEST_ELEMENTS = 1 << 21
+# After a request of this many elements, free heap pages go back to the system: glibc keeps what a
+# request's decoding freed in its worker thread's arena, and a server's memory would stay at its peak.
+TRIM_AFTER_ELEMENTS = 1 << 18
+
+
+def _return_freed_memory() -> None:
+    """glibc's ``malloc_trim(0)``: free pages of every arena back to the system (a no-op elsewhere)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = lambda _: 0  # noqa: E731
+    _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 class Servable:
@@ -302,16 +324,21 @@ class Servable:
         """
         name, output_aliases = self.check_predict(request)
         signature, protos = self.signature_defs[name], request.inputs
-        inputs = {}
+        inputs, elements = {}, 0
         for alias, _, _ in self._inputs[name]:
             proto = protos[alias] if alias in protos else signature.defaults[alias]
+            elements += declared_elements(proto, alias)
             # exact encodings are parsed in the graph; broadcast values and the like are read here
             inputs[alias] = proto if is_exact(proto) else to_ndarray(proto, alias)
         values = self.runner(name, inputs, output_aliases)
+        del inputs
         response = predict_pb2.PredictResponse()
         self._fill_model_spec(response.model_spec, request.model_spec.name, name)
         for alias in output_aliases:
             fill_proto(response.outputs[alias], values[alias], signature.outputs[alias].dtype)
+        if elements >= TRIM_AFTER_ELEMENTS:
+            del values
+            _return_freed_memory()
         return response
 
     # -- Classify / Regress / MultiInference ------------------------------------------------------

@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_request_bytes", type=int, default=64 << 20,
                    help="the largest gRPC message or REST body accepted, in bytes (ours; larger: "
                         "RESOURCE_EXHAUSTED / HTTP 413)")
-    p.add_argument("--max_request_elements", type=int, default=1 << 24,
-                   help="the most tensor elements one Predict may declare (ours; else INVALID_ARGUMENT)")
+    p.add_argument("--max_request_elements", type=int, default=1 << 21,
+                   help="the most tensor elements one Predict may declare (ours; else INVALID_ARGUMENT; a "
+                        "string element takes about 175 bytes while decoded)")
     p.add_argument("--allowed_model_roots", type=lambda v: tuple(r for r in v.split(",") if r), default=(),
                    help="comma-separated folders a HandleReloadConfigRequest may load models from (default: "
                         "the parent folders of the base paths served at start-up)")
@@ -110,11 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag in ("rest_api_timeout_in_ms", "rest_api_header_timeout_in_ms", "rest_api_max_header_bytes",
-                 "rest_api_max_connections", "rest_api_backlog", "rest_api_num_threads"):
-        least = 0 if flag == "rest_api_num_threads" else 1
-        if getattr(args, flag) < least:
-            parser.error(f"--{flag} must be >= {least}, got {getattr(args, flag)}")
+    least = {**dict.fromkeys(("rest_api_timeout_in_ms", "rest_api_header_timeout_in_ms",
+                              "rest_api_max_header_bytes", "rest_api_max_connections", "rest_api_backlog",
+                              "max_request_bytes", "max_request_elements"), 1),
+             **dict.fromkeys(("rest_api_num_threads", "grpc_max_threads", "max_num_load_retries",
+                              "load_retry_interval_micros", "file_system_poll_wait_seconds",
+                              "model_config_file_poll_wait_seconds", "version_settle_seconds",
+                              "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"), 0)}
+    for flag, bound in least.items():
+        if getattr(args, flag) < bound:
+            parser.error(f"--{flag} must be >= {bound}, got {getattr(args, flag)}")
+    for flag, zero in (("port", "pick a free one"), ("rest_api_port", "no REST API")):
+        if not 0 <= getattr(args, flag) <= 65535:
+            parser.error(f"--{flag} must be a port, 0 to 65535 (0: {zero}), got {getattr(args, flag)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
     from tfrs_recsys.model_server import config_file
@@ -157,20 +166,23 @@ def main(argv: list[str] | None = None) -> int:
     options = {k: v for k, v in vars(args).items() if k in flags}
     options.update(batching=batching, model_config_file=args.model_config_file or None)
     manager = ModelManager(ManagerOptions(**options))
-    try:
-        manager.start(config)
-    except ServingError as e:
-        return _failed_to_start(e, manager.stop)
-
     threads = args.grpc_max_threads or max(16, 4 * (os.cpu_count() or 1))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         options=[("grpc.max_send_message_length", -1),
                  ("grpc.max_receive_message_length", args.max_request_bytes), ("grpc.so_reuseport", 0)])
     add_services(server, manager)
-    port = server.add_insecure_port(f"{args.host}:{args.port}")
+    try:  # bound before the models load: a port in use is said at once, not after minutes of loading
+        port = server.add_insecure_port(f"{args.host}:{args.port}")
+    except RuntimeError:
+        port = 0
     if port == 0:
-        return _failed_to_start(f"could not bind gRPC to {args.host}:{args.port}", manager.stop)
+        return _failed_to_start(f"could not bind gRPC to {args.host}:{args.port} (in use, or not an address "
+                                f"of this machine): pass another --port or --host")
+    try:
+        manager.start(config)
+    except ServingError as e:
+        return _failed_to_start(e, lambda: server.stop(0), manager.stop)
     server.start()
     log.info("Running gRPC ModelServer at %s:%d ...", args.host, port)
     rest = None

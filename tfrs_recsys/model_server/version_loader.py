@@ -100,6 +100,28 @@ def wait_until_settled(path: str, settle_seconds: float, cancel: threading.Event
             return None
 
 
+def wait_for_retry(path: str, seen: DirectoryState | None, seconds: float, cancel: threading.Event) -> bool:
+    """Waits ``seconds`` before a failed version's next attempt, or less: until its directory differs
+    from ``seen`` (the state the failed attempt loaded), as a copy that paused and went on does.
+
+    Args:
+      path: The version directory.
+      seen: What the failed attempt saw (None: wait the whole time).
+      seconds: ``--load_retry_interval_micros``, in seconds.
+      cancel: Set when the version is no longer wanted.
+
+    Returns:
+      Whether ``cancel`` was set.
+    """
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if cancel.wait(min(SETTLE_CHECK_SECONDS, left)):
+            return True
+        if seen is not None and scan(path) != seen:
+            return False
+    return cancel.is_set()
+
+
 def as_serving_error(error: Exception) -> ServingError:
     """A load failure as the ServingError GetModelStatus shows (UNKNOWN for anything unexpected)."""
     if isinstance(error, ServingError):
@@ -123,7 +145,17 @@ def load_version(name: str, version: int, path: str, *, warmup: bool, max_reques
     Raises:
       ServingError: The SavedModel does not load, or a warmup request fails.
     """
-    servable = Servable.load(name, version, path)
+    try:
+        servable = Servable.load(name, version, path)
+    except Exception as error:
+        incomplete = (paths.exists(paths.join(path, "saved_model.pb"))
+                      and not paths.exists(paths.join(path, "variables", "variables.index")))
+        if not incomplete:
+            raise
+        raise ServingError(grpc.StatusCode.UNKNOWN,  # TensorFlow's own message blames devices
+                           f"{path} has saved_model.pb but no variables/variables.index: a copy not "
+                           f"finished? It is loaded again once its directory changes "
+                           f"({type(error).__name__})") from None
     servable.max_request_elements = max_request_elements
     if warmup:
         replay_warmup(servable)

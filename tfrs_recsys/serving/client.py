@@ -195,9 +195,9 @@ class ServingClient:
             return method(request, timeout=deadline)
         except grpc.RpcError as e:
             code, details = e.code(), e.details()
-            if code == grpc.StatusCode.UNAVAILABLE:
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):  # down, or stopping mid-call
                 raise ServerUnavailableError(
-                    f"no model server answers at {self.address} ({details}). Start one, e.g. "
+                    f"no model server answers at {self.address} ({code.name}: {details}). Start one, e.g. "
                     "`python -m tfrs_recsys.model_server --model_config_file=/abs/path/models.config` "
                     "(or tensorflow_model_server with the same flags), or pass the right address.",
                     code) from None

@@ -4,6 +4,11 @@
 ``GET /recommend/<uid>?top_k=``, ``POST /events`` (:mod:`tfrs_recsys.serving.events`). Run::
 
     python -m tfrs_recsys.serving.http_service --store DIR|redis://HOST:6379/0 --address 127.0.0.1:8500
+
+uvicorn serves it behind the model server's connection guard
+(:mod:`tfrs_recsys.model_server.rest_guard`): a request's head must arrive within 10 s (else 408), at most
+``--max-connections`` stay open, malformed HTTP gets a 400, and ``POST /events`` bodies over
+``--max-body-bytes`` get 413; every error is ``{"error": ...}`` JSON.
 """
 from __future__ import annotations
 
@@ -14,22 +19,27 @@ import time
 
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from tfrs_recsys.model_server.rest_guard import CONNECTION_KEY, ConnectionGuard, RestOptions
 from tfrs_recsys.serving.client import ServerUnavailableError, ServingClientError
 from tfrs_recsys.serving.events import MAX_BATCH, EventError, parse_events
 from tfrs_recsys.serving.pipeline import RecallRankPipeline, add_pipeline_arguments, pipeline_from_args
 from tfrs_recsys.serving.stores import StoreStateError, StoreUnavailableError
 
 MAX_TOP_K = 1000
+MAX_BODY_BYTES = 4 << 20  # a POST /events body: thousands of events
 
 
-def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH) -> FastAPI:
+def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The service's FastAPI app.
 
     Args:
       pipeline: The pipeline that answers.
       max_event_batch: The most events one ``POST /events`` may carry.
+      max_body_bytes: The largest ``POST /events`` body; larger: 413.
 
     Returns:
       The app: ``/health`` answers 503 while a model has no available version or the store does not
@@ -38,6 +48,13 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
       this process's hot list with ``fallback`` set, and ``/events`` 503 (nothing applied).
     """
     app = FastAPI(title="tfrs_recsys recommendations")
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, error: RequestValidationError):
+        """A bad query parameter (``top_k=0``): 400 naming it, as every other error of the service."""
+        first = error.errors()[0]
+        field = str(first.get("loc", ("", ""))[-1])
+        return JSONResponse({"error": f"{field}: {first.get('msg')}", "field": field}, status_code=400)
 
     @app.get("/health")
     def health():
@@ -65,10 +82,15 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
     @app.post("/events")
     async def events(request: Request):
         """Applies a batch of user events, all or none (400 naming the bad field)."""
+        body = await _bounded_body(request, max_body_bytes)
+        if body is None:
+            return JSONResponse({"error": f"body: over --max-body-bytes={max_body_bytes}", "field": "body"},
+                                status_code=413)
         try:
-            payload = json.loads(await request.body())
-        except ValueError as e:
-            return JSONResponse({"error": f"body: not JSON ({e})", "field": "body"}, status_code=400)
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as e:  # not JSON, an integer of 4,300+ digits, or nested deep
+            return JSONResponse({"error": f"body: not JSON ({type(e).__name__}: {str(e)[:200]})",
+                                 "field": "body"}, status_code=400)
         try:
             parsed = parse_events(payload, time.time(), max_batch=max_event_batch)
             return await run_in_threadpool(pipeline.store.apply_events, parsed)
@@ -98,6 +120,75 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
     return app
 
 
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None once it is over ``limit`` bytes (read no further)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class GuardedApp:
+    """An ASGI app behind :class:`~tfrs_recsys.model_server.rest_guard.ConnectionGuard`: tells the
+    connection when each answer is out, so its next (pipelined) request goes through.
+
+    Args:
+      app: The ASGI app.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        connection = scope.get("state", {}).get(CONNECTION_KEY) if scope["type"] == "http" else None
+        if connection is None:
+            await self.app(scope, receive, send)
+            return
+        closes = False
+
+        async def sending(message) -> None:
+            nonlocal closes
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", [])
+                closes = (b"connection", b"close") in [(k.lower(), v.lower()) for k, v in headers]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                connection.response_done(closes)
+
+        await self.app(scope, receive, sending)
+
+
+def guarded_server(app, host: str, port: int, *, max_connections: int = 1000,
+                   header_timeout_s: float = 10.0) -> tuple:
+    """uvicorn serving ``app`` behind a connection guard: head timeout, connection limit, clean 4xx.
+
+    Args:
+      app: The ASGI app.
+      host: The address to bind.
+      port: The port.
+      max_connections: Open connections at most: one more closes the longest idle, or gets 503.
+      header_timeout_s: A request's line and headers must arrive within this, else 408.
+
+    Returns:
+      ``(uvicorn.Server, its guard)``; close the guard's connections once the server has stopped.
+    """
+    import uvicorn
+
+    options = RestOptions(max_connections=max_connections, header_timeout_s=header_timeout_s)
+    guard = ConnectionGuard(options)
+    config = uvicorn.Config(GuardedApp(app), host=host, port=port, http=guard.protocol_factory, ws="none",
+                            lifespan="off", log_level="warning", server_header=False, backlog=options.backlog,
+                            timeout_keep_alive=options.keep_alive_s, timeout_graceful_shutdown=5,
+                            h11_max_incomplete_event_size=options.max_header_bytes)
+    return uvicorn.Server(config), guard
+
+
 class BackgroundServer:
     """An app under uvicorn on a free loopback port, in a thread of this process (the demo, the benchmark,
     the tests)::
@@ -108,20 +199,20 @@ class BackgroundServer:
     Args:
       app: The ASGI app.
       port: The port (default: a free one).
+      header_timeout_s: A request's line and headers must arrive within this, else 408.
     """
 
-    def __init__(self, app, port: int | None = None):
+    def __init__(self, app, port: int | None = None, header_timeout_s: float = 10.0):
         import socket
         import threading
 
-        import uvicorn
 
         if port is None:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.server, self.guard = guarded_server(app, "127.0.0.1", port, header_timeout_s=header_timeout_s)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:
@@ -136,6 +227,7 @@ class BackgroundServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self.guard.close_all()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,8 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
       The exit code: 0, or 2 for a bad flag or feature store.
     """
-    import uvicorn
-
     from tfrs_recsys.config import ConfigError
     from tfrs_recsys.errors import UserError
 
@@ -158,13 +248,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000, help="HTTP port")
     p.add_argument("--max-event-batch", type=int, default=MAX_BATCH,
                    help="the most events one POST /events may carry")
+    p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
+                   help="the largest POST /events body, in bytes (larger: 413)")
+    p.add_argument("--max-connections", type=int, default=1000,
+                   help="open HTTP connections at most (one more closes the longest idle, or gets 503)")
     args = p.parse_args(argv)
+    for flag in ("port", "max_event_batch", "max_body_bytes", "max_connections"):
+        if not 0 < getattr(args, flag) <= (65535 if flag == "port" else 1 << 40):
+            p.error(f"--{flag.replace('_', '-')} must be a positive number (a port: at most 65535)")
     try:
         pipeline = pipeline_from_args(args)
     except (ConfigError, UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(pipeline, max_event_batch=args.max_event_batch), host=args.host, port=args.port)
+    app = create_app(pipeline, max_event_batch=args.max_event_batch, max_body_bytes=args.max_body_bytes)
+    server, guard = guarded_server(app, args.host, args.port, max_connections=args.max_connections)
+    server.run()
+    guard.close_all()
     pipeline.client.close()
     return 0
 
