@@ -263,3 +263,17 @@ def test_labels_at_startup_need_the_flag_as_in_tf_serving(tmp_path):
     finally:
         server.stop()
     assert "Request to assign label to version 1 of model utility" in server.log_tail()
+
+
+@pytest.mark.parametrize("where", ["a version folder", "a folder of models"])
+def test_a_base_path_one_level_off_says_which_folder_to_pass(tmp_path, where):
+    fx.publish_utility(tmp_path, "utility", version=1)
+    base = tmp_path / "utility" / "1" if where == "a version folder" else tmp_path
+    server = fx.start_server(tmp_path, ["--model_name=m", f"--model_base_path={base}"], ready=False)
+    try:
+        assert server.proc.wait(timeout=120) == 1
+    finally:
+        server.stop()
+    fix = (f"pass its parent ({tmp_path / 'utility'})" if where == "a version folder"
+           else "its folders ['utility'] hold versions: pass one of them as the base path")
+    assert fix in server.log_tail()

@@ -84,6 +84,23 @@ class ManagerOptions:
     version_settle_seconds: float = 2.0
 
 
+def _layout_hint(base_path: str) -> str:
+    """Why a base path lists no version, where its layout tells: it is a version folder, or a folder of
+    models (each with version folders)."""
+    try:
+        if paths.exists(paths.join(base_path, "saved_model.pb")):
+            parent = base_path.rstrip("/").rsplit("/", 1)[0]
+            return f"; it holds a SavedModel itself: pass its parent ({parent}), which holds <version>/"
+        folders = [n for n in paths.listdir(base_path) if paths.isdir(paths.join(base_path, n))]
+        models = sorted(n for n in folders if version_dirs(paths.join(base_path, n)))
+    except (OSError, paths.RemotePathError):
+        return ""
+    if not models:
+        return ""
+    return (f"; its folders {models[:5]} hold versions: pass one of them as the base path, or serve them "
+            f"all with --model_config_file")
+
+
 def _aspired(config: model_server_config_pb2.ModelConfig, listed: list[int]) -> list[int]:
     """Versions the model's ``model_version_policy`` asks for, among those on disk."""
     policy = config.model_version_policy
@@ -281,7 +298,8 @@ class ModelManager(VersionTable):
                     log.error(missing[name])
                     continue
                 if not listed:
-                    missing[name] = f"No versions of servable {name} found under base path {model.base_path}"
+                    missing[name] = (f"No versions of servable {name} found under base path {model.base_path}"
+                                     + _layout_hint(model.base_path))
                     log.warning(missing[name])
                 started += self._apply(name, model, listed)
             for name in list(self._versions):
