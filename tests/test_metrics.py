@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from tfrs_recsys import metrics
+from tfrs_recsys.training.popularity import popularity_ranks
 
 
 def _pairwise_auc(y, s):
@@ -138,7 +139,7 @@ def test_popularity_ranks_are_rank_of_target_of_the_counts_repeated_for_every_qu
     for i, skipped in enumerate(exclude):
         mask[i, skipped] = True
     dense = metrics.rank_of_target(np.tile(counts, (300, 1)), target, mask)
-    assert np.array_equal(metrics.popularity_ranks(counts, target, exclude), dense)
+    assert np.array_equal(popularity_ranks(counts, target, exclude), dense)
     assert np.all(dense[:20] == 50)
 
 

@@ -563,7 +563,7 @@ def test_ranker_labels_written_as_words_and_impressions_of_no_item(tmp_path):
 def test_a_ranker_stopped_early_at_its_first_epoch_is_told_of_patience(tmp_path):
     from tfrs_recsys.config import DeepFMConfig
     from tfrs_recsys.training.common import EpochEvaluator
-    from tfrs_recsys.training.rankers import weak_fit_advice
+    from tfrs_recsys.training.fit_advice import still_learning_note, weak_fit_advice
 
     evaluator = EpochEvaluator(lambda model: {}, tmp_path, monitor="auc", patience=3, save_checkpoint=False)
     evaluator.best_epoch, evaluator.epochs_run, evaluator.best_metrics = 1, 4, {"auc": 0.52}
@@ -571,3 +571,8 @@ def test_a_ranker_stopped_early_at_its_first_epoch_is_told_of_patience(tmp_path)
     assert "ended it after 4 of 10 epochs" in advice and "--patience (now 3 epochs)" in advice
     evaluator.epochs_run = 10  # it ran every epoch: patience was not what ended it
     assert "--patience" not in weak_fit_advice(evaluator, DeepFMConfig(epochs=10), 24_000)
+    evaluator.best_epoch, evaluator.best_metrics = 10, {"auc": 0.65}  # still rising when the epochs ran out
+    assert weak_fit_advice(evaluator, DeepFMConfig(epochs=10), 24_000) is None
+    assert "more --epochs may help" in still_learning_note(evaluator, DeepFMConfig(epochs=10))
+    evaluator.best_epoch = 7
+    assert still_learning_note(evaluator, DeepFMConfig(epochs=10)) is None

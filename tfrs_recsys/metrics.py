@@ -295,32 +295,6 @@ def target_metrics(ranks: Iterable[int], ks: Sequence[int] = (10, 50)) -> dict[s
     return out
 
 
-def popularity_ranks(counts: np.ndarray, target: np.ndarray, exclude: Sequence[np.ndarray]) -> np.ndarray:
-    """0-based ranks of each ``target[i]`` when every item scores its training count, the same for every
-    query, ranked as :func:`rank_of_target` ranks: ties against the target, excluded items skipped, an
-    excluded target a miss. Without an ``[N, I]`` score matrix: ``rank_i = #{j : n_j >= n_t} - 1 -
-    #{j excluded for i, j != t : n_j >= n_t}``.
-
-    Args:
-      counts: ``[I]`` each catalog item's training count.
-      target: ``[N]`` the held-out item's catalog position per query.
-      exclude: Per query, the catalog positions not to rank.
-
-    Returns:
-      ``[N]`` integer ranks.
-    """
-    counts = np.asarray(counts)
-    at_least = len(counts) - np.searchsorted(np.sort(counts), counts[target], side="left")
-    ranks = at_least - 1
-    for i, skipped in enumerate(exclude):
-        skipped = np.unique(np.asarray(skipped, dtype=np.int64))
-        if target[i] in skipped:
-            ranks[i] = len(counts)
-        else:
-            ranks[i] -= np.count_nonzero(counts[skipped] >= counts[target[i]])
-    return ranks
-
-
 def rank_of_target(scores: np.ndarray, target: np.ndarray,
                    exclude_mask: np.ndarray | None = None) -> np.ndarray:
     """0-based rank of ``target[i]`` in row ``scores[i]`` among items not excluded.

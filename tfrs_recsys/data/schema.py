@@ -140,12 +140,10 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         names = self.feature_names
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
+        if dupes := {n for n in names if names.count(n) > 1}:
             raise SchemaError(f"feature(s) {sorted(dupes)} listed twice", column=sorted(dupes)[0],
                               fix="keep one entry per column")
-        leaked = [n for n in names if n in self.labels]
-        if leaked:
+        if leaked := [n for n in names if n in self.labels]:
             raise SchemaError(f"label column(s) {leaked} are also listed as features; a label can never be "
                               f"an input", column=leaked[0], fix="remove them from 'features' in the spec")
 

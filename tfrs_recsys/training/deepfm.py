@@ -26,6 +26,7 @@ from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.deepfm import DeepFM
 from tfrs_recsys.training import rankers, stream
 from tfrs_recsys.training.common import completed_run, finish_run
+from tfrs_recsys.training.fit_advice import say_weak_fit
 
 MODEL = DeepFM
 SELECTION = ("auc",)  # the validation AUCs early stopping averages
@@ -114,7 +115,7 @@ def run_streamed(cfg: DeepFMConfig) -> dict:
 
         rankers.say_selection("deepfm", SELECTION)
         evaluator = stream.fit(model, cfg, run, run.run_dir, rows=run.train_rows, eval_fn=eval_fn)
-        rankers.say_weak_fit("deepfm", evaluator, cfg, run.train_rows)
+        say_weak_fit("deepfm", evaluator, cfg, run.train_rows)
         clock = time.perf_counter()
         outputs, frame = stream.score(model, stream.test_rows(run, cfg), run.spec)
         metrics = evaluate_deepfm(model, frame, run.spec, outputs=outputs)

@@ -46,6 +46,7 @@ from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.esmm import ESMM, ClickedCVR
 from tfrs_recsys.training import rankers, stream
 from tfrs_recsys.training.common import completed_run, finish_run
+from tfrs_recsys.training.fit_advice import say_weak_fit
 from tfrs_recsys.training.resume import TrainingState
 
 MODEL = ESMM
@@ -239,7 +240,7 @@ def run_streamed(cfg: ESMMConfig) -> dict:
         evaluator = stream.fit(model, cfg, run, run.run_dir, rows=run.train_rows, eval_fn=lambda m: (
             rankers.with_selection_score(evaluate(m, run.validation, run, evaluate_esmm, k=cfg.ndcg_k),
                                          SELECTION, "logloss")))
-        rankers.say_weak_fit("esmm", evaluator, cfg, run.train_rows)
+        say_weak_fit("esmm", evaluator, cfg, run.train_rows)
         tested = [model]
         if cfg.baseline:
             def clicked(batch):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
-import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -30,6 +29,7 @@ from tfrs_recsys.data.tabular import binary_label, locate
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.common import EpochEvaluator, fit_verbosity, patience_epochs, tensorboard_callback
+from tfrs_recsys.training.fit_advice import say_weak_fit
 from tfrs_recsys.training.optimizers import ranker_optimizer
 from tfrs_recsys.training.resume import TrainingState, advance
 
@@ -37,7 +37,6 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 PREDICT_BATCH = 16_384  # rows per inference call: larger calls score faster, until activations cost memory
 MONITOR = "selection_score"
 STEPS_PER_EXECUTION = 16
-WEAK_AUC = 0.55  # a best validation AUC at most this says the ranker barely learned
 # Labels each ranker takes, and what to do when the data has others.
 LABELS = {"esmm": (2, "pass --label-columns click,conversion (in that order)"),
           "deepfm": (1, "pass --label-columns with the click column only")}
@@ -289,39 +288,6 @@ def train_model(task: str, cfg: TrainConfig, split: Split, spec: FeatureSpec, ru
                     state=TrainingState.of_run(cfg, run_dir) if resumable else None)
     say_weak_fit(task, evaluator, cfg, len(split.train))
     return model, evaluator
-
-
-def say_weak_fit(task: str, evaluator: EpochEvaluator, cfg: TrainConfig, train_rows: int) -> None:
-    """Prints :func:`weak_fit_advice`'s warning, if any, to stderr."""
-    if advice := weak_fit_advice(evaluator, cfg, train_rows):
-        print(f"{task}: warning: {advice}", file=sys.stderr, flush=True)
-
-
-def weak_fit_advice(evaluator: EpochEvaluator, cfg: TrainConfig, train_rows: int) -> str | None:
-    """What to try when a ranker barely learned: a best validation AUC <= :data:`WEAK_AUC`, or the best of
-    several epochs was the first (later ones only got worse).
-
-    Args:
-      evaluator: the run's evaluator, after training.
-      cfg: the run's config.
-      train_rows: the training rows.
-
-    Returns:
-      The message, or None when neither happened.
-    """
-    aucs = {k: v for k, v in evaluator.best_metrics.items() if k.endswith("auc") and not k.endswith("gauc")}
-    weak = [f"{k} {v:.3f}" for k, v in aucs.items() if v <= WEAK_AUC]
-    first = evaluator.best_epoch == 1 and evaluator.epochs_run > 1
-    if not (weak or first):
-        return None
-    what = [f"the best validation {', '.join(weak)} is at most {WEAK_AUC} (0.5 ranks at random)"] * bool(weak)
-    what += [f"the best epoch was the first of {evaluator.epochs_run}: later ones only got worse"] * first
-    stopped = (f"; early stopping ended it after {evaluator.epochs_run} of {cfg.epochs} epochs: a slow start "
-               f"may need more --patience (now {evaluator.patience} epochs) and --epochs"
-               if evaluator.epochs_run < cfg.epochs else "")
-    return (f"{'; '.join(what)}{stopped}. Try a learning rate 3x higher or lower (--learning-rate, now "
-            f"{cfg.learning_rate}; --embedding-learning-rate, now {cfg.embedding_learning_rate}), a smaller "
-            f"--batch-size (now {cfg.batch_size}), or more data (now {train_rows} training rows)")
 
 
 def predict(model: tf.keras.Model, frame: pd.DataFrame, spec: FeatureSpec,

@@ -35,7 +35,7 @@ from tfrs_recsys.data import pairs
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.registry import load_interactions, options_from
-from tfrs_recsys.metrics import auc, dot_product_ranks, pairwise_auc, popularity_ranks, topk_metrics
+from tfrs_recsys.metrics import auc, dot_product_ranks, pairwise_auc, topk_metrics
 from tfrs_recsys.models import retrieval as retrieval_model
 from tfrs_recsys.models.cooccurrence import CooccurrenceTable
 from tfrs_recsys.models.retrieval import TwoTowerRetrieval, Vocabularies, build_model, query_vectors
@@ -50,6 +50,7 @@ from tfrs_recsys.training.common import (
 )
 from tfrs_recsys.training.cooccurrence import fit_cooccurrence, fused_ranks
 from tfrs_recsys.training.optimizers import LazyAdam
+from tfrs_recsys.training.popularity import popularity_metrics
 from tfrs_recsys.training.resume import TrainingState, advance
 
 TUTORIAL_KS = (1, 5, 10, 50, 100)
@@ -110,17 +111,6 @@ def validation_sample(held: seq.HeldOut, users: int, seed: int) -> seq.HeldOut:
     keep = np.sort(np.random.default_rng(seed).choice(len(held), users, replace=False))
     return seq.HeldOut(held.user_ids[keep], [held.histories[i] for i in keep], held.targets[keep],
                        [held.exclude[i] for i in keep])
-
-
-def popularity_metrics(train: seq.Sequences, catalog: np.ndarray, held: seq.HeldOut,
-                       ks: tuple[int, ...]) -> dict[str, float]:
-    """The metrics of ranking every item by its count in ``train``, with ``held``'s exclusions: the floor a
-    model must clear to have learned more than what is popular."""
-    index = pd.Index(catalog)
-    seen = [p[p >= 0] for p in seq.catalog_positions(train, catalog)]
-    counts = np.bincount(np.concatenate(seen) if seen else np.zeros(0, np.int64), minlength=len(catalog))
-    exclude = [p[p >= 0] for p in (index.get_indexer(np.asarray(e, dtype=object)) for e in held.exclude)]
-    return topk_metrics(popularity_ranks(counts, index.get_indexer(held.targets), exclude), ks)
 
 
 def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int = 1024,
