@@ -10,11 +10,15 @@ and prints the server process's RSS growth per request (psutil). Kinds:
 * ``model_failure``: a Predict that fails inside the model (TensorFlow keeps ~1 KB of each, see
   docs/serving.md);
 * ``in_process_failure``: no server: the same SavedModel's signature called in this process with x < 0,
-  this process's RSS measured (what TensorFlow alone keeps per failed call).
+  this process's RSS measured (what TensorFlow alone keeps per failed call);
+* ``strings``: one Predict of ``--elements`` two-byte strings (the ``echo`` signature, which answers them
+  back), ``--requests`` times in turn: the server's RSS before, at its peak and after (what a request at
+  ``--max_request_elements`` costs, and what stays).
 
     .venv/bin/python bench/serving_leaks.py --kind undecodable --requests 20000
     .venv/bin/python bench/serving_leaks.py --kind model_failure --requests 20000
     .venv/bin/python bench/serving_leaks.py --kind in_process_failure --requests 20000
+    .venv/bin/python bench/serving_leaks.py --kind strings --elements 2000000 --requests 5
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import serving_fixtures as fx  # noqa: E402  (the server-process helper of the tests)
 
-KINDS = ("good", "not_found", "undecodable", "model_failure", "in_process_failure")
+KINDS = ("good", "not_found", "undecodable", "model_failure", "in_process_failure", "strings")
 
 
 def _caller(channel, kind: str):
@@ -91,11 +95,45 @@ def _measure(kind: str, call, rss, args) -> None:
           f"{per_request:.0f} bytes per request ({rate:.0f} requests/s)")
 
 
+def _strings(channel, rss, args) -> None:
+    """``--requests`` Predicts of ``--elements`` strings each, one at a time; RSS sampled every 20 ms."""
+    import threading
+
+    request = predict_pb2.PredictRequest(model_spec={"name": "utility", "signature_name": "echo"})
+    payload = request.inputs["payload"]
+    payload.dtype = tf.string.as_datatype_enum
+    payload.tensor_shape.dim.add(size=args.elements)
+    payload.string_val.extend([b"%02d" % (i % 100) for i in range(args.elements)])
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], rss().rss)
+
+    threading.Thread(target=sample, daemon=True).start()
+    start = rss().rss
+    for i in range(args.requests):
+        peak[0], before = 0, rss().rss
+        try:
+            stub.Predict(request, timeout=120)
+            answer = "OK"
+        except grpc.RpcError as e:
+            answer = e.code().name
+        time.sleep(0.2)
+        print(f"strings: request {i + 1} of {args.elements} elements: {answer}; RSS {before / 2**20:.0f} -> "
+              f"peak {max(peak[0], before) / 2**20:.0f} -> after {rss().rss / 2**20:.0f} MiB")
+    done.set()
+    print(f"strings: RSS {start / 2**20:.0f} -> {rss().rss / 2**20:.0f} MiB over {args.requests} requests")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kind", choices=KINDS, required=True, help="which request to repeat")
     p.add_argument("--requests", type=int, default=20_000, help="requests measured, after the warm-up")
     p.add_argument("--warmup", type=int, default=2_000, help="requests sent before the first measurement")
+    p.add_argument("--elements", type=int, default=2_000_000, help="strings per request (--kind strings)")
+    p.add_argument("--server-flag", action="append", default=[], help="a model server flag, repeatable")
     args = p.parse_args(argv)
 
     base = Path(tempfile.mkdtemp(prefix="serving-leaks-"))
@@ -105,11 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         _measure(args.kind, *_in_process(failing), args)
         return 0
     config = fx.models_config(base, {"utility": {}, "failing": {}})
-    server = fx.start_server(base, [f"--model_config_file={config}"])
+    server = fx.start_server(base, [f"--model_config_file={config}", *args.server_flag])
     try:
-        with grpc.insecure_channel(server.address) as channel:
+        options = [(f"grpc.max_{way}_message_length", 256 << 20) for way in ("send", "receive")]
+        with grpc.insecure_channel(server.address, options=options) as channel:
             server_rss = psutil.Process(server.proc.pid).memory_info
-            _measure(f"{args.kind} (server)", _caller(channel, args.kind), server_rss, args)
+            if args.kind == "strings":
+                _strings(channel, server_rss, args)
+            else:
+                _measure(f"{args.kind} (server)", _caller(channel, args.kind), server_rss, args)
     finally:
         server.stop()
     return 0
