@@ -17,8 +17,9 @@ import pyarrow.csv as pa_csv
 from tfrs_recsys.data.errors import DataError
 
 # Missing values in a column of numbers: "NaN", "NA", "null", ..., as the streamed path's CSV reader (Arrow)
-# reads them
-MISSING_NUMBER_WORDS = frozenset(pa_csv.ConvertOptions().null_values)
+# reads them, and the words exports write for a number nobody gave ("unknown", "-", "?")
+MISSING_NUMBER_WORDS = frozenset(pa_csv.ConvertOptions().null_values) | {
+    "unknown", "Unknown", "UNKNOWN", "none", "None", "NONE", "-", "--", "?", "n.a.", "N.A."}
 _CURRENCIES = "€$£¥₹₩₽₺₪฿"
 _CODES = ("USD|EUR|GBP|JPY|CHF|CAD|AUD|NZD|SEK|NOK|DKK|PLN|CZK|HUF|INR|CNY|RUB|BRL|ZAR|MXN|TRY|KRW"
           "|kr|zł|Kč|Ft|R\\$")

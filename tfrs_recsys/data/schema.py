@@ -21,7 +21,7 @@ import pandas as pd
 
 from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.number_text import read_numbers
+from tfrs_recsys.data.number_text import MISSING_NUMBER_WORDS, read_numbers
 
 KINDS = ("id", "categorical", "multi_categorical", "numeric", "timestamp")
 CATEGORICAL_KINDS = ("id", "categorical", "multi_categorical")
@@ -280,8 +280,7 @@ def day_first(values: pd.Series, name: str = "", *, expected: bool | None = None
     (given ``expected``, the order a spec recorded) the other order, raise a :class:`SchemaError` naming
     the column ``name``."""
     text = pd.Series(values.dropna().unique()).astype(str)
-    parts = text.str.extract(_NUMERIC_DATE)
-    if parts.empty:
+    if (parts := text.str.extract(_NUMERIC_DATE)).empty:
         return False
     first, second = pd.to_numeric(parts[1]), pd.to_numeric(parts[3])
     days_first, months_first = text[first > 12], text[second > 12]
@@ -375,9 +374,10 @@ def frame_to_raw(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray
 def _numbers(values: pd.Series, column: FeatureColumn) -> np.ndarray:
     if is_plain_number(values):
         return values.to_numpy(dtype="float64", na_value=np.nan)
-    numbers = pd.to_numeric(values.replace("", np.nan), errors="coerce")
+    missing = values.isna() | values.astype(str).str.strip().isin(MISSING_NUMBER_WORDS)  # "", "unknown"
+    numbers = pd.to_numeric(values.mask(missing), errors="coerce")
     # "€12,50", or not a number at all; with a decimal comma "1.250" is 1250, not what pandas reads
-    if column.decimal_comma or (numbers.isna() & values.notna() & (values != "")).any():
+    if column.decimal_comma or (numbers.isna() & ~missing).any():
         return read_numbers(values, column.name, comma_decimal=column.decimal_comma)
     return numbers.to_numpy(dtype="float64", na_value=np.nan)
 

@@ -151,7 +151,8 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
             if (within := within_label(sample, c, labels)) is not None:
                 raise leak_error(c, labels, f"is 1 only on rows where the label '{within}' is 1 (a later "
                                             f"step of the same funnel, as a purchase is of a click)")
-            if (told := tells_label(sample, c, labels)) is not None:
+            ids = c in roles.values() or _id_named(c)  # an id's order is the file's, not a measurement
+            if not ids and (told := tells_label(sample, c, labels)) is not None:
                 raise leak_error(c, labels, f"alone ranks the label '{told[0]}' with an AUC of {told[1]:.3f} "
                                             f"(a value known only with the outcome, as the seconds a track "
                                             f"was played are with its skip)", may_be_label=False)
