@@ -262,7 +262,10 @@ def test_dates_written_day_first_are_read_day_first_in_every_chunk():
         frame_to_raw(pd.DataFrame({"event_date": ["06/03/2024", "24/03/2024"]}), month_spec)
     assert '"day_first": true' in err.value.fix
     unnamed = infer_schema(frame.rename(columns={"event_date": "shown"}), ["click"])  # its name says no time
-    assert "--time-column shown reads it as a timestamp" in unnamed.notes["decisions"]["shown"]
+    assert "--column-types shown=timestamp reads them" in unnamed.notes["decisions"]["shown"]
+    declared = infer_schema(frame.rename(columns={"event_date": "shown"}), ["click"],
+                            declared_timestamps=["shown"])
+    assert declared["shown"].kind == "timestamp" and declared["shown"].day_first
     both = frame.assign(event_date=["31/03/2024", "03/31/2024"] * 60)
     with pytest.raises(SchemaError, match="day first .* and month first") as err:
         infer_schema(both, ["click"])

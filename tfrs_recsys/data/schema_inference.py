@@ -60,6 +60,7 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
                  context_columns: Sequence[str] | None = None, session_column: str | None = None,
                  user_column: str | None = None, item_column: str | None = None,
                  timestamp_column: str | None = None, exclude: Sequence[str] = (), sample_rows: int = 100_000,
+                 declared_timestamps: Sequence[str] = (),
                  vocab_max: int = 10_000, hash_multiplier: int = 2,
                  low_cardinality_max: int = 100) -> FeatureSpec:
     """Decide each column's kind, encoding and group from a sample of ``frame``.
@@ -106,6 +107,8 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
       user_column: The user id column.
       item_column: The item id column.
       timestamp_column: The time column.
+      declared_timestamps: Other columns read as timestamps whatever their values and names look like
+        (``--column-types signup=timestamp``).
       exclude: Columns to leave out.
       sample_rows: Rows sampled (seeded) to infer from.
       vocab_max: The largest vocabulary; more distinct values are hashed.
@@ -183,7 +186,7 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
             notes["decisions"][name] = "session column: groups rows, not a feature"
             continue
         column, why = _infer_column(name, sample[name], opts, as_id=name in (user_column, item_column),
-                                    as_timestamp=name == timestamp_column)
+                                    as_timestamp=name == timestamp_column or name in declared_timestamps)
         notes["dropped" if column is None else "decisions"][name] = why
         if column is not None:
             features.append(column)
@@ -264,7 +267,7 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
                                    counts=counts)
     why = "booleans" if pd.api.types.is_bool_dtype(values) else "text"
     if why == "text" and not as_id and _all_dates(counts.index, name):
-        why = f"text (all dates: --time-column {name} reads it as a timestamp)"  # a name of no time
+        why = f"text (all dates: --column-types {name}=timestamp reads them)"  # a name that says no time
     return _categorical_column(name, text, opts, why, id_like=_id_named(name), entity=as_id, counts=counts)
 
 

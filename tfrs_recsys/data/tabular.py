@@ -26,7 +26,7 @@ CRITEO_DENSE = tuple(f"I{i}" for i in range(1, 14))
 CRITEO_SPARSE = tuple(f"C{i}" for i in range(1, 27))
 CRITEO_COLUMNS = ("label", *CRITEO_DENSE, *CRITEO_SPARSE)
 MOSTLY_NUMERIC = 0.95  # this share of numbers makes a text column's other values probable typos
-COLUMN_KINDS = ("numeric", "categorical")
+COLUMN_KINDS = ("numeric", "categorical", "timestamp")  # a timestamp stays text here: the spec reads it
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
 FORMATS = "CSV (.csv), TSV (.tsv, .txt) or Parquet (.parquet, .pq)"
@@ -137,6 +137,11 @@ def parse_column_types(entries: Sequence[str]) -> dict[str, str]:
     return kinds
 
 
+def declared_timestamps(column_types: Sequence[str]) -> list[str]:
+    """The columns ``--column-types`` declares ``timestamp`` (``signup=timestamp``)."""
+    return [column for column, kind in parse_column_types(column_types).items() if kind == "timestamp"]
+
+
 def type_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Sequence[str] = (), *,
                  skip_bad_rows: bool = False, report: SkipReport | None = None,
                  text_only: Sequence[str] = (), blank_bad: bool = False) -> pd.DataFrame:
@@ -194,7 +199,7 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
     for column in table.columns:
         values = table[column]
         text = values.dtype == object or pd.api.types.is_string_dtype(values)
-        if column in text_only or kinds.get(column) == "categorical" or not text:
+        if column in text_only or kinds.get(column) in ("categorical", "timestamp") or not text:
             continue
         missing = (values.isna() | values.astype(str).str.strip().isin(MISSING_NUMBER_WORDS)).to_numpy()
         numbers = pd.to_numeric(values.mask(missing), errors="coerce")

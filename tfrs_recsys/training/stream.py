@@ -40,7 +40,7 @@ from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.data.schema_inference import infer_schema
-from tfrs_recsys.data.tabular import empty_values
+from tfrs_recsys.data.tabular import declared_timestamps, empty_values
 from tfrs_recsys.features.preprocessing import FeaturePreprocessor, as_encoded
 from tfrs_recsys.training import distribution, rankers
 from tfrs_recsys.training.common import (
@@ -89,7 +89,8 @@ def _spec(cfg: TrainConfig, table: streaming.FileTable, sample: pd.DataFrame, tr
     spec = infer_schema(sample, table.labels, session_column=table.session_column,
                         user_column=table.user_column, item_column=table.item_column,
                         timestamp_column=cfg.time_column, exclude=cfg.exclude_columns,
-                        sample_rows=len(sample), vocab_max=VOCAB_MAX)
+                        sample_rows=len(sample), vocab_max=VOCAB_MAX,
+                        declared_timestamps=declared_timestamps(cfg.column_types))
     spec.features = [column_sized(f, sample[f.name], train_rows, vocab_max=VOCAB_MAX,
                                             max_buckets=MAX_HASH_BUCKETS) for f in spec.features]
     spec.notes["sample"] = (f"kinds, vocabularies and statistics from a seeded sample of {len(sample)} of "
