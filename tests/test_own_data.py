@@ -576,3 +576,21 @@ def test_a_ranker_stopped_early_at_its_first_epoch_is_told_of_patience(tmp_path)
     assert "more --epochs may help" in still_learning_note(evaluator, DeepFMConfig(epochs=10))
     evaluator.best_epoch = 7
     assert still_learning_note(evaluator, DeepFMConfig(epochs=10)) is None
+
+
+def test_a_joined_tables_date_declared_a_timestamp_is_one(tmp_path):
+    from tfrs_recsys.config import DeepFMConfig
+    from tfrs_recsys.training.rankers import load_and_split, ranker_spec
+
+    rows = ["visitor,device,clicked"] + [f"v{i % 6},{'md'[i % 2]},{i % 2}" for i in range(60)]
+    log = _log(tmp_path, "\n".join(rows) + "\n", "clicks.csv")
+    signups = "".join(f"v{i},{10 + i}/03/2024\n" for i in range(6))  # day first
+    users = _log(tmp_path, "visitor,signup\n" + signups, "users.csv")
+    cfg = DeepFMConfig(dataset="csv", data_dir=log, label_columns=("clicked",), user_column="visitor",
+                       users=users)
+    data, split = load_and_split(cfg, "deepfm")
+    assert ranker_spec(cfg, data, split.train)["signup"].kind != "timestamp"  # "signup" says no time
+    declared = dataclasses.replace(cfg, column_types=("signup=timestamp",))
+    data, split = load_and_split(declared, "deepfm")
+    signup = ranker_spec(declared, data, split.train)["signup"]
+    assert signup.kind == "timestamp" and signup.day_first
