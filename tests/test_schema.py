@@ -295,6 +295,8 @@ def test_a_number_that_alone_ranks_the_label_almost_perfectly_is_refused_as_a_le
         infer_schema(frame, ["listened"])
     assert err.value.column == "seconds_played" and "--exclude-columns seconds_played" in err.value.fix
     assert "--label-columns" not in err.value.fix  # a number of seconds is no 0/1 label
+    with pytest.raises(SchemaError, match="an AUC of 1.000, in reverse"):  # a skip: fewer seconds played
+        infer_schema(frame.assign(listened=1 - listened), ["listened"], exclude=["duration"])
     spec = infer_schema(frame, ["listened"], exclude=["seconds_played"])
     assert spec["duration"].kind == "numeric"  # AUC about 0.85 alone: a feature
     assert "seconds_played" in infer_schema(frame.iloc[:25], ["listened"]).feature_names  # too few to judge

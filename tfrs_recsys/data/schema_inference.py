@@ -156,7 +156,8 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
                                             f"step of the same funnel, as a purchase is of a click)")
             ids = c in roles.values() or _id_named(c)  # an id's order is the file's, not a measurement
             if not ids and (told := tells_label(sample, c, labels)) is not None:
-                raise leak_error(c, labels, f"alone ranks the label '{told[0]}' with an AUC of {told[1]:.3f} "
+                auc = f"{told[1]:.3f}" if told[1] >= 0.5 else f"{1 - told[1]:.3f}, in reverse"
+                raise leak_error(c, labels, f"alone ranks the label '{told[0]}' with an AUC of {auc} "
                                             f"(a value known only with the outcome, as the seconds a track "
                                             f"was played are with its skip)", may_be_label=False)
     label_set = set(labels)
