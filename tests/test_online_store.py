@@ -316,9 +316,9 @@ def test_the_store_from_the_environment():
 
 def test_the_service_answers_hostile_http_with_json_4xx_and_drops_stalled_heads():
     """Through uvicorn and the connection guard, as `http_service` serves: a bad query parameter, a body
-    over the limit, JSON nested past the parser, and a request head that never completes."""
+    over the limit, JSON nested past the parser, and a request head or body that never completes."""
     app = create_app(RecallRankPipeline(ServingClient("127.0.0.1:1"), MemoryStore(source_store())),
-                     max_body_bytes=200_000)
+                     max_body_bytes=200_000, body_timeout_s=0.5)
     with BackgroundServer(app, header_timeout_s=0.5) as url:
         bad_k = httpx.get(f"{url}/recommend/u1?top_k=0", timeout=10)
         assert bad_k.status_code == 400 and bad_k.json()["field"] == "top_k"
@@ -330,4 +330,7 @@ def test_the_service_answers_hostile_http_with_json_4xx_and_drops_stalled_heads(
         with socket.create_connection((host, int(port)), timeout=10) as stalled:
             stalled.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-a: ")  # and nothing more
             assert stalled.recv(1000).startswith(b"HTTP/1.1 408")
+        with socket.create_connection((host, int(port)), timeout=10) as trickle:
+            trickle.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[")  # no more
+            assert trickle.recv(1000).startswith(b"HTTP/1.1 408")
         assert httpx.get(f"{url}/recall/u1?top_k=2", timeout=10).status_code in (200, 503)  # still serving

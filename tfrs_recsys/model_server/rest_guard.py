@@ -53,6 +53,7 @@ class RestOptions:
       backlog: The listen queue (``--rest_api_backlog``).
       num_threads: Threads running model calls (``--rest_api_num_threads``); 0: 4 x cores, at least 16.
       keep_alive_s: An idle keep-alive connection is closed after this long.
+      connections_flag: The flag of ``max_connections``, named in the answers it causes.
     """
 
     max_body_bytes: int = 64 << 20
@@ -63,6 +64,7 @@ class RestOptions:
     backlog: int = 1024
     num_threads: int = 0
     keep_alive_s: float = 5.0
+    connections_flag: str = "--rest_api_max_connections"
 
 
 def error_json(message: str) -> bytes:
@@ -142,8 +144,9 @@ class GuardedConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         if not self.guard.make_room():
+            limit = f"{self.options.connections_flag}={self.options.max_connections}"
             self._refuse(503, f"The server has {self.options.max_connections} connections open, all busy "
-                              f"(--rest_api_max_connections={self.options.max_connections}); retry later")
+                              f"({limit}); retry later")
             return
         self.guard.open[self] = None
         self.connected = True
@@ -219,7 +222,7 @@ class GuardedConnection(asyncio.Protocol):
     def evict(self) -> None:
         """Closes this idle connection to make room for a new one (408 if a request had begun)."""
         if self.head_seen:
-            self._refuse(408, "Closed to make room for a new connection (--rest_api_max_connections="
+            self._refuse(408, f"Closed to make room for a new connection ({self.options.connections_flag}="
                               f"{self.options.max_connections}) before this request's headers arrived")
         else:
             self.state = self.CLOSING

@@ -13,6 +13,7 @@ uvicorn serves it behind the model server's connection guard
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
@@ -30,16 +31,18 @@ from tfrs_recsys.serving.stores import StoreStateError, StoreUnavailableError
 
 MAX_TOP_K = 1000
 MAX_BODY_BYTES = 4 << 20  # a POST /events body: thousands of events
+BODY_TIMEOUT_S = 30.0  # the time a body has to arrive in
 
 
 def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S) -> FastAPI:
     """The service's FastAPI app.
 
     Args:
       pipeline: The pipeline that answers.
       max_event_batch: The most events one ``POST /events`` may carry.
       max_body_bytes: The largest ``POST /events`` body; larger: 413.
+      body_timeout_s: The time a ``POST /events`` body has to arrive in; later: 408.
 
     Returns:
       The app: ``/health`` answers 503 while a model has no available version or the store does not
@@ -82,7 +85,11 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
     @app.post("/events")
     async def events(request: Request):
         """Applies a batch of user events, all or none (400 naming the bad field)."""
-        body = await _bounded_body(request, max_body_bytes)
+        try:
+            body = await _bounded_body(request, max_body_bytes, body_timeout_s)
+        except TimeoutError:  # a body that trickles in holds a connection: cut, as the model server does
+            return JSONResponse({"error": f"body: not received within {body_timeout_s:g} s", "field": "body"},
+                                status_code=408, headers={"connection": "close"})
         if body is None:
             return JSONResponse({"error": f"body: over --max-body-bytes={max_body_bytes}", "field": "body"},
                                 status_code=413)
@@ -120,18 +127,26 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
     return app
 
 
-async def _bounded_body(request: Request, limit: int) -> bytes | None:
-    """The request's body, or None once it is over ``limit`` bytes (read no further)."""
+async def _bounded_body(request: Request, limit: int, timeout_s: float) -> bytes | None:
+    """The request's body, or None once it is over ``limit`` bytes (read no further).
+
+    Raises:
+      TimeoutError: The body did not arrive within ``timeout_s``.
+    """
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def read() -> bytes | None:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    return await asyncio.wait_for(read(), timeout_s)
 
 
 class GuardedApp:
@@ -180,7 +195,8 @@ def guarded_server(app, host: str, port: int, *, max_connections: int = 1000,
     """
     import uvicorn
 
-    options = RestOptions(max_connections=max_connections, header_timeout_s=header_timeout_s)
+    options = RestOptions(max_connections=max_connections, header_timeout_s=header_timeout_s,
+                          connections_flag="--max-connections")
     guard = ConnectionGuard(options)
     config = uvicorn.Config(GuardedApp(app), host=host, port=port, http=guard.protocol_factory, ws="none",
                             lifespan="off", log_level="warning", server_header=False, backlog=options.backlog,
