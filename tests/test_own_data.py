@@ -594,3 +594,25 @@ def test_a_joined_tables_date_declared_a_timestamp_is_one(tmp_path):
     data, split = load_and_split(declared, "deepfm")
     signup = ranker_spec(declared, data, split.train)["signup"]
     assert signup.kind == "timestamp" and signup.day_first
+
+
+def test_a_streamed_run_stops_at_a_bad_row_past_its_sample_or_leaves_it_out_counted(tmp_path):
+    from tfrs_recsys.config import DeepFMConfig
+    from tfrs_recsys.training import deepfm
+
+    rows = ["sku,device,app_version,skipped"] + [
+        f"s{i % 9},{'md'[i % 2]},1.{i % 11},{('true', 'false')[i % 3 > 0]}" for i in range(3000)]
+    rows[2501] = "s1,m,1.10,maybe"  # past the 500 rows the spec is inferred from
+    rows[2601] = ",d,1.2,true"  # an impression of no item
+    path = _log(tmp_path, "\n".join(rows) + "\n", "plays.csv")
+    cfg = DeepFMConfig(dataset="csv", data_dir=path, label_columns=("skipped",), item_column="sku", epochs=1,
+                       streaming="always", stream_sample_rows=500, batch_size=256, embedding_dim=4,
+                       hidden_units=(8,), progress=False, column_types=("app_version=categorical",),
+                       output_dir=str(tmp_path / "run"))
+    err = _error(deepfm.run, cfg)
+    assert (err.path, err.line) == (path, 2502) and "found 'maybe'" in str(err)
+    metrics = deepfm.run(dataclasses.replace(cfg, skip_bad_rows=True, output_dir=str(tmp_path / "skip")))
+    assert metrics["rows_left_out"] == {"column 'skipped': label must be 0 or 1": 1,
+                                        "column 'sku': empty item id": 1}
+    spec = json.loads((tmp_path / "skip" / "spec.json").read_text())
+    assert "1.10" in next(f for f in spec["features"] if f["name"] == "app_version")["vocabulary"]

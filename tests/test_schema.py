@@ -328,6 +328,8 @@ def test_numbers_written_for_people_are_numbers_in_every_chunk():
     assert price_of(["$2,000", ""], point)[0] == 2000.0
     lists = infer_schema(frame.assign(price=["101,234,567", "3,17", "5", None, "8,9"] * 24), ["click"])
     assert lists["price"].is_categorical  # ids joined by commas show no mark of a number
+    grouped = infer_schema(frame.assign(price=["104,494", "3,685", "999", None, "12,000"] * 24), ["click"])
+    assert grouped["price"].kind == "numeric" and price_of(["2,500"], grouped).tolist() == [2500.0]
     # declared numeric, with a word for missing: typing leaves the text to the spec, which reads it
     typed = type_columns(pd.DataFrame({"price": ["€12,50", "N/A", "€3,00"] * 4, "click": [0, 1] * 6}),
                          ["price=numeric"])

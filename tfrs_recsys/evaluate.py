@@ -337,9 +337,11 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
     cfg = run.config
     if stream.should_stream(cfg):  # the run's hashed split of the files, read as training read it
         from tfrs_recsys.data import streaming
+        from tfrs_recsys.data.tabular import declared_text
 
         table = streaming.open_table(cfg.data_dir, labels=cfg.label_columns, user_column=cfg.user_column,
-                                     session_column=cfg.session_column, item_column=cfg.item_column)
+                                     session_column=cfg.session_column, item_column=cfg.item_column,
+                                     text_columns=declared_text(cfg.column_types))
         batches = list(streaming.read_part(table, table.files, streaming.PARTS.index(part), cfg.seed))
         outputs, _ = stream.score(model, batches, spec)
         frame = pd.concat([b.select([*keys, *spec.labels]).to_pandas() for b in batches], ignore_index=True)

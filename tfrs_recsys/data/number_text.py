@@ -27,6 +27,7 @@ _UNIT = rf"(?:[{_CURRENCIES}]|{_CODES})"
 _NUMBER = re.compile(rf"^\s*(?:{_UNIT}\s*)?([-+−]?)\s*(?:{_UNIT}\s*)?(\d(?:[\d.,'’\u00a0\u202f ]*\d)?)"
                      rf"\s*(%|{_UNIT})?\s*$")
 _GROUPING = re.compile(r"[.,'’\u00a0\u202f ]")
+_GROUPED = re.compile(r"^\s*[-+]?\d{1,3}(,\d{3})*(\.\d+)?\s*$")  # 1,234 and 999: thousands grouped
 _MARKED = re.compile(rf"[{_CURRENCIES}%'’\u00a0\u202f ]|{_CODES}|\d\.\d+,|\d,\d+\.")
 
 
@@ -57,7 +58,8 @@ def _readings(distinct: pd.Series) -> pd.DataFrame:
 def formatted_numbers(values: pd.Series) -> tuple[np.ndarray, bool] | None:
     """A text column's numbers and whether its decimal mark is a comma, if every value (missing and
     empty aside) is a number and some value is written for people: a currency, a percent sign, thousands
-    grouped by spaces or apostrophes, both marks (``1.234,50``) or a decimal comma (``12,50``); else None.
+    grouped by spaces or apostrophes, both marks (``1.234,50``), a decimal comma (``12,50``), or every value
+    grouped by commas alike (``104,494`` beside ``999``); else None.
     Plain digits stay as they are: codes and versions (``1.10``) are written so too.
 
     Args:
@@ -75,7 +77,8 @@ def formatted_numbers(values: pd.Series) -> tuple[np.ndarray, bool] | None:
     if not (point | comma).all() or ((point & ~comma).any() and (comma & ~point).any()):
         return None
     comma_decimal = bool((comma & ~point).any())
-    if not comma_decimal and not distinct.str.contains(_MARKED).any():
+    grouped = distinct.str.match(_GROUPED).all() and distinct.str.contains(",", regex=False).any()
+    if not comma_decimal and not grouped and not distinct.str.contains(_MARKED).any():
         return None
     return _mapped(text, readings["comma" if comma_decimal else "point"]), comma_decimal
 

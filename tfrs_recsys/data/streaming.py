@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from tfrs_recsys import paths
+from tfrs_recsys.data.bad_rows import BadRows
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.schema import MISSING_INT, FeatureSpec, frame_to_raw
@@ -65,6 +66,7 @@ class FileTable:
       item_column: The item id column, if any.
       joins: Tables whose columns every record batch read gets (``--items``, ``--users``:
         :class:`~tfrs_recsys.data.entities.EntityJoin`).
+      bad_rows: The rows reading left out (:class:`BadRows`).
     """
 
     files: list[str]
@@ -76,6 +78,7 @@ class FileTable:
     user_column: str | None = None
     item_column: str | None = None
     joins: list = dataclasses.field(default_factory=list)
+    bad_rows: BadRows = dataclasses.field(default_factory=lambda: BadRows())
 
     def rows_of(self, file: str) -> int:
         """Rows of one shard (Parquet metadata; a text file's lines, header excluded)."""
@@ -104,7 +107,8 @@ def total_bytes(path: str) -> int:
 
 
 def open_table(path: str, *, labels: Sequence[str], session_column: str | None = None,
-               user_column: str | None = None, item_column: str | None = None) -> FileTable:
+               user_column: str | None = None, item_column: str | None = None,
+               text_columns: Sequence[str] = ()) -> FileTable:
     """The shards of ``path`` (:func:`~tfrs_recsys.data.tabular.table_files`), checked for the named columns.
 
     Args:
@@ -113,6 +117,7 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
       session_column: The session column, if any.
       user_column: The user id column, if any.
       item_column: The item id column, if any.
+      text_columns: Columns a text file's reader keeps as text (``--column-types NAME=categorical``).
 
     Returns:
       The table.
@@ -125,7 +130,7 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
         raise DataError("the shards mix Parquet and text files", path=str(path),
                         fix="point --data at one format, e.g. a glob like shards/*.parquet")
     schema = next(_batches(files[0], None, CHUNK_ROWS)).schema
-    for column in (c for c in (user_column, item_column) if c in schema.names):  # "007" stays "007" in CSV
+    for column in (c for c in (user_column, item_column, *text_columns) if c in schema.names):  # "007"
         schema = schema.set(schema.get_field_index(column), pa.field(column, pa.string()))
     flags = {"--label-columns": list(labels), "--session-column": [session_column],
              "--user-column": [user_column], "--item-column": [item_column]}
@@ -217,6 +222,7 @@ def read_part(table: FileTable, files: Sequence[str], part: int, seed: int, *,
             offset += batch.num_rows
             if row_filter is not None:
                 keep &= row_filter(batch)
+            keep = table.bad_rows.screen(batch, table, file, offset - batch.num_rows, keep)
             batch = _joined(table, batch.filter(pa.array(keep)))
             if batch.num_rows:
                 yield batch.slice(0, int(min(left, batch.num_rows)))
@@ -362,13 +368,14 @@ def unpack(packed: dict[str, tf.Tensor], spec: FeatureSpec) -> dict[str, tf.Tens
 
 
 def labels_of(batch: pa.RecordBatch, labels: Sequence[str]) -> dict[str, np.ndarray]:
-    """The label columns as float32 (missing -> NaN; words such as yes/no as
+    """The label columns as float32 (missing or not a number -> NaN; words such as yes/no as
     :func:`~tfrs_recsys.data.tabular.binary_label` reads them)."""
     out = {}
     for name in labels:
         column = batch.column(name)
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            column = pa.array(pd.to_numeric(binary_label(column.to_pandas())), pa.float64())
+            numbers = pd.to_numeric(binary_label(column.to_pandas()), errors="coerce")
+            column = pa.array(numbers.to_numpy("float64", na_value=np.nan), pa.float64())
         out[name] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
     return out
 

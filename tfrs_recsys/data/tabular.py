@@ -142,6 +142,11 @@ def declared_timestamps(column_types: Sequence[str]) -> list[str]:
     return [column for column, kind in parse_column_types(column_types).items() if kind == "timestamp"]
 
 
+def declared_text(column_types: Sequence[str]) -> list[str]:
+    """The columns ``--column-types`` declares text to keep as written (``categorical``, ``timestamp``)."""
+    return [column for column, kind in parse_column_types(column_types).items() if kind != "numeric"]
+
+
 def type_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Sequence[str] = (), *,
                  skip_bad_rows: bool = False, report: SkipReport | None = None,
                  text_only: Sequence[str] = (), blank_bad: bool = False) -> pd.DataFrame:
@@ -262,15 +267,16 @@ BOOLEAN_LABELS = {"true": 1, "false": 0, "yes": 1, "no": 0, "y": 1, "n": 0, "t":
 
 
 def binary_label(values: pd.Series) -> pd.Series:
-    """A label written as words, every value one of ``true``/``false``, ``yes``/``no``, ``y``/``n`` or
-    ``t``/``f`` (any case; missing aside), as 1.0/0.0 (NaN where missing); any other column unchanged."""
+    """A label written as words, most values one of ``true``/``false``, ``yes``/``no``, ``y``/``n`` or
+    ``t``/``f`` (any case), with those as 1/0; the other values as they were (bad rows: ``maybe``), and
+    any other column unchanged."""
     if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
         return values
     words = values.astype(str).str.strip().str.lower()
-    present = (values.notna() & (words != "")).to_numpy()
-    if not present.any() or not words[present].isin(BOOLEAN_LABELS).all():
+    present, known = (values.notna() & (words != "")).to_numpy(), words.isin(BOOLEAN_LABELS).to_numpy()
+    if not present.any() or known[present].mean() < 0.5:
         return values
-    return words.map(BOOLEAN_LABELS).where(present).astype("float64")
+    return values.astype(object).where(~known, words.map(BOOLEAN_LABELS))
 
 
 def empty_values(values: pd.Series) -> np.ndarray:

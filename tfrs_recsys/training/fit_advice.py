@@ -11,10 +11,10 @@ WEAK_AUC = 0.55  # a best validation AUC at most this says the ranker barely lea
 
 
 def say_weak_fit(task: str, evaluator: EpochEvaluator, cfg: TrainConfig, train_rows: int) -> None:
-    """Prints :func:`weak_fit_advice`'s warning, if any, to stderr, else :func:`still_learning_note`."""
+    """Prints :func:`weak_fit_advice`'s warning, if any, to stderr, and :func:`still_learning_note`'s."""
     if advice := weak_fit_advice(evaluator, cfg, train_rows):
         print(f"{task}: warning: {advice}", file=sys.stderr, flush=True)
-    elif note := still_learning_note(evaluator, cfg):
+    if note := still_learning_note(evaluator, cfg):
         print(f"{task}: {note}", flush=True)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 import weakref
@@ -40,7 +41,7 @@ from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.data.schema_inference import infer_schema
-from tfrs_recsys.data.tabular import declared_timestamps, empty_values
+from tfrs_recsys.data.tabular import declared_text, declared_timestamps
 from tfrs_recsys.features.preprocessing import FeaturePreprocessor, as_encoded
 from tfrs_recsys.training import distribution, rankers
 from tfrs_recsys.training.common import (
@@ -123,7 +124,8 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
         raise DataError(f"{task} takes {wanted} label(s); --label-columns names {list(cfg.label_columns)}",
                         fix=fix)
     table = streaming.open_table(cfg.data_dir, labels=cfg.label_columns, session_column=cfg.session_column,
-                                 user_column=cfg.user_column, item_column=cfg.item_column)
+                                 user_column=cfg.user_column, item_column=cfg.item_column,
+                                 text_columns=declared_text(cfg.column_types))
     table.joins = entity_joins(table.schema.names, items=cfg.items, users=cfg.users,
                                item_column=cfg.item_column, user_column=cfg.user_column,
                                column_types=cfg.column_types)
@@ -131,11 +133,8 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
     sample = streaming.sample_rows(table, cfg.stream_sample_rows, cfg.seed)
     for join in table.joins:
         join.check(sample, of="the sample's")
+    check_bad_rows(table, cfg)  # the sample's rows were screened as they were read
     rankers.check_labels(sample, table.labels, funnel=task == "esmm", skippable=False)
-    if cfg.item_column and (empty := empty_values(sample[cfg.item_column])).any():
-        raise DataError(f"{int(empty.sum())} of the {len(sample)} sampled rows have an empty item id",
-                        path=str(cfg.data_dir), column=cfg.item_column,
-                        fix="fill the ids in, or drop those rows: a streamed run reads the files as they are")
     spec = _spec(cfg, table, sample, train_rows)
     timings = {"load": time.perf_counter() - clock}
     clock = time.perf_counter()
@@ -206,11 +205,42 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, run: StreamRun, run_dir, *, row
     evaluator = EpochEvaluator(timed, run_dir, monitor=rankers.MONITOR, mode="max",
                                patience=patience_epochs(cfg.patience, steps), save_checkpoint=True)
     rankers.compile_ranker(model, cfg)
-    callbacks = [epochs, evaluator, tensorboard_callback(run_dir)]
+    callbacks = [epochs, BadRowsCheck(run.table, cfg), evaluator, tensorboard_callback(run_dir)]
     model.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=fit_verbosity(cfg))
+    check_bad_rows(run.table, cfg)
     run.timings.setdefault("epochs", []).append(epochs.seconds)
     run.timings["validation"] = run.timings.get("validation", 0.0) + seconds["validation"]
     return evaluator
+
+
+def check_bad_rows(table: streaming.FileTable, cfg: TrainConfig) -> None:
+    """Stops the run at the rows reading left out (:mod:`~tfrs_recsys.data.bad_rows`), or with
+    ``--skip-bad-rows`` says how many, once per new count.
+
+    Raises:
+      DataError: The first bad row, without ``--skip-bad-rows``.
+    """
+    bad = table.bad_rows
+    if not bad.total:
+        return
+    if not cfg.skip_bad_rows:
+        raise bad.error()
+    if bad.total != bad.said:
+        bad.said = bad.total
+        logging.getLogger(__name__).warning("%s: left out %d rows (skip_bad_rows=True): %s", cfg.data_dir,
+                                            bad.total, bad.summary())
+
+
+class BadRowsCheck(tf.keras.callbacks.Callback):
+    """Ends training at the first bad row the input read (:func:`check_bad_rows`), checked each step."""
+
+    def __init__(self, table: streaming.FileTable, cfg: TrainConfig):
+        super().__init__()
+        self.table, self.cfg = table, cfg
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        if self.table.bad_rows.total and not self.cfg.skip_bad_rows:
+            raise self.table.bad_rows.error()
 
 
 class EpochSeconds(tf.keras.callbacks.Callback):
@@ -315,6 +345,9 @@ def run_task(cfg: TrainConfig, task: str, train_and_test: Callable[[StreamRun], 
     the seconds of each phase go into the metrics as ``timings``."""
     run = start(cfg, task)
     metrics = train_and_test(run)
+    check_bad_rows(run.table, cfg)  # the test's rows too
+    if run.table.bad_rows.total:
+        metrics["rows_left_out"] = dict(run.table.bad_rows.counts)
     clock = time.perf_counter()
     metrics["timings"] = {k: (v if isinstance(v, list) else round(v, 3)) for k, v in run.timings.items()}
     metrics["streamed"] = True

@@ -1,0 +1,82 @@
+"""The rows a streamed run leaves out as it reads: a label that is not 0 or 1, an impression of no item.
+
+A streamed run checks its files as it reads them, not before (they may be larger than memory): each
+record batch is screened, the bad rows left out and counted per reason with the first of each, by file
+and line. The training stops at the first (``--skip-bad-rows`` is off), or reports the count at its end.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+
+from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, empty_values
+
+
+class BadRows:
+    """Counts of the rows left out per reason, and the first of each (``file:line``, value); shared by
+    the threads that read."""
+
+    def __init__(self):
+        self.rows: dict[str, set[tuple[str, int]]] = {}  # reason -> (file, line): each row once, every epoch
+        self.first: dict[str, tuple[str, int, object]] = {}
+        self.said = 0  # the count last reported
+        self._lock = threading.Lock()
+
+    @property
+    def counts(self) -> Counter:
+        """Rows left out per reason."""
+        return Counter({reason: len(rows) for reason, rows in self.rows.items()})
+
+    @property
+    def total(self) -> int:
+        """Rows left out so far."""
+        return sum(self.counts.values())
+
+    def screen(self, batch: pa.RecordBatch, table, file: str, first_row: int,
+               among: np.ndarray) -> np.ndarray:
+        """Which of the ``among`` rows of ``batch`` (rows ``first_row``... of ``file``) to keep; the others
+        are counted.
+
+        Args:
+          batch: The rows, as read.
+          table: Their :class:`~tfrs_recsys.data.streaming.FileTable` (its labels and item column).
+          file: The shard.
+          first_row: The batch's first row in the shard (0-based).
+          among: The rows wanted (the part's); only they are screened.
+
+        Returns:
+          A boolean mask.
+        """
+        from tfrs_recsys.data.streaming import labels_of
+
+        checks = [(f"column '{name}': label must be 0 or 1", name, ~np.isin(value, (0.0, 1.0)))
+                  for name, value in labels_of(batch, table.labels).items()]
+        if (item := table.item_column) in batch.schema.names:
+            empty = empty_values(batch.column(item).to_pandas())
+            checks.append((f"column '{item}': empty item id", item, empty))
+        keep, header = among.copy(), 1 if file.lower().endswith(PARQUET_SUFFIXES) else 2
+        for reason, column, bad in checks:
+            if (bad := bad & among).any():
+                lines = np.flatnonzero(bad) + first_row + header  # a text file's line 1 is its header
+                with self._lock:
+                    self.rows.setdefault(reason, set()).update((file, int(line)) for line in lines)
+                    row = int(np.flatnonzero(bad)[0])
+                    self.first.setdefault(reason, (file, int(lines[0]), batch.column(column)[row].as_py()))
+                keep &= ~bad
+        return keep
+
+    def error(self) -> DataError:
+        """The first bad row, as the error that stops a run without ``--skip-bad-rows``."""
+        reason, (file, line, value) = next(iter(self.first.items()))
+        return DataError(f"{reason.split(': ', 1)[1]}, found {value!r} ({self.counts[reason]} such rows read "
+                         f"so far)", path=file, line=line, column=reason.split("'")[1],
+                         fix="fix the rows, or pass --skip-bad-rows to leave such rows out and count them")
+
+    def summary(self) -> str:
+        """The rows left out per reason, with the first of each."""
+        return "; ".join(f"{n} x {reason} (first: {self.first[reason][0]}:{self.first[reason][1]}, "
+                         f"{self.first[reason][2]!r})" for reason, n in self.counts.most_common())
