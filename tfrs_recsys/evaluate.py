@@ -305,8 +305,7 @@ def format_report(result: dict) -> str:
     lines.append(f"GAUC: impression-weighted mean of the AUC per {result['group_by']}; groups whose rows are "
                  f"all one class have no AUC and are skipped." if result["group_by"]
                  else "GAUC: not computed (pass --group-by).")
-    n = result["ndcg"]
-    if n:
+    if n := result["ndcg"]:
         gains = ", ".join(f"{role}={g:g}" for role, g in n["gains"].items() if g)
         lines.append(f"NDCG@{n['k']} per {n['group_by']}: {_fmt(n['value'])} over {n['groups_used']:,} "
                      f"groups ({n['groups_skipped']:,} skipped: no positive gain); gains {gains}, else 0; "
@@ -337,11 +336,10 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
     cfg = run.config
     if stream.should_stream(cfg):  # the run's hashed split of the files, read as training read it
         from tfrs_recsys.data import streaming
-        from tfrs_recsys.data.tabular import declared_text
 
         table = streaming.open_table(cfg.data_dir, labels=cfg.label_columns, user_column=cfg.user_column,
                                      session_column=cfg.session_column, item_column=cfg.item_column,
-                                     text_columns=declared_text(cfg.column_types))
+                                     column_types=cfg.column_types)
         batches = list(streaming.read_part(table, table.files, streaming.PARTS.index(part), cfg.seed))
         outputs, _ = stream.score(model, batches, spec)
         frame = pd.concat([b.select([*keys, *spec.labels]).to_pandas() for b in batches], ignore_index=True)

@@ -38,7 +38,7 @@ from tfrs_recsys.data.bad_rows import BadRows
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.schema import MISSING_INT, FeatureSpec, frame_to_raw
-from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, TEXT_SUFFIXES, binary_label, table_files
+from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, TEXT_SUFFIXES, binary_label, declared_text, table_files
 
 CHUNK_ROWS = 65_536  # rows parsed at once: bounds the reader's memory
 SHUFFLE_BATCHES = 16
@@ -108,7 +108,7 @@ def total_bytes(path: str) -> int:
 
 def open_table(path: str, *, labels: Sequence[str], session_column: str | None = None,
                user_column: str | None = None, item_column: str | None = None,
-               text_columns: Sequence[str] = ()) -> FileTable:
+               column_types: Sequence[str] = ()) -> FileTable:
     """The shards of ``path`` (:func:`~tfrs_recsys.data.tabular.table_files`), checked for the named columns.
 
     Args:
@@ -117,7 +117,7 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
       session_column: The session column, if any.
       user_column: The user id column, if any.
       item_column: The item id column, if any.
-      text_columns: Columns a text file's reader keeps as text (``--column-types NAME=categorical``).
+      column_types: ``--column-types`` entries: a text file's reader keeps those not numeric as text.
 
     Returns:
       The table.
@@ -130,7 +130,7 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
         raise DataError("the shards mix Parquet and text files", path=str(path),
                         fix="point --data at one format, e.g. a glob like shards/*.parquet")
     schema = next(_batches(files[0], None, CHUNK_ROWS)).schema
-    for column in (c for c in (user_column, item_column, *text_columns) if c in schema.names):  # "007"
+    for column in (c for c in (user_column, item_column, *declared_text(column_types)) if c in schema.names):
         schema = schema.set(schema.get_field_index(column), pa.field(column, pa.string()))
     flags = {"--label-columns": list(labels), "--session-column": [session_column],
              "--user-column": [user_column], "--item-column": [item_column]}
@@ -368,8 +368,7 @@ def unpack(packed: dict[str, tf.Tensor], spec: FeatureSpec) -> dict[str, tf.Tens
 
 
 def labels_of(batch: pa.RecordBatch, labels: Sequence[str]) -> dict[str, np.ndarray]:
-    """The label columns as float32 (missing or not a number -> NaN; words such as yes/no as
-    :func:`~tfrs_recsys.data.tabular.binary_label` reads them)."""
+    """The label columns as float32 (missing or not a number: NaN; yes/no as ``binary_label`` reads them)."""
     out = {}
     for name in labels:
         column = batch.column(name)

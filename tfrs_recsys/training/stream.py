@@ -41,7 +41,7 @@ from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.data.schema_inference import infer_schema
-from tfrs_recsys.data.tabular import declared_text, declared_timestamps
+from tfrs_recsys.data.tabular import declared_timestamps
 from tfrs_recsys.features.preprocessing import FeaturePreprocessor, as_encoded
 from tfrs_recsys.training import distribution, rankers
 from tfrs_recsys.training.common import (
@@ -125,7 +125,7 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
                         fix=fix)
     table = streaming.open_table(cfg.data_dir, labels=cfg.label_columns, session_column=cfg.session_column,
                                  user_column=cfg.user_column, item_column=cfg.item_column,
-                                 text_columns=declared_text(cfg.column_types))
+                                 column_types=cfg.column_types)
     table.joins = entity_joins(table.schema.names, items=cfg.items, users=cfg.users,
                                item_column=cfg.item_column, user_column=cfg.user_column,
                                column_types=cfg.column_types)
