@@ -576,9 +576,11 @@ def test_a_ranker_stopped_early_at_its_first_epoch_is_told_of_patience(tmp_path)
     assert "--patience" not in weak_fit_advice(evaluator, DeepFMConfig(epochs=10), 24_000)
     evaluator.best_epoch, evaluator.best_metrics = 10, {"auc": 0.65}  # still rising when the epochs ran out
     assert weak_fit_advice(evaluator, DeepFMConfig(epochs=10), 24_000) is None
-    assert "more --epochs may help" in still_learning_note(evaluator, DeepFMConfig(epochs=10))
+    note = still_learning_note(evaluator, DeepFMConfig(epochs=10), 24_000)
+    assert "more --epochs may help" in note and "an epoch is 47 steps of 512 rows" in note
+    assert "--batch-size" not in still_learning_note(evaluator, DeepFMConfig(epochs=10), 2_000_000)
     evaluator.best_epoch = 7
-    assert still_learning_note(evaluator, DeepFMConfig(epochs=10)) is None
+    assert still_learning_note(evaluator, DeepFMConfig(epochs=10), 24_000) is None
 
 
 def test_a_joined_tables_date_declared_a_timestamp_is_one(tmp_path):

@@ -14,17 +14,25 @@ def say_weak_fit(task: str, evaluator: EpochEvaluator, cfg: TrainConfig, train_r
     """Prints :func:`weak_fit_advice`'s warning, if any, to stderr, and :func:`still_learning_note`'s."""
     if advice := weak_fit_advice(evaluator, cfg, train_rows):
         print(f"{task}: warning: {advice}", file=sys.stderr, flush=True)
-    if note := still_learning_note(evaluator, cfg):
+    if note := still_learning_note(evaluator, cfg, train_rows):
         print(f"{task}: {note}", flush=True)
 
 
-def still_learning_note(evaluator: EpochEvaluator, cfg: TrainConfig) -> str | None:
-    """A note when the best validation score came at the last epoch allowed: the model may not be done."""
+# An epoch of fewer steps than this is short: a smaller batch gives the same data more steps.
+FEW_STEPS = 200
+
+
+def still_learning_note(evaluator: EpochEvaluator, cfg: TrainConfig, train_rows: int) -> str | None:
+    """A note when the best validation score came at the last epoch allowed: the model may not be done;
+    on data of short epochs (under :data:`FEW_STEPS` steps), a smaller batch trains more steps per epoch."""
     if not evaluator.best_epoch == evaluator.epochs_run == cfg.epochs > 1:
         return None
+    steps = -(-train_rows // cfg.batch_size)
+    smaller = (f", and so may a smaller --batch-size: an epoch is {steps} steps of {cfg.batch_size} rows"
+               if steps < FEW_STEPS and cfg.batch_size > 64 else "")
     return (f"the best validation score came at the last epoch ({cfg.epochs}): the model may not have "
             f"finished learning; more --epochs may help (early stopping ends the run once it stops "
-            f"improving)")
+            f"improving){smaller}")
 
 
 def weak_fit_advice(evaluator: EpochEvaluator, cfg: TrainConfig, train_rows: int) -> str | None:
