@@ -11,9 +11,10 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, empty_values
+from tfrs_recsys.data.tabular import PARQUET_SUFFIXES
 
 
 class BadRows:
@@ -56,8 +57,11 @@ class BadRows:
         checks = [(f"column '{name}': label must be 0 or 1", name, ~np.isin(value, (0.0, 1.0)))
                   for name, value in labels_of(batch, table.labels).items()]
         if (item := table.item_column) in batch.schema.names:
-            empty = empty_values(batch.column(item).to_pandas())
-            checks.append((f"column '{item}': empty item id", item, empty))
+            column = batch.column(item)
+            empty = pc.is_null(column)
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):  # in Arrow: fast
+                empty = pc.or_kleene(empty, pc.equal(pc.utf8_trim_whitespace(column), ""))
+            checks.append((f"column '{item}': empty item id", item, empty.to_numpy(zero_copy_only=False)))
         keep, header = among.copy(), 1 if file.lower().endswith(PARQUET_SUFFIXES) else 2
         for reason, column, bad in checks:
             if (bad := bad & among).any():
