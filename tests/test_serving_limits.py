@@ -143,3 +143,6 @@ def test_flags_out_of_range_are_refused_and_a_port_in_use_is_named_before_models
         assert refused.returncode == 2 and flag.split("=")[0] in refused.stderr, (flag, refused.stderr)
     in_use = run(f"--port={process.grpc_port}", "--rest_api_port=0", f"--model_base_path={tmp_path}")
     assert in_use.returncode == 1 and "could not bind gRPC" in in_use.stderr and "--port" in in_use.stderr
+    rest_in_use = run("--port=0", f"--rest_api_port={process.rest_port}", f"--model_base_path={tmp_path}")
+    assert rest_in_use.returncode == 1 and "could not bind REST" in rest_in_use.stderr
+    assert "--rest_api_port" in rest_in_use.stderr

@@ -92,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _unbindable(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be bound now (as the REST server binds it), if it cannot: said before the
+    models load, not after."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return error
+    return None
+
+
 def _failed_to_start(error, *cleanups) -> int:
     print(f"Failed to start server. Error: {error}", file=sys.stderr)
     for cleanup in cleanups:
@@ -179,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     if port == 0:
         return _failed_to_start(f"could not bind gRPC to {args.host}:{args.port} (in use, or not an address "
                                 f"of this machine): pass another --port or --host")
+    if args.rest_api_port and (error := _unbindable(args.host, args.rest_api_port)):
+        return _failed_to_start(f"could not bind REST to {args.host}:{args.rest_api_port}: {error}; pass "
+                                f"another --rest_api_port (0: no REST API)", lambda: server.stop(0))
     try:
         manager.start(config)
     except ServingError as e:
