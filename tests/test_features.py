@@ -73,6 +73,32 @@ def test_multi_valued_indices_and_masks():
     assert out[mask_key("genres")].dtype == tf.float32
 
 
+def test_user_and_item_ids_padded_with_spaces_are_the_ids_in_the_vocabulary_and_the_graph():
+    frame = pd.DataFrame({"user_id": [" u1", "u1 ", "u2", " u2 "] * 30,
+                          "item_id": ["a", " a ", "b", "c"] * 30, "click": [1, 0, 1, 0] * 30})
+    spec = infer_schema(frame, ["click"], user_column="user_id", item_column="item_id")
+    assert sorted(spec["user_id"].vocabulary) == ["u1", "u2"]
+    assert sorted(spec["item_id"].vocabulary) == ["a", "b", "c"]
+    raw = {"user_id": tf.constant([" u1 ", "u1"]), "item_id": tf.constant(["a ", "a"])}
+    out = FeaturePreprocessor(spec)(raw)
+    np.testing.assert_array_equal(out["user_id"][0], out["user_id"][1])
+    np.testing.assert_array_equal(out["item_id"][0], out["item_id"][1])
+    assert out["item_id"][0] > 0  # known, not the OOV bucket
+
+
+def test_a_list_joined_by_bar_reads_as_the_columns_own_separator():
+    """A ';'-joined column trained from a file, sent a list joined by '|' (as the serving client joins)."""
+    spec = _spec()
+    spec["genres"].separator = ";"
+    rows = {"user_id": ["u1"] * 3, "item_id": ["1"] * 3, "device": ["3"] * 3, "price": [1.0] * 3,
+            "ts": [1e9] * 3}
+    out = FeaturePreprocessor(spec)(_raw(genres=["Drama;Comedy", "Drama|Comedy", "Action"], **rows))
+    np.testing.assert_array_equal(out["genres"], [[1, 2], [1, 2], [3, 0]])
+    spec["genres"].vocabulary = ["Drama", "Comedy", "Rock|Pop"]  # a value holding '|': '|' is not split
+    out = FeaturePreprocessor(spec)(_raw(genres=["Rock|Pop;Drama", "Drama", "Comedy"], **rows))
+    np.testing.assert_array_equal(out["genres"], [[3, 1], [1, 0], [2, 0]])
+
+
 def test_numeric_standardization_and_missing():
     out = FeaturePreprocessor(_spec())(_raw())
     np.testing.assert_allclose(out["price"], [1.0, -1.0, 0.0, 0.0])

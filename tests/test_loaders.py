@@ -154,6 +154,9 @@ def test_wrong_type_names_line_and_column(tmp_path):
     err = _error(load_movielens_csv, folder)
     assert (err.line, err.column) == (3, "rating") and "'good' is not a number" in str(err)
     assert str(err).startswith(f"{folder / 'ratings.csv'}:3: column 'rating'")
+    no_rating = _movielens_csv(tmp_path, "userId,movieId,rating,timestamp\n1,1,,100\n")
+    blank = _error(load_movielens_csv, no_rating)
+    assert blank.line == 2 and "the rating is missing" in str(blank) and "nan" not in str(blank)
 
 
 def test_fractional_seconds_are_dropped_and_a_bad_time_is_named(tmp_path):

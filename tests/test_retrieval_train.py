@@ -82,6 +82,11 @@ def test_recommend_cli_prints_titles_and_excludes_seen(cli_run):
     assert "unknown user" in lines[0] and len(lines) == 5  # header, column names, 3 rows
     titles = set(pd.read_parquet(out / "items.parquet")["title"])
     assert all(any(t in line for t in titles) for line in lines[2:])
+    cold = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", "nobody", "--k", "3", "--json"])
+    counts = histories["items"].explode().value_counts()  # a cold user: the most interacted items
+    recs = json.loads(cold.stdout)["recommendations"]
+    assert [r["score"] for r in recs] == counts.iloc[:3].astype(float).tolist()
+    assert all(counts[r["item_id"]] == r["score"] for r in recs)
 
 
 def test_reloaded_run_reproduces_the_trained_embeddings(cli_run):

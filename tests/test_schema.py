@@ -302,6 +302,22 @@ def test_a_number_that_alone_ranks_the_label_almost_perfectly_is_refused_as_a_le
     assert "seconds_played" in infer_schema(frame.iloc[:25], ["listened"]).feature_names  # too few to judge
 
 
+def test_a_column_blank_except_on_positives_is_refused_as_a_leak():
+    rng = np.random.default_rng(6)
+    clicked = (rng.random(600) < 0.3).astype(int)
+    dwell = np.where(clicked & (rng.random(600) < 0.9), rng.uniform(1, 120, 600), np.nan)  # AUC about 0.95
+    frame = pd.DataFrame({"clicked": clicked, "dwell_s": dwell, "note": np.where(clicked, "read", ""),
+                          "price": np.where(rng.random(600) < 0.2, np.nan, rng.uniform(1, 9, 600))})
+    with pytest.raises(SchemaError, match="has values only on rows where the label 'clicked' is 1") as err:
+        infer_schema(frame, ["clicked"], exclude=["note"])
+    assert err.value.column == "dwell_s" and "--exclude-columns dwell_s" in err.value.fix
+    with pytest.raises(SchemaError, match="only on rows where") as err:  # text blank off the clicks
+        infer_schema(frame, ["clicked"], exclude=["dwell_s"])
+    assert err.value.column == "note"
+    spec = infer_schema(frame, ["clicked"], exclude=["dwell_s", "note"])
+    assert "price" in spec.feature_names  # gaps at random
+
+
 def test_numbers_written_for_people_are_numbers_in_every_chunk():
     prices = ["€12,50", "€1.250,00", "€ 3,99", None, "-€2,00"]
     frame = pd.DataFrame({"price": prices * 24, "discount": ["10%", "2.5%", "", "0%", "15%"] * 24,

@@ -245,6 +245,11 @@ def test_recommend_cli(server, store_dir):
     assert recalled[1] == HOT[0]  # the hottest item is also retrieved second: it is listed once, at slot 1
     assert [(r["item_id"], r["source"]) for r in json.loads(mixed.stdout)["items"]] == [
         (HOT[0], "hot"), (recalled[0], "recall"), (recalled[2], "recall")]
+    kept = run("--user-id", "u1", "--k", "8", "--store", str(store_dir), "--address", server.address,
+               "--recall-only", "--keep-seen", "--json")  # a log of re-reads: the history stays
+    assert kept.returncode == 0, kept.stderr
+    assert ([r["item_id"] for r in json.loads(kept.stdout)["items"]]
+            == fx.retrieval_reference("u1", HISTORY)[0][:8])
     bad = run("--user-id", "u1", "--store", str(store_dir), "--recall-merge", "positions")
     assert bad.returncode == 2 and "field 'hot_positions'" in bad.stderr
     down = run("--user-id", "u1", "--store", str(store_dir), "--address", f"127.0.0.1:{fx.free_port()}")
@@ -262,6 +267,12 @@ def test_http_service_endpoints(server, store_dir):
                 == fx.retrieval_reference("u1", HISTORY, exclude=HISTORY)[0][:3])
         recommended = http.get("/recommend/u1", params={"top_k": 4}).json()
         assert [r["item_id"] for r in recommended["items"]] == expected_recommendation(4, device="")[0]
+        mobile = http.get("/recommend/u1", params={"top_k": 4, "device": "mobile"}).json()  # request context
+        want, scores = expected_recommendation(4)
+        assert [r["item_id"] for r in mobile["items"]] == want
+        np.testing.assert_allclose([r["score"] for r in mobile["items"]], scores, rtol=1e-5)
+        unknown = http.get("/recommend/u1", params={"colour": "red"})
+        assert unknown.status_code == 400 and "colour" in unknown.json()["error"]
         cold = http.get("/recommend/somebody-new").json()
         assert cold["is_cold_start"] is True and [r["item_id"] for r in cold["items"]] == HOT
         bad_k = http.get("/recommend/u1", params={"top_k": 0})  # a JSON error naming it, as every other

@@ -34,7 +34,8 @@ def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | No
 
     Args:
       trained: A :class:`~tfrs_recsys.runs.TrainedRetrieval` (:func:`tfrs_recsys.runs.load_retrieval`).
-      user_id: A raw user id (an unknown one gets the cold-start query).
+      user_id: A raw user id. An unknown one without ``history`` gets the items of most interactions in
+        the run's log (``score``: their count), as a served cold user gets the hot list.
       k: How many items.
       history: Item ids, most recent last (default: the user's stored history).
       exclude_seen: Leave out the items of the history.
@@ -48,6 +49,11 @@ def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | No
     from tfrs_recsys.models.retrieval import query_vectors
 
     items = list(trained.histories.get(user_id, [])) if history is None else [str(h) for h in history]
+    labels = item_labels(trained.items)
+    if not items and user_id not in trained.histories:  # nothing to read: the served fallback's answer
+        counts = pd.Series([i for seen in trained.histories.values() for i in seen]).value_counts()
+        return [{"item_id": str(i), "score": float(n), "title": labels.get(i, i)}
+                for i, n in counts.iloc[:k].items()]
     query = query_vectors(trained.model, np.array([user_id], dtype=object), [np.array(items, dtype=object)],
                           trained.cfg.max_history)[0]
     scores = trained.model.candidate_embeddings().numpy() @ query
@@ -61,7 +67,6 @@ def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | No
     if exclude_seen:
         scores = np.where(np.isin(catalog, items), -np.inf, scores)
     order = [i for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
-    labels = item_labels(trained.items)
     return [{"item_id": catalog[i], "score": float(scores[i]), "title": labels.get(catalog[i], catalog[i])}
             for i in order]
 
@@ -107,7 +112,7 @@ def _from_run(args) -> tuple[dict, str, list[tuple[str, float, str]], str]:
     known = args.user_id in trained.histories
     rows = recommend(trained, args.user_id, args.k, history=history, exclude_seen=args.exclude_seen)
     used = history if history is not None else trained.histories.get(args.user_id, [])
-    note = "" if known or history is not None else " (unknown user: no stored history)"
+    note = "" if known or history is not None else " (unknown user: the most interacted items)"
     catalog = set(map(str, trained.catalog))
     unknown = [h for h in used if h not in catalog]
     if unknown:  # read as the unknown item, as a cold item is

@@ -203,7 +203,9 @@ def _ratings(table: pd.DataFrame, column: str, weights: dict[str, float], rows: 
                         column=column, fix="rate each value, e.g. --rating-values "
                                            f"{','.join(f'{k}={i + 1}' for i, k in enumerate(kinds))}, "
                                            "then keep some with --min-rating; or drop --rating-column")
-    rows.check(np.isnan(ratings), column, "{value!r} is not a number", "fix or drop the row")
+    blank = np.isnan(ratings) & ~text
+    rows.check(blank, column, "the rating is missing", "fill it in (e.g. 0) or drop the row")
+    rows.check(text, column, "{value!r} is not a number", "fix or drop the row")
     return ratings
 
 

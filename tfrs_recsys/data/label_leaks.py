@@ -1,13 +1,14 @@
 """Which columns are outcomes: a label used as a feature leaks the answer, and a model that learned from it
 is useless in serving. A column is an outcome by its name (click, purchased, booking_bool, ...) or by its
-data: a 0/1 column that is 1 only on rows where a label is 1 is a later step of the same funnel, and a
-number that alone ranks a label almost perfectly (the seconds a track was played, against its skip) is
-known only once the outcome is.
+data: a 0/1 column that is 1 only on rows where a label is 1 is a later step of the same funnel, as is a
+column blank on every other row, and a number that alone ranks a label almost perfectly (the seconds a
+track was played, against its skip) is known only once the outcome is.
 """
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
 from tfrs_recsys.data.schema import SchemaError
@@ -63,10 +64,24 @@ def within_label(sample: pd.DataFrame, column: str, labels: list[str]) -> str | 
     values = sample[column]
     if not pd.api.types.is_numeric_dtype(values) or not values.dropna().isin((0, 1)).all():
         return None
-    ones = values.to_numpy(dtype="float64", na_value=0.0) == 1
+    return _only_on_positives(sample, values.to_numpy(dtype="float64", na_value=0.0) == 1, labels)
+
+
+def present_within_label(sample: pd.DataFrame, column: str, labels: list[str]) -> str | None:
+    """The label a column has values only within (blank on every other row, as the seconds an article was
+    read are blank without its click; chance bounded as in :func:`within_label`), else None."""
+    values = sample[column]
+    present = values.notna()
+    if not pd.api.types.is_numeric_dtype(values):
+        present &= values.astype(str).str.strip().ne("")
+    present = present.to_numpy(dtype=bool)
+    return None if present.all() else _only_on_positives(sample, present, labels)
+
+
+def _only_on_positives(sample: pd.DataFrame, rows: np.ndarray, labels: list[str]) -> str | None:
     for label in (label for label in labels if pd.api.types.is_numeric_dtype(sample[label])):
         positive = sample[label].to_numpy(dtype="float64", na_value=0.0) == 1
-        if ones.any() and positive[ones].all() and positive.mean() ** ones.sum() < 1e-3:
+        if rows.any() and positive[rows].all() and positive.mean() ** rows.sum() < 1e-3:
             return label
     return None
 

@@ -15,7 +15,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tfrs_recsys.data.label_leaks import leak_error, looks_like_label, norm_name, tells_label, within_label
+from tfrs_recsys.data.label_leaks import (
+    leak_error,
+    looks_like_label,
+    norm_name,
+    present_within_label,
+    tells_label,
+    within_label,
+)
 from tfrs_recsys.data.number_text import formatted_numbers
 from tfrs_recsys.data.schema import (
     GROUPS,
@@ -154,6 +161,11 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
             if (within := within_label(sample, c, labels)) is not None:
                 raise leak_error(c, labels, f"is 1 only on rows where the label '{within}' is 1 (a later "
                                             f"step of the same funnel, as a purchase is of a click)")
+            if (within := present_within_label(sample, c, labels)) is not None:
+                raise leak_error(c, labels, f"has values only on rows where the label '{within}' is 1, "
+                                            f"blank on the others (known only with the outcome, as the "
+                                            f"seconds an article was read are with its click)",
+                                 may_be_label=False)
             ids = c in roles.values() or _id_named(c)  # an id's order is the file's, not a measurement
             if not ids and (told := tells_label(sample, c, labels)) is not None:
                 auc = f"{told[1]:.3f}" if told[1] >= 0.5 else f"{1 - told[1]:.3f}, in reverse"
@@ -260,7 +272,7 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
         numbers, comma = read
         return _numeric_column(name, numbers, "numeric", "numbers written as text ("
                                + ("decimal comma" if comma else "decimal point") + ")", decimal_comma=comma)
-    text = raw_strings(values)
+    text = raw_strings(values).str.strip() if as_id else raw_strings(values)
     counts = text.value_counts()  # each distinct value once, for every check below
     separator = detect_separator(counts)
     if separator is not None:

@@ -7,7 +7,7 @@
 Signature ``serving_default``, for a batch of B candidates, one input per feature of the run's spec::
 
     inputs:  <feature>: string [B]   id / categorical / multi_categorical (lists joined by the
-                                     column's separator, "" = missing)
+                                     column's separator or by "|", "" = missing)
              <feature>: int64 [B]    integer categories (an hour, a category code)
              <feature>: float32 [B]  numeric; NaN = missing
              <feature>: float64 [B]  timestamp (epoch seconds); NaN = missing

@@ -67,6 +67,12 @@ def raw_dtype(column: FeatureColumn) -> tf.DType:
     return tf.float64 if column.kind == "timestamp" else tf.float32
 
 
+def joins_with_bar(column: FeatureColumn) -> bool:
+    """Whether a multi_categorical column whose separator is not ``|`` also splits its text on ``|``: true
+    unless a value of its vocabulary holds one. A list is then sent the same way to every column."""
+    return column.separator != "|" and not any("|" in v for v in column.vocabulary or ())
+
+
 def op_name(name: str) -> str:
     """``name`` made safe for TensorFlow op and layer names."""
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
@@ -75,12 +81,13 @@ def op_name(name: str) -> str:
 class FeaturePreprocessor(tf.keras.layers.Layer):
     """Maps a dict of raw feature tensors to model-ready tensors, per the spec's columns.
 
-    * categorical / id: ``int64 [B]`` in ``[0, cardinality)``. Vocabulary: 0 is the OOV bucket
-      (unknown values, never an error) and ``vocabulary[i]`` is ``i + 1``; hash: ``fingerprint(x) mod
-      num_buckets``.
+    * categorical / id: ``int64 [B]`` in ``[0, cardinality)``, the user and item ids stripped of spaces.
+      Vocabulary: 0 is the OOV bucket (unknown values, never an error) and ``vocabulary[i]`` is ``i + 1``;
+      hash: ``fingerprint(x) mod num_buckets``.
     * multi_categorical: ``int64 [B, M]`` indices under the feature's name and a ``float32 [B, M]``
       mask under :func:`mask_key` (1 for a value, 0 for padding); M is the longest row of the batch.
-      Values are split on the separator and stripped; "" means no values.
+      Values are split on the separator and stripped; "" means no values. Values joined by ``|`` are
+      split alike where no value of the vocabulary holds a ``|`` (:func:`joins_with_bar`).
     * numeric: ``float32 [B]``, ``(x - mean) / std`` clipped to ``+-MAX_SIGMAS``; missing (NaN, inf) -> 0,
       i.e. the mean.
     * timestamp: ``float32 [B, 5]`` = sin and cos of 2 pi hour/24 and of 2 pi weekday/7 (UTC), and
@@ -122,7 +129,10 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
             if f.kind == "multi_categorical":
                 out[f.name], out[mask_key(f.name)] = self._multi(f, _as_text(x, f))
             elif f.is_categorical:
-                out[f.name] = self._encoders[f.name](_as_text(x, f))
+                text = _as_text(x, f)
+                if f.name in (self.spec.user_column, self.spec.item_column) and text.dtype == tf.string:
+                    text = tf.strings.strip(text)  # " a-00242 " is the id "a-00242", as the data reads it
+                out[f.name] = self._encoders[f.name](text)
             elif f.kind == "timestamp":
                 out[f.name] = _timestamp(_as_float(x), f)
             else:
@@ -130,6 +140,8 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
         return out
 
     def _multi(self, column: FeatureColumn, text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        if joins_with_bar(column):  # a list sent joined by "|" (the serving client's way) reads alike
+            text = tf.strings.regex_replace(text, r"\|", column.separator)
         tokens = tf.strings.strip(tf.strings.split(text, column.separator))
         tokens = tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, ""))
         ids = tf.ragged.map_flat_values(self._encoders[column.name], tokens)

@@ -1,7 +1,8 @@
 """A small HTTP service over the recall -> rank pipeline (FastAPI), talking gRPC to the model server.
 
 ``GET /health`` (the model server, both models and the store answer), ``GET /recall/<uid>?top_k=``,
-``GET /recommend/<uid>?top_k=``, ``POST /events`` (:mod:`tfrs_recsys.serving.events`). Run::
+``GET /recommend/<uid>?top_k=&<context feature>=``, ``POST /events`` (:mod:`tfrs_recsys.serving.events`).
+Run::
 
     python -m tfrs_recsys.serving.http_service --store DIR|redis://HOST:6379/0 --address 127.0.0.1:8500
 
@@ -120,9 +121,11 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
         return answer(pipeline.recall, user_id, top_k)
 
     @app.get("/recommend/{user_id}")
-    def recommend(user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
-        """The user's top items: recall -> rank (hot items for a cold start)."""
-        return answer(pipeline.recommend, user_id, top_k)
+    def recommend(request: Request, user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
+        """The user's top items: recall -> rank (hot items for a cold start); the other query parameters
+        are the ranker's request context (``?device=mobile``)."""
+        context = {name: value for name, value in request.query_params.items() if name != "top_k"}
+        return answer(lambda user, k: pipeline.recommend(user, k, context), user_id, top_k)
 
     return app
 

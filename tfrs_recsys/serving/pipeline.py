@@ -337,6 +337,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: b
                             help=f"the ranker's input for {what}: its training's {flag} (default: the "
                                  f"log's {flag} the store recorded, if the ranker takes it, else {default}; "
                                  f"'' when it takes none)")
+    parser.add_argument("--keep-seen", action="store_true",
+                        help="keep the user's history among the candidates and hot items (for a retrieval "
+                             "run whose retrieval_meta.json says history_left_out: false)")
     parser.add_argument("--num-candidates", type=int, default=100, help="candidates to rank")
     parser.add_argument("--sort-by", help="ranker output to sort by (default ctcvr, else ctr)")
     add_recall_merge_arguments(parser)
@@ -363,4 +366,4 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
                               recall_merge=recall_merge, recall_source=args.recall_source,
                               ranker_user_input=args.ranker_user_input,
                               ranker_item_input=args.ranker_item_input,
-                              ranker_time_input=args.ranker_time_input)
+                              ranker_time_input=args.ranker_time_input, exclude_seen=not args.keep_seen)
