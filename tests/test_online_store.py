@@ -165,6 +165,8 @@ BAD = [({"user_id": "x", "item_id": "item_01", "event": "like"}, "event.event"),
        ({"events": [{"user_id": "x", "item_id": "item_01", "event": "click"}] * 6}, "events"),
        ([], "events"), ("not json", "body"),
        ({"user_id": "x", "item_id": "item_01", "event": "click", "timestamp": -1e15}, "event.timestamp"),
+       ({"user_id": "x", "item_id": "item_01", "event": "click", "timestamp": int("9" * 400)},
+        "event.timestamp"),  # past any float
        ({"user_id": "x", "item_id": "i" * 257, "event": "click"}, "event.item_id"),
        ({"user_id": "u" * 100_000, "item_id": "item_01", "event": "click"}, "event.user_id")]
 

@@ -110,6 +110,7 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
         with pytest.raises(grpc.RpcError) as err:
             stub.Predict(request, timeout=30)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "(input 'hour')" in err.value.details()  # TF Serving's words, and the input's name
 
         # recall -> rank: the ranker's id and time inputs are the log's columns, which the store recorded
         store = FeatureStore.from_run(tmp_path / "retrieval")

@@ -14,7 +14,12 @@ import serving_fixtures as fx
 from tfrs_recsys.serving.client import ServerUnavailableError, ServingClient, ServingClientError
 from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.serving.http_service import create_app
-from tfrs_recsys.serving.pipeline import RecallRankPipeline, request_time_features
+from tfrs_recsys.serving.pipeline import (
+    RecallRankPipeline,
+    Recommendation,
+    Recommendations,
+    request_time_features,
+)
 from tfrs_recsys.serving.recall_merge import RecallMergeConfig
 
 with warnings.catch_warnings():
@@ -282,3 +287,11 @@ def test_http_service_endpoints(server, store_dir):
         assert down.get("/health").status_code == 503
         failed = down.get("/recommend/u1")
         assert failed.status_code == 503 and "no model server answers" in failed.json()["error"]
+
+
+def test_a_score_that_is_not_finite_is_json_null():
+    answer = Recommendations("u1", [Recommendation("a", float("nan"), "recall", {"ctr": float("nan"),
+                                                                                  "retrieval": 1.5})], False)
+    text = json.dumps(answer.to_dict(), allow_nan=False)  # what an HTTP answer must be: strict JSON
+    assert json.loads(text)["items"][0] == {"item_id": "a", "score": None, "source": "recall",
+                                            "scores": {"ctr": None, "retrieval": 1.5}}

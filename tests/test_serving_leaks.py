@@ -106,3 +106,13 @@ def test_a_failure_inside_the_model_costs_no_more_than_tensorflow_keeps(server):
     growth = _growth_per_request(process, stub.Predict, _predict("failing", -1.0),
                                  grpc.StatusCode.INVALID_ARGUMENT, N)
     assert growth < 1536, f"{growth:.0f} bytes per request"
+
+
+def test_a_failure_inside_the_model_says_why_without_the_servers_code_paths(server):
+    _, channel = server
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as failed:
+        stub.Predict(_predict("failing", -1.0), timeout=30)
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "x must be positive" in failed.value.details()
+    assert 'File "' not in failed.value.details() and "most recent call last" not in failed.value.details()

@@ -202,6 +202,8 @@ def test_a_network_reload_stays_under_the_allowed_roots_and_a_bad_one_changes_no
     (env["base"] / "empty" / "7").mkdir(parents=True)  # an integer folder, but no SavedModel
     outside = tmp_path / "elsewhere"
     fx.publish_utility(outside, "utility", version=1)
+    (env["base"] / "linked").mkdir()
+    (env["base"] / "linked" / "7").symlink_to(outside / "utility" / "1")
     for extra, code, words in (
             (("etc", "/etc"), grpc.StatusCode.PERMISSION_DENIED, "outside the allowed model roots"),
             (("proc", "/proc"), grpc.StatusCode.PERMISSION_DENIED, "outside the allowed model roots"),
@@ -209,7 +211,11 @@ def test_a_network_reload_stays_under_the_allowed_roots_and_a_bad_one_changes_no
             (("elsewhere", str(outside / "utility")), grpc.StatusCode.PERMISSION_DENIED,
              "--allowed_model_roots"),
             (("empty", str(env["base"] / "empty")), grpc.StatusCode.FAILED_PRECONDITION,
-             "nothing was changed")):
+             "nothing was changed"),
+            (("linked", str(env["base"] / "linked")), grpc.StatusCode.PERMISSION_DENIED,
+             "version folder"),  # a version folder linked out of the roots
+            (("nul", str(env["base"] / "utility") + "\0/../../x"), grpc.StatusCode.INVALID_ARGUMENT, "NUL"),
+            (("", str(env["base"] / "utility")), grpc.StatusCode.INVALID_ARGUMENT, "needs a name")):
         with pytest.raises(grpc.RpcError) as info:
             _reload_entries(env, [extra])  # would also unload both served models if it were applied
         assert info.value.code() == code and words in info.value.details(), info.value.details()

@@ -11,7 +11,7 @@ import pytest
 import serving_fixtures as fx
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc, regression_pb2
 
 import tfrs_recsys  # noqa: F401
 
@@ -61,6 +61,8 @@ def _still_answers(stub):
     (_declared([50_000_000], float_val=[1.0]), "declares shape [50000000] (50000000 values) but holds 1"),
     (_declared([10_000_000], types_pb2.DT_STRING, string_val=[b"a"]), "holds 1"),
     (_declared([4], tensor_content=np.zeros(2, np.float32).tobytes()), "holds 2"),
+    (_declared([90_000], types_pb2.DT_STRING, tensor_content=b"\x01a"),
+     "tensor_content of 2 bytes holds fewer"),
     (_declared([-5], float_val=[1.0]), "negative dimension"),
     (tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=tensor_shape_pb2.TensorShapeProto(
         unknown_rank=True), float_val=[1.0]), "unknown rank"),
@@ -109,6 +111,10 @@ def test_rest_bodies_are_capped_before_they_are_read(server):
     nested = b"[" * 100_000 + b"]" * 100_000
     deep = httpx.post(f"{process.rest_url}/v1/models/utility:predict", content=nested, timeout=30)
     assert deep.status_code == 400 and "nests too deeply" in deep.json()["error"]
+    empties = b'{"instances": [' + b",".join([b"[]"] * 300_000) + b"]}"  # 1.2 MB: 0.6M values, no element
+    many = httpx.post(f"{process.rest_url}/v1/models/utility:predict", content=empties[:999_000] + b"]}",
+                      timeout=30)  # refused before it is parsed (the cap is 100,000 elements here)
+    assert many.status_code == 400 and "--max_request_elements=100000" in many.json()["error"]
     ok = httpx.post(f"{process.rest_url}/v1/models/utility:predict", content=json.dumps({"instances": [1.0]}))
     assert ok.json() == {"predictions": [3.0]}
     _still_answers(stub)
@@ -146,3 +152,34 @@ def test_flags_out_of_range_are_refused_and_a_port_in_use_is_named_before_models
     rest_in_use = run("--port=0", f"--rest_api_port={process.rest_port}", f"--model_base_path={tmp_path}")
     assert rest_in_use.returncode == 1 and "could not bind REST" in rest_in_use.stderr
     assert "--rest_api_port" in rest_in_use.stderr
+
+
+def test_idle_connections_close_and_a_context_is_not_multiplied_past_the_cap(tmp_path):
+    """A connection with no call is closed after --grpc_max_connection_idle_ms; a Regress whose context,
+    merged into each example, would make more than 64 MiB is refused before it is merged."""
+    fx.publish_tf1_examples(tmp_path)
+    config = fx.models_config(tmp_path, {"examples": {}})
+    process = fx.start_server(tmp_path, [f"--model_config_file={config}",
+                                         "--grpc_max_connection_idle_ms=1000"])
+    try:
+        idle = socket.create_connection(("127.0.0.1", process.grpc_port), timeout=20)
+        idle.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        while idle.recv(4096):  # the server's settings, then its GOAWAY, then the end
+            pass
+        idle.close()
+        request = regression_pb2.RegressionRequest()
+        request.model_spec.name, request.model_spec.signature_name = "examples", "regress_x"
+        examples = request.input.example_list_with_context
+        examples.context.features.feature["junk"].bytes_list.value.append(b"a" * 400_000)
+        for value in range(200):  # 200 x 400 KB = 80 MB once merged
+            examples.examples.add().features.feature["x"].float_list.value.append(float(value))
+        with grpc.insecure_channel(process.address) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Regress(request, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "merged into each of the 200 examples" in refused.value.details()
+            del examples.examples[100:]  # 40 MB: within the cap
+            assert len(stub.Regress(request, timeout=60).result.regressions) == 100
+    finally:
+        assert process.stop() == 0, process.log_tail()

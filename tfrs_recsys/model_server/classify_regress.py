@@ -15,13 +15,26 @@ from tfrs_recsys.model_server.errors import failed_precondition, invalid_argumen
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
+# The most bytes of tf.Examples one request may make once its context is merged into each example.
+MAX_MERGED_BYTES = 64 << 20
 
 
 def serialized_examples(inp: input_pb2.Input) -> list[bytes]:
     """An ``Input`` as serialized tf.Examples; a context is merged into each example as TF Serving does
-    (serialized concatenation, the example's own features winning)."""
+    (serialized concatenation, the example's own features winning).
+
+    Raises:
+      ServingError: INVALID_ARGUMENT when the merged examples would exceed :data:`MAX_MERGED_BYTES`: a
+        context is copied once per example, so a small request could otherwise make gigabytes.
+    """
     if inp.WhichOneof("kind") == "example_list_with_context":
         context = inp.example_list_with_context.context.SerializeToString()
+        count = len(inp.example_list_with_context.examples)
+        merged = len(context) * count + inp.ByteSize()
+        if merged > MAX_MERGED_BYTES:
+            raise invalid_argument(f"the context ({len(context)} bytes) merged into each of the {count} "
+                                   f"examples makes {merged} bytes, over {MAX_MERGED_BYTES}: send a smaller "
+                                   f"context or fewer examples per request")
         examples = [context + e.SerializeToString() for e in inp.example_list_with_context.examples]
     else:
         examples = [e.SerializeToString() for e in inp.example_list.examples]

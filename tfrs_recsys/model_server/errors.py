@@ -77,9 +77,16 @@ class ServingError(Exception):
           error: A ``tf.errors.OpError``.
 
         Returns:
-          A ``ServingError`` with the error's code (TF and gRPC share the numbering) and message.
+          A ``ServingError`` with the error's code (TF and gRPC share the numbering) and message, less the
+          Python frames that defined the failing node (the server's paths are not the client's business).
         """
-        return cls(_CODES[error.error_code], error.message)
+        return cls(_CODES[error.error_code], _without_frames(error.message))
+
+
+def _without_frames(message: str) -> str:
+    kept = [line for line in message.splitlines()
+            if not line.startswith(("Detected at node", "  File ", "    "))]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
 
 
 # The codes most failures carry: ``invalid_argument(message)`` is ``ServingError(INVALID_ARGUMENT, message)``.

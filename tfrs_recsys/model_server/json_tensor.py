@@ -182,6 +182,12 @@ def instances_to_inputs(instances: list, infos) -> dict[str, tensor_pb2.TensorPr
                                "tensors required as per tensorinfo_map")
     named = _is_object(instances[0])
     names = sorted(infos)
+    if not named:  # one input: the list is its tensor, read at once (the loop below names a bad row)
+        dtype = infos[names[0]].dtype
+        try:
+            return {names[0]: to_proto(json_to_array(instances, dtype), dtype)}
+        except ServingError:
+            pass
     rows: dict[str, list[np.ndarray]] = {}
     for i, item in enumerate(instances):
         if _is_object(item) != named:

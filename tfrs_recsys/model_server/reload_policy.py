@@ -61,13 +61,32 @@ def check_requested(models: Iterable, served: Mapping[str, str], roots: Sequence
       ServingError: PERMISSION_DENIED for a base path outside ``roots``; FAILED_PRECONDITION (a client's
         error: TF Serving answers UNKNOWN) for a new or moved model without a version.
     """
+    def inside(path: str) -> bool:
+        resolved = real(path)
+        return any(resolved == r or resolved.startswith(r.rstrip("/") + "/") for r in roots)
+
     for model in models:
-        resolved = real(model.base_path)
-        if not any(resolved == r or resolved.startswith(r.rstrip("/") + "/") for r in roots):
+        if not model.name.strip() or "\0" in model.name + model.base_path:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Model {model.name[:256]!r}: a model needs a name, and neither its name nor "
+                               f"its base path may hold a NUL byte; nothing was changed")
+        if not inside(model.base_path):
             raise ServingError(grpc.StatusCode.PERMISSION_DENIED,
                                f"Model {model.name}: base path {model.base_path} is outside the allowed "
                                f"model roots {list(roots)}; --allowed_model_roots on the server adds roots")
+        outside = [d for d in _version_dirs(model.base_path) if not inside(d)]
+        if outside:  # a version folder linked elsewhere would load what the roots keep out
+            raise ServingError(grpc.StatusCode.PERMISSION_DENIED,
+                               f"Model {model.name}: version folder {outside[0]} leads outside the allowed "
+                               f"model roots {list(roots)}; nothing was changed")
         if served.get(model.name) != model.base_path and not has_version(model.base_path):
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"Model {model.name}: no version (an integer folder holding saved_model.pb) "
                                f"under {model.base_path}; nothing was changed")
+
+
+def _version_dirs(base_path: str) -> list[str]:
+    try:
+        return [] if "://" in base_path else list(version_dirs(base_path).values())
+    except (OSError, ValueError):
+        return []

@@ -34,10 +34,19 @@ STATUS_REGEX = re.compile(r"/v1/models(?:/([^/:]+))?" + _VERSION_OR_LABEL + r"(?
                           re.IGNORECASE)
 
 
-def _parse_body(body: bytes) -> tuple[dict, str]:
-    """A request body's JSON object and its ``signature_name`` (``""`` when absent)."""
+def _parse_body(body: bytes, max_elements: int) -> tuple[dict, str]:
+    """A request body's JSON object and its ``signature_name`` (``""`` when absent).
+
+    Before parsing, the body's JSON values are bounded by its commas and opening brackets (a value is the
+    first of its list or object, or follows a comma): over ``2 * max_elements + 1024`` is refused, since
+    parsing millions of empty lists costs gigabytes before any tensor's elements can be counted.
+    """
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
+    values = body.count(b",") + body.count(b"[") + body.count(b"{")
+    if values > 2 * max_elements + 1024:
+        raise invalid_argument(f"the body holds up to {values} JSON values, more than the server reads for "
+                               f"--max_request_elements={max_elements}: send fewer values per request")
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, or an integer of over 4,300 digits
@@ -62,6 +71,7 @@ class RestApi:
 
     def __init__(self, manager: ModelManager):
         self.manager = manager
+        self.max_elements = manager.options.max_request_elements
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, str]:
         """Answers one request; never raises.
@@ -123,7 +133,7 @@ class RestApi:
                 + "}\n}\n")
 
     def _predict(self, spec: ModelSpec, body: bytes) -> str:
-        doc, signature_name = _parse_body(body)
+        doc, signature_name = _parse_body(body, self.max_elements)
         with self.manager.handle(spec) as servable:
             name = signature_name or DEFAULT_SIGNATURE
             signature = servable.signature_defs.get(name)
@@ -156,7 +166,7 @@ class RestApi:
 
     def _examples_call(self, spec: ModelSpec, body: bytes, request, method: str):
         """Classify or Regress on the tf.Examples of a JSON body; returns the response's result."""
-        doc, signature_name = _parse_body(body)
+        doc, signature_name = _parse_body(body, self.max_elements)
         request.model_spec.CopyFrom(spec)
         request.model_spec.signature_name = signature_name
         json_tensor.fill_examples(doc, request)

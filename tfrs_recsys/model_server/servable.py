@@ -288,7 +288,7 @@ class Servable:
             proto = sent[alias]
             if proto.dtype != dtype:
                 raise invalid_argument(f"Expects arg[{index}] to be {dtype_name(dtype)} but "
-                                       f"{dtype_name(proto.dtype)} is provided")
+                                       f"{dtype_name(proto.dtype)} is provided (input '{alias}')")
             declared += declared_elements(proto, alias)
             if declared > self.max_request_elements:
                 raise invalid_argument(f"the request declares {declared} or more elements, over the server's "

@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated folders a HandleReloadConfigRequest may load models from (default: "
                         "the parent folders of the base paths served at start-up)")
     p.add_argument("--grpc_max_threads", type=int, default=0, help="gRPC workers (0: 4 x cores, at least 16)")
+    p.add_argument("--grpc_max_connection_idle_ms", type=int, default=60_000,
+                   help="close a gRPC connection with no call in flight for this long (ours; clients "
+                        "reconnect on their next call; idle connections would otherwise hold file "
+                        "descriptors forever)")
     p.add_argument("--rest_api_num_threads", type=int, default=0,
                    help="threads running REST requests' model calls (0: 4 x cores, at least 16)")
     p.add_argument("--rest_api_timeout_in_ms", type=int, default=30_000,
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     least = {**dict.fromkeys(("rest_api_timeout_in_ms", "rest_api_header_timeout_in_ms",
                               "rest_api_max_header_bytes", "rest_api_max_connections", "rest_api_backlog",
-                              "max_request_bytes", "max_request_elements"), 1),
+                              "max_request_bytes", "max_request_elements",
+                              "grpc_max_connection_idle_ms"), 1),
              **dict.fromkeys(("rest_api_num_threads", "grpc_max_threads", "max_num_load_retries",
                               "load_retry_interval_micros", "file_system_poll_wait_seconds",
                               "model_config_file_poll_wait_seconds", "version_settle_seconds",
@@ -184,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         options=[("grpc.max_send_message_length", -1),
-                 ("grpc.max_receive_message_length", args.max_request_bytes), ("grpc.so_reuseport", 0)])
+                 ("grpc.max_receive_message_length", args.max_request_bytes), ("grpc.so_reuseport", 0),
+                 ("grpc.max_connection_idle_ms", args.grpc_max_connection_idle_ms)])
     add_services(server, manager)
     try:  # bound before the models load: a port in use is said at once, not after minutes of loading
         port = server.add_insecure_port(f"{args.host}:{args.port}")

@@ -134,6 +134,11 @@ def declared_elements(proto: tensor_pb2.TensorProto, alias: str) -> int:
     codec = _CODECS.get(proto.dtype)
     if codec is None or is_exact(proto):
         return size
+    if proto.tensor_content and codec.numpy is object:  # a length of one byte at least per string
+        if len(proto.tensor_content) < size:
+            raise invalid_argument(f"input '{alias}' declares shape {list(shape)} ({size} strings) but its "
+                                   f"tensor_content of {len(proto.tensor_content)} bytes holds fewer")
+        return size
     if proto.tensor_content:
         sent = len(proto.tensor_content) // _ITEMSIZE.get(proto.dtype, 1)
     else:

@@ -101,8 +101,10 @@ def parse_events(payload, now: float, *, max_batch: int = MAX_BATCH) -> list[Eve
         if kind not in KINDS:
             raise EventError(f"{at}.event", f"{kind!r} is not one of {list(KINDS)}")
         stamp = record.get("timestamp", now)
-        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp):
-            raise EventError(f"{at}.timestamp", f"{stamp!r} is not a number of epoch seconds")
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or abs(stamp) > 1e300 or not \
+                math.isfinite(stamp):  # an integer of 400 digits is no time, and no float either
+            shown = repr(stamp) if len(repr(stamp)) <= 40 else repr(stamp)[:40] + "..."
+            raise EventError(f"{at}.timestamp", f"{shown} is not a number of epoch seconds")
         if stamp > now + MAX_AHEAD_SECONDS:
             raise EventError(f"{at}.timestamp", f"{stamp:.6g} is {(stamp - now) / 3600:.3g} h ahead of the "
                                                 f"server's clock ({now:.0f}); at most 24 h ahead is accepted")

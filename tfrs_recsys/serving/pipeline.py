@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import time
 from typing import Callable, Mapping, Sequence
 
@@ -81,8 +82,15 @@ class Recommendations:
         return [r.item_id for r in self.items]
 
     def to_dict(self) -> dict:
-        """The answer as JSON-ready dicts and lists."""
-        return dataclasses.asdict(self)
+        """The answer as JSON-ready dicts and lists; a score that is not finite (a ranker's NaN) is None."""
+        def finite(score: float) -> float | None:
+            return score if math.isfinite(score) else None
+
+        answer = dataclasses.asdict(self)
+        for item in answer["items"]:
+            item["score"] = finite(item["score"])
+            item["scores"] = {name: finite(value) for name, value in item["scores"].items()}
+        return answer
 
 
 Merge = Callable[[list[Recommendation], list[Recommendation], int], list[Recommendation]]
@@ -258,7 +266,8 @@ class RecallRankPipeline:
                              f"(it has {sorted(ranked.outputs)})")
         scores = [dict(zip(ranked.outputs, map(float, row))) for row in zip(*ranked.outputs.values())]
         rows = sorted((Recommendation(c.item_id, s[key], c.source, {**s, **c.scores})
-                       for c, s in zip(candidates, scores)), key=lambda r: -r.score)
+                       for c, s in zip(candidates, scores)),
+                      key=lambda r: -r.score if math.isfinite(r.score) else math.inf)  # a NaN ranks last
         hot = [] if self.merge is ranked_only else self._hot(state.history, k)  # ranked_only ignores it
         items = self.merge(rows, hot, k)
         return Recommendations(str(user_id), items, False, {**versions, self.ranker_model: ranked.version})
