@@ -204,6 +204,7 @@ MALFORMED = [
     ("1 MB URL", _get(b"/v1/models/" + b"m" * 1_000_000), (431,), "--rest_api_max_header_bytes"),
     ("unknown method", _get(b"/v1/models/utility").replace(b"GET", b"BREW"), (400, 405), "Malformed request"),
     ("non-ASCII target", _get(b"/v1/models/\xff\xfe"), (400,), "Malformed"),
+    ("CONNECT", b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", (400,), "CONNECT"),
 ]
 
 

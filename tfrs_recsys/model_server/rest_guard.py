@@ -260,6 +260,8 @@ class GuardedConnection(asyncio.Protocol):
                     return self._too_large()
                 if event.http_version not in (b"1.0", b"1.1"):
                     return 400, f"HTTP/{event.http_version.decode()} is not spoken here: send HTTP/1.1"
+                if event.method == b"CONNECT":  # a tunnel request: uvicorn would log a traceback for it
+                    return 400, "Malformed request: CONNECT is not spoken here"
                 names = {name.lower() for name, _ in event.headers}
                 if b"content-length" in names and b"transfer-encoding" in names:
                     # proxies may frame such a request differently from us (request smuggling): refuse it
