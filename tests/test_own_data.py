@@ -531,9 +531,14 @@ def test_a_catalog_rows_bad_number_is_left_out_and_the_row_kept(tmp_path, caplog
                for r in caplog.records)
     err = _error(read_entity_table, items, "sku", "item", False, [], ["price=numeric"])
     assert (err.column, err.line) == ("price", 3)  # without --skip-bad-rows, the run stops there
-    shop = _log(tmp_path, 'sku,cost\n1,"€1,50"\n2,"€12,00"\n3,\n', "shop.csv")  # read once, for every model
-    costs = read_entity_table(shop, "sku", "item", False, [], []).set_index("item_id")["cost"]
+    shop = _log(tmp_path, 'sku,cost,publish_date\n1,"€1,50",2024-05-21\n2,"€12,00",2024-05-24\n3,,\n',
+                "shop.csv")  # read once, for every model: retrieval's towers too
+    shop_table = read_entity_table(shop, "sku", "item", False, [], []).set_index("item_id")
+    costs, published = shop_table["cost"], shop_table["publish_date"]
     assert costs["1"] == 1.5 and costs["2"] == 12.0 and np.isnan(costs["3"])
+    assert published["2"] - published["1"] == 3 * 86400 and np.isnan(published["3"])  # epoch seconds
+    kept = read_entity_table(shop, "sku", "item", False, [], ["publish_date=categorical"])
+    assert kept.set_index("item_id")["publish_date"]["1"] == "2024-05-21"
 
 
 def test_ranker_labels_written_as_words_and_impressions_of_no_item(tmp_path):

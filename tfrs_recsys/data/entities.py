@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
-from tfrs_recsys.data.number_text import formatted_numbers
+from tfrs_recsys.data.schema_inference import text_numbers
 from tfrs_recsys.data.tabular import bad_row, parse_column_types, read_table, type_columns
 
 
@@ -66,13 +66,15 @@ def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: boo
                         fix=f"rename the table's id column to '{key}': --{group}-column names the id column "
                             f"of the data and of its --{group}s table alike") from None
     reports += skipped
-    frame = type_columns(frame, declared_types(column_types, frame), skip_bad_rows=skip_bad_rows,
+    declared = declared_types(column_types, frame)
+    frame = type_columns(frame, declared, skip_bad_rows=skip_bad_rows,
                          report=skipped[0] if skipped else None, text_only=[key], blank_bad=True)
     for each in skipped:
         each.log()
-    for column in [c for c in frame.columns if c != key]:  # "€12,50": a number for every model that joins it
-        if (read := formatted_numbers(frame[column])) is not None:
-            frame[column] = read[0]
+    for column in [c for c in frame.columns if c != key and declared.get(c) != "categorical"]:
+        # "€12,50" or a publish_date: numbers for every model that joins the table
+        if (numbers := text_numbers(column, frame[column])) is not None:
+            frame[column] = numbers
     frame[key], empty = id_text(frame, key)
     if empty.any():
         raise bad_row(frame, empty, key, "empty id", f"fill it in: a {group} table needs every id")
