@@ -559,8 +559,12 @@ def test_ranker_labels_written_as_words_and_impressions_of_no_item(tmp_path):
     Path(words).write_text("\n".join(r.replace("true", "listened").replace("rue", "istened") for r in rows))
     err = _error(load_and_split, dataclasses.replace(cfg, data_dir=words), "deepfm")
     assert "label must be 0 or 1, found 'listened'" in str(err) and err.line == 2  # not "a non-number"
+    data, _ = load_and_split(dataclasses.replace(cfg, data_dir=words, skip_bad_rows=True), "deepfm")
+    assert len(data.frame) == 40  # the stray word's rows left out and counted, the true/false ones kept
+    Path(words).write_text("\n".join(r.replace("true", "listened").replace("False", "paused")
+                                     .replace("TRUE", "listened") for r in rows))
     err = _error(load_and_split, dataclasses.replace(cfg, data_dir=words, skip_bad_rows=True), "deepfm")
-    assert "every row was skipped" in str(err)
+    assert "every row was skipped" in str(err)  # words only: no row has a label
     rows[5] = ",m,true"
     Path(path).write_text("\n".join(rows) + "\n")
     err = _error(load_and_split, cfg, "deepfm")

@@ -317,10 +317,10 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
     frame, reports = read_table(path, required=required, what="--data", skip_bad_rows=skip_bad_rows, sep=sep)
     report = reports[0] if reports else SkipReport(path=str(path), total=len(frame))
     ids = [c for c in (session_column, user_column, item_column) if c]
-    frame = frame.assign(**{label: binary_label(frame[label]) for label in labels})
-    declared = dict(column_types) if isinstance(column_types, Mapping) else parse_column_types(column_types)
     # A label of numbers is a number, or its row is bad; one of words is left to the label check to name.
     numeric = [label for label in labels if _mostly_numbers(frame[label])]
+    frame = frame.assign(**{label: binary_label(frame[label]) for label in labels})
+    declared = dict(column_types) if isinstance(column_types, Mapping) else parse_column_types(column_types)
     declared = {**{label: "numeric" for label in numeric}, **declared}
     typed = type_columns(frame, declared, skip_bad_rows=skip_bad_rows, report=report, text_only=ids)
     if item_column and (empty := empty_values(typed[item_column])).any():  # an impression of no item
