@@ -13,12 +13,15 @@ and prints the server process's RSS growth per request (psutil). Kinds:
   this process's RSS measured (what TensorFlow alone keeps per failed call);
 * ``strings``: one Predict of ``--elements`` two-byte strings (the ``echo`` signature, which answers them
   back), ``--requests`` times in turn: the server's RSS before, at its peak and after (what a request at
-  ``--max_request_elements`` costs, and what stays).
+  ``--max_request_elements`` costs, and what stays);
+* ``rest_empties``: a REST Predict of ``--elements`` empty lists (``{"instances": [[], [], ...]}``), the
+  same three figures and the seconds to the answer.
 
     .venv/bin/python bench/serving_leaks.py --kind undecodable --requests 20000
     .venv/bin/python bench/serving_leaks.py --kind model_failure --requests 20000
     .venv/bin/python bench/serving_leaks.py --kind in_process_failure --requests 20000
     .venv/bin/python bench/serving_leaks.py --kind strings --elements 2000000 --requests 5
+    .venv/bin/python bench/serving_leaks.py --kind rest_empties --elements 5000000 --requests 3
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import serving_fixtures as fx  # noqa: E402  (the server-process helper of the tests)
 
-KINDS = ("good", "not_found", "undecodable", "model_failure", "in_process_failure", "strings")
+KINDS = ("good", "not_found", "undecodable", "model_failure", "in_process_failure", "strings", "rest_empties")
 
 
 def _caller(channel, kind: str):
@@ -95,16 +98,45 @@ def _measure(kind: str, call, rss, args) -> None:
           f"{per_request:.0f} bytes per request ({rate:.0f} requests/s)")
 
 
-def _strings(channel, rss, args) -> None:
-    """``--requests`` Predicts of ``--elements`` strings each, one at a time; RSS sampled every 20 ms."""
-    import threading
-
+def _strings(channel, args):
+    """A Predict of ``--elements`` two-byte strings (the ``echo`` signature answers them back)."""
     request = predict_pb2.PredictRequest(model_spec={"name": "utility", "signature_name": "echo"})
     payload = request.inputs["payload"]
     payload.dtype = tf.string.as_datatype_enum
     payload.tensor_shape.dim.add(size=args.elements)
     payload.string_val.extend([b"%02d" % (i % 100) for i in range(args.elements)])
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def send() -> str:
+        try:
+            stub.Predict(request, timeout=120)
+            return "OK"
+        except grpc.RpcError as e:
+            return e.code().name
+    return send
+
+
+def _rest_empties(server, args):
+    """A REST Predict body of ``--elements`` empty lists: no tensor element, millions of JSON values."""
+    import urllib.error
+    import urllib.request
+
+    body = b'{"instances": [' + b",".join([b"[]"] * args.elements) + b"]}"
+    url = f"{server.rest_url}/v1/models/utility:predict"
+
+    def send() -> str:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=120) as answer:
+                return str(answer.status)
+        except urllib.error.HTTPError as e:
+            return str(e.code)
+    return send
+
+
+def _peaks(kind: str, send, rss, args) -> None:
+    """``--requests`` calls of ``send``, one at a time; RSS sampled every 20 ms."""
+    import threading
+
     peak, done = [0], threading.Event()
 
     def sample() -> None:
@@ -114,17 +146,14 @@ def _strings(channel, rss, args) -> None:
     threading.Thread(target=sample, daemon=True).start()
     start = rss().rss
     for i in range(args.requests):
-        peak[0], before = 0, rss().rss
-        try:
-            stub.Predict(request, timeout=120)
-            answer = "OK"
-        except grpc.RpcError as e:
-            answer = e.code().name
+        peak[0], before, began = 0, rss().rss, time.perf_counter()
+        answer, seconds = send(), time.perf_counter() - began
         time.sleep(0.2)
-        print(f"strings: request {i + 1} of {args.elements} elements: {answer}; RSS {before / 2**20:.0f} -> "
-              f"peak {max(peak[0], before) / 2**20:.0f} -> after {rss().rss / 2**20:.0f} MiB")
+        print(f"{kind}: request {i + 1} of {args.elements} elements: {answer} in {seconds:.2f} s; RSS "
+              f"{before / 2**20:.0f} -> peak {max(peak[0], before) / 2**20:.0f} -> after "
+              f"{rss().rss / 2**20:.0f} MiB")
     done.set()
-    print(f"strings: RSS {start / 2**20:.0f} -> {rss().rss / 2**20:.0f} MiB over {args.requests} requests")
+    print(f"{kind}: RSS {start / 2**20:.0f} -> {rss().rss / 2**20:.0f} MiB over {args.requests} requests")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", choices=KINDS, required=True, help="which request to repeat")
     p.add_argument("--requests", type=int, default=20_000, help="requests measured, after the warm-up")
     p.add_argument("--warmup", type=int, default=2_000, help="requests sent before the first measurement")
-    p.add_argument("--elements", type=int, default=2_000_000, help="strings per request (--kind strings)")
+    p.add_argument("--elements", type=int, default=2_000_000, help="strings or empty lists per request")
     p.add_argument("--server-flag", action="append", default=[], help="a model server flag, repeatable")
     args = p.parse_args(argv)
 
@@ -149,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         with grpc.insecure_channel(server.address, options=options) as channel:
             server_rss = psutil.Process(server.proc.pid).memory_info
             if args.kind == "strings":
-                _strings(channel, server_rss, args)
+                _peaks(args.kind, _strings(channel, args), server_rss, args)
+            elif args.kind == "rest_empties":
+                _peaks(args.kind, _rest_empties(server, args), server_rss, args)
             else:
                 _measure(f"{args.kind} (server)", _caller(channel, args.kind), server_rss, args)
     finally:
