@@ -276,8 +276,14 @@ def test_http_service_endpoints(server, store_dir):
         want, scores = expected_recommendation(4)
         assert [r["item_id"] for r in mobile["items"]] == want
         np.testing.assert_allclose([r["score"] for r in mobile["items"]], scores, rtol=1e-5)
-        unknown = http.get("/recommend/u1", params={"colour": "red"})
-        assert unknown.status_code == 400 and "colour" in unknown.json()["error"]
+        for user in ("u1", "somebody-new"):  # refused for a cold user too
+            unknown = http.get(f"/recommend/{user}", params={"colour": "red"})
+            assert unknown.status_code == 400 and "colour" in unknown.json()["error"]
+        as_one_item = http.get("/recommend/u1", params={"item_id": "item_01"})  # would rank all as one
+        assert as_one_item.status_code == 400 and "filled per candidate" in as_one_item.json()["error"]
+        twice = http.get("/recommend/u1?device=mobile&device=desktop")
+        assert twice.status_code == 400 and "more than once" in twice.json()["error"]
+        assert http.get("/recall/u1", params={"device": "mobile"}).status_code == 400
         cold = http.get("/recommend/somebody-new").json()
         assert cold["is_cold_start"] is True and [r["item_id"] for r in cold["items"]] == HOT
         bad_k = http.get("/recommend/u1", params={"top_k": 0})  # a JSON error naming it, as every other

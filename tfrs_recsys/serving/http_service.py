@@ -115,17 +115,26 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
             status = 503 if unavailable else 502 if isinstance(e, ServingClientError) else 400
             return JSONResponse({"error": str(e)}, status_code=status)
 
+    def context_of(request: Request) -> dict[str, str]:
+        names = [name for name, _ in request.query_params.multi_items() if name != "top_k"]
+        if (twice := next((n for n in names if names.count(n) > 1), None)) is not None:
+            raise ValueError(f"query parameter {twice!r} is given more than once; give it once")
+        return {name: request.query_params[name] for name in names}
+
     @app.get("/recall/{user_id}")
-    def recall(user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
-        """The candidates the ranker would get, unranked."""
-        return answer(pipeline.recall, user_id, top_k)
+    def recall(request: Request, user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
+        """The candidates the ranker would get, unranked (``top_k`` is the one query parameter)."""
+        def candidates(user: str, k: int):
+            if extra := context_of(request):
+                raise ValueError(f"query parameter {next(iter(extra))!r} is not one of /recall's (top_k)")
+            return pipeline.recall(user, k)
+        return answer(candidates, user_id, top_k)
 
     @app.get("/recommend/{user_id}")
     def recommend(request: Request, user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
         """The user's top items: recall -> rank (hot items for a cold start); the other query parameters
         are the ranker's request context (``?device=mobile``)."""
-        context = {name: value for name, value in request.query_params.items() if name != "top_k"}
-        return answer(lambda user, k: pipeline.recommend(user, k, context), user_id, top_k)
+        return answer(lambda user, k: pipeline.recommend(user, k, context_of(request)), user_id, top_k)
 
     return app
 

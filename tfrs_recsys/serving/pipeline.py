@@ -28,7 +28,7 @@ import math
 import time
 from typing import Callable, Mapping, Sequence
 
-from tfrs_recsys.serving.client import DEFAULT_ADDRESS, ServingClient
+from tfrs_recsys.serving.client import DEFAULT_ADDRESS, ServingClient, ServingClientError
 from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.serving.recall_merge import HOT, RECALL, RecallMergeConfig, merge_candidates
 from tfrs_recsys.serving.stores import (
@@ -240,7 +240,8 @@ class RecallRankPipeline:
           The answer, best first.
 
         Raises:
-          ValueError: ``context`` names a feature the ranker does not take, or the ranker lacks ``sort_by``.
+          ValueError: ``context`` names a feature the ranker does not take or one the pipeline fills (the
+            ids, the store's item features), or the ranker lacks ``sort_by``.
           ServingClientError: The model server failed a call.
         """
         user_id = str(user_id).strip()  # as training read the ids
@@ -252,11 +253,19 @@ class RecallRankPipeline:
     def _recommend(self, user_id: str, k: int, context: Mapping[str, object]) -> Recommendations:
         state = self.store.user_state(user_id)
         if not state.history:
+            if context:  # a bad request is refused alike for a cold user, when the ranker can be asked
+                try:
+                    inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
+                except ServingClientError:
+                    inputs = None
+                if inputs is not None:
+                    self._check_context(context, inputs, self._input_names(inputs))
             return Recommendations(str(user_id), self._hot([], k), True)
         candidates, versions = self._candidates(user_id, state, self.num_candidates)
         ids = [c.item_id for c in candidates]
         inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
         names = self._input_names(inputs)
+        self._check_context(context, inputs, names)
         ranked = self.client.rank(user_id, ids, self._features(state, ids, context, inputs, names),
                                   model=self.ranker_model, user_feature=names["user"],
                                   item_feature=names["item"])
@@ -289,6 +298,21 @@ class RecallRankPipeline:
                            else next((n for n in found if n in inputs), None))
         return names
 
+    def _check_context(self, context: Mapping[str, object], inputs: Mapping[str, object],
+                       names: Mapping[str, str | None]) -> None:
+        """Refuses a request feature the ranker does not take, or one the pipeline fills per user or
+        candidate (the ids, the store's item features): a request would otherwise rank every candidate
+        as one item."""
+        filled = {names["user"], names["item"], *self.store.item_feature_columns} - {None}
+        for name in context:
+            if name not in inputs:
+                raise ValueError(f"context {name!r} is not an input of ranker '{self.ranker_model}' "
+                                 f"(its inputs are {sorted(inputs)})")
+            if name in filled:
+                raise ValueError(f"context {name!r} is filled per candidate or user by the pipeline (the "
+                                 f"ids and the store's item features); a request gives request features, "
+                                 f"such as a device")
+
     def _features(self, state: UserState, candidates: Sequence[str], context: Mapping[str, object],
                   inputs: Mapping[str, object], names: Mapping[str, str | None]) -> dict[str, object]:
         """Ranker inputs the store and the request know; the rest go as missing values."""
@@ -297,10 +321,6 @@ class RecallRankPipeline:
         features.update(self.store.item_features(candidates, item_columns))
         user_columns = [c for c in self.store.user_feature_columns if c in inputs and c not in features]
         features.update({c: state.features.get(c) for c in user_columns})
-        for name in context:
-            if name not in inputs:
-                raise ValueError(f"context {name!r} is not an input of ranker '{self.ranker_model}' "
-                                 f"(its inputs are {sorted(inputs)})")
         features.update(request_time_features(inputs, context, time.time(), names["time"]))
         features.update(context)
         self._warn_unfilled(set(inputs) - set(features) - {names["user"], names["item"]}, names)
