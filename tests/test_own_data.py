@@ -371,6 +371,10 @@ def test_item_tables_text_lists_a_table_matching_nothing_and_unused_log_columns(
     tags = read.items.set_index("item_id")["tags"]
     assert tags["00001"] == ["eco", "kids"] and tags["00003"] == ["eco", "new"] and tags["00002"] == ["new"]
     assert tags["00004"] == [] and read.items.set_index("item_id")["title"]["00001"] == "Boots, red"
+    priced = _log(tmp_path, 'visitor,sku,price\nv1,00001,"12,50"\nv1,00002,"3,99"\nv2,00001,"12,50"\n'
+                            'v2,00003,"7,25"\n', "priced.csv")  # the log's own price: a number per item
+    prices = load_interaction_log(priced, user_column="visitor", item_column="sku").items.set_index("item_id")
+    assert prices["price"].tolist() == [12.5, 3.99, 7.25]  # not the lists ['12', '50'], ...
     assert any("column(s) channel change within one item and within one user" in r.getMessage()
                for r in caplog.records)
     renamed = _log(tmp_path, "product,tags\n00001,eco\n", "renamed.csv")  # the id column named apart
@@ -539,11 +543,15 @@ def test_a_catalog_rows_bad_number_is_left_out_and_the_row_kept(tmp_path, caplog
     assert published["2"] - published["1"] == 3 * 86400 and np.isnan(published["3"])  # epoch seconds
     kept = read_entity_table(shop, "sku", "item", False, [], ["publish_date=categorical"])
     assert kept.set_index("item_id")["publish_date"]["1"] == "2024-05-21"
+    users = _log(tmp_path, "user,joined,tier\nu1,13.01.2024,gold\nu2,02.03.2023,silver\n", "users.csv")
+    joined = read_entity_table(users, "user", "user", False, [], ["joined=timestamp"]).set_index("user_id")
+    assert joined["joined"]["u1"] == 1705104000.0  # 13 January 2024, day first: seconds, as served
 
 
 def test_ranker_labels_written_as_words_and_impressions_of_no_item(tmp_path):
     from tfrs_recsys.config import DeepFMConfig
     from tfrs_recsys.data import streaming
+    from tfrs_recsys.data.bad_rows import labels_of
     from tfrs_recsys.training.rankers import load_and_split
 
     rows = ["sku,device,skipped"] + [f"s{i % 9},{'md'[i % 2]},{('true', 'False', 'TRUE')[i % 3]}"
@@ -554,7 +562,7 @@ def test_ranker_labels_written_as_words_and_impressions_of_no_item(tmp_path):
     assert data.frame["skipped"].tolist()[:3] == [1.0, 0.0, 1.0]
     table = streaming.open_table(path, labels=["skipped"])
     batch = next(streaming.read_part(table, table.files, 0, seed=0, limit=None))
-    assert set(streaming.labels_of(batch, ["skipped"])["skipped"]) == {0.0, 1.0}  # streamed alike
+    assert set(labels_of(batch, ["skipped"])["skipped"]) == {0.0, 1.0}  # streamed alike
     words = path.replace("plays", "words")
     Path(words).write_text("\n".join(r.replace("true", "listened").replace("rue", "istened") for r in rows))
     err = _error(load_and_split, dataclasses.replace(cfg, data_dir=words), "deepfm")
@@ -631,3 +639,39 @@ def test_a_streamed_run_stops_at_a_bad_row_past_its_sample_or_leaves_it_out_coun
                                         "column 'sku': empty item id": 1}
     spec = json.loads((tmp_path / "skip" / "spec.json").read_text())
     assert "1.10" in next(f for f in spec["features"] if f["name"] == "app_version")["vocabulary"]
+
+
+def test_streamed_shards_leave_out_a_malformed_line_and_a_word_in_a_numeric_label(tmp_path):
+    """Semicolon shards (the separator read from the header), the second with a line of too many fields
+    and a label 'maybe' where the first shard's labels are all numbers."""
+    from tfrs_recsys.config import DeepFMConfig
+    from tfrs_recsys.training import deepfm
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    rows = [f"s{i % 9};{'md'[i % 2]};{int(i % 3 == 0)}" for i in range(3000)]
+    (shards / "part-0.csv").write_text("\n".join(["sku;device;clicked", *rows[:1500]]) + "\n")
+    second = rows[1500:]
+    second[100], second[200] = "s1;m;1;extra", "s2;d;maybe"
+    (shards / "part-1.csv").write_text("\n".join(["sku;device;clicked", *second]) + "\n")
+    cfg = DeepFMConfig(dataset="csv", data_dir=str(shards), label_columns=("clicked",), item_column="sku",
+                       epochs=1, streaming="always", stream_sample_rows=500, batch_size=256, embedding_dim=4,
+                       hidden_units=(8,), progress=False, output_dir=str(tmp_path / "run"))
+    err = _error(deepfm.run, cfg)
+    assert err.path == str(shards / "part-1.csv") and err.line in (102, 202), str(err)
+    metrics = deepfm.run(dataclasses.replace(cfg, skip_bad_rows=True, output_dir=str(tmp_path / "skip")))
+    assert metrics["rows_left_out"] == {"line: 3 fields expected, as the header has": 1,
+                                        "column 'clicked': label must be 0 or 1": 1}
+
+
+def test_a_skipped_row_of_a_shard_is_reported_for_the_table_and_named_by_its_own_file(tmp_path):
+    from tfrs_recsys.data.tabular import load_table
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "part-0.csv").write_text("sku,price,click\n1,2.5,1\n2,3.0,0\n")
+    (shards / "part-1.csv").write_text("sku,price,click\n3,4.0,1\n4,abc,0\n")
+    data = load_table(str(shards), labels=["click"], column_types=("price=numeric",), skip_bad_rows=True)
+    [report] = data.skipped
+    assert (report.path, report.skipped, report.total) == (str(shards), 1, 4)
+    assert report.examples[0].startswith(f"{shards / 'part-1.csv'}:3:")  # not the first shard's

@@ -7,6 +7,8 @@ shows the epoch asked for.
 """
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -56,8 +58,10 @@ def _saved_epoch(state: Path) -> int:
     return json.loads(state.read_text())["epoch"] if state.is_file() else 0
 
 
-def _train_and_kill(model: str, options: dict, out: Path, *, after_epoch: int, state: Path) -> None:
-    """The train CLI in a subprocess, SIGKILLed once ``state`` (a resume/state.json) shows ``after_epoch``."""
+def _train_and_kill(model: str, options: dict, out: Path, *, after_epoch: int, state: Path,
+                    interrupt: bool = False) -> int:
+    """The train CLI in a subprocess, SIGKILLed (``interrupt``: given Ctrl-C's SIGINT) once ``state`` (a
+    resume/state.json) shows ``after_epoch``; its exit status."""
     log = out.parent / f"{out.name}.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "tfrs_recsys.train", model, *_flags(options),
@@ -71,9 +75,10 @@ def _train_and_kill(model: str, options: dict, out: Path, *, after_epoch: int, s
                 assert time.monotonic() < deadline, f"no epoch {after_epoch} in {state} after {KILL_TIMEOUT}s"
                 time.sleep(0.05)
         finally:
-            proc.kill()
-            proc.wait()
+            proc.send_signal(signal.SIGINT) if interrupt else proc.kill()
+            status = proc.wait(timeout=120)
     assert not runs.is_complete(out), f"the run completed before it was killed:\n{log.read_text()[-3000:]}"
+    return status
 
 
 def _losses(run_dir: Path) -> list[float]:
@@ -103,6 +108,27 @@ def killed_deepfm(tmp_path_factory):
     out = tmp_path_factory.mktemp("deepfm") / "killed"
     _train_and_kill("deepfm", DEEPFM, out, after_epoch=2, state=out / runs.RESUME / runs.RESUME_STATE)
     return out
+
+
+def test_ctrl_c_says_how_to_go_on_without_a_traceback(tmp_path):
+    out = tmp_path / "interrupted"
+    state = out / runs.RESUME / runs.RESUME_STATE
+    status = _train_and_kill("deepfm", DEEPFM, out, after_epoch=1, state=state, interrupt=True)
+    said = (tmp_path / "interrupted.log").read_text()
+    assert status == 130 and "interrupted:" in said and "--resume" in said and "Traceback" not in said
+
+
+def test_a_stopped_run_without_a_saved_state_is_told_to_train_again_not_to_resume(killed_deepfm, tmp_path):
+    """A streamed run keeps no resumable state: neither training again nor export may point at --resume."""
+    stopped = tmp_path / "streamed"
+    shutil.copytree(killed_deepfm, stopped)
+    shutil.rmtree(stopped / runs.RESUME)
+    with pytest.raises(ConfigError, match="kept no state to resume from.*--overwrite") as refused:
+        deepfm.run(_cfg("deepfm", DEEPFM, stopped))
+    assert "--resume" not in str(refused.value)
+    with pytest.raises(runs.RunDirError) as incomplete:
+        runs.open_run(stopped).require_complete()
+    assert "--overwrite` trains it" in incomplete.value.fix and "--resume" not in incomplete.value.fix
 
 
 def test_a_killed_run_is_refused_without_resume_and_by_export(killed_deepfm, tmp_path):

@@ -36,9 +36,7 @@ def differences(saved: TrainConfig, cfg: TrainConfig) -> list[str]:
 
 def epochs_done(run_dir) -> int:
     """The epochs a run's log (or, before its first row, its saved training state) shows as completed."""
-    rows = runs.read_train_log(run_dir)
-    states = [paths.join(run_dir, *parts, runs.RESUME, runs.RESUME_STATE) for parts in ((), (runs.BASELINE,))]
-    return len(rows) or int(any(paths.isfile(p) for p in states))
+    return len(runs.read_train_log(run_dir)) or int(runs.resumable(run_dir))
 
 
 def check(cfg: TrainConfig, model: str) -> str:
@@ -88,6 +86,8 @@ def check(cfg: TrainConfig, model: str) -> str:
     done = epochs_done(run_dir)
     if cfg.resume:
         return RESUME
+    how = ("pass --resume to continue it from its last completed epoch, or --overwrite to delete it and "
+           "start again" if runs.resumable(run_dir) else "it kept no state to resume from (a streamed run "
+           "keeps none): pass --overwrite to delete it and start again")
     raise ConfigError(f"{where} holds this {model} run, stopped before it completed (its log ends at "
-                      f"epoch {done} of {saved.config.epochs}); pass --resume to continue it from its last "
-                      f"completed epoch, or --overwrite to delete it and start again")
+                      f"epoch {done} of {saved.config.epochs}); {how}")

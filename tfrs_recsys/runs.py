@@ -148,18 +148,19 @@ def mark_complete(run_dir: Path | str) -> None:
         paths.rmtree(paths.join(run_dir, *parts), ignore_errors=True)
 
 
+def resumable(run_dir) -> bool:
+    """Whether a run saved a training state that ``--resume`` continues from (runs trained in memory)."""
+    return any(paths.isfile(paths.join(run_dir, *parts, RESUME, RESUME_STATE)) for parts in ((), (BASELINE,)))
+
+
 def is_complete(run_dir: Path | str) -> bool:
     """Whether the run finished (:func:`mark_complete`): killed or still training, it has no COMPLETE."""
     return paths.isfile(paths.join(run_dir, COMPLETE))
 
 
 def release(run_dir: Path | str, *, chief: bool = True) -> None:
-    """Removes a non-chief worker's temporary run directory (the chief's is the run's output).
-
-    Args:
-      run_dir: What :func:`create` returned.
-      chief: What :func:`create` was given.
-    """
+    """Removes a non-chief worker's temporary run directory (``run_dir``: what :func:`create` returned for
+    ``chief``); the chief's is the run's output."""
     if not chief:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -195,9 +196,8 @@ def rewrite_train_log(run_dir: Path | str, rows: Sequence[Mapping[str, Any]]) ->
 def read_train_log(run_dir: Path | str) -> list[dict]:
     """The rows of train_log.jsonl, one per finished epoch (none before the first)."""
     path = paths.join(run_dir, TRAIN_LOG)
-    if not paths.isfile(path):
-        return []
-    return [json.loads(line) for line in paths.read_text(path).splitlines() if line.strip()]
+    lines = paths.read_text(path).splitlines() if paths.isfile(path) else []
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def save_checkpoint(model, run_dir: Path | str) -> None:
@@ -293,16 +293,15 @@ class Run:
             return
         state = paths.join(self.path, RESUME, RESUME_STATE)
         saved = paths.read_json(state).get("epoch") if paths.isfile(state) else None
-        rows = read_train_log(self.path)
-        epochs = self.config.epochs
+        rows, epochs = read_train_log(self.path), self.config.epochs
         done = (f"its last saved epoch is {saved} of {epochs}" if saved
                 else f"its log ends at epoch {rows[-1].get('epoch')} of {epochs}" if rows
                 else f"none of its {epochs} epochs completed")
         what = (f"the {self.model_name} run did not complete ({done}; its test metrics and files may be "
                 f"another run's): it was stopped, is still training, or was trained before runs were marked "
                 f"{COMPLETE}")
-        finish = (f"`python -m tfrs_recsys.train {self.model_name} --config {self.file(CONFIG)} --resume` "
-                  f"finishes it")
+        again = "--resume` finishes" if resumable(self.path) else "--overwrite` trains"  # streamed: no state
+        finish = f"`python -m tfrs_recsys.train {self.model_name} --config {self.file(CONFIG)} {again} it"
         if allow_incomplete:
             print(f"warning: {self.path}: {what}; used as it is ({finish})", file=sys.stderr)
             return

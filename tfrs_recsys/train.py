@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, rest = argv[0], argv[1:]
     if model not in MODEL_CONFIGS:
         _parser().error(f"unknown model '{model}'; choose one of {sorted(MODEL_CONFIGS)}")
+    cfg = None
     try:
         cfg = config_from_args(model, rest, description=MODELS[model], epilog=datasets_help(model))
         runner = importlib.import_module(f"tfrs_recsys.training.{model}")
@@ -67,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the run folder says how to go on (trained again, it is told which)
+        where = cfg.output_dir if cfg is not None else "the run folder"
+        print(f"interrupted: {where} holds the run as far as it got; train again with --resume to continue "
+              f"it (runs in memory), or --overwrite", file=sys.stderr)
+        return 130
     print(json.dumps({"output_dir": cfg.output_dir, "test_metrics": metrics}, indent=2, default=str))
     return 0
 

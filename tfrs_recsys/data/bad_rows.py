@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.tabular import PARQUET_SUFFIXES
+from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, binary_label
 
 
 class BadRows:
@@ -38,7 +40,7 @@ class BadRows:
         return sum(self.counts.values())
 
     def screen(self, batch: pa.RecordBatch, table, file: str, first_row: int,
-               among: np.ndarray) -> np.ndarray:
+               among: np.ndarray, malformed: Sequence[int] = ()) -> np.ndarray:
         """Which of the ``among`` rows of ``batch`` (rows ``first_row``... of ``file``) to keep; the others
         are counted.
 
@@ -48,12 +50,11 @@ class BadRows:
           file: The shard.
           first_row: The batch's first row in the shard (0-based).
           among: The rows wanted (the part's); only they are screened.
+          malformed: The file's lines its reader left out so far (:meth:`malformed_lines`), in order.
 
         Returns:
           A boolean mask.
         """
-        from tfrs_recsys.data.streaming import labels_of
-
         checks = [(f"column '{name}': label must be 0 or 1", name, ~np.isin(value, (0.0, 1.0)))
                   for name, value in labels_of(batch, table.labels).items()]
         if (item := table.item_column) in batch.schema.names:
@@ -66,6 +67,9 @@ class BadRows:
         for reason, column, bad in checks:
             if (bad := bad & among).any():
                 lines = np.flatnonzero(bad) + first_row + header  # a text file's line 1 is its header
+                if len(malformed):  # the n-th line read is n plus the left-out lines before it
+                    skipped = np.asarray(malformed) - np.arange(len(malformed))
+                    lines = lines + np.searchsorted(skipped, lines, side="right")
                 with self._lock:
                     self.rows.setdefault(reason, set()).update((file, int(line)) for line in lines)
                     row = int(np.flatnonzero(bad)[0])
@@ -73,14 +77,42 @@ class BadRows:
                 keep &= ~bad
         return keep
 
+    def malformed_lines(self, file: str) -> tuple[list[int], Callable]:
+        """A text reader's ``invalid_row_handler`` for ``file``: a line whose fields are not the header's
+        count is left out and counted here; and the list of those lines (1-based, the header line 1)."""
+        lines: list[int] = []
+
+        def handler(row) -> str:
+            reason = f"line: {row.expected_columns} fields expected, as the header has"
+            with self._lock:
+                self.rows.setdefault(reason, set()).add((file, row.number))
+                self.first.setdefault(reason, (file, row.number, row.text[:200]))
+            lines.append(row.number)
+            return "skip"
+        return lines, handler
+
     def error(self) -> DataError:
         """The first bad row, as the error that stops a run without ``--skip-bad-rows``."""
         reason, (file, line, value) = next(iter(self.first.items()))
+        column = reason.split("'")[1] if "'" in reason else None
         return DataError(f"{reason.split(': ', 1)[1]}, found {value!r} ({self.counts[reason]} such rows read "
-                         f"so far)", path=file, line=line, column=reason.split("'")[1],
-                         fix="fix the rows, or pass --skip-bad-rows to leave such rows out and count them")
+                         f"so far)", path=file, line=line, column=column,
+                         fix="fix the rows (the separator is read from the header line), or pass "
+                             "--skip-bad-rows to leave such rows out and count them")
 
     def summary(self) -> str:
         """The rows left out per reason, with the first of each."""
         return "; ".join(f"{n} x {reason} (first: {self.first[reason][0]}:{self.first[reason][1]}, "
                          f"{self.first[reason][2]!r})" for reason, n in self.counts.most_common())
+
+
+def labels_of(batch: pa.RecordBatch, labels: Sequence[str]) -> dict[str, np.ndarray]:
+    """The label columns as float32 (missing or not a number: NaN; yes/no as ``binary_label`` reads them)."""
+    out = {}
+    for name in labels:
+        column = batch.column(name)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            numbers = pd.to_numeric(binary_label(column.to_pandas()), errors="coerce")
+            column = pa.array(numbers.to_numpy("float64", na_value=np.nan), pa.float64())
+        out[name] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
+    return out

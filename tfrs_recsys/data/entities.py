@@ -73,7 +73,8 @@ def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: boo
         each.log()
     for column in [c for c in frame.columns if c != key and declared.get(c) != "categorical"]:
         # "€12,50" or a publish_date: numbers for every model that joins the table
-        if (numbers := text_numbers(column, frame[column])) is not None:
+        if (numbers := text_numbers(column, frame[column], timestamp=declared.get(column) == "timestamp")) \
+                is not None:
             frame[column] = numbers
     frame[key], empty = id_text(frame, key)
     if empty.any():

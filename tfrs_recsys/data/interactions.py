@@ -18,7 +18,7 @@ from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.entities import declared_types, id_text, read_entity_table, say_unmatched
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
 from tfrs_recsys.data.schema import day_first, epoch_seconds, is_listlike, is_plain_number, month_first
-from tfrs_recsys.data.schema_inference import detect_separator
+from tfrs_recsys.data.schema_inference import detect_separator, text_numbers
 from tfrs_recsys.data.tabular import (
     bad_row,
     locate,
@@ -160,10 +160,14 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
 def _lists(table: pd.DataFrame | None, key: str) -> pd.DataFrame | None:
     """Text columns of several values joined by a separator (``kids|eco``) as lists of the values, told
     apart as the rankers' schema inference tells them (``detect_separator``); a missing value stays
-    missing, an empty one is no values."""
+    missing, an empty one is no values. Numbers written for people (``12,50``) and dates under a time-like
+    name are numbers first (:func:`~tfrs_recsys.data.schema_inference.text_numbers`), never lists."""
     for column in [] if table is None else [c for c in table.columns if c != key]:
         values = table[column]
         if is_plain_number(values) or pd.api.types.is_bool_dtype(values) or values.map(is_listlike).any():
+            continue
+        if (numbers := text_numbers(column, values)) is not None:
+            table = table.assign(**{column: numbers})
             continue
         text = values.dropna().astype(str)
         if (separator := detect_separator(text.value_counts())) is not None:

@@ -12,6 +12,7 @@ import argparse
 import inspect
 import json
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -109,9 +110,8 @@ class FeatureColumn:
     @property
     def cardinality(self) -> int:
         """Number of embedding rows this column needs (OOV bucket included for vocabularies)."""
-        if self.encoding == "vocabulary":
-            return len(self.vocabulary or []) + 1
-        return int(self.num_buckets or 0) if self.encoding == "hash" else 0
+        vocabulary = len(self.vocabulary or []) + 1 if self.encoding == "vocabulary" else None
+        return vocabulary or (int(self.num_buckets or 0) if self.encoding == "hash" else 0)
 
 
 @dataclass
@@ -228,8 +228,7 @@ def is_plain_number(values: pd.Series) -> bool:
 def raw_strings(values: pd.Series, column: FeatureColumn | None = None) -> pd.Series:
     """A categorical column as the strings a client sends.
 
-    Missing -> ""; integers (also integral floats, which is what pandas makes of an integer column
-    with gaps) -> "3"; lists -> elements joined by the column's separator (``|`` by default).
+    Missing -> ""; integers (integral floats too) -> "3"; lists -> joined by the column's separator (``|``).
 
     Args:
       values: The column.
@@ -305,7 +304,8 @@ def month_first(values: pd.Series) -> pd.Series:
 def _dates(values: pd.Series) -> pd.Series:
     """Date text as UTC datetimes: in the first value's format (fast), else each value in its own."""
     try:
-        return pd.to_datetime(values, utc=True)
+        with warnings.catch_warnings(action="ignore", category=UserWarning):  # "could not infer format"
+            return pd.to_datetime(values, utc=True)
     except ValueError:  # e.g. "31/12/2025" beside "31/12/2025 10:00"
         return pd.to_datetime(values, utc=True, format="mixed")
 
@@ -419,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for group in GROUPS:
         parser.add_argument(f"--{group}-columns", help=f"comma-separated columns of the {group} group")
     parser.add_argument("--exclude", help="comma-separated columns to leave out")
-    parser.add_argument("--sep", help="field separator of a text file (default: ',' or tab for .tsv/.txt)")
+    parser.add_argument("--sep", help="field separator of a text file (default: read from its header line)")
     defaults = inspect.signature(infer_schema).parameters
     for option, about in _LIMIT_FLAGS.items():
         parser.add_argument("--" + option.replace("_", "-"), type=int, default=defaults[option].default,

@@ -301,7 +301,7 @@ def _date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] 
     (:func:`~tfrs_recsys.data.schema.epoch_seconds`)."""
     text = values.where(values.notna(), "").astype(str)
     present = text[text != ""]
-    if present.empty or not present.str.contains(r"[-/:]").all():  # digits alone are numbers or codes
+    if present.empty or not present.str.contains(r"\d[-/.:]\d").all():  # digits alone are numbers or codes
         return None
     order = day_first(present, name)  # dates in both orders are an error, not text
     try:
@@ -310,16 +310,16 @@ def _date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] 
         return None
 
 
-def text_numbers(name: str, values: pd.Series) -> np.ndarray | None:
-    """A column's values as numbers where inference reads them as numbers from text, else None: the
-    epoch seconds of its dates (datetimes; date text under a time-like name, in the order its dates show)
-    or numbers written for people (``€12,50``). How a table of features (a feature store's) holds them
-    for a ranker's float inputs."""
+def text_numbers(name: str, values: pd.Series, *, timestamp: bool = False) -> np.ndarray | None:
+    """A column's values as numbers where inference reads them from text, else None: the epoch seconds of
+    its dates (date text under a time-like name or declared a ``timestamp``, in the order its dates show) or
+    numbers written for people (``€12,50``): how a feature store holds them for a ranker's float inputs."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return epoch_seconds(values, name)
     if is_plain_number(values):
         return None
-    if _TIME_NAME.search(norm_name(name)) and (dates := _date_text_seconds(values, name)) is not None:
+    named = timestamp or _TIME_NAME.search(norm_name(name))
+    if named and (dates := _date_text_seconds(values, name)) is not None:
         return dates[0]
     read = None if _id_named(name) else formatted_numbers(values)
     return None if read is None else read[0]

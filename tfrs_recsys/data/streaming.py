@@ -34,11 +34,16 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from tfrs_recsys import paths
-from tfrs_recsys.data.bad_rows import BadRows
+from tfrs_recsys.data.bad_rows import BadRows, labels_of
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.schema import MISSING_INT, FeatureSpec, frame_to_raw
-from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, TEXT_SUFFIXES, binary_label, declared_text, table_files
+from tfrs_recsys.data.tabular import (
+    PARQUET_SUFFIXES,
+    declared_text,
+    table_files,
+    text_separator,
+)
 
 CHUNK_ROWS = 65_536  # rows parsed at once: bounds the reader's memory
 SHUFFLE_BATCHES = 16
@@ -129,8 +134,11 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
     if len({_suffix(f) in PARQUET_SUFFIXES for f in files}) > 1:
         raise DataError("the shards mix Parquet and text files", path=str(path),
                         fix="point --data at one format, e.g. a glob like shards/*.parquet")
-    schema = next(_batches(files[0], None, CHUNK_ROWS)).schema
-    for column in (c for c in (user_column, item_column, *declared_text(column_types)) if c in schema.names):
+    schema = next(_batches(files[0], None, CHUNK_ROWS, lambda row: "skip")).schema
+    texts = [user_column, item_column, *declared_text(column_types)]
+    if _suffix(files[0]) not in PARQUET_SUFFIXES:
+        texts += labels  # read as text, a label's stray word is a bad row rather than a parse error
+    for column in (c for c in texts if c in schema.names):
         schema = schema.set(schema.get_field_index(column), pa.field(column, pa.string()))
     flags = {"--label-columns": list(labels), "--session-column": [session_column],
              "--user-column": [user_column], "--item-column": [item_column]}
@@ -144,18 +152,20 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
     return table
 
 
-def _batches(file: str, schema: pa.Schema | None, rows: int) -> Iterator[pa.RecordBatch]:
-    """Record batches of one shard; ``schema`` fixes a text file's column types."""
+def _batches(file: str, schema: pa.Schema | None, rows: int,
+             malformed: Callable | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches of one shard; ``schema`` fixes a text file's column types; ``malformed`` takes a
+    text line of another field count than the header's (:meth:`BadRows.malformed_lines`)."""
     if _suffix(file) in PARQUET_SUFFIXES:
         with paths.open_file(file) as fh:
             yield from pq.ParquetFile(fh).iter_batches(batch_size=rows)
         return
-    sep = TEXT_SUFFIXES.get(_suffix(file), ",")
+    reading = pa_csv.ReadOptions(block_size=rows * 400, use_threads=False)  # one thread numbers bad lines
+    parsing = pa_csv.ParseOptions(delimiter=text_separator(file), invalid_row_handler=malformed)
     types = {f.name: f.type for f in schema} if schema is not None else None
     with paths.open_file(file) as fh:
         try:  # the reader parses its first block on opening: a type error may come from either
-            yield from pa_csv.open_csv(fh, read_options=pa_csv.ReadOptions(block_size=rows * 400),
-                                       parse_options=pa_csv.ParseOptions(delimiter=sep),
+            yield from pa_csv.open_csv(fh, read_options=reading, parse_options=parsing,
                                        convert_options=pa_csv.ConvertOptions(column_types=types))
         except pa.ArrowInvalid as exc:
             raise DataError(f"cannot parse: {exc}", path=file,
@@ -216,13 +226,13 @@ def read_part(table: FileTable, files: Sequence[str], part: int, seed: int, *,
     """
     left = math.inf if limit is None else limit
     for file in files:
-        offset = 0
-        for batch in _batches(file, table.schema, CHUNK_ROWS):
+        offset, (malformed, handler) = 0, table.bad_rows.malformed_lines(file)
+        for batch in _batches(file, table.schema, CHUNK_ROWS, handler):
             keep = split_parts(batch, table, table.files.index(file), offset, seed) == part
             offset += batch.num_rows
             if row_filter is not None:
                 keep &= row_filter(batch)
-            keep = table.bad_rows.screen(batch, table, file, offset - batch.num_rows, keep)
+            keep = table.bad_rows.screen(batch, table, file, offset - batch.num_rows, keep, malformed)
             batch = _joined(table, batch.filter(pa.array(keep)))
             if batch.num_rows:
                 yield batch.slice(0, int(min(left, batch.num_rows)))
@@ -284,7 +294,8 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
                         path=first, fix="write every shard with the same columns and types") from None
     # Subsampled in Arrow, in a random order (the spec's distinct counts read its halves): only the sample
     # becomes Python objects.
-    return read.take(pa.array(rng.permutation(read.num_rows)[:rows])).to_pandas()
+    sample = read.take(pa.array(rng.permutation(read.num_rows)[:rows]))
+    return sample.to_pandas().assign(**labels_of(sample, table.labels))
 
 
 def _text_buffers(column: pa.Array) -> tuple[bytes, np.ndarray]:
@@ -364,18 +375,6 @@ def unpack(packed: dict[str, tf.Tensor], spec: FeatureSpec) -> dict[str, tf.Tens
             out[f.name] = packed[f.name]
             continue
         out[f.name] = tf.strings.substr(packed[f.name], offsets[:-1], offsets[1:] - offsets[:-1])
-    return out
-
-
-def labels_of(batch: pa.RecordBatch, labels: Sequence[str]) -> dict[str, np.ndarray]:
-    """The label columns as float32 (missing or not a number: NaN; yes/no as ``binary_label`` reads them)."""
-    out = {}
-    for name in labels:
-        column = batch.column(name)
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            numbers = pd.to_numeric(binary_label(column.to_pandas()), errors="coerce")
-            column = pa.array(numbers.to_numpy("float64", na_value=np.nan), pa.float64())
-        out[name] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
     return out
 
 

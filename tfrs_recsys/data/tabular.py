@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import posixpath
+from collections import Counter
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -78,7 +79,7 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
         file, the column, the columns found and the flag to change.
       what: The table in errors.
       skip_bad_rows: Skip and count malformed text rows instead of failing on the first.
-      sep: The separator of text files, instead of the one their suffix implies.
+      sep: The separator of text files (default: :func:`text_separator`'s reading of each header).
 
     Returns:
       The rows (:func:`locate` finds a row's file and line) and one skip report per text shard, for the
@@ -90,7 +91,7 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
             frame = readers.read_parquet(file, what=what)
         else:
             # the caller says the report once, with the rows its own checks skip
-            frame, report = readers.read_delimited(file, sep=sep or TEXT_SUFFIXES.get(_suffix(file), ","),
+            frame, report = readers.read_delimited(file, sep=text_separator(file, sep),
                                                    header=True, skip_bad_rows=skip_bad_rows, what=what,
                                                    report=SkipReport(path=file))
             reports.append(report)
@@ -105,6 +106,18 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
     table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     table.attrs = {SOURCES: sources}
     return table, reports
+
+
+def text_separator(file: str, given: str | None = None) -> str:
+    """A text file's field separator: ``given``, else whichever of ``, ; tab |`` its header line holds
+    most of, where it holds more of it than of its suffix's (``,`` for .csv, tab for .tsv / .txt)."""
+    if given:
+        return given
+    with paths.open_file(file) as fh:
+        head = fh.readline(1 << 16).decode("utf-8", errors="replace")
+    default = TEXT_SUFFIXES.get(_suffix(file), ",")
+    best = max((",", ";", "\t", "|"), key=head.count)
+    return best if head.count(best) > head.count(default) else default
 
 
 def locate(table: pd.DataFrame, row: int) -> tuple[str | None, int | None]:
@@ -305,7 +318,7 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
       user_column: The user id column, if any.
       item_column: The item id column, if any.
       column_types: Column kinds over inference (:func:`type_columns`).
-      sep: The separator of text files, instead of the one their suffix implies.
+      sep: The separator of text files (default: :func:`text_separator`'s reading of each header).
 
     Returns:
       The rows, named after the path; ``skipped`` counts the rows left out, for the caller to say once its
@@ -315,6 +328,10 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
              "--item-column": [item_column]}
     required = {column: flag for flag, columns in flags.items() for column in columns if column}
     frame, reports = read_table(path, required=required, what="--data", skip_bad_rows=skip_bad_rows, sep=sep)
+    if len(reports) > 1:  # shards: one report for the table (each example names its own file)
+        reports = [SkipReport(str(path), sum(r.skipped for r in reports), sum(r.total for r in reports),
+                              [e for r in reports for e in r.examples][:5], sum((r.reasons for r in reports),
+                                                                             Counter()))]
     report = reports[0] if reports else SkipReport(path=str(path), total=len(frame))
     ids = [c for c in (session_column, user_column, item_column) if c]
     # A label of numbers is a number, or its row is bad; one of words is left to the label check to name.

@@ -386,12 +386,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--item-features", help="Parquet/CSV with item ids and ranker item feature columns (the "
                                            "ranker's --items table)")
     p.add_argument("--user-features", help="Parquet/CSV with user ids and ranker user feature columns")
+    p.add_argument("--column-types", default="", help="the ranker's --column-types (e.g. signup=timestamp), "
+                                                       "for the --item-features / --user-features columns")
     p.add_argument("--item-column", default="item_id", help="the --item-features id column (default item_id)")
     p.add_argument("--user-column", default="user_id", help="the --user-features id column (default user_id)")
     args = p.parse_args(argv)
 
     def table(path, column, group):  # ids read as training reads them: text, "007" stays "007"
-        return read_entity_table(path, column, group, skip_bad_rows=False, reports=[], column_types=())
+        return read_entity_table(path, column, group, skip_bad_rows=False, reports=[],
+                                 column_types=[e for e in args.column_types.split(",") if e])
 
     try:
         options = dict(half_life_days=args.half_life_days,

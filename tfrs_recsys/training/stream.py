@@ -36,6 +36,7 @@ import tensorflow as tf
 from tfrs_recsys import paths, runs
 from tfrs_recsys.config import ConfigError, TrainConfig
 from tfrs_recsys.data import streaming
+from tfrs_recsys.data.bad_rows import labels_of
 from tfrs_recsys.data.bucket_sizing import column_sized
 from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
@@ -318,7 +319,7 @@ def score(model: tf.keras.Model | Sequence[tf.keras.Model], batches: Iterable[pa
             for start in range(0, max(batch.num_rows, 1), batch_size):  # no rows: one empty call
                 for name, value in call({k: v[start:start + batch_size] for k, v in raw.items()}).items():
                     out.setdefault(name, []).append(value.numpy())
-        for name, value in streaming.labels_of(batch, spec.labels).items():
+        for name, value in labels_of(batch, spec.labels).items():
             columns.setdefault(name, []).append(value)
         for key in keys:
             if key in batch.schema.names:
