@@ -112,7 +112,10 @@ def labels_of(batch: pa.RecordBatch, labels: Sequence[str]) -> dict[str, np.ndar
     for name in labels:
         column = batch.column(name)
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            numbers = pd.to_numeric(binary_label(column.to_pandas()), errors="coerce")
-            column = pa.array(numbers.to_numpy("float64", na_value=np.nan), pa.float64())
+            try:  # digits, as a CSV's labels read as text mostly are: in Arrow
+                column = pc.cast(column, pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                numbers = pd.to_numeric(binary_label(column.to_pandas()), errors="coerce")
+                column = pa.array(numbers.to_numpy("float64", na_value=np.nan), pa.float64())
         out[name] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
     return out
