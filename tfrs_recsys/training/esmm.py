@@ -41,6 +41,7 @@ import tensorflow as tf
 from tfrs_recsys import metrics as M
 from tfrs_recsys import paths, runs
 from tfrs_recsys.config import ESMMConfig
+from tfrs_recsys.data.bad_rows import labels_of
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.models.esmm import ESMM, ClickedCVR
@@ -244,7 +245,7 @@ def run_streamed(cfg: ESMMConfig) -> dict:
         tested = [model]
         if cfg.baseline:
             def clicked(batch):
-                return batch.column(click).to_numpy(zero_copy_only=False) > 0.5
+                return labels_of(batch, [click])[click] > 0.5  # a CSV's labels are read as text
 
             # the baseline's metrics read the clicked rows only: the others are not scored
             validation = [b.filter(clicked(b)) for b in run.validation]
