@@ -67,17 +67,20 @@ def check(cfg: TrainConfig, model: str) -> str:
                           ) from None
     if not runs.is_complete(run_dir) and not epochs_done(run_dir):
         return REPLACE  # it stopped before training (e.g. at a mistake in its data): nothing to lose
+    def a(name: str) -> str:
+        return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
     if saved.model_name != model:
-        article = "an" if model[0] in "aeiou" else "a"
-        raise ConfigError(f"{where} holds a {saved.model_name} run, not {article} {model} one; pass another "
+        raise ConfigError(f"{where} holds {a(saved.model_name)} run, not {a(model)} one; pass another "
                           f"--output-dir, or --overwrite to delete that run and train this one there")
     changed = differences(saved.config, cfg)
     if changed:
-        raise ConfigError(
-            f"{where} holds a {model} run of another config ({'; '.join(changed)}); pass another "
-            f"--output-dir, --resume with that run's config to continue it (`python -m tfrs_recsys.train "
-            f"{model} --config {saved.file(runs.CONFIG)} --resume`), or --overwrite to delete it and train "
-            f"this one there")
+        resume = (f"--resume with that run's config to continue it (`python -m tfrs_recsys.train {model} "
+                  f"--config {saved.file(runs.CONFIG)} --resume`), "
+                  if runs.resumable(run_dir) or runs.is_complete(run_dir) else "")
+        raise ConfigError(f"{where} holds {a(model)} run of another config ({'; '.join(changed)}); pass "
+                          f"another --output-dir, {resume}or --overwrite to delete it and train this one "
+                          f"there")
     if runs.is_complete(run_dir):
         if cfg.resume:
             return COMPLETE

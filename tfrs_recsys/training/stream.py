@@ -114,8 +114,8 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
     """
     if cfg.resume:  # it would train from the first epoch again, under the stopped run's log
         raise ConfigError("--resume continues runs trained in memory; a streamed run (--streaming, or files "
-                          "of 256 MiB or more) has no resumable state: pass --overwrite to train it again, "
-                          "or --streaming never if the data fits in memory")
+                          "of 256 MiB or more) has no resumable state: pass --overwrite to train it again "
+                          "(with --streaming never too, where the data fits in memory, to be able to resume)")
     strategy = distribution.start_runtime(cfg)
     chief = distribution.is_chief(strategy)
     tf.keras.utils.set_random_seed(cfg.seed)
