@@ -113,8 +113,8 @@ def text_separator(file: str, given: str | None = None) -> str:
     most of, where it holds more of it than of its suffix's (``,`` for .csv, tab for .tsv / .txt)."""
     if given:
         return given
-    with paths.open_file(file) as fh:
-        head = fh.readline(1 << 16).decode("utf-8", errors="replace")
+    with paths.open_file(file) as fh:  # a tf.io.gfile file's readline takes no size
+        head = fh.read(1 << 16).split(b"\n", 1)[0].decode("utf-8", errors="replace")
     default = TEXT_SUFFIXES.get(_suffix(file), ",")
     best = max((",", ";", "\t", "|"), key=head.count)
     return best if head.count(best) > head.count(default) else default
