@@ -161,7 +161,7 @@ def test_frame_to_raw_encoding():
     with pytest.raises(DataError) as err:
         frame_to_raw(frame.drop(columns="device"), spec)
     assert err.value.column == "device"
-    with pytest.raises(DataError, match="'cheap' in row 1 is not a number"):
+    with pytest.raises(DataError, match="'cheap' is not a number"):
         frame_to_raw(frame.assign(price=["1.5", "cheap"]), spec)
 
 

@@ -66,6 +66,8 @@ class LabeledData:
       user_column: The user id column, when known.
       item_column: The item id column, when known.
       skipped: What the loaders skipped (``skip_bad_rows``), one report per file.
+      table_columns: The columns joined from ``--items`` / ``--users`` tables, by group
+        (``{"item": ["cuisine", "rating"]}``): attributes of the item or user, whatever their names say.
       truth: The ground truth of synthetic data (e.g. ``true_ctr``), row-aligned with ``frame`` and kept
         apart so that it can never leak into the features.
     """
@@ -77,6 +79,7 @@ class LabeledData:
     user_column: str | None = None
     item_column: str | None = None
     skipped: list[SkipReport] = field(default_factory=list)
+    table_columns: dict[str, list[str]] = field(default_factory=dict)
     truth: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:

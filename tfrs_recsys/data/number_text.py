@@ -2,9 +2,10 @@
 
 Shop exports and spreadsheets write prices and shares this way, and a reader that takes such text as it
 is makes a price a category. :func:`formatted_numbers` tells such a column from text and reads it;
-:func:`read_numbers` reads one with the decimal mark a feature spec recorded. Whether a comma is the
-decimal mark (``12,50``) or groups thousands (``1,250``) is decided for the whole column, from the
-values that can be read only one way, as the order of a column's dates is.
+:func:`read_numbers` reads one with the decimal mark a feature spec recorded. A value that reads only one
+way is read so (``12,50`` and ``11.31`` beside each other, as exports that merge sources write them); one
+that reads both ways (``1,250``: 1.25 or 1250) takes the column's decimal mark, that of most of the values
+that read only one way, as the order of a column's dates is decided.
 """
 from __future__ import annotations
 
@@ -68,19 +69,44 @@ def formatted_numbers(values: pd.Series) -> tuple[np.ndarray, bool] | None:
     Returns:
       (float64 numbers, NaN where missing; whether the comma is the decimal mark), or None.
     """
+    read = mostly_formatted_numbers(values)
+    return None if read is None or read[1].any() else (read[0], read[2])
+
+
+def mostly_formatted_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """:func:`formatted_numbers` of a column some of whose values are not numbers (``neu`` beside
+    ``4,5``): those values are NaN and flagged, so that a caller can tell a typo from text by their share.
+
+    Args:
+      values: The column.
+
+    Returns:
+      (float64 numbers, NaN where missing or unread; which values are present but unread; whether the
+      comma is the decimal mark), or None if no value is written for people.
+    """
     text = _present(values)
     distinct = pd.Series(text.dropna().unique(), dtype=object)
-    if distinct.empty:
-        return None
     readings = _readings(distinct)
-    point, comma = readings["point"].notna(), readings["comma"].notna()
-    if not (point | comma).all() or ((point & ~comma).any() and (comma & ~point).any()):
+    point, comma = readings["point"].notna().to_numpy(), readings["comma"].notna().to_numpy()
+    read = distinct[point | comma]
+    if read.empty:
         return None
-    comma_decimal = bool((comma & ~point).any())
-    grouped = distinct.str.match(_GROUPED).all() and distinct.str.contains(",", regex=False).any()
-    if not comma_decimal and not grouped and not distinct.str.contains(_MARKED).any():
+    point_only, comma_only = distinct[point & ~comma], distinct[comma & ~point]
+    if (point_only.str.contains(",", regex=False).any() and comma_only.size
+            or comma_only.str.contains(".", regex=False).any() and point_only.size):
+        return None  # a mark grouping thousands in one value, the decimals in another: ids, not numbers
+    comma_decimal = bool(comma_only.size > point_only.size)
+    grouped = read.str.match(_GROUPED).all() and read.str.contains(",", regex=False).any()
+    if comma_only.empty and not grouped and not read.str.contains(_MARKED).any():
         return None
-    return _mapped(text, readings["comma" if comma_decimal else "point"]), comma_decimal
+    numbers = _mapped(text, _column_reading(readings, comma_decimal))
+    return numbers, (text.notna().to_numpy() & np.isnan(numbers)), comma_decimal
+
+
+def _column_reading(readings: pd.DataFrame, comma_decimal: bool) -> pd.Series:
+    """Each value's number: with the column's decimal mark where it reads both ways, else its one reading."""
+    mark, other = ("comma", "point") if comma_decimal else ("point", "comma")
+    return readings[mark].fillna(readings[other])
 
 
 def read_numbers(values: pd.Series, name: str, *, comma_decimal: bool) -> np.ndarray:
@@ -95,24 +121,16 @@ def read_numbers(values: pd.Series, name: str, *, comma_decimal: bool) -> np.nda
       float64 numbers, NaN where missing.
 
     Raises:
-      DataError: A value is not a number, or can be read only with the other decimal mark.
+      DataError: A value is not a number.
     """
     text = _present(values)
     distinct = pd.Series(text.dropna().unique(), dtype=object)
-    readings = _readings(distinct)
-    mark, other = ("comma", "point") if comma_decimal else ("point", "comma")
-    unread = readings.index[readings[mark].isna()]
+    numbers = _column_reading(_readings(distinct), comma_decimal)
+    unread = numbers.index[numbers.isna()]
     if len(unread):
-        if pd.notna(readings.loc[unread[0], other]):
-            marks = ("a comma", "a point") if comma_decimal else ("a point", "a comma")
-            raise DataError(f"{unread[0]!r} reads as a number only if its decimal mark is {marks[1]}; the "
-                            f"spec's is {marks[0]}, as its sample showed", column=name,
-                            fix=f'set "decimal_comma": {str(not comma_decimal).lower()} for it in spec.json '
-                                "and pass --feature-spec, or write plain numbers (12.5)")
-        row = int(np.flatnonzero((text == unread[0]).to_numpy())[0])
-        raise DataError(f"value {unread[0]!r} in row {row} is not a number", column=name,
+        raise DataError(f"value {unread[0]!r} is not a number", column=name,
                         fix="clean the column, or make the feature categorical in the spec")
-    return _mapped(text, readings[mark])
+    return _mapped(text, numbers)
 
 
 def _present(values: pd.Series) -> pd.Series:

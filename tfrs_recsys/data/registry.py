@@ -212,6 +212,7 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
                           column_types=[e for e in column_types if e.partition("=")[0] not in joined])
         for join in joins:
             data.frame = join.frame(data.frame)
+            data.table_columns[join.group] = join.columns
         data.skipped += reports
         return data
     if dataset not in _LABELED_FILES:

@@ -8,14 +8,11 @@ data; ``python -m tfrs_recsys.data.schema FILE --labels ... --out spec.json`` do
 """
 from __future__ import annotations
 
-import argparse
-import inspect
 import json
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -382,69 +379,7 @@ def _numbers(values: pd.Series, column: FeatureColumn) -> np.ndarray:
     return numbers.to_numpy(dtype="float64", na_value=np.nan)
 
 
-_ROLE_FLAGS = {"session_column": "the column grouping one session's rows (never a feature)",
-               "user_column": "the user id column", "item_column": "the item id column",
-               "timestamp_column": "a time column (epoch seconds or dates)"}
-_LIMIT_FLAGS = {"sample_rows": "rows sampled to infer from",
-                "vocab_max": "the largest vocabulary; more distinct values are hashed",
-                "hash_multiplier": "hash buckets per distinct value above --vocab-max",
-                "low_cardinality_max": "the most distinct integers of a categorical code column"}
+if __name__ == "__main__":  # the command line lives apart: python -m tfrs_recsys.data.schema
+    from tfrs_recsys.data.schema_cli import main
 
-
-def _split_list(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tfrs_recsys.data.schema FILE --labels click,conversion --out spec.json``.
-
-    Infers a spec from the file (:func:`~tfrs_recsys.data.schema_inference.infer_schema`), writes it to
-    ``--out`` with a summary per feature on stderr, or prints it.
-
-    Args:
-      argv: The arguments (default: the command line's).
-
-    Returns:
-      The exit status: 0, or 2 after an error the user can fix.
-    """
-    from tfrs_recsys.data.schema_inference import infer_schema
-    from tfrs_recsys.data.tabular import load_table
-
-    parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.data.schema",
-                                     description="Infer a feature spec from a CSV / TSV / Parquet file.")
-    parser.add_argument("file", help="CSV, TSV or Parquet file with a header row")
-    parser.add_argument("--labels", help="comma-separated label columns (default: inferred from their names)")
-    for role, about in _ROLE_FLAGS.items():
-        parser.add_argument("--" + role.replace("_", "-"), help=about)
-    for group in GROUPS:
-        parser.add_argument(f"--{group}-columns", help=f"comma-separated columns of the {group} group")
-    parser.add_argument("--exclude", help="comma-separated columns to leave out")
-    parser.add_argument("--sep", help="field separator of a text file (default: read from its header line)")
-    defaults = inspect.signature(infer_schema).parameters
-    for option, about in _LIMIT_FLAGS.items():
-        parser.add_argument("--" + option.replace("_", "-"), type=int, default=defaults[option].default,
-                            help=f"{about} (default {defaults[option].default})")
-    parser.add_argument("--out", help="where to write the JSON spec (default: print it)")
-    args = parser.parse_args(argv)
-    labels = _split_list(args.labels)
-    try:
-        data = load_table(args.file, labels=labels or [], sep=args.sep, session_column=args.session_column,
-                          user_column=args.user_column, item_column=args.item_column)
-        spec = infer_schema(data.frame, labels, exclude=_split_list(args.exclude) or (),
-                            **{f"{g}_columns": _split_list(getattr(args, f"{g}_columns")) for g in GROUPS},
-                            **{name: getattr(args, name) for name in (*_ROLE_FLAGS, *_LIMIT_FLAGS)})
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not args.out:
-        print(json.dumps(spec.to_dict(), indent=2, ensure_ascii=False))
-        return 0
-    spec.save(args.out)
-    print(spec.table(), file=sys.stderr)
-    print(f"wrote {args.out}: {len(spec.features)} features, labels {spec.labels}, "
-          f"{len(spec.notes['dropped'])} dropped (see notes)", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -2,19 +2,20 @@
 
 :func:`infer_schema` decides each column's kind, encoding and group from its name and values, and
 explains every decision in ``spec.notes``; ``python -m tfrs_recsys.data.schema FILE --labels ...
---out spec.json`` runs it on a CSV / TSV / Parquet file (:func:`tfrs_recsys.data.schema.main`).
+--out spec.json`` runs it on a CSV / TSV / Parquet file (:func:`tfrs_recsys.data.schema_cli.main`).
 """
 from __future__ import annotations
 
 import re
 from collections import namedtuple
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tfrs_recsys.data.feature_groups import group_of
 from tfrs_recsys.data.label_leaks import (
     leak_error,
     looks_like_label,
@@ -23,7 +24,7 @@ from tfrs_recsys.data.label_leaks import (
     tells_label,
     within_label,
 )
-from tfrs_recsys.data.number_text import formatted_numbers
+from tfrs_recsys.data.number_text import formatted_numbers, mostly_formatted_numbers
 from tfrs_recsys.data.schema import (
     GROUPS,
     FeatureColumn,
@@ -41,10 +42,6 @@ _SESSION_NAMES = ("session_id", "sessionid", "search_id", "srch_id", "session", 
                   "request_id")
 _USER_ID_NAMES = ("user_id", "userid", "uid", "user", "visitor_id", "customer_id")
 _ITEM_ID_NAMES = ("item_id", "itemid", "movie_id", "movieid", "iid", "item", "prop_id", "ad_id", "product_id")
-# user_*, u_*, visitor_*, *_user; Ali-CCP field ids 1xx (f101, D109_14) are user fields.
-_USER_NAME = re.compile(r"^(user|u|visitor|customer)_|_user$|^userid$|^[fd]?1\d\d(_\d+)?$")
-# item_*, prop_* (hotels), movie*, ad_*, i_*, *_item; Ali-CCP field ids 2xx are item fields.
-_ITEM_NAME = re.compile(r"^(item|prop|ad|i|product)_|^movie|_item$|^itemid$|^[fd]?2\d\d(_\d+)?$")
 _TIME_NAME = re.compile(r"time|date|^ts$|_ts$|^ts_|_at$|epoch|unix")
 _ID_NAME = re.compile(r"(^|_)ids?$")
 _CATEGORICAL_NAME = re.compile(r"(^|_)(cat|cate|categorical|category|code|type|class|sparse)(_|\d|$)|^c\d+$")
@@ -67,7 +64,7 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
                  context_columns: Sequence[str] | None = None, session_column: str | None = None,
                  user_column: str | None = None, item_column: str | None = None,
                  timestamp_column: str | None = None, exclude: Sequence[str] = (), sample_rows: int = 100_000,
-                 declared_timestamps: Sequence[str] = (),
+                 column_kinds: Mapping[str, str] | None = None,
                  vocab_max: int = 10_000, hash_multiplier: int = 2,
                  low_cardinality_max: int = 100) -> FeatureSpec:
     """Decide each column's kind, encoding and group from a sample of ``frame``.
@@ -114,8 +111,8 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
       user_column: The user id column.
       item_column: The item id column.
       timestamp_column: The time column.
-      declared_timestamps: Other columns read as timestamps whatever their values and names look like
-        (``--column-types signup=timestamp``).
+      column_kinds: Kinds declared over inference, whatever the values and names look like
+        (``--column-types``: ``{"signup": "timestamp", "delivery_min": "numeric", "zip": "categorical"}``).
       exclude: Columns to leave out.
       sample_rows: Rows sampled (seeded) to infer from.
       vocab_max: The largest vocabulary; more distinct values are hashed.
@@ -198,8 +195,9 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
         if name == session_column:
             notes["decisions"][name] = "session column: groups rows, not a feature"
             continue
+        declared = "timestamp" if name == timestamp_column else (column_kinds or {}).get(name)
         column, why = _infer_column(name, sample[name], opts, as_id=name in (user_column, item_column),
-                                    as_timestamp=name == timestamp_column or name in declared_timestamps)
+                                    declared=declared)
         notes["dropped" if column is None else "decisions"][name] = why
         if column is not None:
             features.append(column)
@@ -209,7 +207,7 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
     ids = {role: raw_strings(sample[col]) for role, col in (("user", user_column), ("item", item_column))
            if col is not None and col in sample.columns}
     for f in features:
-        f.group, why = _group_of(f, sample[f.name], explicit, user_column, item_column, ids)
+        f.group, why = group_of(f, sample[f.name], explicit, user_column, item_column, ids)
         notes["decisions"][f.name] += f"; group {f.group}: {why}"
     return FeatureSpec(features, labels, session_column, user_column, item_column, timestamp_column,
                        notes=notes)
@@ -230,15 +228,18 @@ def _first_named(columns: list[str], names: Sequence[str]) -> str | None:
 
 
 def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
-                  as_timestamp: bool) -> tuple[FeatureColumn | None, str]:
-    """One column's FeatureColumn and the reason, or (None, why it was dropped)."""
+                  declared: str | None) -> tuple[FeatureColumn | None, str]:
+    """One column's FeatureColumn and the reason, or (None, why it was dropped); ``declared``: the kind
+    ``--column-types`` (or ``--time-column``) gives it."""
     lname = norm_name(name)
     if values.dtype == object and values.map(is_listlike).any():
         return _list_column(name, values, opts, as_id=as_id)
+    if declared in ("numeric", "categorical") and not as_id:
+        return _declared_column(name, values, opts, declared)
     datetimes = pd.api.types.is_datetime64_any_dtype(values)
-    if as_timestamp or datetimes:
+    if declared == "timestamp" or datetimes:
         order = not is_plain_number(values) and not datetimes and day_first(values, name)
-        why = "declared timestamp" if as_timestamp else "datetime values"
+        why = "declared timestamp" if declared == "timestamp" else "datetime values"
         return _numeric_column(name, epoch_seconds(values, name, dates_day_first=order), "timestamp", why,
                                dates_day_first=order)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
@@ -275,6 +276,9 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
     text = raw_strings(values).str.strip() if as_id else raw_strings(values)
     counts = text.value_counts()  # each distinct value once, for every check below
     separator = detect_separator(counts)
+    if separator == "," and _comma_decimals(values):
+        why = f"text (mostly numbers with a decimal comma: --column-types {name}=numeric reads them)"
+        return _categorical_column(name, text, opts, why, counts=counts)
     if separator is not None:
         return _categorical_column(name, text, opts, f"text joined by {separator!r}", separator=separator,
                                    counts=counts)
@@ -282,6 +286,28 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
     if why == "text" and not as_id and _all_dates(counts.index, name):
         why = f"text (all dates: --column-types {name}=timestamp reads them)"  # a name that says no time
     return _categorical_column(name, text, opts, why, id_like=_id_named(name), entity=as_id, counts=counts)
+
+
+def _comma_decimals(values: pd.Series) -> bool:
+    """Whether most values are numbers with a decimal comma (``4,5`` beside a word): not lists of digits."""
+    read = mostly_formatted_numbers(values)
+    return read is not None and read[2] and (~read[1]).sum() >= read[1].sum()
+
+
+def _declared_column(name: str, values: pd.Series, opts: _Options,
+                     kind: str) -> tuple[FeatureColumn | None, str]:
+    """A column of the kind ``--column-types`` declares: numbers (plain or written for people; what is no
+    number is missing, as the loaders left it), or categories (integer codes stay int64 inputs)."""
+    if kind == "numeric":
+        if is_plain_number(values):
+            return _numeric_column(name, values.to_numpy("float64", na_value=np.nan), "numeric", "declared")
+        read = formatted_numbers(values)
+        numbers = read[0] if read else pd.to_numeric(values, errors="coerce").to_numpy("float64",
+                                                                                     na_value=np.nan)
+        return _numeric_column(name, numbers, "numeric", "declared", decimal_comma=bool(read and read[1]))
+    integers = pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    return _categorical_column(name, raw_strings(values), opts, "declared", id_like=_id_named(name),
+                               raw_dtype="int64" if integers else "string")
 
 
 def _all_dates(distinct: pd.Index, name: str) -> bool:
@@ -420,31 +446,3 @@ def detect_separator(counts: pd.Series) -> str | None:
         if parts.nunique() <= len(values) and share > best_share:
             best, best_share = sep, share
     return best
-
-
-def _group_of(column: FeatureColumn, values: pd.Series, explicit: dict[str, str], user_column: str | None,
-              item_column: str | None, ids: dict[str, pd.Series]) -> tuple[str, str]:
-    name, lname = column.name, norm_name(column.name)
-    if name in explicit:
-        return explicit[name], "listed explicitly"
-    for group, hit, why in (("user", name == user_column, "the user id column"),
-                            ("item", name == item_column, "the item id column"),
-                            ("user", _USER_NAME.search(lname), "user-like name"),
-                            ("item", _ITEM_NAME.search(lname), "item-like name")):
-        if hit:
-            return group, why
-    key = raw_strings(values) if values.dtype == object else values
-    per_user = "user" in ids and _constant_within(key, ids["user"])
-    per_item = "item" in ids and _constant_within(key, ids["item"])
-    if per_user != per_item:
-        role = "user" if per_user else "item"
-        return role, f"constant within each {role} id in the sample"
-    return "context", "no user/item naming or id dependency"
-
-
-def _constant_within(values: pd.Series, ids: pd.Series) -> bool:
-    """True when ``values`` never changes within an id, and ids repeat enough for that to mean something."""
-    distinct_ids = ids.nunique()
-    if distinct_ids == 0 or len(ids) < 2 * distinct_ids:
-        return False
-    return bool((values.groupby(ids.to_numpy(), sort=False).nunique(dropna=False) <= 1).all())

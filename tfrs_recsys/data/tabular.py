@@ -20,7 +20,7 @@ from tfrs_recsys import paths
 from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError, SkipReport
-from tfrs_recsys.data.number_text import MISSING_NUMBER_WORDS, formatted_numbers
+from tfrs_recsys.data.number_text import MISSING_NUMBER_WORDS, mostly_formatted_numbers
 
 logger = logging.getLogger(__name__)
 CRITEO_DENSE = tuple(f"I{i}" for i in range(1, 14))
@@ -150,11 +150,6 @@ def parse_column_types(entries: Sequence[str]) -> dict[str, str]:
     return kinds
 
 
-def declared_timestamps(column_types: Sequence[str]) -> list[str]:
-    """The columns ``--column-types`` declares ``timestamp`` (``signup=timestamp``)."""
-    return [column for column, kind in parse_column_types(column_types).items() if kind == "timestamp"]
-
-
 def declared_text(column_types: Sequence[str]) -> list[str]:
     """The columns ``--column-types`` declares text to keep as written (``categorical``, ``timestamp``)."""
     return [column for column, kind in parse_column_types(column_types).items() if kind != "numeric"]
@@ -223,11 +218,14 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
         numbers = pd.to_numeric(values.mask(missing), errors="coerce")
         filled = ~missing
         bad = filled & numbers.isna().to_numpy()
+        written = mostly_formatted_numbers(values.mask(missing)) if bad.any() else None
+        if written is not None and written[1].sum() < bad.sum():  # "€12,50": numbers the spec reads
+            if not written[1].any():
+                continue
+            bad, numbers = written[1], values.mask(written[1])  # text still, its typos blanked or skipped
         share = 1 - bad.sum() / max(filled.sum(), 1)
         declared = kinds.get(column) == "numeric"
         if not filled.any() or (share < MOSTLY_NUMERIC and not declared):
-            continue
-        if bad.any() and formatted_numbers(values.mask(missing)) is not None:  # "€12,50": the spec reads it
             continue
         if bad.any() and not (declared and skip_bad_rows):
             fix = ("fix the value, or pass --skip-bad-rows to skip and count such rows" if declared else

@@ -25,7 +25,7 @@ from tfrs_recsys.data.registry import load_labeled, options_from
 from tfrs_recsys.data.schema import FeatureSpec, frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session
-from tfrs_recsys.data.tabular import binary_label, declared_timestamps, locate
+from tfrs_recsys.data.tabular import binary_label, locate, parse_column_types
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.common import EpochEvaluator, fit_verbosity, patience_epochs, tensorboard_callback
@@ -156,8 +156,9 @@ def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> Fea
     check_columns(cfg, train.columns)
     return infer_schema(train, data.labels, session_column=data.session_column, user_column=data.user_column,
                         item_column=data.item_column, timestamp_column=time_column,
-                        exclude=cfg.exclude_columns,
-                        declared_timestamps=declared_timestamps(cfg.column_types))
+                        exclude=cfg.exclude_columns, column_kinds=parse_column_types(cfg.column_types),
+                        item_columns=data.table_columns.get("item"),
+                        user_columns=data.table_columns.get("user"))
 
 
 def check_columns(cfg: TrainConfig, columns) -> None:

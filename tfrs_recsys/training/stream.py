@@ -42,7 +42,7 @@ from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.data.schema_inference import infer_schema
-from tfrs_recsys.data.tabular import declared_timestamps
+from tfrs_recsys.data.tabular import parse_column_types
 from tfrs_recsys.features.preprocessing import FeaturePreprocessor, as_encoded
 from tfrs_recsys.training import distribution, rankers
 from tfrs_recsys.training.common import (
@@ -92,7 +92,8 @@ def _spec(cfg: TrainConfig, table: streaming.FileTable, sample: pd.DataFrame, tr
                         user_column=table.user_column, item_column=table.item_column,
                         timestamp_column=cfg.time_column, exclude=cfg.exclude_columns,
                         sample_rows=len(sample), vocab_max=VOCAB_MAX,
-                        declared_timestamps=declared_timestamps(cfg.column_types))
+                        column_kinds=parse_column_types(cfg.column_types),
+                        **{f"{join.group}_columns": join.columns for join in table.joins})
     spec.features = [column_sized(f, sample[f.name], train_rows, vocab_max=VOCAB_MAX,
                                             max_buckets=MAX_HASH_BUCKETS) for f in spec.features]
     spec.notes["sample"] = (f"kinds, vocabularies and statistics from a seeded sample of {len(sample)} of "

@@ -1,0 +1,86 @@
+"""Columns of a user's own catalog and log as a spreadsheet writes them: decimal commas beside points, a
+word among numbers, attributes named like outcomes, kinds declared over inference."""
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfrs_recsys.config import DeepFMConfig
+from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.number_text import formatted_numbers
+from tfrs_recsys.data.schema_cli import main as schema_main
+from tfrs_recsys.data.schema_inference import infer_schema
+from tfrs_recsys.data.tabular import load_table
+from tfrs_recsys.training.rankers import load_and_split, ranker_spec
+
+
+def _restaurants(tmp_path) -> tuple[str, str]:
+    """Clicks (a slot 1-10 per impression) and a ';' table of restaurants rated with decimal commas, one
+    rating a word ('neu': new), one missing."""
+    rng = np.random.default_rng(5)
+    ratings = [f"{r:.1f}".replace(".", ",") for r in rng.uniform(3, 5, 40)]
+    ratings[7], ratings[8] = "neu", ""
+    items = pd.DataFrame({"restaurant": [f"R{i}" for i in range(40)], "rating": ratings,
+                          "delivery_min": rng.integers(15, 60, 40)})
+    rows = 600
+    log = pd.DataFrame({"customer": [f"c{i % 30}" for i in range(rows)],
+                        "restaurant": [f"R{i}" for i in rng.integers(40, size=rows)],
+                        "slot": rng.integers(1, 11, rows), "clicked": rng.integers(2, size=rows)})
+    log.to_csv(tmp_path / "clicks.csv", index=False)
+    items.to_csv(tmp_path / "restaurants.csv", sep=";", index=False)
+    return str(tmp_path / "clicks.csv"), str(tmp_path / "restaurants.csv")
+
+
+def test_a_catalog_rating_with_a_typo_is_an_item_feature_once_declared(tmp_path):
+    clicks, restaurants = _restaurants(tmp_path)
+    cfg = DeepFMConfig(dataset="csv", data_dir=clicks, label_columns=("clicked",), user_column="customer",
+                       item_column="restaurant", items=restaurants)
+    with pytest.raises(DataError) as err:  # a word among decimal commas: a typo, not a list of digits
+        load_and_split(cfg, "deepfm")
+    assert (err.value.path, err.value.line, err.value.column) == (restaurants, 9, "rating")
+    assert "38 of 39 values are numbers, not this one: 'neu'" in str(err.value)
+    assert "--column-types rating=numeric" in err.value.fix
+    declared = dataclasses.replace(cfg, skip_bad_rows=True, column_types=(
+        "rating=numeric", "delivery_min=numeric", "slot=numeric"))
+    data, split = load_and_split(declared, "deepfm")
+    spec = ranker_spec(declared, data, split.train)  # 'rating' named like an outcome, yet the catalog's
+    rating = spec["rating"]
+    assert (rating.kind, rating.group) == ("numeric", "item")
+    assert 3 <= rating.mean <= 5  # 4,2 read as 4.2 (once, with the table), 'neu' and the blank missing
+    for name in ("delivery_min", "slot"):  # few distinct integers, declared quantities: not codes
+        assert spec[name].kind == "numeric", spec.notes["decisions"][name]
+    inferred = ranker_spec(dataclasses.replace(declared, column_types=("rating=numeric",)), data, split.train)
+    assert inferred["slot"].is_categorical  # what inference makes of ten integers undeclared
+
+
+def test_decimal_commas_beside_points_are_one_column_of_numbers(tmp_path):
+    prices = ["11.31", "19,81 €", "7,50 €", "", "23.40", "5,05 €"] * 20
+    numbers, comma = formatted_numbers(pd.Series(prices))
+    assert comma and numbers[:6].tolist()[:3] == [11.31, 19.81, 7.5] and np.isnan(numbers[3])
+    assert formatted_numbers(pd.Series(["101,234,567", "3,17", "8,9"])) is None  # ids joined by commas
+    path = tmp_path / "orders.csv"
+    stars = [f"{tenths / 10:.1f}".replace(".", ",") for tenths in range(30, 50)] * 5 + ["neu", "new"] * 10
+    pd.DataFrame({"basket": prices, "stars": stars, "click": [0, 1] * 60}).to_csv(path, sep=";", index=False)
+    words = infer_schema(load_table(str(path), labels=["click"]).frame, ["click"])
+    assert words["stars"].kind == "categorical"  # a sixth words: "4,5" is one value, not the digits 4 and 5
+    assert "--column-types stars=numeric reads them" in words.notes["decisions"]["stars"]
+    pd.DataFrame({"basket": prices + [""], "stars": ["4,5", "3,9", "4,0", "4,1", "5", "2,2"] * 20 + ["neu"],
+                  "click": [0, 1] * 60 + [1]}).to_csv(path, sep=";", index=False)
+    with pytest.raises(DataError, match="'stars': 120 of 121 values are numbers, not this one: 'neu'"):
+        load_table(str(path), labels=["click"])  # one word among numbers: a typo
+    data = load_table(str(path), labels=["click"], column_types=["stars=numeric"], skip_bad_rows=True)
+    spec = infer_schema(data.frame, ["click"])
+    assert spec["basket"].kind == "numeric" and spec["stars"].kind == spec["stars"].kind == "numeric"
+    assert spec["stars"].decimal_comma
+    assert spec["basket"].mean == pytest.approx(np.mean([11.31, 19.81, 7.5, 23.4, 5.05]))
+
+
+def test_the_schema_command_takes_trainings_flags(tmp_path):
+    clicks, _ = _restaurants(tmp_path)
+    out = tmp_path / "spec.json"
+    assert schema_main([clicks, "--labels", "clicked", "--exclude-columns", "customer",
+                        "--column-types", "slot=numeric", "--out", str(out)]) == 0
+    spec = pd.read_json(out, typ="series")
+    kinds = {f["name"]: f["kind"] for f in spec["features"]}
+    assert kinds == {"restaurant": "categorical", "slot": "numeric"}  # 40 restaurants, not named an id
