@@ -86,7 +86,7 @@ RANKER_INPUTS = {"user_id": "string", "item_id": "string", "genres": "string", "
 
 # -- SavedModels ---------------------------------------------------------------------------------
 
-def _retrieval_module(seed: int):
+def _retrieval_module(seed: int, top_k: int = TOP_K):
     import tensorflow as tf
 
     items, users = retrieval_weights(seed)
@@ -115,7 +115,7 @@ def _retrieval_module(seed: int):
             return tf.matmul(query, self.items, transpose_b=True)
 
         def _top_k(self, scores):
-            values, indices = tf.math.top_k(scores, k=TOP_K)
+            values, indices = tf.math.top_k(scores, k=top_k)
             return {"item_ids": tf.gather(self.item_ids, indices), "scores": values}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
@@ -221,17 +221,18 @@ def _tf_save(module, signature_names):
     return save
 
 
-def publish_retrieval(base: Path, name: str = "retrieval", version: int | None = None, seed: int = 7) -> Path:
+def publish_retrieval(base: Path, name: str = "retrieval", version: int | None = None, seed: int = 7,
+                      top_k: int = TOP_K) -> Path:
     from tfrs_recsys.export.tfserving import publish_version
 
-    module = _retrieval_module(seed)
+    module = _retrieval_module(seed, top_k)
     warm = {"user_id": np.array([b"u1"], object),
             "history": np.array([[b"item_01"] + [b""] * (HISTORY_LEN - 1)], object)}
     warm_excl = dict(warm, exclude_item_ids=np.array([[b""] * EXCLUDE_LEN], object))
     return publish_version(base, name, _tf_save(module, ["serving_default", "query_with_exclusions"]),
                            version=version,
                            warmup=[("serving_default", warm), ("query_with_exclusions", warm_excl)],
-                           metadata={"kind": "retrieval", "k": TOP_K, "history_length": HISTORY_LEN,
+                           metadata={"kind": "retrieval", "k": top_k, "history_length": HISTORY_LEN,
                                      "exclusion_width": EXCLUDE_LEN, "seed": seed})
 
 

@@ -30,12 +30,10 @@ from tensorflow_serving.apis import (
 )
 
 from tfrs_recsys.model_server.tensors import fill_proto, to_ndarray
+from tfrs_recsys.serving.ranker_inputs import ranker_column
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 PAD = ""
-# Numeric ranker inputs: the numpy type, the conversion of a given value, the value sent for a missing one.
-_NUMBERS = {types_pb2.DT_FLOAT: (np.float32, float, np.nan), types_pb2.DT_DOUBLE: (np.float64, float, np.nan),
-            types_pb2.DT_INT32: (np.int32, int, 0), types_pb2.DT_INT64: (np.int64, int, 0)}
 
 
 class ServingClientError(RuntimeError):
@@ -104,50 +102,6 @@ class Ranked:
     version: int
 
 
-def _column(values, dtype: int, n: int, name: str) -> np.ndarray:
-    """One ranker input for ``n`` rows from a scalar (broadcast) or a per-row sequence."""
-    if isinstance(values, (str, bytes, int, float, np.generic)) or values is None:
-        values = [values] * n
-    values = list(values)
-    if len(values) != n:
-        raise ValueError(f"feature '{name}' has {len(values)} values for {n} candidates; "
-                         "give one per candidate or a scalar")
-    if dtype == types_pb2.DT_STRING:
-        return np.array([_text(v) for v in values], dtype=object)
-    if dtype not in _NUMBERS:
-        raise ValueError(f"feature '{name}' has dtype {types_pb2.DataType.Name(dtype)}, "
-                         "which the client cannot build")
-    kind, convert, missing = _NUMBERS[dtype]
-    absent = [v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and np.isnan(v))
-              for v in values]
-    try:
-        return np.array([missing if gap else convert(float(v) if isinstance(v, str) else v)
-                         for v, gap in zip(values, absent)], dtype=kind)
-    except (TypeError, ValueError):
-        wrong = next(v for v, gap in zip(values, absent) if not gap and not _is_number(v))
-        raise ValueError(f"feature '{name}' takes numbers ({types_pb2.DataType.Name(dtype)}; a time as epoch "
-                         f"seconds), not {wrong!r}") from None
-
-
-def _is_number(value) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _text(value) -> bytes:
-    """A raw feature value as the ranker's tf.string input: lists joined by '|', missing as ''."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return b""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return "|".join(str(v) for v in value).encode()
-    return str(value).encode()
-
-
 def _fit(values: list[str], spec: TensorSpecInfo, *, left: bool) -> list[str]:
     """The last ``width`` of ``values``, padded with ``""`` to the input's ``width`` on the ``left`` or right;
     all of them (at least one entry) where the input's width is not static."""
@@ -155,6 +109,24 @@ def _fit(values: list[str], spec: TensorSpecInfo, *, left: bool) -> list[str]:
     values = values[-width:] if width > 0 else values
     padding = [PAD] * (max(width, len(values), 1) - len(values))
     return padding + values if left else values + padding
+
+
+def _retrieved(outputs: Mapping[str, np.ndarray], model: str,
+               rows: int) -> tuple[list[list[str]], np.ndarray]:
+    """A retrieval answer's item ids (text) and scores, ``rows`` rows of each, or a ServingClientError
+    saying what the model answered instead."""
+    missing = [name for name in ("item_ids", "scores") if name not in outputs]
+    if missing:
+        raise ServingClientError(f"retrieval model '{model}' answered without the outputs {missing}")
+    ids, scores = outputs["item_ids"], outputs["scores"]
+    if ids.ndim != 2 or ids.shape != scores.shape or ids.shape[0] != rows:
+        raise ServingClientError(f"retrieval model '{model}' answered item_ids of shape {list(ids.shape)} "
+                                 f"and scores of shape {list(scores.shape)} for {rows} user(s)")
+    try:
+        return [[i.decode() for i in row] for row in ids], scores.astype(np.float64)
+    except (UnicodeDecodeError, AttributeError, ValueError):
+        raise ServingClientError(f"retrieval model '{model}' answered item ids that are not UTF-8 text, or "
+                                 "scores that are not numbers") from None
 
 
 class ServingClient:
@@ -178,6 +150,7 @@ class ServingClient:
         self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._metadata: dict[tuple, dict[str, SignatureInfo]] = {}
+        self._described: dict[tuple, int] = {}  # the version each remembered metadata describes
 
     def close(self) -> None:
         """Closes the channel."""
@@ -201,8 +174,8 @@ class ServingClient:
                     "`python -m tfrs_recsys.model_server --model_config_file=/abs/path/models.config` "
                     "(or tensorflow_model_server with the same flags), or pass the right address.",
                     code) from None
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise ServingClientError(
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # no answer in time: unavailable, as when down
+                raise ServerUnavailableError(
                     f"{what} at {self.address} did not answer within its {deadline:g}s deadline; "
                     "raise ServingClient(timeout=...) or check the server's load", code) from None
             raise ServingClientError(f"{what} at {self.address} failed: {code.name}: {details}",
@@ -232,6 +205,7 @@ class ServingClient:
             response.metadata["signature_def"].Unpack(defs)
             self._metadata[key] = {name: SignatureInfo.from_proto(sig)
                                    for name, sig in defs.signature_def.items() if not name.startswith("__")}
+            self._described[key] = response.model_spec.version.value
         return self._metadata[key]
 
     def status(self, model: str, *, timeout: float | None = None) -> list[dict]:
@@ -284,7 +258,15 @@ class ServingClient:
         for key, value in inputs.items():
             fill_proto(request.inputs[key], value, content=True)
         response = self._call(self._predictions.Predict, request, f"Predict({model}/{signature})", timeout)
-        return {k: to_ndarray(v, k) for k, v in response.outputs.items()}, response.model_spec.version.value
+        answered = response.model_spec.version.value
+        if version is None and label is None and self._described.get((model, None), answered) != answered:
+            self._metadata.pop((model, None), None)  # a new version rolled out: ask its signatures again
+            self._described.pop((model, None), None)
+        try:
+            return {k: to_ndarray(v, k) for k, v in response.outputs.items()}, answered
+        except (ValueError, TypeError) as e:
+            raise ServingClientError(f"Predict({model}/{signature}) at {self.address} answered an output "
+                                     f"that cannot be read: {e}") from None
 
     def retrieve(self, user_id: str, history: Sequence[str], k: int | None = None,
                  exclude_seen: bool = False, *, model: str | None = None, exclude: Sequence[str] = (),
@@ -318,11 +300,10 @@ class ServingClient:
             inputs["exclude_item_ids"] = np.array([excluded], object)
         outputs, version = self.predict(model, inputs, signature=signature, timeout=timeout,
                                         output_filter=["item_ids", "scores"])
-        ids, scores = outputs["item_ids"][0], outputs["scores"][0]
+        (ids,), (scores,) = _retrieved(outputs, model, 1)
         if k is not None and k > len(ids):
             raise ValueError(f"model '{model}' returns at most {len(ids)} items; ask for k <= {len(ids)}")
-        pairs = [(i.decode(), float(s)) for i, s in zip(ids, scores)
-                 if i and np.isfinite(s) and i.decode() not in banned][:k]
+        pairs = [(i, float(s)) for i, s in zip(ids, scores) if i and np.isfinite(s) and i not in banned][:k]
         return Retrieved([i for i, _ in pairs], [s for _, s in pairs], version)
 
     def retrieve_many(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]], k: int | None = None,
@@ -364,14 +345,15 @@ class ServingClient:
                                               info.inputs["exclude_item_ids"], False)
         outputs, version = self.predict(model, inputs, signature=signature, timeout=timeout,
                                         output_filter=["item_ids", "scores"])
-        if k is not None and k > outputs["item_ids"].shape[-1]:
-            raise ValueError(f"model '{model}' returns at most {outputs['item_ids'].shape[-1]} items; "
-                             f"ask for k <= {outputs['item_ids'].shape[-1]}")
+        all_ids, all_scores = _retrieved(outputs, model, len(user_ids))
+        if k is not None and k > all_scores.shape[-1]:
+            raise ValueError(f"model '{model}' returns at most {all_scores.shape[-1]} items; "
+                             f"ask for k <= {all_scores.shape[-1]}")
         found = []
-        for ids, scores, history in zip(outputs["item_ids"], outputs["scores"], histories):
+        for ids, scores, history in zip(all_ids, all_scores, histories):
             banned = set(history) if exclude_seen else set()
-            pairs = [(i.decode(), float(s)) for i, s in zip(ids, scores)
-                     if i and np.isfinite(s) and i.decode() not in banned][:k]
+            pairs = [(i, float(s)) for i, s in zip(ids, scores)
+                     if i and np.isfinite(s) and i not in banned][:k]
             found.append(Retrieved([i for i, _ in pairs], [s for _, s in pairs], version))
         return found
 
@@ -409,7 +391,13 @@ class ServingClient:
             given.setdefault(user_feature, str(user_id))
         if item_feature:
             given.setdefault(item_feature, candidates)
-        inputs = {name: _column(given.get(name), spec.dtype, len(candidates), name)
+        inputs = {name: ranker_column(given.get(name), spec.dtype, len(candidates), name)
                   for name, spec in info.inputs.items()}
         outputs, version = self.predict(model, inputs, timeout=timeout)
-        return Ranked(candidates, outputs, version)
+        n = len(candidates)
+        for name, values in outputs.items():  # one score per candidate, as [n] or [n, 1]
+            if values.ndim not in (1, 2) or values.shape[0] != n or values.size != n:
+                raise ServingClientError(f"ranker '{model}' at {self.address} answered '{name}' of shape "
+                                         f"{list(values.shape)} for {n} candidates; one score per candidate "
+                                         f"expected")
+        return Ranked(candidates, {name: values.reshape(-1) for name, values in outputs.items()}, version)

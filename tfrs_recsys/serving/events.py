@@ -55,13 +55,19 @@ class Event:
 
 
 def _id(record: dict, key: str, where: str) -> str:
+    """The id, stripped as training and ``/recommend`` read ids."""
     value = record.get(key)
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
         raise EventError(f"{where}.{key}", "missing or empty; give the id as a non-empty string")
-    if len(str(value)) > MAX_ID_CHARS:
-        raise EventError(f"{where}.{key}", f"is {len(str(value))} characters long; ids have at most "
-                                           f"{MAX_ID_CHARS}")
-    return str(value)
+    text = str(value).strip()
+    if len(text) > MAX_ID_CHARS:
+        raise EventError(f"{where}.{key}", f"is {len(text)} characters long; ids have at most {MAX_ID_CHARS}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no answer naming it could be written
+        raise EventError(f"{where}.{key}", "is not valid Unicode text (a lone surrogate); send UTF-8 "
+                                           "text") from None
+    return text
 
 
 def parse_events(payload, now: float, *, max_batch: int = MAX_BATCH) -> list[Event]:
@@ -111,7 +117,8 @@ def parse_events(payload, now: float, *, max_batch: int = MAX_BATCH) -> list[Eve
         if stamp < EARLIEST_TIMESTAMP:
             raise EventError(f"{at}.timestamp", f"{stamp:.6g} is before 2000-01-01 ({EARLIEST_TIMESTAMP}); "
                                                 "give epoch seconds")
-        events.append(Event(user, item, kind, float(stamp)))
+        # counted at the server's clock at the latest: a client's clock ahead cannot move the store's
+        events.append(Event(user, item, kind, float(min(stamp, now))))
     return events
 
 

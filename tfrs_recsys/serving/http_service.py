@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -30,6 +32,7 @@ from tfrs_recsys.serving.events import MAX_BATCH, EventError, parse_events
 from tfrs_recsys.serving.pipeline import RecallRankPipeline, add_pipeline_arguments, pipeline_from_args
 from tfrs_recsys.serving.stores import StoreStateError, StoreUnavailableError
 
+logger = logging.getLogger(__name__)
 MAX_TOP_K = 1000
 MAX_BODY_BYTES = 4 << 20  # a POST /events body: thousands of events
 BODY_TIMEOUT_S = 30.0  # the time a body has to arrive in
@@ -52,6 +55,7 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
       this process's hot list with ``fallback`` set, and ``/events`` 503 (nothing applied).
     """
     app = FastAPI(title="tfrs_recsys recommendations")
+    event_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="events")
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, error: RequestValidationError):
@@ -101,7 +105,9 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
                                  "field": "body"}, status_code=400)
         try:
             parsed = parse_events(payload, time.time(), max_batch=max_event_batch)
-            return await run_in_threadpool(pipeline.store.apply_events, parsed)
+            # their own threads: requests waiting on a slow model server never hold up events
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(event_threads, pipeline.store.apply_events, parsed)
         except EventError as e:
             return JSONResponse({"error": str(e), "field": e.field}, status_code=400)
         except (StoreUnavailableError, StoreStateError) as e:
@@ -109,32 +115,40 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
 
     def answer(method, user_id: str, top_k: int):
         try:
-            return method(user_id, top_k).to_dict()
+            return JSONResponse(method(user_id, top_k).to_dict())  # rendered here: its errors caught below
         except (ServingClientError, ValueError) as e:
             unavailable = isinstance(e, ServerUnavailableError)
             status = 503 if unavailable else 502 if isinstance(e, ServingClientError) else 400
             return JSONResponse({"error": str(e)}, status_code=status)
+        except Exception as e:  # a defect of ours: said as JSON, the connection kept, the trace in the log
+            logger.exception("answering %s for user %r", method, user_id)
+            return JSONResponse({"error": f"internal error ({type(e).__name__}); see the service's log"},
+                                status_code=500)
 
     def context_of(request: Request) -> dict[str, str]:
-        names = [name for name, _ in request.query_params.multi_items() if name != "top_k"]
+        names = [name for name, _ in request.query_params.multi_items()]
         if (twice := next((n for n in names if names.count(n) > 1), None)) is not None:
             raise ValueError(f"query parameter {twice!r} is given more than once; give it once")
-        return {name: request.query_params[name] for name in names}
+        return {name: request.query_params[name] for name in names if name != "top_k"}
 
     @app.get("/recall/{user_id}")
-    def recall(request: Request, user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
+    async def recall(request: Request, user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
         """The candidates the ranker would get, unranked (``top_k`` is the one query parameter)."""
         def candidates(user: str, k: int):
             if extra := context_of(request):
                 raise ValueError(f"query parameter {next(iter(extra))!r} is not one of /recall's (top_k)")
             return pipeline.recall(user, k)
-        return answer(candidates, user_id, top_k)
+        return await run_in_threadpool(answer, candidates, user_id, top_k)
 
     @app.get("/recommend/{user_id}")
-    def recommend(request: Request, user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
+    async def recommend(request: Request, user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
         """The user's top items: recall -> rank (hot items for a cold start); the other query parameters
-        are the ranker's request context (``?device=mobile``)."""
-        return answer(lambda user, k: pipeline.recommend(user, k, context_of(request)), user_id, top_k)
+        are the ranker's request context (``?device=mobile``). The model calls share one deadline, the
+        client's timeout from the request's arrival (time spent queued for a thread included)."""
+        deadline = time.monotonic() + pipeline.client.timeout
+        return await run_in_threadpool(
+            answer, lambda user, k: pipeline.recommend(user, k, context_of(request), deadline=deadline),
+            user_id, top_k)
 
     return app
 

@@ -28,7 +28,12 @@ import math
 import time
 from typing import Callable, Mapping, Sequence
 
-from tfrs_recsys.serving.client import DEFAULT_ADDRESS, ServingClient, ServingClientError
+from tfrs_recsys.serving.client import (
+    DEFAULT_ADDRESS,
+    ServerUnavailableError,
+    ServingClient,
+    ServingClientError,
+)
 from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.serving.recall_merge import HOT, RECALL, RecallMergeConfig, merge_candidates
 from tfrs_recsys.serving.stores import (
@@ -180,7 +185,8 @@ class RecallRankPipeline:
         hot = [(i, h) for i, h in self.store.hot_items(limit + len(seen)) if i not in seen][:limit]
         return [Recommendation(i, h, HOT, {"hotness": h}) for i, h in hot]
 
-    def _candidates(self, user_id: str, state: UserState, n: int) -> tuple[list[Recommendation], dict]:
+    def _candidates(self, user_id: str, state: UserState, n: int,
+                    deadline: float | None = None) -> tuple[list[Recommendation], dict]:
         """The top-n candidates, unranked (published, or retrieval merged with hot items), and the
         versions that made them."""
         if self.recall_source == "published" and state.published is not None:
@@ -188,17 +194,17 @@ class RecallRankPipeline:
             return ([Recommendation(i, s, src, {kind.get(src, src): s})
                      for i, s, src in state.published[:n]], {"published": state.version})
         history = state.history or []
-        shape = self.client.metadata(self.retrieval_model)["serving_default"].outputs["item_ids"].shape
-        width = shape[-1] if shape and shape[-1] > 0 else self.num_candidates
-        found = self.client.retrieve(user_id, history, k=min(n, width), exclude_seen=self.exclude_seen,
-                                     model=self.retrieval_model)
+        # up to n: a version rolled out with a smaller k gives fewer, never an error
+        found = self.client.retrieve(user_id, history, exclude_seen=self.exclude_seen,
+                                     model=self.retrieval_model, timeout=_remaining(deadline))
+        found_ids = found.item_ids[:n]
         config = self.recall_merge
         # Enough hot items for every slot even when each collides with a retrieved item.
         limit = 2 * n if config.num_hot is None else config.num_hot
         hot = {r.item_id: r for r in self._hot(history, limit)} if config.strategy != "none" else {}
         recalled = {i: Recommendation(i, s, RECALL, {"retrieval": s})
-                    for i, s in zip(found.item_ids, found.scores)}
-        merged = merge_candidates(found.item_ids, list(hot), n, config)
+                    for i, s in zip(found_ids, found.scores)}
+        merged = merge_candidates(found_ids, list(hot), n, config)
         return ([(recalled if source == RECALL else hot)[item] for item, source in merged],
                 {self.retrieval_model: found.version})
 
@@ -227,14 +233,17 @@ class RecallRankPipeline:
             return self._fallback(user_id, k, e)
         return Recommendations(str(user_id), candidates, False, versions)
 
-    def recommend(self, user_id: str, k: int = 10,
-                  context: Mapping[str, object] | None = None) -> Recommendations:
-        """Top-``k`` items for a user: recall -> rank -> merge (hot items for a cold start).
+    def recommend(self, user_id: str, k: int = 10, context: Mapping[str, object] | None = None, *,
+                  deadline: float | None = None) -> Recommendations:
+        """Top-``k`` items for a user: recall -> rank -> merge (hot items for a cold start, and for a user
+        retrieval finds nothing for).
 
         Args:
           user_id: The raw user id.
           k: How many items.
           context: Request features for the ranker (e.g. ``{"device": "mobile"}``).
+          deadline: When the answer is due (``time.monotonic()``; default: the client's timeout from now):
+            the model calls share it.
 
         Returns:
           The answer, best first.
@@ -242,15 +251,18 @@ class RecallRankPipeline:
         Raises:
           ValueError: ``context`` names a feature the ranker does not take or one the pipeline fills (the
             ids, the store's item features), or the ranker lacks ``sort_by``.
-          ServingClientError: The model server failed a call.
+          ServingClientError: The model server failed a call, answered what the ranker cannot be read from,
+            or did not answer in time (:class:`~tfrs_recsys.serving.client.ServerUnavailableError`).
         """
         user_id = str(user_id).strip()  # as training read the ids
+        deadline = time.monotonic() + self.client.timeout if deadline is None else deadline
         try:
-            return self._recommend(user_id, k, context or {})
+            return self._recommend(user_id, k, context or {}, deadline)
         except (StoreUnavailableError, StoreStateError) as e:
             return self._fallback(user_id, k, e)
 
-    def _recommend(self, user_id: str, k: int, context: Mapping[str, object]) -> Recommendations:
+    def _recommend(self, user_id: str, k: int, context: Mapping[str, object],
+                   deadline: float) -> Recommendations:
         state = self.store.user_state(user_id)
         if not state.history:
             if context:  # a bad request is refused alike for a cold user, when the ranker can be asked
@@ -261,18 +273,21 @@ class RecallRankPipeline:
                 if inputs is not None:
                     self._check_context(context, inputs, self._input_names(inputs))
             return Recommendations(str(user_id), self._hot([], k), True)
-        candidates, versions = self._candidates(user_id, state, self.num_candidates)
-        ids = [c.item_id for c in candidates]
         inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
         names = self._input_names(inputs)
         self._check_context(context, inputs, names)
+        candidates, versions = self._candidates(user_id, state, self.num_candidates, deadline)
+        if not candidates:  # retrieval found nothing it could score: the hot items, said so
+            return Recommendations(str(user_id), self._hot(state.history, k), False, versions,
+                                   f"retrieval model '{self.retrieval_model}' gave no candidates")
+        ids = [c.item_id for c in candidates]
         ranked = self.client.rank(user_id, ids, self._features(state, ids, context, inputs, names),
                                   model=self.ranker_model, user_feature=names["user"],
-                                  item_feature=names["item"])
+                                  item_feature=names["item"], timeout=_remaining(deadline))
         key = self.sort_by or ("ctcvr" if "ctcvr" in ranked.outputs else "ctr")
         if key not in ranked.outputs:
-            raise ValueError(f"ranker '{self.ranker_model}' has no output '{key}' "
-                             f"(it has {sorted(ranked.outputs)})")
+            raise ServingClientError(f"ranker '{self.ranker_model}' answered no output '{key}' (it has "
+                                     f"{sorted(ranked.outputs)}); --sort-by names the score to rank by")
         scores = [dict(zip(ranked.outputs, map(float, row))) for row in zip(*ranked.outputs.values())]
         rows = sorted((Recommendation(c.item_id, s[key], c.source, {**s, **c.scores})
                        for c, s in zip(candidates, scores)),
@@ -337,6 +352,21 @@ class RecallRankPipeline:
                 "--ranker-user-input, --ranker-item-input or --ranker-time-input; a request feature with "
                 "--context NAME=VALUE",
                 self.ranker_model, new, names["user"], names["item"], names["time"])
+
+
+def _remaining(deadline: float | None) -> float | None:
+    """The seconds left until ``deadline`` (None: no deadline but the client's own).
+
+    Raises:
+      ServerUnavailableError: None are left (the request waited its time out already).
+    """
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ServerUnavailableError("the request's deadline passed before the model server was asked "
+                                     "(the service is busier than its models answer)")
+    return left
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: bool = False) -> None:

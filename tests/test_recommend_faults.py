@@ -1,0 +1,157 @@
+"""The recommender app when the model server changes under it or answers what a pipeline cannot use, and
+against hostile requests and events: a client error is a 4xx naming it, the server's fault a 502/503, and
+nothing a client sends breaks the answers of others."""
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import serving_fixtures as fx
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+
+from tfrs_recsys.export.tfserving import publish_version
+from tfrs_recsys.serving.client import ServingClient
+from tfrs_recsys.serving.feature_store import FeatureStore
+from tfrs_recsys.serving.http_service import create_app
+from tfrs_recsys.serving.pipeline import RecallRankPipeline
+from tfrs_recsys.serving.ranker_inputs import ranker_column
+from tfrs_recsys.serving.stores.memory import MemoryStore
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+HISTORY = ["item_03", "item_07", "item_11"]
+HOT = ["item_30", "item_12", "item_05"]
+
+
+class HourRanker(tf.Module):
+    """Scores by the request's hour, an int64 input as a ranker's time features are."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="item_id"),
+                                  tf.TensorSpec([None], tf.int64, name="hour")])
+    def serving_default(self, item_id, hour):
+        length = tf.cast(tf.strings.length(item_id), tf.float32)
+        return {"ctr": tf.sigmoid(0.01 * tf.cast(hour, tf.float32) + 0.0 * length)}
+
+
+class WideRanker(tf.Module):
+    """Answers two scores per candidate where one is expected."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="item_id")])
+    def serving_default(self, item_id):
+        return {"ctr": tf.zeros([tf.size(item_id), 2])}
+
+
+class BlankRetrieval(tf.Module):
+    """Finds nothing: every score NaN."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
+                                  tf.TensorSpec([None, fx.HISTORY_LEN], tf.string, name="history")])
+    def serving_default(self, user_id, history):
+        rows = tf.size(user_id)
+        return {"item_ids": tf.fill([rows, 4], "item_01"), "scores": tf.fill([rows, 4], float("nan"))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
+                                  tf.TensorSpec([None, fx.HISTORY_LEN], tf.string, name="history"),
+                                  tf.TensorSpec([None, fx.EXCLUDE_LEN], tf.string, name="exclude_item_ids")])
+    def query_with_exclusions(self, user_id, history, exclude_item_ids):
+        return self.serving_default(user_id, history)
+
+
+def _save(module):
+    signatures = {name: getattr(module, name) for name in ("serving_default", "query_with_exclusions")
+                  if hasattr(module, name)}
+    return lambda path: tf.saved_model.save(module, path, signatures=signatures)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    base = tmp_path_factory.mktemp("faults")
+    fx.publish_retrieval(base, version=1)
+    fx.publish_ranker(base, version=1)
+    for name, module in (("hourly", HourRanker()), ("wide", WideRanker()), ("blank", BlankRetrieval())):
+        publish_version(base, name, _save(module), version=1)
+    config = fx.models_config(base, dict.fromkeys(["retrieval", "ranker", "hourly", "wide", "blank"], {}))
+    proc = fx.start_server(base, [f"--model_config_file={config}", "--file_system_poll_wait_seconds=0.2"])
+    yield base, proc
+    assert proc.stop() == 0, proc.log_tail()
+
+
+def _store() -> MemoryStore:
+    items = pd.DataFrame({"item_id": fx.ITEM_IDS, "genres": ["g1"] * fx.NUM_ITEMS,
+                          "price": [1.0] * fx.NUM_ITEMS})
+    hot = pd.DataFrame({"item_id": HOT, "hotness": [3.0, 2.0, 1.0]})
+    return MemoryStore(FeatureStore({"u1": HISTORY}, hot, item_features=items))
+
+
+def _app(address: str, retrieval: str = "retrieval", ranker: str = "ranker", timeout: float = 10.0):
+    client = ServingClient(address, timeout=timeout, retrieval_model=retrieval, ranker_model=ranker)
+    return client, TestClient(create_app(RecallRankPipeline(client, _store(), num_candidates=8)))
+
+
+def test_a_ranker_number_a_request_cannot_send_is_a_400_naming_it(served):
+    _, proc = served
+    client, http = _app(proc.address, ranker="hourly")
+    with client:
+        assert http.get("/recommend/u1", params={"hour": "13"}).status_code == 200
+        for hostile in ("1e30", "inf", "nan", "99999999999999999999", "1.5", "-1e19"):
+            answer = http.get("/recommend/u1", params={"hour": hostile})
+            assert answer.status_code == 400, (hostile, answer.text)
+            assert "'hour' takes numbers" in answer.json()["error"]
+        assert http.get("/recommend/u1", params={"hour": "13"}).status_code == 200  # the connection is good
+    with pytest.raises(ValueError, match="'price' takes numbers"):
+        ranker_column(["1e39"], types_pb2.DT_FLOAT, 1, "price")  # past float32: not sent as inf
+    assert ranker_column(["7", None], types_pb2.DT_INT64, 2, "hour").tolist() == [7, 0]
+
+
+def test_odd_model_answers_are_502_or_the_hot_items_never_a_400(served):
+    _, proc = served
+    client, http = _app(proc.address, ranker="wide")
+    with client:
+        wide = http.get("/recommend/u1")
+        assert wide.status_code == 502 and "one score per candidate" in wide.json()["error"]
+    client, http = _app(proc.address, ranker="ranker", retrieval="blank")
+    with client:
+        blank = http.get("/recommend/u1", params={"top_k": 3})  # retrieval found nothing
+        assert blank.status_code == 200, blank.text
+        blank = blank.json()
+        assert [r["item_id"] for r in blank["items"]] == HOT and "no candidates" in blank["fallback"]
+    client, http = _app(proc.address, ranker="ranker", retrieval="wide")  # a ranker asked as retrieval
+    with client:
+        assert http.get("/recommend/u1").status_code == 502
+
+
+def test_a_retrieval_version_with_a_smaller_k_is_served_without_a_restart(served):
+    base, proc = served
+    client, http = _app(proc.address)
+    with client:
+        before = http.get("/recommend/u1", params={"top_k": 8}).json()
+        assert before["versions"]["retrieval"] == 1 and len(before["items"]) == 8
+        fx.publish_retrieval(base, version=2, top_k=3)
+        fx.wait_for(lambda: any(s["version"] == 2 and s["state"] == "AVAILABLE"
+                                for s in client.status("retrieval")), message="version 2 served")
+        for _ in range(3):  # the first answer of the new version, and those after it
+            after = http.get("/recommend/u1", params={"top_k": 8})
+            assert after.status_code == 200, after.text
+            assert after.json()["versions"]["retrieval"] == 2 and 1 <= len(after.json()["items"]) <= 3
+        assert client.metadata("retrieval")["serving_default"].outputs["item_ids"].shape[-1] == 3
+
+
+def test_events_with_text_no_answer_can_hold_are_refused_and_ids_are_stripped(served):
+    _, proc = served
+    client, http = _app(proc.address)
+    with client:
+        bad = http.post("/events", content=b'{"user_id": "x", "item_id": "evil\\ud800", "event": "click"}')
+        assert bad.status_code == 400 and bad.json()["field"] == "event.item_id"
+        assert http.get("/recommend/stranger").status_code == 200  # the hot list still answers
+        ahead = time.time() + 20 * 3600  # a client's clock ahead: counted at the server's
+        assert http.post("/events", json={"user_id": " new-user ", "item_id": "item_09", "event": "click",
+                                          "timestamp": ahead}).status_code == 200
+        warm = http.get("/recommend/new-user").json()  # posted with spaces, asked without
+        assert warm["is_cold_start"] is False
+        twice = http.get("/recommend/u1?top_k=3&top_k=900")
+        assert twice.status_code == 400 and "more than once" in twice.json()["error"]
+        assert np.isfinite([r["score"] for r in http.get("/recommend/stranger").json()["items"]]).all()

@@ -1,0 +1,81 @@
+"""A ranker input's column from the values a request, the store or a caller gives: a scalar for every
+candidate or one value per candidate, as the dtype its signature declares.
+
+Text goes as UTF-8 (lists joined by ``|``, missing as ``""``); numbers are checked before they are sent:
+a value that is not a finite number, a fraction for an integer input or one out of its range is a
+ValueError naming the input (a request's fault), never an overflow inside the client.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tensorflow.core.framework import types_pb2
+
+# Numeric ranker inputs: the numpy type, the conversion of a given value, the value sent for a missing one.
+_NUMBERS = {types_pb2.DT_FLOAT: (np.float32, float, np.nan), types_pb2.DT_DOUBLE: (np.float64, float, np.nan),
+            types_pb2.DT_INT32: (np.int32, int, 0), types_pb2.DT_INT64: (np.int64, int, 0)}
+
+
+def ranker_column(values, dtype: int, n: int, name: str) -> np.ndarray:
+    """One ranker input for ``n`` rows from a scalar (broadcast) or a per-row sequence.
+
+    Args:
+      values: A scalar, None (missing) or ``n`` values.
+      dtype: The input's ``types_pb2`` dtype.
+      n: The rows (candidates).
+      name: The input, for errors.
+
+    Returns:
+      The column, as the dtype's numpy type (``object`` bytes for text).
+
+    Raises:
+      ValueError: A value the input cannot take, or not ``n`` of them.
+    """
+    if isinstance(values, (str, bytes, int, float, np.generic)) or values is None:
+        values = [values] * n
+    values = list(values)
+    if len(values) != n:
+        raise ValueError(f"feature '{name}' has {len(values)} values for {n} candidates; "
+                         "give one per candidate or a scalar")
+    if dtype == types_pb2.DT_STRING:
+        return np.array([_text(v) for v in values], dtype=object)
+    if dtype not in _NUMBERS:
+        raise ValueError(f"feature '{name}' has dtype {types_pb2.DataType.Name(dtype)}, "
+                         "which the client cannot build")
+    kind, convert, missing = _NUMBERS[dtype]
+    absent = [v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and np.isnan(v))
+              for v in values]
+    return np.array([missing if gap else _number(v, kind, name, dtype) for v, gap in zip(values, absent)],
+                    dtype=kind)
+
+
+def _number(value, kind, name: str, dtype: int) -> float | int:
+    """``value`` as the input's number, or a ValueError naming the input: not a number, not finite, a
+    fraction for an integer input, or out of its range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if np.issubdtype(kind, np.integer):
+        bounds = np.iinfo(kind)
+        whole = math.isfinite(number) and number == math.floor(number)
+        if not (whole and bounds.min <= number <= bounds.max):
+            raise ValueError(f"feature '{name}' takes numbers ({types_pb2.DataType.Name(dtype)}: whole, "
+                             f"{bounds.min}..{bounds.max}; a time as epoch seconds), not {value!r}")
+        return int(number)
+    if not math.isfinite(number) or abs(number) > float(np.finfo(kind).max):
+        raise ValueError(f"feature '{name}' takes numbers ({types_pb2.DataType.Name(dtype)}: finite; a time "
+                         f"as epoch seconds), not {value!r}")
+    return number
+
+
+def _text(value) -> bytes:
+    """A raw feature value as the ranker's tf.string input: lists joined by '|', missing as ''."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "|".join(str(v) for v in value).encode()
+    return str(value).encode()
