@@ -133,7 +133,7 @@ def test_bad_inputs_fail_naming_the_column():
         evaluate_predictions(frame, click_label="click", click_score="p_click")
     with pytest.raises(DataError, match="column 'click'.*0 or 1"):
         evaluate_predictions(frame.assign(click=frame["click"] * 2), click_label="click", click_score="p_ctr")
-    with pytest.raises(DataError, match="column 'p_ctr'.*data row 3"):
+    with pytest.raises(DataError, match="column 'p_ctr'.*at row 3"):
         evaluate_predictions(frame.assign(p_ctr=[0.1, 0.2, np.nan] + [0.5] * 6), click_label="click",
                              click_score="p_ctr")
     with pytest.raises(DataError, match="column 'user_id'.*no group value"):
@@ -171,8 +171,12 @@ def test_cli_errors_name_the_file_line_and_column(tmp_path):
     proc = _run("--predictions", str(path), "--click-score", "p_ctr")
     assert proc.returncode == 2
     assert f"{path}:3" in proc.stderr and "'p_ctr'" in proc.stderr
+    assert "--skip-bad-rows" not in proc.stderr  # not an option of evaluate
     proc = _run("--predictions", str(path), "--click-score", "p_click")
-    assert proc.returncode == 2 and "p_click" in proc.stderr
+    assert proc.returncode == 2 and "p_click" in proc.stderr and "--click-score" in proc.stderr
+    path.write_text("user_id,click,p_ctr\na,1,0.9\na,0,0.1\nb,2,0.5\n")
+    proc = _run("--predictions", str(path), "--click-score", "p_ctr")
+    assert proc.returncode == 2 and "found 2 at line 4" in proc.stderr  # the file's line, header included
     parquet = tmp_path / "preds.parquet"
     pd.DataFrame({"click": [1, 0], "p_ctr": ["0.9", "n/a"]}).to_parquet(parquet)
     with pytest.raises(DataError, match="column 'p_ctr'.*'n/a'"):

@@ -49,6 +49,17 @@ def test_a_pair_whose_other_half_is_lost_is_rolled_back(tmp_path):
     assert existing_versions(tmp_path / "rec") == [] and existing_versions(tmp_path / "rec_portable") == []
 
 
+def test_a_manifest_cut_short_by_a_kill_is_removed_and_the_next_export_goes_on(tmp_path):
+    staged = _pair(tmp_path)
+    torn = tmp_path / f"{PENDING_PREFIX}torn.json"
+    torn.write_text(json.dumps([[str(t), str(f)] for t, f in staged])[:30])  # killed while writing it
+    (tmp_path / f"{PENDING_PREFIX}other.json").write_text('{"not": "moves"}')
+    assert repair_exports(tmp_path) == {"completed": [], "rolled_back": [], "removed": []}
+    assert not list(tmp_path.glob(f"{PENDING_PREFIX}*"))  # nothing was renamed: nothing to undo
+    assert existing_versions(tmp_path / "rec") == []
+    assert [Path(f).name for f in publish_versions(tmp_path, _pair(tmp_path, 2))] == ["2", "2"]
+
+
 def test_a_failed_rename_rolls_the_pair_back(tmp_path):
     staged = _pair(tmp_path)
     Path(staged[1][1]).mkdir()  # the second place is taken: the rename fails

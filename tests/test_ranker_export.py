@@ -130,6 +130,7 @@ def test_fresh_process_reproduces_the_trained_scores(which, esmm_run, deepfm_run
 
 @pytest.mark.parametrize("which", ["esmm", "deepfm"])
 def test_signature_takes_raw_features_and_names_its_outputs(which, esmm_run, deepfm_run):
+    from tfrs_recsys.export.describe import describe, input_note
     from tfrs_recsys.export.rankers import export_ranker
 
     run_dir, _, spec, _, tmp = esmm_run if which == "esmm" else deepfm_run
@@ -159,6 +160,14 @@ def test_signature_takes_raw_features_and_names_its_outputs(which, esmm_run, dee
                                                                   for f in spec.features]
     assert set(meta["outputs"]) == set(outputs)
     assert (second / "assets.extra" / "feature_spec.json").is_file()
+    described = describe(base / "ranker")["inputs"]  # what a client writes, beside dtypes and shapes
+    assert {f.kind for f in spec.features} & {"multi_categorical", "timestamp"}
+    for f in spec.features:
+        assert described[f.name]["kind"] == f.kind
+        if f.kind == "multi_categorical":
+            assert input_note(described[f.name]).startswith(f"several values joined by {f.separator!r}")
+        if f.kind == "timestamp":
+            assert input_note(described[f.name]).startswith("epoch seconds")
     warmup = read_warmup_requests(second)
     assert len(warmup) == 1
     request = warmup[0].predict_log.request

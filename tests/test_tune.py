@@ -119,6 +119,8 @@ def test_an_absurd_learning_rate_is_never_picked_and_a_search_resumes(tmp_path):
     assert (config_from_args("deepfm", ["--config", str(out / "best_config.json")], environ={}).learning_rate
             == 0.003)
     assert json.loads((out / "summary.json").read_text())["trials"] == 2
+    assert _tune("deepfm", out, "--max-trials", "1", "--search-space", str(space)) == 2  # not wiped unasked
+    assert len(_trials(out)) == 2
 
     # `train --config best_config.json` is the winning trial again: same data, seed and early stopping.
     retrain = tmp_path / "retrain"

@@ -116,9 +116,16 @@ def read_predictions(path: str, *, numeric: Sequence[str], other: Sequence[str] 
                              fix_missing="check the path")[wanted]
         return frame.assign(**{col: _numbers(frame[col], col, path) for col in numeric})
     sep = "\t" if path.endswith((".tsv", ".txt")) else ","
-    frame, _ = read_delimited(path, sep=sep, header=True, columns=wanted,
-                              column_types=dict.fromkeys(numeric, "float"), what="predictions file",
-                              fix_missing="check the path")
+    try:
+        frame, _ = read_delimited(path, sep=sep, header=True, columns=wanted,
+                                  column_types=dict.fromkeys(numeric, "float"), what="predictions file",
+                                  fix_missing="check the path")
+    except DataError as e:  # the reader's fixes name loaders' options; these are evaluate's
+        fix = ("name the file's columns with --click-label, --click-score, --conversion-label, "
+               "--conversion-score, --ctcvr-score and --group-by" if "missing from the header" in e.message
+               else "correct the value (a predictions file is read whole: no row is skipped)"
+               if e.line is not None else e.fix)
+        raise DataError(e.message, path=e.path, line=e.line, column=e.column, fix=fix) from None
     return frame[wanted]
 
 
@@ -127,7 +134,7 @@ def _numbers(values: pd.Series, name: str, path: str) -> pd.Series:
         return values.astype("float64")
     numbers = pd.to_numeric(values, errors="coerce")
     _check(values.to_numpy(), (numbers.isna() & values.notna()).to_numpy(), path, name,
-           "value {value!r} in data row {row} is not a number ({n} such rows)",
+           "value {value!r} at {row} is not a number ({n} such rows)",
            "write numeric labels and scores")
     return numbers.astype("float64")
 
@@ -135,8 +142,9 @@ def _numbers(values: pd.Series, name: str, path: str) -> pd.Series:
 def _check(values: np.ndarray, bad: np.ndarray, source: str, col: str, message: str, fix: str) -> np.ndarray:
     """``values``, or DataError at the first ``bad`` row; ``message`` may use {n}, {row} and {value}."""
     rows = np.flatnonzero(bad)
-    if rows.size:
-        raise DataError(message.format(n=rows.size, row=rows[0] + 1, value=values[rows[0]]), path=source,
+    if rows.size:  # a text file's line (its header is line 1), else the row
+        where = f"line {rows[0] + 2}" if source.endswith((".csv", ".tsv", ".txt")) else f"row {rows[0] + 1}"
+        raise DataError(message.format(n=rows.size, row=where, value=values[rows[0]]), path=source,
                         column=col, fix=fix)
     return values
 
@@ -144,14 +152,14 @@ def _check(values: np.ndarray, bad: np.ndarray, source: str, col: str, message: 
 def _finite(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
     values = _numbers(frame[col], col, source).to_numpy(dtype=np.float64)
     return _check(values, ~np.isfinite(values), source, col,
-                  "{n} value(s) are missing or not finite, the first in data row {row}",
+                  "{n} value(s) are missing or not finite, the first at {row}",
                   "write a number in every row of this column")
 
 
 def _group_codes(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
     values = frame[col]
     _check(values.to_numpy(), (values.isna() | (values.astype(str) == "")).to_numpy(), source, col,
-           "{n} row(s) have no group value, the first is data row {row}",
+           "{n} row(s) have no group value, the first at {row}",
            "fill the group column in every row")
     return pd.factorize(values)[0]
 
@@ -159,13 +167,13 @@ def _group_codes(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
 def _binary(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
     values = _finite(frame, col, source)
     return _check(values, ~np.isin(values, (0.0, 1.0)), source, col,
-                  "a label must be 0 or 1, found {value:g} in data row {row}", "binarize the label column")
+                  "a label must be 0 or 1, found {value:g} at {row}", "binarize the label column")
 
 
 def _probabilities(frame: pd.DataFrame, col: str, source: str, why: str) -> np.ndarray:
     values = _finite(frame, col, source)
     return _check(values, (values < 0) | (values > 1), source, col,
-                  why + " needs probabilities, found {value:g} in data row {row}",
+                  why + " needs probabilities, found {value:g} at {row}",
                   f"pass probabilities, or the score for {why} itself")
 
 

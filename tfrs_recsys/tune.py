@@ -15,7 +15,7 @@ from tfrs_recsys.config import ENV_PREFIX, MODEL_CONFIGS, RUN_ACTIONS, ConfigErr
 from tfrs_recsys.config_sources import add_config_arguments, build_config
 from tfrs_recsys.errors import UserError
 
-TUNE_OPTIONS = ("max_trials", "algorithm", "search_space", "resume")
+TUNE_OPTIONS = ("max_trials", "algorithm", "search_space", "resume", "overwrite")
 ABOUT = """Searches MODEL's hyperparameters with keras-tuner. Each trial is a training run judged by the
 model's main validation metric (retrieval: NDCG@10, esmm: CTCVR AUC, deepfm: AUC). Every option of
 `python -m tfrs_recsys.train MODEL` sets what is not tuned (data, epochs, batch size, ...);
@@ -25,7 +25,8 @@ OUT/best_config.json, to train with:
   python -m tfrs_recsys.tune deepfm --max-trials 10 --output-dir runs/tune-deepfm --epochs 5
   python -m tfrs_recsys.train deepfm --config runs/tune-deepfm/best_config.json"""
 HELP = f"""usage: python -m tfrs_recsys.tune {{retrieval,esmm,deepfm}} --max-trials N --output-dir OUT
-           [--algorithm bayesian|hyperband] [--search-space FILE] [--resume] [train options]
+           [--algorithm bayesian|hyperband] [--search-space FILE] [--resume | --overwrite]
+           [train options]
 
 {ABOUT}
 
@@ -44,6 +45,8 @@ def _parser(model: str) -> argparse.ArgumentParser:
                         help="keras-tuner oracle (default bayesian); hyperband's longest trial is --epochs")
     tuning.add_argument("--search-space", help="JSON/YAML search space replacing the default one")
     tuning.add_argument("--resume", action="store_true", help="continue the search saved in --output-dir")
+    tuning.add_argument("--overwrite", action="store_true",
+                        help="start anew where --output-dir holds a search (without it or --resume: refused)")
     add_config_arguments(parser, MODEL_CONFIGS[model], exclude=RUN_ACTIONS)  # trials are always trained anew
     return parser
 

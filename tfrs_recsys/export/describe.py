@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from tfrs_recsys import paths
-from tfrs_recsys.servable_layout import version_dirs
+from tfrs_recsys.servable_layout import ASSETS_EXTRA, METADATA_FILE, version_dirs
 
 SCANN_NOTE = ("needs ScaNN's TensorFlow ops: serve it with `python -m tfrs_recsys.model_server` or a "
               "ScaNN-linked tensorflow_model_server; in Python, `import scann` before tf.saved_model.load")
@@ -27,7 +27,8 @@ def describe(path: str | os.PathLike) -> dict:
       path: A version directory (holding ``saved_model.pb``) or a model directory (its newest version).
 
     Returns:
-      ``{"path", "signatures": {name: {"inputs"|"outputs": {tensor: {"dtype", "shape"}}}}, "scann_ops"}``.
+      ``{"path", "signatures": {name: {"inputs"|"outputs": {tensor: {"dtype", "shape"}}}}, "scann_ops",
+      "inputs"}``; ``inputs``: a ranker export's entry per input (kind, separator, missing value).
 
     Raises:
       FileNotFoundError: ``path`` holds no SavedModel and no version of one.
@@ -53,7 +54,19 @@ def describe(path: str | os.PathLike) -> dict:
     signatures = {name: {"inputs": tensors(sig.inputs), "outputs": tensors(sig.outputs)}
                   for name, sig in sorted(graph.signature_def.items()) if not name.startswith("__")}
     scann_ops = sorted(op for op in ops if op.startswith("Scann"))
-    return {"path": str(path), "signatures": signatures, "scann_ops": scann_ops}
+    metadata = paths.join(path, ASSETS_EXTRA, METADATA_FILE)  # an export of ours says what each input holds
+    about = json.loads(paths.read_text(metadata)) if paths.isfile(metadata) else {}
+    inputs = {entry["name"]: entry for entry in about.get("inputs", []) if isinstance(entry, dict)}
+    return {"path": str(path), "signatures": signatures, "scann_ops": scann_ops, "inputs": inputs}
+
+
+def input_note(entry: dict) -> str:
+    """How a client writes one ranker input, from its export metadata: a list's separator, a time's unit."""
+    notes = {"multi_categorical": f"several values joined by {entry.get('separator', '|')!r}",
+             "timestamp": "epoch seconds"}
+    note = notes.get(entry.get("kind"), entry.get("kind", ""))
+    missing = entry.get("missing")
+    return f"{note}; missing: {missing!r}" if missing is not None else note
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  signature {name}")
         for side in ("inputs", "outputs"):
             for tensor, info in signature[side].items():
-                print(f"    {side[:-1]:6s} {tensor:24s} {info['dtype']:8s} {info['shape']}")
+                entry = about["inputs"].get(tensor) if side == "inputs" else None
+                line = f"    {side[:-1]:6s} {tensor:24s} {info['dtype']:8s} {str(info['shape']):8s} "
+                print((line + (input_note(entry) if entry else "")).rstrip())
     print(f"  {SCANN_NOTE} ({', '.join(about['scann_ops'])})" if about["scann_ops"] else f"  {STANDARD_NOTE}")
     return 0
 

@@ -10,6 +10,7 @@ and ``assets.extra/export_metadata.json``. ``<base>/models.config`` lists what w
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -23,6 +24,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from tfrs_recsys import paths
 from tfrs_recsys.servable_layout import ASSETS_EXTRA, METADATA_FILE, version_dirs, write_warmup_requests
 
+logger = logging.getLogger(__name__)
 STAGING_PREFIX = ".tmp-"  # a version being written: never a version to a server (not an integer)
 PENDING_PREFIX = ".pending-"  # a manifest of renames that publish several versions as one
 
@@ -112,7 +114,7 @@ def publish_versions(export_base: str | os.PathLike,
     """
     manifest = paths.join(export_base, f"{PENDING_PREFIX}{uuid.uuid4().hex[:12]}.json")
     if len(staged) > 1:
-        paths.write_text(manifest, json.dumps([[str(tmp), str(final)] for tmp, final in staged]))
+        paths.write_text_atomic(manifest, json.dumps([[str(tmp), str(final)] for tmp, final in staged]))
     renamed = []
     try:
         for tmp, final in staged:
@@ -127,6 +129,18 @@ def publish_versions(export_base: str | os.PathLike,
     if len(staged) > 1:
         paths.remove(manifest)
     return [final for _, final in staged]
+
+
+def _moves(manifest) -> list[tuple[str, str]] | None:
+    """A pending manifest's ``(staged, final)`` moves, or None if it cannot be read as such."""
+    try:
+        moves = json.loads(paths.read_text(manifest))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(moves, list) or not all(isinstance(m, list) and len(m) == 2
+                                              and all(isinstance(p, str) for p in m) for m in moves):
+        return None
+    return [(tmp, final) for tmp, final in moves]
 
 
 def repair_exports(export_base: str | os.PathLike, *, grace_seconds: float = 3600.0) -> dict[str, list[str]]:
@@ -151,7 +165,12 @@ def repair_exports(export_base: str | os.PathLike, *, grace_seconds: float = 360
         if not (entry.startswith(PENDING_PREFIX) and entry.endswith(".json")):
             continue
         manifest = paths.join(export_base, entry)
-        moves = json.loads(paths.read_text(manifest))
+        moves = _moves(manifest)
+        if moves is None:  # written whole before any rename: nothing was published, its staging is stale
+            logger.warning("%s: an unreadable pending-export manifest, left by a kill before its first "
+                           "rename; removed (its staging folders go once stale)", manifest)
+            paths.remove(manifest)
+            continue
         pending = [(tmp, final) for tmp, final in moves if not paths.exists(final)]
         if all(paths.isfile(paths.join(tmp, ASSETS_EXTRA, METADATA_FILE)) for tmp, _ in pending):
             for tmp, final in pending:

@@ -188,7 +188,8 @@ class RecsysTuner(BaseTuner):
 
 
 def tune(model: str, base: TrainConfig, output_dir: str | Path, *, max_trials: int,
-         algorithm: str = "bayesian", space: Mapping[str, Any] | None = None, resume: bool = False) -> dict:
+         algorithm: str = "bayesian", space: Mapping[str, Any] | None = None, resume: bool = False,
+         overwrite: bool = False) -> dict:
     """Search ``space`` (default :data:`DEFAULT_SPACES`) for ``model``; write the output directory.
 
     Args:
@@ -199,16 +200,22 @@ def tune(model: str, base: TrainConfig, output_dir: str | Path, *, max_trials: i
       algorithm: ``bayesian`` or ``hyperband``.
       space: the search space (default :data:`DEFAULT_SPACES`).
       resume: continue the search saved in ``output_dir``.
+      overwrite: start again where ``output_dir`` holds a search (without it or ``resume``: refused).
 
     Returns:
       ``{"best_config": path, "best_trial": id, "objective": name, "score": value, "trials": n, ...}``.
 
     Raises:
       NoCompletedTrialError: no trial completed.
+      ConfigError: ``output_dir`` holds a search and neither ``resume`` nor ``overwrite`` says what to do.
     """
     if max_trials < 1:
         raise ConfigError(f"--max-trials must be >= 1, got {max_trials}")
     output_dir = Path(output_dir)
+    if not (resume or overwrite) and any((output_dir / name).exists() for name in (TRIALS_LOG, PROJECT)):
+        done = (output_dir / TRIALS_LOG).read_text().count("\n") if (output_dir / TRIALS_LOG).exists() else 0
+        raise ConfigError(f"{output_dir} holds a search ({done} trial(s) logged); pass --resume to continue "
+                          f"it, --overwrite to start a new one there, or another --output-dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     hyperparameters = declare(model, DEFAULT_SPACES[model] if space is None else space)
     if algorithm == "hyperband" and "epochs" in hyperparameters.values:
