@@ -57,6 +57,21 @@ def test_bad_values_name_the_field():
         build_config("nope", environ={})
 
 
+def test_a_value_out_of_range_names_where_it_was_set_and_a_mistyped_variable_is_said(tmp_path, caplog):
+    with pytest.raises(ConfigError, match="^environment RECSYS_EPOCHS: field 'epochs' = -2"):
+        build_config("esmm", environ={"RECSYS_EPOCHS": "-2"})
+    path = tmp_path / "cfg.yaml"
+    path.write_text("epochs: -3\n")
+    with pytest.raises(ConfigError, match=f"^--config {path}: field 'epochs' = -3"):
+        build_config("esmm", environ={}, config_file=path)
+    with pytest.raises(ConfigError, match="^field 'epochs' = 0"):  # a flag: the message names it already
+        config_from_args("esmm", ["--epochs", "0"], environ={})
+    build_config("deepfm", environ={"RECSYS_EPOCHZ": "2", "RECSYS_NUM_HEADS": "2", "RECSYS_STORE": "x"})
+    said = [r.getMessage() for r in caplog.records if "is not an option" in r.getMessage()]
+    assert said == ["environment RECSYS_EPOCHZ is not an option of any model and is ignored (did you mean "
+                    "RECSYS_EPOCHS?)"]  # another model's option and the serving side's are known
+
+
 def test_config_file_unknown_field_and_yaml(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"epoch": 3}))

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
+import logging
 import os
 import re
 import types
@@ -17,6 +19,11 @@ from typing import Any, Mapping, Sequence
 
 from tfrs_recsys import paths
 from tfrs_recsys.config import ENV_PREFIX, MODEL_CONFIGS, RUN_ACTIONS, ConfigError, TrainConfig
+
+logger = logging.getLogger(__name__)
+# RECSYS_* variables of the serving side, the notebooks and the tests: not training options
+OTHER_VARIABLES = ("STORE", "REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_SERVER", "REDIS_NAMESPACE",
+                   "DATASETS_DIR", "VERBOSE", "NOTEBOOK_WORKDIR", "NOTEBOOK_DATA_DIR", "NOTEBOOK_DATASET")
 
 # The spellings of a boolean in a flag, an environment variable or a file.
 _BOOLEANS = {**dict.fromkeys(("1", "true", "yes", "on"), True),
@@ -179,6 +186,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]
                             help=about, **extra)
 
 
+def _say_unknown_variables(environ: Mapping[str, str]) -> None:
+    """Warns of a ``RECSYS_*`` variable no model and no command reads (``RECSYS_EPOCHZ``): a typo there is
+    otherwise silently the default."""
+    known = {name.upper() for cls in MODEL_CONFIGS.values() for name in field_types(cls)}
+    known |= set(OTHER_VARIABLES)
+    for variable in sorted(v for v in environ if v.startswith(ENV_PREFIX)):
+        name = variable[len(ENV_PREFIX):]
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            logger.warning("environment %s is not an option of any model and is ignored%s", variable,
+                           f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else "")
+
+
 def build_config(
     model: str,
     cli_values: Mapping[str, Any] | None = None,
@@ -204,6 +224,7 @@ def build_config(
     cls = MODEL_CONFIGS[model]
     types_of = field_types(cls)
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # where each value came from, for an error about it
     if config_file:
         for key, raw in load_config_file(config_file).items():
             name = key.replace("-", "_")
@@ -211,18 +232,29 @@ def build_config(
                 raise ConfigError(f"--config {config_file}: unknown field '{key}' for model '{model}'; "
                                   f"known fields: {', '.join(sorted(types_of))}")
             values[name] = parse_value(name, raw, types_of[name], f"--config {config_file}")
+            sources[name] = f"--config {config_file}"
     environ = os.environ if environ is None else environ
     for name, tp in types_of.items():
         env = ENV_PREFIX + name.upper()
         if env in environ:
             values[name] = parse_value(name, environ[env], tp, f"environment {env}")
+            sources[name] = f"environment {env}"
+    _say_unknown_variables(environ)
     for name, raw in (cli_values or {}).items():
         if raw is None or name == "config":
             continue
         if name not in types_of:
             raise ConfigError(f"unknown option '{name}' for model '{model}'")
         values[name] = parse_value(name, raw, types_of[name], f"--{name.replace('_', '-')}")
-    return cls(**values)
+        sources[name] = f"--{name.replace('_', '-')}"
+    try:
+        return cls(**values)
+    except ConfigError as e:  # a value out of range: say where it was set, as a parse error does
+        named = re.match(r"field '(\w+)'", str(e))
+        source = sources.get(named.group(1)) if named else None
+        if source is None or source.startswith("--") and not source.startswith("--config"):
+            raise
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def config_from_args(model: str, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,

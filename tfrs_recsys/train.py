@@ -70,8 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # Ctrl-C: the run folder says how to go on (trained again, it is told which)
         where = f"--output-dir {cfg.output_dir}" if cfg is not None and cfg.output_dir else "the run folder"
-        print(f"interrupted: {where} (printed above) holds the run as far as it got; train again into it "
-              f"with --resume to continue (runs in memory), or with --overwrite", file=sys.stderr)
+        print(f"interrupted: {where} holds the run as far as it got; train again into it with --resume to "
+              f"continue it (a run trained in memory; a streamed one starts again), or with --overwrite to "
+              f"start anew", file=sys.stderr)
         return 130
     print(json.dumps({"output_dir": cfg.output_dir, "test_metrics": metrics}, indent=2, default=str))
     return 0

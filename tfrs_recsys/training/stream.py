@@ -97,9 +97,8 @@ def _spec(cfg: TrainConfig, table: streaming.FileTable, sample: pd.DataFrame, tr
     spec.features = [column_sized(f, sample[f.name], train_rows, vocab_max=VOCAB_MAX,
                                             max_buckets=MAX_HASH_BUCKETS) for f in spec.features]
     spec.notes["sample"] = (f"kinds, vocabularies and statistics from a seeded sample of {len(sample)} of "
-                            f"about "
-                            f"{train_rows} training rows; hash buckets: 2 x the distinct values extrapolated "
-                            f"to the training rows, at most {MAX_HASH_BUCKETS}")
+                            f"about {max(train_rows, len(sample))} training rows; hash buckets: 2 x the "
+                            f"distinct values extrapolated to the training rows, at most {MAX_HASH_BUCKETS}")
     return spec
 
 
