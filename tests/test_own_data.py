@@ -361,6 +361,7 @@ def test_rows_skipped_for_a_column_and_for_a_label_are_said_in_one_line(tmp_path
     data, _ = load_and_split(cfg, "deepfm")
     said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(data.frame) == 58 and len(said) == 1 and "skipped 2 of 60 rows" in said[0]
+    assert "1 x column 'clicked': label must be 0 or 1" in said[0] and "such rows" not in said[0]
 
 
 def test_item_tables_text_lists_a_table_matching_nothing_and_unused_log_columns(tmp_path, caplog):

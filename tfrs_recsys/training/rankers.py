@@ -102,22 +102,23 @@ def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False
         bad = ~numbers[name].isin([0, 1]).to_numpy()
         found = frame[name][bad].map(_shown).value_counts()
         values = ", ".join(f"{n} x {v}" for v, n in found.head(3).items())
-        problems.append((bad, name, f"label must be 0 or 1, found {{value}} ({int(bad.sum())} such rows: "
-                         f"{values})", "binarize the label (e.g. rating >= 4 -> 1), or pick another label "
-                         "column"))
+        problems.append((bad, name, "label must be 0 or 1, found {value}",
+                         f" ({int(bad.sum())} such rows: {values})",
+                         "binarize the label (e.g. rating >= 4 -> 1), or pick another label column"))
     if funnel:
         click, conversion = labels
         impossible = ((numbers[conversion] > 0) & (numbers[click] <= 0)).to_numpy()
-        problems.append((impossible, conversion, f"{int(impossible.sum())} rows convert without a click; "
-                         "ESMM reads the labels as click, then conversion", "pass --label-columns in the "
-                         "order click,conversion, and set click=1 on converted rows"))
+        order = "pass --label-columns in the order click,conversion, and set click=1 on converted rows"
+        problems.append((impossible, conversion, "a conversion without a click",
+                         f" ({int(impossible.sum())} such rows; ESMM reads the labels as click, then "
+                         f"conversion)", order))
     skip = np.zeros(len(frame), dtype=bool)
-    for bad, column, message, fix in problems:
+    for bad, column, message, count, fix in problems:  # the count in an error, not in each counted row
         for row in np.flatnonzero(bad & ~skip):
             path, line = locate(frame, int(row))
             what = message.format(value=_shown(frame[column].iloc[row]))
             if report is None:
-                raise DataError(what, path=path, line=line, column=column,
+                raise DataError(what + count, path=path, line=line, column=column,
                                 fix=f"{fix}, or pass --skip-bad-rows to skip such rows" if skippable else fix)
             report.add(DataError(what, path=path, line=line, column=column),
                        reason=f"column '{column}': {message.split(',')[0]}")
