@@ -116,6 +116,8 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
         store = FeatureStore.from_run(tmp_path / "retrieval")
         meta = store.meta
         assert (meta.user_column, meta.item_column, meta.time_column) == ("visitor", "sku", "ts")
+        ranked = json.loads((tmp_path / "retrieval" / "retrieval_meta.json").read_text())
+        assert meta.history_kept is (not ranked["history_left_out"])  # seen items kept as the run ranked
         with ServingClient(server.address, retrieval_model="shop_portable", ranker_model="ranker") as client:
             def recommend(**names):
                 return RecallRankPipeline(client, store, num_candidates=10, **names).recommend(" v3", k=10)

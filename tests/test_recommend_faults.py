@@ -17,6 +17,7 @@ from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.serving.http_service import create_app
 from tfrs_recsys.serving.pipeline import RecallRankPipeline
 from tfrs_recsys.serving.ranker_inputs import ranker_column
+from tfrs_recsys.serving.stores.base import StoreMeta
 from tfrs_recsys.serving.stores.memory import MemoryStore
 
 with warnings.catch_warnings():
@@ -80,11 +81,12 @@ def served(tmp_path_factory):
     assert proc.stop() == 0, proc.log_tail()
 
 
-def _store() -> MemoryStore:
+def _store(history_kept: bool | None = None) -> MemoryStore:
     items = pd.DataFrame({"item_id": fx.ITEM_IDS, "genres": ["g1"] * fx.NUM_ITEMS,
                           "price": [1.0] * fx.NUM_ITEMS})
     hot = pd.DataFrame({"item_id": HOT, "hotness": [3.0, 2.0, 1.0]})
-    return MemoryStore(FeatureStore({"u1": HISTORY}, hot, item_features=items))
+    meta = StoreMeta(as_of=time.time(), history_kept=history_kept)
+    return MemoryStore(FeatureStore({"u1": HISTORY}, hot, item_features=items, meta=meta))
 
 
 def _app(address: str, retrieval: str = "retrieval", ranker: str = "ranker", timeout: float = 10.0):
@@ -155,3 +157,17 @@ def test_events_with_text_no_answer_can_hold_are_refused_and_ids_are_stripped(se
         twice = http.get("/recommend/u1?top_k=3&top_k=900")
         assert twice.status_code == 400 and "more than once" in twice.json()["error"]
         assert np.isfinite([r["score"] for r in http.get("/recommend/stranger").json()["items"]]).all()
+
+
+def test_seen_items_are_kept_or_left_out_as_the_retrieval_run_ranked(served):
+    _, proc = served
+    with ServingClient(proc.address, timeout=10.0, ranker_model="ranker") as client:
+        def recalled(history_kept, **given):
+            pipeline = RecallRankPipeline(client, _store(history_kept), num_candidates=10, **given)
+            return pipeline.recall("u1", 10).item_ids
+
+        assert not set(recalled(None)) & set(HISTORY)  # unknown: left out
+        assert not set(recalled(False)) & set(HISTORY)
+        seen_in_top = set(HISTORY) & set(fx.retrieval_reference("u1", HISTORY)[0])
+        assert seen_in_top and set(recalled(True)) & set(HISTORY) == seen_in_top  # kept as the run ranked
+        assert not set(recalled(True, exclude_seen=True)) & set(HISTORY)  # --exclude-seen wins

@@ -173,11 +173,15 @@ class FeatureStore:
         Returns:
           The store.
         """
-        config = runs.open_run(run_dir, ("retrieval",)).config
+        run = runs.open_run(run_dir, ("retrieval",))
+        config = run.config
         store = cls.from_interactions(runs.training_interactions(run_dir), max_history=config.max_history,
                                       **options)
+        meta = paths.read_json(run.file(runs.META)) if paths.isfile(run.file(runs.META)) else {}
+        left_out = meta.get("history_left_out")
         store.meta = dataclasses.replace(store.meta, user_column=config.user_column,
-                                         item_column=config.item_column, time_column=config.time_column)
+                                         item_column=config.item_column, time_column=config.time_column,
+                                         history_kept=None if left_out is None else not left_out)
         return store
 
     def save(self, directory: str | os.PathLike) -> Path | str:

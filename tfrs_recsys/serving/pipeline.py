@@ -139,7 +139,8 @@ class RecallRankPipeline:
       ranker_model: The ranker's name (default: the client's).
       num_candidates: N, the candidates the ranker scores (at most the retrieval export's k).
       sort_by: The ranker output the answer is sorted by (default: ``ctcvr``, else ``ctr``).
-      exclude_seen: Leave the user's history out of the candidates and the hot items.
+      exclude_seen: Leave the user's history out of the candidates and the hot items (default: as the
+        retrieval run the store was written from ranked, :attr:`StoreMeta.history_kept`; else left out).
       merge: Makes the final list from the ranked candidates and the unseen hot items.
       recall_merge: How hot items join the candidates (default: they do not).
       recall_source: ``"model"`` (the retrieval model on every request) or ``"published"`` (the
@@ -158,7 +159,7 @@ class RecallRankPipeline:
 
     def __init__(self, client: ServingClient, store: OnlineStore | FeatureStore, *,
                  retrieval_model: str | None = None, ranker_model: str | None = None,
-                 num_candidates: int = 100, sort_by: str | None = None, exclude_seen: bool = True,
+                 num_candidates: int = 100, sort_by: str | None = None, exclude_seen: bool | None = None,
                  merge: Merge = ranked_only, recall_merge: RecallMergeConfig | None = None,
                  recall_source: str = "model", ranker_user_input: str | None = None,
                  ranker_item_input: str | None = None, ranker_time_input: str | None = None):
@@ -173,11 +174,22 @@ class RecallRankPipeline:
         self.ranker_model = ranker_model or client.ranker_model
         self.num_candidates = num_candidates
         self.sort_by = sort_by
-        self.exclude_seen = exclude_seen
+        self._exclude_seen = exclude_seen
         self.merge = merge
         self.recall_merge = recall_merge or RecallMergeConfig()
         self.ranker_inputs = {"user": ranker_user_input, "item": ranker_item_input, "time": ranker_time_input}
         self._warned: set[tuple[str, str]] = set()
+
+    @property
+    def exclude_seen(self) -> bool:
+        """Whether the user's history is left out: as given, else as the retrieval run ranked (its users' own
+        items kept where it kept them, as reorders), read from the store's meta; else left out."""
+        if self._exclude_seen is not None:
+            return self._exclude_seen
+        try:
+            return not self.store.meta.history_kept
+        except (StoreUnavailableError, StoreStateError):
+            return True
 
     def _hot(self, history: list[str], limit: int) -> list[Recommendation]:
         """The ``limit`` hottest items, those of the history left out when ``exclude_seen``."""
@@ -396,9 +408,12 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: b
                             help=f"the ranker's input for {what}: its training's {flag} (default: the "
                                  f"log's {flag} the store recorded, if the ranker takes it, else {default}; "
                                  f"'' when it takes none)")
-    parser.add_argument("--keep-seen", action="store_true",
-                        help="keep the user's history among the candidates and hot items (for a retrieval "
-                             "run whose retrieval_meta.json says history_left_out: false)")
+    seen = parser.add_mutually_exclusive_group()
+    seen.add_argument("--keep-seen", action="store_true",
+                      help="keep the user's history among the candidates and hot items (default: as the "
+                           "retrieval run the store was written from ranked them; else left out)")
+    seen.add_argument("--exclude-seen", action="store_true",
+                      help="leave the user's history out, whatever the retrieval run did")
     parser.add_argument("--num-candidates", type=int, default=100, help="candidates to rank")
     parser.add_argument("--sort-by", help="ranker output to sort by (default ctcvr, else ctr)")
     add_recall_merge_arguments(parser)
@@ -425,4 +440,5 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
                               recall_merge=recall_merge, recall_source=args.recall_source,
                               ranker_user_input=args.ranker_user_input,
                               ranker_item_input=args.ranker_item_input,
-                              ranker_time_input=args.ranker_time_input, exclude_seen=not args.keep_seen)
+                              ranker_time_input=args.ranker_time_input,
+                              exclude_seen=True if args.exclude_seen else False if args.keep_seen else None)

@@ -52,6 +52,9 @@ class StoreMeta:
         same data takes the user id as; ``None``: unknown.
       item_column: The log's item id column, likewise.
       time_column: The log's time column, likewise.
+      history_kept: Whether the retrieval run ranked the user's own history among the candidates
+        (its ``retrieval_meta.json``'s ``history_left_out`` false: re-consumption, as reorders): the
+        pipeline's default for keeping seen items; ``None``: unknown (left out).
     """
 
     as_of: float
@@ -63,6 +66,7 @@ class StoreMeta:
     user_column: str | None = None
     item_column: str | None = None
     time_column: str | None = None
+    history_kept: bool | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready fields."""
