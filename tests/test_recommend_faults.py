@@ -171,3 +171,21 @@ def test_seen_items_are_kept_or_left_out_as_the_retrieval_run_ranked(served):
         seen_in_top = set(HISTORY) & set(fx.retrieval_reference("u1", HISTORY)[0])
         assert seen_in_top and set(recalled(True)) & set(HISTORY) == seen_in_top  # kept as the run ranked
         assert not set(recalled(True, exclude_seen=True)) & set(HISTORY)  # --exclude-seen wins
+
+
+def test_a_user_known_by_features_but_without_history_gets_the_hot_items_ranked(served):
+    _, proc = served
+    items = pd.DataFrame({"item_id": fx.ITEM_IDS, "genres": ["g1"] * fx.NUM_ITEMS,
+                          "price": [float(i % 5) for i in range(fx.NUM_ITEMS)]})
+    hot = pd.DataFrame({"item_id": fx.ITEM_IDS[:12], "hotness": np.linspace(12, 1, 12)})
+    users = pd.DataFrame({"user_id": ["signed-up"], "device": ["mobile"]})  # a user feature the ranker takes
+    store = MemoryStore(FeatureStore({"u1": HISTORY}, hot, item_features=items, user_features=users))
+    with ServingClient(proc.address, timeout=10.0, ranker_model="ranker") as client:
+        pipeline = RecallRankPipeline(client, store, num_candidates=12)
+        known = pipeline.recommend("signed-up", 5)
+        assert known.is_cold_start and known.versions == {"ranker": 1}
+        ctcvr = [r.scores["ctcvr"] for r in known.items]
+        assert ctcvr == sorted(ctcvr, reverse=True) and len(ctcvr) == 5  # the ranker's order
+        assert known.item_ids != fx.ITEM_IDS[:5]
+        stranger = pipeline.recommend("nobody", 5)  # no features: the hot list as it is
+        assert stranger.is_cold_start and stranger.item_ids == fx.ITEM_IDS[:5] and not stranger.versions

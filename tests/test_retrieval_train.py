@@ -76,6 +76,12 @@ def test_recommend_cli_prints_titles_and_excludes_seen(cli_run):
     recs = json.loads(proc.stdout)["recommendations"]
     assert len(recs) == 10 and not seen & {r["item_id"] for r in recs}
     assert [r["score"] for r in recs] == sorted((r["score"] for r in recs), reverse=True)
+    kept = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", user, "--k", "10",
+                 "--keep-seen", "--json"])
+    default = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", user, "--k", "10", "--json"])
+    left_out = json.loads((out / "retrieval_meta.json").read_text())["history_left_out"]
+    as_ranked = recs if left_out else json.loads(kept.stdout)["recommendations"]  # as the run ranked
+    assert json.loads(default.stdout)["recommendations"] == as_ranked
     table = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", "nobody", "--k", "3"])
     assert table.returncode == 0, table.stderr[-3000:]
     lines = table.stdout.strip().splitlines()

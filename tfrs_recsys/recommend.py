@@ -25,7 +25,7 @@ import pandas as pd
 
 from tfrs_recsys.config import ConfigError
 from tfrs_recsys.errors import UserError
-from tfrs_recsys.serving.pipeline import add_pipeline_arguments, pipeline_from_args
+from tfrs_recsys.serving.pipeline_cli import add_pipeline_arguments, pipeline_from_args
 
 
 def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | None = None,
@@ -88,7 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     local = p.add_argument_group("in process, from a retrieval run directory")
     local.add_argument("--run-dir", "--model-dir", dest="run_dir",
                        help="run directory written by `train retrieval`")
-    local.add_argument("--exclude-seen", action="store_true", help="skip items already in the history")
     local.add_argument("--history", default=None,
                        help="comma-separated item ids, most recent last (default: the user's stored history)")
     served = p.add_argument_group("over gRPC, from a model server: recall -> rank")
@@ -110,7 +109,9 @@ def _from_run(args) -> tuple[dict, str, list[tuple[str, float, str]], str]:
     trained = runs.load_retrieval(args.run_dir)
     history = [h for h in args.history.split(",") if h] if args.history is not None else None
     known = args.user_id in trained.histories
-    rows = recommend(trained, args.user_id, args.k, history=history, exclude_seen=args.exclude_seen)
+    # as the run ranked its test users (retrieval_meta.json's history_left_out) unless a flag says
+    exclude = (args.exclude_seen or not args.keep_seen and bool(trained.meta.get("history_left_out", False)))
+    rows = recommend(trained, args.user_id, args.k, history=history, exclude_seen=exclude)
     used = history if history is not None else trained.histories.get(args.user_id, [])
     note = "" if known or history is not None else " (unknown user: the most interacted items)"
     catalog = set(map(str, trained.catalog))
@@ -118,7 +119,7 @@ def _from_run(args) -> tuple[dict, str, list[tuple[str, float, str]], str]:
     if unknown:  # read as the unknown item, as a cold item is
         note += f" ({len(unknown)} not in the catalog, e.g. {unknown[0]!r})"
     header = (f"user {args.user_id}: history of {len(used)} items{note}; top {args.k}"
-              f"{' excluding seen items' if args.exclude_seen else ''}")
+              f"{' excluding seen items' if exclude else ''}")
     return ({"user_id": args.user_id, "known_user": known, "unknown_history_items": unknown,
              "recommendations": rows}, header,
             [(r["item_id"], r["score"], r["title"]) for r in rows], "title")

@@ -29,7 +29,8 @@ from fastapi.responses import JSONResponse
 from tfrs_recsys.model_server.rest_guard import CONNECTION_KEY, ConnectionGuard, RestOptions
 from tfrs_recsys.serving.client import ServerUnavailableError, ServingClientError
 from tfrs_recsys.serving.events import MAX_BATCH, EventError, parse_events
-from tfrs_recsys.serving.pipeline import RecallRankPipeline, add_pipeline_arguments, pipeline_from_args
+from tfrs_recsys.serving.pipeline import RecallRankPipeline
+from tfrs_recsys.serving.pipeline_cli import add_pipeline_arguments, pipeline_from_args
 from tfrs_recsys.serving.stores import StoreStateError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
@@ -29,7 +28,6 @@ import time
 from typing import Callable, Mapping, Sequence
 
 from tfrs_recsys.serving.client import (
-    DEFAULT_ADDRESS,
     ServerUnavailableError,
     ServingClient,
     ServingClientError,
@@ -41,9 +39,6 @@ from tfrs_recsys.serving.stores import (
     StoreStateError,
     StoreUnavailableError,
     UserState,
-    is_redis_url,
-    open_store,
-    store_from_environment,
 )
 from tfrs_recsys.serving.stores.memory import MemoryStore
 
@@ -277,14 +272,7 @@ class RecallRankPipeline:
                    deadline: float) -> Recommendations:
         state = self.store.user_state(user_id)
         if not state.history:
-            if context:  # a bad request is refused alike for a cold user, when the ranker can be asked
-                try:
-                    inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
-                except ServingClientError:
-                    inputs = None
-                if inputs is not None:
-                    self._check_context(context, inputs, self._input_names(inputs))
-            return Recommendations(str(user_id), self._hot([], k), True)
+            return self._cold(user_id, state, k, context, deadline)
         inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
         names = self._input_names(inputs)
         self._check_context(context, inputs, names)
@@ -292,6 +280,35 @@ class RecallRankPipeline:
         if not candidates:  # retrieval found nothing it could score: the hot items, said so
             return Recommendations(str(user_id), self._hot(state.history, k), False, versions,
                                    f"retrieval model '{self.retrieval_model}' gave no candidates")
+        rows, version = self._ranked(user_id, state, candidates, context, inputs, names, deadline)
+        hot = [] if self.merge is ranked_only else self._hot(state.history, k)  # ranked_only ignores it
+        items = self.merge(rows, hot, k)
+        return Recommendations(str(user_id), items, False, {**versions, self.ranker_model: version})
+
+    def _cold(self, user_id: str, state: UserState, k: int, context: Mapping[str, object],
+              deadline: float) -> Recommendations:
+        """A user without history: the hot items, ranked by the ranker where the store knows the user's
+        features (a customer who signed up and never clicked: their city still tells), else as they are."""
+        try:
+            inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
+        except ServingClientError:  # the hot list needs no model: a model server down changes nothing
+            return Recommendations(str(user_id), self._hot([], k), True)
+        names = self._input_names(inputs)
+        self._check_context(context, inputs, names)  # a bad request is refused alike for a cold user
+        known = {c for c, value in state.features.items() if value is not None and c in inputs}
+        if not known & set(self.store.user_feature_columns):
+            return Recommendations(str(user_id), self._hot([], k), True)
+        hot = self._hot([], max(k, self.num_candidates))
+        try:
+            rows, version = self._ranked(user_id, state, hot, context, inputs, names, deadline)
+        except ServerUnavailableError as e:
+            return Recommendations(str(user_id), hot[:k], True, {}, f"the hot items unranked: {e}")
+        return Recommendations(str(user_id), rows[:k], True, {self.ranker_model: version})
+
+    def _ranked(self, user_id: str, state: UserState, candidates: list[Recommendation],
+                context: Mapping[str, object], inputs, names, deadline: float
+                ) -> tuple[list[Recommendation], int]:
+        """The candidates scored by the ranker, best first (a NaN last), and the ranker's version."""
         ids = [c.item_id for c in candidates]
         ranked = self.client.rank(user_id, ids, self._features(state, ids, context, inputs, names),
                                   model=self.ranker_model, user_feature=names["user"],
@@ -304,9 +321,7 @@ class RecallRankPipeline:
         rows = sorted((Recommendation(c.item_id, s[key], c.source, {**s, **c.scores})
                        for c, s in zip(candidates, scores)),
                       key=lambda r: -r.score if math.isfinite(r.score) else math.inf)  # a NaN ranks last
-        hot = [] if self.merge is ranked_only else self._hot(state.history, k)  # ranked_only ignores it
-        items = self.merge(rows, hot, k)
-        return Recommendations(str(user_id), items, False, {**versions, self.ranker_model: ranked.version})
+        return rows, ranked.version
 
     def _input_names(self, inputs: Mapping[str, object]) -> dict[str, str | None]:
         """The ranker's user, item and time inputs: as given (``""``: none), else the log's column the
@@ -379,66 +394,3 @@ def _remaining(deadline: float | None) -> float | None:
         raise ServerUnavailableError("the request's deadline passed before the model server was asked "
                                      "(the service is busier than its models answer)")
     return left
-
-
-def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: bool = False) -> None:
-    """The flags of a recall -> rank command: the feature store, the model server and its models,
-    the candidates, and the recall merge (:func:`pipeline_from_args` reads them)."""
-    from tfrs_recsys.serving.recall_merge import add_recall_merge_arguments
-
-    parser.add_argument("--store", required=store_required and store_from_environment() is None,
-                        help="a feature store folder (`serving.feature_store --out`, served from this "
-                             "process) or redis://HOST:PORT/DB (default: RECSYS_STORE, or "
-                             "RECSYS_REDIS_HOST/PORT/DB)")
-    parser.add_argument("--store-timeout", type=float, default=0.25,
-                        help="seconds a Redis store may take before answers fall back to hot items")
-    parser.add_argument("--recall-source", choices=RECALL_SOURCES, default="model",
-                        help="candidates from the retrieval model on each request, or from the lists "
-                             "`serving.publish` wrote (the model for users with newer events)")
-    parser.add_argument("--address", help=f"model server gRPC address (default {DEFAULT_ADDRESS})")
-    parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each gRPC call, seconds")
-    parser.add_argument("--retrieval-model", default="retrieval",
-                        help="the retrieval export's model name (retrieval_portable on a stock TF Serving)")
-    parser.add_argument("--ranker-model", default="deepfm", help="the ranker export's model name (default: "
-                        "deepfm, as `make demo` and export/models.config name it)")
-    for role, what, flag, default in (("user", "the user id", "--user-column", "user_id"),
-                                      ("item", "the candidates' ids", "--item-column", "item_id"),
-                                      ("time", "the request's time", "--time-column", "timestamp")):
-        parser.add_argument(f"--ranker-{role}-input", default=None,
-                            help=f"the ranker's input for {what}: its training's {flag} (default: the "
-                                 f"log's {flag} the store recorded, if the ranker takes it, else {default}; "
-                                 f"'' when it takes none)")
-    seen = parser.add_mutually_exclusive_group()
-    seen.add_argument("--keep-seen", action="store_true",
-                      help="keep the user's history among the candidates and hot items (default: as the "
-                           "retrieval run the store was written from ranked them; else left out)")
-    seen.add_argument("--exclude-seen", action="store_true",
-                      help="leave the user's history out, whatever the retrieval run did")
-    parser.add_argument("--num-candidates", type=int, default=100, help="candidates to rank")
-    parser.add_argument("--sort-by", help="ranker output to sort by (default ctcvr, else ctr)")
-    add_recall_merge_arguments(parser)
-
-
-def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
-    """The pipeline the flags of :func:`add_pipeline_arguments` describe; the caller closes its client.
-
-    Raises:
-      ConfigError: The recall merge flags are inconsistent.
-      UserError: ``--store`` is not a feature store, or no store is given.
-    """
-    from tfrs_recsys.errors import UserError
-    from tfrs_recsys.serving.recall_merge import recall_merge_from_args
-
-    spec = args.store or store_from_environment()
-    if not spec:
-        raise UserError("no store given", fix="pass --store DIR|redis://HOST:PORT/DB, or set RECSYS_STORE")
-    options = {"timeout": args.store_timeout} if is_redis_url(spec) else {}
-    recall_merge, store = recall_merge_from_args(args), open_store(spec, **options)
-    client = ServingClient(args.address or DEFAULT_ADDRESS, args.timeout,
-                           retrieval_model=args.retrieval_model, ranker_model=args.ranker_model)
-    return RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by,
-                              recall_merge=recall_merge, recall_source=args.recall_source,
-                              ranker_user_input=args.ranker_user_input,
-                              ranker_item_input=args.ranker_item_input,
-                              ranker_time_input=args.ranker_time_input,
-                              exclude_seen=True if args.exclude_seen else False if args.keep_seen else None)

@@ -1,0 +1,71 @@
+"""The recall -> rank pipeline's command-line flags, shared by ``recommend --store`` and the HTTP service."""
+from __future__ import annotations
+
+import argparse
+
+from tfrs_recsys.serving.client import DEFAULT_ADDRESS, ServingClient
+from tfrs_recsys.serving.pipeline import RECALL_SOURCES, RecallRankPipeline
+from tfrs_recsys.serving.stores import is_redis_url, open_store, store_from_environment
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: bool = False) -> None:
+    """The flags of a recall -> rank command: the feature store, the model server and its models,
+    the candidates, and the recall merge (:func:`pipeline_from_args` reads them)."""
+    from tfrs_recsys.serving.recall_merge import add_recall_merge_arguments
+
+    parser.add_argument("--store", required=store_required and store_from_environment() is None,
+                        help="a feature store folder (`serving.feature_store --out`, served from this "
+                             "process) or redis://HOST:PORT/DB (default: RECSYS_STORE, or "
+                             "RECSYS_REDIS_HOST/PORT/DB)")
+    parser.add_argument("--store-timeout", type=float, default=0.25,
+                        help="seconds a Redis store may take before answers fall back to hot items")
+    parser.add_argument("--recall-source", choices=RECALL_SOURCES, default="model",
+                        help="candidates from the retrieval model on each request, or from the lists "
+                             "`serving.publish` wrote (the model for users with newer events)")
+    parser.add_argument("--address", help=f"model server gRPC address (default {DEFAULT_ADDRESS})")
+    parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each gRPC call, seconds")
+    parser.add_argument("--retrieval-model", default="retrieval",
+                        help="the retrieval export's model name (retrieval_portable on a stock TF Serving)")
+    parser.add_argument("--ranker-model", default="deepfm", help="the ranker export's model name (default: "
+                        "deepfm, as `make demo` and export/models.config name it)")
+    for role, what, flag, default in (("user", "the user id", "--user-column", "user_id"),
+                                      ("item", "the candidates' ids", "--item-column", "item_id"),
+                                      ("time", "the request's time", "--time-column", "timestamp")):
+        parser.add_argument(f"--ranker-{role}-input", default=None,
+                            help=f"the ranker's input for {what}: its training's {flag} (default: the "
+                                 f"log's {flag} the store recorded, if the ranker takes it, else {default}; "
+                                 f"'' when it takes none)")
+    seen = parser.add_mutually_exclusive_group()  # --run-dir's too: both follow the retrieval run
+    seen.add_argument("--keep-seen", action="store_true",
+                      help="keep the user's history among the recommendations (default: as the retrieval "
+                           "run ranked them, its retrieval_meta.json's history_left_out; else left out)")
+    seen.add_argument("--exclude-seen", action="store_true",
+                      help="leave the user's history out, whatever the retrieval run did")
+    parser.add_argument("--num-candidates", type=int, default=100, help="candidates to rank")
+    parser.add_argument("--sort-by", help="ranker output to sort by (default ctcvr, else ctr)")
+    add_recall_merge_arguments(parser)
+
+
+def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
+    """The pipeline the flags of :func:`add_pipeline_arguments` describe; the caller closes its client.
+
+    Raises:
+      ConfigError: The recall merge flags are inconsistent.
+      UserError: ``--store`` is not a feature store, or no store is given.
+    """
+    from tfrs_recsys.errors import UserError
+    from tfrs_recsys.serving.recall_merge import recall_merge_from_args
+
+    spec = args.store or store_from_environment()
+    if not spec:
+        raise UserError("no store given", fix="pass --store DIR|redis://HOST:PORT/DB, or set RECSYS_STORE")
+    options = {"timeout": args.store_timeout} if is_redis_url(spec) else {}
+    recall_merge, store = recall_merge_from_args(args), open_store(spec, **options)
+    client = ServingClient(args.address or DEFAULT_ADDRESS, args.timeout,
+                           retrieval_model=args.retrieval_model, ranker_model=args.ranker_model)
+    return RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by,
+                              recall_merge=recall_merge, recall_source=args.recall_source,
+                              ranker_user_input=args.ranker_user_input,
+                              ranker_item_input=args.ranker_item_input,
+                              ranker_time_input=args.ranker_time_input,
+                              exclude_seen=True if args.exclude_seen else False if args.keep_seen else None)
