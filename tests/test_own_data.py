@@ -610,16 +610,18 @@ def test_a_joined_tables_date_declared_a_timestamp_is_one(tmp_path):
 
     rows = ["visitor,device,clicked"] + [f"v{i % 6},{'md'[i % 2]},{i % 2}" for i in range(60)]
     log = _log(tmp_path, "\n".join(rows) + "\n", "clicks.csv")
-    signups = "".join(f"v{i},{10 + i}/03/2024\n" for i in range(6))  # day first
-    users = _log(tmp_path, "visitor,signup\n" + signups, "users.csv")
+    firsts = "".join(f"v{i},{10 + i}/03/2024,{10 + i}.03.2024\n" for i in range(6))  # day first
+    users = _log(tmp_path, "visitor,first_order,signup\n" + firsts, "users.csv")
     cfg = DeepFMConfig(dataset="csv", data_dir=log, label_columns=("clicked",), user_column="visitor",
                        users=users)
     data, split = load_and_split(cfg, "deepfm")
-    assert ranker_spec(cfg, data, split.train)["signup"].kind != "timestamp"  # "signup" says no time
-    declared = dataclasses.replace(cfg, column_types=("signup=timestamp",))
+    spec = ranker_spec(cfg, data, split.train)
+    assert spec["first_order"].kind != "timestamp"  # "first_order" says no time
+    assert spec["signup"].kind == "timestamp" and spec["signup"].newest == 1710460800.0  # a catalog's word
+    declared = dataclasses.replace(cfg, column_types=("first_order=timestamp",))
     data, split = load_and_split(declared, "deepfm")
-    signup = ranker_spec(declared, data, split.train)["signup"]
-    assert signup.kind == "timestamp" and signup.newest == 1710460800.0  # 15 March 2024: read day first
+    first = ranker_spec(declared, data, split.train)["first_order"]
+    assert first.kind == "timestamp" and first.newest == 1710460800.0  # 15 March 2024: read day first
 
 
 def test_a_streamed_run_stops_at_a_bad_row_past_its_sample_or_leaves_it_out_counted(tmp_path):

@@ -42,7 +42,10 @@ _SESSION_NAMES = ("session_id", "sessionid", "search_id", "srch_id", "session", 
                   "request_id")
 _USER_ID_NAMES = ("user_id", "userid", "uid", "user", "visitor_id", "customer_id")
 _ITEM_ID_NAMES = ("item_id", "itemid", "movie_id", "movieid", "iid", "item", "prop_id", "ad_id", "product_id")
-_TIME_NAME = re.compile(r"time|date|^ts$|_ts$|^ts_|_at$|epoch|unix")
+# the words logs and catalogs name their times with; a column under one is read as a time only when its
+# values are dates (or integer epoch seconds): an "opened" of 14.03.2016 is a time, not a second item id
+_TIME_NAME = re.compile(r"time|date|^ts$|_ts$|^ts_|_at$|epoch|unix|(^|_)(signup|signed_up|created|joined"
+                        r"|registered|opened|published|updated|modified|birthday|since)(_|$)")
 _ID_NAME = re.compile(r"(^|_)ids?$")
 _CATEGORICAL_NAME = re.compile(r"(^|_)(cat|cate|categorical|category|code|type|class|sparse)(_|\d|$)|^c\d+$")
 _NUMERIC_NAME = re.compile(
