@@ -186,6 +186,23 @@ def test_bad_events_get_a_400_naming_the_field_and_change_nothing(stores):
     assert store.history("x") is None and store.hot_items(40) == hot
 
 
+def test_events_of_items_the_store_does_not_hold_are_left_out_and_said(stores):
+    store, _ = stores
+    http = TestClient(create_app(RecallRankPipeline(ServingClient("127.0.0.1:1"), store)))
+    made_up = [{"user_id": f"w{n}", "item_id": "made-up", "event": "click", "timestamp": T0}
+               for n in range(20)]
+    answer = http.post("/events", json={"events": [*made_up, {"user_id": "w0", "item_id": "item_25",
+                                                              "event": "click", "timestamp": T0}]})
+    assert answer.status_code == 200, answer.text
+    said = answer.json()
+    assert (said["applied"], said["ignored"], said["ignored_example"]) == (1, 20, "made-up")
+    assert "publish a store that holds them" in said["why"]
+    assert "made-up" not in [i for i, _ in store.hot_items(60)]  # 20 clicks would have topped it
+    assert store.history("w0") == ["item_25"] and store.history("w1") is None
+    none_known = http.post("/events", json={"events": made_up[:2]}).json()
+    assert none_known["applied"] == 0 and none_known["ignored"] == 2
+
+
 def test_events_newer_than_the_published_version_get_model_recall(stores, client):
     store, publisher = stores
     publish(source_store(), publisher, client, k=5)

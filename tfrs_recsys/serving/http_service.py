@@ -108,7 +108,7 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
             parsed = parse_events(payload, time.time(), max_batch=max_event_batch)
             # their own threads: requests waiting on a slow model server never hold up events
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(event_threads, pipeline.store.apply_events, parsed)
+            return await loop.run_in_executor(event_threads, pipeline.store.apply_catalog_events, parsed)
         except EventError as e:
             return JSONResponse({"error": str(e), "field": e.field}, status_code=400)
         except (StoreUnavailableError, StoreStateError) as e:

@@ -223,7 +223,32 @@ class OnlineStore(abc.ABC):
     def health(self) -> dict:
         """``{"backend", "status": "ok"|"slow"|"down", "latency_ms", "published_version", ...}``."""
 
+    @abc.abstractmethod
+    def known_items(self, item_ids: Sequence[str]) -> set[str]:
+        """Those of ``item_ids`` the live version knows (their features, counters or hotness)."""
+
     # -- writes -------------------------------------------------------------------------------------
+
+    def apply_catalog_events(self, events: Sequence[Event]) -> dict:
+        """:meth:`apply_events` of the events whose item the live version knows; the others are left out
+        and said: an item no model and no feature row knows would only enter the hot list, where a wrong
+        id (or a writer's made-up one) would reach every cold user until the next publish.
+
+        Returns:
+          ``{"applied": n, "version": v}``, with ``"ignored": m, "ignored_example": item, "why": ...``
+          when events were left out.
+
+        Raises:
+          As :meth:`apply_events`.
+        """
+        known = self.known_items(list(dict.fromkeys(e.item_id for e in events)))
+        kept = [e for e in events if e.item_id in known]
+        answer = self.apply_events(kept) if kept else {"applied": 0}
+        if len(kept) < len(events):
+            unknown = next(e.item_id for e in events if e.item_id not in known)
+            answer.update(ignored=len(events) - len(kept), ignored_example=unknown,
+                          why="items the published store does not hold; publish a store that holds them")
+        return answer
 
     @abc.abstractmethod
     def apply_events(self, events: Sequence[Event]) -> dict:

@@ -93,6 +93,10 @@ class MemoryStore(OnlineStore):
                                    for i, v in zip(item_ids, values)]
         return out
 
+    def known_items(self, item_ids: Sequence[str]) -> set[str]:
+        live = self._live
+        return {i for i in item_ids if i in live.version.items or i in live.counters or i in live.score}
+
     def health(self) -> dict:
         return {"backend": self.backend, "status": "ok", "latency_ms": 0.0,
                 "published_version": self._live.number}

@@ -249,6 +249,23 @@ class RedisStore(OnlineStore):
             out["item_hotness"] = [None if c is None else float(v) for c, v in zip(counts, values)]
         return out
 
+    def known_items(self, item_ids: Sequence[str]) -> set[str]:
+        ids = [str(i) for i in item_ids]
+        if not ids:
+            return set()
+        live = self._live_version()
+
+        def read():
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(self._key("items", live), ids)
+                pipe.hmget(self._key("n", live), ids)
+                pipe.zmscore(self._key("hot", live), ids)
+                return pipe.execute()
+
+        rows, counted, hot = self._call(read)
+        return {i for i, r, n, h in zip(ids, rows, counted, hot) if r is not None or n is not None
+                or h is not None}
+
     def health(self) -> dict:
         start = time.perf_counter()
         try:
