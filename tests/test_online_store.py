@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import redis
 import serving_fixtures as fx
 
 from tfrs_recsys.data.bundles import InteractionData
@@ -301,6 +302,16 @@ def test_redis_down_or_stalled_falls_back_then_recovers(tmp_path, client):
             assert http.get("/recommend/u1", params={"top_k": 3}).json()["items"] == warm["items"]
             assert http.get("/health").json()["redis"] == "ok"
         assert store.history("u1") == HISTORIES["u1"]  # the rejected events left nothing behind
+        wiper = redis.Redis.from_url(server.url)  # a restart without persistence: its data is gone
+        wiper.flushall()
+        wiper.close()
+        lost = http.get("/recommend/u1", params={"top_k": 3}).json()
+        assert "nothing is published" in lost["fallback"]  # said, never a silent empty answer
+        assert [r["item_id"] for r in lost["items"]] == list(POPULAR)[:3]
+        empty = http.get("/health")
+        assert empty.status_code == 503 and empty.json()["redis"] == "empty"
+        publish(source_store(), store, None)
+        assert http.get("/recommend/u1", params={"top_k": 3}).json()["items"] == warm["items"]
     finally:
         server.stop()
 

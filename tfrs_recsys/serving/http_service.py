@@ -82,9 +82,11 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
         except ServingClientError as e:
             return JSONResponse({"status": "unavailable", "error": str(e), **flags}, status_code=503)
         answer = {"status": "ok", "model_server": pipeline.client.address, "models": models, **flags}
-        if store["status"] == "down":
-            answer.update(status="degraded", error=f"the {pipeline.store.backend} store does not answer: "
-                                                   f"{store.get('error')}; answers fall back to hot items")
+        if store["status"] in ("down", "empty"):
+            why = (f"does not answer: {store.get('error')}" if store["status"] == "down" else
+                   "holds nothing published (never published, or its data was lost): publish again")
+            answer.update(status="degraded", error=f"the {pipeline.store.backend} store {why}; answers fall "
+                                                   f"back to this process's hot items")
             return JSONResponse(answer, status_code=503)
         return answer
 

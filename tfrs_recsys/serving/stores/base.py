@@ -221,7 +221,8 @@ class OnlineStore(abc.ABC):
 
     @abc.abstractmethod
     def health(self) -> dict:
-        """``{"backend", "status": "ok"|"slow"|"down", "latency_ms", "published_version", ...}``."""
+        """``{"backend", "status": "ok"|"slow"|"down"|"empty", "latency_ms", "published_version", ...}``;
+        ``empty``: nothing is published (yet, or the data was lost)."""
 
     @abc.abstractmethod
     def known_items(self, item_ids: Sequence[str]) -> set[str]:

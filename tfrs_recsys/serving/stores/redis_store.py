@@ -164,10 +164,16 @@ class RedisStore(OnlineStore):
         if self._live is None:
             live = self._call(lambda: self._redis.get(self._key("live")))
             if live is None:
-                raise StoreStateError(f"nothing is published at {self.url} (namespace {self.ns}): run "
-                                      f"`python -m tfrs_recsys.serving.publish --store {self.url} ...`")
+                self._unpublished()
             self._live = int(live)
         return self._live
+
+    def _unpublished(self):
+        """Raises StoreStateError: nothing is live (never published, or Redis lost its data). What was read
+        of earlier versions is forgotten: after a wipe the numbers start again at 1, for other data."""
+        self._live, self._versions, self._rows = None, {}, (None, {})
+        raise StoreStateError(f"nothing is published at {self.url} (namespace {self.ns}): run "
+                              f"`python -m tfrs_recsys.serving.publish --store {self.url} ...`")
 
     # -- reads ----------------------------------------------------------------------------------------
 
@@ -183,8 +189,8 @@ class RedisStore(OnlineStore):
         refresh = FALLBACK_SIZE if self._fallback_due() else 0  # the fallback rides along once a second
         args = [self.ns, str(user_id), refresh]
         live, history, *rest = self._call(lambda: self._scripts["user"](args=args))
-        if not live:
-            return UserState(history or None, None, None)
+        if not live:  # the pipeline answers this process's hot list, said as a fallback
+            self._unpublished()
         self._live = int(live)
         recall, features, hot = rest
         if refresh:
@@ -197,7 +203,7 @@ class RedisStore(OnlineStore):
         n = max(k, FALLBACK_SIZE) if refresh else k
         live, flat = self._call(lambda: self._scripts["hot"](args=[self.ns, n]))
         if not live:
-            return []
+            self._unpublished()
         self._live = int(live)
         hot = self._keep_fallback(flat) if refresh else [(flat[i], -float(flat[i + 1]))
                                                           for i in range(0, len(flat), 2)]
@@ -275,8 +281,9 @@ class RedisStore(OnlineStore):
                     "latency_ms": round((time.perf_counter() - start) * 1e3, 3), "error": str(e)}
         latency = (time.perf_counter() - start) * 1e3
         self._down_until = 0.0
+        status = "empty" if live is None else "slow" if latency > self.slow_ms else "ok"
         return {"backend": self.backend, "url": self.url, "namespace": self.ns,
-                "status": "slow" if latency > self.slow_ms else "ok", "latency_ms": round(latency, 3),
+                "status": status, "latency_ms": round(latency, 3),
                 "published_version": None if live is None else int(live)}
 
     # -- writes -------------------------------------------------------------------------------------
