@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.evaluate import evaluate_predictions, parse_gains, read_predictions
+from tfrs_recsys.evaluate import evaluate_predictions, parse_gains
+from tfrs_recsys.predictions import read_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 ESMM_COLUMNS = dict(click_label="click", click_score="p_ctr", conversion_label="conversion",

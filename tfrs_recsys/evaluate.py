@@ -47,8 +47,14 @@ import pandas as pd
 from tfrs_recsys import metrics as M
 from tfrs_recsys import paths, runs
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.readers import read_delimited, read_parquet
 from tfrs_recsys.errors import UserError
+from tfrs_recsys.predictions import (
+    binary_values,
+    finite_values,
+    group_codes,
+    probabilities,
+    read_predictions,
+)
 
 # Words a --gains key may use for each label, besides the label column's own name.
 _ROLE_WORDS = {"click": "click", **dict.fromkeys(("conversion", "booking", "purchase"), "conversion")}
@@ -94,89 +100,6 @@ def parse_gains(text: str, *, click_label: str, conversion_label: str | None) ->
     return gains
 
 
-def read_predictions(path: str, *, numeric: Sequence[str], other: Sequence[str] = ()) -> pd.DataFrame:
-    """The ``numeric`` (labels, scores) and ``other`` (groups) columns of a Parquet, CSV or TSV file.
-
-    A missing column or a value that is not a number raises :class:`DataError` naming the column
-    (and, in a text file, the line).
-
-    Args:
-      path: the file (``.parquet``/``.pq``, ``.tsv``/``.txt``, else CSV).
-      numeric: columns read as float64.
-      other: further columns, as they are.
-
-    Returns:
-      The columns, in that order.
-    """
-    path = str(path)
-    numeric = list(dict.fromkeys(numeric))
-    wanted = [*numeric, *(c for c in dict.fromkeys(other) if c not in numeric)]
-    if path.endswith((".parquet", ".pq")):
-        frame = read_parquet(path, columns=wanted, what="predictions file",
-                             fix_missing="check the path")[wanted]
-        return frame.assign(**{col: _numbers(frame[col], col, path) for col in numeric})
-    sep = "\t" if path.endswith((".tsv", ".txt")) else ","
-    try:
-        frame, _ = read_delimited(path, sep=sep, header=True, columns=wanted,
-                                  column_types=dict.fromkeys(numeric, "float"), what="predictions file",
-                                  fix_missing="check the path")
-    except DataError as e:  # the reader's fixes name loaders' options; these are evaluate's
-        fix = ("name the file's columns with --click-label, --click-score, --conversion-label, "
-               "--conversion-score, --ctcvr-score and --group-by" if "missing from the header" in e.message
-               else "correct the value (a predictions file is read whole: no row is skipped)"
-               if e.line is not None else e.fix)
-        raise DataError(e.message, path=e.path, line=e.line, column=e.column, fix=fix) from None
-    return frame[wanted]
-
-
-def _numbers(values: pd.Series, name: str, path: str) -> pd.Series:
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return values.astype("float64")
-    numbers = pd.to_numeric(values, errors="coerce")
-    _check(values.to_numpy(), (numbers.isna() & values.notna()).to_numpy(), path, name,
-           "value {value!r} at {row} is not a number ({n} such rows)",
-           "write numeric labels and scores")
-    return numbers.astype("float64")
-
-
-def _check(values: np.ndarray, bad: np.ndarray, source: str, col: str, message: str, fix: str) -> np.ndarray:
-    """``values``, or DataError at the first ``bad`` row; ``message`` may use {n}, {row} and {value}."""
-    rows = np.flatnonzero(bad)
-    if rows.size:  # a text file's line (its header is line 1), else the row
-        where = f"line {rows[0] + 2}" if source.endswith((".csv", ".tsv", ".txt")) else f"row {rows[0] + 1}"
-        raise DataError(message.format(n=rows.size, row=where, value=values[rows[0]]), path=source,
-                        column=col, fix=fix)
-    return values
-
-
-def _finite(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
-    values = _numbers(frame[col], col, source).to_numpy(dtype=np.float64)
-    return _check(values, ~np.isfinite(values), source, col,
-                  "{n} value(s) are missing or not finite, the first at {row}",
-                  "write a number in every row of this column")
-
-
-def _group_codes(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
-    values = frame[col]
-    _check(values.to_numpy(), (values.isna() | (values.astype(str) == "")).to_numpy(), source, col,
-           "{n} row(s) have no group value, the first at {row}",
-           "fill the group column in every row")
-    return pd.factorize(values)[0]
-
-
-def _binary(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
-    values = _finite(frame, col, source)
-    return _check(values, ~np.isin(values, (0.0, 1.0)), source, col,
-                  "a label must be 0 or 1, found {value:g} at {row}", "binarize the label column")
-
-
-def _probabilities(frame: pd.DataFrame, col: str, source: str, why: str) -> np.ndarray:
-    values = _finite(frame, col, source)
-    return _check(values, (values < 0) | (values > 1), source, col,
-                  why + " needs probabilities, found {value:g} at {row}",
-                  f"pass probabilities, or the score for {why} itself")
-
-
 def _task(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None, label: str, score: str) -> dict:
     out = {"label": label, "score": score, "rows": int(labels.size), "positives": int(labels.sum()),
            "auc": M.auc(labels, scores) if labels.size else float("nan")}
@@ -219,15 +142,15 @@ def evaluate_predictions(frame: pd.DataFrame, *, click_label: str, click_score: 
     if missing:
         raise DataError(f"column(s) {missing} not in the predictions; it has {list(frame.columns)}",
                         path=source, column=missing[0], fix="name existing columns in the flags")
-    groups = _group_codes(frame, group_by, source) if group_by else None
-    click = _binary(frame, click_label, source)
-    p_ctr = _finite(frame, click_score, source)
+    groups = group_codes(frame, group_by, source) if group_by else None
+    click = binary_values(frame, click_label, source)
+    p_ctr = finite_values(frame, click_score, source)
     notes: list[str] = []
     tasks = {"ctr": _task(click, p_ctr, groups, click_label, click_score)}
     conversion = p_ctcvr = None
     if conversion_label:
-        conversion = _binary(frame, conversion_label, source)
-        p_cvr = _finite(frame, conversion_score, source)
+        conversion = binary_values(frame, conversion_label, source)
+        p_cvr = finite_values(frame, conversion_score, source)
         clicked = click > 0.5
         tasks["cvr"] = _task(conversion[clicked], p_cvr[clicked], None if groups is None else groups[clicked],
                              conversion_label, conversion_score)
@@ -236,9 +159,9 @@ def evaluate_predictions(frame: pd.DataFrame, *, click_label: str, click_score: 
         if unclicked:
             notes.append(f"{unclicked} row(s) have {conversion_label} = 1 without a click: CTCVR and NDCG "
                          f"count them as not converted, CVR leaves them out")
-        p_ctcvr = (_finite(frame, ctcvr_score, source) if ctcvr_score
-                   else _probabilities(frame, click_score, source, "CTCVR = CTR x CVR")
-                   * _probabilities(frame, conversion_score, source, "CTCVR = CTR x CVR"))
+        p_ctcvr = (finite_values(frame, ctcvr_score, source) if ctcvr_score
+                   else probabilities(frame, click_score, source, "CTCVR = CTR x CVR")
+                   * probabilities(frame, conversion_score, source, "CTCVR = CTR x CVR"))
         tasks["ctcvr"] = _task(click * conversion, p_ctcvr, groups, f"{click_label} * {conversion_label}",
                                ctcvr_score or f"{click_score} * {conversion_score}")
     if gains is not None and ndcg_k is None:
@@ -265,14 +188,14 @@ def _ndcg(frame, k, gains, group_by, score_column, click, conversion, p_ctcvr, c
         conversion = p_ctcvr = np.zeros_like(click)
     scores, p_ctr, ranked_by = None, None, score_column
     if score_column:
-        scores = _finite(frame, score_column, source)
+        scores = finite_values(frame, score_column, source)
     else:
-        p_ctr = _probabilities(frame, click_score, source, "ranking by expected gain")
+        p_ctr = probabilities(frame, click_score, source, "ranking by expected gain")
         ranked_by = (f"expected gain {2 ** g_click - 1:g} * (p_ctr - p_ctcvr) + {2 ** g_conv - 1:g} * p_ctcvr"
                      if g_conv else click_score)
     gains = {"click": g_click, "conversion": g_conv}
     value, used, skipped = M.click_conversion_ndcg(click, conversion, p_ctr, p_ctcvr,
-                                                   _group_codes(frame, group_by, source), k=k, gains=gains,
+                                                   group_codes(frame, group_by, source), k=k, gains=gains,
                                                    scores=scores)
     return {"k": int(k), "value": value, "group_by": group_by, "groups_used": used, "groups_skipped": skipped,
             "gains": gains, "ranked_by": ranked_by}

@@ -42,8 +42,7 @@ _SESSION_NAMES = ("session_id", "sessionid", "search_id", "srch_id", "session", 
                   "request_id")
 _USER_ID_NAMES = ("user_id", "userid", "uid", "user", "visitor_id", "customer_id")
 _ITEM_ID_NAMES = ("item_id", "itemid", "movie_id", "movieid", "iid", "item", "prop_id", "ad_id", "product_id")
-# the words logs and catalogs name their times with; a column under one is read as a time only when its
-# values are dates (or integer epoch seconds): an "opened" of 14.03.2016 is a time, not a second item id
+# names of times in logs and catalogs; a column is a time only if its values are dates or epoch seconds too
 _TIME_NAME = re.compile(r"time|date|^ts$|_ts$|^ts_|_at$|epoch|unix|(^|_)(signup|signed_up|created|joined"
                         r"|registered|opened|published|updated|modified|birthday|since)(_|$)")
 _ID_NAME = re.compile(r"(^|_)ids?$")

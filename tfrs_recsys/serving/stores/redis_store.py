@@ -268,9 +268,7 @@ class RedisStore(OnlineStore):
                 pipe.zmscore(self._key("hot", live), ids)
                 return pipe.execute()
 
-        rows, counted, hot = self._call(read)
-        return {i for i, r, n, h in zip(ids, rows, counted, hot) if r is not None or n is not None
-                or h is not None}
+        return {i for i, *found in zip(ids, *self._call(read)) if any(f is not None for f in found)}
 
     def health(self) -> dict:
         start = time.perf_counter()
