@@ -204,6 +204,19 @@ def test_events_of_items_the_store_does_not_hold_are_left_out_and_said(stores):
     assert none_known["applied"] == 0 and none_known["ignored"] == 2
 
 
+def test_a_redis_history_expires_after_the_users_last_event(redis_server):
+    store = RedisStore(redis_server.url, namespace=f"t{uuid.uuid4().hex[:8]}", timeout=5.0,
+                       history_ttl_days=2)
+    publish(source_store(), store, None)
+    http = TestClient(create_app(RecallRankPipeline(ServingClient("127.0.0.1:1"), store)))
+    assert http.post("/events", json=clicks("passing-by", ["item_01"])).status_code == 200
+    reader = redis.Redis.from_url(redis_server.url)
+    assert 2 * 86_400 - 60 <= reader.ttl(f"{store.ns}:hist:passing-by") <= 2 * 86_400  # bounded, not forever
+    assert store.history("passing-by") == ["item_01"]
+    reader.close()
+    store.close()
+
+
 def test_events_newer_than_the_published_version_get_model_recall(stores, client):
     store, publisher = stores
     publish(source_store(), publisher, client, k=5)

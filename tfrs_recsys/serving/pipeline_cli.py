@@ -19,6 +19,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: b
                              "RECSYS_REDIS_HOST/PORT/DB)")
     parser.add_argument("--store-timeout", type=float, default=0.25,
                         help="seconds a Redis store may take before answers fall back to hot items")
+    parser.add_argument("--history-ttl-days", type=float, default=180.0,
+                        help="a Redis store forgets a history no event wrote to for this long (a publish "
+                             "seeds it again from its batch data); 0: never")
     parser.add_argument("--recall-source", choices=RECALL_SOURCES, default="model",
                         help="candidates from the retrieval model on each request, or from the lists "
                              "`serving.publish` wrote (the model for users with newer events)")
@@ -59,7 +62,8 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
     spec = args.store or store_from_environment()
     if not spec:
         raise UserError("no store given", fix="pass --store DIR|redis://HOST:PORT/DB, or set RECSYS_STORE")
-    options = {"timeout": args.store_timeout} if is_redis_url(spec) else {}
+    options = ({"timeout": args.store_timeout, "history_ttl_days": args.history_ttl_days}
+               if is_redis_url(spec) else {})
     recall_merge, store = recall_merge_from_args(args), open_store(spec, **options)
     client = ServingClient(args.address or DEFAULT_ADDRESS, args.timeout,
                            retrieval_model=args.retrieval_model, ranker_model=args.ranker_model)

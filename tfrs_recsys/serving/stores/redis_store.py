@@ -5,7 +5,8 @@ Keys, under a namespace (``recsys``; ``RECSYS_REDIS_NAMESPACE``)::
     {ns}:live                the live version number (one SET switches readers)
     {ns}:building            the version a publish is writing (events mark their users stale in it)
     {ns}:next_version        the version counter;  {ns}:versions  the versions on the server (a set)
-    {ns}:hist:{user}         the user's history, a list capped at max_history (outside versions)
+    {ns}:hist:{user}         the user's history, a list capped at max_history (outside versions),
+                             expiring history_ttl_days after the user's last event
     {ns}:v{N}:meta           StoreMeta, item and user columns, publish facts (a hash of JSON)
     {ns}:v{N}:items|users    id -> JSON of raw features and display metadata
     {ns}:v{N}:n|c|f|rev      item -> decayed impressions | clicks | interactions | update count
@@ -43,56 +44,13 @@ from tfrs_recsys.serving.stores.base import (
     UserState,
     Version,
 )
+from tfrs_recsys.serving.stores.redis_scripts import HOT, RESCORE, SEED, USER_STATE
 
+HISTORY_TTL_DAYS = 180.0
 FALLBACK_SIZE = 100  # the hot items kept for answers while Redis is unavailable
 FALLBACK_REFRESH_S = 1.0
 _WATCH_RETRIES = 20
 _CHUNK = 1000
-
-# ARGV: ns, user, how many hot items to add (the fallback's refresh; 0: none).
-_USER_STATE = """
-local ns, user = ARGV[1], ARGV[2]
-local hist = redis.call('LRANGE', ns .. ':hist:' .. user, 0, -1)
-local live = redis.call('GET', ns .. ':live')
-if not live then return {false, hist} end
-local p = ns .. ':v' .. live .. ':'
-local recall = false
-if redis.call('SISMEMBER', p .. 'dirty', user) == 0 then
-  recall = redis.call('GET', p .. 'recall:' .. user)
-end
-local hot = {}
-if tonumber(ARGV[3]) > 0 then
-  hot = redis.call('ZRANGE', p .. 'hot', 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
-end
-return {live, hist, recall, redis.call('HGET', p .. 'users', user), hot}
-"""
-_HOT = """
-local live = redis.call('GET', ARGV[1] .. ':live')
-if not live then return {false, {}} end
-return {live, redis.call('ZRANGE', ARGV[1] .. ':v' .. live .. ':hot', 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')}
-"""
-# Keeps an item's hot score only from the batch that made its latest update (KEYS: rev hash, hot zset).
-_RESCORE = """
-for i = 1, #ARGV, 3 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
-    redis.call('ZADD', KEYS[2], ARGV[i + 2], ARGV[i])
-  end
-end
-"""
-# Histories for users without one (ARGV: ns, then user, count, items... per user).
-_SEED = """
-local i, n = 2, 0
-while i <= #ARGV do
-  local key, count = ARGV[1] .. ':hist:' .. ARGV[i], tonumber(ARGV[i + 1])
-  if count > 0 and redis.call('EXISTS', key) == 0 then
-    redis.call('RPUSH', key, unpack(ARGV, i + 2, i + 1 + count))
-    n = n + 1
-  end
-  i = i + 2 + count
-end
-return n
-"""
-
 
 def _chunks(mapping: Mapping, size: int = _CHUNK):
     it = iter(mapping.items())
@@ -109,12 +67,15 @@ class RedisStore(OnlineStore):
       timeout: Seconds a command may take before the store counts as unavailable.
       retry_interval: Seconds calls fail fast after a failure before Redis is tried again.
       slow_ms: A health check slower than this reports ``"slow"``.
+      history_ttl_days: A history no event wrote to for this long expires (a publish seeds it again
+        from its batch data); 0: never.
     """
 
     backend = "redis"
 
     def __init__(self, url: str, *, namespace: str | None = None, timeout: float = 0.25,
-                 retry_interval: float = 0.5, slow_ms: float = 50.0):
+                 retry_interval: float = 0.5, slow_ms: float = 50.0,
+                 history_ttl_days: float = HISTORY_TTL_DAYS):
         self._redis = redis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
@@ -122,8 +83,9 @@ class RedisStore(OnlineStore):
         self.url = f"redis://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
         self.ns = namespace or os.environ.get("RECSYS_REDIS_NAMESPACE") or "recsys"
         self.timeout, self.retry_interval, self.slow_ms = timeout, retry_interval, slow_ms
+        self.history_ttl_s = round(history_ttl_days * 86_400)
         self._scripts = {name: self._redis.register_script(code) for name, code in (
-            ("user", _USER_STATE), ("hot", _HOT), ("rescore", _RESCORE), ("seed", _SEED))}
+            ("user", USER_STATE), ("hot", HOT), ("rescore", RESCORE), ("seed", SEED))}
         self._versions: dict[int, tuple[StoreMeta, list[str], list[str]]] = {}
         self._live: int | None = None
         self._fallback: list[tuple[str, float]] = []
@@ -311,7 +273,7 @@ class RedisStore(OnlineStore):
 
         live, meta, added, results = self._call(transaction)
         # After the history commands: 4 replies per item, (n, c, f, rev); then the stale marks and the clock.
-        start = sum(1 for _ in self._history_commands(events, meta))
+        start = sum(1 + bool(self.history_ttl_s) for _ in self._history_commands(events, meta))
         flat = []
         for j, item in enumerate(added):
             n, c, _, rev = results[start + 4 * j: start + 4 * j + 4]
@@ -338,6 +300,8 @@ class RedisStore(OnlineStore):
                 pipe.ltrim(self._key(f"hist:{user}"), -meta.max_history, -1)
             else:
                 pipe.rpush(self._key(f"hist:{user}"), *items)
+            if self.history_ttl_s:  # a user idle that long is forgotten: event-made users stay bounded
+                pipe.expire(self._key(f"hist:{user}"), self.history_ttl_s)
         for item, (n, c, f) in added.items():
             pipe.hincrbyfloat(self._key("n", live), item, n)
             pipe.hincrbyfloat(self._key("c", live), item, c)
