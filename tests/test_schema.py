@@ -252,6 +252,8 @@ def test_dates_written_day_first_are_read_day_first_in_every_chunk():
     assert spec["event_date"].kind == "timestamp" and spec["event_date"].day_first
     assert spec["event_date"].raw_dtype == "float64"  # as the serving signature takes it
     assert "float64" in next(line for line in spec.table().splitlines() if line.startswith("event_date"))
+    sessions = FeatureSpec(spec.features, spec.labels, session_column="request_id")
+    assert any(line.split()[:2] == ["request_id", "session"] for line in sessions.table().splitlines())
     assert FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict())))["event_date"].day_first
     # a later chunk of ambiguous dates only is read in the spec's order, not guessed anew
     raw = frame_to_raw(pd.DataFrame({"event_date": ["06/03/2024", "07/03/2024"]}), spec)["event_date"]

@@ -170,6 +170,8 @@ class FeatureSpec:
                      or f.raw_dtype != "string" else "float32")
             why = decisions.get(f.name, "from the spec file").replace("; group", " | group")
             rows.append((f.name, f.kind, f.group, dtype, size, why))
+        if self.session_column:  # not a feature, yet what GAUC, session NDCG and the splits group by
+            rows.append((self.session_column, "session", "", "", "", "groups the rows of one session"))
         rows += [(name, "dropped", "", "", "", why) for name, why in self.notes.get("dropped", {}).items()]
         widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
         lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) + "  " + r[5] for r in rows]
