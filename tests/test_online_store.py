@@ -376,4 +376,8 @@ def test_the_service_answers_hostile_http_with_json_4xx_and_drops_stalled_heads(
         with socket.create_connection((host, int(port)), timeout=10) as trickle:
             trickle.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[")  # no more
             assert trickle.recv(1000).startswith(b"HTTP/1.1 408")
+        with socket.create_connection((host, int(port)), timeout=10) as crumbs:  # a body a byte at a time
+            crumbs.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           + b"1\r\n \r\n" * 20_000)
+            assert crumbs.recv(1000).startswith(b"HTTP/1.1 413")  # cut at 10,000 chunks, the loop free
         assert httpx.get(f"{url}/recall/u1?top_k=2", timeout=10).status_code in (200, 503)  # still serving

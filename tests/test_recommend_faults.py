@@ -41,9 +41,18 @@ class HourRanker(tf.Module):
 class WideRanker(tf.Module):
     """Answers two scores per candidate where one is expected."""
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="item_id"),
+                                  tf.TensorSpec([None], tf.string, name="device")])
+    def serving_default(self, item_id, device):
+        return {"ctr": tf.zeros([tf.size(item_id), 2])}
+
+
+class TextRanker(tf.Module):
+    """Answers its scores as text."""
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="item_id")])
     def serving_default(self, item_id):
-        return {"ctr": tf.zeros([tf.size(item_id), 2])}
+        return {"ctr": tf.strings.as_string(tf.zeros([tf.size(item_id)]))}
 
 
 class BlankRetrieval(tf.Module):
@@ -73,25 +82,28 @@ def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("faults")
     fx.publish_retrieval(base, version=1)
     fx.publish_ranker(base, version=1)
-    for name, module in (("hourly", HourRanker()), ("wide", WideRanker()), ("blank", BlankRetrieval())):
+    odd = {"hourly": HourRanker(), "wide": WideRanker(), "text": TextRanker(), "blank": BlankRetrieval()}
+    for name, module in odd.items():
         publish_version(base, name, _save(module), version=1)
-    config = fx.models_config(base, dict.fromkeys(["retrieval", "ranker", "hourly", "wide", "blank"], {}))
+    config = fx.models_config(base, dict.fromkeys(["retrieval", "ranker", *odd], {}))
     proc = fx.start_server(base, [f"--model_config_file={config}", "--file_system_poll_wait_seconds=0.2"])
     yield base, proc
     assert proc.stop() == 0, proc.log_tail()
 
 
-def _store(history_kept: bool | None = None) -> MemoryStore:
+def _store(history_kept: bool | None = None, users: pd.DataFrame | None = None) -> MemoryStore:
     items = pd.DataFrame({"item_id": fx.ITEM_IDS, "genres": ["g1"] * fx.NUM_ITEMS,
                           "price": [1.0] * fx.NUM_ITEMS})
     hot = pd.DataFrame({"item_id": HOT, "hotness": [3.0, 2.0, 1.0]})
     meta = StoreMeta(as_of=time.time(), history_kept=history_kept)
-    return MemoryStore(FeatureStore({"u1": HISTORY}, hot, item_features=items, meta=meta))
+    store = FeatureStore({"u1": HISTORY}, hot, item_features=items, user_features=users, meta=meta)
+    return MemoryStore(store)
 
 
-def _app(address: str, retrieval: str = "retrieval", ranker: str = "ranker", timeout: float = 10.0):
+def _app(address: str, retrieval: str = "retrieval", ranker: str = "ranker", timeout: float = 10.0,
+         users: pd.DataFrame | None = None):
     client = ServingClient(address, timeout=timeout, retrieval_model=retrieval, ranker_model=ranker)
-    return client, TestClient(create_app(RecallRankPipeline(client, _store(), num_candidates=8)))
+    return client, TestClient(create_app(RecallRankPipeline(client, _store(users=users), num_candidates=8)))
 
 
 def test_a_ranker_number_a_request_cannot_send_is_a_400_naming_it(served):
@@ -104,6 +116,7 @@ def test_a_ranker_number_a_request_cannot_send_is_a_400_naming_it(served):
             assert answer.status_code == 400, (hostile, answer.text)
             assert "'hour' takes numbers" in answer.json()["error"]
         assert http.get("/recommend/u1", params={"hour": "13"}).status_code == 200  # the connection is good
+        assert http.get("/recommend/stranger", params={"hour": "1e30"}).status_code == 400  # cold alike
     with pytest.raises(ValueError, match="'price' takes numbers"):
         ranker_column(["1e39"], types_pb2.DT_FLOAT, 1, "price")  # past float32: not sent as inf
     assert ranker_column(["7", None], types_pb2.DT_INT64, 2, "hour").tolist() == [7, 0]
@@ -114,7 +127,7 @@ def test_odd_model_answers_are_502_or_the_hot_items_never_a_400(served):
     client, http = _app(proc.address, ranker="wide")
     with client:
         wide = http.get("/recommend/u1")
-        assert wide.status_code == 502 and "one score per candidate" in wide.json()["error"]
+        assert wide.status_code == 502 and "one number per candidate" in wide.json()["error"]
     client, http = _app(proc.address, ranker="ranker", retrieval="blank")
     with client:
         blank = http.get("/recommend/u1", params={"top_k": 3})  # retrieval found nothing
@@ -124,6 +137,49 @@ def test_odd_model_answers_are_502_or_the_hot_items_never_a_400(served):
     client, http = _app(proc.address, ranker="ranker", retrieval="wide")  # a ranker asked as retrieval
     with client:
         assert http.get("/recommend/u1").status_code == 502
+    client, http = _app(proc.address, ranker="text")
+    with client:
+        text = http.get("/recommend/u1")
+        assert text.status_code == 502 and "one number per candidate" in text.json()["error"]
+    users = pd.DataFrame({"user_id": ["signed-up"], "device": ["mobile"]})
+    client, http = _app(proc.address, ranker="wide", users=users)
+    with client:  # a cold user the ranker fails: the hot items, unranked and said, never a 502
+        cold = http.get("/recommend/signed-up", params={"top_k": 3})
+        assert cold.status_code == 200 and [r["item_id"] for r in cold.json()["items"]] == HOT
+        assert "the hot items unranked" in cold.json()["fallback"]
+
+
+def test_a_stored_value_the_ranker_cannot_take_goes_as_missing_not_a_400(served, caplog):
+    _, proc = served
+    users = pd.DataFrame({"user_id": ["odd", "fine"], "hour": [float("inf"), 9.0]})
+    client, http = _app(proc.address, ranker="hourly", users=users)
+    with client:
+        for user in ("odd", "fine"):
+            answer = http.get(f"/recommend/{user}", params={"top_k": 3})
+            assert answer.status_code == 200 and answer.json()["versions"] == {"hourly": 1}, answer.text
+    assert any("cannot take" in r.getMessage() and "'hour'" in r.getMessage() for r in caplog.records)
+
+
+def test_hostile_requests_are_answered_in_time(served):
+    _, proc = served
+    client, http = _app(proc.address)
+    with client:
+        many = "&".join(f"p{i}" for i in range(5_000))  # 5,000 parameters: refused, not counted n^2
+        started = time.monotonic()
+        answer = http.get(f"/recommend/u1?{many}")
+        assert answer.status_code == 400 and "at most 256" in answer.json()["error"]
+        assert time.monotonic() - started < 2.0
+
+
+def test_users_made_by_events_alone_are_bounded_in_memory(served):
+    store = _store()
+    store.max_event_users = 3
+    http = TestClient(create_app(RecallRankPipeline(ServingClient(served[1].address), store)))
+    for n in range(5):
+        posted = http.post("/events", json={"user_id": f"passer{n}", "item_id": "item_01", "event": "click"})
+        assert posted.status_code == 200, posted.text
+    assert [store.history(f"passer{n}") for n in range(5)] == [None, None, *[["item_01"]] * 3]
+    assert store.history("u1") == HISTORY  # the published users are never forgotten
 
 
 def test_a_retrieval_version_with_a_smaller_k_is_served_without_a_restart(served):

@@ -35,6 +35,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 CONNECTION_KEY = "tfrs_recsys.connection"
 _LINGER_S = 1.0  # how long a refused connection is drained after its answer
 _PIPELINE_HOLD_BYTES = 1 << 16  # pipelined bytes held before reading pauses
+MAX_BODY_PIECES = 10_000  # a body's chunks (parser events): clients send KBs at a time, not single bytes
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _REQUEST_LINE = re.compile(_TOKEN + rb"+ [\x21-\x7e]+ HTTP/1\.[01]\r?")
 _METHOD_START = re.compile(_TOKEN)
@@ -134,6 +135,7 @@ class GuardedConnection(asyncio.Protocol):
         self.idle_since = self.loop.time()
         self.head_seen = True  # a fresh connection owes its first request: a timeout answers 408
         self.held = 0  # pipelined bytes in the parser's buffer that uvicorn has not seen
+        self.pieces = 0  # the request body's pieces so far
         self.first_line: bytearray | None = bytearray()  # the request line so far; None once checked
         self.timer: asyncio.TimerHandle | None = None
         self.connected = False
@@ -268,7 +270,11 @@ class GuardedConnection(asyncio.Protocol):
                     return 400, ("Malformed request: both Content-Length and Transfer-Encoding; send one "
                                  "of them")
                 self._disarm()
-                self.state = self.REQUEST
+                self.state, self.pieces = self.REQUEST, 0
+            elif isinstance(event, h11.Data):
+                self.pieces += 1  # each costs the parsers Python time: 1-byte chunks would stall the loop
+                if self.pieces > MAX_BODY_PIECES:
+                    return 413, f"Request body sent in more than {MAX_BODY_PIECES} chunks: send larger ones"
             elif isinstance(event, h11.EndOfMessage):
                 self.state = self.WAIT
 

@@ -396,8 +396,9 @@ class ServingClient:
         outputs, version = self.predict(model, inputs, timeout=timeout)
         n = len(candidates)
         for name, values in outputs.items():  # one score per candidate, as [n] or [n, 1]
-            if values.ndim not in (1, 2) or values.shape[0] != n or values.size != n:
+            if values.dtype.kind not in "fiub" or values.ndim not in (1, 2) or values.shape[0] != n or \
+                    values.size != n:
                 raise ServingClientError(f"ranker '{model}' at {self.address} answered '{name}' of shape "
-                                         f"{list(values.shape)} for {n} candidates; one score per candidate "
-                                         f"expected")
+                                         f"{list(values.shape)} and dtype {values.dtype} for {n} candidates; "
+                                         f"one number per candidate expected")
         return Ranked(candidates, {name: values.reshape(-1) for name, values in outputs.items()}, version)

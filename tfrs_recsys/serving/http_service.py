@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Query, Request
@@ -35,6 +36,7 @@ from tfrs_recsys.serving.stores import StoreStateError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 MAX_TOP_K = 1000
+MAX_QUERY_PARAMETERS = 256
 MAX_BODY_BYTES = 4 << 20  # a POST /events body: thousands of events
 BODY_TIMEOUT_S = 30.0  # the time a body has to arrive in
 
@@ -71,10 +73,11 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
         and the store's state and latency."""
         store = pipeline.store.health()
         flags = {"store": store, pipeline.store.backend: store["status"]}
-        models = {}
+        models, deadline = {}, time.monotonic() + pipeline.client.timeout  # both models within one timeout
         try:
             for name in (pipeline.retrieval_model, pipeline.ranker_model):
-                available = [s["version"] for s in pipeline.client.status(name) if s["state"] == "AVAILABLE"]
+                statuses = pipeline.client.status(name, timeout=max(0.05, deadline - time.monotonic()))
+                available = [s["version"] for s in statuses if s["state"] == "AVAILABLE"]
                 if not available:
                     error = f"model '{name}' has no AVAILABLE version"
                     return JSONResponse({"status": "unavailable", "error": error, **flags}, status_code=503)
@@ -130,8 +133,11 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
 
     def context_of(request: Request) -> dict[str, str]:
         names = [name for name, _ in request.query_params.multi_items()]
-        if (twice := next((n for n in names if names.count(n) > 1), None)) is not None:
-            raise ValueError(f"query parameter {twice!r} is given more than once; give it once")
+        if len(names) > MAX_QUERY_PARAMETERS:
+            raise ValueError(f"{len(names)} query parameters; at most {MAX_QUERY_PARAMETERS} (top_k and the "
+                             f"ranker's request features)")
+        if twice := [name for name, n in Counter(names).items() if n > 1]:
+            raise ValueError(f"query parameter {twice[0]!r} is given more than once; give it once")
         return {name: request.query_params[name] for name in names if name != "top_k"}
 
     @app.get("/recall/{user_id}")
@@ -140,7 +146,8 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
         def candidates(user: str, k: int):
             if extra := context_of(request):
                 raise ValueError(f"query parameter {next(iter(extra))!r} is not one of /recall's (top_k)")
-            return pipeline.recall(user, k)
+            return pipeline.recall(user, k, deadline=deadline)
+        deadline = time.monotonic() + pipeline.client.timeout
         return await run_in_threadpool(answer, candidates, user_id, top_k)
 
     @app.get("/recommend/{user_id}")

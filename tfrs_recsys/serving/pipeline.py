@@ -33,6 +33,7 @@ from tfrs_recsys.serving.client import (
     ServingClientError,
 )
 from tfrs_recsys.serving.feature_store import FeatureStore
+from tfrs_recsys.serving.ranker_inputs import ranker_column, usable
 from tfrs_recsys.serving.recall_merge import HOT, RECALL, RecallMergeConfig, merge_candidates
 from tfrs_recsys.serving.stores import (
     OnlineStore,
@@ -220,22 +221,24 @@ class RecallRankPipeline:
         hot = [Recommendation(i, h, HOT, {"hotness": h}) for i, h in self.store.fallback_hot_items(k)]
         return Recommendations(str(user_id), hot, False, {}, f"store unavailable: {error}")
 
-    def recall(self, user_id: str, k: int = 10) -> Recommendations:
+    def recall(self, user_id: str, k: int = 10, *, deadline: float | None = None) -> Recommendations:
         """No ranking: the first ``k`` candidates the ranker would get, scored by retrieval (or hotness).
 
         Args:
           user_id: The raw user id.
           k: How many items.
+          deadline: When the answer is due (``time.monotonic()``; default: the client's timeout from now).
 
         Returns:
           The candidates, in the order the ranker would get them.
         """
         user_id = str(user_id).strip()  # as training read the ids
+        deadline = time.monotonic() + self.client.timeout if deadline is None else deadline
         try:
             state = self.store.user_state(user_id)
             if not state.history:
                 return Recommendations(str(user_id), self._hot([], k), True)
-            candidates, versions = self._candidates(user_id, state, k)
+            candidates, versions = self._candidates(user_id, state, k, deadline)
         except (StoreUnavailableError, StoreStateError) as e:
             return self._fallback(user_id, k, e)
         return Recommendations(str(user_id), candidates, False, versions)
@@ -288,7 +291,10 @@ class RecallRankPipeline:
     def _cold(self, user_id: str, state: UserState, k: int, context: Mapping[str, object],
               deadline: float) -> Recommendations:
         """A user without history: the hot items, ranked by the ranker where the store knows the user's
-        features (a customer who signed up and never clicked: their city still tells), else as they are."""
+        features (a customer who signed up and never clicked: their city still tells), else as they are;
+        a ranker that fails them leaves them unranked, said in ``fallback`` (they need no model)."""
+        if not context and not state.features:  # nothing to rank by or to check: no model asked
+            return Recommendations(str(user_id), self._hot([], k), True)
         try:
             inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
         except ServingClientError:  # the hot list needs no model: a model server down changes nothing
@@ -301,7 +307,7 @@ class RecallRankPipeline:
         hot = self._hot([], max(k, self.num_candidates))
         try:
             rows, version = self._ranked(user_id, state, hot, context, inputs, names, deadline)
-        except ServerUnavailableError as e:
+        except ServingClientError as e:
             return Recommendations(str(user_id), hot[:k], True, {}, f"the hot items unranked: {e}")
         return Recommendations(str(user_id), rows[:k], True, {self.ranker_model: version})
 
@@ -346,7 +352,7 @@ class RecallRankPipeline:
         candidate (the ids, the store's item features): a request would otherwise rank every candidate
         as one item."""
         filled = {names["user"], names["item"], *self.store.item_feature_columns} - {None}
-        for name in context:
+        for name, value in context.items():
             if name not in inputs:
                 raise ValueError(f"context {name!r} is not an input of ranker '{self.ranker_model}' "
                                  f"(its inputs are {sorted(inputs)})")
@@ -354,6 +360,7 @@ class RecallRankPipeline:
                 raise ValueError(f"context {name!r} is filled per candidate or user by the pipeline (the "
                                  f"ids and the store's item features); a request gives request features, "
                                  f"such as a device")
+            ranker_column(value, inputs[name].dtype, 1, name)  # a value it cannot take: refused, warm or cold
 
     def _features(self, state: UserState, candidates: Sequence[str], context: Mapping[str, object],
                   inputs: Mapping[str, object], names: Mapping[str, str | None]) -> dict[str, object]:
@@ -363,6 +370,13 @@ class RecallRankPipeline:
         features.update(self.store.item_features(candidates, item_columns))
         user_columns = [c for c in self.store.user_feature_columns if c in inputs and c not in features]
         features.update({c: state.features.get(c) for c in user_columns})
+        for name in features:  # a stored value the ranker cannot take (inf, 1e300) goes as missing
+            features[name], dropped = usable(features[name], inputs[name].dtype)
+            if dropped and (self.ranker_model, f"bad {name}") not in self._warned:
+                self._warned.add((self.ranker_model, f"bad {name}"))
+                logging.getLogger(__name__).warning("the store's '%s' holds values ranker '%s' cannot take "
+                                                    "(e.g. %r): sent as missing", name, self.ranker_model,
+                                                    dropped)
         features.update(request_time_features(inputs, context, time.time(), names["time"]))
         features.update(context)
         self._warn_unfilled(set(inputs) - set(features) - {names["user"], names["item"]}, names)

@@ -79,3 +79,30 @@ def _text(value) -> bytes:
     if isinstance(value, (list, tuple, np.ndarray)):
         return "|".join(str(v) for v in value).encode()
     return str(value).encode()
+
+
+def usable(values, dtype: int) -> tuple[object, object]:
+    """``values`` (a scalar or a sequence) with each number a numeric input cannot take (not finite, a
+    fraction for an integer input, out of range) made missing: a store's bad value is not a request's.
+
+    Args:
+      values: What a store holds for one input.
+      dtype: The input's ``types_pb2`` dtype.
+
+    Returns:
+      (the values, the first one made missing, or None).
+    """
+    if dtype not in _NUMBERS:
+        return values, None
+    kind = _NUMBERS[dtype][0]
+    scalar = isinstance(values, (str, bytes, int, float, np.generic)) or values is None
+    kept, dropped = [], None
+    for value in [values] if scalar else list(values):
+        try:
+            if not (value is None or isinstance(value, str) and not value.strip()):
+                _number(value, kind, "", dtype)
+            kept.append(value)
+        except ValueError:
+            kept.append(None)
+            dropped = value if dropped is None else dropped
+    return (kept[0] if scalar else kept), dropped

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections import OrderedDict
 from typing import Mapping, Sequence
 
 from tfrs_recsys.serving.events import Event, hotness, hotness_feature, increments
 from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.serving.stores.base import OnlineStore, StoreMeta, UserState, Version
+
+MAX_EVENT_USERS = 200_000  # about 1 KB each with their marks
 
 
 class _Live:
@@ -38,14 +41,18 @@ class MemoryStore(OnlineStore):
 
     Args:
       source: The feature store it starts from (its recall lists, if any, are the live version).
+      max_event_users: The most users whose history only events wrote; past it the one whose last event
+        is oldest is forgotten (this process's memory stays bounded).
     """
 
     backend = "memory"
 
-    def __init__(self, source: FeatureStore):
+    def __init__(self, source: FeatureStore, *, max_event_users: int = MAX_EVENT_USERS):
         self._lock = threading.Lock()
         cap = source.meta.max_history
         self._histories = {u: list(h[-cap:] if cap else h) for u, h in source.user_histories.items()}
+        self._made: OrderedDict[str, None] = OrderedDict()  # users events made, least recent first
+        self.max_event_users = max_event_users
         self._live = _Live(source.published_version or 1, Version.from_feature_store(source))
         self._building: tuple[int, set, _Live | None] | None = None
         self._reserved = self._live.number
@@ -109,10 +116,18 @@ class MemoryStore(OnlineStore):
             added = increments(events, live.meta)  # raises before anything changes
             for event in events:
                 if event.enters_history:
+                    if event.user_id not in self._histories:
+                        self._made[event.user_id] = None
+                    elif event.user_id in self._made:
+                        self._made.move_to_end(event.user_id)
                     history = self._histories.setdefault(event.user_id, [])
                     history.append(event.item_id)
                     if live.meta.max_history and len(history) > live.meta.max_history:
                         del history[:-live.meta.max_history]
+            while len(self._made) > self.max_event_users:
+                gone, _ = self._made.popitem(last=False)
+                self._histories.pop(gone, None)
+                live.stale.discard(gone)
             for item, (n, c, f) in added.items():
                 counters = live.counters.setdefault(item, [0.0, 0.0, 0.0])
                 counters[0] += n
