@@ -84,3 +84,27 @@ def test_the_schema_command_takes_trainings_flags(tmp_path):
     spec = pd.read_json(out, typ="series")
     kinds = {f["name"]: f["kind"] for f in spec["features"]}
     assert kinds == {"restaurant": "categorical", "slot": "numeric"}  # 40 restaurants, not named an id
+
+
+def test_a_time_column_mixing_dates_seconds_and_a_typo_is_a_time(tmp_path, caplog):
+    from tfrs_recsys.data.schema import frame_to_raw
+
+    rows = 300
+    start = 1_760_000_000
+    ts = [pd.Timestamp(start + 3600 * i, unit="s", tz="UTC").isoformat() if i % 3 else str(start + 3600 * i)
+          for i in range(rows)]
+    ts[5] = ts[77] = "not-a-date"
+    frame = pd.DataFrame({"visitor": [f"v{i % 20}" for i in range(rows)], "ts": ts,
+                          "clicked": [i % 2 for i in range(rows)]})
+    frame.to_csv(tmp_path / "clicks.csv", index=False)
+    for time_column in ("ts", None):  # declared, or read from its name
+        cfg = DeepFMConfig(dataset="csv", data_dir=str(tmp_path / "clicks.csv"), label_columns=("clicked",),
+                           user_column="visitor", time_column=time_column)
+        data, split = load_and_split(cfg, "deepfm")
+        spec = ranker_spec(cfg, data, split.train)
+        assert spec["ts"].kind == "timestamp", spec.notes["decisions"].get("ts")
+        seconds = frame_to_raw(data.frame, spec)["ts"]
+        assert np.isnan(seconds).sum() == 2  # the typos missing, every other value a time
+        want = np.array([start + 3600 * i for i in range(rows) if i not in (5, 77)], dtype=float)
+        np.testing.assert_array_equal(np.sort(seconds[np.isfinite(seconds)]), want)
+    assert any("neither dates nor epoch seconds" in r.getMessage() for r in caplog.records)

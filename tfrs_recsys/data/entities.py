@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
-from tfrs_recsys.data.schema_inference import text_numbers
 from tfrs_recsys.data.tabular import bad_row, parse_column_types, read_table, type_columns
+from tfrs_recsys.data.text_values import text_numbers
 
 
 def id_text(table: pd.DataFrame, column: str) -> tuple[pd.Series, np.ndarray]:

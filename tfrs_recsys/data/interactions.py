@@ -18,13 +18,14 @@ from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.entities import declared_types, id_text, read_entity_table, say_unmatched
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
 from tfrs_recsys.data.schema import day_first, epoch_seconds, is_listlike, is_plain_number, month_first
-from tfrs_recsys.data.schema_inference import detect_separator, text_numbers
+from tfrs_recsys.data.schema_inference import detect_separator
 from tfrs_recsys.data.tabular import (
     bad_row,
     locate,
     numeric_columns,
     read_table,
 )
+from tfrs_recsys.data.text_values import text_numbers
 
 
 class _RowChecks:
@@ -161,7 +162,7 @@ def _lists(table: pd.DataFrame | None, key: str) -> pd.DataFrame | None:
     """Text columns of several values joined by a separator (``kids|eco``) as lists of the values, told
     apart as the rankers' schema inference tells them (``detect_separator``); a missing value stays
     missing, an empty one is no values. Numbers written for people (``12,50``) and dates under a time-like
-    name are numbers first (:func:`~tfrs_recsys.data.schema_inference.text_numbers`), never lists."""
+    name are numbers first (:func:`~tfrs_recsys.data.text_values.text_numbers`), never lists."""
     for column in [] if table is None else [c for c in table.columns if c != key]:
         values = table[column]
         if is_plain_number(values) or pd.api.types.is_bool_dtype(values) or values.map(is_listlike).any():

@@ -9,6 +9,7 @@ data; ``python -m tfrs_recsys.data.schema FILE --labels ... --out spec.json`` do
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from tfrs_recsys.data.number_text import MISSING_NUMBER_WORDS, read_numbers
 
 KINDS = ("id", "categorical", "multi_categorical", "numeric", "timestamp")
 CATEGORICAL_KINDS = ("id", "categorical", "multi_categorical")
+logger = logging.getLogger(__name__)
 GROUPS = ("user", "item", "context")
 ENCODINGS = ("vocabulary", "hash", "none")
 SPEC_VERSION = 1
@@ -301,37 +303,64 @@ def month_first(values: pd.Series) -> pd.Series:
 
 
 def _dates(values: pd.Series) -> pd.Series:
-    """Date text as UTC datetimes: in the first value's format (fast), else each value in its own."""
+    """Date text as UTC datetimes: in the first value's format (fast), else each value in its own; NaT
+    where a value is no date."""
     try:
         with warnings.catch_warnings(action="ignore", category=UserWarning):  # "could not infer format"
             return pd.to_datetime(values, utc=True)
-    except ValueError:  # e.g. "31/12/2025" beside "31/12/2025 10:00"
-        return pd.to_datetime(values, utc=True, format="mixed")
+    except (ValueError, TypeError, OverflowError):  # "31/12/2025" beside "31/12/2025 10:00", or no date
+        return pd.to_datetime(values.astype(str), utc=True, format="mixed", errors="coerce")
 
 
-def epoch_seconds(values: pd.Series, name: str = "", *, dates_day_first: bool | None = None) -> np.ndarray:
+def epoch_seconds(values: pd.Series, name: str = "", *, dates_day_first: bool | None = None,
+                  strict: bool = True) -> np.ndarray:
     """A timestamp column as float64 seconds since 1970-01-01 UTC, NaN where missing.
 
+    Text may mix dates and epoch seconds (``1760307547``; milli-, micro- and nanoseconds told apart by
+    their size), as exports that merge sources write them; digits below ``1e8`` are a date (``20240306``).
+
     Args:
-      values: Datetimes (naive = UTC), numbers (already seconds) or date text.
+      values: Datetimes (naive = UTC), numbers (already seconds) or text of dates and epoch seconds.
       name: The column's name, for an error.
       dates_day_first: Whether date text is written day first; None tells it from ``values``
         (:func:`day_first`).
+      strict: A value that is neither a date nor epoch seconds is an error; else it is missing, said in a
+        warning (a feature's typo, not a reason to lose the row).
 
     Returns:
       The seconds.
     """
     if is_plain_number(values):
         return values.to_numpy(dtype="float64", na_value=np.nan)
-    if not pd.api.types.is_datetime64_any_dtype(values):
-        shown = day_first(values, name, expected=dates_day_first)  # a spec's order is checked, not guessed
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return _seconds_of(values)
+    text = values.astype(object).where(values.notna(), None)
+    text = text.where(text.map(lambda v: v is not None and str(v).strip() != ""), None)
+    numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64")
+    size = np.abs(np.nan_to_num(numbers))
+    epoch = size >= 1e8  # seconds from 1973, or their milli-, micro- and nanoseconds
+    seconds = np.where(epoch, numbers / np.select([size >= 1e17, size >= 1e14, size >= 1e11], [1e9, 1e6, 1e3],
+                                                  1.0), np.nan)
+    dated = text.notna().to_numpy() & ~epoch
+    if dated.any():
+        dates = text[dated]
+        shown = day_first(dates, name, expected=dates_day_first)  # a spec's order is checked, not guessed
         if shown if dates_day_first is None else dates_day_first:
-            values = month_first(values)
-        try:
-            values = _dates(values)
-        except (ValueError, TypeError) as exc:
-            fix = "store seconds since 1970 or ISO dates, or do not declare it a timestamp"
-            raise SchemaError(f"cannot read the timestamps ({exc})", column=name or None, fix=fix) from None
+            dates = month_first(dates)
+        seconds[dated] = _seconds_of(_dates(dates))
+    if (bad := dated & np.isnan(seconds)).any():
+        first = text[bad].iloc[0]
+        if strict:
+            raise SchemaError(f"{first!r} is neither a date nor epoch seconds ({int(bad.sum())} such values)",
+                              column=name or None, fix="write ISO dates or seconds since 1970, or do not "
+                                                       "declare it a timestamp")
+        logger.warning("column '%s': %d value(s) neither dates nor epoch seconds, read as missing "
+                       "(first: %r)", name, int(bad.sum()), first)
+    return seconds
+
+
+def _seconds_of(values: pd.Series) -> np.ndarray:
+    """Datetimes (naive = UTC, NaT missing) as float64 seconds since 1970."""
     if getattr(values.dt, "tz", None) is None:
         values = values.dt.tz_localize("UTC")
     seconds = (values - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
@@ -364,7 +393,7 @@ def frame_to_raw(frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, np.ndarray
         elif f.is_categorical:
             out[f.name] = raw_strings(values, f).to_numpy(dtype=object)
         elif f.kind == "timestamp":
-            out[f.name] = epoch_seconds(values, f.name, dates_day_first=f.day_first)
+            out[f.name] = epoch_seconds(values, f.name, dates_day_first=f.day_first, strict=False)
         else:
             out[f.name] = _numbers(values, f).astype(np.float32)
     return out

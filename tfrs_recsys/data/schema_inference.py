@@ -37,25 +37,18 @@ from tfrs_recsys.data.schema import (
     raw_strings,
     scalar_text,
 )
+from tfrs_recsys.data.text_values import TIME_NAME, all_dates, date_text_seconds, id_named
 
 _SESSION_NAMES = ("session_id", "sessionid", "search_id", "srch_id", "session", "query_id", "qid",
                   "request_id")
 _USER_ID_NAMES = ("user_id", "userid", "uid", "user", "visitor_id", "customer_id")
 _ITEM_ID_NAMES = ("item_id", "itemid", "movie_id", "movieid", "iid", "item", "prop_id", "ad_id", "product_id")
-# names of times in logs and catalogs; a column is a time only if its values are dates or epoch seconds too
-_TIME_NAME = re.compile(r"time|date|^ts$|_ts$|^ts_|_at$|epoch|unix|(^|_)(signup|signed_up|created|joined"
-                        r"|registered|opened|published|updated|modified|birthday|since)(_|$)")
-_ID_NAME = re.compile(r"(^|_)ids?$")
 _CATEGORICAL_NAME = re.compile(r"(^|_)(cat|cate|categorical|category|code|type|class|sparse)(_|\d|$)|^c\d+$")
 _NUMERIC_NAME = re.compile(
     r"(^|_)(num|numerical|numeric|dense|count|cnt|price|amount|score|ratio|duration|length|hotness|age)(_|\d|$)"
     r"|^i\d+$|^d\d")
 _EPOCH_SECONDS = (1e8, 4.2e9)  # 1973-03 .. 2103
 _SEPARATORS = ("|", ";", ",")
-
-
-def _id_named(name: str) -> bool:
-    return bool(_ID_NAME.search(norm_name(name))) or bool(re.search(r"[a-z]Id$|ID$", str(name)))
 
 
 _Options = namedtuple("_Options", "vocab_max hash_multiplier low_cardinality_max")
@@ -165,7 +158,7 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
                                             f"blank on the others (known only with the outcome, as the "
                                             f"seconds an article was read are with its click)",
                                  may_be_label=False)
-            ids = c in roles.values() or _id_named(c)  # an id's order is the file's, not a measurement
+            ids = c in roles.values() or id_named(c)  # an id's order is the file's, not a measurement
             if not ids and (told := tells_label(sample, c, labels)) is not None:
                 auc = f"{told[1]:.3f}" if told[1] >= 0.5 else f"{1 - told[1]:.3f}, in reverse"
                 raise leak_error(c, labels, f"alone ranks the label '{told[0]}' with an AUC of {auc} "
@@ -242,20 +235,21 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
     if declared == "timestamp" or datetimes:
         order = not is_plain_number(values) and not datetimes and day_first(values, name)
         why = "declared timestamp" if declared == "timestamp" else "datetime values"
-        return _numeric_column(name, epoch_seconds(values, name, dates_day_first=order), "timestamp", why,
+        return _numeric_column(name, epoch_seconds(values, name, dates_day_first=order, strict=False),
+                               "timestamp", why,
                                dates_day_first=order)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         present = values.dropna()
         integer_dtype = pd.api.types.is_integer_dtype(values)
         integral = integer_dtype or bool((present == np.floor(present)).all())
-        if (integral and _TIME_NAME.search(lname) and not present.empty
+        if (integral and TIME_NAME.search(lname) and not present.empty
                 and _EPOCH_SECONDS[0] <= present.min() and present.max() <= _EPOCH_SECONDS[1]):
             return _numeric_column(name, epoch_seconds(values, name), "timestamp",
                                    "integer epoch seconds under a time-like name")
         # Integer categories stay integers end to end (int64 inputs); the user and item ids stay strings,
         # as every signature and the feature store hold them, and so do integers with gaps (NaN).
         raw = "int64" if integer_dtype and not as_id else "string"
-        if integral and (as_id or _id_named(name)):
+        if integral and (as_id or id_named(name)):
             return _categorical_column(name, raw_strings(values), opts, "integer ids", id_like=True,
                                        entity=as_id, raw_dtype=raw)
         distinct = present.nunique()
@@ -267,11 +261,11 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
         why = ("quantity-like name" if quantity else "floating-point values" if not integer_dtype
                else f"{distinct} distinct integers and no id/categorical hint in the name")
         return _numeric_column(name, values.to_numpy("float64", na_value=np.nan), "numeric", why)
-    if _TIME_NAME.search(lname) and (dates := _date_text_seconds(values, name)) is not None:
+    if TIME_NAME.search(lname) and (dates := date_text_seconds(values, name)) is not None:
         seconds, order = dates
         return _numeric_column(name, seconds, "timestamp", "date text under a time-like name"
                                + (", day first" if order else ""), dates_day_first=order)
-    if not as_id and not _id_named(name) and (read := formatted_numbers(values)) is not None:
+    if not as_id and not id_named(name) and (read := formatted_numbers(values)) is not None:
         numbers, comma = read
         return _numeric_column(name, numbers, "numeric", "numbers written as text ("
                                + ("decimal comma" if comma else "decimal point") + ")", decimal_comma=comma)
@@ -285,9 +279,9 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
         return _categorical_column(name, text, opts, f"text joined by {separator!r}", separator=separator,
                                    counts=counts)
     why = "booleans" if pd.api.types.is_bool_dtype(values) else "text"
-    if why == "text" and not as_id and _all_dates(counts.index, name):
+    if why == "text" and not as_id and all_dates(counts.index, name):
         why = f"text (all dates: --column-types {name}=timestamp reads them)"  # a name that says no time
-    return _categorical_column(name, text, opts, why, id_like=_id_named(name), entity=as_id, counts=counts)
+    return _categorical_column(name, text, opts, why, id_like=id_named(name), entity=as_id, counts=counts)
 
 
 def _comma_decimals(values: pd.Series) -> bool:
@@ -308,49 +302,8 @@ def _declared_column(name: str, values: pd.Series, opts: _Options,
                                                                                      na_value=np.nan)
         return _numeric_column(name, numbers, "numeric", "declared", decimal_comma=bool(read and read[1]))
     integers = pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    return _categorical_column(name, raw_strings(values), opts, "declared", id_like=_id_named(name),
+    return _categorical_column(name, raw_strings(values), opts, "declared", id_like=id_named(name),
                                raw_dtype="int64" if integers else "string")
-
-
-def _all_dates(distinct: pd.Index, name: str) -> bool:
-    head = pd.Series(distinct[:101], dtype=object).astype(str)  # most text columns stop at their first values
-    if not head[head != ""].str.contains(r"\d[-/.:]\d").all() or (head == "").all():
-        return False
-    distinct = pd.Series(distinct[distinct != ""], dtype=object)
-    try:
-        return _date_text_seconds(distinct, name) is not None
-    except SchemaError:  # dates in both orders: not what a hint can fix
-        return False
-
-
-def _date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] | None:
-    """The epoch seconds of text whose every value is a date (missing or empty aside), and whether its
-    dates are written day first; None if it is not all dates. Read as the model's inputs are
-    (:func:`~tfrs_recsys.data.schema.epoch_seconds`)."""
-    text = values.where(values.notna(), "").astype(str)
-    present = text[text != ""]
-    if present.empty or not present.str.contains(r"\d[-/.:]\d").all():  # digits alone are numbers or codes
-        return None
-    order = day_first(present, name)  # dates in both orders are an error, not text
-    try:
-        return epoch_seconds(text.where(text != ""), name, dates_day_first=order), order
-    except SchemaError:
-        return None
-
-
-def text_numbers(name: str, values: pd.Series, *, timestamp: bool = False) -> np.ndarray | None:
-    """A column's values as numbers where inference reads them from text, else None: the epoch seconds of
-    its dates (date text under a time-like name or declared a ``timestamp``, in the order its dates show) or
-    numbers written for people (``€12,50``): how a feature store holds them for a ranker's float inputs."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return epoch_seconds(values, name)
-    if is_plain_number(values):
-        return None
-    named = timestamp or _TIME_NAME.search(norm_name(name))
-    if named and (dates := _date_text_seconds(values, name)) is not None:
-        return dates[0]
-    read = None if _id_named(name) else formatted_numbers(values)
-    return None if read is None else read[0]
 
 
 def _numeric_column(name: str, values: np.ndarray, kind: str, why: str, dates_day_first: bool = False,
@@ -420,7 +373,7 @@ def _list_column(name: str, values: pd.Series, opts: _Options, *,
                           column=name, fix="replace those characters in the values, or exclude the column")
     text = lists.map(lambda v: scalar_text(v, separator))
     if lists.map(len).max() <= 1:
-        return _categorical_column(name, text, opts, "lists of at most one value", id_like=_id_named(name),
+        return _categorical_column(name, text, opts, "lists of at most one value", id_like=id_named(name),
                                    entity=as_id)
     return _categorical_column(name, text, opts, "lists", separator=separator)
 

@@ -36,7 +36,7 @@ from tfrs_recsys import paths, runs
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.entities import say_unmatched
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.schema_inference import text_numbers
+from tfrs_recsys.data.text_values import text_numbers
 from tfrs_recsys.errors import UserError
 from tfrs_recsys.serving.stores.base import HOT_LIST_HALF_LIFE_DAYS, RecallList, StoreMeta, plain
 

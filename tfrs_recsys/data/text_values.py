@@ -1,0 +1,75 @@
+"""Values written as text that are times or numbers: which column names say time or id, and the dates
+and numbers written for people (``14.03.2016``, ``€12,50``) that schema inference, the ``--items`` /
+``--users`` tables and the feature store read as numbers.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from tfrs_recsys.data.label_leaks import norm_name
+from tfrs_recsys.data.number_text import formatted_numbers
+from tfrs_recsys.data.schema import SchemaError, day_first, epoch_seconds, is_plain_number
+from tfrs_recsys.data.tabular import MOSTLY_NUMERIC
+
+# names of times in logs and catalogs; a column is a time only if its values are dates or epoch seconds too
+TIME_NAME = re.compile(r"time|date|^ts$|_ts$|^ts_|_at$|epoch|unix|(^|_)(signup|signed_up|created|joined"
+                       r"|registered|opened|published|updated|modified|birthday|since)(_|$)")
+ID_NAME = re.compile(r"(^|_)ids?$")
+
+
+def id_named(name: str) -> bool:
+    """Whether a column's name says it holds ids (``*_id``, ``userId``, ``ID``)."""
+    return bool(ID_NAME.search(norm_name(name))) or bool(re.search(r"[a-z]Id$|ID$", str(name)))
+
+
+def all_dates(distinct: pd.Index, name: str) -> bool:
+    """Whether a text column's distinct values are (mostly) dates, though its name says no time: inference
+    then hints ``--column-types NAME=timestamp``."""
+    head = pd.Series(distinct[:101], dtype=object).astype(str)  # most text columns stop at their first values
+    if not head[head != ""].str.contains(r"\d[-/.:]\d").all() or (head == "").all():
+        return False
+    distinct = pd.Series(distinct[distinct != ""], dtype=object)
+    try:
+        return date_text_seconds(distinct, name) is not None
+    except SchemaError:  # dates in both orders: not what a hint can fix
+        return False
+
+
+def date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] | None:
+    """The epoch seconds of text whose values are dates, some maybe epoch seconds (missing or empty aside;
+    a few typos among them are missing, said in a warning), and whether its dates are written day first;
+    None if it is not mostly dates. Read as the model's inputs are
+    (:func:`~tfrs_recsys.data.schema.epoch_seconds`)."""
+    text = values.where(values.notna(), "").astype(str)
+    present = text[text != ""]
+    dated = present.str.contains(r"\d[-/.:]\d")
+    if present.empty or not dated.any():  # digits alone are numbers or codes
+        return None
+    epochs = pd.to_numeric(present, errors="coerce").abs() >= 1e8
+    if (dated | epochs).mean() < MOSTLY_NUMERIC:
+        return None
+    order = day_first(present[dated], name)  # dates in both orders are an error, not text
+    try:
+        return epoch_seconds(text.where(text != ""), name, dates_day_first=order), order
+    except SchemaError:  # a few values neither dates nor seconds: missing, if they are few
+        seconds = epoch_seconds(text.where(text != ""), name, dates_day_first=order, strict=False)
+        return (seconds, order) if np.isfinite(seconds[(text != "").to_numpy()]).mean() >= MOSTLY_NUMERIC \
+            else None
+
+
+def text_numbers(name: str, values: pd.Series, *, timestamp: bool = False) -> np.ndarray | None:
+    """A column's values as numbers where inference reads them from text, else None: the epoch seconds of
+    its dates (date text under a time-like name or declared a ``timestamp``, in the order its dates show) or
+    numbers written for people (``€12,50``): how a feature store holds them for a ranker's float inputs."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return epoch_seconds(values, name)
+    if is_plain_number(values):
+        return None
+    named = timestamp or TIME_NAME.search(norm_name(name))
+    if named and (dates := date_text_seconds(values, name)) is not None:
+        return dates[0]
+    read = None if id_named(name) else formatted_numbers(values)
+    return None if read is None else read[0]
