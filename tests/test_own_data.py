@@ -491,6 +491,14 @@ def test_the_feature_store_reads_a_rankers_items_table_by_its_own_id_column(tmp_
     other = _log(tmp_path, "sku,category\nSKU-1,a\n", "other.csv")  # another catalog's ids: refused
     assert feature_store.main(["--dataset", "synthetic", "--out", str(tmp_path / "s2"), "--item-features",
                                other, "--item-column", "sku"]) == 2
+    typo = _log(tmp_path, "sku,category,rating\n1,a,4.5\n2,b,neu\n3,c,3\n", "typo.csv")
+    strict = ["--dataset", "synthetic", "--out", str(tmp_path / "s3"), "--item-features", typo,
+              "--item-column", "sku", "--column-types", "rating=numeric"]
+    assert feature_store.main(strict) == 2  # as the ranker read it without --skip-bad-rows
+    assert feature_store.main([*strict, "--skip-bad-rows"]) == 0  # and with it: missing, the row kept
+    lenient = FeatureStore.load(tmp_path / "s3")
+    assert lenient.item_features(["2", "3"], ["category", "rating"]) == {"category": ["b", "c"],
+                                                                        "rating": [None, 3.0]}
 
 
 def test_a_streamed_ranker_that_learned_nothing_says_what_to_try(tmp_path, capsys):

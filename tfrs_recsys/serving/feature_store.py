@@ -394,10 +394,13 @@ def main(argv: list[str] | None = None) -> int:
                                                        "for the --item-features / --user-features columns")
     p.add_argument("--item-column", default="item_id", help="the --item-features id column (default item_id)")
     p.add_argument("--user-column", default="user_id", help="the --user-features id column (default user_id)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="as the ranker read its tables: a malformed row is skipped and counted, a bad value "
+                        "of a column declared numeric is missing (the row kept)")
     args = p.parse_args(argv)
 
     def table(path, column, group):  # ids read as training reads them: text, "007" stays "007"
-        return read_entity_table(path, column, group, skip_bad_rows=False, reports=[],
+        return read_entity_table(path, column, group, skip_bad_rows=args.skip_bad_rows, reports=[],
                                  column_types=[e for e in args.column_types.split(",") if e])
 
     try:
