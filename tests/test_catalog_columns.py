@@ -108,3 +108,12 @@ def test_a_time_column_mixing_dates_seconds_and_a_typo_is_a_time(tmp_path, caplo
         want = np.array([start + 3600 * i for i in range(rows) if i not in (5, 77)], dtype=float)
         np.testing.assert_array_equal(np.sort(seconds[np.isfinite(seconds)]), want)
     assert any("neither dates nor epoch seconds" in r.getMessage() for r in caplog.records)
+
+
+def test_a_label_of_digits_with_a_few_words_reads_the_words(tmp_path):
+    clicked = ["1", "0"] * 30 + ["yes", "no", "Yes"]
+    path = tmp_path / "clicks.csv"
+    items = [f"i{i % 7}" for i in range(len(clicked))]
+    pd.DataFrame({"item": items, "clicked": clicked}).to_csv(path, index=False)
+    data = load_table(str(path), labels=["clicked"], item_column="item", skip_bad_rows=True)
+    assert len(data.frame) == 63 and data.frame["clicked"].tolist()[-3:] == [1, 0, 1]  # none skipped

@@ -289,10 +289,10 @@ def test_bad_labels_are_named_by_line_and_value_or_skipped(tmp_path, caplog):
     assert len(data.frame) == 57 and set(data.frame["clicked"]) == {0, 1}
     assert any("skipped 3 of 60 rows" in r.getMessage() and f"{path}:21" in r.getMessage()
                for r in caplog.records)
-    rows[9] = "v2,3,true"  # not a number: a bad row of the label, skipped as the others
+    rows[9] = "v2,3,true"  # a word of a 0/1 label among digits: a 1, as the docs say words are
     data, _ = load_and_split(dataclasses.replace(cfg, data_dir=_log(tmp_path, "\n".join(rows) + "\n"),
                                                  skip_bad_rows=True), "deepfm")
-    assert len(data.frame) == 57
+    assert len(data.frame) == 58 and set(data.frame["clicked"]) == {0, 1}
 
 
 def test_one_stray_value_in_a_numeric_column_stops_the_run_with_the_fix(tmp_path):

@@ -244,7 +244,7 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
         for row in np.flatnonzero(bad & ~skip) if report is not None else ():
             path, line = locate(table, int(row))
             report.add(DataError(f"not a number: {values.iloc[row]!r}", path=path, line=line, column=column),
-                       reason=f"column '{column}': declared numeric, not a number")
+                       reason=f"column '{column}': not a number, in a column of numbers")
         skip |= bad
         typed[column] = numbers
     return typed, skip
@@ -279,13 +279,14 @@ BOOLEAN_LABELS = {"true": 1, "false": 0, "yes": 1, "no": 0, "y": 1, "n": 0, "t":
 
 def binary_label(values: pd.Series) -> pd.Series:
     """A label written as words, most values one of ``true``/``false``, ``yes``/``no``, ``y``/``n`` or
-    ``t``/``f`` (any case), with those as 1/0; the other values as they were (bad rows: ``maybe``), and
-    any other column unchanged."""
+    ``t``/``f`` (any case) or 0/1, with those words as 1/0; the other values as they were (bad rows:
+    ``maybe``), and any other column unchanged."""
     if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
         return values
     words = values.astype(str).str.strip().str.lower()
     present, known = (values.notna() & (words != "")).to_numpy(), words.isin(BOOLEAN_LABELS).to_numpy()
-    if not present.any() or known[present].mean() < 0.5:
+    binary = known | words.isin(("0", "1", "0.0", "1.0")).to_numpy()  # a "yes" among 0/1 is a 1 too
+    if not present.any() or not known.any() or binary[present].mean() < 0.5:
         return values
     return values.astype(object).where(~known, words.map(BOOLEAN_LABELS))
 
