@@ -117,3 +117,16 @@ def test_a_label_of_digits_with_a_few_words_reads_the_words(tmp_path):
     pd.DataFrame({"item": items, "clicked": clicked}).to_csv(path, index=False)
     data = load_table(str(path), labels=["clicked"], item_column="item", skip_bad_rows=True)
     assert len(data.frame) == 63 and data.frame["clicked"].tolist()[-3:] == [1, 0, 1]  # none skipped
+
+
+def test_a_users_birthday_before_1970_is_a_time(tmp_path):
+    clicks, _ = _restaurants(tmp_path)
+    users = pd.DataFrame({"customer": [f"c{i}" for i in range(30)],
+                          "birthday": [f"{1 + i % 28:02d}/{1 + i % 12:02d}/{1950 + i}" for i in range(30)]})
+    users.to_csv(tmp_path / "users.csv", index=False)
+    cfg = DeepFMConfig(dataset="csv", data_dir=clicks, label_columns=("clicked",), user_column="customer",
+                       item_column="restaurant", users=str(tmp_path / "users.csv"))
+    data, split = load_and_split(cfg, "deepfm")
+    birthday = ranker_spec(cfg, data, split.train)["birthday"]
+    assert (birthday.kind, birthday.group, birthday.raw_dtype) == ("timestamp", "user", "float64")
+    assert data.frame["birthday"].min() < 0  # seconds before 1970, as a 1950s birthday is

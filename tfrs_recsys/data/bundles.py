@@ -67,7 +67,8 @@ class LabeledData:
       item_column: The item id column, when known.
       skipped: What the loaders skipped (``skip_bad_rows``), one report per file.
       table_columns: The columns joined from ``--items`` / ``--users`` tables, by group
-        (``{"item": ["cuisine", "rating"]}``): attributes of the item or user, whatever their names say.
+        (``{"item": ["cuisine", "rating"]}``): attributes of the item or user, whatever their names say;
+        ``{"times": [...]}``: those of them read from dates (timestamps, whatever their values).
       truth: The ground truth of synthetic data (e.g. ``true_ctr``), row-aligned with ``frame`` and kept
         apart so that it can never leak into the features.
     """

@@ -16,7 +16,9 @@ import pyarrow.compute as pc
 
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
 from tfrs_recsys.data.tabular import bad_row, parse_column_types, read_table, type_columns
-from tfrs_recsys.data.text_values import text_numbers
+from tfrs_recsys.data.text_values import text_numbers, text_times
+
+TIMES = "times"  # a table frame's attrs key: the columns read from dates, now epoch seconds
 
 
 def id_text(table: pd.DataFrame, column: str) -> tuple[pd.Series, np.ndarray]:
@@ -71,10 +73,14 @@ def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: boo
                          report=skipped[0] if skipped else None, text_only=[key], blank_bad=True)
     for each in skipped:
         each.log()
+    times = []  # read from dates here: a ranker's spec keeps them timestamps (a 1960 birthday too)
     for column in [c for c in frame.columns if c != key and declared.get(c) != "categorical"]:
         # "€12,50" or a publish_date: numbers for every model that joins the table
-        if (numbers := text_numbers(column, frame[column], timestamp=declared.get(column) == "timestamp")) \
-                is not None:
+        declared_time = declared.get(column) == "timestamp"
+        if (seconds := text_times(column, frame[column], timestamp=declared_time)) is not None:
+            frame[column] = seconds
+            times.append(column)
+        elif (numbers := text_numbers(column, frame[column], timestamp=declared_time)) is not None:
             frame[column] = numbers
     frame[key], empty = id_text(frame, key)
     if empty.any():
@@ -84,6 +90,7 @@ def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: boo
     if twice.any():
         raise DataError(f"{group} '{frame[f'{group}_id'][twice].iloc[0]}' has two rows", path=str(path),
                         column=key, fix=f"keep one row per {group}")
+    frame.attrs[TIMES] = times
     return frame
 
 
@@ -128,6 +135,7 @@ class EntityJoin:
         key = f"{group}_id"
         self.column, self.group, self.path = column, group, path
         self.columns = [c for c in table.columns if c != key]
+        self.times = [c for c in table.attrs.get(TIMES, []) if c in self.columns]  # read from dates
         self._check_clash(data_columns)
         self._keys = table[[key]]  # for the unmatched-id counts
         # Lookups hashed once, not per batch: integer ids (a Parquet int64 column) by their value when

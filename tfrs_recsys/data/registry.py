@@ -213,6 +213,7 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
         for join in joins:
             data.frame = join.frame(data.frame)
             data.table_columns[join.group] = join.columns
+            data.table_columns.setdefault("times", []).extend(join.times)
         data.skipped += reports
         return data
     if dataset not in _LABELED_FILES:

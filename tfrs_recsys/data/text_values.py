@@ -62,14 +62,22 @@ def date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] |
 
 def text_numbers(name: str, values: pd.Series, *, timestamp: bool = False) -> np.ndarray | None:
     """A column's values as numbers where inference reads them from text, else None: the epoch seconds of
-    its dates (date text under a time-like name or declared a ``timestamp``, in the order its dates show) or
-    numbers written for people (``€12,50``): how a feature store holds them for a ranker's float inputs."""
+    its dates (:func:`text_times`) or numbers written for people (``€12,50``): how a feature store holds
+    them for a ranker's float inputs."""
+    if (seconds := text_times(name, values, timestamp=timestamp)) is not None:
+        return seconds
+    if is_plain_number(values) or id_named(name):
+        return None
+    read = formatted_numbers(values)
+    return None if read is None else read[0]
+
+
+def text_times(name: str, values: pd.Series, *, timestamp: bool = False) -> np.ndarray | None:
+    """A column's epoch seconds where it holds times: datetimes, or date text under a time-like name or
+    declared a ``timestamp`` (in the order its dates show); else None."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return epoch_seconds(values, name)
-    if is_plain_number(values):
+    if is_plain_number(values) or not (timestamp or TIME_NAME.search(norm_name(name))):
         return None
-    named = timestamp or TIME_NAME.search(norm_name(name))
-    if named and (dates := date_text_seconds(values, name)) is not None:
-        return dates[0]
-    read = None if id_named(name) else formatted_numbers(values)
-    return None if read is None else read[0]
+    dates = date_text_seconds(values, name)
+    return None if dates is None else dates[0]

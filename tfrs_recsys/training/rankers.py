@@ -157,7 +157,9 @@ def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> Fea
     check_columns(cfg, train.columns)
     return infer_schema(train, data.labels, session_column=data.session_column, user_column=data.user_column,
                         item_column=data.item_column, timestamp_column=time_column,
-                        exclude=cfg.exclude_columns, column_kinds=parse_column_types(cfg.column_types),
+                        exclude=cfg.exclude_columns,
+                        column_kinds={**dict.fromkeys(data.table_columns.get("times", []), "timestamp"),
+                                      **parse_column_types(cfg.column_types)},
                         item_columns=data.table_columns.get("item"),
                         user_columns=data.table_columns.get("user"))
 

@@ -92,7 +92,8 @@ def _spec(cfg: TrainConfig, table: streaming.FileTable, sample: pd.DataFrame, tr
                         user_column=table.user_column, item_column=table.item_column,
                         timestamp_column=cfg.time_column, exclude=cfg.exclude_columns,
                         sample_rows=len(sample), vocab_max=VOCAB_MAX,
-                        column_kinds=parse_column_types(cfg.column_types),
+                        column_kinds={**{c: "timestamp" for join in table.joins for c in join.times},
+                                      **parse_column_types(cfg.column_types)},
                         **{f"{join.group}_columns": join.columns for join in table.joins})
     spec.features = [column_sized(f, sample[f.name], train_rows, vocab_max=VOCAB_MAX,
                                             max_buckets=MAX_HASH_BUCKETS) for f in spec.features]
