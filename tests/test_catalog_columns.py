@@ -84,6 +84,11 @@ def test_the_schema_command_takes_trainings_flags(tmp_path):
     spec = pd.read_json(out, typ="series")
     kinds = {f["name"]: f["kind"] for f in spec["features"]}
     assert kinds == {"restaurant": "categorical", "slot": "numeric"}  # 40 restaurants, not named an id
+    _, restaurants = _restaurants(tmp_path)
+    assert schema_main([clicks, "--labels", "clicked", "--item-column", "restaurant", "--items", restaurants,
+                        "--column-types", "rating=numeric", "--skip-bad-rows", "--out", str(out)]) == 0
+    joined = {f["name"]: (f["kind"], f["group"]) for f in pd.read_json(out, typ="series")["features"]}
+    assert joined["rating"] == ("numeric", "item")  # the table's columns, as training joins them
 
 
 def test_a_time_column_mixing_dates_seconds_and_a_typo_is_a_time(tmp_path, caplog):

@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Sequence
 
+from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import GROUPS
 from tfrs_recsys.data.schema_inference import infer_schema
@@ -47,7 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("file", help="CSV, TSV or Parquet file with a header row")
     parser.add_argument("--labels", help="comma-separated label columns (default: inferred from their names)")
     for role, about in _ROLE_FLAGS.items():
-        parser.add_argument("--" + role.replace("_", "-"), help=about)
+        flags = ["--" + role.replace("_", "-")] + (["--time-column"] if role == "timestamp_column" else [])
+        parser.add_argument(*flags, dest=role, help=about)
+    for group in ("item", "user"):
+        parser.add_argument(f"--{group}s", help=f"a {group} table joined by --{group}-column, as training's")
     for group in GROUPS:
         parser.add_argument(f"--{group}-columns", help=f"comma-separated columns of the {group} group")
     parser.add_argument("--exclude", "--exclude-columns", dest="exclude",
@@ -66,14 +70,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = _split_list(args.labels)
     try:
         column_types = _split_list(args.column_types) or []
+        reports: list = []
+        joins = entity_joins((), items=args.items, users=args.users, item_column=args.item_column,
+                             user_column=args.user_column, skip_bad_rows=args.skip_bad_rows,
+                             column_types=column_types, reports=reports)
+        joined = {c for join in joins for c in join.columns}  # --column-types about them: the tables'
         data = load_table(args.file, labels=labels or [], sep=args.sep, session_column=args.session_column,
                           user_column=args.user_column, item_column=args.item_column,
-                          column_types=column_types, skip_bad_rows=args.skip_bad_rows)
-        for report in data.skipped:
+                          column_types=[e for e in column_types if e.partition("=")[0] not in joined],
+                          skip_bad_rows=args.skip_bad_rows)
+        groups = {g: _split_list(getattr(args, f"{g}_columns")) or [] for g in GROUPS}
+        kinds = parse_column_types(column_types)
+        for join in joins:
+            data.frame = join.frame(data.frame)
+            groups[join.group] += [c for c in join.columns if c not in groups[join.group]]
+            kinds = {**dict.fromkeys(join.times, "timestamp"), **kinds}
+        for report in [*data.skipped, *reports]:
             report.log()
-        spec = infer_schema(data.frame, labels, exclude=_split_list(args.exclude) or (),
-                            column_kinds=parse_column_types(column_types),
-                            **{f"{g}_columns": _split_list(getattr(args, f"{g}_columns")) for g in GROUPS},
+        spec = infer_schema(data.frame, labels, exclude=_split_list(args.exclude) or (), column_kinds=kinds,
+                            **{f"{g}_columns": columns or None for g, columns in groups.items()},
                             **{name: getattr(args, name) for name in (*_ROLE_FLAGS, *_LIMIT_FLAGS)})
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
