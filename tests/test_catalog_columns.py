@@ -135,3 +135,11 @@ def test_a_users_birthday_before_1970_is_a_time(tmp_path):
     birthday = ranker_spec(cfg, data, split.train)["birthday"]
     assert (birthday.kind, birthday.group, birthday.raw_dtype) == ("timestamp", "user", "float64")
     assert data.frame["birthday"].min() < 0  # seconds before 1970, as a 1950s birthday is
+
+
+def test_prices_in_several_currencies_are_said_to_be_read_as_one_scale(caplog):
+    prices = pd.Series(["€12,81", "$22.18", "¥3,988", "16.96 EUR", "€4,50", None] * 20)
+    spec = infer_schema(pd.DataFrame({"price": prices, "click": [0, 1] * 60}), ["click"])
+    assert spec["price"].kind == "numeric"
+    assert "in 3 currencies ($ ¥ €) read as one scale" in spec.notes["decisions"]["price"]
+    assert any("convert them to one currency" in r.getMessage() for r in caplog.records)

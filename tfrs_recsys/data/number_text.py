@@ -103,6 +103,12 @@ def mostly_formatted_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray,
     return numbers, (text.notna().to_numpy() & np.isnan(numbers)), comma_decimal
 
 
+def currencies(values: pd.Series) -> list[str]:
+    """The currency signs and codes a column's values are written with (``€``, ``USD``), sorted."""
+    found = values.dropna().astype(str).str.extract(rf"({_UNIT})", expand=False).dropna()
+    return sorted(set(found.str.replace("EUR", "€").str.replace("USD", "$").str.replace("GBP", "£")))
+
+
 def _column_reading(readings: pd.DataFrame, comma_decimal: bool) -> pd.Series:
     """Each value's number: with the column's decimal mark where it reads both ways, else its one reading."""
     mark, other = ("comma", "point") if comma_decimal else ("point", "comma")

@@ -6,6 +6,7 @@ explains every decision in ``spec.notes``; ``python -m tfrs_recsys.data.schema F
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections import namedtuple
 from typing import Mapping, Sequence
@@ -24,7 +25,7 @@ from tfrs_recsys.data.label_leaks import (
     tells_label,
     within_label,
 )
-from tfrs_recsys.data.number_text import formatted_numbers, mostly_formatted_numbers
+from tfrs_recsys.data.number_text import currencies, formatted_numbers, mostly_formatted_numbers
 from tfrs_recsys.data.schema import (
     GROUPS,
     FeatureColumn,
@@ -51,6 +52,7 @@ _EPOCH_SECONDS = (1e8, 4.2e9)  # 1973-03 .. 2103
 _SEPARATORS = ("|", ";", ",")
 
 
+logger = logging.getLogger(__name__)
 _Options = namedtuple("_Options", "vocab_max hash_multiplier low_cardinality_max")
 
 
@@ -267,8 +269,13 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
                                + (", day first" if order else ""), dates_day_first=order)
     if not as_id and not id_named(name) and (read := formatted_numbers(values)) is not None:
         numbers, comma = read
-        return _numeric_column(name, numbers, "numeric", "numbers written as text ("
-                               + ("decimal comma" if comma else "decimal point") + ")", decimal_comma=comma)
+        why = "numbers written as text (" + ("decimal comma" if comma else "decimal point") + ")"
+        if len(units := currencies(values)) > 1:  # read as written: no exchange rate is applied
+            why += f", in {len(units)} currencies ({' '.join(units)}) read as one scale"
+            logger.warning("column '%s': prices in %d currencies (%s) read as one scale, unconverted: "
+                           "convert them to one currency, or give the currency its own column", name,
+                           len(units), " ".join(units))
+        return _numeric_column(name, numbers, "numeric", why, decimal_comma=comma)
     text = raw_strings(values).str.strip() if as_id else raw_strings(values)
     counts = text.value_counts()  # each distinct value once, for every check below
     separator = detect_separator(counts)
