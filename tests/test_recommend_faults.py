@@ -71,6 +71,16 @@ class BlankRetrieval(tf.Module):
         return self.serving_default(user_id, history)
 
 
+class LongIdRetrieval(BlankRetrieval):
+    """Answers an item id of 5,000 bytes."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
+                                  tf.TensorSpec([None, fx.HISTORY_LEN], tf.string, name="history")])
+    def serving_default(self, user_id, history):
+        rows = tf.size(user_id)
+        return {"item_ids": tf.fill([rows, 4], "x" * 5000), "scores": tf.ones([rows, 4])}
+
+
 def _save(module):
     signatures = {name: getattr(module, name) for name in ("serving_default", "query_with_exclusions")
                   if hasattr(module, name)}
@@ -82,7 +92,8 @@ def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("faults")
     fx.publish_retrieval(base, version=1)
     fx.publish_ranker(base, version=1)
-    odd = {"hourly": HourRanker(), "wide": WideRanker(), "text": TextRanker(), "blank": BlankRetrieval()}
+    odd = {"hourly": HourRanker(), "wide": WideRanker(), "text": TextRanker(), "blank": BlankRetrieval(),
+           "long": LongIdRetrieval()}
     for name, module in odd.items():
         publish_version(base, name, _save(module), version=1)
     config = fx.models_config(base, dict.fromkeys(["retrieval", "ranker", *odd], {}))
@@ -137,6 +148,10 @@ def test_odd_model_answers_are_502_or_the_hot_items_never_a_400(served):
     client, http = _app(proc.address, ranker="ranker", retrieval="wide")  # a ranker asked as retrieval
     with client:
         assert http.get("/recommend/u1").status_code == 502
+    client, http = _app(proc.address, retrieval="long")
+    with client:
+        long = http.get("/recall/u1")
+        assert long.status_code == 502 and "5000 bytes" in long.json()["error"]
     client, http = _app(proc.address, ranker="text")
     with client:
         text = http.get("/recommend/u1")

@@ -33,6 +33,7 @@ from tfrs_recsys.model_server.tensors import fill_proto, to_ndarray
 from tfrs_recsys.serving.ranker_inputs import ranker_column
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
+MAX_ITEM_ID_BYTES = 4096  # a model answering longer ids is broken: never passed on to a page
 PAD = ""
 
 
@@ -122,6 +123,9 @@ def _retrieved(outputs: Mapping[str, np.ndarray], model: str,
     if ids.ndim != 2 or ids.shape != scores.shape or ids.shape[0] != rows:
         raise ServingClientError(f"retrieval model '{model}' answered item_ids of shape {list(ids.shape)} "
                                  f"and scores of shape {list(scores.shape)} for {rows} user(s)")
+    if (longest := max((len(i) for row in ids for i in row), default=0)) > MAX_ITEM_ID_BYTES:
+        raise ServingClientError(f"retrieval model '{model}' answered an item id of {longest} bytes; ids "
+                                 f"have at most {MAX_ITEM_ID_BYTES}")
     try:
         return [[i.decode() for i in row] for row in ids], scores.astype(np.float64)
     except (UnicodeDecodeError, AttributeError, ValueError):
