@@ -11,7 +11,7 @@ COMMANDS = [("tfrs_recsys.train", ["retrieval"]), ("tfrs_recsys.train", ["esmm"]
             ("tfrs_recsys.recommend", []), ("tfrs_recsys.evaluate", []), ("tfrs_recsys.demo", []),
             ("tfrs_recsys.model_server.server", []), ("tfrs_recsys.serving.http_service", []),
             ("tfrs_recsys.serving.feature_store", []), ("tfrs_recsys.serving.publish", []),
-            ("tfrs_recsys.data.schema", [])]
+            ("tfrs_recsys.data.schema_cli", [])]
 
 
 def _help(module: str, args: list[str], capsys) -> str:

@@ -156,8 +156,8 @@ def test_retrieval_trains_exports_and_serves_from_urls(tmp_path):
     # The CLI takes the run directory as a URL.
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     cli = subprocess.run([sys.executable, "-m", "tfrs_recsys.recommend", "--model-dir", run,
-                          "--user-id", users[0], "--k", "5", "--json"], capture_output=True, text=True,
-                         timeout=300, env=env, cwd=REPO)
+                          "--user-id", users[0], "--k", "5", "--keep-seen", "--json"], capture_output=True,
+                         text=True, timeout=300, env=env, cwd=REPO)  # as recommend() ranks, history kept
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert [r["item_id"] for r in json.loads(cli.stdout)["recommendations"]] == want
     with pytest.raises(runs.RunDirError, match=f"{root}/nothing: the run directory has no config.json"):
