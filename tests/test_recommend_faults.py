@@ -260,3 +260,26 @@ def test_a_user_known_by_features_but_without_history_gets_the_hot_items_ranked(
         assert known.item_ids != fx.ITEM_IDS[:5]
         stranger = pipeline.recommend("nobody", 5)  # no features: the hot list as it is
         assert stranger.is_cold_start and stranger.item_ids == fx.ITEM_IDS[:5] and not stranger.versions
+
+
+def test_the_service_started_with_a_model_name_the_server_lacks_says_which_flag(served, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = FeatureStore({"u1": HISTORY}, pd.DataFrame({"item_id": HOT, "hotness": [3.0, 2.0, 1.0]}))
+    folder.save(tmp_path / "store")
+    port = fx.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfrs_recsys.serving.http_service", "--store", str(tmp_path / "store"),
+         "--address", served[1].address, "--ranker-model", "ranker-typo", "--port", str(port)],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        said = ""
+        deadline = time.monotonic() + 60
+        while "ranker-typo" not in said and time.monotonic() < deadline and proc.poll() is None:
+            said += proc.stderr.readline()
+        assert "serves no model 'ranker-typo': name yours with --ranker-model" in said
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

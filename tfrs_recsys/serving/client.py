@@ -182,7 +182,9 @@ class ServingClient:
                 raise ServerUnavailableError(
                     f"{what} at {self.address} did not answer within its {deadline:g}s deadline; "
                     "raise ServingClient(timeout=...) or check the server's load", code) from None
-            raise ServingClientError(f"{what} at {self.address} failed: {code.name}: {details}",
+            missing = code == grpc.StatusCode.NOT_FOUND
+            hint = "; name the model as the server's models.config does" if missing else ""
+            raise ServingClientError(f"{what} at {self.address} failed: {code.name}: {details}{hint}",
                                      code) from None
 
     def metadata(self, model: str, version: int | None = None, *, timeout: float | None = None,

@@ -282,6 +282,20 @@ class BackgroundServer:
         self.guard.close_all()
 
 
+def _say_missing_models(pipeline: RecallRankPipeline) -> None:
+    """Warns at start when the model server answers but serves no model of a name the service asks for
+    (the defaults ``retrieval`` and ``deepfm`` are the demo's; an export names its own)."""
+    asked = (("--retrieval-model", pipeline.retrieval_model), ("--ranker-model", pipeline.ranker_model))
+    for flag, name in asked:
+        try:
+            pipeline.client.status(name, timeout=2.0)
+        except ServerUnavailableError:
+            return  # not up yet: /health says so until it is
+        except ServingClientError:
+            print(f"warning: the model server at {pipeline.client.address} serves no model '{name}': name "
+                  f"yours with {flag} (its name in models.config)", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m tfrs_recsys.serving.http_service --store DIR [options]``: serve until stopped.
 
@@ -297,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tfrs_recsys.serving.http_service")
     add_pipeline_arguments(p, store_required=True)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--max-event-batch", type=int, default=MAX_BATCH,
                    help="the most events one POST /events may carry")
     p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
@@ -315,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_app(pipeline, max_event_batch=args.max_event_batch, max_body_bytes=args.max_body_bytes)
     server, guard = guarded_server(app, args.host, args.port, max_connections=args.max_connections)
+    print(f"recommendations at http://{args.host}:{args.port}/recommend/<user_id>: retrieval model "
+          f"'{pipeline.retrieval_model}', ranker '{pipeline.ranker_model}' at {pipeline.client.address}, "
+          f"store {pipeline.store.backend}", flush=True)
+    _say_missing_models(pipeline)
     server.run()
     guard.close_all()
     pipeline.client.close()
