@@ -96,6 +96,16 @@ def usable(values, dtype: int) -> tuple[object, object]:
         return values, None
     kind = _NUMBERS[dtype][0]
     scalar = isinstance(values, (str, bytes, int, float, np.generic)) or values is None
+    integer = np.issubdtype(kind, np.integer)
+    limit = float(np.iinfo(kind).max if integer else np.finfo(kind).max)
+    try:  # the common case, on the serving path: numbers (None as NaN) that all fit, checked at once
+        numbers = np.asarray([values] if scalar else values, dtype=np.float64)
+        missing = np.isnan(numbers)
+        whole = numbers == np.floor(numbers) if integer else True
+        if np.all(missing | ((np.abs(numbers) <= limit) & whole)):
+            return values, None
+    except (TypeError, ValueError, OverflowError):
+        pass  # text among them: each value read as a request's would be
     kept, dropped = [], None
     for value in [values] if scalar else list(values):
         try:
