@@ -218,7 +218,7 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
         numbers = pd.to_numeric(values.mask(missing), errors="coerce")
         filled = ~missing
         bad = filled & numbers.isna().to_numpy()
-        written = mostly_formatted_numbers(values.mask(missing)) if bad.any() else None
+        written = _formatted(values.mask(missing)) if bad.any() else None
         if written is not None and written[1].sum() < bad.sum():  # "€12,50": numbers the spec reads
             if not written[1].any():
                 continue
@@ -248,6 +248,16 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
         skip |= bad
         typed[column] = numbers
     return typed, skip
+
+
+def _formatted(values: pd.Series) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """:func:`~tfrs_recsys.data.number_text.mostly_formatted_numbers` of a column whose first distinct values
+    are mostly such numbers (ids and words are told apart on those, not read whole)."""
+    head = pd.Series(values.dropna().unique()[:256], dtype=object)
+    probe = mostly_formatted_numbers(head)
+    if probe is None or probe[1].mean() > 0.5:
+        return None
+    return mostly_formatted_numbers(values)
 
 
 def load_criteo(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
