@@ -262,6 +262,16 @@ def test_a_user_known_by_features_but_without_history_gets_the_hot_items_ranked(
         assert stranger.is_cold_start and stranger.item_ids == fx.ITEM_IDS[:5] and not stranger.versions
 
 
+def _answers(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def test_the_service_started_with_a_model_name_the_server_lacks_says_which_flag(served, tmp_path):
     import subprocess
     import sys
@@ -274,12 +284,9 @@ def test_the_service_started_with_a_model_name_the_server_lacks_says_which_flag(
         [sys.executable, "-m", "tfrs_recsys.serving.http_service", "--store", str(tmp_path / "store"),
          "--address", served[1].address, "--ranker-model", "ranker-typo", "--port", str(port)],
         cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        said = ""
-        deadline = time.monotonic() + 60
-        while "ranker-typo" not in said and time.monotonic() < deadline and proc.poll() is None:
-            said += proc.stderr.readline()
-        assert "serves no model 'ranker-typo': name yours with --ranker-model" in said
+    try:  # the warning comes before the port opens: once it answers, all that is said is said
+        fx.wait_for(lambda: proc.poll() is not None or _answers(port), timeout=60, message="the service up")
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        _, said = proc.communicate(timeout=30)  # never blocks on a line that is not printed
+    assert "serves no model 'ranker-typo': name yours with --ranker-model" in said
