@@ -76,7 +76,7 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
 
     answer = _run(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", " v3 ",
                    "--k", "5", "--json"])
-    recommended = _json(answer)["recommendations"]
+    recommended = _json(answer)["items"]
     assert _json(answer)["known_user"]  # the id read as training read it, spaces stripped
     assert len(recommended) == 5 and all(r["title"].startswith("category=") for r in recommended)
     given = _run(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", "v3",
@@ -605,9 +605,11 @@ def test_a_ranker_stopped_early_at_its_first_epoch_is_told_of_patience(tmp_path)
     assert "--patience" not in weak_fit_advice(evaluator, DeepFMConfig(epochs=10), 24_000)
     evaluator.best_epoch, evaluator.best_metrics = 10, {"auc": 0.65}  # still rising when the epochs ran out
     assert weak_fit_advice(evaluator, DeepFMConfig(epochs=10), 24_000) is None
-    note = still_learning_note(evaluator, DeepFMConfig(epochs=10), 24_000)
+    note = still_learning_note(evaluator, DeepFMConfig(epochs=10, batch_size=512), 24_000)
     assert "more --epochs may help" in note and "an epoch is 47 steps of 512 rows" in note
-    assert "--batch-size" not in still_learning_note(evaluator, DeepFMConfig(epochs=10), 2_000_000)
+    assert "--batch-size" not in still_learning_note(evaluator, DeepFMConfig(epochs=10), 24_000)  # 375 of 64
+    assert "--batch-size" not in still_learning_note(evaluator, DeepFMConfig(epochs=10, batch_size=512),
+                                                     2_000_000)
     evaluator.best_epoch = 7
     assert still_learning_note(evaluator, DeepFMConfig(epochs=10), 24_000) is None
 

@@ -159,7 +159,7 @@ def test_retrieval_trains_exports_and_serves_from_urls(tmp_path):
                           "--user-id", users[0], "--k", "5", "--keep-seen", "--json"], capture_output=True,
                          text=True, timeout=300, env=env, cwd=REPO)  # as recommend() ranks, history kept
     assert cli.returncode == 0, cli.stderr[-2000:]
-    assert [r["item_id"] for r in json.loads(cli.stdout)["recommendations"]] == want
+    assert [r["item_id"] for r in json.loads(cli.stdout)["items"]] == want
     with pytest.raises(runs.RunDirError, match=f"{root}/nothing: the run directory has no config.json"):
         runs.load_retrieval(paths.join(root, "nothing"))
 

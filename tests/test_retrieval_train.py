@@ -73,15 +73,15 @@ def test_recommend_cli_prints_titles_and_excludes_seen(cli_run):
     proc = _run(["tfrs_recsys.recommend", "--model-dir", str(out), "--user-id", user, "--k", "10",
                  "--exclude-seen", "--json"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    recs = json.loads(proc.stdout)["recommendations"]
+    recs = json.loads(proc.stdout)["items"]
     assert len(recs) == 10 and not seen & {r["item_id"] for r in recs}
     assert [r["score"] for r in recs] == sorted((r["score"] for r in recs), reverse=True)
     kept = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", user, "--k", "10",
                  "--keep-seen", "--json"])
     default = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", user, "--k", "10", "--json"])
     left_out = json.loads((out / "retrieval_meta.json").read_text())["history_left_out"]
-    as_ranked = recs if left_out else json.loads(kept.stdout)["recommendations"]  # as the run ranked
-    assert json.loads(default.stdout)["recommendations"] == as_ranked
+    as_ranked = recs if left_out else json.loads(kept.stdout)["items"]  # as the run ranked
+    assert json.loads(default.stdout)["items"] == as_ranked
     table = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", "nobody", "--k", "3"])
     assert table.returncode == 0, table.stderr[-3000:]
     lines = table.stdout.strip().splitlines()
@@ -90,7 +90,7 @@ def test_recommend_cli_prints_titles_and_excludes_seen(cli_run):
     assert all(any(t in line for t in titles) for line in lines[2:])
     cold = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", "nobody", "--k", "3", "--json"])
     counts = histories["items"].explode().value_counts()  # a cold user: the most interacted items
-    recs = json.loads(cold.stdout)["recommendations"]
+    recs = json.loads(cold.stdout)["items"]
     assert [r["score"] for r in recs] == counts.iloc[:3].astype(float).tolist()
     assert all(counts[r["item_id"]] == r["score"] for r in recs)
 

@@ -363,6 +363,8 @@ class ESMMConfig(TrainConfig):
       are summed), so a rare id is pulled toward 0 as hard as a frequent one when it is seen.
 
     Attributes:
+      batch_size: Rows per training step (0: the largest power of two from 64 to 512 that makes an epoch
+        at least 200 steps: 512 from about 100,000 training rows).
       embedding_dim: The width of each field's embedding.
       tower_units: User and item tower widths: ReLU layers, the last one linear.
       hidden_units: The widths of the CTR and CVR towers' hidden layers.
@@ -380,8 +382,10 @@ class ESMMConfig(TrainConfig):
         float32 or mixed_bfloat16; inference and export are float32 always.
     """
 
+    min_batch_size = 0
+
     epochs: int = 10
-    batch_size: int = 512
+    batch_size: int = 0
     embedding_dim: int = 16
     tower_units: tuple[int, ...] = (32,)
     hidden_units: tuple[int, ...] = (256, 128, 64)
@@ -414,6 +418,8 @@ class DeepFMConfig(TrainConfig):
     Optimizer and the table regularization (``l2_reg``, ``embedding_l2``) as in :class:`ESMMConfig`.
 
     Attributes:
+      batch_size: Rows per training step (0: the largest power of two from 64 to 512 that makes an epoch
+        at least 200 steps: 512 from about 100,000 training rows).
       embedding_dim: The width of each field's embedding.
       hidden_units: The widths of the DNN's hidden layers.
       dropout: The dropout rate of the DNN.
@@ -424,8 +430,10 @@ class DeepFMConfig(TrainConfig):
       precision: MLP products while training: auto, float32 or mixed_bfloat16 (as ESMM's).
     """
 
+    min_batch_size = 0
+
     epochs: int = 10
-    batch_size: int = 512
+    batch_size: int = 0
     embedding_dim: int = 16
     hidden_units: tuple[int, ...] = (256, 128, 64)
     dropout: float = 0.0

@@ -121,7 +121,7 @@ def _from_run(args) -> tuple[dict, str, list[tuple[str, float, str]], str]:
     header = (f"user {args.user_id}: history of {len(used)} items{note}; top {args.k}"
               f"{' excluding seen items' if exclude else ''}")
     return ({"user_id": args.user_id, "known_user": known, "unknown_history_items": unknown,
-             "recommendations": rows}, header,
+             "items": rows}, header,
             [(r["item_id"], r["score"], r["title"]) for r in rows], "title")
 
 
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(header)
     print(f"{'rank':>4}  {'item_id':<24} {'score':>10}  {last}")
     for rank, (item_id, score, extra) in enumerate(rows, 1):
-        print(f"{rank:>4}  {item_id:<24} {score:>10.5f}  {extra}")
+        print(f"{rank:>4}  {item_id:<24} {score:>10.5f}  {' '.join(str(extra).split())}")  # one line a row
     return 0
 
 if __name__ == "__main__":

@@ -19,12 +19,7 @@ from tfrs_recsys.data.entities import declared_types, id_text, read_entity_table
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
 from tfrs_recsys.data.schema import day_first, epoch_seconds, is_listlike, is_plain_number, month_first
 from tfrs_recsys.data.schema_inference import detect_separator
-from tfrs_recsys.data.tabular import (
-    bad_row,
-    locate,
-    numeric_columns,
-    read_table,
-)
+from tfrs_recsys.data.tabular import bad_row, locate, numeric_columns, read_table, say_duplicates
 from tfrs_recsys.data.text_values import text_numbers
 
 
@@ -111,6 +106,7 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
              "--rating-column": rating_column}
     named = {column: flag for flag, column in flags.items() if column}
     log, reports = read_table(data, required=named, what="--data", skip_bad_rows=skip_bad_rows)
+    say_duplicates(log, data, [time_column] if time_column else [])
     report = reports[0] if reports else SkipReport(path=str(data), total=len(log))
     rows = _RowChecks(log, skip_bad_rows, report)
     typed, rows.bad = numeric_columns(log, declared_types(column_types, log), skip_bad_rows=skip_bad_rows,

@@ -8,7 +8,9 @@ pass finds the exact place and either raises :class:`DataError` or, with
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import logging
 import os
 import re
 from typing import Any, Callable, Mapping, Sequence
@@ -19,11 +21,54 @@ import pandas as pd
 from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError, SkipReport
 
+logger = logging.getLogger(__name__)
 # frame.attrs key: the file line of every row the careful pass kept.
 LINE_NUMBERS = "source_line_numbers"
 # The numeric column kinds a reader checks, in the words of an error; other columns stay text.
 _WORDS = {"int": "an integer", "float": "a number"}
 _SKIP_HINT = "or rerun with --skip-bad-rows to skip and count the row"
+# A character UTF-8 writes in more than one byte: text holding none is not UTF-8 with a few broken bytes.
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+FALLBACK_ENCODING = "cp1252"  # Windows' and Excel's CSV exports of Western languages
+
+
+def text_encoding(data: bytes, path: str) -> str:
+    """The encoding to read a text file (or its first block) in: UTF-8, or :data:`FALLBACK_ENCODING` with a
+    warning for text that is not UTF-8, holds no UTF-8 character of several bytes and reads as cp1252.
+
+    Text that is UTF-8 but for a few broken bytes stays UTF-8, so that its rows say where they are.
+
+    Args:
+      data: The bytes.
+      path: The file, for the warning.
+
+    Returns:
+      ``"utf-8"`` or ``"cp1252"``.
+    """
+    try:
+        data.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        first = exc.start
+        if exc.reason == "unexpected end of data":  # a block cut inside a character
+            return "utf-8"
+    if _UTF8_SEQUENCE.search(data):
+        return "utf-8"
+    try:
+        data.decode(FALLBACK_ENCODING)
+    except UnicodeDecodeError:
+        return "utf-8"
+    logger.warning("%s is not UTF-8 (byte 0x%02x on line %d): read as Windows-1252 (cp1252), the encoding of "
+                   "Excel's and Windows' CSV exports; if it is in another, re-save it as UTF-8", path,
+                   data[first], data.count(b"\n", 0, first) + 1)
+    return FALLBACK_ENCODING
+
+
+@functools.lru_cache(maxsize=1024)
+def file_encoding(path: str) -> str:
+    """:func:`text_encoding` of a file's first MiB (warned once a file), for readers that stream it."""
+    with paths.open_file(path) as fh:
+        return text_encoding(fh.read(1 << 20), path)
 
 
 def require_file(path: str | os.PathLike, what: str, fix: str) -> str:
@@ -92,10 +137,12 @@ def read_delimited(path: str | os.PathLike, *, sep: str, columns: Sequence[str] 
     if data is None:
         data = paths.read_bytes(require_file(path, what, fix_missing))
     path = str(path)
+    if encoding == "utf-8":
+        encoding = text_encoding(data, path)
     options = (sep, columns, header, dict(column_types or {}), set(nullable), encoding, quoting)
     new_report = report is None
     report = SkipReport(path=path) if new_report else report
-    frame = _fast_read(data, *options)
+    frame = _fast_read(data, first_line, *options)
     if frame is not None:
         report.total += len(frame)
         return frame, report
@@ -105,7 +152,8 @@ def read_delimited(path: str | os.PathLike, *, sep: str, columns: Sequence[str] 
     return frame, report
 
 
-def _fast_read(data, sep, columns, header, column_types, nullable, encoding, quoting) -> pd.DataFrame | None:
+def _fast_read(data, first_line, sep, columns, header, column_types, nullable, encoding, quoting
+               ) -> pd.DataFrame | None:
     """The whole text through pandas, or ``None`` when the careful pass must say where a problem is."""
     try:
         text = data.decode(encoding)
@@ -115,22 +163,32 @@ def _fast_read(data, sep, columns, header, column_types, nullable, encoding, quo
                             quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE, on_bad_lines="error")
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError):
         return None
-    counts = _field_counts(text, sep, quoting)
+    counts, starts = _records(text, sep, quoting)
     if (len(counts) != 1  # pandas pads a short row and shifts a long one silently
             or (not header and counts != {len(columns)})
             or re.search(r"(^|\n)[ \t\r]*\n", text.rstrip("\r\n"))  # blank lines shift source_line's numbers
             or (header and columns and not set(columns) <= set(frame.columns))
             or frame.empty):
         return None
+    starts = starts[int(header):]
+    if starts and starts[-1] != len(starts) + int(header) and len(starts) == len(frame):
+        frame.attrs[LINE_NUMBERS] = [first_line + line - 1 for line in starts]  # a quoted field spans lines
     return _typed(frame, column_types, nullable, check=True)
 
 
-def _field_counts(text: str, sep: str, quoting: bool) -> set[int]:
-    """The distinct numbers of fields on the non-blank lines."""
+def _records(text: str, sep: str, quoting: bool) -> tuple[set[int], list[int]]:
+    """The distinct numbers of fields of the non-blank records, and the line each record starts on
+    (1-based; a quoted field may hold newlines), or ``[]`` where no field is quoted (a line a record)."""
     if quoting and '"' in text and len(sep) == 1:
         # Quoted fields may hold the separator: count fields the way a CSV parser does.
-        return {len(row) for row in csv.reader(io.StringIO(text), delimiter=sep) if row}
-    return {line.count(sep) + 1 for line in text.splitlines() if line.strip()}
+        counts, starts, reader, line = set(), [], csv.reader(io.StringIO(text), delimiter=sep), 1
+        for row in reader:
+            if row:
+                counts.add(len(row))
+                starts.append(line)
+            line = reader.line_num + 1
+        return counts, starts
+    return {line.count(sep) + 1 for line in text.splitlines() if line.strip()}, []
 
 
 def _typed(frame: pd.DataFrame, column_types: Mapping[str, str], nullable: set[str], *,
@@ -182,18 +240,24 @@ def parse_lines(data: bytes, path: str, parse: Callable[[str], Any], *, skip_bad
         if not raw.strip():
             continue
         report.total += 1
+        reason = f"not valid {encoding}"
         try:
-            rows.append(parse(_decode(raw, encoding)))
+            text = _decode(raw, encoding)
+            reason = None
+            rows.append(parse(text))
             line_numbers.append(lineno)
         except DataError as err:
             err = DataError(err.message, path=path, line=lineno, column=err.column, fix=err.fix)
             if not skip_bad_rows:
                 raise err from None
-            report.add(err)
+            report.add(err, reason=reason)
     if not rows:
-        skipped = f" ({report.skipped} skipped as bad)" if report.skipped else ""
+        reasons = "; ".join(f"{n} x {why}" for why, n in report.reasons.most_common(3))
+        skipped = f" ({report.skipped} skipped as bad: {reasons})" if report.skipped else ""
+        undecodable = report.reasons.most_common(1)[0][0].startswith("not valid") if report.skipped else False
         raise DataError("no data rows could be read" + skipped, path=path,
-                        fix="check the separator and the file's format")
+                        fix=f"re-save the file as {encoding} (e.g. iconv -f ITS_ENCODING -t {encoding})"
+                        if undecodable else "check the separator and the file's format")
     return rows, line_numbers
 
 

@@ -18,8 +18,10 @@ from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.expedia import load_expedia
 from tfrs_recsys.data.interactions import load_interaction_log
+from tfrs_recsys.data.label_leaks import norm_name
 from tfrs_recsys.data.synthetic_interactions import synthetic_histories, synthetic_ratings
-from tfrs_recsys.data.tabular import load_criteo, load_table
+from tfrs_recsys.data.tabular import load_criteo, load_table, say_duplicates
+from tfrs_recsys.data.text_values import TIME_NAME
 
 INTERACTION_DATASETS = {
     "synthetic": "synthetic user histories with drifting tastes (no files needed)",
@@ -210,6 +212,9 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
                           skip_bad_rows=skip_bad_rows, session_column=session_column, user_column=user_column,
                           item_column=item_column,
                           column_types=[e for e in column_types if e.partition("=")[0] not in joined])
+        declared_times = [e.partition("=")[0] for e in column_types if e.partition("=")[2] == "timestamp"]
+        say_duplicates(data.frame, data_dir, [c for c in data.frame.columns if c == time_column
+                                              or c in declared_times or TIME_NAME.search(norm_name(c))])
         for join in joins:
             data.frame = join.frame(data.frame)
             data.table_columns[join.group] = join.columns

@@ -37,13 +37,9 @@ from tfrs_recsys import paths
 from tfrs_recsys.data.bad_rows import BadRows, labels_of
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import without_autotune
+from tfrs_recsys.data.readers import file_encoding
 from tfrs_recsys.data.schema import MISSING_INT, FeatureSpec, frame_to_raw
-from tfrs_recsys.data.tabular import (
-    PARQUET_SUFFIXES,
-    declared_text,
-    table_files,
-    text_separator,
-)
+from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, declared_text, table_files, text_separator
 
 CHUNK_ROWS = 65_536  # rows parsed at once: bounds the reader's memory
 SHUFFLE_BATCHES = 16
@@ -160,7 +156,8 @@ def _batches(file: str, schema: pa.Schema | None, rows: int,
         with paths.open_file(file) as fh:
             yield from pq.ParquetFile(fh).iter_batches(batch_size=rows)
         return
-    reading = pa_csv.ReadOptions(block_size=rows * 400, use_threads=False)  # one thread numbers bad lines
+    # one thread numbers bad lines
+    reading = pa_csv.ReadOptions(block_size=rows * 400, use_threads=False, encoding=file_encoding(file))
     parsing = pa_csv.ParseOptions(delimiter=text_separator(file), invalid_row_handler=malformed)
     types = {f.name: f.type for f in schema} if schema is not None else None
     with paths.open_file(file) as fh:

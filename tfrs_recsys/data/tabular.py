@@ -108,6 +108,18 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
     return table, reports
 
 
+def say_duplicates(table: pd.DataFrame, path: str, time_columns: Sequence[str]) -> None:
+    """Warns of rows that repeat an earlier row exactly, time included, where the table has a time column:
+    two identical events at one moment are most often an export written twice. They are kept (a log
+    without times repeats rows by right), but copies of a row can fall on both sides of a split."""
+    if not any(c in table.columns for c in time_columns) or not (copies := int(table.duplicated().sum())):
+        return
+    logger.warning("%s: %d of %d rows (%.1f%%) repeat an earlier row exactly, time included: kept. If the "
+                   "export wrote them twice, drop the copies first (pandas: frame.drop_duplicates()): a copy "
+                   "can land in the test rows beside its original in training, and flatter the test", path,
+                   copies, len(table), 100 * copies / len(table))
+
+
 def text_separator(file: str, given: str | None = None) -> str:
     """A text file's field separator: ``given``, else whichever of ``, ; tab |`` its header line holds
     most of, where it holds more of it than of its suffix's (``,`` for .csv, tab for .tsv / .txt)."""

@@ -15,8 +15,10 @@ from tfrs_recsys.data.schema import SchemaError, day_first, epoch_seconds, is_pl
 from tfrs_recsys.data.tabular import MOSTLY_NUMERIC
 
 # names of times in logs and catalogs; a column is a time only if its values are dates or epoch seconds too
+# English names, then the words for time and date of exports in German, Spanish, French, Dutch and Swedish.
 TIME_NAME = re.compile(r"time|date|^ts$|_ts$|^ts_|_at$|epoch|unix|(^|_)(signup|signed_up|created|joined"
-                       r"|registered|opened|published|updated|modified|birthday|since)(_|$)")
+                       r"|registered|opened|published|updated|modified|birthday|since)(_|$)"
+                       r"|zeit|datum|fecha|hora|heure|horodatage|tijd|tidpunkt|tidsstempel")
 ID_NAME = re.compile(r"(^|_)ids?$")
 
 

@@ -28,7 +28,14 @@ from tfrs_recsys.data.splits import Split, random_split, split_by_session
 from tfrs_recsys.data.tabular import binary_label, locate, parse_column_types
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame
 from tfrs_recsys.training import distribution
-from tfrs_recsys.training.common import EpochEvaluator, fit_verbosity, patience_epochs, tensorboard_callback
+from tfrs_recsys.training.common import (
+    EpochEvaluator,
+    fit_verbosity,
+    patience_epochs,
+    ranker_batch,
+    say_batch,
+    tensorboard_callback,
+)
 from tfrs_recsys.training.fit_advice import say_weak_fit
 from tfrs_recsys.training.optimizers import ranker_optimizer
 from tfrs_recsys.training.resume import TrainingState, advance
@@ -184,8 +191,9 @@ def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -
     embeds and runs the towers. The model still takes raw features everywhere else (evaluation,
     export), through the same preprocessor.
 
-    ``cfg.batch_size`` is the global batch; under a multi-worker strategy every worker builds the
-    same batches (same seed) and keeps its own part of each (:func:`.distribution.shard_by_data`).
+    The global batch is :func:`~tfrs_recsys.training.common.ranker_batch`'s; under a multi-worker
+    strategy every worker builds the same batches (same seed) and keeps its own part of each
+    (:func:`.distribution.shard_by_data`).
 
     Args:
       frame: the training rows.
@@ -198,10 +206,11 @@ def training_dataset(frame: pd.DataFrame, spec: FeatureSpec, cfg: TrainConfig) -
     if not spec.labels:
         raise DataError("the feature spec names no label columns", fix="list the labels in the spec")
     labels = frame_to_label_columns(frame, spec.labels)
-    ds = dataset_from_arrays(encode_frame(frame, spec), labels=labels, batch_size=cfg.batch_size,
+    batch = ranker_batch(cfg, len(frame))
+    ds = dataset_from_arrays(encode_frame(frame, spec), labels=labels, batch_size=batch,
                              shuffle=True, seed=cfg.seed, repeat=True)
     ds = ds.map(lambda features, labels: (as_encoded(features), labels))
-    return distribution.shard_by_data(ds), math.ceil(len(frame) / cfg.batch_size)
+    return distribution.shard_by_data(ds), math.ceil(len(frame) / batch)
 
 
 def compile_ranker(model: tf.keras.Model, cfg: TrainConfig) -> None:
@@ -249,6 +258,7 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, train: pd.DataFrame, spec: Feat
     Returns:
       The evaluator (best epoch and value).
     """
+    say_batch(cfg, len(train))
     ds, steps = training_dataset(train, spec, cfg)
     evaluator = EpochEvaluator(eval_fn, run_dir, monitor=monitor, mode="max",
                                patience=patience_epochs(cfg.patience, steps), save_checkpoint=checkpoint)

@@ -50,6 +50,8 @@ from tfrs_recsys.training.common import (
     finish_run,
     fit_verbosity,
     patience_epochs,
+    ranker_batch,
+    say_batch,
     tensorboard_callback,
 )
 
@@ -161,8 +163,9 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
     return StreamRun(strategy, chief, table, spec, run_dir, train_rows, validation, timings)
 
 
-def training_input(run: StreamRun, cfg: TrainConfig, row_filter: Callable | None = None):
-    """The training batches: one stream per worker over its own shards, encoded in the graph."""
+def training_input(run: StreamRun, cfg: TrainConfig, rows: int, row_filter: Callable | None = None):
+    """The training batches (of :func:`~tfrs_recsys.training.common.ranker_batch` for ``rows`` training rows):
+    one stream per worker over its own shards, encoded in the graph."""
     preprocessor = FeaturePreprocessor(run.spec)
 
     def make(files, batch_size):
@@ -172,7 +175,7 @@ def training_input(run: StreamRun, cfg: TrainConfig, row_filter: Callable | None
 
     workers = distribution.num_workers(run.strategy)
     if workers <= 1:
-        return make(run.table.files, cfg.batch_size)
+        return make(run.table.files, ranker_batch(cfg, rows))
     index = distribution.worker_index(run.strategy)
     mine = streaming.worker_files(run.table.files, index, workers)
     print(f"streaming: worker {index} of {workers} reads {len(mine)} of {len(run.table.files)} shards: "
@@ -180,7 +183,7 @@ def training_input(run: StreamRun, cfg: TrainConfig, row_filter: Callable | None
           flush=True)
 
     def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return make(mine, context.get_per_replica_batch_size(cfg.batch_size))
+        return make(mine, context.get_per_replica_batch_size(ranker_batch(cfg, rows)))
 
     return run.strategy.distribute_datasets_from_function(per_worker)
 
@@ -192,7 +195,8 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, run: StreamRun, run_dir, *, row
     the tables (millions of rows) stays in memory; ESMM's clicked-only baseline checkpoints into its own
     folder."""
     clock = time.perf_counter()
-    ds = training_input(run, cfg, row_filter)
+    say_batch(cfg, rows)
+    ds = training_input(run, cfg, rows, row_filter)
     run.timings["pipeline"] = run.timings.get("pipeline", 0.0) + time.perf_counter() - clock
     seconds = {"validation": 0.0}
 
@@ -203,7 +207,7 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, run: StreamRun, run_dir, *, row
         return metrics
 
     epochs = EpochSeconds()
-    steps = math.ceil(rows / cfg.batch_size)
+    steps = math.ceil(rows / ranker_batch(cfg, rows))
     evaluator = EpochEvaluator(timed, run_dir, monitor=rankers.MONITOR, mode="max",
                                patience=patience_epochs(cfg.patience, steps), save_checkpoint=True)
     rankers.compile_ranker(model, cfg)

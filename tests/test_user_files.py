@@ -1,0 +1,116 @@
+"""Files as shops export them: Windows-1252 text, quoted newlines, rows written twice, time columns named in
+another language; and what a ranker's run says of its batch and of a result too good to be true."""
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfrs_recsys.config import DeepFMConfig, ESMMConfig
+from tfrs_recsys.data import streaming
+from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.interactions import load_interaction_log
+from tfrs_recsys.data.schema_inference import infer_schema
+from tfrs_recsys.data.tabular import load_table, locate, read_table
+from tfrs_recsys.training.common import FEW_STEPS, EpochEvaluator, ranker_batch
+from tfrs_recsys.training.fit_advice import leak_warning
+
+HEADER = "Kunde\tArtikel\tBezeichnung\tPreis\tZeitpunkt\tgekauft"
+
+
+def _rows(n: int) -> list[str]:
+    return [f"k{i % 7}\t{i % 13:05d}\tCafé crème ’{i}\t1,29 €\t{1 + i % 28:02d}.12.2026 14:03\t{i % 2}"
+            for i in range(n)]
+
+
+def test_a_windows_1252_export_is_read_as_such_and_said(tmp_path, caplog):
+    path = tmp_path / "kassen.tsv"
+    path.write_bytes(("\n".join([HEADER, *_rows(40)]) + "\n").encode("cp1252"))
+    with caplog.at_level(logging.WARNING):
+        table, _ = read_table(str(path))
+    assert table["Bezeichnung"][3] == "Café crème ’3" and table["Preis"][0] == "1,29 €"
+    assert table["Artikel"][1] == "00001"  # ids keep their leading zeros
+    said = [r.getMessage() for r in caplog.records if "not UTF-8" in r.getMessage()]
+    assert len(said) == 1 and "cp1252" in said[0] and "line 2" in said[0] and "0xe9" in said[0]
+    batches = list(streaming._batches(str(path), None, 100))  # the streamed reader decodes it alike
+    assert batches[0].column("Bezeichnung")[3].as_py() == "Café crème ’3"
+
+
+def test_utf8_with_a_broken_byte_stays_utf8_and_names_the_line(tmp_path):
+    text = ("\n".join([HEADER, *_rows(12)]) + "\n").encode("utf-8")
+    path = tmp_path / "kassen.tsv"
+    path.write_bytes(text.replace("Café crème ’5".encode(), b"Caf\xe9 5"))
+    with pytest.raises(DataError) as error:
+        read_table(str(path))
+    assert error.value.line == 7 and "not valid utf-8" in str(error.value)
+    table, reports = read_table(str(path), skip_bad_rows=True)
+    assert len(table) == 11 and table["Bezeichnung"][0] == "Café crème ’0"  # the others read as UTF-8
+    assert reports[0].reasons == {"not valid utf-8": 1}
+
+
+def test_a_file_no_encoding_reads_says_why_when_every_row_is_skipped(tmp_path):
+    path = tmp_path / "kassen.tsv"  # 0x81 is neither UTF-8 nor cp1252
+    path.write_bytes(("a\tb\n" + "x\x81\t1\n" * 5).encode("latin-1"))
+    with pytest.raises(DataError) as error:
+        read_table(str(path), skip_bad_rows=True)
+    message = str(error.value)
+    assert "5 skipped as bad: 5 x not valid utf-8" in message and "re-save the file as utf-8" in message
+
+
+def test_a_quoted_newline_does_not_shift_the_line_an_error_names(tmp_path):
+    rows = ["user,item,name,clicked"] + [f'u{i},i{i},"first line\nsecond line {i}",1' for i in range(5)]
+    path = tmp_path / "log.csv"
+    path.write_text("\n".join([*rows, "u9,,Total,0"]) + "\n")
+    table, _ = read_table(str(path))
+    assert table["name"][2] == "first line\nsecond line 2"
+    assert locate(table, 0) == (str(path), 2) and locate(table, 5) == (str(path), 12)
+    with pytest.raises(DataError) as error:
+        load_table(str(path), labels=["clicked"], item_column="item")
+    assert error.value.line == 12 and lines_of(path)[11] == "u9,,Total,0"
+
+
+def lines_of(path) -> list[str]:
+    return path.read_text().split("\n")
+
+
+def test_rows_written_twice_at_one_time_are_said_and_kept(tmp_path, caplog):
+    rows = [f"u{i % 5},i{i % 9},2026-12-0{1 + i % 7} 10:00:{i:02d}" for i in range(40)]
+    timed = tmp_path / "timed.csv"
+    timed.write_text("\n".join(["user,item,ts", *rows, *rows[:6]]) + "\n")
+    untimed = tmp_path / "untimed.csv"
+    untimed.write_text("\n".join(["user,item", *(r.rsplit(",", 1)[0] for r in rows + rows[:6])]) + "\n")
+    with caplog.at_level(logging.WARNING):
+        log = load_interaction_log(str(timed), user_column="user", item_column="item", time_column="ts")
+        said = [r.getMessage() for r in caplog.records if "repeat an earlier row" in r.getMessage()]
+        assert len(log.interactions) == 46 and len(said) == 1 and "6 of 46 rows" in said[0]
+        caplog.clear()  # without times, a repeated row is a repeated event
+        load_interaction_log(str(untimed), user_column="user", item_column="item")
+        assert not [r for r in caplog.records if "repeat an earlier row" in r.getMessage()]
+
+
+def test_a_date_column_named_in_german_is_a_timestamp(tmp_path):
+    frame = pd.DataFrame({"Kaufdatum": [f"{1 + i % 28:02d}.12.2026" for i in range(60)],
+                          "Zeitpunkt": [f"{1 + i % 28:02d}.11.2026 14:{i % 60:02d}" for i in range(60)],
+                          "Filiale": [f"s{i % 3}" for i in range(60)], "gekauft": np.arange(60) % 2})
+    spec = infer_schema(frame, ["gekauft"])
+    assert spec["Kaufdatum"].kind == "timestamp" and spec["Zeitpunkt"].kind == "timestamp"
+    assert spec["Filiale"].kind == "categorical"
+
+
+@pytest.mark.parametrize("rows, batch", [(100, 64), (24_000, 64), (25_600, 128), (60_000, 256),
+                                         (102_400, 512), (5_000_000, 512)])
+def test_a_rankers_batch_follows_its_training_rows(rows, batch):
+    for config in (DeepFMConfig, ESMMConfig):
+        assert ranker_batch(config(), rows) == batch
+        assert ranker_batch(config(batch_size=1000), rows) == 1000  # a batch given is the batch
+    if batch > 64:  # it makes FEW_STEPS steps an epoch, and below 512 twice it would not
+        assert rows // batch >= FEW_STEPS and (batch == 512 or rows // (2 * batch) < FEW_STEPS)
+
+
+def test_a_near_perfect_validation_auc_is_warned_of_as_a_leak(tmp_path):
+    evaluator = EpochEvaluator(lambda model: {}, tmp_path, monitor="auc", patience=3, save_checkpoint=False)
+    evaluator.best_metrics = {"auc": 0.9997, "gauc": 0.9999, "logloss": 0.01}
+    warning = leak_warning(evaluator)
+    assert "auc 0.9997" in warning and "gauc" not in warning and "--exclude-columns" in warning
+    evaluator.best_metrics = {"auc": 0.72, "ctr_auc": 0.81}
+    assert leak_warning(evaluator) is None
