@@ -114,3 +114,11 @@ def test_a_near_perfect_validation_auc_is_warned_of_as_a_leak(tmp_path):
     assert "auc 0.9997" in warning and "gauc" not in warning and "--exclude-columns" in warning
     evaluator.best_metrics = {"auc": 0.72, "ctr_auc": 0.81}
     assert leak_warning(evaluator) is None
+
+
+def test_a_label_written_in_german_or_french_words_is_read_as_0_1(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,gekauft,cliqué\n" + "".join(
+        f"u{i},i{i % 4},{'Ja' if i % 3 == 0 else 'nein'},{'oui' if i % 2 else 'non'}\n" for i in range(12)))
+    frame = load_table(str(path), labels=["gekauft", "cliqué"]).frame
+    assert frame["gekauft"].tolist() == [1, 0, 0] * 4 and frame["cliqué"].tolist() == [0, 1] * 6

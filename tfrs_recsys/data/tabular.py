@@ -296,13 +296,18 @@ def load_criteo(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
     return LabeledData(frame[list(CRITEO_COLUMNS)], ["label"], name="criteo", skipped=[report])
 
 
-BOOLEAN_LABELS = {"true": 1, "false": 0, "yes": 1, "no": 0, "y": 1, "n": 0, "t": 1, "f": 0}
+BOOLEAN_LABELS = {"true": 1, "false": 0, "yes": 1, "no": 0, "y": 1, "n": 0, "t": 1, "f": 0,
+                  # exports in German, French, Spanish, Italian and Portuguese
+                  "ja": 1, "nein": 0, "j": 1, "wahr": 1, "falsch": 0, "oui": 1, "non": 0, "vrai": 1,
+                  "faux": 0, "sí": 1, "si": 1, "verdadero": 1, "falso": 0, "vero": 1, "sim": 1, "não": 0,
+                  "nao": 0}
 
 
 def binary_label(values: pd.Series) -> pd.Series:
     """A label written as words, most values one of ``true``/``false``, ``yes``/``no``, ``y``/``n`` or
-    ``t``/``f`` (any case) or 0/1, with those words as 1/0; the other values as they were (bad rows:
-    ``maybe``), and any other column unchanged."""
+    ``t``/``f`` (any case; or in German, French, Spanish, Italian or Portuguese: ``ja``/``nein``,
+    ``oui``/``non``, ``sí``/``no``, ``vero``/``falso``, ``sim``/``não``, ...) or 0/1, with those words as 1/0;
+    the other values as they were (bad rows: ``maybe``), and any other column unchanged."""
     if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
         return values
     words = values.astype(str).str.strip().str.lower()
