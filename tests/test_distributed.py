@@ -160,6 +160,7 @@ def test_one_mirrored_step_on_two_devices_is_the_step_on_one(tmp_path):
     assert all(d < 1e-4 for d in differences.values()), differences
 
 
+@pytest.mark.slow  # the fast suite checks the same update: the one-step test above
 def test_mirrored_strategy_on_two_logical_cpus_trains_like_one_process(tmp_path, single_process):
     out = tmp_path / "run"
     _run([sys.executable, str(TWO_CPU_DEVICES), "train", *DEEPFM, "--distribute", "mirrored", "--output-dir",
@@ -174,6 +175,7 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_like_one_process(tmp_path,
 
 # --- MultiWorkerMirroredStrategy: two processes on 127.0.0.1 -------------------------------------
 
+@pytest.mark.slow  # the fast suite trains two workers like one process: the shards test below
 def test_two_workers_on_loopback_train_deepfm_like_one_process(tmp_path, single_process):
     chief_dir, worker_dir = tmp_path / "chief", tmp_path / "worker"
     logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]

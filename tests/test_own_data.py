@@ -28,9 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _events(rows: int = 3000, seed: int = 0) -> pd.DataFrame:
-    """A click log with its own column names: string visitors, skus (integers, and some text that is not
-    ASCII), times as date text, an hour, a category that belongs to the sku, and a click label that follows
-    the category (shoes sell) and the category a visitor likes."""
+    """A click log with its own column names (one with a space, which no serving input name holds): string
+    visitors, skus (integers, and some text that is not ASCII), times as date text, an hour, a category
+    that belongs to the sku, and a click label that follows the category (shoes sell) and the category a
+    visitor likes."""
     rng = np.random.default_rng(seed)
     visitors, skus = 150, 60
     category = np.array(["shoes", "books", "games", "tools"])[np.arange(skus) % 4]
@@ -41,7 +42,7 @@ def _events(rows: int = 3000, seed: int = 0) -> pd.DataFrame:
     clicked = (rng.random(rows) < 0.05 + 0.5 * (category[sku] == "shoes") + 0.4 * liked).astype(int)
     names = np.array([f"café-{s}" if s % 5 == 4 else str(s) for s in range(skus)], dtype=object)
     dates = pd.to_datetime(ts, unit="s").strftime("%Y-%m-%dT%H:%M:%S")
-    return pd.DataFrame({"visitor": [f"v{v}" for v in visitor], "sku": names[sku], "ts": dates,
+    return pd.DataFrame({"visitor id": [f"v{v}" for v in visitor], "sku": names[sku], "ts": dates,
                          "hour": (ts // 3600) % 24, "category": category[sku], "clicked": clicked})
 
 
@@ -60,14 +61,14 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
     events = tmp_path / "events.csv"
     _events().to_csv(events, index=False)
     retrieval = _json(_run(["tfrs_recsys.train", "retrieval", "--dataset", "interactions",
-                            "--data", str(events), "--user-column", "visitor", "--item-column", "sku",
+                            "--data", str(events), "--user-column", "visitor id", "--item-column", "sku",
                             "--time-column", "ts",
                             "--rating-column", "clicked", "--min-rating", "1", "--epochs", "2",
                             "--max-history", "8", "--embedding-dim", "16", "--ff-dim", "32",
                             "--output-dir", str(tmp_path / "retrieval"), "--progress", "false"]))
     assert retrieval["test_metrics"]["recall@50"] > 0
     ranker = _run(["tfrs_recsys.train", "deepfm", "--dataset", "csv", "--data", str(events),
-                   "--label-columns", "clicked", "--user-column", "visitor", "--item-column", "sku",
+                   "--label-columns", "clicked", "--user-column", "visitor id", "--item-column", "sku",
                    "--epochs", "2", "--output-dir", str(tmp_path / "deepfm"), "--progress", "false"])
     assert _json(ranker)["test_metrics"]["auc"] > 0.65  # the label follows the category
     assert "hour" in ranker.stdout and "int64" in ranker.stdout  # the schema table at the start
@@ -100,7 +101,7 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "ranker"
-        columns = {"visitor": ["v3", "v3"], "sku": ["7", "12"], "hour": np.array([10, 22], np.int64),
+        columns = {"visitor_id": ["v3", "v3"], "sku": ["7", "12"], "hour": np.array([10, 22], np.int64),
                    "category": ["shoes", "books"], "ts": np.array([1.7e9, 1.7e9])}
         for name, values in columns.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
@@ -115,7 +116,7 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
         # recall -> rank: the ranker's id and time inputs are the log's columns, which the store recorded
         store = FeatureStore.from_run(tmp_path / "retrieval")
         meta = store.meta
-        assert (meta.user_column, meta.item_column, meta.time_column) == ("visitor", "sku", "ts")
+        assert (meta.user_column, meta.item_column, meta.time_column) == ("visitor id", "sku", "ts")
         ranked = json.loads((tmp_path / "retrieval" / "retrieval_meta.json").read_text())
         assert meta.history_kept is (not ranked["history_left_out"])  # seen items kept as the run ranked
         with ServingClient(server.address, retrieval_model="shop_portable", ranker_model="ranker") as client:
@@ -124,8 +125,8 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
 
             before = len(caplog.records)
             default = recommend()
-            assert not caplog.records[before:]  # every input filled: nothing goes as missing
-            named = recommend(ranker_user_input="visitor", ranker_item_input="sku", ranker_time_input="ts")
+            assert not caplog.records[before:]  # every input filled ('visitor id' as visitor_id)
+            named = recommend(ranker_user_input="visitor id", ranker_item_input="sku", ranker_time_input="ts")
             without = recommend(ranker_user_input="", ranker_item_input="", ranker_time_input="")
             with pytest.raises(ValueError, match="--ranker-user-input 'visiter' is not an input of ranker"):
                 recommend(ranker_user_input="visiter")
@@ -135,7 +136,7 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
         assert scores[0] == pytest.approx(scores[1]) and scores[0] != pytest.approx(scores[2])
         unfilled = [set(r.args[1]) for r in caplog.records[before:]
                     if r.name == "tfrs_recsys.serving.pipeline"]
-        assert unfilled and {"visitor", "sku", "ts"} <= unfilled[-1]  # named none: they go as missing
+        assert unfilled and {"visitor_id", "sku", "ts"} <= unfilled[-1]  # named none: they go as missing
     finally:
         assert server.stop() == 0, server.log_tail()
 

@@ -185,10 +185,9 @@ def test_ranker_trains_and_exports_on_urls(tmp_path):
 
     _, model, spec = runs.load_ranker(run)
     rows = logs.frame.head(50)
-    from tfrs_recsys.data.schema import frame_to_raw
-    from tfrs_recsys.features.preprocessing import op_name
+    from tfrs_recsys.data.schema import frame_to_raw, signature_name
 
-    feed = {op_name(k): v for k, v in frame_to_raw(rows, spec).items()}
+    feed = {signature_name(k): v for k, v in frame_to_raw(rows, spec).items()}
     from_url = _call(tf.saved_model.load(str(remote)), "serving_default", feed)["ctr"]
     from_disk = _call(tf.saved_model.load(str(local)), "serving_default", feed)["ctr"]
     np.testing.assert_allclose(from_url, from_disk, rtol=1e-6)

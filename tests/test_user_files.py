@@ -1,5 +1,6 @@
 """Files as shops export them: Windows-1252 text, quoted newlines, rows written twice, time columns named in
 another language; and what a ranker's run says of its batch and of a result too good to be true."""
+import dataclasses
 import logging
 
 import numpy as np
@@ -122,3 +123,66 @@ def test_a_label_written_in_german_or_french_words_is_read_as_0_1(tmp_path):
         f"u{i},i{i % 4},{'Ja' if i % 3 == 0 else 'nein'},{'oui' if i % 2 else 'non'}\n" for i in range(12)))
     frame = load_table(str(path), labels=["gekauft", "cliqué"]).frame
     assert frame["gekauft"].tolist() == [1, 0, 0] * 4 and frame["cliqué"].tolist() == [0, 1] * 6
+
+
+def test_columns_named_in_any_script_are_served_under_the_names_their_signature_holds(tmp_path):
+    import tensorflow as tf
+
+    from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, signature_name
+    from tfrs_recsys.features.preprocessing import raw_input_specs
+
+    names = ["âge", "position dans la page", "Kunde-Nr.", "年龄", "1st_visit", "_x", "user_id"]
+
+    def numbers(*columns):
+        return FeatureSpec([FeatureColumn(c, "numeric", "context", mean=0, std=1) for c in columns], ["y"])
+
+    module = tf.Module()
+    module.serve = tf.function(lambda f: {"y": tf.add_n(list(f.values()))},
+                               input_signature=[raw_input_specs(numbers(*names))])
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.serve})
+    served = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"]
+    expected = ["age", "position_dans_la_page", "Kunde_Nr_", "u5e74u9f84", "f_1st_visit", "f__x", "user_id"]
+    assert sorted(served.structured_input_signature[1]) == sorted(expected)
+    assert [signature_name(n) for n in names] == expected and signature_name("Kunde_Nr_") == "Kunde_Nr_"
+    with pytest.raises(SchemaError) as clash:  # two columns that would be one input: said before training
+        numbers("âge", "age")
+    assert "['âge', 'age'] would be one serving input, 'age'" in str(clash.value)
+
+
+def test_a_yes_no_column_true_only_after_the_label_is_refused_as_a_funnel_leak(tmp_path):
+    rng = np.random.default_rng(0)
+    clicked = (rng.random(400) < 0.3).astype(int)
+    subscribed = clicked * (rng.random(400) < 0.5)
+    frame = pd.DataFrame({"rubrique": rng.choice(["sport", "culture"], 400), "clicked": clicked,
+                          "abonné": np.where(subscribed == 1, "oui", "non")})
+    with pytest.raises(DataError, match="'abonné'.*is 1 only on rows where the label 'clicked' is 1"):
+        infer_schema(frame, ["clicked"])
+    assert infer_schema(frame, ["clicked"], exclude=["abonné"])["rubrique"].kind == "categorical"
+
+
+def test_a_column_of_the_log_and_its_items_table_left_out_is_no_clash(tmp_path):
+    from tfrs_recsys.config import DeepFMConfig
+    from tfrs_recsys.training.rankers import load_and_split
+
+    log = tmp_path / "log.csv"
+    log.write_text("reader,article,rubrique,clicked\n" + "".join(
+        f"r{i % 9},a{i % 7},{'sport' if i % 7 < 3 else 'culture'},{i % 2}\n" for i in range(80)))
+    articles = tmp_path / "articles.csv"
+    articles.write_text("article,rubrique,author\n" + "".join(
+        f"a{i},{'sport' if i < 3 else 'culture'},w{i % 2}\n" for i in range(7)))
+    cfg = DeepFMConfig(dataset="csv", data_dir=str(log), label_columns=("clicked",), user_column="reader",
+                       item_column="article", items=str(articles))
+    with pytest.raises(DataError, match="'rubrique' is in both") as clash:
+        load_and_split(cfg, "deepfm")
+    assert "--exclude-columns rubrique" in clash.value.fix
+    data, _ = load_and_split(dataclasses.replace(cfg, exclude_columns=("rubrique",)), "deepfm")
+    assert "author" in data.frame.columns and list(data.frame.columns).count("rubrique") == 1
+
+
+def test_a_click_column_of_yes_no_words_is_a_rating_of_1_and_0(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("reader,article,cliqué\n" + "".join(
+        f"r{i % 5},a{i % 6},{'Oui' if i % 3 == 0 else 'Non'}\n" for i in range(30)))
+    log = load_interaction_log(str(path), user_column="reader", item_column="article", rating_column="cliqué",
+                               min_rating=1)
+    assert len(log.interactions) == 10 and (log.interactions["rating"] == 1).all()

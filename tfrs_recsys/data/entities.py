@@ -129,12 +129,14 @@ class EntityJoin:
       group: ``item`` or ``user``.
       path: The table's path, for messages.
       data_columns: The columns of the rows: a table column of the same name is an error.
+      exclude: Columns left out of the features (``--exclude-columns``): not joined.
     """
 
-    def __init__(self, table: pd.DataFrame, column: str, group: str, path: str, data_columns: Sequence[str]):
+    def __init__(self, table: pd.DataFrame, column: str, group: str, path: str, data_columns: Sequence[str],
+                 exclude: Sequence[str] = ()):
         key = f"{group}_id"
         self.column, self.group, self.path = column, group, path
-        self.columns = [c for c in table.columns if c != key]
+        self.columns = [c for c in table.columns if c != key and c not in exclude]
         self.times = [c for c in table.attrs.get(TIMES, []) if c in self.columns]  # read from dates
         self._check_clash(data_columns)
         self._keys = table[[key]]  # for the unmatched-id counts
@@ -148,7 +150,9 @@ class EntityJoin:
     def _check_clash(self, data_columns: Sequence[str]) -> None:
         if clash := [c for c in self.columns if c in data_columns]:
             raise DataError(f"column '{clash[0]}' is in both the data and the --{self.group}s table",
-                            path=self.path, column=clash[0], fix="rename it in one of the files, or drop it")
+                            path=self.path, column=clash[0],
+                            fix=f"rename or drop it in one of the files (where the data repeats the table's "
+                                f"value, drop the data's), or leave both out: --exclude-columns {clash[0]}")
 
     def check(self, rows: pd.DataFrame, of: str = "the log's", ids: pd.Series | None = None) -> None:
         """Says how many ids of ``rows`` (``of``: whose; ``ids``: theirs, read already) the table lacks, and
@@ -195,8 +199,8 @@ class EntityJoin:
 
 def entity_joins(data_columns: Sequence[str], *, items: str | None, users: str | None,
                  item_column: str | None, user_column: str | None, skip_bad_rows: bool = False,
-                 column_types: Sequence[str] = (), reports: list[SkipReport] | None = None
-                 ) -> list[EntityJoin]:
+                 column_types: Sequence[str] = (), reports: list[SkipReport] | None = None,
+                 exclude: Sequence[str] = ()) -> list[EntityJoin]:
     """The joins of a ranker's ``--items`` and ``--users`` tables.
 
     Args:
@@ -208,6 +212,7 @@ def entity_joins(data_columns: Sequence[str], *, items: str | None, users: str |
       skip_bad_rows: Skip and count the tables' malformed rows.
       column_types: ``--column-types`` entries.
       reports: Where the tables' skip reports are appended.
+      exclude: Columns left out of the features (not joined).
 
     Returns:
       One join per table given.
@@ -222,5 +227,5 @@ def entity_joins(data_columns: Sequence[str], *, items: str | None, users: str |
                                 f"too)")
         table = read_entity_table(path, column, group, skip_bad_rows, [] if reports is None else reports,
                                   column_types)
-        joins.append(EntityJoin(table, column, group, path, data_columns))
+        joins.append(EntityJoin(table, column, group, path, data_columns, exclude))
     return joins

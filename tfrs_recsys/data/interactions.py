@@ -19,7 +19,14 @@ from tfrs_recsys.data.entities import declared_types, id_text, read_entity_table
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
 from tfrs_recsys.data.schema import day_first, epoch_seconds, is_listlike, is_plain_number, month_first
 from tfrs_recsys.data.schema_inference import detect_separator
-from tfrs_recsys.data.tabular import bad_row, locate, numeric_columns, read_table, say_duplicates
+from tfrs_recsys.data.tabular import (
+    bad_row,
+    binary_label,
+    locate,
+    numeric_columns,
+    read_table,
+    say_duplicates,
+)
 from tfrs_recsys.data.text_values import text_numbers
 
 
@@ -187,9 +194,12 @@ def _rating_values(entries: Sequence[str]) -> dict[str, float]:
 
 
 def _ratings(table: pd.DataFrame, column: str, weights: dict[str, float], rows: _RowChecks) -> np.ndarray:
-    """The rating column as float64: numbers, or text rated by ``weights`` (``--rating-values``); any other
-    value is a bad row. A column of text and no ``weights`` is an error naming its values."""
+    """The rating column as float64: numbers, yes/no words as 1/0 (``true``/``false``, ``oui``/``non``: as a
+    ranker's label is read), or text rated by ``weights`` (``--rating-values``); any other value is a bad
+    row. A column of other text and no ``weights`` is an error naming its values."""
     values = table[column]
+    if not weights:
+        values = binary_label(values)
     if weights:
         ratings = values.astype("string").str.strip().map(weights).to_numpy(dtype=np.float64, na_value=np.nan)
         rows.check(np.isnan(ratings), column, "{value!r} has no --rating-values entry",

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from tfrs_recsys.data.schema import SchemaError
+from tfrs_recsys.data.tabular import binary_label
 
 # A single number ranking a label this well (or this badly) is an outcome, not an input.
 TELLING_AUC = 0.99
@@ -59,9 +60,12 @@ def leak_error(column: str, labels: list[str], why: str, *, may_be_label: bool =
 
 
 def within_label(sample: pd.DataFrame, column: str, labels: list[str]) -> str | None:
-    """The label a 0/1 column is 1 only within (each of its ones on that label's positive rows, which
-    chance does less than once in 1,000 at the label's rate), else None."""
+    """The label a 0/1 column (or one of yes/no words, as a label is read: ``oui``/``non``) is 1 only within
+    (each of its ones on that label's positive rows, which chance does less than once in 1,000 at the
+    label's rate), else None."""
     values = sample[column]
+    if not pd.api.types.is_numeric_dtype(values) and (words := binary_label(values)) is not values:
+        values = pd.to_numeric(words, errors="coerce")
     if not pd.api.types.is_numeric_dtype(values) or not values.dropna().isin((0, 1)).all():
         return None
     return _only_on_positives(sample, values.to_numpy(dtype="float64", na_value=0.0) == 1, labels)

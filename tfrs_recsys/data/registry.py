@@ -145,7 +145,7 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
                  tfds_download: bool = False, column_types: Sequence[str] = (),
                  time_column: str | None = None, rating_column: str | None = None,
                  min_rating: float | None = None, rating_values: Sequence[str] = (), items: str | None = None,
-                 users: str | None = None) -> LabeledData:
+                 users: str | None = None, exclude_columns: Sequence[str] = ()) -> LabeledData:
     """Labeled impressions for a ranker.
 
     Args:
@@ -170,6 +170,8 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
       items: An item table joined by ``item_column`` (``interactions``; ``csv`` and ``parquet``:
         :class:`~tfrs_recsys.data.entities.EntityJoin`).
       users: A user table joined by ``user_column``, likewise.
+      exclude_columns: Columns left out of the features: a table's are not joined (so a column of the
+        rows and of a table alike is no clash once left out).
 
     Returns:
       The impressions, their label columns and keys.
@@ -206,7 +208,8 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
                             "click,conversion (esmm) or --label-columns label (deepfm)")
         reports: list = []
         joins = entity_joins((), items=items, users=users, item_column=item_column, user_column=user_column,
-                             skip_bad_rows=skip_bad_rows, column_types=column_types, reports=reports)
+                             skip_bad_rows=skip_bad_rows, column_types=column_types, reports=reports,
+                             exclude=exclude_columns)
         joined = {c for join in joins for c in join.columns}  # --column-types about them: the tables'
         data = load_table(_need_dir(dataset, data_dir), labels=list(label_columns),
                           skip_bad_rows=skip_bad_rows, session_column=session_column, user_column=user_column,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import unicodedata
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +31,19 @@ GROUPS = ("user", "item", "context")
 ENCODINGS = ("vocabulary", "hash", "none")
 SPEC_VERSION = 1
 MISSING_INT = np.iinfo(np.int64).min  # an int64 categorical input's "missing": outside every vocabulary
+
+
+def signature_name(name: str) -> str:
+    """A column's name as a serving signature's input (and a TensorFlow op) can be named: letters
+    transliterated to ASCII (``âge`` -> ``age``), another letter or digit as its code point (``年`` ->
+    ``u5e74``), anything else ``_`` (``position dans la page`` -> ``position_dans_la_page``), and ``f_``
+    before a name that would not start with a letter. A valid name is its own."""
+    def ascii_of(char: str) -> str:
+        plain = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+        return plain or (f"u{ord(char):x}" if char.isalnum() else "_")
+
+    text = re.sub(r"[^A-Za-z0-9_]", "_", "".join(ascii_of(c) if ord(c) > 127 else c for c in str(name)))
+    return text if text[:1].isascii() and text[:1].isalpha() else f"f_{text}"
 
 
 class SchemaError(DataError):
@@ -142,6 +157,14 @@ class FeatureSpec:
         if dupes := {n for n in names if names.count(n) > 1}:
             raise SchemaError(f"feature(s) {sorted(dupes)} listed twice", column=sorted(dupes)[0],
                               fix="keep one entry per column")
+        inputs: dict[str, list[str]] = {}
+        for name in names:
+            inputs.setdefault(signature_name(name), []).append(name)
+        if clashes := [columns for columns in inputs.values() if len(columns) > 1]:
+            raise SchemaError(f"columns {clashes[0]} would be one serving input, "
+                              f"'{signature_name(clashes[0][0])}' (inputs are named in ASCII letters, digits "
+                              f"and _)", column=clashes[0][0],
+                              fix="rename one of them, or leave one out with --exclude-columns")
         if leaked := [n for n in names if n in self.labels]:
             raise SchemaError(f"label column(s) {leaked} are also listed as features; a label can never be "
                               f"an input", column=leaked[0], fix="remove them from 'features' in the spec")

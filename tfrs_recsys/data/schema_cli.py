@@ -73,12 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         reports: list = []
         joins = entity_joins((), items=args.items, users=args.users, item_column=args.item_column,
                              user_column=args.user_column, skip_bad_rows=args.skip_bad_rows,
-                             column_types=column_types, reports=reports)
+                             column_types=column_types, reports=reports,
+                             exclude=_split_list(args.exclude) or ())
         joined = {c for join in joins for c in join.columns}  # --column-types about them: the tables'
         data = load_table(args.file, labels=labels or [], sep=args.sep, session_column=args.session_column,
                           user_column=args.user_column, item_column=args.item_column,
                           column_types=[e for e in column_types if e.partition("=")[0] not in joined],
-                          skip_bad_rows=args.skip_bad_rows)
+                          skip_bad_rows=args.skip_bad_rows, what="the file")
         groups = {g: _split_list(getattr(args, f"{g}_columns")) or [] for g in GROUPS}
         kinds = parse_column_types(column_types)
         for join in joins:

@@ -331,7 +331,7 @@ def _mostly_numbers(values: pd.Series) -> bool:
 def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
                session_column: str | None = None, user_column: str | None = None,
                item_column: str | None = None, column_types: Mapping[str, str] | Sequence[str] = (),
-               sep: str | None = None) -> LabeledData:
+               sep: str | None = None, what: str = "--data") -> LabeledData:
     """Any CSV / TSV / Parquet table with a header (:func:`read_table`), typed (:func:`type_columns`).
 
     Column kinds come from schema inference later.
@@ -345,6 +345,7 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
       item_column: The item id column, if any.
       column_types: Column kinds over inference (:func:`type_columns`).
       sep: The separator of text files (default: :func:`text_separator`'s reading of each header).
+      what: The table in errors (the flag that named it).
 
     Returns:
       The rows, named after the path; ``skipped`` counts the rows left out, for the caller to say once its
@@ -353,7 +354,7 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
     flags = {"--label-columns": labels, "--session-column": [session_column], "--user-column": [user_column],
              "--item-column": [item_column]}
     required = {column: flag for flag, columns in flags.items() for column in columns if column}
-    frame, reports = read_table(path, required=required, what="--data", skip_bad_rows=skip_bad_rows, sep=sep)
+    frame, reports = read_table(path, required=required, what=what, skip_bad_rows=skip_bad_rows, sep=sep)
     if len(reports) > 1:  # shards: one report for the table (each example names its own file)
         reports = [SkipReport(str(path), sum(r.skipped for r in reports), sum(r.total for r in reports),
                               [e for r in reports for e in r.examples][:5], sum((r.reasons for r in reports),

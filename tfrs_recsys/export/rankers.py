@@ -30,10 +30,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_recsys import paths, runs
-from tfrs_recsys.data.schema import FeatureSpec
+from tfrs_recsys.data.schema import FeatureSpec, signature_name
 from tfrs_recsys.errors import UserError
 from tfrs_recsys.export.tfserving import publish_version, repair_exports, update_models_config
-from tfrs_recsys.features.preprocessing import op_name, raw_dtype, raw_input_specs
+from tfrs_recsys.features.preprocessing import raw_dtype, raw_input_specs
 
 SIGNATURE = "serving_default"
 OUTPUTS = {"esmm": ("ctr", "cvr", "ctcvr"), "deepfm": ("ctr",)}
@@ -64,7 +64,7 @@ class RankerSignatures(tf.Module):
 
 def input_metadata(spec: FeatureSpec) -> list[dict]:
     """What a client sends: one entry (name, feature, dtype, missing value, ...) per signature input."""
-    return [{"name": op_name(f.name), "feature": f.name, "dtype": raw_dtype(f).name,
+    return [{"name": signature_name(f.name), "feature": f.name, "dtype": raw_dtype(f).name,
              "shape": [-1], "kind": f.kind, "group": f.group,
              "missing": MISSING.get(raw_dtype(f).name, "NaN"),
              **({"separator": f.separator} if f.kind == "multi_categorical" else {})}
@@ -80,7 +80,7 @@ def warmup_inputs(spec: FeatureSpec) -> dict[str, np.ndarray]:
             return np.array([(f.vocabulary or ["0"])[0].encode(), b""], dtype=object)
         return np.array([f.mean or 0.0, np.nan], dtype=raw_dtype(f).as_numpy_dtype)
 
-    return {op_name(f.name): column(f) for f in spec.features}
+    return {signature_name(f.name): column(f) for f in spec.features}
 
 
 def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, model_name: str | None = None,
@@ -105,7 +105,7 @@ def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, 
     run, model, spec = runs.load_ranker(model_dir, model_name)
     module = RankerSignatures(model, spec, OUTPUTS[run.model_name])
     warmup = warmup_inputs(spec)
-    module.serve({f.name: tf.constant(warmup[op_name(f.name)]) for f in spec.features})  # trace before saving
+    module.serve({f.name: tf.constant(warmup[signature_name(f.name)]) for f in spec.features})  # to trace
 
     def save(path: str) -> None:
         tf.saved_model.save(module, path, signatures={SIGNATURE: module.serve})

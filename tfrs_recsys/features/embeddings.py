@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfrs_recsys.data.schema import GROUPS, FeatureSpec, SchemaError
-from tfrs_recsys.features.preprocessing import TIMESTAMP_FEATURES, mask_key, op_name
+from tfrs_recsys.data.schema import GROUPS, FeatureSpec, SchemaError, signature_name
+from tfrs_recsys.features.preprocessing import TIMESTAMP_FEATURES, mask_key
 
 
 class FieldEmbeddings(tf.keras.layers.Layer):
@@ -73,10 +73,11 @@ class FieldEmbeddings(tf.keras.layers.Layer):
         for f in spec.features:
             if f.is_categorical:
                 self._tables[f.name] = tf.keras.layers.Embedding(
-                    f.cardinality, self.dims[f.name], name=f"embedding_{op_name(f.name)}")
+                    f.cardinality, self.dims[f.name], name=f"embedding_{signature_name(f.name)}")
                 if first_order:
                     self._linear[f.name] = tf.keras.layers.Embedding(
-                        f.cardinality, 1, embeddings_initializer="zeros", name=f"linear_{op_name(f.name)}")
+                        f.cardinality, 1, embeddings_initializer="zeros",
+                        name=f"linear_{signature_name(f.name)}")
 
     def build(self, input_shape) -> None:
         self._vectors = {}
@@ -86,11 +87,11 @@ class FieldEmbeddings(tf.keras.layers.Layer):
                 continue
             width = len(TIMESTAMP_FEATURES) if f.kind == "timestamp" else 1
             self._vectors[f.name] = self.add_weight(
-                name=f"vector_{op_name(f.name)}", shape=(width, self.dims[f.name]),
+                name=f"vector_{signature_name(f.name)}", shape=(width, self.dims[f.name]),
                 initializer=tf.keras.initializers.RandomUniform(-0.05, 0.05))
             if self.use_first_order:
                 self._weights_1d[f.name] = self.add_weight(
-                    name=f"linear_{op_name(f.name)}", shape=(width,), initializer="zeros")
+                    name=f"linear_{signature_name(f.name)}", shape=(width,), initializer="zeros")
         super().build(input_shape)
 
     @property

@@ -15,13 +15,12 @@ the same model and the same vocabularies.
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw
+from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw, signature_name
 
 # What one timestamp becomes: cyclic hour-of-day and weekday (UTC), and the standardized time.
 TIMESTAMP_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "value")
@@ -52,9 +51,10 @@ def raw_input_specs(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
       spec: the feature spec.
 
     Returns:
-      ``{feature: tf.TensorSpec([None])}`` of the feature's :func:`raw_dtype`, named :func:`op_name`.
+      ``{feature: tf.TensorSpec([None])}`` of the feature's :func:`raw_dtype`, named
+      :func:`~tfrs_recsys.data.schema.signature_name`.
     """
-    return {f.name: tf.TensorSpec([None], raw_dtype(f), name=op_name(f.name)) for f in spec.features}
+    return {f.name: tf.TensorSpec([None], raw_dtype(f), name=signature_name(f.name)) for f in spec.features}
 
 
 def raw_dtype(column: FeatureColumn) -> tf.DType:
@@ -71,11 +71,6 @@ def joins_with_bar(column: FeatureColumn) -> bool:
     """Whether a multi_categorical column whose separator is not ``|`` also splits its text on ``|``: true
     unless a value of its vocabulary holds one. A list is then sent the same way to every column."""
     return column.separator != "|" and not any("|" in v for v in column.vocabulary or ())
-
-
-def op_name(name: str) -> str:
-    """``name`` made safe for TensorFlow op and layer names."""
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
 
 
 class FeaturePreprocessor(tf.keras.layers.Layer):
@@ -165,8 +160,8 @@ def _encoder(column: FeatureColumn) -> tf.keras.layers.Layer:
         # An array: a list attribute would be walked on every access to the model's weights.
         return tf.keras.layers.StringLookup(vocabulary=np.asarray(column.vocabulary, dtype=object),
                                             num_oov_indices=1,
-                                            name=f"lookup_{op_name(column.name)}")
-    return tf.keras.layers.Hashing(column.num_buckets, name=f"hash_{op_name(column.name)}")
+                                            name=f"lookup_{signature_name(column.name)}")
+    return tf.keras.layers.Hashing(column.num_buckets, name=f"hash_{signature_name(column.name)}")
 
 
 def encode_frame(frame: pd.DataFrame, spec: FeatureSpec, *, chunk: int = 16_384) -> dict[str, np.ndarray]:

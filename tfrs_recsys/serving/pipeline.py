@@ -27,6 +27,7 @@ import math
 import time
 from typing import Callable, Mapping, Sequence
 
+from tfrs_recsys.data.schema import signature_name
 from tfrs_recsys.serving.client import (
     ServerUnavailableError,
     ServingClient,
@@ -276,7 +277,7 @@ class RecallRankPipeline:
         state = self.store.user_state(user_id)
         if not state.history:
             return self._cold(user_id, state, k, context, deadline)
-        inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
+        inputs = self._ranker_inputs(context)
         names = self._input_names(inputs)
         self._check_context(context, inputs, names)
         candidates, versions = self._candidates(user_id, state, self.num_candidates, deadline)
@@ -296,7 +297,7 @@ class RecallRankPipeline:
         if not context and not state.features:  # nothing to rank by or to check: no model asked
             return Recommendations(str(user_id), self._hot([], k), True)
         try:
-            inputs = self.client.metadata(self.ranker_model)["serving_default"].inputs
+            inputs = self._ranker_inputs(context)
         except ServingClientError:  # the hot list needs no model: a model server down changes nothing
             return Recommendations(str(user_id), self._hot([], k), True)
         names = self._input_names(inputs)
@@ -311,14 +312,28 @@ class RecallRankPipeline:
             return Recommendations(str(user_id), hot[:k], True, {}, f"the hot items unranked: {e}")
         return Recommendations(str(user_id), rows[:k], True, {self.ranker_model: version})
 
+    def _ranker_inputs(self, context: Mapping[str, object]) -> dict[str, object]:
+        """The ranker's inputs by their own names, and by the name of each column the store, the run or the
+        request uses for one where that is not the input's (a column ``position dans la page`` is served
+        as the input ``position_dans_la_page``: :func:`~tfrs_recsys.data.schema.signature_name`)."""
+        inputs = dict(self.client.metadata(self.ranker_model)["serving_default"].inputs)
+        meta = self.store.meta
+        columns = [*self.store.item_feature_columns, *self.store.user_feature_columns, *context,
+                   *(getattr(meta, f"{role}_column") for role in DEFAULT_INPUTS)]
+        aliases = {c: inputs[signature_name(c)] for c in columns
+                   if c and c not in inputs and signature_name(c) in inputs}
+        return {**inputs, **aliases}
+
     def _ranked(self, user_id: str, state: UserState, candidates: list[Recommendation],
                 context: Mapping[str, object], inputs, names, deadline: float
                 ) -> tuple[list[Recommendation], int]:
         """The candidates scored by the ranker, best first (a NaN last), and the ranker's version."""
         ids = [c.item_id for c in candidates]
-        ranked = self.client.rank(user_id, ids, self._features(state, ids, context, inputs, names),
-                                  model=self.ranker_model, user_feature=names["user"],
-                                  item_feature=names["item"], timeout=_remaining(deadline))
+        features = self._features(state, ids, context, inputs, names)
+        features = {signature_name(k): v for k, v in features.items()}  # by the ranker's own input names
+        user, item = (names[role] and signature_name(names[role]) for role in ("user", "item"))
+        ranked = self.client.rank(user_id, ids, features, model=self.ranker_model, user_feature=user,
+                                  item_feature=item, timeout=_remaining(deadline))
         key = self.sort_by or ("ctcvr" if "ctcvr" in ranked.outputs else "ctr")
         if key not in ranked.outputs:
             raise ServingClientError(f"ranker '{self.ranker_model}' answered no output '{key}' (it has "
@@ -379,7 +394,9 @@ class RecallRankPipeline:
                                                     dropped)
         features.update(request_time_features(inputs, context, time.time(), names["time"]))
         features.update(context)
-        self._warn_unfilled(set(inputs) - set(features) - {names["user"], names["item"]}, names)
+        served = {signature_name(n) for n in (*features, names["user"], names["item"]) if n}
+        self._warn_unfilled({n for n in inputs if signature_name(n) not in served and signature_name(n) == n},
+                            names)
         return features
 
     def _warn_unfilled(self, unfilled: set[str], names: Mapping[str, str | None]) -> None:

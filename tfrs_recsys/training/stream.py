@@ -132,7 +132,7 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
                                  column_types=cfg.column_types)
     table.joins = entity_joins(table.schema.names, items=cfg.items, users=cfg.users,
                                item_column=cfg.item_column, user_column=cfg.user_column,
-                               column_types=cfg.column_types)
+                               column_types=cfg.column_types, exclude=cfg.exclude_columns)
     train_rows = max(1, round(table.rows * streaming.FRACTIONS[0]))
     sample = streaming.sample_rows(table, cfg.stream_sample_rows, cfg.seed)
     for join in table.joins:
