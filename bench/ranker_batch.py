@@ -45,10 +45,10 @@ def main() -> int:
     listening_log(args.out / "music")
     seeds, batches = args.seeds.split(","), [int(b) for b in args.batches.split(",")]
     results: dict = {}
-    for name, (command, metric) in logs(args.out / "music").items():
+    for number, (name, (command, metric)) in enumerate(logs(args.out / "music").items()):
         for batch in batches:
             for seed in seeds:
-                run = args.out / "runs" / f"{len(results)}-{command[0]}-b{batch}-s{seed}"
+                run = args.out / "runs" / f"{number}-{command[0]}-b{batch}-s{seed}"
                 options = ["--batch-size", str(batch), "--seed", seed, "--output-dir", str(run),
                            "--overwrite", "--progress", "false"]
                 subprocess.run([sys.executable, "-m", "tfrs_recsys.train", *command, *options], check=True,

@@ -27,11 +27,11 @@ from tfrs_recsys.serving.pipeline import RecallRankPipeline
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _events(rows: int = 3000, seed: int = 0) -> pd.DataFrame:
-    """A click log with its own column names (one with a space, which no serving input name holds): string
-    visitors, skus (integers, and some text that is not ASCII), times as date text, an hour, a category
-    that belongs to the sku, and a click label that follows the category (shoes sell) and the category a
-    visitor likes."""
+def _events(rows: int = 3000, seed: int = 0, visitor_column: str = "visitor") -> pd.DataFrame:
+    """A click log with its own column names (``visitor_column``: e.g. one with a space, which no serving
+    input name holds): string visitors, skus (integers, and some text that is not ASCII), times as date
+    text, an hour, a category that belongs to the sku, and a click label that follows the category (shoes
+    sell) and the category a visitor likes."""
     rng = np.random.default_rng(seed)
     visitors, skus = 150, 60
     category = np.array(["shoes", "books", "games", "tools"])[np.arange(skus) % 4]
@@ -42,7 +42,7 @@ def _events(rows: int = 3000, seed: int = 0) -> pd.DataFrame:
     clicked = (rng.random(rows) < 0.05 + 0.5 * (category[sku] == "shoes") + 0.4 * liked).astype(int)
     names = np.array([f"café-{s}" if s % 5 == 4 else str(s) for s in range(skus)], dtype=object)
     dates = pd.to_datetime(ts, unit="s").strftime("%Y-%m-%dT%H:%M:%S")
-    return pd.DataFrame({"visitor id": [f"v{v}" for v in visitor], "sku": names[sku], "ts": dates,
+    return pd.DataFrame({visitor_column: [f"v{v}" for v in visitor], "sku": names[sku], "ts": dates,
                          "hour": (ts // 3600) % 24, "category": category[sku], "clicked": clicked})
 
 
@@ -59,7 +59,7 @@ def _json(proc: subprocess.CompletedProcess) -> dict:
 
 def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
     events = tmp_path / "events.csv"
-    _events().to_csv(events, index=False)
+    _events(visitor_column="visitor id").to_csv(events, index=False)
     retrieval = _json(_run(["tfrs_recsys.train", "retrieval", "--dataset", "interactions",
                             "--data", str(events), "--user-column", "visitor id", "--item-column", "sku",
                             "--time-column", "ts",
