@@ -112,7 +112,11 @@ def say_duplicates(table: pd.DataFrame, path: str, time_columns: Sequence[str]) 
     """Warns of rows that repeat an earlier row exactly, time included, where the table has a time column:
     two identical events at one moment are most often an export written twice. They are kept (a log
     without times repeats rows by right), but copies of a row can fall on both sides of a split."""
-    if not any(c in table.columns for c in time_columns) or not (copies := int(table.duplicated().sum())):
+    times = [c for c in dict.fromkeys(time_columns) if c in table.columns]
+    if not times:
+        return
+    shared = table[times].duplicated(keep=False).to_numpy()  # only rows sharing their time can be copies
+    if not shared.any() or not (copies := int(table[shared].duplicated().sum())):
         return
     logger.warning("%s: %d of %d rows (%.1f%%) repeat an earlier row exactly, time included: kept. If the "
                    "export wrote them twice, drop the copies first (pandas: frame.drop_duplicates()): a copy "
