@@ -186,3 +186,12 @@ def test_a_click_column_of_yes_no_words_is_a_rating_of_1_and_0(tmp_path):
     log = load_interaction_log(str(path), user_column="reader", item_column="article", rating_column="cliqué",
                                min_rating=1)
     assert len(log.interactions) == 10 and (log.interactions["rating"] == 1).all()
+
+
+def test_export_describe_names_the_column_of_an_input_named_otherwise():
+    from tfrs_recsys.export.describe import input_note
+
+    renamed = {"name": "position_dans_la_page", "feature": "position dans la page", "kind": "categorical",
+               "missing": ""}
+    assert input_note(renamed) == "column 'position dans la page', categorical; missing: ''"
+    assert input_note({**renamed, "feature": "position_dans_la_page"}) == "categorical; missing: ''"
