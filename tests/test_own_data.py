@@ -130,6 +130,8 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
             without = recommend(ranker_user_input="", ranker_item_input="", ranker_time_input="")
             with pytest.raises(ValueError, match="--ranker-user-input 'visiter' is not an input of ranker"):
                 recommend(ranker_user_input="visiter")
+            with pytest.raises(ValueError, match="'visitor_id' is filled per candidate"):  # visitor id's
+                RecallRankPipeline(client, store, num_candidates=10).recommend("v3", 5, {"visitor_id": "v9"})
         assert not default.is_cold_start and set(default.item_ids) == set(without.item_ids)
         assert any("café" in item for item, _ in store.hot_items(60))
         scores = [{r.item_id: r.score for r in answer.items} for answer in (default, named, without)]

@@ -5,6 +5,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig
@@ -195,3 +196,61 @@ def test_export_describe_names_the_column_of_an_input_named_otherwise():
                "missing": ""}
     assert input_note(renamed) == "column 'position dans la page', categorical; missing: ''"
     assert input_note({**renamed, "feature": "position_dans_la_page"}) == "categorical; missing: ''"
+
+
+def test_the_line_by_line_reader_keeps_a_quoted_newline_a_bom_and_a_last_accented_byte(tmp_path):
+    quoted = tmp_path / "quoted.csv"  # a short row sends the whole file to the line-by-line pass
+    quoted.write_text('user,item,clicked\nu1,"a\nb",1\nu2,i2\nu3,i3,0\n')
+    table, reports = read_table(str(quoted), skip_bad_rows=True)
+    assert table["item"].tolist() == ["a\nb", "i3"] and reports[0].skipped == 1
+    assert [locate(table, row)[1] for row in range(2)] == [2, 5]
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfuser,item,clicked\nu1,i1,1\nu2,i2\nu3,i3,0\n")
+    assert list(read_table(str(bom), skip_bad_rows=True)[0].columns) == ["user", "item", "clicked"]
+    ending = tmp_path / "ending.csv"
+    ending.write_bytes(b"user,item\nu1,caf\xe9")  # its one accented byte last, no newline after it
+    assert read_table(str(ending))[0]["item"].tolist() == ["café"]
+
+
+def test_a_streamed_file_not_utf8_past_the_bytes_read_for_its_encoding_says_to_re_save_it(tmp_path,
+                                                                                        monkeypatch):
+    from tfrs_recsys.data import readers
+
+    monkeypatch.setattr(readers, "SNIFFED_BYTES", 1 << 16)  # a small file stands for one of 32 MiB and more
+    readers.file_encoding.cache_clear()
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"user,item,clicked\n" + b"u1,i1,1\n" * 20_000 + "René,café,1\n".encode("cp1252"))
+    texts = pa.schema([("user", pa.string()), ("item", pa.string()), ("clicked", pa.int64())])
+    with pytest.raises(DataError) as error:  # in blocks of 400 x 100 bytes, as the table's schema says
+        for _ in streaming._batches(str(path), texts, 100):
+            pass
+    assert "re-save it as UTF-8" in error.value.fix
+    readers.file_encoding.cache_clear()
+
+
+def test_copies_among_list_cells_and_columns_only_named_like_times(tmp_path, caplog):
+    from tfrs_recsys.data.registry import load_labeled
+
+    listed = tmp_path / "listed.parquet"
+    pd.DataFrame({"user": ["u1", "u1", "u2"], "ts": [1.7e9, 1.7e9, 1.8e9],
+                  "tags": [["p", "q"], ["p", "q"], ["r"]], "clicked": [1, 1, 0]}).to_parquet(listed)
+    named = tmp_path / "named.csv"  # 'candidate' holds 'date' but no time: a repeated row is an event
+    named.write_text("user,candidate,clicked\n" + "u1,c1,1\n" * 4 + "u2,c2,0\n" * 4)
+    with caplog.at_level(logging.WARNING):
+        load_labeled("deepfm", "parquet", str(listed), label_columns=("clicked",), user_column="user")
+        assert any("1 of 3 rows" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        load_labeled("deepfm", "csv", str(named), label_columns=("clicked",), user_column="user")
+        assert not [r for r in caplog.records if "repeat an earlier row" in r.getMessage()]
+
+
+def test_ranker_inputs_answer_to_their_columns_names_and_send_the_signatures():
+    from tfrs_recsys.serving.pipeline import RankerInputs
+
+    inputs = RankerInputs({"age": "float", "position_dans_la_page": "int", "sku": "str"},
+                          ["âge", "position dans la page", "sku", "unknown column", None])
+    assert inputs["âge"] == "float" and inputs["position dans la page"] == "int"
+    assert "unknown column" not in inputs
+    assert [inputs.served(n) for n in ("âge", "position dans la page", "sku", "age")] == [
+        "age", "position_dans_la_page", "sku", "age"]
+    assert set(inputs.real) == {"age", "position_dans_la_page", "sku"}

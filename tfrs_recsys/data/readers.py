@@ -13,7 +13,7 @@ import io
 import logging
 import os
 import re
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,9 +30,10 @@ _SKIP_HINT = "or rerun with --skip-bad-rows to skip and count the row"
 # A character UTF-8 writes in more than one byte: text holding none is not UTF-8 with a few broken bytes.
 _UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 FALLBACK_ENCODING = "cp1252"  # Windows' and Excel's CSV exports of Western languages
+_BOM = b"\xef\xbb\xbf"
 
 
-def text_encoding(data: bytes, path: str) -> str:
+def text_encoding(data: bytes, path: str, *, whole: bool = True) -> str:
     """The encoding to read a text file (or its first block) in: UTF-8, or :data:`FALLBACK_ENCODING` with a
     warning for text that is not UTF-8, holds no UTF-8 character of several bytes and reads as cp1252.
 
@@ -41,6 +42,7 @@ def text_encoding(data: bytes, path: str) -> str:
     Args:
       data: The bytes.
       path: The file, for the warning.
+      whole: Whether ``data`` is the whole file (else its first block, which may end inside a character).
 
     Returns:
       ``"utf-8"`` or ``"cp1252"``.
@@ -50,7 +52,7 @@ def text_encoding(data: bytes, path: str) -> str:
         return "utf-8"
     except UnicodeDecodeError as exc:
         first = exc.start
-        if exc.reason == "unexpected end of data":  # a block cut inside a character
+        if not whole and exc.reason == "unexpected end of data":  # the block ends inside a character
             return "utf-8"
     if _UTF8_SEQUENCE.search(data):
         return "utf-8"
@@ -64,11 +66,16 @@ def text_encoding(data: bytes, path: str) -> str:
     return FALLBACK_ENCODING
 
 
+SNIFFED_BYTES = 32 << 20  # at least the first block a streaming reader infers its column types from
+
+
 @functools.lru_cache(maxsize=1024)
 def file_encoding(path: str) -> str:
-    """:func:`text_encoding` of a file's first MiB (warned once a file), for readers that stream it."""
+    """:func:`text_encoding` of a file's first :data:`SNIFFED_BYTES` (warned once a file), for readers that
+    stream it."""
     with paths.open_file(path) as fh:
-        return text_encoding(fh.read(1 << 20), path)
+        block = fh.read(SNIFFED_BYTES)
+        return text_encoding(block, path, whole=len(block) < SNIFFED_BYTES or not fh.read(1))
 
 
 def require_file(path: str | os.PathLike, what: str, fix: str) -> str:
@@ -137,8 +144,10 @@ def read_delimited(path: str | os.PathLike, *, sep: str, columns: Sequence[str] 
     if data is None:
         data = paths.read_bytes(require_file(path, what, fix_missing))
     path = str(path)
-    if encoding == "utf-8":
-        encoding = text_encoding(data, path)
+    if data.startswith(_BOM) and first_line == 1:
+        data = data[len(_BOM):]
+    if encoding == "utf-8":  # a block of a file read in blocks: as the file's first MiB reads, said once
+        encoding = text_encoding(data, path) if first_line == 1 else file_encoding(path)
     options = (sep, columns, header, dict(column_types or {}), set(nullable), encoding, quoting)
     new_report = report is None
     report = SkipReport(path=path) if new_report else report
@@ -218,9 +227,25 @@ def _split(line: str, sep: str, quoting: bool) -> list[str]:
     return line.split(sep)
 
 
+def _line_records(lines: list[bytes], first_line: int, quoted: bool) -> Iterator[tuple[int, bytes]]:
+    """(the file line it starts on, its bytes) of each record: a line, or with ``quoted`` the lines up to
+    the one that closes a quote opened before it (a quoted field that holds newlines)."""
+    start, held = first_line, []
+    for lineno, raw in enumerate(lines, start=first_line):
+        if not held:
+            start = lineno
+        held.append(raw)
+        if not quoted or sum(part.count(b'"') for part in held) % 2 == 0:
+            yield start, b"\n".join(held)
+            held = []
+    if held:  # a quote never closed: its lines as they are, for the parse to name
+        yield from enumerate(held, start=start)
+
+
 def parse_lines(data: bytes, path: str, parse: Callable[[str], Any], *, skip_bad_rows: bool,
-                report: SkipReport, encoding: str = "utf-8", first_line: int = 1) -> tuple[list, list[int]]:
-    """Each non-blank line of ``data`` through ``parse``; the errors it raises get the file and line.
+                report: SkipReport, encoding: str = "utf-8", first_line: int = 1,
+                quoted: bool = False) -> tuple[list, list[int]]:
+    """Each non-blank record of ``data`` through ``parse``; the errors it raises get the file and line.
 
     Args:
       data: The lines.
@@ -230,13 +255,13 @@ def parse_lines(data: bytes, path: str, parse: Callable[[str], Any], *, skip_bad
       report: Counts the lines read and skipped.
       encoding: The text encoding.
       first_line: The file line of ``data``'s first line.
+      quoted: Whether a quoted field may hold newlines (a record then spans lines; its first one names it).
 
     Returns:
       The rows and their file lines.
     """
     rows, line_numbers = [], []
-    for lineno, raw in enumerate(data.split(b"\n"), start=first_line):
-        raw = raw.rstrip(b"\r")
+    for lineno, raw in _line_records([line.rstrip(b"\r") for line in data.split(b"\n")], first_line, quoted):
         if not raw.strip():
             continue
         report.total += 1
@@ -308,7 +333,8 @@ def _careful_read(data, path, first_line, sep, columns, header, column_types, nu
         return fields
 
     rows, line_numbers = parse_lines(data, path, parse, skip_bad_rows=skip_bad_rows, report=report,
-                                     encoding=encoding, first_line=first_line + int(header))
+                                     encoding=encoding, first_line=first_line + int(header),
+                                     quoted=quoting and len(sep) == 1 and b'"' in data)
     frame = _typed(pd.DataFrame(rows, columns=names), column_types, nullable, check=False)
     frame.attrs[LINE_NUMBERS] = line_numbers
     return frame

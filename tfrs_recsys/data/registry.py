@@ -10,6 +10,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Sequence
 
+import pandas as pd
+
 from tfrs_recsys import paths
 from tfrs_recsys.data import movielens, synthetic
 from tfrs_recsys.data.bundles import FREE_TEXT_COLUMNS, InteractionData, LabeledData
@@ -74,6 +76,19 @@ def options_from(config: Any, loader: Callable) -> dict[str, Any]:
       Keyword arguments, e.g. ``load_interactions(**options_from(cfg, load_interactions))``.
     """
     return {n: getattr(config, n) for n in inspect.signature(loader).parameters if hasattr(config, n)}
+
+
+def _timed(values: pd.Series) -> bool:
+    """Whether a column is named like a time and its first values read as times (dates, or epoch seconds):
+    ``candidate`` or ``update_count`` hold a time word but no time."""
+    if not TIME_NAME.search(norm_name(values.name)):
+        return False
+    head = values.dropna().head(100)
+    if pd.api.types.is_numeric_dtype(head):
+        return not head.empty and bool((head.abs() >= 1e8).all())
+    text = head.astype(str).str.strip()
+    text = text[text != ""]
+    return not text.empty and bool(text.str.contains(r"\d[-/.:]\d").all())
 
 
 def _need_dir(dataset: str, data_dir: str | None) -> str:
@@ -217,7 +232,7 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
                           column_types=[e for e in column_types if e.partition("=")[0] not in joined])
         declared_times = [e.partition("=")[0] for e in column_types if e.partition("=")[2] == "timestamp"]
         say_duplicates(data.frame, data_dir, [c for c in data.frame.columns if c == time_column
-                                              or c in declared_times or TIME_NAME.search(norm_name(c))])
+                                              or c in declared_times or _timed(data.frame[c])])
         for join in joins:
             data.frame = join.frame(data.frame)
             data.table_columns[join.group] = join.columns

@@ -165,9 +165,10 @@ def _batches(file: str, schema: pa.Schema | None, rows: int,
             yield from pa_csv.open_csv(fh, read_options=reading, parse_options=parsing,
                                        convert_options=pa_csv.ConvertOptions(column_types=types))
         except pa.ArrowInvalid as exc:
+            undecodable = "invalid UTF8" in str(exc)  # past the bytes that set the encoding
             raise DataError(f"cannot parse: {exc}", path=file,
-                            fix="check that every shard has the first shard's columns and value types"
-                            ) from None
+                            fix="re-save it as UTF-8 (its first 32 MiB read as UTF-8)" if undecodable else
+                            "check that every shard has the first shard's columns and value types") from None
 
 
 def _uniform(keys: np.ndarray, seed: int) -> np.ndarray:

@@ -115,8 +115,15 @@ def say_duplicates(table: pd.DataFrame, path: str, time_columns: Sequence[str]) 
     times = [c for c in dict.fromkeys(time_columns) if c in table.columns]
     if not times:
         return
-    shared = table[times].duplicated(keep=False).to_numpy()  # only rows sharing their time can be copies
-    if not shared.any() or not (copies := int(table[shared].duplicated().sum())):
+    shared = table[times].astype(str).duplicated(keep=False).to_numpy()  # only they can be copies
+    if not shared.any():
+        return
+    rows = table[shared]
+    try:
+        copies = int(rows.duplicated().sum())
+    except TypeError:  # list or dict cells (a Parquet list column): compared as their text
+        copies = int(rows.astype(str).duplicated().sum())
+    if not copies:
         return
     logger.warning("%s: %d of %d rows (%.1f%%) repeat an earlier row exactly, time included: kept. If the "
                    "export wrote them twice, drop the copies first (pandas: frame.drop_duplicates()): a copy "
@@ -230,6 +237,8 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
         text = values.dtype == object or pd.api.types.is_string_dtype(values)
         if column in text_only or kinds.get(column) in ("categorical", "timestamp") or not text:
             continue
+        if any(isinstance(v, (list, tuple, np.ndarray, dict)) for v in values.dropna().head(10)):
+            continue  # a Parquet list column: lists, not numbers
         missing = (values.isna() | values.astype(str).str.strip().isin(MISSING_NUMBER_WORDS)).to_numpy()
         numbers = pd.to_numeric(values.mask(missing), errors="coerce")
         filled = ~missing

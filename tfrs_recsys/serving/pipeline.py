@@ -312,17 +312,13 @@ class RecallRankPipeline:
             return Recommendations(str(user_id), hot[:k], True, {}, f"the hot items unranked: {e}")
         return Recommendations(str(user_id), rows[:k], True, {self.ranker_model: version})
 
-    def _ranker_inputs(self, context: Mapping[str, object]) -> dict[str, object]:
-        """The ranker's inputs by their own names, and by the name of each column the store, the run or the
-        request uses for one where that is not the input's (a column ``position dans la page`` is served
-        as the input ``position_dans_la_page``: :func:`~tfrs_recsys.data.schema.signature_name`)."""
-        inputs = dict(self.client.metadata(self.ranker_model)["serving_default"].inputs)
+    def _ranker_inputs(self, context: Mapping[str, object]) -> RankerInputs:
+        """The ranker's inputs (:class:`RankerInputs`), by the names of the columns the store, the run and
+        the request use for them too."""
         meta = self.store.meta
         columns = [*self.store.item_feature_columns, *self.store.user_feature_columns, *context,
                    *(getattr(meta, f"{role}_column") for role in DEFAULT_INPUTS)]
-        aliases = {c: inputs[signature_name(c)] for c in columns
-                   if c and c not in inputs and signature_name(c) in inputs}
-        return {**inputs, **aliases}
+        return RankerInputs(self.client.metadata(self.ranker_model)["serving_default"].inputs, columns)
 
     def _ranked(self, user_id: str, state: UserState, candidates: list[Recommendation],
                 context: Mapping[str, object], inputs, names, deadline: float
@@ -330,8 +326,8 @@ class RecallRankPipeline:
         """The candidates scored by the ranker, best first (a NaN last), and the ranker's version."""
         ids = [c.item_id for c in candidates]
         features = self._features(state, ids, context, inputs, names)
-        features = {signature_name(k): v for k, v in features.items()}  # by the ranker's own input names
-        user, item = (names[role] and signature_name(names[role]) for role in ("user", "item"))
+        features = {inputs.served(k): v for k, v in features.items()}  # by the ranker's own input names
+        user, item = (names[role] and inputs.served(names[role]) for role in ("user", "item"))
         ranked = self.client.rank(user_id, ids, features, model=self.ranker_model, user_feature=user,
                                   item_feature=item, timeout=_remaining(deadline))
         key = self.sort_by or ("ctcvr" if "ctcvr" in ranked.outputs else "ctr")
@@ -344,7 +340,7 @@ class RecallRankPipeline:
                       key=lambda r: -r.score if math.isfinite(r.score) else math.inf)  # a NaN ranks last
         return rows, ranked.version
 
-    def _input_names(self, inputs: Mapping[str, object]) -> dict[str, str | None]:
+    def _input_names(self, inputs: RankerInputs) -> dict[str, str | None]:
         """The ranker's user, item and time inputs: as given (``""``: none), else the log's column the
         store names where the ranker takes it, else the conventional name where it does, else none.
 
@@ -355,30 +351,35 @@ class RecallRankPipeline:
         for role, given in self.ranker_inputs.items():
             if given is not None and given != "" and given not in inputs:
                 raise ValueError(f"--ranker-{role}-input {given!r} is not an input of ranker "
-                                 f"'{self.ranker_model}' (its inputs are {sorted(inputs)})")
+                                 f"'{self.ranker_model}' (its inputs are {sorted(inputs.real)})")
             found = (getattr(meta, f"{role}_column"), DEFAULT_INPUTS[role])
             names[role] = ((given or None) if given is not None
                            else next((n for n in found if n in inputs), None))
         return names
 
-    def _check_context(self, context: Mapping[str, object], inputs: Mapping[str, object],
+    def _check_context(self, context: Mapping[str, object], inputs: RankerInputs,
                        names: Mapping[str, str | None]) -> None:
         """Refuses a request feature the ranker does not take, or one the pipeline fills per user or
         candidate (the ids, the store's item features): a request would otherwise rank every candidate
         as one item."""
-        filled = {names["user"], names["item"], *self.store.item_feature_columns} - {None}
+        filled = {inputs.served(n) for n in (names["user"], names["item"], *self.store.item_feature_columns)
+                  if n and n in inputs}
+        given: dict[str, str] = {}
         for name, value in context.items():
             if name not in inputs:
                 raise ValueError(f"context {name!r} is not an input of ranker '{self.ranker_model}' "
-                                 f"(its inputs are {sorted(inputs)})")
-            if name in filled:
+                                 f"(its inputs are {sorted(inputs.real)})")
+            if (twice := given.setdefault(inputs.served(name), name)) != name:
+                raise ValueError(f"context {twice!r} and {name!r} are one input of ranker "
+                                 f"'{self.ranker_model}', {inputs.served(name)!r}: give it once")
+            if inputs.served(name) in filled:
                 raise ValueError(f"context {name!r} is filled per candidate or user by the pipeline (the "
                                  f"ids and the store's item features); a request gives request features, "
                                  f"such as a device")
             ranker_column(value, inputs[name].dtype, 1, name)  # a value it cannot take: refused, warm or cold
 
     def _features(self, state: UserState, candidates: Sequence[str], context: Mapping[str, object],
-                  inputs: Mapping[str, object], names: Mapping[str, str | None]) -> dict[str, object]:
+                  inputs: RankerInputs, names: Mapping[str, str | None]) -> dict[str, object]:
         """Ranker inputs the store and the request know; the rest go as missing values."""
         features: dict[str, object] = {}
         item_columns = [c for c in self.store.item_feature_columns if c in inputs]
@@ -394,9 +395,8 @@ class RecallRankPipeline:
                                                     dropped)
         features.update(request_time_features(inputs, context, time.time(), names["time"]))
         features.update(context)
-        served = {signature_name(n) for n in (*features, names["user"], names["item"]) if n}
-        self._warn_unfilled({n for n in inputs if signature_name(n) not in served and signature_name(n) == n},
-                            names)
+        served = {inputs.served(n) for n in (*features, names["user"], names["item"]) if n}
+        self._warn_unfilled(set(inputs.real) - served, names)
         return features
 
     def _warn_unfilled(self, unfilled: set[str], names: Mapping[str, str | None]) -> None:
@@ -410,6 +410,27 @@ class RecallRankPipeline:
                 "--ranker-user-input, --ranker-item-input or --ranker-time-input; a request feature with "
                 "--context NAME=VALUE",
                 self.ranker_model, new, names["user"], names["item"], names["time"])
+
+
+class RankerInputs(dict):
+    """A ranker's inputs by name, and by the name of each column whose input it is where the two differ (a
+    column ``position dans la page`` is served as the input ``position_dans_la_page``:
+    :func:`~tfrs_recsys.data.schema.signature_name`).
+
+    Args:
+      inputs: The serving signature's inputs by name.
+      columns: The column names the store, the run and the request use.
+    """
+
+    def __init__(self, inputs: Mapping[str, object], columns: Sequence[str | None]):
+        self.real = dict(inputs)
+        aliases = {c: inputs[signature_name(c)] for c in columns
+                   if c and c not in inputs and signature_name(c) in inputs}
+        super().__init__({**self.real, **aliases})
+
+    def served(self, name: str) -> str:
+        """The input ``name`` (an input's or a column's) goes to."""
+        return name if name in self.real else signature_name(name)
 
 
 def _remaining(deadline: float | None) -> float | None:
