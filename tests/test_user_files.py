@@ -90,13 +90,23 @@ def test_rows_written_twice_at_one_time_are_said_and_kept(tmp_path, caplog):
         assert not [r for r in caplog.records if "repeat an earlier row" in r.getMessage()]
 
 
-def test_a_date_column_named_in_german_is_a_timestamp(tmp_path):
+def test_date_columns_named_in_german_or_japanese_are_timestamps(tmp_path):
     frame = pd.DataFrame({"Kaufdatum": [f"{1 + i % 28:02d}.12.2026" for i in range(60)],
                           "Zeitpunkt": [f"{1 + i % 28:02d}.11.2026 14:{i % 60:02d}" for i in range(60)],
+                          "登録日": [f"2026/10/{1 + i % 28:02d}" for i in range(60)],
+                          "表示日時": [f"2026/12/07 14:{i % 60:02d}" for i in range(60)],
                           "Filiale": [f"s{i % 3}" for i in range(60)], "gekauft": np.arange(60) % 2})
     spec = infer_schema(frame, ["gekauft"])
-    assert spec["Kaufdatum"].kind == "timestamp" and spec["Zeitpunkt"].kind == "timestamp"
+    assert [spec[c].kind for c in ("Kaufdatum", "Zeitpunkt", "登録日", "表示日時")] == ["timestamp"] * 4
     assert spec["Filiale"].kind == "categorical"
+
+
+def test_a_shift_jis_file_is_named_as_such_in_the_fix(tmp_path):
+    path = tmp_path / "注文.csv"
+    path.write_bytes("会員ID,商品ID\nM001,000123\nM002,000124\n".encode("cp932"))
+    with pytest.raises(DataError) as error:
+        read_table(str(path))
+    assert "it may be cp932 (iconv -f CP932 -t UTF-8" in error.value.fix
 
 
 @pytest.mark.parametrize("rows, batch", [(100, 64), (24_000, 64), (25_600, 128), (60_000, 256),
@@ -163,21 +173,25 @@ def test_a_yes_no_column_true_only_after_the_label_is_refused_as_a_funnel_leak(t
 
 def test_a_column_of_the_log_and_its_items_table_left_out_is_no_clash(tmp_path):
     from tfrs_recsys.config import DeepFMConfig
-    from tfrs_recsys.training.rankers import load_and_split
+    from tfrs_recsys.training.rankers import load_and_split, ranker_spec
 
     log = tmp_path / "log.csv"
     log.write_text("reader,article,rubrique,clicked\n" + "".join(
         f"r{i % 9},a{i % 7},{'sport' if i % 7 < 3 else 'culture'},{i % 2}\n" for i in range(80)))
     articles = tmp_path / "articles.csv"
     articles.write_text("article,rubrique,author\n" + "".join(
-        f"a{i},{'sport' if i < 3 else 'culture'},w{i % 2}\n" for i in range(7)))
+        f"a{i},{'Sport' if i < 3 else 'Kultur'},w{i % 2}\n" for i in range(7)))
     cfg = DeepFMConfig(dataset="csv", data_dir=str(log), label_columns=("clicked",), user_column="reader",
                        item_column="article", items=str(articles))
     with pytest.raises(DataError, match="'rubrique' is in both") as clash:
         load_and_split(cfg, "deepfm")
     assert "--exclude-columns rubrique" in clash.value.fix
-    data, _ = load_and_split(dataclasses.replace(cfg, exclude_columns=("rubrique",)), "deepfm")
-    assert "author" in data.frame.columns and list(data.frame.columns).count("rubrique") == 1
+    data, split = load_and_split(dataclasses.replace(cfg, exclude_columns=("rubrique",)), "deepfm")
+    assert "author" in data.frame.columns and set(data.frame["rubrique"]) == {"sport", "culture"}  # the log's
+    both = dataclasses.replace(cfg, exclude_columns=("rubrique", "author"))  # a column of the table alone too
+    data, split = load_and_split(both, "deepfm")
+    spec = ranker_spec(both, data, split.train)
+    assert "author" not in data.frame.columns and not {"rubrique", "author"} & set(spec.feature_names)
 
 
 def test_a_click_column_of_yes_no_words_is_a_rating_of_1_and_0(tmp_path):

@@ -68,7 +68,8 @@ class LabeledData:
       skipped: What the loaders skipped (``skip_bad_rows``), one report per file.
       table_columns: The columns joined from ``--items`` / ``--users`` tables, by group
         (``{"item": ["cuisine", "rating"]}``): attributes of the item or user, whatever their names say;
-        ``{"times": [...]}``: those of them read from dates (timestamps, whatever their values).
+        ``{"times": [...]}``: those of them read from dates (timestamps, whatever their values);
+        ``{"left_out": [...]}``: the tables' columns ``--exclude-columns`` kept from the join.
       truth: The ground truth of synthetic data (e.g. ``true_ctr``), row-aligned with ``frame`` and kept
         apart so that it can never leak into the features.
     """

@@ -137,6 +137,7 @@ class EntityJoin:
         key = f"{group}_id"
         self.column, self.group, self.path = column, group, path
         self.columns = [c for c in table.columns if c != key and c not in exclude]
+        self.left_out = [c for c in table.columns if c != key and c in exclude]  # not joined: excluded
         self.times = [c for c in table.attrs.get(TIMES, []) if c in self.columns]  # read from dates
         self._check_clash(data_columns)
         self._keys = table[[key]]  # for the unmatched-id counts

@@ -29,8 +29,9 @@ _LABEL_AFFIX = re.compile(r"^(label|target|true)_|_(label|target)$")
 
 
 def norm_name(name: str) -> str:
-    """A column's name in lower case, runs of other characters as one ``_``: how name rules read it."""
-    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_")
+    """A column's name in lower case, runs of characters other than letters and digits (of any script) as
+    one ``_``: how name rules read it."""
+    return re.sub(r"[\W_]+", "_", str(name).lower()).strip("_")
 
 
 def looks_like_label(name: str) -> bool:

@@ -31,6 +31,10 @@ _SKIP_HINT = "or rerun with --skip-bad-rows to skip and count the row"
 _UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 FALLBACK_ENCODING = "cp1252"  # Windows' and Excel's CSV exports of Western languages
 _BOM = b"\xef\xbb\xbf"
+# Encodings a file that is neither UTF-8 nor cp1252 is tried in, to name in the fix (a guess: they decode
+# much of each other's text): Japanese (Excel's Shift-JIS), Chinese, Korean; UTF-16 where its mark says so.
+OTHER_ENCODINGS = ("cp932", "gbk", "cp949")
+_READS_AS: dict[str, str] = {}  # path -> the first of OTHER_ENCODINGS its text decodes in
 
 
 def text_encoding(data: bytes, path: str, *, whole: bool = True) -> str:
@@ -59,6 +63,14 @@ def text_encoding(data: bytes, path: str, *, whole: bool = True) -> str:
     try:
         data.decode(FALLBACK_ENCODING)
     except UnicodeDecodeError:
+        utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))  # UTF-16 decodes most bytes: only with its mark
+        for other in ("utf-16",) if utf16 else OTHER_ENCODINGS:  # not read, but named in the errors' fix
+            try:
+                data.decode(other)
+                _READS_AS[path] = other
+                break
+            except UnicodeDecodeError:
+                continue
         return "utf-8"
     logger.warning("%s is not UTF-8 (byte 0x%02x on line %d): read as Windows-1252 (cp1252), the encoding of "
                    "Excel's and Windows' CSV exports; if it is in another, re-save it as UTF-8", path,
@@ -267,7 +279,7 @@ def parse_lines(data: bytes, path: str, parse: Callable[[str], Any], *, skip_bad
         report.total += 1
         reason = f"not valid {encoding}"
         try:
-            text = _decode(raw, encoding)
+            text = _decode(raw, encoding, path)
             reason = None
             rows.append(parse(text))
             line_numbers.append(lineno)
@@ -290,8 +302,11 @@ def _decode(raw: bytes, encoding: str, path: str | None = None, line: int | None
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
+        guess = _READS_AS.get(str(path))
+        fix = (f"re-save it as UTF-8; it may be {guess} (iconv -f {guess.upper()} -t UTF-8 in > out)" if guess
+               else f"re-save the file as {encoding}")
         raise DataError(f"not valid {encoding}: byte 0x{raw[exc.start]:02x} at character {exc.start + 1}",
-                        path=path, line=line, fix=f"re-save the file as {encoding}") from None
+                        path=path, line=line, fix=fix) from None
 
 
 def _is_number(value: str, kind: str) -> bool:

@@ -237,6 +237,7 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
             data.frame = join.frame(data.frame)
             data.table_columns[join.group] = join.columns
             data.table_columns.setdefault("times", []).extend(join.times)
+            data.table_columns.setdefault("left_out", []).extend(join.left_out)
         data.skipped += reports
         return data
     if dataset not in _LABELED_FILES:

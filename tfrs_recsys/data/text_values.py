@@ -15,10 +15,12 @@ from tfrs_recsys.data.schema import SchemaError, day_first, epoch_seconds, is_pl
 from tfrs_recsys.data.tabular import MOSTLY_NUMERIC
 
 # names of times in logs and catalogs; a column is a time only if its values are dates or epoch seconds too
-# English names, then the words for time and date of exports in German, Spanish, French, Dutch and Swedish.
+# English names, then the words for time and date of exports in German, Spanish, French, Dutch, Swedish,
+# Japanese (a name ending in 日, "day": 登録日), Chinese and Korean.
 TIME_NAME = re.compile(r"time|date|^ts$|_ts$|^ts_|_at$|epoch|unix|(^|_)(signup|signed_up|created|joined"
                        r"|registered|opened|published|updated|modified|birthday|since)(_|$)"
-                       r"|zeit|datum|fecha|hora|heure|horodatage|tijd|tidpunkt|tidsstempel")
+                       r"|zeit|datum|fecha|hora|heure|horodatage|tijd|tidpunkt|tidsstempel"
+                       r"|日時|日付|時刻|日$|日期|时间|時間|날짜|일시")
 ID_NAME = re.compile(r"(^|_)ids?$")
 
 

@@ -293,6 +293,10 @@ class GuardedConnection(asyncio.Protocol):
         line, self.first_line = bytes(self.first_line), None
         if not _REQUEST_LINE.fullmatch(line):
             shown = line[:200].decode("utf-8", errors="replace").rstrip("\r")
+            if any(byte > 127 for byte in line):  # a name curl's --data-urlencode 'name=value' left as is
+                return 400, (f"Malformed request line {shown!r}: a URL is ASCII; percent-encode the path and "
+                             "the query, names and values (urllib.parse.urlencode; curl's --data-urlencode "
+                             "'name=value' encodes the value only)")
             return 400, (f"Malformed request line {shown!r}: expected 'METHOD /path HTTP/1.1' "
                          "(HTTP/0.9 and HTTP/2 are not spoken here)")
         return None

@@ -317,7 +317,8 @@ class RecallRankPipeline:
         the request use for them too."""
         meta = self.store.meta
         columns = [*self.store.item_feature_columns, *self.store.user_feature_columns, *context,
-                   *(getattr(meta, f"{role}_column") for role in DEFAULT_INPUTS)]
+                   *(getattr(meta, f"{role}_column") for role in DEFAULT_INPUTS),
+                   *self.ranker_inputs.values()]  # the --ranker-*-input names
         return RankerInputs(self.client.metadata(self.ranker_model)["serving_default"].inputs, columns)
 
     def _ranked(self, user_id: str, state: UserState, candidates: list[Recommendation],

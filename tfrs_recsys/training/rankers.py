@@ -161,10 +161,10 @@ def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> Fea
         return spec
     # A log read as implicit clicks has its time in ``timestamp``; a table's --time-column is a feature
     time_column = cfg.time_column if cfg.dataset in ("csv", "parquet") else None
-    check_columns(cfg, train.columns)
+    check_columns(cfg, [*train.columns, *data.table_columns.get("left_out", [])])
     return infer_schema(train, data.labels, session_column=data.session_column, user_column=data.user_column,
                         item_column=data.item_column, timestamp_column=time_column,
-                        exclude=cfg.exclude_columns,
+                        exclude=[c for c in cfg.exclude_columns if c in train.columns],  # not joined, else
                         column_kinds={**dict.fromkeys(data.table_columns.get("times", []), "timestamp"),
                                       **parse_column_types(cfg.column_types)},
                         item_columns=data.table_columns.get("item"),

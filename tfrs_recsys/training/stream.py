@@ -89,10 +89,11 @@ def _spec(cfg: TrainConfig, table: streaming.FileTable, sample: pd.DataFrame, tr
                             path=cfg.feature_spec,
                             fix="list the data's label columns in the spec, in that order")
         return spec
-    rankers.check_columns(cfg, sample.columns)
+    rankers.check_columns(cfg, [*sample.columns, *(c for join in table.joins for c in join.left_out)])
     spec = infer_schema(sample, table.labels, session_column=table.session_column,
                         user_column=table.user_column, item_column=table.item_column,
-                        timestamp_column=cfg.time_column, exclude=cfg.exclude_columns,
+                        timestamp_column=cfg.time_column,
+                        exclude=[c for c in cfg.exclude_columns if c in sample.columns],  # not joined, else
                         sample_rows=len(sample), vocab_max=VOCAB_MAX,
                         column_kinds={**{c: "timestamp" for join in table.joins for c in join.times},
                                       **parse_column_types(cfg.column_types)},
