@@ -21,7 +21,7 @@ TIME_NAME = re.compile(r"time|date|^ts$|_ts$|^ts_|_at$|epoch|unix|(^|_)(signup|s
                        r"|registered|opened|published|updated|modified|birthday|since)(_|$)"
                        r"|zeit|datum|fecha|hora|heure|horodatage|tijd|tidpunkt|tidsstempel"
                        r"|日時|日付|時刻|日$|日期|时间|時間|날짜|일시")
-ID_NAME = re.compile(r"(^|_)ids?$")
+ID_NAME = re.compile(r"(^|_|[^\x00-\x7f])ids?$")  # 会員id: a word of another script, then id
 
 
 def id_named(name: str) -> bool:
