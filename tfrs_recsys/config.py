@@ -110,7 +110,7 @@ class TrainConfig:
       data_dir: The dataset's file, glob or folder of shards (local or a URL); ``--data`` also names it.
       output_dir: The run directory to write (default: runs/<model>-<timestamp>).
       epochs: The most training epochs (early stopping may end sooner).
-      batch_size: Examples per training step.
+      batch_size: Examples per training step (0: sized from the data, as each model says).
       learning_rate: Adam's learning rate (of the dense layers, for the rankers).
       seed: The seed of initialization, shuffling, splits and synthetic data.
       patience: Epochs without a better validation score before training stops (0: about 500 training
@@ -183,8 +183,6 @@ class TrainConfig:
     stream_sample_rows: int = 200_000
     stream_validation_rows: int = 100_000
 
-    min_batch_size = 1  # a class constant, not a field: 0 where a model sizes its batches itself
-
     def __post_init__(self) -> None:
         self.validate()
 
@@ -195,7 +193,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raises :class:`ConfigError` naming the field and the fix; each subclass adds its own fields."""
         _at_least(self, 1, "epochs")
-        _at_least(self, self.min_batch_size, "batch_size")
+        _at_least(self, 0, "batch_size")  # 0: every model sizes its batches itself
         _one_of(self, distribute=STRATEGIES)
         _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
         _one_of(self, streaming=STREAMING)
@@ -266,8 +264,6 @@ class RetrievalConfig(TrainConfig):
       steps_per_epoch: Training steps between validations (0: one pass over the training data); with N the
         input repeats and each epoch is N steps: a large data set is validated and checkpointed every N.
     """
-
-    min_batch_size = 0
 
     epochs: int = 50
     batch_size: int = 0
@@ -363,8 +359,7 @@ class ESMMConfig(TrainConfig):
       are summed), so a rare id is pulled toward 0 as hard as a frequent one when it is seen.
 
     Attributes:
-      batch_size: Rows per training step (0: the largest power of two from 64 to 512 that makes an epoch
-        at least 200 steps: 512 from about 100,000 training rows).
+      batch_size: Rows per training step (0: a power of two, 64 to 512, by the training rows).
       embedding_dim: The width of each field's embedding.
       tower_units: User and item tower widths: ReLU layers, the last one linear.
       hidden_units: The widths of the CTR and CVR towers' hidden layers.
@@ -381,8 +376,6 @@ class ESMMConfig(TrainConfig):
       precision: MLP products while training: auto (bfloat16 on a CPU with native bfloat16, no GPU),
         float32 or mixed_bfloat16; inference and export are float32 always.
     """
-
-    min_batch_size = 0
 
     epochs: int = 10
     batch_size: int = 0
@@ -418,8 +411,7 @@ class DeepFMConfig(TrainConfig):
     Optimizer and the table regularization (``l2_reg``, ``embedding_l2``) as in :class:`ESMMConfig`.
 
     Attributes:
-      batch_size: Rows per training step (0: the largest power of two from 64 to 512 that makes an epoch
-        at least 200 steps: 512 from about 100,000 training rows).
+      batch_size: Rows per training step (0: a power of two, 64 to 512, by the training rows).
       embedding_dim: The width of each field's embedding.
       hidden_units: The widths of the DNN's hidden layers.
       dropout: The dropout rate of the DNN.
@@ -429,8 +421,6 @@ class DeepFMConfig(TrainConfig):
       synthetic_rows: Rows of synthetic CTR logs.
       precision: MLP products while training: auto, float32 or mixed_bfloat16 (as ESMM's).
     """
-
-    min_batch_size = 0
 
     epochs: int = 10
     batch_size: int = 0
