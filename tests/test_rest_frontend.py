@@ -197,6 +197,8 @@ MALFORMED = [
     ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", (400,), "Malformed request line"),
     ("a query name not percent-encoded", "GET /v1/models/utility?表示=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
      (400,), "percent-encode the path and the query"),
+    ("a query with spaces", b"GET /v1/models/utility?position dans la page=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+     (400,), "percent-encode the path and the query"),
     ("POST without Content-Length", b"POST /v1/models/utility:predict HTTP/1.1\r\nHost: x\r\n\r\n", (411,),
      "Content-Length"),
     ("one oversized header", _get(b"/v1/models/utility", b"X-Big: " + b"a" * MAX_HEADER_BYTES + b"\r\n"),

@@ -101,12 +101,15 @@ def test_date_columns_named_in_german_or_japanese_are_timestamps(tmp_path):
     assert spec["Filiale"].kind == "categorical"
 
 
-def test_a_shift_jis_file_is_named_as_such_in_the_fix(tmp_path):
-    path = tmp_path / "注文.csv"
-    path.write_bytes("会員ID,商品ID\nM001,000123\nM002,000124\n".encode("cp932"))
+@pytest.mark.parametrize("encoding, text", [
+    ("cp932", "会員ID,商品名\n" + "".join(f"M{i:03d},スポーツ用品・シューズ{i}\n" for i in range(50))),
+    ("gbk", "用户,商品\n" + "".join(f"u{i},商品{i}\n" for i in range(50)))])
+def test_a_shift_jis_or_gbk_file_is_named_as_such_in_the_fix(tmp_path, encoding, text):
+    path = tmp_path / "注文.csv"  # Japanese text holds byte pairs that also read as UTF-8 ones
+    path.write_bytes(text.encode(encoding))
     with pytest.raises(DataError) as error:
         read_table(str(path))
-    assert "it may be cp932 (iconv -f CP932 -t UTF-8" in error.value.fix
+    assert f"it may be {encoding} (iconv -f {encoding.upper()} -t UTF-8" in error.value.fix
 
 
 @pytest.mark.parametrize("rows, batch", [(100, 64), (24_000, 64), (25_600, 128), (60_000, 256),
@@ -259,7 +262,7 @@ def test_copies_among_list_cells_and_columns_only_named_like_times(tmp_path, cap
 
 
 def test_ranker_inputs_answer_to_their_columns_names_and_send_the_signatures():
-    from tfrs_recsys.serving.pipeline import RankerInputs
+    from tfrs_recsys.serving.ranker_inputs import RankerInputs
 
     inputs = RankerInputs({"age": "float", "position_dans_la_page": "int", "sku": "str"},
                           ["âge", "position dans la page", "sku", "unknown column", None])
@@ -268,3 +271,10 @@ def test_ranker_inputs_answer_to_their_columns_names_and_send_the_signatures():
     assert [inputs.served(n) for n in ("âge", "position dans la page", "sku", "age")] == [
         "age", "position_dans_la_page", "sku", "age"]
     assert set(inputs.real) == {"age", "position_dans_la_page", "sku"}
+
+
+def test_input_names_written_as_code_points_are_read_back_in_messages():
+    from tfrs_recsys.data.schema import shown_input, signature_name
+
+    assert shown_input(signature_name("表示日時")) == "u8868u793au65e5u6642 (表示日時)"
+    assert shown_input("visitor_id") == "visitor_id" and shown_input("f_1st_visit") == "f_1st_visit"

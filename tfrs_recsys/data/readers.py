@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import re
+import unicodedata
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -27,8 +28,6 @@ LINE_NUMBERS = "source_line_numbers"
 # The numeric column kinds a reader checks, in the words of an error; other columns stay text.
 _WORDS = {"int": "an integer", "float": "a number"}
 _SKIP_HINT = "or rerun with --skip-bad-rows to skip and count the row"
-# A character UTF-8 writes in more than one byte: text holding none is not UTF-8 with a few broken bytes.
-_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 FALLBACK_ENCODING = "cp1252"  # Windows' and Excel's CSV exports of Western languages
 _BOM = b"\xef\xbb\xbf"
 # Encodings a file that is neither UTF-8 nor cp1252 is tried in, to name in the fix (a guess: they decode
@@ -39,7 +38,8 @@ _READS_AS: dict[str, str] = {}  # path -> the first of OTHER_ENCODINGS its text 
 
 def text_encoding(data: bytes, path: str, *, whole: bool = True) -> str:
     """The encoding to read a text file (or its first block) in: UTF-8, or :data:`FALLBACK_ENCODING` with a
-    warning for text that is not UTF-8, holds no UTF-8 character of several bytes and reads as cp1252.
+    warning for text that is not UTF-8 (not 10 good characters of several bytes to one broken) and reads as
+    cp1252.
 
     Text that is UTF-8 but for a few broken bytes stays UTF-8, so that its rows say where they are.
 
@@ -58,19 +58,16 @@ def text_encoding(data: bytes, path: str, *, whole: bool = True) -> str:
         first = exc.start
         if not whole and exc.reason == "unexpected end of data":  # the block ends inside a character
             return "utf-8"
-    if _UTF8_SEQUENCE.search(data):
+    text = data.decode("utf-8", errors="replace")
+    broken = text.count("\ufffd")
+    if sum(ord(c) > 127 for c in text) - broken > 10 * broken:  # UTF-8 but for a few broken bytes
+        return "utf-8"
+    if (other := _east_asian(data)) is not None:  # not read, but named in the errors' fix
+        _READS_AS[path] = other
         return "utf-8"
     try:
         data.decode(FALLBACK_ENCODING)
     except UnicodeDecodeError:
-        utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))  # UTF-16 decodes most bytes: only with its mark
-        for other in ("utf-16",) if utf16 else OTHER_ENCODINGS:  # not read, but named in the errors' fix
-            try:
-                data.decode(other)
-                _READS_AS[path] = other
-                break
-            except UnicodeDecodeError:
-                continue
         return "utf-8"
     logger.warning("%s is not UTF-8 (byte 0x%02x on line %d): read as Windows-1252 (cp1252), the encoding of "
                    "Excel's and Windows' CSV exports; if it is in another, re-save it as UTF-8", path,
@@ -79,6 +76,20 @@ def text_encoding(data: bytes, path: str, *, whole: bool = True) -> str:
 
 
 SNIFFED_BYTES = 32 << 20  # at least the first block a streaming reader infers its column types from
+
+
+def _east_asian(data: bytes) -> str | None:
+    """The first of :data:`OTHER_ENCODINGS` (or UTF-16, by its mark) that decodes ``data`` into text whose
+    characters beyond ASCII are nearly all wide East Asian ones (kanji, kana, hanzi, hangul), else None."""
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))  # UTF-16 decodes most bytes: only with its mark
+    for other in ("utf-16",) if utf16 else OTHER_ENCODINGS:
+        try:
+            wide = [c for c in data.decode(other) if ord(c) > 127]
+        except UnicodeDecodeError:
+            continue
+        if utf16 or sum(unicodedata.east_asian_width(c) in "WF" for c in wide) >= 0.9 * len(wide):
+            return other
+    return None
 
 
 @functools.lru_cache(maxsize=1024)

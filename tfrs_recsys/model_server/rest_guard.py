@@ -293,7 +293,7 @@ class GuardedConnection(asyncio.Protocol):
         line, self.first_line = bytes(self.first_line), None
         if not _REQUEST_LINE.fullmatch(line):
             shown = line[:200].decode("utf-8", errors="replace").rstrip("\r")
-            if any(byte > 127 for byte in line):  # a name curl's --data-urlencode 'name=value' left as is
+            if any(byte > 127 for byte in line) or line.count(b" ") > 2:  # a name left as is, or a space
                 return 400, (f"Malformed request line {shown!r}: a URL is ASCII; percent-encode the path and "
                              "the query, names and values (urllib.parse.urlencode; curl's --data-urlencode "
                              "'name=value' encodes the value only)")

@@ -27,14 +27,14 @@ import math
 import time
 from typing import Callable, Mapping, Sequence
 
-from tfrs_recsys.data.schema import signature_name
+from tfrs_recsys.data.schema import shown_input
 from tfrs_recsys.serving.client import (
     ServerUnavailableError,
     ServingClient,
     ServingClientError,
 )
 from tfrs_recsys.serving.feature_store import FeatureStore
-from tfrs_recsys.serving.ranker_inputs import ranker_column, usable
+from tfrs_recsys.serving.ranker_inputs import RankerInputs, ranker_column, usable
 from tfrs_recsys.serving.recall_merge import HOT, RECALL, RecallMergeConfig, merge_candidates
 from tfrs_recsys.serving.stores import (
     OnlineStore,
@@ -352,7 +352,7 @@ class RecallRankPipeline:
         for role, given in self.ranker_inputs.items():
             if given is not None and given != "" and given not in inputs:
                 raise ValueError(f"--ranker-{role}-input {given!r} is not an input of ranker "
-                                 f"'{self.ranker_model}' (its inputs are {sorted(inputs.real)})")
+                                 f"'{self.ranker_model}' (its inputs are {inputs.listed()})")
             found = (getattr(meta, f"{role}_column"), DEFAULT_INPUTS[role])
             names[role] = ((given or None) if given is not None
                            else next((n for n in found if n in inputs), None))
@@ -369,7 +369,7 @@ class RecallRankPipeline:
         for name, value in context.items():
             if name not in inputs:
                 raise ValueError(f"context {name!r} is not an input of ranker '{self.ranker_model}' "
-                                 f"(its inputs are {sorted(inputs.real)})")
+                                 f"(its inputs are {inputs.listed()})")
             if (twice := given.setdefault(inputs.served(name), name)) != name:
                 raise ValueError(f"context {twice!r} and {name!r} are one input of ranker "
                                  f"'{self.ranker_model}', {inputs.served(name)!r}: give it once")
@@ -410,28 +410,8 @@ class RecallRankPipeline:
                 "request fill them. Name the ranker's own user, item or time column with "
                 "--ranker-user-input, --ranker-item-input or --ranker-time-input; a request feature with "
                 "--context NAME=VALUE",
-                self.ranker_model, new, names["user"], names["item"], names["time"])
-
-
-class RankerInputs(dict):
-    """A ranker's inputs by name, and by the name of each column whose input it is where the two differ (a
-    column ``position dans la page`` is served as the input ``position_dans_la_page``:
-    :func:`~tfrs_recsys.data.schema.signature_name`).
-
-    Args:
-      inputs: The serving signature's inputs by name.
-      columns: The column names the store, the run and the request use.
-    """
-
-    def __init__(self, inputs: Mapping[str, object], columns: Sequence[str | None]):
-        self.real = dict(inputs)
-        aliases = {c: inputs[signature_name(c)] for c in columns
-                   if c and c not in inputs and signature_name(c) in inputs}
-        super().__init__({**self.real, **aliases})
-
-    def served(self, name: str) -> str:
-        """The input ``name`` (an input's or a column's) goes to."""
-        return name if name in self.real else signature_name(name)
+                self.ranker_model, [shown_input(n) for n in new], *(names[role] or "none found" for role in
+                                                                   ("user", "item", "time")))
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -1,5 +1,6 @@
-"""A ranker input's column from the values a request, the store or a caller gives: a scalar for every
-candidate or one value per candidate, as the dtype its signature declares.
+"""A ranker's inputs: each one's column from the values a request, the store or a caller gives (a scalar
+for every candidate or one value per candidate, as the dtype its signature declares), and the inputs by
+the names of the columns they were trained from (:class:`RankerInputs`).
 
 Text goes as UTF-8 (lists joined by ``|``, missing as ``""``); numbers are checked before they are sent:
 a value that is not a finite number, a fraction for an integer input or one out of its range is a
@@ -8,9 +9,12 @@ ValueError naming the input (a request's fault), never an overflow inside the cl
 from __future__ import annotations
 
 import math
+from typing import Mapping, Sequence
 
 import numpy as np
 from tensorflow.core.framework import types_pb2
+
+from tfrs_recsys.data.schema import shown_input, signature_name
 
 # Numeric ranker inputs: the numpy type, the conversion of a given value, the value sent for a missing one.
 _NUMBERS = {types_pb2.DT_FLOAT: (np.float32, float, np.nan), types_pb2.DT_DOUBLE: (np.float64, float, np.nan),
@@ -116,3 +120,28 @@ def usable(values, dtype: int) -> tuple[object, object]:
             kept.append(None)
             dropped = value if dropped is None else dropped
     return (kept[0] if scalar else kept), dropped
+
+
+class RankerInputs(dict):
+    """A ranker's inputs by name, and by the name of each column whose input it is where the two differ (a
+    column ``position dans la page`` is served as the input ``position_dans_la_page``:
+    :func:`~tfrs_recsys.data.schema.signature_name`).
+
+    Args:
+      inputs: The serving signature's inputs by name.
+      columns: The column names the store, the run and the request use.
+    """
+
+    def __init__(self, inputs: Mapping[str, object], columns: Sequence[str | None]):
+        self.real = dict(inputs)
+        aliases = {c: inputs[signature_name(c)] for c in columns
+                   if c and c not in inputs and signature_name(c) in inputs}
+        super().__init__({**self.real, **aliases})
+
+    def listed(self) -> str:
+        """The inputs' names for a message (:func:`~tfrs_recsys.data.schema.shown_input`)."""
+        return ", ".join(shown_input(n) for n in sorted(self.real))
+
+    def served(self, name: str) -> str:
+        """The input ``name`` (an input's or a column's) goes to."""
+        return name if name in self.real else signature_name(name)
