@@ -8,6 +8,7 @@ data; ``python -m tfrs_recsys.data.schema FILE --labels ... --out spec.json`` do
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -33,6 +34,7 @@ SPEC_VERSION = 1
 MISSING_INT = np.iinfo(np.int64).min  # an int64 categorical input's "missing": outside every vocabulary
 
 
+@functools.lru_cache(maxsize=4096)  # the recall -> rank pipeline asks for its columns' at every request
 def signature_name(name: str) -> str:
     """A column's name as a serving signature's input (and a TensorFlow op) can be named: letters
     transliterated to ASCII (``âge`` -> ``age``), another letter or digit as its code point (``年`` ->
