@@ -274,7 +274,8 @@ def test_ranker_inputs_answer_to_their_columns_names_and_send_the_signatures():
 
 
 def test_input_names_written_as_code_points_are_read_back_in_messages():
-    from tfrs_recsys.data.schema import shown_input, signature_name
+    from tfrs_recsys.data.schema import signature_name
+    from tfrs_recsys.serving.ranker_inputs import shown_input
 
     assert shown_input(signature_name("表示日時")) == "u8868u793au65e5u6642 (表示日時)"
     assert shown_input("visitor_id") == "visitor_id" and shown_input("f_1st_visit") == "f_1st_visit"

@@ -48,17 +48,6 @@ def signature_name(name: str) -> str:
     return text if text[:1].isascii() and text[:1].isalpha() else f"f_{text}"
 
 
-def shown_input(name: str) -> str:
-    """An input's name for a person: with the characters :func:`signature_name` wrote as code points read
-    back (``u8868u793a`` -> ``u8868u793a (表示)``; a guess, for messages only)."""
-    def char(match: re.Match) -> str:
-        code = int(match.group(1), 16)
-        return chr(code) if code > 127 and chr(code).isalnum() else match.group(0)
-
-    read = re.sub(r"u([0-9a-f]{4,5})", char, name)
-    return name if read == name else f"{name} ({read})"
-
-
 class SchemaError(DataError):
     """A feature spec is inconsistent (e.g. a label used as a feature)."""
 

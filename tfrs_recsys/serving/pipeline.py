@@ -27,14 +27,13 @@ import math
 import time
 from typing import Callable, Mapping, Sequence
 
-from tfrs_recsys.data.schema import shown_input
 from tfrs_recsys.serving.client import (
     ServerUnavailableError,
     ServingClient,
     ServingClientError,
 )
 from tfrs_recsys.serving.feature_store import FeatureStore
-from tfrs_recsys.serving.ranker_inputs import RankerInputs, ranker_column, usable
+from tfrs_recsys.serving.ranker_inputs import RankerInputs, ranker_column, shown_input, usable
 from tfrs_recsys.serving.recall_merge import HOT, RECALL, RecallMergeConfig, merge_candidates
 from tfrs_recsys.serving.stores import (
     OnlineStore,

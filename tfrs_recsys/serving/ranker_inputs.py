@@ -9,12 +9,13 @@ ValueError naming the input (a request's fault), never an overflow inside the cl
 from __future__ import annotations
 
 import math
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
-from tfrs_recsys.data.schema import shown_input, signature_name
+from tfrs_recsys.data.schema import signature_name
 
 # Numeric ranker inputs: the numpy type, the conversion of a given value, the value sent for a missing one.
 _NUMBERS = {types_pb2.DT_FLOAT: (np.float32, float, np.nan), types_pb2.DT_DOUBLE: (np.float64, float, np.nan),
@@ -120,6 +121,17 @@ def usable(values, dtype: int) -> tuple[object, object]:
             kept.append(None)
             dropped = value if dropped is None else dropped
     return (kept[0] if scalar else kept), dropped
+
+
+def shown_input(name: str) -> str:
+    """An input's name for a person: with the characters :func:`signature_name` wrote as code points read
+    back (``u8868u793a`` -> ``u8868u793a (表示)``; a guess, for messages only)."""
+    def char(match: re.Match) -> str:
+        code = int(match.group(1), 16)
+        return chr(code) if code > 127 and chr(code).isalnum() else match.group(0)
+
+    read = re.sub(r"u([0-9a-f]{4,5})", char, name)
+    return name if read == name else f"{name} ({read})"
 
 
 class RankerInputs(dict):
