@@ -103,13 +103,23 @@ def test_date_columns_named_in_german_or_japanese_are_timestamps(tmp_path):
 
 @pytest.mark.parametrize("encoding, text", [
     ("cp932", "会員ID,商品名\n" + "".join(f"M{i:03d},スポーツ用品・シューズ{i}\n" for i in range(50))),
-    ("gbk", "用户,商品\n" + "".join(f"u{i},商品{i}\n" for i in range(50)))])
-def test_a_shift_jis_or_gbk_file_is_named_as_such_in_the_fix(tmp_path, encoding, text):
+    ("gbk", "用户,商品\n" + "".join(f"u{i},商品{i}\n" for i in range(50))),
+    ("cp949", "사용자,상품\n" + "".join(f"u{i},상품 이름 {i}\n" for i in range(50)))])
+def test_a_shift_jis_gbk_or_korean_file_is_named_as_such_in_the_fix(tmp_path, encoding, text):
     path = tmp_path / "注文.csv"  # Japanese text holds byte pairs that also read as UTF-8 ones
     path.write_bytes(text.encode(encoding))
     with pytest.raises(DataError) as error:
         read_table(str(path))
-    assert f"it may be {encoding} (iconv -f {encoding.upper()} -t UTF-8" in error.value.fix
+    assert f"{encoding} (iconv -f {encoding.upper()} -t UTF-8 in > out)" in error.value.fix
+
+
+def test_a_windows_1252_table_whose_accents_precede_letters_is_not_taken_for_east_asian(tmp_path):
+    path = tmp_path / "lecteurs.csv"  # each accented byte and the letter after it also read as one hanzi
+    path.write_bytes("id_lecteur;ville;âge\n".encode("cp1252") + "".join(
+        f"L{i:04d};{('Besançon', 'Nîmes', 'Orléans')[i % 3]};{20 + i}\n" for i in range(30)).encode("cp1252"))
+    assert path.read_bytes().decode("gbk")
+    frame, _ = read_table(str(path))
+    assert list(frame.columns) == ["id_lecteur", "ville", "âge"] and frame["ville"][0] == "Besançon"
 
 
 @pytest.mark.parametrize("rows, batch", [(100, 64), (24_000, 64), (25_600, 128), (60_000, 256),

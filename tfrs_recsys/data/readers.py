@@ -7,6 +7,7 @@ pass finds the exact place and either raises :class:`DataError` or, with
 """
 from __future__ import annotations
 
+import collections
 import csv
 import functools
 import io
@@ -33,7 +34,7 @@ _BOM = b"\xef\xbb\xbf"
 # Encodings a file that is neither UTF-8 nor cp1252 is tried in, to name in the fix (a guess: they decode
 # much of each other's text): Japanese (Excel's Shift-JIS), Chinese, Korean; UTF-16 where its mark says so.
 OTHER_ENCODINGS = ("cp932", "gbk", "cp949")
-_READS_AS: dict[str, str] = {}  # path -> the first of OTHER_ENCODINGS its text decodes in
+_READS_AS: dict[str, tuple[str, ...]] = {}  # path -> those of OTHER_ENCODINGS its text reads in
 
 
 def text_encoding(data: bytes, path: str, *, whole: bool = True) -> str:
@@ -62,8 +63,8 @@ def text_encoding(data: bytes, path: str, *, whole: bool = True) -> str:
     broken = text.count("\ufffd")
     if sum(ord(c) > 127 for c in text) - broken > 10 * broken:  # UTF-8 but for a few broken bytes
         return "utf-8"
-    if (other := _east_asian(data)) is not None:  # not read, but named in the errors' fix
-        _READS_AS[path] = other
+    if others := _east_asian(data):  # not read, but named in the errors' fix
+        _READS_AS[path] = others
         return "utf-8"
     try:
         data.decode(FALLBACK_ENCODING)
@@ -78,18 +79,35 @@ def text_encoding(data: bytes, path: str, *, whole: bool = True) -> str:
 SNIFFED_BYTES = 32 << 20  # at least the first block a streaming reader infers its column types from
 
 
-def _east_asian(data: bytes) -> str | None:
-    """The first of :data:`OTHER_ENCODINGS` (or UTF-16, by its mark) that decodes ``data`` into text whose
-    characters beyond ASCII are nearly all wide East Asian ones (kanji, kana, hanzi, hangul), else None."""
-    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))  # UTF-16 decodes most bytes: only with its mark
-    for other in ("utf-16",) if utf16 else OTHER_ENCODINGS:
+def _east_asian(data: bytes) -> tuple[str, ...]:
+    """Those of :data:`OTHER_ENCODINGS` (or UTF-16, by its mark) that decode ``data`` into text whose
+    characters beyond ASCII are nearly all wide East Asian ones (kanji, kana, hanzi, hangul), most of them
+    common ones (:func:`_common_pair`). GBK and Korean text both read in either of their encodings."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 decodes most bytes: only with its mark
+        return ("utf-16",)
+    found = []
+    for other in OTHER_ENCODINGS:
         try:
-            wide = [c for c in data.decode(other) if ord(c) > 127]
+            wide = collections.Counter(c for c in data.decode(other) if ord(c) > 127)
         except UnicodeDecodeError:
             continue
-        if utf16 or sum(unicodedata.east_asian_width(c) in "WF" for c in wide) >= 0.9 * len(wide):
-            return other
-    return None
+        share = sum(wide.values())
+        if (sum(n for c, n in wide.items() if unicodedata.east_asian_width(c) in "WF") >= 0.9 * share
+                and sum(n for c, n in wide.items() if _common_pair(c.encode(other), other)) >= 0.5 * share):
+            found.append(other)
+    return tuple(found)
+
+
+def _common_pair(pair: bytes, encoding: str) -> bool:
+    """Whether a character's bytes lie where ``encoding`` puts its everyday characters: Shift-JIS's kana and
+    first-level kanji lead with 0x81-0x9f; GB2312's hanzi and KS X 1001's hangul are two bytes of 0xa1 or
+    more. Western text in Windows-1252 decodes in these encodings too, an accented letter and the ASCII
+    letter after it read as one rare character (``â`` + ``g`` of ``âge``)."""
+    if len(pair) != 2:
+        return False
+    if encoding == "cp932":
+        return 0x81 <= pair[0] <= 0x9F
+    return pair[0] >= 0xA1 and pair[1] >= 0xA1
 
 
 @functools.lru_cache(maxsize=1024)
@@ -313,9 +331,9 @@ def _decode(raw: bytes, encoding: str, path: str | None = None, line: int | None
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        guess = _READS_AS.get(str(path))
-        fix = (f"re-save it as UTF-8; it may be {guess} (iconv -f {guess.upper()} -t UTF-8 in > out)" if guess
-               else f"re-save the file as {encoding}")
+        guesses = " or ".join(f"{guess} (iconv -f {guess.upper()} -t UTF-8 in > out)"
+                              for guess in _READS_AS.get(str(path), ()))
+        fix = f"re-save it as UTF-8; it may be {guesses}" if guesses else f"re-save the file as {encoding}"
         raise DataError(f"not valid {encoding}: byte 0x{raw[exc.start]:02x} at character {exc.start + 1}",
                         path=path, line=line, fix=fix) from None
 
