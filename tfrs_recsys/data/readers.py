@@ -7,14 +7,11 @@ pass finds the exact place and either raises :class:`DataError` or, with
 """
 from __future__ import annotations
 
-import collections
 import csv
-import functools
 import io
 import logging
 import os
 import re
-import unicodedata
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -22,6 +19,7 @@ import pandas as pd
 
 from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError, SkipReport
+from tfrs_recsys.data.text_encodings import BOM, decode, file_encoding, text_encoding
 
 logger = logging.getLogger(__name__)
 # frame.attrs key: the file line of every row the careful pass kept.
@@ -29,96 +27,6 @@ LINE_NUMBERS = "source_line_numbers"
 # The numeric column kinds a reader checks, in the words of an error; other columns stay text.
 _WORDS = {"int": "an integer", "float": "a number"}
 _SKIP_HINT = "or rerun with --skip-bad-rows to skip and count the row"
-FALLBACK_ENCODING = "cp1252"  # Windows' and Excel's CSV exports of Western languages
-_BOM = b"\xef\xbb\xbf"
-# Encodings a file that is neither UTF-8 nor cp1252 is tried in, to name in the fix (a guess: they decode
-# much of each other's text): Japanese (Excel's Shift-JIS), Chinese, Korean; UTF-16 where its mark says so.
-OTHER_ENCODINGS = ("cp932", "gbk", "cp949")
-_READS_AS: dict[str, tuple[str, ...]] = {}  # path -> those of OTHER_ENCODINGS its text reads in
-
-
-def text_encoding(data: bytes, path: str, *, whole: bool = True) -> str:
-    """The encoding to read a text file (or its first block) in: UTF-8, or :data:`FALLBACK_ENCODING` with a
-    warning for text that is not UTF-8 (not 10 good characters of several bytes to one broken) and reads as
-    cp1252.
-
-    Text that is UTF-8 but for a few broken bytes stays UTF-8, so that its rows say where they are.
-
-    Args:
-      data: The bytes.
-      path: The file, for the warning.
-      whole: Whether ``data`` is the whole file (else its first block, which may end inside a character).
-
-    Returns:
-      ``"utf-8"`` or ``"cp1252"``.
-    """
-    try:
-        data.decode("utf-8")
-        return "utf-8"
-    except UnicodeDecodeError as exc:
-        first = exc.start
-        if not whole and exc.reason == "unexpected end of data":  # the block ends inside a character
-            return "utf-8"
-    text = data.decode("utf-8", errors="replace")
-    broken = text.count("\ufffd")
-    if sum(ord(c) > 127 for c in text) - broken > 10 * broken:  # UTF-8 but for a few broken bytes
-        return "utf-8"
-    if others := _east_asian(data):  # not read, but named in the errors' fix
-        _READS_AS[path] = others
-        return "utf-8"
-    try:
-        data.decode(FALLBACK_ENCODING)
-    except UnicodeDecodeError:
-        return "utf-8"
-    logger.warning("%s is not UTF-8 (byte 0x%02x on line %d): read as Windows-1252 (cp1252), the encoding of "
-                   "Excel's and Windows' CSV exports; if it is in another, re-save it as UTF-8", path,
-                   data[first], data.count(b"\n", 0, first) + 1)
-    return FALLBACK_ENCODING
-
-
-SNIFFED_BYTES = 32 << 20  # at least the first block a streaming reader infers its column types from
-
-
-def _east_asian(data: bytes) -> tuple[str, ...]:
-    """Those of :data:`OTHER_ENCODINGS` (or UTF-16, by its mark) that decode ``data`` into text whose
-    characters beyond ASCII are nearly all wide East Asian ones (kanji, kana, hanzi, hangul), most of them
-    common ones (:func:`_common_pair`). GBK and Korean text both read in either of their encodings."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 decodes most bytes: only with its mark
-        return ("utf-16",)
-    found = []
-    for other in OTHER_ENCODINGS:
-        try:
-            wide = collections.Counter(c for c in data.decode(other) if ord(c) > 127)
-        except UnicodeDecodeError:
-            continue
-        share = sum(wide.values())
-        if (sum(n for c, n in wide.items() if unicodedata.east_asian_width(c) in "WF") >= 0.9 * share
-                and sum(n for c, n in wide.items() if _common_pair(c.encode(other), other)) >= 0.5 * share):
-            found.append(other)
-    return tuple(found)
-
-
-def _common_pair(pair: bytes, encoding: str) -> bool:
-    """Whether a character's bytes lie where ``encoding`` puts its everyday characters: Shift-JIS's kana and
-    first-level kanji lead with 0x81-0x9f; GB2312's hanzi and KS X 1001's hangul are two bytes of 0xa1 or
-    more. Western text in Windows-1252 decodes in these encodings too, an accented letter and the ASCII
-    letter after it read as one rare character (``â`` + ``g`` of ``âge``)."""
-    if len(pair) != 2:
-        return False
-    if encoding == "cp932":
-        return 0x81 <= pair[0] <= 0x9F
-    return pair[0] >= 0xA1 and pair[1] >= 0xA1
-
-
-@functools.lru_cache(maxsize=1024)
-def file_encoding(path: str) -> str:
-    """:func:`text_encoding` of a file's first :data:`SNIFFED_BYTES` (warned once a file), for readers that
-    stream it."""
-    with paths.open_file(path) as fh:
-        block = fh.read(SNIFFED_BYTES)
-        return text_encoding(block, path, whole=len(block) < SNIFFED_BYTES or not fh.read(1))
-
-
 def require_file(path: str | os.PathLike, what: str, fix: str) -> str:
     """Fail with a clear message unless ``path`` is an existing, non-empty file.
 
@@ -185,8 +93,8 @@ def read_delimited(path: str | os.PathLike, *, sep: str, columns: Sequence[str] 
     if data is None:
         data = paths.read_bytes(require_file(path, what, fix_missing))
     path = str(path)
-    if data.startswith(_BOM) and first_line == 1:
-        data = data[len(_BOM):]
+    if data.startswith(BOM) and first_line == 1:
+        data = data[len(BOM):]
     if encoding == "utf-8":  # a block of a file read in blocks: as the file's first MiB reads, said once
         encoding = text_encoding(data, path) if first_line == 1 else file_encoding(path)
     options = (sep, columns, header, dict(column_types or {}), set(nullable), encoding, quoting)
@@ -308,7 +216,7 @@ def parse_lines(data: bytes, path: str, parse: Callable[[str], Any], *, skip_bad
         report.total += 1
         reason = f"not valid {encoding}"
         try:
-            text = _decode(raw, encoding, path)
+            text = decode(raw, encoding, path)
             reason = None
             rows.append(parse(text))
             line_numbers.append(lineno)
@@ -327,17 +235,6 @@ def parse_lines(data: bytes, path: str, parse: Callable[[str], Any], *, skip_bad
     return rows, line_numbers
 
 
-def _decode(raw: bytes, encoding: str, path: str | None = None, line: int | None = None) -> str:
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        guesses = " or ".join(f"{guess} (iconv -f {guess.upper()} -t UTF-8 in > out)"
-                              for guess in _READS_AS.get(str(path), ()))
-        fix = f"re-save it as UTF-8; it may be {guesses}" if guesses else f"re-save the file as {encoding}"
-        raise DataError(f"not valid {encoding}: byte 0x{raw[exc.start]:02x} at character {exc.start + 1}",
-                        path=path, line=line, fix=fix) from None
-
-
 def _is_number(value: str, kind: str) -> bool:
     """Whether ``value`` reads as ``kind``: '260.0' is an integer (pandas writes those), '2.5' is not."""
     try:
@@ -353,7 +250,7 @@ def _careful_read(data, path, first_line, sep, columns, header, column_types, nu
     names = list(columns or [])
     if header:
         head, _, data = data.partition(b"\n")
-        head = _decode(head.rstrip(b"\r"), encoding, path, first_line)
+        head = decode(head.rstrip(b"\r"), encoding, path, first_line)
         names = [h.strip() for h in _split(head, sep, quoting)]
         missing = [c for c in columns or [] if c not in names]
         if missing:

@@ -200,9 +200,17 @@ class FeatureSpec:
         if self.session_column:  # not a feature, yet what GAUC, session NDCG and the splits group by
             rows.append((self.session_column, "session", "", "", "", "groups the rows of one session"))
         rows += [(name, "dropped", "", "", "", why) for name, why in self.notes.get("dropped", {}).items()]
-        widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
-        lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) + "  " + r[5] for r in rows]
-        return "\n".join(line if len(line) <= width else line[:width - 3] + "..." for line in lines)
+        def shown(text) -> int:  # a terminal shows a wide East Asian character in two columns
+            return sum(1 + (unicodedata.east_asian_width(c) in "WF") for c in str(text))
+
+        def cut(line: str) -> str:
+            while shown(line) > width - 3:
+                line = line[:-1]
+            return line + "..."
+
+        sizes = [max(shown(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(v + " " * (n - shown(v)) for v, n in zip(r, sizes)) + "  " + r[5] for r in rows]
+        return "\n".join(line if shown(line) <= width else cut(line) for line in lines)
 
     def to_dict(self) -> dict:
         """The spec as the JSON object :meth:`save` writes."""

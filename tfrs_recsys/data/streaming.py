@@ -37,9 +37,9 @@ from tfrs_recsys import paths
 from tfrs_recsys.data.bad_rows import BadRows, labels_of
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import without_autotune
-from tfrs_recsys.data.readers import file_encoding
 from tfrs_recsys.data.schema import MISSING_INT, FeatureSpec, frame_to_raw
 from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, declared_text, table_files, text_separator
+from tfrs_recsys.data.text_encodings import file_encoding
 
 CHUNK_ROWS = 65_536  # rows parsed at once: bounds the reader's memory
 SHUFFLE_BATCHES = 16
