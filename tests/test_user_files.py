@@ -12,10 +12,11 @@ from tfrs_recsys.config import DeepFMConfig, ESMMConfig
 from tfrs_recsys.data import streaming
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.interactions import load_interaction_log
+from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.tabular import load_table, locate, read_table
 from tfrs_recsys.training.common import FEW_STEPS, EpochEvaluator, ranker_batch
-from tfrs_recsys.training.fit_advice import leak_warning
+from tfrs_recsys.training.fit_advice import leak_warning, memorizing_advice
 
 HEADER = "Kunde\tArtikel\tBezeichnung\tPreis\tZeitpunkt\tgekauft"
 
@@ -241,10 +242,10 @@ def test_the_line_by_line_reader_keeps_a_quoted_newline_a_bom_and_a_last_accente
 
 def test_a_streamed_file_not_utf8_past_the_bytes_read_for_its_encoding_says_to_re_save_it(tmp_path,
                                                                                         monkeypatch):
-    from tfrs_recsys.data import readers
+    from tfrs_recsys.data import text_encodings
 
-    monkeypatch.setattr(readers, "SNIFFED_BYTES", 1 << 16)  # a small file stands for one of 32 MiB and more
-    readers.file_encoding.cache_clear()
+    monkeypatch.setattr(text_encodings, "SNIFFED_BYTES", 1 << 16)  # a small file stands for one of 32 MiB
+    text_encodings.file_encoding.cache_clear()
     path = tmp_path / "log.csv"
     path.write_bytes(b"user,item,clicked\n" + b"u1,i1,1\n" * 20_000 + "René,café,1\n".encode("cp1252"))
     texts = pa.schema([("user", pa.string()), ("item", pa.string()), ("clicked", pa.int64())])
@@ -252,7 +253,7 @@ def test_a_streamed_file_not_utf8_past_the_bytes_read_for_its_encoding_says_to_r
         for _ in streaming._batches(str(path), texts, 100):
             pass
     assert "re-save it as UTF-8" in error.value.fix
-    readers.file_encoding.cache_clear()
+    text_encodings.file_encoding.cache_clear()
 
 
 def test_copies_among_list_cells_and_columns_only_named_like_times(tmp_path, caplog):
@@ -289,3 +290,38 @@ def test_input_names_written_as_code_points_are_read_back_in_messages():
 
     assert shown_input(signature_name("表示日時")) == "u8868u793au65e5u6642 (表示日時)"
     assert shown_input("visitor_id") == "visitor_id" and shown_input("f_1st_visit") == "f_1st_visit"
+
+
+def test_a_model_that_learns_its_rows_by_heart_is_told_which_columns_allow_it(tmp_path):
+    spec = FeatureSpec([
+        FeatureColumn("reader", "id", "user", "vocabulary", vocabulary=[f"r{i}" for i in range(1000)]),
+        FeatureColumn("article", "id", "item", "vocabulary", vocabulary=[f"a{i}" for i in range(600)]),
+        FeatureColumn("device", "categorical", "context", "vocabulary", vocabulary=["mobile", "desktop"]),
+        FeatureColumn("shop", "id", "item", "hash", num_buckets=100)], labels=["click"])
+    evaluator = EpochEvaluator(lambda model: {}, tmp_path, monitor="auc", patience=3, save_checkpoint=False)
+    evaluator.best_epoch, evaluator.epochs_run, evaluator.best_metrics = 1, 4, {"auc": 0.63, "gauc": 0.64}
+    evaluator.train_logs = {1: {"auc": 0.60, "loss": 0.5}, 4: {"auc": 0.745, "loss": 0.45}}
+    advice = memorizing_advice(evaluator, spec, 20_000)
+    assert "auc rose from 0.600 at the best epoch (1) to 0.745 at epoch 4" in advice
+    assert "reader (1000 values, 20 rows each), article (600 values, 33 rows each);" in advice
+    assert "device" not in advice and "shop" not in advice and "--exclude-columns" in advice
+    assert "article" not in memorizing_advice(evaluator, spec, 200_000)  # 333 rows of each article
+    evaluator.train_logs[4]["auc"] = 0.68  # rising, but not far above validation: not memory
+    assert memorizing_advice(evaluator, spec, 20_000) is None
+    evaluator.train_logs[4]["auc"], evaluator.best_epoch = 0.745, 4  # the last epoch was the best
+    assert memorizing_advice(evaluator, spec, 20_000) is None
+
+
+def test_the_spec_table_lines_up_columns_named_in_wide_characters():
+    import unicodedata
+
+    spec = FeatureSpec([
+        FeatureColumn("会員ランク", "categorical", "user", "vocabulary", vocabulary=["金", "銀"]),
+        FeatureColumn("store", "categorical", "item", "vocabulary", vocabulary=["a", "b"])], labels=["購入"])
+
+    def shown(text: str) -> int:
+        return sum(1 + (unicodedata.east_asian_width(c) in "WF") for c in text)
+
+    lines = spec.table().splitlines()
+    assert len({shown(line[:line.index(kind)]) for line, kind in zip(lines, ["kind", "categ", "categ"])}) == 1
+    assert all(shown(line) <= 40 for line in spec.table(width=40).splitlines())

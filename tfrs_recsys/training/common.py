@@ -126,6 +126,7 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         self.best_epoch: int | None = None
         self.best_metrics: dict[str, float] = {}
         self.epochs_run = 0
+        self.train_logs: dict[int, dict[str, float]] = {}  # epoch -> the training metrics Keras logged
         self._best_weights = None
         self.average_after_best = average_after_best
         self.averaged_epochs = 0  # the k of the class docstring
@@ -148,7 +149,8 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
             raise KeyError(f"eval_fn returned {sorted(metrics)}, which lacks the monitored metric "
                            f"'{self.monitor}'")
         row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._epoch_start, 3)}
-        row.update({k: float(v) for k, v in (logs or {}).items()})
+        self.train_logs[epoch + 1] = {k: float(v) for k, v in (logs or {}).items()}
+        row.update(self.train_logs[epoch + 1])
         row.update({f"val_{k}": v for k, v in metrics.items()})
         runs.append_log(self.run_dir, row)
         with self._writer.as_default():

@@ -115,7 +115,7 @@ def run_streamed(cfg: DeepFMConfig) -> dict:
 
         rankers.say_selection("deepfm", SELECTION)
         evaluator = stream.fit(model, cfg, run, run.run_dir, rows=run.train_rows, eval_fn=eval_fn)
-        say_weak_fit("deepfm", evaluator, cfg, run.train_rows)
+        say_weak_fit("deepfm", evaluator, cfg, run.train_rows, run.spec)
         clock = time.perf_counter()
         outputs, frame = stream.score(model, stream.test_rows(run, cfg), run.spec)
         metrics = evaluate_deepfm(model, frame, run.spec, outputs=outputs)

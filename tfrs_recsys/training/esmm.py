@@ -241,7 +241,7 @@ def run_streamed(cfg: ESMMConfig) -> dict:
         evaluator = stream.fit(model, cfg, run, run.run_dir, rows=run.train_rows, eval_fn=lambda m: (
             rankers.with_selection_score(evaluate(m, run.validation, run, evaluate_esmm, k=cfg.ndcg_k),
                                          SELECTION, "logloss")))
-        say_weak_fit("esmm", evaluator, cfg, run.train_rows)
+        say_weak_fit("esmm", evaluator, cfg, run.train_rows, spec)
         tested = [model]
         if cfg.baseline:
             def clicked(batch):

@@ -6,16 +6,23 @@ from __future__ import annotations
 import sys
 
 from tfrs_recsys.config import TrainConfig
+from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.training.common import FEW_STEPS, EpochEvaluator, ranker_batch
 
 WEAK_AUC = 0.55  # a best validation AUC at most this says the ranker barely learned
 LEAK_AUC = 0.99  # one at least this, on behaviour people choose, says the inputs give the label away
+# A training AUC this far above the best validation one, and still rising past the best epoch, is memory.
+MEMORY_GAP, MEMORY_RISE = 0.1, 0.05
+FEW_ROWS_PER_VALUE = 100  # a vocabulary column of fewer training rows per value is one to learn by heart
 
 
-def say_weak_fit(task: str, evaluator: EpochEvaluator, cfg: TrainConfig, train_rows: int) -> None:
-    """Prints :func:`weak_fit_advice`'s and :func:`leak_warning`'s warnings, if any, to stderr, and
-    :func:`still_learning_note`'s."""
-    if advice := weak_fit_advice(evaluator, cfg, train_rows):
+def say_weak_fit(task: str, evaluator: EpochEvaluator, cfg: TrainConfig, train_rows: int,
+                 spec: FeatureSpec) -> None:
+    """Prints :func:`memorizing_advice`'s warning, else :func:`weak_fit_advice`'s (whose remedies, such as
+    a smaller batch, would not help a model that learns rows by heart), and :func:`leak_warning`'s, if
+    any, to stderr, and :func:`still_learning_note`'s."""
+    advice = memorizing_advice(evaluator, spec, train_rows) or weak_fit_advice(evaluator, cfg, train_rows)
+    if advice:
         print(f"{task}: warning: {advice}", file=sys.stderr, flush=True)
     if leak := leak_warning(evaluator):
         print(f"{task}: warning: {leak}", file=sys.stderr, flush=True)
@@ -35,6 +42,41 @@ def leak_warning(evaluator: EpochEvaluator) -> str | None:
             f"together, may give the label away (e.g. a price paid beside the list price, where a discount "
             f"is the label). Leave out what is not known when the ranker scores an item (--exclude-columns), "
             f"and train again")
+
+
+def memorizing_advice(evaluator: EpochEvaluator, spec: FeatureSpec, train_rows: int) -> str | None:
+    """A warning when the model learned its training rows by heart: after the best epoch on validation,
+    the training AUC went on rising (by :data:`MEMORY_RISE` or more) to :data:`MEMORY_GAP` or more above
+    the best validation AUC. It names the vocabulary columns of fewest training rows per value (under
+    :data:`FEW_ROWS_PER_VALUE`), where a model can learn rows by heart, to try leaving out one at a time.
+
+    Args:
+      evaluator: the run's evaluator, after training.
+      spec: the run's feature spec.
+      train_rows: the training rows.
+
+    Returns:
+      The message, or None.
+    """
+    logs = evaluator.train_logs
+    last, best = logs.get(evaluator.epochs_run), logs.get(evaluator.best_epoch)
+    if not (last and best) or evaluator.best_epoch == evaluator.epochs_run:
+        return None
+    rose = [f"{k} rose from {best[k]:.3f} at the best epoch ({evaluator.best_epoch}) to {last[k]:.3f} at "
+            f"epoch {evaluator.epochs_run} while the validation {k} was at best {v:.3f}"
+            for k, v in evaluator.best_metrics.items()
+            if k in last and k in best and k.endswith("auc") and last[k] - best[k] >= MEMORY_RISE
+            and last[k] - v >= MEMORY_GAP]
+    if not rose:
+        return None
+    values = {c.name: len(c.vocabulary) for c in spec.features if c.encoding == "vocabulary" and c.vocabulary}
+    few = sorted((n, name) for name, n in values.items() if train_rows / n < FEW_ROWS_PER_VALUE)[::-1][:4]
+    where = (f" Columns of few training rows per value are where it can: "
+             f"{', '.join(f'{name} ({n} values, {train_rows // n} rows each)' for n, name in few)}; "
+             f"try leaving out one at a time (--exclude-columns), keeping the columns you know matter."
+             if few else "")
+    return (f"the training {'; '.join(rose)}: the model learns its training rows by heart.{where} Or "
+            f"regularize more (--l2-reg, --embedding-l2, --dropout), and compare the runs' validation AUC")
 
 
 def still_learning_note(evaluator: EpochEvaluator, cfg: TrainConfig, train_rows: int) -> str | None:

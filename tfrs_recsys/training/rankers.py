@@ -301,7 +301,7 @@ def train_model(task: str, cfg: TrainConfig, split: Split, spec: FeatureSpec, ru
     evaluator = fit(model, cfg, split.train, spec, run_dir,
                     eval_fn=trainer.selection_eval(split.validation, spec, cfg),
                     state=TrainingState.of_run(cfg, run_dir) if resumable else None)
-    say_weak_fit(task, evaluator, cfg, len(split.train))
+    say_weak_fit(task, evaluator, cfg, len(split.train), spec)
     return model, evaluator
 
 
