@@ -95,6 +95,10 @@ def patience_epochs(patience: int, steps_per_epoch: int) -> int:
         return patience
     return max(3, math.ceil(PATIENCE_STEPS / max(steps_per_epoch, 1)))
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+
+
 class EpochEvaluator(tf.keras.callbacks.Callback):
     """Evaluates after every epoch, logs, stops early and keeps the best weights.
 
@@ -127,6 +131,7 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         self.best_metrics: dict[str, float] = {}
         self.epochs_run = 0
         self.train_logs: dict[int, dict[str, float]] = {}  # epoch -> the training metrics Keras logged
+        self.validation_logs: dict[int, dict[str, float]] = {}  # epoch -> the validation metrics
         self._best_weights = None
         self.average_after_best = average_after_best
         self.averaged_epochs = 0  # the k of the class docstring
@@ -152,10 +157,11 @@ class EpochEvaluator(tf.keras.callbacks.Callback):
         self.train_logs[epoch + 1] = {k: float(v) for k, v in (logs or {}).items()}
         row.update(self.train_logs[epoch + 1])
         row.update({f"val_{k}": v for k, v in metrics.items()})
+        self.validation_logs[epoch + 1] = {k: float(v) for k, v in metrics.items() if _is_number(v)}
         runs.append_log(self.run_dir, row)
         with self._writer.as_default():
             for k, v in metrics.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if _is_number(v):
                     tf.summary.scalar(k, float(v), step=epoch + 1)
         value = float(metrics[self.monitor])
         self.epochs_run = epoch + 1

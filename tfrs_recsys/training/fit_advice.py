@@ -11,8 +11,9 @@ from tfrs_recsys.training.common import FEW_STEPS, EpochEvaluator, ranker_batch
 
 WEAK_AUC = 0.55  # a best validation AUC at most this says the ranker barely learned
 LEAK_AUC = 0.99  # one at least this, on behaviour people choose, says the inputs give the label away
-# A training AUC this far above the best validation one, and still rising past the best epoch, is memory.
-MEMORY_GAP, MEMORY_RISE = 0.1, 0.05
+# A training AUC that rose this much over a run, while the validation AUC gained under this share of it,
+# is memory.
+MEMORY_RISE, MEMORY_SHARE = 0.1, 0.1
 FEW_ROWS_PER_VALUE = 100  # a vocabulary column of fewer training rows per value is one to learn by heart
 
 
@@ -45,10 +46,11 @@ def leak_warning(evaluator: EpochEvaluator) -> str | None:
 
 
 def memorizing_advice(evaluator: EpochEvaluator, spec: FeatureSpec, train_rows: int) -> str | None:
-    """A warning when the model learned its training rows by heart: after the best epoch on validation,
-    the training AUC went on rising (by :data:`MEMORY_RISE` or more) to :data:`MEMORY_GAP` or more above
-    the best validation AUC. It names the vocabulary columns of fewest training rows per value (under
-    :data:`FEW_ROWS_PER_VALUE`), where a model can learn rows by heart, to try leaving out one at a time.
+    """A warning when the model learned its training rows by heart rather than what generalizes: from the
+    first epoch to the last its training AUC rose by :data:`MEMORY_RISE` or more, while the best validation
+    AUC gained under :data:`MEMORY_SHARE` of that over the first epoch's. It names the vocabulary columns
+    of fewest training rows per value (under :data:`FEW_ROWS_PER_VALUE`), where a model can learn rows by
+    heart, to try leaving out one at a time.
 
     Args:
       evaluator: the run's evaluator, after training.
@@ -58,15 +60,15 @@ def memorizing_advice(evaluator: EpochEvaluator, spec: FeatureSpec, train_rows: 
     Returns:
       The message, or None.
     """
-    logs = evaluator.train_logs
-    last, best = logs.get(evaluator.epochs_run), logs.get(evaluator.best_epoch)
-    if not (last and best) or evaluator.best_epoch == evaluator.epochs_run:
+    first, last = evaluator.train_logs.get(1), evaluator.train_logs.get(evaluator.epochs_run)
+    checked = evaluator.validation_logs.get(1)
+    if not (first and last and checked) or evaluator.epochs_run < 2:
         return None
-    rose = [f"{k} rose from {best[k]:.3f} at the best epoch ({evaluator.best_epoch}) to {last[k]:.3f} at "
-            f"epoch {evaluator.epochs_run} while the validation {k} was at best {v:.3f}"
-            for k, v in evaluator.best_metrics.items()
-            if k in last and k in best and k.endswith("auc") and last[k] - best[k] >= MEMORY_RISE
-            and last[k] - v >= MEMORY_GAP]
+    rose = [f"{k} rose by {last[k] - first[k]:.3f} over {evaluator.epochs_run} epochs ({first[k]:.3f} to "
+            f"{last[k]:.3f}) while the validation {k} gained {v - checked[k]:.3f} ({checked[k]:.3f} to "
+            f"{v:.3f} at best)" for k, v in evaluator.best_metrics.items()
+            if k.endswith("auc") and k in first and k in last and k in checked
+            and last[k] - first[k] >= MEMORY_RISE and v - checked[k] < MEMORY_SHARE * (last[k] - first[k])]
     if not rose:
         return None
     values = {c.name: len(c.vocabulary) for c in spec.features if c.encoding == "vocabulary" and c.vocabulary}
