@@ -137,9 +137,12 @@ def test_bad_inputs_fail_naming_the_column():
     with pytest.raises(DataError, match="column 'p_ctr'.*at row 3"):
         evaluate_predictions(frame.assign(p_ctr=[0.1, 0.2, np.nan] + [0.5] * 6), click_label="click",
                              click_score="p_ctr")
-    with pytest.raises(DataError, match="column 'user_id'.*no group value"):
-        evaluate_predictions(frame.assign(user_id=["a", None] + ["b"] * 7), click_label="click",
-                             click_score="p_ctr", group_by="user_id")
+    # rows of no user are one group, as training counts them, and said
+    pooled = evaluate_predictions(frame.assign(user_id=[None, ""] + list(frame["user_id"][2:])),
+                                  click_label="click", click_score="p_ctr", group_by="user_id")
+    same = evaluate_predictions(frame.assign(user_id=["?", "?"] + list(frame["user_id"][2:])),
+                                click_label="click", click_score="p_ctr", group_by="user_id")
+    assert pooled["metrics"] == same["metrics"] and "2 row(s) have no user_id value" in pooled["notes"][0]
     logits = pd.DataFrame({"click": [1, 0], "conversion": [1, 0], "p_ctr": [2.5, -1.0], "p_cvr": [0.5, 0.5]})
     with pytest.raises(DataError, match="column 'p_ctr'.*probabilities"):
         evaluate_predictions(logits, **ESMM_COLUMNS)

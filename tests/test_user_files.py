@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tfrs_recsys.config import DeepFMConfig, ESMMConfig
+from tfrs_recsys.config import DeepFMConfig, ESMMConfig, RetrievalConfig
 from tfrs_recsys.data import streaming
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.interactions import load_interaction_log
@@ -326,3 +326,70 @@ def test_the_spec_table_lines_up_columns_named_in_wide_characters():
     lines = spec.table().splitlines()
     assert len({shown(line[:line.index(kind)]) for line, kind in zip(lines, ["kind", "categ", "categ"])}) == 1
     assert all(shown(line) <= 40 for line in spec.table(width=40).splitlines())
+
+
+def _warehouse_export(folder) -> pd.DataFrame:
+    """Three Parquet parts as a warehouse writes them: times in their own zones and units, a struct and a
+    list per event, a later part with one more column; returns all rows with their instants."""
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    instants = pd.date_range("2026-03-01", periods=90, freq="37min", tz="UTC")
+    rows = pd.DataFrame({"usuario_id": [f"u{i % 7}" for i in range(90)], "producto_id": [f"0{i % 5}"
+                         for i in range(90)], "comprado": [i % 3 == 0 for i in range(90)],
+                         "fila": range(90)})
+    zones = [("us", "America/Sao_Paulo"), ("ns", "UTC"), ("ms", None)]
+    for part, (unit, zone) in enumerate(zones):
+        piece = rows[30 * part:30 * part + 30]
+        when = instants[30 * part:30 * part + 30]
+        table = pa.Table.from_pandas(piece, preserve_index=False).append_column(
+            "evento_ts", pa.array(when.tz_convert(zone) if zone else when.tz_localize(None),
+                                  pa.timestamp(unit, tz=zone)))
+        table = table.append_column("metadata", pa.array(
+            [{"canal": ("app", "web")[i % 2], "pagina": i % 4} for i in range(30)]))
+        table = table.append_column("etiquetas", pa.array([["a", "b"][: 1 + i % 2] for i in range(30)]))
+        if part == 2:
+            table = table.append_column("cupon", pa.array(["X"] * 30))
+        pq.write_table(table, folder / f"part-0000{part}-c000.snappy.parquet")
+    (folder / "_SUCCESS").write_text("")
+    return rows.assign(evento_ts=instants)
+
+
+def test_a_warehouse_parquet_export_reads_alike_in_memory_and_streamed(tmp_path):
+    truth = _warehouse_export(tmp_path / "eventos")
+    frame, _ = read_table(str(tmp_path / "eventos"))
+    assert {"metadata.canal", "metadata.pagina", "etiquetas"} <= set(frame.columns)
+    assert "metadata" not in frame.columns and sorted(frame["metadata.canal"].unique()) == ["app", "web"]
+    assert (frame["evento_ts"].to_numpy() == truth["evento_ts"].to_numpy()).all()  # the same instants
+    table = streaming.open_table(str(tmp_path / "eventos"), labels=["comprado"], user_column="usuario_id")
+    sample = streaming.sample_rows(table, 1000, seed=0)
+    assert {"metadata.canal", "metadata.pagina"} <= set(sample.columns) and len(sample) > 40
+    assert (sample["evento_ts"].to_numpy() == truth["evento_ts"][sample["fila"]].to_numpy()).all()
+
+
+def test_a_part_that_cannot_be_unified_is_the_one_named(tmp_path):
+    import pyarrow.parquet as pq
+
+    _warehouse_export(tmp_path / "eventos")
+    odd = pa.table({"usuario_id": ["u1"] * 30, "producto_id": [[1]] * 30, "comprado": [True] * 30})
+    pq.write_table(odd, tmp_path / "eventos" / "part-00009-c000.snappy.parquet")
+    table = streaming.open_table(str(tmp_path / "eventos"), labels=["comprado"])
+    with pytest.raises(DataError) as error:
+        streaming.sample_rows(table, 1000, seed=0)
+    assert error.value.path.endswith("part-00009-c000.snappy.parquet")
+
+
+def test_an_interaction_log_of_lists_and_structs_leaves_out_the_columns_named(tmp_path, caplog):
+    _warehouse_export(tmp_path / "eventos")
+    options = dict(user_column="usuario_id", item_column="producto_id", time_column="evento_ts")
+    data = load_interaction_log(str(tmp_path / "eventos"), **options, exclude_columns=["cupon"])
+    assert "cupon" not in data.items.columns and "cupon" not in (data.users or pd.DataFrame()).columns
+    assert len(data.interactions) == 90
+    with pytest.raises(DataError) as error:
+        load_interaction_log(str(tmp_path / "eventos"), **options, exclude_columns=["coupon"])
+    assert "choose among" in error.value.fix and "cupon" in error.value.fix
+    with pytest.raises(DataError, match="names the --user-column column"):
+        load_interaction_log(str(tmp_path / "eventos"), **options, exclude_columns=["usuario_id"])
+    config = RetrievalConfig(dataset="interactions", data_dir="x", user_column="u", item_column="i",
+                             exclude_columns=("metadata.canal",))
+    assert config.exclude_columns == ("metadata.canal",)  # a flag of this dataset too

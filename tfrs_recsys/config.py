@@ -72,9 +72,9 @@ DATASETS = (*SYNTHETIC, "interactions", "csv", "parquet", "movielens-100k", "mov
 # Options only some datasets read: (options, datasets, what they apply to); set for another dataset, an
 # option is an error naming both. A name ending in ":" is a prefix (tfds:<name>).
 DATASET_OPTIONS = (
-    (("label_columns", "session_column", "exclude_columns", "streaming", "stream_sample_rows",
-      "stream_validation_rows"), ("csv", "parquet"), "--dataset csv or parquet"),
-    (("user_column", "item_column", "time_column", "column_types", "items", "users"),
+    (("label_columns", "session_column", "streaming", "stream_sample_rows", "stream_validation_rows"),
+     ("csv", "parquet"), "--dataset csv or parquet"),
+    (("user_column", "item_column", "time_column", "column_types", "items", "users", "exclude_columns"),
      ("interactions", "csv", "parquet"), "--dataset interactions, csv or parquet"),
     (("rating_column", "min_rating", "rating_values"), ("interactions",), "--dataset interactions"),
     (("tfds_download",), ("tfds:", "movielens/"), "--dataset tfds:<name>"),
@@ -97,7 +97,9 @@ def _check_dataset_options(cfg: Any) -> None:
         for name in options:
             if getattr(cfg, name) != defaults[name] and not _applies(cfg.dataset, datasets):
                 flag = f"--{name.replace('_', '-')}"
-                raise ConfigError(f"{flag} {getattr(cfg, name)!r} applies to {what}, not to --dataset "
+                value = getattr(cfg, name)
+                shown = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else repr(value)
+                raise ConfigError(f"{flag} {shown} applies to {what}, not to --dataset "
                                   f"{cfg.dataset}; drop {flag}, or choose a dataset that reads it")
 
 
@@ -130,7 +132,7 @@ class TrainConfig:
       items: An item table joined by item_column (file, glob or folder): to a log's items, or a ranker's rows.
       users: A user table joined by user_column, likewise.
       column_types: Column kinds that override schema inference, e.g. price=numeric,zip=categorical.
-      exclude_columns: Columns of a csv or parquet table left out of the features (e.g. a second outcome).
+      exclude_columns: Columns of the data or its tables left out of the features (e.g. a second outcome).
       feature_spec: An edited feature spec JSON to use instead of inferring one (rankers).
       tfds_download: Let TensorFlow Datasets download a tfds: dataset.
       synthetic_users: Users of synthetic data.

@@ -46,6 +46,7 @@ import pandas as pd
 
 from tfrs_recsys import metrics as M
 from tfrs_recsys import paths, runs
+from tfrs_recsys.data.entities import id_text
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.errors import UserError
 from tfrs_recsys.predictions import (
@@ -142,10 +143,10 @@ def evaluate_predictions(frame: pd.DataFrame, *, click_label: str, click_score: 
     if missing:
         raise DataError(f"column(s) {missing} not in the predictions; it has {list(frame.columns)}",
                         path=source, column=missing[0], fix="name existing columns in the flags")
-    groups = group_codes(frame, group_by, source) if group_by else None
+    notes: list[str] = []
+    groups = group_codes(frame, group_by, notes) if group_by else None
     click = binary_values(frame, click_label, source)
     p_ctr = finite_values(frame, click_score, source)
-    notes: list[str] = []
     tasks = {"ctr": _task(click, p_ctr, groups, click_label, click_score)}
     conversion = p_ctcvr = None
     if conversion_label:
@@ -195,7 +196,7 @@ def _ndcg(frame, k, gains, group_by, score_column, click, conversion, p_ctcvr, c
                      if g_conv else click_score)
     gains = {"click": g_click, "conversion": g_conv}
     value, used, skipped = M.click_conversion_ndcg(click, conversion, p_ctr, p_ctcvr,
-                                                   group_codes(frame, group_by, source), k=k, gains=gains,
+                                                   group_codes(frame, group_by), k=k, gains=gains,
                                                    scores=scores)
     return {"k": int(k), "value": value, "group_by": group_by, "groups_used": used, "groups_skipped": skipped,
             "gains": gains, "ranked_by": ranked_by}
@@ -281,6 +282,8 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
             raise DataError(f"the run's split has no {part} part", path=str(run_dir), fix="pass --part test")
         outputs = rankers.predict(model, frame, spec)
     predictions = frame[[*keys, *spec.labels]].reset_index(drop=True)
+    for key in keys:  # ids are text, as training read them (a Parquet column of ids and nulls is float)
+        predictions[key] = id_text(predictions, key)[0]
     for output, values in outputs.items():
         predictions[f"p_{output}"] = np.asarray(values, dtype=np.float64)  # one file schema for both paths
     columns = {"click_label": spec.labels[0], "click_score": "p_ctr",

@@ -89,12 +89,15 @@ def finite_values(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
                    "write a number in every row of this column")
 
 
-def group_codes(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:
-    """``frame[col]``'s groups as integer codes, every row in one."""
+def group_codes(frame: pd.DataFrame, col: str, notes: list[str] | None = None) -> np.ndarray:
+    """``frame[col]``'s groups as integer codes; rows without a value (a log's rows of no known user) are
+    one group of their own, as training counts them, said in ``notes``."""
     values = frame[col]
-    checked(values.to_numpy(), (values.isna() | (values.astype(str) == "")).to_numpy(), source, col,
-            "{n} row(s) have no group value, the first at {row}", "fill the group column in every row")
-    return pd.factorize(values)[0]
+    missing = (values.isna() | (values.astype(str) == "")).to_numpy()
+    if missing.any() and notes is not None:
+        notes.append(f"{int(missing.sum())} row(s) have no {col} value: they count as one group, as "
+                     f"training counts them")
+    return pd.factorize(values.astype(object).where(~missing, ""))[0]
 
 
 def binary_values(frame: pd.DataFrame, col: str, source: str) -> np.ndarray:

@@ -103,7 +103,8 @@ def say_unmatched(table: pd.DataFrame | None, logged: pd.Series, group: str, pat
     Raises:
       DataError: No logged id has a row: the two files spell the ids apart.
     """
-    ids, key, flag = pd.Index(logged.unique()), f"{group}_id", flag or f"--{group}s"
+    ids, key, flag = pd.Index(logged.dropna().unique()), f"{group}_id", flag or f"--{group}s"
+    ids = ids[ids.astype(str) != ""]  # a row without an id (a ranker's unknown user) is not misspelled
     if table is None or ids.empty:
         return
     without, unused = ids[~ids.isin(table[key])], table[key][~table[key].isin(ids)]

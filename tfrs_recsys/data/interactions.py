@@ -61,7 +61,9 @@ class _RowChecks:
 
 def _constant_columns(log: pd.DataFrame, key: str, columns: list[str]) -> list[str]:
     """The ``columns`` of ``log`` whose value never changes within one ``key``."""
-    grouped = log.groupby(key, sort=False)
+    lists = {c: log[c].map(lambda v: tuple(v) if is_listlike(v) else v) for c in columns
+             if log[c].dtype == object and log[c].map(is_listlike).any()}  # genres as a list: unhashable
+    grouped = log.assign(**lists).groupby(key, sort=False)
     return [c for c in columns if (grouped[c].nunique(dropna=False) <= 1).all()]
 
 
@@ -78,7 +80,8 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
                          rating_column: str | None = None, min_rating: float | None = None,
                          items: str | None = None, users: str | None = None,
                          column_types: Sequence[str] = (), skip_bad_rows: bool = False,
-                         rating_values: Sequence[str] = ()) -> InteractionData:
+                         rating_values: Sequence[str] = (), exclude_columns: Sequence[str] = ()
+                         ) -> InteractionData:
     """Reads an interaction log with any column names into :class:`InteractionData`.
 
     Args:
@@ -96,6 +99,7 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
         column declared numeric) instead of failing on the first.
       rating_values: ``TEXT=NUMBER`` entries: the rating of each text value of ``rating_column`` (event
         types: ``view=1``, ``cart=3``, ``purchase=5``).
+      exclude_columns: Columns of the log or its tables left out of the features.
 
     Returns:
       The interactions (``user_id``, ``item_id`` as text, ``rating``, ``timestamp`` in seconds), the item
@@ -141,6 +145,7 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
 
     item_table = read_entity_table(items, item_column, "item", skip_bad_rows, reports, column_types)
     user_table = read_entity_table(users, user_column, "user", skip_bad_rows, reports, column_types)
+    log, item_table, user_table = _excluded(exclude_columns, named, log, item_table, user_table)
     say_unmatched(item_table, out["item_id"], "item", items)
     say_unmatched(user_table, out["user_id"], "user", users)
     rest = [c for c in log.columns if c not in named]
@@ -159,6 +164,21 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
     item_table, user_table = _lists(item_table, "item_id"), _lists(user_table, "user_id")
     name = posixpath.basename(str(data).rstrip("/")) or "interactions"
     return InteractionData(out, item_table, user_table, name=name, skipped=reports)
+
+
+def _excluded(columns: Sequence[str], named: dict[str, str], *frames: pd.DataFrame | None) -> list:
+    """``frames`` without ``columns`` (``--exclude-columns``), each of which one of them must hold and no
+    other flag name."""
+    held = [c for frame in frames if frame is not None for c in frame.columns if c not in named]
+    for column in columns:
+        if column in named:
+            raise DataError(f"--exclude-columns names the {named[column]} column", column=column,
+                            fix=f"keep it, or name another column with {named[column]}")
+        if column not in held:
+            raise DataError("--exclude-columns names no column of the log or its tables", column=column,
+                            fix=f"choose among {', '.join(dict.fromkeys(held))}")
+    return [None if frame is None else frame.drop(columns=[c for c in columns if c in frame.columns])
+            for frame in frames]
 
 
 def _lists(table: pd.DataFrame | None, key: str) -> pd.DataFrame | None:

@@ -16,6 +16,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError, SkipReport
@@ -336,6 +339,35 @@ def binary_checks(frame: pd.DataFrame, labels: Sequence[str], fix: str = "binari
              lambda row, c=c: f"label must be 0 or 1, found {frame[c].iloc[row]}", fix) for c in labels]
 
 
+_UTC_MICROS = pa.timestamp("us", tz="UTC")
+
+
+def _plain(field: pa.Field) -> bool:
+    return not pa.types.is_struct(field.type) and (not pa.types.is_timestamp(field.type)
+                                                   or field.type == _UTC_MICROS)
+
+
+def plain_columns(table: pa.Table) -> pa.Table:
+    """``table`` with each struct column flattened into ``parent.child`` columns (nested ones too), and
+    each timestamp column as microseconds in UTC: a warehouse export may write one struct per event
+    (``metadata.canal``), and shards written apart their own time zones and units, of the same instants (a
+    time without a zone is read as UTC, as dates are)."""
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    for i, field in enumerate(table.schema):
+        if not _plain(field):
+            table = table.set_column(i, field.name, pc.cast(table.column(i), _UTC_MICROS, safe=False))
+    return table
+
+
+def plain_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """:func:`plain_columns` of one record batch."""
+    if all(_plain(f) for f in batch.schema):
+        return batch
+    table = plain_columns(pa.Table.from_batches([batch]))
+    return pa.RecordBatch.from_arrays([c.combine_chunks() for c in table.columns], schema=table.schema)
+
+
 def read_parquet(path: str | os.PathLike, *, columns: Sequence[str] | None = None, what: str = "Parquet file",
                  fix_missing: str = "check the path") -> pd.DataFrame:
     """Read a Parquet file; missing required columns are named.
@@ -351,7 +383,7 @@ def read_parquet(path: str | os.PathLike, *, columns: Sequence[str] | None = Non
     """
     path = require_file(path, what, fix_missing)
     try:
-        frame = pd.read_parquet(io.BytesIO(paths.read_bytes(path)))
+        frame = plain_columns(pq.read_table(io.BytesIO(paths.read_bytes(path)))).to_pandas()
     except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
         raise DataError(f"not a readable Parquet file ({type(exc).__name__}: {exc})", path=path,
                         fix="check the file is Parquet, not CSV or a partial download") from None

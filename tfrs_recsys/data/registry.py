@@ -109,7 +109,8 @@ def load_interactions(dataset: str = "synthetic", data_dir: str | None = None, *
                       item_column: str | None = None, time_column: str | None = None,
                       rating_column: str | None = None, min_rating: float | None = None,
                       items: str | None = None, users: str | None = None,
-                      column_types: Sequence[str] = (), rating_values: Sequence[str] = ()) -> InteractionData:
+                      column_types: Sequence[str] = (), rating_values: Sequence[str] = (),
+                      exclude_columns: Sequence[str] = ()) -> InteractionData:
     """Interactions for retrieval.
 
     Args:
@@ -121,7 +122,7 @@ def load_interactions(dataset: str = "synthetic", data_dir: str | None = None, *
       synthetic_items: Items of synthetic data.
       tfds_download: Let TensorFlow Datasets download (``tfds:`` names).
       user_column, item_column, time_column, rating_column, min_rating, items, users, column_types,
-        rating_values: The options of ``interactions``
+        rating_values, exclude_columns: The options of ``interactions``
         (:func:`~tfrs_recsys.data.interactions.load_interaction_log`).
 
     Returns:
@@ -137,7 +138,8 @@ def load_interactions(dataset: str = "synthetic", data_dir: str | None = None, *
         return load_interaction_log(
             _need_dir(dataset, data_dir), user_column=user_column, item_column=item_column,
             time_column=time_column, rating_column=rating_column, min_rating=min_rating, items=items,
-            users=users, column_types=column_types, skip_bad_rows=skip_bad_rows, rating_values=rating_values)
+            users=users, column_types=column_types, skip_bad_rows=skip_bad_rows, rating_values=rating_values,
+            exclude_columns=exclude_columns)
     if dataset in ("synthetic", "synthetic-histories"):
         return synthetic_histories(synthetic_users, synthetic_items, seed=seed)
     if dataset == "synthetic-ratings":
@@ -206,7 +208,7 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
             synthetic_items=synthetic_items, tfds_download=tfds_download, user_column=user_column,
             item_column=item_column, column_types=column_types, time_column=time_column,
             rating_column=rating_column, min_rating=min_rating, rating_values=rating_values, items=items,
-            users=users)
+            users=users, exclude_columns=exclude_columns)
         # A log of your own brings its item table's columns; MovieLens its genres (titles are free text).
         item_columns = [c for c in log.items.columns if c not in ("item_id", *FREE_TEXT_COLUMNS)
                         ] if dataset == "interactions" else ["genres"]

@@ -37,6 +37,7 @@ from tfrs_recsys import paths
 from tfrs_recsys.data.bad_rows import BadRows, labels_of
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import without_autotune
+from tfrs_recsys.data.readers import plain_batch, plain_columns
 from tfrs_recsys.data.schema import MISSING_INT, FeatureSpec, frame_to_raw
 from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, declared_text, table_files, text_separator
 from tfrs_recsys.data.text_encodings import file_encoding
@@ -154,7 +155,7 @@ def _batches(file: str, schema: pa.Schema | None, rows: int,
     text line of another field count than the header's (:meth:`BadRows.malformed_lines`)."""
     if _suffix(file) in PARQUET_SUFFIXES:
         with paths.open_file(file) as fh:
-            yield from pq.ParquetFile(fh).iter_batches(batch_size=rows)
+            yield from map(plain_batch, pq.ParquetFile(fh).iter_batches(batch_size=rows))
         return
     # one thread numbers bad lines
     reading = pa_csv.ReadOptions(block_size=rows * 400, use_threads=False, encoding=file_encoding(file))
@@ -268,7 +269,7 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
             groups += [(index, g, int(starts[g])) for g in range(meta.num_row_groups)]
         for index, group, start in (groups[i] for i in rng.permutation(len(groups))):
             with paths.open_file(table.files[index]) as fh:
-                batch = pq.ParquetFile(fh).read_row_group(group)
+                batch = plain_columns(pq.ParquetFile(fh).read_row_group(group))
             batch = _joined(table, batch.filter(pa.array(split_parts(batch, table, index, start, seed) == 0)))
             chunks.append(batch)
             sources.append(table.files[index])
@@ -282,14 +283,16 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
             chunks, sources = chunks + read, sources + [table.files[index]] * len(read)
     if not chunks:
         raise DataError("no training rows in the data", path=table.files[0], fix="check the files")
-    try:  # shards written apart may differ in width (int32 / int64), nullness or an extra index column
-        tables = [c if isinstance(c, pa.Table) else pa.Table.from_batches([c]) for c in chunks]
-        read = pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        first = next((f for f, c in zip(sources, chunks) if not c.schema.equals(chunks[0].schema)),
-                     sources[0])
-        raise DataError(f"its columns cannot be unified with those of {paths.basename(sources[0])}: {exc}",
-                        path=first, fix="write every shard with the same columns and types") from None
+    # shards written apart may differ in width (int32 / int64), nullness or an extra index column
+    read = pa.Table.from_batches([chunks[0]]) if isinstance(chunks[0], pa.RecordBatch) else chunks[0]
+    for i, chunk in enumerate(chunks[1:], 1):  # one at a time, to name the shard that differs
+        try:
+            read = pa.concat_tables([read, pa.Table.from_batches([chunk]) if isinstance(chunk, pa.RecordBatch)
+                                     else chunk], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            before = ", ".join(dict.fromkeys(paths.basename(f) for f in sources[:i]))
+            raise DataError(f"its columns cannot be unified with those of {before}: {exc}", path=sources[i],
+                            fix="write every shard with the same columns and types") from None
     # Subsampled in Arrow, in a random order (the spec's distinct counts read its halves): only the sample
     # becomes Python objects.
     sample = read.take(pa.array(rng.permutation(read.num_rows)[:rows]))
