@@ -122,7 +122,7 @@ def test_a_ranker_number_a_request_cannot_send_is_a_400_naming_it(served):
     client, http = _app(proc.address, ranker="hourly")
     with client:
         assert http.get("/recommend/u1", params={"hour": "13"}).status_code == 200
-        for hostile in ("1e30", "inf", "nan", "99999999999999999999", "1.5", "-1e19"):
+        for hostile in ("1e30", "inf", "nan", "99999999999999999999", "1.5", "-1e19", "1_3"):
             answer = http.get("/recommend/u1", params={"hour": hostile})
             assert answer.status_code == 400, (hostile, answer.text)
             assert "'hour' takes numbers" in answer.json()["error"]
@@ -290,3 +290,34 @@ def test_the_service_started_with_a_model_name_the_server_lacks_says_which_flag(
         proc.terminate()
         _, said = proc.communicate(timeout=30)  # never blocks on a line that is not printed
     assert "serves no model 'ranker-typo': name yours with --ranker-model" in said
+
+
+def test_huge_names_values_and_ids_are_refused_unechoed_and_other_routes_answer_json(served):
+    from tfrs_recsys.data.schema import signature_name
+
+    _, proc = served
+    client, http = _app(proc.address, ranker="hourly")
+    with client:
+        cached = signature_name.cache_info().currsize
+        for n in range(20):  # names the cache of input names must not keep
+            answer = http.get(f"/recommend/u1?{n}{'-' * 60_000}=1")
+            assert answer.status_code == 400 and len(answer.content) < 1000
+            assert "names have at most 256" in answer.json()["error"]
+        assert signature_name.cache_info().currsize <= cached + 2
+        long_value = http.get("/recommend/u1", params={"hour": "1" * 5000})
+        assert long_value.status_code == 400 and len(long_value.content) < 1200
+        unknown = http.get("/recommend/u1", params={"x" * 250: "1"})  # echoed, and cut
+        assert unknown.status_code == 400 and len(unknown.content) < 1200
+        for user in ("%20%20", "u" * 300):
+            answer = http.get(f"/recommend/{user}")
+            assert answer.status_code == 400 and "ids have 1 to 256" in answer.json()["error"]
+        assert http.get("/recommend/u1").status_code == 200
+        for path, method, status in (("/nowhere", "GET", 404), ("/docs", "GET", 404),
+                                     ("/openapi.json", "GET", 404), ("/recommend/u1", "DELETE", 405)):
+            answer = http.request(method, path)
+            assert answer.status_code == status and "error" in answer.json(), (path, answer.text)
+        form = http.post("/events", content=b'{"user_id": "u9", "item_id": "item_01", "event": "click"}',
+                         headers={"content-type": "text/plain"})
+        assert form.status_code == 415 and "application/json" in form.json()["error"]
+        too_big = http.post("/events", content=b" " * ((4 << 20) + 1))
+        assert too_big.status_code == 413 and too_big.headers["connection"] == "close"  # its body unread

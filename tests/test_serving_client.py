@@ -301,3 +301,45 @@ def test_a_score_that_is_not_finite_is_json_null():
     text = json.dumps(answer.to_dict(), allow_nan=False)  # what an HTTP answer must be: strict JSON
     assert json.loads(text)["items"][0] == {"item_id": "a", "score": None, "source": "recall",
                                             "scores": {"ctr": None, "retrieval": 1.5}}
+
+
+def test_a_model_server_back_after_an_outage_is_found_within_a_second_or_two():
+    import time
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    class Status(model_service_pb2_grpc.ModelServiceServicer):
+        def GetModelStatus(self, request, context):
+            return get_model_status_pb2.GetModelStatusResponse()
+
+    address = f"127.0.0.1:{fx.free_port()}"
+
+    def serve() -> grpc.Server:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(Status(), server)
+        server.add_insecure_port(address)
+        server.start()
+        return server
+
+    server = serve()
+    with ServingClient(address, timeout=0.5) as client:
+        assert client.status("m") == []
+        server.stop(None)
+        outage = time.monotonic() + 10  # gRPC's own backoff would have grown past 5 s by now
+        while time.monotonic() < outage:
+            with pytest.raises(ServerUnavailableError):
+                client.status("m")
+            time.sleep(0.2)
+        server, back = serve(), time.monotonic()
+        try:
+            while True:
+                try:
+                    client.status("m")
+                    break
+                except ServerUnavailableError:
+                    time.sleep(0.05)
+            assert time.monotonic() - back < 2.5
+        finally:
+            server.stop(None)

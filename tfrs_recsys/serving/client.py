@@ -133,6 +133,9 @@ def _retrieved(outputs: Mapping[str, np.ndarray], model: str,
                                  "scores that are not numbers") from None
 
 
+RECONNECT_BACKOFF_MS = (200, 1000)  # the first and the longest wait between reconnection attempts
+
+
 class ServingClient:
     """A gRPC client of ``tensorflow.serving.PredictionService`` and ``ModelService``.
 
@@ -149,8 +152,13 @@ class ServingClient:
         self.timeout = timeout
         self.retrieval_model = retrieval_model
         self.ranker_model = ranker_model
-        self._channel = grpc.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
+        # gRPC's reconnect backoff grows to 2 minutes while the server is down: capped, the client finds a
+        # restarted server within a second or two rather than up to minutes later.
+        self._channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
+            ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+            ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1])])
         self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._metadata: dict[tuple, dict[str, SignatureInfo]] = {}

@@ -26,10 +26,11 @@ from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tfrs_recsys.model_server.rest_guard import CONNECTION_KEY, ConnectionGuard, RestOptions
 from tfrs_recsys.serving.client import ServerUnavailableError, ServingClientError
-from tfrs_recsys.serving.events import MAX_BATCH, EventError, parse_events
+from tfrs_recsys.serving.events import MAX_BATCH, MAX_ID_CHARS, EventError, parse_events
 from tfrs_recsys.serving.pipeline import RecallRankPipeline
 from tfrs_recsys.serving.pipeline_cli import add_pipeline_arguments, pipeline_from_args
 from tfrs_recsys.serving.stores import StoreStateError, StoreUnavailableError
@@ -37,6 +38,10 @@ from tfrs_recsys.serving.stores import StoreStateError, StoreUnavailableError
 logger = logging.getLogger(__name__)
 MAX_TOP_K = 1000
 MAX_QUERY_PARAMETERS = 256
+MAX_PARAMETER_CHARS = 4096  # a query parameter's value; its name, as a user id, at most MAX_ID_CHARS
+# The content types a browser posts cross-site without a CORS preflight: events in them are refused.
+_SIMPLE_FORMS = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
+MAX_ERROR_CHARS = 1024  # an error answer quotes what it refuses: never a request's megabytes back
 MAX_BODY_BYTES = 4 << 20  # a POST /events body: thousands of events
 BODY_TIMEOUT_S = 30.0  # the time a body has to arrive in
 
@@ -57,7 +62,8 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
       400 for a bad request. A store that does not answer makes ``/recommend`` and ``/recall`` answer
       this process's hot list with ``fallback`` set, and ``/events`` 503 (nothing applied).
     """
-    app = FastAPI(title="tfrs_recsys recommendations")
+    # No interactive docs: their page loads scripts from a CDN, and a service answers its routes alone.
+    app = FastAPI(title="tfrs_recsys recommendations", docs_url=None, redoc_url=None, openapi_url=None)
     event_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="events")
 
     @app.exception_handler(RequestValidationError)
@@ -66,6 +72,12 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
         first = error.errors()[0]
         field = str(first.get("loc", ("", ""))[-1])
         return JSONResponse({"error": f"{field}: {first.get('msg')}", "field": field}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        """An unknown path (404) or method (405), in the service's ``{"error": ...}`` form."""
+        detail = f"{request.method} {request.url.path[:MAX_ID_CHARS]}: {error.detail}"
+        return JSONResponse({"error": detail}, status_code=error.status_code, headers=error.headers)
 
     @app.get("/health")
     def health():
@@ -96,6 +108,11 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
     @app.post("/events")
     async def events(request: Request):
         """Applies a batch of user events, all or none (400 naming the bad field)."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind in _SIMPLE_FORMS:  # what a web page may post to loopback without asking (CORS)
+            why = (f"body: Content-Type {kind}, which any web page in a browser on this host can send; send "
+                   f"application/json (curl: -H 'Content-Type: application/json')")
+            return JSONResponse({"error": why, "field": "body"}, status_code=415)
         try:
             body = await _bounded_body(request, max_body_bytes, body_timeout_s)
         except TimeoutError:  # a body that trickles in holds a connection: cut, as the model server does
@@ -103,7 +120,7 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
                                 status_code=408, headers={"connection": "close"})
         if body is None:
             return JSONResponse({"error": f"body: over --max-body-bytes={max_body_bytes}", "field": "body"},
-                                status_code=413)
+                                status_code=413, headers={"connection": "close"})
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError) as e:  # not JSON, an integer of 4,300+ digits, or nested deep
@@ -121,11 +138,15 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
 
     def answer(method, user_id: str, top_k: int):
         try:
+            if not user_id.strip() or len(user_id.strip()) > MAX_ID_CHARS:
+                raise ValueError(f"the user id is {len(user_id.strip())} characters long (spaces trimmed); "
+                                 f"ids have 1 to {MAX_ID_CHARS}")
             return JSONResponse(method(user_id, top_k).to_dict())  # rendered here: its errors caught below
         except (ServingClientError, ValueError) as e:
             unavailable = isinstance(e, ServerUnavailableError)
             status = 503 if unavailable else 502 if isinstance(e, ServingClientError) else 400
-            return JSONResponse({"error": str(e)}, status_code=status)
+            text = str(e) if len(str(e)) <= MAX_ERROR_CHARS else str(e)[:MAX_ERROR_CHARS] + "... (cut)"
+            return JSONResponse({"error": text}, status_code=status)
         except Exception as e:  # a defect of ours: said as JSON, the connection kept, the trace in the log
             logger.exception("answering %s for user %r", method, user_id)
             return JSONResponse({"error": f"internal error ({type(e).__name__}); see the service's log"},
@@ -136,6 +157,11 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
         if len(names) > MAX_QUERY_PARAMETERS:
             raise ValueError(f"{len(names)} query parameters; at most {MAX_QUERY_PARAMETERS} (top_k and the "
                              f"ranker's request features)")
+        for name, value in request.query_params.multi_items():  # checked before any is looked up
+            if len(name) > MAX_ID_CHARS or len(value) > MAX_PARAMETER_CHARS:
+                raise ValueError(f"a query parameter of a {len(name)}-character name and a {len(value)}-"
+                                 f"character value; names have at most {MAX_ID_CHARS}, values "
+                                 f"{MAX_PARAMETER_CHARS}")
         if twice := [name for name, n in Counter(names).items() if n > 1]:
             raise ValueError(f"query parameter {twice[0]!r} is given more than once; give it once")
         return {name: request.query_params[name] for name in names if name != "top_k"}
