@@ -338,13 +338,12 @@ def _warehouse_export(folder) -> pd.DataFrame:
     rows = pd.DataFrame({"usuario_id": [f"u{i % 7}" for i in range(90)], "producto_id": [f"0{i % 5}"
                          for i in range(90)], "comprado": [i % 3 == 0 for i in range(90)],
                          "fila": range(90)})
-    zones = [("us", "America/Sao_Paulo"), ("ns", "UTC"), ("ms", None)]
+    zones = [("us", "America/Sao_Paulo"), ("ns", "UTC"), ("ms", "UTC")]
     for part, (unit, zone) in enumerate(zones):
         piece = rows[30 * part:30 * part + 30]
         when = instants[30 * part:30 * part + 30]
         table = pa.Table.from_pandas(piece, preserve_index=False).append_column(
-            "evento_ts", pa.array(when.tz_convert(zone) if zone else when.tz_localize(None),
-                                  pa.timestamp(unit, tz=zone)))
+            "evento_ts", pa.array(when.tz_convert(zone), pa.timestamp(unit, tz=zone)))
         table = table.append_column("metadata", pa.array(
             [{"canal": ("app", "web")[i % 2], "pagina": i % 4} for i in range(30)]))
         table = table.append_column("etiquetas", pa.array([["a", "b"][: 1 + i % 2] for i in range(30)]))

@@ -339,24 +339,26 @@ def binary_checks(frame: pd.DataFrame, labels: Sequence[str], fix: str = "binari
              lambda row, c=c: f"label must be 0 or 1, found {frame[c].iloc[row]}", fix) for c in labels]
 
 
-_UTC_MICROS = pa.timestamp("us", tz="UTC")
+def _micros(field: pa.Field) -> pa.DataType:
+    """The type a timestamp column is read as: microseconds, in UTC where it has a zone."""
+    return pa.timestamp("us", tz="UTC" if field.type.tz else None)
 
 
 def _plain(field: pa.Field) -> bool:
     return not pa.types.is_struct(field.type) and (not pa.types.is_timestamp(field.type)
-                                                   or field.type == _UTC_MICROS)
+                                                   or field.type == _micros(field))
 
 
 def plain_columns(table: pa.Table) -> pa.Table:
     """``table`` with each struct column flattened into ``parent.child`` columns (nested ones too), and
-    each timestamp column as microseconds in UTC: a warehouse export may write one struct per event
-    (``metadata.canal``), and shards written apart their own time zones and units, of the same instants (a
-    time without a zone is read as UTC, as dates are)."""
+    each timestamp column as microseconds, in UTC where it has a zone: a warehouse export may write one
+    struct per event (``metadata.canal``), and shards written apart their own time zones and units, of the
+    same instants."""
     while any(pa.types.is_struct(f.type) for f in table.schema):
         table = table.flatten()
     for i, field in enumerate(table.schema):
         if not _plain(field):
-            table = table.set_column(i, field.name, pc.cast(table.column(i), _UTC_MICROS, safe=False))
+            table = table.set_column(i, field.name, pc.cast(table.column(i), _micros(field), safe=False))
     return table
 
 
