@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import dataset_path
+from side_by_side import run_side_by_side
 from test_retrieval_model import segment_interactions, small_config
 
 from tfrs_recsys import runs
@@ -22,10 +23,13 @@ from tfrs_recsys.training.common import PATIENCE_STEPS, patience_epochs
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _env() -> dict:
+    return {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
 def _run(args, timeout=600):
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=REPO)
+                          env=_env(), cwd=REPO)
 
 
 @pytest.fixture(scope="module")
@@ -70,25 +74,27 @@ def test_recommend_cli_prints_titles_and_excludes_seen(cli_run):
     out, _ = cli_run
     histories = pd.read_parquet(out / "histories.parquet")
     user, seen = histories["user_id"].iloc[0], set(histories["items"].iloc[0])
-    proc = _run(["tfrs_recsys.recommend", "--model-dir", str(out), "--user-id", user, "--k", "10",
-                 "--exclude-seen", "--json"])
+    recommend = [sys.executable, "-m", "tfrs_recsys.recommend"]
+    # five independent command lines, started together (each spends seconds loading TensorFlow)
+    proc, kept, default, table, cold = run_side_by_side([
+        [*recommend, "--model-dir", str(out), "--user-id", user, "--k", "10", "--exclude-seen", "--json"],
+        [*recommend, "--run-dir", str(out), "--user-id", user, "--k", "10", "--keep-seen", "--json"],
+        [*recommend, "--run-dir", str(out), "--user-id", user, "--k", "10", "--json"],
+        [*recommend, "--run-dir", str(out), "--user-id", "nobody", "--k", "3"],
+        [*recommend, "--run-dir", str(out), "--user-id", "nobody", "--k", "3", "--json"],
+    ], timeout=600, env=_env(), cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     recs = json.loads(proc.stdout)["items"]
     assert len(recs) == 10 and not seen & {r["item_id"] for r in recs}
     assert [r["score"] for r in recs] == sorted((r["score"] for r in recs), reverse=True)
-    kept = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", user, "--k", "10",
-                 "--keep-seen", "--json"])
-    default = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", user, "--k", "10", "--json"])
     left_out = json.loads((out / "retrieval_meta.json").read_text())["history_left_out"]
     as_ranked = recs if left_out else json.loads(kept.stdout)["items"]  # as the run ranked
     assert json.loads(default.stdout)["items"] == as_ranked
-    table = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", "nobody", "--k", "3"])
     assert table.returncode == 0, table.stderr[-3000:]
     lines = table.stdout.strip().splitlines()
     assert "unknown user" in lines[0] and len(lines) == 5  # header, column names, 3 rows
     titles = set(pd.read_parquet(out / "items.parquet")["title"])
     assert all(any(t in line for t in titles) for line in lines[2:])
-    cold = _run(["tfrs_recsys.recommend", "--run-dir", str(out), "--user-id", "nobody", "--k", "3", "--json"])
     counts = histories["items"].explode().value_counts()  # a cold user: the most interacted items
     recs = json.loads(cold.stdout)["items"]
     assert [r["score"] for r in recs] == counts.iloc[:3].astype(float).tolist()

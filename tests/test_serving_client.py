@@ -2,7 +2,6 @@
 import json
 import os
 import socket
-import subprocess
 import sys
 import warnings
 
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import serving_fixtures as fx
+from side_by_side import run_side_by_side
 
 from tfrs_recsys.serving.client import ServerUnavailableError, ServingClient, ServingClientError
 from tfrs_recsys.serving.feature_store import FeatureStore
@@ -213,51 +213,57 @@ def test_request_time_features_fill_what_the_ranker_takes_and_the_request_lacks(
         "shown_at": tuesday_2213_utc, "hour": 22}  # a ranker's --time-column by its own name
 
 
-def _grpc_experiments_seen_by_a_client_process(env_value):
-    """GRPC_EXPERIMENTS in a fresh process once our client (and with it grpc) is imported."""
-    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
-    if env_value is not None:
-        env["GRPC_EXPERIMENTS"] = env_value
+def _grpc_experiments_seen_by_client_processes(*env_values):
+    """GRPC_EXPERIMENTS in a fresh process per value (None: unset), once our client (and with it grpc) is
+    imported; the processes run side by side."""
+    envs = []
+    for env_value in env_values:
+        env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+        if env_value is not None:
+            env["GRPC_EXPERIMENTS"] = env_value
+        envs.append(env)
     code = "import os, tfrs_recsys.serving.client, grpc; print(repr(os.environ.get('GRPC_EXPERIMENTS')))"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-                          cwd=fx.REPO).stdout.strip()
+    done = run_side_by_side([[sys.executable, "-c", code]] * len(envs), timeout=120, envs=envs, cwd=fx.REPO)
+    assert all(proc.returncode == 0 for proc in done), [proc.stderr[-3000:] for proc in done]
+    return [proc.stdout.strip() for proc in done]
 
 
 def test_grpc_transport_setting_is_set_on_import_and_yields_to_the_user():
-    assert _grpc_experiments_seen_by_a_client_process(None) == "'-event_engine_client,-event_engine_listener'"
-    assert _grpc_experiments_seen_by_a_client_process("") == "''"
-    assert _grpc_experiments_seen_by_a_client_process("-event_engine_client") == "'-event_engine_client'"
+    assert _grpc_experiments_seen_by_client_processes(None, "", "-event_engine_client") == [
+        "'-event_engine_client,-event_engine_listener'", "''", "'-event_engine_client'"]
 
 
 def test_recommend_cli(server, store_dir):
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "tfrs_recsys.recommend", *args], capture_output=True,
-                              text=True, timeout=120, cwd=fx.REPO)
+    def command(*args):
+        return [sys.executable, "-m", "tfrs_recsys.recommend", *args]
 
-    done = run("--user-id", "u1", "--k", "4", "--store", str(store_dir), "--address", server.address,
-               "--num-candidates", "8", "--ranker-model", "ranker", "--context", "device=mobile", "--json")
+    store, address = ["--store", str(store_dir)], ["--address", server.address]
+    # six independent command lines, started together (each spends seconds loading TensorFlow)
+    done, table, mixed, kept, bad, down = run_side_by_side([
+        command("--user-id", "u1", "--k", "4", *store, *address, "--num-candidates", "8", "--ranker-model",
+                "ranker", "--context", "device=mobile", "--json"),
+        command("--user-id", "stranger", "--k", "2", *store, *address, "--ranker-model", "ranker"),
+        command("--user-id", "u1", "--k", "3", *store, *address, "--recall-only", "--recall-merge",
+                "positions", "--hot-positions", "1", "--json"),
+        command("--user-id", "u1", "--k", "8", *store, *address, "--recall-only", "--keep-seen",
+                "--json"),  # a log of re-reads: the history stays
+        command("--user-id", "u1", *store, "--recall-merge", "positions"),
+        command("--user-id", "u1", *store, "--address", f"127.0.0.1:{fx.free_port()}"),
+    ], timeout=120, cwd=fx.REPO)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert [r["item_id"] for r in result["items"]] == expected_recommendation(4)[0]
     assert result["is_cold_start"] is False
-    table = run("--user-id", "stranger", "--k", "2", "--store", str(store_dir), "--address", server.address,
-                "--ranker-model", "ranker")
     assert table.returncode == 0 and "cold start" in table.stdout and HOT[0] in table.stdout
-    mixed = run("--user-id", "u1", "--k", "3", "--store", str(store_dir), "--address", server.address,
-                "--recall-only", "--recall-merge", "positions", "--hot-positions", "1", "--json")
     assert mixed.returncode == 0, mixed.stderr
     recalled = fx.retrieval_reference("u1", HISTORY, exclude=HISTORY)[0]
     assert recalled[1] == HOT[0]  # the hottest item is also retrieved second: it is listed once, at slot 1
     assert [(r["item_id"], r["source"]) for r in json.loads(mixed.stdout)["items"]] == [
         (HOT[0], "hot"), (recalled[0], "recall"), (recalled[2], "recall")]
-    kept = run("--user-id", "u1", "--k", "8", "--store", str(store_dir), "--address", server.address,
-               "--recall-only", "--keep-seen", "--json")  # a log of re-reads: the history stays
     assert kept.returncode == 0, kept.stderr
     assert ([r["item_id"] for r in json.loads(kept.stdout)["items"]]
             == fx.retrieval_reference("u1", HISTORY)[0][:8])
-    bad = run("--user-id", "u1", "--store", str(store_dir), "--recall-merge", "positions")
     assert bad.returncode == 2 and "field 'hot_positions'" in bad.stderr
-    down = run("--user-id", "u1", "--store", str(store_dir), "--address", f"127.0.0.1:{fx.free_port()}")
     assert down.returncode == 1 and "no model server answers" in down.stderr
 
 
