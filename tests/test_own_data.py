@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import serving_fixtures as fx
 import tensorflow as tf
+from side_by_side import run_side_by_side
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tfrs_recsys.data.errors import DataError
@@ -46,10 +47,17 @@ def _events(rows: int = 3000, seed: int = 0, visitor_column: str = "visitor") ->
                          "hour": (ts // 3600) % 24, "category": category[sku], "clicked": clicked})
 
 
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _command(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
 def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=REPO)
+    return subprocess.run(_command(args), capture_output=True, text=True, timeout=timeout, env=_env(),
+                          cwd=REPO)
 
 
 def _json(proc: subprocess.CompletedProcess) -> dict:
@@ -60,33 +68,40 @@ def _json(proc: subprocess.CompletedProcess) -> dict:
 def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
     events = tmp_path / "events.csv"
     _events(visitor_column="visitor id").to_csv(events, index=False)
-    retrieval = _json(_run(["tfrs_recsys.train", "retrieval", "--dataset", "interactions",
-                            "--data", str(events), "--user-column", "visitor id", "--item-column", "sku",
-                            "--time-column", "ts",
-                            "--rating-column", "clicked", "--min-rating", "1", "--epochs", "2",
-                            "--max-history", "8", "--embedding-dim", "16", "--ff-dim", "32",
-                            "--output-dir", str(tmp_path / "retrieval"), "--progress", "false"]))
-    assert retrieval["test_metrics"]["recall@50"] > 0
-    ranker = _run(["tfrs_recsys.train", "deepfm", "--dataset", "csv", "--data", str(events),
-                   "--label-columns", "clicked", "--user-column", "visitor id", "--item-column", "sku",
-                   "--epochs", "2", "--output-dir", str(tmp_path / "deepfm"), "--progress", "false"])
+    # Independent command lines run side by side (each spends seconds loading TensorFlow): the two trainings,
+    # then the retrieval export beside the two recommend calls, then the ranker's export (the two exports
+    # both add their models to models.config: one after the other).
+    retrieval, ranker = run_side_by_side([
+        _command(["tfrs_recsys.train", "retrieval", "--dataset", "interactions",
+                  "--data", str(events), "--user-column", "visitor id", "--item-column", "sku",
+                  "--time-column", "ts",
+                  "--rating-column", "clicked", "--min-rating", "1", "--epochs", "2",
+                  "--max-history", "8", "--embedding-dim", "16", "--ff-dim", "32",
+                  "--output-dir", str(tmp_path / "retrieval"), "--progress", "false"]),
+        _command(["tfrs_recsys.train", "deepfm", "--dataset", "csv", "--data", str(events),
+                  "--label-columns", "clicked", "--user-column", "visitor id", "--item-column", "sku",
+                  "--epochs", "2", "--output-dir", str(tmp_path / "deepfm"), "--progress", "false"]),
+    ], timeout=600, env=_env(), cwd=REPO)
+    assert _json(retrieval)["test_metrics"]["recall@50"] > 0
     assert _json(ranker)["test_metrics"]["auc"] > 0.65  # the label follows the category
     assert "hour" in ranker.stdout and "int64" in ranker.stdout  # the schema table at the start
     assert "early stopping follows selection_score = the validation auc" in ranker.stdout
     assert re.search(r"^ts +timestamp .*date text", ranker.stdout, re.M)  # dates, not an id of each time
 
-    answer = _run(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", " v3 ",
-                   "--k", "5", "--json"])
+    base = tmp_path / "exports"
+    exported, answer, given = run_side_by_side([
+        _command(["tfrs_recsys.export", "retrieval", "--model-dir", str(tmp_path / "retrieval"),
+                  "--export-base", str(base), "--name", "shop", "--k", "10", "--allow-low-recall"]),
+        _command(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", " v3 ",
+                  "--k", "5", "--json"]),
+        _command(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", "v3",
+                  "--history", "7,no-such-sku", "--json"]),
+    ], timeout=600, env=_env(), cwd=REPO)
     recommended = _json(answer)["items"]
     assert _json(answer)["known_user"]  # the id read as training read it, spaces stripped
     assert len(recommended) == 5 and all(r["title"].startswith("category=") for r in recommended)
-    given = _run(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", "v3",
-                  "--history", "7,no-such-sku", "--json"])
     assert _json(given)["unknown_history_items"] == ["no-such-sku"]
-
-    base = tmp_path / "exports"
-    _json(_run(["tfrs_recsys.export", "retrieval", "--model-dir", str(tmp_path / "retrieval"),
-                "--export-base", str(base), "--name", "shop", "--k", "10", "--allow-low-recall"]))
+    _json(exported)
     _json(_run(["tfrs_recsys.export", "deepfm", "--model-dir", str(tmp_path / "deepfm"), "--export-base",
                 str(base), "--name", "ranker"]))
     server = fx.start_server(tmp_path, [f"--model_config_file={base / 'models.config'}"])  # as written
