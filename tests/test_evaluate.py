@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from side_by_side import run_side_by_side
 
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.evaluate import evaluate_predictions, parse_gains
@@ -18,9 +19,12 @@ ESMM_COLUMNS = dict(click_label="click", click_score="p_ctr", conversion_label="
                     conversion_score="p_cvr")
 
 
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tfrs_recsys.evaluate", *args]
+
+
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tfrs_recsys.evaluate", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(_command(*args), cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def _users() -> pd.DataFrame:
@@ -197,17 +201,20 @@ def test_a_retrieval_run_is_ranked_again_as_its_training_ranked_it(tmp_path):
          "--num-blocks", "1", "--ff-dim", "16", "--progress", "false", "--output-dir", str(run)],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-3000:]
-    proc = _run("--run-dir", str(run), "--json", str(tmp_path / "test.json"))
+    # four independent evaluations, started together (each spends seconds loading TensorFlow)
+    proc, validation, refused, onto_folder = run_side_by_side([
+        _command("--run-dir", str(run), "--json", str(tmp_path / "test.json")),
+        _command("--run-dir", str(run), "--part", "validation", "--json", str(tmp_path / "val.json")),
+        _command("--run-dir", str(run), "--ndcg-k", "5"),
+        _command("--run-dir", str(run), "--json", str(tmp_path)),
+    ], timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.loads((run / "test_metrics.json").read_text())
     again = json.loads((tmp_path / "test.json").read_text())
     assert {"ndcg@10", "recall@10", "mrr@10"} <= set(again)
     assert again == pytest.approx({k: saved[k] for k in again}, abs=1e-9)
     assert "ndcg@10" in proc.stdout
-    validation = _run("--run-dir", str(run), "--part", "validation", "--json", str(tmp_path / "val.json"))
     assert validation.returncode == 0, validation.stderr[-3000:]
     assert json.loads((tmp_path / "val.json").read_text()) != again
-    refused = _run("--run-dir", str(run), "--ndcg-k", "5")
     assert refused.returncode == 2 and "--ndcg-k: only for ranker predictions" in refused.stderr
-    onto_folder = _run("--run-dir", str(run), "--json", str(tmp_path))
     assert onto_folder.returncode == 2 and "is a directory" in onto_folder.stderr

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from side_by_side import run_side_by_side
+
 REPO = Path(__file__).resolve().parents[1]
 NOTICES = [b"E0000 cuda_platform.cc:51] failed call to cuInit: INTERNAL: CUDA error",
            b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
@@ -43,11 +45,11 @@ def test_the_filter_drops_only_the_known_notices():
 
 def test_commands_are_quiet_by_default_and_verbose_on_request(tmp_path):
     command = [sys.executable, "-m", "tfrs_recsys.export", "describe", str(tmp_path)]
-    quiet = subprocess.run(command, capture_output=True, text=True, timeout=120, env=_env(), cwd=REPO)
+    # the two runs, started together (each spends seconds loading TensorFlow)
+    quiet, verbose = run_side_by_side([command, command], timeout=120,
+                                      envs=[_env(), _env(RECSYS_VERBOSE="1")], cwd=REPO)
     assert quiet.returncode == 2 and "holds no saved_model.pb" in quiet.stderr
     assert not any(n.decode()[:40] in quiet.stderr for n in NOTICES), quiet.stderr
     assert quiet.stderr.strip().splitlines() == [f"error: {tmp_path} holds no saved_model.pb and no version "
                                                  "folder (BASE/NAME/<int>)"]
-    verbose = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO,
-                             env=_env(RECSYS_VERBOSE="1"))
     assert verbose.returncode == 2 and "holds no saved_model.pb" in verbose.stderr

@@ -1,11 +1,11 @@
 """The run directory's readers: a missing file or another model's run fails naming the file and the command
 that writes it (the round trip of real training runs is in test_ranker_export and test_retrieval_train)."""
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from side_by_side import run_side_by_side
 
 from tfrs_recsys import runs
 from tfrs_recsys.config_sources import build_config
@@ -57,11 +57,12 @@ def test_another_models_run_is_refused(tmp_path):
 def test_the_commands_print_the_error_and_exit_2(tmp_path):
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
     run_dir = _ranker_run_without_checkpoint(tmp_path / "run")
-    for command in (["tfrs_recsys.recommend", "--run-dir", str(tmp_path), "--user-id", "1"],
-                    ["tfrs_recsys.export", "deepfm", "--model-dir", str(run_dir), "--export-base",
-                     str(tmp_path / "out"), "--name", "x"]):
-        done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, env=env,
-                              cwd=REPO, timeout=300)
+    commands = (["tfrs_recsys.recommend", "--run-dir", str(tmp_path), "--user-id", "1"],
+                ["tfrs_recsys.export", "deepfm", "--model-dir", str(run_dir), "--export-base",
+                 str(tmp_path / "out"), "--name", "x"])
+    # started together (each spends seconds loading TensorFlow)
+    for done in run_side_by_side([[sys.executable, "-m", *command] for command in commands], timeout=300,
+                                 env=env, cwd=REPO):
         assert done.returncode == 2, done.stderr[-2000:]
         assert "config.json" in done.stderr and "python -m tfrs_recsys.train" in done.stderr
 
