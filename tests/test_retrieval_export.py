@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from side_by_side import run_side_by_side
 from test_retrieval_model import ring_interactions, small_config
 
 import tfrs_recsys  # noqa: F401
@@ -64,16 +65,21 @@ def _env():
             "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def load_in_fresh_process(tmp_path, inputs, paths, scann: bool) -> dict:
+def load_in_fresh_processes(tmp_path, inputs, plain_paths, scann_paths) -> tuple[dict, dict]:
+    """The LOADER in two fresh processes, run side by side: one without ScaNN's ops for ``plain_paths``,
+    one with them for ``scann_paths``; their RESULTs."""
     script, feed = tmp_path / "loader.py", tmp_path / "inputs.json"
     script.write_text(LOADER)
     feed.write_text(json.dumps(inputs))
-    proc = subprocess.run([sys.executable, str(script), "scann" if scann else "plain", str(feed),
-                           *map(str, paths)],
-                          capture_output=True, text=True, timeout=300, env=_env())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    procs = run_side_by_side([[sys.executable, str(script), kind, str(feed), *map(str, paths)]
+                              for kind, paths in (("plain", plain_paths), ("scann", scann_paths))],
+                             timeout=300, env=_env())
+    results = []
+    for proc in procs:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+        results.append(json.loads(line[len("RESULT "):]))
+    return results[0], results[1]
 
 
 @pytest.fixture(scope="module")
@@ -183,10 +189,10 @@ def test_portable_export_uses_standard_ops_only(exported):
 def test_fresh_processes_reproduce_the_model_top_k(trained, requests, exported, tmp_path):
     base, _, big = exported
     trained_run = trained[0]
-    portable = load_in_fresh_process(tmp_path, requests, [base / "rec_portable" / "1", big["portable"]],
-                                     scann=False)
+    portable, scann = load_in_fresh_processes(tmp_path, requests,
+                                              [base / "rec_portable" / "1", big["portable"]],
+                                              [base / "rec" / "1", big["scann"]])
     assert portable["scann_loaded"] is False  # the portable twin loads without ScaNN's ops
-    scann = load_in_fresh_process(tmp_path, requests, [base / "rec" / "1", big["scann"]], scann=True)
     overlaps = []
     for k, portable_dir, scann_dir in ((20, base / "rec_portable" / "1", base / "rec" / "1"),
                                        (NUM_ITEMS + 50, big["portable"], big["scann"])):
