@@ -2,7 +2,6 @@
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from side_by_side import run_side_by_side
 
 import tfrs_recsys  # noqa: F401
 from tfrs_recsys import runs
@@ -273,11 +273,11 @@ def test_lab_command_line(tmp_path):
     base = [sys.executable, "-m", "tfrs_recsys.train", "retrieval", "--dataset", "synthetic-ratings",
             "--transformer", "false", "--synthetic-users", "120", "--synthetic-items", "60", "--epochs", "1",
             "--embedding-dim", "8", "--progress", "false"]
-    proc = subprocess.run(base + ["--loss", "bpr", "--output-dir", str(out)], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=REPO)
+    # the run and the refused command line, started together (each spends seconds loading TensorFlow)
+    proc, bad = run_side_by_side([base + ["--loss", "bpr", "--output-dir", str(out)],
+                                  base + ["--loss", "bpr", "--protocol", "leave_last_out"]],
+                                 timeout=300, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "test_metrics.json").read_text())
     assert 0.0 <= metrics["pairwise_auc"] <= 1.0 and "recall@100" in metrics
-    bad = subprocess.run(base + ["--loss", "bpr", "--protocol", "leave_last_out"], capture_output=True,
-                         text=True, timeout=300, env=env, cwd=REPO)
     assert bad.returncode == 2 and "field 'protocol'" in bad.stderr and "random_80_20" in bad.stderr

@@ -1,7 +1,6 @@
 """Hostile requests are refused before anything is allocated for them; the server answers valid ones after."""
 import json
 import socket
-import subprocess
 import sys
 
 import grpc
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import serving_fixtures as fx
 import tensorflow as tf
+from side_by_side import run_side_by_side
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc, regression_pb2
 
@@ -139,17 +139,18 @@ def test_client_errors_are_answered_as_client_errors(server):
 def test_flags_out_of_range_are_refused_and_a_port_in_use_is_named_before_models_load(server, tmp_path):
     process, _ = server
 
-    def run(*flags):
-        return subprocess.run([sys.executable, "-m", "tfrs_recsys.model_server", *flags], capture_output=True,
-                              text=True, timeout=120, cwd=fx.REPO)
+    def command(*flags):
+        return [sys.executable, "-m", "tfrs_recsys.model_server", *flags, f"--model_base_path={tmp_path}"]
 
-    for flag in ("--port=70000", "--max_request_bytes=-1", "--max_request_elements=0",
-                 "--grpc_max_threads=-2"):
-        refused = run(flag, f"--model_base_path={tmp_path}")
+    flags = ("--port=70000", "--max_request_bytes=-1", "--max_request_elements=0", "--grpc_max_threads=-2")
+    # six independent command lines, started together (each spends seconds loading TensorFlow)
+    *refusals, in_use, rest_in_use = run_side_by_side(
+        [command(flag) for flag in flags]
+        + [command(f"--port={process.grpc_port}", "--rest_api_port=0"),
+           command("--port=0", f"--rest_api_port={process.rest_port}")], timeout=120, cwd=fx.REPO)
+    for flag, refused in zip(flags, refusals):
         assert refused.returncode == 2 and flag.split("=")[0] in refused.stderr, (flag, refused.stderr)
-    in_use = run(f"--port={process.grpc_port}", "--rest_api_port=0", f"--model_base_path={tmp_path}")
     assert in_use.returncode == 1 and "could not bind gRPC" in in_use.stderr and "--port" in in_use.stderr
-    rest_in_use = run("--port=0", f"--rest_api_port={process.rest_port}", f"--model_base_path={tmp_path}")
     assert rest_in_use.returncode == 1 and "could not bind REST" in rest_in_use.stderr
     assert "--rest_api_port" in rest_in_use.stderr
 
