@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from side_by_side import run_side_by_side
 
 from tfrs_recsys import runs
 from tfrs_recsys.config import ConfigError
@@ -135,18 +136,19 @@ def test_a_killed_run_is_refused_without_resume_and_by_export(killed_deepfm, tmp
     assert _saved_epoch(killed_deepfm / runs.RESUME / runs.RESUME_STATE) >= 2
     with pytest.raises(ConfigError, match="stopped before it completed.*pass --resume.*or --overwrite"):
         deepfm.run(_cfg("deepfm", DEEPFM, killed_deepfm))
-    proc = subprocess.run([sys.executable, "-m", "tfrs_recsys.export", "deepfm", "--model-dir",
-                           str(killed_deepfm), "--export-base", str(tmp_path / "exports")],
-                          capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+    # export and evaluate, started together (each spends seconds loading TensorFlow)
+    proc, evaluated = run_side_by_side(
+        [[sys.executable, "-m", "tfrs_recsys.export", "deepfm", "--model-dir", str(killed_deepfm),
+          "--export-base", str(tmp_path / "exports")],
+         [sys.executable, "-m", "tfrs_recsys.evaluate", "--run-dir", str(killed_deepfm)]],
+        timeout=300, env=_env(), cwd=REPO)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert all(word in proc.stderr for word in ("did not complete", "--resume", "--allow-incomplete"))
     assert "Traceback" not in proc.stderr and not (tmp_path / "exports" / "deepfm").exists()
     saved = _saved_epoch(killed_deepfm / runs.RESUME / runs.RESUME_STATE)
     assert f"its last saved epoch is {saved} of" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "tfrs_recsys.evaluate", "--run-dir", str(killed_deepfm)],
-                          capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
-    assert proc.returncode == 0 and "warning:" in proc.stderr and "did not complete" in proc.stderr, \
-        proc.stderr[-3000:]
+    assert (evaluated.returncode == 0 and "warning:" in evaluated.stderr
+            and "did not complete" in evaluated.stderr), evaluated.stderr[-3000:]
     version = export_ranker(killed_deepfm, tmp_path / "exports", "deepfm", allow_incomplete=True)
     assert read_export_metadata(version)["source_run_complete"] is False
 
