@@ -41,6 +41,8 @@ PRICE = {item: float(i % 7) * 0.5 for i, item in enumerate(fx.ITEM_IDS)}
 MAX_HISTORY = 4
 BACKENDS = ["memory", "redis"]
 
+JSON = {"content-type": "application/json"}  # what POST /events takes
+
 
 def interactions() -> pd.DataFrame:
     rows = [(u, item, T0 - 3600.0 * (len(items) - j)) for u, items in HISTORIES.items()
@@ -179,7 +181,7 @@ def test_bad_events_get_a_400_naming_the_field_and_change_nothing(stores):
     for body, field in BAD:
         if isinstance(body, dict) and body.get("timestamp") == "NOW+2d":
             body = {**body, "timestamp": time.time() + 2 * 86400}
-        answer = (http.post("/events", content=body) if isinstance(body, str)
+        answer = (http.post("/events", content=body, headers=JSON) if isinstance(body, str)
                   else http.post("/events", json=body))
         assert answer.status_code == 400 and answer.json()["field"] == field, (body, answer.text)
         assert field in answer.json()["error"]
@@ -365,19 +367,20 @@ def test_the_service_answers_hostile_http_with_json_4xx_and_drops_stalled_heads(
     with BackgroundServer(app, header_timeout_s=0.5) as url:
         bad_k = httpx.get(f"{url}/recommend/u1?top_k=0", timeout=10)
         assert bad_k.status_code == 400 and bad_k.json()["field"] == "top_k"
-        big = httpx.post(f"{url}/events", content=b"[" + b" " * 300_000 + b"]", timeout=10)
+        big = httpx.post(f"{url}/events", content=b"[" + b" " * 300_000 + b"]", timeout=10, headers=JSON)
         assert big.status_code == 413 and big.json()["field"] == "body"
-        deep = httpx.post(f"{url}/events", content=b"[" * 100_000, timeout=10)
+        deep = httpx.post(f"{url}/events", content=b"[" * 100_000, timeout=10, headers=JSON)
         assert deep.status_code == 400 and deep.json()["field"] == "body"
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as stalled:
             stalled.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-a: ")  # and nothing more
             assert stalled.recv(1000).startswith(b"HTTP/1.1 408")
         with socket.create_connection((host, int(port)), timeout=10) as trickle:
-            trickle.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[")  # no more
+            trickle.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 1000\r\n\r\n[")  # and no more
             assert trickle.recv(1000).startswith(b"HTTP/1.1 408")
         with socket.create_connection((host, int(port)), timeout=10) as crumbs:  # a body a byte at a time
-            crumbs.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           + b"1\r\n \r\n" * 20_000)
+            crumbs.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n" + b"1\r\n \r\n" * 20_000)
             assert crumbs.recv(1000).startswith(b"HTTP/1.1 413")  # cut at 10,000 chunks, the loop free
         assert httpx.get(f"{url}/recall/u1?top_k=2", timeout=10).status_code in (200, 503)  # still serving

@@ -27,6 +27,8 @@ with warnings.catch_warnings():
 HISTORY = ["item_03", "item_07", "item_11"]
 HOT = ["item_30", "item_12", "item_05"]
 
+JSON = {"content-type": "application/json"}  # what POST /events takes
+
 
 class HourRanker(tf.Module):
     """Scores by the request's hour, an int64 input as a ranker's time features are."""
@@ -122,7 +124,8 @@ def test_a_ranker_number_a_request_cannot_send_is_a_400_naming_it(served):
     client, http = _app(proc.address, ranker="hourly")
     with client:
         assert http.get("/recommend/u1", params={"hour": "13"}).status_code == 200
-        for hostile in ("1e30", "inf", "nan", "99999999999999999999", "1.5", "-1e19", "1_3"):
+        for hostile in ("1e30", "inf", "nan", "99999999999999999999", "1.5", "-1e19", "1_3", "１３",
+                        "\u2009" + "13"):
             answer = http.get("/recommend/u1", params={"hour": hostile})
             assert answer.status_code == 400, (hostile, answer.text)
             assert "'hour' takes numbers" in answer.json()["error"]
@@ -217,7 +220,8 @@ def test_events_with_text_no_answer_can_hold_are_refused_and_ids_are_stripped(se
     _, proc = served
     client, http = _app(proc.address)
     with client:
-        bad = http.post("/events", content=b'{"user_id": "x", "item_id": "evil\\ud800", "event": "click"}')
+        bad = http.post("/events", headers=JSON,
+                        content=b'{"user_id": "x", "item_id": "evil\\ud800", "event": "click"}')
         assert bad.status_code == 400 and bad.json()["field"] == "event.item_id"
         assert http.get("/recommend/stranger").status_code == 200  # the hot list still answers
         ahead = time.time() + 20 * 3600  # a client's clock ahead: counted at the server's
@@ -319,5 +323,12 @@ def test_huge_names_values_and_ids_are_refused_unechoed_and_other_routes_answer_
         form = http.post("/events", content=b'{"user_id": "u9", "item_id": "item_01", "event": "click"}',
                          headers={"content-type": "text/plain"})
         assert form.status_code == 415 and "application/json" in form.json()["error"]
-        too_big = http.post("/events", content=b" " * ((4 << 20) + 1))
+        bare = http.post("/events", content=b'{"user_id": "u9", "item_id": "item_01", "event": "click"}')
+        assert bare.status_code == 415  # no type: what a page's beacon sends without asking
+        long_event = http.post("/events", headers=JSON, json={"user_id": "u9", "item_id": "item_01",
+                                                              "event": "e" * 1_000_000})
+        assert long_event.status_code == 400 and len(long_event.content) < 1200
+        odd_method = http.request("A" * 5000, "/recommend/u1")
+        assert odd_method.status_code in (400, 405) and len(odd_method.content) < 1200
+        too_big = http.post("/events", content=b" " * ((4 << 20) + 1), headers=JSON)
         assert too_big.status_code == 413 and too_big.headers["connection"] == "close"  # its body unread

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig
-from tfrs_recsys.data import streaming
+from tfrs_recsys.data import packing, streaming
 from tfrs_recsys.data.bucket_sizing import distinct_estimate
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import frame_to_raw
@@ -97,7 +97,7 @@ def test_packed_features_are_the_raw_features_of_the_frame():
     batch = pa.RecordBatch.from_pandas(frame, preserve_index=False)
     import tensorflow as tf
 
-    raw = streaming.unpack({k: tf.constant(v) for k, v in streaming.pack(batch, spec).items()}, spec)
+    raw = packing.unpack({k: tf.constant(v) for k, v in packing.pack(batch, spec).items()}, spec)
     expected = frame_to_raw(frame, spec)
     for name, values in expected.items():
         got = raw[name].numpy()
@@ -246,3 +246,20 @@ def test_integer_values_mark_text_columns_of_whole_numbers_only():
                           "mixed": [f"{i % 30}" if i % 50 else "3.5" for i in range(300)]})
     spec = infer_schema(frame, ["label"])
     assert spec["code"].integer_values and not spec["mixed"].integer_values
+
+
+def test_a_shard_that_fails_mid_training_stops_the_run_with_its_own_error(criteo, tmp_path, monkeypatch):
+    real, calls = packing.pack, []
+
+    def failing(batch, spec):  # a shard that turns out unreadable after training began
+        calls.append(1)
+        if len(calls) > 2:
+            raise DataError("a value no shard before held", path="part-9.parquet", column="C1")
+        return real(batch, spec)
+
+    monkeypatch.setattr(streaming, "pack", failing)
+    cfg = DeepFMConfig(dataset="parquet", data_dir=str(criteo / "parquet"), label_columns=("label",),
+                       streaming="always", epochs=1, batch_size=256, embedding_dim=4, hidden_units=(16,),
+                       output_dir=str(tmp_path / "deepfm"), progress=False, stream_sample_rows=3000)
+    with pytest.raises(DataError, match="a value no shard before held"):  # not the graph's wrapping of it
+        deepfm.run(cfg)

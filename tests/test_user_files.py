@@ -392,3 +392,25 @@ def test_an_interaction_log_of_lists_and_structs_leaves_out_the_columns_named(tm
     config = RetrievalConfig(dataset="interactions", data_dir="x", user_column="u", item_column="i",
                              exclude_columns=("metadata.canal",))
     assert config.exclude_columns == ("metadata.canal",)  # a flag of this dataset too
+
+
+def test_a_shard_without_a_column_of_the_spec_reads_it_as_missing(caplog):
+    import tensorflow as tf
+
+    from tfrs_recsys.data import packing
+    from tfrs_recsys.data.schema import frame_to_raw
+
+    frame = pd.DataFrame({"cupon": ["X", None, "Y", "X"] * 10, "precio": [1.5, 2.0, None, 4.0] * 10,
+                          "hora": [1, 2, 3, 4] * 10, "etiquetas": ["a|b", "b", "", "a"] * 10,
+                          "visto": ["2026-03-01 10:00"] * 40, "comprado": [0, 1] * 20})
+    spec = infer_schema(frame.assign(visto=pd.to_datetime(frame["visto"])), ["comprado"])
+    shard = pa.RecordBatch.from_pandas(frame[["comprado"]].head(4), preserve_index=False)
+    with caplog.at_level(logging.WARNING):
+        raw = packing.unpack({k: tf.constant(v) for k, v in packing.pack(shard, spec).items()}, spec)
+    blank = frame_to_raw(pd.DataFrame({c: [None] * 4 for c in frame.columns}).assign(comprado=0), spec)
+    for name in spec.feature_names:
+        got, want = raw[name].numpy(), blank[name]
+        if got.dtype == object:  # tf.string values are bytes
+            got = np.array([v.decode() for v in got.ravel()], dtype=object).reshape(got.shape)
+        assert got.shape == want.shape and ((got == want) | (pd.isna(got) & pd.isna(want))).all(), name
+    assert "has no column 'cupon'" in caplog.text

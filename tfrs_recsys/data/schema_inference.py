@@ -265,9 +265,8 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
         return _numeric_column(name, values.to_numpy("float64", na_value=np.nan), "numeric", why)
     if TIME_NAME.search(lname) and (dates := date_text_seconds(values, name)) is not None:
         seconds, order = dates
-        what = "dates" if pd.api.types.is_datetime64_any_dtype(values) else "date text under a time-like name"
-        return _numeric_column(name, seconds, "timestamp", what + (", day first" if order else ""),
-                               dates_day_first=order)
+        return _numeric_column(name, seconds, "timestamp", "date text under a time-like name"
+                               + (", day first" if order else ""), dates_day_first=order)
     if not as_id and not id_named(name) and (read := formatted_numbers(values)) is not None:
         numbers, comma = read
         why = "numbers written as text (" + ("decimal comma" if comma else "decimal point") + ")"

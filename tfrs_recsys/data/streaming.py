@@ -28,7 +28,6 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import tensorflow as tf
@@ -36,9 +35,10 @@ import tensorflow as tf
 from tfrs_recsys import paths
 from tfrs_recsys.data.bad_rows import BadRows, labels_of
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.packing import pack, packed_signature, unpack
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.readers import plain_batch, plain_columns
-from tfrs_recsys.data.schema import MISSING_INT, FeatureSpec, frame_to_raw
+from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, declared_text, table_files, text_separator
 from tfrs_recsys.data.text_encodings import file_encoding
 
@@ -69,6 +69,8 @@ class FileTable:
       joins: Tables whose columns every record batch read gets (``--items``, ``--users``:
         :class:`~tfrs_recsys.data.entities.EntityJoin`).
       bad_rows: The rows reading left out (:class:`BadRows`).
+      failure: The error that stopped a training input's reader: raised inside a ``tf.data`` graph, it
+        reaches the caller as an ``InvalidArgumentError``, which the caller replaces with it.
     """
 
     files: list[str]
@@ -81,6 +83,7 @@ class FileTable:
     item_column: str | None = None
     joins: list = dataclasses.field(default_factory=list)
     bad_rows: BadRows = dataclasses.field(default_factory=lambda: BadRows())
+    failure: DataError | None = None
 
     def rows_of(self, file: str) -> int:
         """Rows of one shard (Parquet metadata; a text file's lines, header excluded)."""
@@ -291,92 +294,13 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
                                      else chunk], promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             before = ", ".join(dict.fromkeys(paths.basename(f) for f in sources[:i]))
-            raise DataError(f"its columns cannot be unified with those of {before}: {exc}", path=sources[i],
+            raise DataError(f"its columns and those of {before} (read before it) cannot be unified; one "
+                            f"side differs: {exc}", path=sources[i],
                             fix="write every shard with the same columns and types") from None
     # Subsampled in Arrow, in a random order (the spec's distinct counts read its halves): only the sample
     # becomes Python objects.
     sample = read.take(pa.array(rng.permutation(read.num_rows)[:rows]))
     return sample.to_pandas().assign(**labels_of(sample, table.labels))
-
-
-def _text_buffers(column: pa.Array) -> tuple[bytes, np.ndarray]:
-    """A string array as (its UTF-8 bytes, int64 offsets [n + 1]): no Python object per value."""
-    column = pc.cast(column, pa.string()).fill_null("")
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)
-    offsets = offsets[column.offset:column.offset + len(column) + 1]
-    data = column.buffers()[2]
-    data = data.to_pybytes()[offsets[0]:offsets[-1]] if data is not None else b""
-    return data, (offsets - offsets[0]).astype(np.int64)
-
-
-def _strings_buffers(values: np.ndarray) -> tuple[bytes, np.ndarray]:
-    encoded = [v.encode() for v in values]
-    return b"".join(encoded), np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)])
-
-
-def pack(batch: pa.RecordBatch, spec: FeatureSpec) -> dict[str, np.ndarray | bytes]:
-    """A record batch's raw features (as :func:`~tfrs_recsys.data.schema.frame_to_raw` writes them) in
-    arrays that cross into TensorFlow without a Python object per value: a text feature is its UTF-8
-    bytes (one ``bytes``) and offsets (``NAME/offsets``); numbers are converted in Arrow. Types Arrow cannot
-    convert the same way (lists, dates) go through pandas. :func:`unpack` makes the raw tensors.
-
-    Args:
-      batch: The rows.
-      spec: Their features.
-
-    Returns:
-      The arrays.
-    """
-    out = {}
-    for f in spec.features:
-        if f.name not in batch.schema.names:
-            raise DataError(f"feature '{f.name}' of the spec is missing from the data", column=f.name,
-                            fix="add the column, or remove the feature from the spec")
-        column = batch.column(f.name)
-        kind = column.type
-        text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
-        if f.is_categorical and f.raw_dtype == "int64" and pa.types.is_integer(kind):
-            out[f.name] = column.cast(pa.int64()).fill_null(MISSING_INT).to_numpy()
-        elif f.is_categorical and f.raw_dtype != "int64" and f.kind != "multi_categorical" and text:
-            out[f.name], out[f.name + "/offsets"] = _text_buffers(column)
-        elif f.kind == "numeric" and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-            out[f.name] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
-        else:
-            value = frame_to_raw(pd.DataFrame({f.name: column.to_pandas()}), FeatureSpec([f], []))[f.name]
-            if value.dtype == object:
-                out[f.name], out[f.name + "/offsets"] = _strings_buffers(value)
-            else:
-                out[f.name] = value
-    return out
-
-
-def packed_signature(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
-    """The tensor specs of :func:`pack`'s arrays."""
-    from tfrs_recsys.features.preprocessing import raw_dtype
-
-    out = {}
-    for f in spec.features:
-        if raw_dtype(f) == tf.string:
-            out[f.name] = tf.TensorSpec([], tf.string)
-            out[f.name + "/offsets"] = tf.TensorSpec([None], tf.int64)
-        else:
-            out[f.name] = tf.TensorSpec([None], raw_dtype(f))
-    return out
-
-
-def unpack(packed: dict[str, tf.Tensor], spec: FeatureSpec) -> dict[str, tf.Tensor]:
-    """The raw feature tensors of :func:`pack`'s arrays (in the graph: a text feature is cut out of its
-    bytes at its offsets)."""
-    out = {}
-    for f in spec.features:
-        offsets = packed.get(f.name + "/offsets")
-        if offsets is None:
-            out[f.name] = packed[f.name]
-            continue
-        out[f.name] = tf.strings.substr(packed[f.name], offsets[:-1], offsets[1:] - offsets[:-1])
-    return out
 
 
 def worker_files(files: Sequence[str], index: int, workers: int) -> list[str]:
@@ -418,10 +342,14 @@ def stream_dataset(table: FileTable, spec: FeatureSpec, files: Sequence[str], *,
 
     def generate(file: bytes, draw: int):
         rng = np.random.default_rng([seed, int(draw)])
-        for batch in read_part(table, [file.decode()], part, seed, row_filter=row_filter):
-            if shuffle:
-                batch = batch.take(pa.array(rng.permutation(batch.num_rows)))
-            yield pack(batch, spec), labels_of(batch, labels)
+        try:
+            for batch in read_part(table, [file.decode()], part, seed, row_filter=row_filter):
+                if shuffle:
+                    batch = batch.take(pa.array(rng.permutation(batch.num_rows)))
+                yield pack(batch, spec), labels_of(batch, labels)
+        except DataError as error:
+            table.failure = error
+            raise
 
     signature = (packed_signature(spec), {name: tf.TensorSpec([None], tf.float32) for name in labels})
     names = tf.data.Dataset.from_tensor_slices(list(files))

@@ -39,8 +39,6 @@ logger = logging.getLogger(__name__)
 MAX_TOP_K = 1000
 MAX_QUERY_PARAMETERS = 256
 MAX_PARAMETER_CHARS = 4096  # a query parameter's value; its name, as a user id, at most MAX_ID_CHARS
-# The content types a browser posts cross-site without a CORS preflight: events in them are refused.
-_SIMPLE_FORMS = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
 MAX_ERROR_CHARS = 1024  # an error answer quotes what it refuses: never a request's megabytes back
 MAX_BODY_BYTES = 4 << 20  # a POST /events body: thousands of events
 BODY_TIMEOUT_S = 30.0  # the time a body has to arrive in
@@ -76,7 +74,7 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
         """An unknown path (404) or method (405), in the service's ``{"error": ...}`` form."""
-        detail = f"{request.method} {request.url.path[:MAX_ID_CHARS]}: {error.detail}"
+        detail = f"{request.method[:16]} {request.url.path[:MAX_ID_CHARS]}: {error.detail}"
         return JSONResponse({"error": detail}, status_code=error.status_code, headers=error.headers)
 
     @app.get("/health")
@@ -108,9 +106,10 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
     @app.post("/events")
     async def events(request: Request):
         """Applies a batch of user events, all or none (400 naming the bad field)."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind in _SIMPLE_FORMS:  # what a web page may post to loopback without asking (CORS)
-            why = (f"body: Content-Type {kind}, which any web page in a browser on this host can send; send "
+        kinds = request.headers.getlist("content-type")
+        if [k.split(";")[0].strip().lower() for k in kinds] != ["application/json"]:
+            # A web page in a browser on this host may post any other type (or none) without asking (CORS)
+            why = (f"body: Content-Type {', '.join(kinds)[:64] or 'none'}; send exactly one, "
                    f"application/json (curl: -H 'Content-Type: application/json')")
             return JSONResponse({"error": why, "field": "body"}, status_code=415)
         try:
@@ -132,7 +131,7 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(event_threads, pipeline.store.apply_catalog_events, parsed)
         except EventError as e:
-            return JSONResponse({"error": str(e), "field": e.field}, status_code=400)
+            return JSONResponse({"error": _cut(str(e)), "field": e.field[:MAX_ID_CHARS]}, status_code=400)
         except (StoreUnavailableError, StoreStateError) as e:
             return JSONResponse({"error": f"no event was applied: {e}"}, status_code=503)
 
@@ -145,8 +144,7 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
         except (ServingClientError, ValueError) as e:
             unavailable = isinstance(e, ServerUnavailableError)
             status = 503 if unavailable else 502 if isinstance(e, ServingClientError) else 400
-            text = str(e) if len(str(e)) <= MAX_ERROR_CHARS else str(e)[:MAX_ERROR_CHARS] + "... (cut)"
-            return JSONResponse({"error": text}, status_code=status)
+            return JSONResponse({"error": _cut(str(e))}, status_code=status)
         except Exception as e:  # a defect of ours: said as JSON, the connection kept, the trace in the log
             logger.exception("answering %s for user %r", method, user_id)
             return JSONResponse({"error": f"internal error ({type(e).__name__}); see the service's log"},
@@ -187,6 +185,10 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
             user_id, top_k)
 
     return app
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "... (cut)"
 
 
 async def _bounded_body(request: Request, limit: int, timeout_s: float) -> bytes | None:

@@ -58,8 +58,9 @@ def ranker_column(values, dtype: int, n: int, name: str) -> np.ndarray:
 def _number(value, kind, name: str, dtype: int) -> float | int:
     """``value`` as the input's number, or a ValueError naming the input: not a number, not finite, a
     fraction for an integer input, or out of its range."""
-    try:  # Python reads '1_000' as a number; no log writes one
-        number = math.nan if isinstance(value, str) and "_" in value else float(value)
+    try:  # Python reads '1_000', full-width and Arabic-Indic digits as numbers; no log writes them
+        odd = isinstance(value, str) and ("_" in value or not value.isascii())
+        number = math.nan if odd else float(value)
     except (TypeError, ValueError, OverflowError):
         number = math.nan
     if np.issubdtype(kind, np.integer):

@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from tfrs_recsys import paths, runs
 from tfrs_recsys.config import ConfigError, TrainConfig
-from tfrs_recsys.data import streaming
+from tfrs_recsys.data import packing, streaming
 from tfrs_recsys.data.bad_rows import labels_of
 from tfrs_recsys.data.bucket_sizing import column_sized
 from tfrs_recsys.data.entities import entity_joins
@@ -213,7 +213,13 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, run: StreamRun, run_dir, *, row
                                patience=patience_epochs(cfg.patience, steps), save_checkpoint=True)
     rankers.compile_ranker(model, cfg)
     callbacks = [epochs, BadRowsCheck(run.table, cfg), evaluator, tensorboard_callback(run_dir)]
-    model.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=fit_verbosity(cfg))
+    try:
+        model.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks,
+                  verbose=fit_verbosity(cfg))
+    except tf.errors.OpError:
+        if run.table.failure is not None:  # the reader's own error, not the graph's wrapping of it
+            raise run.table.failure from None
+        raise
     check_bad_rows(run.table, cfg)
     run.timings.setdefault("epochs", []).append(epochs.seconds)
     run.timings["validation"] = run.timings.get("validation", 0.0) + seconds["validation"]
@@ -319,7 +325,7 @@ def score(model: tf.keras.Model | Sequence[tf.keras.Model], batches: Iterable[pa
     columns: dict[str, list[np.ndarray]] = {}
     keys = [c for c in (spec.user_column, spec.session_column) if c]
     for batch in _coalesced(batches, streaming.CHUNK_ROWS):
-        raw = streaming.unpack({k: tf.constant(v) for k, v in streaming.pack(batch, spec).items()}, spec)
+        raw = packing.unpack({k: tf.constant(v) for k, v in packing.pack(batch, spec).items()}, spec)
         for one, out in zip(models, outputs):
             call = _predict_function(one, raw)
             for start in range(0, max(batch.num_rows, 1), batch_size):  # no rows: one empty call
