@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).parent))
+from listening_log import auc, pair_rate_auc  # noqa: E402
+
 SECTIONS = ("Politique", "Économie", "Société", "Culture", "Sport", "Santé", "Médias & Télé", "Planète")
 CITIES = ("Paris", "Lyon", "Marseille", "Besançon", "Nîmes", "Orléans", "Saint-Étienne", "Lille")
 
@@ -70,13 +73,6 @@ def news_impressions(out: Path, impressions: int = 25_000, readers: int = 1_000,
     return log.assign(p_click=p_click, section=section[article])
 
 
-def _auc(score: np.ndarray, label: np.ndarray) -> float:
-    ranks = pd.Series(score).rank().to_numpy()
-    positive = label.astype(bool)
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="the folder for impressions.csv and lecteurs.csv")
@@ -84,17 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     log = news_impressions(args.out, impressions=args.impressions)
     clicked = (log["cliqué"] == "Oui").to_numpy()
-    train = np.random.default_rng(0).random(len(log)) < 0.8
-    rates = (pd.DataFrame({"r": log["id_lecteur"], "s": log["section"], "c": clicked})[train]
-             .groupby(["r", "s"])["c"].agg(["sum", "count"]))
-    prior = clicked[train].mean()
-    fitted = rates.reindex(pd.MultiIndex.from_arrays([log["id_lecteur"][~train], log["section"][~train]]))
-    rate = ((fitted["sum"].fillna(0) + 2 * prior) / (fitted["count"].fillna(0) + 2)).to_numpy()
     print(f"wrote {args.out}/impressions.csv ({len(log)} impressions, CTR {clicked.mean():.3f}) and "
           f"lecteurs.csv")
-    print(f"click AUC of the true probability (the ceiling): {_auc(log['p_click'].to_numpy(), clicked):.3f}")
+    print(f"click AUC of the true probability (the ceiling): {auc(log['p_click'].to_numpy(), clicked):.3f}")
     print(f"click AUC of a per-reader, per-section click rate (80/20 random split): "
-          f"{_auc(rate, clicked[~train]):.3f}")
+          f"{pair_rate_auc(log['id_lecteur'], log['section'], clicked):.3f}")
     return 0
 
 
