@@ -58,7 +58,8 @@ def chunks(url: str, count: int) -> str:
     thread = threading.Thread(target=probe)
     thread.start()
     time.sleep(0.5)
-    status, took = _send(url, b"POST /events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    status, took = _send(url, b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n",
                          b"1\r\n \r\n" * count + b"0\r\n\r\n")
     time.sleep(0.5)
     done.set()

@@ -251,11 +251,11 @@ def test_integer_values_mark_text_columns_of_whole_numbers_only():
 def test_a_shard_that_fails_mid_training_stops_the_run_with_its_own_error(criteo, tmp_path, monkeypatch):
     real, calls = packing.pack, []
 
-    def failing(batch, spec):  # a shard that turns out unreadable after training began
+    def failing(batch, spec, absent=None):  # a shard that turns out unreadable after training began
         calls.append(1)
         if len(calls) > 2:
             raise DataError("a value no shard before held", path="part-9.parquet", column="C1")
-        return real(batch, spec)
+        return real(batch, spec, absent)
 
     monkeypatch.setattr(streaming, "pack", failing)
     cfg = DeepFMConfig(dataset="parquet", data_dir=str(criteo / "parquet"), label_columns=("label",),

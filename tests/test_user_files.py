@@ -1,6 +1,7 @@
 """Files as shops export them: Windows-1252 text, quoted newlines, rows written twice, time columns named in
 another language; and what a ranker's run says of its batch and of a result too good to be true."""
 import dataclasses
+import json
 import logging
 
 import numpy as np
@@ -8,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tfrs_recsys.config import DeepFMConfig, ESMMConfig, RetrievalConfig
+from tfrs_recsys.config import DeepFMConfig, ESMMConfig
 from tfrs_recsys.data import streaming
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.interactions import load_interaction_log
@@ -114,13 +115,17 @@ def test_a_shift_jis_gbk_or_korean_file_is_named_as_such_in_the_fix(tmp_path, en
     assert f"{encoding} (iconv -f {encoding.upper()} -t UTF-8 in > out)" in error.value.fix
 
 
-def test_a_windows_1252_table_whose_accents_precede_letters_is_not_taken_for_east_asian(tmp_path):
-    path = tmp_path / "lecteurs.csv"  # each accented byte and the letter after it also read as one hanzi
-    path.write_bytes("id_lecteur;ville;âge\n".encode("cp1252") + "".join(
-        f"L{i:04d};{('Besançon', 'Nîmes', 'Orléans')[i % 3]};{20 + i}\n" for i in range(30)).encode("cp1252"))
-    assert path.read_bytes().decode("gbk")
+@pytest.mark.parametrize("header, values", [
+    ("id_lecteur;ville;âge", ("Besançon", "Nîmes", "Orléans")),  # an accent and the letter after it: a hanzi
+    ("id;categoria;Informação", ("Ações", "Nutrição", "Coração")),  # two accents in a row: a common pair
+    ("id;Größe;Farbe", ("mäßig", "Straße", "weiß")),
+    ("id;title;note", ("Don’t", "It’s", "O’Brien’s cœur"))])  # ’ and œ lead Shift-JIS characters
+def test_a_western_windows_1252_table_is_not_taken_for_east_asian(tmp_path, header, values):
+    path = tmp_path / "table.csv"
+    path.write_bytes((header + "\n" + "".join(f"L{i:04d};{values[i % 3]};{20 + i}\n" for i in range(30)))
+                     .encode("cp1252"))
     frame, _ = read_table(str(path))
-    assert list(frame.columns) == ["id_lecteur", "ville", "âge"] and frame["ville"][0] == "Besançon"
+    assert list(frame.columns) == header.split(";") and frame.iloc[0, 1] == values[0]
 
 
 @pytest.mark.parametrize("rows, batch", [(100, 64), (24_000, 64), (25_600, 128), (60_000, 256),
@@ -311,6 +316,9 @@ def test_a_model_that_learns_its_rows_by_heart_is_told_which_columns_allow_it(tm
     assert memorizing_advice(evaluator, spec, 20_000) is None
     evaluator.best_metrics["auc"], evaluator.train_logs[8]["auc"] = 0.619, 0.68  # training rose little
     assert memorizing_advice(evaluator, spec, 20_000) is None
+    evaluator.train_logs = {1: {"auc": 0.65}, 8: {"auc": 0.76}}  # a first epoch's average catching up
+    evaluator.validation_logs, evaluator.best_metrics = {1: {"auc": 0.75}}, {"auc": 0.755}
+    assert memorizing_advice(evaluator, spec, 20_000) is None
 
 
 def test_the_spec_table_lines_up_columns_named_in_wide_characters():
@@ -335,7 +343,7 @@ def _warehouse_export(folder) -> pd.DataFrame:
 
     folder.mkdir()
     instants = pd.date_range("2026-03-01", periods=90, freq="37min", tz="UTC")
-    rows = pd.DataFrame({"usuario_id": [f"u{i % 7}" for i in range(90)], "producto_id": [f"0{i % 5}"
+    rows = pd.DataFrame({"usuario_id": [f"u{i % 7}" for i in range(90)], "producto_id": [f"0{i % 29}"
                          for i in range(90)], "comprado": [i % 3 == 0 for i in range(90)],
                          "fila": range(90)})
     zones = [("us", "America/Sao_Paulo"), ("ns", "UTC"), ("ms", "UTC")]
@@ -382,16 +390,45 @@ def test_an_interaction_log_of_lists_and_structs_leaves_out_the_columns_named(tm
     _warehouse_export(tmp_path / "eventos")
     options = dict(user_column="usuario_id", item_column="producto_id", time_column="evento_ts")
     data = load_interaction_log(str(tmp_path / "eventos"), **options, exclude_columns=["cupon"])
-    assert "cupon" not in data.items.columns and "cupon" not in (data.users or pd.DataFrame()).columns
+    assert "cupon" not in data.items.columns and (data.users is None or "cupon" not in data.users.columns)
     assert len(data.interactions) == 90
     with pytest.raises(DataError) as error:
         load_interaction_log(str(tmp_path / "eventos"), **options, exclude_columns=["coupon"])
     assert "choose among" in error.value.fix and "cupon" in error.value.fix
     with pytest.raises(DataError, match="names the --user-column column"):
         load_interaction_log(str(tmp_path / "eventos"), **options, exclude_columns=["usuario_id"])
-    config = RetrievalConfig(dataset="interactions", data_dir="x", user_column="u", item_column="i",
-                             exclude_columns=("metadata.canal",))
-    assert config.exclude_columns == ("metadata.canal",)  # a flag of this dataset too
+    for key in ("usuario_id", "item_id"):  # the log's id column, or the key the tables are joined by
+        with pytest.raises(DataError, match="names the --(user|item)-column column"):
+            load_interaction_log(str(tmp_path / "eventos"), **options, exclude_columns=[key])
+    config = DeepFMConfig(dataset="interactions", data_dir=str(tmp_path / "eventos"), **options,
+                          exclude_columns=("metadata.canal", "cupon"), epochs=1, embedding_dim=4,
+                          hidden_units=(8,), output_dir=str(tmp_path / "run"))
+    from tfrs_recsys.training import deepfm
+
+    deepfm.run(config)  # a ranker on the log as implicit clicks leaves them out too
+    kept = json.loads((tmp_path / "run" / "spec.json").read_text())["features"]
+    assert not {"metadata.canal", "cupon"} & {f["name"] for f in kept}
+
+
+def test_odd_warehouse_columns_are_refused_or_read(tmp_path):
+    import pyarrow.parquet as pq
+
+    clash = pa.table({"a.b": [1, 2], "a": [{"b": 3}, {"b": 4}], "label": [0, 1]})
+    pq.write_table(clash, tmp_path / "clash.parquet")
+    with pytest.raises(DataError, match="struct field 'a.b' has the name of another column"):
+        read_table(str(tmp_path / "clash.parquet"))
+    far = pa.table({"t": pa.array([10 ** 17, 1], pa.timestamp("ms", tz="UTC")), "label": [0, 1]})
+    pq.write_table(far, tmp_path / "far.parquet")
+    with pytest.raises(DataError, match="cannot be read as microseconds") as error:
+        read_table(str(tmp_path / "far.parquet"))
+    assert error.value.column == "t" and error.value.path.endswith("far.parquet")
+    records = pa.table({"user": ["u1", "u2", "u1"], "item": ["i1", "i1", "i2"],
+                        "lines": [[{"sku": "x", "n": 1}], [{"sku": "y", "n": 2}], []],
+                        "grid": [[[1, 2]], [[3]], [[4]]]})
+    (tmp_path / "log").mkdir()
+    pq.write_table(records, tmp_path / "log" / "part-0.parquet")
+    data = load_interaction_log(str(tmp_path / "log"), user_column="user", item_column="item")
+    assert len(data.interactions) == 3  # lists of records and of lists, hashable for the per-id checks
 
 
 def test_a_shard_without_a_column_of_the_spec_reads_it_as_missing(caplog):
@@ -406,7 +443,7 @@ def test_a_shard_without_a_column_of_the_spec_reads_it_as_missing(caplog):
     spec = infer_schema(frame.assign(visto=pd.to_datetime(frame["visto"])), ["comprado"])
     shard = pa.RecordBatch.from_pandas(frame[["comprado"]].head(4), preserve_index=False)
     with caplog.at_level(logging.WARNING):
-        raw = packing.unpack({k: tf.constant(v) for k, v in packing.pack(shard, spec).items()}, spec)
+        raw = packing.unpack({k: tf.constant(v) for k, v in packing.pack(shard, spec, set()).items()}, spec)
     blank = frame_to_raw(pd.DataFrame({c: [None] * 4 for c in frame.columns}).assign(comprado=0), spec)
     for name in spec.feature_names:
         got, want = raw[name].numpy(), blank[name]

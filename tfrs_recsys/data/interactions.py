@@ -61,10 +61,17 @@ class _RowChecks:
 
 def _constant_columns(log: pd.DataFrame, key: str, columns: list[str]) -> list[str]:
     """The ``columns`` of ``log`` whose value never changes within one ``key``."""
-    lists = {c: log[c].map(lambda v: tuple(v) if is_listlike(v) else v) for c in columns
-             if log[c].dtype == object and log[c].map(is_listlike).any()}  # genres as a list: unhashable
+    lists = {c: log[c].map(_frozen) for c in columns  # genres as a list, records as dicts: unhashable
+             if log[c].dtype == object and log[c].map(lambda v: is_listlike(v) or isinstance(v, dict)).any()}
     grouped = log.assign(**lists).groupby(key, sort=False)
     return [c for c in columns if (grouped[c].nunique(dropna=False) <= 1).all()]
+
+
+def _frozen(value):
+    """``value`` hashable: lists as tuples, records as sorted pairs, nested ones too."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return tuple(map(_frozen, value)) if is_listlike(value) else value
 
 
 def _join(table: pd.DataFrame | None, log: pd.DataFrame, key: str, columns: list[str]) -> pd.DataFrame | None:
@@ -168,7 +175,8 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
 
 def _excluded(columns: Sequence[str], named: dict[str, str], *frames: pd.DataFrame | None) -> list:
     """``frames`` without ``columns`` (``--exclude-columns``), each of which one of them must hold and no
-    other flag name."""
+    other flag name (nor the ``item_id`` / ``user_id`` keys the tables are joined by)."""
+    named = {**named, "item_id": "--item-column", "user_id": "--user-column"}
     held = [c for frame in frames if frame is not None for c in frame.columns if c not in named]
     for column in columns:
         if column in named:

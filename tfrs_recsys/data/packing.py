@@ -33,10 +33,8 @@ def _strings_buffers(values: np.ndarray) -> tuple[bytes, np.ndarray]:
     return b"".join(encoded), np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)])
 
 
-_ABSENT: set[str] = set()  # features a shard lacked, warned of once
-
-
-def pack(batch: pa.RecordBatch, spec: FeatureSpec) -> dict[str, np.ndarray | bytes]:
+def pack(batch: pa.RecordBatch, spec: FeatureSpec, absent: set | None = None
+         ) -> dict[str, np.ndarray | bytes]:
     """A record batch's raw features (as :func:`~tfrs_recsys.data.schema.frame_to_raw` writes them) in
     arrays that cross into TensorFlow without a Python object per value: a text feature is its UTF-8
     bytes (one ``bytes``) and offsets (``NAME/offsets``); numbers are converted in Arrow. Types Arrow cannot
@@ -44,17 +42,18 @@ def pack(batch: pa.RecordBatch, spec: FeatureSpec) -> dict[str, np.ndarray | byt
 
     Args:
       batch: The rows.
-      spec: Their features.
+      spec: Their features; one the batch lacks (a shard written before the column) is missing in all rows.
+      absent: The features already warned of as lacking (warned of once and added here; None: no warning).
 
     Returns:
       The arrays.
     """
     out = {}
     for f in spec.features:
-        if f.name not in batch.schema.names and f.name not in _ABSENT:  # as a frame of all shards reads it
+        if f.name not in batch.schema.names and absent is not None and f.name not in absent:
             logger.warning("a shard of the data has no column '%s' (a feature of the spec): its rows read it "
-                           "as missing", f.name)
-            _ABSENT.add(f.name)
+                           "as missing, as a table of all shards read into memory would", f.name)
+            absent.add(f.name)
         column = batch.column(f.name) if f.name in batch.schema.names else pa.nulls(batch.num_rows)
         kind = column.type
         text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)

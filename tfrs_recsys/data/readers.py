@@ -355,10 +355,19 @@ def plain_columns(table: pa.Table) -> pa.Table:
     struct per event (``metadata.canal``), and shards written apart their own time zones and units, of the
     same instants."""
     while any(pa.types.is_struct(f.type) for f in table.schema):
+        names = table.column_names
         table = table.flatten()
+        if clash := next((n for n in table.column_names if table.column_names.count(n) > 1), None):
+            raise DataError(f"struct field '{clash}' has the name of another column ({', '.join(names)})",
+                            column=clash, fix="rename the column or the struct's field")
     for i, field in enumerate(table.schema):
         if not _plain(field):
-            table = table.set_column(i, field.name, pc.cast(table.column(i), _micros(field), safe=False))
+            try:  # nanoseconds lose their last digits; a time past the year 294,247 is refused
+                cast = pc.cast(table.column(i), _micros(field), safe=field.type.unit != "ns")
+            except pa.ArrowInvalid as exc:
+                raise DataError(f"timestamps that cannot be read as microseconds ({exc})", column=field.name,
+                                fix="correct the times, or write the column as text") from None
+            table = table.set_column(i, field.name, cast)
     return table
 
 
@@ -385,10 +394,14 @@ def read_parquet(path: str | os.PathLike, *, columns: Sequence[str] | None = Non
     """
     path = require_file(path, what, fix_missing)
     try:
-        frame = plain_columns(pq.read_table(io.BytesIO(paths.read_bytes(path)))).to_pandas()
+        table = pq.read_table(io.BytesIO(paths.read_bytes(path)))
     except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
         raise DataError(f"not a readable Parquet file ({type(exc).__name__}: {exc})", path=path,
                         fix="check the file is Parquet, not CSV or a partial download") from None
+    try:
+        frame = plain_columns(table).to_pandas()
+    except DataError as error:
+        raise DataError(error.message, path=path, column=error.column, fix=error.fix) from None
     missing = [c for c in (columns or []) if c not in frame.columns]
     if missing:
         raise DataError(f"required column(s) {missing} missing; the file has {list(frame.columns)}",

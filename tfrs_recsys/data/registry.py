@@ -215,6 +215,7 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
         clicks = movielens_click_logs(log, seed=seed, item_columns=item_columns)
         if dataset == "interactions" and not time_column:  # row numbers, not times: no time features
             clicks.frame = clicks.frame.drop(columns=["hour", "weekday", "item_hotness", "timestamp"])
+        clicks.table_columns.setdefault("left_out", []).extend(exclude_columns)  # left out by the loader
         return clicks
     if dataset == "expedia" and task != "esmm":
         raise DataError("--dataset expedia holds clicks and bookings for the ESMM ranker",

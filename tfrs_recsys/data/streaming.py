@@ -71,6 +71,7 @@ class FileTable:
       bad_rows: The rows reading left out (:class:`BadRows`).
       failure: The error that stopped a training input's reader: raised inside a ``tf.data`` graph, it
         reaches the caller as an ``InvalidArgumentError``, which the caller replaces with it.
+      absent: The spec's features a shard was read without (warned of once).
     """
 
     files: list[str]
@@ -84,6 +85,7 @@ class FileTable:
     joins: list = dataclasses.field(default_factory=list)
     bad_rows: BadRows = dataclasses.field(default_factory=lambda: BadRows())
     failure: DataError | None = None
+    absent: set = dataclasses.field(default_factory=set)
 
     def rows_of(self, file: str) -> int:
         """Rows of one shard (Parquet metadata; a text file's lines, header excluded)."""
@@ -158,7 +160,12 @@ def _batches(file: str, schema: pa.Schema | None, rows: int,
     text line of another field count than the header's (:meth:`BadRows.malformed_lines`)."""
     if _suffix(file) in PARQUET_SUFFIXES:
         with paths.open_file(file) as fh:
-            yield from map(plain_batch, pq.ParquetFile(fh).iter_batches(batch_size=rows))
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=rows):
+                try:
+                    batch = plain_batch(batch)
+                except DataError as error:
+                    raise DataError(error.message, path=file, column=error.column, fix=error.fix) from None
+                yield batch
         return
     # one thread numbers bad lines
     reading = pa_csv.ReadOptions(block_size=rows * 400, use_threads=False, encoding=file_encoding(file))
@@ -346,9 +353,11 @@ def stream_dataset(table: FileTable, spec: FeatureSpec, files: Sequence[str], *,
             for batch in read_part(table, [file.decode()], part, seed, row_filter=row_filter):
                 if shuffle:
                     batch = batch.take(pa.array(rng.permutation(batch.num_rows)))
-                yield pack(batch, spec), labels_of(batch, labels)
-        except DataError as error:
-            table.failure = error
+                yield pack(batch, spec, table.absent), labels_of(batch, labels)
+        except Exception as error:  # a corrupt shard raises Arrow's or the OS's errors
+            table.failure = error if isinstance(error, DataError) else DataError(
+                f"cannot read it ({type(error).__name__}: {error})", path=file.decode(),
+                fix="check the file, or move it out of --data")
             raise
 
     signature = (packed_signature(spec), {name: tf.TensorSpec([None], tf.float32) for name in labels})

@@ -68,6 +68,8 @@ def _east_asian(data: bytes) -> tuple[str, ...]:
     common ones (:func:`_common_pair`). GBK and Korean text both read in either of their encodings."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 decodes most bytes: only with its mark
         return ("utf-16",)
+    if _western(data):  # its accented letters and the letters beside them also read as East Asian text
+        return ()
     found = []
     for other in OTHER_ENCODINGS:
         try:
@@ -79,6 +81,25 @@ def _east_asian(data: bytes) -> tuple[str, ...]:
                 and sum(n for c, n in wide.items() if _common_pair(c.encode(other), other)) >= 0.5 * share):
             found.append(other)
     return tuple(found)
+
+
+def _western(data: bytes) -> bool:
+    """Whether ``data`` reads as Windows-1252 text of a Western language: half or more of its characters
+    beyond ASCII are letters beside an ASCII letter (``ç`` of ``Ações``, ``ß`` of ``Größe``) or marks
+    inside a word (``’`` of ``Don’t``). East Asian text read so is symbols and letters beside them."""
+    try:
+        text = data.decode(FALLBACK_ENCODING)
+    except UnicodeDecodeError:
+        return False
+    beyond = [i for i, c in enumerate(text) if ord(c) > 127][:100_000]  # enough to judge by
+
+    def in_word(i: int) -> bool:
+        before, after = text[i - 1:i] or " ", text[i + 1:i + 2] or " "
+        if text[i].isalpha():
+            return any(c.isascii() and c.isalpha() for c in before + after)
+        return before.isalpha() and after.isalpha()
+
+    return sum(map(in_word, beyond)) >= 0.5 * len(beyond)
 
 
 def _common_pair(pair: bytes, encoding: str) -> bool:

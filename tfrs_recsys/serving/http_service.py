@@ -111,7 +111,8 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
             # A web page in a browser on this host may post any other type (or none) without asking (CORS)
             why = (f"body: Content-Type {', '.join(kinds)[:64] or 'none'}; send exactly one, "
                    f"application/json (curl: -H 'Content-Type: application/json')")
-            return JSONResponse({"error": why, "field": "body"}, status_code=415)
+            return JSONResponse({"error": why, "field": "body"}, status_code=415,
+                                headers={"connection": "close"})  # its body unread
         try:
             body = await _bounded_body(request, max_body_bytes, body_timeout_s)
         except TimeoutError:  # a body that trickles in holds a connection: cut, as the model server does
@@ -133,7 +134,7 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
         except EventError as e:
             return JSONResponse({"error": _cut(str(e)), "field": e.field[:MAX_ID_CHARS]}, status_code=400)
         except (StoreUnavailableError, StoreStateError) as e:
-            return JSONResponse({"error": f"no event was applied: {e}"}, status_code=503)
+            return JSONResponse({"error": _cut(f"no event was applied: {e}")}, status_code=503)
 
     def answer(method, user_id: str, top_k: int):
         try:

@@ -95,6 +95,7 @@ def patience_epochs(patience: int, steps_per_epoch: int) -> int:
         return patience
     return max(3, math.ceil(PATIENCE_STEPS / max(steps_per_epoch, 1)))
 
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
 

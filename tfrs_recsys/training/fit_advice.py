@@ -47,8 +47,9 @@ def leak_warning(evaluator: EpochEvaluator) -> str | None:
 
 def memorizing_advice(evaluator: EpochEvaluator, spec: FeatureSpec, train_rows: int) -> str | None:
     """A warning when the model learned its training rows by heart rather than what generalizes: from the
-    first epoch to the last its training AUC rose by :data:`MEMORY_RISE` or more, while the best validation
-    AUC gained under :data:`MEMORY_SHARE` of that over the first epoch's. It names the vocabulary columns
+    first epoch to the last its training AUC rose by :data:`MEMORY_RISE` or more, to half that above the
+    best validation AUC, while the best validation AUC gained under :data:`MEMORY_SHARE` of that rise over
+    the first epoch's. It names the vocabulary columns
     of fewest training rows per value (under :data:`FEW_ROWS_PER_VALUE`), where a model can learn rows by
     heart, to try leaving out one at a time.
 
@@ -68,10 +69,13 @@ def memorizing_advice(evaluator: EpochEvaluator, spec: FeatureSpec, train_rows: 
             f"{last[k]:.3f}) while the validation {k} gained {v - checked[k]:.3f} ({checked[k]:.3f} to "
             f"{v:.3f} at best)" for k, v in evaluator.best_metrics.items()
             if k.endswith("auc") and k in first and k in last and k in checked
-            and last[k] - first[k] >= MEMORY_RISE and v - checked[k] < MEMORY_SHARE * (last[k] - first[k])]
+            and last[k] - first[k] >= MEMORY_RISE and v - checked[k] < MEMORY_SHARE * (last[k] - first[k])
+            and last[k] - v >= MEMORY_RISE / 2]  # not a first epoch's average catching up with the model
     if not rose:
         return None
     values = {c.name: len(c.vocabulary) for c in spec.features if c.encoding == "vocabulary" and c.vocabulary}
+    values.update({c.name: max(c.num_buckets // 2, 1) for c in spec.features  # ids hashed into 2x buckets
+                   if c.encoding == "hash" and c.num_buckets})
     few = sorted((n, name) for name, n in values.items() if train_rows / n < FEW_ROWS_PER_VALUE)[::-1][:4]
     where = (f" Columns of few training rows per value are where it can: "
              f"{', '.join(f'{name} ({n} values, {train_rows // n} rows each)' for n, name in few)}; "

@@ -88,6 +88,10 @@ def _spec(cfg: TrainConfig, table: streaming.FileTable, sample: pd.DataFrame, tr
             raise DataError(f"the spec's labels {spec.labels} differ from the data's {table.labels}",
                             path=cfg.feature_spec,
                             fix="list the data's label columns in the spec, in that order")
+        if absent := [f.name for f in spec.features if f.name not in sample.columns]:  # of every shard read
+            raise DataError(f"feature(s) {absent} of the spec are in none of the sampled rows",
+                            column=absent[0], path=cfg.feature_spec,
+                            fix="correct the names in the spec, or remove them")
         return spec
     rankers.check_columns(cfg, [*sample.columns, *(c for join in table.joins for c in join.left_out)])
     spec = infer_schema(sample, table.labels, session_column=table.session_column,
@@ -213,6 +217,7 @@ def fit(model: tf.keras.Model, cfg: TrainConfig, run: StreamRun, run_dir, *, row
                                patience=patience_epochs(cfg.patience, steps), save_checkpoint=True)
     rankers.compile_ranker(model, cfg)
     callbacks = [epochs, BadRowsCheck(run.table, cfg), evaluator, tensorboard_callback(run_dir)]
+    run.table.failure = None
     try:
         model.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks,
                   verbose=fit_verbosity(cfg))
