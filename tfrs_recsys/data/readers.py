@@ -349,33 +349,34 @@ def _plain(field: pa.Field) -> bool:
                                                    or field.type == _micros(field))
 
 
-def plain_columns(table: pa.Table) -> pa.Table:
-    """``table`` with each struct column flattened into ``parent.child`` columns (nested ones too), and
-    each timestamp column as microseconds, in UTC where it has a zone: a warehouse export may write one
-    struct per event (``metadata.canal``), and shards written apart their own time zones and units, of the
-    same instants."""
+def plain_columns(table: pa.Table, path: str) -> pa.Table:
+    """``table`` (of the file ``path``, named in errors) with each struct column flattened into
+    ``parent.child`` columns (nested ones too), and each timestamp column as microseconds, in UTC where it
+    has a zone: a warehouse export may write one struct per event (``metadata.canal``), and shards written
+    apart their own time zones and units, of the same instants."""
     while any(pa.types.is_struct(f.type) for f in table.schema):
         names = table.column_names
         table = table.flatten()
         if clash := next((n for n in table.column_names if table.column_names.count(n) > 1), None):
             raise DataError(f"struct field '{clash}' has the name of another column ({', '.join(names)})",
-                            column=clash, fix="rename the column or the struct's field")
+                            path=path, column=clash, fix="rename the column or the struct's field")
     for i, field in enumerate(table.schema):
         if not _plain(field):
             try:  # nanoseconds lose their last digits; a time past the year 294,247 is refused
                 cast = pc.cast(table.column(i), _micros(field), safe=field.type.unit != "ns")
             except pa.ArrowInvalid as exc:
-                raise DataError(f"timestamps that cannot be read as microseconds ({exc})", column=field.name,
+                raise DataError(f"timestamps that cannot be read as microseconds ({exc})", path=path,
+                                column=field.name,
                                 fix="correct the times, or write the column as text") from None
             table = table.set_column(i, field.name, cast)
     return table
 
 
-def plain_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+def plain_batch(batch: pa.RecordBatch, path: str) -> pa.RecordBatch:
     """:func:`plain_columns` of one record batch."""
     if all(_plain(f) for f in batch.schema):
         return batch
-    table = plain_columns(pa.Table.from_batches([batch]))
+    table = plain_columns(pa.Table.from_batches([batch]), path)
     return pa.RecordBatch.from_arrays([c.combine_chunks() for c in table.columns], schema=table.schema)
 
 
@@ -398,10 +399,7 @@ def read_parquet(path: str | os.PathLike, *, columns: Sequence[str] | None = Non
     except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
         raise DataError(f"not a readable Parquet file ({type(exc).__name__}: {exc})", path=path,
                         fix="check the file is Parquet, not CSV or a partial download") from None
-    try:
-        frame = plain_columns(table).to_pandas()
-    except DataError as error:
-        raise DataError(error.message, path=path, column=error.column, fix=error.fix) from None
+    frame = plain_columns(table, path).to_pandas()
     missing = [c for c in (columns or []) if c not in frame.columns]
     if missing:
         raise DataError(f"required column(s) {missing} missing; the file has {list(frame.columns)}",

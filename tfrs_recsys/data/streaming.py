@@ -160,12 +160,7 @@ def _batches(file: str, schema: pa.Schema | None, rows: int,
     text line of another field count than the header's (:meth:`BadRows.malformed_lines`)."""
     if _suffix(file) in PARQUET_SUFFIXES:
         with paths.open_file(file) as fh:
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=rows):
-                try:
-                    batch = plain_batch(batch)
-                except DataError as error:
-                    raise DataError(error.message, path=file, column=error.column, fix=error.fix) from None
-                yield batch
+            yield from (plain_batch(b, file) for b in pq.ParquetFile(fh).iter_batches(batch_size=rows))
         return
     # one thread numbers bad lines
     reading = pa_csv.ReadOptions(block_size=rows * 400, use_threads=False, encoding=file_encoding(file))
@@ -279,7 +274,7 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
             groups += [(index, g, int(starts[g])) for g in range(meta.num_row_groups)]
         for index, group, start in (groups[i] for i in rng.permutation(len(groups))):
             with paths.open_file(table.files[index]) as fh:
-                batch = plain_columns(pq.ParquetFile(fh).read_row_group(group))
+                batch = plain_columns(pq.ParquetFile(fh).read_row_group(group), table.files[index])
             batch = _joined(table, batch.filter(pa.array(split_parts(batch, table, index, start, seed) == 0)))
             chunks.append(batch)
             sources.append(table.files[index])
