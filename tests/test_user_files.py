@@ -451,3 +451,32 @@ def test_a_shard_without_a_column_of_the_spec_reads_it_as_missing(caplog):
             got = np.array([v.decode() for v in got.ravel()], dtype=object).reshape(got.shape)
         assert got.shape == want.shape and ((got == want) | (pd.isna(got) & pd.isna(want))).all(), name
     assert "has no column 'cupon'" in caplog.text
+
+
+def test_compressed_exports_read_as_their_text_in_memory_streamed_and_as_a_log(tmp_path):
+    import bz2
+    import gzip
+
+    plain = tmp_path / "plain" / "Bestellungen.csv"
+    plain.parent.mkdir()
+    plain.write_bytes(("\n".join([HEADER, *_rows(40)]) + "\n").encode())
+    shards = tmp_path / "export"
+    shards.mkdir()
+    (shards / "part-0.csv.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    (shards / "part-1.CSV.BZ2").write_bytes(bz2.compress(plain.read_bytes()))
+    (shards / "_SUCCESS").write_bytes(b"")
+    truth, _ = read_table(str(plain))
+    frame, _ = read_table(str(shards))  # the folder lists both compressed shards
+    assert frame.equals(pd.concat([truth, truth], ignore_index=True))
+    table = streaming.open_table(str(shards), labels=[])
+    assert table.rows == 80 and table.bytes > 8 * (shards / "part-0.csv.gz").stat().st_size
+    streamed = pa.Table.from_batches(list(streaming._batches(table.files[0], None, 16)))
+    assert streamed.column("Bezeichnung").to_pylist() == truth["Bezeichnung"].tolist()
+    data = load_interaction_log(str(shards / "part-0.csv.gz"), user_column="Kunde", item_column="Artikel")
+    assert len(data.interactions) == 40
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes((shards / "part-0.csv.gz").read_bytes()[:-20])
+    for read in (lambda: read_table(str(cut)), lambda: streaming.open_table(str(cut), labels=[])):
+        with pytest.raises(DataError, match="cannot decompress it") as error:
+            read()
+        assert error.value.path == str(cut) and "cut short" in error.value.fix

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tfrs_recsys import paths
 from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import LabeledData
+from tfrs_recsys.data.compressed import read_text_bytes
 from tfrs_recsys.data.errors import DataError, SkipReport
 
 CLICK, CONVERSION = "click", "conversion"
@@ -87,7 +87,7 @@ def load_ali_ccp(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
 
 def _read_paddle_lines(path: str, skip_bad_rows: bool) -> tuple[pd.DataFrame, SkipReport]:
     report = SkipReport(path=path)
-    rows, line_numbers = readers.parse_lines(paths.read_bytes(path), path, _parse_paddle_line,
+    rows, line_numbers = readers.parse_lines(read_text_bytes(path), path, _parse_paddle_line,
                                              skip_bad_rows=skip_bad_rows, report=report)
     report.log()
     fields = sorted({k for r in rows for k in r if k not in ("sample_id", CLICK, CONVERSION)})

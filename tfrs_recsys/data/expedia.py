@@ -45,6 +45,7 @@ import pandas as pd
 from tfrs_recsys import paths
 from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import LabeledData
+from tfrs_recsys.data.compressed import open_text
 from tfrs_recsys.data.errors import DataError, SkipReport
 
 _COMP = tuple(f"comp{i}_{part}" for i in range(1, 9) for part in ("rate", "inv", "rate_percent_diff"))
@@ -122,7 +123,7 @@ def _lines(fh, read_size: int = 64 << 20) -> Iterator[bytes]:
 
 def _line_blocks(path: str, chunk_rows: int) -> Iterator[tuple[int, list[bytes]]]:
     """Consecutive data lines in blocks of ``chunk_rows`` non-blank ones: ``(first line number, lines)``."""
-    with paths.open_file(path) as fh:
+    with open_text(path) as fh:
         fh.readline()
         first, block, filled = 2, [], 0
         for line in _lines(fh):

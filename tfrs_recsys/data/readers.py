@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tfrs_recsys import paths
+from tfrs_recsys.data.compressed import open_text, read_text_bytes
 from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.text_encodings import BOM, decode, file_encoding, text_encoding
 
@@ -44,7 +45,7 @@ def require_file(path: str | os.PathLike, what: str, fix: str) -> str:
     text = str(path)
     if not paths.exists(text):
         raise DataError(f"{what} not found", path=text, fix=fix)
-    with paths.open_file(text) as fh:
+    with open_text(text) as fh:
         if not fh.read(1):
             raise DataError(f"{what} is empty", path=text,
                             fix="point at a file that holds data rows (was the download cut short?)")
@@ -62,7 +63,7 @@ def first_line(path: str | os.PathLike, what: str, fix: str) -> str:
     Returns:
       The line, newline included; undecodable bytes replaced.
     """
-    with paths.open_file(require_file(path, what, fix)) as fh:
+    with open_text(require_file(path, what, fix)) as fh:
         return fh.readline().decode("utf-8", errors="replace")
 
 
@@ -94,7 +95,7 @@ def read_delimited(path: str | os.PathLike, *, sep: str, columns: Sequence[str] 
       The frame and the skip report.
     """
     if data is None:
-        data = paths.read_bytes(require_file(path, what, fix_missing))
+        data = read_text_bytes(require_file(path, what, fix_missing))
     path = str(path)
     if data.startswith(BOM) and first_line == 1:
         data = data[len(BOM):]

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from tfrs_recsys import paths
 from tfrs_recsys.data.bad_rows import BadRows, labels_of
+from tfrs_recsys.data.compressed import EXPANSION, file_format, is_compressed, open_text
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.packing import pack, packed_signature, unpack
 from tfrs_recsys.data.pipelines import without_autotune
@@ -47,10 +48,6 @@ SHUFFLE_BATCHES = 16
 FRACTIONS = (0.8, 0.1, 0.1)
 PARTS = ("train", "validation", "test")
 _GOLDEN = 0x9E3779B97F4A7C15
-
-
-def _suffix(path: str) -> str:
-    return "." + str(path).lower().rsplit(".", 1)[-1]
 
 
 @dataclasses.dataclass
@@ -89,19 +86,20 @@ class FileTable:
 
     def rows_of(self, file: str) -> int:
         """Rows of one shard (Parquet metadata; a text file's lines, header excluded)."""
-        if _suffix(file) not in PARQUET_SUFFIXES:
+        if file_format(file) not in PARQUET_SUFFIXES:
             return _count_lines(file) - 1
         with paths.open_file(file) as fh:
             return pq.ParquetFile(fh).metadata.num_rows
 
 
 def _size(file: str) -> int:
-    return int(tf.io.gfile.stat(str(file)).length) if paths.is_remote(file) else os.path.getsize(file)
+    size = int(tf.io.gfile.stat(str(file)).length) if paths.is_remote(file) else os.path.getsize(file)
+    return size * EXPANSION if is_compressed(file) else size
 
 
 def _count_lines(file: str) -> int:
     lines, last = 0, b"\n"
-    with paths.open_file(file) as fh:
+    with open_text(file) as fh:
         while block := fh.read(1 << 24):
             lines += block.count(b"\n")
             last = block[-1:]
@@ -133,12 +131,12 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
       DataError: a named column is missing from the first shard, naming the flag to change.
     """
     files = table_files(path, "--data")
-    if len({_suffix(f) in PARQUET_SUFFIXES for f in files}) > 1:
+    if len({file_format(f) in PARQUET_SUFFIXES for f in files}) > 1:
         raise DataError("the shards mix Parquet and text files", path=str(path),
                         fix="point --data at one format, e.g. a glob like shards/*.parquet")
     schema = next(_batches(files[0], None, CHUNK_ROWS, lambda row: "skip")).schema
     texts = [user_column, item_column, *declared_text(column_types)]
-    if _suffix(files[0]) not in PARQUET_SUFFIXES:
+    if file_format(files[0]) not in PARQUET_SUFFIXES:
         texts += labels  # read as text, a label's stray word is a bad row rather than a parse error
     for column in (c for c in texts if c in schema.names):
         schema = schema.set(schema.get_field_index(column), pa.field(column, pa.string()))
@@ -158,7 +156,7 @@ def _batches(file: str, schema: pa.Schema | None, rows: int,
              malformed: Callable | None = None) -> Iterator[pa.RecordBatch]:
     """Record batches of one shard; ``schema`` fixes a text file's column types; ``malformed`` takes a
     text line of another field count than the header's (:meth:`BadRows.malformed_lines`)."""
-    if _suffix(file) in PARQUET_SUFFIXES:
+    if file_format(file) in PARQUET_SUFFIXES:
         with paths.open_file(file) as fh:
             yield from (plain_batch(b, file) for b in pq.ParquetFile(fh).iter_batches(batch_size=rows))
         return
@@ -166,7 +164,7 @@ def _batches(file: str, schema: pa.Schema | None, rows: int,
     reading = pa_csv.ReadOptions(block_size=rows * 400, use_threads=False, encoding=file_encoding(file))
     parsing = pa_csv.ParseOptions(delimiter=text_separator(file), invalid_row_handler=malformed)
     types = {f.name: f.type for f in schema} if schema is not None else None
-    with paths.open_file(file) as fh:
+    with open_text(file) as fh:
         try:  # the reader parses its first block on opening: a type error may come from either
             yield from pa_csv.open_csv(fh, read_options=reading, parse_options=parsing,
                                        convert_options=pa_csv.ConvertOptions(column_types=types))
@@ -265,7 +263,7 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     wanted = 2 * rows  # read twice the rows wanted, then subsample uniformly
     chunks, sources, have = [], [], 0
-    if _suffix(table.files[0]) in PARQUET_SUFFIXES:
+    if file_format(table.files[0]) in PARQUET_SUFFIXES:
         groups = []
         for index, file in enumerate(table.files):
             with paths.open_file(file) as fh:

@@ -19,6 +19,7 @@ import pandas as pd
 from tfrs_recsys import paths
 from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import LabeledData
+from tfrs_recsys.data.compressed import file_format, open_text
 from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.number_text import MISSING_NUMBER_WORDS, mostly_formatted_numbers
 
@@ -30,12 +31,8 @@ MOSTLY_NUMERIC = 0.95  # this share of numbers makes a text column's other value
 COLUMN_KINDS = ("numeric", "categorical", "timestamp")  # a timestamp stays text here: the spec reads it
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
-FORMATS = "CSV (.csv), TSV (.tsv, .txt) or Parquet (.parquet, .pq)"
+FORMATS = "CSV (.csv), TSV (.tsv, .txt), either compressed (.gz, .bz2), or Parquet (.parquet, .pq)"
 SOURCES = "row_sources"  # frame.attrs key: per shard, (first row, file, its rows' lines or None)
-
-
-def _suffix(path: str) -> str:
-    return posixpath.splitext(str(path).lower())[1]
 
 
 def table_files(path: str, what: str) -> list[str]:
@@ -58,7 +55,7 @@ def table_files(path: str, what: str) -> list[str]:
         files = [str(paths.join(folder, n)) for n in sorted(names) if fnmatch.fnmatch(n, pattern)]
     elif paths.isdir(text):
         files = [str(paths.join(text, n)) for n in sorted(paths.listdir(text))
-                 if not n.startswith((".", "_")) and _suffix(n) in (*TEXT_SUFFIXES, *PARQUET_SUFFIXES)]
+                 if not n.startswith((".", "_")) and file_format(n) in (*TEXT_SUFFIXES, *PARQUET_SUFFIXES)]
     elif paths.exists(text):
         files = [text]
     else:
@@ -87,7 +84,7 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
     """
     frames, reports, sources, start = [], [], [], 0
     for file in table_files(path, what):
-        if _suffix(file) in PARQUET_SUFFIXES:
+        if file_format(file) in PARQUET_SUFFIXES:
             frame = readers.read_parquet(file, what=what)
         else:
             # the caller says the report once, with the rows its own checks skip
@@ -98,7 +95,7 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
         for column in (c for c in required if c not in frame.columns):
             flag = required.get(column) if isinstance(required, Mapping) else None
             raise DataError(f"{what} has no such column; its columns are {list(frame.columns)}", path=file,
-                            line=None if _suffix(file) in PARQUET_SUFFIXES else 1, column=column,
+                            line=None if file_format(file) in PARQUET_SUFFIXES else 1, column=column,
                             fix=f"pass {flag} naming one of them" if flag else "add it")
         sources.append((start, file, frame.attrs.get(readers.LINE_NUMBERS)))  # None: no line was skipped
         frames.append(frame)
@@ -136,9 +133,9 @@ def text_separator(file: str, given: str | None = None) -> str:
     most of, where it holds more of it than of its suffix's (``,`` for .csv, tab for .tsv / .txt)."""
     if given:
         return given
-    with paths.open_file(file) as fh:  # a tf.io.gfile file's readline takes no size
+    with open_text(file) as fh:  # a tf.io.gfile file's readline takes no size
         head = fh.read(1 << 16).split(b"\n", 1)[0].decode("utf-8", errors="replace")
-    default = TEXT_SUFFIXES.get(_suffix(file), ",")
+    default = TEXT_SUFFIXES.get(file_format(file), ",")
     best = max((",", ";", "\t", "|"), key=head.count)
     return best if head.count(best) > head.count(default) else default
 
@@ -150,7 +147,7 @@ def locate(table: pd.DataFrame, row: int) -> tuple[str | None, int | None]:
             offset = row - start
             if lines is not None:
                 return file, int(lines[offset])
-            return file, offset + (1 if _suffix(file) in PARQUET_SUFFIXES else 2)
+            return file, offset + (1 if file_format(file) in PARQUET_SUFFIXES else 2)
     return None, None
 
 
@@ -210,7 +207,7 @@ def keep_rows(table: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
     if sources:
         ends, located = [start for start, _, _ in sources[1:]] + [len(table)], []
         for (start, file, lines), end in zip(sources, ends):
-            first = 1 if _suffix(file) in PARQUET_SUFFIXES else 2
+            first = 1 if file_format(file) in PARQUET_SUFFIXES else 2
             lines = np.arange(first, first + end - start) if lines is None else np.asarray(lines)
             if keep[start:end].any():
                 located.append((int(keep[:start].sum()), file, lines[keep[start:end]]))

@@ -8,7 +8,7 @@ import functools
 import logging
 import unicodedata
 
-from tfrs_recsys import paths
+from tfrs_recsys.data.compressed import open_text
 from tfrs_recsys.data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def _common_pair(pair: bytes, encoding: str) -> bool:
 def file_encoding(path: str) -> str:
     """:func:`text_encoding` of a file's first :data:`SNIFFED_BYTES` (warned once a file), for readers that
     stream it."""
-    with paths.open_file(path) as fh:
+    with open_text(path) as fh:
         block = fh.read(SNIFFED_BYTES)
         return text_encoding(block, path, whole=len(block) < SNIFFED_BYTES or not fh.read(1))
 
