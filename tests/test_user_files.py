@@ -401,13 +401,17 @@ def test_an_interaction_log_of_lists_and_structs_leaves_out_the_columns_named(tm
         with pytest.raises(DataError, match="names the --(user|item)-column column"):
             load_interaction_log(str(tmp_path / "eventos"), **options, exclude_columns=[key])
     config = DeepFMConfig(dataset="interactions", data_dir=str(tmp_path / "eventos"), **options,
-                          exclude_columns=("metadata.canal", "cupon"), epochs=1, embedding_dim=4,
+                          exclude_columns=("metadata", "cupon"), epochs=1, embedding_dim=4,
                           hidden_units=(8,), output_dir=str(tmp_path / "run"))
     from tfrs_recsys.training import deepfm
 
-    deepfm.run(config)  # a ranker on the log as implicit clicks leaves them out too
-    kept = json.loads((tmp_path / "run" / "spec.json").read_text())["features"]
-    assert not {"metadata.canal", "cupon"} & {f["name"] for f in kept}
+    deepfm.run(config)  # a ranker on the log as implicit clicks leaves them out too; a struct's name, its fields
+    kept = {f["name"] for f in json.loads((tmp_path / "run" / "spec.json").read_text())["features"]}
+    assert "cupon" not in kept and not [name for name in kept if name.startswith("metadata")]
+    frame, _ = read_table(str(tmp_path / "eventos"))
+    spec = infer_schema(frame, labels=["comprado"], exclude=["metadata"])
+    assert {"metadata.canal", "metadata.pagina"} <= set(spec.notes["dropped"])
+    assert not [f.name for f in spec.features if f.name.startswith("metadata")]
 
 
 def test_odd_warehouse_columns_are_refused_or_read(tmp_path):

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
+from tfrs_recsys.data.readers import struct_fields
 from tfrs_recsys.data.tabular import bad_row, parse_column_types, read_table, type_columns
 from tfrs_recsys.data.text_values import text_numbers, text_times
 
@@ -137,6 +138,7 @@ class EntityJoin:
                  exclude: Sequence[str] = ()):
         key = f"{group}_id"
         self.column, self.group, self.path = column, group, path
+        exclude = struct_fields(exclude, list(table.columns))
         self.columns = [c for c in table.columns if c != key and c not in exclude]
         self.left_out = [c for c in table.columns if c != key and c in exclude]  # not joined: excluded
         self.times = [c for c in table.attrs.get(TIMES, []) if c in self.columns]  # read from dates

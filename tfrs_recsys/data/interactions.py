@@ -17,6 +17,7 @@ import pandas as pd
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.entities import declared_types, id_text, read_entity_table, say_unmatched
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
+from tfrs_recsys.data.readers import struct_fields
 from tfrs_recsys.data.schema import day_first, epoch_seconds, is_listlike, is_plain_number, month_first
 from tfrs_recsys.data.schema_inference import detect_separator
 from tfrs_recsys.data.tabular import (
@@ -178,6 +179,7 @@ def _excluded(columns: Sequence[str], named: dict[str, str], *frames: pd.DataFra
     other flag name (nor the ``item_id`` / ``user_id`` keys the tables are joined by)."""
     named = {**named, "item_id": "--item-column", "user_id": "--user-column"}
     held = [c for frame in frames if frame is not None for c in frame.columns if c not in named]
+    columns = struct_fields(columns, held)
     for column in columns:
         if column in named:
             raise DataError(f"--exclude-columns names the {named[column]} column", column=column,

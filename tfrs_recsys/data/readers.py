@@ -373,6 +373,13 @@ def plain_columns(table: pa.Table, path: str) -> pa.Table:
     return table
 
 
+def struct_fields(names: Sequence[str], columns: Sequence[str]) -> list[str]:
+    """``names`` with the name of a struct (``metadata``, not itself a column) replaced by its fields'
+    columns as :func:`plain_columns` reads them (``metadata.canal``, ``metadata.pagina``); others as given."""
+    return [field for name in names for field in
+            ([] if name in columns else [c for c in columns if c.startswith(f"{name}.")]) or [name]]
+
+
 def plain_batch(batch: pa.RecordBatch, path: str) -> pa.RecordBatch:
     """:func:`plain_columns` of one record batch."""
     if all(_plain(f) for f in batch.schema):

@@ -26,6 +26,7 @@ from tfrs_recsys.data.label_leaks import (
     within_label,
 )
 from tfrs_recsys.data.number_text import currencies, formatted_numbers, mostly_formatted_numbers
+from tfrs_recsys.data.readers import struct_fields
 from tfrs_recsys.data.schema import (
     GROUPS,
     FeatureColumn,
@@ -128,6 +129,7 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
         raise SchemaError("schema inference needs a non-empty DataFrame", fix="load the data first")
     frame = frame.rename(columns=str)
     columns = list(frame.columns)
+    exclude = struct_fields(exclude, columns)
     explicit_lists = dict(zip(GROUPS, (user_columns or [], item_columns or [], context_columns or [])))
     roles = {"session_column": session_column, "user_column": user_column, "item_column": item_column,
              "timestamp_column": timestamp_column}
