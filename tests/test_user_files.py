@@ -484,3 +484,19 @@ def test_compressed_exports_read_as_their_text_in_memory_streamed_and_as_a_log(t
         with pytest.raises(DataError, match="cannot decompress it") as error:
             read()
         assert error.value.path == str(cut) and "cut short" in error.value.fix
+
+
+def test_a_parquet_date_column_is_a_time_whatever_its_name(tmp_path):
+    import datetime
+
+    import pyarrow.parquet as pq
+
+    days = [datetime.date(2024, 1, 1) + datetime.timedelta(days=i % 50) for i in range(200)]
+    pq.write_table(pa.table({"ausgabe": pa.array(days, pa.date32()), "label": [i % 2 for i in range(200)]}),
+                   tmp_path / "dates.parquet")
+    frame, _ = read_table(str(tmp_path / "dates.parquet"))
+    assert frame["ausgabe"][3] == pd.Timestamp("2024-01-04")  # its midnight, as a Parquet timestamp reads
+    column = infer_schema(frame, labels=["label"]).features[0]
+    assert (column.name, column.kind) == ("ausgabe", "timestamp")
+    streamed = next(streaming._batches(str(tmp_path / "dates.parquet"), None, 100))
+    assert streamed.schema.field("ausgabe").type == pa.timestamp("us")

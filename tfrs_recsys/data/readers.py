@@ -341,20 +341,21 @@ def binary_checks(frame: pd.DataFrame, labels: Sequence[str], fix: str = "binari
 
 
 def _micros(field: pa.Field) -> pa.DataType:
-    """The type a timestamp column is read as: microseconds, in UTC where it has a zone."""
-    return pa.timestamp("us", tz="UTC" if field.type.tz else None)
+    """The type a timestamp or date column is read as: microseconds, in UTC where it has a zone."""
+    return pa.timestamp("us", tz="UTC" if getattr(field.type, "tz", None) else None)
 
 
 def _plain(field: pa.Field) -> bool:
-    return not pa.types.is_struct(field.type) and (not pa.types.is_timestamp(field.type)
-                                                   or field.type == _micros(field))
+    kind = field.type
+    return not (pa.types.is_struct(kind) or pa.types.is_date(kind)) and (not pa.types.is_timestamp(kind)
+                                                                        or kind == _micros(field))
 
 
 def plain_columns(table: pa.Table, path: str) -> pa.Table:
     """``table`` (of the file ``path``, named in errors) with each struct column flattened into
     ``parent.child`` columns (nested ones too), and each timestamp column as microseconds, in UTC where it
     has a zone: a warehouse export may write one struct per event (``metadata.canal``), and shards written
-    apart their own time zones and units, of the same instants."""
+    apart their own time zones and units, of the same instants. A date column reads as its midnights."""
     while any(pa.types.is_struct(f.type) for f in table.schema):
         names = table.column_names
         table = table.flatten()
@@ -364,7 +365,7 @@ def plain_columns(table: pa.Table, path: str) -> pa.Table:
     for i, field in enumerate(table.schema):
         if not _plain(field):
             try:  # nanoseconds lose their last digits; a time past the year 294,247 is refused
-                cast = pc.cast(table.column(i), _micros(field), safe=field.type.unit != "ns")
+                cast = pc.cast(table.column(i), _micros(field), safe=getattr(field.type, "unit", "") != "ns")
             except pa.ArrowInvalid as exc:
                 raise DataError(f"timestamps that cannot be read as microseconds ({exc})", path=path,
                                 column=field.name,
