@@ -500,3 +500,21 @@ def test_a_parquet_date_column_is_a_time_whatever_its_name(tmp_path):
     assert (column.name, column.kind) == ("ausgabe", "timestamp")
     streamed = next(streaming._batches(str(tmp_path / "dates.parquet"), None, 100))
     assert streamed.schema.field("ausgabe").type == pa.timestamp("us")
+
+
+def test_dotted_dates_are_day_first_and_other_dates_that_cannot_tell_are_warned_of(tmp_path, caplog):
+    week = [f"k{i % 5};A-{i % 9};0{1 + i % 4}.12.2024 18:05" for i in range(40)]  # no day above 12
+    (tmp_path / "woche.csv").write_text("\n".join(["Kunde;Artikel;Zeitpunkt", *week]) + "\n")
+    data = load_interaction_log(str(tmp_path / "woche.csv"), user_column="Kunde", item_column="Artikel",
+                                time_column="Zeitpunkt")
+    days = pd.to_datetime(data.interactions["timestamp"], unit="s")
+    assert set(days.dt.month) == {12} and set(days.dt.day) == {1, 2, 3, 4}
+    frame = pd.DataFrame({"Zeitpunkt": [row.split(";")[2] for row in week], "label": [0, 1] * 20})
+    assert infer_schema(frame, labels=["label"]).features[0].day_first  # a ranker reads them alike
+    with caplog.at_level(logging.WARNING):
+        slashed = [row.replace(".", "/") for row in week]
+        (tmp_path / "slashed.csv").write_text("\n".join(["Kunde;Artikel;Zeit", *slashed]) + "\n")
+        load_interaction_log(str(tmp_path / "slashed.csv"), user_column="Kunde", item_column="Artikel",
+                             time_column="Zeit")
+    said = [r.getMessage() for r in caplog.records if "day or month first" in r.getMessage()]
+    assert len(said) == 1 and "'Zeit'" in said[0] and "read month first" in said[0]

@@ -308,15 +308,21 @@ _NUMERIC_DATE = r"^(\s*)(\d{1,2})([/.\-])(\d{1,2})\3(?=\d{2,4}(?!\d))"  # 31/12/
 
 def day_first(values: pd.Series, name: str = "", *, expected: bool | None = None) -> bool:
     """Whether the numeric dates among ``values`` (other values are ignored) are written day first:
-    ``31/12/2025`` says so, ``12/31/2025`` says month first, dates that say neither are read month first,
-    as pandas reads them; ISO dates (``2025-12-31``) are not numeric dates. Both orders in one column, or
-    (given ``expected``, the order a spec recorded) the other order, raise a :class:`SchemaError` naming
-    the column ``name``."""
+    ``31/12/2025`` says so, ``12/31/2025`` says month first; dates that say neither are read day first when
+    written with dots (``01.12.2025``, as every country writing dates with dots does) and month first
+    otherwise, as pandas reads them, with a warning; ISO dates (``2025-12-31``) are not numeric dates. Both
+    orders in one column, or (given ``expected``, the order a spec recorded) the other order, raise a
+    :class:`SchemaError` naming the column ``name``."""
     text = pd.Series(values.dropna().unique()).astype(str)
-    if (parts := text.str.extract(_NUMERIC_DATE)).empty:
+    if (parts := text.str.extract(_NUMERIC_DATE).dropna()).empty:
         return False
+    text = text[parts.index]
     first, second = pd.to_numeric(parts[1]), pd.to_numeric(parts[3])
     days_first, months_first = text[first > 12], text[second > 12]
+    if not len(days_first) and not len(months_first) and expected is None:
+        if (parts[2] == ".").all():
+            return True
+        _say_order_unknown(name, text.iloc[0])
     if len(days_first) and len(months_first):
         raise SchemaError(f"dates written day first ({days_first.iloc[0]!r}) and month first "
                           f"({months_first.iloc[0]!r}) in one column", column=name or None,
@@ -328,6 +334,14 @@ def day_first(values: pd.Series, name: str = "", *, expected: bool | None = None
                           fix=f'set "day_first": {str(not expected).lower()} for it in spec.json and pass '
                               f"--feature-spec, or write ISO dates (2025-12-31)")
     return bool(len(days_first))
+
+
+@functools.lru_cache(maxsize=256)
+def _say_order_unknown(name: str, example: str) -> None:
+    """Warns, once a column, that its dates were read month first for want of a day above 12."""
+    logger.warning("column %r: no date says whether it is written day or month first (no number above 12, "
+                   "e.g. %r): read month first, as in the US (03/06/2024 is March 6); if they are day first, "
+                   "write the dates as ISO (2024-06-03) or with dots (03.06.2024)", name, example)
 
 
 def month_first(values: pd.Series) -> pd.Series:
