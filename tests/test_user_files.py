@@ -405,7 +405,7 @@ def test_an_interaction_log_of_lists_and_structs_leaves_out_the_columns_named(tm
                           hidden_units=(8,), output_dir=str(tmp_path / "run"))
     from tfrs_recsys.training import deepfm
 
-    deepfm.run(config)  # a ranker on the log as implicit clicks leaves them out too; a struct's name, its fields
+    deepfm.run(config)  # a ranker on the log as implicit clicks leaves them out too (a struct: its fields)
     kept = {f["name"] for f in json.loads((tmp_path / "run" / "spec.json").read_text())["features"]}
     assert "cupon" not in kept and not [name for name in kept if name.startswith("metadata")]
     frame, _ = read_table(str(tmp_path / "eventos"))
@@ -518,3 +518,15 @@ def test_dotted_dates_are_day_first_and_other_dates_that_cannot_tell_are_warned_
                              time_column="Zeit")
     said = [r.getMessage() for r in caplog.records if "day or month first" in r.getMessage()]
     assert len(said) == 1 and "'Zeit'" in said[0] and "read month first" in said[0]
+
+
+def test_a_workbook_is_refused_as_one_with_how_to_save_it_as_csv(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "Bestellungen.xlsx", "w") as book:  # an .xlsx is a zip of XML parts
+        book.writestr("xl/workbook.xml", "<workbook/>")
+    (tmp_path / "umbenannt.csv").write_bytes((tmp_path / "Bestellungen.xlsx").read_bytes())
+    for name in ("Bestellungen.xlsx", "umbenannt.csv"):
+        with pytest.raises(DataError, match="spreadsheet workbook") as error:
+            load_interaction_log(str(tmp_path / name), user_column="Kunde", item_column="Artikel")
+        assert "CSV UTF-8" in error.value.fix and error.value.path.endswith(name)

@@ -31,6 +31,7 @@ MOSTLY_NUMERIC = 0.95  # this share of numbers makes a text column's other value
 COLUMN_KINDS = ("numeric", "categorical", "timestamp")  # a timestamp stays text here: the spec reads it
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
+WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods", ".numbers", ".zip")
 FORMATS = "CSV (.csv), TSV (.tsv, .txt), either compressed (.gz, .bz2), or Parquet (.parquet, .pq)"
 SOURCES = "row_sources"  # frame.attrs key: per shard, (first row, file, its rows' lines or None)
 
@@ -58,12 +59,24 @@ def table_files(path: str, what: str) -> list[str]:
                  if not n.startswith((".", "_")) and file_format(n) in (*TEXT_SUFFIXES, *PARQUET_SUFFIXES)]
     elif paths.exists(text):
         files = [text]
+        _refuse_workbook(text, what)
     else:
         raise DataError(f"{what} {text} does not exist", path=text, fix="check the path")
     if not files:
         raise DataError(f"{what} {text} names no {FORMATS} file", path=text,
                         fix="point it at a file, a glob like shards/*.csv, or a folder of such files")
     return files
+
+
+def _refuse_workbook(file: str, what: str) -> None:
+    """A spreadsheet workbook (by its suffix, or a zip or OLE file's first bytes) is refused: read as text,
+    its bytes would be taken for an encoding or a separator."""
+    with paths.open_file(file) as fh:
+        head = fh.read(8)
+    if file_format(file) in WORKBOOK_SUFFIXES or head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+        raise DataError(f"{what} is a spreadsheet workbook or an archive, not a {FORMATS} file", path=file,
+                        fix="save it as CSV (Excel: File > Save As > CSV UTF-8; LibreOffice: File > Save As "
+                            "> Text CSV, UTF-8) or export it as Parquet, and point at that")
 
 
 def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), what: str = "table",
