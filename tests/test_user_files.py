@@ -530,3 +530,22 @@ def test_a_workbook_is_refused_as_one_with_how_to_save_it_as_csv(tmp_path):
         with pytest.raises(DataError, match="spreadsheet workbook") as error:
             load_interaction_log(str(tmp_path / name), user_column="Kunde", item_column="Artikel")
         assert "CSV UTF-8" in error.value.fix and error.value.path.endswith(name)
+
+
+def test_a_column_flag_is_checked_against_the_data_before_its_tables_and_a_near_spelling_is_named(tmp_path):
+    from tfrs_recsys.data.registry import load_labeled
+
+    (tmp_path / "log.csv").write_text("Kundennummer ,Artikel,geklickt\n" + "k1,a1,1\nk2,a2,0\n" * 20)
+    (tmp_path / "kunden.csv").write_text("Kundennr,Alter\nk1,30\n")
+    options = dict(label_columns=["geklickt"], item_column="Artikel")
+    with pytest.raises(DataError) as error:  # the typo is in the flag: the data says so, not the table
+        load_labeled("deepfm", "csv", str(tmp_path / "log.csv"), **options, user_column="Kundennr",
+                     users=str(tmp_path / "kunden.csv"))
+    assert error.value.path.endswith("log.csv") and "pass --user-column naming one of them" in error.value.fix
+    for users in (str(tmp_path / "kunden.csv"), None):  # a header's trailing space is pointed at
+        with pytest.raises(DataError) as error:
+            load_labeled("deepfm", "csv", str(tmp_path / "log.csv"), **options, user_column="Kundennummer",
+                         users=users)
+        assert "'Kundennummer ' (spaces or case differ)" in error.value.fix
+    with pytest.raises(DataError, match="spaces or case differ"):
+        streaming.open_table(str(tmp_path / "log.csv"), labels=["geklickt"], user_column="kundennummer")

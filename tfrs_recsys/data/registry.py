@@ -22,7 +22,7 @@ from tfrs_recsys.data.expedia import load_expedia
 from tfrs_recsys.data.interactions import load_interaction_log
 from tfrs_recsys.data.label_leaks import norm_name
 from tfrs_recsys.data.synthetic_interactions import synthetic_histories, synthetic_ratings
-from tfrs_recsys.data.tabular import load_criteo, load_table, say_duplicates
+from tfrs_recsys.data.tabular import column_fix, load_criteo, load_table, say_duplicates, table_columns
 from tfrs_recsys.data.text_values import TIME_NAME
 
 INTERACTION_DATASETS = {
@@ -225,6 +225,12 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
             raise DataError(f"--dataset {dataset} needs the label columns", fix="pass --label-columns "
                             "click,conversion (esmm) or --label-columns label (deepfm)")
         reports: list = []
+        if items or users:  # the data's columns first: a flag naming none of them is the data's error
+            have = table_columns(_need_dir(dataset, data_dir), "--data")
+            for flag, column in (("--item-column", item_column), ("--user-column", user_column)):
+                if column and column not in have:
+                    raise DataError(f"--data has no such column; its columns are {have}", path=data_dir,
+                                    column=column, fix=column_fix(column, have, flag))
         joins = entity_joins((), items=items, users=users, item_column=item_column, user_column=user_column,
                              skip_bad_rows=skip_bad_rows, column_types=column_types, reports=reports,
                              exclude=exclude_columns)

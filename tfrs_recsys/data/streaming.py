@@ -40,7 +40,7 @@ from tfrs_recsys.data.packing import pack, packed_signature, unpack
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.readers import plain_batch, plain_columns
 from tfrs_recsys.data.schema import FeatureSpec
-from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, declared_text, table_files, text_separator
+from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, column_fix, declared_text, table_files, text_separator
 from tfrs_recsys.data.text_encodings import file_encoding
 
 CHUNK_ROWS = 65_536  # rows parsed at once: bounds the reader's memory
@@ -145,7 +145,7 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
     for flag, columns in flags.items():
         for column in (c for c in columns if c and c not in schema.names):
             raise DataError(f"--data has no such column; its columns are {schema.names}", path=files[0],
-                            column=column, fix=f"pass {flag} naming one of them")
+                            column=column, fix=column_fix(column, schema.names, flag))
     table = FileTable(files, list(labels), schema, 0, sum(_size(f) for f in files), session_column,
                       user_column, item_column)
     table.rows = sum(table.rows_of(f) for f in files)

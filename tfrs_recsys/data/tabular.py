@@ -7,6 +7,7 @@ counted with ``skip_bad_rows``) or ``categorical`` (kept as text).
 """
 from __future__ import annotations
 
+import csv
 import fnmatch
 import logging
 import posixpath
@@ -15,6 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from tfrs_recsys import paths
 from tfrs_recsys.data import readers
@@ -22,6 +24,7 @@ from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.compressed import file_format, open_text
 from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.number_text import MISSING_NUMBER_WORDS, mostly_formatted_numbers
+from tfrs_recsys.data.text_encodings import BOM, file_encoding
 
 logger = logging.getLogger(__name__)
 CRITEO_DENSE = tuple(f"I{i}" for i in range(1, 14))
@@ -68,6 +71,27 @@ def table_files(path: str, what: str) -> list[str]:
     return files
 
 
+def column_fix(column: str, columns: Sequence[str], flag: str | None) -> str:
+    """The fix of a column missing from a table: the column written with other spaces or case, if one is
+    (``'Kundennummer '``), else to pass ``flag`` naming one of ``columns`` (or to add it, without a flag)."""
+    twin = next((c for c in columns if str(c).strip().casefold() == column.strip().casefold()), None)
+    if twin is not None:
+        return f"the table writes it {twin!r} (spaces or case differ): " + (
+            f"pass {flag} {twin!r}, or correct the header" if flag else "correct the header")
+    return f"pass {flag} naming one of them" if flag else "add it"
+
+
+def table_columns(path: str, what: str) -> list[str]:
+    """The columns of a table path's first file, from its header line or Parquet schema alone."""
+    file = table_files(path, what)[0]
+    if file_format(file) in PARQUET_SUFFIXES:
+        with paths.open_file(file) as fh:
+            return readers.plain_columns(pq.read_schema(fh).empty_table(), file).column_names
+    with open_text(file) as fh:
+        line = fh.readline().removeprefix(BOM).decode(file_encoding(file), errors="replace")
+    return next(csv.reader([line.rstrip("\r\n")], delimiter=text_separator(file)), [])
+
+
 def _refuse_workbook(file: str, what: str) -> None:
     """A spreadsheet workbook (by its suffix, or a zip or OLE file's first bytes) is refused: read as text,
     its bytes would be taken for an encoding or a separator."""
@@ -109,7 +133,7 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
             flag = required.get(column) if isinstance(required, Mapping) else None
             raise DataError(f"{what} has no such column; its columns are {list(frame.columns)}", path=file,
                             line=None if file_format(file) in PARQUET_SUFFIXES else 1, column=column,
-                            fix=f"pass {flag} naming one of them" if flag else "add it")
+                            fix=column_fix(column, frame.columns, flag))
         sources.append((start, file, frame.attrs.get(readers.LINE_NUMBERS)))  # None: no line was skipped
         frames.append(frame)
         start += len(frame)
