@@ -95,7 +95,7 @@ def test_a_csv_of_my_own_becomes_a_served_recommendation(tmp_path, caplog):
         _command(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", " v3 ",
                   "--k", "5", "--json"]),
         _command(["tfrs_recsys.recommend", "--run-dir", str(tmp_path / "retrieval"), "--user-id", "v3",
-                  "--history", "7,no-such-sku", "--json"]),
+                  "--history", "7, no-such-sku ,", "--json"]),  # spaces after commas, as typed
     ], timeout=600, env=_env(), cwd=REPO)
     recommended = _json(answer)["items"]
     assert _json(answer)["known_user"]  # the id read as training read it, spaces stripped

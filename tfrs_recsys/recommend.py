@@ -107,7 +107,7 @@ def _from_run(args) -> tuple[dict, str, list[tuple[str, float, str]], str]:
 
     runs.open_run(args.run_dir, ("retrieval",)).require_complete(allow_incomplete=True)
     trained = runs.load_retrieval(args.run_dir)
-    history = [h for h in args.history.split(",") if h] if args.history is not None else None
+    history = [h.strip() for h in args.history.split(",") if h.strip()] if args.history is not None else None
     known = args.user_id in trained.histories
     # as the run ranked its test users (retrieval_meta.json's history_left_out) unless a flag says
     exclude = (args.exclude_seen or not args.keep_seen and bool(trained.meta.get("history_left_out", False)))
