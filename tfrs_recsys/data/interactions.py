@@ -211,12 +211,17 @@ def _lists(table: pd.DataFrame | None, key: str) -> pd.DataFrame | None:
 
 
 def _rating_values(entries: Sequence[str]) -> dict[str, float]:
-    """``("view=1", "purchase=5")`` as ``{"view": 1.0, "purchase": 5.0}``; a malformed entry is an error."""
-    weights = {}
+    """``("view=1", "Purchase=5")`` as ``{"view": 1.0, "purchase": 5.0}``: values match in any case (a log's
+    ``Kauf`` and ``kauf`` are one event); a malformed entry, or two differing only in case, is an error."""
+    weights, given = {}, {}
     for entry in entries:
         text, _, number = entry.partition("=")
+        key = text.strip().casefold()
+        if key in given:
+            raise DataError(f"--rating-values entries {given[key]!r} and {entry!r} name one value (values match "
+                            "in any case)", fix="keep one of them")
         try:
-            weights[text.strip()] = float(number)
+            weights[key], given[key] = float(number), entry
         except ValueError:
             raise DataError(f"--rating-values entry {entry!r} is not TEXT=NUMBER",
                             fix="write e.g. --rating-values view=1,cart=3,purchase=5") from None
@@ -231,7 +236,8 @@ def _ratings(table: pd.DataFrame, column: str, weights: dict[str, float], rows: 
     if not weights:
         values = binary_label(values)
     if weights:
-        ratings = values.astype("string").str.strip().map(weights).to_numpy(dtype=np.float64, na_value=np.nan)
+        ratings = values.astype("string").str.strip().str.casefold().map(weights).to_numpy(dtype=np.float64,
+                                                                                        na_value=np.nan)
         rows.check(np.isnan(ratings), column, "{value!r} has no --rating-values entry",
                    f"rate it in --rating-values (now {', '.join(f'{k}={v:g}' for k, v in weights.items())}), "
                    f"or drop the row")
