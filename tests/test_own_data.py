@@ -418,8 +418,8 @@ def test_event_types_are_rated_with_rating_values(tmp_path):
     err = _error(load_interaction_log, log, **options, rating_values=["view=1", "cart=3"])
     assert (err.line, err.column) == (4, "event") and "'purchase' has no --rating-values entry" in str(err)
     mixed = _log(tmp_path, "u,i,event\na,x,View\na,y,CART\nb,x,purchase\n", "mixed.csv")  # any case matches
-    read = load_interaction_log(mixed, **options, rating_values=["view=1", "Cart=3", "PURCHASE=5"]).interactions
-    assert read["rating"].tolist() == [1.0, 3.0, 5.0]
+    read = load_interaction_log(mixed, **options, rating_values=["view=1", "Cart=3", "PURCHASE=5"])
+    assert read.interactions["rating"].tolist() == [1.0, 3.0, 5.0]
     err = _error(load_interaction_log, mixed, **options, rating_values=["kauf=5", "Kauf=1"])
     assert "name one value" in str(err)
 

@@ -161,7 +161,8 @@ def test_columns_named_in_any_script_are_served_under_the_names_their_signature_
     from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, signature_name
     from tfrs_recsys.features.preprocessing import raw_input_specs
 
-    names = ["âge", "position dans la page", "Kunde-Nr.", "年龄", "1st_visit", "_x", "user_id"]
+    names = ["âge", "position dans la page", "Kunde-Nr.", "年龄", "1st_visit", "_x", "user_id", "Größe",
+             "Ørsted"]
 
     def numbers(*columns):
         return FeatureSpec([FeatureColumn(c, "numeric", "context", mean=0, std=1) for c in columns], ["y"])
@@ -171,7 +172,8 @@ def test_columns_named_in_any_script_are_served_under_the_names_their_signature_
                                input_signature=[raw_input_specs(numbers(*names))])
     tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.serve})
     served = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"]
-    expected = ["age", "position_dans_la_page", "Kunde_Nr_", "u5e74u9f84", "f_1st_visit", "f__x", "user_id"]
+    expected = ["age", "position_dans_la_page", "Kunde_Nr_", "u5e74u9f84", "f_1st_visit", "f__x", "user_id",
+                "Grosse", "Orsted"]
     assert sorted(served.structured_input_signature[1]) == sorted(expected)
     assert [signature_name(n) for n in names] == expected and signature_name("Kunde_Nr_") == "Kunde_Nr_"
     with pytest.raises(SchemaError) as clash:  # two columns that would be one input: said before training

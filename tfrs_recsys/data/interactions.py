@@ -218,8 +218,8 @@ def _rating_values(entries: Sequence[str]) -> dict[str, float]:
         text, _, number = entry.partition("=")
         key = text.strip().casefold()
         if key in given:
-            raise DataError(f"--rating-values entries {given[key]!r} and {entry!r} name one value (values match "
-                            "in any case)", fix="keep one of them")
+            raise DataError(f"--rating-values entries {given[key]!r} and {entry!r} name one value (values "
+                            "match in any case)", fix="keep one of them")
         try:
             weights[key], given[key] = float(number), entry
         except ValueError:
