@@ -144,6 +144,20 @@ def test_an_option_the_dataset_does_not_read_is_an_error(model, argv, flag):
         config_from_args(model, argv, environ={})
 
 
+def test_files_given_without_their_dataset_are_told_which_to_name():
+    with pytest.raises(ConfigError, match=r"--data alone does not choose one.*e\.g\. --dataset csv"):
+        config_from_args("esmm", ["--data", "log.csv", "--label-columns", "click,buy"], environ={})
+    with pytest.raises(ConfigError, match=r"e\.g\. --dataset interactions"):
+        config_from_args("retrieval", ["--data", "log.csv", "--user-column", "u"], environ={})
+
+
+def test_a_mistyped_flag_is_answered_with_the_flag_meant(capsys):
+    with pytest.raises(SystemExit):
+        config_from_args("esmm", ["--lable-columns", "a,b", "--foo"], environ={})
+    said = capsys.readouterr().err
+    assert "--lable-columns: did you mean --label-columns?" in said and "--foo:" not in said
+
+
 def test_an_unknown_dataset_is_named_before_its_options():
     from tfrs_recsys.config import DATASETS
     from tfrs_recsys.data.registry import INTERACTION_DATASETS, LABELED_DATASETS

@@ -551,3 +551,6 @@ def test_a_column_flag_is_checked_against_the_data_before_its_tables_and_a_near_
         assert "'Kundennummer ' (spaces or case differ)" in error.value.fix
     with pytest.raises(DataError, match="spaces or case differ"):
         streaming.open_table(str(tmp_path / "log.csv"), labels=["geklickt"], user_column="kundennummer")
+    (tmp_path / "Artikel.csv").write_text("Artikel,Preis\na1,3\n")  # a catalog beside the log, read first
+    with pytest.raises(DataError, match="every file .* names is read as a shard of one table"):
+        read_table(str(tmp_path), required={"geklickt": "--label-columns"})

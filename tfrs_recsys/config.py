@@ -99,8 +99,11 @@ def _check_dataset_options(cfg: Any) -> None:
                 flag = f"--{name.replace('_', '-')}"
                 value = getattr(cfg, name)
                 shown = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else repr(value)
+                hint = (f" (--data alone does not choose one: the default, {cfg.dataset}, reads no file; "
+                        f"name your files' kind, e.g. --dataset {datasets[0]})"
+                        if cfg.dataset in SYNTHETIC and datasets and cfg.data_dir else "")
                 raise ConfigError(f"{flag} {shown} applies to {what}, not to --dataset "
-                                  f"{cfg.dataset}; drop {flag}, or choose a dataset that reads it")
+                                  f"{cfg.dataset}; drop {flag}, or choose a dataset that reads it{hint}")
 
 
 @dataclass

@@ -271,6 +271,10 @@ def config_from_args(model: str, argv: Sequence[str] | None = None, environ: Map
     if extra:
         files = [e for e in extra if not e.startswith("-") and paths.exists(e)]
         hint = f" ({files[0]} is a file: quote a glob so that the shell leaves it to --data)" if files else ""
+        flags = [f"--{field.name.replace('_', '-')}" for field in dataclasses.fields(MODEL_CONFIGS[model])]
+        for typo in (e.split("=")[0] for e in extra if e.startswith("--")):
+            hint += "".join(f" ({typo}: did you mean {close[0]}?)" for close in
+                            [difflib.get_close_matches(typo, flags, n=1, cutoff=0.75)] if close)
         parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     ns = vars(args)
     return build_config(model, ns, environ, ns.get("config"))

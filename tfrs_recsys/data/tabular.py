@@ -120,7 +120,8 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
       caller to log (:meth:`~tfrs_recsys.data.errors.SkipReport.log`).
     """
     frames, reports, sources, start = [], [], [], 0
-    for file in table_files(path, what):
+    files = table_files(path, what)
+    for file in files:
         if file_format(file) in PARQUET_SUFFIXES:
             frame = readers.read_parquet(file, what=what)
         else:
@@ -131,9 +132,11 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
             reports.append(report)
         for column in (c for c in required if c not in frame.columns):
             flag = required.get(column) if isinstance(required, Mapping) else None
-            raise DataError(f"{what} has no such column; its columns are {list(frame.columns)}", path=file,
-                            line=None if file_format(file) in PARQUET_SUFFIXES else 1, column=column,
-                            fix=column_fix(column, frame.columns, flag))
+            shards = (f" ({len(files)} files: every file {path} names is read as a shard of one table; keep "
+                      "other tables elsewhere)") if len(files) > 1 else ""
+            raise DataError(f"{what} has no such column; its columns are {list(frame.columns)}{shards}",
+                            path=file, line=None if file_format(file) in PARQUET_SUFFIXES else 1,
+                            column=column, fix=column_fix(column, frame.columns, flag))
         sources.append((start, file, frame.attrs.get(readers.LINE_NUMBERS)))  # None: no line was skipped
         frames.append(frame)
         start += len(frame)
