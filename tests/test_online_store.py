@@ -249,6 +249,24 @@ def test_events_newer_than_the_published_version_get_model_recall(stores, client
     assert store.user_state("u1").version == number
 
 
+def test_of_two_publishes_at_once_the_later_begun_stays_live_whichever_finishes_last(redis_server):
+    from tfrs_recsys.serving.stores import StoreStateError
+
+    first, second = (RedisStore(redis_server.url, namespace="overlap", timeout=5.0) for _ in range(2))
+    slow = first.begin_version()  # a publish waiting on a slow model server
+    publish(source_store(), second, None)  # begun later, live first
+    live = second.user_state("u1").version
+    assert live > slow
+    first.write_version(slow, Version.from_feature_store(source_store(), recall={}))
+    with pytest.raises(StoreStateError, match=f"version {live}, published while version {slow} was written"):
+        first.go_live(slow)
+    first.abandon(slow)
+    assert second.user_state("u1").version == live and second.user_state("u1").history  # still served
+    assert second.histories(["u1"])["u1"] == HISTORIES["u1"]
+    first.close()
+    second.close()
+
+
 def test_a_publish_while_clients_loop_on_recall_gives_no_error_and_no_mixed_version(stores, client):
     store, publisher = stores
     configs = [RecallMergeConfig(), RecallMergeConfig("positions", hot_positions=(1, 3)), RecallMergeConfig()]

@@ -379,14 +379,27 @@ class RedisStore(OnlineStore):
                                   lambda p: p.hset(key("meta"), mapping=meta)]))
 
     def go_live(self, number: int) -> None:
+        """Makes ``number`` live unless a newer version went live while it was written (a publish begun
+        later): that one stays, and :class:`StoreStateError` says so (the caller abandons ``number``)."""
+        def swap(pipe):  # WATCHed: a publish going live between the read and the switch retries it
+            previous, building = pipe.get(self._key("live")), pipe.get(self._key("building"))
+            if previous is not None and int(previous) >= number:
+                return previous
+            pipe.multi()
+            pipe.set(self._key("live"), number)
+            if building == str(number):  # another publish's mark stays
+                pipe.delete(self._key("building"))
+            return previous
+
         def switch():
             if not self._redis.exists(self._key("meta", number)):
                 raise ValueError(f"version {number} was not written (write_version)")
-            previous = self._redis.get(self._key("live"))
-            with self._redis.pipeline() as pipe:  # MULTI/EXEC: the switch and the build mark together
-                pipe.set(self._key("live"), number)
-                pipe.delete(self._key("building"))
-                pipe.execute()
+            previous = self._redis.transaction(swap, self._key("live"), self._key("building"),
+                                               value_from_callable=True)
+            if previous is not None and int(previous) >= number:
+                raise StoreStateError(f"version {previous}, published while version {number} was written, "
+                                      f"is live: it stays, and version {number} is dropped; publish again "
+                                      "for data newer than it")
             if previous is not None:
                 for old in self._redis.smembers(self._key("versions")):
                     if int(old) < int(previous):
