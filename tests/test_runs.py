@@ -86,5 +86,26 @@ def test_the_run_files_get_the_umask_permissions_not_owner_only(tmp_path):
     modes = {f.name: f.stat().st_mode & 0o777 for f in run_dir.iterdir() if f.is_file()}
     assert {"config.json", "COMPLETE", "spec.json"} <= set(modes)
     assert modes == dict.fromkeys(modes, 0o644)
-    assert not list(run_dir.glob(".*"))  # no temporary file left
+    assert [p.name for p in run_dir.glob(".*")] == [runs.LOCK]  # no temporary file left
 
+
+
+def test_a_directory_another_training_writes_is_refused_even_with_overwrite(tmp_path):
+    import subprocess
+
+    from tfrs_recsys.config import ConfigError
+
+    holder = subprocess.Popen(  # another training: it has taken the folder and writes on
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from tfrs_recsys import runs; "
+         "runs._lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = build_config("deepfm", {"output_dir": str(tmp_path), "overwrite": True}, environ={})
+        with pytest.raises(ConfigError, match=f"being written by another training \\(pid {holder.pid} on"):
+            runs.create(cfg, "deepfm")
+    finally:
+        holder.kill()
+        holder.wait()
+    _ranker_run_without_checkpoint(tmp_path)  # its lock went with it, even killed
+    assert (tmp_path / "spec.json").is_file()

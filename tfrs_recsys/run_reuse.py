@@ -91,6 +91,7 @@ def check(cfg: TrainConfig, model: str) -> str:
         return RESUME
     how = ("pass --resume to continue it from its last completed epoch, or --overwrite to delete it and "
            "start again" if runs.resumable(run_dir) else "it kept no state to resume from (a streamed run "
-           "keeps none): pass --overwrite to delete it and start again")
+           "keeps none; another may have stopped before saving its first): pass --overwrite to delete it and "
+           "start again")
     raise ConfigError(f"{where} holds this {model} run, stopped before it completed (its log ends at "
                       f"epoch {done} of {saved.config.epochs}); {how}")
