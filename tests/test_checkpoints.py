@@ -62,3 +62,16 @@ def test_a_weight_missing_from_the_checkpoint_is_an_error(tmp_path):
     large.extra(tf.zeros([1, 2]))
     with pytest.raises(AssertionError):
         read_weights(large, tmp_path / "best")
+
+
+def test_a_checkpoint_cut_short_is_named_with_the_fix_not_a_traceback(tmp_path):
+    from tfrs_recsys.checkpoints import DamagedCheckpointError
+
+    model = Towers()
+    model(tf.zeros([2, 2], tf.int32))
+    model.save_weights(str(tmp_path / "best"))
+    data = next(tmp_path.glob("best.data-*"))
+    data.write_bytes(data.read_bytes()[:100])  # a copy cut short
+    with pytest.raises(DamagedCheckpointError, match="damaged or cut short") as error:
+        read_weights(model, tmp_path / "best")
+    assert error.value.path == str(tmp_path / "best") and "--overwrite" in error.value.fix

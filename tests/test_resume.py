@@ -294,19 +294,24 @@ def test_early_stopping_and_adam_continue_where_they_were(tmp_path, crash_after,
     np.testing.assert_allclose(_losses(run_dir), _losses(tmp_path / "straight"), rtol=1e-6)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "other_shapes"])
+@pytest.mark.parametrize("damage", ["truncated", "other_shapes", "checkpoint_cut"])
 def test_a_damaged_sum_of_averaged_weights_is_refused_naming_the_file_and_the_fix(tmp_path, damage):
     scores = [0.1, 0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0]
     run_dir = tmp_path / "crashed"
     with pytest.raises(_Crash):
         _toy_fit(run_dir, scores, resume=False, crash_after=3, average=True)
     saved = run_dir / runs.RESUME / "sum-3.npz"
+    named = r"sum-3\.npz .*--overwrite"
     if damage == "truncated":
         saved.write_bytes(saved.read_bytes()[:40])
-    else:
+    elif damage == "other_shapes":
         np.savez(saved, w0=np.zeros((2, 2), "float32"))
+    else:  # the saved state's checkpoint cut short, as by a full disk
+        data = next((run_dir / runs.RESUME).glob("epoch-3.data-*"))
+        data.write_bytes(data.read_bytes()[:10])
+        named = r"epoch-3 is damaged or cut short .*--overwrite"
     state = (run_dir / runs.RESUME / runs.RESUME_STATE).read_text()
-    with pytest.raises(ConfigError, match=r"sum-3\.npz .*--overwrite"):
+    with pytest.raises(ConfigError, match=named):
         _toy_fit(run_dir, scores, resume=True, average=True)
     assert (run_dir / runs.RESUME / runs.RESUME_STATE).read_text() == state  # nothing was lost
 

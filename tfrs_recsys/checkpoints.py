@@ -14,6 +14,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from tfrs_recsys.errors import UserError
+
 GROUP_BYTES = 128 << 20
 
 
@@ -67,7 +69,22 @@ def read_weights(model: tf.keras.Model, checkpoint: str | Path, *, max_bytes: in
 
     Raises:
       AssertionError: a weight of the model is not in the checkpoint.
+      DamagedCheckpointError: the checkpoint's files are cut short or corrupt.
     """
+    try:
+        _read_weights(model, checkpoint, max_bytes)
+    except (IndexError, tf.errors.DataLossError, tf.errors.OutOfRangeError) as error:
+        reason = str(error).strip().splitlines()[0][:200]
+        raise DamagedCheckpointError(f"the checkpoint's files are damaged or cut short ({reason})",
+                                     path=str(checkpoint), fix="copy the run's checkpoints/ again from where "
+                                     "it trained, or train it again (--overwrite)") from None
+
+
+class DamagedCheckpointError(UserError):
+    """A checkpoint whose files cannot be read whole: a copy cut short, a full disk, a corrupt file."""
+
+
+def _read_weights(model: tf.keras.Model, checkpoint: str | Path, max_bytes: int) -> None:
     paths = variable_paths(model)
     if model.distribute_strategy.num_replicas_in_sync > 1 or any(w.ref() not in paths for w in model.weights):
         model.load_weights(str(checkpoint)).expect_partial().assert_existing_objects_matched()

@@ -45,6 +45,10 @@ def _read(checkpoint: tf.train.Checkpoint, path, *, partial: bool) -> None:
             status.expect_partial()
         else:
             status.assert_existing_objects_matched()
+    except (IndexError, tf.errors.DataLossError, tf.errors.OutOfRangeError) as error:
+        reason = str(error).strip().splitlines()[0][:300]
+        raise ConfigError(f"resume: the saved training state {path} is damaged or cut short ({reason}): pass "
+                          "--overwrite to train the run again") from None
     except (ValueError, AssertionError) as error:
         reason = str(error).strip().splitlines()[0][:300]
         raise ConfigError(f"resume: the saved training state {path} does not fit this run's model and "
