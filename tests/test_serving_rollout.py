@@ -13,6 +13,7 @@ import serving_fixtures as fx
 import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_status_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -140,3 +141,33 @@ def test_a_failed_half_copied_version_is_retried_as_soon_as_its_copy_goes_on(tmp
         assert time.monotonic() - copied < 30  # not the minute between retries
     finally:
         assert server.stop() == 0, server.log_tail()
+
+
+def test_a_models_config_broken_while_served_is_said_once_and_read_again_when_mended(tmp_path, caplog):
+    import logging
+
+    from tfrs_recsys.model_server import config_file
+    from tfrs_recsys.model_server.model_manager import ManagerOptions, ModelManager
+
+    fx.publish_utility(tmp_path, "utility", version=1)
+    config_path = fx.models_config(tmp_path, {"utility": {}})
+    good = config_path.read_text()
+    manager = ModelManager(ManagerOptions(model_config_file=str(config_path),
+                                          model_config_file_poll_wait_seconds=0.05))
+    with caplog.at_level(logging.INFO, logger="tfrs_recsys.model_server"):
+        manager.start(config_file.read_model_server_config(str(config_path)))
+        try:
+            config_path.write_text("model_config_list { config { name: ")  # an editor's half-saved file
+            time.sleep(1.0)  # about 20 polls
+            broken = [r for r in caplog.records if "Cannot read the model config file" in r.getMessage()]
+            assert len(broken) == 1 and broken[0].exc_info is None  # one line, no traceback
+            with manager.handle(model_pb2.ModelSpec(name="utility")) as servable:  # still served
+                assert servable.version == 1
+            config_path.write_text(good)
+            deadline = time.monotonic() + 10
+            while not any("reads again" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the mended file was not read again"
+                time.sleep(0.05)
+        finally:
+            manager.stop()
+    assert not [r for r in caplog.records if "poll failed" in r.getMessage()]
