@@ -178,6 +178,20 @@ def test_a_stored_value_the_ranker_cannot_take_goes_as_missing_not_a_400(served,
     assert any("cannot take" in r.getMessage() and "'hour'" in r.getMessage() for r in caplog.records)
 
 
+def test_a_store_of_another_catalog_than_the_retrieval_model_is_warned_of_once(served, caplog):
+    _, proc = served
+    client = ServingClient(proc.address, timeout=10.0, retrieval_model="retrieval", ranker_model="ranker")
+    items = pd.DataFrame({"item_id": fx.ITEM_IDS[:3], "genres": ["g1"] * 3, "price": [1.0] * 3})
+    hot = pd.DataFrame({"item_id": fx.ITEM_IDS[:3], "hotness": [3.0, 2.0, 1.0]})
+    store = FeatureStore({"u1": HISTORY}, hot, item_features=items, meta=StoreMeta(as_of=time.time()))
+    http = TestClient(create_app(RecallRankPipeline(client, MemoryStore(store), num_candidates=8)))
+    with client:
+        for _ in range(3):
+            assert http.get("/recommend/u1", params={"top_k": 3}).status_code == 200
+    said = [r.getMessage() for r in caplog.records if "items the store does not know" in r.getMessage()]
+    assert len(said) == 1 and "retrieval model 'retrieval' (version 1)" in said[0] and "--run-dir" in said[0]
+
+
 def test_hostile_requests_are_answered_in_time(served):
     _, proc = served
     client, http = _app(proc.address)

@@ -206,6 +206,7 @@ class RecallRankPipeline:
         found = self.client.retrieve(user_id, history, exclude_seen=self.exclude_seen,
                                      model=self.retrieval_model, timeout=_remaining(deadline))
         found_ids = found.item_ids[:n]
+        self._check_catalog(found_ids, found.version)
         config = self.recall_merge
         # Enough hot items for every slot even when each collides with a retrieved item.
         limit = 2 * n if config.num_hot is None else config.num_hot
@@ -215,6 +216,21 @@ class RecallRankPipeline:
         merged = merge_candidates(found_ids, list(hot), n, config)
         return ([(recalled if source == RECALL else hot)[item] for item, source in merged],
                 {self.retrieval_model: found.version})
+
+    def _check_catalog(self, item_ids: Sequence[str], version: int | None) -> None:
+        """Warns, once a retrieval version, when items it returns are unknown to the store: their features
+        go to the ranker as missing, all of them when the store was built from another run."""
+        if (self.retrieval_model, f"catalog {version}") in self._warned or not item_ids:
+            return
+        self._warned.add((self.retrieval_model, f"catalog {version}"))
+        unknown = [i for i in item_ids if i not in self.store.known_items(item_ids)]
+        if unknown:
+            logging.getLogger(__name__).warning(
+                "retrieval model '%s' (version %s) returned %d of %d items the store does not know (e.g. "
+                "%r): the ranker gets their features as missing. Is the store built from the run the model "
+                "was exported from? (feature_store --run-dir THAT_RUN); items added since the store was "
+                "built are unknown to it too", self.retrieval_model, version, len(unknown), len(item_ids),
+                unknown[0])
 
     def _fallback(self, user_id: str, k: int, error: Exception) -> Recommendations:
         """This process's hot list, for when the store does not answer."""
