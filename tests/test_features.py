@@ -73,6 +73,18 @@ def test_multi_valued_indices_and_masks():
     assert out[mask_key("genres")].dtype == tf.float32
 
 
+def test_a_list_cell_reads_its_first_values_and_a_call_of_millions_is_refused_before_splitting():
+    from tfrs_recsys.features.preprocessing import MAX_CALL_LIST_VALUES, MAX_LIST_VALUES
+
+    long = "|".join(["Drama"] * (MAX_LIST_VALUES + 50) + ["Action"])  # Action past the values read
+    out = FeaturePreprocessor(_spec())(_raw(genres=[long, "Comedy", "|" * 1_000_000, ""]))
+    assert out["genres"].shape[1] == MAX_LIST_VALUES and 3 not in out["genres"].numpy()[0]
+    serve = tf.function(FeaturePreprocessor(_spec()).__call__)  # as a SavedModel's signature runs it
+    flood = ["|" * (MAX_CALL_LIST_VALUES // 3)] * 4  # no cell over the cap, the call over it
+    with pytest.raises(tf.errors.InvalidArgumentError, match="genres.{0,4} holds more than 4194304 list"):
+        serve(_raw(genres=flood))
+
+
 def test_user_and_item_ids_padded_with_spaces_are_the_ids_in_the_vocabulary_and_the_graph():
     frame = pd.DataFrame({"user_id": [" u1", "u1 ", "u2", " u2 "] * 30,
                           "item_id": ["a", " a ", "b", "c"] * 30, "click": [1, 0, 1, 0] * 30})

@@ -207,3 +207,22 @@ def test_per_model_batching_parameters_batch_each_version_by_its_own_file(tmp_pa
     finally:
         channel.close()
         assert server.stop() == 0, server.log_tail()
+
+
+def test_a_request_of_no_rows_is_run_as_sent_and_no_queue_outlives_its_tasks():
+    """Padded to an allowed batch size, a [0, H] request would become [8, H] values the client never sent
+    (H of its choosing: gigabytes from 58 bytes); and a queue kept per request shape would grow forever."""
+    options = parse_batching_parameters("max_batch_size { value: 8 } batch_timeout_micros { value: 1000 } "
+                                        "allowed_batch_sizes: 8")
+    seen = []
+    batcher = Batcher(lambda name, inputs, aliases: seen.append(inputs["x"].shape) or {"y": inputs["x"]},
+                      options)
+    try:
+        empty = batcher("serving_default", {"x": np.zeros((0, 1 << 20), np.float32)}, ["y"])
+        assert empty["y"].shape == (0, 1 << 20) and seen == [(0, 1 << 20)]
+        for width in range(1, 40):
+            batcher("serving_default", {"x": np.zeros((1, width), np.float32)}, ["y"])
+        assert seen[-1] == (8, 39)  # padded as before
+        assert not batcher._queues  # every shape's queue went with its last task
+    finally:
+        batcher.stop()

@@ -184,3 +184,28 @@ def test_idle_connections_close_and_a_context_is_not_multiplied_past_the_cap(tmp
             assert len(stub.Regress(request, timeout=60).result.regressions) == 100
     finally:
         assert process.stop() == 0, process.log_tail()
+
+
+def test_calls_past_the_concurrent_rpc_limit_are_refused_not_queued_with_their_bytes(tmp_path):
+    fx.publish_slow(tmp_path)
+    server = fx.start_server(tmp_path, [f"--model_base_path={tmp_path / 'slow'}", "--model_name=slow",
+                                        "--grpc_max_threads=1", "--grpc_max_concurrent_rpcs=2"])
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.address))
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "slow"
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([150000.0], np.float32)))  # ~1.5 s
+        calls = [stub.Predict.future(request, timeout=60) for _ in range(6)]
+        codes = []
+        for call in calls:
+            try:
+                call.result()
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as e:
+                codes.append(e.code())
+        assert codes.count(grpc.StatusCode.OK) >= 1
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 3, codes  # at most 2 held at once
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
+        assert stub.Predict(request, timeout=30).outputs["y"].float_val == [1.0]  # served on afterwards
+    finally:
+        assert server.stop() == 0, server.log_tail()

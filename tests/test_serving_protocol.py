@@ -420,3 +420,7 @@ def test_rest_classify_and_regress(target):
     assert [c[0] for c in classes] == ["neg", "pos"] and classes[1][1] == pytest.approx(0.5)
     missing = target.http.post("/v1/models/examples:regress", json={"signature_name": "regress_x"})
     assert missing.status_code == 400 and "'examples'" in missing.json()["error"]
+    for number in (-(2 ** 63) - 1, 2 ** 63):  # past int64 either way: the client's error, not the server's
+        body = f'{{"examples": [{{"x": {number}}}]}}'
+        wide = target.http.post("/v1/models/examples:classify", content=body)
+        assert wide.status_code == 400 and "int64" in wide.json()["error"], wide.text

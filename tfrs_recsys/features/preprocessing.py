@@ -15,6 +15,7 @@ the same model and the same vocabularies.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,9 @@ _EPOCH_WEEKDAY = 3.0  # 1970-01-01 was a Thursday; Monday = 0
 # Standardized values are clipped to +-MAX_SIGMAS: an absurd input (3e38) moves a score no further than a
 # 100-sigma outlier does, and can never overflow the layers into NaN; real values stay far inside.
 MAX_SIGMAS = 100.0
+# A list cell's values read: its first 256 (the rest are left out), and at most 4M values in one call: a
+# string is split into one tensor element per value, so one of separators only would make millions.
+MAX_LIST_VALUES, MAX_CALL_LIST_VALUES = 256, 1 << 22
 # The reserved key under which a batch carries features that are already encoded.
 ENCODED = "__encoded__"
 
@@ -82,7 +86,8 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
     * multi_categorical: ``int64 [B, M]`` indices under the feature's name and a ``float32 [B, M]``
       mask under :func:`mask_key` (1 for a value, 0 for padding); M is the longest row of the batch.
       Values are split on the separator and stripped; "" means no values. Values joined by ``|`` are
-      split alike where no value of the vocabulary holds a ``|`` (:func:`joins_with_bar`).
+      split alike where no value of the vocabulary holds a ``|`` (:func:`joins_with_bar`). A cell's first
+      :data:`MAX_LIST_VALUES` values are read, and a call may hold :data:`MAX_CALL_LIST_VALUES` in all.
     * numeric: ``float32 [B]``, ``(x - mean) / std`` clipped to ``+-MAX_SIGMAS``; missing (NaN, inf) -> 0,
       i.e. the mean.
     * timestamp: ``float32 [B, 5]`` = sin and cos of 2 pi hour/24 and of 2 pi weekday/7 (UTC), and
@@ -140,7 +145,17 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
     def _multi(self, column: FeatureColumn, text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         if column.name in self._bar_joined:  # a list joined by "|" (the serving client's way) reads alike
             text = tf.strings.regex_replace(text, r"\|", column.separator)
-        tokens = tf.strings.strip(tf.strings.split(text, column.separator))
+        separators = tf.strings.length(text) - tf.strings.length(tf.strings.regex_replace(
+            text, re.escape(column.separator), ""))
+        values = tf.reduce_sum(tf.cast(separators, tf.int64)) // len(column.separator)
+        checked = tf.debugging.assert_less_equal(
+            values, tf.constant(MAX_CALL_LIST_VALUES, tf.int64),
+            message=f"input '{signature_name(column.name)}' holds more than {MAX_CALL_LIST_VALUES} list "
+                    "values in one call: send fewer rows at once")
+        with tf.control_dependencies([checked]):  # in a graph too, nothing is split before the check
+            text = tf.identity(text)
+        tokens = tf.strings.split(text, column.separator, maxsplit=MAX_LIST_VALUES)[:, :MAX_LIST_VALUES]
+        tokens = tf.strings.strip(tokens)
         tokens = tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, ""))
         ids = tf.ragged.map_flat_values(self._encoders[column.name], tokens)
         return ids.to_tensor(0), tf.ones_like(ids, dtype=tf.float32).to_tensor(0.0)

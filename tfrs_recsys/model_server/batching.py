@@ -94,6 +94,8 @@ class Batcher:
         if len(sizes) > 1:
             raise invalid_argument("Batching Run() input tensors must have equal 0th-dimension size")
         size = sizes.pop() if sizes else 0
+        if size == 0:  # nothing to batch; padded, its empty rows would be made of nothing the client sent
+            return self._run(signature_name, dict(inputs), output_aliases)
         limit = self.options.max_batch_size
         if size > limit:
             if not self.options.enable_large_batch_splitting:
@@ -157,6 +159,8 @@ class Batcher:
                     while queue and total + queue[0].size <= limit:
                         total += queue[0].size
                         tasks.append(queue.popleft())
+                    if not queue:  # a queue per request shape: kept only while it holds tasks
+                        del self._queues[key]
                     return key, tasks
                 self._cond.wait(timeout=min((t + timeout - now for t in oldest.values()), default=None))
         return None

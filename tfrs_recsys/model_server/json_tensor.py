@@ -341,6 +341,9 @@ def _feature_value(value, name: str, feature: feature_pb2.Feature) -> None:
         _check_lossless(value, *_FLOAT)
     elif value > _INT64[1]:
         raise invalid_argument(f"Feature: {name} has uint64 element. Only int64 is supported.")
+    elif value < _INT64[0]:
+        raise invalid_argument(f"Feature: {name} has an integer element below int64's range. Only int64 is "
+                               "supported.")
     getattr(feature, kind).value.append(int(value) if isinstance(value, bool) else value)
 
 

@@ -131,6 +131,7 @@ MAX_REQUEST_ELEMENTS = 1 << 21
 # After a request of this many elements, free heap pages go back to the system: glibc keeps what a
 # request's decoding freed in its worker thread's arena, and a server's memory would stay at its peak.
 TRIM_AFTER_ELEMENTS = 1 << 18
+TRIM_AFTER_BYTES = 1 << 24  # or of this size: a few long strings can make gigabytes inside a model
 
 
 def _return_freed_memory() -> None:
@@ -336,7 +337,7 @@ class Servable:
         self._fill_model_spec(response.model_spec, request.model_spec.name, name)
         for alias in output_aliases:
             fill_proto(response.outputs[alias], values[alias], signature.outputs[alias].dtype)
-        if elements >= TRIM_AFTER_ELEMENTS:
+        if elements >= TRIM_AFTER_ELEMENTS or request.ByteSize() >= TRIM_AFTER_BYTES:
             del values
             _return_freed_memory()
         return response

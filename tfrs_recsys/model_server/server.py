@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated folders a HandleReloadConfigRequest may load models from (default: "
                         "the parent folders of the base paths served at start-up)")
     p.add_argument("--grpc_max_threads", type=int, default=0, help="gRPC workers (0: 4 x cores, at least 16)")
+    p.add_argument("--grpc_max_concurrent_rpcs", type=int, default=0,
+                   help="gRPC calls in progress or waiting for a worker at most; one more is "
+                        "RESOURCE_EXHAUSTED (ours; 0: twice --grpc_max_threads): each holds its request's "
+                        "bytes")
     p.add_argument("--grpc_max_connection_idle_ms", type=int, default=60_000,
                    help="close a gRPC connection with no call in flight for this long (ours; clients "
                         "reconnect on their next call; idle connections would otherwise hold file "
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                               "rest_api_max_header_bytes", "rest_api_max_connections", "rest_api_backlog",
                               "max_request_bytes", "max_request_elements",
                               "grpc_max_connection_idle_ms"), 1),
-             **dict.fromkeys(("rest_api_num_threads", "grpc_max_threads", "max_num_load_retries",
+             **dict.fromkeys(("rest_api_num_threads", "grpc_max_threads", "grpc_max_concurrent_rpcs",
+                              "max_num_load_retries",
                               "load_retry_interval_micros", "file_system_poll_wait_seconds",
                               "model_config_file_poll_wait_seconds", "version_settle_seconds",
                               "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"), 0)}
@@ -188,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.grpc_max_threads or max(16, 4 * (os.cpu_count() or 1))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+        maximum_concurrent_rpcs=args.grpc_max_concurrent_rpcs or 2 * threads,
         options=[("grpc.max_send_message_length", -1),
                  ("grpc.max_receive_message_length", args.max_request_bytes), ("grpc.so_reuseport", 0),
                  ("grpc.max_connection_idle_ms", args.grpc_max_connection_idle_ms)])
