@@ -311,7 +311,7 @@ def test_the_service_started_with_a_model_name_the_server_lacks_says_which_flag(
 
 
 def test_huge_names_values_and_ids_are_refused_unechoed_and_other_routes_answer_json(served):
-    from tfrs_recsys.data.schema import signature_name
+    from tfrs_recsys.data.input_names import signature_name
 
     _, proc = served
     client, http = _app(proc.address, ranker="hourly")

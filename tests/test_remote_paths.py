@@ -185,7 +185,8 @@ def test_ranker_trains_and_exports_on_urls(tmp_path):
 
     _, model, spec = runs.load_ranker(run)
     rows = logs.frame.head(50)
-    from tfrs_recsys.data.schema import frame_to_raw, signature_name
+    from tfrs_recsys.data.input_names import signature_name
+    from tfrs_recsys.data.schema import frame_to_raw
 
     feed = {signature_name(k): v for k, v in frame_to_raw(rows, spec).items()}
     from_url = _call(tf.saved_model.load(str(remote)), "serving_default", feed)["ctr"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from side_by_side import run_side_by_side
 
-from tfrs_recsys import runs
+from tfrs_recsys import run_lock, runs
 from tfrs_recsys.config_sources import build_config
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.splits import random_split
@@ -86,7 +86,7 @@ def test_the_run_files_get_the_umask_permissions_not_owner_only(tmp_path):
     modes = {f.name: f.stat().st_mode & 0o777 for f in run_dir.iterdir() if f.is_file()}
     assert {"config.json", "COMPLETE", "spec.json"} <= set(modes)
     assert modes == dict.fromkeys(modes, 0o644)
-    assert [p.name for p in run_dir.glob(".*")] == [runs.LOCK]  # no temporary file left
+    assert [p.name for p in run_dir.glob(".*")] == [run_lock.LOCK]  # no temporary file left
 
 
 
@@ -96,8 +96,8 @@ def test_a_directory_another_training_writes_is_refused_even_with_overwrite(tmp_
     from tfrs_recsys.config import ConfigError
 
     holder = subprocess.Popen(  # another training: it has taken the folder and writes on
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from tfrs_recsys import runs; "
-         "runs._lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        [sys.executable, "-c", "import sys, time; from tfrs_recsys import run_lock; "
+         "run_lock.take(sys.argv[1]); print('held', flush=True); time.sleep(60)", str(tmp_path)],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         assert holder.stdout.readline().strip() == "held"

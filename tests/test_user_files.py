@@ -158,7 +158,8 @@ def test_a_label_written_in_german_or_french_words_is_read_as_0_1(tmp_path):
 def test_columns_named_in_any_script_are_served_under_the_names_their_signature_holds(tmp_path):
     import tensorflow as tf
 
-    from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError, signature_name
+    from tfrs_recsys.data.input_names import signature_name
+    from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, SchemaError
     from tfrs_recsys.features.preprocessing import raw_input_specs
 
     names = ["âge", "position dans la page", "Kunde-Nr.", "年龄", "1st_visit", "_x", "user_id", "Größe",
@@ -292,7 +293,7 @@ def test_ranker_inputs_answer_to_their_columns_names_and_send_the_signatures():
 
 
 def test_input_names_written_as_code_points_are_read_back_in_messages():
-    from tfrs_recsys.data.schema import signature_name
+    from tfrs_recsys.data.input_names import signature_name
     from tfrs_recsys.serving.ranker_inputs import shown_input
 
     assert shown_input(signature_name("表示日時")) == "u8868u793au65e5u6642 (表示日時)"

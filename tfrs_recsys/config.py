@@ -40,8 +40,7 @@ def _require(ok: bool, field: str, value: Any, why: str, fix: str) -> None:
 
 def _one_of(cfg: Any, **choices: tuple) -> None:
     for field, options in choices.items():
-        value = getattr(cfg, field)
-        # The config parser reads the word "none" of a string field as None.
+        value = getattr(cfg, field)  # the config parser reads the word "none" of a string field as None
         _require(value in options or (value is None and "none" in options), field, value,
                  f"is not one of {options}", f"e.g. --{field.replace('_', '-')} {options[0]}")
 
@@ -96,11 +95,9 @@ def _check_dataset_options(cfg: Any) -> None:
     for options, datasets, what in (*DATASET_OPTIONS, *cfg.synthetic_options()):
         for name in options:
             if getattr(cfg, name) != defaults[name] and not _applies(cfg.dataset, datasets):
-                flag = f"--{name.replace('_', '-')}"
-                value = getattr(cfg, name)
+                flag, value = f"--{name.replace('_', '-')}", getattr(cfg, name)
                 shown = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else repr(value)
-                hint = (f" (--data alone does not choose one: the default, {cfg.dataset}, reads no file; "
-                        f"name your files' kind, e.g. --dataset {datasets[0]})"
+                hint = (f" (--data alone does not choose one: name its kind, e.g. --dataset {datasets[0]})"
                         if cfg.dataset in SYNTHETIC and datasets and cfg.data_dir else "")
                 raise ConfigError(f"{flag} {shown} applies to {what}, not to --dataset "
                                   f"{cfg.dataset}; drop {flag}, or choose a dataset that reads it{hint}")

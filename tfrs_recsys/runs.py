@@ -43,12 +43,9 @@ multi-worker training only the chief writes it; the other workers write a tempor
 from __future__ import annotations
 
 import atexit
-import fcntl
 import json
 import math
-import os
 import shutil
-import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -59,7 +56,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from tfrs_recsys import paths
+from tfrs_recsys import paths, run_lock
 from tfrs_recsys.config import ConfigError, TrainConfig
 from tfrs_recsys.config_sources import build_config, save_config
 from tfrs_recsys.data.schema import FeatureSpec
@@ -72,7 +69,6 @@ ITEM_IDS, ITEM_EMBEDDINGS, ITEMS, USER_IDS, USERS = (
     "item_ids.txt", "item_embeddings.npy", "items.parquet", "user_ids.txt", "users.parquet")
 HISTORIES, FEATURE_SPEC, META = "histories.parquet", "feature_spec.json", "retrieval_meta.json"
 COOCCURRENCE = "cooccurrence.npz"
-LOCK = ".training.lock"  # held (flock) by the training writing the directory, released when it exits
 COMPLETE, RESUME, RESUME_STATE = "COMPLETE", "resume", "state.json"  # RESUME_STATE: in each resume/ folder
 RANKERS = ("esmm", "deepfm")
 MODELS = ("retrieval", *RANKERS)
@@ -115,8 +111,7 @@ def create(cfg: TrainConfig, model: str, *, chief: bool = True) -> Path | str:
         cfg.output_dir = str(Path("runs") / f"{model}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
     from tfrs_recsys import run_reuse  # the policy reads this module's layout
 
-    if not paths.is_remote(cfg.output_dir):
-        _lock(paths.makedirs(cfg.output_dir))
+    run_lock.take(cfg.output_dir)
     action = run_reuse.check(cfg, model)
     if action == run_reuse.COMPLETE:
         raise ConfigError(f"--output-dir {cfg.output_dir} holds this {model} run, complete: there is nothing "
@@ -132,31 +127,6 @@ def create(cfg: TrainConfig, model: str, *, chief: bool = True) -> Path | str:
         print(f"{model}: no completed epoch to resume in {run_dir}: training from the first", flush=True)
     save_config(cfg, paths.join(run_dir, CONFIG), model)
     return run_dir
-
-
-def _lock(run_dir: Path) -> None:
-    """Takes the directory's :data:`LOCK` for this process (kept until it exits, or a kill: the kernel
-    drops it), or refuses the directory while another training holds it, whatever the flags: two
-    trainings writing one folder would leave one's config beside the other's weights."""
-    path = str(Path(run_dir).resolve() / LOCK)
-    if path in _HELD:
-        return
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise ConfigError(f"--output-dir {run_dir} is being written by another training ({holder}); wait for "
-                          "it to end, or pass another --output-dir") from None
-    handle.truncate(0)
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    handle.flush()
-    _HELD[path] = handle
-
-
-_HELD: dict = {}  # this process's run directory locks
 
 
 def clear(run_dir: Path | str) -> None:

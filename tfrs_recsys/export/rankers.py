@@ -30,7 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_recsys import paths, runs
-from tfrs_recsys.data.schema import FeatureSpec, signature_name
+from tfrs_recsys.data.input_names import signature_name
+from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.errors import UserError
 from tfrs_recsys.export.tfserving import publish_version, repair_exports, update_models_config
 from tfrs_recsys.features.preprocessing import raw_dtype, raw_input_specs

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfrs_recsys.data.schema import GROUPS, FeatureSpec, SchemaError, signature_name
+from tfrs_recsys.data.input_names import signature_name
+from tfrs_recsys.data.schema import GROUPS, FeatureSpec, SchemaError
 from tfrs_recsys.features.preprocessing import TIMESTAMP_FEATURES, mask_key
 
 

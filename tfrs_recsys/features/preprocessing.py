@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw, signature_name
+from tfrs_recsys.data.input_names import signature_name
+from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw
 
 # What one timestamp becomes: cyclic hour-of-day and weekday (UTC), and the standardized time.
 TIMESTAMP_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "value")
@@ -56,7 +57,7 @@ def raw_input_specs(spec: FeatureSpec) -> dict[str, tf.TensorSpec]:
 
     Returns:
       ``{feature: tf.TensorSpec([None])}`` of the feature's :func:`raw_dtype`, named
-      :func:`~tfrs_recsys.data.schema.signature_name`.
+      :func:`~tfrs_recsys.data.input_names.signature_name`.
     """
     return {f.name: tf.TensorSpec([None], raw_dtype(f), name=signature_name(f.name)) for f in spec.features}
 

@@ -13,11 +13,14 @@ wrapper types, so the same file parses here and in ``tensorflow_model_server``::
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 from tensorflow_serving.config import model_server_config_pb2
+
+log = logging.getLogger("tfrs_recsys.model_server")
 
 TENSORFLOW_PLATFORM = "tensorflow"
 
@@ -59,6 +62,32 @@ def read_model_server_config(path: str | os.PathLike) -> model_server_config_pb2
     example = ('model_config_list { config { name: "..." base_path: "/abs/path" '
                'model_platform: "tensorflow" } }')
     return _parse(text, model_server_config_pb2.ModelServerConfig(), source, example)
+
+
+class PolledConfigFile:
+    """``--model_config_file`` as a poll reads it: a file being edited or broken is said once, in one line,
+    and the models it named stay served until it reads again (said too).
+
+    Args:
+      path: The file.
+    """
+
+    def __init__(self, path: str):
+        self.path, self._problem = path, ""
+
+    def read(self) -> model_server_config_pb2.ModelServerConfig | None:
+        """The config, or None while the file cannot be read."""
+        try:
+            config = read_model_server_config(self.path)
+        except (ConfigFileError, OSError, UnicodeDecodeError) as e:
+            if str(e) != self._problem:
+                log.error("Cannot read the model config file (the models it named stay served): %s", e)
+            self._problem = str(e)
+            return None
+        if self._problem:
+            log.info("%s reads again", self.path)
+            self._problem = ""
+        return config
 
 
 def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:

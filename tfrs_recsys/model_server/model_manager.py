@@ -124,7 +124,7 @@ class ModelManager(VersionTable):
         super().__init__()
         self.options = options or ManagerOptions()
         self._config = model_server_config_pb2.ModelServerConfig()
-        self._config_problem = ""  # why --model_config_file last failed to read, said once
+        self._config_file = config_file.PolledConfigFile(self.options.model_config_file)
         self._aspired: dict[str, list[int]] = {}  # guarded by _cond, as the version records
         self._cycle_lock = threading.RLock()    # one poll/reload at a time
         self._load_lock = threading.Lock()      # one load attempt at a time
@@ -182,17 +182,8 @@ class ModelManager(VersionTable):
     def _reread_config_file(self) -> None:
         """ReloadConfig with ``--model_config_file`` when its content changed."""
         path = self.options.model_config_file
-        try:
-            config = config_file.read_model_server_config(path)
-        except (config_file.ConfigFileError, OSError, UnicodeDecodeError) as e:
-            if str(e) != self._config_problem:  # said once, not at every poll while it stays broken
-                log.error("Cannot read the model config file (the models it named stay served): %s", e)
-            self._config_problem = str(e)
-            return
-        if self._config_problem:
-            log.info("%s reads again", path)
-            self._config_problem = ""
-        if config != self._config:
+        config = self._config_file.read()
+        if config is not None and config != self._config:
             log.info("Reloading %s", path)
             try:
                 self.reload_config(config)

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
-from tfrs_recsys.data.schema import signature_name
+from tfrs_recsys.data.input_names import signature_name
 
 # Numeric ranker inputs: the numpy type, the conversion of a given value, the value sent for a missing one.
 _NUMBERS = {types_pb2.DT_FLOAT: (np.float32, float, np.nan), types_pb2.DT_DOUBLE: (np.float64, float, np.nan),
@@ -138,7 +138,7 @@ def shown_input(name: str) -> str:
 class RankerInputs(dict):
     """A ranker's inputs by name, and by the name of each column whose input it is where the two differ (a
     column ``position dans la page`` is served as the input ``position_dans_la_page``:
-    :func:`~tfrs_recsys.data.schema.signature_name`).
+    :func:`~tfrs_recsys.data.input_names.signature_name`).
 
     Args:
       inputs: The serving signature's inputs by name.

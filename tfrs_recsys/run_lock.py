@@ -1,0 +1,48 @@
+"""The lock of a run directory: one training writes it at a time, whatever its flags.
+
+Two trainings writing one folder (a second ``--overwrite`` while the first still runs) would leave one's
+config beside the other's weights. The training holds an exclusive ``flock`` on ``RUN/.training.lock`` from
+the moment it takes the folder until its process ends; the kernel releases it however the process ends, a
+kill included, so no stale lock stays. A folder on a ``tf.io.gfile`` URL has no such lock.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+from tfrs_recsys import paths
+from tfrs_recsys.config import ConfigError
+
+LOCK = ".training.lock"
+_HELD: dict = {}  # this process's locks, by path: a second take is a no-op
+
+
+def take(run_dir: str | os.PathLike) -> None:
+    """Takes ``run_dir``'s lock for this process (created with the folder), or refuses the folder.
+
+    Args:
+      run_dir: The run directory; a URL is left unlocked.
+
+    Raises:
+      ConfigError: Another process holds the lock, naming its process id and host.
+    """
+    if paths.is_remote(run_dir):
+        return
+    path = str(Path(paths.makedirs(run_dir)).resolve() / LOCK)
+    if path in _HELD:
+        return
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(f"--output-dir {run_dir} is being written by another training ({holder}); wait for "
+                          "it to end, or pass another --output-dir") from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    _HELD[path] = handle
