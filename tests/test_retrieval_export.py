@@ -297,6 +297,9 @@ def test_signatures_take_histories_and_exclusions_of_any_width(trained, exported
         user_id=tf.constant([user]), history=tf.constant([short]), exclude_item_ids=tf.constant([banned]))
     got = kept["item_ids"].numpy()[0].astype(str).tolist()
     assert len(got) == 20 and PAD_ID not in got and not set(got) & set(banned)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one row per user_id"):  # not silently dropped
+        model.signatures["query_with_exclusions"](user_id=tf.constant([user]), history=tf.constant([short]),
+                                                  exclude_item_ids=tf.constant([banned, banned]))
 
 
 def test_export_fails_below_the_recall_threshold_and_writes_nothing(trained):

@@ -171,6 +171,8 @@ class RetrievalSignatures(tf.Module):
         queries = self.query_model({"user_id": user_id, "history": most_recent(history, self.max_history)})
         search_k = min(self.k, self.num_items)
         if exclude_item_ids is not None:  # exclusions can remove up to e of the items found: search e more
+            tf.debugging.assert_equal(tf.shape(exclude_item_ids)[0], tf.shape(user_id)[0], message=(
+                "exclude_item_ids must hold one row per user_id"))
             excluded = tf.reduce_sum(tf.cast(tf.not_equal(exclude_item_ids, PAD_ID), tf.int32), axis=1)
             search_k = tf.minimum(self.k + tf.reduce_max(tf.concat([[0], excluded], 0)), self.num_items)
         scores, ids = self.index(queries, k=search_k)
