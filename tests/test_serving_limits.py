@@ -209,3 +209,14 @@ def test_calls_past_the_concurrent_rpc_limit_are_refused_not_queued_with_their_b
         assert stub.Predict(request, timeout=30).outputs["y"].float_val == [1.0]  # served on afterwards
     finally:
         assert server.stop() == 0, server.log_tail()
+
+
+def test_an_input_named_outside_ascii_is_told_how_signatures_name_it(server):
+    process, stub = server
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Predict(_request(tf.make_tensor_proto(np.array([1.0], np.float32)), name="Größe"), timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    said = error.value.details()
+    assert "not found in signature: Größe" in said and "named in ASCII" in said
+    answer = httpx.post(f"{process.rest_url}/v1/models/utility:predict", json={"instances": [{"Größe": 1.0}]})
+    assert answer.status_code == 400 and "named in ASCII" in answer.json()["error"]

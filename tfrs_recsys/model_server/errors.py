@@ -94,3 +94,9 @@ invalid_argument = functools.partial(ServingError, grpc.StatusCode.INVALID_ARGUM
 not_found = functools.partial(ServingError, grpc.StatusCode.NOT_FOUND)
 failed_precondition = functools.partial(ServingError, grpc.StatusCode.FAILED_PRECONDITION)
 
+
+
+def ascii_hint(name: str) -> str:
+    """For an input name not in ASCII: how signatures name such a column (TensorFlow names are ASCII)."""
+    return "" if name.isascii() else (" (signature inputs are named in ASCII: a column named otherwise is "
+                                      "served under its ASCII form, which the model's metadata lists)")

@@ -18,7 +18,7 @@ import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from tfrs_recsys.model_server.errors import ServingError, invalid_argument
+from tfrs_recsys.model_server.errors import ServingError, ascii_hint, invalid_argument
 from tfrs_recsys.model_server.tensors import dtype_name, numpy_dtype, to_ndarray, to_proto
 
 _INT32 = (-(2 ** 31), 2 ** 31 - 1)
@@ -197,7 +197,7 @@ def instances_to_inputs(instances: list, infos) -> dict[str, tensor_pb2.TensorPr
             element = f"{i} key: {key}" if named else f"{i}"
             try:
                 if key not in infos:
-                    raise invalid_argument(f"JSON object: does not have named input: {key}")
+                    raise invalid_argument(f"JSON object: does not have named input: {key}{ascii_hint(key)}")
                 array = json_to_array(value, infos[key].dtype)
             except ServingError as e:
                 raise invalid_argument(

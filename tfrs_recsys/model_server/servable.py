@@ -20,7 +20,13 @@ from tensorflow_serving.apis import classification_pb2, inference_pb2, model_pb2
 
 from tfrs_recsys import paths
 from tfrs_recsys.model_server.classify_regress import CLASSIFY_METHOD, METHODS, REGRESS_METHOD, run_examples
-from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument, not_found
+from tfrs_recsys.model_server.errors import (
+    ServingError,
+    ascii_hint,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+)
 from tfrs_recsys.model_server.tensors import (
     declared_elements,
     dtype_name,
@@ -257,7 +263,7 @@ class Servable:
         if extra:
             raise invalid_argument(
                 f"input tensor alias not found in signature: {extra[0]}. "
-                f"Inputs expected to be in the set {{{','.join(sorted(wanted))}}}.")
+                f"Inputs expected to be in the set {{{','.join(sorted(wanted))}}}.{ascii_hint(extra[0])}")
         missing = sorted(wanted - sent - set(signature.defaults))
         if missing:
             raise invalid_argument(
