@@ -31,8 +31,9 @@ _EPOCH_WEEKDAY = 3.0  # 1970-01-01 was a Thursday; Monday = 0
 # Standardized values are clipped to +-MAX_SIGMAS: an absurd input (3e38) moves a score no further than a
 # 100-sigma outlier does, and can never overflow the layers into NaN; real values stay far inside.
 MAX_SIGMAS = 100.0
-# A list cell's values read: its first 256 (the rest are left out), and at most 4M values in one call: a
-# string is split into one tensor element per value, so one of separators only would make millions.
+# A list cell's values read: its first 256 (the rest are left out), and at most 4M values in one call (of
+# cells' first 256s: 16,384 rows, as training scores at once, never exceed it): a string is split into a
+# tensor element per value, so unbounded, a request of separators would make hundreds of millions.
 MAX_LIST_VALUES, MAX_CALL_LIST_VALUES = 256, 1 << 22
 # The reserved key under which a batch carries features that are already encoded.
 ENCODED = "__encoded__"
@@ -146,9 +147,11 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
     def _multi(self, column: FeatureColumn, text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         if column.name in self._bar_joined:  # a list joined by "|" (the serving client's way) reads alike
             text = tf.strings.regex_replace(text, r"\|", column.separator)
-        separators = tf.strings.length(text) - tf.strings.length(tf.strings.regex_replace(
-            text, re.escape(column.separator), ""))
-        values = tf.reduce_sum(tf.cast(separators, tf.int64)) // len(column.separator)
+        separator = re.escape(column.separator)  # a run of separators as one: empty values are none
+        text = tf.strings.regex_replace(text, f"(?:{separator})+", column.separator)
+        bare = tf.strings.regex_replace(text, separator, "")
+        separators = (tf.strings.length(text) - tf.strings.length(bare)) // len(column.separator.encode())
+        values = tf.reduce_sum(tf.minimum(tf.cast(separators, tf.int64), MAX_LIST_VALUES))
         checked = tf.debugging.assert_less_equal(
             values, tf.constant(MAX_CALL_LIST_VALUES, tf.int64),
             message=f"input '{signature_name(column.name)}' holds more than {MAX_CALL_LIST_VALUES} list "
