@@ -411,6 +411,16 @@ def test_an_interaction_log_of_lists_and_structs_leaves_out_the_columns_named(tm
     deepfm.run(config)  # a ranker on the log as implicit clicks leaves them out too (a struct: its fields)
     kept = {f["name"] for f in json.loads((tmp_path / "run" / "spec.json").read_text())["features"]}
     assert "cupon" not in kept and not [name for name in kept if name.startswith("metadata")]
+    from tfrs_recsys.training import stream
+    from tfrs_recsys.training.rankers import load_and_split, ranker_spec
+
+    table = DeepFMConfig(dataset="parquet", data_dir=str(tmp_path / "eventos"), label_columns=("comprado",),
+                         exclude_columns=("metadata",))
+    data, split = load_and_split(table, "deepfm")  # a ranker on the table itself, in memory and streamed
+    files = streaming.open_table(table.data_dir, labels=["comprado"])
+    sample = streaming.sample_rows(files, 1000, seed=0)
+    for spec in (ranker_spec(table, data, split.train), stream._spec(table, files, sample, len(sample))):
+        assert not [f.name for f in spec.features if f.name.startswith("metadata")]
     frame, _ = read_table(str(tmp_path / "eventos"))
     spec = infer_schema(frame, labels=["comprado"], exclude=["metadata"])
     assert {"metadata.canal", "metadata.pagina"} <= set(spec.notes["dropped"])

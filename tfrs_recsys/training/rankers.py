@@ -21,6 +21,7 @@ from tfrs_recsys.config import TrainConfig
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.pipelines import dataset_from_arrays, frame_to_label_columns
+from tfrs_recsys.data.readers import struct_fields
 from tfrs_recsys.data.registry import load_labeled, options_from
 from tfrs_recsys.data.schema import FeatureSpec, frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
@@ -164,7 +165,8 @@ def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> Fea
     check_columns(cfg, [*train.columns, *data.table_columns.get("left_out", [])])
     return infer_schema(train, data.labels, session_column=data.session_column, user_column=data.user_column,
                         item_column=data.item_column, timestamp_column=time_column,
-                        exclude=[c for c in cfg.exclude_columns if c in train.columns],  # not joined, else
+                        exclude=[c for c in struct_fields(cfg.exclude_columns, list(train.columns))
+                                 if c in train.columns],  # not joined, else
                         column_kinds={**dict.fromkeys(data.table_columns.get("times", []), "timestamp"),
                                       **parse_column_types(cfg.column_types)},
                         item_columns=data.table_columns.get("item"),
@@ -175,7 +177,7 @@ def check_columns(cfg: TrainConfig, columns) -> None:
     """``--time-column`` and ``--exclude-columns`` name columns of the data."""
     table = cfg.dataset in ("csv", "parquet")  # a log's --time-column is read by its loader
     named = [("--time-column", cfg.time_column if table else None),
-             *(("--exclude-columns", c) for c in cfg.exclude_columns)]
+             *(("--exclude-columns", c) for c in struct_fields(cfg.exclude_columns, list(columns)))]
     for flag, name in named:
         if name and name not in columns:
             raise DataError(f"{flag} names '{name}', which is not a column of the data", column=name,

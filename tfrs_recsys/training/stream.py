@@ -40,6 +40,7 @@ from tfrs_recsys.data.bad_rows import labels_of
 from tfrs_recsys.data.bucket_sizing import column_sized
 from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.readers import struct_fields
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.tabular import parse_column_types
@@ -97,7 +98,8 @@ def _spec(cfg: TrainConfig, table: streaming.FileTable, sample: pd.DataFrame, tr
     spec = infer_schema(sample, table.labels, session_column=table.session_column,
                         user_column=table.user_column, item_column=table.item_column,
                         timestamp_column=cfg.time_column,
-                        exclude=[c for c in cfg.exclude_columns if c in sample.columns],  # not joined, else
+                        exclude=[c for c in struct_fields(cfg.exclude_columns, list(sample.columns))
+                                 if c in sample.columns],  # not joined, else
                         sample_rows=len(sample), vocab_max=VOCAB_MAX,
                         column_kinds={**{c: "timestamp" for join in table.joins for c in join.times},
                                       **parse_column_types(cfg.column_types)},
