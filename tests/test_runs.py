@@ -109,3 +109,8 @@ def test_a_directory_another_training_writes_is_refused_even_with_overwrite(tmp_
         holder.wait()
     _ranker_run_without_checkpoint(tmp_path)  # its lock went with it, even killed
     assert (tmp_path / "spec.json").is_file()
+    runs.release(tmp_path)  # this run ended: another process may train there now
+    taken = subprocess.run([sys.executable, "-c", "import sys; from tfrs_recsys import run_lock; "
+                            "run_lock.take(sys.argv[1])", str(tmp_path)],
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert taken.returncode == 0

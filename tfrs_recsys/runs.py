@@ -164,6 +164,7 @@ def release(run_dir: Path | str, *, chief: bool = True) -> None:
     ``chief``); the chief's is the run's output."""
     if not chief:
         shutil.rmtree(run_dir, ignore_errors=True)
+    run_lock.release(run_dir)
 
 
 def jsonable(obj: Any) -> Any:
