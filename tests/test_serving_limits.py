@@ -205,6 +205,15 @@ def test_calls_past_the_concurrent_rpc_limit_are_refused_not_queued_with_their_b
                 codes.append(e.code())
         assert codes.count(grpc.StatusCode.OK) >= 1
         assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 3, codes  # at most 2 held at once
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tfrs_recsys.serving.client import ServerUnavailableError, ServingClient
+
+        with ServingClient(server.address, timeout=60) as client, ThreadPoolExecutor(5) as pool:
+            futures = [pool.submit(client.predict, "slow", {"x": np.array([150000.0], np.float32)})
+                       for _ in range(5)]
+            errors = [f.exception() for f in futures if f.exception() is not None]
+        assert errors and all(isinstance(e, ServerUnavailableError) and "busy" in str(e) for e in errors)
         request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
         assert stub.Predict(request, timeout=30).outputs["y"].float_val == [1.0]  # served on afterwards
     finally:

@@ -185,6 +185,10 @@ class ServingClient:
                     "`python -m tfrs_recsys.model_server --model_config_file=/abs/path/models.config` "
                     "(or tensorflow_model_server with the same flags), or pass the right address.",
                     code) from None
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # overloaded (its calls at once): for now, as down
+                raise ServerUnavailableError(
+                    f"the model server at {self.address} is busy ({code.name}: {details}); retry, or raise "
+                    "its --grpc_max_concurrent_rpcs", code) from None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # no answer in time: unavailable, as when down
                 raise ServerUnavailableError(
                     f"{what} at {self.address} did not answer within its {deadline:g}s deadline; "
