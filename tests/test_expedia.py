@@ -78,6 +78,14 @@ def test_loader_maps_kaggle_columns_to_esmm():
         [float(r["visitor_hist_adr_usd"]) for r in raw if r["visitor_hist_adr_usd"] != "NULL"]
 
 
+def test_kaggles_train_csv_gz_reads_as_its_csv(tmp_path):
+    import gzip
+
+    (tmp_path / "train.csv.gz").write_bytes(gzip.compress((FIXTURE / "train.csv").read_bytes()))
+    for path in (tmp_path, tmp_path / "train.csv.gz"):  # its folder, or the file
+        assert load_expedia(str(path)).frame.equals(load_expedia(str(FIXTURE)).frame)
+
+
 def test_inferred_spec_has_no_label_or_train_only_feature():
     data = load_expedia(str(FIXTURE / "train.csv"))
     spec = infer_schema(data.frame, data.labels, session_column=data.session_column,

@@ -45,7 +45,7 @@ import pandas as pd
 from tfrs_recsys import paths
 from tfrs_recsys.data import readers
 from tfrs_recsys.data.bundles import LabeledData
-from tfrs_recsys.data.compressed import open_text
+from tfrs_recsys.data.compressed import file_format, open_text
 from tfrs_recsys.data.errors import DataError, SkipReport
 
 _COMP = tuple(f"comp{i}_{part}" for i in range(1, 9) for part in ("rate", "inv", "rate_percent_diff"))
@@ -232,8 +232,8 @@ def load_expedia(path: str, *, skip_bad_rows: bool = False) -> LabeledData:
     """
     path = str(path)
     setup = "run `make benchmark-setup DATA=<folder with train.csv>`"
-    if not path.endswith((".csv", ".parquet")):
-        candidates = [paths.join(path, WORK_FILES["train"]), paths.join(path, "train.csv")]
+    if file_format(path) not in (".csv", ".parquet"):
+        candidates = [paths.join(path, name) for name in (WORK_FILES["train"], "train.csv", "train.csv.gz")]
         found = next((str(c) for c in candidates if paths.exists(c)), None)
         if found is None:
             raise DataError("neither train.parquet nor train.csv is in the folder", path=path,

@@ -8,7 +8,6 @@ data; ``python -m tfrs_recsys.data.schema FILE --labels ... --out spec.json`` do
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -302,13 +301,17 @@ def day_first(values: pd.Series, name: str = "", *, expected: bool | None = None
     text = pd.Series(values.dropna().unique()).astype(str)
     if (parts := text.str.extract(_NUMERIC_DATE).dropna()).empty:
         return False
-    text = text[parts.index]
     first, second = pd.to_numeric(parts[1]), pd.to_numeric(parts[3])
-    days_first, months_first = text[first > 12], text[second > 12]
+    days_first, months_first = text[parts.index][first > 12], text[parts.index][second > 12]
     if not len(days_first) and not len(months_first) and expected is None:
         if (parts[2] == ".").all():
             return True
-        _say_order_unknown(name, text.iloc[0])
+        if name not in _ORDER_SAID:  # once a column
+            _ORDER_SAID.add(name)
+            logger.warning("column %r: no date says whether it is written day or month first (no "
+                           "number above 12, e.g. %r): read month first, as in the US (03/06/2024 is March "
+                           "6); if they are day first, write the dates as ISO (2024-06-03) or with dots "
+                           "(03.06.2024)", name, text[parts.index[0]])
     if len(days_first) and len(months_first):
         raise SchemaError(f"dates written day first ({days_first.iloc[0]!r}) and month first "
                           f"({months_first.iloc[0]!r}) in one column", column=name or None,
@@ -322,12 +325,7 @@ def day_first(values: pd.Series, name: str = "", *, expected: bool | None = None
     return bool(len(days_first))
 
 
-@functools.lru_cache(maxsize=256)
-def _say_order_unknown(name: str, example: str) -> None:
-    """Warns, once a column, that its dates were read month first for want of a day above 12."""
-    logger.warning("column %r: no date says whether it is written day or month first (no number above 12, "
-                   "e.g. %r): read month first, as in the US (03/06/2024 is March 6); if they are day first, "
-                   "write the dates as ISO (2024-06-03) or with dots (03.06.2024)", name, example)
+_ORDER_SAID: set[str] = set()  # the columns whose dates were said to be read month first for want of a sign
 
 
 def month_first(values: pd.Series) -> pd.Series:

@@ -140,6 +140,11 @@ TRIM_AFTER_ELEMENTS = 1 << 18
 TRIM_AFTER_BYTES = 1 << 24  # or of this size: a few long strings can make gigabytes inside a model
 
 
+def _value_bytes(protos) -> int:
+    """The bytes of the tensors' strings and packed contents (a serialization would cost a copy of each)."""
+    return sum(len(p.tensor_content) + sum(map(len, p.string_val)) for p in protos)
+
+
 def _return_freed_memory() -> None:
     """glibc's ``malloc_trim(0)``: free pages of every arena back to the system (a no-op elsewhere)."""
     global _malloc_trim
@@ -343,7 +348,7 @@ class Servable:
         self._fill_model_spec(response.model_spec, request.model_spec.name, name)
         for alias in output_aliases:
             fill_proto(response.outputs[alias], values[alias], signature.outputs[alias].dtype)
-        if elements >= TRIM_AFTER_ELEMENTS or request.ByteSize() >= TRIM_AFTER_BYTES:
+        if elements >= TRIM_AFTER_ELEMENTS or _value_bytes(protos.values()) >= TRIM_AFTER_BYTES:
             del values
             _return_freed_memory()
         return response

@@ -222,8 +222,12 @@ class RecallRankPipeline:
         go to the ranker as missing, all of them when the store was built from another run."""
         if (self.retrieval_model, f"catalog {version}") in self._warned or not item_ids:
             return
+        try:
+            known = self.store.known_items(item_ids)
+        except (StoreUnavailableError, StoreStateError):  # the request goes on; the next one checks
+            return
         self._warned.add((self.retrieval_model, f"catalog {version}"))
-        unknown = [i for i in item_ids if i not in self.store.known_items(item_ids)]
+        unknown = [i for i in item_ids if i not in known]
         if unknown:
             logging.getLogger(__name__).warning(
                 "retrieval model '%s' (version %s) returned %d of %d items the store does not know (e.g. "
