@@ -93,8 +93,7 @@ class FileTable:
 
 
 def _size(file: str) -> int:
-    size = int(tf.io.gfile.stat(str(file)).length) if paths.is_remote(file) else os.path.getsize(file)
-    return size * EXPANSION if is_compressed(file) else size
+    return int(tf.io.gfile.stat(str(file)).length) if paths.is_remote(file) else os.path.getsize(file)
 
 
 def _count_lines(file: str) -> int:
@@ -107,8 +106,9 @@ def _count_lines(file: str) -> int:
 
 
 def total_bytes(path: str) -> int:
-    """The size of the files a table path names (a file, glob or folder)."""
-    return sum(_size(f) for f in table_files(path, "--data"))
+    """The size of the files a table path names (a file, glob or folder); a compressed file's counted at
+    :data:`~tfrs_recsys.data.compressed.EXPANSION` times its own (an estimate of its text's)."""
+    return sum(_size(f) * (EXPANSION if is_compressed(f) else 1) for f in table_files(path, "--data"))
 
 
 def open_table(path: str, *, labels: Sequence[str], session_column: str | None = None,
