@@ -104,6 +104,11 @@ def test_a_directory_another_training_writes_is_refused_even_with_overwrite(tmp_
         cfg = build_config("deepfm", {"output_dir": str(tmp_path), "overwrite": True}, environ={})
         with pytest.raises(ConfigError, match=f"being written by another training \\(pid {holder.pid} on"):
             runs.create(cfg, "deepfm")
+        from tfrs_recsys.training.common import completed_run
+
+        plain = build_config("deepfm", {"output_dir": str(tmp_path)}, environ={})
+        with pytest.raises(ConfigError, match="being written by another training"):  # before data is read
+            completed_run(plain, "deepfm")
     finally:
         holder.kill()
         holder.wait()

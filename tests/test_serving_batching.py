@@ -223,6 +223,8 @@ def test_a_request_of_no_rows_is_run_as_sent_and_no_queue_outlives_its_tasks():
         for width in range(1, 40):
             batcher("serving_default", {"x": np.zeros((1, width), np.float32)}, ["y"])
         assert seen[-1] == (8, 39)  # padded as before
+        batcher("serving_default", {"x": np.zeros((1, 1 << 19), np.float32)}, ["y"])
+        assert seen[-1] == (1, 1 << 19)  # a copy of this row seven times over is more than it is worth
         assert not batcher._queues  # every shape's queue went with its last task
     finally:
         batcher.stop()

@@ -35,11 +35,17 @@ def _array(value: Input, alias: str) -> np.ndarray:
     return to_ndarray(value, alias) if isinstance(value, tensor_pb2.TensorProto) else value
 
 
+# Padding to an allowed batch size copies rows: a batch it would grow by more values than this runs unpadded
+# (a wide row, copied seven times, would hold memory the client never sent).
+MAX_PADDING_VALUES = 1 << 20
+
+
 @dataclass
 class _Task:
     inputs: Mapping[str, Input]
     size: int
     enqueued: float
+    values: int = 0
     done: threading.Event = field(default_factory=threading.Event)
     result: dict | None = None
     error: ServingError | None = None
@@ -108,7 +114,7 @@ class Batcher:
         key = (signature_name, tuple(output_aliases),
                tuple(sorted((k, shapes[k][1:], dtype_of(v) if isinstance(v, np.ndarray) else v.dtype)
                             for k, v in inputs.items())))
-        task = _Task(inputs, size, time.monotonic())
+        task = _Task(inputs, size, time.monotonic(), sum(int(np.prod(s)) for s in shapes.values()))
         with self._cond:
             if self._stopping:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, "Batch scheduler is shutting down")
@@ -189,6 +195,8 @@ class Batcher:
     def _process(self, signature_name: str, output_aliases: Sequence[str], tasks: list[_Task]) -> list[dict]:
         total = sum(t.size for t in tasks)
         padded = next((b for b in self.options.allowed_batch_sizes if b >= total), total)
+        if sum(t.values for t in tasks) * (padded - total) > MAX_PADDING_VALUES * total:
+            padded = total
         if len(tasks) == 1 and padded == total:
             merged = tasks[0].inputs
         elif all(isinstance(v, tensor_pb2.TensorProto) for t in tasks for v in t.inputs.values()):

@@ -137,7 +137,7 @@ MAX_REQUEST_ELEMENTS = 1 << 21
 # After a request of this many elements, free heap pages go back to the system: glibc keeps what a
 # request's decoding freed in its worker thread's arena, and a server's memory would stay at its peak.
 TRIM_AFTER_ELEMENTS = 1 << 18
-TRIM_AFTER_BYTES = 1 << 24  # or of this size: a few long strings can make gigabytes inside a model
+TRIM_AFTER_BYTES = 1 << 22  # or of this size: a few long strings can make gigabytes inside a model
 
 
 def _value_bytes(protos) -> int:

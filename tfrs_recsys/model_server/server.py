@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc_max_threads", type=int, default=0, help="gRPC workers (0: 4 x cores, at least 16)")
     p.add_argument("--grpc_max_concurrent_rpcs", type=int, default=0,
                    help="gRPC calls in progress or waiting for a worker at most; one more is "
-                        "RESOURCE_EXHAUSTED (ours; 0: twice --grpc_max_threads): each holds its request's "
+                        "RESOURCE_EXHAUSTED (ours; 0: 4 x --grpc_max_threads): each holds its request's "
                         "bytes")
     p.add_argument("--grpc_max_connection_idle_ms", type=int, default=60_000,
                    help="close a gRPC connection with no call in flight for this long (ours; clients "
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.grpc_max_threads or max(16, 4 * (os.cpu_count() or 1))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-        maximum_concurrent_rpcs=args.grpc_max_concurrent_rpcs or 2 * threads,
+        maximum_concurrent_rpcs=args.grpc_max_concurrent_rpcs or 4 * threads,
         options=[("grpc.max_send_message_length", -1),
                  ("grpc.max_receive_message_length", args.max_request_bytes), ("grpc.so_reuseport", 0),
                  ("grpc.max_connection_idle_ms", args.grpc_max_connection_idle_ms)])

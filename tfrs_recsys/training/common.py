@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from tfrs_recsys import paths, run_reuse, runs
+from tfrs_recsys import paths, run_lock, run_reuse, runs
 from tfrs_recsys.checkpoints import read_weights
 from tfrs_recsys.config import TrainConfig
 from tfrs_recsys.training import distribution
@@ -34,8 +34,12 @@ def completed_run(cfg: TrainConfig, model: str) -> dict | None:
     Raises:
       ConfigError: the directory holds a run this one may not write over (the error says what to pass).
     """
+    if cfg.output_dir and paths.isdir(cfg.output_dir) and distribution.cluster_size(
+            distribution.read_tf_config()) <= 1:  # another training there is said before the data is read
+        run_lock.take(cfg.output_dir)
     if run_reuse.check(cfg, model) != run_reuse.COMPLETE:
         return None
+    run_lock.release(cfg.output_dir)
     print(f"{model}: the run in {cfg.output_dir} is complete: nothing to resume", flush=True)
     return paths.read_json(paths.join(cfg.output_dir, runs.TEST_METRICS))
 
