@@ -563,6 +563,10 @@ def test_a_column_flag_is_checked_against_the_data_before_its_tables_and_a_near_
         assert "'Kundennummer ' (spaces or case differ)" in error.value.fix
     with pytest.raises(DataError, match="spaces or case differ"):
         streaming.open_table(str(tmp_path / "log.csv"), labels=["geklickt"], user_column="kundennummer")
+    (tmp_path / "kunden.csv").write_text("Kundennummer,Alter\nk1,30\n")  # the table's header lacks the space
+    with pytest.raises(DataError, match="'Kundennummer' \\(spaces or case differ\\)"):
+        load_labeled("deepfm", "csv", str(tmp_path / "log.csv"), label_columns=["geklickt"],
+                     user_column="Kundennummer ", users=str(tmp_path / "kunden.csv"))
     (tmp_path / "Artikel.csv").write_text("Artikel,Preis\na1,3\n")  # a catalog beside the log, read first
     with pytest.raises(DataError, match="every file .* names is read as a shard of one table"):
         read_table(str(tmp_path), required={"geklickt": "--label-columns"})

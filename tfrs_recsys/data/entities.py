@@ -63,7 +63,7 @@ def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: boo
         frame, skipped = read_table(path, required={key: f"--{group}-column"}, what=f"--{group}s table",
                                     skip_bad_rows=skip_bad_rows)
     except DataError as error:
-        if error.column != key:
+        if error.column != key or "spaces or case differ" in (error.fix or ""):  # a near spelling is named
             raise
         raise DataError(error.message, path=error.path, line=error.line, column=key,
                         fix=f"rename the table's id column to '{key}': --{group}-column names the id column "
