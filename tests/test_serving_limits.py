@@ -194,8 +194,8 @@ def test_calls_past_the_concurrent_rpc_limit_are_refused_not_queued_with_their_b
         stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.address))
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "slow"
-        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([150000.0], np.float32)))  # ~1.5 s
-        calls = [stub.Predict.future(request, timeout=60) for _ in range(6)]
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([80000.0], np.float32)))  # ~0.8 s
+        calls = [stub.Predict.future(request, timeout=60) for _ in range(5)]
         codes = []
         for call in calls:
             try:
@@ -204,14 +204,14 @@ def test_calls_past_the_concurrent_rpc_limit_are_refused_not_queued_with_their_b
             except grpc.RpcError as e:
                 codes.append(e.code())
         assert codes.count(grpc.StatusCode.OK) >= 1
-        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 3, codes  # at most 2 held at once
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 2, codes  # at most 2 held at once
         from concurrent.futures import ThreadPoolExecutor
 
         from tfrs_recsys.serving.client import ServerUnavailableError, ServingClient
 
         with ServingClient(server.address, timeout=60) as client, ThreadPoolExecutor(5) as pool:
-            futures = [pool.submit(client.predict, "slow", {"x": np.array([150000.0], np.float32)})
-                       for _ in range(5)]
+            futures = [pool.submit(client.predict, "slow", {"x": np.array([80000.0], np.float32)})
+                       for _ in range(4)]
             errors = [f.exception() for f in futures if f.exception() is not None]
         assert errors and all(isinstance(e, ServerUnavailableError) and "busy" in str(e) for e in errors)
         request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))

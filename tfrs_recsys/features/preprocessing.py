@@ -15,7 +15,6 @@ the same model and the same vocabularies.
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -31,10 +30,12 @@ _EPOCH_WEEKDAY = 3.0  # 1970-01-01 was a Thursday; Monday = 0
 # Standardized values are clipped to +-MAX_SIGMAS: an absurd input (3e38) moves a score no further than a
 # 100-sigma outlier does, and can never overflow the layers into NaN; real values stay far inside.
 MAX_SIGMAS = 100.0
-# A list cell's values read: its first 256 (the rest are left out), and at most 4M values in one call (of
-# cells' first 256s: 16,384 rows, as training scores at once, never exceed it): a string is split into a
-# tensor element per value, so unbounded, a request of separators would make hundreds of millions.
-MAX_LIST_VALUES, MAX_CALL_LIST_VALUES = 256, 1 << 22
+# A list cell's values read: its first 256 (empty ones count; the rest are left out), and at most about 4M
+# pieces in one call, counted before the split from the cells' lengths (16,384 rows, as training scores at
+# once, never exceed it): a string is split into a tensor element per value, so unbounded, a request of
+# separators would make hundreds of millions.
+MAX_LIST_VALUES = 256
+MAX_CALL_LIST_VALUES = (MAX_LIST_VALUES + 1) * (1 << 14)
 # The reserved key under which a batch carries features that are already encoded.
 ENCODED = "__encoded__"
 
@@ -89,7 +90,7 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
       mask under :func:`mask_key` (1 for a value, 0 for padding); M is the longest row of the batch.
       Values are split on the separator and stripped; "" means no values. Values joined by ``|`` are
       split alike where no value of the vocabulary holds a ``|`` (:func:`joins_with_bar`). A cell's first
-      :data:`MAX_LIST_VALUES` values are read, and a call may hold :data:`MAX_CALL_LIST_VALUES` in all.
+      :data:`MAX_LIST_VALUES` pieces are read, and a call may hold :data:`MAX_CALL_LIST_VALUES` in all.
     * numeric: ``float32 [B]``, ``(x - mean) / std`` clipped to ``+-MAX_SIGMAS``; missing (NaN, inf) -> 0,
       i.e. the mean.
     * timestamp: ``float32 [B, 5]`` = sin and cos of 2 pi hour/24 and of 2 pi weekday/7 (UTC), and
@@ -147,15 +148,13 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
     def _multi(self, column: FeatureColumn, text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         if column.name in self._bar_joined:  # a list joined by "|" (the serving client's way) reads alike
             text = tf.strings.regex_replace(text, r"\|", column.separator)
-        separator = re.escape(column.separator)  # a run of separators as one: empty values are none
-        text = tf.strings.regex_replace(text, f"(?:{separator})+", column.separator)
-        bare = tf.strings.regex_replace(text, separator, "")
-        separators = (tf.strings.length(text) - tf.strings.length(bare)) // len(column.separator.encode())
-        values = tf.reduce_sum(tf.minimum(tf.cast(separators, tf.int64), MAX_LIST_VALUES))
+        # a cell splits into at most its bytes + 1 pieces, and into at most MAX_LIST_VALUES + 1 as split here
+        pieces = tf.minimum(tf.cast(tf.strings.length(text), tf.int64) + 1, MAX_LIST_VALUES + 1)
         checked = tf.debugging.assert_less_equal(
-            values, tf.constant(MAX_CALL_LIST_VALUES, tf.int64),
+            tf.reduce_sum(pieces), tf.constant(MAX_CALL_LIST_VALUES, tf.int64),
             message=f"input '{signature_name(column.name)}' holds more than {MAX_CALL_LIST_VALUES} list "
-                    "values in one call: send fewer rows at once")
+                    f"pieces in one call (a cell counts its bytes + 1, at most {MAX_LIST_VALUES + 1}): send "
+                    "fewer rows at once")
         with tf.control_dependencies([checked]):  # in a graph too, nothing is split before the check
             text = tf.identity(text)
         tokens = tf.strings.split(text, column.separator, maxsplit=MAX_LIST_VALUES)[:, :MAX_LIST_VALUES]
