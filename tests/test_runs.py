@@ -119,3 +119,8 @@ def test_a_directory_another_training_writes_is_refused_even_with_overwrite(tmp_
                             "run_lock.take(sys.argv[1])", str(tmp_path)],
                            env={**os.environ, "PYTHONPATH": str(REPO)})
     assert taken.returncode == 0
+    runs.mark_complete(tmp_path)
+    with pytest.raises(ConfigError, match="not an esmm one"):  # refused: the folder is let go at once
+        completed_run(build_config("esmm", {"output_dir": str(tmp_path)}, environ={}), "esmm")
+    taken = subprocess.run(taken.args, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert taken.returncode == 0

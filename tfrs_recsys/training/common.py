@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tfrs_recsys import paths, run_lock, run_reuse, runs
 from tfrs_recsys.checkpoints import read_weights
-from tfrs_recsys.config import TrainConfig
+from tfrs_recsys.config import ConfigError, TrainConfig
 from tfrs_recsys.training import distribution
 
 
@@ -37,8 +37,12 @@ def completed_run(cfg: TrainConfig, model: str) -> dict | None:
     if cfg.output_dir and paths.isdir(cfg.output_dir) and distribution.cluster_size(
             distribution.read_tf_config()) <= 1:  # another training there is said before the data is read
         run_lock.take(cfg.output_dir)
-    if run_reuse.check(cfg, model) != run_reuse.COMPLETE:
-        return None
+    try:
+        if run_reuse.check(cfg, model) != run_reuse.COMPLETE:
+            return None
+    except ConfigError:  # refused: this process will not write there
+        run_lock.release(cfg.output_dir)
+        raise
     run_lock.release(cfg.output_dir)
     print(f"{model}: the run in {cfg.output_dir} is complete: nothing to resume", flush=True)
     return paths.read_json(paths.join(cfg.output_dir, runs.TEST_METRICS))
