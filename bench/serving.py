@@ -10,6 +10,9 @@ latency p50/p99 and throughput of
   process (no TensorFlow, no protos), and a GetModelStatus round trip to the model server;
 * the REST front end (uvicorn): the ranker's Predict as JSON columns and a model status GET, from
   1 and 32 client threads (one pooled httpx client), to see its tail under concurrency;
+* with ``--client-processes``, the gRPC calls at concurrency 8 made from 8 client processes (one channel
+  and interpreter each, as separate callers are) rather than 8 threads of this process, whose shared
+  interpreter lock spreads their requests out in time;
 * the CPU milliseconds each call costs this process (the clients, or the in-process model) and the
   server process, and the model's in-process cost on a batch of 8 requests' rows (of
   ``--batch-requests`` when fewer): with clients and server on the same cores, these bound what
@@ -38,6 +41,8 @@ and 4 numeric raw features -> ctr, cvr, ctcvr [B] from hashed embeddings and two
     .venv/bin/python bench/serving.py --requests 300 --intra-op-threads 1 --inter-op-threads 1
     .venv/bin/python bench/serving.py --requests 300 --catalog-items 100000
     .venv/bin/python bench/serving.py --requests 400 --batch-requests 8 --batch-timeout-micros 4000
+    .venv/bin/python bench/serving.py --requests 400 --batch-requests 8 --batch-timeout-micros 4000 \
+        --client-processes
     .venv/bin/python bench/serving.py --export-base exports --retrieval-name retrieval_portable \
         --ranker-name esmm
 """
@@ -46,6 +51,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -207,6 +213,81 @@ def run_block(call, requests: int, concurrency: int) -> tuple[list[float], float
     return latencies, time.perf_counter() - start
 
 
+# A client process: takes pickled commands on stdin, answers each with a pickled reply on stdout.
+# ("add", key, address, model, inputs) makes a client of a configuration (and warms it up);
+# ("run", key, n) makes n calls and answers (latencies in s, this process's CPU seconds).
+_CLIENT_PROCESS = """
+import pickle, sys, time
+from tfrs_recsys.serving.client import ServingClient
+calls, clients = {}, {}
+source, sink = sys.stdin.buffer, sys.stdout.buffer
+while True:
+    try:
+        command = pickle.load(source)
+    except EOFError:
+        break
+    if command[0] == "add":
+        _, key, address, model, inputs = command
+        client = clients.setdefault(address, ServingClient(address, timeout=30))
+        calls[key] = lambda client=client, model=model, inputs=inputs: client.predict(model, inputs)
+        for _ in range(20):
+            calls[key]()
+        reply = None
+    else:
+        _, key, n = command
+        cpu, latencies = time.process_time(), []
+        for _ in range(n):
+            start = time.perf_counter()
+            calls[key]()
+            latencies.append(time.perf_counter() - start)
+        reply = (latencies, time.process_time() - cpu)
+    pickle.dump(reply, sink)
+    sink.flush()
+"""
+
+
+class ClientProcesses:
+    """``n`` client processes, each with its own gRPC channel and interpreter: callers that do not share
+    one Python interpreter's lock, as separate services calling the model server do."""
+
+    def __init__(self, n: int):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        self.procs = [subprocess.Popen([sys.executable, "-c", _CLIENT_PROCESS], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, env=env) for _ in range(n)]
+
+    def _ask(self, commands: list) -> list:
+        for proc, command in zip(self.procs, commands):
+            pickle.dump(command, proc.stdin)
+            proc.stdin.flush()
+        return [pickle.load(proc.stdout) for proc, _ in zip(self.procs, commands)]
+
+    def add(self, key, address: str, model: str, inputs: dict[str, np.ndarray]) -> "ProcessBlock":
+        self._ask([("add", key, address, model, inputs)] * len(self.procs))
+        return ProcessBlock(self, key)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.stdin.close()
+        for proc in self.procs:
+            proc.wait(timeout=60)
+
+
+class ProcessBlock:
+    """A configuration measured from every client process at once (:class:`ClientProcesses`)."""
+
+    def __init__(self, processes: ClientProcesses, key):
+        self.processes, self.key = processes, key
+
+    def block(self, requests: int) -> tuple[list[float], float, float]:
+        """Latencies (s), wall time and the clients' CPU seconds of ``requests`` calls spread over them."""
+        n = len(self.processes.procs)
+        start = time.perf_counter()
+        shares = [requests // n + (i < requests % n) for i in range(n)]
+        replies = self.processes._ask([("run", self.key, share) for share in shares])
+        wall = time.perf_counter() - start
+        return [t for latencies, _ in replies for t in latencies], wall, sum(cpu for _, cpu in replies)
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process, all its threads (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -214,12 +295,12 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def measure_interleaved(configs: dict[tuple, tuple], requests: int, rounds: int) -> dict[tuple, dict]:
-    """Every configuration ``key -> (call, concurrency, server pid or None)`` measured in ``rounds``
-    shuffled rounds of ``requests / rounds`` calls, so that load from other processes hits all of them
-    alike. Besides latency and throughput, each gets the CPU milliseconds per call of this process (the
-    clients, or the in-process model) and of its server."""
+    """Every configuration ``key -> (call or ProcessBlock, concurrency, server pid or None)`` measured in
+    ``rounds`` shuffled rounds of ``requests / rounds`` calls, so that load from other processes hits all
+    of them alike. Besides latency and throughput, each gets the CPU milliseconds per call of its clients
+    (this process, its client processes, or the in-process model) and of its server."""
     for call, _, _ in configs.values():
-        for _ in range(20):
+        for _ in range(20 if callable(call) else 0):
             call()
     samples = {key: {"latencies": [], "wall": 0.0, "cpu": 0.0, "server_cpu": 0.0} for key in configs}
     rng = np.random.default_rng(0)
@@ -229,9 +310,13 @@ def measure_interleaved(configs: dict[tuple, tuple], requests: int, rounds: int)
         for i in rng.permutation(len(keys)):
             call, concurrency, pid = configs[keys[i]]
             cpu, server_cpu = time.process_time(), process_cpu_seconds(pid) if pid else 0.0
-            latencies, wall = run_block(call, per_round, concurrency)
+            if isinstance(call, ProcessBlock):
+                latencies, wall, client_cpu = call.block(per_round)
+            else:
+                latencies, wall = run_block(call, per_round, concurrency)
+                client_cpu = time.process_time() - cpu
             sample = samples[keys[i]]
-            sample["cpu"] += time.process_time() - cpu
+            sample["cpu"] += client_cpu
             sample["server_cpu"] += process_cpu_seconds(pid) - server_cpu if pid else 0.0
             sample["latencies"] += latencies
             sample["wall"] += wall
@@ -322,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-requests", type=int, default=0,
                    help="batch each model by its own batching_params.pbtxt: max_batch_size = N x the "
                         "model's rows per request, with --batch-timeout-micros")
+    p.add_argument("--client-processes", action="store_true",
+                   help="make the gRPC calls at concurrency 8 from 8 client processes, not 8 threads of "
+                        "this one")
     p.add_argument("--intra-op-threads", type=int, default=0,
                    help="TensorFlow intra-op threads, here and in the servers")
     p.add_argument("--inter-op-threads", type=int, default=0,
@@ -388,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
         bare_server, bare_address = start_bare_grpc_server()
         bare_channel = grpc.insecure_channel(bare_address)
+        processes = ClientProcesses(8) if args.client_processes else None
         try:
             configs = {}
             for kind in ("retrieval", "ranker"):
@@ -398,8 +487,11 @@ def main(argv: list[str] | None = None) -> int:
                 for c in (1, 8):
                     configs[(kind, "in-process", c)] = (local, c, None)
                     for mode, client in clients.items():
-                        configs[(kind, mode, c)] = (grpc_call(client, names[kind], inputs[kind]), c,
-                                                    servers[mode].proc.pid)
+                        call = grpc_call(client, names[kind], inputs[kind])
+                        if processes is not None and c == 8:
+                            call = processes.add((kind, mode), servers[mode].address, names[kind],
+                                                 inputs[kind])
+                        configs[(kind, mode, c)] = (call, c, servers[mode].proc.pid)
             grpc_pid = servers["grpc"].proc.pid
             status = status_call(clients["grpc"], names["ranker"])
             configs[("transport", "status rtt", 1)] = (status, 1, grpc_pid)
@@ -411,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
                                                             grpc_pid)
             table = measure_interleaved(configs, args.requests, args.rounds)
         finally:
+            if processes is not None:
+                processes.close()
             rest.close()
             bare_channel.close()
             bare_server.stdin.close()

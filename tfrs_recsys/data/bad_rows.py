@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, binary_label
+from tfrs_recsys.data.tabular import binary_label, first_data_line
 
 
 class BadRows:
@@ -63,7 +63,7 @@ class BadRows:
             if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):  # in Arrow: fast
                 empty = pc.or_kleene(empty, pc.equal(pc.utf8_trim_whitespace(column), ""))
             checks.append((f"column '{item}': empty item id", item, empty.to_numpy(zero_copy_only=False)))
-        keep, header = among.copy(), 1 if file.lower().endswith(PARQUET_SUFFIXES) else 2
+        keep, header = among.copy(), first_data_line(file)
         for reason, column, bad in checks:
             if (bad := bad & among).any():
                 lines = np.flatnonzero(bad) + first_row + header  # a text file's line 1 is its header

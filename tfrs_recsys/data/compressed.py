@@ -1,8 +1,8 @@
 """Compressed text files: ``events.csv.gz`` reads as ``events.csv``, decompressed as it is read.
 
-Logs are often exported compressed. A CSV or TSV file ending in ``.gz`` (gzip) or ``.bz2`` (bzip2) is
-read like the file without that suffix, in memory or streamed one block at a time; its format is the
-suffix before (``.tsv.gz`` is TSV). Parquet compresses inside the file and takes no such suffix.
+Logs are often exported compressed. A CSV, TSV or JSON Lines file ending in ``.gz`` (gzip) or ``.bz2``
+(bzip2) is read like the file without that suffix, in memory or streamed one block at a time; its format is
+the suffix before (``.tsv.gz`` is TSV). Parquet compresses inside the file and takes no such suffix.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError
 
 CODECS = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File}
-TEXT_FORMATS = (".csv", ".tsv", ".txt")
+TEXT_FORMATS = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json")
 # --streaming auto counts a compressed file at this multiple of its size: text logs compress 5-10 times
 EXPANSION = 8
 

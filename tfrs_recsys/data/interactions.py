@@ -93,7 +93,7 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
     """Reads an interaction log with any column names into :class:`InteractionData`.
 
     Args:
-      data: The log: a file, a glob or a folder of CSV / TSV / Parquet shards (local or a URL).
+      data: The log: a file, a glob or a folder of CSV / TSV / JSON Lines / Parquet shards (local or a URL).
       user_column: Its user id column.
       item_column: Its item id column.
       time_column: Its time column (epoch seconds or dates); default: the file order.

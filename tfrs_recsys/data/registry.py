@@ -36,8 +36,8 @@ INTERACTION_DATASETS = {
     "movielens-latest-small": "alias of movielens-csv",
     "movielens-1m": "folder with ratings.dat, movies.dat (and users.dat)",
     "tfds:<name>": "TensorFlow Datasets, e.g. tfds:movielens/100k-ratings (needs --tfds-download online)",
-    "interactions": "your interaction log: --data FILE, GLOB or FOLDER of CSV, TSV or Parquet, with "
-                    "--user-column and --item-column (optional: --time-column, --rating-column and "
+    "interactions": "your interaction log: --data FILE, GLOB or FOLDER of CSV, TSV, JSON Lines or Parquet, "
+                    "with --user-column and --item-column (optional: --time-column, --rating-column and "
                     "--min-rating, --items and --users tables joined by those ids)"}
 LABELED_DATASETS = {
     "synthetic": "esmm: search sessions with click+conversion; deepfm: CTR logs with hotness",
@@ -52,8 +52,9 @@ LABELED_DATASETS = {
     "interactions": "deepfm: your interaction log (options as for retrieval) as implicit clicks, likewise",
     "expedia": "esmm: Kaggle 'Personalize Expedia Hotel Searches' (ICDM 2013): the folder of `make "
                "benchmark-setup` (train.parquet, default runs/expedia) or the folder holding train.csv",
-    "csv": "your table: --data FILE, GLOB or FOLDER of CSV or TSV with a header; --label-columns names the "
-           "labels (--user-column, --item-column, --session-column, --column-types optional)",
+    "csv": "your table: --data FILE, GLOB or FOLDER of CSV or TSV with a header, or JSON Lines; "
+           "--label-columns names the labels (--user-column, --item-column, --session-column, --column-types "
+           "optional)",
     "parquet": "the same for Parquet files"}
 IMPLICIT_CLICK_SOURCES = ("movielens-100k", "movielens-csv", "movielens-latest-small", "movielens-1m",
                           "synthetic-histories", "interactions")

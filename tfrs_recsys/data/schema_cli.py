@@ -44,8 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       The exit status: 0, or 2 after an error the user can fix.
     """
     parser = argparse.ArgumentParser(prog="python -m tfrs_recsys.data.schema",
-                                     description="Infer a feature spec from a CSV / TSV / Parquet file.")
-    parser.add_argument("file", help="CSV, TSV or Parquet file with a header row")
+                                     description="Infer a feature spec from a CSV, TSV, JSON Lines or "
+                                                 "Parquet file.")
+    parser.add_argument("file", help="CSV or TSV file with a header row, JSON Lines or Parquet file")
     parser.add_argument("--labels", help="comma-separated label columns (default: inferred from their names)")
     for role, about in _ROLE_FLAGS.items():
         flags = ["--" + role.replace("_", "-")] + (["--time-column"] if role == "timestamp_column" else [])

@@ -2,7 +2,8 @@
 
 :func:`infer_schema` decides each column's kind, encoding and group from its name and values, and
 explains every decision in ``spec.notes``; ``python -m tfrs_recsys.data.schema FILE --labels ...
---out spec.json`` runs it on a CSV / TSV / Parquet file (:func:`tfrs_recsys.data.schema_cli.main`).
+--out spec.json`` runs it on a CSV, TSV, JSON Lines or Parquet file
+(:func:`tfrs_recsys.data.schema_cli.main`).
 """
 from __future__ import annotations
 

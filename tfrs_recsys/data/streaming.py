@@ -1,9 +1,10 @@
 """Labeled tables read as a stream of file shards: for logs larger than memory.
 
-Nothing here holds the whole log. A :class:`FileTable` is the list of shards (Parquet, CSV or TSV with a
-header) and their row count (Parquet metadata; text files count their lines); rows are read in Arrow
-record batches of :data:`CHUNK_ROWS` (``pyarrow.parquet.ParquetFile.iter_batches``, ``pyarrow.csv.open_csv``),
-with the column types of the first shard fixed for every shard.
+Nothing here holds the whole log. A :class:`FileTable` is the list of shards (Parquet, JSON Lines, or CSV or
+TSV with a header) and their row count (Parquet metadata; text files count their lines); rows are read in
+Arrow record batches of :data:`CHUNK_ROWS` (``pyarrow.parquet.ParquetFile.iter_batches``,
+``pyarrow.csv.open_csv``, :func:`~tfrs_recsys.data.json_lines.batches`), with the column types of the first
+shard fixed for every shard.
 
 * **Split** (:func:`split_parts`): every row gets a part (train / validation / test, 80 / 10 / 10) from a
   seeded hash of its session id, so a session never straddles parts, or without a session column of its
@@ -33,6 +34,7 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from tfrs_recsys import paths
+from tfrs_recsys.data import json_lines
 from tfrs_recsys.data.bad_rows import BadRows, labels_of
 from tfrs_recsys.data.compressed import EXPANSION, file_format, is_compressed, open_text
 from tfrs_recsys.data.errors import DataError
@@ -85,7 +87,10 @@ class FileTable:
     absent: set = dataclasses.field(default_factory=set)
 
     def rows_of(self, file: str) -> int:
-        """Rows of one shard (Parquet metadata; a text file's lines, header excluded)."""
+        """Rows of one shard (Parquet metadata; a JSON Lines file's objects; a text file's lines, header
+        excluded)."""
+        if file_format(file) in json_lines.JSON_SUFFIXES:
+            return json_lines.count_rows(file)
         if file_format(file) not in PARQUET_SUFFIXES:
             return _count_lines(file) - 1
         with paths.open_file(file) as fh:
@@ -131,12 +136,12 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
       DataError: a named column is missing from the first shard, naming the flag to change.
     """
     files = table_files(path, "--data")
-    if len({file_format(f) in PARQUET_SUFFIXES for f in files}) > 1:
-        raise DataError("the shards mix Parquet and text files", path=str(path),
+    if len({_family(f) for f in files}) > 1:
+        raise DataError("the shards mix formats (Parquet, JSON Lines, CSV or TSV)", path=str(path),
                         fix="point --data at one format, e.g. a glob like shards/*.parquet")
     schema = next(_batches(files[0], None, CHUNK_ROWS, lambda row: "skip")).schema
     texts = [user_column, item_column, *declared_text(column_types)]
-    if file_format(files[0]) not in PARQUET_SUFFIXES:
+    if _family(files[0]) == "text":
         texts += labels  # read as text, a label's stray word is a bad row rather than a parse error
     for column in (c for c in texts if c in schema.names):
         schema = schema.set(schema.get_field_index(column), pa.field(column, pa.string()))
@@ -152,6 +157,14 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
     return table
 
 
+def _family(file: str) -> str:
+    """A shard's format: ``parquet``, ``json`` or ``text``; every shard of a table has one."""
+    suffix = file_format(file)
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    return "json" if suffix in json_lines.JSON_SUFFIXES else "text"
+
+
 def _batches(file: str, schema: pa.Schema | None, rows: int,
              malformed: Callable | None = None) -> Iterator[pa.RecordBatch]:
     """Record batches of one shard; ``schema`` fixes a text file's column types; ``malformed`` takes a
@@ -159,6 +172,9 @@ def _batches(file: str, schema: pa.Schema | None, rows: int,
     if file_format(file) in PARQUET_SUFFIXES:
         with paths.open_file(file) as fh:
             yield from (plain_batch(b, file) for b in pq.ParquetFile(fh).iter_batches(batch_size=rows))
+        return
+    if file_format(file) in json_lines.JSON_SUFFIXES:
+        yield from json_lines.batches(file, schema, rows)
         return
     # one thread numbers bad lines
     reading = pa_csv.ReadOptions(block_size=rows * 400, use_threads=False, encoding=file_encoding(file))

@@ -1,4 +1,4 @@
-"""Generic tables (CSV, TSV or Parquet; a file, a glob or a folder of shards) and Criteo's TSV.
+"""Generic tables (CSV, TSV, JSON Lines or Parquet; a file, a glob or a folder of shards) and Criteo's TSV.
 
 A text column whose non-empty values are all numbers becomes numeric. One that is mostly numbers
 (:data:`MOSTLY_NUMERIC` of them) but not all stops the run at its first bad value, naming file, line and
@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from tfrs_recsys import paths
-from tfrs_recsys.data import readers
+from tfrs_recsys.data import json_lines, readers
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.compressed import file_format, open_text
 from tfrs_recsys.data.errors import DataError, SkipReport
@@ -35,7 +35,8 @@ COLUMN_KINDS = ("numeric", "categorical", "timestamp")  # a timestamp stays text
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods", ".numbers", ".zip")
-FORMATS = "CSV (.csv), TSV (.tsv, .txt), either compressed (.gz, .bz2), or Parquet (.parquet, .pq)"
+FORMATS = ("CSV (.csv), TSV (.tsv, .txt), JSON Lines (.jsonl, .ndjson, .json), any of them compressed (.gz, "
+           ".bz2), or Parquet (.parquet, .pq)")
 SOURCES = "row_sources"  # frame.attrs key: per shard, (first row, file, its rows' lines or None)
 
 
@@ -58,8 +59,9 @@ def table_files(path: str, what: str) -> list[str]:
         names = paths.listdir(folder) if paths.isdir(folder) else []
         files = [str(paths.join(folder, n)) for n in sorted(names) if fnmatch.fnmatch(n, pattern)]
     elif paths.isdir(text):
+        shards = (*TEXT_SUFFIXES, *PARQUET_SUFFIXES, *json_lines.SHARD_SUFFIXES)
         files = [str(paths.join(text, n)) for n in sorted(paths.listdir(text))
-                 if not n.startswith((".", "_")) and file_format(n) in (*TEXT_SUFFIXES, *PARQUET_SUFFIXES)]
+                 if not n.startswith((".", "_")) and file_format(n) in shards]
     elif paths.exists(text):
         files = [text]
         _refuse_workbook(text, what)
@@ -82,11 +84,14 @@ def column_fix(column: str, columns: Sequence[str], flag: str | None) -> str:
 
 
 def table_columns(path: str, what: str) -> list[str]:
-    """The columns of a table path's first file, from its header line or Parquet schema alone."""
+    """The columns of a table path's first file, from its header line or Parquet schema alone (JSON Lines: its
+    keys, the file read)."""
     file = table_files(path, what)[0]
     if file_format(file) in PARQUET_SUFFIXES:
         with paths.open_file(file) as fh:
             return readers.plain_columns(pq.read_schema(fh).empty_table(), file).column_names
+    if file_format(file) in json_lines.JSON_SUFFIXES:  # a key may first appear on any line
+        return json_lines.read_json_table(file).column_names
     with open_text(file) as fh:
         line = fh.readline().removeprefix(BOM).decode(file_encoding(file), errors="replace")
     return next(csv.reader([line.rstrip("\r\n")], delimiter=text_separator(file)), [])
@@ -124,6 +129,8 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
     for file in files:
         if file_format(file) in PARQUET_SUFFIXES:
             frame = readers.read_parquet(file, what=what)
+        elif file_format(file) in json_lines.JSON_SUFFIXES:
+            frame = json_lines.read_json_table(file).to_pandas()
         else:
             # the caller says the report once, with the rows its own checks skip
             frame, report = readers.read_delimited(file, sep=text_separator(file, sep),
@@ -135,7 +142,7 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
             shards = (f" ({len(files)} files: every file {path} names is read as a shard of one table; keep "
                       "other tables elsewhere)") if len(files) > 1 else ""
             raise DataError(f"{what} has no such column; its columns are {list(frame.columns)}{shards}",
-                            path=file, line=None if file_format(file) in PARQUET_SUFFIXES else 1,
+                            path=file, line=None if first_data_line(file) == 1 else 1,
                             column=column, fix=column_fix(column, frame.columns, flag))
         sources.append((start, file, frame.attrs.get(readers.LINE_NUMBERS)))  # None: no line was skipped
         frames.append(frame)
@@ -180,14 +187,20 @@ def text_separator(file: str, given: str | None = None) -> str:
     return best if head.count(best) > head.count(default) else default
 
 
+def first_data_line(file: str) -> int:
+    """The line (a Parquet file's row) of a file's first row: 2 below a text file's header, else 1."""
+    return 1 if file_format(file) in (*PARQUET_SUFFIXES, *json_lines.JSON_SUFFIXES) else 2
+
+
 def locate(table: pd.DataFrame, row: int) -> tuple[str | None, int | None]:
-    """The file and line (a Parquet file's 1-based row) of a row of a :func:`read_table` frame."""
+    """The file and line (a Parquet file's 1-based row; a JSON Lines file's object) of a row of a
+    :func:`read_table` frame."""
     for start, file, lines in reversed(table.attrs.get(SOURCES, [])):
         if row >= start:
             offset = row - start
             if lines is not None:
                 return file, int(lines[offset])
-            return file, offset + (1 if file_format(file) in PARQUET_SUFFIXES else 2)
+            return file, offset + first_data_line(file)
     return None, None
 
 
@@ -247,7 +260,7 @@ def keep_rows(table: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
     if sources:
         ends, located = [start for start, _, _ in sources[1:]] + [len(table)], []
         for (start, file, lines), end in zip(sources, ends):
-            first = 1 if file_format(file) in PARQUET_SUFFIXES else 2
+            first = first_data_line(file)
             lines = np.arange(first, first + end - start) if lines is None else np.asarray(lines)
             if keep[start:end].any():
                 located.append((int(keep[:start].sum()), file, lines[keep[start:end]]))
@@ -382,7 +395,8 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
                session_column: str | None = None, user_column: str | None = None,
                item_column: str | None = None, column_types: Mapping[str, str] | Sequence[str] = (),
                sep: str | None = None, what: str = "--data") -> LabeledData:
-    """Any CSV / TSV / Parquet table with a header (:func:`read_table`), typed (:func:`type_columns`).
+    """Any CSV or TSV table with a header, JSON Lines or Parquet table (:func:`read_table`), typed
+    (:func:`type_columns`).
 
     Column kinds come from schema inference later.
 

@@ -1,0 +1,173 @@
+"""JSON Lines logs (``events.jsonl``, ``.ndjson``; ``.json`` named directly), plain or compressed.
+
+One JSON object per line, as event pipelines and warehouses export them; a nested object becomes
+``parent.child`` columns (as a Parquet struct does), an array a list column, an ISO 8601 string a time.
+Arrow parses the file in C++; where one key holds values of several kinds (``"user_id": 123`` on one
+line, ``"u-9"`` on another, as trackers write), or a line is not JSON, the file is read again line by
+line in Python: a key of mixed kinds becomes text (``"123"``, ``"u-9"``), and a bad line is named.
+A ``.json`` file holding one array of objects reads as its objects (whole, in memory).
+
+Streamed (:func:`batches`), a file is parsed :data:`BLOCK_ROWS`-sized blocks at a time and each block
+takes the columns and types of the first shard's first block: a key first seen later is left out, and a
+value that cannot be read as its column's type is an error naming it.
+"""
+from __future__ import annotations
+
+import io
+import json
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+
+from tfrs_recsys.data.compressed import open_text, read_text_bytes
+from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.readers import plain_columns
+
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+SHARD_SUFFIXES = (".jsonl", ".ndjson")  # a folder's .json files are more often metadata than shards
+BOM = b"\xef\xbb\xbf"
+_LINE_FIX = "write one JSON object per line (JSON Lines), UTF-8"
+
+
+def read_json_table(path: str) -> pa.Table:
+    """The whole file as an Arrow table of plain columns (module docstring).
+
+    Raises:
+      DataError: a line is not a JSON object, or the file is not UTF-8, naming the line.
+    """
+    return _parse(read_text_bytes(path).removeprefix(BOM), path, first_line=1, whole=True)
+
+
+def batches(path: str, schema: pa.Schema | None, rows: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of at most ``rows`` rows, a block of lines parsed at a time.
+
+    Args:
+      path: The file.
+      schema: The columns and types every batch is given (None: as the block reads).
+      rows: The most rows per batch; a block holds about this many lines.
+
+    Yields:
+      The batches.
+    """
+    line, rest, first = 1, b"", True
+    with open_text(path) as fh:
+        while True:
+            block = fh.read(rows * 256)
+            if first and block.lstrip(BOM + b" \t\r\n").startswith(b"["):
+                raise DataError("a JSON array cannot be streamed", path=path,
+                                fix=f"{_LINE_FIX}, e.g. pandas.read_json(path).to_json(out, "
+                                    "orient='records', lines=True), or read it in memory (--streaming never)")
+            text = (rest + block).removeprefix(BOM) if first else rest + block
+            first = False
+            cut = text.rfind(b"\n") + 1 if block else len(text)
+            chunk, rest = text[:cut], text[cut:]
+            if chunk.strip():
+                table = _parse(chunk, path, first_line=line, whole=False)
+                if schema is not None:
+                    table = conform(table, schema, path)
+                yield from table.to_batches(max_chunksize=rows)
+            line += chunk.count(b"\n")
+            if not block:
+                return
+
+
+def count_rows(path: str) -> int:
+    """The objects of a JSON Lines file: its lines that are not blank."""
+    count, rest = 0, b""
+    with open_text(path) as fh:
+        while block := fh.read(1 << 24):
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            count += sum(1 for line in lines if line.strip())
+    return count + bool(rest.strip())
+
+
+def conform(table: pa.Table, schema: pa.Schema, path: str) -> pa.Table:
+    """``table`` with ``schema``'s columns in its types: a missing one all nulls, another left out."""
+    columns = []
+    for field in schema:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
+        column = table.column(field.name)
+        try:
+            columns.append(column if column.type == field.type else pc.cast(column, field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataError(f"values that cannot be read as the column's type {field.type}, which the first "
+                            f"rows of the first shard set ({exc})", path=path, column=field.name,
+                            fix="write the column with one kind of value throughout (e.g. every id quoted), "
+                                "or read the data in memory (--streaming never)") from None
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _parse(data: bytes, path: str, *, first_line: int, whole: bool) -> pa.Table:
+    """Arrow's parse of ``data``, or, where Arrow refuses it, the line-by-line one (module docstring)."""
+    if whole and data.lstrip(b" \t\r\n").startswith(b"["):
+        return plain_columns(_records_table(_array_records(data, path)), path)
+    try:
+        table = pa_json.read_json(io.BytesIO(data))
+    except pa.ArrowInvalid:
+        table = _records_table(_line_records(data, path, first_line))
+    return plain_columns(table, path)
+
+
+def _array_records(data: bytes, path: str) -> list[dict]:
+    try:
+        records = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"not a JSON document ({exc})", path=path, fix=_LINE_FIX) from None
+    if not all(isinstance(r, dict) for r in records):
+        raise DataError("a JSON array whose items are not all objects", path=path, fix=_LINE_FIX)
+    return records
+
+
+def _line_records(data: bytes, path: str, first_line: int) -> list[dict]:
+    records = []
+    for number, line in enumerate(data.split(b"\n"), first_line):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except UnicodeDecodeError:
+            raise DataError("not UTF-8 text", path=path, line=number,
+                            fix="re-save the file as UTF-8") from None
+        except ValueError as exc:
+            raise DataError(f"not JSON ({exc})", path=path, line=number,
+                            fix=f"{_LINE_FIX}; was the file cut short?") from None
+        if not isinstance(record, dict):
+            raise DataError(f"a JSON {type(record).__name__}, not an object", path=path, line=number,
+                            fix=_LINE_FIX)
+        records.append(record)
+    return records
+
+
+def _flat(record: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
+    for key, value in record.items():
+        if isinstance(value, dict) and value:
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _records_table(records: list[dict]) -> pa.Table:
+    """Objects as columns: one kind of value keeps its type, several become text (ints and floats: floats)."""
+    flat = [dict(_flat(record)) for record in records]
+    names = dict.fromkeys(name for row in flat for name in row)
+    columns = {name: [row.get(name) for row in flat] for name in names}
+    return pa.table({name: _array(values) for name, values in columns.items()})
+
+
+def _array(values: list) -> pa.Array:
+    kinds = {type(v) for v in values if v is not None}
+    typed = {frozenset({int}): pa.int64(), frozenset({int, float}): pa.float64(),
+             frozenset({float}): pa.float64(), frozenset({bool}): pa.bool_(),
+             frozenset({str}): pa.string()}.get(frozenset(kinds))
+    if kinds <= {list} or typed is not None:
+        try:
+            return pa.array(values, typed)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass  # integers past int64, lists of mixed items: as text
+    return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+                     for v in values], pa.string())
