@@ -299,3 +299,72 @@ def test_two_workers_each_read_their_own_parquet_shards(tmp_path):
     assert metrics["rows"] == reference["rows"]  # the same test rows, evaluated exactly
     assert metrics["auc"] > RANDOM_AUC_BOUND
     assert metrics["auc"] == pytest.approx(reference["auc"], abs=STREAMED_AUC_TOLERANCE)
+
+
+# --- a cluster that does not come together --------------------------------------------------------------
+
+def test_a_task_outside_its_cluster_and_multi_worker_without_tf_config_are_refused(monkeypatch):
+    from tfrs_recsys.training import rendezvous
+
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    rendezvous.check_task({"cluster": cluster, "task": {"type": "worker", "index": 1}})
+    for task in ({"type": "worker", "index": 5}, {"type": "ps", "index": 0}, None):
+        with pytest.raises(ConfigError, match=r"not a training task of its cluster \(tasks: worker 0-1\)"):
+            rendezvous.check_task({"cluster": cluster, "task": task})
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="TF_CONFIG is not set for distribute=multi_worker.*none"):
+        distribution.build_strategy("multi_worker")
+
+
+def _worker(index: int, ports: list[int], args: list[str], out: Path) -> subprocess.Popen:
+    tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                            "task": {"type": "worker", "index": index}})
+    return subprocess.Popen([sys.executable, "-m", "tfrs_recsys.train", *args, "--output-dir", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env=_env(TF_CONFIG=tf_config))
+
+
+def test_a_worker_whose_peer_never_starts_says_so_and_stops_on_a_deadline_or_sigterm(tmp_path):
+    """It waits in Python, before TensorFlow's blocking start: a deadline and a signal both end it."""
+    import signal
+    import time
+
+    args = ["deepfm", "--synthetic-rows", "2000", "--epochs", "1"]
+    ports = free_ports(2)
+    proc = _worker(0, ports, [*args, "--cluster-wait-seconds", "2"], tmp_path / "a")
+    out, _ = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 2 and f"waited 2 s for worker 1 at 127.0.0.1:{ports[1]}" in out
+    proc = _worker(0, ports, args, tmp_path / "b")  # the default wait is 10 minutes
+    time.sleep(8)  # past TensorFlow's import, into the wait
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=20)
+    assert proc.returncode == -signal.SIGTERM
+
+
+def test_workers_started_with_other_options_are_refused_naming_them(tmp_path):
+    base = ["deepfm", "--synthetic-rows", "2000", "--epochs", "1", "--progress", "false"]
+    ports = free_ports(2)
+    procs = [_worker(0, ports, base, tmp_path / "a"),
+             _worker(1, ports, [*base, "--learning-rate", "0.01", "--epochs", "2"], tmp_path / "b")]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 2, out[-2000:]
+        assert "started with different options (--epochs, --learning-rate)" in out
+    assert not (tmp_path / "a").exists()  # refused before anything was written
+
+
+def test_workers_whose_shards_differ_in_rows_are_warned_and_too_few_shards_refused(tmp_path):
+    import pandas as pd
+
+    from tfrs_recsys.data import streaming
+    from tfrs_recsys.data.errors import DataError
+
+    _click_shards(tmp_path / "data")
+    assert streaming.uneven_workers(streaming.open_table(str(tmp_path / "data"), labels=["label"]), 2) is None
+    first = tmp_path / "data" / "part-00000.parquet"
+    pd.concat([pd.read_parquet(first)] * 5).to_parquet(first, index=False)  # 10,000 rows beside 2,000s
+    table = streaming.open_table(str(tmp_path / "data"), labels=["label"])
+    warning = streaming.uneven_workers(table, 2)  # worker 0: parts 0 and 2; worker 1: parts 1 and 3
+    assert "12,000, 4,000 rows" in warning and "worker 1 reads its rows about 3.0 times" in warning
+    with pytest.raises(DataError, match="4 file shard"):
+        streaming.uneven_workers(table, 5)

@@ -30,6 +30,29 @@ def test_gauc_weights_by_impressions_and_skips_one_class_groups():
     assert value == pytest.approx(expected) and (used, skipped) == (2, 1)
 
 
+def _tied_dcg(gains, scores, k):
+    """DCG@k, tied items each taking the mean discount of the places their tie spans (brute force)."""
+    total, place = 0.0, 0
+    for score in sorted(set(scores), reverse=True):
+        tied = [g for g, s in zip(gains, scores) if s == score]
+        discounts = [1 / np.log2(p + 2) if p < k else 0.0 for p in range(place, place + len(tied))]
+        total += sum((2.0 ** g - 1) * np.mean(discounts) for g in tied)
+        place += len(tied)
+    return total
+
+
+def test_session_ndcg_of_tied_scores_does_not_depend_on_the_rows_order():
+    """A constant model over clicks listed first or last: one value, the mean over the orders of the tie."""
+    clicks_first, groups = np.array([1, 1, 0, 0, 0, 0]), np.zeros(6)
+    constant = np.full(6, 0.5)
+    first, _, _ = metrics.session_ndcg(clicks_first, constant, groups, k=3)
+    last, _, _ = metrics.session_ndcg(clicks_first[::-1], constant, groups, k=3)
+    # each of the 6 tied rows: the mean discount of places 0-5, nothing past k = 3; two of them clicks
+    expected = 2 * sum(1 / np.log2(p + 2) for p in range(3)) / 6 / metrics.dcg([1, 1], 3)
+    assert first == pytest.approx(expected) and last == pytest.approx(expected)
+    assert 0.2 < expected < 0.6  # neither of the input orders' 1.0 and 0.15
+
+
 def test_session_ndcg_hand_example():
     gains = np.array([0, 2, 1, 0])
     scores = np.array([.4, .3, .2, .1])
@@ -57,9 +80,8 @@ def test_grouped_metrics_equal_one_group_at_a_time_with_ties_and_one_class_group
         yg, sg, gg = y[g == group], s[g == group], gains[g == group]
         if 0 < yg.sum() < len(yg):
             per_group.append((_pairwise_auc(yg, sg), len(yg), yg.sum() * (len(yg) - yg.sum())))
-        ranked = gg[np.argsort(-sg, kind="stable")]  # ties keep the input order
         if gg.max() > 0:
-            ndcgs.append(metrics.dcg(ranked, 5) / metrics.dcg(np.sort(gg)[::-1], 5))
+            ndcgs.append(_tied_dcg(gg, sg, 5) / metrics.dcg(np.sort(gg)[::-1], 5))
     aucs, sizes, pair_counts = map(np.array, zip(*per_group))
     groups = len(np.unique(g))
     assert metrics.gauc(y, s, g) == (pytest.approx(np.average(aucs, weights=sizes)), len(aucs),

@@ -218,7 +218,7 @@ def _untrained_auc(cfg, data, split):
     catalog = seq.catalog_ids(data.interactions)
     vocab, _ = training.build_vocabularies(cfg, data, catalog, split.train.user_ids)
     model = training.build_model(cfg, vocab)
-    rated = pairs.rated_held_out(split.rows.test, split.train, cfg.positive_threshold)
+    rated = pairs.rated_held_out(split.rows.test, split.rows.train, cfg.positive_threshold)
     return training.evaluate_pairwise(model, rated, cfg.max_history)["pairwise_auc"]
 
 
@@ -238,7 +238,7 @@ def test_bpr_feature_two_tower_meets_the_lab_bar(tmp_path, lab_data):
     # The saved run is the model that was measured: its reloaded scores give the same metrics
     # (pairwise_auc itself is checked against a brute-force pair count in another test).
     trained = runs.load_retrieval(result.run_dir)
-    rated = pairs.rated_held_out(result.split.rows.test, result.split.train, cfg.positive_threshold)
+    rated = pairs.rated_held_out(result.split.rows.test, result.split.rows.train, cfg.positive_threshold)
     scores = training.item_scores(trained.model, rated, cfg.max_history)
     assert (pairwise_auc(rated.liked, scores, rated.user_ids)[0]
             == pytest.approx(metrics["pairwise_auc"], abs=1e-6))

@@ -234,6 +234,50 @@ def test_two_workers_killed_and_resumed_train_like_one_process(tmp_path):
     _assert_same_run(json.loads((out / runs.TEST_METRICS).read_text()), straight, out, single)
 
 
+@pytest.mark.slow  # two retrieval workers, one killed, both resumed: about a minute on 2 cores
+def test_a_lost_retrieval_worker_is_said_and_both_resume_where_they_were(tmp_path):
+    """Killing one worker stops the other with one line saying what to do; resumed under the strategy,
+    the lazy Adam finds each replica's slots and the run ends as the workers' run without the kill."""
+    from serving_fixtures import free_ports
+
+    out, args = tmp_path / "run", ["retrieval", *_flags({**RETRIEVAL, "epochs": "6"})]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+
+    def workers(folder: Path, *extra: str) -> list[subprocess.Popen]:
+        command = [sys.executable, "-m", "tfrs_recsys.train", *args, "--output-dir", str(folder), *extra]
+        return [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                 env={**_env(), "TMPDIR": str(tmp_path), "TF_CONFIG": json.dumps(
+                                     {"cluster": cluster, "task": {"type": "worker", "index": index}})})
+                for index in range(2)]
+
+    procs = workers(out)
+    try:
+        deadline = time.monotonic() + KILL_TIMEOUT
+        while _saved_epoch(out / runs.RESUME / runs.RESUME_STATE) < 2:
+            assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
+            time.sleep(0.05)
+        procs[1].kill()
+        _, err = procs[0].communicate(timeout=KILL_TIMEOUT)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.communicate()
+    assert procs[0].returncode == 1 and "lost another worker of the cluster" in err and "--resume" in err
+    procs = workers(out, "--resume")
+    outputs = [proc.communicate(timeout=KILL_TIMEOUT) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs[0][1][-3000:]
+    assert "resume: continuing after epoch" in outputs[0][0]
+    # two workers' replicas each score their half batch against their own in-batch negatives: the
+    # reference is the same pair of workers, never killed
+    straight = tmp_path / "straight"
+    procs = workers(straight)
+    for proc in procs:
+        proc.communicate(timeout=KILL_TIMEOUT)
+    assert [proc.returncode for proc in procs] == [0, 0]
+    _assert_same_run(json.loads((out / runs.TEST_METRICS).read_text()),
+                     json.loads((straight / runs.TEST_METRICS).read_text()), out, straight)
+
+
 # -- the state itself: early stopping and optimizer --------------------------------------------------------
 
 class _Crash(Exception):
@@ -251,15 +295,16 @@ class _CrashAfter(tf.keras.callbacks.Callback):
 
 
 def _toy_fit(run_dir: Path, scores: list[float], *, resume: bool, crash_after: int | None = None,
-             average: bool = False, optimizer=tf.keras.optimizers.Adam):
+             average: bool = False, optimizer=tf.keras.optimizers.Adam, strategy=None):
     """A linear model on fixed data (no shuffling), Adam, early stopping on a scripted validation score."""
     run_dir.mkdir(exist_ok=True)
     tf.keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(128, 4)).astype("float32")
     y = (x @ np.array([1.0, -2.0, 0.5, 0.0], dtype="float32"))[:, None]
-    model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
-    model.compile(optimizer=optimizer(0.05), loss="mse")
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
+        model.compile(optimizer=optimizer(0.05), loss="mse")
     evaluator = EpochEvaluator(lambda m: {"score": scores[len(runs.read_train_log(run_dir))]}, run_dir,
                                monitor="score", patience=2, average_after_best=average)
     state = TrainingState(run_dir / runs.RESUME, resume=resume)
@@ -292,6 +337,23 @@ def test_early_stopping_and_adam_continue_where_they_were(tmp_path, crash_after,
     for got, want in zip(model.get_weights(), straight.get_weights()):
         np.testing.assert_array_equal(got, want)  # the same weights in both
     np.testing.assert_allclose(_losses(run_dir), _losses(tmp_path / "straight"), rtol=1e-6)
+
+
+def test_lazy_adam_resumes_under_a_distribution_strategy(tmp_path):
+    """Workers resume under their strategy: the optimizer built to restore its slots must know each
+    replica's copy of a variable, as one built by the first step does (else a KeyError at the first
+    resumed step)."""
+    from tfrs_recsys.training.optimizers import LazyAdam
+
+    scores = [0.1, 0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0]
+    mirrored = {"optimizer": LazyAdam, "strategy": tf.distribute.MirroredStrategy(["/cpu:0"])}
+    straight, _ = _toy_fit(tmp_path / "straight", scores, resume=False, **mirrored)
+    with pytest.raises(_Crash):
+        _toy_fit(tmp_path / "crashed", scores, resume=False, crash_after=3, **mirrored)
+    model, evaluator = _toy_fit(tmp_path / "crashed", scores, resume=True, **mirrored)
+    assert evaluator.epochs_run == 4
+    for got, want in zip(model.get_weights(), straight.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "other_shapes", "checkpoint_cut"])

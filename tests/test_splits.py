@@ -13,6 +13,7 @@ from tfrs_recsys.data.splits import (
     random_split,
     split_by_day,
     split_by_session,
+    split_by_time,
 )
 from tfrs_recsys.data.synthetic import synthetic_sessions
 
@@ -190,3 +191,71 @@ def test_leakage_checker_catches_leaky_splits(ml100k, sessions):
                   pd.concat([by_day.test, by_day.train.loc[moved]]), method="day", time_column="timestamp")
     with pytest.raises(DataError, match="leaky split"):
         check_no_leakage(leaky)
+
+
+def test_the_tutorial_protocol_queries_each_target_with_the_training_items_before_it():
+    """A random split leaves about half of a user's training items after a target: the query reads only
+    those before it (by time, then by the log's row at one time); ranking may still skip them all."""
+    from tfrs_recsys.data import pairs, sequences
+    from tfrs_recsys.data.bundles import InteractionData
+
+    rng = np.random.default_rng(3)
+    users, per_user = 30, 40
+    frame = pd.DataFrame({"user_id": np.repeat([f"u{i}" for i in range(users)], per_user),
+                          "item_id": [f"i{i}" for i in rng.integers(0, 500, users * per_user)],
+                          "rating": rng.integers(1, 6, users * per_user).astype(float),
+                          "timestamp": rng.integers(0, 60, users * per_user)})  # many ties in time
+    frame = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)  # the log's rows out of order
+    items = pd.DataFrame({"item_id": sorted(frame["item_id"].unique())})
+    split = sequences.random_split(InteractionData(frame, items), seed=1)
+    order = frame.assign(row=np.arange(len(frame)))
+    order = order.sort_values(["user_id", "timestamp", "row"], kind="stable")
+    rank = dict(zip(order["row"], range(len(order))))
+    train = split.rows.train
+    later_items = 0
+    for held, rows in ((split.test, split.rows.test), (split.validation, split.rows.validation)):
+        for k, row in enumerate(rows.itertuples()):
+            target = rank[row.Index]  # the parts keep the log's row labels
+            mine = train[train["user_id"] == row.user_id]
+            earlier = [r.item_id for r in mine.itertuples() if rank[r.Index] < target]
+            later_items += len(mine) - len(earlier)
+            assert sorted(held.histories[k].tolist()) == sorted(earlier)
+            assert held.seen[k].tolist() == split.train.histories([row.user_id])[0].tolist()
+    assert later_items > 0.3 * len(train)  # the future the queries no longer read
+    rated = pairs.rated_held_out(split.rows.test, train, positive_threshold=4)  # every row rated: all kept
+    assert [h.tolist() for h in rated.histories] == [h.tolist() for h in split.test.histories]
+
+
+def test_a_split_by_time_trains_on_the_past_and_tests_on_what_follows():
+    rng = np.random.default_rng(5)
+    seconds = rng.integers(1_700_000_000, 1_700_900_000, 500)
+    frame = pd.DataFrame({"when": pd.to_datetime(seconds, unit="s").strftime("%d.%m.%Y %H:%M:%S"),
+                          "session": rng.integers(0, 120, 500), "click": rng.integers(0, 2, 500)})
+    split = split_by_time(frame, "when")  # dotted dates, day first, as text
+    _partition(split, frame)
+    times = {name: seconds[part.index] for name, part in split.parts().items()}
+    assert times["train"].max() < times["validation"].min() <= times["validation"].max() < times["test"].min()
+    assert [len(p) for p in split.parts().values()] == [400, 50, 50]
+    whole = split_by_time(frame, "when", session_col="session")
+    assert not set(whole.train["session"]) & set(whole.test["session"])
+    first = pd.Series(seconds).groupby(frame["session"]).transform("min").to_numpy()
+    assert first[whole.train.index].max() < first[whole.test.index].min()  # a session sits at its start
+    with pytest.raises(DataError, match="too many rows share a time"):
+        split_by_time(frame.assign(when="01.01.2024"), "when")
+    leaky = Split(frame.iloc[100:], None, frame.iloc[:100], method="time", time_column="when")
+    with pytest.raises(DataError, match="later than a test row"):
+        check_no_leakage(leaky)
+
+
+def test_a_ranker_run_splits_by_time_when_told(datasets_dir, tmp_path):
+    from tfrs_recsys.config import ConfigError, DeepFMConfig
+    from tfrs_recsys.training import rankers
+
+    cfg = DeepFMConfig(dataset="movielens-100k", data_dir=str(dataset_path(datasets_dir, "ml-100k")),
+                       split="time")
+    _, split = rankers.load_and_split(cfg, "deepfm")
+    assert split.method == "time" and split.train["timestamp"].max() <= split.test["timestamp"].min()
+    table = tmp_path / "clicks.csv"
+    table.write_text("user,click\nu1,1\nu2,0\n")
+    with pytest.raises(ConfigError, match="needs --time-column"):
+        DeepFMConfig(dataset="csv", data_dir=str(table), label_columns=("click",), split="time")

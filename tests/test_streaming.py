@@ -263,3 +263,26 @@ def test_a_shard_that_fails_mid_training_stops_the_run_with_its_own_error(criteo
                        output_dir=str(tmp_path / "deepfm"), progress=False, stream_sample_rows=3000)
     with pytest.raises(DataError, match="a value no shard before held"):  # not the graph's wrapping of it
         deepfm.run(cfg)
+
+
+def test_a_streamed_split_by_time_holds_the_rows_the_table_in_memory_does(tmp_path):
+    from tfrs_recsys.data.splits import split_by_time
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"row": np.arange(900), "click": rng.integers(0, 2, 900),
+                          "ts": pd.to_datetime(rng.integers(1_700_000_000, 1_700_500_000, 900), unit="s")
+                          .strftime("%Y-%m-%dT%H:%M:%S")})
+    for shard in range(3):  # shards cover the whole time range each, in no order
+        frame.iloc[shard::3].to_csv(tmp_path / f"part-{shard}.csv", index=False)
+    table = streaming.open_table(str(tmp_path), labels=["click"])
+    streaming.cut_in_time(table, "ts")
+    streamed = [sorted(pa.Table.from_batches(list(streaming.read_part(table, table.files, p, seed=1)))
+                       .column("row").to_pylist()) for p in range(3)]
+    in_memory = split_by_time(frame, "ts")
+    parts = (in_memory.train, in_memory.validation, in_memory.test)
+    assert streamed == [sorted(part["row"]) for part in parts]
+    frame.loc[5, "ts"] = ""
+    frame.iloc[2::3].to_csv(tmp_path / "part-2.csv", index=False)
+    with pytest.raises(DataError, match="without a time") as error:
+        streaming.cut_in_time(streaming.open_table(str(tmp_path), labels=["click"]), "ts")
+    assert error.value.path == str(tmp_path / "part-2.csv")

@@ -15,6 +15,7 @@ ENV_PREFIX = "RECSYS_"
 # The values a choice field takes; the modules that act on a field import its choices from here.
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker")  # training/distribution.py
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")  # models/mlp.py
+SPLITS = ("auto", "random", "session", "time")  # training/rankers.py
 NEGATIVES = ("auto", "full", "in_batch", "sampled")  # models/retrieval.py
 PAIRWISE_LOSSES = ("bpr", "triplet")  # models/pairwise.py
 LOSSES = ("softmax",) + PAIRWISE_LOSSES
@@ -103,6 +104,15 @@ def _check_dataset_options(cfg: Any) -> None:
                                   f"{cfg.dataset}; drop {flag}, or choose a dataset that reads it{hint}")
 
 
+def _check_split(cfg: Any) -> None:
+    """A ranker's ``--split`` names columns a table run must name too (a dataset's own are checked later)."""
+    if cfg.dataset in ("csv", "parquet"):
+        for split, flag, column in (("session", "--session-column", cfg.session_column),
+                                    ("time", "--time-column", cfg.time_column)):
+            _require(cfg.split != split or bool(column), "split", cfg.split, f"needs {flag} for a table",
+                     f"name the column with {flag}, or choose --split auto")
+
+
 @dataclass
 class TrainConfig:
     """Options every model shares. A config checks its fields when it is made (:meth:`validate`).
@@ -139,6 +149,7 @@ class TrainConfig:
       synthetic_items: Items of synthetic data.
       distribute: The tf.distribute strategy: auto (several workers in TF_CONFIG: multi_worker; several
         GPUs: mirrored), none, mirrored or multi_worker.
+      cluster_wait_seconds: How long a worker of a cluster (TF_CONFIG) waits for the others to start.
       intra_op_threads: Threads one TensorFlow op may use (0: TensorFlow's default, one per core).
       inter_op_threads: TensorFlow ops run at once (0: TensorFlow's default).
       resume: Continue the run in --output-dir that was stopped (killed) before it completed, from its
@@ -177,6 +188,7 @@ class TrainConfig:
     synthetic_users: int = 2000
     synthetic_items: int = 500
     distribute: str = "auto"
+    cluster_wait_seconds: int = 600
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     resume: bool = False
@@ -197,6 +209,7 @@ class TrainConfig:
         _at_least(self, 1, "epochs")
         _at_least(self, 0, "batch_size")  # 0: every model sizes its batches itself
         _one_of(self, distribute=STRATEGIES)
+        _at_least(self, 1, "cluster_wait_seconds")
         _at_least(self, 0, "intra_op_threads", "inter_op_threads")  # 0: TensorFlow's default, one per core
         _one_of(self, streaming=STREAMING)
         _at_least(self, 100, "stream_sample_rows", "stream_validation_rows")
@@ -377,6 +390,9 @@ class ESMMConfig(TrainConfig):
       baseline: Also train the clicked-only CVR model and report it as baseline_*.
       precision: MLP products while training: auto (bfloat16 on a CPU with native bfloat16, no GPU),
         float32 or mixed_bfloat16; inference and export are float32 always.
+      split: How rows go to train / validation / test (80 / 10 / 10): auto (whole sessions with a session
+        column, else random rows), random, session, or time (the earliest rows train, the latest test, by
+        the time column).
     """
 
     epochs: int = 10
@@ -395,6 +411,7 @@ class ESMMConfig(TrainConfig):
     session_size: int = 20
     baseline: bool = True
     precision: str = "auto"
+    split: str = "auto"
 
     def synthetic_options(self) -> tuple:
         return ((("synthetic_sessions", "session_size"), ("synthetic",), "--dataset synthetic"),
@@ -403,7 +420,8 @@ class ESMMConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         _at_least(self, 1, "embedding_dim", "ndcg_k")
-        _one_of(self, precision=PRECISIONS)
+        _one_of(self, precision=PRECISIONS, split=SPLITS)
+        _check_split(self)
 
 
 @dataclass
@@ -422,6 +440,7 @@ class DeepFMConfig(TrainConfig):
       embedding_l2: L2 on each table row a step looks up, once per step.
       synthetic_rows: Rows of synthetic CTR logs.
       precision: MLP products while training: auto, float32 or mixed_bfloat16 (as ESMM's).
+      split: How rows go to train / validation / test: auto, random, session or time (as ESMM's).
     """
 
     epochs: int = 10
@@ -434,6 +453,7 @@ class DeepFMConfig(TrainConfig):
     embedding_l2: float = 0.0
     synthetic_rows: int = 50_000
     precision: str = "auto"
+    split: str = "auto"
 
     def synthetic_options(self) -> tuple:
         return ((("synthetic_rows",), ("synthetic",), "--dataset synthetic"),
@@ -443,7 +463,8 @@ class DeepFMConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         _at_least(self, 1, "embedding_dim")
-        _one_of(self, precision=PRECISIONS)
+        _one_of(self, precision=PRECISIONS, split=SPLITS)
+        _check_split(self)
 
 
 MODEL_CONFIGS: dict[str, type[TrainConfig]] = {"retrieval": RetrievalConfig, "esmm": ESMMConfig,

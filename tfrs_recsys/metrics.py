@@ -187,7 +187,11 @@ def dcg(gains: np.ndarray, k: int) -> float:
 
 def session_ndcg(gains: Sequence[float], scores: Sequence[float], groups: Sequence,
                  k: int = 10) -> tuple[float, int, int]:
-    """Mean NDCG@k over sessions, items ordered by score (ties broken by input order).
+    """Mean NDCG@k over sessions, items ordered by score; tied items share their places.
+
+    Rows whose scores tie take the mean of the discounts of the places they occupy (the expected DCG over
+    every order of the tie; McSherry & Najork, ECIR 2008), so the value does not depend on the rows' order:
+    ``DCG@k = sum_i (2^gain_i - 1) * mean(1 / log2(p + 2) for p in tie(i), p < k)``.
 
     Args:
       gains: graded relevance of each row, e.g. conversion=2 > click=1 > none=0.
@@ -201,22 +205,27 @@ def session_ndcg(gains: Sequence[float], scores: Sequence[float], groups: Sequen
     value, s = 2.0 ** _floats(gains) - 1.0, _scores(scores)
     codes, n_groups = _group_codes(groups)
     ideal, achieved = np.zeros(n_groups), np.zeros(n_groups)
-    for rows in _group_slices(codes, n_groups):  # rows in input order within a group; lexsort is stable
-        ideal += _group_dcg(value[rows], codes[rows], np.lexsort((-value[rows], codes[rows])), n_groups, k)
-        achieved += _group_dcg(value[rows], codes[rows], np.lexsort((-s[rows], codes[rows])), n_groups, k)
+    for rows in _group_slices(codes, n_groups):
+        ideal += _group_dcg(value[rows], codes[rows], -value[rows], n_groups, k)
+        achieved += _group_dcg(value[rows], codes[rows], -s[rows], n_groups, k)
     used = ~(ideal <= 0)  # a NaN gain makes its session's NDCG NaN rather than skipping it
     values = achieved[used] / ideal[used]
     mean = float(np.mean(values)) if values.size else float("nan")
     return mean, int(used.sum()), int(n_groups - used.sum())
 
 
-def _group_dcg(value: np.ndarray, codes: np.ndarray, order: np.ndarray, n_groups: int, k: int) -> np.ndarray:
-    """Each group's DCG@k of the rows' ``2^rel - 1`` values, ranked in ``order`` (group by group)."""
-    sorted_codes = codes[order]
+def _group_dcg(value: np.ndarray, codes: np.ndarray, keys: np.ndarray, n_groups: int, k: int) -> np.ndarray:
+    """Each group's DCG@k of the rows' ``2^rel - 1`` values, ranked by ascending ``keys``, ties sharing the
+    mean discount of their places (:func:`session_ndcg`)."""
+    order = np.lexsort((keys, codes))
+    sorted_codes, sorted_keys = codes[order], keys[order]
     position = _positions_in_group(sorted_codes, n_groups)
-    top = np.flatnonzero(position < k)
-    return np.bincount(sorted_codes[top], weights=value[order[top]] / np.log2(position[top] + 2.0),
-                       minlength=n_groups)
+    discount = np.where(position < k, 1.0 / np.log2(position + 2.0), 0.0)
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = (sorted_codes[1:] != sorted_codes[:-1]) | (sorted_keys[1:] != sorted_keys[:-1])
+    tie = np.cumsum(starts) - 1
+    shared = np.bincount(tie, weights=discount) / np.bincount(tie)
+    return np.bincount(sorted_codes, weights=value[order] * shared[tie], minlength=n_groups)
 
 
 NDCG_GAINS = {"click": 1.0, "conversion": 2.0}

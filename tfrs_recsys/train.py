@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import textwrap
 from typing import Sequence
@@ -68,6 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # one kind is answered; every other is raised again
+        if not _lost_worker(exc):
+            raise
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+        print(f"error: lost another worker of the cluster in TF_CONFIG: it stopped or cannot be reached "
+              f"({reason}). Stop every worker, then start them all again with the same command and --resume "
+              f"(a run trained in memory; a streamed run, with --overwrite)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C: the run folder says how to go on (trained again, it is told which)
         where = f"--output-dir {cfg.output_dir}" if cfg is not None and cfg.output_dir else "the run folder"
         print(f"interrupted: {where} holds the run as far as it got; train again into it with --resume to "
@@ -76,6 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print(json.dumps({"output_dir": cfg.output_dir, "test_metrics": metrics}, indent=2, default=str))
     return 0
+
+
+def _lost_worker(error: Exception) -> bool:
+    """Whether ``error`` is a collective's failure in a cluster: a worker that left stops the others so."""
+    if not os.environ.get("TF_CONFIG"):
+        return False
+    import tensorflow as tf  # loaded by then: the run failed in it
+
+    return isinstance(error, (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import pandas as pd
 from tfrs_recsys.config import PAIRWISE_SAMPLING
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import dataset_from_arrays
-from tfrs_recsys.data.sequences import PAD, Sequences
+from tfrs_recsys.data.sequences import PAD, earlier_histories
 
 _REJECTION_ROUNDS = 20
 
@@ -57,7 +57,7 @@ def _ordered(rows: pd.DataFrame) -> pd.DataFrame:
 @dataclass
 class RatedHeldOut:
     """Held-out rated interactions: row n asks for the score of ``item_ids[n]`` for ``user_ids[n]``
-    (query history ``histories[n]``, the user's training sequence); ``liked[n]`` is its label."""
+    (query history ``histories[n]``, the user's training items before it); ``liked[n]`` is its label."""
 
     user_ids: np.ndarray  # [N] str
     histories: list[np.ndarray]
@@ -68,12 +68,13 @@ class RatedHeldOut:
         return len(self.item_ids)
 
 
-def rated_held_out(rows: pd.DataFrame, train: Sequences, positive_threshold: float) -> RatedHeldOut:
+def rated_held_out(rows: pd.DataFrame, train_rows: pd.DataFrame, positive_threshold: float) -> RatedHeldOut:
     """The liked and disliked interactions of ``rows`` (unrated ones dropped), with their query histories.
 
     Args:
       rows: held-out interactions with a ``rating`` column.
-      train: the training sequences (each row's query history).
+      train_rows: the training interactions: each row's query history is its user's items among them
+        before it (:func:`~tfrs_recsys.data.sequences.earlier_histories`).
       positive_threshold: the lowest liked rating.
 
     Returns:
@@ -82,7 +83,8 @@ def rated_held_out(rows: pd.DataFrame, train: Sequences, positive_threshold: flo
     liked, disliked = like_labels(rows["rating"], positive_threshold)
     keep = liked | disliked
     users = rows["user_id"].astype(str).to_numpy()[keep].astype(object)
-    return RatedHeldOut(users, train.histories(users),
+    histories = earlier_histories(rows, train_rows)
+    return RatedHeldOut(users, [histories[i] for i in np.flatnonzero(keep)],
                         rows["item_id"].astype(str).to_numpy()[keep].astype(object), liked[keep])
 
 

@@ -1,12 +1,17 @@
-"""Train / validation / test splits that cannot leak the future into training.
+"""Train / validation / test splits, checked for leaks.
 
-Four protocols:
+Five protocols:
 
 * :func:`leave_last_out` — sequential retrieval: per user, sorted by time, the last
   interaction is test, the one before validation, the rest training history.
 * :func:`random_split` — the TFRS tutorial's random 80/20 over rows.
 * :func:`split_by_session` — whole sessions (searches, page views) go to one side.
 * :func:`split_by_day` — calendar days (UTC): the last days are test, the ones before validation.
+* :func:`split_by_time` — the earliest 80% of the rows (by time) train, the next 10% validation, the
+  latest test: no training row is later than a held-out one.
+
+Only the day and time splits keep every other user's later rows out of training too: leave-last-out cuts
+each user's own timeline, and the random and session splits none.
 
 Every function runs :func:`check_no_leakage` on its own result before returning it.
 Each part keeps the input's index labels, so a row can be traced back to the source frame.
@@ -244,6 +249,40 @@ def split_by_day(frame, time_col: str, *, validation_days: int = 1, test_days: i
     return _split(frame, side, validation_days > 0, method="day", time_column=time_col)
 
 
+def split_by_time(frame, time_col: str, *, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                  session_col: str | None = None) -> Split:
+    """The earliest rows train, the next ones validation, the latest test, cut at the times below which
+    ``fractions`` of the rows fall: a production model is trained on the past and judged on what follows.
+
+    Rows of one time stay on one side, so the parts hold about (not exactly) ``fractions`` of the rows;
+    with ``session_col`` a session goes whole to the side of its first row's time.
+
+    Args:
+      frame: A DataFrame, :class:`InteractionData` or :class:`LabeledData`.
+      time_col: The time column: datetimes, epoch seconds, or dates as text (``schema.epoch_seconds``).
+      fractions: The (train, validation, test) shares of the rows.
+      session_col: The session column, if sessions are to stay whole.
+
+    Returns:
+      The split, method ``time``.
+    """
+    from tfrs_recsys.data.schema import epoch_seconds  # the schema reads every form of time
+
+    frame = _frame(frame, [time_col] + ([session_col] if session_col else []), "time_col")
+    seconds = pd.Series(epoch_seconds(frame[time_col], time_col), index=frame.index)
+    if session_col:
+        seconds = seconds.groupby(frame[session_col].to_numpy()).transform("min")
+    ordered = np.sort(seconds.to_numpy())
+    cuts = ordered[int(len(ordered) * fractions[0])], ordered[min(int(len(ordered) * sum(fractions[:2])),
+                                                                  len(ordered) - 1)]
+    side = (seconds.to_numpy() >= cuts[0]).astype(np.int8) + (seconds.to_numpy() >= cuts[1])
+    if not all((side == part).any() for part in (0, 1, 2)):
+        raise DataError(f"the rows' times cannot be cut into train, validation and test by time: the cuts "
+                        f"fall at {cuts[0]:.0f} and {cuts[1]:.0f} seconds, where too many rows share a time",
+                        column=time_col, fix="use a finer time column, or --split random / session")
+    return _split(frame, side, True, method="time", time_column=time_col, session_column=session_col)
+
+
 def _times(values: pd.Series, column: str) -> np.ndarray:
     """A time column as numbers in its order: datetimes as UTC nanoseconds (naive = UTC), numbers as is."""
     if pd.api.types.is_datetime64_any_dtype(values):
@@ -307,8 +346,20 @@ def check_no_leakage(split: Split, *, user_col: str | None = None, time_col: str
         _check_temporal(parts, user_col, time_col)
     if split.method == "day":
         _check_days(parts, time_col)
+    if split.method == "time" and not session_col:
+        _check_order_in_time(parts, time_col)
     if session_col:
         _check_sessions(parts, session_col)
+
+
+def _check_order_in_time(parts: dict[str, pd.DataFrame], time_col: str) -> None:
+    from tfrs_recsys.data.schema import epoch_seconds
+
+    spans = [(name, epoch_seconds(frame[time_col], time_col)) for name, frame in parts.items()]
+    for (early, a), (late, b) in zip(spans, spans[1:]):
+        if len(a) and len(b) and a.max() > b.min():
+            raise DataError(f"leaky split: a {early} row is later than a {late} row", column=time_col,
+                            fix="split with split_by_time")
 
 
 def _check_disjoint_rows(parts: dict[str, pd.DataFrame]) -> None:

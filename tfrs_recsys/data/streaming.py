@@ -9,6 +9,8 @@ shard fixed for every shard.
 * **Split** (:func:`split_parts`): every row gets a part (train / validation / test, 80 / 10 / 10) from a
   seeded hash of its session id, so a session never straddles parts, or without a session column of its
   shard and row number. The same row lands in the same part however the files are chunked or sharded.
+  Split by time (:func:`cut_in_time`), a row's time against the two times below which 80% and 90% of the
+  rows fall, read in one pass over the time column before training.
 * **Sample** (:func:`sample_rows`): schema inference, vocabularies and normalization statistics come from
   a seeded sample of at most ``rows`` training rows (Parquet: whole row groups in a seeded order; text:
   the first blocks of every shard, shards in a seeded order), subsampled uniformly.
@@ -41,7 +43,7 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.packing import pack, packed_signature, unpack
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.readers import plain_batch, plain_columns
-from tfrs_recsys.data.schema import FeatureSpec
+from tfrs_recsys.data.schema import FeatureSpec, day_first, epoch_seconds
 from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, column_fix, declared_text, table_files, text_separator
 from tfrs_recsys.data.text_encodings import file_encoding
 
@@ -71,6 +73,11 @@ class FileTable:
       failure: The error that stopped a training input's reader: raised inside a ``tf.data`` graph, it
         reaches the caller as an ``InvalidArgumentError``, which the caller replaces with it.
       absent: The spec's features a shard was read without (warned of once).
+      split_sessions: Whether the split keeps a session's rows together (``--split random``: no).
+      time_column: The column a split by time reads (:func:`cut_in_time`).
+      time_cuts: The times (seconds) that start validation and test, in a split by time.
+      day_first: Whether the time column's date text is written day first.
+      counted: Each shard's rows, once counted.
     """
 
     files: list[str]
@@ -85,16 +92,27 @@ class FileTable:
     bad_rows: BadRows = dataclasses.field(default_factory=lambda: BadRows())
     failure: DataError | None = None
     absent: set = dataclasses.field(default_factory=set)
+    split_sessions: bool = True
+    time_column: str | None = None
+    time_cuts: tuple[float, float] | None = None
+    day_first: bool | None = None
+    counted: dict = dataclasses.field(default_factory=dict)
 
     def rows_of(self, file: str) -> int:
         """Rows of one shard (Parquet metadata; a JSON Lines file's objects; a text file's lines, header
         excluded)."""
-        if file_format(file) in json_lines.JSON_SUFFIXES:
-            return json_lines.count_rows(file)
-        if file_format(file) not in PARQUET_SUFFIXES:
-            return _count_lines(file) - 1
-        with paths.open_file(file) as fh:
-            return pq.ParquetFile(fh).metadata.num_rows
+        if file not in self.counted:
+            self.counted[file] = _rows_in(file)
+        return self.counted[file]
+
+
+def _rows_in(file: str) -> int:
+    if file_format(file) in json_lines.JSON_SUFFIXES:
+        return json_lines.count_rows(file)
+    if file_format(file) not in PARQUET_SUFFIXES:
+        return _count_lines(file) - 1
+    with paths.open_file(file) as fh:
+        return pq.ParquetFile(fh).metadata.num_rows
 
 
 def _size(file: str) -> int:
@@ -213,7 +231,10 @@ def split_parts(batch: pa.RecordBatch, table: FileTable, file_index: int, first_
     Returns:
       int8 parts.
     """
-    if table.session_column:
+    if table.time_cuts is not None:
+        seconds = _seconds(batch.column(table.time_column), table)
+        return (seconds >= table.time_cuts[0]).astype(np.int8) + (seconds >= table.time_cuts[1])
+    if table.session_column and table.split_sessions:
         column = batch.column(table.session_column)
         if pa.types.is_integer(column.type):
             keys = column.fill_null(-1).to_numpy().astype(np.int64).view(np.uint64)
@@ -224,6 +245,52 @@ def split_parts(batch: pa.RecordBatch, table: FileTable, file_index: int, first_
                                                                   dtype=np.uint64)
     u = _uniform(keys, seed)
     return (u >= FRACTIONS[0]).astype(np.int8) + (u >= FRACTIONS[0] + FRACTIONS[1])
+
+
+def _seconds(column, table: FileTable) -> np.ndarray:
+    """A batch's times as seconds since 1970, as :func:`~tfrs_recsys.data.schema.epoch_seconds` reads them."""
+    return epoch_seconds(column.to_pandas(), table.time_column, dates_day_first=table.day_first)
+
+
+def cut_in_time(table: FileTable, column: str, fractions: Sequence[float] = FRACTIONS) -> None:
+    """Sets ``table`` to split by time: the times below which ``fractions[0]`` and ``fractions[0] +
+    fractions[1]`` of the rows fall, from one pass over ``column`` in every shard (a Parquet file's column
+    alone; at most 4,000,000 times kept, evenly spaced over the rows).
+
+    Raises:
+      DataError: a row without a time, naming its file; or too few distinct times to cut.
+    """
+    stride, kept = max(1, table.rows // 4_000_000), []
+    table.time_column = column
+    for file in table.files:
+        for batch in _column_batches(file, column, table.schema):
+            values = batch.column(column).to_pandas()
+            if table.day_first is None and values.dtype == object and values.notna().any():
+                table.day_first = day_first(values.dropna(), column)
+            seconds = _seconds(batch.column(column), table)
+            if np.isnan(seconds).any():
+                raise DataError(f"{int(np.isnan(seconds).sum())} row(s) without a time; a split by time "
+                                "places every row by it", path=file, column=column,
+                                fix="fill or drop those rows, or choose --split random or session")
+            kept.append(seconds[::stride])
+    ordered = np.sort(np.concatenate(kept))
+    cuts = (float(ordered[int(len(ordered) * fractions[0])]),
+            float(ordered[min(int(len(ordered) * sum(fractions[:2])), len(ordered) - 1)]))
+    if not ordered[0] < cuts[0] < cuts[1]:
+        raise DataError("the rows' times cannot be cut into train, validation and test: too many rows "
+                        "share a time", column=column,
+                        fix="use a finer time column, or --split random / session")
+    table.time_cuts = cuts
+
+
+def _column_batches(file: str, column: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    if file_format(file) in PARQUET_SUFFIXES:
+        with paths.open_file(file) as fh:
+            parquet = pq.ParquetFile(fh)
+            if column in parquet.schema_arrow.names:  # not a struct's field
+                yield from (plain_batch(b, file) for b in parquet.iter_batches(CHUNK_ROWS, columns=[column]))
+                return
+    yield from _batches(file, schema, CHUNK_ROWS, lambda row: "skip")
 
 
 def read_part(table: FileTable, files: Sequence[str], part: int, seed: int, *,
@@ -331,6 +398,25 @@ def worker_files(files: Sequence[str], index: int, workers: int) -> list[str]:
                         fix=f"write the data as at least {workers} shards (a multiple of {workers} "
                             "balances them), or train with fewer workers")
     return list(files[index::workers])
+
+
+def uneven_workers(table: FileTable, workers: int) -> str | None:
+    """A warning when the workers' shards hold rows of quite different counts, else None.
+
+    Every worker takes the same steps an epoch, so one with fewer rows reads them several times an epoch
+    and one with more leaves some unread: the small shards' rows weigh more.
+
+    Raises:
+      DataError: fewer shards than workers (:func:`worker_files`).
+    """
+    shares = [sum(table.rows_of(f) for f in worker_files(table.files, i, workers)) for i in range(workers)]
+    if max(shares) <= 1.25 * max(1, min(shares)):
+        return None
+    small, large = shares.index(min(shares)), shares.index(max(shares))
+    return (f"the workers' shards hold {', '.join(f'{n:,}' for n in shares)} rows (worker 0 first): each "
+            f"worker takes the same steps an epoch, so worker {small} reads its rows about "
+            f"{max(shares) / max(1, min(shares)):.1f} times as often as worker {large}; "
+            f"write the data as shards of similar size, a multiple of {workers} of them")
 
 
 def stream_dataset(table: FileTable, spec: FeatureSpec, files: Sequence[str], *, batch_size: int, seed: int,

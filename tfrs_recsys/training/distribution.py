@@ -7,8 +7,12 @@
 * ``none``: the default strategy (one device), whatever ``TF_CONFIG`` says;
 * ``mirrored``: ``MirroredStrategy`` over this machine's GPUs; without a GPU, over its logical CPU
   devices (one unless ``tf.config.set_logical_device_configuration`` made more, as a test does);
-* ``multi_worker``: ``MultiWorkerMirroredStrategy`` over the cluster of ``TF_CONFIG`` (without
-  ``TF_CONFIG``, one local worker).
+* ``multi_worker``: ``MultiWorkerMirroredStrategy`` over the cluster of ``TF_CONFIG`` (an error
+  without it: every process would train alone).
+
+Before the strategy, each worker waits for the others' ports (:mod:`~tfrs_recsys.training.rendezvous`,
+at most ``--cluster-wait-seconds``); after it, the workers check that they were given the same options
+(:func:`check_same_config`).
 
 Both are synchronous data parallelism: every replica holds a copy of the variables, computes the
 gradients of its slice of each global batch (``batch_size`` is the GLOBAL batch), and the gradients
@@ -35,13 +39,19 @@ workers (:func:`any_worker`), so none waits in a collective that another has lef
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import zlib
 from typing import Mapping
 
 import tensorflow as tf
 
 from tfrs_recsys.config import ConfigError, TrainConfig
+from tfrs_recsys.training import rendezvous
+
+# Options that may differ between workers: where a non-chief writes, and each machine's thread pools.
+PER_WORKER_OPTIONS = ("output_dir", "intra_op_threads", "inter_op_threads", "progress")
 
 
 def read_tf_config(environ: Mapping[str, str] | None = None) -> dict:
@@ -143,22 +153,46 @@ def start_runtime(cfg: TrainConfig) -> tf.distribute.Strategy:
       The strategy.
     """
     configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
-    return build_strategy(cfg.distribute)
+    strategy = build_strategy(cfg.distribute, wait_seconds=cfg.cluster_wait_seconds)
+    check_same_config(strategy, cfg)
+    return strategy
 
 
-def build_strategy(name: str | None = "auto") -> tf.distribute.Strategy:
+def check_same_config(strategy: tf.distribute.Strategy, cfg: TrainConfig) -> None:
+    """Every worker was given the same options (but :data:`PER_WORKER_OPTIONS`): a worker with another
+    learning rate would train its own variables, one with fewer epochs leave the others in a collective.
+
+    Raises:
+      ConfigError: naming the options that differ, on every worker.
+    """
+    def digest(fields) -> int:  # 20 bits: same_on_every_worker's float64 sums stay exact
+        text = json.dumps({f.name: getattr(cfg, f.name) for f in fields}, sort_keys=True, default=str)
+        return zlib.crc32(text.encode()) & 0xFFFFF
+
+    fields = [f for f in dataclasses.fields(cfg) if f.name not in PER_WORKER_OPTIONS]
+    if num_workers(strategy) <= 1 or same_on_every_worker(strategy, digest(fields)):
+        return
+    differ = [f"--{f.name.replace('_', '-')}" for f in fields
+              if not same_on_every_worker(strategy, digest([f]))]
+    raise ConfigError(f"the workers were started with different options ({', '.join(differ) or 'several'}): "
+                      "start every worker with the same command, only TF_CONFIG's task differing")
+
+
+def build_strategy(name: str | None = "auto", *, wait_seconds: float = 600.0) -> tf.distribute.Strategy:
     """The strategy of ``distribute`` = ``name``.
 
     Call it before any other TensorFlow op (see the module docstring).
 
     Args:
       name: ``auto``, ``none`` (or None), ``mirrored`` or ``multi_worker``.
+      wait_seconds: How long a worker waits for the other tasks of the cluster to start.
 
     Returns:
       The strategy to build and train the model under.
 
     Raises:
-      ConfigError: ``multi_worker`` without training tasks in ``TF_CONFIG``, or asked for too late.
+      ConfigError: ``multi_worker`` without training tasks in ``TF_CONFIG``, a task outside its cluster,
+        a task that did not start in time, or asked for too late.
     """
     tf_config = read_tf_config()
     # Listing physical devices leaves the runtime unconfigured (MultiWorkerMirroredStrategy can still follow).
@@ -169,9 +203,14 @@ def build_strategy(name: str | None = "auto") -> tf.distribute.Strategy:
     if choice == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if tf_config and cluster_size(tf_config) == 0:
-        raise ConfigError("TF_CONFIG lists no 'worker' or 'chief' tasks for distribute=multi_worker; list "
-                          "every training process's host:port under cluster.worker")
+    if cluster_size(tf_config) == 0:
+        what = "TF_CONFIG lists no 'worker' or 'chief' tasks" if tf_config else "TF_CONFIG is not set"
+        raise ConfigError(what + " for distribute=multi_worker, so every process would train alone; list "
+                          "every training process's host:port under cluster.worker (docs/training.md), or "
+                          "train in one process with --distribute none")
+    if cluster_size(tf_config) > 1:
+        rendezvous.check_task(tf_config)
+        rendezvous.wait_for_workers(tf_config, wait_seconds)
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as exc:

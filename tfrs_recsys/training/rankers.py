@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tfrs_recsys import metrics as M
 from tfrs_recsys import runs
-from tfrs_recsys.config import TrainConfig
+from tfrs_recsys.config import ConfigError, TrainConfig
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.pipelines import dataset_from_arrays, frame_to_label_columns
@@ -25,7 +25,7 @@ from tfrs_recsys.data.readers import struct_fields
 from tfrs_recsys.data.registry import load_labeled, options_from
 from tfrs_recsys.data.schema import FeatureSpec, frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
-from tfrs_recsys.data.splits import Split, random_split, split_by_session
+from tfrs_recsys.data.splits import Split, random_split, split_by_session, split_by_time
 from tfrs_recsys.data.tabular import binary_label, locate, parse_column_types
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame
 from tfrs_recsys.training import distribution
@@ -53,9 +53,11 @@ LABELS = {"esmm": (2, "pass --label-columns click,conversion (in that order)"),
 def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
     """The labeled data of ``cfg.dataset`` and its train / validation / test split.
 
-    Whole sessions go to one side when the data has a session column (no query leaks across
-    parts); otherwise rows are split at random (seeded). Fractions 80 / 10 / 10. The labels are
-    checked first (:func:`check_labels`): ESMM takes click then conversion, DeepFM one click label.
+    ``cfg.split``: ``auto`` sends whole sessions to one side when the data has a session column (no query
+    leaks across parts), else splits rows at random (seeded); ``random`` and ``session`` choose; ``time``
+    trains on the earliest rows and tests on the latest, by ``--time-column`` (or a log's ``timestamp``),
+    sessions kept whole. Fractions 80 / 10 / 10. The labels are checked first (:func:`check_labels`): ESMM
+    takes click then conversion, DeepFM one click label.
 
     Args:
       cfg: the run's config (data options, seed).
@@ -79,12 +81,34 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
         data = dataclasses.replace(data, frame=data.frame[keep].reset_index(drop=True), truth=None
                                    if data.truth is None else data.truth[keep].reset_index(drop=True))
     data.frame[data.labels] = data.frame[data.labels].apply(pd.to_numeric)  # 0/1 text, once bad rows are out
-    if data.session_column:
+    how = getattr(cfg, "split", "auto")
+    if how == "time":
+        column = time_split_column(cfg, data.frame.columns)
+        return data, split_by_time(data.frame, column, fractions=SPLIT_FRACTIONS,
+                                   session_col=data.session_column)
+    if how == "session" and not data.session_column:
+        raise ConfigError("--split session needs sessions: name the column with --session-column")
+    if data.session_column and how != "random":
         split = split_by_session(data.frame, data.session_column, fractions=SPLIT_FRACTIONS, seed=cfg.seed)
     else:
         split = random_split(data.frame, test_fraction=SPLIT_FRACTIONS[2],
                              validation_fraction=SPLIT_FRACTIONS[1], seed=cfg.seed)
     return data, split
+
+
+def time_split_column(cfg: TrainConfig, columns) -> str:
+    """The column ``--split time`` orders rows by: ``--time-column``, else an implicit-click log's
+    ``timestamp``."""
+    table = cfg.dataset in ("csv", "parquet")
+    column = cfg.time_column if table else "timestamp"  # a log's time, whatever its name, is ``timestamp``
+    if column is None:
+        raise ConfigError("--split time needs the time of each row: name its column with --time-column")
+    if column not in columns:
+        raise ConfigError(f"--split time: the {cfg.dataset} rows carry no time"
+                          + ("" if table or cfg.dataset != "interactions" else
+                             " (name the log's time column with --time-column)")
+                          + "; choose --split random or session")
+    return column
 
 
 def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False,

@@ -159,7 +159,8 @@ class TrainingState(tf.keras.callbacks.Callback):
             return 0
         build()
         if hasattr(model.optimizer, "build"):  # a Keras optimizer's slots exist once built; legacy ones
-            model.optimizer.build(model.trainable_variables)  # restore theirs when they are created
+            with model.distribute_strategy.scope():  # restore theirs when they are created; built under the
+                model.optimizer.build(model.trainable_variables)  # strategy, as a first step builds it
         best = None
         if state["best_checkpoint"]:
             _read(tf.train.Checkpoint(model=model), paths.join(self.source_dir, state["best_checkpoint"]),

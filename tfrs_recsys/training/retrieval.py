@@ -109,8 +109,9 @@ def validation_sample(held: seq.HeldOut, users: int, seed: int) -> seq.HeldOut:
     if not users or len(held) <= users:
         return held
     keep = np.sort(np.random.default_rng(seed).choice(len(held), users, replace=False))
+    seen = None if held.seen is None else [held.seen[i] for i in keep]
     return seq.HeldOut(held.user_ids[keep], [held.histories[i] for i in keep], held.targets[keep],
-                       [held.exclude[i] for i in keep])
+                       [held.exclude[i] for i in keep], seen)
 
 
 def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int = 1024,
@@ -144,8 +145,10 @@ def ranks(model: TwoTowerRetrieval, held: seq.HeldOut, max_len: int, chunk: int 
 
 
 def with_history(held: seq.HeldOut, left_out: bool) -> seq.HeldOut:
-    """``held`` with each query's history left out of its ranking (``left_out``) or nothing left out."""
-    return replace(held, exclude=held.histories if left_out else [np.array([], dtype=object)] * len(held))
+    """``held`` with each user's known items (``seen``, else the query's history) left out of its ranking
+    (``left_out``), or nothing left out."""
+    seen = held.histories if held.seen is None else held.seen
+    return replace(held, exclude=seen if left_out else [np.array([], dtype=object)] * len(held))
 
 
 def leaves_history_out(model: TwoTowerRetrieval, validation: seq.HeldOut, max_len: int,
@@ -184,9 +187,7 @@ def leaves_history_out(model: TwoTowerRetrieval, validation: seq.HeldOut, max_le
 def item_scores(model: TwoTowerRetrieval, rated: pairs.RatedHeldOut, max_len: int) -> np.ndarray:
     """``s(u, i) = tau * <q(u, history), c(i)>`` of each held-out row, ``[N]``."""
     position = {item: i for i, item in enumerate(model.catalog_ids)}
-    # Rows of one user share the query (their training history): compute it once per user.
-    users, first, inverse = np.unique(rated.user_ids.astype(str), return_index=True, return_inverse=True)
-    queries = query_vectors(model, users, [rated.histories[i] for i in first], max_len)[inverse]
+    queries = query_vectors(model, rated.user_ids.astype(str), rated.histories, max_len)
     items = model.candidate_embeddings().numpy()[[position[i] for i in rated.item_ids]]
     return np.sum(queries * items, axis=1)
 
@@ -253,7 +254,7 @@ def evaluate_run(run_dir, part: str = "test") -> dict[str, float]:
     held = with_history(held, trained.meta.get("history_left_out", split.protocol == "leave_last_out"))
     metrics = topk_metrics(ranks(model, held, cfg.max_history, table=trained.cooccurrence), ks)
     if pairwise_metrics_on(cfg):
-        rated = pairs.rated_held_out(getattr(split.rows, part), split.train, cfg.positive_threshold)
+        rated = pairs.rated_held_out(getattr(split.rows, part), split.rows.train, cfg.positive_threshold)
         metrics.update(evaluate_pairwise(model, rated, cfg.max_history))
     return metrics
 
@@ -352,7 +353,7 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
         # Told its length, Keras ends every epoch on a multiple of `steps`, where the average is written
         # into the model (unknown, it counts one more step at the end of the first epoch).
         train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
-    rated = ({part: pairs.rated_held_out(getattr(split.rows, part), split.train, cfg.positive_threshold)
+    rated = ({part: pairs.rated_held_out(getattr(split.rows, part), split.rows.train, cfg.positive_threshold)
               for part in ("validation", "test")} if pairwise_metrics_on(cfg) else {})
     with strategy.scope():  # variables (model and optimizer) are mirrored on every replica
         model = build_model(cfg, vocab, item_probabilities=probabilities, negatives=negatives,

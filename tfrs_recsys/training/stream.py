@@ -141,18 +141,26 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
                                item_column=cfg.item_column, user_column=cfg.user_column,
                                column_types=cfg.column_types, exclude=cfg.exclude_columns)
     train_rows = max(1, round(table.rows * streaming.FRACTIONS[0]))
+    if (workers := distribution.num_workers(strategy)) > 1 and (
+            warning := streaming.uneven_workers(table, workers)):
+        print(f"{task}: warning: {warning}", flush=True)
+    table.split_sessions = getattr(cfg, "split", "auto") != "random"
+    cutting = time.perf_counter()
+    if getattr(cfg, "split", "auto") == "time":  # before the sample, which is of training rows
+        streaming.cut_in_time(table, rankers.time_split_column(cfg, table.schema.names))
+    cutting = time.perf_counter() - cutting
     sample = streaming.sample_rows(table, cfg.stream_sample_rows, cfg.seed)
     for join in table.joins:
         join.check(sample, of="the sample's")
     check_bad_rows(table, cfg)  # the sample's rows were screened as they were read
     rankers.check_labels(sample, table.labels, funnel=task == "esmm", skippable=False)
     spec = _spec(cfg, table, sample, train_rows)
-    timings = {"load": time.perf_counter() - clock}
+    timings = {"load": time.perf_counter() - clock - cutting}
     clock = time.perf_counter()
     # regrouped once here, not again at every epoch's validation
     validation = list(_coalesced(streaming.read_part(table, table.files, 1, cfg.seed,
                                                      limit=cfg.stream_validation_rows), streaming.CHUNK_ROWS))
-    timings["split"] = time.perf_counter() - clock
+    timings["split"] = time.perf_counter() - clock + cutting
     run_dir = runs.create(cfg, task, chief=chief)
     print(f"{task}: strategy: {distribution.describe(strategy)}", flush=True)
     print(f"{task}: streaming {len(table.files)} file shard(s), {table.rows} rows, "
@@ -161,8 +169,13 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
           f"the first {sum(b.num_rows for b in validation)} validation rows", flush=True)
     print(f"{task}: features (the run keeps them as spec.json):\n{spec.table()}", flush=True)
     spec.save(paths.join(run_dir, runs.SPEC))
-    key = f"session column '{table.session_column}'" if table.session_column else "row's shard and number"
-    split = {"method": f"seeded hash of the {key}", "seed": cfg.seed, "rows": table.rows,
+    key = (f"session column '{table.session_column}'" if table.session_column and table.split_sessions
+           else "row's shard and number")
+    method = f"seeded hash of the {key}"
+    if table.time_cuts:
+        method = (f"by time: column '{table.time_column}', validation from {table.time_cuts[0]:.0f} and test "
+                  f"from {table.time_cuts[1]:.0f} seconds since 1970")
+    split = {"method": method, "seed": cfg.seed, "rows": table.rows,
              "fractions": dict(zip(streaming.PARTS, streaming.FRACTIONS)),
              "expected_train_rows": train_rows, "files": table.files, "sample_rows": len(sample),
              "validation_rows_evaluated": sum(b.num_rows for b in validation)}
