@@ -29,6 +29,7 @@ JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 SHARD_SUFFIXES = (".jsonl", ".ndjson")  # a folder's .json files are more often metadata than shards
 BOM = b"\xef\xbb\xbf"
 _LINE_FIX = "write one JSON object per line (JSON Lines), UTF-8"
+_FLATTEN = "flatten the objects (a few levels of nesting read as parent.child columns)"
 
 
 def read_json_table(path: str) -> pa.Table:
@@ -104,19 +105,22 @@ def conform(table: pa.Table, schema: pa.Schema, path: str) -> pa.Table:
 
 def _parse(data: bytes, path: str, *, first_line: int, whole: bool) -> pa.Table:
     """Arrow's parse of ``data``, or, where Arrow refuses it, the line-by-line one (module docstring)."""
-    if whole and data.lstrip(b" \t\r\n").startswith(b"["):
-        return plain_columns(_records_table(_array_records(data, path)), path)
     try:
-        table = pa_json.read_json(io.BytesIO(data))
-    except pa.ArrowInvalid:
-        table = _records_table(_line_records(data, path, first_line))
+        if whole and data.lstrip(b" \t\r\n").startswith(b"["):
+            return plain_columns(_records_table(_array_records(data, path)), path)
+        try:
+            table = pa_json.read_json(io.BytesIO(data))
+        except pa.ArrowInvalid:
+            table = _records_table(_line_records(data, path, first_line))
+    except RecursionError:
+        raise DataError("objects nested too deeply to read", path=path, fix=_FLATTEN) from None
     return plain_columns(table, path)
 
 
 def _array_records(data: bytes, path: str) -> list[dict]:
     try:
         records = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise DataError(f"not a JSON document ({exc})", path=path, fix=_LINE_FIX) from None
     if not all(isinstance(r, dict) for r in records):
         raise DataError("a JSON array whose items are not all objects", path=path, fix=_LINE_FIX)
@@ -136,6 +140,9 @@ def _line_records(data: bytes, path: str, first_line: int) -> list[dict]:
         except ValueError as exc:
             raise DataError(f"not JSON ({exc})", path=path, line=number,
                             fix=f"{_LINE_FIX}; was the file cut short?") from None
+        except RecursionError:
+            raise DataError("an object nested too deeply to read", path=path, line=number,
+                            fix=_FLATTEN) from None
         if not isinstance(record, dict):
             raise DataError(f"a JSON {type(record).__name__}, not an object", path=path, line=number,
                             fix=_LINE_FIX)
