@@ -101,3 +101,15 @@ def test_bad_json_lines_are_named_by_file_and_line(tmp_path):
     with pytest.raises(DataError, match="cannot be read as the column's type double") as error:
         list(streaming._batches(table.files[1], table.schema, 16))
     assert (error.value.path, error.value.column) == (table.files[1], "price")
+
+
+def test_whole_numbers_first_and_decimals_later_stream_once_declared_numeric(tmp_path):
+    _write(tmp_path / "a.jsonl", [{"u": "a", "price": 3, "click": 1}] * 3)
+    _write(tmp_path / "b.jsonl", [{"u": "b", "price": 10.5, "click": 0}] * 3)
+    table = streaming.open_table(str(tmp_path), labels=["click"])
+    with pytest.raises(DataError, match="type int64") as error:
+        list(streaming._batches(table.files[1], table.schema, 16))
+    assert "--column-types price=numeric" in error.value.fix
+    table = streaming.open_table(str(tmp_path), labels=["click"], column_types=["price=numeric"])
+    read = [b for f in table.files for b in streaming._batches(f, table.schema, 16)]
+    assert pa.Table.from_batches(read).column("price").to_pylist() == [3.0] * 3 + [10.5] * 3

@@ -96,10 +96,12 @@ def conform(table: pa.Table, schema: pa.Schema, path: str) -> pa.Table:
         try:
             columns.append(column if column.type == field.type else pc.cast(column, field.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            decimals = (f"declare it --column-types {field.name}=numeric to read every value as a decimal, "
+                        if pa.types.is_integer(field.type) else "")
             raise DataError(f"values that cannot be read as the column's type {field.type}, which the first "
                             f"rows of the first shard set ({exc})", path=path, column=field.name,
-                            fix="write the column with one kind of value throughout (e.g. every id quoted), "
-                                "or read the data in memory (--streaming never)") from None
+                            fix=f"{decimals}write the column with one kind of value throughout (e.g. every "
+                                "id quoted), or read the data in memory (--streaming never)") from None
     return pa.Table.from_arrays(columns, schema=schema)
 
 

@@ -44,7 +44,14 @@ from tfrs_recsys.data.packing import pack, packed_signature, unpack
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.readers import plain_batch, plain_columns
 from tfrs_recsys.data.schema import FeatureSpec, day_first, epoch_seconds
-from tfrs_recsys.data.tabular import PARQUET_SUFFIXES, column_fix, declared_text, table_files, text_separator
+from tfrs_recsys.data.tabular import (
+    PARQUET_SUFFIXES,
+    column_fix,
+    declared_text,
+    parse_column_types,
+    table_files,
+    text_separator,
+)
 from tfrs_recsys.data.text_encodings import file_encoding
 
 CHUNK_ROWS = 65_536  # rows parsed at once: bounds the reader's memory
@@ -163,6 +170,10 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
         texts += labels  # read as text, a label's stray word is a bad row rather than a parse error
     for column in (c for c in texts if c in schema.names):
         schema = schema.set(schema.get_field_index(column), pa.field(column, pa.string()))
+    declared = parse_column_types(column_types)
+    # whole numbers in the first rows, decimals later: a declared numeric column reads all as decimals
+    for column in (c for c, kind in declared.items() if kind == "numeric" and c in schema.names):
+        schema = schema.set(schema.get_field_index(column), pa.field(column, pa.float64()))
     flags = {"--label-columns": list(labels), "--session-column": [session_column],
              "--user-column": [user_column], "--item-column": [item_column]}
     for flag, columns in flags.items():
