@@ -335,7 +335,9 @@ def test_a_worker_whose_peer_never_starts_says_so_and_stops_on_a_deadline_or_sig
     out, _ = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 2 and f"waited 2 s for worker 1 at 127.0.0.1:{ports[1]}" in out
     proc = _worker(0, ports, args, tmp_path / "b")  # the default wait is 10 minutes
-    time.sleep(8)  # past TensorFlow's import, into the wait
+    deadline = time.monotonic() + TIMEOUT
+    while "distribute: waiting for worker 1" not in proc.stdout.readline():  # said as the wait begins
+        assert proc.poll() is None and time.monotonic() < deadline
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=20)
     assert proc.returncode == -signal.SIGTERM

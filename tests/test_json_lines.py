@@ -88,6 +88,9 @@ def test_bad_json_lines_are_named_by_file_and_line(tmp_path):
             with pytest.raises(DataError, match=message) as error:
                 read()
             assert (error.value.path, error.value.line) == (str(path), line)
+    spaced = tmp_path / "spaced.jsonl"  # a row is named by its line, blank lines counted
+    spaced.write_text('{"u": "a", "c": 1}\n\n{"u": "b", "c": 7}\n')
+    assert locate(read_table(str(spaced))[0], 1) == (str(spaced), 3)
     array = tmp_path / "events.json"
     array.write_text(json.dumps(_events(3)))
     with pytest.raises(DataError, match="cannot be streamed") as error:

@@ -216,10 +216,10 @@ def test_the_tutorial_protocol_queries_each_target_with_the_training_items_befor
     for held, rows in ((split.test, split.rows.test), (split.validation, split.rows.validation)):
         for k, row in enumerate(rows.itertuples()):
             target = rank[row.Index]  # the parts keep the log's row labels
-            mine = train[train["user_id"] == row.user_id]
-            earlier = [r.item_id for r in mine.itertuples() if rank[r.Index] < target]
+            mine = sorted(train[train["user_id"] == row.user_id].itertuples(), key=lambda r: rank[r.Index])
+            earlier = [r.item_id for r in mine if rank[r.Index] < target]  # oldest first
             later_items += len(mine) - len(earlier)
-            assert sorted(held.histories[k].tolist()) == sorted(earlier)
+            assert held.histories[k].tolist() == earlier
             assert held.seen[k].tolist() == split.train.histories([row.user_id])[0].tolist()
     assert later_items > 0.3 * len(train)  # the future the queries no longer read
     rated = pairs.rated_held_out(split.rows.test, train, positive_threshold=4)  # every row rated: all kept
@@ -242,6 +242,11 @@ def test_a_split_by_time_trains_on_the_past_and_tests_on_what_follows():
     assert first[whole.train.index].max() < first[whole.test.index].min()  # a session sits at its start
     with pytest.raises(DataError, match="too many rows share a time"):
         split_by_time(frame.assign(when="01.01.2024"), "when")
+    days = pd.DataFrame({"day": pd.date_range("2024-01-01", "2024-02-15").strftime("%d/%m/%Y")})
+    by_day = split_by_time(days, "day")  # validation's 06/02-10/02 alone would read month first
+    assert by_day.test["day"].tolist() == [f"{day}/02/2024" for day in range(11, 16)]
+    with pytest.raises(DataError, match="without a time"):
+        split_by_time(days.assign(day=[""] + days["day"].tolist()[1:]), "day")
     leaky = Split(frame.iloc[100:], None, frame.iloc[:100], method="time", time_column="when")
     with pytest.raises(DataError, match="later than a test row"):
         check_no_leakage(leaky)

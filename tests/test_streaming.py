@@ -265,24 +265,42 @@ def test_a_shard_that_fails_mid_training_stops_the_run_with_its_own_error(criteo
         deepfm.run(cfg)
 
 
-def test_a_streamed_split_by_time_holds_the_rows_the_table_in_memory_does(tmp_path):
+def test_a_streamed_split_by_time_holds_the_rows_the_table_in_memory_does(tmp_path, monkeypatch):
+    """Day-first dates that the first record batches cannot tell (days up to 12), in shards of several
+    batches: the order is told once, from the first dates that show it, for every batch; a streamed DeepFM
+    trains on that split and ``evaluate --run-dir`` scores its test rows again."""
+    from tfrs_recsys import evaluate
     from tfrs_recsys.data.splits import split_by_time
 
+    monkeypatch.setattr(streaming, "CHUNK_ROWS", 4)  # a CSV record batch of ~1.6 KB: ~50 rows, 3 days
     rng = np.random.default_rng(2)
+    seconds = np.sort(rng.integers(1_704_067_200, 1_709_164_800, 900))  # January and February 2024
     frame = pd.DataFrame({"row": np.arange(900), "click": rng.integers(0, 2, 900),
-                          "ts": pd.to_datetime(rng.integers(1_700_000_000, 1_700_500_000, 900), unit="s")
-                          .strftime("%Y-%m-%dT%H:%M:%S")})
-    for shard in range(3):  # shards cover the whole time range each, in no order
-        frame.iloc[shard::3].to_csv(tmp_path / f"part-{shard}.csv", index=False)
-    table = streaming.open_table(str(tmp_path), labels=["click"])
+                          "ts": pd.to_datetime(seconds, unit="s").strftime("%d/%m/%Y %H:%M:%S")})
+    data = tmp_path / "data"
+    data.mkdir()
+    for shard in range(3):  # each a stretch of time; the first batch holds only days up to 12
+        frame.iloc[300 * shard:300 * (shard + 1)].to_csv(data / f"part-{shard}.csv", index=False)
+    table = streaming.open_table(str(data), labels=["click"])
     streaming.cut_in_time(table, "ts")
     streamed = [sorted(pa.Table.from_batches(list(streaming.read_part(table, table.files, p, seed=1)))
                        .column("row").to_pylist()) for p in range(3)]
     in_memory = split_by_time(frame, "ts")
     parts = (in_memory.train, in_memory.validation, in_memory.test)
     assert streamed == [sorted(part["row"]) for part in parts]
+    assert streamed[2] == list(range(810, 900))  # the latest rows, as written
+
+    cfg = DeepFMConfig(dataset="csv", data_dir=str(data), label_columns=("click",), time_column="ts",
+                       split="time", streaming="always", epochs=1, batch_size=64, embedding_dim=4,
+                       hidden_units=(8,), output_dir=str(tmp_path / "run"), progress=False)
+    metrics = deepfm.run(cfg)
+    assert metrics["rows"] == 90
+    report = tmp_path / "evaluate.json"
+    assert evaluate.main(["--run-dir", str(tmp_path / "run"), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["metrics"]["ctr_auc"] == pytest.approx(metrics["auc"], abs=1e-6)
+
     frame.loc[5, "ts"] = ""
-    frame.iloc[2::3].to_csv(tmp_path / "part-2.csv", index=False)
+    frame.iloc[:300].to_csv(data / "part-0.csv", index=False)
     with pytest.raises(DataError, match="without a time") as error:
-        streaming.cut_in_time(streaming.open_table(str(tmp_path), labels=["click"]), "ts")
-    assert error.value.path == str(tmp_path / "part-2.csv")
+        streaming.cut_in_time(streaming.open_table(str(data), labels=["click"]), "ts")
+    assert error.value.path == str(data / "part-0.csv")

@@ -249,9 +249,9 @@ def format_report(result: dict) -> str:
 def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, dict[str, str | None]]:
     """Score one part of a ranker run's split with its best weights.
 
-    The split is rebuilt as the run made it (same data, config and seed; a streamed run's hash). Returns the
-    predictions (the part's session / user / item columns, its labels, ``p_<output>`` per model output)
-    and the evaluator's column arguments for them.
+    The split is rebuilt as the run made it (same data, config and seed; a streamed run's hash or time cuts).
+    Returns the predictions (the part's session / user / item columns, its labels, ``p_<output>`` per model
+    output) and the evaluator's column arguments for them.
 
     Args:
       run_dir: an esmm or deepfm run directory.
@@ -272,6 +272,7 @@ def predict_run(run_dir: str | Path, part: str = "test") -> tuple[pd.DataFrame, 
         table = streaming.open_table(cfg.data_dir, labels=cfg.label_columns, user_column=cfg.user_column,
                                      session_column=cfg.session_column, item_column=cfg.item_column,
                                      column_types=cfg.column_types)
+        stream.split_as_configured(table, cfg)
         batches = list(streaming.read_part(table, table.files, streaming.PARTS.index(part), cfg.seed))
         outputs, _ = stream.score(model, batches, spec)
         frame = pd.concat([b.select([*keys, *spec.labels]).to_pandas() for b in batches], ignore_index=True)

@@ -70,9 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # one kind is answered; every other is raised again
-        if not _lost_worker(exc):
+        if not _lost_worker(exc, cfg):
             raise
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+        reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
         print(f"error: lost another worker of the cluster in TF_CONFIG: it stopped or cannot be reached "
               f"({reason}). Stop every worker, then start them all again with the same command and --resume "
               f"(a run trained in memory; a streamed run, with --overwrite)", file=sys.stderr)
@@ -87,13 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _lost_worker(error: Exception) -> bool:
-    """Whether ``error`` is a collective's failure in a cluster: a worker that left stops the others so."""
-    if not os.environ.get("TF_CONFIG"):
+def _lost_worker(error: Exception, cfg) -> bool:
+    """Whether ``error`` is a collective's failure in a run over a cluster: a worker that left stops the
+    others so."""
+    if cfg is None or cfg.distribute not in ("auto", "multi_worker") or not os.environ.get("TF_CONFIG"):
         return False
     import tensorflow as tf  # loaded by then: the run failed in it
 
-    return isinstance(error, (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError))
+    from tfrs_recsys.training.distribution import cluster_size, read_tf_config
+    lost = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
+    return isinstance(error, lost) and cluster_size(read_tf_config()) > 1
 
 
 if __name__ == "__main__":

@@ -7,28 +7,36 @@ line, ``"u-9"`` on another, as trackers write), or a line is not JSON, the file 
 line in Python: a key of mixed kinds becomes text (``"123"``, ``"u-9"``), and a bad line is named.
 A ``.json`` file holding one array of objects reads as its objects (whole, in memory).
 
-Streamed (:func:`batches`), a file is parsed :data:`BLOCK_ROWS`-sized blocks at a time and each block
-takes the columns and types of the first shard's first block: a key first seen later is left out, and a
-value that cannot be read as its column's type is an error naming it.
+Streamed (:func:`batches`), a file is parsed a block of :data:`BLOCK_BYTES` of text at a time, and each
+block takes the columns and types of the first shard's first block: a key first seen later is left out,
+and a value that cannot be read as its column's type is an error naming it.
 """
 from __future__ import annotations
 
 import io
 import json
+import logging
+import re
 from typing import Iterator
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from tfrs_recsys.data.compressed import open_text, read_text_bytes
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.readers import plain_columns
+from tfrs_recsys.data.readers import LINE_NUMBERS, plain_columns
+from tfrs_recsys.data.schema import epoch_seconds
 
+logger = logging.getLogger(__name__)
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+BLOCK_BYTES = 1 << 24  # text parsed at once, streamed: bounds the reader's memory
 SHARD_SUFFIXES = (".jsonl", ".ndjson")  # a folder's .json files are more often metadata than shards
 BOM = b"\xef\xbb\xbf"
 _LINE_FIX = "write one JSON object per line (JSON Lines), UTF-8"
+_SAID_SLOW: set = set()  # files whose slow reading was said
 _FLATTEN = "flatten the objects (a few levels of nesting read as parent.child columns)"
 
 
@@ -41,13 +49,23 @@ def read_json_table(path: str) -> pa.Table:
     return _parse(read_text_bytes(path).removeprefix(BOM), path, first_line=1, whole=True)
 
 
+def read_json_frame(path: str) -> pd.DataFrame:
+    """The whole file as a frame (:func:`read_json_table`), each row's line kept where blank lines would
+    shift them (``attrs[LINE_NUMBERS]``, as the text reader keeps them)."""
+    data = read_text_bytes(path).removeprefix(BOM)
+    frame = _parse(data, path, first_line=1, whole=True).to_pandas()
+    if not data.lstrip(b" \t\r\n").startswith(b"[") and re.search(rb"(?:^|\n)[ \t\r]*\n", data):
+        frame.attrs[LINE_NUMBERS] = [n + 1 for n, line in enumerate(data.split(b"\n")) if line.strip()]
+    return frame
+
+
 def batches(path: str, schema: pa.Schema | None, rows: int) -> Iterator[pa.RecordBatch]:
     """Record batches of at most ``rows`` rows, a block of lines parsed at a time.
 
     Args:
       path: The file.
       schema: The columns and types every batch is given (None: as the block reads).
-      rows: The most rows per batch; a block holds about this many lines.
+      rows: The most rows per batch.
 
     Yields:
       The batches.
@@ -55,7 +73,7 @@ def batches(path: str, schema: pa.Schema | None, rows: int) -> Iterator[pa.Recor
     line, rest, first = 1, b"", True
     with open_text(path) as fh:
         while True:
-            block = fh.read(rows * 256)
+            block = fh.read(BLOCK_BYTES)
             if first and block.lstrip(BOM + b" \t\r\n").startswith(b"["):
                 raise DataError("a JSON array cannot be streamed", path=path,
                                 fix=f"{_LINE_FIX}, e.g. pandas.read_json(path).to_json(out, "
@@ -96,6 +114,9 @@ def conform(table: pa.Table, schema: pa.Schema, path: str) -> pa.Table:
         try:
             columns.append(column if column.type == field.type else pc.cast(column, field.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            if pa.types.is_timestamp(field.type) and pa.types.is_string(column.type):
+                columns.append(_times(column, field))  # ISO text with zones, read line by line
+                continue
             decimals = (f"declare it --column-types {field.name}=numeric to read every value as a decimal, "
                         if pa.types.is_integer(field.type) else "")
             raise DataError(f"values that cannot be read as the column's type {field.type}, which the first "
@@ -105,18 +126,42 @@ def conform(table: pa.Table, schema: pa.Schema, path: str) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def _times(column: pa.ChunkedArray, field: pa.Field) -> pa.Array:
+    """Time text as ``field``'s timestamps, read as the spec reads time text (zones, day-first dates)."""
+    seconds = epoch_seconds(column.to_pandas(), field.name)
+    micros = np.round(np.nan_to_num(seconds) * 1e6).astype(np.int64)
+    return pa.array(micros, pa.int64(), mask=np.isnan(seconds)).cast(field.type)
+
+
 def _parse(data: bytes, path: str, *, first_line: int, whole: bool) -> pa.Table:
     """Arrow's parse of ``data``, or, where Arrow refuses it, the line-by-line one (module docstring)."""
     try:
         if whole and data.lstrip(b" \t\r\n").startswith(b"["):
             return plain_columns(_records_table(_array_records(data, path)), path)
         try:
-            table = pa_json.read_json(io.BytesIO(data))
-        except pa.ArrowInvalid:
-            table = _records_table(_line_records(data, path, first_line))
+            table = plain_columns(pa_json.read_json(io.BytesIO(data)), path)
+            if _past_int64(table):
+                raise pa.ArrowInvalid("integers past int64 read as floats")
+        except pa.ArrowInvalid as refused:
+            if not whole and path not in _SAID_SLOW:
+                _SAID_SLOW.add(path)
+                logger.warning("%s: read line by line, several times slower than Arrow reads JSON (%s); a "
+                               "shard of ids that are all quoted, or Parquet, reads faster", path, refused)
+            table = plain_columns(_records_table(_line_records(data, path, first_line)), path)
     except RecursionError:
         raise DataError("objects nested too deeply to read", path=path, fix=_FLATTEN) from None
-    return plain_columns(table, path)
+    return table
+
+
+def _past_int64(table: pa.Table) -> bool:
+    """Whether a column of floats holds a value past int64: Arrow reads such integers (64-bit ids) as floats,
+    which would merge ids that differ in their last digits."""
+    for column in table.columns:
+        if pa.types.is_floating(column.type) and column.null_count < len(column):
+            biggest = pc.max(pc.abs(column)).as_py()
+            if biggest is not None and biggest >= 2.0 ** 63:
+                return True
+    return False
 
 
 def _array_records(data: bytes, path: str) -> list[dict]:

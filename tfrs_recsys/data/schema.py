@@ -288,7 +288,7 @@ def scalar_text(value, sep: str = "|") -> str:
     return str(value)
 
 
-_NUMERIC_DATE = r"^(\s*)(\d{1,2})([/.\-])(\d{1,2})\3(?=\d{2,4}(?!\d))"  # 31/12/2025, 12.31.25, 31-12-2025
+NUMERIC_DATE = r"^(\s*)(\d{1,2})([/.\-])(\d{1,2})\3(?=\d{2,4}(?!\d))"  # 31/12/2025, 12.31.25, 31-12-2025
 
 
 def day_first(values: pd.Series, name: str = "", *, expected: bool | None = None) -> bool:
@@ -299,7 +299,7 @@ def day_first(values: pd.Series, name: str = "", *, expected: bool | None = None
     orders in one column, or (given ``expected``, the order a spec recorded) the other order, raise a
     :class:`SchemaError` naming the column ``name``."""
     text = pd.Series(values.dropna().unique()).astype(str)
-    if (parts := text.str.extract(_NUMERIC_DATE).dropna()).empty:
+    if (parts := text.str.extract(NUMERIC_DATE).dropna()).empty:
         return False
     first, second = pd.to_numeric(parts[1]), pd.to_numeric(parts[3])
     days_first, months_first = text[parts.index][first > 12], text[parts.index][second > 12]
@@ -328,9 +328,19 @@ def day_first(values: pd.Series, name: str = "", *, expected: bool | None = None
 _ORDER_SAID: set[str] = set()  # the columns whose dates were said to be read month first for want of a sign
 
 
+def date_order_shown(values: pd.Series) -> bool | None:
+    """True where a numeric date among ``values`` shows it is written day first (``31/12/2025``), False
+    where one shows month first (``12/31/2025``), None where none shows it (or there is none)."""
+    text = pd.Series(values.dropna().unique()).astype(str)
+    parts = text.str.extract(NUMERIC_DATE).dropna()
+    if (pd.to_numeric(parts[1]) > 12).any():
+        return True
+    return False if (pd.to_numeric(parts[3]) > 12).any() else None
+
+
 def month_first(values: pd.Series) -> pd.Series:
     """Day-first numeric dates rewritten month first (``31/12/2025`` -> ``12/31/2025``), as pandas reads."""
-    return values.astype(str).str.replace(_NUMERIC_DATE, r"\1\4\3\2\3", regex=True).where(values.notna())
+    return values.astype(str).str.replace(NUMERIC_DATE, r"\1\4\3\2\3", regex=True).where(values.notna())
 
 
 def _dates(values: pd.Series) -> pd.Series:

@@ -270,6 +270,11 @@ def split_by_time(frame, time_col: str, *, fractions: Sequence[float] = (0.8, 0.
 
     frame = _frame(frame, [time_col] + ([session_col] if session_col else []), "time_col")
     seconds = pd.Series(epoch_seconds(frame[time_col], time_col), index=frame.index)
+    if seconds.isna().any():
+        row = int(np.flatnonzero(seconds.isna().to_numpy())[0])
+        raise DataError(f"{int(seconds.isna().sum())} row(s) without a time (the first: row {row} of the "
+                        "table); a split by time places every row by it", column=time_col,
+                        fix="fill or drop those rows, or choose --split random or session")
     if session_col:
         seconds = seconds.groupby(frame[session_col].to_numpy()).transform("min")
     ordered = np.sort(seconds.to_numpy())
@@ -355,7 +360,11 @@ def check_no_leakage(split: Split, *, user_col: str | None = None, time_col: str
 def _check_order_in_time(parts: dict[str, pd.DataFrame], time_col: str) -> None:
     from tfrs_recsys.data.schema import epoch_seconds
 
-    spans = [(name, epoch_seconds(frame[time_col], time_col)) for name, frame in parts.items()]
+    # read as one column, so that the order of its dates (day or month first) is told once for all parts
+    column = pd.concat([frame[time_col] for frame in parts.values()], ignore_index=True)
+    seconds = epoch_seconds(column, time_col)
+    ends = np.cumsum([0] + [len(frame) for frame in parts.values()])
+    spans = [(name, seconds[start:end]) for name, start, end in zip(parts, ends, ends[1:])]
     for (early, a), (late, b) in zip(spans, spans[1:]):
         if len(a) and len(b) and a.max() > b.min():
             raise DataError(f"leaky split: a {early} row is later than a {late} row", column=time_col,

@@ -43,7 +43,7 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.packing import pack, packed_signature, unpack
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.readers import plain_batch, plain_columns
-from tfrs_recsys.data.schema import FeatureSpec, day_first, epoch_seconds
+from tfrs_recsys.data.schema import NUMERIC_DATE, FeatureSpec, date_order_shown, day_first, epoch_seconds
 from tfrs_recsys.data.tabular import (
     PARQUET_SUFFIXES,
     column_fix,
@@ -164,8 +164,15 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
     if len({_family(f) for f in files}) > 1:
         raise DataError("the shards mix formats (Parquet, JSON Lines, CSV or TSV)", path=str(path),
                         fix="point --data at one format, e.g. a glob like shards/*.parquet")
-    schema = next(_batches(files[0], None, CHUNK_ROWS, lambda row: "skip")).schema
+    firsts = (batch for file in files for batch in _batches(file, None, CHUNK_ROWS, lambda row: "skip"))
+    first = next((batch for batch in firsts if batch.num_rows), None)  # an empty part file has no types
+    if first is None:
+        raise DataError("no rows in any shard", path=str(path),
+                        fix="check the files, or point --data elsewhere")
+    schema = first.schema
     texts = [user_column, item_column, *declared_text(column_types)]
+    # a column empty in the first rows has no type yet: text takes any value it holds later
+    texts += [f.name for f in schema if pa.types.is_null(f.type)]
     if _family(files[0]) == "text":
         texts += labels  # read as text, a label's stray word is a bad row rather than a parse error
     for column in (c for c in texts if c in schema.names):
@@ -272,12 +279,9 @@ def cut_in_time(table: FileTable, column: str, fractions: Sequence[float] = FRAC
       DataError: a row without a time, naming its file; or too few distinct times to cut.
     """
     stride, kept = max(1, table.rows // 4_000_000), []
-    table.time_column = column
+    table.time_column, table.day_first = column, _date_order(table, column)
     for file in table.files:
         for batch in _column_batches(file, column, table.schema):
-            values = batch.column(column).to_pandas()
-            if table.day_first is None and values.dtype == object and values.notna().any():
-                table.day_first = day_first(values.dropna(), column)
             seconds = _seconds(batch.column(column), table)
             if np.isnan(seconds).any():
                 raise DataError(f"{int(np.isnan(seconds).sum())} row(s) without a time; a split by time "
@@ -292,6 +296,22 @@ def cut_in_time(table: FileTable, column: str, fractions: Sequence[float] = FRAC
                         "share a time", column=column,
                         fix="use a finer time column, or --split random / session")
     table.time_cuts = cuts
+
+
+def _date_order(table: FileTable, column: str) -> bool | None:
+    """Whether ``column``'s date text is written day first, from the first batch whose dates show it (else
+    as :func:`~tfrs_recsys.data.schema.day_first` reads the first dates); None for times that are not text.
+    Decided once, so that every batch reads its dates alike."""
+    first = None
+    for file in table.files:
+        for batch in _column_batches(file, column, table.schema):
+            values = batch.column(column).to_pandas()
+            if not pd.api.types.is_string_dtype(values.dtype) or not values.str.match(NUMERIC_DATE).any():
+                return None  # numbers, datetimes or ISO text: no order to tell
+            if (shown := date_order_shown(values)) is not None:
+                return shown
+            first = values if first is None else first
+    return None if first is None else day_first(first, column)
 
 
 def _column_batches(file: str, column: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:

@@ -130,7 +130,7 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
         if file_format(file) in PARQUET_SUFFIXES:
             frame = readers.read_parquet(file, what=what)
         elif file_format(file) in json_lines.JSON_SUFFIXES:
-            frame = json_lines.read_json_table(file).to_pandas()
+            frame = json_lines.read_json_frame(file)
         else:
             # the caller says the report once, with the rows its own checks skip
             frame, report = readers.read_delimited(file, sep=text_separator(file, sep),

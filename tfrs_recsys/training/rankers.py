@@ -56,8 +56,9 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
     ``cfg.split``: ``auto`` sends whole sessions to one side when the data has a session column (no query
     leaks across parts), else splits rows at random (seeded); ``random`` and ``session`` choose; ``time``
     trains on the earliest rows and tests on the latest, by ``--time-column`` (or a log's ``timestamp``),
-    sessions kept whole. Fractions 80 / 10 / 10. The labels are checked first (:func:`check_labels`): ESMM
-    takes click then conversion, DeepFM one click label.
+    a session whole at its first row's time (a streamed run places each row by its own time). Fractions
+    80 / 10 / 10. The labels are checked first (:func:`check_labels`): ESMM takes click then conversion,
+    DeepFM one click label.
 
     Args:
       cfg: the run's config (data options, seed).

@@ -58,7 +58,7 @@ def wait_for_workers(tf_config: Mapping, timeout: float) -> None:
     me = (task["type"], task.get("index", 0))
     own = next(address for kind, index, address in tasks(tf_config) if (kind, index) == me)
     others = [(kind, index, address) for kind, index, address in tasks(tf_config) if (kind, index) != me]
-    start = said = time.monotonic()
+    start, said = time.monotonic(), -SAY_EVERY
     with _listening(own):
         while others:
             others = [peer for peer in others if not _answers(peer[2])]
@@ -68,7 +68,7 @@ def wait_for_workers(tf_config: Mapping, timeout: float) -> None:
                                   "every worker with the same command and cluster (each its own task), check "
                                   "the hosts and ports are reachable from here, or wait longer with "
                                   "--cluster-wait-seconds")
-            if others and time.monotonic() - said >= SAY_EVERY:
+            if others and time.monotonic() - said >= SAY_EVERY:  # at once, then every SAY_EVERY s
                 said = time.monotonic()
                 print(f"distribute: waiting for {_named(others)} ({waited:.0f} s of {timeout:.0f})",
                       flush=True)
@@ -87,14 +87,13 @@ def _split(address: str) -> tuple[str, int]:
 
 @contextlib.contextmanager
 def _listening(address: str):
-    """A socket listening on this task's port (any interface, as TensorFlow's server binds it)."""
-    listener = socket.socket(socket.AF_INET6 if ":" in _split(address)[0] else socket.AF_INET)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """A socket listening on this task's port, on every interface (IPv6 and IPv4 where the host has both),
+    as TensorFlow's server binds it."""
+    dual = socket.has_dualstack_ipv6()
     try:
-        listener.bind(("", _split(address)[1]))
-        listener.listen(64)
+        listener = socket.create_server(("", _split(address)[1]), backlog=64, dualstack_ipv6=dual,
+                                        family=socket.AF_INET6 if dual else socket.AF_INET)
     except OSError as exc:
-        listener.close()
         raise ConfigError(f"cannot listen on {address}, this task's address in TF_CONFIG ({exc}): another "
                           "process holds the port; choose a free one") from None
     try:

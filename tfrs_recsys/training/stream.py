@@ -144,10 +144,8 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
     if (workers := distribution.num_workers(strategy)) > 1 and (
             warning := streaming.uneven_workers(table, workers)):
         print(f"{task}: warning: {warning}", flush=True)
-    table.split_sessions = getattr(cfg, "split", "auto") != "random"
     cutting = time.perf_counter()
-    if getattr(cfg, "split", "auto") == "time":  # before the sample, which is of training rows
-        streaming.cut_in_time(table, rankers.time_split_column(cfg, table.schema.names))
+    split_as_configured(table, cfg)  # before the sample, which is of training rows
     cutting = time.perf_counter() - cutting
     sample = streaming.sample_rows(table, cfg.stream_sample_rows, cfg.seed)
     for join in table.joins:
@@ -181,6 +179,14 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
              "validation_rows_evaluated": sum(b.num_rows for b in validation)}
     paths.write_text(paths.join(run_dir, runs.SPLIT), json.dumps(split, indent=2) + "\n")
     return StreamRun(strategy, chief, table, spec, run_dir, train_rows, validation, timings)
+
+
+def split_as_configured(table: streaming.FileTable, cfg: TrainConfig) -> None:
+    """Sets ``table`` to split as ``cfg.split`` says: ``random`` ignores sessions, ``time`` cuts by the time
+    column (one pass over it); training and ``evaluate --run-dir`` both split through here."""
+    table.split_sessions = getattr(cfg, "split", "auto") != "random"
+    if getattr(cfg, "split", "auto") == "time":
+        streaming.cut_in_time(table, rankers.time_split_column(cfg, table.schema.names))
 
 
 def training_input(run: StreamRun, cfg: TrainConfig, rows: int, row_filter: Callable | None = None):
