@@ -19,6 +19,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.interactions import load_interaction_log
 from tfrs_recsys.data.registry import load_interactions
+from tfrs_recsys.data.schema import epoch_seconds
 from tfrs_recsys.data.sequences import infer_entity_columns
 from tfrs_recsys.data.tabular import load_table
 from tfrs_recsys.serving.client import ServingClient
@@ -246,6 +247,10 @@ def test_times_are_seconds_whether_datetimes_epoch_seconds_milliseconds_or_dates
     mixed = _log(tmp_path, f"u,i,t\na,x,2024-03-06T00:00:10\na,y,{day + 20}\nb,x,2024-03-06\n{scaled}")
     read = load_interaction_log(mixed, user_column="u", item_column="i", time_column="t")
     assert read.interactions["timestamp"].tolist() == [day + 10, day + 20, day, day + 30, day + 40, day + 50]
+    # a ranker's time feature written as numbers: milliseconds (a JavaScript export) read as seconds too, as
+    # the served input takes them
+    assert epoch_seconds(pd.Series([(day + 1) * 1000, day + 2, (day + 3) * 10 ** 6]), "t").tolist() == [
+        day + 1, day + 2, day + 3]
     frame = pd.DataFrame({"u": ["a", "b"], "i": ["x", "y"], "t": pd.to_datetime(["2024-03-06", None])})
     frame.to_parquet(tmp_path / "log.parquet")  # a timestamp column, one missing: not a count of seconds
     with pytest.raises(DataError, match="not a time"):

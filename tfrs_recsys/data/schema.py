@@ -359,6 +359,8 @@ def epoch_seconds(values: pd.Series, name: str = "", *, dates_day_first: bool | 
 
     Text may mix dates and epoch seconds (``1760307547``; milli-, micro- and nanoseconds told apart by
     their size), as exports that merge sources write them; digits below ``1e8`` are a date (``20240306``).
+    Numbers are epoch seconds, or by the same sizes milli-, micro- or nanoseconds (seconds stay below
+    ``1e11`` until the year 5138).
 
     Args:
       values: Datetimes (naive = UTC), numbers (already seconds) or text of dates and epoch seconds.
@@ -372,16 +374,14 @@ def epoch_seconds(values: pd.Series, name: str = "", *, dates_day_first: bool | 
       The seconds.
     """
     if is_plain_number(values):
-        return values.to_numpy(dtype="float64", na_value=np.nan)
+        return _epoch_units(values.to_numpy(dtype="float64", na_value=np.nan))
     if pd.api.types.is_datetime64_any_dtype(values):
         return _seconds_of(values)
     text = values.astype(object).where(values.notna(), None)
     text = text.where(text.map(lambda v: v is not None and str(v).strip() != ""), None)
     numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64")
-    size = np.abs(np.nan_to_num(numbers))
-    epoch = size >= 1e8  # seconds from 1973, or their milli-, micro- and nanoseconds
-    seconds = np.where(epoch, numbers / np.select([size >= 1e17, size >= 1e14, size >= 1e11], [1e9, 1e6, 1e3],
-                                                  1.0), np.nan)
+    epoch = np.abs(np.nan_to_num(numbers)) >= 1e8  # seconds from 1973, or their milli-, micro-, nanoseconds
+    seconds = np.where(epoch, _epoch_units(numbers), np.nan)
     dated = text.notna().to_numpy() & ~epoch
     if dated.any():
         dates = text[dated]
@@ -398,6 +398,12 @@ def epoch_seconds(values: pd.Series, name: str = "", *, dates_day_first: bool | 
         logger.warning("column '%s': %d value(s) neither dates nor epoch seconds, read as missing "
                        "(first: %r)", name, int(bad.sum()), first)
     return seconds
+
+
+def _epoch_units(numbers: np.ndarray) -> np.ndarray:
+    """Epoch numbers as seconds: from ``1e17`` nanoseconds, ``1e14`` microseconds, ``1e11`` milliseconds."""
+    size = np.abs(np.nan_to_num(numbers))
+    return numbers / np.select([size >= 1e17, size >= 1e14, size >= 1e11], [1e9, 1e6, 1e3], 1.0)
 
 
 def _seconds_of(values: pd.Series) -> np.ndarray:
