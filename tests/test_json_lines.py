@@ -116,3 +116,21 @@ def test_whole_numbers_first_and_decimals_later_stream_once_declared_numeric(tmp
     table = streaming.open_table(str(tmp_path), labels=["click"], column_types=["price=numeric"])
     read = [b for f in table.files for b in streaming._batches(f, table.schema, 16)]
     assert pa.Table.from_batches(read).column("price").to_pylist() == [3.0] * 3 + [10.5] * 3
+
+
+def test_empty_part_files_are_no_shards_and_a_key_written_both_ways_is_refused(tmp_path):
+    shards = tmp_path / "export"
+    shards.mkdir()
+    (shards / "part-0.jsonl").write_bytes(b"")  # an empty partition, sorted first
+    _write(shards / "part-1.jsonl", [{"u": "a", "c": 1}, {"u": "b", "c": 0}])
+    assert len(read_table(str(shards), required=["c"])[0]) == 2
+    assert streaming.open_table(str(shards), labels=["c"]).rows == 2
+    with pytest.raises(DataError, match="the file is empty"):
+        read_table(str(shards / "part-0.jsonl"))
+    with pytest.raises(DataError, match="no rows in any shard"):
+        streaming.open_table(str(shards / "part-0.jsonl"), labels=[])
+    clash = tmp_path / "clash.jsonl"  # ids of mixed kinds: read line by line, where it was not refused
+    _write(clash, [{"item.id": "flat-1", "item": {"id": "n1"}, "u": 7},
+                   {"item.id": "flat-2", "item": {"id": "n2"}, "u": "x"}])
+    with pytest.raises(DataError, match="'item.id' is written both as one key and as a nested object"):
+        read_table(str(clash))

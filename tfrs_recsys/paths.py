@@ -177,6 +177,11 @@ def isfile(path: PathLike) -> bool:
     return exists(path) and not isdir(path) if is_remote(path) else Path(path).is_file()
 
 
+def size(path: PathLike) -> int:
+    """The bytes of the file ``path``."""
+    return int(_tf_io("gfile.stat", path).length) if is_remote(path) else Path(path).stat().st_size
+
+
 def makedirs(path: PathLike) -> Path | str:
     """``mkdir -p``; returns the path (``Path`` locally)."""
     if is_remote(path):

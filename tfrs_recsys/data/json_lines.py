@@ -53,6 +53,9 @@ def read_json_frame(path: str) -> pd.DataFrame:
     """The whole file as a frame (:func:`read_json_table`), each row's line kept where blank lines would
     shift them (``attrs[LINE_NUMBERS]``, as the text reader keeps them)."""
     data = read_text_bytes(path).removeprefix(BOM)
+    if not data.strip():
+        raise DataError("the file is empty", path=path,
+                        fix="point at a file that holds data rows (was the download cut short?)")
     frame = _parse(data, path, first_line=1, whole=True).to_pandas()
     if not data.lstrip(b" \t\r\n").startswith(b"[") and re.search(rb"(?:^|\n)[ \t\r]*\n", data):
         frame.attrs[LINE_NUMBERS] = [n + 1 for n, line in enumerate(data.split(b"\n")) if line.strip()]
@@ -137,7 +140,7 @@ def _parse(data: bytes, path: str, *, first_line: int, whole: bool) -> pa.Table:
     """Arrow's parse of ``data``, or, where Arrow refuses it, the line-by-line one (module docstring)."""
     try:
         if whole and data.lstrip(b" \t\r\n").startswith(b"["):
-            return plain_columns(_records_table(_array_records(data, path)), path)
+            return plain_columns(_records_table(_array_records(data, path), path), path)
         try:
             table = plain_columns(pa_json.read_json(io.BytesIO(data)), path)
             if _past_int64(table):
@@ -147,7 +150,7 @@ def _parse(data: bytes, path: str, *, first_line: int, whole: bool) -> pa.Table:
                 _SAID_SLOW.add(path)
                 logger.warning("%s: read line by line, several times slower than Arrow reads JSON (%s); a "
                                "shard of ids that are all quoted, or Parquet, reads faster", path, refused)
-            table = plain_columns(_records_table(_line_records(data, path, first_line)), path)
+            table = plain_columns(_records_table(_line_records(data, path, first_line), path), path)
     except RecursionError:
         raise DataError("objects nested too deeply to read", path=path, fix=_FLATTEN) from None
     return table
@@ -197,6 +200,18 @@ def _line_records(data: bytes, path: str, first_line: int) -> list[dict]:
     return records
 
 
+def _flat_record(record: dict, path: str) -> dict:
+    """A record's ``parent.child`` columns; a key written both ways (``"item.id"`` beside ``{"item": {"id"``)
+    is refused, as Arrow's reading refuses it, rather than one silently replacing the other."""
+    flat: dict = {}
+    for name, value in _flat(record):
+        if name in flat:
+            raise DataError(f"the key '{name}' is written both as one key and as a nested object's field",
+                            path=path, column=name, fix="rename one of them")
+        flat[name] = value
+    return flat
+
+
 def _flat(record: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
     for key, value in record.items():
         if isinstance(value, dict) and value:
@@ -205,9 +220,9 @@ def _flat(record: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
             yield f"{prefix}{key}", value
 
 
-def _records_table(records: list[dict]) -> pa.Table:
+def _records_table(records: list[dict], path: str) -> pa.Table:
     """Objects as columns: one kind of value keeps its type, several become text (ints and floats: floats)."""
-    flat = [dict(_flat(record)) for record in records]
+    flat = [_flat_record(record, path) for record in records]
     names = dict.fromkeys(name for row in flat for name in row)
     columns = {name: [row.get(name) for row in flat] for name in names}
     return pa.table({name: _array(values) for name, values in columns.items()})

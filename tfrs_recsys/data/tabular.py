@@ -126,6 +126,8 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
     """
     frames, reports, sources, start = [], [], [], 0
     files = table_files(path, what)
+    if len(files) > 1:  # an empty part file (an empty partition) is no shard; all empty, the first says so
+        files = [f for f in files if paths.size(f)] or files[:1]
     for file in files:
         if file_format(file) in PARQUET_SUFFIXES:
             frame = readers.read_parquet(file, what=what)
