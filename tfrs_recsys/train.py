@@ -13,6 +13,7 @@ import sys
 import textwrap
 from typing import Sequence
 
+from tfrs_recsys import paths
 from tfrs_recsys.config import MODEL_CONFIGS, ConfigError
 from tfrs_recsys.config_sources import config_from_args
 from tfrs_recsys.errors import UserError
@@ -78,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(a run trained in memory; a streamed run, with --overwrite)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C: the run folder says how to go on (trained again, it is told which)
+        if cfg is not None and cfg.output_dir and not paths.is_remote(cfg.output_dir) \
+                and not paths.exists(cfg.output_dir):
+            print("interrupted before the run wrote anything", file=sys.stderr)
+            return 130
         where = f"--output-dir {cfg.output_dir}" if cfg is not None and cfg.output_dir else "the run folder"
         print(f"interrupted: {where} holds the run as far as it got; train again into it with --resume to "
               f"continue it (a run trained in memory; a streamed one starts again), or with --overwrite to "

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import zlib
 from typing import Mapping
 
@@ -166,13 +167,16 @@ def check_same_config(strategy: tf.distribute.Strategy, cfg: TrainConfig) -> Non
       ConfigError: naming the options that differ, on every worker.
     """
     def digest(fields) -> int:  # 20 bits: same_on_every_worker's float64 sums stay exact
-        text = json.dumps({f.name: getattr(cfg, f.name) for f in fields}, sort_keys=True, default=str)
+        values = {f.name: getattr(cfg, f.name) for f in fields}
+        values = {k: v.rstrip("/") if isinstance(v, str) else v for k, v in values.items()}  # a folder/
+        text = json.dumps(values, sort_keys=True, default=str)
         return zlib.crc32(text.encode()) & 0xFFFFF
 
     fields = [f for f in dataclasses.fields(cfg) if f.name not in PER_WORKER_OPTIONS]
     if num_workers(strategy) <= 1 or same_on_every_worker(strategy, digest(fields)):
         return
-    differ = [f"--{f.name.replace('_', '-')}" for f in fields
+    flag = {"data_dir": "--data"}  # its short spelling
+    differ = [flag.get(f.name, f"--{f.name.replace('_', '-')}") for f in fields
               if not same_on_every_worker(strategy, digest([f]))]
     raise ConfigError(f"the workers were started with different options ({', '.join(differ) or 'several'}): "
                       "start every worker with the same command, only TF_CONFIG's task differing")
@@ -212,7 +216,7 @@ def build_strategy(name: str | None = "auto", *, wait_seconds: float = 600.0) ->
         rendezvous.check_task(tf_config)
         rendezvous.wait_for_workers(tf_config, wait_seconds)
     try:
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError as exc:
         if "program startup" not in str(exc):
             raise
@@ -220,6 +224,20 @@ def build_strategy(name: str | None = "auto", *, wait_seconds: float = 600.0) ->
                           "TensorFlow runs any op; build it first thing "
                           "(tfrs_recsys.training.distribution.build_strategy), before loading data or "
                           "building a model, or run training in a fresh process") from None
+    _stop_on_sigterm()
+    return strategy
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (Kubernetes stopping a pod) stops the run as Ctrl-C does: the strategy's start installs
+    TensorFlow's preemption notifier, which takes SIGTERM and lets training run on until SIGKILL."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: the caller's own handling stays
+        pass
 
 
 def _cluster_resolver(strategy: tf.distribute.Strategy | None):
