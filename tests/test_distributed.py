@@ -358,15 +358,16 @@ def test_workers_started_with_other_options_are_refused_naming_them(tmp_path):
 def test_workers_whose_shards_differ_in_rows_are_warned_and_too_few_shards_refused(tmp_path):
     import pandas as pd
 
-    from tfrs_recsys.data import streaming
+    from tfrs_recsys.data import stream_parts, streaming
     from tfrs_recsys.data.errors import DataError
 
     _click_shards(tmp_path / "data")
-    assert streaming.uneven_workers(streaming.open_table(str(tmp_path / "data"), labels=["label"]), 2) is None
+    even = streaming.open_table(str(tmp_path / "data"), labels=["label"])
+    assert stream_parts.uneven_workers(even, 2) is None
     first = tmp_path / "data" / "part-00000.parquet"
     pd.concat([pd.read_parquet(first)] * 5).to_parquet(first, index=False)  # 10,000 rows beside 2,000s
     table = streaming.open_table(str(tmp_path / "data"), labels=["label"])
-    warning = streaming.uneven_workers(table, 2)  # worker 0: parts 0 and 2; worker 1: parts 1 and 3
+    warning = stream_parts.uneven_workers(table, 2)  # worker 0: parts 0 and 2; worker 1: parts 1 and 3
     assert "12,000, 4,000 rows" in warning and "worker 1 reads its rows about 3.0 times" in warning
     with pytest.raises(DataError, match="4 file shard"):
-        streaming.uneven_workers(table, 5)
+        stream_parts.uneven_workers(table, 5)

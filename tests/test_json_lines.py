@@ -69,7 +69,7 @@ def test_json_lines_shards_stream_as_they_read_in_memory(tmp_path):
     table = streaming.open_table(str(shards), labels=["clicked"], user_column="user_id")
     assert table.rows == 60 and table.schema.field("user_id").type == pa.string()
     streamed = pa.Table.from_batches([batch for file in table.files
-                                      for batch in streaming._batches(file, table.schema, 16)])
+                                      for batch in streaming.record_batches(file, table.schema, 16)])
     assert streamed.num_rows == 60 and "coupon" not in streamed.column_names  # a key first seen later
     assert streamed.column("user_id").to_pylist() == frame["user_id"].tolist()
     assert streamed.column("item.price").to_pylist()[:8] == [None, 1.5, 3.0, 4.5, None, 1.5, 3.0, 4.5]
@@ -84,7 +84,7 @@ def test_bad_json_lines_are_named_by_file_and_line(tmp_path):
     lists.write_text('{"u": "a", "i": "x"}\n\n[1, 2]\n')
     for path, line, message in ((cut, 2, "not JSON"), (lists, 3, "a JSON list, not an object")):
         for read in (lambda: read_table(str(path)),
-                     lambda: list(streaming._batches(str(path), None, 16))):
+                     lambda: list(streaming.record_batches(str(path), None, 16))):
             with pytest.raises(DataError, match=message) as error:
                 read()
             assert (error.value.path, error.value.line) == (str(path), line)
@@ -102,7 +102,7 @@ def test_bad_json_lines_are_named_by_file_and_line(tmp_path):
     _write(shards / "b.jsonl", [{"u": "b", "price": "free"}] * 3)
     table = streaming.open_table(str(shards), labels=[])
     with pytest.raises(DataError, match="cannot be read as the column's type double") as error:
-        list(streaming._batches(table.files[1], table.schema, 16))
+        list(streaming.record_batches(table.files[1], table.schema, 16))
     assert (error.value.path, error.value.column) == (table.files[1], "price")
 
 
@@ -111,10 +111,10 @@ def test_whole_numbers_first_and_decimals_later_stream_once_declared_numeric(tmp
     _write(tmp_path / "b.jsonl", [{"u": "b", "price": 10.5, "click": 0}] * 3)
     table = streaming.open_table(str(tmp_path), labels=["click"])
     with pytest.raises(DataError, match="type int64") as error:
-        list(streaming._batches(table.files[1], table.schema, 16))
+        list(streaming.record_batches(table.files[1], table.schema, 16))
     assert "--column-types price=numeric" in error.value.fix
     table = streaming.open_table(str(tmp_path), labels=["click"], column_types=["price=numeric"])
-    read = [b for f in table.files for b in streaming._batches(f, table.schema, 16)]
+    read = [b for f in table.files for b in streaming.record_batches(f, table.schema, 16)]
     assert pa.Table.from_batches(read).column("price").to_pylist() == [3.0] * 3 + [10.5] * 3
 
 

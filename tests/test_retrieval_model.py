@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import tfrs_recsys  # noqa: F401
 from tfrs_recsys.config import ConfigError, RetrievalConfig
+from tfrs_recsys.data import sequence_splits
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.metrics import topk_metrics
@@ -86,7 +87,7 @@ def popularity_recall(split: seq.SequenceSplit, k: int = 10) -> float:
 def test_leave_last_out_orders_ties_by_file_order_and_holds_out_the_last_two():
     frame = pd.DataFrame({"user_id": ["u", "u", "u", "u", "v"], "item_id": ["c", "a", "b", "d", "a"],
                           "rating": 1.0, "timestamp": [5, 5, 1, 9, 1]})
-    split = seq.leave_last_out(InteractionData(frame, pd.DataFrame({"item_id": list("abcd")})))
+    split = sequence_splits.leave_last_out(InteractionData(frame, pd.DataFrame({"item_id": list("abcd")})))
     # b (t=1), then c before a (same second, file order)
     u, v = split.train.histories(["u", "v"])
     assert u.tolist() == ["b", "c"]

@@ -196,7 +196,7 @@ def test_leakage_checker_catches_leaky_splits(ml100k, sessions):
 def test_the_tutorial_protocol_queries_each_target_with_the_training_items_before_it():
     """A random split leaves about half of a user's training items after a target: the query reads only
     those before it (by time, then by the log's row at one time); ranking may still skip them all."""
-    from tfrs_recsys.data import pairs, sequences
+    from tfrs_recsys.data import pairs, sequence_splits
     from tfrs_recsys.data.bundles import InteractionData
 
     rng = np.random.default_rng(3)
@@ -207,7 +207,7 @@ def test_the_tutorial_protocol_queries_each_target_with_the_training_items_befor
                           "timestamp": rng.integers(0, 60, users * per_user)})  # many ties in time
     frame = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)  # the log's rows out of order
     items = pd.DataFrame({"item_id": sorted(frame["item_id"].unique())})
-    split = sequences.random_split(InteractionData(frame, items), seed=1)
+    split = sequence_splits.random_split(InteractionData(frame, items), seed=1)
     order = frame.assign(row=np.arange(len(frame)))
     order = order.sort_values(["user_id", "timestamp", "row"], kind="stable")
     rank = dict(zip(order["row"], range(len(order))))

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from tfrs_recsys.config import DeepFMConfig, ESMMConfig
-from tfrs_recsys.data import packing, streaming
+from tfrs_recsys.data import packing, stream_parts, streaming
 from tfrs_recsys.data.bucket_sizing import distinct_estimate
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import frame_to_raw
@@ -68,7 +68,7 @@ def test_a_session_never_straddles_parts(sessions):
 
 def test_each_worker_reads_its_own_shards_and_together_every_row_once(criteo):
     table = streaming.open_table(str(criteo / "parquet"), labels=["label"])
-    mine = [streaming.worker_files(table.files, i, 2) for i in range(2)]
+    mine = [stream_parts.worker_files(table.files, i, 2) for i in range(2)]
     assert not set(mine[0]) & set(mine[1]) and sorted(mine[0] + mine[1]) == table.files
     sample = streaming.sample_rows(table, 2000, seed=1)
     spec = infer_schema(sample, ["label"])
@@ -79,7 +79,7 @@ def test_each_worker_reads_its_own_shards_and_together_every_row_once(criteo):
     assert read[0] + read[1] == _rows(streaming.read_part(table, table.files, 0, seed=1))
     assert read[0] == _rows(streaming.read_part(table, mine[0], 0, seed=1))
     with pytest.raises(DataError, match="4 file shard.*5 workers.*at least 5 shards"):
-        streaming.worker_files(table.files, 0, 5)
+        stream_parts.worker_files(table.files, 0, 5)
 
 
 def test_the_streamed_input_leaves_the_autotuner_off(criteo):
@@ -282,7 +282,7 @@ def test_a_streamed_split_by_time_holds_the_rows_the_table_in_memory_does(tmp_pa
     for shard in range(3):  # each a stretch of time; the first batch holds only days up to 12
         frame.iloc[300 * shard:300 * (shard + 1)].to_csv(data / f"part-{shard}.csv", index=False)
     table = streaming.open_table(str(data), labels=["click"])
-    streaming.cut_in_time(table, "ts")
+    stream_parts.cut_in_time(table, "ts")
     streamed = [sorted(pa.Table.from_batches(list(streaming.read_part(table, table.files, p, seed=1)))
                        .column("row").to_pylist()) for p in range(3)]
     in_memory = split_by_time(frame, "ts")
@@ -302,5 +302,5 @@ def test_a_streamed_split_by_time_holds_the_rows_the_table_in_memory_does(tmp_pa
     frame.loc[5, "ts"] = ""
     frame.iloc[:300].to_csv(data / "part-0.csv", index=False)
     with pytest.raises(DataError, match="without a time") as error:
-        streaming.cut_in_time(streaming.open_table(str(data), labels=["click"]), "ts")
+        stream_parts.cut_in_time(streaming.open_table(str(data), labels=["click"]), "ts")
     assert error.value.path == str(data / "part-0.csv")

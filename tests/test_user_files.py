@@ -36,7 +36,7 @@ def test_a_windows_1252_export_is_read_as_such_and_said(tmp_path, caplog):
     assert table["Artikel"][1] == "00001"  # ids keep their leading zeros
     said = [r.getMessage() for r in caplog.records if "not UTF-8" in r.getMessage()]
     assert len(said) == 1 and "cp1252" in said[0] and "line 2" in said[0] and "0xe9" in said[0]
-    batches = list(streaming._batches(str(path), None, 100))  # the streamed reader decodes it alike
+    batches = list(streaming.record_batches(str(path), None, 100))  # the streamed reader decodes it alike
     assert batches[0].column("Bezeichnung")[3].as_py() == "Café crème ’3"
 
 
@@ -258,7 +258,7 @@ def test_a_streamed_file_not_utf8_past_the_bytes_read_for_its_encoding_says_to_r
     path.write_bytes(b"user,item,clicked\n" + b"u1,i1,1\n" * 20_000 + "René,café,1\n".encode("cp1252"))
     texts = pa.schema([("user", pa.string()), ("item", pa.string()), ("clicked", pa.int64())])
     with pytest.raises(DataError) as error:  # in blocks of 400 x 100 bytes, as the table's schema says
-        for _ in streaming._batches(str(path), texts, 100):
+        for _ in streaming.record_batches(str(path), texts, 100):
             pass
     assert "re-save it as UTF-8" in error.value.fix
     text_encodings.file_encoding.cache_clear()
@@ -488,7 +488,7 @@ def test_compressed_exports_read_as_their_text_in_memory_streamed_and_as_a_log(t
     table = streaming.open_table(str(shards), labels=[])
     assert table.rows == 80 and table.bytes == sum(f.stat().st_size for f in shards.glob("part-*"))
     assert streaming.total_bytes(str(shards)) == 8 * table.bytes  # as --streaming auto counts them
-    streamed = pa.Table.from_batches(list(streaming._batches(table.files[0], None, 16)))
+    streamed = pa.Table.from_batches(list(streaming.record_batches(table.files[0], None, 16)))
     assert streamed.column("Bezeichnung").to_pylist() == truth["Bezeichnung"].tolist()
     data = load_interaction_log(str(shards / "part-0.csv.gz"), user_column="Kunde", item_column="Artikel")
     assert len(data.interactions) == 40
@@ -512,7 +512,7 @@ def test_a_parquet_date_column_is_a_time_whatever_its_name(tmp_path):
     assert frame["ausgabe"][3] == pd.Timestamp("2024-01-04")  # its midnight, as a Parquet timestamp reads
     column = infer_schema(frame, labels=["label"]).features[0]
     assert (column.name, column.kind) == ("ausgabe", "timestamp")
-    streamed = next(streaming._batches(str(tmp_path / "dates.parquet"), None, 100))
+    streamed = next(streaming.record_batches(str(tmp_path / "dates.parquet"), None, 100))
     assert streamed.schema.field("ausgabe").type == pa.timestamp("us")
 
 

@@ -11,6 +11,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from tfrs_recsys.config_checks import ConfigError
+from tfrs_recsys.config_checks import at_least as _at_least
+from tfrs_recsys.config_checks import check_by_name as _check_by_name
+from tfrs_recsys.config_checks import one_of as _one_of
+from tfrs_recsys.config_checks import require as _require
+
 ENV_PREFIX = "RECSYS_"
 # The values a choice field takes; the modules that act on a field import its choices from here.
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker")  # training/distribution.py
@@ -26,42 +32,9 @@ POSITIONS_FROM = ("start", "end")  # models/towers.py
 PAIRWISE_SAMPLING = ("uniform", "popularity")  # data/pairs.py
 RUN_ACTIONS = ("resume", "overwrite")  # runs.py: asked of one command, so config.json stores them off
 # Fields that change how a run is carried out, not what it learns: a run may resume with other values.
-HOW_TO_RUN = ("output_dir", "progress", "distribute", "intra_op_threads", "inter_op_threads", *RUN_ACTIONS)
+HOW_TO_RUN = ("output_dir", "progress", "distribute", "cluster_wait_seconds", "intra_op_threads",
+              "inter_op_threads", *RUN_ACTIONS)
 STREAMING = ("auto", "always", "never")  # training/stream.py
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown or cannot be parsed; names the field and the fix."""
-
-
-def _require(ok: bool, field: str, value: Any, why: str, fix: str) -> None:
-    if not ok:
-        raise ConfigError(f"field '{field}' = {value!r} {why}; {fix}")
-
-
-def _one_of(cfg: Any, **choices: tuple) -> None:
-    for field, options in choices.items():
-        value = getattr(cfg, field)  # the config parser reads the word "none" of a string field as None
-        _require(value in options or (value is None and "none" in options), field, value,
-                 f"is not one of {options}", f"e.g. --{field.replace('_', '-')} {options[0]}")
-
-
-def _at_least(cfg: Any, minimum: int, *fields: str) -> None:
-    for field in fields:
-        _require(getattr(cfg, field) >= minimum, field, getattr(cfg, field), f"must be >= {minimum}",
-                 f"e.g. --{field.replace('_', '-')} {minimum}")
-
-
-def _check_by_name(cfg: Any) -> None:
-    """The rules that follow from a field's name, for every model: rates, dropouts, fractions, widths."""
-    for name, value in dataclasses.asdict(cfg).items():
-        flag = f"--{name.replace('_', '-')}"
-        if name.endswith("learning_rate"):
-            _require(value > 0, name, value, "must be > 0", f"e.g. {flag} 0.001")
-        elif name.endswith(("dropout", "_fraction")):
-            _require(0 <= value < 1, name, value, "must be in [0, 1)", f"e.g. {flag} 0.1")
-        elif name.endswith("_units"):
-            _require(min(value, default=1) >= 1, name, value, "needs layer widths >= 1", f"e.g. {flag} 64,32")
 
 
 SYNTHETIC = ("synthetic", "synthetic-histories", "synthetic-ratings")

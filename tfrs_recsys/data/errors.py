@@ -14,6 +14,10 @@ class DataError(UserError):
     """Bad input data: the message names file, line, column and the fix."""
 
 
+class SchemaError(DataError):
+    """A feature spec is inconsistent (e.g. a label used as a feature)."""
+
+
 @dataclass
 class SkipReport:
     """Rows a loader skipped at the user's request (``skip_bad_rows``), never silently.

@@ -18,7 +18,7 @@ from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.entities import declared_types, id_text, read_entity_table, say_unmatched
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
 from tfrs_recsys.data.readers import struct_fields
-from tfrs_recsys.data.schema import day_first, epoch_seconds, is_listlike, is_plain_number, month_first
+from tfrs_recsys.data.schema import is_listlike
 from tfrs_recsys.data.schema_inference import detect_separator
 from tfrs_recsys.data.tabular import (
     bad_row,
@@ -29,6 +29,7 @@ from tfrs_recsys.data.tabular import (
     say_duplicates,
 )
 from tfrs_recsys.data.text_values import text_numbers
+from tfrs_recsys.data.times import day_first, epoch_seconds, is_plain_number, month_first
 
 
 class _RowChecks:

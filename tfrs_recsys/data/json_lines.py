@@ -28,7 +28,7 @@ import pyarrow.json as pa_json
 from tfrs_recsys.data.compressed import open_text, read_text_bytes
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.readers import LINE_NUMBERS, plain_columns
-from tfrs_recsys.data.schema import epoch_seconds
+from tfrs_recsys.data.times import epoch_seconds
 
 logger = logging.getLogger(__name__)
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")

@@ -24,7 +24,8 @@ import pandas as pd
 from tfrs_recsys.config import PAIRWISE_SAMPLING
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.pipelines import dataset_from_arrays
-from tfrs_recsys.data.sequences import PAD, earlier_histories
+from tfrs_recsys.data.sequence_splits import earlier_histories
+from tfrs_recsys.data.sequences import PAD
 
 _REJECTION_ROUNDS = 20
 
@@ -74,7 +75,7 @@ def rated_held_out(rows: pd.DataFrame, train_rows: pd.DataFrame, positive_thresh
     Args:
       rows: held-out interactions with a ``rating`` column.
       train_rows: the training interactions: each row's query history is its user's items among them
-        before it (:func:`~tfrs_recsys.data.sequences.earlier_histories`).
+        before it (:func:`~tfrs_recsys.data.sequence_splits.earlier_histories`).
       positive_threshold: the lowest liked rating.
 
     Returns:

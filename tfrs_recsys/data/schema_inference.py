@@ -33,14 +33,12 @@ from tfrs_recsys.data.schema import (
     FeatureColumn,
     FeatureSpec,
     SchemaError,
-    day_first,
-    epoch_seconds,
     is_listlike,
-    is_plain_number,
     raw_strings,
     scalar_text,
 )
 from tfrs_recsys.data.text_values import TIME_NAME, all_dates, date_text_seconds, id_named
+from tfrs_recsys.data.times import day_first, epoch_seconds, is_plain_number
 
 _SESSION_NAMES = ("session_id", "sessionid", "search_id", "srch_id", "session", "query_id", "qid",
                   "request_id")

@@ -26,6 +26,7 @@ import pandas as pd
 
 from tfrs_recsys.data.bundles import InteractionData, LabeledData
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.times import epoch_seconds
 
 SECONDS_PER_DAY = 86_400
 # Unix seconds stay below this until the year 5138; larger values are milliseconds or nanoseconds.
@@ -259,15 +260,13 @@ def split_by_time(frame, time_col: str, *, fractions: Sequence[float] = (0.8, 0.
 
     Args:
       frame: A DataFrame, :class:`InteractionData` or :class:`LabeledData`.
-      time_col: The time column: datetimes, epoch seconds, or dates as text (``schema.epoch_seconds``).
+      time_col: The time column: datetimes, epoch seconds, or dates as text (``times.epoch_seconds``).
       fractions: The (train, validation, test) shares of the rows.
       session_col: The session column, if sessions are to stay whole.
 
     Returns:
       The split, method ``time``.
     """
-    from tfrs_recsys.data.schema import epoch_seconds  # the schema reads every form of time
-
     frame = _frame(frame, [time_col] + ([session_col] if session_col else []), "time_col")
     seconds = pd.Series(epoch_seconds(frame[time_col], time_col), index=frame.index)
     if seconds.isna().any():
@@ -358,8 +357,6 @@ def check_no_leakage(split: Split, *, user_col: str | None = None, time_col: str
 
 
 def _check_order_in_time(parts: dict[str, pd.DataFrame], time_col: str) -> None:
-    from tfrs_recsys.data.schema import epoch_seconds
-
     # read as one column, so that the order of its dates (day or month first) is told once for all parts
     column = pd.concat([frame[time_col] for frame in parts.values()], ignore_index=True)
     seconds = epoch_seconds(column, time_col)

@@ -9,8 +9,8 @@ shard fixed for every shard.
 * **Split** (:func:`split_parts`): every row gets a part (train / validation / test, 80 / 10 / 10) from a
   seeded hash of its session id, so a session never straddles parts, or without a session column of its
   shard and row number. The same row lands in the same part however the files are chunked or sharded.
-  Split by time (:func:`cut_in_time`), a row's time against the two times below which 80% and 90% of the
-  rows fall, read in one pass over the time column before training.
+  Split by time (:func:`~tfrs_recsys.data.stream_parts.cut_in_time`), a row's time against the two times
+  below which 80% and 90% of the rows fall, read in one pass over the time column before training.
 * **Sample** (:func:`sample_rows`): schema inference, vocabularies and normalization statistics come from
   a seeded sample of at most ``rows`` training rows (Parquet: whole row groups in a seeded order; text:
   the first blocks of every shard, shards in a seeded order), subsampled uniformly.
@@ -19,7 +19,7 @@ shard fixed for every shard.
   drops the other parts' rows, shuffles each batch's rows and yields raw feature batches; the model's
   preprocessor encodes them in the graph. The shuffle is thus: shard order, rows within a record batch,
   and a buffer of :data:`SHUFFLE_BATCHES` batches. Nothing is cached. With several workers,
-  :func:`worker_files` gives each its own shards before anything is read.
+  :func:`~tfrs_recsys.data.stream_parts.worker_files` gives each its own shards before anything is read.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.packing import pack, packed_signature, unpack
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.readers import plain_batch, plain_columns
-from tfrs_recsys.data.schema import NUMERIC_DATE, FeatureSpec, date_order_shown, day_first, epoch_seconds
+from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.data.tabular import (
     PARQUET_SUFFIXES,
     column_fix,
@@ -53,6 +53,7 @@ from tfrs_recsys.data.tabular import (
     text_separator,
 )
 from tfrs_recsys.data.text_encodings import file_encoding
+from tfrs_recsys.data.times import epoch_seconds
 
 CHUNK_ROWS = 65_536  # rows parsed at once: bounds the reader's memory
 SHUFFLE_BATCHES = 16
@@ -81,7 +82,7 @@ class FileTable:
         reaches the caller as an ``InvalidArgumentError``, which the caller replaces with it.
       absent: The spec's features a shard was read without (warned of once).
       split_sessions: Whether the split keeps a session's rows together (``--split random``: no).
-      time_column: The column a split by time reads (:func:`cut_in_time`).
+      time_column: The column a split by time reads (:func:`~tfrs_recsys.data.stream_parts.cut_in_time`).
       time_cuts: The times (seconds) that start validation and test, in a split by time.
       day_first: Whether the time column's date text is written day first.
       counted: Each shard's rows, once counted.
@@ -164,7 +165,7 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
     if len({_family(f) for f in files}) > 1:
         raise DataError("the shards mix formats (Parquet, JSON Lines, CSV or TSV)", path=str(path),
                         fix="point --data at one format, e.g. a glob like shards/*.parquet")
-    firsts = (batch for file in files for batch in _batches(file, None, CHUNK_ROWS, lambda row: "skip"))
+    firsts = (batch for file in files for batch in record_batches(file, None, CHUNK_ROWS, lambda row: "skip"))
     first = next((batch for batch in firsts if batch.num_rows), None)  # an empty part file has no types
     if first is None:
         raise DataError("no rows in any shard", path=str(path),
@@ -201,7 +202,7 @@ def _family(file: str) -> str:
     return "json" if suffix in json_lines.JSON_SUFFIXES else "text"
 
 
-def _batches(file: str, schema: pa.Schema | None, rows: int,
+def record_batches(file: str, schema: pa.Schema | None, rows: int,
              malformed: Callable | None = None) -> Iterator[pa.RecordBatch]:
     """Record batches of one shard; ``schema`` fixes a text file's column types; ``malformed`` takes a
     text line of another field count than the header's (:meth:`BadRows.malformed_lines`)."""
@@ -250,7 +251,7 @@ def split_parts(batch: pa.RecordBatch, table: FileTable, file_index: int, first_
       int8 parts.
     """
     if table.time_cuts is not None:
-        seconds = _seconds(batch.column(table.time_column), table)
+        seconds = seconds_of(batch.column(table.time_column), table)
         return (seconds >= table.time_cuts[0]).astype(np.int8) + (seconds >= table.time_cuts[1])
     if table.session_column and table.split_sessions:
         column = batch.column(table.session_column)
@@ -265,63 +266,9 @@ def split_parts(batch: pa.RecordBatch, table: FileTable, file_index: int, first_
     return (u >= FRACTIONS[0]).astype(np.int8) + (u >= FRACTIONS[0] + FRACTIONS[1])
 
 
-def _seconds(column, table: FileTable) -> np.ndarray:
-    """A batch's times as seconds since 1970, as :func:`~tfrs_recsys.data.schema.epoch_seconds` reads them."""
+def seconds_of(column, table: FileTable) -> np.ndarray:
+    """A batch's times as seconds since 1970, as :func:`~tfrs_recsys.data.times.epoch_seconds` reads them."""
     return epoch_seconds(column.to_pandas(), table.time_column, dates_day_first=table.day_first)
-
-
-def cut_in_time(table: FileTable, column: str, fractions: Sequence[float] = FRACTIONS) -> None:
-    """Sets ``table`` to split by time: the times below which ``fractions[0]`` and ``fractions[0] +
-    fractions[1]`` of the rows fall, from one pass over ``column`` in every shard (a Parquet file's column
-    alone; at most 4,000,000 times kept, evenly spaced over the rows).
-
-    Raises:
-      DataError: a row without a time, naming its file; or too few distinct times to cut.
-    """
-    stride, kept = max(1, table.rows // 4_000_000), []
-    table.time_column, table.day_first = column, _date_order(table, column)
-    for file in table.files:
-        for batch in _column_batches(file, column, table.schema):
-            seconds = _seconds(batch.column(column), table)
-            if np.isnan(seconds).any():
-                raise DataError(f"{int(np.isnan(seconds).sum())} row(s) without a time; a split by time "
-                                "places every row by it", path=file, column=column,
-                                fix="fill or drop those rows, or choose --split random or session")
-            kept.append(seconds[::stride])
-    ordered = np.sort(np.concatenate(kept))
-    cuts = (float(ordered[int(len(ordered) * fractions[0])]),
-            float(ordered[min(int(len(ordered) * sum(fractions[:2])), len(ordered) - 1)]))
-    if not ordered[0] < cuts[0] < cuts[1]:
-        raise DataError("the rows' times cannot be cut into train, validation and test: too many rows "
-                        "share a time", column=column,
-                        fix="use a finer time column, or --split random / session")
-    table.time_cuts = cuts
-
-
-def _date_order(table: FileTable, column: str) -> bool | None:
-    """Whether ``column``'s date text is written day first, from the first batch whose dates show it (else
-    as :func:`~tfrs_recsys.data.schema.day_first` reads the first dates); None for times that are not text.
-    Decided once, so that every batch reads its dates alike."""
-    first = None
-    for file in table.files:
-        for batch in _column_batches(file, column, table.schema):
-            values = batch.column(column).to_pandas()
-            if not pd.api.types.is_string_dtype(values.dtype) or not values.str.match(NUMERIC_DATE).any():
-                return None  # numbers, datetimes or ISO text: no order to tell
-            if (shown := date_order_shown(values)) is not None:
-                return shown
-            first = values if first is None else first
-    return None if first is None else day_first(first, column)
-
-
-def _column_batches(file: str, column: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    if file_format(file) in PARQUET_SUFFIXES:
-        with paths.open_file(file) as fh:
-            parquet = pq.ParquetFile(fh)
-            if column in parquet.schema_arrow.names:  # not a struct's field
-                yield from (plain_batch(b, file) for b in parquet.iter_batches(CHUNK_ROWS, columns=[column]))
-                return
-    yield from _batches(file, schema, CHUNK_ROWS, lambda row: "skip")
 
 
 def read_part(table: FileTable, files: Sequence[str], part: int, seed: int, *,
@@ -343,7 +290,7 @@ def read_part(table: FileTable, files: Sequence[str], part: int, seed: int, *,
     left = math.inf if limit is None else limit
     for file in files:
         offset, (malformed, handler) = 0, table.bad_rows.malformed_lines(file)
-        for batch in _batches(file, table.schema, CHUNK_ROWS, handler):
+        for batch in record_batches(file, table.schema, CHUNK_ROWS, handler):
             keep = split_parts(batch, table, table.files.index(file), offset, seed) == part
             offset += batch.num_rows
             if row_filter is not None:
@@ -415,39 +362,6 @@ def sample_rows(table: FileTable, rows: int, seed: int) -> pd.DataFrame:
     # becomes Python objects.
     sample = read.take(pa.array(rng.permutation(read.num_rows)[:rows]))
     return sample.to_pandas().assign(**labels_of(sample, table.labels))
-
-
-def worker_files(files: Sequence[str], index: int, workers: int) -> list[str]:
-    """The shards worker ``index`` of ``workers`` reads: every ``workers``-th, from its index.
-
-    Raises:
-      DataError: fewer shards than workers (a worker would read nothing).
-    """
-    if len(files) < workers:
-        raise DataError(f"{len(files)} file shard(s) for {workers} workers: each worker reads its own shards",
-                        path=str(files[0]) if files else None,
-                        fix=f"write the data as at least {workers} shards (a multiple of {workers} "
-                            "balances them), or train with fewer workers")
-    return list(files[index::workers])
-
-
-def uneven_workers(table: FileTable, workers: int) -> str | None:
-    """A warning when the workers' shards hold rows of quite different counts, else None.
-
-    Every worker takes the same steps an epoch, so one with fewer rows reads them several times an epoch
-    and one with more leaves some unread: the small shards' rows weigh more.
-
-    Raises:
-      DataError: fewer shards than workers (:func:`worker_files`).
-    """
-    shares = [sum(table.rows_of(f) for f in worker_files(table.files, i, workers)) for i in range(workers)]
-    if max(shares) <= 1.25 * max(1, min(shares)):
-        return None
-    small, large = shares.index(min(shares)), shares.index(max(shares))
-    return (f"the workers' shards hold {', '.join(f'{n:,}' for n in shares)} rows (worker 0 first): each "
-            f"worker takes the same steps an epoch, so worker {small} reads its rows about "
-            f"{max(shares) / max(1, min(shares)):.1f} times as often as worker {large}; "
-            f"write the data as shards of similar size, a multiple of {workers} of them")
 
 
 def stream_dataset(table: FileTable, spec: FeatureSpec, files: Sequence[str], *, batch_size: int, seed: int,

@@ -9,10 +9,11 @@ import re
 import numpy as np
 import pandas as pd
 
+from tfrs_recsys.data.errors import SchemaError
 from tfrs_recsys.data.label_leaks import norm_name
 from tfrs_recsys.data.number_text import formatted_numbers
-from tfrs_recsys.data.schema import SchemaError, day_first, epoch_seconds, is_plain_number
 from tfrs_recsys.data.tabular import MOSTLY_NUMERIC
+from tfrs_recsys.data.times import day_first, epoch_seconds, is_plain_number
 
 # names of times in logs and catalogs; a column is a time only if its values are dates or epoch seconds too
 # English names, then the words for time and date of exports in German, Spanish, French, Dutch, Swedish,
@@ -46,7 +47,7 @@ def date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] |
     """The epoch seconds of text whose values are dates, some maybe epoch seconds (missing or empty aside;
     a few typos among them are missing, said in a warning), and whether its dates are written day first;
     None if it is not mostly dates. Read as the model's inputs are
-    (:func:`~tfrs_recsys.data.schema.epoch_seconds`)."""
+    (:func:`~tfrs_recsys.data.times.epoch_seconds`)."""
     text = values.where(values.notna(), "").astype(str)
     present = text[text != ""]
     dated = present.str.contains(r"\d[-/.:]\d")

@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from tfrs_recsys import runs
 from tfrs_recsys.config import PAIRWISE_LOSSES, ConfigError, RetrievalConfig
-from tfrs_recsys.data import pairs
+from tfrs_recsys.data import pairs, sequence_splits
 from tfrs_recsys.data import sequences as seq
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.registry import load_interactions, options_from
@@ -228,8 +228,8 @@ def resolve_protocol(cfg: RetrievalConfig) -> str:
 def split_data(cfg: RetrievalConfig, data: InteractionData) -> seq.SequenceSplit:
     """The split of ``data`` under the protocol of ``cfg`` (:func:`resolve_protocol`)."""
     if resolve_protocol(cfg) == "leave_last_out":
-        return seq.leave_last_out(data, min_interactions=cfg.min_interactions)
-    return seq.random_split(data, test_fraction=0.2, validation_fraction=cfg.validation_fraction,
+        return sequence_splits.leave_last_out(data, min_interactions=cfg.min_interactions)
+    return sequence_splits.random_split(data, test_fraction=0.2, validation_fraction=cfg.validation_fraction,
                             seed=cfg.seed)
 
 

@@ -12,7 +12,7 @@ log: no frame of the whole log, no cache of the data set.
   (an edited one comes back with ``--feature-spec``).
 * Training: the shards interleaved, parsed in record batches, encoded in the graph; an epoch is
   ``ceil(expected training rows / batch)`` steps. Under ``--distribute multi_worker`` each worker reads
-  only its own shards (:func:`~tfrs_recsys.data.streaming.worker_files`).
+  only its own shards (:func:`~tfrs_recsys.data.stream_parts.worker_files`).
 * Validation after each epoch: the first ``--stream-validation-rows`` validation rows, in shard order
   (stated in the log). Test: every test row, streamed in record batches; only the scores, labels and
   group keys are kept.
@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from tfrs_recsys import paths, runs
 from tfrs_recsys.config import ConfigError, TrainConfig
-from tfrs_recsys.data import packing, streaming
+from tfrs_recsys.data import packing, stream_parts, streaming
 from tfrs_recsys.data.bad_rows import labels_of
 from tfrs_recsys.data.bucket_sizing import column_sized
 from tfrs_recsys.data.entities import entity_joins
@@ -142,7 +142,7 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
                                column_types=cfg.column_types, exclude=cfg.exclude_columns)
     train_rows = max(1, round(table.rows * streaming.FRACTIONS[0]))
     if (workers := distribution.num_workers(strategy)) > 1 and (
-            warning := streaming.uneven_workers(table, workers)):
+            warning := stream_parts.uneven_workers(table, workers)):
         print(f"{task}: warning: {warning}", flush=True)
     cutting = time.perf_counter()
     split_as_configured(table, cfg)  # before the sample, which is of training rows
@@ -186,7 +186,7 @@ def split_as_configured(table: streaming.FileTable, cfg: TrainConfig) -> None:
     column (one pass over it); training and ``evaluate --run-dir`` both split through here."""
     table.split_sessions = getattr(cfg, "split", "auto") != "random"
     if getattr(cfg, "split", "auto") == "time":
-        streaming.cut_in_time(table, rankers.time_split_column(cfg, table.schema.names))
+        stream_parts.cut_in_time(table, rankers.time_split_column(cfg, table.schema.names))
 
 
 def training_input(run: StreamRun, cfg: TrainConfig, rows: int, row_filter: Callable | None = None):
@@ -203,7 +203,7 @@ def training_input(run: StreamRun, cfg: TrainConfig, rows: int, row_filter: Call
     if workers <= 1:
         return make(run.table.files, ranker_batch(cfg, rows))
     index = distribution.worker_index(run.strategy)
-    mine = streaming.worker_files(run.table.files, index, workers)
+    mine = stream_parts.worker_files(run.table.files, index, workers)
     print(f"streaming: worker {index} of {workers} reads {len(mine)} of {len(run.table.files)} shards: "
           f"{json.dumps([paths.basename(f) for f in mine])} ({sum(run.table.rows_of(f) for f in mine)} rows)",
           flush=True)
