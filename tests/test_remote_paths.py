@@ -104,6 +104,7 @@ def _call(model, signature: str, feed: dict) -> dict:
     return {k: v.numpy() for k, v in out.items()}
 
 
+@pytest.mark.slow  # ~40 s on 2 cores; the fast suite trains and exports a ranker on URLs below
 def test_retrieval_trains_exports_and_serves_from_urls(tmp_path):
     root = _ram()
     ratings = _write_movielens_csv(paths.join(root, "data"))
