@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -123,10 +122,6 @@ def _rows_in(file: str) -> int:
         return pq.ParquetFile(fh).metadata.num_rows
 
 
-def _size(file: str) -> int:
-    return int(tf.io.gfile.stat(str(file)).length) if paths.is_remote(file) else os.path.getsize(file)
-
-
 def _count_lines(file: str) -> int:
     lines, last = 0, b"\n"
     with open_text(file) as fh:
@@ -139,7 +134,7 @@ def _count_lines(file: str) -> int:
 def total_bytes(path: str) -> int:
     """The size of the files a table path names (a file, glob or folder); a compressed file's counted at
     :data:`~tfrs_recsys.data.compressed.EXPANSION` times its own (an estimate of its text's)."""
-    return sum(_size(f) * (EXPANSION if is_compressed(f) else 1) for f in table_files(path, "--data"))
+    return sum(paths.size(f) * (EXPANSION if is_compressed(f) else 1) for f in table_files(path, "--data"))
 
 
 def open_table(path: str, *, labels: Sequence[str], session_column: str | None = None,
@@ -188,7 +183,7 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
         for column in (c for c in columns if c and c not in schema.names):
             raise DataError(f"--data has no such column; its columns are {schema.names}", path=files[0],
                             column=column, fix=column_fix(column, schema.names, flag))
-    table = FileTable(files, list(labels), schema, 0, sum(_size(f) for f in files), session_column,
+    table = FileTable(files, list(labels), schema, 0, sum(paths.size(f) for f in files), session_column,
                       user_column, item_column)
     table.rows = sum(table.rows_of(f) for f in files)
     return table
