@@ -156,6 +156,18 @@ def test_timestamp_features_match_calendar():
     np.testing.assert_array_equal(out[~ok], 0.0)
 
 
+def test_request_times_in_milli_micro_or_nanoseconds_read_as_training_read_them():
+    """A client sending its log's own epoch milliseconds gets the features of the same instant in seconds."""
+    spec = FeatureSpec([FeatureColumn("ts", "timestamp", mean=1.6e9, std=1e6, raw_dtype="float64")], [])
+    seconds = np.array([1_600_000_000.0, 1_650_012_345.0, -1.0, np.nan])
+    out = {scale: FeaturePreprocessor(spec)({"ts": tf.constant(seconds * scale, tf.float64)})["ts"].numpy()
+           for scale in (1.0, 1e3, 1e6, 1e9)}
+    for scale in (1e3, 1e6, 1e9):  # the layer computes in float32, whose ~2 minutes at 1.6e9 s hold at any unit
+        np.testing.assert_allclose(out[scale][[0, 1, 3]], out[1.0][[0, 1, 3]], atol=0.01)
+    np.testing.assert_allclose(out[1e3][:2, 4], (seconds[:2] - 1.6e9) / 1e6, atol=1e-3)
+    assert abs(out[1e3][1, 4] - out[1.0][1, 4]) < 1e-3 and abs(out[1e3][1, 4]) > 1.0  # the time, not noise
+
+
 def test_times_after_the_training_data_are_standardized_as_the_newest():
     newest = 1.6e9 + 2e6
     spec = FeatureSpec([FeatureColumn("ts", "timestamp", mean=1.6e9, std=1e6, newest=newest,

@@ -64,7 +64,7 @@ def input_note(entry: dict) -> str:
     """How a client writes one ranker input, from its export metadata: a list's separator, a time's unit,
     and the column it was trained from where the input is named otherwise (``âge`` served as ``age``)."""
     notes = {"multi_categorical": f"several values joined by {entry.get('separator', '|')!r}",
-             "timestamp": "epoch seconds"}
+             "timestamp": "epoch seconds (or ms, us, ns)"}
     note = notes.get(entry.get("kind"), entry.get("kind", ""))
     if entry.get("feature") not in (None, entry.get("name")):
         note = f"column {entry['feature']!r}, {note}"

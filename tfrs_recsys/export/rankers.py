@@ -10,7 +10,7 @@ Signature ``serving_default``, for a batch of B candidates, one input per featur
                                      column's separator or by "|", "" = missing)
              <feature>: int64 [B]    integer categories (an hour, a category code)
              <feature>: float32 [B]  numeric; NaN = missing
-             <feature>: float64 [B]  timestamp (epoch seconds); NaN = missing
+             <feature>: float64 [B]  timestamp (epoch s, ms, us or ns); NaN = missing
     outputs: ctr, cvr, ctcvr: float32 [B]   (ESMM)
              ctr: float32 [B]               (DeepFM)
 

@@ -5,7 +5,8 @@ tensor per feature, shape ``[B]`` or ``[B, 1]``:
 
 * ``id`` / ``categorical`` / ``multi_categorical``: ``tf.string`` (multi-valued joined by the
   column's separator), or ``tf.int64`` for integer categories (:func:`raw_dtype`); either is accepted;
-* ``numeric``: ``tf.float32``; ``timestamp``: ``tf.float64`` epoch seconds; NaN = missing.
+* ``numeric``: ``tf.float32``; ``timestamp``: ``tf.float64`` epoch seconds (or milli-, micro-,
+  nanoseconds, told apart by their size as the data layer does); NaN = missing.
 
 Training encodes its rows once, ahead of the steps (:func:`encode_frame`), and hands the model the
 encoded batches marked with :func:`as_encoded`; the preprocessor passes those through. A training
@@ -247,7 +248,18 @@ def _standardize(x: tf.Tensor, column: FeatureColumn) -> tf.Tensor:
     return tf.cast(z, tf.float32)
 
 
+def _epoch_seconds(t: tf.Tensor) -> tf.Tensor:
+    """Epoch numbers as seconds, by the data layer's rule: from ``1e17`` nanoseconds, ``1e14`` micro-,
+    ``1e11`` milliseconds (seconds stay below ``1e11`` until the year 5138). A client sending a log's own
+    milliseconds is read as training read them."""
+    size = tf.abs(t)
+    return t / tf.where(size >= 1e17, tf.constant(1e9, t.dtype), tf.where(
+        size >= 1e14, tf.constant(1e6, t.dtype), tf.where(size >= 1e11, tf.constant(1e3, t.dtype),
+                                                          tf.constant(1.0, t.dtype))))
+
+
 def _timestamp(t: tf.Tensor, column: FeatureColumn) -> tf.Tensor:
+    t = _epoch_seconds(t)
     hour = 2.0 * math.pi * tf.math.floormod(t, _DAY) / _DAY
     weekday = 2.0 * math.pi * tf.math.floormod(tf.math.floor(t / _DAY) + _EPOCH_WEEKDAY, 7.0) / 7.0
     # Requests come after the training data; their time is standardized as the newest training time.
