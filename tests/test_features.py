@@ -162,7 +162,7 @@ def test_request_times_in_milli_micro_or_nanoseconds_read_as_training_read_them(
     seconds = np.array([1_600_000_000.0, 1_650_012_345.0, -1.0, np.nan])
     out = {scale: FeaturePreprocessor(spec)({"ts": tf.constant(seconds * scale, tf.float64)})["ts"].numpy()
            for scale in (1.0, 1e3, 1e6, 1e9)}
-    for scale in (1e3, 1e6, 1e9):  # the layer computes in float32, whose ~2 minutes at 1.6e9 s hold at any unit
+    for scale in (1e3, 1e6, 1e9):  # float32 layer: ~2 minutes at 1.6e9 s, at any unit
         np.testing.assert_allclose(out[scale][[0, 1, 3]], out[1.0][[0, 1, 3]], atol=0.01)
     np.testing.assert_allclose(out[1e3][:2, 4], (seconds[:2] - 1.6e9) / 1e6, atol=1e-3)
     assert abs(out[1e3][1, 4] - out[1.0][1, 4]) < 1e-3 and abs(out[1e3][1, 4]) > 1.0  # the time, not noise
