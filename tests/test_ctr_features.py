@@ -1,5 +1,4 @@
-"""CTR features: stable slot ids, item hotness math, MovieLens as leak-free click logs."""
-import json
+"""CTR features: item hotness math, MovieLens as leak-free click logs."""
 import math
 
 import numpy as np
@@ -10,7 +9,6 @@ from conftest import dataset_path
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.ctr_features import (
     SECONDS_PER_DAY,
-    SlotFeatureMap,
     hot_items,
     item_hotness,
     movielens_click_logs,
@@ -19,66 +17,6 @@ from tfrs_recsys.data.ctr_features import (
 from tfrs_recsys.data.errors import DataError
 
 DAY = SECONDS_PER_DAY
-
-
-# ---------------------------------------------------------------- SlotFeatureMap
-
-
-def _frame(devices, cities):
-    return pd.DataFrame({"device": devices, "city": cities, "other": range(len(devices))})
-
-
-def test_slot_ids_are_sorted_by_column_then_value_with_zero_for_unknown():
-    slots = SlotFeatureMap().fit(_frame(["mobile", "desktop", "mobile"], ["rome", "oslo", None]),
-                                 ["device", "city"])
-    assert slots.ids == {"city=oslo": 1, "city=rome": 2, "device=desktop": 3, "device=mobile": 4}
-    assert len(slots) == 4 and slots.vocabulary_size == 5
-    ids = slots.transform(_frame(["mobile", "tablet", "desktop"], ["oslo", "rome", None]), ["device", "city"])
-    assert ids.dtype == np.int64 and ids.shape == (3, 2)
-    np.testing.assert_array_equal(ids, [[4, 1], [0, 2], [3, 0]])  # tablet unseen, None missing -> 0
-
-
-def test_slot_ids_are_stable_across_fits_and_extension(tmp_path):
-    old = _frame(["mobile", "desktop"], ["rome", "oslo"])
-    new = _frame(["tablet", "mobile", "app"], ["paris", "rome", "oslo"])
-    first = SlotFeatureMap().fit(old, ["device", "city"])
-    # row and column order ignored
-    assert SlotFeatureMap().fit(old.iloc[::-1], ["city", "device"]).ids == first.ids
-    before = first.ids
-    assert first.fit(old, ["device", "city"]).ids == before  # refitting the same data changes nothing
-    first.fit(new, ["device", "city"])
-    assert {k: v for k, v in first.ids.items() if k in before} == before
-    assert first.ids == {**before, "city=paris": 5, "device=app": 6, "device=tablet": 7}
-
-    path = tmp_path / "slots.json"
-    first.save(path)
-    stored = json.loads(path.read_text())
-    assert stored["ids"]["device=tablet"] == 7 and stored["unknown_id"] == 0
-    loaded = SlotFeatureMap.load(path)
-    np.testing.assert_array_equal(loaded.transform(new, ["city", "device"]),
-                                  first.transform(new, ["city", "device"]))
-    loaded.fit(_frame(["watch"], ["oslo"]), ["device"])
-    assert (loaded.id_of("device", "watch") == 8
-            and loaded.id_of("device", "mobile") == first.id_of("device", "mobile"))
-
-
-def test_slot_map_errors_name_the_problem(tmp_path):
-    slots = SlotFeatureMap().fit(_frame(["mobile"], ["rome"]), ["device"])
-    with pytest.raises(DataError, match="'city'.*never fitted"):
-        slots.transform(_frame(["mobile"], ["rome"]), ["city"])
-    with pytest.raises(DataError, match="'hour'.*not in the data"):
-        slots.fit(_frame(["mobile"], ["rome"]), ["hour"])
-    with pytest.raises(DataError, match="cannot contain '='"):
-        slots.fit(pd.DataFrame({"a=b": [1]}), ["a=b"])
-    bad = tmp_path / "bad.json"
-    bad.write_text('{"format": "tfrs_recsys.SlotFeatureMap", "ids": {"device=a": 1, "device=b": 3}}')
-    with pytest.raises(DataError, match="bad.json.*without gaps"):
-        SlotFeatureMap.load(bad)
-    (tmp_path / "junk.json").write_text("not json")
-    with pytest.raises(DataError, match="junk.json.*not valid JSON"):
-        SlotFeatureMap.load(tmp_path / "junk.json")
-    with pytest.raises(DataError, match="not found"):
-        SlotFeatureMap.load(tmp_path / "missing.json")
 
 
 # ---------------------------------------------------------------- item hotness

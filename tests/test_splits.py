@@ -11,7 +11,6 @@ from tfrs_recsys.data.splits import (
     check_no_leakage,
     leave_last_out,
     random_split,
-    split_by_day,
     split_by_session,
     split_by_time,
 )
@@ -135,32 +134,6 @@ def test_split_by_session_bad_arguments(sessions):
         split_by_session(sessions.iloc[:10], "session_id")
 
 
-def test_split_by_day_on_synthetic_sessions(sessions):
-    split = split_by_day(sessions, "timestamp", validation_days=2, test_days=3)
-    _partition(split, sessions)
-    days = {name: set(part["timestamp"] // 86_400) for name, part in split.parts().items()}
-    all_days = sorted(set(sessions["timestamp"] // 86_400))
-    assert days["test"] == set(all_days[-3:]) and days["validation"] == set(all_days[-5:-3])
-    assert max(days["train"]) < min(days["validation"])
-    as_datetimes = sessions.assign(timestamp=pd.to_datetime(sessions["timestamp"], unit="s"))
-    assert split_by_day(as_datetimes, "timestamp", validation_days=2,
-                        test_days=3).test.index.equals(split.test.index)
-    assert split_by_day(sessions, "timestamp", validation_days=0).validation is None
-
-
-def test_split_by_day_uses_utc_calendar_days():
-    # 23:30 and 00:30 in UTC+05:00 are 18:30 and 19:30 UTC of the same UTC day.
-    local = pd.to_datetime(["2024-03-01 12:00", "2024-03-02 12:00", "2024-03-03 23:30", "2024-03-04 00:30"])
-    frame = pd.DataFrame({"t": local.tz_localize("Etc/GMT-5")})
-    split = split_by_day(frame, "t", validation_days=1, test_days=1)
-    assert len(split.test) == 2 and split.validation.index.tolist() == [1]
-    with pytest.raises(DataError) as err:
-        split_by_day(pd.DataFrame({"t": [1_700_000_000_000, 1_700_100_000_000]}), "t")
-    assert "milliseconds" in str(err.value) and "1000" in err.value.fix
-    with pytest.raises(DataError, match="too few"):
-        split_by_day(pd.DataFrame({"t": [0, 86_400]}), "t")
-
-
 def test_leakage_checker_catches_leaky_splits(ml100k, sessions):
     clean = leave_last_out(ml100k)
     check_no_leakage(clean)
@@ -184,12 +157,12 @@ def test_leakage_checker_catches_leaky_splits(ml100k, sessions):
                   by_session.test.drop(moved), method="session", session_column="session_id")
     with pytest.raises(DataError, match="has rows in both train and test"):
         check_no_leakage(leaky)
-    # Train and test sharing a day.
-    by_day = split_by_day(sessions, "timestamp")
-    moved = by_day.train.index[-1:]
-    leaky = Split(by_day.train.drop(moved), by_day.validation,
-                  pd.concat([by_day.test, by_day.train.loc[moved]]), method="day", time_column="timestamp")
-    with pytest.raises(DataError, match="leaky split"):
+    # A training row later than a test row of a split by time.
+    by_time = split_by_time(sessions, "timestamp")
+    moved = by_time.test.index[-1:]
+    leaky = Split(pd.concat([by_time.train, by_time.test.loc[moved]]), by_time.validation,
+                  by_time.test.drop(moved), method="time", time_column="timestamp")
+    with pytest.raises(DataError, match="a train row is later than a validation row"):
         check_no_leakage(leaky)
 
 

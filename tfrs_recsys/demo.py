@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tfrs_recsys.serving.client import ServerUnavailableError
+from tfrs_recsys.serving.stores.local_redis import free_port
 
 MODELS = ("retrieval", "retrieval_portable", "deepfm")
 
@@ -34,12 +34,6 @@ def _step(number: int, text: str) -> float:
 
 def _done(start: float, what: str = "") -> None:
     print(f"   done in {time.perf_counter() - start:.1f}s {what}", flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _available(client, model: str) -> bool:
@@ -183,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _done(t, f"({store.num_users} histories, {store.num_hot_items} hot items)")
 
     t = _step(5, "starting the model server on 127.0.0.1 (gRPC + REST)")
-    grpc_port, rest_port = _free_port(), _free_port()
+    grpc_port, rest_port = free_port(), free_port()
     server = subprocess.Popen([sys.executable, "-m", "tfrs_recsys.model_server", f"--port={grpc_port}",
                                f"--rest_api_port={rest_port}", f"--model_config_file={config_path}"])
     address = f"127.0.0.1:{grpc_port}"

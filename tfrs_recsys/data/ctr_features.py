@@ -1,5 +1,5 @@
-"""Features of a CTR ranker's click logs: stable slot feature ids, time-decayed item hotness, and
-interactions (MovieLens) turned into click logs that carry them.
+"""Features of a CTR ranker's click logs: time-decayed item hotness, and interactions (MovieLens)
+turned into click logs that carry them.
 
 Item hotness, for events before ``now`` with ages ``a_e = (now - t_e) / 86400`` days and half-life ``h``::
 
@@ -19,14 +19,11 @@ the true CTRs is ``v = v_obs - K m (1 - m) / N`` and a Beta prior with that mean
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from tfrs_recsys import paths
 from tfrs_recsys.data.bundles import InteractionData, LabeledData
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.schema import is_plain_number, scalar_text
@@ -34,117 +31,6 @@ from tfrs_recsys.data.splits import SECONDS_PER_DAY
 
 HOTNESS_COLUMNS = ["item_id", "decayed_impressions", "decayed_clicks", "smoothed_ctr", "hotness"]
 _MIN_PRIOR_STRENGTH = 1e-3
-
-
-class SlotFeatureMap:
-    """Global map from slot features ``"column=value"`` to integer ids, stable across runs.
-
-    Id 0 is reserved for unknown (and missing) values. ``fit`` gives ids to the new
-    ``column=value`` pairs in sorted order (by column, then value as text) after the
-    ids it already holds, so refitting on the same data changes nothing and fitting on
-    newer data only appends. Values are keyed by ``str(value)``: ``3`` and ``3.0`` differ.
-    """
-
-    FORMAT = "tfrs_recsys.SlotFeatureMap"
-
-    def __init__(self, ids: dict[str, int] | None = None):
-        self._by_column: dict[str, dict[str, int]] = {}  # column -> value -> id
-        for key, idx in sorted((ids or {}).items(), key=lambda kv: kv[1]):
-            column, sep, value = key.partition("=")
-            if not sep:
-                raise DataError(f"slot feature {key!r} is not of the form column=value",
-                                fix="write keys as column=value")
-            self._by_column.setdefault(column, {})[value] = idx
-
-    def __len__(self) -> int:
-        return sum(map(len, self._by_column.values()))
-
-    @property
-    def vocabulary_size(self) -> int:
-        """Embedding table rows needed: every id plus the reserved unknown id 0."""
-        return len(self) + 1
-
-    @property
-    def columns(self) -> list[str]:
-        return sorted(self._by_column)
-
-    @property
-    def ids(self) -> dict[str, int]:
-        """``{"column=value": id}`` in id order."""
-        pairs = ((f"{c}={v}", i) for c, values in self._by_column.items() for v, i in values.items())
-        return dict(sorted(pairs, key=lambda kv: kv[1]))
-
-    def id_of(self, column: str, value) -> int:
-        return self._by_column.get(column, {}).get(str(value), 0)
-
-    def fit(self, frame: pd.DataFrame, columns: Sequence[str]) -> "SlotFeatureMap":
-        """Add every unseen ``column=value`` of ``frame[columns]``; existing ids never change.
-
-        Args:
-          frame: rows holding ``columns``.
-          columns: the slot columns (names without ``=``).
-
-        Returns:
-          This map, for chaining.
-        """
-        new_keys = set()
-        for column in columns:
-            if "=" in column:
-                raise DataError("a slot column name cannot contain '='", column=column,
-                                fix="rename the column")
-            known = self._by_column.setdefault(column, {})
-            new_keys.update((column, v) for v in pd.unique(_column(frame, column).astype("string").dropna())
-                            if v not in known)
-        for next_id, (column, value) in enumerate(sorted(new_keys), start=len(self) + 1):
-            self._by_column[column][value] = next_id
-        return self
-
-    def transform(self, frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-        """The slot ids of ``frame[columns]``.
-
-        Args:
-          frame: rows holding ``columns``.
-          columns: fitted slot columns.
-
-        Returns:
-          int64 ids ``[len(frame), len(columns)]``; unknown or missing values are 0.
-        """
-        out = np.zeros((len(frame), len(columns)), dtype=np.int64)
-        for j, column in enumerate(columns):
-            if column not in self._by_column:
-                raise DataError("column was never fitted, so all its values would be unknown", column=column,
-                                fix=f"fit the map on it first (fitted columns: {self.columns})")
-            mapped = _column(frame, column).astype("string").map(self._by_column[column])
-            out[:, j] = mapped.fillna(0).to_numpy(dtype=np.int64)
-        return out
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the map as readable JSON, ``{"format", "unknown_id": 0, "ids": {"column=value": id}}``.
-
-        Args:
-          path: a local or remote (``gs://``) file path.
-        """
-        payload = {"format": self.FORMAT, "unknown_id": 0, "ids": self.ids}
-        paths.write_text(path, json.dumps(payload, indent=1, ensure_ascii=False))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "SlotFeatureMap":
-        try:
-            payload = json.loads(paths.read_text(path))
-        except FileNotFoundError:
-            raise DataError("slot feature map not found", path=str(path), fix="check the path") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"slot feature map is not valid JSON ({exc})", path=str(path),
-                            fix="point at a file written by SlotFeatureMap.save") from None
-        if not isinstance(payload, dict) or payload.get("format") != cls.FORMAT or not isinstance(
-                payload.get("ids"), dict):
-            raise DataError(f"not a {cls.FORMAT} file", path=str(path),
-                            fix="point at a file written by SlotFeatureMap.save")
-        ids = payload["ids"]
-        if sorted(ids.values()) != list(range(1, len(ids) + 1)):
-            raise DataError("ids must be 1..N without gaps or repeats (0 is reserved for unknown)",
-                            path=str(path), fix="rewrite the file with SlotFeatureMap.save")
-        return cls({str(k): int(v) for k, v in ids.items()})
 
 
 def _column(frame: pd.DataFrame, column: str) -> pd.Series:

@@ -1,16 +1,15 @@
 """Train / validation / test splits, checked for leaks.
 
-Five protocols:
+Four protocols:
 
 * :func:`leave_last_out` — sequential retrieval: per user, sorted by time, the last
   interaction is test, the one before validation, the rest training history.
 * :func:`random_split` — the TFRS tutorial's random 80/20 over rows.
 * :func:`split_by_session` — whole sessions (searches, page views) go to one side.
-* :func:`split_by_day` — calendar days (UTC): the last days are test, the ones before validation.
 * :func:`split_by_time` — the earliest 80% of the rows (by time) train, the next 10% validation, the
   latest test: no training row is later than a held-out one.
 
-Only the day and time splits keep every other user's later rows out of training too: leave-last-out cuts
+Only the time split keeps every other user's later rows out of training too: leave-last-out cuts
 each user's own timeline, and the random and session splits none.
 
 Every function runs :func:`check_no_leakage` on its own result before returning it.
@@ -29,8 +28,6 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.times import epoch_seconds
 
 SECONDS_PER_DAY = 86_400
-# Unix seconds stay below this until the year 5138; larger values are milliseconds or nanoseconds.
-_MAX_PLAUSIBLE_SECONDS = 1e11
 
 
 @dataclass
@@ -41,7 +38,7 @@ class Split:
       train: The training rows.
       validation: The validation rows, or None when none were asked for.
       test: The test rows.
-      method: The protocol (``leave_last_out``, ``random``, ``session``, ``day``), which decides what
+      method: The protocol (``leave_last_out``, ``random``, ``session``, ``time``), which decides what
         :func:`check_no_leakage` checks.
       user_column: The user column the split was made on (or that the parts hold).
       time_column: The time column the split was made on.
@@ -223,33 +220,6 @@ def split_by_session(frame, session_col: str, *, fractions: Sequence[float] = (0
     return _split(frame, side[codes], fractions[1] > 0, method="session", session_column=session_col)
 
 
-def split_by_day(frame, time_col: str, *, validation_days: int = 1, test_days: int = 1) -> Split:
-    """Split on UTC calendar days: the last ``test_days`` days that hold data are test, the
-    ``validation_days`` before them validation, everything earlier train.
-
-    Args:
-      frame: A DataFrame, :class:`InteractionData` or :class:`LabeledData`.
-      time_col: The time column: unix seconds, or datetimes (naive = UTC).
-      validation_days: Days in validation (none when 0).
-      test_days: Days in test.
-
-    Returns:
-      The split, method ``day``.
-    """
-    frame = _frame(frame, [time_col], "time_col")
-    if test_days < 1 or validation_days < 0:
-        raise DataError(f"test_days={test_days}, validation_days={validation_days}",
-                        fix="use test_days >= 1 and validation_days >= 0")
-    days = utc_days(frame[time_col], time_col)
-    distinct = np.unique(days)
-    if len(distinct) <= test_days + validation_days:
-        raise DataError(f"the data covers {len(distinct)} day(s), too few for {validation_days} validation "
-                        f"and {test_days} test day(s) plus training days", column=time_col,
-                        fix="use fewer held-out days, or split_by_session / random_split")
-    side = (days >= distinct[-(test_days + validation_days)]).astype(np.int8) + (days >= distinct[-test_days])
-    return _split(frame, side, validation_days > 0, method="day", time_column=time_col)
-
-
 def split_by_time(frame, time_col: str, *, fractions: Sequence[float] = (0.8, 0.1, 0.1),
                   session_col: str | None = None) -> Split:
     """The earliest rows train, the next ones validation, the latest test, cut at the times below which
@@ -299,33 +269,14 @@ def _times(values: pd.Series, column: str) -> np.ndarray:
     return values.to_numpy()
 
 
-def utc_days(values: pd.Series, column: str) -> np.ndarray:
-    """Days since 1970-01-01 UTC of unix seconds or datetimes.
-
-    Args:
-      values: Unix seconds, or datetimes (naive = UTC).
-      column: The column's name, for an error.
-
-    Returns:
-      int64 days.
-    """
-    times = _times(values, column)
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return times // (SECONDS_PER_DAY * 10**9)
-    if np.abs(times).max() > _MAX_PLAUSIBLE_SECONDS:
-        raise DataError(f"values up to {times.max():.0f} are too large for unix seconds (milliseconds?)",
-                        column=column, fix="divide the column by 1000 (ms) or 1e9 (ns) to get seconds")
-    return np.floor_divide(times, SECONDS_PER_DAY).astype(np.int64)
-
-
 def check_no_leakage(split: Split, *, user_col: str | None = None, time_col: str | None = None,
                      session_col: str | None = None) -> None:
     """Raise :class:`DataError` when a held-out (validation or test) row can be seen in training.
 
     Always: no row (index label) is in two parts. By ``split.method``:
     ``leave_last_out`` — per user, no train interaction is later than the user's validation
-    or test interaction, and validation is not later than test; ``day`` — no UTC day holds
-    rows of two parts, and train days < validation days < test days; with a session column
+    or test interaction, and validation is not later than test; ``time`` — no row is later than a row
+    of a later part (without a session column); with a session column
     (argument or ``split.session_column``) — no session is on two sides.
 
     Args:
@@ -339,7 +290,7 @@ def check_no_leakage(split: Split, *, user_col: str | None = None, time_col: str
     session_col = session_col or split.session_column
     parts = split.parts()
     _check_disjoint_rows(parts)
-    needed = {"leave_last_out": [user_col, time_col], "day": [time_col]}.get(split.method, [])
+    needed = {"leave_last_out": [user_col, time_col], "time": [time_col]}.get(split.method, [])
     for name, frame in parts.items():
         for col in needed + ([session_col] if session_col else []):
             if col not in frame.columns:
@@ -348,8 +299,6 @@ def check_no_leakage(split: Split, *, user_col: str | None = None, time_col: str
                                     "made on")
     if split.method == "leave_last_out":
         _check_temporal(parts, user_col, time_col)
-    if split.method == "day":
-        _check_days(parts, time_col)
     if split.method == "time" and not session_col:
         _check_order_in_time(parts, time_col)
     if session_col:
@@ -401,16 +350,6 @@ def _check_temporal(parts: dict[str, pd.DataFrame], user_col: str, time_col: str
                             f"interaction ({earlier[user]} > {times[user]})", column=time_col,
                             fix="hold out each user's last interaction as test and the one before as "
                                 "validation (tfrs_recsys.data.splits.leave_last_out)")
-
-
-def _check_days(parts: dict[str, pd.DataFrame], time_col: str) -> None:
-    days = {name: utc_days(frame[time_col], time_col) for name, frame in parts.items() if len(frame)}
-    ranges = [(name, int(d.min()), int(d.max())) for name, d in days.items()]
-    for (a, _, a_max), (b, b_min, _) in zip(ranges, ranges[1:]):
-        if a_max >= b_min:
-            raise DataError(f"leaky split: {a} reaches day {a_max} but {b} starts on day {b_min} (days since "
-                            f"1970-01-01 UTC)", column=time_col,
-                            fix="every train day must precede every validation day, and those every test day")
 
 
 def _check_sessions(parts: dict[str, pd.DataFrame], session_col: str) -> None:
