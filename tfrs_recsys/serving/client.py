@@ -393,7 +393,8 @@ class ServingClient:
           The ranker's outputs per candidate.
 
         Raises:
-          ValueError: ``features`` names an input the ranker does not have, or has the wrong length.
+          ValueError: ``features``, ``user_feature`` or ``item_feature`` names an input the ranker does not
+            have, or a value has the wrong length.
         """
         model = model or self.ranker_model
         candidates = [str(c) for c in candidates]
@@ -404,10 +405,14 @@ class ServingClient:
         unknown = sorted(set(given) - set(info.inputs))
         if unknown:
             raise ValueError(f"model '{model}' has no inputs {unknown}; its inputs are {sorted(info.inputs)}")
-        if user_feature:
-            given.setdefault(user_feature, str(user_id))
-        if item_feature:
-            given.setdefault(item_feature, candidates)
+        for role, name, value in (("user_feature", user_feature, str(user_id)),
+                                  ("item_feature", item_feature, candidates)):
+            if name and name not in info.inputs:  # else the ids would go nowhere and every score be alike
+                raise ValueError(f"model '{model}' has no input '{name}' for the {role[:4]} ids; its inputs "
+                                 f"are {sorted(info.inputs)}: pass {role}= the column its training named "
+                                 f"by --{role[:4]}-column, or {role}=None if it takes none")
+            if name:
+                given.setdefault(name, value)
         inputs = {name: ranker_column(given.get(name), spec.dtype, len(candidates), name)
                   for name, spec in info.inputs.items()}
         outputs, version = self.predict(model, inputs, timeout=timeout)
