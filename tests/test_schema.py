@@ -356,3 +356,19 @@ def test_numbers_written_for_people_are_numbers_in_every_chunk():
     declared = infer_schema(typed, ["click"])
     read = price_of(typed["price"][:3], declared)
     assert declared["price"].decimal_comma and read[::2].tolist() == [12.5, 3] and np.isnan(read[1])
+
+
+def test_prices_with_a_few_ranges_say_how_to_read_them_as_numbers_and_nothing_of_dates(caplog):
+    """``$8.58`` beside ``$3.99 - $15.99`` stays text (each price a category), with the flag that reads it;
+    the dates probe that tries such text no longer warns of values 'neither dates nor epoch seconds'."""
+    from tfrs_recsys.data.sequences import infer_entity_columns
+
+    prices = [f"${5 + i % 120 * 0.37:.2f}" for i in range(240)] + ["$3.99 - $15.99", "$1.00 - $2.00", ""]
+    frame = pd.DataFrame({"item": [f"i{i}" for i in range(len(prices))], "price": prices,
+                          "y": np.arange(len(prices)) % 2})
+    with caplog.at_level("WARNING"):
+        spec = infer_schema(frame, ["y"], item_column="item")
+    assert spec["price"].is_categorical
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "--column-types price=numeric" in said and "neither dates" not in said
+    assert "--column-types price=numeric" in infer_entity_columns(frame, "item", "item")[1]["price"]

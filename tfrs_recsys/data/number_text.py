@@ -103,6 +103,19 @@ def mostly_formatted_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray,
     return numbers, (text.notna().to_numpy() & np.isnan(numbers)), comma_decimal
 
 
+def numbers_hint(values: pd.Series, name: str) -> str | None:
+    """How to read a text column as numbers when most of its distinct values (of the first 1,000) are
+    numbers written for people (``$8.58``) beside some that are not (``$3.99 - $15.99``), else None:
+    inference keeps such a column text, each price a category."""
+    distinct = pd.Series(_present(values).dropna().unique()[:1000], dtype=object)
+    read = mostly_formatted_numbers(distinct)
+    if read is None or not read[1].any() or read[1].mean() > 0.5:
+        return None
+    example, other = distinct[~read[1]].iloc[0], distinct[read[1]].iloc[0]
+    return (f"mostly numbers written as text ({example!r}; not {other!r}): --column-types {name}=numeric "
+            f"reads them, the others as errors, or as missing with --skip-bad-rows")
+
+
 def currencies(values: pd.Series) -> list[str]:
     """The currency signs and codes a column's values are written with (``€``, ``USD``), sorted."""
     found = values.dropna().astype(str).str.extract(rf"({_UNIT})", expand=False).dropna()

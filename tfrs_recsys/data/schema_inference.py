@@ -26,7 +26,7 @@ from tfrs_recsys.data.label_leaks import (
     tells_label,
     within_label,
 )
-from tfrs_recsys.data.number_text import currencies, formatted_numbers, mostly_formatted_numbers
+from tfrs_recsys.data.number_text import currencies, formatted_numbers, mostly_formatted_numbers, numbers_hint
 from tfrs_recsys.data.readers import struct_fields
 from tfrs_recsys.data.schema import (
     GROUPS,
@@ -289,6 +289,9 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
     why = "booleans" if pd.api.types.is_bool_dtype(values) else "text"
     if why == "text" and not as_id and all_dates(counts.index, name):
         why = f"text (all dates: --column-types {name}=timestamp reads them)"  # a name that says no time
+    elif why == "text" and not as_id and (hint := numbers_hint(counts.index.to_series(), name)):
+        why = f"text ({hint})"
+        logger.warning("column '%s': %s", name, hint)
     return _categorical_column(name, text, opts, why, id_like=id_named(name), entity=as_id, counts=counts)
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 from tfrs_recsys.data import splits
 from tfrs_recsys.data.bundles import FREE_TEXT_COLUMNS
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.number_text import numbers_hint
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.schema import FeatureColumn, is_listlike
 from tfrs_recsys.data.times import is_plain_number
@@ -316,7 +317,8 @@ def infer_entity_columns(frame: pd.DataFrame | None, key: str, group: str, *, ma
         elif lists or is_plain_number(values) or distinct <= max_categories:
             usable.append(col)
         else:
-            skipped[col] = f"{distinct} distinct values (> {max_categories}); {group} id already covers it"
+            skipped[col] = numbers_hint(values, col) or (f"{distinct} distinct values (> {max_categories}); "
+                                                         f"{group} id already covers it")
     return usable, skipped
 
 

@@ -59,10 +59,11 @@ def date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] |
     order = day_first(present[dated], name)  # dates in both orders are an error, not text
     try:
         return epoch_seconds(text.where(text != ""), name, dates_day_first=order), order
-    except SchemaError:  # a few values neither dates nor seconds: missing, if they are few
-        seconds = epoch_seconds(text.where(text != ""), name, dates_day_first=order, strict=False)
-        return (seconds, order) if np.isfinite(seconds[(text != "").to_numpy()]).mean() >= MOSTLY_NUMERIC \
-            else None
+    except SchemaError:  # a few values neither dates nor seconds: missing, if they are few (said then)
+        seconds = epoch_seconds(text.where(text != ""), name, dates_day_first=order, strict=False, warn=False)
+        if np.isfinite(seconds[(text != "").to_numpy()]).mean() < MOSTLY_NUMERIC:
+            return None
+        return epoch_seconds(text.where(text != ""), name, dates_day_first=order, strict=False), order
 
 
 def text_numbers(name: str, values: pd.Series, *, timestamp: bool = False) -> np.ndarray | None:

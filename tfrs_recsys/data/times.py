@@ -88,7 +88,7 @@ def _dates(values: pd.Series) -> pd.Series:
 
 
 def epoch_seconds(values: pd.Series, name: str = "", *, dates_day_first: bool | None = None,
-                  strict: bool = True) -> np.ndarray:
+                  strict: bool = True, warn: bool = True) -> np.ndarray:
     """A timestamp column as float64 seconds since 1970-01-01 UTC, NaN where missing.
 
     Text may mix dates and epoch seconds (``1760307547``; milli-, micro- and nanoseconds told apart by
@@ -103,6 +103,7 @@ def epoch_seconds(values: pd.Series, name: str = "", *, dates_day_first: bool | 
         (:func:`day_first`).
       strict: A value that is neither a date nor epoch seconds is an error; else it is missing, said in a
         warning (a feature's typo, not a reason to lose the row).
+      warn: Whether that warning is logged (not while probing whether a column holds dates at all).
 
     Returns:
       The seconds.
@@ -129,8 +130,9 @@ def epoch_seconds(values: pd.Series, name: str = "", *, dates_day_first: bool | 
             raise SchemaError(f"{first!r} is neither a date nor epoch seconds ({int(bad.sum())} such values)",
                               column=name or None, fix="write ISO dates or seconds since 1970, or do not "
                                                        "declare it a timestamp")
-        logger.warning("column '%s': %d value(s) neither dates nor epoch seconds, read as missing "
-                       "(first: %r)", name, int(bad.sum()), first)
+        if warn:
+            logger.warning("column '%s': %d value(s) neither dates nor epoch seconds, read as missing "
+                           "(first: %r)", name, int(bad.sum()), first)
     return seconds
 
 
