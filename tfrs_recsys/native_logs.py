@@ -29,6 +29,9 @@ NOISE = re.compile(
     rb"|partitioner_factory_base\.cc|kmeans_tree_partitioner_utils\.h|Could not normalize centroid")
 
 
+_installed = False
+
+
 def _pump(read_fd: int, out_fd: int) -> None:
     """Copies complete lines from ``read_fd`` to ``out_fd``, leaving out the :data:`NOISE` ones."""
     pending = b""
@@ -41,18 +44,27 @@ def _pump(read_fd: int, out_fd: int) -> None:
         os.write(out_fd, pending)
 
 
-def filter_native_logs() -> None:
-    """Routes file descriptor 2 through the :data:`NOISE` filter for the rest of the process.
+def filter_native_logs(*, python_stderr: bool = True) -> None:
+    """Routes file descriptor 2 through the :data:`NOISE` filter for the rest of the process (once).
 
     The Python loggers of absl and TensorFlow show errors only, too (their warnings are notices such as
-    Keras' SavedModel serialization ones).
+    Keras' SavedModel serialization ones). Call it before TensorFlow is imported.
+
+    Args:
+      python_stderr: Whether ``sys.stderr`` and the fault handler go to the real stderr directly; False
+        in a Jupyter kernel, whose ``sys.stderr`` is the notebook's and whose fd 2 it reads itself.
     """
+    global _installed
+    if _installed:
+        return
+    _installed = True
     real = os.dup(2)
     read_fd, write_fd = os.pipe()
     os.dup2(write_fd, 2)
     os.close(write_fd)
-    sys.stderr = os.fdopen(os.dup(real), "w", buffering=1, errors="backslashreplace")
-    faulthandler.enable(sys.stderr)
+    if python_stderr:
+        sys.stderr = os.fdopen(os.dup(real), "w", buffering=1, errors="backslashreplace")
+        faulthandler.enable(sys.stderr)
     pump = threading.Thread(target=_pump, args=(read_fd, real), name="native-log-filter", daemon=True)
     pump.start()
     for name in ("absl", "tensorflow"):  # e.g. Keras' SavedModel serialization notices
