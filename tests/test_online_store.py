@@ -1,6 +1,7 @@
 """The online store behind the recommender, one suite for both backends: in this process and a real
 Redis server (started by the tests). Events, the hot list, publishing under load, bad events; for
 Redis also a server that stops or stalls mid-run and comes back."""
+import json
 import socket
 import threading
 import time
@@ -402,3 +403,15 @@ def test_the_service_answers_hostile_http_with_json_4xx_and_drops_stalled_heads(
                            b"Transfer-Encoding: chunked\r\n\r\n" + b"1\r\n \r\n" * 20_000)
             assert crumbs.recv(1000).startswith(b"HTTP/1.1 413")  # cut at 10,000 chunks, the loop free
         assert httpx.get(f"{url}/recall/u1?top_k=2", timeout=10).status_code in (200, 503)  # still serving
+
+
+def test_the_default_event_body_cap_fits_a_full_batch_of_the_longest_ids_and_little_more():
+    """MAX_BATCH events of MAX_ID_CHARS ids fit the default body; one four times their size does not (its
+    JSON is parsed on the event loop: a big cap lets a few clients stall every other request)."""
+    from tfrs_recsys.serving.events import MAX_BATCH, MAX_ID_CHARS
+    from tfrs_recsys.serving.http_service import MAX_BODY_BYTES
+
+    event = {"user_id": "u" * MAX_ID_CHARS, "item_id": "i" * MAX_ID_CHARS, "event": "conversion",
+             "timestamp": 1_700_000_000.123456}
+    full = json.dumps([event] * MAX_BATCH).encode()
+    assert len(full) <= MAX_BODY_BYTES < 4 * len(full)
