@@ -372,3 +372,26 @@ def test_prices_with_a_few_ranges_say_how_to_read_them_as_numbers_and_nothing_of
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "--column-types price=numeric" in said and "neither dates" not in said
     assert "--column-types price=numeric" in infer_entity_columns(frame, "item", "item")[1]["price"]
+
+
+def test_prose_is_free_text_not_a_list_joined_by_commas():
+    """Reviews are left out as free text, in the schema and among retrieval's item features; comma-joined
+    tags stay a list, and short names (``Dr. Who``) stay text."""
+    from tfrs_recsys.data.sequences import infer_entity_columns
+
+    rng = np.random.default_rng(0)
+    openings = ["Great read, would buy again.", "Not for me. Returned it", "Loved it!\nMy kid too",
+                "Fine, nothing special. Three stars", "Boring, slow, long. Skip it"]
+    n = 300
+    frame = pd.DataFrame({"item": [f"i{i % 60}" for i in range(n)],
+                          "review": [f"{openings[i % 5]} {'and more ' * int(rng.integers(3))}({i % 40})"
+                                     for i in range(n)],
+                          "tags": [", ".join(rng.choice(["summer", "beach", "sea", "sun", "city"], 3,
+                                                        replace=False)) for _ in range(n)],
+                          "show": [f"Dr. Who {i % 30}" for i in range(n)], "y": np.arange(n) % 2})
+    spec = infer_schema(frame, ["y"], item_column="item")
+    assert "free text" in spec.notes["dropped"]["review"]
+    assert spec["tags"].kind == "multi_categorical" and spec["tags"].separator == ","
+    assert spec["show"].is_categorical
+    skipped = infer_entity_columns(frame.drop(columns="y").drop_duplicates("item"), "item", "item")[1]
+    assert skipped.get("review") == "free text" and "show" not in skipped and "tags" not in skipped

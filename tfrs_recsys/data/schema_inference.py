@@ -37,7 +37,7 @@ from tfrs_recsys.data.schema import (
     raw_strings,
     scalar_text,
 )
-from tfrs_recsys.data.text_values import TIME_NAME, all_dates, date_text_seconds, id_named
+from tfrs_recsys.data.text_values import TIME_NAME, all_dates, date_text_seconds, free_text, id_named
 from tfrs_recsys.data.times import day_first, epoch_seconds, is_plain_number
 
 _SESSION_NAMES = ("session_id", "sessionid", "search_id", "srch_id", "session", "query_id", "qid",
@@ -279,6 +279,8 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
         return _numeric_column(name, numbers, "numeric", why, decimal_comma=comma)
     text = raw_strings(values).str.strip() if as_id else raw_strings(values)
     counts = text.value_counts()  # each distinct value once, for every check below
+    if not as_id and free_text(counts.index):
+        return None, "free text (sentences): a category per text would be learned by heart"
     separator = detect_separator(counts)
     if separator == "," and _comma_decimals(values):
         why = f"text (mostly numbers with a decimal comma: --column-types {name}=numeric reads them)"

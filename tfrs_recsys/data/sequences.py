@@ -30,6 +30,7 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.number_text import numbers_hint
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.schema import FeatureColumn, is_listlike
+from tfrs_recsys.data.text_values import free_text
 from tfrs_recsys.data.times import is_plain_number
 
 PAD = ""
@@ -312,8 +313,10 @@ def infer_entity_columns(frame: pd.DataFrame | None, key: str, group: str, *, ma
     for col in (c for c in frame.columns if c != key):
         values, lists = frame[col], _is_list_column(frame[col])
         distinct = 2 if lists else values.dropna().astype(str).nunique()
-        if col in exclude or distinct < 2:
-            skipped[col] = "free text" if col in exclude else "one value or none: it tells no two ids apart"
+        prose = col in exclude or not lists and not is_plain_number(values) and free_text(
+            pd.Index(values.dropna().unique()))
+        if prose or distinct < 2:
+            skipped[col] = "free text" if prose else "one value or none: it tells no two ids apart"
         elif lists or is_plain_number(values) or distinct <= max_categories:
             usable.append(col)
         else:

@@ -30,6 +30,22 @@ def id_named(name: str) -> bool:
     return bool(ID_NAME.search(norm_name(name))) or bool(re.search(r"[a-z]Id$|ID$", str(name)))
 
 
+_SENTENCE = re.compile(r"[.!?]\s+\w|\n")  # a sentence's end before the next one, or a line break
+
+
+def free_text(distinct: pd.Index) -> bool:
+    """Whether a text column's distinct values are prose (reviews, descriptions): a tenth of them (of
+    the first 1,000) are five words or more running past one sentence or line (not ``Dr. Who``), or half
+    of them ten words or more. A category per text would be learned by heart, and its commas are not a
+    list's."""
+    text = pd.Series(distinct[:1000], dtype=object).astype(str)
+    text = text[text.str.strip() != ""]
+    if text.empty:
+        return False
+    words = text.str.split().str.len()
+    return bool((text.str.contains(_SENTENCE) & (words >= 5)).mean() >= 0.1 or (words >= 10).mean() >= 0.5)
+
+
 def all_dates(distinct: pd.Index, name: str) -> bool:
     """Whether a text column's distinct values are (mostly) dates, though its name says no time: inference
     then hints ``--column-types NAME=timestamp``."""
