@@ -415,3 +415,20 @@ def test_the_default_event_body_cap_fits_a_full_batch_of_the_longest_ids_and_lit
              "timestamp": 1_700_000_000.123456}
     full = json.dumps([event] * MAX_BATCH).encode()
     assert len(full) <= MAX_BODY_BYTES < 4 * len(full)
+
+
+def test_a_store_whose_time_is_epoch_milliseconds_read_as_seconds_is_refused(tmp_path):
+    """Versions before 0.2 read a log's epoch milliseconds as seconds: such a store weighed every new
+    event at 0 (its as_of in the year 50,000). Loaded from disk or Redis, it is refused with the fix."""
+    from tfrs_recsys.data.errors import DataError
+    from tfrs_recsys.serving.stores.base import StoreMeta, StoreStateError
+
+    path = source_store().save(tmp_path / "store")
+    manifest = json.loads((path / "store.json").read_text())
+    assert FeatureStore.load(path).meta.as_of == manifest["meta"]["as_of"] < 1e11
+    manifest["meta"]["as_of"] *= 1000
+    (path / "store.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="milliseconds read as seconds.*feature_store --run-dir"):
+        FeatureStore.load(path)
+    with pytest.raises(StoreStateError, match="milliseconds"):
+        StoreMeta.from_dict(manifest["meta"])

@@ -395,3 +395,16 @@ def test_prose_is_free_text_not_a_list_joined_by_commas():
     assert spec["show"].is_categorical
     skipped = infer_entity_columns(frame.drop(columns="y").drop_duplicates("item"), "item", "item")[1]
     assert skipped.get("review") == "free text" and "show" not in skipped and "tags" not in skipped
+
+
+def test_a_spec_fitted_on_milliseconds_read_as_seconds_is_refused(tmp_path):
+    """Versions before 0.2 read epoch milliseconds as seconds: a run's spec whose time feature says so is
+    refused on load, with the fix, rather than served features its model never saw."""
+    spec = FeatureSpec([FeatureColumn("ts", "timestamp", mean=1.6e9, std=1e6, newest=1.7e9)], [])
+    spec.save(tmp_path / "spec.json")
+    assert FeatureSpec.load(tmp_path / "spec.json")["ts"].mean == 1.6e9
+    data = json.loads((tmp_path / "spec.json").read_text())
+    data["features"][0].update(mean=1.6e12, newest=1.7e12)
+    (tmp_path / "spec.json").write_text(json.dumps(data))
+    with pytest.raises(SchemaError, match="'ts' was fitted on epoch milliseconds.*train the run again"):
+        FeatureSpec.load(tmp_path / "spec.json")

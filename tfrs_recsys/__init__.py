@@ -20,4 +20,4 @@ else:
 # GRPC_EXPERIMENTS set by the user (even empty) wins.
 os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_listener")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

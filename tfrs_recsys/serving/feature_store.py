@@ -38,7 +38,13 @@ from tfrs_recsys.data.entities import say_unmatched
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.text_values import text_numbers
 from tfrs_recsys.errors import UserError
-from tfrs_recsys.serving.stores.base import HOT_LIST_HALF_LIFE_DAYS, RecallList, StoreMeta, plain
+from tfrs_recsys.serving.stores.base import (
+    HOT_LIST_HALF_LIFE_DAYS,
+    RecallList,
+    StoreMeta,
+    StoreStateError,
+    plain,
+)
 
 HISTORIES = "user_histories.parquet"
 HOT_ITEMS = "hot_items.parquet"
@@ -250,6 +256,9 @@ class FeatureStore:
             except (ValueError, KeyError, TypeError) as e:
                 raise DataError(f"unreadable store manifest ({e})", path=str(paths.join(root, META)),
                                 fix="rewrite the store with FeatureStore.save") from None
+            except StoreStateError as e:
+                raise DataError(str(e), path=str(paths.join(root, META)),
+                                fix="build the store again") from None
         lists = read(RECALL_LISTS)
         recall = {} if lists is None else {
             str(u): [(str(i), float(s), str(src)) for i, s, src in zip(ids, scores, sources)]

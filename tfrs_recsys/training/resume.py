@@ -53,7 +53,9 @@ def _read(checkpoint: tf.train.Checkpoint, path, *, partial: bool) -> None:
         reason = str(error).strip().splitlines()[0][:300]
         raise ConfigError(f"resume: the saved training state {path} does not fit this run's model and "
                           f"optimizer ({type(error).__name__}: {reason}), so the run cannot continue as it "
-                          "was: pass --overwrite to train it again") from None
+                          "was (a run begun by an older version of tfrs_recsys builds another model from the "
+                          "same data, e.g. with features that version left out): pass --overwrite to train "
+                          "it again") from None
 
 
 def advance(dataset: tf.data.Dataset, epochs: int, steps_per_epoch: int, *,

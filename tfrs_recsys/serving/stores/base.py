@@ -74,9 +74,21 @@ class StoreMeta:
 
     @classmethod
     def from_dict(cls, values: Mapping) -> StoreMeta:
-        """The meta :meth:`to_dict` wrote (unknown keys are ignored)."""
+        """The meta :meth:`to_dict` wrote (unknown keys are ignored).
+
+        Raises:
+          StoreStateError: ``as_of`` is past the year 5000: epoch milliseconds read as seconds (versions
+            before 0.2 did so), which would weigh every event since at 0.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        meta = cls(**{k: v for k, v in values.items() if k in names})
+        if meta.as_of >= 1e11:
+            raise StoreStateError(f"the store's time as_of={meta.as_of:g} is epoch milliseconds read as "
+                                  f"seconds (by a version before 0.2): its hot list and every event's weight "
+                                  f"are wrong. Build it again from the run (python -m "
+                                  f"tfrs_recsys.serving.feature_store --run-dir RUN --out STORE) and "
+                                  f"publish it again")
+        return meta
 
 
 @dataclasses.dataclass
