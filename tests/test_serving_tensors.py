@@ -203,3 +203,31 @@ def test_rest_json_numbers_convert_losslessly_for_int64_and_string_inputs():
         with pytest.raises(ServingError) as err:
             json_to_array([value], dtype)
         assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT, (value, dtype)
+
+
+def test_a_predict_of_many_rows_runs_a_part_of_them_at_a_time_with_the_same_answer(utility):
+    """--max_rows_per_call: memory bounded by the part, not the request (a 100,000-user request took
+    gigabytes); the joined outputs are the whole request's; outputs not one per row run the request whole."""
+    from tfrs_recsys.model_server.row_parts import MAX_ROWS_PER_CALL, run_in_parts
+
+    x = np.arange(10, dtype=np.float32)
+    m = np.arange(30, dtype=np.float32).reshape(10, 3)
+    whole_y = tf.make_ndarray(utility.predict(predict_request("batch_size", {"x": x})).outputs["y"])
+    whole_m = tf.make_ndarray(utility.predict(predict_request("matrix", {"m": m})).outputs["doubled"])
+    utility.max_rows_per_call = 3
+    try:
+        parts = utility.predict(predict_request("batch_size", {"x": x}))
+        assert tf.make_ndarray(parts.outputs["batch_size"]).tolist() == [3] * 9 + [1]  # four calls
+        np.testing.assert_array_equal(tf.make_ndarray(parts.outputs["y"]), whole_y)
+        doubled = tf.make_ndarray(utility.predict(predict_request("matrix", {"m": m})).outputs["doubled"])
+        np.testing.assert_array_equal(doubled, whole_m)
+    finally:
+        utility.max_rows_per_call = MAX_ROWS_PER_CALL
+    calls = []
+
+    def batch_total(name, inputs, outputs):  # a signature summing over its batch: one value per call
+        calls.append(len(inputs["x"]))
+        return {"total": np.asarray(np.sum(inputs["x"]))}
+
+    assert run_in_parts(batch_total, "total", {"x": x}, ["total"], 3)["total"] == 45.0
+    assert calls == [3, 10]  # the first part showed it, and the request ran whole

@@ -33,7 +33,7 @@ from tfrs_recsys import paths
 from tfrs_recsys.model_server import config_file, reload_policy
 from tfrs_recsys.model_server.batching import Batcher
 from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument
-from tfrs_recsys.model_server.servable import MAX_REQUEST_ELEMENTS, Servable
+from tfrs_recsys.model_server.servable import MAX_REQUEST_ELEMENTS, MAX_ROWS_PER_CALL, Servable
 from tfrs_recsys.model_server.version_loader import (
     as_serving_error,
     load_version,
@@ -63,7 +63,8 @@ class ManagerOptions:
     ``enable_per_model_batching_parameters`` a version is batched by its own ``batching_params.pbtxt``
     (taking only ``num_batch_threads`` from ``batching``), and a version without one is not batched;
     ``model_config_file`` is re-read every ``model_config_file_poll_wait_seconds`` when that is > 0;
-    ``max_request_elements`` caps the elements one Predict request may declare (ours, not TF Serving's);
+    ``max_request_elements`` caps the elements one Predict request may declare, and ``max_rows_per_call``
+    the rows one call of a signature runs (ours, not TF Serving's; 0: all at once);
     ``allowed_model_roots`` are the folders a HandleReloadConfigRequest may name base paths under (default:
     the parent folders of the base paths served at start-up); ``version_settle_seconds`` is how long
     nothing under a version directory must change before it is loaded (ours; 0: at once, as TF Serving).
@@ -79,6 +80,7 @@ class ManagerOptions:
     model_config_file: str | None = None
     model_config_file_poll_wait_seconds: float = 0.0
     max_request_elements: int = MAX_REQUEST_ELEMENTS
+    max_rows_per_call: int = MAX_ROWS_PER_CALL
     allowed_model_roots: tuple[str, ...] = ()
     enable_model_reload_api: bool = True
     version_settle_seconds: float = 2.0
@@ -396,7 +398,8 @@ class ModelManager(VersionTable):
             try:
                 record.batching = self._batching_of(path)  # first: a bad file fails before the model loads
                 return load_version(name, record.version, path, warmup=self.options.enable_model_warmup,
-                                    max_request_elements=self.options.max_request_elements)
+                                    max_request_elements=self.options.max_request_elements,
+                                    max_rows_per_call=self.options.max_rows_per_call)
             except Exception as e:  # a broken SavedModel can raise anything; it must not kill the server
                 return as_serving_error(e)
 

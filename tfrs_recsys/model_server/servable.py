@@ -27,6 +27,7 @@ from tfrs_recsys.model_server.errors import (
     invalid_argument,
     not_found,
 )
+from tfrs_recsys.model_server.row_parts import MAX_ROWS_PER_CALL, run_in_parts
 from tfrs_recsys.model_server.tensors import (
     declared_elements,
     dtype_name,
@@ -191,6 +192,7 @@ class Servable:
                         for key, sig in self.signature_defs.items()}
         self.runner: Runner = self.run
         self.max_request_elements = MAX_REQUEST_ELEMENTS
+        self.max_rows_per_call = MAX_ROWS_PER_CALL
 
     @classmethod
     def load(cls, name: str, version: int, path: str | Path) -> "Servable":
@@ -342,7 +344,7 @@ class Servable:
             elements += declared_elements(proto, alias)
             # exact encodings are parsed in the graph; broadcast values and the like are read here
             inputs[alias] = proto if is_exact(proto) else to_ndarray(proto, alias)
-        values = self.runner(name, inputs, output_aliases)
+        values = run_in_parts(self.runner, name, inputs, output_aliases, self.max_rows_per_call)
         del inputs
         response = predict_pb2.PredictResponse()
         self._fill_model_spec(response.model_spec, request.model_spec.name, name)

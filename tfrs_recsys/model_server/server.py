@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_request_elements", type=int, default=1 << 21,
                    help="the most tensor elements one Predict may declare (ours; else INVALID_ARGUMENT; a "
                         "string element takes about 175 bytes while decoded)")
+    p.add_argument("--max_rows_per_call", type=int, default=1024,
+                   help="a Predict of more rows runs this many at a time, its outputs joined: memory bounded "
+                        "by the part, not the request (ours; a signature not row by row runs whole; 0: off)")
     p.add_argument("--allowed_model_roots", type=lambda v: tuple(r for r in v.split(",") if r), default=(),
                    help="comma-separated folders a HandleReloadConfigRequest may load models from (default: "
                         "the parent folders of the base paths served at start-up)")
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                               "max_num_load_retries",
                               "load_retry_interval_micros", "file_system_poll_wait_seconds",
                               "model_config_file_poll_wait_seconds", "version_settle_seconds",
+                              "max_rows_per_call",
                               "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"), 0)}
     for flag, bound in least.items():
         if getattr(args, flag) < bound:

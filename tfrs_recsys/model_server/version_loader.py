@@ -21,6 +21,7 @@ import grpc
 
 from tfrs_recsys import paths
 from tfrs_recsys.model_server.errors import ServingError, invalid_argument
+from tfrs_recsys.model_server.row_parts import MAX_ROWS_PER_CALL
 from tfrs_recsys.model_server.servable import Servable
 from tfrs_recsys.servable_layout import read_warmup_requests
 
@@ -129,7 +130,8 @@ def as_serving_error(error: Exception) -> ServingError:
     return ServingError(grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}")
 
 
-def load_version(name: str, version: int, path: str, *, warmup: bool, max_request_elements: int) -> Servable:
+def load_version(name: str, version: int, path: str, *, warmup: bool, max_request_elements: int,
+                 max_rows_per_call: int = MAX_ROWS_PER_CALL) -> Servable:
     """Loads a version and replays its warmup requests.
 
     Args:
@@ -138,6 +140,7 @@ def load_version(name: str, version: int, path: str, *, warmup: bool, max_reques
       path: The version directory.
       warmup: Replay ``assets.extra/tf_serving_warmup_requests`` (``--enable_model_warmup``).
       max_request_elements: ``--max_request_elements`` for the servable.
+      max_rows_per_call: ``--max_rows_per_call`` for the servable.
 
     Returns:
       The servable, ready to answer.
@@ -157,6 +160,7 @@ def load_version(name: str, version: int, path: str, *, warmup: bool, max_reques
                            f"finished? It is loaded again once its directory changes "
                            f"({type(error).__name__})") from None
     servable.max_request_elements = max_request_elements
+    servable.max_rows_per_call = max_rows_per_call
     if warmup:
         replay_warmup(servable)
     return servable
