@@ -5,7 +5,7 @@ retrieval model, posts ``{"inputs": {"user_id": [N ids], "history": [["1"]] * N}
 server's RSS before, at its peak and after, and the seconds to the answer, as JSON lines. The exports are
 ``make demo``'s (or any with a retrieval model taking ``user_id`` and ``history``):
 
-    .venv/bin/python bench/serving_rows.py --model-config runs/demo/exports/models.config --rows 100000
+    .venv/bin/python bench/serving_rows.py --model-config runs/demo/models/models.config --rows 100000
 """
 from __future__ import annotations
 
