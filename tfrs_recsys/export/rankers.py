@@ -142,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="python -m tfrs_recsys.export",
-        description="Export an ESMM or DeepFM run for TF Serving (raw features in)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="Export an ESMM or DeepFM run for TF Serving (raw features in)")
     parser.add_argument("model", choices=sorted(OUTPUTS), help="the ranker the run trained")
     parser.add_argument("--model-dir", required=True, help="run directory written by `train esmm|deepfm`")
     parser.add_argument("--export-base", required=True, help="TF Serving base path (model folders go inside)")

@@ -367,14 +367,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="python -m tfrs_recsys.export retrieval",
-        description="Export a retrieval run: ScaNN SavedModel + portable brute-force twin",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="Export a retrieval run: ScaNN SavedModel + portable brute-force twin")
     parser.add_argument("--model-dir", required=True, help="run directory written by `train retrieval`")
     parser.add_argument("--export-base", required=True, help="TF Serving base path (model folders go inside)")
-    parser.add_argument("--name", default="retrieval", help="model name; the portable twin is NAME_portable")
-    parser.add_argument("--k", type=int, default=100, help="results per query (fixed in the signatures)")
+    parser.add_argument("--name", default="retrieval",
+                        help="model name; the portable twin is NAME_portable (default: %(default)s)")
+    parser.add_argument("--k", type=int, default=100,
+                        help="results per query, fixed in the signatures (default: %(default)s)")
     parser.add_argument("--min-scann-recall", type=float, default=0.95,
-                        help="fail when ScaNN's recall@k against brute force is lower")
+                        help="fail when ScaNN's recall@k against brute force is lower (default: %(default)s)")
     parser.add_argument("--allow-low-recall", action="store_true",
                         help="export even below --min-scann-recall")
     for option, (flag, about) in SCANN_FLAGS.items():
@@ -383,7 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="search the default number of leaves instead of the fewest that keep its recall "
                              "(a default width below --min-scann-recall is still widened)")
     parser.add_argument("--scann-recall-tolerance", type=float, default=0.002,
-                        help="recall@k the narrowed search may lose against the default width's")
+                        help="recall@k the narrowed search may lose against the default width's "
+                             "(default: %(default)s)")
     parser.add_argument("--version", type=int, help="version number (default: the next free one)")
     parser.add_argument("--allow-incomplete", action="store_true",
                         help="export a run that did not complete (killed or still training), with a warning")
