@@ -372,3 +372,17 @@ def test_saved_model_serves_raw_features_in_a_fresh_process(tmp_path):
     served = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
     assert np.isfinite(served).all()
+
+
+def test_a_boolean_column_takes_any_spelling_of_true_and_false():
+    """Training writes booleans True / False; a JSON client sends true, another 1: the same index, not OOV."""
+    frame = pd.DataFrame({"verified": [True, False, True, True], "y": [1, 0, 1, 0]})
+    spec = infer_schema(frame, ["y"])
+    assert spec["verified"].boolean_values and set(spec["verified"].vocabulary) == {"True", "False"}
+    ids = FeaturePreprocessor(spec)({"verified": tf.constant(["True", "true", " TRUE", "1", "False", "false",
+                                                              "0", "maybe", ""])})["verified"].numpy()
+    assert len(set(ids[:4])) == 1 and len(set(ids[4:7])) == 1 and ids[0] != ids[4] and 0 not in ids[:7]
+    assert ids[7] == 0 and ids[8] == 0  # anything else is unknown, as before
+    as_ints = FeaturePreprocessor(spec)({"verified": tf.constant([1, 0], tf.int64)})["verified"].numpy()
+    assert as_ints.tolist() == [ids[0], ids[4]]
+    assert not infer_schema(pd.DataFrame({"c": ["a", "b"] * 3, "y": [0, 1] * 3}), ["y"])["c"].boolean_values

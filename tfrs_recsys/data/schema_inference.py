@@ -341,6 +341,7 @@ def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, counts: pd
     # RE2's ASCII \d, as the encoder's own check in the graph
     extra["integer_values"] = bool(present.size) and pc.all(
         pc.match_substring_regex(pa.array(present.to_numpy(), type=pa.string()), r"^-?\d+$")).as_py()
+    extra["boolean_values"] = bool(present.size) and set(present) <= {"True", "False"}
     if len(counts) <= opts.vocab_max:
         ranked = pd.DataFrame({"value": counts.index, "count": counts.to_numpy()})
         # most frequent first, ties by value

@@ -66,6 +66,8 @@ def input_note(entry: dict) -> str:
     notes = {"multi_categorical": f"several values joined by {entry.get('separator', '|')!r}",
              "timestamp": "epoch seconds (or ms, us, ns)"}
     note = notes.get(entry.get("kind"), entry.get("kind", ""))
+    if entry.get("boolean"):
+        note += ": a boolean, true or false (any case) or 1 or 0"
     if entry.get("feature") not in (None, entry.get("name")):
         note = f"column {entry['feature']!r}, {note}"
     missing = entry.get("missing")

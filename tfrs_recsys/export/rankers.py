@@ -68,7 +68,8 @@ def input_metadata(spec: FeatureSpec) -> list[dict]:
     return [{"name": signature_name(f.name), "feature": f.name, "dtype": raw_dtype(f).name,
              "shape": [-1], "kind": f.kind, "group": f.group,
              "missing": MISSING.get(raw_dtype(f).name, "NaN"),
-             **({"separator": f.separator} if f.kind == "multi_categorical" else {})}
+             **({"separator": f.separator} if f.kind == "multi_categorical" else {}),
+             **({"boolean": True} if f.boolean_values else {})}
             for f in spec.features]
 
 

@@ -223,12 +223,16 @@ def _flatten(x: tf.Tensor, name: str) -> tf.Tensor:
 
 def _as_text(x: tf.Tensor, column: FeatureColumn) -> tf.Tensor:
     if x.dtype.is_integer:
-        return tf.strings.as_string(x)
-    if x.dtype != tf.string:
+        x = tf.strings.as_string(x)
+    elif x.dtype != tf.string:
         raise TypeError(
             f"categorical feature '{column.name}' takes tf.string (or integers), got {x.dtype.name}")
-    if column.integer_values:
+    elif column.integer_values:
         x = tf.strings.regex_replace(tf.strings.strip(x), r"^(-?\d+)\.0*$", r"\1")
+    if column.boolean_values:  # "true" (JSON), "TRUE", 1 and 0 are the True and False training wrote
+        spelled = tf.strings.lower(tf.strings.strip(x))
+        x = tf.where(tf.equal(spelled, "true") | tf.equal(spelled, "1"), "True",
+                     tf.where(tf.equal(spelled, "false") | tf.equal(spelled, "0"), "False", x))
     return x
 
 
