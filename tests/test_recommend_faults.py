@@ -176,6 +176,13 @@ def test_a_stored_value_the_ranker_cannot_take_goes_as_missing_not_a_400(served,
             answer = http.get(f"/recommend/{user}", params={"top_k": 3})
             assert answer.status_code == 200 and answer.json()["versions"] == {"hourly": 1}, answer.text
     assert any("cannot take" in r.getMessage() and "'hour'" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    texts = pd.DataFrame({"user_id": ["texty"], "hour": ["9h"]})  # a store built without --column-types
+    client, http = _app(proc.address, ranker="hourly", users=texts)
+    with client:
+        assert http.get("/recommend/texty", params={"top_k": 3}).status_code == 200
+    assert any("'9h'" in r.getMessage() and "--column-types hour=numeric" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_a_store_of_another_catalog_than_the_retrieval_model_is_warned_of_once(served, caplog):

@@ -410,9 +410,12 @@ class RecallRankPipeline:
             features[name], dropped = usable(features[name], inputs[name].dtype)
             if dropped and (self.ranker_model, f"bad {name}") not in self._warned:
                 self._warned.add((self.ranker_model, f"bad {name}"))
+                hint = (f"; text where it takes numbers: build the store with --column-types {name}=numeric "
+                        f"(and --skip-bad-rows), as the ranker's training read it"
+                        if isinstance(dropped, str) else "")
                 logging.getLogger(__name__).warning("the store's '%s' holds values ranker '%s' cannot take "
-                                                    "(e.g. %r): sent as missing", name, self.ranker_model,
-                                                    dropped)
+                                                    "(e.g. %r): sent as missing%s", name, self.ranker_model,
+                                                    dropped, hint)
         features.update(request_time_features(inputs, context, time.time(), names["time"]))
         features.update(context)
         served = {inputs.served(n) for n in (*features, names["user"], names["item"]) if n}
