@@ -299,8 +299,10 @@ def test_http_service_endpoints(server, store_dir):
     with ServingClient(f"127.0.0.1:{fx.free_port()}", timeout=2.0, ranker_model="ranker") as dead:
         down = TestClient(create_app(RecallRankPipeline(dead, store)))
         assert down.get("/health").status_code == 503
-        failed = down.get("/recommend/u1")
-        assert failed.status_code == 503 and "no model server answers" in failed.json()["error"]
+        degraded = down.get("/recommend/u1", params={"top_k": 3})  # a known user: the hot items, said so
+        assert degraded.status_code == 200 and "no model server answers" in degraded.json()["fallback"]
+        assert [r["item_id"] for r in degraded.json()["items"]] == [h for h in HOT if h not in HISTORY][:3]
+        assert down.get("/recall/u1").status_code == 503  # the retrieval model's own list has no stand-in
 
 
 def test_a_score_that_is_not_finite_is_json_null():

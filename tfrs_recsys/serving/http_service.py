@@ -182,10 +182,14 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
         """The user's top items: recall -> rank (hot items for a cold start); the other query parameters
         are the ranker's request context (``?device=mobile``). The model calls share one deadline, the
         client's timeout from the request's arrival (time spent queued for a thread included)."""
+        def recommended(user: str, k: int):
+            context = context_of(request)
+            try:
+                return pipeline.recommend(user, k, context, deadline=deadline)
+            except ServerUnavailableError as e:  # a homepage never goes blank: the hot items, said so
+                return pipeline.without_models(user, k, e)
         deadline = time.monotonic() + pipeline.client.timeout
-        return await run_in_threadpool(
-            answer, lambda user, k: pipeline.recommend(user, k, context_of(request), deadline=deadline),
-            user_id, top_k)
+        return await run_in_threadpool(answer, recommended, user_id, top_k)
 
     return app
 

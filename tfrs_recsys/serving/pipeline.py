@@ -21,12 +21,12 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
+from tfrs_recsys.serving.answers import Merge, Recommendation, Recommendations, ranked_only
 from tfrs_recsys.serving.client import (
     ServerUnavailableError,
     ServingClient,
@@ -46,63 +46,7 @@ from tfrs_recsys.serving.stores.memory import MemoryStore
 RECALL_SOURCES = ("model", "published")
 
 
-@dataclasses.dataclass(frozen=True)
-class Recommendation:
-    """One item of an answer.
-
-    Attributes:
-      item_id: The item.
-      score: What the list is sorted by: the ranker's ``sort_by`` output; unranked, the retrieval
-        score (source ``"recall"``) or the hotness (source ``"hot"``).
-      source: Where the candidate came from: ``"recall"`` (the retrieval model) or ``"hot"``
-        (the global hot items).
-      scores: Every score the item got: the ranker's outputs, ``retrieval`` or ``hotness``.
-    """
-
-    item_id: str
-    score: float
-    source: str
-    scores: dict[str, float] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class Recommendations:
-    """The answer for one user: the items, best first, and the model versions that made it
-    (``published``: the published recall lists' version, when the candidates came from them).
-    ``fallback`` says why the answer is this process's hot list (the store did not answer)."""
-
-    user_id: str
-    items: list[Recommendation]
-    is_cold_start: bool
-    versions: dict[str, int] = dataclasses.field(default_factory=dict)
-    fallback: str | None = None
-
-    @property
-    def item_ids(self) -> list[str]:
-        """The items' ids, in order."""
-        return [r.item_id for r in self.items]
-
-    def to_dict(self) -> dict:
-        """The answer as JSON-ready dicts and lists; a score that is not finite (a ranker's NaN) is None."""
-        def finite(score: float) -> float | None:
-            return score if math.isfinite(score) else None
-
-        answer = dataclasses.asdict(self)
-        for item in answer["items"]:
-            item["score"] = finite(item["score"])
-            item["scores"] = {name: finite(value) for name, value in item["scores"].items()}
-        return answer
-
-
-Merge = Callable[[list[Recommendation], list[Recommendation], int], list[Recommendation]]
-
-
 DEFAULT_INPUTS = {"user": "user_id", "item": "item_id", "time": "timestamp"}  # the demo's and most logs'
-
-
-def ranked_only(ranked: list[Recommendation], hot: list[Recommendation], k: int) -> list[Recommendation]:
-    """The default merge: the ranked list as is."""
-    return ranked[:k]
 
 
 def request_time_features(inputs: Mapping[str, object], context: Mapping[str, object], now: float,
@@ -282,7 +226,8 @@ class RecallRankPipeline:
           ValueError: ``context`` names a feature the ranker does not take or one the pipeline fills (the
             ids, the store's item features), or the ranker lacks ``sort_by``.
           ServingClientError: The model server failed a call, answered what the ranker cannot be read from,
-            or did not answer in time (:class:`~tfrs_recsys.serving.client.ServerUnavailableError`).
+            or did not answer in time (:class:`~tfrs_recsys.serving.client.ServerUnavailableError`:
+            :meth:`without_models` answers then).
         """
         user_id = str(user_id).strip()  # as training read the ids
         deadline = time.monotonic() + self.client.timeout if deadline is None else deadline
@@ -290,6 +235,17 @@ class RecallRankPipeline:
             return self._recommend(user_id, k, context or {}, deadline)
         except (StoreUnavailableError, StoreStateError) as e:
             return self._fallback(user_id, k, e)
+
+    def without_models(self, user_id: str, k: int, error: Exception) -> Recommendations:
+        """The answer when the model server does not answer (``error``: down, hung, busy): the hot items the
+        user has not seen, ``fallback`` saying why, as a homepage shows rather than nothing."""
+        user_id = str(user_id).strip()
+        try:
+            history = self.store.user_state(user_id).history or []
+        except (StoreUnavailableError, StoreStateError) as e:
+            return self._fallback(user_id, k, e)
+        return Recommendations(user_id, self._hot(history, k), not history, {},
+                               f"the hot items: the model server did not answer ({error})")
 
     def _recommend(self, user_id: str, k: int, context: Mapping[str, object],
                    deadline: float) -> Recommendations:
