@@ -375,26 +375,33 @@ def test_prices_with_a_few_ranges_say_how_to_read_them_as_numbers_and_nothing_of
 
 
 def test_prose_is_free_text_not_a_list_joined_by_commas():
-    """Reviews are left out as free text, in the schema and among retrieval's item features; comma-joined
-    tags stay a list, and short names (``Dr. Who``) stay text."""
+    """Reviews (each its own) are left out as free text, in the schema and among retrieval's item features;
+    lists of multi-word tags, numbers joined by commas and categories with a sentence among them stay."""
     from tfrs_recsys.data.sequences import infer_entity_columns
 
     rng = np.random.default_rng(0)
-    openings = ["Great read, would buy again.", "Not for me. Returned it", "Loved it!\nMy kid too",
-                "Fine, nothing special. Three stars", "Boring, slow, long. Skip it"]
-    n = 300
-    frame = pd.DataFrame({"item": [f"i{i % 60}" for i in range(n)],
-                          "review": [f"{openings[i % 5]} {'and more ' * int(rng.integers(3))}({i % 40})"
-                                     for i in range(n)],
-                          "tags": [", ".join(rng.choice(["summer", "beach", "sea", "sun", "city"], 3,
-                                                        replace=False)) for _ in range(n)],
+    words = ["good", "battery", "screen", "slow", "cheap", "broke", "after", "week", "love", "colour",
+             "kids", "gift", "returned", "works", "fine", "sound", "loud", "small", "large", "fits"]
+    tags = ["Free to Play", "Massively Multiplayer", "Open World", "Action", "RPG", "Indie", "Early Access",
+            "Great Soundtrack", "Story Rich", "Co-op", "Sci-fi", "Strategy"]
+    conditions = ["New", "Used - Like New. No scratches", "Used - Good", "Refurbished", "Used - Acceptable"]
+
+    def review() -> str:
+        return ". ".join(" ".join(rng.choice(words, 6)).capitalize() for _ in range(2)) + "!"
+
+    n = 400
+    frame = pd.DataFrame({"item": [f"i{i % 80}" for i in range(n)], "review": [review() for _ in range(n)],
+                          "tags": [", ".join(rng.choice(tags, 7, replace=False)) for _ in range(n)],
+                          "sizes": [", ".join(map(str, rng.integers(0, 9, 10))) for _ in range(n)],
+                          "condition": [conditions[i % 5] for i in range(n)],
                           "show": [f"Dr. Who {i % 30}" for i in range(n)], "y": np.arange(n) % 2})
     spec = infer_schema(frame, ["y"], item_column="item")
     assert "free text" in spec.notes["dropped"]["review"]
-    assert spec["tags"].kind == "multi_categorical" and spec["tags"].separator == ","
-    assert spec["show"].is_categorical
-    skipped = infer_entity_columns(frame.drop(columns="y").drop_duplicates("item"), "item", "item")[1]
-    assert skipped.get("review") == "free text" and "show" not in skipped and "tags" not in skipped
+    assert spec["tags"].kind == spec["sizes"].kind == "multi_categorical" and spec["tags"].separator == ","
+    assert spec["condition"].kind == "categorical" and spec["show"].is_categorical
+    items = frame.drop(columns="y").drop_duplicates("item")
+    skipped = infer_entity_columns(items, "item", "item")[1]
+    assert skipped.get("review") == "free text" and not {"show", "tags", "condition"} & set(skipped)
 
 
 def test_a_spec_fitted_on_milliseconds_read_as_seconds_is_refused(tmp_path):

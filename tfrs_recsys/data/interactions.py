@@ -19,7 +19,6 @@ from tfrs_recsys.data.entities import declared_types, id_text, read_entity_table
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
 from tfrs_recsys.data.readers import struct_fields
 from tfrs_recsys.data.schema import is_listlike
-from tfrs_recsys.data.schema_inference import detect_separator
 from tfrs_recsys.data.tabular import (
     bad_row,
     binary_label,
@@ -28,7 +27,7 @@ from tfrs_recsys.data.tabular import (
     read_table,
     say_duplicates,
 )
-from tfrs_recsys.data.text_values import text_numbers
+from tfrs_recsys.data.text_values import detect_separator, text_numbers
 from tfrs_recsys.data.times import day_first, epoch_seconds, is_plain_number, month_first
 
 

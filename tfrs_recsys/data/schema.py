@@ -210,9 +210,9 @@ class FeatureSpec:
             fix = "regenerate it with infer_schema, or compare with a generated one"
             raise SchemaError(f"malformed feature spec ({exc})", path=source, fix=fix) from None
         for f in spec.features:  # seconds stay below 1e11 until the year 5138
-            if f.kind == "timestamp" and max(abs(f.mean or 0.0), abs(f.newest or 0.0)) >= 1e11:
+            if f.kind == "timestamp" and (seen := max(abs(f.mean or 0.0), abs(f.newest or 0.0))) >= 1e11:
                 raise SchemaError(f"timestamp feature '{f.name}' was fitted on epoch milliseconds read as "
-                                  f"seconds (mean {f.mean:g}), as versions before 0.2 read them: its hour, "
+                                  f"seconds ({seen:g}), as versions before 0.2 read them: its hour, "
                                   f"weekday and scale were wrong", path=source,
                                   fix="train the run again (the model learned from those wrong features)")
         return spec

@@ -37,7 +37,15 @@ from tfrs_recsys.data.schema import (
     raw_strings,
     scalar_text,
 )
-from tfrs_recsys.data.text_values import TIME_NAME, all_dates, date_text_seconds, free_text, id_named
+from tfrs_recsys.data.text_values import (
+    SEPARATORS,
+    TIME_NAME,
+    all_dates,
+    date_text_seconds,
+    detect_separator,
+    free_text,
+    id_named,
+)
 from tfrs_recsys.data.times import day_first, epoch_seconds, is_plain_number
 
 _SESSION_NAMES = ("session_id", "sessionid", "search_id", "srch_id", "session", "query_id", "qid",
@@ -49,7 +57,6 @@ _NUMERIC_NAME = re.compile(
     r"(^|_)(num|numerical|numeric|dense|count|cnt|price|amount|score|ratio|duration|length|hotness|age)(_|\d|$)"
     r"|^i\d+$|^d\d")
 _EPOCH_SECONDS = (1e8, 4.2e9)  # 1973-03 .. 2103
-_SEPARATORS = ("|", ";", ",")
 
 
 logger = logging.getLogger(__name__)
@@ -279,7 +286,7 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
         return _numeric_column(name, numbers, "numeric", why, decimal_comma=comma)
     text = raw_strings(values).str.strip() if as_id else raw_strings(values)
     counts = text.value_counts()  # each distinct value once, for every check below
-    if not as_id and free_text(counts.index):
+    if not as_id and free_text(counts):
         return None, "free text (sentences): a category per text would be learned by heart"
     separator = detect_separator(counts)
     if separator == "," and _comma_decimals(values):
@@ -341,7 +348,8 @@ def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, counts: pd
     # RE2's ASCII \d, as the encoder's own check in the graph
     extra["integer_values"] = bool(present.size) and pc.all(
         pc.match_substring_regex(pa.array(present.to_numpy(), type=pa.string()), r"^-?\d+$")).as_py()
-    extra["boolean_values"] = bool(present.size) and set(present) <= {"True", "False"}
+    extra["boolean_values"] = (kind == "categorical" and bool(present.size)  # a list's tokens are not mapped
+                               and set(present) <= {"True", "False"})
     if len(counts) <= opts.vocab_max:
         ranked = pd.DataFrame({"value": counts.index, "count": counts.to_numpy()})
         # most frequent first, ties by value
@@ -381,7 +389,7 @@ def _list_column(name: str, values: pd.Series, opts: _Options, *,
                  as_id: bool) -> tuple[FeatureColumn | None, str]:
     lists = values.map(lambda v: list(v) if is_listlike(v) else ([] if scalar_text(v) == "" else [v]))
     tokens = lists.explode().dropna().map(scalar_text)
-    separator = next((s for s in (*_SEPARATORS, "\t") if not tokens.str.contains(s, regex=False).any()), None)
+    separator = next((s for s in (*SEPARATORS, "\t") if not tokens.str.contains(s, regex=False).any()), None)
     if separator is None:
         raise SchemaError("list values contain every separator (| ; , tab), so they cannot be sent as text",
                           column=name, fix="replace those characters in the values, or exclude the column")
@@ -392,26 +400,3 @@ def _list_column(name: str, values: pd.Series, opts: _Options, *,
     return _categorical_column(name, text, opts, "lists", separator=separator)
 
 
-def detect_separator(counts: pd.Series) -> str | None:
-    """The separator of multi-valued text (given as its ``value_counts()``): one that splits some values
-    into parts that recur.
-
-    Genres ("Comedy|Drama") split into few distinct parts shared across rows; a title with a
-    comma splits into parts as unique as the titles, so it stays single-valued.
-    """
-    counts = counts[counts.index != ""]  # each distinct value once, weighed by its rows
-    if counts.empty:
-        return None
-    values, rows = pd.Series(counts.index, dtype=object), counts.to_numpy()
-    searchable = pa.array(values.to_numpy(), type=pa.string())
-    best, best_share = None, 0.0
-    for sep in _SEPARATORS:
-        has = pc.match_substring(searchable, sep).to_numpy(zero_copy_only=False)
-        with_sep, share = int(rows[has].sum()), float(rows[has].sum() / rows.sum())
-        if with_sep < 2 or share < 0.01:
-            continue
-        parts = values.str.split(sep, regex=False).explode().str.strip()
-        parts = parts[parts != ""]
-        if parts.nunique() <= len(values) and share > best_share:
-            best, best_share = sep, share
-    return best

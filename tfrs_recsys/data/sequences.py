@@ -314,7 +314,7 @@ def infer_entity_columns(frame: pd.DataFrame | None, key: str, group: str, *, ma
         values, lists = frame[col], _is_list_column(frame[col])
         distinct = 2 if lists else values.dropna().astype(str).nunique()
         prose = col in exclude or not lists and not is_plain_number(values) and free_text(
-            pd.Index(values.dropna().unique()))
+            values.dropna().astype(str).value_counts())
         if prose or distinct < 2:
             skipped[col] = "free text" if prose else "one value or none: it tells no two ids apart"
         elif lists or is_plain_number(values) or distinct <= max_categories:

@@ -8,6 +8,8 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from tfrs_recsys.data.errors import SchemaError
 from tfrs_recsys.data.label_leaks import norm_name
@@ -33,17 +35,50 @@ def id_named(name: str) -> bool:
 _SENTENCE = re.compile(r"[.!?]\s+\w|\n")  # a sentence's end before the next one, or a line break
 
 
-def free_text(distinct: pd.Index) -> bool:
-    """Whether a text column's distinct values are prose (reviews, descriptions): a tenth of them (of
-    the first 1,000) are five words or more running past one sentence or line (not ``Dr. Who``), or half
-    of them ten words or more. A category per text would be learned by heart, and its commas are not a
-    list's."""
-    text = pd.Series(distinct[:1000], dtype=object).astype(str)
-    text = text[text.str.strip() != ""]
-    if text.empty:
+SEPARATORS = ("|", ";", ",")  # what joins the values of a multi-valued text, in the order they are tried
+
+
+def free_text(counts: pd.Series) -> bool:
+    """Whether a text column is prose (reviews, descriptions), given its ``value_counts()``: mostly values
+    seen once (categories repeat), of which (the first 1,000) a tenth are five words or more running past
+    one sentence or line (not ``Dr. Who``) or half are ten words or more, and no separator splitting them
+    into short recurring pieces (``Free to Play, Open World`` is a list). A category per text would be
+    learned by heart, and prose's commas are not a list's."""
+    counts = counts[pd.Series(counts.index, dtype=object).astype(str).str.strip().to_numpy() != ""]
+    if counts.empty or len(counts) < 0.5 * counts.sum():
         return False
+    text = pd.Series(counts.index[:1000], dtype=object).astype(str)
     words = text.str.split().str.len()
-    return bool((text.str.contains(_SENTENCE) & (words >= 5)).mean() >= 0.1 or (words >= 10).mean() >= 0.5)
+    if not ((text.str.contains(_SENTENCE) & (words >= 5)).mean() >= 0.1 or (words >= 10).mean() >= 0.5):
+        return False
+    if (separator := detect_separator(counts)) is None:
+        return True
+    return bool(text.str.split(separator, regex=False).explode().str.split().str.len().median() > 3)
+
+
+def detect_separator(counts: pd.Series) -> str | None:
+    """The separator of multi-valued text (given as its ``value_counts()``): one that splits some values
+    into parts that recur.
+
+    Genres ("Comedy|Drama") split into few distinct parts shared across rows; a title with a
+    comma splits into parts as unique as the titles, so it stays single-valued.
+    """
+    counts = counts[counts.index != ""]  # each distinct value once, weighed by its rows
+    if counts.empty:
+        return None
+    values, rows = pd.Series(counts.index, dtype=object), counts.to_numpy()
+    searchable = pa.array(values.to_numpy(), type=pa.string())
+    best, best_share = None, 0.0
+    for sep in SEPARATORS:
+        has = pc.match_substring(searchable, sep).to_numpy(zero_copy_only=False)
+        with_sep, share = int(rows[has].sum()), float(rows[has].sum() / rows.sum())
+        if with_sep < 2 or share < 0.01:
+            continue
+        parts = values.str.split(sep, regex=False).explode().str.strip()
+        parts = parts[parts != ""]
+        if parts.nunique() <= len(values) and share > best_share:
+            best, best_share = sep, share
+    return best
 
 
 def all_dates(distinct: pd.Index, name: str) -> bool:

@@ -74,21 +74,19 @@ class StoreMeta:
 
     @classmethod
     def from_dict(cls, values: Mapping) -> StoreMeta:
-        """The meta :meth:`to_dict` wrote (unknown keys are ignored).
-
-        Raises:
-          StoreStateError: ``as_of`` is past the year 5000: epoch milliseconds read as seconds (versions
-            before 0.2 did so), which would weigh every event since at 0.
-        """
+        """The meta :meth:`to_dict` wrote (unknown keys are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        meta = cls(**{k: v for k, v in values.items() if k in names})
-        if meta.as_of >= 1e11:
-            raise StoreStateError(f"the store's time as_of={meta.as_of:g} is epoch milliseconds read as "
-                                  f"seconds (by a version before 0.2): its hot list and every event's weight "
-                                  f"are wrong. Build it again from the run (python -m "
-                                  f"tfrs_recsys.serving.feature_store --run-dir RUN --out STORE) and "
-                                  f"publish it again")
-        return meta
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def __post_init__(self) -> None:
+        """Raises :class:`StoreStateError` for an ``as_of`` past the year 5000: epoch milliseconds read as
+        seconds (by version 0.1, or times not converted), which would weigh every event since at 0."""
+        if self.as_of >= 1e11:
+            raise StoreStateError(f"the store's time as_of={self.as_of:g} is epoch milliseconds read as "
+                                  f"seconds (a store of version 0.1, or a log's times not converted): its "
+                                  f"hot list and every event's weight would be wrong. Build it from the run "
+                                  f"(python -m tfrs_recsys.serving.feature_store --run-dir RUN --out "
+                                  f"STORE), and publish it again")
 
 
 @dataclasses.dataclass
