@@ -85,6 +85,8 @@ def test_client_retrieve_rank_metadata_status(client):
         client.rank("u1", candidates, {"price": [1.0, "cheap", 0.5]})
     with pytest.raises(ValueError, match="no input 'asin' for the item ids.*item_feature="):  # not dropped
         client.rank("u1", candidates, item_feature="asin")
+    with pytest.raises(ValueError, match="no input 'reviewerID' for the user ids"):
+        client.rank("u1", candidates, user_feature="reviewerID")
 
     signature = client.metadata("ranker")["serving_default"]
     assert signature.inputs["price"].dtype_name == "DT_FLOAT" and signature.inputs["price"].shape == (-1,)

@@ -385,8 +385,10 @@ class ServingClient:
           features: A ranker input's value: a scalar (the same for every candidate) or one per candidate.
             Inputs not given are sent as missing (``""`` or NaN), as in training.
           model: The model (default: the client's ``ranker_model``).
-          user_feature: The ranker's user id input (None: the ranker takes none).
-          item_feature: The ranker's item id input (None: the ranker takes none).
+          user_feature: The ranker's user id input (None: the ranker takes none); a name it lacks is an
+            error, except the default for a ranker of no user id input.
+          item_feature: The ranker's item id input (None: the ranker takes none); a name it lacks is an
+            error, except the default when ``features`` fills every input.
           timeout: The call's deadline (default: the client's).
 
         Returns:
@@ -407,7 +409,10 @@ class ServingClient:
             raise ValueError(f"model '{model}' has no inputs {unknown}; its inputs are {sorted(info.inputs)}")
         for role, name, value in (("user_feature", user_feature, str(user_id)),
                                   ("item_feature", item_feature, candidates)):
-            if name and name not in info.inputs:  # else the ids would go nowhere and every score be alike
+            if name and name not in info.inputs:
+                if name == f"{role[:4]}_id" and (role == "user_feature" or set(info.inputs) <= set(given)):
+                    continue  # the default: a ranker of no user id input, or every input given by name
+                # else the ids would go nowhere: every candidate scored alike
                 raise ValueError(f"model '{model}' has no input '{name}' for the {role[:4]} ids; its inputs "
                                  f"are {sorted(info.inputs)}: pass {role}= the column its training named "
                                  f"by --{role[:4]}-column, or {role}=None if it takes none")
