@@ -376,8 +376,10 @@ def test_prices_with_a_few_ranges_say_how_to_read_them_as_numbers_and_nothing_of
 
 def test_prose_is_free_text_not_a_list_joined_by_commas():
     """Reviews (each its own) are left out as free text, in the schema and among retrieval's item features;
-    lists of multi-word tags, numbers joined by commas and categories with a sentence among them stay."""
+    lists of multi-word tags, numbers joined by commas, categories with a sentence among them, addresses,
+    titles with initials and long listing titles stay."""
     from tfrs_recsys.data.sequences import infer_entity_columns
+    from tfrs_recsys.data.text_values import free_text
 
     rng = np.random.default_rng(0)
     words = ["good", "battery", "screen", "slow", "cheap", "broke", "after", "week", "love", "colour",
@@ -395,6 +397,12 @@ def test_prose_is_free_text_not_a_list_joined_by_commas():
                           "sizes": [", ".join(map(str, rng.integers(0, 9, 10))) for _ in range(n)],
                           "condition": [conditions[i % 5] for i in range(n)],
                           "show": [f"Dr. Who {i % 30}" for i in range(n)], "y": np.arange(n) % 2})
+    unique = pd.DataFrame({"address": [f"{i} St. James Ave. Apt {i % 30}" for i in range(n)],  # each its own
+                           "book": [f"The Hobbit by J. R. R. Tolkien, Vol. {i}" for i in range(n)],
+                           "listing": [f"Apple iPhone 12 Pro Max 128GB Blue Unlocked Renewed Premium {i}"
+                                       for i in range(n)]})
+    for column in unique:
+        assert not free_text(unique[column].value_counts()), column
     spec = infer_schema(frame, ["y"], item_column="item")
     assert "free text" in spec.notes["dropped"]["review"]
     assert spec["tags"].kind == spec["sizes"].kind == "multi_categorical" and spec["tags"].separator == ","

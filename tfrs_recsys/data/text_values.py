@@ -32,7 +32,9 @@ def id_named(name: str) -> bool:
     return bool(ID_NAME.search(norm_name(name))) or bool(re.search(r"[a-z]Id$|ID$", str(name)))
 
 
-_SENTENCE = re.compile(r"[.!?]\s+\w|\n")  # a sentence's end before the next one, or a line break
+# A sentence's end before the next one (after a word of 3+ lowercase letters: not "Dr. Who", "St. James",
+# "J. R. R. Tolkien", "Vol. 2"), or a line break.
+_SENTENCE = re.compile(r"[a-z]{3}[.!?]\s+\w|\n")
 
 
 SEPARATORS = ("|", ";", ",")  # what joins the values of a multi-valued text, in the order they are tried
@@ -41,15 +43,15 @@ SEPARATORS = ("|", ";", ",")  # what joins the values of a multi-valued text, in
 def free_text(counts: pd.Series) -> bool:
     """Whether a text column is prose (reviews, descriptions), given its ``value_counts()``: mostly values
     seen once (categories repeat), of which (the first 1,000) a tenth are five words or more running past
-    one sentence or line (not ``Dr. Who``) or half are ten words or more, and no separator splitting them
-    into short recurring pieces (``Free to Play, Open World`` is a list). A category per text would be
-    learned by heart, and prose's commas are not a list's."""
+    one sentence or line (a long title is not prose), and no separator splitting them into short recurring
+    pieces (``Free to Play, Open World`` is a list). A category per text would be learned by heart, and
+    prose's commas are not a list's."""
     counts = counts[pd.Series(counts.index, dtype=object).astype(str).str.strip().to_numpy() != ""]
     if counts.empty or len(counts) < 0.5 * counts.sum():
         return False
     text = pd.Series(counts.index[:1000], dtype=object).astype(str)
     words = text.str.split().str.len()
-    if not ((text.str.contains(_SENTENCE) & (words >= 5)).mean() >= 0.1 or (words >= 10).mean() >= 0.5):
+    if (text.str.contains(_SENTENCE) & (words >= 5)).mean() < 0.1:
         return False
     if (separator := detect_separator(counts)) is None:
         return True
