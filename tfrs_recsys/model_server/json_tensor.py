@@ -93,11 +93,13 @@ def _scalar(value, dtype: int):
         return _decode_b64(value)
     is_int = isinstance(value, int) and not isinstance(value, bool)
     # Lossless conversions TF Serving refuses: an integral number for an integer input, an integer (an id
-    # written as a number) for a string input.
+    # written as a number) or a boolean (as its JSON text) for a string input.
     if dtype in _INT_RANGES and isinstance(value, float) and value.is_integer():
         value, is_int = int(value), True
     if dtype == types_pb2.DT_STRING and is_int:
         return str(value).encode()
+    if dtype == types_pb2.DT_STRING and isinstance(value, bool):
+        return b"true" if value else b"false"
     if dtype in _FLOAT_LIMITS:
         fits = is_int or isinstance(value, float)
     elif dtype in _INT_RANGES:
