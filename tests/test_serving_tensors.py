@@ -198,7 +198,7 @@ def test_rest_json_numbers_convert_losslessly_for_int64_and_string_inputs():
 
     assert json_to_array([10, 11.0], types_pb2.DT_INT64).tolist() == [10, 11]
     assert json_to_array([42, "u7"], types_pb2.DT_STRING).tolist() == [b"42", b"u7"]
-    assert json_to_array([True, False], types_pb2.DT_STRING).tolist() == [b"true", b"false"]  # a boolean input
+    assert json_to_array([True, False], types_pb2.DT_STRING).tolist() == [b"true", b"false"]
     for value, dtype in ((10.5, types_pb2.DT_INT64), (4.2, types_pb2.DT_STRING),
                          ("10", types_pb2.DT_INT64)):
         with pytest.raises(ServingError) as err:
