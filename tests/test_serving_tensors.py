@@ -7,7 +7,9 @@ multi-dimensional; strings with unicode and arbitrary bytes) and compared with
 feeds the signature. Then the server's in-graph path against its numpy path on a real
 SavedModel, with a tracing counter: batch size never causes a retrace.
 """
+import json
 import zlib
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -209,7 +211,7 @@ def test_rest_json_numbers_convert_losslessly_for_int64_and_string_inputs():
 def test_a_predict_of_many_rows_runs_a_part_of_them_at_a_time_with_the_same_answer(utility):
     """--max_rows_per_call: memory bounded by the part, not the request (a 100,000-user request took
     gigabytes); the joined outputs are the whole request's; outputs not one per row run the request whole."""
-    from tfrs_recsys.model_server.row_parts import MAX_ROWS_PER_CALL, run_in_parts
+    from tfrs_recsys.model_server.row_parts import run_in_parts
 
     x = np.arange(10, dtype=np.float32)
     m = np.arange(30, dtype=np.float32).reshape(10, 3)
@@ -223,7 +225,7 @@ def test_a_predict_of_many_rows_runs_a_part_of_them_at_a_time_with_the_same_answ
         doubled = tf.make_ndarray(utility.predict(predict_request("matrix", {"m": m})).outputs["doubled"])
         np.testing.assert_array_equal(doubled, whole_m)
     finally:
-        utility.max_rows_per_call = MAX_ROWS_PER_CALL
+        utility.max_rows_per_call = 0
     calls = []
 
     def batch_total(name, inputs, outputs):  # a signature summing over its batch: one value per call
@@ -232,3 +234,29 @@ def test_a_predict_of_many_rows_runs_a_part_of_them_at_a_time_with_the_same_answ
 
     assert run_in_parts(batch_total, "total", {"x": x}, ["total"], 3)["total"] == 45.0
     assert calls == [3, 10]  # the first part showed it, and the request ran whole
+
+    def padded(name, inputs, outputs):  # tokens padded to the call's longest row: parts cannot be joined
+        rows = inputs["x"]
+        return {"tokens": np.zeros((len(rows), int(rows.max()) + 1))}
+
+    assert run_in_parts(padded, "tokens", {"x": x}, ["tokens"], 3)["tokens"].shape == (10, 10)
+
+
+def test_only_a_version_whose_export_says_its_rows_are_independent_runs_in_parts(tmp_path):
+    """A signature may score rows together (a softmax over the batch): the server splits a request only for
+    an export that says ``rows_independent``, as this project's exports do; another runs whole."""
+    from tfrs_recsys.export.tfserving import read_export_metadata
+    from tfrs_recsys.model_server.version_loader import load_version
+
+    plain = fx.publish_utility(tmp_path, "utility", version=1)
+    marked = fx.publish_utility(tmp_path, "utility", version=2)
+    meta = read_export_metadata(marked)
+    written = Path(marked) / "assets.extra" / "export_metadata.json"
+    written.write_text(json.dumps({**meta, "rows_independent": True}))
+    sizes = {}
+    for version, path in ((1, plain), (2, marked)):
+        servable = load_version("utility", version, str(path), warmup=False, max_request_elements=1 << 20,
+                                max_rows_per_call=3)
+        answer = servable.predict(predict_request("batch_size", {"x": np.arange(10, dtype=np.float32)}))
+        sizes[version] = tf.make_ndarray(answer.outputs["batch_size"]).tolist()
+    assert sizes == {1: [10] * 10, 2: [3] * 9 + [1]}

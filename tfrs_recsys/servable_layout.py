@@ -7,6 +7,7 @@ Each version may carry ``assets.extra/tf_serving_warmup_requests``: a TFRecord o
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Mapping, Sequence
 
@@ -17,6 +18,18 @@ from tfrs_recsys import paths
 ASSETS_EXTRA = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 METADATA_FILE = "export_metadata.json"
+# export_metadata.json's word that every signature scores each input row on its own (outputs one row per
+# input row, none depending on another row): the model server may then run a request's rows in parts.
+ROWS_INDEPENDENT = "rows_independent"
+
+
+def rows_independent(version_dir: str | os.PathLike) -> bool:
+    """Whether a version's ``export_metadata.json`` says :data:`ROWS_INDEPENDENT` (False without one)."""
+    try:
+        meta = json.loads(paths.read_text(paths.join(version_dir, ASSETS_EXTRA, METADATA_FILE)))
+    except (OSError, ValueError, paths.RemotePathError):
+        return False
+    return isinstance(meta, dict) and meta.get(ROWS_INDEPENDENT) is True
 
 
 def version_dirs(model_dir: str | os.PathLike) -> dict[int, str]:

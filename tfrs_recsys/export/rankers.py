@@ -35,6 +35,7 @@ from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.errors import UserError
 from tfrs_recsys.export.tfserving import publish_version, repair_exports, update_models_config
 from tfrs_recsys.features.preprocessing import raw_dtype, raw_input_specs
+from tfrs_recsys.servable_layout import ROWS_INDEPENDENT
 
 SIGNATURE = "serving_default"
 OUTPUTS = {"esmm": ("ctr", "cvr", "ctcvr"), "deepfm": ("ctr",)}
@@ -114,6 +115,7 @@ def export_ranker(model_dir: str | Path, export_base: str | Path, name: str, *, 
         spec.save(paths.join(paths.makedirs(paths.join(path, "assets.extra")), SPEC_ASSET))
 
     metadata = {
+        ROWS_INDEPENDENT: True,  # the model server may run a request's rows in parts
         "model": run.model_name,
         "signature": SIGNATURE,
         "inputs": input_metadata(spec),

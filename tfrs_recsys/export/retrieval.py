@@ -60,6 +60,7 @@ from tfrs_recsys.export.tfserving import (
     update_models_config,
 )
 from tfrs_recsys.models.cooccurrence import CooccurrenceTable, FusedTopK
+from tfrs_recsys.servable_layout import ROWS_INDEPENDENT
 
 PAD_ID = ""
 PAD_SCORE = float(np.finfo(np.float32).min)
@@ -306,6 +307,7 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
     outputs = {"item_ids": f"string [B, {k}]", "scores": f"float32 [B, {k}]"}
     excluding = {**inputs, "exclude_item_ids": "string [B, E]"}
     metadata = {
+        ROWS_INDEPENDENT: True,  # the model server may run a request's rows in parts
         "model": "retrieval", "k": int(k), "max_history": int(max_history),
         "num_items": len(catalog), "embedding_dim": int(candidates.shape[1]),
         "signatures": {"serving_default": {"inputs": inputs, "outputs": outputs},

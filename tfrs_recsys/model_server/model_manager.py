@@ -33,9 +33,11 @@ from tfrs_recsys import paths
 from tfrs_recsys.model_server import config_file, reload_policy
 from tfrs_recsys.model_server.batching import Batcher
 from tfrs_recsys.model_server.errors import ServingError, failed_precondition, invalid_argument
-from tfrs_recsys.model_server.servable import MAX_REQUEST_ELEMENTS, MAX_ROWS_PER_CALL, Servable
+from tfrs_recsys.model_server.row_parts import MAX_ROWS_PER_CALL
+from tfrs_recsys.model_server.servable import MAX_REQUEST_ELEMENTS, Servable
 from tfrs_recsys.model_server.version_loader import (
     as_serving_error,
+    layout_hint,
     load_version,
     scan,
     wait_for_retry,
@@ -63,8 +65,8 @@ class ManagerOptions:
     ``enable_per_model_batching_parameters`` a version is batched by its own ``batching_params.pbtxt``
     (taking only ``num_batch_threads`` from ``batching``), and a version without one is not batched;
     ``model_config_file`` is re-read every ``model_config_file_poll_wait_seconds`` when that is > 0;
-    ``max_request_elements`` caps the elements one Predict request may declare, and ``max_rows_per_call``
-    the rows one call of a signature runs (ours, not TF Serving's; 0: all at once);
+    ``max_request_elements`` caps the elements one Predict request may declare, ``max_rows_per_call`` the
+    rows one call of a signature runs (ours, not TF Serving's; 0: all at once; at most a batch's);
     ``allowed_model_roots`` are the folders a HandleReloadConfigRequest may name base paths under (default:
     the parent folders of the base paths served at start-up); ``version_settle_seconds`` is how long
     nothing under a version directory must change before it is loaded (ours; 0: at once, as TF Serving).
@@ -84,23 +86,6 @@ class ManagerOptions:
     allowed_model_roots: tuple[str, ...] = ()
     enable_model_reload_api: bool = True
     version_settle_seconds: float = 2.0
-
-
-def _layout_hint(base_path: str) -> str:
-    """Why a base path lists no version, where its layout tells: it is a version folder, or a folder of
-    models (each with version folders)."""
-    try:
-        if paths.exists(paths.join(base_path, "saved_model.pb")):
-            parent = base_path.rstrip("/").rsplit("/", 1)[0]
-            return f"; it holds a SavedModel itself: pass its parent ({parent}), which holds <version>/"
-        folders = [n for n in paths.listdir(base_path) if paths.isdir(paths.join(base_path, n))]
-        models = sorted(n for n in folders if version_dirs(paths.join(base_path, n)))
-    except (OSError, paths.RemotePathError):
-        return ""
-    if not models:
-        return ""
-    return (f"; its folders {models[:5]} hold versions: pass one of them as the base path, or serve them "
-            f"all with --model_config_file")
 
 
 def _aspired(config: model_server_config_pb2.ModelConfig, listed: list[int]) -> list[int]:
@@ -302,7 +287,7 @@ class ModelManager(VersionTable):
                     continue
                 if not listed:
                     missing[name] = (f"No versions of servable {name} found under base path {model.base_path}"
-                                     + _layout_hint(model.base_path))
+                                     + layout_hint(model.base_path))
                     log.warning(missing[name])
                 started += self._apply(name, model, listed)
             for name in list(self._versions):
@@ -417,6 +402,7 @@ class ModelManager(VersionTable):
     def _serve(self, name: str, record: VersionRecord, servable: Servable) -> None:
         if record.batching is not None:
             servable.runner = Batcher(servable.run, record.batching, name=f"{name}-{record.version}-batch")
+            servable.max_rows_per_call = min(servable.max_rows_per_call, record.batching.max_batch_size)
         with self._cond:
             record.servable, record.state, record.error = servable, AVAILABLE, None
             self._cond.notify_all()

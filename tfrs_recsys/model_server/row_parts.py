@@ -2,10 +2,10 @@
 
 A model's intermediate tensors grow with the rows of a call: a Transformer query tower holds
 ``rows x history x width`` floats per layer, so one request of 100,000 users within the element cap took
-gigabytes, kept by the allocator after it. Serving signatures score rows independently (TF Serving's
-batching relies on it too), so the rows are run ``max_rows`` at a time and the outputs joined. A signature
-whose outputs are not one row per input row (a sum over the batch, say) shows it on the first part, and
-the request is then run whole, as before.
+gigabytes, kept by the allocator after it. Where an export says its signatures score each row on its own
+(``rows_independent`` in its metadata; the model server applies this to those only), the rows are run
+``max_rows`` at a time and the outputs joined. Outputs that are not one row per input row (a sum over the
+batch, say) or that cannot be joined run the request whole, as before.
 """
 from __future__ import annotations
 
@@ -58,4 +58,7 @@ def run_in_parts(runner: Callable[[str, Mapping, Sequence[str]], Mapping[str, np
         if any(np.ndim(v) == 0 or len(v) != min(max_rows, rows - start) for v in out.values()):
             return runner(name, arrays, output_aliases)  # not row by row: the request whole
         parts.append(out)
-    return {alias: np.concatenate([part[alias] for part in parts]) for alias in output_aliases}
+    try:
+        return {alias: np.concatenate([part[alias] for part in parts]) for alias in output_aliases}
+    except ValueError:  # parts of other widths (tokens padded to each part's longest): the request whole
+        return runner(name, arrays, output_aliases)

@@ -27,7 +27,7 @@ from tfrs_recsys.model_server.errors import (
     invalid_argument,
     not_found,
 )
-from tfrs_recsys.model_server.row_parts import MAX_ROWS_PER_CALL, run_in_parts
+from tfrs_recsys.model_server.row_parts import run_in_parts
 from tfrs_recsys.model_server.tensors import (
     declared_elements,
     dtype_name,
@@ -192,7 +192,7 @@ class Servable:
                         for key, sig in self.signature_defs.items()}
         self.runner: Runner = self.run
         self.max_request_elements = MAX_REQUEST_ELEMENTS
-        self.max_rows_per_call = MAX_ROWS_PER_CALL
+        self.max_rows_per_call = 0  # load_version sets it where the export says rows are independent
 
     @classmethod
     def load(cls, name: str, version: int, path: str | Path) -> "Servable":

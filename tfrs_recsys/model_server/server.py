@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "string element takes about 175 bytes while decoded)")
     p.add_argument("--max_rows_per_call", type=int, default=1024,
                    help="a Predict of more rows runs this many at a time, its outputs joined: memory bounded "
-                        "by the part, not the request (ours; a signature not row by row runs whole; 0: off)")
+                        "by the part, not the request (ours; for exports whose metadata says "
+                        "rows_independent, as this project's do; at most max_batch_size when batching; 0: "
+                        "off)")
     p.add_argument("--allowed_model_roots", type=lambda v: tuple(r for r in v.split(",") if r), default=(),
                    help="comma-separated folders a HandleReloadConfigRequest may load models from (default: "
                         "the parent folders of the base paths served at start-up)")

@@ -23,7 +23,7 @@ from tfrs_recsys import paths
 from tfrs_recsys.model_server.errors import ServingError, invalid_argument
 from tfrs_recsys.model_server.row_parts import MAX_ROWS_PER_CALL
 from tfrs_recsys.model_server.servable import Servable
-from tfrs_recsys.servable_layout import read_warmup_requests
+from tfrs_recsys.servable_layout import read_warmup_requests, rows_independent, version_dirs
 
 log = logging.getLogger("tfrs_recsys.model_server")
 
@@ -140,7 +140,8 @@ def load_version(name: str, version: int, path: str, *, warmup: bool, max_reques
       path: The version directory.
       warmup: Replay ``assets.extra/tf_serving_warmup_requests`` (``--enable_model_warmup``).
       max_request_elements: ``--max_request_elements`` for the servable.
-      max_rows_per_call: ``--max_rows_per_call`` for the servable.
+      max_rows_per_call: ``--max_rows_per_call`` for the servable, if its export says its rows are
+        scored independently (``rows_independent``); else its requests run whole.
 
     Returns:
       The servable, ready to answer.
@@ -160,7 +161,7 @@ def load_version(name: str, version: int, path: str, *, warmup: bool, max_reques
                            f"finished? It is loaded again once its directory changes "
                            f"({type(error).__name__})") from None
     servable.max_request_elements = max_request_elements
-    servable.max_rows_per_call = max_rows_per_call
+    servable.max_rows_per_call = max_rows_per_call if rows_independent(path) else 0
     if warmup:
         replay_warmup(servable)
     return servable
@@ -191,3 +192,20 @@ def replay_warmup(servable: Servable) -> None:
     if logs:
         log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
                  servable.path, len(logs))
+
+
+def layout_hint(base_path: str) -> str:
+    """Why a base path lists no version, where its layout tells: it is a version folder, or a folder of
+    models (each with version folders)."""
+    try:
+        if paths.exists(paths.join(base_path, "saved_model.pb")):
+            parent = base_path.rstrip("/").rsplit("/", 1)[0]
+            return f"; it holds a SavedModel itself: pass its parent ({parent}), which holds <version>/"
+        folders = [n for n in paths.listdir(base_path) if paths.isdir(paths.join(base_path, n))]
+        models = sorted(n for n in folders if version_dirs(paths.join(base_path, n)))
+    except (OSError, paths.RemotePathError):
+        return ""
+    if not models:
+        return ""
+    return (f"; its folders {models[:5]} hold versions: pass one of them as the base path, or serve them "
+            f"all with --model_config_file")
