@@ -423,3 +423,16 @@ def test_a_spec_fitted_on_milliseconds_read_as_seconds_is_refused(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(data))
     with pytest.raises(SchemaError, match="'ts' was fitted on epoch milliseconds.*train the run again"):
         FeatureSpec.load(tmp_path / "spec.json")
+
+
+def test_a_column_left_out_stops_nothing_with_its_values(tmp_path):
+    """97 prices and 3 ranges: an error naming --column-types, unless the column is left out
+    (--exclude-columns), whose values are then not typed at all."""
+    prices = [f"{5 + i % 40}.99" for i in range(97)] + ["3.99 - 15.99"] * 3
+    path = tmp_path / "clicks.csv"
+    pd.DataFrame({"user": [f"u{i % 9}" for i in range(100)], "price": prices,
+                  "click": np.arange(100) % 2}).to_csv(path, index=False)
+    with pytest.raises(DataError, match="price=numeric"):
+        load_table(str(path), labels=["click"], user_column="user")
+    kept = load_table(str(path), labels=["click"], user_column="user", exclude=["price"]).frame
+    assert kept["price"].tolist() == prices

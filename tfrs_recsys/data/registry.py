@@ -238,7 +238,7 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
         joined = {c for join in joins for c in join.columns}  # --column-types about them: the tables'
         data = load_table(_need_dir(dataset, data_dir), labels=list(label_columns),
                           skip_bad_rows=skip_bad_rows, session_column=session_column, user_column=user_column,
-                          item_column=item_column,
+                          item_column=item_column, exclude=exclude_columns,
                           column_types=[e for e in column_types if e.partition("=")[0] not in joined])
         declared_times = [e.partition("=")[0] for e in column_types if e.partition("=")[2] == "timestamp"]
         say_duplicates(data.frame, data_dir, [c for c in data.frame.columns if c == time_column

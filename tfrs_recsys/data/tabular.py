@@ -396,7 +396,7 @@ def _mostly_numbers(values: pd.Series) -> bool:
 def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
                session_column: str | None = None, user_column: str | None = None,
                item_column: str | None = None, column_types: Mapping[str, str] | Sequence[str] = (),
-               sep: str | None = None, what: str = "--data") -> LabeledData:
+               sep: str | None = None, what: str = "--data", exclude: Sequence[str] = ()) -> LabeledData:
     """Any CSV or TSV table with a header, JSON Lines or Parquet table (:func:`read_table`), typed
     (:func:`type_columns`).
 
@@ -412,6 +412,8 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
       column_types: Column kinds over inference (:func:`type_columns`).
       sep: The separator of text files (default: :func:`text_separator`'s reading of each header).
       what: The table in errors (the flag that named it).
+      exclude: Columns left out of the features (``--exclude-columns``): kept as read, not typed, so
+        their values stop nothing.
 
     Returns:
       The rows, named after the path; ``skipped`` counts the rows left out, for the caller to say once its
@@ -432,7 +434,8 @@ def load_table(path: str, *, labels: list[str], skip_bad_rows: bool = False,
     frame = frame.assign(**{label: binary_label(frame[label]) for label in labels})
     declared = dict(column_types) if isinstance(column_types, Mapping) else parse_column_types(column_types)
     declared = {**{label: "numeric" for label in numeric}, **declared}
-    typed = type_columns(frame, declared, skip_bad_rows=skip_bad_rows, report=report, text_only=ids)
+    typed = type_columns(frame, declared, skip_bad_rows=skip_bad_rows, report=report,
+                         text_only=[*ids, *(c for c in exclude if c not in declared)])
     if item_column and (empty := empty_values(typed[item_column])).any():  # an impression of no item
         if not skip_bad_rows:
             raise bad_row(typed, empty, item_column, "empty item id",
