@@ -386,3 +386,7 @@ def test_a_boolean_column_takes_any_spelling_of_true_and_false():
     as_ints = FeaturePreprocessor(spec)({"verified": tf.constant([1, 0], tf.int64)})["verified"].numpy()
     assert as_ints.tolist() == [ids[0], ids[4]]
     assert not infer_schema(pd.DataFrame({"c": ["a", "b"] * 3, "y": [0, 1] * 3}), ["y"])["c"].boolean_values
+    lower = infer_schema(pd.DataFrame({"v": ["true", "false"] * 3, "y": [0, 1] * 3}), ["y"])  # a CSV's text
+    ids = FeaturePreprocessor(lower)({"v": tf.constant(["true", "True", "1", "false", "0"])})["v"].numpy()
+    assert lower["v"].boolean_values and len(set(ids[:3])) == 1 and ids[3] == ids[4] != ids[0]
+    assert 0 not in ids

@@ -436,3 +436,8 @@ def test_a_column_left_out_stops_nothing_with_its_values(tmp_path):
         load_table(str(path), labels=["click"], user_column="user")
     kept = load_table(str(path), labels=["click"], user_column="user", exclude=["price"]).frame
     assert kept["price"].tolist() == prices
+    out = tmp_path / "spec.json"
+    assert main([str(path), "--labels", "click", "--user-column", "user", "--out", str(out)]) == 2
+    assert main([str(path), "--labels", "click", "--user-column", "user", "--exclude-columns", "price",
+                 "--out", str(out)]) == 0  # the schema command reads the file as training does
+    assert "price" not in FeatureSpec.load(out).feature_names

@@ -57,8 +57,8 @@ class FeatureColumn:
       raw_dtype: What a serving client sends: ``string``, ``int64``, ``float32`` or (timestamps) ``float64``.
       integer_values: The values are integers written as text ("3"); encoders also accept "3.0",
         which is what a float-typed client writes for the same value.
-      boolean_values: The values are booleans, written ``True`` and ``False``; encoders also accept any
-        case (``true``, as JSON writes them) and ``1`` / ``0``.
+      boolean_values: The values are booleans (``True``/``False``, or as the data spelled them); encoders
+        also accept any case (``true``, as JSON writes them) and ``1`` / ``0``.
       day_first: A timestamp column's date text is written day first (``31/12/2025``), not month first;
         schema inference tells it from the values (:func:`day_first`).
       decimal_comma: A numeric column written for people (``€12,50``) has a comma as its decimal mark;

@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = load_table(args.file, labels=labels or [], sep=args.sep, session_column=args.session_column,
                           user_column=args.user_column, item_column=args.item_column,
                           column_types=[e for e in column_types if e.partition("=")[0] not in joined],
-                          skip_bad_rows=args.skip_bad_rows, what="the file")
+                          skip_bad_rows=args.skip_bad_rows, what="the file",
+                          exclude=_split_list(args.exclude) or ())
         groups = {g: _split_list(getattr(args, f"{g}_columns")) or [] for g in GROUPS}
         kinds = parse_column_types(column_types)
         for join in joins:

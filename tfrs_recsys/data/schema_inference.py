@@ -349,7 +349,7 @@ def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, counts: pd
     extra["integer_values"] = bool(present.size) and pc.all(
         pc.match_substring_regex(pa.array(present.to_numpy(), type=pa.string()), r"^-?\d+$")).as_py()
     extra["boolean_values"] = (kind == "categorical" and bool(present.size)  # a list's tokens are not mapped
-                               and set(present) <= {"True", "False"})
+                               and set(present.str.lower()) <= {"true", "false"})
     if len(counts) <= opts.vocab_max:
         ranked = pd.DataFrame({"value": counts.index, "count": counts.to_numpy()})
         # most frequent first, ties by value

@@ -229,10 +229,12 @@ def _as_text(x: tf.Tensor, column: FeatureColumn) -> tf.Tensor:
             f"categorical feature '{column.name}' takes tf.string (or integers), got {x.dtype.name}")
     elif column.integer_values:
         x = tf.strings.regex_replace(tf.strings.strip(x), r"^(-?\d+)\.0*$", r"\1")
-    if column.boolean_values:  # "true" (JSON), "TRUE", 1 and 0 are the True and False training wrote
+    if column.boolean_values:  # any case, 1 and 0: the true and false as training's data spelled them
+        words = {str(v).lower(): str(v) for v in reversed(column.vocabulary or [])}
+        yes, no = words.get("true", "True"), words.get("false", "False")
         spelled = tf.strings.lower(tf.strings.strip(x))
-        x = tf.where(tf.equal(spelled, "true") | tf.equal(spelled, "1"), "True",
-                     tf.where(tf.equal(spelled, "false") | tf.equal(spelled, "0"), "False", x))
+        x = tf.where(tf.equal(spelled, "true") | tf.equal(spelled, "1"), yes,
+                     tf.where(tf.equal(spelled, "false") | tf.equal(spelled, "0"), no, x))
     return x
 
 
