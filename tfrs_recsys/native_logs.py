@@ -69,6 +69,10 @@ def filter_native_logs(*, python_stderr: bool = True) -> None:
     pump.start()
     for name in ("absl", "tensorflow"):  # e.g. Keras' SavedModel serialization notices
         logging.getLogger(name).setLevel(logging.ERROR)
+    if not python_stderr:  # in a Jupyter kernel TensorFlow sets its logger to INFO on import: import it now
+        import tensorflow as tf
+
+        tf.get_logger().setLevel(logging.ERROR)
 
     def restore() -> None:  # closes the pipe's last writer here, so the reader drains it and stops
         os.dup2(real, 2)
