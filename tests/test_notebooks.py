@@ -78,4 +78,8 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch, kernel_manager
     assert all(c.execution_count is not None for c in ran)
     images = sum("image/png" in o.get("data", {}) for c in ran for o in c.outputs)
     assert images >= 1, f"{path.name} drew no plot"
+    noise = [line for c in ran for o in c.outputs if o.get("output_type") == "stream"
+             for line in o.get("text", "").splitlines()
+             if re.search(r"cuInit|oneDNN|WARNING:tensorflow|DeprecationWarning|Pandas4Warning", line)]
+    assert not noise, f"{path.name} printed library notices a reader would take for errors: {noise[:3]}"
     assert os.listdir(tmp_path / "work"), f"{path.name} wrote no artifacts under RECSYS_NOTEBOOK_WORKDIR"
