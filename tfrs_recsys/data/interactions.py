@@ -28,7 +28,7 @@ from tfrs_recsys.data.tabular import (
     say_duplicates,
 )
 from tfrs_recsys.data.text_values import detect_separator, text_numbers
-from tfrs_recsys.data.times import day_first, epoch_seconds, is_plain_number, month_first
+from tfrs_recsys.data.times import day_first, epoch_seconds, epoch_units, is_plain_number, month_first
 
 
 class _RowChecks:
@@ -264,9 +264,7 @@ def _seconds(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(values):  # e.g. a Parquet timestamp: not a count of seconds
         seconds = epoch_seconds(values, column)
     else:
-        seconds = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, copy=True)
-        size = np.abs(np.nan_to_num(seconds))  # epoch milli-, micro- or nanoseconds: 1e11 s is the year 5138
-        seconds /= np.select([size >= 1e17, size >= 1e14, size >= 1e11], [1e9, 1e6, 1e3], 1.0)
+        seconds = epoch_units(pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64))
         text = np.isnan(seconds) & values.notna().to_numpy()
         if text.any():
             early = ~np.isnan(seconds) & (np.abs(seconds) < 1e8)

@@ -22,7 +22,7 @@ from tfrs_recsys import paths
 from tfrs_recsys.data.errors import DataError, SchemaError
 from tfrs_recsys.data.input_names import signature_name
 from tfrs_recsys.data.number_text import MISSING_NUMBER_WORDS, read_numbers
-from tfrs_recsys.data.times import epoch_seconds, is_plain_number
+from tfrs_recsys.data.times import MAX_EPOCH_SECONDS, epoch_seconds, is_plain_number
 
 KINDS = ("id", "categorical", "multi_categorical", "numeric", "timestamp")
 CATEGORICAL_KINDS = ("id", "categorical", "multi_categorical")
@@ -209,8 +209,9 @@ class FeatureSpec:
         except (KeyError, TypeError) as exc:
             fix = "regenerate it with infer_schema, or compare with a generated one"
             raise SchemaError(f"malformed feature spec ({exc})", path=source, fix=fix) from None
-        for f in spec.features:  # seconds stay below 1e11 until the year 5138
-            if f.kind == "timestamp" and (seen := max(abs(f.mean or 0.0), abs(f.newest or 0.0))) >= 1e11:
+        for f in spec.features:
+            seen = max(abs(f.mean or 0.0), abs(f.newest or 0.0))
+            if f.kind == "timestamp" and seen >= MAX_EPOCH_SECONDS:
                 raise SchemaError(f"timestamp feature '{f.name}' was fitted on epoch milliseconds read as "
                                   f"seconds ({seen:g}), as versions before 0.2 read them: its hour, "
                                   f"weekday and scale were wrong", path=source,

@@ -109,14 +109,14 @@ def epoch_seconds(values: pd.Series, name: str = "", *, dates_day_first: bool | 
       The seconds.
     """
     if is_plain_number(values):
-        return _epoch_units(values.to_numpy(dtype="float64", na_value=np.nan))
+        return epoch_units(values.to_numpy(dtype="float64", na_value=np.nan))
     if pd.api.types.is_datetime64_any_dtype(values):
         return _seconds_of(values)
     text = values.astype(object).where(values.notna(), None)
     text = text.where(text.map(lambda v: v is not None and str(v).strip() != ""), None)
     numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64")
     epoch = np.abs(np.nan_to_num(numbers)) >= 1e8  # seconds from 1973, or their milli-, micro-, nanoseconds
-    seconds = np.where(epoch, _epoch_units(numbers), np.nan)
+    seconds = np.where(epoch, epoch_units(numbers), np.nan)
     dated = text.notna().to_numpy() & ~epoch
     if dated.any():
         dates = text[dated]
@@ -136,10 +136,16 @@ def epoch_seconds(values: pd.Series, name: str = "", *, dates_day_first: bool | 
     return seconds
 
 
-def _epoch_units(numbers: np.ndarray) -> np.ndarray:
-    """Epoch numbers as seconds: from ``1e17`` nanoseconds, ``1e14`` microseconds, ``1e11`` milliseconds."""
+# Epoch numbers from this size on are nano-, micro-, milliseconds: (size, units a second). Seconds stay
+# below MAX_EPOCH_SECONDS until the year 5138. The serving graph reads request times by the same rule.
+EPOCH_UNITS = ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3))
+MAX_EPOCH_SECONDS = EPOCH_UNITS[-1][0]
+
+
+def epoch_units(numbers: np.ndarray) -> np.ndarray:
+    """Epoch numbers as seconds, by :data:`EPOCH_UNITS`."""
     size = np.abs(np.nan_to_num(numbers))
-    return numbers / np.select([size >= 1e17, size >= 1e14, size >= 1e11], [1e9, 1e6, 1e3], 1.0)
+    return numbers / np.select([size >= at for at, _ in EPOCH_UNITS], [per for _, per in EPOCH_UNITS], 1.0)
 
 
 def _seconds_of(values: pd.Series) -> np.ndarray:

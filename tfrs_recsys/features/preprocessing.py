@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from tfrs_recsys.data.input_names import signature_name
 from tfrs_recsys.data.schema import FeatureColumn, FeatureSpec, frame_to_raw
+from tfrs_recsys.data.times import EPOCH_UNITS
 
 # What one timestamp becomes: cyclic hour-of-day and weekday (UTC), and the standardized time.
 TIMESTAMP_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "value")
@@ -255,13 +256,12 @@ def _standardize(x: tf.Tensor, column: FeatureColumn) -> tf.Tensor:
 
 
 def _epoch_seconds(t: tf.Tensor) -> tf.Tensor:
-    """Epoch numbers as seconds, by the data layer's rule: from ``1e17`` nanoseconds, ``1e14`` micro-,
-    ``1e11`` milliseconds (seconds stay below ``1e11`` until the year 5138). A client sending a log's own
-    milliseconds is read as training read them."""
-    size = tf.abs(t)
-    return t / tf.where(size >= 1e17, tf.constant(1e9, t.dtype), tf.where(
-        size >= 1e14, tf.constant(1e6, t.dtype), tf.where(size >= 1e11, tf.constant(1e3, t.dtype),
-                                                          tf.constant(1.0, t.dtype))))
+    """Epoch numbers as seconds, by the data layer's rule (:data:`~tfrs_recsys.data.times.EPOCH_UNITS`): a
+    client sending a log's own milliseconds is read as training read them."""
+    size, per_second = tf.abs(t), tf.ones_like(t)
+    for at, units in EPOCH_UNITS[::-1]:  # the largest last, so it wins
+        per_second = tf.where(size >= at, tf.constant(units, t.dtype), per_second)
+    return t / per_second
 
 
 def _timestamp(t: tf.Tensor, column: FeatureColumn) -> tf.Tensor:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from tfrs_recsys.data.ctr_features import CLICK_LOG_HALF_LIFE_DAYS
+from tfrs_recsys.data.times import MAX_EPOCH_SECONDS
 
 if TYPE_CHECKING:
     from tfrs_recsys.serving.events import Event
@@ -81,7 +82,7 @@ class StoreMeta:
     def __post_init__(self) -> None:
         """Raises :class:`StoreStateError` for an ``as_of`` past the year 5000: epoch milliseconds read as
         seconds (by version 0.1, or times not converted), which would weigh every event since at 0."""
-        if self.as_of >= 1e11:
+        if self.as_of >= MAX_EPOCH_SECONDS:
             raise StoreStateError(f"the store's time as_of={self.as_of:g} is epoch milliseconds read as "
                                   f"seconds (a store of version 0.1, or a log's times not converted): its "
                                   f"hot list and every event's weight would be wrong. Build it from the run "
