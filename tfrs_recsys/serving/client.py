@@ -11,7 +11,7 @@ requests from them: histories are cut to the signature's width and left-padded w
 ``""`` (most recent item last, as training windows are), exclusions padded to the
 signature's static width, and ranker features given the dtype each input declares.
 Every call has a deadline; a server that is not there is reported with its address
-and how to start one.
+and how to start one; given a circuit breaker, calls to one that keeps not answering fail at once.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
 )
 
 from tfrs_recsys.model_server.tensors import fill_proto, to_ndarray
+from tfrs_recsys.serving.breaker import CircuitBreaker
 from tfrs_recsys.serving.ranker_inputs import ranker_column
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
@@ -144,12 +145,16 @@ class ServingClient:
       timeout: The deadline of each call, in seconds, where a call does not set its own.
       retrieval_model: The model :meth:`retrieve` asks by default.
       ranker_model: The model :meth:`rank` asks by default.
+      breaker: Makes calls fail at once while the server keeps not answering
+        (:class:`~tfrs_recsys.serving.breaker.CircuitBreaker`); None: every call waits its deadline.
     """
 
     def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 5.0, *,
-                 retrieval_model: str = "retrieval", ranker_model: str = "deepfm"):
+                 retrieval_model: str = "retrieval", ranker_model: str = "deepfm",
+                 breaker: CircuitBreaker | None = None):
         self.address = address
         self.timeout = timeout
+        self.breaker = breaker
         self.retrieval_model = retrieval_model
         self.ranker_model = ranker_model
         # gRPC's reconnect backoff grows to 2 minutes while the server is down: capped, the client finds a
@@ -174,6 +179,15 @@ class ServingClient:
         self.close()
 
     def _call(self, method, request, what: str, timeout: float | None):
+        if self.breaker is None:
+            return self._call_server(method, request, what, timeout)
+        return self.breaker.call(
+            lambda: self._call_server(method, request, what, timeout), ServerUnavailableError,
+            lambda wait: ServerUnavailableError(
+                f"{what} at {self.address} was not sent: {self.breaker.describe()} (next in {wait:.1f}s)",
+                grpc.StatusCode.UNAVAILABLE))
+
+    def _call_server(self, method, request, what: str, timeout: float | None):
         deadline = self.timeout if timeout is None else timeout
         try:
             return method(request, timeout=deadline)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from tfrs_recsys.serving.breaker import CircuitBreaker
 from tfrs_recsys.serving.client import DEFAULT_ADDRESS, ServingClient
 from tfrs_recsys.serving.pipeline import RECALL_SOURCES, RecallRankPipeline
 from tfrs_recsys.serving.stores import is_redis_url, open_store, store_from_environment
@@ -27,6 +28,11 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: b
                              "`serving.publish` wrote (the model for users with newer events)")
     parser.add_argument("--address", help=f"model server gRPC address (default {DEFAULT_ADDRESS})")
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each gRPC call, seconds")
+    parser.add_argument("--breaker-failures", type=int, default=5,
+                        help="model server calls in a row without an answer (down, past the deadline, "
+                             "busy) after which calls fail at once (answers: hot items); 0: never")
+    parser.add_argument("--breaker-open-seconds", type=float, default=5.0,
+                        help="while calls fail at once, one probe call is let through this often")
     parser.add_argument("--retrieval-model", default="retrieval",
                         help="the retrieval export's model name (retrieval_portable on a stock TF Serving)")
     parser.add_argument("--ranker-model", default="deepfm", help="the ranker export's model name (default: "
@@ -54,7 +60,7 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
 
     Raises:
       ConfigError: The recall merge flags are inconsistent.
-      UserError: ``--store`` is not a feature store, or no store is given.
+      UserError: ``--store`` is not a feature store, or no store is given, or a breaker flag is out of range.
     """
     from tfrs_recsys.errors import UserError
     from tfrs_recsys.serving.recall_merge import recall_merge_from_args
@@ -62,10 +68,16 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
     spec = args.store or store_from_environment()
     if not spec:
         raise UserError("no store given", fix="pass --store DIR|redis://HOST:PORT/DB, or set RECSYS_STORE")
+    if args.breaker_failures < 0 or args.breaker_open_seconds <= 0:
+        raise UserError(f"--breaker-failures {args.breaker_failures} and --breaker-open-seconds "
+                        f"{args.breaker_open_seconds:g}",
+                        fix="pass a count >= 0 (0: calls never fail at once) and seconds > 0")
     options = ({"timeout": args.store_timeout, "history_ttl_days": args.history_ttl_days}
                if is_redis_url(spec) else {})
     recall_merge, store = recall_merge_from_args(args), open_store(spec, **options)
-    client = ServingClient(args.address or DEFAULT_ADDRESS, args.timeout,
+    breaker = (CircuitBreaker(args.breaker_failures, args.breaker_open_seconds) if args.breaker_failures
+               else None)
+    client = ServingClient(args.address or DEFAULT_ADDRESS, args.timeout, breaker=breaker,
                            retrieval_model=args.retrieval_model, ranker_model=args.ranker_model)
     return RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by,
                               recall_merge=recall_merge, recall_source=args.recall_source,
