@@ -358,6 +358,18 @@ def test_numbers_written_for_people_are_numbers_in_every_chunk():
     assert declared["price"].decimal_comma and read[::2].tolist() == [12.5, 3] and np.isnan(read[1])
 
 
+def test_dates_written_with_words_or_as_amazon_reviews_write_them_are_times_not_comma_lists():
+    seconds = pd.Timestamp("2009-09-13", tz="UTC").timestamp()
+    for written in (["09 13, 2009", "01 2, 2010"], ["Sep 13, 2009", "Jan 2, 2010"],
+                    ["13 September 2009", "2 January 2010"], ["September 13th, 2009", "January 2nd, 2010"]):
+        frame = pd.DataFrame({"reviewTime": written * 60, "click": [0, 1] * 60})
+        spec = infer_schema(frame, ["click"])
+        assert spec["reviewTime"].kind == "timestamp", (written, spec.notes["decisions"]["reviewTime"])
+        assert frame_to_raw(frame.head(2), spec)["reviewTime"].tolist() == [seconds, seconds + 111 * 86_400]
+    unnamed = infer_schema(frame.rename(columns={"reviewTime": "shown"}), ["click"])  # a name of no time
+    assert "--column-types shown=timestamp reads them" in unnamed.notes["decisions"]["shown"]
+
+
 def test_prices_with_a_few_ranges_say_how_to_read_them_as_numbers_and_nothing_of_dates(caplog):
     """``$8.58`` beside ``$3.99 - $15.99`` stays text (each price a category), with the flag that reads it;
     the dates probe that tries such text no longer warns of values 'neither dates nor epoch seconds'."""

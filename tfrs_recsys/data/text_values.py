@@ -25,6 +25,12 @@ TIME_NAME = re.compile(r"time|date|^ts$|_ts$|^ts_|_at$|epoch|unix|(^|_)(signup|s
                        r"|zeit|datum|fecha|hora|heure|horodatage|tijd|tidpunkt|tidsstempel"
                        r"|日時|日付|時刻|日$|日期|时间|時間|날짜|일시")
 ID_NAME = re.compile(r"(^|_|[^\x00-\x7f])ids?$")  # 会員id: a word of another script, then id
+# A value that may be a date: digits joined by - / . : (2024-03-06, 06/03/2024, 10:51), a month name's
+# date in English (Sep 13, 2009; 13 September 2009) or Amazon reviews' "09 13, 2009" (month day, year).
+_MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+_DAY = r"\d{1,2}(st|nd|rd|th)?"
+DATE_LIKE = re.compile(rf"\d[-/.:]\d|^\s*(\d{{1,2}} \d{{1,2}}, \d{{4}}|{_MONTH} {_DAY},? \d{{4}}"
+                       rf"|{_DAY} {_MONTH},? \d{{4}})\b", re.IGNORECASE)
 
 
 def id_named(name: str) -> bool:
@@ -87,7 +93,7 @@ def all_dates(distinct: pd.Index, name: str) -> bool:
     """Whether a text column's distinct values are (mostly) dates, though its name says no time: inference
     then hints ``--column-types NAME=timestamp``."""
     head = pd.Series(distinct[:101], dtype=object).astype(str)  # most text columns stop at their first values
-    if not head[head != ""].str.contains(r"\d[-/.:]\d").all() or (head == "").all():
+    if not head[head != ""].str.contains(DATE_LIKE).all() or (head == "").all():
         return False
     distinct = pd.Series(distinct[distinct != ""], dtype=object)
     try:
@@ -103,7 +109,7 @@ def date_text_seconds(values: pd.Series, name: str) -> tuple[np.ndarray, bool] |
     (:func:`~tfrs_recsys.data.times.epoch_seconds`)."""
     text = values.where(values.notna(), "").astype(str)
     present = text[text != ""]
-    dated = present.str.contains(r"\d[-/.:]\d")
+    dated = present.str.contains(DATE_LIKE)
     if present.empty or not dated.any():  # digits alone are numbers or codes
         return None
     epochs = pd.to_numeric(present, errors="coerce").abs() >= 1e8
