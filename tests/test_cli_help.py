@@ -70,3 +70,27 @@ def test_every_bench_script_imports():
     done = subprocess.run([sys.executable, "-c", BENCH_IMPORTS], cwd=Path(__file__).resolve().parents[1],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+LIGHT_HELPS = """
+import importlib, sys
+for module, args in [("tfrs_recsys.train", ["retrieval"]), ("tfrs_recsys.tune", ["deepfm"]),
+                     ("tfrs_recsys.recommend", []), ("tfrs_recsys.evaluate", []),
+                     ("tfrs_recsys.model_server.server", []), ("tfrs_recsys.serving.feature_store", []),
+                     ("tfrs_recsys.data.schema_cli", [])]:
+    try:
+        importlib.import_module(module).main([*args, "--help"])
+    except SystemExit:
+        pass
+    if "tensorflow" in sys.modules:
+        sys.exit(f"{module} --help imported TensorFlow")
+"""
+
+
+def test_the_helps_of_commands_a_user_types_first_answer_without_loading_tensorflow():
+    """TensorFlow takes seconds to import: a command's --help must not wait for it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", LIGHT_HELPS], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -30,10 +30,10 @@ from tensorflow_serving.apis import (
 )
 
 from tfrs_recsys.model_server.tensors import fill_proto, to_ndarray
+from tfrs_recsys.serving import DEFAULT_ADDRESS
 from tfrs_recsys.serving.breaker import CircuitBreaker
 from tfrs_recsys.serving.ranker_inputs import ranker_column
 
-DEFAULT_ADDRESS = "127.0.0.1:8500"
 MAX_ITEM_ID_BYTES = 4096  # a model answering longer ids is broken: never passed on to a page
 PAD = ""
 

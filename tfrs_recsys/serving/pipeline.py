@@ -26,6 +26,7 @@ import math
 import time
 from typing import Mapping, Sequence
 
+from tfrs_recsys.serving import RECALL_SOURCES
 from tfrs_recsys.serving.answers import Merge, Recommendation, Recommendations, ranked_only
 from tfrs_recsys.serving.client import (
     ServerUnavailableError,
@@ -42,9 +43,6 @@ from tfrs_recsys.serving.stores import (
     UserState,
 )
 from tfrs_recsys.serving.stores.memory import MemoryStore
-
-RECALL_SOURCES = ("model", "published")
-
 
 DEFAULT_INPUTS = {"user": "user_id", "item": "item_id", "time": "timestamp"}  # the demo's and most logs'
 

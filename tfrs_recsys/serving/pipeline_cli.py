@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from tfrs_recsys.serving.breaker import CircuitBreaker
-from tfrs_recsys.serving.client import DEFAULT_ADDRESS, ServingClient
-from tfrs_recsys.serving.pipeline import RECALL_SOURCES, RecallRankPipeline
+from tfrs_recsys.serving import DEFAULT_ADDRESS, RECALL_SOURCES
 from tfrs_recsys.serving.stores import is_redis_url, open_store, store_from_environment
+
+if TYPE_CHECKING:  # TensorFlow's protos: imported when a pipeline is built, so `--help` answers at once
+    from tfrs_recsys.serving.pipeline import RecallRankPipeline
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: bool = False) -> None:
@@ -63,6 +65,9 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
       UserError: ``--store`` is not a feature store, or no store is given, or a breaker flag is out of range.
     """
     from tfrs_recsys.errors import UserError
+    from tfrs_recsys.serving.breaker import CircuitBreaker
+    from tfrs_recsys.serving.client import ServingClient
+    from tfrs_recsys.serving.pipeline import RecallRankPipeline
     from tfrs_recsys.serving.recall_merge import recall_merge_from_args
 
     spec = args.store or store_from_environment()
