@@ -20,7 +20,7 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.interactions import load_interaction_log
 from tfrs_recsys.data.registry import load_interactions
 from tfrs_recsys.data.schema import epoch_seconds
-from tfrs_recsys.data.sequences import infer_entity_columns
+from tfrs_recsys.data.sequences import infer_entity_columns, user_sequences
 from tfrs_recsys.data.tabular import load_table
 from tfrs_recsys.serving.client import ServingClient
 from tfrs_recsys.serving.feature_store import FeatureStore
@@ -260,6 +260,16 @@ def test_times_are_seconds_whether_datetimes_epoch_seconds_milliseconds_or_dates
                                 time_column="t")
     assert read.interactions["timestamp"].tolist() == [day]
 
+    # clicks within one second, the file out of order: whole seconds, the order of their fractions kept
+    clicks = _log(tmp_path, "s,t,i\n1,2014-04-07T10:51:09.900Z,C\n1,2014-04-07T10:51:09.277Z,B\n"
+                            "2,1396867869.5,E\n1,2014-04-07T10:51:08.100Z,A\n2,1396867869.25,D\n",
+                  "clicks.csv")
+    read = load_interactions("interactions", clicks, user_column="s", item_column="i", time_column="t")
+    assert read.interactions["item_id"].tolist() == ["A", "D", "B", "E", "C"]
+    assert read.interactions["timestamp"].tolist() == [1396867868] + [1396867869] * 4
+    sequences = user_sequences(read.interactions)
+    assert [list(h) for h in sequences.histories(["1", "2"])] == [["A", "B", "C"], ["D", "E"]]
+
 
 @pytest.mark.parametrize("text, options, line, column, fix", [
     ("user,item\nu1,i1\n", dict(user_column="visitor"), 1, "visitor", "--user-column"),
@@ -497,6 +507,20 @@ def test_a_ranker_learns_from_its_items_and_users_tables_in_memory_and_streamed(
     assert metrics["streamed"] and metrics["auc"] > 0.65  # blind to the category: 0.5 +- 0.03
     assert any("items have no row" in r.getMessage() and "of the sample's" in r.getMessage()
                for r in caplog.records)
+
+
+def test_the_feature_store_reads_an_interaction_log_by_its_own_columns(tmp_path):
+    from tfrs_recsys.serving import feature_store
+
+    log = _log(tmp_path, "session,ts,sku\ns1,2014-04-07T10:51:09Z,b\ns1,2014-04-07T10:50:00Z,a\n"
+                         "s2,2014-04-07T11:00:00Z,c\ns1,2014-04-07T10:52:00Z,c\n", "clicks.csv")
+    out = tmp_path / "store"
+    assert feature_store.main(["--dataset", "interactions", "--data-dir", log, "--user-column", "session",
+                               "--item-column", "sku", "--time-column", "ts", "--out", str(out)]) == 0
+    store = FeatureStore.load(out)
+    assert store.history("s1") == ["a", "b", "c"] and store.history("s2") == ["c"]  # in time order
+    meta = store.meta
+    assert (meta.user_column, meta.item_column, meta.time_column) == ("session", "sku", "ts")
 
 
 def test_the_feature_store_reads_a_rankers_items_table_by_its_own_id_column(tmp_path):

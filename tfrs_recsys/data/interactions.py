@@ -136,14 +136,15 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
         rows.check(empty, column, "empty id", "fill it in, or drop the row")
     out["rating"] = _ratings(log, rating_column, weights, rows) if rating_column else np.ones(len(log))
     # Without a time column the file order is the time order.
-    out["timestamp"] = _seconds(log, time_column, rows) if time_column else np.arange(len(log))
+    seconds = _seconds(log, time_column, rows) if time_column else np.arange(len(log), dtype=np.float64)
+    out["timestamp"] = np.floor(seconds).astype(np.int64)
     log = log.assign(**typed)
     keep = ~rows.bad & ((out["rating"] >= min_rating).to_numpy() if min_rating is not None else True)
     if min_rating is not None and (lower := int((~rows.bad).sum() - keep.sum())):
         logger.warning("%s: --min-rating %g leaves out %d interactions rated lower; %d remain", data,
                        min_rating, lower, int(keep.sum()))
     if not keep.all():
-        out, log = out[keep].reset_index(drop=True), log[keep].reset_index(drop=True)
+        out, log, seconds = out[keep].reset_index(drop=True), log[keep].reset_index(drop=True), seconds[keep]
     for each in reports or [report]:
         each.log()
     if out.empty:
@@ -170,6 +171,8 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
     item_table = logged if item_table is None else pd.concat(
         [item_table, logged[~logged["item_id"].isin(item_table["item_id"])]], ignore_index=True)
     item_table, user_table = _lists(item_table, "item_id"), _lists(user_table, "user_id")
+    if (seconds != out["timestamp"].to_numpy()).any():  # clicks within one second: in their sub-second order
+        out = out.iloc[np.argsort(seconds, kind="stable")].reset_index(drop=True)
     name = posixpath.basename(str(data).rstrip("/")) or "interactions"
     return InteractionData(out, item_table, user_table, name=name, skipped=reports)
 
@@ -258,8 +261,8 @@ def _ratings(table: pd.DataFrame, column: str, weights: dict[str, float], rows: 
 
 def _seconds(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
     """A time column (datetimes, epoch seconds (or milli-, micro-, nanoseconds, told apart by their size),
-    or dates read as UTC, day first where a date shows it; a column may mix numbers and dates) as int64
-    seconds (fractions dropped); a value that is none of them is a bad row."""
+    or dates read as UTC, day first where a date shows it; a column may mix numbers and dates) as float64
+    seconds; a value that is none of them is a bad row."""
     values = table[column]
     if pd.api.types.is_datetime64_any_dtype(values):  # e.g. a Parquet timestamp: not a count of seconds
         seconds = epoch_seconds(values, column)
@@ -278,4 +281,4 @@ def _seconds(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
                            "spreadsheet's serial date?)", "write it as a date")
     rows.check(np.isnan(seconds), column, "not a time (epoch seconds or a date): {value!r}",
                "fix or drop the row")
-    return np.floor(np.nan_to_num(seconds)).astype(np.int64)
+    return np.nan_to_num(seconds)

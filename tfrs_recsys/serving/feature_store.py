@@ -401,8 +401,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--user-features", help="Parquet/CSV with user ids and ranker user feature columns")
     p.add_argument("--column-types", default="", help="the ranker's --column-types (e.g. signup=timestamp), "
                                                        "for the --item-features / --user-features columns")
-    p.add_argument("--item-column", default="item_id", help="the --item-features id column (default item_id)")
-    p.add_argument("--user-column", default="user_id", help="the --user-features id column (default user_id)")
+    p.add_argument("--item-column", default="item_id",
+                   help="the --item-features id column, and --dataset interactions' item column (item_id)")
+    p.add_argument("--user-column", default="user_id",
+                   help="the --user-features id column, and --dataset interactions' user column (user_id)")
+    p.add_argument("--time-column", default=None,
+                   help="--dataset interactions' time column (default: the file's order; a run's options, "
+                        "rating filter included, come with --run-dir)")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="as the ranker read its tables: a malformed row is skipped and counted, a bad value "
                         "of a column declared numeric is missing (the row kept)")
@@ -417,11 +422,16 @@ def main(argv: list[str] | None = None) -> int:
                        item_features=table(args.item_features, args.item_column, "item"),
                        user_features=table(args.user_features, args.user_column, "user"),
                        hotness_feature_half_life_days=args.feature_half_life_days)
+        log = (dict(user_column=args.user_column, item_column=args.item_column, time_column=args.time_column)
+               if args.dataset == "interactions" else {})
         store = (FeatureStore.from_run(args.run_dir, **options) if args.run_dir else
-                 FeatureStore.from_interactions(load_interactions(args.dataset, args.data_dir), **options))
+                 FeatureStore.from_interactions(load_interactions(args.dataset, args.data_dir, **log),
+                                                **options))
         named = {f"{group}_column": column for group, column, table in (
             ("item", args.item_column, args.item_features), ("user", args.user_column, args.user_features))
             if table}  # a ranker's --items / --users id column is its --item-column / --user-column
+        if log and not args.run_dir:  # the log's columns, a ranker's inputs of those names get them
+            named.update(log)
         store.meta = dataclasses.replace(store.meta, **named)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
