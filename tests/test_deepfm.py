@@ -169,3 +169,7 @@ def test_a_non_binary_label_is_refused_with_the_fix(tmp_path, logs):
     with pytest.raises(DataError, match="label must be 0 or 1") as err:
         deepfm_training.run(cfg)
     assert err.value.column == "label" and "binarize" in err.value.fix
+    logs.frame.assign(label=1).to_csv(path, index=False)  # a log of clicks alone: nothing to tell apart
+    with pytest.raises(DataError, match="1 on every row") as err:
+        deepfm_training.run(cfg)
+    assert "impressions not clicked" in err.value.fix

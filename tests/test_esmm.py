@@ -175,3 +175,16 @@ def test_labels_in_the_wrong_order_are_refused_with_the_fix(tmp_path, sessions):
     with pytest.raises(DataError, match="a conversion without a click \\(.* such rows") as err:
         esmm_training.run(cfg)
     assert err.value.column == "click" and "click,conversion" in err.value.fix
+
+
+def test_a_label_of_one_value_is_refused_with_what_to_train(tmp_path, sessions):
+    clicked = sessions.frame[sessions.frame["click"] == 1]
+    for frame, column, said in ((clicked, "click", "--label-columns conversion (a clicked-only model)"),
+                                (sessions.frame.assign(conversion=0), "conversion", "check --label-columns")):
+        path = tmp_path / "impressions.csv"
+        frame.to_csv(path, index=False)
+        cfg = _cfg(tmp_path, dataset="csv", data_dir=str(path), label_columns=("click", "conversion"),
+                   session_column="session_id", user_column="user_id", item_column="item_id")
+        with pytest.raises(DataError, match="on every row") as err:
+            esmm_training.run(cfg)
+        assert err.value.column == column and said in err.value.fix

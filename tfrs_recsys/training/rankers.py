@@ -20,13 +20,14 @@ from tfrs_recsys import runs
 from tfrs_recsys.config import ConfigError, TrainConfig
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.errors import DataError, SkipReport
+from tfrs_recsys.data.label_checks import check_labels
 from tfrs_recsys.data.pipelines import dataset_from_arrays, frame_to_label_columns
 from tfrs_recsys.data.readers import struct_fields
 from tfrs_recsys.data.registry import load_labeled, options_from
 from tfrs_recsys.data.schema import FeatureSpec, frame_to_raw
 from tfrs_recsys.data.schema_inference import infer_schema
 from tfrs_recsys.data.splits import Split, random_split, split_by_session, split_by_time
-from tfrs_recsys.data.tabular import binary_label, locate, parse_column_types
+from tfrs_recsys.data.tabular import parse_column_types
 from tfrs_recsys.features.preprocessing import as_encoded, encode_frame
 from tfrs_recsys.training import distribution
 from tfrs_recsys.training.common import (
@@ -57,8 +58,8 @@ def load_and_split(cfg: TrainConfig, task: str) -> tuple[LabeledData, Split]:
     leaks across parts), else splits rows at random (seeded); ``random`` and ``session`` choose; ``time``
     trains on the earliest rows and tests on the latest, by ``--time-column`` (or a log's ``timestamp``),
     a session whole at its first row's time (a streamed run places each row by its own time). Fractions
-    80 / 10 / 10. The labels are checked first (:func:`check_labels`): ESMM takes click then conversion,
-    DeepFM one click label.
+    80 / 10 / 10. The labels are checked first (:func:`~tfrs_recsys.data.label_checks.check_labels`):
+    ESMM takes click then conversion, DeepFM one click label.
 
     Args:
       cfg: the run's config (data options, seed).
@@ -110,60 +111,6 @@ def time_split_column(cfg: TrainConfig, columns) -> str:
                              " (name the log's time column with --time-column)")
                           + "; choose --split random or session")
     return column
-
-
-def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False,
-                 report: SkipReport | None = None, skippable: bool = True) -> np.ndarray:
-    """Check that labels are 0/1 and, with ``funnel`` (click, conversion), that a conversion has a click.
-
-    Args:
-      frame: the labeled rows.
-      labels: the label columns.
-      funnel: check the click -> conversion order too.
-      report: skip the bad rows and count them here (``--skip-bad-rows``); None: raise on the first.
-      skippable: whether the error may suggest ``--skip-bad-rows`` (not for a streamed sample).
-
-    Returns:
-      Which rows to keep (all, unless bad ones are skipped).
-
-    Raises:
-      DataError: naming the first bad row (its file and line where known), the bad values and the fix.
-    """
-    numbers = {name: pd.to_numeric(binary_label(frame[name]), errors="coerce") for name in labels}
-    problems = []
-    for name in labels:
-        bad = ~numbers[name].isin([0, 1]).to_numpy()
-        found = frame[name][bad].map(_shown).value_counts()
-        values = ", ".join(f"{n} x {v}" for v, n in found.head(3).items())
-        problems.append((bad, name, "label must be 0 or 1, found {value}",
-                         f" ({int(bad.sum())} such rows: {values})",
-                         "binarize the label (e.g. rating >= 4 -> 1), or pick another label column"))
-    if funnel:
-        click, conversion = labels
-        impossible = ((numbers[conversion] > 0) & (numbers[click] <= 0)).to_numpy()
-        order = "pass --label-columns in the order click,conversion, and set click=1 on converted rows"
-        problems.append((impossible, conversion, "a conversion without a click",
-                         f" ({int(impossible.sum())} such rows; ESMM reads the labels as click, then "
-                         f"conversion)", order))
-    skip = np.zeros(len(frame), dtype=bool)
-    for bad, column, message, count, fix in problems:  # the count in an error, not in each counted row
-        for row in np.flatnonzero(bad & ~skip):
-            path, line = locate(frame, int(row))
-            what = message.format(value=_shown(frame[column].iloc[row]))
-            if report is None:
-                raise DataError(what + count, path=path, line=line, column=column,
-                                fix=f"{fix}, or pass --skip-bad-rows to skip such rows" if skippable else fix)
-            report.add(DataError(what, path=path, line=line, column=column),
-                       reason=f"column '{column}': {message.split(',')[0]}")
-        skip |= bad
-    if skip.any():
-        report.log()
-    return ~skip
-
-
-def _shown(value) -> str:
-    value = value.item() if isinstance(value, np.generic) else value
-    return "a missing value" if pd.isna(value) or value == "" else repr(value)
 
 
 def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> FeatureSpec:

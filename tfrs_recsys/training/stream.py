@@ -40,6 +40,7 @@ from tfrs_recsys.data.bad_rows import labels_of
 from tfrs_recsys.data.bucket_sizing import column_sized
 from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.label_checks import check_labels
 from tfrs_recsys.data.readers import struct_fields
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.data.schema_inference import infer_schema
@@ -151,7 +152,7 @@ def start(cfg: TrainConfig, task: str) -> StreamRun:
     for join in table.joins:
         join.check(sample, of="the sample's")
     check_bad_rows(table, cfg)  # the sample's rows were screened as they were read
-    rankers.check_labels(sample, table.labels, funnel=task == "esmm", skippable=False)
+    check_labels(sample, table.labels, funnel=task == "esmm", skippable=False)
     spec = _spec(cfg, table, sample, train_rows)
     timings = {"load": time.perf_counter() - clock - cutting}
     clock = time.perf_counter()
