@@ -260,6 +260,11 @@ def test_times_are_seconds_whether_datetimes_epoch_seconds_milliseconds_or_dates
                                 time_column="t")
     assert read.interactions["timestamp"].tolist() == [day]
 
+    headerless = _log(tmp_path, "1,2014-04-07T10:51:09.277Z,214536502,0\n1,2014-04-07T10:51:10Z,2145365,S\n",
+                      "clicks.dat")
+    with pytest.raises(DataError, match="its columns are") as err:
+        load_interaction_log(headerless, user_column="session_id", item_column="item_id")
+    assert "no header row" in err.value.fix and "--user-column" not in err.value.fix
     # clicks within one second, the file out of order: whole seconds, the order of their fractions kept
     clicks = _log(tmp_path, "s,t,i\n1,2014-04-07T10:51:09.900Z,C\n1,2014-04-07T10:51:09.277Z,B\n"
                             "2,1396867869.5,E\n1,2014-04-07T10:51:08.100Z,A\n2,1396867869.25,D\n",

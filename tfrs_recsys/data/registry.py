@@ -19,10 +19,11 @@ from tfrs_recsys.data.clicklogs import load_ali_ccp, load_aliexpress
 from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.expedia import load_expedia
+from tfrs_recsys.data.headers import column_fix
 from tfrs_recsys.data.interactions import load_interaction_log
 from tfrs_recsys.data.label_leaks import norm_name
 from tfrs_recsys.data.synthetic_interactions import synthetic_histories, synthetic_ratings
-from tfrs_recsys.data.tabular import column_fix, load_criteo, load_table, say_duplicates, table_columns
+from tfrs_recsys.data.tabular import load_criteo, load_table, say_duplicates, table_columns
 from tfrs_recsys.data.text_values import TIME_NAME
 
 INTERACTION_DATASETS = {

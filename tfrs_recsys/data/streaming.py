@@ -39,13 +39,13 @@ from tfrs_recsys.data import json_lines
 from tfrs_recsys.data.bad_rows import BadRows, labels_of
 from tfrs_recsys.data.compressed import EXPANSION, file_format, is_compressed, open_text
 from tfrs_recsys.data.errors import DataError
+from tfrs_recsys.data.headers import column_fix
 from tfrs_recsys.data.packing import pack, packed_signature, unpack
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.readers import plain_batch, plain_columns
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.data.tabular import (
     PARQUET_SUFFIXES,
-    column_fix,
     declared_text,
     parse_column_types,
     table_files,

@@ -23,6 +23,7 @@ from tfrs_recsys.data import json_lines, readers
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.compressed import file_format, open_text
 from tfrs_recsys.data.errors import DataError, SkipReport
+from tfrs_recsys.data.headers import column_fix
 from tfrs_recsys.data.number_text import MISSING_NUMBER_WORDS, mostly_formatted_numbers
 from tfrs_recsys.data.text_encodings import BOM, file_encoding
 
@@ -71,16 +72,6 @@ def table_files(path: str, what: str) -> list[str]:
         raise DataError(f"{what} {text} names no {FORMATS} file", path=text,
                         fix="point it at a file, a glob like shards/*.csv, or a folder of such files")
     return files
-
-
-def column_fix(column: str, columns: Sequence[str], flag: str | None) -> str:
-    """The fix of a column missing from a table: the column written with other spaces or case, if one is
-    (``'Kundennummer '``), else to pass ``flag`` naming one of ``columns`` (or to add it, without a flag)."""
-    twin = next((c for c in columns if str(c).strip().casefold() == column.strip().casefold()), None)
-    if twin is not None:
-        return f"the table writes it {twin!r} (spaces or case differ): " + (
-            f"pass {flag} {twin!r}, or correct the header" if flag else "correct the header")
-    return f"pass {flag} naming one of them" if flag else "add it"
 
 
 def table_columns(path: str, what: str) -> list[str]:
