@@ -47,9 +47,9 @@ def leak_warning(evaluator: EpochEvaluator) -> str | None:
 
 def memorizing_advice(evaluator: EpochEvaluator, spec: FeatureSpec, train_rows: int) -> str | None:
     """A warning when the model learned its training rows by heart rather than what generalizes: from the
-    first epoch to the last its training AUC rose by :data:`MEMORY_RISE` or more, to half that above the
-    best validation AUC, while the best validation AUC gained under :data:`MEMORY_SHARE` of that rise over
-    the first epoch's. It names the vocabulary columns
+    first epoch (the higher of its training and validation AUC) to the last its training AUC rose by
+    :data:`MEMORY_RISE` or more, to half that above the best validation AUC, while the best validation AUC
+    gained under :data:`MEMORY_SHARE` of that rise over the first epoch's. It names the vocabulary columns
     of fewest training rows per value (under :data:`FEW_ROWS_PER_VALUE`), where a model can learn rows by
     heart, to try leaving out one at a time.
 
@@ -65,12 +65,15 @@ def memorizing_advice(evaluator: EpochEvaluator, spec: FeatureSpec, train_rows: 
     checked = evaluator.validation_logs.get(1)
     if not (first and last and checked) or evaluator.epochs_run < 2:
         return None
-    rose = [f"{k} rose by {last[k] - first[k]:.3f} over {evaluator.epochs_run} epochs ({first[k]:.3f} to "
+    # The first epoch's training AUC is averaged over a model still learning: its end scored on validation
+    # data is a truer start (a first epoch that reached the ceiling gained nothing later, yet memorized none).
+    start = {k: max(first[k], checked[k]) for k in first if k in checked}
+    rose = [f"{k} rose by {last[k] - start[k]:.3f} over {evaluator.epochs_run} epochs ({start[k]:.3f} to "
             f"{last[k]:.3f}) while the validation {k} gained {v - checked[k]:.3f} ({checked[k]:.3f} to "
             f"{v:.3f} at best)" for k, v in evaluator.best_metrics.items()
-            if k.endswith("auc") and k in first and k in last and k in checked
-            and last[k] - first[k] >= MEMORY_RISE and v - checked[k] < MEMORY_SHARE * (last[k] - first[k])
-            and last[k] - v >= MEMORY_RISE / 2]  # not a first epoch's average catching up with the model
+            if k.endswith("auc") and k in start and k in last
+            and last[k] - start[k] >= MEMORY_RISE and v - checked[k] < MEMORY_SHARE * (last[k] - start[k])
+            and last[k] - v >= MEMORY_RISE / 2]
     if not rose:
         return None
     values = {c.name: len(c.vocabulary) for c in spec.features if c.encoding == "vocabulary" and c.vocabulary}
