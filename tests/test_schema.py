@@ -358,6 +358,18 @@ def test_numbers_written_for_people_are_numbers_in_every_chunk():
     assert declared["price"].decimal_comma and read[::2].tolist() == [12.5, 3] and np.isnan(read[1])
 
 
+def test_epoch_milliseconds_under_a_time_like_name_are_a_timestamp_read_as_seconds():
+    day = 1_433_000_000
+    for scale in (1, 1_000, 1_000_000):
+        times = [(day + 60 * i) * scale for i in range(120)]
+        frame = pd.DataFrame({"timestamp": times, "click": [0, 1] * 60})
+        spec = infer_schema(frame, ["click"])
+        assert spec["timestamp"].kind == "timestamp", spec.notes["decisions"]["timestamp"]
+        assert frame_to_raw(frame.head(2), spec)["timestamp"].tolist() == [day, day + 60]
+    counts = pd.DataFrame({"views": [(day + i) * 1000 for i in range(120)], "click": [0, 1] * 60})
+    assert infer_schema(counts, ["click"])["views"].kind == "numeric"  # no time in the name: a number
+
+
 def test_dates_written_with_words_or_as_amazon_reviews_write_them_are_times_not_comma_lists():
     seconds = pd.Timestamp("2009-09-13", tz="UTC").timestamp()
     for written in (["09 13, 2009", "01 2, 2010"], ["Sep 13, 2009", "Jan 2, 2010"],

@@ -46,7 +46,7 @@ from tfrs_recsys.data.text_values import (
     free_text,
     id_named,
 )
-from tfrs_recsys.data.times import day_first, epoch_seconds, is_plain_number
+from tfrs_recsys.data.times import MAX_EPOCH_SECONDS, day_first, epoch_seconds, epoch_units, is_plain_number
 
 _SESSION_NAMES = ("session_id", "sessionid", "search_id", "srch_id", "session", "query_id", "qid",
                   "request_id")
@@ -252,10 +252,12 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
         present = values.dropna()
         integer_dtype = pd.api.types.is_integer_dtype(values)
         integral = integer_dtype or bool((present == np.floor(present)).all())
+        seconds = epoch_units(present.to_numpy("float64")) if integral else None  # milliseconds too
         if (integral and TIME_NAME.search(lname) and not present.empty
-                and _EPOCH_SECONDS[0] <= present.min() and present.max() <= _EPOCH_SECONDS[1]):
+                and _EPOCH_SECONDS[0] <= seconds.min() and seconds.max() <= _EPOCH_SECONDS[1]):
+            unit = "seconds" if present.max() < MAX_EPOCH_SECONDS else "milli-, micro- or nanoseconds"
             return _numeric_column(name, epoch_seconds(values, name), "timestamp",
-                                   "integer epoch seconds under a time-like name")
+                                   f"integer epoch {unit} under a time-like name")
         # Integer categories stay integers end to end (int64 inputs); the user and item ids stay strings,
         # as every signature and the feature store hold them, and so do integers with gaps (NaN).
         raw = "int64" if integer_dtype and not as_id else "string"
