@@ -147,6 +147,17 @@ def test_entity_features_reject_unknown_columns():
                             group="item")
 
 
+def test_entity_features_read_integer_codes_as_categories_and_quantities_as_numbers_as_the_rankers_do():
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "categoryid": [1338, 7, 1338], "available": [0, 1, 1],
+                          "price": [5, 12, 30]})
+    specs, tables = seq.entity_features(items, "item_id", np.array(["a", "b", "c", "new"], dtype=object),
+                                        ["categoryid", "available", "price"], group="item")
+    kinds = {spec.name: spec.kind for spec in specs}
+    assert kinds == {"categoryid": "categorical", "available": "categorical", "price": "numeric"}
+    vocabulary = next(spec for spec in specs if spec.name == "categoryid").vocabulary
+    assert vocabulary == ["1338", "7"] and tables["categoryid"].tolist() == [1, 2, 1, 0]  # "new": none
+
+
 # --- towers -------------------------------------------------------------------------------------
 
 def _tiny_model(transformer: bool = True, **overrides) -> TwoTowerRetrieval:

@@ -266,7 +266,7 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
                                        entity=as_id, raw_dtype=raw)
         distinct = present.nunique()
         quantity, coded = _NUMERIC_NAME.search(lname), _CATEGORICAL_NAME.search(lname)
-        if integer_dtype and not quantity and (coded or distinct <= opts.low_cardinality_max):
+        if integer_codes(name, values, opts.low_cardinality_max):
             why = ("integer codes, categorical-like name" if coded else f"{distinct} distinct integers "
                    f"(<= low_cardinality_max={opts.low_cardinality_max}): codes, not quantities")
             return _categorical_column(name, raw_strings(values), opts, why, raw_dtype=raw)
@@ -326,6 +326,17 @@ def _declared_column(name: str, values: pd.Series, opts: _Options,
     integers = pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values)
     return _categorical_column(name, raw_strings(values), opts, "declared", id_like=id_named(name),
                                raw_dtype="int64" if integers else "string")
+
+
+def integer_codes(name: str, values: pd.Series, low_cardinality_max: int = 100) -> bool:
+    """Whether an integer column holds codes, not quantities: its name says so (``category``, ``type``,
+    ``code``) or it has at most ``low_cardinality_max`` distinct values, and its name says no quantity
+    (``price``, ``count``, ``age``)."""
+    if not pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    lname = norm_name(name)
+    return not _NUMERIC_NAME.search(lname) and bool(
+        _CATEGORICAL_NAME.search(lname) or values.nunique() <= low_cardinality_max)
 
 
 def _numeric_column(name: str, values: np.ndarray, kind: str, why: str, dates_day_first: bool = False,

@@ -30,6 +30,7 @@ from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.number_text import numbers_hint
 from tfrs_recsys.data.pipelines import without_autotune
 from tfrs_recsys.data.schema import FeatureColumn, is_listlike
+from tfrs_recsys.data.schema_inference import integer_codes
 from tfrs_recsys.data.text_values import free_text
 from tfrs_recsys.data.times import is_plain_number
 
@@ -372,15 +373,15 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
             for r, row in enumerate(lists):
                 table[r, :len(row)] = [lookup[str(x)] for x in row]
             specs.append(FeatureColumn(col, "multi_categorical", group, "vocabulary", vocabulary=vocab))
-        elif is_plain_number(frame[col]):
+        elif is_plain_number(frame[col]) and not integer_codes(col, frame[col]):  # as the rankers read it
             x = values.to_numpy(dtype=np.float64)
             finite = np.isfinite(x).any()
             mean, std = (float(np.nanmean(x)), float(np.nanstd(x)) or 1.0) if finite else (0.0, 1.0)
             table = np.nan_to_num((x - mean) / std, nan=0.0).astype(np.float32)
             specs.append(FeatureColumn(col, "numeric", group, "none", mean=mean, std=std,
                                        raw_dtype="float32"))
-        else:
-            text = values.astype("string")  # missing values stay missing: index 0
+        else:  # missing values stay missing: index 0; codes as written (119, not 119.0 beside a gap)
+            text = (values.astype("Int64") if is_plain_number(values) else values).astype("string")
             vocab = sorted(set(text.dropna()))
             table = text.map({v: i + 1 for i, v in enumerate(vocab)}).fillna(0).to_numpy(dtype=np.int32)
             specs.append(FeatureColumn(col, "categorical", group, "vocabulary", vocabulary=vocab))

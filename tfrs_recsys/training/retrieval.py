@@ -381,7 +381,8 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
 
     run_dir = runs.create(cfg, "retrieval", chief=chief)
     print(f"retrieval: {data.name}, {len(catalog)} items, {len(split.train)} users, "
-          f"{examples}, protocol={split.protocol}, features={vocab.spec.feature_names or 'none'}, "
+          f"{examples}, protocol={split.protocol}, features="
+          f"{', '.join(f'{c.name} ({c.kind})' for c in vocab.spec.features) or 'none'}, "
           f"strategy: {distribution.describe(strategy)}", flush=True)
     for column, why in skipped.items():
         print(f"retrieval: feature column {column} not used: {why}", flush=True)
