@@ -143,3 +143,18 @@ def test_prices_in_several_currencies_are_said_to_be_read_as_one_scale(caplog):
     assert spec["price"].kind == "numeric"
     assert "in 3 currencies ($ ¥ €) read as one scale" in spec.notes["decisions"]["price"]
     assert any("convert them to one currency" in r.getMessage() for r in caplog.records)
+
+
+def test_a_long_table_of_one_row_per_property_is_refused_with_how_to_pivot_it(tmp_path):
+    from tfrs_recsys.data.entities import read_entity_table
+
+    long = pd.DataFrame({"timestamp": [3, 1, 2, 1], "itemid": [7, 7, 7, 8],
+                         "property": ["categoryid", "categoryid", "available", "categoryid"],
+                         "value": ["12", "11", "1", "5"]})
+    long.to_csv(tmp_path / "item_properties.csv", index=False)
+    with pytest.raises(DataError, match="item '7' has two rows") as err:
+        read_entity_table(str(tmp_path / "item_properties.csv"), "itemid", "item", False, [], [])
+    pivot = err.value.fix.split("e.g. in pandas: table")[1].split(" (the latest")[0]
+    wide = eval("long" + pivot)  # the fix's own code, run on the table
+    assert wide.set_index("itemid").to_dict("index") == {7: {"available": "1", "categoryid": "12"},
+                                                         8: {"available": np.nan, "categoryid": "5"}}

@@ -90,9 +90,27 @@ def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: boo
     twice = frame[f"{group}_id"].duplicated()
     if twice.any():
         raise DataError(f"{group} '{frame[f'{group}_id'][twice].iloc[0]}' has two rows", path=str(path),
-                        column=key, fix=f"keep one row per {group}")
+                        column=key, fix=f"keep one row per {group}" + _pivot_fix(frame.columns, key))
     frame.attrs[TIMES] = times
     return frame
+
+
+_KEY_COLUMNS = ("property", "attribute", "key", "name", "feature", "field")
+_VALUE_COLUMNS = ("value", "val")
+
+
+def _pivot_fix(columns, key: str) -> str:
+    """How to turn a long (key-value) table, one row per id and property, into one row per id."""
+    names = {str(c).strip().lower(): c for c in columns}
+    prop = next((names[n] for n in _KEY_COLUMNS if n in names), None)
+    value = next((names[n] for n in _VALUE_COLUMNS if n in names), None)
+    if prop is None or value is None:
+        return ""
+    when = next((c for c in columns if str(c).strip().lower() in ("timestamp", "time", "date", "ts")), None)
+    latest = f".sort_values({when!r})" if when is not None else ""
+    return (f"; a table of one row per property ({prop!r}, {value!r}) is pivoted to a column per property, "
+            f"e.g. in pandas: table{latest}.drop_duplicates([{key!r}, {prop!r}], keep='last').pivot(index="
+            f"{key!r}, columns={prop!r}, values={value!r}).reset_index() (the latest value of each)")
 
 
 def say_unmatched(table: pd.DataFrame | None, logged: pd.Series, group: str, path: str | None,
