@@ -30,7 +30,7 @@ from tfrs_recsys.export.rankers import export_ranker
 from tfrs_recsys.export.retrieval import export_retrieval
 from tfrs_recsys.export.tfserving import existing_versions, read_export_metadata
 from tfrs_recsys.model_server.servable import read_meta_graph
-from tfrs_recsys.recommend import recommend
+from tfrs_recsys.recommend import Recommender, recommend
 from tfrs_recsys.servable_layout import read_warmup_requests, version_dirs
 from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.training import deepfm as deepfm_training
@@ -153,6 +153,12 @@ def test_retrieval_trains_exports_and_serves_from_urls(tmp_path):
     # ... and what the exports answer is what the trained model ranks first.
     want = [r["item_id"] for r in recommend(trained, users[0], 5)]
     assert from_url["item_ids"][0].astype(str).tolist() == want
+    recommender = Recommender(trained)  # one for many users answers each as recommend() does
+    asks = [(u, None, False) for u in users] + [(users[1], trained.histories[users[0]][:3], True),
+                                                 ("stranger", None, False)]
+    for user, history, exclude in asks:
+        assert recommender.recommend(user, 5, history=history, exclude_seen=exclude) == recommend(
+            trained, user, 5, history=history, exclude_seen=exclude)
 
     # The CLI takes the run directory as a URL.
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -28,9 +28,55 @@ from tfrs_recsys.errors import UserError
 from tfrs_recsys.serving.pipeline_cli import add_pipeline_arguments, pipeline_from_args
 
 
+class Recommender:
+    """The exact top-k of a reloaded retrieval run, for many users: what does not depend on the user (the
+    catalog's embeddings, the whole log's co-occurrence table, the items' labels) is computed once.
+
+    Args:
+      trained: A :class:`~tfrs_recsys.runs.TrainedRetrieval` (:func:`tfrs_recsys.runs.load_retrieval`).
+    """
+
+    def __init__(self, trained):
+        from tfrs_recsys.data.bundles import item_labels
+        from tfrs_recsys.models.cooccurrence import CooccurrenceTable
+
+        self.trained = trained
+        self.labels = item_labels(trained.items)
+        self.candidates = trained.model.candidate_embeddings().numpy()
+        self.index = pd.Index(trained.catalog)
+        fitted = trained.cooccurrence
+        self.table = (CooccurrenceTable.of_histories(trained.histories.values(), trained.catalog, fitted.beta,
+                                                     fitted.damping)
+                      if fitted is not None and fitted.beta > 0 else None)
+        counts = pd.Series([i for seen in trained.histories.values() for i in seen]).value_counts()
+        self.most_interacted = list(counts.items())
+
+    def recommend(self, user_id: str, k: int = 10, *, history: Sequence[str] | None = None,
+                  exclude_seen: bool = False) -> list[dict]:
+        """The exact top-``k`` of one user (:func:`recommend`)."""
+        from tfrs_recsys.models.retrieval import query_vectors
+
+        trained, labels = self.trained, self.labels
+        items = list(trained.histories.get(user_id, [])) if history is None else [str(h) for h in history]
+        if not items and user_id not in trained.histories:  # nothing to read: the served fallback's answer
+            return [{"item_id": str(i), "score": float(n), "title": labels.get(i, i)}
+                    for i, n in self.most_interacted[:k]]
+        query = query_vectors(trained.model, np.array([user_id], dtype=object),
+                              [np.array(items, dtype=object)], trained.cfg.max_history)[0]
+        scores, catalog = self.candidates @ query, trained.catalog
+        if self.table is not None:
+            seen = self.index.get_indexer(np.asarray(items, dtype=object))
+            scores = self.table.fuse(scores, self.table.scores([seen])[0])
+        if exclude_seen:
+            scores = np.where(np.isin(catalog, items), -np.inf, scores)
+        order = [i for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
+        return [{"item_id": catalog[i], "score": float(scores[i]),
+                 "title": labels.get(catalog[i], catalog[i])} for i in order]
+
+
 def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | None = None,
               exclude_seen: bool = False) -> list[dict]:
-    """The exact top-``k`` of a reloaded retrieval run.
+    """The exact top-``k`` of a reloaded retrieval run (for many users, one :class:`Recommender`).
 
     Args:
       trained: A :class:`~tfrs_recsys.runs.TrainedRetrieval` (:func:`tfrs_recsys.runs.load_retrieval`).
@@ -44,31 +90,7 @@ def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | No
       ``{"item_id", "score", "title"}`` per item, best first; ``title`` is the item's readable label
       (:func:`~tfrs_recsys.data.bundles.item_labels`).
     """
-    from tfrs_recsys.data.bundles import item_labels
-    from tfrs_recsys.models.cooccurrence import CooccurrenceTable
-    from tfrs_recsys.models.retrieval import query_vectors
-
-    items = list(trained.histories.get(user_id, [])) if history is None else [str(h) for h in history]
-    labels = item_labels(trained.items)
-    if not items and user_id not in trained.histories:  # nothing to read: the served fallback's answer
-        counts = pd.Series([i for seen in trained.histories.values() for i in seen]).value_counts()
-        return [{"item_id": str(i), "score": float(n), "title": labels.get(i, i)}
-                for i, n in counts.iloc[:k].items()]
-    query = query_vectors(trained.model, np.array([user_id], dtype=object), [np.array(items, dtype=object)],
-                          trained.cfg.max_history)[0]
-    scores = trained.model.candidate_embeddings().numpy() @ query
-    catalog = trained.catalog
-    if trained.cooccurrence is not None and trained.cooccurrence.beta > 0:
-        fitted = trained.cooccurrence
-        table = CooccurrenceTable.of_histories(trained.histories.values(), catalog, fitted.beta,
-                                               fitted.damping)
-        index = pd.Index(catalog)
-        scores = table.fuse(scores, table.scores([index.get_indexer(np.asarray(items, dtype=object))])[0])
-    if exclude_seen:
-        scores = np.where(np.isin(catalog, items), -np.inf, scores)
-    order = [i for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
-    return [{"item_id": catalog[i], "score": float(scores[i]), "title": labels.get(catalog[i], catalog[i])}
-            for i in order]
+    return Recommender(trained).recommend(user_id, k, history=history, exclude_seen=exclude_seen)
 
 
 def _name_value(text: str) -> tuple[str, str]:
