@@ -427,8 +427,11 @@ def test_item_tables_text_lists_a_table_matching_nothing_and_unused_log_columns(
     assert "leading zeros" in err.fix
 
 
-def test_event_types_are_rated_with_rating_values(tmp_path):
+def test_event_types_are_rated_with_rating_values(tmp_path, caplog):
     log = _log(tmp_path, "u,i,event\na,x,view\na,y,cart\nb,x,purchase\nb,z,view\nc,y,view\n")
+    with caplog.at_level("WARNING"):  # read without a rating: every event an interaction, said with the fix
+        load_interaction_log(log, user_column="u", item_column="i")
+    assert "--rating-column event --rating-values view=1,cart=1,purchase=1" in caplog.text
     options = dict(user_column="u", item_column="i", rating_column="event")
     err = _error(load_interaction_log, log, **options)
     assert err.column == "event" and "'view'" in str(err) and "--rating-values view=1" in err.fix

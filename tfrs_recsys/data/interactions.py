@@ -165,6 +165,12 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
         logger.warning("%s: column(s) %s change within one item and within one user: not tower features (the "
                        "towers read one value per item or user; a ranker trained on the file as --dataset "
                        "csv reads them)", data, ", ".join(map(str, unused)))
+        kinds = next((c for c in unused if not rating_column and _event_types(log[c])), None)
+        if kinds is not None:  # every row counts as one interaction, a view as a purchase
+            values = ",".join(f"{v}=1" for v in log[kinds].dropna().astype(str).unique()[:4])
+            logger.warning("%s: column '%s' looks like event types: every row is an interaction, whatever "
+                           "its type; weigh or filter them with --rating-column %s --rating-values %s (and "
+                           "--min-rating to keep some)", data, kinds, kinds, values)
     item_table = _join(item_table, joined, "item_id", item_columns)
     user_table = _join(user_table, joined, "user_id", user_columns)
     logged = pd.DataFrame({"item_id": out["item_id"].unique()})
@@ -257,6 +263,15 @@ def _ratings(table: pd.DataFrame, column: str, weights: dict[str, float], rows: 
     rows.check(blank, column, "the rating is missing", "fill it in (e.g. 0) or drop the row")
     rows.check(text, column, "{value!r} is not a number", "fix or drop the row")
     return ratings
+
+
+def _event_types(values: pd.Series) -> bool:
+    """Whether a column holds a few words naming what happened (view, addtocart, transaction)."""
+    text = values.dropna()
+    if text.empty or is_plain_number(text) or not pd.api.types.is_string_dtype(text):
+        return False
+    distinct = text.astype(str).unique()
+    return 2 <= len(distinct) <= 10 and all(v.replace("_", "").replace("-", "").isalpha() for v in distinct)
 
 
 def _seconds(table: pd.DataFrame, column: str, rows: _RowChecks) -> np.ndarray:
