@@ -225,6 +225,17 @@ def test_a_request_of_no_rows_is_run_as_sent_and_no_queue_outlives_its_tasks():
         assert seen[-1] == (8, 39)  # padded as before
         batcher("serving_default", {"x": np.zeros((1, 1 << 19), np.float32)}, ["y"])
         assert seen[-1] == (1, 1 << 19)  # a copy of this row seven times over is more than it is worth
+        seen_ids = []
+        strings = Batcher(lambda name, inputs, aliases: seen_ids.append(len(inputs["id"])) or
+                          {"y": inputs["id"]}, options)
+        try:
+            strings("serving_default", {"id": np.array([b"u1"], dtype=object)}, ["y"])
+            assert seen_ids[-1] == 8  # a short id is padded
+            long_id = np.array([b"x" * (4 << 20)], dtype=object)  # one row of 4 MiB: 28 MiB in copies
+            assert strings("serving_default", {"id": long_id}, ["y"])["y"][0] == long_id[0]
+            assert seen_ids[-1] == 1
+        finally:
+            strings.stop()
         assert not batcher._queues  # every shape's queue went with its last task
     finally:
         batcher.stop()

@@ -35,9 +35,10 @@ def _array(value: Input, alias: str) -> np.ndarray:
     return to_ndarray(value, alias) if isinstance(value, tensor_pb2.TensorProto) else value
 
 
-# Padding to an allowed batch size copies rows: a batch it would grow by more values than this runs unpadded
-# (a wide row, copied seven times, would hold memory the client never sent).
+# Padding to an allowed batch size copies rows: a batch it would grow by more values or bytes than these
+# runs unpadded (a wide row or a long string, copied 63 times, would hold memory the client never sent).
 MAX_PADDING_VALUES = 1 << 20
+MAX_PADDING_BYTES = 16 << 20
 
 
 @dataclass
@@ -46,6 +47,7 @@ class _Task:
     size: int
     enqueued: float
     values: int = 0
+    nbytes: int = 0
     done: threading.Event = field(default_factory=threading.Event)
     result: dict | None = None
     error: ServingError | None = None
@@ -114,7 +116,8 @@ class Batcher:
         key = (signature_name, tuple(output_aliases),
                tuple(sorted((k, shapes[k][1:], dtype_of(v) if isinstance(v, np.ndarray) else v.dtype)
                             for k, v in inputs.items())))
-        task = _Task(inputs, size, time.monotonic(), sum(int(np.prod(s)) for s in shapes.values()))
+        task = _Task(inputs, size, time.monotonic(), sum(int(np.prod(s)) for s in shapes.values()),
+                     sum(_nbytes(v) for v in inputs.values()))
         with self._cond:
             if self._stopping:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, "Batch scheduler is shutting down")
@@ -195,7 +198,8 @@ class Batcher:
     def _process(self, signature_name: str, output_aliases: Sequence[str], tasks: list[_Task]) -> list[dict]:
         total = sum(t.size for t in tasks)
         padded = next((b for b in self.options.allowed_batch_sizes if b >= total), total)
-        if sum(t.values for t in tasks) * (padded - total) > MAX_PADDING_VALUES * total:
+        if (sum(t.values for t in tasks) * (padded - total) > MAX_PADDING_VALUES * total
+                or sum(t.nbytes for t in tasks) * (padded - total) > MAX_PADDING_BYTES * total):
             padded = total
         if len(tasks) == 1 and padded == total:
             merged = tasks[0].inputs
@@ -217,3 +221,12 @@ class Batcher:
         starts = np.cumsum([0] + [t.size for t in tasks])
         return [{a: outputs[a][start:start + task.size] for a in output_aliases}
                 for task, start in zip(tasks, starts)]
+
+
+def _nbytes(value: Input) -> int:
+    """The bytes an input holds: a TensorProto's encoded size, an array's values (strings by their length)."""
+    if isinstance(value, tensor_pb2.TensorProto):
+        return value.ByteSize()
+    if value.dtype == object:
+        return sum(len(v) if isinstance(v, (bytes, str)) else 8 for v in value.flat)
+    return value.nbytes
