@@ -3,6 +3,7 @@
 One server process polls a base path every 0.2 s; the tests drop versions into it
 while clients keep calling, and read the outcome through GetModelStatus and Predict.
 """
+import shutil
 import threading
 import time
 
@@ -132,8 +133,11 @@ def test_directories_that_are_not_versions_are_ignored(env):
     (model_dir / ".tmp-77-abc").mkdir()
     (model_dir / ".tmp-77-abc" / "saved_model.pb").write_bytes(b"half written")
     (model_dir / "notes").mkdir()
+    huge = model_dir / "99999999999999999999"  # no int64: no version number a status can hold
+    shutil.copytree(model_dir / str(max(status(env, "utility"))), huge)
     time.sleep(0.8)
-    assert 77 not in status(env, "utility")
+    assert 77 not in status(env, "utility") and all(v < 1 << 63 for v in status(env, "utility"))
+    shutil.rmtree(huge)
     assert predict(env, "utility", [1.0]).model_spec.version.value in status(env, "utility")
 
 

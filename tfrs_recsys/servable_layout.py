@@ -32,6 +32,9 @@ def rows_independent(version_dir: str | os.PathLike) -> bool:
     return isinstance(meta, dict) and meta.get(ROWS_INDEPENDENT) is True
 
 
+MAX_VERSION = (1 << 63) - 1  # the largest int64
+
+
 def version_dirs(model_dir: str | os.PathLike) -> dict[int, str]:
     """The version directories under ``model_dir``, by version number.
 
@@ -39,14 +42,15 @@ def version_dirs(model_dir: str | os.PathLike) -> dict[int, str]:
       model_dir: A local folder or a ``tf.io.gfile`` URL.
 
     Returns:
-      ``{version: path}`` for each child whose name is an ASCII non-negative integer.
+      ``{version: path}`` for each child whose name is an ASCII non-negative integer that fits an int64
+      (a version number in every status and request, as TF Serving reads it; larger names are ignored).
 
     Raises:
       FileNotFoundError: ``model_dir`` does not exist.
     """
     children = {name: paths.join(model_dir, name) for name in paths.listdir(model_dir)}
     return {int(name): str(child) for name, child in children.items()
-            if name.isascii() and name.isdigit() and paths.isdir(child)}
+            if name.isascii() and name.isdigit() and int(name) <= MAX_VERSION and paths.isdir(child)}
 
 
 def write_warmup_requests(version_dir: str | os.PathLike, model_name: str,
