@@ -253,6 +253,18 @@ def test_events_with_text_no_answer_can_hold_are_refused_and_ids_are_stripped(se
         twice = http.get("/recommend/u1?top_k=3&top_k=900")
         assert twice.status_code == 400 and "more than once" in twice.json()["error"]
         assert np.isfinite([r["score"] for r in http.get("/recommend/stranger").json()["items"]]).all()
+        # every id an event stores can be asked for again; one no URL or log can name is refused
+        assert http.post("/events", json={"user_id": "shop/42", "item_id": "item_09",
+                                          "event": "click"}).status_code == 200
+        slashed = http.get("/recommend/shop%2F42")
+        assert slashed.status_code == 200 and slashed.json()["is_cold_start"] is False
+        assert http.get("/recall/shop%2F42").status_code == 200
+        for control in ("a\u0000b", "a\nb"):
+            bad = http.post("/events", json={"user_id": control, "item_id": "item_09", "event": "click"})
+            assert bad.status_code == 400 and "control character" in bad.json()["error"]
+        for path in ("/recommend/%ff", "/recommend/a%00b", "/recall/%fe"):
+            refused = http.get(path)
+            assert refused.status_code == 400, (path, refused.text)
 
 
 def test_seen_items_are_kept_or_left_out_as_the_retrieval_run_ranked(served):

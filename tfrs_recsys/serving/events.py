@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import unicodedata
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -62,12 +63,20 @@ def _id(record: dict, key: str, where: str) -> str:
     text = str(value).strip()
     if len(text) > MAX_ID_CHARS:
         raise EventError(f"{where}.{key}", f"is {len(text)} characters long; ids have at most {MAX_ID_CHARS}")
+    if problem := id_problem(text):
+        raise EventError(f"{where}.{key}", problem)
+    return text
+
+
+def id_problem(text: str) -> str | None:
+    """Why an id cannot be stored and asked for again (``GET /recommend/<id>``), or None."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no answer naming it could be written
-        raise EventError(f"{where}.{key}", "is not valid Unicode text (a lone surrogate); send UTF-8 "
-                                           "text") from None
-    return text
+        return "is not valid Unicode text (a lone surrogate); send UTF-8 text"
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        return "holds a control character (NUL, a line break, a tab): no URL or log line can name it"
+    return None
 
 
 def parse_events(payload, now: float, *, max_batch: int = MAX_BATCH) -> list[Event]:

@@ -21,6 +21,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -30,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tfrs_recsys.model_server.rest_guard import CONNECTION_KEY, ConnectionGuard, RestOptions
 from tfrs_recsys.serving.client import ServerUnavailableError, ServingClientError
-from tfrs_recsys.serving.events import MAX_BATCH, MAX_ID_CHARS, EventError, parse_events
+from tfrs_recsys.serving.events import MAX_BATCH, MAX_ID_CHARS, EventError, id_problem, parse_events
 from tfrs_recsys.serving.pipeline import RecallRankPipeline
 from tfrs_recsys.serving.pipeline_cli import add_pipeline_arguments, pipeline_from_args
 from tfrs_recsys.serving.stores import StoreStateError, StoreUnavailableError
@@ -138,11 +139,13 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
         except (StoreUnavailableError, StoreStateError) as e:
             return JSONResponse({"error": _cut(f"no event was applied: {e}")}, status_code=503)
 
-    def answer(method, user_id: str, top_k: int):
+    def answer(method, user_id: str, top_k: int, request: Request):
         try:
             if not user_id.strip() or len(user_id.strip()) > MAX_ID_CHARS:
                 raise ValueError(f"the user id is {len(user_id.strip())} characters long (spaces trimmed); "
                                  f"ids have 1 to {MAX_ID_CHARS}")
+            if problem := id_problem(user_id) or _not_utf8(request):
+                raise ValueError(f"the user id {problem}")
             return JSONResponse(method(user_id, top_k).to_dict())  # rendered here: its errors caught below
         except (ServingClientError, ValueError) as e:
             unavailable = isinstance(e, ServerUnavailableError)
@@ -167,7 +170,7 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
             raise ValueError(f"query parameter {twice[0]!r} is given more than once; give it once")
         return {name: request.query_params[name] for name in names if name != "top_k"}
 
-    @app.get("/recall/{user_id}")
+    @app.get("/recall/{user_id:path}")  # an id may hold a "/", sent as %2F
     async def recall(request: Request, user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
         """The candidates the ranker would get, unranked (``top_k`` is the one query parameter)."""
         def candidates(user: str, k: int):
@@ -175,9 +178,9 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
                 raise ValueError(f"query parameter {next(iter(extra))!r} is not one of /recall's (top_k)")
             return pipeline.recall(user, k, deadline=deadline)
         deadline = time.monotonic() + pipeline.client.timeout
-        return await run_in_threadpool(answer, candidates, user_id, top_k)
+        return await run_in_threadpool(answer, candidates, user_id, top_k, request)
 
-    @app.get("/recommend/{user_id}")
+    @app.get("/recommend/{user_id:path}")
     async def recommend(request: Request, user_id: str, top_k: int = Query(10, ge=1, le=MAX_TOP_K)):
         """The user's top items: recall -> rank (hot items for a cold start); the other query parameters
         are the ranker's request context (``?device=mobile``). The model calls share one deadline, the
@@ -189,9 +192,18 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
             except ServerUnavailableError as e:  # a homepage never goes blank: the hot items, said so
                 return pipeline.without_models(user, k, e)
         deadline = time.monotonic() + pipeline.client.timeout
-        return await run_in_threadpool(answer, recommended, user_id, top_k)
+        return await run_in_threadpool(answer, recommended, user_id, top_k, request)
 
     return app
+
+
+def _not_utf8(request: Request) -> str | None:
+    """Why the request's path is no UTF-8 (``%ff``: every such id would read as one user, "\ufffd")."""
+    try:
+        unquote_to_bytes(request.scope.get("raw_path", b"")).decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not UTF-8 (percent-escapes of bytes no text is made of); send ids as UTF-8"
+    return None
 
 
 def _cut(text: str) -> str:
