@@ -18,6 +18,7 @@ from tfrs_recsys.metrics import topk_metrics
 from tfrs_recsys.models.retrieval import (
     InverseTemperature,
     TwoTowerRetrieval,
+    Vocabularies,
     resolve_negatives,
     sampled_retrieval_task,
 )
@@ -148,14 +149,24 @@ def test_entity_features_reject_unknown_columns():
 
 
 def test_entity_features_read_integer_codes_as_categories_and_quantities_as_numbers_as_the_rankers_do():
-    items = pd.DataFrame({"item_id": ["a", "b", "c"], "categoryid": [1338, 7, 1338], "available": [0, 1, 1],
-                          "price": [5, 12, 30]})
-    specs, tables = seq.entity_features(items, "item_id", np.array(["a", "b", "c", "new"], dtype=object),
-                                        ["categoryid", "available", "price"], group="item")
+    items = pd.DataFrame({"item_id": [f"i{k}" for k in range(300)], "categoryid": np.arange(300) * 7 % 1700,
+                          "available": np.arange(300) % 2, "price": np.arange(300) % 150,
+                          "brand": np.arange(300) % 150, "shelf": np.nan})
+    items.loc[:150, "shelf"] = np.arange(151) % 60  # codes beside a gap: whole floats
+    catalog = np.array([*items["item_id"], "new"], dtype=object)
+    columns = ["categoryid", "available", "price", "shelf"]
+    specs, tables = seq.entity_features(items, "item_id", catalog, columns, group="item")
     kinds = {spec.name: spec.kind for spec in specs}
-    assert kinds == {"categoryid": "categorical", "available": "categorical", "price": "numeric"}
-    vocabulary = next(spec for spec in specs if spec.name == "categoryid").vocabulary
-    assert vocabulary == ["1338", "7"] and tables["categoryid"].tolist() == [1, 2, 1, 0]  # "new": none
+    assert kinds == {"categoryid": "categorical", "available": "categorical", "price": "numeric",
+                     "shelf": "categorical"}  # a categoryid of 300 codes too: its name says codes
+    vocabulary = next(spec for spec in specs if spec.name == "shelf").vocabulary
+    assert "7" in vocabulary and "7.0" not in vocabulary and tables["shelf"][-1] == 0  # "new": none
+    # a run reloaded reads its saved catalog's items (fewer distinct values) as the kinds it trained with
+    trained = Vocabularies.build(catalog, None, items, None, ["brand"], [])  # 150 codes: a number
+    reloaded = Vocabularies.of_spec(catalog[:90], None, items.head(90), None, trained.spec)
+    assert trained.spec["brand"].kind == reloaded.spec["brand"].kind == "numeric"
+    assert Vocabularies.build(catalog[:90], None, items.head(90), None, ["brand"], []).spec["brand"].kind == (
+        "categorical")  # what reading the 90 anew would have made of it
 
 
 # --- towers -------------------------------------------------------------------------------------

@@ -429,8 +429,7 @@ def load_retrieval(run_dir: str | Path) -> TrainedRetrieval:
              else None)
     items, spec = paths.read_parquet(run.file(ITEMS)), FeatureSpec.load(run.file(FEATURE_SPEC))
     user_table = paths.read_parquet(run.file(USERS)) if run.has(USERS) else None
-    columns = {group: [c.name for c in spec.group(group)] for group in ("item", "user")}
-    vocab = Vocabularies.build(catalog, users, items, user_table, columns["item"], columns["user"])
+    vocab = Vocabularies.of_spec(catalog, users, items, user_table, spec)
     model = build_model(cfg, vocab)
     build_retrieval(model, cfg.max_history, catalog)
     _restore(model, run)

@@ -52,7 +52,8 @@ _SESSION_NAMES = ("session_id", "sessionid", "search_id", "srch_id", "session", 
                   "request_id")
 _USER_ID_NAMES = ("user_id", "userid", "uid", "user", "visitor_id", "customer_id")
 _ITEM_ID_NAMES = ("item_id", "itemid", "movie_id", "movieid", "iid", "item", "prop_id", "ad_id", "product_id")
-_CATEGORICAL_NAME = re.compile(r"(^|_)(cat|cate|categorical|category|code|type|class|sparse)(_|\d|$)|^c\d+$")
+_CATEGORICAL_NAME = re.compile(r"(^|_)(cat|cate|categorical|category|code|type|class|sparse)(_|\d|id$|$)"
+                               r"|^c\d+$")
 _NUMERIC_NAME = re.compile(
     r"(^|_)(num|numerical|numeric|dense|count|cnt|price|amount|score|ratio|duration|length|hotness|age)(_|\d|$)"
     r"|^i\d+$|^d\d")
@@ -328,11 +329,16 @@ def _declared_column(name: str, values: pd.Series, opts: _Options,
                                raw_dtype="int64" if integers else "string")
 
 
-def integer_codes(name: str, values: pd.Series, low_cardinality_max: int = 100) -> bool:
+def integer_codes(name: str, values: pd.Series, low_cardinality_max: int = 100, *,
+                  integral_floats: bool = False) -> bool:
     """Whether an integer column holds codes, not quantities: its name says so (``category``, ``type``,
     ``code``) or it has at most ``low_cardinality_max`` distinct values, and its name says no quantity
-    (``price``, ``count``, ``age``)."""
-    if not pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
+    (``price``, ``count``, ``age``). ``integral_floats``: whole numbers with gaps (NaN) count as integers."""
+    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        return False
+    present = values.dropna()
+    if not pd.api.types.is_integer_dtype(values) and not (
+            integral_floats and not present.empty and bool((present == np.floor(present)).all())):
         return False
     lname = norm_name(name)
     return not _NUMERIC_NAME.search(lname) and bool(

@@ -327,7 +327,8 @@ def infer_entity_columns(frame: pd.DataFrame | None, key: str, group: str, *, ma
 
 
 def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, columns: list[str], *,
-                    group: str) -> tuple[list[FeatureColumn], dict[str, np.ndarray]]:
+                    group: str, kinds: dict[str, str] | None = None
+                    ) -> tuple[list[FeatureColumn], dict[str, np.ndarray]]:
     """Feature tables aligned with ``keys``: one row per key, built from ``frame`` (one row per key).
 
     Categorical columns become int32 indices ``[len(keys)]`` and multi-valued ones index matrices
@@ -342,6 +343,8 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
       keys: the ids to align the tables with.
       columns: the feature columns.
       group: ``item`` or ``user``.
+      kinds: Each column's kind as a trained run's spec holds it (a reloaded run reads its tables as it
+        trained on them); None: read from the values.
 
     Returns:
       (feature columns of the spec, ``{column: table}``).
@@ -364,7 +367,10 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
     specs, tables = [], {}
     for col in columns:
         values = aligned[col]
-        if _is_list_column(frame[col]):
+        kind = (kinds or {}).get(col) or ("multi_categorical" if _is_list_column(frame[col]) else "numeric" if
+                                          is_plain_number(frame[col]) and not integer_codes(
+                                              col, frame[col], integral_floats=True) else "categorical")
+        if kind == "multi_categorical":
             lists = [list(v) if is_listlike(v) else [] for v in values]
             vocab = sorted({str(x) for row in lists for x in row})
             lookup = {v: i + 1 for i, v in enumerate(vocab)}
@@ -373,7 +379,7 @@ def entity_features(frame: pd.DataFrame | None, key: str, keys: np.ndarray, colu
             for r, row in enumerate(lists):
                 table[r, :len(row)] = [lookup[str(x)] for x in row]
             specs.append(FeatureColumn(col, "multi_categorical", group, "vocabulary", vocabulary=vocab))
-        elif is_plain_number(frame[col]) and not integer_codes(col, frame[col]):  # as the rankers read it
+        elif kind == "numeric":
             x = values.to_numpy(dtype=np.float64)
             finite = np.isfinite(x).any()
             mean, std = (float(np.nanmean(x)), float(np.nanstd(x)) or 1.0) if finite else (0.0, 1.0)

@@ -353,7 +353,7 @@ class Vocabularies:
     @classmethod
     def build(cls, catalog: np.ndarray, users: np.ndarray | None, items: pd.DataFrame | None,
               user_table: pd.DataFrame | None, item_columns: list[str],
-              user_columns: list[str]) -> "Vocabularies":
+              user_columns: list[str], kinds: dict[str, str] | None = None) -> "Vocabularies":
         """Feature tables of ``item_columns`` of ``items`` over ``catalog``, and of ``user_columns`` of
         ``user_table`` over ``users`` (none without ``users``).
 
@@ -364,15 +364,24 @@ class Vocabularies:
           user_table: One row per user id (``user_id`` column), or ``None``.
           item_columns: Columns of ``items`` the item tower reads.
           user_columns: Columns of ``user_table`` the query tower reads.
+          kinds: Each column's kind, as a trained run's spec holds it (None: read from the values).
 
         Returns:
           The vocabularies, with a spec of every feature column.
         """
-        item_specs, item_tables = seq.entity_features(items, "item_id", catalog, item_columns, group="item")
+        item_specs, item_tables = seq.entity_features(items, "item_id", catalog, item_columns, group="item",
+                                                      kinds=kinds)
         user_specs, user_tables = ([], {}) if users is None else seq.entity_features(
-            user_table, "user_id", users, user_columns, group="user")
+            user_table, "user_id", users, user_columns, group="user", kinds=kinds)
         spec = FeatureSpec(item_specs + user_specs, labels=[], user_column="user_id", item_column="item_id")
         return cls(catalog, users, spec, item_tables, user_tables)
+
+    @classmethod
+    def of_spec(cls, catalog: np.ndarray, users: np.ndarray | None, items: pd.DataFrame | None,
+                user_table: pd.DataFrame | None, spec: FeatureSpec) -> "Vocabularies":
+        """:meth:`build` for a trained run: its spec's columns, read as the kinds it trained with."""
+        return cls.build(catalog, users, items, user_table, [c.name for c in spec.group("item")],
+                         [c.name for c in spec.group("user")], {c.name: c.kind for c in spec.features})
 
 
 def build_model(cfg, vocab: Vocabularies, *, item_probabilities: np.ndarray | None = None,
