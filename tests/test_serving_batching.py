@@ -234,6 +234,9 @@ def test_a_request_of_no_rows_is_run_as_sent_and_no_queue_outlives_its_tasks():
             long_id = np.array([b"x" * (4 << 20)], dtype=object)  # one row of 4 MiB: 28 MiB in copies
             assert strings("serving_default", {"id": long_id}, ["y"])["y"][0] == long_id[0]
             assert seen_ids[-1] == 1
+            first_long = np.array([b"x" * (4 << 20), b"u2", b"u3"], dtype=object)  # small on average
+            strings("serving_default", {"id": first_long}, ["y"])
+            assert seen_ids[-1] == 3
         finally:
             strings.stop()
         assert not batcher._queues  # every shape's queue went with its last task

@@ -198,8 +198,10 @@ class Batcher:
     def _process(self, signature_name: str, output_aliases: Sequence[str], tasks: list[_Task]) -> list[dict]:
         total = sum(t.size for t in tasks)
         padded = next((b for b in self.options.allowed_batch_sizes if b >= total), total)
+        # padding copies the first task's first row: its share of that task's bytes is what each copy costs
+        first = tasks[0]
         if (sum(t.values for t in tasks) * (padded - total) > MAX_PADDING_VALUES * total
-                or sum(t.nbytes for t in tasks) * (padded - total) > MAX_PADDING_BYTES * total):
+                or first.nbytes * (padded - total) > MAX_PADDING_BYTES * first.size):
             padded = total
         if len(tasks) == 1 and padded == total:
             merged = tasks[0].inputs
@@ -224,9 +226,15 @@ class Batcher:
 
 
 def _nbytes(value: Input) -> int:
-    """The bytes an input holds: a TensorProto's encoded size, an array's values (strings by their length)."""
+    """The bytes of an input's first row (the row padding copies), times its rows: a TensorProto's encoded
+    size, an array's values (strings by their length)."""
     if isinstance(value, tensor_pb2.TensorProto):
-        return value.ByteSize()
+        if not value.string_val:  # numbers: every row the same size
+            return value.ByteSize()
+        shape = shape_of(value)
+        return shape[0] * sum(len(v) for v in value.string_val[:int(np.prod(shape[1:]))])
+    rows = len(value)
     if value.dtype == object:
-        return sum(len(v) if isinstance(v, (bytes, str)) else 8 for v in value.flat)
+        first = value[:1].ravel()
+        return rows * sum(len(v) if isinstance(v, (bytes, str)) else 8 for v in first)
     return value.nbytes
