@@ -520,13 +520,20 @@ def test_a_ranker_learns_from_its_items_and_users_tables_in_memory_and_streamed(
 def test_the_feature_store_reads_an_interaction_log_by_its_own_columns(tmp_path):
     from tfrs_recsys.serving import feature_store
 
-    log = _log(tmp_path, "session,ts,sku\ns1,2014-04-07T10:51:09Z,b\ns1,2014-04-07T10:50:00Z,a\n"
-                         "s2,2014-04-07T11:00:00Z,c\ns1,2014-04-07T10:52:00Z,c\n", "clicks.csv")
+    rows = ("s1,2014-04-07T10:51:09Z,b,1\ns1,2014-04-07T10:50:00Z,a,2\ns2,2014-04-07T11:00:00Z,c,4\n"
+            "s1,2014-04-07T10:52:00Z,c,3\n")
+    log = _log(tmp_path, "session,ts,sku,category\n" + rows * 10 + "s2,2014-04-07T11:00:00Z,c,S\n",
+               "clicks.csv")
     out = tmp_path / "store"
-    assert feature_store.main(["--dataset", "interactions", "--data-dir", log, "--user-column", "session",
-                               "--item-column", "sku", "--time-column", "ts", "--out", str(out)]) == 0
+    flags = ["--dataset", "interactions", "--data-dir", log, "--user-column", "session", "--item-column",
+             "sku", "--time-column", "ts", "--out", str(out)]
+    assert feature_store.main(flags) == 2  # 'S' among numbers: the error names --column-types
+    assert feature_store.main([*flags, "--column-types", "category=categorical"]) == 0
+    untimed = flags[:flags.index("--time-column")] + flags[flags.index("--out"):]
+    assert feature_store.main([*untimed, "--column-types", "category=categorical"]) == 2  # dated 1970
     store = FeatureStore.load(out)
-    assert store.history("s1") == ["a", "b", "c"] and store.history("s2") == ["c"]  # in time order
+    assert store.history("s1") == ["a"] * 10 + ["b"] * 10 + ["c"] * 10  # in time order
+    assert store.history("s2") == ["c"] * 11
     meta = store.meta
     assert (meta.user_column, meta.item_column, meta.time_column) == ("session", "sku", "ts")
 

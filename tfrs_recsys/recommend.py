@@ -70,8 +70,8 @@ class Recommender:
         if exclude_seen:
             scores = np.where(np.isin(catalog, items), -np.inf, scores)
         order = [i for i in np.argsort(-scores, kind="stable")[:k] if np.isfinite(scores[i])]
-        return [{"item_id": catalog[i], "score": float(scores[i]),
-                 "title": labels.get(catalog[i], catalog[i])} for i in order]
+        return [{"item_id": str(catalog[i]), "score": float(scores[i]),
+                 "title": labels.get(catalog[i], str(catalog[i]))} for i in order]
 
 
 def recommend(trained, user_id: str, k: int = 10, *, history: Sequence[str] | None = None,

@@ -50,7 +50,7 @@ from tfrs_recsys.data.times import MAX_EPOCH_SECONDS, day_first, epoch_seconds, 
 
 _SESSION_NAMES = ("session_id", "sessionid", "search_id", "srch_id", "session", "query_id", "qid",
                   "request_id")
-_USER_ID_NAMES = ("user_id", "userid", "uid", "user", "visitor_id", "customer_id")
+_USER_ID_NAMES = ("user_id", "userid", "uid", "user", "visitor_id", "visitorid", "customer_id", "customerid")
 _ITEM_ID_NAMES = ("item_id", "itemid", "movie_id", "movieid", "iid", "item", "prop_id", "ad_id", "product_id")
 _CATEGORICAL_NAME = re.compile(r"(^|_)(cat|cate|categorical|category|code|type|class|sparse)(_|\d|id$|$)"
                                r"|^c\d+$")

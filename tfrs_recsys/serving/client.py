@@ -206,7 +206,8 @@ class ServingClient:
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # no answer in time: unavailable, as when down
                 raise ServerUnavailableError(
                     f"{what} at {self.address} did not answer within its {deadline:g}s deadline; "
-                    "raise ServingClient(timeout=...) or check the server's load", code) from None
+                    "raise the client's timeout (the service's --timeout, ServingClient(timeout=...)) or "
+                    "check the server's load", code) from None
             missing = code == grpc.StatusCode.NOT_FOUND
             hint = "; name the model as the server's models.config does" if missing else ""
             raise ServingClientError(f"{what} at {self.address} failed: {code.name}: {details}{hint}",
