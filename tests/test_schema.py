@@ -368,6 +368,8 @@ def test_epoch_milliseconds_under_a_time_like_name_are_a_timestamp_read_as_secon
         assert frame_to_raw(frame.head(2), spec)["timestamp"].tolist() == [day, day + 60]
     counts = pd.DataFrame({"views": [(day + i) * 1000 for i in range(120)], "click": [0, 1] * 60})
     assert infer_schema(counts, ["click"])["views"].kind == "numeric"  # no time in the name: a number
+    minutes = pd.DataFrame({"event_time": [201901011230 + i for i in range(120)], "click": [0, 1] * 60})
+    assert infer_schema(minutes, ["click"])["event_time"].kind != "timestamp"  # YYYYMMDDhhmm: no ms of 1976
 
 
 def test_dates_written_with_words_or_as_amazon_reviews_write_them_are_times_not_comma_lists():

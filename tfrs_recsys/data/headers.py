@@ -24,7 +24,8 @@ def column_fix(column: str, columns: Sequence[str], flag: str | None) -> str:
         return f"the table writes it {twin!r} (spaces or case differ): " + (
             f"pass {flag} {twin!r}, or correct the header" if flag else "correct the header")
     if headerless(columns):
-        return ("the file has no header row (its first row of data was read as the column names): add a "
-                "first line naming the columns, separated as the rows are (e.g. `(echo user,time,item; cat "
-                "FILE) > NEW.csv`)")
+        return ("the file may have no header row (its column names read as numbers and dates, as a first row "
+                "of data would): add a first line naming the columns, separated as the rows are (e.g. `(echo "
+                "user,time,item; cat FILE) > NEW.csv`); else pass " + (f"{flag} naming one of them" if flag
+                                                                       else "a column it has"))
     return f"pass {flag} naming one of them" if flag else "add it"

@@ -9,6 +9,7 @@ columns; the log's own columns that never change within an item (or a user) join
 from __future__ import annotations
 
 import posixpath
+import re
 from typing import Sequence
 
 import numpy as np
@@ -165,9 +166,9 @@ def load_interaction_log(data: str, *, user_column: str, item_column: str, time_
         logger.warning("%s: column(s) %s change within one item and within one user: not tower features (the "
                        "towers read one value per item or user; a ranker trained on the file as --dataset "
                        "csv reads them)", data, ", ".join(map(str, unused)))
-        kinds = next((c for c in unused if not rating_column and _event_types(log[c])), None)
+        kinds = next((c for c in unused if not rating_column and _event_types(c, log[c])), None)
         if kinds is not None:  # every row counts as one interaction, a view as a purchase
-            values = ",".join(f"{v}=1" for v in log[kinds].dropna().astype(str).unique()[:4])
+            values = ",".join(f"{v}=1" for v in log[kinds].dropna().astype(str).unique())
             logger.warning("%s: column '%s' looks like event types: every row is an interaction, whatever "
                            "its type; weigh or filter them with --rating-column %s --rating-values %s (and "
                            "--min-rating to keep some)", data, kinds, kinds, values)
@@ -265,9 +266,14 @@ def _ratings(table: pd.DataFrame, column: str, weights: dict[str, float], rows: 
     return ratings
 
 
-def _event_types(values: pd.Series) -> bool:
-    """Whether a column holds a few words naming what happened (view, addtocart, transaction)."""
+_EVENT_NAME = re.compile(r"event|action|behaviou?r|interaction|activity|^type$|_type$", re.IGNORECASE)
+
+
+def _event_types(name: str, values: pd.Series) -> bool:
+    """Whether a column named as events holds a few words naming what happened (view, addtocart)."""
     text = values.dropna()
+    if not _EVENT_NAME.search(str(name)):
+        return False
     if text.empty or is_plain_number(text) or not pd.api.types.is_string_dtype(text):
         return False
     distinct = text.astype(str).unique()

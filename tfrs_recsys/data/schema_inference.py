@@ -254,9 +254,11 @@ def _infer_column(name: str, values: pd.Series, opts: _Options, *, as_id: bool,
         integer_dtype = pd.api.types.is_integer_dtype(values)
         integral = integer_dtype or bool((present == np.floor(present)).all())
         seconds = epoch_units(present.to_numpy("float64")) if integral else None  # milliseconds too
-        if (integral and TIME_NAME.search(lname) and not present.empty
-                and _EPOCH_SECONDS[0] <= seconds.min() and seconds.max() <= _EPOCH_SECONDS[1]):
-            unit = "seconds" if present.max() < MAX_EPOCH_SECONDS else "milli-, micro- or nanoseconds"
+        scaled = integral and not present.empty and present.max() >= MAX_EPOCH_SECONDS
+        # a scaled epoch reads from 2001 on: 201901011230 (a YYYYMMDDhhmm) is no millisecond of 1976
+        if (integral and TIME_NAME.search(lname) and not present.empty and seconds.max() <= _EPOCH_SECONDS[1]
+                and (1e9 if scaled else _EPOCH_SECONDS[0]) <= seconds.min()):
+            unit = "milli-, micro- or nanoseconds" if scaled else "seconds"
             return _numeric_column(name, epoch_seconds(values, name), "timestamp",
                                    f"integer epoch {unit} under a time-like name")
         # Integer categories stay integers end to end (int64 inputs); the user and item ids stay strings,

@@ -27,9 +27,10 @@ TIME_NAME = re.compile(r"time|date|^ts$|_ts$|^ts_|_at$|epoch|unix|(^|_)(signup|s
 ID_NAME = re.compile(r"(^|_|[^\x00-\x7f])ids?$")  # 会員id: a word of another script, then id
 # A value that may be a date: digits joined by - / . : (2024-03-06, 06/03/2024, 10:51), a month name's
 # date in English (Sep 13, 2009; 13 September 2009) or Amazon reviews' "09 13, 2009" (month day, year).
-_MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
-_DAY = r"\d{1,2}(st|nd|rd|th)?"
-DATE_LIKE = re.compile(rf"\d[-/.:]\d|^\s*(\d{{1,2}} \d{{1,2}}, \d{{4}}|{_MONTH} {_DAY},? \d{{4}}"
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t|tember)?"
+          r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_DAY = r"\d{1,2}(?:st|nd|rd|th)?"
+DATE_LIKE = re.compile(rf"\d[-/.:]\d|^\s*(?:\d{{1,2}} \d{{1,2}}, \d{{4}}|{_MONTH} {_DAY},? \d{{4}}"
                        rf"|{_DAY} {_MONTH},? \d{{4}})\b", re.IGNORECASE)
 
 

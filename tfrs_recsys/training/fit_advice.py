@@ -68,8 +68,9 @@ def memorizing_advice(evaluator: EpochEvaluator, spec: FeatureSpec, train_rows: 
     # The first epoch's training AUC is averaged over a model still learning: its end scored on validation
     # data is a truer start (a first epoch that reached the ceiling gained nothing later, yet memorized none).
     start = {k: max(first[k], checked[k]) for k in first if k in checked}
-    rose = [f"{k} rose by {last[k] - start[k]:.3f} over {evaluator.epochs_run} epochs ({start[k]:.3f} to "
-            f"{last[k]:.3f}) while the validation {k} gained {v - checked[k]:.3f} ({checked[k]:.3f} to "
+    rose = [f"{k} rose by {last[k] - start[k]:.3f} over {evaluator.epochs_run} epochs ({start[k]:.3f}, the "
+            f"first epoch's {'validation' if start[k] > first[k] else 'training'} {k}, to {last[k]:.3f}) "
+            f"while the validation {k} gained {v - checked[k]:.3f} ({checked[k]:.3f} to "
             f"{v:.3f} at best)" for k, v in evaluator.best_metrics.items()
             if k.endswith("auc") and k in start and k in last
             and last[k] - start[k] >= MEMORY_RISE and v - checked[k] < MEMORY_SHARE * (last[k] - start[k])
