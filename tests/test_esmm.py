@@ -177,7 +177,7 @@ def test_labels_in_the_wrong_order_are_refused_with_the_fix(tmp_path, sessions):
     assert err.value.column == "click" and "click,conversion" in err.value.fix
 
 
-def test_a_label_of_one_value_is_refused_with_what_to_train(tmp_path, sessions):
+def test_a_label_of_one_value_is_refused_with_what_to_train(tmp_path, sessions, caplog):
     clicked = sessions.frame[sessions.frame["click"] == 1]
     for frame, column, said in ((clicked, "click", "--label-columns conversion (a clicked-only model)"),
                                 (sessions.frame.assign(conversion=0), "conversion", "check --label-columns")):
@@ -188,3 +188,8 @@ def test_a_label_of_one_value_is_refused_with_what_to_train(tmp_path, sessions):
         with pytest.raises(DataError, match="on every row") as err:
             esmm_training.run(cfg)
         assert err.value.column == column and said in err.value.fix
+    from tfrs_recsys.data.label_checks import check_two_valued
+
+    with caplog.at_level("WARNING"):  # a streamed file's first rows, sorted by the label: warned, not refused
+        check_two_valued({"click": np.ones(50), "conversion": np.zeros(50)}, True, sample=True)
+    assert "in the sample read to check the data" in caplog.text

@@ -2,11 +2,15 @@
 clicks."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.tabular import binary_label, locate
+
+logger = logging.getLogger(__name__)
 
 
 def check_labels(frame: pd.DataFrame, labels: list[str], *, funnel: bool = False,
@@ -69,23 +73,27 @@ def check_two_valued(labels: dict[str, np.ndarray], funnel: bool, *, sample: boo
 
     A ranker learns ``p(label = 1 | features)`` from rows of both values: a log of clicks alone has no
     click to predict, and ESMM (``funnel``: click, then conversion) learns pCTR over every impression.
-    In a ``sample`` of the data, a label 0 throughout may be a rare one: only 1 throughout is refused.
+    A ``sample`` of the data (a streamed file's first rows: a file sorted by its label shows one value) is
+    warned of, not refused.
 
     Raises:
       DataError: Naming the label and what to train instead.
     """
     for position, (name, values) in enumerate(labels.items()):
-        if len(values) == 0 or 0 < values.sum() < len(values) or (sample and values[0] == 0):
+        if len(values) == 0 or 0 < values.sum() < len(values):
             continue
-        where = " (in the sample read to check the data)" if sample else ""
         if values[0] == 0:
-            raise DataError(f"the label is 0 on every row{where}: nothing happened to learn", column=name,
-                            fix="check --label-columns (1 where it happened)")
-        if funnel and position == 0:
-            raise DataError(f"the label is 1 on every row{where}: every row is a click, and ESMM learns pCTR "
-                            "over all the impressions, clicked or not", column=name,
-                            fix=f"add the impressions without a click (click 0), or train deepfm on these "
-                                f"rows with --label-columns {list(labels)[1]} (a clicked-only model)")
-        raise DataError(f"the label is 1 on every row{where}: a ranker learns from rows of both values",
-                        column=name, fix="add the rows where it did not happen (impressions not clicked, "
-                                         "items not bought), or train retrieval on them as interactions")
+            what, fix = "0 on every row: nothing happened to learn", "check --label-columns (1: it happened)"
+        elif funnel and position == 0:
+            what = "1 on every row: every row is a click, and ESMM learns pCTR over all the impressions"
+            fix = (f"add the impressions without a click (click 0), or train deepfm on these rows with "
+                   f"--label-columns {list(labels)[1]} (a clicked-only model)")
+        else:
+            what = "1 on every row: a ranker learns from rows of both values"
+            fix = ("add the rows where it did not happen (impressions not clicked, items not bought), or "
+                   "train retrieval on them as interactions")
+        if not sample:
+            raise DataError(f"the label is {what}", column=name, fix=fix)
+        logger.warning("column '%s': the label is %s, in the sample read to check the data (unless the files "
+                       "are sorted by it: %s)", name, what, fix)
+        return
