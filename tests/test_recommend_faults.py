@@ -259,6 +259,7 @@ def test_events_with_text_no_answer_can_hold_are_refused_and_ids_are_stripped(se
         slashed = http.get("/recommend/shop%2F42")
         assert slashed.status_code == 200 and slashed.json()["is_cold_start"] is False
         assert http.get("/recall/shop%2F42").status_code == 200
+        assert http.get("/recommend/shop%2F42/").json()["is_cold_start"] is False  # a trailing slash
         for control in ("a\u0000b", "a\nb"):
             bad = http.post("/events", json={"user_id": control, "item_id": "item_09", "event": "click"})
             assert bad.status_code == 400 and "control character" in bad.json()["error"]

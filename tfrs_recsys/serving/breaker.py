@@ -12,6 +12,7 @@ calls that got no answer and, past ``failures``, opens:
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Callable, TypeVar
@@ -31,7 +32,7 @@ class CircuitBreaker:
     """
 
     def __init__(self, failures: int = 5, open_seconds: float = 5.0, *, clock=time.monotonic):
-        if failures < 0 or open_seconds <= 0:
+        if failures < 0 or not 0 < open_seconds < math.inf:
             raise ValueError(f"a circuit breaker needs failures >= 0 and open_seconds > 0, got {failures} "
                              f"and {open_seconds}")
         self.failures = failures
@@ -81,8 +82,14 @@ class CircuitBreaker:
             if self._probing or (self.failures and self._failed >= self.failures):
                 self._opened_at, self._probing = self._clock(), False
 
+    def undecided(self) -> None:
+        """The call tells nothing of the server (it had too little time to answer): a probe may go again."""
+        with self._lock:
+            self._probing = False
+
     def call(self, send: Callable[[], T], no_answer: type[Exception],
-             refused: Callable[[float], Exception]) -> T:
+             refused: Callable[[float], Exception], *, counts: Callable[[Exception], bool] = lambda e: True
+             ) -> T:
         """Sends a call unless the breaker is open, and records whether it got an answer.
 
         Args:
@@ -90,6 +97,8 @@ class CircuitBreaker:
           no_answer: What ``send`` raises when the call got no answer; anything else it raises is an answer
             (an error the server sent).
           refused: The error for a call not sent, given the seconds until a probe goes.
+          counts: Whether a ``no_answer`` error counts against the server (not a call cut short by a
+            deadline its request had nearly spent elsewhere).
 
         Returns:
           What ``send`` returns.
@@ -99,8 +108,8 @@ class CircuitBreaker:
             raise refused(wait)
         try:
             answer = send()
-        except no_answer:
-            self.unanswered()
+        except no_answer as e:
+            self.unanswered() if counts(e) else self.undecided()
             raise
         except Exception:
             self.answered()
@@ -111,7 +120,10 @@ class CircuitBreaker:
         self.answered()
         return answer
 
-    def describe(self) -> str:
-        """Why calls fail at once, for an error message."""
-        return (f"{self._failed} calls in a row got no answer, so calls fail at once (circuit open) until "
-                f"a probe every {self.open_seconds:g}s gets one")
+    def describe(self, wait: float) -> str:
+        """Why calls fail at once, ``wait`` seconds before a probe goes, for an error message."""
+        with self._lock:
+            failed, probing = self._failed, self._probing
+        when = "a probe call is on its way" if probing else f"the next probe in {wait:.1f}s"
+        return (f"{failed} calls in a row got no answer, so calls fail at once (circuit open) until a probe, "
+                f"one every {self.open_seconds:g}s, gets one; {when}")

@@ -36,6 +36,7 @@ from tfrs_recsys.serving.ranker_inputs import ranker_column
 
 MAX_ITEM_ID_BYTES = 4096  # a model answering longer ids is broken: never passed on to a page
 PAD = ""
+UNAVAILABLE, DEADLINE_EXCEEDED = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class ServingClientError(RuntimeError):
@@ -181,11 +182,13 @@ class ServingClient:
     def _call(self, method, request, what: str, timeout: float | None):
         if self.breaker is None:
             return self._call_server(method, request, what, timeout)
+        # a call its request left under half the timeout says little of the server when it runs out
+        short = timeout is not None and timeout < self.timeout / 2
         return self.breaker.call(
             lambda: self._call_server(method, request, what, timeout), ServerUnavailableError,
-            lambda wait: ServerUnavailableError(
-                f"{what} at {self.address} was not sent: {self.breaker.describe()} (next in {wait:.1f}s)",
-                grpc.StatusCode.UNAVAILABLE))
+            lambda wait: ServerUnavailableError(f"{what} at {self.address} was not sent: "
+                                                f"{self.breaker.describe(wait)}", UNAVAILABLE),
+            counts=lambda e: not (short and e.code == DEADLINE_EXCEEDED))
 
     def _call_server(self, method, request, what: str, timeout: float | None):
         deadline = self.timeout if timeout is None else timeout

@@ -406,41 +406,36 @@ def main(argv: list[str] | None = None) -> int:
                    help="the --item-features id column, and --dataset interactions' item column (item_id)")
     p.add_argument("--user-column", default="user_id",
                    help="the --user-features id column, and --dataset interactions' user column (user_id)")
-    p.add_argument("--time-column", default=None,
-                   help="--dataset interactions' time column (needed; a run's options, rating filter "
-                        "included, come with --run-dir)")
+    p.add_argument("--time-column", help="--dataset interactions' time column (needed; or --run-dir)")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="as the ranker read its tables: a malformed row is skipped and counted, a bad value "
                         "of a column declared numeric is missing (the row kept)")
     args = p.parse_args(argv)
 
+    types = [e for e in args.column_types.split(",") if e]
+    columns = dict(user_column=args.user_column, item_column=args.item_column, time_column=args.time_column)
+
     def table(path, column, group):  # ids read as training reads them: text, "007" stays "007"
         return read_entity_table(path, column, group, skip_bad_rows=args.skip_bad_rows, reports=[],
-                                 column_types=[e for e in args.column_types.split(",") if e])
+                                 column_types=types)
 
-    if args.dataset == "interactions" and not args.run_dir and not args.time_column:
-        print("error: --dataset interactions needs --time-column: the hot list and the features decay by the "
-              "log's time (the file's order would date it 1970, and every live event would outweigh it)",
-              file=sys.stderr)
-        return 2
     try:
+        if log := args.dataset == "interactions" and not args.run_dir:
+            if not args.time_column:  # the file's order would date the log 1970: live events outweigh it
+                raise UserError("--dataset interactions needs --time-column: the hot list and the features "
+                                "decay by the log's time", fix="name the log's time column")
         options = dict(half_life_days=args.half_life_days,
                        item_features=table(args.item_features, args.item_column, "item"),
                        user_features=table(args.user_features, args.user_column, "user"),
                        hotness_feature_half_life_days=args.feature_half_life_days)
-        log = (dict(user_column=args.user_column, item_column=args.item_column, time_column=args.time_column,
-                    column_types=[e for e in args.column_types.split(",") if e])
-               if args.dataset == "interactions" else {})
+        reading = dict(columns, column_types=types) if log else {}
         store = (FeatureStore.from_run(args.run_dir, **options) if args.run_dir else
-                 FeatureStore.from_interactions(load_interactions(args.dataset, args.data_dir, **log),
+                 FeatureStore.from_interactions(load_interactions(args.dataset, args.data_dir, **reading),
                                                 **options))
         named = {f"{group}_column": column for group, column, table in (
             ("item", args.item_column, args.item_features), ("user", args.user_column, args.user_features))
             if table}  # a ranker's --items / --users id column is its --item-column / --user-column
-        if log and not args.run_dir:  # the log's columns, a ranker's inputs of those names get them
-            named.update(user_column=args.user_column, item_column=args.item_column,
-                         time_column=args.time_column)
-        store.meta = dataclasses.replace(store.meta, **named)
+        store.meta = dataclasses.replace(store.meta, **named, **(columns if log else {}))  # the log's too
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

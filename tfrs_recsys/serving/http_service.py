@@ -140,6 +140,7 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
             return JSONResponse({"error": _cut(f"no event was applied: {e}")}, status_code=503)
 
     def answer(method, user_id: str, top_k: int, request: Request):
+        user_id = user_id.removesuffix("/")  # /recommend/u1/ is u1's, as a web server reads a trailing slash
         try:
             if not user_id.strip() or len(user_id.strip()) > MAX_ID_CHARS:
                 raise ValueError(f"the user id is {len(user_id.strip())} characters long (spaces trimmed); "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import TYPE_CHECKING
 
 from tfrs_recsys.serving import DEFAULT_ADDRESS, RECALL_SOURCES
@@ -73,10 +74,10 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
     spec = args.store or store_from_environment()
     if not spec:
         raise UserError("no store given", fix="pass --store DIR|redis://HOST:PORT/DB, or set RECSYS_STORE")
-    if args.breaker_failures < 0 or args.breaker_open_seconds <= 0:
+    if args.breaker_failures < 0 or not 0 < args.breaker_open_seconds < math.inf:
         raise UserError(f"--breaker-failures {args.breaker_failures} and --breaker-open-seconds "
                         f"{args.breaker_open_seconds:g}",
-                        fix="pass a count >= 0 (0: calls never fail at once) and seconds > 0")
+                        fix="pass a count >= 0 (0: calls never fail at once) and finite seconds > 0")
     options = ({"timeout": args.store_timeout, "history_ttl_days": args.history_ttl_days}
                if is_redis_url(spec) else {})
     recall_merge, store = recall_merge_from_args(args), open_store(spec, **options)
