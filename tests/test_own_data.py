@@ -265,6 +265,10 @@ def test_times_are_seconds_whether_datetimes_epoch_seconds_milliseconds_or_dates
     with pytest.raises(DataError, match="its columns are") as err:
         load_interaction_log(headerless, user_column="session_id", item_column="item_id")
     assert "may have no header row" in err.value.fix
+    dat = _log(tmp_path, "198::389::4::978300760\n7::3::5::978300761\n", "ratings.dat")  # MovieLens' "::"
+    with pytest.raises(DataError, match="its columns are") as err:
+        load_interaction_log(dat, user_column="user", item_column="item")
+    assert "joined by '::'" in err.value.fix and "a first line naming them" in err.value.fix
     # clicks within one second, the file out of order: whole seconds, the order of their fractions kept
     clicks = _log(tmp_path, "s,t,i\n1,2014-04-07T10:51:09.900Z,C\n1,2014-04-07T10:51:09.277Z,B\n"
                             "2,1396867869.5,E\n1,2014-04-07T10:51:08.100Z,A\n2,1396867869.25,D\n",

@@ -23,6 +23,13 @@ def column_fix(column: str, columns: Sequence[str], flag: str | None) -> str:
     if twin is not None:
         return f"the table writes it {twin!r} (spaces or case differ): " + (
             f"pass {flag} {twin!r}, or correct the header" if flag else "correct the header")
+    joined = re.search(r"[^\w\s\"'.\-]{2,3}", str(columns[0])) if len(columns) == 1 else None
+    if joined:  # one column: the separator is none of those read (MovieLens' .dat files join by "::")
+        sep = joined.group()
+        header = " and a first line naming them" if headerless(str(columns[0]).split(sep)) else ""
+        return (f"the file's columns seem joined by {sep!r}, which is not a separator read (, ; tab |): "
+                f"write it with commas{header}, e.g. `sed 's/{sep}/,/g' FILE > NEW.csv` (a MovieLens 1M "
+                f"folder: --dataset movielens-1m)")
     if headerless(columns):
         return ("the file may have no header row (its column names read as numbers and dates, as a first row "
                 "of data would): add a first line naming the columns, separated as the rows are (e.g. `(echo "
