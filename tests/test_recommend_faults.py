@@ -366,3 +366,16 @@ def test_huge_names_values_and_ids_are_refused_unechoed_and_other_routes_answer_
         assert odd_method.status_code in (400, 405) and len(odd_method.content) < 1200
         too_big = http.post("/events", content=b" " * ((4 << 20) + 1), headers=JSON)
         assert too_big.status_code == 413 and too_big.headers["connection"] == "close"  # its body unread
+
+
+def test_without_a_ranker_recommend_answers_the_candidates_in_retrievals_order(served):
+    _, proc = served
+    client, http = _app(proc.address, ranker="")
+    with client:
+        recommended, recalled = http.get("/recommend/u1?top_k=5"), http.get("/recall/u1?top_k=5")
+        assert recommended.status_code == 200 and recommended.json()["fallback"] is None
+        assert [r["item_id"] for r in recommended.json()["items"]] == [
+            r["item_id"] for r in recalled.json()["items"]]
+        assert http.get("/health").json()["status"] == "ok"  # the retrieval model alone is asked for
+        refused = http.get("/recommend/u1?device=mobile")
+        assert refused.status_code == 400 and "no ranker takes them" in refused.json()["error"]

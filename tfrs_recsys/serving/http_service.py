@@ -88,7 +88,7 @@ def create_app(pipeline: RecallRankPipeline, *, max_event_batch: int = MAX_BATCH
         flags = {"store": store, pipeline.store.backend: store["status"]}
         models, deadline = {}, time.monotonic() + pipeline.client.timeout  # both models within one timeout
         try:
-            for name in (pipeline.retrieval_model, pipeline.ranker_model):
+            for name in filter(None, (pipeline.retrieval_model, pipeline.ranker_model)):  # '': no ranker
                 statuses = pipeline.client.status(name, timeout=max(0.05, deadline - time.monotonic()))
                 available = [s["version"] for s in statuses if s["state"] == "AVAILABLE"]
                 if not available:
@@ -334,7 +334,7 @@ def _say_missing_models(pipeline: RecallRankPipeline) -> None:
     """Warns at start when the model server answers but serves no model of a name the service asks for
     (the defaults ``retrieval`` and ``deepfm`` are the demo's; an export names its own)."""
     asked = (("--retrieval-model", pipeline.retrieval_model), ("--ranker-model", pipeline.ranker_model))
-    for flag, name in asked:
+    for flag, name in ((flag, name) for flag, name in asked if name):
         try:
             pipeline.client.status(name, timeout=2.0)
         except ServerUnavailableError:
@@ -378,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(pipeline, max_event_batch=args.max_event_batch, max_body_bytes=args.max_body_bytes)
     server, guard = guarded_server(app, args.host, args.port, max_connections=args.max_connections)
     print(f"recommendations at http://{args.host}:{args.port}/recommend/<user_id>: retrieval model "
-          f"'{pipeline.retrieval_model}', ranker '{pipeline.ranker_model}' at {pipeline.client.address}, "
+          f"'{pipeline.retrieval_model}', ranker "
+          f"{repr(pipeline.ranker_model) if pipeline.ranker_model else 'none (the candidates, unranked)'} at "
+          f"{pipeline.client.address}, "
           f"store {pipeline.store.backend}", flush=True)
     _say_missing_models(pipeline)
     server.run()

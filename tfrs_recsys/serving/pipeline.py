@@ -229,6 +229,11 @@ class RecallRankPipeline:
         """
         user_id = str(user_id).strip()  # as training read the ids
         deadline = time.monotonic() + self.client.timeout if deadline is None else deadline
+        if not self.ranker_model:  # retrieval alone (--ranker-model ''): the candidates, in retrieval's order
+            if context:
+                raise ValueError(f"request features {sorted(context)}: no ranker takes them (--ranker-model "
+                                 f"is empty)")
+            return self.recall(user_id, k, deadline=deadline)
         try:
             return self._recommend(user_id, k, context or {}, deadline)
         except (StoreUnavailableError, StoreStateError) as e:

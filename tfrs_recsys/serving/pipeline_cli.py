@@ -39,7 +39,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: b
     parser.add_argument("--retrieval-model", default="retrieval",
                         help="the retrieval export's model name (retrieval_portable on a stock TF Serving)")
     parser.add_argument("--ranker-model", default="deepfm", help="the ranker export's model name (default: "
-                        "deepfm, as `make demo` and export/models.config name it)")
+                        "deepfm, as `make demo` and export/models.config name it; '': none, the candidates "
+                        "in retrieval's order)")
     for role, what, flag, default in (("user", "the user id", "--user-column", "user_id"),
                                       ("item", "the candidates' ids", "--item-column", "item_id"),
                                       ("time", "the request's time", "--time-column", "timestamp")):
