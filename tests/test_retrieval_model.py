@@ -85,6 +85,20 @@ def popularity_recall(split: seq.SequenceSplit, k: int = 10) -> float:
 
 # --- sequences ----------------------------------------------------------------------------------
 
+def test_test_targets_of_one_basket_with_the_history_are_said(caplog):
+    rows = [(f"u{u}", f"i{(u + k) % 40}", 1.0, 1_700_000_000 + 86_400 * (k // 3))
+            for u in range(30) for k in range(6)]  # two orders of three lines each
+    baskets = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    items = pd.DataFrame({"item_id": [f"i{k}" for k in range(40)]})
+    with caplog.at_level("WARNING"):
+        sequence_splits.leave_last_out(InteractionData(baskets, items))
+    assert "100% of the test targets share their time" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # one item at a time: nothing said
+        sequence_splits.leave_last_out(InteractionData(baskets.assign(timestamp=np.arange(180)), items))
+    assert "share their time" not in caplog.text
+
+
 def test_leave_last_out_orders_ties_by_file_order_and_holds_out_the_last_two():
     frame = pd.DataFrame({"user_id": ["u", "u", "u", "u", "v"], "item_id": ["c", "a", "b", "d", "a"],
                           "rating": 1.0, "timestamp": [5, 5, 1, 9, 1]})

@@ -209,7 +209,7 @@ def test_integer_columns_timestamps_and_groups():
     assert (kinds["hour"] == "categorical" and kinds["views_count"] == "numeric"
             and kinds["big_int"] == "numeric")
     assert kinds["device_type"] == "id"
-    assert kinds["event_time"] == kinds["when"] == "timestamp" and kinds["event_time_ms"] == "numeric"
+    assert kinds["event_time"] == kinds["when"] == kinds["event_time_ms"] == "timestamp"  # ms as docs say
     assert spec.timestamp_column == "event_time"
     assert spec["when"].mean == pytest.approx(seconds.mean())
     groups = {f.name: f.group for f in spec.features}
@@ -370,6 +370,21 @@ def test_epoch_milliseconds_under_a_time_like_name_are_a_timestamp_read_as_secon
     assert infer_schema(counts, ["click"])["views"].kind == "numeric"  # no time in the name: a number
     minutes = pd.DataFrame({"event_time": [201901011230 + i for i in range(120)], "click": [0, 1] * 60})
     assert infer_schema(minutes, ["click"])["event_time"].kind != "timestamp"  # YYYYMMDDhhmm: no ms of 1976
+
+
+def test_a_german_erp_exports_columns_read_by_their_names_and_breadcrumbs_as_category_levels():
+    paths = [f"{root} > {middle} > {leaf}" for root in ("Haushalt", "Damen", "Herren")
+             for middle in ("Küche", "Schuhe", "Garten", "Bad") for leaf in ("Messer", "Töpfe")]  # 24 paths
+    frame = pd.DataFrame({"Kategoriepfad": paths * 5, "Menge": [1, 2, 3, 1] * 30,
+                          "Erstellt": ["2021-03-04T10:00:00+01:00", "2021-07-04T10:00:00+02:00"] * 60,
+                          "click": [0, 1] * 60})
+    spec = infer_schema(frame, ["click"])
+    assert spec["Kategoriepfad"].kind == "multi_categorical" and spec["Kategoriepfad"].separator == " > "
+    assert set(spec["Kategoriepfad"].vocabulary) >= {"Haushalt", "Küche", "Schuhe", "Damen"}
+    assert spec["Menge"].kind == "numeric"  # a quantity, whatever its few values
+    assert spec["Erstellt"].kind == "timestamp"
+    bands = pd.DataFrame({"band": ["0-50", "50-100", "> 100"] * 40, "click": [0, 1] * 60})
+    assert infer_schema(bands, ["click"])["band"].kind == "categorical"  # no path: "> 100" is one value
 
 
 def test_dates_written_with_words_or_as_amazon_reviews_write_them_are_times_not_comma_lists():

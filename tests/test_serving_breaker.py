@@ -115,7 +115,7 @@ def hung():
     server.stop()
 
 
-def test_a_hung_server_is_not_asked_while_open_and_is_again_once_a_probe_gets_an_answer(hung):
+def test_a_hung_server_is_not_asked_while_open_and_is_again_once_a_probe_gets_an_answer(hung, caplog):
     clock = Clock()  # the breaker's time moves when the test says: no race with a loaded machine
     breaker = CircuitBreaker(2, 30.0, clock=clock)
     with ServingClient(hung.address, timeout=0.3, breaker=breaker) as client:
@@ -138,6 +138,8 @@ def test_a_hung_server_is_not_asked_while_open_and_is_again_once_a_probe_gets_an
         assert client.status("retrieval")[0]["state"] == "AVAILABLE"
         assert hung.calls == 4 and breaker.state == CLOSED
         assert client.status("retrieval")[0]["version"] == 1
+    said = [r.getMessage() for r in caplog.records if r.name == "tfrs_recsys.serving.breaker"]
+    assert len(said) == 2 and "breaker open: 2" in said[0] and "breaker closed" in said[1]  # once each
 
 
 def test_a_call_its_request_left_little_time_does_not_count_against_the_server(hung):

@@ -55,8 +55,9 @@ _ITEM_ID_NAMES = ("item_id", "itemid", "movie_id", "movieid", "iid", "item", "pr
 _CATEGORICAL_NAME = re.compile(r"(^|_)(cat|cate|categorical|category|code|type|class|sparse)(_|\d|id$|$)"
                                r"|^c\d+$")
 _NUMERIC_NAME = re.compile(
-    r"(^|_)(num|numerical|numeric|dense|count|cnt|price|amount|score|ratio|duration|length|hotness|age)(_|\d|$)"
-    r"|^i\d+$|^d\d")
+    r"(^|_)(num|numerical|numeric|dense|count|cnt|price|amount|score|ratio|duration|length|hotness|age"
+    r"|quantity|qty|weight|total|menge|anzahl|preis|betrag|gewicht|cantidad|precio|importe|prix|montant"
+    r"|quantite|prezzo|quantita|importo)(_|\d|$)|^i\d+$|^d\d")
 _EPOCH_SECONDS = (1e8, 4.2e9)  # 1973-03 .. 2103
 
 

@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
@@ -16,6 +18,7 @@ from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.sequences import HeldOut, Sequences, SequenceSplit, user_sequences
 
+logger = logging.getLogger(__name__)
 ORDER = "log_row"  # an interaction's row in the log: orders interactions of one time as the sequences do
 
 
@@ -38,11 +41,27 @@ def leave_last_out(data: InteractionData, *, min_interactions: int = 3) -> Seque
     if not len(rows.test):
         raise DataError(f"no user has {min_interactions} or more interactions, so nothing can be evaluated",
                         fix="use more data per user, or the random_80_20 protocol")
+    _say_baskets(rows.test, rows.validation)
     train = user_sequences(rows.train)
     val_item = dict(zip(rows.validation["user_id"].astype(str), rows.validation["item_id"].astype(str)))
     validation = _held_out(rows.validation, train, exclude=True)
     test = _held_out(rows.test, train, exclude=True, then=val_item)
     return SequenceSplit(train, validation, test, full, "leave_last_out", rows)
+
+
+BASKET_SHARE = 0.5  # test targets sharing their time with the item before: above this, said (ML-100K: 44%)
+
+
+def _say_baskets(test: pd.DataFrame, validation: pd.DataFrame) -> None:
+    """Warns when many test targets share their time with the validation target: lines of one basket (an
+    order's items at one time), whose test measures completing the basket more than the next visit."""
+    before = test[["user_id"]].merge(validation[["user_id", "timestamp"]], on="user_id", how="left")
+    same = np.mean(test["timestamp"].to_numpy() == before["timestamp"].to_numpy()) if len(test) else 0.0
+    if same > BASKET_SHARE:
+        logger.warning("%.0f%% of the test targets share their time with the item before them (the lines of "
+                       "one order, or items rated in one go): the test then measures completing a basket, "
+                       "with the rest of it in the history, more than predicting the next order; compare "
+                       "runs knowing so", 100 * same)
 
 
 def random_split(data: InteractionData, *, test_fraction: float = 0.2, validation_fraction: float = 0.05,

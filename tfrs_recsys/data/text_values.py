@@ -21,7 +21,8 @@ from tfrs_recsys.data.times import day_first, epoch_seconds, is_plain_number
 # English names, then the words for time and date of exports in German, Spanish, French, Dutch, Swedish,
 # Japanese (a name ending in 日, "day": 登録日), Chinese and Korean.
 TIME_NAME = re.compile(r"time|date|^ts$|_ts$|^ts_|_at$|epoch|unix|(^|_)(signup|signed_up|created|joined"
-                       r"|registered|opened|published|updated|modified|birthday|since)(_|$)"
+                       r"|registered|opened|published|updated|modified|birthday|since"
+                       r"|erstellt|angelegt|geaendert|geändert|aktualisiert|creado|cree|créé|creato)(_|$)"
                        r"|zeit|datum|fecha|hora|heure|horodatage|tijd|tidpunkt|tidsstempel"
                        r"|日時|日付|時刻|日$|日期|时间|時間|날짜|일시")
 ID_NAME = re.compile(r"(^|_|[^\x00-\x7f])ids?$")  # 会員id: a word of another script, then id
@@ -44,7 +45,10 @@ def id_named(name: str) -> bool:
 _SENTENCE = re.compile(r"[a-z]{3}[.!?]\s+\w|\n")
 
 
-SEPARATORS = ("|", ";", ",")  # what joins the values of a multi-valued text, in the order they are tried
+# What joins the values of a multi-valued text, in the order they are tried; " > " joins a category
+# path's levels (a shop's breadcrumb: "Home > Kitchen > Knives"), each level then a value.
+PATH = " > "
+SEPARATORS = ("|", ";", ",", PATH)
 
 
 def free_text(counts: pd.Series) -> bool:
@@ -83,9 +87,13 @@ def detect_separator(counts: pd.Series) -> str | None:
         with_sep, share = int(rows[has].sum()), float(rows[has].sum() / rows.sum())
         if with_sep < 2 or share < 0.01:
             continue
-        parts = values.str.split(sep, regex=False).explode().str.strip()
+        split = values.str.split(sep, regex=False)
+        parts = split.explode().str.strip()
         parts = parts[parts != ""]
-        if parts.nunique() <= len(values) and share > best_share:
+        # a list's values recur across rows; a path's levels nest, so its roots recur (fewer than its paths)
+        recurring = (parts.nunique() <= len(values) if sep != PATH else
+                     split[has].str[0].str.strip().nunique() * 2 <= int(has.sum()))
+        if recurring and share > best_share:
             best, best_share = sep, share
     return best
 

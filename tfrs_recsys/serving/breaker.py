@@ -12,6 +12,7 @@ calls that got no answer and, past ``failures``, opens:
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+logger = logging.getLogger(__name__)
 
 
 class CircuitBreaker:
@@ -73,6 +75,8 @@ class CircuitBreaker:
     def answered(self) -> None:
         """The call got an answer: the server is there."""
         with self._lock:
+            if self._opened_at is not None:
+                logger.warning("circuit breaker closed: the model server answered a probe; calls go through")
             self._failed, self._opened_at, self._probing = 0, None, False
 
     def unanswered(self) -> None:
@@ -80,6 +84,9 @@ class CircuitBreaker:
         with self._lock:
             self._failed += 1
             if self._probing or (self.failures and self._failed >= self.failures):
+                if self._opened_at is None:
+                    logger.warning("circuit breaker open: %d model server calls in a row got no answer; "
+                                   "calls fail at once, a probe every %gs", self._failed, self.open_seconds)
                 self._opened_at, self._probing = self._clock(), False
 
     def undecided(self) -> None:
