@@ -242,6 +242,9 @@ def test_bad_arguments_name_the_column():
     assert err.value.column == "clicks" and "a, click" in str(err.value)
     with pytest.raises(SchemaError, match="hash encoding needs num_buckets"):
         FeatureColumn("x", "id", encoding="hash")
+    with pytest.raises(SchemaError, match="a separator .* on a categorical column") as err:  # an edited spec
+        FeatureColumn("path", "categorical", encoding="vocabulary", vocabulary=["a > b"], separator=" > ")
+    assert "multi_categorical" in err.value.fix
 
 
 def test_dates_written_day_first_are_read_day_first_in_every_chunk():

@@ -85,6 +85,9 @@ class FeatureColumn:
     def __post_init__(self) -> None:
         if self.kind == "multi_categorical" and not self.separator:
             self.separator = "|"
+        if self.separator and self.kind != "multi_categorical":  # an edited spec's: read as it would not be
+            self._fail(f"a separator ({self.separator!r}) on a {self.kind} column",
+                       "set its kind to multi_categorical (and list the vocabulary's values), or drop it")
         for attribute, allowed in (("kind", KINDS), ("group", GROUPS), ("encoding", ENCODINGS)):
             if getattr(self, attribute) not in allowed:
                 self._fail(f"unknown {attribute} '{getattr(self, attribute)}'", f"use one of {allowed}")
