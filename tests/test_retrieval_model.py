@@ -487,3 +487,10 @@ def test_exclude_seen_leaves_each_targets_history_out_of_its_catalog_softmax():
             expected.append(np.log(np.exp(scores[b, t, keep]).sum()) - scores[b, t, target])
     assert losses[True] == pytest.approx(float(np.mean(expected)), rel=1e-4)
     assert losses[False] > losses[True] + 1e-3
+
+
+def test_item_labels_write_codes_read_as_floats_as_integers():
+    from tfrs_recsys.data.bundles import item_labels
+
+    items = pd.DataFrame({"item_id": ["a", "b"], "categoryid": [100.0, np.nan], "price": [2.5, 3.0]})
+    assert item_labels(items) == {"a": "categoryid=100 price=2.5", "b": "price=3"}

@@ -110,6 +110,8 @@ def item_labels(items: pd.DataFrame, max_columns: int = 3) -> dict[str, str]:
     def text(value) -> str:
         if isinstance(value, (list, tuple)) or hasattr(value, "tolist") and not isinstance(value, str):
             return ", ".join(map(str, list(value)))
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))  # a code of a column with gaps (read as floats): 100, not 100.0
         return "" if value is None or (isinstance(value, float) and value != value) else str(value)
 
     others = [c for c in items.columns if c not in ("item_id", "title", "genres")][:max_columns]
