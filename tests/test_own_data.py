@@ -534,7 +534,7 @@ def test_the_feature_store_reads_an_interaction_log_by_its_own_columns(tmp_path)
     log = _log(tmp_path, "session,ts,sku,category\n" + rows * 10 + "s2,2014-04-07T11:00:00Z,c,S\n",
                "clicks.csv")
     out = tmp_path / "store"
-    flags = ["--dataset", "interactions", "--data-dir", log, "--user-column", "session", "--item-column",
+    flags = ["--dataset", "interactions", "--data", log, "--user-column", "session", "--item-column",
              "sku", "--time-column", "ts", "--out", str(out)]
     assert feature_store.main(flags) == 2  # 'S' among numbers: the error names --column-types
     assert feature_store.main([*flags, "--column-types", "category=categorical"]) == 0

@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Write the serving feature store (histories, hot items, features).")
     p.add_argument("--run-dir", default=None, help="a retrieval run: the data it trained on (not --dataset)")
     p.add_argument("--dataset", default="synthetic", help=f"one of {sorted(INTERACTION_DATASETS)}")
-    p.add_argument("--data-dir", default=None, help="the dataset's folder or file (as train's --data-dir)")
+    p.add_argument("--data-dir", "--data", help="the dataset's folder or file (as train's --data)")
     p.add_argument("--out", required=True, help="directory to write")
     p.add_argument("--half-life-days", type=float, default=HOT_LIST_HALF_LIFE_DAYS,
                    help="the hot list's hotness half-life, in days")
