@@ -35,8 +35,8 @@ class CircuitBreaker:
 
     def __init__(self, failures: int = 5, open_seconds: float = 5.0, *, clock=time.monotonic):
         if failures < 0 or not 0 < open_seconds < math.inf:
-            raise ValueError(f"a circuit breaker needs failures >= 0 and open_seconds > 0, got {failures} "
-                             f"and {open_seconds}")
+            raise ValueError(f"a circuit breaker needs failures >= 0 and finite open_seconds > 0, got "
+                             f"{failures} and {open_seconds}")
         self.failures = failures
         self.open_seconds = open_seconds
         self._clock = clock

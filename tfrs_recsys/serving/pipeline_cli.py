@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from typing import TYPE_CHECKING
 
 from tfrs_recsys.serving import DEFAULT_ADDRESS, RECALL_SOURCES
@@ -75,15 +74,15 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
     spec = args.store or store_from_environment()
     if not spec:
         raise UserError("no store given", fix="pass --store DIR|redis://HOST:PORT/DB, or set RECSYS_STORE")
-    if args.breaker_failures < 0 or not 0 < args.breaker_open_seconds < math.inf:
+    try:  # before the store opens: a bad flag is said at once
+        breaker = CircuitBreaker(args.breaker_failures, args.breaker_open_seconds)
+    except ValueError:
+        fix = "pass a count >= 0 (0: calls never fail at once) and finite seconds > 0"
         raise UserError(f"--breaker-failures {args.breaker_failures} and --breaker-open-seconds "
-                        f"{args.breaker_open_seconds:g}",
-                        fix="pass a count >= 0 (0: calls never fail at once) and finite seconds > 0")
+                        f"{args.breaker_open_seconds:g}", fix=fix) from None
     options = ({"timeout": args.store_timeout, "history_ttl_days": args.history_ttl_days}
                if is_redis_url(spec) else {})
     recall_merge, store = recall_merge_from_args(args), open_store(spec, **options)
-    breaker = (CircuitBreaker(args.breaker_failures, args.breaker_open_seconds) if args.breaker_failures
-               else None)
     client = ServingClient(args.address or DEFAULT_ADDRESS, args.timeout, breaker=breaker,
                            retrieval_model=args.retrieval_model, ranker_model=args.ranker_model)
     return RecallRankPipeline(client, store, num_candidates=args.num_candidates, sort_by=args.sort_by,
