@@ -16,6 +16,7 @@ Either prints a table, or JSON with ``--json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from typing import Sequence
@@ -48,8 +49,12 @@ class Recommender:
         self.table = (CooccurrenceTable.of_histories(trained.histories.values(), trained.catalog, fitted.beta,
                                                      fitted.damping)
                       if fitted is not None and fitted.beta > 0 else None)
-        counts = pd.Series([i for seen in trained.histories.values() for i in seen]).value_counts()
-        self.most_interacted = list(counts.items())
+
+    @functools.cached_property
+    def most_interacted(self) -> list[tuple[str, int]]:
+        """The items of most interactions in the run's log, with their counts (the cold-start answer)."""
+        seen = pd.Series([i for history in self.trained.histories.values() for i in history])
+        return list(seen.value_counts().items())
 
     def recommend(self, user_id: str, k: int = 10, *, history: Sequence[str] | None = None,
                   exclude_seen: bool = False) -> list[dict]:
