@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tfrs_recsys.data.errors import DataError, SkipReport, logger
+from tfrs_recsys.data.headers import NO_HEADER
 from tfrs_recsys.data.readers import struct_fields
 from tfrs_recsys.data.tabular import bad_row, parse_column_types, read_table, type_columns
 from tfrs_recsys.data.text_values import text_numbers, text_times
@@ -63,7 +64,8 @@ def read_entity_table(path: str | None, key: str, group: str, skip_bad_rows: boo
         frame, skipped = read_table(path, required={key: f"--{group}-column"}, what=f"--{group}s table",
                                     skip_bad_rows=skip_bad_rows)
     except DataError as error:
-        if error.column != key or "spaces or case differ" in (error.fix or ""):  # a near spelling is named
+        said = ("spaces or case differ", NO_HEADER)  # a near spelling, or no header: named already
+        if error.column != key or any(fix in (error.fix or "") for fix in said):
             raise
         raise DataError(error.message, path=error.path, line=error.line, column=key,
                         fix=f"rename the table's id column to '{key}': --{group}-column names the id column "

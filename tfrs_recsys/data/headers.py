@@ -3,22 +3,66 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Sequence
+
+from tfrs_recsys.data.errors import DataError
 
 # A column name that is a value: a number, or a date or time (2014-04-07T10:51:09.277Z, 12/31/2024).
 _VALUE = re.compile(r"^\s*(-?\d+([.,]\d+)?([eE][-+]?\d+)?|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T].*)?)\s*$")
+_WORD = re.compile(r"[A-Za-z0-9]+")
+SAMPLE_ROWS = 50  # the rows below a header that its names are compared with
+NO_HEADER = "the file may have no header row"  # how a fix begins that says so
 
 
-def headerless(columns: Sequence[str]) -> bool:
-    """Whether most column names are values (numbers, dates): the file has no header row."""
+def _shape(value: object) -> str:
+    """A value's form: each run of letters ``a``, each run of letters and digits holding a digit ``9``
+    (``user_000001`` and ``user_000002`` are ``a_9``; ``U38439`` and ``N55189`` are ``9``)."""
+    return _WORD.sub(lambda m: "9" if any(c.isdigit() for c in m.group()) else "a", str(value).strip())
+
+
+def headerless(columns: Sequence[str], rows: Sequence[Sequence[object]] = ()) -> bool:
+    """Whether a file's first line, read as its column names, is a row of data.
+
+    Args:
+      columns: The names its first line gave.
+      rows: The first rows below it, if known, in the columns' order.
+
+    Returns:
+      Without ``rows``: whether most names are values (numbers, dates). With them, each column votes: a
+      name that is a value, or has the digits and form most of its column's values share (``user_000001``
+      over ``user_000002``), for data; a name without that form (``userid``) for a header. Data wins on
+      more votes: ids, times and hashes vote, free text (names, titles) does not.
+    """
     names = [str(c) for c in columns]
-    return len(names) > 0 and sum(bool(_VALUE.match(n)) for n in names) * 2 > len(names)
+    values = sum(bool(_VALUE.match(n)) for n in names)
+    if not rows:
+        return len(names) > 0 and values * 2 > len(names)
+    data, header = values, 0
+    for i, name in enumerate(names):
+        column = [str(row[i]).strip() for row in rows if i < len(row) and row[i] is not None]
+        column = [v for v in column if v]
+        if _VALUE.match(name) or not column:
+            continue
+        shape, count = Counter(map(_shape, column)).most_common(1)[0]
+        if count * 2 >= len(column) and "9" in shape:  # a column of ids or codes, not of free text
+            data, header = (data + 1, header) if _shape(name) == shape else (data, header + 1)
+    return data > header
 
 
-def column_fix(column: str, columns: Sequence[str], flag: str | None) -> str:
+def header_example(count: int, sep: str | None) -> str:
+    """A shell line that writes a first line of ``count`` names (to rename) above FILE's rows."""
+    names = (sep or ",").replace("\t", "\\t").join(f"name{i}" for i in range(1, count + 1))
+    suffix = "tsv" if sep == "\t" else "csv"
+    return f"(printf '{names}\\n'; cat FILE) > NEW.{suffix}"
+
+
+def column_fix(column: str, columns: Sequence[str], flag: str | None, *,
+               rows: Sequence[Sequence[object]] = (), sep: str | None = None) -> str:
     """The fix of a column missing from a table: the column written with other spaces or case, if one is
-    (``'Kundennummer '``); a header to write, if the file has none (:func:`headerless`); else to pass
-    ``flag`` naming one of ``columns`` (or to add it, without a flag)."""
+    (``'Kundennummer '``); a header to write, if the file has none (:func:`headerless` of ``columns`` and
+    ``rows``, the first rows below them; ``sep`` the file's separator); else to pass ``flag`` naming one
+    of ``columns`` (or to add it, without a flag)."""
     twin = next((c for c in columns if str(c).strip().casefold() == column.strip().casefold()), None)
     if twin is not None:
         return f"the table writes it {twin!r} (spaces or case differ): " + (
@@ -30,9 +74,34 @@ def column_fix(column: str, columns: Sequence[str], flag: str | None) -> str:
         return (f"the file's columns seem joined by {sep!r}, which is not a separator read (, ; tab |): "
                 f"write it with commas{header}, e.g. `sed 's/{sep}/,/g' FILE > NEW.csv` (a MovieLens 1M "
                 f"folder: --dataset movielens-1m)")
-    if headerless(columns):
-        return ("the file may have no header row (its column names read as numbers and dates, as a first row "
-                "of data would): add a first line naming the columns, separated as the rows are (e.g. `(echo "
-                "user,time,item; cat FILE) > NEW.csv`); else pass " + (f"{flag} naming one of them" if flag
-                                                                       else "a column it has"))
+    if headerless(columns, rows):  # a value of the first row is no column to pass
+        return (f"{NO_HEADER} (its first line's values are shaped as a row of data): add "
+                f"a first line naming the columns, separated as the rows are, e.g. "
+                f"`{header_example(len(columns), sep)}`, and pass " + (f"{flag} one of those names" if flag
+                                                                       else "those names"))
     return f"pass {flag} naming one of them" if flag else "add it"
+
+
+def missing_column(what: str, column: str, columns: Sequence[str], flag: str | None, *, path: str,
+                   line: int | None = None, rows: Sequence[Sequence[object]] = (), sep: str | None = None,
+                   shards: str = "") -> DataError:
+    """The error of a ``column`` a table lacks (:func:`column_fix`).
+
+    Args:
+      what: The table (``"--data"``).
+      column: The column.
+      columns: The table's columns.
+      flag: The flag that named it, if any.
+      path: The file.
+      line: The header's line, if it has one.
+      rows: The first rows below the header (a text file's), to tell a header from a row of data.
+      sep: The file's separator, for the header line the fix writes.
+      shards: What the message adds about a table of several files.
+
+    Returns:
+      The error, naming the first line as data where it looks like data.
+    """
+    fix = column_fix(column, columns, flag, rows=rows, sep=sep)
+    data = ", read from a first line that looks like data, not a header" if fix.startswith(NO_HEADER) else ""
+    return DataError(f"{what} has no such column; its columns are {list(columns)}{data}{shards}", path=path,
+                     line=line, column=column, fix=fix)

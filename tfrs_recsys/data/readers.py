@@ -265,7 +265,10 @@ def _careful_read(data, path, first_line, sep, columns, header, column_types, nu
     def parse(line: str) -> list[str]:
         fields = _split(line, sep, quoting)
         if len(fields) != len(names):
-            raise DataError(f"expected {len(names)} fields separated by {sep!r}, found {len(fields)}",
+            # a quote miscounts fields silently: say it was read as one
+            quote = (" (a field opening with '\"' is read as CSV-quoted, up to the next '\"' that closes it)"
+                     if quoting and len(sep) == 1 and '"' in line else "")
+            raise DataError(f"expected {len(names)} fields separated by {sep!r}, found {len(fields)}{quote}",
                             fix=f"repair or remove this row, {_SKIP_HINT}")
         for name, value in zip(names, fields):
             kind = column_types.get(name)

@@ -19,11 +19,18 @@ from tfrs_recsys.data.clicklogs import load_ali_ccp, load_aliexpress
 from tfrs_recsys.data.entities import entity_joins
 from tfrs_recsys.data.errors import DataError
 from tfrs_recsys.data.expedia import load_expedia
-from tfrs_recsys.data.headers import column_fix
+from tfrs_recsys.data.headers import missing_column
 from tfrs_recsys.data.interactions import load_interaction_log
 from tfrs_recsys.data.label_leaks import norm_name
 from tfrs_recsys.data.synthetic_interactions import synthetic_histories, synthetic_ratings
-from tfrs_recsys.data.tabular import load_criteo, load_table, say_duplicates, table_columns
+from tfrs_recsys.data.table_heads import table_head
+from tfrs_recsys.data.tabular import (
+    load_criteo,
+    load_table,
+    say_duplicates,
+    table_files,
+    text_separator,
+)
 from tfrs_recsys.data.text_values import TIME_NAME
 
 INTERACTION_DATASETS = {
@@ -228,11 +235,12 @@ def load_labeled(task: str, dataset: str = "synthetic", data_dir: str | None = N
                             "click,conversion (esmm) or --label-columns label (deepfm)")
         reports: list = []
         if items or users:  # the data's columns first: a flag naming none of them is the data's error
-            have = table_columns(_need_dir(dataset, data_dir), "--data")
+            have, head = table_head(_need_dir(dataset, data_dir), "--data")
             for flag, column in (("--item-column", item_column), ("--user-column", user_column)):
                 if column and column not in have:
-                    raise DataError(f"--data has no such column; its columns are {have}", path=data_dir,
-                                    column=column, fix=column_fix(column, have, flag))
+                    first = table_files(data_dir, "--data")[0]
+                    raise missing_column("--data", column, have, flag, path=data_dir, rows=head,
+                                         sep=text_separator(first) if head else None)
         joins = entity_joins((), items=items, users=users, item_column=item_column, user_column=user_column,
                              skip_bad_rows=skip_bad_rows, column_types=column_types, reports=reports,
                              exclude=exclude_columns)

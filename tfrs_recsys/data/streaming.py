@@ -39,9 +39,10 @@ from tfrs_recsys.data import json_lines
 from tfrs_recsys.data.bad_rows import BadRows, labels_of
 from tfrs_recsys.data.compressed import EXPANSION, file_format, is_compressed, open_text
 from tfrs_recsys.data.errors import DataError
-from tfrs_recsys.data.headers import column_fix
+from tfrs_recsys.data.headers import SAMPLE_ROWS, missing_column
 from tfrs_recsys.data.packing import pack, packed_signature, unpack
 from tfrs_recsys.data.pipelines import without_autotune
+from tfrs_recsys.data.quoting import csv_quoted
 from tfrs_recsys.data.readers import plain_batch, plain_columns
 from tfrs_recsys.data.schema import FeatureSpec
 from tfrs_recsys.data.tabular import (
@@ -179,10 +180,12 @@ def open_table(path: str, *, labels: Sequence[str], session_column: str | None =
         schema = schema.set(schema.get_field_index(column), pa.field(column, pa.float64()))
     flags = {"--label-columns": list(labels), "--session-column": [session_column],
              "--user-column": [user_column], "--item-column": [item_column]}
+    head = list(zip(*(c.to_pylist() for c in first.slice(0, SAMPLE_ROWS).columns)))
     for flag, columns in flags.items():
         for column in (c for c in columns if c and c not in schema.names):
-            raise DataError(f"--data has no such column; its columns are {schema.names}", path=files[0],
-                            column=column, fix=column_fix(column, schema.names, flag))
+            text = _family(files[0]) == "text"
+            raise missing_column("--data", column, schema.names, flag, path=files[0],
+                                 rows=head if text else (), sep=text_separator(files[0]) if text else None)
     table = FileTable(files, list(labels), schema, 0, sum(paths.size(f) for f in files), session_column,
                       user_column, item_column)
     table.rows = sum(table.rows_of(f) for f in files)
@@ -210,7 +213,9 @@ def record_batches(file: str, schema: pa.Schema | None, rows: int,
         return
     # one thread numbers bad lines
     reading = pa_csv.ReadOptions(block_size=rows * 400, use_threads=False, encoding=file_encoding(file))
-    parsing = pa_csv.ParseOptions(delimiter=text_separator(file), invalid_row_handler=malformed)
+    sep = text_separator(file)
+    parsing = pa_csv.ParseOptions(delimiter=sep, quote_char='"' if csv_quoted(file, sep) else False,
+                                  invalid_row_handler=malformed)
     types = {f.name: f.type for f in schema} if schema is not None else None
     with open_text(file) as fh:
         try:  # the reader parses its first block on opening: a type error may come from either

@@ -23,8 +23,9 @@ from tfrs_recsys.data import json_lines, readers
 from tfrs_recsys.data.bundles import LabeledData
 from tfrs_recsys.data.compressed import file_format, open_text
 from tfrs_recsys.data.errors import DataError, SkipReport
-from tfrs_recsys.data.headers import column_fix
+from tfrs_recsys.data.headers import SAMPLE_ROWS, missing_column
 from tfrs_recsys.data.number_text import MISSING_NUMBER_WORDS, mostly_formatted_numbers
+from tfrs_recsys.data.quoting import csv_quoted
 from tfrs_recsys.data.text_encodings import BOM, file_encoding
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,9 @@ def table_columns(path: str, what: str) -> list[str]:
         return json_lines.read_json_table(file).column_names
     with open_text(file) as fh:
         line = fh.readline().removeprefix(BOM).decode(file_encoding(file), errors="replace")
-    return next(csv.reader([line.rstrip("\r\n")], delimiter=text_separator(file)), [])
+    sep = text_separator(file)
+    quoting = csv.QUOTE_MINIMAL if csv_quoted(file, sep) else csv.QUOTE_NONE
+    return next(csv.reader([line.rstrip("\r\n")], delimiter=sep, quoting=quoting), [])
 
 
 def _refuse_workbook(file: str, what: str) -> None:
@@ -126,7 +129,8 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
             frame = json_lines.read_json_frame(file)
         else:
             # the caller says the report once, with the rows its own checks skip
-            frame, report = readers.read_delimited(file, sep=text_separator(file, sep),
+            separator = text_separator(file, sep)
+            frame, report = readers.read_delimited(file, sep=separator, quoting=csv_quoted(file, separator),
                                                    header=True, skip_bad_rows=skip_bad_rows, what=what,
                                                    report=SkipReport(path=file))
             reports.append(report)
@@ -134,9 +138,10 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
             flag = required.get(column) if isinstance(required, Mapping) else None
             shards = (f" ({len(files)} files: every file {path} names is read as a shard of one table; keep "
                       "other tables elsewhere)") if len(files) > 1 else ""
-            raise DataError(f"{what} has no such column; its columns are {list(frame.columns)}{shards}",
-                            path=file, line=None if first_data_line(file) == 1 else 1,
-                            column=column, fix=column_fix(column, frame.columns, flag))
+            text = first_data_line(file) == 2
+            raise missing_column(what, column, frame.columns, flag, path=file, line=1 if text else None,
+                                 rows=frame.head(SAMPLE_ROWS).to_numpy().tolist() if text else (),
+                                 sep=text_separator(file, sep), shards=shards)
         sources.append((start, file, frame.attrs.get(readers.LINE_NUMBERS)))  # None: no line was skipped
         frames.append(frame)
         start += len(frame)
