@@ -173,3 +173,34 @@ def test_a_non_binary_label_is_refused_with_the_fix(tmp_path, logs):
     with pytest.raises(DataError, match="1 on every row") as err:
         deepfm_training.run(cfg)
     assert "impressions not clicked" in err.value.fix
+
+
+def test_a_few_huge_values_leave_a_numeric_feature_its_signal():
+    """0.1% of bids at 1e9 once set the scale (std 3e7), so every normal bid standardized to one value."""
+    rng = np.random.default_rng(7)
+    bid = rng.uniform(0.1, 5.0, 4000)
+    label = (rng.random(4000) < 1 / (1 + np.exp(-2.0 * (bid - 2.5)))).astype(int)
+    bid[rng.choice(4000, 4, replace=False)] = 1e9
+    frame = pd.DataFrame({"bid_price": bid, "device": rng.choice(["m", "d"], 4000), "label": label})
+    spec = infer_schema(frame, ["label"])
+    column, normal = spec["bid_price"], bid < 1e3
+    assert 5.0 < column.clip_high < 100 and column.clip_low <= 0.1 and column.std < 10
+    standardized = DeepFM(spec, embedding_dim=4, hidden_units=(8,)).preprocessor(_raw(frame, spec))
+    assert np.std(standardized["bid_price"].numpy()[normal]) > 0.1
+    old = {k: v for k, v in json.loads(json.dumps(spec.to_dict())).items()}
+    old["features"] = [{k: v for k, v in f.items() if k not in ("clip_low", "clip_high")}
+                       for f in old["features"]]
+    unclipped = type(spec).from_dict(old)["bid_price"]  # a spec written before the bounds
+    assert unclipped.clip_high is None
+    tf.keras.utils.set_random_seed(0)
+    model = DeepFM(spec, embedding_dim=4, hidden_units=(8,))
+    optimizer = tf.keras.optimizers.Adam(0.05)
+    raw, target = _raw(frame, spec), tf.constant(label, tf.float32)
+    for step in range(40):
+        rows = np.arange(step * 100, step * 100 + 100) % 4000
+        batch = {k: tf.gather(v, rows) for k, v in raw.items()}
+        with tf.GradientTape() as tape:
+            loss = tf.keras.losses.binary_crossentropy(tf.gather(target, rows), model(batch)["ctr"])
+        weights = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+    assert M.auc(label, model(raw)["ctr"].numpy()) > 0.75  # the bids' own ranking: about 0.83

@@ -324,6 +324,51 @@ def test_a_column_blank_except_on_positives_is_refused_as_a_leak():
     assert "price" in spec.feature_names  # gaps at random
 
 
+def test_values_other_than_the_usual_one_only_on_positives_are_refused_as_a_leak():
+    """A conversion's value: 0.0 except on converted rows (within the clicks); alone its AUC is only ~0.65."""
+    rng = np.random.default_rng(8)
+    clicked = (rng.random(2000) < 0.1).astype(int)
+    converted = clicked * (rng.random(2000) < 0.3)
+    value = np.where(converted, rng.uniform(1, 50, 2000), 0.0)
+    frame = pd.DataFrame({"clicked": clicked, "conversion_value": value,
+                          "discount": np.where(rng.random(2000) < 0.05, rng.uniform(1, 5, 2000), 0.0),
+                          "device": rng.choice(["m", "d"], 2000)})
+    with pytest.raises(SchemaError, match=r"its non-zero values occur only on rows where 'clicked' is 1 "
+                                          rf"\({converted.sum()} rows") as err:
+        infer_schema(frame, ["clicked"])
+    assert err.value.column == "conversion_value" and "--exclude-columns conversion_value" in err.value.fix
+    with pytest.raises(SchemaError, match="only on rows where 'clicked' is 1"):  # every ranker label
+        infer_schema(frame.assign(converted=converted), ["clicked", "converted"])
+    spec = infer_schema(frame, ["clicked"], exclude=["conversion_value"])
+    assert "discount" in spec.feature_names  # rare, but on rows of either label
+    few = frame.assign(conversion_value=np.where(converted & (np.cumsum(converted) <= 15), 9.5, 0.0))
+    assert "conversion_value" in infer_schema(few, ["clicked"]).feature_names  # 15 rows: could be chance
+
+
+def test_parquet_text_of_plain_numbers_stays_a_category(tmp_path, capsys):
+    """A Parquet string column of versions ("15.0" is not "15") stays text; a CSV reader reads numbers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    versions = ["14.1", "15.0", "16.2", "11", "12", "15"] * 20
+    table = pa.table({"os_version": pa.array(versions, pa.string()),
+                      "sdk": pa.array(["30", "31", "33"] * 40, pa.large_string()),
+                      "bid": np.linspace(0.1, 5, 120), "ad_id": [f"a{i % 7}" for i in range(120)],
+                      "clicked": [0, 1, 1, 0] * 30})
+    pq.write_table(table, tmp_path / "log.parquet")
+    data = load_table(str(tmp_path / "log.parquet"), labels=["clicked"], item_column="ad_id")
+    assert data.frame["os_version"].tolist() == versions
+    spec = infer_schema(data.frame, ["clicked"], item_column="ad_id")
+    assert spec["os_version"].kind == "categorical" and {"15.0", "15"} <= set(spec["os_version"].vocabulary)
+    assert spec["sdk"].kind == "categorical" and spec["bid"].kind == "numeric"
+    assert main([str(tmp_path / "log.parquet"), "--labels", "clicked"]) == 0
+    assert json.loads(capsys.readouterr().out)["features"][0]["kind"] == "categorical"
+    declared = load_table(str(tmp_path / "log.parquet"), labels=["clicked"],
+                          column_types=["os_version=numeric"])
+    assert declared.frame["os_version"].dtype == np.float64
+    table.to_pandas().to_csv(tmp_path / "log.csv", index=False)  # docs/data.md: CSV text reads as numbers
+    assert load_table(str(tmp_path / "log.csv"), labels=["clicked"]).frame["os_version"].dtype == np.float64
+
+
 def test_numbers_written_for_people_are_numbers_in_every_chunk():
     prices = ["€12,50", "€1.250,00", "€ 3,99", None, "-€2,00"]
     frame = pd.DataFrame({"price": prices * 24, "discount": ["10%", "2.5%", "", "0%", "15%"] * 24,

@@ -1,8 +1,9 @@
 """Which columns are outcomes: a label used as a feature leaks the answer, and a model that learned from it
 is useless in serving. A column is an outcome by its name (click, purchased, booking_bool, ...) or by its
 data: a 0/1 column that is 1 only on rows where a label is 1 is a later step of the same funnel, as is a
-column blank on every other row, and a number that alone ranks a label almost perfectly (the seconds a
-track was played, against its skip) is known only once the outcome is.
+column blank on every other row, or whose values other than the most common one occur only on a label's
+positive rows (a conversion's value, 0.0 elsewhere), and a number that alone ranks a label almost
+perfectly (the seconds a track was played, against its skip) is known only once the outcome is.
 """
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from tfrs_recsys.data.tabular import binary_label
 TELLING_AUC = 0.99
 # Fewer positives or negatives than this in a sample make a single column's AUC too noisy to judge.
 TELLING_MIN_ROWS = 20
+# A column's unusual values (all but its most common one) found only on a label's positive rows leak it
+# when they are no accident: on at least TELLING_MIN_ROWS rows, and on at least this share of the positives.
+UNUSUAL_MIN_SHARE = 0.05
+# ... and that chance would put there less often than this (weaker evidence than a 0/1 funnel step's 1e-3).
+UNUSUAL_CHANCE = 1e-6
 # Outcome names: a column named like this is a label (or leaks one), never a feature.
 LABEL_NAMES = frozenset({
     "label", "labels", "target", "y", "click", "clicks", "clicked", "is_click", "click_bool", "conversion",
@@ -81,6 +87,34 @@ def present_within_label(sample: pd.DataFrame, column: str, labels: list[str]) -
         present &= values.astype(str).str.strip().ne("")
     present = present.to_numpy(dtype=bool)
     return None if present.all() else _only_on_positives(sample, present, labels)
+
+
+def unusual_within_label(sample: pd.DataFrame, column: str, labels: list[str]) -> tuple[str, str, int] | None:
+    """The label whose positive rows alone hold a column's values other than its most common one (a
+    conversion's value, ``0.0`` on every other row), how those values read, and their rows; else None.
+
+    Such a column leaks the label however weakly it ranks it alone (a conversion's value is known only on
+    the clicks that converted): refused where those rows are a part of the positives (the most common value
+    is found on positives too), :data:`TELLING_MIN_ROWS` or more and at least :data:`UNUSUAL_MIN_SHARE` of
+    the label's positives (fewer may be chance, or a rare true signal), and chance (the label's rate to the
+    power of those rows) below :data:`UNUSUAL_CHANCE`.
+    """
+    values = sample[column]
+    counts = values.value_counts()
+    if len(counts) < 2 or any(isinstance(v, (list, tuple, np.ndarray)) for v in values.head(10)):
+        return None
+    usual = counts.index[0]
+    rows = (values.notna() & (values != usual)).to_numpy(dtype=bool)
+    label = _only_on_positives(sample, rows, labels)
+    positive = None if label is None else (sample[label] == 1).to_numpy(dtype=bool)
+    # the usual value on positives too: a part of them (a column that splits rows as the label does, as
+    # a fixture's alternating values do, is no value known only with the outcome)
+    if positive is None or not positive[~rows].any() or positive.mean() ** rows.sum() >= UNUSUAL_CHANCE or (
+            rows.sum() < max(TELLING_MIN_ROWS, UNUSUAL_MIN_SHARE * positive.sum())):
+        return None
+    plain = isinstance(usual, (int, float, np.number)) and not isinstance(usual, (bool, np.bool_))
+    what = "non-zero values" if plain and usual == 0 else f"values other than {usual!r}"
+    return label, what, int(rows.sum())
 
 
 def _only_on_positives(sample: pd.DataFrame, rows: np.ndarray, labels: list[str]) -> str | None:

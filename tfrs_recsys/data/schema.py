@@ -53,6 +53,9 @@ class FeatureColumn:
       mean: The mean of a numeric or timestamp column.
       std: Its standard deviation.
       newest: The latest time seen in training; later times count as it.
+      clip_low, clip_high: A numeric column's bounds: its inputs are clipped to them before they are
+        standardized, as its ``mean`` and ``std`` were taken (:mod:`~tfrs_recsys.data.numeric_bounds`);
+        ``None`` where the sample had no outlier (and in specs written before the bounds): unclipped.
       embedding_dim: The embedding width, instead of the model's default.
       raw_dtype: What a serving client sends: ``string``, ``int64``, ``float32`` or (timestamps) ``float64``.
       integer_values: The values are integers written as text ("3"); encoders also accept "3.0",
@@ -75,6 +78,8 @@ class FeatureColumn:
     mean: float | None = None
     std: float | None = None
     newest: float | None = None
+    clip_low: float | None = None
+    clip_high: float | None = None
     embedding_dim: int | None = None
     raw_dtype: str = "string"
     integer_values: bool = False

@@ -24,9 +24,11 @@ from tfrs_recsys.data.label_leaks import (
     norm_name,
     present_within_label,
     tells_label,
+    unusual_within_label,
     within_label,
 )
 from tfrs_recsys.data.number_text import currencies, formatted_numbers, mostly_formatted_numbers, numbers_hint
+from tfrs_recsys.data.numeric_bounds import robust_stats
 from tfrs_recsys.data.readers import struct_fields
 from tfrs_recsys.data.schema import (
     GROUPS,
@@ -170,6 +172,10 @@ def infer_schema(frame: pd.DataFrame, labels: Sequence[str] | None = None, *,
                                             f"blank on the others (known only with the outcome, as the "
                                             f"seconds an article was read are with its click)",
                                  may_be_label=False)
+            if (unusual := unusual_within_label(sample, c, labels)) is not None:
+                raise leak_error(c, labels, f"its {unusual[1]} occur only on rows where '{unusual[0]}' is 1 "
+                                            f"({unusual[2]:,} rows; known only with the outcome, as a "
+                                            f"conversion's value is)", may_be_label=False)
             ids = c in roles.values() or id_named(c)  # an id's order is the file's, not a measurement
             if not ids and (told := tells_label(sample, c, labels)) is not None:
                 auc = f"{told[1]:.3f}" if told[1] >= 0.5 else f"{1 - told[1]:.3f}, in reverse"
@@ -354,12 +360,15 @@ def _numeric_column(name: str, values: np.ndarray, kind: str, why: str, dates_da
     if present.size == 0 or np.ptp(present) == 0:
         single = f"{present[0]:g}" if present.size else "missing"
         return None, f"constant: every sampled value is {single} (or missing)"
-    mean, std = float(present.mean()), float(present.std())
+    # a time is capped at the newest instead; a number's outliers are clipped to fences (numeric_bounds)
+    mean, std, low, high = (robust_stats(name, present) if kind == "numeric" else
+                            (float(present.mean()), float(present.std()), None, None))
     newest = float(present.max()) if kind == "timestamp" else None
-    return (FeatureColumn(name, kind, mean=mean, std=std, newest=newest,
+    clipped = "" if low is None else f"; values clipped to [{low:.4g}, {high:.4g}]"
+    return (FeatureColumn(name, kind, mean=mean, std=std, newest=newest, clip_low=low, clip_high=high,
                           raw_dtype="float64" if kind == "timestamp" else "float32",
                           day_first=dates_day_first, decimal_comma=decimal_comma),
-            f"{kind}: {why}; mean {mean:.4g}, std {std:.4g}")
+            f"{kind}: {why}; mean {mean:.4g}, std {std:.4g}{clipped}")
 
 
 def _encoded(name: str, kind: str, tokens: pd.Series, opts: _Options, counts: pd.Series | None = None,

@@ -40,6 +40,7 @@ WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods", ".numbers", ".zi
 FORMATS = ("CSV (.csv), TSV (.tsv, .txt), JSON Lines (.jsonl, .ndjson, .json), any of them compressed (.gz, "
            ".bz2), or Parquet (.parquet, .pq)")
 SOURCES = "row_sources"  # frame.attrs key: per shard, (first row, file, its rows' lines or None)
+STORED_TEXT = "stored_text"  # frame.attrs key: the columns every shard stores as Parquet strings
 
 
 def table_files(path: str, what: str) -> list[str]:
@@ -118,13 +119,15 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
       The rows (:func:`locate` finds a row's file and line) and one skip report per text shard, for the
       caller to log (:meth:`~tfrs_recsys.data.errors.SkipReport.log`).
     """
-    frames, reports, sources, start = [], [], [], 0
+    frames, reports, sources, start, text = [], [], [], 0, None
     files = table_files(path, what)
     if len(files) > 1:  # an empty part file (an empty partition) is no shard; all empty, the first says so
         files = [f for f in files if paths.size(f)] or files[:1]
     for file in files:
+        strings = set()  # a text file's columns are all text: only a Parquet string column is text by type
         if file_format(file) in PARQUET_SUFFIXES:
             frame = readers.read_parquet(file, what=what)
+            strings = {c for c in frame.columns if pd.api.types.is_string_dtype(frame[c])}
         elif file_format(file) in json_lines.JSON_SUFFIXES:
             frame = json_lines.read_json_frame(file)
         else:
@@ -138,15 +141,16 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
             flag = required.get(column) if isinstance(required, Mapping) else None
             shards = (f" ({len(files)} files: every file {path} names is read as a shard of one table; keep "
                       "other tables elsewhere)") if len(files) > 1 else ""
-            text = first_data_line(file) == 2
-            raise missing_column(what, column, frame.columns, flag, path=file, line=1 if text else None,
-                                 rows=frame.head(SAMPLE_ROWS).to_numpy().tolist() if text else (),
+            delimited = first_data_line(file) == 2
+            raise missing_column(what, column, frame.columns, flag, path=file, line=1 if delimited else None,
+                                 rows=frame.head(SAMPLE_ROWS).to_numpy().tolist() if delimited else (),
                                  sep=text_separator(file, sep), shards=shards)
+        text = strings if text is None else text & strings
         sources.append((start, file, frame.attrs.get(readers.LINE_NUMBERS)))  # None: no line was skipped
         frames.append(frame)
         start += len(frame)
     table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    table.attrs = {SOURCES: sources}
+    table.attrs = {SOURCES: sources, STORED_TEXT: sorted(text or ())}
     return table, reports
 
 
@@ -262,7 +266,7 @@ def keep_rows(table: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
             lines = np.arange(first, first + end - start) if lines is None else np.asarray(lines)
             if keep[start:end].any():
                 located.append((int(keep[:start].sum()), file, lines[keep[start:end]]))
-        kept.attrs = {SOURCES: located}
+        kept.attrs = {**table.attrs, SOURCES: located}
     return kept
 
 
@@ -283,7 +287,8 @@ def numeric_columns(table: pd.DataFrame, column_types: Mapping[str, str] | Seque
     for column in table.columns:
         values = table[column]
         text = values.dtype == object or pd.api.types.is_string_dtype(values)
-        if column in text_only or kinds.get(column) in ("categorical", "timestamp") or not text:
+        stored = column in table.attrs.get(STORED_TEXT, ()) and kinds.get(column) != "numeric"  # "15.0"
+        if column in text_only or kinds.get(column) in ("categorical", "timestamp") or not text or stored:
             continue
         if any(isinstance(v, (list, tuple, np.ndarray, dict)) for v in values.dropna().head(10)):
             continue  # a Parquet list column: lists, not numbers

@@ -93,7 +93,8 @@ class FeaturePreprocessor(tf.keras.layers.Layer):
       Values are split on the separator and stripped; "" means no values. Values joined by ``|`` are
       split alike where no value of the vocabulary holds a ``|`` (:func:`joins_with_bar`). A cell's first
       :data:`MAX_LIST_VALUES` pieces are read, and a call may hold :data:`MAX_CALL_LIST_VALUES` in all.
-    * numeric: ``float32 [B]``, ``(x - mean) / std`` clipped to ``+-MAX_SIGMAS``; missing (NaN, inf) -> 0,
+    * numeric: ``float32 [B]``, ``(x - mean) / std`` clipped to ``+-MAX_SIGMAS`` (``x`` first clipped to
+      the spec's ``clip_low``..``clip_high``, where it has them); missing (NaN, inf) -> 0,
       i.e. the mean.
     * timestamp: ``float32 [B, 5]`` = sin and cos of 2 pi hour/24 and of 2 pi weekday/7 (UTC), and
       ``(min(t, newest) - mean) / std`` clipped to ``+-MAX_SIGMAS``; missing -> zeros.
@@ -250,6 +251,9 @@ def _scaled(x: tf.Tensor, mean: float | None, std: float | None) -> tf.Tensor:
 
 
 def _standardize(x: tf.Tensor, column: FeatureColumn) -> tf.Tensor:
+    if column.clip_low is not None and column.clip_high is not None:  # as the spec's statistics were taken
+        bounded = tf.clip_by_value(x, tf.cast(column.clip_low, x.dtype), tf.cast(column.clip_high, x.dtype))
+        x = tf.where(tf.math.is_finite(x), bounded, x)  # missing stays missing: the mean
     z = _scaled(x, column.mean, column.std)
     z = tf.clip_by_value(tf.where(tf.math.is_finite(z), z, tf.zeros_like(z)), -MAX_SIGMAS, MAX_SIGMAS)
     return tf.cast(z, tf.float32)
