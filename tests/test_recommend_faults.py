@@ -83,6 +83,21 @@ class LongIdRetrieval(BlankRetrieval):
         return {"item_ids": tf.fill([rows, 4], "x" * 5000), "scores": tf.ones([rows, 4])}
 
 
+class GrowingRanker(tf.Module):
+    """Ranker v2 of a user's report: v1's inputs (the fixture ranker's) and two more, ``history`` and
+    ``title_words``, which nothing of the store or the request fills."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=n) for n in
+                                  ("user_id", "item_id", "genres")] +
+                                 [tf.TensorSpec([None], tf.float32, name="price")] +
+                                 [tf.TensorSpec([None], tf.string, name=n) for n in
+                                  ("device", "history", "title_words")])
+    def serving_default(self, user_id, item_id, genres, price, device, history, title_words):
+        words = tf.cast(tf.strings.length(history) + tf.strings.length(title_words), tf.float32)
+        ctr = tf.sigmoid(price + 0.1 * words)
+        return {"ctr": ctr, "cvr": ctr, "ctcvr": ctr * ctr}
+
+
 def _save(module):
     signatures = {name: getattr(module, name) for name in ("serving_default", "query_with_exclusions")
                   if hasattr(module, name)}
@@ -94,11 +109,12 @@ def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("faults")
     fx.publish_retrieval(base, version=1)
     fx.publish_ranker(base, version=1)
+    fx.publish_ranker(base, name="growing", version=1)  # gets a v2 of more inputs in a test
     odd = {"hourly": HourRanker(), "wide": WideRanker(), "text": TextRanker(), "blank": BlankRetrieval(),
            "long": LongIdRetrieval()}
     for name, module in odd.items():
         publish_version(base, name, _save(module), version=1)
-    config = fx.models_config(base, dict.fromkeys(["retrieval", "ranker", *odd], {}))
+    config = fx.models_config(base, dict.fromkeys(["retrieval", "ranker", "growing", *odd], {}))
     proc = fx.start_server(base, [f"--model_config_file={config}", "--file_system_poll_wait_seconds=0.2"])
     yield base, proc
     assert proc.stop() == 0, proc.log_tail()
@@ -197,6 +213,47 @@ def test_a_store_of_another_catalog_than_the_retrieval_model_is_warned_of_once(s
             assert http.get("/recommend/u1", params={"top_k": 3}).status_code == 200
     said = [r.getMessage() for r in caplog.records if "items the store does not know" in r.getMessage()]
     assert len(said) == 1 and "retrieval model 'retrieval' (version 1)" in said[0] and "--run-dir" in said[0]
+
+
+def test_unknown_items_are_warned_of_when_first_returned_not_only_on_the_first_request(served, caplog):
+    _, proc = served
+    first, _ = fx.retrieval_reference("u1", HISTORY, exclude=HISTORY, k=8)
+    other = ["item_20", "item_21", "item_22"]
+    second, _ = fx.retrieval_reference("u2", other, exclude=other, k=8)
+    assert set(second) - set(first)  # the second user's candidates hold items the store lacks
+    items = pd.DataFrame({"item_id": first, "genres": ["g1"] * 8, "price": [1.0] * 8})
+    hot = pd.DataFrame({"item_id": first[:3], "hotness": [3.0, 2.0, 1.0]})
+    store = FeatureStore({"u1": HISTORY, "u2": other}, hot, item_features=items,
+                         meta=StoreMeta(as_of=time.time()))
+    client = ServingClient(proc.address, timeout=10.0, retrieval_model="retrieval", ranker_model="ranker")
+    http = TestClient(create_app(RecallRankPipeline(client, MemoryStore(store), num_candidates=8)))
+    with client:
+        for user in ("u1", "u1", "u2", "u2", "u1"):  # all known, then unknown ones
+            assert http.get(f"/recommend/{user}", params={"top_k": 3}).status_code == 200
+    said = [r.getMessage() for r in caplog.records if "items the store does not know" in r.getMessage()]
+    assert len(said) == 1 and "retrieval model 'retrieval' (version 1)" in said[0], said
+
+
+def test_a_ranker_version_of_new_inputs_is_served_without_a_restart(served, caplog):
+    """v2 adds inputs: the app reads them again, sends the ones it cannot fill as missing (a warning naming
+    them, as a fresh process), for warm users and for cold ones the ranker ranks by their features."""
+    base, proc = served
+    users = pd.DataFrame({"user_id": ["signed-up"], "device": ["mobile"]})
+    warm_client, warm = _app(proc.address, ranker="growing", users=users)
+    cold_client, cold = _app(proc.address, ranker="growing", users=users)
+    with warm_client, cold_client:
+        assert warm.get("/recommend/u1").json()["versions"]["growing"] == 1
+        assert cold.get("/recommend/signed-up").json()["versions"] == {"growing": 1}
+        publish_version(base, "growing", _save(GrowingRanker()), version=2)
+        fx.wait_for(lambda: [s["version"] for s in warm_client.status("growing") if s["state"] == "AVAILABLE"]
+                    == [2], message="version 2 served alone")
+        for http, user in ((warm, "u1"), (cold, "signed-up"), (warm, "u1"), (cold, "u1")):
+            answer = http.get(f"/recommend/{user}", params={"top_k": 3})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["versions"]["growing"] == 2 and not answer.json()["fallback"], answer.text
+        assert warm.get("/health").json()["models"]["growing"] == 2
+    said = [r.getMessage() for r in caplog.records if "as missing for every candidate" in r.getMessage()]
+    assert any("'history'" in m and "'title_words'" in m for m in said), said
 
 
 def test_hostile_requests_are_answered_in_time(served):

@@ -53,12 +53,12 @@ from tfrs_recsys.data.sequences import pad_left
 from tfrs_recsys.export.recall import narrow_scann_search, set_recall, top_k_ids
 from tfrs_recsys.export.scann_index import ScaNNIndex
 from tfrs_recsys.export.tfserving import (
-    next_version,
     publish_versions,
     repair_exports,
     stage_version,
     update_models_config,
 )
+from tfrs_recsys.export.version_numbers import reserve_version
 from tfrs_recsys.models.cooccurrence import CooccurrenceTable, FusedTopK
 from tfrs_recsys.servable_layout import ROWS_INDEPENDENT
 
@@ -321,7 +321,7 @@ def export_retrieval(model_dir: str | Path, export_base: str | Path, name: str, 
     }
     repair_exports(export_base)  # what a killed export left
     if version is None:
-        version = next_version(paths.join(export_base, name), paths.join(export_base, f"{name}_portable"))
+        version = reserve_version(paths.join(export_base, name), paths.join(export_base, f"{name}_portable"))
     query_model = model.scaled_query()
     fusion = None
     if trained.cooccurrence is not None and trained.cooccurrence.beta > 0:

@@ -5,7 +5,9 @@ into place, so a server polling the base path never sees half a model. The base 
 a ``tf.io.gfile`` URL (gs://...): there the rename is ``tf.io.gfile.rename``, a copy of
 each object on object stores (see :func:`tfrs_recsys.paths.rename`). Each version
 carries ``assets.extra/tf_serving_warmup_requests`` (a TFRecord of ``PredictionLog``)
-and ``assets.extra/export_metadata.json``. ``<base>/models.config`` lists what was exported there.
+and ``assets.extra/export_metadata.json``. ``<base>/models.config`` lists what was exported there, and
+``<base>/<name>/.last_version`` the largest version number handed out there
+(:mod:`tfrs_recsys.export.version_numbers`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfrs_recsys import paths
+from tfrs_recsys.export.version_numbers import highest_version, reserve_version
 from tfrs_recsys.servable_layout import ASSETS_EXTRA, METADATA_FILE, version_dirs, write_warmup_requests
 
 logger = logging.getLogger(__name__)
@@ -35,8 +38,10 @@ def existing_versions(model_dir: str | os.PathLike) -> list[int]:
 
 
 def next_version(*model_dirs: str | os.PathLike) -> int:
-    """The version number after the newest one under any of ``model_dirs`` (1 where there is none)."""
-    return max([0, *(v for d in model_dirs for v in existing_versions(d))]) + 1
+    """The version number after the newest one under any of ``model_dirs``, or after the largest handed out
+    there before (a version moved out in a rollback is not numbered again); 1 where there is none.
+    Read only: an export takes its number with :func:`reserve_version`."""
+    return highest_version(*model_dirs) + 1
 
 
 def stage_version(export_base: str | os.PathLike, name: str, save_fn: Callable[[str], None], *,
@@ -51,7 +56,8 @@ def stage_version(export_base: str | os.PathLike, name: str, save_fn: Callable[[
       export_base: The model server's base path (local or a ``tf.io.gfile`` URL).
       name: The model's name under it.
       save_fn: Writes the SavedModel into the directory it is given.
-      version: The version number (default: the next one). An existing version is never overwritten.
+      version: The version number (default: the next one, :func:`reserve_version`: never one handed out
+        before under ``BASE/NAME``). An existing version is never overwritten.
       warmup: ``(signature, inputs)`` requests for ``assets.extra/tf_serving_warmup_requests``.
       metadata: What ``assets.extra/export_metadata.json`` says besides the name and version.
 
@@ -62,7 +68,7 @@ def stage_version(export_base: str | os.PathLike, name: str, save_fn: Callable[[
       FileExistsError: The version exists.
     """
     model_dir = paths.makedirs(paths.join(export_base, name))
-    version = next_version(model_dir) if version is None else int(version)
+    version = reserve_version(model_dir, version=version)  # recorded: never handed out again
     final = paths.join(model_dir, str(version))
     if paths.exists(final):
         raise FileExistsError(f"{final} already exists; export to a new version (omit --version) "

@@ -6,7 +6,8 @@
         top = client.retrieve("u42", ["m1", "m7"], k=20, exclude_seen=True)
         scores = client.rank("u42", top.item_ids, features={"price": prices}, model="esmm")
 
-The client reads each model's SignatureDefs once (GetModelMetadata) and shapes its
+The client reads each model's SignatureDefs once (GetModelMetadata), and again when the server
+answers from another version (or refuses a request built for the old one), and shapes its
 requests from them: histories are cut to the signature's width and left-padded with
 ``""`` (most recent item last, as training windows are), exclusions padded to the
 signature's static width, and ranker features given the dtype each input declares.
@@ -20,7 +21,6 @@ from typing import Mapping, Sequence
 
 import grpc
 import numpy as np
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -33,10 +33,11 @@ from tfrs_recsys.model_server.tensors import fill_proto, to_ndarray
 from tfrs_recsys.serving import DEFAULT_ADDRESS
 from tfrs_recsys.serving.breaker import CircuitBreaker
 from tfrs_recsys.serving.ranker_inputs import ranker_column
+from tfrs_recsys.serving.signatures import PAD, SignatureInfo, TensorSpecInfo, fit_width
 
 MAX_ITEM_ID_BYTES = 4096  # a model answering longer ids is broken: never passed on to a page
-PAD = ""
 UNAVAILABLE, DEADLINE_EXCEEDED = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class ServingClientError(RuntimeError):
@@ -51,40 +52,9 @@ class ServerUnavailableError(ServingClientError):
     """No model server answers at the address."""
 
 
-@dataclasses.dataclass(frozen=True)
-class TensorSpecInfo:
-    """A signature input's or output's dtype (a ``DataType`` enum) and shape (``-1``: any size;
-    ``None``: unknown rank)."""
-
-    dtype: int
-    shape: tuple[int, ...] | None
-
-    @classmethod
-    def from_proto(cls, info) -> TensorSpecInfo:
-        """From a ``TensorInfo`` proto."""
-        shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
-        return cls(info.dtype, shape)
-
-    @property
-    def dtype_name(self) -> str:
-        """The dtype's enum name, e.g. ``DT_FLOAT``."""
-        return types_pb2.DataType.Name(self.dtype)
-
-
-@dataclasses.dataclass(frozen=True)
-class SignatureInfo:
-    """A SignatureDef: its method and its inputs and outputs by name."""
-
-    method_name: str
-    inputs: dict[str, TensorSpecInfo]
-    outputs: dict[str, TensorSpecInfo]
-
-    @classmethod
-    def from_proto(cls, sig) -> SignatureInfo:
-        """From a ``SignatureDef`` proto."""
-        spec = TensorSpecInfo.from_proto
-        return cls(sig.method_name, {k: spec(v) for k, v in sig.inputs.items()},
-                   {k: spec(v) for k, v in sig.outputs.items()})
+class SignaturesChangedError(ServingClientError):
+    """A call refused (INVALID_ARGUMENT) because the server now serves another version of the model than
+    the one whose signatures the client had read; they are read again, so the call can be built anew."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,15 +73,6 @@ class Ranked:
     candidates: list[str]
     outputs: dict[str, np.ndarray]
     version: int
-
-
-def _fit(values: list[str], spec: TensorSpecInfo, *, left: bool) -> list[str]:
-    """The last ``width`` of ``values``, padded with ``""`` to the input's ``width`` on the ``left`` or right;
-    all of them (at least one entry) where the input's width is not static."""
-    width = (spec.shape or (-1, -1))[-1]
-    values = values[-width:] if width > 0 else values
-    padding = [PAD] * (max(width, len(values), 1) - len(values))
-    return padding + values if left else values + padding
 
 
 def _retrieved(outputs: Mapping[str, np.ndarray], model: str,
@@ -243,6 +204,18 @@ class ServingClient:
             self._described[key] = response.model_spec.version.value
         return self._metadata[key]
 
+    def _rolled_out(self, model: str, timeout: float | None) -> bool:
+        """Whether the server serves another version of ``model`` than the remembered signatures describe
+        (then those of the served one are remembered instead)."""
+        before = self._described.get((model, None))
+        if before is None:
+            return False
+        try:
+            self.metadata(model, timeout=timeout, refresh=True)
+        except ServingClientError:  # the refusal is the error to report
+            return False
+        return self._described[(model, None)] != before
+
     def status(self, model: str, *, timeout: float | None = None) -> list[dict]:
         """Every version of ``model`` the server knows of (GetModelStatus).
 
@@ -285,6 +258,11 @@ class ServingClient:
 
         Returns:
           ``(outputs, version)``: the outputs as numpy arrays, and the version that answered.
+
+        Raises:
+          SignaturesChangedError: The server refused ``inputs`` (INVALID_ARGUMENT) and serves another version
+            than the remembered signatures describe: build the inputs again from :meth:`metadata`.
+          ServingClientError: Any other failed call (:class:`ServerUnavailableError`: no answer).
         """
         request = predict_pb2.PredictRequest(
             model_spec={"name": model, "signature_name": signature, "version_label": label,
@@ -292,7 +270,17 @@ class ServingClient:
             output_filter=output_filter)
         for key, value in inputs.items():
             fill_proto(request.inputs[key], value, content=True)
-        response = self._call(self._predictions.Predict, request, f"Predict({model}/{signature})", timeout)
+        try:
+            response = self._call(self._predictions.Predict, request, f"Predict({model}/{signature})",
+                                  timeout)
+        except ServingClientError as e:
+            # A rollout of other inputs refuses the old ones before any version answers: ask what is served.
+            if e.code == INVALID_ARGUMENT and version is None and label is None and \
+                    self._rolled_out(model, timeout):
+                raise SignaturesChangedError(f"{e} (model '{model}' now serves version "
+                                             f"{self._described[(model, None)]}, of other signatures: they "
+                                             f"were read again)", e.code) from None
+            raise
         answered = response.model_spec.version.value
         if version is None and label is None and self._described.get((model, None), answered) != answered:
             self._metadata.pop((model, None), None)  # a new version rolled out: ask its signatures again
@@ -328,10 +316,10 @@ class ServingClient:
         banned = list(dict.fromkeys([*(history if exclude_seen else ()), *exclude]))
         signature = "query_with_exclusions" if banned else "serving_default"
         info = self._signature(model, signature)
-        row = _fit([str(h) for h in history], info.inputs["history"], left=True)
+        row = fit_width([str(h) for h in history], info.inputs["history"], left=True)
         inputs = {"user_id": np.array([str(user_id)], object), "history": np.array([row], object)}
         if banned:
-            excluded = _fit(banned, info.inputs["exclude_item_ids"], left=False)
+            excluded = fit_width(banned, info.inputs["exclude_item_ids"], left=False)
             inputs["exclude_item_ids"] = np.array([excluded], object)
         outputs, version = self.predict(model, inputs, signature=signature, timeout=timeout,
                                         output_filter=["item_ids", "scores"])
@@ -367,7 +355,7 @@ class ServingClient:
         info = self._signature(model, signature)
 
         def rows(values: list[list[str]], spec: TensorSpecInfo, left: bool) -> np.ndarray:
-            fitted = [_fit(v, spec, left=left) for v in values]
+            fitted = [fit_width(v, spec, left=left) for v in values]
             width = max(map(len, fitted))
             return np.array([[PAD] * (width - len(r)) + r if left else r + [PAD] * (width - len(r))
                              for r in fitted], object)

@@ -32,6 +32,7 @@ from tfrs_recsys.serving.client import (
     ServerUnavailableError,
     ServingClient,
     ServingClientError,
+    SignaturesChangedError,
 )
 from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.serving.ranker_inputs import RankerInputs, ranker_column, shown_input, usable
@@ -45,6 +46,7 @@ from tfrs_recsys.serving.stores import (
 from tfrs_recsys.serving.stores.memory import MemoryStore
 
 DEFAULT_INPUTS = {"user": "user_id", "item": "item_id", "time": "timestamp"}  # the demo's and most logs'
+MAX_KNOWN_ITEMS = 1_000_000  # known items remembered while a retrieval version has shown no unknown one
 
 
 def request_time_features(inputs: Mapping[str, object], context: Mapping[str, object], now: float,
@@ -93,6 +95,8 @@ class RecallRankPipeline:
 
     A ranker input that neither the ids, the store's features nor the request fill goes as missing for
     every candidate, as a value missing in training would; the pipeline logs a warning naming it, once.
+    A ranker version of other inputs rolled out meanwhile is read again when the server refuses the old
+    inputs, and the candidates sent once more (:class:`~tfrs_recsys.serving.client.SignaturesChangedError`).
     """
 
     def __init__(self, client: ServingClient, store: OnlineStore | FeatureStore, *,
@@ -117,6 +121,7 @@ class RecallRankPipeline:
         self.recall_merge = recall_merge or RecallMergeConfig()
         self.ranker_inputs = {"user": ranker_user_input, "item": ranker_item_input, "time": ranker_time_input}
         self._warned: set[tuple[str, str]] = set()
+        self._known_items: tuple[int | None, set[str]] = (None, set())  # a retrieval version's known items
 
     @property
     def exclude_seen(self) -> bool:
@@ -161,16 +166,26 @@ class RecallRankPipeline:
 
     def _check_catalog(self, item_ids: Sequence[str], version: int | None) -> None:
         """Warns, once a retrieval version, when items it returns are unknown to the store: their features
-        go to the ranker as missing, all of them when the store was built from another run."""
-        if (self.retrieval_model, f"catalog {version}") in self._warned or not item_ids:
+        go to the ranker as missing, all of them when the store was built from another run.
+
+        Every answer is checked until one holds unknown items (the first ones may all be known); items
+        found known are remembered for the version, so the store is asked only of the others."""
+        warned = (self.retrieval_model, f"catalog {version}")
+        if warned in self._warned or not item_ids:
             return
+        if self._known_items[0] != version:  # a new version: what the last one returned says nothing
+            self._known_items = (version, set())
+        checked = self._known_items[1]
+        asked = [i for i in dict.fromkeys(item_ids) if i not in checked]
         try:
-            known = self.store.known_items(item_ids)
+            known = self.store.known_items(asked) if asked else set()
         except (StoreUnavailableError, StoreStateError):  # the request goes on; the next one checks
             return
-        self._warned.add((self.retrieval_model, f"catalog {version}"))
-        unknown = [i for i in item_ids if i not in known]
-        if unknown:
+        if len(checked) < MAX_KNOWN_ITEMS:  # bounded: past it, the store is asked every time
+            checked.update(known)
+        unknown = [i for i in asked if i not in known]
+        if unknown and warned not in self._warned:
+            self._warned.add(warned)
             logging.getLogger(__name__).warning(
                 "retrieval model '%s' (version %s) returned %d of %d items the store does not know (e.g. "
                 "%r): the ranker gets their features as missing. Is the store built from the run the model "
@@ -302,7 +317,19 @@ class RecallRankPipeline:
     def _ranked(self, user_id: str, state: UserState, candidates: list[Recommendation],
                 context: Mapping[str, object], inputs, names, deadline: float
                 ) -> tuple[list[Recommendation], int]:
-        """The candidates scored by the ranker, best first (a NaN last), and the ranker's version."""
+        """The candidates scored by the ranker, best first (a NaN last), and the ranker's version; once
+        more, from the served version's inputs, when the server rolled out a ranker of other inputs."""
+        try:
+            return self._scored(user_id, state, candidates, context, inputs, names, deadline)
+        except SignaturesChangedError:  # the client read the new signatures: fill them as a fresh start does
+            inputs = self._ranker_inputs(context)
+            names = self._input_names(inputs)
+            self._check_context(context, inputs, names)
+            return self._scored(user_id, state, candidates, context, inputs, names, deadline)
+
+    def _scored(self, user_id: str, state: UserState, candidates: list[Recommendation],
+                context: Mapping[str, object], inputs, names, deadline: float
+                ) -> tuple[list[Recommendation], int]:
         ids = [c.item_id for c in candidates]
         features = self._features(state, ids, context, inputs, names)
         features = {inputs.served(k): v for k, v in features.items()}  # by the ranker's own input names
