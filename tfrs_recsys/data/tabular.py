@@ -119,8 +119,7 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
       The rows (:func:`locate` finds a row's file and line) and one skip report per text shard, for the
       caller to log (:meth:`~tfrs_recsys.data.errors.SkipReport.log`).
     """
-    frames, reports, sources, start, text = [], [], [], 0, None
-    files = table_files(path, what)
+    frames, reports, sources, start, text, files = [], [], [], 0, None, table_files(path, what)
     if len(files) > 1:  # an empty part file (an empty partition) is no shard; all empty, the first says so
         files = [f for f in files if paths.size(f)] or files[:1]
     for file in files:
