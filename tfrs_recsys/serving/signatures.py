@@ -1,7 +1,7 @@
 """A model's signatures as GetModelMetadata describes them, and the width a request's rows are fitted to.
 
 :class:`~tfrs_recsys.serving.client.ServingClient` reads them once per served version and shapes its
-requests from them (``from tfrs_recsys.serving.client import SignatureInfo`` still works).
+requests from them.
 """
 from __future__ import annotations
 
