@@ -5,6 +5,7 @@ import json
 import socket
 import threading
 import time
+import tracemalloc
 import uuid
 import warnings
 
@@ -18,7 +19,7 @@ import serving_fixtures as fx
 from tfrs_recsys.data.bundles import InteractionData
 from tfrs_recsys.data.ctr_features import item_hotness
 from tfrs_recsys.serving.client import ServingClient
-from tfrs_recsys.serving.events import parse_events
+from tfrs_recsys.serving.events import EventError, increments, parse_events, staleness_warning
 from tfrs_recsys.serving.feature_store import FeatureStore
 from tfrs_recsys.serving.http_service import BackgroundServer, create_app
 from tfrs_recsys.serving.pipeline import RecallRankPipeline
@@ -26,6 +27,7 @@ from tfrs_recsys.serving.publish import main as publish_main
 from tfrs_recsys.serving.publish import publish
 from tfrs_recsys.serving.recall_merge import RecallMergeConfig
 from tfrs_recsys.serving.stores import Version, open_store, store_from_environment
+from tfrs_recsys.serving.stores.base import StoreMeta
 from tfrs_recsys.serving.stores.local_redis import RedisServer
 from tfrs_recsys.serving.stores.memory import MemoryStore
 from tfrs_recsys.serving.stores.redis_store import RedisStore
@@ -433,3 +435,51 @@ def test_a_store_whose_time_is_epoch_milliseconds_read_as_seconds_is_refused(tmp
         FeatureStore.load(path)
     with pytest.raises(StoreStateError, match="milliseconds"):
         StoreMeta.from_dict(manifest["meta"])
+
+
+def test_impressions_keep_a_published_list_and_leave_no_trace_of_new_users(stores, client, redis_server):
+    store, publisher = stores
+    publish(source_store(), publisher, client, k=5)
+    published = store.user_state("u1").published
+    assert published
+    store.apply_events(parse_events(clicks("u1", ["item_30"], kind="impression", at=T0 + 10), time.time()))
+    assert store.user_state("u1").published == published  # no history change: the list still holds
+
+    def flood(batch: int) -> None:  # 1,000 visitors never seen, each with one impression of a known item
+        events = [{"user_id": f"visitor-{batch}-{n:04d}-" + "x" * 64, "item_id": "item_30",
+                   "event": "impression", "timestamp": T0 + 20} for n in range(1000)]
+        store.apply_events(parse_events({"events": events}, time.time()))
+
+    if isinstance(store, MemoryStore):
+        flood(0)
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for batch in range(1, 6):
+            flood(batch)
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        assert grown < 100_000, f"{grown} bytes kept for 5,000 impression-only visitors"
+    else:
+        keys = redis.Redis.from_url(redis_server.url)
+        flood(0)
+        before = keys.dbsize(), keys.info("memory")["used_memory"]
+        for batch in range(1, 6):
+            flood(batch)
+        assert keys.dbsize() == before[0]
+        assert keys.info("memory")["used_memory"] - before[1] < 100_000
+
+
+def test_a_store_of_old_data_is_said_and_events_past_its_reach_name_the_field_and_the_fix():
+    now = time.time()
+    assert staleness_warning(StoreMeta(as_of=now - 3 * 86400), now) is None
+    stale = staleness_warning(StoreMeta(as_of=now - 2 * 365 * 86400), now)
+    assert stale and "730 days before this machine's clock" in stale and "one click outweighs" in stale
+    ancient = StoreMeta(as_of=1_230_000_000.0, hot_half_life_days=7.0, feature_half_life_days=7.0)
+    single = parse_events({"user_id": "x", "item_id": "item_01", "event": "click", "timestamp": now}, now)
+    with pytest.raises(EventError) as refused:
+        increments(single, ancient)
+    assert refused.value.field == "event.timestamp"
+    assert "years after the store's data ends" in str(refused.value) and "publish a store built" in str(
+        refused.value)
+    assert increments(parse_events({"user_id": "x", "item_id": "item_01", "event": "click",
+                                    "timestamp": 1_230_000_000.0 + 86400}, now), ancient)["item_01"][1] > 1

@@ -2,6 +2,7 @@
 import json
 import socket
 import sys
+import threading
 
 import grpc
 import httpx
@@ -229,3 +230,29 @@ def test_an_input_named_outside_ascii_is_told_how_signatures_name_it(server):
     assert "not found in signature: Größe" in said and "named in ASCII" in said
     answer = httpx.post(f"{process.rest_url}/v1/models/utility:predict", json={"instances": [{"Größe": 1.0}]})
     assert answer.status_code == 400 and "named in ASCII" in answer.json()["error"]
+
+
+def test_calls_that_never_finish_sending_hold_no_worker_and_end_after_the_request_timeout(tmp_path):
+    fx.publish_utility(tmp_path)
+    server = fx.start_server(tmp_path, [f"--model_config_file={fx.models_config(tmp_path, {'utility': {}})}",
+                                        "--grpc_max_threads=1", "--grpc_request_timeout_in_ms=1500"])
+    channel = grpc.insecure_channel(server.address)
+    never_sent = threading.Event()
+
+    def request_that_never_arrives():
+        never_sent.wait()
+        yield b""
+
+    try:
+        half_sent = channel.stream_unary("/tensorflow.serving.PredictionService/Predict")
+        held = [half_sent.future(request_that_never_arrives()) for _ in range(8)]  # 8x the workers
+        _still_answers(prediction_service_pb2_grpc.PredictionServiceStub(channel))
+        for call in held:
+            with pytest.raises(grpc.RpcError) as ended:
+                call.result(timeout=30)
+            assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "--grpc_request_timeout_in_ms" in ended.value.details()
+    finally:
+        never_sent.set()
+        channel.close()
+        assert server.stop() == 0, server.log_tail()

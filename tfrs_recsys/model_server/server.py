@@ -21,7 +21,6 @@ import os
 import signal
 import sys
 import threading
-from concurrent import futures
 
 log = logging.getLogger("tfrs_recsys.model_server")
 
@@ -81,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gRPC calls in progress or waiting for a worker at most; one more is "
                         "RESOURCE_EXHAUSTED (ours; 0: 4 x --grpc_max_threads): each holds its request's "
                         "bytes")
+    p.add_argument("--grpc_max_receiving_rpcs", type=int, default=4096,
+                   help="gRPC calls still receiving their request message at most (ours; they hold no "
+                        "worker, only the bytes sent so far); one more is RESOURCE_EXHAUSTED")
+    p.add_argument("--grpc_request_timeout_in_ms", type=int, default=30_000,
+                   help="a gRPC call's request message must arrive whole within this, else "
+                        "DEADLINE_EXCEEDED (ours)")
     p.add_argument("--grpc_max_connection_idle_ms", type=int, default=60_000,
                    help="close a gRPC connection with no call in flight for this long (ours; clients "
                         "reconnect on their next call; idle connections would otherwise hold file "
@@ -141,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     least = {**dict.fromkeys(("rest_api_timeout_in_ms", "rest_api_header_timeout_in_ms",
                               "rest_api_max_header_bytes", "rest_api_max_connections", "rest_api_backlog",
                               "max_request_bytes", "max_request_elements",
-                              "grpc_max_connection_idle_ms"), 1),
+                              "grpc_max_connection_idle_ms", "grpc_max_receiving_rpcs",
+                              "grpc_request_timeout_in_ms"), 1),
              **dict.fromkeys(("rest_api_num_threads", "grpc_max_threads", "grpc_max_concurrent_rpcs",
                               "max_num_load_retries",
                               "load_retry_interval_micros", "file_system_poll_wait_seconds",
@@ -172,11 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    import grpc
     import tensorflow as tf
 
     from tfrs_recsys.model_server.errors import ServingError
-    from tfrs_recsys.model_server.grpc_service import add_services
+    from tfrs_recsys.model_server.grpc_service import GrpcLimits, GrpcServer
     from tfrs_recsys.model_server.model_manager import ManagerOptions, ModelManager
     from tfrs_recsys.model_server.rest import RestApi
     from tfrs_recsys.model_server.rest_guard import RestOptions
@@ -197,15 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     options.update(batching=batching, model_config_file=args.model_config_file or None)
     manager = ModelManager(ManagerOptions(**options))
     threads = args.grpc_max_threads or max(16, 4 * (os.cpu_count() or 1))
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-        maximum_concurrent_rpcs=args.grpc_max_concurrent_rpcs or 4 * threads,
-        options=[("grpc.max_send_message_length", -1),
-                 ("grpc.max_receive_message_length", args.max_request_bytes), ("grpc.so_reuseport", 0),
-                 ("grpc.max_connection_idle_ms", args.grpc_max_connection_idle_ms)])
-    add_services(server, manager)
+    limits = GrpcLimits(threads=threads, max_concurrent_rpcs=args.grpc_max_concurrent_rpcs or 4 * threads,
+                        max_receiving_rpcs=args.grpc_max_receiving_rpcs,
+                        request_timeout_s=args.grpc_request_timeout_in_ms / 1000)
+    options = [("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0),
+               ("grpc.max_receive_message_length", args.max_request_bytes),
+               ("grpc.max_connection_idle_ms", args.grpc_max_connection_idle_ms)]
     try:  # bound before the models load: a port in use is said at once, not after minutes of loading
-        port = server.add_insecure_port(f"{args.host}:{args.port}")
+        server = GrpcServer(manager, f"{args.host}:{args.port}", limits, options)
+        port = server.port
     except RuntimeError:
         port = 0
     if port == 0:
@@ -242,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("Shutting down")
     if rest is not None:
         rest.stop()
-    server.stop(grace=2).wait()
+    server.stop(grace=2)
     manager.stop()
     return 0
 

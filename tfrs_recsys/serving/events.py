@@ -145,11 +145,17 @@ def increments(events: Iterable[Event], meta: StoreMeta) -> dict[str, tuple[floa
       EventError: An event is so far past ``meta.as_of`` that its weight would overflow.
     """
     out: dict[str, list[float]] = {}
-    for event in events:
+    half_life, events = min(meta.hot_half_life_days, meta.feature_half_life_days), list(events)
+    for index, event in enumerate(events):
         ages = (meta.as_of - event.timestamp) / SECONDS_PER_DAY
-        if -ages / min(meta.hot_half_life_days, meta.feature_half_life_days) > MAX_HALF_LIVES_AHEAD:
-            raise EventError("timestamp", f"{event.timestamp:g} is too far past the published data's time "
-                                          f"({meta.as_of:g}) to weigh; publish again")
+        if -ages / half_life > MAX_HALF_LIVES_AHEAD:
+            field = f"events[{index}].timestamp" if len(events) > 1 else "event.timestamp"
+            raise EventError(field, (
+                f"{event.timestamp:.0f} is {-ages / 365.25:.1f} years after the store's data ends "
+                f"({meta.as_of:.0f}): past {MAX_HALF_LIVES_AHEAD:.0f} half-lives of {half_life:g} days an "
+                "event cannot be weighed against the published counters; publish a store built from a log "
+                f"that reaches within {MAX_HALF_LIVES_AHEAD * half_life / 365.25:.0f} years of the events, "
+                "or send each event's own time"))
         hot = float(decay_weights(ages, meta.hot_half_life_days))
         clicked = float(event.enters_history)
         sums = out.setdefault(event.item_id, [0.0, 0.0, 0.0])
@@ -170,3 +176,20 @@ def hotness_feature(interactions: Sequence[float], meta: StoreMeta, clock: float
     age = (max(clock, meta.as_of) - meta.as_of) / SECONDS_PER_DAY
     decay = decay_weights(age, meta.feature_half_life_days)
     return np.log1p(np.asarray(interactions, np.float64) * decay)
+
+
+def staleness_warning(meta: StoreMeta, now: float, half_lives: float = 52.0) -> str | None:
+    """What to say when the store's data ends long before ``now``, else None.
+
+    Counters are decayed with a half-life ``h``: an event ``d`` days after the data ends weighs
+    ``2 ** (d / h)`` events of its last day, so past a year of weekly half-lives one event at the server's
+    clock outweighs the whole published history (and the hot list's prior) and tops the hot list.
+    """
+    half_life = min(meta.hot_half_life_days, meta.feature_half_life_days)
+    days = (now - meta.as_of) / SECONDS_PER_DAY
+    if days / half_life <= half_lives:
+        return None
+    return (f"the store's data ends {days:.0f} days before this machine's clock ({meta.as_of:.0f}): an event "
+            f"stamped now weighs 2^{days / half_life:.0f} times an event of the data's last day (half-life "
+            f"{half_life:g} days), so one click outweighs the published counters. Publish a store built from "
+            "recent data, or send events with their own times (timestamp)")

@@ -31,7 +31,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tfrs_recsys.model_server.rest_guard import CONNECTION_KEY, ConnectionGuard, RestOptions
 from tfrs_recsys.serving.client import ServerUnavailableError, ServingClientError
-from tfrs_recsys.serving.events import MAX_BATCH, MAX_ID_CHARS, EventError, id_problem, parse_events
+from tfrs_recsys.serving.events import (
+    MAX_BATCH,
+    MAX_ID_CHARS,
+    EventError,
+    id_problem,
+    parse_events,
+    staleness_warning,
+)
 from tfrs_recsys.serving.pipeline import RecallRankPipeline
 from tfrs_recsys.serving.pipeline_cli import add_pipeline_arguments, pipeline_from_args
 from tfrs_recsys.serving.stores import StoreStateError, StoreUnavailableError
@@ -383,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{pipeline.client.address}, "
           f"store {pipeline.store.backend}", flush=True)
     _say_missing_models(pipeline)
+    if stale := staleness_warning(pipeline.store.meta, time.time()):
+        print(f"warning: {stale}", file=sys.stderr, flush=True)
     server.run()
     guard.close_all()
     pipeline.client.close()

@@ -128,13 +128,17 @@ class MemoryStore(OnlineStore):
                 gone, _ = self._made.popitem(last=False)
                 self._histories.pop(gone, None)
                 live.stale.discard(gone)
+                if self._building is not None:
+                    self._building[1].discard(gone)
             for item, (n, c, f) in added.items():
                 counters = live.counters.setdefault(item, [0.0, 0.0, 0.0])
                 counters[0] += n
                 counters[1] += c
                 counters[2] += f
                 live.rescore(item, hotness(counters[0], counters[1], live.meta))
-            users = {e.user_id for e in events}
+            # only a grown history outdates a published recall list; impressions alone leave it, and
+            # marking their users would keep every id ever sent in memory
+            users = {e.user_id for e in events if e.enters_history}
             live.stale |= users
             if self._building is not None:
                 self._building[1].update(users)

@@ -307,8 +307,8 @@ class RedisStore(OnlineStore):
             pipe.hincrbyfloat(self._key("c", live), item, c)
             pipe.hincrbyfloat(self._key("f", live), item, f)
             pipe.hincrby(self._key("rev", live), item, 1)
-        users = sorted({e.user_id for e in events})
-        for version in {live, *([int(building)] if building else [])}:
+        users = sorted({e.user_id for e in events if e.enters_history})  # as MemoryStore.apply_events
+        for version in {live, *([int(building)] if building else [])} if users else ():
             pipe.sadd(self._key("dirty", version), *users)
         pipe.zadd(self._key("clock", live), {"t": max(e.timestamp for e in events)}, gt=True)
 
