@@ -1,14 +1,14 @@
-"""TF Serving's gRPC services over a :class:`ModelManager`, on an asyncio gRPC server.
+"""TF Serving's gRPC services over a :class:`ModelManager`.
 
 ``tensorflow.serving.PredictionService`` (Predict, GetModelMetadata, Classify,
 Regress, MultiInference) and ``tensorflow.serving.ModelService`` (GetModelStatus,
 HandleReloadConfigRequest), with tensorflow-serving-api's request and response messages. A
 failure becomes the status TF Serving returns; nothing a request does can stop the server.
 
-A call waits for its request message on the event loop and takes a worker thread only once the
-message is whole: with grpcio's thread-per-call server, 16 calls that never finish sending held every
-worker for ever. The message must arrive within a timeout, and calls whose message has arrived are
-counted against their own limit, as each holds its request's bytes.
+grpcio's server gives a call a worker thread before its request arrives, so calls still receiving are
+bounded on their own (:class:`_Receiving`): 16 calls that never finished sending once held every worker
+for ever. Calls whose request has arrived are counted against their own limit, as each holds its
+request's bytes.
 
 Request bytes are parsed by a deserializer that never raises: bytes that are not the method's
 request message reach the handler as :class:`Undecodable` and are answered INVALID_ARGUMENT. A
@@ -17,10 +17,11 @@ raising deserializer would make grpcio answer INTERNAL and keep about 17 KB per 
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import threading
+import time
+from collections import OrderedDict
 from concurrent import futures
 from typing import Callable
 
@@ -123,12 +124,12 @@ class GrpcLimits:
     """How many calls the gRPC server holds, and how long a request may take to arrive.
 
     Args:
-      threads: Worker threads running calls whose request has arrived.
-      max_concurrent_rpcs: Calls whose request has arrived, running or waiting for a worker; one more is
+      threads: Calls running a model at once.
+      max_concurrent_rpcs: Calls whose request has arrived, running or waiting to; one more is
         RESOURCE_EXHAUSTED rather than queued with its bytes.
-      max_receiving_rpcs: Calls still receiving their request message (each holds only the bytes sent so
-        far); one more is RESOURCE_EXHAUSTED.
-      request_timeout_s: A request message must arrive whole within this, else DEADLINE_EXCEEDED.
+      max_receiving_rpcs: Calls still receiving their request message; one more cancels the one that has
+        been receiving longest (a legitimate request arrives in milliseconds).
+      request_timeout_s: A request message must arrive whole within this, else the call is cancelled.
     """
 
     threads: int
@@ -136,9 +137,54 @@ class GrpcLimits:
     max_receiving_rpcs: int
     request_timeout_s: float
 
+    @property
+    def workers(self) -> int:
+        """gRPC's worker threads: one per call receiving or admitted, so neither kind waits for the other."""
+        return self.max_receiving_rpcs + self.max_concurrent_rpcs
+
+
+class _Receiving:
+    """Calls whose request message is still arriving, oldest first.
+
+    grpcio gives a call its worker thread before the request arrives: without a bound, a client that opens
+    calls and never finishes sending them holds every worker. A call past ``timeout_s`` is cancelled by a
+    watchdog thread, and a call beyond ``limit`` cancels the one receiving longest.
+    """
+
+    def __init__(self, limit: int, timeout_s: float):
+        self._calls: OrderedDict[grpc.ServicerContext, float] = OrderedDict()
+        self._changed = threading.Condition()
+        self._limit, self._timeout_s = limit, timeout_s
+        threading.Thread(target=self._watch, name="grpc-receive-watchdog", daemon=True).start()
+
+    def begin(self, context: grpc.ServicerContext) -> None:
+        with self._changed:
+            evicted = self._calls.popitem(last=False)[0] if len(self._calls) >= self._limit else None
+            self._calls[context] = time.monotonic() + self._timeout_s
+            if len(self._calls) == 1:
+                self._changed.notify()
+        if evicted is not None:
+            evicted.cancel()
+
+    def end(self, context: grpc.ServicerContext) -> None:
+        with self._changed:
+            self._calls.pop(context, None)
+
+    def _watch(self) -> None:
+        while True:
+            with self._changed:
+                while not self._calls:
+                    self._changed.wait()
+                context, deadline = next(iter(self._calls.items()))
+                if (wait := deadline - time.monotonic()) > 0:
+                    self._changed.wait(wait)
+                    continue
+                del self._calls[context]
+            context.cancel()
+
 
 def _answer(manager: ModelManager, call: Callable[[ModelManager, object], object], request):
-    """``call(manager, request)`` on a worker thread; anything unexpected becomes ``INTERNAL``."""
+    """``call(manager, request)``; anything unexpected becomes ``INTERNAL``."""
     try:
         if isinstance(request, Undecodable):
             raise invalid_argument(request.message)
@@ -151,87 +197,64 @@ def _answer(manager: ModelManager, call: Callable[[ModelManager, object], object
 
 
 class _Calls:
-    """Runs each call's work on a worker thread once its request has arrived, within the limits."""
+    """Reads each call's one request message within the limits, then answers it on the same thread."""
 
     def __init__(self, manager: ModelManager, limits: GrpcLimits):
         self.manager, self.limits = manager, limits
-        self.executor = futures.ThreadPoolExecutor(limits.threads, thread_name_prefix="grpc")
-        self.admitted = 0  # touched on the event loop only
+        self.receiving = _Receiving(limits.max_receiving_rpcs, limits.request_timeout_s)
+        self.running = threading.BoundedSemaphore(limits.threads)
+        self.admitted, self.lock = 0, threading.Lock()
 
     def handler(self, request_class, response_class, call) -> grpc.RpcMethodHandler:
         """A handler reading one request message (a unary call on the wire) and answering ``call``."""
-        async def answer(requests, context):
+        def answer(requests, context):
+            self.receiving.begin(context)
             try:
-                request = await asyncio.wait_for(anext(requests), self.limits.request_timeout_s)
-            except asyncio.TimeoutError:
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, (
-                    f"the request message did not arrive within {self.limits.request_timeout_s:g}s "
-                    "(--grpc_request_timeout_in_ms)"))
-            except StopAsyncIteration:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
-            if self.admitted >= self.limits.max_concurrent_rpcs:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                request = next(requests, None)
+            except grpc.RpcError:  # cancelled: past the timeout, or made room for a newer call
+                return None
+            finally:
+                self.receiving.end(context)
+            if request is None:
+                if context.is_active():
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
+                return None
+            with self.lock:
+                admitted = self.admitted < self.limits.max_concurrent_rpcs
+                self.admitted += admitted
+            if not admitted:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, (
                     f"Concurrent RPC limit exceeded! ({self.limits.max_concurrent_rpcs} calls in progress, "
                     "--grpc_max_concurrent_rpcs)"))
-            self.admitted += 1
             try:
-                return await asyncio.get_running_loop().run_in_executor(
-                    self.executor, _answer, self.manager, call, request)
+                with self.running:
+                    return _answer(self.manager, call, request)
             except ServingError as e:
                 error = e
             finally:
-                self.admitted -= 1
-            await context.abort(error.code, error.message)
+                with self.lock:
+                    self.admitted -= 1
+            context.abort(error.code, error.message)
 
         return grpc.stream_unary_rpc_method_handler(answer, request_deserializer=_parser(request_class),
                                                     response_serializer=response_class.SerializeToString)
 
 
-class GrpcServer:
-    """PredictionService and ModelService on a ``grpc.aio`` server whose event loop has a thread of its own.
+def grpc_server(manager: ModelManager, limits: GrpcLimits, options: list[tuple]) -> grpc.Server:
+    """A gRPC server with PredictionService and ModelService over ``manager``, not started.
 
     Args:
       manager: The manager whose models the services reach.
-      address: ``host:port`` to listen on (port 0: any free one).
       limits: The server's :class:`GrpcLimits`.
       options: gRPC channel arguments of the server.
 
-    Raises:
-      RuntimeError: The address cannot be bound.
+    Returns:
+      The server; add its port and start it.
     """
-
-    def __init__(self, manager: ModelManager, address: str, limits: GrpcLimits, options: list[tuple]):
-        self._calls = _Calls(manager, limits)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop", daemon=True)
-        self._thread.start()
-        try:
-            self.port = self._run(self._bind(address, limits, options))
-        except BaseException:
-            self._close()
-            raise
-
-    def _run(self, coroutine):
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    async def _bind(self, address: str, limits: GrpcLimits, options: list[tuple]) -> int:
-        self._server = grpc.aio.server(
-            maximum_concurrent_rpcs=limits.max_concurrent_rpcs + limits.max_receiving_rpcs, options=options)
-        for service, methods in _METHODS.items():
-            handlers = {name: self._calls.handler(*types) for name, types in methods.items()}
-            self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
-        return self._server.add_insecure_port(address)
-
-    def start(self) -> None:
-        """Starts answering calls."""
-        self._run(self._server.start())
-
-    def stop(self, grace: float | None = None) -> None:
-        """Stops: calls in progress get ``grace`` seconds to finish, then are cancelled."""
-        self._run(self._server.stop(grace))
-        self._close()
-
-    def _close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._calls.executor.shutdown(wait=False, cancel_futures=True)
+    server = grpc.server(futures.ThreadPoolExecutor(limits.workers, thread_name_prefix="grpc"),
+                         maximum_concurrent_rpcs=limits.workers, options=options)
+    calls = _Calls(manager, limits)
+    for service, methods in _METHODS.items():
+        handlers = {name: calls.handler(*types) for name, types in methods.items()}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    return server

@@ -75,17 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed_model_roots", type=lambda v: tuple(r for r in v.split(",") if r), default=(),
                    help="comma-separated folders a HandleReloadConfigRequest may load models from (default: "
                         "the parent folders of the base paths served at start-up)")
-    p.add_argument("--grpc_max_threads", type=int, default=0, help="gRPC workers (0: 4 x cores, at least 16)")
+    p.add_argument("--grpc_max_threads", type=int, default=0, help="gRPC calls running a model at once (0: 4 x cores, at least 16)")
     p.add_argument("--grpc_max_concurrent_rpcs", type=int, default=0,
                    help="gRPC calls in progress or waiting for a worker at most; one more is "
                         "RESOURCE_EXHAUSTED (ours; 0: 4 x --grpc_max_threads): each holds its request's "
                         "bytes")
-    p.add_argument("--grpc_max_receiving_rpcs", type=int, default=4096,
-                   help="gRPC calls still receiving their request message at most (ours; they hold no "
-                        "worker, only the bytes sent so far); one more is RESOURCE_EXHAUSTED")
+    p.add_argument("--grpc_max_receiving_rpcs", type=int, default=256,
+                   help="gRPC calls still receiving their request message at most (ours); one more cancels "
+                        "the one receiving longest")
     p.add_argument("--grpc_request_timeout_in_ms", type=int, default=30_000,
-                   help="a gRPC call's request message must arrive whole within this, else "
-                        "DEADLINE_EXCEEDED (ours)")
+                   help="a gRPC call's request message must arrive whole within this, else the call is "
+                        "cancelled (ours)")
     p.add_argument("--grpc_max_connection_idle_ms", type=int, default=60_000,
                    help="close a gRPC connection with no call in flight for this long (ours; clients "
                         "reconnect on their next call; idle connections would otherwise hold file "
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from tfrs_recsys.model_server.errors import ServingError
-    from tfrs_recsys.model_server.grpc_service import GrpcLimits, GrpcServer
+    from tfrs_recsys.model_server.grpc_service import GrpcLimits, grpc_server
     from tfrs_recsys.model_server.model_manager import ManagerOptions, ModelManager
     from tfrs_recsys.model_server.rest import RestApi
     from tfrs_recsys.model_server.rest_guard import RestOptions
@@ -208,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     options = [("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0),
                ("grpc.max_receive_message_length", args.max_request_bytes),
                ("grpc.max_connection_idle_ms", args.grpc_max_connection_idle_ms)]
+    server = grpc_server(manager, limits, options)
     try:  # bound before the models load: a port in use is said at once, not after minutes of loading
-        server = GrpcServer(manager, f"{args.host}:{args.port}", limits, options)
-        port = server.port
+        port = server.add_insecure_port(f"{args.host}:{args.port}")
     except RuntimeError:
         port = 0
     if port == 0:
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("Shutting down")
     if rest is not None:
         rest.stop()
-    server.stop(grace=2)
+    server.stop(grace=2).wait()
     manager.stop()
     return 0
 
