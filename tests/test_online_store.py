@@ -483,3 +483,67 @@ def test_a_store_of_old_data_is_said_and_events_past_its_reach_name_the_field_an
         refused.value)
     assert increments(parse_events({"user_id": "x", "item_id": "item_01", "event": "click",
                                     "timestamp": 1_230_000_000.0 + 86400}, now), ancient)["item_01"][1] > 1
+
+
+def _next_day(new_user: str, new_item: str) -> FeatureStore:
+    """The source store a day later: one new user, and a new item hotter than any."""
+    day = pd.concat([interactions(), pd.DataFrame(
+        [(new_user, item, T0 + 3600.0 * j) for j, item in enumerate(["item_15", "item_16"])]
+        + [(f"q{n}", new_item, T0 + 60.0 * n) for n in range(20)],
+        columns=["user_id", "item_id", "timestamp"]).assign(rating=1.0)])
+    items = source_store().item_rows()
+    table = pd.DataFrame([{"item_id": i, **row} for i, row in items.items()])
+    return FeatureStore.from_interactions(InteractionData(day, table), max_history=MAX_HISTORY)
+
+
+def test_a_folder_store_is_refreshed_live_keeping_online_histories_and_a_corrupt_write_is_ignored(
+        tmp_path, client, caplog):
+    from tfrs_recsys.serving.store_refresh import FolderStoreRefresher
+
+    folder = source_store().save(tmp_path / "store")
+    pipeline = RecallRankPipeline(client, MemoryStore.load(folder), num_candidates=8)
+    http = TestClient(create_app(pipeline))
+    assert http.get("/recommend/u9").json()["is_cold_start"]
+    http.post("/events", json=clicks("u1", ["item_01"], at=T0 + 30), headers=JSON)
+    with FolderStoreRefresher(pipeline.store, folder, poll_seconds=0.05) as refresher:
+        _next_day("u9", "item_38").save(folder)  # in place, as `feature_store --out` writes: store.json last
+        fx.wait_for(lambda: refresher.loaded, timeout=30, message="the refresh")
+        warm = http.get("/recommend/u9", params={"top_k": 4}).json()
+        assert not warm["is_cold_start"] and warm["fallback"] is None
+        assert [r["item_id"] for r in warm["items"]] == recommended("u9", ["item_15", "item_16"], 4)
+        hot = http.get("/recommend/someone-new", params={"top_k": 2}).json()
+        assert hot["is_cold_start"] and hot["items"][0]["item_id"] == "item_38"
+        assert pipeline.store.history("u1") == HISTORIES["u1"][-3:] + ["item_01"]  # the event's kept
+
+        # publish --store DIR swaps a folder in by renames; a new item again tops the hot list
+        loaded = refresher.loaded
+        _next_day("u9", "item_37").save(tmp_path / "day3")
+        assert publish_main(["--feature-store", str(tmp_path / "day3"), "--store", str(folder),
+                             "--skip-recall"]) == 0
+        fx.wait_for(lambda: refresher.loaded > loaded, timeout=30, message="the second refresh")
+        assert http.get("/recommend/x", params={"top_k": 1}).json()["items"][0]["item_id"] == "item_37"
+
+        # a completed write of a corrupt store: logged, the old version keeps serving
+        (folder / "hot_items.parquet").write_bytes(b"not parquet")
+        (folder / "store.json").write_text("{}")
+        fx.wait_for(lambda: refresher.error, timeout=30, message="the failed refresh")
+        assert "store.json" in refresher.error or "hot_items" in refresher.error
+        assert "kept" in caplog.text
+        assert http.get("/recommend/x", params={"top_k": 1}).json()["items"][0]["item_id"] == "item_37"
+        assert http.get("/recommend/u9").status_code == 200
+
+
+def test_excluded_items_leave_published_lists_and_the_hot_fallback(tmp_path, client):
+    from tfrs_recsys.serving.exclusions import ExcludedItems
+
+    store = MemoryStore(source_store())
+    publish(source_store(), store, client, k=5)
+    published = [i for i, _, _ in store.user_state("u1").published]
+    banned = tmp_path / "removed.txt"
+    removed = [published[0], list(POPULAR)[0]]
+    banned.write_text(f"# removed today\n {removed[0]} \n\n{removed[1]}\n")
+    pipeline = RecallRankPipeline(client, store, num_candidates=8, recall_source="published",
+                                  exclude_items=ExcludedItems(banned, check_seconds=0))
+    assert pipeline.recall("u1", 5).item_ids == [i for i in published if i not in removed]
+    assert pipeline.recall("nobody", 3).item_ids == list(POPULAR)[1:]
+    assert pipeline.without_models("nobody", 3, RuntimeError("down")).item_ids == list(POPULAR)[1:]

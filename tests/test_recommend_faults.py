@@ -436,3 +436,80 @@ def test_without_a_ranker_recommend_answers_the_candidates_in_retrievals_order(s
         assert http.get("/health").json()["status"] == "ok"  # the retrieval model alone is asked for
         refused = http.get("/recommend/u1?device=mobile")
         assert refused.status_code == 400 and "no ranker takes them" in refused.json()["error"]
+
+
+def test_excluded_items_never_appear_and_come_back_when_removed_from_the_file(served, tmp_path):
+    from tfrs_recsys.serving.exclusions import ExcludedItems
+
+    _, proc = served
+    banned = tmp_path / "removed.txt"
+    banned.write_text("# nothing removed yet\n")
+    client = ServingClient(proc.address, timeout=10.0, ranker_model="ranker")
+    pipeline = RecallRankPipeline(client, _store(), num_candidates=8,
+                                  exclude_items=ExcludedItems(banned, check_seconds=0))
+    http = TestClient(create_app(pipeline))
+    with client:
+        def answer(user: str, k: int) -> list[str]:
+            got = http.get(f"/recommend/{user}", params={"top_k": k})
+            assert got.status_code == 200, got.text
+            return [r["item_id"] for r in got.json()["items"]]
+
+        k = client.metadata("retrieval")["serving_default"].outputs["item_ids"].shape[-1]  # a test made it 3
+        warm, cold = answer("u1", 5), answer("nobody", 2)
+        # the ranker gives every item one score here: the answers are in retrieval's order
+        assert warm == fx.retrieval_reference("u1", HISTORY, exclude=HISTORY, k=k)[0][:5]
+        assert cold == HOT[:2]
+        removed = [warm[0], warm[2], HOT[0]]
+        banned.write_text(f"# pulled by ops\n{removed[0]}\n  {removed[1]}  \n\n{removed[2]}\n")
+        assert answer("u1", 5) == fx.retrieval_reference("u1", HISTORY, exclude=HISTORY + removed, k=k)[0][:5]
+        assert answer("nobody", 2) == HOT[1:]
+        assert [i.item_id for i in pipeline.recall("u1", 8).items if i.item_id in removed] == []
+        banned.write_text("# all back\n")
+        assert answer("u1", 5) == warm and answer("nobody", 2) == cold
+
+
+def test_a_missing_exclusion_file_is_an_error_naming_the_flag(tmp_path, capsys):
+    from tfrs_recsys.serving.http_service import main
+
+    FeatureStore({"u1": HISTORY}, pd.DataFrame({"item_id": HOT, "hotness": [3.0, 2.0, 1.0]})).save(
+        tmp_path / "store")
+    assert main(["--store", str(tmp_path / "store"), "--exclude-items", str(tmp_path / "none.txt")]) == 2
+    assert "--exclude-items" in capsys.readouterr().err
+
+
+def test_the_service_reloads_its_folder_store_and_exclusions_without_a_restart(served, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    def day(users: dict) -> FeatureStore:
+        return FeatureStore(users, pd.DataFrame({"item_id": HOT, "hotness": [3.0, 2.0, 1.0]}))
+
+    day({"u1": HISTORY}).save(tmp_path / "store")
+    banned = tmp_path / "removed.txt"
+    banned.write_text(f"{HOT[0]}\n")
+    port = fx.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfrs_recsys.serving.http_service", "--store", str(tmp_path / "store"),
+         "--address", served[1].address, "--ranker-model", "", "--port", str(port),
+         "--store-poll-seconds", "0.2", "--exclude-items", str(banned)],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        fx.wait_for(lambda: proc.poll() is not None or _answers(port), timeout=90, message="the service up")
+
+        def get(user: str) -> dict:
+            return httpx.get(f"{url}/recommend/{user}", params={"top_k": 2}, timeout=30).json()
+
+        assert [r["item_id"] for r in get("nobody")["items"]] == HOT[1:]
+        assert get("u7")["is_cold_start"]
+        day({"u1": HISTORY, "u7": ["item_15", "item_16"]}).save(tmp_path / "store")
+        fx.wait_for(lambda: not get("u7")["is_cold_start"], timeout=30, message="u7 known")
+        banned.write_text("# none\n")
+        fx.wait_for(lambda: get("nobody")["items"][0]["item_id"] == HOT[0], timeout=30, message="HOT[0] back")
+    finally:
+        proc.terminate()
+        said, _ = proc.communicate(timeout=30)
+    assert "store refreshed" in said and "users 2" in said, said

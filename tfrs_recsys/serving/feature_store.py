@@ -211,7 +211,7 @@ class FeatureStore:
                                   **{name: [[row[j] for row in rows] for rows in self.recall_lists.values()]
                                      for j, name in enumerate(("item_ids", "scores", "sources"))}})
             paths.write_parquet(lists, paths.join(out, RECALL_LISTS))
-        paths.write_text(paths.join(out, META), json.dumps(
+        paths.write_text_atomic(paths.join(out, META), json.dumps(  # last, whole: a watcher's signal
             {"meta": self.meta.to_dict(), "published_version": self.published_version}, indent=1))
         return out
 

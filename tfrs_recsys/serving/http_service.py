@@ -41,7 +41,12 @@ from tfrs_recsys.serving.events import (
 )
 from tfrs_recsys.serving.pipeline import RecallRankPipeline
 from tfrs_recsys.serving.pipeline_cli import add_pipeline_arguments, pipeline_from_args
-from tfrs_recsys.serving.stores import StoreStateError, StoreUnavailableError
+from tfrs_recsys.serving.stores import (
+    StoreStateError,
+    StoreUnavailableError,
+    is_redis_url,
+    store_from_environment,
+)
 
 logger = logging.getLogger(__name__)
 MAX_TOP_K = 1000
@@ -392,7 +397,15 @@ def main(argv: list[str] | None = None) -> int:
     _say_missing_models(pipeline)
     if stale := staleness_warning(pipeline.store.meta, time.time()):
         print(f"warning: {stale}", file=sys.stderr, flush=True)
+    spec = args.store or store_from_environment()
+    refresher = None
+    if args.store_poll_seconds and not is_redis_url(spec):  # Redis stores are refreshed by serving.publish
+        from tfrs_recsys.serving.store_refresh import FolderStoreRefresher
+
+        refresher = FolderStoreRefresher(pipeline.store, spec, args.store_poll_seconds).start()
     server.run()
+    if refresher is not None:
+        refresher.close()
     guard.close_all()
     pipeline.client.close()
     return 0

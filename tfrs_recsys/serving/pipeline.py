@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Mapping, Sequence
+from typing import AbstractSet, Callable, Mapping, Sequence
 
 from tfrs_recsys.serving import RECALL_SOURCES
 from tfrs_recsys.serving.answers import Merge, Recommendation, Recommendations, ranked_only
@@ -92,6 +92,8 @@ class RecallRankPipeline:
         and ``""`` likewise, ``item_id`` the default).
       ranker_time_input: The ranker's input the request's time goes to (its ``--time-column``, with
         ``hour`` and ``weekday`` where it takes them; None and ``""`` likewise, ``timestamp`` the default).
+      exclude_items: Called on every answer, the item ids no answer may hold (recalled, published, hot or
+        the fallback): :class:`~tfrs_recsys.serving.exclusions.ExcludedItems`, an operator's removals.
 
     A ranker input that neither the ids, the store's features nor the request fill goes as missing for
     every candidate, as a value missing in training would; the pipeline logs a warning naming it, once.
@@ -104,7 +106,8 @@ class RecallRankPipeline:
                  num_candidates: int = 100, sort_by: str | None = None, exclude_seen: bool | None = None,
                  merge: Merge = ranked_only, recall_merge: RecallMergeConfig | None = None,
                  recall_source: str = "model", ranker_user_input: str | None = None,
-                 ranker_item_input: str | None = None, ranker_time_input: str | None = None):
+                 ranker_item_input: str | None = None, ranker_time_input: str | None = None,
+                 exclude_items: Callable[[], AbstractSet[str]] | None = None):
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         if recall_source not in RECALL_SOURCES:
@@ -120,6 +123,7 @@ class RecallRankPipeline:
         self.merge = merge
         self.recall_merge = recall_merge or RecallMergeConfig()
         self.ranker_inputs = {"user": ranker_user_input, "item": ranker_item_input, "time": ranker_time_input}
+        self.exclude_items = exclude_items or frozenset  # frozenset(): nothing excluded
         self._warned: set[tuple[str, str]] = set()
         self._known_items: tuple[int | None, set[str]] = (None, set())  # a retrieval version's known items
 
@@ -136,7 +140,7 @@ class RecallRankPipeline:
 
     def _hot(self, history: list[str], limit: int) -> list[Recommendation]:
         """The ``limit`` hottest items, those of the history left out when ``exclude_seen``."""
-        seen = set(history) if self.exclude_seen else set()
+        seen = (set(history) if self.exclude_seen else set()) | self.exclude_items()
         hot = [(i, h) for i, h in self.store.hot_items(limit + len(seen)) if i not in seen][:limit]
         return [Recommendation(i, h, HOT, {"hotness": h}) for i, h in hot]
 
@@ -144,14 +148,17 @@ class RecallRankPipeline:
                     deadline: float | None = None) -> tuple[list[Recommendation], dict]:
         """The top-n candidates, unranked (published, or retrieval merged with hot items), and the
         versions that made them."""
+        removed = self.exclude_items()
         if self.recall_source == "published" and state.published is not None:
             kind = {RECALL: "retrieval", HOT: "hotness"}
             return ([Recommendation(i, s, src, {kind.get(src, src): s})
-                     for i, s, src in state.published[:n]], {"published": state.version})
+                     for i, s, src in state.published if i not in removed][:n], {"published": state.version})
         history = state.history or []
-        # up to n: a version rolled out with a smaller k gives fewer, never an error
+        # up to n: a version rolled out with a smaller k gives fewer, never an error. The removed items go as
+        # exclusions: the export searches that much deeper, so they never shorten the list.
         found = self.client.retrieve(user_id, history, exclude_seen=self.exclude_seen,
-                                     model=self.retrieval_model, timeout=_remaining(deadline))
+                                     exclude=sorted(removed), model=self.retrieval_model,
+                                     timeout=_remaining(deadline))
         found_ids = found.item_ids[:n]
         self._check_catalog(found_ids, found.version)
         config = self.recall_merge
@@ -195,7 +202,9 @@ class RecallRankPipeline:
 
     def _fallback(self, user_id: str, k: int, error: Exception) -> Recommendations:
         """This process's hot list, for when the store does not answer."""
-        hot = [Recommendation(i, h, HOT, {"hotness": h}) for i, h in self.store.fallback_hot_items(k)]
+        removed = self.exclude_items()
+        hot = [Recommendation(i, h, HOT, {"hotness": h})
+               for i, h in self.store.fallback_hot_items(k + len(removed)) if i not in removed][:k]
         return Recommendations(str(user_id), hot, False, {}, f"store unavailable: {error}")
 
     def recall(self, user_id: str, k: int = 10, *, deadline: float | None = None) -> Recommendations:

@@ -20,6 +20,12 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: b
                         help="a feature store folder (`serving.feature_store --out`, served from this "
                              "process) or redis://HOST:PORT/DB (default: RECSYS_STORE, or "
                              "RECSYS_REDIS_HOST/PORT/DB)")
+    parser.add_argument("--store-poll-seconds", type=float, default=10.0,
+                        help="a folder store: the HTTP service looks this often for a new feature store "
+                             "written there and makes it live, keeping the histories events wrote; 0: never")
+    parser.add_argument("--exclude-items", metavar="FILE",
+                        help="item ids never to recommend, one a line (# comments); read again when it "
+                             "changes, so an item is pulled or put back without a restart")
     parser.add_argument("--store-timeout", type=float, default=0.25,
                         help="seconds a Redis store may take before answers fall back to hot items")
     parser.add_argument("--history-ttl-days", type=float, default=180.0,
@@ -63,11 +69,13 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
 
     Raises:
       ConfigError: The recall merge flags are inconsistent.
-      UserError: ``--store`` is not a feature store, or no store is given, or a breaker flag is out of range.
+      UserError: ``--store`` is not a feature store, or no store is given, a breaker flag or
+        ``--store-poll-seconds`` is out of range, or the ``--exclude-items`` file cannot be read.
     """
     from tfrs_recsys.errors import UserError
     from tfrs_recsys.serving.breaker import CircuitBreaker
     from tfrs_recsys.serving.client import ServingClient
+    from tfrs_recsys.serving.exclusions import ExcludedItems
     from tfrs_recsys.serving.pipeline import RecallRankPipeline
     from tfrs_recsys.serving.recall_merge import recall_merge_from_args
 
@@ -80,6 +88,16 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
         fix = "pass a count >= 0 (0: calls never fail at once) and finite seconds > 0"
         raise UserError(f"--breaker-failures {args.breaker_failures} and --breaker-open-seconds "
                         f"{args.breaker_open_seconds:g}", fix=fix) from None
+    if not 0 <= args.store_poll_seconds < float("inf"):
+        raise UserError(f"--store-poll-seconds {args.store_poll_seconds:g}",
+                        fix="pass seconds >= 0 (0: never look)")
+    excluded = None
+    if args.exclude_items:
+        try:
+            excluded = ExcludedItems(args.exclude_items)
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--exclude-items: cannot read the file ({e})", path=args.exclude_items,
+                            fix="pass a UTF-8 text file of item ids, one a line") from None
     options = ({"timeout": args.store_timeout, "history_ttl_days": args.history_ttl_days}
                if is_redis_url(spec) else {})
     recall_merge, store = recall_merge_from_args(args), open_store(spec, **options)
@@ -89,5 +107,5 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
                               recall_merge=recall_merge, recall_source=args.recall_source,
                               ranker_user_input=args.ranker_user_input,
                               ranker_item_input=args.ranker_item_input,
-                              ranker_time_input=args.ranker_time_input,
+                              ranker_time_input=args.ranker_time_input, exclude_items=excluded,
                               exclude_seen=True if args.exclude_seen else False if args.keep_seen else None)

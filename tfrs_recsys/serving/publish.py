@@ -13,7 +13,8 @@ written under its own key prefix; then one step makes it live, and the versions 
 one are removed. Users the store has no history for get the run's (capped at the run's
 ``max_history``); users who have one are scored on it. Events posted while a publish runs mark
 their users stale in the new version, so they get model recall. ``--store DIR`` writes a folder the
-embedded store loads at start-up instead (swapped in by renames).
+embedded store loads instead (swapped in by renames; a running service takes it, see
+:mod:`~tfrs_recsys.serving.store_refresh`).
 """
 from __future__ import annotations
 
