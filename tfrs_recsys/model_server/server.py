@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed_model_roots", type=lambda v: tuple(r for r in v.split(",") if r), default=(),
                    help="comma-separated folders a HandleReloadConfigRequest may load models from (default: "
                         "the parent folders of the base paths served at start-up)")
-    p.add_argument("--grpc_max_threads", type=int, default=0, help="gRPC calls running a model at once (0: 4 x cores, at least 16)")
+    p.add_argument("--grpc_max_threads", type=int, default=0,
+                   help="gRPC calls running a model at once (0: 4 x cores, at least 16)")
     p.add_argument("--grpc_max_concurrent_rpcs", type=int, default=0,
                    help="gRPC calls in progress or waiting for a worker at most; one more is "
                         "RESOURCE_EXHAUSTED (ours; 0: 4 x --grpc_max_threads): each holds its request's "
