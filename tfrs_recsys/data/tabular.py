@@ -26,7 +26,9 @@ from tfrs_recsys.data.errors import DataError, SkipReport
 from tfrs_recsys.data.headers import SAMPLE_ROWS, missing_column
 from tfrs_recsys.data.number_text import MISSING_NUMBER_WORDS, mostly_formatted_numbers
 from tfrs_recsys.data.quoting import csv_quoted
+from tfrs_recsys.data.shard_columns import check_shards
 from tfrs_recsys.data.text_encodings import BOM, file_encoding
+from tfrs_recsys.data.workbooks import refuse_workbook
 
 logger = logging.getLogger(__name__)
 CRITEO_DENSE = tuple(f"I{i}" for i in range(1, 14))
@@ -36,7 +38,6 @@ MOSTLY_NUMERIC = 0.95  # this share of numbers makes a text column's other value
 COLUMN_KINDS = ("numeric", "categorical", "timestamp")  # a timestamp stays text here: the spec reads it
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
-WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods", ".numbers", ".zip")
 FORMATS = ("CSV (.csv), TSV (.tsv, .txt), JSON Lines (.jsonl, .ndjson, .json), any of them compressed (.gz, "
            ".bz2), or Parquet (.parquet, .pq)")
 SOURCES = "row_sources"  # frame.attrs key: per shard, (first row, file, its rows' lines or None)
@@ -67,7 +68,7 @@ def table_files(path: str, what: str) -> list[str]:
                  if not n.startswith((".", "_")) and file_format(n) in shards]
     elif paths.exists(text):
         files = [text]
-        _refuse_workbook(text, what)
+        refuse_workbook(text, what, FORMATS)
     else:
         raise DataError(f"{what} {text} does not exist", path=text, fix="check the path")
     if not files:
@@ -87,20 +88,8 @@ def table_columns(path: str, what: str) -> list[str]:
         return json_lines.read_json_table(file).column_names
     with open_text(file) as fh:
         line = fh.readline().removeprefix(BOM).decode(file_encoding(file), errors="replace")
-    sep = text_separator(file)
-    quoting = csv.QUOTE_MINIMAL if csv_quoted(file, sep) else csv.QUOTE_NONE
+    quoting = csv.QUOTE_MINIMAL if csv_quoted(file, sep := text_separator(file)) else csv.QUOTE_NONE
     return next(csv.reader([line.rstrip("\r\n")], delimiter=sep, quoting=quoting), [])
-
-
-def _refuse_workbook(file: str, what: str) -> None:
-    """A spreadsheet workbook (by its suffix, or a zip or OLE file's first bytes) is refused: read as text,
-    its bytes would be taken for an encoding or a separator."""
-    with paths.open_file(file) as fh:
-        head = fh.read(8)
-    if file_format(file) in WORKBOOK_SUFFIXES or head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
-        raise DataError(f"{what} is a spreadsheet workbook or an archive, not a {FORMATS} file", path=file,
-                        fix="save it as CSV (Excel: File > Save As > CSV UTF-8; LibreOffice: File > Save As "
-                            "> Text CSV, UTF-8) or export it as Parquet, and point at that")
 
 
 def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), what: str = "table",
@@ -148,6 +137,7 @@ def read_table(path: str, *, required: Mapping[str, str] | Sequence[str] = (), w
         sources.append((start, file, frame.attrs.get(readers.LINE_NUMBERS)))  # None: no line was skipped
         frames.append(frame)
         start += len(frame)
+    check_shards(frames, files, [file_format(f) in PARQUET_SUFFIXES for f in files], what)
     table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     table.attrs = {SOURCES: sources, STORED_TEXT: sorted(text or ())}
     return table, reports

@@ -1,0 +1,55 @@
+"""The columns of a table's shards checked against each other before they are joined into one frame.
+
+Concatenating shards fills a column a shard lacks with missing values and joins a column stored as
+numbers in one Parquet shard and as text in another into one column of mixed values: both silently.
+The streamed read refuses the second (Arrow cannot unify the types) and warns of the first; the table
+read into memory does the same here.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import pandas as pd
+
+from tfrs_recsys.data.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def _kind(values: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(values):
+        return "booleans"
+    if pd.api.types.is_numeric_dtype(values):
+        return "numbers"
+    return "text" if pd.api.types.is_string_dtype(values) else str(values.dtype)
+
+
+def check_shards(frames: Sequence[pd.DataFrame], files: Sequence[str], parquet: Sequence[bool],
+                 what: str) -> None:
+    """Warns of columns some shards lack; refuses a column two Parquet shards store as different kinds.
+
+    Args:
+      frames: Each shard's rows, as read.
+      files: Each shard's file.
+      parquet: Whether each shard is Parquet (its types are the writer's; a text file's are read).
+      what: The table in messages.
+
+    Raises:
+      DataError: A column is numbers in one Parquet shard and text (or booleans) in another.
+    """
+    columns = dict.fromkeys(c for frame in frames for c in frame.columns)
+    for column in columns:
+        lacking = [f for frame, f in zip(frames, files) if column not in frame.columns]
+        if lacking:
+            logger.warning("%s: column '%s' is missing from %d of %d shards (e.g. %s): read as missing there",
+                           what, column, len(lacking), len(files), lacking[0])
+        kinds = {}
+        for frame, file, typed in zip(frames, files, parquet):
+            if typed and column in frame.columns and frame[column].notna().any():
+                kinds.setdefault(_kind(frame[column]), file)
+        if len(kinds) > 1:
+            (first, first_file), (other, other_file) = list(kinds.items())[:2]
+            raise DataError(f"{what}: column '{column}' is {first} in {first_file} but {other} in "
+                            f"{other_file}", path=other_file, column=column,
+                            fix="write every shard with the same columns and types")
