@@ -465,3 +465,19 @@ def test_a_run_that_stopped_before_its_first_epoch_is_replaced_whatever_its_conf
     deepfm.run(_cfg("deepfm", small, out))
     assert json.loads((out / runs.CONFIG).read_text())["config"]["embedding_dim"] == 4
     assert runs.is_complete(out)
+
+
+def test_resume_refuses_input_files_changed_since_the_run_began(tmp_path):
+    data = tmp_path / "log.csv"
+    data.write_text("user_id,item_id,click\nu1,i1,1\nu2,i2,0\n")
+    options = {"dataset": "csv", "data_dir": str(data), "label_columns": "click", "epochs": "3"}
+    run_dir = runs.create(_cfg("deepfm", options, tmp_path / "run"), "deepfm")
+    (Path(run_dir) / runs.TRAIN_LOG).write_text(json.dumps({"epoch": 1, "loss": 0.5}) + "\n")  # 1 epoch
+    from tfrs_recsys import run_lock, run_reuse
+
+    run_lock.release(run_dir)
+    resumed = _cfg("deepfm", options, tmp_path / "run", resume=True)
+    assert run_reuse.check(resumed, "deepfm") == run_reuse.RESUME  # the same files: it goes on
+    data.write_text("user_id,item_id,click\nu1,i1,1\nu2,i2,0\nu3,i3,1\n")  # tomorrow's export, same path
+    with pytest.raises(ConfigError, match=r"log.csv changed \(size .* then, .* now\).*--overwrite"):
+        run_reuse.check(resumed, "deepfm")

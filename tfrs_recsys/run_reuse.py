@@ -19,7 +19,7 @@ progress bar, the strategy, thread pools, the two flags). A run is complete once
 """
 from __future__ import annotations
 
-from tfrs_recsys import paths, runs
+from tfrs_recsys import paths, run_inputs, runs
 from tfrs_recsys.config import HOW_TO_RUN, ConfigError, TrainConfig
 from tfrs_recsys.config_sources import config_to_dict
 from tfrs_recsys.errors import UserError
@@ -88,6 +88,7 @@ def check(cfg: TrainConfig, model: str) -> str:
                           f"train it again, or another --output-dir")
     done = epochs_done(run_dir)
     if cfg.resume:
+        run_inputs.check_unchanged(cfg, run_dir)
         return RESUME
     how = ("pass --resume to continue it from its last completed epoch, or --overwrite to delete it and "
            "start again" if runs.resumable(run_dir) else "it kept no state to resume from (a streamed run "

@@ -109,7 +109,7 @@ def create(cfg: TrainConfig, model: str, *, chief: bool = True) -> Path | str:
         return run_dir
     if not cfg.output_dir:
         cfg.output_dir = str(Path("runs") / f"{model}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}")
-    from tfrs_recsys import run_reuse  # the policy reads this module's layout
+    from tfrs_recsys import run_inputs, run_reuse  # the policy reads this module's layout
 
     run_lock.take(cfg.output_dir)
     action = run_reuse.check(cfg, model)
@@ -126,6 +126,7 @@ def create(cfg: TrainConfig, model: str, *, chief: bool = True) -> Path | str:
     if cfg.resume and action != run_reuse.RESUME:
         print(f"{model}: no completed epoch to resume in {run_dir}: training from the first", flush=True)
     save_config(cfg, paths.join(run_dir, CONFIG), model)
+    run_inputs.record(cfg, run_dir)
     return run_dir
 
 
