@@ -56,3 +56,19 @@ def test_quoted_tsv_with_a_broken_row_names_the_quote(tmp_path):
     with pytest.raises(DataError) as err:
         read_table(str(path))
     assert "quote" in err.value.message and err.value.line == 5
+
+
+def test_an_unclosed_quote_past_the_sampled_head_is_a_bad_row_not_a_traceback(tmp_path):
+    """The head (first MiB) shows only whole quoted fields, so the file reads as CSV-quoted; a later row
+    opening a quote it never closes is one bad row: named, or skipped with --skip-bad-rows."""
+    rows = [f"user_{i % 50:04d}\t{1_600_000_000 + i}\t\"Heroes\"\ttrack_{i % 97:04d}" for i in range(40_000)]
+    for at in (35_000, 35_003):  # the second closes the first's record: 4 lines read as one
+        rows[at] = f'user_0001\t{1_600_000_000 + at}\t"Weird Al" Yankovic\t"Heroes (live'
+    path = tmp_path / "late.tsv"
+    path.write_text("user\tts\tartist\ttrack\n" + "\n".join(rows) + "\n")
+    assert path.stat().st_size > 1 << 20
+    with pytest.raises(DataError) as refused:
+        read_table(str(path))
+    assert "late.tsv" in str(refused.value)
+    table, reports = read_table(str(path), skip_bad_rows=True)
+    assert 39_000 < len(table) < 40_000 and sum(r.skipped for r in reports) == 1

@@ -176,7 +176,12 @@ def _typed(frame: pd.DataFrame, column_types: Mapping[str, str], nullable: set[s
 
 def _split(line: str, sep: str, quoting: bool) -> list[str]:
     if quoting and len(sep) == 1 and '"' in line:
-        return next(csv.reader([line], delimiter=sep))
+        try:
+            return next(csv.reader([line], delimiter=sep))
+        except csv.Error as error:  # a quote never closed swallowed the lines after it
+            raise DataError(f"cannot split the line into fields ({error}): a field opening with '\"' is read "
+                            "as CSV-quoted and its closing quote is missing",
+                            fix="close or double the quote (\"\"), or --skip-bad-rows") from None
     return line.split(sep)
 
 
