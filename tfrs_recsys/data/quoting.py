@@ -33,9 +33,10 @@ def sample_quoted(text: str, *, cut: bool = False) -> tuple[bool, int | None]:
       ``(quoted, line)``: quoted is True when some field is quoted and none breaks the rules; line is the
       first line with a field opening with ``"`` (the broken one where quoted is False), None if none.
     """
-    pos, first = 0, None
+    pos, first, line, counted = 0, None, 1, 0
     while match := _OPENING.search(text, pos):
-        line = text.count("\n", 0, match.start()) + 1
+        line += text.count("\n", counted, match.start())  # from the last match: linear in the sample
+        counted = match.start()
         first = first or line
         field = _QUOTED.match(text, match.start())
         if field is None:
@@ -47,7 +48,7 @@ def sample_quoted(text: str, *, cut: bool = False) -> tuple[bool, int | None]:
 
 
 @functools.lru_cache(maxsize=256)
-def _file_quoted(file: str, sep: str, size: int) -> bool:
+def _file_quoted(file: str, size: int) -> bool:
     with open_text(file) as fh:
         data = fh.read(SAMPLE_BYTES + 1)
     cut = len(data) > SAMPLE_BYTES
@@ -55,8 +56,9 @@ def _file_quoted(file: str, sep: str, size: int) -> bool:
         data = data[:SAMPLE_BYTES].rpartition(b"\n")[0]
     quoted, line = sample_quoted(data.decode("utf-8", errors="replace"), cut=cut)
     if line is not None and quoted:
-        logger.info("%s: tab-separated fields open with '\"' and close CSV-style (line %d): read with CSV "
-                    "quoting, as pandas and Excel write TSVs ('\"\"\"a\"\" b\"' is '\"a\" b')", file, line)
+        logger.warning("%s: tab-separated fields open with '\"' and close CSV-style (line %d): read with "
+                       "CSV quoting, as pandas and Excel write TSVs ('\"\"\"a\"\" b\"' is '\"a\" b', "
+                       "'\"Heroes\"' is 'Heroes')", file, line)
     elif line is not None:
         logger.warning("%s: line %d: a field opens with '\"' but is not CSV-quoted: quotes are kept as "
                        "written in the whole file (TSV has no quoting: '\"Heroes (live' stays so)", file,
@@ -77,4 +79,4 @@ def csv_quoted(file: str, sep: str) -> bool:
     """
     if sep != "\t":
         return True
-    return _file_quoted(str(file), sep, paths.size(file))
+    return _file_quoted(str(file), paths.size(file))
