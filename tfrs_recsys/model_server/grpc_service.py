@@ -139,8 +139,10 @@ class GrpcLimits:
 
     @property
     def workers(self) -> int:
-        """gRPC's worker threads: one per call receiving or admitted, so neither kind waits for the other."""
-        return self.max_receiving_rpcs + self.max_concurrent_rpcs
+        """gRPC's worker threads: one per call receiving or admitted, so neither kind waits for the other,
+        and as many again for calls receiving: a cancelled call holds its thread until it has returned, and
+        the call that made room for it must not find every thread taken."""
+        return 2 * self.max_receiving_rpcs + self.max_concurrent_rpcs
 
 
 class _Receiving:
@@ -164,11 +166,12 @@ class _Receiving:
             if len(self._calls) == 1:
                 self._changed.notify()
         if evicted is not None:
-            evicted.cancel()
+            _cancel(evicted)
 
-    def end(self, context: grpc.ServicerContext) -> None:
+    def end(self, context: grpc.ServicerContext) -> bool:
+        """Whether the call was still receiving: False once the watchdog or a newer call cancelled it."""
         with self._changed:
-            self._calls.pop(context, None)
+            return self._calls.pop(context, None) is not None
 
     def _watch(self) -> None:
         while True:
@@ -180,7 +183,14 @@ class _Receiving:
                     self._changed.wait(wait)
                     continue
                 del self._calls[context]
-            context.cancel()
+            _cancel(context)
+
+
+def _cancel(context: grpc.ServicerContext) -> None:
+    try:
+        context.cancel()
+    except Exception:  # the watchdog must outlive any one call
+        log.exception("Cancelling a call that did not send its request failed")
 
 
 def _answer(manager: ModelManager, call: Callable[[ModelManager, object], object], request):
@@ -211,14 +221,15 @@ class _Calls:
             self.receiving.begin(context)
             try:
                 request = next(requests, None)
-            except grpc.RpcError:  # cancelled: past the timeout, or made room for a newer call
-                return None
-            finally:
-                self.receiving.end(context)
+            except grpc.RpcError:
+                request = None
+            if not self.receiving.end(context):  # cancelled: past the timeout, or made room for a newer call
+                context.abort(grpc.StatusCode.CANCELLED, (
+                    f"the request message did not arrive within {self.limits.request_timeout_s:g}s "
+                    "(--grpc_request_timeout_in_ms), or more calls were receiving theirs than "
+                    "--grpc_max_receiving_rpcs"))
             if request is None:
-                if context.is_active():
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
-                return None
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request message")
             with self.lock:
                 admitted = self.admitted < self.limits.max_concurrent_rpcs
                 self.admitted += admitted
