@@ -62,3 +62,13 @@ def test_a_header_is_no_data():
     rows = [["user_000001", "2009-05-04T23:08:57Z", "4"], ["user_000002", "2009-05-05T23:08:57Z", "5"]]
     assert not headerless(["userid", "timestamp", "rating"], rows)
     assert headerless(rows[0], rows[1:])
+
+
+def test_headers_of_short_names_over_numbers_and_hashes_are_headers():
+    criteo = ["label", *(f"I{i}" for i in range(1, 14)), *(f"C{i}" for i in range(1, 27))]
+    rows = [[str(r % 2), *(str((r * 37 + i) % 500) for i in range(13)),
+             *(f"{(r * 2654435761 + i * 40503) % (1 << 32):08x}" for i in range(26))] for r in range(20)]
+    assert not headerless(criteo, rows)
+    assert not headerless(["f1", "f2", "label"], [["0.5", "1.2", "1"], ["0.7", "2.2", "0"]])
+    assert not headerless(["country", "2019", "2020"], [["US", "0.53", "0.61"], ["DE", "0.4", "0.3"]])
+    assert headerless(rows[0], rows[1:])

@@ -10,15 +10,16 @@ from tfrs_recsys.data.errors import DataError
 
 # A column name that is a value: a number, or a date or time (2014-04-07T10:51:09.277Z, 12/31/2024).
 _VALUE = re.compile(r"^\s*(-?\d+([.,]\d+)?([eE][-+]?\d+)?|\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T].*)?)\s*$")
-_WORD = re.compile(r"[A-Za-z0-9]+")
+_WORD = re.compile(r"[A-Za-z]+|[0-9]+")
 SAMPLE_ROWS = 50  # the rows below a header that its names are compared with
 NO_HEADER = "the file may have no header row"  # how a fix begins that says so
 
 
 def _shape(value: object) -> str:
-    """A value's form: each run of letters ``a``, each run of letters and digits holding a digit ``9``
-    (``user_000001`` and ``user_000002`` are ``a_9``; ``U38439`` and ``N55189`` are ``9``)."""
-    return _WORD.sub(lambda m: "9" if any(c.isdigit() for c in m.group()) else "a", str(value).strip())
+    """A value's form: each run of letters ``a``, each run of digits ``9``, other characters kept
+    (``user_000001`` and ``user_000002`` are ``a_9``; ``U38439`` is ``a9``, the name ``I1`` too, unlike
+    its column's ``5``)."""
+    return _WORD.sub(lambda m: "9" if m.group()[0].isdigit() else "a", str(value).strip())
 
 
 def headerless(columns: Sequence[str], rows: Sequence[Sequence[object]] = ()) -> bool:
@@ -30,23 +31,24 @@ def headerless(columns: Sequence[str], rows: Sequence[Sequence[object]] = ()) ->
 
     Returns:
       Without ``rows``: whether most names are values (numbers, dates). With them, each column votes: a
-      name that is a value, or has the digits and form most of its column's values share (``user_000001``
-      over ``user_000002``), for data; a name without that form (``userid``) for a header. Data wins on
-      more votes: ids, times and hashes vote, free text (names, titles) does not.
+      name with the form most of its column's values share (``user_000001`` over ``user_000002``, ``3``
+      over ``5``) for data; a name without it (``userid``, ``I1`` over numbers) for a header. Data wins on
+      more votes: ids, numbers and times vote, and a name that is a value over free text (names, titles)
+      or values of no common form (hashes).
     """
     names = [str(c) for c in columns]
     values = sum(bool(_VALUE.match(n)) for n in names)
     if not rows:
         return len(names) > 0 and values * 2 > len(names)
-    data, header = values, 0
+    data = header = 0
     for i, name in enumerate(names):
         column = [str(row[i]).strip() for row in rows if i < len(row) and row[i] is not None]
         column = [v for v in column if v]
-        if _VALUE.match(name) or not column:
-            continue
-        shape, count = Counter(map(_shape, column)).most_common(1)[0]
-        if count * 2 >= len(column) and "9" in shape:  # a column of ids or codes, not of free text
+        shape, count = Counter(map(_shape, column)).most_common(1)[0] if column else ("", 0)
+        if count * 2 >= len(column) > 0 and "9" in shape:  # a column of ids, codes or numbers, not free text
             data, header = (data + 1, header) if _shape(name) == shape else (data, header + 1)
+        else:  # no common form to compare with: a name that is a value still says data
+            data += bool(_VALUE.match(name))
     return data > header
 
 
