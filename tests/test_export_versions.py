@@ -4,8 +4,8 @@ import shutil
 import threading
 from pathlib import Path
 
-from tfrs_recsys.export.tfserving import existing_versions, next_version, publish_version
-from tfrs_recsys.export.version_numbers import VERSION_MARKER, reserve_version
+from tfrs_recsys.export.tfserving import existing_versions, publish_version
+from tfrs_recsys.export.version_numbers import VERSION_MARKER, highest_version, reserve_version
 from tfrs_recsys.servable_layout import version_dirs
 
 
@@ -20,7 +20,7 @@ def _published(base: Path, name: str = "ranker", **options) -> int:
 def test_a_version_moved_out_for_a_rollback_is_not_handed_out_again(tmp_path):
     assert [_published(tmp_path) for _ in range(2)] == [1, 2]
     shutil.move(tmp_path / "ranker" / "2", tmp_path / "bad-ranker-2")  # the operator's rollback
-    assert existing_versions(tmp_path / "ranker") == [1] and next_version(tmp_path / "ranker") == 3
+    assert existing_versions(tmp_path / "ranker") == [1] and highest_version(tmp_path / "ranker") == 2
     assert _published(tmp_path) == 3
     assert _published(tmp_path, version=7) == 7  # a version given outright is remembered too
     shutil.rmtree(tmp_path / "ranker" / "7")

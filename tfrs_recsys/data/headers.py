@@ -53,7 +53,15 @@ def headerless(columns: Sequence[str], rows: Sequence[Sequence[object]] = ()) ->
 
 
 def header_example(count: int, sep: str | None) -> str:
-    """A shell line that writes a first line of ``count`` names (to rename) above FILE's rows."""
+    """A shell line that writes a first line of names above FILE's rows.
+
+    Args:
+      count: The file's columns (names ``name1`` ... to rename).
+      sep: Its separator (default ``,``).
+
+    Returns:
+      The line, e.g. ``(printf 'name1,name2\\n'; cat FILE) > NEW.csv``.
+    """
     names = (sep or ",").replace("\t", "\\t").join(f"name{i}" for i in range(1, count + 1))
     suffix = "tsv" if sep == "\t" else "csv"
     return f"(printf '{names}\\n'; cat FILE) > NEW.{suffix}"

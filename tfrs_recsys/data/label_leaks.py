@@ -98,6 +98,14 @@ def unusual_within_label(sample: pd.DataFrame, column: str, labels: list[str]) -
     is found on positives too), :data:`TELLING_MIN_ROWS` or more and at least :data:`UNUSUAL_MIN_SHARE` of
     the label's positives (fewer may be chance, or a rare true signal), and chance (the label's rate to the
     power of those rows) below :data:`UNUSUAL_CHANCE`.
+
+    Args:
+      sample: Rows of the table, labels included.
+      column: The feature column.
+      labels: The label columns (0/1).
+
+    Returns:
+      ``(label, how the unusual values read, their rows)``, or None.
     """
     values = sample[column]
     counts = values.value_counts()

@@ -24,7 +24,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfrs_recsys import paths
-from tfrs_recsys.export.version_numbers import highest_version, reserve_version
+from tfrs_recsys.export.version_numbers import reserve_version
 from tfrs_recsys.servable_layout import ASSETS_EXTRA, METADATA_FILE, version_dirs, write_warmup_requests
 
 logger = logging.getLogger(__name__)
@@ -35,13 +35,6 @@ PENDING_PREFIX = ".pending-"  # a manifest of renames that publish several versi
 def existing_versions(model_dir: str | os.PathLike) -> list[int]:
     """Integer versions already published under ``model_dir``, ascending (none when it does not exist)."""
     return sorted(version_dirs(model_dir)) if paths.isdir(model_dir) else []
-
-
-def next_version(*model_dirs: str | os.PathLike) -> int:
-    """The version number after the newest one under any of ``model_dirs``, or after the largest handed out
-    there before (a version moved out in a rollback is not numbered again); 1 where there is none.
-    Read only: an export takes its number with :func:`reserve_version`."""
-    return highest_version(*model_dirs) + 1
 
 
 def stage_version(export_base: str | os.PathLike, name: str, save_fn: Callable[[str], None], *,

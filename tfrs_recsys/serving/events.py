@@ -184,6 +184,14 @@ def staleness_warning(meta: StoreMeta, now: float, half_lives: float = 52.0) -> 
     Counters are decayed with a half-life ``h``: an event ``d`` days after the data ends weighs
     ``2 ** (d / h)`` events of its last day, so past a year of weekly half-lives one event at the server's
     clock outweighs the whole published history (and the hot list's prior) and tops the hot list.
+
+    Args:
+      meta: The live version's meta (the data's end ``as_of``, the half-lives).
+      now: The time events are stamped with (the server's clock).
+      half_lives: How many half-lives past ``as_of`` are said.
+
+    Returns:
+      The warning, or None.
     """
     half_life = min(meta.hot_half_life_days, meta.feature_half_life_days)
     days = (now - meta.as_of) / SECONDS_PER_DAY

@@ -56,6 +56,7 @@ class ExcludedItems:
         return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
     def __call__(self) -> frozenset[str]:
+        """The ids to exclude now: the file read again first if it changed since it was last looked at."""
         if time.monotonic() - self._checked < self.check_seconds or not self._lock.acquire(blocking=False):
             return self._ids  # a request never waits on another's read
         try:
