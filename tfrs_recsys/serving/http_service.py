@@ -378,7 +378,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="the largest POST /events body, in bytes (larger: 413)")
     p.add_argument("--max-connections", type=int, default=1000,
                    help="open HTTP connections at most (one more closes the longest idle, or gets 503)")
+    p.add_argument("--store-poll-seconds", type=float, default=10.0,
+                   help="a folder store: look this often for a new feature store written there and make it "
+                        "live, keeping the histories events wrote; 0: never")
     args = p.parse_args(argv)
+    if not 0 <= args.store_poll_seconds < float("inf"):
+        p.error("--store-poll-seconds must be seconds >= 0 (0: never look)")
     for flag in ("port", "max_event_batch", "max_body_bytes", "max_connections"):
         if not 0 < getattr(args, flag) <= (65535 if flag == "port" else 1 << 40):
             p.error(f"--{flag.replace('_', '-')} must be a positive number (a port: at most 65535)")

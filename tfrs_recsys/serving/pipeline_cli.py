@@ -20,9 +20,6 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, store_required: b
                         help="a feature store folder (`serving.feature_store --out`, served from this "
                              "process) or redis://HOST:PORT/DB (default: RECSYS_STORE, or "
                              "RECSYS_REDIS_HOST/PORT/DB)")
-    parser.add_argument("--store-poll-seconds", type=float, default=10.0,
-                        help="a folder store: the HTTP service looks this often for a new feature store "
-                             "written there and makes it live, keeping the histories events wrote; 0: never")
     parser.add_argument("--exclude-items", metavar="FILE",
                         help="item ids never to recommend, one a line (# comments); read again when it "
                              "changes, so an item is pulled or put back without a restart")
@@ -69,8 +66,8 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
 
     Raises:
       ConfigError: The recall merge flags are inconsistent.
-      UserError: ``--store`` is not a feature store, or no store is given, a breaker flag or
-        ``--store-poll-seconds`` is out of range, or the ``--exclude-items`` file cannot be read.
+      UserError: ``--store`` is not a feature store, or no store is given, a breaker flag is out of range,
+        or the ``--exclude-items`` file cannot be read.
     """
     from tfrs_recsys.errors import UserError
     from tfrs_recsys.serving.breaker import CircuitBreaker
@@ -88,9 +85,6 @@ def pipeline_from_args(args: argparse.Namespace) -> RecallRankPipeline:
         fix = "pass a count >= 0 (0: calls never fail at once) and finite seconds > 0"
         raise UserError(f"--breaker-failures {args.breaker_failures} and --breaker-open-seconds "
                         f"{args.breaker_open_seconds:g}", fix=fix) from None
-    if not 0 <= args.store_poll_seconds < float("inf"):
-        raise UserError(f"--store-poll-seconds {args.store_poll_seconds:g}",
-                        fix="pass seconds >= 0 (0: never look)")
     excluded = None
     if args.exclude_items:
         try:
