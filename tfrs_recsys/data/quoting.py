@@ -1,10 +1,11 @@
 """Whether a text file's fields are CSV-quoted.
 
-A comma or semicolon file follows CSV's quote rules. A tab-separated file has no quoting
-(IANA text/tab-separated-values): Last.fm and MIND write ``"Weird Al" Yankovic`` as it is, and CSV rules
-would drop its quotes, or run an unclosed one (``"Heroes (live``) into the next rows. Pandas and Excel
-write TSVs CSV-quoted, though (such a field wrapped in quotes, its own quotes doubled): a TSV whose sample
-holds only such fields is read with quoting, any other without, the whole file alike.
+A file separated by anything but tabs (a comma, a semicolon, a pipe) follows CSV's quote rules. A
+tab-separated file has no quoting (IANA text/tab-separated-values): Last.fm and MIND write
+``"Weird Al" Yankovic`` as it is, and CSV rules would drop its quotes, or run an unclosed one
+(``"Heroes (live``) into the next rows. Pandas and Excel write TSVs CSV-quoted, though (such a field
+wrapped in quotes, its own quotes doubled): a TSV whose sample holds only such fields is read with
+quoting, any other without, the whole file alike.
 """
 from __future__ import annotations
 
