@@ -530,3 +530,20 @@ def test_a_column_left_out_stops_nothing_with_its_values(tmp_path):
     assert main([str(path), "--labels", "click", "--user-column", "user", "--exclude-columns", "price",
                  "--out", str(out)]) == 0  # the schema command reads the file as training does
     assert "price" not in FeatureSpec.load(out).feature_names
+
+
+def test_a_column_the_given_feature_spec_does_not_list_is_said_left_out(tmp_path, capsys):
+    from tfrs_recsys.config_sources import build_config
+    from tfrs_recsys.data.bundles import LabeledData
+    from tfrs_recsys.training.rankers import ranker_spec
+
+    rng = np.random.default_rng(0)
+    day1 = pd.DataFrame({"device": rng.choice(["ios", "android"], 400), "price": rng.random(400),
+                         "clicked": rng.integers(0, 2, 400)})
+    infer_schema(day1, ["clicked"]).save(tmp_path / "spec.json")
+    day2 = day1.assign(placement=rng.choice(["top", "side"], 400))  # a column added since
+    cfg = build_config("deepfm", {"feature_spec": str(tmp_path / "spec.json")}, environ={})
+    spec = ranker_spec(cfg, LabeledData(day2, ["clicked"]), day2)
+    assert "placement" not in {f.name for f in spec.features}
+    said = capsys.readouterr().out
+    assert "does not list are left out: placement" in said and "price" not in said

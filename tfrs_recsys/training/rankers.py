@@ -131,6 +131,12 @@ def ranker_spec(cfg: TrainConfig, data: LabeledData, train: pd.DataFrame) -> Fea
             raise DataError(f"the spec's labels {spec.labels} differ from the data's {data.labels}",
                             path=cfg.feature_spec,
                             fix="list the data's label columns in the spec, in that order")
+        known = {f.name for f in spec.features} | {*spec.labels, spec.session_column, spec.user_column,
+                                                    spec.item_column, spec.timestamp_column}
+        if unread := [c for c in train.columns if c not in known]:  # a column added since the spec was made
+            print(f"ranker: columns the spec {cfg.feature_spec} does not list are left out: "
+                  f"{', '.join(map(str, unread[:10]))}{' ...' if len(unread) > 10 else ''} (add them to its "
+                  "features, or drop --feature-spec to infer one)", flush=True)
         return spec
     # A log read as implicit clicks has its time in ``timestamp``; a table's --time-column is a feature
     time_column = cfg.time_column if cfg.dataset in ("csv", "parquet") else None
