@@ -72,6 +72,13 @@ class HeldOut:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def repeat_share(self) -> float:
+        """The share of targets the user had interacted with before: the ones that ranking with the history
+        left out can never find (plays and purchases come back; ratings do not)."""
+        seen = self.histories if self.seen is None else self.seen
+        found = [target in set(items.tolist()) for target, items in zip(self.targets, seen)]
+        return float(np.mean(found)) if found else 0.0
+
 
 @dataclass
 class SequenceSplit:

@@ -382,12 +382,16 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     run_dir = runs.create(cfg, "retrieval", chief=chief)
     print(f"retrieval: {data.name}, {len(catalog)} items, {len(split.train)} users, "
           f"{examples}, protocol={split.protocol}, features="
-          f"{', '.join(f'{c.name} ({c.kind})' for c in vocab.spec.features) or 'none'}, "
+          f"{', '.join(f'{c.name} ({c.kind})' for c in vocab.spec.features) or 'none'}; "
           f"strategy: {distribution.describe(strategy)}", flush=True)
     for column, why in skipped.items():
         print(f"retrieval: feature column {column} not used: {why}", flush=True)
 
     validation = validation_sample(split.validation, cfg.validation_users, cfg.seed)
+    if (repeats := validation.repeat_share()) >= 0.5 and any(len(e) for e in validation.exclude):
+        validation = with_history(validation, False)  # else each epoch scores the targets it cannot reach
+        print(f"retrieval: {repeats:.0%} of validation targets are items their user had before (repeat "
+              "interactions): each epoch's validation ranks with the history kept", flush=True)
     if len(validation) < len(split.validation):
         print(f"retrieval: validation after each epoch on a seeded sample of {len(validation)} of "
               f"{len(split.validation)} held-out users (--validation-users); the test is exact over all",
@@ -422,10 +426,9 @@ def train_and_evaluate(cfg: RetrievalConfig, data: InteractionData, *,
     metrics = evaluate(model, "test", test, table)
     popularity = popularity_metrics(split.train, catalog, test, ks)
     headline = f"ndcg@{10 if 10 in ks else ks[0]}"
+    ratio = f", {metrics[headline] / popularity[headline]:.2f}x" if popularity[headline] > 0 else ""
     print(f"retrieval: test {headline} {metrics[headline]:.4f}; ranking by training popularity (the same "
-          f"users and exclusions): {popularity[headline]:.4f}"
-          + (f", {metrics[headline] / popularity[headline]:.2f}x" if popularity[headline] > 0 else ""),
-          flush=True)
+          f"users and exclusions): {popularity[headline]:.4f}{ratio}", flush=True)
     fusion = {}
     if table is not None:
         fusion = {"cooccurrence_beta": table.beta, "cooccurrence_damping": table.damping,
