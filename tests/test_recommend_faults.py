@@ -466,6 +466,10 @@ def test_excluded_items_never_appear_and_come_back_when_removed_from_the_file(se
         assert [i.item_id for i in pipeline.recall("u1", 8).items if i.item_id in removed] == []
         banned.write_text("# all back\n")
         assert answer("u1", 5) == warm and answer("nobody", 2) == cold
+        # a list far longer than a request carries, and a line no id is that long: still answered, still out
+        junk = "".join(f"gone-{n}\n" for n in range(20_000))
+        banned.write_text(f"{junk}{'x' * 100_000}\n{removed[0]}\n{removed[2]}\n")
+        assert removed[0] not in answer("u1", 5) and answer("nobody", 2) == HOT[1:]
 
 
 def test_a_missing_exclusion_file_is_an_error_naming_the_flag(tmp_path, capsys):

@@ -36,6 +36,7 @@ from tfrs_recsys.serving.ranker_inputs import ranker_column
 from tfrs_recsys.serving.signatures import PAD, SignatureInfo, TensorSpecInfo, fit_width
 
 MAX_ITEM_ID_BYTES = 4096  # a model answering longer ids is broken: never passed on to a page
+MAX_EXCLUSIONS_SENT = 4096  # exclusions a retrieval request carries: its size stays bounded
 UNAVAILABLE, DEADLINE_EXCEEDED = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -303,7 +304,8 @@ class ServingClient:
           exclude_seen: Leave out the history's items: in the model where the exclusion width allows
             (the most recent ones), and always in the result.
           model: The model (default: the client's ``retrieval_model``).
-          exclude: More item ids to leave out, as the history's.
+          exclude: More item ids to leave out, as the history's (the first :data:`MAX_EXCLUSIONS_SENT` of
+            the two in the model, where the list keeps its length; the rest from its answer).
           timeout: The call's deadline (default: the client's).
 
         Returns:
@@ -318,14 +320,15 @@ class ServingClient:
         info = self._signature(model, signature)
         row = fit_width([str(h) for h in history], info.inputs["history"], left=True)
         inputs = {"user_id": np.array([str(user_id)], object), "history": np.array([row], object)}
-        if banned:
-            excluded = fit_width(banned, info.inputs["exclude_item_ids"], left=False)
+        if banned:  # past the cap the rest are only filtered from the answer, which they can then shorten
+            excluded = fit_width(banned[:MAX_EXCLUSIONS_SENT], info.inputs["exclude_item_ids"], left=False)
             inputs["exclude_item_ids"] = np.array([excluded], object)
         outputs, version = self.predict(model, inputs, signature=signature, timeout=timeout,
                                         output_filter=["item_ids", "scores"])
         (ids,), (scores,) = _retrieved(outputs, model, 1)
         if k is not None and k > len(ids):
             raise ValueError(f"model '{model}' returns at most {len(ids)} items; ask for k <= {len(ids)}")
+        banned = set(banned)
         pairs = [(i, float(s)) for i, s in zip(ids, scores) if i and np.isfinite(s) and i not in banned][:k]
         return Retrieved([i for i, _ in pairs], [s for _, s in pairs], version)
 

@@ -11,6 +11,8 @@ import os
 import threading
 import time
 
+from tfrs_recsys.serving.events import MAX_ID_CHARS
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,7 +31,11 @@ def read_item_ids(path: str | os.PathLike) -> frozenset[str]:
     """
     with open(path, encoding="utf-8") as fh:
         lines = (line.strip() for line in fh)
-        return frozenset(line for line in lines if line and not line.startswith("#"))
+        ids = [line for line in lines if line and not line.startswith("#")]
+    if too_long := sum(len(i) > MAX_ID_CHARS for i in ids):  # no item has such an id
+        logger.warning("--exclude-items %s: %d lines over %d characters left out (no item id is that long)",
+                       path, too_long, MAX_ID_CHARS)
+    return frozenset(i for i in ids if len(i) <= MAX_ID_CHARS)
 
 
 class ExcludedItems:

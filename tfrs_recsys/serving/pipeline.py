@@ -47,6 +47,7 @@ from tfrs_recsys.serving.stores.memory import MemoryStore
 
 DEFAULT_INPUTS = {"user": "user_id", "item": "item_id", "time": "timestamp"}  # the demo's and most logs'
 MAX_KNOWN_ITEMS = 1_000_000  # known items remembered while a retrieval version has shown no unknown one
+MAX_HOT_SKIPPED = 1000  # hot items read beyond a list's length to replace excluded ones: the read stays small
 
 
 def request_time_features(inputs: Mapping[str, object], context: Mapping[str, object], now: float,
@@ -141,7 +142,8 @@ class RecallRankPipeline:
     def _hot(self, history: list[str], limit: int) -> list[Recommendation]:
         """The ``limit`` hottest items, those of the history left out when ``exclude_seen``."""
         seen = (set(history) if self.exclude_seen else set()) | self.exclude_items()
-        hot = [(i, h) for i, h in self.store.hot_items(limit + len(seen)) if i not in seen][:limit]
+        hot = [(i, h) for i, h in self.store.hot_items(limit + min(len(seen), MAX_HOT_SKIPPED))
+               if i not in seen][:limit]
         return [Recommendation(i, h, HOT, {"hotness": h}) for i, h in hot]
 
     def _candidates(self, user_id: str, state: UserState, n: int,
@@ -157,7 +159,7 @@ class RecallRankPipeline:
         # up to n: a version rolled out with a smaller k gives fewer, never an error. The removed items go as
         # exclusions: the export searches that much deeper, so they never shorten the list.
         found = self.client.retrieve(user_id, history, exclude_seen=self.exclude_seen,
-                                     exclude=sorted(removed), model=self.retrieval_model,
+                                     exclude=removed, model=self.retrieval_model,
                                      timeout=_remaining(deadline))
         found_ids = found.item_ids[:n]
         self._check_catalog(found_ids, found.version)
@@ -204,7 +206,8 @@ class RecallRankPipeline:
         """This process's hot list, for when the store does not answer."""
         removed = self.exclude_items()
         hot = [Recommendation(i, h, HOT, {"hotness": h})
-               for i, h in self.store.fallback_hot_items(k + len(removed)) if i not in removed][:k]
+               for i, h in self.store.fallback_hot_items(k + min(len(removed), MAX_HOT_SKIPPED))
+               if i not in removed][:k]
         return Recommendations(str(user_id), hot, False, {}, f"store unavailable: {error}")
 
     def recall(self, user_id: str, k: int = 10, *, deadline: float | None = None) -> Recommendations:
