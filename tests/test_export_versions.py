@@ -36,8 +36,6 @@ def test_a_base_without_the_marker_goes_on_from_its_newest_version(tmp_path):
     (tmp_path / "ranker" / VERSION_MARKER).unlink()
     (tmp_path / "ranker" / "2").mkdir()
     assert _published(tmp_path) == 5
-    (tmp_path / "ranker" / VERSION_MARKER).write_text("not a number")  # torn or edited: the disk decides
-    assert _published(tmp_path) == 6
 
 
 def test_a_pair_reserves_one_number_above_both_members_and_exports_at_once_get_distinct_ones(tmp_path):
@@ -53,3 +51,18 @@ def test_a_pair_reserves_one_number_above_both_members_and_exports_at_once_get_d
     for thread in threads:
         thread.join()
     assert sorted(numbers) == list(range(6, 14))
+
+
+def test_a_marker_that_holds_no_version_number_is_refused_not_guessed(tmp_path):
+    import pytest
+
+    from tfrs_recsys.errors import UserError
+
+    assert _published(tmp_path) == 1
+    marker = tmp_path / "ranker" / VERSION_MARKER
+    for damaged, said in ((b"garbage\x00\xff", "not a version number"),
+                          (b"9223372036854775807\n", "not a version the model server reads")):
+        marker.write_bytes(damaged)
+        with pytest.raises(UserError, match=said):
+            _published(tmp_path)
+    assert sorted(version_dirs(tmp_path / "ranker")) == [1]

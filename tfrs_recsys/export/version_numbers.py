@@ -15,7 +15,8 @@ import fcntl
 import os
 
 from tfrs_recsys import paths
-from tfrs_recsys.servable_layout import version_dirs
+from tfrs_recsys.errors import UserError
+from tfrs_recsys.servable_layout import MAX_VERSION, version_dirs
 
 VERSION_MARKER = ".last_version"
 
@@ -29,7 +30,12 @@ class _Marker:
 
     def __enter__(self) -> _Marker:
         if not paths.is_remote(self.path):
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask's permissions
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask's permissions
+            except OSError as e:
+                raise UserError(f"cannot open the version marker ({e.strerror})", path=str(self.path),
+                                fix="let the exporting user write it (it records the largest version ever "
+                                    "exported here)") from None
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 
@@ -38,12 +44,23 @@ class _Marker:
             os.close(self._fd)  # releases the lock
 
     def read(self) -> int:
-        """The number recorded (0: none, or a file that does not hold one)."""
+        """The number recorded (0: none yet).
+
+        Raises:
+          UserError: The marker holds something else than a version number: guessing could hand out a
+            number again.
+        """
         if self._fd is not None:
             text = os.pread(self._fd, 64, 0).decode("ascii", errors="replace").strip()
         else:
-            text = paths.read_text(self.path).strip() if paths.isfile(self.path) else ""
-        return int(text) if text.isascii() and text.isdigit() else 0
+            raw = paths.read_bytes(self.path) if paths.isfile(self.path) else b""
+            text = raw[:64].decode("ascii", errors="replace").strip()
+        if text and not (text.isascii() and text.isdigit() and int(text) <= MAX_VERSION):
+            raise UserError(f"the version marker holds {text[:20]!r}, not a version number up to "
+                            f"{MAX_VERSION}", path=str(self.path),
+                            fix="write the largest version ever exported here into it (or delete it to go "
+                                "on from the version folders)")
+        return int(text or 0)
 
     def write(self, number: int) -> None:
         text = f"{number}\n"
@@ -90,6 +107,9 @@ def reserve_version(*model_dirs: str | os.PathLike, version: int | None = None) 
         recorded = [m.read() for m in markers]
         number = (max([0, *recorded, *(v for d in dirs for v in _on_disk(d))]) + 1 if version is None
                   else int(version))
+        if not 0 < number <= MAX_VERSION:  # the model server reads no larger version folder
+            raise UserError(f"version {number} is not a version the model server reads (1 to {MAX_VERSION})",
+                            path=dirs[0], fix="export with a smaller --version, or to another base path")
         for marker, before in zip(markers, recorded):
             if number > before:
                 marker.write(number)
