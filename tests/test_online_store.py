@@ -2,6 +2,7 @@
 Redis server (started by the tests). Events, the hot list, publishing under load, bad events; for
 Redis also a server that stops or stalls mid-run and comes back."""
 import json
+import shutil
 import socket
 import threading
 import time
@@ -531,6 +532,17 @@ def test_a_folder_store_is_refreshed_live_keeping_online_histories_and_a_corrupt
         assert "kept" in caplog.text
         assert http.get("/recommend/x", params={"top_k": 1}).json()["items"][0]["item_id"] == "item_37"
         assert http.get("/recommend/u9").status_code == 200
+
+        # a folder by the manifest's name is no store written, whatever files lie beside it: nothing goes live
+        loaded = refresher.loaded
+        for part in _next_day("u9", "item_36").save(tmp_path / "day4").iterdir():
+            if part.name != "store.json":
+                shutil.copy(part, folder / part.name)
+        (folder / "store.json").unlink()
+        (folder / "store.json").mkdir()
+        time.sleep(0.5)  # ten polls
+        assert refresher.loaded == loaded
+        assert http.get("/recommend/x", params={"top_k": 1}).json()["items"][0]["item_id"] == "item_37"
 
 
 def test_excluded_items_leave_published_lists_and_the_hot_fallback(tmp_path, client):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat as stat_module
 import threading
 
 from tfrs_recsys import paths
@@ -32,6 +33,8 @@ def _signature(directory: str) -> tuple | None:
         if paths.is_remote(directory):  # object stores: the manifest itself, a few hundred bytes
             return (paths.read_text(manifest),)
         stat = os.stat(manifest)  # through a symlink: the folder it names now
+        if not stat_module.S_ISREG(stat.st_mode):  # a folder or a pipe by that name: no store written
+            return None
         return os.path.realpath(directory), stat.st_ino, stat.st_mtime_ns, stat.st_size
     except (OSError, ValueError):  # missing (a swap in progress), or unreadable: looked at again next time
         return None
