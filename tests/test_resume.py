@@ -467,7 +467,7 @@ def test_a_run_that_stopped_before_its_first_epoch_is_replaced_whatever_its_conf
     assert runs.is_complete(out)
 
 
-def test_resume_refuses_input_files_changed_since_the_run_began(tmp_path):
+def test_resume_refuses_input_files_changed_since_the_run_began(tmp_path, datasets_dir):
     data = tmp_path / "log.csv"
     data.write_text("user_id,item_id,click\nu1,i1,1\nu2,i2,0\n")
     options = {"dataset": "csv", "data_dir": str(data), "label_columns": "click", "epochs": "3"}
@@ -478,6 +478,12 @@ def test_resume_refuses_input_files_changed_since_the_run_began(tmp_path):
     run_lock.release(run_dir)
     resumed = _cfg("deepfm", options, tmp_path / "run", resume=True)
     assert run_reuse.check(resumed, "deepfm") == run_reuse.RESUME  # the same files: it goes on
+    os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 10**9))  # copied again, same bytes
+    assert run_reuse.check(resumed, "deepfm") == run_reuse.RESUME
     data.write_text("user_id,item_id,click\nu1,i1,1\nu2,i2,0\nu3,i3,1\n")  # tomorrow's export, same path
     with pytest.raises(ConfigError, match=r"log.csv changed \(size .* then, .* now\).*--overwrite"):
         run_reuse.check(resumed, "deepfm")
+    # a named dataset's folder is its loader's: a run on MovieLens begins (and records nothing of it)
+    movielens = {"dataset": "movielens-100k", "data_dir": str(datasets_dir / "ml-100k"),
+                 "epochs": "1"}
+    run_lock.release(runs.create(_cfg("retrieval", movielens, tmp_path / "ml"), "retrieval"))
