@@ -17,12 +17,15 @@ from tfrs_recsys.data.errors import DataError
 logger = logging.getLogger(__name__)
 
 
-def _kind(values: pd.Series) -> str:
-    if pd.api.types.is_bool_dtype(values):
-        return "booleans"
-    if pd.api.types.is_numeric_dtype(values):
-        return "numbers"
-    return "text" if pd.api.types.is_string_dtype(values) else str(values.dtype)
+_KINDS = {"boolean": "booleans", "integer": "numbers", "floating": "numbers", "decimal": "numbers",
+          "mixed-integer-float": "numbers", "string": "text", "empty": None}
+
+
+def _kind(values: pd.Series) -> str | None:
+    """What a shard's column holds, by its values (a Parquet bool column with a null reads as objects):
+    booleans, numbers, text, another inferred kind, or None when it holds no value."""
+    inferred = pd.api.types.infer_dtype(values, skipna=True)
+    return _KINDS.get(inferred, inferred)
 
 
 def check_shards(frames: Sequence[pd.DataFrame], files: Sequence[str], parquet: Sequence[bool],
@@ -46,10 +49,10 @@ def check_shards(frames: Sequence[pd.DataFrame], files: Sequence[str], parquet: 
                            what, column, len(lacking), len(files), lacking[0])
         kinds = {}
         for frame, file, typed in zip(frames, files, parquet):
-            if typed and column in frame.columns and frame[column].notna().any():
-                kinds.setdefault(_kind(frame[column]), file)
+            if typed and column in frame.columns and (kind := _kind(frame[column])) is not None:
+                kinds.setdefault(kind, file)
         if len(kinds) > 1:
             (first, first_file), (other, other_file) = list(kinds.items())[:2]
-            raise DataError(f"{what}: column '{column}' is {first} in {first_file} but {other} in "
-                            f"{other_file}", path=other_file, column=column,
+            raise DataError(f"{what}: {first} in {first_file} but {other} in {other_file}", path=other_file,
+                            column=column,
                             fix="write every shard with the same columns and types")
