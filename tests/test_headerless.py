@@ -71,4 +71,6 @@ def test_headers_of_short_names_over_numbers_and_hashes_are_headers():
     assert not headerless(criteo, rows)
     assert not headerless(["f1", "f2", "label"], [["0.5", "1.2", "1"], ["0.7", "2.2", "0"]])
     assert not headerless(["country", "2019", "2020"], [["US", "0.53", "0.61"], ["DE", "0.4", "0.3"]])
+    ali_ccp = ["click", "purchase", "101", "121", "122"]  # Ali-CCP's field ids are numbers
+    assert not headerless(ali_ccp, [["0", "0", "1", "2", "3"], ["1", "0", "4", "5", "6"]])
     assert headerless(rows[0], rows[1:])

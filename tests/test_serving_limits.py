@@ -248,6 +248,8 @@ def test_calls_that_never_finish_sending_cannot_take_the_workers(tmp_path, flags
     try:
         half_sent = channel.stream_unary("/tensorflow.serving.PredictionService/Predict")
         held = [half_sent.future(request_that_never_arrives()) for _ in range(8)]  # 8x the running calls
+        if "--grpc_max_receiving_rpcs=3" in flags:  # the 5 oldest made room for the newer ones
+            fx.wait_for(lambda: sum(call.done() for call in held) >= 5, timeout=20, message="room made")
         _still_answers(prediction_service_pb2_grpc.PredictionServiceStub(channel))
         # the timeout ends all 8; a limit of 3 leaves the newest 2 receiving (the answered call made room)
         want = 8 if "--grpc_request_timeout_in_ms=1500" in flags else 6

@@ -46,6 +46,8 @@ def headerless(columns: Sequence[str], rows: Sequence[Sequence[object]] = ()) ->
         column = [v for v in column if v]
         shape, count = Counter(map(_shape, column)).most_common(1)[0] if column else ("", 0)
         if count * 2 >= len(column) > 0 and "9" in shape:  # a column of ids, codes or numbers, not free text
+            if re.fullmatch(r"[^\W\d]+", name.strip()):  # a word over numbers (``click`` over 0/1): a header
+                return False
             data, header = (data + 1, header) if _shape(name) == shape else (data, header + 1)
         else:  # no common form to compare with: a name that is a value still says data
             data += bool(_VALUE.match(name))

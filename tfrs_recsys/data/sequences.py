@@ -74,7 +74,11 @@ class HeldOut:
 
     def repeat_share(self) -> float:
         """The share of targets the user had interacted with before: the ones that ranking with the history
-        left out can never find (plays and purchases come back; ratings do not)."""
+        left out can never find (plays and purchases come back; ratings do not).
+
+        Returns:
+          That share, 0 to 1 (0 without targets).
+        """
         seen = self.histories if self.seen is None else self.seen
         found = [target in set(items.tolist()) for target, items in zip(self.targets, seen)]
         return float(np.mean(found)) if found else 0.0

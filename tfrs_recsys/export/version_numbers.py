@@ -84,6 +84,9 @@ def highest_version(*model_dirs: str | os.PathLike) -> int:
 
     Returns:
       The largest of their version folders and of the numbers their markers recorded.
+
+    Raises:
+      UserError: A marker holds no version number.
     """
     recorded = [_Marker(d).read() for d in model_dirs if paths.isfile(paths.join(d, VERSION_MARKER))]
     return max([0, *recorded, *(v for d in model_dirs for v in _on_disk(d))])
@@ -100,6 +103,10 @@ def reserve_version(*model_dirs: str | os.PathLike, version: int | None = None) 
 
     Returns:
       The version number.
+
+    Raises:
+      UserError: A marker cannot be opened or holds no version number, or the number is past the largest
+        the model server reads.
     """
     dirs = sorted({str(paths.makedirs(d)) for d in model_dirs})  # one lock order: no two exports deadlock
     with contextlib.ExitStack() as stack:

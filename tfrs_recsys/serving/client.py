@@ -304,8 +304,9 @@ class ServingClient:
           exclude_seen: Leave out the history's items: in the model where the exclusion width allows
             (the most recent ones), and always in the result.
           model: The model (default: the client's ``retrieval_model``).
-          exclude: More item ids to leave out, as the history's (the first :data:`MAX_EXCLUSIONS_SENT` of
-            the two in the model, where the list keeps its length; the rest from its answer).
+          exclude: More item ids to leave out, as the history's (:data:`MAX_EXCLUSIONS_SENT` of the two in
+            the model, where the list keeps its length, these first, then the latest history; the rest
+            from its answer, which they can shorten).
           timeout: The call's deadline (default: the client's).
 
         Returns:
@@ -315,7 +316,9 @@ class ServingClient:
           ValueError: ``k`` is more than the export returns.
         """
         model = model or self.retrieval_model
-        banned = list(dict.fromkeys([*(history if exclude_seen else ()), *exclude]))
+        # past the cap the operator's go first, sorted (every replica sends the same), then the latest history
+        given = sorted(exclude) if len(exclude) > MAX_EXCLUSIONS_SENT else list(exclude)
+        banned = list(dict.fromkeys([*given, *(reversed(history) if exclude_seen else ())]))
         signature = "query_with_exclusions" if banned else "serving_default"
         info = self._signature(model, signature)
         row = fit_width([str(h) for h in history], info.inputs["history"], left=True)

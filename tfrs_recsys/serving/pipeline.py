@@ -157,7 +157,7 @@ class RecallRankPipeline:
                      for i, s, src in state.published if i not in removed][:n], {"published": state.version})
         history = state.history or []
         # up to n: a version rolled out with a smaller k gives fewer, never an error. The removed items go as
-        # exclusions: the export searches that much deeper, so they never shorten the list.
+        # exclusions: the export searches that much deeper (past the client's cap they can shorten it).
         found = self.client.retrieve(user_id, history, exclude_seen=self.exclude_seen,
                                      exclude=removed, model=self.retrieval_model,
                                      timeout=_remaining(deadline))
