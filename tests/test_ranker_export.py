@@ -138,7 +138,8 @@ def test_signature_takes_raw_features_and_names_its_outputs(which, esmm_run, dee
     first = export_ranker(run_dir, base, "ranker")
     second = export_ranker(run_dir, base, "ranker")
     assert (first.name, second.name) == ("1", "2")
-    assert sorted(p.name for p in (base / "ranker").iterdir()) == ["1", "2"]  # no temporary dirs left
+    # no temporary dirs left: the versions and the marker of the numbers handed out
+    assert sorted(p.name for p in (base / "ranker").iterdir()) == [".last_version", "1", "2"]
 
     signature = tf.saved_model.load(str(second)).signatures["serving_default"]
     inputs = signature.structured_input_signature[1]
