@@ -304,9 +304,9 @@ class ServingClient:
           exclude_seen: Leave out the history's items: in the model where the exclusion width allows
             (the most recent ones), and always in the result.
           model: The model (default: the client's ``retrieval_model``).
-          exclude: More item ids to leave out, as the history's (:data:`MAX_EXCLUSIONS_SENT` of the two in
-            the model, where the list keeps its length, these first, then the latest history; the rest
-            from its answer, which they can shorten).
+          exclude: More item ids to leave out, as the history's (the last :data:`MAX_EXCLUSIONS_SENT` of the
+            history then these in the model, where the list keeps its length; the rest from its answer,
+            which they can shorten).
           timeout: The call's deadline (default: the client's).
 
         Returns:
@@ -316,15 +316,16 @@ class ServingClient:
           ValueError: ``k`` is more than the export returns.
         """
         model = model or self.retrieval_model
-        # past the cap the operator's go first, sorted (every replica sends the same), then the latest history
+        # Oldest history first, the operator's last (sorted past the cap: every replica sends the same): a
+        # static exclusion width and the cap keep the last ones. An id in both keeps its last place.
         given = sorted(exclude) if len(exclude) > MAX_EXCLUSIONS_SENT else list(exclude)
-        banned = list(dict.fromkeys([*given, *(reversed(history) if exclude_seen else ())]))
+        banned = list(dict.fromkeys(reversed([*(history if exclude_seen else ()), *given])))[::-1]
         signature = "query_with_exclusions" if banned else "serving_default"
         info = self._signature(model, signature)
         row = fit_width([str(h) for h in history], info.inputs["history"], left=True)
         inputs = {"user_id": np.array([str(user_id)], object), "history": np.array([row], object)}
         if banned:  # past the cap the rest are only filtered from the answer, which they can then shorten
-            excluded = fit_width(banned[:MAX_EXCLUSIONS_SENT], info.inputs["exclude_item_ids"], left=False)
+            excluded = fit_width(banned[-MAX_EXCLUSIONS_SENT:], info.inputs["exclude_item_ids"], left=False)
             inputs["exclude_item_ids"] = np.array([excluded], object)
         outputs, version = self.predict(model, inputs, signature=signature, timeout=timeout,
                                         output_filter=["item_ids", "scores"])
