@@ -233,6 +233,10 @@ def test_cli_writes_spec(tmp_path, datasets_dir, capsys):
     assert "wrote" in capsys.readouterr().err
     assert main([path, "--labels", "click", "--session-column", "search_id", "--out", str(out)]) == 2
     assert "column 'conversion'" in capsys.readouterr().err
+    # spelled as training spells it
+    assert main([path, "--label-columns", "click,conversion", "--session-column", "search_id", "--out",
+                 str(out)]) == 0
+    assert FeatureSpec.load(out).labels == ["click", "conversion"]
 
 
 def test_bad_arguments_name_the_column():

@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Infer a feature spec from a CSV, TSV, JSON Lines or "
                                                  "Parquet file.")
     parser.add_argument("file", help="CSV or TSV file with a header row, JSON Lines or Parquet file")
-    parser.add_argument("--labels", help="comma-separated label columns (default: inferred from their names)")
+    parser.add_argument("--labels", "--label-columns", dest="labels",
+                        help="comma-separated label columns (default: inferred from their names)")
     for role, about in _ROLE_FLAGS.items():
         flags = ["--" + role.replace("_", "-")] + (["--time-column"] if role == "timestamp_column" else [])
         parser.add_argument(*flags, dest=role, help=about)
